@@ -1,0 +1,1 @@
+"""payorch: payment orchestration over gRPC."""

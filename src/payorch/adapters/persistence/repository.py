@@ -1,0 +1,345 @@
+"""Payments stored with SQLAlchemy Core: one aggregate across four tables."""
+
+from __future__ import annotations
+
+import builtins
+import dataclasses
+import enum
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from payorch.adapters.persistence.tables import attempts, events, payment_steps, payments
+from payorch.app.ports import ConcurrentUpdate, DuplicateRequest, PageCursor
+from payorch.domain.events import DomainEvent
+from payorch.domain.money import Currency
+from payorch.domain.payment import (
+    UNRESOLVED,
+    Attempt,
+    CaptureMode,
+    MethodType,
+    Payment,
+    PaymentStatus,
+    RawError,
+    Step,
+    StepStatus,
+)
+from payorch.domain.results import ErrorCode, Outcome
+
+
+def _payment_row(p: Payment) -> dict[str, Any]:
+    return {
+        "id": p.id,
+        "merchant_id": p.merchant_id,
+        "request_id": p.request_id,
+        "fingerprint": p.fingerprint,
+        "currency": p.currency.code,
+        "amount_minor": p.amount_minor,
+        "capture_mode": p.capture_mode.value,
+        "allow_partial": p.allow_partial,
+        "config_version": p.config_version,
+        "metadata": p.metadata,
+        "off_session": p.off_session,
+        "status": p.status.value,
+        "orchestration_ms": p.orchestration_ms,
+        "final_error": p.final_error.value,
+        "final_error_message": p.final_error_message,
+        "version": p.version,
+        "event_sequence": p.event_sequence,
+        "created_at": p.created_at,
+        "updated_at": p.updated_at,
+    }
+
+
+def _step_row(p: Payment, s: Step) -> dict[str, Any]:
+    return {
+        "payment_id": p.id,
+        "idx": s.index,
+        "method": s.method.value,
+        "token": s.token,
+        "customer_id": s.customer_id,
+        "amount_minor": s.amount_minor,
+        "processors": list(s.processors),
+        "status": s.status.value,
+        "outcome": s.outcome.value if s.outcome else None,
+        "error_code": s.error_code.value,
+        "processor": s.processor,
+        "processor_payment_id": s.processor_payment_id,
+        "next_action_type": s.next_action_type,
+        "client_secret": s.client_secret,
+        "captured_minor": s.captured_minor,
+        "refunded_minor": s.refunded_minor,
+        "generation": s.generation,
+    }
+
+
+def _attempt_row(p: Payment, s: Step, a: Attempt) -> dict[str, Any]:
+    return {
+        "payment_id": p.id,
+        "merchant_id": p.merchant_id,
+        "step_index": s.index,
+        "number": a.number,
+        "operation": a.operation,
+        "processor": a.processor,
+        "idempotency_key": a.idempotency_key,
+        "started_at": a.started_at,
+        "ended_at": a.ended_at,
+        "latency_ms": a.latency_ms,
+        "outcome": a.outcome.value,
+        "error_code": a.error_code.value,
+        "raw_type": a.raw.type,
+        "raw_code": a.raw.code,
+        "raw_decline_code": a.raw.decline_code,
+        "raw_http_status": a.raw.http_status,
+        "raw_request_id": a.raw.request_id,
+        "raw_message": a.raw.message[:2000],
+        "delay_before_ms": a.delay_before_ms,
+        "routing_reason": a.routing_reason,
+        "retry_decision": a.retry_decision,
+        "processor_payment_id": a.processor_payment_id,
+    }
+
+
+def _event_payload(e: DomainEvent) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(e):
+        value = getattr(e, f.name)
+        out[f.name] = value.value if isinstance(value, enum.Enum) else value
+    return out
+
+
+def _event_row(p: Payment, e: DomainEvent, now: datetime) -> dict[str, Any]:
+    return {
+        "id": f"evt_{uuid.uuid4().hex}",
+        "payment_id": p.id,
+        "merchant_id": p.merchant_id,
+        "sequence": e.sequence,
+        "name": e.name,
+        "payload": _event_payload(e),
+        "occurred_at": now,
+        "published_at": None,
+    }
+
+
+class SqlAlchemyPaymentRepository:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def add(self, payment: Payment) -> None:
+        try:
+            async with self._conn.begin_nested():
+                await self._conn.execute(payments.insert(), [_payment_row(payment)])
+        except IntegrityError as exc:
+            raise DuplicateRequest(payment.request_id) from exc
+        await self._conn.execute(
+            payment_steps.insert(), [_step_row(payment, s) for s in payment.steps]
+        )
+        await self._write_children(payment)
+
+    async def save(self, payment: Payment) -> None:
+        row = _payment_row(payment)
+        row["version"] = payment.version + 1
+        result = await self._conn.execute(
+            update(payments)
+            .where(payments.c.id == payment.id, payments.c.version == payment.version)
+            .values(**{k: v for k, v in row.items() if k not in ("id", "created_at")})
+        )
+        if result.rowcount != 1:
+            raise ConcurrentUpdate(payment.id)
+        for s in payment.steps:
+            values = _step_row(payment, s)
+            updated = await self._conn.execute(
+                update(payment_steps)
+                .where(payment_steps.c.payment_id == payment.id, payment_steps.c.idx == s.index)
+                .values(**{k: v for k, v in values.items() if k not in ("payment_id", "idx")})
+            )
+            if updated.rowcount == 0:
+                await self._conn.execute(payment_steps.insert(), [values])
+        await self._write_children(payment)
+        payment.version += 1
+
+    async def _write_children(self, payment: Payment) -> None:
+        new_attempts = [
+            _attempt_row(payment, s, a)
+            for s in payment.steps
+            for a in s.attempts[s.stored_attempts :]
+        ]
+        if new_attempts:
+            await self._conn.execute(attempts.insert(), new_attempts)
+        if payment.pending_events:
+            await self._conn.execute(
+                events.insert(),
+                [_event_row(payment, e, payment.updated_at) for e in payment.pending_events],
+            )
+        for s in payment.steps:
+            s.stored_attempts = len(s.attempts)
+        payment.pending_events.clear()
+
+    async def get(self, payment_id: str, merchant_id: str | None) -> Payment | None:
+        query = select(payments).where(payments.c.id == payment_id)
+        if merchant_id is not None:
+            query = query.where(payments.c.merchant_id == merchant_id)
+        found = await self._load(query)
+        return found[0] if found else None
+
+    async def get_by_request(self, merchant_id: str, request_id: str) -> Payment | None:
+        found = await self._load(
+            select(payments).where(
+                payments.c.merchant_id == merchant_id, payments.c.request_id == request_id
+            )
+        )
+        return found[0] if found else None
+
+    async def list(
+        self,
+        merchant_id: str | None,
+        *,
+        limit: int,
+        after: PageCursor | None,
+        status: PaymentStatus | None,
+        created_after: datetime | None,
+    ) -> Sequence[Payment]:
+        query = select(payments)
+        if merchant_id is not None:
+            query = query.where(payments.c.merchant_id == merchant_id)
+        if status is not None:
+            query = query.where(payments.c.status == status.value)
+        if created_after is not None:
+            query = query.where(payments.c.created_at >= created_after)
+        if after is not None:
+            query = query.where(
+                or_(
+                    payments.c.created_at < after.created_at,
+                    and_(
+                        payments.c.created_at == after.created_at, payments.c.id < after.payment_id
+                    ),
+                )
+            )
+        query = query.order_by(payments.c.created_at.desc(), payments.c.id.desc()).limit(limit)
+        return await self._load(query)
+
+    async def list_unresolved(self, *, older_than: datetime, limit: int) -> Sequence[Payment]:
+        return await self._load(
+            select(payments)
+            .where(
+                payments.c.status.in_([s.value for s in UNRESOLVED]),
+                payments.c.updated_at <= older_than,
+            )
+            .order_by(payments.c.updated_at)
+            .limit(limit)
+        )
+
+    async def _load(self, query: Any) -> builtins.list[Payment]:
+        rows = (await self._conn.execute(query)).mappings().all()
+        if not rows:
+            return []
+        ids = [r["id"] for r in rows]
+        step_rows = (
+            (
+                await self._conn.execute(
+                    select(payment_steps)
+                    .where(payment_steps.c.payment_id.in_(ids))
+                    .order_by(payment_steps.c.payment_id, payment_steps.c.idx)
+                )
+            )
+            .mappings()
+            .all()
+        )
+        attempt_rows = (
+            (
+                await self._conn.execute(
+                    select(attempts)
+                    .where(attempts.c.payment_id.in_(ids))
+                    .order_by(attempts.c.payment_id, attempts.c.step_index, attempts.c.number)
+                )
+            )
+            .mappings()
+            .all()
+        )
+        by_step: dict[tuple[str, int], builtins.list[Attempt]] = {}
+        for a in attempt_rows:
+            by_step.setdefault((a["payment_id"], a["step_index"]), []).append(_attempt(a))
+        steps_by_payment: dict[str, builtins.list[Step]] = {}
+        for s in step_rows:
+            step = _step(s, by_step.get((s["payment_id"], s["idx"]), []))
+            steps_by_payment.setdefault(s["payment_id"], []).append(step)
+        return [_payment(r, steps_by_payment.get(r["id"], [])) for r in rows]
+
+
+def _attempt(a: Any) -> Attempt:
+    return Attempt(
+        number=a["number"],
+        processor=a["processor"],
+        idempotency_key=a["idempotency_key"],
+        started_at=a["started_at"],
+        ended_at=a["ended_at"],
+        latency_ms=a["latency_ms"],
+        outcome=Outcome(a["outcome"]),
+        error_code=ErrorCode(a["error_code"]),
+        raw=RawError(
+            a["raw_type"],
+            a["raw_code"],
+            a["raw_decline_code"],
+            a["raw_http_status"],
+            a["raw_request_id"],
+            a["raw_message"],
+        ),
+        delay_before_ms=a["delay_before_ms"],
+        routing_reason=a["routing_reason"],
+        retry_decision=a["retry_decision"],
+        processor_payment_id=a["processor_payment_id"],
+        operation=a["operation"],
+    )
+
+
+def _step(s: Any, step_attempts: list[Attempt]) -> Step:
+    return Step(
+        index=s["idx"],
+        method=MethodType(s["method"]),
+        token=s["token"],
+        amount_minor=s["amount_minor"],
+        processors=list(s["processors"]),
+        customer_id=s["customer_id"],
+        status=StepStatus(s["status"]),
+        outcome=Outcome(s["outcome"]) if s["outcome"] else None,
+        error_code=ErrorCode(s["error_code"]),
+        processor=s["processor"],
+        processor_payment_id=s["processor_payment_id"],
+        attempts=step_attempts,
+        next_action_type=s["next_action_type"],
+        client_secret=s["client_secret"],
+        captured_minor=s["captured_minor"],
+        refunded_minor=s["refunded_minor"],
+        generation=s["generation"],
+        stored_attempts=len(step_attempts),
+    )
+
+
+def _payment(r: Any, steps: list[Step]) -> Payment:
+    return Payment(
+        id=r["id"],
+        merchant_id=r["merchant_id"],
+        request_id=r["request_id"],
+        fingerprint=r["fingerprint"],
+        currency=Currency(r["currency"]),
+        amount_minor=r["amount_minor"],
+        steps=steps,
+        created_at=r["created_at"],
+        updated_at=r["updated_at"],
+        capture_mode=CaptureMode(r["capture_mode"]),
+        allow_partial=r["allow_partial"],
+        config_version=r["config_version"],
+        metadata=dict(r["metadata"]),
+        off_session=r["off_session"],
+        status=PaymentStatus(r["status"]),
+        orchestration_ms=r["orchestration_ms"],
+        final_error=ErrorCode(r["final_error"]),
+        final_error_message=r["final_error_message"],
+        version=r["version"],
+        event_sequence=r["event_sequence"],
+    )

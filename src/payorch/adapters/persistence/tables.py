@@ -1,0 +1,183 @@
+"""Table definitions (SQLAlchemy Core). Alembic migrations create them."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in, aware UTC datetimes out, on SQLite and PostgreSQL."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        parsed: datetime = datetime.fromisoformat(value) if isinstance(value, str) else value
+        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+payments = Table(
+    "payments",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("merchant_id", String(64), nullable=False),
+    Column("request_id", String(255), nullable=False),
+    Column("fingerprint", String(64), nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("capture_mode", String(16), nullable=False),
+    Column("allow_partial", Boolean, nullable=False, default=False),
+    Column("config_version", BigInteger, nullable=False, default=0),
+    Column("metadata", JSON, nullable=False),
+    Column("off_session", Boolean, nullable=False, default=False),
+    Column("status", String(32), nullable=False),
+    Column("orchestration_ms", BigInteger, nullable=False, default=0),
+    Column("final_error", String(48), nullable=False),
+    Column("final_error_message", Text, nullable=False, default=""),
+    Column("version", Integer, nullable=False),
+    Column("event_sequence", Integer, nullable=False, default=0),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    # Idempotency: one payment per (merchant, request_id), enforced by the database.
+    UniqueConstraint("merchant_id", "request_id"),
+    Index(None, "merchant_id", "created_at", "id"),
+    Index(None, "status", "updated_at"),
+    Index(None, "created_at"),
+)
+
+payment_steps = Table(
+    "payment_steps",
+    metadata,
+    Column("payment_id", String(64), ForeignKey("payments.id"), primary_key=True),
+    Column("idx", Integer, primary_key=True),
+    Column("method", String(16), nullable=False),
+    Column("token", String(255), nullable=False),
+    Column("customer_id", String(255), nullable=False, default=""),
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("processors", JSON, nullable=False),
+    Column("status", String(32), nullable=False),
+    Column("outcome", String(32), nullable=True),
+    Column("error_code", String(48), nullable=False),
+    Column("processor", String(64), nullable=False, default=""),
+    Column("processor_payment_id", String(255), nullable=False, default=""),
+    Column("next_action_type", String(64), nullable=False, default=""),
+    Column("client_secret", String(255), nullable=False, default=""),
+    Column("captured_minor", BigInteger, nullable=False, default=0),
+    Column("refunded_minor", BigInteger, nullable=False, default=0),
+    Column("generation", Integer, nullable=False, default=0),
+)
+
+attempts = Table(
+    "attempts",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("payment_id", String(64), ForeignKey("payments.id"), nullable=False),
+    Column("merchant_id", String(64), nullable=False),
+    Column("step_index", Integer, nullable=False),
+    Column("number", Integer, nullable=False),
+    Column("operation", String(16), nullable=False),
+    Column("processor", String(64), nullable=False),
+    Column("idempotency_key", String(255), nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("ended_at", UTCDateTime, nullable=False),
+    Column("latency_ms", Integer, nullable=False),
+    Column("outcome", String(32), nullable=False),
+    Column("error_code", String(48), nullable=False),
+    Column("raw_type", String(64), nullable=False, default=""),
+    Column("raw_code", String(64), nullable=False, default=""),
+    Column("raw_decline_code", String(64), nullable=False, default=""),
+    Column("raw_http_status", Integer, nullable=False, default=0),
+    Column("raw_request_id", String(255), nullable=False, default=""),
+    Column("raw_message", Text, nullable=False, default=""),
+    Column("delay_before_ms", Integer, nullable=False, default=0),
+    Column("routing_reason", Text, nullable=False, default=""),
+    Column("retry_decision", Text, nullable=False, default=""),
+    Column("processor_payment_id", String(255), nullable=False, default=""),
+    UniqueConstraint("payment_id", "step_index", "number"),
+    Index(None, "started_at"),
+    Index(None, "processor", "started_at"),
+)
+
+# The outbox: events written in the same transaction as the state change.
+events = Table(
+    "events",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("payment_id", String(64), nullable=False),
+    Column("merchant_id", String(64), nullable=False),
+    Column("sequence", Integer, nullable=False),
+    Column("name", String(64), nullable=False),
+    Column("payload", JSON, nullable=False),
+    Column("occurred_at", UTCDateTime, nullable=False),
+    Column("published_at", UTCDateTime, nullable=True),
+    UniqueConstraint("payment_id", "sequence"),
+    Index(None, "published_at", "occurred_at"),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    # SHA-256 of the key: the key itself is shown once and never stored.
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("merchant_id", String(64), nullable=True),
+    Column("scope", String(16), nullable=False),
+    Column("label", String(128), nullable=False, default=""),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("revoked_at", UTCDateTime, nullable=True),
+)
+
+contract_violations = Table(
+    "contract_violations",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("contract_id", String(64), nullable=False),
+    Column("request_id", String(255), nullable=False, default=""),
+    Column("merchant_id", String(64), nullable=False, default=""),
+    Column("severity", String(16), nullable=False),
+    Column("owner", String(64), nullable=False, default=""),
+    Column("message", Text, nullable=False),
+    Column("occurred_at", UTCDateTime, nullable=False),
+    Index(None, "contract_id", "occurred_at"),
+    Index(None, "occurred_at"),
+)

@@ -1,0 +1,337 @@
+"""A simulated processor that means what Stripe's test payment methods mean.
+
+It keeps PaymentIntent-like objects keyed by the intent key and stores answers
+under the idempotency key the way Stripe does (500s stored and replayed, 429s
+not), so the router's recovery logic runs against the same semantics. Faults
+are injected from a seeded random source.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, fields, replace
+
+from payorch.app.ports import ChargeRequest
+from payorch.domain.results import ProcessorResponse, ResponseKind
+
+# Stripe test PaymentMethods -> (decline code, message).
+DECLINES: dict[str, tuple[str, str]] = {
+    "pm_card_chargeDeclined": ("generic_decline", "Your card was declined."),
+    "pm_card_visa_chargeDeclined": ("generic_decline", "Your card was declined."),
+    "pm_card_chargeDeclinedInsufficientFunds": (
+        "insufficient_funds",
+        "Your card has insufficient funds.",
+    ),
+    "pm_card_chargeDeclinedLostCard": ("lost_card", "Your card was declined."),
+    "pm_card_chargeDeclinedStolenCard": ("stolen_card", "Your card was declined."),
+    "pm_card_chargeDeclinedFraudulent": ("fraudulent", "Your card was declined."),
+    "pm_card_chargeDeclinedExpiredCard": ("expired_card", "Your card has expired."),
+    "pm_card_chargeDeclinedIncorrectCvc": ("incorrect_cvc", "Your card's CVC is incorrect."),
+    "pm_card_chargeDeclinedProcessingError": ("processing_error", "Processing error."),
+    "pm_card_chargeDeclinedDoNotHonor": ("do_not_honor", "Your card was declined."),
+}  # fmt: skip
+# Card 4000002760003184: always asks for authentication.
+REQUIRES_AUTH = {"pm_card_authenticationRequired", "pm_card_threeDSecure2Required"}
+# Card 4000002500003155: asks on-session, succeeds off-session once set up.
+AUTH_ON_SETUP = {"pm_card_authenticationRequiredOnSetup"}
+
+
+class InvalidSimulation(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Simulation:
+    """Fault injection: rates are probabilities per authorize call."""
+
+    latency_ms: float = 0.0
+    # Uniform jitter added to the latency, 0..latency_jitter_ms.
+    latency_jitter_ms: float = 0.0
+    api_error: float = 0.0
+    rate_limit: float = 0.0
+    timeout: float = 0.0
+    connection_error: float = 0.0
+    # Processed and charged, but the answer never arrives.
+    lost_response: float = 0.0
+    seed: int | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> Simulation:
+        """Parse "api_error=0.3,latency_ms=200,seed=7"."""
+        names = {f.name for f in fields(cls)}
+        values: dict[str, float | int] = {}
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            key, sep, raw = part.partition("=")
+            key = key.strip()
+            if not sep or key not in names:
+                raise InvalidSimulation(
+                    f"unknown simulation setting {key!r}; known: {', '.join(sorted(names))}"
+                )
+            try:
+                values[key] = int(raw) if key == "seed" else float(raw)
+            except ValueError as exc:
+                raise InvalidSimulation(f"{key} needs a number, got {raw!r}") from exc
+        sim = cls(**values)  # type: ignore[arg-type]
+        for name in ("api_error", "rate_limit", "timeout", "connection_error", "lost_response"):
+            if not 0.0 <= getattr(sim, name) <= 1.0:
+                raise InvalidSimulation(f"{name} is a probability: 0..1")
+        if sim.latency_ms < 0 or sim.latency_jitter_ms < 0:
+            raise InvalidSimulation("latencies cannot be negative")
+        return sim
+
+
+@dataclass(slots=True)
+class SimIntent:
+    id: str
+    amount_minor: int
+    currency: str
+    token: str
+    capture: bool
+    status: str = "requires_payment_method"
+    amount_captured: int = 0
+    amount_refunded: int = 0
+    charges: int = 0
+
+
+@dataclass(slots=True)
+class Ledger:
+    """What the simulated processor knows; shareable between adapter instances."""
+
+    intents: dict[str, SimIntent] = field(default_factory=dict)
+    by_id: dict[str, SimIntent] = field(default_factory=dict)
+    stored: dict[str, ProcessorResponse] = field(default_factory=dict)
+
+    @property
+    def charges_total(self) -> int:
+        return sum(i.charges for i in self.intents.values())
+
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+class SimulatedProcessor:
+    name: str
+
+    def __init__(
+        self,
+        name: str = "simulated",
+        simulation: Simulation | None = None,
+        *,
+        ledger: Ledger | None = None,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self.name = name
+        self.simulation = simulation or Simulation()
+        self.ledger = ledger or Ledger()
+        self._rng = random.Random(self.simulation.seed)
+        self._sleep = sleep
+        self._counter = 0
+
+    def set_simulation(self, simulation: Simulation) -> None:
+        self.simulation = simulation
+        if simulation.seed is not None:
+            self._rng = random.Random(simulation.seed)
+
+    def _request_id(self) -> str:
+        self._counter += 1
+        return f"req_sim_{self.name}_{self._counter}"
+
+    async def _latency(self) -> None:
+        sim = self.simulation
+        delay = sim.latency_ms + (self._rng.random() * sim.latency_jitter_ms)
+        if delay > 0:
+            await self._sleep(delay / 1000.0)
+
+    def _draw(self) -> str | None:
+        sim = self.simulation
+        roll = self._rng.random()
+        for fault in ("rate_limit", "connection_error", "timeout", "api_error", "lost_response"):
+            p: float = getattr(sim, fault)
+            if roll < p:
+                return fault
+            roll -= p
+        return None
+
+    async def authorize(self, request: ChargeRequest) -> ProcessorResponse:
+        await self._latency()
+        fault = self._draw()
+        rid = self._request_id()
+        if fault == "connection_error":
+            return ProcessorResponse(ResponseKind.CONNECTION_ERROR, exception="APIConnectionError")
+        if fault == "rate_limit":
+            # 429s happen before the idempotency layer: nothing stored.
+            return ProcessorResponse(
+                ResponseKind.ERROR,
+                http_status=429,
+                error_type="invalid_request_error",
+                code="rate_limit",
+                message="Too many requests hit the API too quickly.",
+                request_id=rid,
+                should_retry=True,
+                exception="RateLimitError",
+            )
+        if fault == "timeout":
+            # The request never reached processing; the client gave up.
+            return ProcessorResponse(ResponseKind.NO_RESPONSE, exception="Timeout")
+        stored = self.ledger.stored.get(request.idempotency_key)
+        if stored is not None:
+            return replace(stored, request_id=rid)
+        intent = self._intent_for(request)
+        if fault == "api_error":
+            response = ProcessorResponse(
+                ResponseKind.ERROR,
+                processor_payment_id=intent.id,
+                http_status=500,
+                error_type="api_error",
+                message="An unknown error occurred",
+                request_id=rid,
+                indeterminate=True,
+            )
+            self.ledger.stored[request.idempotency_key] = response
+            return response
+        response = self._process(intent, request, rid)
+        self.ledger.stored[request.idempotency_key] = response
+        if fault == "lost_response":
+            return ProcessorResponse(ResponseKind.NO_RESPONSE, exception="ReadTimeout")
+        return response
+
+    def _intent_for(self, request: ChargeRequest) -> SimIntent:
+        intent = self.ledger.intents.get(request.intent_key)
+        if intent is None:
+            digest = hashlib.sha256(f"{self.name}:{request.intent_key}".encode()).hexdigest()
+            intent = SimIntent(
+                id=f"pi_sim_{digest[:24]}",
+                amount_minor=request.amount_minor,
+                currency=request.currency.lower(),
+                token=request.token,
+                capture=request.capture,
+            )
+            self.ledger.intents[request.intent_key] = intent
+            self.ledger.by_id[intent.id] = intent
+        return intent
+
+    def _process(self, intent: SimIntent, request: ChargeRequest, rid: str) -> ProcessorResponse:
+        if intent.status in ("succeeded", "requires_capture"):
+            # Already charged under an earlier key: confirming again charges nothing.
+            return self._intent_response(intent, rid)
+        token = request.token
+        if token in DECLINES:
+            decline, message = DECLINES[token]
+            return ProcessorResponse(
+                ResponseKind.ERROR,
+                processor_payment_id=intent.id,
+                http_status=402,
+                error_type="card_error",
+                code="card_declined",
+                decline_code=decline,
+                message=message,
+                request_id=rid,
+            )
+        if token.startswith("pm_missing"):
+            return ProcessorResponse(
+                ResponseKind.ERROR,
+                processor_payment_id=intent.id,
+                http_status=400,
+                error_type="invalid_request_error",
+                code="resource_missing",
+                message=f"No such PaymentMethod: '{token[:40]}'",
+                request_id=rid,
+            )
+        if token in REQUIRES_AUTH or (token in AUTH_ON_SETUP and not request.off_session):
+            intent.status = "requires_action"
+            return self._intent_response(intent, rid)
+        intent.status = "succeeded" if intent.capture else "requires_capture"
+        intent.charges += 1
+        intent.amount_captured = intent.amount_minor if intent.capture else 0
+        return self._intent_response(intent, rid)
+
+    def _intent_response(self, intent: SimIntent, rid: str) -> ProcessorResponse:
+        kind = {
+            "succeeded": ResponseKind.SUCCEEDED,
+            "requires_capture": ResponseKind.AUTHORIZED,
+            "requires_action": ResponseKind.REQUIRES_ACTION,
+            "canceled": ResponseKind.NOT_CHARGED,
+        }.get(intent.status, ResponseKind.NOT_CHARGED)
+        action = kind is ResponseKind.REQUIRES_ACTION
+        return ProcessorResponse(
+            kind,
+            processor_payment_id=intent.id,
+            request_id=rid,
+            next_action_type="use_stripe_sdk" if action else "",
+            client_secret=f"{intent.id}_secret_sim" if action else "",
+            amount_captured_minor=intent.amount_captured,
+        )
+
+    async def lookup(self, request: ChargeRequest, processor_payment_id: str) -> ProcessorResponse:
+        await self._latency()
+        intent = self.ledger.by_id.get(processor_payment_id) or self.ledger.intents.get(
+            request.intent_key
+        )
+        if intent is None:
+            return ProcessorResponse(ResponseKind.NOT_FOUND, request_id=self._request_id())
+        return self._intent_response(intent, self._request_id())
+
+    def complete_action(self, processor_payment_id: str) -> None:
+        """The customer finished 3-D Secure (what Stripe's frontend would do)."""
+        intent = self.ledger.by_id[processor_payment_id]
+        if intent.status == "requires_action":
+            intent.status = "succeeded" if intent.capture else "requires_capture"
+            intent.charges += 1
+            intent.amount_captured = intent.amount_minor if intent.capture else 0
+
+    async def capture(
+        self, processor_payment_id: str, amount_minor: int, idempotency_key: str
+    ) -> ProcessorResponse:
+        await self._latency()
+        intent = self.ledger.by_id.get(processor_payment_id)
+        if intent is None or intent.status != "requires_capture":
+            return self._invalid_state(intent, "capture")
+        intent.status, intent.amount_captured = "succeeded", min(amount_minor, intent.amount_minor)
+        return ProcessorResponse(
+            ResponseKind.DONE,
+            processor_payment_id=intent.id,
+            request_id=self._request_id(),
+            amount_captured_minor=intent.amount_captured,
+        )
+
+    async def cancel(self, processor_payment_id: str, idempotency_key: str) -> ProcessorResponse:
+        await self._latency()
+        intent = self.ledger.by_id.get(processor_payment_id)
+        if intent is None or intent.status == "succeeded":
+            return self._invalid_state(intent, "cancel")
+        intent.status = "canceled"
+        return ProcessorResponse(
+            ResponseKind.DONE, processor_payment_id=intent.id, request_id=self._request_id()
+        )
+
+    async def refund(
+        self, processor_payment_id: str, amount_minor: int, idempotency_key: str
+    ) -> ProcessorResponse:
+        await self._latency()
+        stored = self.ledger.stored.get(idempotency_key)
+        if stored is not None:
+            return stored
+        intent = self.ledger.by_id.get(processor_payment_id)
+        if intent is None or intent.amount_captured - intent.amount_refunded < amount_minor:
+            return self._invalid_state(intent, "refund")
+        intent.amount_refunded += amount_minor
+        response = ProcessorResponse(
+            ResponseKind.DONE, processor_payment_id=intent.id, request_id=self._request_id()
+        )
+        self.ledger.stored[idempotency_key] = response
+        return response
+
+    def _invalid_state(self, intent: SimIntent | None, action: str) -> ProcessorResponse:
+        state = intent.status if intent else "missing"
+        return ProcessorResponse(
+            ResponseKind.ERROR,
+            processor_payment_id=intent.id if intent else "",
+            http_status=400,
+            error_type="invalid_request_error",
+            code="payment_intent_unexpected_state",
+            message=f"cannot {action} a PaymentIntent in state {state}",
+            request_id=self._request_id(),
+        )

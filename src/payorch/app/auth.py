@@ -1,0 +1,118 @@
+"""Who is calling: API keys (stored only as hashes) bound to a merchant or to ops."""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import secrets
+from dataclasses import dataclass
+from typing import Protocol
+
+from payorch.app.ports import Clock
+
+KEY_PREFIX = "po_"
+
+
+class Scope(enum.Enum):
+    MERCHANT = "merchant"
+    # Operators: health, stats across merchants, violations, any merchant's config.
+    OPS = "ops"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    scope: Scope
+    merchant_id: str | None
+    key_id: str
+
+    @property
+    def is_ops(self) -> bool:
+        return self.scope is Scope.OPS
+
+
+class Unauthenticated(Exception):
+    pass
+
+
+class PermissionDenied(Exception):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedKey:
+    key_id: str
+    plaintext: str
+    key_hash: str
+
+
+def hash_key(plaintext: str) -> str:
+    return hashlib.sha256(plaintext.encode()).hexdigest()
+
+
+def issue_key() -> IssuedKey:
+    key_id = secrets.token_hex(6)
+    plaintext = f"{KEY_PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
+    return IssuedKey(key_id, plaintext, hash_key(plaintext))
+
+
+class ApiKeyStore(Protocol):
+    async def find(self, key_hash: str) -> Principal | None:
+        """The principal of an active (not revoked) key."""
+        ...
+
+
+class Authenticator:
+    """Checks bearer keys; caches answers briefly so a key costs no query per call.
+
+    A revoked key stops working within `cache_s` seconds.
+    """
+
+    def __init__(self, store: ApiKeyStore, clock: Clock, *, cache_s: float = 5.0) -> None:
+        self._store = store
+        self._clock = clock
+        self._cache_s = cache_s
+        self._cache: dict[str, tuple[float, Principal | None]] = {}
+
+    async def authenticate(self, bearer: str) -> Principal:
+        if not bearer.startswith(KEY_PREFIX) or len(bearer) > 128:
+            raise Unauthenticated("invalid API key")
+        digest = hash_key(bearer)
+        now = self._clock.monotonic()
+        cached = self._cache.get(digest)
+        if cached is not None and now - cached[0] < self._cache_s:
+            principal = cached[1]
+        else:
+            principal = await self._store.find(digest)
+            if self._cache_s > 0:
+                if len(self._cache) > 10_000:
+                    self._cache.clear()
+                self._cache[digest] = (now, principal)
+        if principal is None:
+            raise Unauthenticated("invalid or revoked API key")
+        return principal
+
+
+def principal_from_certificate(common_name: str) -> Principal | None:
+    """Client-certificate identity: CN `merchant:<id>` or `ops`."""
+    if common_name == "ops":
+        return Principal(Scope.OPS, None, "cert:ops")
+    kind, _, merchant = common_name.partition(":")
+    if kind == "merchant" and merchant:
+        return Principal(Scope.MERCHANT, merchant, f"cert:{merchant}")
+    return None
+
+
+def resolve_merchant(principal: Principal, requested: str) -> str:
+    """The merchant a call acts for: the credential's; ops must name one."""
+    requested = requested.strip()
+    if principal.is_ops:
+        return requested
+    assert principal.merchant_id is not None
+    if requested and requested != principal.merchant_id:
+        raise PermissionDenied("the request names another merchant than the credential's")
+    return principal.merchant_id
+
+
+def read_scope(principal: Principal) -> str | None:
+    """Merchant filter for reads: ops see every merchant."""
+    return None if principal.is_ops else principal.merchant_id

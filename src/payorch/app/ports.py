@@ -1,0 +1,129 @@
+"""The ports the app talks through; adapters implement them, tests fake them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+from payorch.domain.payment import Payment, PaymentStatus
+from payorch.domain.results import ProcessorResponse
+
+
+class Clock(Protocol):
+    def now(self) -> datetime:
+        """Aware UTC wall time."""
+        ...
+
+    def monotonic(self) -> float:
+        """Seconds, for measuring durations."""
+        ...
+
+    async def sleep(self, seconds: float) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ChargeRequest:
+    """One authorize call for one step. The key decides whether it is new or a replay."""
+
+    payment_id: str
+    step_index: int
+    # Changes only when the processor is known not to have charged under the old one.
+    idempotency_key: str
+    # Stable across generations: identifies the processor-side payment object.
+    intent_key: str
+    amount_minor: int
+    currency: str
+    token: str
+    capture: bool
+    customer_id: str = ""
+    off_session: bool = False
+    merchant_id: str = ""
+    metadata: dict[str, str] = field(default_factory=dict)
+    timeout_s: float = 10.0
+
+
+class Processor(Protocol):
+    """A payment processor. Adapters return answers as data and never raise for a decline."""
+
+    name: str
+
+    async def authorize(self, request: ChargeRequest) -> ProcessorResponse: ...
+
+    async def lookup(self, request: ChargeRequest, processor_payment_id: str) -> ProcessorResponse:
+        """What became of a charge whose answer was lost or indeterminate."""
+        ...
+
+    async def capture(
+        self, processor_payment_id: str, amount_minor: int, idempotency_key: str
+    ) -> ProcessorResponse: ...
+
+    async def cancel(
+        self, processor_payment_id: str, idempotency_key: str
+    ) -> ProcessorResponse: ...
+
+    async def refund(
+        self, processor_payment_id: str, amount_minor: int, idempotency_key: str
+    ) -> ProcessorResponse: ...
+
+
+class DuplicateRequest(Exception):
+    """A payment with this (merchant, request_id) already exists."""
+
+
+class ConcurrentUpdate(Exception):
+    """The aggregate changed since it was read (optimistic concurrency)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PageCursor:
+    created_at: datetime
+    payment_id: str
+
+
+class PaymentRepository(Protocol):
+    async def add(self, payment: Payment) -> None:
+        """Insert a new payment; raises DuplicateRequest on a used (merchant, request_id)."""
+        ...
+
+    async def save(self, payment: Payment) -> None:
+        """Store changes; raises ConcurrentUpdate if someone else saved first."""
+        ...
+
+    async def get(self, payment_id: str, merchant_id: str | None) -> Payment | None:
+        """None when absent or owned by another merchant (merchant_id None: any)."""
+        ...
+
+    async def get_by_request(self, merchant_id: str, request_id: str) -> Payment | None: ...
+
+    async def list(
+        self,
+        merchant_id: str | None,
+        *,
+        limit: int,
+        after: PageCursor | None,
+        status: PaymentStatus | None,
+        created_after: datetime | None,
+    ) -> Sequence[Payment]: ...
+
+    async def list_unresolved(self, *, older_than: datetime, limit: int) -> Sequence[Payment]:
+        """Payments left PROCESSING or UNKNOWN, oldest first."""
+        ...
+
+
+class UnitOfWork(Protocol):
+    @property
+    def payments(self) -> PaymentRepository: ...
+
+    async def __aenter__(self) -> UnitOfWork: ...
+
+    async def __aexit__(self, *exc: object) -> None:
+        """Roll back whatever was not committed."""
+        ...
+
+    async def commit(self) -> None: ...
+
+
+class UnitOfWorkFactory(Protocol):
+    def __call__(self) -> UnitOfWork: ...

@@ -1,0 +1,156 @@
+"""Failure classification: a processor's answer -> outcome, error code, retry flags.
+
+Pure and table-driven. The tables are the documentation too: docs/classification.md
+prints them. Declines are the bank speaking; timeouts, 5xx and 429 are the network.
+"""
+
+from __future__ import annotations
+
+from payorch.domain.results import (
+    Classification,
+    ErrorCode,
+    Outcome,
+    ProcessorResponse,
+    ResponseKind,
+)
+
+_SUCCESS = Classification(Outcome.SUCCESS, ErrorCode.NONE, retry_now=False, retry_later=False)
+
+
+def _soft(code: ErrorCode, *, now: bool = True, later: bool = True) -> Classification:
+    return Classification(Outcome.SOFT, code, retry_now=now, retry_later=later)
+
+
+def _hard(code: ErrorCode, *, later: bool = False, ours: bool = False) -> Classification:
+    return Classification(
+        Outcome.HARD, code, retry_now=False, retry_later=later, contract_violation=ours
+    )
+
+
+# card_error decline codes (Stripe's `decline_code`, else its `code`).
+DECLINE_CODES: dict[str, Classification] = {
+    "generic_decline": _hard(ErrorCode.CARD_DECLINED, later=True),
+    "card_declined": _hard(ErrorCode.CARD_DECLINED, later=True),
+    "insufficient_funds": _soft(ErrorCode.INSUFFICIENT_FUNDS, now=False, later=True),
+    "do_not_honor": _hard(ErrorCode.DO_NOT_HONOR, later=True),
+    "lost_card": _hard(ErrorCode.LOST_CARD),
+    "stolen_card": _hard(ErrorCode.STOLEN_CARD),
+    "fraudulent": _hard(ErrorCode.FRAUDULENT),
+    "pickup_card": _hard(ErrorCode.STOLEN_CARD),
+    "expired_card": _hard(ErrorCode.EXPIRED_CARD),
+    "incorrect_cvc": _hard(ErrorCode.INCORRECT_CVC),
+    "processing_error": _soft(ErrorCode.PROCESSING_ERROR),
+    "authentication_required": Classification(
+        Outcome.REQUIRES_ACTION,
+        ErrorCode.AUTHENTICATION_REQUIRED,
+        retry_now=False,
+        retry_later=False,
+    ),
+}
+
+# Error `code`s that mean the same whatever the error type.
+ERROR_CODES: dict[str, Classification] = {
+    "lock_timeout": _soft(ErrorCode.LOCK_TIMEOUT),
+    "rate_limit": _soft(ErrorCode.RATE_LIMITED),
+}
+
+# Error `type`s, when neither the decline code nor the code decided.
+ERROR_TYPES: dict[str, Classification] = {
+    "api_error": _soft(ErrorCode.PROCESSOR_ERROR),
+    "invalid_request_error": _hard(ErrorCode.INVALID_REQUEST, ours=True),
+    "authentication_error": _hard(ErrorCode.PROCESSOR_AUTHENTICATION),
+    "permission_error": _hard(ErrorCode.PROCESSOR_PERMISSION),
+    "idempotency_error": _hard(ErrorCode.IDEMPOTENCY_CONFLICT, ours=True),
+}
+
+# Exception classes of the SDK, for answers with no body.
+EXCEPTIONS: dict[str, Classification] = {
+    "RateLimitError": _soft(ErrorCode.RATE_LIMITED),
+    "APIConnectionError": _soft(ErrorCode.NETWORK_ERROR),
+    "APIError": _soft(ErrorCode.PROCESSOR_ERROR),
+    "AuthenticationError": _hard(ErrorCode.PROCESSOR_AUTHENTICATION),
+    "PermissionError": _hard(ErrorCode.PROCESSOR_PERMISSION),
+}
+
+# Non-error answers.
+KINDS: dict[ResponseKind, Classification] = {
+    ResponseKind.SUCCEEDED: _SUCCESS,
+    ResponseKind.AUTHORIZED: _SUCCESS,
+    ResponseKind.DONE: _SUCCESS,
+    ResponseKind.REQUIRES_ACTION: Classification(
+        Outcome.REQUIRES_ACTION, ErrorCode.NONE, retry_now=False, retry_later=False
+    ),
+    ResponseKind.CONNECTION_ERROR: _soft(ErrorCode.NETWORK_ERROR),
+    # Sent, no answer: may have been charged. Retried only with the same key.
+    ResponseKind.NO_RESPONSE: Classification(
+        Outcome.UNKNOWN, ErrorCode.TIMEOUT, retry_now=True, retry_later=False
+    ),
+    ResponseKind.PENDING: Classification(
+        Outcome.UNKNOWN, ErrorCode.UNKNOWN_OUTCOME, retry_now=False, retry_later=False
+    ),
+    ResponseKind.NOT_FOUND: _soft(ErrorCode.PROCESSOR_ERROR),
+    ResponseKind.NOT_CHARGED: _soft(ErrorCode.PROCESSOR_ERROR),
+}
+
+# Codes that say the infrastructure (not the bank) failed: these count against health.
+INFRASTRUCTURE_CODES = frozenset(
+    {
+        ErrorCode.PROCESSOR_ERROR,
+        ErrorCode.RATE_LIMITED,
+        ErrorCode.LOCK_TIMEOUT,
+        ErrorCode.NETWORK_ERROR,
+        ErrorCode.TIMEOUT,
+        ErrorCode.UNKNOWN_OUTCOME,
+    }
+)
+
+_UNMAPPED = Classification(
+    Outcome.HARD, ErrorCode.UNMAPPED, retry_now=False, retry_later=False, unmapped=True
+)
+
+
+def classify(response: ProcessorResponse) -> Classification:
+    """Classify one processor answer. Total: every input gets a classification."""
+    if response.kind is not ResponseKind.ERROR:
+        return KINDS[response.kind]
+    found = _classify_error(response)
+    if found.retry_now and response.should_retry is False:
+        # The processor told us not to: Stripe-Should-Retry: false wins.
+        return Classification(
+            found.outcome,
+            found.error_code,
+            retry_now=False,
+            retry_later=found.retry_later,
+            contract_violation=found.contract_violation,
+            unmapped=found.unmapped,
+        )
+    return found
+
+
+def _classify_error(r: ProcessorResponse) -> Classification:
+    if r.http_status == 429 or r.exception == "RateLimitError":
+        return ERROR_CODES["rate_limit"]
+    if r.http_status == 409 and r.error_type == "idempotency_error":
+        # Another request with the same key is in flight: same key, a moment later.
+        return _soft(ErrorCode.IDEMPOTENCY_CONFLICT, later=False)
+    if r.error_type == "card_error":
+        for key in (r.decline_code, r.code):
+            if key in DECLINE_CODES:
+                return DECLINE_CODES[key]
+        return Classification(
+            Outcome.HARD, ErrorCode.CARD_DECLINED, retry_now=False, retry_later=False, unmapped=True
+        )
+    if r.code in ERROR_CODES:
+        return ERROR_CODES[r.code]
+    if r.error_type in ERROR_TYPES:
+        return ERROR_TYPES[r.error_type]
+    if r.http_status >= 500:
+        return ERROR_TYPES["api_error"]
+    if r.exception in EXCEPTIONS:
+        return EXCEPTIONS[r.exception]
+    return _UNMAPPED
+
+
+def is_infrastructure_failure(c: Classification) -> bool:
+    """True when the failure says something about the processor's health."""
+    return c.error_code in INFRASTRUCTURE_CODES

@@ -1,0 +1,61 @@
+"""Domain events, named in the past tense; the unit of work stores them in the outbox."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from payorch.domain.results import ErrorCode, Outcome
+
+
+@dataclass(slots=True)
+class DomainEvent:
+    # Position within the payment, set by the aggregate when raised.
+    sequence: int = field(default=0, init=False)
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+
+@dataclass(slots=True)
+class StepSucceeded(DomainEvent):
+    step_index: int
+    processor: str
+    latency_ms: int
+    amount_minor: int
+
+
+@dataclass(slots=True)
+class StepFailed(DomainEvent):
+    step_index: int
+    processor: str
+    error_code: ErrorCode
+    retryable: bool
+    latency_ms: int
+
+
+@dataclass(slots=True)
+class StepVoided(DomainEvent):
+    step_index: int
+    processor: str
+    amount_minor: int
+
+
+@dataclass(slots=True)
+class PaymentCompleted(DomainEvent):
+    total_minor: int
+    request_id: str
+
+
+@dataclass(slots=True)
+class PaymentFailed(DomainEvent):
+    error_code: ErrorCode
+    request_id: str
+    message: str
+
+
+@dataclass(slots=True)
+class PaymentReconciled(DomainEvent):
+    step_index: int
+    outcome: Outcome
+    source: str

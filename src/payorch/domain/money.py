@@ -1,0 +1,118 @@
+"""Money in integer minor units and the ISO-4217 currencies we know."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+
+# ISO-4217 active codes with their minor-unit exponent. Codes not listed have 2.
+_ZERO_DECIMAL = {
+    "BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG", "RWF",
+    "UGX", "UYI", "VND", "VUV", "XAF", "XOF", "XPF",
+}  # fmt: skip
+_THREE_DECIMAL = {"BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"}
+_FOUR_DECIMAL = {"CLF", "UYW"}
+_TWO_DECIMAL = {
+    "AED", "AFN", "ALL", "AMD", "ANG", "AOA", "ARS", "AUD", "AWG", "AZN", "BAM", "BBD",
+    "BDT", "BGN", "BMD", "BND", "BOB", "BOV", "BRL", "BSD", "BTN", "BWP", "BYN", "BZD",
+    "CAD", "CDF", "CHE", "CHF", "CHW", "CNY", "COP", "COU", "CRC", "CUP", "CVE", "CZK",
+    "DKK", "DOP", "DZD", "EGP", "ERN", "ETB", "EUR", "FJD", "FKP", "GBP", "GEL", "GHS",
+    "GIP", "GMD", "GTQ", "GYD", "HKD", "HNL", "HTG", "HUF", "IDR", "ILS", "INR", "IRR",
+    "JMD", "KES", "KGS", "KHR", "KPW", "KYD", "KZT", "LAK", "LBP", "LKR", "LRD", "LSL",
+    "MAD", "MDL", "MGA", "MKD", "MMK", "MNT", "MOP", "MRU", "MUR", "MVR", "MWK", "MXN",
+    "MXV", "MYR", "MZN", "NAD", "NGN", "NIO", "NOK", "NPR", "NZD", "PAB", "PEN", "PGK",
+    "PHP", "PKR", "PLN", "QAR", "RON", "RSD", "RUB", "SAR", "SBD", "SCR", "SDG", "SEK",
+    "SGD", "SHP", "SLE", "SOS", "SRD", "SSP", "STN", "SVC", "SYP", "SZL", "THB", "TJS",
+    "TMT", "TOP", "TRY", "TTD", "TWD", "TZS", "UAH", "USD", "USN", "UYU", "UZS", "VED",
+    "VES", "WST", "XCD", "XCG", "YER", "ZAR", "ZMW", "ZWG",
+}  # fmt: skip
+
+EXPONENTS: dict[str, int] = {
+    **dict.fromkeys(_TWO_DECIMAL, 2),
+    **dict.fromkeys(_ZERO_DECIMAL, 0),
+    **dict.fromkeys(_THREE_DECIMAL, 3),
+    **dict.fromkeys(_FOUR_DECIMAL, 4),
+}
+
+# Largest amount we accept: fits int64 with room, and far above any real payment.
+MAX_AMOUNT_MINOR = 10**15
+
+
+class UnknownCurrency(ValueError):
+    """The code is not an active ISO-4217 currency."""
+
+
+class InvalidAmount(ValueError):
+    """The amount cannot be expressed in the currency's minor units."""
+
+
+@dataclass(frozen=True, slots=True)
+class Currency:
+    code: str
+
+    @classmethod
+    def parse(cls, raw: str) -> Currency:
+        code = raw.strip().upper()
+        if code not in EXPONENTS:
+            raise UnknownCurrency(f"{raw.strip()[:16]!r} is not an ISO-4217 currency code")
+        return cls(code)
+
+    @property
+    def exponent(self) -> int:
+        return EXPONENTS[self.code]
+
+
+@dataclass(frozen=True, slots=True)
+class Money:
+    amount_minor: int
+    currency: Currency
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.amount_minor <= MAX_AMOUNT_MINOR:
+            raise InvalidAmount(f"amount {self.amount_minor} is out of range")
+
+    def __add__(self, other: Money) -> Money:
+        self._same_currency(other)
+        return Money(self.amount_minor + other.amount_minor, self.currency)
+
+    def __sub__(self, other: Money) -> Money:
+        self._same_currency(other)
+        return Money(self.amount_minor - other.amount_minor, self.currency)
+
+    def _same_currency(self, other: Money) -> None:
+        if other.currency != self.currency:
+            raise ValueError(f"cannot mix {self.currency.code} and {other.currency.code}")
+
+
+_DECIMAL_RE = re.compile(r"^\s*(\d{1,16})(?:\.(\d{1,4}))?\s*$")
+
+
+def parse_decimal_amount(raw: str, currency: Currency) -> int:
+    """Parse "19.99" into 1999 minor units of a two-decimal currency.
+
+    More fractional digits than the currency has is an error, never rounding.
+    """
+    match = _DECIMAL_RE.match(raw)
+    if match is None:
+        raise InvalidAmount(f"{raw[:32]!r} is not a decimal amount")
+    try:
+        value = Decimal(match.group(0).strip())
+    except InvalidOperation as exc:  # pragma: no cover - the regex admits only digits
+        raise InvalidAmount(f"{raw[:32]!r} is not a decimal amount") from exc
+    scaled = value.scaleb(currency.exponent)
+    if scaled != scaled.to_integral_value():
+        raise InvalidAmount(
+            f"{raw.strip()[:32]!r} has more than {currency.exponent} decimals for {currency.code}"
+        )
+    return int(scaled)
+
+
+def format_minor(amount_minor: int, currency: Currency) -> str:
+    """1999 USD -> "19.99"."""
+    exp = currency.exponent
+    if exp == 0:
+        return str(amount_minor)
+    sign = "-" if amount_minor < 0 else ""
+    whole, frac = divmod(abs(amount_minor), 10**exp)
+    return f"{sign}{whole}.{frac:0{exp}d}"

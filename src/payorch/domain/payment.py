@@ -1,0 +1,257 @@
+"""The Payment aggregate: a plan of steps, their attempts, and the events they emit."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from payorch.domain.events import (
+    DomainEvent,
+    PaymentCompleted,
+    PaymentFailed,
+    PaymentReconciled,
+    StepFailed,
+    StepSucceeded,
+    StepVoided,
+)
+from payorch.domain.money import Currency
+from payorch.domain.results import Classification, ErrorCode, Outcome, ProcessorResponse
+
+
+class PaymentStatus(enum.Enum):
+    PROCESSING = "processing"
+    SUCCEEDED = "succeeded"
+    AUTHORIZED = "authorized"
+    REQUIRES_ACTION = "requires_action"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+    CANCELLED = "cancelled"
+    PARTIALLY_SUCCEEDED = "partially_succeeded"
+    REFUNDED = "refunded"
+    PARTIALLY_REFUNDED = "partially_refunded"
+
+
+# States the reconciler has to finish.
+UNRESOLVED = frozenset({PaymentStatus.PROCESSING, PaymentStatus.UNKNOWN})
+
+
+class StepStatus(enum.Enum):
+    PENDING = "pending"
+    AUTHORIZED = "authorized"
+    CAPTURED = "captured"
+    FAILED = "failed"
+    VOIDED = "voided"
+    REQUIRES_ACTION = "requires_action"
+    UNKNOWN = "unknown"
+    REFUNDED = "refunded"
+
+
+class MethodType(enum.Enum):
+    CARD = "card"
+    APPLE_PAY = "apple_pay"
+    GOOGLE_PAY = "google_pay"
+
+
+class CaptureMode(enum.Enum):
+    AUTOMATIC = "automatic"
+    MANUAL = "manual"
+
+
+@dataclass(slots=True)
+class RawError:
+    """The processor's own fields, stored beside our normalized ones."""
+
+    type: str = ""
+    code: str = ""
+    decline_code: str = ""
+    http_status: int = 0
+    request_id: str = ""
+    message: str = ""
+
+    @classmethod
+    def of(cls, r: ProcessorResponse) -> RawError:
+        return cls(r.error_type, r.code, r.decline_code, r.http_status, r.request_id, r.message)
+
+
+@dataclass(slots=True)
+class Attempt:
+    number: int
+    processor: str
+    idempotency_key: str
+    started_at: datetime
+    ended_at: datetime
+    latency_ms: int
+    outcome: Outcome
+    error_code: ErrorCode
+    raw: RawError
+    delay_before_ms: int = 0
+    routing_reason: str = ""
+    retry_decision: str = ""
+    processor_payment_id: str = ""
+    # authorize | lookup | capture | void | refund
+    operation: str = "authorize"
+
+
+@dataclass(slots=True)
+class Step:
+    index: int
+    method: MethodType
+    token: str
+    amount_minor: int
+    processors: list[str]
+    customer_id: str = ""
+    status: StepStatus = StepStatus.PENDING
+    outcome: Outcome | None = None
+    error_code: ErrorCode = ErrorCode.NONE
+    processor: str = ""
+    processor_payment_id: str = ""
+    attempts: list[Attempt] = field(default_factory=list)
+    next_action_type: str = ""
+    client_secret: str = ""
+    captured_minor: int = 0
+    refunded_minor: int = 0
+    # Idempotency-key generation: bumped only when the processor is known not
+    # to have charged under the previous key.
+    generation: int = 0
+    # How many attempts are already stored (the rest are new).
+    stored_attempts: int = 0
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status in (StepStatus.AUTHORIZED, StepStatus.CAPTURED)
+
+
+class InvalidTransition(RuntimeError):
+    pass
+
+
+@dataclass(slots=True)
+class Payment:
+    id: str
+    merchant_id: str
+    request_id: str
+    fingerprint: str
+    currency: Currency
+    amount_minor: int
+    steps: list[Step]
+    created_at: datetime
+    updated_at: datetime
+    capture_mode: CaptureMode = CaptureMode.AUTOMATIC
+    allow_partial: bool = False
+    config_version: int = 0
+    metadata: dict[str, str] = field(default_factory=dict)
+    off_session: bool = False
+    status: PaymentStatus = PaymentStatus.PROCESSING
+    orchestration_ms: int = 0
+    final_error: ErrorCode = ErrorCode.NONE
+    final_error_message: str = ""
+    # Optimistic concurrency: bumped on every save.
+    version: int = 0
+    # Events raised since the last save (the unit of work writes them to the outbox).
+    pending_events: list[DomainEvent] = field(default_factory=list)
+    event_sequence: int = 0
+
+    # -- reading -------------------------------------------------------------
+    @property
+    def processed_minor(self) -> int:
+        return sum(s.amount_minor for s in self.steps if s.succeeded) - sum(
+            s.refunded_minor for s in self.steps
+        )
+
+    @property
+    def remaining_minor(self) -> int:
+        return self.amount_minor - sum(s.amount_minor for s in self.steps if s.succeeded)
+
+    @property
+    def success(self) -> bool:
+        return self.status in (PaymentStatus.SUCCEEDED, PaymentStatus.AUTHORIZED)
+
+    # -- changing ------------------------------------------------------------
+    def _raise(self, event: DomainEvent) -> None:
+        self.event_sequence += 1
+        event.sequence = self.event_sequence
+        self.pending_events.append(event)
+
+    def add_attempt(self, step: Step, attempt: Attempt) -> None:
+        step.attempts.append(attempt)
+        if attempt.processor_payment_id:
+            step.processor_payment_id = attempt.processor_payment_id
+
+    def step_succeeded(self, step: Step, *, processor: str, latency_ms: int) -> None:
+        if step.status not in (StepStatus.PENDING, StepStatus.UNKNOWN, StepStatus.REQUIRES_ACTION):
+            raise InvalidTransition(f"step {step.index} is {step.status.value}")
+        captured = self.capture_mode is CaptureMode.AUTOMATIC
+        step.status = StepStatus.CAPTURED if captured else StepStatus.AUTHORIZED
+        step.captured_minor = step.amount_minor if captured else 0
+        step.outcome, step.error_code, step.processor = Outcome.SUCCESS, ErrorCode.NONE, processor
+        self._raise(StepSucceeded(step.index, processor, latency_ms, step.amount_minor))
+
+    def step_failed(
+        self, step: Step, c: Classification, *, processor: str, latency_ms: int
+    ) -> None:
+        if step.status not in (StepStatus.PENDING, StepStatus.UNKNOWN, StepStatus.REQUIRES_ACTION):
+            raise InvalidTransition(f"step {step.index} is {step.status.value}")
+        step.status, step.outcome, step.error_code = StepStatus.FAILED, c.outcome, c.error_code
+        step.processor = processor
+        self._raise(StepFailed(step.index, processor, c.error_code, c.retry_later, latency_ms))
+
+    def step_requires_action(
+        self, step: Step, *, processor: str, next_action: str, client_secret: str
+    ) -> None:
+        step.status, step.outcome = StepStatus.REQUIRES_ACTION, Outcome.REQUIRES_ACTION
+        step.processor, step.next_action_type = processor, next_action
+        step.client_secret = client_secret
+
+    def step_unknown(self, step: Step, *, processor: str, error_code: ErrorCode) -> None:
+        step.status, step.outcome, step.error_code = StepStatus.UNKNOWN, Outcome.UNKNOWN, error_code
+        step.processor = processor
+
+    def step_voided(self, step: Step) -> None:
+        if step.status is not StepStatus.AUTHORIZED:
+            raise InvalidTransition(f"only an authorized step can be voided (is {step.status})")
+        step.status = StepStatus.VOIDED
+        self._raise(StepVoided(step.index, step.processor, step.amount_minor))
+
+    def step_reconciled(self, step: Step, *, source: str) -> None:
+        assert step.outcome is not None
+        self._raise(PaymentReconciled(step.index, step.outcome, source))
+
+    def settle(self, now: datetime, *, orchestration_ms: int | None = None) -> None:
+        """Derive the payment's status from its steps; emit the final event once."""
+        before = self.status
+        self.status = self._derive_status()
+        self.updated_at = now
+        if orchestration_ms is not None:
+            self.orchestration_ms = orchestration_ms
+        if self.status is before:
+            return
+        if self.status in (PaymentStatus.SUCCEEDED, PaymentStatus.AUTHORIZED):
+            self.final_error, self.final_error_message = ErrorCode.NONE, ""
+            self._raise(PaymentCompleted(self.amount_minor, self.request_id))
+        elif self.status is PaymentStatus.FAILED:
+            failed = [s for s in self.steps if s.status is StepStatus.FAILED]
+            self.final_error = failed[-1].error_code if failed else ErrorCode.UNMAPPED
+            self.final_error_message = self.final_error_message or (
+                f"step {failed[-1].index} failed: {self.final_error.value}" if failed else ""
+            )
+            self._raise(PaymentFailed(self.final_error, self.request_id, self.final_error_message))
+        elif self.status is PaymentStatus.UNKNOWN:
+            self.final_error = ErrorCode.UNKNOWN_OUTCOME
+            self.final_error_message = "the processor's answer was lost; reconciling"
+
+    def _derive_status(self) -> PaymentStatus:
+        statuses = [s.status for s in self.steps]
+        if any(s is StepStatus.UNKNOWN for s in statuses):
+            return PaymentStatus.UNKNOWN
+        if any(s is StepStatus.PENDING for s in statuses):
+            return PaymentStatus.PROCESSING
+        if any(s is StepStatus.REQUIRES_ACTION for s in statuses):
+            return PaymentStatus.REQUIRES_ACTION
+        if all(s is StepStatus.CAPTURED for s in statuses):
+            return PaymentStatus.SUCCEEDED
+        if all(s in (StepStatus.CAPTURED, StepStatus.AUTHORIZED) for s in statuses):
+            return PaymentStatus.AUTHORIZED
+        if any(s in (StepStatus.CAPTURED, StepStatus.AUTHORIZED) for s in statuses):
+            return PaymentStatus.PARTIALLY_SUCCEEDED
+        return PaymentStatus.FAILED

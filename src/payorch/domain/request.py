@@ -1,0 +1,342 @@
+"""Permissive outside, strict inside: a loose payment request -> CoreRequest + issues."""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+
+from payorch.domain.card_data import contains_card_number
+from payorch.domain.money import (
+    MAX_AMOUNT_MINOR,
+    Currency,
+    InvalidAmount,
+    Money,
+    UnknownCurrency,
+    parse_decimal_amount,
+)
+from payorch.domain.payment import MethodType
+
+MAX_METADATA_KEYS = 50
+MAX_METADATA_KEY_LEN = 40
+MAX_METADATA_VALUE_LEN = 500
+MAX_REQUEST_ID_LEN = 255
+MAX_METHODS = 8
+
+_MERCHANT_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_TOKEN_RE = re.compile(r"^(pm|tok|card|src)_[A-Za-z0-9_]{1,200}$")
+_CUSTOMER_RE = re.compile(r"^cus_[A-Za-z0-9_]{1,200}$")
+_PRINTABLE_RE = re.compile(r"^[\x21-\x7e]+$")
+
+METHOD_ALIASES: dict[str, MethodType] = {
+    "card": MethodType.CARD,
+    "cards": MethodType.CARD,
+    "credit_card": MethodType.CARD,
+    "debit_card": MethodType.CARD,
+    "creditcard": MethodType.CARD,
+    "apple_pay": MethodType.APPLE_PAY,
+    "applepay": MethodType.APPLE_PAY,
+    "google_pay": MethodType.GOOGLE_PAY,
+    "googlepay": MethodType.GOOGLE_PAY,
+    "gpay": MethodType.GOOGLE_PAY,
+}
+
+
+class Severity(enum.Enum):
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+    CRITICAL = "critical"
+
+
+@dataclass(frozen=True, slots=True)
+class ValidationIssue:
+    field: str
+    message: str
+    contract_id: str
+    fatal: bool
+    severity: Severity = Severity.WARNING
+
+
+@dataclass(slots=True)
+class RawMethodInput:
+    method: str = ""
+    token: str = ""
+    amount_minor: int | None = None
+    amount_decimal: str | None = None
+    customer_id: str = ""
+
+
+@dataclass(slots=True)
+class RawPaymentRequest:
+    """What the caller sent, field by field, before any judgement."""
+
+    merchant_id: str = ""
+    request_id: str = ""
+    amount_minor: int | None = None
+    amount_decimal: str | None = None
+    currency: str = ""
+    payment_method: str = ""
+    method: str = ""
+    methods: list[RawMethodInput] = field(default_factory=list)
+    customer_id: str = ""
+    metadata: dict[str, str] = field(default_factory=dict)
+    off_session: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class MethodInput:
+    method: MethodType
+    token: str
+    amount_minor: int | None
+    customer_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class CoreRequest:
+    """The strict request every later layer works with."""
+
+    merchant_id: str
+    request_id: str
+    amount: Money
+    methods: tuple[MethodInput, ...]
+    metadata: dict[str, str]
+    customer_id: str
+    off_session: bool
+    issues: tuple[ValidationIssue, ...] = ()
+
+    def fingerprint(self) -> str:
+        """Hash of everything that defines the payment (not the request id)."""
+        body = {
+            "amount": self.amount.amount_minor,
+            "currency": self.amount.currency.code,
+            "methods": [
+                [m.method.value, m.token, m.amount_minor, m.customer_id] for m in self.methods
+            ],
+            "metadata": sorted(self.metadata.items()),
+            "customer": self.customer_id,
+            "off_session": self.off_session,
+        }
+        return hashlib.sha256(json.dumps(body, separators=(",", ":")).encode()).hexdigest()
+
+
+class RequestRejected(ValueError):
+    """Fatal validation issues: nothing is persisted, the caller gets field violations."""
+
+    def __init__(self, issues: list[ValidationIssue]):
+        self.issues = issues
+        super().__init__("; ".join(f"{i.field}: {i.message}" for i in issues))
+
+
+def parse_method(raw: str) -> MethodType | None:
+    key = re.sub(r"[\s\-]+", "_", raw.strip().lower())
+    return METHOD_ALIASES.get(key) or METHOD_ALIASES.get(key.replace("_", ""))
+
+
+class _Collector:
+    def __init__(self) -> None:
+        self.issues: list[ValidationIssue] = []
+
+    def fatal(self, field_: str, message: str, contract: str) -> None:
+        self.issues.append(ValidationIssue(field_, message, contract, True, Severity.ERROR))
+
+    def note(self, field_: str, message: str, contract: str) -> None:
+        self.issues.append(ValidationIssue(field_, message, contract, False, Severity.INFO))
+
+    @property
+    def has_fatal(self) -> bool:
+        return any(i.fatal for i in self.issues)
+
+
+def _scan_card_numbers(raw: RawPaymentRequest, c: _Collector) -> None:
+    fields: list[tuple[str, str]] = [
+        ("merchant_id", raw.merchant_id),
+        ("request_id", raw.request_id),
+        ("amount_decimal", raw.amount_decimal or ""),
+        ("currency", raw.currency),
+        ("payment_method", raw.payment_method),
+        ("method", raw.method),
+        ("customer_id", raw.customer_id),
+    ]
+    for i, m in enumerate(raw.methods):
+        prefix = f"methods[{i}]"
+        fields += [
+            (f"{prefix}.method", m.method),
+            (f"{prefix}.token", m.token),
+            (f"{prefix}.amount_decimal", m.amount_decimal or ""),
+            (f"{prefix}.customer_id", m.customer_id),
+        ]
+    for k, v in raw.metadata.items():
+        fields += [("metadata", k), ("metadata", v)]
+    seen: set[str] = set()
+    for name, value in fields:
+        if name not in seen and contains_card_number(value):
+            seen.add(name)
+            c.fatal(
+                name,
+                "looks like a card number: send a payment method token (pm_...), never card data",
+                "input/card_number",
+            )
+
+
+def _parse_amount(
+    c: _Collector, field_: str, minor: int | None, decimal: str | None, currency: Currency | None
+) -> int | None:
+    if minor is not None:
+        if minor <= 0:
+            c.fatal(field_, "must be greater than zero", "input/amount")
+            return None
+        if minor > MAX_AMOUNT_MINOR:
+            c.fatal(field_, f"must be at most {MAX_AMOUNT_MINOR}", "input/amount")
+            return None
+        return minor
+    if decimal is not None:
+        if currency is None:
+            return None
+        try:
+            value = parse_decimal_amount(decimal, currency)
+        except InvalidAmount as exc:
+            c.fatal(field_, str(exc), "input/amount")
+            return None
+        if value <= 0:
+            c.fatal(field_, "must be greater than zero", "input/amount")
+            return None
+        if value > MAX_AMOUNT_MINOR:
+            c.fatal(field_, f"must be at most {MAX_AMOUNT_MINOR} minor units", "input/amount")
+            return None
+        c.note(field_, "amount given as a decimal string", "input/amount_format")
+        return value
+    return None
+
+
+def _parse_token(c: _Collector, field_: str, token: str) -> str:
+    stripped = token.strip()
+    if not stripped:
+        c.fatal(field_, "a payment method token is required", "input/payment_method")
+    elif not _TOKEN_RE.match(stripped):
+        c.fatal(
+            field_, "must be a payment method token such as pm_card_visa", "input/payment_method"
+        )
+    return stripped
+
+
+def parse_payment_request(raw: RawPaymentRequest) -> CoreRequest:
+    """Parse or raise RequestRejected with every fatal issue found (not only the first)."""
+    c = _Collector()
+    _scan_card_numbers(raw, c)
+    if c.has_fatal:
+        raise RequestRejected(c.issues)
+
+    merchant = raw.merchant_id.strip()
+    if not merchant:
+        c.fatal("merchant_id", "is required", "input/merchant")
+    elif not _MERCHANT_RE.match(merchant):
+        c.fatal("merchant_id", "must be 1-64 letters, digits, '_', '-' or '.'", "input/merchant")
+
+    request_id = raw.request_id.strip()
+    if not request_id:
+        c.fatal("request_id", "is required: it is the idempotency key", "input/request_id")
+    elif len(request_id) > MAX_REQUEST_ID_LEN or not _PRINTABLE_RE.match(request_id):
+        c.fatal(
+            "request_id",
+            f"must be 1-{MAX_REQUEST_ID_LEN} printable ASCII characters",
+            "input/request_id",
+        )
+    elif request_id != raw.request_id:
+        c.note("request_id", "surrounding whitespace removed", "input/request_id")
+
+    currency: Currency | None = None
+    if not raw.currency.strip():
+        c.fatal("currency", "is required (ISO-4217, e.g. USD)", "input/currency")
+    else:
+        try:
+            currency = Currency.parse(raw.currency)
+        except UnknownCurrency as exc:
+            c.fatal("currency", str(exc), "input/currency")
+        else:
+            if raw.currency != currency.code:
+                c.note("currency", f"normalized to {currency.code}", "input/currency")
+
+    if raw.amount_minor is None and raw.amount_decimal is None:
+        c.fatal("amount", "is required (amount_minor or amount_decimal)", "input/amount")
+    total = _parse_amount(c, "amount", raw.amount_minor, raw.amount_decimal, currency)
+
+    methods = _parse_methods(raw, c, currency)
+
+    customer = raw.customer_id.strip()
+    if customer and not _CUSTOMER_RE.match(customer):
+        c.fatal("customer_id", "must be a processor customer id such as cus_123", "input/customer")
+
+    _check_metadata(raw.metadata, c)
+
+    if c.has_fatal or currency is None or total is None:
+        raise RequestRejected([i for i in c.issues if i.fatal])
+    return CoreRequest(
+        merchant_id=merchant,
+        request_id=request_id,
+        amount=Money(total, currency),
+        methods=tuple(methods),
+        metadata=dict(raw.metadata),
+        customer_id=customer,
+        off_session=raw.off_session,
+        issues=tuple(c.issues),
+    )
+
+
+def _parse_methods(
+    raw: RawPaymentRequest, c: _Collector, currency: Currency | None
+) -> list[MethodInput]:
+    methods: list[MethodInput] = []
+    if raw.methods:
+        if raw.payment_method.strip():
+            c.fatal(
+                "payment_method", "give either payment_method or methods, not both", "input/method"
+            )
+        if len(raw.methods) > MAX_METHODS:
+            c.fatal("methods", f"at most {MAX_METHODS} methods", "input/method")
+            return methods
+        for i, m in enumerate(raw.methods):
+            name = f"methods[{i}]"
+            method = _parse_method_name(c, f"{name}.method", m.method)
+            token = _parse_token(c, f"{name}.token", m.token)
+            amount = _parse_amount(c, f"{name}.amount", m.amount_minor, m.amount_decimal, currency)
+            if method is not None:
+                methods.append(MethodInput(method, token, amount, m.customer_id.strip()))
+        return methods
+    method = _parse_method_name(c, "method", raw.method)
+    token = _parse_token(c, "payment_method", raw.payment_method)
+    if method is not None:
+        methods.append(MethodInput(method, token, None, ""))
+    return methods
+
+
+def _parse_method_name(c: _Collector, field_: str, raw: str) -> MethodType | None:
+    if not raw.strip():
+        return MethodType.CARD
+    method = parse_method(raw)
+    if method is None:
+        c.fatal(field_, f"unknown payment method {raw.strip()[:32]!r}", "input/method")
+    elif method.value != raw:
+        c.note(field_, f"alias {raw.strip()[:32]!r} read as {method.value}", "input/method_alias")
+    return method
+
+
+def _check_metadata(metadata: dict[str, str], c: _Collector) -> None:
+    if len(metadata) > MAX_METADATA_KEYS:
+        c.fatal("metadata", f"at most {MAX_METADATA_KEYS} keys", "input/metadata")
+        return
+    for key, value in metadata.items():
+        if not key or len(key) > MAX_METADATA_KEY_LEN:
+            c.fatal(
+                "metadata", f"keys must be 1-{MAX_METADATA_KEY_LEN} characters", "input/metadata"
+            )
+            return
+        if len(value) > MAX_METADATA_VALUE_LEN:
+            c.fatal(
+                f"metadata[{key[:40]}]",
+                f"values must be at most {MAX_METADATA_VALUE_LEN} characters",
+                "input/metadata",
+            )
+            return

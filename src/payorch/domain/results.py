@@ -1,0 +1,104 @@
+"""What a processor said, and what we make of it."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class Outcome(enum.Enum):
+    SUCCESS = "success"
+    SOFT = "soft"
+    HARD = "hard"
+    REQUIRES_ACTION = "requires_action"
+    # No answer: the processor may have charged. Reconciled, never guessed.
+    UNKNOWN = "unknown"
+
+
+class ErrorCode(enum.Enum):
+    NONE = "none"
+    PROCESSOR_ERROR = "processor_error"
+    RATE_LIMITED = "rate_limited"
+    LOCK_TIMEOUT = "lock_timeout"
+    IDEMPOTENCY_CONFLICT = "idempotency_conflict"
+    NETWORK_ERROR = "network_error"
+    TIMEOUT = "timeout"
+    CARD_DECLINED = "card_declined"
+    INSUFFICIENT_FUNDS = "insufficient_funds"
+    LOST_CARD = "lost_card"
+    STOLEN_CARD = "stolen_card"
+    FRAUDULENT = "fraudulent"
+    DO_NOT_HONOR = "do_not_honor"
+    EXPIRED_CARD = "expired_card"
+    INCORRECT_CVC = "incorrect_cvc"
+    PROCESSING_ERROR = "processing_error"
+    AUTHENTICATION_REQUIRED = "authentication_required"
+    INVALID_REQUEST = "invalid_request"
+    PROCESSOR_AUTHENTICATION = "processor_authentication"
+    PROCESSOR_PERMISSION = "processor_permission"
+    UNMAPPED = "unmapped"
+    NO_PROCESSOR_AVAILABLE = "no_processor_available"
+    DEADLINE_EXCEEDED = "deadline_exceeded"
+    UNKNOWN_OUTCOME = "unknown_outcome"
+
+
+class ResponseKind(enum.Enum):
+    """The shape of a processor's answer, before any judgement."""
+
+    # The money is taken (captured) or held (authorized, awaiting capture).
+    SUCCEEDED = "succeeded"
+    AUTHORIZED = "authorized"
+    REQUIRES_ACTION = "requires_action"
+    # The processor answered with an error (HTTP status and error body).
+    ERROR = "error"
+    # The connection failed before the request reached the processor.
+    CONNECTION_ERROR = "connection_error"
+    # The request was sent and no answer came in time: it may have been processed.
+    NO_RESPONSE = "no_response"
+    # The processor has the payment but has not finished it (e.g. `processing`).
+    PENDING = "pending"
+    # A lookup found no payment for the idempotency key: nothing was charged.
+    NOT_FOUND = "not_found"
+    # The payment exists and was not charged (e.g. back to requires_payment_method).
+    NOT_CHARGED = "not_charged"
+    # Capture/void/refund done.
+    DONE = "done"
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessorResponse:
+    """A processor's answer in its own words: adapters fill it, never raise for a decline."""
+
+    kind: ResponseKind
+    processor_payment_id: str = ""
+    http_status: int = 0
+    error_type: str = ""
+    code: str = ""
+    decline_code: str = ""
+    message: str = ""
+    request_id: str = ""
+    # Stripe-Should-Retry header, when present.
+    should_retry: bool | None = None
+    retry_after_s: float | None = None
+    next_action_type: str = ""
+    client_secret: str = ""
+    # For an error: Stripe stores 500s under the idempotency key, so the outcome
+    # is indeterminate and must be looked up before a new key is used.
+    indeterminate: bool = False
+    amount_captured_minor: int = 0
+    # Exception class name for connection-level errors (e.g. RateLimitError).
+    exception: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Classification:
+    outcome: Outcome
+    error_code: ErrorCode
+    # Worth repeating the same request now (same or another processor).
+    retry_now: bool
+    # Worth charging again later (dunning), not now.
+    retry_later: bool
+    # Our own bug rather than the processor's or the customer's.
+    contract_violation: bool = False
+    # Say so when the table had no row for what the processor said.
+    unmapped: bool = False

@@ -1,0 +1,77 @@
+"""When to try a failed attempt again, and how long to wait first."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from payorch.domain.results import Classification, Outcome
+
+MAX_RETRIES_CAP = 3
+MAX_DELAY_CAP_MS = 2_999
+
+
+class InvalidRetryPolicy(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Defaults from the seed: one retry, under 3 s, with jitter."""
+
+    max_retries: int = 1
+    base_delay_ms: int = 400
+    max_delay_ms: int = 2_500
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.max_retries <= MAX_RETRIES_CAP:
+            raise InvalidRetryPolicy(f"max_retries must be 0..{MAX_RETRIES_CAP}")
+        if not 0 <= self.base_delay_ms <= self.max_delay_ms <= MAX_DELAY_CAP_MS:
+            raise InvalidRetryPolicy(
+                f"need 0 <= base_delay_ms <= max_delay_ms <= {MAX_DELAY_CAP_MS}"
+            )
+
+    def delay_ms(self, retry_number: int, jitter: float) -> int:
+        """Delay before retry `retry_number` (1-based): exponential, half-jittered.
+
+        `jitter` is a draw from [0, 1); the delay lies in [d/2, d) for the capped
+        exponential d, so concurrent payments spread out instead of retrying together.
+        """
+        exp = min(self.base_delay_ms * (2 ** (retry_number - 1)), self.max_delay_ms)
+        return int(exp / 2 + exp / 2 * jitter)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryDecision:
+    retry: bool
+    delay_ms: int
+    reason: str
+
+
+def decide_retry(
+    classification: Classification,
+    *,
+    attempt_number: int,
+    policy: RetryPolicy,
+    jitter: float,
+    remaining_ms: float | None,
+    expected_call_ms: float,
+    retry_after_ms: float | None = None,
+) -> RetryDecision:
+    """Retry only "retry now" failures, within the policy and the caller's deadline."""
+    if classification.outcome in (Outcome.SUCCESS, Outcome.REQUIRES_ACTION):
+        return RetryDecision(False, 0, "done")
+    if not classification.retry_now:
+        return RetryDecision(False, 0, f"not retryable now ({classification.error_code.value})")
+    retry_number = attempt_number  # attempt 1 failed -> retry 1
+    if retry_number > policy.max_retries:
+        return RetryDecision(False, 0, f"retries exhausted ({policy.max_retries} allowed)")
+    delay = policy.delay_ms(retry_number, jitter)
+    if retry_after_ms is not None:
+        delay = max(delay, int(retry_after_ms))
+        if delay > MAX_DELAY_CAP_MS:
+            return RetryDecision(False, 0, f"processor asked to wait {int(retry_after_ms)} ms")
+    if remaining_ms is not None and delay + expected_call_ms > remaining_ms:
+        return RetryDecision(
+            False, 0, f"deadline: {int(remaining_ms)} ms left, retry needs {delay} ms + call"
+        )
+    return RetryDecision(True, delay, f"retry {retry_number} after {delay} ms")

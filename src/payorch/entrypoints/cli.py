@@ -1,0 +1,317 @@
+"""The `payorch` command: serve, migrate, keys, and a client for the gRPC API."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import grpc
+from google.protobuf import json_format
+
+from payments.orchestrator.v1 import orchestrator_pb2 as orch
+from payments.orchestrator.v1 import orchestrator_pb2_grpc as orch_grpc
+from payorch.settings import Settings
+
+DEMO_KEY_FILE = ".payorch/demo-key"
+
+
+# -- server side ----------------------------------------------------------------
+def _server_settings(args: argparse.Namespace) -> Settings:
+    return Settings.from_env(
+        listen=getattr(args, "listen", None),
+        database_url=getattr(args, "database_url", None),
+        http_port=getattr(args, "http_port", None),
+        simulate=getattr(args, "simulate", None),
+        processors=getattr(args, "processors", None),
+        demo_key_file=getattr(args, "demo_key_file", None),
+    )
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from payorch.entrypoints.serve import run
+
+    settings = _server_settings(args)
+    if args.simulate_for:
+        per = dict(settings.simulate_by_processor)
+        for item in args.simulate_for:
+            name, _, spec = item.partition("=")
+            per[name.strip()] = spec
+        settings = Settings(**{**settings.__dict__, "simulate_by_processor": per})
+    asyncio.run(run(settings))
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from payorch.adapters.persistence.engine import migrate_sync, redacted
+
+    settings = _server_settings(args)
+    migrate_sync(settings.database_url)
+    print(f"migrated {redacted(settings.database_url)}")
+    return 0
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    from payorch.adapters.clock import SystemClock
+    from payorch.adapters.persistence.api_keys import SqlAlchemyApiKeyStore
+    from payorch.adapters.persistence.engine import create_engine, migrate
+    from payorch.app.auth import Scope
+
+    settings = _server_settings(args)
+
+    async def main() -> int:
+        engine = create_engine(settings.database_url)
+        try:
+            await migrate(engine)
+            store = SqlAlchemyApiKeyStore(engine)
+            now = SystemClock().now()
+            if args.keys_command == "create":
+                if bool(args.merchant) == (args.scope == "ops"):
+                    print("give --merchant M or --scope ops", file=sys.stderr)
+                    return 2
+                scope = Scope.OPS if args.scope == "ops" else Scope.MERCHANT
+                key = await store.create(
+                    merchant_id=args.merchant or None, scope=scope, label=args.label, now=now
+                )
+                print(json.dumps({"key_id": key.key_id, "api_key": key.plaintext}))
+                print(
+                    "store the key now: it is shown once and kept only as a hash", file=sys.stderr
+                )
+            elif args.keys_command == "revoke":
+                if not await store.revoke(args.key_id, now=now):
+                    print(f"no active key {args.key_id!r}", file=sys.stderr)
+                    return 1
+                print(json.dumps({"revoked": args.key_id}))
+            else:
+                for row in await store.list():
+                    print(json.dumps(row, default=str))
+            return 0
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(main())
+
+
+# -- client side ----------------------------------------------------------------
+def _api_key(args: argparse.Namespace) -> str:
+    if args.api_key:
+        return str(args.api_key)
+    env = os.environ.get("PAYORCH_API_KEY", "")
+    if env:
+        return env
+    demo = Path(os.environ.get("PAYORCH_DEMO_KEY_FILE", DEMO_KEY_FILE))
+    return demo.read_text().strip() if demo.exists() else ""
+
+
+def channel(args: argparse.Namespace) -> grpc.Channel:
+    address = args.address or os.environ.get("PAYORCH_ADDRESS", "127.0.0.1:50051")
+    if args.tls_ca:
+        creds = grpc.ssl_channel_credentials(
+            root_certificates=Path(args.tls_ca).read_bytes(),
+            private_key=Path(args.tls_key).read_bytes() if args.tls_key else None,
+            certificate_chain=Path(args.tls_cert).read_bytes() if args.tls_cert else None,
+        )
+        return grpc.secure_channel(address, creds)
+    return grpc.insecure_channel(address)
+
+
+def _metadata(args: argparse.Namespace) -> list[tuple[str, str]]:
+    key = _api_key(args)
+    return [("authorization", f"Bearer {key}")] if key else []
+
+
+def _print(message: Any) -> None:
+    print(json_format.MessageToJson(message, indent=2))
+
+
+def parse_split(text: str, default_token: str) -> list[orch.PaymentMethodInput]:
+    """`apple_pay:6000,card` or `apple_pay=pm_x:60.00,card=pm_card_visa`."""
+    methods = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        head, _, amount = part.partition(":")
+        method, _, token = head.partition("=")
+        item = orch.PaymentMethodInput(
+            method=method.strip(), token=(token or default_token).strip()
+        )
+        if amount:
+            if "." in amount:
+                item.amount_decimal = amount.strip()
+            else:
+                item.amount_minor = int(amount)
+        methods.append(item)
+    return methods
+
+
+def build_pay_request(args: argparse.Namespace) -> orch.CreatePaymentRequest:
+    req = orch.CreatePaymentRequest(
+        merchant_id=args.merchant or "",
+        request_id=args.request_id or f"cli-{uuid.uuid4()}",
+        currency=args.currency,
+        customer_id=args.customer or "",
+        off_session=args.off_session,
+    )
+    if "." in args.amount:
+        req.amount_decimal = args.amount
+    else:
+        req.amount_minor = int(args.amount)
+    if args.split:
+        req.methods.extend(parse_split(args.split, args.payment_method or "pm_card_visa"))
+    else:
+        req.payment_method = args.payment_method or ""
+        req.method = args.method or ""
+    for item in args.metadata or []:
+        key, _, value = item.partition("=")
+        req.metadata[key] = value
+    return req
+
+
+def _call(args: argparse.Namespace, method: str, request: Any) -> int:
+    with channel(args) as ch:
+        stub = orch_grpc.PaymentOrchestratorStub(ch)  # type: ignore[no-untyped-call]
+        try:
+            response = getattr(stub, method)(
+                request, metadata=_metadata(args), timeout=args.timeout
+            )
+        except grpc.RpcError as exc:
+            print(
+                json.dumps({"code": exc.code().name, "message": exc.details()}, indent=2),
+                file=sys.stderr,
+            )
+            return 1
+    _print(response)
+    return 0
+
+
+def cmd_pay(args: argparse.Namespace) -> int:
+    return _call(args, "CreatePayment", build_pay_request(args))
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    return _call(args, "GetPayment", orch.GetPaymentRequest(payment_id=args.payment_id))
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    return _call(
+        args,
+        "ListPayments",
+        orch.ListPaymentsRequest(page_size=args.page_size, page_token=args.page_token or ""),
+    )
+
+
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    from datetime import timedelta
+
+    from payorch.bootstrap import bootstrap
+
+    settings = _server_settings(args)
+
+    async def main() -> int:
+        container = await bootstrap(settings)
+        try:
+            settled = await container.payments.reconcile_due(
+                min_age=timedelta(seconds=args.min_age), limit=args.limit
+            )
+        finally:
+            await container.close()
+        print(json.dumps({"reconciled": settled}))
+        return 0
+
+    return asyncio.run(main())
+
+
+def _client_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--address", help="server address (PAYORCH_ADDRESS, default 127.0.0.1:50051)")
+    p.add_argument("--api-key", help="API key (PAYORCH_API_KEY; else the local demo key)")
+    p.add_argument("--timeout", type=float, default=30.0, help="deadline in seconds")
+    p.add_argument("--tls-ca", help="CA certificate to verify the server (enables TLS)")
+    p.add_argument("--tls-cert", help="client certificate (mTLS)")
+    p.add_argument("--tls-key", help="client private key (mTLS)")
+
+
+def _db_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--database-url", help="PAYORCH_DATABASE_URL (default sqlite:///payorch.db)")
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="payorch", description=__doc__)
+    sub = root.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the gRPC server")
+    serve.add_argument("--listen", help="PAYORCH_LISTEN (default 127.0.0.1:50051)")
+    _db_flags(serve)
+    serve.add_argument("--http-port", type=int, help="PAYORCH_HTTP_PORT (default 9464)")
+    serve.add_argument("--processors", help="simulated processors, e.g. sim_a,sim_b")
+    serve.add_argument("--simulate", help='faults for simulated processors, e.g. "api_error=0.3"')
+    serve.add_argument(
+        "--simulate-for",
+        action="append",
+        metavar="NAME=SPEC",
+        help='faults for one processor, e.g. sim_a="api_error=1.0" (repeatable)',
+    )
+    serve.add_argument("--demo-key-file", help="create/reuse a demo key for m_demo in this file")
+    serve.set_defaults(func=cmd_serve)
+
+    migrate = sub.add_parser("migrate", help="apply database migrations")
+    _db_flags(migrate)
+    migrate.set_defaults(func=cmd_migrate)
+
+    keys = sub.add_parser("keys", help="create, revoke and list API keys (database direct)")
+    _db_flags(keys)
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    create = keys_sub.add_parser("create")
+    create.add_argument("--merchant", help="bind the key to this merchant")
+    create.add_argument("--scope", choices=["merchant", "ops"], default="merchant")
+    create.add_argument("--label", default="")
+    revoke = keys_sub.add_parser("revoke")
+    revoke.add_argument("key_id")
+    keys_sub.add_parser("list")
+    keys.set_defaults(func=cmd_keys)
+
+    pay = sub.add_parser("pay", help="take a payment")
+    _client_flags(pay)
+    pay.add_argument("--merchant", help="merchant id (default: the API key's)")
+    pay.add_argument("--amount", required=True, help="minor units (1999) or decimal (19.99)")
+    pay.add_argument("--currency", required=True)
+    pay.add_argument("--payment-method", help="token, e.g. pm_card_visa")
+    pay.add_argument("--method", help="card, apple_pay, google_pay")
+    pay.add_argument("--split", help="apple_pay:6000,card (METHOD[=TOKEN][:AMOUNT],...)")
+    pay.add_argument("--request-id", help="idempotency key (default: a new UUID)")
+    pay.add_argument("--customer", help="processor customer id")
+    pay.add_argument("--off-session", action="store_true")
+    pay.add_argument("--metadata", action="append", metavar="KEY=VALUE")
+    pay.set_defaults(func=cmd_pay)
+
+    get = sub.add_parser("get", help="show a payment with its attempts")
+    _client_flags(get)
+    get.add_argument("payment_id")
+    get.set_defaults(func=cmd_get)
+
+    lst = sub.add_parser("list", help="list payments, newest first")
+    _client_flags(lst)
+    lst.add_argument("--page-size", type=int, default=20)
+    lst.add_argument("--page-token")
+    lst.set_defaults(func=cmd_list)
+
+    rec = sub.add_parser("reconcile", help="resolve payments left UNKNOWN or PROCESSING")
+    _db_flags(rec)
+    rec.add_argument("--processors", help="as for serve")
+    rec.add_argument("--min-age", type=float, default=60.0, help="seconds since last update")
+    rec.add_argument("--limit", type=int, default=500)
+    rec.set_defaults(func=cmd_reconcile)
+    return root
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""Domain errors -> gRPC statuses with google.rpc details (BadRequest, ErrorInfo)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+DOMAIN = "payorch"
+
+
+class RpcError(Exception):
+    """Raised inside servicers; the handler wrapper turns it into a status."""
+
+    def __init__(self, status: grpc.Status) -> None:
+        self.status = status
+        super().__init__(status.details)
+
+
+def _status(code: int, message: str, details: Iterable[object]) -> grpc.Status:
+    packed = []
+    for d in details:
+        a = any_pb2.Any()
+        a.Pack(d)  # type: ignore[arg-type]
+        packed.append(a)
+    return rpc_status.to_status(status_pb2.Status(code=code, message=message, details=packed))
+
+
+def invalid_argument(violations: Iterable[tuple[str, str]], message: str = "") -> RpcError:
+    bad = error_details_pb2.BadRequest(
+        field_violations=[
+            error_details_pb2.BadRequest.FieldViolation(field=f, description=d)
+            for f, d in violations
+        ]
+    )
+    text = message or "; ".join(f"{v.field}: {v.description}" for v in bad.field_violations)
+    return RpcError(_status(code_pb2.INVALID_ARGUMENT, text[:1000], [bad]))
+
+
+def error(code: int, message: str, reason: str = "", field: str = "") -> RpcError:
+    details: list[object] = []
+    if reason:
+        details.append(error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN))
+    if field:
+        details.append(
+            error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(field=field, description=message)
+                ]
+            )
+        )
+    return RpcError(_status(code, message[:1000], details))
+
+
+def not_found(what: str) -> RpcError:
+    return error(code_pb2.NOT_FOUND, f"{what} not found", "NOT_FOUND")

@@ -1,0 +1,127 @@
+"""Generic unary handlers built from service descriptors.
+
+Every RPC goes through one wrapper: it decodes the request itself (garbage
+bytes get INVALID_ARGUMENT, not INTERNAL), authenticates the caller, and maps
+errors to statuses. The servicer methods receive (request, call) and stay thin.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from google.protobuf import message as pb_message
+from google.protobuf.descriptor import ServiceDescriptor
+from google.protobuf.message_factory import GetMessageClass
+from google.rpc import code_pb2
+
+from payorch.app.auth import (
+    Authenticator,
+    PermissionDenied,
+    Principal,
+    Unauthenticated,
+    principal_from_certificate,
+)
+from payorch.entrypoints.grpc.errors import RpcError, error
+
+log = logging.getLogger("payorch.grpc")
+
+
+@dataclass(slots=True)
+class Call:
+    """What a servicer method knows about the call beyond its request."""
+
+    principal: Principal
+    context: grpc.aio.ServicerContext[Any, Any]
+    rpc: str
+
+    def deadline_s(self) -> float | None:
+        remaining: float | None = self.context.time_remaining()
+        return remaining
+
+
+Method = Callable[[Any, Call], Awaitable[pb_message.Message]]
+
+
+def _bearer(context: grpc.aio.ServicerContext[Any, Any]) -> str:
+    for key, value in context.invocation_metadata() or ():
+        if key == "authorization" and isinstance(value, str):
+            scheme, _, token = value.partition(" ")
+            if scheme.lower() == "bearer":
+                return token.strip()
+    return ""
+
+
+def _certificate_principal(context: grpc.aio.ServicerContext[Any, Any]) -> Principal | None:
+    auth = context.auth_context()
+    for cn in auth.get("x509_common_name", []):
+        principal = principal_from_certificate(cn.decode(errors="replace"))
+        if principal is not None:
+            return principal
+    return None
+
+
+def build_handler(
+    service: ServiceDescriptor,
+    implementation: object,
+    authenticator: Authenticator,
+) -> grpc.GenericRpcHandler:
+    handlers: dict[str, grpc.RpcMethodHandler] = {}
+    for method in service.methods:
+        request_cls = GetMessageClass(method.input_type)
+        response_cls = GetMessageClass(method.output_type)
+        impl: Method = getattr(implementation, method.name)
+        handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+            _wrap(f"/{service.full_name}/{method.name}", request_cls, impl, authenticator),
+            request_deserializer=None,
+            response_serializer=response_cls.SerializeToString,
+        )
+    return grpc.method_handlers_generic_handler(service.full_name, handlers)
+
+
+def _wrap(
+    rpc: str,
+    request_cls: type[pb_message.Message],
+    impl: Method,
+    authenticator: Authenticator,
+) -> Callable[[bytes, grpc.aio.ServicerContext[Any, Any]], Awaitable[pb_message.Message]]:
+    async def handle(raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        try:
+            principal = await _authenticate(context, authenticator)
+            request = request_cls()
+            try:
+                request.ParseFromString(raw)
+            except (pb_message.DecodeError, RecursionError, ValueError) as exc:
+                raise error(
+                    code_pb2.INVALID_ARGUMENT, "the request is not a valid message"
+                ) from exc
+            return await impl(request, Call(principal, context, rpc))
+        except RpcError as exc:
+            await context.abort_with_status(exc.status)
+        except Unauthenticated as exc:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
+        except PermissionDenied as exc:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
+            log.exception("unhandled error: %s", type(exc).__name__, extra={"rpc": rpc})
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+
+    handle.__name__ = rpc.rsplit("/", 1)[-1]
+    return handle
+
+
+async def _authenticate(
+    context: grpc.aio.ServicerContext[Any, Any], authenticator: Authenticator
+) -> Principal:
+    bearer = _bearer(context)
+    if bearer:
+        return await authenticator.authenticate(bearer)
+    principal = _certificate_principal(context)
+    if principal is not None:
+        return principal
+    raise Unauthenticated("missing credential: send 'authorization: Bearer <api key>'")

@@ -1,0 +1,206 @@
+"""proto <-> domain, in one place; servicers stay thin."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import UTC, datetime
+from typing import Any
+
+from google.protobuf import timestamp_pb2
+
+from payments.orchestrator.v1 import orchestrator_pb2 as orch
+from payments.plan.v1 import plan_pb2
+from payments.result.v1 import result_pb2
+from payorch.app.ports import PageCursor
+from payorch.domain.money import Currency
+from payorch.domain.payment import (
+    Attempt,
+    CaptureMode,
+    MethodType,
+    Payment,
+    PaymentStatus,
+    Step,
+    StepStatus,
+)
+from payorch.domain.request import RawMethodInput, RawPaymentRequest
+from payorch.domain.results import ErrorCode, Outcome
+
+METHOD_TYPES: dict[MethodType, Any] = {
+    MethodType.CARD: plan_pb2.PAYMENT_METHOD_TYPE_CARD,
+    MethodType.APPLE_PAY: plan_pb2.PAYMENT_METHOD_TYPE_APPLE_PAY,
+    MethodType.GOOGLE_PAY: plan_pb2.PAYMENT_METHOD_TYPE_GOOGLE_PAY,
+}
+OUTCOMES: dict[Outcome, Any] = {o: result_pb2.Outcome.Value(f"OUTCOME_{o.name}") for o in Outcome}
+ERROR_CODES: dict[ErrorCode, Any] = {
+    e: (
+        result_pb2.ERROR_CODE_UNSPECIFIED
+        if e is ErrorCode.NONE
+        else result_pb2.ErrorCode.Value(f"ERROR_CODE_{e.name}")
+    )
+    for e in ErrorCode
+}
+PAYMENT_STATUSES: dict[PaymentStatus, Any] = {
+    s: result_pb2.PaymentStatus.Value(f"PAYMENT_STATUS_{s.name}") for s in PaymentStatus
+}
+PAYMENT_STATUS_FROM_PROTO = {v: k for k, v in PAYMENT_STATUSES.items()}
+STEP_STATUSES: dict[StepStatus, Any] = {
+    s: result_pb2.StepStatus.Value(f"STEP_STATUS_{s.name}") for s in StepStatus
+}
+CAPTURE_MODES: dict[CaptureMode, Any] = {
+    CaptureMode.AUTOMATIC: plan_pb2.CAPTURE_MODE_AUTOMATIC,
+    CaptureMode.MANUAL: plan_pb2.CAPTURE_MODE_MANUAL,
+}
+
+
+def raw_request(req: orch.CreatePaymentRequest, merchant_id: str) -> RawPaymentRequest:
+    which = req.WhichOneof("amount")
+    return RawPaymentRequest(
+        merchant_id=merchant_id,
+        request_id=req.request_id,
+        amount_minor=req.amount_minor if which == "amount_minor" else None,
+        amount_decimal=req.amount_decimal if which == "amount_decimal" else None,
+        currency=req.currency,
+        payment_method=req.payment_method,
+        method=req.method,
+        methods=[
+            RawMethodInput(
+                method=m.method,
+                token=m.token,
+                amount_minor=m.amount_minor if m.WhichOneof("amount") == "amount_minor" else None,
+                amount_decimal=(
+                    m.amount_decimal if m.WhichOneof("amount") == "amount_decimal" else None
+                ),
+                customer_id=m.customer_id,
+            )
+            for m in req.methods
+        ],
+        customer_id=req.customer_id,
+        metadata=dict(req.metadata),
+        off_session=req.off_session,
+    )
+
+
+def timestamp(dt: datetime) -> timestamp_pb2.Timestamp:
+    ts = timestamp_pb2.Timestamp()
+    ts.FromDatetime(dt.astimezone(UTC))
+    return ts
+
+
+def money(amount_minor: int, currency: Currency) -> plan_pb2.Money:
+    return plan_pb2.Money(amount_minor=amount_minor, currency=currency.code)
+
+
+def attempt_pb(a: Attempt) -> result_pb2.Attempt:
+    return result_pb2.Attempt(
+        number=a.number,
+        processor=a.processor,
+        idempotency_key=a.idempotency_key,
+        started_at=timestamp(a.started_at),
+        ended_at=timestamp(a.ended_at),
+        latency_ms=a.latency_ms,
+        outcome=OUTCOMES[a.outcome],
+        error_code=ERROR_CODES[a.error_code],
+        raw=result_pb2.RawProcessorError(
+            type=a.raw.type,
+            code=a.raw.code,
+            decline_code=a.raw.decline_code,
+            http_status=a.raw.http_status,
+            request_id=a.raw.request_id,
+            message=a.raw.message,
+        ),
+        delay_before_ms=a.delay_before_ms,
+        routing_reason=(
+            a.routing_reason if a.operation == "authorize" else f"{a.operation}: {a.routing_reason}"
+        ),
+        retry_decision=a.retry_decision,
+        processor_payment_id=a.processor_payment_id,
+    )
+
+
+def step_method(s: Step) -> plan_pb2.PaymentMethod:
+    return plan_pb2.PaymentMethod(
+        type=METHOD_TYPES[s.method], token=s.token, customer_id=s.customer_id
+    )
+
+
+def step_result(p: Payment, s: Step) -> result_pb2.StepResult:
+    return result_pb2.StepResult(
+        step_index=s.index,
+        method=step_method(s),
+        amount=money(s.amount_minor, p.currency),
+        status=STEP_STATUSES[s.status],
+        outcome=OUTCOMES[s.outcome] if s.outcome else result_pb2.OUTCOME_UNSPECIFIED,
+        error_code=ERROR_CODES[s.error_code],
+        processor=s.processor,
+        processor_payment_id=s.processor_payment_id,
+        attempts=[attempt_pb(a) for a in s.attempts],
+        next_action=(
+            result_pb2.NextAction(type=s.next_action_type, client_secret=s.client_secret)
+            if s.next_action_type
+            else None
+        ),
+        captured_minor=s.captured_minor,
+        refunded_minor=s.refunded_minor,
+    )
+
+
+def payment_pb(p: Payment, *, replayed: bool = False) -> orch.Payment:
+    return orch.Payment(
+        payment_id=p.id,
+        merchant_id=p.merchant_id,
+        request_id=p.request_id,
+        amount=money(p.amount_minor, p.currency),
+        plan=plan_pb2.PaymentPlan(
+            total=money(p.amount_minor, p.currency),
+            steps=[
+                plan_pb2.PaymentStep(
+                    index=s.index,
+                    method=step_method(s),
+                    amount=money(s.amount_minor, p.currency),
+                    processors=s.processors,
+                )
+                for s in p.steps
+            ],
+            capture_mode=CAPTURE_MODES[p.capture_mode],
+            allow_partial=p.allow_partial,
+            config_version=p.config_version,
+        ),
+        result=result_pb2.CompositeResult(
+            success=p.success,
+            status=PAYMENT_STATUSES[p.status],
+            total_processed=money(p.processed_minor, p.currency),
+            remaining=money(max(0, p.remaining_minor), p.currency),
+            step_results=[step_result(p, s) for s in p.steps],
+            final_error=ERROR_CODES[p.final_error],
+            final_error_message=p.final_error_message,
+        ),
+        metadata=p.metadata,
+        created_at=timestamp(p.created_at),
+        updated_at=timestamp(p.updated_at),
+        orchestration_ms=p.orchestration_ms,
+        replayed=replayed,
+    )
+
+
+class InvalidPageToken(ValueError):
+    pass
+
+
+def encode_page_token(p: Payment) -> str:
+    raw = f"{p.created_at.astimezone(UTC).isoformat()}|{p.id}"
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_page_token(token: str) -> PageCursor | None:
+    if not token:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+        created, _, payment_id = raw.partition("|")
+        when = datetime.fromisoformat(created)
+    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
+        raise InvalidPageToken("page_token is not one this server issued") from exc
+    if not payment_id or when.tzinfo is None:
+        raise InvalidPageToken("page_token is not one this server issued")
+    return PageCursor(when, payment_id)

@@ -1,0 +1,74 @@
+"""Builds the grpc.aio server: our services, health, reflection, limits, optional TLS."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from payments.orchestrator.v1 import orchestrator_pb2
+from payorch.bootstrap import Container
+from payorch.entrypoints.grpc.handlers import build_handler
+from payorch.entrypoints.grpc.orchestrator import PaymentOrchestratorServicer
+from payorch.settings import Settings
+
+SERVICES = [orchestrator_pb2.DESCRIPTOR.services_by_name["PaymentOrchestrator"]]
+MAX_METADATA_BYTES = 16 * 1024
+
+
+def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
+    """TLS when a certificate is configured; mTLS when a client CA is too."""
+    if not settings.tls_cert_file:
+        return None
+    key = Path(settings.tls_key_file).read_bytes()
+    cert = Path(settings.tls_cert_file).read_bytes()
+    ca = Path(settings.tls_client_ca_file).read_bytes() if settings.tls_client_ca_file else None
+    return grpc.ssl_server_credentials(
+        [(key, cert)], root_certificates=ca, require_client_auth=ca is not None
+    )
+
+
+def create_server(
+    container: Container, address: str
+) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
+    """A server bound to `address` (port 0 picks a free one), not yet started."""
+    settings = container.settings
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", settings.max_message_bytes),
+            ("grpc.max_send_message_length", 4 * settings.max_message_bytes),
+            ("grpc.max_metadata_size", MAX_METADATA_BYTES),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    servicers = {
+        "payments.orchestrator.v1.PaymentOrchestrator": PaymentOrchestratorServicer(
+            container.payments
+        ),
+    }
+    handlers = [
+        build_handler(service, servicers[service.full_name], container.authenticator)
+        for service in SERVICES
+    ]
+    server.add_generic_rpc_handlers(handlers)
+
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    names = [s.full_name for s in SERVICES]
+    reflection.enable_server_reflection(
+        [*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+    )
+
+    credentials = server_credentials(settings)
+    if credentials is None:
+        port = server.add_insecure_port(address)
+    else:
+        port = server.add_secure_port(address, credentials)
+    return server, port, health_servicer
+
+
+async def mark_serving(health_servicer: health.aio.HealthServicer) -> None:
+    for name in ["", *(s.full_name for s in SERVICES)]:
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)

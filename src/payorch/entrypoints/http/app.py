@@ -1,0 +1,35 @@
+"""The HTTP side: Prometheus metrics and liveness (inbound webhooks join here)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+
+MAX_BODY_BYTES = 256 * 1024
+
+
+def build_app(registry: CollectorRegistry = REGISTRY) -> web.Application:
+    app = web.Application(client_max_size=MAX_BODY_BYTES)
+
+    async def metrics(_request: web.Request) -> web.Response:
+        return web.Response(
+            body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
+
+    async def healthz(_request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", healthz)
+    return app
+
+
+async def start_http(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    bound = port
+    for address in runner.addresses:  # port 0: report the one picked
+        bound = int(address[1])
+    return runner, bound

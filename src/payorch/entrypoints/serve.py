@@ -1,0 +1,88 @@
+"""`payorch serve`: the gRPC server, the HTTP port, background jobs, graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from datetime import timedelta
+from pathlib import Path
+
+from payorch.app.auth import Scope, hash_key
+from payorch.bootstrap import Container, bootstrap
+from payorch.entrypoints.grpc.server import create_server, mark_serving
+from payorch.entrypoints.http.app import build_app, start_http
+from payorch.entrypoints.logs import configure
+from payorch.settings import Settings
+
+log = logging.getLogger("payorch.serve")
+DEMO_MERCHANT = "m_demo"
+# A payment still PROCESSING after this long was interrupted (its server died).
+STALE_PROCESSING = timedelta(minutes=5)
+
+
+async def ensure_demo_key(container: Container, path: Path) -> None:
+    """Local demo only: a key for m_demo written to `path` (0600) on first start."""
+    existing = path.read_text().strip() if path.exists() else ""  # noqa: ASYNC240 - once at start
+    if existing and await container.api_keys.find(hash_key(existing)) is not None:
+        log.info("demo API key for %s in %s", DEMO_MERCHANT, path)
+        return
+    key = await container.api_keys.create(
+        merchant_id=DEMO_MERCHANT, scope=Scope.MERCHANT, label="demo", now=container.clock.now()
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(key.plaintext + "\n")
+    log.info("created a demo API key for %s in %s", DEMO_MERCHANT, path)
+
+
+async def reconcile_forever(container: Container, interval_s: float) -> None:
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            settled = await container.payments.reconcile_due(min_age=timedelta(seconds=interval_s))
+            stale = await container.payments.reconcile_due(min_age=STALE_PROCESSING)
+            if settled or stale:
+                log.info("reconciled %d payments", settled + stale)
+        except Exception:
+            log.exception("reconciliation pass failed; next pass in %.0f s", interval_s)
+
+
+async def run(settings: Settings) -> None:
+    configure(settings.log_level)
+    container = await bootstrap(settings)
+    if settings.demo_key_file:
+        await ensure_demo_key(container, Path(settings.demo_key_file))
+    server, port, health_servicer = create_server(container, settings.listen)
+    await server.start()
+    await mark_serving(health_servicer)
+    runner, http_port = await start_http(build_app(), settings.http_host, settings.http_port)
+    host = settings.listen.rsplit(":", 1)[0]
+    # The first line on stdout says where we listen (tests read it).
+    print(
+        f"payorch serving gRPC on {host}:{port} and HTTP on {settings.http_host}:{http_port}",
+        flush=True,
+    )
+    log.info("serving", extra={"rpc": f"{host}:{port}"})
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    jobs = [asyncio.create_task(reconcile_forever(container, settings.reconcile_interval_s))]
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting down: finishing in-flight calls (grace %.1f s)", settings.grace_period_s)
+        await health_servicer.enter_graceful_shutdown()
+        await server.stop(settings.grace_period_s)
+        for job in jobs:
+            job.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await job
+        await runner.cleanup()
+        await container.close()
+        log.info("stopped")

@@ -1,0 +1,87 @@
+"""Shared fixtures: databases (SQLite always, PostgreSQL when configured), clocks, servers."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+from hypothesis import HealthCheck, settings
+from sqlalchemy.engine import make_url
+
+from payorch.adapters.clock import ManualClock
+
+settings.register_profile(
+    "dev", max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile(
+    "ci", max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
+POSTGRES_URL = os.environ.get("PAYORCH_TEST_POSTGRES_URL", "")
+
+
+def _postgres_admin(url: str) -> str:
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[str]:
+    """A fresh database on the configured server for this test session, dropped after."""
+    if not POSTGRES_URL:
+        pytest.skip("PAYORCH_TEST_POSTGRES_URL is not set")
+    import asyncpg
+
+    name = f"payorch_test_{uuid.uuid4().hex[:10]}"
+    admin = _postgres_admin(POSTGRES_URL)
+
+    async def execute(sql: str) -> None:
+        conn = await asyncpg.connect(admin)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    def run(sql: str) -> None:
+        # Its own thread: the fixture may be requested while an event loop runs.
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pool.submit(asyncio.run, execute(sql)).result()
+
+    run(f'CREATE DATABASE "{name}"')
+    url = make_url(admin).set(database=name).render_as_string(hide_password=False)
+    yield url
+    run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def _truncate(url: str) -> None:
+    from payorch.adapters.persistence.engine import create_engine, migrate
+    from payorch.adapters.persistence.tables import metadata
+
+    engine = create_engine(url)
+    try:
+        await migrate(engine)
+        async with engine.begin() as conn:
+            names = ", ".join(t.name for t in metadata.sorted_tables)
+            await conn.exec_driver_sql(f"TRUNCATE {names} CASCADE")
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def database_url(request: pytest.FixtureRequest, tmp_path) -> AsyncIterator[str]:
+    """Every integration test runs on SQLite and on PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'payorch.db'}"
+        return
+    url = request.getfixturevalue("postgres_database")
+    await _truncate(url)
+    yield url
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()

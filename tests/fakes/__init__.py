@@ -1,0 +1,1 @@
+"""Fakes of the outside world (processors, ...) for tests: real protocols, no network."""

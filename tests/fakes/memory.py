@@ -1,0 +1,111 @@
+"""In-memory fakes of the app's ports, for unit tests of the app layer."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from datetime import datetime
+
+from payorch.app.ports import ConcurrentUpdate, DuplicateRequest, PageCursor
+from payorch.domain.payment import UNRESOLVED, Payment, PaymentStatus
+
+
+class FakePaymentRepository:
+    def __init__(self, store: dict[str, Payment]) -> None:
+        self._store = store
+        self.events: list[object] = []
+        self.written: set[str] = set()
+
+    async def add(self, payment: Payment) -> None:
+        if any(
+            p.merchant_id == payment.merchant_id and p.request_id == payment.request_id
+            for p in self._store.values()
+        ):
+            raise DuplicateRequest(payment.request_id)
+        self._write(payment)
+
+    async def save(self, payment: Payment) -> None:
+        stored = self._store.get(payment.id)
+        if stored is None or stored.version != payment.version:
+            raise ConcurrentUpdate(payment.id)
+        payment.version += 1
+        self._write(payment)
+
+    def _write(self, payment: Payment) -> None:
+        self.events.extend(payment.pending_events)
+        payment.pending_events.clear()
+        for s in payment.steps:
+            s.stored_attempts = len(s.attempts)
+        self._store[payment.id] = copy.deepcopy(payment)
+        self.written.add(payment.id)
+
+    async def get(self, payment_id: str, merchant_id: str | None) -> Payment | None:
+        p = self._store.get(payment_id)
+        if p is None or (merchant_id is not None and p.merchant_id != merchant_id):
+            return None
+        return copy.deepcopy(p)
+
+    async def get_by_request(self, merchant_id: str, request_id: str) -> Payment | None:
+        for p in self._store.values():
+            if p.merchant_id == merchant_id and p.request_id == request_id:
+                return copy.deepcopy(p)
+        return None
+
+    async def list(
+        self,
+        merchant_id: str | None,
+        *,
+        limit: int,
+        after: PageCursor | None,
+        status: PaymentStatus | None,
+        created_after: datetime | None,
+    ) -> Sequence[Payment]:
+        found = [
+            p
+            for p in self._store.values()
+            if (merchant_id is None or p.merchant_id == merchant_id)
+            and (status is None or p.status is status)
+            and (created_after is None or p.created_at >= created_after)
+            and (after is None or (p.created_at, p.id) < (after.created_at, after.payment_id))
+        ]
+        found.sort(key=lambda p: (p.created_at, p.id), reverse=True)
+        return [copy.deepcopy(p) for p in found[:limit]]
+
+    async def list_unresolved(self, *, older_than: datetime, limit: int) -> Sequence[Payment]:
+        found = [
+            p for p in self._store.values() if p.status in UNRESOLVED and p.updated_at <= older_than
+        ]
+        found.sort(key=lambda p: p.updated_at)
+        return [copy.deepcopy(p) for p in found[:limit]]
+
+
+class FakeUnitOfWork:
+    def __init__(self, store: dict[str, Payment], repo_events: list[object]) -> None:
+        self._store = store
+        self._staged: dict[str, Payment] = {}
+        self._events = repo_events
+        self.payments = FakePaymentRepository(self._staged)
+        self.committed = False
+
+    async def __aenter__(self) -> FakeUnitOfWork:
+        self._staged.update(copy.deepcopy(self._store))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._staged.clear()
+
+    async def commit(self) -> None:
+        for payment_id in self.payments.written:
+            self._store[payment_id] = self._staged[payment_id]
+        self._events.extend(self.payments.events)
+        self.payments.events.clear()
+        self.committed = True
+
+
+class FakeUnitOfWorkFactory:
+    def __init__(self) -> None:
+        self.store: dict[str, Payment] = {}
+        self.events: list[object] = []
+
+    def __call__(self) -> FakeUnitOfWork:
+        return FakeUnitOfWork(self.store, self.events)

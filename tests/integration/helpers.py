@@ -1,0 +1,34 @@
+"""Building real containers on a test database with simulated processors."""
+
+from __future__ import annotations
+
+from payorch.adapters.clock import ManualClock
+from payorch.bootstrap import Container, bootstrap
+from payorch.domain.request import RawPaymentRequest, parse_payment_request
+from payorch.settings import Settings
+
+
+async def make_container(
+    database_url: str, clock: ManualClock, *, processors: str = "simulated", simulate: str = ""
+) -> Container:
+    settings = Settings(database_url=database_url, processors=processors, simulate=simulate)
+    return await bootstrap(settings, clock=clock)
+
+
+def core_request(
+    request_id: str = "r-1",
+    *,
+    merchant: str = "m_1",
+    amount: int = 1999,
+    token: str = "pm_card_visa",
+    currency: str = "USD",
+):
+    return parse_payment_request(
+        RawPaymentRequest(
+            merchant_id=merchant,
+            request_id=request_id,
+            amount_minor=amount,
+            currency=currency,
+            payment_method=token,
+        )
+    )

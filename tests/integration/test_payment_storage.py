@@ -1,0 +1,127 @@
+"""Payments stored and read back through the real unit of work, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from payorch.app.ports import ConcurrentUpdate
+from payorch.domain.payment import PaymentStatus, StepStatus
+from payorch.domain.results import ErrorCode, Outcome
+from tests.integration.helpers import core_request, make_container
+
+
+@pytest.fixture
+async def container(database_url, clock):
+    c = await make_container(database_url, clock)
+    yield c
+    await c.close()
+
+
+async def test_a_successful_payment_is_stored_with_its_step_attempt_and_events(container):
+    result = await container.payments.create(core_request(), deadline_s=None)
+    stored = await container.payments.get(result.payment.id, "m_1")
+
+    assert stored.status is PaymentStatus.SUCCEEDED
+    assert stored.amount_minor == 1999 and stored.currency.code == "USD"
+    (step,) = stored.steps
+    assert step.status is StepStatus.CAPTURED and step.captured_minor == 1999
+    (attempt,) = step.attempts
+    assert attempt.outcome is Outcome.SUCCESS and attempt.processor == "simulated"
+    assert attempt.idempotency_key.endswith("_0_g0")
+    assert attempt.started_at.tzinfo is not None
+    async with container.engine.connect() as conn:
+        names = [
+            r[0]
+            for r in await conn.exec_driver_sql(
+                "SELECT name FROM events WHERE payment_id = :p ORDER BY sequence"
+                if container.engine.dialect.name == "sqlite"
+                else "SELECT name FROM events WHERE payment_id = $1 ORDER BY sequence",
+                {"p": stored.id} if container.engine.dialect.name == "sqlite" else (stored.id,),
+            )
+        ]
+    assert names == ["StepSucceeded", "PaymentCompleted"]
+
+
+async def test_a_declined_payment_keeps_the_raw_processor_fields(container):
+    result = await container.payments.create(
+        core_request(token="pm_card_chargeDeclined"), deadline_s=None
+    )
+    stored = await container.payments.get(result.payment.id, None)
+    assert stored.status is PaymentStatus.FAILED
+    assert stored.final_error is ErrorCode.CARD_DECLINED
+    raw = stored.steps[0].attempts[0].raw
+    assert (raw.type, raw.code, raw.decline_code, raw.http_status) == (
+        "card_error",
+        "card_declined",
+        "generic_decline",
+        402,
+    )
+    assert raw.request_id.startswith("req_sim_")
+
+
+async def test_another_merchant_cannot_read_the_payment(container):
+    result = await container.payments.create(core_request(), deadline_s=None)
+    with pytest.raises(LookupError):
+        await container.payments.get(result.payment.id, "m_2")
+
+
+async def test_replaying_a_request_id_returns_the_stored_payment_without_a_second_charge(
+    container,
+):
+    first = await container.payments.create(core_request("same"), deadline_s=None)
+    again = await container.payments.create(core_request("same"), deadline_s=None)
+    assert again.replayed and again.payment.id == first.payment.id
+    assert container.simulated["simulated"].ledger.charges_total == 1
+
+
+async def test_request_ids_are_scoped_per_merchant(container):
+    a = await container.payments.create(core_request("same", merchant="m_a"), deadline_s=None)
+    b = await container.payments.create(core_request("same", merchant="m_b"), deadline_s=None)
+    assert a.payment.id != b.payment.id and not b.replayed
+
+
+async def test_concurrent_identical_requests_charge_once(container):
+    results = await asyncio.gather(
+        *(container.payments.create(core_request("race"), deadline_s=None) for _ in range(5))
+    )
+    assert len({r.payment.id for r in results}) == 1
+    assert sum(not r.replayed for r in results) == 1
+    assert container.simulated["simulated"].ledger.charges_total == 1
+
+
+async def test_a_stale_write_is_refused(container):
+    result = await container.payments.create(core_request(), deadline_s=None)
+    one = await container.payments.get(result.payment.id, None)
+    two = await container.payments.get(result.payment.id, None)
+    async with container.uow() as uow:
+        await uow.payments.save(one)
+        await uow.commit()
+    with pytest.raises(ConcurrentUpdate):
+        async with container.uow() as uow:
+            await uow.payments.save(two)
+            await uow.commit()
+
+
+async def test_listing_pages_newest_first_without_gaps(container, clock):
+    ids = []
+    for i in range(5):
+        ids.append((await container.payments.create(core_request(f"r{i}"), deadline_s=None)).payment.id)
+        clock.advance(1)
+    page1 = await container.payments.list("m_1", page_size=2, after=None)
+    from payorch.app.ports import PageCursor
+
+    cursor = PageCursor(page1[-1].created_at, page1[-1].id)
+    page2 = await container.payments.list("m_1", page_size=10, after=cursor)
+    assert [p.id for p in [*page1, *page2]] == list(reversed(ids))
+    assert await container.payments.list("m_other", page_size=10, after=None) == []
+
+
+async def test_failed_and_succeeded_filters(container):
+    await container.payments.create(core_request("ok"), deadline_s=None)
+    await container.payments.create(core_request("no", token="pm_card_chargeDeclined"), deadline_s=None)
+    failed = await container.payments.list(
+        "m_1", page_size=10, after=None, status=PaymentStatus.FAILED
+    )
+    assert [p.request_id for p in failed] == ["no"]
