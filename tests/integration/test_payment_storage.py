@@ -107,7 +107,9 @@ async def test_a_stale_write_is_refused(container):
 async def test_listing_pages_newest_first_without_gaps(container, clock):
     ids = []
     for i in range(5):
-        ids.append((await container.payments.create(core_request(f"r{i}"), deadline_s=None)).payment.id)
+        ids.append(
+            (await container.payments.create(core_request(f"r{i}"), deadline_s=None)).payment.id
+        )
         clock.advance(1)
     page1 = await container.payments.list("m_1", page_size=2, after=None)
     from payorch.app.ports import PageCursor
@@ -120,7 +122,9 @@ async def test_listing_pages_newest_first_without_gaps(container, clock):
 
 async def test_failed_and_succeeded_filters(container):
     await container.payments.create(core_request("ok"), deadline_s=None)
-    await container.payments.create(core_request("no", token="pm_card_chargeDeclined"), deadline_s=None)
+    await container.payments.create(
+        core_request("no", token="pm_card_chargeDeclined"), deadline_s=None
+    )
     failed = await container.payments.list(
         "m_1", page_size=10, after=None, status=PaymentStatus.FAILED
     )

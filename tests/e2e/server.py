@@ -1,0 +1,111 @@
+"""Start the real `payorch serve` process on free ports and talk to it over gRPC."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+
+_READY = re.compile(r"gRPC on (\S+) and HTTP on (\S+)")
+
+
+def payorch(*args: str, env: dict[str, str] | None = None, check: bool = True) -> str:
+    """Run the real CLI in a subprocess; return its stdout."""
+    done = subprocess.run(
+        [sys.executable, "-m", "payorch.entrypoints.cli", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=60,
+    )
+    if check and done.returncode != 0:
+        raise AssertionError(f"payorch {' '.join(args)} failed: {done.stderr}")
+    return done.stdout
+
+
+def create_key(database_url: str, *, merchant: str | None = None, scope: str = "merchant") -> str:
+    args = ["keys", "--database-url", database_url, "create"]
+    args += ["--merchant", merchant] if merchant else ["--scope", scope]
+    return str(json.loads(payorch(*args).splitlines()[0])["api_key"])
+
+
+@dataclass
+class RunningServer:
+    process: subprocess.Popen[str]
+    address: str
+    http_address: str
+    database_url: str
+    log_path: Path
+    keys: dict[str, str] = field(default_factory=dict)
+
+    def channel(self) -> grpc.Channel:
+        return grpc.insecure_channel(self.address)
+
+    def auth(self, who: str) -> list[tuple[str, str]]:
+        return [("authorization", f"Bearer {self.keys[who]}")]
+
+    def stop(self, timeout: float = 20.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+    def log(self) -> str:
+        return self.log_path.read_text() if self.log_path.exists() else ""
+
+
+def start_server(
+    workdir: Path,
+    database_url: str,
+    *,
+    args: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
+    ready_timeout: float = 30.0,
+) -> RunningServer:
+    log_path = workdir / f"server-{time.monotonic_ns()}.log"
+    full_env = {
+        **os.environ,
+        "PAYORCH_DATABASE_URL": database_url,
+        "PAYORCH_LISTEN": "127.0.0.1:0",
+        "PAYORCH_HTTP_PORT": "0",
+        "PAYORCH_AUTH_CACHE_S": "0",
+        **(env or {}),
+    }
+    log_file = log_path.open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "payorch.entrypoints.cli", "serve", *args],
+        stdout=subprocess.PIPE,
+        stderr=log_file,
+        text=True,
+        env=full_env,
+        cwd=workdir,
+    )
+    assert process.stdout is not None
+    sel = selectors.DefaultSelector()
+    sel.register(process.stdout, selectors.EVENT_READ)
+    deadline = time.monotonic() + ready_timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"server exited early:\n{log_path.read_text()}")
+        if sel.select(timeout=0.2):
+            line = process.stdout.readline()
+            match = _READY.search(line)
+            if match:
+                return RunningServer(
+                    process, match.group(1), match.group(2), database_url, log_path
+                )
+    process.kill()
+    raise AssertionError(f"server not ready in {ready_timeout} s:\n{log_path.read_text()}")

@@ -1,0 +1,155 @@
+"""The real server process, called over gRPC with the generated client."""
+
+from __future__ import annotations
+
+import uuid
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from grpc_status import rpc_status
+
+from payments.orchestrator.v1 import orchestrator_pb2 as orch
+from payments.orchestrator.v1 import orchestrator_pb2_grpc as orch_grpc
+from payments.result.v1 import result_pb2
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def stub(server):
+    with server.channel() as ch:
+        yield orch_grpc.PaymentOrchestratorStub(ch)
+
+
+def pay(stub, server, *, who="m_1", request_id=None, **fields):
+    body = {"request_id": request_id or f"e2e-{uuid.uuid4()}", "currency": "usd"}
+    body.setdefault("amount_minor", 1999)
+    body.update(fields)
+    if "payment_method" not in body and "methods" not in body:
+        body["payment_method"] = "pm_card_visa"
+    return stub.CreatePayment(
+        orch.CreatePaymentRequest(**body), metadata=server.auth(who), timeout=20
+    )
+
+
+def field_violations(exc: grpc.RpcError) -> dict[str, str]:
+    status = rpc_status.from_call(exc)
+    assert status is not None, "no rich status details"
+    out = {}
+    for detail in status.details:
+        bad = error_details_pb2.BadRequest()
+        if detail.Unpack(bad):
+            out.update({v.field: v.description for v in bad.field_violations})
+    return out
+
+
+def test_health_reports_serving_without_a_credential(server):
+    with server.channel() as ch:
+        stub = health_pb2_grpc.HealthStub(ch)
+        for service in ("", "payments.orchestrator.v1.PaymentOrchestrator"):
+            reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_reflection_lists_the_orchestrator_service(server):
+    with server.channel() as ch:
+        stub = reflection_pb2_grpc.ServerReflectionStub(ch)
+        replies = stub.ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5
+        )
+        names = {s.name for r in replies for s in r.list_services_response.service}
+    assert "payments.orchestrator.v1.PaymentOrchestrator" in names
+    assert "grpc.health.v1.Health" in names
+
+
+def test_create_get_and_list_a_payment(stub, server):
+    created = pay(stub, server).payment
+    assert created.result.status == result_pb2.PAYMENT_STATUS_SUCCEEDED
+    assert created.result.success and created.merchant_id == "m_1"
+    assert created.result.total_processed.amount_minor == 1999
+    assert len(created.result.step_results[0].attempts) == 1
+
+    got = stub.GetPayment(
+        orch.GetPaymentRequest(payment_id=created.payment_id), metadata=server.auth("m_1")
+    ).payment
+    assert got.payment_id == created.payment_id and got.amount.currency == "USD"
+
+    listed = stub.ListPayments(orch.ListPaymentsRequest(page_size=100), metadata=server.auth("m_1"))
+    assert created.payment_id in [p.payment_id for p in listed.payments]
+
+
+def test_list_pages_with_tokens(stub, server):
+    made = {pay(stub, server, who="m_2").payment.payment_id for _ in range(3)}
+    seen, token = [], ""
+    while True:
+        page = stub.ListPayments(
+            orch.ListPaymentsRequest(page_size=2, page_token=token), metadata=server.auth("m_2")
+        )
+        seen += [p.payment_id for p in page.payments]
+        token = page.next_page_token
+        if not token:
+            break
+    assert made <= set(seen) and len(seen) == len(set(seen))
+
+
+def test_replaying_a_request_id_returns_the_stored_payment(stub, server):
+    first = pay(stub, server, request_id="e2e-replay-1").payment
+    again = pay(stub, server, request_id="e2e-replay-1").payment
+    assert again.payment_id == first.payment_id
+    assert again.replayed and not first.replayed
+
+
+def test_reusing_a_request_id_with_another_amount_names_the_mismatch(stub, server):
+    pay(stub, server, request_id="e2e-conflict")
+    with pytest.raises(grpc.RpcError) as err:
+        pay(stub, server, request_id="e2e-conflict", amount_minor=5000)
+    assert err.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert "amount" in err.value.details()
+
+
+@pytest.mark.parametrize(
+    ("fields", "bad_field"),
+    [
+        ({"amount_minor": 0}, "amount"),
+        ({"amount_minor": -5}, "amount"),
+        ({"currency": "XYZ"}, "currency"),
+        ({"payment_method": ""}, "payment_method"),
+    ],
+)
+def test_bad_input_gets_field_violations_and_stores_nothing(stub, server, fields, bad_field):
+    request_id = f"e2e-bad-{uuid.uuid4()}"
+    with pytest.raises(grpc.RpcError) as err:
+        pay(stub, server, request_id=request_id, **fields)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert bad_field in field_violations(err.value)
+    listed = stub.ListPayments(orch.ListPaymentsRequest(page_size=100), metadata=server.auth("m_1"))
+    assert request_id not in [p.request_id for p in listed.payments]
+
+
+def test_a_missing_merchant_is_invalid_for_an_ops_caller(stub, server):
+    with pytest.raises(grpc.RpcError) as err:
+        pay(stub, server, who="ops")
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "merchant_id" in field_violations(err.value)
+
+
+def test_an_unknown_payment_is_not_found(stub, server):
+    with pytest.raises(grpc.RpcError) as err:
+        stub.GetPayment(orch.GetPaymentRequest(payment_id="pay_nope"), metadata=server.auth("m_1"))
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_a_call_without_a_key_is_unauthenticated(stub, server):
+    with pytest.raises(grpc.RpcError) as err:
+        stub.ListPayments(orch.ListPaymentsRequest())
+    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_the_server_keeps_serving_after_bad_input(stub, server):
+    for _ in range(3):
+        with pytest.raises(grpc.RpcError):
+            pay(stub, server, amount_minor=-1)
+    assert pay(stub, server).payment.result.success
