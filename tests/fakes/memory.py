@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from payorch.app.ports import ConcurrentUpdate, DuplicateRequest, PageCursor
-from payorch.domain.payment import UNRESOLVED, Payment, PaymentStatus
+from payorch.domain.payment import Payment, PaymentStatus
 
 
 class FakePaymentRepository:
@@ -71,9 +71,18 @@ class FakePaymentRepository:
         found.sort(key=lambda p: (p.created_at, p.id), reverse=True)
         return [copy.deepcopy(p) for p in found[:limit]]
 
-    async def list_unresolved(self, *, older_than: datetime, limit: int) -> Sequence[Payment]:
+    async def list_unresolved(
+        self, *, now: datetime, processing_before: datetime, limit: int
+    ) -> Sequence[Payment]:
         found = [
-            p for p in self._store.values() if p.status in UNRESOLVED and p.updated_at <= older_than
+            p
+            for p in self._store.values()
+            if (
+                p.status is PaymentStatus.UNKNOWN
+                and p.next_reconcile_at is not None
+                and p.next_reconcile_at <= now
+            )
+            or (p.status is PaymentStatus.PROCESSING and p.updated_at <= processing_before)
         ]
         found.sort(key=lambda p: p.updated_at)
         return [copy.deepcopy(p) for p in found[:limit]]

@@ -29,6 +29,8 @@ from payorch.domain.retry import RetryPolicy
 # How long a duplicate request waits for the first one to finish before ABORTED.
 DUPLICATE_WAIT_S = 5.0
 DUPLICATE_POLL_S = 0.05
+# A payment PROCESSING for longer than any call could take was interrupted.
+STALE_PROCESSING = timedelta(minutes=5)
 
 
 class PaymentNotFound(LookupError):
@@ -197,11 +199,15 @@ class PaymentService:
                 created_after=created_after,
             )
 
-    async def reconcile_due(self, *, min_age: timedelta, limit: int = 100) -> int:
-        """Resolve payments left UNKNOWN or PROCESSING for longer than `min_age`."""
+    async def reconcile_due(
+        self, *, processing_stale_after: timedelta = STALE_PROCESSING, limit: int = 100
+    ) -> int:
+        """Resolve UNKNOWN payments whose next lookup is due, and PROCESSING ones
+        older than `processing_stale_after` (interrupted mid-payment)."""
+        now = self._clock.now()
         async with self._uow() as uow:
             due = await uow.payments.list_unresolved(
-                older_than=self._clock.now() - min_age, limit=limit
+                now=now, processing_before=now - processing_stale_after, limit=limit
             )
         settled = 0
         for payment in due:
@@ -215,16 +221,17 @@ class PaymentService:
                 changed |= await self._router.reconcile(payment, step)
                 if step.status is StepStatus.PENDING:
                     break
-        if not changed:
-            return False
-        payment.settle(self._clock.now())
+        if changed:
+            payment.settle(self._clock.now())
+        else:
+            payment.reconcile_inconclusive(self._clock.now())
         try:
             async with self._uow() as uow:
                 await uow.payments.save(payment)
                 await uow.commit()
         except ConcurrentUpdate:
             return False
-        return True
+        return changed
 
 
 def _mismatch(existing: Payment, request: CoreRequest) -> str:

@@ -107,8 +107,11 @@ class PaymentRepository(Protocol):
         created_after: datetime | None,
     ) -> Sequence[Payment]: ...
 
-    async def list_unresolved(self, *, older_than: datetime, limit: int) -> Sequence[Payment]:
-        """Payments left PROCESSING or UNKNOWN, oldest first."""
+    async def list_unresolved(
+        self, *, now: datetime, processing_before: datetime, limit: int
+    ) -> Sequence[Payment]:
+        """UNKNOWN payments due for a lookup, and PROCESSING ones untouched since
+        `processing_before` (their server died mid-payment), oldest first."""
         ...
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from payorch.domain.events import (
     DomainEvent,
@@ -34,6 +34,18 @@ class PaymentStatus(enum.Enum):
 
 # States the reconciler has to finish.
 UNRESOLVED = frozenset({PaymentStatus.PROCESSING, PaymentStatus.UNKNOWN})
+
+# When to ask the processor again about an unknown outcome: backs off, then daily.
+RECONCILE_BACKOFF = (
+    timedelta(minutes=1),
+    timedelta(minutes=5),
+    timedelta(hours=1),
+    timedelta(days=1),
+)
+
+
+def reconcile_delay(attempts_so_far: int) -> timedelta:
+    return RECONCILE_BACKOFF[min(attempts_so_far, len(RECONCILE_BACKOFF) - 1)]
 
 
 class StepStatus(enum.Enum):
@@ -151,6 +163,9 @@ class Payment:
     # Events raised since the last save (the unit of work writes them to the outbox).
     pending_events: list[DomainEvent] = field(default_factory=list)
     event_sequence: int = 0
+    # Lookups of an unknown outcome so far, and when the next one is due.
+    reconcile_attempts: int = 0
+    next_reconcile_at: datetime | None = None
 
     # -- reading -------------------------------------------------------------
     @property
@@ -239,6 +254,15 @@ class Payment:
         elif self.status is PaymentStatus.UNKNOWN:
             self.final_error = ErrorCode.UNKNOWN_OUTCOME
             self.final_error_message = "the processor's answer was lost; reconciling"
+            self.next_reconcile_at = now + reconcile_delay(self.reconcile_attempts)
+        if self.status not in UNRESOLVED:
+            self.next_reconcile_at = None
+
+    def reconcile_inconclusive(self, now: datetime) -> None:
+        """A lookup told us nothing: ask again later, backing off."""
+        self.reconcile_attempts += 1
+        self.next_reconcile_at = now + reconcile_delay(self.reconcile_attempts)
+        self.updated_at = now
 
     def _derive_status(self) -> PaymentStatus:
         statuses = [s.status for s in self.steps]

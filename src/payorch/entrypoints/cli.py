@@ -215,7 +215,8 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
         container = await bootstrap(settings)
         try:
             settled = await container.payments.reconcile_due(
-                min_age=timedelta(seconds=args.min_age), limit=args.limit
+                processing_stale_after=timedelta(seconds=args.processing_stale_after),
+                limit=args.limit,
             )
         finally:
             await container.close()
@@ -301,7 +302,12 @@ def parser() -> argparse.ArgumentParser:
     rec = sub.add_parser("reconcile", help="resolve payments left UNKNOWN or PROCESSING")
     _db_flags(rec)
     rec.add_argument("--processors", help="as for serve")
-    rec.add_argument("--min-age", type=float, default=60.0, help="seconds since last update")
+    rec.add_argument(
+        "--processing-stale-after",
+        type=float,
+        default=300.0,
+        help="seconds after which a PROCESSING payment counts as interrupted",
+    )
     rec.add_argument("--limit", type=int, default=500)
     rec.set_defaults(func=cmd_reconcile)
     return root

@@ -7,7 +7,6 @@ import contextlib
 import logging
 import os
 import signal
-from datetime import timedelta
 from pathlib import Path
 
 from payorch.app.auth import Scope, hash_key
@@ -19,8 +18,6 @@ from payorch.settings import Settings
 
 log = logging.getLogger("payorch.serve")
 DEMO_MERCHANT = "m_demo"
-# A payment still PROCESSING after this long was interrupted (its server died).
-STALE_PROCESSING = timedelta(minutes=5)
 
 
 async def ensure_demo_key(container: Container, path: Path) -> None:
@@ -43,10 +40,9 @@ async def reconcile_forever(container: Container, interval_s: float) -> None:
     while True:
         await asyncio.sleep(interval_s)
         try:
-            settled = await container.payments.reconcile_due(min_age=timedelta(seconds=interval_s))
-            stale = await container.payments.reconcile_due(min_age=STALE_PROCESSING)
-            if settled or stale:
-                log.info("reconciled %d payments", settled + stale)
+            settled = await container.payments.reconcile_due()
+            if settled:
+                log.info("reconciled %d payments", settled)
         except Exception:
             log.exception("reconciliation pass failed; next pass in %.0f s", interval_s)
 

@@ -19,7 +19,6 @@ from payorch.app.ports import ConcurrentUpdate, DuplicateRequest, PageCursor
 from payorch.domain.events import DomainEvent
 from payorch.domain.money import Currency
 from payorch.domain.payment import (
-    UNRESOLVED,
     Attempt,
     CaptureMode,
     MethodType,
@@ -51,6 +50,8 @@ def _payment_row(p: Payment) -> dict[str, Any]:
         "final_error_message": p.final_error_message,
         "version": p.version,
         "event_sequence": p.event_sequence,
+        "reconcile_attempts": p.reconcile_attempts,
+        "next_reconcile_at": p.next_reconcile_at,
         "created_at": p.created_at,
         "updated_at": p.updated_at,
     }
@@ -223,12 +224,22 @@ class SqlAlchemyPaymentRepository:
         query = query.order_by(payments.c.created_at.desc(), payments.c.id.desc()).limit(limit)
         return await self._load(query)
 
-    async def list_unresolved(self, *, older_than: datetime, limit: int) -> Sequence[Payment]:
+    async def list_unresolved(
+        self, *, now: datetime, processing_before: datetime, limit: int
+    ) -> Sequence[Payment]:
         return await self._load(
             select(payments)
             .where(
-                payments.c.status.in_([s.value for s in UNRESOLVED]),
-                payments.c.updated_at <= older_than,
+                or_(
+                    and_(
+                        payments.c.status == PaymentStatus.UNKNOWN.value,
+                        payments.c.next_reconcile_at <= now,
+                    ),
+                    and_(
+                        payments.c.status == PaymentStatus.PROCESSING.value,
+                        payments.c.updated_at <= processing_before,
+                    ),
+                )
             )
             .order_by(payments.c.updated_at)
             .limit(limit)
@@ -342,4 +353,6 @@ def _payment(r: Any, steps: list[Step]) -> Payment:
         final_error_message=r["final_error_message"],
         version=r["version"],
         event_sequence=r["event_sequence"],
+        reconcile_attempts=r["reconcile_attempts"],
+        next_reconcile_at=r["next_reconcile_at"],
     )

@@ -76,10 +76,13 @@ payments = Table(
     Column("event_sequence", Integer, nullable=False, default=0),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    Column("reconcile_attempts", Integer, nullable=False, server_default="0"),
+    Column("next_reconcile_at", UTCDateTime, nullable=True),
     # Idempotency: one payment per (merchant, request_id), enforced by the database.
     UniqueConstraint("merchant_id", "request_id"),
     Index(None, "merchant_id", "created_at", "id"),
     Index(None, "status", "updated_at"),
+    Index(None, "status", "next_reconcile_at"),
     Index(None, "created_at"),
 )
 

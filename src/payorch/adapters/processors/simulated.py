@@ -9,6 +9,7 @@ are injected from a seeded random source.
 from __future__ import annotations
 
 import asyncio
+import collections
 import hashlib
 import random
 from collections.abc import Awaitable, Callable
@@ -37,6 +38,9 @@ DECLINES: dict[str, tuple[str, str]] = {
 REQUIRES_AUTH = {"pm_card_authenticationRequired", "pm_card_threeDSecure2Required"}
 # Card 4000002500003155: asks on-session, succeeds off-session once set up.
 AUTH_ON_SETUP = {"pm_card_authenticationRequiredOnSetup"}
+
+
+FAULTS = ("rate_limit", "connection_error", "timeout", "api_error", "lost_response")
 
 
 class InvalidSimulation(ValueError):
@@ -129,6 +133,9 @@ class SimulatedProcessor:
         self._rng = random.Random(self.simulation.seed)
         self._sleep = sleep
         self._counter = 0
+        # Faults for the next authorize calls, in order, before random draws.
+        self._script: collections.deque[str | None] = collections.deque()
+        self.calls = 0
 
     def set_simulation(self, simulation: Simulation) -> None:
         self.simulation = simulation
@@ -145,10 +152,20 @@ class SimulatedProcessor:
         if delay > 0:
             await self._sleep(delay / 1000.0)
 
+    def inject(self, *faults: str | None) -> None:
+        """Script the next calls: "api_error", "rate_limit", "timeout", ... or None (no fault)."""
+        known = {*FAULTS, "charged_api_error", None}
+        unknown = [f for f in faults if f not in known]
+        if unknown:
+            raise InvalidSimulation(f"unknown faults {unknown}")
+        self._script.extend(faults)
+
     def _draw(self) -> str | None:
+        if self._script:
+            return self._script.popleft()
         sim = self.simulation
         roll = self._rng.random()
-        for fault in ("rate_limit", "connection_error", "timeout", "api_error", "lost_response"):
+        for fault in FAULTS:
             p: float = getattr(sim, fault)
             if roll < p:
                 return fault
@@ -156,6 +173,7 @@ class SimulatedProcessor:
         return None
 
     async def authorize(self, request: ChargeRequest) -> ProcessorResponse:
+        self.calls += 1
         await self._latency()
         fault = self._draw()
         rid = self._request_id()
@@ -193,6 +211,17 @@ class SimulatedProcessor:
             self.ledger.stored[request.idempotency_key] = response
             return response
         response = self._process(intent, request, rid)
+        if fault == "charged_api_error":
+            # Processed and charged, then a 500 stored under the key: indeterminate.
+            response = ProcessorResponse(
+                ResponseKind.ERROR,
+                processor_payment_id=intent.id,
+                http_status=500,
+                error_type="api_error",
+                message="An unknown error occurred",
+                request_id=rid,
+                indeterminate=True,
+            )
         self.ledger.stored[request.idempotency_key] = response
         if fault == "lost_response":
             return ProcessorResponse(ResponseKind.NO_RESPONSE, exception="ReadTimeout")

@@ -1,0 +1,246 @@
+"""The seven retry scenarios of the seed, against the app on in-memory fakes.
+
+Each ends with exactly one charge at the processor, whatever failed on the way.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from payorch.adapters.clock import ManualClock
+from payorch.adapters.processors.simulated import Simulation, SimulatedProcessor
+from payorch.app.payments import PaymentService
+from payorch.app.router import Router
+from payorch.domain.payment import PaymentStatus, StepStatus
+from payorch.domain.request import RawPaymentRequest, parse_payment_request
+from payorch.domain.results import ErrorCode, Outcome
+from payorch.domain.retry import RetryPolicy
+from tests.fakes.memory import FakeUnitOfWorkFactory
+
+
+class World:
+    def __init__(self, *, max_retries: int = 1, latency_ms: float = 0.0) -> None:
+        self.clock = ManualClock()
+        self.sim = SimulatedProcessor(
+            "simulated", Simulation(latency_ms=latency_ms), sleep=self.clock.sleep
+        )
+        self.uow = FakeUnitOfWorkFactory()
+        self.router = Router({"simulated": self.sim}, self.clock, rng=random.Random(1))
+        self.service = PaymentService(
+            self.uow,
+            self.router,
+            self.clock,
+            processors_for=lambda _m, _t: ["simulated"],
+            retry_policy=RetryPolicy(max_retries=max_retries),
+        )
+
+    async def pay(self, request_id: str = "r1", token: str = "pm_card_visa", deadline_s=None):
+        core = parse_payment_request(
+            RawPaymentRequest(
+                merchant_id="m_1",
+                request_id=request_id,
+                amount_minor=5000,
+                currency="EUR",
+                payment_method=token,
+            )
+        )
+        return (await self.service.create(core, deadline_s=deadline_s)).payment
+
+    @property
+    def charges(self) -> int:
+        return self.sim.ledger.charges_total
+
+
+def authorize_attempts(payment):
+    return [a for a in payment.steps[0].attempts if a.operation == "authorize"]
+
+
+async def test_scenario_1_api_error_is_looked_up_then_retried_with_a_new_key_and_charged_once():
+    w = World()
+    w.sim.inject("api_error", None)
+    payment = await w.pay()
+
+    assert payment.status is PaymentStatus.SUCCEEDED
+    attempts = payment.steps[0].attempts
+    assert [a.operation for a in attempts] == ["authorize", "lookup", "authorize"]
+    assert attempts[0].outcome is Outcome.SOFT and attempts[0].raw.http_status == 500
+    assert attempts[0].idempotency_key.endswith("_g0")
+    assert attempts[2].idempotency_key.endswith("_g1")
+    assert attempts[2].delay_before_ms > 0
+    assert w.charges == 1
+
+
+async def test_scenario_1_an_api_error_that_did_charge_is_found_by_lookup_not_retried():
+    w = World()
+    w.sim.inject("charged_api_error")
+    payment = await w.pay()
+
+    attempts = payment.steps[0].attempts
+    assert [a.operation for a in attempts] == ["authorize", "lookup"]
+    assert "had charged" in attempts[1].retry_decision
+    assert payment.status is PaymentStatus.SUCCEEDED and w.charges == 1
+
+
+async def test_scenario_2_rate_limit_is_retried_with_the_same_key():
+    w = World()
+    w.sim.inject("rate_limit", None)
+    payment = await w.pay()
+
+    attempts = authorize_attempts(payment)
+    assert [a.error_code for a in attempts] == [ErrorCode.RATE_LIMITED, ErrorCode.NONE]
+    assert attempts[0].idempotency_key == attempts[1].idempotency_key
+    assert attempts[0].delay_before_ms == 0 and attempts[1].delay_before_ms < 3000
+    assert payment.status is PaymentStatus.SUCCEEDED and w.charges == 1
+
+
+async def test_scenario_3_timeout_before_the_response_is_retried_with_the_same_key():
+    w = World()
+    w.sim.inject("lost_response", None)  # processed, answer lost
+    payment = await w.pay()
+
+    attempts = authorize_attempts(payment)
+    assert attempts[0].outcome is Outcome.UNKNOWN and attempts[0].error_code is ErrorCode.TIMEOUT
+    assert attempts[0].idempotency_key == attempts[1].idempotency_key
+    assert payment.status is PaymentStatus.SUCCEEDED
+    assert w.charges == 1, "the retry replayed the stored answer instead of charging again"
+
+
+async def test_scenario_4_a_connection_failure_is_retried():
+    w = World()
+    w.sim.inject("connection_error", None)
+    payment = await w.pay()
+    attempts = authorize_attempts(payment)
+    assert attempts[0].error_code is ErrorCode.NETWORK_ERROR
+    assert payment.status is PaymentStatus.SUCCEEDED and w.charges == 1
+
+
+async def test_scenario_5_a_lost_answer_with_no_retry_left_is_reconciled_later():
+    w = World(max_retries=0)
+    w.sim.inject("lost_response")
+    payment = await w.pay()
+    assert payment.status is PaymentStatus.UNKNOWN
+    assert payment.steps[0].status is StepStatus.UNKNOWN
+
+    w.clock.advance(120)
+    assert await w.service.reconcile_due() == 1
+    resolved = await w.service.get(payment.id, "m_1")
+    assert resolved.status is PaymentStatus.SUCCEEDED
+    assert resolved.steps[0].attempts[-1].operation == "lookup"
+    assert w.charges == 1
+
+
+async def test_scenario_5_a_timeout_that_never_reached_the_processor_reconciles_to_failed():
+    w = World(max_retries=0)
+    w.sim.inject("timeout")
+    payment = await w.pay()
+    assert payment.status is PaymentStatus.UNKNOWN
+    w.clock.advance(120)
+    assert await w.service.reconcile_due() == 1
+    resolved = await w.service.get(payment.id, "m_1")
+    assert resolved.status is PaymentStatus.FAILED and w.charges == 0
+
+
+async def test_scenario_6_replaying_a_request_in_unknown_state_never_charges_again():
+    w = World(max_retries=0)
+    w.sim.inject("lost_response")
+    first = await w.pay("same")
+    again = await w.pay("same")
+    assert first.status is PaymentStatus.UNKNOWN and again.id == first.id
+    assert w.sim.calls == 1 and w.charges == 1
+
+
+async def test_scenario_6_a_payment_interrupted_mid_flight_is_finished_by_the_reconciler():
+    w = World()
+    # A server died after the processor charged but before the result was stored.
+    w.sim.inject(None)
+    payment = await w.pay("crash")
+    stored = w.uow.store[payment.id]
+    stored.status = PaymentStatus.PROCESSING
+    stored.steps[0].status = StepStatus.PENDING
+    stored.steps[0].attempts.clear()
+    stored.steps[0].stored_attempts = 0
+
+    w.clock.advance(600)
+    assert await w.service.reconcile_due() == 1
+    resolved = await w.service.get(payment.id, "m_1")
+    assert resolved.status is PaymentStatus.SUCCEEDED and w.charges == 1
+
+
+async def test_scenario_7_no_retry_past_the_callers_deadline():
+    w = World(latency_ms=400)
+    w.sim.inject("rate_limit", None)
+    payment = await w.pay(deadline_s=0.6)
+    (attempt,) = authorize_attempts(payment)
+    assert "deadline" in attempt.retry_decision
+    assert payment.status is PaymentStatus.FAILED
+    assert payment.final_error is ErrorCode.RATE_LIMITED and w.charges == 0
+
+
+async def test_hard_declines_are_never_retried():
+    w = World(max_retries=3)
+    payment = await w.pay(token="pm_card_chargeDeclinedStolenCard")
+    assert len(payment.steps[0].attempts) == 1
+    assert payment.final_error is ErrorCode.STOLEN_CARD
+    assert "not retryable" in payment.steps[0].attempts[0].retry_decision
+
+
+async def test_insufficient_funds_is_not_retried_now():
+    w = World(max_retries=3)
+    payment = await w.pay(token="pm_card_chargeDeclinedInsufficientFunds")
+    assert len(payment.steps[0].attempts) == 1
+    assert payment.steps[0].outcome is Outcome.SOFT
+    assert payment.final_error is ErrorCode.INSUFFICIENT_FUNDS
+
+
+async def test_requires_action_pauses_with_the_client_secret():
+    w = World()
+    payment = await w.pay(token="pm_card_authenticationRequired")
+    assert payment.status is PaymentStatus.REQUIRES_ACTION
+    assert payment.steps[0].client_secret and payment.steps[0].next_action_type == "use_stripe_sdk"
+    assert w.charges == 0
+
+
+@pytest.mark.parametrize("retries", [0, 1, 2, 3])
+async def test_retries_stop_at_the_policy_limit(retries):
+    w = World(max_retries=retries)
+    w.sim.inject(*["rate_limit"] * 5)
+    payment = await w.pay()
+    assert len(authorize_attempts(payment)) == retries + 1
+    assert payment.status is PaymentStatus.FAILED and w.charges == 0
+
+
+class BlindLookups(SimulatedProcessor):
+    """A processor whose lookups time out: reconciliation learns nothing."""
+
+    async def lookup(self, request, processor_payment_id):
+        from payorch.domain.results import ProcessorResponse, ResponseKind
+
+        return ProcessorResponse(ResponseKind.NO_RESPONSE)
+
+
+async def test_inconclusive_lookups_back_off_one_minute_five_minutes_one_hour_then_daily():
+    w = World(max_retries=0)
+    blind = BlindLookups("simulated", sleep=w.clock.sleep)
+    w.router.processors = {"simulated": blind}
+    blind.inject("lost_response")
+    payment = await w.pay()
+    assert payment.status is PaymentStatus.UNKNOWN
+
+    gaps = []
+    for _ in range(5):
+        before = (await w.service.get(payment.id, "m_1")).next_reconcile_at
+        gap = before - w.clock.now()
+        gaps.append(gap.total_seconds())
+        w.clock.advance(gap.total_seconds() - 1)
+        assert await w.service.reconcile_due() == 0  # not due yet: nothing looked up
+        w.clock.advance(1)
+        assert await w.service.reconcile_due() == 0  # due, looked up, still unknown
+    assert gaps == [60, 300, 3600, 86400, 86400]
+    lookups = [
+        a
+        for a in (await w.service.get(payment.id, "m_1")).steps[0].attempts
+        if a.operation == "lookup"
+    ]
+    assert len(lookups) == 5
