@@ -12,7 +12,7 @@ from payorch.adapters.persistence.engine import create_engine, migrate
 from payorch.adapters.persistence.unit_of_work import SqlAlchemyUnitOfWorkFactory
 from payorch.adapters.processors.simulated import SimulatedProcessor, Simulation
 from payorch.app.auth import Authenticator
-from payorch.app.payments import PaymentService
+from payorch.app.payments import PaymentService, ProcessorEvents
 from payorch.app.ports import Clock, Processor
 from payorch.app.router import Router
 from payorch.domain.payment import MethodType
@@ -30,9 +30,14 @@ class Container:
     payments: PaymentService
     api_keys: SqlAlchemyApiKeyStore
     authenticator: Authenticator
+    processor_events: ProcessorEvents
     simulated: dict[str, SimulatedProcessor] = field(default_factory=dict)
 
     async def close(self) -> None:
+        for processor in self.processors.values():
+            aclose = getattr(processor, "aclose", None)
+            if aclose is not None:
+                await aclose()
         await self.engine.dispose()
 
 
@@ -88,5 +93,6 @@ async def bootstrap(
         payments=payments,
         api_keys=keys,
         authenticator=Authenticator(keys, clock, cache_s=settings.auth_cache_s),
+        processor_events=ProcessorEvents(uow, payments, clock),
         simulated=simulated,
     )

@@ -17,6 +17,10 @@ def _read_secret(value: str, file: str) -> str:
     return ""
 
 
+# Read from PAYORCH_<NAME> or from the file named by PAYORCH_<NAME>_FILE; never printed.
+SECRETS = ("stripe_api_key", "stripe_webhook_secret")
+
+
 @dataclass(frozen=True)
 class Settings:
     listen: str = "127.0.0.1:50051"
@@ -30,6 +34,7 @@ class Settings:
     simulate_by_processor: dict[str, str] = field(default_factory=dict)
     stripe_api_key: str = field(default="", repr=False)
     stripe_api_base: str = ""
+    stripe_webhook_secret: str = field(default="", repr=False)
     stripe_allow_live: bool = False
     call_timeout_s: float = 10.0
     grace_period_s: float = 10.0
@@ -48,12 +53,12 @@ class Settings:
         values: dict[str, Any] = {}
         for f in fields(cls):
             raw = env.get(f"PAYORCH_{f.name.upper()}")
-            if raw is None or f.name in ("stripe_api_key", "simulate_by_processor"):
+            if raw is None or f.name in SECRETS or f.name == "simulate_by_processor":
                 continue
             values[f.name] = _convert(f.type, raw)
-        values["stripe_api_key"] = _read_secret(
-            env.get("PAYORCH_STRIPE_API_KEY", ""), env.get("PAYORCH_STRIPE_API_KEY_FILE", "")
-        )
+        for name in SECRETS:
+            var = f"PAYORCH_{name.upper()}"
+            values[name] = _read_secret(env.get(var, ""), env.get(f"{var}_FILE", ""))
         values["simulate_by_processor"] = {
             k[len("PAYORCH_SIMULATE_") :].lower(): v
             for k, v in env.items()

@@ -88,12 +88,24 @@ class FakePaymentRepository:
         return [copy.deepcopy(p) for p in found[:limit]]
 
 
+class FakeInboundEventLog:
+    def __init__(self, seen: set[str]) -> None:
+        self._seen = seen
+
+    async def remember(self, event_id: str, source: str, now: datetime) -> bool:
+        if event_id in self._seen:
+            return False
+        self._seen.add(event_id)
+        return True
+
+
 class FakeUnitOfWork:
     def __init__(self, store: dict[str, Payment], repo_events: list[object]) -> None:
         self._store = store
         self._staged: dict[str, Payment] = {}
         self._events = repo_events
         self.payments = FakePaymentRepository(self._staged)
+        self.inbound_events = FakeInboundEventLog(set())
         self.committed = False
 
     async def __aenter__(self) -> FakeUnitOfWork:

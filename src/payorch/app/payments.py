@@ -234,6 +234,63 @@ class PaymentService:
         return changed
 
 
+@dataclass(frozen=True, slots=True)
+class ProcessorEvent:
+    """A processor told us (webhook) that something happened to a payment."""
+
+    event_id: str
+    source: str
+    payment_id: str
+    step_index: int
+    processor_payment_id: str
+    # True only for final good news (PaymentIntent succeeded / requires_capture).
+    charged: bool
+
+
+class ProcessorEvents:
+    """Applies processor webhooks. Only final good news is applied as is; any other
+    event is a hint to look the payment up now, so out-of-order or stale events
+    can never undo what the processor holds."""
+
+    def __init__(self, uow: UnitOfWorkFactory, payments: PaymentService, clock: Clock) -> None:
+        self._uow = uow
+        self._payments = payments
+        self._clock = clock
+
+    async def apply(self, event: ProcessorEvent) -> str:
+        now = self._clock.now()
+        async with self._uow() as uow:
+            if not await uow.inbound_events.remember(event.event_id, event.source, now):
+                return "duplicate"
+            payment = await uow.payments.get(event.payment_id, None)
+            if payment is None or not 0 <= event.step_index < len(payment.steps):
+                await uow.commit()
+                return "unknown payment"
+            step = payment.steps[event.step_index]
+            if (
+                step.processor_payment_id
+                and step.processor_payment_id != event.processor_payment_id
+            ):
+                await uow.commit()
+                return "stale processor object"
+            open_states = (StepStatus.PENDING, StepStatus.UNKNOWN, StepStatus.REQUIRES_ACTION)
+            if step.status not in open_states or payment.status is PaymentStatus.PROCESSING:
+                # Settled already, or still being worked on by the router: nothing to do.
+                await uow.commit()
+                return "ignored"
+            if event.charged:
+                step.processor_payment_id = event.processor_payment_id
+                payment.step_succeeded(step, processor=step.processor, latency_ms=0)
+                payment.step_reconciled(step, source=event.source)
+                payment.settle(now)
+                await uow.payments.save(payment)
+                await uow.commit()
+                return "applied"
+            await uow.commit()
+        settled = await self._payments.reconcile(payment)
+        return "looked up" if settled else "looked up, still open"
+
+
 def _mismatch(existing: Payment, request: CoreRequest) -> str:
     diffs = []
     if existing.amount_minor != request.amount.amount_minor:

@@ -115,9 +115,18 @@ class PaymentRepository(Protocol):
         ...
 
 
+class InboundEventLog(Protocol):
+    async def remember(self, event_id: str, source: str, now: datetime) -> bool:
+        """False when the event was seen before (the caller then does nothing)."""
+        ...
+
+
 class UnitOfWork(Protocol):
     @property
     def payments(self) -> PaymentRepository: ...
+
+    @property
+    def inbound_events(self) -> InboundEventLog: ...
 
     async def __aenter__(self) -> UnitOfWork: ...
 

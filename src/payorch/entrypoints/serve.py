@@ -55,7 +55,11 @@ async def run(settings: Settings) -> None:
     server, port, health_servicer = create_server(container, settings.listen)
     await server.start()
     await mark_serving(health_servicer)
-    runner, http_port = await start_http(build_app(), settings.http_host, settings.http_port)
+    app = build_app(
+        stripe_events=container.processor_events,
+        stripe_webhook_secret=settings.stripe_webhook_secret,
+    )
+    runner, http_port = await start_http(app, settings.http_host, settings.http_port)
     host = settings.listen.rsplit(":", 1)[0]
     # The first line on stdout says where we listen (tests read it).
     print(

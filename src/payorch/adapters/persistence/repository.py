@@ -14,7 +14,13 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from payorch.adapters.persistence.tables import attempts, events, payment_steps, payments
+from payorch.adapters.persistence.tables import (
+    attempts,
+    events,
+    inbound_events,
+    payment_steps,
+    payments,
+)
 from payorch.app.ports import ConcurrentUpdate, DuplicateRequest, PageCursor
 from payorch.domain.events import DomainEvent
 from payorch.domain.money import Currency
@@ -125,6 +131,22 @@ def _event_row(p: Payment, e: DomainEvent, now: datetime) -> dict[str, Any]:
         "occurred_at": now,
         "published_at": None,
     }
+
+
+class SqlAlchemyInboundEventLog:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def remember(self, event_id: str, source: str, now: datetime) -> bool:
+        try:
+            async with self._conn.begin_nested():
+                await self._conn.execute(
+                    inbound_events.insert(),
+                    [{"id": event_id[:255], "source": source, "received_at": now}],
+                )
+        except IntegrityError:
+            return False
+        return True
 
 
 class SqlAlchemyPaymentRepository:

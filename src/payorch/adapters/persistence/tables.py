@@ -157,6 +157,15 @@ events = Table(
     Index(None, "published_at", "occurred_at"),
 )
 
+# Processor events already applied (webhooks are delivered at least once).
+inbound_events = Table(
+    "inbound_events",
+    metadata,
+    Column("id", String(255), primary_key=True),
+    Column("source", String(32), nullable=False),
+    Column("received_at", UTCDateTime, nullable=False),
+)
+
 api_keys = Table(
     "api_keys",
     metadata,

@@ -6,11 +6,15 @@ import asyncio
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from payorch.adapters.persistence.repository import SqlAlchemyPaymentRepository
+from payorch.adapters.persistence.repository import (
+    SqlAlchemyInboundEventLog,
+    SqlAlchemyPaymentRepository,
+)
 
 
 class SqlAlchemyUnitOfWork:
     payments: SqlAlchemyPaymentRepository
+    inbound_events: SqlAlchemyInboundEventLog
 
     def __init__(self, engine: AsyncEngine, write_lock: asyncio.Lock | None) -> None:
         self._engine = engine
@@ -28,6 +32,7 @@ class SqlAlchemyUnitOfWork:
                 self._lock.release()
             raise
         self.payments = SqlAlchemyPaymentRepository(self._conn)
+        self.inbound_events = SqlAlchemyInboundEventLog(self._conn)
         return self
 
     @property

@@ -5,10 +5,18 @@ from __future__ import annotations
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
+from payorch.app.payments import ProcessorEvents
+from payorch.entrypoints.http.stripe_webhooks import stripe_webhook_handler
+
 MAX_BODY_BYTES = 256 * 1024
 
 
-def build_app(registry: CollectorRegistry = REGISTRY) -> web.Application:
+def build_app(
+    registry: CollectorRegistry = REGISTRY,
+    *,
+    stripe_events: ProcessorEvents | None = None,
+    stripe_webhook_secret: str = "",
+) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY_BYTES)
 
     async def metrics(_request: web.Request) -> web.Response:
@@ -21,6 +29,10 @@ def build_app(registry: CollectorRegistry = REGISTRY) -> web.Application:
 
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
+    if stripe_events is not None and stripe_webhook_secret:
+        app.router.add_post(
+            "/webhooks/stripe", stripe_webhook_handler(stripe_events, stripe_webhook_secret)
+        )
     return app
 
 

@@ -1,0 +1,495 @@
+"""Stripe through its official SDK: PaymentIntents in two phases, answers as data.
+
+authorize() first creates the PaymentIntent (no money moves; key ``<intent_key>:create``,
+stable across generations) and only then confirms it under the generation's key. So
+whenever a confirm's answer is lost, the PaymentIntent id is already known and the
+charge can be looked up; and when the id is not known, no confirm was ever sent, and
+replaying the create (Stripe answers a repeated key with the stored answer) finds it.
+
+The adapter never raises for a decline or a processor failure: every answer, error,
+timeout and dropped connection becomes a ProcessorResponse, classified elsewhere
+(payorch.domain.classification). The API key never appears in a message or a log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import aiohttp
+import stripe
+
+from payorch.app.ports import ChargeRequest
+from payorch.domain.results import ProcessorResponse, ResponseKind
+
+if TYPE_CHECKING:
+    from stripe.params import (
+        PaymentIntentCaptureParams,
+        PaymentIntentConfirmParams,
+        PaymentIntentCreateParams,
+        RefundCreateParams,
+    )
+
+__all__ = ["StripeProcessor"]
+
+_log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+_LIVE_KEY_PREFIXES = ("sk_live_", "rk_live_")
+# Stripe quotes (masked) keys in some messages, e.g. "Invalid API Key provided: sk_test_****".
+_KEY_IN_TEXT = re.compile(r"\b[srp]k_(?:live|test)_[A-Za-z0-9_*]*")
+
+# PaymentIntent statuses that mean: no money taken or held.
+_NOT_CHARGED_STATUSES = frozenset({"requires_payment_method", "requires_confirmation", "canceled"})
+
+
+class _Failed(Exception):
+    """An SDK call ended without an object; carries the answer as data."""
+
+    def __init__(self, response: ProcessorResponse) -> None:
+        super().__init__(response.kind.value)
+        self.response = response
+
+
+class StripeProcessor:
+    """The Processor port on Stripe's PaymentIntents API (async SDK over aiohttp)."""
+
+    def __init__(
+        self,
+        api_key: str,
+        *,
+        name: str = "stripe",
+        api_base: str | None = None,
+        timeout_s: float = 10.0,
+        allow_live: bool = False,
+    ) -> None:
+        if not api_key:
+            raise ValueError("a Stripe API key is required")
+        if api_key.startswith(_LIVE_KEY_PREFIXES) and not allow_live:
+            # Never echo the key: the message names the kind of key only.
+            raise ValueError("refusing a live Stripe API key; pass allow_live=True to use one")
+        if timeout_s <= 0:
+            raise ValueError("timeout_s must be positive")
+        self.name = name
+        self._timeout_s = timeout_s
+        self._api_key = api_key
+        # Connect timeout only: the deadline of each call is enforced around it, so a
+        # connect that cannot complete is told apart (nothing sent) from a late answer.
+        self._http = stripe.AIOHTTPClient(
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=timeout_s)
+        )
+        self._client = stripe.StripeClient(
+            api_key,
+            base_addresses={"api": api_base.rstrip("/")} if api_base else None,
+            # Our router owns retries (same key after a lost answer, next generation only
+            # after a lookup says nothing was charged): the SDK must not retry on its own.
+            max_network_retries=0,
+            http_client=self._http,
+        )
+
+    def __repr__(self) -> str:
+        return f"StripeProcessor(name={self.name!r})"
+
+    async def aclose(self) -> None:
+        """Close the HTTP session (connections are pooled across calls)."""
+        await self._http.close_async()  # type: ignore[no-untyped-call]
+
+    async def __aenter__(self) -> StripeProcessor:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # -- the port --------------------------------------------------------------------
+
+    async def authorize(self, request: ChargeRequest) -> ProcessorResponse:
+        deadline = self._deadline(request.timeout_s)
+        intents = self._client.v1.payment_intents
+        try:
+            created = await self._call(
+                deadline,
+                lambda: intents.create_async(
+                    self._create_params(request),
+                    {"idempotency_key": self._create_key(request)},
+                ),
+            )
+        except _Failed as failed:
+            return failed.response
+        pi_id = created.id
+
+        # The payment method again: after a decline Stripe detaches it from the intent,
+        # and the next generation confirms the same PaymentIntent.
+        confirm_params: PaymentIntentConfirmParams = {"payment_method": request.token}
+        if request.off_session:
+            confirm_params["off_session"] = True
+        try:
+            confirmed = await self._call(
+                deadline,
+                lambda: intents.confirm_async(
+                    pi_id, confirm_params, {"idempotency_key": request.idempotency_key}
+                ),
+            )
+        except _Failed as failed:
+            answer = failed.response
+            if answer.code == "payment_intent_unexpected_state":
+                # Confirmed before under another key: say what the PaymentIntent holds.
+                found = await self._lookup_by_id(pi_id, deadline)
+                if found.kind in (ResponseKind.SUCCEEDED, ResponseKind.AUTHORIZED):
+                    return found
+            return _with_id(answer, pi_id)
+        return self._from_intent(confirmed)
+
+    async def lookup(self, request: ChargeRequest, processor_payment_id: str) -> ProcessorResponse:
+        deadline = self._deadline(request.timeout_s)
+        pi_id = processor_payment_id
+        if not pi_id:
+            # No id: replaying the create under the same key returns the stored answer.
+            try:
+                created = await self._call(
+                    deadline,
+                    lambda: self._client.v1.payment_intents.create_async(
+                        self._create_params(request),
+                        {"idempotency_key": self._create_key(request)},
+                    ),
+                )
+            except _Failed as failed:
+                answer = failed.response
+                if _create_definitely_failed(answer):
+                    # The create failed, so no confirm was ever sent: nothing charged.
+                    return dataclasses.replace(answer, kind=ResponseKind.NOT_FOUND)
+                return answer
+            pi_id = created.id
+        return await self._lookup_by_id(pi_id, deadline)
+
+    async def capture(
+        self, processor_payment_id: str, amount_minor: int, idempotency_key: str
+    ) -> ProcessorResponse:
+        params: PaymentIntentCaptureParams = {}
+        if amount_minor > 0:
+            params["amount_to_capture"] = amount_minor
+        try:
+            pi = await self._call(
+                self._deadline(self._timeout_s),
+                lambda: self._client.v1.payment_intents.capture_async(
+                    processor_payment_id, params, {"idempotency_key": idempotency_key}
+                ),
+            )
+        except _Failed as failed:
+            return _with_id(failed.response, processor_payment_id)
+        if pi.status == "succeeded":
+            return ProcessorResponse(
+                ResponseKind.DONE,
+                processor_payment_id=pi.id,
+                amount_captured_minor=pi.amount_received,
+                request_id=_request_id(pi),
+            )
+        return self._from_intent(pi)
+
+    async def cancel(self, processor_payment_id: str, idempotency_key: str) -> ProcessorResponse:
+        try:
+            pi = await self._call(
+                self._deadline(self._timeout_s),
+                lambda: self._client.v1.payment_intents.cancel_async(
+                    processor_payment_id, None, {"idempotency_key": idempotency_key}
+                ),
+            )
+        except _Failed as failed:
+            return _with_id(failed.response, processor_payment_id)
+        if pi.status == "canceled":
+            return ProcessorResponse(
+                ResponseKind.DONE, processor_payment_id=pi.id, request_id=_request_id(pi)
+            )
+        return self._from_intent(pi)
+
+    async def refund(
+        self, processor_payment_id: str, amount_minor: int, idempotency_key: str
+    ) -> ProcessorResponse:
+        params: RefundCreateParams = {"payment_intent": processor_payment_id}
+        if amount_minor > 0:
+            params["amount"] = amount_minor
+        try:
+            refund = await self._call(
+                self._deadline(self._timeout_s),
+                lambda: self._client.v1.refunds.create_async(
+                    params, {"idempotency_key": idempotency_key}
+                ),
+            )
+        except _Failed as failed:
+            return _with_id(failed.response, processor_payment_id)
+        status = refund.status or ""
+        if status in ("failed", "canceled"):
+            # Refunds fail asynchronously as a rule; an immediate failure is still an answer.
+            return ProcessorResponse(
+                ResponseKind.ERROR,
+                processor_payment_id=processor_payment_id,
+                code=f"refund_{status}",
+                message=f"refund {refund.id} is {status}",
+                request_id=_request_id(refund),
+            )
+        return ProcessorResponse(
+            ResponseKind.DONE,
+            processor_payment_id=processor_payment_id,
+            request_id=_request_id(refund),
+        )
+
+    # -- helpers ---------------------------------------------------------------------
+
+    @staticmethod
+    def _deadline(timeout_s: float) -> float:
+        return asyncio.get_running_loop().time() + timeout_s
+
+    @staticmethod
+    def _create_key(request: ChargeRequest) -> str:
+        return f"{request.intent_key}:create"
+
+    @staticmethod
+    def _create_params(request: ChargeRequest) -> PaymentIntentCreateParams:
+        """Identical on every call for one intent key: Stripe replays, never conflicts."""
+        metadata = {k: v for k, v in request.metadata.items() if v}
+        metadata.update(
+            {
+                "payorch_payment_id": request.payment_id,
+                "payorch_step": str(request.step_index),
+            }
+        )
+        if request.merchant_id:
+            metadata["merchant_id"] = request.merchant_id
+        params: PaymentIntentCreateParams = {
+            "amount": request.amount_minor,
+            "currency": request.currency.lower(),
+            "payment_method": request.token,
+            "capture_method": "automatic" if request.capture else "manual",
+            # Confirmed server-side without a return_url: only methods that never redirect.
+            "automatic_payment_methods": {"enabled": True, "allow_redirects": "never"},
+            "metadata": metadata,
+        }
+        if request.customer_id:
+            params["customer"] = request.customer_id
+        return params
+
+    async def _lookup_by_id(self, pi_id: str, deadline: float) -> ProcessorResponse:
+        try:
+            pi = await self._call(
+                deadline, lambda: self._client.v1.payment_intents.retrieve_async(pi_id)
+            )
+        except _Failed as failed:
+            return _with_id(failed.response, pi_id)
+        return self._from_intent(pi)
+
+    async def _call(self, deadline: float, call: Callable[[], Awaitable[_T]]) -> _T:
+        """One SDK call within the deadline; anything but an object becomes _Failed."""
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await call()
+        except stripe.StripeError as error:
+            raise _Failed(self._from_error(error)) from None
+        except TimeoutError as error:
+            # Our deadline (or aiohttp's read timeout): the request may have been processed.
+            raise _Failed(
+                ProcessorResponse(
+                    ResponseKind.NO_RESPONSE,
+                    exception=type(error).__name__,
+                    message="no answer from Stripe within the deadline",
+                )
+            ) from None
+        except (aiohttp.ClientError, OSError) as error:
+            # Raised by the SDK's aiohttp client while reading a body it had started to get.
+            raise _Failed(
+                ProcessorResponse(
+                    ResponseKind.NO_RESPONSE,
+                    exception=type(error).__name__,
+                    message="connection lost while reading Stripe's answer",
+                )
+            ) from None
+
+    def _from_intent(self, pi: stripe.PaymentIntent) -> ProcessorResponse:
+        status = pi.status
+        common: dict[str, Any] = {
+            "processor_payment_id": pi.id,
+            "request_id": _request_id(pi),
+        }
+        if status == "succeeded":
+            return ProcessorResponse(
+                ResponseKind.SUCCEEDED, amount_captured_minor=pi.amount_received, **common
+            )
+        if status == "requires_capture":
+            return ProcessorResponse(ResponseKind.AUTHORIZED, **common)
+        if status == "requires_action":
+            next_action = _get(pi, "next_action")
+            return ProcessorResponse(
+                ResponseKind.REQUIRES_ACTION,
+                next_action_type=str(_get(next_action, "type") or ""),
+                client_secret=str(_get(pi, "client_secret") or ""),
+                **common,
+            )
+        if status in _NOT_CHARGED_STATUSES:
+            last = _get(pi, "last_payment_error")
+            return ProcessorResponse(
+                ResponseKind.NOT_CHARGED,
+                error_type=str(_get(last, "type") or ""),
+                code=str(_get(last, "code") or ""),
+                decline_code=str(_get(last, "decline_code") or ""),
+                message=self._redact(str(_get(last, "message") or f"status {status}")),
+                **common,
+            )
+        # processing, or a status this code does not know: not final, reconcile later.
+        return ProcessorResponse(ResponseKind.PENDING, message=f"status {status}", **common)
+
+    def _from_error(self, error: stripe.StripeError) -> ProcessorResponse:
+        body = error.error
+        headers = error.headers or {}
+        status = error.http_status or 0
+        exception = type(error).__name__
+        should_retry = _should_retry(headers)
+        retry_after = _retry_after(headers)
+        request_id = error.request_id or ""
+
+        if isinstance(error, stripe.APIConnectionError):
+            kind = _connection_failure_kind(error)
+            _log.info("stripe: %s (%s)", kind.value, _cause_name(error))
+            return ProcessorResponse(
+                kind,
+                exception=exception,
+                message=self._redact(f"{error.user_message or ''} [{_cause_name(error)}]"),
+                should_retry=should_retry,
+                retry_after_s=retry_after,
+            )
+
+        error_type = str(_get(body, "type") or "")
+        code = str(_get(body, "code") or error.code or "")
+        decline_code = str(_get(body, "decline_code") or "")
+        message = self._redact(str(_get(body, "message") or error.user_message or ""))
+        pi_id = str(_get(_get(body, "payment_intent"), "id") or "")
+        indeterminate = False
+
+        # The exception class says what the HTTP status said; the body's type can be
+        # vaguer (Stripe answers a bad key with type invalid_request_error, status 401).
+        if isinstance(error, stripe.CardError):
+            error_type = error_type or "card_error"
+        elif isinstance(error, stripe.AuthenticationError):
+            error_type = "authentication_error"
+        elif isinstance(error, stripe.PermissionError):
+            error_type = "permission_error"
+        elif isinstance(error, stripe.IdempotencyError):
+            error_type = "idempotency_error"
+        elif isinstance(error, stripe.RateLimitError):
+            status = status or 429
+            error_type = error_type or "invalid_request_error"
+            code = code or "rate_limit"
+        elif isinstance(error, stripe.InvalidRequestError):
+            error_type = error_type or "invalid_request_error"
+        elif isinstance(error, stripe.APIError):
+            error_type = error_type or "api_error"
+            # A 5xx is stored under the key: the outcome is unknown until looked up. So is
+            # a 409 for a key still in flight, or an answer that could not be read at all.
+            indeterminate = status == 409 or not 400 <= status < 500
+        _log.log(
+            logging.INFO if indeterminate or status == 429 else logging.DEBUG,
+            "stripe: error status=%s type=%s code=%s decline_code=%s request_id=%s",
+            status,
+            error_type,
+            code,
+            decline_code,
+            request_id,
+        )
+        return ProcessorResponse(
+            ResponseKind.ERROR,
+            processor_payment_id=pi_id,
+            http_status=status,
+            error_type=error_type,
+            code=code,
+            decline_code=decline_code,
+            message=message,
+            request_id=request_id,
+            should_retry=should_retry,
+            retry_after_s=retry_after,
+            indeterminate=indeterminate,
+            exception=exception,
+        )
+
+    def _redact(self, text: str) -> str:
+        if self._api_key in text:
+            text = text.replace(self._api_key, "[redacted]")
+        return _KEY_IN_TEXT.sub("[redacted]", text)
+
+
+def _with_id(response: ProcessorResponse, pi_id: str) -> ProcessorResponse:
+    if response.processor_payment_id:
+        return response
+    return dataclasses.replace(response, processor_payment_id=pi_id)
+
+
+def _create_definitely_failed(response: ProcessorResponse) -> bool:
+    """A create that Stripe answered with a final error (stored under the key, or one
+    it would repeat): no PaymentIntent id was handed out, so none was confirmed."""
+    if response.kind is not ResponseKind.ERROR:
+        return False
+    if response.http_status in (401, 403, 409, 429):
+        return False
+    if response.error_type == "idempotency_error":
+        return False
+    return response.http_status >= 400
+
+
+def _connection_failure_kind(error: stripe.APIConnectionError) -> ResponseKind:
+    """Refused, unresolvable or unreachable before sending: CONNECTION_ERROR. Anything
+    after the request may have been written (reset, disconnect, read timeout): NO_RESPONSE."""
+    cause: BaseException | None = error.__cause__
+    while cause is not None:
+        if isinstance(cause, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError):
+            return ResponseKind.CONNECTION_ERROR
+        cause = cause.__cause__
+    return ResponseKind.NO_RESPONSE
+
+
+def _cause_name(error: BaseException) -> str:
+    cause = error.__cause__
+    return type(cause).__name__ if cause is not None else "unknown cause"
+
+
+def _get(obj: Any, name: str) -> Any:
+    """A field of a StripeObject (or None): absent fields raise AttributeError there."""
+    if obj is None:
+        return None
+    return getattr(obj, name, None)
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    wanted = name.lower()
+    for key, value in headers.items():
+        if key.lower() == wanted:
+            return value
+    return None
+
+
+def _should_retry(headers: Mapping[str, str]) -> bool | None:
+    value = _header(headers, "Stripe-Should-Retry")
+    if value is None:
+        return None
+    value = value.strip().lower()
+    if value == "true":
+        return True
+    if value == "false":
+        return False
+    return None
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    value = _header(headers, "Retry-After")
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None  # an HTTP date: not something Stripe sends
+    return max(seconds, 0.0)
+
+
+def _request_id(obj: Any) -> str:
+    response = getattr(obj, "last_response", None)
+    return str(getattr(response, "request_id", None) or "")

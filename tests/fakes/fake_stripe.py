@@ -1,0 +1,928 @@
+"""A fake Stripe API over real HTTP, for driving the real `stripe` SDK in tests.
+
+It speaks the parts of Stripe's v1 API that payorch uses, the way Stripe does:
+form-encoded requests (``metadata[key]=value``), JSON objects shaped like Stripe's,
+Stripe's error bodies and status codes, a ``Request-Id`` on every answer, and the
+idempotency layer (same key + same parameters -> the stored answer, 500s included;
+same key + other parameters -> 400 ``idempotency_error``; 429s are never stored).
+Stripe's test PaymentMethods (``pm_card_visa``, ``pm_card_chargeDeclined``, ...)
+behave as they do in test mode.
+
+Tests program faults, consumed one per request, per endpoint (``confirm`` by
+default), and count charges to prove there was exactly one::
+
+    async with FakeStripe() as fake:
+        processor = StripeProcessor(fake.api_key, api_base=fake.url)
+        fake.inject(Fault.api_error())                    # next confirm answers 500
+        fake.inject(Fault.rate_limit(), endpoint="create")
+        ...
+        assert fake.charges_for(pi_id) == 1
+
+or through the ``fake_stripe`` fixture defined at the end of this module (import it
+into a test module or a conftest).
+
+Where a fault acts, relative to Stripe's layers:
+
+* before idempotency (nothing stored, nothing processed): ``rate_limit`` and
+  ``lock_timeout`` (429), ``auth_error`` (401), ``invalid_request`` (400),
+  ``drop_before_processing`` and ``slow(process=False)`` (held, then the
+  connection is closed, nothing happened);
+* inside it (the answer is stored under the key): ``api_error`` (500; the request
+  took effect or not, as asked); on a key that already has a stored answer the
+  stored answer wins and the fault is spent;
+* after it (the stored answer is lost or late on the wire): ``drop_after_processing``
+  (processed and stored, then the connection is closed without an answer),
+  ``drop_mid_answer`` (the headers and half the body arrive, then the connection closes),
+  ``slow(process=True)`` (processed and stored, the answer is held back);
+* ``stall``: the key is held in flight (other requests with it get 409
+  ``idempotency_key_in_use``) for a while, then the request is processed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+import string
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import pytest
+from aiohttp import web
+
+Endpoint = Literal["create", "confirm", "retrieve", "capture", "cancel", "refund"]
+ENDPOINTS: tuple[Endpoint, ...] = ("create", "confirm", "retrieve", "capture", "cancel", "refund")
+
+FaultKind = Literal[
+    "api_error",
+    "rate_limit",
+    "lock_timeout",
+    "drop_before_processing",
+    "drop_after_processing",
+    "drop_mid_answer",
+    "slow",
+    "stall",
+    "auth_error",
+    "invalid_request",
+]
+
+DEFAULT_API_KEY = "sk_test_payorch_fake_4242"
+
+_API_ERROR_MESSAGE = (
+    "Sorry, something went wrong. We've already been notified of the problem, but if you "
+    "need any help, you can reach out to support: https://support.stripe.com/contact"
+)
+_RATE_LIMIT_MESSAGE = (
+    "Request rate limit exceeded. Learn more about rate limits here "
+    "https://stripe.com/docs/rate-limits."
+)
+_LOCK_TIMEOUT_MESSAGE = (
+    "This object cannot be accessed right now because another API request or Stripe "
+    "process is currently accessing it. If you see this error intermittently, retry the "
+    "request. If you see this error frequently and are making multiple concurrent requests "
+    "to a single object, make your requests serially or at a lower rate."
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    """One programmed misbehaviour for one upcoming request. Build with the classmethods."""
+
+    kind: FaultKind
+    # api_error: did the request take effect before the 500? slow: is it processed at all?
+    process: bool = True
+    delay_s: float = 0.0
+    # Stripe-Should-Retry header: None leaves it out.
+    should_retry: bool | None = None
+    # Retry-After header (seconds): None leaves it out.
+    retry_after_s: float | None = None
+    code: str = ""
+    message: str = ""
+
+    @classmethod
+    def api_error(cls, *, charged: bool = False, should_retry: bool | None = None) -> Fault:
+        """500 api_error, stored under the key. ``charged``: the confirm went through."""
+        return cls("api_error", process=charged, should_retry=should_retry)
+
+    @classmethod
+    def rate_limit(
+        cls, *, retry_after_s: float | None = 1.0, should_retry: bool | None = True
+    ) -> Fault:
+        """429 code rate_limit, before the idempotency layer: not stored, not processed."""
+        return cls("rate_limit", retry_after_s=retry_after_s, should_retry=should_retry)
+
+    @classmethod
+    def lock_timeout(cls, *, should_retry: bool | None = True) -> Fault:
+        """429 code lock_timeout: not stored, not processed."""
+        return cls("lock_timeout", should_retry=should_retry)
+
+    @classmethod
+    def drop_before_processing(cls) -> Fault:
+        """The connection is closed without an answer; nothing happened."""
+        return cls("drop_before_processing", process=False)
+
+    @classmethod
+    def drop_after_processing(cls) -> Fault:
+        """Processed and stored under the key, then the connection closes without an answer."""
+        return cls("drop_after_processing")
+
+    @classmethod
+    def drop_mid_answer(cls) -> Fault:
+        """Processed and stored; the status line, headers and half the body are sent,
+        then the connection closes."""
+        return cls("drop_mid_answer")
+
+    @classmethod
+    def slow(cls, delay_s: float, *, process: bool = True) -> Fault:
+        """The answer comes ``delay_s`` late (processed at once), or, with
+        ``process=False``, the request is held ``delay_s`` and dropped unprocessed."""
+        return cls("slow", process=process, delay_s=delay_s)
+
+    @classmethod
+    def stall(cls, delay_s: float) -> Fault:
+        """Stripe is slow: the key is in flight for ``delay_s``, then processed."""
+        return cls("stall", delay_s=delay_s)
+
+    @classmethod
+    def auth_error(cls) -> Fault:
+        """401, as for a revoked or wrong API key."""
+        return cls("auth_error")
+
+    @classmethod
+    def invalid_request(
+        cls, *, code: str = "parameter_invalid_empty", message: str = "Invalid request."
+    ) -> Fault:
+        """400 invalid_request_error (a validation failure: not stored under the key)."""
+        return cls("invalid_request", code=code, message=message)
+
+
+@dataclass(frozen=True, slots=True)
+class _Decline:
+    code: str
+    decline_code: str
+    message: str
+
+
+_SUCCEEDS = "succeeds"
+_AUTH_ALWAYS = "authentication_always"
+_AUTH_ON_SESSION = "authentication_on_session"
+
+_DECLINED = "Your card was declined."
+
+# Stripe's test PaymentMethods, as test mode treats them.
+PAYMENT_METHODS: dict[str, str | _Decline] = {
+    **{
+        pm: _SUCCEEDS
+        for pm in (
+            "pm_card_visa",
+            "pm_card_visa_debit",
+            "pm_card_mastercard",
+            "pm_card_mastercard_debit",
+            "pm_card_mastercard_prepaid",
+            "pm_card_amex",
+            "pm_card_discover",
+            "pm_card_diners",
+            "pm_card_jcb",
+            "pm_card_unionpay",
+            "pm_card_us",
+            "pm_card_gb",
+            "pm_card_de",
+            "pm_card_fr",
+            "pm_card_br",
+        )
+    },
+    "pm_card_chargeDeclined": _Decline("card_declined", "generic_decline", _DECLINED),
+    "pm_card_chargeDeclinedInsufficientFunds": _Decline(
+        "card_declined", "insufficient_funds", "Your card has insufficient funds."
+    ),
+    "pm_card_chargeDeclinedLostCard": _Decline("card_declined", "lost_card", _DECLINED),
+    "pm_card_chargeDeclinedStolenCard": _Decline("card_declined", "stolen_card", _DECLINED),
+    "pm_card_chargeDeclinedFraudulent": _Decline("card_declined", "fraudulent", _DECLINED),
+    "pm_card_chargeDeclinedVelocityLimitExceeded": _Decline(
+        "card_declined", "card_velocity_exceeded", _DECLINED
+    ),
+    "pm_card_chargeDeclinedExpiredCard": _Decline(
+        "expired_card", "expired_card", "Your card has expired."
+    ),
+    "pm_card_chargeDeclinedIncorrectCvc": _Decline(
+        "incorrect_cvc", "incorrect_cvc", "Your card's security code is incorrect."
+    ),
+    "pm_card_chargeDeclinedProcessingError": _Decline(
+        "processing_error",
+        "processing_error",
+        "An error occurred while processing your card. Try again in a little bit.",
+    ),
+    "pm_card_authenticationRequired": _AUTH_ALWAYS,
+    "pm_card_threeDSecureRequired": _AUTH_ALWAYS,
+    "pm_card_threeDSecure2Required": _AUTH_ALWAYS,
+    "pm_card_authenticationRequiredOnSetup": _AUTH_ON_SESSION,
+}
+
+_AUTH_REQUIRED = _Decline(
+    "authentication_required",
+    "authentication_required",
+    "Your card was declined. This transaction requires authentication.",
+)
+
+_CONFIRMABLE = ("requires_confirmation", "requires_payment_method", "requires_action")
+_CANCELABLE = (
+    "requires_payment_method",
+    "requires_capture",
+    "requires_confirmation",
+    "requires_action",
+    "processing",
+)
+
+
+@dataclass(slots=True)
+class RecordedRequest:
+    """What the fake saw, for assertions (the Authorization header is not kept)."""
+
+    endpoint: str
+    method: str
+    path: str
+    idempotency_key: str | None
+    params: dict[str, Any]
+    status: int | None = None  # None: the connection was dropped without an answer
+    replayed: bool = False
+    fault: FaultKind | None = None
+    request_id: str = ""
+    stripe_version: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class _Stored:
+    fingerprint: tuple[Any, ...]
+    status: int
+    body: dict[str, Any]
+    headers: dict[str, str]
+
+
+class _Failure(Exception):
+    """A Stripe error answer; ``store``: whether the idempotency layer keeps it."""
+
+    def __init__(self, status: int, error: dict[str, Any], *, store: bool = True) -> None:
+        super().__init__(error.get("message", ""))
+        self.status = status
+        self.error = error
+        self.store = store
+
+
+def _rand(n: int) -> str:
+    alphabet = string.ascii_letters + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(n))
+
+
+def _invalid(message: str, *, code: str = "", param: str = "", store: bool = False) -> _Failure:
+    error: dict[str, Any] = {"type": "invalid_request_error", "message": message}
+    if code:
+        error["code"] = code
+        error["doc_url"] = f"https://stripe.com/docs/error-codes/{code.replace('_', '-')}"
+    if param:
+        error["param"] = param
+    return _Failure(400, error, store=store)
+
+
+def _unexpected_state(message: str, pi: dict[str, Any]) -> _Failure:
+    # The endpoint ran: Stripe keeps this answer under the key, and shows the intent.
+    failure = _invalid(message, code="payment_intent_unexpected_state", store=True)
+    failure.error["payment_intent"] = json.loads(json.dumps(pi))
+    return failure
+
+
+def _nest(pairs: list[tuple[str, str]]) -> dict[str, Any]:
+    """``metadata[a]=1&items[0][x]=2`` -> ``{"metadata": {"a": "1"}, "items": [{"x": "2"}]}``."""
+    root: dict[str, Any] = {}
+    for raw_key, value in pairs:
+        head, _, rest = raw_key.partition("[")
+        parts = [head] + ([p.rstrip("]") for p in ("[" + rest).split("[")[1:]] if rest else [])
+        node = root
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return {k: _listify(v) for k, v in root.items()}
+
+
+def _listify(node: Any) -> Any:
+    if not isinstance(node, dict):
+        return node
+    items = {k: _listify(v) for k, v in node.items()}
+    if items and all(k.isdigit() for k in items):
+        return [items[k] for k in sorted(items, key=int)]
+    return items
+
+
+def _bool(value: Any) -> bool:
+    return str(value).lower() in ("true", "1", "one_off", "recurring")
+
+
+class FakeStripe:
+    """Fake Stripe on 127.0.0.1 (a free port). ``async with FakeStripe() as fake: ...``."""
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        # With an explicit key only that key is accepted; otherwise any test secret key.
+        self.api_key = api_key or DEFAULT_API_KEY
+        self._only_key = api_key
+        self._host = host
+        self._port = port
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+        self.payment_intents: dict[str, dict[str, Any]] = {}
+        self.refunds: dict[str, dict[str, Any]] = {}
+        self.requests: list[RecordedRequest] = []
+        self._payment_methods: dict[str, str | _Decline] = dict(PAYMENT_METHODS)
+        self._faults: dict[str, deque[Fault]] = {e: deque() for e in ENDPOINTS}
+        self._idempotency: dict[str, _Stored] = {}
+        self._in_flight: set[str] = set()
+        self._charges: dict[str, int] = {}
+        self._refunded: dict[str, int] = {}
+        self._closing = asyncio.Event()
+        self._active = 0
+        self._idle = asyncio.Condition()
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> FakeStripe:
+        app = web.Application()
+        app.router.add_post("/v1/payment_intents", self._create)
+        app.router.add_get("/v1/payment_intents/{id}", self._retrieve)
+        app.router.add_post("/v1/payment_intents/{id}/confirm", self._confirm)
+        app.router.add_post("/v1/payment_intents/{id}/capture", self._capture)
+        app.router.add_post("/v1/payment_intents/{id}/cancel", self._cancel)
+        app.router.add_post("/v1/refunds", self._refund)
+        app.router.add_route("*", "/{tail:.*}", self._unrecognized)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self._host, self._port)
+        await site.start()
+        host, port = self._runner.addresses[0][:2]
+        self.url = f"http://{host}:{port}"
+        return self
+
+    async def stop(self) -> None:
+        self._closing.set()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> FakeStripe:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # -- programming and inspecting --------------------------------------------------
+
+    def inject(self, *faults: Fault, endpoint: Endpoint = "confirm") -> None:
+        """Queue faults for the next requests to ``endpoint``, one fault per request."""
+        if endpoint not in self._faults:
+            raise ValueError(f"unknown endpoint {endpoint!r}; one of {ENDPOINTS}")
+        self._faults[endpoint].extend(faults)
+
+    def pending_faults(self, endpoint: Endpoint = "confirm") -> int:
+        return len(self._faults[endpoint])
+
+    def register_payment_method(self, pm_id: str, *, like: str) -> None:
+        """Make ``pm_id`` behave as the test PaymentMethod ``like`` (e.g. ``pm_card_visa``)."""
+        self._payment_methods[pm_id] = self._payment_methods[like]
+
+    @property
+    def charges_total(self) -> int:
+        """Successful charges (authorizations and captures-on-confirm), all PaymentIntents."""
+        return sum(self._charges.values())
+
+    def charges_for(self, pi_id: str) -> int:
+        return self._charges.get(pi_id, 0)
+
+    def payment_intent(self, pi_id: str) -> dict[str, Any]:
+        return self.payment_intents[pi_id]
+
+    def set_status(self, pi_id: str, status: str) -> None:
+        """Force a PaymentIntent's status (e.g. ``processing``), as Stripe's side might."""
+        self.payment_intents[pi_id]["status"] = status
+
+    def requests_to(self, endpoint: Endpoint) -> list[RecordedRequest]:
+        return [r for r in self.requests if r.endpoint == endpoint]
+
+    async def wait_idle(self) -> None:
+        """Wait until no request is being handled (stalled and slow ones included)."""
+        async with self._idle:
+            await self._idle.wait_for(lambda: self._active == 0)
+
+    # -- the pipeline: auth, faults, idempotency, processing, delivery --------------
+
+    async def _serve(
+        self,
+        request: web.Request,
+        endpoint: Endpoint,
+        handler: Callable[[dict[str, Any]], dict[str, Any]],
+    ) -> web.StreamResponse:
+        self._active += 1
+        try:
+            return await self._serve_inner(request, endpoint, handler)
+        finally:
+            self._active -= 1
+            async with self._idle:
+                self._idle.notify_all()
+
+    async def _serve_inner(
+        self,
+        request: web.Request,
+        endpoint: Endpoint,
+        handler: Callable[[dict[str, Any]], dict[str, Any]],
+    ) -> web.StreamResponse:
+        if request.method == "POST":
+            form = await request.post()
+            pairs = [(k, str(v)) for k, v in form.items()]
+        else:
+            pairs = [(k, v) for k, v in request.query.items()]
+        key = request.headers.get("Idempotency-Key") if request.method == "POST" else None
+        record = RecordedRequest(endpoint, request.method, request.path, key, _nest(pairs))
+        record.stripe_version = request.headers.get("Stripe-Version", "")
+        self.requests.append(record)
+
+        auth = self._check_auth(request)
+        if auth is not None:
+            return self._answer(record, auth.status, {"error": auth.error})
+
+        queue = self._faults[endpoint]
+        fault = queue.popleft() if queue else None
+        record.fault = fault.kind if fault else None
+
+        # Before the idempotency layer: nothing is stored or processed.
+        if fault is not None:
+            early = await self._early_fault(request, record, fault)
+            if early is not None:
+                return early
+
+        fingerprint = (request.method, request.path, tuple(sorted(pairs)))
+        stored = self._idempotency.get(key) if key else None
+        if key and stored is not None:
+            if stored.fingerprint != fingerprint:
+                failure = self._idempotency_mismatch(key, stored, fingerprint)
+                return self._answer(record, failure.status, {"error": failure.error})
+            status, body, headers = stored.status, stored.body, dict(stored.headers)
+            headers["Idempotent-Replayed"] = "true"
+            record.replayed = True
+        elif key and key in self._in_flight:
+            error = {
+                "type": "idempotency_error",
+                "code": "idempotency_key_in_use",
+                "message": (
+                    "There is currently another in-progress request using this "
+                    "Idempotent Key (that probably means you submitted twice, and the "
+                    "other request is still going through): "
+                    f"{key}. Please try again later."
+                ),
+            }
+            return self._answer(record, 409, {"error": error})
+        else:
+            if key:
+                self._in_flight.add(key)
+            try:
+                if fault is not None and fault.kind == "stall":
+                    await self._sleep(fault.delay_s)
+                status, body, headers, store = self._process(handler, record.params, fault)
+                if key and store:
+                    self._idempotency[key] = _Stored(fingerprint, status, body, dict(headers))
+            finally:
+                if key:
+                    self._in_flight.discard(key)
+
+        # After it: the answer is stored, but may be lost or late on the wire.
+        if fault is not None and fault.kind == "drop_after_processing":
+            return await self._drop(request, record)
+        if fault is not None and fault.kind == "drop_mid_answer":
+            return await self._drop_mid_answer(request, record, status, body)
+        if fault is not None and fault.kind == "slow":
+            await self._sleep(fault.delay_s)
+        return self._answer(record, status, body, headers)
+
+    async def _early_fault(
+        self, request: web.Request, record: RecordedRequest, fault: Fault
+    ) -> web.StreamResponse | None:
+        headers = self._retry_headers(fault)
+        if fault.kind == "rate_limit":
+            error = {"type": "invalid_request_error", "code": "rate_limit"}
+            error["message"] = fault.message or _RATE_LIMIT_MESSAGE
+            return self._answer(record, 429, {"error": error}, headers)
+        if fault.kind == "lock_timeout":
+            error = {"type": "invalid_request_error", "code": "lock_timeout"}
+            error["message"] = fault.message or _LOCK_TIMEOUT_MESSAGE
+            return self._answer(record, 429, {"error": error}, headers)
+        if fault.kind == "auth_error":
+            failure = self._bad_key(self.api_key)
+            return self._answer(record, failure.status, {"error": failure.error}, headers)
+        if fault.kind == "invalid_request":
+            failure = _invalid(fault.message, code=fault.code)
+            return self._answer(record, failure.status, {"error": failure.error}, headers)
+        if fault.kind == "drop_before_processing":
+            return await self._drop(request, record)
+        if fault.kind == "slow" and not fault.process:
+            await self._sleep(fault.delay_s)
+            return await self._drop(request, record)
+        return None
+
+    def _process(
+        self,
+        handler: Callable[[dict[str, Any]], dict[str, Any]],
+        params: dict[str, Any],
+        fault: Fault | None,
+    ) -> tuple[int, dict[str, Any], dict[str, str], bool]:
+        if fault is not None and fault.kind == "api_error":
+            if fault.process:
+                with contextlib.suppress(_Failure):
+                    handler(params)
+            body = {"error": {"type": "api_error", "message": _API_ERROR_MESSAGE}}
+            return 500, body, self._retry_headers(fault), True
+        try:
+            return 200, handler(params), {}, True
+        except _Failure as failure:
+            return failure.status, {"error": failure.error}, {}, failure.store
+
+    def _answer(
+        self,
+        record: RecordedRequest,
+        status: int,
+        body: dict[str, Any],
+        headers: dict[str, str] | None = None,
+    ) -> web.Response:
+        headers = dict(headers or {})
+        headers.setdefault("Request-Id", "req_" + _rand(14))
+        if record.stripe_version:
+            headers["Stripe-Version"] = record.stripe_version
+        record.status = status
+        record.request_id = headers["Request-Id"]
+        return web.Response(
+            status=status,
+            body=json.dumps(body).encode(),
+            headers=headers,
+            content_type="application/json",
+        )
+
+    async def _drop(self, request: web.Request, record: RecordedRequest) -> web.StreamResponse:
+        record.status = None
+        transport = request.transport
+        if transport is not None:
+            transport.close()
+        # Writing to the closed transport fails; aiohttp treats that as a client that left.
+        return web.Response(status=204)
+
+    async def _drop_mid_answer(
+        self, request: web.Request, record: RecordedRequest, status: int, body: dict[str, Any]
+    ) -> web.StreamResponse:
+        payload = json.dumps(body).encode()
+        response = web.StreamResponse(status=status, headers={"Request-Id": "req_" + _rand(14)})
+        response.content_type = "application/json"
+        response.content_length = len(payload)
+        await response.prepare(request)
+        await response.write(payload[: len(payload) // 2])
+        record.status = None
+        if request.transport is not None:
+            request.transport.close()
+        return response
+
+    async def _sleep(self, seconds: float) -> None:
+        # Woken early by stop(), so the server never waits out a long delay on shutdown.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._closing.wait(), timeout=seconds)
+
+    @staticmethod
+    def _retry_headers(fault: Fault) -> dict[str, str]:
+        headers: dict[str, str] = {}
+        if fault.should_retry is not None:
+            headers["Stripe-Should-Retry"] = "true" if fault.should_retry else "false"
+        if fault.retry_after_s is not None:
+            headers["Retry-After"] = f"{fault.retry_after_s:g}"
+        return headers
+
+    def _check_auth(self, request: web.Request) -> _Failure | None:
+        header = request.headers.get("Authorization", "")
+        scheme, _, key = header.partition(" ")
+        if scheme != "Bearer" or not key:
+            return _Failure(
+                401,
+                {
+                    "type": "invalid_request_error",
+                    "message": (
+                        "You did not provide an API key. You need to provide your API key "
+                        "in the Authorization header, using Bearer auth (e.g. "
+                        "'Authorization: Bearer YOUR_SECRET_KEY')."
+                    ),
+                },
+            )
+        ok = key == self._only_key if self._only_key else key.startswith(("sk_test_", "rk_test_"))
+        return None if ok else self._bad_key(key)
+
+    @staticmethod
+    def _bad_key(key: str) -> _Failure:
+        # Stripe's own answer: type invalid_request_error, the key masked but for its tail.
+        masked = key[:8] + "*" * max(len(key) - 12, 0) + key[-4:] if len(key) > 12 else "****"
+        return _Failure(
+            401, {"type": "invalid_request_error", "message": f"Invalid API Key provided: {masked}"}
+        )
+
+    @staticmethod
+    def _idempotency_mismatch(key: str, stored: _Stored, fingerprint: tuple[Any, ...]) -> _Failure:
+        if stored.fingerprint[:2] != fingerprint[:2]:
+            message = (
+                "Keys for idempotent requests can only be used for the same endpoint they were "
+                f"first used for ('{stored.fingerprint[0]} {stored.fingerprint[1]}' vs "
+                f"'{fingerprint[0]} {fingerprint[1]}'). Try using a key other than '{key}' if "
+                "you meant to execute a different request."
+            )
+            return _Failure(400, {"type": "idempotency_error", "message": message}, store=False)
+        message = (
+            "Keys for idempotent requests can only be used with the same parameters they were "
+            f"first used with. Try using a key other than '{key}' if you meant to execute a "
+            "different request."
+        )
+        return _Failure(400, {"type": "idempotency_error", "message": message}, store=False)
+
+    # -- endpoints -------------------------------------------------------------------
+
+    async def _unrecognized(self, request: web.Request) -> web.StreamResponse:
+        error = {
+            "type": "invalid_request_error",
+            "message": (
+                f"Unrecognized request URL ({request.method}: {request.path}). Please see "
+                "https://stripe.com/docs or we can help at https://support.stripe.com/."
+            ),
+        }
+        return web.Response(
+            status=404,
+            body=json.dumps({"error": error}).encode(),
+            headers={"Request-Id": "req_" + _rand(14)},
+            content_type="application/json",
+        )
+
+    async def _create(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve(request, "create", self._do_create)
+
+    async def _retrieve(self, request: web.Request) -> web.StreamResponse:
+        pi_id = request.match_info["id"]
+        return await self._serve(request, "retrieve", lambda _p: self._get_pi(pi_id))
+
+    async def _confirm(self, request: web.Request) -> web.StreamResponse:
+        pi_id = request.match_info["id"]
+        return await self._serve(request, "confirm", lambda p: self._do_confirm(pi_id, p))
+
+    async def _capture(self, request: web.Request) -> web.StreamResponse:
+        pi_id = request.match_info["id"]
+        return await self._serve(request, "capture", lambda p: self._do_capture(pi_id, p))
+
+    async def _cancel(self, request: web.Request) -> web.StreamResponse:
+        pi_id = request.match_info["id"]
+        return await self._serve(request, "cancel", lambda p: self._do_cancel(pi_id, p))
+
+    async def _refund(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve(request, "refund", self._do_refund)
+
+    # -- Stripe's behaviour ------------------------------------------------------------
+
+    def _get_pi(self, pi_id: str) -> dict[str, Any]:
+        pi = self.payment_intents.get(pi_id)
+        if pi is None:
+            raise _invalid(
+                f"No such payment_intent: '{pi_id}'", code="resource_missing", param="intent"
+            )
+        return pi
+
+    def _check_pm(self, pm_id: Any) -> str:
+        if not isinstance(pm_id, str) or pm_id not in self._payment_methods:
+            raise _invalid(
+                f"No such PaymentMethod: '{pm_id}'",
+                code="resource_missing",
+                param="payment_method",
+            )
+        return pm_id
+
+    def _do_create(self, params: dict[str, Any]) -> dict[str, Any]:
+        amount_raw = params.get("amount")
+        if amount_raw is None:
+            raise _invalid(
+                "Missing required param: amount.", code="parameter_missing", param="amount"
+            )
+        if not str(amount_raw).isdigit() or int(amount_raw) < 1:
+            raise _invalid(
+                "Invalid positive integer", code="parameter_invalid_integer", param="amount"
+            )
+        currency = str(params.get("currency", "")).lower()
+        if len(currency) != 3 or not currency.isalpha():
+            raise _invalid(
+                f"Invalid currency: {currency}.", code="parameter_invalid_empty", param="currency"
+            )
+        capture_method = params.get("capture_method", "automatic")
+        if capture_method not in ("automatic", "automatic_async", "manual"):
+            raise _invalid(
+                "Invalid capture_method: must be one of automatic, automatic_async, or manual",
+                param="capture_method",
+            )
+        pm = params.get("payment_method")
+        if pm is not None:
+            self._check_pm(pm)
+        metadata = params.get("metadata") or {}
+        if not isinstance(metadata, dict):
+            raise _invalid("Invalid object", code="parameter_invalid_empty", param="metadata")
+        pi_id = "pi_" + _rand(24)
+        pi: dict[str, Any] = {
+            "id": pi_id,
+            "object": "payment_intent",
+            "amount": int(amount_raw),
+            "amount_capturable": 0,
+            "amount_received": 0,
+            "capture_method": capture_method,
+            "client_secret": f"{pi_id}_secret_{_rand(25)}",
+            "confirmation_method": params.get("confirmation_method", "automatic"),
+            "created": int(time.time()),
+            "currency": currency,
+            "customer": params.get("customer"),
+            "description": params.get("description"),
+            "last_payment_error": None,
+            "latest_charge": None,
+            "livemode": False,
+            "metadata": metadata,
+            "next_action": None,
+            "payment_method": pm,
+            "payment_method_types": ["card"],
+            "status": "requires_confirmation" if pm else "requires_payment_method",
+            "canceled_at": None,
+            "cancellation_reason": None,
+        }
+        self.payment_intents[pi_id] = pi
+        if _bool(params.get("confirm", "false")):
+            return self._do_confirm(pi_id, params)
+        return pi
+
+    def _do_confirm(self, pi_id: str, params: dict[str, Any]) -> dict[str, Any]:
+        pi = self._get_pi(pi_id)
+        if pi["status"] not in _CONFIRMABLE:
+            raise _unexpected_state(
+                f"You cannot confirm this PaymentIntent because it has a status of "
+                f"{pi['status']}. Only a PaymentIntent with one of the following statuses may "
+                "be confirmed: requires_confirmation, requires_action, requires_payment_method.",
+                pi,
+            )
+        if "payment_method" in params:
+            pi["payment_method"] = self._check_pm(params["payment_method"])
+        pm = pi["payment_method"]
+        if pm is None:
+            raise _unexpected_state(
+                "You cannot confirm this PaymentIntent because it's missing a payment method. "
+                "To confirm the PaymentIntent with a payment method, pass `payment_method`.",
+                pi,
+            )
+        off_session = _bool(params.get("off_session", "false"))
+        behaviour = self._payment_methods[pm]
+        pi["next_action"] = None
+        if behaviour == _AUTH_ALWAYS or (behaviour == _AUTH_ON_SESSION and not off_session):
+            if off_session:
+                self._decline(pi, _AUTH_REQUIRED)
+            pi["status"] = "requires_action"
+            pi["next_action"] = {
+                "type": "use_stripe_sdk",
+                "use_stripe_sdk": {
+                    "type": "three_d_secure_redirect",
+                    "stripe_js": f"https://hooks.stripe.com/redirect/authenticate/src_{_rand(24)}",
+                    "source": "src_" + _rand(24),
+                },
+            }
+            return pi
+        if isinstance(behaviour, _Decline):
+            self._decline(pi, behaviour)
+        charge_id = "ch_" + _rand(24)
+        pi["latest_charge"] = charge_id
+        pi["last_payment_error"] = None
+        self._charges[pi_id] = self._charges.get(pi_id, 0) + 1
+        if pi["capture_method"] == "manual":
+            pi["status"] = "requires_capture"
+            pi["amount_capturable"] = pi["amount"]
+        else:
+            pi["status"] = "succeeded"
+            pi["amount_received"] = pi["amount"]
+        return pi
+
+    def _decline(self, pi: dict[str, Any], decline: _Decline) -> None:
+        charge_id = "ch_" + _rand(24)
+        pm = pi["payment_method"]
+        error: dict[str, Any] = {
+            "type": "card_error",
+            "code": decline.code,
+            "decline_code": decline.decline_code,
+            "message": decline.message,
+            "charge": charge_id,
+            "doc_url": f"https://stripe.com/docs/error-codes/{decline.code.replace('_', '-')}",
+            "payment_method": {"id": pm, "object": "payment_method", "type": "card"},
+            "request_log_url": f"https://dashboard.stripe.com/test/logs/req_{_rand(14)}",
+        }
+        pi["status"] = "requires_payment_method"
+        pi["latest_charge"] = charge_id
+        pi["payment_method"] = None
+        pi["last_payment_error"] = {k: v for k, v in error.items() if k != "request_log_url"}
+        raise _Failure(402, {**error, "payment_intent": json.loads(json.dumps(pi))})
+
+    def _do_capture(self, pi_id: str, params: dict[str, Any]) -> dict[str, Any]:
+        pi = self._get_pi(pi_id)
+        if pi["status"] != "requires_capture":
+            raise _unexpected_state(
+                f"This PaymentIntent could not be captured because it has a status of "
+                f"{pi['status']}. Only a PaymentIntent with one of the following statuses may "
+                "be captured: requires_capture.",
+                pi,
+            )
+        amount = int(params.get("amount_to_capture", pi["amount_capturable"]))
+        if amount > pi["amount_capturable"] or amount < 1:
+            raise _invalid(
+                "The amount to capture must be less than or equal to the amount capturable.",
+                code="amount_too_large",
+                param="amount_to_capture",
+                store=True,
+            )
+        pi["status"] = "succeeded"
+        pi["amount_received"] = amount
+        pi["amount_capturable"] = 0
+        return pi
+
+    def _do_cancel(self, pi_id: str, params: dict[str, Any]) -> dict[str, Any]:
+        pi = self._get_pi(pi_id)
+        if pi["status"] not in _CANCELABLE:
+            raise _unexpected_state(
+                f"You cannot cancel this PaymentIntent because it has a status of "
+                f"{pi['status']}. Only a PaymentIntent with one of the following statuses may "
+                f"be canceled: {', '.join(_CANCELABLE)}.",
+                pi,
+            )
+        pi["status"] = "canceled"
+        pi["amount_capturable"] = 0
+        pi["canceled_at"] = int(time.time())
+        pi["cancellation_reason"] = params.get("cancellation_reason")
+        return pi
+
+    def _do_refund(self, params: dict[str, Any]) -> dict[str, Any]:
+        pi_id = params.get("payment_intent")
+        if not pi_id:
+            raise _invalid(
+                "One of the following params should be provided for this request: "
+                "payment_intent or charge.",
+                code="parameter_missing",
+                param="payment_intent",
+            )
+        pi = self._get_pi(str(pi_id))
+        if pi["status"] != "succeeded":
+            raise _invalid(
+                f"This PaymentIntent ({pi_id}) does not have a successful charge to refund.",
+                code="charge_not_refundable",
+                store=True,
+            )
+        remaining = pi["amount_received"] - self._refunded.get(pi["id"], 0)
+        if remaining <= 0:
+            raise _invalid(
+                f"Charge {pi['latest_charge']} has already been refunded.",
+                code="charge_already_refunded",
+                store=True,
+            )
+        amount = int(params.get("amount", remaining))
+        if amount > remaining or amount < 1:
+            raise _invalid(
+                f"Refund amount ({amount}) is greater than unrefunded amount on charge "
+                f"({remaining})",
+                code="amount_too_large",
+                param="amount",
+                store=True,
+            )
+        self._refunded[pi["id"]] = self._refunded.get(pi["id"], 0) + amount
+        refund = {
+            "id": "re_" + _rand(24),
+            "object": "refund",
+            "amount": amount,
+            "charge": pi["latest_charge"],
+            "created": int(time.time()),
+            "currency": pi["currency"],
+            "metadata": params.get("metadata") or {},
+            "payment_intent": pi["id"],
+            "reason": params.get("reason"),
+            "status": "succeeded",
+        }
+        self.refunds[refund["id"]] = refund
+        return refund
+
+    def refunded_for(self, pi_id: str) -> int:
+        return self._refunded.get(pi_id, 0)
+
+
+@pytest.fixture
+async def fake_stripe() -> AsyncIterator[FakeStripe]:
+    """A running FakeStripe per test: ``from tests.fakes.fake_stripe import fake_stripe``."""
+    async with FakeStripe() as server:
+        yield server

@@ -1,0 +1,652 @@
+"""The Stripe adapter, through the real `stripe` SDK, against a fake Stripe over real HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import socket
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from payorch.adapters.processors.stripe import StripeProcessor
+from payorch.app.ports import ChargeRequest
+from payorch.domain.classification import classify
+from payorch.domain.results import ErrorCode, Outcome, ResponseKind
+from tests.fakes.fake_stripe import FakeStripe, Fault
+
+SECRET_TAIL = "Zq81TopSecretDoNotLeak"
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeStripe]:
+    async with FakeStripe() as server:
+        yield server
+
+
+@pytest.fixture
+async def processor(fake: FakeStripe) -> AsyncIterator[StripeProcessor]:
+    async with StripeProcessor(fake.api_key, api_base=fake.url, timeout_s=2.0) as adapter:
+        yield adapter
+
+
+def charge(
+    token: str = "pm_card_visa",
+    *,
+    generation: int = 0,
+    payment_id: str = "pay_1",
+    amount_minor: int = 1999,
+    capture: bool = True,
+    off_session: bool = True,
+    timeout_s: float = 2.0,
+    **extra: Any,
+) -> ChargeRequest:
+    return ChargeRequest(
+        payment_id=payment_id,
+        step_index=0,
+        idempotency_key=f"{payment_id}:0:g{generation}",
+        intent_key=f"{payment_id}:0",
+        amount_minor=amount_minor,
+        currency="EUR",
+        token=token,
+        capture=capture,
+        off_session=off_session,
+        merchant_id="merchant_7",
+        metadata={"order": "o-42"},
+        timeout_s=timeout_s,
+        **extra,
+    )
+
+
+# -- answers ---------------------------------------------------------------------------
+
+
+async def test_a_visa_card_is_charged_once_with_our_keys_and_metadata(
+    fake: FakeStripe, processor: StripeProcessor
+) -> None:
+    answer = await processor.authorize(charge())
+
+    assert answer.kind is ResponseKind.SUCCEEDED
+    assert answer.processor_payment_id.startswith("pi_")
+    assert answer.amount_captured_minor == 1999
+    assert answer.request_id.startswith("req_")
+    assert classify(answer).outcome is Outcome.SUCCESS
+    assert fake.charges_for(answer.processor_payment_id) == 1
+    assert fake.charges_total == 1
+
+    pi = fake.payment_intent(answer.processor_payment_id)
+    assert pi["currency"] == "eur"
+    assert pi["capture_method"] == "automatic"
+    assert pi["metadata"] == {
+        "order": "o-42",
+        "payorch_payment_id": "pay_1",
+        "payorch_step": "0",
+        "merchant_id": "merchant_7",
+    }
+    create, confirm = fake.requests
+    assert (create.endpoint, create.idempotency_key) == ("create", "pay_1:0:create")
+    assert (confirm.endpoint, confirm.idempotency_key) == ("confirm", "pay_1:0:g0")
+    assert "confirm" not in create.params  # money moves only in phase two
+    assert confirm.params["off_session"] == "true"
+
+
+async def test_a_generic_decline_is_a_card_error_with_status_codes_and_request_id(
+    fake: FakeStripe, processor: StripeProcessor
+) -> None:
+    answer = await processor.authorize(charge("pm_card_chargeDeclined"))
+
+    assert answer.kind is ResponseKind.ERROR
+    assert answer.error_type == "card_error"
+    assert answer.code == "card_declined"
+    assert answer.decline_code == "generic_decline"
+    assert answer.http_status == 402
+    assert answer.request_id == fake.requests[-1].request_id
+    assert answer.request_id.startswith("req_")
+    assert answer.message == "Your card was declined."
+    assert answer.exception == "CardError"
+    assert answer.processor_payment_id == fake.requests[-1].path.split("/")[3]
+    assert not answer.indeterminate
+    verdict = classify(answer)
+    assert (verdict.outcome, verdict.error_code) == (Outcome.HARD, ErrorCode.CARD_DECLINED)
+    assert fake.charges_total == 0
+
+
+async def test_insufficient_funds_is_a_soft_decline_for_later_not_now(
+    fake: FakeStripe, processor: StripeProcessor
+) -> None:
+    answer = await processor.authorize(charge("pm_card_chargeDeclinedInsufficientFunds"))
+
+    assert (answer.error_type, answer.code, answer.decline_code) == (
+        "card_error",
+        "card_declined",
+        "insufficient_funds",
+    )
+    verdict = classify(answer)
+    assert verdict.outcome is Outcome.SOFT
+    assert verdict.error_code is ErrorCode.INSUFFICIENT_FUNDS
+    assert (verdict.retry_now, verdict.retry_later) == (False, True)
+    assert fake.charges_total == 0
+
+
+@pytest.mark.parametrize(
+    ("token", "code", "decline_code", "error_code"),
+    [
+        ("pm_card_chargeDeclinedStolenCard", "card_declined", "stolen_card", ErrorCode.STOLEN_CARD),
+        ("pm_card_chargeDeclinedFraudulent", "card_declined", "fraudulent", ErrorCode.FRAUDULENT),
+        ("pm_card_chargeDeclinedLostCard", "card_declined", "lost_card", ErrorCode.LOST_CARD),
+        (
+            "pm_card_chargeDeclinedExpiredCard",
+            "expired_card",
+            "expired_card",
+            ErrorCode.EXPIRED_CARD,
+        ),
+        (
+            "pm_card_chargeDeclinedIncorrectCvc",
+            "incorrect_cvc",
+            "incorrect_cvc",
+            ErrorCode.INCORRECT_CVC,
+        ),
+    ],
+)
+async def test_each_declining_test_card_answers_with_stripes_codes(
+    processor: StripeProcessor, token: str, code: str, decline_code: str, error_code: ErrorCode
+) -> None:
+    answer = await processor.authorize(charge(token))
+
+    assert (answer.kind, answer.http_status) == (ResponseKind.ERROR, 402)
+    assert (answer.code, answer.decline_code) == (code, decline_code)
+    assert classify(answer).error_code is error_code
+
+
+async def test_authentication_on_session_returns_the_client_secret_and_next_action(
+    fake: FakeStripe, processor: StripeProcessor
+) -> None:
+    answer = await processor.authorize(charge("pm_card_authenticationRequired", off_session=False))
+
+    assert answer.kind is ResponseKind.REQUIRES_ACTION
+    assert answer.next_action_type == "use_stripe_sdk"
+    assert answer.client_secret.startswith(f"{answer.processor_payment_id}_secret_")
+    assert classify(answer).outcome is Outcome.REQUIRES_ACTION
+    assert "off_session" not in fake.requests[-1].params
+    assert fake.charges_total == 0
+
+
+async def test_authentication_off_session_is_declined_as_authentication_required(
+    fake: FakeStripe, processor: StripeProcessor
+) -> None:
+    answer = await processor.authorize(charge("pm_card_authenticationRequired"))
+
+    assert (answer.error_type, answer.code) == ("card_error", "authentication_required")
+    assert classify(answer).outcome is Outcome.REQUIRES_ACTION
+    assert fake.charges_total == 0
+
+
+async def test_a_card_set_up_for_later_is_charged_off_session_without_authentication(
+    fake: FakeStripe, processor: StripeProcessor
+) -> None:
+    answer = await processor.authorize(charge("pm_card_authenticationRequiredOnSetup"))
+
+    assert answer.kind is ResponseKind.SUCCEEDED
+    assert fake.charges_total == 1
+
+
+# -- manual capture, cancel, refund ---------------------------------------------------
+
+
+async def test_a_manual_capture_intent_is_authorized_then_partly_captured(
+    fake: FakeStripe, processor: StripeProcessor
+) -> None:
+    held = await processor.authorize(charge(capture=False))
+    assert held.kind is ResponseKind.AUTHORIZED
+    assert fake.payment_intent(held.processor_payment_id)["capture_method"] == "manual"
+
+    done = await processor.capture(held.processor_payment_id, 1500, "pay_1:capture:g0")
+
+    assert done.kind is ResponseKind.DONE
+    assert done.amount_captured_minor == 1500
+    assert done.processor_payment_id == held.processor_payment_id
+    assert fake.payment_intent(held.processor_payment_id)["status"] == "succeeded"
+    assert fake.charges_total == 1
+
+
+async def test_capturing_twice_is_an_error_not_a_second_capture(
+    fake: FakeStripe, processor: StripeProcessor
+) -> None:
+    held = await processor.authorize(charge(capture=False))
+    await processor.capture(held.processor_payment_id, 0, "pay_1:capture:g0")
+
+    again = await processor.capture(held.processor_payment_id, 0, "pay_1:capture:g1")
+
+    assert again.kind is ResponseKind.ERROR
+    assert (again.error_type, again.code) == (
+        "invalid_request_error",
+        "payment_intent_unexpected_state",
+    )
+    assert again.processor_payment_id == held.processor_payment_id
+
+
+async def test_cancel_releases_an_authorization(
+    fake: FakeStripe, processor: StripeProcessor
+) -> None:
+    held = await processor.authorize(charge(capture=False))
+
+    done = await processor.cancel(held.processor_payment_id, "pay_1:cancel:g0")
+
+    assert done.kind is ResponseKind.DONE
+    assert fake.payment_intent(held.processor_payment_id)["status"] == "canceled"
+    looked = await processor.lookup(charge(capture=False), held.processor_payment_id)
+    assert looked.kind is ResponseKind.NOT_CHARGED
+
+
+async def test_refunds_give_money_back_up_to_what_was_captured(
+    fake: FakeStripe, processor: StripeProcessor
+) -> None:
+    paid = await processor.authorize(charge())
+    ppid = paid.processor_payment_id
+
+    first = await processor.refund(ppid, 999, "pay_1:refund:1")
+    replayed = await processor.refund(ppid, 999, "pay_1:refund:1")
+    second = await processor.refund(ppid, 1000, "pay_1:refund:2")
+    too_much = await processor.refund(ppid, 1, "pay_1:refund:3")
+
+    assert (first.kind, replayed.kind, second.kind) == (ResponseKind.DONE,) * 3
+    assert fake.refunded_for(ppid) == 1999
+    assert too_much.kind is ResponseKind.ERROR
+    assert too_much.code == "charge_already_refunded"
+    assert too_much.processor_payment_id == ppid
+
+
+# -- failures on the way: 5xx, 429, dropped connections, timeouts ---------------------
+
+
+async def test_a_500_is_indeterminate_and_once_lookup_finds_nothing_a_new_generation_charges(
+    fake: FakeStripe, processor: StripeProcessor
+) -> None:
+    fake.inject(Fault.api_error())
+
+    failed = await processor.authorize(charge())
+
+    assert failed.kind is ResponseKind.ERROR
+    assert (failed.error_type, failed.http_status) == ("api_error", 500)
+    assert failed.indeterminate
+    assert failed.request_id.startswith("req_")
+    assert failed.processor_payment_id.startswith("pi_")
+    assert classify(failed).error_code is ErrorCode.PROCESSOR_ERROR
+
+    # Stripe stored the 500 under the key: the same key only replays it.
+    replayed = await processor.authorize(charge())
+    assert (replayed.kind, replayed.http_status) == (ResponseKind.ERROR, 500)
+    assert fake.requests[-1].replayed
+
+    looked = await processor.lookup(charge(), failed.processor_payment_id)
+    assert looked.kind is ResponseKind.NOT_CHARGED
+    assert classify(looked).outcome is Outcome.SOFT
+
+    retried = await processor.authorize(charge(generation=1))
+
+    assert retried.kind is ResponseKind.SUCCEEDED
+    assert retried.processor_payment_id == failed.processor_payment_id
+    assert fake.charges_for(failed.processor_payment_id) == 1
+    assert fake.charges_total == 1
+
+
+async def test_a_500_after_the_charge_went_through_is_found_by_lookup_and_never_charged_again(
+    fake: FakeStripe, processor: StripeProcessor
+) -> None:
+    fake.inject(Fault.api_error(charged=True, should_retry=False))
+
+    failed = await processor.authorize(charge())
+    assert failed.should_retry is False
+    assert classify(failed).retry_now is False
+
+    looked = await processor.lookup(charge(), failed.processor_payment_id)
+    assert looked.kind is ResponseKind.SUCCEEDED
+
+    # Even a careless new generation reports the existing charge instead of charging.
+    again = await processor.authorize(charge(generation=1))
+    assert again.kind is ResponseKind.SUCCEEDED
+    assert fake.charges_total == 1
+
+
+@pytest.mark.parametrize(
+    ("fault", "code"), [(Fault.rate_limit(), "rate_limit"), (Fault.lock_timeout(), "lock_timeout")]
+)
+async def test_a_429_is_retried_with_the_same_key_and_charges_once(
+    fake: FakeStripe, processor: StripeProcessor, fault: Fault, code: str
+) -> None:
+    fake.inject(fault)
+
+    limited = await processor.authorize(charge())
+
+    assert limited.kind is ResponseKind.ERROR
+    assert (limited.http_status, limited.code) == (429, code)
+    assert limited.exception == "RateLimitError"
+    assert limited.should_retry is True
+    assert limited.request_id.startswith("req_")
+    assert limited.processor_payment_id.startswith("pi_")
+    verdict = classify(limited)
+    assert (verdict.outcome, verdict.retry_now) == (Outcome.SOFT, True)
+    assert fake.charges_total == 0
+
+    retried = await processor.authorize(charge())
+
+    assert retried.kind is ResponseKind.SUCCEEDED
+    assert not fake.requests[-1].replayed  # the 429 was never stored
+    assert fake.charges_total == 1
+
+
+async def test_a_429_says_when_to_retry(fake: FakeStripe, processor: StripeProcessor) -> None:
+    fake.inject(Fault.rate_limit(retry_after_s=2.5))
+
+    limited = await processor.authorize(charge())
+
+    assert limited.retry_after_s == 2.5
+    assert classify(limited).error_code is ErrorCode.RATE_LIMITED
+
+
+async def test_a_connection_dropped_after_processing_is_no_response_and_lookup_finds_one_charge(
+    fake: FakeStripe, processor: StripeProcessor
+) -> None:
+    fake.inject(Fault.drop_after_processing())
+
+    lost = await processor.authorize(charge())
+
+    assert lost.kind is ResponseKind.NO_RESPONSE
+    assert lost.exception == "APIConnectionError"
+    assert lost.processor_payment_id.startswith("pi_")
+    assert classify(lost).outcome is Outcome.UNKNOWN
+    assert fake.charges_total == 1
+
+    looked = await processor.lookup(charge(), lost.processor_payment_id)
+    assert looked.kind is ResponseKind.SUCCEEDED
+    assert looked.processor_payment_id == lost.processor_payment_id
+
+    # Retrying with the same key replays the stored success: still one charge.
+    retried = await processor.authorize(charge())
+    assert retried.kind is ResponseKind.SUCCEEDED
+    assert fake.requests[-1].replayed
+    assert fake.charges_for(lost.processor_payment_id) == 1
+
+
+async def test_a_lookup_without_an_id_replays_the_create_and_finds_the_charge(
+    fake: FakeStripe, processor: StripeProcessor
+) -> None:
+    fake.inject(Fault.drop_after_processing())
+    lost = await processor.authorize(charge())
+
+    looked = await processor.lookup(charge(), "")
+
+    assert looked.kind is ResponseKind.SUCCEEDED
+    assert looked.processor_payment_id == lost.processor_payment_id
+    assert len(fake.payment_intents) == 1
+    assert fake.charges_total == 1
+
+
+async def test_a_connection_dropped_before_processing_is_no_response_and_the_same_key_charges_once(
+    fake: FakeStripe, processor: StripeProcessor
+) -> None:
+    fake.inject(Fault.drop_before_processing())
+
+    lost = await processor.authorize(charge())
+
+    assert lost.kind is ResponseKind.NO_RESPONSE
+    assert fake.charges_total == 0
+    retried = await processor.authorize(charge())
+    assert retried.kind is ResponseKind.SUCCEEDED
+    assert fake.charges_total == 1
+
+
+async def test_an_answer_slower_than_the_timeout_is_no_response(
+    fake: FakeStripe, processor: StripeProcessor
+) -> None:
+    fake.inject(Fault.slow(2.0))
+
+    started = time.monotonic()
+    late = await processor.authorize(charge(timeout_s=0.3))
+    elapsed = time.monotonic() - started
+
+    assert late.kind is ResponseKind.NO_RESPONSE
+    assert elapsed < 1.0
+    assert late.processor_payment_id.startswith("pi_")
+    assert classify(late).error_code is ErrorCode.TIMEOUT
+    # Stripe did the work; only the answer was late.
+    looked = await processor.lookup(charge(), late.processor_payment_id)
+    assert looked.kind is ResponseKind.SUCCEEDED
+    assert fake.charges_total == 1
+
+
+async def test_a_create_that_never_answered_leaves_nothing_charged_and_one_intent(
+    fake: FakeStripe, processor: StripeProcessor
+) -> None:
+    fake.inject(Fault.slow(2.0, process=False), endpoint="create")
+
+    late = await processor.authorize(charge(timeout_s=0.3))
+
+    assert late.kind is ResponseKind.NO_RESPONSE
+    assert late.processor_payment_id == ""
+    looked = await processor.lookup(charge(), "")
+    assert looked.kind is ResponseKind.NOT_CHARGED
+    paid = await processor.authorize(charge())
+    assert paid.kind is ResponseKind.SUCCEEDED
+    assert paid.processor_payment_id == looked.processor_payment_id
+    assert len(fake.payment_intents) == 1
+    assert fake.charges_total == 1
+
+
+async def test_a_retry_while_stripe_still_works_on_the_key_is_a_409_then_the_stored_answer(
+    fake: FakeStripe, processor: StripeProcessor
+) -> None:
+    fake.inject(Fault.stall(0.4))
+
+    late = await processor.authorize(charge(timeout_s=0.2))
+    busy = await processor.authorize(charge())
+
+    assert late.kind is ResponseKind.NO_RESPONSE
+    assert (busy.kind, busy.http_status, busy.error_type) == (
+        ResponseKind.ERROR,
+        409,
+        "idempotency_error",
+    )
+    assert busy.indeterminate
+    verdict = classify(busy)
+    assert (verdict.error_code, verdict.retry_now) == (ErrorCode.IDEMPOTENCY_CONFLICT, True)
+
+    await fake.wait_idle()
+    done = await processor.authorize(charge())
+    assert done.kind is ResponseKind.SUCCEEDED
+    assert fake.charges_total == 1
+
+
+async def test_a_refused_connection_is_a_connection_error() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    # Nothing listens on the port any more.
+    async with StripeProcessor("sk_test_x", api_base=f"http://127.0.0.1:{port}") as adapter:
+        answer = await adapter.authorize(charge())
+
+    assert answer.kind is ResponseKind.CONNECTION_ERROR
+    assert answer.processor_payment_id == ""
+    verdict = classify(answer)
+    assert (verdict.outcome, verdict.error_code) == (Outcome.SOFT, ErrorCode.NETWORK_ERROR)
+
+
+async def test_a_processing_intent_is_pending_on_lookup(
+    fake: FakeStripe, processor: StripeProcessor
+) -> None:
+    paid = await processor.authorize(charge())
+    fake.set_status(paid.processor_payment_id, "processing")
+
+    looked = await processor.lookup(charge(), paid.processor_payment_id)
+
+    assert looked.kind is ResponseKind.PENDING
+    assert classify(looked).outcome is Outcome.UNKNOWN
+
+
+# -- idempotency -----------------------------------------------------------------------
+
+
+async def test_the_same_idempotency_key_replays_the_same_answer_without_a_second_charge(
+    fake: FakeStripe, processor: StripeProcessor
+) -> None:
+    first = await processor.authorize(charge())
+    second = await processor.authorize(charge())
+
+    assert dataclasses.replace(second, request_id=first.request_id) == first
+    assert [r.replayed for r in fake.requests] == [False, False, True, True]
+    assert fake.charges_total == 1
+
+
+async def test_a_decline_replays_under_its_key_and_a_new_card_under_a_new_key_is_charged(
+    fake: FakeStripe, processor: StripeProcessor
+) -> None:
+    declined = await processor.authorize(charge("pm_card_chargeDeclined"))
+    again = await processor.authorize(charge("pm_card_chargeDeclined"))
+    assert (again.kind, again.decline_code) == (ResponseKind.ERROR, "generic_decline")
+    assert fake.requests[-1].replayed
+
+    looked = await processor.lookup(charge("pm_card_chargeDeclined"), "")
+    assert looked.kind is ResponseKind.NOT_CHARGED
+    assert looked.decline_code == "generic_decline"
+    assert looked.processor_payment_id == declined.processor_payment_id
+    assert fake.charges_total == 0
+
+
+async def test_reusing_a_key_with_other_parameters_is_an_idempotency_error(
+    fake: FakeStripe, processor: StripeProcessor
+) -> None:
+    await processor.authorize(charge())
+
+    clash = await processor.authorize(charge(amount_minor=5000, generation=1))
+
+    assert clash.kind is ResponseKind.ERROR
+    assert (clash.http_status, clash.error_type) == (400, "idempotency_error")
+    assert clash.exception == "IdempotencyError"
+    verdict = classify(clash)
+    assert (verdict.error_code, verdict.contract_violation) == (
+        ErrorCode.IDEMPOTENCY_CONFLICT,
+        True,
+    )
+    assert fake.charges_total == 1
+
+
+# -- keys, auth and bad requests -------------------------------------------------------
+
+
+@pytest.mark.parametrize("prefix", ["sk_live_", "rk_live_"])
+async def test_a_live_key_is_refused_without_appearing_in_the_error(prefix: str) -> None:
+    with pytest.raises(ValueError) as refused:
+        StripeProcessor(prefix + SECRET_TAIL)
+
+    assert SECRET_TAIL not in str(refused.value)
+    assert SECRET_TAIL not in repr(refused.value)
+
+
+async def test_a_live_key_is_accepted_when_allowed_and_never_shown() -> None:
+    adapter = StripeProcessor("sk_live_" + SECRET_TAIL, allow_live=True)
+    try:
+        assert SECRET_TAIL not in repr(adapter)
+        assert adapter.name == "stripe"
+    finally:
+        await adapter.aclose()
+
+
+async def test_an_authentication_error_is_hard_and_never_shows_the_key(
+    fake: FakeStripe, processor: StripeProcessor
+) -> None:
+    fake.inject(Fault.auth_error(), endpoint="create")
+
+    answer = await processor.authorize(charge())
+
+    assert answer.kind is ResponseKind.ERROR
+    assert (answer.http_status, answer.error_type) == (401, "authentication_error")
+    assert answer.exception == "AuthenticationError"
+    assert answer.request_id.startswith("req_")
+    assert fake.api_key not in answer.message
+    assert "sk_test_" not in answer.message
+    verdict = classify(answer)
+    assert (verdict.outcome, verdict.error_code) == (
+        Outcome.HARD,
+        ErrorCode.PROCESSOR_AUTHENTICATION,
+    )
+
+
+async def test_a_wrong_key_is_an_authentication_error() -> None:
+    async with (
+        FakeStripe(api_key="sk_test_the_right_one_0000") as server,
+        StripeProcessor("sk_test_" + SECRET_TAIL, api_base=server.url) as adapter,
+    ):
+        answer = await adapter.authorize(charge())
+
+    assert (answer.http_status, answer.error_type) == (401, "authentication_error")
+    assert SECRET_TAIL[-4:] not in answer.message
+    assert classify(answer).outcome is Outcome.HARD
+
+
+async def test_an_invalid_request_is_our_contract_violation(
+    fake: FakeStripe, processor: StripeProcessor
+) -> None:
+    fake.inject(
+        Fault.invalid_request(code="parameter_unknown", message="Received unknown parameter")
+    )
+
+    answer = await processor.authorize(charge())
+
+    assert (answer.kind, answer.http_status) == (ResponseKind.ERROR, 400)
+    assert (answer.error_type, answer.code) == ("invalid_request_error", "parameter_unknown")
+    assert answer.exception == "InvalidRequestError"
+    verdict = classify(answer)
+    assert (verdict.outcome, verdict.contract_violation) == (Outcome.HARD, True)
+
+
+async def test_an_unknown_payment_method_fails_the_create_and_lookup_finds_nothing(
+    fake: FakeStripe, processor: StripeProcessor
+) -> None:
+    answer = await processor.authorize(charge("pm_does_not_exist"))
+
+    assert (answer.kind, answer.http_status, answer.code) == (
+        ResponseKind.ERROR,
+        400,
+        "resource_missing",
+    )
+    assert answer.processor_payment_id == ""
+    looked = await processor.lookup(charge("pm_does_not_exist"), "")
+    assert looked.kind is ResponseKind.NOT_FOUND
+    assert fake.payment_intents == {}
+
+
+async def test_the_adapter_never_raises_under_a_burst_of_faults(
+    fake: FakeStripe, processor: StripeProcessor
+) -> None:
+    fake.inject(
+        Fault.api_error(),
+        Fault.rate_limit(),
+        Fault.drop_after_processing(),
+        Fault.invalid_request(),
+    )
+    answers = await asyncio.gather(
+        *(processor.authorize(charge(payment_id=f"pay_{n}")) for n in range(6))
+    )
+
+    assert {a.kind for a in answers} <= {
+        ResponseKind.ERROR,
+        ResponseKind.NO_RESPONSE,
+        ResponseKind.SUCCEEDED,
+    }
+    assert all(a.processor_payment_id.startswith("pi_") for a in answers)
+
+
+async def test_an_answer_cut_off_mid_body_is_no_response_and_lookup_finds_the_charge(
+    fake: FakeStripe, processor: StripeProcessor
+) -> None:
+    fake.inject(Fault.drop_mid_answer())
+
+    cut = await processor.authorize(charge())
+
+    assert cut.kind is ResponseKind.NO_RESPONSE
+    assert cut.processor_payment_id.startswith("pi_")
+    looked = await processor.lookup(charge(), cut.processor_payment_id)
+    assert looked.kind is ResponseKind.SUCCEEDED
+    assert fake.charges_total == 1

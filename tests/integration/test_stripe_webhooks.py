@@ -1,0 +1,136 @@
+"""Inbound Stripe webhooks on the real HTTP app and database (scenario 5: delayed webhooks)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+import uuid
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from payorch.domain.payment import PaymentStatus
+from payorch.domain.retry import RetryPolicy
+from payorch.entrypoints.http.app import build_app
+from tests.integration.helpers import core_request, make_container
+
+SECRET = "whsec_test_" + "x" * 24
+
+
+def sign(payload: str, *, secret: str = SECRET, at: int | None = None) -> str:
+    ts = int(time.time()) if at is None else at
+    mac = hmac.new(secret.encode(), f"{ts}.{payload}".encode(), hashlib.sha256).hexdigest()
+    return f"t={ts},v1={mac}"
+
+
+def event(kind: str, payment_id: str, *, pi: str = "pi_x", event_id: str | None = None) -> str:
+    return json.dumps(
+        {
+            "id": event_id or f"evt_{uuid.uuid4().hex}",
+            "object": "event",
+            "type": kind,
+            "created": int(time.time()),
+            "data": {
+                "object": {
+                    "id": pi,
+                    "object": "payment_intent",
+                    "status": "succeeded"
+                    if kind.endswith("succeeded")
+                    else "requires_payment_method",
+                    "metadata": {"payorch_payment_id": payment_id, "payorch_step": "0"},
+                }
+            },
+        }
+    )
+
+
+@pytest.fixture
+async def world(database_url, clock):
+    container = await make_container(database_url, clock)
+    container.payments._retry_policy = RetryPolicy(max_retries=0)
+    app = build_app(stripe_events=container.processor_events, stripe_webhook_secret=SECRET)
+    async with TestClient(TestServer(app)) as client:
+        yield container, client
+    await container.close()
+
+
+async def post(client, payload: str, signature: str | None = None):
+    return await client.post(
+        "/webhooks/stripe",
+        data=payload,
+        headers={
+            "Stripe-Signature": signature or sign(payload),
+            "Content-Type": "application/json",
+        },
+    )
+
+
+async def unknown_payment(container):
+    container.simulated["simulated"].inject("lost_response")
+    result = await container.payments.create(core_request(f"r-{uuid.uuid4()}"), deadline_s=None)
+    assert result.payment.status is PaymentStatus.UNKNOWN
+    return result.payment
+
+
+async def test_a_delayed_success_webhook_resolves_an_unknown_payment(world):
+    container, client = world
+    payment = await unknown_payment(container)
+    reply = await post(client, event("payment_intent.succeeded", payment.id))
+    assert reply.status == 200 and (await reply.json())["result"] == "applied"
+    stored = await container.payments.get(payment.id, None)
+    assert stored.status is PaymentStatus.SUCCEEDED
+    assert container.simulated["simulated"].ledger.charges_total == 1
+
+
+async def test_a_redelivered_event_is_applied_once(world):
+    container, client = world
+    payment = await unknown_payment(container)
+    body = event("payment_intent.succeeded", payment.id, event_id="evt_same")
+    assert (await (await post(client, body)).json())["result"] == "applied"
+    assert (await (await post(client, body)).json())["result"] == "duplicate"
+
+
+async def test_a_late_failure_event_never_undoes_a_success(world):
+    container, client = world
+    payment = await unknown_payment(container)
+    await post(client, event("payment_intent.succeeded", payment.id))
+    reply = await post(client, event("payment_intent.payment_failed", payment.id))
+    assert (await reply.json())["result"] == "ignored"
+    assert (await container.payments.get(payment.id, None)).status is PaymentStatus.SUCCEEDED
+
+
+async def test_a_failure_event_is_only_a_hint_to_look_the_payment_up(world):
+    container, client = world
+    payment = await unknown_payment(container)  # the processor did charge
+    reply = await post(client, event("payment_intent.payment_failed", payment.id))
+    assert (await reply.json())["result"] == "looked up"
+    assert (await container.payments.get(payment.id, None)).status is PaymentStatus.SUCCEEDED
+
+
+async def test_a_bad_signature_is_refused(world):
+    container, client = world
+    payment = await unknown_payment(container)
+    body = event("payment_intent.succeeded", payment.id)
+    assert (await post(client, body, sign(body, secret="whsec_wrong"))).status == 400
+    assert (await post(client, body, "t=1,v1=deadbeef")).status == 400
+    assert (await container.payments.get(payment.id, None)).status is PaymentStatus.UNKNOWN
+
+
+async def test_a_signature_older_than_five_minutes_is_refused(world):
+    _container, client = world
+    body = event("payment_intent.succeeded", "pay_x")
+    assert (await post(client, body, sign(body, at=int(time.time()) - 301))).status == 400
+
+
+async def test_an_oversized_body_is_refused(world):
+    _container, client = world
+    body = json.dumps({"pad": "x" * 300_000})
+    assert (await post(client, body)).status == 413
+
+
+async def test_events_for_unknown_payments_are_acknowledged(world):
+    _container, client = world
+    reply = await post(client, event("payment_intent.succeeded", "pay_does_not_exist"))
+    assert reply.status == 200 and (await reply.json())["result"] == "unknown payment"
