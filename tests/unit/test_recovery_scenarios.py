@@ -10,7 +10,7 @@ import random
 import pytest
 
 from payorch.adapters.clock import ManualClock
-from payorch.adapters.processors.simulated import Simulation, SimulatedProcessor
+from payorch.adapters.processors.simulated import SimulatedProcessor, Simulation
 from payorch.app.payments import PaymentService
 from payorch.app.router import Router
 from payorch.domain.payment import PaymentStatus, StepStatus

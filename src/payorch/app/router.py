@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from payorch.app.ports import ChargeRequest, Clock, Processor
-from payorch.domain.classification import classify
+from payorch.domain.classification import classify, is_infrastructure_failure
 from payorch.domain.payment import Attempt, CaptureMode, Payment, RawError, Step
 from payorch.domain.results import (
     Classification,
@@ -99,7 +99,11 @@ class Router:
         processor = self.processors[name]
         delay_before = 0
         retries_done = 0
+        # An answer under the current key was lost: until the processor answers for
+        # that key, "it failed" is not known, only "we could not reach it".
+        uncertain = False
         while True:
+            generation = step.generation
             timeout = self._call_timeout(deadline)
             request = self.charge_request(payment, step, timeout)
             response, attempt = await self._call(payment, step, processor, request, reason)
@@ -134,9 +138,16 @@ class Router:
                     client_secret=response.client_secret,
                 )
                 return
+            if step.generation != generation:
+                uncertain = False  # a lookup proved the old key charged nothing
+            elif c.outcome is Outcome.UNKNOWN:
+                uncertain = True
             if not decision.retry:
                 if c.outcome is Outcome.UNKNOWN:
                     payment.step_unknown(step, processor=name, error_code=c.error_code)
+                elif uncertain and is_infrastructure_failure(c):
+                    attempt.retry_decision += "; an earlier answer was lost: reconcile"
+                    payment.step_unknown(step, processor=name, error_code=ErrorCode.UNKNOWN_OUTCOME)
                 else:
                     payment.step_failed(step, c, processor=name, latency_ms=attempt.latency_ms)
                 return

@@ -3,9 +3,42 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 
-# A run of digits, optionally separated by single spaces or dashes.
-_DIGIT_RUN = re.compile(r"\d(?:[ -]?\d)*")
+# A run of digit groups separated by single spaces or dashes.
+_DIGIT_RUN = re.compile(r"[0-9]+(?:[ -][0-9]+)*")
+_GROUP_SPLIT = re.compile(r"[ -]")
+
+
+def _ascii_digits(text: str) -> str:
+    """Other scripts' digits (fullwidth, Arabic-Indic, ...) as ASCII, so none hide a number."""
+    if text.isascii():
+        return text
+    return "".join(
+        str(unicodedata.decimal(ch)) if not ch.isascii() and ch.isdecimal() else ch for ch in text
+    )
+
+
+def _card_spans(text: str) -> list[tuple[int, int]]:
+    """Spans of `text` holding a Luhn-valid 13-19 digit number: a whole run, or
+    consecutive whole groups of a run (a number followed by a CVC or an expiry)."""
+    spans = []
+    for match in _DIGIT_RUN.finditer(text):
+        groups = [(m.start(), m.end()) for m in re.finditer(r"[0-9]+", match.group(0))]
+        found = False
+        for i in range(len(groups)):
+            digits = ""
+            for j in range(i, len(groups)):
+                digits += match.group(0)[groups[j][0] : groups[j][1]]
+                if len(digits) > 19:
+                    break
+                if len(digits) >= 13 and luhn_valid(digits):
+                    spans.append((match.start() + groups[i][0], match.start() + groups[j][1]))
+                    found = True
+                    break
+            if found:
+                break
+    return spans
 
 
 def luhn_valid(digits: str) -> bool:
@@ -22,20 +55,12 @@ def luhn_valid(digits: str) -> bool:
 
 def contains_card_number(text: str) -> bool:
     """True when `text` holds a Luhn-valid run of 13-19 digits (spaces/dashes allowed)."""
-    for match in _DIGIT_RUN.finditer(text):
-        digits = match.group(0).replace(" ", "").replace("-", "")
-        if 13 <= len(digits) <= 19 and luhn_valid(digits):
-            return True
-    return False
+    return bool(_card_spans(_ascii_digits(text)))
 
 
 def redact_card_numbers(text: str) -> str:
     """Replace every card-number-like run by a fixed marker (for logs and messages)."""
-
-    def _sub(match: re.Match[str]) -> str:
-        digits = match.group(0).replace(" ", "").replace("-", "")
-        if 13 <= len(digits) <= 19 and luhn_valid(digits):
-            return "[card number removed]"
-        return match.group(0)
-
-    return _DIGIT_RUN.sub(_sub, text)
+    text = _ascii_digits(text)
+    for start, end in reversed(_card_spans(text)):
+        text = text[:start] + "[card number removed]" + text[end:]
+    return text

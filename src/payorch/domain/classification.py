@@ -128,20 +128,22 @@ def classify(response: ProcessorResponse) -> Classification:
 
 
 def _classify_error(r: ProcessorResponse) -> Classification:
+    if r.error_type == "card_error":
+        # The bank spoke. The decline code is its reason; `code` only when there is none.
+        key = r.decline_code or r.code
+        if key in DECLINE_CODES:
+            return DECLINE_CODES[key]
+        return Classification(
+            Outcome.HARD, ErrorCode.CARD_DECLINED, retry_now=False, retry_later=False, unmapped=True
+        )
+    if r.code in ERROR_CODES:
+        # Before the status: Stripe sends lock_timeout as a 429 too.
+        return ERROR_CODES[r.code]
     if r.http_status == 429 or r.exception == "RateLimitError":
         return ERROR_CODES["rate_limit"]
     if r.http_status == 409 and r.error_type == "idempotency_error":
         # Another request with the same key is in flight: same key, a moment later.
         return _soft(ErrorCode.IDEMPOTENCY_CONFLICT, later=False)
-    if r.error_type == "card_error":
-        for key in (r.decline_code, r.code):
-            if key in DECLINE_CODES:
-                return DECLINE_CODES[key]
-        return Classification(
-            Outcome.HARD, ErrorCode.CARD_DECLINED, retry_now=False, retry_later=False, unmapped=True
-        )
-    if r.code in ERROR_CODES:
-        return ERROR_CODES[r.code]
     if r.error_type in ERROR_TYPES:
         return ERROR_TYPES[r.error_type]
     if r.http_status >= 500:

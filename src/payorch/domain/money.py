@@ -91,7 +91,8 @@ _DECIMAL_RE = re.compile(r"^\s*(\d{1,16})(?:\.(\d{1,4}))?\s*$")
 def parse_decimal_amount(raw: str, currency: Currency) -> int:
     """Parse "19.99" into 1999 minor units of a two-decimal currency.
 
-    More fractional digits than the currency has is an error, never rounding.
+    Digits beyond the currency's exponent are an error unless they are zeros
+    ("19.990" is 1999): an amount is never rounded.
     """
     match = _DECIMAL_RE.match(raw)
     if match is None:

@@ -247,7 +247,7 @@ class Payment:
         elif self.status is PaymentStatus.FAILED:
             failed = [s for s in self.steps if s.status is StepStatus.FAILED]
             self.final_error = failed[-1].error_code if failed else ErrorCode.UNMAPPED
-            self.final_error_message = self.final_error_message or (
+            self.final_error_message = (
                 f"step {failed[-1].index} failed: {self.final_error.value}" if failed else ""
             )
             self._raise(PaymentFailed(self.final_error, self.request_id, self.final_error_message))
@@ -278,4 +278,6 @@ class Payment:
             return PaymentStatus.AUTHORIZED
         if any(s in (StepStatus.CAPTURED, StepStatus.AUTHORIZED) for s in statuses):
             return PaymentStatus.PARTIALLY_SUCCEEDED
+        if all(s is StepStatus.VOIDED for s in statuses):
+            return PaymentStatus.CANCELLED
         return PaymentStatus.FAILED

@@ -36,8 +36,9 @@ class RetryPolicy:
         `jitter` is a draw from [0, 1); the delay lies in [d/2, d) for the capped
         exponential d, so concurrent payments spread out instead of retrying together.
         """
-        exp = min(self.base_delay_ms * (2 ** (retry_number - 1)), self.max_delay_ms)
-        return int(exp / 2 + exp / 2 * jitter)
+        exp: int = min(self.base_delay_ms << (retry_number - 1), self.max_delay_ms)
+        # Floats just below 1 can round up to exp itself: keep strictly below.
+        return max(0, min(int(exp / 2 + exp / 2 * jitter), exp - 1))
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,7 @@ from google.protobuf import json_format
 
 from payments.orchestrator.v1 import orchestrator_pb2 as orch
 from payments.orchestrator.v1 import orchestrator_pb2_grpc as orch_grpc
+from payorch.domain.card_data import contains_card_number
 from payorch.settings import Settings
 
 DEMO_KEY_FILE = ".payorch/demo-key"
@@ -148,10 +149,19 @@ def parse_split(text: str, default_token: str) -> list[orch.PaymentMethodInput]:
     return methods
 
 
+def new_request_id() -> str:
+    """A fresh idempotency key the server's card-number scan never refuses: the digits
+    of a UUID make a Luhn-valid 13-19 digit run about once in 500."""
+    while True:
+        candidate = f"cli-{uuid.uuid4()}"
+        if not contains_card_number(candidate):
+            return candidate
+
+
 def build_pay_request(args: argparse.Namespace) -> orch.CreatePaymentRequest:
     req = orch.CreatePaymentRequest(
         merchant_id=args.merchant or "",
-        request_id=args.request_id or f"cli-{uuid.uuid4()}",
+        request_id=args.request_id or new_request_id(),
         currency=args.currency,
         customer_id=args.customer or "",
         off_session=args.off_session,

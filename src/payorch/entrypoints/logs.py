@@ -11,7 +11,8 @@ from typing import Any
 
 from payorch.domain.card_data import redact_card_numbers
 
-_SECRET_RE = re.compile(r"\b(sk|rk|whsec|po)_[A-Za-z0-9_\-]{6,}")
+# `*` too: Stripe quotes a bad key masked ("sk_test_****_1234"), still a key's tail.
+_SECRET_RE = re.compile(r"\b(sk|rk|whsec|po)_[A-Za-z0-9_\-*]{6,}")
 _CRLF_RE = re.compile(r"[\r\n]+")
 # Extra fields a record may carry (logger.info("...", extra={"payment_id": ...})).
 CONTEXT_FIELDS = ("request_id", "payment_id", "merchant_id", "rpc", "code", "processor")

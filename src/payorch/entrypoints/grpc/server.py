@@ -39,7 +39,10 @@ def create_server(
         options=[
             ("grpc.max_receive_message_length", settings.max_message_bytes),
             ("grpc.max_send_message_length", 4 * settings.max_message_bytes),
+            # max_metadata_size alone is a soft limit (calls up to 1.25x of it pass
+            # at random); the absolute limit makes 16 KiB a hard cap.
             ("grpc.max_metadata_size", MAX_METADATA_BYTES),
+            ("grpc.absolute_max_metadata_size", MAX_METADATA_BYTES),
             ("grpc.so_reuseport", 0),
         ],
     )

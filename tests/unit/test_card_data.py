@@ -1,0 +1,109 @@
+"""Card numbers must never enter the system: detection and redaction."""
+
+from __future__ import annotations
+
+import pytest
+
+from payorch.domain.card_data import contains_card_number, luhn_valid, redact_card_numbers
+
+MARKER = "[card number removed]"
+
+CARD_NUMBERS = [
+    "4242424242424242",  # Visa test card, plain
+    "4000 0000 0000 0002",  # declined test card, spaced
+    "4000-0027-6000-3184",  # 3DS test card, dashed
+    "378282246310005",  # Amex, 15 digits
+    "5555555555554444",  # Mastercard
+    "5105 1051 0510 5100",  # Mastercard, spaced
+    "4222222222222",  # Visa, 13 digits
+    "4000000000000000006",  # 19 digits, Luhn-valid
+    "6011 0000 0000 0000 001",  # 19 digits, spaced
+]
+
+
+@pytest.mark.parametrize(
+    ("digits", "valid"),
+    [
+        ("79927398713", True),
+        ("79927398710", False),
+        ("4242424242424242", True),
+        ("4242424242424241", False),
+        ("5555555555554444", True),
+        ("5555555555554445", False),
+        ("0", True),
+        ("18", True),
+        ("19", False),
+    ],
+)
+def test_luhn_checksum(digits: str, valid: bool) -> None:
+    assert luhn_valid(digits) is valid
+
+
+@pytest.mark.parametrize("number", CARD_NUMBERS)
+def test_luhn_valid_card_number_is_detected(number: str) -> None:
+    assert contains_card_number(number)
+
+
+@pytest.mark.parametrize("number", CARD_NUMBERS)
+def test_card_number_inside_free_text_is_detected(number: str) -> None:
+    assert contains_card_number(f"customer wrote: my card is {number}, thanks!")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "4242424242424241",  # 16 digits, Luhn-invalid
+        "4000 0000 0000 0003",  # spaced, Luhn-invalid
+        "424242424242",  # 12 digits
+        "42424242424242424242",  # 20-digit run: too long to be a card
+        "4242424242424242424242424",  # 25-digit run
+        "1999",
+        "19.99",
+        "order 12345 for 1999 cents",
+        "pm_card_visa",
+        "2026-01-31",
+        "",
+    ],
+)
+def test_text_without_a_card_number_is_not_flagged(text: str) -> None:
+    assert not contains_card_number(text)
+
+
+def test_digits_separated_by_two_spaces_are_separate_runs() -> None:
+    # Each half is too short to be a card on its own.
+    assert not contains_card_number("42424242  42424242")
+
+
+@pytest.mark.parametrize("number", CARD_NUMBERS)
+def test_redaction_removes_the_card_number_and_keeps_the_text(number: str) -> None:
+    redacted = redact_card_numbers(f"pay with {number} please")
+    assert redacted == f"pay with {MARKER} please"
+    assert not contains_card_number(redacted)
+
+
+def test_redaction_removes_every_card_number() -> None:
+    redacted = redact_card_numbers("a 4242424242424242 b 378282246310005 c")
+    assert redacted == f"a {MARKER} b {MARKER} c"
+
+
+def test_redaction_leaves_amounts_and_invalid_numbers_alone() -> None:
+    text = "amount 1999, ref 4242424242424241, date 2026-01-31"
+    assert redact_card_numbers(text) == text
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "4242 4242 4242 4242 123",  # number + CVC
+        "4242424242424242 12 27",  # number + expiry
+        "4000-0000-0000-0002-123",
+        "order 1 4242424242424242",
+    ],
+)
+def test_card_number_next_to_other_digit_groups_is_detected(text: str) -> None:
+    assert contains_card_number(text)
+
+
+def test_card_number_in_non_ascii_digits_is_detected() -> None:
+    arabic_indic = "4242424242424242".translate(str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩"))
+    assert contains_card_number(arabic_indic)

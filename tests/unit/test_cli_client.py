@@ -1,0 +1,254 @@
+"""The `payorch` client commands, driven against a grpc_testing channel.
+
+The CLI runs in a thread and blocks in its RPC; the test takes the invocation off
+the channel (metadata and request as sent), answers it, and reads what was printed.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import grpc
+import grpc_testing
+import pytest
+
+from payments.orchestrator.v1 import orchestrator_pb2 as orch
+from payments.result.v1 import result_pb2
+from payorch.domain.card_data import contains_card_number
+from payorch.entrypoints import cli
+
+SERVICE = orch.DESCRIPTOR.services_by_name["PaymentOrchestrator"]
+ADDRESS = ["--address", "127.0.0.1:1"]
+
+
+@dataclass
+class Sent:
+    metadata: dict[str, str]
+    request: object
+    rpc: grpc_testing.UnaryUnaryChannelRpc
+
+
+class CliRun:
+    """`payorch ARGS` in a thread, answered from the test through the testing channel."""
+
+    def __init__(self, channel: grpc_testing.Channel, argv: list[str]) -> None:
+        self._channel = channel
+        self.exit_code: int | None = None
+        self._thread = threading.Thread(target=self._main, args=(argv,), daemon=True)
+        self._thread.start()
+
+    def _main(self, argv: list[str]) -> None:
+        self.exit_code = cli.main(argv)
+
+    def take(self, method: str) -> Sent:
+        metadata, request, rpc = self._channel.take_unary_unary(SERVICE.methods_by_name[method])
+        return Sent(dict(metadata or ()), request, rpc)
+
+    def finish(self) -> int:
+        self._thread.join(timeout=10)
+        assert not self._thread.is_alive(), "the CLI did not return"
+        assert self.exit_code is not None
+        return self.exit_code
+
+
+@pytest.fixture
+def channel(monkeypatch, tmp_path) -> Iterator[grpc_testing.Channel]:
+    """The CLI's channel factory returns a testing channel; no ambient API key anywhere."""
+    testing = grpc_testing.channel([SERVICE], grpc_testing.strict_real_time())
+    monkeypatch.setattr(cli, "channel", lambda _args: testing)
+    for name in ("PAYORCH_API_KEY", "PAYORCH_DEMO_KEY_FILE", "PAYORCH_ADDRESS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)  # no .payorch/demo-key here unless a test writes one
+    yield testing
+
+
+def created(payment_id: str = "pay_1", merchant: str = "m_1") -> orch.CreatePaymentResponse:
+    return orch.CreatePaymentResponse(
+        payment=orch.Payment(
+            payment_id=payment_id,
+            merchant_id=merchant,
+            result=result_pb2.CompositeResult(
+                success=True, status=result_pb2.PAYMENT_STATUS_SUCCEEDED
+            ),
+        )
+    )
+
+
+def pay(channel, *flags: str) -> tuple[CliRun, Sent]:
+    run = CliRun(channel, ["pay", *ADDRESS, *flags])
+    return run, run.take("CreatePayment")
+
+
+def test_pay_sends_the_request_fields_and_the_api_key_as_a_bearer_token(channel, capsys):
+    run, sent = pay(
+        channel,
+        "--api-key", "po_abc_secret",
+        "--amount", "1999",
+        "--currency", "usd",
+        "--payment-method", "pm_card_visa",
+        "--request-id", "order-17",
+        "--customer", "cus_42",
+        "--metadata", "order=17",
+        "--metadata", "note=a=b",
+        "--off-session",
+    )  # fmt: skip
+    sent.rpc.terminate(created(), (), grpc.StatusCode.OK, "")
+    assert run.finish() == 0
+
+    assert sent.metadata["authorization"] == "Bearer po_abc_secret"
+    req = sent.request
+    assert isinstance(req, orch.CreatePaymentRequest)
+    assert req.WhichOneof("amount") == "amount_minor" and req.amount_minor == 1999
+    assert req.currency == "usd"
+    assert req.payment_method == "pm_card_visa"
+    assert req.request_id == "order-17"
+    assert req.customer_id == "cus_42"
+    assert dict(req.metadata) == {"order": "17", "note": "a=b"}
+    assert req.off_session
+    assert req.merchant_id == "", "the merchant comes from the key unless --merchant is given"
+    out = json.loads(capsys.readouterr().out)
+    assert out["payment"]["paymentId"] == "pay_1"
+
+
+def test_pay_makes_up_a_fresh_request_id_when_none_is_given(channel):
+    ids = []
+    for _ in range(2):
+        run, sent = pay(channel, "--api-key", "po_k", "--amount", "5", "--currency", "eur")
+        sent.rpc.terminate(created(), (), grpc.StatusCode.OK, "")
+        assert run.finish() == 0
+        ids.append(sent.request.request_id)
+    assert all(i.startswith("cli-") for i in ids) and ids[0] != ids[1]
+
+
+def test_a_made_up_request_id_never_looks_like_a_card_number(channel, monkeypatch):
+    # The digits of this UUID read "4242 4242 4242 4242": the server would refuse it.
+    unlucky = uuid.UUID("42424242-4242-4242-abcd-ef0123456789")
+    lucky = uuid.UUID("0f1e2d3c-4b5a-4978-8796-a5b4c3d2e1f0")
+    draws = iter([unlucky, lucky])
+    monkeypatch.setattr(cli.uuid, "uuid4", lambda: next(draws))
+    assert contains_card_number(f"cli-{unlucky}")
+
+    run, sent = pay(channel, "--api-key", "po_k", "--amount", "5", "--currency", "eur")
+    sent.rpc.terminate(created(), (), grpc.StatusCode.OK, "")
+    assert run.finish() == 0
+    assert sent.request.request_id == f"cli-{lucky}"
+
+
+def test_a_decimal_amount_is_sent_as_amount_decimal(channel):
+    run, sent = pay(channel, "--api-key", "po_k", "--amount", "19.99", "--currency", "usd")
+    sent.rpc.terminate(created(), (), grpc.StatusCode.OK, "")
+    assert run.finish() == 0
+    assert sent.request.WhichOneof("amount") == "amount_decimal"
+    assert sent.request.amount_decimal == "19.99"
+
+
+def test_a_split_builds_one_method_per_part_with_the_default_token(channel):
+    run, sent = pay(
+        channel, "--api-key", "po_k", "--amount", "10000", "--currency", "usd",
+        "--split", "apple_pay:6000,card",
+    )  # fmt: skip
+    sent.rpc.terminate(created(), (), grpc.StatusCode.OK, "")
+    assert run.finish() == 0
+
+    req = sent.request
+    assert req.payment_method == "" and req.method == ""
+    assert [(m.method, m.token) for m in req.methods] == [
+        ("apple_pay", "pm_card_visa"),
+        ("card", "pm_card_visa"),
+    ]
+    first, rest = req.methods
+    assert first.WhichOneof("amount") == "amount_minor" and first.amount_minor == 6000
+    assert rest.WhichOneof("amount") is None, "the last part takes the rest"
+
+
+def test_a_split_with_tokens_and_decimal_amounts(channel):
+    run, sent = pay(
+        channel, "--api-key", "po_k", "--amount", "100.00", "--currency", "usd",
+        "--split", "apple_pay=pm_apple:60.00,card=pm_card_mastercard",
+    )  # fmt: skip
+    sent.rpc.terminate(created(), (), grpc.StatusCode.OK, "")
+    assert run.finish() == 0
+    first, rest = sent.request.methods
+    assert (first.token, first.amount_decimal) == ("pm_apple", "60.00")
+    assert rest.token == "pm_card_mastercard"
+
+
+def test_an_error_status_is_printed_as_json_on_stderr_with_exit_code_1(channel, capsys):
+    run, sent = pay(
+        channel, "--api-key", "po_abc_secret", "--amount", "1999", "--currency", "usd",
+        "--merchant", "m_2",
+    )  # fmt: skip
+    assert sent.request.merchant_id == "m_2"
+    sent.rpc.terminate(
+        None,
+        (),
+        grpc.StatusCode.PERMISSION_DENIED,
+        "the request names another merchant than the credential's",
+    )
+    assert run.finish() == 1
+
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert json.loads(captured.err) == {
+        "code": "PERMISSION_DENIED",
+        "message": "the request names another merchant than the credential's",
+    }
+    assert "po_abc_secret" not in captured.err
+
+
+def test_the_key_comes_from_the_environment_when_no_flag_is_given(channel, monkeypatch):
+    monkeypatch.setenv("PAYORCH_API_KEY", "po_from_env")
+    run, sent = pay(channel, "--amount", "1", "--currency", "usd")
+    sent.rpc.terminate(created(), (), grpc.StatusCode.OK, "")
+    assert run.finish() == 0
+    assert sent.metadata["authorization"] == "Bearer po_from_env"
+
+
+def test_the_flag_wins_over_the_environment(channel, monkeypatch):
+    monkeypatch.setenv("PAYORCH_API_KEY", "po_from_env")
+    run, sent = pay(channel, "--api-key", "po_from_flag", "--amount", "1", "--currency", "usd")
+    sent.rpc.terminate(created(), (), grpc.StatusCode.OK, "")
+    assert run.finish() == 0
+    assert sent.metadata["authorization"] == "Bearer po_from_flag"
+
+
+def test_the_local_demo_key_in_the_working_directory_is_used_last(channel, tmp_path):
+    demo = tmp_path / ".payorch" / "demo-key"
+    demo.parent.mkdir()
+    demo.write_text("po_demo_key\n")
+    run, sent = pay(channel, "--amount", "1", "--currency", "usd")
+    sent.rpc.terminate(created(merchant="m_demo"), (), grpc.StatusCode.OK, "")
+    assert run.finish() == 0
+    assert sent.metadata["authorization"] == "Bearer po_demo_key"
+
+
+def test_without_any_key_no_authorization_header_is_sent(channel):
+    run, sent = pay(channel, "--amount", "1", "--currency", "usd")
+    sent.rpc.terminate(None, (), grpc.StatusCode.UNAUTHENTICATED, "missing credential")
+    assert run.finish() == 1
+    assert "authorization" not in sent.metadata
+
+
+def test_get_and_list_send_their_requests_with_the_key(channel, capsys):
+    run = CliRun(channel, ["get", *ADDRESS, "--api-key", "po_k", "pay_123"])
+    sent = run.take("GetPayment")
+    sent.rpc.terminate(
+        orch.GetPaymentResponse(payment=orch.Payment(payment_id="pay_123")),
+        (),
+        grpc.StatusCode.OK,
+        "",
+    )
+    assert run.finish() == 0
+    assert sent.request.payment_id == "pay_123"
+    assert sent.metadata["authorization"] == "Bearer po_k"
+
+    run = CliRun(channel, ["list", *ADDRESS, "--api-key", "po_k", "--page-size", "5"])
+    sent = run.take("ListPayments")
+    sent.rpc.terminate(orch.ListPaymentsResponse(), (), grpc.StatusCode.OK, "")
+    assert run.finish() == 0
+    assert sent.request.page_size == 5 and sent.request.page_token == ""
+    assert sent.metadata["authorization"] == "Bearer po_k"

@@ -1,0 +1,134 @@
+"""The JSON log formatter: one line per record, no secrets, no card numbers."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+
+import pytest
+
+from payorch.app.auth import issue_key
+from payorch.domain.card_data import contains_card_number
+from payorch.entrypoints.logs import JsonFormatter
+
+
+def record(
+    msg: str,
+    *args: object,
+    exc: BaseException | None = None,
+    **extra: object,
+) -> logging.LogRecord:
+    exc_info = None
+    if exc is not None:
+        try:
+            raise exc
+        except BaseException:
+            exc_info = sys.exc_info()
+    rec = logging.LogRecord("payorch.test", logging.INFO, __file__, 1, msg, args, exc_info)
+    for name, value in extra.items():
+        setattr(rec, name, value)
+    return rec
+
+
+def formatted(rec: logging.LogRecord) -> tuple[str, dict[str, str]]:
+    line = JsonFormatter().format(rec)
+    return line, json.loads(line)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "first\nsecond",
+        "first\r\nsecond",
+        "first\rsecond",
+        'ok\r\n{"level": "error", "msg": "forged line"}',
+    ],
+)
+def test_line_breaks_in_a_message_are_stripped_so_no_line_can_be_forged(text):
+    line, out = formatted(record("payment note: %s", text))
+    assert "\n" not in line and "\r" not in line
+    assert "\n" not in out["msg"] and "\r" not in out["msg"]
+    assert out["msg"].startswith("payment note: first") or "forged line" in out["msg"]
+
+
+def test_line_breaks_in_context_fields_and_tracebacks_are_stripped():
+    _, out = formatted(
+        record("boom", exc=ValueError("bad\nvalue"), request_id="r-1\r\nX-Injected: 1")
+    )
+    assert "\n" not in out["request_id"] and "\r" not in out["request_id"]
+    assert "\n" not in out["exc"] and "\r" not in out["exc"]
+    assert "ValueError" in out["exc"]
+
+
+@pytest.mark.parametrize(
+    "secret",
+    [
+        "sk_live_51HxYzAbCdEfGhIjKlMnOpQrSt",
+        "sk_test_should_never_leak_123",
+        "rk_live_51HxYzAbCdEfGhIjKl",
+        "whsec_Zm9vYmFyYmF6cXV4",
+        issue_key().plaintext,
+    ],
+    ids=["stripe-live", "stripe-test", "stripe-restricted", "webhook-secret", "payorch-api-key"],
+)
+def test_secrets_are_redacted_wherever_they_appear(secret):
+    rec = record(
+        "calling with key=%s",
+        secret,
+        exc=RuntimeError(f"rejected {secret}"),
+        processor=f"stripe ({secret})",
+    )
+    line, out = formatted(rec)
+    assert secret not in line
+    assert "[redacted]" in out["msg"] and "[redacted]" in out["exc"]
+    assert "[redacted]" in out["processor"]
+
+
+def test_a_masked_stripe_key_quoted_by_an_error_message_is_redacted_too():
+    # Stripe answers a bad key with "Invalid API Key provided: sk_test_****...._123".
+    line, _ = formatted(record("stripe said: Invalid API Key provided: sk_test_**********_123"))
+    assert "sk_test_" not in line
+
+
+@pytest.mark.parametrize(
+    "card",
+    ["4242424242424242", "4242 4242 4242 4242", "4000-0566-5566-5556", "378282246310005"],
+)
+def test_card_numbers_are_removed_from_messages_arguments_fields_and_tracebacks(card):
+    rec = record(
+        "customer typed %s",
+        card,
+        exc=ValueError(f"not a token: {card}"),
+        payment_id=f"pay_{card}",
+        merchant_id="m_1",
+    )
+    line, out = formatted(rec)
+    assert card not in line
+    assert not contains_card_number(line)
+    assert "[card number removed]" in out["msg"]
+    assert "[card number removed]" in out["exc"]
+
+
+def test_request_payment_and_merchant_ids_are_kept_as_fields():
+    rec = record(
+        "payment settled",
+        request_id="order-17",
+        payment_id="pay_0123abcd",
+        merchant_id="m_1",
+        rpc="/payments.orchestrator.v1.PaymentOrchestrator/CreatePayment",
+        code=0,
+    )
+    _, out = formatted(rec)
+    assert out["msg"] == "payment settled"
+    assert out["request_id"] == "order-17"
+    assert out["payment_id"] == "pay_0123abcd"
+    assert out["merchant_id"] == "m_1"
+    assert out["rpc"].endswith("/CreatePayment")
+    assert out["code"] == "0"
+    assert out["level"] == "info" and out["logger"] == "payorch.test"
+
+
+def test_ordinary_numbers_are_not_mistaken_for_card_numbers():
+    _, out = formatted(record("took %d ms for %s minor units", 1234, "1999"))
+    assert out["msg"] == "took 1234 ms for 1999 minor units"

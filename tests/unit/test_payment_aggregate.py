@@ -1,0 +1,297 @@
+"""The Payment aggregate: step transitions, derived status and the events raised."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import TypeVar
+
+import pytest
+
+from payorch.domain.classification import classify
+from payorch.domain.events import (
+    DomainEvent,
+    PaymentCompleted,
+    PaymentFailed,
+    StepFailed,
+    StepSucceeded,
+    StepVoided,
+)
+from payorch.domain.money import Currency
+from payorch.domain.payment import (
+    CaptureMode,
+    InvalidTransition,
+    MethodType,
+    Payment,
+    PaymentStatus,
+    Step,
+    StepStatus,
+)
+from payorch.domain.results import ErrorCode, ProcessorResponse, ResponseKind
+
+E = TypeVar("E", bound=DomainEvent)
+
+T0 = datetime(2026, 1, 31, 12, 0, tzinfo=UTC)
+T1 = T0 + timedelta(seconds=2)
+
+DECLINED = classify(
+    ProcessorResponse(
+        ResponseKind.ERROR, http_status=402, error_type="card_error", decline_code="generic_decline"
+    )
+)
+
+
+def payment(*amounts: int, capture: CaptureMode = CaptureMode.AUTOMATIC) -> Payment:
+    amounts = amounts or (1999,)
+    return Payment(
+        id="pay_1",
+        merchant_id="shop_1",
+        request_id="order-1001",
+        fingerprint="fp",
+        currency=Currency.parse("USD"),
+        amount_minor=sum(amounts),
+        steps=[
+            Step(index=i, method=MethodType.CARD, token=f"pm_{i}", amount_minor=a, processors=["a"])
+            for i, a in enumerate(amounts)
+        ],
+        created_at=T0,
+        updated_at=T0,
+        capture_mode=capture,
+    )
+
+
+def raised(event: E, sequence: int) -> E:
+    """An expected event as the aggregate raises it: numbered within the payment."""
+    event.sequence = sequence
+    return event
+
+
+def event_names(p: Payment) -> list[str]:
+    return [e.name for e in p.pending_events]
+
+
+# -- one step -----------------------------------------------------------------
+
+
+def test_single_step_success_succeeds_with_step_and_payment_events_in_sequence() -> None:
+    p = payment(1999)
+    p.step_succeeded(p.steps[0], processor="stripe", latency_ms=120)
+    p.settle(T1, orchestration_ms=130)
+
+    assert p.status is PaymentStatus.SUCCEEDED
+    assert p.success
+    assert p.steps[0].status is StepStatus.CAPTURED
+    assert p.steps[0].captured_minor == 1999
+    assert p.updated_at == T1
+    assert p.orchestration_ms == 130
+    assert event_names(p) == ["StepSucceeded", "PaymentCompleted"]
+    assert [e.sequence for e in p.pending_events] == [1, 2]
+    assert p.pending_events == [
+        raised(StepSucceeded(0, "stripe", 120, 1999), 1),
+        raised(PaymentCompleted(1999, "order-1001"), 2),
+    ]
+
+
+def test_single_step_failure_fails_with_the_step_error_and_a_payment_failed_event() -> None:
+    p = payment(1999)
+    p.step_failed(p.steps[0], DECLINED, processor="stripe", latency_ms=90)
+    p.settle(T1)
+
+    assert p.status is PaymentStatus.FAILED
+    assert not p.success
+    assert p.final_error is ErrorCode.CARD_DECLINED
+    assert "card_declined" in p.final_error_message
+    assert event_names(p) == ["StepFailed", "PaymentFailed"]
+    assert [e.sequence for e in p.pending_events] == [1, 2]
+    failed_step, failed = p.pending_events
+    assert isinstance(failed_step, StepFailed)
+    assert failed_step.error_code is ErrorCode.CARD_DECLINED
+    assert failed_step.retryable is DECLINED.retry_later
+    assert isinstance(failed, PaymentFailed)
+    assert (failed.error_code, failed.request_id) == (ErrorCode.CARD_DECLINED, "order-1001")
+    assert failed.message == p.final_error_message
+
+
+def test_a_lost_answer_leaves_the_payment_unknown_without_a_final_event() -> None:
+    p = payment(1999)
+    p.step_unknown(p.steps[0], processor="stripe", error_code=ErrorCode.TIMEOUT)
+    p.settle(T1)
+
+    assert p.status is PaymentStatus.UNKNOWN
+    assert p.final_error is ErrorCode.UNKNOWN_OUTCOME
+    assert p.final_error_message
+    assert p.pending_events == []
+
+
+def test_an_unknown_payment_reconciled_as_charged_completes_and_clears_the_error() -> None:
+    p = payment(1999)
+    p.step_unknown(p.steps[0], processor="stripe", error_code=ErrorCode.TIMEOUT)
+    p.settle(T1)
+    p.step_succeeded(p.steps[0], processor="stripe", latency_ms=0)
+    p.settle(T1)
+
+    assert p.status is PaymentStatus.SUCCEEDED
+    assert p.final_error is ErrorCode.NONE
+    assert p.final_error_message == ""
+    assert event_names(p) == ["StepSucceeded", "PaymentCompleted"]
+
+
+def test_an_unknown_payment_reconciled_as_declined_reports_the_decline_not_the_lost_answer() -> (
+    None
+):
+    p = payment(1999)
+    p.step_unknown(p.steps[0], processor="stripe", error_code=ErrorCode.TIMEOUT)
+    p.settle(T1)
+    p.step_failed(p.steps[0], DECLINED, processor="stripe", latency_ms=0)
+    p.settle(T1)
+
+    assert p.status is PaymentStatus.FAILED
+    assert "reconciling" not in p.final_error_message
+    assert "card_declined" in p.final_error_message
+
+
+def test_settling_again_does_not_repeat_the_final_event() -> None:
+    p = payment(1999)
+    p.step_succeeded(p.steps[0], processor="stripe", latency_ms=1)
+    p.settle(T1)
+    p.settle(T1)
+    p.settle(T1 + timedelta(seconds=1))
+
+    assert event_names(p) == ["StepSucceeded", "PaymentCompleted"]
+    assert p.updated_at == T1 + timedelta(seconds=1)
+
+
+def test_settling_a_failed_payment_again_does_not_repeat_payment_failed() -> None:
+    p = payment(1999)
+    p.step_failed(p.steps[0], DECLINED, processor="stripe", latency_ms=1)
+    p.settle(T1)
+    p.settle(T1)
+    assert event_names(p).count("PaymentFailed") == 1
+
+
+def test_settling_with_a_step_still_pending_keeps_the_payment_processing() -> None:
+    p = payment(1000, 999)
+    p.step_succeeded(p.steps[0], processor="stripe", latency_ms=1)
+    p.settle(T1)
+    assert p.status is PaymentStatus.PROCESSING
+    assert event_names(p) == ["StepSucceeded"]
+
+
+@pytest.mark.parametrize("transition", ["succeeded", "failed"])
+def test_a_settled_step_cannot_change_outcome_again(transition: str) -> None:
+    p = payment(1999)
+    p.step_succeeded(p.steps[0], processor="stripe", latency_ms=1)
+    with pytest.raises(InvalidTransition):
+        if transition == "succeeded":
+            p.step_succeeded(p.steps[0], processor="stripe", latency_ms=1)
+        else:
+            p.step_failed(p.steps[0], DECLINED, processor="stripe", latency_ms=1)
+
+
+# -- manual capture -----------------------------------------------------------
+
+
+def test_manual_capture_success_authorizes_without_capturing() -> None:
+    p = payment(1999, capture=CaptureMode.MANUAL)
+    p.step_succeeded(p.steps[0], processor="stripe", latency_ms=1)
+    p.settle(T1)
+
+    assert p.steps[0].status is StepStatus.AUTHORIZED
+    assert p.steps[0].captured_minor == 0
+    assert p.status is PaymentStatus.AUTHORIZED
+    assert p.success
+    assert event_names(p) == ["StepSucceeded", "PaymentCompleted"]
+
+
+def test_an_authorized_step_can_be_voided() -> None:
+    p = payment(1999, capture=CaptureMode.MANUAL)
+    p.step_succeeded(p.steps[0], processor="stripe", latency_ms=1)
+    p.step_voided(p.steps[0])
+
+    assert p.steps[0].status is StepStatus.VOIDED
+    assert p.pending_events[-1] == raised(StepVoided(0, "stripe", 1999), 2)
+
+
+@pytest.mark.parametrize("state", ["pending", "captured", "failed", "unknown", "voided"])
+def test_only_an_authorized_step_can_be_voided(state: str) -> None:
+    p = payment(1999, capture=CaptureMode.MANUAL)
+    step = p.steps[0]
+    if state == "captured":
+        p = payment(1999, capture=CaptureMode.AUTOMATIC)
+        step = p.steps[0]
+        p.step_succeeded(step, processor="stripe", latency_ms=1)
+    elif state == "failed":
+        p.step_failed(step, DECLINED, processor="stripe", latency_ms=1)
+    elif state == "unknown":
+        p.step_unknown(step, processor="stripe", error_code=ErrorCode.TIMEOUT)
+    elif state == "voided":
+        p.step_succeeded(step, processor="stripe", latency_ms=1)
+        p.step_voided(step)
+    before = list(p.pending_events)
+
+    with pytest.raises(InvalidTransition):
+        p.step_voided(step)
+    assert p.pending_events == before
+
+
+def test_voiding_the_only_authorization_cancels_the_payment_instead_of_failing_it() -> None:
+    p = payment(1999, capture=CaptureMode.MANUAL)
+    p.step_succeeded(p.steps[0], processor="stripe", latency_ms=1)
+    p.settle(T1)
+    p.step_voided(p.steps[0])
+    p.settle(T1)
+
+    assert p.status is PaymentStatus.CANCELLED
+    assert "PaymentFailed" not in event_names(p)
+
+
+# -- several steps ------------------------------------------------------------
+
+
+def test_two_step_payment_with_one_success_reports_processed_and_remaining() -> None:
+    p = payment(600, 400)
+    assert (p.processed_minor, p.remaining_minor) == (0, 1000)
+
+    p.step_succeeded(p.steps[0], processor="stripe", latency_ms=1)
+    p.step_failed(p.steps[1], DECLINED, processor="stripe", latency_ms=1)
+    p.settle(T1)
+
+    assert p.processed_minor == 600
+    assert p.remaining_minor == 400
+    assert p.status is PaymentStatus.PARTIALLY_SUCCEEDED
+    assert not p.success
+    assert event_names(p) == ["StepSucceeded", "StepFailed"]
+    assert [e.sequence for e in p.pending_events] == [1, 2]
+
+
+def test_refunds_reduce_processed_but_not_remaining() -> None:
+    p = payment(600, 400)
+    p.step_succeeded(p.steps[0], processor="stripe", latency_ms=1)
+    p.step_succeeded(p.steps[1], processor="stripe", latency_ms=1)
+    p.steps[0].refunded_minor = 100
+    assert p.processed_minor == 900
+    assert p.remaining_minor == 0
+
+
+def test_voided_steps_no_longer_count_as_processed() -> None:
+    p = payment(600, 400, capture=CaptureMode.MANUAL)
+    p.step_succeeded(p.steps[0], processor="stripe", latency_ms=1)
+    p.step_failed(p.steps[1], DECLINED, processor="stripe", latency_ms=1)
+    p.step_voided(p.steps[0])
+    p.settle(T1)
+
+    assert p.processed_minor == 0
+    assert p.remaining_minor == 1000
+    assert p.status is PaymentStatus.FAILED
+    assert p.final_error is ErrorCode.CARD_DECLINED
+
+
+def test_two_captured_steps_succeed_with_the_full_amount_completed() -> None:
+    p = payment(600, 400)
+    for step in p.steps:
+        p.step_succeeded(step, processor="stripe", latency_ms=1)
+    p.settle(T1)
+
+    assert p.status is PaymentStatus.SUCCEEDED
+    assert event_names(p) == ["StepSucceeded", "StepSucceeded", "PaymentCompleted"]
+    assert [e.sequence for e in p.pending_events] == [1, 2, 3]
+    assert p.pending_events[-1] == raised(PaymentCompleted(1000, "order-1001"), 3)

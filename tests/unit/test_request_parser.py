@@ -1,0 +1,342 @@
+"""parse_payment_request: permissive outside (notes), strict inside (fatal issues)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from payorch.domain.money import Currency
+from payorch.domain.payment import MethodType
+from payorch.domain.request import (
+    MAX_METADATA_KEYS,
+    MAX_METHODS,
+    CoreRequest,
+    RawMethodInput,
+    RawPaymentRequest,
+    RequestRejected,
+    ValidationIssue,
+    parse_payment_request,
+)
+
+PAN = "4242424242424242"
+PAN_SPACED = "4000 0000 0000 0002"
+
+
+def raw(**overrides: Any) -> RawPaymentRequest:
+    base = RawPaymentRequest(
+        merchant_id="shop_1",
+        request_id="order-1001",
+        amount_minor=1999,
+        currency="USD",
+        payment_method="pm_card_visa",
+    )
+    return replace(base, **overrides)
+
+
+def parse(**overrides: Any) -> CoreRequest:
+    return parse_payment_request(raw(**overrides))
+
+
+def rejected(**overrides: Any) -> list[ValidationIssue]:
+    with pytest.raises(RequestRejected) as info:
+        parse_payment_request(raw(**overrides))
+    return info.value.issues
+
+
+def notes(request: CoreRequest, contract: str) -> list[ValidationIssue]:
+    return [i for i in request.issues if i.contract_id == contract]
+
+
+# -- the happy path -----------------------------------------------------------
+
+
+def test_a_clean_request_parses_without_issues() -> None:
+    request = parse()
+    assert request.merchant_id == "shop_1"
+    assert request.request_id == "order-1001"
+    assert request.amount.amount_minor == 1999
+    assert request.amount.currency == Currency("USD")
+    assert [(m.method, m.token) for m in request.methods] == [(MethodType.CARD, "pm_card_visa")]
+    assert request.issues == ()
+
+
+def test_currency_is_normalized_with_a_non_fatal_issue() -> None:
+    request = parse(currency=" usd ")
+    assert request.amount.currency.code == "USD"
+    [issue] = notes(request, "input/currency")
+    assert issue.field == "currency"
+    assert not issue.fatal
+    assert "USD" in issue.message
+
+
+def test_request_id_whitespace_is_stripped_with_a_non_fatal_issue() -> None:
+    request = parse(request_id="  order-1001 ")
+    assert request.request_id == "order-1001"
+    [issue] = notes(request, "input/request_id")
+    assert not issue.fatal
+
+
+# -- payment method names -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("given", "method"),
+    [
+        ("applepay", MethodType.APPLE_PAY),
+        ("APPLE-PAY", MethodType.APPLE_PAY),
+        ("Apple Pay", MethodType.APPLE_PAY),
+        ("gpay", MethodType.GOOGLE_PAY),
+        ("Google Pay", MethodType.GOOGLE_PAY),
+        ("googlepay", MethodType.GOOGLE_PAY),
+        ("credit card", MethodType.CARD),
+        ("CARD", MethodType.CARD),
+    ],
+)
+def test_method_alias_is_normalized_with_a_non_fatal_issue(given: str, method: MethodType) -> None:
+    request = parse(method=given)
+    assert request.methods[0].method is method
+    [issue] = notes(request, "input/method_alias")
+    assert issue.field == "method"
+    assert not issue.fatal
+    assert method.value in issue.message
+
+
+@pytest.mark.parametrize(
+    ("given", "method"),
+    [("apple_pay", MethodType.APPLE_PAY), ("google_pay", MethodType.GOOGLE_PAY)],
+)
+def test_canonical_method_name_is_accepted_without_an_issue(given: str, method: MethodType) -> None:
+    request = parse(method=given)
+    assert request.methods[0].method is method
+    assert request.issues == ()
+
+
+@pytest.mark.parametrize("given", ["", "   "])
+def test_empty_method_defaults_to_card_without_an_issue(given: str) -> None:
+    request = parse(method=given)
+    assert request.methods[0].method is MethodType.CARD
+    assert request.issues == ()
+
+
+def test_unknown_method_is_fatal() -> None:
+    [issue] = rejected(method="paypal")
+    assert (issue.field, issue.contract_id, issue.fatal) == ("method", "input/method", True)
+
+
+# -- amounts ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("amount_decimal", "currency", "minor"),
+    [("19.99", "USD", 1999), ("20", "EUR", 2000), ("500", "JPY", 500), ("1.234", "KWD", 1234)],
+)
+def test_amount_as_a_decimal_string_is_read_in_the_currency_exponent(
+    amount_decimal: str, currency: str, minor: int
+) -> None:
+    request = parse(amount_minor=None, amount_decimal=amount_decimal, currency=currency)
+    assert request.amount.amount_minor == minor
+    [issue] = notes(request, "input/amount_format")
+    assert not issue.fatal
+
+
+def test_amount_in_minor_units_is_taken_as_is() -> None:
+    assert parse(amount_minor=500, currency="JPY").amount.amount_minor == 500
+
+
+# -- fatal issues -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field", "contract"),
+    [
+        ({"amount_minor": 0}, "amount", "input/amount"),
+        ({"amount_minor": -5}, "amount", "input/amount"),
+        ({"amount_minor": 10**16}, "amount", "input/amount"),
+        ({"amount_minor": None}, "amount", "input/amount"),
+        ({"amount_minor": None, "amount_decimal": "0.00"}, "amount", "input/amount"),
+        ({"amount_minor": None, "amount_decimal": "1.234"}, "amount", "input/amount"),
+        ({"amount_minor": None, "amount_decimal": "ten"}, "amount", "input/amount"),
+        (
+            {"amount_minor": None, "amount_decimal": "1.5", "currency": "JPY"},
+            "amount",
+            "input/amount",
+        ),
+        ({"currency": "XYZ"}, "currency", "input/currency"),
+        ({"currency": ""}, "currency", "input/currency"),
+        ({"merchant_id": ""}, "merchant_id", "input/merchant"),
+        ({"merchant_id": "my shop!"}, "merchant_id", "input/merchant"),
+        ({"request_id": ""}, "request_id", "input/request_id"),
+        ({"request_id": "   "}, "request_id", "input/request_id"),
+        ({"request_id": "x" * 256}, "request_id", "input/request_id"),
+        ({"request_id": "order 1001"}, "request_id", "input/request_id"),
+        ({"payment_method": ""}, "payment_method", "input/payment_method"),
+        ({"payment_method": "visa"}, "payment_method", "input/payment_method"),
+        ({"payment_method": "pm_"}, "payment_method", "input/payment_method"),
+        ({"payment_method": PAN}, "payment_method", "input/card_number"),
+        ({"metadata": {"note": PAN}}, "metadata", "input/card_number"),
+        ({"metadata": {"note": f"card {PAN_SPACED} ok"}}, "metadata", "input/card_number"),
+        ({"metadata": {PAN: "x"}}, "metadata", "input/card_number"),
+        (
+            {"metadata": {f"k{i}": "v" for i in range(MAX_METADATA_KEYS + 1)}},
+            "metadata",
+            "input/metadata",
+        ),
+        ({"metadata": {"k" * 41: "v"}}, "metadata", "input/metadata"),
+        ({"metadata": {"k": "v" * 501}}, "metadata[k]", "input/metadata"),
+        (
+            {"methods": [RawMethodInput(method="card", token="pm_card_visa")]},
+            "payment_method",
+            "input/method",
+        ),
+        ({"customer_id": "bob"}, "customer_id", "input/customer"),
+    ],
+)
+def test_fatal_issue_rejects_the_request(
+    overrides: dict[str, Any], field: str, contract: str
+) -> None:
+    issues = rejected(**overrides)
+    assert (field, contract) in [(i.field, i.contract_id) for i in issues]
+    assert all(i.fatal for i in issues)
+
+
+def test_the_boundary_values_are_accepted() -> None:
+    request = parse(
+        request_id="x" * 255,
+        metadata={f"k{i}": "v" * 500 for i in range(MAX_METADATA_KEYS)},
+        customer_id="cus_123",
+    )
+    assert len(request.metadata) == MAX_METADATA_KEYS
+    assert request.customer_id == "cus_123"
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"payment_method": PAN},
+        {"payment_method": PAN_SPACED},
+        {"metadata": {"note": f"my card is {PAN}"}},
+        {"metadata": {"note": f"my card is {PAN_SPACED}"}},
+        {"metadata": {PAN: "key is a card"}},
+        {"currency": PAN},
+        {"method": PAN_SPACED},
+        {"request_id": PAN},
+        {"customer_id": f"cus_{PAN}"},
+    ],
+)
+def test_rejection_for_a_card_number_never_repeats_its_digits(overrides: dict[str, Any]) -> None:
+    with pytest.raises(RequestRejected) as info:
+        parse_payment_request(raw(**overrides))
+    issues = info.value.issues
+    assert [i.contract_id for i in issues] == ["input/card_number"]
+    texts = [str(info.value), *(i.field for i in issues), *(i.message for i in issues)]
+    digits_only = re.sub(r"\D", "", " ".join(texts))
+    for pan in (PAN, PAN_SPACED.replace(" ", "")):
+        assert pan not in digits_only
+        assert pan[:4] not in " ".join(texts)
+
+
+def test_all_fatal_issues_are_reported_together() -> None:
+    issues = rejected(
+        merchant_id="",
+        request_id="",
+        amount_minor=0,
+        currency="XYZ",
+        payment_method="visa",
+        customer_id="bob",
+        metadata={f"k{i}": "v" for i in range(MAX_METADATA_KEYS + 1)},
+    )
+    assert {i.field for i in issues} == {
+        "merchant_id",
+        "request_id",
+        "amount",
+        "currency",
+        "payment_method",
+        "customer_id",
+        "metadata",
+    }
+    assert all(i.fatal for i in issues)
+
+
+def test_rejection_carries_only_fatal_issues_not_the_notes() -> None:
+    issues = rejected(currency=" usd ", method="gpay", merchant_id="")
+    assert [i.field for i in issues] == ["merchant_id"]
+
+
+def test_every_fatal_issue_appears_in_the_exception_message() -> None:
+    with pytest.raises(RequestRejected) as info:
+        parse_payment_request(raw(merchant_id="", currency="XYZ"))
+    assert "merchant_id" in str(info.value)
+    assert "currency" in str(info.value)
+
+
+# -- several methods ----------------------------------------------------------
+
+
+def test_several_methods_are_parsed_with_their_amounts() -> None:
+    request = parse(
+        payment_method="",
+        methods=[
+            RawMethodInput(method="card", token=" pm_card_visa ", amount_minor=1000),
+            RawMethodInput(method="Apple Pay", token="tok_apple", amount_decimal="9.99"),
+        ],
+    )
+    assert [(m.method, m.token, m.amount_minor) for m in request.methods] == [
+        (MethodType.CARD, "pm_card_visa", 1000),
+        (MethodType.APPLE_PAY, "tok_apple", 999),
+    ]
+    assert [i.field for i in notes(request, "input/method_alias")] == ["methods[1].method"]
+
+
+def test_too_many_methods_is_fatal() -> None:
+    methods = [RawMethodInput(token="pm_card_visa") for _ in range(MAX_METHODS + 1)]
+    issues = rejected(payment_method="", methods=methods)
+    assert ("methods", "input/method") in [(i.field, i.contract_id) for i in issues]
+
+
+def test_a_bad_token_in_the_second_method_names_that_method() -> None:
+    issues = rejected(
+        payment_method="",
+        methods=[RawMethodInput(token="pm_card_visa"), RawMethodInput(token="visa")],
+    )
+    assert [i.field for i in issues] == ["methods[1].token"]
+
+
+# -- fingerprint --------------------------------------------------------------
+
+
+def test_fingerprint_is_equal_for_equal_requests() -> None:
+    assert parse().fingerprint() == parse().fingerprint()
+
+
+def test_fingerprint_ignores_the_request_id() -> None:
+    assert parse(request_id="a").fingerprint() == parse(request_id="b").fingerprint()
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"amount_minor": 2000},
+        {"currency": "EUR"},
+        {"payment_method": "pm_card_mastercard"},
+        {"method": "apple_pay"},
+        {"metadata": {"order": "1"}},
+        {"customer_id": "cus_1"},
+        {"off_session": True},
+    ],
+)
+def test_fingerprint_differs_when_the_payment_differs(overrides: dict[str, Any]) -> None:
+    assert parse(**overrides).fingerprint() != parse().fingerprint()
+
+
+def test_fingerprint_is_the_same_for_inputs_that_normalize_to_the_same_request() -> None:
+    loose = parse(currency=" usd ", amount_minor=None, amount_decimal="19.99", method="Card")
+    assert loose.fingerprint() == parse().fingerprint()
+
+
+def test_fingerprint_does_not_depend_on_metadata_order() -> None:
+    a = parse(metadata={"a": "1", "b": "2"})
+    b = parse(metadata={"b": "2", "a": "1"})
+    assert a.fingerprint() == b.fingerprint()
