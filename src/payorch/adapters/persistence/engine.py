@@ -79,7 +79,8 @@ async def migrate(engine: AsyncEngine) -> None:
 def _upgrade(connection: Connection) -> None:
     cfg = alembic_config(connection.engine.url)
     cfg.attributes["connection"] = connection
-    command.upgrade(cfg, "head")
+    # "heads": independent migration branches (one per capability) all apply.
+    command.upgrade(cfg, "heads")
 
 
 def migrate_sync(raw_url: str) -> None:
