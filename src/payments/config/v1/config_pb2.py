@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from payments.plan.v1 import plan_pb2 as payments_dot_plan_dot_v1_dot_plan__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fpayments/config/v1/config.proto\x12\x12payments.config.v1\x1a\x1bpayments/plan/v1/plan.proto\"O\n\x0bRetryPolicy\x12\x13\n\x0bmax_retries\x18\x01 \x01(\x05\x12\x15\n\rbase_delay_ms\x18\x02 \x01(\x05\x12\x14\n\x0cmax_delay_ms\x18\x03 \x01(\x05\"\x89\x01\n\x0cMethodConfig\x12\x31\n\x04type\x18\x01 \x01(\x0e\x32#.payments.plan.v1.PaymentMethodType\x12\x18\n\x10min_amount_minor\x18\x02 \x01(\x03\x12\x18\n\x10max_amount_minor\x18\x03 \x01(\x03\x12\x12\n\nprocessors\x18\x04 \x03(\t\"\xd3\x01\n\x0eMerchantConfig\x12\x13\n\x0bmerchant_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x31\n\x07methods\x18\x03 \x03(\x0b\x32 .payments.config.v1.MethodConfig\x12\x1a\n\x12\x61llowed_currencies\x18\x04 \x03(\t\x12\x35\n\x0cretry_policy\x18\x05 \x01(\x0b\x32\x1f.payments.config.v1.RetryPolicy\x12\x15\n\rallow_partial\x18\x06 \x01(\x08\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fpayments/config/v1/config.proto\x12\x12payments.config.v1\x1a\x1bpayments/plan/v1/plan.proto\"O\n\x0bRetryPolicy\x12\x13\n\x0bmax_retries\x18\x01 \x01(\x05\x12\x15\n\rbase_delay_ms\x18\x02 \x01(\x05\x12\x14\n\x0cmax_delay_ms\x18\x03 \x01(\x05\"\x89\x01\n\x0cMethodConfig\x12\x31\n\x04type\x18\x01 \x01(\x0e\x32#.payments.plan.v1.PaymentMethodType\x12\x18\n\x10min_amount_minor\x18\x02 \x01(\x03\x12\x18\n\x10max_amount_minor\x18\x03 \x01(\x03\x12\x12\n\nprocessors\x18\x04 \x03(\t\"h\n\x11InstallmentPolicy\x12\x17\n\x0fmin_total_minor\x18\x01 \x01(\x03\x12\r\n\x05\x63ount\x18\x02 \x01(\x05\x12\x15\n\rinterval_days\x18\x03 \x01(\x05\x12\x14\n\x0c\x64unning_days\x18\x04 \x03(\x05\"\xb3\x02\n\x0eMerchantConfig\x12\x13\n\x0bmerchant_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x31\n\x07methods\x18\x03 \x03(\x0b\x32 .payments.config.v1.MethodConfig\x12\x1a\n\x12\x61llowed_currencies\x18\x04 \x03(\t\x12\x35\n\x0cretry_policy\x18\x05 \x01(\x0b\x32\x1f.payments.config.v1.RetryPolicy\x12\x15\n\rallow_partial\x18\x06 \x01(\x08\x12\x1b\n\x13\x66\x61llback_on_failure\x18\x07 \x01(\x08\x12\x41\n\x12installment_policy\x18\x08 \x01(\x0b\x32%.payments.config.v1.InstallmentPolicyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,6 +36,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RETRYPOLICY']._serialized_end=163
   _globals['_METHODCONFIG']._serialized_start=166
   _globals['_METHODCONFIG']._serialized_end=303
-  _globals['_MERCHANTCONFIG']._serialized_start=306
-  _globals['_MERCHANTCONFIG']._serialized_end=517
+  _globals['_INSTALLMENTPOLICY']._serialized_start=305
+  _globals['_INSTALLMENTPOLICY']._serialized_end=409
+  _globals['_MERCHANTCONFIG']._serialized_start=412
+  _globals['_MERCHANTCONFIG']._serialized_end=719
 # @@protoc_insertion_point(module_scope)

@@ -74,8 +74,28 @@ class PaymentReconciled(_message.Message):
     source: str
     def __init__(self, step_index: _Optional[int] = ..., outcome: _Optional[_Union[_result_pb2.Outcome, str]] = ..., source: _Optional[str] = ...) -> None: ...
 
+class PaymentCaptured(_message.Message):
+    __slots__ = ("amount",)
+    AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    amount: _plan_pb2.Money
+    def __init__(self, amount: _Optional[_Union[_plan_pb2.Money, _Mapping]] = ...) -> None: ...
+
+class PaymentRefunded(_message.Message):
+    __slots__ = ("amount", "refund_request_id")
+    AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    REFUND_REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    amount: _plan_pb2.Money
+    refund_request_id: str
+    def __init__(self, amount: _Optional[_Union[_plan_pb2.Money, _Mapping]] = ..., refund_request_id: _Optional[str] = ...) -> None: ...
+
+class PaymentCancelled(_message.Message):
+    __slots__ = ("reason",)
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    reason: str
+    def __init__(self, reason: _Optional[str] = ...) -> None: ...
+
 class EventEnvelope(_message.Message):
-    __slots__ = ("event_id", "payment_id", "merchant_id", "sequence", "occurred_at", "step_succeeded", "step_failed", "step_voided", "payment_completed", "payment_failed", "payment_reconciled")
+    __slots__ = ("event_id", "payment_id", "merchant_id", "sequence", "occurred_at", "step_succeeded", "step_failed", "step_voided", "payment_completed", "payment_failed", "payment_reconciled", "payment_captured", "payment_refunded", "payment_cancelled")
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     PAYMENT_ID_FIELD_NUMBER: _ClassVar[int]
     MERCHANT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -87,6 +107,9 @@ class EventEnvelope(_message.Message):
     PAYMENT_COMPLETED_FIELD_NUMBER: _ClassVar[int]
     PAYMENT_FAILED_FIELD_NUMBER: _ClassVar[int]
     PAYMENT_RECONCILED_FIELD_NUMBER: _ClassVar[int]
+    PAYMENT_CAPTURED_FIELD_NUMBER: _ClassVar[int]
+    PAYMENT_REFUNDED_FIELD_NUMBER: _ClassVar[int]
+    PAYMENT_CANCELLED_FIELD_NUMBER: _ClassVar[int]
     event_id: str
     payment_id: str
     merchant_id: str
@@ -98,4 +121,7 @@ class EventEnvelope(_message.Message):
     payment_completed: PaymentCompleted
     payment_failed: PaymentFailed
     payment_reconciled: PaymentReconciled
-    def __init__(self, event_id: _Optional[str] = ..., payment_id: _Optional[str] = ..., merchant_id: _Optional[str] = ..., sequence: _Optional[int] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., step_succeeded: _Optional[_Union[StepSucceeded, _Mapping]] = ..., step_failed: _Optional[_Union[StepFailed, _Mapping]] = ..., step_voided: _Optional[_Union[StepVoided, _Mapping]] = ..., payment_completed: _Optional[_Union[PaymentCompleted, _Mapping]] = ..., payment_failed: _Optional[_Union[PaymentFailed, _Mapping]] = ..., payment_reconciled: _Optional[_Union[PaymentReconciled, _Mapping]] = ...) -> None: ...
+    payment_captured: PaymentCaptured
+    payment_refunded: PaymentRefunded
+    payment_cancelled: PaymentCancelled
+    def __init__(self, event_id: _Optional[str] = ..., payment_id: _Optional[str] = ..., merchant_id: _Optional[str] = ..., sequence: _Optional[int] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., step_succeeded: _Optional[_Union[StepSucceeded, _Mapping]] = ..., step_failed: _Optional[_Union[StepFailed, _Mapping]] = ..., step_voided: _Optional[_Union[StepVoided, _Mapping]] = ..., payment_completed: _Optional[_Union[PaymentCompleted, _Mapping]] = ..., payment_failed: _Optional[_Union[PaymentFailed, _Mapping]] = ..., payment_reconciled: _Optional[_Union[PaymentReconciled, _Mapping]] = ..., payment_captured: _Optional[_Union[PaymentCaptured, _Mapping]] = ..., payment_refunded: _Optional[_Union[PaymentRefunded, _Mapping]] = ..., payment_cancelled: _Optional[_Union[PaymentCancelled, _Mapping]] = ...) -> None: ...

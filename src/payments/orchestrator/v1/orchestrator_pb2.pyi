@@ -1,6 +1,8 @@
 import datetime
 
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from payments.config.v1 import config_pb2 as _config_pb2
+from payments.events.v1 import events_pb2 as _events_pb2
 from payments.plan.v1 import plan_pb2 as _plan_pb2
 from payments.result.v1 import result_pb2 as _result_pb2
 from google.protobuf.internal import containers as _containers
@@ -26,7 +28,7 @@ class PaymentMethodInput(_message.Message):
     def __init__(self, method: _Optional[str] = ..., token: _Optional[str] = ..., amount_minor: _Optional[int] = ..., amount_decimal: _Optional[str] = ..., customer_id: _Optional[str] = ...) -> None: ...
 
 class CreatePaymentRequest(_message.Message):
-    __slots__ = ("merchant_id", "request_id", "amount_minor", "amount_decimal", "currency", "payment_method", "method", "methods", "customer_id", "metadata", "off_session")
+    __slots__ = ("merchant_id", "request_id", "amount_minor", "amount_decimal", "currency", "payment_method", "method", "methods", "customer_id", "metadata", "off_session", "authorize_only")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -45,6 +47,7 @@ class CreatePaymentRequest(_message.Message):
     CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
     OFF_SESSION_FIELD_NUMBER: _ClassVar[int]
+    AUTHORIZE_ONLY_FIELD_NUMBER: _ClassVar[int]
     merchant_id: str
     request_id: str
     amount_minor: int
@@ -56,7 +59,8 @@ class CreatePaymentRequest(_message.Message):
     customer_id: str
     metadata: _containers.ScalarMap[str, str]
     off_session: bool
-    def __init__(self, merchant_id: _Optional[str] = ..., request_id: _Optional[str] = ..., amount_minor: _Optional[int] = ..., amount_decimal: _Optional[str] = ..., currency: _Optional[str] = ..., payment_method: _Optional[str] = ..., method: _Optional[str] = ..., methods: _Optional[_Iterable[_Union[PaymentMethodInput, _Mapping]]] = ..., customer_id: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., off_session: _Optional[bool] = ...) -> None: ...
+    authorize_only: bool
+    def __init__(self, merchant_id: _Optional[str] = ..., request_id: _Optional[str] = ..., amount_minor: _Optional[int] = ..., amount_decimal: _Optional[str] = ..., currency: _Optional[str] = ..., payment_method: _Optional[str] = ..., method: _Optional[str] = ..., methods: _Optional[_Iterable[_Union[PaymentMethodInput, _Mapping]]] = ..., customer_id: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., off_session: _Optional[bool] = ..., authorize_only: _Optional[bool] = ...) -> None: ...
 
 class Payment(_message.Message):
     __slots__ = ("payment_id", "merchant_id", "request_id", "amount", "plan", "result", "metadata", "created_at", "updated_at", "orchestration_ms", "replayed")
@@ -128,3 +132,99 @@ class ListPaymentsResponse(_message.Message):
     payments: _containers.RepeatedCompositeFieldContainer[Payment]
     next_page_token: str
     def __init__(self, payments: _Optional[_Iterable[_Union[Payment, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class ConfirmPaymentRequest(_message.Message):
+    __slots__ = ("payment_id",)
+    PAYMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    payment_id: str
+    def __init__(self, payment_id: _Optional[str] = ...) -> None: ...
+
+class ConfirmPaymentResponse(_message.Message):
+    __slots__ = ("payment",)
+    PAYMENT_FIELD_NUMBER: _ClassVar[int]
+    payment: Payment
+    def __init__(self, payment: _Optional[_Union[Payment, _Mapping]] = ...) -> None: ...
+
+class CapturePaymentRequest(_message.Message):
+    __slots__ = ("payment_id",)
+    PAYMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    payment_id: str
+    def __init__(self, payment_id: _Optional[str] = ...) -> None: ...
+
+class CapturePaymentResponse(_message.Message):
+    __slots__ = ("payment",)
+    PAYMENT_FIELD_NUMBER: _ClassVar[int]
+    payment: Payment
+    def __init__(self, payment: _Optional[_Union[Payment, _Mapping]] = ...) -> None: ...
+
+class CancelPaymentRequest(_message.Message):
+    __slots__ = ("payment_id", "reason")
+    PAYMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    payment_id: str
+    reason: str
+    def __init__(self, payment_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class CancelPaymentResponse(_message.Message):
+    __slots__ = ("payment",)
+    PAYMENT_FIELD_NUMBER: _ClassVar[int]
+    payment: Payment
+    def __init__(self, payment: _Optional[_Union[Payment, _Mapping]] = ...) -> None: ...
+
+class RefundPaymentRequest(_message.Message):
+    __slots__ = ("payment_id", "request_id", "amount_minor", "reason")
+    PAYMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_MINOR_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    payment_id: str
+    request_id: str
+    amount_minor: int
+    reason: str
+    def __init__(self, payment_id: _Optional[str] = ..., request_id: _Optional[str] = ..., amount_minor: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class RefundPaymentResponse(_message.Message):
+    __slots__ = ("payment",)
+    PAYMENT_FIELD_NUMBER: _ClassVar[int]
+    payment: Payment
+    def __init__(self, payment: _Optional[_Union[Payment, _Mapping]] = ...) -> None: ...
+
+class ListPaymentEventsRequest(_message.Message):
+    __slots__ = ("payment_id",)
+    PAYMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    payment_id: str
+    def __init__(self, payment_id: _Optional[str] = ...) -> None: ...
+
+class ListPaymentEventsResponse(_message.Message):
+    __slots__ = ("events",)
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[_events_pb2.EventEnvelope]
+    def __init__(self, events: _Optional[_Iterable[_Union[_events_pb2.EventEnvelope, _Mapping]]] = ...) -> None: ...
+
+class UpsertMerchantConfigRequest(_message.Message):
+    __slots__ = ("config", "expected_version")
+    CONFIG_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_VERSION_FIELD_NUMBER: _ClassVar[int]
+    config: _config_pb2.MerchantConfig
+    expected_version: int
+    def __init__(self, config: _Optional[_Union[_config_pb2.MerchantConfig, _Mapping]] = ..., expected_version: _Optional[int] = ...) -> None: ...
+
+class UpsertMerchantConfigResponse(_message.Message):
+    __slots__ = ("config",)
+    CONFIG_FIELD_NUMBER: _ClassVar[int]
+    config: _config_pb2.MerchantConfig
+    def __init__(self, config: _Optional[_Union[_config_pb2.MerchantConfig, _Mapping]] = ...) -> None: ...
+
+class GetMerchantConfigRequest(_message.Message):
+    __slots__ = ("merchant_id",)
+    MERCHANT_ID_FIELD_NUMBER: _ClassVar[int]
+    merchant_id: str
+    def __init__(self, merchant_id: _Optional[str] = ...) -> None: ...
+
+class GetMerchantConfigResponse(_message.Message):
+    __slots__ = ("config", "is_default")
+    CONFIG_FIELD_NUMBER: _ClassVar[int]
+    IS_DEFAULT_FIELD_NUMBER: _ClassVar[int]
+    config: _config_pb2.MerchantConfig
+    is_default: bool
+    def __init__(self, config: _Optional[_Union[_config_pb2.MerchantConfig, _Mapping]] = ..., is_default: _Optional[bool] = ...) -> None: ...

@@ -51,6 +51,41 @@ class PaymentOrchestratorStub:
                 request_serializer=payments_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ListPaymentsRequest.SerializeToString,
                 response_deserializer=payments_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ListPaymentsResponse.FromString,
                 _registered_method=True)
+        self.ConfirmPayment = channel.unary_unary(
+                '/payments.orchestrator.v1.PaymentOrchestrator/ConfirmPayment',
+                request_serializer=payments_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ConfirmPaymentRequest.SerializeToString,
+                response_deserializer=payments_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ConfirmPaymentResponse.FromString,
+                _registered_method=True)
+        self.CapturePayment = channel.unary_unary(
+                '/payments.orchestrator.v1.PaymentOrchestrator/CapturePayment',
+                request_serializer=payments_dot_orchestrator_dot_v1_dot_orchestrator__pb2.CapturePaymentRequest.SerializeToString,
+                response_deserializer=payments_dot_orchestrator_dot_v1_dot_orchestrator__pb2.CapturePaymentResponse.FromString,
+                _registered_method=True)
+        self.CancelPayment = channel.unary_unary(
+                '/payments.orchestrator.v1.PaymentOrchestrator/CancelPayment',
+                request_serializer=payments_dot_orchestrator_dot_v1_dot_orchestrator__pb2.CancelPaymentRequest.SerializeToString,
+                response_deserializer=payments_dot_orchestrator_dot_v1_dot_orchestrator__pb2.CancelPaymentResponse.FromString,
+                _registered_method=True)
+        self.RefundPayment = channel.unary_unary(
+                '/payments.orchestrator.v1.PaymentOrchestrator/RefundPayment',
+                request_serializer=payments_dot_orchestrator_dot_v1_dot_orchestrator__pb2.RefundPaymentRequest.SerializeToString,
+                response_deserializer=payments_dot_orchestrator_dot_v1_dot_orchestrator__pb2.RefundPaymentResponse.FromString,
+                _registered_method=True)
+        self.ListPaymentEvents = channel.unary_unary(
+                '/payments.orchestrator.v1.PaymentOrchestrator/ListPaymentEvents',
+                request_serializer=payments_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ListPaymentEventsRequest.SerializeToString,
+                response_deserializer=payments_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ListPaymentEventsResponse.FromString,
+                _registered_method=True)
+        self.UpsertMerchantConfig = channel.unary_unary(
+                '/payments.orchestrator.v1.PaymentOrchestrator/UpsertMerchantConfig',
+                request_serializer=payments_dot_orchestrator_dot_v1_dot_orchestrator__pb2.UpsertMerchantConfigRequest.SerializeToString,
+                response_deserializer=payments_dot_orchestrator_dot_v1_dot_orchestrator__pb2.UpsertMerchantConfigResponse.FromString,
+                _registered_method=True)
+        self.GetMerchantConfig = channel.unary_unary(
+                '/payments.orchestrator.v1.PaymentOrchestrator/GetMerchantConfig',
+                request_serializer=payments_dot_orchestrator_dot_v1_dot_orchestrator__pb2.GetMerchantConfigRequest.SerializeToString,
+                response_deserializer=payments_dot_orchestrator_dot_v1_dot_orchestrator__pb2.GetMerchantConfigResponse.FromString,
+                _registered_method=True)
 
 
 class PaymentOrchestratorServicer:
@@ -80,6 +115,55 @@ class PaymentOrchestratorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ConfirmPayment(self, request, context):
+        """Resumes a payment paused for customer action (3-D Secure) once the customer acted.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CapturePayment(self, request, context):
+        """Captures every authorized step of a payment created with authorize_only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelPayment(self, request, context):
+        """Voids every authorization of a payment not yet captured.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RefundPayment(self, request, context):
+        """Refunds captured money, in full or in part; never more than was captured.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPaymentEvents(self, request, context):
+        """The domain events of one payment, in order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpsertMerchantConfig(self, request, context):
+        """Creates or replaces a merchant's configuration (a new version each time).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetMerchantConfig(self, request, context):
+        """The merchant's current configuration, or the documented defaults.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PaymentOrchestratorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -97,6 +181,41 @@ def add_PaymentOrchestratorServicer_to_server(servicer, server):
                     servicer.ListPayments,
                     request_deserializer=payments_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ListPaymentsRequest.FromString,
                     response_serializer=payments_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ListPaymentsResponse.SerializeToString,
+            ),
+            'ConfirmPayment': grpc.unary_unary_rpc_method_handler(
+                    servicer.ConfirmPayment,
+                    request_deserializer=payments_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ConfirmPaymentRequest.FromString,
+                    response_serializer=payments_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ConfirmPaymentResponse.SerializeToString,
+            ),
+            'CapturePayment': grpc.unary_unary_rpc_method_handler(
+                    servicer.CapturePayment,
+                    request_deserializer=payments_dot_orchestrator_dot_v1_dot_orchestrator__pb2.CapturePaymentRequest.FromString,
+                    response_serializer=payments_dot_orchestrator_dot_v1_dot_orchestrator__pb2.CapturePaymentResponse.SerializeToString,
+            ),
+            'CancelPayment': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelPayment,
+                    request_deserializer=payments_dot_orchestrator_dot_v1_dot_orchestrator__pb2.CancelPaymentRequest.FromString,
+                    response_serializer=payments_dot_orchestrator_dot_v1_dot_orchestrator__pb2.CancelPaymentResponse.SerializeToString,
+            ),
+            'RefundPayment': grpc.unary_unary_rpc_method_handler(
+                    servicer.RefundPayment,
+                    request_deserializer=payments_dot_orchestrator_dot_v1_dot_orchestrator__pb2.RefundPaymentRequest.FromString,
+                    response_serializer=payments_dot_orchestrator_dot_v1_dot_orchestrator__pb2.RefundPaymentResponse.SerializeToString,
+            ),
+            'ListPaymentEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPaymentEvents,
+                    request_deserializer=payments_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ListPaymentEventsRequest.FromString,
+                    response_serializer=payments_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ListPaymentEventsResponse.SerializeToString,
+            ),
+            'UpsertMerchantConfig': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpsertMerchantConfig,
+                    request_deserializer=payments_dot_orchestrator_dot_v1_dot_orchestrator__pb2.UpsertMerchantConfigRequest.FromString,
+                    response_serializer=payments_dot_orchestrator_dot_v1_dot_orchestrator__pb2.UpsertMerchantConfigResponse.SerializeToString,
+            ),
+            'GetMerchantConfig': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetMerchantConfig,
+                    request_deserializer=payments_dot_orchestrator_dot_v1_dot_orchestrator__pb2.GetMerchantConfigRequest.FromString,
+                    response_serializer=payments_dot_orchestrator_dot_v1_dot_orchestrator__pb2.GetMerchantConfigResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -182,6 +301,195 @@ class PaymentOrchestrator:
             '/payments.orchestrator.v1.PaymentOrchestrator/ListPayments',
             payments_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ListPaymentsRequest.SerializeToString,
             payments_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ListPaymentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ConfirmPayment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/payments.orchestrator.v1.PaymentOrchestrator/ConfirmPayment',
+            payments_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ConfirmPaymentRequest.SerializeToString,
+            payments_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ConfirmPaymentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CapturePayment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/payments.orchestrator.v1.PaymentOrchestrator/CapturePayment',
+            payments_dot_orchestrator_dot_v1_dot_orchestrator__pb2.CapturePaymentRequest.SerializeToString,
+            payments_dot_orchestrator_dot_v1_dot_orchestrator__pb2.CapturePaymentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelPayment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/payments.orchestrator.v1.PaymentOrchestrator/CancelPayment',
+            payments_dot_orchestrator_dot_v1_dot_orchestrator__pb2.CancelPaymentRequest.SerializeToString,
+            payments_dot_orchestrator_dot_v1_dot_orchestrator__pb2.CancelPaymentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RefundPayment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/payments.orchestrator.v1.PaymentOrchestrator/RefundPayment',
+            payments_dot_orchestrator_dot_v1_dot_orchestrator__pb2.RefundPaymentRequest.SerializeToString,
+            payments_dot_orchestrator_dot_v1_dot_orchestrator__pb2.RefundPaymentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPaymentEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/payments.orchestrator.v1.PaymentOrchestrator/ListPaymentEvents',
+            payments_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ListPaymentEventsRequest.SerializeToString,
+            payments_dot_orchestrator_dot_v1_dot_orchestrator__pb2.ListPaymentEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpsertMerchantConfig(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/payments.orchestrator.v1.PaymentOrchestrator/UpsertMerchantConfig',
+            payments_dot_orchestrator_dot_v1_dot_orchestrator__pb2.UpsertMerchantConfigRequest.SerializeToString,
+            payments_dot_orchestrator_dot_v1_dot_orchestrator__pb2.UpsertMerchantConfigResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetMerchantConfig(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/payments.orchestrator.v1.PaymentOrchestrator/GetMerchantConfig',
+            payments_dot_orchestrator_dot_v1_dot_orchestrator__pb2.GetMerchantConfigRequest.SerializeToString,
+            payments_dot_orchestrator_dot_v1_dot_orchestrator__pb2.GetMerchantConfigResponse.FromString,
             options,
             channel_credentials,
             insecure,
