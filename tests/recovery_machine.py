@@ -18,11 +18,15 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from payorch.adapters.clock import ManualClock
 from payorch.adapters.processors.simulated import Ledger, SimulatedProcessor
+from payorch.app.merchant_configs import MerchantConfigs
 from payorch.app.payments import IdempotencyConflict, PaymentService, RequestInProgress
 from payorch.app.router import Router
+from payorch.app.settlement import Settlement
+from payorch.domain.merchant_config import MerchantConfig
 from payorch.domain.payment import PaymentStatus
 from payorch.domain.request import RawPaymentRequest, parse_payment_request
 from payorch.domain.retry import RetryPolicy
+from tests.fakes.memory import FakeMerchantConfigStore
 
 FAULTS = st.sampled_from(
     [None, None, "api_error", "charged_api_error", "rate_limit", "timeout", "lost_response",
@@ -103,12 +107,14 @@ class RecoveryMachine(RuleBasedStateMachine):
 
     def _service(self) -> PaymentService:
         router = Router({"simulated": self.sim}, self.clock, rng=random.Random(0))
-        return PaymentService(
-            self.uow,
-            router,
+        configs = MerchantConfigs(
+            FakeMerchantConfigStore(),
             self.clock,
-            processors_for=lambda _m, _t: ["simulated"],
-            retry_policy=RetryPolicy(max_retries=self.retries),
+            ["simulated"],
+            defaults=MerchantConfig("", retry_policy=RetryPolicy(max_retries=self.retries)),
+        )
+        return PaymentService(
+            self.uow, router, self.clock, configs, Settlement(router.processors, self.clock)
         )
 
     def run(self, coro: Awaitable[Any]) -> Any:

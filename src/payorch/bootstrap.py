@@ -9,13 +9,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from payorch.adapters.clock import SystemClock
 from payorch.adapters.persistence.api_keys import SqlAlchemyApiKeyStore
 from payorch.adapters.persistence.engine import create_engine, migrate
+from payorch.adapters.persistence.merchant_configs import SqlAlchemyMerchantConfigStore
 from payorch.adapters.persistence.unit_of_work import SqlAlchemyUnitOfWorkFactory
 from payorch.adapters.processors.simulated import SimulatedProcessor, Simulation
 from payorch.app.auth import Authenticator
+from payorch.app.merchant_configs import MerchantConfigs
 from payorch.app.payments import PaymentService, ProcessorEvents
+from payorch.app.settlement import Settlement
 from payorch.app.ports import Clock, Processor
 from payorch.app.router import Router
-from payorch.domain.payment import MethodType
 from payorch.settings import Settings
 
 
@@ -28,6 +30,7 @@ class Container:
     processors: dict[str, Processor]
     router: Router
     payments: PaymentService
+    configs: MerchantConfigs
     api_keys: SqlAlchemyApiKeyStore
     authenticator: Authenticator
     processor_events: ProcessorEvents
@@ -75,13 +78,14 @@ async def bootstrap(
     uow = SqlAlchemyUnitOfWorkFactory(engine)
     processors, simulated = build_processors(settings)
     router = Router(processors, clock, call_timeout_s=settings.call_timeout_s)
-    order = list(processors)
-
-    def processors_for(_merchant: str, _method: MethodType) -> list[str]:
-        # Without merchant config every method may use every processor, Stripe first.
-        return order
-
-    payments = PaymentService(uow, router, clock, processors_for=processors_for)
+    # A method with no processors configured may use every one, Stripe first.
+    configs = MerchantConfigs(
+        SqlAlchemyMerchantConfigStore(engine),
+        clock,
+        list(processors),
+        cache_s=settings.config_cache_s,
+    )
+    payments = PaymentService(uow, router, clock, configs, Settlement(processors, clock))
     keys = SqlAlchemyApiKeyStore(engine)
     return Container(
         settings=settings,
@@ -91,6 +95,7 @@ async def bootstrap(
         processors=processors,
         router=router,
         payments=payments,
+        configs=configs,
         api_keys=keys,
         authenticator=Authenticator(keys, clock, cache_s=settings.auth_cache_s),
         processor_events=ProcessorEvents(uow, payments, clock),

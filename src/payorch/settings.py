@@ -39,6 +39,8 @@ class Settings:
     call_timeout_s: float = 10.0
     grace_period_s: float = 10.0
     auth_cache_s: float = 5.0
+    # Merchant configs are read from memory this long; other replicas see a change after it.
+    config_cache_s: float = 5.0
     demo_key_file: str = ""
     tls_cert_file: str = ""
     tls_key_file: str = ""

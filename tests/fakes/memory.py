@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Any
 
-from payorch.app.ports import ConcurrentUpdate, DuplicateRequest, PageCursor
+from payorch.app.ports import ConcurrentUpdate, DuplicateRequest, PageCursor, StoredEvent
+from payorch.domain.merchant_config import MerchantConfig
 from payorch.domain.payment import Payment, PaymentStatus
 
 
 class FakePaymentRepository:
-    def __init__(self, store: dict[str, Payment]) -> None:
+    def __init__(
+        self, store: dict[str, Payment], refunds: set[tuple[str, str]] | None = None
+    ) -> None:
         self._store = store
-        self.events: list[object] = []
+        self.events: list[Any] = []
         self.written: set[str] = set()
+        self.refunds: set[tuple[str, str]] = set() if refunds is None else refunds
 
     async def add(self, payment: Payment) -> None:
         if any(
@@ -38,6 +43,22 @@ class FakePaymentRepository:
             s.stored_attempts = len(s.attempts)
         self._store[payment.id] = copy.deepcopy(payment)
         self.written.add(payment.id)
+
+    async def add_refund(
+        self, payment_id: str, request_id: str, amount: int, now: datetime
+    ) -> bool:
+        key = (payment_id, request_id)
+        if key in self.refunds:
+            return False
+        self.refunds.add(key)
+        return True
+
+    async def events_of(self, payment_id: str) -> list[StoredEvent]:
+        return [
+            StoredEvent(f"evt_{i}", payment_id, "", e.sequence, e.name, {}, datetime.now(UTC))
+            for i, e in enumerate(self.events)
+            if getattr(e, "payment_id", payment_id) == payment_id
+        ]
 
     async def get(self, payment_id: str, merchant_id: str | None) -> Payment | None:
         p = self._store.get(payment_id)
@@ -100,12 +121,18 @@ class FakeInboundEventLog:
 
 
 class FakeUnitOfWork:
-    def __init__(self, store: dict[str, Payment], repo_events: list[object]) -> None:
+    def __init__(
+        self,
+        store: dict[str, Payment],
+        repo_events: list[object],
+        refunds: set[tuple[str, str]],
+        seen: set[str],
+    ) -> None:
         self._store = store
         self._staged: dict[str, Payment] = {}
         self._events = repo_events
-        self.payments = FakePaymentRepository(self._staged)
-        self.inbound_events = FakeInboundEventLog(set())
+        self.payments = FakePaymentRepository(self._staged, refunds)
+        self.inbound_events = FakeInboundEventLog(seen)
         self.committed = False
 
     async def __aenter__(self) -> FakeUnitOfWork:
@@ -126,7 +153,24 @@ class FakeUnitOfWork:
 class FakeUnitOfWorkFactory:
     def __init__(self) -> None:
         self.store: dict[str, Payment] = {}
-        self.events: list[object] = []
+        self.events: list[Any] = []
+        self.refunds: set[tuple[str, str]] = set()
+        self.seen_events: set[str] = set()
 
     def __call__(self) -> FakeUnitOfWork:
-        return FakeUnitOfWork(self.store, self.events)
+        return FakeUnitOfWork(self.store, self.events, self.refunds, self.seen_events)
+
+
+class FakeMerchantConfigStore:
+    def __init__(self) -> None:
+        self.versions: dict[str, list[MerchantConfig]] = {}
+
+    async def current(self, merchant_id: str) -> MerchantConfig | None:
+        found = self.versions.get(merchant_id)
+        return found[-1] if found else None
+
+    async def save(self, config: MerchantConfig, now: datetime) -> None:
+        found = self.versions.setdefault(config.merchant_id, [])
+        if found and found[-1].version >= config.version:
+            raise ConcurrentUpdate(config.merchant_id)
+        found.append(config)

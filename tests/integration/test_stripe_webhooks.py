@@ -11,6 +11,7 @@ import uuid
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from payorch.domain.merchant_config import MerchantConfig
 from payorch.domain.payment import PaymentStatus
 from payorch.domain.retry import RetryPolicy
 from payorch.entrypoints.http.app import build_app
@@ -49,7 +50,7 @@ def event(kind: str, payment_id: str, *, pi: str = "pi_x", event_id: str | None 
 @pytest.fixture
 async def world(database_url, clock):
     container = await make_container(database_url, clock)
-    container.payments._retry_policy = RetryPolicy(max_retries=0)
+    await container.configs.upsert(MerchantConfig("m_1", retry_policy=RetryPolicy(max_retries=0)))
     app = build_app(stripe_events=container.processor_events, stripe_webhook_secret=SECRET)
     async with TestClient(TestServer(app)) as client:
         yield container, client

@@ -11,13 +11,16 @@ import pytest
 
 from payorch.adapters.clock import ManualClock
 from payorch.adapters.processors.simulated import SimulatedProcessor, Simulation
+from payorch.app.merchant_configs import MerchantConfigs
 from payorch.app.payments import PaymentService
 from payorch.app.router import Router
+from payorch.app.settlement import Settlement
+from payorch.domain.merchant_config import MerchantConfig
 from payorch.domain.payment import PaymentStatus, StepStatus
 from payorch.domain.request import RawPaymentRequest, parse_payment_request
 from payorch.domain.results import ErrorCode, Outcome
 from payorch.domain.retry import RetryPolicy
-from tests.fakes.memory import FakeUnitOfWorkFactory
+from tests.fakes.memory import FakeMerchantConfigStore, FakeUnitOfWorkFactory
 
 
 class World:
@@ -28,12 +31,18 @@ class World:
         )
         self.uow = FakeUnitOfWorkFactory()
         self.router = Router({"simulated": self.sim}, self.clock, rng=random.Random(1))
+        self.configs = MerchantConfigs(
+            FakeMerchantConfigStore(),
+            self.clock,
+            ["simulated"],
+            defaults=MerchantConfig("", retry_policy=RetryPolicy(max_retries=max_retries)),
+        )
         self.service = PaymentService(
             self.uow,
             self.router,
             self.clock,
-            processors_for=lambda _m, _t: ["simulated"],
-            retry_policy=RetryPolicy(max_retries=max_retries),
+            self.configs,
+            Settlement(self.router.processors, self.clock),
         )
 
     async def pay(self, request_id: str = "r1", token: str = "pm_card_visa", deadline_s=None):

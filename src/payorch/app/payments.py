@@ -3,28 +3,32 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from payorch.app.merchant_configs import MerchantConfigs
+from payorch.app.plan_builder import Plan, build_plan
 from payorch.app.ports import (
     Clock,
     ConcurrentUpdate,
     DuplicateRequest,
     PageCursor,
+    StoredEvent,
     UnitOfWorkFactory,
 )
 from payorch.app.router import Deadline, Router
+from payorch.app.settlement import Settlement
+from payorch.domain.merchant_config import MerchantConfig
 from payorch.domain.payment import (
     CaptureMode,
-    MethodType,
+    FallbackMethod,
     Payment,
     PaymentStatus,
     Step,
     StepStatus,
 )
 from payorch.domain.request import CoreRequest
-from payorch.domain.retry import RetryPolicy
 
 # How long a duplicate request waits for the first one to finish before ABORTED.
 DUPLICATE_WAIT_S = 5.0
@@ -59,8 +63,12 @@ def new_payment_id() -> str:
     return f"pay_{uuid.uuid4().hex}"
 
 
-# Processors per method when the merchant has no config.
-ProcessorsFor = Callable[[str, MethodType], list[str]]
+class RefundRejected(ValueError):
+    """A refund asks for more than was captured, or of a payment with nothing captured."""
+
+
+class InvalidState(ValueError):
+    """The operation does not apply to the payment in its current state."""
 
 
 class PaymentService:
@@ -69,25 +77,27 @@ class PaymentService:
         uow: UnitOfWorkFactory,
         router: Router,
         clock: Clock,
+        configs: MerchantConfigs,
+        settlement: Settlement,
         *,
-        processors_for: ProcessorsFor,
-        retry_policy: RetryPolicy | None = None,
         new_id: Callable[[], str] = new_payment_id,
     ) -> None:
         self._uow = uow
         self._router = router
         self._clock = clock
-        self._processors_for = processors_for
-        self._retry_policy = retry_policy or RetryPolicy()
+        self._configs = configs
+        self._settlement = settlement
         self._new_id = new_id
 
     async def create(self, request: CoreRequest, *, deadline_s: float | None) -> CreateResult:
         t0 = self._clock.monotonic()
         deadline = Deadline(None if deadline_s is None else t0 + deadline_s)
         fingerprint = request.fingerprint()
+        config, _ = await self._configs.get(request.merchant_id)
+        plan = build_plan(request, config, self._configs.processors)
         while True:
             # Insert first: the unique (merchant, request_id) constraint is the gate.
-            payment = self._new_payment(request, fingerprint)
+            payment = self._new_payment(request, fingerprint, plan, config)
             try:
                 async with self._uow() as uow:
                     await uow.payments.add(payment)
@@ -97,15 +107,18 @@ class PaymentService:
                 existing = await self._replay_or_wait(request, fingerprint, deadline)
                 if existing is not None:
                     return CreateResult(existing, replayed=True)
-        await self._execute(payment, deadline)
+        await self._run_plan(payment, config, deadline)
         payment.settle(self._clock.now(), orchestration_ms=self._elapsed_ms(t0))
-        async with self._uow() as uow:
-            await uow.payments.save(payment)
-            await uow.commit()
+        await self._save(payment)
         return CreateResult(payment, replayed=False)
 
     def _elapsed_ms(self, t0: float) -> int:
         return int((self._clock.monotonic() - t0) * 1000)
+
+    async def _save(self, payment: Payment) -> None:
+        async with self._uow() as uow:
+            await uow.payments.save(payment)
+            await uow.commit()
 
     async def _replay_or_wait(
         self, request: CoreRequest, fingerprint: str, deadline: Deadline
@@ -133,24 +146,22 @@ class PaymentService:
             await self._clock.sleep(DUPLICATE_POLL_S)
             waited += DUPLICATE_POLL_S
 
-    def _new_payment(self, request: CoreRequest, fingerprint: str) -> Payment:
+    def _new_payment(
+        self, request: CoreRequest, fingerprint: str, plan: Plan, config: MerchantConfig
+    ) -> Payment:
         now = self._clock.now()
-        steps = []
-        remaining = request.amount.amount_minor
-        for i, m in enumerate(request.methods):
-            last = i == len(request.methods) - 1
-            amount = remaining if (last or m.amount_minor is None) else m.amount_minor
-            remaining -= amount
-            steps.append(
-                Step(
-                    index=i,
-                    method=m.method,
-                    token=m.token,
-                    amount_minor=amount,
-                    processors=self._processors_for(request.merchant_id, m.method),
-                    customer_id=m.customer_id or request.customer_id,
-                )
+        steps = [
+            Step(
+                index=i,
+                method=s.method,
+                token=s.token,
+                amount_minor=s.amount_minor,
+                processors=list(s.processors),
+                customer_id=s.customer_id,
             )
+            for i, s in enumerate(plan.steps)
+        ]
+        single = len(steps) == 1 and not request.authorize_only
         return Payment(
             id=self._new_id(),
             merchant_id=request.merchant_id,
@@ -161,25 +172,172 @@ class PaymentService:
             steps=steps,
             created_at=now,
             updated_at=now,
-            capture_mode=CaptureMode.AUTOMATIC if len(steps) == 1 else CaptureMode.MANUAL,
+            # One step: authorize and capture in one call. Several: all-or-nothing.
+            capture_mode=CaptureMode.AUTOMATIC if single else CaptureMode.MANUAL,
+            allow_partial=config.allow_partial,
+            config_version=plan.config_version,
             metadata=dict(request.metadata),
             off_session=request.off_session,
+            fallbacks=[FallbackMethod(m.method, m.token, m.customer_id) for m in plan.fallbacks],
+            authorize_only=request.authorize_only,
         )
 
-    async def _execute(self, payment: Payment, deadline: Deadline) -> None:
-        for step in payment.steps:
-            await self._router.authorize(
-                payment, step, policy=self._retry_policy, deadline=deadline
-            )
-            if step.status is not StepStatus.AUTHORIZED and step.status is not StepStatus.CAPTURED:
-                break
+    async def _run_plan(self, payment: Payment, config: MerchantConfig, deadline: Deadline) -> None:
+        """Authorize the steps in order; on a failure fall back, or compensate; then capture.
 
-    async def get(self, payment_id: str, merchant_id: str | None) -> Payment:
+        Stops (and leaves the payment open) at a step that needs the customer or whose
+        outcome is unknown: ConfirmPayment, a webhook or the reconciler goes on from there.
+        """
+        i = 0
+        while i < len(payment.steps):
+            step = payment.steps[i]
+            if step.status is StepStatus.PENDING:
+                await self._router.authorize(
+                    payment, step, policy=config.retry_policy, deadline=deadline
+                )
+            if step.status in (StepStatus.REQUIRES_ACTION, StepStatus.UNKNOWN):
+                return
+            if step.status is StepStatus.FAILED:
+                fallback = self._fallback_for(payment, step, config)
+                if fallback is None:
+                    break
+            i += 1
+        for rest in payment.steps:
+            if rest.status is StepStatus.PENDING:
+                payment.step_skipped(rest)
+        if payment.remaining_minor and not payment.allow_partial:
+            await self._compensate(payment)
+        elif payment.capture_mode is CaptureMode.MANUAL and not payment.authorize_only:
+            await self._capture_all(payment)
+
+    def _fallback_for(self, payment: Payment, failed: Step, config: MerchantConfig) -> Step | None:
+        if not config.fallback_on_failure or not payment.fallbacks:
+            return None
+        for i, f in enumerate(payment.fallbacks):
+            rule = config.rule(f.method)
+            if rule is not None and rule.admits(failed.amount_minor):
+                del payment.fallbacks[i]
+                return payment.add_fallback_step(
+                    f.method,
+                    f.token,
+                    f.customer_id,
+                    failed.amount_minor,
+                    list(rule.processors or self._configs.processors),
+                )
+        return None
+
+    async def _compensate(self, payment: Payment) -> None:
+        """All-or-nothing: void every authorization taken so far."""
+        for step in payment.steps:
+            if step.status is StepStatus.AUTHORIZED:
+                await self._settlement.void(payment, step)
+
+    async def _capture_all(self, payment: Payment) -> None:
+        amount = 0
+        for step in payment.steps:
+            if step.status is StepStatus.AUTHORIZED and await self._settlement.capture(
+                payment, step
+            ):
+                amount += step.amount_minor
+        if amount:
+            payment.captured(amount)
+        if any(s.status is StepStatus.AUTHORIZED for s in payment.steps):
+            payment.final_error_message = "a capture failed; retry with CapturePayment"
+
+    async def _load(self, payment_id: str, merchant_id: str | None) -> Payment:
         async with self._uow() as uow:
             payment = await uow.payments.get(payment_id, merchant_id)
         if payment is None:
             raise PaymentNotFound(payment_id)
         return payment
+
+    async def get(self, payment_id: str, merchant_id: str | None) -> Payment:
+        return await self._load(payment_id, merchant_id)
+
+    async def confirm(self, payment_id: str, merchant_id: str | None) -> Payment:
+        """After the customer acted: look the paused step up and go on with the plan."""
+        payment = await self._load(payment_id, merchant_id)
+        if payment.status is not PaymentStatus.REQUIRES_ACTION:
+            return payment
+        await self.resume(payment)
+        return payment
+
+    async def resume(self, payment: Payment) -> None:
+        """Settle open steps with the processor, then run the rest of the plan."""
+        config, _ = await self._configs.get(payment.merchant_id)
+        for step in payment.steps:
+            if step.status in (StepStatus.REQUIRES_ACTION, StepStatus.UNKNOWN):
+                await self._router.reconcile(payment, step)
+        if not any(
+            s.status in (StepStatus.REQUIRES_ACTION, StepStatus.UNKNOWN) for s in payment.steps
+        ):
+            await self._run_plan(payment, config, Deadline(None))
+        payment.settle(self._clock.now())
+        await self._save(payment)
+
+    async def capture(self, payment_id: str, merchant_id: str | None) -> Payment:
+        payment = await self._load(payment_id, merchant_id)
+        if payment.status is PaymentStatus.SUCCEEDED:
+            return payment
+        if payment.status is not PaymentStatus.AUTHORIZED:
+            raise InvalidState(f"a {payment.status.value} payment cannot be captured")
+        await self._capture_all(payment)
+        payment.settle(self._clock.now())
+        await self._save(payment)
+        return payment
+
+    async def cancel(self, payment_id: str, merchant_id: str | None, reason: str) -> Payment:
+        payment = await self._load(payment_id, merchant_id)
+        if payment.status is PaymentStatus.CANCELLED:
+            return payment
+        if payment.captured_minor:
+            raise InvalidState("money was captured: refund it instead of cancelling")
+        if payment.status in (PaymentStatus.PROCESSING, PaymentStatus.UNKNOWN):
+            raise InvalidState(f"a {payment.status.value} payment cannot be cancelled yet")
+        for step in payment.steps:
+            if step.status in (StepStatus.AUTHORIZED, StepStatus.REQUIRES_ACTION):
+                await self._settlement.void(payment, step)
+            elif step.status is StepStatus.PENDING:
+                payment.step_skipped(step)
+        if all(s.status is not StepStatus.AUTHORIZED for s in payment.steps):
+            payment.cancelled(reason)
+        payment.settle(self._clock.now())
+        await self._save(payment)
+        return payment
+
+    async def refund(
+        self, payment_id: str, merchant_id: str | None, *, amount_minor: int, request_id: str
+    ) -> Payment:
+        payment = await self._load(payment_id, merchant_id)
+        refundable = payment.refundable_minor
+        amount = amount_minor or refundable
+        if refundable == 0:
+            raise RefundRejected("nothing captured is left to refund")
+        if amount > refundable:
+            raise RefundRejected(f"{amount} exceeds the {refundable} still refundable")
+        async with self._uow() as uow:
+            if not await uow.payments.add_refund(payment.id, request_id, amount, self._clock.now()):
+                return payment  # this refund was made before: the stored result stands
+            await uow.commit()
+        left = amount
+        for step in reversed(payment.steps):
+            part = min(left, step.captured_minor - step.refunded_minor)
+            if part and await self._settlement.refund(payment, step, part, request_id):
+                left -= part
+        if amount - left:
+            payment.refunded(amount - left, request_id)
+        if left:
+            payment.final_error_message = f"{left} could not be refunded; retry the refund"
+        payment.settle(self._clock.now())
+        await self._save(payment)
+        return payment
+
+    async def events(self, payment_id: str, merchant_id: str | None) -> list[StoredEvent]:
+        async with self._uow() as uow:
+            payment = await uow.payments.get(payment_id, merchant_id)
+            if payment is None:
+                raise PaymentNotFound(payment_id)
+            return await uow.payments.events_of(payment_id)
 
     async def list(
         self,
@@ -214,6 +372,21 @@ class PaymentService:
             settled += await self.reconcile(payment)
         return settled
 
+    async def _finish_after_reconcile(self, payment: Payment) -> None:
+        """A reconciled multi-step plan does not resume: what it holds is voided (or kept,
+        with allow_partial) and the rest skipped. A single step is already final."""
+        if len(payment.steps) == 1 or any(
+            s.status is StepStatus.REQUIRES_ACTION for s in payment.steps
+        ):
+            return
+        for step in payment.steps:
+            if step.status is StepStatus.PENDING:
+                payment.step_skipped(step)
+        if payment.remaining_minor and not payment.allow_partial:
+            await self._compensate(payment)
+        elif not payment.authorize_only:
+            await self._capture_all(payment)
+
     async def reconcile(self, payment: Payment) -> bool:
         changed = False
         for step in payment.steps:
@@ -221,6 +394,9 @@ class PaymentService:
                 changed |= await self._router.reconcile(payment, step)
                 if step.status is StepStatus.PENDING:
                     break
+        if changed and not any(s.status is StepStatus.UNKNOWN for s in payment.steps):
+            # The plan stopped at that step: finish it now, without retrying anything.
+            await self._finish_after_reconcile(payment)
         if changed:
             payment.settle(self._clock.now())
         else:
@@ -305,6 +481,3 @@ def _mismatch(existing: Payment, request: CoreRequest) -> str:
     if existing.off_session != request.off_session:
         diffs.append("off_session")
     return ", ".join(diffs) or "set of parameters"
-
-
-ProcessorNames = Mapping[str, Sequence[str]]

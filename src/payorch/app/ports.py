@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
+from payorch.domain.merchant_config import MerchantConfig
 from payorch.domain.payment import Payment, PaymentStatus
 from payorch.domain.results import ProcessorResponse
 
@@ -82,6 +83,17 @@ class PageCursor:
     payment_id: str
 
 
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    event_id: str
+    payment_id: str
+    merchant_id: str
+    sequence: int
+    name: str
+    payload: dict[str, Any]
+    occurred_at: datetime
+
+
 class PaymentRepository(Protocol):
     async def add(self, payment: Payment) -> None:
         """Insert a new payment; raises DuplicateRequest on a used (merchant, request_id)."""
@@ -96,6 +108,14 @@ class PaymentRepository(Protocol):
         ...
 
     async def get_by_request(self, merchant_id: str, request_id: str) -> Payment | None: ...
+
+    async def add_refund(
+        self, payment_id: str, request_id: str, amount: int, now: datetime
+    ) -> bool:
+        """Record a refund request; False when its request_id was used before."""
+        ...
+
+    async def events_of(self, payment_id: str) -> list[StoredEvent]: ...
 
     async def list(
         self,
@@ -135,6 +155,14 @@ class UnitOfWork(Protocol):
         ...
 
     async def commit(self) -> None: ...
+
+
+class MerchantConfigStore(Protocol):
+    async def current(self, merchant_id: str) -> MerchantConfig | None: ...
+
+    async def save(self, config: MerchantConfig, now: datetime) -> None:
+        """Store `config` as a new version; raises ConcurrentUpdate if it exists."""
+        ...
 
 
 class UnitOfWorkFactory(Protocol):

@@ -55,6 +55,22 @@ class PaymentFailed(DomainEvent):
 
 
 @dataclass(slots=True)
+class PaymentCaptured(DomainEvent):
+    amount_minor: int
+
+
+@dataclass(slots=True)
+class PaymentRefunded(DomainEvent):
+    amount_minor: int
+    refund_request_id: str
+
+
+@dataclass(slots=True)
+class PaymentCancelled(DomainEvent):
+    reason: str
+
+
+@dataclass(slots=True)
 class PaymentReconciled(DomainEvent):
     step_index: int
     outcome: Outcome

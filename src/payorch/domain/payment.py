@@ -8,9 +8,12 @@ from datetime import datetime, timedelta
 
 from payorch.domain.events import (
     DomainEvent,
+    PaymentCancelled,
+    PaymentCaptured,
     PaymentCompleted,
     PaymentFailed,
     PaymentReconciled,
+    PaymentRefunded,
     StepFailed,
     StepSucceeded,
     StepVoided,
@@ -57,6 +60,8 @@ class StepStatus(enum.Enum):
     REQUIRES_ACTION = "requires_action"
     UNKNOWN = "unknown"
     REFUNDED = "refunded"
+    # Never attempted: an earlier step failed and the plan stopped.
+    SKIPPED = "skipped"
 
 
 class MethodType(enum.Enum):
@@ -138,6 +143,15 @@ class InvalidTransition(RuntimeError):
     pass
 
 
+@dataclass(frozen=True, slots=True)
+class FallbackMethod:
+    """A requested method not needed by the plan: where a failed step's amount may go."""
+
+    method: MethodType
+    token: str
+    customer_id: str = ""
+
+
 @dataclass(slots=True)
 class Payment:
     id: str
@@ -166,6 +180,9 @@ class Payment:
     # Lookups of an unknown outcome so far, and when the next one is due.
     reconcile_attempts: int = 0
     next_reconcile_at: datetime | None = None
+    fallbacks: list[FallbackMethod] = field(default_factory=list)
+    # Authorize now, capture on request (CapturePayment).
+    authorize_only: bool = False
 
     # -- reading -------------------------------------------------------------
     @property
@@ -177,6 +194,14 @@ class Payment:
     @property
     def remaining_minor(self) -> int:
         return self.amount_minor - sum(s.amount_minor for s in self.steps if s.succeeded)
+
+    @property
+    def captured_minor(self) -> int:
+        return sum(s.captured_minor for s in self.steps)
+
+    @property
+    def refundable_minor(self) -> int:
+        return sum(s.captured_minor - s.refunded_minor for s in self.steps)
 
     @property
     def success(self) -> bool:
@@ -223,10 +248,50 @@ class Payment:
         step.processor = processor
 
     def step_voided(self, step: Step) -> None:
-        if step.status is not StepStatus.AUTHORIZED:
+        if step.status not in (StepStatus.AUTHORIZED, StepStatus.REQUIRES_ACTION):
             raise InvalidTransition(f"only an authorized step can be voided (is {step.status})")
         step.status = StepStatus.VOIDED
         self._raise(StepVoided(step.index, step.processor, step.amount_minor))
+
+    def step_skipped(self, step: Step) -> None:
+        if step.status is not StepStatus.PENDING:
+            raise InvalidTransition(f"only a pending step can be skipped (is {step.status})")
+        step.status = StepStatus.SKIPPED
+
+    def step_captured(self, step: Step) -> None:
+        if step.status is not StepStatus.AUTHORIZED:
+            raise InvalidTransition(f"only an authorized step can be captured (is {step.status})")
+        step.status, step.captured_minor = StepStatus.CAPTURED, step.amount_minor
+
+    def add_fallback_step(
+        self, method: MethodType, token: str, customer_id: str, amount: int, processors: list[str]
+    ) -> Step:
+        step = Step(
+            index=len(self.steps),
+            method=method,
+            token=token,
+            amount_minor=amount,
+            processors=processors,
+            customer_id=customer_id,
+        )
+        self.steps.append(step)
+        return step
+
+    def step_refunded(self, step: Step, amount_minor: int) -> None:
+        if amount_minor <= 0 or amount_minor > step.captured_minor - step.refunded_minor:
+            raise InvalidTransition(f"cannot refund {amount_minor} of step {step.index}")
+        step.refunded_minor += amount_minor
+        if step.refunded_minor == step.captured_minor:
+            step.status = StepStatus.REFUNDED
+
+    def captured(self, amount_minor: int) -> None:
+        self._raise(PaymentCaptured(amount_minor))
+
+    def refunded(self, amount_minor: int, refund_request_id: str) -> None:
+        self._raise(PaymentRefunded(amount_minor, refund_request_id))
+
+    def cancelled(self, reason: str) -> None:
+        self._raise(PaymentCancelled(reason))
 
     def step_reconciled(self, step: Step, *, source: str) -> None:
         assert step.outcome is not None
@@ -272,12 +337,18 @@ class Payment:
             return PaymentStatus.PROCESSING
         if any(s is StepStatus.REQUIRES_ACTION for s in statuses):
             return PaymentStatus.REQUIRES_ACTION
-        if all(s is StepStatus.CAPTURED for s in statuses):
-            return PaymentStatus.SUCCEEDED
-        if all(s in (StepStatus.CAPTURED, StepStatus.AUTHORIZED) for s in statuses):
+        refunded = sum(s.refunded_minor for s in self.steps)
+        if refunded:
+            full = refunded == self.captured_minor
+            return PaymentStatus.REFUNDED if full else PaymentStatus.PARTIALLY_REFUNDED
+        held = [s for s in self.steps if s.succeeded]
+        if held and self.remaining_minor == 0:
+            if all(s.status is StepStatus.CAPTURED for s in held):
+                return PaymentStatus.SUCCEEDED
             return PaymentStatus.AUTHORIZED
-        if any(s in (StepStatus.CAPTURED, StepStatus.AUTHORIZED) for s in statuses):
+        if held:
             return PaymentStatus.PARTIALLY_SUCCEEDED
-        if all(s is StepStatus.VOIDED for s in statuses):
+        tried = [s for s in statuses if s is not StepStatus.SKIPPED]
+        if tried and all(s is StepStatus.VOIDED for s in tried):
             return PaymentStatus.CANCELLED
         return PaymentStatus.FAILED

@@ -84,6 +84,7 @@ class RawPaymentRequest:
     customer_id: str = ""
     metadata: dict[str, str] = field(default_factory=dict)
     off_session: bool = False
+    authorize_only: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +107,7 @@ class CoreRequest:
     customer_id: str
     off_session: bool
     issues: tuple[ValidationIssue, ...] = ()
+    authorize_only: bool = False
 
     def fingerprint(self) -> str:
         """Hash of everything that defines the payment (not the request id)."""
@@ -118,6 +120,7 @@ class CoreRequest:
             "metadata": sorted(self.metadata.items()),
             "customer": self.customer_id,
             "off_session": self.off_session,
+            "authorize_only": self.authorize_only,
         }
         return hashlib.sha256(json.dumps(body, separators=(",", ":")).encode()).hexdigest()
 
@@ -282,6 +285,7 @@ def parse_payment_request(raw: RawPaymentRequest) -> CoreRequest:
         customer_id=customer,
         off_session=raw.off_session,
         issues=tuple(c.issues),
+        authorize_only=raw.authorize_only,
     )
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import grpc
 from google.protobuf import json_format
 
+from payments.config.v1 import config_pb2
 from payments.orchestrator.v1 import orchestrator_pb2 as orch
 from payments.orchestrator.v1 import orchestrator_pb2_grpc as orch_grpc
 from payorch.domain.card_data import contains_card_number
@@ -165,6 +166,7 @@ def build_pay_request(args: argparse.Namespace) -> orch.CreatePaymentRequest:
         currency=args.currency,
         customer_id=args.customer or "",
         off_session=args.off_session,
+        authorize_only=getattr(args, "authorize_only", False),
     )
     if "." in args.amount:
         req.amount_decimal = args.amount
@@ -211,6 +213,45 @@ def cmd_list(args: argparse.Namespace) -> int:
         args,
         "ListPayments",
         orch.ListPaymentsRequest(page_size=args.page_size, page_token=args.page_token or ""),
+    )
+
+
+def cmd_payment_op(args: argparse.Namespace) -> int:
+    """confirm / capture / cancel / refund / events on one payment."""
+    pid = args.payment_id
+    requests: dict[str, tuple[str, Any]] = {
+        "confirm": ("ConfirmPayment", orch.ConfirmPaymentRequest(payment_id=pid)),
+        "capture": ("CapturePayment", orch.CapturePaymentRequest(payment_id=pid)),
+        "cancel": (
+            "CancelPayment",
+            orch.CancelPaymentRequest(payment_id=pid, reason=getattr(args, "reason", "") or ""),
+        ),
+        "events": ("ListPaymentEvents", orch.ListPaymentEventsRequest(payment_id=pid)),
+    }
+    if args.command == "refund":
+        request = orch.RefundPaymentRequest(
+            payment_id=pid,
+            request_id=args.request_id or f"cli-refund-{uuid.uuid4()}",
+            amount_minor=args.amount or 0,
+        )
+        return _call(args, "RefundPayment", request)
+    method, request = requests[args.command]
+    return _call(args, method, request)
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    if args.config_command == "get":
+        return _call(
+            args,
+            "GetMerchantConfig",
+            orch.GetMerchantConfigRequest(merchant_id=args.merchant or ""),
+        )
+    text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
+    config = json_format.Parse(text, config_pb2.MerchantConfig())
+    return _call(
+        args,
+        "UpsertMerchantConfig",
+        orch.UpsertMerchantConfigRequest(config=config, expected_version=args.expected_version),
     )
 
 
@@ -296,6 +337,7 @@ def parser() -> argparse.ArgumentParser:
     pay.add_argument("--customer", help="processor customer id")
     pay.add_argument("--off-session", action="store_true")
     pay.add_argument("--metadata", action="append", metavar="KEY=VALUE")
+    pay.add_argument("--authorize-only", action="store_true", help="capture later")
     pay.set_defaults(func=cmd_pay)
 
     get = sub.add_parser("get", help="show a payment with its attempts")
@@ -308,6 +350,34 @@ def parser() -> argparse.ArgumentParser:
     lst.add_argument("--page-size", type=int, default=20)
     lst.add_argument("--page-token")
     lst.set_defaults(func=cmd_list)
+
+    for name, help_text in (
+        ("confirm", "resume a payment after the customer acted (3-D Secure)"),
+        ("capture", "capture an authorize-only payment"),
+        ("cancel", "void the authorizations of a payment not yet captured"),
+        ("refund", "refund captured money, in full or in part"),
+        ("events", "list a payment's domain events"),
+    ):
+        op = sub.add_parser(name, help=help_text)
+        _client_flags(op)
+        op.add_argument("payment_id")
+        if name == "refund":
+            op.add_argument("--amount", type=int, help="minor units (default: all refundable)")
+            op.add_argument("--request-id", help="idempotency key of this refund")
+        if name == "cancel":
+            op.add_argument("--reason", default="")
+        op.set_defaults(func=cmd_payment_op)
+
+    config = sub.add_parser("config", help="read or replace a merchant's config")
+    config_sub = config.add_subparsers(dest="config_command", required=True)
+    config_get = config_sub.add_parser("get")
+    _client_flags(config_get)
+    config_get.add_argument("--merchant", help="ops only: the merchant to read")
+    config_set = config_sub.add_parser("set", help="MerchantConfig as protobuf JSON")
+    _client_flags(config_set)
+    config_set.add_argument("file", help="JSON file, or - for standard input")
+    config_set.add_argument("--expected-version", type=int, default=0)
+    config.set_defaults(func=cmd_config)
 
     rec = sub.add_parser("reconcile", help="resolve payments left UNKNOWN or PROCESSING")
     _db_flags(rec)

@@ -72,6 +72,7 @@ class StepStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     STEP_STATUS_REQUIRES_ACTION: _ClassVar[StepStatus]
     STEP_STATUS_UNKNOWN: _ClassVar[StepStatus]
     STEP_STATUS_REFUNDED: _ClassVar[StepStatus]
+    STEP_STATUS_SKIPPED: _ClassVar[StepStatus]
 OUTCOME_UNSPECIFIED: Outcome
 OUTCOME_SUCCESS: Outcome
 OUTCOME_SOFT: Outcome
@@ -122,6 +123,7 @@ STEP_STATUS_VOIDED: StepStatus
 STEP_STATUS_REQUIRES_ACTION: StepStatus
 STEP_STATUS_UNKNOWN: StepStatus
 STEP_STATUS_REFUNDED: StepStatus
+STEP_STATUS_SKIPPED: StepStatus
 
 class RawProcessorError(_message.Message):
     __slots__ = ("type", "code", "decline_code", "http_status", "request_id", "message")

@@ -20,13 +20,15 @@ from payorch.adapters.persistence.tables import (
     inbound_events,
     payment_steps,
     payments,
+    refunds,
 )
-from payorch.app.ports import ConcurrentUpdate, DuplicateRequest, PageCursor
+from payorch.app.ports import ConcurrentUpdate, DuplicateRequest, PageCursor, StoredEvent
 from payorch.domain.events import DomainEvent
 from payorch.domain.money import Currency
 from payorch.domain.payment import (
     Attempt,
     CaptureMode,
+    FallbackMethod,
     MethodType,
     Payment,
     PaymentStatus,
@@ -58,6 +60,8 @@ def _payment_row(p: Payment) -> dict[str, Any]:
         "event_sequence": p.event_sequence,
         "reconcile_attempts": p.reconcile_attempts,
         "next_reconcile_at": p.next_reconcile_at,
+        "fallbacks": [[f.method.value, f.token, f.customer_id] for f in p.fallbacks],
+        "authorize_only": p.authorize_only,
         "created_at": p.created_at,
         "updated_at": p.updated_at,
     }
@@ -202,6 +206,44 @@ class SqlAlchemyPaymentRepository:
         for s in payment.steps:
             s.stored_attempts = len(s.attempts)
         payment.pending_events.clear()
+
+    async def add_refund(
+        self, payment_id: str, request_id: str, amount: int, now: datetime
+    ) -> bool:
+        """Record a refund request; False when this request_id was used before."""
+        try:
+            async with self._conn.begin_nested():
+                await self._conn.execute(
+                    refunds.insert(),
+                    [
+                        {
+                            "payment_id": payment_id,
+                            "request_id": request_id,
+                            "amount_minor": amount,
+                            "created_at": now,
+                        }
+                    ],
+                )
+        except IntegrityError:
+            return False
+        return True
+
+    async def events_of(self, payment_id: str) -> builtins.list[StoredEvent]:
+        rows = await self._conn.execute(
+            select(events).where(events.c.payment_id == payment_id).order_by(events.c.sequence)
+        )
+        return [
+            StoredEvent(
+                r["id"],
+                r["payment_id"],
+                r["merchant_id"],
+                r["sequence"],
+                r["name"],
+                r["payload"],
+                r["occurred_at"],
+            )
+            for r in rows.mappings()
+        ]
 
     async def get(self, payment_id: str, merchant_id: str | None) -> Payment | None:
         query = select(payments).where(payments.c.id == payment_id)
@@ -377,4 +419,6 @@ def _payment(r: Any, steps: list[Step]) -> Payment:
         event_sequence=r["event_sequence"],
         reconcile_attempts=r["reconcile_attempts"],
         next_reconcile_at=r["next_reconcile_at"],
+        fallbacks=[FallbackMethod(MethodType(m), t, c) for m, t, c in r["fallbacks"] or []],
+        authorize_only=r["authorize_only"],
     )

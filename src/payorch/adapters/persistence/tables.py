@@ -21,6 +21,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 
 metadata = MetaData(
@@ -78,6 +79,8 @@ payments = Table(
     Column("updated_at", UTCDateTime, nullable=False),
     Column("reconcile_attempts", Integer, nullable=False, server_default="0"),
     Column("next_reconcile_at", UTCDateTime, nullable=True),
+    Column("fallbacks", JSON, nullable=True),
+    Column("authorize_only", Boolean, nullable=False, server_default=false()),
     # Idempotency: one payment per (merchant, request_id), enforced by the database.
     UniqueConstraint("merchant_id", "request_id"),
     Index(None, "merchant_id", "created_at", "id"),
@@ -155,6 +158,26 @@ events = Table(
     Column("published_at", UTCDateTime, nullable=True),
     UniqueConstraint("payment_id", "sequence"),
     Index(None, "published_at", "occurred_at"),
+)
+
+# Every version of every merchant's config; the highest version is current.
+merchant_configs = Table(
+    "merchant_configs",
+    metadata,
+    Column("merchant_id", String(64), primary_key=True),
+    Column("version", BigInteger, primary_key=True),
+    Column("body", JSON, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+# One row per refund request: (payment, request_id) makes refunds idempotent.
+refunds = Table(
+    "refunds",
+    metadata,
+    Column("payment_id", String(64), ForeignKey("payments.id"), primary_key=True),
+    Column("request_id", String(255), primary_key=True),
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
 )
 
 # Processor events already applied (webhooks are delivered at least once).

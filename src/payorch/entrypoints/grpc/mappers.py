@@ -9,10 +9,19 @@ from typing import Any
 
 from google.protobuf import timestamp_pb2
 
+from payments.config.v1 import config_pb2
+from payments.events.v1 import events_pb2
 from payments.orchestrator.v1 import orchestrator_pb2 as orch
 from payments.plan.v1 import plan_pb2
 from payments.result.v1 import result_pb2
-from payorch.app.ports import PageCursor
+from payorch.app.ports import PageCursor, StoredEvent
+from payorch.domain.merchant_config import (
+    InstallmentPolicy,
+    InvalidMerchantConfig,
+    MerchantConfig,
+    MethodRule,
+    retry_policy,
+)
 from payorch.domain.money import Currency
 from payorch.domain.payment import (
     Attempt,
@@ -78,6 +87,7 @@ def raw_request(req: orch.CreatePaymentRequest, merchant_id: str) -> RawPaymentR
         customer_id=req.customer_id,
         metadata=dict(req.metadata),
         off_session=req.off_session,
+        authorize_only=req.authorize_only,
     )
 
 
@@ -204,3 +214,148 @@ def decode_page_token(token: str) -> PageCursor | None:
     if not payment_id or when.tzinfo is None:
         raise InvalidPageToken("page_token is not one this server issued")
     return PageCursor(when, payment_id)
+
+
+# -- events ----------------------------------------------------------------------
+def event_envelope(e: StoredEvent, currency: Currency) -> events_pb2.EventEnvelope:
+    p = e.payload
+    env = events_pb2.EventEnvelope(
+        event_id=e.event_id,
+        payment_id=e.payment_id,
+        merchant_id=e.merchant_id,
+        sequence=e.sequence,
+        occurred_at=timestamp(e.occurred_at),
+    )
+    name = e.name
+    if name == "StepSucceeded":
+        env.step_succeeded.CopyFrom(
+            events_pb2.StepSucceeded(
+                step_index=p["step_index"],
+                processor=p["processor"],
+                latency_ms=p["latency_ms"],
+                amount=money(p["amount_minor"], currency),
+            )
+        )
+    elif name == "StepFailed":
+        env.step_failed.CopyFrom(
+            events_pb2.StepFailed(
+                step_index=p["step_index"],
+                processor=p["processor"],
+                error_code=ERROR_CODES[ErrorCode(p["error_code"])],
+                retryable=p["retryable"],
+                latency_ms=p["latency_ms"],
+            )
+        )
+    elif name == "StepVoided":
+        env.step_voided.CopyFrom(
+            events_pb2.StepVoided(
+                step_index=p["step_index"],
+                processor=p["processor"],
+                amount=money(p["amount_minor"], currency),
+            )
+        )
+    elif name == "PaymentCompleted":
+        env.payment_completed.CopyFrom(
+            events_pb2.PaymentCompleted(
+                total=money(p["total_minor"], currency), request_id=p["request_id"]
+            )
+        )
+    elif name == "PaymentFailed":
+        env.payment_failed.CopyFrom(
+            events_pb2.PaymentFailed(
+                error_code=ERROR_CODES[ErrorCode(p["error_code"])],
+                request_id=p["request_id"],
+                message=p["message"],
+            )
+        )
+    elif name == "PaymentReconciled":
+        env.payment_reconciled.CopyFrom(
+            events_pb2.PaymentReconciled(
+                step_index=p["step_index"],
+                outcome=OUTCOMES[Outcome(p["outcome"])],
+                source=p["source"],
+            )
+        )
+    elif name == "PaymentCaptured":
+        env.payment_captured.CopyFrom(
+            events_pb2.PaymentCaptured(amount=money(p["amount_minor"], currency))
+        )
+    elif name == "PaymentRefunded":
+        env.payment_refunded.CopyFrom(
+            events_pb2.PaymentRefunded(
+                amount=money(p["amount_minor"], currency),
+                refund_request_id=p["refund_request_id"],
+            )
+        )
+    elif name == "PaymentCancelled":
+        env.payment_cancelled.CopyFrom(events_pb2.PaymentCancelled(reason=p["reason"]))
+    return env
+
+
+# -- merchant config -------------------------------------------------------------
+METHOD_FROM_PROTO = {v: k for k, v in METHOD_TYPES.items()}
+
+
+def config_pb(c: MerchantConfig) -> config_pb2.MerchantConfig:
+    return config_pb2.MerchantConfig(
+        merchant_id=c.merchant_id,
+        version=c.version,
+        methods=[
+            config_pb2.MethodConfig(
+                type=METHOD_TYPES[r.method],
+                min_amount_minor=r.min_amount_minor,
+                max_amount_minor=r.max_amount_minor,
+                processors=list(r.processors),
+            )
+            for r in c.methods
+        ],
+        allowed_currencies=sorted(c.allowed_currencies),
+        retry_policy=config_pb2.RetryPolicy(
+            max_retries=c.retry_policy.max_retries,
+            base_delay_ms=c.retry_policy.base_delay_ms,
+            max_delay_ms=c.retry_policy.max_delay_ms,
+        ),
+        allow_partial=c.allow_partial,
+        fallback_on_failure=c.fallback_on_failure,
+        installment_policy=config_pb2.InstallmentPolicy(
+            min_total_minor=c.installment_policy.min_total_minor,
+            count=c.installment_policy.count,
+            interval_days=c.installment_policy.interval_days,
+            dunning_days=list(c.installment_policy.dunning_days),
+        ),
+    )
+
+
+def config_from_pb(c: config_pb2.MerchantConfig, merchant_id: str) -> MerchantConfig:
+    """Proto -> domain; 0 and empty mean "the default" for optional numbers and lists."""
+    problems: list[tuple[str, str]] = []
+    methods = []
+    for i, m in enumerate(c.methods):
+        method = METHOD_FROM_PROTO.get(m.type)
+        if method is None:
+            problems.append((f"config.methods[{i}].type", "unknown or unspecified method"))
+            continue
+        methods.append(
+            MethodRule(method, m.min_amount_minor, m.max_amount_minor, tuple(m.processors))
+        )
+    currencies = frozenset(code.strip().upper() for code in c.allowed_currencies)
+    p = c.installment_policy
+    default_policy = InstallmentPolicy()
+    if problems:
+        raise InvalidMerchantConfig(problems)
+    return MerchantConfig(
+        merchant_id=merchant_id,
+        methods=tuple(methods),
+        allowed_currencies=currencies,
+        retry_policy=retry_policy(
+            c.retry_policy.max_retries, c.retry_policy.base_delay_ms, c.retry_policy.max_delay_ms
+        ),
+        allow_partial=c.allow_partial,
+        fallback_on_failure=c.fallback_on_failure,
+        installment_policy=InstallmentPolicy(
+            min_total_minor=p.min_total_minor,
+            count=p.count or default_policy.count,
+            interval_days=p.interval_days or default_policy.interval_days,
+            dunning_days=tuple(p.dunning_days) or default_policy.dunning_days,
+        ),
+    )

@@ -8,12 +8,17 @@ from google.rpc import code_pb2
 
 from payments.orchestrator.v1 import orchestrator_pb2 as orch
 from payorch.app.auth import read_scope, resolve_merchant
+from payorch.app.merchant_configs import MerchantConfigs, VersionConflict
 from payorch.app.payments import (
     IdempotencyConflict,
+    InvalidState,
     PaymentNotFound,
     PaymentService,
+    RefundRejected,
     RequestInProgress,
 )
+from payorch.app.plan_builder import PlanRejected
+from payorch.domain.merchant_config import InvalidMerchantConfig
 from payorch.domain.request import RequestRejected, parse_payment_request
 from payorch.entrypoints.grpc import mappers
 from payorch.entrypoints.grpc.errors import error, invalid_argument, not_found
@@ -24,8 +29,9 @@ MAX_PAGE_SIZE = 100
 
 
 class PaymentOrchestratorServicer:
-    def __init__(self, payments: PaymentService) -> None:
+    def __init__(self, payments: PaymentService, configs: MerchantConfigs) -> None:
         self._payments = payments
+        self._configs = configs
 
     async def CreatePayment(
         self, request: orch.CreatePaymentRequest, call: Call
@@ -37,6 +43,8 @@ class PaymentOrchestratorServicer:
             raise invalid_argument([(i.field, i.message) for i in exc.issues]) from exc
         try:
             result = await self._payments.create(core, deadline_s=call.deadline_s())
+        except PlanRejected as exc:
+            raise invalid_argument(exc.problems) from exc
         except IdempotencyConflict as exc:
             raise error(
                 code_pb2.ALREADY_EXISTS, str(exc), "IDEMPOTENCY_KEY_REUSED", "request_id"
@@ -88,4 +96,116 @@ class PaymentOrchestratorServicer:
         return orch.ListPaymentsResponse(
             payments=[mappers.payment_pb(p) for p in page],
             next_page_token=mappers.encode_page_token(page[-1]) if len(found) > size else "",
+        )
+
+    def _payment_id(self, payment_id: str) -> str:
+        if not payment_id:
+            raise invalid_argument([("payment_id", "is required")])
+        return payment_id[:64]
+
+    async def ConfirmPayment(
+        self, request: orch.ConfirmPaymentRequest, call: Call
+    ) -> orch.ConfirmPaymentResponse:
+        payment_id = self._payment_id(request.payment_id)
+        try:
+            payment = await self._payments.confirm(payment_id, read_scope(call.principal))
+        except PaymentNotFound as exc:
+            raise not_found("payment") from exc
+        return orch.ConfirmPaymentResponse(payment=mappers.payment_pb(payment))
+
+    async def CapturePayment(
+        self, request: orch.CapturePaymentRequest, call: Call
+    ) -> orch.CapturePaymentResponse:
+        payment_id = self._payment_id(request.payment_id)
+        try:
+            payment = await self._payments.capture(payment_id, read_scope(call.principal))
+        except PaymentNotFound as exc:
+            raise not_found("payment") from exc
+        except InvalidState as exc:
+            raise error(code_pb2.FAILED_PRECONDITION, str(exc), "INVALID_STATE") from exc
+        return orch.CapturePaymentResponse(payment=mappers.payment_pb(payment))
+
+    async def CancelPayment(
+        self, request: orch.CancelPaymentRequest, call: Call
+    ) -> orch.CancelPaymentResponse:
+        payment_id = self._payment_id(request.payment_id)
+        try:
+            payment = await self._payments.cancel(
+                payment_id, read_scope(call.principal), request.reason[:200]
+            )
+        except PaymentNotFound as exc:
+            raise not_found("payment") from exc
+        except InvalidState as exc:
+            raise error(code_pb2.FAILED_PRECONDITION, str(exc), "INVALID_STATE") from exc
+        return orch.CancelPaymentResponse(payment=mappers.payment_pb(payment))
+
+    async def RefundPayment(
+        self, request: orch.RefundPaymentRequest, call: Call
+    ) -> orch.RefundPaymentResponse:
+        payment_id = self._payment_id(request.payment_id)
+        problems = []
+        if not request.request_id or len(request.request_id) > 255:
+            problems.append(
+                ("request_id", "is required (1-255 characters): it makes refunds idempotent")
+            )
+        if request.amount_minor < 0:
+            problems.append(("amount_minor", "must not be negative"))
+        if problems:
+            raise invalid_argument(problems)
+        try:
+            payment = await self._payments.refund(
+                payment_id,
+                read_scope(call.principal),
+                amount_minor=request.amount_minor,
+                request_id=request.request_id,
+            )
+        except PaymentNotFound as exc:
+            raise not_found("payment") from exc
+        except RefundRejected as exc:
+            raise error(
+                code_pb2.FAILED_PRECONDITION, str(exc), "REFUND_EXCEEDS_CAPTURED", "amount_minor"
+            ) from exc
+        return orch.RefundPaymentResponse(payment=mappers.payment_pb(payment))
+
+    async def ListPaymentEvents(
+        self, request: orch.ListPaymentEventsRequest, call: Call
+    ) -> orch.ListPaymentEventsResponse:
+        payment_id = self._payment_id(request.payment_id)
+        try:
+            payment = await self._payments.get(payment_id, read_scope(call.principal))
+            stored = await self._payments.events(payment_id, read_scope(call.principal))
+        except PaymentNotFound as exc:
+            raise not_found("payment") from exc
+        return orch.ListPaymentEventsResponse(
+            events=[mappers.event_envelope(e, payment.currency) for e in stored]
+        )
+
+    async def UpsertMerchantConfig(
+        self, request: orch.UpsertMerchantConfigRequest, call: Call
+    ) -> orch.UpsertMerchantConfigResponse:
+        merchant = resolve_merchant(call.principal, request.config.merchant_id)
+        if not merchant:
+            raise invalid_argument([("config.merchant_id", "is required for an ops caller")])
+        if request.expected_version < 0:
+            raise invalid_argument([("expected_version", "must not be negative")])
+        try:
+            config = mappers.config_from_pb(request.config, merchant[:64])
+            saved = await self._configs.upsert(config, expected_version=request.expected_version)
+        except InvalidMerchantConfig as exc:
+            raise invalid_argument(
+                [(f if f.startswith("config.") else f"config.{f}", m) for f, m in exc.problems]
+            ) from exc
+        except VersionConflict as exc:
+            raise error(code_pb2.ABORTED, str(exc), "CONFIG_VERSION_CONFLICT") from exc
+        return orch.UpsertMerchantConfigResponse(config=mappers.config_pb(saved))
+
+    async def GetMerchantConfig(
+        self, request: orch.GetMerchantConfigRequest, call: Call
+    ) -> orch.GetMerchantConfigResponse:
+        merchant = resolve_merchant(call.principal, request.merchant_id)
+        if not merchant:
+            raise invalid_argument([("merchant_id", "is required for an ops caller")])
+        config, is_default = await self._configs.get(merchant[:64])
+        return orch.GetMerchantConfigResponse(
+            config=mappers.config_pb(config), is_default=is_default
         )

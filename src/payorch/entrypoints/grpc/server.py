@@ -48,7 +48,7 @@ def create_server(
     )
     servicers = {
         "payments.orchestrator.v1.PaymentOrchestrator": PaymentOrchestratorServicer(
-            container.payments
+            container.payments, container.configs
         ),
     }
     handlers = [

@@ -1,0 +1,124 @@
+"""A merchant's payment configuration: methods, limits, processors, retries, splits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from payorch.domain.money import EXPONENTS
+from payorch.domain.payment import MethodType
+from payorch.domain.retry import InvalidRetryPolicy, RetryPolicy
+
+
+class InvalidMerchantConfig(ValueError):
+    """Contradictions in a config; each entry is (field, what is wrong)."""
+
+    def __init__(self, problems: list[tuple[str, str]]):
+        self.problems = problems
+        super().__init__("; ".join(f"{f}: {m}" for f, m in problems))
+
+
+@dataclass(frozen=True, slots=True)
+class MethodRule:
+    method: MethodType
+    # 0 means no limit.
+    min_amount_minor: int = 0
+    max_amount_minor: int = 0
+    # Processor names in preference order; empty means every configured processor.
+    processors: tuple[str, ...] = ()
+
+    def admits(self, amount_minor: int) -> bool:
+        if amount_minor < max(1, self.min_amount_minor):
+            return False
+        return not self.max_amount_minor or amount_minor <= self.max_amount_minor
+
+
+@dataclass(frozen=True, slots=True)
+class InstallmentPolicy:
+    # 0 means "100.00 in the currency", resolved per currency.
+    min_total_minor: int = 0
+    count: int = 3
+    interval_days: int = 30
+    dunning_days: tuple[int, ...] = (3, 7, 14)
+
+
+@dataclass(frozen=True, slots=True)
+class MerchantConfig:
+    merchant_id: str
+    version: int = 0
+    # Enabled methods, in preference order. A method not listed is blocked.
+    methods: tuple[MethodRule, ...] = (
+        MethodRule(MethodType.CARD),
+        MethodRule(MethodType.APPLE_PAY),
+        MethodRule(MethodType.GOOGLE_PAY),
+    )
+    # Empty means any ISO-4217 currency.
+    allowed_currencies: frozenset[str] = frozenset()
+    retry_policy: RetryPolicy = field(default_factory=RetryPolicy)
+    allow_partial: bool = False
+    fallback_on_failure: bool = False
+    installment_policy: InstallmentPolicy = field(default_factory=InstallmentPolicy)
+
+    def rule(self, method: MethodType) -> MethodRule | None:
+        for rule in self.methods:
+            if rule.method is method:
+                return rule
+        return None
+
+    def validate(self, known_processors: frozenset[str]) -> None:
+        problems: list[tuple[str, str]] = []
+        seen: set[MethodType] = set()
+        if not self.methods:
+            problems.append(("methods", "enable at least one payment method"))
+        for i, rule in enumerate(self.methods):
+            name = f"methods[{i}]"
+            if rule.method in seen:
+                problems.append((name, f"{rule.method.value} is listed twice"))
+            seen.add(rule.method)
+            if rule.min_amount_minor < 0 or rule.max_amount_minor < 0:
+                problems.append((name, "limits cannot be negative"))
+            if rule.max_amount_minor and rule.min_amount_minor > rule.max_amount_minor:
+                problems.append(
+                    (
+                        name,
+                        f"min_amount_minor {rule.min_amount_minor} exceeds max {rule.max_amount_minor}",
+                    )
+                )
+            unknown = [p for p in rule.processors if p not in known_processors]
+            if unknown:
+                problems.append(
+                    (
+                        f"{name}.processors",
+                        f"unknown processors {unknown}; known: {sorted(known_processors)}",
+                    )
+                )
+            if len(set(rule.processors)) != len(rule.processors):
+                problems.append((f"{name}.processors", "a processor is listed twice"))
+        for code in sorted(self.allowed_currencies):
+            if code not in EXPONENTS:
+                problems.append(("allowed_currencies", f"{code!r} is not an ISO-4217 code"))
+        p = self.installment_policy
+        if p.count < 2 or p.count > 24:
+            problems.append(("installment_policy.count", "must be 2..24"))
+        if p.interval_days < 1 or p.interval_days > 365:
+            problems.append(("installment_policy.interval_days", "must be 1..365"))
+        if p.min_total_minor < 0:
+            problems.append(("installment_policy.min_total_minor", "cannot be negative"))
+        if list(p.dunning_days) != sorted(set(p.dunning_days)) or any(
+            d < 1 for d in p.dunning_days
+        ):
+            problems.append(("installment_policy.dunning_days", "must be increasing positive days"))
+        if problems:
+            raise InvalidMerchantConfig(problems)
+
+
+def retry_policy(max_retries: int, base_delay_ms: int, max_delay_ms: int) -> RetryPolicy:
+    """A retry policy from config values where 0 means "the default"."""
+    default = RetryPolicy()
+    try:
+        return RetryPolicy(
+            max_retries=max_retries,
+            base_delay_ms=base_delay_ms or default.base_delay_ms,
+            max_delay_ms=max_delay_ms or default.max_delay_ms,
+        )
+    except InvalidRetryPolicy as exc:
+        raise InvalidMerchantConfig([("retry_policy", str(exc))]) from exc
