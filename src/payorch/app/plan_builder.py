@@ -114,25 +114,3 @@ def build_plan(request: CoreRequest, config: MerchantConfig, all_processors: Seq
 def _limits(lo: int, hi: int, method: MethodType) -> str:
     bounds = f"at least {max(lo, 1)}" + (f" and at most {hi}" if hi else "")
     return f"{method.value} takes {bounds} minor units for this merchant"
-
-
-def fallback_step(
-    failed_amount: int,
-    fallbacks: list[MethodInput],
-    config: MerchantConfig,
-    all_processors: Sequence[str],
-    customer_id: str,
-) -> PlannedStep | None:
-    """The next unused requested method that can take a failed step's amount (consumed)."""
-    for i, m in enumerate(fallbacks):
-        rule = config.rule(m.method)
-        if rule is not None and rule.admits(failed_amount):
-            del fallbacks[i]
-            return PlannedStep(
-                m.method,
-                m.token,
-                m.customer_id or customer_id,
-                failed_amount,
-                rule.processors or tuple(all_processors),
-            )
-    return None
