@@ -1,0 +1,112 @@
+"""The recovery scenarios end to end through the router and the real Stripe SDK,
+against the fake Stripe: the same rules hold on Stripe as on the simulated processor."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from payorch.adapters.clock import ManualClock
+from payorch.adapters.processors.stripe import StripeProcessor
+from payorch.app.merchant_configs import MerchantConfigs
+from payorch.app.payments import PaymentService
+from payorch.app.router import Router
+from payorch.app.settlement import Settlement
+from payorch.domain.merchant_config import MerchantConfig
+from payorch.domain.payment import PaymentStatus
+from payorch.domain.request import RawMethodInput, RawPaymentRequest, parse_payment_request
+from payorch.domain.retry import RetryPolicy
+from tests.fakes.fake_stripe import FakeStripe, Fault
+from tests.fakes.memory import FakeMerchantConfigStore, FakeUnitOfWorkFactory
+
+
+@pytest.fixture
+async def world():
+    async with FakeStripe() as fake:
+        clock = ManualClock()
+        stripe = StripeProcessor(fake.api_key, api_base=fake.url, timeout_s=0.5)
+        router = Router({"stripe": stripe}, clock, call_timeout_s=0.5, rng=random.Random(3))
+        configs = MerchantConfigs(
+            FakeMerchantConfigStore(),
+            clock,
+            ["stripe"],
+            defaults=MerchantConfig("", retry_policy=RetryPolicy(max_retries=2)),
+        )
+        service = PaymentService(
+            FakeUnitOfWorkFactory(), router, clock, configs, Settlement(router.processors, clock)
+        )
+        yield fake, service
+        await stripe.aclose()
+        await fake.wait_idle()
+
+
+async def pay(service, request_id="r1", token="pm_card_visa", methods=None, total=5000):
+    raw = RawPaymentRequest(
+        merchant_id="m_1",
+        request_id=request_id,
+        amount_minor=total,
+        currency="USD",
+        payment_method="" if methods else token,
+        methods=methods or [],
+    )
+    return (await service.create(parse_payment_request(raw), deadline_s=None)).payment
+
+
+async def test_a_stripe_500_is_looked_up_then_charged_once_under_the_next_key(world):
+    fake, service = world
+    fake.inject(Fault.api_error())
+    payment = await pay(service)
+    assert payment.status is PaymentStatus.SUCCEEDED
+    keys = [a.idempotency_key for a in payment.steps[0].attempts if a.operation == "authorize"]
+    assert keys[0].endswith("_g0") and keys[1].endswith("_g1")
+    assert fake.charges_total == 1
+
+
+async def test_a_stripe_500_that_charged_is_found_and_not_charged_again(world):
+    fake, service = world
+    fake.inject(Fault.api_error(charged=True))
+    payment = await pay(service)
+    assert payment.status is PaymentStatus.SUCCEEDED
+    assert [a.operation for a in payment.steps[0].attempts] == ["authorize", "lookup"]
+    assert fake.charges_total == 1
+
+
+async def test_a_429_is_retried_with_the_same_key(world):
+    fake, service = world
+    fake.inject(Fault.rate_limit(retry_after_s=0.1))
+    payment = await pay(service)
+    authorizes = [a for a in payment.steps[0].attempts if a.operation == "authorize"]
+    assert authorizes[0].raw.http_status == 429
+    assert authorizes[0].idempotency_key == authorizes[1].idempotency_key
+    assert payment.status is PaymentStatus.SUCCEEDED and fake.charges_total == 1
+
+
+async def test_an_answer_dropped_after_charging_replays_instead_of_charging_again(world):
+    fake, service = world
+    fake.inject(Fault.drop_after_processing())
+    payment = await pay(service)
+    assert payment.status is PaymentStatus.SUCCEEDED
+    assert fake.charges_total == 1
+
+
+async def test_a_slow_answer_past_the_timeout_is_retried_with_the_same_key(world):
+    fake, service = world
+    fake.inject(Fault.slow(1.0, process=True))
+    payment = await pay(service)
+    assert payment.status is PaymentStatus.SUCCEEDED
+    assert fake.charges_total == 1
+
+
+async def test_a_split_with_a_declined_card_voids_the_stripe_authorization(world):
+    fake, service = world
+    payment = await pay(
+        service,
+        methods=[
+            RawMethodInput("apple_pay", "pm_card_visa", 3000),
+            RawMethodInput("card", "pm_card_chargeDeclined"),
+        ],
+    )
+    assert payment.status is PaymentStatus.FAILED
+    first = fake.payment_intent(payment.steps[0].processor_payment_id)
+    assert first["status"] == "canceled"
