@@ -1,0 +1,98 @@
+"""The grpc.aio server in-process on port 0: the same wiring as `payorch serve`."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import time
+import uuid
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from payments.orchestrator.v1 import orchestrator_pb2 as orch
+from payments.orchestrator.v1 import orchestrator_pb2_grpc as orch_grpc
+from payorch.app.auth import Scope
+from payorch.bootstrap import bootstrap
+from payorch.entrypoints.grpc.server import create_server, mark_serving
+from payorch.settings import Settings
+from tests.e2e.server import create_key, start_server
+
+
+@pytest.fixture
+async def running(database_url):
+    container = await bootstrap(Settings(database_url=database_url, auth_cache_s=0))
+    server, port, health = create_server(container, "127.0.0.1:0")
+    await server.start()
+    await mark_serving(health)
+    key = await container.api_keys.create(
+        merchant_id="m_1", scope=Scope.MERCHANT, label="", now=container.clock.now()
+    )
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        yield channel, [("authorization", f"Bearer {key.plaintext}")]
+    await server.stop(None)
+    await container.close()
+
+
+async def test_an_in_process_server_takes_and_reads_back_a_payment(running):
+    channel, auth = running
+    stub = orch_grpc.PaymentOrchestratorStub(channel)
+    created = await stub.CreatePayment(
+        orch.CreatePaymentRequest(
+            request_id=str(uuid.uuid4()),
+            amount_minor=1250,
+            currency="gbp",
+            payment_method="pm_card_visa",
+        ),
+        metadata=auth,
+    )
+    got = await stub.GetPayment(
+        orch.GetPaymentRequest(payment_id=created.payment.payment_id), metadata=auth
+    )
+    assert got.payment.result.success and got.payment.amount.currency == "GBP"
+    health = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
+    assert health.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_garbage_bytes_get_invalid_argument_not_internal(running):
+    channel, auth = running
+    call = channel.unary_unary(
+        "/payments.orchestrator.v1.PaymentOrchestrator/CreatePayment",
+        request_serializer=None,
+        response_deserializer=None,
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await call(b"\xff\xff\xff\xff\x0f", metadata=auth)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+@pytest.mark.e2e
+def test_sigterm_lets_an_in_flight_payment_finish(tmp_path):
+    url = f"sqlite:///{tmp_path / 'grace.db'}"
+    server = start_server(tmp_path, url, args=("--simulate", "latency_ms=1500"))
+    key = create_key(url, merchant="m_1")
+    with grpc.insecure_channel(server.address) as ch:
+        stub = orch_grpc.PaymentOrchestratorStub(ch)
+        future = stub.CreatePayment.future(
+            orch.CreatePaymentRequest(
+                request_id="graceful",
+                amount_minor=100,
+                currency="usd",
+                payment_method="pm_card_visa",
+            ),
+            metadata=[("authorization", f"Bearer {key}")],
+            timeout=20,
+        )
+        # Once the payment row exists the processor call is in flight: stop then.
+        db = tmp_path / "grace.db"
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with sqlite3.connect(db) as conn:
+                if conn.execute("SELECT count(*) FROM payments").fetchone()[0]:
+                    break
+        server.process.send_signal(signal.SIGTERM)
+        payment = future.result().payment
+    assert payment.result.success
+    assert server.process.wait(20) == 0
+    assert "shutting down" in server.log() and "stopped" in server.log()
