@@ -85,12 +85,13 @@ def test_sigterm_lets_an_in_flight_payment_finish(tmp_path):
             timeout=20,
         )
         # Once the payment row exists the processor call is in flight: stop then.
-        db = tmp_path / "grace.db"
+        conn = sqlite3.connect(tmp_path / "grace.db")
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            with sqlite3.connect(db) as conn:
-                if conn.execute("SELECT count(*) FROM payments").fetchone()[0]:
-                    break
+            if conn.execute("SELECT count(*) FROM payments").fetchone()[0]:
+                break
+            time.sleep(0.01)
+        conn.close()
         server.process.send_signal(signal.SIGTERM)
         payment = future.result().payment
     assert payment.result.success
