@@ -1,0 +1,93 @@
+"""`make bench` cannot rot: the harness runs in quick mode and writes a well-formed report.
+
+No timing assertions: this machine's numbers belong in docs/performance.md, not in a
+test. Only the shape of the JSON, every scenario present, and real successful
+payments for the single-step scenarios.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import POSTGRES_URL
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+STATUSES = {"ok", "failed", "skipped", "overloaded"}
+
+
+def expected_scenarios(dbs: list[str]) -> set[str]:
+    names = {"bare.closed_0ms", "bare.open_0ms", "bare.closed_200ms"}
+    for db in dbs:
+        names |= {
+            f"{db}.single_0ms",
+            f"{db}.split_0ms",
+            f"{db}.single_0ms_open",
+            f"{db}.single_0ms_open_half_capacity",
+            f"bare.open_0ms_{db}_half_capacity",
+            f"{db}.single_200ms",
+            f"{db}.split_200ms",
+        }
+    return names
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    out = tmp_path_factory.mktemp("bench") / "quick.json"
+    args = [sys.executable, str(ROOT / "bench" / "run.py"), "--quick", "--output", str(out)]
+    env = dict(os.environ)
+    if POSTGRES_URL:
+        args += ["--postgres-url", POSTGRES_URL]
+    else:
+        args += ["--only", "sqlite"]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=900, env=env, cwd=ROOT)
+    assert done.returncode == 0, f"bench/run.py --quick failed:\n{done.stdout}\n{done.stderr}"
+    assert "PASS" in done.stdout or "FAIL" in done.stdout, done.stdout
+    return json.loads(out.read_text())
+
+
+def test_every_scenario_is_reported(report: dict) -> None:
+    dbs = ["sqlite", "postgres"] if POSTGRES_URL else ["sqlite"]
+    assert report["schema"] == 1
+    assert report["quick"] is True
+    assert expected_scenarios(dbs) <= set(report["scenarios"])
+    for name, scenario in report["scenarios"].items():
+        assert scenario["status"] in STATUSES, (name, scenario)
+        if scenario["status"] == "ok" and "latency_ms" in scenario:
+            assert scenario["throughput_rps"] >= 0
+            assert set(scenario["latency_ms"]) >= {"p50", "p99"}
+            assert scenario["peak_rss_mb"] > 0
+        if scenario["status"] != "ok":
+            assert scenario.get("error"), (name, scenario)
+
+
+def test_single_step_scenarios_take_real_payments(report: dict) -> None:
+    dbs = ["sqlite", "postgres"] if POSTGRES_URL else ["sqlite"]
+    assert report["scenarios"]["bare.closed_0ms"]["ok"] > 0
+    for db in dbs:
+        for name in (f"{db}.single_0ms", f"{db}.single_200ms"):
+            scenario = report["scenarios"][name]
+            assert scenario["status"] == "ok", (name, scenario.get("error"))
+            assert scenario["ok"] > 0, name
+            assert scenario["validation"]["payment_status"] == "PAYMENT_STATUS_SUCCEEDED"
+            check = scenario["db_check"]
+            assert check["every_ok_answer_stored"], (name, check)
+
+
+def test_targets_and_placeholders_are_named(report: dict) -> None:
+    dbs = ["sqlite", "postgres"] if POSTGRES_URL else ["sqlite"]
+    ids = {t["id"]: t for t in report["targets"]}
+    for db in dbs:
+        for suffix in ("throughput_vs_bare", "p99_at_open_rate", "throughput_200ms"):
+            assert ids[f"{db}.{suffix}"]["result"] in {"PASS", "FAIL", "N/A"}
+        assert f"{db}.peak_rss_200ms" in ids
+    for name, value in report["placeholders"].items():
+        assert value == "not available yet", name
+        assert ids[name]["result"] == "N/A"
