@@ -19,24 +19,49 @@ def _ascii_digits(text: str) -> str:
     )
 
 
+# Cards are written in groups of 4 (Amex 4-6-5): a separated group longer than this is
+# not part of a card number (UUIDs, with their 8- and 12-digit groups, are not cards).
+MAX_CARD_GROUP = 6
+
+
+def _glued(text: str, start: int, end: int) -> bool:
+    """A digit group stuck to letters is part of a token (a hex id), not a card group."""
+    return (start > 0 and text[start - 1].isalpha()) or (end < len(text) and text[end].isalpha())
+
+
 def _card_spans(text: str) -> list[tuple[int, int]]:
-    """Spans of `text` holding a Luhn-valid 13-19 digit number: a whole run, or
-    consecutive whole groups of a run (a number followed by a CVC or an expiry)."""
+    """Spans of `text` holding a Luhn-valid 13-19 digit number: one unseparated run, or
+    consecutive short groups of a run (a card followed by a CVC or an expiry, say)."""
     spans = []
     for match in _DIGIT_RUN.finditer(text):
-        groups = [(m.start(), m.end()) for m in re.finditer(r"[0-9]+", match.group(0))]
-        found = False
+        run = match.group(0)
+        groups = [(m.start(), m.end()) for m in re.finditer(r"[0-9]+", run)]
         for i in range(len(groups)):
-            digits = ""
+            first = groups[i][1] - groups[i][0]
+            start, end = match.start() + groups[i][0], match.start() + groups[i][1]
+            inside_token = (
+                start > 0 and text[start - 1].isalpha() and end < len(text) and text[end].isalpha()
+            )
+            if (
+                13 <= first <= 19
+                and not inside_token
+                and luhn_valid(run[groups[i][0] : groups[i][1]])
+            ):
+                spans.append((match.start() + groups[i][0], match.start() + groups[i][1]))
+                break
+            digits, hit = "", None
             for j in range(i, len(groups)):
-                digits += match.group(0)[groups[j][0] : groups[j][1]]
+                start, end = match.start() + groups[j][0], match.start() + groups[j][1]
+                if end - start > MAX_CARD_GROUP or _glued(text, start, end):
+                    break
+                digits += run[groups[j][0] : groups[j][1]]
                 if len(digits) > 19:
                     break
                 if len(digits) >= 13 and luhn_valid(digits):
-                    spans.append((match.start() + groups[i][0], match.start() + groups[j][1]))
-                    found = True
+                    hit = (match.start() + groups[i][0], match.start() + groups[j][1])
                     break
-            if found:
+            if hit:
+                spans.append(hit)
                 break
     return spans
 

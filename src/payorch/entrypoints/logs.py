@@ -47,5 +47,7 @@ def configure(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("aiohttp.access", "sqlalchemy.engine", "stripe"):
+    # aiosqlite traces every statement with its parameters at DEBUG: stored secrets
+    # (webhook signing keys) would reach the log.
+    for noisy in ("aiohttp.access", "sqlalchemy.engine", "stripe", "aiosqlite"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -25,7 +25,7 @@ from payorch.app.auth import (
     Unauthenticated,
     principal_from_certificate,
 )
-from payorch.entrypoints.grpc.errors import RpcError, error
+from payorch.entrypoints.grpc.errors import RpcError, error, invalid_argument
 
 log = logging.getLogger("payorch.grpc")
 
@@ -98,6 +98,9 @@ def _wrap(
                 raise error(
                     code_pb2.INVALID_ARGUMENT, "the request is not a valid message"
                 ) from exc
+            nul = _field_with_nul(request)
+            if nul:
+                raise invalid_argument([(nul, "must not contain NUL characters")])
             return await impl(request, Call(principal, context, rpc))
         except RpcError as exc:
             await context.abort_with_status(exc.status)
@@ -113,6 +116,31 @@ def _wrap(
 
     handle.__name__ = rpc.rsplit("/", 1)[-1]
     return handle
+
+
+def _field_with_nul(message: pb_message.Message, prefix: str = "") -> str:
+    """The path of a string holding NUL (no database text type stores it), or ""."""
+    for field, value in message.ListFields():
+        name = f"{prefix}{field.name}"
+        if field.message_type is not None and field.message_type.GetOptions().map_entry:
+            # The path names the map, not the key: a key is caller text, never echoed.
+            for key, item in value.items():
+                if any(isinstance(x, str) and "\x00" in x for x in (key, item)):
+                    return name
+                if isinstance(item, pb_message.Message):
+                    found = _field_with_nul(item, f"{name}[].")
+                    if found:
+                        return found
+        elif field.type == field.TYPE_STRING:
+            items = value if field.is_repeated else [value]
+            if any("\x00" in item for item in items):
+                return name
+        elif field.type == field.TYPE_MESSAGE:
+            for i, item in enumerate(value if field.is_repeated else [value]):
+                found = _field_with_nul(item, f"{name}[{i}]." if field.is_repeated else f"{name}.")
+                if found:
+                    return found
+    return ""
 
 
 async def _authenticate(
