@@ -4,6 +4,7 @@ confirm, capture, cancel and refund."""
 from __future__ import annotations
 
 import random
+import uuid
 
 import pytest
 from hypothesis import given
@@ -44,7 +45,7 @@ class World:
         core = parse_payment_request(
             RawPaymentRequest(
                 merchant_id="m_1",
-                request_id=f"r{random.random()}",
+                request_id=f"r-{uuid.uuid4()}",
                 amount_minor=total,
                 currency="USD",
                 methods=[RawMethodInput(m, t, a) for m, t, a in methods],
