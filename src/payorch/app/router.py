@@ -1,17 +1,23 @@
-"""Runs one plan step against processors: attempt, classify, retry, reconcile unknowns.
+"""Runs one plan step against processors: pick (health-aware), attempt, classify,
+retry or fail over, reconcile unknowns.
 
 Never charges twice: a retry reuses the idempotency key unless the processor has
-been asked (lookup) and said it did not charge under it.
+been asked (lookup) and said it did not charge under it, and a step moves to another
+processor only when the first one certainly did not charge (a 429, a connection that
+failed before sending, or a lookup that found nothing). After a lost answer the step
+stays with its processor until reconciled.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from payorch.app.health import Choice, HealthTracker
 from payorch.app.ports import ChargeRequest, Clock, Processor
 from payorch.domain.classification import classify, is_infrastructure_failure
+from payorch.domain.health import HealthPolicy, HealthState, signal_of
 from payorch.domain.payment import Attempt, CaptureMode, Payment, RawError, Step
 from payorch.domain.results import (
     Classification,
@@ -46,7 +52,24 @@ def idempotency_key(payment: Payment, step: Step) -> str:
     return f"payorch_{payment.id}_{step.index}_g{step.generation}"
 
 
+def _not_charged_proof(
+    response: ProcessorResponse, c: Classification, *, looked_up_clean: bool
+) -> str | None:
+    """Why the processor certainly did not charge under this key, or None when it may have.
+    Only then may the step move to another processor (which would charge again)."""
+    if looked_up_clean:
+        return "a lookup found nothing charged"
+    if response.kind is ResponseKind.CONNECTION_ERROR:
+        return "the connection failed before the request was sent"
+    if c.error_code is ErrorCode.RATE_LIMITED:
+        return "a 429 is refused before any processing"
+    return None
+
+
 class Router:
+    """Health-aware: tries a step's processors in configured order, skipping open
+    breakers and preferring healthy ones; records every call in the tracker."""
+
     def __init__(
         self,
         processors: Mapping[str, Processor],
@@ -54,11 +77,13 @@ class Router:
         *,
         call_timeout_s: float = 10.0,
         rng: random.Random | None = None,
+        health: HealthTracker | None = None,
     ) -> None:
         self.processors = processors
         self.clock = clock
         self.call_timeout_s = call_timeout_s
         self._rng = rng or random.Random()
+        self.health = health or HealthTracker(HealthPolicy(), clock, processors=processors)
 
     def charge_request(self, payment: Payment, step: Step, timeout_s: float) -> ChargeRequest:
         return ChargeRequest(
@@ -76,18 +101,17 @@ class Router:
             timeout_s=timeout_s,
         )
 
-    def _pick(self, step: Step) -> tuple[str, str] | None:
-        for name in step.processors:
-            if name in self.processors:
-                return name, f"first configured processor for {step.method.value}"
-        return None
+    def _choose(self, step: Step, tried: Sequence[str]) -> Choice | None:
+        candidates = [n for n in step.processors if n in self.processors and n not in tried]
+        return self.health.choose(candidates)
 
     async def authorize(
         self, payment: Payment, step: Step, *, policy: RetryPolicy, deadline: Deadline
     ) -> None:
         """Drive `step` to a settled state (success, failure, action or unknown)."""
-        picked = self._pick(step)
-        if picked is None:
+        choice = self._choose(step, ())
+        if choice is None:
+            # Every breaker is open (or nothing is configured): fail fast, call no one.
             payment.step_failed(
                 step,
                 Classification(Outcome.HARD, ErrorCode.NO_PROCESSOR_AVAILABLE, False, False),
@@ -95,10 +119,11 @@ class Router:
                 latency_ms=0,
             )
             return
-        name, reason = picked
+        tried: list[str] = []
+        name, reason, probe = choice.processor, choice.reason, choice.probe
         processor = self.processors[name]
         delay_before = 0
-        retries_done = 0
+        retries_here = 0
         # An answer under the current key was lost: until the processor answers for
         # that key, "it failed" is not known, only "we could not reach it".
         uncertain = False
@@ -106,17 +131,20 @@ class Router:
             generation = step.generation
             timeout = self._call_timeout(deadline)
             request = self.charge_request(payment, step, timeout)
-            response, attempt = await self._call(payment, step, processor, request, reason)
+            response, attempt = await self._call(
+                payment, step, name, processor, request, reason, probe=probe
+            )
+            probe = False
             attempt.delay_before_ms = delay_before
             c = classify(response)
             if c.outcome is Outcome.SOFT and response.indeterminate:
                 # A 500 is stored under its key: ask before daring a new key.
                 response, c = await self._resolve_indeterminate(
-                    payment, step, processor, request, attempt, response, c
+                    payment, step, name, processor, request, attempt, response, c
                 )
             decision = decide_retry(
                 c,
-                attempt_number=retries_done + 1,
+                attempt_number=retries_here + 1,
                 policy=policy,
                 jitter=self._rng.random(),
                 remaining_ms=deadline.remaining_ms(self.clock),
@@ -138,22 +166,94 @@ class Router:
                     client_secret=response.client_secret,
                 )
                 return
-            if step.generation != generation:
+            looked_up_clean = step.generation != generation
+            if looked_up_clean:
                 uncertain = False  # a lookup proved the old key charged nothing
             elif c.outcome is Outcome.UNKNOWN:
                 uncertain = True
-            if not decision.retry:
-                if c.outcome is Outcome.UNKNOWN:
-                    payment.step_unknown(step, processor=name, error_code=c.error_code)
-                elif uncertain and is_infrastructure_failure(c):
-                    attempt.retry_decision += "; an earlier answer was lost: reconcile"
-                    payment.step_unknown(step, processor=name, error_code=ErrorCode.UNKNOWN_OUTCOME)
-                else:
-                    payment.step_failed(step, c, processor=name, latency_ms=attempt.latency_ms)
-                return
-            retries_done += 1
-            delay_before = decision.delay_ms
-            await self.clock.sleep(decision.delay_ms / 1000.0)
+
+            why = decision.reason
+            retry_here = decision.retry
+            if retry_here:
+                retry_here, why = self._may_retry_here(name, c, decision.reason)
+            if retry_here:
+                attempt.retry_decision = f"{decision.reason} on {name}"
+                self.health.record_retry(name)
+                retries_here += 1
+                delay_before = decision.delay_ms
+                reason = f"{name}: retry {retries_here} on the same processor"
+                await self.clock.sleep(decision.delay_ms / 1000.0)
+                continue
+
+            proof = _not_charged_proof(response, c, looked_up_clean=looked_up_clean)
+            nxt, why_not = self._failover(
+                step,
+                [*tried, name],
+                name,
+                c,
+                proof=None if uncertain else proof,
+                remaining_ms=deadline.remaining_ms(self.clock),
+                expected_call_ms=min(attempt.latency_ms, timeout * 1000.0),
+            )
+            if nxt is not None:
+                attempt.retry_decision = f"{why}; failing over to {nxt.processor}: {proof}"
+                tried.append(name)
+                name, probe = nxt.processor, nxt.probe
+                reason = f"failover from {tried[-1]}; {nxt.reason}"
+                processor = self.processors[name]
+                retries_here, delay_before, uncertain = 0, 0, False
+                # The old processor's object is not this one's: never look it up here.
+                step.processor_payment_id = ""
+                continue
+
+            attempt.retry_decision = f"{why}; {why_not}" if why_not else why
+            if c.outcome is Outcome.UNKNOWN:
+                payment.step_unknown(step, processor=name, error_code=c.error_code)
+            elif uncertain and is_infrastructure_failure(c):
+                attempt.retry_decision += "; an earlier answer was lost: reconcile"
+                payment.step_unknown(step, processor=name, error_code=ErrorCode.UNKNOWN_OUTCOME)
+            else:
+                payment.step_failed(step, c, processor=name, latency_ms=attempt.latency_ms)
+            return
+
+    def _may_retry_here(self, name: str, c: Classification, reason: str) -> tuple[bool, str]:
+        """Retry on the same processor only while its health and retry budget allow."""
+        if (
+            c.outcome is Outcome.SOFT
+            and is_infrastructure_failure(c)
+            and self.health.state(name) is not HealthState.HEALTHY
+        ):
+            return False, f"{name} is {self.health.state(name).value}: no retry on it"
+        allowed, why_not = self.health.may_retry(name)
+        if not allowed:
+            return False, why_not
+        return True, reason
+
+    def _failover(
+        self,
+        step: Step,
+        tried: Sequence[str],
+        name: str,
+        c: Classification,
+        *,
+        proof: str | None,
+        remaining_ms: float | None,
+        expected_call_ms: float,
+    ) -> tuple[Choice | None, str]:
+        """Another processor for the step, only when `name` is known not to have charged."""
+        if not (c.outcome is Outcome.SOFT and c.retry_now and is_infrastructure_failure(c)):
+            return None, ""
+        others = [n for n in step.processors if n in self.processors and n not in tried]
+        if not others:
+            return None, ""
+        if proof is None:
+            return None, f"no failover: {name} may have charged under this key"
+        if remaining_ms is not None and expected_call_ms + DEADLINE_RESERVE_S * 1000 > remaining_ms:
+            return None, f"no failover: {int(remaining_ms)} ms left before the deadline"
+        nxt = self._choose(step, tried)
+        if nxt is None:
+            return None, "no failover: no other processor can take the step"
+        return nxt, ""
 
     def _call_timeout(self, deadline: Deadline) -> float:
         remaining = deadline.remaining_ms(self.clock)
@@ -165,19 +265,34 @@ class Router:
         self,
         payment: Payment,
         step: Step,
+        name: str,
         processor: Processor,
         request: ChargeRequest,
         reason: str,
         *,
         operation: str = "authorize",
+        probe: bool = False,
     ) -> tuple[ProcessorResponse, Attempt]:
         started_at, t0 = self.clock.now(), self.clock.monotonic()
-        if operation == "lookup":
-            response = await processor.lookup(request, step.processor_payment_id)
-        else:
-            response = await processor.authorize(request)
-        latency_ms = int((self.clock.monotonic() - t0) * 1000)
+        try:
+            if operation == "lookup":
+                response = await processor.lookup(request, step.processor_payment_id)
+            else:
+                response = await processor.authorize(request)
+        except BaseException:
+            self.health.abandon(name, probe=probe)
+            raise
+        latency_s = self.clock.monotonic() - t0
+        latency_ms = int(latency_s * 1000)
         c = classify(response)
+        lookup = operation == "lookup"
+        self.health.record(
+            name,
+            signal_of(response, c, lookup=lookup),
+            latency_s,
+            authorize=not lookup,
+            probe=probe,
+        )
         attempt = Attempt(
             number=len(step.attempts) + 1,
             processor=processor.name,
@@ -199,6 +314,7 @@ class Router:
         self,
         payment: Payment,
         step: Step,
+        name: str,
         processor: Processor,
         request: ChargeRequest,
         attempt: Attempt,
@@ -206,7 +322,7 @@ class Router:
         c: Classification,
     ) -> tuple[ProcessorResponse, Classification]:
         looked, look_attempt = await self._call(
-            payment, step, processor, request, "look up before a new key", operation="lookup"
+            payment, step, name, processor, request, "look up before a new key", operation="lookup"
         )
         attempt.retry_decision = f"indeterminate {response.http_status}: looked up"
         if looked.kind in (ResponseKind.SUCCEEDED, ResponseKind.AUTHORIZED):
@@ -226,43 +342,64 @@ class Router:
         )
 
     async def reconcile(self, payment: Payment, step: Step) -> bool:
-        """Learn what became of an unknown step. True when it settled."""
-        name = step.processor or (step.processors[0] if step.processors else "")
-        processor = self.processors.get(name)
-        if processor is None:
+        """Learn what became of an unknown step. True when it settled.
+
+        A step that went unknown stays with its processor: only that one is asked.
+        A step left pending by a server that died may have failed over before it
+        died: every configured processor is asked, and it fails only if none charged.
+        """
+        names = [step.processor] if step.processor else list(step.processors)
+        if not names or any(n not in self.processors for n in names):
             return False
         request = self.charge_request(payment, step, self.call_timeout_s)
-        looked, attempt = await self._call(
-            payment, step, processor, request, "reconcile unknown outcome", operation="lookup"
-        )
-        if looked.kind in (ResponseKind.SUCCEEDED, ResponseKind.AUTHORIZED):
-            attempt.retry_decision = "reconciled: charged"
-            payment.step_succeeded(step, processor=name, latency_ms=attempt.latency_ms)
-        elif looked.kind is ResponseKind.REQUIRES_ACTION:
-            attempt.retry_decision = "reconciled: waiting for the customer"
-            payment.step_requires_action(
+        inconclusive = False
+        attempt: Attempt | None = None
+        for name in names:
+            if len(names) > 1:
+                step.processor_payment_id = ""  # each processor has its own object
+            looked, attempt = await self._call(
+                payment,
                 step,
-                processor=name,
-                next_action=looked.next_action_type,
-                client_secret=looked.client_secret,
+                name,
+                self.processors[name],
+                request,
+                "reconcile unknown outcome",
+                operation="lookup",
             )
-        elif looked.kind in (ResponseKind.NOT_CHARGED, ResponseKind.NOT_FOUND):
-            attempt.retry_decision = "reconciled: never charged"
-            payment.step_failed(
-                step,
-                Classification(
-                    Outcome.SOFT,
-                    step.error_code
-                    if step.error_code is not ErrorCode.NONE
-                    else ErrorCode.UNKNOWN_OUTCOME,
-                    False,
-                    True,
-                ),
-                processor=name,
-                latency_ms=attempt.latency_ms,
-            )
-        else:
-            attempt.retry_decision = "still unknown: will look again later"
+            if looked.kind in (ResponseKind.SUCCEEDED, ResponseKind.AUTHORIZED):
+                attempt.retry_decision = "reconciled: charged"
+                payment.step_succeeded(step, processor=name, latency_ms=attempt.latency_ms)
+                payment.step_reconciled(step, source="retrieve")
+                return True
+            if looked.kind is ResponseKind.REQUIRES_ACTION:
+                attempt.retry_decision = "reconciled: waiting for the customer"
+                payment.step_requires_action(
+                    step,
+                    processor=name,
+                    next_action=looked.next_action_type,
+                    client_secret=looked.client_secret,
+                )
+                payment.step_reconciled(step, source="retrieve")
+                return True
+            if looked.kind in (ResponseKind.NOT_CHARGED, ResponseKind.NOT_FOUND):
+                attempt.retry_decision = "reconciled: never charged"
+            else:
+                attempt.retry_decision = "still unknown: will look again later"
+                inconclusive = True
+        if inconclusive or attempt is None:
             return False
+        payment.step_failed(
+            step,
+            Classification(
+                Outcome.SOFT,
+                step.error_code
+                if step.error_code is not ErrorCode.NONE
+                else ErrorCode.UNKNOWN_OUTCOME,
+                False,
+                True,
+            ),
+            processor=names[-1],
+            latency_ms=attempt.latency_ms,
+        )
         payment.step_reconciled(step, source="retrieve")
         return True

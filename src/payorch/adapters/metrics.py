@@ -1,0 +1,81 @@
+"""Prometheus metrics. Names in base units; labels bounded (processor, outcome, state),
+never a merchant or payment id."""
+
+from __future__ import annotations
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+
+from payorch.domain.health import BreakerState, HealthState, Signal
+
+# payorch_processor_health_state: 0 healthy, 1 degraded, 2 unhealthy.
+HEALTH_STATE_VALUE = {HealthState.HEALTHY: 0, HealthState.DEGRADED: 1, HealthState.UNHEALTHY: 2}
+LATENCY_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
+
+
+class Metrics:
+    """Every metric of the process, registered once in one registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        registry = REGISTRY if registry is None else registry
+        self.registry = registry
+        self.processor_requests = Counter(
+            "payorch_processor_requests",
+            "Calls to a processor (authorize and lookup) by what they said about its health.",
+            ["processor", "outcome"],
+            registry=registry,
+        )
+        self.processor_latency = Histogram(
+            "payorch_processor_latency_seconds",
+            "Latency of calls to a processor.",
+            ["processor"],
+            buckets=LATENCY_BUCKETS_S,
+            registry=registry,
+        )
+        self.processor_health_state = Gauge(
+            "payorch_processor_health_state",
+            "Health of a processor on this replica: 0 healthy, 1 degraded, 2 unhealthy.",
+            ["processor"],
+            registry=registry,
+        )
+        self.processor_breaker_transitions = Counter(
+            "payorch_processor_breaker_transitions",
+            "Circuit breaker transitions of a processor, by the state entered.",
+            ["processor", "to"],
+            registry=registry,
+        )
+        self.processors_available = Gauge(
+            "payorch_processors_available",
+            "1 while some processor can take payments (not every breaker is open), else 0.",
+            registry=registry,
+        )
+
+
+_default: Metrics | None = None
+
+
+def default_metrics() -> Metrics:
+    """The process-wide metrics on the default registry (what /metrics serves)."""
+    global _default
+    if _default is None:
+        _default = Metrics()
+    return _default
+
+
+class PrometheusHealthObserver:
+    """The health tracker's observer port, implemented with Prometheus metrics."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._m = metrics
+
+    def call_recorded(self, processor: str, signal: Signal, latency_s: float) -> None:
+        self._m.processor_requests.labels(processor, signal.value).inc()
+        self._m.processor_latency.labels(processor).observe(max(0.0, latency_s))
+
+    def state_changed(self, processor: str, state: HealthState) -> None:
+        self._m.processor_health_state.labels(processor).set(HEALTH_STATE_VALUE[state])
+
+    def breaker_changed(self, processor: str, state: BreakerState) -> None:
+        self._m.processor_breaker_transitions.labels(processor, state.value).inc()
+
+    def availability_changed(self, available: bool) -> None:
+        self._m.processors_available.set(1 if available else 0)

@@ -1,0 +1,175 @@
+"""Processor health over gRPC: the ops-only servicers, and the grpc.health.v1 status
+of the PaymentOrchestrator service kept in step with the processors' breakers."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from google.protobuf import duration_pb2, timestamp_pb2
+from google.rpc import code_pb2
+from grpc_health.v1 import health, health_pb2
+
+from payments.orchestrator.v1 import health_pb2 as hpb
+from payorch.app.auth import PermissionDenied
+from payorch.app.health import HealthTracker, ProcessorHealth
+from payorch.domain.health import BreakerState, HealthState, Signal
+from payorch.entrypoints.grpc.errors import error, invalid_argument, not_found
+from payorch.entrypoints.grpc.handlers import Call
+
+ORCHESTRATOR_SERVICE = "payments.orchestrator.v1.PaymentOrchestrator"
+
+HEALTH_STATES: dict[HealthState, Any] = {
+    s: hpb.HealthState.Value(f"HEALTH_STATE_{s.name}") for s in HealthState
+}
+BREAKER_STATES: dict[BreakerState, Any] = {
+    s: hpb.BreakerState.Value(f"BREAKER_STATE_{s.name}") for s in BreakerState
+}
+
+
+def replica_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _require_ops(call: Call) -> None:
+    if not call.principal.is_ops:
+        raise PermissionDenied("processor health is operational data: it needs an ops credential")
+
+
+def _duration_ms(ms: float) -> duration_pb2.Duration:
+    d = duration_pb2.Duration()
+    d.FromTimedelta(timedelta(milliseconds=round(ms)))
+    return d
+
+
+def _timestamp(at: datetime) -> timestamp_pb2.Timestamp:
+    t = timestamp_pb2.Timestamp()
+    t.FromDatetime(at)
+    return t
+
+
+def report_pb(h: ProcessorHealth) -> hpb.ProcessorHealthReport:
+    s = h.stats
+    report = hpb.ProcessorHealthReport(
+        processor=h.processor,
+        state=HEALTH_STATES[h.state],
+        state_since=_timestamp(h.state_since),
+        reason=h.reason,
+        breaker_state=BREAKER_STATES[h.breaker],
+        breaker_since=_timestamp(h.breaker_since),
+        stats=hpb.ProcessorStats(
+            window=duration_pb2.Duration(seconds=s.window_s),
+            request_count=s.requests,
+            success_count=s.successes,
+            infrastructure_failure_count=s.infra_failures,
+            decline_count=s.declines,
+            other_count=s.other,
+            retry_count=s.retries,
+            retry_budget_remaining=h.retries_left,
+            success_rate=s.success_rate,
+            infrastructure_failure_rate=s.failure_rate,
+            decline_rate=s.decline_rate,
+            average_latency=_duration_ms(s.average_latency_ms),
+            p95_latency=_duration_ms(s.p95_latency_ms),
+        ),
+    )
+    if h.probes_from is not None:
+        report.probes_from.CopyFrom(_timestamp(h.probes_from))
+    return report
+
+
+class ProcessorHealthServicer:
+    def __init__(self, tracker: HealthTracker, replica: str | None = None) -> None:
+        self._tracker = tracker
+        self._replica = replica or replica_id()
+
+    async def GetProcessorHealth(
+        self, request: hpb.GetProcessorHealthRequest, call: Call
+    ) -> hpb.GetProcessorHealthResponse:
+        _require_ops(call)
+        if not request.processor:
+            raise invalid_argument([("processor", "is required")])
+        found = self._tracker.snapshot(request.processor[:64])
+        if found is None:
+            raise not_found("processor")
+        return hpb.GetProcessorHealthResponse(report=report_pb(found), replica=self._replica)
+
+    async def ListProcessorHealth(
+        self, request: hpb.ListProcessorHealthRequest, call: Call
+    ) -> hpb.ListProcessorHealthResponse:
+        _require_ops(call)
+        return hpb.ListProcessorHealthResponse(
+            reports=[report_pb(h) for h in self._tracker.snapshots()],
+            replica=self._replica,
+            serving=self._tracker.available,
+        )
+
+
+class ProcessorFaultInjectionServicer:
+    """Changes a simulated processor's faults (KeyError: not simulated; ValueError: bad spec)."""
+
+    def __init__(self, set_faults: Callable[[str, str], None]) -> None:
+        self._set_faults = set_faults
+
+    async def SetSimulatedFaults(
+        self, request: hpb.SetSimulatedFaultsRequest, call: Call
+    ) -> hpb.SetSimulatedFaultsResponse:
+        _require_ops(call)
+        if not request.processor:
+            raise invalid_argument([("processor", "is required")])
+        try:
+            self._set_faults(request.processor, request.faults)
+        except KeyError as exc:
+            raise error(
+                code_pb2.FAILED_PRECONDITION,
+                f"{request.processor[:64]!r} is not a simulated processor",
+                "NOT_SIMULATED",
+                "processor",
+            ) from exc
+        except ValueError as exc:
+            raise invalid_argument([("faults", str(exc))]) from exc
+        return hpb.SetSimulatedFaultsResponse(processor=request.processor, faults=request.faults)
+
+
+class GrpcHealthReporter:
+    """The tracker's observer that keeps grpc.health.v1 in step: the orchestrator is
+    NOT_SERVING only while no processor can take payments (every breaker open)."""
+
+    def __init__(
+        self, servicer: health.aio.HealthServicer, service: str = ORCHESTRATOR_SERVICE
+    ) -> None:
+        self._servicer = servicer
+        self._service = service
+        self._available = True
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def flush(self) -> None:
+        """Set the status now (the observer's own updates are scheduled, not awaited)."""
+        status = health_pb2.HealthCheckResponse
+        await self._servicer.set(
+            self._service, status.SERVING if self._available else status.NOT_SERVING
+        )
+
+    def availability_changed(self, available: bool) -> None:
+        self._available = available
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        # The tracker is synchronous: set the status on the loop, latest value wins.
+        task = loop.create_task(self.flush())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def call_recorded(self, processor: str, signal: Signal, latency_s: float) -> None:
+        pass
+
+    def state_changed(self, processor: str, state: HealthState) -> None:
+        pass
+
+    def breaker_changed(self, processor: str, state: BreakerState) -> None:
+        pass
