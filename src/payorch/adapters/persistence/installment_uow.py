@@ -1,0 +1,40 @@
+"""The unit of work of installments and webhooks: the payments unit of work (one
+transaction, SQLite's write lock shared in-process) with these repositories on it."""
+
+from __future__ import annotations
+
+from payorch.adapters.persistence.installments import SqlAlchemyInstallmentPlanRepository
+from payorch.adapters.persistence.unit_of_work import (
+    SqlAlchemyUnitOfWork,
+    SqlAlchemyUnitOfWorkFactory,
+)
+from payorch.adapters.persistence.webhooks import SqlAlchemyWebhookRepository
+
+
+class SqlAlchemyInstallmentUnitOfWork:
+    plans: SqlAlchemyInstallmentPlanRepository
+    webhooks: SqlAlchemyWebhookRepository
+
+    def __init__(self, inner: SqlAlchemyUnitOfWork) -> None:
+        self._inner = inner
+
+    async def __aenter__(self) -> SqlAlchemyInstallmentUnitOfWork:
+        await self._inner.__aenter__()
+        conn = self._inner.connection
+        self.plans = SqlAlchemyInstallmentPlanRepository(conn)
+        self.webhooks = SqlAlchemyWebhookRepository(conn)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._inner.__aexit__(*exc)
+
+    async def commit(self) -> None:
+        await self._inner.commit()
+
+
+class SqlAlchemyInstallmentUnitOfWorkFactory:
+    def __init__(self, payments_uow: SqlAlchemyUnitOfWorkFactory) -> None:
+        self._payments_uow = payments_uow
+
+    def __call__(self) -> SqlAlchemyInstallmentUnitOfWork:
+        return SqlAlchemyInstallmentUnitOfWork(self._payments_uow())

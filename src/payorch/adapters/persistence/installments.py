@@ -1,0 +1,414 @@
+"""Installment plans stored with SQLAlchemy Core: the aggregate across three tables,
+and the scheduler's claim (FOR UPDATE SKIP LOCKED plus a lease)."""
+
+from __future__ import annotations
+
+import builtins
+import dataclasses
+import enum
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, bindparam, case, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from payorch.adapters.persistence.tables import (
+    events,
+    installment_charges,
+    installment_plans,
+    installments,
+)
+from payorch.app.installment_ports import Claim, Cursor, DuplicatePlan
+from payorch.app.ports import ConcurrentUpdate
+from payorch.domain.events import DomainEvent
+from payorch.domain.installments import (
+    AttemptKind,
+    ChargeOutcome,
+    Installment,
+    InstallmentCharge,
+    InstallmentPlan,
+    InstallmentStatus,
+    PlanStatus,
+)
+from payorch.domain.money import Currency
+
+_CLAIMABLE = (InstallmentStatus.PENDING.value, InstallmentStatus.FAILED.value)
+_PROCESSING = InstallmentStatus.PROCESSING.value
+
+
+def _optimistic_update(table: Any, columns: tuple[str, ...]) -> Any:
+    """UPDATE ... WHERE id = :w_id AND version = :w_version, built once: the scheduler
+    saves thousands of plans, and building a statement per save costs more than running it."""
+    return (
+        update(table)
+        .where(table.c.id == bindparam("w_id"), table.c.version == bindparam("w_version"))
+        .values({c: bindparam(f"p_{c}", type_=table.c[c].type) for c in (*columns, "version")})
+    )
+
+
+# What a saved plan or installment may change (the rest is fixed at creation).
+_PLAN_CHANGES = ("status", "cancel_reason", "event_sequence", "updated_at")
+_INSTALLMENT_CHANGES = (
+    "status",
+    "attempts",
+    "attempt_kind",
+    "next_attempt_at",
+    "first_failed_at",
+    "dunning_step",
+    "last_error_code",
+    "last_error",
+    "payment_id",
+    "processor_payment_id",
+    "paid_at",
+    "claimed_by",
+    "lease_until",
+)
+_SAVE_PLAN = _optimistic_update(installment_plans, _PLAN_CHANGES)
+_SAVE_INSTALLMENT = _optimistic_update(installments, _INSTALLMENT_CHANGES)
+
+
+def _plan_row(p: InstallmentPlan) -> dict[str, Any]:
+    return {
+        "id": p.id,
+        "merchant_id": p.merchant_id,
+        "request_id": p.request_id,
+        "order_id": p.order_id,
+        "fingerprint": p.fingerprint,
+        "currency": p.currency.code,
+        "total_minor": p.total_minor,
+        "token": p.token,
+        "customer_id": p.customer_id,
+        "interval_days": p.interval_days,
+        "dunning_days": list(p.dunning_days),
+        "status": p.status.value,
+        "cancel_reason": p.cancel_reason,
+        "version": p.version,
+        "event_sequence": p.event_sequence,
+        "created_at": p.created_at,
+        "updated_at": p.updated_at,
+    }
+
+
+def _installment_row(p: InstallmentPlan, i: Installment) -> dict[str, Any]:
+    return {
+        "id": i.id,
+        "plan_id": p.id,
+        "merchant_id": p.merchant_id,
+        "sequence": i.sequence,
+        "amount_minor": i.amount_minor,
+        "due_at": i.due_at,
+        "status": i.status.value,
+        "attempts": i.attempts,
+        "attempt_kind": i.attempt_kind.value,
+        "next_attempt_at": i.next_attempt_at,
+        "first_failed_at": i.first_failed_at,
+        "dunning_step": i.dunning_step,
+        "last_error_code": i.last_error_code,
+        "last_error": i.last_error[:2000],
+        "payment_id": i.payment_id,
+        "processor_payment_id": i.processor_payment_id,
+        "paid_at": i.paid_at,
+        "claimed_by": i.claimed_by,
+        "lease_until": i.lease_until,
+        "version": i.version,
+    }
+
+
+def _charge_row(i: Installment, c: InstallmentCharge) -> dict[str, Any]:
+    return {
+        "installment_id": i.id,
+        "attempt": c.attempt,
+        "kind": c.kind.value,
+        "payment_id": c.payment_id,
+        "outcome": c.outcome.value,
+        "error_code": c.error_code,
+        "message": c.message[:2000],
+        "at": c.at,
+    }
+
+
+def event_payload(e: DomainEvent) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(e):
+        value = getattr(e, f.name)
+        if isinstance(value, enum.Enum):
+            value = value.value
+        elif isinstance(value, datetime):
+            value = value.isoformat()
+        out[f.name] = value
+    return out
+
+
+class SqlAlchemyInstallmentPlanRepository:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def add(self, plan: InstallmentPlan) -> None:
+        try:
+            async with self._conn.begin_nested():
+                await self._conn.execute(installment_plans.insert(), [_plan_row(plan)])
+        except IntegrityError as exc:
+            raise DuplicatePlan(plan.id) from exc
+        await self._conn.execute(
+            installments.insert(), [_installment_row(plan, i) for i in plan.installments]
+        )
+        for i in plan.installments:
+            i.changed = False
+        await self._write_children(plan)
+
+    async def save(self, plan: InstallmentPlan) -> None:
+        row = _plan_row(plan)
+        params = {f"p_{k}": row[k] for k in _PLAN_CHANGES}
+        params.update(p_version=plan.version + 1, w_id=plan.id, w_version=plan.version)
+        result = await self._conn.execute(_SAVE_PLAN, params)
+        if result.rowcount != 1:
+            raise ConcurrentUpdate(plan.id)
+        for i in plan.installments:
+            if not i.changed:
+                continue
+            values = _installment_row(plan, i)
+            params = {f"p_{k}": values[k] for k in _INSTALLMENT_CHANGES}
+            params.update(p_version=i.version + 1, w_id=i.id, w_version=i.version)
+            done = await self._conn.execute(_SAVE_INSTALLMENT, params)
+            if done.rowcount != 1:
+                raise ConcurrentUpdate(i.id)
+        try:
+            await self._write_children(plan)
+        except IntegrityError as exc:
+            # Someone recorded this attempt already; the unit of work rolls back.
+            raise ConcurrentUpdate(plan.id) from exc
+        plan.version += 1
+        for i in plan.installments:
+            if i.changed:
+                i.version += 1
+                i.changed = False
+
+    async def _write_children(self, plan: InstallmentPlan) -> None:
+        charges = [
+            _charge_row(i, c) for i in plan.installments for c in i.charges[i.stored_charges :]
+        ]
+        if charges:
+            await self._conn.execute(installment_charges.insert(), charges)
+        if plan.pending_events:
+            await self._conn.execute(
+                events.insert(),
+                [
+                    {
+                        "id": f"evt_{uuid.uuid4().hex}",
+                        # The outbox's aggregate id column: a plan id here.
+                        "payment_id": plan.id,
+                        "merchant_id": plan.merchant_id,
+                        "sequence": e.sequence,
+                        "name": e.name,
+                        "payload": event_payload(e),
+                        "occurred_at": plan.updated_at,
+                        "published_at": None,
+                    }
+                    for e in plan.pending_events
+                ],
+            )
+        for i in plan.installments:
+            i.stored_charges = len(i.charges)
+        plan.pending_events.clear()
+
+    async def get(self, plan_id: str, merchant_id: str | None) -> InstallmentPlan | None:
+        query = select(installment_plans).where(installment_plans.c.id == plan_id)
+        if merchant_id is not None:
+            query = query.where(installment_plans.c.merchant_id == merchant_id)
+        found = await self._load(query)
+        return found[0] if found else None
+
+    async def get_many(self, plan_ids: Sequence[str]) -> dict[str, InstallmentPlan]:
+        if not plan_ids:
+            return {}
+        found = await self._load(
+            select(installment_plans).where(installment_plans.c.id.in_(list(plan_ids)))
+        )
+        return {p.id: p for p in found}
+
+    async def get_by_installment(
+        self, installment_id: str, merchant_id: str | None
+    ) -> InstallmentPlan | None:
+        plan_id = (
+            await self._conn.execute(
+                select(installments.c.plan_id).where(installments.c.id == installment_id)
+            )
+        ).scalar_one_or_none()
+        if plan_id is None:
+            return None
+        return await self.get(plan_id, merchant_id)
+
+    async def list(
+        self,
+        merchant_id: str | None,
+        *,
+        status: PlanStatus | None,
+        limit: int,
+        after: Cursor | None,
+    ) -> Sequence[InstallmentPlan]:
+        t = installment_plans
+        query = select(t)
+        if merchant_id is not None:
+            query = query.where(t.c.merchant_id == merchant_id)
+        if status is not None:
+            query = query.where(t.c.status == status.value)
+        if after is not None:
+            query = query.where(
+                or_(
+                    t.c.created_at < after.created_at,
+                    and_(t.c.created_at == after.created_at, t.c.id < after.id),
+                )
+            )
+        return await self._load(query.order_by(t.c.created_at.desc(), t.c.id.desc()).limit(limit))
+
+    async def claim_due(
+        self, *, now: datetime, worker: str, lease_until: datetime, limit: int
+    ) -> Sequence[Claim]:
+        i, p = installments, installment_plans
+        due = (
+            select(i.c.id, i.c.plan_id, i.c.status)
+            .join(p, p.c.id == i.c.plan_id)
+            .where(
+                or_(
+                    and_(
+                        p.c.status == PlanStatus.ACTIVE.value,
+                        i.c.status.in_(_CLAIMABLE),
+                        i.c.next_attempt_at <= now,
+                    ),
+                    # Its worker paused or died mid-charge: take it over, same attempt.
+                    and_(i.c.status == _PROCESSING, i.c.lease_until <= now),
+                )
+            )
+            .order_by(i.c.next_attempt_at)
+            .limit(limit)
+            # PostgreSQL: rows another worker is claiming are skipped, not waited for.
+            # SQLite ignores it; there the transaction holds the only write lock.
+            .with_for_update(skip_locked=True, of=i)
+        )
+        rows = (await self._conn.execute(due)).all()
+        if not rows:
+            return []
+        ids = [r.id for r in rows]
+        fresh = i.c.status != _PROCESSING
+        await self._conn.execute(
+            update(i)
+            .where(i.c.id.in_(ids))
+            .values(
+                attempts=case((fresh, i.c.attempts + 1), else_=i.c.attempts),
+                attempt_kind=case((fresh, AttemptKind.SCHEDULED.value), else_=i.c.attempt_kind),
+                status=_PROCESSING,
+                claimed_by=worker,
+                lease_until=lease_until,
+                version=i.c.version + 1,
+            )
+        )
+        attempts = dict(
+            (await self._conn.execute(select(i.c.id, i.c.attempts).where(i.c.id.in_(ids)))).all()
+        )
+        return [
+            Claim(r.id, r.plan_id, attempts[r.id], reclaimed=r.status == _PROCESSING) for r in rows
+        ]
+
+    async def hold(self, installment_id: str, attempt: int, until: datetime) -> None:
+        i = installments
+        await self._conn.execute(
+            update(i)
+            .where(i.c.id == installment_id, i.c.status == _PROCESSING, i.c.attempts == attempt)
+            .values(lease_until=until, version=i.c.version + 1)
+        )
+
+    async def _load(self, query: Any) -> builtins.list[InstallmentPlan]:
+        rows = (await self._conn.execute(query)).mappings().all()
+        if not rows:
+            return []
+        ids = [r["id"] for r in rows]
+        inst_rows = (
+            (
+                await self._conn.execute(
+                    select(installments)
+                    .where(installments.c.plan_id.in_(ids))
+                    .order_by(installments.c.plan_id, installments.c.sequence)
+                )
+            )
+            .mappings()
+            .all()
+        )
+        inst_ids = [r["id"] for r in inst_rows]
+        charge_rows = (
+            (
+                await self._conn.execute(
+                    select(installment_charges)
+                    .where(installment_charges.c.installment_id.in_(inst_ids))
+                    .order_by(installment_charges.c.installment_id, installment_charges.c.attempt)
+                )
+            )
+            .mappings()
+            .all()
+        )
+        charges: dict[str, builtins.list[InstallmentCharge]] = {}
+        for c in charge_rows:
+            charges.setdefault(c["installment_id"], []).append(
+                InstallmentCharge(
+                    attempt=c["attempt"],
+                    kind=AttemptKind(c["kind"]),
+                    payment_id=c["payment_id"],
+                    outcome=ChargeOutcome(c["outcome"]),
+                    error_code=c["error_code"],
+                    message=c["message"],
+                    at=c["at"],
+                )
+            )
+        by_plan: dict[str, builtins.list[Installment]] = {}
+        for r in inst_rows:
+            own = charges.get(r["id"], [])
+            by_plan.setdefault(r["plan_id"], []).append(
+                Installment(
+                    id=r["id"],
+                    plan_id=r["plan_id"],
+                    sequence=r["sequence"],
+                    amount_minor=r["amount_minor"],
+                    due_at=r["due_at"],
+                    status=InstallmentStatus(r["status"]),
+                    attempts=r["attempts"],
+                    attempt_kind=AttemptKind(r["attempt_kind"]),
+                    next_attempt_at=r["next_attempt_at"],
+                    first_failed_at=r["first_failed_at"],
+                    dunning_step=r["dunning_step"],
+                    last_error_code=r["last_error_code"],
+                    last_error=r["last_error"],
+                    payment_id=r["payment_id"],
+                    processor_payment_id=r["processor_payment_id"],
+                    paid_at=r["paid_at"],
+                    claimed_by=r["claimed_by"],
+                    lease_until=r["lease_until"],
+                    charges=own,
+                    stored_charges=len(own),
+                    version=r["version"],
+                )
+            )
+        return [
+            InstallmentPlan(
+                id=r["id"],
+                merchant_id=r["merchant_id"],
+                request_id=r["request_id"],
+                order_id=r["order_id"],
+                fingerprint=r["fingerprint"],
+                currency=Currency(r["currency"]),
+                total_minor=r["total_minor"],
+                token=r["token"],
+                customer_id=r["customer_id"],
+                interval_days=r["interval_days"],
+                dunning_days=tuple(r["dunning_days"]),
+                installments=by_plan.get(r["id"], []),
+                created_at=r["created_at"],
+                updated_at=r["updated_at"],
+                status=PlanStatus(r["status"]),
+                cancel_reason=r["cancel_reason"],
+                version=r["version"],
+                event_sequence=r["event_sequence"],
+            )
+            for r in rows
+        ]

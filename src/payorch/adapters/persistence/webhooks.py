@@ -1,0 +1,308 @@
+"""Webhook endpoints and deliveries stored with SQLAlchemy Core, and the outbox fan-out."""
+
+from __future__ import annotations
+
+import builtins
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from payorch.adapters.persistence.tables import events, webhook_deliveries, webhook_endpoints
+from payorch.app.installment_ports import Cursor, DeliveryJob
+from payorch.app.ports import ConcurrentUpdate
+from payorch.domain.webhook_delivery import (
+    DeliveryStatus,
+    EndpointStatus,
+    WebhookDelivery,
+    WebhookEndpoint,
+    event_type,
+    webhook_body,
+)
+from payorch.webhooks import SECRET_PREFIX
+
+_PENDING = DeliveryStatus.PENDING.value
+
+
+def _endpoint_row(e: WebhookEndpoint) -> dict[str, Any]:
+    return {
+        "id": e.id,
+        "merchant_id": e.merchant_id,
+        "url": e.url,
+        "signing_key": e.secret.removeprefix(SECRET_PREFIX),
+        "description": e.description,
+        "event_types": list(e.event_types),
+        "status": e.status.value,
+        "disabled_reason": e.disabled_reason,
+        "version": e.version,
+        "created_at": e.created_at,
+        "updated_at": e.updated_at,
+    }
+
+
+def _endpoint(r: Any) -> WebhookEndpoint:
+    return WebhookEndpoint(
+        id=r["id"],
+        merchant_id=r["merchant_id"],
+        url=r["url"],
+        secret=SECRET_PREFIX + r["signing_key"],
+        description=r["description"],
+        event_types=tuple(r["event_types"]),
+        created_at=r["created_at"],
+        updated_at=r["updated_at"],
+        status=EndpointStatus(r["status"]),
+        disabled_reason=r["disabled_reason"],
+        version=r["version"],
+    )
+
+
+def _delivery_row(d: WebhookDelivery) -> dict[str, Any]:
+    return {
+        "id": d.id,
+        "endpoint_id": d.endpoint_id,
+        "merchant_id": d.merchant_id,
+        "event_id": d.event_id,
+        "event_type": d.event_type,
+        "body": d.body,
+        "status": d.status.value,
+        "attempts": d.attempts,
+        "next_attempt_at": d.next_attempt_at,
+        "last_status_code": d.last_status_code,
+        "last_error": d.last_error,
+        "claimed_by": d.claimed_by,
+        "lease_until": d.lease_until,
+        "version": d.version,
+        "created_at": d.created_at,
+        "delivered_at": d.delivered_at,
+    }
+
+
+def _delivery(r: Any) -> WebhookDelivery:
+    return WebhookDelivery(
+        id=r["id"],
+        endpoint_id=r["endpoint_id"],
+        merchant_id=r["merchant_id"],
+        event_id=r["event_id"],
+        event_type=r["event_type"],
+        body=r["body"],
+        created_at=r["created_at"],
+        next_attempt_at=r["next_attempt_at"],
+        status=DeliveryStatus(r["status"]),
+        attempts=r["attempts"],
+        last_status_code=r["last_status_code"],
+        last_error=r["last_error"],
+        delivered_at=r["delivered_at"],
+        claimed_by=r["claimed_by"],
+        lease_until=r["lease_until"],
+        version=r["version"],
+    )
+
+
+class SqlAlchemyWebhookRepository:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def add_endpoint(self, endpoint: WebhookEndpoint) -> None:
+        await self._conn.execute(webhook_endpoints.insert(), [_endpoint_row(endpoint)])
+
+    async def save_endpoint(self, endpoint: WebhookEndpoint) -> None:
+        row = _endpoint_row(endpoint)
+        row["version"] = endpoint.version + 1
+        t = webhook_endpoints
+        done = await self._conn.execute(
+            update(t)
+            .where(t.c.id == endpoint.id, t.c.version == endpoint.version)
+            .values(**{k: v for k, v in row.items() if k not in ("id", "created_at")})
+        )
+        if done.rowcount != 1:
+            raise ConcurrentUpdate(endpoint.id)
+        endpoint.version += 1
+
+    async def get_endpoint(
+        self, endpoint_id: str, merchant_id: str | None
+    ) -> WebhookEndpoint | None:
+        t = webhook_endpoints
+        query = select(t).where(t.c.id == endpoint_id)
+        if merchant_id is not None:
+            query = query.where(t.c.merchant_id == merchant_id)
+        row = (await self._conn.execute(query)).mappings().first()
+        return _endpoint(row) if row is not None else None
+
+    async def list_endpoints(self, merchant_id: str | None) -> Sequence[WebhookEndpoint]:
+        t = webhook_endpoints
+        query = select(t).where(t.c.status != EndpointStatus.DELETED.value)
+        if merchant_id is not None:
+            query = query.where(t.c.merchant_id == merchant_id)
+        rows = (await self._conn.execute(query.order_by(t.c.created_at, t.c.id))).mappings()
+        return [_endpoint(r) for r in rows]
+
+    async def fan_out(self, *, now: datetime, limit: int) -> int:
+        batch = (
+            (
+                await self._conn.execute(
+                    select(events)
+                    .where(events.c.published_at.is_(None))
+                    .order_by(events.c.occurred_at, events.c.id)
+                    .limit(limit)
+                    .with_for_update(skip_locked=True)
+                )
+            )
+            .mappings()
+            .all()
+        )
+        if not batch:
+            return 0
+        merchants = {e["merchant_id"] for e in batch}
+        t = webhook_endpoints
+        endpoint_rows = (
+            await self._conn.execute(
+                select(t).where(
+                    t.c.merchant_id.in_(merchants), t.c.status == EndpointStatus.ENABLED.value
+                )
+            )
+        ).mappings()
+        by_merchant: dict[str, builtins.list[WebhookEndpoint]] = {}
+        for r in endpoint_rows:
+            by_merchant.setdefault(r["merchant_id"], []).append(_endpoint(r))
+        rows = []
+        for e in batch:
+            kind = event_type(e["name"])
+            wanting = [ep for ep in by_merchant.get(e["merchant_id"], []) if ep.wants(kind)]
+            if not wanting:
+                continue
+            body = webhook_body(
+                event_id=e["id"],
+                name=e["name"],
+                aggregate_id=e["payment_id"],
+                merchant_id=e["merchant_id"],
+                sequence=e["sequence"],
+                occurred_at=e["occurred_at"],
+                payload=dict(e["payload"]),
+            )
+            for ep in wanting:
+                rows.append(
+                    _delivery_row(
+                        WebhookDelivery(
+                            id=f"whd_{uuid.uuid4().hex}",
+                            endpoint_id=ep.id,
+                            merchant_id=e["merchant_id"],
+                            event_id=e["id"],
+                            event_type=kind,
+                            body=body,
+                            created_at=now,
+                            next_attempt_at=now,
+                        )
+                    )
+                )
+        if rows:
+            await self._conn.execute(webhook_deliveries.insert(), rows)
+        await self._conn.execute(
+            update(events).where(events.c.id.in_([e["id"] for e in batch])).values(published_at=now)
+        )
+        return len(batch)
+
+    async def claim_deliveries(
+        self, *, now: datetime, worker: str, lease_until: datetime, limit: int
+    ) -> Sequence[DeliveryJob]:
+        d, ep = webhook_deliveries, webhook_endpoints
+        due = (
+            select(d.c.id)
+            .join(ep, ep.c.id == d.c.endpoint_id)
+            .where(
+                d.c.status == _PENDING,
+                d.c.next_attempt_at <= now,
+                or_(d.c.lease_until.is_(None), d.c.lease_until <= now),
+                ep.c.status == EndpointStatus.ENABLED.value,
+            )
+            .order_by(d.c.next_attempt_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True, of=d)
+        )
+        ids = [r.id for r in (await self._conn.execute(due)).all()]
+        if not ids:
+            return []
+        await self._conn.execute(
+            update(d)
+            .where(d.c.id.in_(ids))
+            .values(claimed_by=worker, lease_until=lease_until, version=d.c.version + 1)
+        )
+        rows = (
+            await self._conn.execute(
+                select(d, ep.c.url, ep.c.signing_key)
+                .join(ep, ep.c.id == d.c.endpoint_id)
+                .where(d.c.id.in_(ids))
+                .order_by(d.c.next_attempt_at)
+            )
+        ).mappings()
+        return [DeliveryJob(_delivery(r), r["url"], SECRET_PREFIX + r["signing_key"]) for r in rows]
+
+    async def get_delivery(
+        self, delivery_id: str, merchant_id: str | None
+    ) -> WebhookDelivery | None:
+        d = webhook_deliveries
+        query = select(d).where(d.c.id == delivery_id)
+        if merchant_id is not None:
+            query = query.where(d.c.merchant_id == merchant_id)
+        row = (await self._conn.execute(query)).mappings().first()
+        return _delivery(row) if row is not None else None
+
+    async def save_delivery(self, delivery: WebhookDelivery) -> None:
+        d = webhook_deliveries
+        row = _delivery_row(delivery)
+        row["version"] = delivery.version + 1
+        done = await self._conn.execute(
+            update(d)
+            .where(d.c.id == delivery.id, d.c.version == delivery.version)
+            .values(**{k: v for k, v in row.items() if k not in ("id", "created_at", "body")})
+        )
+        if done.rowcount != 1:
+            raise ConcurrentUpdate(delivery.id)
+        delivery.version += 1
+
+    async def list_deliveries(
+        self,
+        merchant_id: str | None,
+        *,
+        status: DeliveryStatus | None,
+        endpoint_id: str | None,
+        limit: int,
+        after: Cursor | None,
+    ) -> Sequence[WebhookDelivery]:
+        d = webhook_deliveries
+        query = select(d)
+        if merchant_id is not None:
+            query = query.where(d.c.merchant_id == merchant_id)
+        if status is not None:
+            query = query.where(d.c.status == status.value)
+        if endpoint_id is not None:
+            query = query.where(d.c.endpoint_id == endpoint_id)
+        if after is not None:
+            query = query.where(
+                or_(
+                    d.c.created_at < after.created_at,
+                    and_(d.c.created_at == after.created_at, d.c.id < after.id),
+                )
+            )
+        rows = await self._conn.execute(
+            query.order_by(d.c.created_at.desc(), d.c.id.desc()).limit(limit)
+        )
+        return [_delivery(r) for r in rows.mappings()]
+
+    async def abandon_pending(self, endpoint_id: str, reason: str) -> int:
+        d = webhook_deliveries
+        done = await self._conn.execute(
+            update(d)
+            .where(d.c.endpoint_id == endpoint_id, d.c.status == _PENDING)
+            .values(
+                status=DeliveryStatus.DEAD.value,
+                next_attempt_at=None,
+                last_error=reason,
+                claimed_by="",
+                lease_until=None,
+                version=d.c.version + 1,
+            )
+        )
+        return int(done.rowcount)

@@ -1,0 +1,190 @@
+"""Ports of installment plans and outbound webhooks; adapters implement them, tests fake them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from payorch.domain.installments import InstallmentPlan, InstallmentPolicy, PlanStatus
+from payorch.domain.webhook_delivery import DeliveryStatus, WebhookDelivery, WebhookEndpoint
+
+
+class DuplicatePlan(Exception):
+    """A plan with this id (derived from merchant and request id) exists already."""
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    """Position in a newest-first listing."""
+
+    created_at: datetime
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """An installment this worker may charge now, under attempt number `attempt`."""
+
+    installment_id: str
+    plan_id: str
+    attempt: int
+    # Its previous claim's lease ran out (that worker paused or died mid-charge).
+    reclaimed: bool
+
+
+class InstallmentPlanRepository(Protocol):
+    async def add(self, plan: InstallmentPlan) -> None:
+        """Insert a new plan with its installments; raises DuplicatePlan."""
+        ...
+
+    async def save(self, plan: InstallmentPlan) -> None:
+        """Store changes; raises ConcurrentUpdate if the plan or a changed installment
+        was saved or claimed by someone else since it was read."""
+        ...
+
+    async def get(self, plan_id: str, merchant_id: str | None) -> InstallmentPlan | None:
+        """None when absent or owned by another merchant (merchant_id None: any)."""
+        ...
+
+    async def get_many(self, plan_ids: Sequence[str]) -> dict[str, InstallmentPlan]:
+        """Plans by id, any merchant (the scheduler's batch read)."""
+        ...
+
+    async def get_by_installment(
+        self, installment_id: str, merchant_id: str | None
+    ) -> InstallmentPlan | None: ...
+
+    async def list(
+        self,
+        merchant_id: str | None,
+        *,
+        status: PlanStatus | None,
+        limit: int,
+        after: Cursor | None,
+    ) -> Sequence[InstallmentPlan]: ...
+
+    async def claim_due(
+        self, *, now: datetime, worker: str, lease_until: datetime, limit: int
+    ) -> Sequence[Claim]:
+        """Claim due installments of active plans, and those whose claim expired, for
+        `worker` until `lease_until`. Concurrent workers never get the same row
+        (FOR UPDATE SKIP LOCKED on PostgreSQL; one writer at a time on SQLite)."""
+        ...
+
+    async def hold(self, installment_id: str, attempt: int, until: datetime) -> None:
+        """Keep a charging installment out of the scheduler's way until `until`."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryJob:
+    delivery: WebhookDelivery
+    url: str
+    secret: str
+
+
+class WebhookRepository(Protocol):
+    async def add_endpoint(self, endpoint: WebhookEndpoint) -> None: ...
+
+    async def save_endpoint(self, endpoint: WebhookEndpoint) -> None: ...
+
+    async def get_endpoint(
+        self, endpoint_id: str, merchant_id: str | None
+    ) -> WebhookEndpoint | None: ...
+
+    async def list_endpoints(self, merchant_id: str | None) -> Sequence[WebhookEndpoint]:
+        """Endpoints not deleted, oldest first."""
+        ...
+
+    async def fan_out(self, *, now: datetime, limit: int) -> int:
+        """Turn up to `limit` unpublished outbox events into one delivery per enabled
+        endpoint of their merchant that wants them; returns the events handled."""
+        ...
+
+    async def claim_deliveries(
+        self, *, now: datetime, worker: str, lease_until: datetime, limit: int
+    ) -> Sequence[DeliveryJob]: ...
+
+    async def get_delivery(
+        self, delivery_id: str, merchant_id: str | None
+    ) -> WebhookDelivery | None: ...
+
+    async def save_delivery(self, delivery: WebhookDelivery) -> None:
+        """Raises ConcurrentUpdate if it changed since it was read."""
+        ...
+
+    async def list_deliveries(
+        self,
+        merchant_id: str | None,
+        *,
+        status: DeliveryStatus | None,
+        endpoint_id: str | None,
+        limit: int,
+        after: Cursor | None,
+    ) -> Sequence[WebhookDelivery]: ...
+
+    async def abandon_pending(self, endpoint_id: str, reason: str) -> int:
+        """Move an endpoint's pending deliveries to the dead-letter list."""
+        ...
+
+
+class InstallmentUnitOfWork(Protocol):
+    @property
+    def plans(self) -> InstallmentPlanRepository: ...
+
+    @property
+    def webhooks(self) -> WebhookRepository: ...
+
+    async def __aenter__(self) -> InstallmentUnitOfWork: ...
+
+    async def __aexit__(self, *exc: object) -> None:
+        """Roll back whatever was not committed."""
+        ...
+
+    async def commit(self) -> None: ...
+
+
+class InstallmentUnitOfWorkFactory(Protocol):
+    def __call__(self) -> InstallmentUnitOfWork: ...
+
+
+class InstallmentPolicies(Protocol):
+    """Where a merchant's installment policy comes from (its merchant config, later)."""
+
+    async def for_merchant(self, merchant_id: str) -> InstallmentPolicy: ...
+
+
+class UnsafeUrl(ValueError):
+    """A webhook URL we refuse to call (scheme, private address, odd spelling, ...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    # HTTP status, 0 when there was no answer.
+    status_code: int
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status_code < 300
+
+
+class WebhookSender(Protocol):
+    async def check_url(self, url: str) -> None:
+        """Raise UnsafeUrl for a URL that may not be called."""
+        ...
+
+    async def send(
+        self,
+        url: str,
+        *,
+        secret: str,
+        webhook_id: str,
+        timestamp: int,
+        body: str,
+        timeout_s: float,
+    ) -> SendResult:
+        """POST the signed body once; never raises for the receiver's failures."""
+        ...

@@ -1,0 +1,364 @@
+"""Use cases of installment plans: create (first charge at once), read, list, cancel,
+retry; and the charger the scheduler shares, which turns one attempt into one payment.
+
+Every charge goes through PaymentService.create with a request id derived from the
+installment and its attempt number, so the (merchant, request_id) constraint makes a
+second charge of the same attempt impossible: a worker resumed after its lease ran
+out replays the stored payment (or waits for it) instead of charging again.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+
+from payorch.app.installment_ports import (
+    Cursor,
+    DuplicatePlan,
+    InstallmentPolicies,
+    InstallmentUnitOfWorkFactory,
+)
+from payorch.app.payments import PaymentService, RequestInProgress
+from payorch.app.ports import Clock, ConcurrentUpdate
+from payorch.domain.card_data import contains_card_number
+from payorch.domain.installments import (
+    ChargeOutcome,
+    ChargeResult,
+    Installment,
+    InstallmentPlan,
+    InstallmentPolicy,
+    PlanStatus,
+    charge_request_id,
+    installment_id_for,
+    judge_charge,
+    plan_fingerprint,
+    plan_id_for,
+    split_evenly,
+)
+from payorch.domain.money import Money
+from payorch.domain.payment import PaymentStatus
+from payorch.domain.request import CoreRequest, RawPaymentRequest, parse_payment_request
+from payorch.domain.results import ErrorCode
+
+log = logging.getLogger("payorch.installments")
+
+MAX_ORDER_ID_LEN = 128
+MAX_REASON_LEN = 500
+_ORDER_ID_RE = re.compile(r"^[\x21-\x7e]+$")
+# Attempts to store a result when others keep changing the plan.
+SAVE_TRIES = 5
+
+
+class PlanNotFound(LookupError):
+    pass
+
+
+class PlanConflict(ValueError):
+    """The request id was used before for a different plan."""
+
+
+class InvalidPlanRequest(ValueError):
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(f"{field}: {message}")
+
+
+class DefaultInstallmentPolicies:
+    """The documented defaults for every merchant, until merchant config provides one."""
+
+    def __init__(self, policy: InstallmentPolicy | None = None) -> None:
+        self._policy = policy or InstallmentPolicy()
+
+    async def for_merchant(self, merchant_id: str) -> InstallmentPolicy:
+        return self._policy
+
+
+@dataclass(frozen=True, slots=True)
+class CreatePlan:
+    merchant_id: str
+    request_id: str
+    order_id: str
+    total: Money
+    token: str
+    customer_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PlanCreation:
+    """A new (or replayed) plan, or None when the first charge did not go through."""
+
+    plan: InstallmentPlan | None
+    first_payment_id: str
+    first_payment_status: PaymentStatus
+    error_code: str = ""
+    error_message: str = ""
+    replayed: bool = False
+
+
+def _charge_request(
+    plan_merchant: str,
+    order_id: str,
+    plan_id: str,
+    installment_id: str,
+    attempt: int,
+    amount: Money,
+    token: str,
+    customer_id: str,
+    *,
+    off_session: bool,
+) -> CoreRequest:
+    return parse_payment_request(
+        RawPaymentRequest(
+            merchant_id=plan_merchant,
+            request_id=charge_request_id(installment_id, attempt),
+            amount_minor=amount.amount_minor,
+            currency=amount.currency.code,
+            payment_method=token,
+            customer_id=customer_id,
+            metadata={
+                "order_id": order_id,
+                "installment_plan_id": plan_id,
+                "installment_id": installment_id,
+            },
+            off_session=off_session,
+        )
+    )
+
+
+class InstallmentCharger:
+    """Charges one claimed attempt and records what it came to."""
+
+    def __init__(
+        self,
+        uow: InstallmentUnitOfWorkFactory,
+        payments: PaymentService,
+        clock: Clock,
+        *,
+        unresolved_recheck_s: float = 300.0,
+    ) -> None:
+        self._uow = uow
+        self._payments = payments
+        self._clock = clock
+        self._recheck = timedelta(seconds=unresolved_recheck_s)
+
+    async def charge(
+        self, plan: InstallmentPlan, installment_id: str, attempt: int
+    ) -> tuple[ChargeResult, InstallmentPlan]:
+        """Charge attempt `attempt`; returns what it came to and the plan as now stored."""
+        inst = plan.installment(installment_id)
+        result = await self._pay(plan, inst, attempt)
+        if result.outcome is ChargeOutcome.UNRESOLVED:
+            # Unknown or still running elsewhere: look again later, under the same attempt.
+            async with self._uow() as uow:
+                await uow.plans.hold(inst.id, attempt, self._clock.now() + self._recheck)
+                await uow.commit()
+            return result, plan
+        return result, await self.record(plan, installment_id, attempt, result)
+
+    async def _pay(self, plan: InstallmentPlan, inst: Installment, attempt: int) -> ChargeResult:
+        try:
+            request = _charge_request(
+                plan.merchant_id,
+                plan.order_id,
+                plan.id,
+                inst.id,
+                attempt,
+                Money(inst.amount_minor, plan.currency),
+                plan.token,
+                plan.customer_id,
+                off_session=True,
+            )
+        except ValueError as exc:  # RequestRejected: nothing a retry could fix
+            return ChargeResult(
+                ChargeOutcome.FAILED,
+                "",
+                error_code=ErrorCode.INVALID_REQUEST.value,
+                message=str(exc),
+            )
+        try:
+            created = await self._payments.create(request, deadline_s=None)
+        except RequestInProgress:
+            return ChargeResult(ChargeOutcome.UNRESOLVED, "")
+        return judge_charge(created.payment)
+
+    async def record(
+        self, plan: InstallmentPlan, installment_id: str, attempt: int, result: ChargeResult
+    ) -> InstallmentPlan:
+        """Apply the result to the plan; on a concurrent change read it again and retry.
+        Applying twice is harmless: the second finds the attempt recorded already."""
+        for _ in range(SAVE_TRIES):
+            if not plan.record(installment_id, attempt, result, self._clock.now()):
+                return plan
+            try:
+                async with self._uow() as uow:
+                    await uow.plans.save(plan)
+                    await uow.commit()
+                return plan
+            except ConcurrentUpdate:
+                async with self._uow() as uow:
+                    fresh = await uow.plans.get(plan.id, None)
+                if fresh is None:  # pragma: no cover - plans are never deleted
+                    raise PlanNotFound(plan.id) from None
+                plan = fresh
+        raise ConcurrentUpdate(plan.id)
+
+
+class InstallmentService:
+    def __init__(
+        self,
+        uow: InstallmentUnitOfWorkFactory,
+        payments: PaymentService,
+        policies: InstallmentPolicies,
+        charger: InstallmentCharger,
+        clock: Clock,
+        *,
+        worker_id: str,
+        lease_s: float = 120.0,
+    ) -> None:
+        self._uow = uow
+        self._payments = payments
+        self._policies = policies
+        self._charger = charger
+        self._clock = clock
+        self._worker = worker_id
+        self._lease = timedelta(seconds=lease_s)
+
+    async def create(self, cmd: CreatePlan, *, deadline_s: float | None) -> PlanCreation:
+        """Charge the first installment now (on-session: the customer is at checkout);
+        only when it succeeded store the plan and its installments, in one transaction.
+
+        Retrying with the same request id never charges twice: the first charge's
+        request id is derived from it (through the plan id)."""
+        order_id = cmd.order_id.strip()
+        if not order_id or len(order_id) > MAX_ORDER_ID_LEN or not _ORDER_ID_RE.match(order_id):
+            raise InvalidPlanRequest(
+                "order_id", f"is required: 1-{MAX_ORDER_ID_LEN} printable ASCII characters"
+            )
+        if contains_card_number(order_id):
+            raise InvalidPlanRequest("order_id", "looks like a card number")
+        plan_id = plan_id_for(cmd.merchant_id, cmd.request_id)
+        fingerprint = plan_fingerprint(order_id, cmd.total, cmd.token, cmd.customer_id)
+        replay = await self._replay(plan_id, cmd.merchant_id, fingerprint)
+        if replay is not None:
+            return replay
+        policy = await self._policies.for_merchant(cmd.merchant_id)
+        policy.check_eligible(cmd.total)  # NotEligible
+        first_id = installment_id_for(plan_id, 1)
+        amounts = split_evenly(cmd.total.amount_minor, policy.count)
+        request = _charge_request(
+            cmd.merchant_id,
+            order_id,
+            plan_id,
+            first_id,
+            1,
+            Money(amounts[0], cmd.total.currency),
+            cmd.token,
+            cmd.customer_id,
+            off_session=False,
+        )
+        created = await self._payments.create(request, deadline_s=deadline_s)
+        charge = judge_charge(created.payment)
+        if charge.outcome is not ChargeOutcome.PAID:
+            return PlanCreation(
+                None,
+                created.payment.id,
+                created.payment.status,
+                charge.error_code,
+                charge.message,
+                replayed=created.replayed,
+            )
+        plan = InstallmentPlan.start(
+            merchant_id=cmd.merchant_id,
+            request_id=cmd.request_id,
+            order_id=order_id,
+            fingerprint=fingerprint,
+            total=cmd.total,
+            token=cmd.token,
+            customer_id=cmd.customer_id,
+            policy=policy,
+            first_payment_id=charge.payment_id,
+            first_processor_payment_id=charge.processor_payment_id,
+            now=self._clock.now(),
+        )
+        try:
+            async with self._uow() as uow:
+                await uow.plans.add(plan)
+                await uow.commit()
+        except DuplicatePlan:
+            replay = await self._replay(plan_id, cmd.merchant_id, fingerprint)
+            if replay is None:  # pragma: no cover - the duplicate was just seen
+                raise
+            return replay
+        return PlanCreation(plan, charge.payment_id, created.payment.status)
+
+    async def _replay(
+        self, plan_id: str, merchant_id: str, fingerprint: str
+    ) -> PlanCreation | None:
+        async with self._uow() as uow:
+            existing = await uow.plans.get(plan_id, merchant_id)
+        if existing is None:
+            return None
+        if existing.fingerprint != fingerprint:
+            raise PlanConflict(
+                "request_id was already used for a plan with a different order, total or method"
+            )
+        first = existing.installments[0]
+        return PlanCreation(existing, first.payment_id, PaymentStatus.SUCCEEDED, replayed=True)
+
+    async def get(self, plan_id: str, merchant_id: str | None) -> InstallmentPlan:
+        async with self._uow() as uow:
+            plan = await uow.plans.get(plan_id, merchant_id)
+        if plan is None:
+            raise PlanNotFound(plan_id)
+        return plan
+
+    async def list(
+        self,
+        merchant_id: str | None,
+        *,
+        status: PlanStatus | None,
+        page_size: int,
+        after: Cursor | None,
+    ) -> Sequence[InstallmentPlan]:
+        async with self._uow() as uow:
+            return await uow.plans.list(merchant_id, status=status, limit=page_size, after=after)
+
+    async def cancel(self, plan_id: str, merchant_id: str | None, reason: str) -> InstallmentPlan:
+        for _ in range(SAVE_TRIES):
+            async with self._uow() as uow:
+                plan = await uow.plans.get(plan_id, merchant_id)
+                if plan is None:
+                    raise PlanNotFound(plan_id)
+                plan.cancel(reason.strip()[:MAX_REASON_LEN], self._clock.now())  # InvalidTransition
+                try:
+                    await uow.plans.save(plan)
+                    await uow.commit()
+                except ConcurrentUpdate:
+                    continue
+                return plan
+        raise ConcurrentUpdate(plan_id)
+
+    async def retry_now(self, installment_id: str, merchant_id: str | None) -> InstallmentPlan:
+        """Charge a failed installment now, at the merchant's request."""
+        for _ in range(SAVE_TRIES):
+            async with self._uow() as uow:
+                plan = await uow.plans.get_by_installment(installment_id, merchant_id)
+                if plan is None:
+                    raise PlanNotFound(installment_id)
+                now = self._clock.now()
+                attempt = plan.start_manual_retry(
+                    installment_id, worker=self._worker, lease_until=now + self._lease, now=now
+                )  # InvalidTransition
+                try:
+                    await uow.plans.save(plan)
+                    await uow.commit()
+                except ConcurrentUpdate:
+                    continue
+            break
+        else:
+            raise ConcurrentUpdate(installment_id)
+        _result, plan = await self._charger.charge(plan, installment_id, attempt)
+        return plan

@@ -1,0 +1,326 @@
+"""Outbound webhooks: merchants' endpoints, and the dispatcher that delivers the outbox.
+
+The dispatcher is its own loop: a slow or dead receiver never holds up a payment or
+the scheduler. Deliveries are claimed like installments (row locks skipped by other
+workers, plus a lease) and retried on a fixed, jittered schedule; a 410 disables the
+endpoint; exhausted deliveries wait in a dead-letter list for a redelivery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+
+from payorch.app.installment_ports import (
+    Cursor,
+    DeliveryJob,
+    InstallmentUnitOfWorkFactory,
+    SendResult,
+    UnsafeUrl,
+    WebhookSender,
+)
+from payorch.app.ports import Clock, ConcurrentUpdate
+from payorch.domain.webhook_delivery import (
+    DeliveryStatus,
+    EndpointStatus,
+    WebhookDelivery,
+    WebhookEndpoint,
+    event_type,
+)
+
+log = logging.getLogger("payorch.webhooks")
+
+MAX_URL_LEN = 2048
+MAX_DESCRIPTION_LEN = 200
+MAX_ENDPOINTS_PER_MERCHANT = 20
+# Event types an endpoint may subscribe to (empty subscription: all of them).
+EVENT_NAMES = (
+    "PlanCreated",
+    "InstallmentPaid",
+    "InstallmentFailed",
+    "InstallmentFailedFinal",
+    "PlanCompleted",
+    "PlanBreached",
+    "PlanCancelled",
+    "StepSucceeded",
+    "StepFailed",
+    "StepVoided",
+    "PaymentCompleted",
+    "PaymentFailed",
+    "PaymentReconciled",
+    "PaymentCaptured",
+    "PaymentRefunded",
+    "PaymentCancelled",
+)
+EVENT_TYPES = frozenset(event_type(n) for n in EVENT_NAMES)
+
+
+class EndpointNotFound(LookupError):
+    pass
+
+
+class DeliveryNotFound(LookupError):
+    pass
+
+
+class InvalidEndpoint(ValueError):
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(f"{field}: {message}")
+
+
+class CannotRedeliver(RuntimeError):
+    pass
+
+
+def new_endpoint_id() -> str:
+    return f"we_{uuid.uuid4().hex}"
+
+
+class WebhookEndpoints:
+    def __init__(
+        self,
+        uow: InstallmentUnitOfWorkFactory,
+        sender: WebhookSender,
+        clock: Clock,
+        *,
+        new_secret: Callable[[], str],
+        new_id: Callable[[], str] = new_endpoint_id,
+    ) -> None:
+        self._uow = uow
+        self._sender = sender
+        self._clock = clock
+        self._new_secret = new_secret
+        self._new_id = new_id
+
+    async def create(
+        self, merchant_id: str, url: str, description: str, event_types: Sequence[str]
+    ) -> WebhookEndpoint:
+        """The endpoint, with its secret: the only time the secret is handed out."""
+        url = url.strip()
+        if not url or len(url) > MAX_URL_LEN:
+            raise InvalidEndpoint("url", f"is required, at most {MAX_URL_LEN} characters")
+        if len(description) > MAX_DESCRIPTION_LEN:
+            raise InvalidEndpoint("description", f"at most {MAX_DESCRIPTION_LEN} characters")
+        unknown = sorted(set(event_types) - EVENT_TYPES)
+        if unknown:
+            raise InvalidEndpoint(
+                "event_types",
+                f"unknown {unknown[0][:40]!r}; known: {', '.join(sorted(EVENT_TYPES))}",
+            )
+        try:
+            await self._sender.check_url(url)
+        except UnsafeUrl as exc:
+            raise InvalidEndpoint("url", str(exc)) from exc
+        now = self._clock.now()
+        endpoint = WebhookEndpoint(
+            id=self._new_id(),
+            merchant_id=merchant_id,
+            url=url,
+            secret=self._new_secret(),
+            description=description,
+            event_types=tuple(dict.fromkeys(event_types)),
+            created_at=now,
+            updated_at=now,
+        )
+        async with self._uow() as uow:
+            if len(await uow.webhooks.list_endpoints(merchant_id)) >= MAX_ENDPOINTS_PER_MERCHANT:
+                raise InvalidEndpoint(
+                    "url", f"at most {MAX_ENDPOINTS_PER_MERCHANT} endpoints per merchant"
+                )
+            await uow.webhooks.add_endpoint(endpoint)
+            await uow.commit()
+        return endpoint
+
+    async def list(self, merchant_id: str | None) -> Sequence[WebhookEndpoint]:
+        async with self._uow() as uow:
+            return await uow.webhooks.list_endpoints(merchant_id)
+
+    async def delete(self, endpoint_id: str, merchant_id: str | None) -> None:
+        async with self._uow() as uow:
+            endpoint = await uow.webhooks.get_endpoint(endpoint_id, merchant_id)
+            if endpoint is None or endpoint.status is EndpointStatus.DELETED:
+                raise EndpointNotFound(endpoint_id)
+            endpoint.delete(self._clock.now())
+            await uow.webhooks.save_endpoint(endpoint)
+            await uow.webhooks.abandon_pending(endpoint.id, "endpoint deleted")
+            await uow.commit()
+
+    async def deliveries(
+        self,
+        merchant_id: str | None,
+        *,
+        status: DeliveryStatus | None,
+        endpoint_id: str | None,
+        page_size: int,
+        after: Cursor | None,
+    ) -> Sequence[WebhookDelivery]:
+        async with self._uow() as uow:
+            return await uow.webhooks.list_deliveries(
+                merchant_id, status=status, endpoint_id=endpoint_id, limit=page_size, after=after
+            )
+
+    async def redeliver(self, delivery_id: str, merchant_id: str | None) -> WebhookDelivery:
+        """Schedule a dead (or delivered) delivery again, now; same webhook id."""
+        async with self._uow() as uow:
+            delivery = await uow.webhooks.get_delivery(delivery_id, merchant_id)
+            if delivery is None:
+                raise DeliveryNotFound(delivery_id)
+            endpoint = await uow.webhooks.get_endpoint(delivery.endpoint_id, None)
+            if endpoint is None or endpoint.status is not EndpointStatus.ENABLED:
+                state = endpoint.status.value if endpoint else "deleted"
+                raise CannotRedeliver(f"the endpoint is {state}")
+            if delivery.status is DeliveryStatus.PENDING:
+                raise CannotRedeliver("the delivery is already scheduled")
+            delivery.redeliver(self._clock.now())
+            await uow.webhooks.save_delivery(delivery)
+            await uow.commit()
+        return delivery
+
+
+@dataclass(slots=True)
+class DispatchStats:
+    fanned_out: int = 0
+    attempted: int = 0
+    delivered: int = 0
+    failed: int = 0
+    dead: int = 0
+    disabled: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "fanned_out": self.fanned_out,
+            "attempted": self.attempted,
+            "delivered": self.delivered,
+            "failed": self.failed,
+            "dead": self.dead,
+            "endpoints_disabled": self.disabled,
+        }
+
+
+class WebhookDispatcher:
+    def __init__(
+        self,
+        uow: InstallmentUnitOfWorkFactory,
+        sender: WebhookSender,
+        clock: Clock,
+        *,
+        wall_clock: Clock,
+        worker_id: str,
+        timeout_s: float = 10.0,
+        batch_size: int = 100,
+        concurrency: int = 16,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._uow = uow
+        self._sender = sender
+        self._clock = clock
+        # Receivers check webhook-timestamp against their own clock: sign with real time
+        # even when the business clock is shifted for a demo (--now).
+        self._wall = wall_clock
+        self.worker_id = worker_id
+        self._timeout_s = timeout_s
+        # Long enough for one request, so a live worker never loses its claim.
+        self._lease = timedelta(seconds=timeout_s * 3 + 5)
+        self._batch = batch_size
+        self._concurrency = concurrency
+        self._rng = rng or random.Random()
+
+    async def run_once(self) -> DispatchStats:
+        """Fan new outbox events out to endpoints, then send every delivery due now."""
+        stats = DispatchStats()
+        while True:
+            async with self._uow() as uow:
+                handled = await uow.webhooks.fan_out(now=self._clock.now(), limit=self._batch)
+                await uow.commit()
+            stats.fanned_out += handled
+            if handled < self._batch:
+                break
+        seen: set[str] = set()
+        limit = asyncio.Semaphore(self._concurrency)
+        while True:
+            now = self._clock.now()
+            async with self._uow() as uow:
+                jobs = await uow.webhooks.claim_deliveries(
+                    now=now, worker=self.worker_id, lease_until=now + self._lease, limit=self._batch
+                )
+                await uow.commit()
+            fresh = [j for j in jobs if j.delivery.id not in seen]
+            if not fresh:
+                return stats
+            seen.update(j.delivery.id for j in fresh)
+
+            async def one(job: DeliveryJob) -> None:
+                async with limit:
+                    await self._deliver(job, stats)
+
+            await asyncio.gather(*(one(j) for j in fresh))
+
+    async def _deliver(self, job: DeliveryJob, stats: DispatchStats) -> None:
+        d = job.delivery
+        stats.attempted += 1
+        try:
+            result = await self._sender.send(
+                job.url,
+                secret=job.secret,
+                webhook_id=d.event_id,
+                timestamp=int(self._wall.now().timestamp()),
+                body=d.body,
+                timeout_s=self._timeout_s,
+            )
+        except Exception as exc:  # the sender should not raise; never lose the claim's fate
+            log.exception("webhook sender failed")
+            result = SendResult(0, f"sender error: {type(exc).__name__}")
+        try:
+            await self._record(job, result.status_code, result.error, stats)
+        except ConcurrentUpdate:
+            log.warning("delivery %s changed while being sent; left as it is", d.id)
+
+    async def _record(
+        self, job: DeliveryJob, status_code: int, error: str, stats: DispatchStats
+    ) -> None:
+        now = self._clock.now()
+        async with self._uow() as uow:
+            d = await uow.webhooks.get_delivery(job.delivery.id, None)
+            if d is None or d.version != job.delivery.version or not d.pending:
+                return  # reclaimed, redelivered or abandoned meanwhile
+            gone = status_code == 410
+            if 200 <= status_code < 300:
+                d.succeeded(status_code, now)
+                stats.delivered += 1
+            elif gone:
+                d.gone(status_code, "410 Gone: endpoint disabled")
+                stats.dead += 1
+            else:
+                d.failed(status_code, error or f"HTTP {status_code}", now, self._rng.random())
+                if d.pending:
+                    stats.failed += 1
+                else:
+                    stats.dead += 1
+            await uow.webhooks.save_delivery(d)
+            if gone:
+                endpoint = await uow.webhooks.get_endpoint(d.endpoint_id, None)
+                if endpoint is not None and endpoint.status is EndpointStatus.ENABLED:
+                    endpoint.disable("the receiver answered 410 Gone", now)
+                    await uow.webhooks.save_endpoint(endpoint)
+                    await uow.webhooks.abandon_pending(endpoint.id, "endpoint disabled (410 Gone)")
+                    stats.disabled += 1
+            await uow.commit()
+
+    async def run_forever(self, interval_s: float, stop: asyncio.Event | None = None) -> None:
+        stop = stop or asyncio.Event()
+        while not stop.is_set():
+            try:
+                stats = await self.run_once()
+                if stats.attempted:
+                    log.info("webhook pass: %s", stats.as_dict())
+            except Exception:
+                log.exception("webhook pass failed; next pass in %.0f s", interval_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=interval_s)

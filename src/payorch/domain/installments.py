@@ -1,0 +1,617 @@
+"""Installment plans: the penny-perfect split, the schedule, the dunning ladder, and the
+plan aggregate whose transitions are the only way its state changes.
+
+Pure: no I/O. Times come in as arguments; ids are derived, not drawn.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import itertools
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from payorch.domain.classification import INFRASTRUCTURE_CODES, classify
+from payorch.domain.events import DomainEvent
+from payorch.domain.money import Currency, Money, format_minor
+from payorch.domain.payment import Payment, PaymentStatus, StepStatus
+from payorch.domain.results import ErrorCode, ProcessorResponse, ResponseKind
+
+# Documented defaults (docs/installments.md): 100.00 in the currency's major unit,
+# three installments thirty days apart, retries three, seven and fourteen days after
+# the first failure.
+DEFAULT_MIN_TOTAL_MAJOR = 100
+DEFAULT_COUNT = 3
+DEFAULT_INTERVAL_DAYS = 30
+DEFAULT_DUNNING_DAYS = (3, 7, 14)
+MAX_COUNT = 48
+MAX_LADDER_STEPS = 10
+
+
+class InvalidInstallmentPolicy(ValueError):
+    pass
+
+
+class NotEligible(ValueError):
+    """The order cannot be paid in installments under the merchant's policy."""
+
+
+class InvalidTransition(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class InstallmentPolicy:
+    # Smallest eligible total in minor units; 0 means 100.00 in the currency's major unit.
+    min_total_minor: int = 0
+    count: int = DEFAULT_COUNT
+    interval_days: int = DEFAULT_INTERVAL_DAYS
+    # Days after the first failure at which a failed installment is charged again.
+    dunning_days: tuple[int, ...] = DEFAULT_DUNNING_DAYS
+
+    def __post_init__(self) -> None:
+        if self.min_total_minor < 0:
+            raise InvalidInstallmentPolicy("min_total_minor cannot be negative")
+        if not 2 <= self.count <= MAX_COUNT:
+            raise InvalidInstallmentPolicy(f"count must be 2..{MAX_COUNT}")
+        if not 1 <= self.interval_days <= 366:
+            raise InvalidInstallmentPolicy("interval_days must be 1..366")
+        days = self.dunning_days
+        if len(days) > MAX_LADDER_STEPS:
+            raise InvalidInstallmentPolicy(f"at most {MAX_LADDER_STEPS} dunning steps")
+        if any(d <= 0 for d in days) or any(b <= a for a, b in itertools.pairwise(days)):
+            raise InvalidInstallmentPolicy("dunning_days must be positive and increasing")
+
+    def minimum_for(self, currency: Currency) -> int:
+        if self.min_total_minor:
+            return self.min_total_minor
+        return int(DEFAULT_MIN_TOTAL_MAJOR * 10**currency.exponent)
+
+    def check_eligible(self, total: Money) -> None:
+        minimum = self.minimum_for(total.currency)
+        if total.amount_minor < minimum:
+            raise NotEligible(
+                f"installments start at {format_minor(minimum, total.currency)} "
+                f"{total.currency.code}"
+            )
+        if total.amount_minor < self.count:
+            raise NotEligible(f"the total cannot be split into {self.count} installments")
+
+
+def split_evenly(total_minor: int, count: int) -> list[int]:
+    """Split in minor units so the parts sum to the total and differ by at most one unit.
+
+    The remainder goes on the last installments, one minor unit each:
+    10000 / 3 = 3333 + 3333 + 3334, and 10 / 4 = 2 + 2 + 3 + 3.
+    """
+    if count < 1:
+        raise ValueError("count must be positive")
+    if total_minor < 0:
+        raise ValueError("total cannot be negative")
+    base, remainder = divmod(total_minor, count)
+    return [base + (1 if i >= count - remainder else 0) for i in range(count)]
+
+
+def due_dates(start: datetime, count: int, interval_days: int) -> list[datetime]:
+    """Installment 1 is due at `start`, then D+interval, D+2*interval, ..."""
+    return [start + timedelta(days=interval_days * i) for i in range(count)]
+
+
+# -- ids -------------------------------------------------------------------------------
+_LETTERS = "abcdefghijklmnopqrstuvwxyz"
+
+
+def _letters(digest: bytes, n: int) -> str:
+    # Letters only: an id can never look like a card number to the request scanner.
+    value = int.from_bytes(digest, "big")
+    out = []
+    for _ in range(n):
+        value, r = divmod(value, 26)
+        out.append(_LETTERS[r])
+    return "".join(out)
+
+
+def plan_id_for(merchant_id: str, request_id: str) -> str:
+    """Derived from the caller's idempotency key, so a retried create finds its plan."""
+    digest = hashlib.sha256(f"{merchant_id}\x00{request_id}".encode()).digest()
+    return f"ip_{_letters(digest, 24)}"
+
+
+def installment_id_for(plan_id: str, sequence: int) -> str:
+    return f"{plan_id}_{sequence}"
+
+
+def charge_request_id(installment_id: str, attempt: int) -> str:
+    """The payments idempotency key of one attempt: one payment per (installment, attempt)."""
+    return f"inst_{installment_id}_a{attempt}"
+
+
+# -- states ----------------------------------------------------------------------------
+class PlanStatus(enum.Enum):
+    ACTIVE = "active"
+    COMPLETED = "completed"
+    BREACH = "breach"
+    CANCELLED = "cancelled"
+
+
+class InstallmentStatus(enum.Enum):
+    PENDING = "pending"
+    PROCESSING = "processing"
+    PAID = "paid"
+    FAILED = "failed"
+    FAILED_FINAL = "failed_final"
+    CANCELLED = "cancelled"
+
+
+class AttemptKind(enum.Enum):
+    CHECKOUT = "checkout"
+    SCHEDULED = "scheduled"
+    MANUAL = "manual"
+
+
+INSTALLMENT_TRANSITIONS: dict[InstallmentStatus, frozenset[InstallmentStatus]] = {
+    InstallmentStatus.PENDING: frozenset(
+        {InstallmentStatus.PROCESSING, InstallmentStatus.CANCELLED}
+    ),
+    InstallmentStatus.PROCESSING: frozenset(
+        {InstallmentStatus.PAID, InstallmentStatus.FAILED, InstallmentStatus.FAILED_FINAL}
+    ),
+    InstallmentStatus.FAILED: frozenset(
+        {InstallmentStatus.PROCESSING, InstallmentStatus.CANCELLED}
+    ),
+    # Only a merchant's manual retry reopens a final failure.
+    InstallmentStatus.FAILED_FINAL: frozenset({InstallmentStatus.PROCESSING}),
+    InstallmentStatus.PAID: frozenset(),
+    InstallmentStatus.CANCELLED: frozenset(),
+}
+
+PLAN_TRANSITIONS: dict[PlanStatus, frozenset[PlanStatus]] = {
+    PlanStatus.ACTIVE: frozenset({PlanStatus.COMPLETED, PlanStatus.BREACH, PlanStatus.CANCELLED}),
+    # A breach heals when a manual retry pays the installment that caused it.
+    PlanStatus.BREACH: frozenset({PlanStatus.ACTIVE, PlanStatus.COMPLETED, PlanStatus.CANCELLED}),
+    PlanStatus.COMPLETED: frozenset(),
+    PlanStatus.CANCELLED: frozenset(),
+}
+
+
+# -- events ----------------------------------------------------------------------------
+@dataclass(slots=True)
+class PlanCreated(DomainEvent):
+    plan_id: str
+    order_id: str
+    total_minor: int
+    currency: str
+    installment_count: int
+
+
+@dataclass(slots=True)
+class InstallmentPaid(DomainEvent):
+    plan_id: str
+    order_id: str
+    installment_id: str
+    installment_sequence: int
+    amount_minor: int
+    currency: str
+    attempt: int
+    payment_id: str
+
+
+@dataclass(slots=True)
+class InstallmentFailed(DomainEvent):
+    plan_id: str
+    order_id: str
+    installment_id: str
+    installment_sequence: int
+    attempt: int
+    error_code: str
+    message: str
+    # ISO-8601 time of the next attempt.
+    next_attempt_at: str
+
+
+@dataclass(slots=True)
+class InstallmentFailedFinal(DomainEvent):
+    plan_id: str
+    order_id: str
+    installment_id: str
+    installment_sequence: int
+    attempts: int
+    error_code: str
+    message: str
+
+
+@dataclass(slots=True)
+class PlanCompleted(DomainEvent):
+    plan_id: str
+    order_id: str
+    total_minor: int
+    currency: str
+
+
+@dataclass(slots=True)
+class PlanBreached(DomainEvent):
+    plan_id: str
+    order_id: str
+    installment_id: str
+    error_code: str
+
+
+@dataclass(slots=True)
+class PlanCancelled(DomainEvent):
+    plan_id: str
+    order_id: str
+    reason: str
+
+
+# -- what a charge came to ---------------------------------------------------------------
+class ChargeOutcome(enum.Enum):
+    PAID = "paid"
+    FAILED = "failed"
+    # Still being worked on, or its answer was lost: look again later, never charge anew.
+    UNRESOLVED = "unresolved"
+
+
+@dataclass(frozen=True, slots=True)
+class ChargeResult:
+    outcome: ChargeOutcome
+    payment_id: str
+    processor_payment_id: str = ""
+    error_code: str = ""
+    message: str = ""
+    # Worth charging again on the dunning ladder (Classification.retry_later).
+    retry_later: bool = False
+
+
+def judge_charge(payment: Payment) -> ChargeResult:
+    """What a stored payment means for the installment it was charging."""
+    step = payment.steps[-1] if payment.steps else None
+    pid = step.processor_payment_id if step else ""
+    if payment.status is PaymentStatus.SUCCEEDED:
+        return ChargeResult(ChargeOutcome.PAID, payment.id, pid)
+    if payment.status is PaymentStatus.REQUIRES_ACTION:
+        # Off-session and the bank wants the customer: no retry can succeed without them.
+        return ChargeResult(
+            ChargeOutcome.FAILED,
+            payment.id,
+            pid,
+            ErrorCode.AUTHENTICATION_REQUIRED.value,
+            "the customer must authenticate on-session",
+            retry_later=False,
+        )
+    if payment.status is not PaymentStatus.FAILED:
+        return ChargeResult(ChargeOutcome.UNRESOLVED, payment.id, pid)
+    failed = [s for s in payment.steps if s.status is StepStatus.FAILED]
+    code = payment.final_error
+    message = payment.final_error_message
+    retry_later = code in INFRASTRUCTURE_CODES or code is ErrorCode.NO_PROCESSOR_AVAILABLE
+    if failed:
+        answers = [a for a in failed[-1].attempts if a.raw.type or a.raw.http_status]
+        if answers:
+            raw = answers[-1].raw
+            # The processor's own words, judged by the same table the router used.
+            c = classify(
+                ProcessorResponse(
+                    ResponseKind.ERROR,
+                    http_status=raw.http_status,
+                    error_type=raw.type,
+                    code=raw.code,
+                    decline_code=raw.decline_code,
+                )
+            )
+            if c.error_code is failed[-1].error_code:
+                retry_later = c.retry_later
+            message = raw.message or message
+    return ChargeResult(
+        ChargeOutcome.FAILED, payment.id, pid, code.value, message[:500], retry_later
+    )
+
+
+# -- the aggregate ---------------------------------------------------------------------
+@dataclass(slots=True)
+class InstallmentCharge:
+    """One attempt at an installment: the payment it made and what came of it."""
+
+    attempt: int
+    kind: AttemptKind
+    payment_id: str
+    outcome: ChargeOutcome
+    error_code: str
+    message: str
+    at: datetime
+
+
+@dataclass(slots=True)
+class Installment:
+    id: str
+    plan_id: str
+    sequence: int
+    amount_minor: int
+    due_at: datetime
+    status: InstallmentStatus = InstallmentStatus.PENDING
+    attempts: int = 0
+    attempt_kind: AttemptKind = AttemptKind.SCHEDULED
+    # When the scheduler should next charge it (pending or failed); None otherwise.
+    next_attempt_at: datetime | None = None
+    first_failed_at: datetime | None = None
+    # Ladder steps already scheduled.
+    dunning_step: int = 0
+    last_error_code: str = ""
+    last_error: str = ""
+    payment_id: str = ""
+    processor_payment_id: str = ""
+    paid_at: datetime | None = None
+    # Who charges it now, and until when that claim holds.
+    claimed_by: str = ""
+    lease_until: datetime | None = None
+    charges: list[InstallmentCharge] = field(default_factory=list)
+    stored_charges: int = 0
+    version: int = 0
+    # Set by every transition: the repository writes changed rows only.
+    changed: bool = False
+
+    def _move(self, to: InstallmentStatus) -> None:
+        if to not in INSTALLMENT_TRANSITIONS[self.status]:
+            raise InvalidTransition(
+                f"installment {self.sequence} cannot go from {self.status.value} to {to.value}"
+            )
+        self.status = to
+        self.changed = True
+
+
+@dataclass(slots=True)
+class InstallmentPlan:
+    id: str
+    merchant_id: str
+    request_id: str
+    order_id: str
+    fingerprint: str
+    currency: Currency
+    total_minor: int
+    token: str
+    customer_id: str
+    interval_days: int
+    dunning_days: tuple[int, ...]
+    installments: list[Installment]
+    created_at: datetime
+    updated_at: datetime
+    status: PlanStatus = PlanStatus.ACTIVE
+    cancel_reason: str = ""
+    version: int = 0
+    event_sequence: int = 0
+    pending_events: list[DomainEvent] = field(default_factory=list)
+
+    # -- creating ------------------------------------------------------------------
+    @classmethod
+    def start(
+        cls,
+        *,
+        merchant_id: str,
+        request_id: str,
+        order_id: str,
+        fingerprint: str,
+        total: Money,
+        token: str,
+        customer_id: str,
+        policy: InstallmentPolicy,
+        first_payment_id: str,
+        first_processor_payment_id: str,
+        now: datetime,
+    ) -> InstallmentPlan:
+        """A plan whose first installment was just paid at checkout; the rest pending."""
+        plan_id = plan_id_for(merchant_id, request_id)
+        amounts = split_evenly(total.amount_minor, policy.count)
+        dates = due_dates(now, policy.count, policy.interval_days)
+        installments = [
+            Installment(
+                id=installment_id_for(plan_id, seq),
+                plan_id=plan_id,
+                sequence=seq,
+                amount_minor=amount,
+                due_at=due,
+                next_attempt_at=due,
+                changed=True,
+            )
+            for seq, (amount, due) in enumerate(zip(amounts, dates, strict=True), start=1)
+        ]
+        plan = cls(
+            id=plan_id,
+            merchant_id=merchant_id,
+            request_id=request_id,
+            order_id=order_id,
+            fingerprint=fingerprint,
+            currency=total.currency,
+            total_minor=total.amount_minor,
+            token=token,
+            customer_id=customer_id,
+            interval_days=policy.interval_days,
+            dunning_days=tuple(policy.dunning_days),
+            installments=installments,
+            created_at=now,
+            updated_at=now,
+        )
+        plan._raise(
+            PlanCreated(plan_id, order_id, total.amount_minor, total.currency.code, policy.count)
+        )
+        first = installments[0]
+        first.attempts, first.attempt_kind = 1, AttemptKind.CHECKOUT
+        first._move(InstallmentStatus.PROCESSING)
+        plan.record(
+            first.id,
+            1,
+            ChargeResult(ChargeOutcome.PAID, first_payment_id, first_processor_payment_id),
+            now,
+        )
+        return plan
+
+    # -- reading -------------------------------------------------------------------
+    def installment(self, installment_id: str) -> Installment:
+        for inst in self.installments:
+            if inst.id == installment_id:
+                return inst
+        raise KeyError(installment_id)
+
+    @property
+    def paid_count(self) -> int:
+        return sum(1 for i in self.installments if i.status is InstallmentStatus.PAID)
+
+    @property
+    def paid_minor(self) -> int:
+        return sum(i.amount_minor for i in self.installments if i.status is InstallmentStatus.PAID)
+
+    @property
+    def ladder(self) -> tuple[timedelta, ...]:
+        return tuple(timedelta(days=d) for d in self.dunning_days)
+
+    # -- changing ------------------------------------------------------------------
+    def _raise(self, event: DomainEvent) -> None:
+        self.event_sequence += 1
+        event.sequence = self.event_sequence
+        self.pending_events.append(event)
+
+    def start_manual_retry(
+        self, installment_id: str, *, worker: str, lease_until: datetime, now: datetime
+    ) -> int:
+        """The merchant asks to charge a failed installment now; returns the attempt number."""
+        inst = self.installment(installment_id)
+        if self.status is PlanStatus.CANCELLED or self.status is PlanStatus.COMPLETED:
+            raise InvalidTransition(f"the plan is {self.status.value}")
+        if inst.status not in (InstallmentStatus.FAILED, InstallmentStatus.FAILED_FINAL):
+            raise InvalidTransition(
+                f"only a failed installment can be retried (installment {inst.sequence} "
+                f"is {inst.status.value})"
+            )
+        inst._move(InstallmentStatus.PROCESSING)
+        inst.attempts += 1
+        inst.attempt_kind = AttemptKind.MANUAL
+        inst.claimed_by, inst.lease_until = worker, lease_until
+        self.updated_at = now
+        return inst.attempts
+
+    def record(
+        self, installment_id: str, attempt: int, result: ChargeResult, now: datetime
+    ) -> bool:
+        """Apply what attempt `attempt` came to. False when it no longer applies (another
+        worker recorded it already, or a later attempt started): recording is idempotent."""
+        inst = self.installment(installment_id)
+        if inst.status is not InstallmentStatus.PROCESSING or inst.attempts != attempt:
+            return False
+        if result.outcome is ChargeOutcome.UNRESOLVED:
+            return False
+        inst.charges.append(
+            InstallmentCharge(
+                attempt,
+                inst.attempt_kind,
+                result.payment_id,
+                result.outcome,
+                result.error_code,
+                result.message,
+                now,
+            )
+        )
+        inst.payment_id = result.payment_id
+        inst.processor_payment_id = result.processor_payment_id or inst.processor_payment_id
+        inst.claimed_by, inst.lease_until = "", None
+        if result.outcome is ChargeOutcome.PAID:
+            inst._move(InstallmentStatus.PAID)
+            inst.paid_at, inst.next_attempt_at = now, None
+            self._raise(
+                InstallmentPaid(
+                    self.id,
+                    self.order_id,
+                    inst.id,
+                    inst.sequence,
+                    inst.amount_minor,
+                    self.currency.code,
+                    attempt,
+                    result.payment_id,
+                )
+            )
+        else:
+            self._failed(inst, result, now)
+        self.updated_at = now
+        self._settle(inst)
+        return True
+
+    def _failed(self, inst: Installment, result: ChargeResult, now: datetime) -> None:
+        inst.last_error_code, inst.last_error = result.error_code, result.message
+        if inst.first_failed_at is None:
+            inst.first_failed_at = now
+        next_at: datetime | None = None
+        if result.retry_later:
+            if inst.attempt_kind is AttemptKind.MANUAL:
+                # A manual retry does not use up a step: the scheduled one still stands.
+                next_at = inst.next_attempt_at
+            elif inst.dunning_step < len(self.ladder):
+                next_at = max(now, inst.first_failed_at + self.ladder[inst.dunning_step])
+                inst.dunning_step += 1
+        if next_at is not None:
+            inst._move(InstallmentStatus.FAILED)
+            inst.next_attempt_at = next_at
+            self._raise(
+                InstallmentFailed(
+                    self.id,
+                    self.order_id,
+                    inst.id,
+                    inst.sequence,
+                    inst.attempts,
+                    result.error_code,
+                    result.message,
+                    next_at.isoformat(),
+                )
+            )
+            return
+        inst._move(InstallmentStatus.FAILED_FINAL)
+        inst.next_attempt_at = None
+        self._raise(
+            InstallmentFailedFinal(
+                self.id,
+                self.order_id,
+                inst.id,
+                inst.sequence,
+                inst.attempts,
+                result.error_code,
+                result.message,
+            )
+        )
+
+    def _settle(self, changed: Installment) -> None:
+        """Derive the plan's status from its installments; announce a change once."""
+        if self.status is PlanStatus.CANCELLED:
+            return
+        statuses = [i.status for i in self.installments]
+        if all(s is InstallmentStatus.PAID for s in statuses):
+            target = PlanStatus.COMPLETED
+        elif InstallmentStatus.FAILED_FINAL in statuses:
+            target = PlanStatus.BREACH
+        else:
+            target = PlanStatus.ACTIVE
+        if target is self.status:
+            return
+        if target not in PLAN_TRANSITIONS[self.status]:
+            raise InvalidTransition(f"plan cannot go from {self.status.value} to {target.value}")
+        self.status = target
+        if target is PlanStatus.COMPLETED:
+            self._raise(PlanCompleted(self.id, self.order_id, self.total_minor, self.currency.code))
+        elif target is PlanStatus.BREACH:
+            self._raise(PlanBreached(self.id, self.order_id, changed.id, changed.last_error_code))
+
+    def cancel(self, reason: str, now: datetime) -> None:
+        """Nothing more is charged. An installment being charged right now finishes (its
+        charge may already have gone through) and is recorded as it ends."""
+        if PlanStatus.CANCELLED not in PLAN_TRANSITIONS[self.status]:
+            raise InvalidTransition(f"a {self.status.value} plan cannot be cancelled")
+        for inst in self.installments:
+            if inst.status in (InstallmentStatus.PENDING, InstallmentStatus.FAILED):
+                inst._move(InstallmentStatus.CANCELLED)
+                inst.next_attempt_at = None
+        self.status = PlanStatus.CANCELLED
+        self.cancel_reason = reason
+        self.updated_at = now
+        self._raise(PlanCancelled(self.id, self.order_id, reason))
+
+
+def plan_fingerprint(order_id: str, total: Money, token: str, customer_id: str) -> str:
+    """What defines a plan request (not its request id): a reused key must match it."""
+    body = "\x00".join([order_id, str(total.amount_minor), total.currency.code, token, customer_id])
+    return hashlib.sha256(body.encode()).hexdigest()

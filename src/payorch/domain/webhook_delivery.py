@@ -1,0 +1,188 @@
+"""Outbound webhooks: endpoints, deliveries, the retry schedule and the message body.
+
+Pure: the dispatcher (app) claims deliveries and a sender (adapter) does the HTTP.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+# Wait before attempt 1, 2, ... 8: immediately, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 24 h.
+BACKOFF_S: tuple[int, ...] = (0, 5, 300, 1_800, 7_200, 18_000, 36_000, 86_400)
+# Each wait is spread over [80 %, 120 %] so failed receivers are not hit in lockstep.
+JITTER = 0.2
+MAX_ERROR_LEN = 500
+
+
+class InvalidTransition(RuntimeError):
+    pass
+
+
+class EndpointStatus(enum.Enum):
+    ENABLED = "enabled"
+    # The receiver answered 410 Gone: nothing more is sent to it.
+    DISABLED = "disabled"
+    DELETED = "deleted"
+
+
+@dataclass(slots=True)
+class WebhookEndpoint:
+    id: str
+    merchant_id: str
+    url: str
+    # The signing secret (whsec_...): stored to sign, shown once, never logged.
+    secret: str = field(repr=False)
+    description: str
+    # Event types sent to it (e.g. "installment.paid"); empty means all.
+    event_types: tuple[str, ...]
+    created_at: datetime
+    updated_at: datetime
+    status: EndpointStatus = EndpointStatus.ENABLED
+    disabled_reason: str = ""
+    version: int = 0
+
+    def wants(self, event_type: str) -> bool:
+        return self.status is EndpointStatus.ENABLED and (
+            not self.event_types or event_type in self.event_types
+        )
+
+    def disable(self, reason: str, now: datetime) -> None:
+        if self.status is not EndpointStatus.ENABLED:
+            return
+        self.status, self.disabled_reason, self.updated_at = EndpointStatus.DISABLED, reason, now
+
+    def delete(self, now: datetime) -> None:
+        self.status, self.updated_at = EndpointStatus.DELETED, now
+
+
+class DeliveryStatus(enum.Enum):
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    # Out of attempts, or its endpoint is gone: the dead-letter list.
+    DEAD = "dead"
+
+
+def backoff(attempts_done: int, jitter: float) -> timedelta | None:
+    """Wait before the next attempt after `attempts_done` attempts; None when out of them.
+
+    `jitter` is a draw from [0, 1)."""
+    if attempts_done >= len(BACKOFF_S):
+        return None
+    base = BACKOFF_S[attempts_done]
+    return timedelta(seconds=base * (1 - JITTER + 2 * JITTER * jitter))
+
+
+@dataclass(slots=True)
+class WebhookDelivery:
+    id: str
+    endpoint_id: str
+    merchant_id: str
+    # The outbox event id: also the `webhook-id` header, the same on every retry.
+    event_id: str
+    event_type: str
+    # The exact bytes signed and sent, fixed when the delivery is created.
+    body: str
+    created_at: datetime
+    next_attempt_at: datetime | None
+    status: DeliveryStatus = DeliveryStatus.PENDING
+    attempts: int = 0
+    last_status_code: int = 0
+    last_error: str = ""
+    delivered_at: datetime | None = None
+    claimed_by: str = ""
+    lease_until: datetime | None = None
+    version: int = 0
+
+    @property
+    def pending(self) -> bool:
+        return self.status is DeliveryStatus.PENDING
+
+    def _finish_attempt(self, status_code: int, error: str) -> None:
+        if self.status is not DeliveryStatus.PENDING:
+            raise InvalidTransition(f"delivery is {self.status.value}")
+        self.attempts += 1
+        self.last_status_code, self.last_error = status_code, error[:MAX_ERROR_LEN]
+        self.claimed_by, self.lease_until = "", None
+
+    def succeeded(self, status_code: int, now: datetime) -> None:
+        self._finish_attempt(status_code, "")
+        self.status, self.delivered_at, self.next_attempt_at = DeliveryStatus.DELIVERED, now, None
+
+    def failed(self, status_code: int, error: str, now: datetime, jitter: float) -> None:
+        self._finish_attempt(status_code, error)
+        wait = backoff(self.attempts, jitter)
+        if wait is None:
+            self.status, self.next_attempt_at = DeliveryStatus.DEAD, None
+        else:
+            self.next_attempt_at = now + wait
+
+    def gone(self, status_code: int, error: str) -> None:
+        """The endpoint is gone (410) or refused: no retry."""
+        self._finish_attempt(status_code, error)
+        self.status, self.next_attempt_at = DeliveryStatus.DEAD, None
+
+    def abandon(self, reason: str) -> None:
+        if self.status is DeliveryStatus.PENDING:
+            self.status, self.next_attempt_at = DeliveryStatus.DEAD, None
+            self.last_error = reason[:MAX_ERROR_LEN]
+            self.claimed_by, self.lease_until = "", None
+
+    def redeliver(self, now: datetime) -> None:
+        """Send again from the dead-letter list (or once more after a success), a fresh
+        schedule of attempts; the webhook id stays the same so receivers can dedupe."""
+        if self.status is DeliveryStatus.PENDING:
+            raise InvalidTransition("the delivery is already scheduled")
+        self.status, self.attempts, self.next_attempt_at = DeliveryStatus.PENDING, 0, now
+        self.delivered_at = None
+
+
+# -- what a receiver gets -------------------------------------------------------------
+_FAMILIES = (
+    ("Installment", "installment"),
+    ("Plan", "installment_plan"),
+    ("Payment", "payment"),
+    ("Step", "payment.step"),
+)
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+def event_type(name: str) -> str:
+    """Outbox event name -> webhook type: InstallmentFailedFinal -> installment.failed_final,
+    PlanCompleted -> installment_plan.completed, StepSucceeded -> payment.step.succeeded."""
+    for prefix, family in _FAMILIES:
+        if name.startswith(prefix) and len(name) > len(prefix):
+            return f"{family}.{_snake(name[len(prefix) :])}"
+    return _snake(name)
+
+
+def webhook_body(
+    *,
+    event_id: str,
+    name: str,
+    aggregate_id: str,
+    merchant_id: str,
+    sequence: int,
+    occurred_at: datetime,
+    payload: dict[str, Any],
+) -> str:
+    """The JSON body, Standard Webhooks shaped: type, timestamp, data. Canonical (sorted
+    keys, no spaces) and stored as sent, so every retry carries the same bytes."""
+    data: dict[str, Any] = {**payload, "event_id": event_id, "sequence": sequence}
+    data["merchant_id"] = merchant_id
+    if "plan_id" not in data:
+        data["payment_id"] = aggregate_id
+    return json.dumps(
+        {"type": event_type(name), "timestamp": occurred_at.isoformat(), "data": data},
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+        default=str,
+    )

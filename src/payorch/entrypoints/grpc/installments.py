@@ -1,0 +1,297 @@
+"""The InstallmentService servicer: map proto <-> domain, call the app, nothing more."""
+
+from __future__ import annotations
+
+import re
+
+from google.rpc import code_pb2
+
+from payments.installments.v1 import installments_pb2 as pb
+from payorch.app.auth import read_scope, resolve_merchant
+from payorch.app.installment_ports import Cursor
+from payorch.app.installments import (
+    CreatePlan,
+    InstallmentService,
+    InvalidPlanRequest,
+    PlanConflict,
+    PlanNotFound,
+)
+from payorch.app.payments import IdempotencyConflict, RequestInProgress
+from payorch.app.ports import ConcurrentUpdate
+from payorch.app.webhook_delivery import (
+    CannotRedeliver,
+    DeliveryNotFound,
+    EndpointNotFound,
+    InvalidEndpoint,
+    WebhookEndpoints,
+)
+from payorch.domain.card_data import contains_card_number
+from payorch.domain.installments import InvalidTransition, NotEligible
+from payorch.domain.money import MAX_AMOUNT_MINOR, Currency, InvalidAmount, Money, UnknownCurrency
+from payorch.domain.request import RequestRejected
+from payorch.entrypoints.grpc import installment_mappers as mappers
+from payorch.entrypoints.grpc.errors import RpcError, error, invalid_argument, not_found
+from payorch.entrypoints.grpc.handlers import Call
+
+DEFAULT_PAGE_SIZE = 20
+MAX_PAGE_SIZE = 100
+MAX_PLAN_REQUEST_ID_LEN = 200
+MAX_ID_LEN = 128
+_MERCHANT_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_PRINTABLE_RE = re.compile(r"^[\x21-\x7e]+$")
+# The payments parser's field names, as fields of CreateInstallmentPlanRequest.
+_FIELDS = {"amount": "total.amount_minor", "currency": "total.currency"}
+
+
+def _merchant(call: Call, requested: str) -> str:
+    merchant = resolve_merchant(call.principal, requested)
+    if not merchant:
+        raise invalid_argument([("merchant_id", "is required for an ops caller")])
+    if not _MERCHANT_RE.match(merchant):
+        raise invalid_argument([("merchant_id", "must be 1-64 letters, digits, '_', '-' or '.'")])
+    return merchant
+
+
+def _object_id(value: str, name: str, what: str) -> str:
+    if not value:
+        raise invalid_argument([(name, "is required")])
+    if len(value) > MAX_ID_LEN or not _PRINTABLE_RE.match(value):
+        raise not_found(what)  # no id of ours looks like that: exactly like a missing one
+    return value
+
+
+def _filter_id(value: str) -> str | None:
+    """An id to filter by; one no object can have filters everything out."""
+    if not value:
+        return None
+    if len(value) > MAX_ID_LEN or not _PRINTABLE_RE.match(value):
+        return "-"
+    return value
+
+
+def _page_size(size: int) -> int:
+    if size < 0:
+        raise invalid_argument([("page_size", "must not be negative")])
+    return min(size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+
+
+def _cursor(token: str) -> Cursor | None:
+    try:
+        return mappers.decode_page_token(token)
+    except mappers.InvalidPageToken as exc:
+        raise invalid_argument([("page_token", str(exc))]) from exc
+
+
+def _total(request: pb.CreateInstallmentPlanRequest) -> Money:
+    if not request.HasField("total"):
+        raise invalid_argument([("total", "is required")])
+    try:
+        currency = Currency.parse(request.total.currency)
+    except UnknownCurrency as exc:
+        raise invalid_argument([("total.currency", str(exc))]) from exc
+    amount = request.total.amount_minor
+    if not 0 < amount <= MAX_AMOUNT_MINOR:
+        raise invalid_argument([("total.amount_minor", f"must be 1..{MAX_AMOUNT_MINOR}")])
+    try:
+        return Money(amount, currency)
+    except InvalidAmount as exc:  # pragma: no cover - range checked above
+        raise invalid_argument([("total.amount_minor", str(exc))]) from exc
+
+
+def _request_id(raw: str) -> str:
+    if not raw:
+        raise invalid_argument([("request_id", "is required: it is the idempotency key")])
+    if len(raw) > MAX_PLAN_REQUEST_ID_LEN or not _PRINTABLE_RE.match(raw):
+        raise invalid_argument(
+            [("request_id", f"must be 1-{MAX_PLAN_REQUEST_ID_LEN} printable ASCII characters")]
+        )
+    if contains_card_number(raw):
+        raise invalid_argument([("request_id", "looks like a card number")])
+    return raw
+
+
+def _no_card_numbers(fields: list[tuple[str, str]]) -> None:
+    found = [(name, "looks like a card number") for name, v in fields if contains_card_number(v)]
+    if found:
+        raise invalid_argument(found)
+
+
+def _transition(exc: InvalidTransition) -> RpcError:
+    return error(code_pb2.FAILED_PRECONDITION, str(exc), "INVALID_STATE")
+
+
+class InstallmentServicer:
+    def __init__(self, plans: InstallmentService, endpoints: WebhookEndpoints) -> None:
+        self._plans = plans
+        self._endpoints = endpoints
+
+    async def CreateInstallmentPlan(
+        self, request: pb.CreateInstallmentPlanRequest, call: Call
+    ) -> pb.CreateInstallmentPlanResponse:
+        merchant = _merchant(call, request.merchant_id)
+        command = CreatePlan(
+            merchant_id=merchant,
+            request_id=_request_id(request.request_id),
+            order_id=request.order_id,
+            total=_total(request),
+            token=request.payment_method.strip(),
+            customer_id=request.customer_id.strip(),
+        )
+        try:
+            created = await self._plans.create(command, deadline_s=call.deadline_s())
+        except InvalidPlanRequest as exc:
+            raise invalid_argument([(exc.field, str(exc).partition(": ")[2])]) from exc
+        except RequestRejected as exc:
+            raise invalid_argument(
+                [(_FIELDS.get(i.field, i.field), i.message) for i in exc.issues]
+            ) from exc
+        except NotEligible as exc:
+            raise error(code_pb2.FAILED_PRECONDITION, str(exc), "NOT_ELIGIBLE", "total") from exc
+        except (PlanConflict, IdempotencyConflict) as exc:
+            raise error(
+                code_pb2.ALREADY_EXISTS, str(exc), "IDEMPOTENCY_KEY_REUSED", "request_id"
+            ) from exc
+        except RequestInProgress as exc:
+            raise error(code_pb2.ABORTED, str(exc), "REQUEST_IN_PROGRESS") from exc
+        return pb.CreateInstallmentPlanResponse(
+            plan=mappers.plan_pb(created.plan) if created.plan is not None else None,
+            first_charge=pb.FirstCharge(
+                payment_id=created.first_payment_id,
+                status=created.first_payment_status.value,
+                error_code=created.error_code,
+                error_message=created.error_message,
+            ),
+            replayed=created.replayed,
+        )
+
+    async def GetInstallmentPlan(
+        self, request: pb.GetInstallmentPlanRequest, call: Call
+    ) -> pb.GetInstallmentPlanResponse:
+        plan_id = _object_id(request.plan_id, "plan_id", "installment plan")
+        try:
+            plan = await self._plans.get(plan_id, read_scope(call.principal))
+        except PlanNotFound as exc:
+            raise not_found("installment plan") from exc
+        return pb.GetInstallmentPlanResponse(plan=mappers.plan_pb(plan))
+
+    async def ListInstallmentPlans(
+        self, request: pb.ListInstallmentPlansRequest, call: Call
+    ) -> pb.ListInstallmentPlansResponse:
+        size = _page_size(request.page_size)
+        cursor = _cursor(request.page_token)
+        status = mappers.PLAN_STATUS_FROM_PROTO.get(request.status)
+        if request.status and status is None:
+            raise invalid_argument([("status", "unknown status")])
+        found = await self._plans.list(
+            read_scope(call.principal), status=status, page_size=size + 1, after=cursor
+        )
+        page = list(found[:size])
+        token = ""
+        if len(found) > size:
+            token = mappers.encode_page_token(page[-1].created_at, page[-1].id)
+        return pb.ListInstallmentPlansResponse(
+            plans=[mappers.plan_pb(p) for p in page], next_page_token=token
+        )
+
+    async def CancelInstallmentPlan(
+        self, request: pb.CancelInstallmentPlanRequest, call: Call
+    ) -> pb.CancelInstallmentPlanResponse:
+        plan_id = _object_id(request.plan_id, "plan_id", "installment plan")
+        _no_card_numbers([("reason", request.reason)])
+        try:
+            plan = await self._plans.cancel(plan_id, read_scope(call.principal), request.reason)
+        except PlanNotFound as exc:
+            raise not_found("installment plan") from exc
+        except InvalidTransition as exc:
+            raise _transition(exc) from exc
+        except ConcurrentUpdate as exc:
+            raise error(code_pb2.ABORTED, "the plan is changing; try again") from exc
+        return pb.CancelInstallmentPlanResponse(plan=mappers.plan_pb(plan))
+
+    async def RetryInstallment(
+        self, request: pb.RetryInstallmentRequest, call: Call
+    ) -> pb.RetryInstallmentResponse:
+        installment_id = _object_id(request.installment_id, "installment_id", "installment")
+        try:
+            plan = await self._plans.retry_now(installment_id, read_scope(call.principal))
+        except PlanNotFound as exc:
+            raise not_found("installment") from exc
+        except InvalidTransition as exc:
+            raise _transition(exc) from exc
+        except ConcurrentUpdate as exc:
+            raise error(code_pb2.ABORTED, "the plan is changing; try again") from exc
+        return pb.RetryInstallmentResponse(plan=mappers.plan_pb(plan))
+
+    # -- webhook endpoints ---------------------------------------------------------
+    async def CreateWebhookEndpoint(
+        self, request: pb.CreateWebhookEndpointRequest, call: Call
+    ) -> pb.CreateWebhookEndpointResponse:
+        merchant = _merchant(call, request.merchant_id)
+        _no_card_numbers(
+            [("url", request.url), ("description", request.description)]
+            + [(f"event_types[{i}]", t) for i, t in enumerate(request.event_types)]
+        )
+        try:
+            endpoint = await self._endpoints.create(
+                merchant, request.url, request.description, list(request.event_types)
+            )
+        except InvalidEndpoint as exc:
+            raise invalid_argument([(exc.field, str(exc).partition(": ")[2])]) from exc
+        return pb.CreateWebhookEndpointResponse(
+            endpoint=mappers.endpoint_pb(endpoint), secret=endpoint.secret
+        )
+
+    async def ListWebhookEndpoints(
+        self, request: pb.ListWebhookEndpointsRequest, call: Call
+    ) -> pb.ListWebhookEndpointsResponse:
+        found = await self._endpoints.list(read_scope(call.principal))
+        return pb.ListWebhookEndpointsResponse(endpoints=[mappers.endpoint_pb(e) for e in found])
+
+    async def DeleteWebhookEndpoint(
+        self, request: pb.DeleteWebhookEndpointRequest, call: Call
+    ) -> pb.DeleteWebhookEndpointResponse:
+        endpoint_id = _object_id(request.endpoint_id, "endpoint_id", "webhook endpoint")
+        try:
+            await self._endpoints.delete(endpoint_id, read_scope(call.principal))
+        except EndpointNotFound as exc:
+            raise not_found("webhook endpoint") from exc
+        except ConcurrentUpdate as exc:
+            raise error(code_pb2.ABORTED, "the endpoint is changing; try again") from exc
+        return pb.DeleteWebhookEndpointResponse()
+
+    async def ListWebhookDeliveries(
+        self, request: pb.ListWebhookDeliveriesRequest, call: Call
+    ) -> pb.ListWebhookDeliveriesResponse:
+        size = _page_size(request.page_size)
+        cursor = _cursor(request.page_token)
+        status = mappers.DELIVERY_STATUS_FROM_PROTO.get(request.status)
+        if request.status and status is None:
+            raise invalid_argument([("status", "unknown status")])
+        found = await self._endpoints.deliveries(
+            read_scope(call.principal),
+            status=status,
+            endpoint_id=_filter_id(request.endpoint_id),
+            page_size=size + 1,
+            after=cursor,
+        )
+        page = list(found[:size])
+        token = ""
+        if len(found) > size:
+            token = mappers.encode_page_token(page[-1].created_at, page[-1].id)
+        return pb.ListWebhookDeliveriesResponse(
+            deliveries=[mappers.delivery_pb(d) for d in page], next_page_token=token
+        )
+
+    async def RedeliverWebhook(
+        self, request: pb.RedeliverWebhookRequest, call: Call
+    ) -> pb.RedeliverWebhookResponse:
+        delivery_id = _object_id(request.delivery_id, "delivery_id", "webhook delivery")
+        try:
+            delivery = await self._endpoints.redeliver(delivery_id, read_scope(call.principal))
+        except DeliveryNotFound as exc:
+            raise not_found("webhook delivery") from exc
+        except CannotRedeliver as exc:
+            raise error(code_pb2.FAILED_PRECONDITION, str(exc), "INVALID_STATE") from exc
+        except ConcurrentUpdate as exc:
+            raise error(code_pb2.ABORTED, "the delivery is changing; try again") from exc
+        return pb.RedeliverWebhookResponse(delivery=mappers.delivery_pb(delivery))

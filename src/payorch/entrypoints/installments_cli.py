@@ -1,0 +1,491 @@
+"""`payorch installments|scheduler|webhooks`: client commands for the InstallmentService,
+the scheduler and webhook dispatcher as processes, and a tiny verifying receiver."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import grpc
+
+from payments.installments.v1 import installments_pb2 as pb
+from payments.installments.v1 import installments_pb2_grpc as pb_grpc
+from payments.plan.v1 import plan_pb2
+
+Flags = Callable[[argparse.ArgumentParser], None]
+
+
+def _base() -> Any:
+    from payorch.entrypoints import cli
+
+    return cli
+
+
+# -- client side ----------------------------------------------------------------------
+def _call(args: argparse.Namespace, method: str, request: Any) -> int:
+    cli = _base()
+    table = getattr(args, "table", False)
+    with cli.channel(args) as ch:
+        stub = pb_grpc.InstallmentServiceStub(ch)  # type: ignore[no-untyped-call]
+        try:
+            response = getattr(stub, method)(
+                request, metadata=cli._metadata(args), timeout=args.timeout
+            )
+        except grpc.RpcError as exc:
+            print(
+                json.dumps({"code": exc.code().name, "message": exc.details()}, indent=2),
+                file=sys.stderr,
+            )
+            return 1
+    if table and response.HasField("plan"):
+        print(format_plan(response.plan))
+    else:
+        cli._print(response)
+    return 0
+
+
+def _amount(m: plan_pb2.Money) -> str:
+    from payorch.domain.money import Currency, format_minor
+
+    return f"{format_minor(m.amount_minor, Currency.parse(m.currency))} {m.currency}"
+
+
+def _when(ts: Any) -> str:
+    if not ts.seconds and not ts.nanos:
+        return "-"
+    return str(ts.ToDatetime().strftime("%Y-%m-%d %H:%M"))
+
+
+def _short(name: str, prefix: str) -> str:
+    return name.removeprefix(prefix).lower()
+
+
+def format_plan(plan: pb.InstallmentPlan) -> str:
+    """A plan as a small table: the schedule, each installment's attempts and errors."""
+    lines = [
+        f"plan {plan.plan_id}  order {plan.order_id}  total {_amount(plan.total)}  "
+        f"status {_short(pb.PlanStatus.Name(plan.status), 'PLAN_STATUS_')}",
+        f"paid {plan.paid_count}/{plan.installment_count}: {_amount(plan.paid)} paid, "
+        f"{_amount(plan.remaining)} left; dunning days {list(plan.dunning_days)}",
+        f"{'#':>2}  {'amount':>12}  {'due':16}  {'status':12}  {'tries':>5}  "
+        f"{'next attempt':16}  last error",
+    ]
+    for i in plan.installments:
+        status = _short(pb.InstallmentStatus.Name(i.status), "INSTALLMENT_STATUS_")
+        error = f"{i.last_error_code}: {i.last_error}" if i.last_error_code else ""
+        lines.append(
+            f"{i.sequence:>2}  {_amount(i.amount):>12}  {_when(i.due_at):16}  {status:12}  "
+            f"{i.attempts:>5}  {_when(i.next_attempt_at):16}  {error}".rstrip()
+        )
+    return "\n".join(lines)
+
+
+def _money(amount: str, currency: str) -> plan_pb2.Money:
+    from payorch.domain.money import Currency, parse_decimal_amount
+
+    code = Currency.parse(currency)
+    minor = parse_decimal_amount(amount, code) if "." in amount else int(amount)
+    return plan_pb2.Money(amount_minor=minor, currency=code.code)
+
+
+def cmd_create(args: argparse.Namespace) -> int:
+    request = pb.CreateInstallmentPlanRequest(
+        merchant_id=args.merchant or "",
+        request_id=args.request_id or _base().new_request_id(),
+        order_id=args.order_id,
+        total=_money(args.amount, args.currency),
+        payment_method=args.payment_method,
+        customer_id=args.customer or "",
+    )
+    return _call(args, "CreateInstallmentPlan", request)
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    return _call(args, "GetInstallmentPlan", pb.GetInstallmentPlanRequest(plan_id=args.plan_id))
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    status = f"PLAN_STATUS_{args.status.upper()}" if args.status else None
+    return _call(
+        args,
+        "ListInstallmentPlans",
+        pb.ListInstallmentPlansRequest(
+            page_size=args.page_size, page_token=args.page_token or "", status=status
+        ),
+    )
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    return _call(
+        args,
+        "CancelInstallmentPlan",
+        pb.CancelInstallmentPlanRequest(plan_id=args.plan_id, reason=args.reason or ""),
+    )
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    return _call(
+        args, "RetryInstallment", pb.RetryInstallmentRequest(installment_id=args.installment_id)
+    )
+
+
+def cmd_endpoint_create(args: argparse.Namespace) -> int:
+    return _call(
+        args,
+        "CreateWebhookEndpoint",
+        pb.CreateWebhookEndpointRequest(
+            merchant_id=args.merchant or "",
+            url=args.url,
+            description=args.description or "",
+            event_types=args.event_type or [],
+        ),
+    )
+
+
+def cmd_endpoint_list(args: argparse.Namespace) -> int:
+    return _call(args, "ListWebhookEndpoints", pb.ListWebhookEndpointsRequest())
+
+
+def cmd_endpoint_delete(args: argparse.Namespace) -> int:
+    return _call(
+        args, "DeleteWebhookEndpoint", pb.DeleteWebhookEndpointRequest(endpoint_id=args.endpoint_id)
+    )
+
+
+def cmd_deliveries(args: argparse.Namespace) -> int:
+    status = f"DELIVERY_STATUS_{args.status.upper()}" if args.status else None
+    return _call(
+        args,
+        "ListWebhookDeliveries",
+        pb.ListWebhookDeliveriesRequest(
+            page_size=args.page_size,
+            page_token=args.page_token or "",
+            status=status,
+            endpoint_id=args.endpoint or "",
+        ),
+    )
+
+
+def cmd_redeliver(args: argparse.Namespace) -> int:
+    return _call(args, "RedeliverWebhook", pb.RedeliverWebhookRequest(delivery_id=args.delivery_id))
+
+
+# -- server side: the scheduler and the dispatcher as processes ----------------------------
+def _worker_settings(args: argparse.Namespace) -> Any:
+    from payorch.settings import Settings
+
+    base = _base()._server_settings(args)
+    overrides = {
+        "scheduler_batch_size": getattr(args, "batch_size", None),
+        "scheduler_interval_s": getattr(args, "interval", None),
+    }
+    return Settings(**{**base.__dict__, **{k: v for k, v in overrides.items() if v is not None}})
+
+
+def _clock(args: argparse.Namespace) -> Any:
+    from payorch.adapters.clock import OffsetClock
+
+    if not args.now:
+        return None
+    try:
+        return OffsetClock.starting_at(datetime.fromisoformat(args.now))
+    except ValueError as exc:
+        raise SystemExit(f"--now {args.now!r}: {exc}") from exc
+
+
+async def _until_signalled() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+def cmd_scheduler(args: argparse.Namespace) -> int:
+    """Charge due installments (and, unless --no-webhooks, deliver webhooks)."""
+    from payorch.adapters.worker_lock import AnotherWorkerRunning, single_worker
+    from payorch.bootstrap import bootstrap
+    from payorch.entrypoints.logs import configure
+
+    settings = _worker_settings(args)
+    clock = _clock(args)
+    configure(settings.log_level)
+    with contextlib.ExitStack() as locks:
+        try:
+            locks.enter_context(single_worker(settings.database_url, "scheduler"))
+        except AnotherWorkerRunning as exc:
+            print(f"payorch scheduler: {exc}", file=sys.stderr)
+            return 2
+        webhooks = not args.no_webhooks
+        if webhooks:
+            try:
+                locks.enter_context(single_worker(settings.database_url, "webhook-dispatcher"))
+            except AnotherWorkerRunning as exc:
+                print(f"payorch scheduler: not dispatching webhooks: {exc}", file=sys.stderr)
+                webhooks = False
+
+        async def main() -> int:
+            container = await bootstrap(settings, clock=clock)
+            app = container.installments
+            try:
+                if args.once:
+                    out: dict[str, Any] = {
+                        "now": container.clock.now().isoformat(),
+                        "scheduler": (await app.scheduler.run_once()).as_dict(),
+                    }
+                    if webhooks:
+                        out["webhooks"] = (await app.dispatcher.run_once()).as_dict()
+                    print(json.dumps(out), flush=True)
+                    return 0
+                stop = asyncio.Event()
+                jobs = [
+                    asyncio.create_task(
+                        app.scheduler.run_forever(settings.scheduler_interval_s, stop)
+                    )
+                ]
+                if webhooks:
+                    jobs.append(
+                        asyncio.create_task(
+                            app.dispatcher.run_forever(settings.webhook_interval_s, stop)
+                        )
+                    )
+                print(f"payorch scheduler running as {app.worker_id}", flush=True)
+                await _until_signalled()
+                stop.set()
+                await asyncio.gather(*jobs)
+                return 0
+            finally:
+                await container.close()
+
+        return asyncio.run(main())
+
+
+def cmd_dispatch(args: argparse.Namespace) -> int:
+    """Deliver webhooks only."""
+    from payorch.adapters.worker_lock import AnotherWorkerRunning, single_worker
+    from payorch.bootstrap import bootstrap
+    from payorch.entrypoints.logs import configure
+
+    settings = _worker_settings(args)
+    clock = _clock(args)
+    configure(settings.log_level)
+
+    async def main() -> int:
+        container = await bootstrap(settings, clock=clock)
+        try:
+            dispatcher = container.installments.dispatcher
+            if args.once:
+                print(json.dumps((await dispatcher.run_once()).as_dict()), flush=True)
+                return 0
+            stop = asyncio.Event()
+            job = asyncio.create_task(dispatcher.run_forever(settings.webhook_interval_s, stop))
+            await _until_signalled()
+            stop.set()
+            await job
+            return 0
+        finally:
+            await container.close()
+
+    try:
+        with single_worker(settings.database_url, "webhook-dispatcher"):
+            return asyncio.run(main())
+    except AnotherWorkerRunning as exc:
+        print(f"payorch webhooks dispatch: {exc}", file=sys.stderr)
+        return 2
+
+
+# -- inside `payorch serve` ----------------------------------------------------------------
+def serve_jobs(
+    container: Any, settings: Any, locks: contextlib.ExitStack
+) -> list[asyncio.Task[None]]:
+    """The scheduler and the dispatcher as background jobs of `payorch serve`, when
+    switched on (PAYORCH_SCHEDULER=1, PAYORCH_WEBHOOK_DISPATCHER=1)."""
+    import logging
+
+    from payorch.adapters.worker_lock import AnotherWorkerRunning, single_worker
+
+    log = logging.getLogger("payorch.serve")
+    app = container.installments
+    jobs: list[asyncio.Task[None]] = []
+    wanted = [
+        (settings.scheduler, "scheduler", app.scheduler, settings.scheduler_interval_s),
+        (
+            settings.webhook_dispatcher,
+            "webhook-dispatcher",
+            app.dispatcher,
+            settings.webhook_interval_s,
+        ),
+    ]
+    for enabled, kind, worker, interval in wanted:
+        if not enabled:
+            continue
+        try:
+            locks.enter_context(single_worker(settings.database_url, kind))
+        except AnotherWorkerRunning as exc:
+            log.error("not running the %s: %s", kind, exc)
+            continue
+        jobs.append(asyncio.create_task(worker.run_forever(interval)))
+        log.info("running the %s every %.0f s", kind, interval)
+    return jobs
+
+
+# -- a receiver for local tries -------------------------------------------------------------
+def cmd_listen(args: argparse.Namespace) -> int:
+    """Print verified webhooks, one JSON line each; refuse the rest with 400."""
+    from aiohttp import web
+
+    from payorch.webhooks import WebhookVerificationError, verify
+
+    failures: dict[str, int] = {}
+
+    async def receive(request: web.Request) -> web.Response:
+        body = await request.read()
+        try:
+            event = verify(args.secret, request.headers, body)
+        except WebhookVerificationError as exc:
+            print(json.dumps({"rejected": str(exc)}), file=sys.stderr, flush=True)
+            return web.Response(status=400, text=str(exc))
+        webhook_id = request.headers["webhook-id"]
+        seen = failures.get(webhook_id, 0)
+        if seen < args.fail_first:
+            failures[webhook_id] = seen + 1
+            print(
+                json.dumps({"answered": 500, "webhook_id": webhook_id, "type": event.get("type")}),
+                flush=True,
+            )
+            return web.Response(status=500, text="failing on purpose (--fail-first)")
+        print(
+            json.dumps(
+                {
+                    "verified": True,
+                    "webhook_id": webhook_id,
+                    "type": event.get("type"),
+                    "data": event.get("data"),
+                },
+                sort_keys=True,
+            ),
+            flush=True,
+        )
+        return web.Response(status=204)
+
+    app = web.Application(client_max_size=1 << 20)
+    app.router.add_post("/{tail:.*}", receive)
+    print(f"listening on http://{args.host}:{args.port}/ (verifying signatures)", flush=True)
+    web.run_app(app, host=args.host, port=args.port, print=None, access_log=None)
+    return 0
+
+
+# -- wiring into the `payorch` parser ------------------------------------------------------
+def register(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    client_flags: Flags,
+    db_flags: Flags,
+) -> None:
+    inst = sub.add_parser("installments", help="installment plans (InstallmentService)")
+    inst_sub = inst.add_subparsers(dest="installments_command", required=True)
+
+    create = inst_sub.add_parser("create", help="charge the first installment, schedule the rest")
+    client_flags(create)
+    create.add_argument("--merchant", help="merchant id (default: the API key's)")
+    create.add_argument("--order-id", required=True)
+    create.add_argument("--amount", required=True, help="order total: 100.00 or 10000 (minor)")
+    create.add_argument("--currency", required=True)
+    create.add_argument("--payment-method", required=True, help="saved method, e.g. pm_card_visa")
+    create.add_argument("--customer", help="processor customer id (cus_...)")
+    create.add_argument("--request-id", help="idempotency key (default: a new UUID)")
+    create.add_argument("--table", action="store_true", help="the plan as a table")
+    create.set_defaults(func=cmd_create)
+
+    get = inst_sub.add_parser("get", help="a plan with its schedule")
+    client_flags(get)
+    get.add_argument("plan_id")
+    get.add_argument("--table", action="store_true", help="the plan as a table")
+    get.set_defaults(func=cmd_get)
+
+    lst = inst_sub.add_parser("list", help="plans, newest first")
+    client_flags(lst)
+    lst.add_argument("--status", choices=["active", "completed", "breach", "cancelled"])
+    lst.add_argument("--page-size", type=int, default=20)
+    lst.add_argument("--page-token")
+    lst.set_defaults(func=cmd_list)
+
+    cancel = inst_sub.add_parser("cancel", help="charge nothing more")
+    client_flags(cancel)
+    cancel.add_argument("plan_id")
+    cancel.add_argument("--reason")
+    cancel.add_argument("--table", action="store_true", help="the plan as a table")
+    cancel.set_defaults(func=cmd_cancel)
+
+    retry = inst_sub.add_parser("retry", help="charge a failed installment now")
+    client_flags(retry)
+    retry.add_argument("installment_id")
+    retry.add_argument("--table", action="store_true", help="the plan as a table")
+    retry.set_defaults(func=cmd_retry)
+
+    sched = sub.add_parser("scheduler", help="charge due installments (and deliver webhooks)")
+    db_flags(sched)
+    sched.add_argument("--processors", help="as for serve")
+    sched.add_argument("--simulate", help="as for serve")
+    sched.add_argument("--once", action="store_true", help="one pass, then exit (for cron)")
+    sched.add_argument("--now", help="act as if it were this time, e.g. 2026-03-01T00:00:00Z")
+    sched.add_argument("--interval", type=float, help="seconds between passes (default 60)")
+    sched.add_argument("--batch-size", type=int, help="installments claimed at a time")
+    sched.add_argument("--no-webhooks", action="store_true", help="leave webhooks to another")
+    sched.set_defaults(func=cmd_scheduler)
+
+    hooks = sub.add_parser("webhooks", help="webhook endpoints, deliveries, dispatcher, receiver")
+    hooks_sub = hooks.add_subparsers(dest="webhooks_command", required=True)
+
+    ep_create = hooks_sub.add_parser("create-endpoint", help="the secret is shown once")
+    client_flags(ep_create)
+    ep_create.add_argument("--merchant", help="merchant id (default: the API key's)")
+    ep_create.add_argument("--url", required=True)
+    ep_create.add_argument("--description")
+    ep_create.add_argument(
+        "--event-type", action="append", help="e.g. installment.paid (repeatable; default all)"
+    )
+    ep_create.set_defaults(func=cmd_endpoint_create)
+
+    ep_list = hooks_sub.add_parser("list-endpoints")
+    client_flags(ep_list)
+    ep_list.set_defaults(func=cmd_endpoint_list)
+
+    ep_delete = hooks_sub.add_parser("delete-endpoint")
+    client_flags(ep_delete)
+    ep_delete.add_argument("endpoint_id")
+    ep_delete.set_defaults(func=cmd_endpoint_delete)
+
+    deliveries = hooks_sub.add_parser("deliveries", help="deliveries (--status dead: dead letters)")
+    client_flags(deliveries)
+    deliveries.add_argument("--status", choices=["pending", "delivered", "dead"])
+    deliveries.add_argument("--endpoint")
+    deliveries.add_argument("--page-size", type=int, default=20)
+    deliveries.add_argument("--page-token")
+    deliveries.set_defaults(func=cmd_deliveries)
+
+    redeliver = hooks_sub.add_parser("redeliver", help="send a dead delivery again")
+    client_flags(redeliver)
+    redeliver.add_argument("delivery_id")
+    redeliver.set_defaults(func=cmd_redeliver)
+
+    dispatch = hooks_sub.add_parser("dispatch", help="deliver webhooks (no scheduler)")
+    db_flags(dispatch)
+    dispatch.add_argument("--once", action="store_true")
+    dispatch.add_argument("--now", help="as for scheduler")
+    dispatch.set_defaults(func=cmd_dispatch)
+
+    listen = hooks_sub.add_parser("listen", help="a local receiver printing verified webhooks")
+    listen.add_argument("--port", type=int, default=8088)
+    listen.add_argument("--host", default="127.0.0.1")
+    listen.add_argument("--secret", required=True, help="the endpoint's whsec_... secret")
+    listen.add_argument(
+        "--fail-first", type=int, default=0, help="answer 500 to the first N tries of each webhook"
+    )
+    listen.set_defaults(func=cmd_listen)

@@ -1,0 +1,99 @@
+"""Signing and verifying payorch webhooks, the Standard Webhooks way (standardwebhooks.com).
+
+For receivers: `verify(secret, headers, body)` returns the event or raises
+`WebhookVerificationError`. Standard library only, so it can be copied as is.
+
+    webhook-id:        the event id; the same on every retry (dedupe on it)
+    webhook-timestamp: Unix seconds when this attempt was sent
+    webhook-signature: v1,<base64 HMAC-SHA256 over "<id>.<timestamp>.<body>">
+
+The key is the base64 text after `whsec_` in the secret, decoded. Several signatures
+may be sent separated by spaces (key rotation); one valid one is enough.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import secrets
+import time
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+SECRET_PREFIX = "whsec_"
+TOLERANCE_S = 5 * 60
+SECRET_BYTES = 32
+
+
+class WebhookVerificationError(Exception):
+    pass
+
+
+def generate_secret() -> str:
+    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(SECRET_BYTES)).decode()
+
+
+def _key(secret: str) -> bytes:
+    raw = secret[len(SECRET_PREFIX) :] if secret.startswith(SECRET_PREFIX) else secret
+    try:
+        return base64.b64decode(raw, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise WebhookVerificationError("the secret is not base64 after whsec_") from exc
+
+
+def sign(secret: str, webhook_id: str, timestamp: int, body: bytes | str) -> str:
+    """The `webhook-signature` value: `v1,<base64 signature>`."""
+    payload = body.encode() if isinstance(body, str) else body
+    content = f"{webhook_id}.{timestamp}.".encode() + payload
+    digest = hmac.new(_key(secret), content, hashlib.sha256).digest()
+    return f"v1,{base64.b64encode(digest).decode()}"
+
+
+def headers_for(secret: str, webhook_id: str, timestamp: int, body: bytes | str) -> dict[str, str]:
+    return {
+        "webhook-id": webhook_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": sign(secret, webhook_id, timestamp, body),
+    }
+
+
+def verify(
+    secret: str,
+    headers: Mapping[str, str],
+    body: bytes | str,
+    *,
+    now: datetime | float | None = None,
+    tolerance_s: int = TOLERANCE_S,
+) -> Any:
+    """Check the signature and the timestamp (within `tolerance_s` of `now`, default the
+    system clock); return the decoded JSON body."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+    webhook_id = lowered.get("webhook-id", "")
+    stamp = lowered.get("webhook-timestamp", "")
+    signatures = lowered.get("webhook-signature", "")
+    if not (webhook_id and stamp and signatures):
+        raise WebhookVerificationError("missing webhook-id, webhook-timestamp or signature")
+    try:
+        timestamp = int(stamp)
+    except ValueError as exc:
+        raise WebhookVerificationError("invalid webhook-timestamp") from exc
+    if now is None:
+        current = time.time()
+    elif isinstance(now, datetime):
+        current = now.timestamp()
+    else:
+        current = float(now)
+    if timestamp < current - tolerance_s:
+        raise WebhookVerificationError("message timestamp too old")
+    if timestamp > current + tolerance_s:
+        raise WebhookVerificationError("message timestamp too new")
+    expected = sign(secret, webhook_id, timestamp, body).encode()
+    for candidate in signatures.split(" "):
+        version, _, _sig = candidate.partition(",")
+        if version == "v1" and hmac.compare_digest(candidate.encode(), expected):
+            return json.loads(body)
+    raise WebhookVerificationError("no matching signature")

@@ -1,0 +1,45 @@
+"""Containers for installment tests: the real bootstrap on a test database, a manual clock,
+simulated processors, and plain-http webhooks to 127.0.0.1 (the dev setting)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from payorch.adapters.clock import ManualClock
+from payorch.app.installments import CreatePlan, PlanCreation
+from payorch.bootstrap import Container, bootstrap
+from payorch.domain.money import Currency, Money
+from payorch.settings import Settings
+
+
+async def installments_container(
+    database_url: str, clock: ManualClock, **settings: Any
+) -> Container:
+    base: dict[str, Any] = {
+        "database_url": database_url,
+        "processors": "simulated",
+        "webhooks_allow_http_loopback": True,
+        "webhook_timeout_s": 2.0,
+    }
+    return await bootstrap(Settings(**{**base, **settings}), clock=clock)
+
+
+async def create_plan(
+    container: Container,
+    request_id: str = "plan-1",
+    *,
+    merchant: str = "m_1",
+    token: str = "pm_card_visa",
+    total: int = 10_000,
+    currency: str = "EUR",
+    order_id: str = "order-1",
+) -> PlanCreation:
+    return await container.installments.plans.create(
+        CreatePlan(merchant, request_id, order_id, Money(total, Currency(currency)), token),
+        deadline_s=None,
+    )
+
+
+def move_to(clock: ManualClock, when: datetime) -> None:
+    clock.advance((when - clock.now()).total_seconds())

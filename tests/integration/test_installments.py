@@ -1,0 +1,303 @@
+"""Installment plans through the real bootstrap, on SQLite and PostgreSQL, with an injected
+clock: plans run to completion, walk the dunning ladder, breach, and never charge twice."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import func, select
+
+from payorch.adapters.persistence.tables import events, installment_charges, payments
+from payorch.adapters.processors.simulated import Simulation
+from payorch.adapters.worker_lock import AnotherWorkerRunning, single_worker
+from payorch.app.installment_ports import Cursor
+from payorch.app.installments import PlanConflict, PlanNotFound
+from payorch.domain.installments import InstallmentStatus, InvalidTransition, PlanStatus
+from payorch.domain.payment import PaymentStatus
+from payorch.webhooks import verify
+from tests.integration.installment_helpers import create_plan, installments_container, move_to
+from tests.integration.webhook_receiver import Receiver
+
+DAY = timedelta(days=1)
+
+
+@pytest.fixture
+async def container(database_url, clock):
+    c = await installments_container(database_url, clock)
+    yield c
+    await c.close()
+
+
+@pytest.fixture
+async def receiver():
+    r = await Receiver().start()
+    yield r
+    await r.stop()
+
+
+async def outbox(container, plan_id: str) -> list[str]:
+    async with container.engine.connect() as conn:
+        rows = await conn.execute(
+            select(events.c.name).where(events.c.payment_id == plan_id).order_by(events.c.sequence)
+        )
+        return [r.name for r in rows]
+
+
+def statuses(plan) -> list[str]:
+    return [i.status.value for i in plan.installments]
+
+
+async def test_a_plan_runs_to_completed_with_an_injected_clock(container, clock):
+    app = container.installments
+    plan = (await create_plan(container)).plan
+    assert statuses(plan) == ["paid", "pending", "pending"]
+
+    move_to(clock, plan.installments[1].due_at - timedelta(seconds=1))
+    assert (await app.scheduler.run_once()).claimed == 0, "nothing is charged before it is due"
+    for inst in plan.installments[1:]:
+        move_to(clock, inst.due_at)
+        assert (await app.scheduler.run_once()).paid == 1
+
+    done = await app.plans.get(plan.id, "m_1")
+    assert done.status is PlanStatus.COMPLETED
+    assert statuses(done) == ["paid", "paid", "paid"]
+    assert [i.amount_minor for i in done.installments] == [3333, 3333, 3334]
+    assert all(i.payment_id and i.processor_payment_id for i in done.installments)
+    assert container.simulated["simulated"].ledger.charges_total == 3
+    assert (await outbox(container, plan.id))[-1] == "PlanCompleted"
+
+
+async def test_an_insufficient_funds_card_walks_the_ladder_to_breach_and_emits_the_webhook(
+    container, clock, receiver
+):
+    app = container.installments
+    endpoint = await app.endpoints.create(
+        "m_1",
+        receiver.url,
+        "dunning",
+        ["installment.failed", "installment.failed_final", "installment_plan.breached"],
+    )
+    plan = (await create_plan(container, token="pm_card_offSessionDeclinedInsufficientFunds")).plan
+    due = plan.installments[1].due_at
+    ladder = []
+    for at in (due, due + 3 * DAY, due + 7 * DAY, due + 14 * DAY):
+        move_to(clock, at)
+        assert (await app.scheduler.run_once()).failed == 1
+        inst = (await app.plans.get(plan.id, "m_1")).installments[1]
+        ladder.append((inst.status.value, inst.next_attempt_at))
+    assert ladder == [
+        ("failed", due + 3 * DAY),
+        ("failed", due + 7 * DAY),
+        ("failed", due + 14 * DAY),
+        ("failed_final", None),
+    ]
+    breached = await app.plans.get(plan.id, "m_1")
+    assert breached.status is PlanStatus.BREACH
+    second = breached.installments[1]
+    assert second.attempts == 4 and second.last_error_code == "insufficient_funds"
+    assert [c.attempt for c in second.charges] == [1, 2, 3, 4]
+
+    move_to(clock, plan.installments[2].due_at + DAY)
+    assert (await app.scheduler.run_once()).claimed == 0, "a breached plan charges nothing more"
+
+    await app.dispatcher.run_once()
+    got = [verify(endpoint.secret, r.headers, r.body, now=clock.now()) for r in receiver.requests]
+    assert sorted(g["type"] for g in got) == [
+        "installment.failed",
+        "installment.failed",
+        "installment.failed",
+        "installment.failed_final",
+        "installment_plan.breached",
+    ]
+    final = next(g for g in got if g["type"] == "installment.failed_final")
+    assert final["data"]["installment_id"] == second.id and final["data"]["attempts"] == 4
+
+
+async def test_a_stolen_card_skips_the_ladder(container, clock):
+    app = container.installments
+    plan = (await create_plan(container, token="pm_card_offSessionDeclinedStolenCard")).plan
+    move_to(clock, plan.installments[1].due_at)
+    await app.scheduler.run_once()
+    after = await app.plans.get(plan.id, None)
+    assert after.status is PlanStatus.BREACH
+    assert after.installments[1].status is InstallmentStatus.FAILED_FINAL
+    assert after.installments[1].attempts == 1
+    assert after.installments[1].last_error_code == "stolen_card"
+    assert "InstallmentFailed" not in await outbox(container, plan.id)
+
+
+async def test_a_failed_first_charge_creates_no_plan(container):
+    created = await create_plan(container, token="pm_card_chargeDeclinedInsufficientFunds")
+    assert created.plan is None
+    assert created.first_payment_status is PaymentStatus.FAILED
+    assert created.error_code == "insufficient_funds"
+    app = container.installments
+    assert list(await app.plans.list("m_1", status=None, page_size=10, after=None)) == []
+    again = await create_plan(container, token="pm_card_chargeDeclinedInsufficientFunds")
+    assert again.plan is None and again.replayed, "a retried request replays the failed charge"
+    assert again.first_payment_id == created.first_payment_id
+
+
+async def test_creating_a_plan_twice_with_one_request_id_charges_once(container):
+    first = await create_plan(container)
+    second = await create_plan(container)
+    assert second.replayed and second.plan.id == first.plan.id
+    assert container.simulated["simulated"].ledger.charges_total == 1
+
+
+async def test_reusing_a_request_id_for_another_order_is_a_conflict(container):
+    await create_plan(container)
+    with pytest.raises(PlanConflict):
+        await create_plan(container, order_id="order-2")
+
+
+async def test_one_failing_installment_never_stops_the_batch(container, clock):
+    app = container.installments
+    plans = [(await create_plan(container, f"plan-{n}")).plan for n in range(4)]
+    broken = plans[1].installments[1]
+    real_create = container.payments.create
+
+    async def create(request, *, deadline_s):
+        if request.metadata.get("installment_id") == broken.id:
+            raise RuntimeError("the database went away for this one")
+        return await real_create(request, deadline_s=deadline_s)
+
+    container.payments.create = create
+    move_to(clock, broken.due_at)
+    stats = await app.scheduler.run_once()
+    assert (stats.claimed, stats.paid, stats.errors) == (4, 3, 1)
+    stuck = (await app.plans.get(plans[1].id, None)).installments[1]
+    assert stuck.status is InstallmentStatus.PROCESSING
+
+    container.payments.create = real_create
+    clock.advance(121)  # its claim's lease runs out
+    stats = await app.scheduler.run_once()
+    assert (stats.claimed, stats.reclaimed, stats.paid) == (1, 1, 1)
+    healed = (await app.plans.get(plans[1].id, None)).installments[1]
+    assert (healed.status, healed.attempts) == (InstallmentStatus.PAID, 1)
+
+
+async def test_a_worker_resumed_after_its_lease_ran_out_replays_instead_of_charging_again(
+    container, clock
+):
+    app = container.installments
+    plan = (await create_plan(container)).plan
+    move_to(clock, plan.installments[1].due_at)
+    async with app.uow() as uow:
+        (paused,) = await uow.plans.claim_due(
+            now=clock.now(),
+            worker="paused",
+            lease_until=clock.now() + 120 * timedelta(seconds=1),
+            limit=10,
+        )
+        await uow.commit()
+    clock.advance(121)
+
+    stats = await app.scheduler.run_once()
+    assert (stats.reclaimed, stats.paid) == (1, 1)
+    # The paused worker wakes up and carries on with its old claim: the same attempt.
+    stale = await app.plans.get(plan.id, None)
+    result, _ = await app.charger.charge(stale, paused.installment_id, paused.attempt)
+    assert result.outcome.value == "paid"
+
+    assert container.simulated["simulated"].ledger.charges_total == 2  # installments 1 and 2
+    async with container.engine.connect() as conn:
+        charged = (
+            await conn.execute(
+                select(func.count())
+                .select_from(payments)
+                .where(payments.c.request_id.like(f"inst_{paused.installment_id}_%"))
+            )
+        ).scalar_one()
+        rows = (
+            await conn.execute(
+                select(func.count())
+                .select_from(installment_charges)
+                .where(installment_charges.c.installment_id == paused.installment_id)
+            )
+        ).scalar_one()
+    assert (charged, rows) == (1, 1)
+
+
+async def test_a_soft_failure_goes_on_the_ladder_and_a_manual_retry_pays_it_now(container, clock):
+    app = container.installments
+    sim = container.simulated["simulated"]
+    plan = (await create_plan(container)).plan
+    second = plan.installments[1]
+    move_to(clock, second.due_at)
+    sim.set_simulation(Simulation(api_error=1.0))
+    await app.scheduler.run_once()
+    failed = (await app.plans.get(plan.id, None)).installments[1]
+    assert failed.status is InstallmentStatus.FAILED
+    assert failed.last_error_code == "processor_error"
+    assert failed.next_attempt_at == failed.first_failed_at + 3 * DAY
+
+    sim.set_simulation(Simulation())
+    clock.advance(3600)
+    healed = await app.plans.retry_now(second.id, "m_1")
+    inst = healed.installments[1]
+    assert (inst.status, inst.attempts, inst.next_attempt_at) == (InstallmentStatus.PAID, 2, None)
+    assert [c.kind.value for c in inst.charges] == ["scheduled", "manual"]
+    with pytest.raises(InvalidTransition):
+        await app.plans.retry_now(second.id, "m_1")
+
+
+async def test_merchants_never_see_or_touch_each_others_plans(container):
+    app = container.installments
+    plan = (await create_plan(container, merchant="m_1")).plan
+    with pytest.raises(PlanNotFound):
+        await app.plans.get(plan.id, "m_2")
+    with pytest.raises(PlanNotFound):
+        await app.plans.cancel(plan.id, "m_2", "not mine")
+    with pytest.raises(PlanNotFound):
+        await app.plans.retry_now(plan.installments[1].id, "m_2")
+    assert list(await app.plans.list("m_2", status=None, page_size=10, after=None)) == []
+    assert (await app.plans.get(plan.id, None)).id == plan.id, "ops read any merchant's plan"
+
+
+async def test_a_cancelled_plan_charges_nothing_more(container, clock):
+    app = container.installments
+    plan = (await create_plan(container)).plan
+    cancelled = await app.plans.cancel(plan.id, "m_1", "order returned")
+    assert cancelled.status is PlanStatus.CANCELLED
+    assert statuses(cancelled) == ["paid", "cancelled", "cancelled"]
+    move_to(clock, plan.installments[2].due_at + DAY)
+    assert (await app.scheduler.run_once()).claimed == 0
+    assert (await outbox(container, plan.id))[-1] == "PlanCancelled"
+
+
+async def test_plans_are_listed_newest_first_by_status_a_page_at_a_time(container, clock):
+    app = container.installments
+    ids = []
+    for n, token in enumerate(
+        ["pm_card_visa", "pm_card_offSessionDeclinedStolenCard", "pm_card_visa"]
+    ):
+        ids.append((await create_plan(container, f"plan-{n}", token=token)).plan.id)
+        clock.advance(60)
+    move_to(clock, clock.now() + 31 * DAY)
+    await app.scheduler.run_once()
+
+    active = await app.plans.list("m_1", status=PlanStatus.ACTIVE, page_size=10, after=None)
+    assert [p.id for p in active] == [ids[2], ids[0]]
+    breach = await app.plans.list("m_1", status=PlanStatus.BREACH, page_size=10, after=None)
+    assert [p.id for p in breach] == [ids[1]]
+    first = await app.plans.list("m_1", status=None, page_size=1, after=None)
+    rest = await app.plans.list(
+        "m_1", status=None, page_size=10, after=Cursor(first[0].created_at, first[0].id)
+    )
+    assert [p.id for p in [*first, *rest]] == ids[::-1]
+
+
+async def test_a_second_scheduler_on_one_sqlite_database_is_refused(database_url):
+    if not database_url.startswith("sqlite"):
+        with single_worker(database_url, "scheduler"), single_worker(database_url, "scheduler"):
+            return  # PostgreSQL: workers coordinate through row locks and leases
+    with (
+        single_worker(database_url, "scheduler"),
+        pytest.raises(AnotherWorkerRunning, match="another scheduler is already running"),
+        single_worker(database_url, "scheduler"),
+    ):
+        pass
+    with single_worker(database_url, "scheduler"):
+        pass  # released with the first

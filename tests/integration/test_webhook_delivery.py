@@ -1,0 +1,243 @@
+"""Outbound webhooks end to end: outbox -> deliveries -> a real local HTTP receiver that
+verifies signatures with payorch.webhooks.verify. SQLite and PostgreSQL, injected clock."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from datetime import timedelta
+
+import pytest
+
+from payorch.app.webhook_delivery import CannotRedeliver, DeliveryNotFound, InvalidEndpoint
+from payorch.domain.webhook_delivery import (
+    BACKOFF_S,
+    DeliveryStatus,
+    EndpointStatus,
+    WebhookEndpoint,
+)
+from payorch.entrypoints.grpc.installment_mappers import endpoint_pb
+from payorch.webhooks import generate_secret, verify
+from tests.integration.installment_helpers import create_plan, installments_container
+from tests.integration.webhook_receiver import Receiver
+
+CREATED = ["installment_plan.created"]
+
+
+@pytest.fixture
+async def container(database_url, clock):
+    c = await installments_container(database_url, clock)
+    yield c
+    await c.close()
+
+
+@pytest.fixture
+async def receiver():
+    r = await Receiver().start()
+    yield r
+    await r.stop()
+
+
+async def deliveries(container, status=None):
+    return list(
+        await container.installments.endpoints.deliveries(
+            "m_1", status=status, endpoint_id=None, page_size=100, after=None
+        )
+    )
+
+
+async def test_a_receiver_verifies_each_webhook_and_sees_the_same_id_after_answering_500(
+    container, clock, receiver
+):
+    app = container.installments
+    endpoint = await app.endpoints.create("m_1", receiver.url, "", CREATED)
+    plan = (await create_plan(container)).plan
+    receiver.script = [500]
+
+    first = await app.dispatcher.run_once()
+    assert (first.attempted, first.failed) == (1, 1)
+    (pending,) = await deliveries(container)
+    wait = pending.next_attempt_at - clock.now()
+    assert timedelta(seconds=4) <= wait <= timedelta(seconds=6), "retried after 5 s, jittered"
+
+    clock.advance(3)
+    assert (await app.dispatcher.run_once()).attempted == 0, "not before its time"
+    clock.advance(4)
+    assert (await app.dispatcher.run_once()).delivered == 1
+
+    assert len(receiver.requests) == 2
+    ids = {r.headers["webhook-id"] for r in receiver.requests}
+    assert len(ids) == 1, "every retry carries the same webhook-id"
+    assert receiver.requests[0].body == receiver.requests[1].body
+    assert (
+        receiver.requests[0].headers["webhook-timestamp"]
+        != (receiver.requests[1].headers["webhook-timestamp"])
+    )
+    for r in receiver.requests:
+        event = verify(endpoint.secret, r.headers, r.body, now=clock.now())
+        assert event["type"] == "installment_plan.created"
+        assert event["data"]["plan_id"] == plan.id and event["data"]["event_id"] in ids
+        assert r.headers["content-type"] == "application/json"
+    (done,) = await deliveries(container)
+    assert (done.status, done.attempts, done.last_status_code) == (DeliveryStatus.DELIVERED, 2, 204)
+
+
+async def test_a_410_disables_the_endpoint_and_nothing_more_is_sent(container, clock, receiver):
+    app = container.installments
+    endpoint = await app.endpoints.create("m_1", receiver.url, "", [])
+    await create_plan(container)  # several events: the first 410 stops them all
+    receiver.script = [410]
+    stats = await app.dispatcher.run_once()
+    assert stats.disabled == 1
+    (listed,) = await app.endpoints.list("m_1")
+    assert listed.id == endpoint.id and listed.status is EndpointStatus.DISABLED
+    sent = len(receiver.requests)
+    dead = await deliveries(container, DeliveryStatus.DEAD)
+    assert dead, "the 410's delivery and those still waiting go to the dead-letter list"
+    assert await deliveries(container, DeliveryStatus.PENDING) == []
+
+    await create_plan(container, "plan-2")
+    clock.advance(86_400)
+    await app.dispatcher.run_once()
+    assert len(receiver.requests) == sent, "a disabled endpoint receives nothing more"
+    with pytest.raises(CannotRedeliver, match="disabled"):
+        await app.endpoints.redeliver(dead[0].id, "m_1")
+
+
+async def test_exhausted_deliveries_land_in_the_dead_letter_list_and_can_be_redelivered(
+    container, clock, receiver
+):
+    app = container.installments
+    endpoint = await app.endpoints.create("m_1", receiver.url, "", CREATED)
+    await create_plan(container)
+    receiver.script = [503] * len(BACKOFF_S)
+    for _ in BACKOFF_S:
+        await app.dispatcher.run_once()
+        clock.advance(2 * 86_400)
+    (dead,) = await deliveries(container, DeliveryStatus.DEAD)
+    assert dead.attempts == len(BACKOFF_S) == 8
+    assert dead.last_status_code == 503 and dead.last_error == "HTTP 503"
+    assert len(receiver.requests) == 8
+
+    again = await app.endpoints.redeliver(dead.id, "m_1")
+    assert again.status is DeliveryStatus.PENDING
+    assert (await app.dispatcher.run_once()).delivered == 1
+    last = receiver.requests[-1]
+    assert last.headers["webhook-id"] == dead.event_id
+    verify(endpoint.secret, last.headers, last.body, now=clock.now())
+    with pytest.raises(DeliveryNotFound):
+        await app.endpoints.redeliver(dead.id, "m_2")
+    assert [d.status for d in await deliveries(container)] == [DeliveryStatus.DELIVERED]
+
+
+async def test_a_receiver_that_does_not_answer_in_time_is_retried_later(
+    database_url, clock, receiver
+):
+    container = await installments_container(database_url, clock, webhook_timeout_s=0.2)
+    try:
+        app = container.installments
+        await app.endpoints.create("m_1", receiver.url, "", CREATED)
+        await create_plan(container)
+        receiver.hold = asyncio.Event()  # never released during the attempt
+        stats = await app.dispatcher.run_once()
+        assert stats.failed == 1
+        (d,) = await deliveries(container)
+        assert d.status is DeliveryStatus.PENDING
+        assert d.last_error == "no answer within 0.2 s" and d.attempts == 1
+    finally:
+        await container.close()
+
+
+async def test_a_hanging_receiver_never_holds_up_the_scheduler(container, clock, receiver):
+    app = container.installments
+    await app.endpoints.create("m_1", receiver.url, "", CREATED)
+    plan = (await create_plan(container)).plan
+    receiver.hold = asyncio.Event()
+    dispatching = asyncio.create_task(app.dispatcher.run_once())
+    await asyncio.wait_for(receiver.arrived.wait(), timeout=5)  # it holds the request now
+    clock.advance((plan.installments[1].due_at - clock.now()).total_seconds())
+    stats = await asyncio.wait_for(app.scheduler.run_once(), timeout=5)
+    assert stats.paid == 1 and not dispatching.done()
+    receiver.hold.set()
+    assert (await dispatching).delivered == 1
+
+
+async def test_redirects_are_not_followed(container, receiver):
+    canary = await Receiver().start()
+    try:
+        receiver.redirect_to = canary.url
+        receiver.script = [302]
+        app = container.installments
+        await app.endpoints.create("m_1", receiver.url, "", CREATED)
+        await create_plan(container)
+        assert (await app.dispatcher.run_once()).failed == 1
+        assert canary.requests == []
+        (d,) = await deliveries(container)
+        assert d.last_status_code == 302
+    finally:
+        await canary.stop()
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        "http://2130706433:{port}/",
+        "http://0x7f.0.0.1:{port}/",
+        "http://0177.0.0.1:{port}/",
+        "http://127.1:{port}/",
+        "http://[::ffff:127.0.0.1]:{port}/",
+        "http://[::ffff:7f00:1]:{port}/",
+        "https://127.0.0.1:{port}/",
+        "http://localhost.:{port}/",
+        "http://0.0.0.0:{port}/",
+    ],
+)
+async def test_a_loopback_canary_receives_nothing_from_a_refused_url(container, spelling):
+    """Even an endpoint that got into the database somehow (older rules, a name that now
+    resolves elsewhere) is checked again at every delivery, before any connection."""
+    canary = await Receiver().start()
+    try:
+        url = spelling.format(port=canary.port)
+        app = container.installments
+        app.guard.allow_http_loopback = False  # production rules
+        with pytest.raises(InvalidEndpoint):
+            await app.endpoints.create("m_1", url, "", CREATED)
+        now = container.clock.now()
+        smuggled = WebhookEndpoint(
+            id=f"we_{uuid.uuid4().hex}",
+            merchant_id="m_1",
+            url=url,
+            secret=generate_secret(),
+            description="",
+            event_types=tuple(CREATED),
+            created_at=now,
+            updated_at=now,
+        )
+        async with app.uow() as uow:
+            await uow.webhooks.add_endpoint(smuggled)
+            await uow.commit()
+        await create_plan(container)
+        stats = await app.dispatcher.run_once()
+        assert stats.attempted == 1 and stats.delivered == 0
+        assert canary.requests == [], f"{url} reached the canary"
+        (d,) = await deliveries(container)
+        assert d.last_error.startswith("refused:") and d.last_status_code == 0
+    finally:
+        await canary.stop()
+
+
+async def test_a_secret_is_shown_once_and_never_listed_or_logged(container, receiver, caplog):
+    caplog.set_level(logging.DEBUG)
+    app = container.installments
+    created = await app.endpoints.create("m_1", receiver.url, "mine", CREATED)
+    assert created.secret.startswith("whsec_")
+    (listed,) = await app.endpoints.list("m_1")
+    assert listed.secret == created.secret, "kept to sign with"
+    assert "secret" not in {f.name for f, _ in endpoint_pb(listed).ListFields()}
+    assert created.secret not in repr(listed)
+    receiver.script = [500]
+    await create_plan(container)
+    await app.dispatcher.run_once()
+    assert created.secret not in caplog.text and "whsec_" not in caplog.text
+    assert await app.endpoints.list("m_2") == []

@@ -1,0 +1,308 @@
+"""The installment plan aggregate: its transitions, the dunning ladder, its events."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from payorch.domain.installments import (
+    ChargeOutcome,
+    ChargeResult,
+    InstallmentFailed,
+    InstallmentFailedFinal,
+    InstallmentPaid,
+    InstallmentPlan,
+    InstallmentPolicy,
+    InstallmentStatus,
+    InvalidTransition,
+    PlanBreached,
+    PlanCompleted,
+    PlanCreated,
+    PlanStatus,
+    charge_request_id,
+    judge_charge,
+)
+from payorch.domain.money import Currency, Money
+from payorch.domain.payment import (
+    Attempt,
+    MethodType,
+    Payment,
+    PaymentStatus,
+    RawError,
+    Step,
+    StepStatus,
+)
+from payorch.domain.results import ErrorCode, Outcome
+
+D = datetime(2026, 1, 1, tzinfo=UTC)
+DAY = timedelta(days=1)
+PAID = ChargeResult(ChargeOutcome.PAID, "pay_x", "pi_x")
+SHORT = ChargeResult(
+    ChargeOutcome.FAILED, "pay_f", "", "insufficient_funds", "no money", retry_later=True
+)
+STOLEN = ChargeResult(ChargeOutcome.FAILED, "pay_s", "", "stolen_card", "stolen", retry_later=False)
+
+
+def new_plan(policy: InstallmentPolicy | None = None) -> InstallmentPlan:
+    return InstallmentPlan.start(
+        merchant_id="m_1",
+        request_id="r-1",
+        order_id="o-1",
+        fingerprint="f",
+        total=Money(10_000, Currency("EUR")),
+        token="pm_card_visa",
+        customer_id="",
+        policy=policy or InstallmentPolicy(),
+        first_payment_id="pay_first",
+        first_processor_payment_id="pi_first",
+        now=D,
+    )
+
+
+def claim(plan: InstallmentPlan, seq: int) -> int:
+    """What the scheduler's claim does to a due installment (the repository does it in SQL)."""
+    inst = plan.installments[seq - 1]
+    inst._move(InstallmentStatus.PROCESSING)
+    inst.attempts += 1
+    return inst.attempts
+
+
+def charge(plan: InstallmentPlan, seq: int, result: ChargeResult, at: datetime) -> None:
+    attempt = claim(plan, seq)
+    assert plan.record(plan.installments[seq - 1].id, attempt, result, at)
+
+
+def names(plan: InstallmentPlan) -> list[str]:
+    return [e.name for e in plan.pending_events]
+
+
+def test_a_new_plan_has_its_first_installment_paid_and_the_rest_pending():
+    plan = new_plan()
+    assert [i.amount_minor for i in plan.installments] == [3333, 3333, 3334]
+    assert [i.status for i in plan.installments] == [
+        InstallmentStatus.PAID,
+        InstallmentStatus.PENDING,
+        InstallmentStatus.PENDING,
+    ]
+    assert [i.next_attempt_at for i in plan.installments] == [None, D + 30 * DAY, D + 60 * DAY]
+    assert plan.status is PlanStatus.ACTIVE and (plan.paid_count, plan.paid_minor) == (1, 3333)
+    assert names(plan) == [PlanCreated.__name__, InstallmentPaid.__name__]
+    assert plan.installments[0].charges[0].payment_id == "pay_first"
+
+
+def test_charge_request_ids_are_derived_from_the_installment_and_its_attempt():
+    plan = new_plan()
+    first = plan.installments[0]
+    assert charge_request_id(first.id, 1) == f"inst_{plan.id}_1_a1"
+    assert new_plan().id == plan.id, "the same merchant and request id give the same plan"
+
+
+def test_paying_the_last_installment_completes_the_plan():
+    plan = new_plan()
+    charge(plan, 2, PAID, D + 30 * DAY)
+    assert plan.status is PlanStatus.ACTIVE
+    charge(plan, 3, PAID, D + 60 * DAY)
+    assert plan.status is PlanStatus.COMPLETED
+    assert names(plan)[-2:] == [InstallmentPaid.__name__, PlanCompleted.__name__]
+    assert plan.paid_minor == 10_000
+
+
+def test_a_retry_later_failure_walks_the_ladder_from_the_first_failure_then_breaches():
+    plan = new_plan()
+    due = D + 30 * DAY
+    inst = plan.installments[1]
+    seen = []
+    at = due
+    for _ in range(4):
+        charge(plan, 2, SHORT, at)
+        seen.append((inst.status, inst.next_attempt_at))
+        at = inst.next_attempt_at or at
+    assert seen == [
+        (InstallmentStatus.FAILED, due + 3 * DAY),
+        (InstallmentStatus.FAILED, due + 7 * DAY),
+        (InstallmentStatus.FAILED, due + 14 * DAY),
+        (InstallmentStatus.FAILED_FINAL, None),
+    ]
+    assert plan.status is PlanStatus.BREACH
+    assert names(plan)[-2:] == [InstallmentFailedFinal.__name__, PlanBreached.__name__]
+    assert names(plan).count(InstallmentFailed.__name__) == 3
+    assert inst.attempts == 4 and inst.last_error_code == "insufficient_funds"
+
+
+def test_a_hard_failure_skips_the_ladder():
+    plan = new_plan()
+    charge(plan, 2, STOLEN, D + 30 * DAY)
+    assert plan.installments[1].status is InstallmentStatus.FAILED_FINAL
+    assert plan.status is PlanStatus.BREACH
+    assert InstallmentFailed.__name__ not in names(plan)
+
+
+def test_a_merchants_ladder_replaces_the_default():
+    plan = new_plan(InstallmentPolicy(dunning_days=(1,)))
+    due = D + 30 * DAY
+    charge(plan, 2, SHORT, due)
+    assert plan.installments[1].next_attempt_at == due + DAY
+    charge(plan, 2, SHORT, due + DAY)
+    assert plan.installments[1].status is InstallmentStatus.FAILED_FINAL
+
+
+def test_a_late_scheduler_keeps_every_ladder_step():
+    plan = new_plan()
+    due = D + 30 * DAY
+    charge(plan, 2, SHORT, due)
+    charge(plan, 2, SHORT, due + 20 * DAY)  # the scheduler was down for weeks
+    inst = plan.installments[1]
+    assert inst.status is InstallmentStatus.FAILED
+    assert inst.next_attempt_at == due + 20 * DAY, "an overdue step is due at once, not skipped"
+
+
+def test_recording_an_attempt_twice_changes_nothing():
+    plan = new_plan()
+    attempt = claim(plan, 2)
+    inst_id = plan.installments[1].id
+    assert plan.record(inst_id, attempt, PAID, D + 30 * DAY)
+    events = list(plan.pending_events)
+    assert not plan.record(inst_id, attempt, PAID, D + 30 * DAY)
+    assert not plan.record(inst_id, attempt, SHORT, D + 30 * DAY)
+    assert plan.pending_events == events
+    assert len(plan.installments[1].charges) == 1
+
+
+def test_a_stale_attempt_number_is_ignored():
+    plan = new_plan()
+    charge(plan, 2, SHORT, D + 30 * DAY)
+    attempt = claim(plan, 2)
+    assert not plan.record(plan.installments[1].id, attempt - 1, PAID, D + 33 * DAY)
+    assert plan.installments[1].status is InstallmentStatus.PROCESSING
+
+
+def test_an_unresolved_charge_leaves_the_installment_processing():
+    plan = new_plan()
+    attempt = claim(plan, 2)
+    unresolved = ChargeResult(ChargeOutcome.UNRESOLVED, "pay_u")
+    assert not plan.record(plan.installments[1].id, attempt, unresolved, D + 30 * DAY)
+    assert plan.installments[1].status is InstallmentStatus.PROCESSING
+
+
+@pytest.mark.parametrize(
+    ("start", "to"),
+    [
+        (InstallmentStatus.PENDING, InstallmentStatus.PAID),
+        (InstallmentStatus.PAID, InstallmentStatus.PROCESSING),
+        (InstallmentStatus.CANCELLED, InstallmentStatus.PROCESSING),
+        (InstallmentStatus.FAILED_FINAL, InstallmentStatus.CANCELLED),
+        (InstallmentStatus.PROCESSING, InstallmentStatus.CANCELLED),
+    ],
+)
+def test_installment_transitions_outside_the_table_are_refused(start, to):
+    inst = new_plan().installments[1]
+    inst.status = start
+    with pytest.raises(InvalidTransition):
+        inst._move(to)
+
+
+def test_a_manual_retry_that_fails_keeps_the_scheduled_ladder_step():
+    plan = new_plan()
+    due = D + 30 * DAY
+    charge(plan, 2, SHORT, due)
+    inst = plan.installments[1]
+    attempt = plan.start_manual_retry(inst.id, worker="w", lease_until=due + DAY, now=due + DAY)
+    assert plan.record(inst.id, attempt, SHORT, due + DAY)
+    assert inst.status is InstallmentStatus.FAILED
+    assert inst.next_attempt_at == due + 3 * DAY and inst.dunning_step == 1
+
+
+def test_a_manual_retry_that_pays_heals_a_breach():
+    plan = new_plan()
+    charge(plan, 2, STOLEN, D + 30 * DAY)
+    inst = plan.installments[1]
+    attempt = plan.start_manual_retry(inst.id, worker="w", lease_until=D, now=D + 31 * DAY)
+    assert plan.record(inst.id, attempt, PAID, D + 31 * DAY)
+    assert inst.status is InstallmentStatus.PAID and plan.status is PlanStatus.ACTIVE
+
+
+def test_only_a_failed_installment_can_be_retried_by_hand():
+    plan = new_plan()
+    with pytest.raises(InvalidTransition, match="only a failed installment"):
+        plan.start_manual_retry(plan.installments[1].id, worker="w", lease_until=D, now=D)
+
+
+def test_cancelling_stops_what_is_not_being_charged_and_a_charge_in_flight_finishes():
+    plan = new_plan()
+    attempt = claim(plan, 2)
+    plan.cancel("customer returned the goods", D + 30 * DAY)
+    assert [i.status for i in plan.installments] == [
+        InstallmentStatus.PAID,
+        InstallmentStatus.PROCESSING,
+        InstallmentStatus.CANCELLED,
+    ]
+    assert plan.record(plan.installments[1].id, attempt, PAID, D + 30 * DAY)
+    assert plan.status is PlanStatus.CANCELLED
+    with pytest.raises(InvalidTransition):
+        plan.cancel("again", D + 31 * DAY)
+
+
+def _failed_payment(decline_code: str, error: ErrorCode, raw_type: str = "card_error") -> Payment:
+    attempt = Attempt(
+        number=1,
+        processor="simulated",
+        idempotency_key="k",
+        started_at=D,
+        ended_at=D,
+        latency_ms=1,
+        outcome=Outcome.HARD,
+        error_code=error,
+        raw=RawError(raw_type, "card_declined", decline_code, 402, "req_1", "declined"),
+    )
+    step = Step(
+        0, MethodType.CARD, "pm_x", 100, ["simulated"], status=StepStatus.FAILED, error_code=error
+    )
+    step.attempts.append(attempt)
+    return Payment(
+        id="pay_1",
+        merchant_id="m_1",
+        request_id="r",
+        fingerprint="f",
+        currency=Currency("EUR"),
+        amount_minor=100,
+        steps=[step],
+        created_at=D,
+        updated_at=D,
+        status=PaymentStatus.FAILED,
+        final_error=error,
+    )
+
+
+@pytest.mark.parametrize(
+    ("decline_code", "error", "retry_later"),
+    [
+        ("insufficient_funds", ErrorCode.INSUFFICIENT_FUNDS, True),
+        ("generic_decline", ErrorCode.CARD_DECLINED, True),
+        ("do_not_honor", ErrorCode.DO_NOT_HONOR, True),
+        ("stolen_card", ErrorCode.STOLEN_CARD, False),
+        ("fraudulent", ErrorCode.FRAUDULENT, False),
+        ("lost_card", ErrorCode.LOST_CARD, False),
+        ("expired_card", ErrorCode.EXPIRED_CARD, False),
+    ],
+)
+def test_the_ladder_follows_the_classification_tables_retry_later(decline_code, error, retry_later):
+    judged = judge_charge(_failed_payment(decline_code, error))
+    assert judged.outcome is ChargeOutcome.FAILED
+    assert (judged.error_code, judged.retry_later) == (error.value, retry_later)
+
+
+def test_a_soft_infrastructure_failure_that_exhausted_inline_retries_goes_on_the_ladder():
+    payment = _failed_payment("", ErrorCode.PROCESSOR_ERROR, raw_type="api_error")
+    payment.steps[0].attempts[0].raw.http_status = 500
+    assert judge_charge(payment).retry_later
+
+
+def test_only_a_succeeded_payment_pays_and_an_unknown_one_is_left_unresolved():
+    payment = _failed_payment("", ErrorCode.NONE)
+    payment.status = PaymentStatus.UNKNOWN
+    assert judge_charge(payment).outcome is ChargeOutcome.UNRESOLVED
+    payment.status = PaymentStatus.REQUIRES_ACTION
+    assert not judge_charge(payment).retry_later
+    payment.status = PaymentStatus.SUCCEEDED
+    assert judge_charge(payment).outcome is ChargeOutcome.PAID

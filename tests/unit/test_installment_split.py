@@ -1,0 +1,99 @@
+"""The penny-perfect split, eligibility and the schedule: pure domain, any currency."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from payorch.domain.installments import (
+    InstallmentPolicy,
+    InvalidInstallmentPolicy,
+    NotEligible,
+    due_dates,
+    split_evenly,
+)
+from payorch.domain.money import EXPONENTS, MAX_AMOUNT_MINOR, Currency, Money
+
+CURRENCIES = sorted(EXPONENTS)
+
+
+@given(
+    currency=st.sampled_from(CURRENCIES),
+    major=st.integers(100, 10**9),
+    extra_minor=st.integers(0, 9_999),
+    count=st.integers(2, 48),
+)
+def test_splits_always_sum_to_the_total_and_differ_by_at_most_one_minor_unit(
+    currency, major, extra_minor, count
+):
+    code = Currency(currency)
+    total = min(major * 10**code.exponent + extra_minor % 10**code.exponent, MAX_AMOUNT_MINOR)
+    InstallmentPolicy(count=count).check_eligible(Money(total, code))
+
+    parts = split_evenly(total, count)
+
+    assert len(parts) == count
+    assert sum(parts) == total
+    assert max(parts) - min(parts) <= 1
+    assert parts == sorted(parts), "the remainder goes on the last installments"
+
+
+def test_the_split_covers_every_currency_exponent():
+    assert {EXPONENTS[c] for c in CURRENCIES} == {0, 2, 3, 4}
+
+
+@pytest.mark.parametrize(
+    ("total", "count", "parts"),
+    [
+        (10_000, 3, [3333, 3333, 3334]),
+        (10_001, 3, [3333, 3334, 3334]),
+        (9_999, 3, [3333, 3333, 3333]),
+        (10, 4, [2, 2, 3, 3]),
+        (100, 2, [50, 50]),
+    ],
+)
+def test_the_remainder_goes_on_the_last_installments_one_minor_unit_each(total, count, parts):
+    assert split_evenly(total, count) == parts
+
+
+@pytest.mark.parametrize(
+    ("currency", "smallest"),
+    [("USD", 10_000), ("EUR", 10_000), ("JPY", 100), ("BHD", 100_000), ("CLF", 1_000_000)],
+)
+def test_the_default_threshold_is_100_in_the_currencys_major_unit(currency, smallest):
+    policy = InstallmentPolicy()
+    code = Currency(currency)
+    policy.check_eligible(Money(smallest, code))
+    with pytest.raises(NotEligible, match="installments start at"):
+        policy.check_eligible(Money(smallest - 1, code))
+
+
+def test_a_merchant_policy_may_set_its_own_threshold_and_count():
+    policy = InstallmentPolicy(min_total_minor=5_000, count=4, interval_days=14)
+    policy.check_eligible(Money(5_000, Currency("USD")))
+    with pytest.raises(NotEligible):
+        policy.check_eligible(Money(4_999, Currency("USD")))
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"count": 1},
+        {"count": 49},
+        {"interval_days": 0},
+        {"dunning_days": (7, 3)},
+        {"dunning_days": (0, 3)},
+        {"min_total_minor": -1},
+    ],
+)
+def test_a_nonsensical_policy_is_refused(bad):
+    with pytest.raises(InvalidInstallmentPolicy):
+        InstallmentPolicy(**bad)
+
+
+def test_installments_fall_due_every_interval_from_the_first():
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    assert due_dates(start, 3, 30) == [start, start + timedelta(days=30), start + timedelta(60)]

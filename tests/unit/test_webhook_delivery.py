@@ -1,0 +1,103 @@
+"""Deliveries: the retry schedule, the dead-letter list, and what a receiver is sent."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from payorch.domain.webhook_delivery import (
+    BACKOFF_S,
+    DeliveryStatus,
+    InvalidTransition,
+    WebhookDelivery,
+    backoff,
+    event_type,
+    webhook_body,
+)
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def delivery() -> WebhookDelivery:
+    return WebhookDelivery(
+        id="whd_1",
+        endpoint_id="we_1",
+        merchant_id="m_1",
+        event_id="evt_1",
+        event_type="installment.paid",
+        body="{}",
+        created_at=T0,
+        next_attempt_at=T0,
+    )
+
+
+def test_the_schedule_is_immediately_5s_5min_30min_2h_5h_10h_24h():
+    assert BACKOFF_S == (0, 5, 300, 1800, 7200, 18000, 36000, 86400)
+
+
+@pytest.mark.parametrize("jitter", [0.0, 0.5, 0.999])
+def test_waits_are_jittered_within_twenty_percent(jitter):
+    for n, base in enumerate(BACKOFF_S[1:], start=1):
+        wait = backoff(n, jitter)
+        assert wait is not None
+        assert timedelta(seconds=base * 0.8) <= wait <= timedelta(seconds=base * 1.2)
+    assert backoff(len(BACKOFF_S), jitter) is None
+
+
+def test_eight_failed_attempts_put_a_delivery_in_the_dead_letter_list():
+    d = delivery()
+    now = T0
+    for _ in range(len(BACKOFF_S) - 1):
+        d.failed(500, "HTTP 500", now, 0.5)
+        assert d.status is DeliveryStatus.PENDING and d.next_attempt_at is not None
+        now = d.next_attempt_at
+    d.failed(500, "HTTP 500", now, 0.5)
+    assert (d.status, d.attempts, d.next_attempt_at) == (DeliveryStatus.DEAD, 8, None)
+
+
+def test_a_redelivery_starts_a_fresh_schedule_and_only_from_a_finished_delivery():
+    d = delivery()
+    with pytest.raises(InvalidTransition):
+        d.redeliver(T0)
+    d.gone(410, "gone")
+    d.redeliver(T0 + timedelta(hours=1))
+    assert (d.status, d.attempts, d.next_attempt_at) == (
+        DeliveryStatus.PENDING,
+        0,
+        T0 + timedelta(hours=1),
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "kind"),
+    [
+        ("InstallmentPaid", "installment.paid"),
+        ("InstallmentFailedFinal", "installment.failed_final"),
+        ("PlanBreached", "installment_plan.breached"),
+        ("PlanCompleted", "installment_plan.completed"),
+        ("PaymentCompleted", "payment.completed"),
+        ("StepSucceeded", "payment.step.succeeded"),
+    ],
+)
+def test_outbox_names_become_dotted_webhook_types(name, kind):
+    assert event_type(name) == kind
+
+
+def test_the_body_is_canonical_json_with_type_timestamp_and_data():
+    body = webhook_body(
+        event_id="evt_1",
+        name="PlanBreached",
+        aggregate_id="ip_x",
+        merchant_id="m_1",
+        sequence=4,
+        occurred_at=T0,
+        payload={"plan_id": "ip_x", "order_id": "o-1", "installment_id": "ip_x_2"},
+    )
+    assert " " not in body
+    parsed = json.loads(body)
+    assert parsed["type"] == "installment_plan.breached"
+    assert parsed["timestamp"] == T0.isoformat()
+    assert parsed["data"]["event_id"] == "evt_1" and parsed["data"]["sequence"] == 4
+    assert "payment_id" not in parsed["data"]

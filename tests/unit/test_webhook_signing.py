@@ -1,0 +1,99 @@
+"""payorch.webhooks: Standard Webhooks signatures, as receivers verify them."""
+
+from __future__ import annotations
+
+import hmac
+
+import pytest
+
+from payorch import webhooks
+from payorch.webhooks import WebhookVerificationError, generate_secret, headers_for, sign, verify
+
+# The Standard Webhooks specification's published test vector.
+VECTOR_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+VECTOR_ID = "msg_p5jXN8AQM9LWM0D4loKWxJek"
+VECTOR_TS = 1614265330
+VECTOR_BODY = '{"test": 2432232314}'
+VECTOR_SIGNATURE = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+
+
+def test_signatures_match_the_standard_webhooks_test_vector():
+    assert sign(VECTOR_SECRET, VECTOR_ID, VECTOR_TS, VECTOR_BODY) == VECTOR_SIGNATURE
+    headers = {
+        "webhook-id": VECTOR_ID,
+        "webhook-timestamp": str(VECTOR_TS),
+        "webhook-signature": VECTOR_SIGNATURE,
+    }
+    assert verify(VECTOR_SECRET, headers, VECTOR_BODY, now=VECTOR_TS + 10) == {"test": 2432232314}
+
+
+def test_a_fresh_secret_verifies_its_own_messages_and_not_anothers():
+    secret = generate_secret()
+    assert secret.startswith("whsec_") and secret != generate_secret()
+    body = b'{"type":"installment.paid"}'
+    headers = headers_for(secret, "evt_1", 1_700_000_000, body)
+    assert verify(secret, headers, body, now=1_700_000_000)["type"] == "installment.paid"
+    with pytest.raises(WebhookVerificationError, match="no matching signature"):
+        verify(generate_secret(), headers, body, now=1_700_000_000)
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        lambda h, b: (h, b + b" "),
+        lambda h, b: ({**h, "webhook-id": "evt_2"}, b),
+        lambda h, b: ({**h, "webhook-timestamp": str(int(h["webhook-timestamp"]) + 1)}, b),
+        lambda h, b: ({**h, "webhook-signature": h["webhook-signature"].replace("v1,", "v2,")}, b),
+        lambda h, b: ({k: v for k, v in h.items() if k != "webhook-signature"}, b),
+    ],
+    ids=["body", "id", "timestamp", "version", "missing signature"],
+)
+def test_a_tampered_message_is_refused(tamper):
+    secret = generate_secret()
+    body = b'{"a":1}'
+    headers, body = tamper(headers_for(secret, "evt_1", 1_700_000_000, body), body)
+    with pytest.raises(WebhookVerificationError):
+        verify(secret, headers, body, now=1_700_000_000)
+
+
+@pytest.mark.parametrize(("skew", "ok"), [(-301, False), (-300, True), (300, True), (301, False)])
+def test_timestamps_more_than_five_minutes_off_are_refused(skew, ok):
+    secret = generate_secret()
+    headers = headers_for(secret, "evt_1", 1_700_000_000, "{}")
+    now = 1_700_000_000 - skew
+    if ok:
+        verify(secret, headers, "{}", now=now)
+    else:
+        with pytest.raises(WebhookVerificationError, match="timestamp too"):
+            verify(secret, headers, "{}", now=now)
+
+
+def test_any_one_of_several_signatures_is_enough_for_key_rotation():
+    old, new = generate_secret(), generate_secret()
+    body = "{}"
+    headers = headers_for(new, "evt_1", 1_700_000_000, body)
+    headers["webhook-signature"] = (
+        f"{sign(old, 'evt_1', 1_700_000_000, body)} {headers['webhook-signature']}"
+    )
+    assert verify(new, headers, body, now=1_700_000_000) == {}
+    assert verify(old, headers, body, now=1_700_000_000) == {}
+
+
+def test_header_names_are_case_insensitive():
+    secret = generate_secret()
+    headers = {k.title(): v for k, v in headers_for(secret, "evt_1", 1_700_000_000, "{}").items()}
+    assert verify(secret, headers, "{}", now=1_700_000_000) == {}
+
+
+def test_signatures_are_compared_in_constant_time(monkeypatch):
+    calls = []
+    real = hmac.compare_digest
+
+    def spy(a, b):
+        calls.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(webhooks.hmac, "compare_digest", spy)
+    secret = generate_secret()
+    verify(secret, headers_for(secret, "evt_1", 1_700_000_000, "{}"), "{}", now=1_700_000_000)
+    assert calls, "the comparison must go through hmac.compare_digest"
