@@ -6,18 +6,26 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from payorch.adapters.clock import SystemClock
+from payorch.adapters.metrics import PrometheusHealthObserver, default_metrics
 from payorch.adapters.persistence.api_keys import SqlAlchemyApiKeyStore
 from payorch.adapters.persistence.engine import create_engine, migrate
 from payorch.adapters.persistence.merchant_configs import SqlAlchemyMerchantConfigStore
 from payorch.adapters.persistence.unit_of_work import SqlAlchemyUnitOfWorkFactory
 from payorch.adapters.processors.simulated import SimulatedProcessor, Simulation
 from payorch.app.auth import Authenticator
+from payorch.app.health import HealthTracker
 from payorch.app.merchant_configs import MerchantConfigs
 from payorch.app.payments import PaymentService, ProcessorEvents
-from payorch.app.settlement import Settlement
 from payorch.app.ports import Clock, Processor
 from payorch.app.router import Router
+from payorch.app.settlement import Settlement
+from payorch.domain.health import HealthPolicy
+from payorch.installments_wiring import InstallmentsApp, build_installments, clock_from_settings
+from payorch.observability_wiring import (
+    ObservabilityApp,
+    ObservabilityOptions,
+    build_observability,
+)
 from payorch.settings import Settings
 
 
@@ -34,14 +42,39 @@ class Container:
     api_keys: SqlAlchemyApiKeyStore
     authenticator: Authenticator
     processor_events: ProcessorEvents
+    health: HealthTracker
     simulated: dict[str, SimulatedProcessor] = field(default_factory=dict)
+    installments: InstallmentsApp = field(init=False)
+    observability: ObservabilityApp = field(init=False)
+
+    def set_simulated_faults(self, name: str, spec: str) -> None:
+        """Replace a simulated processor's faults at run time (drills and demos).
+        KeyError: not a simulated processor; InvalidSimulation (ValueError): bad spec."""
+        self.simulated[name].set_simulation(Simulation.parse(spec))
 
     async def close(self) -> None:
         for processor in self.processors.values():
             aclose = getattr(processor, "aclose", None)
             if aclose is not None:
                 await aclose()
+        await self.observability.close()
         await self.engine.dispose()
+
+
+def health_policy(settings: Settings) -> HealthPolicy:
+    return HealthPolicy(
+        window_s=settings.health_window_s,
+        min_requests=settings.health_min_requests,
+        degraded_failure_rate=settings.health_degraded_failure_rate,
+        unhealthy_failure_rate=settings.health_unhealthy_failure_rate,
+        degraded_p95_ms=settings.health_degraded_p95_ms,
+        unhealthy_p95_ms=settings.health_unhealthy_p95_ms,
+        cooldown_s=settings.health_cooldown_s,
+        half_open_probes=settings.health_half_open_probes,
+        retry_budget_ratio=settings.health_retry_budget_ratio,
+        retry_budget_min=settings.health_retry_budget_min,
+        degraded_trial_every=settings.health_degraded_trial_every,
+    )
 
 
 def build_processors(
@@ -62,22 +95,35 @@ def build_processors(
         if name == "stripe":
             continue
         spec = settings.simulate_by_processor.get(name, settings.simulate)
-        sim = SimulatedProcessor(name, Simulation.parse(spec))
+        sim = SimulatedProcessor(name, Simulation.parse(spec), charge_log=settings.sim_charge_log)
         simulated[name] = sim
         processors[name] = sim
     return processors, simulated
 
 
 async def bootstrap(
-    settings: Settings, *, clock: Clock | None = None, run_migrations: bool = True
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    run_migrations: bool = True,
+    observability: ObservabilityOptions | None = None,
 ) -> Container:
-    clock = clock or SystemClock()
+    clock = clock or clock_from_settings(settings)
     engine = create_engine(settings.database_url)
     if run_migrations:
         await migrate(engine)
     uow = SqlAlchemyUnitOfWorkFactory(engine)
+    observed = build_observability(settings, clock, engine, observability)
     processors, simulated = build_processors(settings)
-    router = Router(processors, clock, call_timeout_s=settings.call_timeout_s)
+    # When tracing is on, every processor call is an attempt span.
+    calls = observed.traced(processors)
+    health = HealthTracker(
+        health_policy(settings),
+        clock,
+        processors=processors,
+        observers=[PrometheusHealthObserver(default_metrics())],
+    )
+    router = Router(calls, clock, call_timeout_s=settings.call_timeout_s, health=health)
     # A method with no processors configured may use every one, Stripe first.
     configs = MerchantConfigs(
         SqlAlchemyMerchantConfigStore(engine),
@@ -85,9 +131,16 @@ async def bootstrap(
         list(processors),
         cache_s=settings.config_cache_s,
     )
-    payments = PaymentService(uow, router, clock, configs, Settlement(processors, clock))
+    payments = PaymentService(
+        uow,
+        router,
+        clock,
+        configs,
+        Settlement(calls, clock),
+        observation=observed.payment_observation,
+    )
     keys = SqlAlchemyApiKeyStore(engine)
-    return Container(
+    container = Container(
         settings=settings,
         clock=clock,
         engine=engine,
@@ -99,5 +152,9 @@ async def bootstrap(
         api_keys=keys,
         authenticator=Authenticator(keys, clock, cache_s=settings.auth_cache_s),
         processor_events=ProcessorEvents(uow, payments, clock),
+        health=health,
         simulated=simulated,
     )
+    container.installments = build_installments(settings, clock, uow, payments)
+    container.observability = observed
+    return container

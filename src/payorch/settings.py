@@ -48,6 +48,43 @@ class Settings:
     reconcile_interval_s: float = 60.0
     max_message_bytes: int = 1 << 20
     log_level: str = "INFO"
+    # Processor health, per replica (docs/health.md): sliding window, thresholds,
+    # breaker and retry budget; PAYORCH_HEALTH_<NAME>.
+    health_window_s: int = 60
+    health_min_requests: int = 20
+    health_degraded_failure_rate: float = 0.10
+    health_unhealthy_failure_rate: float = 0.50
+    health_degraded_p95_ms: float = 2_000.0
+    health_unhealthy_p95_ms: float = 8_000.0
+    health_cooldown_s: float = 30.0
+    health_half_open_probes: int = 3
+    health_retry_budget_ratio: float = 0.10
+    health_retry_budget_min: int = 10
+    health_degraded_trial_every: int = 10
+    # Installments and outbound webhooks (docs/installments.md). The scheduler and the
+    # dispatcher run inside `payorch serve` only when switched on; `payorch scheduler`
+    # runs them on their own. PAYORCH_CLOCK_OFFSET ("30d", seconds) shifts the clock.
+    scheduler: bool = False
+    scheduler_interval_s: float = 60.0
+    scheduler_batch_size: int = 100
+    scheduler_lease_s: float = 120.0
+    scheduler_concurrency: int = 8
+    clock_offset: str = ""
+    webhook_dispatcher: bool = False
+    webhook_interval_s: float = 2.0
+    webhook_timeout_s: float = 10.0
+    # Development only: http:// to 127.0.0.1, [::1] or localhost (tests, local receivers).
+    webhooks_allow_http_loopback: bool = False
+    # Simulated processors append one line per charge here (shared counting mode).
+    sim_charge_log: str = ""
+    # Observability (docs/observability.md): the ContractMonitor's latency SLO; traces
+    # (console | otlp, off when empty); where the biweekly retrospective is written
+    # (off when empty); how many violations wait in memory for their write.
+    latency_slo_ms: float = 2000.0
+    otel_exporter: str = ""
+    otel_endpoint: str = ""
+    retrospective_dir: str = ""
+    violation_buffer: int = 10_000
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:

@@ -40,3 +40,34 @@ class ManualClock:
         self.slept.append(seconds)
         self.advance(seconds)
         await asyncio.sleep(0)
+
+
+class OffsetClock(SystemClock):
+    """The system clock shifted by a fixed offset, for demos and cron replays
+    (`payorch scheduler --now 2026-03-01T00:00:00Z`, PAYORCH_CLOCK_OFFSET)."""
+
+    def __init__(self, offset: timedelta) -> None:
+        self.offset = offset
+
+    @classmethod
+    def starting_at(cls, when: datetime) -> OffsetClock:
+        if when.tzinfo is None:
+            raise ValueError("give a time zone, e.g. 2026-03-01T00:00:00Z")
+        return cls(when - datetime.now(UTC))
+
+    def now(self) -> datetime:
+        return datetime.now(UTC) + self.offset
+
+
+def parse_offset(text: str) -> timedelta:
+    """Seconds ("86400") or a number with a unit ("30d", "-2h", "90m", "45s")."""
+    text = text.strip()
+    units = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+    factor = units.get(text[-1:].lower(), 0)
+    number = text[:-1] if factor else text
+    try:
+        return timedelta(seconds=float(number) * (factor or 1))
+    except ValueError as exc:
+        raise ValueError(
+            f"clock offset {text!r}: use seconds or a number with d, h, m or s"
+        ) from exc

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from payorch.app.merchant_configs import MerchantConfigs
-from payorch.app.plan_builder import Plan, build_plan
+from payorch.app.payment_observation import PaymentObservation
+from payorch.app.plan_builder import Plan, PlanRejected, build_plan
 from payorch.app.ports import (
     Clock,
     ConcurrentUpdate,
@@ -81,6 +82,7 @@ class PaymentService:
         settlement: Settlement,
         *,
         new_id: Callable[[], str] = new_payment_id,
+        observation: PaymentObservation | None = None,
     ) -> None:
         self._uow = uow
         self._router = router
@@ -88,13 +90,19 @@ class PaymentService:
         self._configs = configs
         self._settlement = settlement
         self._new_id = new_id
+        self._observe = observation or PaymentObservation()
 
     async def create(self, request: CoreRequest, *, deadline_s: float | None) -> CreateResult:
         t0 = self._clock.monotonic()
         deadline = Deadline(None if deadline_s is None else t0 + deadline_s)
         fingerprint = request.fingerprint()
+        self._observe.request_accepted(request)
         config, _ = await self._configs.get(request.merchant_id)
-        plan = build_plan(request, config, self._configs.processors)
+        try:
+            plan = build_plan(request, config, self._configs.processors)
+        except PlanRejected as exc:
+            self._observe.plan_rejected(request, exc.contract_id, str(exc))
+            raise
         while True:
             # Insert first: the unique (merchant, request_id) constraint is the gate.
             payment = self._new_payment(request, fingerprint, plan, config)
@@ -107,9 +115,11 @@ class PaymentService:
                 existing = await self._replay_or_wait(request, fingerprint, deadline)
                 if existing is not None:
                     return CreateResult(existing, replayed=True)
-        await self._run_plan(payment, config, deadline)
+        with self._observe.span("payment.plan", payment_id=payment.id, steps=len(payment.steps)):
+            await self._run_plan(payment, config, deadline)
         payment.settle(self._clock.now(), orchestration_ms=self._elapsed_ms(t0))
         await self._save(payment)
+        self._observe.payment_finished(payment)
         return CreateResult(payment, replayed=False)
 
     def _elapsed_ms(self, t0: float) -> int:
@@ -132,7 +142,9 @@ class PaymentService:
             if existing is None:
                 return None
             if existing.fingerprint != fingerprint:
-                raise IdempotencyConflict(request.request_id, _mismatch(existing, request))
+                conflict = IdempotencyConflict(request.request_id, _mismatch(existing, request))
+                self._observe.idempotency_conflict(request, str(conflict))
+                raise conflict
             if existing.status is not PaymentStatus.PROCESSING:
                 return existing
             remaining = deadline.remaining_ms(self._clock)
@@ -192,9 +204,10 @@ class PaymentService:
         while i < len(payment.steps):
             step = payment.steps[i]
             if step.status is StepStatus.PENDING:
-                await self._router.authorize(
-                    payment, step, policy=config.retry_policy, deadline=deadline
-                )
+                with self._observe.span("payment.step", index=step.index, method=step.method.value):
+                    await self._router.authorize(
+                        payment, step, policy=config.retry_policy, deadline=deadline
+                    )
             if step.status in (StepStatus.REQUIRES_ACTION, StepStatus.UNKNOWN):
                 return
             if step.status is StepStatus.FAILED:

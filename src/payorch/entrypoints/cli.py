@@ -16,9 +16,12 @@ import grpc
 from google.protobuf import json_format
 
 from payments.config.v1 import config_pb2
+from payments.orchestrator.v1 import health_pb2 as hpb
+from payments.orchestrator.v1 import health_pb2_grpc as hpb_grpc
 from payments.orchestrator.v1 import orchestrator_pb2 as orch
 from payments.orchestrator.v1 import orchestrator_pb2_grpc as orch_grpc
 from payorch.domain.card_data import contains_card_number
+from payorch.entrypoints import installments_cli, observability_cli
 from payorch.settings import Settings
 
 DEMO_KEY_FILE = ".payorch/demo-key"
@@ -277,6 +280,81 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     return asyncio.run(main())
 
 
+def _rpc(args: argparse.Namespace, stub_class: Any, method: str, request: Any) -> Any | None:
+    """Call one RPC; on an error print it (code and message) and return None."""
+    with channel(args) as ch:
+        stub = stub_class(ch)
+        try:
+            return getattr(stub, method)(request, metadata=_metadata(args), timeout=args.timeout)
+        except grpc.RpcError as exc:
+            print(
+                json.dumps({"code": exc.code().name, "message": exc.details()}, indent=2),
+                file=sys.stderr,
+            )
+            return None
+
+
+def _ms(d: Any) -> str:
+    return str(round(d.ToMilliseconds()))
+
+
+def format_health_table(response: hpb.ListProcessorHealthResponse) -> str:
+    """ListProcessorHealth as a table a person reads."""
+    head = ("PROCESSOR", "STATE", "SINCE", "BREAKER", "CALLS", "SUCCESS", "INFRA_FAIL",
+            "DECLINE", "RETRIES", "AVG_MS", "P95_MS", "REASON")  # fmt: skip
+    rows = [head]
+    for r in response.reports:
+        s = r.stats
+        rows.append(
+            (
+                r.processor,
+                hpb.HealthState.Name(r.state).removeprefix("HEALTH_STATE_").lower(),
+                r.state_since.ToDatetime().strftime("%H:%M:%S"),
+                hpb.BreakerState.Name(r.breaker_state).removeprefix("BREAKER_STATE_").lower(),
+                str(s.request_count),
+                f"{s.success_rate:.0%}",
+                f"{s.infrastructure_failure_rate:.0%}",
+                f"{s.decline_rate:.0%}",
+                f"{s.retry_count}/{s.retry_count + s.retry_budget_remaining}",
+                _ms(s.average_latency),
+                _ms(s.p95_latency),
+                r.reason,
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(head) - 1)]
+    lines = [
+        "  ".join([*(c.ljust(w) for c, w in zip(row, widths, strict=False)), row[-1]])
+        for row in rows
+    ]
+    window = response.reports[0].stats.window.seconds if response.reports else 0
+    serving = "serving" if response.serving else "NOT SERVING: every breaker is open"
+    lines.append(f"replica {response.replica}, window {window} s, {serving}")
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    response = _rpc(
+        args, hpb_grpc.ProcessorHealthStub, "ListProcessorHealth", hpb.ListProcessorHealthRequest()
+    )
+    if response is None:
+        return 1
+    print(
+        json_format.MessageToJson(response, indent=2)
+        if args.json
+        else format_health_table(response)
+    )
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    request = hpb.SetSimulatedFaultsRequest(processor=args.processor, faults=args.faults)
+    response = _rpc(args, hpb_grpc.ProcessorFaultInjectionStub, "SetSimulatedFaults", request)
+    if response is None:
+        return 1
+    _print(response)
+    return 0
+
+
 def _client_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--address", help="server address (PAYORCH_ADDRESS, default 127.0.0.1:50051)")
     p.add_argument("--api-key", help="API key (PAYORCH_API_KEY; else the local demo key)")
@@ -379,6 +457,19 @@ def parser() -> argparse.ArgumentParser:
     config_set.add_argument("--expected-version", type=int, default=0)
     config.set_defaults(func=cmd_config)
 
+    health = sub.add_parser("health", help="processor health on one replica (ops key)")
+    _client_flags(health)
+    health.add_argument("--json", action="store_true", help="print the response as JSON")
+    health.set_defaults(func=cmd_health)
+
+    simulate = sub.add_parser(
+        "simulate", help="change a simulated processor's faults at run time (ops key)"
+    )
+    _client_flags(simulate)
+    simulate.add_argument("processor", help="a simulated processor, e.g. sim_a")
+    simulate.add_argument("faults", help='fault spec, e.g. "api_error=1.0"; "" for none')
+    simulate.set_defaults(func=cmd_simulate)
+
     rec = sub.add_parser("reconcile", help="resolve payments left UNKNOWN or PROCESSING")
     _db_flags(rec)
     rec.add_argument("--processors", help="as for serve")
@@ -390,6 +481,8 @@ def parser() -> argparse.ArgumentParser:
     )
     rec.add_argument("--limit", type=int, default=500)
     rec.set_defaults(func=cmd_reconcile)
+    installments_cli.register(sub, _client_flags, _db_flags)
+    observability_cli.register(sub, _client_flags)
     return root
 
 

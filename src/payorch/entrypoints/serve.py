@@ -13,6 +13,7 @@ from payorch.app.auth import Scope, hash_key
 from payorch.bootstrap import Container, bootstrap
 from payorch.entrypoints.grpc.server import create_server, mark_serving
 from payorch.entrypoints.http.app import build_app, start_http
+from payorch.entrypoints.installments_cli import serve_jobs
 from payorch.entrypoints.logs import configure
 from payorch.settings import Settings
 
@@ -47,6 +48,30 @@ async def reconcile_forever(container: Container, interval_s: float) -> None:
             log.exception("reconciliation pass failed; next pass in %.0f s", interval_s)
 
 
+async def refresh_health_forever(container: Container, interval_s: float = 1.0) -> None:
+    """Apply what time alone changes to processor health (windows age, cool-downs end),
+    so the gRPC health status and the gauges move even when no payment comes in."""
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            container.health.refresh()
+        except Exception:
+            log.exception("processor health refresh failed")
+
+
+def observability_jobs(container: Container) -> list[asyncio.Task[None]]:
+    """The contract-violation writer, and the biweekly retrospective when configured;
+    what is still buffered is written by container.close() on shutdown."""
+    observed = container.observability
+    jobs = [asyncio.create_task(observed.violations.run())]
+    if observed.retrospective is not None:
+        jobs.append(asyncio.create_task(observed.retrospective.run_forever()))
+        log.info(
+            "writing a retrospective every 14 days to %s", container.settings.retrospective_dir
+        )
+    return jobs
+
+
 async def run(settings: Settings) -> None:
     configure(settings.log_level)
     container = await bootstrap(settings)
@@ -54,7 +79,7 @@ async def run(settings: Settings) -> None:
         await ensure_demo_key(container, Path(settings.demo_key_file))
     server, port, health_servicer = create_server(container, settings.listen)
     await server.start()
-    await mark_serving(health_servicer)
+    await mark_serving(health_servicer, container.health)
     app = build_app(
         stripe_events=container.processor_events,
         stripe_webhook_secret=settings.stripe_webhook_secret,
@@ -72,7 +97,13 @@ async def run(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    jobs = [asyncio.create_task(reconcile_forever(container, settings.reconcile_interval_s))]
+    jobs = [
+        asyncio.create_task(reconcile_forever(container, settings.reconcile_interval_s)),
+        asyncio.create_task(refresh_health_forever(container)),
+    ]
+    locks = contextlib.ExitStack()
+    jobs += serve_jobs(container, settings, locks)
+    jobs += observability_jobs(container)
     try:
         await stop.wait()
     finally:
@@ -85,4 +116,5 @@ async def run(settings: Settings) -> None:
                 await job
         await runner.cleanup()
         await container.close()
+        locks.close()
         log.info("stopped")

@@ -150,7 +150,7 @@ class NextAction(_message.Message):
     def __init__(self, type: _Optional[str] = ..., client_secret: _Optional[str] = ...) -> None: ...
 
 class Attempt(_message.Message):
-    __slots__ = ("number", "processor", "idempotency_key", "started_at", "ended_at", "latency_ms", "outcome", "error_code", "raw", "delay_before_ms", "routing_reason", "retry_decision", "processor_payment_id")
+    __slots__ = ("number", "processor", "idempotency_key", "started_at", "ended_at", "latency_ms", "outcome", "error_code", "raw", "delay_before_ms", "routing_reason", "retry_decision", "processor_payment_id", "operation")
     NUMBER_FIELD_NUMBER: _ClassVar[int]
     PROCESSOR_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
@@ -164,6 +164,7 @@ class Attempt(_message.Message):
     ROUTING_REASON_FIELD_NUMBER: _ClassVar[int]
     RETRY_DECISION_FIELD_NUMBER: _ClassVar[int]
     PROCESSOR_PAYMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    OPERATION_FIELD_NUMBER: _ClassVar[int]
     number: int
     processor: str
     idempotency_key: str
@@ -177,7 +178,8 @@ class Attempt(_message.Message):
     routing_reason: str
     retry_decision: str
     processor_payment_id: str
-    def __init__(self, number: _Optional[int] = ..., processor: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ended_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., latency_ms: _Optional[int] = ..., outcome: _Optional[_Union[Outcome, str]] = ..., error_code: _Optional[_Union[ErrorCode, str]] = ..., raw: _Optional[_Union[RawProcessorError, _Mapping]] = ..., delay_before_ms: _Optional[int] = ..., routing_reason: _Optional[str] = ..., retry_decision: _Optional[str] = ..., processor_payment_id: _Optional[str] = ...) -> None: ...
+    operation: str
+    def __init__(self, number: _Optional[int] = ..., processor: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ended_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., latency_ms: _Optional[int] = ..., outcome: _Optional[_Union[Outcome, str]] = ..., error_code: _Optional[_Union[ErrorCode, str]] = ..., raw: _Optional[_Union[RawProcessorError, _Mapping]] = ..., delay_before_ms: _Optional[int] = ..., routing_reason: _Optional[str] = ..., retry_decision: _Optional[str] = ..., processor_payment_id: _Optional[str] = ..., operation: _Optional[str] = ...) -> None: ...
 
 class StepResult(_message.Message):
     __slots__ = ("step_index", "method", "amount", "status", "outcome", "error_code", "processor", "processor_payment_id", "attempts", "next_action", "captured_minor", "refunded_minor")

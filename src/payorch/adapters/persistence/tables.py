@@ -216,3 +216,160 @@ contract_violations = Table(
     Index(None, "contract_id", "occurred_at"),
     Index(None, "occurred_at"),
 )
+
+# -- installments (migration 0101) -----------------------------------------------------
+installment_plans = Table(
+    "installment_plans",
+    metadata,
+    # Derived from (merchant_id, request_id): a retried create finds its plan.
+    Column("id", String(64), primary_key=True),
+    Column("merchant_id", String(64), nullable=False),
+    Column("request_id", String(255), nullable=False),
+    Column("order_id", String(128), nullable=False),
+    Column("fingerprint", String(64), nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("total_minor", BigInteger, nullable=False),
+    Column("token", String(255), nullable=False),
+    Column("customer_id", String(255), nullable=False),
+    Column("interval_days", Integer, nullable=False),
+    Column("dunning_days", JSON, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("cancel_reason", Text, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("event_sequence", Integer, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    UniqueConstraint("merchant_id", "request_id"),
+    Index(None, "merchant_id", "created_at", "id"),
+    Index(None, "status", "created_at"),
+)
+
+installments = Table(
+    "installments",
+    metadata,
+    Column("id", String(80), primary_key=True),
+    Column("plan_id", String(64), ForeignKey("installment_plans.id"), nullable=False),
+    Column("merchant_id", String(64), nullable=False),
+    Column("sequence", Integer, nullable=False),
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("due_at", UTCDateTime, nullable=False),
+    Column("status", String(16), nullable=False),
+    # The attempt being (or last) charged: payments request id inst_<id>_a<attempts>.
+    Column("attempts", Integer, nullable=False),
+    Column("attempt_kind", String(16), nullable=False),
+    Column("next_attempt_at", UTCDateTime, nullable=True),
+    Column("first_failed_at", UTCDateTime, nullable=True),
+    Column("dunning_step", Integer, nullable=False),
+    Column("last_error_code", String(48), nullable=False),
+    Column("last_error", Text, nullable=False),
+    Column("payment_id", String(64), nullable=False),
+    Column("processor_payment_id", String(255), nullable=False),
+    Column("paid_at", UTCDateTime, nullable=True),
+    # The scheduler's claim: who charges it, and until when.
+    Column("claimed_by", String(128), nullable=False),
+    Column("lease_until", UTCDateTime, nullable=True),
+    Column("version", Integer, nullable=False),
+    UniqueConstraint("plan_id", "sequence"),
+    Index(None, "status", "next_attempt_at"),
+    Index(None, "status", "lease_until"),
+)
+
+# One row per attempt: the primary key allows one charge per (installment, attempt).
+installment_charges = Table(
+    "installment_charges",
+    metadata,
+    Column("installment_id", String(80), ForeignKey("installments.id"), primary_key=True),
+    Column("attempt", Integer, primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("payment_id", String(64), nullable=False),
+    Column("outcome", String(16), nullable=False),
+    Column("error_code", String(48), nullable=False),
+    Column("message", Text, nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+)
+
+webhook_endpoints = Table(
+    "webhook_endpoints",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("merchant_id", String(64), nullable=False),
+    Column("url", Text, nullable=False),
+    # The signing key (base64; the secret is "whsec_" + it): needed to sign, shown once
+    # at creation, never logged or returned again.
+    Column("signing_key", String(128), nullable=False),
+    Column("description", String(200), nullable=False),
+    Column("event_types", JSON, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("disabled_reason", Text, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Index(None, "merchant_id", "status"),
+)
+
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("endpoint_id", String(64), ForeignKey("webhook_endpoints.id"), nullable=False),
+    Column("merchant_id", String(64), nullable=False),
+    # The outbox event id, sent as webhook-id on every attempt.
+    Column("event_id", String(64), nullable=False),
+    Column("event_type", String(64), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", UTCDateTime, nullable=True),
+    Column("last_status_code", Integer, nullable=False),
+    Column("last_error", Text, nullable=False),
+    Column("claimed_by", String(128), nullable=False),
+    Column("lease_until", UTCDateTime, nullable=True),
+    Column("version", Integer, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("delivered_at", UTCDateTime, nullable=True),
+    UniqueConstraint("endpoint_id", "event_id"),
+    Index(None, "status", "next_attempt_at"),
+    Index(None, "merchant_id", "created_at", "id"),
+)
+
+# -- observability (migration 0201) ------------------------------------------------------
+# What merchants tell us went wrong; the retrospective sets them against the violations.
+merchant_complaints = Table(
+    "merchant_complaints",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("merchant_id", String(64), nullable=False),
+    # As reported: a contract id and/or a category (either may be empty).
+    Column("contract_id", String(64), nullable=False),
+    Column("category", String(64), nullable=False),
+    # The contract it is counted against.
+    Column("counted_as", String(64), nullable=False),
+    Column("text", Text, nullable=False),
+    Column("occurred_at", UTCDateTime, nullable=False),
+    Column("reported_at", UTCDateTime, nullable=False),
+    Index(None, "occurred_at"),
+    Index(None, "merchant_id", "occurred_at"),
+)
+
+# A merchant's violations (ListContractViolations, GenerateContractReport by merchant).
+Index(None, contract_violations.c.merchant_id, contract_violations.c.occurred_at)
+
+# GetPaymentStats (docs/observability.md): a window's payments by status and time, and
+# its attempts by outcome and code, read from the index alone; a merchant's attempts;
+# the payments whose attempts failed on the infrastructure (a few codes): recovery share.
+Index(None, payments.c.created_at, payments.c.status, payments.c.orchestration_ms)
+Index(
+    None,
+    attempts.c.started_at,
+    attempts.c.outcome,
+    attempts.c.error_code,
+    attempts.c.delay_before_ms,
+)
+Index(None, attempts.c.merchant_id, attempts.c.started_at)
+Index(
+    None,
+    attempts.c.error_code,
+    attempts.c.started_at,
+    attempts.c.outcome,
+    attempts.c.payment_id,
+)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import hashlib
+import os
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, fields, replace
@@ -38,6 +39,11 @@ DECLINES: dict[str, tuple[str, str]] = {
 REQUIRES_AUTH = {"pm_card_authenticationRequired", "pm_card_threeDSecure2Required"}
 # Card 4000002500003155: asks on-session, succeeds off-session once set up.
 AUTH_ON_SETUP = {"pm_card_authenticationRequiredOnSetup"}
+# Ours, not Stripe's: a saved card that pays at checkout (on-session) and is declined
+# off-session, e.g. pm_card_offSessionDeclinedInsufficientFunds behaves like
+# pm_card_chargeDeclinedInsufficientFunds for every scheduled installment. Declining
+# by session rather than by count keeps it the same in every process.
+OFF_SESSION_DECLINED = "pm_card_offSessionDeclined"
 
 
 FAULTS = ("rate_limit", "connection_error", "timeout", "api_error", "lost_response")
@@ -126,8 +132,10 @@ class SimulatedProcessor:
         *,
         ledger: Ledger | None = None,
         sleep: Sleep = asyncio.sleep,
+        charge_log: str = "",
     ) -> None:
         self.name = name
+        self.charge_log = charge_log
         self.simulation = simulation or Simulation()
         self.ledger = ledger or Ledger()
         self._rng = random.Random(self.simulation.seed)
@@ -247,6 +255,10 @@ class SimulatedProcessor:
             # Already charged under an earlier key: confirming again charges nothing.
             return self._intent_response(intent, rid)
         token = request.token
+        if token.startswith(OFF_SESSION_DECLINED):
+            declined_as = "pm_card_chargeDeclined" + token[len(OFF_SESSION_DECLINED) :]
+            if request.off_session and declined_as in DECLINES:
+                token = declined_as
         if token in DECLINES:
             decline, message = DECLINES[token]
             return ProcessorResponse(
@@ -275,7 +287,20 @@ class SimulatedProcessor:
         intent.status = "succeeded" if intent.capture else "requires_capture"
         intent.charges += 1
         intent.amount_captured = intent.amount_minor if intent.capture else 0
+        self._log_charge(intent, request)
         return self._intent_response(intent, rid)
+
+    def _log_charge(self, intent: SimIntent, request: ChargeRequest) -> None:
+        """Shared counting mode: one line per charge appended to a file every process
+        writes (O_APPEND lines are atomic), so tests count charges across processes."""
+        if not self.charge_log:
+            return
+        line = f"{self.name} {intent.id} {request.payment_id} {request.amount_minor}\n"
+        fd = os.open(self.charge_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, line.encode())
+        finally:
+            os.close(fd)
 
     def _intent_response(self, intent: SimIntent, rid: str) -> ProcessorResponse:
         kind = {

@@ -125,6 +125,7 @@ def attempt_pb(a: Attempt) -> result_pb2.Attempt:
         ),
         retry_decision=a.retry_decision,
         processor_payment_id=a.processor_payment_id,
+        operation=a.operation,
     )
 
 

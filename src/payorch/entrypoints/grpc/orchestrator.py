@@ -8,6 +8,7 @@ from google.rpc import code_pb2
 
 from payments.orchestrator.v1 import orchestrator_pb2 as orch
 from payorch.app.auth import read_scope, resolve_merchant
+from payorch.app.contract_monitor import identify_call, reject_call
 from payorch.app.merchant_configs import MerchantConfigs, VersionConflict
 from payorch.app.payments import (
     IdempotencyConflict,
@@ -37,10 +38,13 @@ class PaymentOrchestratorServicer:
         self, request: orch.CreatePaymentRequest, call: Call
     ) -> orch.CreatePaymentResponse:
         merchant = resolve_merchant(call.principal, request.merchant_id)
+        identify_call(merchant_id=merchant)
         try:
             core = parse_payment_request(mappers.raw_request(request, merchant))
         except RequestRejected as exc:
+            reject_call(exc.issues)
             raise invalid_argument([(i.field, i.message) for i in exc.issues]) from exc
+        identify_call(request_id=core.request_id)
         try:
             result = await self._payments.create(core, deadline_s=call.deadline_s())
         except PlanRejected as exc:

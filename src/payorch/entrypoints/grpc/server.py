@@ -8,13 +8,33 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from payments.orchestrator.v1 import orchestrator_pb2
+from payments.contracts.v1 import monitor_pb2
+from payments.installments.v1 import installments_pb2
+from payments.orchestrator.v1 import analytics_pb2, orchestrator_pb2
+from payments.orchestrator.v1 import health_pb2 as processor_health_pb2
+from payorch.app.health import HealthTracker
 from payorch.bootstrap import Container
+from payorch.entrypoints.grpc.analytics import PaymentAnalyticsServicer
+from payorch.entrypoints.grpc.contract_monitor import ContractMonitorServicer
 from payorch.entrypoints.grpc.handlers import build_handler
+from payorch.entrypoints.grpc.health_rpc import (
+    GrpcHealthReporter,
+    ProcessorFaultInjectionServicer,
+    ProcessorHealthServicer,
+)
+from payorch.entrypoints.grpc.installments import InstallmentServicer
+from payorch.entrypoints.grpc.interceptors import ObservingInterceptor
 from payorch.entrypoints.grpc.orchestrator import PaymentOrchestratorServicer
 from payorch.settings import Settings
 
-SERVICES = [orchestrator_pb2.DESCRIPTOR.services_by_name["PaymentOrchestrator"]]
+SERVICES = [
+    orchestrator_pb2.DESCRIPTOR.services_by_name["PaymentOrchestrator"],
+    processor_health_pb2.DESCRIPTOR.services_by_name["ProcessorHealth"],
+    processor_health_pb2.DESCRIPTOR.services_by_name["ProcessorFaultInjection"],
+    installments_pb2.DESCRIPTOR.services_by_name["InstallmentService"],
+    analytics_pb2.DESCRIPTOR.services_by_name["PaymentAnalytics"],
+    monitor_pb2.DESCRIPTOR.services_by_name["ContractMonitor"],
+]
 MAX_METADATA_BYTES = 16 * 1024
 
 
@@ -35,7 +55,16 @@ def create_server(
 ) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
     """A server bound to `address` (port 0 picks a free one), not yet started."""
     settings = container.settings
+    observed = container.observability
+    interceptor = ObservingInterceptor(
+        observed.monitor,
+        observed.observers,
+        observed.tracer,
+        container.clock,
+        latency_slo_ms=observed.latency_slo_ms,
+    )
     server = grpc.aio.server(
+        interceptors=[interceptor],
         options=[
             ("grpc.max_receive_message_length", settings.max_message_bytes),
             ("grpc.max_send_message_length", 4 * settings.max_message_bytes),
@@ -50,6 +79,15 @@ def create_server(
         "payments.orchestrator.v1.PaymentOrchestrator": PaymentOrchestratorServicer(
             container.payments, container.configs
         ),
+        "payments.orchestrator.v1.ProcessorHealth": ProcessorHealthServicer(container.health),
+        "payments.orchestrator.v1.ProcessorFaultInjection": ProcessorFaultInjectionServicer(
+            container.set_simulated_faults
+        ),
+        "payments.installments.v1.InstallmentService": InstallmentServicer(
+            container.installments.plans, container.installments.endpoints
+        ),
+        "payments.orchestrator.v1.PaymentAnalytics": PaymentAnalyticsServicer(observed.analytics),
+        "payments.contracts.v1.ContractMonitor": ContractMonitorServicer(observed.reports),
     }
     handlers = [
         build_handler(service, servicers[service.full_name], container.authenticator)
@@ -72,6 +110,14 @@ def create_server(
     return server, port, health_servicer
 
 
-async def mark_serving(health_servicer: health.aio.HealthServicer) -> None:
+async def mark_serving(
+    health_servicer: health.aio.HealthServicer, processor_health: HealthTracker | None = None
+) -> None:
+    """All SERVING; then, with a tracker, the orchestrator follows the processors:
+    NOT_SERVING while every breaker is open."""
     for name in ["", *(s.full_name for s in SERVICES)]:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    if processor_health is not None:
+        reporter = GrpcHealthReporter(health_servicer)
+        processor_health.add_observer(reporter)
+        await reporter.flush()

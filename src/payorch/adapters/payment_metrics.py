@@ -1,0 +1,139 @@
+"""Prometheus metrics of payments, RPCs and contracts: the Observer port on prometheus-client.
+
+Names in base units; labels bounded (rpc method, status code, payment status,
+processor, contract, severity), never a merchant or payment id.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
+
+from payorch.app.observability import NullObserver
+from payorch.domain.classification import INFRASTRUCTURE_CODES
+from payorch.domain.payment import Payment
+from payorch.domain.request import Severity
+from payorch.domain.results import Outcome
+
+RPC_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
+ORCHESTRATION_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
+_FAILURES = (Outcome.SOFT, Outcome.UNKNOWN)
+
+
+def recovered(payment: Payment) -> bool:
+    """Took the money after a transient infrastructure failure on some attempt."""
+    return payment.success and any(
+        a.outcome in _FAILURES and a.error_code in INFRASTRUCTURE_CODES
+        for s in payment.steps
+        for a in s.attempts
+    )
+
+
+class PaymentMetrics:
+    """Registered once per registry (the default one is what /metrics serves)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        registry = REGISTRY if registry is None else registry
+        self.registry = registry
+        self.rpc_requests = Counter(
+            "payorch_rpc_requests",
+            "gRPC calls by method and final status code.",
+            ["rpc", "code"],
+            registry=registry,
+        )
+        self.rpc_duration = Histogram(
+            "payorch_rpc_duration_seconds",
+            "Time to answer a gRPC call, by method.",
+            ["rpc"],
+            buckets=RPC_BUCKETS_S,
+            registry=registry,
+        )
+        self.payments = Counter(
+            "payorch_payments",
+            "Payments whose orchestration ended, by the status they ended in.",
+            ["status"],
+            registry=registry,
+        )
+        self.retries = Counter(
+            "payorch_retries",
+            "Authorize calls that repeated an earlier one (same or another processor).",
+            ["processor"],
+            registry=registry,
+        )
+        self.recoveries = Counter(
+            "payorch_recoveries",
+            "Payments that succeeded after a transient infrastructure failure.",
+            registry=registry,
+        )
+        self.orchestration = Histogram(
+            "payorch_orchestration_seconds",
+            "Wall time the orchestrator spent on a payment.",
+            buckets=ORCHESTRATION_BUCKETS_S,
+            registry=registry,
+        )
+        self.validation_issues = Counter(
+            "payorch_validation_issues",
+            "Requests accepted with a non-fatal input issue, by contract.",
+            ["contract"],
+            registry=registry,
+        )
+        self.contract_violations = Counter(
+            "payorch_contract_violations",
+            "Contract violations recorded, by contract and severity.",
+            ["contract", "severity"],
+            registry=registry,
+        )
+        self.violations_dropped = Counter(
+            "payorch_contract_violations_dropped",
+            "Violations not stored: the write buffer was full or the write failed.",
+            registry=registry,
+        )
+        self.observer_errors = Counter(
+            "payorch_observer_errors",
+            "Failures of metrics, logs, traces or violation writes; requests went on.",
+            ["where"],
+            registry=registry,
+        )
+
+
+_default: PaymentMetrics | None = None
+
+
+def default_payment_metrics() -> PaymentMetrics:
+    """The process-wide metrics on the default registry."""
+    global _default
+    if _default is None:
+        _default = PaymentMetrics()
+    return _default
+
+
+class PrometheusObserver(NullObserver):
+    """The Observer port (and ObserverErrors) as Prometheus metrics."""
+
+    def __init__(self, metrics: PaymentMetrics) -> None:
+        self._m = metrics
+
+    def payment_finished(self, payment: Payment) -> None:
+        self._m.payments.labels(payment.status.value).inc()
+        self._m.orchestration.observe(payment.orchestration_ms / 1000.0)
+        for step in payment.steps:
+            for a in step.attempts:
+                if a.operation == "authorize" and a.number > 1:
+                    self._m.retries.labels(a.processor).inc()
+        if recovered(payment):
+            self._m.recoveries.inc()
+
+    def validation_issue(self, contract_id: str) -> None:
+        self._m.validation_issues.labels(contract_id).inc()
+
+    def violation_recorded(self, contract_id: str, severity: Severity) -> None:
+        self._m.contract_violations.labels(contract_id, severity.value).inc()
+
+    def violation_dropped(self) -> None:
+        self._m.violations_dropped.inc()
+
+    def rpc_finished(self, rpc: str, code: str, seconds: float) -> None:
+        self._m.rpc_requests.labels(rpc, code).inc()
+        self._m.rpc_duration.labels(rpc).observe(max(0.0, seconds))
+
+    def observer_failed(self, where: str) -> None:
+        self._m.observer_errors.labels(where).inc()

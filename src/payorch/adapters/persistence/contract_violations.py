@@ -1,0 +1,198 @@
+"""Contract violations and merchant complaints in the database.
+
+Writes are buffered: `record` appends to a bounded in-memory buffer and never
+waits; a background task (`run`, started by `payorch serve`) writes batches, and
+`flush` writes what is left on shutdown. A full buffer or a failed write drops
+violations and counts them; it never slows or fails the request that saw them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+from datetime import datetime
+
+from sqlalchemy import and_, func, insert, or_, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from payorch.adapters.persistence.tables import contract_violations, merchant_complaints
+from payorch.app.contract_reports import (
+    ContractCount,
+    MerchantComplaint,
+    ViolationCursor,
+    ViolationFilter,
+)
+from payorch.domain.contracts import ContractViolation
+from payorch.domain.request import Severity
+
+log = logging.getLogger("payorch.contracts")
+
+DEFAULT_CAPACITY = 10_000
+BATCH = 500
+
+
+def _row(v: ContractViolation) -> dict[str, object]:
+    return {
+        "id": v.id,
+        "contract_id": v.contract_id,
+        "request_id": v.request_id,
+        "merchant_id": v.merchant_id,
+        "severity": v.severity.value,
+        "owner": v.owner,
+        "message": v.message,
+        "occurred_at": v.occurred_at,
+    }
+
+
+class BufferedViolationWriter:
+    """The ViolationSink port: bounded, non-blocking, written in the background."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        capacity: int = DEFAULT_CAPACITY,
+        on_dropped: Callable[[int], None] = lambda n: None,
+        on_error: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._engine = engine
+        self._capacity = capacity
+        self._buffer: collections.deque[ContractViolation] = collections.deque()
+        self._wake = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self._on_dropped = on_dropped
+        self._on_error = on_error
+        self.dropped = 0
+        self.written = 0
+
+    def __len__(self) -> int:
+        return len(self._buffer)
+
+    def record(self, violation: ContractViolation) -> bool:
+        if len(self._buffer) >= self._capacity:
+            self.dropped += 1
+            return False
+        self._buffer.append(violation)
+        self._wake.set()
+        return True
+
+    async def flush(self) -> int:
+        """Write everything buffered now; a failed batch is dropped and counted."""
+        written = 0
+        async with self._lock:
+            while self._buffer:
+                batch = [self._buffer.popleft() for _ in range(min(BATCH, len(self._buffer)))]
+                try:
+                    async with self._engine.begin() as conn:
+                        await conn.execute(insert(contract_violations), [_row(v) for v in batch])
+                except asyncio.CancelledError:
+                    # Stopped mid-write: the batch goes back for the final flush.
+                    self._buffer.extendleft(reversed(batch))
+                    raise
+                except Exception:
+                    log.warning("could not store %d contract violations", len(batch), exc_info=True)
+                    self.dropped += len(batch)
+                    with contextlib.suppress(Exception):
+                        self._on_error()
+                        self._on_dropped(len(batch))
+                    continue
+                written += len(batch)
+        self.written += written
+        return written
+
+    async def run(self) -> None:
+        """Write as violations arrive, in batches, until cancelled."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            await self.flush()
+
+
+def _violation(r: object) -> ContractViolation:
+    m = r._mapping  # type: ignore[attr-defined]
+    return ContractViolation(
+        id=m["id"],
+        contract_id=m["contract_id"],
+        request_id=m["request_id"],
+        merchant_id=m["merchant_id"],
+        severity=Severity(m["severity"]),
+        owner=m["owner"],
+        message=m["message"],
+        occurred_at=m["occurred_at"],
+    )
+
+
+class SqlAlchemyViolationStore:
+    """The read side of violations, and merchant complaints."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def list(
+        self, f: ViolationFilter, *, limit: int, after: ViolationCursor | None
+    ) -> Sequence[ContractViolation]:
+        t = contract_violations
+        query = select(t).order_by(t.c.occurred_at.desc(), t.c.id.desc()).limit(limit)
+        if f.contract_id:
+            query = query.where(t.c.contract_id == f.contract_id)
+        if f.severity is not None:
+            query = query.where(t.c.severity == f.severity.value)
+        if f.merchant_id:
+            query = query.where(t.c.merchant_id == f.merchant_id)
+        if f.since is not None:
+            query = query.where(t.c.occurred_at >= f.since)
+        if f.until is not None:
+            query = query.where(t.c.occurred_at < f.until)
+        if after is not None:
+            query = query.where(
+                or_(
+                    t.c.occurred_at < after.occurred_at,
+                    and_(t.c.occurred_at == after.occurred_at, t.c.id < after.violation_id),
+                )
+            )
+        async with self._engine.connect() as conn:
+            return [_violation(r) for r in await conn.execute(query)]
+
+    async def counts(
+        self, since: datetime, until: datetime, merchant_id: str | None = None
+    ) -> Sequence[ContractCount]:
+        t = contract_violations
+        query = (
+            select(t.c.contract_id, t.c.severity, func.count())
+            .where(t.c.occurred_at >= since, t.c.occurred_at < until)
+            .group_by(t.c.contract_id, t.c.severity)
+            .order_by(t.c.contract_id, t.c.severity)
+        )
+        if merchant_id:
+            query = query.where(t.c.merchant_id == merchant_id)
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [ContractCount(c, Severity(s), int(n)) for c, s, n in rows]
+
+    async def add_complaint(self, complaint: MerchantComplaint) -> None:
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                insert(merchant_complaints).values(
+                    id=complaint.id,
+                    merchant_id=complaint.merchant_id,
+                    contract_id=complaint.contract_id,
+                    category=complaint.category,
+                    counted_as=complaint.counted_as,
+                    text=complaint.text,
+                    occurred_at=complaint.occurred_at,
+                    reported_at=complaint.reported_at,
+                )
+            )
+
+    async def complaint_counts(self, since: datetime, until: datetime) -> dict[str, int]:
+        t = merchant_complaints
+        query = (
+            select(t.c.counted_as, func.count())
+            .where(t.c.occurred_at >= since, t.c.occurred_at < until)
+            .group_by(t.c.counted_as)
+        )
+        async with self._engine.connect() as conn:
+            return {c: int(n) for c, n in (await conn.execute(query)).all()}

@@ -1,0 +1,130 @@
+"""Payment analytics: success, recovery by retry, retry delays, failure mix, orchestration time.
+
+Computed by the database (the reader port aggregates in SQL): nothing here loads
+payments. Merchants see their own figures only; operators any merchant's, or all.
+
+Definitions (docs/observability.md):
+- payment-level figures (counts, success, orchestration percentiles, recovery) read the
+  payments created in the window [since, until); attempt-level figures (attempts,
+  retry delay, failure mix) read the attempts made in it;
+- a payment succeeded when money was taken: succeeded, authorized, or (partially) refunded;
+- recovery share: of the payments with a SOFT or UNKNOWN infrastructure failure on
+  some attempt, the share that still succeeded;
+- average retry delay: mean of the attempts' delay_before_ms over those with one;
+- failures: attempts whose outcome is neither success nor requires_action, by outcome
+  and by error code;
+- a processor filter keeps the payments with an attempt on that processor, and only
+  that processor's attempts (for recovery too: a failure on it, whatever came next).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from payorch.app.auth import Principal, resolve_merchant
+from payorch.app.ports import Clock
+from payorch.domain.classification import INFRASTRUCTURE_CODES
+from payorch.domain.payment import PaymentStatus
+from payorch.domain.results import ErrorCode, Outcome
+
+DEFAULT_WINDOW = timedelta(days=7)
+MAX_WINDOW = timedelta(days=366)
+
+SUCCEEDED = frozenset(
+    {
+        PaymentStatus.SUCCEEDED,
+        PaymentStatus.AUTHORIZED,
+        PaymentStatus.REFUNDED,
+        PaymentStatus.PARTIALLY_REFUNDED,
+    }
+)
+# Attempt outcomes that are failures (REQUIRES_ACTION is the customer's turn, not one).
+FAILED_OUTCOMES = frozenset({Outcome.SOFT, Outcome.HARD, Outcome.UNKNOWN})
+# An attempt "hit an infrastructure failure" with one of these outcomes and codes.
+RECOVERABLE_OUTCOMES = frozenset({Outcome.SOFT, Outcome.UNKNOWN})
+RECOVERABLE_CODES = INFRASTRUCTURE_CODES
+PERCENTILES = (50, 95, 99)
+
+
+class InvalidStatsQuery(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class StatsQuery:
+    since: datetime
+    until: datetime
+    merchant_id: str | None = None
+    processor: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentStats:
+    query: StatsQuery
+    payments: int = 0
+    succeeded: int = 0
+    by_status: dict[PaymentStatus, int] = field(default_factory=dict)
+    # Payments with an infrastructure failure on some attempt, and those of them that succeeded.
+    hit_infrastructure_failure: int = 0
+    recovered: int = 0
+    attempts: int = 0
+    retried_attempts: int = 0
+    retry_delay_ms_total: int = 0
+    failures_by_outcome: dict[Outcome, int] = field(default_factory=dict)
+    failures_by_error_code: dict[ErrorCode, int] = field(default_factory=dict)
+    # Nearest-rank percentiles of orchestration_ms: {50: ..., 95: ..., 99: ...}.
+    orchestration_ms: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def success_rate(self) -> float:
+        return self.succeeded / self.payments if self.payments else 0.0
+
+    @property
+    def recovery_share(self) -> float:
+        if not self.hit_infrastructure_failure:
+            return 0.0
+        return self.recovered / self.hit_infrastructure_failure
+
+    @property
+    def average_retry_delay_ms(self) -> float:
+        return self.retry_delay_ms_total / self.retried_attempts if self.retried_attempts else 0.0
+
+
+class PaymentStatsReader(Protocol):
+    async def stats(self, query: StatsQuery) -> PaymentStats:
+        """Aggregate in the database; never load the rows."""
+        ...
+
+
+def nearest_rank(p: int, n: int) -> int:
+    """1-based rank of the p-th percentile among n sorted values: ceil(p * n / 100)."""
+    return max(1, (p * n + 99) // 100)
+
+
+class PaymentAnalytics:
+    def __init__(self, reader: PaymentStatsReader, clock: Clock) -> None:
+        self._reader = reader
+        self._clock = clock
+
+    async def stats(
+        self,
+        principal: Principal,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        merchant_id: str = "",
+        processor: str = "",
+    ) -> PaymentStats:
+        """A merchant's key is held to its merchant (another one is PermissionDenied);
+        an operator names one, or none for every merchant."""
+        merchant = resolve_merchant(principal, merchant_id) or None
+        until = until or self._clock.now()
+        since = since or until - DEFAULT_WINDOW
+        if since >= until:
+            raise InvalidStatsQuery("since must be before until")
+        if until - since > MAX_WINDOW:
+            raise InvalidStatsQuery(f"the window is at most {MAX_WINDOW.days} days")
+        query = StatsQuery(since, until, merchant, processor.strip() or None)
+        return await self._reader.stats(query)

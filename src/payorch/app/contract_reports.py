@@ -1,0 +1,241 @@
+"""Reading contract violations back: lists, reports, complaints and retrospectives.
+
+Operators read violations, reports and retrospectives; a merchant may report a
+complaint for itself (an operator must name the merchant).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from payorch.app.auth import PermissionDenied, Principal, resolve_merchant
+from payorch.app.ports import Clock
+from payorch.domain.contracts import (
+    CATALOG,
+    COMPLAINT_CATEGORIES,
+    ContractViolation,
+    complaint_contract,
+    contract,
+    scrub,
+)
+from payorch.domain.request import Severity
+from payorch.domain.retrospective import Retrospective, build_retrospective
+
+DEFAULT_REPORT_WINDOW = timedelta(days=14)
+MAX_COMPLAINT_LEN = 2000
+
+
+class InvalidReportRequest(ValueError):
+    """Each entry is (field, reason)."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(f"{f}: {m}" for f, m in problems))
+
+
+@dataclass(frozen=True, slots=True)
+class ViolationFilter:
+    contract_id: str = ""
+    severity: Severity | None = None
+    merchant_id: str = ""
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ViolationCursor:
+    occurred_at: datetime
+    violation_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ContractCount:
+    contract_id: str
+    severity: Severity
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class ContractReportEntry:
+    contract_id: str
+    severity: Severity
+    owner: str
+    description: str
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class ContractReport:
+    since: datetime
+    until: datetime
+    entries: tuple[ContractReportEntry, ...]
+
+    @property
+    def total(self) -> int:
+        return sum(e.count for e in self.entries)
+
+
+@dataclass(frozen=True, slots=True)
+class MerchantComplaint:
+    id: str
+    merchant_id: str
+    # As reported: a contract id, or a category, or neither.
+    contract_id: str
+    category: str
+    # The contract it is counted against in retrospectives.
+    counted_as: str
+    text: str
+    occurred_at: datetime
+    reported_at: datetime
+
+
+class ViolationStore(Protocol):
+    async def list(
+        self, f: ViolationFilter, *, limit: int, after: ViolationCursor | None
+    ) -> Sequence[ContractViolation]:
+        """Newest first."""
+        ...
+
+    async def counts(
+        self, since: datetime, until: datetime, merchant_id: str | None = None
+    ) -> Sequence[ContractCount]: ...
+
+    async def add_complaint(self, complaint: MerchantComplaint) -> None: ...
+
+    async def complaint_counts(self, since: datetime, until: datetime) -> dict[str, int]:
+        """Complaints that happened in the window, by the contract they count against."""
+        ...
+
+
+def new_complaint_id() -> str:
+    return f"mc_{uuid.uuid4().hex}"
+
+
+def _ops_only(principal: Principal) -> None:
+    if not principal.is_ops:
+        raise PermissionDenied("contract violations and reports are for operators")
+
+
+class ContractReports:
+    def __init__(
+        self,
+        store: ViolationStore,
+        clock: Clock,
+        *,
+        new_id: Callable[[], str] = new_complaint_id,
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._new_id = new_id
+
+    def window(self, since: datetime | None, until: datetime | None) -> tuple[datetime, datetime]:
+        """[since, until): until defaults to now, since to 14 days before until."""
+        until = until or self._clock.now()
+        since = since or until - DEFAULT_REPORT_WINDOW
+        if since >= until:
+            raise InvalidReportRequest([("since", "must be before until")])
+        return since, until
+
+    async def list_violations(
+        self,
+        principal: Principal,
+        f: ViolationFilter,
+        *,
+        limit: int,
+        after: ViolationCursor | None,
+    ) -> Sequence[ContractViolation]:
+        _ops_only(principal)
+        return await self._store.list(f, limit=limit, after=after)
+
+    async def report(
+        self,
+        principal: Principal,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        merchant_id: str = "",
+    ) -> ContractReport:
+        _ops_only(principal)
+        since, until = self.window(since, until)
+        counts = await self._store.counts(since, until, merchant_id or None)
+        entries = sorted(
+            (
+                ContractReportEntry(
+                    c.contract_id,
+                    c.severity,
+                    contract(c.contract_id).owner,
+                    contract(c.contract_id).description,
+                    c.count,
+                )
+                for c in counts
+            ),
+            key=lambda e: (-e.count, e.contract_id, e.severity.value),
+        )
+        return ContractReport(since, until, tuple(entries))
+
+    async def report_complaint(
+        self,
+        principal: Principal,
+        *,
+        merchant_id: str,
+        contract_id: str = "",
+        category: str = "",
+        text: str,
+        occurred_at: datetime | None = None,
+    ) -> MerchantComplaint:
+        merchant = resolve_merchant(principal, merchant_id)
+        problems = []
+        if not merchant:
+            problems.append(("merchant_id", "is required for an operator"))
+        contract_id, category = contract_id.strip(), category.strip()
+        if contract_id and contract_id not in CATALOG:
+            problems.append(("contract_id", "is not a contract of the catalog"))
+        if category and category not in COMPLAINT_CATEGORIES:
+            known = ", ".join(sorted(COMPLAINT_CATEGORIES))
+            problems.append(("category", f"is not a known category ({known})"))
+        if not text.strip():
+            problems.append(("text", "is required: what happened"))
+        elif len(text) > MAX_COMPLAINT_LEN:
+            problems.append(("text", f"at most {MAX_COMPLAINT_LEN} characters"))
+        now = self._clock.now()
+        if occurred_at is not None and occurred_at > now + timedelta(minutes=5):
+            problems.append(("occurred_at", "is in the future"))
+        if problems:
+            raise InvalidReportRequest(problems)
+        complaint = MerchantComplaint(
+            id=self._new_id(),
+            merchant_id=merchant[:64],
+            contract_id=contract_id,
+            category=category,
+            counted_as=complaint_contract(contract_id, category),
+            text=scrub(text.strip(), MAX_COMPLAINT_LEN),
+            occurred_at=occurred_at or now,
+            reported_at=now,
+        )
+        await self._store.add_complaint(complaint)
+        return complaint
+
+    async def retrospective(
+        self,
+        principal: Principal,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> Retrospective:
+        _ops_only(principal)
+        return await self.build_retrospective(since=since, until=until)
+
+    async def build_retrospective(
+        self, *, since: datetime | None = None, until: datetime | None = None
+    ) -> Retrospective:
+        """Violations against complaints over the window (no caller check: jobs use it)."""
+        since, until = self.window(since, until)
+        counts: dict[str, int] = {}
+        for c in await self._store.counts(since, until):
+            counts[c.contract_id] = counts.get(c.contract_id, 0) + c.count
+        complaints = await self._store.complaint_counts(since, until)
+        return build_retrospective(since, until, counts, complaints)

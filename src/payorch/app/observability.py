@@ -1,0 +1,193 @@
+"""Observing payments and calls: the ports metrics, logs and traces plug into.
+
+Observing never blocks or fails a payment: every observer call goes through
+`Observers`, which swallows an observer's error and counts it instead, and spans
+go through `SafeTracer`, which does the same for a broken tracer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
+from typing import Protocol
+
+from payorch.domain.payment import Payment
+from payorch.domain.request import Severity
+
+log = logging.getLogger("payorch.observability")
+
+AttributeValue = str | int | float | bool
+
+
+class Observer(Protocol):
+    """What happened, for metrics and logs. Implementations must not block."""
+
+    def payment_finished(self, payment: Payment) -> None:
+        """A payment's orchestration ended (in whatever status)."""
+        ...
+
+    def validation_issue(self, contract_id: str) -> None:
+        """A request was accepted with a non-fatal issue against `contract_id`."""
+        ...
+
+    def violation_recorded(self, contract_id: str, severity: Severity) -> None: ...
+
+    def violation_dropped(self) -> None:
+        """A violation was not stored (the buffer was full, or the write failed)."""
+        ...
+
+    def rpc_finished(self, rpc: str, code: str, seconds: float) -> None: ...
+
+
+class ObserverErrors(Protocol):
+    def observer_failed(self, where: str) -> None:
+        """An observer, tracer or violation write failed; the request went on."""
+        ...
+
+
+class NullObserver:
+    """Observes nothing; adapters subclass it and implement what they care about."""
+
+    def payment_finished(self, payment: Payment) -> None:
+        pass
+
+    def validation_issue(self, contract_id: str) -> None:
+        pass
+
+    def violation_recorded(self, contract_id: str, severity: Severity) -> None:
+        pass
+
+    def violation_dropped(self) -> None:
+        pass
+
+    def rpc_finished(self, rpc: str, code: str, seconds: float) -> None:
+        pass
+
+
+class Observers:
+    """Fans every event out to the observers; one that raises is counted and skipped."""
+
+    def __init__(
+        self, observers: Sequence[Observer] = (), errors: ObserverErrors | None = None
+    ) -> None:
+        self._observers = list(observers)
+        self._errors = errors
+
+    def failed(self, where: str) -> None:
+        log.warning("observer failed: %s", where, exc_info=True)
+        if self._errors is not None:
+            with contextlib.suppress(Exception):
+                self._errors.observer_failed(where)
+
+    def payment_finished(self, payment: Payment) -> None:
+        for o in self._observers:
+            try:
+                o.payment_finished(payment)
+            except Exception:
+                self.failed("payment_finished")
+
+    def validation_issue(self, contract_id: str) -> None:
+        for o in self._observers:
+            try:
+                o.validation_issue(contract_id)
+            except Exception:
+                self.failed("validation_issue")
+
+    def violation_recorded(self, contract_id: str, severity: Severity) -> None:
+        for o in self._observers:
+            try:
+                o.violation_recorded(contract_id, severity)
+            except Exception:
+                self.failed("violation_recorded")
+
+    def violation_dropped(self) -> None:
+        for o in self._observers:
+            try:
+                o.violation_dropped()
+            except Exception:
+                self.failed("violation_dropped")
+
+    def rpc_finished(self, rpc: str, code: str, seconds: float) -> None:
+        for o in self._observers:
+            try:
+                o.rpc_finished(rpc, code, seconds)
+            except Exception:
+                self.failed("rpc_finished")
+
+
+class Span(Protocol):
+    def set_attribute(self, key: str, value: AttributeValue) -> None: ...
+
+
+class Tracer(Protocol):
+    def span(
+        self, name: str, attributes: Mapping[str, AttributeValue] | None = None
+    ) -> AbstractContextManager[Span]:
+        """A child of the current span (or a root), current inside the `with`."""
+        ...
+
+
+class _NullSpan:
+    def set_attribute(self, key: str, value: AttributeValue) -> None:
+        pass
+
+
+NULL_SPAN = _NullSpan()
+
+
+class NullTracer:
+    """Tracing off: spans cost a function call."""
+
+    def span(
+        self, name: str, attributes: Mapping[str, AttributeValue] | None = None
+    ) -> AbstractContextManager[Span]:
+        return contextlib.nullcontext(NULL_SPAN)
+
+
+class _SafeSpan:
+    def __init__(self, inner: Span, failed: Observers) -> None:
+        self._inner = inner
+        self._failed = failed
+
+    def set_attribute(self, key: str, value: AttributeValue) -> None:
+        try:
+            self._inner.set_attribute(key, value)
+        except Exception:
+            self._failed.failed("tracer")
+
+
+class SafeTracer:
+    """A tracer whose failures are counted, never raised into the traced code."""
+
+    def __init__(self, inner: Tracer, errors: Observers) -> None:
+        self._inner = inner
+        self._errors = errors
+
+    @contextlib.contextmanager
+    def span(
+        self, name: str, attributes: Mapping[str, AttributeValue] | None = None
+    ) -> Iterator[Span]:
+        try:
+            cm = self._inner.span(name, attributes)
+            inner = cm.__enter__()
+        except Exception:
+            self._errors.failed("tracer")
+            yield NULL_SPAN
+            return
+        try:
+            yield _SafeSpan(inner, self._errors)
+        except BaseException as exc:
+            # The traced code's own error always goes on up, whatever the span does.
+            try:
+                cm.__exit__(type(exc), exc, exc.__traceback__)
+            except BaseException as span_exc:
+                if span_exc is not exc:
+                    self._errors.failed("tracer")
+            raise
+        else:
+            try:
+                cm.__exit__(None, None, None)
+            except Exception:
+                self._errors.failed("tracer")

@@ -1,0 +1,69 @@
+"""What the payment use cases tell observers, the contract monitor and the tracer.
+
+One object, so the use cases say "this happened" in a line and stay about payments.
+Every method is safe to call: nothing here raises into a payment.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+
+from payorch.app.contract_monitor import ContractMonitor
+from payorch.app.observability import AttributeValue, NullTracer, Observers, Span, Tracer
+from payorch.domain.contracts import attempt_violation
+from payorch.domain.payment import Payment
+from payorch.domain.request import CoreRequest
+
+
+class PaymentObservation:
+    def __init__(
+        self,
+        observers: Observers | None = None,
+        monitor: ContractMonitor | None = None,
+        tracer: Tracer | None = None,
+    ) -> None:
+        self._observers = observers or Observers()
+        self._monitor = monitor
+        self._tracer = tracer or NullTracer()
+
+    def span(self, name: str, **attributes: AttributeValue) -> AbstractContextManager[Span]:
+        return self._tracer.span(name, attributes)
+
+    def _record(self, contract_id: str, message: str, merchant_id: str, request_id: str) -> None:
+        if self._monitor is not None:
+            self._monitor.record(
+                contract_id, message, merchant_id=merchant_id, request_id=request_id
+            )
+
+    def request_accepted(self, request: CoreRequest) -> None:
+        """Non-fatal input issues: the payment goes on, the issue is counted and kept."""
+        for issue in request.issues:
+            self._observers.validation_issue(issue.contract_id)
+            if self._monitor is not None:
+                self._monitor.record(
+                    issue.contract_id,
+                    f"{issue.field}: {issue.message}",
+                    merchant_id=request.merchant_id,
+                    request_id=request.request_id,
+                    severity=issue.severity,
+                )
+
+    def plan_rejected(self, request: CoreRequest, contract_id: str, message: str) -> None:
+        self._record(contract_id, message, request.merchant_id, request.request_id)
+
+    def idempotency_conflict(self, request: CoreRequest, message: str) -> None:
+        self._record("idempotency/conflict", message, request.merchant_id, request.request_id)
+
+    def payment_finished(self, payment: Payment) -> None:
+        """Metrics and the log line, and the contracts the processor calls broke."""
+        self._observers.payment_finished(payment)
+        for step in payment.steps:
+            for attempt in step.attempts:
+                found = attempt_violation(attempt)
+                if found is not None:
+                    self._record(
+                        found[0],
+                        f"payment {payment.id} step {step.index}: {found[1]}",
+                        payment.merchant_id,
+                        payment.request_id,
+                    )

@@ -1,0 +1,72 @@
+"""The biweekly retrospective as a job: when one is due, write the report for the last window.
+
+Due when no report was written yet, or the newest one ended at least `every` ago;
+the archive remembers what was written, so a restart neither skips nor repeats one.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from payorch.app.contract_reports import DEFAULT_REPORT_WINDOW, ContractReports
+from payorch.app.ports import Clock
+
+log = logging.getLogger("payorch.retrospective")
+
+
+class ReportArchive(Protocol):
+    def latest(self) -> datetime | None:
+        """End of the window of the newest report written, if any."""
+        ...
+
+    def write(self, until: datetime, text: str) -> str:
+        """Store the report of the window ending at `until`; where it went."""
+        ...
+
+
+class RetrospectiveJob:
+    def __init__(
+        self,
+        reports: ContractReports,
+        archive: ReportArchive,
+        clock: Clock,
+        *,
+        every: timedelta = DEFAULT_REPORT_WINDOW,
+        window: timedelta = DEFAULT_REPORT_WINDOW,
+    ) -> None:
+        self._reports = reports
+        self._archive = archive
+        self._clock = clock
+        self._every = every
+        self._window = window
+
+    def next_due(self) -> datetime | None:
+        """None: due now (nothing written yet)."""
+        latest = self._archive.latest()
+        return None if latest is None else latest + self._every
+
+    async def run_due(self) -> str | None:
+        """Write the report if one is due; where it went, or None."""
+        now = self._clock.now()
+        due = self.next_due()
+        if due is not None and now < due:
+            return None
+        report = await self._reports.build_retrospective(since=now - self._window, until=now)
+        where = self._archive.write(now, report.to_yaml())
+        log.info(
+            "retrospective written to %s: %d contract(s), %d escalation(s)",
+            where,
+            len(report.entries),
+            len(report.escalations),
+        )
+        return where
+
+    async def run_forever(self, poll_s: float = 3600.0) -> None:
+        while True:
+            try:
+                await self.run_due()
+            except Exception:
+                log.exception("retrospective failed; trying again in %.0f s", poll_s)
+            await self._clock.sleep(poll_s)

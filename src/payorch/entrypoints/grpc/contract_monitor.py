@@ -1,0 +1,95 @@
+"""The ContractMonitor servicer: map proto <-> app, nothing more."""
+
+from __future__ import annotations
+
+from payments.contracts.v1 import monitor_pb2 as pb
+from payorch.app.contract_reports import ContractReports, InvalidReportRequest, ViolationFilter
+from payorch.entrypoints.grpc import observability_mappers as m
+from payorch.entrypoints.grpc.errors import invalid_argument
+from payorch.entrypoints.grpc.handlers import Call
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 500
+
+
+class ContractMonitorServicer:
+    def __init__(self, reports: ContractReports) -> None:
+        self._reports = reports
+
+    async def ListContractViolations(
+        self, request: pb.ListContractViolationsRequest, call: Call
+    ) -> pb.ListContractViolationsResponse:
+        if request.page_size < 0:
+            raise invalid_argument([("page_size", "must not be negative")])
+        size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        severity = m.SEVERITY_FROM_PROTO.get(request.severity)
+        if request.severity and severity is None:
+            raise invalid_argument([("severity", "unknown severity")])
+        try:
+            cursor = m.decode_violation_token(request.page_token)
+            f = ViolationFilter(
+                contract_id=request.contract_id[:64],
+                severity=severity,
+                merchant_id=request.merchant_id[:64],
+                since=m.optional_time(request, "since"),
+                until=m.optional_time(request, "until"),
+            )
+        except m.InvalidField as exc:
+            raise invalid_argument([(exc.field, str(exc))]) from exc
+        found = await self._reports.list_violations(call.principal, f, limit=size + 1, after=cursor)
+        page = list(found[:size])
+        return pb.ListContractViolationsResponse(
+            violations=[m.violation_pb(v) for v in page],
+            next_page_token=m.encode_violation_token(page[-1]) if len(found) > size else "",
+        )
+
+    async def GenerateContractReport(
+        self, request: pb.GenerateContractReportRequest, call: Call
+    ) -> pb.GenerateContractReportResponse:
+        try:
+            report = await self._reports.report(
+                call.principal,
+                since=m.optional_time(request, "since"),
+                until=m.optional_time(request, "until"),
+                merchant_id=request.merchant_id[:64],
+            )
+        except m.InvalidField as exc:
+            raise invalid_argument([(exc.field, str(exc))]) from exc
+        except InvalidReportRequest as exc:
+            raise invalid_argument(exc.problems) from exc
+        return m.report_pb(report)
+
+    async def ReportMerchantComplaint(
+        self, request: pb.ReportMerchantComplaintRequest, call: Call
+    ) -> pb.ReportMerchantComplaintResponse:
+        try:
+            complaint = await self._reports.report_complaint(
+                call.principal,
+                merchant_id=request.merchant_id,
+                contract_id=request.contract_id[:64],
+                category=request.category[:64],
+                text=request.text,
+                occurred_at=m.optional_time(request, "occurred_at"),
+            )
+        except m.InvalidField as exc:
+            raise invalid_argument([(exc.field, str(exc))]) from exc
+        except InvalidReportRequest as exc:
+            raise invalid_argument(exc.problems) from exc
+        return pb.ReportMerchantComplaintResponse(complaint=m.complaint_pb(complaint))
+
+    async def GenerateRetrospective(
+        self, request: pb.GenerateRetrospectiveRequest, call: Call
+    ) -> pb.GenerateRetrospectiveResponse:
+        try:
+            report = await self._reports.retrospective(
+                call.principal,
+                since=m.optional_time(request, "since"),
+                until=m.optional_time(request, "until"),
+            )
+        except m.InvalidField as exc:
+            raise invalid_argument([(exc.field, str(exc))]) from exc
+        except InvalidReportRequest as exc:
+            raise invalid_argument(exc.problems) from exc
+        return pb.GenerateRetrospectiveResponse(
+            retrospective=m.retrospective_pb(report), yaml=report.to_yaml()
+        )

@@ -1,0 +1,198 @@
+"""`payorch stats|violations|retrospective`: client commands for PaymentAnalytics and
+the ContractMonitor service."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from google.protobuf import json_format, timestamp_pb2
+
+from payments.contracts.v1 import monitor_pb2
+from payments.contracts.v1 import monitor_pb2_grpc as monitor_grpc
+from payments.orchestrator.v1 import analytics_pb2
+from payments.orchestrator.v1 import analytics_pb2_grpc as analytics_grpc
+from payments.result.v1 import result_pb2
+
+Flags = Callable[[argparse.ArgumentParser], None]
+
+
+def _cli() -> Any:
+    from payorch.entrypoints import cli
+
+    return cli
+
+
+def parse_time(text: str) -> datetime:
+    """ISO 8601; a date alone is midnight UTC; no zone means UTC."""
+    when = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+class BadTime(ValueError):
+    pass
+
+
+def _ts(text: str | None) -> timestamp_pb2.Timestamp | None:
+    if not text:
+        return None
+    try:
+        when = parse_time(text)
+    except ValueError as exc:
+        raise BadTime(
+            f"not an ISO time: {text!r} (e.g. 2026-03-01 or 2026-03-01T12:00:00Z)"
+        ) from exc
+    t = timestamp_pb2.Timestamp()
+    t.FromDatetime(when)
+    return t
+
+
+def _refuse(exc: Exception) -> int:
+    print(f"payorch: {exc}", file=sys.stderr)
+    return 2
+
+
+def _enum(name: str, prefix: str) -> str:
+    return name.removeprefix(prefix).lower()
+
+
+def _ms(d: Any) -> str:
+    return f"{d.ToMilliseconds()} ms"
+
+
+def format_stats(s: analytics_pb2.PaymentStats) -> str:
+    """GetPaymentStats as a table a person reads."""
+    since = s.since.ToDatetime(tzinfo=UTC).isoformat()
+    until = s.until.ToDatetime(tzinfo=UTC).isoformat()
+    recovered = (
+        f"{s.infrastructure_failure_payment_count} payment(s) hit one,"
+        f" {s.recovered_count} recovered ({s.recovery_share:.1%})"
+    )
+    by_status = ", ".join(
+        f"{_enum(result_pb2.PaymentStatus.Name(c.status), 'PAYMENT_STATUS_')} {c.count}"
+        for c in s.by_status
+    )
+    by_outcome = ", ".join(
+        f"{_enum(result_pb2.Outcome.Name(c.outcome), 'OUTCOME_')} {c.count}"
+        for c in s.failures_by_outcome
+    )
+    by_code = ", ".join(
+        f"{_enum(result_pb2.ErrorCode.Name(c.error_code), 'ERROR_CODE_')} {c.count}"
+        for c in s.failures_by_error_code
+    )
+    rows = [
+        ("window", f"{since} .. {until}"),
+        ("merchant", s.merchant_id or "all"),
+        ("processor", s.processor or "all"),
+        ("payments", str(s.payment_count)),
+        ("succeeded", f"{s.succeeded_count} ({s.success_rate:.1%})"),
+        ("by status", by_status or "-"),
+        ("infra failures", recovered),
+        ("attempts", f"{s.attempt_count}, {s.delayed_attempt_count} after a delay"),
+        ("avg retry delay", _ms(s.average_retry_delay)),
+        ("failures by class", by_outcome or "-"),
+        ("failures by code", by_code or "-"),
+        (
+            "orchestration",
+            f"p50 {_ms(s.orchestration_p50)}, p95 {_ms(s.orchestration_p95)},"
+            f" p99 {_ms(s.orchestration_p99)}",
+        ),
+    ]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    try:
+        request = analytics_pb2.GetPaymentStatsRequest(
+            since=_ts(args.since),
+            until=_ts(args.until),
+            merchant_id=args.merchant or "",
+            processor=args.processor or "",
+        )
+    except BadTime as exc:
+        return _refuse(exc)
+    response = _cli()._rpc(args, analytics_grpc.PaymentAnalyticsStub, "GetPaymentStats", request)
+    if response is None:
+        return 1
+    print(
+        json_format.MessageToJson(response.stats, indent=2)
+        if args.json
+        else format_stats(response.stats)
+    )
+    return 0
+
+
+def cmd_violations(args: argparse.Namespace) -> int:
+    severity = f"SEVERITY_{(args.severity or 'unspecified').upper()}"
+    try:
+        request = monitor_pb2.ListContractViolationsRequest(
+            contract_id=args.contract or "",
+            severity=severity,
+            merchant_id=args.merchant or "",
+            since=_ts(args.since),
+            until=_ts(args.until),
+            page_size=args.page_size,
+            page_token=args.page_token or "",
+        )
+    except BadTime as exc:
+        return _refuse(exc)
+    response = _cli()._rpc(
+        args, monitor_grpc.ContractMonitorStub, "ListContractViolations", request
+    )
+    if response is None:
+        return 1
+    _cli()._print(response)
+    return 0
+
+
+def cmd_retrospective(args: argparse.Namespace) -> int:
+    try:
+        request = monitor_pb2.GenerateRetrospectiveRequest(
+            since=_ts(args.since), until=_ts(args.until)
+        )
+    except BadTime as exc:
+        return _refuse(exc)
+    response = _cli()._rpc(args, monitor_grpc.ContractMonitorStub, "GenerateRetrospective", request)
+    if response is None:
+        return 1
+    sys.stdout.write(
+        json_format.MessageToJson(response.retrospective, indent=2) + "\n"
+        if args.json
+        else response.yaml
+    )
+    return 0
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], client_flags: Flags) -> None:
+    stats = sub.add_parser("stats", help="payment analytics over a window (GetPaymentStats)")
+    client_flags(stats)
+    stats.add_argument("--since", help="ISO time (default: 7 days before --until)")
+    stats.add_argument("--until", help="ISO time (default: now)")
+    stats.add_argument("--merchant", help="ops: one merchant (default: all); merchants: own")
+    stats.add_argument("--processor", help="only payments and attempts of this processor")
+    stats.add_argument("--json", action="store_true", help="print the stats as JSON")
+    stats.set_defaults(func=cmd_stats)
+
+    violations = sub.add_parser("violations", help="contract violations, newest first (ops key)")
+    client_flags(violations)
+    violations.add_argument("--contract", help="e.g. input/currency")
+    violations.add_argument("--severity", choices=["info", "warning", "error", "critical"])
+    violations.add_argument("--merchant")
+    violations.add_argument("--since", help="ISO time")
+    violations.add_argument("--until", help="ISO time")
+    violations.add_argument("--page-size", type=int, default=50)
+    violations.add_argument("--page-token")
+    violations.set_defaults(func=cmd_violations)
+
+    retro = sub.add_parser(
+        "retrospective", help="violations against merchant complaints, as YAML (ops key)"
+    )
+    client_flags(retro)
+    retro.add_argument("--since", help="ISO time (default: 14 days before --until)")
+    retro.add_argument("--until", help="ISO time (default: now)")
+    retro.add_argument("--json", action="store_true", help="the report as JSON instead of YAML")
+    retro.set_defaults(func=cmd_retrospective)

@@ -1,0 +1,459 @@
+"""The observing interceptor, traces, analytics and the ContractMonitor service, on a
+real gRPC server in this process (port 0) with a manual clock."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import grpc
+import pytest
+from google.protobuf import timestamp_pb2
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client import CollectorRegistry
+
+from payments.contracts.v1 import contracts_pb2, monitor_pb2, monitor_pb2_grpc
+from payments.orchestrator.v1 import analytics_pb2, analytics_pb2_grpc
+from payments.orchestrator.v1 import orchestrator_pb2 as orch
+from payments.orchestrator.v1 import orchestrator_pb2_grpc as orch_grpc
+from payments.result.v1 import result_pb2
+from payorch.adapters.clock import ManualClock
+from payorch.adapters.payment_metrics import PaymentMetrics
+from payorch.adapters.tracing import OtelTracer, Tracing
+from payorch.app.auth import Scope
+from payorch.app.observability import NullObserver
+from payorch.bootstrap import Container, bootstrap
+from payorch.domain.contracts import ContractViolation
+from payorch.entrypoints.grpc.server import create_server
+from payorch.observability_wiring import ObservabilityOptions
+from payorch.settings import Settings
+
+CREATE = "/payments.orchestrator.v1.PaymentOrchestrator/CreatePayment"
+
+
+class Violations(NullObserver):
+    """Wakes the test when a violation is recorded: no polling, no sleeping."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+        self.changed = asyncio.Event()
+
+    def violation_recorded(self, contract_id, severity):
+        self.seen.append(contract_id)
+        self.changed.set()
+
+    async def wait_for(self, contract_id: str) -> None:
+        async with asyncio.timeout(10):
+            while contract_id not in self.seen:
+                self.changed.clear()
+                await self.changed.wait()
+
+
+@dataclass
+class Served:
+    container: Container
+    channel: grpc.aio.Channel
+    keys: dict[str, str]
+    clock: ManualClock
+    violations: Violations
+    registry: CollectorRegistry
+    spans: InMemorySpanExporter | None = None
+    stored: list[ContractViolation] = field(default_factory=list)
+
+    def auth(self, who: str) -> list[tuple[str, str]]:
+        return [("authorization", f"Bearer {self.keys[who]}")]
+
+    @property
+    def payments(self) -> orch_grpc.PaymentOrchestratorStub:
+        return orch_grpc.PaymentOrchestratorStub(self.channel)
+
+    @property
+    def monitor(self) -> monitor_pb2_grpc.ContractMonitorStub:
+        return monitor_pb2_grpc.ContractMonitorStub(self.channel)
+
+    @property
+    def analytics(self) -> analytics_pb2_grpc.PaymentAnalyticsStub:
+        return analytics_pb2_grpc.PaymentAnalyticsStub(self.channel)
+
+    def metric(self, name: str, **labels: str) -> float:
+        return self.registry.get_sample_value(name, labels) or 0.0
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    database_url: str, *, traced: bool = False, **settings: object
+) -> AsyncIterator[Served]:
+    clock = ManualClock()
+    violations = Violations()
+    registry = CollectorRegistry()
+    exporter = InMemorySpanExporter() if traced else None
+    tracing = None
+    if exporter is not None:
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        tracing = Tracing(OtelTracer(provider.get_tracer("test")), provider.shutdown)
+    options = ObservabilityOptions(
+        observers=[violations], metrics=PaymentMetrics(registry), tracing=tracing
+    )
+    config = Settings(database_url=database_url, auth_cache_s=0, **settings)  # type: ignore[arg-type]
+    container = await bootstrap(config, clock=clock, observability=options)
+    server, port, _ = create_server(container, "127.0.0.1:0")
+    await server.start()
+    keys = {}
+    for who, merchant, scope in (
+        ("m_1", "m_1", Scope.MERCHANT),
+        ("m_2", "m_2", Scope.MERCHANT),
+        ("ops", None, Scope.OPS),
+    ):
+        key = await container.api_keys.create(
+            merchant_id=merchant, scope=scope, label=who, now=clock.now()
+        )
+        keys[who] = key.plaintext
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        yield Served(container, channel, keys, clock, violations, registry, exporter)
+    finally:
+        await channel.close()
+        await server.stop(None)
+        await container.close()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path) -> str:
+    return f"sqlite:///{tmp_path / 'payorch.db'}"
+
+
+def pay(request_id: str, **fields: object) -> orch.CreatePaymentRequest:
+    values = {"amount_minor": 1999, "currency": "USD", "payment_method": "pm_card_visa", **fields}
+    return orch.CreatePaymentRequest(request_id=request_id, **values)  # type: ignore[arg-type]
+
+
+async def stored(s: Served, **filters: object) -> list[contracts_pb2.ContractViolation]:
+    await s.container.observability.violations.flush()
+    response = await s.monitor.ListContractViolations(
+        monitor_pb2.ListContractViolationsRequest(**filters),  # type: ignore[arg-type]
+        metadata=s.auth("ops"),
+    )
+    return list(response.violations)
+
+
+# -- the interceptor ------------------------------------------------------------------
+async def test_a_malformed_request_is_recorded_against_its_contract(sqlite_url):
+    async with serving(sqlite_url) as s:
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await s.payments.CreatePayment(pay("r-bad", currency="XYZ"), metadata=s.auth("m_1"))
+        assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        await s.violations.wait_for("input/currency")
+        (v,) = await stored(s, contract_id="input/currency")
+        assert (v.merchant_id, v.severity) == ("m_1", contracts_pb2.SEVERITY_WARNING)
+        assert v.owner == "api" and "currency" in v.message and v.request_id
+        assert s.metric("payorch_rpc_requests_total", rpc=CREATE, code="INVALID_ARGUMENT") == 1
+
+
+async def test_garbage_bytes_are_recorded_as_a_malformed_request(sqlite_url):
+    async with serving(sqlite_url) as s:
+        call = s.channel.unary_unary(CREATE)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await call(b"\xff\xff\xff", metadata=[*s.auth("m_1"), ("x-request-id", "trace-42")])
+        assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        await s.violations.wait_for("input/malformed")
+        (v,) = await stored(s, contract_id="input/malformed")
+        assert v.request_id == "trace-42" and "not a valid message" in v.message
+
+
+async def test_a_card_number_is_recorded_without_its_digits(sqlite_url):
+    async with serving(sqlite_url) as s:
+        with pytest.raises(grpc.aio.AioRpcError):
+            await s.payments.CreatePayment(
+                pay("r-card", payment_method="4242424242424242"), metadata=s.auth("m_1")
+            )
+        await s.violations.wait_for("input/card_number")
+        (v,) = await stored(s, contract_id="input/card_number")
+        assert v.severity == contracts_pb2.SEVERITY_CRITICAL
+        assert "4242" not in str(v)
+
+
+async def test_a_deadline_exceeded_call_is_recorded(sqlite_url):
+    # The processor takes 2 s (real time); the caller gives 0.3 s.
+    async with serving(sqlite_url, simulate="latency_ms=2000") as s:
+        with pytest.raises(grpc.aio.AioRpcError) as late:
+            await s.payments.CreatePayment(pay("r-slow"), metadata=s.auth("m_1"), timeout=0.3)
+        assert late.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+        await s.violations.wait_for("rpc/deadline_exceeded")
+        (v,) = await stored(s, contract_id="rpc/deadline_exceeded")
+        assert (v.merchant_id, v.request_id) == ("m_1", "r-slow")
+        assert s.metric("payorch_rpc_requests_total", rpc=CREATE, code="DEADLINE_EXCEEDED") == 1
+
+
+async def test_a_call_over_the_latency_slo_is_recorded(sqlite_url):
+    async with serving(sqlite_url, latency_slo_ms=100.0) as s:
+        s.container.simulated["simulated"].inject("rate_limit", None)  # retry after 200-400 ms
+        await s.payments.CreatePayment(pay("r-slo"), metadata=s.auth("m_1"))
+        fast = await s.payments.CreatePayment(pay("r-fast"), metadata=s.auth("m_1"))
+        assert fast.payment.result.success
+        violations = await stored(s, contract_id="rpc/latency_slo")
+        assert [v.request_id for v in violations] == ["r-slo"]
+        assert "SLO 100 ms" in violations[0].message
+
+
+async def test_an_unhandled_error_is_recorded_and_answered_internal(sqlite_url, monkeypatch):
+    async with serving(sqlite_url) as s:
+
+        async def broken(*args, **kwargs):
+            raise RuntimeError("a bug")
+
+        monkeypatch.setattr(s.container.payments, "get", broken)
+        with pytest.raises(grpc.aio.AioRpcError) as failed:
+            await s.payments.GetPayment(
+                orch.GetPaymentRequest(payment_id="pay_x"), metadata=s.auth("m_1")
+            )
+        assert failed.value.code() is grpc.StatusCode.INTERNAL
+        await s.violations.wait_for("rpc/unhandled_exception")
+        (v,) = await stored(s, contract_id="rpc/unhandled_exception")
+        assert v.severity == contracts_pb2.SEVERITY_CRITICAL and "INTERNAL" in v.message
+
+
+async def test_app_level_violations_plan_and_idempotency_are_recorded_once(sqlite_url):
+    async with serving(sqlite_url) as s:
+        with pytest.raises(grpc.aio.AioRpcError):  # 2 methods, the second one explicit: no cover
+            await s.payments.CreatePayment(
+                pay(
+                    "r-plan",
+                    payment_method="",
+                    methods=[
+                        orch.PaymentMethodInput(
+                            method="card", token="pm_card_visa", amount_minor=5
+                        ),
+                    ],
+                ),
+                metadata=s.auth("m_1"),
+            )
+        await s.payments.CreatePayment(pay("r-dup"), metadata=s.auth("m_1"))
+        with pytest.raises(grpc.aio.AioRpcError) as conflict:
+            await s.payments.CreatePayment(pay("r-dup", amount_minor=1), metadata=s.auth("m_1"))
+        assert conflict.value.code() is grpc.StatusCode.ALREADY_EXISTS
+        contracts = sorted(v.contract_id for v in await stored(s))
+        assert contracts == ["idempotency/conflict", "plan/coverage"]
+
+
+async def test_the_violation_list_filters_and_pages(sqlite_url):
+    async with serving(sqlite_url) as s:
+        for i in range(5):
+            with contextlib.suppress(grpc.aio.AioRpcError):
+                await s.payments.CreatePayment(pay(f"r{i}", currency="XYZ"), metadata=s.auth("m_1"))
+        with contextlib.suppress(grpc.aio.AioRpcError):
+            await s.payments.CreatePayment(pay("r9", currency="XYZ"), metadata=s.auth("m_2"))
+        await s.container.observability.violations.flush()
+        seen, token = [], ""
+        while True:
+            page = await s.monitor.ListContractViolations(
+                monitor_pb2.ListContractViolationsRequest(
+                    merchant_id="m_1", page_size=2, page_token=token
+                ),
+                metadata=s.auth("ops"),
+            )
+            seen += [v.id for v in page.violations]
+            token = page.next_page_token
+            if not token:
+                break
+        assert len(seen) == len(set(seen)) == 5
+        with pytest.raises(grpc.aio.AioRpcError) as denied:
+            await s.monitor.ListContractViolations(
+                monitor_pb2.ListContractViolationsRequest(), metadata=s.auth("m_1")
+            )
+        assert denied.value.code() is grpc.StatusCode.PERMISSION_DENIED
+
+
+# -- traces ---------------------------------------------------------------------------
+async def test_one_payment_is_one_trace_rpc_plan_step_attempts(sqlite_url):
+    async with serving(sqlite_url, traced=True) as s:
+        s.container.simulated["simulated"].inject("rate_limit", None)
+        await s.payments.CreatePayment(pay("r-trace"), metadata=s.auth("m_1"))
+        spans = s.spans.get_finished_spans()  # type: ignore[union-attr]
+    by_id = {sp.context.span_id: sp for sp in spans}
+    (rpc,) = [sp for sp in spans if sp.name.endswith("PaymentOrchestrator/CreatePayment")]
+    (plan,) = [sp for sp in spans if sp.name == "payment.plan"]
+    (step,) = [sp for sp in spans if sp.name == "payment.step"]
+    attempts = [sp for sp in spans if sp.name == "processor.attempt"]
+    assert rpc.parent is None
+    assert by_id[plan.parent.span_id] is rpc
+    assert by_id[step.parent.span_id] is plan
+    assert [by_id[a.parent.span_id] for a in attempts] == [step, step]
+    assert {sp.context.trace_id for sp in spans} == {rpc.context.trace_id}
+    assert [a.attributes["payorch.error_code"] for a in attempts] == ["rate_limited", "none"]
+    assert rpc.attributes["rpc.grpc.status_code"] == 0
+    assert plan.attributes["payment_id"].startswith("pay_")
+
+
+async def test_tracing_is_off_unless_configured(sqlite_url):
+    async with serving(sqlite_url) as s:
+        assert not s.container.observability.tracing.enabled
+        assert s.container.router.processors["simulated"] is s.container.simulated["simulated"]
+
+
+# -- analytics and reports over the API -------------------------------------------------
+def _ts(dt) -> timestamp_pb2.Timestamp:
+    t = timestamp_pb2.Timestamp()
+    t.FromDatetime(dt)
+    return t
+
+
+async def test_get_payment_stats_holds_a_merchant_to_its_own(sqlite_url):
+    async with serving(sqlite_url) as s:
+        s.container.simulated["simulated"].inject("api_error", None)
+        await s.payments.CreatePayment(pay("r1"), metadata=s.auth("m_1"))
+        await s.payments.CreatePayment(pay("r2"), metadata=s.auth("m_2"))
+        window = {
+            "since": _ts(s.clock.now() - timedelta(hours=1)),
+            "until": _ts(s.clock.now() + timedelta(hours=1)),
+        }
+        own = await s.analytics.GetPaymentStats(
+            analytics_pb2.GetPaymentStatsRequest(**window), metadata=s.auth("m_1")
+        )
+        assert (own.stats.merchant_id, own.stats.payment_count) == ("m_1", 1)
+        assert (own.stats.recovered_count, own.stats.recovery_share) == (1, 1.0)
+        assert own.stats.average_retry_delay.ToMilliseconds() > 0
+        everyone = await s.analytics.GetPaymentStats(
+            analytics_pb2.GetPaymentStatsRequest(**window), metadata=s.auth("ops")
+        )
+        assert everyone.stats.payment_count == 2
+        with pytest.raises(grpc.aio.AioRpcError) as denied:
+            await s.analytics.GetPaymentStats(
+                analytics_pb2.GetPaymentStatsRequest(merchant_id="m_2", **window),
+                metadata=s.auth("m_1"),
+            )
+        assert denied.value.code() is grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_get_payment_lists_every_attempt_with_what_the_processor_said(sqlite_url):
+    async with serving(sqlite_url) as s:
+        s.container.simulated["simulated"].inject("api_error", None)
+        created = await s.payments.CreatePayment(pay("r-attempts"), metadata=s.auth("m_1"))
+        got = await s.payments.GetPayment(
+            orch.GetPaymentRequest(payment_id=created.payment.payment_id), metadata=s.auth("m_1")
+        )
+    attempts = got.payment.result.step_results[0].attempts
+    assert [a.operation for a in attempts] == ["authorize", "lookup", "authorize"]
+    first, _, retry = attempts
+    assert (first.number, first.processor, first.raw.type, first.raw.http_status) == (
+        1,
+        "simulated",
+        "api_error",
+        500,
+    )
+    assert first.outcome == result_pb2.OUTCOME_SOFT
+    assert first.error_code == result_pb2.ERROR_CODE_PROCESSOR_ERROR
+    assert retry.delay_before_ms > 0 and retry.routing_reason and first.retry_decision
+    assert got.payment.orchestration_ms >= retry.delay_before_ms - 1
+
+
+async def test_contract_report_complaints_and_the_retrospective_over_the_api(database_url):
+    async with serving(database_url) as s:
+        for i in range(3):
+            with contextlib.suppress(grpc.aio.AioRpcError):
+                await s.payments.CreatePayment(pay(f"r{i}", currency="XYZ"), metadata=s.auth("m_1"))
+        await s.container.observability.violations.flush()
+        s.clock.advance(1)  # windows end at "now", exclusive
+        report = await s.monitor.GenerateContractReport(
+            monitor_pb2.GenerateContractReportRequest(), metadata=s.auth("ops")
+        )
+        assert [(e.contract_id, e.count) for e in report.entries] == [("input/currency", 3)]
+        complaint = await s.monitor.ReportMerchantComplaint(
+            monitor_pb2.ReportMerchantComplaintRequest(
+                category="payment_refused_by_plan",
+                text="checkout refused, card 4242 4242 4242 4242",
+            ),
+            metadata=s.auth("m_2"),
+        )
+        assert complaint.complaint.merchant_id == "m_2"
+        assert complaint.complaint.counted_as == "plan/coverage"
+        assert "4242" not in complaint.complaint.text
+        with pytest.raises(grpc.aio.AioRpcError) as denied:
+            await s.monitor.ReportMerchantComplaint(
+                monitor_pb2.ReportMerchantComplaintRequest(merchant_id="m_1", text="x"),
+                metadata=s.auth("m_2"),
+            )
+        assert denied.value.code() is grpc.StatusCode.PERMISSION_DENIED
+        s.clock.advance(1)
+        retro = await s.monitor.GenerateRetrospective(
+            monitor_pb2.GenerateRetrospectiveRequest(), metadata=s.auth("ops")
+        )
+        entries = {e.contract_id: e for e in retro.retrospective.violations}
+        assert (entries["input/currency"].count, entries["input/currency"].mismatch) == (3, False)
+        assert (entries["plan/coverage"].external_reports, entries["plan/coverage"].mismatch) == (
+            1,
+            True,
+        )
+        assert [x.contract_id for x in retro.retrospective.escalations] == ["plan/coverage"]
+        assert (
+            "  - id: plan/coverage\n    count: 0\n    external_reports: 1\n    mismatch: true\n"
+            in retro.yaml
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as denied:
+            await s.monitor.GenerateRetrospective(
+                monitor_pb2.GenerateRetrospectiveRequest(), metadata=s.auth("m_1")
+            )
+        assert denied.value.code() is grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_a_broken_span_exporter_costs_a_counter_and_the_payment_succeeds(sqlite_url):
+    from opentelemetry.sdk.trace.export import SpanExporter
+
+    from payorch.adapters.otel_export import CountingSpanExporter
+    from tests.integration.helpers import core_request
+
+    class Unreachable(SpanExporter):
+        def export(self, spans):
+            raise ConnectionError("collector down")
+
+    registry = CollectorRegistry()
+    metrics = PaymentMetrics(registry)
+    provider = TracerProvider()
+    provider.add_span_processor(
+        SimpleSpanProcessor(
+            CountingSpanExporter(
+                Unreachable(), lambda: metrics.observer_errors.labels("trace_export").inc()
+            )
+        )
+    )
+    options = ObservabilityOptions(
+        metrics=metrics, tracing=Tracing(OtelTracer(provider.get_tracer("t")), provider.shutdown)
+    )
+    clock = ManualClock()
+    container = await bootstrap(
+        Settings(database_url=sqlite_url), clock=clock, observability=options
+    )
+    try:
+        result = await container.payments.create(core_request("r-1"), deadline_s=None)
+    finally:
+        await container.close()
+    assert result.payment.success
+    # plan, step and attempt spans each failed to export
+    assert (
+        registry.get_sample_value("payorch_observer_errors_total", {"where": "trace_export"}) == 3
+    )
+
+
+def test_tracing_is_configured_by_name_only():
+    from payorch.adapters.tracing import InvalidTracingConfig, build_tracing
+
+    assert not build_tracing("").enabled
+    console = build_tracing("console")
+    assert console.enabled
+    console.shutdown()
+    try:
+        import opentelemetry.exporter.otlp.proto.grpc.trace_exporter  # noqa: F401
+    except ImportError:  # the `otel` extra is not installed: the error says how to get it
+        with pytest.raises(InvalidTracingConfig, match=r"payorch\[otel\]"):
+            build_tracing("otlp", "http://127.0.0.1:4317")
+    else:
+        otlp = build_tracing("otlp", "http://127.0.0.1:4317")
+        assert otlp.enabled
+        otlp.shutdown()
+    with pytest.raises(InvalidTracingConfig):
+        build_tracing("jaeger")

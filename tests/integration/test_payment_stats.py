@@ -1,0 +1,246 @@
+"""GetPaymentStats' figures on a history with known answers, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from payorch.adapters.clock import ManualClock
+from payorch.adapters.persistence.engine import create_engine, migrate
+from payorch.adapters.persistence.payment_stats import SqlAlchemyPaymentStatsReader
+from payorch.adapters.persistence.unit_of_work import SqlAlchemyUnitOfWorkFactory
+from payorch.app.analytics import InvalidStatsQuery, PaymentAnalytics, nearest_rank
+from payorch.app.auth import PermissionDenied, Principal, Scope
+from payorch.domain.money import Currency
+from payorch.domain.payment import (
+    Attempt,
+    CaptureMode,
+    MethodType,
+    Payment,
+    PaymentStatus,
+    RawError,
+    Step,
+    StepStatus,
+)
+from payorch.domain.results import ErrorCode, Outcome
+from tests.integration.helpers import core_request, make_container
+
+DAY = datetime(2026, 1, 1, tzinfo=UTC)
+OPS = Principal(Scope.OPS, None, "ops")
+
+
+def merchant(m: str) -> Principal:
+    return Principal(Scope.MERCHANT, m, f"key_{m}")
+
+
+@dataclass(frozen=True)
+class A:
+    """One attempt: outcome, error code, delay before it."""
+
+    outcome: Outcome
+    code: ErrorCode = ErrorCode.NONE
+    delay_ms: int = 0
+
+
+OK = A(Outcome.SUCCESS)
+
+
+def payment(
+    n: int,
+    merchant_id: str,
+    processor: str,
+    attempts: list[A],
+    status: PaymentStatus,
+    ms: int,
+    at: datetime | None = None,
+) -> Payment:
+    at = at or DAY + timedelta(minutes=n)
+    step = Step(0, MethodType.CARD, "pm_card_visa", 1000, [processor], status=StepStatus.PENDING)
+    step.attempts = [
+        Attempt(
+            number=i + 1,
+            processor=processor,
+            idempotency_key=f"k{n}",
+            started_at=at,
+            ended_at=at,
+            latency_ms=10,
+            outcome=a.outcome,
+            error_code=a.code,
+            raw=RawError(),
+            delay_before_ms=a.delay_ms,
+        )
+        for i, a in enumerate(attempts)
+    ]
+    return Payment(
+        id=f"pay_{n:04d}",
+        merchant_id=merchant_id,
+        request_id=f"r{n}",
+        fingerprint="f" * 64,
+        currency=Currency.parse("USD"),
+        amount_minor=1000,
+        steps=[step],
+        created_at=at,
+        updated_at=at,
+        capture_mode=CaptureMode.AUTOMATIC,
+        status=status,
+        orchestration_ms=ms,
+    )
+
+
+def history() -> list[Payment]:
+    """25 payments (and their attempts) in the window, one outside it. Expected figures
+    are worked out by hand in the tests below (docs/observability.md has the definitions)."""
+    soft_500 = A(Outcome.SOFT, ErrorCode.PROCESSOR_ERROR)
+    timeout = A(Outcome.UNKNOWN, ErrorCode.TIMEOUT)
+    rate = A(Outcome.SOFT, ErrorCode.RATE_LIMITED)
+    declined = A(Outcome.HARD, ErrorCode.CARD_DECLINED)
+    network = A(Outcome.SOFT, ErrorCode.NETWORK_ERROR)
+    auth = A(Outcome.REQUIRES_ACTION, ErrorCode.AUTHENTICATION_REQUIRED)
+    ok, failed = PaymentStatus.SUCCEEDED, PaymentStatus.FAILED
+    out: list[Payment] = []
+
+    def add(m, proc, attempts, status, ms):
+        out.append(payment(len(out), m, proc, attempts, status, ms))
+
+    for i in range(10):  # clean successes, 10..100 ms
+        add("m_1", "sim_a", [OK], ok, 10 * (i + 1))
+    for _ in range(4):  # a 500, then success after 400 ms: recovered
+        add("m_1", "sim_a", [soft_500, A(Outcome.SUCCESS, delay_ms=400)], ok, 500)
+    for _ in range(2):  # a lost answer, then success after 200 ms: recovered
+        add("m_1", "sim_a", [timeout, A(Outcome.SUCCESS, delay_ms=200)], ok, 300)
+    for _ in range(2):  # 429 twice: not recovered
+        add("m_1", "sim_a", [rate, A(Outcome.SOFT, ErrorCode.RATE_LIMITED, 1000)], failed, 1200)
+    for _ in range(2):  # a decline is no infrastructure failure
+        add("m_1", "sim_a", [declined], failed, 50)
+    for _ in range(3):
+        add("m_2", "sim_b", [OK], ok, 80)
+    add("m_2", "sim_b", [network, A(Outcome.SUCCESS, delay_ms=600)], ok, 700)
+    add("m_2", "sim_b", [auth], PaymentStatus.REQUIRES_ACTION, 90)
+    late = payment(99, "m_1", "sim_a", [soft_500], failed, 9999, at=DAY + timedelta(days=2))
+    return [*out, late]
+
+
+@pytest.fixture
+async def analytics(database_url):
+    engine = create_engine(database_url)
+    await migrate(engine)
+    uow = SqlAlchemyUnitOfWorkFactory(engine)
+    async with uow() as u:
+        for p in history():
+            await u.payments.add(p)
+        await u.commit()
+    try:
+        yield PaymentAnalytics(SqlAlchemyPaymentStatsReader(engine), ManualClock(DAY))
+    finally:
+        await engine.dispose()
+
+
+WINDOW = {"since": DAY, "until": DAY + timedelta(days=1)}
+
+
+async def test_stats_over_every_merchant_match_the_known_history(analytics):
+    s = await analytics.stats(OPS, **WINDOW)
+
+    assert (s.payments, s.succeeded) == (25, 20)
+    assert s.success_rate == pytest.approx(0.8)
+    assert s.by_status == {
+        PaymentStatus.SUCCEEDED: 20,
+        PaymentStatus.FAILED: 4,
+        PaymentStatus.REQUIRES_ACTION: 1,
+    }
+    # Infrastructure failures: 4 (500) + 2 (timeout) + 2 (429) + 1 (network); recovered 7.
+    assert (s.hit_infrastructure_failure, s.recovered) == (9, 7)
+    assert s.recovery_share == pytest.approx(7 / 9)
+    assert s.attempts == 34
+    # Delays: 4 x 400 + 2 x 200 + 2 x 1000 + 600 over 9 attempts.
+    assert (s.retried_attempts, s.retry_delay_ms_total) == (9, 4600)
+    assert s.average_retry_delay_ms == pytest.approx(4600 / 9)
+    assert s.failures_by_outcome == {Outcome.SOFT: 9, Outcome.UNKNOWN: 2, Outcome.HARD: 2}
+    assert s.failures_by_error_code == {
+        ErrorCode.PROCESSOR_ERROR: 4,
+        ErrorCode.RATE_LIMITED: 4,
+        ErrorCode.NETWORK_ERROR: 1,
+        ErrorCode.TIMEOUT: 2,
+        ErrorCode.CARD_DECLINED: 2,
+    }
+    # Sorted times: 10 20 30 40 50 50 50 60 70 80 80 80 [80] ... 700 1200 1200 (25 values).
+    assert s.orchestration_ms == {50: 80, 95: 1200, 99: 1200}
+
+
+async def test_a_merchant_key_sees_its_own_stats_only(analytics):
+    own = await analytics.stats(merchant("m_2"), **WINDOW)
+    assert own.query.merchant_id == "m_2"
+    assert (own.payments, own.succeeded, own.hit_infrastructure_failure, own.recovered) == (
+        5,
+        4,
+        1,
+        1,
+    )
+    named = await analytics.stats(merchant("m_2"), merchant_id="m_2", **WINDOW)
+    assert named.payments == 5
+    with pytest.raises(PermissionDenied):
+        await analytics.stats(merchant("m_2"), merchant_id="m_1", **WINDOW)
+
+
+async def test_ops_may_ask_for_one_merchant(analytics):
+    s = await analytics.stats(OPS, merchant_id="m_1", **WINDOW)
+    assert (s.payments, s.succeeded) == (20, 16)
+    assert (s.hit_infrastructure_failure, s.recovered) == (8, 6)
+    assert s.recovery_share == pytest.approx(0.75)
+    assert s.failures_by_outcome == {Outcome.SOFT: 8, Outcome.UNKNOWN: 2, Outcome.HARD: 2}
+
+
+async def test_a_processor_filter_keeps_its_payments_and_its_attempts(analytics):
+    s = await analytics.stats(OPS, processor="sim_b", **WINDOW)
+    assert (s.payments, s.attempts) == (5, 6)
+    assert (s.hit_infrastructure_failure, s.recovered) == (1, 1)
+    assert s.failures_by_error_code == {ErrorCode.NETWORK_ERROR: 1}
+    assert s.orchestration_ms == {50: 80, 95: 700, 99: 700}
+
+
+async def test_an_empty_window_has_zeros_not_errors(analytics):
+    s = await analytics.stats(OPS, since=DAY - timedelta(days=9), until=DAY - timedelta(days=8))
+    assert (s.payments, s.success_rate, s.recovery_share, s.average_retry_delay_ms) == (0, 0, 0, 0)
+    assert s.orchestration_ms == {}
+
+
+async def test_the_window_defaults_to_the_last_seven_days_and_must_be_ordered(analytics):
+    s = await analytics.stats(OPS, until=DAY + timedelta(days=3))
+    assert s.query.since == DAY - timedelta(days=4)
+    assert s.payments == 26  # the late one too
+    with pytest.raises(InvalidStatsQuery):
+        await analytics.stats(OPS, since=DAY, until=DAY)
+
+
+def test_percentiles_are_nearest_rank():
+    assert [nearest_rank(p, 25) for p in (50, 95, 99)] == [13, 24, 25]
+    assert [nearest_rank(p, 1) for p in (50, 95, 99)] == [1, 1, 1]
+    assert nearest_rank(50, 100) == 50
+
+
+async def test_stats_of_payments_made_through_the_service_with_scripted_faults(database_url, clock):
+    container = await make_container(database_url, clock)
+    sim = container.simulated["simulated"]
+    try:
+        sim.inject("rate_limit", None)  # 429, then success after a delay
+        recovered = await container.payments.create(core_request("r-1"), deadline_s=None)
+        await container.payments.create(core_request("r-2"), deadline_s=None)
+        await container.payments.create(
+            core_request("r-3", token="pm_card_chargeDeclined"), deadline_s=None
+        )
+        s = await container.observability.analytics.stats(
+            OPS, since=clock.now() - timedelta(hours=1), until=clock.now() + timedelta(hours=1)
+        )
+    finally:
+        await container.close()
+    retry = recovered.payment.steps[0].attempts[1]
+    assert (s.payments, s.succeeded, s.attempts) == (3, 2, 4)
+    assert (s.hit_infrastructure_failure, s.recovered) == (1, 1)
+    assert (s.retried_attempts, s.retry_delay_ms_total) == (1, retry.delay_before_ms)
+    assert retry.delay_before_ms > 0
+    assert s.failures_by_error_code == {ErrorCode.RATE_LIMITED: 1, ErrorCode.CARD_DECLINED: 1}
+    # The manual clock moves only by the retry's sleep (ms truncated once more).
+    assert s.orchestration_ms[99] == recovered.payment.orchestration_ms
+    assert abs(recovered.payment.orchestration_ms - retry.delay_before_ms) <= 1

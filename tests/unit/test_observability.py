@@ -1,0 +1,284 @@
+"""Observing payments never gets in their way: failures are counted, not raised."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import random
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from payorch.adapters.clock import ManualClock
+from payorch.adapters.payment_log import LoggingObserver
+from payorch.adapters.payment_metrics import PaymentMetrics, PrometheusObserver
+from payorch.adapters.persistence.contract_violations import BufferedViolationWriter
+from payorch.adapters.processors.simulated import SimulatedProcessor, Simulation
+from payorch.app.contract_monitor import ContractMonitor, identify_call, reject_call
+from payorch.app.merchant_configs import MerchantConfigs
+from payorch.app.observability import NullObserver, Observers, SafeTracer
+from payorch.app.payment_observation import PaymentObservation
+from payorch.app.payments import PaymentService
+from payorch.app.router import Router
+from payorch.app.settlement import Settlement
+from payorch.domain.contracts import new_violation
+from payorch.domain.merchant_config import MerchantConfig
+from payorch.domain.payment import PaymentStatus
+from payorch.domain.request import RawPaymentRequest, Severity, parse_payment_request
+from payorch.domain.retry import RetryPolicy
+from payorch.entrypoints.logs import JsonFormatter
+from tests.fakes.memory import FakeMerchantConfigStore, FakeUnitOfWorkFactory
+
+
+class Broken(NullObserver):
+    def payment_finished(self, payment):
+        raise RuntimeError("metrics backend down")
+
+    def validation_issue(self, contract_id):
+        raise RuntimeError("metrics backend down")
+
+    def violation_recorded(self, contract_id, severity):
+        raise RuntimeError("metrics backend down")
+
+
+class Recorder(NullObserver):
+    def __init__(self) -> None:
+        self.finished = []
+        self.issues = []
+        self.violations = []
+
+    def payment_finished(self, payment):
+        self.finished.append(payment.status)
+
+    def validation_issue(self, contract_id):
+        self.issues.append(contract_id)
+
+    def violation_recorded(self, contract_id, severity):
+        self.violations.append((contract_id, severity))
+
+
+class ErrorCounter:
+    def __init__(self) -> None:
+        self.where: list[str] = []
+
+    def observer_failed(self, where: str) -> None:
+        self.where.append(where)
+
+
+class BrokenSink:
+    def record(self, violation):
+        raise OSError("disk full")
+
+
+class ListSink:
+    def __init__(self) -> None:
+        self.violations = []
+
+    def record(self, violation):
+        self.violations.append(violation)
+        return True
+
+
+class BrokenTracer:
+    def span(self, name, attributes=None):
+        raise RuntimeError("exporter gone")
+
+
+class Service:
+    def __init__(self, observation: PaymentObservation, clock: ManualClock) -> None:
+        self.sim = SimulatedProcessor("simulated", Simulation(), sleep=clock.sleep)
+        router = Router({"simulated": self.sim}, clock, rng=random.Random(1))
+        configs = MerchantConfigs(
+            FakeMerchantConfigStore(),
+            clock,
+            ["simulated"],
+            defaults=MerchantConfig("", retry_policy=RetryPolicy(max_retries=1)),
+        )
+        self.service = PaymentService(
+            FakeUnitOfWorkFactory(),
+            router,
+            clock,
+            configs,
+            Settlement(router.processors, clock),
+            observation=observation,
+        )
+
+    async def pay(self, request_id="r1", method="credit-card", token="pm_card_visa"):
+        core = parse_payment_request(
+            RawPaymentRequest(
+                merchant_id="m_1",
+                request_id=request_id,
+                amount_minor=5000,
+                currency="eur",
+                payment_method=token,
+                method=method,
+            )
+        )
+        return (await self.service.create(core, deadline_s=None)).payment
+
+
+async def test_a_raising_observer_sink_and_tracer_cost_counters_and_the_payment_still_succeeds():
+    clock = ManualClock()
+    errors = ErrorCounter()
+    recorder = Recorder()
+    observers = Observers([Broken(), recorder], errors=errors)
+    monitor = ContractMonitor(BrokenSink(), clock, observers)
+    observation = PaymentObservation(observers, monitor, SafeTracer(BrokenTracer(), observers))
+    s = Service(observation, clock)
+    s.sim.inject("rate_limit", None)  # a retry, so the router goes through every path
+
+    payment = await s.pay()
+
+    assert payment.status is PaymentStatus.SUCCEEDED
+    assert s.sim.ledger.charges_total == 1
+    # The observer after the broken one still heard everything.
+    assert recorder.finished == [PaymentStatus.SUCCEEDED]
+    assert recorder.issues == ["input/currency", "input/method_alias"]
+    assert {"payment_finished", "validation_issue", "contract_monitor", "tracer"} <= set(
+        errors.where
+    )
+
+
+async def test_non_fatal_input_issues_are_counted_and_kept_as_info_violations():
+    clock = ManualClock()
+    recorder = Recorder()
+    sink = ListSink()
+    observers = Observers([recorder])
+    s = Service(PaymentObservation(observers, ContractMonitor(sink, clock, observers)), clock)
+
+    await s.pay(request_id="r-alias")
+
+    assert [(v.contract_id, v.severity, v.request_id, v.merchant_id) for v in sink.violations] == [
+        ("input/currency", Severity.INFO, "r-alias", "m_1"),
+        ("input/method_alias", Severity.INFO, "r-alias", "m_1"),
+    ]
+    assert "normalized to EUR" in sink.violations[0].message
+
+
+async def test_an_unmapped_processor_answer_is_recorded_against_its_contract():
+    clock = ManualClock()
+    sink = ListSink()
+    observers = Observers()
+    s = Service(PaymentObservation(observers, ContractMonitor(sink, clock, observers)), clock)
+
+    payment = await s.pay(method="card", token="pm_missing_card")
+
+    assert payment.status is PaymentStatus.FAILED
+    found = [v for v in sink.violations if v.contract_id.startswith("processor/")]
+    assert [v.contract_id for v in found] == ["processor/invalid_request"]
+    assert payment.id in found[0].message
+
+
+def test_a_call_scope_gives_violations_their_ids_and_remembers_them():
+    clock = ManualClock()
+    sink = ListSink()
+    monitor = ContractMonitor(sink, clock, Observers())
+    with monitor.call("rpc_1") as scope:
+        identify_call(merchant_id="m_9")
+        reject_call([])
+        monitor.record("input/malformed", "bad")
+    monitor.record("input/malformed", "outside any call")
+    assert [(v.request_id, v.merchant_id) for v in sink.violations] == [("rpc_1", "m_9"), ("", "")]
+    assert scope.recorded == sink.violations[:1]
+
+
+def test_a_span_error_never_replaces_the_traced_codes_own_error():
+    errors = ErrorCounter()
+
+    class ExplodingExit:
+        @contextlib.contextmanager
+        def span(self, name, attributes=None):
+            yield NullSpan()
+            raise RuntimeError("span end failed")
+
+    class NullSpan:
+        def set_attribute(self, key, value):
+            raise RuntimeError("no attributes today")
+
+    tracer = SafeTracer(ExplodingExit(), Observers(errors=errors))
+    with pytest.raises(KeyError), tracer.span("x") as span:
+        span.set_attribute("a", 1)
+        raise KeyError("the real error")
+    with tracer.span("y"):
+        pass
+    assert errors.where == ["tracer", "tracer"]
+
+
+async def test_prometheus_counts_payments_retries_and_recoveries():
+    clock = ManualClock()
+    registry = CollectorRegistry()
+    metrics = PaymentMetrics(registry)
+    observers = Observers([PrometheusObserver(metrics)])
+    s = Service(PaymentObservation(observers), clock)
+    s.sim.inject("rate_limit", None)
+    await s.pay(request_id="r1")
+    await s.pay(request_id="r2", method="card", token="pm_card_chargeDeclined")
+
+    def value(name, **labels):
+        return registry.get_sample_value(name, labels)
+
+    assert value("payorch_payments_total", status="succeeded") == 1
+    assert value("payorch_payments_total", status="failed") == 1
+    assert value("payorch_retries_total", processor="simulated") == 1
+    assert value("payorch_recoveries_total") == 1
+    assert value("payorch_validation_issues_total", contract="input/currency") == 2
+    assert value("payorch_orchestration_seconds_count") == 2
+
+
+def test_the_log_line_of_a_finished_payment_carries_its_ids(caplog):
+    logger = logging.getLogger("payorch.test.payments")
+    observer = LoggingObserver(logger)
+
+    class P:
+        id, merchant_id, request_id = "pay_1", "m_1", "req-1"
+        status = PaymentStatus.SUCCEEDED
+        steps: list = []
+        orchestration_ms = 42
+
+        class final_error:
+            value = "none"
+
+    with caplog.at_level(logging.INFO, logger="payorch.test.payments"):
+        observer.payment_finished(P())  # type: ignore[arg-type]
+    (rec,) = caplog.records
+    line = json.loads(JsonFormatter().format(rec))
+    assert line["msg"].startswith("payment succeeded")
+    assert (line["payment_id"], line["merchant_id"], line["request_id"]) == (
+        "pay_1",
+        "m_1",
+        "req-1",
+    )
+
+
+def _violation(i: int):
+    return new_violation(
+        f"cv_{i}",
+        "input/amount",
+        message="m",
+        request_id="r",
+        merchant_id="m",
+        at=ManualClock().now(),
+    )
+
+
+def test_a_full_violation_buffer_drops_and_counts_without_waiting():
+    writer = BufferedViolationWriter(None, capacity=2)  # type: ignore[arg-type]
+    assert [writer.record(_violation(i)) for i in range(3)] == [True, True, False]
+    assert writer.dropped == 1 and len(writer) == 2
+
+
+async def test_a_failed_violation_write_is_dropped_and_counted(tmp_path):
+    from payorch.adapters.persistence.engine import create_engine
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'no-tables.db'}")  # never migrated
+    dropped, errors = [], []
+    writer = BufferedViolationWriter(
+        engine, on_dropped=dropped.append, on_error=lambda: errors.append(1)
+    )
+    try:
+        writer.record(_violation(1))
+        assert await writer.flush() == 0
+    finally:
+        await engine.dispose()
+    assert dropped == [1] and errors == [1] and len(writer) == 0

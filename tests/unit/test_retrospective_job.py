@@ -1,0 +1,79 @@
+"""The biweekly retrospective job on a manual clock: due, written, not repeated, resumed."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from payorch.adapters.clock import ManualClock
+from payorch.adapters.report_files import DirectoryReportArchive
+from payorch.app.contract_reports import ContractCount, ContractReports
+from payorch.app.retrospective import RetrospectiveJob
+from payorch.domain.request import Severity
+
+START = datetime(2026, 3, 1, tzinfo=UTC)
+
+
+class SeedStore:
+    """The seed's example, whatever the window: 932 timeouts and 41 coverage misses."""
+
+    def __init__(self) -> None:
+        self.windows: list[tuple[datetime, datetime]] = []
+
+    async def counts(self, since, until, merchant_id=None):
+        self.windows.append((since, until))
+        return [
+            ContractCount("router/timeout", Severity.WARNING, 900),
+            ContractCount("router/timeout", Severity.ERROR, 32),
+            ContractCount("plan/coverage", Severity.ERROR, 41),
+        ]
+
+    async def complaint_counts(self, since, until):
+        return {"router/timeout": 8, "plan/coverage": 17}
+
+
+def job(tmp_path, clock, store):
+    archive = DirectoryReportArchive(tmp_path / "retros")
+    return RetrospectiveJob(ContractReports(store, clock), archive, clock), archive
+
+
+async def test_the_first_report_is_written_at_once_with_the_seed_figures(tmp_path):
+    clock, store = ManualClock(START), SeedStore()
+    j, archive = job(tmp_path, clock, store)
+
+    where = await j.run_due()
+
+    assert where is not None and where.endswith("retrospective-20260301T000000Z.yaml")
+    text = (tmp_path / "retros" / "retrospective-20260301T000000Z.yaml").read_text()
+    assert (
+        "  - id: router/timeout\n    count: 932\n    external_reports: 8\n    mismatch: false\n"
+        in text
+    )
+    assert (
+        "  - id: plan/coverage\n    count: 41\n    external_reports: 17\n    mismatch: true\n"
+        in text
+    )
+    assert store.windows == [(START - timedelta(days=14), START)]
+    assert archive.latest() == START
+
+
+async def test_the_next_report_waits_fourteen_days(tmp_path):
+    clock, store = ManualClock(START), SeedStore()
+    j, _ = job(tmp_path, clock, store)
+    await j.run_due()
+
+    clock.advance(13 * 86400 + 86399)
+    assert await j.run_due() is None
+    clock.advance(1)
+    assert (await j.run_due() or "").endswith("retrospective-20260315T000000Z.yaml")
+    assert len(list((tmp_path / "retros").glob("*.yaml"))) == 2
+
+
+async def test_a_restarted_job_goes_on_from_the_last_report_written(tmp_path):
+    clock, store = ManualClock(START), SeedStore()
+    first, _ = job(tmp_path, clock, store)
+    await first.run_due()
+
+    clock.advance(7 * 86400)
+    again, _ = job(tmp_path, clock, store)  # a new process, the same directory
+    assert again.next_due() == START + timedelta(days=14)
+    assert await again.run_due() is None
