@@ -609,15 +609,10 @@ HOSTILE = [
         for name, value in HOSTILE_TOKENS.items()
     ),
 ]
+
+
 # Known bugs outside this suite's files (see docs/security.md), strict: they flip when fixed.
 # (rpc, value, database or "*") -> reason
-KNOWN_BUGS = {
-    ("ListPayments", "NUL in the id", "postgres"): "PostgreSQL refuses NUL in text: INTERNAL",
-    ("ListPayments", "year 1", "*"): "decode_page_token: astimezone overflows: INTERNAL",
-    ("ListPayments", "year 9999", "*"): "decode_page_token: astimezone overflows: INTERNAL",
-}
-
-
 @pytest.mark.parametrize(
     ("method", "field_", "name", "value"),
     HOSTILE,
@@ -626,10 +621,6 @@ KNOWN_BUGS = {
 def test_hostile_identifiers_never_cause_an_internal_error(
     server, method, field_, name, value, request
 ):
-    db = "sqlite" if server.database_url.startswith("sqlite") else "postgres"
-    reason = KNOWN_BUGS.get((method.name, name, db)) or KNOWN_BUGS.get((method.name, name, "*"))
-    if reason:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
     req = request_class(method)()
     setattr(req, field_, value)
     with server.channel() as ch:
@@ -718,9 +709,6 @@ FREE_TEXT: list[Any] = [
     pytest.param(
         "CancelPayment", "reason", lambda s: {"payment_id": _authorized_payment(s)},
         id="CancelPayment.reason",
-        marks=pytest.mark.xfail(
-            strict=True, reason="CancelPayment stores `reason` unscanned in the event outbox"
-        ),
     ),
     pytest.param(
         "RefundPayment", "reason",

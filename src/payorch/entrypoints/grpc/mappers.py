@@ -209,10 +209,10 @@ def decode_page_token(token: str) -> PageCursor | None:
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
         created, _, payment_id = raw.partition("|")
-        when = datetime.fromisoformat(created)
-    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
+        when = datetime.fromisoformat(created).astimezone(UTC)
+    except (binascii.Error, UnicodeDecodeError, ValueError, OverflowError) as exc:
         raise InvalidPageToken("page_token is not one this server issued") from exc
-    if not payment_id or when.tzinfo is None:
+    if not payment_id or "\x00" in payment_id or len(payment_id) > 64:
         raise InvalidPageToken("page_token is not one this server issued")
     return PageCursor(when, payment_id)
 

@@ -19,6 +19,7 @@ from payorch.app.payments import (
     RequestInProgress,
 )
 from payorch.app.plan_builder import PlanRejected
+from payorch.domain.card_data import contains_card_number
 from payorch.domain.merchant_config import InvalidMerchantConfig
 from payorch.domain.request import RequestRejected, parse_payment_request
 from payorch.entrypoints.grpc import mappers
@@ -133,6 +134,8 @@ class PaymentOrchestratorServicer:
         self, request: orch.CancelPaymentRequest, call: Call
     ) -> orch.CancelPaymentResponse:
         payment_id = self._payment_id(request.payment_id)
+        if contains_card_number(request.reason):
+            raise invalid_argument([("reason", "looks like a card number: never send card data")])
         try:
             payment = await self._payments.cancel(
                 payment_id, read_scope(call.principal), request.reason[:200]
