@@ -14,6 +14,7 @@ from payorch.adapters.persistence.unit_of_work import SqlAlchemyUnitOfWorkFactor
 from payorch.adapters.processors.simulated import SimulatedProcessor, Simulation
 from payorch.app.auth import Authenticator
 from payorch.app.health import HealthTracker
+from payorch.app.installments import ConfiguredInstallmentPolicies
 from payorch.app.merchant_configs import MerchantConfigs
 from payorch.app.payments import PaymentService, ProcessorEvents
 from payorch.app.ports import Clock, Processor
@@ -155,6 +156,8 @@ async def bootstrap(
         health=health,
         simulated=simulated,
     )
-    container.installments = build_installments(settings, clock, uow, payments)
+    container.installments = build_installments(
+        settings, clock, uow, payments, policies=ConfiguredInstallmentPolicies(configs)
+    )
     container.observability = observed
     return container

@@ -3,6 +3,7 @@ clock: plans run to completion, walk the dunning ladder, breach, and never charg
 
 from __future__ import annotations
 
+import itertools
 from datetime import timedelta
 
 import pytest
@@ -301,3 +302,18 @@ async def test_a_second_scheduler_on_one_sqlite_database_is_refused(database_url
         pass
     with single_worker(database_url, "scheduler"):
         pass  # released with the first
+
+
+async def test_the_merchant_config_sets_count_interval_and_eligibility(container):
+    from payorch.domain.merchant_config import InstallmentPolicy as ConfigPolicy
+    from payorch.domain.merchant_config import MerchantConfig
+
+    await container.configs.upsert(
+        MerchantConfig(
+            "m_1", installment_policy=ConfigPolicy(min_total_minor=5000, count=4, interval_days=14)
+        )
+    )
+    plan = (await create_plan(container, total=6000)).plan
+    assert [i.amount_minor for i in plan.installments] == [1500, 1500, 1500, 1500]
+    gaps = [(b.due_at - a.due_at).days for a, b in itertools.pairwise(plan.installments)]
+    assert gaps == [14, 14, 14]

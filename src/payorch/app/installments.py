@@ -21,6 +21,7 @@ from payorch.app.installment_ports import (
     InstallmentPolicies,
     InstallmentUnitOfWorkFactory,
 )
+from payorch.app.merchant_configs import MerchantConfigs
 from payorch.app.payments import PaymentService, RequestInProgress
 from payorch.app.ports import Clock, ConcurrentUpdate
 from payorch.domain.card_data import contains_card_number
@@ -74,6 +75,23 @@ class DefaultInstallmentPolicies:
 
     async def for_merchant(self, merchant_id: str) -> InstallmentPolicy:
         return self._policy
+
+
+class ConfiguredInstallmentPolicies:
+    """Each merchant's installment policy from its merchant config (defaults without one)."""
+
+    def __init__(self, configs: MerchantConfigs) -> None:
+        self._configs = configs
+
+    async def for_merchant(self, merchant_id: str) -> InstallmentPolicy:
+        config, _ = await self._configs.get(merchant_id)
+        p = config.installment_policy
+        return InstallmentPolicy(
+            min_total_minor=p.min_total_minor,
+            count=p.count,
+            interval_days=p.interval_days,
+            dunning_days=tuple(p.dunning_days),
+        )
 
 
 @dataclass(frozen=True, slots=True)
