@@ -85,6 +85,15 @@ class CrashingUnitOfWorkFactory:
 
         return _Uow()
 
+    async def insert_payment(self, payment: Any) -> None:
+        await self.inner.insert_payment(payment)
+
+    async def update_payment(self, payment: Any) -> None:
+        if self.crash_next_save:
+            self.crash_next_save = False
+            raise Crash
+        await self.inner.update_payment(payment)
+
 
 # (uow factory, cleanup) for a fresh store
 StoreFactory = Callable[[], Awaitable[tuple[Any, Callable[[], Awaitable[None]]]]]

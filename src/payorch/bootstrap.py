@@ -59,6 +59,7 @@ class Container:
             if aclose is not None:
                 await aclose()
         await self.observability.close()
+        await self.uow.close()
         await self.engine.dispose()
 
 

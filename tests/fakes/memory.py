@@ -160,6 +160,16 @@ class FakeUnitOfWorkFactory:
     def __call__(self) -> FakeUnitOfWork:
         return FakeUnitOfWork(self.store, self.events, self.refunds, self.seen_events)
 
+    async def insert_payment(self, payment: Payment) -> None:
+        async with self() as uow:
+            await uow.payments.add(payment)
+            await uow.commit()
+
+    async def update_payment(self, payment: Payment) -> None:
+        async with self() as uow:
+            await uow.payments.save(payment)
+            await uow.commit()
+
 
 class FakeMerchantConfigStore:
     def __init__(self) -> None:

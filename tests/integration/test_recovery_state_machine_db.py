@@ -21,11 +21,14 @@ async def _sqlite_store():
     engine = create_engine(f"sqlite:///{Path(folder.name) / 'machine.db'}")
     await migrate(engine)
 
+    uow = SqlAlchemyUnitOfWorkFactory(engine)
+
     async def cleanup() -> None:
+        await uow.close()
         await engine.dispose()
         folder.cleanup()
 
-    return SqlAlchemyUnitOfWorkFactory(engine), cleanup
+    return uow, cleanup
 
 
 class SqliteRecovery(RecoveryMachine):
@@ -48,10 +51,13 @@ async def _postgres_store():
         names = ", ".join(t.name for t in metadata.sorted_tables)
         await conn.exec_driver_sql(f"TRUNCATE {names} CASCADE")
 
+    uow = SqlAlchemyUnitOfWorkFactory(engine)
+
     async def cleanup() -> None:
+        await uow.close()
         await engine.dispose()
 
-    return SqlAlchemyUnitOfWorkFactory(engine), cleanup
+    return uow, cleanup
 
 
 class PostgresRecovery(RecoveryMachine):

@@ -107,9 +107,7 @@ class PaymentService:
             # Insert first: the unique (merchant, request_id) constraint is the gate.
             payment = self._new_payment(request, fingerprint, plan, config)
             try:
-                async with self._uow() as uow:
-                    await uow.payments.add(payment)
-                    await uow.commit()
+                await self._uow.insert_payment(payment)
                 break
             except DuplicateRequest:
                 existing = await self._replay_or_wait(request, fingerprint, deadline)
@@ -126,9 +124,7 @@ class PaymentService:
         return int((self._clock.monotonic() - t0) * 1000)
 
     async def _save(self, payment: Payment) -> None:
-        async with self._uow() as uow:
-            await uow.payments.save(payment)
-            await uow.commit()
+        await self._uow.update_payment(payment)
 
     async def _replay_or_wait(
         self, request: CoreRequest, fingerprint: str, deadline: Deadline

@@ -167,3 +167,12 @@ class MerchantConfigStore(Protocol):
 
 class UnitOfWorkFactory(Protocol):
     def __call__(self) -> UnitOfWork: ...
+
+    async def insert_payment(self, payment: Payment) -> None:
+        """`payments.add` + commit in one go: the hot path's first write.
+        Raises DuplicateRequest when (merchant, request_id) is taken."""
+        ...
+
+    async def update_payment(self, payment: Payment) -> None:
+        """`payments.save` + commit in one go; raises ConcurrentUpdate on a stale version."""
+        ...

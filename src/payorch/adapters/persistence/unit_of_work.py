@@ -6,10 +6,16 @@ import asyncio
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from payorch.adapters.persistence.payment_writes import (
+    AsyncpgPaymentWriter,
+    PaymentWriter,
+    SqliteGroupCommit,
+)
 from payorch.adapters.persistence.repository import (
     SqlAlchemyInboundEventLog,
     SqlAlchemyPaymentRepository,
 )
+from payorch.domain.payment import Payment
 
 
 class SqlAlchemyUnitOfWork:
@@ -55,11 +61,48 @@ class SqlAlchemyUnitOfWork:
 
 
 class SqlAlchemyUnitOfWorkFactory:
-    """SQLite has one writer: its transactions queue on a lock instead of failing busy."""
+    """SQLite has one writer: its transactions queue on a lock instead of failing busy.
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    A payment's two hot writes (insert, then save after the processor answered) go
+    through a PaymentWriter (payment_writes.py): compiled once, sent to the driver
+    directly, group-committed on SQLite. Everything else is a unit of work.
+    """
+
+    def __init__(self, engine: AsyncEngine, *, pool_size: int = 10) -> None:
         self.engine = engine
         self._lock = asyncio.Lock() if engine.dialect.name == "sqlite" else None
+        self.writer = _writer_for(engine, self._lock, pool_size)
 
     def __call__(self) -> SqlAlchemyUnitOfWork:
         return SqlAlchemyUnitOfWork(self.engine, self._lock)
+
+    async def insert_payment(self, payment: Payment) -> None:
+        if self.writer is None:
+            async with self() as uow:
+                await uow.payments.add(payment)
+                await uow.commit()
+        else:
+            await self.writer.insert(payment)
+
+    async def update_payment(self, payment: Payment) -> None:
+        if self.writer is None:
+            async with self() as uow:
+                await uow.payments.save(payment)
+                await uow.commit()
+        else:
+            await self.writer.update(payment)
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            await self.writer.close()
+
+
+def _writer_for(
+    engine: AsyncEngine, lock: asyncio.Lock | None, pool_size: int
+) -> PaymentWriter | None:
+    if engine.dialect.name == "postgresql":
+        return AsyncpgPaymentWriter(engine, max_size=pool_size)
+    database = engine.url.database
+    if lock is not None and database and database != ":memory:":
+        return SqliteGroupCommit(database, lock, engine.dialect)
+    return None  # an in-memory SQLite database lives in one connection only

@@ -1,0 +1,377 @@
+"""The two writes every payment makes, without a per-statement ORM cost.
+
+`CreatePayment` commits twice: the PROCESSING row that gates a request id (before
+the processor is called) and the settled payment (after). These are most of a
+payment's database work, so they skip SQLAlchemy's per-call statement building:
+each statement is compiled once per dialect from the table definitions, its
+values bound with the same type processors SQLAlchemy would use, and sent to the
+driver directly.
+
+- PostgreSQL: an asyncpg pool of its own; one transaction per write, statements
+  prepared once per connection; the request-id gate is `ON CONFLICT DO NOTHING`
+  (no savepoint round trips).
+- SQLite: one writer thread owns a connection; concurrent writes are committed
+  together in one transaction, one fsync per batch (group commit), each in a
+  savepoint of its own so one failing write fails alone. The batch holds the
+  process's SQLite write lock, so it never races the other units of work.
+
+Durability is unchanged: a write's caller resumes after the COMMIT that holds it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Protocol, cast
+
+import asyncpg
+from sqlalchemy import Table, bindparam, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.expression import ClauseElement
+
+from payorch.adapters.persistence.repository import (
+    _attempt_row,
+    _event_row,
+    _payment_row,
+    _step_row,
+)
+from payorch.adapters.persistence.tables import attempts, events, payment_steps, payments
+from payorch.app.ports import ConcurrentUpdate, DuplicateRequest
+from payorch.domain.payment import Payment
+
+# Columns a stored payment never changes; every other one is written on save.
+_PAYMENT_KEYS = ("id", "created_at")
+_STEP_KEYS = ("payment_id", "idx")
+
+
+@dataclass(frozen=True, slots=True)
+class Statement:
+    """SQL compiled once for a dialect, and how to turn a row dict into its arguments."""
+
+    sql: str
+    binders: tuple[tuple[str, Callable[[Any], Any] | None], ...]
+
+    @classmethod
+    def compile(cls, stmt: ClauseElement, dialect: Dialect) -> Statement:
+        compiled = cast(SQLCompiler, stmt.compile(dialect=dialect))
+        names = compiled.positiontup or []
+        binders = tuple(
+            (name, compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect))
+            for name in names
+        )
+        return cls(str(compiled), binders)
+
+    def args(self, row: Mapping[str, Any]) -> list[Any]:
+        return [row[name] if p is None else p(row[name]) for name, p in self.binders]
+
+
+def _named(table: Table, skip: Sequence[str] = ()) -> dict[Any, Any]:
+    return {c: bindparam(f"v_{c.name}") for c in table.c if c.name not in skip}
+
+
+def _prefixed(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {f"v_{k}": v for k, v in row.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentStatements:
+    insert_payment: Statement
+    insert_step: Statement
+    update_payment: Statement
+    update_step: Statement
+    insert_attempt: Statement
+    insert_event: Statement
+
+    @classmethod
+    def for_dialect(cls, dialect: Dialect) -> PaymentStatements:
+        dml = postgresql if dialect.name == "postgresql" else sqlite
+        gate = (
+            dml.insert(payments)
+            .values(_named(payments))
+            .on_conflict_do_nothing(index_elements=["merchant_id", "request_id"])
+        )
+        update_payment = (
+            update(payments)
+            .where(payments.c.id == bindparam("k_id"), payments.c.version == bindparam("k_version"))
+            .values(_named(payments, _PAYMENT_KEYS))
+        )
+        update_step = (
+            update(payment_steps)
+            .where(
+                payment_steps.c.payment_id == bindparam("k_payment_id"),
+                payment_steps.c.idx == bindparam("k_idx"),
+            )
+            .values(_named(payment_steps, _STEP_KEYS))
+        )
+        return cls(
+            insert_payment=Statement.compile(gate, dialect),
+            insert_step=Statement.compile(
+                payment_steps.insert().values(_named(payment_steps)), dialect
+            ),
+            update_payment=Statement.compile(update_payment, dialect),
+            update_step=Statement.compile(update_step, dialect),
+            insert_attempt=Statement.compile(
+                attempts.insert().values(_named(attempts, ("id",))), dialect
+            ),
+            insert_event=Statement.compile(events.insert().values(_named(events)), dialect),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    """One payment's write, as argument lists ready for the driver.
+
+    `guard` is the first statement: inserting the gate row or the versioned update of
+    the payment row; when it touches no row nothing else runs and `conflict` is raised.
+    """
+
+    guard: tuple[Statement, list[Any]]
+    conflict: Exception
+    steps: list[tuple[Statement, list[Any], Statement, list[Any]]]
+    rows: list[tuple[Statement, list[Any]]]
+
+
+def insert_write(s: PaymentStatements, payment: Payment) -> Write:
+    steps_and_children: list[tuple[Statement, list[Any]]] = [
+        (s.insert_step, s.insert_step.args(_prefixed(_step_row(payment, step))))
+        for step in payment.steps
+    ]
+    return Write(
+        guard=(s.insert_payment, s.insert_payment.args(_prefixed(_payment_row(payment)))),
+        conflict=DuplicateRequest(payment.request_id),
+        steps=[],
+        rows=steps_and_children + _children(s, payment),
+    )
+
+
+def update_write(s: PaymentStatements, payment: Payment) -> Write:
+    row = _prefixed(_payment_row(payment))
+    row["v_version"] = payment.version + 1
+    row["k_id"] = payment.id
+    row["k_version"] = payment.version
+    steps = []
+    for step in payment.steps:
+        values = _prefixed(_step_row(payment, step))
+        keyed = dict(values, k_payment_id=payment.id, k_idx=step.index)
+        steps.append(
+            (s.update_step, s.update_step.args(keyed), s.insert_step, s.insert_step.args(values))
+        )
+    return Write(
+        guard=(s.update_payment, s.update_payment.args(row)),
+        conflict=ConcurrentUpdate(payment.id),
+        steps=steps,
+        rows=_children(s, payment),
+    )
+
+
+def _children(s: PaymentStatements, payment: Payment) -> list[tuple[Statement, list[Any]]]:
+    out: list[tuple[Statement, list[Any]]] = [
+        (s.insert_attempt, s.insert_attempt.args(_prefixed(_attempt_row(payment, step, a))))
+        for step in payment.steps
+        for a in step.attempts[step.stored_attempts :]
+    ]
+    out.extend(
+        (s.insert_event, s.insert_event.args(_prefixed(_event_row(payment, e, payment.updated_at))))
+        for e in payment.pending_events
+    )
+    return out
+
+
+def written(payment: Payment, *, updated: bool) -> None:
+    """After the commit: what was written is no longer pending."""
+    for step in payment.steps:
+        step.stored_attempts = len(step.attempts)
+    payment.pending_events.clear()
+    if updated:
+        payment.version += 1
+
+
+class PaymentWriter(Protocol):
+    async def insert(self, payment: Payment) -> None: ...
+
+    async def update(self, payment: Payment) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class AsyncpgPaymentWriter:
+    """PostgreSQL: a pool of plain asyncpg connections; asyncpg caches the prepared
+    statements per connection, so a write is BEGIN, its statements, COMMIT."""
+
+    def __init__(self, engine: AsyncEngine, *, max_size: int) -> None:
+        self._dsn = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        self._statements = PaymentStatements.for_dialect(engine.dialect)
+        self._max_size = max_size
+        self._pool: asyncpg.Pool | None = None
+        self._opening = asyncio.Lock()
+
+    async def _get_pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            async with self._opening:
+                if self._pool is None:
+                    self._pool = await asyncpg.create_pool(
+                        self._dsn, min_size=0, max_size=self._max_size, reset=_keep_session
+                    )
+        return self._pool
+
+    async def insert(self, payment: Payment) -> None:
+        await self._run(insert_write(self._statements, payment))
+        written(payment, updated=False)
+
+    async def update(self, payment: Payment) -> None:
+        await self._run(update_write(self._statements, payment))
+        written(payment, updated=True)
+
+    async def _run(self, write: Write) -> None:
+        pool = await self._get_pool()
+        async with pool.acquire() as conn, conn.transaction():
+            stmt, args = write.guard
+            if _count(await conn.execute(stmt.sql, *args)) != 1:
+                raise write.conflict
+            for upd, upd_args, ins, ins_args in write.steps:
+                if _count(await conn.execute(upd.sql, *upd_args)) == 0:
+                    await conn.execute(ins.sql, *ins_args)
+            for stmt, args in write.rows:
+                await conn.execute(stmt.sql, *args)
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+
+async def _keep_session(_conn: asyncpg.Connection) -> None:
+    """Nothing to reset on release: these connections only run the writes above."""
+
+
+def _count(status: str) -> int:
+    """Rows touched, from a command tag such as 'INSERT 0 1' or 'UPDATE 1'."""
+    return int(status.rsplit(" ", 1)[-1])
+
+
+class SqliteGroupCommit:
+    """SQLite: writes queue here; one thread commits whatever has queued as one transaction.
+
+    While a batch is being written and fsynced the next one gathers, so under load many
+    payments share one fsync. Each write runs in its own savepoint: a write that fails
+    (a conflict, a constraint) is rolled back alone and its caller gets the error.
+    """
+
+    def __init__(self, path: str, lock: asyncio.Lock, dialect: Dialect, *, max_batch: int = 256):
+        self._path = path
+        self._lock = lock
+        self._statements = PaymentStatements.for_dialect(dialect)
+        self._max_batch = max_batch
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="payorch-sqlite-writer")
+        self._local = threading.local()
+        self._pending: list[tuple[Write, asyncio.Future[None]]] = []
+        self._drainer: asyncio.Task[None] | None = None
+        self.batches = 0
+        self.writes = 0
+
+    async def insert(self, payment: Payment) -> None:
+        await self._submit(insert_write(self._statements, payment))
+        written(payment, updated=False)
+
+    async def update(self, payment: Payment) -> None:
+        await self._submit(update_write(self._statements, payment))
+        written(payment, updated=True)
+
+    async def _submit(self, write: Write) -> None:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        self._pending.append((write, done))
+        if self._drainer is None:
+            self._drainer = loop.create_task(self._drain())
+        # A cancelled caller does not cancel its write: it may record a charge.
+        await asyncio.shield(done)
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._pending:
+                batch = self._pending[: self._max_batch]
+                del self._pending[: self._max_batch]
+                try:
+                    async with self._lock:
+                        errors = await loop.run_in_executor(
+                            self._executor, self._write_batch, [w for w, _ in batch]
+                        )
+                except BaseException as exc:  # the COMMIT (or the thread) failed: all fail
+                    errors = [exc] * len(batch)
+                for (_, done), error in zip(batch, errors, strict=True):
+                    if done.done():
+                        continue
+                    if error is None:
+                        done.set_result(None)
+                    else:
+                        done.set_exception(error)
+        finally:
+            self._drainer = None
+
+    def _connection(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self._path, timeout=30, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA busy_timeout=30000")
+            self._local.conn = conn
+        return conn
+
+    def _write_batch(self, batch: list[Write]) -> list[BaseException | None]:
+        """In the writer thread: one transaction, a savepoint per write, one COMMIT."""
+        conn = self._connection()
+        errors: list[BaseException | None] = []
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for write in batch:
+                conn.execute("SAVEPOINT w")
+                try:
+                    _apply(conn, write)
+                except BaseException as exc:
+                    conn.execute("ROLLBACK TO w")
+                    errors.append(exc)
+                else:
+                    errors.append(None)
+                conn.execute("RELEASE w")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        self.batches += 1
+        self.writes += len(batch)
+        return errors
+
+    async def close(self) -> None:
+        while self._drainer is not None:
+            await asyncio.shield(self._drainer)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, self._close_connection)
+        self._executor.shutdown(wait=True)
+
+    def _close_connection(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+
+def _apply(conn: sqlite3.Connection, write: Write) -> None:
+    stmt, args = write.guard
+    if conn.execute(stmt.sql, args).rowcount != 1:
+        raise write.conflict
+    for upd, upd_args, ins, ins_args in write.steps:
+        if conn.execute(upd.sql, upd_args).rowcount == 0:
+            conn.execute(ins.sql, ins_args)
+    for stmt, args in write.rows:
+        conn.execute(stmt.sql, args)

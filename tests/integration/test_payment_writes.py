@@ -1,0 +1,254 @@
+"""The hot-path payment writes (payment_writes.py) on SQLite and PostgreSQL: what they
+store reads back field for field through the SQLAlchemy repository, conflicts fail
+alone, and SQLite commits concurrent writes together."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import func, select
+
+from payorch.adapters.persistence.engine import create_engine, migrate
+from payorch.adapters.persistence.payment_writes import (
+    SqliteGroupCommit,
+    _children,
+    insert_write,
+)
+from payorch.adapters.persistence.tables import attempts, events, payment_steps, payments
+from payorch.adapters.persistence.unit_of_work import SqlAlchemyUnitOfWorkFactory
+from payorch.app.ports import ConcurrentUpdate, DuplicateRequest
+from payorch.domain.money import Currency
+from payorch.domain.payment import (
+    Attempt,
+    CaptureMode,
+    FallbackMethod,
+    MethodType,
+    Payment,
+    PaymentStatus,
+    RawError,
+    Step,
+)
+from payorch.domain.results import ErrorCode, Outcome
+
+AT = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
+
+
+@pytest.fixture
+async def uow(database_url):
+    engine = create_engine(database_url)
+    await migrate(engine)
+    factory = SqlAlchemyUnitOfWorkFactory(engine)
+    assert factory.writer is not None
+    yield factory
+    await factory.close()
+    await engine.dispose()
+
+
+def new_payment(n: int, *, request_id: str | None = None, steps: int = 1) -> Payment:
+    return Payment(
+        id=f"pay_w{n:05d}",
+        merchant_id="m_1",
+        request_id=request_id or f"req-{n}",
+        fingerprint="f" * 64,
+        currency=Currency.parse("EUR"),
+        amount_minor=10_000,
+        steps=[
+            Step(
+                i,
+                MethodType.CARD if i else MethodType.APPLE_PAY,
+                f"tok_{i}",
+                10_000 // steps,
+                ["simulated", "stripe"],
+                customer_id="cus_1",
+            )
+            for i in range(steps)
+        ],
+        created_at=AT,
+        updated_at=AT,
+        capture_mode=CaptureMode.MANUAL,
+        allow_partial=True,
+        config_version=7,
+        metadata={"order": "o-1", "note": "é ✓"},
+        off_session=True,
+        fallbacks=[FallbackMethod(MethodType.CARD, "tok_fb", "cus_2")],
+        authorize_only=False,
+    )
+
+
+def settle(p: Payment) -> None:
+    """What a finished payment looks like: an attempt, a captured step, a fallback step."""
+    later = AT + timedelta(seconds=2)
+    step = p.steps[0]
+    step.attempts.append(
+        Attempt(
+            number=1,
+            processor="simulated",
+            idempotency_key=f"{p.id}_0_g0",
+            started_at=AT,
+            ended_at=later,
+            latency_ms=2000,
+            outcome=Outcome.SUCCESS,
+            error_code=ErrorCode.NONE,
+            raw=RawError("api_error", "x", "", 200, "req_1", "ok"),
+            delay_before_ms=5,
+            routing_reason="healthy",
+            retry_decision="none",
+            processor_payment_id="pi_1",
+        )
+    )
+    p.step_succeeded(step, processor="simulated", latency_ms=2000)  # an event
+    p.step_captured(step)
+    p.captured(step.amount_minor)  # another event
+    step.processor_payment_id = "pi_1"
+    step.generation = 1
+    p.add_fallback_step(MethodType.CARD, "tok_fb", "cus_2", 1, ["simulated"])
+    p.status = PaymentStatus.SUCCEEDED
+    p.final_error_message = "done"
+    p.orchestration_ms = 2001
+    p.next_reconcile_at = later
+    p.reconcile_attempts = 2
+    p.updated_at = later
+
+
+def same(a: Payment, b: Payment) -> None:
+    assert a.version == b.version
+    for name in [
+        "id",
+        "merchant_id",
+        "request_id",
+        "fingerprint",
+        "currency",
+        "amount_minor",
+        "capture_mode",
+        "allow_partial",
+        "config_version",
+        "metadata",
+        "off_session",
+        "status",
+        "orchestration_ms",
+        "final_error",
+        "final_error_message",
+        "event_sequence",
+        "reconcile_attempts",
+        "next_reconcile_at",
+        "fallbacks",
+        "authorize_only",
+        "created_at",
+        "updated_at",
+    ]:
+        assert getattr(a, name) == getattr(b, name), name
+    assert len(a.steps) == len(b.steps)
+    for x, y in zip(a.steps, b.steps, strict=True):
+        for name in [
+            "index",
+            "method",
+            "token",
+            "customer_id",
+            "amount_minor",
+            "processors",
+            "status",
+            "outcome",
+            "error_code",
+            "processor",
+            "processor_payment_id",
+            "next_action_type",
+            "client_secret",
+            "captured_minor",
+            "refunded_minor",
+            "generation",
+        ]:
+            assert getattr(x, name) == getattr(y, name), name
+        assert x.attempts == y.attempts
+
+
+async def load(uow, payment_id: str) -> Payment:
+    async with uow() as tx:
+        found = await tx.payments.get(payment_id, None)
+    assert found is not None
+    return found
+
+
+async def count(uow, table) -> int:
+    async with uow.engine.connect() as conn:
+        return (await conn.execute(select(func.count()).select_from(table))).scalar_one()
+
+
+async def test_an_inserted_then_updated_payment_reads_back_field_for_field(uow):
+    p = new_payment(1, steps=2)
+    await uow.insert_payment(p)
+    same(await load(uow, p.id), p)
+
+    settle(p)
+    await uow.update_payment(p)
+    assert p.version == 1 and not p.pending_events
+    stored = await load(uow, p.id)
+    same(stored, p)
+    assert len(stored.steps) == 3  # the fallback step was inserted by the update
+    assert stored.steps[0].attempts[0].raw == RawError("api_error", "x", "", 200, "req_1", "ok")
+    assert stored.created_at.tzinfo is not None and stored.next_reconcile_at == p.next_reconcile_at
+    assert p.event_sequence == 2 and await count(uow, events) == 2
+
+
+async def test_a_taken_request_id_is_a_duplicate_and_writes_nothing(uow):
+    await uow.insert_payment(new_payment(1, request_id="same"))
+    with pytest.raises(DuplicateRequest):
+        await uow.insert_payment(new_payment(2, request_id="same", steps=2))
+    assert await count(uow, payments) == 1
+    assert await count(uow, payment_steps) == 1
+
+
+async def test_a_stale_version_is_a_concurrent_update_and_writes_nothing(uow):
+    p = new_payment(1)
+    await uow.insert_payment(p)
+    stale = await load(uow, p.id)
+    settle(p)
+    await uow.update_payment(p)
+
+    settle(stale)
+    with pytest.raises(ConcurrentUpdate):
+        await uow.update_payment(stale)
+    assert stale.version == 0 and stale.pending_events  # nothing marked written
+    assert await count(uow, attempts) == 1
+    same(await load(uow, p.id), p)
+
+
+async def test_concurrent_writes_all_land_and_a_duplicate_among_them_fails_alone(uow):
+    batch = [new_payment(n) for n in range(60)]
+    batch.append(new_payment(999, request_id="req-7"))  # the same request id as #7
+    results = await asyncio.gather(*(uow.insert_payment(p) for p in batch), return_exceptions=True)
+    failures = [r for r in results if isinstance(r, BaseException)]
+    assert len(failures) == 1 and isinstance(failures[0], DuplicateRequest)
+    assert await count(uow, payments) == 60
+
+    for p in batch[:60]:
+        settle(p)
+    await asyncio.gather(*(uow.update_payment(p) for p in batch[:60]))
+    assert await count(uow, attempts) == 60
+    assert {(await load(uow, p.id)).status for p in batch[:60]} == {PaymentStatus.SUCCEEDED}
+    if isinstance(uow.writer, SqliteGroupCommit):
+        # 121 writes in far fewer transactions: they were committed together.
+        assert uow.writer.writes == 121
+        assert uow.writer.batches < 40
+
+
+async def test_a_write_failing_half_way_is_rolled_back_alone(uow):
+    good = new_payment(1)
+    bad = new_payment(2)
+    write = insert_write(uow.writer._statements, bad)
+    # An attempt row for a payment that does not exist: a foreign key violation
+    # after the payment row and its step were already written.
+    orphan = new_payment(3)
+    settle(orphan)
+    write.rows.extend(_children(uow.writer._statements, orphan))
+    submit = (
+        uow.writer._submit(write)  # same batch as `good`: its savepoint is rolled back
+        if isinstance(uow.writer, SqliteGroupCommit)
+        else uow.writer._run(write)  # its own transaction is rolled back
+    )
+    results = await asyncio.gather(submit, uow.insert_payment(good), return_exceptions=True)
+    assert isinstance(results[0], Exception) and results[1] is None
+    assert await count(uow, payments) == 1
+    assert await count(uow, payment_steps) == 1
+    assert (await load(uow, good.id)).id == good.id
