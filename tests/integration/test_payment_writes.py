@@ -227,10 +227,26 @@ async def test_concurrent_writes_all_land_and_a_duplicate_among_them_fails_alone
     await asyncio.gather(*(uow.update_payment(p) for p in batch[:60]))
     assert await count(uow, attempts) == 60
     assert {(await load(uow, p.id)).status for p in batch[:60]} == {PaymentStatus.SUCCEEDED}
-    if isinstance(uow.writer, SqliteGroupCommit):
-        # 121 writes in far fewer transactions: they were committed together.
-        assert uow.writer.writes == 121
-        assert uow.writer.batches < 40
+    # 121 writes in far fewer transactions: they were committed together.
+    batches = (
+        uow.writer.batches if isinstance(uow.writer, SqliteGroupCommit) else uow.writer.batch_count
+    )
+    assert uow.writer.writes == 121
+    assert batches < 40
+
+
+async def test_two_saves_of_one_payment_at_once_one_wins_the_other_is_a_conflict(uow):
+    p = new_payment(1)
+    await uow.insert_payment(p)
+    a, b = await load(uow, p.id), await load(uow, p.id)
+    settle(a)
+    settle(b)
+    results = await asyncio.gather(
+        uow.update_payment(a), uow.update_payment(b), return_exceptions=True
+    )
+    assert results[0] is None and isinstance(results[1], ConcurrentUpdate)
+    assert await count(uow, attempts) == 1
+    assert (await load(uow, p.id)).version == 1
 
 
 async def test_a_write_failing_half_way_is_rolled_back_alone(uow):
@@ -242,12 +258,11 @@ async def test_a_write_failing_half_way_is_rolled_back_alone(uow):
     orphan = new_payment(3)
     settle(orphan)
     write.rows.extend(_children(uow.writer._statements, orphan))
-    submit = (
-        uow.writer._submit(write)  # same batch as `good`: its savepoint is rolled back
-        if isinstance(uow.writer, SqliteGroupCommit)
-        else uow.writer._run(write)  # its own transaction is rolled back
+    # Both land in one batch: on SQLite the bad one's savepoint is rolled back; on
+    # PostgreSQL the batch fails and each write is retried in its own transaction.
+    results = await asyncio.gather(
+        uow.writer._submit(write), uow.insert_payment(good), return_exceptions=True
     )
-    results = await asyncio.gather(submit, uow.insert_payment(good), return_exceptions=True)
     assert isinstance(results[0], Exception) and results[1] is None
     assert await count(uow, payments) == 1
     assert await count(uow, payment_steps) == 1

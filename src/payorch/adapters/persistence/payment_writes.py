@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
@@ -85,7 +85,7 @@ class PaymentStatements:
     insert_payment: Statement
     insert_step: Statement
     update_payment: Statement
-    update_step: Statement
+    upsert_step: Statement
     insert_attempt: Statement
     insert_event: Statement
 
@@ -102,13 +102,15 @@ class PaymentStatements:
             .where(payments.c.id == bindparam("k_id"), payments.c.version == bindparam("k_version"))
             .values(_named(payments, _PAYMENT_KEYS))
         )
-        update_step = (
-            update(payment_steps)
-            .where(
-                payment_steps.c.payment_id == bindparam("k_payment_id"),
-                payment_steps.c.idx == bindparam("k_idx"),
-            )
-            .values(_named(payment_steps, _STEP_KEYS))
+        # A save may add a step (a fallback): insert it, or update the stored one.
+        upsert = dml.insert(payment_steps).values(_named(payment_steps))
+        upsert_step = upsert.on_conflict_do_update(
+            index_elements=list(_STEP_KEYS),
+            set_={
+                c.name: getattr(upsert.excluded, c.name)
+                for c in payment_steps.c
+                if c.name not in _STEP_KEYS
+            },
         )
         return cls(
             insert_payment=Statement.compile(gate, dialect),
@@ -116,7 +118,7 @@ class PaymentStatements:
                 payment_steps.insert().values(_named(payment_steps)), dialect
             ),
             update_payment=Statement.compile(update_payment, dialect),
-            update_step=Statement.compile(update_step, dialect),
+            upsert_step=Statement.compile(upsert_step, dialect),
             insert_attempt=Statement.compile(
                 attempts.insert().values(_named(attempts, ("id",))), dialect
             ),
@@ -132,22 +134,22 @@ class Write:
     the payment row; when it touches no row nothing else runs and `conflict` is raised.
     """
 
+    payment_id: str
     guard: tuple[Statement, list[Any]]
     conflict: Exception
-    steps: list[tuple[Statement, list[Any], Statement, list[Any]]]
     rows: list[tuple[Statement, list[Any]]]
 
 
 def insert_write(s: PaymentStatements, payment: Payment) -> Write:
-    steps_and_children: list[tuple[Statement, list[Any]]] = [
+    steps: list[tuple[Statement, list[Any]]] = [
         (s.insert_step, s.insert_step.args(_prefixed(_step_row(payment, step))))
         for step in payment.steps
     ]
     return Write(
+        payment_id=payment.id,
         guard=(s.insert_payment, s.insert_payment.args(_prefixed(_payment_row(payment)))),
         conflict=DuplicateRequest(payment.request_id),
-        steps=[],
-        rows=steps_and_children + _children(s, payment),
+        rows=steps + _children(s, payment),
     )
 
 
@@ -156,18 +158,15 @@ def update_write(s: PaymentStatements, payment: Payment) -> Write:
     row["v_version"] = payment.version + 1
     row["k_id"] = payment.id
     row["k_version"] = payment.version
-    steps = []
-    for step in payment.steps:
-        values = _prefixed(_step_row(payment, step))
-        keyed = dict(values, k_payment_id=payment.id, k_idx=step.index)
-        steps.append(
-            (s.update_step, s.update_step.args(keyed), s.insert_step, s.insert_step.args(values))
-        )
+    steps: list[tuple[Statement, list[Any]]] = [
+        (s.upsert_step, s.upsert_step.args(_prefixed(_step_row(payment, step))))
+        for step in payment.steps
+    ]
     return Write(
+        payment_id=payment.id,
         guard=(s.update_payment, s.update_payment.args(row)),
         conflict=ConcurrentUpdate(payment.id),
-        steps=steps,
-        rows=_children(s, payment),
+        rows=steps + _children(s, payment),
     )
 
 
@@ -193,6 +192,45 @@ def written(payment: Payment, *, updated: bool) -> None:
         payment.version += 1
 
 
+class _Queue:
+    """Writes waiting for a batch. A batch never holds two writes of one payment: the
+    second would race the first inside one transaction, so it waits for the next."""
+
+    def __init__(self, max_batch: int) -> None:
+        self.max_batch = max_batch
+        self.pending: list[tuple[Write, asyncio.Future[None]]] = []
+
+    def put(self, write: Write) -> asyncio.Future[None]:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.pending.append((write, done))
+        return done
+
+    def take(self) -> list[tuple[Write, asyncio.Future[None]]]:
+        batch: list[tuple[Write, asyncio.Future[None]]] = []
+        later: list[tuple[Write, asyncio.Future[None]]] = []
+        ids: set[str] = set()
+        for item in self.pending:
+            if len(batch) < self.max_batch and item[0].payment_id not in ids:
+                ids.add(item[0].payment_id)
+                batch.append(item)
+            else:
+                later.append(item)
+        self.pending = later
+        return batch
+
+
+def _settle(
+    batch: list[tuple[Write, asyncio.Future[None]]], errors: Sequence[BaseException | None]
+) -> None:
+    for (_, done), error in zip(batch, errors, strict=True):
+        if done.done():
+            continue
+        if error is None:
+            done.set_result(None)
+        else:
+            done.set_exception(error)
+
+
 class PaymentWriter(Protocol):
     async def insert(self, payment: Payment) -> None: ...
 
@@ -202,49 +240,131 @@ class PaymentWriter(Protocol):
 
 
 class AsyncpgPaymentWriter:
-    """PostgreSQL: a pool of plain asyncpg connections; asyncpg caches the prepared
-    statements per connection, so a write is BEGIN, its statements, COMMIT."""
+    """PostgreSQL: concurrent writes share a transaction and its round trips.
 
-    def __init__(self, engine: AsyncEngine, *, max_size: int) -> None:
+    A batch is BEGIN; each statement once for the whole batch (asyncpg's executemany
+    sends all rows in one round trip); one query for which guards took effect (rows
+    whose xmin is this transaction); the other rows of those payments; COMMIT. About
+    six round trips per batch, however many payments it holds. Up to `batches` run at
+    once, each on its own connection; with one write waiting, a batch is that write.
+    If a batch fails (a constraint, a lost connection), its writes are retried one
+    transaction each, so only the faulty one fails.
+    """
+
+    APPLIED = (
+        "SELECT id FROM payments WHERE id = ANY($1::varchar[]) AND xmin = pg_current_xact_id()::xid"
+    )
+
+    def __init__(self, engine: AsyncEngine, *, batches: int = 4, max_batch: int = 256) -> None:
         self._dsn = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
         self._statements = PaymentStatements.for_dialect(engine.dialect)
-        self._max_size = max_size
+        self._batches = batches
+        self._queue = _Queue(max_batch)
+        self._running = 0
         self._pool: asyncpg.Pool | None = None
         self._opening = asyncio.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.batch_count = 0
+        self.writes = 0
 
     async def _get_pool(self) -> asyncpg.Pool:
         if self._pool is None:
             async with self._opening:
                 if self._pool is None:
                     self._pool = await asyncpg.create_pool(
-                        self._dsn, min_size=0, max_size=self._max_size, reset=_keep_session
+                        self._dsn, min_size=0, max_size=self._batches, reset=_keep_session
                     )
         return self._pool
 
     async def insert(self, payment: Payment) -> None:
-        await self._run(insert_write(self._statements, payment))
+        await self._submit(insert_write(self._statements, payment))
         written(payment, updated=False)
 
     async def update(self, payment: Payment) -> None:
-        await self._run(update_write(self._statements, payment))
+        await self._submit(update_write(self._statements, payment))
         written(payment, updated=True)
 
-    async def _run(self, write: Write) -> None:
+    async def _submit(self, write: Write) -> None:
+        done = self._queue.put(write)
+        if self._running < self._batches:
+            self._running += 1
+            task = asyncio.get_running_loop().create_task(self._drain())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        # A cancelled caller does not cancel its write: it may record a charge.
+        await asyncio.shield(done)
+
+    async def _drain(self) -> None:
+        try:
+            while self._queue.pending:
+                batch = self._queue.take()
+                try:
+                    errors = await self._write_batch([w for w, _ in batch])
+                except BaseException as exc:  # no connection at all
+                    errors = [exc] * len(batch)
+                _settle(batch, errors)
+        finally:
+            self._running -= 1
+
+    async def _write_batch(self, batch: list[Write]) -> list[BaseException | None]:
         pool = await self._get_pool()
-        async with pool.acquire() as conn, conn.transaction():
-            stmt, args = write.guard
-            if _count(await conn.execute(stmt.sql, *args)) != 1:
-                raise write.conflict
-            for upd, upd_args, ins, ins_args in write.steps:
-                if _count(await conn.execute(upd.sql, *upd_args)) == 0:
-                    await conn.execute(ins.sql, *ins_args)
-            for stmt, args in write.rows:
-                await conn.execute(stmt.sql, *args)
+        async with pool.acquire() as conn:
+            if len(batch) > 1:
+                try:
+                    async with conn.transaction():
+                        applied = await self._apply_batch(conn, batch)
+                except (asyncpg.PostgresError, asyncpg.InterfaceError):
+                    if conn.is_closed():
+                        raise
+                else:
+                    self.batch_count += 1
+                    self.writes += len(batch)
+                    return [None if w.payment_id in applied else w.conflict for w in batch]
+            errors: list[BaseException | None] = []
+            for write in batch:
+                try:
+                    async with conn.transaction():
+                        await self._apply_one(conn, write)
+                except Exception as exc:
+                    errors.append(exc)
+                else:
+                    errors.append(None)
+                self.batch_count += 1
+                self.writes += 1
+            return errors
+
+    async def _apply_one(self, conn: asyncpg.Connection, write: Write) -> None:
+        stmt, args = write.guard
+        if _count(await conn.execute(stmt.sql, *args)) != 1:
+            raise write.conflict
+        for stmt, args in write.rows:
+            await conn.execute(stmt.sql, *args)
+
+    async def _apply_batch(self, conn: asyncpg.Connection, batch: list[Write]) -> set[str]:
+        for sql, rows in _grouped(w.guard for w in batch):
+            await conn.executemany(sql, rows)
+        applied = {r[0] for r in await conn.fetch(self.APPLIED, [w.payment_id for w in batch])}
+        children = (row for w in batch if w.payment_id in applied for row in w.rows)
+        for sql, rows in _grouped(children):
+            await conn.executemany(sql, rows)
+        return applied
 
     async def close(self) -> None:
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
+
+
+def _grouped(
+    rows: Iterable[tuple[Statement, list[Any]]],
+) -> list[tuple[str, list[list[Any]]]]:
+    """Rows by statement, statements in first-seen order (payments before their children)."""
+    out: dict[str, list[list[Any]]] = {}
+    for stmt, args in rows:
+        out.setdefault(stmt.sql, []).append(args)
+    return list(out.items())
 
 
 async def _keep_session(_conn: asyncpg.Connection) -> None:
@@ -268,10 +388,9 @@ class SqliteGroupCommit:
         self._path = path
         self._lock = lock
         self._statements = PaymentStatements.for_dialect(dialect)
-        self._max_batch = max_batch
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="payorch-sqlite-writer")
         self._local = threading.local()
-        self._pending: list[tuple[Write, asyncio.Future[None]]] = []
+        self._queue = _Queue(max_batch)
         self._drainer: asyncio.Task[None] | None = None
         self.batches = 0
         self.writes = 0
@@ -285,20 +404,17 @@ class SqliteGroupCommit:
         written(payment, updated=True)
 
     async def _submit(self, write: Write) -> None:
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[None] = loop.create_future()
-        self._pending.append((write, done))
+        done = self._queue.put(write)
         if self._drainer is None:
-            self._drainer = loop.create_task(self._drain())
+            self._drainer = asyncio.get_running_loop().create_task(self._drain())
         # A cancelled caller does not cancel its write: it may record a charge.
         await asyncio.shield(done)
 
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
         try:
-            while self._pending:
-                batch = self._pending[: self._max_batch]
-                del self._pending[: self._max_batch]
+            while self._queue.pending:
+                batch = self._queue.take()
                 try:
                     async with self._lock:
                         errors = await loop.run_in_executor(
@@ -306,13 +422,7 @@ class SqliteGroupCommit:
                         )
                 except BaseException as exc:  # the COMMIT (or the thread) failed: all fail
                     errors = [exc] * len(batch)
-                for (_, done), error in zip(batch, errors, strict=True):
-                    if done.done():
-                        continue
-                    if error is None:
-                        done.set_result(None)
-                    else:
-                        done.set_exception(error)
+                _settle(batch, errors)
         finally:
             self._drainer = None
 
@@ -370,8 +480,5 @@ def _apply(conn: sqlite3.Connection, write: Write) -> None:
     stmt, args = write.guard
     if conn.execute(stmt.sql, args).rowcount != 1:
         raise write.conflict
-    for upd, upd_args, ins, ins_args in write.steps:
-        if conn.execute(upd.sql, upd_args).rowcount == 0:
-            conn.execute(ins.sql, ins_args)
     for stmt, args in write.rows:
         conn.execute(stmt.sql, args)

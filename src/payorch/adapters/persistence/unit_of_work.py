@@ -101,7 +101,7 @@ def _writer_for(
     engine: AsyncEngine, lock: asyncio.Lock | None, pool_size: int
 ) -> PaymentWriter | None:
     if engine.dialect.name == "postgresql":
-        return AsyncpgPaymentWriter(engine, max_size=pool_size)
+        return AsyncpgPaymentWriter(engine, batches=min(pool_size, 4))
     database = engine.url.database
     if lock is not None and database and database != ":memory:":
         return SqliteGroupCommit(database, lock, engine.dialect)
