@@ -48,6 +48,8 @@ class Settings:
     reconcile_interval_s: float = 60.0
     max_message_bytes: int = 1 << 20
     log_level: str = "INFO"
+    # The serve loop: "uvloop" (when installed) or "asyncio".
+    event_loop: str = "uvloop"
     # Processor health, per replica (docs/health.md): sliding window, thresholds,
     # breaker and retry budget; PAYORCH_HEALTH_<NAME>.
     health_window_s: int = 60

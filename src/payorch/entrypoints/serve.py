@@ -91,7 +91,8 @@ async def run(settings: Settings) -> None:
         f"payorch serving gRPC on {host}:{port} and HTTP on {settings.http_host}:{http_port}",
         flush=True,
     )
-    log.info("serving", extra={"rpc": f"{host}:{port}"})
+    loop = type(asyncio.get_running_loop()).__module__.split(".")[0]
+    log.info("serving on the %s event loop", loop, extra={"rpc": f"{host}:{port}"})
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
