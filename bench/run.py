@@ -49,12 +49,7 @@ _READY = re.compile(r"serving gRPC on (\S+)")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 # Targets that belong to features still being built: named, never faked.
-PLACEHOLDERS = {
-    "scheduler_due_installments_throughput": "not available yet",
-    "scheduler_claim_latency_p99_ms": "not available yet",
-    "get_payment_stats_latency_p99_ms": "not available yet",
-    "get_payment_stats_throughput": "not available yet",
-}
+PLACEHOLDERS: dict[str, str] = {}
 
 
 # -- options -----------------------------------------------------------------------
@@ -1065,9 +1060,150 @@ def targets(run: Run) -> list[dict[str, Any]]:
             "< 300 MB",
             None if rss is None else rss < 300,
         )
+    scheduler_and_stats_targets(run, add)
     for name, value in PLACEHOLDERS.items():
         add(name, "belongs to a feature being built", value, None, None)
     return out
+
+
+# -- the scheduler and GetPaymentStats (bench/scheduler_bench.py, bench/stats_bench.py) ----
+SCHEDULER_TARGET = 10_000  # due installments, in under 30 s by one worker
+SCHEDULER_TARGET_S = 30.0
+SCHEDULER_CONCURRENCY = 200  # PAYORCH_SCHEDULER_CONCURRENCY of the benchmark's workers
+SCHEDULER_BATCH = 200  # PAYORCH_SCHEDULER_BATCH_SIZE
+STATS_TARGET = 1_000_000  # attempts, every filter under 1 s
+
+
+def scheduler_and_stats_scenarios(run: Run) -> None:
+    """On PostgreSQL: GetPaymentStats over a loaded attempts table, then the scheduler
+    on due installments with one worker process and (fresh seed) two, 100 ms processor."""
+    opts = run.opts
+    if opts.only == "sqlite":
+        return
+    sys.path.insert(0, str(BENCH))
+    import scheduler_bench
+    import stats_bench
+
+    if run.wanted("postgres.get_payment_stats"):
+        attempts = 20_000 if opts.quick else STATS_TARGET
+        try:
+            res = asyncio.run(
+                stats_bench.run(opts.postgres_url, attempts=attempts, runs=3 if opts.quick else 7)
+            )
+            timings: dict[str, dict[str, float]] = res["timings"]  # type: ignore[assignment]
+            label, slowest = max(timings.items(), key=lambda kv: kv[1]["median_ms"])
+            data: dict[str, Any] = {
+                "server": "payorch",
+                "db": "postgres",
+                "status": "ok",
+                "attempts": attempts,
+                "payments": res.get("payments"),
+                "load_s": res.get("load_s"),
+                "runs": res.get("runs"),
+                "slowest_filter": label,
+                "query_ms": {k: slowest[k] for k in ("median_ms", "p99_ms", "max_ms")},
+                "throughput_rps": round(1000 / slowest["median_ms"], 2),
+                "filters": timings,
+            }
+        except Exception as exc:
+            data = {"server": "payorch", "db": "postgres", "status": "failed", "error": repr(exc)}
+        run.record("postgres.get_payment_stats", data)
+    due = 300 if opts.quick else SCHEDULER_TARGET
+    for workers in (1, 2):
+        name = f"postgres.scheduler_{workers}_worker{'s' if workers > 1 else ''}"
+        if not run.wanted(name):
+            continue
+        try:
+            data = scheduler_bench.measure(
+                opts.postgres_url,
+                installments_due=due,
+                workers=workers,
+                latency_ms=100.0,
+                concurrency=SCHEDULER_CONCURRENCY,
+                batch_size=SCHEDULER_BATCH,
+            )
+            data["throughput_rps"] = data["installments_per_s"]
+        except Exception as exc:
+            data = {"status": "failed", "error": repr(exc), "workers": workers}
+        run.record(name, {"server": "payorch", "db": "postgres", **data})
+
+
+def scheduler_and_stats_targets(run: Run, add: Any) -> None:
+    s = run.scenarios
+    st = s.get("postgres.get_payment_stats")
+    if st is not None:
+        ok = st.get("status") == "ok"
+        q = st.get("query_ms", {})
+        add(
+            "get_payment_stats_1m_under_1s",
+            f"postgres: GetPaymentStats over {st.get('attempts', '?')} attempts "
+            f"(target: {STATS_TARGET}), every filter's median under 1 s",
+            {
+                "attempts": st.get("attempts"),
+                "slowest_filter": st.get("slowest_filter"),
+                **q,
+                "error": st.get("error"),
+            },
+            "median < 1000 ms",
+            None if not ok else q["median_ms"] < 1000.0,
+        )
+    one = s.get("postgres.scheduler_1_worker")
+    if one is not None:
+        ok = one.get("status") == "ok"
+        n = one.get("installments") or 0
+        measured = {
+            k: one.get(k)
+            for k in (
+                "installments",
+                "wall_s",
+                "installments_per_s",
+                "charging_window_s",
+                "charging_installments_per_s",
+                "worker_cpu_ms_per_installment",
+                "postgres_cpu_ms_per_installment",
+                "machine_busy_cores",
+                "error",
+            )
+        }
+        measured["charged_exactly_once"] = one.get("check", {}).get("charged_exactly_once")
+        if n >= SCHEDULER_TARGET:
+            verdict = ok and one["wall_s"] < SCHEDULER_TARGET_S * n / SCHEDULER_TARGET
+        else:  # a smoke run, where start-up dominates: its charging rate against the target's
+            rate = one.get("charging_installments_per_s") or 0.0
+            verdict = ok and rate >= SCHEDULER_TARGET / SCHEDULER_TARGET_S
+        add(
+            "scheduler_10k_one_worker_under_30s",
+            f"postgres: {n} due installments (target: {SCHEDULER_TARGET}), 100 ms processor, "
+            f"one `payorch scheduler` process: under 30 s, each charged exactly once",
+            measured,
+            f"wall < 30 s for {SCHEDULER_TARGET} (>= {SCHEDULER_TARGET / SCHEDULER_TARGET_S:.1f}"
+            " installments/s)",
+            verdict if one.get("status") in ("ok", "failed") else None,
+        )
+    two = s.get("postgres.scheduler_2_workers")
+    if one is not None and two is not None:
+        both = one.get("status") == "ok" and two.get("status") == "ok"
+        ratio = charging = None
+        if both:
+            ratio = round(two["installments_per_s"] / one["installments_per_s"], 3)
+            c1, c2 = one.get("charging_installments_per_s"), two.get("charging_installments_per_s")
+            charging = round(c2 / c1, 3) if c1 and c2 else None
+        add(
+            "scheduler_two_workers_1_7x",
+            f"postgres: {two.get('installments')} due installments, two scheduler processes "
+            "against one: at least 1.7x the rate",
+            {
+                "ratio": ratio,
+                "charging_window_ratio": charging,
+                "one_worker_per_s": one.get("installments_per_s"),
+                "two_workers_per_s": two.get("installments_per_s"),
+                "two_workers_machine_busy_cores": two.get("machine_busy_cores"),
+                "charged_exactly_once": two.get("check", {}).get("charged_exactly_once"),
+                "error": two.get("error") or one.get("error"),
+            },
+            ">= 1.7",
+            False if not both else ratio is not None and ratio >= 1.7,
+        )
 
 
 # -- report ------------------------------------------------------------------------
@@ -1194,6 +1330,7 @@ def main(argv: list[str] | None = None) -> int:
             if run.bare is not None:
                 run.bare.stop()
         bare_slow_scenario(run)
+        scheduler_and_stats_scenarios(run)
         report = {
             "schema": 1,
             "started_at": started.isoformat(),

@@ -169,69 +169,83 @@ async def explain(engine, query) -> None:  # type: ignore[no-untyped-def]
             print("-" * 80)
 
 
-async def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--url", default=DEFAULT_URL, help="PostgreSQL server (a scratch db is made)")
-    ap.add_argument("--attempts", type=int, default=1_000_000)
-    ap.add_argument("--runs", type=int, default=7)
-    ap.add_argument("--keep", action="store_true", help="keep the scratch database")
-    ap.add_argument("--reuse", metavar="NAME", help="time a database kept by --keep (no load)")
-    ap.add_argument("--explain", action="store_true", help="EXPLAIN ANALYZE each statement")
-    ap.add_argument("--json", action="store_true", help="print the results as JSON")
-    ap.add_argument("--only", help="EXPLAIN only the cases whose label contains this")
-    args = ap.parse_args()
+CASES_ALL = "all merchants, 30 days"
 
-    name = args.reuse or f"payorch_stats_bench_{uuid.uuid4().hex[:8]}"
-    if not args.reuse:
-        admin = await asyncpg.connect(_dsn(args.url))
+
+def cases() -> dict[str, dict[str, object]]:
+    end = START + timedelta(days=DAYS)
+    return {
+        CASES_ALL: dict(since=START, until=end),
+        "one merchant, 30 days": dict(since=START, until=end, merchant_id=MERCHANTS[0]),
+        "one processor, 30 days": dict(since=START, until=end, processor="sim_a"),
+        "all merchants, 1 day": dict(since=end - timedelta(days=1), until=end),
+    }
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+async def run(
+    url: str = DEFAULT_URL,
+    *,
+    attempts: int = 1_000_000,
+    runs: int = 7,
+    keep: bool = False,
+    reuse: str | None = None,
+    explain_cases: str | None = None,
+    echo: bool = False,
+) -> dict[str, object]:
+    """Load a scratch database, time every case `runs` times, drop it (unless `keep`).
+    `explain_cases`: EXPLAIN ANALYZE the cases whose label contains it ("" for all)."""
+    name = reuse or f"payorch_stats_bench_{uuid.uuid4().hex[:8]}"
+    if not reuse:
+        admin = await asyncpg.connect(_dsn(url))
         await admin.execute(f'CREATE DATABASE "{name}"')
         await admin.close()
-    url = _dsn(args.url, name)
-    engine = create_engine(url)
-    results: dict[str, object] = {"database": name, "attempts": args.attempts}
+    db_url = _dsn(url, name)
+    engine = create_engine(db_url)
+    results: dict[str, object] = {"database": name, "attempts": attempts, "runs": runs}
     try:
         await migrate(engine)
-        if not args.reuse:
+        if not reuse:
             t0 = time.perf_counter()
-            pays, atts = generate(args.attempts)
+            pays, atts = generate(attempts)
             results["generate_s"] = round(time.perf_counter() - t0, 1)
             results["payments"] = len(pays)
-            results["load_s"] = round(await load(url, pays, atts), 1)
+            results["load_s"] = round(await load(db_url, pays, atts), 1)
             del pays, atts
         analytics = PaymentAnalytics(SqlAlchemyPaymentStatsReader(engine), ManualClock())
-        end = START + timedelta(days=DAYS)
-        cases = {
-            "all merchants, 30 days": dict(since=START, until=end),
-            "one merchant, 30 days": dict(since=START, until=end, merchant_id=MERCHANTS[0]),
-            "one processor, 30 days": dict(since=START, until=end, processor="sim_a"),
-            "all merchants, 1 day": dict(since=end - timedelta(days=1), until=end),
-        }
         timings: dict[str, dict[str, float]] = {}
         # The machine is shared: say how busy it was, the figures depend on it.
         busy = os.getloadavg()[0]
         results["load_average_1m_before"] = round(busy, 2)
-        print(f"load average before timing: {busy:.2f} on {os.cpu_count()} CPUs", flush=True)
-        for label, kwargs in cases.items():
-            await analytics.stats(OPS, **kwargs)  # warm the cache and the pool
-            runs = []
-            for _ in range(args.runs):
+        if echo:
+            print(f"load average before timing: {busy:.2f} on {os.cpu_count()} CPUs", flush=True)
+        for label, kwargs in cases().items():
+            await analytics.stats(OPS, **kwargs)  # type: ignore[arg-type]  # warm the cache
+            times = []
+            for _ in range(runs):
                 t0 = time.perf_counter()
-                stats = await analytics.stats(OPS, **kwargs)
-                runs.append((time.perf_counter() - t0) * 1000)
+                stats = await analytics.stats(OPS, **kwargs)  # type: ignore[arg-type]
+                times.append((time.perf_counter() - t0) * 1000)
             timings[label] = {
-                "median_ms": round(statistics.median(runs), 1),
-                "max_ms": round(max(runs), 1),
+                "median_ms": round(statistics.median(times), 1),
+                "p99_ms": round(_percentile(times, 0.99), 1),
+                "max_ms": round(max(times), 1),
                 "payments": stats.payments,
                 "attempts": stats.attempts,
             }
-            print(
-                f"{label:<28} median {statistics.median(runs):7.1f} ms   max {max(runs):7.1f} ms"
-                f"   ({stats.payments} payments, {stats.attempts} attempts;"
-                f" success {stats.success_rate:.1%}, recovered {stats.recovery_share:.1%},"
-                f" p50/p95/p99 {stats.orchestration_ms})",
-                flush=True,
-            )
-            if args.explain and (not args.only or args.only in label):
+            if echo:
+                print(
+                    f"{label:<28} median {statistics.median(times):7.1f} ms   max"
+                    f" {max(times):7.1f} ms   ({stats.payments} payments, {stats.attempts}"
+                    f" attempts; success {stats.success_rate:.1%}, recovered"
+                    f" {stats.recovery_share:.1%}, p50/p95/p99 {stats.orchestration_ms})",
+                    flush=True,
+                )
+            if explain_cases is not None and explain_cases in label:
                 from payorch.app.analytics import StatsQuery
 
                 await explain(
@@ -244,21 +258,44 @@ async def main() -> int:
                     ),
                 )
         results["timings"] = timings
-        if args.json:
-            print(json.dumps(results, indent=2))
-        elif not args.reuse:
-            print(
-                f"loaded {results['payments']} payments and {args.attempts} attempts"
-                f" in {results['load_s']} s (generated in {results['generate_s']} s)"
-            )
-        if args.keep:
-            print(f"kept database {name} (--reuse {name})")
     finally:
         await engine.dispose()
-        if not (args.keep or args.reuse):
-            admin = await asyncpg.connect(_dsn(args.url))
+        if not (keep or reuse):
+            admin = await asyncpg.connect(_dsn(url))
             await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
             await admin.close()
+    return results
+
+
+async def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--url", default=DEFAULT_URL, help="PostgreSQL server (a scratch db is made)")
+    ap.add_argument("--attempts", type=int, default=1_000_000)
+    ap.add_argument("--runs", type=int, default=7)
+    ap.add_argument("--keep", action="store_true", help="keep the scratch database")
+    ap.add_argument("--reuse", metavar="NAME", help="time a database kept by --keep (no load)")
+    ap.add_argument("--explain", action="store_true", help="EXPLAIN ANALYZE each statement")
+    ap.add_argument("--json", action="store_true", help="print the results as JSON")
+    ap.add_argument("--only", help="EXPLAIN only the cases whose label contains this")
+    args = ap.parse_args()
+    results = await run(
+        args.url,
+        attempts=args.attempts,
+        runs=args.runs,
+        keep=args.keep,
+        reuse=args.reuse,
+        explain_cases=(args.only or "") if args.explain else None,
+        echo=not args.json,
+    )
+    if args.json:
+        print(json.dumps(results, indent=2))
+    elif not args.reuse:
+        print(
+            f"loaded {results['payments']} payments and {args.attempts} attempts"
+            f" in {results['load_s']} s (generated in {results['generate_s']} s)"
+        )
+    if args.keep:
+        print(f"kept database {results['database']} (--reuse {results['database']})")
     return 0
 
 

@@ -70,7 +70,7 @@ class Settings:
     scheduler_interval_s: float = 60.0
     scheduler_batch_size: int = 100
     scheduler_lease_s: float = 120.0
-    scheduler_concurrency: int = 8
+    scheduler_concurrency: int = 64
     clock_offset: str = ""
     webhook_dispatcher: bool = False
     webhook_interval_s: float = 2.0

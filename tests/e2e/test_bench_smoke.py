@@ -35,6 +35,12 @@ def expected_scenarios(dbs: list[str]) -> set[str]:
             f"{db}.single_200ms",
             f"{db}.split_200ms",
         }
+    if "postgres" in dbs:
+        names |= {
+            "postgres.get_payment_stats",
+            "postgres.scheduler_1_worker",
+            "postgres.scheduler_2_workers",
+        }
     return names
 
 
@@ -91,3 +97,25 @@ def test_targets_and_placeholders_are_named(report: dict) -> None:
     for name, value in report["placeholders"].items():
         assert value == "not available yet", name
         assert ids[name]["result"] == "N/A"
+
+
+@pytest.mark.skipif(not POSTGRES_URL, reason="the scheduler and stats targets need PostgreSQL")
+def test_scheduler_and_stats_targets_carry_real_figures(report: dict) -> None:
+    ids = {t["id"]: t for t in report["targets"]}
+    stats = ids["get_payment_stats_1m_under_1s"]
+    assert stats["result"] in {"PASS", "FAIL"}, stats
+    assert stats["measured"]["attempts"] == 20_000
+    assert 0 < stats["measured"]["median_ms"] <= stats["measured"]["max_ms"]
+
+    one = ids["scheduler_10k_one_worker_under_30s"]
+    assert one["result"] in {"PASS", "FAIL"}, one
+    assert one["measured"]["installments"] == 300
+    assert one["measured"]["wall_s"] > 0
+    two = ids["scheduler_two_workers_1_7x"]
+    assert two["result"] in {"PASS", "FAIL"}, two
+    assert two["measured"]["ratio"] > 0
+    # Real charges, each exactly once: counted in the database and at the processor.
+    for name in ("postgres.scheduler_1_worker", "postgres.scheduler_2_workers"):
+        check = report["scenarios"][name]["check"]
+        assert check["charged_exactly_once"], (name, check)
+        assert check["processor_charges"] == check["payments"] == 300, check

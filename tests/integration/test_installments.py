@@ -13,7 +13,9 @@ from payorch.adapters.persistence.tables import events, installment_charges, pay
 from payorch.adapters.processors.simulated import Simulation
 from payorch.adapters.worker_lock import AnotherWorkerRunning, single_worker
 from payorch.app.installment_ports import Cursor
-from payorch.app.installments import PlanConflict, PlanNotFound
+from payorch.app.installment_scheduler import InstallmentScheduler
+from payorch.app.installments import PlanConflict, PlanNotFound, RecordCharge
+from payorch.app.ports import ConcurrentUpdate
 from payorch.domain.installments import InstallmentStatus, InvalidTransition, PlanStatus
 from payorch.domain.payment import PaymentStatus
 from payorch.webhooks import verify
@@ -317,3 +319,126 @@ async def test_the_merchant_config_sets_count_interval_and_eligibility(container
     assert [i.amount_minor for i in plan.installments] == [1500, 1500, 1500, 1500]
     gaps = [(b.due_at - a.due_at).days for a, b in itertools.pairwise(plan.installments)]
     assert gaps == [14, 14, 14]
+
+
+def scheduler(app, clock, *, batch_size: int, concurrency: int) -> InstallmentScheduler:
+    return InstallmentScheduler(
+        app.uow,
+        app.charger,
+        clock,
+        worker_id="w-test",
+        batch_size=batch_size,
+        concurrency=concurrency,
+    )
+
+
+async def claim_and_pay(app, clock) -> list[RecordCharge]:
+    """Claim what is due and charge it, without recording: what a worker has in hand."""
+    now = clock.now()
+    async with app.uow() as uow:
+        claims = await uow.plans.claim_due(
+            now=now, worker="w-test", lease_until=now + timedelta(minutes=2), limit=10
+        )
+        await uow.commit()
+    async with app.uow() as uow:
+        read = await uow.plans.get_many([c.plan_id for c in claims])
+    return [
+        RecordCharge(
+            read[c.plan_id],
+            c.installment_id,
+            c.attempt,
+            await app.charger.pay(read[c.plan_id], c.installment_id, c.attempt),
+        )
+        for c in claims
+    ]
+
+
+async def count_rows(container, table, *where) -> int:
+    async with container.engine.connect() as conn:
+        query = select(func.count()).select_from(table)
+        return int((await conn.execute(query.where(*where) if where else query)).scalar_one())
+
+
+async def test_a_pass_claims_again_as_room_frees_and_charges_each_installment_once(
+    container, clock
+):
+    app = container.installments
+    plans = [(await create_plan(container, f"plan-{n}")).plan for n in range(7)]
+    move_to(clock, plans[0].installments[2].due_at)  # installments 2 and 3 of every plan due
+
+    stats = await scheduler(app, clock, batch_size=2, concurrency=3).run_once()
+
+    assert (stats.claimed, stats.paid, stats.errors, stats.reclaimed) == (14, 14, 0, 0)
+    for plan in plans:
+        stored = await app.plans.get(plan.id, None)
+        assert stored.status is PlanStatus.COMPLETED
+        assert [i.attempts for i in stored.installments] == [1, 1, 1]
+    assert container.simulated["simulated"].ledger.charges_total == 7 + 14
+    # Each first installment was paid at checkout, under the same kind of request id.
+    assert await count_rows(container, payments, payments.c.request_id.like("inst_%")) == 7 + 14
+    scheduled = installment_charges.c.kind == "scheduled"
+    assert await count_rows(container, installment_charges, scheduled) == 14
+
+
+async def test_installments_of_one_plan_claimed_apart_are_charged_one_after_the_other(
+    container, clock
+):
+    app = container.installments
+    plan = (await create_plan(container)).plan
+    move_to(clock, plan.installments[2].due_at)
+    # One installment per claim, two in flight: the second claim comes while the plan's
+    # first charge is running, and waits for it instead of racing it.
+    stats = await scheduler(app, clock, batch_size=1, concurrency=2).run_once()
+
+    assert (stats.claimed, stats.paid, stats.errors) == (2, 2, 0)
+    stored = await app.plans.get(plan.id, None)
+    assert stored.status is PlanStatus.COMPLETED
+    assert (await outbox(container, plan.id))[-1] == "PlanCompleted"
+
+
+async def test_charges_recorded_together_fall_back_one_by_one_when_a_plan_changed(container, clock):
+    app = container.installments
+    plans = [(await create_plan(container, f"plan-{n}")).plan for n in range(3)]
+    move_to(clock, plans[0].installments[1].due_at)
+    charges = await claim_and_pay(app, clock)
+    assert len(charges) == 3
+    # Meanwhile something else touches one of them: its version moves on.
+    async with app.uow() as uow:
+        await uow.plans.hold(charges[0].installment_id, charges[0].attempt, clock.now())
+        await uow.commit()
+
+    stored = await app.charger.record_many(charges)
+
+    assert [
+        p.installment(c.installment_id).status for p, c in zip(stored, charges, strict=True)
+    ] == [InstallmentStatus.PAID] * 3
+    for c in charges:
+        again = await app.plans.get(c.plan.id, None)
+        assert again.installment(c.installment_id).status is InstallmentStatus.PAID
+    scheduled = installment_charges.c.kind == "scheduled"
+    assert await count_rows(container, installment_charges, scheduled) == 3
+
+
+async def test_saving_plans_together_stores_none_when_one_is_stale(container, clock):
+    app = container.installments
+    for n in range(2):
+        await create_plan(container, f"plan-{n}")
+    move_to(clock, clock.now() + 31 * DAY)
+    fresh, stale = await claim_and_pay(app, clock)
+    async with app.uow() as uow:
+        await uow.plans.hold(stale.installment_id, stale.attempt, clock.now())
+        await uow.commit()
+    for c in (fresh, stale):
+        assert c.plan.record(c.installment_id, c.attempt, c.result, clock.now())
+
+    with pytest.raises(ConcurrentUpdate):
+        async with app.uow() as uow:
+            await uow.plans.save_many([fresh.plan, stale.plan])
+            await uow.commit()
+
+    untouched = await app.plans.get(fresh.plan.id, None)
+    assert untouched.installment(fresh.installment_id).status is InstallmentStatus.PROCESSING
+    assert (
+        await count_rows(container, installment_charges, installment_charges.c.kind == "scheduled")
+        == 0
+    )

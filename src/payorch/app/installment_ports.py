@@ -44,6 +44,11 @@ class InstallmentPlanRepository(Protocol):
         was saved or claimed by someone else since it was read."""
         ...
 
+    async def save_many(self, plans: Sequence[InstallmentPlan]) -> None:
+        """save() for several plans at once (the scheduler's group commit); raises
+        ConcurrentUpdate if any of them changed, and then stores none."""
+        ...
+
     async def get(self, plan_id: str, merchant_id: str | None) -> InstallmentPlan | None:
         """None when absent or owned by another merchant (merchant_id None: any)."""
         ...

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
 
 from payorch.app.installment_ports import Claim, InstallmentUnitOfWorkFactory
-from payorch.app.installments import InstallmentCharger
+from payorch.app.installments import InstallmentCharger, RecordCharge
 from payorch.app.ports import Clock
 from payorch.domain.installments import ChargeOutcome, InstallmentPlan
 
@@ -47,6 +48,39 @@ class SchedulerStats:
         }
 
 
+class _GroupCommit:
+    """Records charges on their plans in one transaction per group: the charges that
+    finish while a group is being saved form the next one (no timer, no added wait when
+    idle). A plan has at most one charge in a group: its installments go one by one."""
+
+    def __init__(self, charger: InstallmentCharger, max_group: int) -> None:
+        self._charger = charger
+        self._max = max(1, max_group)
+        self._queue: list[tuple[RecordCharge, asyncio.Future[InstallmentPlan]]] = []
+        self._saving: asyncio.Task[None] | None = None
+
+    async def record(self, charge: RecordCharge) -> InstallmentPlan:
+        future: asyncio.Future[InstallmentPlan] = asyncio.get_running_loop().create_future()
+        self._queue.append((charge, future))
+        if self._saving is None or self._saving.done():
+            self._saving = asyncio.create_task(self._save_queued())
+        return await future
+
+    async def _save_queued(self) -> None:
+        while self._queue:
+            group, self._queue = self._queue[: self._max], self._queue[self._max :]
+            try:
+                plans = await self._charger.record_many([c for c, _ in group])
+            except Exception as exc:
+                for _, future in group:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for (_, future), plan in zip(group, plans, strict=True):
+                if not future.done():
+                    future.set_result(plan)
+
+
 class InstallmentScheduler:
     def __init__(
         self,
@@ -63,59 +97,132 @@ class InstallmentScheduler:
         self._charger = charger
         self._clock = clock
         self.worker_id = worker_id
-        self._batch = batch_size
+        self._batch = max(1, batch_size)
         self._lease = timedelta(seconds=lease_s)
-        self._concurrency = concurrency
+        self._concurrency = max(1, concurrency)
 
     async def run_once(self) -> SchedulerStats:
-        """Charge everything due now, batch after batch, until nothing new is due."""
+        """Charge everything due now until nothing new is due: up to `concurrency`
+        installments in flight; a new claim as soon as a batch's worth of room (or half
+        of it) is free, so slow charges never wait for the slowest of a batch."""
         stats = SchedulerStats()
         seen: set[str] = set()
-        limit = asyncio.Semaphore(self._concurrency)
-        while True:
-            now = self._clock.now()
-            async with self._uow() as uow:
-                claims = await uow.plans.claim_due(
-                    now=now, worker=self.worker_id, lease_until=now + self._lease, limit=self._batch
-                )
-                await uow.commit()
-            fresh = [c for c in claims if c.installment_id not in seen]
-            if not fresh:
-                return stats
-            seen.update(c.installment_id for c in fresh)
-            stats.claimed += len(fresh)
-            stats.reclaimed += sum(1 for c in fresh if c.reclaimed)
-            log.info(
-                "claimed %d installments (%d reclaimed)",
-                len(fresh),
-                sum(1 for c in fresh if c.reclaimed),
-            )
-            by_plan: dict[str, list[Claim]] = {}
-            for c in fresh:
-                by_plan.setdefault(c.plan_id, []).append(c)
+        recorder = _GroupCommit(self._charger, self._batch)
+        running: set[asyncio.Task[InstallmentPlan | None]] = set()
+        # Each plan's latest task: its next claimed installment is charged after it.
+        last_of_plan: dict[str, asyncio.Task[InstallmentPlan | None]] = {}
+        in_flight = 0
+        room_freed = asyncio.Event()
+        step = min(self._batch, self._concurrency)
+        threshold = max(1, step // 2)
+
+        def done(n: int) -> None:
+            nonlocal in_flight
+            in_flight -= n
+            room_freed.set()
+
+        def finished(plan_id: str, task: asyncio.Task[InstallmentPlan | None]) -> None:
+            running.discard(task)
+            if last_of_plan.get(plan_id) is task:
+                del last_of_plan[plan_id]
+
+        async def plan_task(
+            plan: InstallmentPlan | None,
+            claims: list[Claim],
+            before: asyncio.Task[InstallmentPlan | None] | None,
+        ) -> InstallmentPlan | None:
+            # One task per plan and claim: its installments are charged one after the
+            # other, after those of the plan claimed earlier in this pass.
+            left = len(claims)
             try:
+                if before is not None:
+                    # Read after it: the plan it left was read before this claim was made.
+                    await before
+                    try:
+                        async with self._uow() as uow:
+                            plan = await uow.plans.get(claims[0].plan_id, None)
+                    except Exception:
+                        stats.errors += left
+                        log.exception("reading claimed plan %s failed", claims[0].plan_id)
+                        return None
+                for claim in claims:
+                    if plan is None:
+                        break
+                    plan = await self._charge(plan, claim, stats, recorder)
+                    left -= 1
+                    done(1)
+                return plan
+            finally:
+                if left:
+                    done(left)
+
+        try:
+            while True:
+                while self._concurrency - in_flight < threshold:
+                    room_freed.clear()
+                    await room_freed.wait()
+                limit = min(self._batch, self._concurrency - in_flight)
+                now = self._clock.now()
                 async with self._uow() as uow:
-                    plans = await uow.plans.get_many(list(by_plan))
-            except Exception:
-                stats.errors += len(fresh)
-                log.exception("reading %d claimed plans failed", len(by_plan))
-                continue
-
-            async def one(plan: InstallmentPlan, claims: list[Claim]) -> None:
-                # One task per plan: its installments are charged one after the other.
-                async with limit:
-                    for claim in claims:
-                        plan = await self._charge(plan, claim, stats)
-
-            await asyncio.gather(*(one(plans[p], cs) for p, cs in by_plan.items() if p in plans))
+                    claims = await uow.plans.claim_due(
+                        now=now, worker=self.worker_id, lease_until=now + self._lease, limit=limit
+                    )
+                    await uow.commit()
+                fresh = [c for c in claims if c.installment_id not in seen]
+                if not fresh:
+                    if not running:
+                        return stats
+                    # Charges still running may be followed by more due: wait, ask again.
+                    await asyncio.gather(*running)
+                    continue
+                seen.update(c.installment_id for c in fresh)
+                stats.claimed += len(fresh)
+                stats.reclaimed += sum(1 for c in fresh if c.reclaimed)
+                log.info(
+                    "claimed %d installments (%d reclaimed)",
+                    len(fresh),
+                    sum(1 for c in fresh if c.reclaimed),
+                )
+                by_plan: dict[str, list[Claim]] = {}
+                for c in fresh:
+                    by_plan.setdefault(c.plan_id, []).append(c)
+                chained = {p: last_of_plan[p] for p in by_plan if p in last_of_plan}
+                try:
+                    async with self._uow() as uow:
+                        plans = await uow.plans.get_many([p for p in by_plan if p not in chained])
+                except Exception:
+                    stats.errors += len(fresh)
+                    log.exception("reading %d claimed plans failed", len(by_plan))
+                    continue
+                in_flight += len(fresh)
+                for plan_id, plan_claims in by_plan.items():
+                    before = chained.get(plan_id)
+                    if before is None and plan_id not in plans:  # pragma: no cover
+                        done(len(plan_claims))  # plans are never deleted
+                        continue
+                    task = asyncio.create_task(plan_task(plans.get(plan_id), plan_claims, before))
+                    running.add(task)
+                    last_of_plan[plan_id] = task
+                    task.add_done_callback(functools.partial(finished, plan_id))
+        finally:
+            if running:
+                await asyncio.gather(*running, return_exceptions=True)
 
     async def _charge(
-        self, plan: InstallmentPlan, claim: Claim, stats: SchedulerStats
+        self,
+        plan: InstallmentPlan,
+        claim: Claim,
+        stats: SchedulerStats,
+        recorder: _GroupCommit,
     ) -> InstallmentPlan:
         # One failing installment never stops the batch: it stays claimed until its
         # lease runs out, then it is taken up again under the same attempt number.
         try:
-            result, plan = await self._charger.charge(plan, claim.installment_id, claim.attempt)
+            result = await self._charger.pay(plan, claim.installment_id, claim.attempt)
+            if result.outcome is not ChargeOutcome.UNRESOLVED:
+                plan = await recorder.record(
+                    RecordCharge(plan, claim.installment_id, claim.attempt, result)
+                )
         except Exception:
             stats.errors += 1
             log.exception("charging installment %s failed", claim.installment_id)

@@ -166,6 +166,14 @@ class InstallmentCharger:
         self, plan: InstallmentPlan, installment_id: str, attempt: int
     ) -> tuple[ChargeResult, InstallmentPlan]:
         """Charge attempt `attempt`; returns what it came to and the plan as now stored."""
+        result = await self.pay(plan, installment_id, attempt)
+        if result.outcome is ChargeOutcome.UNRESOLVED:
+            return result, plan
+        return result, await self.record(plan, installment_id, attempt, result)
+
+    async def pay(self, plan: InstallmentPlan, installment_id: str, attempt: int) -> ChargeResult:
+        """The payment of attempt `attempt`, not yet recorded on the plan (unless it came
+        to nothing known: then the installment is held for a later look, same attempt)."""
         inst = plan.installment(installment_id)
         result = await self._pay(plan, inst, attempt)
         if result.outcome is ChargeOutcome.UNRESOLVED:
@@ -173,8 +181,7 @@ class InstallmentCharger:
             async with self._uow() as uow:
                 await uow.plans.hold(inst.id, attempt, self._clock.now() + self._recheck)
                 await uow.commit()
-            return result, plan
-        return result, await self.record(plan, installment_id, attempt, result)
+        return result
 
     async def _pay(self, plan: InstallmentPlan, inst: Installment, attempt: int) -> ChargeResult:
         try:
@@ -222,6 +229,42 @@ class InstallmentCharger:
                     raise PlanNotFound(plan.id) from None
                 plan = fresh
         raise ConcurrentUpdate(plan.id)
+
+    async def record_many(self, charges: Sequence[RecordCharge]) -> list[InstallmentPlan]:
+        """record() for the charges of several plans (one each) in one transaction; if
+        that fails (one plan changed meanwhile), each is read again and recorded alone.
+        Returns the plans as now stored, in order."""
+        plans = [c.plan for c in charges]
+        if len({p.id for p in plans}) != len(plans):
+            raise ValueError("record_many takes one charge per plan")
+        now = self._clock.now()
+        changed = [c.plan.record(c.installment_id, c.attempt, c.result, now) for c in charges]
+        try:
+            async with self._uow() as uow:
+                await uow.plans.save_many([p for p, ch in zip(plans, changed, strict=True) if ch])
+                await uow.commit()
+            return plans
+        except Exception:
+            # The plans in memory hold unsaved changes now: start again from the stored ones.
+            log.info("recording %d charges together failed; one by one", len(charges))
+        out = []
+        for c in charges:
+            async with self._uow() as uow:
+                fresh = await uow.plans.get(c.plan.id, None)
+            if fresh is None:  # pragma: no cover - plans are never deleted
+                raise PlanNotFound(c.plan.id)
+            out.append(await self.record(fresh, c.installment_id, c.attempt, c.result))
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class RecordCharge:
+    """What one attempt came to, to be recorded on its plan."""
+
+    plan: InstallmentPlan
+    installment_id: str
+    attempt: int
+    result: ChargeResult
 
 
 class InstallmentService:

@@ -186,33 +186,89 @@ class SqlAlchemyInstallmentPlanRepository:
                 i.version += 1
                 i.changed = False
 
-    async def _write_children(self, plan: InstallmentPlan) -> None:
+    async def save_many(self, plans: Sequence[InstallmentPlan]) -> None:
+        """save() for several plans in this transaction, a statement per kind, not per
+        plan: the rows are locked and their versions checked first (plans, then
+        installments, each in id order, as save() locks them), then updated together."""
+        plans = sorted(plans, key=lambda p: p.id)
+        if not plans:
+            return
+        changed = [(p, i) for p in plans for i in p.installments if i.changed]
+        await self._check_versions(installment_plans, {p.id: p.version for p in plans})
+        await self._check_versions(installments, {i.id: i.version for _, i in changed})
+        plan_params = []
+        for plan in plans:
+            row = _plan_row(plan)
+            params = {f"p_{k}": row[k] for k in _PLAN_CHANGES}
+            params.update(p_version=plan.version + 1, w_id=plan.id, w_version=plan.version)
+            plan_params.append(params)
+        await self._conn.execute(_SAVE_PLAN, plan_params)
+        if changed:
+            inst_params = []
+            for plan, i in changed:
+                values = _installment_row(plan, i)
+                params = {f"p_{k}": values[k] for k in _INSTALLMENT_CHANGES}
+                params.update(p_version=i.version + 1, w_id=i.id, w_version=i.version)
+                inst_params.append(params)
+            await self._conn.execute(_SAVE_INSTALLMENT, inst_params)
+        try:
+            await self._write_children(*plans)
+        except IntegrityError as exc:
+            # Someone recorded one of these attempts already; the unit of work rolls back.
+            raise ConcurrentUpdate(plans[0].id) from exc
+        for plan in plans:
+            plan.version += 1
+            for i in plan.installments:
+                if i.changed:
+                    i.version += 1
+                    i.changed = False
+
+    async def _check_versions(self, table: Any, expected: dict[str, int]) -> None:
+        """Lock the rows (FOR UPDATE; SQLite's BEGIN IMMEDIATE holds the write lock
+        already) and raise ConcurrentUpdate unless each is at the version read."""
+        if not expected:
+            return
+        rows = await self._conn.execute(
+            select(table.c.id, table.c.version)
+            .where(table.c.id.in_(list(expected)))
+            .order_by(table.c.id)
+            .with_for_update()
+        )
+        stored: dict[str, int] = {r.id: r.version for r in rows}
+        for key, version in expected.items():
+            if stored.get(key) != version:
+                raise ConcurrentUpdate(key)
+
+    async def _write_children(self, *plans: InstallmentPlan) -> None:
         charges = [
-            _charge_row(i, c) for i in plan.installments for c in i.charges[i.stored_charges :]
+            _charge_row(i, c)
+            for plan in plans
+            for i in plan.installments
+            for c in i.charges[i.stored_charges :]
         ]
         if charges:
             await self._conn.execute(installment_charges.insert(), charges)
-        if plan.pending_events:
-            await self._conn.execute(
-                events.insert(),
-                [
-                    {
-                        "id": f"evt_{uuid.uuid4().hex}",
-                        # The outbox's aggregate id column: a plan id here.
-                        "payment_id": plan.id,
-                        "merchant_id": plan.merchant_id,
-                        "sequence": e.sequence,
-                        "name": e.name,
-                        "payload": event_payload(e),
-                        "occurred_at": plan.updated_at,
-                        "published_at": None,
-                    }
-                    for e in plan.pending_events
-                ],
-            )
-        for i in plan.installments:
-            i.stored_charges = len(i.charges)
-        plan.pending_events.clear()
+        outbox = [
+            {
+                "id": f"evt_{uuid.uuid4().hex}",
+                # The outbox's aggregate id column: a plan id here.
+                "payment_id": plan.id,
+                "merchant_id": plan.merchant_id,
+                "sequence": e.sequence,
+                "name": e.name,
+                "payload": event_payload(e),
+                "occurred_at": plan.updated_at,
+                "published_at": None,
+            }
+            for plan in plans
+            for e in plan.pending_events
+        ]
+        if outbox:
+            await self._conn.execute(events.insert(), outbox)
+        for plan in plans:
+            for i in plan.installments:
+                i.stored_charges = len(i.charges)
+            plan.pending_events.clear()
 
     async def get(self, plan_id: str, merchant_id: str | None) -> InstallmentPlan | None:
         query = select(installment_plans).where(installment_plans.c.id == plan_id)
