@@ -900,6 +900,12 @@ def noisy(
             fake.close()
 
 
+def _server_errors(server: RunningServer) -> str:
+    """The server's error log lines (with tracebacks), to say why a call failed."""
+    lines = [line for line in server.log().splitlines() if '"level": "error"' in line]
+    return "\n".join(lines[-5:])
+
+
 def _drive(run: NoisyRun) -> None:
     server = run.server
     requests = _noisy_requests()
@@ -920,7 +926,7 @@ def _drive(run: NoisyRun) -> None:
         results = list(pool.map(one, requests))
     for (kind, _, accepted), (ok, text, value) in zip(requests, results, strict=True):
         if accepted:
-            assert ok, f"{kind}: {text}"
+            assert ok, f"{kind}: {text}\n{_server_errors(server)}"
             run.payments.append(value)
             run.responses.append(str(value))
         else:
