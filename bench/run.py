@@ -33,7 +33,7 @@ import sys
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -75,6 +75,7 @@ class Options:
     quiet_wait: float
     quiet_cores: float
     runtime: list[str]
+    event_loop: str
 
 
 def parse_args(argv: list[str] | None = None) -> Options:
@@ -121,7 +122,13 @@ def parse_args(argv: list[str] | None = None) -> Options:
         "other load to drop below --quiet-cores (0: do not wait)",
     )
     p.add_argument("--quiet-cores", type=float, default=0.3, help="see --quiet-wait")
-    p.add_argument("--uvloop", action="store_true", help="servers on uvloop (bench/serve_with.py)")
+    p.add_argument(
+        "--event-loop",
+        choices=["uvloop", "asyncio"],
+        default="uvloop",
+        help="both servers' event loop: payorch's PAYORCH_EVENT_LOOP (uvloop by default, as "
+        "shipped), and the bare server on the same one (bench/serve_with.py --uvloop)",
+    )
     p.add_argument("--gc-threshold", type=int, default=0, help="servers' gc gen-0 threshold")
     p.add_argument("--gc-freeze", action="store_true", help="gc.freeze() after imports")
     a = p.parse_args(argv)
@@ -146,8 +153,8 @@ def parse_args(argv: list[str] | None = None) -> Options:
         h2load=not a.no_h2load and not q,
         quiet_wait=a.quiet_wait,
         quiet_cores=a.quiet_cores,
-        runtime=(["--uvloop"] if a.uvloop else [])
-        + (["--gc-threshold", str(a.gc_threshold)] if a.gc_threshold else [])
+        event_loop=a.event_loop,
+        runtime=(["--gc-threshold", str(a.gc_threshold)] if a.gc_threshold else [])
         + (["--gc-freeze"] if a.gc_freeze else []),
     )
 
@@ -645,7 +652,11 @@ def _finish(
 
 
 def start_bare(run: Run, delay_ms: float = 0.0) -> Server:
-    cmd = server_command(run.opts, str(BENCH / "bare_server.py"), "--delay-ms", str(delay_ms))
+    # The same event loop as payorch's, so the ratio compares like with like.
+    opts = run.opts
+    if opts.event_loop == "uvloop":
+        opts = replace(opts, runtime=["--uvloop", *opts.runtime])
+    cmd = server_command(opts, str(BENCH / "bare_server.py"), "--delay-ms", str(delay_ms))
     return start_process("bare", cmd, child_env(run.opts), run.workdir)
 
 
@@ -844,7 +855,8 @@ def _payorch_group(
     )
     if latency:
         cmd += ["--simulate", f"latency_ms={latency:g}"]
-    server = start_process("payorch", cmd, child_env(opts), run.workdir)
+    env = child_env(opts, {"PAYORCH_EVENT_LOOP": opts.event_loop})
+    server = start_process("payorch", cmd, env, run.workdir)
     ran: list[str] = []
     ok_total = 0
     try:
