@@ -91,8 +91,8 @@ async def run(settings: Settings) -> None:
         f"payorch serving gRPC on {host}:{port} and HTTP on {settings.http_host}:{http_port}",
         flush=True,
     )
-    loop = type(asyncio.get_running_loop()).__module__.split(".")[0]
-    log.info("serving on the %s event loop", loop, extra={"rpc": f"{host}:{port}"})
+    loop_kind = type(asyncio.get_running_loop()).__module__.split(".")[0]
+    log.info("serving on the %s event loop", loop_kind, extra={"rpc": f"{host}:{port}"})
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
