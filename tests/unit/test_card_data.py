@@ -3,8 +3,16 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from payorch.domain.card_data import contains_card_number, luhn_valid, redact_card_numbers
+from payorch.domain.card_data import (
+    _ascii_digits,
+    _card_spans,
+    contains_card_number,
+    luhn_valid,
+    redact_card_numbers,
+)
 
 MARKER = "[card number removed]"
 
@@ -107,3 +115,16 @@ def test_card_number_next_to_other_digit_groups_is_detected(text: str) -> None:
 def test_card_number_in_non_ascii_digits_is_detected() -> None:
     arabic_indic = "4242424242424242".translate(str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩"))
     assert contains_card_number(arabic_indic)
+
+
+_SCAN_ALPHABET = "0123456789 -ab_.٣٤５"
+
+
+@settings(max_examples=500)
+@given(st.text(alphabet=_SCAN_ALPHABET, max_size=60))
+def test_the_quick_rejection_agrees_with_the_full_scan(text: str) -> None:
+    # contains_card_number skips the span scan for text without 13 close digits;
+    # it must say what the full scan says.
+    full = bool(_card_spans(_ascii_digits(text)))
+    assert contains_card_number(text) is full
+    assert (redact_card_numbers(text) != _ascii_digits(text)) is full
