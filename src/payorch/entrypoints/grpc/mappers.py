@@ -91,9 +91,23 @@ def raw_request(req: orch.CreatePaymentRequest, merchant_id: str) -> RawPaymentR
     )
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def set_timestamp(ts: timestamp_pb2.Timestamp, dt: datetime) -> None:
+    """ts = dt, as Timestamp.FromDatetime(dt.astimezone(UTC)) has it, without the
+    time-tuple round trip (four timestamps in every payment answered)."""
+    if dt.tzinfo is None:
+        ts.FromDatetime(dt.astimezone(UTC))  # naive: local time, as astimezone reads it
+        return
+    since = dt - _EPOCH
+    ts.seconds = since.days * 86_400 + since.seconds
+    ts.nanos = since.microseconds * 1000
+
+
 def timestamp(dt: datetime) -> timestamp_pb2.Timestamp:
     ts = timestamp_pb2.Timestamp()
-    ts.FromDatetime(dt.astimezone(UTC))
+    set_timestamp(ts, dt)
     return ts
 
 
@@ -101,97 +115,102 @@ def money(amount_minor: int, currency: Currency) -> plan_pb2.Money:
     return plan_pb2.Money(amount_minor=amount_minor, currency=currency.code)
 
 
-def attempt_pb(a: Attempt) -> result_pb2.Attempt:
-    return result_pb2.Attempt(
-        number=a.number,
-        processor=a.processor,
-        idempotency_key=a.idempotency_key,
-        started_at=timestamp(a.started_at),
-        ended_at=timestamp(a.ended_at),
-        latency_ms=a.latency_ms,
-        outcome=OUTCOMES[a.outcome],
-        error_code=ERROR_CODES[a.error_code],
-        raw=result_pb2.RawProcessorError(
-            type=a.raw.type,
-            code=a.raw.code,
-            decline_code=a.raw.decline_code,
-            http_status=a.raw.http_status,
-            request_id=a.raw.request_id,
-            message=a.raw.message,
-        ),
-        delay_before_ms=a.delay_before_ms,
-        routing_reason=(
-            a.routing_reason if a.operation == "authorize" else f"{a.operation}: {a.routing_reason}"
-        ),
-        retry_decision=a.retry_decision,
-        processor_payment_id=a.processor_payment_id,
-        operation=a.operation,
+# The writers below fill a message in place: building each nested message on its own
+# and passing it to its parent's constructor copies it once per level of nesting.
+def _set_money(m: plan_pb2.Money, amount_minor: int, code: str) -> None:
+    m.amount_minor = amount_minor
+    m.currency = code
+
+
+def _set_method(m: plan_pb2.PaymentMethod, s: Step) -> None:
+    m.type = METHOD_TYPES[s.method]
+    m.token = s.token
+    m.customer_id = s.customer_id
+
+
+def _write_attempt(out: result_pb2.Attempt, a: Attempt) -> None:
+    out.number = a.number
+    out.processor = a.processor
+    out.idempotency_key = a.idempotency_key
+    set_timestamp(out.started_at, a.started_at)
+    set_timestamp(out.ended_at, a.ended_at)
+    out.latency_ms = a.latency_ms
+    out.outcome = OUTCOMES[a.outcome]
+    out.error_code = ERROR_CODES[a.error_code]
+    # Setting a field, even to "", makes `raw` present: as it always was.
+    raw, r = out.raw, a.raw
+    raw.type = r.type
+    raw.code = r.code
+    raw.decline_code = r.decline_code
+    raw.http_status = r.http_status
+    raw.request_id = r.request_id
+    raw.message = r.message
+    out.delay_before_ms = a.delay_before_ms
+    out.routing_reason = (
+        a.routing_reason if a.operation == "authorize" else f"{a.operation}: {a.routing_reason}"
     )
+    out.retry_decision = a.retry_decision
+    out.processor_payment_id = a.processor_payment_id
+    out.operation = a.operation
 
 
-def step_method(s: Step) -> plan_pb2.PaymentMethod:
-    return plan_pb2.PaymentMethod(
-        type=METHOD_TYPES[s.method], token=s.token, customer_id=s.customer_id
-    )
+def _write_step_result(out: result_pb2.StepResult, p: Payment, s: Step) -> None:
+    out.step_index = s.index
+    _set_method(out.method, s)
+    _set_money(out.amount, s.amount_minor, p.currency.code)
+    out.status = STEP_STATUSES[s.status]
+    out.outcome = OUTCOMES[s.outcome] if s.outcome else result_pb2.OUTCOME_UNSPECIFIED
+    out.error_code = ERROR_CODES[s.error_code]
+    out.processor = s.processor
+    out.processor_payment_id = s.processor_payment_id
+    for a in s.attempts:
+        _write_attempt(out.attempts.add(), a)
+    if s.next_action_type:
+        out.next_action.type = s.next_action_type
+        out.next_action.client_secret = s.client_secret
+    out.captured_minor = s.captured_minor
+    out.refunded_minor = s.refunded_minor
 
 
-def step_result(p: Payment, s: Step) -> result_pb2.StepResult:
-    return result_pb2.StepResult(
-        step_index=s.index,
-        method=step_method(s),
-        amount=money(s.amount_minor, p.currency),
-        status=STEP_STATUSES[s.status],
-        outcome=OUTCOMES[s.outcome] if s.outcome else result_pb2.OUTCOME_UNSPECIFIED,
-        error_code=ERROR_CODES[s.error_code],
-        processor=s.processor,
-        processor_payment_id=s.processor_payment_id,
-        attempts=[attempt_pb(a) for a in s.attempts],
-        next_action=(
-            result_pb2.NextAction(type=s.next_action_type, client_secret=s.client_secret)
-            if s.next_action_type
-            else None
-        ),
-        captured_minor=s.captured_minor,
-        refunded_minor=s.refunded_minor,
-    )
+def write_payment(out: orch.Payment, p: Payment, *, replayed: bool = False) -> None:
+    """Fill `out` (e.g. a response's `payment`) with the payment."""
+    code = p.currency.code
+    out.payment_id = p.id
+    out.merchant_id = p.merchant_id
+    out.request_id = p.request_id
+    _set_money(out.amount, p.amount_minor, code)
+    plan = out.plan
+    _set_money(plan.total, p.amount_minor, code)
+    for s in p.steps:
+        step = plan.steps.add()
+        step.index = s.index
+        _set_method(step.method, s)
+        _set_money(step.amount, s.amount_minor, code)
+        step.processors.extend(s.processors)
+    plan.capture_mode = CAPTURE_MODES[p.capture_mode]
+    plan.allow_partial = p.allow_partial
+    plan.config_version = p.config_version
+    result = out.result
+    result.success = p.success
+    result.status = PAYMENT_STATUSES[p.status]
+    _set_money(result.total_processed, p.processed_minor, code)
+    _set_money(result.remaining, max(0, p.remaining_minor), code)
+    for s in p.steps:
+        _write_step_result(result.step_results.add(), p, s)
+    result.final_error = ERROR_CODES[p.final_error]
+    result.final_error_message = p.final_error_message
+    if p.metadata:
+        out.metadata.update(p.metadata)
+    set_timestamp(out.created_at, p.created_at)
+    set_timestamp(out.updated_at, p.updated_at)
+    out.orchestration_ms = p.orchestration_ms
+    out.replayed = replayed
 
 
 def payment_pb(p: Payment, *, replayed: bool = False) -> orch.Payment:
-    return orch.Payment(
-        payment_id=p.id,
-        merchant_id=p.merchant_id,
-        request_id=p.request_id,
-        amount=money(p.amount_minor, p.currency),
-        plan=plan_pb2.PaymentPlan(
-            total=money(p.amount_minor, p.currency),
-            steps=[
-                plan_pb2.PaymentStep(
-                    index=s.index,
-                    method=step_method(s),
-                    amount=money(s.amount_minor, p.currency),
-                    processors=s.processors,
-                )
-                for s in p.steps
-            ],
-            capture_mode=CAPTURE_MODES[p.capture_mode],
-            allow_partial=p.allow_partial,
-            config_version=p.config_version,
-        ),
-        result=result_pb2.CompositeResult(
-            success=p.success,
-            status=PAYMENT_STATUSES[p.status],
-            total_processed=money(p.processed_minor, p.currency),
-            remaining=money(max(0, p.remaining_minor), p.currency),
-            step_results=[step_result(p, s) for s in p.steps],
-            final_error=ERROR_CODES[p.final_error],
-            final_error_message=p.final_error_message,
-        ),
-        metadata=p.metadata,
-        created_at=timestamp(p.created_at),
-        updated_at=timestamp(p.updated_at),
-        orchestration_ms=p.orchestration_ms,
-        replayed=replayed,
-    )
+    out = orch.Payment()
+    write_payment(out, p, replayed=replayed)
+    return out
 
 
 class InvalidPageToken(ValueError):

@@ -56,9 +56,9 @@ class PaymentOrchestratorServicer:
             ) from exc
         except RequestInProgress as exc:
             raise error(code_pb2.ABORTED, str(exc), "REQUEST_IN_PROGRESS") from exc
-        return orch.CreatePaymentResponse(
-            payment=mappers.payment_pb(result.payment, replayed=result.replayed)
-        )
+        response = orch.CreatePaymentResponse()
+        mappers.write_payment(response.payment, result.payment, replayed=result.replayed)
+        return response
 
     async def GetPayment(
         self, request: orch.GetPaymentRequest, call: Call
@@ -69,7 +69,9 @@ class PaymentOrchestratorServicer:
             payment = await self._payments.get(request.payment_id[:64], read_scope(call.principal))
         except PaymentNotFound as exc:
             raise not_found("payment") from exc
-        return orch.GetPaymentResponse(payment=mappers.payment_pb(payment))
+        response = orch.GetPaymentResponse()
+        mappers.write_payment(response.payment, payment)
+        return response
 
     async def ListPayments(
         self, request: orch.ListPaymentsRequest, call: Call
@@ -98,10 +100,12 @@ class PaymentOrchestratorServicer:
             created_after=created_after,
         )
         page = list(found[:size])
-        return orch.ListPaymentsResponse(
-            payments=[mappers.payment_pb(p) for p in page],
+        response = orch.ListPaymentsResponse(
             next_page_token=mappers.encode_page_token(page[-1]) if len(found) > size else "",
         )
+        for p in page:
+            mappers.write_payment(response.payments.add(), p)
+        return response
 
     def _payment_id(self, payment_id: str) -> str:
         if not payment_id:
@@ -116,7 +120,9 @@ class PaymentOrchestratorServicer:
             payment = await self._payments.confirm(payment_id, read_scope(call.principal))
         except PaymentNotFound as exc:
             raise not_found("payment") from exc
-        return orch.ConfirmPaymentResponse(payment=mappers.payment_pb(payment))
+        response = orch.ConfirmPaymentResponse()
+        mappers.write_payment(response.payment, payment)
+        return response
 
     async def CapturePayment(
         self, request: orch.CapturePaymentRequest, call: Call
@@ -128,7 +134,9 @@ class PaymentOrchestratorServicer:
             raise not_found("payment") from exc
         except InvalidState as exc:
             raise error(code_pb2.FAILED_PRECONDITION, str(exc), "INVALID_STATE") from exc
-        return orch.CapturePaymentResponse(payment=mappers.payment_pb(payment))
+        response = orch.CapturePaymentResponse()
+        mappers.write_payment(response.payment, payment)
+        return response
 
     async def CancelPayment(
         self, request: orch.CancelPaymentRequest, call: Call
@@ -144,7 +152,9 @@ class PaymentOrchestratorServicer:
             raise not_found("payment") from exc
         except InvalidState as exc:
             raise error(code_pb2.FAILED_PRECONDITION, str(exc), "INVALID_STATE") from exc
-        return orch.CancelPaymentResponse(payment=mappers.payment_pb(payment))
+        response = orch.CancelPaymentResponse()
+        mappers.write_payment(response.payment, payment)
+        return response
 
     async def RefundPayment(
         self, request: orch.RefundPaymentRequest, call: Call
@@ -172,7 +182,9 @@ class PaymentOrchestratorServicer:
             raise error(
                 code_pb2.FAILED_PRECONDITION, str(exc), "REFUND_EXCEEDS_CAPTURED", "amount_minor"
             ) from exc
-        return orch.RefundPaymentResponse(payment=mappers.payment_pb(payment))
+        response = orch.RefundPaymentResponse()
+        mappers.write_payment(response.payment, payment)
+        return response
 
     async def ListPaymentEvents(
         self, request: orch.ListPaymentEventsRequest, call: Call
