@@ -3,7 +3,10 @@ never a merchant or payment id."""
 
 from __future__ import annotations
 
+from typing import Generic, TypeVar
+
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics import MetricWrapperBase
 
 from payorch.domain.health import BreakerState, HealthState, Signal
 
@@ -50,6 +53,25 @@ class Metrics:
         )
 
 
+M = TypeVar("M", bound=MetricWrapperBase)
+
+
+class Children(Generic[M]):
+    """A labelled metric's children, each looked up once: `labels()` validates its
+    arguments and takes the metric's lock on every call, on the hot path of every
+    payment. Labels are bounded (see the module docstring), so the cache is too."""
+
+    def __init__(self, metric: M) -> None:
+        self._metric = metric
+        self._children: dict[tuple[str, ...], M] = {}
+
+    def __call__(self, *labels: str) -> M:
+        child = self._children.get(labels)
+        if child is None:
+            child = self._children[labels] = self._metric.labels(*labels)
+        return child
+
+
 _default: Metrics | None = None
 
 
@@ -66,10 +88,12 @@ class PrometheusHealthObserver:
 
     def __init__(self, metrics: Metrics) -> None:
         self._m = metrics
+        self._requests = Children(metrics.processor_requests)
+        self._latency = Children(metrics.processor_latency)
 
     def call_recorded(self, processor: str, signal: Signal, latency_s: float) -> None:
-        self._m.processor_requests.labels(processor, signal.value).inc()
-        self._m.processor_latency.labels(processor).observe(max(0.0, latency_s))
+        self._requests(processor, signal.value).inc()
+        self._latency(processor).observe(max(0.0, latency_s))
 
     def state_changed(self, processor: str, state: HealthState) -> None:
         self._m.processor_health_state.labels(processor).set(HEALTH_STATE_VALUE[state])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 
+from payorch.adapters.metrics import Children
 from payorch.app.observability import NullObserver
 from payorch.domain.classification import INFRASTRUCTURE_CODES
 from payorch.domain.payment import Payment
@@ -111,29 +112,36 @@ class PrometheusObserver(NullObserver):
 
     def __init__(self, metrics: PaymentMetrics) -> None:
         self._m = metrics
+        self._payments = Children(metrics.payments)
+        self._retries = Children(metrics.retries)
+        self._validation_issues = Children(metrics.validation_issues)
+        self._violations = Children(metrics.contract_violations)
+        self._rpc_requests = Children(metrics.rpc_requests)
+        self._rpc_duration = Children(metrics.rpc_duration)
+        self._observer_errors = Children(metrics.observer_errors)
 
     def payment_finished(self, payment: Payment) -> None:
-        self._m.payments.labels(payment.status.value).inc()
+        self._payments(payment.status.value).inc()
         self._m.orchestration.observe(payment.orchestration_ms / 1000.0)
         for step in payment.steps:
             for a in step.attempts:
                 if a.operation == "authorize" and a.number > 1:
-                    self._m.retries.labels(a.processor).inc()
+                    self._retries(a.processor).inc()
         if recovered(payment):
             self._m.recoveries.inc()
 
     def validation_issue(self, contract_id: str) -> None:
-        self._m.validation_issues.labels(contract_id).inc()
+        self._validation_issues(contract_id).inc()
 
     def violation_recorded(self, contract_id: str, severity: Severity) -> None:
-        self._m.contract_violations.labels(contract_id, severity.value).inc()
+        self._violations(contract_id, severity.value).inc()
 
     def violation_dropped(self) -> None:
         self._m.violations_dropped.inc()
 
     def rpc_finished(self, rpc: str, code: str, seconds: float) -> None:
-        self._m.rpc_requests.labels(rpc, code).inc()
-        self._m.rpc_duration.labels(rpc).observe(max(0.0, seconds))
+        self._rpc_requests(rpc, code).inc()
+        self._rpc_duration(rpc).observe(max(0.0, seconds))
 
     def observer_failed(self, where: str) -> None:
-        self._m.observer_errors.labels(where).inc()
+        self._observer_errors(where).inc()

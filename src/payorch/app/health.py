@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -84,6 +85,9 @@ class _Tracked:
         self.breaker_since = now_wall
         # Requests a degraded processor was passed over for, for its trial share.
         self.passed_over = 0
+        # What the last verdict was drawn from: (window changes, second, state). The
+        # same again gives the same verdict (routing asks once more per payment).
+        self.assessed: tuple[int, int, HealthState] | None = None
 
 
 class HealthTracker:
@@ -280,10 +284,14 @@ class HealthTracker:
         if moved is not None:
             self._breaker_moved(name, t, moved)
         if t.breaker.state is BreakerState.CLOSED:
+            basis = (t.window.changes, math.floor(now), t.state)
+            if basis == t.assessed:
+                return t
             verdict = assess(t.window.stats(now), self.policy, t.state)
             if verdict.state is HealthState.UNHEALTHY:
                 self._breaker_moved(name, t, t.breaker.trip(now))
             self._set_state(name, t, verdict.state, verdict.reason)
+            t.assessed = (t.window.changes, math.floor(now), t.state)
         elif t.state is not HealthState.UNHEALTHY:
             self._set_state(name, t, HealthState.UNHEALTHY, t.reason)
         return t

@@ -135,6 +135,8 @@ class _NullSpan:
 
 
 NULL_SPAN = _NullSpan()
+# nullcontext keeps no state between uses: one serves every span when tracing is off.
+_NULL_SPAN_CONTEXT: AbstractContextManager[Span] = contextlib.nullcontext(NULL_SPAN)
 
 
 class NullTracer:
@@ -143,7 +145,7 @@ class NullTracer:
     def span(
         self, name: str, attributes: Mapping[str, AttributeValue] | None = None
     ) -> AbstractContextManager[Span]:
-        return contextlib.nullcontext(NULL_SPAN)
+        return _NULL_SPAN_CONTEXT
 
 
 class _SafeSpan:

@@ -13,7 +13,7 @@ from datetime import datetime
 
 from payorch.domain.card_data import redact_card_numbers
 from payorch.domain.classification import DECLINE_CODES
-from payorch.domain.payment import Attempt
+from payorch.domain.payment import Attempt, RawError
 from payorch.domain.request import Severity
 from payorch.domain.results import ErrorCode
 
@@ -191,14 +191,24 @@ def new_violation(
 def attempt_violation(attempt: Attempt) -> tuple[str, str] | None:
     """(contract id, message) when a processor call broke a contract."""
     raw = attempt.raw
-    said = f"{raw.type or '-'}/{raw.code or '-'}/{raw.decline_code or '-'} (HTTP {raw.http_status})"
-    where = f"{attempt.operation} on {attempt.processor}, attempt {attempt.number}"
     if attempt.error_code is ErrorCode.UNMAPPED or (
         raw.type == "card_error" and (raw.decline_code or raw.code) not in DECLINE_CODES
     ):
-        return "processor/unmapped_error", f"{where}: no classification row for {said}"
+        return (
+            "processor/unmapped_error",
+            f"{_where(attempt)}: no classification row for {_said(raw)}",
+        )
     if attempt.error_code is ErrorCode.INVALID_REQUEST:
-        return "processor/invalid_request", f"{where}: the processor refused {said}"
+        return "processor/invalid_request", f"{_where(attempt)}: the processor refused {_said(raw)}"
     if attempt.error_code is ErrorCode.TIMEOUT:
-        return "router/timeout", f"{where}: no answer within {attempt.latency_ms} ms"
+        return "router/timeout", f"{_where(attempt)}: no answer within {attempt.latency_ms} ms"
     return None
+
+
+# Messages are built only for a violation: every attempt of every payment is checked.
+def _where(attempt: Attempt) -> str:
+    return f"{attempt.operation} on {attempt.processor}, attempt {attempt.number}"
+
+
+def _said(raw: RawError) -> str:
+    return f"{raw.type or '-'}/{raw.code or '-'}/{raw.decline_code or '-'} (HTTP {raw.http_status})"

@@ -148,6 +148,21 @@ class _Bucket:
         for i in range(len(self.histogram)):
             self.histogram[i] = 0
 
+    def count(self, signal: Signal, latency_ms: float, *, authorize: bool, bin_: int) -> None:
+        """One call more."""
+        self.requests += 1
+        self.authorizes += authorize
+        if signal is Signal.SUCCESS:
+            self.successes += 1
+        elif signal is Signal.INFRA_FAILURE:
+            self.infra_failures += 1
+        elif signal is Signal.DECLINE:
+            self.declines += 1
+        else:
+            self.other += 1
+        self.latency_sum_ms += latency_ms
+        self.histogram[bin_] += 1
+
     def add(self, other: _Bucket, sign: int) -> None:
         """Add (sign 1) or take away (sign -1) another bucket's counts; not the max."""
         self.requests += sign * other.requests
@@ -232,6 +247,10 @@ class SlidingWindow:
         # Seconds of the buckets in the window, oldest first, and their sum.
         self._live: collections.deque[int] = collections.deque()
         self._total = _Bucket()
+        # The largest latency in the window, while known (None: scan the live buckets).
+        self._max_ms: float | None = 0.0
+        # Bumped by every change of the counts (not by time): readers cache on it.
+        self.changes = 0
 
     def __len__(self) -> int:
         return len(self._ring)
@@ -240,6 +259,7 @@ class SlidingWindow:
         oldest = second - self.window_s + 1
         while self._live and self._live[0] < oldest:
             self._total.add(self._ring[self._live.popleft() % self.window_s], -1)
+            self._max_ms = None
 
     def _current(self, now: float) -> _Bucket:
         second = math.floor(now)
@@ -254,38 +274,36 @@ class SlidingWindow:
 
     def record(self, now: float, signal: Signal, latency_ms: float, *, authorize: bool) -> None:
         b = self._current(now)
-        one = _Bucket(second=b.second, requests=1, authorizes=int(authorize))
-        if signal is Signal.SUCCESS:
-            one.successes = 1
-        elif signal is Signal.INFRA_FAILURE:
-            one.infra_failures = 1
-        elif signal is Signal.DECLINE:
-            one.declines = 1
-        else:
-            one.other = 1
         latency_ms = max(0.0, latency_ms)
-        one.latency_sum_ms = latency_ms
-        one.histogram[_bin(latency_ms)] = 1
-        b.add(one, 1)
-        self._total.add(one, 1)
+        bin_ = _bin(latency_ms)
+        b.count(signal, latency_ms, authorize=authorize, bin_=bin_)
+        self._total.count(signal, latency_ms, authorize=authorize, bin_=bin_)
         b.latency_max_ms = max(b.latency_max_ms, latency_ms)
+        if self._max_ms is not None:
+            self._max_ms = max(self._max_ms, latency_ms)
+        self.changes += 1
 
     def record_retry(self, now: float) -> None:
         self._current(now).retries += 1
         self._total.retries += 1
+        self.changes += 1
 
     def clear(self) -> None:
         for b in self._ring:
             b.reset(-1)
         self._live.clear()
         self._total = _Bucket()
+        self._max_ms = 0.0
+        self.changes += 1
 
     def stats(self, now: float) -> WindowStats:
         self._expire(math.floor(now))
         t = self._total
-        max_ms = max(
-            (self._ring[s % self.window_s].latency_max_ms for s in self._live), default=0.0
-        )
+        max_ms = self._max_ms
+        if max_ms is None:
+            max_ms = self._max_ms = max(
+                (self._ring[s % self.window_s].latency_max_ms for s in self._live), default=0.0
+            )
         return WindowStats(
             window_s=self.window_s,
             requests=t.requests,

@@ -48,6 +48,9 @@ class RetryDecision:
     reason: str
 
 
+_DONE = RetryDecision(False, 0, "done")
+
+
 def decide_retry(
     classification: Classification,
     *,
@@ -60,7 +63,7 @@ def decide_retry(
 ) -> RetryDecision:
     """Retry only "retry now" failures, within the policy and the caller's deadline."""
     if classification.outcome in (Outcome.SUCCESS, Outcome.REQUIRES_ACTION):
-        return RetryDecision(False, 0, "done")
+        return _DONE
     if not classification.retry_now:
         return RetryDecision(False, 0, f"not retryable now ({classification.error_code.value})")
     retry_number = attempt_number  # attempt 1 failed -> retry 1

@@ -47,6 +47,13 @@ OFF_SESSION_DECLINED = "pm_card_offSessionDeclined"
 
 
 FAULTS = ("rate_limit", "connection_error", "timeout", "api_error", "lost_response")
+# What a PaymentIntent's status says, as an answer; any other status charged nothing.
+_INTENT_KINDS = {
+    "succeeded": ResponseKind.SUCCEEDED,
+    "requires_capture": ResponseKind.AUTHORIZED,
+    "requires_action": ResponseKind.REQUIRES_ACTION,
+    "canceled": ResponseKind.NOT_CHARGED,
+}
 
 
 class InvalidSimulation(ValueError):
@@ -303,12 +310,7 @@ class SimulatedProcessor:
             os.close(fd)
 
     def _intent_response(self, intent: SimIntent, rid: str) -> ProcessorResponse:
-        kind = {
-            "succeeded": ResponseKind.SUCCEEDED,
-            "requires_capture": ResponseKind.AUTHORIZED,
-            "requires_action": ResponseKind.REQUIRES_ACTION,
-            "canceled": ResponseKind.NOT_CHARGED,
-        }.get(intent.status, ResponseKind.NOT_CHARGED)
+        kind = _INTENT_KINDS.get(intent.status, ResponseKind.NOT_CHARGED)
         action = kind is ResponseKind.REQUIRES_ACTION
         return ProcessorResponse(
             kind,

@@ -98,7 +98,8 @@ def _wrap(
                 raise error(
                     code_pb2.INVALID_ARGUMENT, "the request is not a valid message"
                 ) from exc
-            nul = _field_with_nul(request)
+            # A NUL in any string is a 0 byte in the encoding: no 0 byte, nothing to find.
+            nul = _field_with_nul(request) if b"\x00" in raw else ""
             if nul:
                 raise invalid_argument([(nul, "must not contain NUL characters")])
             return await impl(request, Call(principal, context, rpc))
