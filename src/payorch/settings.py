@@ -68,9 +68,9 @@ class Settings:
     # runs them on their own. PAYORCH_CLOCK_OFFSET ("30d", seconds) shifts the clock.
     scheduler: bool = False
     scheduler_interval_s: float = 60.0
-    scheduler_batch_size: int = 100
+    scheduler_batch_size: int = 50
     scheduler_lease_s: float = 120.0
-    scheduler_concurrency: int = 64
+    scheduler_concurrency: int = 100
     clock_offset: str = ""
     webhook_dispatcher: bool = False
     webhook_interval_s: float = 2.0
