@@ -50,6 +50,8 @@ class Settings:
     log_level: str = "INFO"
     # The serve loop: "uvloop" (when installed) or "asyncio".
     event_loop: str = "uvloop"
+    # The garbage collector's first-generation threshold while serving (0: Python's 700).
+    gc_threshold: int = 20_000
     # Processor health, per replica (docs/health.md): sliding window, thresholds,
     # breaker and retry budget; PAYORCH_HEALTH_<NAME>.
     health_window_s: int = 60

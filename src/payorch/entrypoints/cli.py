@@ -8,7 +8,7 @@ import json
 import os
 import sys
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,22 +48,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
             name, _, spec = item.partition("=")
             per[name.strip()] = spec
         settings = Settings(**{**settings.__dict__, "simulate_by_processor": per})
-    with asyncio.Runner(loop_factory=_loop_factory(settings.event_loop)) as runner:
+    from payorch.entrypoints.runtime import loop_factory
+
+    with asyncio.Runner(loop_factory=loop_factory(settings.event_loop)) as runner:
         runner.run(run(settings))
     return 0
-
-
-def _loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop's loop makes socket I/O and callbacks cheaper for grpc.aio and asyncpg."""
-    if name == "asyncio":
-        return None
-    if name != "uvloop":
-        raise SystemExit(f"PAYORCH_EVENT_LOOP must be uvloop or asyncio, not {name!r}")
-    try:
-        import uvloop
-    except ImportError:  # a platform without uvloop: the standard loop serves as well
-        return None
-    return uvloop.new_event_loop
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:

@@ -213,6 +213,7 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
     from payorch.adapters.worker_lock import AnotherWorkerRunning, single_worker
     from payorch.bootstrap import bootstrap
     from payorch.entrypoints.logs import configure
+    from payorch.entrypoints.runtime import loop_factory, tune_gc
 
     settings = _worker_settings(args)
     clock = _clock(args)
@@ -233,6 +234,7 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
 
         async def main() -> int:
             container = await bootstrap(settings, clock=clock)
+            tune_gc(settings.gc_threshold)
             app = container.installments
             try:
                 if args.once:
@@ -264,7 +266,8 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
             finally:
                 await container.close()
 
-        return asyncio.run(main())
+        with asyncio.Runner(loop_factory=loop_factory(settings.event_loop)) as runner:
+            return runner.run(main())
 
 
 def cmd_dispatch(args: argparse.Namespace) -> int:

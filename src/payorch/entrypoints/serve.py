@@ -15,6 +15,7 @@ from payorch.entrypoints.grpc.server import create_server, mark_serving
 from payorch.entrypoints.http.app import build_app, start_http
 from payorch.entrypoints.installments_cli import serve_jobs
 from payorch.entrypoints.logs import configure
+from payorch.entrypoints.runtime import tune_gc
 from payorch.settings import Settings
 
 log = logging.getLogger("payorch.serve")
@@ -85,6 +86,7 @@ async def run(settings: Settings) -> None:
         stripe_webhook_secret=settings.stripe_webhook_secret,
     )
     runner, http_port = await start_http(app, settings.http_host, settings.http_port)
+    tune_gc(settings.gc_threshold)
     host = settings.listen.rsplit(":", 1)[0]
     # The first line on stdout says where we listen (tests read it).
     print(
