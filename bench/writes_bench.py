@@ -133,7 +133,7 @@ async def run_mode(url: str, mode: str, n: int, concurrency: int, offset: int) -
 def _batches(writer) -> int:
     if writer is None:
         return 0
-    return getattr(writer, "batches", None) or getattr(writer, "batch_count", 0)
+    return writer.batches
 
 
 async def main() -> None:

@@ -239,7 +239,27 @@ class PaymentWriter(Protocol):
     async def close(self) -> None: ...
 
 
-class AsyncpgPaymentWriter:
+class _BatchingWriter:
+    """Both writers: a payment's write is queued, batched, and marked written after
+    the COMMIT that holds it. Counters: `batches` (transactions) and `writes`."""
+
+    _statements: PaymentStatements
+    batches: int
+    writes: int
+
+    async def insert(self, payment: Payment) -> None:
+        await self._submit(insert_write(self._statements, payment))
+        written(payment, updated=False)
+
+    async def update(self, payment: Payment) -> None:
+        await self._submit(update_write(self._statements, payment))
+        written(payment, updated=True)
+
+    async def _submit(self, write: Write) -> None:
+        raise NotImplementedError
+
+
+class AsyncpgPaymentWriter(_BatchingWriter):
     """PostgreSQL: concurrent writes share a transaction and its round trips.
 
     A batch is BEGIN; each statement once for the whole batch (asyncpg's executemany
@@ -264,7 +284,7 @@ class AsyncpgPaymentWriter:
         self._pool: asyncpg.Pool | None = None
         self._opening = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
-        self.batch_count = 0
+        self.batches = 0
         self.writes = 0
 
     async def _get_pool(self) -> asyncpg.Pool:
@@ -275,14 +295,6 @@ class AsyncpgPaymentWriter:
                         self._dsn, min_size=0, max_size=self._batches, reset=_keep_session
                     )
         return self._pool
-
-    async def insert(self, payment: Payment) -> None:
-        await self._submit(insert_write(self._statements, payment))
-        written(payment, updated=False)
-
-    async def update(self, payment: Payment) -> None:
-        await self._submit(update_write(self._statements, payment))
-        written(payment, updated=True)
 
     async def _submit(self, write: Write) -> None:
         done = self._queue.put(write)
@@ -317,7 +329,7 @@ class AsyncpgPaymentWriter:
                     if conn.is_closed():
                         raise
                 else:
-                    self.batch_count += 1
+                    self.batches += 1
                     self.writes += len(batch)
                     return [None if w.payment_id in applied else w.conflict for w in batch]
             errors: list[BaseException | None] = []
@@ -329,7 +341,7 @@ class AsyncpgPaymentWriter:
                     errors.append(exc)
                 else:
                     errors.append(None)
-                self.batch_count += 1
+                self.batches += 1
                 self.writes += 1
             return errors
 
@@ -376,7 +388,7 @@ def _count(status: str) -> int:
     return int(status.rsplit(" ", 1)[-1])
 
 
-class SqliteGroupCommit:
+class SqliteGroupCommit(_BatchingWriter):
     """SQLite: writes queue here; one thread commits whatever has queued as one transaction.
 
     While a batch is being written and fsynced the next one gathers, so under load many
@@ -394,14 +406,6 @@ class SqliteGroupCommit:
         self._drainer: asyncio.Task[None] | None = None
         self.batches = 0
         self.writes = 0
-
-    async def insert(self, payment: Payment) -> None:
-        await self._submit(insert_write(self._statements, payment))
-        written(payment, updated=False)
-
-    async def update(self, payment: Payment) -> None:
-        await self._submit(update_write(self._statements, payment))
-        written(payment, updated=True)
 
     async def _submit(self, write: Write) -> None:
         done = self._queue.put(write)
