@@ -220,12 +220,14 @@ async def test_concurrent_writes_all_land_and_a_duplicate_among_them_fails_alone
     failures = [r for r in results if isinstance(r, BaseException)]
     assert len(failures) == 1 and isinstance(failures[0], DuplicateRequest)
     assert await count(uow, payments) == 60
+    # #7 or its twin got the request id, whichever committed first.
+    stored = [p for p, r in zip(batch, results, strict=True) if r is None]
 
-    for p in batch[:60]:
+    for p in stored:
         settle(p)
-    await asyncio.gather(*(uow.update_payment(p) for p in batch[:60]))
+    await asyncio.gather(*(uow.update_payment(p) for p in stored))
     assert await count(uow, attempts) == 60
-    assert {(await load(uow, p.id)).status for p in batch[:60]} == {PaymentStatus.SUCCEEDED}
+    assert {(await load(uow, p.id)).status for p in stored} == {PaymentStatus.SUCCEEDED}
     # 121 writes in far fewer transactions: they were committed together.
     assert uow.writer.writes == 121
     assert uow.writer.batches < 40
@@ -240,7 +242,8 @@ async def test_two_saves_of_one_payment_at_once_one_wins_the_other_is_a_conflict
     results = await asyncio.gather(
         uow.update_payment(a), uow.update_payment(b), return_exceptions=True
     )
-    assert results[0] is None and isinstance(results[1], ConcurrentUpdate)
+    # Which one wins is a race (on PostgreSQL the two may run on two connections).
+    assert sorted(type(r).__name__ for r in results) == ["ConcurrentUpdate", "NoneType"]
     assert await count(uow, attempts) == 1
     assert (await load(uow, p.id)).version == 1
 
