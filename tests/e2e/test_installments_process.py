@@ -214,10 +214,9 @@ def test_the_cli_scheduler_moves_time_and_the_cli_receiver_prints_verified_webho
         listener.wait(10)
 
 
-def test_a_second_scheduler_on_one_sqlite_database_is_refused_with_a_clear_message(server):
-    if not server.database_url.startswith("sqlite"):
-        pytest.skip("PostgreSQL runs any number of schedulers")
-    env = {**os.environ, "PAYORCH_DATABASE_URL": server.database_url}
+def test_a_second_scheduler_on_one_sqlite_database_is_refused_with_a_clear_message(tmp_path):
+    # SQLite only (PostgreSQL runs any number of schedulers): a database of its own.
+    env = {**os.environ, "PAYORCH_DATABASE_URL": f"sqlite:///{tmp_path / 'payorch.db'}"}
     first = subprocess.Popen(
         [sys.executable, "-m", "payorch.entrypoints.cli", "scheduler", "--interval", "3600"],
         stdout=subprocess.PIPE,
