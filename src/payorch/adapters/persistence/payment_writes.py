@@ -26,7 +26,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Protocol, cast
+from typing import Any, cast
 
 import asyncpg
 from sqlalchemy import Table, bindparam, update
@@ -53,7 +53,12 @@ _STEP_KEYS = ("payment_id", "idx")
 
 @dataclass(frozen=True, slots=True)
 class Statement:
-    """SQL compiled once for a dialect, and how to turn a row dict into its arguments."""
+    """SQL compiled once for a dialect, and how to turn a row dict into its arguments.
+
+    A column's value is bound as `v_<column>` (the name a column has in the row dicts of
+    repository.py, prefixed so it cannot clash with a WHERE parameter) and read from the
+    row as `<column>`; WHERE parameters (`k_...`) are read under their own names.
+    """
 
     sql: str
     binders: tuple[tuple[str, Callable[[Any], Any] | None], ...]
@@ -63,7 +68,10 @@ class Statement:
         compiled = cast(SQLCompiler, stmt.compile(dialect=dialect))
         names = compiled.positiontup or []
         binders = tuple(
-            (name, compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect))
+            (
+                name.removeprefix("v_"),
+                compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect),
+            )
             for name in names
         )
         return cls(str(compiled), binders)
@@ -74,10 +82,6 @@ class Statement:
 
 def _named(table: Table, skip: Sequence[str] = ()) -> dict[Any, Any]:
     return {c: bindparam(f"v_{c.name}") for c in table.c if c.name not in skip}
-
-
-def _prefixed(row: Mapping[str, Any]) -> dict[str, Any]:
-    return {f"v_{k}": v for k, v in row.items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,25 +146,23 @@ class Write:
 
 def insert_write(s: PaymentStatements, payment: Payment) -> Write:
     steps: list[tuple[Statement, list[Any]]] = [
-        (s.insert_step, s.insert_step.args(_prefixed(_step_row(payment, step))))
-        for step in payment.steps
+        (s.insert_step, s.insert_step.args(_step_row(payment, step))) for step in payment.steps
     ]
     return Write(
         payment_id=payment.id,
-        guard=(s.insert_payment, s.insert_payment.args(_prefixed(_payment_row(payment)))),
+        guard=(s.insert_payment, s.insert_payment.args(_payment_row(payment))),
         conflict=DuplicateRequest(payment.request_id),
         rows=steps + _children(s, payment),
     )
 
 
 def update_write(s: PaymentStatements, payment: Payment) -> Write:
-    row = _prefixed(_payment_row(payment))
-    row["v_version"] = payment.version + 1
+    row = _payment_row(payment)
+    row["version"] = payment.version + 1
     row["k_id"] = payment.id
     row["k_version"] = payment.version
     steps: list[tuple[Statement, list[Any]]] = [
-        (s.upsert_step, s.upsert_step.args(_prefixed(_step_row(payment, step))))
-        for step in payment.steps
+        (s.upsert_step, s.upsert_step.args(_step_row(payment, step))) for step in payment.steps
     ]
     return Write(
         payment_id=payment.id,
@@ -172,12 +174,12 @@ def update_write(s: PaymentStatements, payment: Payment) -> Write:
 
 def _children(s: PaymentStatements, payment: Payment) -> list[tuple[Statement, list[Any]]]:
     out: list[tuple[Statement, list[Any]]] = [
-        (s.insert_attempt, s.insert_attempt.args(_prefixed(_attempt_row(payment, step, a))))
+        (s.insert_attempt, s.insert_attempt.args(_attempt_row(payment, step, a)))
         for step in payment.steps
         for a in step.attempts[step.stored_attempts :]
     ]
     out.extend(
-        (s.insert_event, s.insert_event.args(_prefixed(_event_row(payment, e, payment.updated_at))))
+        (s.insert_event, s.insert_event.args(_event_row(payment, e, payment.updated_at)))
         for e in payment.pending_events
     )
     return out
@@ -231,15 +233,7 @@ def _settle(
             done.set_exception(error)
 
 
-class PaymentWriter(Protocol):
-    async def insert(self, payment: Payment) -> None: ...
-
-    async def update(self, payment: Payment) -> None: ...
-
-    async def close(self) -> None: ...
-
-
-class _BatchingWriter:
+class PaymentWriter:
     """Both writers: a payment's write is queued, batched, and marked written after
     the COMMIT that holds it. Counters: `batches` (transactions) and `writes`."""
 
@@ -258,8 +252,11 @@ class _BatchingWriter:
     async def _submit(self, write: Write) -> None:
         raise NotImplementedError
 
+    async def close(self) -> None:
+        raise NotImplementedError
 
-class AsyncpgPaymentWriter(_BatchingWriter):
+
+class AsyncpgPaymentWriter(PaymentWriter):
     """PostgreSQL: concurrent writes share a transaction and its round trips.
 
     A batch is BEGIN; each statement once for the whole batch (asyncpg's executemany
@@ -388,7 +385,7 @@ def _count(status: str) -> int:
     return int(status.rsplit(" ", 1)[-1])
 
 
-class SqliteGroupCommit(_BatchingWriter):
+class SqliteGroupCommit(PaymentWriter):
     """SQLite: writes queue here; one thread commits whatever has queued as one transaction.
 
     While a batch is being written and fsynced the next one gathers, so under load many
