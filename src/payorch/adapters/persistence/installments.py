@@ -160,19 +160,13 @@ class SqlAlchemyInstallmentPlanRepository:
         await self._write_children(plan)
 
     async def save(self, plan: InstallmentPlan) -> None:
-        row = _plan_row(plan)
-        params = {f"p_{k}": row[k] for k in _PLAN_CHANGES}
-        params.update(p_version=plan.version + 1, w_id=plan.id, w_version=plan.version)
-        result = await self._conn.execute(_SAVE_PLAN, params)
+        result = await self._conn.execute(_SAVE_PLAN, _plan_params(plan))
         if result.rowcount != 1:
             raise ConcurrentUpdate(plan.id)
         for i in plan.installments:
             if not i.changed:
                 continue
-            values = _installment_row(plan, i)
-            params = {f"p_{k}": values[k] for k in _INSTALLMENT_CHANGES}
-            params.update(p_version=i.version + 1, w_id=i.id, w_version=i.version)
-            done = await self._conn.execute(_SAVE_INSTALLMENT, params)
+            done = await self._conn.execute(_SAVE_INSTALLMENT, _installment_params(plan, i))
             if done.rowcount != 1:
                 raise ConcurrentUpdate(i.id)
         try:
@@ -180,11 +174,7 @@ class SqlAlchemyInstallmentPlanRepository:
         except IntegrityError as exc:
             # Someone recorded this attempt already; the unit of work rolls back.
             raise ConcurrentUpdate(plan.id) from exc
-        plan.version += 1
-        for i in plan.installments:
-            if i.changed:
-                i.version += 1
-                i.changed = False
+        _saved(plan)
 
     async def save_many(self, plans: Sequence[InstallmentPlan]) -> None:
         """save() for several plans in this transaction, a statement per kind, not per
@@ -196,32 +186,18 @@ class SqlAlchemyInstallmentPlanRepository:
         changed = [(p, i) for p in plans for i in p.installments if i.changed]
         await self._check_versions(installment_plans, {p.id: p.version for p in plans})
         await self._check_versions(installments, {i.id: i.version for _, i in changed})
-        plan_params = []
-        for plan in plans:
-            row = _plan_row(plan)
-            params = {f"p_{k}": row[k] for k in _PLAN_CHANGES}
-            params.update(p_version=plan.version + 1, w_id=plan.id, w_version=plan.version)
-            plan_params.append(params)
-        await self._conn.execute(_SAVE_PLAN, plan_params)
+        await self._conn.execute(_SAVE_PLAN, [_plan_params(plan) for plan in plans])
         if changed:
-            inst_params = []
-            for plan, i in changed:
-                values = _installment_row(plan, i)
-                params = {f"p_{k}": values[k] for k in _INSTALLMENT_CHANGES}
-                params.update(p_version=i.version + 1, w_id=i.id, w_version=i.version)
-                inst_params.append(params)
-            await self._conn.execute(_SAVE_INSTALLMENT, inst_params)
+            await self._conn.execute(
+                _SAVE_INSTALLMENT, [_installment_params(plan, i) for plan, i in changed]
+            )
         try:
             await self._write_children(*plans)
         except IntegrityError as exc:
             # Someone recorded one of these attempts already; the unit of work rolls back.
             raise ConcurrentUpdate(plans[0].id) from exc
         for plan in plans:
-            plan.version += 1
-            for i in plan.installments:
-                if i.changed:
-                    i.version += 1
-                    i.changed = False
+            _saved(plan)
 
     async def _check_versions(self, table: Any, expected: dict[str, int]) -> None:
         """Lock the rows (FOR UPDATE; SQLite's BEGIN IMMEDIATE holds the write lock
@@ -468,3 +444,27 @@ class SqlAlchemyInstallmentPlanRepository:
             )
             for r in rows
         ]
+
+
+def _plan_params(plan: InstallmentPlan) -> dict[str, Any]:
+    """_SAVE_PLAN's parameters: the changing columns, the next version, the row's key."""
+    row = _plan_row(plan)
+    params = {f"p_{k}": row[k] for k in _PLAN_CHANGES}
+    params.update(p_version=plan.version + 1, w_id=plan.id, w_version=plan.version)
+    return params
+
+
+def _installment_params(plan: InstallmentPlan, i: Installment) -> dict[str, Any]:
+    values = _installment_row(plan, i)
+    params = {f"p_{k}": values[k] for k in _INSTALLMENT_CHANGES}
+    params.update(p_version=i.version + 1, w_id=i.id, w_version=i.version)
+    return params
+
+
+def _saved(plan: InstallmentPlan) -> None:
+    """After a save: the versions moved on, nothing is pending."""
+    plan.version += 1
+    for i in plan.installments:
+        if i.changed:
+            i.version += 1
+            i.changed = False
