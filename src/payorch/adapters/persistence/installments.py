@@ -15,6 +15,7 @@ from sqlalchemy import and_, bindparam, case, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from payorch.adapters.persistence.sql import one_of
 from payorch.adapters.persistence.tables import (
     events,
     installment_charges,
@@ -206,7 +207,7 @@ class SqlAlchemyInstallmentPlanRepository:
             return
         rows = await self._conn.execute(
             select(table.c.id, table.c.version)
-            .where(table.c.id.in_(list(expected)))
+            .where(one_of(self._conn.dialect, table.c.id, expected))
             .order_by(table.c.id)
             .with_for_update()
         )
@@ -257,7 +258,9 @@ class SqlAlchemyInstallmentPlanRepository:
         if not plan_ids:
             return {}
         found = await self._load(
-            select(installment_plans).where(installment_plans.c.id.in_(list(plan_ids)))
+            select(installment_plans).where(
+                one_of(self._conn.dialect, installment_plans.c.id, plan_ids)
+            )
         )
         return {p.id: p for p in found}
 
@@ -299,50 +302,63 @@ class SqlAlchemyInstallmentPlanRepository:
     async def claim_due(
         self, *, now: datetime, worker: str, lease_until: datetime, limit: int
     ) -> Sequence[Claim]:
-        i, p = installments, installment_plans
-        due = (
+        i = installments
+        # Its worker paused or died mid-charge: take it over first, same attempt.
+        stale = await self._lock(
             select(i.c.id, i.c.plan_id, i.c.status)
-            .join(p, p.c.id == i.c.plan_id)
-            .where(
-                or_(
-                    and_(
-                        p.c.status == PlanStatus.ACTIVE.value,
-                        i.c.status.in_(_CLAIMABLE),
-                        i.c.next_attempt_at <= now,
-                    ),
-                    # Its worker paused or died mid-charge: take it over, same attempt.
-                    and_(i.c.status == _PROCESSING, i.c.lease_until <= now),
-                )
-            )
-            .order_by(i.c.next_attempt_at)
+            .where(i.c.status == _PROCESSING, i.c.lease_until <= now)
+            .order_by(i.c.lease_until)
             .limit(limit)
-            # PostgreSQL: rows another worker is claiming are skipped, not waited for.
-            # SQLite ignores it; there the transaction holds the only write lock.
-            .with_for_update(skip_locked=True, of=i)
         )
-        rows = (await self._conn.execute(due)).all()
+        due = []
+        if len(stale) < limit:
+            # Read in order from the partial index of claimable installments (tables.py)
+            # and stopped at `limit`: the cost of a claim does not grow with the backlog.
+            # The statuses are written into the SQL, not bound, so that a prepared
+            # statement's generic plan still matches the index's predicate.
+            due = await self._lock(
+                select(i.c.id, i.c.plan_id, i.c.status)
+                .join(installment_plans, installment_plans.c.id == i.c.plan_id)
+                .where(
+                    i.c.status.in_(bindparam("claimable", _CLAIMABLE, literal_execute=True)),
+                    i.c.next_attempt_at <= now,
+                    installment_plans.c.status == PlanStatus.ACTIVE.value,
+                )
+                .order_by(i.c.next_attempt_at)
+                .limit(limit - len(stale))
+            )
+        rows = [*stale, *due]
         if not rows:
             return []
-        ids = [r.id for r in rows]
         fresh = i.c.status != _PROCESSING
-        await self._conn.execute(
-            update(i)
-            .where(i.c.id.in_(ids))
-            .values(
-                attempts=case((fresh, i.c.attempts + 1), else_=i.c.attempts),
-                attempt_kind=case((fresh, AttemptKind.SCHEDULED.value), else_=i.c.attempt_kind),
-                status=_PROCESSING,
-                claimed_by=worker,
-                lease_until=lease_until,
-                version=i.c.version + 1,
-            )
-        )
-        attempts = dict(
-            (await self._conn.execute(select(i.c.id, i.c.attempts).where(i.c.id.in_(ids)))).all()
+        attempts: dict[str, int] = dict(
+            (
+                await self._conn.execute(
+                    update(i)
+                    .where(one_of(self._conn.dialect, i.c.id, [r.id for r in rows]))
+                    .values(
+                        attempts=case((fresh, i.c.attempts + 1), else_=i.c.attempts),
+                        attempt_kind=case(
+                            (fresh, AttemptKind.SCHEDULED.value), else_=i.c.attempt_kind
+                        ),
+                        status=_PROCESSING,
+                        claimed_by=worker,
+                        lease_until=lease_until,
+                        version=i.c.version + 1,
+                    )
+                    .returning(i.c.id, i.c.attempts)
+                )
+            ).all()
         )
         return [
             Claim(r.id, r.plan_id, attempts[r.id], reclaimed=r.status == _PROCESSING) for r in rows
         ]
+
+    async def _lock(self, query: Any) -> builtins.list[Any]:
+        # PostgreSQL: rows another worker is claiming are skipped, not waited for.
+        # SQLite ignores it; there the transaction holds the only write lock.
+        rows = await self._conn.execute(query.with_for_update(skip_locked=True, of=installments))
+        return list(rows.all())
 
     async def hold(self, installment_id: str, attempt: int, until: datetime) -> None:
         i = installments
@@ -361,7 +377,7 @@ class SqlAlchemyInstallmentPlanRepository:
             (
                 await self._conn.execute(
                     select(installments)
-                    .where(installments.c.plan_id.in_(ids))
+                    .where(one_of(self._conn.dialect, installments.c.plan_id, ids))
                     .order_by(installments.c.plan_id, installments.c.sequence)
                 )
             )
@@ -373,7 +389,9 @@ class SqlAlchemyInstallmentPlanRepository:
             (
                 await self._conn.execute(
                     select(installment_charges)
-                    .where(installment_charges.c.installment_id.in_(inst_ids))
+                    .where(
+                        one_of(self._conn.dialect, installment_charges.c.installment_id, inst_ids)
+                    )
                     .order_by(installment_charges.c.installment_id, installment_charges.c.attempt)
                 )
             )

@@ -22,6 +22,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     false,
+    text,
 )
 
 metadata = MetaData(
@@ -270,8 +271,18 @@ installments = Table(
     Column("lease_until", UTCDateTime, nullable=True),
     Column("version", Integer, nullable=False),
     UniqueConstraint("plan_id", "sequence"),
-    Index(None, "status", "next_attempt_at"),
     Index(None, "status", "lease_until"),
+)
+
+# The scheduler's claim reads due installments oldest first from this index and stops
+# at the batch size. Partial: paid and cancelled installments, the bulk of the table
+# over time, are not in it. The claim query spells the same predicate.
+CLAIMABLE_INSTALLMENTS = "status IN ('pending', 'failed')"
+Index(
+    "ix_installments_claimable",
+    installments.c.next_attempt_at,
+    postgresql_where=text(CLAIMABLE_INSTALLMENTS),
+    sqlite_where=text(CLAIMABLE_INSTALLMENTS),
 )
 
 # One row per attempt: the primary key allows one charge per (installment, attempt).

@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from payorch.adapters.persistence.sql import one_of
 from payorch.adapters.persistence.tables import events, webhook_deliveries, webhook_endpoints
 from payorch.app.installment_ports import Cursor, DeliveryJob
 from payorch.app.ports import ConcurrentUpdate
@@ -160,7 +161,8 @@ class SqlAlchemyWebhookRepository:
         endpoint_rows = (
             await self._conn.execute(
                 select(t).where(
-                    t.c.merchant_id.in_(merchants), t.c.status == EndpointStatus.ENABLED.value
+                    one_of(self._conn.dialect, t.c.merchant_id, merchants),
+                    t.c.status == EndpointStatus.ENABLED.value,
                 )
             )
         ).mappings()
@@ -200,7 +202,9 @@ class SqlAlchemyWebhookRepository:
         if rows:
             await self._conn.execute(webhook_deliveries.insert(), rows)
         await self._conn.execute(
-            update(events).where(events.c.id.in_([e["id"] for e in batch])).values(published_at=now)
+            update(events)
+            .where(one_of(self._conn.dialect, events.c.id, [e["id"] for e in batch]))
+            .values(published_at=now)
         )
         return len(batch)
 
@@ -226,14 +230,14 @@ class SqlAlchemyWebhookRepository:
             return []
         await self._conn.execute(
             update(d)
-            .where(d.c.id.in_(ids))
+            .where(one_of(self._conn.dialect, d.c.id, ids))
             .values(claimed_by=worker, lease_until=lease_until, version=d.c.version + 1)
         )
         rows = (
             await self._conn.execute(
                 select(d, ep.c.url, ep.c.signing_key)
                 .join(ep, ep.c.id == d.c.endpoint_id)
-                .where(d.c.id.in_(ids))
+                .where(one_of(self._conn.dialect, d.c.id, ids))
                 .order_by(d.c.next_attempt_at)
             )
         ).mappings()
