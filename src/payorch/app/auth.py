@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from payorch.app.ports import Clock
+from payorch.app.read_cache import ReadCache
 
 KEY_PREFIX = "po_"
 
@@ -64,29 +65,16 @@ class ApiKeyStore(Protocol):
 class Authenticator:
     """Checks bearer keys; caches answers briefly so a key costs no query per call.
 
-    A revoked key stops working within `cache_s` seconds.
+    A revoked key stops working within `cache_s` seconds (plus one read).
     """
 
     def __init__(self, store: ApiKeyStore, clock: Clock, *, cache_s: float = 5.0) -> None:
-        self._store = store
-        self._clock = clock
-        self._cache_s = cache_s
-        self._cache: dict[str, tuple[float, Principal | None]] = {}
+        self._cache: ReadCache[str, Principal | None] = ReadCache(store.find, clock, ttl_s=cache_s)
 
     async def authenticate(self, bearer: str) -> Principal:
         if not bearer.startswith(KEY_PREFIX) or len(bearer) > 128:
             raise Unauthenticated("invalid API key")
-        digest = hash_key(bearer)
-        now = self._clock.monotonic()
-        cached = self._cache.get(digest)
-        if cached is not None and now - cached[0] < self._cache_s:
-            principal = cached[1]
-        else:
-            principal = await self._store.find(digest)
-            if self._cache_s > 0:
-                if len(self._cache) > 10_000:
-                    self._cache.clear()
-                self._cache[digest] = (now, principal)
+        principal = await self._cache.get(hash_key(bearer))
         if principal is None:
             raise Unauthenticated("invalid or revoked API key")
         return principal

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 from collections.abc import Sequence
 
 from payorch.app.ports import Clock, ConcurrentUpdate, MerchantConfigStore
+from payorch.app.read_cache import ReadCache
 from payorch.domain.merchant_config import MerchantConfig
 
 
@@ -31,45 +31,21 @@ class MerchantConfigs:
         self._store = store
         self._clock = clock
         self.processors = tuple(processors)
-        self._cache_s = cache_s
-        self._cache: dict[str, tuple[float, MerchantConfig, bool]] = {}
-        self._loading: dict[str, asyncio.Future[tuple[MerchantConfig, bool]]] = {}
-        # Bumped by each upsert: a read that started before one does not fill the cache.
-        self._generation = 0
+        # Bounded: a burst of unknown merchant ids cannot grow it without end.
+        self._cache: ReadCache[str, tuple[MerchantConfig, bool]] = ReadCache(
+            self._read, clock, ttl_s=cache_s, max_entries=50_000
+        )
 
     def default(self, merchant_id: str) -> MerchantConfig:
         return dataclasses.replace(self._defaults, merchant_id=merchant_id, version=0)
 
     async def get(self, merchant_id: str) -> tuple[MerchantConfig, bool]:
         """The current config and whether it is the default."""
-        hit = self._cache.get(merchant_id)
-        if hit is not None and self._clock.monotonic() - hit[0] < self._cache_s:
-            return hit[1], hit[2]
-        # One read per merchant at a time: when an entry runs out under load, the
-        # payments arriving meanwhile wait for that read instead of each making one.
-        loading = self._loading.get(merchant_id)
-        if loading is None:
-            loading = asyncio.ensure_future(self._load(merchant_id))
-            self._loading[merchant_id] = loading
-            loading.add_done_callback(lambda done: self._loaded(merchant_id, done))
-        return await asyncio.shield(loading)
+        return await self._cache.get(merchant_id)
 
-    async def _load(self, merchant_id: str) -> tuple[MerchantConfig, bool]:
-        started = self._clock.monotonic()
-        generation = self._generation
+    async def _read(self, merchant_id: str) -> tuple[MerchantConfig, bool]:
         stored = await self._store.current(merchant_id)
-        config, is_default = (stored, False) if stored else (self.default(merchant_id), True)
-        if generation == self._generation:  # no upsert here meanwhile: not stale
-            if len(self._cache) > 50_000:
-                self._cache.clear()
-            self._cache[merchant_id] = (started, config, is_default)
-        return config, is_default
-
-    def _loaded(self, merchant_id: str, done: asyncio.Future[tuple[MerchantConfig, bool]]) -> None:
-        if self._loading.get(merchant_id) is done:
-            del self._loading[merchant_id]
-        if not done.cancelled():
-            done.exception()  # retrieved: its waiters got it
+        return (stored, False) if stored else (self.default(merchant_id), True)
 
     async def upsert(self, config: MerchantConfig, *, expected_version: int = 0) -> MerchantConfig:
         config.validate(frozenset(self.processors))
@@ -85,7 +61,5 @@ class MerchantConfigs:
             await self._store.save(new, self._clock.now())
         except ConcurrentUpdate as exc:
             raise VersionConflict(f"config of {config.merchant_id} changed meanwhile") from exc
-        self._generation += 1
-        self._cache.pop(config.merchant_id, None)
-        self._loading.pop(config.merchant_id, None)
+        self._cache.invalidate(config.merchant_id)
         return new
