@@ -97,6 +97,8 @@ class Recorder:
         self.total_codes: Counter[str] = Counter()  # warm-up included
         self.first_error: str = ""
         self.max_lag_us = 0
+        # (start, latency, code) of each recorded request, for --trace.
+        self.trace: list[tuple[float, int, str]] | None = None
 
     def record(self, started_wall: float, latency_s: float, code: str) -> None:
         self.total_codes[code] += 1
@@ -104,6 +106,8 @@ class Recorder:
             self.codes[code] += 1
             if code == "OK":
                 self.latencies_us.append(int(latency_s * 1e6))
+            if self.trace is not None:
+                self.trace.append((started_wall, int(latency_s * 1e6), code))
 
 
 async def _send(
@@ -187,6 +191,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     if delay > 0:
         await asyncio.sleep(delay)
     rec = Recorder(args.start_at, args.start_at + args.duration)
+    if args.trace:
+        rec.trace = []
     cpu0 = time.process_time()
     if args.mode == "closed":
         await closed_loop(args, call, reqs, rec)
@@ -194,6 +200,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         await open_loop(args, call, reqs, rec)
     cpu1 = time.process_time()
     await channel.close()
+    if args.trace and rec.trace is not None:
+        with open(args.trace, "w") as out:
+            out.writelines(f"{t:.6f} {us} {code}\n" for t, us, code in rec.trace)
     return {
         "worker": args.worker,
         "pid": os.getpid(),
@@ -223,6 +232,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-requests", type=int, default=0, help="0: no limit")
     p.add_argument("--run-id", default="x")
     p.add_argument("--worker", type=int, default=0)
+    p.add_argument(
+        "--trace", metavar="FILE", help="write each recorded request: start time, µs, code"
+    )
     return p.parse_args(argv)
 
 
