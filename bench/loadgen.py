@@ -200,9 +200,6 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         await open_loop(args, call, reqs, rec)
     cpu1 = time.process_time()
     await channel.close()
-    if args.trace and rec.trace is not None:
-        with open(args.trace, "w") as out:
-            out.writelines(f"{t:.6f} {us} {code}\n" for t, us, code in rec.trace)
     return {
         "worker": args.worker,
         "pid": os.getpid(),
@@ -214,6 +211,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         # CPU over the whole run (warm-up included), and its wall time, for cores used.
         "cpu_s": cpu1 - cpu0,
         "wall_s": time.time() - (args.start_at - args.warmup),
+        "trace": rec.trace,
     }
 
 
@@ -241,6 +239,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 def main() -> None:
     args = parse()
     result = asyncio.run(run(args))
+    trace = result.pop("trace")
+    if args.trace and trace is not None:
+        with open(args.trace, "w") as out:
+            out.writelines(f"{t:.6f} {us} {code}\n" for t, us, code in trace)
     sys.stdout.write(json.dumps(result, separators=(",", ":")) + "\n")
 
 
