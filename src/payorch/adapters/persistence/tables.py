@@ -142,7 +142,14 @@ attempts = Table(
     Column("processor_payment_id", String(255), nullable=False, default=""),
     UniqueConstraint("payment_id", "step_index", "number"),
     Index(None, "started_at"),
-    Index(None, "processor", "started_at"),
+    # GetPaymentStats for one processor reads its attempts from here alone on
+    # PostgreSQL (INCLUDE; SQLite has no such clause and reads the rows).
+    Index(
+        None,
+        "processor",
+        "started_at",
+        postgresql_include=["payment_id", "outcome", "error_code", "delay_before_ms"],
+    ),
 )
 
 # The outbox: events written in the same transaction as the state change.
@@ -383,4 +390,5 @@ Index(
     attempts.c.started_at,
     attempts.c.outcome,
     attempts.c.payment_id,
+    postgresql_include=["merchant_id", "processor"],
 )
