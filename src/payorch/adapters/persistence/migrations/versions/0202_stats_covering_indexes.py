@@ -34,8 +34,10 @@ def _recreate(covering: bool) -> None:
         return
     for name, columns in (PROCESSOR, FAILURES):
         op.drop_index(name, table_name="attempts")
-        include = {"postgresql_include": INCLUDES[name]} if covering else {}
-        op.create_index(name, "attempts", columns, **include)
+        if covering:
+            op.create_index(name, "attempts", columns, postgresql_include=INCLUDES[name])
+        else:
+            op.create_index(name, "attempts", columns)
 
 
 def upgrade() -> None:
