@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import POSTGRES_URL
 from tests.e2e.server import RunningServer, create_key, start_server
 
 
@@ -15,8 +14,6 @@ def server(request: pytest.FixtureRequest, tmp_path_factory) -> RunningServer:
     if request.param == "sqlite":
         url = f"sqlite:///{workdir / 'payorch.db'}"
     else:
-        if not POSTGRES_URL:
-            pytest.skip("PAYORCH_TEST_POSTGRES_URL is not set")
         url = request.getfixturevalue("postgres_database")
     running = start_server(workdir, url)
     running.keys = {

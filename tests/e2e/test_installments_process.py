@@ -20,7 +20,6 @@ import pytest
 from payments.installments.v1 import installments_pb2 as pb
 from payments.installments.v1 import installments_pb2_grpc as pb_grpc
 from payments.plan.v1 import plan_pb2
-from tests.conftest import POSTGRES_URL
 from tests.e2e.server import RunningServer, create_key, payorch, start_server
 
 pytestmark = pytest.mark.e2e
@@ -35,8 +34,6 @@ def server(request: pytest.FixtureRequest, tmp_path_factory) -> RunningServer:
     if request.param == "sqlite":
         url = f"sqlite:///{workdir / 'payorch.db'}"
     else:
-        if not POSTGRES_URL:
-            pytest.skip("PAYORCH_TEST_POSTGRES_URL is not set")
         url = request.getfixturevalue("postgres_database")
     running = start_server(workdir, url, env={"PAYORCH_WEBHOOKS_ALLOW_HTTP_LOOPBACK": "1"})
     running.keys = {"m_1": create_key(url, merchant="m_1"), "m_2": create_key(url, merchant="m_2")}

@@ -10,7 +10,7 @@ import pytest
 
 from payments.orchestrator.v1 import orchestrator_pb2 as orch
 from payments.orchestrator.v1 import orchestrator_pb2_grpc as orch_grpc
-from tests.conftest import POSTGRES_URL
+from tests.conftest import POSTGRES_URL, require_postgres
 from tests.e2e.server import create_key, start_server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
@@ -18,8 +18,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 
 @pytest.fixture(scope="module")
 def two_servers(tmp_path_factory):
-    if not POSTGRES_URL:
-        pytest.skip("PAYORCH_TEST_POSTGRES_URL is not set")
+    require_postgres()
     workdir = tmp_path_factory.mktemp("two")
     name = f"payorch_race_{uuid.uuid4().hex[:8]}"
     _admin(f'CREATE DATABASE "{name}"')

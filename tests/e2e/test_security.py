@@ -50,7 +50,7 @@ from payments.orchestrator.v1 import orchestrator_pb2_grpc as orch_grpc
 from payments.result.v1 import result_pb2
 from payorch.domain.card_data import contains_card_number
 from payorch.entrypoints.grpc.server import SERVICES
-from tests.conftest import POSTGRES_URL
+from tests.conftest import POSTGRES_URL, require_postgres
 from tests.e2e.server import RunningServer, create_key, start_server
 
 pytestmark = pytest.mark.e2e
@@ -885,8 +885,7 @@ def noisy(
     if db == "sqlite":
         url = f"sqlite:///{tmp_path / 'noisy.db'}"
     else:
-        if not POSTGRES_URL:
-            pytest.skip("PAYORCH_TEST_POSTGRES_URL is not set")
+        require_postgres()
         # A database of its own: the scan must see this run's rows only.
         url = request.getfixturevalue("own_postgres_database")
     env = {"PAYORCH_LOG_LEVEL": "DEBUG"}
