@@ -190,6 +190,19 @@ class Server:
             return 0.0
         return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
+    def loop_thread_cpu_s(self) -> float:
+        """CPU of the main thread alone: the event loop, where every request is handled.
+
+        The other threads (grpc's poller, the SQLite writer) share the GIL with it, so
+        the main thread's share shows how much of the process's one Python core is left
+        for requests."""
+        try:
+            stat = Path(f"/proc/{self.pid}/task/{self.pid}/stat").read_text()
+        except OSError:
+            return 0.0
+        fields = stat.rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
     def status_kb(self, key: str) -> int:
         try:
             for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
@@ -457,6 +470,7 @@ def drive(
     try:
         _sleep_until(start_at)
         cpu0, busy0 = server.cpu_s(), machine_busy()
+        loop0 = server.loop_thread_cpu_s()
         spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(PYTHON).parent))
         if opts.profile and profile_name and spy:
             out = Path(opts.profile) / f"{profile_name}.speedscope.json"
@@ -482,6 +496,7 @@ def drive(
             )
         _sleep_until(start_at + opts.duration)
         cpu1, busy1 = server.cpu_s(), machine_busy()
+        loop1 = server.loop_thread_cpu_s()
         rss_end_kb = server.status_kb("VmRSS")
         reports, failures = [], []
         for proc in procs:
@@ -539,6 +554,11 @@ def drive(
             "mean": round(sum(latencies) / len(latencies) / 1000.0, 3) if latencies else 0.0,
         },
         "server_cpu_cores": round((cpu1 - cpu0) / opts.duration, 2),
+        # Of server_cpu_cores: the main (event loop) thread, and every other thread.
+        "server_loop_thread_cpu_cores": round((loop1 - loop0) / opts.duration, 2),
+        "server_other_threads_cpu_cores": round(
+            max(0.0, (cpu1 - cpu0) - (loop1 - loop0)) / opts.duration, 2
+        ),
         "client_cpu_cores": round(client_cpu / client_wall, 2) if client_wall else None,
         "machine_cpu_busy": round(busy, 2),
         # Everything else on the machine during the window (other jobs, the kernel's share
@@ -630,7 +650,8 @@ def _summary(d: dict[str, Any]) -> str:
     errs = f", errors {d['errors']}" if d["errors"] else ""
     return (
         f"{d['throughput_rps']} req/s, p50 {lat['p50']} ms, p99 {lat['p99']} ms, "
-        f"peak RSS {d.get('peak_rss_mb')} MB, server {d['server_cpu_cores']} / client "
+        f"peak RSS {d.get('peak_rss_mb')} MB, server {d['server_cpu_cores']} (loop thread "
+        f"{d.get('server_loop_thread_cpu_cores')}) / client "
         f"{d['client_cpu_cores']} / other {d['other_cpu_cores']} cores{errs}"
     )
 

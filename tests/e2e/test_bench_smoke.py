@@ -70,6 +70,11 @@ def test_every_scenario_is_reported(report: dict) -> None:
             assert scenario["throughput_rps"] >= 0
             assert set(scenario["latency_ms"]) >= {"p50", "p99"}
             assert scenario["peak_rss_mb"] > 0
+            # The server's CPU split by thread: the loop thread is a part of the whole.
+            loop = scenario["server_loop_thread_cpu_cores"]
+            others = scenario["server_other_threads_cpu_cores"]
+            assert 0 <= loop <= scenario["server_cpu_cores"] + 0.01, (name, scenario)
+            assert others >= 0, (name, scenario)
         if scenario["status"] != "ok":
             assert scenario.get("error"), (name, scenario)
 
@@ -83,6 +88,7 @@ def test_single_step_scenarios_take_real_payments(report: dict) -> None:
             assert scenario["status"] == "ok", (name, scenario.get("error"))
             assert scenario["ok"] > 0, name
             assert scenario["validation"]["payment_status"] == "PAYMENT_STATUS_SUCCEEDED"
+            assert scenario["server_loop_thread_cpu_cores"] > 0, name
             check = scenario["db_check"]
             assert check["every_ok_answer_stored"], (name, check)
 
