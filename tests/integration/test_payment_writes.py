@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 
 from payorch.adapters.persistence.engine import create_engine, migrate
 from payorch.adapters.persistence.payment_writes import (
+    AsyncpgPaymentWriter,
     _children,
     insert_write,
 )
@@ -30,8 +31,16 @@ from payorch.domain.payment import (
     Step,
 )
 from payorch.domain.results import ErrorCode, Outcome
+from tests.conftest import _truncate
 
 AT = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
+
+
+@pytest.fixture
+async def pg_url(postgres_database):
+    """PostgreSQL only: a row lock held by another transaction has no SQLite twin."""
+    await _truncate(postgres_database)
+    return postgres_database
 
 
 @pytest.fixture
@@ -266,3 +275,95 @@ async def test_a_write_failing_half_way_is_rolled_back_alone(uow):
     assert await count(uow, payments) == 1
     assert await count(uow, payment_steps) == 1
     assert (await load(uow, good.id)).id == good.id
+
+
+def _count_batches_at_once(writer) -> list[int]:
+    """Wrap the writer's batch method: [batches running now, most at once, batches]."""
+    seen = [0, 0, 0]
+    inner = writer._write_batch
+
+    def enter() -> None:
+        seen[0] += 1
+        seen[1] = max(seen[1], seen[0])
+        seen[2] += 1
+
+    if asyncio.iscoroutinefunction(inner):
+
+        async def wrapped(batch):
+            enter()
+            try:
+                return await inner(batch)
+            finally:
+                seen[0] -= 1
+
+    else:  # SQLite: run in the writer thread
+
+        def wrapped(batch):
+            enter()
+            try:
+                return inner(batch)
+            finally:
+                seen[0] -= 1
+
+    writer._write_batch = wrapped
+    return seen
+
+
+async def test_writes_arriving_during_a_batch_wait_and_go_together_in_the_next(uow):
+    seen = _count_batches_at_once(uow.writer)
+    first = asyncio.ensure_future(uow.insert_payment(new_payment(0)))
+    # The others arrive one by one while the first batch is being written.
+    later = []
+    for n in range(1, 41):
+        later.append(asyncio.ensure_future(uow.insert_payment(new_payment(n))))
+        await asyncio.sleep(0)
+    await asyncio.gather(first, *later)
+    assert await count(uow, payments) == 41
+    # One batch at a time (none stalls here), and far fewer batches than writes.
+    assert seen[1] == 1, seen
+    assert seen[2] < 20, seen
+
+
+async def test_a_batch_stuck_on_a_row_lock_does_not_hold_up_the_writes_behind_it(pg_url):
+    import asyncpg
+
+    engine = create_engine(pg_url)
+    await migrate(engine)
+    factory = SqlAlchemyUnitOfWorkFactory(engine)
+    writer = factory.writer
+    assert isinstance(writer, AsyncpgPaymentWriter)
+    writer._stall_s = 0.05
+    locker = await asyncpg.connect(engine.url.set(drivername="postgresql").render_as_string(False))
+    try:
+        stuck = new_payment(1)
+        await factory.insert_payment(stuck)
+        # Another transaction holds the payment row: its update has to wait.
+        tx = locker.transaction()
+        await tx.start()
+        await locker.execute("SELECT 1 FROM payments WHERE id = $1 FOR UPDATE", stuck.id)
+        settle(stuck)
+        begun = asyncio.Event()
+        inner = writer._write_batch
+
+        async def write_batch(batch):
+            begun.set()
+            return await inner(batch)
+
+        writer._write_batch = write_batch  # type: ignore[method-assign]
+        waiting = asyncio.ensure_future(factory.update_payment(stuck))
+        await begun.wait()  # its batch has begun
+        # Behind it: new payments, which go in a batch of their own on another connection.
+        others = [new_payment(n) for n in range(2, 12)]
+        await asyncio.wait_for(
+            asyncio.gather(*(factory.insert_payment(p) for p in others)), timeout=10
+        )
+        assert not waiting.done()
+        assert writer.stalls >= 1
+        await tx.rollback()
+        await asyncio.wait_for(waiting, timeout=10)
+        assert (await load(factory, stuck.id)).status is PaymentStatus.SUCCEEDED
+        assert await count(factory, payments) == 11
+    finally:
+        await locker.close()
+        await factory.close()
+        await engine.dispose()
