@@ -115,6 +115,8 @@ async def bootstrap(
     if run_migrations:
         await migrate(engine)
     uow = SqlAlchemyUnitOfWorkFactory(engine)
+    if uow.writer is not None:
+        default_metrics().payment_writes.track(uow.writer)
     observed = build_observability(settings, clock, engine, observability)
     processors, simulated = build_processors(settings)
     # When tracing is on, every processor call is an attempt span.

@@ -100,6 +100,21 @@ def test_metrics_are_scraped_from_the_http_port_during_payments(server):
     )
     assert grew("payorch_rpc_duration_seconds", "payorch_rpc_duration_seconds_count", 3, rpc=CREATE)
     assert grew("payorch_payments", "payorch_payments_total", 1, status="succeeded")
+    # Two payments, two writes each (the gate, then the result); the refusal writes none.
+    database = "postgresql" if server.database_url.startswith("postgres") else "sqlite"
+    assert grew("payorch_payment_writes", "payorch_payment_writes_total", 4, database=database)
+    batches = sample(
+        after,
+        "payorch_payment_write_batches",
+        "payorch_payment_write_batches_total",
+        database=database,
+    ) - sample(
+        before,
+        "payorch_payment_write_batches",
+        "payorch_payment_write_batches_total",
+        database=database,
+    )
+    assert 1 <= batches <= 4
     assert grew("payorch_payments", "payorch_payments_total", 1, status="failed")
     assert grew("payorch_orchestration_seconds", "payorch_orchestration_seconds_count", 2)
     assert grew(

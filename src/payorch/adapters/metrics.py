@@ -3,10 +3,14 @@ never a merchant or payment id."""
 
 from __future__ import annotations
 
-from typing import Generic, TypeVar
+import weakref
+from collections.abc import Iterator
+from typing import Generic, Protocol, TypeVar
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.metrics_core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from payorch.domain.health import BreakerState, HealthState, Signal
 
@@ -51,6 +55,9 @@ class Metrics:
             "1 while some processor can take payments (not every breaker is open), else 0.",
             registry=registry,
         )
+        # The payment writers' counters (a writer is tracked by bootstrap).
+        self.payment_writes = PaymentWriteCollector()
+        registry.register(self.payment_writes)
 
 
 M = TypeVar("M", bound=MetricWrapperBase)
@@ -103,3 +110,53 @@ class PrometheusHealthObserver:
 
     def availability_changed(self, available: bool) -> None:
         self._m.processors_available.set(1 if available else 0)
+
+
+class CountedWriter(Protocol):
+    """What the payment writers count (persistence/payment_writes.py)."""
+
+    database: str
+    batches: int
+    writes: int
+
+
+class PaymentWriteCollector(Collector):
+    """The payment writers' counters, read when /metrics is scraped: nothing is
+    added to a write. Tracks writers weakly: one per unit-of-work factory."""
+
+    def __init__(self) -> None:
+        self._writers: weakref.WeakSet[CountedWriter] = weakref.WeakSet()
+
+    def track(self, writer: CountedWriter) -> None:
+        self._writers.add(writer)
+
+    def collect(self) -> Iterator[Metric]:
+        batches = CounterMetricFamily(
+            "payorch_payment_write_batches",
+            "Transactions the payment writer committed; each holds one or more writes.",
+            labels=["database"],
+        )
+        writes = CounterMetricFamily(
+            "payorch_payment_writes",
+            "Payment writes committed (a payment makes two: its gate, then its result).",
+            labels=["database"],
+        )
+        stalls = CounterMetricFamily(
+            "payorch_payment_write_stalls",
+            "Write batches still running past the stall threshold (PostgreSQL): the "
+            "writes queued behind them went on another connection.",
+            labels=["database"],
+        )
+        totals: dict[str, list[int]] = {}
+        for writer in list(self._writers):
+            t = totals.setdefault(writer.database, [0, 0, 0])
+            t[0] += writer.batches
+            t[1] += writer.writes
+            t[2] += getattr(writer, "stalls", 0)
+        for database, (b, w, st) in sorted(totals.items()):
+            batches.add_metric([database], b)
+            writes.add_metric([database], w)
+            stalls.add_metric([database], st)
+        yield batches
+        yield writes
+        yield stalls

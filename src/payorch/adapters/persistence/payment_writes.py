@@ -238,6 +238,7 @@ class PaymentWriter:
     the COMMIT that holds it. Counters: `batches` (transactions) and `writes`."""
 
     _statements: PaymentStatements
+    database: str
     batches: int
     writes: int
 
@@ -277,6 +278,7 @@ class AsyncpgPaymentWriter(PaymentWriter):
     holds up the others.
     """
 
+    database = "postgresql"
     APPLIED = (
         "SELECT id FROM payments WHERE id = ANY($1::varchar[]) AND xmin = pg_current_xact_id()::xid"
     )
@@ -436,6 +438,8 @@ class SqliteGroupCommit(PaymentWriter):
     payments share one fsync. Each write runs in its own savepoint: a write that fails
     (a conflict, a constraint) is rolled back alone and its caller gets the error.
     """
+
+    database = "sqlite"
 
     def __init__(self, path: str, lock: asyncio.Lock, dialect: Dialect, *, max_batch: int = 256):
         self._path = path
