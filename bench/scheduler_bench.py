@@ -342,8 +342,11 @@ def measure(
             try:
                 for proc, log in procs:
                     out, _ = proc.communicate(timeout=timeout_s)
-                    if proc.returncode == 0 and out.strip():
-                        reports.append(json.loads(out.strip().splitlines()[-1])["scheduler"])
+                    # The worker's report is its last JSON line (under --profile, py-spy
+                    # prints its own lines to the same stdout after it).
+                    lines = [ln for ln in out.splitlines() if ln.startswith("{")]
+                    if proc.returncode == 0 and lines:
+                        reports.append(json.loads(lines[-1])["scheduler"])
                     else:
                         tail = log.read_text(errors="replace")[-1500:]
                         failures.append(f"worker exit {proc.returncode}: {tail}")
