@@ -172,6 +172,15 @@ def child_env(opts: Options, extra: dict[str, str] | None = None) -> dict[str, s
     return env
 
 
+def _stat_cpu_s(path: str) -> float:
+    """User + system CPU seconds from a /proc stat file (a process or one thread)."""
+    try:
+        fields = Path(path).read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
 @dataclass
 class Server:
     kind: str  # payorch | bare
@@ -184,11 +193,7 @@ class Server:
         return self.process.pid
 
     def cpu_s(self) -> float:
-        try:
-            fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return 0.0
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+        return _stat_cpu_s(f"/proc/{self.pid}/stat")
 
     def loop_thread_cpu_s(self) -> float:
         """CPU of the main thread alone: the event loop, where every request is handled.
@@ -196,12 +201,7 @@ class Server:
         The other threads (grpc's poller, the SQLite writer) share the GIL with it, so
         the main thread's share shows how much of the process's one Python core is left
         for requests."""
-        try:
-            stat = Path(f"/proc/{self.pid}/task/{self.pid}/stat").read_text()
-        except OSError:
-            return 0.0
-        fields = stat.rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+        return _stat_cpu_s(f"/proc/{self.pid}/task/{self.pid}/stat")
 
     def status_kb(self, key: str) -> int:
         try:

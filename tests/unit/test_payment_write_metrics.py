@@ -10,12 +10,11 @@ from payorch.adapters.metrics import PaymentWriteCollector
 
 
 class FakeWriter:
-    def __init__(self, database: str, batches: int, writes: int, stalls: int | None = None):
+    def __init__(self, database: str, batches: int, writes: int, stalls: int = 0):
         self.database = database
         self.batches = batches
         self.writes = writes
-        if stalls is not None:
-            self.stalls = stalls
+        self.stalls = stalls
 
 
 def registry_with(collector: PaymentWriteCollector) -> CollectorRegistry:
@@ -38,7 +37,7 @@ def test_counters_are_read_when_scraped_and_summed_per_database():
     assert value(registry, "payorch_payment_write_batches_total", "postgresql") == 5
     assert value(registry, "payorch_payment_writes_total", "postgresql") == 46
     assert value(registry, "payorch_payment_write_stalls_total", "postgresql") == 1
-    # The SQLite writer has no stall threshold: its stalls read 0.
+    # The SQLite writer has no stall threshold: its stalls stay 0.
     assert value(registry, "payorch_payment_writes_total", "sqlite") == 9
     assert value(registry, "payorch_payment_write_stalls_total", "sqlite") == 0
     # A later scrape sees the counters as they are then.

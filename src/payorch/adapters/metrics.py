@@ -118,6 +118,7 @@ class CountedWriter(Protocol):
     database: str
     batches: int
     writes: int
+    stalls: int
 
 
 class PaymentWriteCollector(Collector):
@@ -152,7 +153,7 @@ class PaymentWriteCollector(Collector):
             t = totals.setdefault(writer.database, [0, 0, 0])
             t[0] += writer.batches
             t[1] += writer.writes
-            t[2] += getattr(writer, "stalls", 0)
+            t[2] += writer.stalls
         for database, (b, w, st) in sorted(totals.items()):
             batches.add_metric([database], b)
             writes.add_metric([database], w)

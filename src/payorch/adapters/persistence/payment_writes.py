@@ -241,6 +241,8 @@ class PaymentWriter:
     database: str
     batches: int
     writes: int
+    # Batches past a stall threshold (only the PostgreSQL writer has one).
+    stalls: int = 0
 
     async def insert(self, payment: Payment) -> None:
         await self._submit(insert_write(self._statements, payment))
