@@ -115,6 +115,13 @@ def test_metrics_are_scraped_from_the_http_port_during_payments(server):
         database=database,
     )
     assert 1 <= batches <= 4
+    # Every one of those batches had its COMMIT timed.
+    assert grew(
+        "payorch_payment_write_commit_seconds",
+        "payorch_payment_write_commit_seconds_count",
+        batches,
+        database=database,
+    )
     assert grew("payorch_payments", "payorch_payments_total", 1, status="failed")
     assert grew("payorch_orchestration_seconds", "payorch_orchestration_seconds_count", 2)
     assert grew(

@@ -242,6 +242,19 @@ async def test_concurrent_writes_all_land_and_a_duplicate_among_them_fails_alone
     assert uow.writer.batches < 40
 
 
+async def test_every_committed_batch_has_its_commit_timed(uow):
+    batch = [new_payment(n) for n in range(30)]
+    await asyncio.gather(*(uow.insert_payment(p) for p in batch))
+    for p in batch:
+        settle(p)
+    await asyncio.gather(*(uow.update_payment(p) for p in batch))
+    await uow.insert_payment(new_payment(100))  # alone: a batch of one write
+    times = uow.writer.commit_times
+    assert uow.writer.writes == 61
+    assert sum(times.counts) == uow.writer.batches
+    assert times.sum_s > 0
+
+
 async def test_two_saves_of_one_payment_at_once_one_wins_the_other_is_a_conflict(uow):
     p = new_payment(1)
     await uow.insert_payment(p)

@@ -9,8 +9,9 @@ from typing import Generic, Protocol, TypeVar
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics import MetricWrapperBase
-from prometheus_client.metrics_core import CounterMetricFamily, Metric
+from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from payorch.domain.health import BreakerState, HealthState, Signal
 
@@ -112,6 +113,15 @@ class PrometheusHealthObserver:
         self._m.processors_available.set(1 if available else 0)
 
 
+class TimedCommits(Protocol):
+    """A writer's COMMIT durations (payment_writes.py CommitTimes), bucket by bucket, not
+    cumulative: `counts[i]` for times up to `bounds[i]`, the last one for the rest."""
+
+    bounds: tuple[float, ...]
+    counts: list[int]
+    sum_s: float
+
+
 class CountedWriter(Protocol):
     """What the payment writers count (persistence/payment_writes.py)."""
 
@@ -119,6 +129,9 @@ class CountedWriter(Protocol):
     batches: int
     writes: int
     stalls: int
+
+    @property
+    def commit_times(self) -> TimedCommits: ...
 
 
 class PaymentWriteCollector(Collector):
@@ -148,16 +161,38 @@ class PaymentWriteCollector(Collector):
             "writes queued behind them went on another connection.",
             labels=["database"],
         )
+        commits = HistogramMetricFamily(
+            "payorch_payment_write_commit_seconds",
+            "How long the payment writer's COMMITs took: the WAL fsync on SQLite, the "
+            "round trip that waits for the WAL flush on PostgreSQL. A payment's answer "
+            "waits for its COMMIT, so this tail is a floor under CreatePayment's.",
+            labels=["database"],
+        )
         totals: dict[str, list[int]] = {}
+        times: dict[str, tuple[tuple[float, ...], list[int], list[float]]] = {}
         for writer in list(self._writers):
             t = totals.setdefault(writer.database, [0, 0, 0])
             t[0] += writer.batches
             t[1] += writer.writes
             t[2] += writer.stalls
+            ct = writer.commit_times
+            bounds, counts, total_s = times.setdefault(
+                writer.database, (ct.bounds, [0] * len(ct.counts), [0.0])
+            )
+            for i, n in enumerate(ct.counts):
+                counts[i] += n
+            total_s[0] += ct.sum_s
         for database, (b, w, st) in sorted(totals.items()):
             batches.add_metric([database], b)
             writes.add_metric([database], w)
             stalls.add_metric([database], st)
+            bounds, counts, total_s = times[database]
+            running, buckets = 0, []
+            for bound, n in zip((*map(floatToGoString, bounds), "+Inf"), counts, strict=True):
+                running += n
+                buckets.append((bound, running))
+            commits.add_metric([database], buckets, total_s[0])
         yield batches
         yield writes
         yield stalls
+        yield commits

@@ -23,6 +23,8 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+import time
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -233,14 +235,40 @@ def _settle(
             done.set_exception(error)
 
 
+class CommitTimes:
+    """How long the writer's COMMITs took, as histogram buckets (seconds, upper bounds
+    inclusive, the last one +Inf). Kept by the writer, one `observe` per batch, and read
+    when /metrics is scraped.
+
+    A payment's answer waits for the COMMIT that holds its write, so the tail of these
+    times is a floor under the tail of CreatePayment: on SQLite the COMMIT is the WAL's
+    fsync (and winning the GIL back after it), on PostgreSQL the round trip that waits
+    for the server to flush its WAL.
+    """
+
+    BOUNDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+    __slots__ = ("bounds", "counts", "sum_s")
+
+    def __init__(self) -> None:
+        self.bounds: tuple[float, ...] = self.BOUNDS
+        self.counts = [0] * (len(self.BOUNDS) + 1)
+        self.sum_s = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect_left(self.bounds, seconds)] += 1
+        self.sum_s += seconds
+
+
 class PaymentWriter:
     """Both writers: a payment's write is queued, batched, and marked written after
-    the COMMIT that holds it. Counters: `batches` (transactions) and `writes`."""
+    the COMMIT that holds it. Counters: `batches` (transactions) and `writes`; the
+    COMMITs' durations in `commit_times`."""
 
     _statements: PaymentStatements
     database: str
     batches: int
     writes: int
+    commit_times: CommitTimes
     # Batches past a stall threshold (only the PostgreSQL writer has one).
     stalls: int = 0
 
@@ -307,6 +335,7 @@ class AsyncpgPaymentWriter(PaymentWriter):
         self._tasks: set[asyncio.Task[None]] = set()
         self.batches = 0
         self.writes = 0
+        self.commit_times = CommitTimes()
 
     async def _get_pool(self) -> asyncpg.Pool:
         if self._pool is None:
@@ -370,10 +399,12 @@ class AsyncpgPaymentWriter(PaymentWriter):
                 try:
                     async with conn.transaction():
                         applied = await self._apply_batch(conn, batch)
+                        committing = time.perf_counter()
                 except (asyncpg.PostgresError, asyncpg.InterfaceError):
                     if conn.is_closed():
                         raise
                 else:
+                    self.commit_times.observe(time.perf_counter() - committing)
                     self.batches += 1
                     self.writes += len(batch)
                     return [None if w.payment_id in applied else w.conflict for w in batch]
@@ -382,9 +413,11 @@ class AsyncpgPaymentWriter(PaymentWriter):
                 try:
                     async with conn.transaction():
                         await self._apply_one(conn, write)
+                        committing = time.perf_counter()
                 except Exception as exc:
                     errors.append(exc)
                 else:
+                    self.commit_times.observe(time.perf_counter() - committing)
                     errors.append(None)
                 self.batches += 1
                 self.writes += 1
@@ -453,6 +486,7 @@ class SqliteGroupCommit(PaymentWriter):
         self._drainer: asyncio.Task[None] | None = None
         self.batches = 0
         self.writes = 0
+        self.commit_times = CommitTimes()
 
     async def _submit(self, write: Write) -> None:
         done = self._queue.put(write)
@@ -507,7 +541,7 @@ class SqliteGroupCommit(PaymentWriter):
                 except sqlite3.DatabaseError:
                     together = False
                 if together:
-                    conn.execute("COMMIT")
+                    self._commit(conn)
                     self.batches += 1
                     self.writes += len(batch)
                     return [None] * len(batch)
@@ -524,7 +558,7 @@ class SqliteGroupCommit(PaymentWriter):
                 else:
                     errors.append(None)
                 conn.execute("RELEASE w")
-            conn.execute("COMMIT")
+            self._commit(conn)
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
@@ -532,6 +566,11 @@ class SqliteGroupCommit(PaymentWriter):
         self.batches += 1
         self.writes += len(batch)
         return errors
+
+    def _commit(self, conn: sqlite3.Connection) -> None:
+        started = time.perf_counter()
+        conn.execute("COMMIT")
+        self.commit_times.observe(time.perf_counter() - started)
 
     async def close(self) -> None:
         while self._drainer is not None:
