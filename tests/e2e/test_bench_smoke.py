@@ -75,6 +75,8 @@ def test_every_scenario_is_reported(report: dict) -> None:
             others = scenario["server_other_threads_cpu_cores"]
             assert 0 <= loop <= scenario["server_cpu_cores"] + 0.01, (name, scenario)
             assert others >= 0, (name, scenario)
+            # Only payorch has a payment writer to time.
+            assert ("commit_ms" in scenario) == (scenario["server"] == "payorch"), name
         if scenario["status"] != "ok":
             assert scenario.get("error"), (name, scenario)
 
@@ -89,6 +91,12 @@ def test_single_step_scenarios_take_real_payments(report: dict) -> None:
             assert scenario["ok"] > 0, name
             assert scenario["validation"]["payment_status"] == "PAYMENT_STATUS_SUCCEEDED"
             assert scenario["server_loop_thread_cpu_cores"] > 0, name
+            # The window's COMMITs, read from the server's /metrics: payments were
+            # written, so some were timed, and a bound holds the slowest.
+            commits = scenario["commit_ms"]
+            assert commits["count"] > 0, (name, commits)
+            assert commits["mean_ms"] > 0, (name, commits)
+            assert "max_under_ms" in commits, (name, commits)
             check = scenario["db_check"]
             assert check["every_ok_answer_stored"], (name, check)
 
