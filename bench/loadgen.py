@@ -77,14 +77,18 @@ def _varint(n: int) -> bytes:
 class Requests:
     """Fresh, distinct request bodies: template + request_id field (any field order parses)."""
 
-    def __init__(self, body: str, run_id: str, worker: int) -> None:
+    def __init__(self, body: str, run_id: str, worker: int, replay_ids: int = 0) -> None:
         self._template = template(body)
         self._prefix = f"bench.{run_id}.w{worker}.".encode()
         self._n = 0
+        # > 0: ids cycle over this many, so after the first round every request is
+        # an idempotent replay of a finished payment (a client's retry storm).
+        self._cycle = replay_ids
 
     def next(self) -> bytes:
         self._n += 1
-        rid = self._prefix + str(self._n).encode()
+        n = (self._n - 1) % self._cycle + 1 if self._cycle else self._n
+        rid = self._prefix + str(n).encode()
         return self._template + REQUEST_ID_TAG + _varint(len(rid)) + rid
 
 
@@ -175,7 +179,7 @@ async def open_loop(args: argparse.Namespace, call: Any, reqs: Requests, rec: Re
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    reqs = Requests(args.body, args.run_id, args.worker)
+    reqs = Requests(args.body, args.run_id, args.worker, args.replay_ids)
     channel = grpc.aio.insecure_channel(
         args.target,
         options=[
@@ -230,6 +234,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-requests", type=int, default=0, help="0: no limit")
     p.add_argument("--run-id", default="x")
     p.add_argument("--worker", type=int, default=0)
+    p.add_argument(
+        "--replay-ids",
+        type=int,
+        default=0,
+        help="cycle request ids over this many per worker: the rest are replays (0: all new)",
+    )
     p.add_argument(
         "--trace", metavar="FILE", help="write each recorded request: start time, µs, code"
     )

@@ -48,6 +48,10 @@ DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 _READY = re.compile(r"serving gRPC on (\S+)(?: and HTTP on (\S+))?")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
+# The replay scenario: request ids cycle over this many per load generator worker, so
+# after the first round every CreatePayment is an idempotent replay of a finished one.
+REPLAY_IDS = 100
+
 # Targets that belong to features still being built: named, never faked.
 PLACEHOLDERS: dict[str, str] = {}
 
@@ -485,6 +489,7 @@ def drive(
     mode: str,
     concurrency: int = 0,
     rate: float = 0.0,
+    replay_ids: int = 0,
     profile_name: str = "",
 ) -> dict[str, Any]:
     """Run the workers against `server`; measure the window; merge their reports."""
@@ -524,6 +529,8 @@ def drive(
             cmd += ["--rate", f"{rate / workers:.6f}"]
         if opts.max_requests:
             cmd += ["--max-requests", str(opts.max_requests)]
+        if replay_ids:
+            cmd += ["--replay-ids", str(replay_ids)]
         procs.append(
             subprocess.Popen(
                 cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env(opts)
@@ -902,6 +909,7 @@ def payorch_scenarios(run: Run, db_kind: str) -> None:
                 (f"{db_kind}.single_0ms", "single", "closed"),
                 (f"{db_kind}.split_0ms", "split", "closed"),
                 (f"{db_kind}.single_0ms_open", "single", "open"),
+                (f"{db_kind}.replay_0ms", "single", "replay"),
             ],
         ),
         (
@@ -979,6 +987,7 @@ def _payorch_group(
                 ran += [name, f"{name}_half_capacity"]
                 continue
             inflight = opts.inflight if latency else opts.concurrency
+            replay_ids = REPLAY_IDS if mode == "replay" else 0
             data = drive(
                 opts,
                 server,
@@ -986,9 +995,15 @@ def _payorch_group(
                 body=body,
                 mode="closed",
                 concurrency=inflight,
+                replay_ids=replay_ids,
                 profile_name=name.replace(".", "_"),
             )
-            ok_total += data["ok_including_warmup"]
+            if replay_ids:
+                # Each worker's first round of ids made payments; the rest replayed them.
+                data["replay_ids_per_worker"] = replay_ids
+                ok_total += min(data["ok_including_warmup"], replay_ids * max(1, opts.workers))
+            else:
+                ok_total += data["ok_including_warmup"]
             data["validation"] = check
             base.pop("server")
             _finish(run, name, server, data, **base)
@@ -1380,6 +1395,8 @@ def table(run: Run) -> str:
             notes.append(f"open @ {d['target_rate_rps']} req/s")
         elif d.get("concurrency"):
             notes.append(f"{d['concurrency']} in flight")
+        if d.get("replay_ids_per_worker"):
+            notes.append(f"replays of {d['replay_ids_per_worker']} ids per worker")
         if d.get("errors"):
             notes.append(f"errors {d['errors']}")
         if (d.get("other_cpu_cores") or 0) >= 0.3:

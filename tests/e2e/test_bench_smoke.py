@@ -31,6 +31,7 @@ def expected_scenarios(dbs: list[str]) -> set[str]:
             f"{db}.split_0ms",
             f"{db}.single_0ms_open",
             f"{db}.single_0ms_open_half_capacity",
+            f"{db}.replay_0ms",
             f"bare.open_0ms_{db}_half_capacity",
             f"{db}.single_200ms",
             f"{db}.split_200ms",
@@ -99,6 +100,16 @@ def test_single_step_scenarios_take_real_payments(report: dict) -> None:
             assert "max_under_ms" in commits, (name, commits)
             check = scenario["db_check"]
             assert check["every_ok_answer_stored"], (name, check)
+
+
+def test_the_replay_storm_is_answered_from_stored_payments(report: dict) -> None:
+    dbs = ["sqlite", "postgres"] if POSTGRES_URL else ["sqlite"]
+    for db in dbs:
+        scenario = report["scenarios"][f"{db}.replay_0ms"]
+        assert scenario["status"] == "ok", scenario.get("error")
+        assert scenario["ok"] > 0 and not scenario["errors"], scenario
+        assert scenario["replay_ids_per_worker"] > 0
+        assert scenario["db_check"]["every_ok_answer_stored"], scenario["db_check"]
 
 
 def test_targets_and_placeholders_are_named(report: dict) -> None:
