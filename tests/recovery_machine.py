@@ -88,6 +88,9 @@ class CrashingUnitOfWorkFactory:
     async def insert_payment(self, payment: Any) -> None:
         await self.inner.insert_payment(payment)
 
+    async def payment_by_request(self, merchant_id: str, request_id: str) -> Any:
+        return await self.inner.payment_by_request(merchant_id, request_id)
+
     async def update_payment(self, payment: Any) -> None:
         if self.crash_next_save:
             self.crash_next_save = False

@@ -170,6 +170,10 @@ class FakeUnitOfWorkFactory:
             await uow.payments.save(payment)
             await uow.commit()
 
+    async def payment_by_request(self, merchant_id: str, request_id: str) -> Payment | None:
+        async with self() as uow:
+            return await uow.payments.get_by_request(merchant_id, request_id)
+
 
 class FakeMerchantConfigStore:
     def __init__(self) -> None:

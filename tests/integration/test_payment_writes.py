@@ -183,6 +183,44 @@ async def count(uow, table) -> int:
         return (await conn.execute(select(func.count()).select_from(table))).scalar_one()
 
 
+async def test_a_payment_read_by_request_id_is_the_one_the_repository_reads(uow):
+    """The one-statement read of a replay (PaymentRead) against the unit of work's."""
+    p = new_payment(1, steps=2)
+    await uow.insert_payment(p)
+    processing = await uow.payment_by_request("m_1", p.request_id)
+    assert processing is not None and all(not s.attempts for s in processing.steps)
+    same(processing, await load(uow, p.id))
+
+    settle(p)
+    second = p.steps[1]
+    for number in (1, 2):  # two attempts on another step, stored out of order
+        second.attempts.insert(
+            0,
+            Attempt(
+                number=number,
+                processor="stripe",
+                idempotency_key=f"{p.id}_1_g{number}",
+                started_at=AT,
+                ended_at=AT,
+                latency_ms=number,
+                outcome=Outcome.SOFT,
+                error_code=ErrorCode.PROCESSOR_ERROR,
+                raw=RawError("api_error", "", "", 503, "", "down"),
+            ),
+        )
+    await uow.update_payment(p)
+    stored = await load(uow, p.id)
+    read = await uow.payment_by_request("m_1", p.request_id)
+    assert read is not None
+    same(read, stored)
+    assert [len(s.attempts) for s in read.steps] == [1, 2, 0]
+    assert [a.number for a in read.steps[1].attempts] == [1, 2]
+    assert [s.stored_attempts for s in read.steps] == [s.stored_attempts for s in stored.steps]
+    assert read.metadata == {"order": "o-1", "note": "é ✓"} and read.next_reconcile_at.tzinfo
+    assert await uow.payment_by_request("m_1", "req-unknown") is None
+    assert await uow.payment_by_request("m_2", p.request_id) is None  # another merchant's id
+
+
 async def test_an_inserted_then_updated_payment_reads_back_field_for_field(uow):
     p = new_payment(1, steps=2)
     await uow.insert_payment(p)

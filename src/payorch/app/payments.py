@@ -131,10 +131,7 @@ class PaymentService:
     ) -> Payment | None:
         waited = 0.0
         while True:
-            async with self._uow() as uow:
-                existing = await uow.payments.get_by_request(
-                    request.merchant_id, request.request_id
-                )
+            existing = await self._uow.payment_by_request(request.merchant_id, request.request_id)
             if existing is None:
                 return None
             if existing.fingerprint != fingerprint:

@@ -176,3 +176,7 @@ class UnitOfWorkFactory(Protocol):
     async def update_payment(self, payment: Payment) -> None:
         """`payments.save` + commit in one go; raises ConcurrentUpdate on a stale version."""
         ...
+
+    async def payment_by_request(self, merchant_id: str, request_id: str) -> Payment | None:
+        """`payments.get_by_request` in one read of its own (an idempotent replay's)."""
+        ...

@@ -16,11 +16,15 @@ driver directly.
   process's SQLite write lock, so it never races the other units of work.
 
 Durability is unchanged: a write's caller resumes after the COMMIT that holds it.
+
+An idempotent replay reads the stored payment back the same way (PaymentRead): one
+SELECT compiled once, on a reader thread (SQLite) or a reader pool (PostgreSQL).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import threading
 import time
@@ -31,7 +35,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import asyncpg
-from sqlalchemy import Table, bindparam, update
+from sqlalchemy import JSON, Table, and_, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -39,9 +43,12 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import ClauseElement
 
 from payorch.adapters.persistence.repository import (
+    _attempt,
     _attempt_row,
     _event_row,
+    _payment,
     _payment_row,
+    _step,
     _step_row,
 )
 from payorch.adapters.persistence.tables import attempts, events, payment_steps, payments
@@ -130,6 +137,81 @@ class PaymentStatements:
             ),
             insert_event=Statement.compile(events.insert().values(_named(events)), dialect),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentRead:
+    """A stored payment by its request id: the payment, its steps and their attempts
+    in one SELECT (outer joins, one row per attempt). One call into the driver, one
+    round trip, one snapshot, where a unit of work makes five (BEGIN, three SELECTs,
+    ROLLBACK), each a thread hop on SQLite. An idempotent replay reads the payment it
+    returns this way. Compiled once per dialect, like the writes; values are decoded
+    with SQLAlchemy's own result processors.
+    """
+
+    statement: Statement
+    # Per table (payment, step, attempt): its column names and each column's decoder.
+    tables: tuple[tuple[tuple[str, ...], tuple[Callable[[Any], Any] | None, ...]], ...]
+
+    @classmethod
+    def for_dialect(cls, dialect: Dialect) -> PaymentRead:
+        p, s, a = payments.alias("p"), payment_steps.alias("s"), attempts.alias("a")
+        joined = p.outerjoin(s, s.c.payment_id == p.c.id).outerjoin(
+            a, and_(a.c.payment_id == s.c.payment_id, a.c.step_index == s.c.idx)
+        )
+        query = (
+            select(*p.c, *s.c, *a.c)
+            .select_from(joined)
+            .where(
+                p.c.merchant_id == bindparam("k_merchant_id"),
+                p.c.request_id == bindparam("k_request_id"),
+            )
+            .order_by(s.c.idx, a.c.number)
+        )
+        tables = tuple(
+            (tuple(c.name for c in t.c), tuple(_decoder(c.type, dialect) for c in t.c))
+            for t in (payments, payment_steps, attempts)
+        )
+        return cls(Statement.compile(query, dialect), tables)
+
+    def args(self, merchant_id: str, request_id: str) -> list[Any]:
+        return self.statement.args({"k_merchant_id": merchant_id, "k_request_id": request_id})
+
+    def payment(self, rows: Sequence[Sequence[Any]]) -> Payment | None:
+        if not rows:
+            return None
+        (p_names, p_dec), (s_names, s_dec), (a_names, a_dec) = self.tables
+        s_at, a_at = len(p_names), len(p_names) + len(s_names)
+        idx_at = s_at + s_names.index("idx")
+
+        def decoded(row: Sequence[Any], start: int, names: tuple[str, ...], dec: Any) -> Any:
+            values = row[start : start + len(names)]
+            return {
+                n: v if d is None or v is None else d(v)
+                for n, v, d in zip(names, values, dec, strict=True)
+            }
+
+        steps: dict[int, tuple[dict[str, Any], list[Any]]] = {}
+        for row in rows:
+            if row[s_at] is None:  # a payment without steps: nothing joined
+                continue
+            step = steps.get(row[idx_at])
+            if step is None:
+                step = steps[row[idx_at]] = (decoded(row, s_at, s_names, s_dec), [])
+            if row[a_at] is not None:
+                step[1].append(_attempt(decoded(row, a_at, a_names, a_dec)))
+        return _payment(
+            decoded(rows[0], 0, p_names, p_dec),
+            [_step(step_row, found) for step_row, found in steps.values()],
+        )
+
+
+def _decoder(type_: Any, dialect: Dialect) -> Callable[[Any], Any] | None:
+    found = type_.dialect_impl(dialect).result_processor(dialect, None)
+    if found is None and isinstance(type_, JSON):
+        # The payment writer's asyncpg connections have no JSON codec: JSON comes as text.
+        return json.loads
+    return cast("Callable[[Any], Any] | None", found)
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,6 +347,7 @@ class PaymentWriter:
     COMMITs' durations in `commit_times`."""
 
     _statements: PaymentStatements
+    _read: PaymentRead
     database: str
     batches: int
     writes: int
@@ -280,7 +363,17 @@ class PaymentWriter:
         await self._submit(update_write(self._statements, payment))
         written(payment, updated=True)
 
+    async def get_by_request(self, merchant_id: str, request_id: str) -> Payment | None:
+        """The payment stored for this request id (see PaymentRead), or None."""
+        read = self._read
+        return read.payment(
+            await self._fetch(read.statement.sql, read.args(merchant_id, request_id))
+        )
+
     async def _submit(self, write: Write) -> None:
+        raise NotImplementedError
+
+    async def _fetch(self, sql: str, args: list[Any]) -> Sequence[Sequence[Any]]:
         raise NotImplementedError
 
     async def close(self) -> None:
@@ -306,6 +399,9 @@ class AsyncpgPaymentWriter(PaymentWriter):
     transaction, a slow disk) no longer counts: the writes behind it start another
     batch on another connection, up to `batches` at once, so one stuck write never
     holds up the others.
+
+    Reads by request id (idempotent replays) use a pool of their own, up to `readers`
+    connections, so a storm of replays never takes the connection a batch needs.
     """
 
     database = "postgresql"
@@ -317,9 +413,11 @@ class AsyncpgPaymentWriter(PaymentWriter):
         batches: int = 4,
         max_batch: int = 256,
         stall_s: float = 0.1,
+        readers: int = 2,
     ) -> None:
         self._dsn = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
         self._statements = PaymentStatements.for_dialect(engine.dialect)
+        self._read = PaymentRead.for_dialect(engine.dialect)
         # The guards of a batch return the ids they wrote: which writes took effect
         # comes back with them, in the same round trip.
         self._returning = {
@@ -334,6 +432,8 @@ class AsyncpgPaymentWriter(PaymentWriter):
         self._stalled = 0
         self.stalls = 0
         self._pool: asyncpg.Pool | None = None
+        self._readers = max(1, readers)
+        self._read_pool: asyncpg.Pool | None = None
         self._opening = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
         self.batches = 0
@@ -348,6 +448,16 @@ class AsyncpgPaymentWriter(PaymentWriter):
                         self._dsn, min_size=0, max_size=self._batches, reset=_keep_session
                     )
         return self._pool
+
+    async def _fetch(self, sql: str, args: list[Any]) -> Sequence[Sequence[Any]]:
+        if self._read_pool is None:
+            async with self._opening:
+                if self._read_pool is None:
+                    self._read_pool = await asyncpg.create_pool(
+                        self._dsn, min_size=0, max_size=self._readers, reset=_keep_session
+                    )
+        async with self._read_pool.acquire() as conn:
+            return cast("Sequence[Sequence[Any]]", await conn.fetch(sql, *args))
 
     async def _submit(self, write: Write) -> None:
         done = self._queue.put(write)
@@ -445,9 +555,10 @@ class AsyncpgPaymentWriter(PaymentWriter):
     async def close(self) -> None:
         while self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
+        for pool in (self._pool, self._read_pool):
+            if pool is not None:
+                await pool.close()
+        self._pool = self._read_pool = None
 
 
 def _grouped(
@@ -461,7 +572,7 @@ def _grouped(
 
 
 async def _keep_session(_conn: asyncpg.Connection) -> None:
-    """Nothing to reset on release: these connections only run the writes above."""
+    """Nothing to reset on release: these connections only run the statements above."""
 
 
 def _count(status: str) -> int:
@@ -475,6 +586,9 @@ class SqliteGroupCommit(PaymentWriter):
     While a batch is being written and fsynced the next one gathers, so under load many
     payments share one fsync. Each write runs in its own savepoint: a write that fails
     (a conflict, a constraint) is rolled back alone and its caller gets the error.
+
+    Reads by request id (idempotent replays) run on a reader thread with a connection
+    of its own: in WAL mode they never wait for a batch's fsync, nor a batch for them.
     """
 
     database = "sqlite"
@@ -483,7 +597,9 @@ class SqliteGroupCommit(PaymentWriter):
         self._path = path
         self._lock = lock
         self._statements = PaymentStatements.for_dialect(dialect)
+        self._read = PaymentRead.for_dialect(dialect)
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="payorch-sqlite-writer")
+        self._reader = ThreadPoolExecutor(1, thread_name_prefix="payorch-sqlite-reader")
         self._local = threading.local()
         self._queue = _Queue(max_batch)
         self._drainer: asyncio.Task[None] | None = None
@@ -513,6 +629,13 @@ class SqliteGroupCommit(PaymentWriter):
                 _settle(batch, errors)
         finally:
             self._drainer = None
+
+    async def _fetch(self, sql: str, args: list[Any]) -> Sequence[Sequence[Any]]:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._reader, self._select, sql, args)
+
+    def _select(self, sql: str, args: list[Any]) -> list[Any]:
+        return self._connection().execute(sql, args).fetchall()
 
     def _connection(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -579,8 +702,9 @@ class SqliteGroupCommit(PaymentWriter):
         while self._drainer is not None:
             await asyncio.shield(self._drainer)
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._executor, self._close_connection)
-        self._executor.shutdown(wait=True)
+        for executor in (self._executor, self._reader):
+            await loop.run_in_executor(executor, self._close_connection)
+            executor.shutdown(wait=True)
 
     def _close_connection(self) -> None:
         conn = getattr(self._local, "conn", None)

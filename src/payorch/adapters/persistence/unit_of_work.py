@@ -92,6 +92,12 @@ class SqlAlchemyUnitOfWorkFactory:
         else:
             await self.writer.update(payment)
 
+    async def payment_by_request(self, merchant_id: str, request_id: str) -> Payment | None:
+        if self.writer is None:
+            async with self() as uow:
+                return await uow.payments.get_by_request(merchant_id, request_id)
+        return await self.writer.get_by_request(merchant_id, request_id)
+
     async def close(self) -> None:
         if self.writer is not None:
             await self.writer.close()
