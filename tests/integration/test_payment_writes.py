@@ -418,3 +418,27 @@ async def test_a_batch_stuck_on_a_row_lock_does_not_hold_up_the_writes_behind_it
         await locker.close()
         await factory.close()
         await engine.dispose()
+
+
+async def test_an_in_memory_sqlite_database_writes_and_reads_through_units_of_work():
+    """One connection holds an in-memory database: no writer thread, no reader thread;
+    the hot-path writes and the replay's read go through the unit of work instead."""
+    engine = create_engine("sqlite:///:memory:")
+    await migrate(engine)
+    factory = SqlAlchemyUnitOfWorkFactory(engine)
+    try:
+        assert factory.writer is None
+        p = new_payment(1, steps=2)
+        await factory.insert_payment(p)
+        with pytest.raises(DuplicateRequest):
+            await factory.insert_payment(new_payment(2, request_id=p.request_id))
+        settle(p)
+        await factory.update_payment(p)
+        read = await factory.payment_by_request("m_1", p.request_id)
+        assert read is not None
+        same(read, await load(factory, p.id))
+        assert read.status is PaymentStatus.SUCCEEDED and len(read.steps) == 3
+        assert await factory.payment_by_request("m_1", "req-unknown") is None
+    finally:
+        await factory.close()
+        await engine.dispose()
