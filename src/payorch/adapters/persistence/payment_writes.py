@@ -431,32 +431,16 @@ class AsyncpgPaymentWriter(PaymentWriter):
         # Of the running batches, those past stall_s: they no longer hold the others up.
         self._stalled = 0
         self.stalls = 0
-        self._pool: asyncpg.Pool | None = None
-        self._readers = max(1, readers)
-        self._read_pool: asyncpg.Pool | None = None
-        self._opening = asyncio.Lock()
+        self._pool = _LazyPool(self._dsn, self._batches)
+        self._read_pool = _LazyPool(self._dsn, max(1, readers))
         self._tasks: set[asyncio.Task[None]] = set()
         self.batches = 0
         self.writes = 0
         self.commit_times = CommitTimes()
 
-    async def _get_pool(self) -> asyncpg.Pool:
-        if self._pool is None:
-            async with self._opening:
-                if self._pool is None:
-                    self._pool = await asyncpg.create_pool(
-                        self._dsn, min_size=0, max_size=self._batches, reset=_keep_session
-                    )
-        return self._pool
-
     async def _fetch(self, sql: str, args: list[Any]) -> Sequence[Sequence[Any]]:
-        if self._read_pool is None:
-            async with self._opening:
-                if self._read_pool is None:
-                    self._read_pool = await asyncpg.create_pool(
-                        self._dsn, min_size=0, max_size=self._readers, reset=_keep_session
-                    )
-        async with self._read_pool.acquire() as conn:
+        pool = await self._read_pool.get()
+        async with pool.acquire() as conn:
             return cast("Sequence[Sequence[Any]]", await conn.fetch(sql, *args))
 
     async def _submit(self, write: Write) -> None:
@@ -506,7 +490,7 @@ class AsyncpgPaymentWriter(PaymentWriter):
             self._running -= 1
 
     async def _write_batch(self, batch: list[Write]) -> list[BaseException | None]:
-        pool = await self._get_pool()
+        pool = await self._pool.get()
         async with pool.acquire() as conn:
             if len(batch) > 1:
                 try:
@@ -555,10 +539,32 @@ class AsyncpgPaymentWriter(PaymentWriter):
     async def close(self) -> None:
         while self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        for pool in (self._pool, self._read_pool):
-            if pool is not None:
-                await pool.close()
-        self._pool = self._read_pool = None
+        await self._pool.close()
+        await self._read_pool.close()
+
+
+class _LazyPool:
+    """An asyncpg pool opened on first use (by one caller, however many race for it)."""
+
+    def __init__(self, dsn: str, size: int) -> None:
+        self._dsn = dsn
+        self._size = size
+        self._pool: asyncpg.Pool | None = None
+        self._opening = asyncio.Lock()
+
+    async def get(self) -> asyncpg.Pool:
+        if self._pool is None:
+            async with self._opening:
+                if self._pool is None:
+                    self._pool = await asyncpg.create_pool(
+                        self._dsn, min_size=0, max_size=self._size, reset=_keep_session
+                    )
+        return self._pool
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
 
 
 def _grouped(
