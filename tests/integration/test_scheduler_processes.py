@@ -109,13 +109,13 @@ async def payment_requests(url: str) -> dict[str, str]:
 
 
 def scheduler(
-    url: str, log: Path, *, lease_s: float = 30.0, batch: int = 50
+    url: str, log: Path, *, lease_s: float = 30.0, batch: int = 50, latency_ms: int = 5
 ) -> subprocess.Popen[str]:
     env = {
         **os.environ,
         "PAYORCH_DATABASE_URL": url,
         "PAYORCH_SIM_CHARGE_LOG": str(log),
-        "PAYORCH_SIMULATE": "latency_ms=5",
+        "PAYORCH_SIMULATE": f"latency_ms={latency_ms}",
         "PAYORCH_SCHEDULER_BATCH_SIZE": str(batch),
         "PAYORCH_SCHEDULER_CONCURRENCY": "16",
         "PAYORCH_SCHEDULER_LEASE_S": str(lease_s),
@@ -214,7 +214,10 @@ def test_a_worker_frozen_past_its_lease_and_resumed_never_charges_twice(
     # A short lease, so the test waits little; it must still outlast one batch's
     # charges, including the 5 s a charge may wait on an identical one still in flight.
     lease_s, batch = 6.0, 20
-    frozen = scheduler(url, log, lease_s=lease_s, batch=batch)
+    # Its charges take 500 ms, so it is frozen holding claims it has not paid: at 5 ms
+    # it could pay every claim it held (and hold the next one's rows in an open claim
+    # transaction, which the others rightly skip) in the time the log is polled.
+    frozen = scheduler(url, log, lease_s=lease_s, batch=batch, latency_ms=500)
     if not wait_for_log([frozen], CLAIMED, timeout=60):  # until it holds a committed claim
         frozen.kill()
         pytest.fail("the first worker never claimed anything")
