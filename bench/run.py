@@ -51,6 +51,7 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 # The replay scenario: request ids cycle over this many per load generator worker, so
 # after the first round every CreatePayment is an idempotent replay of a finished one.
 REPLAY_IDS = 100
+SERVE_PROCESSES = 2  # the replicas scenario
 
 # Targets that belong to features still being built: named, never faked.
 PLACEHOLDERS: dict[str, str] = {}
@@ -193,13 +194,23 @@ class Server:
     log_path: Path
     # payorch's HTTP address (/metrics); the bare server has none.
     http: str = ""
+    # More serve processes on the same database, each on its own port: the load
+    # generator's worker w calls process w mod N, and CPU and RSS are their sums.
+    peers: list[Server] = field(default_factory=list)
 
     @property
     def pid(self) -> int:
         return self.process.pid
 
+    @property
+    def processes(self) -> list[Server]:
+        return [self, *self.peers]
+
+    def address_for(self, worker: int) -> str:
+        return self.processes[worker % len(self.processes)].address
+
     def cpu_s(self) -> float:
-        return _stat_cpu_s(f"/proc/{self.pid}/stat")
+        return sum(_stat_cpu_s(f"/proc/{s.pid}/stat") for s in self.processes)
 
     def loop_thread_cpu_s(self) -> float:
         """CPU of the main thread alone: the event loop, where every request is handled.
@@ -207,9 +218,12 @@ class Server:
         The other threads (grpc's poller, the SQLite writer) share the GIL with it, so
         the main thread's share shows how much of the process's one Python core is left
         for requests."""
-        return _stat_cpu_s(f"/proc/{self.pid}/task/{self.pid}/stat")
+        return sum(_stat_cpu_s(f"/proc/{s.pid}/task/{s.pid}/stat") for s in self.processes)
 
     def status_kb(self, key: str) -> int:
+        return sum(s._own_status_kb(key) for s in self.processes)
+
+    def _own_status_kb(self, key: str) -> int:
         try:
             for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
                 if line.startswith(key + ":"):
@@ -219,6 +233,11 @@ class Server:
         return 0
 
     def stop(self) -> int | None:
+        """Stops every process; the first non-zero exit code, else the first's."""
+        codes = [s._stop_own() for s in self.processes]
+        return next((c for c in codes if c), codes[0])
+
+    def _stop_own(self) -> int | None:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -229,10 +248,14 @@ class Server:
         return self.process.returncode
 
     def log_tail(self, n: int = 15) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
-        except OSError:
-            return ""
+        tails = []
+        for s in self.processes:
+            try:
+                lines = s.log_path.read_text(errors="replace").splitlines()[-n:]
+            except OSError:
+                continue
+            tails.append("\n".join(lines))
+        return "\n--\n".join(tails)
 
 
 def server_command(opts: Options, *args: str) -> list[str]:
@@ -298,13 +321,15 @@ def scrape_commits(server: Server) -> dict[float, float] | None:
 
     from prometheus_client.parser import text_string_to_metric_families
 
-    try:
-        with urllib.request.urlopen(f"http://{server.http}/metrics", timeout=5) as resp:
-            text = resp.read().decode()
-    except OSError:
-        return None
+    texts = []
+    for s in server.processes:
+        try:
+            with urllib.request.urlopen(f"http://{s.http}/metrics", timeout=5) as resp:
+                texts.append(resp.read().decode())
+        except OSError:
+            return None
     out: dict[float, float] = {}
-    for family in text_string_to_metric_families(text):
+    for family in text_string_to_metric_families("".join(texts)):
         if family.name != COMMIT_FAMILY:
             continue
         for sample in family.samples:
@@ -504,7 +529,7 @@ def drive(
             PYTHON,
             str(BENCH / "loadgen.py"),
             "--target",
-            server.address,
+            server.address_for(w),
             "--token",
             token,
             "--body",
@@ -604,6 +629,9 @@ def drive(
         max_lag_us = max(max_lag_us, r["max_lag_us"])
     latencies.sort()
     ok = codes.get("OK", 0)
+    ok_by_process = [0] * len(server.processes)
+    for r in reports:
+        ok_by_process[r["worker"] % len(ok_by_process)] += r["codes"].get("OK", 0)
     busy = (busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1])
     result: dict[str, Any] = {
         "mode": mode,
@@ -650,6 +678,8 @@ def drive(
         "first_error": first_error,
     }
     result["machine_before"] = quiet
+    if server.peers:
+        result["ok_by_process"] = ok_by_process
     commits = commit_summary(commits0, commits1)
     if commits is not None:
         # The payment writer's COMMITs in the window (payorch only): a slow disk's
@@ -902,9 +932,11 @@ def h2load_bare(opts: Options, server: Server, workdir: Path) -> dict[str, Any]:
 def payorch_scenarios(run: Run, db_kind: str) -> None:
     opts = run.opts
     slow = int(opts.latency_ms)
-    groups: list[tuple[float, list[tuple[str, str, str]]]] = [
+    # (processor latency, serve processes, scenarios): one fresh database per group.
+    groups: list[tuple[float, int, list[tuple[str, str, str]]]] = [
         (
             0.0,
+            1,
             [
                 (f"{db_kind}.single_0ms", "single", "closed"),
                 (f"{db_kind}.split_0ms", "split", "closed"),
@@ -914,19 +946,27 @@ def payorch_scenarios(run: Run, db_kind: str) -> None:
         ),
         (
             opts.latency_ms,
+            1,
             [
                 (f"{db_kind}.single_{slow}ms", "single", "closed"),
                 (f"{db_kind}.split_{slow}ms", "split", "closed"),
             ],
         ),
+        # Information: replicas on one database, as DESIGN.md deploys them, on the same
+        # two cores as everything else.
+        (
+            0.0,
+            SERVE_PROCESSES,
+            [(f"{db_kind}.single_0ms_{SERVE_PROCESSES}proc", "single", "closed")],
+        ),
     ]
-    for latency, group in groups:
+    for latency, processes, group in groups:
         wanted = [g for g in group if run.wanted(g[0])]
         if not wanted:
             continue
         try:
             with Database(db_kind, opts, run.workdir) as db:
-                _payorch_group(run, db, latency, wanted)
+                _payorch_group(run, db, latency, wanted, processes)
         except Exception as exc:
             for name, _, _ in wanted:
                 if name not in run.scenarios:
@@ -942,9 +982,14 @@ def payorch_scenarios(run: Run, db_kind: str) -> None:
 
 
 def _payorch_group(
-    run: Run, db: Database, latency: float, scenarios: list[tuple[str, str, str]]
+    run: Run,
+    db: Database,
+    latency: float,
+    scenarios: list[tuple[str, str, str]],
+    processes: int = 1,
 ) -> None:
-    """One server on one fresh database runs these scenarios in order."""
+    """One server (of `processes` serve processes) on one fresh database runs these
+    scenarios in order."""
     opts = run.opts
     token = create_key(opts, db.url)
     cmd = server_command(
@@ -963,11 +1008,23 @@ def _payorch_group(
         cmd += ["--simulate", f"latency_ms={latency:g}"]
     env = child_env(opts, {"PAYORCH_EVENT_LOOP": opts.event_loop})
     server = start_process("payorch", cmd, env, run.workdir)
+    try:
+        for _ in range(processes - 1):
+            server.peers.append(start_process("payorch", cmd, env, run.workdir))
+    except BaseException:
+        server.stop()
+        raise
     ran: list[str] = []
     ok_total = 0
     try:
         for name, body, mode in scenarios:
-            base = {"server": "payorch", "db": db.kind, "processor_latency_ms": latency}
+            base: dict[str, Any] = {
+                "server": "payorch",
+                "db": db.kind,
+                "processor_latency_ms": latency,
+            }
+            if processes > 1:
+                base["serve_processes"] = processes
             check = validate(server, token, body)
             if not check["accepted"]:
                 run.record(
@@ -1176,14 +1233,41 @@ def targets(run: Run) -> list[dict[str, Any]]:
         ceiling = inflight / (lat / 1000.0) if lat else None
         slow_tp = tp(f"{db}.single_{lat}ms")
         goal = round(0.9 * min(ceiling, single), 1) if ceiling and single else None
+        # The CPU-bound rate was measured minutes earlier on a VM whose speed drifts:
+        # the server CPU per payment in both windows says how much of a miss is drift.
+        ms_slow = slow.get("server_cpu_ms_per_request") if slow.get("status") == "ok" else None
         add(
             f"{db}.throughput_{lat}ms",
             f"{db}: {lat} ms processor, {inflight} in flight: throughput >= 90% of "
             f"min({inflight} / {lat / 1000:g} s, CPU-bound rate)",
-            {"throughput_rps": slow_tp, "inflight_ceiling_rps": ceiling, "cpu_bound_rps": single},
+            {
+                "throughput_rps": slow_tp,
+                "inflight_ceiling_rps": ceiling,
+                "cpu_bound_rps": single,
+                "cpu_ms_per_request": ms_slow,
+                "cpu_bound_cpu_ms_per_request": ms_ours,
+            },
             f">= {goal}",
             None if slow_tp is None or goal is None else slow_tp >= goal,
         )
+        replicas = s.get(f"{db}.single_0ms_{SERVE_PROCESSES}proc", {})
+        replicas_tp = tp(f"{db}.single_0ms_{SERVE_PROCESSES}proc")
+        if replicas_tp is not None and bare:
+            add(
+                f"{db}.throughput_vs_bare_{SERVE_PROCESSES}proc",
+                f"{db}: (information) {SERVE_PROCESSES} serve processes on one database, "
+                "single-step, 0 ms processor: throughput against the one-process bare server",
+                {
+                    "throughput_rps": replicas_tp,
+                    "ratio": round(replicas_tp / bare, 3),
+                    "one_process_rps": single,
+                    "server_cpu_cores": replicas.get("server_cpu_cores"),
+                    "cpu_ms_per_request": replicas.get("server_cpu_ms_per_request"),
+                    "other_cpu_cores": replicas.get("other_cpu_cores"),
+                },
+                "information",
+                None,
+            )
         rss = slow.get("peak_rss_mb") if slow.get("status") == "ok" else None
         add(
             f"{db}.peak_rss_{lat}ms",
@@ -1395,6 +1479,8 @@ def table(run: Run) -> str:
             notes.append(f"open @ {d['target_rate_rps']} req/s")
         elif d.get("concurrency"):
             notes.append(f"{d['concurrency']} in flight")
+        if d.get("serve_processes"):
+            notes.append(f"{d['serve_processes']} serve processes")
         if d.get("replay_ids_per_worker"):
             notes.append(f"replays of {d['replay_ids_per_worker']} ids per worker")
         if d.get("errors"):

@@ -32,6 +32,7 @@ def expected_scenarios(dbs: list[str]) -> set[str]:
             f"{db}.single_0ms_open",
             f"{db}.single_0ms_open_half_capacity",
             f"{db}.replay_0ms",
+            f"{db}.single_0ms_2proc",
             f"bare.open_0ms_{db}_half_capacity",
             f"{db}.single_200ms",
             f"{db}.split_200ms",
@@ -109,6 +110,22 @@ def test_the_replay_storm_is_answered_from_stored_payments(report: dict) -> None
         assert scenario["status"] == "ok", scenario.get("error")
         assert scenario["ok"] > 0 and not scenario["errors"], scenario
         assert scenario["replay_ids_per_worker"] > 0
+        assert scenario["db_check"]["every_ok_answer_stored"], scenario["db_check"]
+
+
+def test_two_serve_processes_share_one_database(report: dict) -> None:
+    dbs = ["sqlite", "postgres"] if POSTGRES_URL else ["sqlite"]
+    for db in dbs:
+        scenario = report["scenarios"][f"{db}.single_0ms_2proc"]
+        assert scenario["status"] == "ok", scenario.get("error")
+        assert scenario["serve_processes"] == 2
+        assert not scenario["errors"], scenario["errors"]
+        # Each generator worker called its own process, and both took payments.
+        assert len(scenario["ok_by_process"]) == 2
+        assert all(n > 0 for n in scenario["ok_by_process"]), scenario["ok_by_process"]
+        assert sum(scenario["ok_by_process"]) == scenario["ok"]
+        # Both writers' COMMITs are counted, and every OK answer is a row.
+        assert scenario["commit_ms"]["count"] > 0
         assert scenario["db_check"]["every_ok_answer_stored"], scenario["db_check"]
 
 
