@@ -96,8 +96,9 @@ def _named(table: Table, skip: Sequence[str] = ()) -> dict[Any, Any]:
 @dataclass(frozen=True, slots=True)
 class PaymentStatements:
     insert_payment: Statement
-    insert_step: Statement
     update_payment: Statement
+    # New and saved payments' steps alike: one statement, so a batch holding both
+    # sends its steps in one round trip.
     upsert_step: Statement
     insert_attempt: Statement
     insert_event: Statement
@@ -127,9 +128,6 @@ class PaymentStatements:
         )
         return cls(
             insert_payment=Statement.compile(gate, dialect),
-            insert_step=Statement.compile(
-                payment_steps.insert().values(_named(payment_steps)), dialect
-            ),
             update_payment=Statement.compile(update_payment, dialect),
             upsert_step=Statement.compile(upsert_step, dialect),
             insert_attempt=Statement.compile(
@@ -230,7 +228,7 @@ class Write:
 
 def insert_write(s: PaymentStatements, payment: Payment) -> Write:
     steps: list[tuple[Statement, list[Any]]] = [
-        (s.insert_step, s.insert_step.args(_step_row(payment, step))) for step in payment.steps
+        (s.upsert_step, s.upsert_step.args(_step_row(payment, step))) for step in payment.steps
     ]
     return Write(
         payment_id=payment.id,
@@ -387,8 +385,9 @@ class AsyncpgPaymentWriter(PaymentWriter):
 
     A batch is BEGIN; each statement once for the whole batch (asyncpg's executemany
     sends all rows in one round trip), the guards with `RETURNING id` so the ids that
-    took effect come back with them; the other rows of those payments; COMMIT. About
-    five round trips per batch, however many payments it holds. With one write waiting,
+    took effect come back with them; the other rows of those payments (steps, attempts,
+    events: a statement each); COMMIT. Five to seven round trips per batch (one guard
+    statement or both), however many payments it holds. With one write waiting,
     a batch is that write. If a batch fails (a constraint, a lost connection), its
     writes are retried one transaction each, so only the faulty one fails.
 
