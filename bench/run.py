@@ -329,7 +329,7 @@ def scrape_commits(server: Server) -> dict[float, float] | None:
         except OSError:
             return None
     out: dict[float, float] = {}
-    for family in text_string_to_metric_families("".join(texts)):
+    for family in text_string_to_metric_families("\n".join(texts)):
         if family.name != COMMIT_FAMILY:
             continue
         for sample in family.samples:
