@@ -964,6 +964,19 @@ def payorch_scenarios(run: Run, db_kind: str) -> None:
         wanted = [g for g in group if run.wanted(g[0])]
         if not wanted:
             continue
+        if processes > max(1, opts.workers):
+            # Each process needs a generator worker of its own, or one would sit idle.
+            for name, _, _ in wanted:
+                run.record(
+                    name,
+                    {
+                        "server": "payorch",
+                        "db": db_kind,
+                        "status": "skipped",
+                        "error": f"{processes} serve processes need --workers {processes} or more",
+                    },
+                )
+            continue
         try:
             with Database(db_kind, opts, run.workdir) as db:
                 _payorch_group(run, db, latency, wanted, processes)
