@@ -9,12 +9,12 @@ to violations recorded deeper down, and remembers what was recorded in it.
 from __future__ import annotations
 
 import contextlib
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from payorch.app.ids import new_id
 from payorch.app.observability import Observers
 from payorch.app.ports import Clock
 from payorch.domain.contracts import ContractViolation, new_violation
@@ -64,7 +64,7 @@ def reject_call(issues: Sequence[ValidationIssue]) -> None:
 
 
 def new_violation_id() -> str:
-    return f"cv_{uuid.uuid4().hex}"
+    return new_id("cv")
 
 
 class ContractMonitor:

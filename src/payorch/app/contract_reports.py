@@ -6,13 +6,13 @@ complaint for itself (an operator must name the merchant).
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
 from payorch.app.auth import PermissionDenied, Principal, resolve_merchant
+from payorch.app.ids import new_id
 from payorch.app.ports import Clock
 from payorch.domain.contracts import (
     CATALOG,
@@ -112,7 +112,7 @@ class ViolationStore(Protocol):
 
 
 def new_complaint_id() -> str:
-    return f"mc_{uuid.uuid4().hex}"
+    return new_id("mc")
 
 
 def _ops_only(principal: Principal) -> None:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from payorch.app.ids import new_id
 from payorch.app.merchant_configs import MerchantConfigs
 from payorch.app.payment_observation import PaymentObservation
 from payorch.app.plan_builder import Plan, PlanRejected, build_plan
@@ -61,7 +61,7 @@ class CreateResult:
 
 
 def new_payment_id() -> str:
-    return f"pay_{uuid.uuid4().hex}"
+    return new_id("pay")
 
 
 class RefundRejected(ValueError):

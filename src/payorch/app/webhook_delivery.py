@@ -12,11 +12,11 @@ import asyncio
 import contextlib
 import logging
 import random
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
+from payorch.app.ids import new_id
 from payorch.app.installment_ports import (
     Cursor,
     DeliveryJob,
@@ -80,7 +80,7 @@ class CannotRedeliver(RuntimeError):
 
 
 def new_endpoint_id() -> str:
-    return f"we_{uuid.uuid4().hex}"
+    return new_id("we")
 
 
 class WebhookEndpoints:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import builtins
 import dataclasses
 import enum
-import uuid
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -22,6 +21,7 @@ from payorch.adapters.persistence.tables import (
     installment_plans,
     installments,
 )
+from payorch.app.ids import new_id
 from payorch.app.installment_ports import Claim, Cursor, DuplicatePlan
 from payorch.app.ports import ConcurrentUpdate
 from payorch.domain.events import DomainEvent
@@ -227,7 +227,7 @@ class SqlAlchemyInstallmentPlanRepository:
             await self._conn.execute(installment_charges.insert(), charges)
         outbox = [
             {
-                "id": f"evt_{uuid.uuid4().hex}",
+                "id": new_id("evt"),
                 # The outbox's aggregate id column: a plan id here.
                 "payment_id": plan.id,
                 "merchant_id": plan.merchant_id,

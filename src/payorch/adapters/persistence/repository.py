@@ -5,7 +5,6 @@ from __future__ import annotations
 import builtins
 import dataclasses
 import enum
-import uuid
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -22,6 +21,7 @@ from payorch.adapters.persistence.tables import (
     payments,
     refunds,
 )
+from payorch.app.ids import new_id
 from payorch.app.ports import ConcurrentUpdate, DuplicateRequest, PageCursor, StoredEvent
 from payorch.domain.events import DomainEvent
 from payorch.domain.money import Currency
@@ -126,7 +126,7 @@ def _event_payload(e: DomainEvent) -> dict[str, Any]:
 
 def _event_row(p: Payment, e: DomainEvent, now: datetime) -> dict[str, Any]:
     return {
-        "id": f"evt_{uuid.uuid4().hex}",
+        "id": new_id("evt"),
         "payment_id": p.id,
         "merchant_id": p.merchant_id,
         "sequence": e.sequence,

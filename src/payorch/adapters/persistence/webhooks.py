@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import builtins
-import uuid
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -13,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from payorch.adapters.persistence.sql import one_of
 from payorch.adapters.persistence.tables import events, webhook_deliveries, webhook_endpoints
+from payorch.app.ids import new_id
 from payorch.app.installment_ports import Cursor, DeliveryJob
 from payorch.app.ports import ConcurrentUpdate
 from payorch.domain.webhook_delivery import (
@@ -188,7 +188,7 @@ class SqlAlchemyWebhookRepository:
                 rows.append(
                     _delivery_row(
                         WebhookDelivery(
-                            id=f"whd_{uuid.uuid4().hex}",
+                            id=new_id("whd"),
                             endpoint_id=ep.id,
                             merchant_id=e["merchant_id"],
                             event_id=e["id"],
