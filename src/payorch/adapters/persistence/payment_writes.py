@@ -227,14 +227,11 @@ class Write:
 
 
 def insert_write(s: PaymentStatements, payment: Payment) -> Write:
-    steps: list[tuple[Statement, list[Any]]] = [
-        (s.upsert_step, s.upsert_step.args(_step_row(payment, step))) for step in payment.steps
-    ]
     return Write(
         payment_id=payment.id,
         guard=(s.insert_payment, s.insert_payment.args(_payment_row(payment))),
         conflict=DuplicateRequest(payment.request_id),
-        rows=steps + _children(s, payment),
+        rows=_children(s, payment),
     )
 
 
@@ -243,23 +240,24 @@ def update_write(s: PaymentStatements, payment: Payment) -> Write:
     row["version"] = payment.version + 1
     row["k_id"] = payment.id
     row["k_version"] = payment.version
-    steps: list[tuple[Statement, list[Any]]] = [
-        (s.upsert_step, s.upsert_step.args(_step_row(payment, step))) for step in payment.steps
-    ]
     return Write(
         payment_id=payment.id,
         guard=(s.update_payment, s.update_payment.args(row)),
         conflict=ConcurrentUpdate(payment.id),
-        rows=steps + _children(s, payment),
+        rows=_children(s, payment),
     )
 
 
 def _children(s: PaymentStatements, payment: Payment) -> list[tuple[Statement, list[Any]]]:
+    """The rows after the guard: every step (upserted), then new attempts, then events."""
     out: list[tuple[Statement, list[Any]]] = [
+        (s.upsert_step, s.upsert_step.args(_step_row(payment, step))) for step in payment.steps
+    ]
+    out.extend(
         (s.insert_attempt, s.insert_attempt.args(_attempt_row(payment, step, a)))
         for step in payment.steps
         for a in step.attempts[step.stored_attempts :]
-    ]
+    )
     out.extend(
         (s.insert_event, s.insert_event.args(_event_row(payment, e, payment.updated_at)))
         for e in payment.pending_events
