@@ -1,10 +1,10 @@
-"""Payment analytics in SQL (SQLAlchemy Core): three aggregate statements, no rows loaded.
+"""Payment analytics in SQL (SQLAlchemy Core): two aggregate statements, no rows loaded.
 
-- payments of the window grouped by (status, orchestration time): the counts by status,
-  and the histogram of times whose running sum (a window function over the distinct
-  times, not over every payment) gives nearest-rank percentiles;
-- payments of the window that hit an infrastructure failure (a semi-join with the
-  failed attempts), by status: the recovery figures;
+- payments of the window grouped by (status, orchestration time), each group with how
+  many of its payments hit an infrastructure failure (membership in the failed
+  attempts' payment ids): the counts by status, the recovery figures, and the histogram
+  of times whose running sum (a window function over the distinct times, not over
+  every payment) gives nearest-rank percentiles;
 - attempts of the window by (outcome, error code): counts, retry delays, failure mix.
 
 Portable between SQLite and PostgreSQL: CASE sums, CTEs, UNION ALL, window functions.
@@ -84,18 +84,24 @@ def failed_payments(q: StatsQuery) -> Select[tuple[str]]:
 
 
 def payment_statement(q: StatsQuery) -> Executable:
-    """Rows ('s', status, hit, count) per status and failure flag, and one row
-    ('p', '', 0, p50, p95, p99): one pass over the payments of the window."""
+    """Rows ('s', status, 0, payments, of them hit) per status, and one row
+    ('p', '', 0, p50, p95, p99): one pass over the payments of the window.
+
+    The pass groups by (status, time) only and sums the failure flag. Grouped by the
+    flag too, PostgreSQL could not estimate the groups (the flag is an expression) and
+    took them for one per payment: then it aggregates in one process instead of in
+    parallel workers that each fold their share of the table first.
+    """
     hit = cast(payments.c.id.in_(failed_payments(q)), Integer)
     base = (
         select(
             payments.c.status.label("status"),
             payments.c.orchestration_ms.label("ms"),
-            hit.label("hit"),
             func.count().label("c"),
+            func.sum(hit).label("h"),
         )
         .where(*_payment_filter(q))
-        .group_by(payments.c.status, payments.c.orchestration_ms, hit)
+        .group_by(payments.c.status, payments.c.orchestration_ms)
         .cte("base")
     )
     histogram = (
@@ -120,10 +126,11 @@ def payment_statement(q: StatsQuery) -> Executable:
     counts = select(
         literal("s"),
         base.c.status,
-        base.c.hit,
+        literal(0),
         cast(func.sum(base.c.c), BigInteger),
-        *(cast(null(), BigInteger) for _ in PERCENTILES[1:]),
-    ).group_by(base.c.status, base.c.hit)
+        cast(func.sum(base.c.h), BigInteger),
+        *(cast(null(), BigInteger) for _ in PERCENTILES[2:]),
+    ).group_by(base.c.status)
     return union_all(percentiles, counts)
 
 
@@ -168,18 +175,17 @@ class SqlAlchemyPaymentStatsReader:
         statuses: dict[PaymentStatus, int] = {}
         ranks: dict[int, int] = {}
         hit = recovered = 0
-        for kind, status, hit_flag, first, *rest in payment_rows:
+        for kind, status, _, first, second, *rest in payment_rows:
             if kind == "p":
-                values = [first, *rest]
+                values = [first, second, *rest]
                 ranks = {
                     p: int(v) for p, v in zip(PERCENTILES, values, strict=True) if v is not None
                 }
                 continue
-            n = int(first)
+            n, n_hit = int(first), int(second or 0)
             statuses[PaymentStatus(status)] = statuses.get(PaymentStatus(status), 0) + n
-            if int(hit_flag):
-                hit += n
-                recovered += n if status in _SUCCEEDED else 0
+            hit += n_hit
+            recovered += n_hit if status in _SUCCEEDED else 0
 
         failed_outcomes = {o.value for o in FAILED_OUTCOMES}
         by_outcome: dict[Outcome, int] = {}
