@@ -228,9 +228,7 @@ class Harness:
         round starts from the same heap."""
         self.uow.clear()
         for sim in self.container.simulated.values():
-            sim.ledger.intents.clear()
-            sim.ledger.by_id.clear()
-            sim.ledger.stored.clear()
+            sim.ledger.clear()
 
     async def close(self) -> None:
         await self.container.close()

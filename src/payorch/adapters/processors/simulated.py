@@ -74,6 +74,10 @@ class Simulation:
     # Processed and charged, but the answer never arrives.
     lost_response: float = 0.0
     seed: int | None = None
+    # How many PaymentIntents the processor remembers, the oldest forgotten first, so
+    # that a soak test's memory stays bounded (about 0.9 KB a payment otherwise).
+    # 0: all of them, as Stripe does; then no lookup ever misses a charge it made.
+    remember: int = 0
 
     @classmethod
     def parse(cls, text: str) -> Simulation:
@@ -88,7 +92,7 @@ class Simulation:
                     f"unknown simulation setting {key!r}; known: {', '.join(sorted(names))}"
                 )
             try:
-                values[key] = int(raw) if key == "seed" else float(raw)
+                values[key] = int(raw) if key in ("seed", "remember") else float(raw)
             except ValueError as exc:
                 raise InvalidSimulation(f"{key} needs a number, got {raw!r}") from exc
         sim = cls(**values)  # type: ignore[arg-type]
@@ -97,6 +101,8 @@ class Simulation:
                 raise InvalidSimulation(f"{name} is a probability: 0..1")
         if sim.latency_ms < 0 or sim.latency_jitter_ms < 0:
             raise InvalidSimulation("latencies cannot be negative")
+        if sim.remember < 0:
+            raise InvalidSimulation("remember is a number of intents (0: all)")
         return sim
 
 
@@ -115,15 +121,46 @@ class SimIntent:
 
 @dataclass(slots=True)
 class Ledger:
-    """What the simulated processor knows; shareable between adapter instances."""
+    """What the simulated processor knows; shareable between adapter instances.
+
+    With a limit it remembers that many intents, and twice as many stored answers,
+    forgetting the oldest first: an intent forgotten is not found by a lookup, and a
+    payment retried after its intent was forgotten is charged as a new one (as a
+    request with an expired idempotency key would be at Stripe). 0: no limit.
+    """
 
     intents: dict[str, SimIntent] = field(default_factory=dict)
     by_id: dict[str, SimIntent] = field(default_factory=dict)
     stored: dict[str, ProcessorResponse] = field(default_factory=dict)
+    limit: int = 0
+    # Keys in the order they were first added: the oldest is forgotten first.
+    _intent_order: collections.deque[str] = field(default_factory=collections.deque)
+    _stored_order: collections.deque[str] = field(default_factory=collections.deque)
 
     @property
     def charges_total(self) -> int:
         return sum(i.charges for i in self.intents.values())
+
+    def clear(self) -> None:
+        for kept in (self.intents, self.by_id, self.stored, self._intent_order):
+            kept.clear()
+        self._stored_order.clear()
+
+    def add_intent(self, intent_key: str, intent: SimIntent) -> None:
+        self.intents[intent_key] = intent
+        self.by_id[intent.id] = intent
+        self._intent_order.append(intent_key)
+        while self.limit and len(self._intent_order) > self.limit:
+            forgotten = self.intents.pop(self._intent_order.popleft(), None)
+            if forgotten is not None:
+                self.by_id.pop(forgotten.id, None)
+
+    def store(self, idempotency_key: str, response: ProcessorResponse) -> None:
+        if idempotency_key not in self.stored:
+            self._stored_order.append(idempotency_key)
+        self.stored[idempotency_key] = response
+        while self.limit and len(self._stored_order) > 2 * self.limit:
+            self.stored.pop(self._stored_order.popleft(), None)
 
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -144,7 +181,9 @@ class SimulatedProcessor:
         self.name = name
         self.charge_log = charge_log
         self.simulation = simulation or Simulation()
-        self.ledger = ledger or Ledger()
+        # A ledger passed in is shared: whoever made it sets its limit.
+        self._owns_ledger = ledger is None
+        self.ledger = ledger or Ledger(limit=self.simulation.remember)
         self._rng = random.Random(self.simulation.seed)
         self._sleep = sleep
         self._counter = 0
@@ -154,6 +193,8 @@ class SimulatedProcessor:
 
     def set_simulation(self, simulation: Simulation) -> None:
         self.simulation = simulation
+        if self._owns_ledger:
+            self.ledger.limit = simulation.remember
         if simulation.seed is not None:
             self._rng = random.Random(simulation.seed)
 
@@ -223,7 +264,7 @@ class SimulatedProcessor:
                 request_id=rid,
                 indeterminate=True,
             )
-            self.ledger.stored[request.idempotency_key] = response
+            self.ledger.store(request.idempotency_key, response)
             return response
         response = self._process(intent, request, rid)
         if fault == "charged_api_error":
@@ -237,7 +278,7 @@ class SimulatedProcessor:
                 request_id=rid,
                 indeterminate=True,
             )
-        self.ledger.stored[request.idempotency_key] = response
+        self.ledger.store(request.idempotency_key, response)
         if fault == "lost_response":
             return ProcessorResponse(ResponseKind.NO_RESPONSE, exception="ReadTimeout")
         return response
@@ -253,8 +294,7 @@ class SimulatedProcessor:
                 token=request.token,
                 capture=request.capture,
             )
-            self.ledger.intents[request.intent_key] = intent
-            self.ledger.by_id[intent.id] = intent
+            self.ledger.add_intent(request.intent_key, intent)
         return intent
 
     def _process(self, intent: SimIntent, request: ChargeRequest, rid: str) -> ProcessorResponse:
@@ -377,7 +417,7 @@ class SimulatedProcessor:
         response = ProcessorResponse(
             ResponseKind.DONE, processor_payment_id=intent.id, request_id=self._request_id()
         )
-        self.ledger.stored[idempotency_key] = response
+        self.ledger.store(idempotency_key, response)
         return response
 
     def _invalid_state(self, intent: SimIntent | None, action: str) -> ProcessorResponse:

@@ -1,0 +1,134 @@
+"""The simulated processor's settings and its memory: it remembers every PaymentIntent,
+as Stripe does, unless told (`remember=N`) to keep only the last N, so that a soak
+test's server does not grow without end."""
+
+from __future__ import annotations
+
+import pytest
+
+from payorch.adapters.processors.simulated import (
+    InvalidSimulation,
+    Ledger,
+    SimulatedProcessor,
+    Simulation,
+)
+from payorch.app.ports import ChargeRequest
+from payorch.domain.results import ResponseKind
+
+
+def _request(n: int, generation: int = 0) -> ChargeRequest:
+    return ChargeRequest(
+        payment_id=f"pay_{n}",
+        step_index=0,
+        idempotency_key=f"payorch_pay_{n}_0_g{generation}",
+        intent_key=f"payorch_pay_{n}_0",
+        amount_minor=1000 + n,
+        currency="EUR",
+        token="pm_card_visa",
+        capture=True,
+    )
+
+
+async def _no_sleep(_: float) -> None:
+    return None
+
+
+def test_remember_is_read_as_a_whole_number_of_intents() -> None:
+    sim = Simulation.parse("latency_ms=5,remember=20,seed=3")
+    assert (sim.remember, sim.seed, sim.latency_ms) == (20, 3, 5.0)
+    assert Simulation().remember == 0  # all of them, unless a soak test says otherwise
+    assert Simulation.parse("remember=0").remember == 0
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("remember=-5", "0: all"),
+        ("remember=2.5", "remember needs a number"),
+        ("remember=", "remember needs a number"),
+        ("forget=3", "unknown simulation setting"),
+    ],
+)
+def test_a_bad_remember_is_refused_with_what_was_wrong(spec: str, message: str) -> None:
+    with pytest.raises(InvalidSimulation, match=message):
+        Simulation.parse(spec)
+
+
+async def test_by_default_every_intent_and_answer_is_remembered() -> None:
+    sim = SimulatedProcessor("sim", sleep=_no_sleep)
+    answers = [await sim.authorize(_request(n)) for n in range(300)]
+    assert (len(sim.ledger.intents), len(sim.ledger.stored)) == (300, 300)
+    found = await sim.lookup(_request(0), answers[0].processor_payment_id)
+    assert found.kind is ResponseKind.SUCCEEDED
+
+
+async def test_the_oldest_intents_are_forgotten_first_and_the_rest_still_answer() -> None:
+    sim = SimulatedProcessor("sim", Simulation(remember=3), sleep=_no_sleep)
+    answers = [await sim.authorize(_request(n)) for n in range(5)]
+    assert all(a.kind is ResponseKind.SUCCEEDED for a in answers)
+
+    assert list(sim.ledger.intents) == [f"payorch_pay_{n}_0" for n in (2, 3, 4)]
+    assert set(sim.ledger.by_id) == {answers[n].processor_payment_id for n in (2, 3, 4)}
+    for n in (0, 1):
+        gone = await sim.lookup(_request(n), answers[n].processor_payment_id)
+        assert gone.kind is ResponseKind.NOT_FOUND
+    for n in (2, 3, 4):
+        kept = await sim.lookup(_request(n), answers[n].processor_payment_id)
+        assert (kept.kind, kept.processor_payment_id) == (
+            ResponseKind.SUCCEEDED,
+            answers[n].processor_payment_id,
+        )
+
+
+async def test_stored_answers_are_kept_for_twice_as_many_keys_and_replayed() -> None:
+    sim = SimulatedProcessor("sim", Simulation(remember=2), sleep=_no_sleep)
+    for n in range(6):
+        await sim.authorize(_request(n))
+    assert list(sim.ledger.stored) == [f"payorch_pay_{n}_0_g0" for n in (2, 3, 4, 5)]
+
+    # A key still remembered replays its answer: no second charge.
+    again = await sim.authorize(_request(5))
+    assert again.kind is ResponseKind.SUCCEEDED
+    assert sim.ledger.intents["payorch_pay_5_0"].charges == 1
+    # Storing under a key already stored does not count it twice.
+    sim.ledger.store("payorch_pay_5_0_g0", again)
+    assert len(sim.ledger.stored) == 4
+
+
+async def test_a_retry_after_its_intent_was_forgotten_is_charged_as_a_new_one() -> None:
+    """What the docs warn of: past the limit the simulator no longer knows the payment."""
+    sim = SimulatedProcessor("sim", Simulation(remember=1), sleep=_no_sleep)
+    first = await sim.authorize(_request(0))
+    await sim.authorize(_request(1))
+    await sim.authorize(_request(2))  # pay_0's stored answer is forgotten too
+    retried = await sim.authorize(_request(0, generation=1))
+    assert retried.processor_payment_id == first.processor_payment_id
+    assert sim.ledger.intents["payorch_pay_0_0"].charges == 1
+    assert sim.ledger.charges_total == 1  # only what it still remembers
+
+
+async def test_a_long_run_keeps_the_ledger_at_its_limit() -> None:
+    sim = SimulatedProcessor("sim", Simulation(remember=50), sleep=_no_sleep)
+    for n in range(2_000):
+        await sim.authorize(_request(n))
+        await sim.refund(f"pi_unknown_{n}", 1, f"refund_{n}")  # refused: nothing stored
+    ledger = sim.ledger
+    assert (len(ledger.intents), len(ledger.by_id), len(ledger.stored)) == (50, 50, 100)
+    assert len(ledger._intent_order) == 50 and len(ledger._stored_order) == 100
+
+
+async def test_changing_the_simulation_changes_the_limit_and_a_shared_ledger_keeps_its_own() -> (
+    None
+):
+    sim = SimulatedProcessor("sim", Simulation(remember=10), sleep=_no_sleep)
+    sim.set_simulation(Simulation(remember=2))
+    for n in range(4):
+        await sim.authorize(_request(n))
+    assert len(sim.ledger.intents) == 2
+
+    shared = Ledger()
+    a = SimulatedProcessor("a", Simulation(remember=1), ledger=shared, sleep=_no_sleep)
+    a.set_simulation(Simulation(remember=1))
+    for n in range(3):
+        await a.authorize(_request(n))
+    assert len(shared.intents) == 3  # no limit: the owner of a shared ledger sets it
