@@ -161,3 +161,25 @@ def test_scheduler_and_stats_targets_carry_real_figures(report: dict) -> None:
         check = report["scenarios"][name]["check"]
         assert check["charged_exactly_once"], (name, check)
         assert check["processor_charges"] == check["payments"] == 300, check
+
+
+def test_the_soak_samples_a_real_server_under_load(tmp_path: Path) -> None:
+    """bench/soak.py for a few seconds: real payments, RSS samples, the summary's shape."""
+    args = ["--seconds", "3", "--interval", "1", "--remember", "50", "--concurrency", "4"]
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "soak.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, f"bench/soak.py failed:\n{done.stdout}\n{done.stderr}"
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["database"] == "sqlite" and summary["remember"] == 50
+    assert set(summary["codes"]) == {"OK"} and summary["codes"]["OK"] > 0
+    assert summary["payments_per_s"] > 0
+    times = [t for t, _ in summary["samples"]]
+    assert len(times) >= 4 and times == sorted(times) and times[-1] >= 3
+    assert all(rss > 0 for _, rss in summary["samples"])
+    assert summary["rss_mb"]["max"] == max(rss for _, rss in summary["samples"])
+    assert summary["second_half_growth_mb_per_100k_payments"] is not None
