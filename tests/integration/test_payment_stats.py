@@ -244,3 +244,38 @@ async def test_stats_of_payments_made_through_the_service_with_scripted_faults(d
     # The manual clock moves only by the retry's sleep (ms truncated once more).
     assert s.orchestration_ms[99] == recovered.payment.orchestration_ms
     assert abs(recovered.payment.orchestration_ms - retry.delay_before_ms) <= 1
+
+
+@pytest.mark.parametrize(
+    "filters",
+    [
+        {},
+        {"merchant_id": "m_1"},
+        {"processor": "sim_a"},
+        {"merchant_id": "m_1", "processor": "sim_a"},
+    ],
+    ids=["all", "merchant", "processor", "merchant+processor"],
+)
+async def test_no_stats_statement_runs_a_subquery_per_payment_on_sqlite(tmp_path, filters):
+    """The plan's shape, not its speed: a correlated subquery is one search per payment.
+    The processor filter was a correlated EXISTS, which SQLite ran over all of that
+    processor's attempts for every payment (27 s at 20,000 attempts)."""
+    from sqlalchemy.dialects import sqlite
+
+    from payorch.adapters.persistence.payment_stats import attempt_statement, payment_statement
+    from payorch.app.analytics import StatsQuery
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'plan.db'}")
+    await migrate(engine)
+    query = StatsQuery(since=DAY, until=DAY + timedelta(days=30), **filters)
+    try:
+        for statement in (payment_statement(query), attempt_statement(query)):
+            sql = str(
+                statement.compile(dialect=sqlite.dialect(), compile_kwargs={"literal_binds": True})
+            )
+            async with engine.connect() as conn:
+                plan = [row[-1] for row in await conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}")]
+            assert plan, sql
+            assert not [step for step in plan if "CORRELATED" in step], "\n".join(plan)
+    finally:
+        await engine.dispose()

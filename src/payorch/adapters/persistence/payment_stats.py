@@ -22,7 +22,6 @@ from sqlalchemy import (
     String,
     case,
     cast,
-    exists,
     func,
     literal,
     null,
@@ -53,10 +52,15 @@ def _payment_filter(q: StatsQuery) -> list[ColumnElement[bool]]:
     if q.merchant_id:
         where.append(payments.c.merchant_id == q.merchant_id)
     if q.processor:
-        # The payments with an attempt on that processor.
+        # The payments with an attempt on that processor, made after the payment was
+        # created, so after `since`. Not a correlated EXISTS: SQLite ran that as one
+        # index search per payment over all of the processor's attempts (27 s for
+        # 20,000 attempts); this set is built once on both databases.
         where.append(
-            exists().where(
-                attempts.c.payment_id == payments.c.id, attempts.c.processor == q.processor
+            payments.c.id.in_(
+                select(attempts.c.payment_id).where(
+                    attempts.c.processor == q.processor, attempts.c.started_at >= q.since
+                )
             )
         )
     return where
