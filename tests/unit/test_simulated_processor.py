@@ -132,3 +132,15 @@ async def test_changing_the_simulation_changes_the_limit_and_a_shared_ledger_kee
     for n in range(3):
         await a.authorize(_request(n))
     assert len(shared.intents) == 3  # no limit: the owner of a shared ledger sets it
+
+
+async def test_a_limit_set_later_forgets_the_oldest_already_remembered() -> None:
+    sim = SimulatedProcessor("sim", sleep=_no_sleep)
+    for n in range(5):
+        await sim.authorize(_request(n))
+    assert len(sim.ledger._intent_order) == 0  # no limit: no order kept beside the dicts
+    sim.set_simulation(Simulation(remember=2))
+    assert list(sim.ledger.intents) == ["payorch_pay_3_0", "payorch_pay_4_0"]
+    assert list(sim.ledger.stored) == [f"payorch_pay_{n}_0_g0" for n in (1, 2, 3, 4)]
+    await sim.authorize(_request(5))
+    assert list(sim.ledger.intents) == ["payorch_pay_4_0", "payorch_pay_5_0"]

@@ -133,32 +133,49 @@ class Ledger:
     by_id: dict[str, SimIntent] = field(default_factory=dict)
     stored: dict[str, ProcessorResponse] = field(default_factory=dict)
     limit: int = 0
-    # Keys in the order they were first added: the oldest is forgotten first.
+    # With a limit, the keys oldest first (a dict's own order would need a scan past
+    # every deleted entry to find its first one). Without, nothing is kept.
     _intent_order: collections.deque[str] = field(default_factory=collections.deque)
     _stored_order: collections.deque[str] = field(default_factory=collections.deque)
+
+    def __post_init__(self) -> None:
+        self.set_limit(self.limit)
 
     @property
     def charges_total(self) -> int:
         return sum(i.charges for i in self.intents.values())
 
+    def set_limit(self, limit: int) -> None:
+        self.limit = limit
+        self._intent_order = collections.deque(self.intents if limit else ())
+        self._stored_order = collections.deque(self.stored if limit else ())
+        self._forget_oldest()
+
     def clear(self) -> None:
-        for kept in (self.intents, self.by_id, self.stored, self._intent_order):
-            kept.clear()
-        self._stored_order.clear()
+        self.intents.clear()
+        self.by_id.clear()
+        self.stored.clear()
+        self.set_limit(self.limit)
 
     def add_intent(self, intent_key: str, intent: SimIntent) -> None:
         self.intents[intent_key] = intent
         self.by_id[intent.id] = intent
-        self._intent_order.append(intent_key)
+        if self.limit:
+            self._intent_order.append(intent_key)
+            self._forget_oldest()
+
+    def store(self, idempotency_key: str, response: ProcessorResponse) -> None:
+        if self.limit and idempotency_key not in self.stored:
+            self._stored_order.append(idempotency_key)
+        self.stored[idempotency_key] = response
+        if self.limit:
+            self._forget_oldest()
+
+    def _forget_oldest(self) -> None:
         while self.limit and len(self._intent_order) > self.limit:
             forgotten = self.intents.pop(self._intent_order.popleft(), None)
             if forgotten is not None:
                 self.by_id.pop(forgotten.id, None)
-
-    def store(self, idempotency_key: str, response: ProcessorResponse) -> None:
-        if idempotency_key not in self.stored:
-            self._stored_order.append(idempotency_key)
-        self.stored[idempotency_key] = response
         while self.limit and len(self._stored_order) > 2 * self.limit:
             self.stored.pop(self._stored_order.popleft(), None)
 
@@ -194,7 +211,7 @@ class SimulatedProcessor:
     def set_simulation(self, simulation: Simulation) -> None:
         self.simulation = simulation
         if self._owns_ledger:
-            self.ledger.limit = simulation.remember
+            self.ledger.set_limit(simulation.remember)
         if simulation.seed is not None:
             self._rng = random.Random(simulation.seed)
 
