@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
+import asyncpg
 import pytest
 from sqlalchemy import func, select
 
@@ -380,8 +381,6 @@ async def test_writes_arriving_during_a_batch_wait_and_go_together_in_the_next(u
 
 
 async def test_a_batch_stuck_on_a_row_lock_does_not_hold_up_the_writes_behind_it(pg_url):
-    import asyncpg
-
     engine = create_engine(pg_url)
     await migrate(engine)
     factory = SqlAlchemyUnitOfWorkFactory(engine)
@@ -422,6 +421,70 @@ async def test_a_batch_stuck_on_a_row_lock_does_not_hold_up_the_writes_behind_it
         await locker.close()
         await factory.close()
         await engine.dispose()
+
+
+@pytest.fixture
+async def pg_uow(pg_url):
+    engine = create_engine(pg_url)
+    await migrate(engine)
+    factory = SqlAlchemyUnitOfWorkFactory(engine)
+    assert isinstance(factory.writer, AsyncpgPaymentWriter)
+    yield factory
+    await factory.close()
+    await engine.dispose()
+
+
+def _spy_transactions(writer: AsyncpgPaymentWriter) -> list[int]:
+    """Batches written as a transaction (BEGIN ... COMMIT), by size."""
+    sizes: list[int] = []
+    inner = writer._apply_batch
+
+    async def spied(conn, batch):
+        sizes.append(len(batch))
+        return await inner(conn, batch)
+
+    writer._apply_batch = spied  # type: ignore[method-assign]
+    return sizes
+
+
+async def test_a_write_alone_is_one_statement_that_lands_whole_or_not_at_all(pg_uow):
+    writer = pg_uow.writer
+    transactions = _spy_transactions(writer)
+    p = new_payment(1, steps=2)
+    await pg_uow.insert_payment(p)
+    settle(p)
+    await pg_uow.update_payment(p)
+    same(await load(pg_uow, p.id), p)
+    with pytest.raises(DuplicateRequest):
+        await pg_uow.insert_payment(new_payment(2, request_id=p.request_id))
+
+    # A foreign key broken by the write's last row: the statement fails as a whole.
+    bad = new_payment(3)
+    write = insert_write(writer._statements, bad)
+    orphan = new_payment(4)
+    settle(orphan)
+    write.rows.extend(_children(writer._statements, orphan))
+    with pytest.raises(asyncpg.ForeignKeyViolationError):
+        await writer._submit(write)
+
+    assert transactions == []  # every write went alone, none in a transaction
+    assert writer.writes == writer.batches == 4
+    assert await count(pg_uow, payments) == 1
+    assert await count(pg_uow, payment_steps) == 3
+    assert await count(pg_uow, attempts) == 1
+    assert await count(pg_uow, events) == 2
+
+
+async def test_more_writes_at_once_than_go_alone_share_one_transaction(pg_uow):
+    writer = pg_uow.writer
+    writer._stall_s = 60.0  # one batch at a time, however slow the machine
+    transactions = _spy_transactions(writer)
+    batch = [new_payment(n) for n in range(writer._alone_up_to + 5)]
+    await asyncio.gather(*(pg_uow.insert_payment(p) for p in batch))
+    # The first write went alone; the ones queued behind it went together.
+    assert transactions and max(transactions) > writer._alone_up_to
+    assert writer.writes == len(batch) and writer.batches < len(batch)
+    assert await count(pg_uow, payments) == len(batch)
 
 
 async def test_an_in_memory_sqlite_database_writes_and_reads_through_units_of_work():

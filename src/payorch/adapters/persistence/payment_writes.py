@@ -7,9 +7,10 @@ each statement is compiled once per dialect from the table definitions, its
 values bound with the same type processors SQLAlchemy would use, and sent to the
 driver directly.
 
-- PostgreSQL: an asyncpg pool of its own; one transaction per write, statements
-  prepared once per connection; the request-id gate is `ON CONFLICT DO NOTHING`
-  (no savepoint round trips).
+- PostgreSQL: an asyncpg pool of its own; concurrent writes share one transaction,
+  and a write with few others waiting is one statement of its own (AloneStatements);
+  statements prepared once per connection; the request-id gate is
+  `ON CONFLICT DO NOTHING` (no savepoint round trips).
 - SQLite: one writer thread owns a connection; concurrent writes are committed
   together in one transaction, one fsync per batch (group commit), each in a
   savepoint of its own so one failing write fails alone. The batch holds the
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import sqlite3
 import threading
 import time
@@ -321,7 +323,7 @@ class CommitTimes:
     A payment's answer waits for the COMMIT that holds its write, so the tail of these
     times is a floor under the tail of CreatePayment: on SQLite the COMMIT is the WAL's
     fsync (and winning the GIL back after it), on PostgreSQL the round trip that waits
-    for the server to flush its WAL.
+    for the server to flush its WAL (for a write sent alone, its one statement).
     """
 
     BOUNDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -376,6 +378,90 @@ class PaymentWriter:
         raise NotImplementedError
 
 
+_PARAM = re.compile(r"\$(\d+)")
+# Writes of more shapes than this (steps, attempts, events) build their statement each time.
+_SHAPES_KEPT = 256
+
+
+@dataclass(frozen=True, slots=True)
+class _Child:
+    """`INSERT INTO t (...) VALUES (...) [ON CONFLICT ...]` taken apart, to be inserted
+    from the guard's CTE: `INSERT INTO t (...) SELECT ... FROM g [ON CONFLICT ...]`."""
+
+    head: str
+    values: str
+    tail: str
+    params: int
+
+    @classmethod
+    def of(cls, sql: str) -> _Child:
+        head, found, rest = sql.partition(" VALUES (")
+        if not found:
+            raise ValueError(f"not an INSERT ... VALUES: {sql}")
+        depth, end = 1, 0
+        while depth:
+            depth += {"(": 1, ")": -1}.get(rest[end], 0)
+            end += 1
+        values, tail = rest[: end - 1], rest[end:]
+        tail = tail.partition(" RETURNING ")[0]  # nothing reads a child's ids
+        return cls(head, values, tail, len(_PARAM.findall(values)))
+
+    def render(self, name: str, offset: int) -> str:
+        values = _PARAM.sub(lambda m: f"${int(m[1]) + offset}", self.values)
+        return f"{name} AS ({self.head} SELECT {values} FROM g{self.tail})"
+
+
+class AloneStatements:
+    """A PostgreSQL write as one statement: the guard as a data-modifying CTE returning
+    the id it wrote, every other row inserted from it, so none lands if the guard
+    touches nothing:
+
+        WITH g AS (<guard> RETURNING id),
+             c1 AS (INSERT INTO payment_steps (...) SELECT $24, ... FROM g ON CONFLICT ...),
+             c2 AS (INSERT INTO attempts (...) SELECT $41, ... FROM g), ...
+        SELECT id FROM g
+
+    One statement is its own transaction, so it needs no BEGIN or COMMIT: one round trip
+    where a transaction of its own takes about six. The SQL depends only on which child
+    rows the write has (its shape), so it is built once per shape and prepared once per
+    connection by asyncpg's statement cache. Foreign keys are checked at the end of the
+    statement, after every CTE has run.
+    """
+
+    def __init__(self, statements: PaymentStatements) -> None:
+        self.guards = {
+            s.sql: f"{s.sql} RETURNING id"
+            for s in (statements.insert_payment, statements.update_payment)
+        }
+        self._children = {
+            s.sql: _Child.of(s.sql)
+            for s in (statements.upsert_step, statements.insert_attempt, statements.insert_event)
+        }
+        self._sql: dict[tuple[str, ...], str] = {}
+
+    def statement(self, write: Write) -> list[Any]:
+        """[sql, *args], for asyncpg's fetchval."""
+        guard, guard_args = write.guard
+        shape = (guard.sql, *(stmt.sql for stmt, _ in write.rows))
+        sql = self._sql.get(shape)
+        if sql is None:
+            sql = self._build(shape, len(guard_args))
+            if len(self._sql) < _SHAPES_KEPT:
+                self._sql[shape] = sql
+        out: list[Any] = [sql, *guard_args]
+        for _, args in write.rows:
+            out.extend(args)
+        return out
+
+    def _build(self, shape: tuple[str, ...], offset: int) -> str:
+        ctes = [f"g AS ({self.guards[shape[0]]})"]
+        for n, sql in enumerate(shape[1:], 1):
+            child = self._children[sql]
+            ctes.append(child.render(f"c{n}", offset))
+            offset += child.params
+        return f"WITH {', '.join(ctes)} SELECT id FROM g"
+
+
 class AsyncpgPaymentWriter(PaymentWriter):
     """PostgreSQL: concurrent writes share a transaction and its round trips.
 
@@ -385,15 +471,20 @@ class AsyncpgPaymentWriter(PaymentWriter):
     sends all rows in one round trip), the guards with `RETURNING id` so the ids that
     took effect come back with them; the other rows of those payments (steps, attempts,
     events: a statement each); COMMIT. Five to seven round trips per batch (one guard
-    statement or both), however many payments it holds. With one write waiting,
-    a batch is that write. If a batch fails (a constraint, a lost connection), its
-    writes are retried one transaction each, so only the faulty one fails.
+    statement or both), however many payments it holds.
+
+    A batch of `alone` writes or fewer (at low rates, most of them) skips the
+    transaction: each write is one statement that commits as it runs
+    (AloneStatements), one round trip each instead of six for the batch. Up to three,
+    that costs this process less CPU than the transaction (docs/performance.md). If a
+    batch fails (a constraint, a lost connection), its writes are retried alone, so
+    only the faulty one fails.
 
     One batch at a time: writes that arrive while a batch is being written wait for it
     and go together in the next one. Batches stay large, so a payment costs fewer round
     trips on both sides (docs/performance.md: 1.5-1.9x the throughput of up to four
-    batches at once, and a lower p99 near capacity). A batch still running after `stall_s` (a row lock held by another
-    transaction, a slow disk) no longer counts: the writes behind it start another
+    batches at once, and a lower p99 near capacity). A batch still running after
+    `stall_s` (a row lock held by another transaction, a slow disk) no longer counts: the writes behind it start another
     batch on another connection, up to `batches` at once, so one stuck write never
     holds up the others.
 
@@ -411,16 +502,16 @@ class AsyncpgPaymentWriter(PaymentWriter):
         max_batch: int = 256,
         stall_s: float = 0.1,
         readers: int = 2,
+        alone: int = 3,
     ) -> None:
         self._dsn = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
         self._statements = PaymentStatements.for_dialect(engine.dialect)
         self._read = PaymentRead.for_dialect(engine.dialect)
+        self._alone = AloneStatements(self._statements)
         # The guards of a batch return the ids they wrote: which writes took effect
         # comes back with them, in the same round trip.
-        self._returning = {
-            stmt.sql: f"{stmt.sql} RETURNING id"
-            for stmt in (self._statements.insert_payment, self._statements.update_payment)
-        }
+        self._returning = self._alone.guards
+        self._alone_up_to = alone
         self._batches = max(1, batches)
         self._stall_s = stall_s
         self._queue = _Queue(max_batch)
@@ -489,7 +580,7 @@ class AsyncpgPaymentWriter(PaymentWriter):
     async def _write_batch(self, batch: list[Write]) -> list[BaseException | None]:
         pool = await self._pool.get()
         async with pool.acquire() as conn:
-            if len(batch) > 1:
+            if len(batch) > self._alone_up_to:
                 try:
                     async with conn.transaction():
                         applied = await self._apply_batch(conn, batch)
@@ -504,25 +595,23 @@ class AsyncpgPaymentWriter(PaymentWriter):
                     return [None if w.payment_id in applied else w.conflict for w in batch]
             errors: list[BaseException | None] = []
             for write in batch:
+                sent = time.perf_counter()
                 try:
-                    async with conn.transaction():
-                        await self._apply_one(conn, write)
-                        committing = time.perf_counter()
+                    await self._apply_alone(conn, write)
                 except Exception as exc:
                     errors.append(exc)
                 else:
-                    self.commit_times.observe(time.perf_counter() - committing)
+                    # The statement's round trip ends with its commit.
+                    self.commit_times.observe(time.perf_counter() - sent)
                     errors.append(None)
                 self.batches += 1
                 self.writes += 1
             return errors
 
-    async def _apply_one(self, conn: asyncpg.Connection, write: Write) -> None:
-        stmt, args = write.guard
-        if _count(await conn.execute(stmt.sql, *args)) != 1:
+    async def _apply_alone(self, conn: asyncpg.Connection, write: Write) -> None:
+        """The write as one statement, which commits as it runs: one round trip."""
+        if await conn.fetchval(*self._alone.statement(write)) is None:
             raise write.conflict
-        for stmt, args in write.rows:
-            await conn.execute(stmt.sql, *args)
 
     async def _apply_batch(self, conn: asyncpg.Connection, batch: list[Write]) -> set[str]:
         applied: set[str] = set()
@@ -576,11 +665,6 @@ def _grouped(
 
 async def _keep_session(_conn: asyncpg.Connection) -> None:
     """Nothing to reset on release: these connections only run the statements above."""
-
-
-def _count(status: str) -> int:
-    """Rows touched, from a command tag such as 'INSERT 0 1' or 'UPDATE 1'."""
-    return int(status.rsplit(" ", 1)[-1])
 
 
 class SqliteGroupCommit(PaymentWriter):
