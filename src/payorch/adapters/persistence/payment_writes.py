@@ -484,9 +484,9 @@ class AsyncpgPaymentWriter(PaymentWriter):
     and go together in the next one. Batches stay large, so a payment costs fewer round
     trips on both sides (docs/performance.md: 1.5-1.9x the throughput of up to four
     batches at once, and a lower p99 near capacity). A batch still running after
-    `stall_s` (a row lock held by another transaction, a slow disk) no longer counts: the writes behind it start another
-    batch on another connection, up to `batches` at once, so one stuck write never
-    holds up the others.
+    `stall_s` (a row lock held by another transaction, a slow disk) no longer counts:
+    the writes behind it start another batch on another connection, up to `batches` at
+    once, so one stuck write never holds up the others.
 
     Reads by request id (idempotent replays) use a pool of their own, up to `readers`
     connections, so a storm of replays never takes the connection a batch needs.
@@ -507,10 +507,9 @@ class AsyncpgPaymentWriter(PaymentWriter):
         self._dsn = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
         self._statements = PaymentStatements.for_dialect(engine.dialect)
         self._read = PaymentRead.for_dialect(engine.dialect)
+        # Also the guards of a batch, returning the ids they wrote: which writes took
+        # effect comes back with them, in the same round trip.
         self._alone = AloneStatements(self._statements)
-        # The guards of a batch return the ids they wrote: which writes took effect
-        # comes back with them, in the same round trip.
-        self._returning = self._alone.guards
         self._alone_up_to = alone
         self._batches = max(1, batches)
         self._stall_s = stall_s
@@ -616,7 +615,7 @@ class AsyncpgPaymentWriter(PaymentWriter):
     async def _apply_batch(self, conn: asyncpg.Connection, batch: list[Write]) -> set[str]:
         applied: set[str] = set()
         for sql, rows in _grouped(w.guard for w in batch):
-            applied.update(r[0] for r in await conn.fetchmany(self._returning[sql], rows))
+            applied.update(r[0] for r in await conn.fetchmany(self._alone.guards[sql], rows))
         children = (row for w in batch if w.payment_id in applied for row in w.rows)
         for sql, rows in _grouped(children):
             await conn.executemany(sql, rows)
