@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from payorch.adapters.clock import SystemClock
 from payorch.adapters.metrics import PrometheusHealthObserver, default_metrics
 from payorch.adapters.persistence.api_keys import SqlAlchemyApiKeyStore
 from payorch.adapters.persistence.engine import create_engine, migrate
@@ -20,6 +23,7 @@ from payorch.app.payments import PaymentService, ProcessorEvents
 from payorch.app.ports import Clock, Processor
 from payorch.app.router import Router
 from payorch.app.settlement import Settlement
+from payorch.app.stalls import StallWatch
 from payorch.domain.health import HealthPolicy
 from payorch.installments_wiring import InstallmentsApp, build_installments, clock_from_settings
 from payorch.observability_wiring import (
@@ -44,7 +48,9 @@ class Container:
     authenticator: Authenticator
     processor_events: ProcessorEvents
     health: HealthTracker
+    stalls: StallWatch
     simulated: dict[str, SimulatedProcessor] = field(default_factory=dict)
+    _stall_watch: asyncio.Task[None] | None = None
     installments: InstallmentsApp = field(init=False)
     observability: ObservabilityApp = field(init=False)
 
@@ -53,7 +59,17 @@ class Container:
         KeyError: not a simulated processor; InvalidSimulation (ValueError): bad spec."""
         self.simulated[name].set_simulation(Simulation.parse(spec))
 
+    def watch_stalls(self) -> None:
+        """Start noticing this process's own stalls, on a real clock only: a manual
+        clock's jumps are not stalls."""
+        if isinstance(self.clock, SystemClock) and self._stall_watch is None:
+            self._stall_watch = asyncio.create_task(self.stalls.run())
+
     async def close(self) -> None:
+        if self._stall_watch is not None:
+            self._stall_watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._stall_watch
         for processor in self.processors.values():
             aclose = getattr(processor, "aclose", None)
             if aclose is not None:
@@ -127,7 +143,10 @@ async def bootstrap(
         processors=processors,
         observers=[PrometheusHealthObserver(default_metrics())],
     )
-    router = Router(calls, clock, call_timeout_s=settings.call_timeout_s, health=health)
+    stalls = StallWatch(clock, on_stall=default_metrics().process_stalls.observe)
+    router = Router(
+        calls, clock, call_timeout_s=settings.call_timeout_s, health=health, stalls=stalls
+    )
     # A method with no processors configured may use every one, Stripe first.
     configs = MerchantConfigs(
         SqlAlchemyMerchantConfigStore(engine),
@@ -157,10 +176,12 @@ async def bootstrap(
         authenticator=Authenticator(keys, clock, cache_s=settings.auth_cache_s),
         processor_events=ProcessorEvents(uow, payments, clock),
         health=health,
+        stalls=stalls,
         simulated=simulated,
     )
     container.installments = build_installments(
         settings, clock, uow, payments, policies=ConfiguredInstallmentPolicies(configs)
     )
     container.observability = observed
+    container.watch_stalls()
     return container

@@ -56,6 +56,14 @@ class Metrics:
             "1 while some processor can take payments (not every breaker is open), else 0.",
             registry=registry,
         )
+        self.process_stalls = Histogram(
+            "payorch_process_stall_seconds",
+            "Times this process's event loop did not run for over a second (frozen, "
+            "paused or blocked); processor calls spanning one are not counted against "
+            "the processor's health.",
+            buckets=(1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0),
+            registry=registry,
+        )
         # The payment writers' counters (a writer is tracked by bootstrap).
         self.payment_writes = PaymentWriteCollector()
         registry.register(self.payment_writes)

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 
 from payorch.app.health import Choice, HealthTracker
 from payorch.app.ports import ChargeRequest, Clock, Processor
+from payorch.app.stalls import StallWatch
 from payorch.domain.classification import classify, is_infrastructure_failure
-from payorch.domain.health import HealthPolicy, HealthState, signal_of
+from payorch.domain.health import HealthPolicy, HealthState, signal_despite_stall, signal_of
 from payorch.domain.payment import Attempt, CaptureMode, Payment, RawError, Step
 from payorch.domain.results import (
     Classification,
@@ -78,12 +79,14 @@ class Router:
         call_timeout_s: float = 10.0,
         rng: random.Random | None = None,
         health: HealthTracker | None = None,
+        stalls: StallWatch | None = None,
     ) -> None:
         self.processors = processors
         self.clock = clock
         self.call_timeout_s = call_timeout_s
         self._rng = rng or random.Random()
         self.health = health or HealthTracker(HealthPolicy(), clock, processors=processors)
+        self.stalls = stalls
 
     def charge_request(self, payment: Payment, step: Step, timeout_s: float) -> ChargeRequest:
         return ChargeRequest(
@@ -282,14 +285,20 @@ class Router:
         except BaseException:
             self.health.abandon(name, probe=probe)
             raise
-        latency_s = self.clock.monotonic() - t0
+        t1 = self.clock.monotonic()
+        latency_s = t1 - t0
         latency_ms = int(latency_s * 1000)
         c = classify(response)
         lookup = operation == "lookup"
+        signal = signal_of(response, c, lookup=lookup)
+        # Time this process was stalled is not the processor's: leave it out.
+        stalled_s = self.stalls.stalled_s(t0, t1) if self.stalls is not None else 0.0
+        if stalled_s > 0.0:
+            signal = signal_despite_stall(signal, c)
         self.health.record(
             name,
-            signal_of(response, c, lookup=lookup),
-            latency_s,
+            signal,
+            latency_s - stalled_s,
             authorize=not lookup,
             probe=probe,
         )

@@ -13,7 +13,13 @@ import math
 from dataclasses import dataclass, field
 
 from payorch.domain.classification import is_infrastructure_failure
-from payorch.domain.results import Classification, Outcome, ProcessorResponse, ResponseKind
+from payorch.domain.results import (
+    Classification,
+    ErrorCode,
+    Outcome,
+    ProcessorResponse,
+    ResponseKind,
+)
 
 
 class HealthState(enum.Enum):
@@ -68,6 +74,20 @@ def signal_of(response: ProcessorResponse, c: Classification, *, lookup: bool) -
     if response.error_type == "card_error":
         return Signal.DECLINE
     return Signal.OTHER
+
+
+# Failures a stall of our own can cause: no answer in time, a connection the
+# other end gave up on while we were not reading.
+_STALL_FAILURES = frozenset({ErrorCode.TIMEOUT, ErrorCode.NETWORK_ERROR})
+
+
+def signal_despite_stall(signal: Signal, c: Classification) -> Signal:
+    """The signal of a call during which this process was stalled: a timeout or a
+    dropped connection may be the stall's doing, so it is neutral; an answer
+    (a 5xx, a 429, a success) is the processor's own."""
+    if signal is Signal.INFRA_FAILURE and c.error_code in _STALL_FAILURES:
+        return Signal.OTHER
+    return signal
 
 
 class InvalidHealthPolicy(ValueError):
