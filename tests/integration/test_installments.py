@@ -16,6 +16,7 @@ from payorch.app.installment_ports import Cursor
 from payorch.app.installment_scheduler import InstallmentScheduler
 from payorch.app.installments import PlanConflict, PlanNotFound, RecordCharge
 from payorch.app.ports import ConcurrentUpdate
+from payorch.domain.health import Signal
 from payorch.domain.installments import InstallmentStatus, InvalidTransition, PlanStatus
 from payorch.domain.payment import PaymentStatus
 from payorch.webhooks import verify
@@ -442,3 +443,41 @@ async def test_saving_plans_together_stores_none_when_one_is_stale(container, cl
         await count_rows(container, installment_charges, installment_charges.c.kind == "scheduled")
         == 0
     )
+
+
+async def test_with_no_processor_to_take_charges_a_pass_postpones_one_batch_and_stops(
+    container, clock
+):
+    app = container.installments
+    plans = [(await create_plan(container, f"plan-{n}")).plan for n in range(6)]
+    move_to(clock, plans[0].installments[1].due_at)
+    # The simulated processor's breaker opens: every call of the last minute failed.
+    for _ in range(20):
+        container.health.record("simulated", Signal.INFRA_FAILURE, 0.01, authorize=True)
+    assert not container.health.available
+
+    stats = await scheduler(app, clock, batch_size=2, concurrency=2).run_once()
+
+    # One batch was tried; claiming the rest would only have postponed them too.
+    assert (stats.claimed, stats.postponed, stats.failed, stats.paid) == (2, 2, 0, 0)
+    stored = [(await app.plans.get(p.id, None)).installments[1] for p in plans]
+    postponed = [i for i in stored if i.attempts]
+    assert len(postponed) == 2
+    for inst in postponed:
+        assert inst.status is InstallmentStatus.PENDING
+        assert inst.next_attempt_at == clock.now() + timedelta(minutes=1)
+        assert (inst.dunning_step, inst.last_error_code) == (0, "no_processor_available")
+    assert all(i.status is InstallmentStatus.PENDING for i in stored)
+    for plan in plans:
+        assert "InstallmentFailed" not in await outbox(container, plan.id)
+    assert container.simulated["simulated"].ledger.charges_total == 6, "checkouts only"
+
+    # The breaker's cool-down passes and its probes succeed: everything due is paid.
+    clock.advance(60)
+    paid = 0
+    for _ in range(3):
+        paid += (await app.scheduler.run_once()).paid
+    assert paid == 6
+    for plan in plans:
+        inst = (await app.plans.get(plan.id, None)).installments[1]
+        assert inst.status is InstallmentStatus.PAID and inst.dunning_step == 0

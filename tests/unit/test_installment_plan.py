@@ -42,6 +42,15 @@ SHORT = ChargeResult(
     ChargeOutcome.FAILED, "pay_f", "", "insufficient_funds", "no money", retry_later=True
 )
 STOLEN = ChargeResult(ChargeOutcome.FAILED, "pay_s", "", "stolen_card", "stolen", retry_later=False)
+NO_PROCESSOR = ChargeResult(
+    ChargeOutcome.FAILED,
+    "pay_n",
+    "",
+    "no_processor_available",
+    "no processor can take the step",
+    retry_later=True,
+)
+MINUTE = timedelta(minutes=1)
 
 
 def new_plan(policy: InstallmentPolicy | None = None) -> InstallmentPlan:
@@ -200,6 +209,68 @@ def test_installment_transitions_outside_the_table_are_refused(start, to):
     inst.status = start
     with pytest.raises(InvalidTransition):
         inst._move(to)
+
+
+def test_a_charge_no_processor_could_take_stays_due_and_uses_no_dunning_step():
+    plan = new_plan()
+    due = D + 30 * DAY
+    inst = plan.installments[1]
+    plan.pending_events.clear()
+    at, waits = due, []
+    for _ in range(9):
+        charge(plan, 2, NO_PROCESSOR, at)
+        assert inst.status is InstallmentStatus.PENDING
+        assert inst.next_attempt_at is not None
+        waits.append(inst.next_attempt_at - at)
+        at = inst.next_attempt_at
+    # A pause doubling from a minute, capped at an hour.
+    assert waits == [MINUTE * m for m in (1, 2, 4, 8, 16, 32, 60, 60, 60)]
+    assert (inst.dunning_step, inst.first_failed_at) == (0, None)
+    assert inst.last_error_code == "no_processor_available"
+    assert [c.error_code for c in inst.charges] == ["no_processor_available"] * 9
+    # Our outage is not the customer's failure: nothing is announced.
+    assert names(plan) == [] and plan.status is PlanStatus.ACTIVE
+
+    # Back up: it pays, having used no step of the ladder.
+    charge(plan, 2, PAID, at)
+    assert inst.status is InstallmentStatus.PAID
+
+
+def test_a_failure_after_an_outage_starts_the_ladder_from_itself():
+    plan = new_plan()
+    due = D + 30 * DAY
+    inst = plan.installments[1]
+    charge(plan, 2, NO_PROCESSOR, due)
+    charge(plan, 2, SHORT, due + MINUTE)
+    assert inst.status is InstallmentStatus.FAILED
+    assert inst.next_attempt_at == due + MINUTE + 3 * DAY and inst.dunning_step == 1
+    # A later outage pauses again from its own start.
+    charge(plan, 2, NO_PROCESSOR, inst.next_attempt_at)
+    assert inst.status is InstallmentStatus.PENDING and inst.dunning_step == 1
+    assert inst.next_attempt_at == due + MINUTE + 3 * DAY + MINUTE
+
+
+def test_an_outage_that_outlasts_the_first_dunning_step_goes_on_the_ladder():
+    plan = new_plan()
+    due = D + 30 * DAY
+    inst = plan.installments[1]
+    charge(plan, 2, NO_PROCESSOR, due)
+    charge(plan, 2, NO_PROCESSOR, due + 3 * DAY - MINUTE)
+    assert inst.status is InstallmentStatus.PENDING
+    charge(plan, 2, NO_PROCESSOR, due + 3 * DAY)
+    assert inst.status is InstallmentStatus.FAILED and inst.dunning_step == 1
+    assert InstallmentFailed.__name__ in names(plan)
+
+
+def test_a_manual_retry_no_processor_could_take_keeps_the_scheduled_ladder_step():
+    plan = new_plan()
+    due = D + 30 * DAY
+    charge(plan, 2, SHORT, due)
+    inst = plan.installments[1]
+    attempt = plan.start_manual_retry(inst.id, worker="w", lease_until=due + DAY, now=due + DAY)
+    assert plan.record(inst.id, attempt, NO_PROCESSOR, due + DAY)
+    assert inst.status is InstallmentStatus.FAILED
+    assert inst.next_attempt_at == due + 3 * DAY and inst.dunning_step == 1
 
 
 def test_a_manual_retry_that_fails_keeps_the_scheduled_ladder_step():

@@ -18,7 +18,7 @@ from datetime import timedelta
 from payorch.app.installment_ports import Claim, InstallmentUnitOfWorkFactory
 from payorch.app.installments import InstallmentCharger, RecordCharge
 from payorch.app.ports import Clock
-from payorch.domain.installments import ChargeOutcome, InstallmentPlan
+from payorch.domain.installments import ChargeOutcome, InstallmentPlan, InstallmentStatus
 
 log = logging.getLogger("payorch.scheduler")
 
@@ -32,20 +32,18 @@ class SchedulerStats:
     failed: int = 0
     unresolved: int = 0
     errors: int = 0
+    # Charges no processor could take (every breaker open): still due, after a pause.
+    postponed: int = 0
 
     def add(self, other: SchedulerStats) -> None:
-        for name in ("claimed", "reclaimed", "paid", "failed", "unresolved", "errors"):
+        for name in _FIELDS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
     def as_dict(self) -> dict[str, int]:
-        return {
-            "claimed": self.claimed,
-            "reclaimed": self.reclaimed,
-            "paid": self.paid,
-            "failed": self.failed,
-            "unresolved": self.unresolved,
-            "errors": self.errors,
-        }
+        return {name: getattr(self, name) for name in _FIELDS}
+
+
+_FIELDS = ("claimed", "reclaimed", "paid", "failed", "unresolved", "errors", "postponed")
 
 
 class _GroupCommit:
@@ -161,6 +159,14 @@ class InstallmentScheduler:
                 while self._concurrency - in_flight < threshold:
                     room_freed.clear()
                     await room_freed.wait()
+                if stats.postponed:
+                    # No processor can take a charge now: claiming more would only
+                    # postpone them too. What is due stays due for the next pass.
+                    log.warning(
+                        "no processor can take charges: %d postponed, claiming no more this pass",
+                        stats.postponed,
+                    )
+                    return stats
                 limit = min(self._batch, self._concurrency - in_flight)
                 now = self._clock.now()
                 async with self._uow() as uow:
@@ -234,6 +240,8 @@ class InstallmentScheduler:
             return fresh or plan
         if result.outcome is ChargeOutcome.PAID:
             stats.paid += 1
+        elif plan.installment(claim.installment_id).status is InstallmentStatus.PENDING:
+            stats.postponed += 1
         elif result.outcome is ChargeOutcome.FAILED:
             stats.failed += 1
         else:

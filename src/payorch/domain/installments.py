@@ -27,6 +27,12 @@ DEFAULT_INTERVAL_DAYS = 30
 DEFAULT_DUNNING_DAYS = (3, 7, 14)
 MAX_COUNT = 48
 MAX_LADDER_STEPS = 10
+# A charge no processor could take (every breaker open) reached no bank: our outage,
+# not the customer's failure. The installment stays due and is tried again after a
+# pause that doubles from a minute to an hour, without using a dunning step, until
+# the outage has lasted as long as the first step (3 days by default).
+OUTAGE_PAUSE_FIRST = timedelta(minutes=1)
+OUTAGE_PAUSE_MAX = timedelta(hours=1)
 
 
 class InvalidInstallmentPolicy(ValueError):
@@ -155,7 +161,13 @@ INSTALLMENT_TRANSITIONS: dict[InstallmentStatus, frozenset[InstallmentStatus]] =
         {InstallmentStatus.PROCESSING, InstallmentStatus.CANCELLED}
     ),
     InstallmentStatus.PROCESSING: frozenset(
-        {InstallmentStatus.PAID, InstallmentStatus.FAILED, InstallmentStatus.FAILED_FINAL}
+        {
+            InstallmentStatus.PAID,
+            InstallmentStatus.FAILED,
+            InstallmentStatus.FAILED_FINAL,
+            # Still due: no processor could take the charge (an outage of ours).
+            InstallmentStatus.PENDING,
+        }
     ),
     InstallmentStatus.FAILED: frozenset(
         {InstallmentStatus.PROCESSING, InstallmentStatus.CANCELLED}
@@ -527,11 +539,31 @@ class InstallmentPlan:
                     result.payment_id,
                 )
             )
+        elif (pause := self._outage_pause(inst, result, now)) is not None:
+            inst._move(InstallmentStatus.PENDING)
+            inst.last_error_code, inst.last_error = result.error_code, result.message
+            inst.next_attempt_at = now + pause
         else:
             self._failed(inst, result, now)
         self.updated_at = now
         self._settle(inst)
         return True
+
+    def _outage_pause(
+        self, inst: Installment, result: ChargeResult, now: datetime
+    ) -> timedelta | None:
+        """How long a scheduled charge that no processor could take waits before the
+        next try; None when it was not that, or the outage has outlasted the first
+        dunning step (then it goes on the ladder like any other failure)."""
+        code = ErrorCode.NO_PROCESSOR_AVAILABLE.value
+        if result.error_code != code or inst.attempt_kind is not AttemptKind.SCHEDULED:
+            return None
+        # The charges of this outage: the last ones, all refused for want of a processor.
+        run = list(itertools.takewhile(lambda c: c.error_code == code, reversed(inst.charges)))
+        first_step = self.ladder[0] if self.ladder else timedelta(days=DEFAULT_DUNNING_DAYS[0])
+        if now - run[-1].at >= first_step:
+            return None
+        return min(OUTAGE_PAUSE_MAX, OUTAGE_PAUSE_FIRST * (1 << min(len(run) - 1, 10)))
 
     def _failed(self, inst: Installment, result: ChargeResult, now: datetime) -> None:
         inst.last_error_code, inst.last_error = result.error_code, result.message
