@@ -37,7 +37,7 @@ class StallWatch:
         self,
         clock: Clock,
         *,
-        interval_s: float = 0.1,
+        interval_s: float = 0.25,
         threshold_s: float = 1.0,
         on_stall: Callable[[float], None] | None = None,
     ) -> None:
