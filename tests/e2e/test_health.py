@@ -7,8 +7,13 @@ Health is per replica and in memory, so SQLite is enough here: storage plays no 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import pytest
@@ -214,5 +219,46 @@ def test_the_orchestrator_is_not_serving_when_every_processor_is_down(tmp_path_f
                 health_pb2.HealthCheckRequest(service=""), timeout=5
             )
         assert whole.status == health_pb2.HealthCheckResponse.SERVING, "the process itself is up"
+    finally:
+        server.stop()
+
+
+def test_a_server_frozen_with_payments_in_flight_does_not_blame_the_processor(
+    tmp_path_factory,
+):
+    """SIGSTOP for 6 s while 8 charges of 3 s are in flight. Measured on the server's
+    clock they take ~9 s, over the 6 s p95 that makes a processor unhealthy here; the
+    freeze is the server's own, so the processor stays healthy."""
+    server = start(
+        tmp_path_factory,
+        args=("--processors", "sim_a", "--simulate", "latency_ms=3000"),
+        env={
+            **QUICK,
+            "PAYORCH_HEALTH_DEGRADED_P95_MS": "5000",
+            "PAYORCH_HEALTH_UNHEALTHY_P95_MS": "6000",
+        },
+    )
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            in_flight = [pool.submit(pay, server) for _ in range(8)]
+            # The payments reach the processor well within its 3 s: freeze then.
+            time.sleep(1.0)
+            os.kill(server.process.pid, signal.SIGSTOP)
+            try:
+                time.sleep(6.0)  # real time: the server is frozen
+            finally:
+                os.kill(server.process.pid, signal.SIGCONT)
+            payments = [f.result(timeout=60) for f in in_flight]
+
+        assert all(p.result.status == result_pb2.PAYMENT_STATUS_SUCCEEDED for p in payments)
+        # Each call spanned the freeze: the attempts keep the latency as measured.
+        assert all(authorizes(p)[0].latency_ms >= 6000 for p in payments)
+        a = report(server, "sim_a")
+        assert a.state == hpb.HEALTH_STATE_HEALTHY, a.reason
+        assert a.stats.success_count == 8 and a.stats.p95_latency.ToMilliseconds() < 5000
+        assert "this process did not run for" in server.log()
+        with urllib.request.urlopen(f"http://{server.http_address}/metrics", timeout=10) as r:
+            metrics = r.read().decode()
+        assert "payorch_process_stall_seconds_count 1.0" in metrics
     finally:
         server.stop()

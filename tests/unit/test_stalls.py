@@ -74,6 +74,7 @@ def test_a_stall_still_in_progress_counts_before_the_late_tick():
     clock = ManualClock()
     seen: list[float] = []
     watch = StallWatch(clock, interval_s=0.1, threshold_s=1.0, on_stall=seen.append)
+    watch.tick()
     t0 = clock.monotonic()
     clock.advance(8.1)
     assert watch.stalled_s(t0, clock.monotonic()) == pytest.approx(8.0)
@@ -82,6 +83,29 @@ def test_a_stall_still_in_progress_counts_before_the_late_tick():
     assert seen == [pytest.approx(8.0)]
     # Counted once, not as a recorded stall and an ongoing one.
     assert watch.stalled_s(t0, clock.monotonic()) == pytest.approx(8.0)
+
+
+def test_a_watch_that_is_not_running_sees_no_stall():
+    """Not started (a manual clock, a tool that never ran it) or stopped: a call is
+    not taken for a stall because no tick came."""
+    clock = ManualClock()
+    watch = StallWatch(clock, interval_s=0.1, threshold_s=1.0)
+    t0 = clock.monotonic()
+    clock.advance(30.0)
+    assert watch.stalled_s(t0, clock.monotonic()) == 0.0
+
+
+async def test_a_stopped_watch_sees_no_stall():
+    clock = ManualClock()
+    watch = StallWatch(clock, interval_s=0.1, threshold_s=1.0)
+    task = asyncio.create_task(watch.run())
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    t0 = clock.monotonic()
+    clock.advance(30.0)
+    assert watch.stalled_s(t0, clock.monotonic()) == 0.0
 
 
 def test_the_stalled_time_never_exceeds_the_span():

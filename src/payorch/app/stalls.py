@@ -49,6 +49,8 @@ class StallWatch:
         self._on_stall = on_stall
         self._stalls: deque[tuple[float, float]] = deque(maxlen=_KEPT)
         self._last_tick = clock.monotonic()
+        # Nothing is known until it ticks: a watch never run sees no stall.
+        self._watching = False
 
     def tick(self) -> None:
         """Called every `interval_s`; records the time since the last tick beyond
@@ -56,6 +58,7 @@ class StallWatch:
         now = self.clock.monotonic()
         due = self._last_tick + self.interval_s
         self._last_tick = now
+        self._watching = True
         if now - due > self.threshold_s:
             self._stalls.append((due, now))
             log.warning(
@@ -70,6 +73,8 @@ class StallWatch:
         """Seconds of [start, end] during which this process was stalled. `end` is a
         reading of the clock taken just now: a stall still in progress (no tick since
         it began) is counted up to it."""
+        if not self._watching:
+            return 0.0
         due = self._last_tick + self.interval_s
         ongoing = end - due > self.threshold_s
         if not ongoing and (not self._stalls or self._stalls[-1][1] <= start):
@@ -82,9 +87,13 @@ class StallWatch:
     async def run(self) -> None:
         """Tick until cancelled."""
         self._last_tick = self.clock.monotonic()
-        while True:
-            await self.clock.sleep(self.interval_s)
-            self.tick()
+        self._watching = True
+        try:
+            while True:
+                await self.clock.sleep(self.interval_s)
+                self.tick()
+        finally:
+            self._watching = False
 
 
 def _overlap(a: float, b: float, start: float, end: float) -> float:
