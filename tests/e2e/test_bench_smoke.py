@@ -73,9 +73,12 @@ def test_every_scenario_is_reported(report: dict) -> None:
             assert set(scenario["latency_ms"]) >= {"p50", "p99"}
             assert scenario["peak_rss_mb"] > 0
             # The server's CPU split by thread: the loop thread is a part of the whole.
+            # The kernel scales a thread's and the process's tick counts apart, so they
+            # may disagree by a few 10 ms ticks: in a 1 s quick window, a few hundredths.
             loop = scenario["server_loop_thread_cpu_cores"]
             others = scenario["server_other_threads_cpu_cores"]
-            assert 0 <= loop <= scenario["server_cpu_cores"] + 0.01, (name, scenario)
+            slack = 0.01 + 0.05 / scenario["duration_s"]
+            assert 0 <= loop <= scenario["server_cpu_cores"] + slack, (name, scenario)
             assert others >= 0, (name, scenario)
             # Only payorch has a payment writer to time.
             assert ("commit_ms" in scenario) == (scenario["server"] == "payorch"), name
