@@ -37,9 +37,14 @@ SIM = "sim"
 # --- the watch -------------------------------------------------------------------
 
 
-def test_ticks_on_time_are_no_stall():
+def watched(**kw) -> tuple[ManualClock, StallWatch]:
+    """A manual clock and a watch on it that ticks every 0.1 s; a stall is 1 s late."""
     clock = ManualClock()
-    watch = StallWatch(clock, interval_s=0.1, threshold_s=1.0)
+    return clock, StallWatch(clock, interval_s=0.1, threshold_s=1.0, **kw)
+
+
+def test_ticks_on_time_are_no_stall():
+    clock, watch = watched()
     start = clock.monotonic()
     for _ in range(50):
         clock.advance(0.1)
@@ -48,8 +53,7 @@ def test_ticks_on_time_are_no_stall():
 
 
 def test_a_late_tick_is_a_stall_from_when_it_was_due():
-    clock = ManualClock()
-    watch = StallWatch(clock, interval_s=0.1, threshold_s=1.0)
+    clock, watch = watched()
     t0 = clock.monotonic()
     clock.advance(10.1)
     watch.tick()
@@ -61,8 +65,7 @@ def test_a_late_tick_is_a_stall_from_when_it_was_due():
 
 
 def test_a_tick_late_by_less_than_the_threshold_is_not_a_stall():
-    clock = ManualClock()
-    watch = StallWatch(clock, interval_s=0.1, threshold_s=1.0)
+    clock, watch = watched()
     t0 = clock.monotonic()
     clock.advance(0.9)
     watch.tick()
@@ -71,9 +74,8 @@ def test_a_tick_late_by_less_than_the_threshold_is_not_a_stall():
 
 def test_a_stall_still_in_progress_counts_before_the_late_tick():
     """After a resume, a call's answer can be handled before the watch's tick runs."""
-    clock = ManualClock()
     seen: list[float] = []
-    watch = StallWatch(clock, interval_s=0.1, threshold_s=1.0, on_stall=seen.append)
+    clock, watch = watched(on_stall=seen.append)
     watch.tick()
     t0 = clock.monotonic()
     clock.advance(8.1)
@@ -88,16 +90,14 @@ def test_a_stall_still_in_progress_counts_before_the_late_tick():
 def test_a_watch_that_is_not_running_sees_no_stall():
     """Not started (a manual clock, a tool that never ran it) or stopped: a call is
     not taken for a stall because no tick came."""
-    clock = ManualClock()
-    watch = StallWatch(clock, interval_s=0.1, threshold_s=1.0)
+    clock, watch = watched()
     t0 = clock.monotonic()
     clock.advance(30.0)
     assert watch.stalled_s(t0, clock.monotonic()) == 0.0
 
 
 async def test_a_stopped_watch_sees_no_stall():
-    clock = ManualClock()
-    watch = StallWatch(clock, interval_s=0.1, threshold_s=1.0)
+    clock, watch = watched()
     task = asyncio.create_task(watch.run())
     await asyncio.sleep(0)
     task.cancel()
@@ -109,8 +109,7 @@ async def test_a_stopped_watch_sees_no_stall():
 
 
 def test_the_stalled_time_never_exceeds_the_span():
-    clock = ManualClock()
-    watch = StallWatch(clock, interval_s=0.1, threshold_s=1.0)
+    clock, watch = watched()
     t0 = clock.monotonic()
     clock.advance(30.0)
     watch.tick()
@@ -125,8 +124,7 @@ def test_a_watch_needs_a_positive_interval_and_threshold():
 
 
 async def test_run_ticks_on_the_clock_until_cancelled():
-    clock = ManualClock()
-    watch = StallWatch(clock, interval_s=0.1, threshold_s=1.0)
+    clock, watch = watched()
     task = asyncio.create_task(watch.run())
     for _ in range(5):
         await asyncio.sleep(0)
