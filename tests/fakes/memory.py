@@ -7,19 +7,25 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from payorch.app.ports import ConcurrentUpdate, DuplicateRequest, PageCursor, StoredEvent
+from payorch.app.ports import (
+    ConcurrentUpdate,
+    DuplicateRequest,
+    PageCursor,
+    RefundRequest,
+    StoredEvent,
+)
 from payorch.domain.merchant_config import MerchantConfig
-from payorch.domain.payment import Payment, PaymentStatus
+from payorch.domain.payment import Owed, Payment, PaymentStatus
 
 
 class FakePaymentRepository:
     def __init__(
-        self, store: dict[str, Payment], refunds: set[tuple[str, str]] | None = None
+        self, store: dict[str, Payment], refunds: dict[tuple[str, str], RefundRequest] | None = None
     ) -> None:
         self._store = store
         self.events: list[Any] = []
         self.written: set[str] = set()
-        self.refunds: set[tuple[str, str]] = set() if refunds is None else refunds
+        self.refunds: dict[tuple[str, str], RefundRequest] = {} if refunds is None else refunds
 
     async def add(self, payment: Payment) -> None:
         if any(
@@ -44,13 +50,16 @@ class FakePaymentRepository:
         self._store[payment.id] = copy.deepcopy(payment)
         self.written.add(payment.id)
 
+    async def refund_request(self, payment_id: str, request_id: str) -> RefundRequest | None:
+        return self.refunds.get((payment_id, request_id))
+
     async def add_refund(
-        self, payment_id: str, request_id: str, amount: int, now: datetime
+        self, payment_id: str, request_id: str, refund: RefundRequest, now: datetime
     ) -> bool:
         key = (payment_id, request_id)
         if key in self.refunds:
             return False
-        self.refunds.add(key)
+        self.refunds[key] = refund
         return True
 
     async def events_of(self, payment_id: str) -> list[StoredEvent]:
@@ -99,7 +108,7 @@ class FakePaymentRepository:
             p
             for p in self._store.values()
             if (
-                p.status is PaymentStatus.UNKNOWN
+                (p.status is PaymentStatus.UNKNOWN or p.owed is not Owed.NOTHING)
                 and p.next_reconcile_at is not None
                 and p.next_reconcile_at <= now
             )
@@ -125,7 +134,7 @@ class FakeUnitOfWork:
         self,
         store: dict[str, Payment],
         repo_events: list[object],
-        refunds: set[tuple[str, str]],
+        refunds: dict[tuple[str, str], RefundRequest],
         seen: set[str],
     ) -> None:
         self._store = store
@@ -154,7 +163,7 @@ class FakeUnitOfWorkFactory:
     def __init__(self) -> None:
         self.store: dict[str, Payment] = {}
         self.events: list[Any] = []
-        self.refunds: set[tuple[str, str]] = set()
+        self.refunds: dict[tuple[str, str], RefundRequest] = {}
         self.seen_events: set[str] = set()
 
     def __call__(self) -> FakeUnitOfWork:

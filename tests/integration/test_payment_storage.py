@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 import pytest
 
 from payorch.app.ports import ConcurrentUpdate
-from payorch.domain.payment import PaymentStatus, StepStatus
-from payorch.domain.results import ErrorCode, Outcome
+from payorch.domain.payment import Owed, PaymentStatus, StepStatus
+from payorch.domain.request import RawMethodInput, RawPaymentRequest, parse_payment_request
+from payorch.domain.results import ErrorCode, Outcome, ProcessorResponse, ResponseKind
 from tests.integration.helpers import core_request, make_container
 
 
@@ -129,3 +131,70 @@ async def test_failed_and_succeeded_filters(container):
         "m_1", page_size=10, after=None, status=PaymentStatus.FAILED
     )
     assert [p.request_id for p in failed] == ["no"]
+
+
+def _split_request(request_id: str, *, authorize_only: bool = False):
+    return parse_payment_request(
+        RawPaymentRequest(
+            merchant_id="m_1",
+            request_id=request_id,
+            amount_minor=10000,
+            currency="USD",
+            methods=[
+                RawMethodInput("apple_pay", "pm_card_visa", 6000),
+                RawMethodInput("card", "pm_card_visa"),
+            ],
+            authorize_only=authorize_only,
+        )
+    )
+
+
+async def test_a_capture_owed_after_a_failure_is_stored_found_by_the_reconciler_and_made(
+    container, clock
+):
+    sim = container.simulated["simulated"]
+    capture, failing = sim.capture, [True]
+
+    async def flaky_capture(processor_payment_id, *args):
+        if failing[0]:
+            return ProcessorResponse(ResponseKind.ERROR, http_status=500, error_type="api_error")
+        return await capture(processor_payment_id, *args)
+
+    sim.capture = flaky_capture
+    created = (await container.payments.create(_split_request("r-owed"), deadline_s=None)).payment
+    stored = await container.payments.get(created.id, "m_1")
+    assert (stored.status, stored.owed) == (PaymentStatus.AUTHORIZED, Owed.CAPTURE)
+    assert stored.next_reconcile_at == clock.now() + timedelta(minutes=1)
+
+    failing[0] = False
+    assert await container.payments.reconcile_due() == 0  # not due yet
+    clock.advance(61)
+    assert await container.payments.reconcile_due() == 1
+    done = await container.payments.get(created.id, "m_1")
+    assert (done.status, done.owed, done.next_reconcile_at) == (
+        PaymentStatus.SUCCEEDED,
+        Owed.NOTHING,
+        None,
+    )
+    assert await container.payments.reconcile_due() == 0
+
+
+async def test_a_refund_keeps_its_parts_so_a_retry_repeats_only_the_part_that_failed(container):
+    sim = container.simulated["simulated"]
+    created = (await container.payments.create(_split_request("r-refund"), deadline_s=None)).payment
+    apple_pay = created.steps[0].processor_payment_id
+    refund, calls = sim.refund, []
+
+    async def refund_failing_on_apple_pay(processor_payment_id, amount, key):
+        calls.append((processor_payment_id, amount, key))
+        if processor_payment_id == apple_pay and len(calls) < 3:
+            return ProcessorResponse(ResponseKind.ERROR, http_status=500, error_type="api_error")
+        return await refund(processor_payment_id, amount, key)
+
+    sim.refund = refund_failing_on_apple_pay
+    first = await container.payments.refund(created.id, "m_1", amount_minor=7000, request_id="x")
+    assert [s.refunded_minor for s in first.steps] == [0, 4000]
+    retried = await container.payments.refund(created.id, "m_1", amount_minor=0, request_id="x")
+    assert [s.refunded_minor for s in retried.steps] == [3000, 4000]
+    assert calls[1] == calls[2]  # the failed part again: same intent, amount and key
+    assert len(calls) == 3

@@ -15,6 +15,7 @@ from payorch.app.ports import (
     ConcurrentUpdate,
     DuplicateRequest,
     PageCursor,
+    RefundRequest,
     StoredEvent,
     UnitOfWorkFactory,
 )
@@ -22,14 +23,17 @@ from payorch.app.router import Deadline, Router
 from payorch.app.settlement import Settlement
 from payorch.domain.merchant_config import MerchantConfig
 from payorch.domain.payment import (
+    UNRESOLVED,
     CaptureMode,
     FallbackMethod,
+    Owed,
     Payment,
     PaymentStatus,
     Step,
     StepStatus,
 )
 from payorch.domain.request import CoreRequest
+from payorch.domain.results import Outcome
 
 # How long a duplicate request waits for the first one to finish before ABORTED.
 DUPLICATE_WAIT_S = 5.0
@@ -207,6 +211,9 @@ class PaymentService:
                 fallback = self._fallback_for(payment, step, config)
                 if fallback is None:
                     break
+                # Stored before it is charged: a server dying during its charge leaves a
+                # step the reconciler can look up, not a charge no record points to.
+                await self._save(payment)
             i += 1
         for rest in payment.steps:
             if rest.status is StepStatus.PENDING:
@@ -233,22 +240,27 @@ class PaymentService:
         return None
 
     async def _compensate(self, payment: Payment) -> None:
-        """All-or-nothing: void every authorization taken so far."""
+        """All-or-nothing: void every authorization taken so far. A void that fails is
+        owed: the reconciler makes it again until it goes through."""
         for step in payment.steps:
-            if step.status is StepStatus.AUTHORIZED:
-                await self._settlement.void(payment, step)
-
-    async def _capture_all(self, payment: Payment) -> None:
-        amount = 0
-        for step in payment.steps:
-            if step.status is StepStatus.AUTHORIZED and await self._settlement.capture(
+            if step.status is StepStatus.AUTHORIZED and not await self._settlement.void(
                 payment, step
             ):
+                payment.owed = Owed.VOID
+
+    async def _capture_all(self, payment: Payment) -> None:
+        """Capture every authorized step. A capture that fails is owed: the reconciler
+        makes it again until it goes through (before the authorization lapses)."""
+        amount = 0
+        for step in payment.steps:
+            if step.status is not StepStatus.AUTHORIZED:
+                continue
+            if await self._settlement.capture(payment, step):
                 amount += step.amount_minor
+            else:
+                payment.owed = Owed.CAPTURE
         if amount:
             payment.captured(amount)
-        if any(s.status is StepStatus.AUTHORIZED for s in payment.steps):
-            payment.final_error_message = "a capture failed; retry with CapturePayment"
 
     async def _load(self, payment_id: str, merchant_id: str | None) -> Payment:
         async with self._uow() as uow:
@@ -281,11 +293,38 @@ class PaymentService:
         payment.settle(self._clock.now())
         await self._save(payment)
 
+    async def go_on(self, payment: Payment, *, customer_acted: bool) -> None:
+        """A processor's event settled a paused step: do what the plan has left. After
+        the customer acted (3-D Secure) the steps after it run, as ConfirmPayment would
+        run them; after a lost answer the plan is finished as the reconciler finishes it."""
+        if any(s.status in (StepStatus.UNKNOWN, StepStatus.REQUIRES_ACTION) for s in payment.steps):
+            return  # another step is still paused
+        left_to_do = any(s.status is StepStatus.PENDING for s in payment.steps) or (
+            payment.capture_mode is CaptureMode.MANUAL
+            and not payment.authorize_only
+            and any(s.status is StepStatus.AUTHORIZED for s in payment.steps)
+        )
+        if not left_to_do:
+            return
+        if customer_acted:
+            config, _ = await self._configs.get(payment.merchant_id)
+            await self._run_plan(payment, config, Deadline(None))
+        else:
+            await self._finish_after_reconcile(payment)
+        payment.settle(self._clock.now())
+        await self._save(payment)
+
     async def capture(self, payment_id: str, merchant_id: str | None) -> Payment:
         payment = await self._load(payment_id, merchant_id)
-        if payment.status is PaymentStatus.SUCCEEDED:
+        holding = any(s.status is StepStatus.AUTHORIZED for s in payment.steps)
+        if payment.status is PaymentStatus.SUCCEEDED or (
+            payment.status is PaymentStatus.PARTIALLY_SUCCEEDED and not holding
+        ):
             return payment
-        if payment.status is not PaymentStatus.AUTHORIZED:
+        if payment.owed is Owed.VOID or payment.status not in (
+            PaymentStatus.AUTHORIZED,
+            PaymentStatus.PARTIALLY_SUCCEEDED,
+        ):
             raise InvalidState(f"a {payment.status.value} payment cannot be captured")
         await self._capture_all(payment)
         payment.settle(self._clock.now())
@@ -294,15 +333,22 @@ class PaymentService:
 
     async def cancel(self, payment_id: str, merchant_id: str | None, reason: str) -> Payment:
         payment = await self._load(payment_id, merchant_id)
-        if payment.status is PaymentStatus.CANCELLED:
-            return payment
+        holding = any(
+            s.status in (StepStatus.AUTHORIZED, StepStatus.REQUIRES_ACTION) for s in payment.steps
+        )
+        if payment.status is PaymentStatus.CANCELLED or (
+            payment.status is PaymentStatus.FAILED and not holding
+        ):
+            return payment  # nothing is held: nothing to cancel
         if payment.captured_minor:
             raise InvalidState("money was captured: refund it instead of cancelling")
         if payment.status in (PaymentStatus.PROCESSING, PaymentStatus.UNKNOWN):
             raise InvalidState(f"a {payment.status.value} payment cannot be cancelled yet")
         for step in payment.steps:
             if step.status in (StepStatus.AUTHORIZED, StepStatus.REQUIRES_ACTION):
-                await self._settlement.void(payment, step)
+                if not await self._settlement.void(payment, step):
+                    # Not a capture any more, even one owed: the merchant asked to release it.
+                    payment.owed = Owed.VOID
             elif step.status is StepStatus.PENDING:
                 payment.step_skipped(step)
         if all(s.status is not StepStatus.AUTHORIZED for s in payment.steps):
@@ -314,26 +360,46 @@ class PaymentService:
     async def refund(
         self, payment_id: str, merchant_id: str | None, *, amount_minor: int, request_id: str
     ) -> Payment:
+        """Refund once per request_id. A retry under the same id makes again only the
+        parts that did not go through, each with its own amount and idempotency key, so
+        a part whose answer was lost is never refunded twice."""
         payment = await self._load(payment_id, merchant_id)
-        refundable = payment.refundable_minor
-        amount = amount_minor or refundable
-        if refundable == 0:
-            raise RefundRejected("nothing captured is left to refund")
-        if amount > refundable:
-            raise RefundRejected(f"{amount} exceeds the {refundable} still refundable")
         async with self._uow() as uow:
-            if not await uow.payments.add_refund(payment.id, request_id, amount, self._clock.now()):
-                return payment  # this refund was made before: the stored result stands
-            await uow.commit()
-        left = amount
-        for step in reversed(payment.steps):
-            part = min(left, step.captured_minor - step.refunded_minor)
-            if part and await self._settlement.refund(payment, step, part, request_id):
-                left -= part
-        if amount - left:
-            payment.refunded(amount - left, request_id)
-        if left:
-            payment.final_error_message = f"{left} could not be refunded; retry the refund"
+            refund = await uow.payments.refund_request(payment.id, request_id)
+            if refund is None:
+                refund = _refund_parts(payment, amount_minor)
+                if not await uow.payments.add_refund(
+                    payment.id, request_id, refund, self._clock.now()
+                ):  # the same refund asked twice at once: go on with the one recorded
+                    refund = await uow.payments.refund_request(payment.id, request_id)
+                    assert refund is not None
+                await uow.commit()
+        if amount_minor and amount_minor != refund.amount_minor:
+            raise IdempotencyConflict(request_id, "amount")
+        done = left = 0
+        for index, part in refund.parts:
+            step = payment.steps[index]
+            key = Settlement.refund_key(payment, step, request_id)
+            if any(
+                a.idempotency_key == key and a.outcome is Outcome.SUCCESS for a in step.attempts
+            ):
+                continue  # this part went through before
+            if part <= step.captured_minor - step.refunded_minor and await self._settlement.refund(
+                payment, step, part, request_id
+            ):
+                done += part
+            else:
+                left += part
+        if not done and not left:
+            return payment  # made before: the stored result stands
+        if done:
+            payment.refunded(done, request_id)
+        payment.final_error_message = (
+            f"{left} of refund {request_id!r} could not be refunded; "
+            "retry it with the same request_id"
+            if left
+            else ""
+        )
         payment.settle(self._clock.now())
         await self._save(payment)
         return payment
@@ -393,7 +459,26 @@ class PaymentService:
         elif not payment.authorize_only:
             await self._capture_all(payment)
 
+    async def _settle_owed(self, payment: Payment) -> bool:
+        """Make the capture or void the plan still owes; back off while it keeps failing."""
+        held = sum(s.status is StepStatus.AUTHORIZED for s in payment.steps)
+        if payment.owed is Owed.VOID:
+            await self._compensate(payment)
+        else:
+            await self._capture_all(payment)
+        now = self._clock.now()
+        payment.settle(now)
+        if payment.owed is not Owed.NOTHING:
+            payment.reconcile_inconclusive(now)
+        try:
+            await self._save(payment)
+        except ConcurrentUpdate:
+            return False
+        return held != sum(s.status is StepStatus.AUTHORIZED for s in payment.steps)
+
     async def reconcile(self, payment: Payment) -> bool:
+        if payment.owed is not Owed.NOTHING and payment.status not in UNRESOLVED:
+            return await self._settle_owed(payment)
         changed = False
         for step in payment.steps:
             if step.status in (StepStatus.UNKNOWN, StepStatus.PENDING):
@@ -461,16 +546,38 @@ class ProcessorEvents:
                 await uow.commit()
                 return "ignored"
             if event.charged:
+                customer_acted = step.status is StepStatus.REQUIRES_ACTION
                 step.processor_payment_id = event.processor_payment_id
                 payment.step_succeeded(step, processor=step.processor, latency_ms=0)
                 payment.step_reconciled(step, source=event.source)
                 payment.settle(now)
                 await uow.payments.save(payment)
                 await uow.commit()
-                return "applied"
-            await uow.commit()
+            else:
+                await uow.commit()
+        if event.charged:
+            # A split goes on from that step as ConfirmPayment or the reconciler would.
+            await self._payments.go_on(payment, customer_acted=customer_acted)
+            return "applied"
         settled = await self._payments.reconcile(payment)
         return "looked up" if settled else "looked up, still open"
+
+
+def _refund_parts(payment: Payment, amount_minor: int) -> RefundRequest:
+    """Spread a new refund over the captured steps, from the last one back."""
+    refundable = payment.refundable_minor
+    amount = amount_minor or refundable
+    if refundable == 0:
+        raise RefundRejected("nothing captured is left to refund")
+    if amount > refundable:
+        raise RefundRejected(f"{amount} exceeds the {refundable} still refundable")
+    parts, left = [], amount
+    for step in reversed(payment.steps):
+        part = min(left, step.captured_minor - step.refunded_minor)
+        if part:
+            parts.append((step.index, part))
+            left -= part
+    return RefundRequest(amount, tuple(parts))
 
 
 def _mismatch(existing: Payment, request: CoreRequest) -> str:

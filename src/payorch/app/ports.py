@@ -94,6 +94,19 @@ class StoredEvent:
     occurred_at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class RefundRequest:
+    """A refund as first asked: its amount and the part of it each step gives back.
+
+    Kept so that a retry under the same request_id repeats exactly the same calls (same
+    step, amount and idempotency key) for the parts that did not go through.
+    """
+
+    amount_minor: int
+    # (step index, amount); empty for a refund recorded before parts were kept.
+    parts: tuple[tuple[int, int], ...]
+
+
 class PaymentRepository(Protocol):
     async def add(self, payment: Payment) -> None:
         """Insert a new payment; raises DuplicateRequest on a used (merchant, request_id)."""
@@ -109,8 +122,12 @@ class PaymentRepository(Protocol):
 
     async def get_by_request(self, merchant_id: str, request_id: str) -> Payment | None: ...
 
+    async def refund_request(self, payment_id: str, request_id: str) -> RefundRequest | None:
+        """The refund recorded under this request_id, if any."""
+        ...
+
     async def add_refund(
-        self, payment_id: str, request_id: str, amount: int, now: datetime
+        self, payment_id: str, request_id: str, refund: RefundRequest, now: datetime
     ) -> bool:
         """Record a refund request; False when its request_id was used before."""
         ...

@@ -71,8 +71,12 @@ class Settlement:
             payment.step_voided(step)
         return done
 
+    @staticmethod
+    def refund_key(payment: Payment, step: Step, request_id: str) -> str:
+        return f"payorch_{payment.id}_{step.index}_refund_{request_id}"
+
     async def refund(self, payment: Payment, step: Step, amount: int, request_id: str) -> bool:
-        key = f"payorch_{payment.id}_{step.index}_refund_{request_id}"
+        key = self.refund_key(payment, step, request_id)
         done = await self._run(
             payment,
             step,

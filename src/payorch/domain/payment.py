@@ -35,8 +35,13 @@ class PaymentStatus(enum.Enum):
     PARTIALLY_REFUNDED = "partially_refunded"
 
 
+# States in which the processor holds money for the payment, and nothing failed.
+_HOLDING = (PaymentStatus.SUCCEEDED, PaymentStatus.AUTHORIZED, PaymentStatus.PARTIALLY_SUCCEEDED)
+
 # States the reconciler has to finish.
 UNRESOLVED = frozenset({PaymentStatus.PROCESSING, PaymentStatus.UNKNOWN})
+# States in which a settled plan can still owe the processor a capture or a void.
+OWING = frozenset(PaymentStatus) - UNRESOLVED
 
 # When to ask the processor again about an unknown outcome: backs off, then daily.
 RECONCILE_BACKOFF = (
@@ -73,6 +78,16 @@ class MethodType(enum.Enum):
 class CaptureMode(enum.Enum):
     AUTOMATIC = "automatic"
     MANUAL = "manual"
+
+
+class Owed(enum.Enum):
+    """A call the plan still owes the processor after one failed: the reconciler makes it."""
+
+    NOTHING = ""
+    # A capture was due (the plan's, or CapturePayment's) and did not go through.
+    CAPTURE = "capture"
+    # Authorizations must be released (all-or-nothing failed, or a cancel) and a void failed.
+    VOID = "void"
 
 
 @dataclass(slots=True)
@@ -183,6 +198,7 @@ class Payment:
     fallbacks: list[FallbackMethod] = field(default_factory=list)
     # Authorize now, capture on request (CapturePayment).
     authorize_only: bool = False
+    owed: Owed = Owed.NOTHING
 
     # -- reading -------------------------------------------------------------
     @property
@@ -301,27 +317,53 @@ class Payment:
         """Derive the payment's status from its steps; emit the final event once."""
         before = self.status
         self.status = self._derive_status()
+        changed = self.status is not before
         self.updated_at = now
         if orchestration_ms is not None:
             self.orchestration_ms = orchestration_ms
-        if self.status is before:
-            return
-        if self.status in (PaymentStatus.SUCCEEDED, PaymentStatus.AUTHORIZED):
+        if not any(s.status is StepStatus.AUTHORIZED for s in self.steps):
+            self.owed = Owed.NOTHING
+        if self.owed is not Owed.NOTHING:
+            # The reconciler makes the call the plan still owes, on the unknown-outcome back-off.
+            if self.next_reconcile_at is None:
+                self.next_reconcile_at = now + reconcile_delay(self.reconcile_attempts)
+        elif self.status not in UNRESOLVED:
+            self.next_reconcile_at = None
+        if self.status in _HOLDING:
             self.final_error, self.final_error_message = ErrorCode.NONE, ""
-            self._raise(PaymentCompleted(self.amount_minor, self.request_id))
+            completed = (PaymentStatus.SUCCEEDED, PaymentStatus.AUTHORIZED)
+            if self.status in completed and changed and before not in completed:
+                # Once: capturing an authorized payment later raises PaymentCaptured only.
+                self._raise(PaymentCompleted(self.amount_minor, self.request_id))
         elif self.status is PaymentStatus.FAILED:
             failed = [s for s in self.steps if s.status is StepStatus.FAILED]
             self.final_error = failed[-1].error_code if failed else ErrorCode.UNMAPPED
             self.final_error_message = (
                 f"step {failed[-1].index} failed: {self.final_error.value}" if failed else ""
             )
-            self._raise(PaymentFailed(self.final_error, self.request_id, self.final_error_message))
-        elif self.status is PaymentStatus.UNKNOWN:
+            if changed:
+                self._raise(
+                    PaymentFailed(self.final_error, self.request_id, self.final_error_message)
+                )
+        elif self.status is PaymentStatus.UNKNOWN and changed:
             self.final_error = ErrorCode.UNKNOWN_OUTCOME
             self.final_error_message = "the processor's answer was lost; reconciling"
             self.next_reconcile_at = now + reconcile_delay(self.reconcile_attempts)
-        if self.status not in UNRESOLVED:
-            self.next_reconcile_at = None
+        if self.owed is not Owed.NOTHING and self.status in (*_HOLDING, PaymentStatus.FAILED):
+            code, message = self._owed_error()
+            if self.final_error in (ErrorCode.NONE, ErrorCode.UNMAPPED):
+                self.final_error = code
+            self.final_error_message = "; ".join(
+                m for m in (self.final_error_message, message) if m
+            )
+
+    def _owed_error(self) -> tuple[ErrorCode, str]:
+        held = [s for s in self.steps if s.status is StepStatus.AUTHORIZED]
+        operation = self.owed.value
+        tried = [a for s in held for a in s.attempts if a.operation == operation]
+        code = tried[-1].error_code if tried else ErrorCode.PROCESSOR_ERROR
+        amount = sum(s.amount_minor for s in held)
+        return code, f"{amount} still authorized: the {operation} failed and is retried"
 
     def reconcile_inconclusive(self, now: datetime) -> None:
         """A lookup told us nothing: ask again later, backing off."""
@@ -333,10 +375,12 @@ class Payment:
         statuses = [s.status for s in self.steps]
         if any(s is StepStatus.UNKNOWN for s in statuses):
             return PaymentStatus.UNKNOWN
-        if any(s is StepStatus.PENDING for s in statuses):
-            return PaymentStatus.PROCESSING
+        # Before PENDING: a plan paused for the customer on any step waits for them, and
+        # the steps after it wait with it.
         if any(s is StepStatus.REQUIRES_ACTION for s in statuses):
             return PaymentStatus.REQUIRES_ACTION
+        if any(s is StepStatus.PENDING for s in statuses):
+            return PaymentStatus.PROCESSING
         refunded = sum(s.refunded_minor for s in self.steps)
         if refunded:
             full = refunded == self.captured_minor
@@ -346,8 +390,11 @@ class Payment:
             if all(s.status is StepStatus.CAPTURED for s in held):
                 return PaymentStatus.SUCCEEDED
             return PaymentStatus.AUTHORIZED
-        if held:
+        if held and (self.allow_partial or any(s.status is StepStatus.CAPTURED for s in held)):
             return PaymentStatus.PARTIALLY_SUCCEEDED
+        if held:
+            # All-or-nothing came to nothing, but a void did not go through (Owed.VOID).
+            return PaymentStatus.FAILED
         tried = [s for s in statuses if s is not StepStatus.SKIPPED]
         if tried and all(s is StepStatus.VOIDED for s in tried):
             return PaymentStatus.CANCELLED

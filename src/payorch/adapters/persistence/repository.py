@@ -22,14 +22,22 @@ from payorch.adapters.persistence.tables import (
     refunds,
 )
 from payorch.app.ids import new_id
-from payorch.app.ports import ConcurrentUpdate, DuplicateRequest, PageCursor, StoredEvent
+from payorch.app.ports import (
+    ConcurrentUpdate,
+    DuplicateRequest,
+    PageCursor,
+    RefundRequest,
+    StoredEvent,
+)
 from payorch.domain.events import DomainEvent
 from payorch.domain.money import Currency
 from payorch.domain.payment import (
+    OWING,
     Attempt,
     CaptureMode,
     FallbackMethod,
     MethodType,
+    Owed,
     Payment,
     PaymentStatus,
     RawError,
@@ -62,6 +70,7 @@ def _payment_row(p: Payment) -> dict[str, Any]:
         "next_reconcile_at": p.next_reconcile_at,
         "fallbacks": [[f.method.value, f.token, f.customer_id] for f in p.fallbacks],
         "authorize_only": p.authorize_only,
+        "owed": p.owed.value,
         "created_at": p.created_at,
         "updated_at": p.updated_at,
     }
@@ -207,8 +216,20 @@ class SqlAlchemyPaymentRepository:
             s.stored_attempts = len(s.attempts)
         payment.pending_events.clear()
 
+    async def refund_request(self, payment_id: str, request_id: str) -> RefundRequest | None:
+        row = (
+            await self._conn.execute(
+                select(refunds.c.amount_minor, refunds.c.parts).where(
+                    refunds.c.payment_id == payment_id, refunds.c.request_id == request_id
+                )
+            )
+        ).first()
+        if row is None:
+            return None
+        return RefundRequest(row.amount_minor, tuple((i, a) for i, a in row.parts or []))
+
     async def add_refund(
-        self, payment_id: str, request_id: str, amount: int, now: datetime
+        self, payment_id: str, request_id: str, refund: RefundRequest, now: datetime
     ) -> bool:
         """Record a refund request; False when this request_id was used before."""
         try:
@@ -219,7 +240,8 @@ class SqlAlchemyPaymentRepository:
                         {
                             "payment_id": payment_id,
                             "request_id": request_id,
-                            "amount_minor": amount,
+                            "amount_minor": refund.amount_minor,
+                            "parts": [list(p) for p in refund.parts],
                             "created_at": now,
                         }
                     ],
@@ -302,6 +324,11 @@ class SqlAlchemyPaymentRepository:
                     and_(
                         payments.c.status == PaymentStatus.PROCESSING.value,
                         payments.c.updated_at <= processing_before,
+                    ),
+                    and_(
+                        payments.c.status.in_([s.value for s in OWING]),
+                        payments.c.next_reconcile_at <= now,
+                        payments.c.owed != Owed.NOTHING.value,
                     ),
                 )
             )
@@ -421,4 +448,5 @@ def _payment(r: Any, steps: list[Step]) -> Payment:
         next_reconcile_at=r["next_reconcile_at"],
         fallbacks=[FallbackMethod(MethodType(m), t, c) for m, t, c in r["fallbacks"] or []],
         authorize_only=r["authorize_only"],
+        owed=Owed(r["owed"]),
     )

@@ -82,6 +82,8 @@ payments = Table(
     Column("next_reconcile_at", UTCDateTime, nullable=True),
     Column("fallbacks", JSON, nullable=True),
     Column("authorize_only", Boolean, nullable=False, server_default=false()),
+    # A capture or void still owed to the processor after one failed ("" when none).
+    Column("owed", String(16), nullable=False, server_default=""),
     # Idempotency: one payment per (merchant, request_id), enforced by the database.
     UniqueConstraint("merchant_id", "request_id"),
     Index(None, "merchant_id", "created_at", "id"),
@@ -186,6 +188,8 @@ refunds = Table(
     Column("request_id", String(255), primary_key=True),
     Column("amount_minor", BigInteger, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
+    # [[step index, amount], ...]: what each step gives back, repeated as is on a retry.
+    Column("parts", JSON, nullable=True),
 )
 
 # Processor events already applied (webhooks are delivered at least once).

@@ -182,6 +182,10 @@ class PaymentOrchestratorServicer:
             raise error(
                 code_pb2.FAILED_PRECONDITION, str(exc), "REFUND_EXCEEDS_CAPTURED", "amount_minor"
             ) from exc
+        except IdempotencyConflict as exc:
+            raise error(
+                code_pb2.ALREADY_EXISTS, str(exc), "IDEMPOTENCY_KEY_REUSED", "request_id"
+            ) from exc
         response = orch.RefundPaymentResponse()
         mappers.write_payment(response.payment, payment)
         return response

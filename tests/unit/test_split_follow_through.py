@@ -1,0 +1,311 @@
+"""Split payments followed through: a plan paused on any step, a webhook that settles the
+paused step, captures and voids that fail and are owed, refunds retried part by part."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+
+import pytest
+
+from payorch.app.payments import IdempotencyConflict, ProcessorEvent, ProcessorEvents
+from payorch.domain.payment import Owed, Payment, PaymentStatus, StepStatus
+from payorch.domain.results import ProcessorResponse, ResponseKind
+from tests.unit.test_split_execution import ACTION, DECLINE, OK, World
+
+
+class Outage:
+    """Makes one of the simulated processor's calls answer 500 for chosen intents."""
+
+    def __init__(self, w: World, operation: str) -> None:
+        self.down: set[str] = set()
+        self.everywhere = False
+        self.calls: list[tuple[str, tuple[object, ...]]] = []
+        real: Callable[..., object] = getattr(w.sim, operation)
+
+        async def call(processor_payment_id: str, *args: object) -> object:
+            self.calls.append((processor_payment_id, args))
+            if self.everywhere or processor_payment_id in self.down:
+                return ProcessorResponse(
+                    ResponseKind.ERROR,
+                    processor_payment_id=processor_payment_id,
+                    http_status=500,
+                    error_type="api_error",
+                    message="the processor had a problem",
+                )
+            return await real(processor_payment_id, *args)  # type: ignore[misc]
+
+        setattr(w.sim, operation, call)
+
+
+def names(w: World) -> list[str]:
+    return [e.name for e in w.uow.events]
+
+
+def charged(w: World, payment_id: str, index: int) -> ProcessorEvent:
+    stored = w.uow.store[payment_id]
+    pid = stored.steps[index].processor_payment_id
+    return ProcessorEvent(f"evt_{payment_id}_{index}", "stripe", payment_id, index, pid, True)
+
+
+# -- a plan paused for the customer on any step --------------------------------
+
+
+async def test_a_split_paused_for_the_customer_on_its_first_step_asks_for_action_and_confirm_finishes_it():
+    w = World()
+    p = await w.pay(("card", ACTION, 3000), ("apple_pay", OK, None))
+    assert p.status is PaymentStatus.REQUIRES_ACTION
+    assert [s.status for s in p.steps] == [StepStatus.REQUIRES_ACTION, StepStatus.PENDING]
+    assert p.steps[0].client_secret
+
+    w.clock.advance(600)  # a customer slower than the reconciler's stale PROCESSING cut-off
+    assert await w.service.reconcile_due() == 0
+
+    w.sim.complete_action(p.steps[0].processor_payment_id)
+    done = await w.service.confirm(p.id, "m_1")
+    assert done.status is PaymentStatus.SUCCEEDED
+    assert [s.status for s in done.steps] == [StepStatus.CAPTURED, StepStatus.CAPTURED]
+    assert w.held() == 10000
+
+
+async def test_a_webhook_for_the_first_step_of_a_paused_split_runs_the_rest_of_the_plan():
+    w = World()
+    p = await w.pay(("card", ACTION, 3000), ("apple_pay", OK, None))
+    w.sim.complete_action(p.steps[0].processor_payment_id)
+
+    verdict = await ProcessorEvents(w.uow, w.service, w.clock).apply(charged(w, p.id, 0))
+
+    assert verdict == "applied"
+    after = await w.service.confirm(p.id, "m_1")  # the client confirms afterwards: no change
+    assert after.status is PaymentStatus.SUCCEEDED
+    assert [s.status for s in after.steps] == [StepStatus.CAPTURED, StepStatus.CAPTURED]
+    assert w.held() == 10000
+    assert names(w).count("PaymentCompleted") == 1
+
+
+async def test_a_webhook_for_the_last_step_of_a_paused_split_captures_every_step():
+    w = World()
+    p = await w.pay(("apple_pay", OK, 6000), ("card", ACTION, None))
+    w.sim.complete_action(p.steps[1].processor_payment_id)
+
+    await ProcessorEvents(w.uow, w.service, w.clock).apply(charged(w, p.id, 1))
+
+    stored = await w.service.get(p.id, "m_1")
+    assert stored.status is PaymentStatus.SUCCEEDED
+    assert [i.amount_captured for i in w.sim.ledger.intents.values()] == [6000, 4000]
+
+
+# -- a capture that fails is owed ----------------------------------------------
+
+
+async def test_a_failed_capture_keeps_the_payment_authorized_says_why_and_the_reconciler_captures_it():
+    w = World()
+    outage = Outage(w, "capture")
+    outage.everywhere = True
+    p = await w.pay(("apple_pay", OK, 6000), ("card", OK, None))
+
+    assert p.status is PaymentStatus.AUTHORIZED and p.owed is Owed.CAPTURE
+    assert p.final_error_message == "10000 still authorized: the capture failed and is retried"
+    assert p.final_error.value == "processor_error"
+    assert p.next_reconcile_at == w.clock.now() + timedelta(minutes=1)
+
+    w.clock.advance(61)
+    assert await w.service.reconcile_due() == 0  # still failing: backs off
+    again = await w.service.get(p.id, "m_1")
+    assert again.owed is Owed.CAPTURE and again.reconcile_attempts == 1
+
+    outage.everywhere = False
+    w.clock.advance(5 * 60 + 1)
+    assert await w.service.reconcile_due() == 1
+    done = await w.service.get(p.id, "m_1")
+    assert done.status is PaymentStatus.SUCCEEDED and done.owed is Owed.NOTHING
+    assert (done.final_error_message, done.next_reconcile_at) == ("", None)
+    assert w.held() == 10000
+    assert names(w).count("PaymentCompleted") == 1
+    assert names(w).count("PaymentCaptured") == 1
+
+
+async def test_a_requested_capture_that_fails_is_retried_by_the_reconciler_too():
+    w = World()
+    p = await w.pay(("card", OK, None), total=2500, authorize_only=True)
+    outage = Outage(w, "capture")
+    outage.down = {p.steps[0].processor_payment_id}
+    tried = await w.service.capture(p.id, "m_1")
+    assert tried.status is PaymentStatus.AUTHORIZED and tried.owed is Owed.CAPTURE
+
+    outage.down.clear()
+    w.clock.advance(61)
+    await w.service.reconcile_due()
+    assert (await w.service.get(p.id, "m_1")).status is PaymentStatus.SUCCEEDED
+    assert names(w).count("PaymentCompleted") == 1
+
+
+async def test_cancelling_a_payment_that_owes_a_capture_voids_it_and_never_captures():
+    w = World()
+    outage = Outage(w, "capture")
+    outage.everywhere = True
+    p = await w.pay(("apple_pay", OK, 6000), ("card", OK, None))
+    voids = Outage(w, "cancel")
+    voids.down = {p.steps[0].processor_payment_id}
+
+    cancelling = await w.service.cancel(p.id, "m_1", "order withdrawn")
+    assert cancelling.owed is Owed.VOID
+    assert [s.status for s in cancelling.steps] == [StepStatus.AUTHORIZED, StepStatus.VOIDED]
+
+    outage.everywhere = False
+    voids.down.clear()
+    w.clock.advance(61)
+    await w.service.reconcile_due()
+    done = await w.service.get(p.id, "m_1")
+    assert [s.status for s in done.steps] == [StepStatus.VOIDED, StepStatus.VOIDED]
+    assert w.held() == 0 and not outage.calls[2:]  # no capture after the cancel
+
+
+# -- a void that fails is owed -------------------------------------------------
+
+
+async def test_a_failed_void_fails_the_payment_says_what_is_held_and_the_reconciler_voids_it():
+    w = World()
+    voids = Outage(w, "cancel")
+    voids.everywhere = True
+    p = await w.pay(("apple_pay", OK, 6000), ("card", DECLINE, None))
+
+    assert p.status is PaymentStatus.FAILED and p.owed is Owed.VOID
+    assert p.final_error.value == "card_declined"
+    assert p.final_error_message == (
+        "step 1 failed: card_declined; 6000 still authorized: the void failed and is retried"
+    )
+    assert w.held() == 6000
+    assert names(w) == ["StepSucceeded", "StepFailed", "PaymentFailed"]
+
+    voids.everywhere = False
+    w.clock.advance(61)
+    assert await w.service.reconcile_due() == 1
+    done = await w.service.get(p.id, "m_1")
+    assert done.status is PaymentStatus.FAILED and done.owed is Owed.NOTHING
+    assert done.final_error_message == "step 1 failed: card_declined"
+    assert done.next_reconcile_at is None and w.held() == 0
+    assert names(w)[-1] == "StepVoided"
+
+
+async def test_capture_payment_refuses_a_payment_that_owes_a_void():
+    w = World()
+    voids = Outage(w, "cancel")
+    voids.everywhere = True
+    p = await w.pay(("apple_pay", OK, 6000), ("card", DECLINE, None))
+    with pytest.raises(ValueError, match="cannot be captured"):
+        await w.service.capture(p.id, "m_1")
+
+
+# -- partial authorizations ----------------------------------------------------
+
+
+async def test_a_partial_authorization_can_be_captured():
+    w = World(allow_partial=True)
+    p = await w.pay(("apple_pay", OK, 6000), ("card", DECLINE, None), authorize_only=True)
+    assert p.status is PaymentStatus.PARTIALLY_SUCCEEDED
+
+    captured = await w.service.capture(p.id, "m_1")
+    assert [s.status for s in captured.steps] == [StepStatus.CAPTURED, StepStatus.FAILED]
+    assert captured.status is PaymentStatus.PARTIALLY_SUCCEEDED and captured.captured_minor == 6000
+    again = await w.service.capture(p.id, "m_1")
+    assert again.captured_minor == 6000
+
+
+async def test_cancelling_a_failed_payment_that_holds_nothing_changes_nothing():
+    w = World()
+    p = await w.pay(("card", DECLINE, None))
+    after = await w.service.cancel(p.id, "m_1", "no longer wanted")
+    assert after.status is PaymentStatus.FAILED
+    assert "PaymentCancelled" not in names(w)
+
+
+async def test_an_authorized_payment_captured_later_completes_once():
+    w = World()
+    p = await w.pay(("card", OK, None), total=2500, authorize_only=True)
+    await w.service.capture(p.id, "m_1")
+    assert names(w) == ["StepSucceeded", "PaymentCompleted", "PaymentCaptured"]
+
+
+# -- refunds retried under their request_id ------------------------------------
+
+
+async def test_a_refund_retried_after_it_went_through_replays_without_calling_the_processor():
+    w = World()
+    p = await w.pay(("apple_pay", OK, 6000), ("card", OK, None))
+    refunds = Outage(w, "refund")
+    first = await w.service.refund(p.id, "m_1", amount_minor=10000, request_id="rf1")
+    again = await w.service.refund(p.id, "m_1", amount_minor=10000, request_id="rf1")
+
+    assert first.status is PaymentStatus.REFUNDED and again.status is PaymentStatus.REFUNDED
+    assert len(refunds.calls) == 2  # one per step, none on the retry
+    assert w.held() == 0
+
+
+async def test_a_refund_retried_after_one_part_failed_repeats_that_part_with_its_own_amount_and_key():
+    w = World()
+    p = await w.pay(("apple_pay", OK, 6000), ("card", OK, None))
+    refunds = Outage(w, "refund")
+    refunds.down = {p.steps[0].processor_payment_id}
+
+    first = await w.service.refund(p.id, "m_1", amount_minor=7000, request_id="rf1")
+    assert first.status is PaymentStatus.PARTIALLY_REFUNDED
+    assert [s.refunded_minor for s in first.steps] == [0, 4000]
+    assert first.final_error_message == (
+        "3000 of refund 'rf1' could not be refunded; retry it with the same request_id"
+    )
+
+    refunds.down.clear()
+    retried = await w.service.refund(p.id, "m_1", amount_minor=0, request_id="rf1")
+
+    assert [s.refunded_minor for s in retried.steps] == [3000, 4000]
+    assert retried.final_error_message == ""
+    assert w.held() == 3000
+    card, apple_pay = p.steps[1].processor_payment_id, p.steps[0].processor_payment_id
+    assert [(pid, args[0]) for pid, args in refunds.calls] == [
+        (card, 4000),
+        (apple_pay, 3000),
+        (apple_pay, 3000),
+    ]
+    keys = [a.idempotency_key for a in retried.steps[0].attempts if a.operation == "refund"]
+    assert len(keys) == 2 and keys[0] == keys[1]
+
+
+async def test_a_refund_request_id_used_again_for_another_amount_is_a_conflict():
+    w = World()
+    p = await w.pay(("apple_pay", OK, 6000), ("card", OK, None))
+    await w.service.refund(p.id, "m_1", amount_minor=1000, request_id="rf1")
+    with pytest.raises(IdempotencyConflict):
+        await w.service.refund(p.id, "m_1", amount_minor=2000, request_id="rf1")
+
+
+# -- a fallback step is stored before it is charged -----------------------------
+
+
+async def test_a_server_dying_while_a_fallback_method_is_charged_leaves_the_charge_for_the_reconciler():
+    w = World(fallback_on_failure=True)
+    saves: list[list[StepStatus]] = []
+    update = w.uow.update_payment
+
+    async def dies_on_the_final_save(payment: Payment) -> None:
+        saves.append([s.status for s in payment.steps])
+        if any(s.status is StepStatus.CAPTURED for s in payment.steps):
+            raise RuntimeError("the server died")
+        await update(payment)
+
+    w.uow.update_payment = dies_on_the_final_save  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError):
+        await w.pay(("card", DECLINE, None), ("google_pay", OK, None), total=5000)
+    assert saves[0] == [StepStatus.FAILED, StepStatus.PENDING]  # stored before its charge
+    assert w.sim.ledger.charges_total == 1
+
+    w.uow.update_payment = update  # type: ignore[method-assign]
+    w.clock.advance(301)
+    await w.service.reconcile_due()
+    (stored,) = w.uow.store.values()
+    assert stored.status is PaymentStatus.SUCCEEDED
+    assert [(s.method.value, s.status) for s in stored.steps] == [
+        ("card", StepStatus.FAILED),
+        ("google_pay", StepStatus.CAPTURED),
+    ]
+    assert w.held() == 5000
