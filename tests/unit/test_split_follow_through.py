@@ -309,3 +309,37 @@ async def test_a_server_dying_while_a_fallback_method_is_charged_leaves_the_char
         ("google_pay", StepStatus.CAPTURED),
     ]
     assert w.held() == 5000
+
+
+# -- a capture or void whose answer was an error, though it went through ----------
+
+
+def answering_500_after_doing_it(w: World, operation: str) -> None:
+    real = getattr(w.sim, operation)
+
+    async def call(processor_payment_id: str, *args: object) -> ProcessorResponse:
+        await real(processor_payment_id, *args)
+        return ProcessorResponse(ResponseKind.ERROR, http_status=500, error_type="api_error")
+
+    setattr(w.sim, operation, call)
+
+
+async def test_a_capture_that_went_through_behind_an_error_is_found_by_a_lookup_not_owed():
+    w = World()
+    answering_500_after_doing_it(w, "capture")
+    p = await w.pay(("apple_pay", OK, 6000), ("card", OK, None))
+
+    assert p.status is PaymentStatus.SUCCEEDED and p.owed is Owed.NOTHING
+    assert [s.captured_minor for s in p.steps] == [6000, 4000]
+    last = p.steps[0].attempts[-1]
+    assert (last.operation, last.retry_decision) == ("lookup", "the capture went through")
+
+
+async def test_a_void_that_went_through_behind_an_error_is_found_by_a_lookup_not_owed():
+    w = World()
+    answering_500_after_doing_it(w, "cancel")
+    p = await w.pay(("apple_pay", OK, 6000), ("card", DECLINE, None))
+
+    assert p.status is PaymentStatus.FAILED and p.owed is Owed.NOTHING
+    assert p.steps[0].status is StepStatus.VOIDED and w.held() == 0
+    assert p.final_error_message == "step 1 failed: card_declined"

@@ -3,11 +3,30 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
 
-from payorch.app.ports import Clock, Processor
+from payorch.app.ports import ChargeRequest, Clock, Processor
+from payorch.app.router import idempotency_key, intent_key
 from payorch.domain.classification import classify
-from payorch.domain.payment import Attempt, Payment, RawError, Step
-from payorch.domain.results import Outcome, ProcessorResponse
+from payorch.domain.payment import Attempt, CaptureMode, Payment, RawError, Step
+from payorch.domain.results import Outcome, ProcessorResponse, ResponseKind
+
+# A lookup after a failed capture or void: what the processor's answer must be to show
+# that the call went through after all (its answer lost, or an error stored under the
+# key and replayed, as Stripe replays a 500 for 24 hours).
+_DONE_ANYWAY = {
+    "capture": ResponseKind.SUCCEEDED,  # captured
+    "void": ResponseKind.NOT_CHARGED,  # canceled: nothing is held any more
+}
+LOOKUP_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    response: ProcessorResponse
+    started: datetime
+    latency_ms: int
 
 
 class Settlement:
@@ -26,28 +45,79 @@ class Settlement:
         processor = self._processors.get(step.processor)
         if processor is None:
             return False
+        answer = await self._timed(call(processor))
+        if self._record(payment, step, operation, key, answer) is Outcome.SUCCESS:
+            return True
+        done_anyway = _DONE_ANYWAY.get(operation)
+        if done_anyway is None or not step.processor_payment_id:
+            return False
+        request = ChargeRequest(
+            payment_id=payment.id,
+            step_index=step.index,
+            idempotency_key=idempotency_key(payment, step),
+            intent_key=intent_key(payment, step),
+            amount_minor=step.amount_minor,
+            currency=payment.currency.code,
+            token=step.token,
+            capture=payment.capture_mode is CaptureMode.AUTOMATIC,
+            customer_id=step.customer_id,
+            off_session=payment.off_session,
+            merchant_id=payment.merchant_id,
+            timeout_s=LOOKUP_TIMEOUT_S,
+        )
+        found = await self._timed(processor.lookup(request, step.processor_payment_id))
+        went_through = found.response.kind is done_anyway
+        self._record(
+            payment,
+            step,
+            "lookup",
+            key,
+            found,
+            reason=f"lookup after a failed {operation}",
+            decision=f"the {operation} went through"
+            if went_through
+            else f"the {operation} is still owed",
+        )
+        return went_through
+
+    async def _timed(self, call: Awaitable[ProcessorResponse]) -> _Answer:
         started, t0 = self._clock.now(), self._clock.monotonic()
-        response = await call(processor)
-        c = classify(response)
+        response = await call
+        return _Answer(response, started, int((self._clock.monotonic() - t0) * 1000))
+
+    def _record(
+        self,
+        payment: Payment,
+        step: Step,
+        operation: str,
+        key: str,
+        answer: _Answer,
+        *,
+        reason: str = "",
+        decision: str = "",
+    ) -> Outcome:
+        c = classify(answer.response)
         payment.add_attempt(
             step,
             Attempt(
                 number=len(step.attempts) + 1,
                 processor=step.processor,
                 idempotency_key=key,
-                started_at=started,
+                started_at=answer.started,
                 ended_at=self._clock.now(),
-                latency_ms=int((self._clock.monotonic() - t0) * 1000),
+                latency_ms=answer.latency_ms,
                 outcome=c.outcome,
                 error_code=c.error_code,
-                raw=RawError.of(response),
-                routing_reason=f"{operation} on the processor that authorized the step",
-                retry_decision="" if c.outcome is Outcome.SUCCESS else f"{operation} failed",
-                processor_payment_id=response.processor_payment_id or step.processor_payment_id,
+                raw=RawError.of(answer.response),
+                routing_reason=reason or f"{operation} on the processor that authorized the step",
+                retry_decision=decision
+                or ("" if c.outcome is Outcome.SUCCESS else f"{operation} failed"),
+                processor_payment_id=answer.response.processor_payment_id
+                or step.processor_payment_id,
                 operation=operation,
             ),
         )
-        return c.outcome is Outcome.SUCCESS
+        return c.outcome
 
     async def capture(self, payment: Payment, step: Step) -> bool:
         key = f"payorch_{payment.id}_{step.index}_capture"
