@@ -343,3 +343,16 @@ async def test_a_void_that_went_through_behind_an_error_is_found_by_a_lookup_not
     assert p.status is PaymentStatus.FAILED and p.owed is Owed.NOTHING
     assert p.steps[0].status is StepStatus.VOIDED and w.held() == 0
     assert p.final_error_message == "step 1 failed: card_declined"
+
+
+async def test_confirm_retries_the_steps_after_the_paused_one_only_inside_the_callers_deadline():
+    async def attempts_on_the_last_step(deadline_s: float | None) -> int:
+        w = World()
+        p = await w.pay(("card", ACTION, 3000), ("apple_pay", OK, None))
+        w.sim.complete_action(p.steps[0].processor_payment_id)
+        w.sim.inject("rate_limit", "rate_limit", "rate_limit", "rate_limit")
+        done = await w.service.confirm(p.id, "m_1", deadline_s=deadline_s)
+        return sum(a.operation == "authorize" for a in done.steps[1].attempts)
+
+    assert await attempts_on_the_last_step(None) > 1
+    assert await attempts_on_the_last_step(0.05) == 1

@@ -272,15 +272,19 @@ class PaymentService:
     async def get(self, payment_id: str, merchant_id: str | None) -> Payment:
         return await self._load(payment_id, merchant_id)
 
-    async def confirm(self, payment_id: str, merchant_id: str | None) -> Payment:
-        """After the customer acted: look the paused step up and go on with the plan."""
+    async def confirm(
+        self, payment_id: str, merchant_id: str | None, *, deadline_s: float | None = None
+    ) -> Payment:
+        """After the customer acted: look the paused step up and go on with the plan,
+        retrying the steps after it only inside the caller's deadline."""
         payment = await self._load(payment_id, merchant_id)
         if payment.status is not PaymentStatus.REQUIRES_ACTION:
             return payment
-        await self.resume(payment)
+        deadline = Deadline(None if deadline_s is None else self._clock.monotonic() + deadline_s)
+        await self.resume(payment, deadline)
         return payment
 
-    async def resume(self, payment: Payment) -> None:
+    async def resume(self, payment: Payment, deadline: Deadline) -> None:
         """Settle open steps with the processor, then run the rest of the plan."""
         config, _ = await self._configs.get(payment.merchant_id)
         for step in payment.steps:
@@ -289,7 +293,7 @@ class PaymentService:
         if not any(
             s.status in (StepStatus.REQUIRES_ACTION, StepStatus.UNKNOWN) for s in payment.steps
         ):
-            await self._run_plan(payment, config, Deadline(None))
+            await self._run_plan(payment, config, deadline)
         payment.settle(self._clock.now())
         await self._save(payment)
 

@@ -117,7 +117,9 @@ class PaymentOrchestratorServicer:
     ) -> orch.ConfirmPaymentResponse:
         payment_id = self._payment_id(request.payment_id)
         try:
-            payment = await self._payments.confirm(payment_id, read_scope(call.principal))
+            payment = await self._payments.confirm(
+                payment_id, read_scope(call.principal), deadline_s=call.deadline_s()
+            )
         except PaymentNotFound as exc:
             raise not_found("payment") from exc
         response = orch.ConfirmPaymentResponse()
