@@ -449,9 +449,16 @@ async def test_a_retry_while_stripe_still_works_on_the_key_is_a_409_then_the_sto
         409,
         "idempotency_error",
     )
-    assert busy.indeterminate
+    assert busy.code == "idempotency_key_in_use"
+    # Not "finished, outcome unknown" (a stored 500) but "still running": a lookup now
+    # could only see the intent before the confirm, which proves nothing.
+    assert not busy.indeterminate
     verdict = classify(busy)
-    assert (verdict.error_code, verdict.retry_now) == (ErrorCode.IDEMPOTENCY_CONFLICT, True)
+    assert (verdict.outcome, verdict.error_code, verdict.retry_now) == (
+        Outcome.UNKNOWN,
+        ErrorCode.IDEMPOTENCY_CONFLICT,
+        True,
+    )
 
     await fake.wait_idle()
     done = await processor.authorize(charge())

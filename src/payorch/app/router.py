@@ -4,8 +4,10 @@ retry or fail over, reconcile unknowns.
 Never charges twice: a retry reuses the idempotency key unless the processor has
 been asked (lookup) and said it did not charge under it, and a step moves to another
 processor only when the first one certainly did not charge (a 429, a connection that
-failed before sending, or a lookup that found nothing). After a lost answer the step
-stays with its processor until reconciled.
+failed before sending, or a lookup that found nothing). A lookup is proof only once
+the request under the key is over: while it still runs (a 409) it could charge after
+the lookup, so the same key is retried and the step otherwise stays unknown. After a
+lost answer the step stays with its processor until reconciled.
 """
 
 from __future__ import annotations
@@ -141,7 +143,8 @@ class Router:
             attempt.delay_before_ms = delay_before
             c = classify(response)
             if c.outcome is Outcome.SOFT and response.indeterminate:
-                # A 500 is stored under its key: ask before daring a new key.
+                # A 500 is stored under its key: the request is over, so ask before daring
+                # a new key. (A request still running, a 409, is UNKNOWN: never asked.)
                 response, c = await self._resolve_indeterminate(
                     payment, step, name, processor, request, attempt, response, c
                 )
