@@ -24,9 +24,9 @@ from tests.fakes.memory import FakeMerchantConfigStore, FakeUnitOfWorkFactory
 
 
 @contextlib.asynccontextmanager
-async def running(*, max_retries=2, fallback_on_failure=False):
+async def running(*, max_retries=2, fallback_on_failure=False, clock=None):
     async with FakeStripe() as fake:
-        clock = ManualClock()
+        clock = clock or ManualClock()
         stripe = StripeProcessor(fake.api_key, api_base=fake.url, timeout_s=0.5)
         router = Router({"stripe": stripe}, clock, call_timeout_s=0.5, rng=random.Random(3))
         configs = MerchantConfigs(
@@ -164,3 +164,33 @@ async def test_a_confirm_still_running_at_stripe_never_lets_the_fallback_method_
         assert payment.status is PaymentStatus.UNKNOWN
         assert len(fake.payment_intents) == 1
         assert fake.charges_total == 1
+
+
+class BeforeEachRetry(ManualClock):
+    """Runs `then` when the router sleeps before its next retry."""
+
+    then = None
+
+    async def sleep(self, seconds):
+        if self.then is not None:
+            self.then()
+        await super().sleep(seconds)
+
+
+async def test_an_intent_stripe_is_already_processing_is_unknown_and_never_charges_the_fallback():
+    clock = BeforeEachRetry()
+    async with running(max_retries=1, fallback_on_failure=True, clock=clock) as (fake, service, _):
+        fake.inject(Fault.api_error())  # g0: a 500, nothing charged: looked up, then g1
+        clock.then = lambda: [fake.set_status(pi, "processing") for pi in fake.payment_intents]
+        payment = await pay(
+            service,
+            methods=[
+                RawMethodInput("card", "pm_card_visa"),
+                RawMethodInput("google_pay", "pm_card_visa"),
+            ],
+        )
+
+        assert [s.status for s in payment.steps] == [StepStatus.UNKNOWN]
+        assert fake.requests_to("confirm")[-1].status == 400  # payment_intent_unexpected_state
+        assert payment.steps[0].attempts[-1].raw.message == "status processing"
+        assert len(fake.payment_intents) == 1 and fake.charges_total == 0

@@ -137,13 +137,12 @@ class StripeProcessor:
                 ),
             )
         except _Failed as failed:
-            answer = failed.response
+            answer = _with_id(failed.response, pi_id)
             if answer.code == "payment_intent_unexpected_state":
                 # Confirmed before under another key: say what the PaymentIntent holds.
                 found = await self._lookup_by_id(pi_id, deadline)
-                if found.kind in (ResponseKind.SUCCEEDED, ResponseKind.AUTHORIZED):
-                    return found
-            return _with_id(answer, pi_id)
+                return _after_unexpected_state(answer, found)
+            return answer
         return self._from_intent(confirmed)
 
     async def lookup(self, request: ChargeRequest, processor_payment_id: str) -> ProcessorResponse:
@@ -426,6 +425,26 @@ def _with_id(response: ProcessorResponse, pi_id: str) -> ProcessorResponse:
     if response.processor_payment_id:
         return response
     return dataclasses.replace(response, processor_payment_id=pi_id)
+
+
+def _after_unexpected_state(
+    refused: ProcessorResponse, found: ProcessorResponse
+) -> ProcessorResponse:
+    """A confirm refused because the PaymentIntent is past confirming: charged or held,
+    being charged (`processing`), waiting for the customer, or canceled. The refusal
+    stands as a failure only when the lookup shows nothing charged; a charge under way
+    is pending, and an intent the lookup could not read is too (reconciled, not failed:
+    a failed step could let a fallback method be charged as well)."""
+    if found.kind in (
+        ResponseKind.SUCCEEDED,
+        ResponseKind.AUTHORIZED,
+        ResponseKind.REQUIRES_ACTION,
+        ResponseKind.PENDING,
+    ):
+        return found
+    if found.kind is ResponseKind.NOT_CHARGED:
+        return refused
+    return dataclasses.replace(refused, kind=ResponseKind.PENDING)
 
 
 def _create_definitely_failed(response: ProcessorResponse) -> bool:
