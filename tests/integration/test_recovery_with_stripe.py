@@ -124,6 +124,18 @@ async def test_a_split_with_a_declined_card_voids_the_stripe_authorization(world
     assert first["status"] == "canceled"
 
 
+async def test_a_processing_error_is_retried_under_a_new_key_so_stripe_declines_it_afresh(world):
+    fake, service = world
+    payment = await pay(service, token="pm_card_chargeDeclinedProcessingError")
+
+    confirms = fake.requests_to("confirm")
+    assert [r.idempotency_key[-3:] for r in confirms] == ["_g0", "_g1", "_g2"]
+    assert not any(r.replayed for r in confirms)
+    assert payment.status is PaymentStatus.FAILED
+    assert payment.final_error is ErrorCode.PROCESSING_ERROR
+    assert fake.charges_total == 0
+
+
 # -- a confirm Stripe is still working on ---------------------------------------------
 
 

@@ -341,3 +341,34 @@ async def test_a_key_in_flight_settles_when_a_later_retry_under_it_gets_the_answ
 
     assert step.status is StepStatus.CAPTURED
     assert set(p.keys) == {"payorch_pay_1_0_g0"}
+
+
+# -- processing_error: a decline the bank asks to repeat ------------------------------
+
+
+async def test_a_processing_error_is_retried_under_the_next_key_generation_not_replayed():
+    w = World(max_retries=2)
+    payment = await w.pay(token="pm_card_chargeDeclinedProcessingError")
+
+    attempts = authorize_attempts(payment)
+    assert [a.idempotency_key[-3:] for a in attempts] == ["_g0", "_g1", "_g2"]
+    assert "next key generation g1" in attempts[0].retry_decision
+    assert w.sim.calls == 3 and w.charges == 0
+    assert payment.status is PaymentStatus.FAILED
+    assert payment.final_error is ErrorCode.PROCESSING_ERROR
+
+
+async def test_a_processing_error_after_a_lost_answer_settles_the_key_and_moves_to_the_next():
+    declined = ProcessorResponse(
+        ResponseKind.ERROR,
+        http_status=402,
+        error_type="card_error",
+        code="processing_error",
+        decline_code="processing_error",
+    )
+    p = Scripted("p", [LOST, declined, declined])
+    step = await authorize_step({"p": p}, max_retries=2)
+
+    assert [k[-3:] for k in p.keys] == ["_g0", "_g0", "_g1"]
+    assert step.status is StepStatus.FAILED
+    assert step.error_code is ErrorCode.PROCESSING_ERROR

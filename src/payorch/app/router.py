@@ -2,7 +2,8 @@
 retry or fail over, reconcile unknowns.
 
 Never charges twice: a retry reuses the idempotency key unless the processor has
-been asked (lookup) and said it did not charge under it, and a step moves to another
+been asked (lookup) and said it did not charge under it, or declined it (a decline
+is stored under its key: a retry of processing_error needs a new one), and a step moves to another
 processor only when the first one certainly did not charge (a 429, a connection that
 failed before sending, or a lookup that found nothing). A lookup is proof only once
 the request under the key is over: while it still runs (a 409) it could charge after
@@ -67,6 +68,12 @@ def _not_charged_proof(
     if c.error_code is ErrorCode.RATE_LIMITED:
         return "a 429 is refused before any processing"
     return None
+
+
+def _declined(response: ProcessorResponse) -> bool:
+    """The bank declined: the processor stores the answer under its key, and no money
+    moved. Retrying it (processing_error) needs the next key generation."""
+    return response.kind is ResponseKind.ERROR and response.error_type == "card_error"
 
 
 class Router:
@@ -184,6 +191,15 @@ class Router:
                 retry_here, why = self._may_retry_here(name, c, decision.reason)
             if retry_here:
                 attempt.retry_decision = f"{decision.reason} on {name}"
+                if _declined(response):
+                    # The same key would only replay the stored decline; and a decline
+                    # settles the key (even one whose answer was lost): nothing charged.
+                    step.generation += 1
+                    uncertain = False
+                    attempt.retry_decision += (
+                        f" under the next key generation g{step.generation}: a decline"
+                        " is stored under its key"
+                    )
                 self.health.record_retry(name)
                 retries_here += 1
                 delay_before = decision.delay_ms
