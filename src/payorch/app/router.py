@@ -30,10 +30,10 @@ from payorch.domain.results import (
     ProcessorResponse,
     ResponseKind,
 )
-from payorch.domain.retry import RetryPolicy, decide_retry
+from payorch.domain.retry import DEADLINE_RESERVE_MS, RetryPolicy, decide_retry
 
 # Time kept back from the caller's deadline to store the result.
-DEADLINE_RESERVE_S = 0.05
+DEADLINE_RESERVE_S = DEADLINE_RESERVE_MS / 1000.0
 
 
 @dataclass(frozen=True, slots=True)
