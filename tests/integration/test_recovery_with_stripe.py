@@ -3,6 +3,7 @@ against the fake Stripe: the same rules hold on Stripe as on the simulated proce
 
 from __future__ import annotations
 
+import contextlib
 import random
 
 import pytest
@@ -14,31 +15,42 @@ from payorch.app.payments import PaymentService
 from payorch.app.router import Router
 from payorch.app.settlement import Settlement
 from payorch.domain.merchant_config import MerchantConfig
-from payorch.domain.payment import PaymentStatus
+from payorch.domain.payment import PaymentStatus, StepStatus
 from payorch.domain.request import RawMethodInput, RawPaymentRequest, parse_payment_request
+from payorch.domain.results import ErrorCode
 from payorch.domain.retry import RetryPolicy
 from tests.fakes.fake_stripe import FakeStripe, Fault
 from tests.fakes.memory import FakeMerchantConfigStore, FakeUnitOfWorkFactory
 
 
-@pytest.fixture
-async def world():
+@contextlib.asynccontextmanager
+async def running(*, max_retries=2, fallback_on_failure=False, clock=None):
     async with FakeStripe() as fake:
-        clock = ManualClock()
+        clock = clock or ManualClock()
         stripe = StripeProcessor(fake.api_key, api_base=fake.url, timeout_s=0.5)
         router = Router({"stripe": stripe}, clock, call_timeout_s=0.5, rng=random.Random(3))
         configs = MerchantConfigs(
             FakeMerchantConfigStore(),
             clock,
             ["stripe"],
-            defaults=MerchantConfig("", retry_policy=RetryPolicy(max_retries=2)),
+            defaults=MerchantConfig(
+                "",
+                retry_policy=RetryPolicy(max_retries=max_retries),
+                fallback_on_failure=fallback_on_failure,
+            ),
         )
         service = PaymentService(
             FakeUnitOfWorkFactory(), router, clock, configs, Settlement(router.processors, clock)
         )
-        yield fake, service
+        yield fake, service, clock
         await stripe.aclose()
         await fake.wait_idle()
+
+
+@pytest.fixture
+async def world():
+    async with running() as (fake, service, _clock):
+        yield fake, service
 
 
 async def pay(service, request_id="r1", token="pm_card_visa", methods=None, total=5000):
@@ -110,3 +122,87 @@ async def test_a_split_with_a_declined_card_voids_the_stripe_authorization(world
     assert payment.status is PaymentStatus.FAILED
     first = fake.payment_intent(payment.steps[0].processor_payment_id)
     assert first["status"] == "canceled"
+
+
+async def test_a_processing_error_is_retried_under_a_new_key_so_stripe_declines_it_afresh(world):
+    fake, service = world
+    payment = await pay(service, token="pm_card_chargeDeclinedProcessingError")
+
+    confirms = fake.requests_to("confirm")
+    assert [r.idempotency_key[-3:] for r in confirms] == ["_g0", "_g1", "_g2"]
+    assert not any(r.replayed for r in confirms)
+    assert payment.status is PaymentStatus.FAILED
+    assert payment.final_error is ErrorCode.PROCESSING_ERROR
+    assert fake.charges_total == 0
+
+
+# -- a confirm Stripe is still working on ---------------------------------------------
+
+
+async def test_a_confirm_still_running_at_stripe_leaves_the_payment_unknown_then_reconciles_to_the_charge():
+    async with running(max_retries=1) as (fake, service, clock):
+        fake.inject(Fault.stall(1.0))  # past our timeout; the retry gets a 409 meanwhile
+        payment = await pay(service)
+
+        step = payment.steps[0]
+        assert payment.status is PaymentStatus.UNKNOWN
+        assert step.status is StepStatus.UNKNOWN
+        assert step.error_code is ErrorCode.IDEMPOTENCY_CONFLICT
+        assert [r.status for r in fake.requests_to("confirm")][1:] == [409]
+        assert {a.idempotency_key[-3:] for a in step.attempts} == {"_g0"}
+        assert "lookup" not in [a.operation for a in step.attempts]
+
+        await fake.wait_idle()  # the stalled confirm charges
+        clock.advance(120)
+        assert await service.reconcile_due() == 1
+        settled = await service.get(payment.id, "m_1")
+        assert settled.status is PaymentStatus.SUCCEEDED
+        assert fake.charges_total == 1
+
+
+async def test_a_confirm_still_running_at_stripe_never_lets_the_fallback_method_be_charged():
+    async with running(max_retries=1, fallback_on_failure=True) as (fake, service, _clock):
+        fake.inject(Fault.stall(1.0))
+        payment = await pay(
+            service,
+            methods=[
+                RawMethodInput("card", "pm_card_visa"),
+                RawMethodInput("google_pay", "pm_card_visa"),
+            ],
+        )
+        await fake.wait_idle()
+
+        assert [s.status for s in payment.steps] == [StepStatus.UNKNOWN]
+        assert payment.status is PaymentStatus.UNKNOWN
+        assert len(fake.payment_intents) == 1
+        assert fake.charges_total == 1
+
+
+class BeforeEachRetry(ManualClock):
+    """Runs `then` when the router sleeps before its next retry."""
+
+    then = None
+
+    async def sleep(self, seconds):
+        if self.then is not None:
+            self.then()
+        await super().sleep(seconds)
+
+
+async def test_an_intent_stripe_is_already_processing_is_unknown_and_never_charges_the_fallback():
+    clock = BeforeEachRetry()
+    async with running(max_retries=1, fallback_on_failure=True, clock=clock) as (fake, service, _):
+        fake.inject(Fault.api_error())  # g0: a 500, nothing charged: looked up, then g1
+        clock.then = lambda: [fake.set_status(pi, "processing") for pi in fake.payment_intents]
+        payment = await pay(
+            service,
+            methods=[
+                RawMethodInput("card", "pm_card_visa"),
+                RawMethodInput("google_pay", "pm_card_visa"),
+            ],
+        )
+
+        assert [s.status for s in payment.steps] == [StepStatus.UNKNOWN]
+        assert fake.requests_to("confirm")[-1].status == 400  # payment_intent_unexpected_state
+        assert payment.steps[0].attempts[-1].raw.message == "status processing"
+        assert len(fake.payment_intents) == 1 and fake.charges_total == 0

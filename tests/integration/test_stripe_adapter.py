@@ -449,9 +449,16 @@ async def test_a_retry_while_stripe_still_works_on_the_key_is_a_409_then_the_sto
         409,
         "idempotency_error",
     )
-    assert busy.indeterminate
+    assert busy.code == "idempotency_key_in_use"
+    # Not "finished, outcome unknown" (a stored 500) but "still running": a lookup now
+    # could only see the intent before the confirm, which proves nothing.
+    assert not busy.indeterminate
     verdict = classify(busy)
-    assert (verdict.error_code, verdict.retry_now) == (ErrorCode.IDEMPOTENCY_CONFLICT, True)
+    assert (verdict.outcome, verdict.error_code, verdict.retry_now) == (
+        Outcome.UNKNOWN,
+        ErrorCode.IDEMPOTENCY_CONFLICT,
+        True,
+    )
 
     await fake.wait_idle()
     done = await processor.authorize(charge())
@@ -483,6 +490,73 @@ async def test_a_processing_intent_is_pending_on_lookup(
 
     assert looked.kind is ResponseKind.PENDING
     assert classify(looked).outcome is Outcome.UNKNOWN
+
+
+async def refused_confirm_on(fake: FakeStripe, processor: StripeProcessor, status: str) -> str:
+    """A PaymentIntent left confirmable by a 500, then moved on to `status` by Stripe."""
+    fake.inject(Fault.api_error())
+    failed = await processor.authorize(charge())
+    fake.set_status(failed.processor_payment_id, status)
+    return failed.processor_payment_id
+
+
+async def test_a_confirm_refused_while_the_intent_is_processing_is_pending_not_a_failure(
+    fake: FakeStripe, processor: StripeProcessor
+) -> None:
+    pi_id = await refused_confirm_on(fake, processor, "processing")
+
+    answer = await processor.authorize(charge(generation=1))
+
+    assert fake.requests_to("confirm")[-1].status == 400
+    assert (answer.kind, answer.processor_payment_id) == (ResponseKind.PENDING, pi_id)
+    assert classify(answer).outcome is Outcome.UNKNOWN
+
+
+async def test_a_confirm_refused_while_the_intent_moves_on_to_authentication_asks_for_action(
+    fake: FakeStripe, processor: StripeProcessor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pi_id = await refused_confirm_on(fake, processor, "processing")
+    refuse = fake._do_confirm
+
+    def refuse_then_ask_the_customer(pi: str, params: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return refuse(pi, params)
+        finally:
+            fake.payment_intent(pi)["status"] = "requires_action"
+            fake.payment_intent(pi)["next_action"] = {"type": "use_stripe_sdk"}
+
+    monkeypatch.setattr(fake, "_do_confirm", refuse_then_ask_the_customer)
+
+    answer = await processor.authorize(charge(generation=1))
+
+    assert (answer.kind, answer.processor_payment_id) == (ResponseKind.REQUIRES_ACTION, pi_id)
+    assert answer.next_action_type == "use_stripe_sdk" and answer.client_secret
+
+
+async def test_a_confirm_refused_whose_lookup_fails_is_an_unknown_outcome_not_a_failure(
+    fake: FakeStripe, processor: StripeProcessor
+) -> None:
+    pi_id = await refused_confirm_on(fake, processor, "processing")
+    fake.inject(Fault.api_error(), endpoint="retrieve")
+
+    answer = await processor.authorize(charge(generation=1))
+
+    assert (answer.kind, answer.processor_payment_id) == (ResponseKind.PENDING, pi_id)
+    assert (answer.http_status, answer.code) == (400, "payment_intent_unexpected_state")
+    assert classify(answer).outcome is Outcome.UNKNOWN
+
+
+async def test_a_confirm_refused_on_a_canceled_intent_stays_a_failure(
+    fake: FakeStripe, processor: StripeProcessor
+) -> None:
+    pi_id = await refused_confirm_on(fake, processor, "canceled")
+
+    answer = await processor.authorize(charge(generation=1))
+
+    assert (answer.kind, answer.http_status) == (ResponseKind.ERROR, 400)
+    assert (answer.code, answer.processor_payment_id) == ("payment_intent_unexpected_state", pi_id)
+    assert classify(answer).outcome is Outcome.HARD
+    assert fake.charges_total == 0
 
 
 # -- idempotency -----------------------------------------------------------------------

@@ -156,10 +156,25 @@ def test_sdk_exception_without_a_body_is_classified_by_its_class(
 # -- idempotency --------------------------------------------------------------
 
 
-def test_idempotency_error_409_is_a_request_in_flight_retried_now_with_the_same_key() -> None:
+IN_FLIGHT = Classification(
+    Outcome.UNKNOWN, ErrorCode.IDEMPOTENCY_CONFLICT, retry_now=True, retry_later=False
+)
+
+
+def test_idempotency_error_409_is_a_request_in_flight_unknown_and_retried_with_its_key() -> None:
+    # The first request under the key is still running and may yet charge.
     c = classify(error(http_status=409, error_type="idempotency_error"))
-    assert c == soft(ErrorCode.IDEMPOTENCY_CONFLICT, later=False)
+    assert c == IN_FLIGHT
     assert not c.contract_violation
+    assert not is_infrastructure_failure(c)
+
+
+@pytest.mark.parametrize("error_type", ["idempotency_error", "invalid_request_error", ""])
+def test_idempotency_key_in_use_is_a_request_in_flight_whatever_the_error_type(
+    error_type: str,
+) -> None:
+    c = classify(error(http_status=409, error_type=error_type, code="idempotency_key_in_use"))
+    assert c == IN_FLIGHT
 
 
 def test_idempotency_error_400_is_our_bug_reusing_a_key_with_other_parameters() -> None:

@@ -5,6 +5,7 @@ Each ends with exactly one charge at the processor, whatever failed on the way.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import pytest
@@ -13,12 +14,13 @@ from payorch.adapters.clock import ManualClock
 from payorch.adapters.processors.simulated import SimulatedProcessor, Simulation
 from payorch.app.merchant_configs import MerchantConfigs
 from payorch.app.payments import PaymentService
-from payorch.app.router import Router
+from payorch.app.router import Deadline, Router
 from payorch.app.settlement import Settlement
 from payorch.domain.merchant_config import MerchantConfig
-from payorch.domain.payment import PaymentStatus, StepStatus
+from payorch.domain.money import Currency
+from payorch.domain.payment import MethodType, Payment, PaymentStatus, Step, StepStatus
 from payorch.domain.request import RawPaymentRequest, parse_payment_request
-from payorch.domain.results import ErrorCode, Outcome
+from payorch.domain.results import ErrorCode, Outcome, ProcessorResponse, ResponseKind
 from payorch.domain.retry import RetryPolicy
 from tests.fakes.memory import FakeMerchantConfigStore, FakeUnitOfWorkFactory
 
@@ -224,8 +226,6 @@ class BlindLookups(SimulatedProcessor):
     """A processor whose lookups time out: reconciliation learns nothing."""
 
     async def lookup(self, request, processor_payment_id):
-        from payorch.domain.results import ProcessorResponse, ResponseKind
-
         return ProcessorResponse(ResponseKind.NO_RESPONSE)
 
 
@@ -253,3 +253,122 @@ async def test_inconclusive_lookups_back_off_one_minute_five_minutes_one_hour_th
         if a.operation == "lookup"
     ]
     assert len(lookups) == 5
+
+
+# -- a request still in flight under the key (Stripe's 409 idempotency_key_in_use) ----
+
+
+class Scripted(SimulatedProcessor):
+    """Answers authorize calls from a script, and lookups with one fixed answer."""
+
+    def __init__(self, name, answers, *, looked_up=None):
+        super().__init__(name)
+        self.answers = list(answers)
+        self.looked_up = looked_up or ProcessorResponse(ResponseKind.PENDING)
+        self.keys: list[str] = []
+
+    async def authorize(self, request):
+        self.keys.append(request.idempotency_key)
+        return self.answers.pop(0)
+
+    async def lookup(self, request, processor_payment_id):
+        return self.looked_up
+
+
+LOST = ProcessorResponse(ResponseKind.NO_RESPONSE, exception="ReadTimeout")
+IN_FLIGHT = ProcessorResponse(
+    ResponseKind.ERROR,
+    processor_payment_id="pi_1",
+    http_status=409,
+    error_type="idempotency_error",
+    code="idempotency_key_in_use",
+)
+NOT_CONFIRMED = ProcessorResponse(
+    ResponseKind.NOT_CHARGED, processor_payment_id="pi_1", message="status requires_confirmation"
+)
+
+
+async def authorize_step(processors, *, max_retries=1):
+    clock = ManualClock()
+    router = Router(processors, clock, rng=random.Random(0))
+    now = clock.now()
+    step = Step(0, MethodType.CARD, "pm_card_visa", 5000, list(processors))
+    payment = Payment("pay_1", "m_1", "r1", "f", Currency("EUR"), 5000, [step], now, now)
+    await router.authorize(
+        payment, step, policy=RetryPolicy(max_retries=max_retries), deadline=Deadline(None)
+    )
+    return step
+
+
+async def test_a_key_still_in_flight_after_a_lost_answer_leaves_the_step_unknown_not_failed():
+    p = Scripted("p", [LOST, IN_FLIGHT])
+    step = await authorize_step({"p": p})
+
+    assert step.status is StepStatus.UNKNOWN
+    assert step.generation == 0 and p.keys == ["payorch_pay_1_0_g0"] * 2
+    assert [a.operation for a in step.attempts] == ["authorize", "authorize"]
+
+
+async def test_a_key_in_flight_is_never_looked_up_into_a_new_key_generation():
+    # Even flagged indeterminate, and with a lookup that reads requires_confirmation:
+    # the confirm still running under the key may charge after the lookup.
+    flagged = dataclasses.replace(IN_FLIGHT, indeterminate=True)
+    p = Scripted("p", [flagged, flagged], looked_up=NOT_CONFIRMED)
+    step = await authorize_step({"p": p})
+
+    assert step.status is StepStatus.UNKNOWN
+    assert step.generation == 0 and set(p.keys) == {"payorch_pay_1_0_g0"}
+    assert "lookup" not in [a.operation for a in step.attempts]
+
+
+async def test_a_key_in_flight_never_fails_over_even_when_the_retry_is_refused_with_a_429():
+    # A 429 alone proves nothing was charged, but the request in flight may still charge.
+    refused = ProcessorResponse(
+        ResponseKind.ERROR, http_status=429, error_type="invalid_request_error", code="rate_limit"
+    )
+    first = Scripted("first", [IN_FLIGHT, refused])
+    second = Scripted("second", [ProcessorResponse(ResponseKind.SUCCEEDED)])
+    step = await authorize_step({"first": first, "second": second})
+
+    assert step.status is StepStatus.UNKNOWN and step.processor == "first"
+    assert second.keys == []
+
+
+async def test_a_key_in_flight_settles_when_a_later_retry_under_it_gets_the_answer():
+    charged = ProcessorResponse(ResponseKind.SUCCEEDED, processor_payment_id="pi_1")
+    p = Scripted("p", [LOST, IN_FLIGHT, charged])
+    step = await authorize_step({"p": p}, max_retries=2)
+
+    assert step.status is StepStatus.CAPTURED
+    assert set(p.keys) == {"payorch_pay_1_0_g0"}
+
+
+# -- processing_error: a decline the bank asks to repeat ------------------------------
+
+
+async def test_a_processing_error_is_retried_under_the_next_key_generation_not_replayed():
+    w = World(max_retries=2)
+    payment = await w.pay(token="pm_card_chargeDeclinedProcessingError")
+
+    attempts = authorize_attempts(payment)
+    assert [a.idempotency_key[-3:] for a in attempts] == ["_g0", "_g1", "_g2"]
+    assert "next key generation g1" in attempts[0].retry_decision
+    assert w.sim.calls == 3 and w.charges == 0
+    assert payment.status is PaymentStatus.FAILED
+    assert payment.final_error is ErrorCode.PROCESSING_ERROR
+
+
+async def test_a_processing_error_after_a_lost_answer_settles_the_key_and_moves_to_the_next():
+    declined = ProcessorResponse(
+        ResponseKind.ERROR,
+        http_status=402,
+        error_type="card_error",
+        code="processing_error",
+        decline_code="processing_error",
+    )
+    p = Scripted("p", [LOST, declined, declined])
+    step = await authorize_step({"p": p}, max_retries=2)
+
+    assert [k[-3:] for k in p.keys] == ["_g0", "_g0", "_g1"]
+    assert step.status is StepStatus.FAILED
+    assert step.error_code is ErrorCode.PROCESSING_ERROR

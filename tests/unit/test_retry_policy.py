@@ -17,6 +17,7 @@ from payorch.domain.results import (
     ResponseKind,
 )
 from payorch.domain.retry import (
+    DEADLINE_RESERVE_MS,
     MAX_DELAY_CAP_MS,
     MAX_RETRIES_CAP,
     InvalidRetryPolicy,
@@ -246,10 +247,19 @@ def test_no_retry_when_the_deadline_is_too_short_for_delay_and_call() -> None:
     assert "450" in decision.reason
 
 
-def test_retry_when_the_deadline_leaves_room_for_delay_and_call() -> None:
-    decision = decide(API_ERROR, jitter=0.0, remaining_ms=500, expected_call_ms=300)
+def test_retry_when_the_deadline_leaves_room_for_delay_call_and_reserve() -> None:
+    decision = decide(API_ERROR, jitter=0.0, remaining_ms=550, expected_call_ms=300)
+    # delay 200 ms + call 300 ms + 50 ms kept back to store the result = 550 ms left
     assert decision.retry
     assert decision.delay_ms == 200
+
+
+def test_no_retry_when_the_deadline_leaves_no_reserve_to_store_the_result() -> None:
+    decision = decide(RATE_LIMITED, jitter=0.0, remaining_ms=620, expected_call_ms=400)
+    # delay 200 ms + call 400 ms fit in 620 ms, but not with the 50 ms reserve
+    assert DEADLINE_RESERVE_MS == 50
+    assert not decision.retry
+    assert "deadline" in decision.reason
 
 
 def test_retry_after_longer_than_the_jittered_delay_is_honored() -> None:
@@ -319,6 +329,6 @@ def test_an_accepted_retry_always_fits_the_cap_and_the_deadline(
         assert decision.delay_ms < 3000
         assert attempt_number <= RetryPolicy().max_retries
         if remaining_ms is not None:
-            assert decision.delay_ms + expected_call_ms <= remaining_ms
+            assert decision.delay_ms + expected_call_ms + DEADLINE_RESERVE_MS <= remaining_ms
     else:
         assert decision.delay_ms == 0

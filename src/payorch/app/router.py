@@ -2,10 +2,13 @@
 retry or fail over, reconcile unknowns.
 
 Never charges twice: a retry reuses the idempotency key unless the processor has
-been asked (lookup) and said it did not charge under it, and a step moves to another
+been asked (lookup) and said it did not charge under it, or declined it (a decline
+is stored under its key: a retry of processing_error needs a new one), and a step moves to another
 processor only when the first one certainly did not charge (a 429, a connection that
-failed before sending, or a lookup that found nothing). After a lost answer the step
-stays with its processor until reconciled.
+failed before sending, or a lookup that found nothing). A lookup is proof only once
+the request under the key is over: while it still runs (a 409) it could charge after
+the lookup, so the same key is retried and the step otherwise stays unknown. After a
+lost answer the step stays with its processor until reconciled.
 """
 
 from __future__ import annotations
@@ -27,10 +30,10 @@ from payorch.domain.results import (
     ProcessorResponse,
     ResponseKind,
 )
-from payorch.domain.retry import RetryPolicy, decide_retry
+from payorch.domain.retry import DEADLINE_RESERVE_MS, RetryPolicy, decide_retry
 
 # Time kept back from the caller's deadline to store the result.
-DEADLINE_RESERVE_S = 0.05
+DEADLINE_RESERVE_S = DEADLINE_RESERVE_MS / 1000.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +68,12 @@ def _not_charged_proof(
     if c.error_code is ErrorCode.RATE_LIMITED:
         return "a 429 is refused before any processing"
     return None
+
+
+def _declined(response: ProcessorResponse) -> bool:
+    """The bank declined: the processor stores the answer under its key, and no money
+    moved. Retrying it (processing_error) needs the next key generation."""
+    return response.kind is ResponseKind.ERROR and response.error_type == "card_error"
 
 
 class Router:
@@ -141,7 +150,8 @@ class Router:
             attempt.delay_before_ms = delay_before
             c = classify(response)
             if c.outcome is Outcome.SOFT and response.indeterminate:
-                # A 500 is stored under its key: ask before daring a new key.
+                # A 500 is stored under its key: the request is over, so ask before daring
+                # a new key. (A request still running, a 409, is UNKNOWN: never asked.)
                 response, c = await self._resolve_indeterminate(
                     payment, step, name, processor, request, attempt, response, c
                 )
@@ -181,6 +191,15 @@ class Router:
                 retry_here, why = self._may_retry_here(name, c, decision.reason)
             if retry_here:
                 attempt.retry_decision = f"{decision.reason} on {name}"
+                if _declined(response):
+                    # The same key would only replay the stored decline; and a decline
+                    # settles the key (even one whose answer was lost): nothing charged.
+                    step.generation += 1
+                    uncertain = False
+                    attempt.retry_decision += (
+                        f" under the next key generation g{step.generation}: a decline"
+                        " is stored under its key"
+                    )
                 self.health.record_retry(name)
                 retries_here += 1
                 delay_before = decision.delay_ms

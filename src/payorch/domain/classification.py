@@ -48,10 +48,19 @@ DECLINE_CODES: dict[str, Classification] = {
     ),
 }
 
+# Another request under the same key is still running at the processor (Stripe's 409
+# idempotency_key_in_use): it may yet charge, so nothing is settled. Only the same key,
+# a moment later, can learn its answer; failing, failing over or a new key could charge
+# twice. Not the processor's ill health: the request before it was counted already.
+_IN_FLIGHT = Classification(
+    Outcome.UNKNOWN, ErrorCode.IDEMPOTENCY_CONFLICT, retry_now=True, retry_later=False
+)
+
 # Error `code`s that mean the same whatever the error type.
 ERROR_CODES: dict[str, Classification] = {
     "lock_timeout": _soft(ErrorCode.LOCK_TIMEOUT),
     "rate_limit": _soft(ErrorCode.RATE_LIMITED),
+    "idempotency_key_in_use": _IN_FLIGHT,
 }
 
 # Error `type`s, when neither the decline code nor the code decided.
@@ -143,7 +152,7 @@ def _classify_error(r: ProcessorResponse) -> Classification:
         return ERROR_CODES["rate_limit"]
     if r.http_status == 409 and r.error_type == "idempotency_error":
         # Another request with the same key is in flight: same key, a moment later.
-        return _soft(ErrorCode.IDEMPOTENCY_CONFLICT, later=False)
+        return _IN_FLIGHT
     if r.error_type in ERROR_TYPES:
         return ERROR_TYPES[r.error_type]
     if r.http_status >= 500:

@@ -82,8 +82,9 @@ class ProcessorResponse:
     retry_after_s: float | None = None
     next_action_type: str = ""
     client_secret: str = ""
-    # For an error: Stripe stores 500s under the idempotency key, so the outcome
-    # is indeterminate and must be looked up before a new key is used.
+    # For an error: Stripe stores 500s under the idempotency key, so the request is
+    # over but its outcome indeterminate: it must be looked up before a new key is
+    # used. Never set for a request still running under the key (a 409).
     indeterminate: bool = False
     amount_captured_minor: int = 0
     # Exception class name for connection-level errors (e.g. RateLimitError).

@@ -8,6 +8,8 @@ from payorch.domain.results import Classification, Outcome
 
 MAX_RETRIES_CAP = 3
 MAX_DELAY_CAP_MS = 2_999
+# Time kept back from the caller's deadline to store the result.
+DEADLINE_RESERVE_MS = 50
 
 
 class InvalidRetryPolicy(ValueError):
@@ -61,7 +63,8 @@ def decide_retry(
     expected_call_ms: float,
     retry_after_ms: float | None = None,
 ) -> RetryDecision:
-    """Retry only "retry now" failures, within the policy and the caller's deadline."""
+    """Retry only "retry now" failures, within the policy and the caller's deadline:
+    the time left must cover the delay, the call and the reserve to store the result."""
     if classification.outcome in (Outcome.SUCCESS, Outcome.REQUIRES_ACTION):
         return _DONE
     if not classification.retry_now:
@@ -74,8 +77,11 @@ def decide_retry(
         delay = max(delay, int(retry_after_ms))
         if delay > MAX_DELAY_CAP_MS:
             return RetryDecision(False, 0, f"processor asked to wait {int(retry_after_ms)} ms")
-    if remaining_ms is not None and delay + expected_call_ms > remaining_ms:
+    if remaining_ms is not None and delay + expected_call_ms + DEADLINE_RESERVE_MS > remaining_ms:
         return RetryDecision(
-            False, 0, f"deadline: {int(remaining_ms)} ms left, retry needs {delay} ms + call"
+            False,
+            0,
+            f"deadline: {int(remaining_ms)} ms left, retry needs {delay} ms + call"
+            f" + {DEADLINE_RESERVE_MS} ms to store the result",
         )
     return RetryDecision(True, delay, f"retry {retry_number} after {delay} ms")

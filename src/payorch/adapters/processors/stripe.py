@@ -44,7 +44,9 @@ _LIVE_KEY_PREFIXES = ("sk_live_", "rk_live_")
 # Stripe quotes (masked) keys in some messages, e.g. "Invalid API Key provided: sk_test_****".
 _KEY_IN_TEXT = re.compile(r"\b[srp]k_(?:live|test)_[A-Za-z0-9_*]*")
 
-# PaymentIntent statuses that mean: no money taken or held.
+# PaymentIntent statuses that mean: no money taken or held, by any confirm that has
+# finished. A confirm still running may yet charge: the router takes these as proof
+# only once the request under its key is over (a stored answer, never a 409).
 _NOT_CHARGED_STATUSES = frozenset({"requires_payment_method", "requires_confirmation", "canceled"})
 
 
@@ -135,13 +137,12 @@ class StripeProcessor:
                 ),
             )
         except _Failed as failed:
-            answer = failed.response
+            answer = _with_id(failed.response, pi_id)
             if answer.code == "payment_intent_unexpected_state":
                 # Confirmed before under another key: say what the PaymentIntent holds.
                 found = await self._lookup_by_id(pi_id, deadline)
-                if found.kind in (ResponseKind.SUCCEEDED, ResponseKind.AUTHORIZED):
-                    return found
-            return _with_id(answer, pi_id)
+                return _after_unexpected_state(answer, found)
+            return answer
         return self._from_intent(confirmed)
 
     async def lookup(self, request: ChargeRequest, processor_payment_id: str) -> ProcessorResponse:
@@ -385,9 +386,11 @@ class StripeProcessor:
             error_type = error_type or "invalid_request_error"
         elif isinstance(error, stripe.APIError):
             error_type = error_type or "api_error"
-            # A 5xx is stored under the key: the outcome is unknown until looked up. So is
-            # a 409 for a key still in flight, or an answer that could not be read at all.
-            indeterminate = status == 409 or not 400 <= status < 500
+            # A 5xx is stored under the key: the request is over, its outcome unknown until
+            # looked up. So is an answer that could not be read at all. Not a 409: the
+            # request under the key is still running, and a lookup would see the intent
+            # before its confirm ("requires_confirmation"), which proves nothing.
+            indeterminate = not 400 <= status < 500
         _log.log(
             logging.INFO if indeterminate or status == 429 else logging.DEBUG,
             "stripe: error status=%s type=%s code=%s decline_code=%s request_id=%s",
@@ -422,6 +425,26 @@ def _with_id(response: ProcessorResponse, pi_id: str) -> ProcessorResponse:
     if response.processor_payment_id:
         return response
     return dataclasses.replace(response, processor_payment_id=pi_id)
+
+
+def _after_unexpected_state(
+    refused: ProcessorResponse, found: ProcessorResponse
+) -> ProcessorResponse:
+    """A confirm refused because the PaymentIntent is past confirming: charged or held,
+    being charged (`processing`), waiting for the customer, or canceled. The refusal
+    stands as a failure only when the lookup shows nothing charged; a charge under way
+    is pending, and an intent the lookup could not read is too (reconciled, not failed:
+    a failed step could let a fallback method be charged as well)."""
+    if found.kind in (
+        ResponseKind.SUCCEEDED,
+        ResponseKind.AUTHORIZED,
+        ResponseKind.REQUIRES_ACTION,
+        ResponseKind.PENDING,
+    ):
+        return found
+    if found.kind is ResponseKind.NOT_CHARGED:
+        return refused
+    return dataclasses.replace(refused, kind=ResponseKind.PENDING)
 
 
 def _create_definitely_failed(response: ProcessorResponse) -> bool:
