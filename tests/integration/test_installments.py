@@ -131,6 +131,56 @@ async def test_a_stolen_card_skips_the_ladder(container, clock):
     assert "InstallmentFailed" not in await outbox(container, plan.id)
 
 
+async def test_a_part_above_the_cards_maximum_fails_for_good_breaches_and_sends_the_webhook(
+    container, clock, receiver
+):
+    from payorch.domain.merchant_config import MerchantConfig, MethodRule
+    from payorch.domain.payment import MethodType
+
+    app = container.installments
+    endpoint = await app.endpoints.create("m_1", receiver.url, "", [])
+    # The first part (33.33) fits under the card's maximum; the last (33.34) does not.
+    await container.configs.upsert(
+        MerchantConfig("m_1", methods=(MethodRule(MethodType.CARD, max_amount_minor=3333),))
+    )
+    plan = (await create_plan(container)).plan
+    move_to(clock, plan.installments[2].due_at)
+
+    stats = await app.scheduler.run_once()
+
+    assert (stats.claimed, stats.paid, stats.failed, stats.errors) == (2, 1, 1, 0)
+    breached = await app.plans.get(plan.id, None)
+    assert breached.status is PlanStatus.BREACH
+    last = breached.installments[2]
+    assert (last.status, last.attempts) == (InstallmentStatus.FAILED_FINAL, 1)
+    assert last.last_error_code == "invalid_request" and "not covered" in last.last_error
+    clock.advance(121)
+    assert (await app.scheduler.run_once()).claimed == 0, "not left claimed, not reclaimed"
+
+    await app.dispatcher.run_once()
+    got = [verify(endpoint.secret, r.headers, r.body, now=clock.now()) for r in receiver.requests]
+    assert {"installment.failed_final", "installment_plan.breached"} <= {g["type"] for g in got}
+
+
+async def test_a_currency_the_merchant_stopped_accepting_fails_the_installment_for_good(
+    container, clock
+):
+    from payorch.domain.merchant_config import MerchantConfig
+
+    app = container.installments
+    plan = (await create_plan(container)).plan
+    await container.configs.upsert(MerchantConfig("m_1", allowed_currencies=frozenset({"USD"})))
+    move_to(clock, plan.installments[1].due_at)
+
+    assert (await app.scheduler.run_once()).failed == 1
+
+    inst = (await app.plans.get(plan.id, None)).installments[1]
+    assert inst.status is InstallmentStatus.FAILED_FINAL
+    assert inst.last_error_code == "invalid_request"
+    assert "EUR is not accepted" in inst.last_error
+    assert (await outbox(container, plan.id))[-2:] == ["InstallmentFailedFinal", "PlanBreached"]
+
+
 async def test_a_failed_first_charge_creates_no_plan(container):
     created = await create_plan(container, token="pm_card_chargeDeclinedInsufficientFunds")
     assert created.plan is None
