@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select
 
-from payorch.adapters.persistence.tables import events, installment_charges, payments
+from payorch.adapters.persistence.tables import installment_charges, payments
 from payorch.adapters.processors.simulated import Simulation
 from payorch.adapters.worker_lock import AnotherWorkerRunning, single_worker
 from payorch.app.installment_ports import Cursor
@@ -20,7 +20,12 @@ from payorch.domain.health import Signal
 from payorch.domain.installments import InstallmentStatus, InvalidTransition, PlanStatus
 from payorch.domain.payment import PaymentStatus
 from payorch.webhooks import verify
-from tests.integration.installment_helpers import create_plan, installments_container, move_to
+from tests.integration.installment_helpers import (
+    create_plan,
+    installments_container,
+    move_to,
+    outbox,
+)
 from tests.integration.webhook_receiver import Receiver
 
 DAY = timedelta(days=1)
@@ -38,14 +43,6 @@ async def receiver():
     r = await Receiver().start()
     yield r
     await r.stop()
-
-
-async def outbox(container, plan_id: str) -> list[str]:
-    async with container.engine.connect() as conn:
-        rows = await conn.execute(
-            select(events.c.name).where(events.c.payment_id == plan_id).order_by(events.c.sequence)
-        )
-        return [r.name for r in rows]
 
 
 def statuses(plan) -> list[str]:

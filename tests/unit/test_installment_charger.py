@@ -1,9 +1,10 @@
-"""The charger on in-memory fakes: what it makes of a charge the payments path refuses
-before any processor sees it."""
+"""The charger on in-memory fakes: what it makes of a plan that no longer charges, and of
+a charge the payments path refuses before any processor sees it."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -23,6 +24,7 @@ from payorch.domain.request import CoreRequest
 from tests.unit.test_installment_plan import new_plan
 
 START = ManualClock().now()
+DAY = timedelta(days=1)
 
 
 @dataclass
@@ -150,3 +152,49 @@ async def test_a_refused_attempt_whose_charge_was_made_before_is_judged_by_that_
 
     assert result.outcome is ChargeOutcome.PAID
     assert plan.installment(inst_id).status is InstallmentStatus.PAID
+
+
+async def test_a_cancelled_plan_makes_no_new_charge_and_withdraws_a_claim_never_started(s):
+    inst_id, attempt = s.claim(2)
+    s.plan.cancel("order returned", s.clock.now())
+
+    result, plan = await s.charger.charge(s.plan, inst_id, attempt)
+
+    assert result.outcome is ChargeOutcome.WITHDRAWN
+    assert s.payments.created == []
+    assert plan.installment(inst_id).status is InstallmentStatus.CANCELLED
+
+
+async def test_a_cancelled_plan_records_the_charge_its_attempt_had_started(s):
+    inst_id, attempt = s.claim(2)
+    s.payments.status = PaymentStatus.PROCESSING
+    await s.charger.pay(s.plan, inst_id, attempt)  # started; its answer is not in yet
+    s.plan.cancel("order returned", s.clock.now())
+    created = list(s.payments.created)
+
+    result, _ = await s.charger.charge(s.plan, inst_id, attempt)
+    assert result.outcome is ChargeOutcome.UNRESOLVED, "still running: looked at again later"
+    s.payments.stored[("m_1", created[0])].status = PaymentStatus.SUCCEEDED
+    result, plan = await s.charger.charge(s.plan, inst_id, attempt)
+
+    assert result.outcome is ChargeOutcome.PAID
+    assert s.payments.created == created, "replayed, never made anew"
+    assert plan.installment(inst_id).status is InstallmentStatus.PAID
+
+
+async def test_a_breached_plan_charges_only_what_the_merchant_retries(s):
+    s.payments.status = PaymentStatus.FAILED
+    inst2, attempt2 = s.claim(2)
+    await s.charger.charge(s.plan, inst2, attempt2)
+    assert s.plan.status is PlanStatus.BREACH
+    inst3, attempt3 = s.claim(3)
+
+    result, _ = await s.charger.charge(s.plan, inst3, attempt3)
+    assert result.outcome is ChargeOutcome.WITHDRAWN
+    assert s.plan.installment(inst3).status is InstallmentStatus.PENDING
+
+    s.payments.status = PaymentStatus.SUCCEEDED
+    now = s.clock.now()
+    attempt = s.plan.start_manual_retry(inst2, worker="w", lease_until=now + DAY, now=now)
+    result, plan = await s.charger.charge(s.plan, inst2, attempt)
+    assert result.outcome is ChargeOutcome.PAID and plan.status is PlanStatus.ACTIVE

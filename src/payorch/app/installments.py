@@ -174,9 +174,16 @@ class InstallmentCharger:
 
     async def pay(self, plan: InstallmentPlan, installment_id: str, attempt: int) -> ChargeResult:
         """The payment of attempt `attempt`, not yet recorded on the plan (unless it came
-        to nothing known: then the installment is held for a later look, same attempt)."""
+        to nothing known: then the installment is held for a later look, same attempt).
+
+        `plan` must be as stored after the claim: a plan that no longer charges
+        (cancelled, or in breach) makes no new charge; a charge this attempt already
+        started is looked up and judged, and one never started is WITHDRAWN."""
         inst = plan.installment(installment_id)
-        result = await self._pay(plan, inst, attempt)
+        if plan.may_charge(installment_id):
+            result = await self._pay(plan, inst, attempt)
+        else:
+            result = await self._started_only(plan, inst, attempt)
         if result.outcome is ChargeOutcome.UNRESOLVED:
             # Unknown or still running elsewhere: look again later, under the same attempt.
             async with self._uow() as uow:
@@ -205,6 +212,21 @@ class InstallmentCharger:
             # The request id holds a different payment: not this attempt's charge.
             return _rejected(ErrorCode.IDEMPOTENCY_CONFLICT, exc)
         return judge_charge(created.payment)
+
+    async def _started_only(
+        self, plan: InstallmentPlan, inst: Installment, attempt: int
+    ) -> ChargeResult:
+        """What this attempt came to when the plan charges no more: the charge it already
+        started (replayed, never made anew), or WITHDRAWN when there is none."""
+        try:
+            request = self._request(plan, inst, attempt)
+        except ValueError:
+            return ChargeResult(ChargeOutcome.WITHDRAWN, "")  # no charge could be made of it
+        started = await self._started_payment(plan, request)
+        if started is None:
+            log.info("installment %s not charged: the plan is %s", inst.id, plan.status.value)
+            return ChargeResult(ChargeOutcome.WITHDRAWN, "")
+        return judge_charge(started)
 
     async def _started_payment(self, plan: InstallmentPlan, request: CoreRequest) -> Payment | None:
         """The payment this attempt's request made, if any (what create would replay)."""
