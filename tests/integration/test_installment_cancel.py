@@ -1,5 +1,5 @@
 """A plan cancelled or breached while installments are claimed, on SQLite and PostgreSQL:
-nothing is charged anew, and a charge already started is recorded."""
+nothing is charged anew, a charge already started is recorded, and no retry is promised."""
 
 from __future__ import annotations
 
@@ -48,8 +48,9 @@ async def claim_one(app, clock, worker: str = "dead"):
     return claim
 
 
-def gate_installment(container, installment_id: str):
-    """Hold the charge of one installment until the returned event is set."""
+async def cancel_while_charging(container, plan_id: str, installment_id: str):
+    """Run a scheduler pass and cancel the plan while this installment's charge is in
+    flight (its payment not yet made); the pass's stats."""
     real_create = container.payments.create
     started, release = asyncio.Event(), asyncio.Event()
 
@@ -60,7 +61,11 @@ def gate_installment(container, installment_id: str):
         return await real_create(request, deadline_s=deadline_s)
 
     container.payments.create = create
-    return started, release
+    run = asyncio.create_task(container.installments.scheduler.run_once())
+    await started.wait()
+    await container.installments.plans.cancel(plan_id, "m_1", "customer returned the order")
+    release.set()
+    return await run
 
 
 async def test_a_claim_left_by_a_dead_worker_is_not_charged_after_the_plan_is_cancelled(
@@ -118,13 +123,8 @@ async def test_an_installment_claimed_behind_one_in_flight_is_not_charged_once_t
     plan = (await create_plan(container)).plan
     second, third = plan.installments[1], plan.installments[2]
     move_to(clock, third.due_at)  # both due: one claim, charged one after the other
-    started, release = gate_installment(container, second.id)
 
-    run = asyncio.create_task(app.scheduler.run_once())
-    await started.wait()
-    await app.plans.cancel(plan.id, "m_1", "customer returned the order")
-    release.set()
-    stats = await run
+    stats = await cancel_while_charging(container, plan.id, second.id)
 
     assert (stats.claimed, stats.paid, stats.withdrawn) == (2, 1, 1)
     assert await payments_of(container, third.id) == []
@@ -164,3 +164,21 @@ async def test_an_installment_claimed_behind_one_that_breaches_the_plan_waits_fo
     done = await app.plans.get(plan.id, None)
     assert done.status is PlanStatus.COMPLETED and done.installments[2].attempts == 1
     assert await payments_of(container, third.id) == [f"inst_{third.id}_a1"]
+
+
+async def test_a_charge_failing_after_the_plan_was_cancelled_announces_no_retry(container, clock):
+    app = container.installments
+    token = "pm_card_offSessionDeclinedInsufficientFunds"
+    plan = (await create_plan(container, token=token)).plan
+    second = plan.installments[1]
+    move_to(clock, second.due_at)
+
+    stats = await cancel_while_charging(container, plan.id, second.id)
+
+    assert stats.failed == 1
+    inst = (await app.plans.get(plan.id, None)).installments[1]
+    assert (inst.status, inst.next_attempt_at) == (InstallmentStatus.CANCELLED, None)
+    assert inst.last_error_code == "insufficient_funds" and len(inst.charges) == 1
+    assert await outbox(container, plan.id) == ["PlanCreated", "InstallmentPaid", "PlanCancelled"]
+    clock.advance(30 * 86400)
+    assert (await app.scheduler.run_once()).claimed == 0

@@ -9,6 +9,7 @@ import pytest
 from payorch.domain.installments import (
     ChargeOutcome,
     ChargeResult,
+    Installment,
     InstallmentFailed,
     InstallmentFailedFinal,
     InstallmentPaid,
@@ -317,6 +318,15 @@ def test_cancelling_stops_what_is_not_being_charged_and_a_charge_in_flight_finis
 WITHDRAWN = ChargeResult(ChargeOutcome.WITHDRAWN, "")
 
 
+def cancelled_while_claimed() -> tuple[InstallmentPlan, Installment, int]:
+    """A plan cancelled while installment 2 is claimed; no event pending."""
+    plan = new_plan()
+    attempt = claim(plan, 2)
+    plan.cancel("order returned", D + 30 * DAY)
+    plan.pending_events.clear()
+    return plan, plan.installments[1], attempt
+
+
 def test_only_an_active_plan_or_a_manual_retry_of_a_breached_one_may_charge():
     plan = new_plan()
     claim(plan, 2)
@@ -336,11 +346,7 @@ def test_only_an_active_plan_or_a_manual_retry_of_a_breached_one_may_charge():
 
 
 def test_a_claim_whose_charge_never_started_on_a_cancelled_plan_is_cancelled_silently():
-    plan = new_plan()
-    attempt = claim(plan, 2)
-    plan.cancel("order returned", D + 30 * DAY)
-    plan.pending_events.clear()
-    inst = plan.installments[1]
+    plan, inst, attempt = cancelled_while_claimed()
 
     assert plan.record(inst.id, attempt, WITHDRAWN, D + 31 * DAY)
 
@@ -380,24 +386,36 @@ def test_a_claim_whose_charge_never_started_on_a_breached_plan_is_due_again_as_i
     assert ladder.installments[2].attempts == attempt - 1
 
 
+def test_a_charge_failing_after_the_plan_was_cancelled_is_kept_but_never_retried():
+    plan, inst, attempt = cancelled_while_claimed()
+
+    assert plan.record(inst.id, attempt, SHORT, D + 30 * DAY)
+
+    assert inst.status is InstallmentStatus.CANCELLED and inst.next_attempt_at is None
+    assert (inst.dunning_step, inst.last_error_code) == (0, "insufficient_funds")
+    assert [c.payment_id for c in inst.charges] == ["pay_f"]
+    assert names(plan) == [], "no retry is announced on a cancelled plan"
+    assert plan.status is PlanStatus.CANCELLED
+
+
+def test_a_charge_no_processor_could_take_after_the_plan_was_cancelled_is_not_postponed():
+    plan, inst, attempt = cancelled_while_claimed()
+    assert plan.record(inst.id, attempt, NO_PROCESSOR, D + 30 * DAY)
+    assert inst.status is InstallmentStatus.CANCELLED and inst.next_attempt_at is None
+
+
 def test_a_charge_that_went_through_after_its_claim_was_withdrawn_is_recorded_as_paid():
-    plan = new_plan()
-    attempt = claim(plan, 2)
-    plan.cancel("returned", D + 30 * DAY)
-    inst = plan.installments[1]
+    plan, inst, attempt = cancelled_while_claimed()
     assert plan.record(inst.id, attempt, WITHDRAWN, D + 31 * DAY)
-    plan.pending_events.clear()
     # The worker that claimed it was paused just as it started the charge, which went through.
     assert plan.record(inst.id, attempt, PAID, D + 31 * DAY)
     assert inst.status is InstallmentStatus.PAID and inst.payment_id == "pay_x"
     assert names(plan) == [InstallmentPaid.__name__] and plan.status is PlanStatus.CANCELLED
     assert not plan.record(inst.id, attempt, PAID, D + 31 * DAY)
 
-    failed = new_plan()
-    attempt = claim(failed, 2)
-    failed.cancel("returned", D + 30 * DAY)
-    assert failed.record(failed.installments[1].id, attempt, SHORT, D + 30 * DAY)
-    assert not failed.record(failed.installments[1].id, attempt, PAID, D + 30 * DAY), (
+    failed, inst, attempt = cancelled_while_claimed()
+    assert failed.record(inst.id, attempt, SHORT, D + 30 * DAY)
+    assert not failed.record(inst.id, attempt, PAID, D + 30 * DAY), (
         "an attempt whose charge was recorded stays as recorded"
     )
     assert not failed.record(failed.installments[2].id, 0, PAID, D + 30 * DAY)

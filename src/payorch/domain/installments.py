@@ -168,7 +168,7 @@ INSTALLMENT_TRANSITIONS: dict[InstallmentStatus, frozenset[InstallmentStatus]] =
             # Still due: no processor could take the charge (an outage of ours), or the
             # plan breached before its charge started (due again as it was).
             InstallmentStatus.PENDING,
-            # The plan was cancelled and its charge never started.
+            # The plan was cancelled: its charge never started, or it failed.
             InstallmentStatus.CANCELLED,
         }
     ),
@@ -562,6 +562,11 @@ class InstallmentPlan:
                     result.payment_id,
                 )
             )
+        elif self.status is PlanStatus.CANCELLED:
+            # Nothing more is charged: no pause, no ladder, no retry announced.
+            inst._move(InstallmentStatus.CANCELLED)
+            inst.last_error_code, inst.last_error = result.error_code, result.message
+            inst.next_attempt_at = None
         elif (pause := self._outage_pause(inst, result, now)) is not None:
             inst._move(InstallmentStatus.PENDING)
             inst.last_error_code, inst.last_error = result.error_code, result.message
@@ -681,8 +686,8 @@ class InstallmentPlan:
     def cancel(self, reason: str, now: datetime) -> None:
         """Nothing more is charged. An installment claimed right now stays `processing`:
         its charge may already have started, and only its worker can tell. If it has,
-        it finishes and is recorded as it ends; if not, it is withdrawn (`cancelled`)
-        and never charged."""
+        it finishes and is recorded as it ends (a payment is announced, a failure is
+        not retried); if not, it is withdrawn (`cancelled`) and never charged."""
         if PlanStatus.CANCELLED not in PLAN_TRANSITIONS[self.status]:
             raise InvalidTransition(f"a {self.status.value} plan cannot be cancelled")
         for inst in self.installments:
