@@ -271,6 +271,33 @@ async def test_a_worker_resumed_after_its_lease_ran_out_replays_instead_of_charg
     assert (charged, rows) == (1, 1)
 
 
+async def test_a_charge_refunded_before_it_was_recorded_is_recorded_paid_not_held_forever(
+    container, clock
+):
+    app = container.installments
+    plan = (await create_plan(container)).plan
+    second = plan.installments[1]
+    move_to(clock, second.due_at)
+    async with app.uow() as uow:
+        (claim,) = await uow.plans.claim_due(
+            now=clock.now(), worker="dies", lease_until=clock.now() + timedelta(minutes=2), limit=1
+        )
+        await uow.commit()
+    read = await app.plans.get(plan.id, None)
+    charged = await app.charger.pay(read, claim.installment_id, claim.attempt)  # then it dies
+    await container.payments.refund(charged.payment_id, "m_1", amount_minor=0, request_id="rf-1")
+
+    clock.advance(121)
+    stats = await app.scheduler.run_once()
+
+    assert (stats.reclaimed, stats.paid, stats.unresolved) == (1, 1, 0)
+    inst = (await app.plans.get(plan.id, None)).installments[1]
+    assert (inst.status, inst.payment_id) == (InstallmentStatus.PAID, charged.payment_id)
+    async with container.engine.connect() as conn:
+        count = select(func.count()).select_from(payments)
+        assert (await conn.execute(count)).scalar_one() == 2
+
+
 async def test_a_soft_failure_goes_on_the_ladder_and_a_manual_retry_pays_it_now(container, clock):
     app = container.installments
     sim = container.simulated["simulated"]

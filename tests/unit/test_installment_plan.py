@@ -484,3 +484,18 @@ def test_only_a_succeeded_payment_pays_and_an_unknown_one_is_left_unresolved():
     assert not judge_charge(payment).retry_later
     payment.status = PaymentStatus.SUCCEEDED
     assert judge_charge(payment).outcome is ChargeOutcome.PAID
+
+
+@pytest.mark.parametrize("status", [PaymentStatus.REFUNDED, PaymentStatus.PARTIALLY_REFUNDED])
+def test_a_charge_refunded_before_it_was_recorded_is_judged_paid(status):
+    payment = _failed_payment("", ErrorCode.NONE)
+    payment.status = status
+    assert judge_charge(payment).outcome is ChargeOutcome.PAID
+
+
+def test_a_charge_cancelled_before_it_was_recorded_failed_for_good():
+    payment = _failed_payment("", ErrorCode.NONE)
+    payment.status = PaymentStatus.CANCELLED
+    judged = judge_charge(payment)
+    assert (judged.outcome, judged.retry_later) == (ChargeOutcome.FAILED, False)
+    assert judged.error_code and judged.message == "the payment was cancelled"

@@ -283,12 +283,29 @@ class ChargeResult:
     retry_later: bool = False
 
 
+_CHARGED = frozenset(
+    {PaymentStatus.SUCCEEDED, PaymentStatus.REFUNDED, PaymentStatus.PARTIALLY_REFUNDED}
+)
+
+
 def judge_charge(payment: Payment) -> ChargeResult:
     """What a stored payment means for the installment it was charging."""
     step = payment.steps[-1] if payment.steps else None
     pid = step.processor_payment_id if step else ""
-    if payment.status is PaymentStatus.SUCCEEDED:
+    if payment.status in _CHARGED:
+        # A refund comes after the capture: the installment's charge went through.
         return ChargeResult(ChargeOutcome.PAID, payment.id, pid)
+    if payment.status is PaymentStatus.CANCELLED:
+        # Voided (by the merchant): nothing was taken, and nothing more will happen to it.
+        code = payment.final_error
+        return ChargeResult(
+            ChargeOutcome.FAILED,
+            payment.id,
+            pid,
+            (ErrorCode.UNMAPPED if code is ErrorCode.NONE else code).value,
+            "the payment was cancelled",
+            retry_later=False,
+        )
     if payment.status is PaymentStatus.REQUIRES_ACTION:
         # Off-session and the bank wants the customer: no retry can succeed without them.
         return ChargeResult(
