@@ -21,6 +21,7 @@ from payorch.domain.installments import (
 )
 from payorch.domain.payment import Payment, PaymentStatus
 from payorch.domain.request import CoreRequest
+from tests.fakes.installments import FakeInstallmentUnitOfWork
 from tests.unit.test_installment_plan import new_plan
 
 START = ManualClock().now()
@@ -78,20 +79,6 @@ class FakePlans:
         self.held.append((installment_id, attempt))
 
 
-class FakeUnitOfWork:
-    def __init__(self, plans: FakePlans, payments: FakePayments) -> None:
-        self.plans, self.payments = plans, payments
-
-    async def __aenter__(self) -> FakeUnitOfWork:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        return None
-
-    async def commit(self) -> None:
-        return None
-
-
 class Setup:
     def __init__(self) -> None:
         self.clock = ManualClock()
@@ -99,7 +86,7 @@ class Setup:
         self.payments = FakePayments()
         self.plans = FakePlans(self.plan)
         self.charger = InstallmentCharger(
-            lambda: FakeUnitOfWork(self.plans, self.payments),
+            lambda: FakeInstallmentUnitOfWork(plans=self.plans, payments=self.payments),
             self.payments,
             self.clock,
         )
