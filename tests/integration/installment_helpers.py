@@ -6,7 +6,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import select
+
 from payorch.adapters.clock import ManualClock
+from payorch.adapters.persistence.tables import events
 from payorch.app.installments import CreatePlan, PlanCreation
 from payorch.bootstrap import Container, bootstrap
 from payorch.domain.money import Currency, Money
@@ -43,3 +46,12 @@ async def create_plan(
 
 def move_to(clock: ManualClock, when: datetime) -> None:
     clock.advance((when - clock.now()).total_seconds())
+
+
+async def outbox(container: Container, plan_id: str) -> list[str]:
+    """The names of a plan's events in the outbox, in order."""
+    async with container.engine.connect() as conn:
+        rows = await conn.execute(
+            select(events.c.name).where(events.c.payment_id == plan_id).order_by(events.c.sequence)
+        )
+        return [r.name for r in rows]

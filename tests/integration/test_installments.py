@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select
 
-from payorch.adapters.persistence.tables import events, installment_charges, payments
+from payorch.adapters.persistence.tables import installment_charges, payments
 from payorch.adapters.processors.simulated import Simulation
 from payorch.adapters.worker_lock import AnotherWorkerRunning, single_worker
 from payorch.app.installment_ports import Cursor
@@ -20,7 +20,12 @@ from payorch.domain.health import Signal
 from payorch.domain.installments import InstallmentStatus, InvalidTransition, PlanStatus
 from payorch.domain.payment import PaymentStatus
 from payorch.webhooks import verify
-from tests.integration.installment_helpers import create_plan, installments_container, move_to
+from tests.integration.installment_helpers import (
+    create_plan,
+    installments_container,
+    move_to,
+    outbox,
+)
 from tests.integration.webhook_receiver import Receiver
 
 DAY = timedelta(days=1)
@@ -38,14 +43,6 @@ async def receiver():
     r = await Receiver().start()
     yield r
     await r.stop()
-
-
-async def outbox(container, plan_id: str) -> list[str]:
-    async with container.engine.connect() as conn:
-        rows = await conn.execute(
-            select(events.c.name).where(events.c.payment_id == plan_id).order_by(events.c.sequence)
-        )
-        return [r.name for r in rows]
 
 
 def statuses(plan) -> list[str]:
@@ -129,6 +126,56 @@ async def test_a_stolen_card_skips_the_ladder(container, clock):
     assert after.installments[1].attempts == 1
     assert after.installments[1].last_error_code == "stolen_card"
     assert "InstallmentFailed" not in await outbox(container, plan.id)
+
+
+async def test_a_part_above_the_cards_maximum_fails_for_good_breaches_and_sends_the_webhook(
+    container, clock, receiver
+):
+    from payorch.domain.merchant_config import MerchantConfig, MethodRule
+    from payorch.domain.payment import MethodType
+
+    app = container.installments
+    endpoint = await app.endpoints.create("m_1", receiver.url, "", [])
+    # The first part (33.33) fits under the card's maximum; the last (33.34) does not.
+    await container.configs.upsert(
+        MerchantConfig("m_1", methods=(MethodRule(MethodType.CARD, max_amount_minor=3333),))
+    )
+    plan = (await create_plan(container)).plan
+    move_to(clock, plan.installments[2].due_at)
+
+    stats = await app.scheduler.run_once()
+
+    assert (stats.claimed, stats.paid, stats.failed, stats.errors) == (2, 1, 1, 0)
+    breached = await app.plans.get(plan.id, None)
+    assert breached.status is PlanStatus.BREACH
+    last = breached.installments[2]
+    assert (last.status, last.attempts) == (InstallmentStatus.FAILED_FINAL, 1)
+    assert last.last_error_code == "invalid_request" and "not covered" in last.last_error
+    clock.advance(121)
+    assert (await app.scheduler.run_once()).claimed == 0, "not left claimed, not reclaimed"
+
+    await app.dispatcher.run_once()
+    got = [verify(endpoint.secret, r.headers, r.body, now=clock.now()) for r in receiver.requests]
+    assert {"installment.failed_final", "installment_plan.breached"} <= {g["type"] for g in got}
+
+
+async def test_a_currency_the_merchant_stopped_accepting_fails_the_installment_for_good(
+    container, clock
+):
+    from payorch.domain.merchant_config import MerchantConfig
+
+    app = container.installments
+    plan = (await create_plan(container)).plan
+    await container.configs.upsert(MerchantConfig("m_1", allowed_currencies=frozenset({"USD"})))
+    move_to(clock, plan.installments[1].due_at)
+
+    assert (await app.scheduler.run_once()).failed == 1
+
+    inst = (await app.plans.get(plan.id, None)).installments[1]
+    assert inst.status is InstallmentStatus.FAILED_FINAL
+    assert inst.last_error_code == "invalid_request"
+    assert "EUR is not accepted" in inst.last_error
+    assert (await outbox(container, plan.id))[-2:] == ["InstallmentFailedFinal", "PlanBreached"]
 
 
 async def test_a_failed_first_charge_creates_no_plan(container):
@@ -222,6 +269,33 @@ async def test_a_worker_resumed_after_its_lease_ran_out_replays_instead_of_charg
             )
         ).scalar_one()
     assert (charged, rows) == (1, 1)
+
+
+async def test_a_charge_refunded_before_it_was_recorded_is_recorded_paid_not_held_forever(
+    container, clock
+):
+    app = container.installments
+    plan = (await create_plan(container)).plan
+    second = plan.installments[1]
+    move_to(clock, second.due_at)
+    async with app.uow() as uow:
+        (claim,) = await uow.plans.claim_due(
+            now=clock.now(), worker="dies", lease_until=clock.now() + timedelta(minutes=2), limit=1
+        )
+        await uow.commit()
+    read = await app.plans.get(plan.id, None)
+    charged = await app.charger.pay(read, claim.installment_id, claim.attempt)  # then it dies
+    await container.payments.refund(charged.payment_id, "m_1", amount_minor=0, request_id="rf-1")
+
+    clock.advance(121)
+    stats = await app.scheduler.run_once()
+
+    assert (stats.reclaimed, stats.paid, stats.unresolved) == (1, 1, 0)
+    inst = (await app.plans.get(plan.id, None)).installments[1]
+    assert (inst.status, inst.payment_id) == (InstallmentStatus.PAID, charged.payment_id)
+    async with container.engine.connect() as conn:
+        count = select(func.count()).select_from(payments)
+        assert (await conn.execute(count)).scalar_one() == 2
 
 
 async def test_a_soft_failure_goes_on_the_ladder_and_a_manual_retry_pays_it_now(container, clock):

@@ -6,11 +6,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections import Counter
 from datetime import timedelta
 
 import pytest
 
-from payorch.app.webhook_delivery import CannotRedeliver, DeliveryNotFound, InvalidEndpoint
+from payorch.app.installment_ports import SendResult
+from payorch.app.webhook_delivery import (
+    CannotRedeliver,
+    DeliveryNotFound,
+    InvalidEndpoint,
+    WebhookDispatcher,
+)
 from payorch.domain.webhook_delivery import (
     BACKOFF_S,
     DeliveryStatus,
@@ -147,6 +154,52 @@ async def test_a_receiver_that_does_not_answer_in_time_is_retried_later(
         assert d.last_error == "no answer within 0.2 s" and d.attempts == 1
     finally:
         await container.close()
+
+
+class CountingSender:
+    """Answers 200; each request takes `takes_s` of the clock, and may run `during` first."""
+
+    def __init__(self, clock, takes_s: float, during=None) -> None:
+        self.clock, self.takes_s, self.during = clock, takes_s, during
+        self.sent: Counter[str] = Counter()
+
+    async def check_url(self, url):
+        return None
+
+    async def send(self, url, *, secret, webhook_id, timestamp, body, timeout_s):
+        self.sent[webhook_id] += 1
+        if self.during is not None:
+            await self.during(self)
+        self.clock.advance(self.takes_s)
+        return SendResult(200)
+
+
+async def test_deliveries_a_dispatcher_claimed_are_sent_by_it_alone_however_slow_it_is(
+    container, clock
+):
+    app = container.installments
+    await app.endpoints.create("m_1", "http://127.0.0.1:9/hooks", "", [])
+    for n in range(3):
+        await create_plan(container, f"plan-{n}")
+    # A second dispatcher with a fast receiver runs while the first is on its fourth
+    # request, each of which takes the whole timeout and the address check (15 s).
+    fast = CountingSender(clock, 0)
+    other = WebhookDispatcher(app.uow, fast, clock, wall_clock=clock, worker_id="B", timeout_s=10)
+
+    async def run_other(sender):
+        if sender.sent.total() == 4:
+            await other.run_once()
+
+    slow = CountingSender(clock, 15, during=run_other)
+    one = WebhookDispatcher(
+        app.uow, slow, clock, wall_clock=clock, worker_id="A", timeout_s=10, concurrency=1
+    )
+    stats = await one.run_once()
+
+    sent = slow.sent + fast.sent
+    assert len(sent) == stats.fanned_out > 4 and fast.sent
+    assert set(sent.values()) == {1}, "no webhook went out twice"
+    assert all(d.status is DeliveryStatus.DELIVERED for d in await deliveries(container))
 
 
 async def test_a_hanging_receiver_never_holds_up_the_scheduler(container, clock, receiver):

@@ -9,6 +9,7 @@ import pytest
 from payorch.domain.installments import (
     ChargeOutcome,
     ChargeResult,
+    Installment,
     InstallmentFailed,
     InstallmentFailedFinal,
     InstallmentPaid,
@@ -201,7 +202,7 @@ def test_an_unresolved_charge_leaves_the_installment_processing():
         (InstallmentStatus.PAID, InstallmentStatus.PROCESSING),
         (InstallmentStatus.CANCELLED, InstallmentStatus.PROCESSING),
         (InstallmentStatus.FAILED_FINAL, InstallmentStatus.CANCELLED),
-        (InstallmentStatus.PROCESSING, InstallmentStatus.CANCELLED),
+        (InstallmentStatus.CANCELLED, InstallmentStatus.FAILED),
     ],
 )
 def test_installment_transitions_outside_the_table_are_refused(start, to):
@@ -314,6 +315,112 @@ def test_cancelling_stops_what_is_not_being_charged_and_a_charge_in_flight_finis
         plan.cancel("again", D + 31 * DAY)
 
 
+WITHDRAWN = ChargeResult(ChargeOutcome.WITHDRAWN, "")
+
+
+def cancelled_while_claimed() -> tuple[InstallmentPlan, Installment, int]:
+    """A plan cancelled while installment 2 is claimed; no event pending."""
+    plan = new_plan()
+    attempt = claim(plan, 2)
+    plan.cancel("order returned", D + 30 * DAY)
+    plan.pending_events.clear()
+    return plan, plan.installments[1], attempt
+
+
+def test_only_an_active_plan_or_a_manual_retry_of_a_breached_one_may_charge():
+    plan = new_plan()
+    claim(plan, 2)
+    assert plan.may_charge(plan.installments[1].id)
+    plan.cancel("returned", D + 30 * DAY)
+    assert not plan.may_charge(plan.installments[1].id)
+
+    breached = new_plan()
+    charge(breached, 2, STOLEN, D + 30 * DAY)
+    third = breached.installments[2]
+    claim(breached, 3)
+    assert breached.status is PlanStatus.BREACH
+    assert not breached.may_charge(third.id), "the scheduler charges nothing on a breach"
+    second = breached.installments[1]
+    breached.start_manual_retry(second.id, worker="w", lease_until=D, now=D + 31 * DAY)
+    assert breached.may_charge(second.id), "the merchant's retry may heal the breach"
+
+
+def test_a_claim_whose_charge_never_started_on_a_cancelled_plan_is_cancelled_silently():
+    plan, inst, attempt = cancelled_while_claimed()
+
+    assert plan.record(inst.id, attempt, WITHDRAWN, D + 31 * DAY)
+
+    assert inst.status is InstallmentStatus.CANCELLED
+    assert (inst.next_attempt_at, inst.claimed_by, inst.lease_until) == (None, "", None)
+    assert inst.charges == [] and inst.attempts == attempt
+    assert names(plan) == [] and plan.status is PlanStatus.CANCELLED
+    assert not plan.record(inst.id, attempt, WITHDRAWN, D + 31 * DAY), "recorded once"
+
+
+def test_a_claim_whose_charge_never_started_on_a_breached_plan_is_due_again_as_it_was():
+    plan = new_plan()
+    due2, due3 = plan.installments[1].due_at, plan.installments[2].due_at
+    charge(plan, 2, SHORT, due2)  # installment 2 on the ladder
+    charge(plan, 3, NO_PROCESSOR, due3)  # installment 3 waiting out an outage
+    second, third = plan.installments[1], plan.installments[2]
+    for n in (2, 3):
+        claim(plan, n)
+    # Installment 2's charge fails for good: the plan is in breach; 3's never started.
+    assert plan.record(second.id, second.attempts, STOLEN, due3)
+    assert plan.status is PlanStatus.BREACH
+    ladder_step, retry_at = third.dunning_step, third.next_attempt_at
+    plan.pending_events.clear()
+
+    assert plan.record(third.id, third.attempts, WITHDRAWN, due3)
+
+    assert third.status is InstallmentStatus.PENDING and third.attempts == 1
+    assert (third.next_attempt_at, third.dunning_step) == (retry_at, ladder_step)
+    assert names(plan) == [] and plan.status is PlanStatus.BREACH
+
+    ladder = new_plan()
+    charge(ladder, 3, SHORT, due3)
+    charge(ladder, 2, STOLEN, due3)
+    attempt = claim(ladder, 3)
+    assert ladder.record(ladder.installments[2].id, attempt, WITHDRAWN, due3)
+    assert ladder.installments[2].status is InstallmentStatus.FAILED, "failed, as before its claim"
+    assert ladder.installments[2].attempts == attempt - 1
+
+
+def test_a_charge_failing_after_the_plan_was_cancelled_is_kept_but_never_retried():
+    plan, inst, attempt = cancelled_while_claimed()
+
+    assert plan.record(inst.id, attempt, SHORT, D + 30 * DAY)
+
+    assert inst.status is InstallmentStatus.CANCELLED and inst.next_attempt_at is None
+    assert (inst.dunning_step, inst.last_error_code) == (0, "insufficient_funds")
+    assert [c.payment_id for c in inst.charges] == ["pay_f"]
+    assert names(plan) == [], "no retry is announced on a cancelled plan"
+    assert plan.status is PlanStatus.CANCELLED
+
+
+def test_a_charge_no_processor_could_take_after_the_plan_was_cancelled_is_not_postponed():
+    plan, inst, attempt = cancelled_while_claimed()
+    assert plan.record(inst.id, attempt, NO_PROCESSOR, D + 30 * DAY)
+    assert inst.status is InstallmentStatus.CANCELLED and inst.next_attempt_at is None
+
+
+def test_a_charge_that_went_through_after_its_claim_was_withdrawn_is_recorded_as_paid():
+    plan, inst, attempt = cancelled_while_claimed()
+    assert plan.record(inst.id, attempt, WITHDRAWN, D + 31 * DAY)
+    # The worker that claimed it was paused just as it started the charge, which went through.
+    assert plan.record(inst.id, attempt, PAID, D + 31 * DAY)
+    assert inst.status is InstallmentStatus.PAID and inst.payment_id == "pay_x"
+    assert names(plan) == [InstallmentPaid.__name__] and plan.status is PlanStatus.CANCELLED
+    assert not plan.record(inst.id, attempt, PAID, D + 31 * DAY)
+
+    failed, inst, attempt = cancelled_while_claimed()
+    assert failed.record(inst.id, attempt, SHORT, D + 30 * DAY)
+    assert not failed.record(inst.id, attempt, PAID, D + 30 * DAY), (
+        "an attempt whose charge was recorded stays as recorded"
+    )
+    assert not failed.record(failed.installments[2].id, 0, PAID, D + 30 * DAY)
+
+
 def _failed_payment(decline_code: str, error: ErrorCode, raw_type: str = "card_error") -> Payment:
     attempt = Attempt(
         number=1,
@@ -377,3 +484,18 @@ def test_only_a_succeeded_payment_pays_and_an_unknown_one_is_left_unresolved():
     assert not judge_charge(payment).retry_later
     payment.status = PaymentStatus.SUCCEEDED
     assert judge_charge(payment).outcome is ChargeOutcome.PAID
+
+
+@pytest.mark.parametrize("status", [PaymentStatus.REFUNDED, PaymentStatus.PARTIALLY_REFUNDED])
+def test_a_charge_refunded_before_it_was_recorded_is_judged_paid(status):
+    payment = _failed_payment("", ErrorCode.NONE)
+    payment.status = status
+    assert judge_charge(payment).outcome is ChargeOutcome.PAID
+
+
+def test_a_charge_cancelled_before_it_was_recorded_failed_for_good():
+    payment = _failed_payment("", ErrorCode.NONE)
+    payment.status = PaymentStatus.CANCELLED
+    judged = judge_charge(payment)
+    assert (judged.outcome, judged.retry_later) == (ChargeOutcome.FAILED, False)
+    assert judged.error_code and judged.message == "the payment was cancelled"

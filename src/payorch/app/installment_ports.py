@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from payorch.app.ports import PaymentRepository
 from payorch.domain.installments import InstallmentPlan, InstallmentPolicy, PlanStatus
 from payorch.domain.webhook_delivery import DeliveryStatus, WebhookDelivery, WebhookEndpoint
 
@@ -138,6 +139,11 @@ class WebhookRepository(Protocol):
 class InstallmentUnitOfWork(Protocol):
     @property
     def plans(self) -> InstallmentPlanRepository: ...
+
+    @property
+    def payments(self) -> PaymentRepository:
+        """The payments of this transaction: to look up the charge an attempt made."""
+        ...
 
     @property
     def webhooks(self) -> WebhookRepository: ...

@@ -34,6 +34,8 @@ class SchedulerStats:
     errors: int = 0
     # Charges no processor could take (every breaker open): still due, after a pause.
     postponed: int = 0
+    # Claims given up uncharged: the plan was cancelled or breached before they started.
+    withdrawn: int = 0
 
     def add(self, other: SchedulerStats) -> None:
         for name in _FIELDS:
@@ -43,7 +45,16 @@ class SchedulerStats:
         return {name: getattr(self, name) for name in _FIELDS}
 
 
-_FIELDS = ("claimed", "reclaimed", "paid", "failed", "unresolved", "errors", "postponed")
+_FIELDS = (
+    "claimed",
+    "reclaimed",
+    "paid",
+    "failed",
+    "unresolved",
+    "errors",
+    "postponed",
+    "withdrawn",
+)
 
 
 class _GroupCommit:
@@ -223,6 +234,8 @@ class InstallmentScheduler:
     ) -> InstallmentPlan:
         # One failing installment never stops the batch: it stays claimed until its
         # lease runs out, then it is taken up again under the same attempt number.
+        # The plan returned is as stored now (recorded, else read again): the plan's next
+        # claim in this pass is charged from it, and must see a cancel made meanwhile.
         try:
             result = await self._charger.pay(plan, claim.installment_id, claim.attempt)
             if result.outcome is not ChargeOutcome.UNRESOLVED:
@@ -232,21 +245,28 @@ class InstallmentScheduler:
         except Exception:
             stats.errors += 1
             log.exception("charging installment %s failed", claim.installment_id)
-            try:
-                async with self._uow() as uow:  # its state is unknown now: read it again
-                    fresh = await uow.plans.get(claim.plan_id, None)
-            except Exception:
-                return plan
-            return fresh or plan
-        if result.outcome is ChargeOutcome.PAID:
+            return await self._read_again(plan)
+        if result.outcome is ChargeOutcome.UNRESOLVED:
+            stats.unresolved += 1
+            return await self._read_again(plan)
+        if result.outcome is ChargeOutcome.WITHDRAWN:
+            stats.withdrawn += 1
+        elif result.outcome is ChargeOutcome.PAID:
             stats.paid += 1
         elif plan.installment(claim.installment_id).status is InstallmentStatus.PENDING:
             stats.postponed += 1
-        elif result.outcome is ChargeOutcome.FAILED:
-            stats.failed += 1
         else:
-            stats.unresolved += 1
+            stats.failed += 1
         return plan
+
+    async def _read_again(self, plan: InstallmentPlan) -> InstallmentPlan:
+        try:
+            async with self._uow() as uow:
+                fresh = await uow.plans.get(plan.id, None)
+        except Exception:
+            log.exception("reading plan %s again failed", plan.id)
+            return plan
+        return fresh or plan
 
     async def run_forever(self, interval_s: float, stop: asyncio.Event | None = None) -> None:
         stop = stop or asyncio.Event()

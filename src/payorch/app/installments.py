@@ -22,7 +22,8 @@ from payorch.app.installment_ports import (
     InstallmentUnitOfWorkFactory,
 )
 from payorch.app.merchant_configs import MerchantConfigs
-from payorch.app.payments import PaymentService, RequestInProgress
+from payorch.app.payments import IdempotencyConflict, PaymentService, RequestInProgress
+from payorch.app.plan_builder import PlanRejected
 from payorch.app.ports import Clock, ConcurrentUpdate
 from payorch.domain.card_data import contains_card_number
 from payorch.domain.installments import (
@@ -40,7 +41,7 @@ from payorch.domain.installments import (
     split_evenly,
 )
 from payorch.domain.money import Money
-from payorch.domain.payment import PaymentStatus
+from payorch.domain.payment import Payment, PaymentStatus
 from payorch.domain.request import CoreRequest, RawPaymentRequest, parse_payment_request
 from payorch.domain.results import ErrorCode
 
@@ -173,9 +174,16 @@ class InstallmentCharger:
 
     async def pay(self, plan: InstallmentPlan, installment_id: str, attempt: int) -> ChargeResult:
         """The payment of attempt `attempt`, not yet recorded on the plan (unless it came
-        to nothing known: then the installment is held for a later look, same attempt)."""
+        to nothing known: then the installment is held for a later look, same attempt).
+
+        `plan` must be as stored after the claim: a plan that no longer charges
+        (cancelled, or in breach) makes no new charge; a charge this attempt already
+        started is looked up and judged, and one never started is WITHDRAWN."""
         inst = plan.installment(installment_id)
-        result = await self._pay(plan, inst, attempt)
+        if plan.may_charge(installment_id):
+            result = await self._pay(plan, inst, attempt)
+        else:
+            result = await self._started_only(plan, inst, attempt)
         if result.outcome is ChargeOutcome.UNRESOLVED:
             # Unknown or still running elsewhere: look again later, under the same attempt.
             async with self._uow() as uow:
@@ -185,29 +193,62 @@ class InstallmentCharger:
 
     async def _pay(self, plan: InstallmentPlan, inst: Installment, attempt: int) -> ChargeResult:
         try:
-            request = _charge_request(
-                plan.merchant_id,
-                plan.order_id,
-                plan.id,
-                inst.id,
-                attempt,
-                Money(inst.amount_minor, plan.currency),
-                plan.token,
-                plan.customer_id,
-                off_session=True,
-            )
+            request = self._request(plan, inst, attempt)
         except ValueError as exc:  # RequestRejected: nothing a retry could fix
-            return ChargeResult(
-                ChargeOutcome.FAILED,
-                "",
-                error_code=ErrorCode.INVALID_REQUEST.value,
-                message=str(exc),
-            )
+            return _rejected(ErrorCode.INVALID_REQUEST, exc)
         try:
             created = await self._payments.create(request, deadline_s=None)
         except RequestInProgress:
             return ChargeResult(ChargeOutcome.UNRESOLVED, "")
+        except PlanRejected as exc:
+            # The merchant's config no longer covers this charge (a currency dropped, a
+            # limit below the amount): no retry can succeed. It is refused before the
+            # idempotency gate, so this attempt's charge may have been made already.
+            started = await self._started_payment(plan, request)
+            if started is not None:
+                return judge_charge(started)
+            return _rejected(ErrorCode.INVALID_REQUEST, exc)
+        except IdempotencyConflict as exc:
+            # The request id holds a different payment: not this attempt's charge.
+            return _rejected(ErrorCode.IDEMPOTENCY_CONFLICT, exc)
         return judge_charge(created.payment)
+
+    async def _started_only(
+        self, plan: InstallmentPlan, inst: Installment, attempt: int
+    ) -> ChargeResult:
+        """What this attempt came to when the plan charges no more: the charge it already
+        started (replayed, never made anew), or WITHDRAWN when there is none."""
+        try:
+            request = self._request(plan, inst, attempt)
+        except ValueError:
+            return ChargeResult(ChargeOutcome.WITHDRAWN, "")  # no charge could be made of it
+        started = await self._started_payment(plan, request)
+        if started is None:
+            log.info("installment %s not charged: the plan is %s", inst.id, plan.status.value)
+            return ChargeResult(ChargeOutcome.WITHDRAWN, "")
+        return judge_charge(started)
+
+    async def _started_payment(self, plan: InstallmentPlan, request: CoreRequest) -> Payment | None:
+        """The payment this attempt's request made, if any (what create would replay)."""
+        async with self._uow() as uow:
+            payment = await uow.payments.get_by_request(plan.merchant_id, request.request_id)
+        if payment is None or payment.fingerprint != request.fingerprint():
+            return None
+        return payment
+
+    @staticmethod
+    def _request(plan: InstallmentPlan, inst: Installment, attempt: int) -> CoreRequest:
+        return _charge_request(
+            plan.merchant_id,
+            plan.order_id,
+            plan.id,
+            inst.id,
+            attempt,
+            Money(inst.amount_minor, plan.currency),
+            plan.token,
+            plan.customer_id,
+            off_session=True,
+        )
 
     async def record(
         self, plan: InstallmentPlan, installment_id: str, attempt: int, result: ChargeResult
@@ -255,6 +296,11 @@ class InstallmentCharger:
                 raise PlanNotFound(c.plan.id)
             out.append(await self.record(fresh, c.installment_id, c.attempt, c.result))
         return out
+
+
+def _rejected(code: ErrorCode, exc: Exception) -> ChargeResult:
+    """A charge refused before any processor saw it, for a reason no retry can change."""
+    return ChargeResult(ChargeOutcome.FAILED, "", error_code=code.value, message=str(exc)[:500])
 
 
 @dataclass(frozen=True, slots=True)

@@ -226,10 +226,12 @@ class WebhookDispatcher:
         self._wall = wall_clock
         self.worker_id = worker_id
         self._timeout_s = timeout_s
-        # Long enough for one request, so a live worker never loses its claim.
+        # Long enough for one request (and the address check before it), so a live
+        # worker never loses its claim: it claims no more than it sends at once, so no
+        # claimed delivery waits for a free slot while its lease runs.
         self._lease = timedelta(seconds=timeout_s * 3 + 5)
         self._batch = batch_size
-        self._concurrency = concurrency
+        self._claim = max(1, min(batch_size, concurrency))
         self._rng = rng or random.Random()
 
     async def run_once(self) -> DispatchStats:
@@ -243,24 +245,18 @@ class WebhookDispatcher:
             if handled < self._batch:
                 break
         seen: set[str] = set()
-        limit = asyncio.Semaphore(self._concurrency)
         while True:
             now = self._clock.now()
             async with self._uow() as uow:
                 jobs = await uow.webhooks.claim_deliveries(
-                    now=now, worker=self.worker_id, lease_until=now + self._lease, limit=self._batch
+                    now=now, worker=self.worker_id, lease_until=now + self._lease, limit=self._claim
                 )
                 await uow.commit()
             fresh = [j for j in jobs if j.delivery.id not in seen]
             if not fresh:
                 return stats
             seen.update(j.delivery.id for j in fresh)
-
-            async def one(job: DeliveryJob) -> None:
-                async with limit:
-                    await self._deliver(job, stats)
-
-            await asyncio.gather(*(one(j) for j in fresh))
+            await asyncio.gather(*(self._deliver(j, stats) for j in fresh))
 
     async def _deliver(self, job: DeliveryJob, stats: DispatchStats) -> None:
         d = job.delivery

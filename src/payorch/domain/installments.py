@@ -165,8 +165,11 @@ INSTALLMENT_TRANSITIONS: dict[InstallmentStatus, frozenset[InstallmentStatus]] =
             InstallmentStatus.PAID,
             InstallmentStatus.FAILED,
             InstallmentStatus.FAILED_FINAL,
-            # Still due: no processor could take the charge (an outage of ours).
+            # Still due: no processor could take the charge (an outage of ours), or the
+            # plan breached before its charge started (due again as it was).
             InstallmentStatus.PENDING,
+            # The plan was cancelled: its charge never started, or it failed.
+            InstallmentStatus.CANCELLED,
         }
     ),
     InstallmentStatus.FAILED: frozenset(
@@ -175,7 +178,9 @@ INSTALLMENT_TRANSITIONS: dict[InstallmentStatus, frozenset[InstallmentStatus]] =
     # Only a merchant's manual retry reopens a final failure.
     InstallmentStatus.FAILED_FINAL: frozenset({InstallmentStatus.PROCESSING}),
     InstallmentStatus.PAID: frozenset(),
-    InstallmentStatus.CANCELLED: frozenset(),
+    # Final, but money is never left unrecorded: a charge found to have gone through
+    # after its claim was given up as never started is recorded as paid.
+    InstallmentStatus.CANCELLED: frozenset({InstallmentStatus.PAID}),
 }
 
 PLAN_TRANSITIONS: dict[PlanStatus, frozenset[PlanStatus]] = {
@@ -262,6 +267,9 @@ class ChargeOutcome(enum.Enum):
     FAILED = "failed"
     # Still being worked on, or its answer was lost: look again later, never charge anew.
     UNRESOLVED = "unresolved"
+    # Never charged, and not to be: the plan stopped charging (cancelled or in breach)
+    # before this attempt's charge started. Gives the claim up; no charge is stored.
+    WITHDRAWN = "withdrawn"
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,12 +283,29 @@ class ChargeResult:
     retry_later: bool = False
 
 
+_CHARGED = frozenset(
+    {PaymentStatus.SUCCEEDED, PaymentStatus.REFUNDED, PaymentStatus.PARTIALLY_REFUNDED}
+)
+
+
 def judge_charge(payment: Payment) -> ChargeResult:
     """What a stored payment means for the installment it was charging."""
     step = payment.steps[-1] if payment.steps else None
     pid = step.processor_payment_id if step else ""
-    if payment.status is PaymentStatus.SUCCEEDED:
+    if payment.status in _CHARGED:
+        # A refund comes after the capture: the installment's charge went through.
         return ChargeResult(ChargeOutcome.PAID, payment.id, pid)
+    if payment.status is PaymentStatus.CANCELLED:
+        # Voided (by the merchant): nothing was taken, and nothing more will happen to it.
+        code = payment.final_error
+        return ChargeResult(
+            ChargeOutcome.FAILED,
+            payment.id,
+            pid,
+            (ErrorCode.UNMAPPED if code is ErrorCode.NONE else code).value,
+            "the payment was cancelled",
+            retry_later=False,
+        )
     if payment.status is PaymentStatus.REQUIRES_ACTION:
         # Off-session and the bank wants the customer: no retry can succeed without them.
         return ChargeResult(
@@ -475,6 +500,16 @@ class InstallmentPlan:
     def ladder(self) -> tuple[timedelta, ...]:
         return tuple(timedelta(days=d) for d in self.dunning_days)
 
+    def may_charge(self, installment_id: str) -> bool:
+        """Whether a new charge of this installment may be made now: on an active plan,
+        or on a plan in breach at the merchant's request (a manual retry). A cancelled
+        or breached plan otherwise charges nothing; a charge already started is only
+        looked up and recorded."""
+        if self.status is PlanStatus.ACTIVE:
+            return True
+        inst = self.installment(installment_id)
+        return self.status is PlanStatus.BREACH and inst.attempt_kind is AttemptKind.MANUAL
+
     # -- changing ------------------------------------------------------------------
     def _raise(self, event: DomainEvent) -> None:
         self.event_sequence += 1
@@ -506,10 +541,15 @@ class InstallmentPlan:
         """Apply what attempt `attempt` came to. False when it no longer applies (another
         worker recorded it already, or a later attempt started): recording is idempotent."""
         inst = self.installment(installment_id)
-        if inst.status is not InstallmentStatus.PROCESSING or inst.attempts != attempt:
+        if inst.attempts != attempt or result.outcome is ChargeOutcome.UNRESOLVED:
             return False
-        if result.outcome is ChargeOutcome.UNRESOLVED:
+        if inst.status is not InstallmentStatus.PROCESSING and not self._paid_after_withdrawal(
+            inst, attempt, result
+        ):
             return False
+        if result.outcome is ChargeOutcome.WITHDRAWN:
+            self._withdraw(inst, now)
+            return True
         inst.charges.append(
             InstallmentCharge(
                 attempt,
@@ -539,6 +579,11 @@ class InstallmentPlan:
                     result.payment_id,
                 )
             )
+        elif self.status is PlanStatus.CANCELLED:
+            # Nothing more is charged: no pause, no ladder, no retry announced.
+            inst._move(InstallmentStatus.CANCELLED)
+            inst.last_error_code, inst.last_error = result.error_code, result.message
+            inst.next_attempt_at = None
         elif (pause := self._outage_pause(inst, result, now)) is not None:
             inst._move(InstallmentStatus.PENDING)
             inst.last_error_code, inst.last_error = result.error_code, result.message
@@ -548,6 +593,33 @@ class InstallmentPlan:
         self.updated_at = now
         self._settle(inst)
         return True
+
+    def _paid_after_withdrawal(self, inst: Installment, attempt: int, result: ChargeResult) -> bool:
+        """A charge that went through for an attempt given up as never started (its
+        worker was paused past its lease just as it started the charge): money was
+        taken, so it is recorded, although the installment was cancelled meanwhile."""
+        return (
+            inst.status is InstallmentStatus.CANCELLED
+            and result.outcome is ChargeOutcome.PAID
+            and attempt > 0
+            and not any(c.attempt == attempt for c in inst.charges)
+        )
+
+    def _withdraw(self, inst: Installment, now: datetime) -> None:
+        """Give up a claim whose charge never started, because the plan stopped charging.
+        On a cancelled plan the installment is cancelled (its attempt number kept, so a
+        charge that still went through can be recorded). Otherwise (a breach) it is due
+        again as before its claim and the attempt number is given back: if the breach
+        heals, the next claim makes that attempt (or finds a charge made under it)."""
+        if self.status is PlanStatus.CANCELLED:
+            inst._move(InstallmentStatus.CANCELLED)
+            inst.next_attempt_at = None
+        else:
+            failed_before = inst.first_failed_at is not None
+            inst._move(InstallmentStatus.FAILED if failed_before else InstallmentStatus.PENDING)
+            inst.attempts -= 1
+        inst.claimed_by, inst.lease_until = "", None
+        self.updated_at = now
 
     def _outage_pause(
         self, inst: Installment, result: ChargeResult, now: datetime
@@ -629,8 +701,10 @@ class InstallmentPlan:
             self._raise(PlanBreached(self.id, self.order_id, changed.id, changed.last_error_code))
 
     def cancel(self, reason: str, now: datetime) -> None:
-        """Nothing more is charged. An installment being charged right now finishes (its
-        charge may already have gone through) and is recorded as it ends."""
+        """Nothing more is charged. An installment claimed right now stays `processing`:
+        its charge may already have started, and only its worker can tell. If it has,
+        it finishes and is recorded as it ends (a payment is announced, a failure is
+        not retried); if not, it is withdrawn (`cancelled`) and never charged."""
         if PlanStatus.CANCELLED not in PLAN_TRANSITIONS[self.status]:
             raise InvalidTransition(f"a {self.status.value} plan cannot be cancelled")
         for inst in self.installments:

@@ -4,6 +4,7 @@ transaction, SQLite's write lock shared in-process) with these repositories on i
 from __future__ import annotations
 
 from payorch.adapters.persistence.installments import SqlAlchemyInstallmentPlanRepository
+from payorch.adapters.persistence.repository import SqlAlchemyPaymentRepository
 from payorch.adapters.persistence.unit_of_work import (
     SqlAlchemyUnitOfWork,
     SqlAlchemyUnitOfWorkFactory,
@@ -14,6 +15,7 @@ from payorch.adapters.persistence.webhooks import SqlAlchemyWebhookRepository
 class SqlAlchemyInstallmentUnitOfWork:
     plans: SqlAlchemyInstallmentPlanRepository
     webhooks: SqlAlchemyWebhookRepository
+    payments: SqlAlchemyPaymentRepository
 
     def __init__(self, inner: SqlAlchemyUnitOfWork) -> None:
         self._inner = inner
@@ -23,6 +25,7 @@ class SqlAlchemyInstallmentUnitOfWork:
         conn = self._inner.connection
         self.plans = SqlAlchemyInstallmentPlanRepository(conn)
         self.webhooks = SqlAlchemyWebhookRepository(conn)
+        self.payments = self._inner.payments
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -303,7 +303,9 @@ class SqlAlchemyInstallmentPlanRepository:
         self, *, now: datetime, worker: str, lease_until: datetime, limit: int
     ) -> Sequence[Claim]:
         i = installments
-        # Its worker paused or died mid-charge: take it over first, same attempt.
+        # Its worker paused or died mid-charge: take it over first, same attempt. Whatever
+        # the plan's status: on a cancelled or breached plan the charger makes no new
+        # charge, it records the one already started or withdraws the claim.
         stale = await self._lock(
             select(i.c.id, i.c.plan_id, i.c.status)
             .where(i.c.status == _PROCESSING, i.c.lease_until <= now)

@@ -1,0 +1,184 @@
+"""A plan cancelled or breached while installments are claimed, on SQLite and PostgreSQL:
+nothing is charged anew, a charge already started is recorded, and no retry is promised."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select
+
+from payorch.adapters.persistence.tables import payments
+from payorch.app.plan_builder import PlanRejected
+from payorch.domain.installments import InstallmentStatus, PlanStatus
+from tests.integration.installment_helpers import (
+    create_plan,
+    installments_container,
+    move_to,
+    outbox,
+)
+
+LEASE = timedelta(seconds=120)
+
+
+@pytest.fixture
+async def container(database_url, clock):
+    c = await installments_container(database_url, clock)
+    yield c
+    await c.close()
+
+
+async def payments_of(container, installment_id: str) -> list[str]:
+    async with container.engine.connect() as conn:
+        rows = await conn.execute(
+            select(payments.c.request_id).where(
+                payments.c.request_id.like(f"inst_{installment_id}_%")
+            )
+        )
+        return sorted(r.request_id for r in rows)
+
+
+async def claim_one(app, clock, worker: str = "dead"):
+    async with app.uow() as uow:
+        (claim,) = await uow.plans.claim_due(
+            now=clock.now(), worker=worker, lease_until=clock.now() + LEASE, limit=1
+        )
+        await uow.commit()
+    return claim
+
+
+async def cancel_while_charging(container, plan_id: str, installment_id: str):
+    """Run a scheduler pass and cancel the plan while this installment's charge is in
+    flight (its payment not yet made); the pass's stats."""
+    real_create = container.payments.create
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def create(request, *, deadline_s):
+        if request.metadata.get("installment_id") == installment_id:
+            started.set()
+            await release.wait()
+        return await real_create(request, deadline_s=deadline_s)
+
+    container.payments.create = create
+    run = asyncio.create_task(container.installments.scheduler.run_once())
+    await started.wait()
+    await container.installments.plans.cancel(plan_id, "m_1", "customer returned the order")
+    release.set()
+    return await run
+
+
+async def test_a_claim_left_by_a_dead_worker_is_not_charged_after_the_plan_is_cancelled(
+    container, clock
+):
+    app = container.installments
+    plan = (await create_plan(container)).plan
+    second = plan.installments[1]
+    move_to(clock, second.due_at)
+    await claim_one(app, clock)  # its worker dies before charging
+    await app.plans.cancel(plan.id, "m_1", "order returned")
+
+    clock.advance(3600)
+    stats = await app.scheduler.run_once()
+
+    assert (stats.reclaimed, stats.withdrawn, stats.paid) == (1, 1, 0)
+    assert await payments_of(container, second.id) == []
+    assert container.simulated["simulated"].ledger.charges_total == 1, "the checkout only"
+    after = await app.plans.get(plan.id, None)
+    assert [i.status.value for i in after.installments] == ["paid", "cancelled", "cancelled"]
+    assert (await outbox(container, plan.id))[-1] == "PlanCancelled"
+    clock.advance(3600)
+    assert (await app.scheduler.run_once()).claimed == 0
+
+
+async def test_a_charge_started_before_the_cancel_is_replayed_and_recorded_not_made_again(
+    container, clock
+):
+    app = container.installments
+    plan = (await create_plan(container)).plan
+    second = plan.installments[1]
+    move_to(clock, second.due_at)
+    claim = await claim_one(app, clock)
+    read = await app.plans.get(plan.id, None)
+    # The worker charges, and dies before it records what the charge came to.
+    await app.charger.pay(read, claim.installment_id, claim.attempt)
+    await app.plans.cancel(plan.id, "m_1", "order returned")
+
+    clock.advance(3600)
+    stats = await app.scheduler.run_once()
+
+    assert (stats.reclaimed, stats.paid, stats.withdrawn) == (1, 1, 0)
+    assert await payments_of(container, second.id) == [f"inst_{second.id}_a1"]
+    assert container.simulated["simulated"].ledger.charges_total == 2
+    after = await app.plans.get(plan.id, None)
+    assert after.status is PlanStatus.CANCELLED
+    assert after.installments[1].status is InstallmentStatus.PAID
+    assert (await outbox(container, plan.id))[-2:] == ["PlanCancelled", "InstallmentPaid"]
+
+
+async def test_an_installment_claimed_behind_one_in_flight_is_not_charged_once_the_plan_is_cancelled(
+    container, clock
+):
+    app = container.installments
+    plan = (await create_plan(container)).plan
+    second, third = plan.installments[1], plan.installments[2]
+    move_to(clock, third.due_at)  # both due: one claim, charged one after the other
+
+    stats = await cancel_while_charging(container, plan.id, second.id)
+
+    assert (stats.claimed, stats.paid, stats.withdrawn) == (2, 1, 1)
+    assert await payments_of(container, third.id) == []
+    after = await app.plans.get(plan.id, None)
+    assert [i.status.value for i in after.installments] == ["paid", "paid", "cancelled"]
+
+
+async def test_an_installment_claimed_behind_one_that_breaches_the_plan_waits_for_the_breach_to_heal(
+    container, clock
+):
+    app = container.installments
+    plan = (await create_plan(container)).plan
+    second, third = plan.installments[1], plan.installments[2]
+    move_to(clock, third.due_at)
+    real_create = container.payments.create
+
+    async def refuse_second(request, *, deadline_s):
+        if request.metadata.get("installment_id") == second.id:
+            raise PlanRejected([("methods[0].method", "card is not enabled for merchant m_1")])
+        return await real_create(request, deadline_s=deadline_s)
+
+    container.payments.create = refuse_second
+    stats = await app.scheduler.run_once()
+
+    assert (stats.claimed, stats.failed, stats.withdrawn, stats.postponed) == (2, 1, 1, 0)
+    breached = await app.plans.get(plan.id, None)
+    assert breached.status is PlanStatus.BREACH
+    waiting = breached.installments[2]
+    assert (waiting.status, waiting.attempts) == (InstallmentStatus.PENDING, 0)
+    assert await payments_of(container, third.id) == []
+
+    container.payments.create = real_create
+    healed = await app.plans.retry_now(second.id, "m_1")
+    assert healed.status is PlanStatus.ACTIVE
+    stats = await app.scheduler.run_once()
+    assert (stats.claimed, stats.paid) == (1, 1)
+    done = await app.plans.get(plan.id, None)
+    assert done.status is PlanStatus.COMPLETED and done.installments[2].attempts == 1
+    assert await payments_of(container, third.id) == [f"inst_{third.id}_a1"]
+
+
+async def test_a_charge_failing_after_the_plan_was_cancelled_announces_no_retry(container, clock):
+    app = container.installments
+    token = "pm_card_offSessionDeclinedInsufficientFunds"
+    plan = (await create_plan(container, token=token)).plan
+    second = plan.installments[1]
+    move_to(clock, second.due_at)
+
+    stats = await cancel_while_charging(container, plan.id, second.id)
+
+    assert stats.failed == 1
+    inst = (await app.plans.get(plan.id, None)).installments[1]
+    assert (inst.status, inst.next_attempt_at) == (InstallmentStatus.CANCELLED, None)
+    assert inst.last_error_code == "insufficient_funds" and len(inst.charges) == 1
+    assert await outbox(container, plan.id) == ["PlanCreated", "InstallmentPaid", "PlanCancelled"]
+    clock.advance(30 * 86400)
+    assert (await app.scheduler.run_once()).claimed == 0

@@ -1,0 +1,187 @@
+"""The charger on in-memory fakes: what it makes of a plan that no longer charges, and of
+a charge the payments path refuses before any processor sees it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from payorch.adapters.clock import ManualClock
+from payorch.app.installments import InstallmentCharger
+from payorch.app.payments import CreateResult, IdempotencyConflict
+from payorch.app.plan_builder import PlanRejected
+from payorch.domain.installments import (
+    ChargeOutcome,
+    InstallmentPlan,
+    InstallmentStatus,
+    PlanStatus,
+)
+from payorch.domain.payment import Payment, PaymentStatus
+from payorch.domain.request import CoreRequest
+from tests.fakes.installments import FakeInstallmentUnitOfWork
+from tests.unit.test_installment_plan import new_plan
+
+START = ManualClock().now()
+DAY = timedelta(days=1)
+
+
+@dataclass
+class FakePayments:
+    """PaymentService.create and its (merchant, request_id) gate; `refuse` raises instead."""
+
+    stored: dict[tuple[str, str], Payment] = field(default_factory=dict)
+    refuse: Exception | None = None
+    status: PaymentStatus = PaymentStatus.SUCCEEDED
+    created: list[str] = field(default_factory=list)
+
+    async def create(self, request: CoreRequest, *, deadline_s: float | None) -> CreateResult:
+        if self.refuse is not None:
+            raise self.refuse
+        key = (request.merchant_id, request.request_id)
+        if key in self.stored:
+            return CreateResult(self.stored[key], replayed=True)
+        self.created.append(request.request_id)
+        payment = Payment(
+            id=f"pay_{len(self.stored) + 1}",
+            merchant_id=request.merchant_id,
+            request_id=request.request_id,
+            fingerprint=request.fingerprint(),
+            currency=request.amount.currency,
+            amount_minor=request.amount.amount_minor,
+            steps=[],
+            created_at=START,
+            updated_at=START,
+            status=self.status,
+        )
+        self.stored[key] = payment
+        return CreateResult(payment, replayed=False)
+
+    async def get_by_request(self, merchant_id: str, request_id: str) -> Payment | None:
+        return self.stored.get((merchant_id, request_id))
+
+
+@dataclass
+class FakePlans:
+    plan: InstallmentPlan
+    held: list[tuple[str, int]] = field(default_factory=list)
+
+    async def save(self, plan: InstallmentPlan) -> None:
+        self.plan = plan
+        plan.pending_events.clear()
+
+    async def get(self, plan_id: str, merchant_id: str | None) -> InstallmentPlan | None:
+        return self.plan
+
+    async def hold(self, installment_id: str, attempt: int, until: Any) -> None:
+        self.held.append((installment_id, attempt))
+
+
+class Setup:
+    def __init__(self) -> None:
+        self.clock = ManualClock()
+        self.plan = new_plan()  # its first installment paid on ManualClock's first day
+        self.payments = FakePayments()
+        self.plans = FakePlans(self.plan)
+        self.charger = InstallmentCharger(
+            lambda: FakeInstallmentUnitOfWork(plans=self.plans, payments=self.payments),
+            self.payments,
+            self.clock,
+        )
+
+    def claim(self, seq: int) -> tuple[str, int]:
+        """What the scheduler's claim does to installment `seq` (in SQL, there)."""
+        inst = self.plan.installments[seq - 1]
+        inst._move(InstallmentStatus.PROCESSING)
+        inst.attempts += 1
+        return inst.id, inst.attempts
+
+
+@pytest.fixture
+def s() -> Setup:
+    return Setup()
+
+
+async def test_a_charge_the_merchants_config_refuses_fails_for_good_with_its_reason(s):
+    s.payments.refuse = PlanRejected(
+        [("methods[0].amount", "3334 is above the card maximum 3333")], "policy/limits"
+    )
+    inst_id, attempt = s.claim(2)
+
+    result, plan = await s.charger.charge(s.plan, inst_id, attempt)
+
+    assert (result.outcome, result.retry_later) == (ChargeOutcome.FAILED, False)
+    inst = plan.installment(inst_id)
+    assert inst.status is InstallmentStatus.FAILED_FINAL and plan.status is PlanStatus.BREACH
+    assert inst.last_error_code == "invalid_request"
+    assert "above the card maximum" in inst.last_error
+    assert s.plans.held == [], "not left to be looked at again"
+
+
+async def test_a_request_id_holding_a_different_payment_fails_for_good(s):
+    s.payments.refuse = IdempotencyConflict("inst_x_a1", "amount")
+    inst_id, attempt = s.claim(2)
+
+    result, plan = await s.charger.charge(s.plan, inst_id, attempt)
+
+    assert (result.outcome, result.error_code) == (ChargeOutcome.FAILED, "idempotency_conflict")
+    assert plan.installment(inst_id).status is InstallmentStatus.FAILED_FINAL
+
+
+async def test_a_refused_attempt_whose_charge_was_made_before_is_judged_by_that_payment(s):
+    inst_id, attempt = s.claim(2)
+    await s.charger.pay(s.plan, inst_id, attempt)  # charged, then the worker died
+    s.payments.refuse = PlanRejected([("currency", "EUR is not accepted by merchant m_1")])
+
+    result, plan = await s.charger.charge(s.plan, inst_id, attempt)
+
+    assert result.outcome is ChargeOutcome.PAID
+    assert plan.installment(inst_id).status is InstallmentStatus.PAID
+
+
+async def test_a_cancelled_plan_makes_no_new_charge_and_withdraws_a_claim_never_started(s):
+    inst_id, attempt = s.claim(2)
+    s.plan.cancel("order returned", s.clock.now())
+
+    result, plan = await s.charger.charge(s.plan, inst_id, attempt)
+
+    assert result.outcome is ChargeOutcome.WITHDRAWN
+    assert s.payments.created == []
+    assert plan.installment(inst_id).status is InstallmentStatus.CANCELLED
+
+
+async def test_a_cancelled_plan_records_the_charge_its_attempt_had_started(s):
+    inst_id, attempt = s.claim(2)
+    s.payments.status = PaymentStatus.PROCESSING
+    await s.charger.pay(s.plan, inst_id, attempt)  # started; its answer is not in yet
+    s.plan.cancel("order returned", s.clock.now())
+    created = list(s.payments.created)
+
+    result, _ = await s.charger.charge(s.plan, inst_id, attempt)
+    assert result.outcome is ChargeOutcome.UNRESOLVED, "still running: looked at again later"
+    s.payments.stored[("m_1", created[0])].status = PaymentStatus.SUCCEEDED
+    result, plan = await s.charger.charge(s.plan, inst_id, attempt)
+
+    assert result.outcome is ChargeOutcome.PAID
+    assert s.payments.created == created, "replayed, never made anew"
+    assert plan.installment(inst_id).status is InstallmentStatus.PAID
+
+
+async def test_a_breached_plan_charges_only_what_the_merchant_retries(s):
+    s.payments.status = PaymentStatus.FAILED
+    inst2, attempt2 = s.claim(2)
+    await s.charger.charge(s.plan, inst2, attempt2)
+    assert s.plan.status is PlanStatus.BREACH
+    inst3, attempt3 = s.claim(3)
+
+    result, _ = await s.charger.charge(s.plan, inst3, attempt3)
+    assert result.outcome is ChargeOutcome.WITHDRAWN
+    assert s.plan.installment(inst3).status is InstallmentStatus.PENDING
+
+    s.payments.status = PaymentStatus.SUCCEEDED
+    now = s.clock.now()
+    attempt = s.plan.start_manual_retry(inst2, worker="w", lease_until=now + DAY, now=now)
+    result, plan = await s.charger.charge(s.plan, inst2, attempt)
+    assert result.outcome is ChargeOutcome.PAID and plan.status is PlanStatus.ACTIVE

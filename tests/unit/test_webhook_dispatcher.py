@@ -1,0 +1,105 @@
+"""The dispatcher on in-memory fakes: a delivery it claimed is sent while its claim holds."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from datetime import datetime
+
+import pytest
+
+from payorch.adapters.clock import ManualClock
+from payorch.app.installment_ports import DeliveryJob, SendResult
+from payorch.app.ports import ConcurrentUpdate
+from payorch.app.webhook_delivery import WebhookDispatcher
+from payorch.domain.webhook_delivery import WebhookDelivery
+from tests.fakes.installments import FakeInstallmentUnitOfWork
+
+
+class FakeWebhooks:
+    """Deliveries claimed like the SQL repository claims them: due, pending, lease over."""
+
+    def __init__(self, deliveries: list[WebhookDelivery]) -> None:
+        self.rows = {d.id: d for d in deliveries}
+
+    async def fan_out(self, *, now: datetime, limit: int) -> int:
+        return 0
+
+    async def claim_deliveries(
+        self, *, now: datetime, worker: str, lease_until: datetime, limit: int
+    ) -> list[DeliveryJob]:
+        due = [
+            d
+            for d in self.rows.values()
+            if d.pending
+            and d.next_attempt_at is not None
+            and d.next_attempt_at <= now
+            and (d.lease_until is None or d.lease_until <= now)
+        ][:limit]
+        for d in due:
+            d.claimed_by, d.lease_until, d.version = worker, lease_until, d.version + 1
+        return [DeliveryJob(dataclasses.replace(d), "https://example.com/", "whsec_x") for d in due]
+
+    async def get_delivery(self, delivery_id: str, merchant_id: str | None) -> WebhookDelivery:
+        return dataclasses.replace(self.rows[delivery_id])
+
+    async def save_delivery(self, delivery: WebhookDelivery) -> None:
+        if self.rows[delivery.id].version != delivery.version:
+            raise ConcurrentUpdate(delivery.id)
+        delivery.version += 1
+        self.rows[delivery.id] = dataclasses.replace(delivery)
+
+
+class SlowSender:
+    """Every request takes the whole timeout and the address check: 15 s of the clock."""
+
+    def __init__(self, clock: ManualClock, webhooks: FakeWebhooks) -> None:
+        self.clock, self.webhooks = clock, webhooks
+        self.late: list[str] = []
+
+    async def check_url(self, url: str) -> None:
+        return None
+
+    async def send(self, url, *, secret, webhook_id, timestamp, body, timeout_s) -> SendResult:
+        lease = self.webhooks.rows[webhook_id].lease_until
+        if lease is None or self.clock.now() >= lease:
+            self.late.append(webhook_id)  # another dispatcher could have claimed it now
+        await asyncio.sleep(0)  # the requests in flight start together
+        self.clock.advance(15)
+        return SendResult(200)
+
+
+@pytest.mark.parametrize(("concurrency", "batch_size"), [(1, 100), (16, 100), (4, 3)])
+async def test_every_delivery_is_sent_while_its_claim_still_holds(concurrency, batch_size):
+    clock = ManualClock()
+    webhooks = FakeWebhooks(
+        [
+            WebhookDelivery(
+                id=f"evt_{n}",
+                endpoint_id="we_1",
+                merchant_id="m_1",
+                event_id=f"evt_{n}",
+                event_type="installment.paid",
+                body="{}",
+                created_at=clock.now(),
+                next_attempt_at=clock.now(),
+            )
+            for n in range(40)
+        ]
+    )
+    sender = SlowSender(clock, webhooks)
+    dispatcher = WebhookDispatcher(
+        lambda: FakeInstallmentUnitOfWork(webhooks=webhooks),
+        sender,
+        clock,
+        wall_clock=clock,
+        worker_id="A",
+        timeout_s=10,
+        batch_size=batch_size,
+        concurrency=concurrency,
+    )
+
+    stats = await dispatcher.run_once()
+
+    assert stats.delivered == 40
+    assert sender.late == []
