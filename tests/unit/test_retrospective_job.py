@@ -77,3 +77,37 @@ async def test_a_restarted_job_goes_on_from_the_last_report_written(tmp_path):
     again, _ = job(tmp_path, clock, store)  # a new process, the same directory
     assert again.next_due() == START + timedelta(days=14)
     assert await again.run_due() is None
+
+
+async def test_reports_tile_time_when_polls_come_late_after_a_restart(tmp_path):
+    clock, store = ManualClock(START), SeedStore()
+    first, _ = job(tmp_path, clock, store)
+    await first.run_due()
+
+    clock.advance(2 * 86400 + 40 * 60)  # restarted at 00:40, polling hourly from then
+    again, _ = job(tmp_path, clock, store)
+    for _ in range(24 * 13):
+        await again.run_due()
+        clock.advance(3600)
+
+    assert store.windows == [
+        (START - timedelta(days=14), START),
+        (START, START + timedelta(days=14)),
+    ]
+
+
+async def test_a_job_down_across_several_due_dates_writes_one_report_per_period_missed(tmp_path):
+    clock, store = ManualClock(START), SeedStore()
+    j, archive = job(tmp_path, clock, store)
+    await j.run_due()
+
+    clock.advance(30 * 86400)  # down for 30 days: two periods due
+    where = await j.run_due()
+
+    assert where is not None and where.endswith("retrospective-20260329T000000Z.yaml")
+    assert store.windows[1:] == [
+        (START, START + timedelta(days=14)),
+        (START + timedelta(days=14), START + timedelta(days=28)),
+    ]
+    assert archive.latest() == START + timedelta(days=28)
+    assert await j.run_due() is None

@@ -48,15 +48,29 @@ class RetrospectiveJob:
         return None if latest is None else latest + self._every
 
     async def run_due(self) -> str | None:
-        """Write the report if one is due; where it went, or None."""
+        """Write the reports that are due; where the last one went, or None.
+
+        The first covers the `window` before now. Each later one starts where the one
+        before it ended and ends `every` after that, so the reports tile time: a poll
+        that comes late, a restart, or days down across a due date leave no gap (after
+        a long outage one report is written for each period missed)."""
         now = self._clock.now()
-        due = self.next_due()
-        if due is not None and now < due:
-            return None
-        report = await self._reports.build_retrospective(since=now - self._window, until=now)
-        where = self._archive.write(now, report.to_yaml())
+        latest = self._archive.latest()
+        if latest is None:
+            return await self._write(now - self._window, now)
+        where = None
+        while latest + self._every <= now:
+            where = await self._write(latest, latest + self._every)
+            latest += self._every
+        return where
+
+    async def _write(self, since: datetime, until: datetime) -> str:
+        report = await self._reports.build_retrospective(since=since, until=until)
+        where = self._archive.write(until, report.to_yaml())
         log.info(
-            "retrospective written to %s: %d contract(s), %d escalation(s)",
+            "retrospective of %s to %s written to %s: %d contract(s), %d escalation(s)",
+            since.isoformat(),
+            until.isoformat(),
             where,
             len(report.entries),
             len(report.escalations),
