@@ -94,6 +94,20 @@ def test_redaction_removes_every_card_number() -> None:
     assert redacted == f"a {MARKER} b {MARKER} c"
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("4242 4242 4242 4242 4000 0566 5566 5556", f"{MARKER} {MARKER}"),
+        ("4242424242424242-4000056655665556", f"{MARKER}-{MARKER}"),
+        ("4242-4242-4242-4242-378282246310005", f"{MARKER}-{MARKER}"),
+        ("x 4242 4242 4242 4242 12 27 5555 5555 5555 4444 y", f"x {MARKER} 12 27 {MARKER} y"),
+    ],
+)
+def test_redaction_removes_every_card_number_of_one_digit_run(text: str, expected: str) -> None:
+    assert redact_card_numbers(text) == expected
+    assert not contains_card_number(redact_card_numbers(text))
+
+
 def test_redaction_leaves_amounts_and_invalid_numbers_alone() -> None:
     text = "amount 1999, ref 4242424242424241, date 2026-01-31"
     assert redact_card_numbers(text) == text

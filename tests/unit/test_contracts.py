@@ -73,6 +73,15 @@ def test_a_violation_never_keeps_card_digits_keys_or_line_breaks():
     assert v.severity is Severity.CRITICAL and v.owner == CATALOG["input/card_number"].owner
 
 
+def test_a_violation_keeps_no_card_of_a_digit_run_holding_two():
+    two = "4242424242424242-4000056655665556"
+    v = new_violation(
+        "cv_1", "input/malformed", message=f"sent {two}", request_id=two, merchant_id="", at=T0
+    )
+    for text in (v.message, v.request_id):
+        assert "4242" not in text and "5556" not in text
+
+
 def test_a_violation_message_is_bounded():
     v = new_violation(
         "cv_1", "input/amount", message="x" * 5000, request_id="", merchant_id="", at=T0

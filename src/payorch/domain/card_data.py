@@ -37,12 +37,14 @@ def _glued(text: str, start: int, end: int) -> bool:
 
 def _card_spans(text: str) -> list[tuple[int, int]]:
     """Spans of `text` holding a Luhn-valid 13-19 digit number: one unseparated run, or
-    consecutive short groups of a run (a card followed by a CVC or an expiry, say)."""
+    consecutive short groups of a run (a card followed by a CVC or an expiry, say).
+    Every one of them, also when one run holds several cards."""
     spans = []
     for match in _DIGIT_RUN.finditer(text):
         run = match.group(0)
         groups = [(m.start(), m.end()) for m in _DIGITS.finditer(run)]
-        for i in range(len(groups)):
+        i = 0
+        while i < len(groups):
             first = groups[i][1] - groups[i][0]
             start, end = match.start() + groups[i][0], match.start() + groups[i][1]
             inside_token = (
@@ -54,7 +56,8 @@ def _card_spans(text: str) -> list[tuple[int, int]]:
                 and luhn_valid(run[groups[i][0] : groups[i][1]])
             ):
                 spans.append((match.start() + groups[i][0], match.start() + groups[i][1]))
-                break
+                i += 1
+                continue
             digits, hit = "", None
             for j in range(i, len(groups)):
                 start, end = match.start() + groups[j][0], match.start() + groups[j][1]
@@ -67,8 +70,11 @@ def _card_spans(text: str) -> list[tuple[int, int]]:
                     hit = (match.start() + groups[i][0], match.start() + groups[j][1])
                     break
             if hit:
+                # The run goes on after this card: another may follow it.
                 spans.append(hit)
-                break
+                i = j + 1
+            else:
+                i += 1
     return spans
 
 
