@@ -692,6 +692,27 @@ def test_a_card_number_in_any_field_is_refused_and_never_echoed(
     assert fields["request_id"] not in [p.request_id for p in all_payments(stub, server)]
 
 
+def test_a_request_of_800_kb_of_digit_groups_never_holds_the_server(server, stub):
+    # The card scan on "1 1 1 ..." used to hold the event loop ~21 s for this request.
+    outcome: dict[str, Any] = {}
+
+    def attack() -> None:
+        err = failure(lambda: pay(stub, server, request_id="1 " * 400_000))
+        outcome["code"], outcome["fields"] = err.code(), field_violations(err)
+
+    thread = threading.Thread(target=attack)
+    thread.start()
+    thread.join(0.5)  # sent and being read: the health check comes while it is handled
+    started = dt.datetime.now()
+    with server.channel() as ch:
+        health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=20)
+    waited = (dt.datetime.now() - started).total_seconds()
+    thread.join(30)
+    assert outcome["code"] == grpc.StatusCode.INVALID_ARGUMENT
+    assert "request_id" in outcome["fields"]
+    assert waited < 1.0
+
+
 def test_after_card_attempts_no_card_number_is_stored_or_logged(server, stub):
     # Runs after the card tests of this module (file order), on the same server.
     pay(stub, server, metadata={"order": "1234", "amount": "1999"})  # ordinary digits stay

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import time
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -9,6 +12,7 @@ from hypothesis import strategies as st
 from payorch.domain.card_data import (
     _ascii_digits,
     _card_spans,
+    clip,
     contains_card_number,
     luhn_valid,
     redact_card_numbers,
@@ -134,6 +138,83 @@ def test_card_number_in_non_ascii_digits_is_detected() -> None:
 _SCAN_ALPHABET = "0123456789 -ab_.٣٤５"
 
 
+def _reference_contains(text: str) -> bool:
+    """The scan as the rules say it, the slow way: every run of digit groups, every
+    stretch of its groups, summed from scratch."""
+    text = _ascii_digits(text)
+    for run in re.finditer(r"[0-9]+(?:[ -][0-9]+)*", text):
+        groups = [
+            (run.start() + g.start(), run.start() + g.end())
+            for g in re.finditer(r"[0-9]+", run.group())
+        ]
+        for i, (start, end) in enumerate(groups):
+            left = start > 0 and text[start - 1].isalpha()
+            right = end < len(text) and text[end].isalpha()
+            if 13 <= end - start <= 19 and not (left and right) and luhn_valid(text[start:end]):
+                return True
+            digits = ""
+            for g_start, g_end in groups[i:]:
+                glued = (g_start > 0 and text[g_start - 1].isalpha()) or (
+                    g_end < len(text) and text[g_end].isalpha()
+                )
+                if g_end - g_start > 6 or glued:
+                    break
+                digits += text[g_start:g_end]
+                if 13 <= len(digits) <= 19 and luhn_valid(digits):
+                    return True
+    return False
+
+
+def _check_digit(body: str) -> str:
+    return next(d for d in "0123456789" if luhn_valid(body + d))
+
+
+@st.composite
+def _numbers(draw: st.DrawFn) -> str:
+    """A Luhn-valid 13-19 digit number, whole or in groups of 1-6 digits."""
+    body = draw(st.text(alphabet="0123456789", min_size=12, max_size=18))
+    digits = body + _check_digit(body)
+    sizes = draw(st.lists(st.integers(1, 6), min_size=1, max_size=19))
+    if draw(st.booleans()):
+        return digits
+    groups, at = [], 0
+    for size in sizes * 19:
+        if at >= len(digits):
+            break
+        groups.append(digits[at : at + size])
+        at += size
+    return draw(st.sampled_from(" -")).join(groups)
+
+
+# Text made of digit groups, separators, letters and card numbers, in any order.
+_PIECES = st.one_of(
+    st.text(alphabet="0123456789", min_size=1, max_size=20),
+    st.sampled_from([" ", "-", "  ", " -", "a", "F", "x", "exp", "_", ".", "٣", "５"]),
+    _numbers(),
+)
+_TEXTS = st.lists(_PIECES, max_size=12).map("".join) | st.text(alphabet=_SCAN_ALPHABET, max_size=60)
+
+
+@settings(max_examples=1000)
+@given(_TEXTS)
+def test_the_scan_finds_what_the_slow_reference_finds(text: str) -> None:
+    assert contains_card_number(text) is _reference_contains(text)
+    redacted = redact_card_numbers(text)
+    assert not _reference_contains(redacted)
+    # Only card digits go: what is left around the markers is the text as it was.
+    kept = redacted.split(MARKER)
+    assert all(piece in _ascii_digits(text) for piece in kept)
+
+
+@pytest.mark.parametrize("text", ["1 " * 200_000, "12-" * 130_000, "1" + " 1" * 12 + "x"])
+def test_the_scan_takes_time_linear_in_the_text(text: str) -> None:
+    # Runs of short groups made the scan quadratic-ish: 17 s for "1 " * 500_000.
+    started = time.perf_counter()
+    contains_card_number(text)
+    redact_card_numbers(text)
+    assert time.perf_counter() - started < 2.0
+
+
 @settings(max_examples=500)
 @given(st.text(alphabet=_SCAN_ALPHABET, max_size=60))
 def test_the_quick_rejection_agrees_with_the_full_scan(text: str) -> None:
@@ -142,3 +223,40 @@ def test_the_quick_rejection_agrees_with_the_full_scan(text: str) -> None:
     full = bool(_card_spans(_ascii_digits(text)))
     assert contains_card_number(text) is full
     assert (redact_card_numbers(text) != _ascii_digits(text)) is full
+
+
+def _not_luhn(body: str) -> str:
+    """body and one more digit, so that the whole fails Luhn."""
+    return body + next(d for d in "0123456789" if not luhn_valid(body + d))
+
+
+def test_clipping_never_cuts_a_number_into_a_card_number() -> None:
+    # 17 digits that fail Luhn; their first 16 are a Visa test card.
+    text = "x" * 184 + _not_luhn("4000056655665556")
+    assert not contains_card_number(text)
+    assert contains_card_number(text[:200])  # what a plain cut makes
+    assert clip(text, 200) == "x" * 184
+
+
+@pytest.mark.parametrize(
+    ("text", "limit", "expected"),
+    [
+        ("short", 10, "short"),
+        ("abc 123 456", 9, "abc 123 "),  # cut through a group: the group goes
+        ("abc 123 456", 8, "abc 123 "),
+        ("abc 123 456", 7, "abc 123"),  # cut after a whole group, before a space
+        ("abc 123abc", 7, "abc "),  # cut between digits and the letters stuck to them
+        ("abcdef", 3, "abc"),
+    ],
+)
+def test_clipping_cuts_ordinary_text_where_asked(text: str, limit: int, expected: str) -> None:
+    assert clip(text, limit) == expected
+
+
+@settings(max_examples=1000)
+@given(_TEXTS, st.integers(0, 80))
+def test_clipping_text_without_a_card_number_never_makes_one(text: str, limit: int) -> None:
+    clipped = clip(text, limit)
+    assert len(clipped) <= limit and text.startswith(clipped)
+    if not contains_card_number(text):
+        assert not contains_card_number(clipped)

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from payorch.domain.card_data import contains_card_number, luhn_valid
 from payorch.domain.money import Currency
 from payorch.domain.payment import MethodType
 from payorch.domain.request import (
@@ -236,6 +237,77 @@ def test_rejection_for_a_card_number_never_repeats_its_digits(overrides: dict[st
     for pan in (PAN, PAN_SPACED.replace(" ", "")):
         assert pan not in digits_only
         assert pan[:4] not in " ".join(texts)
+
+
+SLOW = "1 " * 100_000  # 200 KB of one-digit groups: the card scan's hardest text
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field", "contract"),
+    [
+        ({"merchant_id": SLOW}, "merchant_id", "input/merchant"),
+        ({"request_id": SLOW}, "request_id", "input/request_id"),
+        ({"currency": SLOW}, "currency", "input/currency"),
+        ({"amount_minor": None, "amount_decimal": SLOW}, "amount", "input/amount"),
+        ({"payment_method": SLOW}, "payment_method", "input/payment_method"),
+        ({"method": SLOW}, "method", "input/method"),
+        ({"customer_id": SLOW}, "customer_id", "input/customer"),
+        ({"metadata": {"note": SLOW}}, "metadata[note]", "input/metadata"),
+        ({"metadata": {SLOW: "x"}}, "metadata", "input/metadata"),
+        (
+            {"methods": [RawMethodInput(method=SLOW, token="pm_card_visa")]},
+            "methods[0].method",
+            "input/method",
+        ),
+        ({"methods": [RawMethodInput(token=SLOW)]}, "methods[0].token", "input/payment_method"),
+    ],
+)
+def test_a_field_longer_than_any_valid_value_is_refused_for_its_length_unscanned(
+    overrides: dict[str, Any], field: str, contract: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import payorch.domain.request as request_module
+
+    scanned: list[int] = []
+
+    def scan(text: str) -> bool:
+        scanned.append(len(text))
+        return contains_card_number(text)
+
+    monkeypatch.setattr(request_module, "contains_card_number", scan)
+    issues = rejected(**overrides)
+    assert (field, contract) in [(i.field, i.contract_id) for i in issues]
+    assert max(scanned) < 1000
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"currency": PAN + "x" * 20},
+        {"method": PAN + "x" * 40},
+        {"amount_minor": None, "amount_decimal": PAN + "9" * 40},
+    ],
+)
+def test_an_over_long_field_is_never_quoted_back(overrides: dict[str, Any]) -> None:
+    issues = rejected(**overrides)
+    assert PAN not in " ".join(f"{i.field} {i.message}" for i in issues)
+
+
+def _not_luhn(body: str) -> str:
+    return body + next(d for d in "0123456789" if not luhn_valid(body + d))
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"currency": _not_luhn(PAN)},  # quoted back up to 16 characters
+        {"method": "x" * 16 + _not_luhn(PAN)},  # up to 32
+        {"amount_minor": None, "amount_decimal": "x" * 16 + _not_luhn(PAN)},
+    ],
+)
+def test_a_value_quoted_back_is_never_cut_into_a_card_number(overrides: dict[str, Any]) -> None:
+    issues = rejected(**overrides)
+    assert [i.contract_id for i in issues] != ["input/card_number"]
+    assert not contains_card_number(" ".join(i.message for i in issues))
 
 
 def test_all_fatal_issues_are_reported_together() -> None:
