@@ -674,6 +674,18 @@ CARD_FIELDS: list[Any] = [
         "m_1", {"metadata": {"note": "４０００ ０５６６ ５５６６ ５５５６"}}, "metadata",
         id="metadata-fullwidth-digits",
     ),
+    pytest.param(
+        "m_1", {"metadata": {"note": "card 4242 4242 4242 4242exp 12/25"}}, "metadata",
+        id="metadata-card-stuck-to-a-word",
+    ),
+    pytest.param(
+        "m_1", {"metadata": {"note": "Visa4242-4242-4242-4242"}}, "metadata",
+        id="metadata-word-stuck-to-a-card",
+    ),
+    pytest.param(
+        "m_1", {"payment_method": "pm_x4000056655665556x"}, "payment_method",
+        id="payment_method-card-inside-a-token",
+    ),
 ]  # fmt: skip
 
 

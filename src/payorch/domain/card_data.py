@@ -23,6 +23,9 @@ _RUN = re.compile(r"(?<![0-9])(?=[0-9](?:[ -]?[0-9]){12})[0-9]+(?:[ -][0-9]+)*")
 _SEPARATOR = re.compile(r"[ -]")
 _LONG_GROUP = re.compile(r"(?<![0-9])[0-9]{13,19}(?![0-9])")
 _NO_SEPARATORS = str.maketrans("", "", " -")
+# Hex digits to the end of a word (letters and digits): matched from a position, it
+# tells whether the word from there on holds only hex digits.
+_HEX_WORD = re.compile(r"[0-9A-Fa-f]*+(?![^\W_])")
 # A digit's part of the Luhn sum, as is and doubled (a byte per digit).
 _VALUE = bytes.maketrans(b"0123456789", bytes(range(10)))
 _DOUBLED = bytes.maketrans(b"0123456789", bytes([0, 2, 4, 6, 8, 1, 3, 5, 7, 9]))
@@ -76,31 +79,50 @@ def _luhn_prefixes(digits: str) -> tuple[bytes, bytes]:
     )
 
 
-def _glued(text: str, start: int, end: int) -> tuple[bool, bool]:
-    """Whether text[start:end] touches a letter on its left, and on its right."""
-    return (
-        start > 0 and text[start - 1].isalpha(),
-        end < len(text) and text[end].isalpha(),
-    )
+class _Text:
+    """The text scanned, and the same reversed, to read the word before a position."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self._reversed = ""
+
+    def in_hex_word(self, start: int, end: int) -> tuple[bool, bool]:
+        """Whether text[start:end] is stuck to letters on its left, and on its right,
+        and the word they make with it holds only hex digits (0-9, a-f, A-F)."""
+        text = self.text
+        left = start > 0 and text[start - 1].isalpha()
+        if left:
+            self._reversed = self._reversed or text[::-1]
+            left = _HEX_WORD.match(self._reversed, len(text) - start) is not None
+        right = end < len(text) and text[end].isalpha()
+        if right:
+            right = _HEX_WORD.match(text, end) is not None
+        return left, right
 
 
-def _run_spans(text: str, start: int, run: str, spans: list[tuple[int, int]]) -> None:
+def _run_spans(scanned: _Text, start: int, run: str, spans: list[tuple[int, int]]) -> None:
     """Append the card spans of `run`, found at text[start:]: every group of 13-19
     digits that passes Luhn, and every shortest stretch of groups of at most
-    MAX_CARD_GROUP digits that holds 13-19 digits and passes Luhn."""
+    MAX_CARD_GROUP digits that holds 13-19 digits and passes Luhn.
+
+    Letters next to a number hide nothing (`Visa4242-4242-4242-4242`,
+    `4242 4242 4242 4242exp`, `pm_x4000056655665556x`), except the other digits of a
+    hex word (a hex id, a UUID's groups): a number with hex letters on both sides, and
+    a group that hex letters stick to at either end of the run, are part of that word.
+    """
     groups = _SEPARATOR.split(run)
     n = len(groups)
-    glued_left, glued_right = _glued(text, start, start + len(run))
+    glued_left, glued_right = scanned.in_hex_word(start, start + len(run))
     # Digit offsets: group k holds digits bounds[k]:bounds[k + 1], and starts at
     # text[start + bounds[k] + k] (one separator before each group but the first).
     lengths = list(map(len, groups))
     bounds = list(accumulate(lengths, initial=0))
     if (glued_left and glued_right) and n == 1:
-        return  # one number inside a token (a hex id), not a card
+        return  # one number inside a hex word (a hex id), not a card
     for long in _LONG_GROUP.finditer(run):
         if luhn_valid(long.group(0)):
             spans.append((start + long.start(), start + long.end()))
-    # A group stuck to letters is part of a token (a hex id), not a card group.
+    # A group stuck to a hex word is part of it (a UUID's), not a card group.
     first = 1 if glued_left else 0
     last = n - 1 if glued_right else n
     if bounds[last] - bounds[first] < MIN_CARD_DIGITS:
@@ -133,8 +155,9 @@ def _card_spans(text: str) -> list[tuple[int, int]]:
     consecutive short groups of a run (a card followed by a CVC or an expiry, say).
     Every one of them, also when one run holds several cards; in text order."""
     spans: list[tuple[int, int]] = []
+    scanned = _Text(text)
     for match in _RUN.finditer(text):
-        _run_spans(text, match.start(), match.group(0), spans)
+        _run_spans(scanned, match.start(), match.group(0), spans)
     return sorted(spans)
 
 
