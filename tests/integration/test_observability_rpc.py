@@ -166,6 +166,17 @@ async def test_garbage_bytes_are_recorded_as_a_malformed_request(sqlite_url):
         assert v.request_id == "trace-42" and "not a valid message" in v.message
 
 
+async def test_an_x_request_id_holding_card_numbers_gives_way_to_a_fresh_id(sqlite_url):
+    async with serving(sqlite_url) as s:
+        call = s.channel.unary_unary(CREATE)
+        header = ("x-request-id", "4242424242424242-4000056655665556")
+        with pytest.raises(grpc.aio.AioRpcError):
+            await call(b"\xff\xff\xff", metadata=[*s.auth("m_1"), header])
+        await s.violations.wait_for("input/malformed")
+        (v,) = await stored(s, contract_id="input/malformed")
+        assert v.request_id.startswith("rpc_")
+
+
 async def test_a_card_number_is_recorded_without_its_digits(sqlite_url):
     async with serving(sqlite_url) as s:
         with pytest.raises(grpc.aio.AioRpcError):
