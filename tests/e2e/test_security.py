@@ -725,6 +725,35 @@ def test_a_request_of_800_kb_of_digit_groups_never_holds_the_server(server, stub
     assert waited < 1.0
 
 
+@pytest.mark.parametrize(
+    ("request_id", "says"),
+    [
+        ("4000056655665556", "card number"),
+        ("refund-4242-4242-4242-4242", "card number"),
+        ("é" * 255, "printable ASCII"),
+        ("refund 1", "printable ASCII"),
+        ("x" * 256, "printable ASCII"),
+    ],
+)
+def test_a_refund_request_id_is_held_to_the_rules_of_a_payment_request_id(
+    server, stub, request_id, says
+):
+    # It is stored with the refund, in the refund's events and in the processor's
+    # idempotency key: a card number there would be kept.
+    payment = pay(stub, server)
+    err = failure(
+        lambda: stub.RefundPayment(
+            orch.RefundPaymentRequest(payment_id=payment.payment_id, request_id=request_id),
+            metadata=server.auth("m_1"),
+            timeout=20,
+        )
+    )
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert says in field_violations(err)["request_id"]
+    assert not contains_card_number(rich_status_bytes(err).decode("latin-1"))
+    assert not [c for c in database_cells(server.database_url) if request_id in c]
+
+
 def test_after_card_attempts_no_card_number_is_stored_or_logged(server, stub):
     # Runs after the card tests of this module (file order), on the same server.
     pay(stub, server, metadata={"order": "1234", "amount": "1999"})  # ordinary digits stay

@@ -19,6 +19,7 @@ from payorch.domain.request import (
     RawPaymentRequest,
     RequestRejected,
     ValidationIssue,
+    idempotency_key_issues,
     parse_payment_request,
 )
 
@@ -307,6 +308,28 @@ def _not_luhn(body: str) -> str:
 def test_a_value_quoted_back_is_never_cut_into_a_card_number(overrides: dict[str, Any]) -> None:
     issues = rejected(**overrides)
     assert [i.contract_id for i in issues] != ["input/card_number"]
+    assert not contains_card_number(" ".join(i.message for i in issues))
+
+
+@pytest.mark.parametrize(
+    ("key", "contract"),
+    [
+        ("refund-1", None),
+        ("x" * 255, None),
+        ("", "input/request_id"),
+        ("x" * 256, "input/request_id"),
+        ("refund 1", "input/request_id"),
+        (" refund-1", "input/request_id"),  # not trimmed: a retry must find the same key
+        ("é", "input/request_id"),
+        ("4000056655665556", "input/card_number"),
+        ("refund-4242-4242-4242-4242", "input/card_number"),
+        ("1 " * 100_000, "input/request_id"),  # refused for its length, unscanned
+    ],
+)
+def test_an_idempotency_key_is_held_to_the_request_id_rules(key: str, contract: str | None) -> None:
+    issues = idempotency_key_issues(key)
+    assert [i.contract_id for i in issues] == ([contract] if contract else [])
+    assert all(i.fatal and i.field == "request_id" for i in issues)
     assert not contains_card_number(" ".join(i.message for i in issues))
 
 

@@ -212,6 +212,20 @@ def _scan_card_numbers(raw: RawPaymentRequest, c: _Collector) -> None:
             )
 
 
+def idempotency_key_issues(key: str, field_: str = "request_id") -> list[ValidationIssue]:
+    """What is wrong with an idempotency key taken as given (not trimmed: a retry must
+    find the same key): 1-255 printable ASCII characters holding no card number."""
+    c = _Collector()
+    if not key:
+        c.fatal(field_, "is required: it is the idempotency key", "input/request_id")
+    elif len(key) > MAX_REQUEST_ID_LEN or not _PRINTABLE_RE.match(key):
+        message = f"must be 1-{MAX_REQUEST_ID_LEN} printable ASCII characters"
+        c.fatal(field_, message, "input/request_id")
+    elif contains_card_number(key):
+        c.fatal(field_, "looks like a card number: never send card data", "input/card_number")
+    return c.issues
+
+
 def _parse_amount(
     c: _Collector, field_: str, minor: int | None, decimal: str | None, currency: Currency | None
 ) -> int | None:

@@ -21,7 +21,11 @@ from payorch.app.payments import (
 from payorch.app.plan_builder import PlanRejected
 from payorch.domain.card_data import contains_card_number
 from payorch.domain.merchant_config import InvalidMerchantConfig
-from payorch.domain.request import RequestRejected, parse_payment_request
+from payorch.domain.request import (
+    RequestRejected,
+    idempotency_key_issues,
+    parse_payment_request,
+)
 from payorch.entrypoints.grpc import mappers
 from payorch.entrypoints.grpc.errors import error, invalid_argument, not_found
 from payorch.entrypoints.grpc.handlers import Call
@@ -160,14 +164,12 @@ class PaymentOrchestratorServicer:
         self, request: orch.RefundPaymentRequest, call: Call
     ) -> orch.RefundPaymentResponse:
         payment_id = self._payment_id(request.payment_id)
-        problems = []
-        if not request.request_id or len(request.request_id) > 255:
-            problems.append(
-                ("request_id", "is required (1-255 characters): it makes refunds idempotent")
-            )
+        issues = idempotency_key_issues(request.request_id)
+        problems = [(i.field, i.message) for i in issues]
         if request.amount_minor < 0:
             problems.append(("amount_minor", "must not be negative"))
         if problems:
+            reject_call(issues)
             raise invalid_argument(problems)
         try:
             payment = await self._payments.refund(
