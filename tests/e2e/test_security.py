@@ -48,7 +48,7 @@ from sqlalchemy.engine import make_url
 from payments.orchestrator.v1 import orchestrator_pb2 as orch
 from payments.orchestrator.v1 import orchestrator_pb2_grpc as orch_grpc
 from payments.result.v1 import result_pb2
-from payorch.domain.card_data import contains_card_number
+from payorch.domain.card_data import contains_card_number, luhn_valid
 from payorch.entrypoints.grpc.server import SERVICES
 from tests.conftest import POSTGRES_URL, require_postgres
 from tests.e2e.server import RunningServer, create_key, start_server
@@ -817,6 +817,35 @@ def test_a_card_number_in_free_text_is_refused_or_never_kept(server, rpc, field_
     assert not [c for c in new_cells if card in c or digits in c]
     new_log = server.log()[log_before:]
     assert card not in new_log and digits not in new_log
+
+
+def _not_luhn(body: str) -> str:
+    """body and one more digit, so that the whole fails Luhn."""
+    return body + next(d for d in "0123456789" if not luhn_valid(body + d))
+
+
+CUT_REASONS: list[Any] = [
+    pytest.param(
+        "CancelPayment", 200, lambda s: {"payment_id": _authorized_payment(s)},
+        id="CancelPayment.reason",
+    ),
+    pytest.param(
+        "CancelInstallmentPlan", 500, lambda s: {"plan_id": _make_plan_id(s, "m_1")},
+        id="CancelInstallmentPlan.reason",
+    ),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("rpc", "kept", "base"), CUT_REASONS)
+def test_a_reason_cut_to_its_length_never_becomes_a_card_number(server, rpc, kept, base):
+    # 17 digits that fail Luhn at the cut; their first 16 are a Visa test card.
+    method = next(m for m in METHODS if m.name == rpc)
+    reason = "x" * (kept - 16) + _not_luhn("4000056655665556")
+    req = request_class(method)(**base(server), reason=reason)
+    with server.channel() as ch:
+        code, details, _ = _outcome(lambda: invoke(ch, method, req, server.auth("m_1")))
+    assert code == grpc.StatusCode.OK, details
+    assert not [c for c in database_cells(server.database_url) if "4000056655665556" in c]
 
 
 # == an error-heavy run: nothing secret anywhere =======================================

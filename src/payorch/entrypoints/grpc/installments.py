@@ -10,6 +10,7 @@ from payments.installments.v1 import installments_pb2 as pb
 from payorch.app.auth import read_scope, resolve_merchant
 from payorch.app.installment_ports import Cursor
 from payorch.app.installments import (
+    MAX_REASON_LEN,
     CreatePlan,
     InstallmentService,
     InvalidPlanRequest,
@@ -25,7 +26,7 @@ from payorch.app.webhook_delivery import (
     InvalidEndpoint,
     WebhookEndpoints,
 )
-from payorch.domain.card_data import contains_card_number
+from payorch.domain.card_data import clip, contains_card_number
 from payorch.domain.installments import InvalidTransition, NotEligible
 from payorch.domain.money import MAX_AMOUNT_MINOR, Currency, InvalidAmount, Money, UnknownCurrency
 from payorch.domain.request import RequestRejected
@@ -197,9 +198,11 @@ class InstallmentServicer:
         self, request: pb.CancelInstallmentPlanRequest, call: Call
     ) -> pb.CancelInstallmentPlanResponse:
         plan_id = _object_id(request.plan_id, "plan_id", "installment plan")
-        _no_card_numbers([("reason", request.reason)])
+        # Cut as the service keeps it, then scanned: the text scanned is the text kept.
+        reason = clip(request.reason.strip(), MAX_REASON_LEN)
+        _no_card_numbers([("reason", reason)])
         try:
-            plan = await self._plans.cancel(plan_id, read_scope(call.principal), request.reason)
+            plan = await self._plans.cancel(plan_id, read_scope(call.principal), reason)
         except PlanNotFound as exc:
             raise not_found("installment plan") from exc
         except InvalidTransition as exc:

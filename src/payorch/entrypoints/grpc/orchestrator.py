@@ -19,7 +19,7 @@ from payorch.app.payments import (
     RequestInProgress,
 )
 from payorch.app.plan_builder import PlanRejected
-from payorch.domain.card_data import contains_card_number
+from payorch.domain.card_data import clip, contains_card_number
 from payorch.domain.merchant_config import InvalidMerchantConfig
 from payorch.domain.request import (
     RequestRejected,
@@ -32,6 +32,7 @@ from payorch.entrypoints.grpc.handlers import Call
 
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
+MAX_CANCEL_REASON_LEN = 200  # longer reasons are cut
 
 
 class PaymentOrchestratorServicer:
@@ -146,12 +147,12 @@ class PaymentOrchestratorServicer:
         self, request: orch.CancelPaymentRequest, call: Call
     ) -> orch.CancelPaymentResponse:
         payment_id = self._payment_id(request.payment_id)
-        if contains_card_number(request.reason):
+        # Cut first, then scanned: the text scanned is the text kept.
+        reason = clip(request.reason, MAX_CANCEL_REASON_LEN)
+        if contains_card_number(reason):
             raise invalid_argument([("reason", "looks like a card number: never send card data")])
         try:
-            payment = await self._payments.cancel(
-                payment_id, read_scope(call.principal), request.reason[:200]
-            )
+            payment = await self._payments.cancel(payment_id, read_scope(call.principal), reason)
         except PaymentNotFound as exc:
             raise not_found("payment") from exc
         except InvalidState as exc:
