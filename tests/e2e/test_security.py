@@ -848,6 +848,28 @@ def test_a_reason_cut_to_its_length_never_becomes_a_card_number(server, rpc, kep
     assert not [c for c in database_cells(server.database_url) if "4000056655665556" in c]
 
 
+@pytest.mark.parametrize(
+    ("fields", "bad_field"),
+    [
+        ({"url": "https://93.184.216.34/" + "1 " * 100_000}, "url"),
+        ({"description": "1 " * 100_000}, "description"),
+        ({"event_types": ["installment.failed", "x" * 24 + _not_luhn("4000056655665556")]},
+         "event_types"),
+    ],
+    ids=["url", "description", "event_types"],
+)  # fmt: skip
+def test_a_webhook_endpoint_field_over_its_limit_is_refused_and_never_quoted(
+    server, fields, bad_field
+):
+    method = next(m for m in METHODS if m.name == "CreateWebhookEndpoint")
+    base = {"url": "https://93.184.216.34/h", **fields}
+    with server.channel() as ch:
+        err = failure(lambda: invoke(ch, method, request_class(method)(**base), server.auth("m_1")))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert [f for f in field_violations(err) if f.startswith(bad_field)]
+    assert not contains_card_number(rich_status_bytes(err).decode("latin-1"))
+
+
 # == an error-heavy run: nothing secret anywhere =======================================
 STRIPE_SECRET = "sk_test_should_never_leak_123"
 INBOUND_WEBHOOK_SECRET = "whsec_inbound_should_never_leak_456"

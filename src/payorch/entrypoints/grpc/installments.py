@@ -20,6 +20,9 @@ from payorch.app.installments import (
 from payorch.app.payments import IdempotencyConflict, RequestInProgress
 from payorch.app.ports import ConcurrentUpdate
 from payorch.app.webhook_delivery import (
+    EVENT_TYPES,
+    MAX_DESCRIPTION_LEN,
+    MAX_URL_LEN,
     CannotRedeliver,
     DeliveryNotFound,
     EndpointNotFound,
@@ -230,10 +233,16 @@ class InstallmentServicer:
         self, request: pb.CreateWebhookEndpointRequest, call: Call
     ) -> pb.CreateWebhookEndpointResponse:
         merchant = _merchant(call, request.merchant_id)
-        _no_card_numbers(
-            [("url", request.url), ("description", request.description)]
-            + [(f"event_types[{i}]", t) for i, t in enumerate(request.event_types)]
-        )
+        # Held to their lengths and names first: the scan reads only what may be kept.
+        if len(request.url.strip()) > MAX_URL_LEN:
+            raise invalid_argument([("url", f"is required, at most {MAX_URL_LEN} characters")])
+        if len(request.description) > MAX_DESCRIPTION_LEN:
+            raise invalid_argument([("description", f"at most {MAX_DESCRIPTION_LEN} characters")])
+        unknown = [i for i, t in enumerate(request.event_types) if t not in EVENT_TYPES]
+        if unknown:
+            known = ", ".join(sorted(EVENT_TYPES))
+            raise invalid_argument([(f"event_types[{unknown[0]}]", f"unknown; known: {known}")])
+        _no_card_numbers([("url", request.url), ("description", request.description)])
         try:
             endpoint = await self._endpoints.create(
                 merchant, request.url, request.description, list(request.event_types)
