@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from payorch.app.analytics import window_before
 from payorch.app.auth import PermissionDenied, Principal, resolve_merchant
 from payorch.app.ids import new_id
 from payorch.app.ports import Clock
@@ -133,9 +134,10 @@ class ContractReports:
         self._new_id = new_id
 
     def window(self, since: datetime | None, until: datetime | None) -> tuple[datetime, datetime]:
-        """[since, until): until defaults to now, since to 14 days before until."""
+        """[since, until): until defaults to now, since to 14 days before until (or to
+        the first instant there is, 0001-01-01, when that is less than 14 days before)."""
         until = until or self._clock.now()
-        since = since or until - DEFAULT_REPORT_WINDOW
+        since = since or window_before(until, DEFAULT_REPORT_WINDOW)
         if since >= until:
             raise InvalidReportRequest([("since", "must be before until")])
         return since, until
