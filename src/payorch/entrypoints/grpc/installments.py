@@ -36,6 +36,7 @@ from payorch.domain.request import RequestRejected
 from payorch.entrypoints.grpc import installment_mappers as mappers
 from payorch.entrypoints.grpc.errors import RpcError, error, invalid_argument, not_found
 from payorch.entrypoints.grpc.handlers import Call
+from payorch.entrypoints.grpc.mappers import InvalidPageToken
 
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
@@ -82,7 +83,7 @@ def _page_size(size: int) -> int:
 def _cursor(token: str) -> Cursor | None:
     try:
         return mappers.decode_page_token(token)
-    except mappers.InvalidPageToken as exc:
+    except InvalidPageToken as exc:
         raise invalid_argument([("page_token", str(exc))]) from exc
 
 
