@@ -770,6 +770,65 @@ def test_after_card_attempts_no_card_number_is_stored_or_logged(server, stub):
     assert not forbidden_in(log, tuple(server.keys.values()))
 
 
+def _config_for(merchant_id: str) -> dict[str, Any]:
+    from payments.config.v1 import config_pb2
+    from payments.plan.v1 import plan_pb2
+
+    card = config_pb2.MethodConfig(type=plan_pb2.PAYMENT_METHOD_TYPE_CARD)
+    return {"config": config_pb2.MerchantConfig(merchant_id=merchant_id, methods=[card])}
+
+
+def _plan_for(merchant_id: str) -> dict[str, Any]:
+    from payments.plan.v1 import plan_pb2
+
+    return {
+        "merchant_id": merchant_id,
+        "request_id": rid("sec-plan"),
+        "order_id": rid("order"),
+        "total": plan_pb2.Money(amount_minor=30000, currency="USD"),
+        "payment_method": "pm_card_visa",
+    }
+
+
+# Every RPC where an operator names the merchant it acts for: (rpc, field, request).
+OPS_NAMED_MERCHANT: list[Any] = [
+    pytest.param("UpsertMerchantConfig", "config.merchant_id", _config_for, id="UpsertMerchantConfig"),
+    pytest.param("GetMerchantConfig", "merchant_id", lambda m: {"merchant_id": m}, id="GetMerchantConfig"),
+    pytest.param(
+        "ReportMerchantComplaint", "merchant_id",
+        lambda m: {"merchant_id": m, "category": "slow_or_timed_out", "text": "slow"},
+        id="ReportMerchantComplaint",
+    ),
+    pytest.param("CreateInstallmentPlan", "merchant_id", _plan_for, id="CreateInstallmentPlan"),
+    pytest.param(
+        "CreateWebhookEndpoint", "merchant_id",
+        lambda m: {"merchant_id": m, "url": "https://93.184.216.34/h"},
+        id="CreateWebhookEndpoint",
+    ),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("rpc", "field_", "fields"), OPS_NAMED_MERCHANT)
+@pytest.mark.parametrize(
+    ("merchant_id", "says"),
+    [("4000056655665556", "card number"), ("m 1", "letters, digits"), ("m" * 65, "1-64")],
+)
+def test_a_merchant_id_an_operator_names_is_held_to_the_payment_rules(
+    server, rpc, field_, fields, merchant_id, says
+):
+    method = next(m for m in METHODS if m.name == rpc)
+    with server.channel() as ch:
+        err = failure(
+            lambda: invoke(
+                ch, method, request_class(method)(**fields(merchant_id)), server.auth("ops")
+            )
+        )
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert says in field_violations(err)[field_]
+    assert not contains_card_number(rich_status_bytes(err).decode("latin-1"))
+    assert not [c for c in database_cells(server.database_url) if merchant_id in c]
+
+
 def _authorized_payment(server: RunningServer) -> str:
     with server.channel() as ch:
         return str(

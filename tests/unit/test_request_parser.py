@@ -20,6 +20,7 @@ from payorch.domain.request import (
     RequestRejected,
     ValidationIssue,
     idempotency_key_issues,
+    merchant_id_issues,
     parse_payment_request,
 )
 
@@ -331,6 +332,28 @@ def test_an_idempotency_key_is_held_to_the_request_id_rules(key: str, contract: 
     assert [i.contract_id for i in issues] == ([contract] if contract else [])
     assert all(i.fatal and i.field == "request_id" for i in issues)
     assert not contains_card_number(" ".join(i.message for i in issues))
+
+
+@pytest.mark.parametrize(
+    ("merchant_id", "contract"),
+    [
+        ("m_1", None),
+        ("shop.eu-1", None),
+        ("m" * 64, None),
+        ("", "input/merchant"),
+        ("m" * 65, "input/merchant"),
+        ("m 1", "input/merchant"),
+        ("4000056655665556", "input/card_number"),
+        ("1 " * 100_000, "input/merchant"),  # refused for its length, unscanned
+    ],
+)
+def test_a_merchant_id_an_operator_names_is_held_to_the_payment_rules(
+    merchant_id: str, contract: str | None
+) -> None:
+    issues = merchant_id_issues(merchant_id)
+    assert [i.contract_id for i in issues] == ([contract] if contract else [])
+    if contract is not None:
+        assert rejected(merchant_id=merchant_id)  # as CreatePayment refuses it
 
 
 def test_all_fatal_issues_are_reported_together() -> None:

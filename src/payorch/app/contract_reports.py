@@ -23,7 +23,7 @@ from payorch.domain.contracts import (
     contract,
     scrub,
 )
-from payorch.domain.request import Severity
+from payorch.domain.request import Severity, merchant_id_issues
 from payorch.domain.retrospective import Retrospective, build_retrospective
 
 DEFAULT_REPORT_WINDOW = timedelta(days=14)
@@ -190,9 +190,7 @@ class ContractReports:
         occurred_at: datetime | None = None,
     ) -> MerchantComplaint:
         merchant = resolve_merchant(principal, merchant_id)
-        problems = []
-        if not merchant:
-            problems.append(("merchant_id", "is required for an operator"))
+        problems = [(i.field, i.message) for i in merchant_id_issues(merchant)]
         contract_id, category = contract_id.strip(), category.strip()
         if contract_id and contract_id not in CATALOG:
             problems.append(("contract_id", "is not a contract of the catalog"))
@@ -210,7 +208,7 @@ class ContractReports:
             raise InvalidReportRequest(problems)
         complaint = MerchantComplaint(
             id=self._new_id(),
-            merchant_id=merchant[:64],
+            merchant_id=merchant,
             contract_id=contract_id,
             category=category,
             counted_as=complaint_contract(contract_id, category),

@@ -212,6 +212,22 @@ def _scan_card_numbers(raw: RawPaymentRequest, c: _Collector) -> None:
             )
 
 
+def merchant_id_issues(merchant_id: str, field_: str = "merchant_id") -> list[ValidationIssue]:
+    """What is wrong with a merchant id an operator names (a merchant's own comes from
+    its credential): 1-64 letters, digits, '_', '-' or '.', and no card number."""
+    c = _Collector()
+    rule = "must be 1-64 letters, digits, '_', '-' or '.'"
+    if not merchant_id:
+        c.fatal(field_, "is required for an ops caller", "input/merchant")
+    elif len(merchant_id) > MAX_MERCHANT_LEN:
+        c.fatal(field_, rule, "input/merchant")
+    elif contains_card_number(merchant_id):
+        c.fatal(field_, "looks like a card number: never send card data", "input/card_number")
+    elif not _MERCHANT_RE.match(merchant_id):
+        c.fatal(field_, rule, "input/merchant")
+    return c.issues
+
+
 def idempotency_key_issues(key: str, field_: str = "request_id") -> list[ValidationIssue]:
     """What is wrong with an idempotency key taken as given (not trimmed: a retry must
     find the same key): 1-255 printable ASCII characters holding no card number."""

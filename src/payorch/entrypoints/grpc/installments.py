@@ -8,6 +8,7 @@ from google.rpc import code_pb2
 
 from payments.installments.v1 import installments_pb2 as pb
 from payorch.app.auth import read_scope, resolve_merchant
+from payorch.app.contract_monitor import reject_call
 from payorch.app.installment_ports import Cursor
 from payorch.app.installments import (
     MAX_REASON_LEN,
@@ -32,7 +33,7 @@ from payorch.app.webhook_delivery import (
 from payorch.domain.card_data import clip, contains_card_number
 from payorch.domain.installments import InvalidTransition, NotEligible
 from payorch.domain.money import MAX_AMOUNT_MINOR, Currency, InvalidAmount, Money, UnknownCurrency
-from payorch.domain.request import RequestRejected
+from payorch.domain.request import RequestRejected, merchant_id_issues
 from payorch.entrypoints.grpc import installment_mappers as mappers
 from payorch.entrypoints.grpc.errors import RpcError, error, invalid_argument, not_found
 from payorch.entrypoints.grpc.handlers import Call
@@ -42,7 +43,6 @@ DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
 MAX_PLAN_REQUEST_ID_LEN = 200
 MAX_ID_LEN = 128
-_MERCHANT_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _PRINTABLE_RE = re.compile(r"^[\x21-\x7e]+$")
 # The payments parser's field names, as fields of CreateInstallmentPlanRequest.
 _FIELDS = {"amount": "total.amount_minor", "currency": "total.currency"}
@@ -50,10 +50,10 @@ _FIELDS = {"amount": "total.amount_minor", "currency": "total.currency"}
 
 def _merchant(call: Call, requested: str) -> str:
     merchant = resolve_merchant(call.principal, requested)
-    if not merchant:
-        raise invalid_argument([("merchant_id", "is required for an ops caller")])
-    if not _MERCHANT_RE.match(merchant):
-        raise invalid_argument([("merchant_id", "must be 1-64 letters, digits, '_', '-' or '.'")])
+    issues = merchant_id_issues(merchant)
+    if issues:
+        reject_call(issues)
+        raise invalid_argument([(i.field, i.message) for i in issues])
     return merchant
 
 

@@ -24,6 +24,7 @@ from payorch.domain.merchant_config import InvalidMerchantConfig
 from payorch.domain.request import (
     RequestRejected,
     idempotency_key_issues,
+    merchant_id_issues,
     parse_payment_request,
 )
 from payorch.entrypoints.grpc import mappers
@@ -33,6 +34,16 @@ from payorch.entrypoints.grpc.handlers import Call
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
 MAX_CANCEL_REASON_LEN = 200  # longer reasons are cut
+
+
+def _named_merchant(call: Call, requested: str, field_: str) -> str:
+    """The merchant a call acts for; one an operator names is held to the rules."""
+    merchant = resolve_merchant(call.principal, requested)
+    issues = merchant_id_issues(merchant, field_)
+    if issues:
+        reject_call(issues)
+        raise invalid_argument([(i.field, i.message) for i in issues])
+    return merchant
 
 
 class PaymentOrchestratorServicer:
@@ -205,13 +216,11 @@ class PaymentOrchestratorServicer:
     async def UpsertMerchantConfig(
         self, request: orch.UpsertMerchantConfigRequest, call: Call
     ) -> orch.UpsertMerchantConfigResponse:
-        merchant = resolve_merchant(call.principal, request.config.merchant_id)
-        if not merchant:
-            raise invalid_argument([("config.merchant_id", "is required for an ops caller")])
+        merchant = _named_merchant(call, request.config.merchant_id, "config.merchant_id")
         if request.expected_version < 0:
             raise invalid_argument([("expected_version", "must not be negative")])
         try:
-            config = mappers.config_from_pb(request.config, merchant[:64])
+            config = mappers.config_from_pb(request.config, merchant)
             saved = await self._configs.upsert(config, expected_version=request.expected_version)
         except InvalidMerchantConfig as exc:
             raise invalid_argument(
@@ -224,10 +233,8 @@ class PaymentOrchestratorServicer:
     async def GetMerchantConfig(
         self, request: orch.GetMerchantConfigRequest, call: Call
     ) -> orch.GetMerchantConfigResponse:
-        merchant = resolve_merchant(call.principal, request.merchant_id)
-        if not merchant:
-            raise invalid_argument([("merchant_id", "is required for an ops caller")])
-        config, is_default = await self._configs.get(merchant[:64])
+        merchant = _named_merchant(call, request.merchant_id, "merchant_id")
+        config, is_default = await self._configs.get(merchant)
         return orch.GetMerchantConfigResponse(
             config=mappers.config_pb(config), is_default=is_default
         )
