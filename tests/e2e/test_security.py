@@ -829,6 +829,25 @@ def test_a_merchant_id_an_operator_names_is_held_to_the_payment_rules(
     assert not [c for c in database_cells(server.database_url) if merchant_id in c]
 
 
+@pytest.mark.parametrize(
+    "processor", ["\x01" * 200_000, "4000056655665556"], ids=["200 KB", "card number"]
+)
+def test_an_unknown_processor_name_is_refused_without_being_repeated(server, processor):
+    from payments.config.v1 import config_pb2
+    from payments.plan.v1 import plan_pb2
+
+    card = config_pb2.MethodConfig(type=plan_pb2.PAYMENT_METHOD_TYPE_CARD, processors=[processor])
+    method = next(m for m in METHODS if m.name == "UpsertMerchantConfig")
+    req = request_class(method)(config=config_pb2.MerchantConfig(methods=[card]))
+    with server.channel() as ch:
+        err = failure(lambda: invoke(ch, method, req, server.auth("m_1")))
+    # 200 KB of it made an 800 KB trailer, answered RESOURCE_EXHAUSTED.
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "unknown processors" in field_violations(err)["config.methods[0].processors"]
+    rich = rich_status_bytes(err)
+    assert len(rich) < 2000 and not contains_card_number(rich.decode("latin-1"))
+
+
 def _authorized_payment(server: RunningServer) -> str:
     with server.channel() as ch:
         return str(
