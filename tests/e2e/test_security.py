@@ -855,7 +855,6 @@ def _authorized_payment(server: RunningServer) -> str:
         )
 
 
-# (After the scan above: a known bug below stores a card number on this server.)
 # Free text the newer RPCs keep (events, plans, endpoints, complaints): a card number in
 # it is refused, or at least never stored or logged. (rpc, field, request fields)
 FREE_TEXT: list[Any] = [
