@@ -166,6 +166,17 @@ async def test_garbage_bytes_are_recorded_as_a_malformed_request(sqlite_url):
         assert v.request_id == "trace-42" and "not a valid message" in v.message
 
 
+async def test_an_x_request_id_holding_card_numbers_gives_way_to_a_fresh_id(sqlite_url):
+    async with serving(sqlite_url) as s:
+        call = s.channel.unary_unary(CREATE)
+        header = ("x-request-id", "4242424242424242-4000056655665556")
+        with pytest.raises(grpc.aio.AioRpcError):
+            await call(b"\xff\xff\xff", metadata=[*s.auth("m_1"), header])
+        await s.violations.wait_for("input/malformed")
+        (v,) = await stored(s, contract_id="input/malformed")
+        assert v.request_id.startswith("rpc_")
+
+
 async def test_a_card_number_is_recorded_without_its_digits(sqlite_url):
     async with serving(sqlite_url) as s:
         with pytest.raises(grpc.aio.AioRpcError):
@@ -328,6 +339,28 @@ async def test_get_payment_stats_holds_a_merchant_to_its_own(sqlite_url):
                 metadata=s.auth("m_1"),
             )
         assert denied.value.code() is grpc.StatusCode.PERMISSION_DENIED
+
+
+YEAR_1 = -62135596800  # 0001-01-01T00:00:00Z, the first instant a Timestamp holds
+
+
+async def test_a_default_window_that_would_begin_before_year_1_begins_at_it(database_url):
+    # until = 0001-01-02: a week (or two) before it does not exist. The window is what
+    # exists of it; it used to be INTERNAL (OverflowError).
+    until = timestamp_pb2.Timestamp(seconds=YEAR_1 + 86_400)
+    async with serving(database_url) as s:
+        stats = await s.analytics.GetPaymentStats(
+            analytics_pb2.GetPaymentStatsRequest(until=until), metadata=s.auth("m_1")
+        )
+        report = await s.monitor.GenerateContractReport(
+            monitor_pb2.GenerateContractReportRequest(until=until), metadata=s.auth("ops")
+        )
+        retro = await s.monitor.GenerateRetrospective(
+            monitor_pb2.GenerateRetrospectiveRequest(until=until), metadata=s.auth("ops")
+        )
+    assert stats.stats.since.seconds == report.since.seconds == YEAR_1
+    assert retro.retrospective.since.seconds == YEAR_1
+    assert stats.stats.payment_count == report.total == 0
 
 
 async def test_get_payment_lists_every_attempt_with_what_the_processor_said(sqlite_url):

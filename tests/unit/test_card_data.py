@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import time
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -9,6 +12,7 @@ from hypothesis import strategies as st
 from payorch.domain.card_data import (
     _ascii_digits,
     _card_spans,
+    clip,
     contains_card_number,
     luhn_valid,
     redact_card_numbers,
@@ -94,6 +98,20 @@ def test_redaction_removes_every_card_number() -> None:
     assert redacted == f"a {MARKER} b {MARKER} c"
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("4242 4242 4242 4242 4000 0566 5566 5556", f"{MARKER} {MARKER}"),
+        ("4242424242424242-4000056655665556", f"{MARKER}-{MARKER}"),
+        ("4242-4242-4242-4242-378282246310005", f"{MARKER}-{MARKER}"),
+        ("x 4242 4242 4242 4242 12 27 5555 5555 5555 4444 y", f"x {MARKER} 12 27 {MARKER} y"),
+    ],
+)
+def test_redaction_removes_every_card_number_of_one_digit_run(text: str, expected: str) -> None:
+    assert redact_card_numbers(text) == expected
+    assert not contains_card_number(redact_card_numbers(text))
+
+
 def test_redaction_leaves_amounts_and_invalid_numbers_alone() -> None:
     text = "amount 1999, ref 4242424242424241, date 2026-01-31"
     assert redact_card_numbers(text) == text
@@ -120,6 +138,163 @@ def test_card_number_in_non_ascii_digits_is_detected() -> None:
 _SCAN_ALPHABET = "0123456789 -ab_.٣٤５"
 
 
+def _stuck(text: str, at: int, step: int, any_letter: bool) -> bool:
+    """Whether the character at `at` is a letter of a word that spares the digits next
+    to it: a word of hex digits only (any word at all with `any_letter`)."""
+    if not (0 <= at < len(text) and text[at].isalpha()):
+        return False
+    while 0 <= at < len(text) and text[at].isalnum() and text[at] != "_":
+        if text[at] not in "0123456789abcdefABCDEF" and not any_letter:
+            return False
+        at += step
+    return True
+
+
+def _reference_contains(text: str, *, any_letter: bool = False) -> bool:
+    """The scan as the rules say it, the slow way: every run of digit groups, every
+    stretch of its groups, summed from scratch. With `any_letter`, the earlier rule:
+    any letter next to a number made it part of a token."""
+    text = _ascii_digits(text)
+    for run in re.finditer(r"[0-9]+(?:[ -][0-9]+)*", text):
+        groups = [
+            (run.start() + g.start(), run.start() + g.end())
+            for g in re.finditer(r"[0-9]+", run.group())
+        ]
+        for i, (start, end) in enumerate(groups):
+            left = _stuck(text, start - 1, -1, any_letter)
+            right = _stuck(text, end, 1, any_letter)
+            if 13 <= end - start <= 19 and not (left and right) and luhn_valid(text[start:end]):
+                return True
+            digits = ""
+            for g_start, g_end in groups[i:]:
+                spared = _stuck(text, g_start - 1, -1, any_letter) or _stuck(
+                    text, g_end, 1, any_letter
+                )
+                if g_end - g_start > 6 or spared:
+                    break
+                digits += text[g_start:g_end]
+                if 13 <= len(digits) <= 19 and luhn_valid(digits):
+                    return True
+    return False
+
+
+def _check_digit(body: str) -> str:
+    return next(d for d in "0123456789" if luhn_valid(body + d))
+
+
+@st.composite
+def _numbers(draw: st.DrawFn) -> str:
+    """A Luhn-valid 13-19 digit number, whole or in groups of 1-6 digits."""
+    body = draw(st.text(alphabet="0123456789", min_size=12, max_size=18))
+    digits = body + _check_digit(body)
+    sizes = draw(st.lists(st.integers(1, 6), min_size=1, max_size=19))
+    if draw(st.booleans()):
+        return digits
+    groups, at = [], 0
+    for size in sizes * 19:
+        if at >= len(digits):
+            break
+        groups.append(digits[at : at + size])
+        at += size
+    return draw(st.sampled_from(" -")).join(groups)
+
+
+# Text made of digit groups, separators, letters and card numbers, in any order.
+_PIECES = st.one_of(
+    st.text(alphabet="0123456789", min_size=1, max_size=20),
+    st.sampled_from([" ", "-", "  ", " -", "a", "F", "x", "exp", "_", ".", "٣", "５", "é"]),
+    st.text(alphabet="abcdefABCDEF0123456789xyz", min_size=1, max_size=6),
+    _numbers(),
+)
+_TEXTS = st.lists(_PIECES, max_size=12).map("".join) | st.text(alphabet=_SCAN_ALPHABET, max_size=60)
+
+
+@settings(max_examples=1000)
+@given(_TEXTS)
+def test_the_scan_finds_what_the_slow_reference_finds(text: str) -> None:
+    assert contains_card_number(text) is _reference_contains(text)
+    redacted = redact_card_numbers(text)
+    assert not _reference_contains(redacted)
+    # Only card digits go: what is left around the markers is the text as it was.
+    kept = redacted.split(MARKER)
+    assert all(piece in _ascii_digits(text) for piece in kept)
+
+
+# -- letters next to a number ------------------------------------------------------------
+@pytest.mark.parametrize(
+    "text",
+    [
+        "4242 4242 4242 4242exp 12/25",
+        "Visa4242-4242-4242-4242",
+        "pm_x4000056655665556x",
+        "card4242424242424242exp",
+        "Mastercard5555555555554444cvc",
+        "tok_visa4000056655665556",
+        "Zahlung mit Karte4242424242424242über",
+        "my card is 4242 4242 4242 4242, exp 12/27",
+    ],
+)
+def test_a_card_number_stuck_to_a_word_is_a_card_number(text: str) -> None:
+    assert contains_card_number(text)
+    assert not contains_card_number(redact_card_numbers(text))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # The 16 digits of each would pass Luhn: only the hex around them spares them.
+        "abcdefab-4242-4242-4242-4242abcdef01",  # a UUID whose edge groups touch letters
+        "4242aaaa-4242-4242-4242-4242424242ab",
+        "pay_3f2a4242424242424242b1c0ffee",  # a hex id, the number inside it
+        "evt_a4000056655665556d" + "0" * 10,
+        "sha256:ab4242424242424242cd",
+        # Ordinary ids: no run of 13 digits at all.
+        "pi_3MtwBwLkdIwHu7ix28a3tqPa",
+        "pm_1MqLiJLkdIwHu7ixUEgbFdYF",
+        "pm_card_visa",
+        "cus_NffrFeUfNV2Hib",
+        "01ARZ3NDEKTSV4RRFFQ69G5FAV",  # a ULID
+    ],
+)
+def test_an_ordinary_id_is_not_a_card_number(text: str) -> None:
+    assert not contains_card_number(text)
+
+
+_NON_HEX_WORDS = st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCDEFXYZéß", min_size=1).filter(
+    lambda w: any(ch not in "abcdefABCDEF" for ch in w)
+)
+
+
+@settings(max_examples=500)
+@given(_numbers(), _NON_HEX_WORDS, _NON_HEX_WORDS, st.sampled_from(["left", "right", "both"]))
+def test_a_card_number_stuck_to_any_word_but_a_hex_one_is_found(
+    number: str, before: str, after: str, where: str
+) -> None:
+    text = (before if where != "right" else "") + number + (after if where != "left" else "")
+    assert contains_card_number(text)
+    assert not contains_card_number(redact_card_numbers(text))
+
+
+_HEX_TEXT = st.text(alphabet="0123456789abcdefABCDEF -_", max_size=60) | st.uuids().map(str)
+
+
+@settings(max_examples=1000)
+@given(_HEX_TEXT | st.lists(st.uuids().map(str) | _numbers(), max_size=4).map("-".join))
+def test_hex_text_is_judged_as_before_letters_stopped_hiding_numbers(text: str) -> None:
+    # Letters hide a number only in hex words now: text whose letters are all hex
+    # digits (hex ids, UUIDs) is refused exactly as often as it was.
+    assert contains_card_number(text) is _reference_contains(text, any_letter=True)
+
+
+@pytest.mark.parametrize("text", ["1 " * 200_000, "12-" * 130_000, "1" + " 1" * 12 + "x"])
+def test_the_scan_takes_time_linear_in_the_text(text: str) -> None:
+    # Runs of short groups made the scan quadratic-ish: 17 s for "1 " * 500_000.
+    started = time.perf_counter()
+    contains_card_number(text)
+    redact_card_numbers(text)
+    assert time.perf_counter() - started < 2.0
+
+
 @settings(max_examples=500)
 @given(st.text(alphabet=_SCAN_ALPHABET, max_size=60))
 def test_the_quick_rejection_agrees_with_the_full_scan(text: str) -> None:
@@ -128,3 +303,40 @@ def test_the_quick_rejection_agrees_with_the_full_scan(text: str) -> None:
     full = bool(_card_spans(_ascii_digits(text)))
     assert contains_card_number(text) is full
     assert (redact_card_numbers(text) != _ascii_digits(text)) is full
+
+
+def _not_luhn(body: str) -> str:
+    """body and one more digit, so that the whole fails Luhn."""
+    return body + next(d for d in "0123456789" if not luhn_valid(body + d))
+
+
+def test_clipping_never_cuts_a_number_into_a_card_number() -> None:
+    # 17 digits that fail Luhn; their first 16 are a Visa test card.
+    text = "x" * 184 + _not_luhn("4000056655665556")
+    assert not contains_card_number(text)
+    assert contains_card_number(text[:200])  # what a plain cut makes
+    assert clip(text, 200) == "x" * 184
+
+
+@pytest.mark.parametrize(
+    ("text", "limit", "expected"),
+    [
+        ("short", 10, "short"),
+        ("abc 123 456", 9, "abc 123 "),  # cut through a group: the group goes
+        ("abc 123 456", 8, "abc 123 "),
+        ("abc 123 456", 7, "abc 123"),  # cut after a whole group, before a space
+        ("abc 123abc", 7, "abc "),  # cut between digits and the letters stuck to them
+        ("abcdef", 3, "abc"),
+    ],
+)
+def test_clipping_cuts_ordinary_text_where_asked(text: str, limit: int, expected: str) -> None:
+    assert clip(text, limit) == expected
+
+
+@settings(max_examples=1000)
+@given(_TEXTS, st.integers(0, 80))
+def test_clipping_text_without_a_card_number_never_makes_one(text: str, limit: int) -> None:
+    clipped = clip(text, limit)
+    assert len(clipped) <= limit and text.startswith(clipped)
+    if not contains_card_number(text):
+        assert not contains_card_number(clipped)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from payorch.domain.card_data import contains_card_number, luhn_valid
 from payorch.domain.contracts import (
     CATALOG,
     COMPLAINT_CATEGORIES,
@@ -71,6 +72,27 @@ def test_a_violation_never_keeps_card_digits_keys_or_line_breaks():
         assert "4242" not in text and "\n" not in text and "\r" not in text
     assert "sk_live_abcdef123456" not in v.message
     assert v.severity is Severity.CRITICAL and v.owner == CATALOG["input/card_number"].owner
+
+
+def test_a_violation_keeps_no_card_of_a_digit_run_holding_two():
+    two = "4242424242424242-4000056655665556"
+    v = new_violation(
+        "cv_1", "input/malformed", message=f"sent {two}", request_id=two, merchant_id="", at=T0
+    )
+    for text in (v.message, v.request_id):
+        assert "4242" not in text and "5556" not in text
+
+
+def test_a_violation_field_cut_to_its_length_never_ends_in_a_card_number():
+    # 17 digits failing Luhn at the cut; their first 16 are a Visa test card.
+    card = "4000056655665556"
+    tail = card + next(d for d in "0123456789" if not luhn_valid(card + d))
+    v = new_violation(
+        "cv_1", "input/malformed", message="x" * 984 + tail, request_id="r" * 239 + tail,
+        merchant_id="", at=T0,
+    )  # fmt: skip
+    assert len(v.message) <= 1000 and len(v.request_id) <= 255
+    assert not contains_card_number(v.message) and not contains_card_number(v.request_id)
 
 
 def test_a_violation_message_is_bounded():

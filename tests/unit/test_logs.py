@@ -110,6 +110,12 @@ def test_card_numbers_are_removed_from_messages_arguments_fields_and_tracebacks(
     assert "[card number removed]" in out["exc"]
 
 
+def test_two_card_numbers_in_one_digit_run_are_both_removed_from_a_log_line():
+    line, out = formatted(record("customer typed %s", "4242 4242 4242 4242 4000 0566 5566 5556"))
+    assert "5556" not in line and "4242" not in line
+    assert out["msg"] == "customer typed [card number removed] [card number removed]"
+
+
 def test_request_payment_and_merchant_ids_are_kept_as_fields():
     rec = record(
         "payment settled",

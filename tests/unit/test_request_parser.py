@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from payorch.domain.card_data import contains_card_number, luhn_valid
 from payorch.domain.money import Currency
 from payorch.domain.payment import MethodType
 from payorch.domain.request import (
@@ -18,6 +19,8 @@ from payorch.domain.request import (
     RawPaymentRequest,
     RequestRejected,
     ValidationIssue,
+    idempotency_key_issues,
+    merchant_id_issues,
     parse_payment_request,
 )
 
@@ -236,6 +239,121 @@ def test_rejection_for_a_card_number_never_repeats_its_digits(overrides: dict[st
     for pan in (PAN, PAN_SPACED.replace(" ", "")):
         assert pan not in digits_only
         assert pan[:4] not in " ".join(texts)
+
+
+SLOW = "1 " * 100_000  # 200 KB of one-digit groups: the card scan's hardest text
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field", "contract"),
+    [
+        ({"merchant_id": SLOW}, "merchant_id", "input/merchant"),
+        ({"request_id": SLOW}, "request_id", "input/request_id"),
+        ({"currency": SLOW}, "currency", "input/currency"),
+        ({"amount_minor": None, "amount_decimal": SLOW}, "amount", "input/amount"),
+        ({"payment_method": SLOW}, "payment_method", "input/payment_method"),
+        ({"method": SLOW}, "method", "input/method"),
+        ({"customer_id": SLOW}, "customer_id", "input/customer"),
+        ({"metadata": {"note": SLOW}}, "metadata[note]", "input/metadata"),
+        ({"metadata": {SLOW: "x"}}, "metadata", "input/metadata"),
+        (
+            {"methods": [RawMethodInput(method=SLOW, token="pm_card_visa")]},
+            "methods[0].method",
+            "input/method",
+        ),
+        ({"methods": [RawMethodInput(token=SLOW)]}, "methods[0].token", "input/payment_method"),
+    ],
+)
+def test_a_field_longer_than_any_valid_value_is_refused_for_its_length_unscanned(
+    overrides: dict[str, Any], field: str, contract: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import payorch.domain.request as request_module
+
+    scanned: list[int] = []
+
+    def scan(text: str) -> bool:
+        scanned.append(len(text))
+        return contains_card_number(text)
+
+    monkeypatch.setattr(request_module, "contains_card_number", scan)
+    issues = rejected(**overrides)
+    assert (field, contract) in [(i.field, i.contract_id) for i in issues]
+    assert max(scanned) < 1000
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"currency": PAN + "x" * 20},
+        {"method": PAN + "x" * 40},
+        {"amount_minor": None, "amount_decimal": PAN + "9" * 40},
+    ],
+)
+def test_an_over_long_field_is_never_quoted_back(overrides: dict[str, Any]) -> None:
+    issues = rejected(**overrides)
+    assert PAN not in " ".join(f"{i.field} {i.message}" for i in issues)
+
+
+def _not_luhn(body: str) -> str:
+    return body + next(d for d in "0123456789" if not luhn_valid(body + d))
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"currency": _not_luhn(PAN)},  # quoted back up to 16 characters
+        {"method": "x" * 16 + _not_luhn(PAN)},  # up to 32
+        {"amount_minor": None, "amount_decimal": "x" * 16 + _not_luhn(PAN)},
+    ],
+)
+def test_a_value_quoted_back_is_never_cut_into_a_card_number(overrides: dict[str, Any]) -> None:
+    issues = rejected(**overrides)
+    assert [i.contract_id for i in issues] != ["input/card_number"]
+    assert not contains_card_number(" ".join(i.message for i in issues))
+
+
+@pytest.mark.parametrize(
+    ("key", "contract"),
+    [
+        ("refund-1", None),
+        ("x" * 255, None),
+        ("", "input/request_id"),
+        ("x" * 256, "input/request_id"),
+        ("refund 1", "input/request_id"),
+        (" refund-1", "input/request_id"),  # not trimmed: a retry must find the same key
+        ("é", "input/request_id"),
+        ("4000056655665556", "input/card_number"),
+        ("refund-4242-4242-4242-4242", "input/card_number"),
+        ("1 " * 100_000, "input/request_id"),  # refused for its length, unscanned
+    ],
+)
+def test_an_idempotency_key_is_held_to_the_request_id_rules(key: str, contract: str | None) -> None:
+    issues = idempotency_key_issues(key)
+    assert [i.contract_id for i in issues] == ([contract] if contract else [])
+    assert all(i.fatal and i.field == "request_id" for i in issues)
+    assert not contains_card_number(" ".join(i.message for i in issues))
+
+
+@pytest.mark.parametrize(
+    ("merchant_id", "contract"),
+    [
+        ("m_1", None),
+        ("shop.eu-1", None),
+        ("m" * 64, None),
+        ("", "input/merchant"),
+        ("m" * 65, "input/merchant"),
+        ("m 1", "input/merchant"),
+        ("4000056655665556", "input/card_number"),
+        ("1 " * 100_000, "input/merchant"),  # refused for its length, unscanned
+    ],
+)
+def test_a_merchant_id_an_operator_names_is_held_to_the_payment_rules(
+    merchant_id: str, contract: str | None
+) -> None:
+    issues = merchant_id_issues(merchant_id)
+    assert [i.contract_id for i in issues] == ([contract] if contract else [])
+    if contract is not None:
+        assert rejected(merchant_id=merchant_id)  # as CreatePayment refuses it
 
 
 def test_all_fatal_issues_are_reported_together() -> None:

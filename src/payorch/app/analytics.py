@@ -98,6 +98,15 @@ class PaymentStatsReader(Protocol):
         ...
 
 
+def window_before(until: datetime, window: timedelta) -> datetime:
+    """The start of the `window` that ends at `until`, cut at the first instant there is
+    (0001-01-01) when it would begin before it: as much of the window as exists."""
+    try:
+        return until - window
+    except OverflowError:
+        return datetime.min.replace(tzinfo=until.tzinfo)
+
+
 def nearest_rank(p: int, n: int) -> int:
     """1-based rank of the p-th percentile among n sorted values: ceil(p * n / 100)."""
     return max(1, (p * n + 99) // 100)
@@ -121,7 +130,7 @@ class PaymentAnalytics:
         an operator names one, or none for every merchant."""
         merchant = resolve_merchant(principal, merchant_id) or None
         until = until or self._clock.now()
-        since = since or until - DEFAULT_WINDOW
+        since = since or window_before(until, DEFAULT_WINDOW)
         if since >= until:
             raise InvalidStatsQuery("since must be before until")
         if until - since > MAX_WINDOW:

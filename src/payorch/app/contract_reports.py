@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from payorch.app.analytics import window_before
 from payorch.app.auth import PermissionDenied, Principal, resolve_merchant
 from payorch.app.ids import new_id
 from payorch.app.ports import Clock
@@ -22,7 +23,7 @@ from payorch.domain.contracts import (
     contract,
     scrub,
 )
-from payorch.domain.request import Severity
+from payorch.domain.request import Severity, merchant_id_issues
 from payorch.domain.retrospective import Retrospective, build_retrospective
 
 DEFAULT_REPORT_WINDOW = timedelta(days=14)
@@ -133,9 +134,10 @@ class ContractReports:
         self._new_id = new_id
 
     def window(self, since: datetime | None, until: datetime | None) -> tuple[datetime, datetime]:
-        """[since, until): until defaults to now, since to 14 days before until."""
+        """[since, until): until defaults to now, since to 14 days before until (or to
+        the first instant there is, 0001-01-01, when that is less than 14 days before)."""
         until = until or self._clock.now()
-        since = since or until - DEFAULT_REPORT_WINDOW
+        since = since or window_before(until, DEFAULT_REPORT_WINDOW)
         if since >= until:
             raise InvalidReportRequest([("since", "must be before until")])
         return since, until
@@ -188,9 +190,7 @@ class ContractReports:
         occurred_at: datetime | None = None,
     ) -> MerchantComplaint:
         merchant = resolve_merchant(principal, merchant_id)
-        problems = []
-        if not merchant:
-            problems.append(("merchant_id", "is required for an operator"))
+        problems = [(i.field, i.message) for i in merchant_id_issues(merchant)]
         contract_id, category = contract_id.strip(), category.strip()
         if contract_id and contract_id not in CATALOG:
             problems.append(("contract_id", "is not a contract of the catalog"))
@@ -208,7 +208,7 @@ class ContractReports:
             raise InvalidReportRequest(problems)
         complaint = MerchantComplaint(
             id=self._new_id(),
-            merchant_id=merchant[:64],
+            merchant_id=merchant,
             contract_id=contract_id,
             category=category,
             counted_as=complaint_contract(contract_id, category),

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 
-from payorch.domain.card_data import redact_card_numbers
+from payorch.domain.card_data import clip, redact_card_numbers
 from payorch.domain.classification import DECLINE_CODES
 from payorch.domain.payment import Attempt, RawError
 from payorch.domain.request import Severity
@@ -146,10 +146,12 @@ _SECRET = re.compile(r"\b(sk|rk|whsec|po)_[A-Za-z0-9_\-*]{6,}")
 
 
 def scrub(text: str, limit: int = MAX_MESSAGE_LEN) -> str:
-    """Safe to store and show: one line, no card numbers, no keys, bounded."""
-    text = _CRLF.sub(" ", text)
+    """Safe to store and show: one line, no card numbers, no keys, bounded. Cut before
+    the scan (it reads no more than is kept) and after it with clip, which never cuts
+    a number into a card number (a plain cut can: 17 digits failing Luhn, cut to 16)."""
+    text = _CRLF.sub(" ", text[:limit])
     text = _SECRET.sub(lambda m: f"{m.group(1)}_[redacted]", text)
-    return redact_card_numbers(text)[:limit]
+    return clip(redact_card_numbers(text), limit)
 
 
 @dataclass(frozen=True, slots=True)

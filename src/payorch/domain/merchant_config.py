@@ -4,9 +4,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from payorch.domain.card_data import clip, redact_card_numbers
 from payorch.domain.money import EXPONENTS
 from payorch.domain.payment import MethodType
 from payorch.domain.retry import InvalidRetryPolicy, RetryPolicy
+
+# Names the caller sent are quoted back in problems: a few, each cut short, with no
+# card number (a 200 KB processor name made an 800 KB answer the transport refused).
+MAX_QUOTED = 3
+MAX_QUOTED_LEN = 32
+
+
+def _quoted(names: list[str]) -> str:
+    shown = ", ".join(
+        repr(redact_card_numbers(clip(n, MAX_QUOTED_LEN))) for n in names[:MAX_QUOTED]
+    )
+    more = len(names) - MAX_QUOTED
+    return f"{shown} and {more} more" if more > 0 else shown
 
 
 class InvalidMerchantConfig(ValueError):
@@ -85,17 +99,15 @@ class MerchantConfig:
                 )
             unknown = [p for p in rule.processors if p not in known_processors]
             if unknown:
+                known = ", ".join(sorted(known_processors))
                 problems.append(
-                    (
-                        f"{name}.processors",
-                        f"unknown processors {unknown}; known: {sorted(known_processors)}",
-                    )
+                    (f"{name}.processors", f"unknown processors {_quoted(unknown)}; known: {known}")
                 )
             if len(set(rule.processors)) != len(rule.processors):
                 problems.append((f"{name}.processors", "a processor is listed twice"))
-        for code in sorted(self.allowed_currencies):
-            if code not in EXPONENTS:
-                problems.append(("allowed_currencies", f"{code!r} is not an ISO-4217 code"))
+        unknown_codes = sorted(c for c in self.allowed_currencies if c not in EXPONENTS)
+        if unknown_codes:
+            problems.append(("allowed_currencies", f"{_quoted(unknown_codes)}: not ISO-4217 codes"))
         p = self.installment_policy
         if p.count < 2 or p.count > 24:
             problems.append(("installment_policy.count", "must be 2..24"))

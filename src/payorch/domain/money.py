@@ -6,6 +6,8 @@ import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
+from payorch.domain.card_data import clip
+
 # ISO-4217 active codes with their minor-unit exponent. Codes not listed have 2.
 _ZERO_DECIMAL = {
     "BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG", "RWF",
@@ -55,7 +57,7 @@ class Currency:
     def parse(cls, raw: str) -> Currency:
         code = raw.strip().upper()
         if code not in EXPONENTS:
-            raise UnknownCurrency(f"{raw.strip()[:16]!r} is not an ISO-4217 currency code")
+            raise UnknownCurrency(f"{clip(raw.strip(), 16)!r} is not an ISO-4217 currency code")
         return cls(code)
 
     @property
@@ -96,11 +98,11 @@ def parse_decimal_amount(raw: str, currency: Currency) -> int:
     """
     match = _DECIMAL_RE.match(raw)
     if match is None:
-        raise InvalidAmount(f"{raw[:32]!r} is not a decimal amount")
+        raise InvalidAmount(f"{clip(raw.strip(), 32)!r} is not a decimal amount")
     try:
         value = Decimal(match.group(0).strip())
     except InvalidOperation as exc:  # pragma: no cover - the regex admits only digits
-        raise InvalidAmount(f"{raw[:32]!r} is not a decimal amount") from exc
+        raise InvalidAmount(f"{clip(raw.strip(), 32)!r} is not a decimal amount") from exc
     scaled = value.scaleb(currency.exponent)
     if scaled != scaled.to_integral_value():
         raise InvalidAmount(

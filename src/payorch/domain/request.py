@@ -8,7 +8,7 @@ import json
 import re
 from dataclasses import dataclass, field
 
-from payorch.domain.card_data import contains_card_number
+from payorch.domain.card_data import clip, contains_card_number
 from payorch.domain.money import (
     MAX_AMOUNT_MINOR,
     Currency,
@@ -156,32 +156,53 @@ class _Collector:
         return any(i.fatal for i in self.issues)
 
 
+# The longest value each field can validly hold. A longer one is not scanned for card
+# numbers (the scan is linear, but a megabyte of digit groups would still hold the
+# event loop): the checks below refuse it for its length and never quote it back.
+MAX_MERCHANT_LEN = 64
+MAX_TOKEN_LEN = 205  # "pm_" and 200 characters (_TOKEN_RE)
+MAX_CUSTOMER_LEN = 204  # "cus_" and 200 characters (_CUSTOMER_RE)
+# Never valid past a few characters (a 3-letter code, an alias such as "credit card",
+# 16 digits and 4 decimals), scanned up to 64 all the same: a card number sent there
+# is then reported as one.
+MAX_CURRENCY_LEN = MAX_METHOD_LEN = MAX_DECIMAL_LEN = 64
+
+
 def _scan_card_numbers(raw: RawPaymentRequest, c: _Collector) -> None:
-    fields: list[tuple[str, str]] = [
-        ("merchant_id", raw.merchant_id),
-        ("request_id", raw.request_id),
-        ("amount_decimal", raw.amount_decimal or ""),
-        ("currency", raw.currency),
-        ("payment_method", raw.payment_method),
-        ("method", raw.method),
-        ("customer_id", raw.customer_id),
+    # (field, value, the longest valid value)
+    fields: list[tuple[str, str, int]] = [
+        ("merchant_id", raw.merchant_id, MAX_MERCHANT_LEN),
+        ("request_id", raw.request_id, MAX_REQUEST_ID_LEN),
+        ("amount_decimal", raw.amount_decimal or "", MAX_DECIMAL_LEN),
+        ("currency", raw.currency, MAX_CURRENCY_LEN),
+        ("payment_method", raw.payment_method, MAX_TOKEN_LEN),
+        ("method", raw.method, MAX_METHOD_LEN),
+        ("customer_id", raw.customer_id, MAX_CUSTOMER_LEN),
     ]
-    for i, m in enumerate(raw.methods):
-        prefix = f"methods[{i}]"
-        fields += [
-            (f"{prefix}.method", m.method),
-            (f"{prefix}.token", m.token),
-            (f"{prefix}.amount_decimal", m.amount_decimal or ""),
-            (f"{prefix}.customer_id", m.customer_id),
-        ]
-    for k, v in raw.metadata.items():
-        fields += [("metadata", k), ("metadata", v)]
+    if len(raw.methods) <= MAX_METHODS:
+        for i, m in enumerate(raw.methods):
+            prefix = f"methods[{i}]"
+            fields += [
+                (f"{prefix}.method", m.method, MAX_METHOD_LEN),
+                (f"{prefix}.token", m.token, MAX_TOKEN_LEN),
+                (f"{prefix}.amount_decimal", m.amount_decimal or "", MAX_DECIMAL_LEN),
+                # No format of its own (the plan builder takes it as given).
+                (f"{prefix}.customer_id", m.customer_id, len(m.customer_id)),
+            ]
+    if len(raw.metadata) <= MAX_METADATA_KEYS:
+        for k, v in raw.metadata.items():
+            # A key is quoted back with its over-long value: scanned all the same.
+            fields += [
+                ("metadata", k, MAX_METADATA_KEY_LEN),
+                ("metadata", v, MAX_METADATA_VALUE_LEN),
+            ]
+    scanned = [(n, v) for n, v, limit in fields if len(v) <= limit or len(v.strip()) <= limit]
     # One scan of every field at once (a line break ends any digit run, so no number
     # spans two fields); only a request that holds a card number is scanned by field.
-    if not contains_card_number("\n".join(value for _, value in fields)):
+    if not contains_card_number("\n".join(value for _, value in scanned)):
         return
     seen: set[str] = set()
-    for name, value in fields:
+    for name, value in scanned:
         if name not in seen and contains_card_number(value):
             seen.add(name)
             c.fatal(
@@ -189,6 +210,36 @@ def _scan_card_numbers(raw: RawPaymentRequest, c: _Collector) -> None:
                 "looks like a card number: send a payment method token (pm_...), never card data",
                 "input/card_number",
             )
+
+
+def merchant_id_issues(merchant_id: str, field_: str = "merchant_id") -> list[ValidationIssue]:
+    """What is wrong with a merchant id an operator names (a merchant's own comes from
+    its credential): 1-64 letters, digits, '_', '-' or '.', and no card number."""
+    c = _Collector()
+    rule = "must be 1-64 letters, digits, '_', '-' or '.'"
+    if not merchant_id:
+        c.fatal(field_, "is required for an ops caller", "input/merchant")
+    elif len(merchant_id) > MAX_MERCHANT_LEN:
+        c.fatal(field_, rule, "input/merchant")
+    elif contains_card_number(merchant_id):
+        c.fatal(field_, "looks like a card number: never send card data", "input/card_number")
+    elif not _MERCHANT_RE.match(merchant_id):
+        c.fatal(field_, rule, "input/merchant")
+    return c.issues
+
+
+def idempotency_key_issues(key: str, field_: str = "request_id") -> list[ValidationIssue]:
+    """What is wrong with an idempotency key taken as given (not trimmed: a retry must
+    find the same key): 1-255 printable ASCII characters holding no card number."""
+    c = _Collector()
+    if not key:
+        c.fatal(field_, "is required: it is the idempotency key", "input/request_id")
+    elif len(key) > MAX_REQUEST_ID_LEN or not _PRINTABLE_RE.match(key):
+        message = f"must be 1-{MAX_REQUEST_ID_LEN} printable ASCII characters"
+        c.fatal(field_, message, "input/request_id")
+    elif contains_card_number(key):
+        c.fatal(field_, "looks like a card number: never send card data", "input/card_number")
+    return c.issues
 
 
 def _parse_amount(
@@ -204,6 +255,9 @@ def _parse_amount(
         return minor
     if decimal is not None:
         if currency is None:
+            return None
+        if len(decimal.strip()) > MAX_DECIMAL_LEN:
+            c.fatal(field_, "is not a decimal amount", "input/amount")
             return None
         try:
             value = parse_decimal_amount(decimal, currency)
@@ -260,6 +314,8 @@ def parse_payment_request(raw: RawPaymentRequest) -> CoreRequest:
     currency: Currency | None = None
     if not raw.currency.strip():
         c.fatal("currency", "is required (ISO-4217, e.g. USD)", "input/currency")
+    elif len(raw.currency.strip()) > MAX_CURRENCY_LEN:
+        c.fatal("currency", "is not an ISO-4217 currency code", "input/currency")
     else:
         try:
             currency = Currency.parse(raw.currency)
@@ -326,11 +382,16 @@ def _parse_methods(
 def _parse_method_name(c: _Collector, field_: str, raw: str) -> MethodType | None:
     if not raw.strip():
         return MethodType.CARD
+    if len(raw.strip()) > MAX_METHOD_LEN:
+        c.fatal(field_, "unknown payment method", "input/method")
+        return None
     method = parse_method(raw)
     if method is None:
-        c.fatal(field_, f"unknown payment method {raw.strip()[:32]!r}", "input/method")
+        c.fatal(field_, f"unknown payment method {clip(raw.strip(), 32)!r}", "input/method")
     elif method.value != raw:
-        c.note(field_, f"alias {raw.strip()[:32]!r} read as {method.value}", "input/method_alias")
+        c.note(
+            field_, f"alias {clip(raw.strip(), 32)!r} read as {method.value}", "input/method_alias"
+        )
     return method
 
 

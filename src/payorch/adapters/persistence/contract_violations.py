@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from sqlalchemy import and_, func, insert, or_, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from payorch.adapters.persistence.tables import contract_violations, merchant_complaints
@@ -67,6 +68,9 @@ class BufferedViolationWriter:
         self._on_error = on_error
         self.dropped = 0
         self.written = 0
+        # INSERT ... ON CONFLICT (id) DO NOTHING: a batch written twice is stored once.
+        dml = postgresql if engine is not None and engine.dialect.name == "postgresql" else sqlite
+        self._insert = dml.insert(contract_violations).on_conflict_do_nothing(index_elements=["id"])
 
     def __len__(self) -> int:
         return len(self._buffer)
@@ -87,9 +91,11 @@ class BufferedViolationWriter:
                 batch = [self._buffer.popleft() for _ in range(min(BATCH, len(self._buffer)))]
                 try:
                     async with self._engine.begin() as conn:
-                        await conn.execute(insert(contract_violations), [_row(v) for v in batch])
+                        await conn.execute(self._insert, [_row(v) for v in batch])
                 except asyncio.CancelledError:
-                    # Stopped mid-write: the batch goes back for the final flush.
+                    # Stopped mid-write: the batch goes back for the final flush. The
+                    # COMMIT may have finished all the same (aiosqlite commits in its
+                    # thread), so writing it again skips the ids already stored.
                     self._buffer.extendleft(reversed(batch))
                     raise
                 except Exception:

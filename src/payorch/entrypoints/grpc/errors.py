@@ -9,6 +9,8 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from payorch.domain.card_data import clip
+
 DOMAIN = "payorch"
 
 
@@ -29,15 +31,26 @@ def _status(code: int, message: str, details: Iterable[object]) -> grpc.Status:
     return rpc_status.to_status(status_pb2.Status(code=code, message=message, details=packed))
 
 
+# An answer's details are bounded whatever a request makes of them: status details
+# travel in a trailer, and a trailer over the transport's limit turns the answer into
+# RESOURCE_EXHAUSTED. Cut with clip: a cut never makes a card number.
+MAX_MESSAGE_LEN = 1000
+MAX_VIOLATIONS = 50
+MAX_FIELD_LEN = 200
+
+
 def invalid_argument(violations: Iterable[tuple[str, str]], message: str = "") -> RpcError:
+    listed = list(violations)
+    shown = [(clip(f, MAX_FIELD_LEN), clip(d, MAX_MESSAGE_LEN)) for f, d in listed[:MAX_VIOLATIONS]]
+    if len(listed) > MAX_VIOLATIONS:
+        shown.append(("", f"and {len(listed) - MAX_VIOLATIONS} more problems"))
     bad = error_details_pb2.BadRequest(
         field_violations=[
-            error_details_pb2.BadRequest.FieldViolation(field=f, description=d)
-            for f, d in violations
+            error_details_pb2.BadRequest.FieldViolation(field=f, description=d) for f, d in shown
         ]
     )
     text = message or "; ".join(f"{v.field}: {v.description}" for v in bad.field_violations)
-    return RpcError(_status(code_pb2.INVALID_ARGUMENT, text[:1000], [bad]))
+    return RpcError(_status(code_pb2.INVALID_ARGUMENT, clip(text, MAX_MESSAGE_LEN), [bad]))
 
 
 def error(code: int, message: str, reason: str = "", field: str = "") -> RpcError:
@@ -48,11 +61,13 @@ def error(code: int, message: str, reason: str = "", field: str = "") -> RpcErro
         details.append(
             error_details_pb2.BadRequest(
                 field_violations=[
-                    error_details_pb2.BadRequest.FieldViolation(field=field, description=message)
+                    error_details_pb2.BadRequest.FieldViolation(
+                        field=field, description=clip(message, MAX_MESSAGE_LEN)
+                    )
                 ]
             )
         )
-    return RpcError(_status(code, message[:1000], details))
+    return RpcError(_status(code, clip(message, MAX_MESSAGE_LEN), details))
 
 
 def not_found(what: str) -> RpcError:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,6 +24,7 @@ from payorch.domain.webhook_delivery import (
     WebhookDelivery,
     WebhookEndpoint,
 )
+from payorch.entrypoints.grpc.mappers import decode_cursor, encode_cursor
 
 PLAN_STATUSES: dict[PlanStatus, Any] = {
     s: pb.PlanStatus.Value(f"PLAN_STATUS_{s.name}") for s in PlanStatus
@@ -143,28 +142,9 @@ def delivery_pb(d: WebhookDelivery) -> pb.WebhookDelivery:
     )
 
 
-class InvalidPageToken(ValueError):
-    pass
-
-
 def encode_page_token(created_at: datetime, object_id: str) -> str:
-    raw = f"{created_at.astimezone(UTC).isoformat()}|{object_id}"
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+    return encode_cursor(created_at, object_id)
 
 
 def decode_page_token(token: str) -> Cursor | None:
-    if not token:
-        return None
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
-        created, _, object_id = raw.partition("|")
-        when = datetime.fromisoformat(created)
-        if when.tzinfo is None or not object_id or len(object_id) > 128:
-            raise ValueError("incomplete")
-        if not object_id.isascii() or not object_id.isprintable():
-            raise ValueError("incomplete")
-        # Compared with stored UTC datetimes: converting must not overflow.
-        when = when.astimezone(UTC)
-    except (binascii.Error, UnicodeDecodeError, ValueError, OverflowError) as exc:
-        raise InvalidPageToken("page_token is not one this server issued") from exc
-    return Cursor(when, object_id)
+    return Cursor(*decode_cursor(token, max_id_len=128)) if token else None

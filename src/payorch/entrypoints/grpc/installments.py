@@ -8,8 +8,10 @@ from google.rpc import code_pb2
 
 from payments.installments.v1 import installments_pb2 as pb
 from payorch.app.auth import read_scope, resolve_merchant
+from payorch.app.contract_monitor import reject_call
 from payorch.app.installment_ports import Cursor
 from payorch.app.installments import (
+    MAX_REASON_LEN,
     CreatePlan,
     InstallmentService,
     InvalidPlanRequest,
@@ -19,25 +21,28 @@ from payorch.app.installments import (
 from payorch.app.payments import IdempotencyConflict, RequestInProgress
 from payorch.app.ports import ConcurrentUpdate
 from payorch.app.webhook_delivery import (
+    EVENT_TYPES,
+    MAX_DESCRIPTION_LEN,
+    MAX_URL_LEN,
     CannotRedeliver,
     DeliveryNotFound,
     EndpointNotFound,
     InvalidEndpoint,
     WebhookEndpoints,
 )
-from payorch.domain.card_data import contains_card_number
+from payorch.domain.card_data import clip, contains_card_number
 from payorch.domain.installments import InvalidTransition, NotEligible
 from payorch.domain.money import MAX_AMOUNT_MINOR, Currency, InvalidAmount, Money, UnknownCurrency
-from payorch.domain.request import RequestRejected
+from payorch.domain.request import RequestRejected, merchant_id_issues
 from payorch.entrypoints.grpc import installment_mappers as mappers
 from payorch.entrypoints.grpc.errors import RpcError, error, invalid_argument, not_found
 from payorch.entrypoints.grpc.handlers import Call
+from payorch.entrypoints.grpc.mappers import InvalidPageToken
 
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
 MAX_PLAN_REQUEST_ID_LEN = 200
 MAX_ID_LEN = 128
-_MERCHANT_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _PRINTABLE_RE = re.compile(r"^[\x21-\x7e]+$")
 # The payments parser's field names, as fields of CreateInstallmentPlanRequest.
 _FIELDS = {"amount": "total.amount_minor", "currency": "total.currency"}
@@ -45,10 +50,10 @@ _FIELDS = {"amount": "total.amount_minor", "currency": "total.currency"}
 
 def _merchant(call: Call, requested: str) -> str:
     merchant = resolve_merchant(call.principal, requested)
-    if not merchant:
-        raise invalid_argument([("merchant_id", "is required for an ops caller")])
-    if not _MERCHANT_RE.match(merchant):
-        raise invalid_argument([("merchant_id", "must be 1-64 letters, digits, '_', '-' or '.'")])
+    issues = merchant_id_issues(merchant)
+    if issues:
+        reject_call(issues)
+        raise invalid_argument([(i.field, i.message) for i in issues])
     return merchant
 
 
@@ -78,7 +83,7 @@ def _page_size(size: int) -> int:
 def _cursor(token: str) -> Cursor | None:
     try:
         return mappers.decode_page_token(token)
-    except mappers.InvalidPageToken as exc:
+    except InvalidPageToken as exc:
         raise invalid_argument([("page_token", str(exc))]) from exc
 
 
@@ -197,9 +202,11 @@ class InstallmentServicer:
         self, request: pb.CancelInstallmentPlanRequest, call: Call
     ) -> pb.CancelInstallmentPlanResponse:
         plan_id = _object_id(request.plan_id, "plan_id", "installment plan")
-        _no_card_numbers([("reason", request.reason)])
+        # Cut as the service keeps it, then scanned: the text scanned is the text kept.
+        reason = clip(request.reason.strip(), MAX_REASON_LEN)
+        _no_card_numbers([("reason", reason)])
         try:
-            plan = await self._plans.cancel(plan_id, read_scope(call.principal), request.reason)
+            plan = await self._plans.cancel(plan_id, read_scope(call.principal), reason)
         except PlanNotFound as exc:
             raise not_found("installment plan") from exc
         except InvalidTransition as exc:
@@ -227,10 +234,16 @@ class InstallmentServicer:
         self, request: pb.CreateWebhookEndpointRequest, call: Call
     ) -> pb.CreateWebhookEndpointResponse:
         merchant = _merchant(call, request.merchant_id)
-        _no_card_numbers(
-            [("url", request.url), ("description", request.description)]
-            + [(f"event_types[{i}]", t) for i, t in enumerate(request.event_types)]
-        )
+        # Held to their lengths and names first: the scan reads only what may be kept.
+        if len(request.url.strip()) > MAX_URL_LEN:
+            raise invalid_argument([("url", f"is required, at most {MAX_URL_LEN} characters")])
+        if len(request.description) > MAX_DESCRIPTION_LEN:
+            raise invalid_argument([("description", f"at most {MAX_DESCRIPTION_LEN} characters")])
+        unknown = [i for i, t in enumerate(request.event_types) if t not in EVENT_TYPES]
+        if unknown:
+            known = ", ".join(sorted(EVENT_TYPES))
+            raise invalid_argument([(f"event_types[{unknown[0]}]", f"unknown; known: {known}")])
+        _no_card_numbers([("url", request.url), ("description", request.description)])
         try:
             endpoint = await self._endpoints.create(
                 merchant, request.url, request.description, list(request.event_types)

@@ -19,6 +19,7 @@ from payorch.app.contract_monitor import CallScope, ContractMonitor
 from payorch.app.ids import new_id
 from payorch.app.observability import Observers, Span, Tracer
 from payorch.app.ports import Clock
+from payorch.domain.card_data import contains_card_number
 from payorch.domain.request import Severity
 
 _REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
@@ -28,9 +29,14 @@ Behaviour = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
 
 
 def _request_id(context: grpc.aio.ServicerContext[Any, Any]) -> str:
-    """The caller's x-request-id when sane, else a fresh one."""
+    """The caller's x-request-id when sane (and no card number), else a fresh one."""
     for key, value in context.invocation_metadata() or ():
-        if key == REQUEST_ID_HEADER and isinstance(value, str) and _REQUEST_ID.match(value):
+        if (
+            key == REQUEST_ID_HEADER
+            and isinstance(value, str)
+            and _REQUEST_ID.match(value)
+            and not contains_card_number(value)
+        ):
             return value
     return new_id("rpc")
 

@@ -217,23 +217,36 @@ class InvalidPageToken(ValueError):
     pass
 
 
-def encode_page_token(p: Payment) -> str:
-    raw = f"{p.created_at.astimezone(UTC).isoformat()}|{p.id}"
+def encode_cursor(at: datetime, object_id: str) -> str:
+    """A page token: where a listing ordered by (time, id) stopped."""
+    raw = f"{at.astimezone(UTC).isoformat()}|{object_id}"
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
-def decode_page_token(token: str) -> PageCursor | None:
-    if not token:
-        return None
+def decode_cursor(token: str, *, max_id_len: int) -> tuple[datetime, str]:
+    """What encode_cursor wrote: a time with its offset, as UTC, and an id of printable
+    ASCII. Anything else is InvalidPageToken, never a value a query could choke on
+    (a time that overflows when made UTC, a NUL no database text type stores)."""
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
-        created, _, payment_id = raw.partition("|")
-        when = datetime.fromisoformat(created).astimezone(UTC)
+        at, _, object_id = raw.partition("|")
+        when = datetime.fromisoformat(at)
+        if when.tzinfo is None or not object_id or len(object_id) > max_id_len:
+            raise ValueError("incomplete")
+        if not object_id.isascii() or not object_id.isprintable():
+            raise ValueError("not an id")
+        # Compared with stored UTC datetimes: converting must not overflow.
+        return when.astimezone(UTC), object_id
     except (binascii.Error, UnicodeDecodeError, ValueError, OverflowError) as exc:
         raise InvalidPageToken("page_token is not one this server issued") from exc
-    if not payment_id or "\x00" in payment_id or len(payment_id) > 64:
-        raise InvalidPageToken("page_token is not one this server issued")
-    return PageCursor(when, payment_id)
+
+
+def encode_page_token(p: Payment) -> str:
+    return encode_cursor(p.created_at, p.id)
+
+
+def decode_page_token(token: str) -> PageCursor | None:
+    return PageCursor(*decode_cursor(token, max_id_len=64)) if token else None
 
 
 # -- events ----------------------------------------------------------------------

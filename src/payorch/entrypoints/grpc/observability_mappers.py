@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,7 +14,15 @@ from payorch.app.contract_reports import ContractReport, MerchantComplaint, Viol
 from payorch.domain.contracts import MISMATCH_RATIO, ContractViolation
 from payorch.domain.request import Severity
 from payorch.domain.retrospective import Retrospective
-from payorch.entrypoints.grpc.mappers import ERROR_CODES, OUTCOMES, PAYMENT_STATUSES, timestamp
+from payorch.entrypoints.grpc.mappers import (
+    ERROR_CODES,
+    OUTCOMES,
+    PAYMENT_STATUSES,
+    InvalidPageToken,
+    decode_cursor,
+    encode_cursor,
+    timestamp,
+)
 
 SEVERITIES: dict[Severity, Any] = {
     s: contracts_pb2.Severity.Value(f"SEVERITY_{s.name}") for s in Severity
@@ -152,19 +158,13 @@ def retrospective_pb(r: Retrospective) -> monitor_pb2.Retrospective:
 
 
 def encode_violation_token(v: ContractViolation) -> str:
-    raw = f"{v.occurred_at.astimezone(UTC).isoformat()}|{v.id}"
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+    return encode_cursor(v.occurred_at, v.id)
 
 
 def decode_violation_token(token: str) -> ViolationCursor | None:
     if not token:
         return None
     try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
-        at, _, violation_id = raw.partition("|")
-        when = datetime.fromisoformat(at)
-    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
+        return ViolationCursor(*decode_cursor(token, max_id_len=64))
+    except InvalidPageToken as exc:
         raise InvalidField("page_token", "is not one this server issued") from exc
-    if not violation_id or when.tzinfo is None:
-        raise InvalidField("page_token", "is not one this server issued")
-    return ViolationCursor(when, violation_id)

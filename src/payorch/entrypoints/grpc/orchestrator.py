@@ -19,15 +19,31 @@ from payorch.app.payments import (
     RequestInProgress,
 )
 from payorch.app.plan_builder import PlanRejected
-from payorch.domain.card_data import contains_card_number
+from payorch.domain.card_data import clip, contains_card_number
 from payorch.domain.merchant_config import InvalidMerchantConfig
-from payorch.domain.request import RequestRejected, parse_payment_request
+from payorch.domain.request import (
+    RequestRejected,
+    idempotency_key_issues,
+    merchant_id_issues,
+    parse_payment_request,
+)
 from payorch.entrypoints.grpc import mappers
 from payorch.entrypoints.grpc.errors import error, invalid_argument, not_found
 from payorch.entrypoints.grpc.handlers import Call
 
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
+MAX_CANCEL_REASON_LEN = 200  # longer reasons are cut
+
+
+def _named_merchant(call: Call, requested: str, field_: str) -> str:
+    """The merchant a call acts for; one an operator names is held to the rules."""
+    merchant = resolve_merchant(call.principal, requested)
+    issues = merchant_id_issues(merchant, field_)
+    if issues:
+        reject_call(issues)
+        raise invalid_argument([(i.field, i.message) for i in issues])
+    return merchant
 
 
 class PaymentOrchestratorServicer:
@@ -144,12 +160,12 @@ class PaymentOrchestratorServicer:
         self, request: orch.CancelPaymentRequest, call: Call
     ) -> orch.CancelPaymentResponse:
         payment_id = self._payment_id(request.payment_id)
-        if contains_card_number(request.reason):
+        # Cut first, then scanned: the text scanned is the text kept.
+        reason = clip(request.reason, MAX_CANCEL_REASON_LEN)
+        if contains_card_number(reason):
             raise invalid_argument([("reason", "looks like a card number: never send card data")])
         try:
-            payment = await self._payments.cancel(
-                payment_id, read_scope(call.principal), request.reason[:200]
-            )
+            payment = await self._payments.cancel(payment_id, read_scope(call.principal), reason)
         except PaymentNotFound as exc:
             raise not_found("payment") from exc
         except InvalidState as exc:
@@ -162,14 +178,12 @@ class PaymentOrchestratorServicer:
         self, request: orch.RefundPaymentRequest, call: Call
     ) -> orch.RefundPaymentResponse:
         payment_id = self._payment_id(request.payment_id)
-        problems = []
-        if not request.request_id or len(request.request_id) > 255:
-            problems.append(
-                ("request_id", "is required (1-255 characters): it makes refunds idempotent")
-            )
+        issues = idempotency_key_issues(request.request_id)
+        problems = [(i.field, i.message) for i in issues]
         if request.amount_minor < 0:
             problems.append(("amount_minor", "must not be negative"))
         if problems:
+            reject_call(issues)
             raise invalid_argument(problems)
         try:
             payment = await self._payments.refund(
@@ -208,13 +222,11 @@ class PaymentOrchestratorServicer:
     async def UpsertMerchantConfig(
         self, request: orch.UpsertMerchantConfigRequest, call: Call
     ) -> orch.UpsertMerchantConfigResponse:
-        merchant = resolve_merchant(call.principal, request.config.merchant_id)
-        if not merchant:
-            raise invalid_argument([("config.merchant_id", "is required for an ops caller")])
+        merchant = _named_merchant(call, request.config.merchant_id, "config.merchant_id")
         if request.expected_version < 0:
             raise invalid_argument([("expected_version", "must not be negative")])
         try:
-            config = mappers.config_from_pb(request.config, merchant[:64])
+            config = mappers.config_from_pb(request.config, merchant)
             saved = await self._configs.upsert(config, expected_version=request.expected_version)
         except InvalidMerchantConfig as exc:
             raise invalid_argument(
@@ -227,10 +239,8 @@ class PaymentOrchestratorServicer:
     async def GetMerchantConfig(
         self, request: orch.GetMerchantConfigRequest, call: Call
     ) -> orch.GetMerchantConfigResponse:
-        merchant = resolve_merchant(call.principal, request.merchant_id)
-        if not merchant:
-            raise invalid_argument([("merchant_id", "is required for an ops caller")])
-        config, is_default = await self._configs.get(merchant[:64])
+        merchant = _named_merchant(call, request.merchant_id, "merchant_id")
+        config, is_default = await self._configs.get(merchant)
         return orch.GetMerchantConfigResponse(
             config=mappers.config_pb(config), is_default=is_default
         )
