@@ -14,7 +14,7 @@ from payorch.adapters.processors.simulated import Simulation
 from payorch.adapters.worker_lock import AnotherWorkerRunning, single_worker
 from payorch.app.installment_ports import Cursor
 from payorch.app.installment_scheduler import InstallmentScheduler
-from payorch.app.installments import PlanConflict, PlanNotFound, RecordCharge
+from payorch.app.installments import InvalidPlanRequest, PlanConflict, PlanNotFound, RecordCharge
 from payorch.app.ports import ConcurrentUpdate
 from payorch.domain.health import Signal
 from payorch.domain.installments import InstallmentStatus, InvalidTransition, PlanStatus
@@ -343,6 +343,17 @@ async def test_a_cancelled_plan_charges_nothing_more(container, clock):
     move_to(clock, plan.installments[2].due_at + DAY)
     assert (await app.scheduler.run_once()).claimed == 0
     assert (await outbox(container, plan.id))[-1] == "PlanCancelled"
+
+
+async def test_a_cancel_reason_is_cut_before_its_card_scan_never_through_a_number(container):
+    app = container.installments
+    plan = (await create_plan(container)).plan
+    # 17 digits failing Luhn: cut blindly at 500 they would end in a card number.
+    reason = "x" * 484 + "40000566556655561"
+    cancelled = await app.plans.cancel(plan.id, "m_1", reason)
+    assert cancelled.cancel_reason == "x" * 484
+    with pytest.raises(InvalidPlanRequest):
+        await app.plans.cancel(plan.id, "m_1", "card 4000 0566 5566 5556 was stolen")
 
 
 async def test_plans_are_listed_newest_first_by_status_a_page_at_a_time(container, clock):

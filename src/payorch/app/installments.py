@@ -25,7 +25,7 @@ from payorch.app.merchant_configs import MerchantConfigs
 from payorch.app.payments import IdempotencyConflict, PaymentService, RequestInProgress
 from payorch.app.plan_builder import PlanRejected
 from payorch.app.ports import Clock, ConcurrentUpdate
-from payorch.domain.card_data import contains_card_number
+from payorch.domain.card_data import clip, contains_card_number
 from payorch.domain.installments import (
     ChargeOutcome,
     ChargeResult,
@@ -434,12 +434,16 @@ class InstallmentService:
             return await uow.plans.list(merchant_id, status=status, limit=page_size, after=after)
 
     async def cancel(self, plan_id: str, merchant_id: str | None, reason: str) -> InstallmentPlan:
+        # Cut before the scan, never through a number: a cut could leave a card number.
+        reason = clip(reason.strip(), MAX_REASON_LEN)
+        if contains_card_number(reason):
+            raise InvalidPlanRequest("reason", "looks like a card number")
         for _ in range(SAVE_TRIES):
             async with self._uow() as uow:
                 plan = await uow.plans.get(plan_id, merchant_id)
                 if plan is None:
                     raise PlanNotFound(plan_id)
-                plan.cancel(reason.strip()[:MAX_REASON_LEN], self._clock.now())  # InvalidTransition
+                plan.cancel(reason, self._clock.now())  # InvalidTransition
                 try:
                     await uow.plans.save(plan)
                     await uow.commit()
