@@ -56,6 +56,24 @@ def idempotency_key(payment: Payment, step: Step) -> str:
     return f"payorch_{payment.id}_{step.index}_g{step.generation}"
 
 
+def charge_request(payment: Payment, step: Step, timeout_s: float) -> ChargeRequest:
+    """The request that authorizes `step`, or looks it up, under its current key."""
+    return ChargeRequest(
+        payment_id=payment.id,
+        step_index=step.index,
+        idempotency_key=idempotency_key(payment, step),
+        intent_key=intent_key(payment, step),
+        amount_minor=step.amount_minor,
+        currency=payment.currency.code,
+        token=step.token,
+        capture=payment.capture_mode is CaptureMode.AUTOMATIC,
+        customer_id=step.customer_id,
+        off_session=payment.off_session,
+        merchant_id=payment.merchant_id,
+        timeout_s=timeout_s,
+    )
+
+
 def _not_charged_proof(
     response: ProcessorResponse, c: Classification, *, looked_up_clean: bool
 ) -> str | None:
@@ -98,20 +116,7 @@ class Router:
         self.stalls = stalls
 
     def charge_request(self, payment: Payment, step: Step, timeout_s: float) -> ChargeRequest:
-        return ChargeRequest(
-            payment_id=payment.id,
-            step_index=step.index,
-            idempotency_key=idempotency_key(payment, step),
-            intent_key=intent_key(payment, step),
-            amount_minor=step.amount_minor,
-            currency=payment.currency.code,
-            token=step.token,
-            capture=payment.capture_mode is CaptureMode.AUTOMATIC,
-            customer_id=step.customer_id,
-            off_session=payment.off_session,
-            merchant_id=payment.merchant_id,
-            timeout_s=timeout_s,
-        )
+        return charge_request(payment, step, timeout_s)
 
     def _choose(self, step: Step, tried: Sequence[str]) -> Choice | None:
         candidates = [n for n in step.processors if n in self.processors and n not in tried]
