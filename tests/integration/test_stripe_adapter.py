@@ -130,6 +130,18 @@ async def test_insufficient_funds_is_a_soft_decline_for_later_not_now(
     assert fake.charges_total == 0
 
 
+async def test_a_card_over_its_velocity_limit_is_declined_for_later_not_now(
+    fake: FakeStripe, processor: StripeProcessor
+) -> None:
+    answer = await processor.authorize(charge("pm_card_chargeDeclinedVelocityLimitExceeded"))
+
+    assert (answer.error_type, answer.decline_code) == ("card_error", "card_velocity_exceeded")
+    verdict = classify(answer)
+    assert (verdict.outcome, verdict.retry_now, verdict.retry_later) == (Outcome.SOFT, False, True)
+    assert not verdict.unmapped
+    assert fake.charges_total == 0
+
+
 @pytest.mark.parametrize(
     ("token", "code", "decline_code", "error_code"),
     [

@@ -226,6 +226,24 @@ def test_insufficient_funds_is_retried_later_not_now() -> None:
     assert c.retry_later
 
 
+@pytest.mark.parametrize(
+    "decline_code",
+    [
+        "issuer_not_available",
+        "try_again_later",
+        "reenter_transaction",
+        "approve_with_id",
+        "card_velocity_exceeded",
+    ],
+)
+def test_a_bank_asking_to_try_again_later_is_retried_later_not_now(decline_code: str) -> None:
+    # Stripe's next step for these is to attempt the payment again (or, over the card's
+    # limit, once the limit resets): the dunning ladder's job, not an immediate retry.
+    c = card_error(decline_code)
+    assert c == soft(ErrorCode.CARD_DECLINED, now=False, later=True)
+    assert not c.unmapped
+
+
 def test_generic_decline_is_hard_and_never_retried_now() -> None:
     c = card_error("generic_decline")
     assert c.outcome is Outcome.HARD

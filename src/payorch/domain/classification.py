@@ -40,6 +40,14 @@ DECLINE_CODES: dict[str, Classification] = {
     "expired_card": _hard(ErrorCode.EXPIRED_CARD),
     "incorrect_cvc": _hard(ErrorCode.INCORRECT_CVC),
     "processing_error": _soft(ErrorCode.PROCESSING_ERROR),
+    # Stripe's next step for these: attempt the payment again, later (the issuer could
+    # not be reached or asked to retry; the card is over its limit until it resets).
+    # The dunning ladder's job: at once it would be declined the same way.
+    "issuer_not_available": _soft(ErrorCode.CARD_DECLINED, now=False, later=True),
+    "try_again_later": _soft(ErrorCode.CARD_DECLINED, now=False, later=True),
+    "reenter_transaction": _soft(ErrorCode.CARD_DECLINED, now=False, later=True),
+    "approve_with_id": _soft(ErrorCode.CARD_DECLINED, now=False, later=True),
+    "card_velocity_exceeded": _soft(ErrorCode.CARD_DECLINED, now=False, later=True),
     "authentication_required": Classification(
         Outcome.REQUIRES_ACTION,
         ErrorCode.AUTHENTICATION_REQUIRED,
