@@ -53,6 +53,11 @@ async def world():
         yield fake, service
 
 
+def events_raised(service):
+    """Names of every event the service stored, in order (the fake outbox)."""
+    return [e.name for e in service._uow.events]
+
+
 async def pay(service, request_id="r1", token="pm_card_visa", methods=None, total=5000):
     raw = RawPaymentRequest(
         merchant_id="m_1",
@@ -206,3 +211,21 @@ async def test_an_intent_stripe_is_already_processing_is_unknown_and_never_charg
         assert fake.requests_to("confirm")[-1].status == 400  # payment_intent_unexpected_state
         assert payment.steps[0].attempts[-1].raw.message == "status processing"
         assert len(fake.payment_intents) == 1 and fake.charges_total == 0
+
+
+# -- a step paused for the customer ---------------------------------------------------
+
+
+async def test_confirming_a_payment_the_customer_has_not_authenticated_yet_changes_nothing(world):
+    fake, service = world
+    payment = await pay(service, token="pm_card_authenticationRequired")
+    assert payment.status is PaymentStatus.REQUIRES_ACTION
+    secret = payment.steps[0].client_secret
+
+    for _ in range(2):  # the client asks before the customer has acted, twice
+        payment = await service.confirm(payment.id, "m_1")
+
+    assert payment.status is PaymentStatus.REQUIRES_ACTION
+    assert payment.steps[0].client_secret == secret
+    assert "PaymentReconciled" not in events_raised(service)
+    assert fake.charges_total == 0

@@ -22,7 +22,7 @@ from payorch.app.ports import ChargeRequest, Clock, Processor
 from payorch.app.stalls import StallWatch
 from payorch.domain.classification import classify, is_infrastructure_failure
 from payorch.domain.health import HealthPolicy, HealthState, signal_despite_stall, signal_of
-from payorch.domain.payment import Attempt, CaptureMode, Payment, RawError, Step
+from payorch.domain.payment import Attempt, CaptureMode, Payment, RawError, Step, StepStatus
 from payorch.domain.results import (
     Classification,
     ErrorCode,
@@ -405,6 +405,10 @@ class Router:
                 payment.step_reconciled(step, source="retrieve")
                 return True
             if looked.kind is ResponseKind.REQUIRES_ACTION:
+                if step.status is StepStatus.REQUIRES_ACTION:
+                    # Paused for the customer before and still: nothing was learned.
+                    attempt.retry_decision = "still waiting for the customer"
+                    return False
                 attempt.retry_decision = "reconciled: waiting for the customer"
                 payment.step_requires_action(
                     step,
