@@ -17,7 +17,7 @@ from payorch.app.settlement import Settlement
 from payorch.domain.merchant_config import MerchantConfig
 from payorch.domain.payment import PaymentStatus, StepStatus
 from payorch.domain.request import RawMethodInput, RawPaymentRequest, parse_payment_request
-from payorch.domain.results import ErrorCode
+from payorch.domain.results import ErrorCode, Outcome
 from payorch.domain.retry import RetryPolicy
 from tests.fakes.fake_stripe import FakeStripe, Fault
 from tests.fakes.memory import FakeMerchantConfigStore, FakeUnitOfWorkFactory
@@ -138,6 +138,34 @@ async def test_a_processing_error_is_retried_under_a_new_key_so_stripe_declines_
     assert not any(r.replayed for r in confirms)
     assert payment.status is PaymentStatus.FAILED
     assert payment.final_error is ErrorCode.PROCESSING_ERROR
+    assert fake.charges_total == 0
+
+
+async def test_a_stolen_card_decline_whose_answer_was_lost_reconciles_as_stolen_not_for_later():
+    async with running(max_retries=0) as (fake, service, _clock):
+        fake.inject(Fault.drop_after_processing())  # Stripe declined; the answer is lost
+        payment = await pay(service, token="pm_card_chargeDeclinedStolenCard")
+        assert payment.status is PaymentStatus.UNKNOWN
+
+        assert await service.reconcile(payment)
+
+        step = payment.steps[0]
+        assert payment.status is PaymentStatus.FAILED
+        assert (step.outcome, step.error_code) == (Outcome.HARD, ErrorCode.STOLEN_CARD)
+        assert step.attempts[-1].raw.decline_code == "stolen_card"
+        [failed] = [e for e in service._uow.events if e.name == "StepFailed"]
+        assert failed.retryable is False  # dunning must not charge a stolen card again
+        assert fake.charges_total == 0
+
+
+async def test_a_500_stored_over_a_stolen_card_decline_fails_the_step_without_a_second_try(world):
+    fake, service = world
+    fake.inject(Fault.api_error(charged=True))  # the bank declined, then Stripe stored a 500
+    payment = await pay(service, token="pm_card_chargeDeclinedStolenCard")
+
+    assert payment.status is PaymentStatus.FAILED
+    assert payment.final_error is ErrorCode.STOLEN_CARD
+    assert len(fake.requests_to("confirm")) == 1  # the stolen card is not tried again
     assert fake.charges_total == 0
 
 

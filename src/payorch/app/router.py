@@ -13,6 +13,7 @@ lost answer the step stays with its processor until reconciled.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -92,6 +93,14 @@ def _declined(response: ProcessorResponse) -> bool:
     """The bank declined: the processor stores the answer under its key, and no money
     moved. Retrying it (processing_error) needs the next key generation."""
     return response.kind is ResponseKind.ERROR and response.error_type == "card_error"
+
+
+def _decline_found(looked: ProcessorResponse) -> ProcessorResponse | None:
+    """The bank's decline a lookup found on the processor's object (Stripe's
+    last_payment_error), as the answer it would have been; None when there is none."""
+    if looked.kind is ResponseKind.NOT_CHARGED and looked.error_type == "card_error":
+        return dataclasses.replace(looked, kind=ResponseKind.ERROR)
+    return None
 
 
 class Router:
@@ -361,6 +370,12 @@ class Router:
         if looked.kind in (ResponseKind.SUCCEEDED, ResponseKind.AUTHORIZED):
             look_attempt.retry_decision = "the processor had charged: no retry needed"
             return looked, classify(looked)
+        declined = _decline_found(looked)
+        if declined is not None:
+            # The bank declined under this key before the 500: that is its answer (a
+            # stolen card is not tried again; processing_error moves to the next key).
+            look_attempt.retry_decision = "declined: the bank's answer stands"
+            return declined, classify(declined)
         if looked.kind in (ResponseKind.NOT_CHARGED, ResponseKind.NOT_FOUND):
             # Known not charged: the next generation's key is safe to use.
             step.generation += 1
@@ -387,6 +402,13 @@ class Router:
         request = self.charge_request(payment, step, self.call_timeout_s)
         inconclusive = False
         attempt: Attempt | None = None
+        # Not charged: by default soft, for later; the bank's decline when a lookup saw it.
+        verdict = Classification(
+            Outcome.SOFT,
+            step.error_code if step.error_code is not ErrorCode.NONE else ErrorCode.UNKNOWN_OUTCOME,
+            False,
+            True,
+        )
         for name in names:
             if len(names) > 1:
                 step.processor_payment_id = ""  # each processor has its own object
@@ -420,23 +442,16 @@ class Router:
                 return True
             if looked.kind in (ResponseKind.NOT_CHARGED, ResponseKind.NOT_FOUND):
                 attempt.retry_decision = "reconciled: never charged"
+                declined = _decline_found(looked)
+                if declined is not None:
+                    # As if the decline had been the answer: a hard one stays hard.
+                    verdict = classify(declined)
+                    attempt.retry_decision += f", declined ({verdict.error_code.value})"
             else:
                 attempt.retry_decision = "still unknown: will look again later"
                 inconclusive = True
         if inconclusive or attempt is None:
             return False
-        payment.step_failed(
-            step,
-            Classification(
-                Outcome.SOFT,
-                step.error_code
-                if step.error_code is not ErrorCode.NONE
-                else ErrorCode.UNKNOWN_OUTCOME,
-                False,
-                True,
-            ),
-            processor=names[-1],
-            latency_ms=attempt.latency_ms,
-        )
+        payment.step_failed(step, verdict, processor=names[-1], latency_ms=attempt.latency_ms)
         payment.step_reconciled(step, source="retrieve")
         return True
