@@ -9,6 +9,7 @@ import random
 import pytest
 
 from payorch.adapters.clock import ManualClock
+from payorch.adapters.processors.simulated import SimulatedProcessor
 from payorch.adapters.processors.stripe import StripeProcessor
 from payorch.app.merchant_configs import MerchantConfigs
 from payorch.app.payments import PaymentService
@@ -24,15 +25,17 @@ from tests.fakes.memory import FakeMerchantConfigStore, FakeUnitOfWorkFactory
 
 
 @contextlib.asynccontextmanager
-async def running(*, max_retries=2, fallback_on_failure=False, clock=None):
+async def running(*, max_retries=2, fallback_on_failure=False, clock=None, then=None):
+    """The service on the fake Stripe; `then` is another processor to fail over to."""
     async with FakeStripe() as fake:
         clock = clock or ManualClock()
         stripe = StripeProcessor(fake.api_key, api_base=fake.url, timeout_s=0.5)
-        router = Router({"stripe": stripe}, clock, call_timeout_s=0.5, rng=random.Random(3))
+        processors = {"stripe": stripe, **({then.name: then} if then else {})}
+        router = Router(processors, clock, call_timeout_s=0.5, rng=random.Random(3))
         configs = MerchantConfigs(
             FakeMerchantConfigStore(),
             clock,
-            ["stripe"],
+            list(processors),
             defaults=MerchantConfig(
                 "",
                 retry_policy=RetryPolicy(max_retries=max_retries),
@@ -167,6 +170,31 @@ async def test_a_500_stored_over_a_stolen_card_decline_fails_the_step_without_a_
     assert payment.final_error is ErrorCode.STOLEN_CARD
     assert len(fake.requests_to("confirm")) == 1  # the stolen card is not tried again
     assert fake.charges_total == 0
+
+
+# -- a create that failed: nothing was confirmed -------------------------------------
+
+
+async def test_a_lost_create_answer_fails_over_since_no_confirm_was_sent():
+    simulated = SimulatedProcessor("simulated")
+    async with running(max_retries=1, then=simulated) as (fake, service, _clock):
+        fake.inject(*[Fault.slow(2.0, process=False)] * 2, endpoint="create")
+        payment = await pay(service)
+
+        assert payment.status is PaymentStatus.SUCCEEDED
+        assert payment.steps[0].processor == "simulated"
+        assert fake.requests_to("confirm") == [] and fake.charges_total == 0
+        assert simulated.ledger.charges_total == 1
+
+
+async def test_a_lost_create_answer_with_nowhere_to_fail_over_fails_instead_of_staying_unknown():
+    async with running(max_retries=1) as (fake, service, _clock):
+        fake.inject(*[Fault.slow(2.0, process=False)] * 2, endpoint="create")
+        payment = await pay(service)
+
+        assert payment.status is PaymentStatus.FAILED  # nothing to reconcile: none charged
+        assert payment.steps[0].outcome is Outcome.SOFT
+        assert fake.requests_to("confirm") == [] and fake.charges_total == 0
 
 
 # -- a confirm Stripe is still working on ---------------------------------------------

@@ -447,6 +447,34 @@ async def test_a_create_that_never_answered_leaves_nothing_charged_and_one_inten
     assert fake.charges_total == 1
 
 
+async def test_a_create_whose_answer_was_lost_says_no_charge_was_sent(
+    fake: FakeStripe, processor: StripeProcessor
+) -> None:
+    fake.inject(Fault.slow(2.0, process=False), endpoint="create")
+
+    late = await processor.authorize(charge(timeout_s=0.3))
+
+    assert late.kind is ResponseKind.NO_RESPONSE and late.charge_not_sent
+    verdict = classify(late)
+    assert (verdict.outcome, verdict.error_code, verdict.retry_now) == (
+        Outcome.SOFT,
+        ErrorCode.TIMEOUT,
+        True,
+    )
+    assert fake.requests_to("confirm") == []
+
+
+async def test_a_lost_confirm_answer_is_still_possibly_charged(
+    fake: FakeStripe, processor: StripeProcessor
+) -> None:
+    fake.inject(Fault.slow(2.0))
+
+    late = await processor.authorize(charge(timeout_s=0.3))
+
+    assert late.kind is ResponseKind.NO_RESPONSE and not late.charge_not_sent
+    assert classify(late).outcome is Outcome.UNKNOWN
+
+
 async def test_a_retry_while_stripe_still_works_on_the_key_is_a_409_then_the_stored_answer(
     fake: FakeStripe, processor: StripeProcessor
 ) -> None:

@@ -120,6 +120,25 @@ def test_no_response_is_unknown_timeout_retried_only_now_with_the_same_key() -> 
     assert is_infrastructure_failure(c)
 
 
+def test_a_lost_answer_when_nothing_able_to_charge_was_sent_is_soft_not_unknown() -> None:
+    # Stripe: the PaymentIntent create's answer was lost; no confirm went out.
+    c = classify(ProcessorResponse(ResponseKind.NO_RESPONSE, charge_not_sent=True))
+    assert c == soft(ErrorCode.TIMEOUT)
+    assert is_infrastructure_failure(c)
+
+
+def test_a_key_in_flight_when_nothing_able_to_charge_was_sent_is_soft_not_unknown() -> None:
+    c = classify(
+        error(
+            http_status=409,
+            error_type="idempotency_error",
+            code="idempotency_key_in_use",
+            charge_not_sent=True,
+        )
+    )
+    assert c == soft(ErrorCode.IDEMPOTENCY_CONFLICT)
+
+
 def test_pending_payment_is_unknown_and_not_retried() -> None:
     c = classify(ProcessorResponse(ResponseKind.PENDING))
     assert c == Classification(

@@ -82,6 +82,8 @@ def _not_charged_proof(
     Only then may the step move to another processor (which would charge again)."""
     if looked_up_clean:
         return "a lookup found nothing charged"
+    if response.charge_not_sent:
+        return "the call failed before sending anything that could charge"
     if response.kind is ResponseKind.CONNECTION_ERROR:
         return "the connection failed before the request was sent"
     if c.error_code is ErrorCode.RATE_LIMITED:

@@ -128,6 +128,16 @@ _UNMAPPED = Classification(
 
 def classify(response: ProcessorResponse) -> Classification:
     """Classify one processor answer. Total: every input gets a classification."""
+    found = _classify(response)
+    if found.outcome is Outcome.UNKNOWN and response.charge_not_sent:
+        # Unknown is "may have charged": not so when nothing able to charge was sent.
+        return Classification(
+            Outcome.SOFT, found.error_code, retry_now=found.retry_now, retry_later=True
+        )
+    return found
+
+
+def _classify(response: ProcessorResponse) -> Classification:
     if response.kind is not ResponseKind.ERROR:
         return KINDS[response.kind]
     found = _classify_error(response)

@@ -121,7 +121,9 @@ class StripeProcessor:
                 ),
             )
         except _Failed as failed:
-            return failed.response
+            # No confirm went out, however the create failed (even with its answer lost,
+            # or with a 500 stored under its key): nothing was charged by this call.
+            return dataclasses.replace(failed.response, charge_not_sent=True, indeterminate=False)
         pi_id = created.id
 
         # The payment method again: after a decline Stripe detaches it from the intent,
