@@ -175,6 +175,21 @@ async def test_a_500_stored_over_a_stolen_card_decline_fails_the_step_without_a_
 # -- a create that failed: nothing was confirmed -------------------------------------
 
 
+async def test_one_500_on_the_create_is_made_good_under_the_next_create_key_and_charged_once(world):
+    fake, service = world
+    fake.inject(Fault.api_error(), endpoint="create")  # stored, and replayed for a day
+
+    payment = await pay(service)
+
+    assert payment.status is PaymentStatus.SUCCEEDED
+    assert [r.idempotency_key[-9:] for r in fake.requests_to("create")] == [
+        "_0:create",
+        "_0:create",
+        ":create:1",
+    ]
+    assert len(fake.requests_to("confirm")) == 1 and fake.charges_total == 1
+
+
 async def test_a_lost_create_answer_fails_over_since_no_confirm_was_sent():
     simulated = SimulatedProcessor("simulated")
     async with running(max_retries=1, then=simulated) as (fake, service, _clock):

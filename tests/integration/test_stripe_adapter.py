@@ -447,6 +447,76 @@ async def test_a_create_that_never_answered_leaves_nothing_charged_and_one_inten
     assert fake.charges_total == 1
 
 
+async def test_a_create_that_got_a_stored_500_is_made_again_under_the_next_create_key(
+    fake: FakeStripe, processor: StripeProcessor
+) -> None:
+    fake.inject(Fault.api_error(), endpoint="create")
+
+    failed = await processor.authorize(charge())
+
+    assert (failed.kind, failed.http_status) == (ResponseKind.ERROR, 500)
+    # No confirm went out: nothing can have been charged, nothing needs looking up.
+    assert failed.charge_not_sent and not failed.indeterminate
+    assert classify(failed).outcome is Outcome.SOFT and classify(failed).retry_now
+
+    # Stripe replays the 500 under `:create` for a day: the retry moves past it.
+    paid = await processor.authorize(charge())
+
+    assert paid.kind is ResponseKind.SUCCEEDED
+    creates = fake.requests_to("create")
+    assert [(r.idempotency_key, r.replayed) for r in creates] == [
+        ("pay_1:0:create", False),
+        ("pay_1:0:create", True),
+        ("pay_1:0:create:1", False),
+    ]
+    assert len(fake.payment_intents) == 1 and fake.charges_total == 1
+
+
+async def test_an_intent_made_behind_a_stored_500_is_never_confirmed_beside_the_next_one(
+    fake: FakeStripe, processor: StripeProcessor
+) -> None:
+    # Stripe made the PaymentIntent, then answered 500: nobody knows its id.
+    fake.inject(Fault.api_error(charged=True), endpoint="create")
+    await processor.authorize(charge())
+
+    paid = await processor.authorize(charge())
+
+    assert paid.kind is ResponseKind.SUCCEEDED
+    [orphan] = [pi for pi in fake.payment_intents.values() if pi["id"] != paid.processor_payment_id]
+    assert orphan["status"] == "requires_confirmation"  # no money moves on create
+    confirmed = {r.path.split("/")[3] for r in fake.requests_to("confirm")}
+    assert confirmed == {paid.processor_payment_id}
+    assert fake.charges_total == 1
+
+
+async def test_a_lookup_without_an_id_walks_past_a_stored_500_to_the_intent_that_was_charged(
+    fake: FakeStripe, processor: StripeProcessor
+) -> None:
+    fake.inject(Fault.api_error(), endpoint="create")
+    await processor.authorize(charge())
+    paid = await processor.authorize(charge())  # created under `:create:1` and charged
+
+    # As after a server died before storing the id: found by the create keys alone.
+    looked = await processor.lookup(charge(generation=1), "")
+
+    assert looked.kind is ResponseKind.SUCCEEDED
+    assert looked.processor_payment_id == paid.processor_payment_id
+    assert len(fake.payment_intents) == 1 and fake.charges_total == 1
+
+
+async def test_a_lookup_is_inconclusive_when_a_create_key_answers_a_500_it_did_not_store_before(
+    fake: FakeStripe, processor: StripeProcessor
+) -> None:
+    fake.inject(Fault.api_error(), endpoint="create")
+
+    looked = await processor.lookup(charge(), "")
+
+    # A 500 the lookup got first-hand says nothing about an intent made before (the key
+    # would have replayed it): inconclusive, never "not found".
+    assert (looked.kind, looked.http_status) == (ResponseKind.ERROR, 500)
+    assert classify(looked).outcome is Outcome.SOFT
+
+
 async def test_a_create_whose_answer_was_lost_says_no_charge_was_sent(
     fake: FakeStripe, processor: StripeProcessor
 ) -> None:
