@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import socket
 import time
@@ -588,6 +589,36 @@ async def test_a_refused_connection_is_a_connection_error() -> None:
     assert answer.processor_payment_id == ""
     verdict = classify(answer)
     assert (verdict.outcome, verdict.error_code) == (Outcome.SOFT, ErrorCode.NETWORK_ERROR)
+
+
+async def test_a_connect_that_cannot_finish_within_the_calls_deadline_is_a_connection_error() -> (
+    None
+):
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(0)
+        port = server.getsockname()[1]
+        # Fill the accept queue: the kernel drops further SYNs, so a connect hangs.
+        fillers = [socket.socket() for _ in range(4)]
+        for filler in fillers:
+            filler.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                filler.connect(("127.0.0.1", port))
+        try:
+            # The adapter's own timeout is long; the call's deadline is not.
+            async with StripeProcessor(
+                "sk_test_x", api_base=f"http://127.0.0.1:{port}", timeout_s=10.0
+            ) as adapter:
+                started = time.monotonic()
+                answer = await adapter.lookup(charge(timeout_s=0.5), "pi_123")
+                elapsed = time.monotonic() - started
+        finally:
+            for filler in fillers:
+                filler.close()
+
+    # Nothing was sent: a connection error (safe to fail over), not a lost answer.
+    assert answer.kind is ResponseKind.CONNECTION_ERROR
+    assert elapsed < 0.6
 
 
 async def test_a_processing_intent_is_pending_on_lookup(

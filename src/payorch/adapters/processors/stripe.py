@@ -23,6 +23,7 @@ import dataclasses
 import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiohttp
@@ -53,6 +54,36 @@ _KEY_IN_TEXT = re.compile(r"\b[srp]k_(?:live|test)_[A-Za-z0-9_*]*")
 # finished. A confirm still running may yet charge: the router takes these as proof
 # only once the request under its key is over (a stored answer, never a 409).
 _NOT_CHARGED_STATUSES = frozenset({"requires_payment_method", "requires_confirmation", "canceled"})
+
+
+# The deadline of the SDK call this task is making (the event loop's clock).
+_CALL_DEADLINE: ContextVar[float | None] = ContextVar("payorch_stripe_call_deadline", default=None)
+
+
+class _DeadlineHTTPClient(stripe.AIOHTTPClient):
+    """The SDK's aiohttp client, its connect timeout cut to end just before the
+    deadline of the call being made: a connect that cannot finish in time then fails
+    as a connect (nothing was sent: a connection error, safe to fail over) instead of
+    running into the deadline (no answer: the request may have been processed)."""
+
+    def __init__(self, connect_timeout_s: float) -> None:
+        super().__init__(timeout=aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout_s))
+        self._connect_timeout_s = connect_timeout_s
+
+    def _get_request_args_kwargs(
+        self, method: str, url: str, headers: Mapping[str, str], post_data: Any
+    ) -> tuple[Any, dict[str, Any]]:
+        args, kwargs = super()._get_request_args_kwargs(method, url, headers, post_data)
+        deadline = _CALL_DEADLINE.get()
+        if deadline is not None:
+            left = deadline - asyncio.get_running_loop().time()
+            # Time kept after a failed connect to report it before the deadline fires.
+            connect = min(self._connect_timeout_s, left - min(0.05, left / 10))
+            connect = max(connect, 0.001)
+            kwargs["timeout"] = aiohttp.ClientTimeout(
+                total=None, connect=connect, sock_connect=connect
+            )
+        return args, kwargs
 
 
 class _Failed(Exception):
@@ -87,11 +118,10 @@ class StripeProcessor:
         self.name = name
         self._timeout_s = timeout_s
         self._api_key = api_key
-        # Connect timeout only: the deadline of each call is enforced around it, so a
-        # connect that cannot complete is told apart (nothing sent) from a late answer.
-        self._http = stripe.AIOHTTPClient(
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=timeout_s)
-        )
+        # Connect timeout only, cut to each call's deadline; the deadline itself is
+        # enforced around the call, so a connect that cannot complete is told apart
+        # (nothing sent) from a late answer.
+        self._http = _DeadlineHTTPClient(timeout_s)
         self._client = stripe.StripeClient(
             api_key,
             base_addresses={"api": api_base.rstrip("/")} if api_base else None,
@@ -303,6 +333,7 @@ class StripeProcessor:
 
     async def _call(self, deadline: float, call: Callable[[], Awaitable[_T]]) -> _T:
         """One SDK call within the deadline; anything but an object becomes _Failed."""
+        bound = _CALL_DEADLINE.set(deadline)
         try:
             async with asyncio.timeout_at(deadline):
                 return await call()
@@ -327,6 +358,8 @@ class StripeProcessor:
                     message="connection lost while reading Stripe's answer",
                 )
             ) from None
+        finally:
+            _CALL_DEADLINE.reset(bound)
 
     def _from_intent(self, pi: stripe.PaymentIntent) -> ProcessorResponse:
         status = pi.status
