@@ -12,7 +12,7 @@ from payorch.adapters.clock import ManualClock
 from payorch.adapters.processors.simulated import SimulatedProcessor
 from payorch.adapters.processors.stripe import StripeProcessor
 from payorch.app.merchant_configs import MerchantConfigs
-from payorch.app.payments import PaymentService
+from payorch.app.payments import PaymentService, ProcessorEvent, ProcessorEvents
 from payorch.app.router import Router
 from payorch.app.settlement import Settlement
 from payorch.domain.merchant_config import MerchantConfig
@@ -252,6 +252,56 @@ async def test_a_confirm_still_running_at_stripe_never_lets_the_fallback_method_
         assert payment.status is PaymentStatus.UNKNOWN
         assert len(fake.payment_intents) == 1
         assert fake.charges_total == 1
+
+
+async def hint(service, payment, event_id="evt_1"):
+    """A Stripe event that is no final good news: a hint to look the payment up now."""
+    events = ProcessorEvents(service._uow, service, service._clock)
+    pi = payment.steps[0].processor_payment_id
+    return await events.apply(ProcessorEvent(event_id, "webhook", payment.id, 0, pi, False))
+
+
+async def test_a_hint_while_the_confirm_still_runs_never_fails_a_step_stripe_then_charges():
+    async with running(max_retries=1, fallback_on_failure=True) as (fake, service, clock):
+        fake.inject(Fault.stall(1.5))  # our call times out, the retry gets a 409
+        payment = await pay(
+            service,
+            methods=[
+                RawMethodInput("card", "pm_card_visa"),
+                RawMethodInput("google_pay", "pm_card_visa"),
+            ],
+        )
+        assert payment.status is PaymentStatus.UNKNOWN
+        pi = payment.steps[0].processor_payment_id
+        assert fake.payment_intent(pi)["status"] == "requires_confirmation"
+
+        # The intent reads as before the confirm, which is still running at Stripe.
+        assert await hint(service, payment) == "looked up, still open"
+        assert (await service.get(payment.id, "m_1")).status is PaymentStatus.UNKNOWN
+
+        await fake.wait_idle()  # the confirm finishes and charges
+        clock.advance(360)  # the hint's inconclusive lookup put the next one 5 min off
+        assert await service.reconcile_due() == 1
+        settled = await service.get(payment.id, "m_1")
+        assert settled.status is PaymentStatus.SUCCEEDED
+        assert len(settled.steps) == 1 and fake.charges_total == 1
+
+
+async def test_a_lost_answer_is_reconciled_as_not_charged_only_once_the_intent_is_canceled():
+    async with running(max_retries=0) as (fake, service, _clock):
+        fake.inject(Fault.drop_before_processing())  # the confirm never reached Stripe
+        payment = await pay(service)
+        assert payment.status is PaymentStatus.UNKNOWN
+
+        assert await hint(service, payment) == "looked up"
+
+        settled = await service.get(payment.id, "m_1")
+        pi = settled.steps[0].processor_payment_id
+        assert settled.status is PaymentStatus.FAILED
+        # Canceled, no confirm can charge it any more.
+        assert fake.payment_intent(pi)["status"] == "canceled"
+        assert [a.operation for a in settled.steps[0].attempts][-3:] == ["lookup", "void", "lookup"]
+        assert fake.charges_total == 0
 
 
 class BeforeEachRetry(ManualClock):

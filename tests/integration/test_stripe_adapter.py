@@ -577,6 +577,37 @@ async def test_a_retry_while_stripe_still_works_on_the_key_is_a_409_then_the_sto
     assert fake.charges_total == 1
 
 
+async def test_an_intent_a_confirm_still_works_on_cannot_be_canceled_until_it_is_done(
+    fake: FakeStripe, processor: StripeProcessor
+) -> None:
+    fake.inject(Fault.stall(0.4))
+    late = await processor.authorize(charge(timeout_s=0.2))
+    pi_id = late.processor_payment_id
+
+    refused = await processor.cancel(pi_id, "pay_1:0:close")
+    looked = await processor.lookup(charge(), pi_id)
+
+    # Stripe locks an object a request works on: the cancel is a 429 lock_timeout.
+    assert (refused.http_status, refused.code) == (429, "lock_timeout")
+    assert (looked.kind, looked.closed) == (ResponseKind.NOT_CHARGED, False)
+    await fake.wait_idle()
+    assert fake.charges_for(pi_id) == 1
+
+
+async def test_only_a_canceled_intent_reads_as_closed(
+    fake: FakeStripe, processor: StripeProcessor
+) -> None:
+    fake.inject(Fault.drop_before_processing())
+    lost = await processor.authorize(charge())
+    before = await processor.lookup(charge(), lost.processor_payment_id)
+
+    await processor.cancel(lost.processor_payment_id, "pay_1:0:close")
+    after = await processor.lookup(charge(), lost.processor_payment_id)
+
+    assert (before.kind, before.closed) == (ResponseKind.NOT_CHARGED, False)
+    assert (after.kind, after.closed) == (ResponseKind.NOT_CHARGED, True)
+
+
 async def test_a_refused_connection_is_a_connection_error() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -310,11 +310,15 @@ class Router:
         *,
         operation: str = "authorize",
         probe: bool = False,
+        key: str = "",
     ) -> tuple[ProcessorResponse, Attempt]:
+        """One call, recorded as an attempt: authorize, lookup, or void (under `key`)."""
         started_at, t0 = self.clock.now(), self.clock.monotonic()
         try:
             if operation == "lookup":
                 response = await processor.lookup(request, step.processor_payment_id)
+            elif operation == "void":
+                response = await processor.cancel(step.processor_payment_id, key)
             else:
                 response = await processor.authorize(request)
         except BaseException:
@@ -324,7 +328,7 @@ class Router:
         latency_s = t1 - t0
         latency_ms = int(latency_s * 1000)
         c = classify(response)
-        lookup = operation == "lookup"
+        lookup = operation != "authorize"
         signal = signal_of(response, c, lookup=lookup)
         # Time this process was stalled is not the processor's: leave it out.
         stalled_s = self.stalls.stalled_s(t0, t1) if self.stalls is not None else 0.0
@@ -340,7 +344,7 @@ class Router:
         attempt = Attempt(
             number=len(step.attempts) + 1,
             processor=processor.name,
-            idempotency_key=request.idempotency_key,
+            idempotency_key=key or request.idempotency_key,
             started_at=started_at,
             ended_at=self.clock.now(),
             latency_ms=latency_ms,
@@ -391,12 +395,47 @@ class Router:
             Outcome.UNKNOWN, ErrorCode.UNKNOWN_OUTCOME, retry_now=False, retry_later=False
         )
 
+    async def _close(
+        self, payment: Payment, step: Step, name: str, request: ChargeRequest
+    ) -> tuple[ProcessorResponse, Attempt]:
+        """Cancel the step's intent at `name`, then look it up: what it holds now."""
+        processor = self.processors[name]
+        # A key of its own per try: a cancel is idempotent on the intent anyway, and a
+        # 500 stored under one key must not be replayed to every later try.
+        key = f"{intent_key(payment, step)}_close{len(step.attempts) + 1}"
+        _, void = await self._call(
+            payment,
+            step,
+            name,
+            processor,
+            request,
+            "close the intent: only a canceled one proves nothing was charged",
+            operation="void",
+            key=key,
+        )
+        void.retry_decision = "looked up again"
+        return await self._call(
+            payment,
+            step,
+            name,
+            processor,
+            request,
+            "look the intent up after closing it",
+            operation="lookup",
+        )
+
     async def reconcile(self, payment: Payment, step: Step) -> bool:
         """Learn what became of an unknown step. True when it settled.
 
         A step that went unknown stays with its processor: only that one is asked.
         A step left pending by a server that died may have failed over before it
         died: every configured processor is asked, and it fails only if none charged.
+
+        Such a step's last answer was lost, so a request under its key may still be
+        running at the processor: an intent that reads "not charged" (before a confirm,
+        or after an earlier decline) could be charged a moment later. Only a closed
+        (canceled) intent proves it: the reconciler cancels it and looks again, and
+        while the cancel does not go through (the confirm holds the intent) it waits.
         """
         names = [step.processor] if step.processor else list(step.processors)
         if not names or any(n not in self.processors for n in names):
@@ -423,6 +462,27 @@ class Router:
                 "reconcile unknown outcome",
                 operation="lookup",
             )
+            if (
+                looked.kind is ResponseKind.NOT_CHARGED
+                and not looked.closed
+                and step.status is not StepStatus.REQUIRES_ACTION
+            ):
+                before = looked
+                looked, attempt = await self._close(payment, step, name, request)
+                if looked.kind is ResponseKind.NOT_CHARGED and not looked.closed:
+                    attempt.retry_decision = (
+                        "not closed: a request still running may charge it; will look again later"
+                    )
+                    inconclusive = True
+                    continue
+                if _decline_found(looked) is None and _decline_found(before) is not None:
+                    # The bank's decline, in case closing the intent cleared it.
+                    looked = dataclasses.replace(
+                        looked,
+                        error_type=before.error_type,
+                        code=before.code,
+                        decline_code=before.decline_code,
+                    )
             if looked.kind in (ResponseKind.SUCCEEDED, ResponseKind.AUTHORIZED):
                 attempt.retry_decision = "reconciled: charged"
                 payment.step_succeeded(step, processor=name, latency_ms=attempt.latency_ms)

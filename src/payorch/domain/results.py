@@ -90,6 +90,9 @@ class ProcessorResponse:
     # (Stripe: the PaymentIntent create before the confirm), however it failed, even
     # with its answer lost. Proof that this call charged nothing.
     charge_not_sent: bool = False
+    # The processor's object is closed: nothing can charge it any more, not even a
+    # request still running under an old key (Stripe: a canceled PaymentIntent).
+    closed: bool = False
     amount_captured_minor: int = 0
     # Exception class name for connection-level errors (e.g. RateLimitError).
     exception: str = ""

@@ -385,6 +385,7 @@ class SimulatedProcessor:
             code=declined.code if declined else "",
             decline_code=declined.decline_code if declined else "",
             message=declined.message if declined else "",
+            closed=intent.status == "canceled",
         )
 
     async def lookup(self, request: ChargeRequest, processor_payment_id: str) -> ProcessorResponse:

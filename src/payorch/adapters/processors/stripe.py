@@ -51,8 +51,9 @@ _LIVE_KEY_PREFIXES = ("sk_live_", "rk_live_")
 _KEY_IN_TEXT = re.compile(r"\b[srp]k_(?:live|test)_[A-Za-z0-9_*]*")
 
 # PaymentIntent statuses that mean: no money taken or held, by any confirm that has
-# finished. A confirm still running may yet charge: the router takes these as proof
-# only once the request under its key is over (a stored answer, never a 409).
+# finished. A confirm still running may yet charge all but a canceled one: the router
+# takes the others as proof only once the request under its key is over (a stored
+# answer, never a 409), and the reconciler only once it has canceled the intent.
 _NOT_CHARGED_STATUSES = frozenset({"requires_payment_method", "requires_confirmation", "canceled"})
 
 
@@ -389,6 +390,7 @@ class StripeProcessor:
                 code=str(_get(last, "code") or ""),
                 decline_code=str(_get(last, "decline_code") or ""),
                 message=self._redact(str(_get(last, "message") or f"status {status}")),
+                closed=status == "canceled",
                 **common,
             )
         # processing, or a status this code does not know: not final, reconcile later.
