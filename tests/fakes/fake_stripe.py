@@ -884,6 +884,9 @@ class FakeStripe:
             )
         pi["status"] = "canceled"
         pi["amount_capturable"] = 0
+        # Stripe's API reference: last_payment_error is cleared when the PaymentIntent
+        # is later updated for any reason.
+        pi["last_payment_error"] = None
         pi["canceled_at"] = int(time.time())
         pi["cancellation_reason"] = params.get("cancellation_reason")
         return pi

@@ -155,7 +155,10 @@ async def test_a_stolen_card_decline_whose_answer_was_lost_reconciles_as_stolen_
         step = payment.steps[0]
         assert payment.status is PaymentStatus.FAILED
         assert (step.outcome, step.error_code) == (Outcome.HARD, ErrorCode.STOLEN_CARD)
-        assert step.attempts[-1].raw.decline_code == "stolen_card"
+        # The lookup read the bank's reason from last_payment_error (which the cancel
+        # that closes the intent then clears).
+        ops = [(a.operation, a.raw.decline_code) for a in step.attempts]
+        assert ops[1:] == [("lookup", "stolen_card"), ("void", ""), ("lookup", "")]
         [failed] = [e for e in service._uow.events if e.name == "StepFailed"]
         assert failed.retryable is False  # dunning must not charge a stolen card again
         assert fake.charges_total == 0

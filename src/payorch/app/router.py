@@ -475,7 +475,11 @@ class Router:
                     )
                     inconclusive = True
                     continue
-                if _decline_found(looked) is None and _decline_found(before) is not None:
+                if (
+                    looked.kind is ResponseKind.NOT_CHARGED
+                    and _decline_found(looked) is None
+                    and _decline_found(before) is not None
+                ):
                     # The bank's decline, in case closing the intent cleared it.
                     looked = dataclasses.replace(
                         looked,
