@@ -35,7 +35,10 @@ Where a fault acts, relative to Stripe's layers:
   ``drop_mid_answer`` (the headers and half the body arrive, then the connection closes),
   ``slow(process=True)`` (processed and stored, the answer is held back);
 * ``stall``: the key is held in flight (other requests with it get 409
-  ``idempotency_key_in_use``) for a while, then the request is processed.
+  ``idempotency_key_in_use``) for a while, then the request is processed. Meanwhile
+  the PaymentIntent it works on is locked, as Stripe locks an object a request is
+  working on: a write to it under another key (confirm, capture, cancel) gets 429
+  ``lock_timeout``, not stored; reads go through.
 """
 
 from __future__ import annotations
@@ -345,6 +348,8 @@ class FakeStripe:
         self._faults: dict[str, deque[Fault]] = {e: deque() for e in ENDPOINTS}
         self._idempotency: dict[str, _Stored] = {}
         self._in_flight: set[str] = set()
+        # PaymentIntents a stalled request is working on: other writes get lock_timeout.
+        self._locked: set[str] = set()
         self._charges: dict[str, int] = {}
         self._refunded: dict[str, int] = {}
         self._closing = asyncio.Event()
@@ -488,10 +493,22 @@ class FakeStripe:
             }
             return self._answer(record, 409, {"error": error})
         else:
+            target = request.match_info.get("id") if request.method == "POST" else None
+            if target is not None and target in self._locked:
+                # Past the idempotency layer, before the endpoint ran: nothing is stored.
+                error = {
+                    "type": "invalid_request_error",
+                    "code": "lock_timeout",
+                    "message": _LOCK_TIMEOUT_MESSAGE,
+                }
+                return self._answer(record, 429, {"error": error})
+            stall = fault is not None and fault.kind == "stall"
             if key:
                 self._in_flight.add(key)
+            if stall and target is not None:
+                self._locked.add(target)
             try:
-                if fault is not None and fault.kind == "stall":
+                if fault is not None and stall:
                     await self._sleep(fault.delay_s)
                 status, body, headers, store = self._process(handler, record.params, fault)
                 if key and store:
@@ -499,6 +516,8 @@ class FakeStripe:
             finally:
                 if key:
                     self._in_flight.discard(key)
+                if stall and target is not None:
+                    self._locked.discard(target)
 
         # After it: the answer is stored, but may be lost or late on the wire.
         if fault is not None and fault.kind == "drop_after_processing":
@@ -865,6 +884,9 @@ class FakeStripe:
             )
         pi["status"] = "canceled"
         pi["amount_capturable"] = 0
+        # Stripe's API reference: last_payment_error is cleared when the PaymentIntent
+        # is later updated for any reason.
+        pi["last_payment_error"] = None
         pi["canceled_at"] = int(time.time())
         pi["cancellation_reason"] = params.get("cancellation_reason")
         return pi

@@ -9,30 +9,33 @@ import random
 import pytest
 
 from payorch.adapters.clock import ManualClock
+from payorch.adapters.processors.simulated import SimulatedProcessor
 from payorch.adapters.processors.stripe import StripeProcessor
 from payorch.app.merchant_configs import MerchantConfigs
-from payorch.app.payments import PaymentService
+from payorch.app.payments import PaymentService, ProcessorEvent, ProcessorEvents
 from payorch.app.router import Router
 from payorch.app.settlement import Settlement
 from payorch.domain.merchant_config import MerchantConfig
 from payorch.domain.payment import PaymentStatus, StepStatus
 from payorch.domain.request import RawMethodInput, RawPaymentRequest, parse_payment_request
-from payorch.domain.results import ErrorCode
+from payorch.domain.results import ErrorCode, Outcome
 from payorch.domain.retry import RetryPolicy
 from tests.fakes.fake_stripe import FakeStripe, Fault
 from tests.fakes.memory import FakeMerchantConfigStore, FakeUnitOfWorkFactory
 
 
 @contextlib.asynccontextmanager
-async def running(*, max_retries=2, fallback_on_failure=False, clock=None):
+async def running(*, max_retries=2, fallback_on_failure=False, clock=None, then=None):
+    """The service on the fake Stripe; `then` is another processor to fail over to."""
     async with FakeStripe() as fake:
         clock = clock or ManualClock()
         stripe = StripeProcessor(fake.api_key, api_base=fake.url, timeout_s=0.5)
-        router = Router({"stripe": stripe}, clock, call_timeout_s=0.5, rng=random.Random(3))
+        processors = {"stripe": stripe, **({then.name: then} if then else {})}
+        router = Router(processors, clock, call_timeout_s=0.5, rng=random.Random(3))
         configs = MerchantConfigs(
             FakeMerchantConfigStore(),
             clock,
-            ["stripe"],
+            list(processors),
             defaults=MerchantConfig(
                 "",
                 retry_policy=RetryPolicy(max_retries=max_retries),
@@ -51,6 +54,11 @@ async def running(*, max_retries=2, fallback_on_failure=False, clock=None):
 async def world():
     async with running() as (fake, service, _clock):
         yield fake, service
+
+
+def events_raised(service):
+    """Names of every event the service stored, in order (the fake outbox)."""
+    return [e.name for e in service._uow.events]
 
 
 async def pay(service, request_id="r1", token="pm_card_visa", methods=None, total=5000):
@@ -136,6 +144,77 @@ async def test_a_processing_error_is_retried_under_a_new_key_so_stripe_declines_
     assert fake.charges_total == 0
 
 
+async def test_a_stolen_card_decline_whose_answer_was_lost_reconciles_as_stolen_not_for_later():
+    async with running(max_retries=0) as (fake, service, _clock):
+        fake.inject(Fault.drop_after_processing())  # Stripe declined; the answer is lost
+        payment = await pay(service, token="pm_card_chargeDeclinedStolenCard")
+        assert payment.status is PaymentStatus.UNKNOWN
+
+        assert await service.reconcile(payment)
+
+        step = payment.steps[0]
+        assert payment.status is PaymentStatus.FAILED
+        assert (step.outcome, step.error_code) == (Outcome.HARD, ErrorCode.STOLEN_CARD)
+        # The lookup read the bank's reason from last_payment_error (which the cancel
+        # that closes the intent then clears).
+        ops = [(a.operation, a.raw.decline_code) for a in step.attempts]
+        assert ops[1:] == [("lookup", "stolen_card"), ("void", ""), ("lookup", "")]
+        [failed] = [e for e in service._uow.events if e.name == "StepFailed"]
+        assert failed.retryable is False  # dunning must not charge a stolen card again
+        assert fake.charges_total == 0
+
+
+async def test_a_500_stored_over_a_stolen_card_decline_fails_the_step_without_a_second_try(world):
+    fake, service = world
+    fake.inject(Fault.api_error(charged=True))  # the bank declined, then Stripe stored a 500
+    payment = await pay(service, token="pm_card_chargeDeclinedStolenCard")
+
+    assert payment.status is PaymentStatus.FAILED
+    assert payment.final_error is ErrorCode.STOLEN_CARD
+    assert len(fake.requests_to("confirm")) == 1  # the stolen card is not tried again
+    assert fake.charges_total == 0
+
+
+# -- a create that failed: nothing was confirmed -------------------------------------
+
+
+async def test_one_500_on_the_create_is_made_good_under_the_next_create_key_and_charged_once(world):
+    fake, service = world
+    fake.inject(Fault.api_error(), endpoint="create")  # stored, and replayed for a day
+
+    payment = await pay(service)
+
+    assert payment.status is PaymentStatus.SUCCEEDED
+    assert [r.idempotency_key[-9:] for r in fake.requests_to("create")] == [
+        "_0:create",
+        "_0:create",
+        ":create:1",
+    ]
+    assert len(fake.requests_to("confirm")) == 1 and fake.charges_total == 1
+
+
+async def test_a_lost_create_answer_fails_over_since_no_confirm_was_sent():
+    simulated = SimulatedProcessor("simulated")
+    async with running(max_retries=1, then=simulated) as (fake, service, _clock):
+        fake.inject(*[Fault.slow(2.0, process=False)] * 2, endpoint="create")
+        payment = await pay(service)
+
+        assert payment.status is PaymentStatus.SUCCEEDED
+        assert payment.steps[0].processor == "simulated"
+        assert fake.requests_to("confirm") == [] and fake.charges_total == 0
+        assert simulated.ledger.charges_total == 1
+
+
+async def test_a_lost_create_answer_with_nowhere_to_fail_over_fails_instead_of_staying_unknown():
+    async with running(max_retries=1) as (fake, service, _clock):
+        fake.inject(*[Fault.slow(2.0, process=False)] * 2, endpoint="create")
+        payment = await pay(service)
+
+        assert payment.status is PaymentStatus.FAILED  # nothing to reconcile: none charged
+        assert payment.steps[0].outcome is Outcome.SOFT
+        assert fake.requests_to("confirm") == [] and fake.charges_total == 0
+
+
 # -- a confirm Stripe is still working on ---------------------------------------------
 
 
@@ -178,6 +257,56 @@ async def test_a_confirm_still_running_at_stripe_never_lets_the_fallback_method_
         assert fake.charges_total == 1
 
 
+async def hint(service, payment, event_id="evt_1"):
+    """A Stripe event that is no final good news: a hint to look the payment up now."""
+    events = ProcessorEvents(service._uow, service, service._clock)
+    pi = payment.steps[0].processor_payment_id
+    return await events.apply(ProcessorEvent(event_id, "webhook", payment.id, 0, pi, False))
+
+
+async def test_a_hint_while_the_confirm_still_runs_never_fails_a_step_stripe_then_charges():
+    async with running(max_retries=1, fallback_on_failure=True) as (fake, service, clock):
+        fake.inject(Fault.stall(1.5))  # our call times out, the retry gets a 409
+        payment = await pay(
+            service,
+            methods=[
+                RawMethodInput("card", "pm_card_visa"),
+                RawMethodInput("google_pay", "pm_card_visa"),
+            ],
+        )
+        assert payment.status is PaymentStatus.UNKNOWN
+        pi = payment.steps[0].processor_payment_id
+        assert fake.payment_intent(pi)["status"] == "requires_confirmation"
+
+        # The intent reads as before the confirm, which is still running at Stripe.
+        assert await hint(service, payment) == "looked up, still open"
+        assert (await service.get(payment.id, "m_1")).status is PaymentStatus.UNKNOWN
+
+        await fake.wait_idle()  # the confirm finishes and charges
+        clock.advance(360)  # the hint's inconclusive lookup put the next one 5 min off
+        assert await service.reconcile_due() == 1
+        settled = await service.get(payment.id, "m_1")
+        assert settled.status is PaymentStatus.SUCCEEDED
+        assert len(settled.steps) == 1 and fake.charges_total == 1
+
+
+async def test_a_lost_answer_is_reconciled_as_not_charged_only_once_the_intent_is_canceled():
+    async with running(max_retries=0) as (fake, service, _clock):
+        fake.inject(Fault.drop_before_processing())  # the confirm never reached Stripe
+        payment = await pay(service)
+        assert payment.status is PaymentStatus.UNKNOWN
+
+        assert await hint(service, payment) == "looked up"
+
+        settled = await service.get(payment.id, "m_1")
+        pi = settled.steps[0].processor_payment_id
+        assert settled.status is PaymentStatus.FAILED
+        # Canceled, no confirm can charge it any more.
+        assert fake.payment_intent(pi)["status"] == "canceled"
+        assert [a.operation for a in settled.steps[0].attempts][-3:] == ["lookup", "void", "lookup"]
+        assert fake.charges_total == 0
+
+
 class BeforeEachRetry(ManualClock):
     """Runs `then` when the router sleeps before its next retry."""
 
@@ -206,3 +335,21 @@ async def test_an_intent_stripe_is_already_processing_is_unknown_and_never_charg
         assert fake.requests_to("confirm")[-1].status == 400  # payment_intent_unexpected_state
         assert payment.steps[0].attempts[-1].raw.message == "status processing"
         assert len(fake.payment_intents) == 1 and fake.charges_total == 0
+
+
+# -- a step paused for the customer ---------------------------------------------------
+
+
+async def test_confirming_a_payment_the_customer_has_not_authenticated_yet_changes_nothing(world):
+    fake, service = world
+    payment = await pay(service, token="pm_card_authenticationRequired")
+    assert payment.status is PaymentStatus.REQUIRES_ACTION
+    secret = payment.steps[0].client_secret
+
+    for _ in range(2):  # the client asks before the customer has acted, twice
+        payment = await service.confirm(payment.id, "m_1")
+
+    assert payment.status is PaymentStatus.REQUIRES_ACTION
+    assert payment.steps[0].client_secret == secret
+    assert "PaymentReconciled" not in events_raised(service)
+    assert fake.charges_total == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import socket
 import time
@@ -127,6 +128,18 @@ async def test_insufficient_funds_is_a_soft_decline_for_later_not_now(
     assert verdict.outcome is Outcome.SOFT
     assert verdict.error_code is ErrorCode.INSUFFICIENT_FUNDS
     assert (verdict.retry_now, verdict.retry_later) == (False, True)
+    assert fake.charges_total == 0
+
+
+async def test_a_card_over_its_velocity_limit_is_declined_for_later_not_now(
+    fake: FakeStripe, processor: StripeProcessor
+) -> None:
+    answer = await processor.authorize(charge("pm_card_chargeDeclinedVelocityLimitExceeded"))
+
+    assert (answer.error_type, answer.decline_code) == ("card_error", "card_velocity_exceeded")
+    verdict = classify(answer)
+    assert (verdict.outcome, verdict.retry_now, verdict.retry_later) == (Outcome.SOFT, False, True)
+    assert not verdict.unmapped
     assert fake.charges_total == 0
 
 
@@ -435,6 +448,104 @@ async def test_a_create_that_never_answered_leaves_nothing_charged_and_one_inten
     assert fake.charges_total == 1
 
 
+async def test_a_create_that_got_a_stored_500_is_made_again_under_the_next_create_key(
+    fake: FakeStripe, processor: StripeProcessor
+) -> None:
+    fake.inject(Fault.api_error(), endpoint="create")
+
+    failed = await processor.authorize(charge())
+
+    assert (failed.kind, failed.http_status) == (ResponseKind.ERROR, 500)
+    # No confirm went out: nothing can have been charged, nothing needs looking up.
+    assert failed.charge_not_sent and not failed.indeterminate
+    assert classify(failed).outcome is Outcome.SOFT and classify(failed).retry_now
+
+    # Stripe replays the 500 under `:create` for a day: the retry moves past it.
+    paid = await processor.authorize(charge())
+
+    assert paid.kind is ResponseKind.SUCCEEDED
+    creates = fake.requests_to("create")
+    assert [(r.idempotency_key, r.replayed) for r in creates] == [
+        ("pay_1:0:create", False),
+        ("pay_1:0:create", True),
+        ("pay_1:0:create:1", False),
+    ]
+    assert len(fake.payment_intents) == 1 and fake.charges_total == 1
+
+
+async def test_an_intent_made_behind_a_stored_500_is_never_confirmed_beside_the_next_one(
+    fake: FakeStripe, processor: StripeProcessor
+) -> None:
+    # Stripe made the PaymentIntent, then answered 500: nobody knows its id.
+    fake.inject(Fault.api_error(charged=True), endpoint="create")
+    await processor.authorize(charge())
+
+    paid = await processor.authorize(charge())
+
+    assert paid.kind is ResponseKind.SUCCEEDED
+    [orphan] = [pi for pi in fake.payment_intents.values() if pi["id"] != paid.processor_payment_id]
+    assert orphan["status"] == "requires_confirmation"  # no money moves on create
+    confirmed = {r.path.split("/")[3] for r in fake.requests_to("confirm")}
+    assert confirmed == {paid.processor_payment_id}
+    assert fake.charges_total == 1
+
+
+async def test_a_lookup_without_an_id_walks_past_a_stored_500_to_the_intent_that_was_charged(
+    fake: FakeStripe, processor: StripeProcessor
+) -> None:
+    fake.inject(Fault.api_error(), endpoint="create")
+    await processor.authorize(charge())
+    paid = await processor.authorize(charge())  # created under `:create:1` and charged
+
+    # As after a server died before storing the id: found by the create keys alone.
+    looked = await processor.lookup(charge(generation=1), "")
+
+    assert looked.kind is ResponseKind.SUCCEEDED
+    assert looked.processor_payment_id == paid.processor_payment_id
+    assert len(fake.payment_intents) == 1 and fake.charges_total == 1
+
+
+async def test_a_lookup_is_inconclusive_when_a_create_key_answers_a_500_it_did_not_store_before(
+    fake: FakeStripe, processor: StripeProcessor
+) -> None:
+    fake.inject(Fault.api_error(), endpoint="create")
+
+    looked = await processor.lookup(charge(), "")
+
+    # A 500 the lookup got first-hand says nothing about an intent made before (the key
+    # would have replayed it): inconclusive, never "not found".
+    assert (looked.kind, looked.http_status) == (ResponseKind.ERROR, 500)
+    assert classify(looked).outcome is Outcome.SOFT
+
+
+async def test_a_create_whose_answer_was_lost_says_no_charge_was_sent(
+    fake: FakeStripe, processor: StripeProcessor
+) -> None:
+    fake.inject(Fault.slow(2.0, process=False), endpoint="create")
+
+    late = await processor.authorize(charge(timeout_s=0.3))
+
+    assert late.kind is ResponseKind.NO_RESPONSE and late.charge_not_sent
+    verdict = classify(late)
+    assert (verdict.outcome, verdict.error_code, verdict.retry_now) == (
+        Outcome.SOFT,
+        ErrorCode.TIMEOUT,
+        True,
+    )
+    assert fake.requests_to("confirm") == []
+
+
+async def test_a_lost_confirm_answer_is_still_possibly_charged(
+    fake: FakeStripe, processor: StripeProcessor
+) -> None:
+    fake.inject(Fault.slow(2.0))
+
+    late = await processor.authorize(charge(timeout_s=0.3))
+
+    assert late.kind is ResponseKind.NO_RESPONSE and not late.charge_not_sent
+    assert classify(late).outcome is Outcome.UNKNOWN
+
+
 async def test_a_retry_while_stripe_still_works_on_the_key_is_a_409_then_the_stored_answer(
     fake: FakeStripe, processor: StripeProcessor
 ) -> None:
@@ -466,6 +577,37 @@ async def test_a_retry_while_stripe_still_works_on_the_key_is_a_409_then_the_sto
     assert fake.charges_total == 1
 
 
+async def test_an_intent_a_confirm_still_works_on_cannot_be_canceled_until_it_is_done(
+    fake: FakeStripe, processor: StripeProcessor
+) -> None:
+    fake.inject(Fault.stall(0.4))
+    late = await processor.authorize(charge(timeout_s=0.2))
+    pi_id = late.processor_payment_id
+
+    refused = await processor.cancel(pi_id, "pay_1:0:close")
+    looked = await processor.lookup(charge(), pi_id)
+
+    # Stripe locks an object a request works on: the cancel is a 429 lock_timeout.
+    assert (refused.http_status, refused.code) == (429, "lock_timeout")
+    assert (looked.kind, looked.closed) == (ResponseKind.NOT_CHARGED, False)
+    await fake.wait_idle()
+    assert fake.charges_for(pi_id) == 1
+
+
+async def test_only_a_canceled_intent_reads_as_closed(
+    fake: FakeStripe, processor: StripeProcessor
+) -> None:
+    fake.inject(Fault.drop_before_processing())
+    lost = await processor.authorize(charge())
+    before = await processor.lookup(charge(), lost.processor_payment_id)
+
+    await processor.cancel(lost.processor_payment_id, "pay_1:0:close")
+    after = await processor.lookup(charge(), lost.processor_payment_id)
+
+    assert (before.kind, before.closed) == (ResponseKind.NOT_CHARGED, False)
+    assert (after.kind, after.closed) == (ResponseKind.NOT_CHARGED, True)
+
+
 async def test_a_refused_connection_is_a_connection_error() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -478,6 +620,36 @@ async def test_a_refused_connection_is_a_connection_error() -> None:
     assert answer.processor_payment_id == ""
     verdict = classify(answer)
     assert (verdict.outcome, verdict.error_code) == (Outcome.SOFT, ErrorCode.NETWORK_ERROR)
+
+
+async def test_a_connect_that_cannot_finish_within_the_calls_deadline_is_a_connection_error() -> (
+    None
+):
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(0)
+        port = server.getsockname()[1]
+        # Fill the accept queue: the kernel drops further SYNs, so a connect hangs.
+        fillers = [socket.socket() for _ in range(4)]
+        for filler in fillers:
+            filler.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                filler.connect(("127.0.0.1", port))
+        try:
+            # The adapter's own timeout is long; the call's deadline is not.
+            async with StripeProcessor(
+                "sk_test_x", api_base=f"http://127.0.0.1:{port}", timeout_s=10.0
+            ) as adapter:
+                started = time.monotonic()
+                answer = await adapter.lookup(charge(timeout_s=0.5), "pi_123")
+                elapsed = time.monotonic() - started
+        finally:
+            for filler in fillers:
+                filler.close()
+
+    # Nothing was sent: a connection error (safe to fail over), not a lost answer.
+    assert answer.kind is ResponseKind.CONNECTION_ERROR
+    assert elapsed < 0.6
 
 
 async def test_a_processing_intent_is_pending_on_lookup(

@@ -120,6 +120,25 @@ def test_no_response_is_unknown_timeout_retried_only_now_with_the_same_key() -> 
     assert is_infrastructure_failure(c)
 
 
+def test_a_lost_answer_when_nothing_able_to_charge_was_sent_is_soft_not_unknown() -> None:
+    # Stripe: the PaymentIntent create's answer was lost; no confirm went out.
+    c = classify(ProcessorResponse(ResponseKind.NO_RESPONSE, charge_not_sent=True))
+    assert c == soft(ErrorCode.TIMEOUT)
+    assert is_infrastructure_failure(c)
+
+
+def test_a_key_in_flight_when_nothing_able_to_charge_was_sent_is_soft_not_unknown() -> None:
+    c = classify(
+        error(
+            http_status=409,
+            error_type="idempotency_error",
+            code="idempotency_key_in_use",
+            charge_not_sent=True,
+        )
+    )
+    assert c == soft(ErrorCode.IDEMPOTENCY_CONFLICT)
+
+
 def test_pending_payment_is_unknown_and_not_retried() -> None:
     c = classify(ProcessorResponse(ResponseKind.PENDING))
     assert c == Classification(
@@ -224,6 +243,24 @@ def test_insufficient_funds_is_retried_later_not_now() -> None:
     assert c.outcome is Outcome.SOFT
     assert not c.retry_now
     assert c.retry_later
+
+
+@pytest.mark.parametrize(
+    "decline_code",
+    [
+        "issuer_not_available",
+        "try_again_later",
+        "reenter_transaction",
+        "approve_with_id",
+        "card_velocity_exceeded",
+    ],
+)
+def test_a_bank_asking_to_try_again_later_is_retried_later_not_now(decline_code: str) -> None:
+    # Stripe's next step for these is to attempt the payment again (or, over the card's
+    # limit, once the limit resets): the dunning ladder's job, not an immediate retry.
+    c = card_error(decline_code)
+    assert c == soft(ErrorCode.CARD_DECLINED, now=False, later=True)
+    assert not c.unmapped
 
 
 def test_generic_decline_is_hard_and_never_retried_now() -> None:

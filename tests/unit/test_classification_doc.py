@@ -41,6 +41,7 @@ _CONVERT: dict[str, Any] = {
     "retry_after_s": float,
     "should_retry": lambda v: {"true": True, "false": False}[v],
     "indeterminate": lambda v: {"true": True, "false": False}[v],
+    "charge_not_sent": lambda v: {"true": True, "false": False}[v],
 }
 _STRING_FIELDS = {
     "processor_payment_id",

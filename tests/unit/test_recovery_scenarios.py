@@ -153,6 +153,22 @@ async def test_scenario_5_a_timeout_that_never_reached_the_processor_reconciles_
     assert resolved.status is PaymentStatus.FAILED and w.charges == 0
 
 
+async def test_a_stolen_card_whose_decline_was_lost_reconciles_as_stolen_never_to_be_retried():
+    w = World(max_retries=0)
+    w.sim.inject("lost_response")  # the bank's stolen_card decline is stored, then lost
+    payment = await w.pay(token="pm_card_chargeDeclinedStolenCard")
+    assert payment.status is PaymentStatus.UNKNOWN
+
+    assert await w.service.reconcile(payment)
+
+    step = payment.steps[0]
+    assert payment.status is PaymentStatus.FAILED
+    assert (step.outcome, step.error_code) == (Outcome.HARD, ErrorCode.STOLEN_CARD)
+    [failed] = [e for e in w.uow.events if e.name == "StepFailed"]
+    assert failed.retryable is False  # dunning must not charge a stolen card again
+    assert w.charges == 0
+
+
 async def test_scenario_6_replaying_a_request_in_unknown_state_never_charges_again():
     w = World(max_retries=0)
     w.sim.inject("lost_response")

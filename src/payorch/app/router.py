@@ -13,6 +13,7 @@ lost answer the step stays with its processor until reconciled.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from payorch.app.ports import ChargeRequest, Clock, Processor
 from payorch.app.stalls import StallWatch
 from payorch.domain.classification import classify, is_infrastructure_failure
 from payorch.domain.health import HealthPolicy, HealthState, signal_despite_stall, signal_of
-from payorch.domain.payment import Attempt, CaptureMode, Payment, RawError, Step
+from payorch.domain.payment import Attempt, CaptureMode, Payment, RawError, Step, StepStatus
 from payorch.domain.results import (
     Classification,
     ErrorCode,
@@ -56,6 +57,24 @@ def idempotency_key(payment: Payment, step: Step) -> str:
     return f"payorch_{payment.id}_{step.index}_g{step.generation}"
 
 
+def charge_request(payment: Payment, step: Step, timeout_s: float) -> ChargeRequest:
+    """The request that authorizes `step`, or looks it up, under its current key."""
+    return ChargeRequest(
+        payment_id=payment.id,
+        step_index=step.index,
+        idempotency_key=idempotency_key(payment, step),
+        intent_key=intent_key(payment, step),
+        amount_minor=step.amount_minor,
+        currency=payment.currency.code,
+        token=step.token,
+        capture=payment.capture_mode is CaptureMode.AUTOMATIC,
+        customer_id=step.customer_id,
+        off_session=payment.off_session,
+        merchant_id=payment.merchant_id,
+        timeout_s=timeout_s,
+    )
+
+
 def _not_charged_proof(
     response: ProcessorResponse, c: Classification, *, looked_up_clean: bool
 ) -> str | None:
@@ -63,6 +82,8 @@ def _not_charged_proof(
     Only then may the step move to another processor (which would charge again)."""
     if looked_up_clean:
         return "a lookup found nothing charged"
+    if response.charge_not_sent:
+        return "the call failed before sending anything that could charge"
     if response.kind is ResponseKind.CONNECTION_ERROR:
         return "the connection failed before the request was sent"
     if c.error_code is ErrorCode.RATE_LIMITED:
@@ -74,6 +95,14 @@ def _declined(response: ProcessorResponse) -> bool:
     """The bank declined: the processor stores the answer under its key, and no money
     moved. Retrying it (processing_error) needs the next key generation."""
     return response.kind is ResponseKind.ERROR and response.error_type == "card_error"
+
+
+def _decline_found(looked: ProcessorResponse) -> ProcessorResponse | None:
+    """The bank's decline a lookup found on the processor's object (Stripe's
+    last_payment_error), as the answer it would have been; None when there is none."""
+    if looked.kind is ResponseKind.NOT_CHARGED and looked.error_type == "card_error":
+        return dataclasses.replace(looked, kind=ResponseKind.ERROR)
+    return None
 
 
 class Router:
@@ -98,20 +127,7 @@ class Router:
         self.stalls = stalls
 
     def charge_request(self, payment: Payment, step: Step, timeout_s: float) -> ChargeRequest:
-        return ChargeRequest(
-            payment_id=payment.id,
-            step_index=step.index,
-            idempotency_key=idempotency_key(payment, step),
-            intent_key=intent_key(payment, step),
-            amount_minor=step.amount_minor,
-            currency=payment.currency.code,
-            token=step.token,
-            capture=payment.capture_mode is CaptureMode.AUTOMATIC,
-            customer_id=step.customer_id,
-            off_session=payment.off_session,
-            merchant_id=payment.merchant_id,
-            timeout_s=timeout_s,
-        )
+        return charge_request(payment, step, timeout_s)
 
     def _choose(self, step: Step, tried: Sequence[str]) -> Choice | None:
         candidates = [n for n in step.processors if n in self.processors and n not in tried]
@@ -294,11 +310,15 @@ class Router:
         *,
         operation: str = "authorize",
         probe: bool = False,
+        key: str = "",
     ) -> tuple[ProcessorResponse, Attempt]:
+        """One call, recorded as an attempt: authorize, lookup, or void (under `key`)."""
         started_at, t0 = self.clock.now(), self.clock.monotonic()
         try:
             if operation == "lookup":
                 response = await processor.lookup(request, step.processor_payment_id)
+            elif operation == "void":
+                response = await processor.cancel(step.processor_payment_id, key)
             else:
                 response = await processor.authorize(request)
         except BaseException:
@@ -308,7 +328,7 @@ class Router:
         latency_s = t1 - t0
         latency_ms = int(latency_s * 1000)
         c = classify(response)
-        lookup = operation == "lookup"
+        lookup = operation != "authorize"
         signal = signal_of(response, c, lookup=lookup)
         # Time this process was stalled is not the processor's: leave it out.
         stalled_s = self.stalls.stalled_s(t0, t1) if self.stalls is not None else 0.0
@@ -324,7 +344,7 @@ class Router:
         attempt = Attempt(
             number=len(step.attempts) + 1,
             processor=processor.name,
-            idempotency_key=request.idempotency_key,
+            idempotency_key=key or request.idempotency_key,
             started_at=started_at,
             ended_at=self.clock.now(),
             latency_ms=latency_ms,
@@ -356,6 +376,12 @@ class Router:
         if looked.kind in (ResponseKind.SUCCEEDED, ResponseKind.AUTHORIZED):
             look_attempt.retry_decision = "the processor had charged: no retry needed"
             return looked, classify(looked)
+        declined = _decline_found(looked)
+        if declined is not None:
+            # The bank declined under this key before the 500: that is its answer (a
+            # stolen card is not tried again; processing_error moves to the next key).
+            look_attempt.retry_decision = "declined: the bank's answer stands"
+            return declined, classify(declined)
         if looked.kind in (ResponseKind.NOT_CHARGED, ResponseKind.NOT_FOUND):
             # Known not charged: the next generation's key is safe to use.
             step.generation += 1
@@ -369,12 +395,47 @@ class Router:
             Outcome.UNKNOWN, ErrorCode.UNKNOWN_OUTCOME, retry_now=False, retry_later=False
         )
 
+    async def _close(
+        self, payment: Payment, step: Step, name: str, request: ChargeRequest
+    ) -> tuple[ProcessorResponse, Attempt]:
+        """Cancel the step's intent at `name`, then look it up: what it holds now."""
+        processor = self.processors[name]
+        # A key of its own per try: a cancel is idempotent on the intent anyway, and a
+        # 500 stored under one key must not be replayed to every later try.
+        key = f"{intent_key(payment, step)}_close{len(step.attempts) + 1}"
+        _, void = await self._call(
+            payment,
+            step,
+            name,
+            processor,
+            request,
+            "close the intent: only a canceled one proves nothing was charged",
+            operation="void",
+            key=key,
+        )
+        void.retry_decision = "looked up again"
+        return await self._call(
+            payment,
+            step,
+            name,
+            processor,
+            request,
+            "look the intent up after closing it",
+            operation="lookup",
+        )
+
     async def reconcile(self, payment: Payment, step: Step) -> bool:
         """Learn what became of an unknown step. True when it settled.
 
         A step that went unknown stays with its processor: only that one is asked.
         A step left pending by a server that died may have failed over before it
         died: every configured processor is asked, and it fails only if none charged.
+
+        Such a step's last answer was lost, so a request under its key may still be
+        running at the processor: an intent that reads "not charged" (before a confirm,
+        or after an earlier decline) could be charged a moment later. Only a closed
+        (canceled) intent proves it: the reconciler cancels it and looks again, and
+        while the cancel does not go through (the confirm holds the intent) it waits.
         """
         names = [step.processor] if step.processor else list(step.processors)
         if not names or any(n not in self.processors for n in names):
@@ -382,6 +443,13 @@ class Router:
         request = self.charge_request(payment, step, self.call_timeout_s)
         inconclusive = False
         attempt: Attempt | None = None
+        # Not charged: by default soft, for later; the bank's decline when a lookup saw it.
+        verdict = Classification(
+            Outcome.SOFT,
+            step.error_code if step.error_code is not ErrorCode.NONE else ErrorCode.UNKNOWN_OUTCOME,
+            False,
+            True,
+        )
         for name in names:
             if len(names) > 1:
                 step.processor_payment_id = ""  # each processor has its own object
@@ -394,12 +462,41 @@ class Router:
                 "reconcile unknown outcome",
                 operation="lookup",
             )
+            if (
+                looked.kind is ResponseKind.NOT_CHARGED
+                and not looked.closed
+                and step.status is not StepStatus.REQUIRES_ACTION
+            ):
+                before = looked
+                looked, attempt = await self._close(payment, step, name, request)
+                if looked.kind is ResponseKind.NOT_CHARGED and not looked.closed:
+                    attempt.retry_decision = (
+                        "not closed: a request still running may charge it; will look again later"
+                    )
+                    inconclusive = True
+                    continue
+                if (
+                    looked.kind is ResponseKind.NOT_CHARGED
+                    and _decline_found(looked) is None
+                    and _decline_found(before) is not None
+                ):
+                    # The bank's decline, in case closing the intent cleared it.
+                    looked = dataclasses.replace(
+                        looked,
+                        error_type=before.error_type,
+                        code=before.code,
+                        decline_code=before.decline_code,
+                    )
             if looked.kind in (ResponseKind.SUCCEEDED, ResponseKind.AUTHORIZED):
                 attempt.retry_decision = "reconciled: charged"
                 payment.step_succeeded(step, processor=name, latency_ms=attempt.latency_ms)
                 payment.step_reconciled(step, source="retrieve")
                 return True
             if looked.kind is ResponseKind.REQUIRES_ACTION:
+                if step.status is StepStatus.REQUIRES_ACTION:
+                    # Paused for the customer before and still: nothing was learned.
+                    attempt.retry_decision = "still waiting for the customer"
+                    return False
                 attempt.retry_decision = "reconciled: waiting for the customer"
                 payment.step_requires_action(
                     step,
@@ -411,23 +508,16 @@ class Router:
                 return True
             if looked.kind in (ResponseKind.NOT_CHARGED, ResponseKind.NOT_FOUND):
                 attempt.retry_decision = "reconciled: never charged"
+                declined = _decline_found(looked)
+                if declined is not None:
+                    # As if the decline had been the answer: a hard one stays hard.
+                    verdict = classify(declined)
+                    attempt.retry_decision += f", declined ({verdict.error_code.value})"
             else:
                 attempt.retry_decision = "still unknown: will look again later"
                 inconclusive = True
         if inconclusive or attempt is None:
             return False
-        payment.step_failed(
-            step,
-            Classification(
-                Outcome.SOFT,
-                step.error_code
-                if step.error_code is not ErrorCode.NONE
-                else ErrorCode.UNKNOWN_OUTCOME,
-                False,
-                True,
-            ),
-            processor=names[-1],
-            latency_ms=attempt.latency_ms,
-        )
+        payment.step_failed(step, verdict, processor=names[-1], latency_ms=attempt.latency_ms)
         payment.step_reconciled(step, source="retrieve")
         return True

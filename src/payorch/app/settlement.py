@@ -6,10 +6,10 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from payorch.app.ports import ChargeRequest, Clock, Processor
-from payorch.app.router import idempotency_key, intent_key
+from payorch.app.ports import Clock, Processor
+from payorch.app.router import charge_request
 from payorch.domain.classification import classify
-from payorch.domain.payment import Attempt, CaptureMode, Payment, RawError, Step
+from payorch.domain.payment import Attempt, Payment, RawError, Step
 from payorch.domain.results import Outcome, ProcessorResponse, ResponseKind
 
 # A lookup after a failed capture or void: what the processor's answer must be to show
@@ -51,20 +51,7 @@ class Settlement:
         done_anyway = _DONE_ANYWAY.get(operation)
         if done_anyway is None or not step.processor_payment_id:
             return False
-        request = ChargeRequest(
-            payment_id=payment.id,
-            step_index=step.index,
-            idempotency_key=idempotency_key(payment, step),
-            intent_key=intent_key(payment, step),
-            amount_minor=step.amount_minor,
-            currency=payment.currency.code,
-            token=step.token,
-            capture=payment.capture_mode is CaptureMode.AUTOMATIC,
-            customer_id=step.customer_id,
-            off_session=payment.off_session,
-            merchant_id=payment.merchant_id,
-            timeout_s=LOOKUP_TIMEOUT_S,
-        )
+        request = charge_request(payment, step, LOOKUP_TIMEOUT_S)
         found = await self._timed(processor.lookup(request, step.processor_payment_id))
         went_through = found.response.kind is done_anyway
         self._record(

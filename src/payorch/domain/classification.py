@@ -40,6 +40,14 @@ DECLINE_CODES: dict[str, Classification] = {
     "expired_card": _hard(ErrorCode.EXPIRED_CARD),
     "incorrect_cvc": _hard(ErrorCode.INCORRECT_CVC),
     "processing_error": _soft(ErrorCode.PROCESSING_ERROR),
+    # Stripe's next step for these: attempt the payment again, later (the issuer could
+    # not be reached or asked to retry; the card is over its limit until it resets).
+    # The dunning ladder's job: at once it would be declined the same way.
+    "issuer_not_available": _soft(ErrorCode.CARD_DECLINED, now=False, later=True),
+    "try_again_later": _soft(ErrorCode.CARD_DECLINED, now=False, later=True),
+    "reenter_transaction": _soft(ErrorCode.CARD_DECLINED, now=False, later=True),
+    "approve_with_id": _soft(ErrorCode.CARD_DECLINED, now=False, later=True),
+    "card_velocity_exceeded": _soft(ErrorCode.CARD_DECLINED, now=False, later=True),
     "authentication_required": Classification(
         Outcome.REQUIRES_ACTION,
         ErrorCode.AUTHENTICATION_REQUIRED,
@@ -120,6 +128,16 @@ _UNMAPPED = Classification(
 
 def classify(response: ProcessorResponse) -> Classification:
     """Classify one processor answer. Total: every input gets a classification."""
+    found = _classify(response)
+    if found.outcome is Outcome.UNKNOWN and response.charge_not_sent:
+        # Unknown is "may have charged": not so when nothing able to charge was sent.
+        return Classification(
+            Outcome.SOFT, found.error_code, retry_now=found.retry_now, retry_later=True
+        )
+    return found
+
+
+def _classify(response: ProcessorResponse) -> Classification:
     if response.kind is not ResponseKind.ERROR:
         return KINDS[response.kind]
     found = _classify_error(response)

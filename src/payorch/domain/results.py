@@ -86,6 +86,13 @@ class ProcessorResponse:
     # over but its outcome indeterminate: it must be looked up before a new key is
     # used. Never set for a request still running under the key (a 409).
     indeterminate: bool = False
+    # Nothing able to charge was sent: the call failed on a step before its charge
+    # (Stripe: the PaymentIntent create before the confirm), however it failed, even
+    # with its answer lost. Proof that this call charged nothing.
+    charge_not_sent: bool = False
+    # The processor's object is closed: nothing can charge it any more, not even a
+    # request still running under an old key (Stripe: a canceled PaymentIntent).
+    closed: bool = False
     amount_captured_minor: int = 0
     # Exception class name for connection-level errors (e.g. RateLimitError).
     exception: str = ""

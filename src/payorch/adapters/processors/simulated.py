@@ -117,6 +117,8 @@ class SimIntent:
     amount_captured: int = 0
     amount_refunded: int = 0
     charges: int = 0
+    # The bank's last decline, as Stripe keeps it in last_payment_error: lookups show it.
+    last_error: ProcessorResponse | None = None
 
 
 @dataclass(slots=True)
@@ -325,7 +327,7 @@ class SimulatedProcessor:
                 token = declined_as
         if token in DECLINES:
             decline, message = DECLINES[token]
-            return ProcessorResponse(
+            intent.last_error = ProcessorResponse(
                 ResponseKind.ERROR,
                 processor_payment_id=intent.id,
                 http_status=402,
@@ -335,6 +337,7 @@ class SimulatedProcessor:
                 message=message,
                 request_id=rid,
             )
+            return intent.last_error
         if token.startswith("pm_missing"):
             return ProcessorResponse(
                 ResponseKind.ERROR,
@@ -351,6 +354,7 @@ class SimulatedProcessor:
         intent.status = "succeeded" if intent.capture else "requires_capture"
         intent.charges += 1
         intent.amount_captured = intent.amount_minor if intent.capture else 0
+        intent.last_error = None
         self._log_charge(intent, request)
         return self._intent_response(intent, rid)
 
@@ -369,6 +373,7 @@ class SimulatedProcessor:
     def _intent_response(self, intent: SimIntent, rid: str) -> ProcessorResponse:
         kind = _INTENT_KINDS.get(intent.status, ResponseKind.NOT_CHARGED)
         action = kind is ResponseKind.REQUIRES_ACTION
+        declined = intent.last_error if kind is ResponseKind.NOT_CHARGED else None
         return ProcessorResponse(
             kind,
             processor_payment_id=intent.id,
@@ -376,6 +381,11 @@ class SimulatedProcessor:
             next_action_type="use_stripe_sdk" if action else "",
             client_secret=f"{intent.id}_secret_sim" if action else "",
             amount_captured_minor=intent.amount_captured,
+            error_type=declined.error_type if declined else "",
+            code=declined.code if declined else "",
+            decline_code=declined.decline_code if declined else "",
+            message=declined.message if declined else "",
+            closed=intent.status == "canceled",
         )
 
     async def lookup(self, request: ChargeRequest, processor_payment_id: str) -> ProcessorResponse:

@@ -6,6 +6,11 @@ whenever a confirm's answer is lost, the PaymentIntent id is already known and t
 charge can be looked up; and when the id is not known, no confirm was ever sent, and
 replaying the create (Stripe answers a repeated key with the stored answer) finds it.
 
+A create that got a 500 has that 500 stored under its key, replayed for a day: it
+made no PaymentIntent anyone knows of (none was confirmed), so the next create runs
+under ``<intent_key>:create:1`` (then ``:2``, ...). Replaying the creates in that order,
+past the stored 500s only, always arrives at the one PaymentIntent of the step.
+
 The adapter never raises for a decline or a processor failure: every answer, error,
 timeout and dropped connection becomes a ProcessorResponse, classified elsewhere
 (payorch.domain.classification). The API key never appears in a message or a log.
@@ -18,6 +23,7 @@ import dataclasses
 import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiohttp
@@ -45,17 +51,50 @@ _LIVE_KEY_PREFIXES = ("sk_live_", "rk_live_")
 _KEY_IN_TEXT = re.compile(r"\b[srp]k_(?:live|test)_[A-Za-z0-9_*]*")
 
 # PaymentIntent statuses that mean: no money taken or held, by any confirm that has
-# finished. A confirm still running may yet charge: the router takes these as proof
-# only once the request under its key is over (a stored answer, never a 409).
+# finished. A confirm still running may yet charge all but a canceled one: the router
+# takes the others as proof only once the request under its key is over (a stored
+# answer, never a 409), and the reconciler only once it has canceled the intent.
 _NOT_CHARGED_STATUSES = frozenset({"requires_payment_method", "requires_confirmation", "canceled"})
 
 
-class _Failed(Exception):
-    """An SDK call ended without an object; carries the answer as data."""
+# The deadline of the SDK call this task is making (the event loop's clock).
+_CALL_DEADLINE: ContextVar[float | None] = ContextVar("payorch_stripe_call_deadline", default=None)
 
-    def __init__(self, response: ProcessorResponse) -> None:
+
+class _DeadlineHTTPClient(stripe.AIOHTTPClient):
+    """The SDK's aiohttp client, its connect timeout cut to end just before the
+    deadline of the call being made: a connect that cannot finish in time then fails
+    as a connect (nothing was sent: a connection error, safe to fail over) instead of
+    running into the deadline (no answer: the request may have been processed)."""
+
+    def __init__(self, connect_timeout_s: float) -> None:
+        super().__init__(timeout=aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout_s))
+        self._connect_timeout_s = connect_timeout_s
+
+    def _get_request_args_kwargs(
+        self, method: str, url: str, headers: Mapping[str, str], post_data: Any
+    ) -> tuple[Any, dict[str, Any]]:
+        args, kwargs = super()._get_request_args_kwargs(method, url, headers, post_data)
+        deadline = _CALL_DEADLINE.get()
+        if deadline is not None:
+            left = deadline - asyncio.get_running_loop().time()
+            # Time kept after a failed connect to report it before the deadline fires.
+            connect = min(self._connect_timeout_s, left - min(0.05, left / 10))
+            connect = max(connect, 0.001)
+            kwargs["timeout"] = aiohttp.ClientTimeout(
+                total=None, connect=connect, sock_connect=connect
+            )
+        return args, kwargs
+
+
+class _Failed(Exception):
+    """An SDK call ended without an object; carries the answer as data, and whether
+    Stripe replayed it from its idempotency layer (``Idempotent-Replayed: true``)."""
+
+    def __init__(self, response: ProcessorResponse, *, replayed: bool = False) -> None:
         super().__init__(response.kind.value)
         self.response = response
+        self.replayed = replayed
 
 
 class StripeProcessor:
@@ -80,11 +119,10 @@ class StripeProcessor:
         self.name = name
         self._timeout_s = timeout_s
         self._api_key = api_key
-        # Connect timeout only: the deadline of each call is enforced around it, so a
-        # connect that cannot complete is told apart (nothing sent) from a late answer.
-        self._http = stripe.AIOHTTPClient(
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=timeout_s)
-        )
+        # Connect timeout only, cut to each call's deadline; the deadline itself is
+        # enforced around the call, so a connect that cannot complete is told apart
+        # (nothing sent) from a late answer.
+        self._http = _DeadlineHTTPClient(timeout_s)
         self._client = stripe.StripeClient(
             api_key,
             base_addresses={"api": api_base.rstrip("/")} if api_base else None,
@@ -113,16 +151,11 @@ class StripeProcessor:
         deadline = self._deadline(request.timeout_s)
         intents = self._client.v1.payment_intents
         try:
-            created = await self._call(
-                deadline,
-                lambda: intents.create_async(
-                    self._create_params(request),
-                    {"idempotency_key": self._create_key(request)},
-                ),
-            )
+            pi_id = (await self._intent_for(request, deadline)).id
         except _Failed as failed:
-            return failed.response
-        pi_id = created.id
+            # No confirm went out, however the create failed (even with its answer lost,
+            # or with a 500 stored under its key): nothing was charged by this call.
+            return dataclasses.replace(failed.response, charge_not_sent=True, indeterminate=False)
 
         # The payment method again: after a decline Stripe detaches it from the intent,
         # and the next generation confirms the same PaymentIntent.
@@ -149,22 +182,18 @@ class StripeProcessor:
         deadline = self._deadline(request.timeout_s)
         pi_id = processor_payment_id
         if not pi_id:
-            # No id: replaying the create under the same key returns the stored answer.
+            # No id: replaying the creates under their keys returns the stored answers.
             try:
-                created = await self._call(
-                    deadline,
-                    lambda: self._client.v1.payment_intents.create_async(
-                        self._create_params(request),
-                        {"idempotency_key": self._create_key(request)},
-                    ),
-                )
+                pi_id = (await self._intent_for(request, deadline)).id
             except _Failed as failed:
                 answer = failed.response
-                if _create_definitely_failed(answer):
-                    # The create failed, so no confirm was ever sent: nothing charged.
+                if _create_refused(answer):
+                    # Stripe refuses a create with these parameters: no PaymentIntent,
+                    # so no confirm was ever sent and nothing charged.
                     return dataclasses.replace(answer, kind=ResponseKind.NOT_FOUND)
+                # Anything else proves nothing, a fresh 500 included: the key may hold
+                # an intent its earlier answer would have shown.
                 return answer
-            pi_id = created.id
         return await self._lookup_by_id(pi_id, deadline)
 
     async def capture(
@@ -244,9 +273,30 @@ class StripeProcessor:
     def _deadline(timeout_s: float) -> float:
         return asyncio.get_running_loop().time() + timeout_s
 
-    @staticmethod
-    def _create_key(request: ChargeRequest) -> str:
-        return f"{request.intent_key}:create"
+    async def _intent_for(self, request: ChargeRequest, deadline: float) -> stripe.PaymentIntent:
+        """The step's PaymentIntent, by (re)playing its creates in order: the first
+        create key that is not holding a stored 500 made it, or makes it now. Raises
+        _Failed with the first other answer (a 500 that was not a replay included: it
+        says nothing about an intent made before, and is stored for the next call)."""
+        link = 0
+        while True:
+            try:
+                return await self._create(request, _create_key(request.intent_key, link), deadline)
+            except _Failed as failed:
+                if not (failed.replayed and failed.response.http_status >= 500):
+                    raise
+            # Stored 500: that create made no intent anyone knows of, none was confirmed.
+            link += 1
+
+    async def _create(
+        self, request: ChargeRequest, key: str, deadline: float
+    ) -> stripe.PaymentIntent:
+        return await self._call(
+            deadline,
+            lambda: self._client.v1.payment_intents.create_async(
+                self._create_params(request), {"idempotency_key": key}
+            ),
+        )
 
     @staticmethod
     def _create_params(request: ChargeRequest) -> PaymentIntentCreateParams:
@@ -284,11 +334,13 @@ class StripeProcessor:
 
     async def _call(self, deadline: float, call: Callable[[], Awaitable[_T]]) -> _T:
         """One SDK call within the deadline; anything but an object becomes _Failed."""
+        bound = _CALL_DEADLINE.set(deadline)
         try:
             async with asyncio.timeout_at(deadline):
                 return await call()
         except stripe.StripeError as error:
-            raise _Failed(self._from_error(error)) from None
+            replayed = _header(error.headers or {}, "Idempotent-Replayed") == "true"
+            raise _Failed(self._from_error(error), replayed=replayed) from None
         except TimeoutError as error:
             # Our deadline (or aiohttp's read timeout): the request may have been processed.
             raise _Failed(
@@ -307,6 +359,8 @@ class StripeProcessor:
                     message="connection lost while reading Stripe's answer",
                 )
             ) from None
+        finally:
+            _CALL_DEADLINE.reset(bound)
 
     def _from_intent(self, pi: stripe.PaymentIntent) -> ProcessorResponse:
         status = pi.status
@@ -336,6 +390,7 @@ class StripeProcessor:
                 code=str(_get(last, "code") or ""),
                 decline_code=str(_get(last, "decline_code") or ""),
                 message=self._redact(str(_get(last, "message") or f"status {status}")),
+                closed=status == "canceled",
                 **common,
             )
         # processing, or a status this code does not know: not final, reconcile later.
@@ -447,16 +502,22 @@ def _after_unexpected_state(
     return dataclasses.replace(refused, kind=ResponseKind.PENDING)
 
 
-def _create_definitely_failed(response: ProcessorResponse) -> bool:
-    """A create that Stripe answered with a final error (stored under the key, or one
-    it would repeat): no PaymentIntent id was handed out, so none was confirmed."""
+def _create_key(intent_key: str, link: int) -> str:
+    """The idempotency key of a step's PaymentIntent create; `link` counts the creates
+    before it that got a 500 (stored under their keys, and so replayed for a day)."""
+    return f"{intent_key}:create" if link == 0 else f"{intent_key}:create:{link}"
+
+
+def _create_refused(response: ProcessorResponse) -> bool:
+    """A create Stripe refused as it would refuse it again (a 4xx on its parameters):
+    no PaymentIntent id was handed out under this key or any later one."""
     if response.kind is not ResponseKind.ERROR:
         return False
     if response.http_status in (401, 403, 409, 429):
         return False
     if response.error_type == "idempotency_error":
         return False
-    return response.http_status >= 400
+    return 400 <= response.http_status < 500
 
 
 def _connection_failure_kind(error: stripe.APIConnectionError) -> ResponseKind:
