@@ -246,6 +246,27 @@ async def test_stats_of_payments_made_through_the_service_with_scripted_faults(d
     assert abs(recovered.payment.orchestration_ms - retry.delay_before_ms) <= 1
 
 
+async def test_a_lookup_that_answered_not_charged_is_no_failure_in_the_stats(database_url, clock):
+    container = await make_container(database_url, clock)
+    sim = container.simulated["simulated"]
+    try:
+        sim.inject("api_error", None)  # a 500, looked up ("not charged"), then charged
+        made = await container.payments.create(core_request("r-1"), deadline_s=None)
+        s = await container.observability.analytics.stats(
+            OPS, since=clock.now() - timedelta(hours=1), until=clock.now() + timedelta(hours=1)
+        )
+    finally:
+        await container.close()
+    operations = [(a.operation, a.outcome) for a in made.payment.steps[0].attempts]
+    assert operations == [
+        ("authorize", Outcome.SOFT),
+        ("lookup", Outcome.SUCCESS),
+        ("authorize", Outcome.SUCCESS),
+    ]
+    assert s.failures_by_error_code == {ErrorCode.PROCESSOR_ERROR: 1}
+    assert (s.attempts, s.hit_infrastructure_failure, s.recovered) == (3, 1, 1)
+
+
 @pytest.mark.parametrize(
     "filters",
     [

@@ -24,7 +24,7 @@ from payorch.domain.health import BreakerState, HealthPolicy, HealthState, Signa
 from payorch.domain.merchant_config import MerchantConfig
 from payorch.domain.payment import PaymentStatus, StepStatus
 from payorch.domain.request import RawPaymentRequest, parse_payment_request
-from payorch.domain.results import ErrorCode, Outcome
+from payorch.domain.results import ErrorCode, Outcome, ProcessorResponse, ResponseKind
 from payorch.domain.retry import RetryPolicy
 from tests.fakes.memory import FakeMerchantConfigStore, FakeUnitOfWorkFactory
 
@@ -454,3 +454,63 @@ async def test_a_failing_observer_never_breaks_a_payment(caplog):
     assert all(p.status is PaymentStatus.SUCCEEDED for p in payments)
     assert w.health.breaker(A) is BreakerState.OPEN
     assert "health observer BrokenObserver failed" in caplog.text
+
+
+class GivesUpAtTheTimeout:
+    """Answers in 300 ms; gives up (no answer) at the call's timeout, as the Stripe
+    adapter does when it runs out of the time the router gave it."""
+
+    def __init__(self, name: str, clock: ManualClock) -> None:
+        self.name, self.clock, self.charged = name, clock, 0
+
+    async def authorize(self, request):
+        if request.timeout_s < 0.3:
+            await self.clock.sleep(request.timeout_s)
+            return ProcessorResponse(ResponseKind.NO_RESPONSE, exception="TimeoutError")
+        await self.clock.sleep(0.3)
+        self.charged += 1
+        return ProcessorResponse(ResponseKind.SUCCEEDED, processor_payment_id=f"pi_{self.charged}")
+
+    async def lookup(self, request, processor_payment_id):
+        return ProcessorResponse(ResponseKind.NOT_FOUND)
+
+
+@pytest.mark.parametrize("caller_deadline_s", [0.25, None])
+async def test_a_callers_short_deadline_is_not_blamed_on_the_processor(caller_deadline_s):
+    clock = ManualClock()
+    slow = GivesUpAtTheTimeout(A, clock)
+    health = HealthTracker(HealthPolicy(min_requests=10), clock, processors=[A])
+    # Without a caller's deadline, the router's own timeout (0.25 s) is the processor's.
+    router = Router(
+        {A: slow},
+        clock,
+        rng=random.Random(1),
+        health=health,
+        call_timeout_s=10.0 if caller_deadline_s else 0.25,
+    )
+    configs = MerchantConfigs(
+        FakeMerchantConfigStore(),
+        clock,
+        [A],
+        defaults=MerchantConfig("", retry_policy=RetryPolicy(max_retries=0)),
+    )
+    service = PaymentService(
+        FakeUnitOfWorkFactory(), router, clock, configs, Settlement(router.processors, clock)
+    )
+    for n in range(25):
+        core = parse_payment_request(
+            RawPaymentRequest(
+                merchant_id="m_hasty",
+                request_id=f"r-{n}",
+                amount_minor=2500,
+                currency="EUR",
+                payment_method="pm_card_visa",
+            )
+        )
+        await service.create(core, deadline_s=caller_deadline_s)
+        clock.advance(1.0)
+
+    if caller_deadline_s:
+        assert (health.state(A), health.breaker(A)) == (HealthState.HEALTHY, BreakerState.CLOSED)
+    else:
+        assert health.breaker(A) is BreakerState.OPEN

@@ -21,8 +21,14 @@ from dataclasses import dataclass
 from payorch.app.health import Choice, HealthTracker
 from payorch.app.ports import ChargeRequest, Clock, Processor
 from payorch.app.stalls import StallWatch
-from payorch.domain.classification import classify, is_infrastructure_failure
-from payorch.domain.health import HealthPolicy, HealthState, signal_despite_stall, signal_of
+from payorch.domain.classification import classify, classify_lookup, is_infrastructure_failure
+from payorch.domain.health import (
+    HealthPolicy,
+    HealthState,
+    signal_despite_short_deadline,
+    signal_despite_stall,
+    signal_of,
+)
 from payorch.domain.payment import Attempt, CaptureMode, Payment, RawError, Step, StepStatus
 from payorch.domain.results import (
     Classification,
@@ -334,6 +340,8 @@ class Router:
         stalled_s = self.stalls.stalled_s(t0, t1) if self.stalls is not None else 0.0
         if stalled_s > 0.0:
             signal = signal_despite_stall(signal, c)
+        if request.timeout_s < self.call_timeout_s:
+            signal = signal_despite_short_deadline(signal, c)
         self.health.record(
             name,
             signal,
@@ -355,6 +363,9 @@ class Router:
             processor_payment_id=response.processor_payment_id,
             operation=operation,
         )
+        if operation == "lookup":
+            answered = classify_lookup(response)
+            attempt.outcome, attempt.error_code = answered.outcome, answered.error_code
         payment.add_attempt(step, attempt)
         return response, attempt
 

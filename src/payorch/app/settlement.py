@@ -8,7 +8,7 @@ from datetime import datetime
 
 from payorch.app.ports import Clock, Processor
 from payorch.app.router import charge_request
-from payorch.domain.classification import classify
+from payorch.domain.classification import classify, classify_lookup
 from payorch.domain.payment import Attempt, Payment, RawError, Step
 from payorch.domain.results import Outcome, ProcessorResponse, ResponseKind
 
@@ -83,7 +83,7 @@ class Settlement:
         reason: str = "",
         decision: str = "",
     ) -> Outcome:
-        c = classify(answer.response)
+        c = (classify_lookup if operation == "lookup" else classify)(answer.response)
         payment.add_attempt(
             step,
             Attempt(

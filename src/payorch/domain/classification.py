@@ -137,6 +137,19 @@ def classify(response: ProcessorResponse) -> Classification:
     return found
 
 
+# A lookup that answered "nothing was charged" did its job: as an attempt it succeeded.
+_LOOKUP_ANSWERED = frozenset({ResponseKind.NOT_FOUND, ResponseKind.NOT_CHARGED})
+
+
+def classify_lookup(response: ProcessorResponse) -> Classification:
+    """Classify a lookup as an attempt of its own: an answer, even "not charged", is a
+    success (it is what the lookup was for); only a failure to answer is a failure.
+    What the answer means for the step is the router's to judge, from the response."""
+    if response.kind in _LOOKUP_ANSWERED:
+        return _SUCCESS
+    return classify(response)
+
+
 def _classify(response: ProcessorResponse) -> Classification:
     if response.kind is not ResponseKind.ERROR:
         return KINDS[response.kind]

@@ -81,6 +81,14 @@ def signal_of(response: ProcessorResponse, c: Classification, *, lookup: bool) -
 _STALL_FAILURES = frozenset({ErrorCode.TIMEOUT, ErrorCode.NETWORK_ERROR})
 
 
+def signal_despite_short_deadline(signal: Signal, c: Classification) -> Signal:
+    """The signal of a call whose timeout the caller's deadline cut short: running out
+    of that time is the caller's haste, not the processor's failure, so it is neutral."""
+    if signal is Signal.INFRA_FAILURE and c.error_code is ErrorCode.TIMEOUT:
+        return Signal.OTHER
+    return signal
+
+
 def signal_despite_stall(signal: Signal, c: Classification) -> Signal:
     """The signal of a call during which this process was stalled: a timeout or a
     dropped connection may be the stall's doing, so it is neutral; an answer
