@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import pytest
 
-from payorch.app.payments import IdempotencyConflict, ProcessorEvent, ProcessorEvents
+from payorch.app.payments import IdempotencyConflict, InvalidState, ProcessorEvent, ProcessorEvents
 from payorch.domain.payment import Owed, Payment, PaymentStatus, StepStatus
 from payorch.domain.results import ProcessorResponse, ResponseKind
 from tests.unit.test_split_execution import ACTION, DECLINE, OK, World
@@ -193,7 +193,7 @@ async def test_capture_payment_refuses_a_payment_that_owes_a_void():
     voids = Outage(w, "cancel")
     voids.everywhere = True
     p = await w.pay(("apple_pay", OK, 6000), ("card", DECLINE, None))
-    with pytest.raises(ValueError, match="cannot be captured"):
+    with pytest.raises(InvalidState, match="being released"):
         await w.service.capture(p.id, "m_1")
 
 
@@ -356,3 +356,18 @@ async def test_confirm_retries_the_steps_after_the_paused_one_only_inside_the_ca
 
     assert await attempts_on_the_last_step(None) > 1
     assert await attempts_on_the_last_step(0.05) == 1
+
+
+async def test_a_refund_that_failed_whole_says_so_on_the_payment_it_left_as_it_was():
+    w = World()
+    p = await w.pay(("card", OK, None), total=2500)
+    refunds = Outage(w, "refund")
+    refunds.everywhere = True
+
+    tried = await w.service.refund(p.id, "m_1", amount_minor=1000, request_id="rf1")
+
+    assert tried.status is PaymentStatus.SUCCEEDED
+    assert tried.final_error_message == (
+        "1000 of refund 'rf1' could not be refunded; retry it with the same request_id"
+    )
+    assert (await w.service.get(p.id, "m_1")).final_error_message == tried.final_error_message

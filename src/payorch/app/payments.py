@@ -325,10 +325,9 @@ class PaymentService:
             payment.status is PaymentStatus.PARTIALLY_SUCCEEDED and not holding
         ):
             return payment
-        if payment.owed is Owed.VOID or payment.status not in (
-            PaymentStatus.AUTHORIZED,
-            PaymentStatus.PARTIALLY_SUCCEEDED,
-        ):
+        if payment.owed is Owed.VOID:
+            raise InvalidState("its authorizations are being released: it cannot be captured")
+        if payment.status not in (PaymentStatus.AUTHORIZED, PaymentStatus.PARTIALLY_SUCCEEDED):
             raise InvalidState(f"a {payment.status.value} payment cannot be captured")
         await self._capture_all(payment)
         payment.settle(self._clock.now())

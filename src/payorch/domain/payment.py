@@ -321,6 +321,7 @@ class Payment:
         self.updated_at = now
         if orchestration_ms is not None:
             self.orchestration_ms = orchestration_ms
+        owed_before = self.owed
         if not any(s.status is StepStatus.AUTHORIZED for s in self.steps):
             self.owed = Owed.NOTHING
         if self.owed is not Owed.NOTHING:
@@ -330,7 +331,9 @@ class Payment:
         elif self.status not in UNRESOLVED:
             self.next_reconcile_at = None
         if self.status in _HOLDING:
-            self.final_error, self.final_error_message = ErrorCode.NONE, ""
+            if changed or owed_before is not Owed.NOTHING:
+                # A new state, or what was owed is paid: the old error no longer stands.
+                self.final_error, self.final_error_message = ErrorCode.NONE, ""
             completed = (PaymentStatus.SUCCEEDED, PaymentStatus.AUTHORIZED)
             if self.status in completed and changed and before not in completed:
                 # Once: capturing an authorized payment later raises PaymentCaptured only.
@@ -353,9 +356,7 @@ class Payment:
             code, message = self._owed_error()
             if self.final_error in (ErrorCode.NONE, ErrorCode.UNMAPPED):
                 self.final_error = code
-            self.final_error_message = "; ".join(
-                m for m in (self.final_error_message, message) if m
-            )
+            self.final_error_message = "; ".join(m for m in (self.final_error_message, message) if m)
 
     def _owed_error(self) -> tuple[ErrorCode, str]:
         held = [s for s in self.steps if s.status is StepStatus.AUTHORIZED]
