@@ -356,7 +356,9 @@ class Payment:
             code, message = self._owed_error()
             if self.final_error in (ErrorCode.NONE, ErrorCode.UNMAPPED):
                 self.final_error = code
-            self.final_error_message = "; ".join(m for m in (self.final_error_message, message) if m)
+            self.final_error_message = "; ".join(
+                m for m in (self.final_error_message, message) if m
+            )
 
     def _owed_error(self) -> tuple[ErrorCode, str]:
         held = [s for s in self.steps if s.status is StepStatus.AUTHORIZED]
