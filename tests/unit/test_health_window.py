@@ -6,6 +6,8 @@ import sys
 
 import pytest
 
+from payorch.adapters.clock import ManualClock
+from payorch.app.health import HealthTracker
 from payorch.domain.classification import classify
 from payorch.domain.health import (
     LATENCY_BOUNDS_MS,
@@ -295,3 +297,40 @@ def test_an_abandoned_probe_frees_its_slot():
     assert b.try_probe()
     b.release_probe()
     assert b.try_probe()
+
+
+def _opened_then_half_open_again() -> tuple[ManualClock, HealthTracker]:
+    """A breaker that opened, let two probes through, re-opened on one of them, and
+    is half-open again with two new probes in flight; the other old probe is still out."""
+    clock = ManualClock()
+    h = HealthTracker(
+        HealthPolicy(min_requests=4, cooldown_s=30, half_open_probes=2), clock, processors=["a"]
+    )
+    for _ in range(4):
+        h.record("a", Signal.INFRA_FAILURE, 0.1, authorize=True)
+    clock.advance(31)
+    assert [h.choose(["a"]).probe, h.choose(["a"]).probe] == [True, True]
+    clock.advance(0.1)
+    h.record("a", Signal.INFRA_FAILURE, 0.1, authorize=True, probe=True)
+    assert h.breaker("a") is BreakerState.OPEN
+    clock.advance(31)
+    assert [h.choose(["a"]).probe, h.choose(["a"]).probe] == [True, True]
+    return clock, h
+
+
+def test_a_probe_from_an_earlier_half_open_period_frees_no_slot_of_this_one():
+    clock, h = _opened_then_half_open_again()
+    clock.advance(1)
+    h.record("a", Signal.DECLINE, 40.0, authorize=True, probe=True)  # sent 40 s ago
+    assert h.choose(["a"]) is None  # both of this period's slots still taken
+
+
+def test_probes_from_an_earlier_half_open_period_cannot_close_the_breaker():
+    clock, h = _opened_then_half_open_again()
+    clock.advance(1)
+    h.record("a", Signal.SUCCESS, 40.0, authorize=True, probe=True)
+    h.record("a", Signal.SUCCESS, 40.0, authorize=True, probe=True)
+    assert h.breaker("a") is BreakerState.HALF_OPEN
+    h.record("a", Signal.SUCCESS, 0.5, authorize=True, probe=True)
+    h.record("a", Signal.SUCCESS, 0.5, authorize=True, probe=True)
+    assert h.breaker("a") is BreakerState.CLOSED  # this period's own probes close it

@@ -258,7 +258,7 @@ class HealthTracker:
         t.window.record(now, signal, latency_s * 1000.0, authorize=authorize)
         self._notify(lambda o: o.call_recorded(name, signal, latency_s))
         if probe:
-            moved = t.breaker.probe_result(now, signal)
+            moved = t.breaker.probe_result(now, signal, started=now - latency_s)
             if moved is BreakerState.CLOSED:
                 # A clean slate: the failures that opened it would trip it again at once.
                 t.window.clear()

@@ -420,6 +420,10 @@ def retry_budget(stats: WindowStats, policy: HealthPolicy) -> int:
     return max(policy.retry_budget_min, math.floor(policy.retry_budget_ratio * stats.authorizes))
 
 
+# Float slack when comparing a call's start (now - latency) with a state change.
+_SAME_INSTANT_S = 0.001
+
+
 @dataclass(slots=True)
 class CircuitBreaker:
     """CLOSED -> OPEN (tripped) -> HALF_OPEN (after the cool-down) -> CLOSED (probes
@@ -466,10 +470,18 @@ class CircuitBreaker:
     def release_probe(self) -> None:
         self.probes_in_flight = max(0, self.probes_in_flight - 1)
 
-    def probe_result(self, now: float, signal: Signal) -> BreakerState | None:
+    def probe_result(
+        self, now: float, signal: Signal, *, started: float | None = None
+    ) -> BreakerState | None:
         """A probe's answer: an infrastructure failure re-opens, enough successes close;
-        a decline or other answer proves nothing and frees the slot."""
+        a decline or other answer proves nothing and frees the slot.
+
+        A probe sent before this half-open period began (`started`, on the same clock)
+        was let through by an earlier one, which the breaker has left since: its answer
+        holds no slot of this period and closes or re-opens nothing."""
         if self.state is not BreakerState.HALF_OPEN:
+            return None
+        if started is not None and started < self.changed_at - _SAME_INSTANT_S:
             return None
         self.release_probe()
         if signal is Signal.INFRA_FAILURE:
