@@ -349,6 +349,9 @@ class Router:
             authorize=not lookup,
             probe=probe,
         )
+        # A lookup is stored as an attempt of its own: its answer, even "not charged", is
+        # what it was for. The step's verdict is the caller's, from the response.
+        stored = classify_lookup(response) if operation == "lookup" else c
         attempt = Attempt(
             number=len(step.attempts) + 1,
             processor=processor.name,
@@ -356,16 +359,13 @@ class Router:
             started_at=started_at,
             ended_at=self.clock.now(),
             latency_ms=latency_ms,
-            outcome=c.outcome,
-            error_code=c.error_code,
+            outcome=stored.outcome,
+            error_code=stored.error_code,
             raw=RawError.of(response),
             routing_reason=reason,
             processor_payment_id=response.processor_payment_id,
             operation=operation,
         )
-        if operation == "lookup":
-            answered = classify_lookup(response)
-            attempt.outcome, attempt.error_code = answered.outcome, answered.error_code
         payment.add_attempt(step, attempt)
         return response, attempt
 

@@ -37,6 +37,8 @@ class PaymentStatus(enum.Enum):
 
 # States in which the processor holds money for the payment, and nothing failed.
 _HOLDING = (PaymentStatus.SUCCEEDED, PaymentStatus.AUTHORIZED, PaymentStatus.PARTIALLY_SUCCEEDED)
+# The states that complete a payment (PaymentCompleted), once.
+_COMPLETED = (PaymentStatus.SUCCEEDED, PaymentStatus.AUTHORIZED)
 
 # States the reconciler has to finish.
 UNRESOLVED = frozenset({PaymentStatus.PROCESSING, PaymentStatus.UNKNOWN})
@@ -334,8 +336,7 @@ class Payment:
             if changed or owed_before is not Owed.NOTHING:
                 # A new state, or what was owed is paid: the old error no longer stands.
                 self.final_error, self.final_error_message = ErrorCode.NONE, ""
-            completed = (PaymentStatus.SUCCEEDED, PaymentStatus.AUTHORIZED)
-            if self.status in completed and changed and before not in completed:
+            if self.status in _COMPLETED and changed and before not in _COMPLETED:
                 # Once: capturing an authorized payment later raises PaymentCaptured only.
                 self._raise(PaymentCompleted(self.amount_minor, self.request_id))
         elif self.status is PaymentStatus.FAILED:
