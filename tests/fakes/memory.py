@@ -108,7 +108,10 @@ class FakePaymentRepository:
             p
             for p in self._store.values()
             if (
-                (p.status is PaymentStatus.UNKNOWN or p.owed is not Owed.NOTHING)
+                (
+                    p.status in (PaymentStatus.UNKNOWN, PaymentStatus.REQUIRES_ACTION)
+                    or p.owed is not Owed.NOTHING
+                )
                 and p.next_reconcile_at is not None
                 and p.next_reconcile_at <= now
             )

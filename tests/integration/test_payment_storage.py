@@ -133,7 +133,7 @@ async def test_failed_and_succeeded_filters(container):
     assert [p.request_id for p in failed] == ["no"]
 
 
-def _split_request(request_id: str, *, authorize_only: bool = False):
+def _split_request(request_id: str, *, authorize_only: bool = False, second: str = "pm_card_visa"):
     return parse_payment_request(
         RawPaymentRequest(
             merchant_id="m_1",
@@ -142,7 +142,7 @@ def _split_request(request_id: str, *, authorize_only: bool = False):
             currency="USD",
             methods=[
                 RawMethodInput("apple_pay", "pm_card_visa", 6000),
-                RawMethodInput("card", "pm_card_visa"),
+                RawMethodInput("card", second),
             ],
             authorize_only=authorize_only,
         )
@@ -176,6 +176,25 @@ async def test_a_capture_owed_after_a_failure_is_stored_found_by_the_reconciler_
         Owed.NOTHING,
         None,
     )
+    assert await container.payments.reconcile_due() == 0
+
+
+async def test_a_split_left_waiting_for_the_customer_is_found_after_an_hour_and_released(
+    container, clock
+):
+    request = _split_request("r-abandoned", second="pm_card_authenticationRequired")
+    created = (await container.payments.create(request, deadline_s=None)).payment
+    stored = await container.payments.get(created.id, "m_1")
+    assert stored.status is PaymentStatus.REQUIRES_ACTION
+    assert stored.next_reconcile_at == clock.now() + timedelta(hours=1)
+
+    clock.advance(3599)
+    assert await container.payments.reconcile_due() == 0  # not due yet
+    clock.advance(1)
+    assert await container.payments.reconcile_due() == 1
+    done = await container.payments.get(created.id, "m_1")
+    assert (done.status, done.next_reconcile_at) == (PaymentStatus.CANCELLED, None)
+    assert [s.status for s in done.steps] == [StepStatus.VOIDED, StepStatus.VOIDED]
     assert await container.payments.reconcile_due() == 0
 
 

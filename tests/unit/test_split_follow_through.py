@@ -371,3 +371,148 @@ async def test_a_refund_that_failed_whole_says_so_on_the_payment_it_left_as_it_w
         "1000 of refund 'rf1' could not be refunded; retry it with the same request_id"
     )
     assert (await w.service.get(p.id, "m_1")).final_error_message == tried.final_error_message
+
+
+# -- a split the customer left paused is given up --------------------------------
+
+HOUR = 3600
+
+
+def paused(w: World, p: Payment) -> str:
+    return next(s.processor_payment_id for s in p.steps if s.status is StepStatus.REQUIRES_ACTION)
+
+
+async def test_a_split_left_paused_for_an_hour_releases_what_it_holds_and_is_cancelled():
+    w = World()
+    p = await w.pay(("apple_pay", OK, 6000), ("card", ACTION, None))
+    assert w.held() == 6000  # the first step is authorized while the customer is asked
+
+    w.clock.advance(HOUR - 60)
+    assert await w.service.reconcile_due() == 0  # not yet
+    w.clock.advance(60)
+    assert await w.service.reconcile_due() == 1
+
+    done = await w.service.get(p.id, "m_1")
+    assert done.status is PaymentStatus.CANCELLED
+    assert [s.status for s in done.steps] == [StepStatus.VOIDED, StepStatus.VOIDED]
+    assert w.held() == 0
+    assert w.sim.ledger.by_id[paused(w, p)].status == "canceled"  # cannot be completed later
+    assert names(w)[-1] == "PaymentCancelled"
+    assert w.uow.events[-1].reason.startswith("abandoned: not completed within 60 minutes")
+    assert done.next_reconcile_at is None
+    assert await w.service.reconcile_due() == 0
+
+
+async def test_a_split_paused_on_its_first_step_runs_no_step_after_the_hour():
+    w = World()
+    p = await w.pay(("card", ACTION, 3000), ("apple_pay", OK, None))
+    w.clock.advance(HOUR)
+    assert await w.service.reconcile_due() == 1
+
+    done = await w.service.get(p.id, "m_1")
+    assert [s.status for s in done.steps] == [StepStatus.VOIDED, StepStatus.SKIPPED]
+    assert done.status is PaymentStatus.CANCELLED
+    assert len(w.sim.ledger.intents) == 1  # the second method was never charged
+    assert (await w.service.confirm(done.id, "m_1")).status is PaymentStatus.CANCELLED
+
+
+async def test_a_customer_who_acted_on_the_last_step_with_no_word_to_us_gets_the_payment_captured():
+    w = World()
+    p = await w.pay(("apple_pay", OK, 6000), ("card", ACTION, None))
+    w.sim.complete_action(paused(w, p))  # no ConfirmPayment, the webhook lost
+    w.clock.advance(HOUR)
+    assert await w.service.reconcile_due() == 1
+
+    done = await w.service.get(p.id, "m_1")
+    assert done.status is PaymentStatus.SUCCEEDED
+    assert [s.status for s in done.steps] == [StepStatus.CAPTURED, StepStatus.CAPTURED]
+    assert w.held() == 10000
+
+
+async def test_a_customer_who_acted_on_a_middle_step_too_late_has_every_hold_released():
+    w = World()
+    p = await w.pay(("apple_pay", OK, 3000), ("card", ACTION, 3000), ("card", OK, None))
+    w.sim.complete_action(paused(w, p))
+    w.clock.advance(HOUR)
+    assert await w.service.reconcile_due() == 1
+
+    done = await w.service.get(p.id, "m_1")
+    assert [s.status for s in done.steps] == [
+        StepStatus.VOIDED,
+        StepStatus.VOIDED,
+        StepStatus.SKIPPED,
+    ]
+    assert w.held() == 0
+    assert len(w.sim.ledger.intents) == 2
+
+
+async def test_an_abandoned_split_with_allow_partial_keeps_and_captures_what_it_holds():
+    w = World(allow_partial=True)
+    p = await w.pay(("apple_pay", OK, 6000), ("card", ACTION, None))
+    w.clock.advance(HOUR)
+    assert await w.service.reconcile_due() == 1
+
+    done = await w.service.get(p.id, "m_1")
+    assert done.status is PaymentStatus.PARTIALLY_SUCCEEDED
+    assert [s.status for s in done.steps] == [StepStatus.CAPTURED, StepStatus.VOIDED]
+    assert (done.captured_minor, done.remaining_minor) == (6000, 4000)
+
+
+async def test_a_paused_step_that_cannot_be_closed_is_tried_again_on_the_back_off():
+    w = World()
+    p = await w.pay(("apple_pay", OK, 6000), ("card", ACTION, None))
+    voids = Outage(w, "cancel")
+    voids.everywhere = True
+    w.clock.advance(HOUR)
+    assert await w.service.reconcile_due() == 0
+
+    stuck = await w.service.get(p.id, "m_1")
+    assert stuck.status is PaymentStatus.REQUIRES_ACTION
+    assert w.held() == 6000  # nothing released while the paused step may still complete
+    voids.everywhere = False
+    assert await w.service.reconcile_due() == 0  # not before the back-off
+    w.clock.advance(300)
+    assert await w.service.reconcile_due() == 1
+    assert (await w.service.get(p.id, "m_1")).status is PaymentStatus.CANCELLED
+    assert w.held() == 0
+
+
+async def test_a_single_step_waiting_for_the_customer_is_never_given_up():
+    w = World()
+    p = await w.pay(("card", ACTION, None))
+    w.clock.advance(30 * 24 * HOUR)
+    assert await w.service.reconcile_due() == 0
+    w.sim.complete_action(paused(w, p))
+    assert (await w.service.confirm(p.id, "m_1")).status is PaymentStatus.SUCCEEDED
+
+
+async def test_a_hint_that_the_customer_failed_authentication_goes_on_with_the_plan_at_once():
+    w = World()
+    p = await w.pay(("apple_pay", OK, 6000), ("card", ACTION, None))
+    pid = paused(w, p)
+    w.sim.ledger.by_id[pid].status = "requires_payment_method"  # 3-D Secure failed
+    hint = ProcessorEvent("evt_failed", "stripe", p.id, 1, pid, False)
+
+    assert await ProcessorEvents(w.uow, w.service, w.clock).apply(hint) == "looked up"
+
+    done = await w.service.get(p.id, "m_1")
+    assert done.status is PaymentStatus.FAILED
+    assert [s.status for s in done.steps] == [StepStatus.VOIDED, StepStatus.FAILED]
+    assert w.held() == 0
+
+
+async def test_a_hint_while_the_customer_is_still_asked_keeps_the_hour():
+    w = World()
+    p = await w.pay(("apple_pay", OK, 6000), ("card", ACTION, None))
+    expires = (await w.service.get(p.id, "m_1")).next_reconcile_at
+    w.clock.advance(600)
+    hint = ProcessorEvent("evt_action", "stripe", p.id, 1, paused(w, p), False)
+
+    verdict = await ProcessorEvents(w.uow, w.service, w.clock).apply(hint)
+
+    assert verdict == "looked up, still open"
+    still = await w.service.get(p.id, "m_1")
+    assert still.status is PaymentStatus.REQUIRES_ACTION
+    assert still.next_reconcile_at == expires
+    w.clock.advance(HOUR - 600 - 1)
+    assert await w.service.reconcile_due() == 0

@@ -23,6 +23,7 @@ from payorch.app.router import Deadline, Router
 from payorch.app.settlement import Settlement
 from payorch.domain.merchant_config import MerchantConfig
 from payorch.domain.payment import (
+    ACTION_TIMEOUT,
     UNRESOLVED,
     CaptureMode,
     FallbackMethod,
@@ -435,8 +436,9 @@ class PaymentService:
     async def reconcile_due(
         self, *, processing_stale_after: timedelta = STALE_PROCESSING, limit: int = 100
     ) -> int:
-        """Resolve UNKNOWN payments whose next lookup is due, and PROCESSING ones
-        older than `processing_stale_after` (interrupted mid-payment)."""
+        """Resolve UNKNOWN payments whose next lookup is due, PROCESSING ones older
+        than `processing_stale_after` (interrupted mid-payment), owed captures and
+        voids, and splits the customer left paused for longer than ACTION_TIMEOUT."""
         now = self._clock.now()
         async with self._uow() as uow:
             due = await uow.payments.list_unresolved(
@@ -479,9 +481,49 @@ class PaymentService:
             return False
         return held != sum(s.status is StepStatus.AUTHORIZED for s in payment.steps)
 
+    async def _abandon(self, payment: Payment) -> bool:
+        """A plan paused for the customer past ACTION_TIMEOUT: look the paused step up
+        (they may have acted with no word to us), close it if they did not, and finish
+        the plan as after a lost answer: what is held is voided (kept and captured with
+        allow_partial), and no step runs so long after the customer left."""
+        for step in payment.steps:
+            if step.status is StepStatus.REQUIRES_ACTION:
+                await self._router.reconcile(payment, step)
+            if step.status is StepStatus.REQUIRES_ACTION:
+                await self._settlement.void(payment, step)
+        now = self._clock.now()
+        if any(s.status in (StepStatus.REQUIRES_ACTION, StepStatus.UNKNOWN) for s in payment.steps):
+            payment.reconcile_inconclusive(now)  # not closed: try again on the back-off
+            changed = False
+        else:
+            await self._finish_after_reconcile(payment)
+            if all(s.status in (StepStatus.VOIDED, StepStatus.SKIPPED) for s in payment.steps):
+                minutes = ACTION_TIMEOUT // timedelta(minutes=1)
+                payment.cancelled(
+                    f"abandoned: not completed within {minutes} minutes of waiting for the customer"
+                )
+            payment.settle(now)
+            changed = True
+        try:
+            await self._save(payment)
+        except ConcurrentUpdate:
+            return False  # ConfirmPayment or a webhook got there first
+        return changed
+
     async def reconcile(self, payment: Payment) -> bool:
         if payment.owed is not Owed.NOTHING and payment.status not in UNRESOLVED:
             return await self._settle_owed(payment)
+        if payment.status is PaymentStatus.REQUIRES_ACTION:
+            due = payment.next_reconcile_at
+            if len(payment.steps) > 1 and due is not None and due <= self._clock.now():
+                return await self._abandon(payment)
+            # A processor's hint about the paused step: as if the customer confirmed.
+            before = payment.status
+            try:
+                await self.resume(payment, Deadline(None))
+            except ConcurrentUpdate:
+                return False
+            return payment.status is not before
         changed = False
         for step in payment.steps:
             if step.status in (StepStatus.UNKNOWN, StepStatus.PENDING):

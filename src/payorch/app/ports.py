@@ -147,7 +147,8 @@ class PaymentRepository(Protocol):
     async def list_unresolved(
         self, *, now: datetime, processing_before: datetime, limit: int
     ) -> Sequence[Payment]:
-        """UNKNOWN payments due for a lookup, and PROCESSING ones untouched since
+        """UNKNOWN payments due for a lookup, payments owing a capture or void or
+        waiting for the customer whose time is up, and PROCESSING ones untouched since
         `processing_before` (their server died mid-payment), oldest first."""
         ...
 

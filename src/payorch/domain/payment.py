@@ -54,6 +54,11 @@ RECONCILE_BACKOFF = (
 )
 
 
+# A plan of several steps paused for the customer (3-D Secure) is given up this long
+# after it paused: what its other steps hold is released, and no step runs later.
+ACTION_TIMEOUT = timedelta(hours=1)
+
+
 def reconcile_delay(attempts_so_far: int) -> timedelta:
     return RECONCILE_BACKOFF[min(attempts_so_far, len(RECONCILE_BACKOFF) - 1)]
 
@@ -330,6 +335,10 @@ class Payment:
             # The reconciler makes the call the plan still owes, on the unknown-outcome back-off.
             if self.next_reconcile_at is None:
                 self.next_reconcile_at = now + reconcile_delay(self.reconcile_attempts)
+        elif self.status is PaymentStatus.REQUIRES_ACTION and len(self.steps) > 1:
+            # The reconciler gives the plan up then, unless the customer acted before.
+            if changed or self.next_reconcile_at is None:
+                self.next_reconcile_at = now + ACTION_TIMEOUT
         elif self.status not in UNRESOLVED:
             self.next_reconcile_at = None
         if self.status in _HOLDING:

@@ -330,6 +330,10 @@ class SqlAlchemyPaymentRepository:
                         payments.c.next_reconcile_at <= now,
                         payments.c.owed != Owed.NOTHING.value,
                     ),
+                    and_(  # a split waiting for the customer past its time
+                        payments.c.status == PaymentStatus.REQUIRES_ACTION.value,
+                        payments.c.next_reconcile_at <= now,
+                    ),
                 )
             )
             .order_by(payments.c.updated_at)
