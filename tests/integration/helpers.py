@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from payorch.adapters.clock import ManualClock
+from payorch.app.ports import Clock
 from payorch.bootstrap import Container, bootstrap
 from payorch.domain.request import RawPaymentRequest, parse_payment_request
 from payorch.settings import Settings
 
 
 async def make_container(
-    database_url: str, clock: ManualClock, *, processors: str = "simulated", simulate: str = ""
+    database_url: str, clock: Clock, *, processors: str = "simulated", simulate: str = ""
 ) -> Container:
     settings = Settings(database_url=database_url, processors=processors, simulate=simulate)
     return await bootstrap(settings, clock=clock)
