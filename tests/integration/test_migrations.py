@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import inspect
 
-from payorch.adapters.persistence.engine import create_engine, migrate
+from payorch.adapters.persistence import engine as engine_module
+from payorch.adapters.persistence.engine import (
+    alembic_config,
+    create_engine,
+    migrate,
+    migration_heads,
+)
 from payorch.adapters.persistence.tables import metadata
 
 
@@ -54,3 +66,77 @@ async def test_the_stats_indexes_cover_their_reads_on_postgresql(database_url):
         assert failures.endswith("INCLUDE (merchant_id, processor)")
     else:
         assert "INCLUDE" not in by_processor + failures
+
+
+def test_the_heads_read_from_the_migration_headers_are_alembics():
+    heads = migration_heads()
+    assert heads is not None
+    assert heads == set(ScriptDirectory.from_config(alembic_config("sqlite://")).get_heads())
+
+
+def test_a_migration_header_in_another_form_leaves_the_heads_to_alembic(tmp_path, monkeypatch):
+    versions = tmp_path / "versions"
+    versions.mkdir()
+    for path in (engine_module.MIGRATIONS / "versions").glob("[0-9]*.py"):
+        (versions / path.name).write_text(path.read_text())
+    monkeypatch.setattr(engine_module, "MIGRATIONS", tmp_path)
+    assert migration_heads() == {"0005", "0102"}
+    (versions / "0006_merge.py").write_text(
+        'revision = "0006"\ndown_revision = ("0005", "0102")\n'
+        "branch_labels = None\ndepends_on = None\n"
+    )
+    assert migration_heads() is None
+
+
+_STARTS = """
+import asyncio, sys
+from payorch.adapters.persistence.engine import create_engine, migrate
+
+async def main():
+    engine = create_engine(sys.argv[1])
+    await migrate(engine)
+    await engine.dispose()
+
+asyncio.run(main())
+print("alembic" in sys.modules)
+"""
+
+
+def _start(url: str) -> bool:
+    """Whether a start that migrates `url` loaded Alembic."""
+    done = subprocess.run(
+        [sys.executable, "-c", _STARTS, url], capture_output=True, text=True, check=True
+    )
+    return done.stdout.strip() == "True"
+
+
+async def test_a_database_at_every_head_starts_without_alembic_and_one_behind_is_upgraded(
+    database_url,
+):
+    _start(database_url)  # builds the database if it is new
+    assert not _start(database_url)  # at every head: nothing to do, Alembic not loaded
+
+    engine = create_engine(database_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(_downgrade_one)
+            assert not await conn.run_sync(_has_owed)
+    finally:
+        await engine.dispose()
+    assert _start(database_url)  # one migration behind: Alembic applies it
+    engine = create_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            assert await conn.run_sync(_has_owed)
+    finally:
+        await engine.dispose()
+
+
+def _downgrade_one(connection):
+    cfg = alembic_config(connection.engine.url)
+    cfg.attributes["connection"] = connection
+    command.downgrade(cfg, "0202")
+
+
+def _has_owed(connection) -> bool:
+    return "owed" in {c["name"] for c in inspect(connection).get_columns("payments")}

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
-from sqlalchemy import event
+from sqlalchemy import event, inspect, text
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -64,19 +66,56 @@ def _sqlite_begin(conn: Connection) -> None:
 
 
 def alembic_config(url: URL | str) -> Config:
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.set_main_option("sqlalchemy.url", redacted(url).replace("%", "%%"))
     return cfg
 
 
+_HEADER = re.compile(
+    r'^revision = "(\w+)"\ndown_revision = (?:None|"(\w+)")\n'
+    r"branch_labels = .*\ndepends_on = None$",
+    re.MULTILINE,
+)
+
+
+def migration_heads() -> frozenset[str] | None:
+    """The revisions no other migration builds on, read from the files' headers
+    without importing Alembic (0.1-0.2 s of every start); None when a file does
+    not have the plain header, and Alembic decides."""
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for path in sorted((MIGRATIONS / "versions").glob("[0-9]*.py")):
+        found = _HEADER.findall(path.read_text())
+        if len(found) != 1:
+            return None
+        revision, parent = found[0]
+        revisions.add(revision)
+        parents.add(parent)
+    return frozenset(revisions - parents) or None
+
+
 async def migrate(engine: AsyncEngine) -> None:
-    """Apply every Alembic migration (idempotent)."""
+    """Apply every Alembic migration (idempotent). A database already at every
+    head is left as it is without loading Alembic."""
     async with engine.begin() as conn:
-        await conn.run_sync(_upgrade)
+        if not await conn.run_sync(_at_heads):
+            await conn.run_sync(_upgrade)
+
+
+def _at_heads(connection: Connection) -> bool:
+    heads = migration_heads()
+    if heads is None or not inspect(connection).has_table("alembic_version"):
+        return False
+    stamped = connection.execute(text("SELECT version_num FROM alembic_version")).scalars()
+    return frozenset(stamped) == heads
 
 
 def _upgrade(connection: Connection) -> None:
+    from alembic import command
+
     cfg = alembic_config(connection.engine.url)
     cfg.attributes["connection"] = connection
     # "heads": independent migration branches (one per capability) all apply.
