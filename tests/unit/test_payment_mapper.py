@@ -113,7 +113,13 @@ def reference(p: Payment, *, replayed: bool = False) -> orch.Payment:
                     ],
                     next_action=(
                         result_pb2.NextAction(
-                            type=s.next_action_type, client_secret=s.client_secret
+                            type=s.next_action_type,
+                            client_secret=s.client_secret,
+                            expires_at=(
+                                _ts(p.action_expires_at)
+                                if p.action_expires_at and s.status is StepStatus.REQUIRES_ACTION
+                                else None
+                            ),
                         )
                         if s.next_action_type
                         else None
@@ -208,6 +214,8 @@ def _requires_action(p: Payment) -> None:
     s = p.steps[1]
     s.status, s.outcome = StepStatus.REQUIRES_ACTION, Outcome.REQUIRES_ACTION
     s.next_action_type, s.client_secret = "use_stripe_sdk", "pi_secret"
+    p.status = PaymentStatus.REQUIRES_ACTION
+    p.next_reconcile_at = T0 + timedelta(hours=1)
 
 
 def _refunded(p: Payment) -> None:
@@ -241,3 +249,18 @@ def test_the_mapped_payment_is_what_plain_constructors_build(change, replayed) -
     for a, b in zip(got.payment.result.step_results, want.result.step_results, strict=True):
         assert a.HasField("next_action") == b.HasField("next_action")
         assert all(x.HasField("raw") for x in a.attempts)
+
+
+def test_a_paused_split_says_when_it_is_given_up_and_a_single_step_does_not() -> None:
+    split = _payment()
+    _requires_action(split)
+    paused = mappers.payment_pb(split).result.step_results[1].next_action
+    assert paused.expires_at.ToDatetime(tzinfo=UTC) == T0 + timedelta(hours=1)
+
+    single = _payment()
+    _requires_action(single)
+    del single.steps[0]
+    single.steps[0].index = 0
+    waiting = mappers.payment_pb(single).result.step_results[0].next_action
+    assert waiting.client_secret == "pi_secret"
+    assert not waiting.HasField("expires_at")

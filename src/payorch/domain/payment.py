@@ -227,6 +227,13 @@ class Payment:
         return sum(s.captured_minor - s.refunded_minor for s in self.steps)
 
     @property
+    def action_expires_at(self) -> datetime | None:
+        """When the reconciler gives up a split paused for the customer."""
+        if self.status is PaymentStatus.REQUIRES_ACTION and len(self.steps) > 1:
+            return self.next_reconcile_at
+        return None
+
+    @property
     def success(self) -> bool:
         return self.status in (PaymentStatus.SUCCEEDED, PaymentStatus.AUTHORIZED)
 

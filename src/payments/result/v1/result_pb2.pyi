@@ -142,12 +142,14 @@ class RawProcessorError(_message.Message):
     def __init__(self, type: _Optional[str] = ..., code: _Optional[str] = ..., decline_code: _Optional[str] = ..., http_status: _Optional[int] = ..., request_id: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class NextAction(_message.Message):
-    __slots__ = ("type", "client_secret")
+    __slots__ = ("type", "client_secret", "expires_at")
     TYPE_FIELD_NUMBER: _ClassVar[int]
     CLIENT_SECRET_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
     type: str
     client_secret: str
-    def __init__(self, type: _Optional[str] = ..., client_secret: _Optional[str] = ...) -> None: ...
+    expires_at: _timestamp_pb2.Timestamp
+    def __init__(self, type: _Optional[str] = ..., client_secret: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Attempt(_message.Message):
     __slots__ = ("number", "processor", "idempotency_key", "started_at", "ended_at", "latency_ms", "outcome", "error_code", "raw", "delay_before_ms", "routing_reason", "retry_decision", "processor_payment_id", "operation")

@@ -168,6 +168,9 @@ def _write_step_result(out: result_pb2.StepResult, p: Payment, s: Step) -> None:
     if s.next_action_type:
         out.next_action.type = s.next_action_type
         out.next_action.client_secret = s.client_secret
+        expires = p.action_expires_at
+        if expires is not None and s.status is StepStatus.REQUIRES_ACTION:
+            set_timestamp(out.next_action.expires_at, expires)
     out.captured_minor = s.captured_minor
     out.refunded_minor = s.refunded_minor
 
