@@ -4,7 +4,8 @@ It speaks the parts of Stripe's v1 API that payorch uses, the way Stripe does:
 form-encoded requests (``metadata[key]=value``), JSON objects shaped like Stripe's,
 Stripe's error bodies and status codes, a ``Request-Id`` on every answer, and the
 idempotency layer (same key + same parameters -> the stored answer, 500s included;
-same key + other parameters -> 400 ``idempotency_error``; 429s are never stored).
+same key + other parameters -> 400 ``idempotency_error``; 429s are never stored;
+``expire_idempotency_keys()`` makes a day pass, after which Stripe has pruned the keys).
 Stripe's test PaymentMethods (``pm_card_visa``, ``pm_card_chargeDeclined``, ...)
 behave as they do in test mode.
 
@@ -57,8 +58,16 @@ from typing import Any, Literal
 import pytest
 from aiohttp import web
 
-Endpoint = Literal["create", "confirm", "retrieve", "capture", "cancel", "refund"]
-ENDPOINTS: tuple[Endpoint, ...] = ("create", "confirm", "retrieve", "capture", "cancel", "refund")
+Endpoint = Literal["create", "confirm", "retrieve", "capture", "cancel", "refund", "list_refunds"]
+ENDPOINTS: tuple[Endpoint, ...] = (
+    "create",
+    "confirm",
+    "retrieve",
+    "capture",
+    "cancel",
+    "refund",
+    "list_refunds",
+)
 
 FaultKind = Literal[
     "api_error",
@@ -366,6 +375,7 @@ class FakeStripe:
         app.router.add_post("/v1/payment_intents/{id}/capture", self._capture)
         app.router.add_post("/v1/payment_intents/{id}/cancel", self._cancel)
         app.router.add_post("/v1/refunds", self._refund)
+        app.router.add_get("/v1/refunds", self._list_refunds)
         app.router.add_route("*", "/{tail:.*}", self._unrecognized)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
@@ -419,6 +429,19 @@ class FakeStripe:
 
     def requests_to(self, endpoint: Endpoint) -> list[RecordedRequest]:
         return [r for r in self.requests if r.endpoint == endpoint]
+
+    def expire_idempotency_keys(self) -> None:
+        """A day has passed: Stripe has pruned every key, and a request under one of them
+        is a new request again. The objects the requests made stay."""
+        self._idempotency.clear()
+
+    def refunds_for(self, pi_id: str) -> list[dict[str, Any]]:
+        """The PaymentIntent's refunds, oldest first."""
+        return [r for r in self.refunds.values() if r["payment_intent"] == pi_id]
+
+    def set_refund_status(self, refund_id: str, status: str) -> None:
+        """Force a refund's status (``pending``, ``failed``, ...), as Stripe's side might."""
+        self.refunds[refund_id]["status"] = status
 
     async def wait_idle(self) -> None:
         """Wait until no request is being handled (stalled and slow ones included)."""
@@ -708,6 +731,9 @@ class FakeStripe:
     async def _refund(self, request: web.Request) -> web.StreamResponse:
         return await self._serve(request, "refund", self._do_refund)
 
+    async def _list_refunds(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve(request, "list_refunds", self._do_list_refunds)
+
     # -- Stripe's behaviour ------------------------------------------------------------
 
     def _get_pi(self, pi_id: str) -> dict[str, Any]:
@@ -938,6 +964,34 @@ class FakeStripe:
         }
         self.refunds[refund["id"]] = refund
         return refund
+
+    def _do_list_refunds(self, params: dict[str, Any]) -> dict[str, Any]:
+        raw_limit = str(params.get("limit", "10"))
+        if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 100:
+            raise _invalid(
+                "Invalid integer: limit must be between 1 and 100",
+                code="parameter_invalid_integer",
+                param="limit",
+            )
+        # Newest first, as Stripe lists.
+        found = list(reversed(self.refunds.values()))
+        if "payment_intent" in params:
+            found = [r for r in found if r["payment_intent"] == params["payment_intent"]]
+        after = params.get("starting_after")
+        if after is not None:
+            ids = [r["id"] for r in found]
+            if after not in ids:
+                raise _invalid(
+                    f"No such refund: '{after}'", code="resource_missing", param="starting_after"
+                )
+            found = found[ids.index(after) + 1 :]
+        limit = int(raw_limit)
+        return {
+            "object": "list",
+            "data": found[:limit],
+            "has_more": len(found) > limit,
+            "url": "/v1/refunds",
+        }
 
     def refunded_for(self, pi_id: str) -> int:
         return self._refunded.get(pi_id, 0)

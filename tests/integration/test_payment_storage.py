@@ -225,3 +225,37 @@ async def test_a_refund_keeps_its_parts_so_a_retry_repeats_only_the_part_that_fa
     assert [s.refunded_minor for s in retried.steps] == [3000, 4000]
     assert calls[1] == calls[2]  # the failed part again: same intent, amount and key
     assert len(calls) == 3
+
+
+async def test_a_refund_whose_answer_was_lost_is_found_from_its_stored_attempts_not_made_twice(
+    container,
+):
+    sim = container.simulated["simulated"]
+    created = (await container.payments.create(core_request(), deadline_s=None)).payment
+    refund, find_refund, calls = sim.refund, sim.find_refund, []
+
+    async def refunds_and_loses_the_first_answer(processor_payment_id, amount, key):
+        calls.append("refund")
+        answer = await refund(processor_payment_id, amount, key)
+        return answer if len(calls) > 1 else ProcessorResponse(ResponseKind.NO_RESPONSE)
+
+    async def counted_find_refund(processor_payment_id, key):
+        calls.append("find_refund")
+        return await find_refund(processor_payment_id, key)
+
+    sim.refund, sim.find_refund = refunds_and_loses_the_first_answer, counted_find_refund
+    lost = await container.payments.refund(created.id, "m_1", amount_minor=0, request_id="x")
+    assert lost.steps[0].refunded_minor == 0
+    sim.ledger.stored.clear()  # a day later: the processor has forgotten the key
+
+    found = await container.payments.refund(created.id, "m_1", amount_minor=0, request_id="x")
+    again = await container.payments.refund(created.id, "m_1", amount_minor=0, request_id="x")
+
+    assert calls == ["refund", "find_refund"]
+    assert (found.status, again.status) == (PaymentStatus.REFUNDED, PaymentStatus.REFUNDED)
+    stored = await container.payments.get(created.id, "m_1")
+    assert [(a.operation, a.outcome) for a in stored.steps[0].attempts[1:]] == [
+        ("refund", Outcome.UNKNOWN),
+        ("lookup", Outcome.SUCCESS),
+    ]
+    assert sim.ledger.by_id[created.steps[0].processor_payment_id].amount_refunded == 1999

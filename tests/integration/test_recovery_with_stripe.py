@@ -353,3 +353,122 @@ async def test_confirming_a_payment_the_customer_has_not_authenticated_yet_chang
     assert payment.steps[0].client_secret == secret
     assert "PaymentReconciled" not in events_raised(service)
     assert fake.charges_total == 0
+
+
+# -- refunds retried under their request_id, after Stripe forgot the key ---------------
+
+
+async def refund(service, payment, request_id="rf-1", amount_minor=0):
+    return await service.refund(payment.id, "m_1", amount_minor=amount_minor, request_id=request_id)
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [Fault.drop_after_processing(), Fault.api_error(charged=True)],
+    ids=["answer lost", "500 over the refund"],
+)
+async def test_a_refund_whose_answer_was_lost_is_found_not_made_again_after_stripe_forgot_its_key(
+    world, fault
+):
+    fake, service = world
+    payment = await pay(service)
+    pi = payment.steps[0].processor_payment_id
+    fake.inject(fault, endpoint="refund")  # Stripe refunds; we never learn it
+    tried = await refund(service, payment, amount_minor=2000)
+    assert tried.steps[0].refunded_minor == 0 and tried.final_error_message
+
+    fake.expire_idempotency_keys()  # the merchant retries a day later
+    retried = await refund(service, payment, amount_minor=2000)
+
+    assert [r["amount"] for r in fake.refunds_for(pi)] == [2000]
+    assert fake.refunded_for(pi) == 2000
+    assert len(fake.requests_to("refund")) == 1
+    assert retried.status is PaymentStatus.PARTIALLY_REFUNDED
+    assert (retried.steps[0].refunded_minor, retried.final_error_message) == (2000, "")
+    attempts = retried.steps[0].attempts
+    assert [(a.operation, a.outcome) for a in attempts[1:]] == [
+        ("refund", tried.steps[0].attempts[-1].outcome),
+        ("lookup", Outcome.SUCCESS),
+    ]
+    assert attempts[-1].retry_decision == "the refund went through: not sent again"
+    assert events_raised(service).count("PaymentRefunded") == 1
+
+    again = await refund(service, payment)  # the same request_id once more: a replay
+    assert again.steps[0].refunded_minor == 2000
+    assert len(fake.requests_to("list_refunds")) == 1 and len(fake.refunds_for(pi)) == 1
+
+
+async def test_a_refund_retried_after_stripe_made_none_under_its_key_is_looked_up_then_sent_once(
+    world,
+):
+    fake, service = world
+    payment = await pay(service)
+    pi = payment.steps[0].processor_payment_id
+    fake.inject(Fault.drop_before_processing(), endpoint="refund")  # never reached Stripe
+    tried = await refund(service, payment)
+    assert tried.steps[0].attempts[-1].outcome is Outcome.UNKNOWN
+
+    fake.expire_idempotency_keys()
+    retried = await refund(service, payment)
+
+    assert retried.status is PaymentStatus.REFUNDED
+    assert [r["amount"] for r in fake.refunds_for(pi)] == [5000]
+    assert [a.operation for a in retried.steps[0].attempts] == [
+        "authorize",
+        "refund",
+        "lookup",
+        "refund",
+    ]
+    assert len(fake.requests_to("list_refunds")) == 1
+    sent = fake.requests_to("refund")
+    assert len(sent) == 2 and sent[0].idempotency_key == sent[1].idempotency_key
+    assert sent[0].params == sent[1].params
+
+
+async def test_the_first_try_of_a_refund_part_sends_it_with_its_key_and_looks_nothing_up(world):
+    fake, service = world
+    payment = await pay(
+        service,
+        methods=[
+            RawMethodInput("apple_pay", "pm_card_visa", 3000),
+            RawMethodInput("card", "pm_card_visa"),
+        ],
+    )
+
+    refunded = await refund(service, payment, amount_minor=4000)
+
+    assert refunded.status is PaymentStatus.PARTIALLY_REFUNDED
+    assert fake.requests_to("list_refunds") == []
+    sent = fake.requests_to("refund")
+    assert [r.params["amount"] for r in sent] == ["2000", "2000"]
+    assert [r.params["metadata"] for r in sent] == [
+        {"payorch_refund_key": r.idempotency_key} for r in sent
+    ]
+
+
+async def test_a_refund_lookup_stripe_cannot_answer_sends_nothing_and_the_next_retry_finds_it(
+    world,
+):
+    fake, service = world
+    payment = await pay(service)
+    pi = payment.steps[0].processor_payment_id
+    fake.inject(Fault.drop_after_processing(), endpoint="refund")
+    await refund(service, payment)
+    fake.expire_idempotency_keys()
+    fake.inject(Fault.api_error(), endpoint="list_refunds")
+
+    unsure = await refund(service, payment)
+
+    assert unsure.steps[0].refunded_minor == 0
+    assert unsure.final_error_message == (
+        "5000 of refund 'rf-1' could not be refunded; retry it with the same request_id"
+    )
+    lookup = unsure.steps[0].attempts[-1]
+    assert (lookup.operation, lookup.outcome) == ("lookup", Outcome.SOFT)
+    assert lookup.retry_decision == "no answer: the refund is not sent again"
+    assert len(fake.requests_to("refund")) == 1
+
+    settled = await refund(service, payment)
+
+    assert settled.status is PaymentStatus.REFUNDED
+    assert len(fake.requests_to("refund")) == 1 and len(fake.refunds_for(pi)) == 1

@@ -271,6 +271,66 @@ async def test_refunds_give_money_back_up_to_what_was_captured(
     assert too_much.processor_payment_id == ppid
 
 
+async def test_a_refund_is_found_by_its_key_in_every_page_of_the_intents_refunds(
+    fake: FakeStripe, processor: StripeProcessor
+) -> None:
+    ppid = (await processor.authorize(charge())).processor_payment_id
+    for n in range(101):  # one more than a page: the oldest is on the second
+        await processor.refund(ppid, 1, f"pay_1:refund:{n}")
+
+    oldest = await processor.find_refund(ppid, "pay_1:refund:0")
+    newest = await processor.find_refund(ppid, "pay_1:refund:100")
+    never = await processor.find_refund(ppid, "pay_1:refund:101")
+
+    assert (oldest.kind, newest.kind, never.kind) == (
+        ResponseKind.DONE,
+        ResponseKind.DONE,
+        ResponseKind.NOT_FOUND,
+    )
+    assert oldest.processor_payment_id == ppid and oldest.request_id.startswith("req_")
+    pages = [r.params for r in fake.requests_to("list_refunds")]
+    assert len(pages) == 5  # two, one, two
+    assert {p["payment_intent"] for p in pages} == {ppid}
+    assert {p["limit"] for p in pages} == {"100"}
+    assert "starting_after" not in pages[0] and pages[1]["starting_after"].startswith("re_")
+    assert len(fake.refunds_for(ppid)) == 101  # looking made none
+
+
+@pytest.mark.parametrize(
+    ("status", "kind"),
+    [
+        ("succeeded", ResponseKind.DONE),
+        ("pending", ResponseKind.DONE),
+        ("requires_action", ResponseKind.DONE),
+        ("failed", ResponseKind.NOT_FOUND),
+        ("canceled", ResponseKind.NOT_FOUND),
+    ],
+)
+async def test_a_refund_found_under_its_key_counts_as_made_unless_it_failed_or_was_canceled(
+    fake: FakeStripe, processor: StripeProcessor, status: str, kind: ResponseKind
+) -> None:
+    ppid = (await processor.authorize(charge())).processor_payment_id
+    await processor.refund(ppid, 999, "pay_1:refund:1")
+    [made] = fake.refunds_for(ppid)
+    fake.set_refund_status(made["id"], status)
+
+    found = await processor.find_refund(ppid, "pay_1:refund:1")
+
+    assert found.kind is kind
+
+
+async def test_a_refund_lookup_stripe_cannot_answer_is_no_answer(
+    fake: FakeStripe, processor: StripeProcessor
+) -> None:
+    ppid = (await processor.authorize(charge())).processor_payment_id
+    fake.inject(Fault.api_error(), endpoint="list_refunds")
+
+    found = await processor.find_refund(ppid, "pay_1:refund:1")
+
+    assert found.kind is ResponseKind.ERROR and found.http_status == 500
+    assert found.processor_payment_id == ppid
+
+
 # -- failures on the way: 5xx, 429, dropped connections, timeouts ---------------------
 
 

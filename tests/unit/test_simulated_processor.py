@@ -144,3 +144,19 @@ async def test_a_limit_set_later_forgets_the_oldest_already_remembered() -> None
     assert list(sim.ledger.stored) == [f"payorch_pay_{n}_0_g0" for n in (1, 2, 3, 4)]
     await sim.authorize(_request(5))
     assert list(sim.ledger.intents) == ["payorch_pay_4_0", "payorch_pay_5_0"]
+
+
+async def test_a_refund_is_found_under_its_key_after_the_answer_stored_under_it_is_gone() -> None:
+    sim = SimulatedProcessor("sim", sleep=_no_sleep)
+    pi = (await sim.authorize(_request(0))).processor_payment_id
+    await sim.refund(pi, 400, "refund_a")
+    await sim.refund(pi, 10_000, "refund_too_much")  # refused: nothing refunded
+    sim.ledger.stored.clear()  # as Stripe prunes its keys after a day
+
+    found = await sim.find_refund(pi, "refund_a")
+
+    assert found.kind is ResponseKind.DONE and found.processor_payment_id == pi
+    assert (await sim.find_refund(pi, "refund_too_much")).kind is ResponseKind.NOT_FOUND
+    assert (await sim.find_refund(pi, "refund_b")).kind is ResponseKind.NOT_FOUND
+    assert (await sim.find_refund("pi_unknown", "refund_a")).kind is ResponseKind.NOT_FOUND
+    assert sim.ledger.by_id[pi].amount_refunded == 400  # looking refunds nothing

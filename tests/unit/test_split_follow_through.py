@@ -345,6 +345,25 @@ async def test_a_void_that_went_through_behind_an_error_is_found_by_a_lookup_not
     assert p.final_error_message == "step 1 failed: card_declined"
 
 
+async def test_refund_parts_whose_errors_hid_them_are_found_not_made_again_once_their_keys_expired():
+    w = World()
+    p = await w.pay(("apple_pay", OK, 6000), ("card", OK, None))
+    answering_500_after_doing_it(w, "refund")
+    first = await w.service.refund(p.id, "m_1", amount_minor=7000, request_id="rf1")
+    assert [s.refunded_minor for s in first.steps] == [0, 0]
+    assert w.held() == 3000  # the processor gave the 7000 back behind its 500s
+
+    w.sim.ledger.stored.clear()  # a day later: the processor has forgotten the keys
+    retried = await w.service.refund(p.id, "m_1", amount_minor=0, request_id="rf1")
+
+    assert [s.refunded_minor for s in retried.steps] == [3000, 4000]
+    assert retried.status is PaymentStatus.PARTIALLY_REFUNDED
+    assert retried.final_error_message == ""
+    assert w.held() == 3000
+    for step in retried.steps:
+        assert [a.operation for a in step.attempts][-2:] == ["refund", "lookup"]
+
+
 async def test_confirm_retries_the_steps_after_the_paused_one_only_inside_the_callers_deadline():
     async def attempts_on_the_last_step(deadline_s: float | None) -> int:
         w = World()

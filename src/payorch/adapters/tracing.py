@@ -148,6 +148,14 @@ class TracedProcessor:
             _annotate(span, response)
             return response
 
+    async def find_refund(
+        self, processor_payment_id: str, idempotency_key: str
+    ) -> ProcessorResponse:
+        with self._span("lookup") as span:
+            response = await self.inner.find_refund(processor_payment_id, idempotency_key)
+            _annotate(span, response)
+            return response
+
     async def aclose(self) -> None:
         aclose = getattr(self.inner, "aclose", None)
         if aclose is not None:

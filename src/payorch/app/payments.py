@@ -34,7 +34,6 @@ from payorch.domain.payment import (
     StepStatus,
 )
 from payorch.domain.request import CoreRequest
-from payorch.domain.results import Outcome
 
 # How long a duplicate request waits for the first one to finish before ABORTED.
 DUPLICATE_WAIT_S = 5.0
@@ -365,8 +364,9 @@ class PaymentService:
         self, payment_id: str, merchant_id: str | None, *, amount_minor: int, request_id: str
     ) -> Payment:
         """Refund once per request_id. A retry under the same id makes again only the
-        parts that did not go through, each with its own amount and idempotency key, so
-        a part whose answer was lost is never refunded twice."""
+        parts that did not go through, each with its own amount and idempotency key; a
+        part whose answer was lost is looked for first, so it is never refunded twice,
+        not even once the processor has forgotten the key."""
         payment = await self._load(payment_id, merchant_id)
         async with self._uow() as uow:
             refund = await uow.payments.refund_request(payment.id, request_id)
@@ -383,10 +383,7 @@ class PaymentService:
         done = left = 0
         for index, part in refund.parts:
             step = payment.steps[index]
-            key = Settlement.refund_key(payment, step, request_id)
-            if any(
-                a.idempotency_key == key and a.outcome is Outcome.SUCCESS for a in step.attempts
-            ):
+            if Settlement.refund_made(step, Settlement.refund_key(payment, step, request_id)):
                 continue  # this part went through before
             if part <= step.captured_minor - step.refunded_minor and await self._settlement.refund(
                 payment, step, part, request_id

@@ -68,6 +68,15 @@ class Processor(Protocol):
         self, processor_payment_id: str, amount_minor: int, idempotency_key: str
     ) -> ProcessorResponse: ...
 
+    async def find_refund(
+        self, processor_payment_id: str, idempotency_key: str
+    ) -> ProcessorResponse:
+        """A refund made before under `idempotency_key`: DONE when one went through or is
+        under way, NOT_FOUND when none did (or only failed ones); any other answer tells
+        nothing. For a refund tried without an answer: the processor forgets its keys
+        (Stripe after 24 hours), and the same key is then a new refund."""
+        ...
+
 
 class DuplicateRequest(Exception):
     """A payment with this (merchant, request_id) already exists."""

@@ -20,6 +20,16 @@ _DONE_ANYWAY = {
     "void": ResponseKind.NOT_CHARGED,  # canceled: nothing is held any more
 }
 LOOKUP_TIMEOUT_S = 10.0
+# How a refund call ends without saying whether it refunded: no answer (UNKNOWN), or a
+# failure that proves nothing (SOFT: a 500, which Stripe may store after refunding; a
+# 429 too, at the cost of one lookup). The processor replays the answer under the key
+# for a while only (Stripe: 24 hours), then the same key makes a new refund: such a
+# refund is looked for before it is sent again. A HARD failure refused it: none was made.
+_REFUND_IN_DOUBT = frozenset({Outcome.UNKNOWN, Outcome.SOFT})
+_REFUND_FOUND_DECISIONS = {
+    ResponseKind.DONE: "the refund went through: not sent again",
+    ResponseKind.NOT_FOUND: "no refund under the key: sent again",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,20 +62,41 @@ class Settlement:
         if done_anyway is None or not step.processor_payment_id:
             return False
         request = charge_request(payment, step, LOOKUP_TIMEOUT_S)
-        found = await self._timed(processor.lookup(request, step.processor_payment_id))
-        went_through = found.response.kind is done_anyway
+        found = await self._lookup(
+            payment,
+            step,
+            key,
+            processor.lookup(request, step.processor_payment_id),
+            reason=f"lookup after a failed {operation}",
+            decisions={done_anyway: f"the {operation} went through"},
+            otherwise=f"the {operation} is still owed",
+        )
+        return found is done_anyway
+
+    async def _lookup(
+        self,
+        payment: Payment,
+        step: Step,
+        key: str,
+        call: Awaitable[ProcessorResponse],
+        *,
+        reason: str,
+        decisions: Mapping[ResponseKind, str],
+        otherwise: str,
+    ) -> ResponseKind:
+        """A lookup about the call under `key`, recorded as an attempt of its own."""
+        found = await self._timed(call)
+        kind = found.response.kind
         self._record(
             payment,
             step,
             "lookup",
             key,
             found,
-            reason=f"lookup after a failed {operation}",
-            decision=f"the {operation} went through"
-            if went_through
-            else f"the {operation} is still owed",
+            reason=reason,
+            decision=decisions.get(kind, otherwise),
         )
-        return went_through
+        return kind
 
     async def _timed(self, call: Awaitable[ProcessorResponse]) -> _Answer:
         started, t0 = self._clock.now(), self._clock.monotonic()
@@ -132,8 +163,37 @@ class Settlement:
     def refund_key(payment: Payment, step: Step, request_id: str) -> str:
         return f"payorch_{payment.id}_{step.index}_refund_{request_id}"
 
+    @staticmethod
+    def refund_made(step: Step, key: str) -> bool:
+        """Whether the refund under `key` went through: the last attempt under the key
+        succeeded, the refund itself or a lookup that found it. (A lookup that found
+        nothing is followed by the refund it let through, so it is never the last.)"""
+        last = next((a for a in reversed(step.attempts) if a.idempotency_key == key), None)
+        return last is not None and last.outcome is Outcome.SUCCESS
+
     async def refund(self, payment: Payment, step: Step, amount: int, request_id: str) -> bool:
         key = self.refund_key(payment, step, request_id)
+        processor = self._processors.get(step.processor)
+        if processor is None:
+            return False
+        if any(
+            a.operation == "refund" and a.idempotency_key == key and a.outcome in _REFUND_IN_DOUBT
+            for a in step.attempts
+        ):
+            found = await self._lookup(
+                payment,
+                step,
+                key,
+                processor.find_refund(step.processor_payment_id, key),
+                reason="lookup before sending again a refund tried without an answer",
+                decisions=_REFUND_FOUND_DECISIONS,
+                otherwise="no answer: the refund is not sent again",
+            )
+            if found is ResponseKind.DONE:
+                payment.step_refunded(step, amount)
+                return True
+            if found is not ResponseKind.NOT_FOUND:
+                return False  # the lookup did not answer: sent again, it could refund twice
         done = await self._run(
             payment,
             step,

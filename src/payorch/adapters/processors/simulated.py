@@ -119,6 +119,9 @@ class SimIntent:
     charges: int = 0
     # The bank's last decline, as Stripe keeps it in last_payment_error: lookups show it.
     last_error: ProcessorResponse | None = None
+    # The refunds made, by the idempotency key each was made under (payorch's metadata
+    # on Stripe's refunds): kept after the stored answer under the key is forgotten.
+    refunds: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -441,11 +444,24 @@ class SimulatedProcessor:
         if intent is None or intent.amount_captured - intent.amount_refunded < amount_minor:
             return self._invalid_state(intent, "refund")
         intent.amount_refunded += amount_minor
+        intent.refunds[idempotency_key] = amount_minor
         response = ProcessorResponse(
             ResponseKind.DONE, processor_payment_id=intent.id, request_id=self._request_id()
         )
         self.ledger.store(idempotency_key, response)
         return response
+
+    async def find_refund(
+        self, processor_payment_id: str, idempotency_key: str
+    ) -> ProcessorResponse:
+        await self._latency()
+        intent = self.ledger.by_id.get(processor_payment_id)
+        made = intent is not None and idempotency_key in intent.refunds
+        return ProcessorResponse(
+            ResponseKind.DONE if made else ResponseKind.NOT_FOUND,
+            processor_payment_id=processor_payment_id,
+            request_id=self._request_id(),
+        )
 
     def _invalid_state(self, intent: SimIntent | None, action: str) -> ProcessorResponse:
         state = intent.status if intent else "missing"

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
         PaymentIntentConfirmParams,
         PaymentIntentCreateParams,
         RefundCreateParams,
+        RefundListParams,
     )
 
 __all__ = ["StripeProcessor"]
@@ -55,6 +57,16 @@ _KEY_IN_TEXT = re.compile(r"\b[srp]k_(?:live|test)_[A-Za-z0-9_*]*")
 # takes the others as proof only once the request under its key is over (a stored
 # answer, never a 409), and the reconciler only once it has canceled the intent.
 _NOT_CHARGED_STATUSES = frozenset({"requires_payment_method", "requires_confirmation", "canceled"})
+
+# The metadata naming the idempotency key a refund was made under: Stripe forgets the
+# key after 24 hours, the refund keeps its metadata, so a refund whose answer was lost
+# can be found before it is sent again (the same key then makes a new refund).
+_REFUND_KEY = "payorch_refund_key"
+# Refund statuses that gave nothing back and never will. Any other (succeeded; pending,
+# which succeeds asynchronously as a rule; requires_action) is a refund made or under way.
+_REFUND_NOT_MADE = frozenset({"failed", "canceled"})
+# Stripe's largest page of a list.
+_PAGE_LIMIT = 100
 
 
 # The deadline of the SDK call this task is making (the event loop's clock).
@@ -239,7 +251,10 @@ class StripeProcessor:
     async def refund(
         self, processor_payment_id: str, amount_minor: int, idempotency_key: str
     ) -> ProcessorResponse:
-        params: RefundCreateParams = {"payment_intent": processor_payment_id}
+        params: RefundCreateParams = {
+            "payment_intent": processor_payment_id,
+            "metadata": {_REFUND_KEY: idempotency_key},
+        }
         if amount_minor > 0:
             params["amount"] = amount_minor
         try:
@@ -252,7 +267,7 @@ class StripeProcessor:
         except _Failed as failed:
             return _with_id(failed.response, processor_payment_id)
         status = refund.status or ""
-        if status in ("failed", "canceled"):
+        if status in _REFUND_NOT_MADE:
             # Refunds fail asynchronously as a rule; an immediate failure is still an answer.
             return ProcessorResponse(
                 ResponseKind.ERROR,
@@ -266,6 +281,38 @@ class StripeProcessor:
             processor_payment_id=processor_payment_id,
             request_id=_request_id(refund),
         )
+
+    async def find_refund(
+        self, processor_payment_id: str, idempotency_key: str
+    ) -> ProcessorResponse:
+        """The PaymentIntent's refunds, page by page, for one made under the key."""
+        deadline = self._deadline(self._timeout_s)
+        params: RefundListParams = {"payment_intent": processor_payment_id, "limit": _PAGE_LIMIT}
+        while True:
+            try:
+                page = await self._call(
+                    deadline, functools.partial(self._client.v1.refunds.list_async, params)
+                )
+            except _Failed as failed:
+                return _with_id(failed.response, processor_payment_id)
+            for refund in page.data:
+                status = refund.status or ""
+                made_under = _get(_get(refund, "metadata"), _REFUND_KEY)
+                if made_under == idempotency_key and status not in _REFUND_NOT_MADE:
+                    return ProcessorResponse(
+                        ResponseKind.DONE,
+                        processor_payment_id=processor_payment_id,
+                        message=f"refund {refund.id} is {status}",
+                        request_id=_request_id(page),
+                    )
+            if not (page.has_more and page.data):
+                return ProcessorResponse(
+                    ResponseKind.NOT_FOUND,
+                    processor_payment_id=processor_payment_id,
+                    message="no refund made under this key",
+                    request_id=_request_id(page),
+                )
+            params = {**params, "starting_after": page.data[-1].id}
 
     # -- helpers ---------------------------------------------------------------------
 
