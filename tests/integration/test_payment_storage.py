@@ -227,6 +227,26 @@ async def test_a_refund_keeps_its_parts_so_a_retry_repeats_only_the_part_that_fa
     assert len(calls) == 3
 
 
+async def test_a_refund_under_the_longest_request_id_is_stored_and_replayed(container):
+    sim = container.simulated["simulated"]
+    created = (await container.payments.create(_split_request("r-long"), deadline_s=None)).payment
+    request_id = "r" * 255  # the longest RefundPayment takes
+    refunded = await container.payments.refund(
+        created.id, "m_1", amount_minor=7000, request_id=request_id
+    )
+    assert [s.refunded_minor for s in refunded.steps] == [3000, 4000]
+    keys = {
+        a.idempotency_key for s in refunded.steps for a in s.attempts if a.operation == "refund"
+    }
+    assert len(keys) == 2 and all(len(k) <= 255 for k in keys)  # Stripe's limit, and the column's
+
+    again = await container.payments.refund(
+        created.id, "m_1", amount_minor=0, request_id=request_id
+    )
+    assert [s.refunded_minor for s in again.steps] == [3000, 4000]
+    assert sum(i.amount_refunded for i in sim.ledger.intents.values()) == 7000
+
+
 async def test_a_refund_whose_answer_was_lost_is_found_from_its_stored_attempts_not_made_twice(
     container,
 ):

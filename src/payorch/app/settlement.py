@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,6 +21,8 @@ _DONE_ANYWAY = {
     "void": ResponseKind.NOT_CHARGED,  # canceled: nothing is held any more
 }
 LOOKUP_TIMEOUT_S = 10.0
+# The longest idempotency key Stripe takes, and what the attempts table stores.
+MAX_KEY_LENGTH = 255
 # How a refund call ends without saying whether it refunded: no answer (UNKNOWN), or a
 # failure that proves nothing (SOFT: a 500, which Stripe may store after refunding; a
 # 429 too, at the cost of one lookup). The processor replays the answer under the key
@@ -161,7 +164,12 @@ class Settlement:
 
     @staticmethod
     def refund_key(payment: Payment, step: Step, request_id: str) -> str:
-        return f"payorch_{payment.id}_{step.index}_refund_{request_id}"
+        key = f"payorch_{payment.id}_{step.index}_refund_{request_id}"
+        if len(key) <= MAX_KEY_LENGTH:
+            return key
+        # A request_id too long to fit stands in by its digest: the same id, the same key.
+        digest = hashlib.sha256(request_id.encode()).hexdigest()
+        return f"payorch_{payment.id}_{step.index}_refund_sha256_{digest}"
 
     @staticmethod
     def refund_made(step: Step, key: str) -> bool:
