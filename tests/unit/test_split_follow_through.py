@@ -9,7 +9,10 @@ from datetime import timedelta
 import pytest
 
 from payorch.app.payments import IdempotencyConflict, InvalidState, ProcessorEvent, ProcessorEvents
+from payorch.app.plan_builder import PlanRejected
+from payorch.domain.merchant_config import MerchantConfig
 from payorch.domain.payment import Owed, Payment, PaymentStatus, StepStatus
+from payorch.domain.request import RawMethodInput, RawPaymentRequest, parse_payment_request
 from payorch.domain.results import ProcessorResponse, ResponseKind
 from tests.unit.test_split_execution import ACTION, DECLINE, OK, World
 
@@ -535,3 +538,45 @@ async def test_a_hint_while_the_customer_is_still_asked_keeps_the_hour():
     assert still.next_reconcile_at == expires
     w.clock.advance(HOUR - 600 - 1)
     assert await w.service.reconcile_due() == 0
+
+
+# -- a retry after the merchant changed its config -------------------------------
+
+
+def _same_request(currency: str = "USD"):
+    return parse_payment_request(
+        RawPaymentRequest(
+            merchant_id="m_1",
+            request_id="r-config-changed",
+            amount_minor=10000,
+            currency=currency,
+            methods=[RawMethodInput("apple_pay", OK, 6000), RawMethodInput("card", OK, None)],
+        )
+    )
+
+
+async def test_a_retry_of_a_payment_made_before_the_config_changed_replays_it():
+    w = World()
+    first = (await w.service.create(_same_request(), deadline_s=None)).payment
+    assert first.status is PaymentStatus.SUCCEEDED
+    await w.configs.upsert(MerchantConfig("m_1", allowed_currencies=frozenset({"EUR"})))
+
+    again = await w.service.create(_same_request(), deadline_s=None)
+
+    assert again.replayed and again.payment.id == first.id
+    assert w.held() == 10000  # charged once
+
+
+async def test_a_request_id_reused_for_another_payment_the_config_refuses_is_a_conflict():
+    w = World()
+    await w.service.create(_same_request(), deadline_s=None)
+    await w.configs.upsert(MerchantConfig("m_1", allowed_currencies=frozenset({"USD"})))
+    with pytest.raises(IdempotencyConflict):
+        await w.service.create(_same_request("EUR"), deadline_s=None)
+
+
+async def test_a_new_request_the_config_refuses_is_still_refused():
+    w = World()
+    await w.configs.upsert(MerchantConfig("m_1", allowed_currencies=frozenset({"EUR"})))
+    with pytest.raises(PlanRejected):
+        await w.service.create(_same_request(), deadline_s=None)

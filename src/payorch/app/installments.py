@@ -49,7 +49,7 @@ log = logging.getLogger("payorch.installments")
 
 MAX_ORDER_ID_LEN = 128
 MAX_REASON_LEN = 500
-_ORDER_ID_RE = re.compile(r"^[\x21-\x7e]+$")
+_ORDER_ID_RE = re.compile(r"^[\x21-\x7e]+\Z")
 # Attempts to store a result when others keep changing the plan.
 SAVE_TRIES = 5
 
@@ -202,8 +202,8 @@ class InstallmentCharger:
             return ChargeResult(ChargeOutcome.UNRESOLVED, "")
         except PlanRejected as exc:
             # The merchant's config no longer covers this charge (a currency dropped, a
-            # limit below the amount): no retry can succeed. It is refused before the
-            # idempotency gate, so this attempt's charge may have been made already.
+            # limit below the amount): no retry can succeed. PaymentService replays a
+            # payment this attempt made before; the port does not promise it, so look.
             started = await self._started_payment(plan, request)
             if started is not None:
                 return judge_charge(started)

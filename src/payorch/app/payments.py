@@ -105,6 +105,11 @@ class PaymentService:
         try:
             plan = build_plan(request, config, self._configs.processors)
         except PlanRejected as exc:
+            # The gate first: a request made before, under a config changed since, is
+            # replayed (or a conflict), never refused for money it may have taken.
+            existing = await self._replay_or_wait(request, fingerprint, deadline)
+            if existing is not None:
+                return CreateResult(existing, replayed=True)
             self._observe.plan_rejected(request, exc.contract_id, str(exc))
             raise
         while True:
