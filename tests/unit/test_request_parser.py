@@ -23,6 +23,8 @@ from payorch.domain.request import (
     merchant_id_issues,
     parse_payment_request,
 )
+from payorch.entrypoints.grpc.errors import RpcError
+from payorch.entrypoints.grpc.installments import _request_id as plan_request_id
 
 PAN = "4242424242424242"
 PAN_SPACED = "4000 0000 0000 0002"
@@ -458,3 +460,45 @@ def test_fingerprint_does_not_depend_on_metadata_order() -> None:
     a = parse(metadata={"a": "1", "b": "2"})
     b = parse(metadata={"b": "2", "a": "1"})
     assert a.fingerprint() == b.fingerprint()
+
+
+# -- split methods and ids held to the same rules as the rest ----------------------
+
+
+def _split(**method: Any) -> list[RawMethodInput]:
+    return [
+        RawMethodInput("apple_pay", "pm_card_visa", 6000),
+        RawMethodInput("card", "pm_card_visa", None, **method),
+    ]
+
+
+@pytest.mark.parametrize("customer", ["cus_" + "a" * 297, "customer 1", "cus_1-2", "4242 x"])
+def test_a_methods_customer_id_is_held_to_the_format_and_length_of_the_top_level_one(
+    customer: str,
+) -> None:
+    issues = rejected(payment_method="", methods=_split(customer_id=customer))
+    assert [i.field for i in issues] == ["methods[1].customer_id"]
+
+
+def test_a_methods_customer_id_in_the_processors_format_is_kept() -> None:
+    request = parse(payment_method="", methods=_split(customer_id=" cus_42 "))
+    assert request.methods[1].customer_id == "cus_42"
+
+
+def test_method_and_methods_together_are_refused_like_payment_method_and_methods() -> None:
+    issues = rejected(payment_method="", method="apple_pay", methods=_split())
+    assert [(i.field, i.message) for i in issues] == [
+        ("method", "give either method or methods, not both")
+    ]
+
+
+def test_a_refund_request_id_taken_as_given_may_not_end_in_a_line_break() -> None:
+    assert idempotency_key_issues("refund-1\n")
+    assert not idempotency_key_issues("refund-1")
+
+
+@pytest.mark.parametrize("line_break", ["\n", "\r\n"])
+def test_an_installment_plan_request_id_ending_in_a_line_break_is_invalid(line_break: str) -> None:
+    assert plan_request_id("plan-1") == "plan-1"
+    with pytest.raises(RpcError):
+        plan_request_id("plan-1" + line_break)

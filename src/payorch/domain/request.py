@@ -25,10 +25,10 @@ MAX_METADATA_VALUE_LEN = 500
 MAX_REQUEST_ID_LEN = 255
 MAX_METHODS = 8
 
-_MERCHANT_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-_TOKEN_RE = re.compile(r"^(pm|tok|card|src)_[A-Za-z0-9_]{1,200}$")
-_CUSTOMER_RE = re.compile(r"^cus_[A-Za-z0-9_]{1,200}$")
-_PRINTABLE_RE = re.compile(r"^[\x21-\x7e]+$")
+_MERCHANT_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}\Z")
+_TOKEN_RE = re.compile(r"^(pm|tok|card|src)_[A-Za-z0-9_]{1,200}\Z")
+_CUSTOMER_RE = re.compile(r"^cus_[A-Za-z0-9_]{1,200}\Z")
+_PRINTABLE_RE = re.compile(r"^[\x21-\x7e]+\Z")
 _METHOD_SEPARATORS_RE = re.compile(r"[\s\-]+")
 # json.dumps(body, separators=(",", ":")), without building an encoder per call.
 _COMPACT_JSON = json.JSONEncoder(separators=(",", ":")).encode
@@ -186,8 +186,7 @@ def _scan_card_numbers(raw: RawPaymentRequest, c: _Collector) -> None:
                 (f"{prefix}.method", m.method, MAX_METHOD_LEN),
                 (f"{prefix}.token", m.token, MAX_TOKEN_LEN),
                 (f"{prefix}.amount_decimal", m.amount_decimal or "", MAX_DECIMAL_LEN),
-                # No format of its own (the plan builder takes it as given).
-                (f"{prefix}.customer_id", m.customer_id, len(m.customer_id)),
+                (f"{prefix}.customer_id", m.customer_id, MAX_CUSTOMER_LEN),
             ]
     if len(raw.metadata) <= MAX_METADATA_KEYS:
         for k, v in raw.metadata.items():
@@ -331,9 +330,7 @@ def parse_payment_request(raw: RawPaymentRequest) -> CoreRequest:
 
     methods = _parse_methods(raw, c, currency)
 
-    customer = raw.customer_id.strip()
-    if customer and not _CUSTOMER_RE.match(customer):
-        c.fatal("customer_id", "must be a processor customer id such as cus_123", "input/customer")
+    customer = _parse_customer(c, "customer_id", raw.customer_id)
 
     _check_metadata(raw.metadata, c)
 
@@ -352,15 +349,21 @@ def parse_payment_request(raw: RawPaymentRequest) -> CoreRequest:
     )
 
 
+def _parse_customer(c: _Collector, field: str, raw: str) -> str:
+    customer = raw.strip()
+    if customer and not _CUSTOMER_RE.match(customer):
+        c.fatal(field, "must be a processor customer id such as cus_123", "input/customer")
+    return customer
+
+
 def _parse_methods(
     raw: RawPaymentRequest, c: _Collector, currency: Currency | None
 ) -> list[MethodInput]:
     methods: list[MethodInput] = []
     if raw.methods:
-        if raw.payment_method.strip():
-            c.fatal(
-                "payment_method", "give either payment_method or methods, not both", "input/method"
-            )
+        for name, given in (("payment_method", raw.payment_method), ("method", raw.method)):
+            if given.strip():
+                c.fatal(name, f"give either {name} or methods, not both", "input/method")
         if len(raw.methods) > MAX_METHODS:
             c.fatal("methods", f"at most {MAX_METHODS} methods", "input/method")
             return methods
@@ -369,8 +372,9 @@ def _parse_methods(
             method = _parse_method_name(c, f"{name}.method", m.method)
             token = _parse_token(c, f"{name}.token", m.token)
             amount = _parse_amount(c, f"{name}.amount", m.amount_minor, m.amount_decimal, currency)
+            customer = _parse_customer(c, f"{name}.customer_id", m.customer_id)
             if method is not None:
-                methods.append(MethodInput(method, token, amount, m.customer_id.strip()))
+                methods.append(MethodInput(method, token, amount, customer))
         return methods
     method = _parse_method_name(c, "method", raw.method)
     token = _parse_token(c, "payment_method", raw.payment_method)

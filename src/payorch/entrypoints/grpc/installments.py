@@ -43,7 +43,7 @@ DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
 MAX_PLAN_REQUEST_ID_LEN = 200
 MAX_ID_LEN = 128
-_PRINTABLE_RE = re.compile(r"^[\x21-\x7e]+$")
+_PRINTABLE_RE = re.compile(r"^[\x21-\x7e]+\Z")
 # The payments parser's field names, as fields of CreateInstallmentPlanRequest.
 _FIELDS = {"amount": "total.amount_minor", "currency": "total.currency"}
 
