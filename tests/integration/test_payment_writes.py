@@ -5,6 +5,7 @@ alone, and SQLite commits concurrent writes together."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -228,6 +229,7 @@ async def test_an_inserted_then_updated_payment_reads_back_field_for_field(uow):
     same(await load(uow, p.id), p)
 
     settle(p)
+    pending = [(e.sequence, e.name, dataclasses.asdict(e)) for e in p.pending_events]
     await uow.update_payment(p)
     assert p.version == 1 and not p.pending_events
     stored = await load(uow, p.id)
@@ -236,6 +238,13 @@ async def test_an_inserted_then_updated_payment_reads_back_field_for_field(uow):
     assert stored.steps[0].attempts[0].raw == RawError("api_error", "x", "", 200, "req_1", "ok")
     assert stored.created_at.tzinfo is not None and stored.next_reconcile_at == p.next_reconcile_at
     assert p.event_sequence == 2 and await count(uow, events) == 2
+    async with uow() as tx:
+        outbox = await tx.payments.events_of(p.id)
+    assert [(e.sequence, e.name, e.payload) for e in outbox] == pending
+    assert {(e.payment_id, e.merchant_id, e.occurred_at) for e in outbox} == {
+        (p.id, "m_1", p.updated_at)
+    }
+    assert len({e.event_id for e in outbox}) == 2
 
 
 async def test_a_taken_request_id_is_a_duplicate_and_writes_nothing(uow):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from payorch.adapters.persistence.payment_writes import Statement, Write, _Queue
 from payorch.app.ports import DuplicateRequest
 
-GUARD = Statement("INSERT ...", ())
+GUARD = Statement("INSERT ...")
 
 
 def write(payment_id: str) -> Write:

@@ -31,7 +31,7 @@ import sqlite3
 import threading
 import time
 from bisect import bisect_left
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, cast
@@ -45,13 +45,17 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import ClauseElement
 
 from payorch.adapters.persistence.repository import (
+    ATTEMPT_COLUMNS,
+    EVENT_COLUMNS,
+    PAYMENT_COLUMNS,
+    STEP_COLUMNS,
     _attempt,
-    _attempt_row,
-    _event_row,
+    _attempt_values,
+    _event_values,
     _payment,
-    _payment_row,
+    _payment_values,
     _step,
-    _step_row,
+    _step_values,
 )
 from payorch.adapters.persistence.tables import attempts, events, payment_steps, payments
 from payorch.app.ports import ConcurrentUpdate, DuplicateRequest
@@ -60,35 +64,51 @@ from payorch.domain.payment import Payment
 # Columns a stored payment never changes; every other one is written on save.
 _PAYMENT_KEYS = ("id", "created_at")
 _STEP_KEYS = ("payment_id", "idx")
+# The update's values: the payment row, then its WHERE parameters.
+_UPDATE_SOURCE = (*PAYMENT_COLUMNS, "k_id", "k_version")
+_VERSION = PAYMENT_COLUMNS.index("version")
 
 
 @dataclass(frozen=True, slots=True)
 class Statement:
-    """SQL compiled once for a dialect, and how to turn a row dict into its arguments.
+    """SQL compiled once for a dialect, and how to turn a row's values into its arguments.
 
-    A column's value is bound as `v_<column>` (the name a column has in the row dicts of
-    repository.py, prefixed so it cannot clash with a WHERE parameter) and read from the
-    row as `<column>`; WHERE parameters (`k_...`) are read under their own names.
+    The values come as a list in the order of the statement's `source`: a row of
+    repository.py (`_payment_values`, ...), its table's column order, then any WHERE
+    parameters. A column is bound as `v_<column>` (prefixed so it cannot clash with a
+    WHERE parameter, `k_...`). When the statement takes the values in another order or
+    leaves some out (`positions`), they are picked by position; those whose type has a
+    bind processor (`processors`) are converted in place. No dict per row: a payment's
+    write is a few hundred values, and this is the hot path.
     """
 
     sql: str
-    binders: tuple[tuple[str, Callable[[Any], Any] | None], ...]
+    # Where each parameter is in the values; None when they are in the statement's order.
+    positions: tuple[int, ...] | None = None
+    processors: tuple[tuple[int, Callable[[Any], Any]], ...] = ()
 
     @classmethod
-    def compile(cls, stmt: ClauseElement, dialect: Dialect) -> Statement:
+    def compile(cls, stmt: ClauseElement, dialect: Dialect, source: Sequence[str]) -> Statement:
         compiled = cast(SQLCompiler, stmt.compile(dialect=dialect))
         names = compiled.positiontup or []
-        binders = tuple(
-            (
-                name.removeprefix("v_"),
-                compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect),
-            )
-            for name in names
+        # A parameter missing from the source fails here, at start-up.
+        positions = tuple(source.index(name.removeprefix("v_")) for name in names)
+        processors = tuple(
+            (i, p)
+            for i, name in enumerate(names)
+            if (p := compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect))
         )
-        return cls(str(compiled), binders)
+        same_order = positions == tuple(range(len(source)))
+        return cls(str(compiled), None if same_order else positions, processors)
 
-    def args(self, row: Mapping[str, Any]) -> list[Any]:
-        return [row[name] if p is None else p(row[name]) for name, p in self.binders]
+    def args(self, values: list[Any]) -> list[Any]:
+        """The statement's arguments from `values` (in its source's order); may reuse
+        the list."""
+        if self.positions is not None:
+            values = [values[i] for i in self.positions]
+        for i, process in self.processors:
+            values[i] = process(values[i])
+        return values
 
 
 def _named(table: Table, skip: Sequence[str] = ()) -> dict[Any, Any]:
@@ -129,13 +149,15 @@ class PaymentStatements:
             },
         )
         return cls(
-            insert_payment=Statement.compile(gate, dialect),
-            update_payment=Statement.compile(update_payment, dialect),
-            upsert_step=Statement.compile(upsert_step, dialect),
+            insert_payment=Statement.compile(gate, dialect, PAYMENT_COLUMNS),
+            update_payment=Statement.compile(update_payment, dialect, _UPDATE_SOURCE),
+            upsert_step=Statement.compile(upsert_step, dialect, STEP_COLUMNS),
             insert_attempt=Statement.compile(
-                attempts.insert().values(_named(attempts, ("id",))), dialect
+                attempts.insert().values(_named(attempts, ("id",))), dialect, ATTEMPT_COLUMNS
             ),
-            insert_event=Statement.compile(events.insert().values(_named(events)), dialect),
+            insert_event=Statement.compile(
+                events.insert().values(_named(events)), dialect, EVENT_COLUMNS
+            ),
         )
 
 
@@ -172,10 +194,11 @@ class PaymentRead:
             (tuple(c.name for c in t.c), tuple(_decoder(c.type, dialect) for c in t.c))
             for t in (payments, payment_steps, attempts)
         )
-        return cls(Statement.compile(query, dialect), tables)
+        statement = Statement.compile(query, dialect, ("k_merchant_id", "k_request_id"))
+        return cls(statement, tables)
 
     def args(self, merchant_id: str, request_id: str) -> list[Any]:
-        return self.statement.args({"k_merchant_id": merchant_id, "k_request_id": request_id})
+        return self.statement.args([merchant_id, request_id])
 
     def payment(self, rows: Sequence[Sequence[Any]]) -> Payment | None:
         if not rows:
@@ -231,20 +254,19 @@ class Write:
 def insert_write(s: PaymentStatements, payment: Payment) -> Write:
     return Write(
         payment_id=payment.id,
-        guard=(s.insert_payment, s.insert_payment.args(_payment_row(payment))),
+        guard=(s.insert_payment, s.insert_payment.args(_payment_values(payment))),
         conflict=DuplicateRequest(payment.request_id),
         rows=_children(s, payment),
     )
 
 
 def update_write(s: PaymentStatements, payment: Payment) -> Write:
-    row = _payment_row(payment)
-    row["version"] = payment.version + 1
-    row["k_id"] = payment.id
-    row["k_version"] = payment.version
+    values = _payment_values(payment)
+    values[_VERSION] = payment.version + 1
+    values += (payment.id, payment.version)  # k_id, k_version
     return Write(
         payment_id=payment.id,
-        guard=(s.update_payment, s.update_payment.args(row)),
+        guard=(s.update_payment, s.update_payment.args(values)),
         conflict=ConcurrentUpdate(payment.id),
         rows=_children(s, payment),
     )
@@ -253,15 +275,15 @@ def update_write(s: PaymentStatements, payment: Payment) -> Write:
 def _children(s: PaymentStatements, payment: Payment) -> list[tuple[Statement, list[Any]]]:
     """The rows after the guard: every step (upserted), then new attempts, then events."""
     out: list[tuple[Statement, list[Any]]] = [
-        (s.upsert_step, s.upsert_step.args(_step_row(payment, step))) for step in payment.steps
+        (s.upsert_step, s.upsert_step.args(_step_values(payment, step))) for step in payment.steps
     ]
     out.extend(
-        (s.insert_attempt, s.insert_attempt.args(_attempt_row(payment, step, a)))
+        (s.insert_attempt, s.insert_attempt.args(_attempt_values(payment, step, a)))
         for step in payment.steps
         for a in step.attempts[step.stored_attempts :]
     )
     out.extend(
-        (s.insert_event, s.insert_event.args(_event_row(payment, e, payment.updated_at)))
+        (s.insert_event, s.insert_event.args(_event_values(payment, e, payment.updated_at)))
         for e in payment.pending_events
     )
     return out

@@ -46,83 +46,90 @@ from payorch.domain.payment import (
 )
 from payorch.domain.results import ErrorCode, Outcome
 
-
-def _payment_row(p: Payment) -> dict[str, Any]:
-    return {
-        "id": p.id,
-        "merchant_id": p.merchant_id,
-        "request_id": p.request_id,
-        "fingerprint": p.fingerprint,
-        "currency": p.currency.code,
-        "amount_minor": p.amount_minor,
-        "capture_mode": p.capture_mode.value,
-        "allow_partial": p.allow_partial,
-        "config_version": p.config_version,
-        "metadata": p.metadata,
-        "off_session": p.off_session,
-        "status": p.status.value,
-        "orchestration_ms": p.orchestration_ms,
-        "final_error": p.final_error.value,
-        "final_error_message": p.final_error_message,
-        "version": p.version,
-        "event_sequence": p.event_sequence,
-        "reconcile_attempts": p.reconcile_attempts,
-        "next_reconcile_at": p.next_reconcile_at,
-        "fallbacks": [[f.method.value, f.token, f.customer_id] for f in p.fallbacks],
-        "authorize_only": p.authorize_only,
-        "owed": p.owed.value,
-        "created_at": p.created_at,
-        "updated_at": p.updated_at,
-    }
+# A row's values in its table's column order (tables.py), so that the payment writer
+# (payment_writes.py) binds them as they are; the units of work take them by name.
+PAYMENT_COLUMNS = tuple(c.name for c in payments.c)
+STEP_COLUMNS = tuple(c.name for c in payment_steps.c)
+ATTEMPT_COLUMNS = tuple(c.name for c in attempts.c if c.name != "id")  # the database numbers them
+EVENT_COLUMNS = tuple(c.name for c in events.c)
 
 
-def _step_row(p: Payment, s: Step) -> dict[str, Any]:
-    return {
-        "payment_id": p.id,
-        "idx": s.index,
-        "method": s.method.value,
-        "token": s.token,
-        "customer_id": s.customer_id,
-        "amount_minor": s.amount_minor,
-        "processors": list(s.processors),
-        "status": s.status.value,
-        "outcome": s.outcome.value if s.outcome else None,
-        "error_code": s.error_code.value,
-        "processor": s.processor,
-        "processor_payment_id": s.processor_payment_id,
-        "next_action_type": s.next_action_type,
-        "client_secret": s.client_secret,
-        "captured_minor": s.captured_minor,
-        "refunded_minor": s.refunded_minor,
-        "generation": s.generation,
-    }
+def _payment_values(p: Payment) -> list[Any]:
+    return [
+        p.id,
+        p.merchant_id,
+        p.request_id,
+        p.fingerprint,
+        p.currency.code,
+        p.amount_minor,
+        p.capture_mode.value,
+        p.allow_partial,
+        p.config_version,
+        p.metadata,
+        p.off_session,
+        p.status.value,
+        p.orchestration_ms,
+        p.final_error.value,
+        p.final_error_message,
+        p.version,
+        p.event_sequence,
+        p.created_at,
+        p.updated_at,
+        p.reconcile_attempts,
+        p.next_reconcile_at,
+        [[f.method.value, f.token, f.customer_id] for f in p.fallbacks],
+        p.authorize_only,
+        p.owed.value,
+    ]
 
 
-def _attempt_row(p: Payment, s: Step, a: Attempt) -> dict[str, Any]:
-    return {
-        "payment_id": p.id,
-        "merchant_id": p.merchant_id,
-        "step_index": s.index,
-        "number": a.number,
-        "operation": a.operation,
-        "processor": a.processor,
-        "idempotency_key": a.idempotency_key,
-        "started_at": a.started_at,
-        "ended_at": a.ended_at,
-        "latency_ms": a.latency_ms,
-        "outcome": a.outcome.value,
-        "error_code": a.error_code.value,
-        "raw_type": a.raw.type,
-        "raw_code": a.raw.code,
-        "raw_decline_code": a.raw.decline_code,
-        "raw_http_status": a.raw.http_status,
-        "raw_request_id": a.raw.request_id,
-        "raw_message": a.raw.message[:2000],
-        "delay_before_ms": a.delay_before_ms,
-        "routing_reason": a.routing_reason,
-        "retry_decision": a.retry_decision,
-        "processor_payment_id": a.processor_payment_id,
-    }
+def _step_values(p: Payment, s: Step) -> list[Any]:
+    return [
+        p.id,
+        s.index,
+        s.method.value,
+        s.token,
+        s.customer_id,
+        s.amount_minor,
+        list(s.processors),
+        s.status.value,
+        s.outcome.value if s.outcome else None,
+        s.error_code.value,
+        s.processor,
+        s.processor_payment_id,
+        s.next_action_type,
+        s.client_secret,
+        s.captured_minor,
+        s.refunded_minor,
+        s.generation,
+    ]
+
+
+def _attempt_values(p: Payment, s: Step, a: Attempt) -> list[Any]:
+    return [
+        p.id,
+        p.merchant_id,
+        s.index,
+        a.number,
+        a.operation,
+        a.processor,
+        a.idempotency_key,
+        a.started_at,
+        a.ended_at,
+        a.latency_ms,
+        a.outcome.value,
+        a.error_code.value,
+        a.raw.type,
+        a.raw.code,
+        a.raw.decline_code,
+        a.raw.http_status,
+        a.raw.request_id,
+        a.raw.message[:2000],
+        a.delay_before_ms,
+        a.routing_reason,
+        a.retry_decision,
+        a.processor_payment_id,
+    ]
 
 
 def _event_payload(e: DomainEvent) -> dict[str, Any]:
@@ -133,17 +140,33 @@ def _event_payload(e: DomainEvent) -> dict[str, Any]:
     return out
 
 
+def _event_values(p: Payment, e: DomainEvent, now: datetime) -> list[Any]:
+    return [
+        new_id("evt"),
+        p.id,
+        p.merchant_id,
+        e.sequence,
+        e.name,
+        _event_payload(e),
+        now,
+        None,  # published_at
+    ]
+
+
+def _payment_row(p: Payment) -> dict[str, Any]:
+    return dict(zip(PAYMENT_COLUMNS, _payment_values(p), strict=True))
+
+
+def _step_row(p: Payment, s: Step) -> dict[str, Any]:
+    return dict(zip(STEP_COLUMNS, _step_values(p, s), strict=True))
+
+
+def _attempt_row(p: Payment, s: Step, a: Attempt) -> dict[str, Any]:
+    return dict(zip(ATTEMPT_COLUMNS, _attempt_values(p, s, a), strict=True))
+
+
 def _event_row(p: Payment, e: DomainEvent, now: datetime) -> dict[str, Any]:
-    return {
-        "id": new_id("evt"),
-        "payment_id": p.id,
-        "merchant_id": p.merchant_id,
-        "sequence": e.sequence,
-        "name": e.name,
-        "payload": _event_payload(e),
-        "occurred_at": now,
-        "published_at": None,
-    }
+    return dict(zip(EVENT_COLUMNS, _event_values(p, e, now), strict=True))
 
 
 class SqlAlchemyInboundEventLog:
