@@ -250,3 +250,112 @@ def test_get_and_list_send_their_requests_with_the_key(channel, capsys):
     assert run.finish() == 0
     assert sent.request.page_size == 5 and sent.request.page_token == ""
     assert sent.metadata["authorization"] == "Bearer po_k"
+
+
+# -- input refused before any call: usage or one line on stderr, exit 2 -------------------
+def exit_code_of(argv: list[str]) -> int:
+    """`payorch ARGV` in-process; argparse refuses by SystemExit."""
+    try:
+        return cli.main(argv)
+    except SystemExit as exc:
+        assert isinstance(exc.code, int)
+        return exc.code
+
+
+def test_a_refund_of_a_given_amount_sends_it_in_minor_units(channel):
+    run = CliRun(channel, ["refund", *ADDRESS, "--api-key", "po_k", "pay_1", "--amount", "500"])
+    sent = run.take("RefundPayment")
+    sent.rpc.terminate(orch.RefundPaymentResponse(), (), grpc.StatusCode.OK, "")
+    assert run.finish() == 0
+    assert sent.request.amount_minor == 500
+
+
+@pytest.mark.parametrize("amount", ["0", "-5", "00"])
+def test_a_refund_of_zero_or_less_is_refused_without_calling_the_server(
+    amount, monkeypatch, capsys
+):
+    # 0 on the wire means "everything refundable": sent, it would refund it all.
+    monkeypatch.setattr(cli, "channel", lambda _args: pytest.fail("the server was called"))
+    assert exit_code_of(["refund", *ADDRESS, "pay_1", "--amount", amount]) == 2
+    assert "omit --amount to refund everything" in capsys.readouterr().err
+
+
+@pytest.fixture
+def bad_files(tmp_path) -> dict[str, str]:
+    files = {"bad-enum": '{"methods": [{"type": "NOPE"}]}', "bad-json": "{not json"}
+    for name, text in files.items():
+        (tmp_path / f"{name}.json").write_text(text)
+    return {name: str(tmp_path / f"{name}.json") for name in [*files, "missing"]}
+
+
+PAY = ["pay", *ADDRESS, "--currency", "usd", "--payment-method", "pm_card_visa"]
+PLAN = ["installments", "create", *ADDRESS, "--order-id", "o1", "--payment-method", "pm_card_visa"]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [*PAY, "--amount", "abc"],
+        [*PAY, "--amount", "12,50"],
+        [*PAY, "--amount", "10000", "--split", "apple_pay:60%,card"],
+        [*PLAN, "--amount", "abc", "--currency", "usd"],
+        [*PLAN, "--amount", "100.00", "--currency", "zzz"],
+        [*PLAN, "--amount", "1.001", "--currency", "usd"],
+        ["config", "set", *ADDRESS, "{missing}"],
+        ["config", "set", *ADDRESS, "{bad-json}"],
+        ["config", "set", *ADDRESS, "{bad-enum}"],
+        ["stats", *ADDRESS, "--since", "0001-01-01T00:00:00+01:00"],
+        ["violations", *ADDRESS, "--until", "9999-12-31T23:59:59-01:00"],
+        ["retrospective", *ADDRESS, "--until", "yesterday"],
+        ["get", *ADDRESS, "pay_1", "--tls-ca", "{missing}"],
+        ["keys", "--database-url", "foo://bar", "list"],
+    ],
+    ids=[
+        "pay amount abc",
+        "pay amount 12,50",
+        "pay split 60%",
+        "plan amount abc",
+        "plan currency zzz",
+        "plan 1.001 usd",
+        "config missing file",
+        "config bad json",
+        "config unknown enum",
+        "stats since year 0",
+        "violations until year 10000",
+        "retrospective until yesterday",
+        "missing tls ca",
+        "keys foo database",
+    ],
+)
+def test_input_the_cli_cannot_use_is_one_line_of_error_with_exit_2_not_a_traceback(
+    argv, bad_files, capsys
+):
+    argv = [a.format(**bad_files) for a in argv]
+    assert exit_code_of(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("payorch: ") or (last.startswith("payorch ") and ": error: " in last)
+
+
+@pytest.mark.parametrize(
+    "merchant", ["4242424242424242", "m 1 bad", "m" * 65], ids=["card number", "space", "65"]
+)
+def test_keys_create_refuses_a_merchant_id_no_rpc_would_accept_and_stores_nothing(
+    merchant, tmp_path, capsys
+):
+    url = f"sqlite:///{tmp_path / 'keys.db'}"
+    assert exit_code_of(["keys", "--database-url", url, "create", "--merchant", merchant]) == 2
+    err = capsys.readouterr().err
+    assert "argument --merchant: " in err
+    assert "4242424242424242" not in err, "a card number is never repeated"
+    assert not (tmp_path / "keys.db").exists(), "refused before the database is touched"
+
+
+def test_keys_create_takes_a_well_formed_merchant_id(tmp_path, capsys):
+    url = f"sqlite:///{tmp_path / 'keys.db'}"
+    assert exit_code_of(["keys", "--database-url", url, "create", "--merchant", "m_1.a-b"]) == 0
+    assert json.loads(capsys.readouterr().out)["api_key"]
+    assert exit_code_of(["keys", "--database-url", url, "list"]) == 0
+    listed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [row["merchant_id"] for row in listed] == ["m_1.a-b"]

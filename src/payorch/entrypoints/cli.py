@@ -20,7 +20,8 @@ from payments.orchestrator.v1 import health_pb2 as hpb
 from payments.orchestrator.v1 import health_pb2_grpc as hpb_grpc
 from payments.orchestrator.v1 import orchestrator_pb2 as orch
 from payments.orchestrator.v1 import orchestrator_pb2_grpc as orch_grpc
-from payorch.entrypoints import installments_cli, observability_cli
+from payorch.domain.money import InvalidAmount
+from payorch.entrypoints import cli_arguments, installments_cli, observability_cli
 from payorch.settings import Settings
 
 DEMO_KEY_FILE = ".payorch/demo-key"
@@ -234,7 +235,7 @@ def cmd_payment_op(args: argparse.Namespace) -> int:
         request = orch.RefundPaymentRequest(
             payment_id=pid,
             request_id=args.request_id or f"cli-refund-{uuid.uuid4()}",
-            amount_minor=args.amount or 0,
+            amount_minor=args.amount or 0,  # 0: all refundable; --amount is never 0
         )
         return _call(args, "RefundPayment", request)
     method, request = requests[args.command]
@@ -394,7 +395,9 @@ def parser() -> argparse.ArgumentParser:
     _db_flags(keys)
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
     create = keys_sub.add_parser("create")
-    create.add_argument("--merchant", help="bind the key to this merchant")
+    create.add_argument(
+        "--merchant", type=cli_arguments.merchant, help="bind the key to this merchant"
+    )
     create.add_argument("--scope", choices=["merchant", "ops"], default="merchant")
     create.add_argument("--label", default="")
     revoke = keys_sub.add_parser("revoke")
@@ -405,11 +408,20 @@ def parser() -> argparse.ArgumentParser:
     pay = sub.add_parser("pay", help="take a payment")
     _client_flags(pay)
     pay.add_argument("--merchant", help="merchant id (default: the API key's)")
-    pay.add_argument("--amount", required=True, help="minor units (1999) or decimal (19.99)")
+    pay.add_argument(
+        "--amount",
+        required=True,
+        type=cli_arguments.amount,
+        help="minor units (1999) or decimal (19.99)",
+    )
     pay.add_argument("--currency", required=True)
     pay.add_argument("--payment-method", help="token, e.g. pm_card_visa")
     pay.add_argument("--method", help="card, apple_pay, google_pay")
-    pay.add_argument("--split", help="apple_pay:6000,card (METHOD[=TOKEN][:AMOUNT],...)")
+    pay.add_argument(
+        "--split",
+        type=cli_arguments.split,
+        help="apple_pay:6000,card (METHOD[=TOKEN][:AMOUNT],...)",
+    )
     pay.add_argument("--request-id", help="idempotency key (default: a new UUID)")
     pay.add_argument("--customer", help="processor customer id")
     pay.add_argument("--off-session", action="store_true")
@@ -439,7 +451,11 @@ def parser() -> argparse.ArgumentParser:
         _client_flags(op)
         op.add_argument("payment_id")
         if name == "refund":
-            op.add_argument("--amount", type=int, help="minor units (default: all refundable)")
+            op.add_argument(
+                "--amount",
+                type=cli_arguments.refund_amount,
+                help="minor units (default: all refundable)",
+            )
             op.add_argument("--request-id", help="idempotency key of this refund")
         if name == "cancel":
             op.add_argument("--reason", default="")
@@ -485,9 +501,22 @@ def parser() -> argparse.ArgumentParser:
     return root
 
 
+def _refusals() -> tuple[type[Exception], ...]:
+    """What a command refuses with one line: a file it cannot read or parse, an
+    amount the currency cannot hold, a database URL it cannot use. Imported only
+    when something is raised, so a client command never loads SQLAlchemy."""
+    from payorch.adapters.persistence.engine import UnsupportedDatabase
+
+    return (OSError, json_format.ParseError, InvalidAmount, UnsupportedDatabase)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    result: int = args.func(args)
+    try:
+        result: int = args.func(args)
+    except _refusals() as exc:
+        print(f"payorch: {exc}", file=sys.stderr)
+        return 2
     return result
 
 

@@ -18,6 +18,8 @@ import grpc
 from payments.installments.v1 import installments_pb2 as pb
 from payments.installments.v1 import installments_pb2_grpc as pb_grpc
 from payments.plan.v1 import plan_pb2
+from payorch.domain.money import Currency, format_minor, parse_decimal_amount
+from payorch.entrypoints import cli_arguments
 
 Flags = Callable[[argparse.ArgumentParser], None]
 
@@ -52,8 +54,6 @@ def _call(args: argparse.Namespace, method: str, request: Any) -> int:
 
 
 def _amount(m: plan_pb2.Money) -> str:
-    from payorch.domain.money import Currency, format_minor
-
     return f"{format_minor(m.amount_minor, Currency.parse(m.currency))} {m.currency}"
 
 
@@ -87,12 +87,10 @@ def format_plan(plan: pb.InstallmentPlan) -> str:
     return "\n".join(lines)
 
 
-def _money(amount: str, currency: str) -> plan_pb2.Money:
-    from payorch.domain.money import Currency, parse_decimal_amount
-
-    code = Currency.parse(currency)
-    minor = parse_decimal_amount(amount, code) if "." in amount else int(amount)
-    return plan_pb2.Money(amount_minor=minor, currency=code.code)
+def _money(amount: str, currency: Currency) -> plan_pb2.Money:
+    """InvalidAmount for more decimals than the currency has (`payorch` says so)."""
+    minor = parse_decimal_amount(amount, currency) if "." in amount else int(amount)
+    return plan_pb2.Money(amount_minor=minor, currency=currency.code)
 
 
 def cmd_create(args: argparse.Namespace) -> int:
@@ -398,8 +396,13 @@ def register(
     client_flags(create)
     create.add_argument("--merchant", help="merchant id (default: the API key's)")
     create.add_argument("--order-id", required=True)
-    create.add_argument("--amount", required=True, help="order total: 100.00 or 10000 (minor)")
-    create.add_argument("--currency", required=True)
+    create.add_argument(
+        "--amount",
+        required=True,
+        type=cli_arguments.amount,
+        help="order total: 100.00 or 10000 (minor)",
+    )
+    create.add_argument("--currency", required=True, type=cli_arguments.currency)
     create.add_argument("--payment-method", required=True, help="saved method, e.g. pm_card_visa")
     create.add_argument("--customer", help="processor customer id (cus_...)")
     create.add_argument("--request-id", help="idempotency key (default: a new UUID)")

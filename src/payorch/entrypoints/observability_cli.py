@@ -6,16 +6,17 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Any
 
-from google.protobuf import json_format, timestamp_pb2
+from google.protobuf import json_format
 
 from payments.contracts.v1 import monitor_pb2
 from payments.contracts.v1 import monitor_pb2_grpc as monitor_grpc
 from payments.orchestrator.v1 import analytics_pb2
 from payments.orchestrator.v1 import analytics_pb2_grpc as analytics_grpc
 from payments.result.v1 import result_pb2
+from payorch.entrypoints import cli_arguments
 
 Flags = Callable[[argparse.ArgumentParser], None]
 
@@ -24,35 +25,6 @@ def _cli() -> Any:
     from payorch.entrypoints import cli
 
     return cli
-
-
-def parse_time(text: str) -> datetime:
-    """ISO 8601; a date alone is midnight UTC; no zone means UTC."""
-    when = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
-
-
-class BadTime(ValueError):
-    pass
-
-
-def _ts(text: str | None) -> timestamp_pb2.Timestamp | None:
-    if not text:
-        return None
-    try:
-        when = parse_time(text)
-    except ValueError as exc:
-        raise BadTime(
-            f"not an ISO time: {text!r} (e.g. 2026-03-01 or 2026-03-01T12:00:00Z)"
-        ) from exc
-    t = timestamp_pb2.Timestamp()
-    t.FromDatetime(when)
-    return t
-
-
-def _refuse(exc: Exception) -> int:
-    print(f"payorch: {exc}", file=sys.stderr)
-    return 2
 
 
 def _enum(name: str, prefix: str) -> str:
@@ -106,15 +78,12 @@ def format_stats(s: analytics_pb2.PaymentStats) -> str:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    try:
-        request = analytics_pb2.GetPaymentStatsRequest(
-            since=_ts(args.since),
-            until=_ts(args.until),
-            merchant_id=args.merchant or "",
-            processor=args.processor or "",
-        )
-    except BadTime as exc:
-        return _refuse(exc)
+    request = analytics_pb2.GetPaymentStatsRequest(
+        since=args.since,
+        until=args.until,
+        merchant_id=args.merchant or "",
+        processor=args.processor or "",
+    )
     response = _cli()._rpc(args, analytics_grpc.PaymentAnalyticsStub, "GetPaymentStats", request)
     if response is None:
         return 1
@@ -128,18 +97,15 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 def cmd_violations(args: argparse.Namespace) -> int:
     severity = f"SEVERITY_{(args.severity or 'unspecified').upper()}"
-    try:
-        request = monitor_pb2.ListContractViolationsRequest(
-            contract_id=args.contract or "",
-            severity=severity,
-            merchant_id=args.merchant or "",
-            since=_ts(args.since),
-            until=_ts(args.until),
-            page_size=args.page_size,
-            page_token=args.page_token or "",
-        )
-    except BadTime as exc:
-        return _refuse(exc)
+    request = monitor_pb2.ListContractViolationsRequest(
+        contract_id=args.contract or "",
+        severity=severity,
+        merchant_id=args.merchant or "",
+        since=args.since,
+        until=args.until,
+        page_size=args.page_size,
+        page_token=args.page_token or "",
+    )
     response = _cli()._rpc(
         args, monitor_grpc.ContractMonitorStub, "ListContractViolations", request
     )
@@ -150,12 +116,7 @@ def cmd_violations(args: argparse.Namespace) -> int:
 
 
 def cmd_retrospective(args: argparse.Namespace) -> int:
-    try:
-        request = monitor_pb2.GenerateRetrospectiveRequest(
-            since=_ts(args.since), until=_ts(args.until)
-        )
-    except BadTime as exc:
-        return _refuse(exc)
+    request = monitor_pb2.GenerateRetrospectiveRequest(since=args.since, until=args.until)
     response = _cli()._rpc(args, monitor_grpc.ContractMonitorStub, "GenerateRetrospective", request)
     if response is None:
         return 1
@@ -170,8 +131,10 @@ def cmd_retrospective(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], client_flags: Flags) -> None:
     stats = sub.add_parser("stats", help="payment analytics over a window (GetPaymentStats)")
     client_flags(stats)
-    stats.add_argument("--since", help="ISO time (default: 7 days before --until)")
-    stats.add_argument("--until", help="ISO time (default: now)")
+    stats.add_argument(
+        "--since", type=cli_arguments.timestamp, help="ISO time (default: 7 days before --until)"
+    )
+    stats.add_argument("--until", type=cli_arguments.timestamp, help="ISO time (default: now)")
     stats.add_argument("--merchant", help="ops: one merchant (default: all); merchants: own")
     stats.add_argument("--processor", help="only payments and attempts of this processor")
     stats.add_argument("--json", action="store_true", help="print the stats as JSON")
@@ -182,8 +145,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], client_fl
     violations.add_argument("--contract", help="e.g. input/currency")
     violations.add_argument("--severity", choices=["info", "warning", "error", "critical"])
     violations.add_argument("--merchant")
-    violations.add_argument("--since", help="ISO time")
-    violations.add_argument("--until", help="ISO time")
+    violations.add_argument("--since", type=cli_arguments.timestamp, help="ISO time")
+    violations.add_argument("--until", type=cli_arguments.timestamp, help="ISO time")
     violations.add_argument("--page-size", type=int, default=50)
     violations.add_argument("--page-token")
     violations.set_defaults(func=cmd_violations)
@@ -192,7 +155,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], client_fl
         "retrospective", help="violations against merchant complaints, as YAML (ops key)"
     )
     client_flags(retro)
-    retro.add_argument("--since", help="ISO time (default: 14 days before --until)")
-    retro.add_argument("--until", help="ISO time (default: now)")
+    retro.add_argument(
+        "--since", type=cli_arguments.timestamp, help="ISO time (default: 14 days before --until)"
+    )
+    retro.add_argument("--until", type=cli_arguments.timestamp, help="ISO time (default: now)")
     retro.add_argument("--json", action="store_true", help="the report as JSON instead of YAML")
     retro.set_defaults(func=cmd_retrospective)

@@ -1,0 +1,99 @@
+"""Argument types of the `payorch` command: input refused with usage and exit 2 by
+argparse, before any call or any write. A message never quotes a number back: it
+could be a card number."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from datetime import UTC, datetime
+
+from google.protobuf import timestamp_pb2
+
+from payorch.domain.money import MAX_AMOUNT_MINOR, Currency, UnknownCurrency
+from payorch.domain.request import merchant_id_issues
+
+_AMOUNT_RE = re.compile(r"\d{1,16}(?:\.\d{1,16})?")
+_AMOUNT_RULE = "give minor units (1999) or a decimal (19.99)"
+
+
+def amount(text: str) -> str:
+    """Minor units or a decimal, as the wire takes it; whether the currency has that
+    many decimals is the server's to say."""
+    value = text.strip()
+    if not _AMOUNT_RE.fullmatch(value):
+        raise argparse.ArgumentTypeError(f"not an amount: {_AMOUNT_RULE}")
+    if "." not in value and int(value) > MAX_AMOUNT_MINOR:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_AMOUNT_MINOR} minor units")
+    return value
+
+
+def refund_amount(text: str) -> int:
+    """Minor units to refund: 0 on the wire means everything refundable, so a refund
+    of nothing is refused here rather than sent as a full refund."""
+    try:
+        minor = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            "not an amount in minor units (500): omit --amount to refund everything"
+        ) from None
+    if minor <= 0:
+        raise argparse.ArgumentTypeError(
+            "must be greater than zero: omit --amount to refund everything"
+        )
+    if minor > MAX_AMOUNT_MINOR:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_AMOUNT_MINOR} minor units")
+    return minor
+
+
+def split(text: str) -> str:
+    """`METHOD[=TOKEN][:AMOUNT],...`: each amount checked as --amount is."""
+    for part in text.split(","):
+        _, _, part_amount = part.partition(":")
+        if part_amount.strip():
+            try:
+                amount(part_amount)
+            except argparse.ArgumentTypeError as exc:
+                raise argparse.ArgumentTypeError(f"a part's amount is {exc}") from None
+    return text
+
+
+def currency(text: str) -> Currency:
+    try:
+        return Currency.parse(text)
+    except UnknownCurrency:
+        raise argparse.ArgumentTypeError("not an ISO-4217 currency code (usd, eur, ...)") from None
+
+
+def parse_time(text: str) -> datetime:
+    """ISO 8601; a date alone is midnight UTC; no zone means UTC."""
+    when = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def timestamp(text: str) -> timestamp_pb2.Timestamp | None:
+    """An ISO time as a Timestamp; empty is no bound."""
+    if not text.strip():
+        return None
+    t = timestamp_pb2.Timestamp()
+    try:
+        t.FromDatetime(parse_time(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            "not an ISO time (e.g. 2026-03-01 or 2026-03-01T12:00:00Z)"
+        ) from None
+    except OverflowError:
+        # 0001-01-01 east of UTC, or 9999-12-31 west of it: outside every Timestamp.
+        raise argparse.ArgumentTypeError(
+            "out of range: a time from 0001-01-01 to 9999-12-31 UTC"
+        ) from None
+    return t
+
+
+def merchant(text: str) -> str:
+    """A merchant id an operator names, held to the rules of every RPC: no card
+    number, nothing an RPC would refuse. Empty is left to the command."""
+    issues = merchant_id_issues(text, "--merchant") if text else []
+    if issues:
+        raise argparse.ArgumentTypeError(issues[0].message)
+    return text
