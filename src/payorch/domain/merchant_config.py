@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from payorch.domain.card_data import clip, redact_card_numbers
+from payorch.domain.installments import MAX_DUNNING_DAY, MAX_LADDER_STEPS
 from payorch.domain.money import EXPONENTS
 from payorch.domain.payment import MethodType
 from payorch.domain.retry import InvalidRetryPolicy, RetryPolicy
@@ -119,6 +120,14 @@ class MerchantConfig:
             d < 1 for d in p.dunning_days
         ):
             problems.append(("installment_policy.dunning_days", "must be increasing positive days"))
+        if len(p.dunning_days) > MAX_LADDER_STEPS:
+            problems.append(
+                ("installment_policy.dunning_days", f"at most {MAX_LADDER_STEPS} dunning steps")
+            )
+        if any(d > MAX_DUNNING_DAY for d in p.dunning_days):
+            problems.append(
+                ("installment_policy.dunning_days", f"days must be at most {MAX_DUNNING_DAY}")
+            )
         if problems:
             raise InvalidMerchantConfig(problems)
 
