@@ -1,5 +1,5 @@
-"""A merchant config is checked when it is saved: nothing stored that a payment or an
-installment plan could trip over later."""
+"""A merchant config is checked when it is saved: every problem at once, each on its own
+field, and nothing stored that a payment or an installment plan could trip over later."""
 
 from __future__ import annotations
 
@@ -11,7 +11,11 @@ from payorch.domain.merchant_config import (
     InstallmentPolicy,
     InvalidMerchantConfig,
     MerchantConfig,
+    MethodRule,
+    retry_policy,
 )
+from payorch.domain.payment import MethodType
+from payorch.domain.retry import RetryPolicy
 
 KNOWN = frozenset({"simulated"})
 
@@ -47,3 +51,35 @@ def test_a_plan_policy_with_a_dunning_day_past_a_year_is_refused() -> None:
     PlanPolicy(dunning_days=(MAX_DUNNING_DAY,))
     with pytest.raises(InvalidInstallmentPolicy):
         PlanPolicy(dunning_days=(2_147_483_647,))
+
+
+def test_every_retry_value_out_of_range_is_a_problem_on_its_own_field() -> None:
+    policy, problems = retry_policy(9, -1, 60_000)
+    assert [f for f, _ in problems] == [
+        "retry_policy.max_retries",
+        "retry_policy.max_delay_ms",
+        "retry_policy.base_delay_ms",
+    ]
+    assert policy == RetryPolicy()  # the default stands in until they are fixed
+
+
+def test_every_problem_is_reported_at_once_each_on_its_own_field() -> None:
+    # What reading found (a method type, the retry policy) and what validation finds.
+    _, retry_problems = retry_policy(9, 0, 0)
+    read = [("methods[0].type", "unknown or unspecified method"), *retry_problems]
+    config = MerchantConfig(
+        "m_1",
+        methods=(MethodRule(MethodType.CARD), MethodRule(MethodType.CARD, 9, 1)),
+        allowed_currencies=frozenset({"XYZ"}),
+        installment_policy=InstallmentPolicy(dunning_days=(7, 3, 999)),
+    )
+    fields = [f for f, _ in _problems(config, found=read, method_positions=(1, 2))]
+    assert fields == [
+        "methods[0].type",
+        "retry_policy.max_retries",
+        "methods[2]",
+        "methods[2]",
+        "allowed_currencies",
+        "installment_policy.dunning_days",
+        "installment_policy.dunning_days",
+    ]

@@ -47,8 +47,17 @@ class MerchantConfigs:
         stored = await self._store.current(merchant_id)
         return (stored, False) if stored else (self.default(merchant_id), True)
 
-    async def upsert(self, config: MerchantConfig, *, expected_version: int = 0) -> MerchantConfig:
-        config.validate(frozenset(self.processors))
+    async def upsert(
+        self,
+        config: MerchantConfig,
+        *,
+        expected_version: int = 0,
+        found: Sequence[tuple[str, str]] = (),
+        method_positions: Sequence[int] = (),
+    ) -> MerchantConfig:
+        """Validate and store as the next version. `found` and `method_positions` come
+        from reading the config from outside (see `MerchantConfig.validate`)."""
+        config.validate(frozenset(self.processors), found=found, method_positions=method_positions)
         stored = await self._store.current(config.merchant_id)
         current_version = stored.version if stored else 0
         if expected_version and expected_version != current_version:
