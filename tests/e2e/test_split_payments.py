@@ -6,6 +6,8 @@ import uuid
 
 import grpc
 import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
 from payments.config.v1 import config_pb2
 from payments.orchestrator.v1 import orchestrator_pb2 as orch
@@ -122,6 +124,39 @@ def test_a_contradictory_config_is_refused_with_field_violations(stub, server):
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     for words in ("exceeds max", "listed twice", "unknown processors"):
         assert words in err.value.details()
+
+
+def test_a_config_with_many_problems_is_refused_with_one_field_violation_for_each(stub, server):
+    card = plan_pb2.PAYMENT_METHOD_TYPE_CARD
+    bad = config_pb2.MerchantConfig(
+        methods=[
+            config_pb2.MethodConfig(type=plan_pb2.PAYMENT_METHOD_TYPE_UNSPECIFIED),
+            config_pb2.MethodConfig(type=card),
+            config_pb2.MethodConfig(type=card, min_amount_minor=9, max_amount_minor=1),
+        ],
+        allowed_currencies=["XYZ"],
+        retry_policy=config_pb2.RetryPolicy(max_retries=9, max_delay_ms=60000),
+        installment_policy=config_pb2.InstallmentPolicy(dunning_days=list(range(1, 12))),
+    )
+    with pytest.raises(grpc.RpcError) as err:
+        stub.UpsertMerchantConfig(
+            orch.UpsertMerchantConfigRequest(config=bad), metadata=server.auth("m_1")
+        )
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    violations = []
+    for detail in rpc_status.from_call(err.value).details:
+        found = error_details_pb2.BadRequest()
+        if detail.Unpack(found):
+            violations += [v.field for v in found.field_violations]
+    assert sorted(violations) == [
+        "config.allowed_currencies",
+        "config.installment_policy.dunning_days",
+        "config.methods[0].type",
+        "config.methods[2]",
+        "config.methods[2]",
+        "config.retry_policy.max_delay_ms",
+        "config.retry_policy.max_retries",
+    ]
 
 
 def test_a_merchant_without_config_reads_the_defaults(stub, server):

@@ -195,6 +195,9 @@ class FakeMerchantConfigStore:
         found = self.versions.get(merchant_id)
         return found[-1] if found else None
 
+    async def version(self, merchant_id: str, version: int) -> MerchantConfig | None:
+        return next((c for c in self.versions.get(merchant_id, []) if c.version == version), None)
+
     async def save(self, config: MerchantConfig, now: datetime) -> None:
         found = self.versions.setdefault(config.merchant_id, [])
         if found and found[-1].version >= config.version:

@@ -10,8 +10,8 @@ import pytest
 
 from payorch.app.payments import IdempotencyConflict, InvalidState, ProcessorEvent, ProcessorEvents
 from payorch.app.plan_builder import PlanRejected
-from payorch.domain.merchant_config import MerchantConfig
-from payorch.domain.payment import Owed, Payment, PaymentStatus, StepStatus
+from payorch.domain.merchant_config import MerchantConfig, MethodRule
+from payorch.domain.payment import MethodType, Owed, Payment, PaymentStatus, StepStatus
 from payorch.domain.request import RawMethodInput, RawPaymentRequest, parse_payment_request
 from payorch.domain.results import ProcessorResponse, ResponseKind
 from tests.unit.test_split_execution import ACTION, DECLINE, OK, World
@@ -84,6 +84,48 @@ async def test_a_webhook_for_the_first_step_of_a_paused_split_runs_the_rest_of_t
     assert [s.status for s in after.steps] == [StepStatus.CAPTURED, StepStatus.CAPTURED]
     assert w.held() == 10000
     assert names(w).count("PaymentCompleted") == 1
+
+
+async def _paused_then_fallback_turned_off(w: World) -> Payment:
+    """A split paused for 3-D Secure under version 1 (fallback on), whose next step will be
+    declined; the merchant then saves version 2 with fallback off."""
+    methods = tuple(
+        MethodRule(m) for m in (MethodType.CARD, MethodType.APPLE_PAY, MethodType.GOOGLE_PAY)
+    )
+    v1 = await w.configs.upsert(MerchantConfig("m_1", methods=methods, fallback_on_failure=True))
+    p = await w.pay(("card", ACTION, 3000), ("apple_pay", DECLINE, None), ("google_pay", OK, None))
+    assert p.status is PaymentStatus.REQUIRES_ACTION and p.config_version == v1.version == 1
+    await w.configs.upsert(MerchantConfig("m_1", methods=methods), expected_version=1)
+    w.sim.complete_action(p.steps[0].processor_payment_id)
+    return p
+
+
+async def test_a_split_paused_for_3ds_is_confirmed_under_the_config_version_it_recorded():
+    w = World()
+    p = await _paused_then_fallback_turned_off(w)
+
+    done = await w.service.confirm(p.id, "m_1")
+
+    # Version 1 moves the declined 7000 to Google Pay; version 2 would void everything.
+    assert done.status is PaymentStatus.SUCCEEDED and done.config_version == 1
+    assert [(s.method.value, s.status) for s in done.steps] == [
+        ("card", StepStatus.CAPTURED),
+        ("apple_pay", StepStatus.FAILED),
+        ("google_pay", StepStatus.CAPTURED),
+    ]
+    assert w.held() == 10000
+
+
+async def test_a_webhook_finishes_a_split_paused_for_3ds_under_the_config_version_it_recorded():
+    w = World()
+    p = await _paused_then_fallback_turned_off(w)
+
+    await ProcessorEvents(w.uow, w.service, w.clock).apply(charged(w, p.id, 0))
+
+    stored = await w.service.get(p.id, "m_1")
+    assert stored.status is PaymentStatus.SUCCEEDED
+    assert [s.method.value for s in stored.steps] == ["card", "apple_pay", "google_pay"]
+    assert w.held() == 10000
 
 
 async def test_a_webhook_for_the_last_step_of_a_paused_split_captures_every_step():

@@ -35,6 +35,10 @@ class MerchantConfigs:
         self._cache: ReadCache[str, tuple[MerchantConfig, bool]] = ReadCache(
             self._read, clock, ttl_s=cache_s, max_entries=50_000
         )
+        # A saved version never changes: what a paused payment is finished under.
+        self._versions: ReadCache[tuple[str, int], MerchantConfig] = ReadCache(
+            self._read_version, clock, ttl_s=cache_s, max_entries=50_000
+        )
 
     def default(self, merchant_id: str) -> MerchantConfig:
         return dataclasses.replace(self._defaults, merchant_id=merchant_id, version=0)
@@ -47,8 +51,30 @@ class MerchantConfigs:
         stored = await self._store.current(merchant_id)
         return (stored, False) if stored else (self.default(merchant_id), True)
 
-    async def upsert(self, config: MerchantConfig, *, expected_version: int = 0) -> MerchantConfig:
-        config.validate(frozenset(self.processors))
+    async def get_version(self, merchant_id: str, version: int) -> MerchantConfig:
+        """The config a payment recorded (`Payment.config_version`): version 0 is the
+        defaults. Versions are never deleted; one not found (which only a store edited
+        by hand could give) is answered with the current config."""
+        return await self._versions.get((merchant_id, version))
+
+    async def _read_version(self, key: tuple[str, int]) -> MerchantConfig:
+        merchant_id, version = key
+        if version == 0:
+            return self.default(merchant_id)
+        stored = await self._store.version(merchant_id, version)
+        return stored if stored is not None else (await self.get(merchant_id))[0]
+
+    async def upsert(
+        self,
+        config: MerchantConfig,
+        *,
+        expected_version: int = 0,
+        found: Sequence[tuple[str, str]] = (),
+        method_positions: Sequence[int] = (),
+    ) -> MerchantConfig:
+        """Validate and store as the next version. `found` and `method_positions` come
+        from reading the config from outside (see `MerchantConfig.validate`)."""
+        config.validate(frozenset(self.processors), found=found, method_positions=method_positions)
         stored = await self._store.current(config.merchant_id)
         current_version = stored.version if stored else 0
         if expected_version and expected_version != current_version:

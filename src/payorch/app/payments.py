@@ -290,8 +290,9 @@ class PaymentService:
         return payment
 
     async def resume(self, payment: Payment, deadline: Deadline) -> None:
-        """Settle open steps with the processor, then run the rest of the plan."""
-        config, _ = await self._configs.get(payment.merchant_id)
+        """Settle open steps with the processor, then run the rest of the plan under the
+        config version the payment recorded, whatever the merchant saved since."""
+        config = await self._configs.get_version(payment.merchant_id, payment.config_version)
         for step in payment.steps:
             if step.status in (StepStatus.REQUIRES_ACTION, StepStatus.UNKNOWN):
                 await self._router.reconcile(payment, step)
@@ -316,7 +317,7 @@ class PaymentService:
         if not left_to_do:
             return
         if customer_acted:
-            config, _ = await self._configs.get(payment.merchant_id)
+            config = await self._configs.get_version(payment.merchant_id, payment.config_version)
             await self._run_plan(payment, config, Deadline(None))
         else:
             await self._finish_after_reconcile(payment)

@@ -187,6 +187,10 @@ class UnitOfWork(Protocol):
 class MerchantConfigStore(Protocol):
     async def current(self, merchant_id: str) -> MerchantConfig | None: ...
 
+    async def version(self, merchant_id: str, version: int) -> MerchantConfig | None:
+        """That version as it was saved (every version is kept)."""
+        ...
+
     async def save(self, config: MerchantConfig, now: datetime) -> None:
         """Store `config` as a new version; raises ConcurrentUpdate if it exists."""
         ...

@@ -27,6 +27,9 @@ DEFAULT_INTERVAL_DAYS = 30
 DEFAULT_DUNNING_DAYS = (3, 7, 14)
 MAX_COUNT = 48
 MAX_LADDER_STEPS = 10
+# A dunning step is at most a year after the first failure: later ones are no retry
+# anyone waits for, and a day count past what a date can hold would break the ladder.
+MAX_DUNNING_DAY = 365
 # A charge no processor could take (every breaker open) reached no bank: our outage,
 # not the customer's failure. The installment stays due and is tried again after a
 # pause that doubles from a minute to an hour, without using a dunning step, until
@@ -68,6 +71,8 @@ class InstallmentPolicy:
             raise InvalidInstallmentPolicy(f"at most {MAX_LADDER_STEPS} dunning steps")
         if any(d <= 0 for d in days) or any(b <= a for a, b in itertools.pairwise(days)):
             raise InvalidInstallmentPolicy("dunning_days must be positive and increasing")
+        if any(d > MAX_DUNNING_DAY for d in days):
+            raise InvalidInstallmentPolicy(f"dunning_days must be at most {MAX_DUNNING_DAY}")
 
     def minimum_for(self, currency: Currency) -> int:
         if self.min_total_minor:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from payorch.domain.card_data import clip, redact_card_numbers
+from payorch.domain.installments import MAX_DUNNING_DAY, MAX_LADDER_STEPS
 from payorch.domain.money import EXPONENTS
 from payorch.domain.payment import MethodType
-from payorch.domain.retry import InvalidRetryPolicy, RetryPolicy
+from payorch.domain.retry import RetryPolicy, retry_policy_problems
 
 # Names the caller sent are quoted back in problems: a few, each cut short, with no
 # card number (a 200 KB processor name made an 800 KB answer the transport refused).
@@ -78,13 +80,23 @@ class MerchantConfig:
                 return rule
         return None
 
-    def validate(self, known_processors: frozenset[str]) -> None:
-        problems: list[tuple[str, str]] = []
+    def validate(
+        self,
+        known_processors: frozenset[str],
+        *,
+        found: Sequence[tuple[str, str]] = (),
+        method_positions: Sequence[int] = (),
+    ) -> None:
+        """Raise every problem at once: `found` (what reading the config from outside
+        already refused) and each contradiction here. `method_positions` says where each
+        rule stood in what was sent when some could not be read, so a problem names the
+        method the caller wrote."""
+        problems: list[tuple[str, str]] = list(found)
         seen: set[MethodType] = set()
         if not self.methods:
             problems.append(("methods", "enable at least one payment method"))
         for i, rule in enumerate(self.methods):
-            name = f"methods[{i}]"
+            name = f"methods[{method_positions[i] if method_positions else i}]"
             if rule.method in seen:
                 problems.append((name, f"{rule.method.value} is listed twice"))
             seen.add(rule.method)
@@ -119,18 +131,27 @@ class MerchantConfig:
             d < 1 for d in p.dunning_days
         ):
             problems.append(("installment_policy.dunning_days", "must be increasing positive days"))
+        if len(p.dunning_days) > MAX_LADDER_STEPS:
+            problems.append(
+                ("installment_policy.dunning_days", f"at most {MAX_LADDER_STEPS} dunning steps")
+            )
+        if any(d > MAX_DUNNING_DAY for d in p.dunning_days):
+            problems.append(
+                ("installment_policy.dunning_days", f"days must be at most {MAX_DUNNING_DAY}")
+            )
         if problems:
             raise InvalidMerchantConfig(problems)
 
 
-def retry_policy(max_retries: int, base_delay_ms: int, max_delay_ms: int) -> RetryPolicy:
-    """A retry policy from config values where 0 means "the default"."""
+def retry_policy(
+    max_retries: int, base_delay_ms: int, max_delay_ms: int
+) -> tuple[RetryPolicy, list[tuple[str, str]]]:
+    """A retry policy from config values where 0 means "the default", and one problem
+    per value out of range (`retry_policy.<field>`); the default stands in meanwhile."""
     default = RetryPolicy()
-    try:
-        return RetryPolicy(
-            max_retries=max_retries,
-            base_delay_ms=base_delay_ms or default.base_delay_ms,
-            max_delay_ms=max_delay_ms or default.max_delay_ms,
-        )
-    except InvalidRetryPolicy as exc:
-        raise InvalidMerchantConfig([("retry_policy", str(exc))]) from exc
+    base = base_delay_ms or default.base_delay_ms
+    top = max_delay_ms or default.max_delay_ms
+    problems = [(f"retry_policy.{f}", m) for f, m in retry_policy_problems(max_retries, base, top)]
+    if problems:
+        return default, problems
+    return RetryPolicy(max_retries=max_retries, base_delay_ms=base, max_delay_ms=top), []

@@ -16,6 +16,22 @@ class InvalidRetryPolicy(ValueError):
     pass
 
 
+def retry_policy_problems(
+    max_retries: int, base_delay_ms: int, max_delay_ms: int
+) -> list[tuple[str, str]]:
+    """Each value out of range, as (field, what is wrong): all of them, not the first."""
+    problems: list[tuple[str, str]] = []
+    if not 0 <= max_retries <= MAX_RETRIES_CAP:
+        problems.append(("max_retries", f"must be 0..{MAX_RETRIES_CAP}"))
+    if not 0 <= max_delay_ms <= MAX_DELAY_CAP_MS:
+        problems.append(("max_delay_ms", f"must be 0..{MAX_DELAY_CAP_MS}"))
+    if base_delay_ms < 0:
+        problems.append(("base_delay_ms", "cannot be negative"))
+    elif base_delay_ms > max_delay_ms:
+        problems.append(("base_delay_ms", f"must not exceed max_delay_ms ({max_delay_ms})"))
+    return problems
+
+
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
     """Defaults from the seed: one retry, under 3 s, with jitter."""
@@ -25,12 +41,9 @@ class RetryPolicy:
     max_delay_ms: int = 2_500
 
     def __post_init__(self) -> None:
-        if not 0 <= self.max_retries <= MAX_RETRIES_CAP:
-            raise InvalidRetryPolicy(f"max_retries must be 0..{MAX_RETRIES_CAP}")
-        if not 0 <= self.base_delay_ms <= self.max_delay_ms <= MAX_DELAY_CAP_MS:
-            raise InvalidRetryPolicy(
-                f"need 0 <= base_delay_ms <= max_delay_ms <= {MAX_DELAY_CAP_MS}"
-            )
+        problems = retry_policy_problems(self.max_retries, self.base_delay_ms, self.max_delay_ms)
+        if problems:
+            raise InvalidRetryPolicy("; ".join(f"{f} {m}" for f, m in problems))
 
     def delay_ms(self, retry_number: int, jitter: float) -> int:
         """Delay before retry `retry_number` (1-based): exponential, half-jittered.

@@ -77,6 +77,16 @@ class SqlAlchemyMerchantConfigStore:
             return None
         return from_body(merchant_id, row["version"], row["body"])
 
+    async def version(self, merchant_id: str, version: int) -> MerchantConfig | None:
+        async with self._engine.connect() as conn:
+            body = await conn.scalar(
+                select(merchant_configs.c.body).where(
+                    merchant_configs.c.merchant_id == merchant_id,
+                    merchant_configs.c.version == version,
+                )
+            )
+        return None if body is None else from_body(merchant_id, version, body)
+
     async def save(self, config: MerchantConfig, now: datetime) -> None:
         try:
             async with self._engine.begin() as conn:

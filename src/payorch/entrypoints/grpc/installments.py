@@ -31,7 +31,7 @@ from payorch.app.webhook_delivery import (
     WebhookEndpoints,
 )
 from payorch.domain.card_data import clip, contains_card_number
-from payorch.domain.installments import InvalidTransition, NotEligible
+from payorch.domain.installments import InvalidInstallmentPolicy, InvalidTransition, NotEligible
 from payorch.domain.money import MAX_AMOUNT_MINOR, Currency, InvalidAmount, Money, UnknownCurrency
 from payorch.domain.request import RequestRejected, merchant_id_issues
 from payorch.entrypoints.grpc import installment_mappers as mappers
@@ -152,6 +152,14 @@ class InstallmentServicer:
             ) from exc
         except NotEligible as exc:
             raise error(code_pb2.FAILED_PRECONDITION, str(exc), "NOT_ELIGIBLE", "total") from exc
+        except InvalidInstallmentPolicy as exc:
+            # The merchant's stored config, not this request: a config saved before its
+            # rules were checked at save time. Saving a corrected config lifts it.
+            raise error(
+                code_pb2.FAILED_PRECONDITION,
+                f"the merchant's installment_policy is invalid: {exc}",
+                "INVALID_INSTALLMENT_POLICY",
+            ) from exc
         except (PlanConflict, IdempotencyConflict) as exc:
             raise error(
                 code_pb2.ALREADY_EXISTS, str(exc), "IDEMPOTENCY_KEY_REUSED", "request_id"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,7 +18,6 @@ from payments.result.v1 import result_pb2
 from payorch.app.ports import PageCursor, StoredEvent
 from payorch.domain.merchant_config import (
     InstallmentPolicy,
-    InvalidMerchantConfig,
     MerchantConfig,
     MethodRule,
     retry_policy,
@@ -362,30 +362,42 @@ def config_pb(c: MerchantConfig) -> config_pb2.MerchantConfig:
     )
 
 
-def config_from_pb(c: config_pb2.MerchantConfig, merchant_id: str) -> MerchantConfig:
-    """Proto -> domain; 0 and empty mean "the default" for optional numbers and lists."""
+@dataclass(frozen=True, slots=True)
+class ReadConfig:
+    """A config read from proto, with what could not be read: problems named as
+    `MerchantConfig.validate` names its own, and where each kept method stood."""
+
+    config: MerchantConfig
+    problems: list[tuple[str, str]]
+    method_positions: tuple[int, ...]
+
+
+def config_from_pb(c: config_pb2.MerchantConfig, merchant_id: str) -> ReadConfig:
+    """Proto -> domain; 0 and empty mean "the default" for optional numbers and lists.
+    Nothing is refused here: validation reports these problems with its own, at once."""
     problems: list[tuple[str, str]] = []
     methods = []
+    positions = []
     for i, m in enumerate(c.methods):
         method = METHOD_FROM_PROTO.get(m.type)
         if method is None:
-            problems.append((f"config.methods[{i}].type", "unknown or unspecified method"))
+            problems.append((f"methods[{i}].type", "unknown or unspecified method"))
             continue
         methods.append(
             MethodRule(method, m.min_amount_minor, m.max_amount_minor, tuple(m.processors))
         )
+        positions.append(i)
     currencies = frozenset(code.strip().upper() for code in c.allowed_currencies)
     p = c.installment_policy
     default_policy = InstallmentPolicy()
-    if problems:
-        raise InvalidMerchantConfig(problems)
-    return MerchantConfig(
+    policy, retry_problems = retry_policy(
+        c.retry_policy.max_retries, c.retry_policy.base_delay_ms, c.retry_policy.max_delay_ms
+    )
+    config = MerchantConfig(
         merchant_id=merchant_id,
         methods=tuple(methods),
         allowed_currencies=currencies,
-        retry_policy=retry_policy(
-            c.retry_policy.max_retries, c.retry_policy.base_delay_ms, c.retry_policy.max_delay_ms
-        ),
+        retry_policy=policy,
         allow_partial=c.allow_partial,
         fallback_on_failure=c.fallback_on_failure,
         installment_policy=InstallmentPolicy(
@@ -395,3 +407,4 @@ def config_from_pb(c: config_pb2.MerchantConfig, merchant_id: str) -> MerchantCo
             dunning_days=tuple(p.dunning_days) or default_policy.dunning_days,
         ),
     )
+    return ReadConfig(config, problems + retry_problems, tuple(positions))

@@ -226,8 +226,13 @@ class PaymentOrchestratorServicer:
         if request.expected_version < 0:
             raise invalid_argument([("expected_version", "must not be negative")])
         try:
-            config = mappers.config_from_pb(request.config, merchant)
-            saved = await self._configs.upsert(config, expected_version=request.expected_version)
+            read = mappers.config_from_pb(request.config, merchant)
+            saved = await self._configs.upsert(
+                read.config,
+                expected_version=request.expected_version,
+                found=read.problems,
+                method_positions=read.method_positions,
+            )
         except InvalidMerchantConfig as exc:
             raise invalid_argument(
                 [(f if f.startswith("config.") else f"config.{f}", m) for f, m in exc.problems]

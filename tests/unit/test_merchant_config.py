@@ -1,0 +1,85 @@
+"""A merchant config is checked when it is saved: every problem at once, each on its own
+field, and nothing stored that a payment or an installment plan could trip over later."""
+
+from __future__ import annotations
+
+import pytest
+
+from payorch.domain.installments import MAX_DUNNING_DAY, MAX_LADDER_STEPS, InvalidInstallmentPolicy
+from payorch.domain.installments import InstallmentPolicy as PlanPolicy
+from payorch.domain.merchant_config import (
+    InstallmentPolicy,
+    InvalidMerchantConfig,
+    MerchantConfig,
+    MethodRule,
+    retry_policy,
+)
+from payorch.domain.payment import MethodType
+from payorch.domain.retry import RetryPolicy
+
+KNOWN = frozenset({"simulated"})
+
+
+def _problems(config: MerchantConfig, **found) -> list[tuple[str, str]]:
+    with pytest.raises(InvalidMerchantConfig) as refused:
+        config.validate(KNOWN, **found)
+    return refused.value.problems
+
+
+def test_more_dunning_steps_than_a_plan_can_walk_are_refused() -> None:
+    days = tuple(range(1, MAX_LADDER_STEPS + 2))
+    config = MerchantConfig("m_1", installment_policy=InstallmentPolicy(dunning_days=days))
+    assert _problems(config) == [
+        ("installment_policy.dunning_days", f"at most {MAX_LADDER_STEPS} dunning steps")
+    ]
+
+
+def test_as_many_dunning_steps_as_a_plan_can_walk_are_accepted() -> None:
+    days = tuple(range(1, MAX_LADDER_STEPS + 1))
+    MerchantConfig("m_1", installment_policy=InstallmentPolicy(dunning_days=days)).validate(KNOWN)
+
+
+@pytest.mark.parametrize("day", [MAX_DUNNING_DAY + 1, 2_147_483_647])
+def test_a_dunning_day_past_a_year_is_refused(day: int) -> None:
+    config = MerchantConfig("m_1", installment_policy=InstallmentPolicy(dunning_days=(3, day)))
+    assert _problems(config) == [
+        ("installment_policy.dunning_days", f"days must be at most {MAX_DUNNING_DAY}")
+    ]
+
+
+def test_a_plan_policy_with_a_dunning_day_past_a_year_is_refused() -> None:
+    PlanPolicy(dunning_days=(MAX_DUNNING_DAY,))
+    with pytest.raises(InvalidInstallmentPolicy):
+        PlanPolicy(dunning_days=(2_147_483_647,))
+
+
+def test_every_retry_value_out_of_range_is_a_problem_on_its_own_field() -> None:
+    policy, problems = retry_policy(9, -1, 60_000)
+    assert [f for f, _ in problems] == [
+        "retry_policy.max_retries",
+        "retry_policy.max_delay_ms",
+        "retry_policy.base_delay_ms",
+    ]
+    assert policy == RetryPolicy()  # the default stands in until they are fixed
+
+
+def test_every_problem_is_reported_at_once_each_on_its_own_field() -> None:
+    # What reading found (a method type, the retry policy) and what validation finds.
+    _, retry_problems = retry_policy(9, 0, 0)
+    read = [("methods[0].type", "unknown or unspecified method"), *retry_problems]
+    config = MerchantConfig(
+        "m_1",
+        methods=(MethodRule(MethodType.CARD), MethodRule(MethodType.CARD, 9, 1)),
+        allowed_currencies=frozenset({"XYZ"}),
+        installment_policy=InstallmentPolicy(dunning_days=(7, 3, 999)),
+    )
+    fields = [f for f, _ in _problems(config, found=read, method_positions=(1, 2))]
+    assert fields == [
+        "methods[0].type",
+        "retry_policy.max_retries",
+        "methods[2]",
+        "methods[2]",
+        "allowed_currencies",
+        "installment_policy.dunning_days",
+        "installment_policy.dunning_days",
+    ]
