@@ -309,6 +309,9 @@ PLAN = ["installments", "create", *ADDRESS, "--order-id", "o1", "--payment-metho
         ["retrospective", *ADDRESS, "--until", "yesterday"],
         ["get", *ADDRESS, "pay_1", "--tls-ca", "{missing}"],
         ["keys", "--database-url", "foo://bar", "list"],
+        ["keys", "--database-url", "garbage", "list"],
+        ["scheduler", "--once", "--database-url", "garbage"],
+        ["webhooks", "dispatch", "--once", "--database-url", "garbage"],
     ],
     ids=[
         "pay amount abc",
@@ -325,6 +328,9 @@ PLAN = ["installments", "create", *ADDRESS, "--order-id", "o1", "--payment-metho
         "retrospective until yesterday",
         "missing tls ca",
         "keys foo database",
+        "keys unparsable database url",
+        "scheduler unparsable database url",
+        "dispatch unparsable database url",
     ],
 )
 def test_input_the_cli_cannot_use_is_one_line_of_error_with_exit_2_not_a_traceback(
@@ -336,6 +342,13 @@ def test_input_the_cli_cannot_use_is_one_line_of_error_with_exit_2_not_a_traceba
     assert "Traceback" not in err
     last = err.strip().splitlines()[-1]
     assert last.startswith("payorch: ") or (last.startswith("payorch ") and ": error: " in last)
+
+
+def test_a_database_url_that_cannot_be_parsed_is_not_echoed_as_it_may_hold_a_password(capsys):
+    assert exit_code_of(["keys", "--database-url", "postgresql://u:s3cret@[::1", "list"]) == 2
+    err = capsys.readouterr().err
+    assert "s3cret" not in err
+    assert "cannot parse the database URL" in err
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from sqlalchemy.engine import make_url
+from payorch.adapters.persistence.engine import normalize_url
 
 
 class AnotherWorkerRunning(RuntimeError):
@@ -20,7 +20,7 @@ class AnotherWorkerRunning(RuntimeError):
 
 
 def lock_path(database_url: str, kind: str) -> Path | None:
-    url = make_url(database_url)
+    url = normalize_url(database_url)
     if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
         return None
     return Path(f"{url.database}.{kind}.lock")

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import event, inspect, text
 from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 if TYPE_CHECKING:
@@ -23,7 +24,13 @@ class UnsupportedDatabase(ValueError):
 
 def normalize_url(raw: str) -> URL:
     """`sqlite:///x.db` and `postgresql://...` work as written: the async driver is chosen."""
-    url = make_url(raw)
+    try:
+        url = make_url(raw)
+    except (ArgumentError, ValueError):
+        # The URL itself is not echoed: it may hold a password.
+        raise UnsupportedDatabase(
+            "cannot parse the database URL: use sqlite:///FILE or postgresql://USER@HOST/DB"
+        ) from None
     backend = url.get_backend_name()
     if backend == "sqlite":
         return url.set(drivername="sqlite+aiosqlite")
