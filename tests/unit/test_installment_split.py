@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from payorch.domain.installments import (
+    MAX_COUNT,
     InstallmentPolicy,
     InvalidInstallmentPolicy,
     NotEligible,
@@ -24,7 +25,7 @@ CURRENCIES = sorted(EXPONENTS)
     currency=st.sampled_from(CURRENCIES),
     major=st.integers(100, 10**9),
     extra_minor=st.integers(0, 9_999),
-    count=st.integers(2, 48),
+    count=st.integers(2, MAX_COUNT),
 )
 def test_splits_always_sum_to_the_total_and_differ_by_at_most_one_minor_unit(
     currency, major, extra_minor, count
@@ -82,8 +83,9 @@ def test_a_merchant_policy_may_set_its_own_threshold_and_count():
     "bad",
     [
         {"count": 1},
-        {"count": 49},
+        {"count": 25},
         {"interval_days": 0},
+        {"interval_days": 366},
         {"dunning_days": (7, 3)},
         {"dunning_days": (0, 3)},
         {"min_total_minor": -1},

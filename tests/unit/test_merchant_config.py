@@ -5,7 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from payorch.domain.installments import MAX_DUNNING_DAY, MAX_LADDER_STEPS, InvalidInstallmentPolicy
+from payorch.domain.installments import (
+    MAX_COUNT,
+    MAX_DUNNING_DAY,
+    MAX_INTERVAL_DAYS,
+    MAX_LADDER_STEPS,
+    InvalidInstallmentPolicy,
+)
 from payorch.domain.installments import InstallmentPolicy as PlanPolicy
 from payorch.domain.merchant_config import (
     InstallmentPolicy,
@@ -51,6 +57,35 @@ def test_a_plan_policy_with_a_dunning_day_past_a_year_is_refused() -> None:
     PlanPolicy(dunning_days=(MAX_DUNNING_DAY,))
     with pytest.raises(InvalidInstallmentPolicy):
         PlanPolicy(dunning_days=(2_147_483_647,))
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [
+        {"count": 1},
+        {"count": 2},
+        {"count": MAX_COUNT},
+        {"count": MAX_COUNT + 1},
+        {"interval_days": 0},
+        {"interval_days": 1},
+        {"interval_days": MAX_INTERVAL_DAYS},
+        {"interval_days": MAX_INTERVAL_DAYS + 1},
+    ],
+    ids=lambda s: "=".join(map(str, next(iter(s.items())))),
+)
+def test_a_saved_config_and_a_plan_hold_a_policy_to_the_same_bounds(setting) -> None:
+    # A policy the config accepted must never be one a plan refuses, and the other way.
+    try:
+        MerchantConfig("m_1", installment_policy=InstallmentPolicy(**setting)).validate(KNOWN)
+        config_accepts = True
+    except InvalidMerchantConfig:
+        config_accepts = False
+    try:
+        PlanPolicy(**setting)
+        plan_accepts = True
+    except InvalidInstallmentPolicy:
+        plan_accepts = False
+    assert config_accepts == plan_accepts
 
 
 def test_every_retry_value_out_of_range_is_a_problem_on_its_own_field() -> None:

@@ -25,7 +25,10 @@ DEFAULT_MIN_TOTAL_MAJOR = 100
 DEFAULT_COUNT = 3
 DEFAULT_INTERVAL_DAYS = 30
 DEFAULT_DUNNING_DAYS = (3, 7, 14)
-MAX_COUNT = 48
+# A merchant config refuses a policy outside these (MerchantConfig.validate), and the
+# domain holds every policy to the same bounds.
+MAX_COUNT = 24
+MAX_INTERVAL_DAYS = 365
 MAX_LADDER_STEPS = 10
 # A dunning step is at most a year after the first failure: later ones are no retry
 # anyone waits for, and a day count past what a date can hold would break the ladder.
@@ -64,8 +67,8 @@ class InstallmentPolicy:
             raise InvalidInstallmentPolicy("min_total_minor cannot be negative")
         if not 2 <= self.count <= MAX_COUNT:
             raise InvalidInstallmentPolicy(f"count must be 2..{MAX_COUNT}")
-        if not 1 <= self.interval_days <= 366:
-            raise InvalidInstallmentPolicy("interval_days must be 1..366")
+        if not 1 <= self.interval_days <= MAX_INTERVAL_DAYS:
+            raise InvalidInstallmentPolicy(f"interval_days must be 1..{MAX_INTERVAL_DAYS}")
         days = self.dunning_days
         if len(days) > MAX_LADDER_STEPS:
             raise InvalidInstallmentPolicy(f"at most {MAX_LADDER_STEPS} dunning steps")

@@ -6,7 +6,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from payorch.domain.card_data import clip, redact_card_numbers
-from payorch.domain.installments import MAX_DUNNING_DAY, MAX_LADDER_STEPS
+from payorch.domain.installments import (
+    MAX_COUNT,
+    MAX_DUNNING_DAY,
+    MAX_INTERVAL_DAYS,
+    MAX_LADDER_STEPS,
+)
 from payorch.domain.money import EXPONENTS
 from payorch.domain.payment import MethodType
 from payorch.domain.retry import RetryPolicy, retry_policy_problems
@@ -121,10 +126,10 @@ class MerchantConfig:
         if unknown_codes:
             problems.append(("allowed_currencies", f"{_quoted(unknown_codes)}: not ISO-4217 codes"))
         p = self.installment_policy
-        if p.count < 2 or p.count > 24:
-            problems.append(("installment_policy.count", "must be 2..24"))
-        if p.interval_days < 1 or p.interval_days > 365:
-            problems.append(("installment_policy.interval_days", "must be 1..365"))
+        if not 2 <= p.count <= MAX_COUNT:
+            problems.append(("installment_policy.count", f"must be 2..{MAX_COUNT}"))
+        if not 1 <= p.interval_days <= MAX_INTERVAL_DAYS:
+            problems.append(("installment_policy.interval_days", f"must be 1..{MAX_INTERVAL_DAYS}"))
         if p.min_total_minor < 0:
             problems.append(("installment_policy.min_total_minor", "cannot be negative"))
         if list(p.dunning_days) != sorted(set(p.dunning_days)) or any(
