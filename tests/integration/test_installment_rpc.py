@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import grpc
 import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
 from payments.installments.v1 import installments_pb2 as pb
 from payments.installments.v1 import installments_pb2_grpc as pb_grpc
@@ -18,7 +20,7 @@ from payorch.bootstrap import Container
 from payorch.domain.merchant_config import MerchantConfig, MethodRule
 from payorch.domain.payment import MethodType
 from payorch.entrypoints.grpc.server import create_server, mark_serving
-from tests.integration.installment_helpers import installments_container
+from tests.integration.installment_helpers import first_charge_only, installments_container
 from tests.rich_status import field_violations
 
 
@@ -129,3 +131,25 @@ async def test_the_server_keeps_serving_after_refusing_a_plan(served):
 
     assert created.plan.plan_id and not created.replayed
     assert [p.plan_id for p in await plans_of(served)] == [created.plan.plan_id]
+
+
+def error_reason(err: grpc.aio.AioRpcError) -> str:
+    status = rpc_status.from_call(err)
+    for detail in status.details if status else []:
+        info = error_details_pb2.ErrorInfo()
+        if detail.Unpack(info):
+            return info.reason
+    return ""
+
+
+async def test_a_retry_whose_first_charge_was_refunded_is_failed_precondition(served):
+    # The first call's process died after the charge; the order was refunded since.
+    first = await first_charge_only(served.container, "plan-1", order_id="order-plan-1")
+    await served.container.payments.refund(first, "m_1", amount_minor=1, request_id="rf-1")
+
+    err = await served.refused("plan-1")
+
+    assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert error_reason(err) == "FIRST_CHARGE_REFUNDED"
+    assert first in (err.details() or "") and "refunded" in (err.details() or "")
+    assert await plans_of(served) == []

@@ -13,6 +13,7 @@ from payorch.app.installment_ports import Cursor
 from payorch.app.installments import (
     MAX_REASON_LEN,
     CreatePlan,
+    FirstChargeRefunded,
     InstallmentService,
     InvalidPlanRequest,
     PlanConflict,
@@ -201,6 +202,8 @@ class InstallmentServicer:
             ) from exc
         except RequestInProgress as exc:
             raise error(code_pb2.ABORTED, str(exc), "REQUEST_IN_PROGRESS") from exc
+        except FirstChargeRefunded as exc:
+            raise error(code_pb2.FAILED_PRECONDITION, str(exc), "FIRST_CHARGE_REFUNDED") from exc
         return pb.CreateInstallmentPlanResponse(
             plan=mappers.plan_pb(created.plan) if created.plan is not None else None,
             first_charge=pb.FirstCharge(
