@@ -39,7 +39,6 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from google.protobuf import message as pb_message
 from google.protobuf.descriptor import FieldDescriptor, MethodDescriptor
 from google.protobuf.message_factory import GetMessageClass
-from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
@@ -52,6 +51,7 @@ from payorch.domain.card_data import contains_card_number, luhn_valid
 from payorch.entrypoints.grpc.server import SERVICES
 from tests.conftest import POSTGRES_URL, require_postgres
 from tests.e2e.server import RunningServer, create_key, start_server
+from tests.rich_status import field_violations
 
 pytestmark = pytest.mark.e2e
 
@@ -100,16 +100,6 @@ def failure(fn: Callable[[], Any]) -> grpc.RpcError:
 def rich_status_bytes(exc: grpc.RpcError) -> bytes:
     status = rpc_status.from_call(exc)
     return b"" if status is None else status.SerializeToString()
-
-
-def field_violations(exc: grpc.RpcError) -> dict[str, str]:
-    status = rpc_status.from_call(exc)
-    out: dict[str, str] = {}
-    for detail in status.details if status else []:
-        bad = error_details_pb2.BadRequest()
-        if detail.Unpack(bad):
-            out.update({v.field: v.description for v in bad.field_violations})
-    return out
 
 
 @pytest.fixture

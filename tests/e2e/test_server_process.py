@@ -6,14 +6,13 @@ import uuid
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from grpc_status import rpc_status
 
 from payments.orchestrator.v1 import orchestrator_pb2 as orch
 from payments.orchestrator.v1 import orchestrator_pb2_grpc as orch_grpc
 from payments.result.v1 import result_pb2
+from tests.rich_status import field_violations
 
 pytestmark = pytest.mark.e2e
 
@@ -33,17 +32,6 @@ def pay(stub, server, *, who="m_1", request_id=None, **fields):
     return stub.CreatePayment(
         orch.CreatePaymentRequest(**body), metadata=server.auth(who), timeout=20
     )
-
-
-def field_violations(exc: grpc.RpcError) -> dict[str, str]:
-    status = rpc_status.from_call(exc)
-    assert status is not None, "no rich status details"
-    out = {}
-    for detail in status.details:
-        bad = error_details_pb2.BadRequest()
-        if detail.Unpack(bad):
-            out.update({v.field: v.description for v in bad.field_violations})
-    return out
 
 
 def test_health_reports_serving_without_a_credential(server):

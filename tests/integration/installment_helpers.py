@@ -6,9 +6,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 
 from payorch.adapters.clock import ManualClock
+from payorch.adapters.persistence.installments import SqlAlchemyInstallmentPlanRepository
 from payorch.adapters.persistence.tables import events
 from payorch.app.installments import CreatePlan, PlanCreation
 from payorch.bootstrap import Container, bootstrap
@@ -42,6 +44,25 @@ async def create_plan(
         CreatePlan(merchant, request_id, order_id, Money(total, Currency(currency)), token),
         deadline_s=None,
     )
+
+
+class ProcessDied(Exception):
+    """The process stopped where a test said it would."""
+
+
+async def first_charge_only(container: Container, request_id: str = "plan-1", **kw: Any) -> str:
+    """CreateInstallmentPlan whose process dies after the first charge went through and
+    before the plan was stored. Returns the id of the first charge's payment."""
+
+    async def dies(self: object, plan: object) -> None:
+        raise ProcessDied("before the plan was stored")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(SqlAlchemyInstallmentPlanRepository, "add", dies)
+        with pytest.raises(ProcessDied):
+            await create_plan(container, request_id, **kw)
+    (payment,) = await container.payments.list(None, page_size=10, after=None)
+    return payment.id
 
 
 def move_to(clock: ManualClock, when: datetime) -> None:

@@ -52,6 +52,7 @@ MAX_REASON_LEN = 500
 _ORDER_ID_RE = re.compile(r"^[\x21-\x7e]+\Z")
 # Attempts to store a result when others keep changing the plan.
 SAVE_TRIES = 5
+_REFUNDED = frozenset({PaymentStatus.REFUNDED, PaymentStatus.PARTIALLY_REFUNDED})
 
 
 class PlanNotFound(LookupError):
@@ -60,6 +61,19 @@ class PlanNotFound(LookupError):
 
 class PlanConflict(ValueError):
     """The request id was used before for a different plan."""
+
+
+class FirstChargeRefunded(RuntimeError):
+    """A retried create found its first charge refunded (fully or partly) meanwhile: no
+    plan is made on money given back. A new plan takes a new request id."""
+
+    def __init__(self, request_id: str, payment_id: str, status: PaymentStatus) -> None:
+        self.payment_id = payment_id
+        how = "fully" if status is PaymentStatus.REFUNDED else "partly"
+        super().__init__(
+            f"the first charge {payment_id} of request_id {request_id!r} was {how} refunded "
+            "before its plan was made: no plan is made on it; use a new request_id"
+        )
 
 
 class InvalidPlanRequest(ValueError):
@@ -367,6 +381,10 @@ class InstallmentService:
             off_session=False,
         )
         created = await self._payments.create(request, deadline_s=deadline_s)
+        if created.payment.status in _REFUNDED:
+            # Only a replay can find this: a first charge taken before its process died,
+            # refunded since. A plan on it would schedule the rest of an order given back.
+            raise FirstChargeRefunded(cmd.request_id, created.payment.id, created.payment.status)
         charge = judge_charge(created.payment)
         if charge.outcome is not ChargeOutcome.PAID:
             return PlanCreation(

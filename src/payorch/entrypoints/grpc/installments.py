@@ -13,12 +13,14 @@ from payorch.app.installment_ports import Cursor
 from payorch.app.installments import (
     MAX_REASON_LEN,
     CreatePlan,
+    FirstChargeRefunded,
     InstallmentService,
     InvalidPlanRequest,
     PlanConflict,
     PlanNotFound,
 )
 from payorch.app.payments import IdempotencyConflict, RequestInProgress
+from payorch.app.plan_builder import PlanRejected
 from payorch.app.ports import ConcurrentUpdate
 from payorch.app.webhook_delivery import (
     EVENT_TYPES,
@@ -44,8 +46,42 @@ MAX_PAGE_SIZE = 100
 MAX_PLAN_REQUEST_ID_LEN = 200
 MAX_ID_LEN = 128
 _PRINTABLE_RE = re.compile(r"^[\x21-\x7e]+\Z")
-# The payments parser's field names, as fields of CreateInstallmentPlanRequest.
-_FIELDS = {"amount": "total.amount_minor", "currency": "total.currency"}
+# The payments side's field names (its parser's and its plan builder's), as fields of
+# CreateInstallmentPlanRequest. The first charge is one card payment of the first part:
+# its method is the plan's payment_method, its amount a share of the total.
+_FIELDS = {
+    "amount": "total.amount_minor",
+    "currency": "total.currency",
+    "method": "payment_method",
+    "methods": "total.amount_minor",  # the part is outside the method's limits
+}
+_METHOD_FIELDS = {
+    "method": "payment_method",
+    "token": "payment_method",
+    "amount": "total.amount_minor",
+    "customer_id": "customer_id",
+}
+_METHOD_FIELD_RE = re.compile(r"^methods\[\d+\]\.(\w+)\Z")
+
+
+def _plan_field(name: str) -> str:
+    """A payments field name as the field of CreateInstallmentPlanRequest it came from."""
+    method_field = _METHOD_FIELD_RE.match(name)
+    if method_field:
+        return _METHOD_FIELDS.get(method_field.group(1), name)
+    return _FIELDS.get(name, name)
+
+
+def _refused(problems: list[tuple[str, str]]) -> RpcError:
+    """The merchant's config refuses the first charge: each problem on the plan's field.
+    An amount refused is the first part's, not the total's: say so."""
+    violations = []
+    for name, message in problems:
+        field_ = _plan_field(name)
+        if field_ == "total.amount_minor":
+            message = f"the first installment: {message}"
+        violations.append((field_, message))
+    return invalid_argument(violations)
 
 
 def _merchant(call: Call, requested: str) -> str:
@@ -147,9 +183,9 @@ class InstallmentServicer:
         except InvalidPlanRequest as exc:
             raise invalid_argument([(exc.field, str(exc).partition(": ")[2])]) from exc
         except RequestRejected as exc:
-            raise invalid_argument(
-                [(_FIELDS.get(i.field, i.field), i.message) for i in exc.issues]
-            ) from exc
+            raise invalid_argument([(_plan_field(i.field), i.message) for i in exc.issues]) from exc
+        except PlanRejected as exc:
+            raise _refused(exc.problems) from exc
         except NotEligible as exc:
             raise error(code_pb2.FAILED_PRECONDITION, str(exc), "NOT_ELIGIBLE", "total") from exc
         except InvalidInstallmentPolicy as exc:
@@ -166,6 +202,8 @@ class InstallmentServicer:
             ) from exc
         except RequestInProgress as exc:
             raise error(code_pb2.ABORTED, str(exc), "REQUEST_IN_PROGRESS") from exc
+        except FirstChargeRefunded as exc:
+            raise error(code_pb2.FAILED_PRECONDITION, str(exc), "FIRST_CHARGE_REFUNDED") from exc
         return pb.CreateInstallmentPlanResponse(
             plan=mappers.plan_pb(created.plan) if created.plan is not None else None,
             first_charge=pb.FirstCharge(

@@ -1,0 +1,76 @@
+"""CreateInstallmentPlan retried after its process died between the first charge and the
+plan's insert, on SQLite and PostgreSQL: the retry makes the plan from the charge taken,
+unless that charge was refunded meanwhile."""
+
+from __future__ import annotations
+
+import pytest
+
+from payorch.app.installments import FirstChargeRefunded
+from payorch.domain.payment import PaymentStatus
+from tests.integration.installment_helpers import (
+    create_plan,
+    first_charge_only,
+    installments_container,
+)
+
+
+@pytest.fixture
+async def container(database_url, clock):
+    c = await installments_container(database_url, clock)
+    yield c
+    await c.close()
+
+
+async def plans(container) -> list:
+    app = container.installments
+    return list(await app.plans.list("m_1", status=None, page_size=10, after=None))
+
+
+async def test_a_retry_makes_the_plan_from_the_first_charge_its_process_took(container):
+    first = await first_charge_only(container)
+    assert await plans(container) == []
+
+    created = await create_plan(container)
+
+    assert created.plan is not None and created.replayed is False
+    assert created.plan.installments[0].payment_id == first
+    assert container.simulated["simulated"].ledger.charges_total == 1
+
+
+@pytest.mark.parametrize(
+    ("refund_minor", "status"),
+    [
+        pytest.param(0, PaymentStatus.REFUNDED, id="fully"),
+        pytest.param(1_000, PaymentStatus.PARTIALLY_REFUNDED, id="partly"),
+    ],
+)
+async def test_a_retry_makes_no_plan_on_a_first_charge_refunded_meanwhile(
+    container, refund_minor, status
+):
+    first = await first_charge_only(container)
+    refunded = await container.payments.refund(
+        first, "m_1", amount_minor=refund_minor, request_id="rf-1"
+    )
+    assert refunded.status is status
+
+    with pytest.raises(FirstChargeRefunded) as err:
+        await create_plan(container)
+
+    assert err.value.payment_id == first
+    assert "refunded" in str(err.value)
+    assert await plans(container) == []
+    assert container.simulated["simulated"].ledger.charges_total == 1, "never charged again"
+    with pytest.raises(FirstChargeRefunded):
+        await create_plan(container)  # and so on every retry: the refund stays
+    assert await plans(container) == []
+
+
+async def test_a_new_request_id_after_a_refunded_first_charge_makes_a_new_plan(container):
+    first = await first_charge_only(container)
+    await container.payments.refund(first, "m_1", amount_minor=0, request_id="rf-1")
+
+    created = await create_plan(container, "plan-2")
+
+    assert created.plan is not None and created.plan.installments[0].payment_id != first
+    assert [p.id for p in await plans(container)] == [created.plan.id]
