@@ -1,12 +1,15 @@
 """CreateInstallmentPlan retried after its process died between the first charge and the
 plan's insert, on SQLite and PostgreSQL: the retry makes the plan from the charge taken,
-unless that charge was refunded meanwhile."""
+unless that charge was refunded meanwhile, and under the policy the charge was taken
+under, whatever the merchant's config says by then."""
 
 from __future__ import annotations
 
 import pytest
 
 from payorch.app.installments import FirstChargeRefunded
+from payorch.domain.merchant_config import InstallmentPolicy as ConfigPolicy
+from payorch.domain.merchant_config import MerchantConfig
 from payorch.domain.payment import PaymentStatus
 from tests.integration.installment_helpers import (
     create_plan,
@@ -74,3 +77,36 @@ async def test_a_new_request_id_after_a_refunded_first_charge_makes_a_new_plan(c
 
     assert created.plan is not None and created.plan.installments[0].payment_id != first
     assert [p.id for p in await plans(container)] == [created.plan.id]
+
+
+@pytest.mark.parametrize(
+    "policy_now",
+    [
+        pytest.param({"count": 4}, id="count changed"),
+        pytest.param({"min_total_minor": 50_000}, id="total now too small"),
+    ],
+)
+async def test_a_retry_makes_the_plan_under_the_policy_its_first_charge_was_taken_under(
+    container, policy_now
+):
+    first = await first_charge_only(container)
+    await container.configs.upsert(
+        MerchantConfig("m_1", installment_policy=ConfigPolicy(**policy_now))
+    )
+
+    created = await create_plan(container)
+
+    assert created.plan is not None
+    assert created.plan.installments[0].payment_id == first
+    assert [i.amount_minor for i in created.plan.installments] == [3333, 3333, 3334]
+    assert container.simulated["simulated"].ledger.charges_total == 1, "never charged again"
+
+
+async def test_a_new_plan_after_the_config_changed_follows_the_config(container):
+    await create_plan(container)
+    await container.configs.upsert(MerchantConfig("m_1", installment_policy=ConfigPolicy(count=4)))
+
+    created = await create_plan(container, "plan-2")
+
+    assert created.plan is not None
+    assert [i.amount_minor for i in created.plan.installments] == [2500] * 4

@@ -162,9 +162,15 @@ class InstallmentUnitOfWorkFactory(Protocol):
 
 
 class InstallmentPolicies(Protocol):
-    """Where a merchant's installment policy comes from (its merchant config, later)."""
+    """Where a merchant's installment policy comes from: its merchant config."""
 
-    async def for_merchant(self, merchant_id: str) -> InstallmentPolicy: ...
+    async def for_merchant(self, merchant_id: str) -> InstallmentPolicy:
+        """The policy of the merchant's current config."""
+        ...
+
+    async def at_version(self, merchant_id: str, config_version: int) -> InstallmentPolicy:
+        """The policy of the config version a payment recorded (`Payment.config_version`)."""
+        ...
 
 
 class UnsafeUrl(ValueError):

@@ -40,6 +40,7 @@ from payorch.domain.installments import (
     plan_id_for,
     split_evenly,
 )
+from payorch.domain.merchant_config import MerchantConfig
 from payorch.domain.money import Money
 from payorch.domain.payment import Payment, PaymentStatus
 from payorch.domain.request import CoreRequest, RawPaymentRequest, parse_payment_request
@@ -91,6 +92,9 @@ class DefaultInstallmentPolicies:
     async def for_merchant(self, merchant_id: str) -> InstallmentPolicy:
         return self._policy
 
+    async def at_version(self, merchant_id: str, config_version: int) -> InstallmentPolicy:
+        return self._policy
+
 
 class ConfiguredInstallmentPolicies:
     """Each merchant's installment policy from its merchant config (defaults without one)."""
@@ -100,13 +104,20 @@ class ConfiguredInstallmentPolicies:
 
     async def for_merchant(self, merchant_id: str) -> InstallmentPolicy:
         config, _ = await self._configs.get(merchant_id)
-        p = config.installment_policy
-        return InstallmentPolicy(
-            min_total_minor=p.min_total_minor,
-            count=p.count,
-            interval_days=p.interval_days,
-            dunning_days=tuple(p.dunning_days),
-        )
+        return _plan_policy(config)
+
+    async def at_version(self, merchant_id: str, config_version: int) -> InstallmentPolicy:
+        return _plan_policy(await self._configs.get_version(merchant_id, config_version))
+
+
+def _plan_policy(config: MerchantConfig) -> InstallmentPolicy:
+    p = config.installment_policy
+    return InstallmentPolicy(
+        min_total_minor=p.min_total_minor,
+        count=p.count,
+        interval_days=p.interval_days,
+        dunning_days=tuple(p.dunning_days),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -365,9 +376,17 @@ class InstallmentService:
         replay = await self._replay(plan_id, cmd.merchant_id, fingerprint)
         if replay is not None:
             return replay
-        policy = await self._policies.for_merchant(cmd.merchant_id)
-        policy.check_eligible(cmd.total)  # NotEligible
         first_id = installment_id_for(plan_id, 1)
+        taken = await self._first_charge(cmd.merchant_id, first_id)
+        if taken is None:
+            policy = await self._policies.for_merchant(cmd.merchant_id)
+            policy.check_eligible(cmd.total)  # NotEligible
+        else:
+            # A retry after the process died between the first charge and the plan: the
+            # plan is made under the policy that charge was taken under (the same count,
+            # so the same first amount), whatever the merchant's config says now. Today's
+            # policy could refuse it, or split it otherwise, with the money already taken.
+            policy = await self._policies.at_version(cmd.merchant_id, taken.config_version)
         amounts = split_evenly(cmd.total.amount_minor, policy.count)
         request = _charge_request(
             cmd.merchant_id,
@@ -418,6 +437,11 @@ class InstallmentService:
                 raise
             return replay
         return PlanCreation(plan, charge.payment_id, created.payment.status)
+
+    async def _first_charge(self, merchant_id: str, first_id: str) -> Payment | None:
+        """The payment of a plan's first charge, when an earlier try of this create made it."""
+        async with self._uow() as uow:
+            return await uow.payments.get_by_request(merchant_id, charge_request_id(first_id, 1))
 
     async def _replay(
         self, plan_id: str, merchant_id: str, fingerprint: str
