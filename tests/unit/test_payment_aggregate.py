@@ -272,6 +272,19 @@ def test_refunds_reduce_processed_but_not_remaining() -> None:
     assert p.remaining_minor == 0
 
 
+def test_a_full_refund_leaves_nothing_processed() -> None:
+    p = payment(600, 400)
+    for step in p.steps:
+        p.step_succeeded(step, processor="stripe", latency_ms=1)
+    p.settle(T1)
+    for step in p.steps:
+        p.step_refunded(step, step.captured_minor)
+    p.settle(T1)
+
+    assert p.status is PaymentStatus.REFUNDED
+    assert p.processed_minor == 0
+
+
 def test_voided_steps_no_longer_count_as_processed() -> None:
     p = payment(600, 400, capture=CaptureMode.MANUAL)
     p.step_succeeded(p.steps[0], processor="stripe", latency_ms=1)
