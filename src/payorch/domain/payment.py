@@ -216,7 +216,9 @@ class Payment:
 
     @property
     def remaining_minor(self) -> int:
-        return self.amount_minor - sum(s.amount_minor for s in self.steps if s.succeeded)
+        # A refund gives money back; it does not make the step's amount owed again.
+        taken = (s for s in self.steps if s.succeeded or s.status is StepStatus.REFUNDED)
+        return self.amount_minor - sum(s.amount_minor for s in taken)
 
     @property
     def captured_minor(self) -> int:
