@@ -88,7 +88,11 @@ def parse_args(argv: list[str] | None = None) -> Options:
     p.add_argument("--quick", action="store_true", help="smoke run: seconds, tiny counts")
     p.add_argument("--only", choices=["sqlite", "postgres"], help="one database only")
     p.add_argument("--duration", type=float, help="measured seconds per scenario (10; quick 1)")
-    p.add_argument("--warmup", type=float, help="seconds before measuring (3; quick 0.5)")
+    p.add_argument(
+        "--warmup",
+        type=float,
+        help="seconds of load before the measured window, not counted (3; quick 0.3)",
+    )
     p.add_argument(
         "--concurrency", type=int, help="requests in flight, 0 ms scenarios (64; quick 4)"
     )

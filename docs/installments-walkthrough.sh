@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # The walk-through of docs/installments.md, recorded as it ran:
 #   WALK_DIR=/tmp/walk docs/installments-walkthrough.sh > transcript.txt
-# Dates are fixed: the plans must be created before 2026-12-21 for the --now steps.
+# The --now dates count from today (UTC), when the plans are created: installment 2
+# falls due 30 days on, so day 31 charges it (and it fails), days 34, 38 and 45 are
+# its dunning steps (3, 7, 14 days after that failure), and day 61 is past
+# installment 3 (due on day 60).
 set -u
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 WALK_DIR=${WALK_DIR:-/tmp/walk}
@@ -11,6 +14,8 @@ export PAYORCH_DATABASE_URL=sqlite:///$WALK_DIR/payorch.db
 export PAYORCH_WEBHOOKS_ALLOW_HTTP_LOOPBACK=1
 export PAYORCH_ADDRESS=127.0.0.1:50061
 run() { echo "\$ $*"; "$@" 2>&1; echo; }
+# day N HH:MM -> today + N days at HH:MM UTC, e.g. 2026-12-22T00:01:00Z
+day() { python3 -c "import datetime as d,sys; t=d.datetime.now(d.UTC).date()+d.timedelta(days=int(sys.argv[1])); print(f'{t}T{sys.argv[2]}:00Z')" "$1" "$2"; }
 # The scheduler logs JSON lines to stderr; the transcript keeps its stdout summary.
 runq() { echo "\$ $*"; "$@" 2>/dev/null; echo; }
 
@@ -47,14 +52,14 @@ run payorch installments create --order-id order-1004 --amount 120.00 --currency
 DUNNING=$(payorch installments list --status active 2>/dev/null | python3 -c "import json,sys;print([p['planId'] for p in json.load(sys.stdin)['plans'] if p['orderId']=='order-1001'][0])")
 HAPPY=$(payorch installments list --status active 2>/dev/null | python3 -c "import json,sys;print([p['planId'] for p in json.load(sys.stdin)['plans'] if p['orderId']=='order-1002'][0])")
 
-for NOW in 2026-12-22T00:00:00Z 2026-12-25T00:01:00Z 2026-12-29T00:01:00Z 2027-01-05T00:01:00Z; do
-  runq payorch scheduler --once --now $NOW
+for NOW in "$(day 31 00:00)" "$(day 34 00:01)" "$(day 38 00:01)" "$(day 45 00:01)"; do
+  runq payorch scheduler --once --now "$NOW"
   run payorch installments get $DUNNING --table
 done
-runq payorch scheduler --once --now 2027-01-21T00:00:00Z
+runq payorch scheduler --once --now "$(day 61 00:00)"
 run payorch installments get $HAPPY --table
 run payorch installments get $DUNNING --table
-runq payorch webhooks dispatch --once --now 2027-01-21T00:01:00Z
+runq payorch webhooks dispatch --once --now "$(day 61 00:01)"
 run payorch webhooks deliveries --status pending
 run payorch installments retry ${DUNNING}_2 --table
 echo '$ cat receiver.out'

@@ -272,6 +272,32 @@ def test_refunds_reduce_processed_but_not_remaining() -> None:
     assert p.remaining_minor == 0
 
 
+def refunded_in_full(*steps: int) -> Payment:
+    """A captured 600 + 400 payment with the given steps refunded in full."""
+    p = payment(600, 400)
+    for step in p.steps:
+        p.step_succeeded(step, processor="stripe", latency_ms=1)
+    p.settle(T1)
+    for i in steps:
+        p.step_refunded(p.steps[i], p.steps[i].captured_minor)
+    p.settle(T1)
+    return p
+
+
+def test_a_full_refund_leaves_nothing_processed() -> None:
+    p = refunded_in_full(0, 1)
+
+    assert p.status is PaymentStatus.REFUNDED
+    assert p.processed_minor == 0
+
+
+def test_a_refund_in_full_of_one_step_leaves_nothing_remaining() -> None:
+    p = refunded_in_full(0)
+
+    assert p.status is PaymentStatus.PARTIALLY_REFUNDED
+    assert (p.processed_minor, p.remaining_minor) == (400, 0)
+
+
 def test_voided_steps_no_longer_count_as_processed() -> None:
     p = payment(600, 400, capture=CaptureMode.MANUAL)
     p.step_succeeded(p.steps[0], processor="stripe", latency_ms=1)

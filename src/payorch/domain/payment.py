@@ -210,13 +210,15 @@ class Payment:
     # -- reading -------------------------------------------------------------
     @property
     def processed_minor(self) -> int:
-        return sum(s.amount_minor for s in self.steps if s.succeeded) - sum(
-            s.refunded_minor for s in self.steps
-        )
+        # A fully refunded step is no longer succeeded: its amount and its refund
+        # both drop out, so it counts 0 rather than minus what was refunded.
+        return sum(s.amount_minor - s.refunded_minor for s in self.steps if s.succeeded)
 
     @property
     def remaining_minor(self) -> int:
-        return self.amount_minor - sum(s.amount_minor for s in self.steps if s.succeeded)
+        # A refund gives money back; it does not make the step's amount owed again.
+        taken = (s for s in self.steps if s.succeeded or s.status is StepStatus.REFUNDED)
+        return self.amount_minor - sum(s.amount_minor for s in taken)
 
     @property
     def captured_minor(self) -> int:
