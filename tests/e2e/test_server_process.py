@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import uuid
 
 import grpc
@@ -140,4 +143,30 @@ def test_the_server_keeps_serving_after_bad_input(stub, server):
     for _ in range(3):
         with pytest.raises(grpc.RpcError):
             pay(stub, server, amount_minor=-1)
+    assert pay(stub, server).payment.result.success
+
+
+@pytest.mark.parametrize("taken", ["grpc", "http"])
+def test_a_port_in_use_is_one_line_and_exit_2_and_the_first_server_keeps_serving(
+    stub, server, tmp_path, taken
+):
+    # Ports taken by the running server; the other one is free (0 picks one).
+    listen = server.address if taken == "grpc" else "127.0.0.1:0"
+    http_port = server.http_address.rsplit(":", 1)[1] if taken == "http" else "0"
+    done = subprocess.run(
+        [sys.executable, "-m", "payorch.entrypoints.cli", "serve"],
+        capture_output=True,
+        text=True,
+        env={
+            **os.environ,
+            "PAYORCH_DATABASE_URL": f"sqlite:///{tmp_path / 'second.db'}",
+            "PAYORCH_LISTEN": listen,
+            "PAYORCH_HTTP_PORT": http_port,
+        },
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    protocol = {"grpc": "gRPC", "http": "HTTP"}[taken]
+    assert done.stderr.strip().splitlines()[-1].startswith(f"payorch: cannot listen for {protocol}")
     assert pay(stub, server).payment.result.success

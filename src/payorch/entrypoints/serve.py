@@ -11,7 +11,7 @@ from pathlib import Path
 
 from payorch.app.auth import Scope, hash_key
 from payorch.bootstrap import Container, bootstrap
-from payorch.entrypoints.grpc.server import create_server, mark_serving
+from payorch.entrypoints.grpc.server import CannotListen, create_server, mark_serving
 from payorch.entrypoints.http.app import build_app, start_http
 from payorch.entrypoints.installments_cli import serve_jobs
 from payorch.entrypoints.logs import configure
@@ -78,14 +78,30 @@ async def run(settings: Settings) -> None:
     container = await bootstrap(settings)
     if settings.demo_key_file:
         await ensure_demo_key(container, Path(settings.demo_key_file))
-    server, port, health_servicer = create_server(container, settings.listen)
-    await server.start()
-    await mark_serving(health_servicer, container.health)
-    app = build_app(
-        stripe_events=container.processor_events,
-        stripe_webhook_secret=settings.stripe_webhook_secret,
-    )
-    runner, http_port = await start_http(app, settings.http_host, settings.http_port)
+    try:
+        server, port, health_servicer = create_server(container, settings.listen)
+    except BaseException:
+        await container.close()
+        raise
+    try:
+        await server.start()
+        await mark_serving(health_servicer, container.health)
+        app = build_app(
+            stripe_events=container.processor_events,
+            stripe_webhook_secret=settings.stripe_webhook_secret,
+        )
+        runner, http_port = await start_http(app, settings.http_host, settings.http_port)
+    except OSError as exc:
+        # Stopped here, not left running into the closing event loop.
+        await server.stop(None)
+        await container.close()
+        raise CannotListen(
+            f"cannot listen for HTTP on {settings.http_host}:{settings.http_port}: {exc.strerror}"
+        ) from exc
+    except BaseException:
+        await server.stop(None)
+        await container.close()
+        raise
     tune_gc(settings.gc_threshold)
     host = settings.listen.rsplit(":", 1)[0]
     # The first line on stdout says where we listen (tests read it).

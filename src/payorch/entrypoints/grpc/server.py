@@ -103,11 +103,20 @@ def create_server(
     )
 
     credentials = server_credentials(settings)
-    if credentials is None:
-        port = server.add_insecure_port(address)
-    else:
-        port = server.add_secure_port(address, credentials)
+    try:
+        if credentials is None:
+            port = server.add_insecure_port(address)
+        else:
+            port = server.add_secure_port(address, credentials)
+    except RuntimeError as exc:  # grpc's "Failed to bind to address ..."
+        raise CannotListen(
+            f"cannot listen for gRPC on {address}: the address is in use or not available"
+        ) from exc
     return server, port, health_servicer
+
+
+class CannotListen(OSError):
+    """A port the server cannot bind: one line for the operator, not a traceback."""
 
 
 async def mark_serving(
