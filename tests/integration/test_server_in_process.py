@@ -15,13 +15,17 @@ from payments.orchestrator.v1 import orchestrator_pb2 as orch
 from payments.orchestrator.v1 import orchestrator_pb2_grpc as orch_grpc
 from payorch.app.auth import Scope
 from payorch.bootstrap import bootstrap
+from payorch.domain.merchant_config import MerchantConfig, MethodRule
+from payorch.domain.payment import MethodType
 from payorch.entrypoints.grpc.server import create_server, mark_serving
 from payorch.settings import Settings
 from tests.e2e.server import create_key, start_server
+from tests.rich_status import field_violations
 
 
 @pytest.fixture
-async def running(database_url):
+async def served(database_url):
+    """The server, a channel to it, m_1's key, and the container behind it."""
     container = await bootstrap(Settings(database_url=database_url, auth_cache_s=0))
     server, port, health = create_server(container, "127.0.0.1:0")
     await server.start()
@@ -30,9 +34,15 @@ async def running(database_url):
         merchant_id="m_1", scope=Scope.MERCHANT, label="", now=container.clock.now()
     )
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        yield channel, [("authorization", f"Bearer {key.plaintext}")]
+        yield container, channel, [("authorization", f"Bearer {key.plaintext}")]
     await server.stop(None)
     await container.close()
+
+
+@pytest.fixture
+def running(served):
+    _, channel, auth = served
+    return channel, auth
 
 
 async def test_an_in_process_server_takes_and_reads_back_a_payment(running):
@@ -65,6 +75,35 @@ async def test_garbage_bytes_get_invalid_argument_not_internal(running):
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await call(b"\xff\xff\xff\xff\x0f", metadata=auth)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+@pytest.mark.parametrize(
+    ("rule", "single_field", "split_field"),
+    [
+        pytest.param(MethodRule(MethodType.APPLE_PAY), "method", "methods[0].method", id="blocked"),
+        pytest.param(
+            MethodRule(MethodType.CARD, max_amount_minor=500), "amount", "methods", id="limit"
+        ),
+    ],
+)
+async def test_a_plan_refusal_names_the_field_the_caller_sent(
+    served, rule, single_field, split_field
+):
+    container, channel, auth = served
+    stub = orch_grpc.PaymentOrchestratorStub(channel)
+    await container.configs.upsert(MerchantConfig("m_1", methods=(rule,)))
+    single = {"payment_method": "pm_card_visa"}
+    split = {"methods": [orch.PaymentMethodInput(method="card", token="pm_card_visa")]}
+    for form, field in ((single, single_field), (split, split_field)):
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.CreatePayment(
+                orch.CreatePaymentRequest(
+                    request_id=str(uuid.uuid4()), amount_minor=1250, currency="eur", **form
+                ),
+                metadata=auth,
+            )
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert list(field_violations(err.value)) == [field]
 
 
 @pytest.mark.e2e

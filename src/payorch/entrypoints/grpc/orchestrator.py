@@ -46,6 +46,23 @@ def _named_merchant(call: Call, requested: str, field_: str) -> str:
     return merchant
 
 
+# The plan builder names a single-method request's one method `methods[0]`; the
+# caller sent it in the top-level fields, and is told about those.
+_SINGLE_METHOD_FIELDS = {
+    "methods[0].method": "method",
+    "methods[0].token": "payment_method",
+    "methods": "amount",  # the amount is outside the method's limits
+}
+
+
+def _as_sent(
+    request: orch.CreatePaymentRequest, problems: list[tuple[str, str]]
+) -> list[tuple[str, str]]:
+    if request.methods:
+        return problems
+    return [(_SINGLE_METHOD_FIELDS.get(name, name), message) for name, message in problems]
+
+
 class PaymentOrchestratorServicer:
     def __init__(self, payments: PaymentService, configs: MerchantConfigs) -> None:
         self._payments = payments
@@ -65,7 +82,7 @@ class PaymentOrchestratorServicer:
         try:
             result = await self._payments.create(core, deadline_s=call.deadline_s())
         except PlanRejected as exc:
-            raise invalid_argument(exc.problems) from exc
+            raise invalid_argument(_as_sent(request, exc.problems)) from exc
         except IdempotencyConflict as exc:
             raise error(
                 code_pb2.ALREADY_EXISTS, str(exc), "IDEMPOTENCY_KEY_REUSED", "request_id"
