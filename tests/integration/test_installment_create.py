@@ -110,3 +110,14 @@ async def test_a_new_plan_after_the_config_changed_follows_the_config(container)
 
     assert created.plan is not None
     assert [i.amount_minor for i in created.plan.installments] == [2500] * 4
+
+
+async def test_a_retry_of_a_stored_plan_reports_its_first_charge_as_it_is_now(container):
+    made = await create_plan(container)
+    assert made.plan is not None and made.first_payment_status is PaymentStatus.SUCCEEDED
+    await container.payments.refund(made.first_payment_id, "m_1", amount_minor=0, request_id="r")
+
+    again = await create_plan(container)
+
+    assert again.replayed and again.plan is not None and again.plan.id == made.plan.id
+    assert again.first_payment_status is PaymentStatus.REFUNDED

@@ -455,7 +455,11 @@ class InstallmentService:
                 "request_id was already used for a plan with a different order, total or method"
             )
         first = existing.installments[0]
-        return PlanCreation(existing, first.payment_id, PaymentStatus.SUCCEEDED, replayed=True)
+        # The first charge as it is now: refunded since the plan was made, it says so.
+        async with self._uow() as uow:
+            payment = await uow.payments.get(first.payment_id, merchant_id)
+        status = PaymentStatus.SUCCEEDED if payment is None else payment.status
+        return PlanCreation(existing, first.payment_id, status, replayed=True)
 
     async def get(self, plan_id: str, merchant_id: str | None) -> InstallmentPlan:
         async with self._uow() as uow:
