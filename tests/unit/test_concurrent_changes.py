@@ -1,5 +1,6 @@
 """Calls that change one payment at once: a save that another call beat is made again
-on what that call stored."""
+on what that call stored, and a capture and a cancel racing at the processor end as the
+processor holds the payment."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from payments.orchestrator.v1 import orchestrator_pb2 as orch
 from payorch.app.auth import Principal, Scope
-from payorch.app.payments import PaymentChanging, ProcessorEvents
-from payorch.domain.payment import Payment, PaymentStatus
+from payorch.app.payments import InvalidState, PaymentChanging, ProcessorEvents
+from payorch.domain.payment import Owed, Payment, PaymentStatus, StepStatus
 from payorch.entrypoints.grpc.errors import RpcError
 from payorch.entrypoints.grpc.handlers import Call
 from payorch.entrypoints.grpc.orchestrator import PaymentOrchestratorServicer
@@ -187,3 +188,81 @@ async def test_a_payment_that_keeps_changing_is_aborted_with_payment_changing(rp
     code, message, reasons = refusal(refused.value)
     assert (code, reasons) == (code_pb2.ABORTED, ["PAYMENT_CHANGING"])
     assert "retry" in message
+
+
+# -- a capture and a cancel racing at the processor --------------------------------
+
+
+async def test_a_capture_that_lost_to_a_cancel_records_the_step_voided_and_is_refused():
+    w = World()
+    p = await authorized(w)
+    await w.sim.cancel(p.steps[0].processor_payment_id, "the cancel's key")  # got there first
+    servicer, call = servicer_call(w)
+
+    with pytest.raises(RpcError) as refused:
+        await servicer.CapturePayment(RPCS["CapturePayment"](p.id), call)
+
+    code, message, reasons = refusal(refused.value)
+    assert (code, reasons) == (code_pb2.FAILED_PRECONDITION, ["INVALID_STATE"])
+    assert "holds step 0 (2500) canceled" in message
+    stored = await w.service.get(p.id, "m_1")
+    assert stored.steps[0].status is StepStatus.VOIDED
+    assert (stored.status, stored.owed, stored.next_reconcile_at) == (
+        PaymentStatus.CANCELLED,
+        Owed.NOTHING,
+        None,
+    )
+    assert stored.steps[0].attempts[-1].retry_decision.startswith("canceled at the processor")
+    # The cancel goes on to find nothing left to release.
+    assert (await w.service.cancel(p.id, "m_1", "withdrawn")).status is PaymentStatus.CANCELLED
+
+
+async def test_a_cancel_that_lost_to_a_capture_records_the_step_captured_and_is_refused():
+    w = World()
+    p = await authorized(w)
+    await w.sim.capture(p.steps[0].processor_payment_id, 2500, "the capture's key")
+    servicer, call = servicer_call(w)
+
+    with pytest.raises(RpcError) as refused:
+        await servicer.CancelPayment(RPCS["CancelPayment"](p.id), call)
+
+    code, message, _ = refusal(refused.value)
+    assert code == code_pb2.FAILED_PRECONDITION
+    assert "holds step 0 (2500) captured" in message and "refund it" in message
+    stored = await w.service.get(p.id, "m_1")
+    assert stored.steps[0].status is StepStatus.CAPTURED and stored.captured_minor == 2500
+    assert (stored.status, stored.owed) == (PaymentStatus.SUCCEEDED, Owed.NOTHING)
+    assert names(w)[-1] == "PaymentCaptured" and "PaymentCancelled" not in names(w)
+    assert w.held() == 2500
+
+
+async def test_a_capture_asked_for_after_the_authorization_lapsed_records_it_voided():
+    w = World()
+    p = await authorized(w)
+    intent(w, p).status = "canceled"  # the processor lets an authorization lapse (7 days)
+
+    with pytest.raises(InvalidState, match="lapsed"):
+        await w.service.capture(p.id, "m_1")
+
+    stored = await w.service.get(p.id, "m_1")
+    assert stored.steps[0].status is StepStatus.VOIDED and stored.owed is Owed.NOTHING
+
+
+async def test_an_owed_capture_whose_authorization_lapsed_is_no_longer_retried():
+    w = World()
+    outage = Outage(w, "capture")
+    outage.everywhere = True
+    p = await captured_split(w)
+    assert p.owed is Owed.CAPTURE
+    outage.everywhere = False
+    for i in range(2):
+        intent(w, p, i).status = "canceled"
+
+    w.clock.advance(61)
+    assert await w.service.reconcile_due() == 1
+
+    stored = await w.service.get(p.id, "m_1")
+    assert [s.status for s in stored.steps] == [StepStatus.VOIDED, StepStatus.VOIDED]
+    assert (stored.owed, stored.next_reconcile_at) == (Owed.NOTHING, None)
+    w.clock.advance(24 * 3600)
+    assert await w.service.reconcile_due() == 0

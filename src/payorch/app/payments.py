@@ -85,6 +85,18 @@ class InvalidState(ValueError):
     """The operation does not apply to the payment in its current state."""
 
 
+class HeldOtherwise(InvalidState):
+    """A capture or void lost to the other one at the processor (or to a lapsed
+    authorization): the steps are stored as the processor holds them, and the call
+    that lost is refused, saying so."""
+
+    def __init__(self, steps: Sequence[Step], held: str, advice: str) -> None:
+        indexes = ", ".join(str(s.index) for s in steps)
+        amount = sum(s.amount_minor for s in steps)
+        plural = "s" if len(steps) > 1 else ""
+        super().__init__(f"the processor holds step{plural} {indexes} ({amount}) {held}: {advice}")
+
+
 class PaymentService:
     def __init__(
         self,
@@ -261,9 +273,14 @@ class PaymentService:
 
     async def _release(self, payment: Payment, step: Step) -> None:
         """Void what a step holds. A void that fails and leaves it held is owed: the
-        reconciler makes it again until it goes through."""
-        if not await self._settlement.void(payment, step):
+        reconciler makes it again until it goes through. One that finds the step captured
+        (a capture won the race) leaves it captured, as the processor holds it."""
+        if await self._settlement.void(payment, step):
+            return
+        if step.status in _RELEASABLE:
             payment.owed = Owed.VOID
+        elif step.status is StepStatus.CAPTURED:
+            payment.captured(step.amount_minor)
 
     async def _capture_all(self, payment: Payment) -> None:
         """Capture every authorized step. A capture that fails is owed: the reconciler
@@ -274,7 +291,7 @@ class PaymentService:
                 continue
             if await self._settlement.capture(payment, step):
                 amount += step.amount_minor
-            else:
+            elif step.status is StepStatus.AUTHORIZED:  # not released at the processor
                 payment.owed = Owed.CAPTURE
         if amount:
             payment.captured(amount)
@@ -369,8 +386,10 @@ class PaymentService:
         await self._save(payment)
 
     async def capture(self, payment_id: str, merchant_id: str | None) -> Payment:
+        released: list[Step] = []
+
         async def capture_held(payment: Payment) -> bool:
-            holding = any(s.status is StepStatus.AUTHORIZED for s in payment.steps)
+            holding = [s for s in payment.steps if s.status is StepStatus.AUTHORIZED]
             if payment.status is PaymentStatus.SUCCEEDED or (
                 payment.status is PaymentStatus.PARTIALLY_SUCCEEDED and not holding
             ):
@@ -380,13 +399,23 @@ class PaymentService:
             if payment.status not in (PaymentStatus.AUTHORIZED, PaymentStatus.PARTIALLY_SUCCEEDED):
                 raise InvalidState(f"a {payment.status.value} payment cannot be captured")
             await self._capture_all(payment)
+            released[:] = [s for s in holding if s.status is StepStatus.VOIDED]
             return True
 
-        return await self._change(payment_id, merchant_id, capture_held)
+        payment = await self._change(payment_id, merchant_id, capture_held)
+        if released:
+            raise HeldOtherwise(
+                released,
+                "canceled (voided by another call, or the authorization lapsed)",
+                "it cannot be captured",
+            )
+        return payment
 
     async def cancel(self, payment_id: str, merchant_id: str | None, reason: str) -> Payment:
+        captured: list[Step] = []
+
         async def release_held(payment: Payment) -> bool:
-            holding = any(s.status in _RELEASABLE for s in payment.steps)
+            holding = [s for s in payment.steps if s.status in _RELEASABLE]
             if payment.status is PaymentStatus.CANCELLED or (
                 payment.status is PaymentStatus.FAILED and not holding
             ):
@@ -401,11 +430,17 @@ class PaymentService:
                     await self._release(payment, step)
                 elif step.status is StepStatus.PENDING:
                     payment.step_skipped(step)
-            if all(s.status is not StepStatus.AUTHORIZED for s in payment.steps):
+            captured[:] = [s for s in holding if s.status is StepStatus.CAPTURED]
+            if not captured and all(s.status is not StepStatus.AUTHORIZED for s in payment.steps):
                 payment.cancelled(reason)
             return True
 
-        return await self._change(payment_id, merchant_id, release_held)
+        payment = await self._change(payment_id, merchant_id, release_held)
+        if captured:
+            raise HeldOtherwise(
+                captured, "captured (by another call)", "refund it instead of cancelling"
+            )
+        return payment
 
     async def refund(
         self, payment_id: str, merchant_id: str | None, *, amount_minor: int, request_id: str
