@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import collections
 import copy
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,12 +18,26 @@ from payorch.app.ports import (
 from payorch.domain.merchant_config import MerchantConfig
 from payorch.domain.payment import Owed, Payment, PaymentStatus
 
+# Another writer that saves a payment first: given the payment's id, it changes it.
+Writer = Callable[[str], Awaitable[object]]
+
 
 class FakePaymentRepository:
     def __init__(
-        self, store: dict[str, Payment], refunds: dict[tuple[str, str], RefundRequest] | None = None
+        self,
+        store: dict[str, Payment],
+        refunds: dict[tuple[str, str], RefundRequest] | None = None,
+        *,
+        committed: dict[str, Payment] | None = None,
+        writers: collections.deque[Writer] | None = None,
     ) -> None:
         self._store = store
+        # What other units of work committed: a save checks its version there too, as a
+        # database's versioned UPDATE sees a row committed after the transaction began.
+        self._committed = store if committed is None else committed
+        self._writers: collections.deque[Writer] = (
+            collections.deque() if writers is None else writers
+        )
         self.events: list[Any] = []
         self.written: set[str] = set()
         self.refunds: dict[tuple[str, str], RefundRequest] = {} if refunds is None else refunds
@@ -36,8 +51,13 @@ class FakePaymentRepository:
         self._write(payment)
 
     async def save(self, payment: Payment) -> None:
+        if self._writers:
+            await self._writers.popleft()(payment.id)
         stored = self._store.get(payment.id)
+        committed = self._committed.get(payment.id)
         if stored is None or stored.version != payment.version:
+            raise ConcurrentUpdate(payment.id)
+        if committed is not None and committed.version > payment.version:
             raise ConcurrentUpdate(payment.id)
         payment.version += 1
         self._write(payment)
@@ -139,11 +159,14 @@ class FakeUnitOfWork:
         repo_events: list[object],
         refunds: dict[tuple[str, str], RefundRequest],
         seen: set[str],
+        writers: collections.deque[Writer] | None = None,
     ) -> None:
         self._store = store
         self._staged: dict[str, Payment] = {}
         self._events = repo_events
-        self.payments = FakePaymentRepository(self._staged, refunds)
+        self.payments = FakePaymentRepository(
+            self._staged, refunds, committed=store, writers=writers
+        )
         self.inbound_events = FakeInboundEventLog(seen)
         self.committed = False
 
@@ -168,9 +191,19 @@ class FakeUnitOfWorkFactory:
         self.events: list[Any] = []
         self.refunds: dict[tuple[str, str], RefundRequest] = {}
         self.seen_events: set[str] = set()
+        self.writers: collections.deque[Writer] = collections.deque()
 
     def __call__(self) -> FakeUnitOfWork:
-        return FakeUnitOfWork(self.store, self.events, self.refunds, self.seen_events)
+        return FakeUnitOfWork(self.store, self.events, self.refunds, self.seen_events, self.writers)
+
+    def saved_first(self, *writers: Writer | None) -> None:
+        """The next saves of a payment, one per writer, each lose to another writer that
+        saves the payment just before: the one given (say, another call on the service,
+        run to its end), or with None one that only stores a new version of it."""
+        self.writers.extend(w or self._bump for w in writers)
+
+    async def _bump(self, payment_id: str) -> None:
+        self.store[payment_id].version += 1
 
     async def insert_payment(self, payment: Payment) -> None:
         async with self() as uow:

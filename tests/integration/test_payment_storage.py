@@ -227,6 +227,39 @@ async def test_a_refund_keeps_its_parts_so_a_retry_repeats_only_the_part_that_fa
     assert len(calls) == 3
 
 
+async def test_two_refunds_at_once_are_both_stored_with_their_events(container):
+    sim = container.simulated["simulated"]
+    created = (await container.payments.create(core_request(), deadline_s=None)).payment
+    refund, keys = sim.refund, []
+    both_in = asyncio.Event()
+
+    async def refund_once_both_have_read_the_payment(processor_payment_id, amount, key):
+        keys.append(key)
+        if len(keys) == 2:
+            both_in.set()
+        await asyncio.wait_for(both_in.wait(), 10)
+        return await refund(processor_payment_id, amount, key)
+
+    sim.refund = refund_once_both_have_read_the_payment
+    await asyncio.gather(
+        container.payments.refund(created.id, "m_1", amount_minor=500, request_id="a"),
+        container.payments.refund(created.id, "m_1", amount_minor=700, request_id="b"),
+    )
+
+    stored = await container.payments.get(created.id, "m_1")
+    assert stored.steps[0].refunded_minor == 1200
+    assert stored.status is PaymentStatus.PARTIALLY_REFUNDED
+    events = await container.payments.events(created.id, "m_1")
+    refunded = {
+        e.payload["refund_request_id"]: e.payload["amount_minor"]
+        for e in events
+        if e.name == "PaymentRefunded"
+    }
+    assert refunded == {"a": 500, "b": 700}
+    assert sim.ledger.by_id[created.steps[0].processor_payment_id].amount_refunded == 1200
+    assert len(keys) == 3 and keys[2] in keys[:2]  # the one made again: under its own key
+
+
 async def test_a_refund_under_the_longest_request_id_is_stored_and_replayed(container):
     sim = container.simulated["simulated"]
     created = (await container.payments.create(_split_request("r-long"), deadline_s=None)).payment

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -35,11 +35,16 @@ from payorch.domain.payment import (
 )
 from payorch.domain.request import CoreRequest
 
+# The steps whose hold a cancel releases: authorized, or waiting for the customer.
+_RELEASABLE = (StepStatus.AUTHORIZED, StepStatus.REQUIRES_ACTION)
 # How long a duplicate request waits for the first one to finish before ABORTED.
 DUPLICATE_WAIT_S = 5.0
 DUPLICATE_POLL_S = 0.05
 # A payment PROCESSING for longer than any call could take was interrupted.
 STALE_PROCESSING = timedelta(minutes=5)
+# How many times a change to a payment is made again on what another call saved
+# meanwhile, before the caller is told to retry (ABORTED).
+CHANGE_TRIES = 3
 
 
 class PaymentNotFound(LookupError):
@@ -58,6 +63,10 @@ class RequestInProgress(RuntimeError):
     """An identical request is still running; retry shortly (ABORTED)."""
 
 
+class PaymentChanging(RuntimeError):
+    """Other calls kept changing the payment under this one; retry shortly (ABORTED)."""
+
+
 @dataclass(frozen=True, slots=True)
 class CreateResult:
     payment: Payment
@@ -74,6 +83,18 @@ class RefundRejected(ValueError):
 
 class InvalidState(ValueError):
     """The operation does not apply to the payment in its current state."""
+
+
+class HeldOtherwise(InvalidState):
+    """A capture or void lost to the other one at the processor (or to a lapsed
+    authorization): the steps are stored as the processor holds them, and the call
+    that lost is refused, saying so."""
+
+    def __init__(self, steps: Sequence[Step], held: str, advice: str) -> None:
+        indexes = ", ".join(str(s.index) for s in steps)
+        amount = sum(s.amount_minor for s in steps)
+        plural = "s" if len(steps) > 1 else ""
+        super().__init__(f"the processor holds step{plural} {indexes} ({amount}) {held}: {advice}")
 
 
 class PaymentService:
@@ -245,13 +266,21 @@ class PaymentService:
         return None
 
     async def _compensate(self, payment: Payment) -> None:
-        """All-or-nothing: void every authorization taken so far. A void that fails is
-        owed: the reconciler makes it again until it goes through."""
+        """All-or-nothing: void every authorization taken so far."""
         for step in payment.steps:
-            if step.status is StepStatus.AUTHORIZED and not await self._settlement.void(
-                payment, step
-            ):
-                payment.owed = Owed.VOID
+            if step.status is StepStatus.AUTHORIZED:
+                await self._release(payment, step)
+
+    async def _release(self, payment: Payment, step: Step) -> None:
+        """Void what a step holds. A void that fails and leaves it held is owed: the
+        reconciler makes it again until it goes through. One that finds the step captured
+        (a capture won the race) leaves it captured, as the processor holds it."""
+        if await self._settlement.void(payment, step):
+            return
+        if step.status in _RELEASABLE:
+            payment.owed = Owed.VOID
+        elif step.status is StepStatus.CAPTURED:
+            payment.captured(step.amount_minor)
 
     async def _capture_all(self, payment: Payment) -> None:
         """Capture every authorized step. A capture that fails is owed: the reconciler
@@ -262,7 +291,7 @@ class PaymentService:
                 continue
             if await self._settlement.capture(payment, step):
                 amount += step.amount_minor
-            else:
+            elif step.status is StepStatus.AUTHORIZED:  # not released at the processor
                 payment.owed = Owed.CAPTURE
         if amount:
             payment.captured(amount)
@@ -277,19 +306,53 @@ class PaymentService:
     async def get(self, payment_id: str, merchant_id: str | None) -> Payment:
         return await self._load(payment_id, merchant_id)
 
+    async def _change(
+        self,
+        payment_id: str,
+        merchant_id: str | None,
+        change: Callable[[Payment], Awaitable[bool]],
+    ) -> Payment:
+        """Load the payment, change it and save it. `change` says whether it changed
+        anything (False: nothing to save). A save beaten by another call's is not lost:
+        the change is made again on what that call stored, up to CHANGE_TRIES times.
+        Made again, it calls the processor under the same idempotency keys (the step's
+        generation, the capture's and void's keys, a refund's recorded parts), so the
+        processor replays what the lost try did instead of doing it twice."""
+        for _ in range(CHANGE_TRIES):
+            payment = await self._load(payment_id, merchant_id)
+            if not await change(payment):
+                return payment
+            payment.settle(self._clock.now())
+            try:
+                await self._save(payment)
+            except ConcurrentUpdate:
+                continue
+            return payment
+        raise PaymentChanging(
+            f"payment {payment_id!r} changed under this call {CHANGE_TRIES} times; retry shortly"
+        )
+
     async def confirm(
         self, payment_id: str, merchant_id: str | None, *, deadline_s: float | None = None
     ) -> Payment:
         """After the customer acted: look the paused step up and go on with the plan,
         retrying the steps after it only inside the caller's deadline."""
-        payment = await self._load(payment_id, merchant_id)
-        if payment.status is not PaymentStatus.REQUIRES_ACTION:
-            return payment
         deadline = Deadline(None if deadline_s is None else self._clock.monotonic() + deadline_s)
-        await self.resume(payment, deadline)
-        return payment
+
+        async def go_on(payment: Payment) -> bool:
+            if payment.status is not PaymentStatus.REQUIRES_ACTION:
+                return False  # confirmed before, or settled by a webhook
+            await self._resume(payment, deadline)
+            return True
+
+        return await self._change(payment_id, merchant_id, go_on)
 
     async def resume(self, payment: Payment, deadline: Deadline) -> None:
+        await self._resume(payment, deadline)
+        payment.settle(self._clock.now())
+        await self._save(payment)
+
+    async def _resume(self, payment: Payment, deadline: Deadline) -> None:
         """Settle open steps with the processor, then run the rest of the plan under the
         config version the payment recorded, whatever the merchant saved since."""
         config = await self._configs.get_version(payment.merchant_id, payment.config_version)
@@ -300,8 +363,6 @@ class PaymentService:
             s.status in (StepStatus.REQUIRES_ACTION, StepStatus.UNKNOWN) for s in payment.steps
         ):
             await self._run_plan(payment, config, deadline)
-        payment.settle(self._clock.now())
-        await self._save(payment)
 
     async def go_on(self, payment: Payment, *, customer_acted: bool) -> None:
         """A processor's event settled a paused step: do what the plan has left. After
@@ -325,45 +386,60 @@ class PaymentService:
         await self._save(payment)
 
     async def capture(self, payment_id: str, merchant_id: str | None) -> Payment:
-        payment = await self._load(payment_id, merchant_id)
-        holding = any(s.status is StepStatus.AUTHORIZED for s in payment.steps)
-        if payment.status is PaymentStatus.SUCCEEDED or (
-            payment.status is PaymentStatus.PARTIALLY_SUCCEEDED and not holding
-        ):
-            return payment
-        if payment.owed is Owed.VOID:
-            raise InvalidState("its authorizations are being released: it cannot be captured")
-        if payment.status not in (PaymentStatus.AUTHORIZED, PaymentStatus.PARTIALLY_SUCCEEDED):
-            raise InvalidState(f"a {payment.status.value} payment cannot be captured")
-        await self._capture_all(payment)
-        payment.settle(self._clock.now())
-        await self._save(payment)
+        released: list[Step] = []
+
+        async def capture_held(payment: Payment) -> bool:
+            holding = [s for s in payment.steps if s.status is StepStatus.AUTHORIZED]
+            if payment.status is PaymentStatus.SUCCEEDED or (
+                payment.status is PaymentStatus.PARTIALLY_SUCCEEDED and not holding
+            ):
+                return False
+            if payment.owed is Owed.VOID:
+                raise InvalidState("its authorizations are being released: it cannot be captured")
+            if payment.status not in (PaymentStatus.AUTHORIZED, PaymentStatus.PARTIALLY_SUCCEEDED):
+                raise InvalidState(f"a {payment.status.value} payment cannot be captured")
+            await self._capture_all(payment)
+            released[:] = [s for s in holding if s.status is StepStatus.VOIDED]
+            return True
+
+        payment = await self._change(payment_id, merchant_id, capture_held)
+        if released:
+            raise HeldOtherwise(
+                released,
+                "canceled (voided by another call, or the authorization lapsed)",
+                "it cannot be captured",
+            )
         return payment
 
     async def cancel(self, payment_id: str, merchant_id: str | None, reason: str) -> Payment:
-        payment = await self._load(payment_id, merchant_id)
-        holding = any(
-            s.status in (StepStatus.AUTHORIZED, StepStatus.REQUIRES_ACTION) for s in payment.steps
-        )
-        if payment.status is PaymentStatus.CANCELLED or (
-            payment.status is PaymentStatus.FAILED and not holding
-        ):
-            return payment  # nothing is held: nothing to cancel
-        if payment.captured_minor:
-            raise InvalidState("money was captured: refund it instead of cancelling")
-        if payment.status in (PaymentStatus.PROCESSING, PaymentStatus.UNKNOWN):
-            raise InvalidState(f"a {payment.status.value} payment cannot be cancelled yet")
-        for step in payment.steps:
-            if step.status in (StepStatus.AUTHORIZED, StepStatus.REQUIRES_ACTION):
-                if not await self._settlement.void(payment, step):
+        captured: list[Step] = []
+
+        async def release_held(payment: Payment) -> bool:
+            holding = [s for s in payment.steps if s.status in _RELEASABLE]
+            if payment.status is PaymentStatus.CANCELLED or (
+                payment.status is PaymentStatus.FAILED and not holding
+            ):
+                return False  # nothing is held: nothing to cancel
+            if payment.captured_minor:
+                raise InvalidState("money was captured: refund it instead of cancelling")
+            if payment.status in (PaymentStatus.PROCESSING, PaymentStatus.UNKNOWN):
+                raise InvalidState(f"a {payment.status.value} payment cannot be cancelled yet")
+            for step in payment.steps:
+                if step.status in _RELEASABLE:
                     # Not a capture any more, even one owed: the merchant asked to release it.
-                    payment.owed = Owed.VOID
-            elif step.status is StepStatus.PENDING:
-                payment.step_skipped(step)
-        if all(s.status is not StepStatus.AUTHORIZED for s in payment.steps):
-            payment.cancelled(reason)
-        payment.settle(self._clock.now())
-        await self._save(payment)
+                    await self._release(payment, step)
+                elif step.status is StepStatus.PENDING:
+                    payment.step_skipped(step)
+            captured[:] = [s for s in holding if s.status is StepStatus.CAPTURED]
+            if not captured and all(s.status is not StepStatus.AUTHORIZED for s in payment.steps):
+                payment.cancelled(reason)
+            return True
+
+        payment = await self._change(payment_id, merchant_id, release_held)
+        if captured:
+            raise HeldOtherwise(
+                captured, "captured (by another call)", "refund it instead of cancelling"
+            )
         return payment
 
     async def refund(
@@ -372,8 +448,42 @@ class PaymentService:
         """Refund once per request_id. A retry under the same id makes again only the
         parts that did not go through, each with its own amount and idempotency key; a
         part whose answer was lost is looked for first, so it is never refunded twice,
-        not even once the processor has forgotten the key."""
-        payment = await self._load(payment_id, merchant_id)
+        not even once the processor has forgotten the key. Made again after another
+        call saved the payment first, it sends the same parts under the same keys."""
+
+        async def refund_parts(payment: Payment) -> bool:
+            refund = await self._refund_request(payment, amount_minor, request_id)
+            if amount_minor and amount_minor != refund.amount_minor:
+                raise IdempotencyConflict(request_id, "amount")
+            done = left = 0
+            for index, part in refund.parts:
+                step = payment.steps[index]
+                if Settlement.refund_made(step, Settlement.refund_key(payment, step, request_id)):
+                    continue  # this part went through before
+                if part <= step.captured_minor - step.refunded_minor and (
+                    await self._settlement.refund(payment, step, part, request_id)
+                ):
+                    done += part
+                else:
+                    left += part
+            if not done and not left:
+                return False  # made before: the stored result stands
+            if done:
+                payment.refunded(done, request_id)
+            payment.final_error_message = (
+                f"{left} of refund {request_id!r} could not be refunded; "
+                "retry it with the same request_id"
+                if left
+                else ""
+            )
+            return True
+
+        return await self._change(payment_id, merchant_id, refund_parts)
+
+    async def _refund_request(
+        self, payment: Payment, amount_minor: int, request_id: str
+    ) -> RefundRequest:
+        """The refund recorded under `request_id`, recorded now if it is new."""
         async with self._uow() as uow:
             refund = await uow.payments.refund_request(payment.id, request_id)
             if refund is None:
@@ -384,32 +494,7 @@ class PaymentService:
                     refund = await uow.payments.refund_request(payment.id, request_id)
                     assert refund is not None
                 await uow.commit()
-        if amount_minor and amount_minor != refund.amount_minor:
-            raise IdempotencyConflict(request_id, "amount")
-        done = left = 0
-        for index, part in refund.parts:
-            step = payment.steps[index]
-            if Settlement.refund_made(step, Settlement.refund_key(payment, step, request_id)):
-                continue  # this part went through before
-            if part <= step.captured_minor - step.refunded_minor and await self._settlement.refund(
-                payment, step, part, request_id
-            ):
-                done += part
-            else:
-                left += part
-        if not done and not left:
-            return payment  # made before: the stored result stands
-        if done:
-            payment.refunded(done, request_id)
-        payment.final_error_message = (
-            f"{left} of refund {request_id!r} could not be refunded; "
-            "retry it with the same request_id"
-            if left
-            else ""
-        )
-        payment.settle(self._clock.now())
-        await self._save(payment)
-        return payment
+        return refund
 
     async def events(self, payment_id: str, merchant_id: str | None) -> list[StoredEvent]:
         async with self._uow() as uow:

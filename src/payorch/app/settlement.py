@@ -10,15 +10,27 @@ from datetime import datetime
 from payorch.app.ports import Clock, Processor
 from payorch.app.router import charge_request
 from payorch.domain.classification import classify, classify_lookup
-from payorch.domain.payment import Attempt, Payment, RawError, Step
+from payorch.domain.payment import Attempt, Payment, RawError, Step, StepStatus
 from payorch.domain.results import Outcome, ProcessorResponse, ResponseKind
 
-# A lookup after a failed capture or void: what the processor's answer must be to show
-# that the call went through after all (its answer lost, or an error stored under the
-# key and replayed, as Stripe replays a 500 for 24 hours).
-_DONE_ANYWAY = {
-    "capture": ResponseKind.SUCCEEDED,  # captured
-    "void": ResponseKind.NOT_CHARGED,  # canceled: nothing is held any more
+# What the processor holds once a capture or void went through.
+_DONE = {"capture": ResponseKind.SUCCEEDED, "void": ResponseKind.NOT_CHARGED}
+# A lookup after a failed capture or void: the call may have gone through after all
+# (its answer lost, or an error stored under the key and replayed, as Stripe replays a
+# 500 for 24 hours), or the other one did: a capture and a cancel raced, or the
+# authorization lapsed (the processor cancels it: Stripe after 7 days). Either way the
+# step is recorded as the processor holds it, captured or voided, not left owing a
+# call that can never go through.
+_LOST_TO = {
+    "capture": (
+        ResponseKind.NOT_CHARGED,
+        "canceled at the processor (voided by another call, or the authorization lapsed):"
+        " recorded as voided",
+    ),
+    "void": (
+        ResponseKind.SUCCEEDED,
+        "captured at the processor (by another call): recorded as captured",
+    ),
 }
 LOOKUP_TIMEOUT_S = 10.0
 # The longest idempotency key Stripe takes, and what the attempts table stores.
@@ -55,26 +67,51 @@ class Settlement:
         key: str,
         call: Callable[[Processor], Awaitable[ProcessorResponse]],
     ) -> bool:
+        """Make the call, recorded as an attempt; True when it went through."""
         processor = self._processors.get(step.processor)
         if processor is None:
             return False
         answer = await self._timed(call(processor))
-        if self._record(payment, step, operation, key, answer) is Outcome.SUCCESS:
-            return True
-        done_anyway = _DONE_ANYWAY.get(operation)
-        if done_anyway is None or not step.processor_payment_id:
-            return False
-        request = charge_request(payment, step, LOOKUP_TIMEOUT_S)
-        found = await self._lookup(
-            payment,
-            step,
-            key,
-            processor.lookup(request, step.processor_payment_id),
-            reason=f"lookup after a failed {operation}",
-            decisions={done_anyway: f"the {operation} went through"},
-            otherwise=f"the {operation} is still owed",
-        )
-        return found is done_anyway
+        return self._record(payment, step, operation, key, answer) is Outcome.SUCCESS
+
+    async def _settle(
+        self,
+        payment: Payment,
+        step: Step,
+        operation: str,
+        key: str,
+        call: Callable[[Processor], Awaitable[ProcessorResponse]],
+    ) -> bool:
+        """Make a capture or void call and record the step as the processor then holds
+        it; True when this call went through. A failed one is looked up: it may have
+        gone through after all, or the other one may have won, and the step is recorded
+        as the processor holds it. Otherwise it is left as it was (owed, to the caller)."""
+        done = _DONE[operation]
+        other, lost = _LOST_TO[operation]
+        held: ResponseKind | None = None
+        if await self._run(payment, step, operation, key, call):
+            held = done
+        elif step.processor_payment_id and step.processor in self._processors:
+            processor = self._processors[step.processor]
+            request = charge_request(payment, step, LOOKUP_TIMEOUT_S)
+            found = await self._lookup(
+                payment,
+                step,
+                key,
+                processor.lookup(request, step.processor_payment_id),
+                reason=f"lookup after a failed {operation}",
+                decisions={done: f"the {operation} went through", other: lost},
+                otherwise=f"the {operation} is still owed",
+            )
+            held = found if found in (done, other) else None
+        if held is ResponseKind.SUCCEEDED:
+            if step.status is StepStatus.REQUIRES_ACTION:  # the customer acted meanwhile
+                payment.step_succeeded(step, processor=step.processor, latency_ms=0)
+            if step.status is StepStatus.AUTHORIZED:
+                payment.step_captured(step)
+        elif held is ResponseKind.NOT_CHARGED:
+            payment.step_voided(step)
+        return held is done
 
     async def _lookup(
         self,
@@ -142,25 +179,19 @@ class Settlement:
 
     async def capture(self, payment: Payment, step: Step) -> bool:
         key = f"payorch_{payment.id}_{step.index}_capture"
-        done = await self._run(
+        return await self._settle(
             payment,
             step,
             "capture",
             key,
             lambda p: p.capture(step.processor_payment_id, step.amount_minor, key),
         )
-        if done:
-            payment.step_captured(step)
-        return done
 
     async def void(self, payment: Payment, step: Step) -> bool:
         key = f"payorch_{payment.id}_{step.index}_void"
-        done = await self._run(
+        return await self._settle(
             payment, step, "void", key, lambda p: p.cancel(step.processor_payment_id, key)
         )
-        if done:
-            payment.step_voided(step)
-        return done
 
     @staticmethod
     def refund_key(payment: Payment, step: Step, request_id: str) -> str:

@@ -13,6 +13,7 @@ from payorch.app.merchant_configs import MerchantConfigs, VersionConflict
 from payorch.app.payments import (
     IdempotencyConflict,
     InvalidState,
+    PaymentChanging,
     PaymentNotFound,
     PaymentService,
     RefundRejected,
@@ -155,6 +156,8 @@ class PaymentOrchestratorServicer:
             )
         except PaymentNotFound as exc:
             raise not_found("payment") from exc
+        except PaymentChanging as exc:
+            raise error(code_pb2.ABORTED, str(exc), "PAYMENT_CHANGING") from exc
         response = orch.ConfirmPaymentResponse()
         mappers.write_payment(response.payment, payment)
         return response
@@ -167,6 +170,8 @@ class PaymentOrchestratorServicer:
             payment = await self._payments.capture(payment_id, read_scope(call.principal))
         except PaymentNotFound as exc:
             raise not_found("payment") from exc
+        except PaymentChanging as exc:
+            raise error(code_pb2.ABORTED, str(exc), "PAYMENT_CHANGING") from exc
         except InvalidState as exc:
             raise error(code_pb2.FAILED_PRECONDITION, str(exc), "INVALID_STATE") from exc
         response = orch.CapturePaymentResponse()
@@ -185,6 +190,8 @@ class PaymentOrchestratorServicer:
             payment = await self._payments.cancel(payment_id, read_scope(call.principal), reason)
         except PaymentNotFound as exc:
             raise not_found("payment") from exc
+        except PaymentChanging as exc:
+            raise error(code_pb2.ABORTED, str(exc), "PAYMENT_CHANGING") from exc
         except InvalidState as exc:
             raise error(code_pb2.FAILED_PRECONDITION, str(exc), "INVALID_STATE") from exc
         response = orch.CancelPaymentResponse()
@@ -211,6 +218,8 @@ class PaymentOrchestratorServicer:
             )
         except PaymentNotFound as exc:
             raise not_found("payment") from exc
+        except PaymentChanging as exc:
+            raise error(code_pb2.ABORTED, str(exc), "PAYMENT_CHANGING") from exc
         except RefundRejected as exc:
             raise error(
                 code_pb2.FAILED_PRECONDITION, str(exc), "REFUND_EXCEEDS_CAPTURED", "amount_minor"

@@ -1,0 +1,268 @@
+"""Calls that change one payment at once: a save that another call beat is made again
+on what that call stored, and a capture and a cancel racing at the processor end as the
+processor holds the payment."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+
+from payments.orchestrator.v1 import orchestrator_pb2 as orch
+from payorch.app.auth import Principal, Scope
+from payorch.app.payments import InvalidState, PaymentChanging, ProcessorEvents
+from payorch.domain.payment import Owed, Payment, PaymentStatus, StepStatus
+from payorch.entrypoints.grpc.errors import RpcError
+from payorch.entrypoints.grpc.handlers import Call
+from payorch.entrypoints.grpc.orchestrator import PaymentOrchestratorServicer
+from tests.unit.test_split_execution import ACTION, OK, World
+from tests.unit.test_split_follow_through import Outage, charged, names
+
+
+async def authorized(w: World, total: int = 2500) -> Payment:
+    return await w.pay(("card", OK, None), total=total, authorize_only=True)
+
+
+async def captured_split(w: World) -> Payment:
+    return await w.pay(("apple_pay", OK, 6000), ("card", OK, None))
+
+
+async def paused_split(w: World) -> Payment:
+    p = await w.pay(("apple_pay", OK, 6000), ("card", ACTION, None))
+    w.sim.complete_action(p.steps[1].processor_payment_id)
+    return p
+
+
+def intent(w: World, p: Payment, index: int = 0) -> Any:
+    return w.sim.ledger.by_id[p.steps[index].processor_payment_id]
+
+
+# -- a save beaten by another call's is made again ---------------------------------
+
+
+async def test_a_capture_beaten_to_the_save_is_made_again_and_captures_once():
+    w = World()
+    p = await authorized(w)
+    w.uow.saved_first(None)
+
+    done = await w.service.capture(p.id, "m_1")
+
+    assert done.status is PaymentStatus.SUCCEEDED
+    assert (await w.service.get(p.id, "m_1")).status is PaymentStatus.SUCCEEDED
+    assert intent(w, p).amount_captured == 2500
+    assert names(w).count("PaymentCaptured") == 1
+
+
+async def test_a_cancel_beaten_to_the_save_is_made_again_and_cancels_once():
+    w = World()
+    p = await authorized(w)
+    w.uow.saved_first(None)
+
+    done = await w.service.cancel(p.id, "m_1", "order withdrawn")
+
+    assert done.status is PaymentStatus.CANCELLED
+    assert (await w.service.get(p.id, "m_1")).status is PaymentStatus.CANCELLED
+    assert w.held() == 0 and names(w).count("PaymentCancelled") == 1
+
+
+async def test_two_refunds_at_once_are_both_recorded():
+    w = World()
+    p = await captured_split(w)
+    # Refund "a" runs whole between refund "b"'s load and its save.
+    w.uow.saved_first(
+        lambda payment_id: w.service.refund(payment_id, "m_1", amount_minor=1000, request_id="a")
+    )
+
+    await w.service.refund(p.id, "m_1", amount_minor=2000, request_id="b")
+
+    stored = await w.service.get(p.id, "m_1")
+    assert sum(s.refunded_minor for s in stored.steps) == 3000
+    assert stored.status is PaymentStatus.PARTIALLY_REFUNDED
+    refunded = [e.refund_request_id for e in w.uow.events if e.name == "PaymentRefunded"]
+    assert refunded == ["a", "b"]
+    assert w.held() == 7000
+
+
+async def test_a_confirm_beaten_to_the_save_is_made_again_and_charges_each_step_once():
+    w = World()
+    p = await paused_split(w)
+    w.uow.saved_first(None)
+
+    done = await w.service.confirm(p.id, "m_1")
+
+    assert done.status is PaymentStatus.SUCCEEDED
+    assert (await w.service.get(p.id, "m_1")).status is PaymentStatus.SUCCEEDED
+    assert w.sim.ledger.charges_total == 2 and w.held() == 10000
+    assert names(w).count("PaymentCompleted") == 1
+
+
+async def test_a_confirm_beaten_by_the_webhook_returns_what_the_webhook_stored():
+    w = World()
+    p = await paused_split(w)
+    events = ProcessorEvents(w.uow, w.service, w.clock)
+    w.uow.saved_first(lambda payment_id: events.apply(charged(w, payment_id, 1)))
+
+    done = await w.service.confirm(p.id, "m_1")
+
+    assert done.status is PaymentStatus.SUCCEEDED
+    assert w.sim.ledger.charges_total == 2 and w.held() == 10000
+    assert names(w).count("PaymentCompleted") == 1
+
+
+async def test_a_refund_made_again_sends_its_parts_under_the_same_keys_and_refunds_once():
+    w = World()
+    p = await captured_split(w)
+    refunds = Outage(w, "refund")  # counts the calls, fails none
+    w.uow.saved_first(None)
+
+    done = await w.service.refund(p.id, "m_1", amount_minor=7000, request_id="rf1")
+
+    assert [s.refunded_minor for s in done.steps] == [3000, 4000]
+    first, again = refunds.calls[:2], refunds.calls[2:]
+    assert first == again  # same intent, amount and idempotency key
+    assert sum(i.amount_refunded for i in w.sim.ledger.intents.values()) == 7000
+    assert names(w).count("PaymentRefunded") == 1
+
+
+async def test_a_change_beaten_three_times_gives_up_and_leaves_the_payment_as_stored():
+    w = World()
+    p = await authorized(w)
+    w.uow.saved_first(None, None, None, None)
+
+    with pytest.raises(PaymentChanging):
+        await w.service.cancel(p.id, "m_1", "order withdrawn")
+
+    assert len(w.uow.writers) == 1  # three tries, no fourth
+    assert (await w.service.get(p.id, "m_1")).status is PaymentStatus.AUTHORIZED
+
+
+# -- what the caller is told -------------------------------------------------------
+
+
+class _Context:
+    def time_remaining(self) -> float | None:
+        return None
+
+
+def servicer_call(w: World) -> tuple[PaymentOrchestratorServicer, Call]:
+    principal = Principal(Scope.MERCHANT, "m_1", "k_m1")
+    return PaymentOrchestratorServicer(w.service, w.configs), Call(principal, _Context(), "rpc")  # type: ignore[arg-type]
+
+
+def refusal(exc: RpcError) -> tuple[int, str, list[str]]:
+    status = status_pb2.Status.FromString(
+        next(v for k, v in exc.status.trailing_metadata if k == "grpc-status-details-bin")
+    )
+    reasons = []
+    for detail in status.details:
+        info = error_details_pb2.ErrorInfo()
+        if detail.Unpack(info):
+            reasons.append(info.reason)
+    return status.code, status.message, reasons
+
+
+RPCS = {
+    "CapturePayment": lambda pid: orch.CapturePaymentRequest(payment_id=pid),
+    "CancelPayment": lambda pid: orch.CancelPaymentRequest(payment_id=pid, reason="withdrawn"),
+    "RefundPayment": lambda pid: orch.RefundPaymentRequest(payment_id=pid, request_id="rf1"),
+    "ConfirmPayment": lambda pid: orch.ConfirmPaymentRequest(payment_id=pid),
+}
+
+
+@pytest.mark.parametrize("rpc", sorted(RPCS))
+async def test_a_payment_that_keeps_changing_is_aborted_with_payment_changing(rpc):
+    w = World()
+    p = await {
+        "CapturePayment": authorized,
+        "CancelPayment": authorized,
+        "RefundPayment": lambda w: w.pay(("card", OK, None), total=2500),
+        "ConfirmPayment": paused_split,
+    }[rpc](w)
+    w.uow.saved_first(None, None, None)
+    servicer, call = servicer_call(w)
+
+    with pytest.raises(RpcError) as refused:
+        await getattr(servicer, rpc)(RPCS[rpc](p.id), call)
+
+    code, message, reasons = refusal(refused.value)
+    assert (code, reasons) == (code_pb2.ABORTED, ["PAYMENT_CHANGING"])
+    assert "retry" in message
+
+
+# -- a capture and a cancel racing at the processor --------------------------------
+
+
+async def test_a_capture_that_lost_to_a_cancel_records_the_step_voided_and_is_refused():
+    w = World()
+    p = await authorized(w)
+    await w.sim.cancel(p.steps[0].processor_payment_id, "the cancel's key")  # got there first
+    servicer, call = servicer_call(w)
+
+    with pytest.raises(RpcError) as refused:
+        await servicer.CapturePayment(RPCS["CapturePayment"](p.id), call)
+
+    code, message, reasons = refusal(refused.value)
+    assert (code, reasons) == (code_pb2.FAILED_PRECONDITION, ["INVALID_STATE"])
+    assert "holds step 0 (2500) canceled" in message
+    stored = await w.service.get(p.id, "m_1")
+    assert stored.steps[0].status is StepStatus.VOIDED
+    assert (stored.status, stored.owed, stored.next_reconcile_at) == (
+        PaymentStatus.CANCELLED,
+        Owed.NOTHING,
+        None,
+    )
+    assert stored.steps[0].attempts[-1].retry_decision.startswith("canceled at the processor")
+    # The cancel goes on to find nothing left to release.
+    assert (await w.service.cancel(p.id, "m_1", "withdrawn")).status is PaymentStatus.CANCELLED
+
+
+async def test_a_cancel_that_lost_to_a_capture_records_the_step_captured_and_is_refused():
+    w = World()
+    p = await authorized(w)
+    await w.sim.capture(p.steps[0].processor_payment_id, 2500, "the capture's key")
+    servicer, call = servicer_call(w)
+
+    with pytest.raises(RpcError) as refused:
+        await servicer.CancelPayment(RPCS["CancelPayment"](p.id), call)
+
+    code, message, _ = refusal(refused.value)
+    assert code == code_pb2.FAILED_PRECONDITION
+    assert "holds step 0 (2500) captured" in message and "refund it" in message
+    stored = await w.service.get(p.id, "m_1")
+    assert stored.steps[0].status is StepStatus.CAPTURED and stored.captured_minor == 2500
+    assert (stored.status, stored.owed) == (PaymentStatus.SUCCEEDED, Owed.NOTHING)
+    assert names(w)[-1] == "PaymentCaptured" and "PaymentCancelled" not in names(w)
+    assert w.held() == 2500
+
+
+async def test_a_capture_asked_for_after_the_authorization_lapsed_records_it_voided():
+    w = World()
+    p = await authorized(w)
+    intent(w, p).status = "canceled"  # the processor lets an authorization lapse (7 days)
+
+    with pytest.raises(InvalidState, match="lapsed"):
+        await w.service.capture(p.id, "m_1")
+
+    stored = await w.service.get(p.id, "m_1")
+    assert stored.steps[0].status is StepStatus.VOIDED and stored.owed is Owed.NOTHING
+
+
+async def test_an_owed_capture_whose_authorization_lapsed_is_no_longer_retried():
+    w = World()
+    outage = Outage(w, "capture")
+    outage.everywhere = True
+    p = await captured_split(w)
+    assert p.owed is Owed.CAPTURE
+    outage.everywhere = False
+    for i in range(2):
+        intent(w, p, i).status = "canceled"
+
+    w.clock.advance(61)
+    assert await w.service.reconcile_due() == 1
+
+    stored = await w.service.get(p.id, "m_1")
+    assert [s.status for s in stored.steps] == [StepStatus.VOIDED, StepStatus.VOIDED]
+    assert (stored.owed, stored.next_reconcile_at) == (Owed.NOTHING, None)
+    w.clock.advance(24 * 3600)
+    assert await w.service.reconcile_due() == 0
