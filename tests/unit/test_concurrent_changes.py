@@ -266,3 +266,27 @@ async def test_an_owed_capture_whose_authorization_lapsed_is_no_longer_retried()
     assert (stored.owed, stored.next_reconcile_at) == (Owed.NOTHING, None)
     w.clock.advance(24 * 3600)
     assert await w.service.reconcile_due() == 0
+
+
+async def test_a_webhook_whose_follow_through_is_beaten_to_the_save_makes_it_again():
+    w = World()
+    p = await w.pay(("card", ACTION, 3000), ("apple_pay", OK, None))
+    events = ProcessorEvents(w.uow, w.service, w.clock)
+    w.sim.complete_action(p.steps[0].processor_payment_id)
+    # The event's own write goes through; the save after the rest of the plan loses once.
+    plain = w.uow.update_payment
+
+    async def beaten_once(payment: Payment) -> None:
+        w.uow.update_payment = plain  # type: ignore[method-assign]
+        w.uow.saved_first(None)
+        await plain(payment)
+
+    w.uow.update_payment = beaten_once  # type: ignore[method-assign]
+
+    assert await events.apply(charged(w, p.id, 0)) == "applied"
+
+    stored = await w.service.get(p.id, "m_1")
+    assert stored.status is PaymentStatus.SUCCEEDED
+    assert [s.status for s in stored.steps] == [StepStatus.CAPTURED, StepStatus.CAPTURED]
+    assert w.sim.ledger.charges_total == 2, "the second step made again under its key, once"
+    assert names(w).count("PaymentCompleted") == 1

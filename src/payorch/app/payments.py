@@ -367,23 +367,34 @@ class PaymentService:
     async def go_on(self, payment: Payment, *, customer_acted: bool) -> None:
         """A processor's event settled a paused step: do what the plan has left. After
         the customer acted (3-D Secure) the steps after it run, as ConfirmPayment would
-        run them; after a lost answer the plan is finished as the reconciler finishes it."""
-        if any(s.status in (StepStatus.UNKNOWN, StepStatus.REQUIRES_ACTION) for s in payment.steps):
-            return  # another step is still paused
-        left_to_do = any(s.status is StepStatus.PENDING for s in payment.steps) or (
-            payment.capture_mode is CaptureMode.MANUAL
-            and not payment.authorize_only
-            and any(s.status is StepStatus.AUTHORIZED for s in payment.steps)
-        )
-        if not left_to_do:
-            return
-        if customer_acted:
-            config = await self._configs.get_version(payment.merchant_id, payment.config_version)
-            await self._run_plan(payment, config, Deadline(None))
-        else:
-            await self._finish_after_reconcile(payment)
-        payment.settle(self._clock.now())
-        await self._save(payment)
+        run them; after a lost answer the plan is finished as the reconciler finishes it.
+        A save beaten by another call's (a ConfirmPayment, a cancel) is made again on what
+        that call stored, like any other change: the event was recorded as seen already,
+        so a lost save here would not come back with a redelivery."""
+
+        async def finish(current: Payment) -> bool:
+            steps = current.steps
+            if current.status is PaymentStatus.CANCELLED:
+                return False  # a cancel saved first: nothing more is charged or captured
+            if any(s.status in (StepStatus.UNKNOWN, StepStatus.REQUIRES_ACTION) for s in steps):
+                return False  # another step is still paused
+            left_to_do = any(s.status is StepStatus.PENDING for s in steps) or (
+                current.capture_mode is CaptureMode.MANUAL
+                and not current.authorize_only
+                and any(s.status is StepStatus.AUTHORIZED for s in steps)
+            )
+            if not left_to_do:
+                return False
+            if customer_acted:
+                config = await self._configs.get_version(
+                    current.merchant_id, current.config_version
+                )
+                await self._run_plan(current, config, Deadline(None))
+            else:
+                await self._finish_after_reconcile(current)
+            return True
+
+        await self._change(payment.id, None, finish)
 
     async def capture(self, payment_id: str, merchant_id: str | None) -> Payment:
         released: list[Step] = []
