@@ -8,6 +8,7 @@ from datetime import timedelta
 import pytest
 
 from payorch.adapters.clock import SystemClock
+from payorch.app.payments import InvalidState
 from payorch.app.ports import ConcurrentUpdate
 from payorch.domain.payment import Owed, PaymentStatus, StepStatus
 from payorch.domain.request import RawMethodInput, RawPaymentRequest, parse_payment_request
@@ -141,17 +142,21 @@ async def test_failed_and_succeeded_filters(container):
     assert [p.request_id for p in failed] == ["no"]
 
 
-def _split_request(request_id: str, *, authorize_only: bool = False, second: str = "pm_card_visa"):
+def _split_request(
+    request_id: str,
+    *,
+    authorize_only: bool = False,
+    second: str = "pm_card_visa",
+    methods: list[RawMethodInput] | None = None,
+):
     return parse_payment_request(
         RawPaymentRequest(
             merchant_id="m_1",
             request_id=request_id,
             amount_minor=10000,
             currency="USD",
-            methods=[
-                RawMethodInput("apple_pay", "pm_card_visa", 6000),
-                RawMethodInput("card", second),
-            ],
+            methods=methods
+            or [RawMethodInput("apple_pay", "pm_card_visa", 6000), RawMethodInput("card", second)],
             authorize_only=authorize_only,
         )
     )
@@ -312,3 +317,35 @@ async def test_a_refund_whose_answer_was_lost_is_found_from_its_stored_attempts_
         ("lookup", Outcome.SUCCESS),
     ]
     assert sim.ledger.by_id[created.steps[0].processor_payment_id].amount_refunded == 1999
+
+
+async def test_a_confirm_beaten_by_a_cancel_stores_every_step_it_charged(container):
+    paused_first = [
+        RawMethodInput("card", "pm_card_authenticationRequired", 3000),
+        RawMethodInput("apple_pay", "pm_card_visa", None),
+    ]
+    request = _split_request("r-race", methods=paused_first)
+    paused = (await container.payments.create(request, deadline_s=None)).payment
+    sim = container.simulated["simulated"]
+    sim.complete_action(paused.steps[0].processor_payment_id)
+    # The cancel runs whole after the confirm charged both steps and before its save.
+    uow = container.payments._uow
+    plain = uow.update_payment
+
+    async def cancel_first(payment):
+        uow.update_payment = plain
+        with pytest.raises(InvalidState):  # step 0 is captured by then
+            await container.payments.cancel(payment.id, "m_1", "abandoned")
+        await plain(payment)
+
+    uow.update_payment = cancel_first
+    await container.payments.confirm(paused.id, "m_1")
+
+    stored = await container.payments.get(paused.id, "m_1")
+    charged = [sim.ledger.by_id[s.processor_payment_id].amount_captured for s in stored.steps]
+    assert charged == [3000, 7000]
+    assert [s.captured_minor for s in stored.steps] == [3000, 7000]
+    assert stored.status is PaymentStatus.SUCCEEDED
+    assert stored.steps[1].attempts, "the charge the lost try made is in the history"
+    names = [e.name for e in await container.payments.events(paused.id, "m_1")]
+    assert names.count("PaymentCompleted") == 1

@@ -292,11 +292,6 @@ async def test_a_webhook_whose_follow_through_is_beaten_to_the_save_makes_it_aga
     assert names(w).count("PaymentCompleted") == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open: a confirm whose save a cancel beats leaves the steps it charged unrecorded "
-    "(the retry sees no REQUIRES_ACTION and stops); see CHANGELOG 'Known issues'",
-)
 async def test_a_confirm_beaten_by_a_cancel_records_every_step_the_processor_charged():
     w = World()
     p = await w.pay(("card", ACTION, 3000), ("apple_pay", OK, None))
@@ -309,6 +304,12 @@ async def test_a_confirm_beaten_by_a_cancel_records_every_step_the_processor_cha
     w.uow.saved_first(cancel)
     await w.service.confirm(p.id, "m_1")
 
+    # The confirm charged both steps before its save lost; the cancel, refused, recorded
+    # the first; the confirm made again records the second as it charged it.
     stored = await w.service.get(p.id, "m_1")
     assert w.held() == 10000
     assert sum(s.captured_minor for s in stored.steps) == w.held()
+    assert stored.status is PaymentStatus.SUCCEEDED
+    assert stored.steps[1].processor_payment_id and stored.steps[1].attempts
+    assert names(w).count("PaymentCompleted") == 1
+    assert w.sim.ledger.charges_total == 2

@@ -24,6 +24,7 @@ from payorch.app.settlement import Settlement
 from payorch.domain.merchant_config import MerchantConfig
 from payorch.domain.payment import (
     ACTION_TIMEOUT,
+    NOT_HELD,
     UNRESOLVED,
     CaptureMode,
     FallbackMethod,
@@ -318,19 +319,48 @@ class PaymentService:
         Made again, it calls the processor under the same idempotency keys (the step's
         generation, the capture's and void's keys, a refund's recorded parts), so the
         processor replays what the lost try did instead of doing it twice."""
+        lost: Payment | None = None
         for _ in range(CHANGE_TRIES):
             payment = await self._load(payment_id, merchant_id)
-            if not await change(payment):
+            adopted = lost is not None and self._adopt(lost, payment)
+            if not await change(payment) and not adopted:
                 return payment
             payment.settle(self._clock.now())
             try:
                 await self._save(payment)
             except ConcurrentUpdate:
+                lost = payment
                 continue
             return payment
         raise PaymentChanging(
             f"payment {payment_id!r} changed under this call {CHANGE_TRIES} times; retry shortly"
         )
+
+    @staticmethod
+    def _adopt(lost: Payment, current: Payment) -> bool:
+        """Steps a try that lost its save left charged at the processor, which the call
+        that won does not record (it stopped the plan, say: a cancel beating a confirm),
+        are recorded as the lost try held them. Made again, the change may well stop
+        short of those steps (the payment no longer waits for the customer); without
+        this the money they took would have no record. True when any was adopted."""
+        adopted, captured = False, 0
+        for held in lost.steps:
+            # A fallback step is stored before it is charged, so every step a lost try
+            # charged is in the stored payment.
+            if not held.succeeded or held.index >= len(current.steps):
+                continue
+            step = current.steps[held.index]
+            if step.status is StepStatus.AUTHORIZED and held.status is StepStatus.CAPTURED:
+                current.step_captured(step)
+                captured += step.amount_minor
+                adopted = True
+            elif step.status in NOT_HELD:
+                current.step_held_by_lost_try(step, held)
+                captured += step.captured_minor
+                adopted = True
+        if captured:
+            current.captured(captured)
+        return adopted
 
     async def confirm(
         self, payment_id: str, merchant_id: str | None, *, deadline_s: float | None = None

@@ -76,6 +76,18 @@ class StepStatus(enum.Enum):
     SKIPPED = "skipped"
 
 
+# Where a step holds money at the processor, and where the stored step says it holds
+# none although a call that lost its save may have charged it.
+_HELD = (StepStatus.AUTHORIZED, StepStatus.CAPTURED)
+NOT_HELD = (
+    StepStatus.PENDING,
+    StepStatus.UNKNOWN,
+    StepStatus.REQUIRES_ACTION,
+    StepStatus.SKIPPED,
+    StepStatus.FAILED,
+)
+
+
 class MethodType(enum.Enum):
     CARD = "card"
     APPLE_PAY = "apple_pay"
@@ -278,6 +290,19 @@ class Payment:
     def step_unknown(self, step: Step, *, processor: str, error_code: ErrorCode) -> None:
         step.status, step.outcome, step.error_code = StepStatus.UNKNOWN, Outcome.UNKNOWN, error_code
         step.processor = processor
+
+    def step_held_by_lost_try(self, step: Step, held: Step) -> None:
+        """A call whose save lost had `held` charged at the processor (its answers, not a
+        guess), and the stored step never learnt of it: record it as that call held it,
+        with that call's attempts."""
+        if step.status not in NOT_HELD or held.status not in _HELD:
+            raise InvalidTransition(f"step {step.index} is {step.status.value}")
+        step.status, step.captured_minor = held.status, held.captured_minor
+        step.outcome, step.error_code = Outcome.SUCCESS, ErrorCode.NONE
+        step.processor, step.processor_payment_id = held.processor, held.processor_payment_id
+        step.generation = held.generation
+        step.attempts.extend(held.attempts[held.stored_attempts :])
+        self._raise(StepSucceeded(step.index, held.processor, 0, step.amount_minor))
 
     def step_voided(self, step: Step) -> None:
         if step.status not in (StepStatus.AUTHORIZED, StepStatus.REQUIRES_ACTION):
