@@ -313,3 +313,20 @@ async def test_a_confirm_beaten_by_a_cancel_records_every_step_the_processor_cha
     assert stored.steps[1].processor_payment_id and stored.steps[1].attempts
     assert names(w).count("PaymentCompleted") == 1
     assert w.sim.ledger.charges_total == 2
+
+
+async def test_a_hold_a_confirm_left_after_a_cancel_won_is_owed_a_void_and_released():
+    w = World()
+    p = await w.pay(("card", ACTION, 3000), ("apple_pay", OK, None), authorize_only=True)
+    w.sim.complete_action(p.steps[0].processor_payment_id)
+    w.uow.saved_first(lambda payment_id: w.service.cancel(payment_id, "m_1", "abandoned"))
+
+    await w.service.confirm(p.id, "m_1")
+
+    stored = await w.service.get(p.id, "m_1")
+    assert stored.steps[1].status is StepStatus.AUTHORIZED and w.held() == 7000
+    assert stored.owed is Owed.VOID and stored.next_reconcile_at is not None
+    w.clock.advance((stored.next_reconcile_at - w.clock.now()).total_seconds())
+    await w.service.reconcile_due()
+    released = await w.service.get(p.id, "m_1")
+    assert released.status is PaymentStatus.CANCELLED and w.held() == 0

@@ -344,6 +344,8 @@ class PaymentService:
         short of those steps (the payment no longer waits for the customer); without
         this the money they took would have no record. True when any was adopted."""
         adopted, captured = False, 0
+        # The merchant cancelled: a hold found now is released as a failed void would be.
+        cancelled = current.status is PaymentStatus.CANCELLED
         for held in lost.steps:
             # A fallback step is stored before it is charged, so every step a lost try
             # charged is in the stored payment.
@@ -358,6 +360,8 @@ class PaymentService:
                 current.step_held_by_lost_try(step, held)
                 captured += step.captured_minor
                 adopted = True
+                if cancelled and step.status is StepStatus.AUTHORIZED:
+                    current.owed = Owed.VOID  # the reconciler voids it
         if captured:
             current.captured(captured)
         return adopted
