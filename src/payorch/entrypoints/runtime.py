@@ -1,10 +1,15 @@
-"""How a long-running process runs: its event loop and its garbage collector."""
+"""How a long-running process runs: its event loop, its garbage collector, and the
+ports it cannot bind."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
 from collections.abc import Callable
+
+
+class CannotListen(OSError):
+    """A port the server cannot bind: one line for the operator, not a traceback."""
 
 
 def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from payorch.app.auth import Scope, hash_key
 from payorch.bootstrap import Container, bootstrap
-from payorch.entrypoints.grpc.server import CannotListen, create_server, mark_serving
+from payorch.entrypoints.grpc.server import create_server, mark_serving
 from payorch.entrypoints.http.app import build_app, start_http
 from payorch.entrypoints.installments_cli import serve_jobs
 from payorch.entrypoints.logs import configure
@@ -91,14 +91,8 @@ async def run(settings: Settings) -> None:
             stripe_webhook_secret=settings.stripe_webhook_secret,
         )
         runner, http_port = await start_http(app, settings.http_host, settings.http_port)
-    except OSError as exc:
-        # Stopped here, not left running into the closing event loop.
-        await server.stop(None)
-        await container.close()
-        raise CannotListen(
-            f"cannot listen for HTTP on {settings.http_host}:{settings.http_port}: {exc.strerror}"
-        ) from exc
     except BaseException:
+        # Stopped here, not left running into the closing event loop.
         await server.stop(None)
         await container.close()
         raise

@@ -25,6 +25,7 @@ from payorch.entrypoints.grpc.health_rpc import (
 from payorch.entrypoints.grpc.installments import InstallmentServicer
 from payorch.entrypoints.grpc.interceptors import ObservingInterceptor
 from payorch.entrypoints.grpc.orchestrator import PaymentOrchestratorServicer
+from payorch.entrypoints.runtime import CannotListen
 from payorch.settings import Settings
 
 SERVICES = [
@@ -113,10 +114,6 @@ def create_server(
             f"cannot listen for gRPC on {address}: the address is in use or not available"
         ) from exc
     return server, port, health_servicer
-
-
-class CannotListen(OSError):
-    """A port the server cannot bind: one line for the operator, not a traceback."""
 
 
 async def mark_serving(

@@ -7,6 +7,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 
 from payorch.app.payments import ProcessorEvents
 from payorch.entrypoints.http.stripe_webhooks import stripe_webhook_handler
+from payorch.entrypoints.runtime import CannotListen
 
 MAX_BODY_BYTES = 256 * 1024
 
@@ -40,7 +41,11 @@ async def start_http(app: web.Application, host: str, port: int) -> tuple[web.Ap
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
-    await site.start()
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise CannotListen(f"cannot listen for HTTP on {host}:{port}: {exc.strerror}") from exc
     bound = port
     for address in runner.addresses:  # port 0: report the one picked
         bound = int(address[1])
