@@ -373,11 +373,10 @@ class InstallmentService:
             raise InvalidPlanRequest("order_id", "looks like a card number")
         plan_id = plan_id_for(cmd.merchant_id, cmd.request_id)
         fingerprint = plan_fingerprint(order_id, cmd.total, cmd.token, cmd.customer_id)
-        replay = await self._replay(plan_id, cmd.merchant_id, fingerprint)
+        replay, taken = await self._replay(plan_id, cmd.merchant_id, fingerprint)
         if replay is not None:
             return replay
         first_id = installment_id_for(plan_id, 1)
-        taken = await self._first_charge(cmd.merchant_id, first_id)
         if taken is None:
             policy = await self._policies.for_merchant(cmd.merchant_id)
             policy.check_eligible(cmd.total)  # NotEligible
@@ -432,34 +431,31 @@ class InstallmentService:
                 await uow.plans.add(plan)
                 await uow.commit()
         except DuplicatePlan:
-            replay = await self._replay(plan_id, cmd.merchant_id, fingerprint)
+            replay, _ = await self._replay(plan_id, cmd.merchant_id, fingerprint)
             if replay is None:  # pragma: no cover - the duplicate was just seen
                 raise
             return replay
         return PlanCreation(plan, charge.payment_id, created.payment.status)
 
-    async def _first_charge(self, merchant_id: str, first_id: str) -> Payment | None:
-        """The payment of a plan's first charge, when an earlier try of this create made it."""
-        async with self._uow() as uow:
-            return await uow.payments.get_by_request(merchant_id, charge_request_id(first_id, 1))
-
     async def _replay(
         self, plan_id: str, merchant_id: str, fingerprint: str
-    ) -> PlanCreation | None:
+    ) -> tuple[PlanCreation | None, Payment | None]:
+        """The stored plan as a replay, if there is one, and the first charge an earlier
+        try of this create made (plan stored or not), read together."""
+        first_request = charge_request_id(installment_id_for(plan_id, 1), 1)
         async with self._uow() as uow:
             existing = await uow.plans.get(plan_id, merchant_id)
+            first = await uow.payments.get_by_request(merchant_id, first_request)
         if existing is None:
-            return None
+            return None, first
         if existing.fingerprint != fingerprint:
             raise PlanConflict(
                 "request_id was already used for a plan with a different order, total or method"
             )
-        first = existing.installments[0]
         # The first charge as it is now: refunded since the plan was made, it says so.
-        async with self._uow() as uow:
-            payment = await uow.payments.get(first.payment_id, merchant_id)
-        status = PaymentStatus.SUCCEEDED if payment is None else payment.status
-        return PlanCreation(existing, first.payment_id, status, replayed=True)
+        status = PaymentStatus.SUCCEEDED if first is None else first.status
+        replay = PlanCreation(existing, existing.installments[0].payment_id, status, replayed=True)
+        return replay, first
 
     async def get(self, plan_id: str, merchant_id: str | None) -> InstallmentPlan:
         async with self._uow() as uow:
