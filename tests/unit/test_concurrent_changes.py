@@ -11,7 +11,12 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from payments.orchestrator.v1 import orchestrator_pb2 as orch
 from payorch.app.auth import Principal, Scope
-from payorch.app.payments import InvalidState, PaymentChanging, ProcessorEvents
+from payorch.app.payments import (
+    CANCELED_AT_PROCESSOR,
+    InvalidState,
+    PaymentChanging,
+    ProcessorEvents,
+)
 from payorch.domain.payment import Owed, Payment, PaymentStatus, StepStatus
 from payorch.entrypoints.grpc.errors import RpcError
 from payorch.entrypoints.grpc.handlers import Call
@@ -213,8 +218,12 @@ async def test_a_capture_that_lost_to_a_cancel_records_the_step_voided_and_is_re
         None,
     )
     assert stored.steps[0].attempts[-1].retry_decision.startswith("canceled at the processor")
+    # Cancelled, though by no cancel of ours: whoever listens is told, once.
+    assert names(w)[-2:] == ["StepVoided", "PaymentCancelled"]
+    assert w.uow.events[-1].reason == CANCELED_AT_PROCESSOR
     # The cancel goes on to find nothing left to release.
     assert (await w.service.cancel(p.id, "m_1", "withdrawn")).status is PaymentStatus.CANCELLED
+    assert names(w).count("PaymentCancelled") == 1
 
 
 async def test_a_cancel_that_lost_to_a_capture_records_the_step_captured_and_is_refused():
@@ -264,6 +273,8 @@ async def test_an_owed_capture_whose_authorization_lapsed_is_no_longer_retried()
     stored = await w.service.get(p.id, "m_1")
     assert [s.status for s in stored.steps] == [StepStatus.VOIDED, StepStatus.VOIDED]
     assert (stored.owed, stored.next_reconcile_at) == (Owed.NOTHING, None)
+    assert stored.status is PaymentStatus.CANCELLED
+    assert names(w).count("PaymentCancelled") == 1 and "PaymentCaptured" not in names(w)
     w.clock.advance(24 * 3600)
     assert await w.service.reconcile_due() == 0
 
@@ -330,3 +341,90 @@ async def test_a_hold_a_confirm_left_after_a_cancel_won_is_owed_a_void_and_relea
     await w.service.reconcile_due()
     released = await w.service.get(p.id, "m_1")
     assert released.status is PaymentStatus.CANCELLED and w.held() == 0
+
+
+async def test_a_cancel_that_found_the_customer_paid_meanwhile_completes_the_payment_once():
+    w = World()
+    p = await w.pay(("card", ACTION, None), total=2500)  # automatic capture
+    w.sim.complete_action(p.steps[0].processor_payment_id)  # 3-D Secure done: captured
+
+    with pytest.raises(InvalidState, match="captured"):
+        await w.service.cancel(p.id, "m_1", "took too long")
+
+    stored = await w.service.get(p.id, "m_1")
+    assert stored.status is PaymentStatus.SUCCEEDED and stored.captured_minor == 2500
+    # Captured by the processor as the payment was made, not by a CapturePayment.
+    assert names(w).count("PaymentCompleted") == 1
+    assert "PaymentCaptured" not in names(w) and "PaymentCancelled" not in names(w)
+
+
+# -- a cancel whose void fails: cancelled at once, released later -----------------
+
+
+async def test_a_cancel_whose_void_fails_is_announced_once_and_released_by_the_reconciler():
+    w = World()
+    p = await authorized(w)
+    voids = Outage(w, "cancel")
+    voids.everywhere = True
+
+    done = await w.service.cancel(p.id, "m_1", "order withdrawn")
+
+    assert (done.owed, w.held()) == (Owed.VOID, 2500)
+    assert names(w).count("PaymentCancelled") == 1
+    assert w.uow.events[-1].reason == "order withdrawn"
+    with pytest.raises(InvalidState, match="being released"):
+        await w.service.capture(p.id, "m_1")
+    await w.service.cancel(p.id, "m_1", "asked again")  # the void is tried again, still down
+    assert names(w).count("PaymentCancelled") == 1
+
+    voids.everywhere = False
+    w.clock.advance((done.next_reconcile_at - w.clock.now()).total_seconds())
+    await w.service.reconcile_due()
+
+    released = await w.service.get(p.id, "m_1")
+    assert (released.status, released.owed, w.held()) == (PaymentStatus.CANCELLED, Owed.NOTHING, 0)
+    assert names(w).count("PaymentCancelled") == 1
+
+
+async def test_a_split_cancelled_while_a_void_fails_is_cancelled_not_failed():
+    w = World()
+    p = await w.pay(("apple_pay", OK, 6000), ("card", OK, None), authorize_only=True)
+    voids = Outage(w, "cancel")
+    voids.down.add(p.steps[1].processor_payment_id)
+
+    done = await w.service.cancel(p.id, "m_1", "order withdrawn")
+
+    assert [s.status for s in done.steps] == [StepStatus.VOIDED, StepStatus.AUTHORIZED]
+    assert done.owed is Owed.VOID and w.held() == 4000
+    assert names(w).count("PaymentCancelled") == 1 and "PaymentFailed" not in names(w)
+
+    voids.down.clear()
+    w.clock.advance((done.next_reconcile_at - w.clock.now()).total_seconds())
+    await w.service.reconcile_due()
+
+    released = await w.service.get(p.id, "m_1")
+    assert released.status is PaymentStatus.CANCELLED and w.held() == 0
+    assert names(w).count("PaymentCancelled") == 1 and "PaymentFailed" not in names(w)
+
+
+async def test_a_split_given_up_while_a_void_fails_is_announced_cancelled_once():
+    w = World()
+    p = await w.pay(("apple_pay", OK, 6000), ("card", ACTION, None))
+    voids = Outage(w, "cancel")
+    voids.down.add(p.steps[0].processor_payment_id)
+
+    w.clock.advance(3600)  # the customer never came back
+    await w.service.reconcile_due()
+
+    given_up = await w.service.get(p.id, "m_1")
+    assert given_up.owed is Owed.VOID and w.held() == 6000
+    assert names(w).count("PaymentCancelled") == 1 and "PaymentFailed" not in names(w)
+    assert w.uow.events[-1].reason.startswith("abandoned")
+
+    voids.down.clear()
+    w.clock.advance((given_up.next_reconcile_at - w.clock.now()).total_seconds())
+    await w.service.reconcile_due()
+
+    released = await w.service.get(p.id, "m_1")
+    assert released.status is PaymentStatus.CANCELLED and w.held() == 0
+    assert names(w).count("PaymentCancelled") == 1

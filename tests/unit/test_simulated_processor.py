@@ -160,3 +160,69 @@ async def test_a_refund_is_found_under_its_key_after_the_answer_stored_under_it_
     assert (await sim.find_refund(pi, "refund_b")).kind is ResponseKind.NOT_FOUND
     assert (await sim.find_refund("pi_unknown", "refund_a")).kind is ResponseKind.NOT_FOUND
     assert sim.ledger.by_id[pi].amount_refunded == 400  # looking refunds nothing
+
+
+def _authorize_only(n: int) -> ChargeRequest:
+    request = _request(n)
+    return ChargeRequest(
+        payment_id=request.payment_id,
+        step_index=0,
+        idempotency_key=request.idempotency_key,
+        intent_key=request.intent_key,
+        amount_minor=request.amount_minor,
+        currency="EUR",
+        token="pm_card_visa",
+        capture=False,
+    )
+
+
+async def test_a_capture_made_again_under_its_key_gets_its_first_answer_as_stripe_replays_it() -> (
+    None
+):
+    sim = SimulatedProcessor("sim", sleep=_no_sleep)
+    pi = (await sim.authorize(_authorize_only(1))).processor_payment_id
+
+    first = await sim.capture(pi, 1001, "cap_1")
+    again = await sim.capture(pi, 1001, "cap_1")
+    other_key = await sim.capture(pi, 1001, "cap_2")
+
+    assert first.kind is ResponseKind.DONE and first.amount_captured_minor == 1001
+    assert again == first  # the same answer, request id included: nothing captured twice
+    assert other_key.kind is ResponseKind.ERROR  # a new key meets a captured intent
+    assert other_key.code == "payment_intent_unexpected_state"
+
+
+async def test_a_cancel_that_lost_to_a_capture_answers_the_same_loss_under_its_key() -> None:
+    sim = SimulatedProcessor("sim", sleep=_no_sleep)
+    pi = (await sim.authorize(_authorize_only(2))).processor_payment_id
+    won = await sim.capture(pi, 1002, "cap")
+
+    lost = await sim.cancel(pi, "void")
+    again = await sim.cancel(pi, "void")
+
+    assert won.kind is ResponseKind.DONE
+    assert lost.kind is ResponseKind.ERROR and again == lost
+    assert sim.ledger.by_id[pi].status == "succeeded"
+
+
+async def test_a_cancel_made_again_under_its_key_is_replayed_after_the_intent_moved_on() -> None:
+    sim = SimulatedProcessor("sim", sleep=_no_sleep)
+    pi = (await sim.authorize(_authorize_only(3))).processor_payment_id
+
+    first = await sim.cancel(pi, "void")
+    sim.ledger.by_id[pi].status = "requires_capture"  # as if it could be held again
+    again = await sim.cancel(pi, "void")
+
+    assert first.kind is ResponseKind.DONE and again == first
+    assert sim.ledger.by_id[pi].status == "requires_capture"  # the replay changed nothing
+
+
+async def test_a_refused_refund_is_replayed_refused_under_its_key() -> None:
+    sim = SimulatedProcessor("sim", sleep=_no_sleep)
+    pi = (await sim.authorize(_request(4))).processor_payment_id
+
+    refused = await sim.refund(pi, 10_000, "refund_too_much")
+    again = await sim.refund(pi, 10_000, "refund_too_much")
+
+    assert refused.kind is ResponseKind.ERROR and again == refused
+    assert sim.ledger.by_id[pi].amount_refunded == 0

@@ -38,6 +38,10 @@ from payorch.domain.request import CoreRequest
 
 # The steps whose hold a cancel releases: authorized, or waiting for the customer.
 _RELEASABLE = (StepStatus.AUTHORIZED, StepStatus.REQUIRES_ACTION)
+# Why a payment is cancelled when a capture finds its authorizations released.
+CANCELED_AT_PROCESSOR = (
+    "canceled at the processor (voided by another call, or the authorization lapsed)"
+)
 # How long a duplicate request waits for the first one to finish before ABORTED.
 DUPLICATE_WAIT_S = 5.0
 DUPLICATE_POLL_S = 0.05
@@ -276,17 +280,20 @@ class PaymentService:
         """Void what a step holds. A void that fails and leaves it held is owed: the
         reconciler makes it again until it goes through. One that finds the step captured
         (a capture won the race) leaves it captured, as the processor holds it."""
+        authorized = step.status is StepStatus.AUTHORIZED
         if await self._settlement.void(payment, step):
             return
         if step.status in _RELEASABLE:
             payment.owed = Owed.VOID
-        elif step.status is StepStatus.CAPTURED:
+        elif step.status is StepStatus.CAPTURED and authorized:
+            # A capture of what was authorized; a step found captured while it waited
+            # for the customer was captured automatically: the payment completes.
             payment.captured(step.amount_minor)
 
     async def _capture_all(self, payment: Payment) -> None:
         """Capture every authorized step. A capture that fails is owed: the reconciler
         makes it again until it goes through (before the authorization lapses)."""
-        amount = 0
+        amount, voided = 0, False
         for step in payment.steps:
             if step.status is not StepStatus.AUTHORIZED:
                 continue
@@ -294,8 +301,14 @@ class PaymentService:
                 amount += step.amount_minor
             elif step.status is StepStatus.AUTHORIZED:  # not released at the processor
                 payment.owed = Owed.CAPTURE
+            else:
+                voided = step.status is StepStatus.VOIDED or voided
         if amount:
             payment.captured(amount)
+        if voided and not payment.captured_minor and not any(s.succeeded for s in payment.steps):
+            # Nothing is left held: the payment is cancelled, though no cancel of ours
+            # did it, and whoever listens is told so once.
+            payment.cancelled(CANCELED_AT_PROCESSOR)
 
     async def _load(self, payment_id: str, merchant_id: str | None) -> Payment:
         async with self._uow() as uow:
@@ -469,6 +482,9 @@ class PaymentService:
                 raise InvalidState("money was captured: refund it instead of cancelling")
             if payment.status in (PaymentStatus.PROCESSING, PaymentStatus.UNKNOWN):
                 raise InvalidState(f"a {payment.status.value} payment cannot be cancelled yet")
+            # Being released already (a cancel before this one, or a failed plan's
+            # compensation): this cancel decides nothing new.
+            decided = payment.owed is Owed.VOID
             for step in payment.steps:
                 if step.status in _RELEASABLE:
                     # Not a capture any more, even one owed: the merchant asked to release it.
@@ -476,7 +492,9 @@ class PaymentService:
                 elif step.status is StepStatus.PENDING:
                     payment.step_skipped(step)
             captured[:] = [s for s in holding if s.status is StepStatus.CAPTURED]
-            if not captured and all(s.status is not StepStatus.AUTHORIZED for s in payment.steps):
+            if not captured and not decided:
+                # Cancelled now, even while a void that failed is owed: nothing can be
+                # captured any more, and the reconciler releases the rest.
                 payment.cancelled(reason)
             return True
 
@@ -630,7 +648,12 @@ class PaymentService:
             changed = False
         else:
             await self._finish_after_reconcile(payment)
-            if all(s.status in (StepStatus.VOIDED, StepStatus.SKIPPED) for s in payment.steps):
+            releasing = payment.owed is Owed.VOID  # a void that failed: owed, not kept
+            if all(
+                s.status in (StepStatus.VOIDED, StepStatus.SKIPPED)
+                or (releasing and s.status is StepStatus.AUTHORIZED)
+                for s in payment.steps
+            ):
                 minutes = ACTION_TIMEOUT // timedelta(minutes=1)
                 payment.cancelled(
                     f"abandoned: not completed within {minutes} minutes of waiting for the customer"

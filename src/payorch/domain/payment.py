@@ -388,7 +388,9 @@ class Payment:
             self.final_error_message = (
                 f"step {failed[-1].index} failed: {self.final_error.value}" if failed else ""
             )
-            if changed:
+            # A cancel whose void failed reads FAILED until the reconciler releases what
+            # it holds: cancelled, not failed.
+            if changed and not any(isinstance(e, PaymentCancelled) for e in self.pending_events):
                 self._raise(
                     PaymentFailed(self.final_error, self.request_id, self.final_error_message)
                 )

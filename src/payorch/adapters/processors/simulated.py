@@ -2,7 +2,8 @@
 
 It keeps PaymentIntent-like objects keyed by the intent key and stores answers
 under the idempotency key the way Stripe does (500s stored and replayed, 429s
-not), so the router's recovery logic runs against the same semantics. Faults
+not; a capture's, cancel's or refund's answer too, its errors included), so the
+router's and settlement's recovery logic runs against the same semantics. Faults
 are injected from a seeded random source.
 """
 
@@ -412,26 +413,39 @@ class SimulatedProcessor:
         self, processor_payment_id: str, amount_minor: int, idempotency_key: str
     ) -> ProcessorResponse:
         await self._latency()
+        stored = self.ledger.stored.get(idempotency_key)
+        if stored is not None:
+            return stored
         intent = self.ledger.by_id.get(processor_payment_id)
         if intent is None or intent.status != "requires_capture":
-            return self._invalid_state(intent, "capture")
-        intent.status, intent.amount_captured = "succeeded", min(amount_minor, intent.amount_minor)
-        return ProcessorResponse(
-            ResponseKind.DONE,
-            processor_payment_id=intent.id,
-            request_id=self._request_id(),
-            amount_captured_minor=intent.amount_captured,
-        )
+            response = self._invalid_state(intent, "capture")
+        else:
+            intent.status = "succeeded"
+            intent.amount_captured = min(amount_minor, intent.amount_minor)
+            response = ProcessorResponse(
+                ResponseKind.DONE,
+                processor_payment_id=intent.id,
+                request_id=self._request_id(),
+                amount_captured_minor=intent.amount_captured,
+            )
+        self.ledger.store(idempotency_key, response)
+        return response
 
     async def cancel(self, processor_payment_id: str, idempotency_key: str) -> ProcessorResponse:
         await self._latency()
+        stored = self.ledger.stored.get(idempotency_key)
+        if stored is not None:
+            return stored
         intent = self.ledger.by_id.get(processor_payment_id)
         if intent is None or intent.status == "succeeded":
-            return self._invalid_state(intent, "cancel")
-        intent.status = "canceled"
-        return ProcessorResponse(
-            ResponseKind.DONE, processor_payment_id=intent.id, request_id=self._request_id()
-        )
+            response = self._invalid_state(intent, "cancel")
+        else:
+            intent.status = "canceled"
+            response = ProcessorResponse(
+                ResponseKind.DONE, processor_payment_id=intent.id, request_id=self._request_id()
+            )
+        self.ledger.store(idempotency_key, response)
+        return response
 
     async def refund(
         self, processor_payment_id: str, amount_minor: int, idempotency_key: str
@@ -442,7 +456,9 @@ class SimulatedProcessor:
             return stored
         intent = self.ledger.by_id.get(processor_payment_id)
         if intent is None or intent.amount_captured - intent.amount_refunded < amount_minor:
-            return self._invalid_state(intent, "refund")
+            response = self._invalid_state(intent, "refund")
+            self.ledger.store(idempotency_key, response)
+            return response
         intent.amount_refunded += amount_minor
         intent.refunds[idempotency_key] = amount_minor
         response = ProcessorResponse(
