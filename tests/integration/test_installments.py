@@ -566,3 +566,38 @@ async def test_with_no_processor_to_take_charges_a_pass_postpones_one_batch_and_
     for plan in plans:
         inst = (await app.plans.get(plan.id, None)).installments[1]
         assert inst.status is InstallmentStatus.PAID and inst.dunning_step == 0
+
+
+async def test_a_manual_retry_that_pays_a_breached_plan_reinstates_it_and_says_so(
+    container, clock, receiver
+):
+    app = container.installments
+    sim = container.simulated["simulated"]
+    endpoint = await app.endpoints.create(
+        "m_1", receiver.url, "reinstated", ["installment_plan.reinstated"]
+    )
+    plan = (await create_plan(container)).plan
+    second = plan.installments[1]
+    sim.set_simulation(Simulation(api_error=1.0))  # a processor outage the whole ladder long
+    move_to(clock, second.due_at)
+    while (await app.scheduler.run_once()).failed:
+        failed = (await app.plans.get(plan.id, "m_1")).installments[1]
+        if failed.next_attempt_at is None:
+            break
+        move_to(clock, failed.next_attempt_at)
+    breached = await app.plans.get(plan.id, "m_1")
+    assert breached.status is PlanStatus.BREACH and breached.installments[1].attempts == 4
+
+    sim.set_simulation(Simulation())
+    reinstated = await app.plans.retry_now(second.id, "m_1")
+
+    assert reinstated.status is PlanStatus.ACTIVE
+    assert (await outbox(container, plan.id))[-2:] == ["InstallmentPaid", "PlanReinstated"]
+    await app.dispatcher.run_once()
+    got = [verify(endpoint.secret, r.headers, r.body, now=clock.now()) for r in receiver.requests]
+    assert [g["type"] for g in got] == ["installment_plan.reinstated"]
+    assert got[0]["data"]["plan_id"] == plan.id and got[0]["data"]["installment_id"] == second.id
+    # The plan charges again: its last installment is paid when due.
+    move_to(clock, plan.installments[2].due_at)
+    assert (await app.scheduler.run_once()).paid == 1
+    assert (await app.plans.get(plan.id, "m_1")).status is PlanStatus.COMPLETED

@@ -290,8 +290,30 @@ def test_a_manual_retry_that_pays_heals_a_breach():
     charge(plan, 2, STOLEN, D + 30 * DAY)
     inst = plan.installments[1]
     attempt = plan.start_manual_retry(inst.id, worker="w", lease_until=D, now=D + 31 * DAY)
+    plan.pending_events.clear()
     assert plan.record(inst.id, attempt, PAID, D + 31 * DAY)
     assert inst.status is InstallmentStatus.PAID and plan.status is PlanStatus.ACTIVE
+    # Whoever suspended the order on PlanBreached is told the plan is active again.
+    assert [e.name for e in plan.pending_events] == ["InstallmentPaid", "PlanReinstated"]
+    healed = plan.pending_events[-1]
+    assert (healed.plan_id, healed.order_id, healed.installment_id) == (
+        plan.id,
+        plan.order_id,
+        inst.id,
+    )
+
+
+def test_a_manual_retry_that_pays_the_last_installment_of_a_breached_plan_completes_it():
+    plan = new_plan()
+    charge(plan, 2, PAID, D + 30 * DAY)
+    charge(plan, 3, STOLEN, D + 60 * DAY)
+    assert plan.status is PlanStatus.BREACH
+    inst = plan.installments[2]
+    attempt = plan.start_manual_retry(inst.id, worker="w", lease_until=D, now=D + 61 * DAY)
+    plan.pending_events.clear()
+    assert plan.record(inst.id, attempt, PAID, D + 61 * DAY)
+    assert plan.status is PlanStatus.COMPLETED
+    assert [e.name for e in plan.pending_events] == ["InstallmentPaid", "PlanCompleted"]
 
 
 def test_only_a_failed_installment_can_be_retried_by_hand():

@@ -47,6 +47,7 @@ EVENT_NAMES = (
     "InstallmentFailedFinal",
     "PlanCompleted",
     "PlanBreached",
+    "PlanReinstated",
     "PlanCancelled",
     "StepSucceeded",
     "StepFailed",

@@ -263,6 +263,16 @@ class PlanBreached(DomainEvent):
 
 
 @dataclass(slots=True)
+class PlanReinstated(DomainEvent):
+    """A plan in breach is active again: a manual retry paid the installment that
+    breached it. (One that pays the last installment raises PlanCompleted instead.)"""
+
+    plan_id: str
+    order_id: str
+    installment_id: str
+
+
+@dataclass(slots=True)
 class PlanCancelled(DomainEvent):
     plan_id: str
     order_id: str
@@ -702,11 +712,13 @@ class InstallmentPlan:
             return
         if target not in PLAN_TRANSITIONS[self.status]:
             raise InvalidTransition(f"plan cannot go from {self.status.value} to {target.value}")
-        self.status = target
+        before, self.status = self.status, target
         if target is PlanStatus.COMPLETED:
             self._raise(PlanCompleted(self.id, self.order_id, self.total_minor, self.currency.code))
         elif target is PlanStatus.BREACH:
             self._raise(PlanBreached(self.id, self.order_id, changed.id, changed.last_error_code))
+        elif before is PlanStatus.BREACH:
+            self._raise(PlanReinstated(self.id, self.order_id, changed.id))
 
     def cancel(self, reason: str, now: datetime) -> None:
         """Nothing more is charged. An installment claimed right now stays `processing`:
