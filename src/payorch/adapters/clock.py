@@ -33,6 +33,10 @@ class ManualClock:
         return self._mono
 
     def advance(self, seconds: float) -> None:
+        """Forward only: a monotonic clock never goes back, and code under test may
+        rely on it (deadlines, back-offs, leases)."""
+        if seconds < 0:
+            raise ValueError(f"a clock does not go back ({seconds} s)")
         self._now += timedelta(seconds=seconds)
         self._mono += seconds
 
