@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -42,6 +43,13 @@ def require_postgres() -> str:
 @pytest.fixture(scope="session")
 def postgres_database() -> Iterator[str]:
     """A fresh database on the configured server for this test session, dropped after."""
+    with scratch_postgres() as url:
+        yield url
+
+
+@contextlib.contextmanager
+def scratch_postgres() -> Iterator[str]:
+    """A new, empty database on the configured server, dropped after."""
     require_postgres()
     import asyncpg
 
@@ -61,9 +69,10 @@ def postgres_database() -> Iterator[str]:
             pool.submit(asyncio.run, execute(sql)).result()
 
     run(f'CREATE DATABASE "{name}"')
-    url = make_url(admin).set(database=name).render_as_string(hide_password=False)
-    yield url
-    run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    try:
+        yield make_url(admin).set(database=name).render_as_string(hide_password=False)
+    finally:
+        run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 async def _truncate(url: str) -> None:
@@ -89,6 +98,16 @@ async def database_url(request: pytest.FixtureRequest, tmp_path) -> AsyncIterato
     url = request.getfixturevalue("postgres_database")
     await _truncate(url)
     yield url
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def new_database_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
+    """A database no one has migrated yet, on SQLite and on PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'new.db'}"
+        return
+    with scratch_postgres() as url:
+        yield url
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 
@@ -140,3 +141,30 @@ def _downgrade_one(connection):
 
 def _has_owed(connection) -> bool:
     return "owed" in {c["name"] for c in inspect(connection).get_columns("payments")}
+
+
+async def test_processes_starting_on_a_new_database_at_once_all_start(new_database_url):
+    """Replicas, or serve beside the scheduler, starting on a database no one has
+    migrated yet: one migrates, the others wait for it and find every head applied.
+    Before, a second upgrade ran beside the first and failed on its tables."""
+    starts = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            _STARTS,
+            new_database_url,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        for _ in range(4)
+    ]
+    ended = await asyncio.wait_for(asyncio.gather(*(p.communicate() for p in starts)), 120)
+
+    errors = [err.decode()[-300:] for _, err in ended]
+    assert [p.returncode for p in starts] == [0, 0, 0, 0], errors
+    engine = create_engine(new_database_url)
+    try:
+        async with engine.connect() as conn:
+            assert await conn.run_sync(engine_module._at_heads)
+    finally:
+        await engine.dispose()

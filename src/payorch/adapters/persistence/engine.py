@@ -16,6 +16,9 @@ if TYPE_CHECKING:
     from alembic.config import Config
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+# pg_advisory_xact_lock's key for migrating on start: a constant of payorch's own
+# (the bytes "payorchM"), held until the migrating transaction ends.
+MIGRATION_LOCK_KEY = int.from_bytes(b"payorchM", "big")
 
 
 class UnsupportedDatabase(ValueError):
@@ -106,8 +109,15 @@ def migration_heads() -> frozenset[str] | None:
 
 async def migrate(engine: AsyncEngine) -> None:
     """Apply every Alembic migration (idempotent). A database already at every
-    head is left as it is without loading Alembic."""
+    head is left as it is without loading Alembic. Processes starting at once on a
+    new database (replicas, serve beside the scheduler) take turns: on PostgreSQL
+    a transaction-scoped advisory lock, on SQLite the write lock BEGIN takes, so one
+    migrates and the others find every head applied."""
     async with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            await conn.execute(
+                text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY}
+            )
         if not await conn.run_sync(_at_heads):
             await conn.run_sync(_upgrade)
 
