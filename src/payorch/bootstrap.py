@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from payorch.adapters.clock import SystemClock
 from payorch.adapters.metrics import PrometheusHealthObserver, default_metrics
 from payorch.adapters.persistence.api_keys import SqlAlchemyApiKeyStore
+from payorch.adapters.persistence.availability import storage_unreachable
 from payorch.adapters.persistence.engine import create_engine, migrate
 from payorch.adapters.persistence.merchant_configs import SqlAlchemyMerchantConfigStore
 from payorch.adapters.persistence.unit_of_work import SqlAlchemyUnitOfWorkFactory
@@ -53,6 +54,11 @@ class Container:
     _stall_watch: asyncio.Task[None] | None = None
     installments: InstallmentsApp = field(init=False)
     observability: ObservabilityApp = field(init=False)
+
+    @staticmethod
+    def storage_unreachable(exc: BaseException) -> bool:
+        """Whether a failure means the database could not be reached (callers retry)."""
+        return storage_unreachable(exc)
 
     def set_simulated_faults(self, name: str, spec: str) -> None:
         """Replace a simulated processor's faults at run time (drills and demos).

@@ -6,7 +6,8 @@ import asyncio
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncTransaction
 
 from payorch.adapters.clock import ManualClock
@@ -14,6 +15,7 @@ from payorch.adapters.persistence.contract_violations import BufferedViolationWr
 from payorch.adapters.persistence.engine import create_engine, migrate
 from payorch.adapters.persistence.tables import contract_violations
 from payorch.domain.contracts import ContractViolation, new_violation
+from tests.tcp_proxy import TcpProxy
 
 
 def _violation(i: int) -> ContractViolation:
@@ -53,3 +55,37 @@ async def test_a_batch_committed_as_the_writer_was_cancelled_is_kept_by_the_fina
     finally:
         await engine.dispose()
     assert writer.dropped == 0 and stored == 4
+
+
+@pytest.mark.postgres
+async def test_violations_seen_while_the_database_is_away_are_written_once_it_is_back(
+    postgres_database: str,
+) -> None:
+    database = make_url(postgres_database)
+    proxy = TcpProxy((database.host or "127.0.0.1", database.port or 5432)).start()
+    engine = create_engine(database.set(port=proxy.port).render_as_string(hide_password=False))
+    await migrate(engine)
+    writer = BufferedViolationWriter(engine)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(delete(contract_violations))
+        proxy.cut()
+        for i in range(3):
+            writer.record(_violation(100 + i))
+
+        assert await writer.flush() == 0
+        assert (len(writer), writer.dropped) == (3, 0)  # kept, not dropped
+
+        proxy.restore()
+        writer.record(_violation(103))
+        written = 0
+        for _ in range(3):  # a pooled connection the outage killed fails one try
+            written += await writer.flush()
+            if not len(writer):
+                break
+        async with engine.connect() as conn:
+            stored = await conn.scalar(select(func.count()).select_from(contract_violations))
+    finally:
+        proxy.cut()
+        await engine.dispose()
+    assert (written, stored, writer.dropped) == (4, 4, 0)

@@ -4,6 +4,9 @@ Writes are buffered: `record` appends to a bounded in-memory buffer and never
 waits; a background task (`run`, started by `payorch serve`) writes batches, and
 `flush` writes what is left on shutdown. A full buffer or a failed write drops
 violations and counts them; it never slows or fails the request that saw them.
+While the database cannot be reached, what is buffered is kept and written once it
+is back (the buffer's bound still holds): an outage's violations are the ones a
+retrospective needs.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from sqlalchemy import and_, func, insert, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from payorch.adapters.persistence.availability import storage_unreachable
 from payorch.adapters.persistence.tables import contract_violations, merchant_complaints
 from payorch.app.contract_reports import (
     ContractCount,
@@ -33,6 +37,8 @@ log = logging.getLogger("payorch.contracts")
 
 DEFAULT_CAPACITY = 10_000
 BATCH = 500
+# How long `run` waits before trying again a write the database was not there for.
+RETRY_S = 5.0
 
 
 def _row(v: ContractViolation) -> dict[str, object]:
@@ -84,7 +90,8 @@ class BufferedViolationWriter:
         return True
 
     async def flush(self) -> int:
-        """Write everything buffered now; a failed batch is dropped and counted."""
+        """Write everything buffered now; a failed batch is dropped and counted, unless
+        the database could not be reached: then it stays buffered, with the rest."""
         written = 0
         async with self._lock:
             while self._buffer:
@@ -98,7 +105,16 @@ class BufferedViolationWriter:
                     # thread), so writing it again skips the ids already stored.
                     self._buffer.extendleft(reversed(batch))
                     raise
-                except Exception:
+                except Exception as exc:
+                    if storage_unreachable(exc):
+                        self._buffer.extendleft(reversed(batch))
+                        log.warning(
+                            "the database cannot be reached: %d contract violations kept"
+                            " to write again (%s)",
+                            len(self._buffer),
+                            type(exc).__name__,
+                        )
+                        break
                     log.warning("could not store %d contract violations", len(batch), exc_info=True)
                     self.dropped += len(batch)
                     with contextlib.suppress(Exception):
@@ -109,10 +125,15 @@ class BufferedViolationWriter:
         self.written += written
         return written
 
-    async def run(self) -> None:
-        """Write as violations arrive, in batches, until cancelled."""
+    async def run(self, retry_s: float = RETRY_S) -> None:
+        """Write as violations arrive, in batches, until cancelled; what the database
+        was not there for is tried again every `retry_s`, or with the next arrival."""
         while True:
-            await self._wake.wait()
+            if self._buffer:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), retry_s)
+            else:
+                await self._wake.wait()
             self._wake.clear()
             await self.flush()
 

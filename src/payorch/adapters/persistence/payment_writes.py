@@ -25,13 +25,14 @@ SELECT compiled once, on a reader thread (SQLite) or a reader pool (PostgreSQL).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import sqlite3
 import threading
 import time
 from bisect import bisect_left
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, cast
@@ -548,8 +549,7 @@ class AsyncpgPaymentWriter(PaymentWriter):
         self.commit_times = CommitTimes()
 
     async def _fetch(self, sql: str, args: list[Any]) -> Sequence[Sequence[Any]]:
-        pool = await self._read_pool.get()
-        async with pool.acquire() as conn:
+        async with self._read_pool.connection() as conn:
             return cast("Sequence[Sequence[Any]]", await conn.fetch(sql, *args))
 
     async def _submit(self, write: Write) -> None:
@@ -599,8 +599,7 @@ class AsyncpgPaymentWriter(PaymentWriter):
             self._running -= 1
 
     async def _write_batch(self, batch: list[Write]) -> list[BaseException | None]:
-        pool = await self._pool.get()
-        async with pool.acquire() as conn:
+        async with self._pool.connection() as conn:
             if len(batch) > self._alone_up_to:
                 try:
                     async with conn.transaction():
@@ -668,10 +667,30 @@ class _LazyPool:
                     )
         return self._pool
 
+    @contextlib.asynccontextmanager
+    async def connection(self) -> AsyncIterator[asyncpg.Connection]:
+        pool = await self.get()
+        async with pool.acquire() as conn:
+            try:
+                yield conn
+            finally:
+                if _lost(conn):
+                    # The server went away (a restart, a failover, the network): the
+                    # idle connections beside this one are as dead. All are replaced,
+                    # so one call finds out, not one per pooled connection.
+                    await pool.expire_connections()
+
     async def close(self) -> None:
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
+
+
+def _lost(conn: asyncpg.Connection) -> bool:
+    try:
+        return bool(conn.is_closed())
+    except asyncpg.InterfaceError:
+        return True  # asyncpg detaches a connection it lost from the pool's proxy
 
 
 def _grouped(

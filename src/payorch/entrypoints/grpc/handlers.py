@@ -28,6 +28,15 @@ from payorch.app.auth import (
 from payorch.entrypoints.grpc.errors import RpcError, error, invalid_argument
 
 log = logging.getLogger("payorch.grpc")
+# What a call gets while the database cannot be reached. Retrying is safe: a payment
+# under the same request_id is never charged twice, and one whose result could not be
+# stored is reconciled.
+STORAGE_UNAVAILABLE = error(
+    code_pb2.UNAVAILABLE,
+    "the database cannot be reached: retry (a payment under the same request_id is never"
+    " charged twice)",
+    "STORAGE_UNAVAILABLE",
+)
 
 
 @dataclass(slots=True)
@@ -68,6 +77,7 @@ def build_handler(
     service: ServiceDescriptor,
     implementation: object,
     authenticator: Authenticator,
+    storage_unreachable: Callable[[BaseException], bool] = lambda _: False,
 ) -> grpc.GenericRpcHandler:
     handlers: dict[str, grpc.RpcMethodHandler] = {}
     for method in service.methods:
@@ -75,7 +85,13 @@ def build_handler(
         response_cls = GetMessageClass(method.output_type)
         impl: Method = getattr(implementation, method.name)
         handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-            _wrap(f"/{service.full_name}/{method.name}", request_cls, impl, authenticator),
+            _wrap(
+                f"/{service.full_name}/{method.name}",
+                request_cls,
+                impl,
+                authenticator,
+                storage_unreachable,
+            ),
             request_deserializer=None,
             response_serializer=response_cls.SerializeToString,
         )
@@ -87,6 +103,7 @@ def _wrap(
     request_cls: type[pb_message.Message],
     impl: Method,
     authenticator: Authenticator,
+    storage_unreachable: Callable[[BaseException], bool],
 ) -> Callable[[bytes, grpc.aio.ServicerContext[Any, Any]], Awaitable[pb_message.Message]]:
     async def handle(raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         try:
@@ -112,6 +129,13 @@ def _wrap(
         except grpc.aio.AbortError:
             raise
         except Exception as exc:
+            if storage_unreachable(exc):
+                # An outage, not a bug: one line each, no traceback, and a status the
+                # caller retries on.
+                log.warning(
+                    "the database cannot be reached: %s", type(exc).__name__, extra={"rpc": rpc}
+                )
+                await context.abort_with_status(STORAGE_UNAVAILABLE.status)
             log.exception("unhandled error: %s", type(exc).__name__, extra={"rpc": rpc})
             await context.abort(grpc.StatusCode.INTERNAL, "internal error")
 

@@ -91,7 +91,12 @@ def create_server(
         "payments.contracts.v1.ContractMonitor": ContractMonitorServicer(observed.reports),
     }
     handlers = [
-        build_handler(service, servicers[service.full_name], container.authenticator)
+        build_handler(
+            service,
+            servicers[service.full_name],
+            container.authenticator,
+            container.storage_unreachable,
+        )
         for service in SERVICES
     ]
     server.add_generic_rpc_handlers(handlers)

@@ -1,0 +1,60 @@
+"""Which failures mean the database could not be reached (down, restarting, failing
+over, the network between cut), as opposed to a fault in what was asked of it.
+
+The first kind is the caller's to retry: a payment retried under the same request id
+is never charged twice, and anything a lost write left unsettled is reconciled. Found
+by walking the exception and what caused it, since the drivers and SQLAlchemy wrap
+one another's errors.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+import sqlite3
+
+import asyncpg
+from sqlalchemy import exc as sa_exc
+
+# The server went away, is starting or shutting down, or takes no more connections.
+_POSTGRES_GONE = (
+    asyncpg.PostgresConnectionError,  # class 08, ConnectionDoesNotExistError included
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.TooManyConnectionsError,
+)
+_NETWORK_ERRNOS = frozenset({errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN})
+# SQLite's file cannot be used: held past the busy timeout, or the disk failed.
+_SQLITE_UNUSABLE = ("database is locked", "unable to open database file", "disk i/o error")
+_DEPTH = 8
+
+
+def storage_unreachable(exc: BaseException) -> bool:
+    seen: set[int] = set()
+    todo: list[BaseException] = [exc]
+    while todo and len(seen) < _DEPTH:
+        e = todo.pop()
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        if _unreachable(e):
+            return True
+        if isinstance(e, sa_exc.DBAPIError) and isinstance(e.orig, BaseException):
+            todo.append(e.orig)
+        todo.extend(c for c in (e.__cause__, e.__context__) if c is not None)
+    return False
+
+
+def _unreachable(e: BaseException) -> bool:
+    if isinstance(e, sa_exc.DBAPIError) and e.connection_invalidated:
+        return True
+    if isinstance(e, sa_exc.TimeoutError):  # no pooled connection came free in time
+        return True
+    if isinstance(e, (ConnectionError, TimeoutError, socket.gaierror, *_POSTGRES_GONE)):
+        return True
+    if isinstance(e, OSError) and e.errno in _NETWORK_ERRNOS:
+        return True
+    if isinstance(e, sqlite3.OperationalError):
+        return str(e).lower().startswith(_SQLITE_UNUSABLE)
+    return False
