@@ -7,7 +7,8 @@ Definitions (docs/observability.md):
 - payment-level figures (counts, success, orchestration percentiles, recovery) read the
   payments created in the window [since, until); attempt-level figures (attempts,
   retry delay, failure mix) read the attempts made in it;
-- a payment succeeded when money was taken: succeeded, authorized, or (partially) refunded;
+- a payment succeeded when money was taken: succeeded, authorized, partially succeeded
+  (a split with allow_partial), or (partially) refunded since;
 - recovery share: of the payments with a SOFT or UNKNOWN infrastructure failure on
   some attempt, the share that still succeeded;
 - average retry delay: mean of the attempts' delay_before_ms over those with one;
@@ -32,10 +33,13 @@ from payorch.domain.results import ErrorCode, Outcome
 DEFAULT_WINDOW = timedelta(days=7)
 MAX_WINDOW = timedelta(days=366)
 
+# Statuses of payments that took the money. PARTIALLY_SUCCEEDED too: refunding part of
+# one makes it PARTIALLY_REFUNDED, and a refund cannot turn a failure into a success.
 SUCCEEDED = frozenset(
     {
         PaymentStatus.SUCCEEDED,
         PaymentStatus.AUTHORIZED,
+        PaymentStatus.PARTIALLY_SUCCEEDED,
         PaymentStatus.REFUNDED,
         PaymentStatus.PARTIALLY_REFUNDED,
     }
