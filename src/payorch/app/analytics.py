@@ -29,6 +29,7 @@ from payorch.app.auth import Principal, resolve_merchant
 from payorch.app.ports import Clock
 from payorch.domain.classification import INFRASTRUCTURE_CODES
 from payorch.domain.payment import PaymentStatus
+from payorch.domain.request import merchant_id_issues
 from payorch.domain.results import ErrorCode, Outcome
 
 DEFAULT_WINDOW = timedelta(days=7)
@@ -54,10 +55,16 @@ RECOVERABLE_OUTCOMES = frozenset({Outcome.SOFT, Outcome.UNKNOWN})
 RECOVERABLE_CODES = INFRASTRUCTURE_CODES
 NOT_TAKING_MONEY = frozenset({"refund", "void"})
 PERCENTILES = (50, 95, 99)
+# The longest processor name an attempt stores.
+MAX_PROCESSOR_LEN = 64
 
 
 class InvalidStatsQuery(ValueError):
-    pass
+    """Each entry is (field, reason)."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(f"{f}: {m}" for f, m in problems))
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,13 +142,21 @@ class PaymentAnalytics:
         processor: str = "",
     ) -> PaymentStats:
         """A merchant's key is held to its merchant (another one is PermissionDenied);
-        an operator names one, or none for every merchant."""
-        merchant = resolve_merchant(principal, merchant_id) or None
+        an operator names one, or none for every merchant. A merchant or processor that
+        none can be (too long, not an id) is refused, never matched in part."""
+        merchant = resolve_merchant(principal, merchant_id)
+        named = principal.is_ops and merchant
+        problems = [(i.field, i.message) for i in merchant_id_issues(merchant)] if named else []
+        processor = processor.strip()
+        if len(processor) > MAX_PROCESSOR_LEN or not processor.isprintable():
+            problems.append(("processor", f"at most {MAX_PROCESSOR_LEN} printable characters"))
         until = until or self._clock.now()
         since = since or window_before(until, DEFAULT_WINDOW)
         if since >= until:
-            raise InvalidStatsQuery("since must be before until")
-        if until - since > MAX_WINDOW:
-            raise InvalidStatsQuery(f"the window is at most {MAX_WINDOW.days} days")
-        query = StatsQuery(since, until, merchant, processor.strip() or None)
+            problems.append(("since", "must be before until"))
+        elif until - since > MAX_WINDOW:
+            problems.append(("since", f"the window is at most {MAX_WINDOW.days} days"))
+        if problems:
+            raise InvalidStatsQuery(problems)
+        query = StatsQuery(since, until, merchant or None, processor or None)
         return await self._reader.stats(query)
