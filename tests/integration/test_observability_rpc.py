@@ -32,6 +32,7 @@ from payorch.domain.contracts import ContractViolation
 from payorch.entrypoints.grpc.server import create_server
 from payorch.observability_wiring import ObservabilityOptions
 from payorch.settings import Settings
+from tests.rich_status import field_violations
 
 CREATE = "/payments.orchestrator.v1.PaymentOrchestrator/CreatePayment"
 
@@ -339,6 +340,81 @@ async def test_get_payment_stats_holds_a_merchant_to_its_own(sqlite_url):
                 metadata=s.auth("m_1"),
             )
         assert denied.value.code() is grpc.StatusCode.PERMISSION_DENIED
+
+
+# The longest merchant id there is; a longer one used to be cut to its first 64
+# characters, and the figures were another merchant's.
+LONGEST_MERCHANT = "m_" + "a" * 62
+
+
+async def test_get_payment_stats_refuses_a_filter_no_merchant_or_processor_has(sqlite_url):
+    async with serving(sqlite_url) as s:
+        window = {
+            "since": _ts(s.clock.now() - timedelta(hours=1)),
+            "until": _ts(s.clock.now() + timedelta(hours=1)),
+        }
+        refused = {}
+        for name, filters in {
+            "longer": {"merchant_id": LONGEST_MERCHANT + "x"},
+            "not an id": {"merchant_id": "m 1"},
+            "processor": {"processor": "p" * 65},
+            "order": {"since": window["until"], "until": window["since"]},
+        }.items():
+            with pytest.raises(grpc.aio.AioRpcError) as bad:
+                await s.analytics.GetPaymentStats(
+                    analytics_pb2.GetPaymentStatsRequest(**{**window, **filters}),
+                    metadata=s.auth("ops"),
+                )
+            assert bad.value.code() is grpc.StatusCode.INVALID_ARGUMENT, name
+            refused[name] = sorted(field_violations(bad.value))
+        ok = await s.analytics.GetPaymentStats(
+            analytics_pb2.GetPaymentStatsRequest(merchant_id=LONGEST_MERCHANT, **window),
+            metadata=s.auth("ops"),
+        )
+    assert refused == {
+        "longer": ["merchant_id"],
+        "not an id": ["merchant_id"],
+        "processor": ["processor"],
+        "order": ["since"],
+    }
+    assert ok.stats.merchant_id == LONGEST_MERCHANT
+
+
+async def test_violation_lists_and_reports_refuse_filters_they_would_cut_or_invert(sqlite_url):
+    async with serving(sqlite_url) as s:
+        now = s.clock.now()
+        calls = {
+            "list merchant": s.monitor.ListContractViolations(
+                monitor_pb2.ListContractViolationsRequest(merchant_id=LONGEST_MERCHANT + "x"),
+                metadata=s.auth("ops"),
+            ),
+            "list contract": s.monitor.ListContractViolations(
+                monitor_pb2.ListContractViolationsRequest(contract_id="input/" + "x" * 59),
+                metadata=s.auth("ops"),
+            ),
+            "list order": s.monitor.ListContractViolations(
+                monitor_pb2.ListContractViolationsRequest(
+                    since=_ts(now), until=_ts(now - timedelta(hours=1))
+                ),
+                metadata=s.auth("ops"),
+            ),
+            "report merchant": s.monitor.GenerateContractReport(
+                monitor_pb2.GenerateContractReportRequest(merchant_id=LONGEST_MERCHANT + "x"),
+                metadata=s.auth("ops"),
+            ),
+        }
+        refused = {}
+        for name, call in calls.items():
+            with pytest.raises(grpc.aio.AioRpcError) as bad:
+                await call
+            assert bad.value.code() is grpc.StatusCode.INVALID_ARGUMENT, name
+            refused[name] = sorted(field_violations(bad.value))
+    assert refused == {
+        "list merchant": ["merchant_id"],
+        "list contract": ["contract_id"],
+        "list order": ["since"],
+        "report merchant": ["merchant_id"],
+    }
 
 
 YEAR_1 = -62135596800  # 0001-01-01T00:00:00Z, the first instant a Timestamp holds

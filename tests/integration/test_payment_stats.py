@@ -37,11 +37,12 @@ def merchant(m: str) -> Principal:
 
 @dataclass(frozen=True)
 class A:
-    """One attempt: outcome, error code, delay before it."""
+    """One attempt: outcome, error code, delay before it, and what it was for."""
 
     outcome: Outcome
     code: ErrorCode = ErrorCode.NONE
     delay_ms: int = 0
+    operation: str = "authorize"
 
 
 OK = A(Outcome.SUCCESS)
@@ -70,6 +71,7 @@ def payment(
             error_code=a.code,
             raw=RawError(),
             delay_before_ms=a.delay_ms,
+            operation=a.operation,
         )
         for i, a in enumerate(attempts)
     ]
@@ -204,6 +206,91 @@ async def test_an_empty_window_has_zeros_not_errors(analytics):
     s = await analytics.stats(OPS, since=DAY - timedelta(days=9), until=DAY - timedelta(days=8))
     assert (s.payments, s.success_rate, s.recovery_share, s.average_retry_delay_ms) == (0, 0, 0, 0)
     assert s.orchestration_ms == {}
+
+
+@pytest.fixture
+async def store(database_url):
+    """Stores the payments given, and answers with the analytics over them."""
+    engines = []
+
+    async def stored(made: list[Payment]) -> PaymentAnalytics:
+        engine = create_engine(database_url)
+        engines.append(engine)
+        await migrate(engine)
+        async with SqlAlchemyUnitOfWorkFactory(engine)() as u:
+            for p in made:
+                await u.payments.add(p)
+            await u.commit()
+        return PaymentAnalytics(SqlAlchemyPaymentStatsReader(engine), ManualClock(DAY))
+
+    yield stored
+    for engine in engines:
+        await engine.dispose()
+
+
+async def test_a_partially_succeeded_split_took_money_as_its_refunded_self_does(store):
+    # allow_partial: one step captured, the other declined. Refunding part of it later
+    # makes it PARTIALLY_REFUNDED; it took the money before the refund as well.
+    partial, refunded = PaymentStatus.PARTIALLY_SUCCEEDED, PaymentStatus.PARTIALLY_REFUNDED
+    declined = A(Outcome.HARD, ErrorCode.CARD_DECLINED)
+    analytics = await store(
+        [
+            payment(1, "m_1", "sim_a", [OK], partial, 100),
+            payment(2, "m_1", "sim_a", [OK], refunded, 100),
+            payment(3, "m_1", "sim_a", [declined], PaymentStatus.FAILED, 100),
+        ],
+    )
+    s = await analytics.stats(OPS, **WINDOW)
+    assert (s.payments, s.succeeded) == (3, 2)
+
+
+async def test_a_refund_or_a_void_that_failed_is_no_failure_to_take_the_money(store):
+    """The recovery share is about taking the money: a refund or a cancel's void that
+    hit a 500 and went through on a retry did not recover, nor fail, the payment."""
+    soft = A(Outcome.SOFT, ErrorCode.PROCESSOR_ERROR)
+    refund_500 = A(Outcome.SOFT, ErrorCode.PROCESSOR_ERROR, operation="refund")
+    refund = A(Outcome.SUCCESS, operation="refund")
+    void_failed = A(Outcome.SOFT, ErrorCode.NETWORK_ERROR, operation="void")
+    void = A(Outcome.SUCCESS, operation="void")
+    capture_500 = A(Outcome.SOFT, ErrorCode.PROCESSOR_ERROR, operation="capture")
+    analytics = await store(
+        [
+            # Charged at once; its refund hit a 500, then went through.
+            payment(
+                1,
+                "m_1",
+                "sim_a",
+                [OK, refund_500, refund],
+                PaymentStatus.REFUNDED,
+                100,
+            ),
+            # Authorized at once; the cancel's void hit a 500, then went through.
+            payment(
+                2,
+                "m_1",
+                "sim_a",
+                [OK, void_failed, void],
+                PaymentStatus.CANCELLED,
+                100,
+            ),
+            # Taking the money: a 500 on authorize, and on a capture, then both went through.
+            payment(3, "m_1", "sim_a", [soft, OK], PaymentStatus.SUCCEEDED, 100),
+            payment(
+                4,
+                "m_1",
+                "sim_a",
+                [OK, capture_500, A(Outcome.SUCCESS, operation="capture")],
+                PaymentStatus.SUCCEEDED,
+                100,
+            ),
+        ],
+    )
+    s = await analytics.stats(OPS, **WINDOW)
+    assert (s.hit_infrastructure_failure, s.recovered) == (2, 2)
+    # Still failed attempts in the failure mix: the definitions there are unchanged.
+    assert s.failures_by_error_code == {ErrorCode.PROCESSOR_ERROR: 3, ErrorCode.NETWORK_ERROR: 1}
+    on_processor = await analytics.stats(OPS, processor="sim_a", merchant_id="m_1", **WINDOW)
+    assert (on_processor.hit_infrastructure_failure, on_processor.recovered) == (2, 2)
 
 
 async def test_the_window_defaults_to_the_last_seven_days_and_must_be_ordered(analytics):

@@ -7,9 +7,11 @@ Definitions (docs/observability.md):
 - payment-level figures (counts, success, orchestration percentiles, recovery) read the
   payments created in the window [since, until); attempt-level figures (attempts,
   retry delay, failure mix) read the attempts made in it;
-- a payment succeeded when money was taken: succeeded, authorized, or (partially) refunded;
+- a payment succeeded when money was taken: succeeded, authorized, partially succeeded
+  (a split with allow_partial), or (partially) refunded since;
 - recovery share: of the payments with a SOFT or UNKNOWN infrastructure failure on
-  some attempt, the share that still succeeded;
+  some attempt to take the money (not a refund's or a void's), the share that still
+  succeeded;
 - average retry delay: mean of the attempts' delay_before_ms over those with one;
 - failures: attempts whose outcome is neither success nor requires_action, by outcome
   and by error code;
@@ -27,29 +29,42 @@ from payorch.app.auth import Principal, resolve_merchant
 from payorch.app.ports import Clock
 from payorch.domain.classification import INFRASTRUCTURE_CODES
 from payorch.domain.payment import PaymentStatus
+from payorch.domain.request import merchant_id_issues
 from payorch.domain.results import ErrorCode, Outcome
 
 DEFAULT_WINDOW = timedelta(days=7)
 MAX_WINDOW = timedelta(days=366)
 
+# Statuses of payments that took the money. PARTIALLY_SUCCEEDED too: refunding part of
+# one makes it PARTIALLY_REFUNDED, and a refund cannot turn a failure into a success.
 SUCCEEDED = frozenset(
     {
         PaymentStatus.SUCCEEDED,
         PaymentStatus.AUTHORIZED,
+        PaymentStatus.PARTIALLY_SUCCEEDED,
         PaymentStatus.REFUNDED,
         PaymentStatus.PARTIALLY_REFUNDED,
     }
 )
 # Attempt outcomes that are failures (REQUIRES_ACTION is the customer's turn, not one).
 FAILED_OUTCOMES = frozenset({Outcome.SOFT, Outcome.HARD, Outcome.UNKNOWN})
-# An attempt "hit an infrastructure failure" with one of these outcomes and codes.
+# An attempt "hit an infrastructure failure" with one of these outcomes and codes, on
+# the way to taking the money: a refund or a void gives it back or releases it, and
+# their failures neither recover nor fail the payment.
 RECOVERABLE_OUTCOMES = frozenset({Outcome.SOFT, Outcome.UNKNOWN})
 RECOVERABLE_CODES = INFRASTRUCTURE_CODES
+NOT_TAKING_MONEY = frozenset({"refund", "void"})
 PERCENTILES = (50, 95, 99)
+# The longest processor name an attempt stores.
+MAX_PROCESSOR_LEN = 64
 
 
 class InvalidStatsQuery(ValueError):
-    pass
+    """Each entry is (field, reason)."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(f"{f}: {m}" for f, m in problems))
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,13 +142,21 @@ class PaymentAnalytics:
         processor: str = "",
     ) -> PaymentStats:
         """A merchant's key is held to its merchant (another one is PermissionDenied);
-        an operator names one, or none for every merchant."""
-        merchant = resolve_merchant(principal, merchant_id) or None
+        an operator names one, or none for every merchant. A merchant or processor that
+        none can be (too long, not an id) is refused, never matched in part."""
+        merchant = resolve_merchant(principal, merchant_id)
+        named = principal.is_ops and merchant
+        problems = [(i.field, i.message) for i in merchant_id_issues(merchant)] if named else []
+        processor = processor.strip()
+        if len(processor) > MAX_PROCESSOR_LEN or not processor.isprintable():
+            problems.append(("processor", f"at most {MAX_PROCESSOR_LEN} printable characters"))
         until = until or self._clock.now()
         since = since or window_before(until, DEFAULT_WINDOW)
         if since >= until:
-            raise InvalidStatsQuery("since must be before until")
-        if until - since > MAX_WINDOW:
-            raise InvalidStatsQuery(f"the window is at most {MAX_WINDOW.days} days")
-        query = StatsQuery(since, until, merchant, processor.strip() or None)
+            problems.append(("since", "must be before until"))
+        elif until - since > MAX_WINDOW:
+            problems.append(("since", f"the window is at most {MAX_WINDOW.days} days"))
+        if problems:
+            raise InvalidStatsQuery(problems)
+        query = StatsQuery(since, until, merchant or None, processor or None)
         return await self._reader.stats(query)

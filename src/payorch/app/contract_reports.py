@@ -18,6 +18,7 @@ from payorch.app.ports import Clock
 from payorch.domain.contracts import (
     CATALOG,
     COMPLAINT_CATEGORIES,
+    MAX_CONTRACT_LEN,
     ContractViolation,
     complaint_contract,
     contract,
@@ -121,6 +122,16 @@ def _ops_only(principal: Principal) -> None:
         raise PermissionDenied("contract violations and reports are for operators")
 
 
+def _filter_problems(merchant_id: str, contract_id: str) -> list[tuple[str, str]]:
+    """A merchant or contract no violation can hold is refused, never matched in part."""
+    problems = (
+        [(i.field, i.message) for i in merchant_id_issues(merchant_id)] if merchant_id else []
+    )
+    if len(contract_id) > MAX_CONTRACT_LEN:
+        problems.append(("contract_id", f"at most {MAX_CONTRACT_LEN} characters"))
+    return problems
+
+
 class ContractReports:
     def __init__(
         self,
@@ -151,6 +162,11 @@ class ContractReports:
         after: ViolationCursor | None,
     ) -> Sequence[ContractViolation]:
         _ops_only(principal)
+        problems = _filter_problems(f.merchant_id, f.contract_id)
+        if f.since is not None and f.until is not None and f.since >= f.until:
+            problems.append(("since", "must be before until"))
+        if problems:
+            raise InvalidReportRequest(problems)
         return await self._store.list(f, limit=limit, after=after)
 
     async def report(
@@ -162,6 +178,9 @@ class ContractReports:
         merchant_id: str = "",
     ) -> ContractReport:
         _ops_only(principal)
+        problems = _filter_problems(merchant_id, "")
+        if problems:
+            raise InvalidReportRequest(problems)
         since, until = self.window(since, until)
         counts = await self._store.counts(since, until, merchant_id or None)
         entries = sorted(

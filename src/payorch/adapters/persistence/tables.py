@@ -378,7 +378,8 @@ Index(None, contract_violations.c.merchant_id, contract_violations.c.occurred_at
 
 # GetPaymentStats (docs/observability.md): a window's payments by status and time, and
 # its attempts by outcome and code, read from the index alone; a merchant's attempts;
-# the payments whose attempts failed on the infrastructure (a few codes): recovery share.
+# the payments whose attempts to take the money failed on the infrastructure (a few
+# codes): recovery share.
 Index(None, payments.c.created_at, payments.c.status, payments.c.orchestration_ms)
 Index(
     None,
@@ -394,5 +395,5 @@ Index(
     attempts.c.started_at,
     attempts.c.outcome,
     attempts.c.payment_id,
-    postgresql_include=["merchant_id", "processor"],
+    postgresql_include=["merchant_id", "processor", "operation"],
 )

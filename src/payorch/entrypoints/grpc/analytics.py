@@ -23,11 +23,11 @@ class PaymentAnalyticsServicer:
                 call.principal,
                 since=since,
                 until=until,
-                merchant_id=request.merchant_id[:64],
-                processor=request.processor[:64],
+                merchant_id=request.merchant_id,
+                processor=request.processor,
             )
         except m.InvalidField as exc:
             raise invalid_argument([(exc.field, str(exc))]) from exc
         except InvalidStatsQuery as exc:
-            raise invalid_argument([("since", str(exc))]) from exc
+            raise invalid_argument(exc.problems) from exc
         return pb.GetPaymentStatsResponse(stats=m.stats_pb(stats))

@@ -28,15 +28,19 @@ class ContractMonitorServicer:
         try:
             cursor = m.decode_violation_token(request.page_token)
             f = ViolationFilter(
-                contract_id=request.contract_id[:64],
+                contract_id=request.contract_id,
                 severity=severity,
-                merchant_id=request.merchant_id[:64],
+                merchant_id=request.merchant_id,
                 since=m.optional_time(request, "since"),
                 until=m.optional_time(request, "until"),
             )
+            found = await self._reports.list_violations(
+                call.principal, f, limit=size + 1, after=cursor
+            )
         except m.InvalidField as exc:
             raise invalid_argument([(exc.field, str(exc))]) from exc
-        found = await self._reports.list_violations(call.principal, f, limit=size + 1, after=cursor)
+        except InvalidReportRequest as exc:
+            raise invalid_argument(exc.problems) from exc
         page = list(found[:size])
         return pb.ListContractViolationsResponse(
             violations=[m.violation_pb(v) for v in page],
@@ -51,7 +55,7 @@ class ContractMonitorServicer:
                 call.principal,
                 since=m.optional_time(request, "since"),
                 until=m.optional_time(request, "until"),
-                merchant_id=request.merchant_id[:64],
+                merchant_id=request.merchant_id,
             )
         except m.InvalidField as exc:
             raise invalid_argument([(exc.field, str(exc))]) from exc
