@@ -112,6 +112,25 @@ async def test_a_410_disables_the_endpoint_and_nothing_more_is_sent(container, c
         await app.endpoints.redeliver(dead[0].id, "m_1")
 
 
+async def test_an_endpoint_answering_410_to_every_delivery_at_once_is_disabled_once(
+    container, clock, receiver
+):
+    app = container.installments
+    endpoint = await app.endpoints.create("m_1", receiver.url, "", [])
+    for n in range(3):
+        await create_plan(container, f"plan-{n}")
+    receiver.script = [410] * 100  # every request in flight is answered 410 together
+
+    stats = await app.dispatcher.run_once()
+
+    assert stats.disabled == 1
+    (listed,) = await app.endpoints.list("m_1")
+    assert listed.id == endpoint.id and listed.status is EndpointStatus.DISABLED
+    everything = await deliveries(container)
+    assert len(everything) == stats.fanned_out > 1
+    assert {d.status for d in everything} == {DeliveryStatus.DEAD}
+
+
 async def test_exhausted_deliveries_land_in_the_dead_letter_list_and_can_be_redelivered(
     container, clock, receiver
 ):

@@ -288,6 +288,16 @@ class WebhookDispatcher:
             if d is None or d.version != job.delivery.version or not d.pending:
                 return  # reclaimed, redelivered or abandoned meanwhile
             gone = status_code == 410
+            disabling = False
+            if gone:
+                # The endpoint row first, then its deliveries: the order every 410 takes,
+                # so the 410s of one endpoint's deliveries in flight together queue on it
+                # instead of deadlocking on each other's deliveries.
+                endpoint = await uow.webhooks.get_endpoint(d.endpoint_id, None)
+                if endpoint is not None and endpoint.status is EndpointStatus.ENABLED:
+                    endpoint.disable("the receiver answered 410 Gone", now)
+                    await uow.webhooks.save_endpoint(endpoint)
+                    disabling = True
             if 200 <= status_code < 300:
                 d.succeeded(status_code, now)
                 stats.delivered += 1
@@ -301,13 +311,9 @@ class WebhookDispatcher:
                 else:
                     stats.dead += 1
             await uow.webhooks.save_delivery(d)
-            if gone:
-                endpoint = await uow.webhooks.get_endpoint(d.endpoint_id, None)
-                if endpoint is not None and endpoint.status is EndpointStatus.ENABLED:
-                    endpoint.disable("the receiver answered 410 Gone", now)
-                    await uow.webhooks.save_endpoint(endpoint)
-                    await uow.webhooks.abandon_pending(endpoint.id, "endpoint disabled (410 Gone)")
-                    stats.disabled += 1
+            if disabling:
+                await uow.webhooks.abandon_pending(d.endpoint_id, "endpoint disabled (410 Gone)")
+                stats.disabled += 1
             await uow.commit()
 
     async def run_forever(self, interval_s: float, stop: asyncio.Event | None = None) -> None:
