@@ -10,6 +10,7 @@ from collections import Counter
 from datetime import timedelta
 
 import pytest
+from sqlalchemy.exc import DBAPIError
 
 from payorch.app.installment_ports import SendResult
 from payorch.app.webhook_delivery import (
@@ -313,3 +314,17 @@ async def test_a_secret_is_shown_once_and_never_listed_or_logged(container, rece
     await app.dispatcher.run_once()
     assert created.secret not in caplog.text and "whsec_" not in caplog.text
     assert await app.endpoints.list("m_2") == []
+
+
+async def test_a_database_error_writing_an_endpoint_does_not_carry_its_signing_key(container):
+    """Such an error is logged with its traceback (an RPC's unhandled error, a failed
+    dispatcher pass), and the key is stored without its whsec_ prefix, which the log
+    redaction looks for."""
+    app = container.installments
+    endpoint = await app.endpoints.create("m_1", "http://127.0.0.1:9/hooks", "", CREATED)
+    key = endpoint.secret.removeprefix("whsec_")
+    with pytest.raises(DBAPIError) as failed:
+        async with app.uow() as uow:
+            await uow.webhooks.add_endpoint(endpoint)  # the same id again
+    assert "webhook_endpoints" in str(failed.value)
+    assert key not in str(failed.value)
