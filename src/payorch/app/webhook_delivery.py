@@ -245,7 +245,9 @@ class WebhookDispatcher:
             stats.fanned_out += handled
             if handled < self._batch:
                 break
-        seen: set[str] = set()
+        # Every delivery claimed is sent: a retry that fell due during the pass goes out
+        # on time, and none is left claimed, unsent, until its lease runs out. The pass
+        # ends: each failure puts the next attempt at least 4 s on.
         while True:
             now = self._clock.now()
             async with self._uow() as uow:
@@ -253,11 +255,9 @@ class WebhookDispatcher:
                     now=now, worker=self.worker_id, lease_until=now + self._lease, limit=self._claim
                 )
                 await uow.commit()
-            fresh = [j for j in jobs if j.delivery.id not in seen]
-            if not fresh:
+            if not jobs:
                 return stats
-            seen.update(j.delivery.id for j in fresh)
-            await asyncio.gather(*(self._deliver(j, stats) for j in fresh))
+            await asyncio.gather(*(self._deliver(j, stats) for j in jobs))
 
     async def _deliver(self, job: DeliveryJob, stats: DispatchStats) -> None:
         d = job.delivery
