@@ -12,6 +12,8 @@ from datetime import timedelta
 import pytest
 from sqlalchemy.exc import DBAPIError
 
+from payorch.adapters.persistence.tables import webhook_deliveries
+from payorch.adapters.persistence.webhooks import SqlAlchemyWebhookRepository
 from payorch.app.installment_ports import SendResult
 from payorch.app.webhook_delivery import (
     CannotRedeliver,
@@ -27,6 +29,7 @@ from payorch.domain.webhook_delivery import (
 )
 from payorch.entrypoints.grpc.installment_mappers import endpoint_pb
 from payorch.webhooks import generate_secret, verify
+from tests.conftest import _truncate
 from tests.integration.installment_helpers import create_plan, installments_container
 from tests.integration.webhook_receiver import Receiver
 
@@ -328,3 +331,55 @@ async def test_a_database_error_writing_an_endpoint_does_not_carry_its_signing_k
             await uow.webhooks.add_endpoint(endpoint)  # the same id again
     assert "webhook_endpoints" in str(failed.value)
     assert key not in str(failed.value)
+
+
+@pytest.fixture
+async def pg_container(postgres_database, clock):
+    """PostgreSQL only: transactions that interleave have no SQLite twin."""
+    await _truncate(postgres_database)
+    c = await installments_container(postgres_database, clock)
+    yield c
+    await c.close()
+
+
+class ConnectionThatPauses:
+    """A connection that runs `first` just before the first statement `when` picks."""
+
+    def __init__(self, conn, when, first) -> None:
+        self._conn, self._when, self._first = conn, when, first
+        self.dialect = conn.dialect
+
+    async def execute(self, statement, *args, **kw):
+        if self._first is not None and self._when(statement):
+            first, self._first = self._first, None
+            await first()
+        return await self._conn.execute(statement, *args, **kw)
+
+
+async def test_deliveries_fanned_out_to_an_endpoint_deleted_meanwhile_go_to_dead_letters(
+    pg_container, monkeypatch
+):
+    container = pg_container
+    app = container.installments
+    endpoint = await app.endpoints.create("m_1", "http://127.0.0.1:9/hooks", "", CREATED)
+    await create_plan(container)
+    fan_out = SqlAlchemyWebhookRepository.fan_out
+
+    async def deleted_while_fanning_out(self, *, now, limit):
+        # The merchant deletes the endpoint after the fan-out read it as enabled and
+        # before it wrote the deliveries.
+        self._conn = ConnectionThatPauses(
+            self._conn,
+            lambda s: getattr(s, "table", None) is webhook_deliveries,
+            lambda: app.endpoints.delete(endpoint.id, "m_1"),
+        )
+        return await fan_out(self, now=now, limit=limit)
+
+    monkeypatch.setattr(SqlAlchemyWebhookRepository, "fan_out", deleted_while_fanning_out)
+    await app.dispatcher.run_once()
+    monkeypatch.undo()
+    await app.dispatcher.run_once()
+
+    assert await app.endpoints.list("m_1") == []
+    (d,) = await deliveries(container)
+    assert (d.status, d.last_error) == (DeliveryStatus.DEAD, "endpoint deleted")

@@ -25,6 +25,9 @@ class FakeWebhooks:
     async def fan_out(self, *, now: datetime, limit: int) -> int:
         return 0
 
+    async def abandon_stranded(self) -> int:
+        return 0
+
     async def claim_deliveries(
         self, *, now: datetime, worker: str, lease_until: datetime, limit: int
     ) -> list[DeliveryJob]:

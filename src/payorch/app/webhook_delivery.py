@@ -245,6 +245,11 @@ class WebhookDispatcher:
             stats.fanned_out += handled
             if handled < self._batch:
                 break
+        # A fan-out or redelivery that raced an endpoint's delete (or 410) left it
+        # deliveries that no claim picks: they would wait as pending for ever.
+        async with self._uow() as uow:
+            stats.dead += await uow.webhooks.abandon_stranded()
+            await uow.commit()
         # Every delivery claimed is sent: a retry that fell due during the pass goes out
         # on time, and none is left claimed, unsent, until its lease runs out. The pass
         # ends: each failure puts the next attempt at least 4 s on.
