@@ -179,6 +179,25 @@ async def test_a_receiver_that_does_not_answer_in_time_is_retried_later(
         await container.close()
 
 
+async def test_a_2xx_whose_body_never_comes_is_delivered(database_url, clock, receiver):
+    """The status is the answer: a receiver that said 200 has the webhook, whatever
+    becomes of the rest of its response."""
+    container = await installments_container(database_url, clock, webhook_timeout_s=0.5)
+    try:
+        app = container.installments
+        await app.endpoints.create("m_1", receiver.url, "", CREATED)
+        await create_plan(container)
+        receiver.script = [200]
+        receiver.stalled_body_len = 10_000_000
+        receiver.hold = asyncio.Event()  # never released during the attempt
+        stats = await app.dispatcher.run_once()
+        assert stats.delivered == 1
+        (d,) = await deliveries(container)
+        assert (d.status, d.last_status_code) == (DeliveryStatus.DELIVERED, 200)
+    finally:
+        await container.close()
+
+
 class CountingSender:
     """Answers 200; each request takes `takes_s` of the clock, and may run `during` first."""
 
