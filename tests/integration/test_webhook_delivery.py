@@ -10,7 +10,10 @@ from collections import Counter
 from datetime import timedelta
 
 import pytest
+from sqlalchemy.exc import DBAPIError
 
+from payorch.adapters.persistence.tables import webhook_deliveries
+from payorch.adapters.persistence.webhooks import SqlAlchemyWebhookRepository
 from payorch.app.installment_ports import SendResult
 from payorch.app.webhook_delivery import (
     CannotRedeliver,
@@ -26,6 +29,7 @@ from payorch.domain.webhook_delivery import (
 )
 from payorch.entrypoints.grpc.installment_mappers import endpoint_pb
 from payorch.webhooks import generate_secret, verify
+from tests.conftest import _truncate
 from tests.integration.installment_helpers import create_plan, installments_container
 from tests.integration.webhook_receiver import Receiver
 
@@ -112,6 +116,25 @@ async def test_a_410_disables_the_endpoint_and_nothing_more_is_sent(container, c
         await app.endpoints.redeliver(dead[0].id, "m_1")
 
 
+async def test_an_endpoint_answering_410_to_every_delivery_at_once_is_disabled_once(
+    container, clock, receiver
+):
+    app = container.installments
+    endpoint = await app.endpoints.create("m_1", receiver.url, "", [])
+    for n in range(3):
+        await create_plan(container, f"plan-{n}")
+    receiver.script = [410] * 100  # every request in flight is answered 410 together
+
+    stats = await app.dispatcher.run_once()
+
+    assert stats.disabled == 1
+    (listed,) = await app.endpoints.list("m_1")
+    assert listed.id == endpoint.id and listed.status is EndpointStatus.DISABLED
+    everything = await deliveries(container)
+    assert len(everything) == stats.fanned_out > 1
+    assert {d.status for d in everything} == {DeliveryStatus.DEAD}
+
+
 async def test_exhausted_deliveries_land_in_the_dead_letter_list_and_can_be_redelivered(
     container, clock, receiver
 ):
@@ -152,6 +175,25 @@ async def test_a_receiver_that_does_not_answer_in_time_is_retried_later(
         (d,) = await deliveries(container)
         assert d.status is DeliveryStatus.PENDING
         assert d.last_error == "no answer within 0.2 s" and d.attempts == 1
+    finally:
+        await container.close()
+
+
+async def test_a_2xx_whose_body_never_comes_is_delivered(database_url, clock, receiver):
+    """The status is the answer: a receiver that said 200 has the webhook, whatever
+    becomes of the rest of its response."""
+    container = await installments_container(database_url, clock, webhook_timeout_s=0.5)
+    try:
+        app = container.installments
+        await app.endpoints.create("m_1", receiver.url, "", CREATED)
+        await create_plan(container)
+        receiver.script = [200]
+        receiver.stalled_body_len = 10_000_000
+        receiver.hold = asyncio.Event()  # never released during the attempt
+        stats = await app.dispatcher.run_once()
+        assert stats.delivered == 1
+        (d,) = await deliveries(container)
+        assert (d.status, d.last_status_code) == (DeliveryStatus.DELIVERED, 200)
     finally:
         await container.close()
 
@@ -294,3 +336,69 @@ async def test_a_secret_is_shown_once_and_never_listed_or_logged(container, rece
     await app.dispatcher.run_once()
     assert created.secret not in caplog.text and "whsec_" not in caplog.text
     assert await app.endpoints.list("m_2") == []
+
+
+async def test_a_database_error_writing_an_endpoint_does_not_carry_its_signing_key(container):
+    """Such an error is logged with its traceback (an RPC's unhandled error, a failed
+    dispatcher pass), and the key is stored without its whsec_ prefix, which the log
+    redaction looks for."""
+    app = container.installments
+    endpoint = await app.endpoints.create("m_1", "http://127.0.0.1:9/hooks", "", CREATED)
+    key = endpoint.secret.removeprefix("whsec_")
+    with pytest.raises(DBAPIError) as failed:
+        async with app.uow() as uow:
+            await uow.webhooks.add_endpoint(endpoint)  # the same id again
+    assert "webhook_endpoints" in str(failed.value)
+    assert key not in str(failed.value)
+
+
+@pytest.fixture
+async def pg_container(postgres_database, clock):
+    """PostgreSQL only: transactions that interleave have no SQLite twin."""
+    await _truncate(postgres_database)
+    c = await installments_container(postgres_database, clock)
+    yield c
+    await c.close()
+
+
+class ConnectionThatPauses:
+    """A connection that runs `first` just before the first statement `when` picks."""
+
+    def __init__(self, conn, when, first) -> None:
+        self._conn, self._when, self._first = conn, when, first
+        self.dialect = conn.dialect
+
+    async def execute(self, statement, *args, **kw):
+        if self._first is not None and self._when(statement):
+            first, self._first = self._first, None
+            await first()
+        return await self._conn.execute(statement, *args, **kw)
+
+
+async def test_deliveries_fanned_out_to_an_endpoint_deleted_meanwhile_go_to_dead_letters(
+    pg_container, monkeypatch
+):
+    container = pg_container
+    app = container.installments
+    endpoint = await app.endpoints.create("m_1", "http://127.0.0.1:9/hooks", "", CREATED)
+    await create_plan(container)
+    fan_out = SqlAlchemyWebhookRepository.fan_out
+
+    async def deleted_while_fanning_out(self, *, now, limit):
+        # The merchant deletes the endpoint after the fan-out read it as enabled and
+        # before it wrote the deliveries.
+        self._conn = ConnectionThatPauses(
+            self._conn,
+            lambda s: getattr(s, "table", None) is webhook_deliveries,
+            lambda: app.endpoints.delete(endpoint.id, "m_1"),
+        )
+        return await fan_out(self, now=now, limit=limit)
+
+    monkeypatch.setattr(SqlAlchemyWebhookRepository, "fan_out", deleted_while_fanning_out)
+    await app.dispatcher.run_once()
+    monkeypatch.undo()
+    await app.dispatcher.run_once()
+
+    assert await app.endpoints.list("m_1") == []
+    (d,) = await deliveries(container)
+    assert (d.status, d.last_error) == (DeliveryStatus.DEAD, "endpoint deleted")

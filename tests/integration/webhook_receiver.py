@@ -24,6 +24,9 @@ class Receiver:
     # When set, requests wait for it before answering (a hanging receiver).
     hold: asyncio.Event | None = None
     redirect_to: str = ""
+    # When set, the answer's status and headers go out at once and its body (this
+    # many bytes announced, a few sent) waits for `hold`.
+    stalled_body_len: int = 0
     # Set when a request has come in.
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
     url: str = ""
@@ -34,9 +37,17 @@ class Receiver:
         headers = {k.lower(): v for k, v in request.headers.items()}
         self.requests.append(Received(headers, body, request.path))
         self.arrived.set()
+        status = self.script.pop(0) if self.script else 204
+        if self.stalled_body_len:
+            stalled = web.StreamResponse(status=status)
+            stalled.content_length = self.stalled_body_len
+            await stalled.prepare(request)
+            if self.hold is not None:
+                await self.hold.wait()
+            await stalled.write(b"x" * self.stalled_body_len)
+            return stalled
         if self.hold is not None:
             await self.hold.wait()
-        status = self.script.pop(0) if self.script else 204
         headers = {"Location": self.redirect_to} if self.redirect_to else {}
         return web.Response(status=status, headers=headers)
 

@@ -45,6 +45,7 @@ REFUSED = [
     "https://169.254.169.254/latest/meta-data/",
     "https://[fd00:ec2::254]/",
     "https://[fe80::1]/",
+    "https://[fec0::1]/",
     "https://[64:ff9b::7f00:1]/",
     "https://[2002:7f00:1::]/",
     "https://224.0.0.1/",

@@ -25,6 +25,9 @@ class FakeWebhooks:
     async def fan_out(self, *, now: datetime, limit: int) -> int:
         return 0
 
+    async def abandon_stranded(self) -> int:
+        return 0
+
     async def claim_deliveries(
         self, *, now: datetime, worker: str, lease_until: datetime, limit: int
     ) -> list[DeliveryJob]:
@@ -103,3 +106,64 @@ async def test_every_delivery_is_sent_while_its_claim_still_holds(concurrency, b
 
     assert stats.delivered == 40
     assert sender.late == []
+
+
+class ScriptedSender:
+    """Answers each webhook id with its script: (status, seconds of the clock it takes)."""
+
+    def __init__(self, clock: ManualClock, script: dict[str, list[tuple[int, float]]]) -> None:
+        self.clock, self.script = clock, script
+        self.sent: list[str] = []
+
+    async def check_url(self, url: str) -> None:
+        return None
+
+    async def send(self, url, *, secret, webhook_id, timestamp, body, timeout_s) -> SendResult:
+        self.sent.append(webhook_id)
+        status, takes_s = self.script[webhook_id].pop(0)
+        self.clock.advance(takes_s)
+        return SendResult(status)
+
+
+async def test_a_retry_that_falls_due_during_a_pass_is_sent_and_never_left_claimed():
+    clock = ManualClock()
+    webhooks = FakeWebhooks(
+        [
+            WebhookDelivery(
+                id=name,
+                endpoint_id="we_1",
+                merchant_id="m_1",
+                event_id=name,
+                event_type="installment.paid",
+                body="{}",
+                created_at=clock.now(),
+                next_attempt_at=clock.now(),
+            )
+            for name in ("evt_fails_fast", "evt_slow", "evt_last")
+        ]
+    )
+    # The first answers 500 at once, so its retry (5 s on) falls due while the second
+    # takes the whole 10 s timeout; the third is still waiting its turn then.
+    sender = ScriptedSender(
+        clock,
+        {
+            "evt_fails_fast": [(500, 0), (200, 0)],
+            "evt_slow": [(200, 10)],
+            "evt_last": [(200, 0)],
+        },
+    )
+    dispatcher = WebhookDispatcher(
+        lambda: FakeInstallmentUnitOfWork(webhooks=webhooks),
+        sender,
+        clock,
+        wall_clock=clock,
+        worker_id="A",
+        timeout_s=10,
+        concurrency=1,
+    )
+
+    await dispatcher.run_once()
+
+    assert sorted(sender.sent) == ["evt_fails_fast", "evt_fails_fast", "evt_last", "evt_slow"]
+    assert all(not d.pending for d in webhooks.rows.values())
+    assert all(d.lease_until is None and not d.claimed_by for d in webhooks.rows.values())

@@ -135,6 +135,12 @@ class WebhookRepository(Protocol):
         """Move an endpoint's pending deliveries to the dead-letter list."""
         ...
 
+    async def abandon_stranded(self) -> int:
+        """Move pending deliveries whose endpoint is deleted or disabled to the
+        dead-letter list (a fan-out or redelivery that raced the change made them);
+        returns how many."""
+        ...
+
 
 class InstallmentUnitOfWork(Protocol):
     @property

@@ -245,7 +245,14 @@ class WebhookDispatcher:
             stats.fanned_out += handled
             if handled < self._batch:
                 break
-        seen: set[str] = set()
+        # A fan-out or redelivery that raced an endpoint's delete (or 410) left it
+        # deliveries that no claim picks: they would wait as pending for ever.
+        async with self._uow() as uow:
+            stats.dead += await uow.webhooks.abandon_stranded()
+            await uow.commit()
+        # Every delivery claimed is sent: a retry that fell due during the pass goes out
+        # on time, and none is left claimed, unsent, until its lease runs out. The pass
+        # ends: each failure puts the next attempt at least 4 s on.
         while True:
             now = self._clock.now()
             async with self._uow() as uow:
@@ -253,11 +260,9 @@ class WebhookDispatcher:
                     now=now, worker=self.worker_id, lease_until=now + self._lease, limit=self._claim
                 )
                 await uow.commit()
-            fresh = [j for j in jobs if j.delivery.id not in seen]
-            if not fresh:
+            if not jobs:
                 return stats
-            seen.update(j.delivery.id for j in fresh)
-            await asyncio.gather(*(self._deliver(j, stats) for j in fresh))
+            await asyncio.gather(*(self._deliver(j, stats) for j in jobs))
 
     async def _deliver(self, job: DeliveryJob, stats: DispatchStats) -> None:
         d = job.delivery
@@ -288,6 +293,16 @@ class WebhookDispatcher:
             if d is None or d.version != job.delivery.version or not d.pending:
                 return  # reclaimed, redelivered or abandoned meanwhile
             gone = status_code == 410
+            disabling = False
+            if gone:
+                # The endpoint row first, then its deliveries: the order every 410 takes,
+                # so the 410s of one endpoint's deliveries in flight together queue on it
+                # instead of deadlocking on each other's deliveries.
+                endpoint = await uow.webhooks.get_endpoint(d.endpoint_id, None)
+                if endpoint is not None and endpoint.status is EndpointStatus.ENABLED:
+                    endpoint.disable("the receiver answered 410 Gone", now)
+                    await uow.webhooks.save_endpoint(endpoint)
+                    disabling = True
             if 200 <= status_code < 300:
                 d.succeeded(status_code, now)
                 stats.delivered += 1
@@ -301,13 +316,9 @@ class WebhookDispatcher:
                 else:
                     stats.dead += 1
             await uow.webhooks.save_delivery(d)
-            if gone:
-                endpoint = await uow.webhooks.get_endpoint(d.endpoint_id, None)
-                if endpoint is not None and endpoint.status is EndpointStatus.ENABLED:
-                    endpoint.disable("the receiver answered 410 Gone", now)
-                    await uow.webhooks.save_endpoint(endpoint)
-                    await uow.webhooks.abandon_pending(endpoint.id, "endpoint disabled (410 Gone)")
-                    stats.disabled += 1
+            if disabling:
+                await uow.webhooks.abandon_pending(d.endpoint_id, "endpoint disabled (410 Gone)")
+                stats.disabled += 1
             await uow.commit()
 
     async def run_forever(self, interval_s: float, stop: asyncio.Event | None = None) -> None:

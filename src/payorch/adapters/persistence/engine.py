@@ -49,15 +49,24 @@ def redacted(url: URL | str) -> str:
 
 def create_engine(raw_url: str, *, pool_size: int = 10) -> AsyncEngine:
     url = normalize_url(raw_url)
+    # A statement's parameters stay out of its errors: the webhook signing keys are
+    # among them, stored bare (no whsec_ for log redaction to find), and an error's
+    # text reaches the log with its traceback.
     if url.get_backend_name() == "sqlite":
         if url.database and url.database != ":memory:":
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url, connect_args={"timeout": 30})
+        engine = create_async_engine(url, connect_args={"timeout": 30}, hide_parameters=True)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         # Let SQLAlchemy emit BEGIN so a write transaction takes its lock up front.
         event.listen(engine.sync_engine, "begin", _sqlite_begin)
         return engine
-    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    return create_async_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        hide_parameters=True,
+    )
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

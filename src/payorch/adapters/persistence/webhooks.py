@@ -310,3 +310,31 @@ class SqlAlchemyWebhookRepository:
             )
         )
         return int(done.rowcount)
+
+    async def abandon_stranded(self) -> int:
+        d, ep = webhook_deliveries, webhook_endpoints
+        stranded = (
+            await self._conn.execute(
+                select(d.c.id, ep.c.status)
+                .join(ep, ep.c.id == d.c.endpoint_id)
+                .where(d.c.status == _PENDING, ep.c.status != EndpointStatus.ENABLED.value)
+                .with_for_update(skip_locked=True, of=d)
+            )
+        ).all()
+        by_status: dict[str, builtins.list[str]] = {}
+        for r in stranded:
+            by_status.setdefault(r.status, []).append(r.id)
+        for status, ids in by_status.items():
+            await self._conn.execute(
+                update(d)
+                .where(one_of(self._conn.dialect, d.c.id, ids), d.c.status == _PENDING)
+                .values(
+                    status=DeliveryStatus.DEAD.value,
+                    next_attempt_at=None,
+                    last_error=f"endpoint {status}",
+                    claimed_by="",
+                    lease_until=None,
+                    version=d.c.version + 1,
+                )
+            )
+        return len(stranded)

@@ -67,6 +67,10 @@ def refusal(ip: IPAddress) -> str | None:
             return f"{ip} embeds {inner}" if inner else None
         if ip.teredo is not None:
             return f"{ip} is a Teredo tunnel address"
+        # fec0::/10: deprecated, but still routed inside networks that kept it, and
+        # neither private nor reserved to the ipaddress module.
+        if ip.is_site_local:
+            return f"{ip} is a site-local address"
     if ip.is_loopback:
         return f"{ip} is a loopback address"
     if ip.is_link_local:
