@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -9,10 +10,10 @@ import stripe
 from aiohttp import web
 
 from payorch.app.payments import ProcessorEvent, ProcessorEvents
+from payorch.app.ports import Clock
+from payorch.entrypoints.http.stripe_signature import SignatureRefused, verify_signature
 
 log = logging.getLogger("payorch.webhooks.stripe")
-# Stripe's own default: a signature older than this is refused (replay protection).
-TOLERANCE_S = 300
 CHARGED_EVENTS = {"payment_intent.succeeded", "payment_intent.amount_capturable_updated"}
 HINT_EVENTS = {
     "payment_intent.payment_failed",
@@ -23,17 +24,19 @@ HINT_EVENTS = {
 
 
 def stripe_webhook_handler(
-    events: ProcessorEvents, secret: str
+    events: ProcessorEvents, secret: str, clock: Clock
 ) -> Callable[[web.Request], Awaitable[web.Response]]:
     async def handle(request: web.Request) -> web.Response:
         body = await request.read()  # capped by the application's client_max_size
         signature = request.headers.get("Stripe-Signature", "")
         try:
-            event = stripe.Webhook.construct_event(
-                body.decode("utf-8"), signature, secret, tolerance=TOLERANCE_S
-            )
-        except (ValueError, UnicodeDecodeError, stripe.SignatureVerificationError):
-            return web.json_response({"error": "invalid payload or signature"}, status=400)
+            verify_signature(body, signature, secret, clock.now())
+        except SignatureRefused:
+            return web.json_response({"error": "invalid signature"}, status=400)
+        try:
+            event = stripe.Event.construct_from(json.loads(body), None)
+        except ValueError:
+            return web.json_response({"error": "invalid payload"}, status=400)
         if event.type not in CHARGED_EVENTS | HINT_EVENTS:
             return web.json_response({"result": "ignored"})
         intent = event.data.object.to_dict()
