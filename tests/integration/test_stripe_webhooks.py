@@ -179,6 +179,70 @@ async def test_a_malformed_signature_header_is_refused(world, signature):
     assert (await client.get("/healthz")).status == 200
 
 
+def intent_event(intent: object) -> str:
+    return json.dumps(
+        {
+            "id": "evt_1",
+            "object": "event",
+            "type": "payment_intent.succeeded",
+            "data": {"object": intent},
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "{}",
+        "[]",
+        "null",
+        '"evt_1"',
+        json.dumps({"id": 7, "type": "payment_intent.succeeded", "data": {"object": {}}}),
+        json.dumps({"id": "evt_1", "type": "payment_intent.succeeded"}),
+        intent_event("pi_1"),
+        intent_event({"id": "pi_1", "metadata": "pay_1"}),
+        intent_event(
+            {"id": "pi_1", "metadata": {"payorch_payment_id": "pay_1", "payorch_step": None}}
+        ),
+        "[" * 100_000 + "]" * 100_000,
+    ],
+    ids=[
+        "empty",
+        "list",
+        "null",
+        "string",
+        "number id",
+        "no data",
+        "object not an object",
+        "metadata not an object",
+        "step not a string",
+        "nested too deep",
+    ],
+)
+async def test_a_signed_body_that_is_no_stripe_event_is_refused_and_the_server_goes_on(world, body):
+    _container, client = world
+    reply = await post(client, body)
+    assert reply.status == 400 and "error" in await reply.json()
+    assert (await client.get("/healthz")).status == 200
+
+
+async def test_events_we_do_not_act_on_and_intents_not_ours_are_acknowledged(world):
+    _container, client = world
+    refunded = json.dumps(
+        {
+            "id": "evt_refunded",
+            "object": "event",
+            "type": "charge.refunded",
+            "data": {"object": {"id": "ch_1", "object": "charge", "metadata": {}}},
+        }
+    )
+    reply = await post(client, refunded)
+    assert reply.status == 200 and (await reply.json())["result"] == "ignored"
+    foreign = intent_event({"id": "pi_1", "object": "payment_intent", "metadata": {"order": "7"}})
+    reply = await post(client, foreign)
+    assert reply.status == 200 and (await reply.json())["result"] == "not ours"
+
+
 async def test_an_oversized_body_is_refused(world):
     _container, client = world
     body = json.dumps({"pad": "x" * 300_000})
