@@ -5,12 +5,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import time
 import uuid
+from datetime import UTC, datetime
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from payorch.adapters.clock import ManualClock
 from payorch.domain.merchant_config import MerchantConfig
 from payorch.domain.payment import PaymentStatus
 from payorch.domain.retry import RetryPolicy
@@ -18,10 +19,17 @@ from payorch.entrypoints.http.app import build_app
 from tests.integration.helpers import core_request, make_container
 
 SECRET = "whsec_test_" + "x" * 24
+# The service's clock when a test starts; signatures are made at it unless told otherwise.
+START = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(START)
 
 
 def sign(payload: str, *, secret: str = SECRET, at: int | None = None) -> str:
-    ts = int(time.time()) if at is None else at
+    ts = int(START.timestamp()) if at is None else at
     mac = hmac.new(secret.encode(), f"{ts}.{payload}".encode(), hashlib.sha256).hexdigest()
     return f"t={ts},v1={mac}"
 
@@ -32,7 +40,7 @@ def event(kind: str, payment_id: str, *, pi: str = "pi_x", event_id: str | None 
             "id": event_id or f"evt_{uuid.uuid4().hex}",
             "object": "event",
             "type": kind,
-            "created": int(time.time()),
+            "created": int(START.timestamp()),
             "data": {
                 "object": {
                     "id": pi,
@@ -51,7 +59,9 @@ def event(kind: str, payment_id: str, *, pi: str = "pi_x", event_id: str | None 
 async def world(database_url, clock):
     container = await make_container(database_url, clock)
     await container.configs.upsert(MerchantConfig("m_1", retry_policy=RetryPolicy(max_retries=0)))
-    app = build_app(stripe_events=container.processor_events, stripe_webhook_secret=SECRET)
+    app = build_app(
+        stripe_events=container.processor_events, stripe_webhook_secret=SECRET, clock=clock
+    )
     async with TestClient(TestServer(app)) as client:
         yield container, client
     await container.close()
@@ -119,10 +129,118 @@ async def test_a_bad_signature_is_refused(world):
     assert (await container.payments.get(payment.id, None)).status is PaymentStatus.UNKNOWN
 
 
-async def test_a_signature_older_than_five_minutes_is_refused(world):
+@pytest.mark.parametrize(("skew_s", "status"), [(-301, 400), (-300, 200), (300, 200), (301, 400)])
+async def test_a_signature_is_accepted_only_within_five_minutes_of_our_clock_either_side(
+    world, clock, skew_s, status
+):
     _container, client = world
     body = event("payment_intent.succeeded", "pay_x")
-    assert (await post(client, body, sign(body, at=int(time.time()) - 301))).status == 400
+    at = int(clock.now().timestamp()) + skew_s
+    assert (await post(client, body, sign(body, at=at))).status == status
+
+
+async def test_a_signature_is_checked_against_our_clock_when_the_event_arrives(world, clock):
+    _container, client = world
+    body = event("payment_intent.succeeded", "pay_x")
+    signature = sign(body)
+    clock.advance(301)
+    assert (await post(client, body, signature)).status == 400
+
+
+async def test_one_matching_signature_among_several_is_enough(world):
+    container, client = world
+    payment = await unknown_payment(container)
+    body = event("payment_intent.succeeded", payment.id)
+    rolled_out = sign(body, secret="whsec_rolled_out").split(",v1=")[1]
+    ours = sign(body).split(",v1=")[1]
+    header = f"t={int(START.timestamp())},v1={rolled_out},v1={ours},v0={'0' * 64}"
+    reply = await post(client, body, header)
+    assert reply.status == 200 and (await reply.json())["result"] == "applied"
+
+
+async def test_a_signature_in_another_scheme_is_not_ours_to_trust(world):
+    _container, client = world
+    body = event("payment_intent.succeeded", "pay_x")
+    valid_mac = sign(body).split(",v1=")[1]
+    assert (await post(client, body, f"t={int(START.timestamp())},v0={valid_mac}")).status == 400
+
+
+@pytest.mark.parametrize(
+    "signature",
+    ["", "garbage", "t=,v1=00", "t=soon,v1=00", "v1=00", "t=1767225600", "t=1767225600,v1=\u00e9"],
+)
+async def test_a_malformed_signature_header_is_refused(world, signature):
+    _container, client = world
+    body = event("payment_intent.succeeded", "pay_x")
+    reply = await client.post(
+        "/webhooks/stripe", data=body, headers={"Stripe-Signature": signature} if signature else {}
+    )
+    assert reply.status == 400
+    assert (await client.get("/healthz")).status == 200
+
+
+def intent_event(intent: object) -> str:
+    return json.dumps(
+        {
+            "id": "evt_1",
+            "object": "event",
+            "type": "payment_intent.succeeded",
+            "data": {"object": intent},
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "{}",
+        "[]",
+        "null",
+        '"evt_1"',
+        json.dumps({"id": 7, "type": "payment_intent.succeeded", "data": {"object": {}}}),
+        json.dumps({"id": "evt_1", "type": "payment_intent.succeeded"}),
+        intent_event("pi_1"),
+        intent_event({"id": "pi_1", "metadata": "pay_1"}),
+        intent_event(
+            {"id": "pi_1", "metadata": {"payorch_payment_id": "pay_1", "payorch_step": None}}
+        ),
+        "[" * 100_000 + "]" * 100_000,
+    ],
+    ids=[
+        "empty",
+        "list",
+        "null",
+        "string",
+        "number id",
+        "no data",
+        "object not an object",
+        "metadata not an object",
+        "step not a string",
+        "nested too deep",
+    ],
+)
+async def test_a_signed_body_that_is_no_stripe_event_is_refused_and_the_server_goes_on(world, body):
+    _container, client = world
+    reply = await post(client, body)
+    assert reply.status == 400 and "error" in await reply.json()
+    assert (await client.get("/healthz")).status == 200
+
+
+async def test_events_we_do_not_act_on_and_intents_not_ours_are_acknowledged(world):
+    _container, client = world
+    refunded = json.dumps(
+        {
+            "id": "evt_refunded",
+            "object": "event",
+            "type": "charge.refunded",
+            "data": {"object": {"id": "ch_1", "object": "charge", "metadata": {}}},
+        }
+    )
+    reply = await post(client, refunded)
+    assert reply.status == 200 and (await reply.json())["result"] == "ignored"
+    foreign = intent_event({"id": "pi_1", "object": "payment_intent", "metadata": {"order": "7"}})
+    reply = await post(client, foreign)
+    assert reply.status == 200 and (await reply.json())["result"] == "not ours"
 
 
 async def test_an_oversized_body_is_refused(world):

@@ -5,7 +5,9 @@ from __future__ import annotations
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
+from payorch.adapters.clock import SystemClock
 from payorch.app.payments import ProcessorEvents
+from payorch.app.ports import Clock
 from payorch.entrypoints.http.stripe_webhooks import stripe_webhook_handler
 from payorch.entrypoints.runtime import CannotListen
 
@@ -17,7 +19,10 @@ def build_app(
     *,
     stripe_events: ProcessorEvents | None = None,
     stripe_webhook_secret: str = "",
+    clock: Clock | None = None,
 ) -> web.Application:
+    """`clock` judges how fresh a Stripe signature is. Stripe signs with the wall clock,
+    so it is the system's even when the service's own clock is shifted for a demo."""
     app = web.Application(client_max_size=MAX_BODY_BYTES)
 
     async def metrics(_request: web.Request) -> web.Response:
@@ -32,7 +37,8 @@ def build_app(
     app.router.add_get("/healthz", healthz)
     if stripe_events is not None and stripe_webhook_secret:
         app.router.add_post(
-            "/webhooks/stripe", stripe_webhook_handler(stripe_events, stripe_webhook_secret)
+            "/webhooks/stripe",
+            stripe_webhook_handler(stripe_events, stripe_webhook_secret, clock or SystemClock()),
         )
     return app
 

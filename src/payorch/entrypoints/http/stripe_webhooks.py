@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
-import stripe
 from aiohttp import web
 
 from payorch.app.payments import ProcessorEvent, ProcessorEvents
+from payorch.app.ports import Clock
+from payorch.entrypoints.http.stripe_signature import SignatureRefused, verify_signature
 
 log = logging.getLogger("payorch.webhooks.stripe")
-# Stripe's own default: a signature older than this is refused (replay protection).
-TOLERANCE_S = 300
 CHARGED_EVENTS = {"payment_intent.succeeded", "payment_intent.amount_capturable_updated"}
 HINT_EVENTS = {
     "payment_intent.payment_failed",
@@ -22,40 +23,78 @@ HINT_EVENTS = {
 }
 
 
+class MalformedEvent(ValueError):
+    """A signed body that is not a Stripe event of the shape Stripe sends."""
+
+
+def _object(value: Any, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise MalformedEvent(f"{what} is not an object")
+    return value
+
+
+def _string(value: Any, what: str) -> str:
+    if not isinstance(value, str):
+        raise MalformedEvent(f"{what} is not a string")
+    return value
+
+
+def read_event(body: bytes) -> tuple[str, str, dict[str, Any]]:
+    """The event's id, its type and its data.object; MalformedEvent (a ValueError, as
+    is a body that is not JSON) when the body is no Stripe event."""
+    try:
+        event = _object(json.loads(body), "the event")
+    except RecursionError as exc:  # nested deeper than the parser goes
+        raise MalformedEvent("nested too deep") from exc
+    event_id = _string(event.get("id"), "id")
+    if not event_id:
+        raise MalformedEvent("the event has no id")
+    data = _object(event.get("data"), "data")
+    return event_id, _string(event.get("type"), "type"), _object(data.get("object"), "object")
+
+
+def payorch_step(intent: dict[str, Any]) -> tuple[str, int] | None:
+    """The payment and step a PaymentIntent of ours names in its metadata, or None."""
+    metadata = _object(intent.get("metadata") or {}, "metadata")
+    payment_id = _string(metadata.get("payorch_payment_id", ""), "payorch_payment_id")
+    step = _string(metadata.get("payorch_step", ""), "payorch_step")
+    if not payment_id or not (step.isascii() and step.isdigit()):
+        return None
+    return payment_id, int(step)
+
+
 def stripe_webhook_handler(
-    events: ProcessorEvents, secret: str
+    events: ProcessorEvents, secret: str, clock: Clock
 ) -> Callable[[web.Request], Awaitable[web.Response]]:
     async def handle(request: web.Request) -> web.Response:
         body = await request.read()  # capped by the application's client_max_size
         signature = request.headers.get("Stripe-Signature", "")
         try:
-            event = stripe.Webhook.construct_event(
-                body.decode("utf-8"), signature, secret, tolerance=TOLERANCE_S
-            )
-        except (ValueError, UnicodeDecodeError, stripe.SignatureVerificationError):
-            return web.json_response({"error": "invalid payload or signature"}, status=400)
-        if event.type not in CHARGED_EVENTS | HINT_EVENTS:
-            return web.json_response({"result": "ignored"})
-        intent = event.data.object.to_dict()
-        metadata = intent.get("metadata") or {}
-        payment_id = str(metadata.get("payorch_payment_id", ""))
+            verify_signature(body, signature, secret, clock.now())
+        except SignatureRefused:
+            return web.json_response({"error": "invalid signature"}, status=400)
         try:
-            step_index = int(metadata.get("payorch_step", "-1"))
-        except ValueError:
-            step_index = -1
-        if not payment_id or step_index < 0:
+            event_id, kind, intent = read_event(body)
+            if kind not in CHARGED_EVENTS | HINT_EVENTS:
+                return web.json_response({"result": "ignored"})
+            ours = payorch_step(intent)
+            intent_id = _string(intent.get("id"), "the PaymentIntent's id")
+        except ValueError as exc:
+            return web.json_response({"error": f"not a Stripe event: {exc}"}, status=400)
+        if ours is None:
             return web.json_response({"result": "not ours"})
+        payment_id, step_index = ours
         result = await events.apply(
             ProcessorEvent(
-                event_id=event.id,
+                event_id=event_id,
                 source="webhook",
                 payment_id=payment_id,
                 step_index=step_index,
-                processor_payment_id=str(intent.get("id", "")),
-                charged=event.type in CHARGED_EVENTS,
+                processor_payment_id=intent_id,
+                charged=kind in CHARGED_EVENTS,
             )
         )
-        log.info("stripe event %s: %s", event.type, result, extra={"payment_id": payment_id})
+        log.info("stripe event %s: %s", kind, result, extra={"payment_id": payment_id})
         return web.json_response({"result": result})
 
     return handle
