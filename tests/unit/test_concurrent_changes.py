@@ -15,6 +15,7 @@ from payorch.app.payments import (
     CANCELED_AT_PROCESSOR,
     InvalidState,
     PaymentChanging,
+    ProcessorEvent,
     ProcessorEvents,
 )
 from payorch.domain.payment import Owed, Payment, PaymentStatus, StepStatus
@@ -428,3 +429,31 @@ async def test_a_split_given_up_while_a_void_fails_is_announced_cancelled_once()
     released = await w.service.get(p.id, "m_1")
     assert released.status is PaymentStatus.CANCELLED and w.held() == 0
     assert names(w).count("PaymentCancelled") == 1
+
+
+# -- a processor event whose follow-up failed is not lost --------------------------
+
+
+async def test_an_event_whose_look_up_could_not_be_stored_is_acted_on_when_sent_again():
+    w = World()
+    p = await w.pay(("card", ACTION, None), total=2500)
+    intent(w, p).status = "canceled"  # the customer gave up; the processor says so
+    canceled = ProcessorEvent(
+        "evt_canceled", "stripe", p.id, 0, p.steps[0].processor_payment_id, False
+    )
+    plain = w.uow.update_payment
+
+    async def database_gone(payment: Payment) -> None:
+        w.uow.update_payment = plain  # type: ignore[method-assign]
+        raise ConnectionResetError(104, "reset by peer")
+
+    w.uow.update_payment = database_gone  # type: ignore[method-assign]
+    events = ProcessorEvents(w.uow, w.service, w.clock)
+
+    with pytest.raises(ConnectionResetError):
+        await events.apply(canceled)  # the webhook answers 500: the processor sends it again
+    assert (await w.service.get(p.id, "m_1")).status is PaymentStatus.REQUIRES_ACTION
+
+    assert await events.apply(canceled) == "looked up"
+    assert (await w.service.get(p.id, "m_1")).status is not PaymentStatus.REQUIRES_ACTION
+    assert await events.apply(canceled) == "duplicate"  # acted on once

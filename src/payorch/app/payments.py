@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -756,11 +757,21 @@ class ProcessorEvents:
                 await uow.commit()
             else:
                 await uow.commit()
-        if event.charged:
-            # A split goes on from that step as ConfirmPayment or the reconciler would.
-            await self._payments.go_on(payment, customer_acted=customer_acted)
-            return "applied"
-        settled = await self._payments.reconcile(payment)
+        try:
+            if event.charged:
+                # A split goes on from that step as ConfirmPayment or the reconciler would.
+                await self._payments.go_on(payment, customer_acted=customer_acted)
+                return "applied"
+            settled = await self._payments.reconcile(payment)
+        except Exception:
+            # What the event asked for did not happen (the processor or the database
+            # failed the look-up or the rest of the plan): its redelivery must not be
+            # taken for a duplicate, or the event is lost.
+            with contextlib.suppress(Exception):  # the database may be what failed
+                async with self._uow() as uow:
+                    await uow.inbound_events.forget(event.event_id)
+                    await uow.commit()
+            raise
         return "looked up" if settled else "looked up, still open"
 
 
