@@ -142,14 +142,32 @@ class FakePaymentRepository:
 
 
 class FakeInboundEventLog:
+    """Seen events, as the table holds them: what a unit of work remembers or forgets
+    counts once it commits."""
+
     def __init__(self, seen: set[str]) -> None:
         self._seen = seen
+        self.remembered: set[str] = set()
+        self.forgotten: set[str] = set()
 
     async def remember(self, event_id: str, source: str, now: datetime) -> bool:
-        if event_id in self._seen:
+        if event_id in self.remembered or (
+            event_id in self._seen and event_id not in self.forgotten
+        ):
             return False
-        self._seen.add(event_id)
+        self.remembered.add(event_id)
+        self.forgotten.discard(event_id)
         return True
+
+    async def forget(self, event_id: str) -> None:
+        self.remembered.discard(event_id)
+        self.forgotten.add(event_id)
+
+    def commit(self) -> None:
+        self._seen.difference_update(self.forgotten)
+        self._seen.update(self.remembered)
+        self.remembered.clear()
+        self.forgotten.clear()
 
 
 class FakeUnitOfWork:
@@ -182,6 +200,7 @@ class FakeUnitOfWork:
             self._store[payment_id] = self._staged[payment_id]
         self._events.extend(self.payments.events)
         self.payments.events.clear()
+        self.inbound_events.commit()
         self.committed = True
 
 

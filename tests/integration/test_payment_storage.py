@@ -349,3 +349,19 @@ async def test_a_confirm_beaten_by_a_cancel_stores_every_step_it_charged(contain
     assert stored.steps[1].attempts, "the charge the lost try made is in the history"
     names = [e.name for e in await container.payments.events(paused.id, "m_1")]
     assert names.count("PaymentCompleted") == 1
+
+
+async def test_an_event_forgotten_is_taken_as_new_when_it_comes_again(container, clock):
+    async def remember() -> bool:
+        async with container.uow() as uow:
+            fresh = await uow.inbound_events.remember("evt_1", "stripe", clock.now())
+            await uow.commit()
+        return fresh
+
+    assert await remember()
+    assert not await remember()  # seen: a duplicate
+    async with container.uow() as uow:
+        await uow.inbound_events.forget("evt_1")
+        await uow.commit()
+    assert await remember()  # acted on again
+    assert not await remember()

@@ -10,10 +10,13 @@ from datetime import UTC, datetime
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from sqlalchemy import select
 
 from payorch.adapters.clock import ManualClock
+from payorch.adapters.persistence.tables import events
 from payorch.domain.merchant_config import MerchantConfig
 from payorch.domain.payment import PaymentStatus
+from payorch.domain.request import RawPaymentRequest, parse_payment_request
 from payorch.domain.retry import RetryPolicy
 from payorch.entrypoints.http.app import build_app
 from tests.integration.helpers import core_request, make_container
@@ -253,3 +256,40 @@ async def test_events_for_unknown_payments_are_acknowledged(world):
     _container, client = world
     reply = await post(client, event("payment_intent.succeeded", "pay_does_not_exist"))
     assert reply.status == 200 and (await reply.json())["result"] == "unknown payment"
+
+
+async def test_a_hold_canceled_at_the_processor_is_recorded_from_its_webhook(world):
+    container, client = world
+    request = parse_payment_request(
+        RawPaymentRequest(
+            merchant_id="m_1",
+            request_id=f"r-{uuid.uuid4()}",
+            amount_minor=2500,
+            currency="USD",
+            payment_method="pm_card_visa",
+            authorize_only=True,
+        )
+    )
+    payment = (await container.payments.create(request, deadline_s=None)).payment
+    assert payment.status is PaymentStatus.AUTHORIZED
+    pi = payment.steps[0].processor_payment_id
+    container.simulated["simulated"].ledger.by_id[pi].status = "canceled"  # its dashboard
+
+    reply = await post(client, event("payment_intent.canceled", payment.id, pi=pi))
+
+    assert reply.status == 200 and (await reply.json())["result"] == "looked up"
+    stored = await container.payments.get(payment.id, None)
+    assert stored.status is PaymentStatus.CANCELLED
+    async with container.engine.connect() as conn:
+        names = (
+            (
+                await conn.execute(
+                    select(events.c.name)
+                    .where(events.c.payment_id == payment.id)
+                    .order_by(events.c.sequence)
+                )
+            )
+            .scalars()
+            .all()
+        )
+    assert names[-2:] == ["StepVoided", "PaymentCancelled"]

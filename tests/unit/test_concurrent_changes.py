@@ -15,6 +15,7 @@ from payorch.app.payments import (
     CANCELED_AT_PROCESSOR,
     InvalidState,
     PaymentChanging,
+    ProcessorEvent,
     ProcessorEvents,
 )
 from payorch.domain.payment import Owed, Payment, PaymentStatus, StepStatus
@@ -428,3 +429,98 @@ async def test_a_split_given_up_while_a_void_fails_is_announced_cancelled_once()
     released = await w.service.get(p.id, "m_1")
     assert released.status is PaymentStatus.CANCELLED and w.held() == 0
     assert names(w).count("PaymentCancelled") == 1
+
+
+# -- a processor event whose follow-up failed is not lost --------------------------
+
+
+async def test_an_event_whose_look_up_could_not_be_stored_is_acted_on_when_sent_again():
+    w = World()
+    p = await w.pay(("card", ACTION, None), total=2500)
+    intent(w, p).status = "canceled"  # the customer gave up; the processor says so
+    canceled = ProcessorEvent(
+        "evt_canceled", "stripe", p.id, 0, p.steps[0].processor_payment_id, False
+    )
+    plain = w.uow.update_payment
+
+    async def database_gone(payment: Payment) -> None:
+        w.uow.update_payment = plain  # type: ignore[method-assign]
+        raise ConnectionResetError(104, "reset by peer")
+
+    w.uow.update_payment = database_gone  # type: ignore[method-assign]
+    events = ProcessorEvents(w.uow, w.service, w.clock)
+
+    with pytest.raises(ConnectionResetError):
+        await events.apply(canceled)  # the webhook answers 500: the processor sends it again
+    assert (await w.service.get(p.id, "m_1")).status is PaymentStatus.REQUIRES_ACTION
+
+    assert await events.apply(canceled) == "looked up"
+    assert (await w.service.get(p.id, "m_1")).status is not PaymentStatus.REQUIRES_ACTION
+    assert await events.apply(canceled) == "duplicate"  # acted on once
+
+
+# -- the processor released a hold we keep -----------------------------------------
+
+
+def hint(p: Payment, index: int = 0, event_id: str = "evt_hint") -> ProcessorEvent:
+    return ProcessorEvent(
+        event_id, "stripe", p.id, index, p.steps[index].processor_payment_id, False
+    )
+
+
+async def test_a_hold_canceled_at_the_processor_is_recorded_when_its_event_comes():
+    w = World()
+    p = await authorized(w)
+    intent(w, p).status = "canceled"  # canceled from the processor's dashboard, or lapsed
+    events = ProcessorEvents(w.uow, w.service, w.clock)
+
+    assert await events.apply(hint(p)) == "looked up"
+
+    stored = await w.service.get(p.id, "m_1")
+    assert (stored.status, stored.steps[0].status) == (PaymentStatus.CANCELLED, StepStatus.VOIDED)
+    assert stored.steps[0].attempts[-1].operation == "lookup"
+    assert stored.steps[0].attempts[-1].retry_decision.startswith("canceled at the processor")
+    assert names(w)[-2:] == ["StepVoided", "PaymentCancelled"]
+    assert w.uow.events[-1].reason == CANCELED_AT_PROCESSOR
+    with pytest.raises(InvalidState):
+        await w.service.capture(p.id, "m_1")  # nothing left to capture, and it says so
+
+
+async def test_an_event_about_a_hold_the_processor_still_keeps_changes_nothing():
+    w = World()
+    p = await authorized(w)  # a late payment_failed from an earlier try, say
+    before = len(w.uow.events)
+
+    assert await ProcessorEvents(w.uow, w.service, w.clock).apply(hint(p)) == (
+        "looked up, still held"
+    )
+
+    stored = await w.service.get(p.id, "m_1")
+    assert stored.status is PaymentStatus.AUTHORIZED and len(w.uow.events) == before
+    assert (await w.service.capture(p.id, "m_1")).status is PaymentStatus.SUCCEEDED
+
+
+async def test_a_split_whose_processor_released_one_hold_releases_the_other():
+    w = World()
+    p = await w.pay(("apple_pay", OK, 6000), ("card", OK, None), authorize_only=True)
+    intent(w, p, 1).status = "canceled"
+
+    assert await ProcessorEvents(w.uow, w.service, w.clock).apply(hint(p, 1)) == "looked up"
+
+    stored = await w.service.get(p.id, "m_1")
+    assert [s.status for s in stored.steps] == [StepStatus.VOIDED, StepStatus.VOIDED]
+    assert stored.status is PaymentStatus.CANCELLED and w.held() == 0  # all or nothing
+    assert names(w).count("PaymentCancelled") == 1 and "PaymentFailed" not in names(w)
+
+
+async def test_with_allow_partial_the_hold_left_can_still_be_captured():
+    w = World(allow_partial=True)
+    p = await w.pay(("apple_pay", OK, 6000), ("card", OK, None), authorize_only=True)
+    intent(w, p, 1).status = "canceled"
+
+    await ProcessorEvents(w.uow, w.service, w.clock).apply(hint(p, 1))
+
+    stored = await w.service.get(p.id, "m_1")
+    assert [s.status for s in stored.steps] == [StepStatus.AUTHORIZED, StepStatus.VOIDED]
+    assert stored.status is PaymentStatus.PARTIALLY_SUCCEEDED and "PaymentCancelled" not in names(w)
+    assert (await w.service.capture(p.id, "m_1")).captured_minor == 6000

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -443,6 +444,32 @@ class PaymentService:
 
         await self._change(payment.id, None, finish)
 
+    async def look_up_hold(self, payment_id: str, step_index: int) -> bool:
+        """A processor's event about a step held authorized: record what the processor
+        holds now. True when that changed the payment."""
+        changed = False
+
+        async def look(payment: Payment) -> bool:
+            nonlocal changed
+            step = payment.steps[step_index]
+            if step.status is not StepStatus.AUTHORIZED or _releasing(payment):
+                return False  # settled meanwhile, or being released by us anyway
+            await self._settlement.look_up_hold(payment, step)
+            now_held: StepStatus = payment.steps[step_index].status
+            if now_held is StepStatus.CAPTURED:
+                payment.captured(step.amount_minor)
+            if now_held is StepStatus.VOIDED and not payment.captured_minor:
+                if payment.remaining_minor and not payment.allow_partial:
+                    await self._compensate(payment)  # all-or-nothing: the rest is released
+                releasing = _releasing(payment)  # a void of the rest failed: owed
+                if all(releasing or not s.succeeded for s in payment.steps):
+                    payment.cancelled(CANCELED_AT_PROCESSOR)
+            changed = now_held is not StepStatus.AUTHORIZED
+            return changed
+
+        await self._change(payment_id, None, look)
+        return changed
+
     async def capture(self, payment_id: str, merchant_id: str | None) -> Payment:
         released: list[Step] = []
 
@@ -742,11 +769,20 @@ class ProcessorEvents:
                 await uow.commit()
                 return "stale processor object"
             open_states = (StepStatus.PENDING, StepStatus.UNKNOWN, StepStatus.REQUIRES_ACTION)
-            if step.status not in open_states or payment.status is PaymentStatus.PROCESSING:
+            held = (
+                step.status is StepStatus.AUTHORIZED
+                and not event.charged
+                and payment.status is not PaymentStatus.PROCESSING
+            )
+            if held:
+                # Bad news about a hold we keep: the processor may have released it (a
+                # cancel from its dashboard, a lapse). A look-up says.
+                await uow.commit()
+            elif step.status not in open_states or payment.status is PaymentStatus.PROCESSING:
                 # Settled already, or still being worked on by the router: nothing to do.
                 await uow.commit()
                 return "ignored"
-            if event.charged:
+            elif event.charged:
                 customer_acted = step.status is StepStatus.REQUIRES_ACTION
                 step.processor_payment_id = event.processor_payment_id
                 payment.step_succeeded(step, processor=step.processor, latency_ms=0)
@@ -756,12 +792,29 @@ class ProcessorEvents:
                 await uow.commit()
             else:
                 await uow.commit()
-        if event.charged:
-            # A split goes on from that step as ConfirmPayment or the reconciler would.
-            await self._payments.go_on(payment, customer_acted=customer_acted)
-            return "applied"
-        settled = await self._payments.reconcile(payment)
+        try:
+            if held:
+                changed = await self._payments.look_up_hold(payment.id, event.step_index)
+                return "looked up" if changed else "looked up, still held"
+            if event.charged:
+                # A split goes on from that step as ConfirmPayment or the reconciler would.
+                await self._payments.go_on(payment, customer_acted=customer_acted)
+                return "applied"
+            settled = await self._payments.reconcile(payment)
+        except Exception:
+            # What the event asked for did not happen (the processor or the database
+            # failed the look-up or the rest of the plan): its redelivery must not be
+            # taken for a duplicate, or the event is lost.
+            with contextlib.suppress(Exception):  # the database may be what failed
+                async with self._uow() as uow:
+                    await uow.inbound_events.forget(event.event_id)
+                    await uow.commit()
+            raise
         return "looked up" if settled else "looked up, still open"
+
+
+def _releasing(payment: Payment) -> bool:
+    return payment.owed is Owed.VOID
 
 
 def _refund_parts(payment: Payment, amount_minor: int) -> RefundRequest:

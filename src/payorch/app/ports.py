@@ -167,6 +167,10 @@ class InboundEventLog(Protocol):
         """False when the event was seen before (the caller then does nothing)."""
         ...
 
+    async def forget(self, event_id: str) -> None:
+        """As if the event had never come: its redelivery is acted on."""
+        ...
+
 
 class UnitOfWork(Protocol):
     @property

@@ -177,6 +177,32 @@ class Settlement:
         )
         return c.outcome
 
+    async def look_up_hold(self, payment: Payment, step: Step) -> None:
+        """The processor says something happened to a step we hold authorized: look it
+        up, and record a hold it released (canceled: from its dashboard, or lapsed) as
+        voided, one it captured (its dashboard, say) as captured."""
+        processor = self._processors.get(step.processor)
+        if processor is None or not step.processor_payment_id:
+            return
+        found = await self._lookup(
+            payment,
+            step,
+            step.attempts[-1].idempotency_key if step.attempts else "",
+            processor.lookup(
+                charge_request(payment, step, LOOKUP_TIMEOUT_S), step.processor_payment_id
+            ),
+            reason="lookup after the processor's event about a held step",
+            decisions={
+                ResponseKind.NOT_CHARGED: "canceled at the processor: recorded as voided",
+                ResponseKind.SUCCEEDED: "captured at the processor: recorded as captured",
+            },
+            otherwise="still held: nothing to record",
+        )
+        if found is ResponseKind.NOT_CHARGED:
+            payment.step_voided(step)
+        elif found is ResponseKind.SUCCEEDED:
+            payment.step_captured(step)
+
     async def capture(self, payment: Payment, step: Step) -> bool:
         key = f"payorch_{payment.id}_{step.index}_capture"
         return await self._settle(

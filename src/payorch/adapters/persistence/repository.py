@@ -184,6 +184,11 @@ class SqlAlchemyInboundEventLog:
             return False
         return True
 
+    async def forget(self, event_id: str) -> None:
+        await self._conn.execute(
+            inbound_events.delete().where(inbound_events.c.id == event_id[:255])
+        )
+
 
 class SqlAlchemyPaymentRepository:
     def __init__(self, conn: AsyncConnection) -> None:
