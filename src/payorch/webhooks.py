@@ -77,10 +77,10 @@ def verify(
     signatures = lowered.get("webhook-signature", "")
     if not (webhook_id and stamp and signatures):
         raise WebhookVerificationError("missing webhook-id, webhook-timestamp or signature")
-    try:
-        timestamp = int(stamp)
-    except ValueError as exc:
-        raise WebhookVerificationError("invalid webhook-timestamp") from exc
+    # Seconds as plain ASCII digits: int() would also take " 17", "+17" or "1_7".
+    if not (stamp.isascii() and stamp.isdigit()):
+        raise WebhookVerificationError("invalid webhook-timestamp")
+    timestamp = int(stamp)
     if now is None:
         current = time.time()
     elif isinstance(now, datetime):
@@ -95,5 +95,8 @@ def verify(
     for candidate in signatures.split(" "):
         version, _, _sig = candidate.partition(",")
         if version == "v1" and hmac.compare_digest(candidate.encode(), expected):
-            return json.loads(body)
+            try:
+                return json.loads(body)
+            except ValueError as exc:  # UnicodeDecodeError too
+                raise WebhookVerificationError("signed, but the body is not JSON") from exc
     raise WebhookVerificationError("no matching signature")

@@ -97,3 +97,19 @@ def test_signatures_are_compared_in_constant_time(monkeypatch):
     secret = generate_secret()
     verify(secret, headers_for(secret, "evt_1", 1_700_000_000, "{}"), "{}", now=1_700_000_000)
     assert calls, "the comparison must go through hmac.compare_digest"
+
+
+@pytest.mark.parametrize("stamp", [" 1700000000", "+1700000000", "1_700_000_000", "１７００"])
+def test_a_timestamp_that_is_not_plain_digits_is_refused(stamp):
+    secret = generate_secret()
+    headers = {**headers_for(secret, "evt_1", 1_700_000_000, "{}"), "webhook-timestamp": stamp}
+    with pytest.raises(WebhookVerificationError, match="invalid webhook-timestamp"):
+        verify(secret, headers, "{}", now=1_700_000_000)
+
+
+@pytest.mark.parametrize("body", [b"not json", b"\xff\xfe", b""])
+def test_a_signed_body_that_is_not_json_is_a_verification_error(body):
+    secret = generate_secret()
+    headers = headers_for(secret, "evt_1", 1_700_000_000, body)
+    with pytest.raises(WebhookVerificationError, match="not JSON"):
+        verify(secret, headers, body, now=1_700_000_000)
