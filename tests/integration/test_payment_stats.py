@@ -387,3 +387,27 @@ async def test_no_stats_statement_runs_a_subquery_per_payment_on_sqlite(tmp_path
             assert not [step for step in plan if "CORRELATED" in step], "\n".join(plan)
     finally:
         await engine.dispose()
+
+
+async def test_payments_still_under_way_count_by_status_but_not_in_the_time_percentiles(
+    database_url,
+):
+    engine = create_engine(database_url)
+    await migrate(engine)
+    uow = SqlAlchemyUnitOfWorkFactory(engine)
+    under_way = [
+        payment(200 + i, "m_1", "sim_a", [], PaymentStatus.PROCESSING, 0) for i in range(10)
+    ]
+    async with uow() as u:
+        for p in [*history(), *under_way]:
+            await u.payments.add(p)
+        await u.commit()
+    try:
+        s = await PaymentAnalytics(SqlAlchemyPaymentStatsReader(engine), ManualClock(DAY)).stats(
+            OPS, **WINDOW
+        )
+    finally:
+        await engine.dispose()
+    assert s.payments == 35 and s.by_status[PaymentStatus.PROCESSING] == 10
+    # Their orchestration has no time yet (0 ms): counted, they would pull p50 to 60 ms.
+    assert s.orchestration_ms == {50: 80, 95: 1200, 99: 1200}
