@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 
 from payorch.adapters.clock import ManualClock
 from payorch.adapters.payment_log import LoggingObserver
-from payorch.adapters.payment_metrics import PaymentMetrics, PrometheusObserver
+from payorch.adapters.payment_metrics import PaymentMetrics, PrometheusObserver, recovered
 from payorch.adapters.persistence.contract_violations import BufferedViolationWriter
 from payorch.adapters.processors.simulated import SimulatedProcessor, Simulation
 from payorch.app.contract_monitor import ContractMonitor, identify_call, reject_call
@@ -24,11 +24,13 @@ from payorch.app.router import Router
 from payorch.app.settlement import Settlement
 from payorch.domain.contracts import new_violation
 from payorch.domain.merchant_config import MerchantConfig
-from payorch.domain.payment import PaymentStatus
+from payorch.domain.payment import Attempt, Payment, PaymentStatus, RawError
 from payorch.domain.request import RawPaymentRequest, Severity, parse_payment_request
+from payorch.domain.results import ErrorCode, Outcome
 from payorch.domain.retry import RetryPolicy
 from payorch.entrypoints.logs import JsonFormatter
 from tests.fakes.memory import FakeMerchantConfigStore, FakeUnitOfWorkFactory
+from tests.unit.test_payment_aggregate import T0, payment
 
 
 class Broken(NullObserver):
@@ -282,3 +284,28 @@ async def test_a_failed_violation_write_is_dropped_and_counted(tmp_path):
     finally:
         await engine.dispose()
     assert dropped == [1] and errors == [1] and len(writer) == 0
+
+
+def _finished(status: PaymentStatus, *attempts: tuple[str, Outcome, ErrorCode]) -> Payment:
+    p = payment(1000)
+    p.status = status
+    p.steps[0].attempts = [
+        Attempt(i + 1, "a", f"k{i}", T0, T0, 1, outcome, code, RawError(), operation=operation)
+        for i, (operation, outcome, code) in enumerate(attempts)
+    ]
+    return p
+
+
+A_500 = ("authorize", Outcome.SOFT, ErrorCode.PROCESSOR_ERROR)
+TOOK_IT = ("authorize", Outcome.SUCCESS, ErrorCode.NONE)
+
+
+def test_the_recoveries_metric_counts_what_get_payment_stats_counts():
+    # Took money after an infrastructure failure: a partial split too, as in the stats.
+    assert recovered(_finished(PaymentStatus.SUCCEEDED, A_500, TOOK_IT))
+    assert recovered(_finished(PaymentStatus.PARTIALLY_SUCCEEDED, A_500, TOOK_IT))
+    assert not recovered(_finished(PaymentStatus.FAILED, A_500))
+    assert not recovered(_finished(PaymentStatus.SUCCEEDED, TOOK_IT))
+    # A void's failure is no failure to take the money.
+    void_500 = ("void", Outcome.SOFT, ErrorCode.PROCESSOR_ERROR)
+    assert not recovered(_finished(PaymentStatus.PARTIALLY_SUCCEEDED, TOOK_IT, void_500))
