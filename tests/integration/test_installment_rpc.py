@@ -1,6 +1,6 @@
-"""CreateInstallmentPlan through a real gRPC server in this process (port 0), on SQLite
+"""The InstallmentService through a real gRPC server in this process (port 0), on SQLite
 and PostgreSQL, with a manual clock: what the caller is told when the merchant's config
-refuses the plan."""
+refuses a plan, and a webhook endpoint enabled again after a 410."""
 
 from __future__ import annotations
 
@@ -20,7 +20,13 @@ from payorch.bootstrap import Container
 from payorch.domain.merchant_config import MerchantConfig, MethodRule
 from payorch.domain.payment import MethodType
 from payorch.entrypoints.grpc.server import create_server, mark_serving
-from tests.integration.installment_helpers import first_charge_only, installments_container
+from payorch.webhooks import verify
+from tests.integration.installment_helpers import (
+    create_plan,
+    first_charge_only,
+    installments_container,
+)
+from tests.integration.webhook_receiver import Receiver
 from tests.rich_status import field_violations
 
 
@@ -153,3 +159,105 @@ async def test_a_retry_whose_first_charge_was_refunded_is_failed_precondition(se
     assert error_reason(err) == "FIRST_CHARGE_REFUNDED"
     assert first in (err.details() or "") and "refunded" in (err.details() or "")
     assert await plans_of(served) == []
+
+
+# -- EnableWebhookEndpoint ---------------------------------------------------------------
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    r = await Receiver().start()
+    yield r
+    await r.stop()
+
+
+async def key_of(served: Served, clock, scope: Scope, merchant_id: str | None):
+    key = await served.container.api_keys.create(
+        merchant_id=merchant_id, scope=scope, label="", now=clock.now()
+    )
+    return [("authorization", f"Bearer {key.plaintext}")]
+
+
+async def disabled_endpoint(served: Served, receiver: Receiver) -> pb.CreateWebhookEndpointResponse:
+    """An endpoint of m_1 that answered 410 Gone to a plan's first event."""
+    created = await served.stub.CreateWebhookEndpoint(
+        pb.CreateWebhookEndpointRequest(url=receiver.url, event_types=["installment_plan.created"]),
+        metadata=served.auth,
+    )
+    await create_plan(served.container, "plan-1")
+    receiver.script = [410]
+    assert (await served.container.installments.dispatcher.run_once()).disabled == 1
+    return created
+
+
+async def endpoints_of(served: Served) -> list[pb.WebhookEndpoint]:
+    listed = await served.stub.ListWebhookEndpoints(
+        pb.ListWebhookEndpointsRequest(), metadata=served.auth
+    )
+    return list(listed.endpoints)
+
+
+async def enable(served: Served, endpoint_id: str, auth=None) -> pb.EnableWebhookEndpointResponse:
+    return await served.stub.EnableWebhookEndpoint(
+        pb.EnableWebhookEndpointRequest(endpoint_id=endpoint_id), metadata=auth or served.auth
+    )
+
+
+async def test_an_endpoint_enabled_after_a_410_gets_the_next_event_signed_with_its_secret(
+    served, clock, receiver
+):
+    created = await disabled_endpoint(served, receiver)
+    endpoint_id = created.endpoint.endpoint_id
+    (disabled,) = await endpoints_of(served)
+    assert disabled.status == pb.ENDPOINT_STATUS_DISABLED and disabled.disabled_reason
+
+    enabled = await enable(served, endpoint_id)
+    twice = await enable(served, endpoint_id)
+
+    assert enabled.endpoint.status == pb.ENDPOINT_STATUS_ENABLED
+    assert enabled.endpoint.disabled_reason == ""
+    assert enabled.endpoint.url == receiver.url
+    assert [enabled.endpoint] == [twice.endpoint] == await endpoints_of(served)
+    plan = (await create_plan(served.container, "plan-2")).plan
+    stats = await served.container.installments.dispatcher.run_once()
+    assert (stats.attempted, stats.delivered) == (1, 1), "the new event only"
+    last = receiver.requests[-1]
+    event = verify(created.secret, last.headers, last.body, now=clock.now())
+    assert event["data"]["plan_id"] == plan.id
+
+
+async def test_another_merchants_endpoint_is_not_found_and_ops_may_enable_it(
+    served, clock, receiver
+):
+    created = await disabled_endpoint(served, receiver)
+    endpoint_id = created.endpoint.endpoint_id
+    other = await key_of(served, clock, Scope.MERCHANT, "m_2")
+
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await enable(served, endpoint_id, other)
+
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    (still,) = await endpoints_of(served)
+    assert still.status == pb.ENDPOINT_STATUS_DISABLED
+    ops = await key_of(served, clock, Scope.OPS, None)
+    assert (await enable(served, endpoint_id, ops)).endpoint.status == pb.ENDPOINT_STATUS_ENABLED
+
+
+async def test_a_deleted_or_unknown_endpoint_is_not_found(served, receiver):
+    created = await disabled_endpoint(served, receiver)
+    endpoint_id = created.endpoint.endpoint_id
+    await served.stub.DeleteWebhookEndpoint(
+        pb.DeleteWebhookEndpointRequest(endpoint_id=endpoint_id), metadata=served.auth
+    )
+    for unknown in (endpoint_id, "we_unknown", "x" * 129):  # too long: no id looks like it
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await enable(served, unknown)
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    assert await endpoints_of(served) == []
+
+
+@pytest.mark.parametrize("endpoint_id", ["", "we_\x00"], ids=["empty", "nul"])
+async def test_a_bad_endpoint_id_is_invalid_argument_on_endpoint_id(served, endpoint_id):
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await enable(served, endpoint_id)
+
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert list(field_violations(err.value)) == ["endpoint_id"]

@@ -18,6 +18,7 @@ from payorch.app.installment_ports import SendResult
 from payorch.app.webhook_delivery import (
     CannotRedeliver,
     DeliveryNotFound,
+    EndpointNotFound,
     InvalidEndpoint,
     WebhookDispatcher,
 )
@@ -114,6 +115,93 @@ async def test_a_410_disables_the_endpoint_and_nothing_more_is_sent(container, c
     assert len(receiver.requests) == sent, "a disabled endpoint receives nothing more"
     with pytest.raises(CannotRedeliver, match="disabled"):
         await app.endpoints.redeliver(dead[0].id, "m_1")
+
+
+async def test_an_endpoint_enabled_after_a_410_receives_new_events_signed_with_its_secret(
+    container, clock, receiver
+):
+    app = container.installments
+    endpoint = await app.endpoints.create("m_1", receiver.url, "", CREATED)
+    await create_plan(container, "plan-1")
+    receiver.script = [410]
+    assert (await app.dispatcher.run_once()).disabled == 1
+    await create_plan(container, "plan-2")  # while disabled: not sent, now or later
+    await app.dispatcher.run_once()
+    (dead,) = await deliveries(container, DeliveryStatus.DEAD)
+
+    clock.advance(60)
+    enabled = await app.endpoints.enable(endpoint.id, "m_1")
+    assert (enabled.id, enabled.status, enabled.disabled_reason) == (
+        endpoint.id,
+        EndpointStatus.ENABLED,
+        "",
+    )
+    again = await app.endpoints.enable(endpoint.id, "m_1")
+    assert again.status is EndpointStatus.ENABLED and again.version == enabled.version
+    (listed,) = await app.endpoints.list("m_1")
+    assert (listed.url, listed.secret, listed.status) == (
+        receiver.url,
+        endpoint.secret,
+        EndpointStatus.ENABLED,
+    )
+
+    plan = (await create_plan(container, "plan-3")).plan
+    stats = await app.dispatcher.run_once()
+
+    assert (stats.attempted, stats.delivered) == (1, 1), "plan-3's event only"
+    last = receiver.requests[-1]
+    event = verify(endpoint.secret, last.headers, last.body, now=clock.now())
+    assert event["data"]["plan_id"] == plan.id
+    assert len(receiver.requests) == 2
+    still_dead = await deliveries(container, DeliveryStatus.DEAD)
+    assert [(d.id, d.attempts) for d in still_dead] == [(dead.id, 1)], "redelivery is asked for"
+    redelivered = await app.endpoints.redeliver(dead.id, "m_1")
+    assert redelivered.status is DeliveryStatus.PENDING
+
+
+async def test_a_delivery_fanned_out_as_its_endpoint_answered_410_stays_unsent_when_enabled(
+    container, clock, receiver
+):
+    app = container.installments
+    endpoint = await app.endpoints.create("m_1", receiver.url, "", CREATED)
+    await create_plan(container)
+    # What a fan-out racing the 410 leaves: the endpoint disabled, a delivery pending,
+    # for the next pass to abandon.
+    async with app.uow() as uow:
+        await uow.webhooks.fan_out(now=clock.now(), limit=10)
+        stored = await uow.webhooks.get_endpoint(endpoint.id, None)
+        stored.disable("the receiver answered 410 Gone", clock.now())
+        await uow.webhooks.save_endpoint(stored)
+        await uow.commit()
+
+    await app.endpoints.enable(endpoint.id, "m_1")
+    await app.dispatcher.run_once()
+
+    assert receiver.requests == []
+    (d,) = await deliveries(container)
+    assert (d.status, d.last_error) == (DeliveryStatus.DEAD, "endpoint disabled")
+
+
+async def test_only_the_merchant_of_an_endpoint_or_ops_enables_it(container, clock, receiver):
+    app = container.installments
+    endpoint = await app.endpoints.create("m_1", receiver.url, "", CREATED)
+    await create_plan(container)
+    receiver.script = [410]
+    await app.dispatcher.run_once()
+
+    with pytest.raises(EndpointNotFound):
+        await app.endpoints.enable(endpoint.id, "m_2")
+    with pytest.raises(EndpointNotFound):
+        await app.endpoints.enable("we_unknown", "m_1")
+    (listed,) = await app.endpoints.list("m_1")
+    assert listed.status is EndpointStatus.DISABLED
+
+    assert (await app.endpoints.enable(endpoint.id, None)).status is EndpointStatus.ENABLED
+
+    await app.endpoints.delete(endpoint.id, "m_1")
+    with pytest.raises(EndpointNotFound):
+        await app.endpoints.enable(endpoint.id, "m_1")
+    assert await app.endpoints.list("m_1") == []
 
 
 async def test_an_endpoint_answering_410_to_every_delivery_at_once_is_disabled_once(

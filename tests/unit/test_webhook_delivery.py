@@ -10,8 +10,10 @@ import pytest
 from payorch.domain.webhook_delivery import (
     BACKOFF_S,
     DeliveryStatus,
+    EndpointStatus,
     InvalidTransition,
     WebhookDelivery,
+    WebhookEndpoint,
     backoff,
     event_type,
     webhook_body,
@@ -31,6 +33,49 @@ def delivery() -> WebhookDelivery:
         created_at=T0,
         next_attempt_at=T0,
     )
+
+
+def endpoint() -> WebhookEndpoint:
+    return WebhookEndpoint(
+        id="we_1",
+        merchant_id="m_1",
+        url="https://example.com/hooks",
+        secret="whsec_x",
+        description="",
+        event_types=(),
+        created_at=T0,
+        updated_at=T0,
+    )
+
+
+def test_an_endpoint_disabled_by_a_410_is_enabled_again_with_its_url_and_secret():
+    e = endpoint()
+    e.disable("the receiver answered 410 Gone", T0 + timedelta(minutes=1))
+    assert not e.wants("installment.paid")
+
+    assert e.enable(T0 + timedelta(hours=1)) is True
+
+    assert (e.status, e.disabled_reason, e.updated_at) == (
+        EndpointStatus.ENABLED,
+        "",
+        T0 + timedelta(hours=1),
+    )
+    assert (e.url, e.secret) == ("https://example.com/hooks", "whsec_x")
+    assert e.wants("installment.paid")
+
+
+def test_enabling_an_enabled_endpoint_changes_nothing():
+    e = endpoint()
+    assert e.enable(T0 + timedelta(hours=1)) is False
+    assert (e.status, e.updated_at) == (EndpointStatus.ENABLED, T0)
+
+
+def test_a_deleted_endpoint_is_never_enabled_again():
+    e = endpoint()
+    e.delete(T0)
+    with pytest.raises(InvalidTransition):
+        e.enable(T0)
+    assert e.status is EndpointStatus.DELETED
 
 
 def test_the_schedule_is_immediately_5s_5min_30min_2h_5h_10h_24h():

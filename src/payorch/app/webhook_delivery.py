@@ -153,6 +153,22 @@ class WebhookEndpoints:
             await uow.webhooks.abandon_pending(endpoint.id, "endpoint deleted")
             await uow.commit()
 
+    async def enable(self, endpoint_id: str, merchant_id: str | None) -> WebhookEndpoint:
+        """Send to a disabled endpoint again: new events only, with the same secret."""
+        async with self._uow() as uow:
+            endpoint = await uow.webhooks.get_endpoint(endpoint_id, merchant_id)
+            if endpoint is None or endpoint.status is EndpointStatus.DELETED:
+                raise EndpointNotFound(endpoint_id)
+            if not endpoint.enable(self._clock.now()):
+                return endpoint
+            await uow.webhooks.save_endpoint(endpoint)
+            # A fan-out that raced the 410 may have left it deliveries the next pass
+            # would abandon: they go to the dead-letter list now, as they would have
+            # a moment later, instead of being sent because the merchant was quick.
+            await uow.webhooks.abandon_pending(endpoint.id, "endpoint disabled")
+            await uow.commit()
+        return endpoint
+
     async def deliveries(
         self,
         merchant_id: str | None,

@@ -56,6 +56,15 @@ class WebhookEndpoint:
             return
         self.status, self.disabled_reason, self.updated_at = EndpointStatus.DISABLED, reason, now
 
+    def enable(self, now: datetime) -> bool:
+        """Send to it again (same URL, same secret); False when it already was enabled."""
+        if self.status is EndpointStatus.DELETED:
+            raise InvalidTransition("the endpoint is deleted")
+        if self.status is EndpointStatus.ENABLED:
+            return False
+        self.status, self.disabled_reason, self.updated_at = EndpointStatus.ENABLED, "", now
+        return True
+
     def delete(self, now: datetime) -> None:
         self.status, self.updated_at = EndpointStatus.DELETED, now
 

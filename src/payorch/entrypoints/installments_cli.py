@@ -157,6 +157,12 @@ def cmd_endpoint_delete(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_endpoint_enable(args: argparse.Namespace) -> int:
+    return _call(
+        args, "EnableWebhookEndpoint", pb.EnableWebhookEndpointRequest(endpoint_id=args.endpoint_id)
+    )
+
+
 def cmd_deliveries(args: argparse.Namespace) -> int:
     status = f"DELIVERY_STATUS_{args.status.upper()}" if args.status else None
     return _call(
@@ -467,6 +473,13 @@ def register(
     client_flags(ep_delete)
     ep_delete.add_argument("endpoint_id")
     ep_delete.set_defaults(func=cmd_endpoint_delete)
+
+    ep_enable = hooks_sub.add_parser(
+        "enable-endpoint", help="send to a disabled endpoint again (dead deliveries stay dead)"
+    )
+    client_flags(ep_enable)
+    ep_enable.add_argument("endpoint_id")
+    ep_enable.set_defaults(func=cmd_endpoint_enable)
 
     deliveries = hooks_sub.add_parser("deliveries", help="deliveries (--status dead: dead letters)")
     client_flags(deliveries)

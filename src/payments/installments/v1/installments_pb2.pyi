@@ -312,6 +312,18 @@ class DeleteWebhookEndpointResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class EnableWebhookEndpointRequest(_message.Message):
+    __slots__ = ("endpoint_id",)
+    ENDPOINT_ID_FIELD_NUMBER: _ClassVar[int]
+    endpoint_id: str
+    def __init__(self, endpoint_id: _Optional[str] = ...) -> None: ...
+
+class EnableWebhookEndpointResponse(_message.Message):
+    __slots__ = ("endpoint",)
+    ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    endpoint: WebhookEndpoint
+    def __init__(self, endpoint: _Optional[_Union[WebhookEndpoint, _Mapping]] = ...) -> None: ...
+
 class WebhookDelivery(_message.Message):
     __slots__ = ("delivery_id", "webhook_id", "endpoint_id", "event_type", "status", "attempts", "last_status_code", "last_error", "next_attempt_at", "created_at", "delivered_at")
     DELIVERY_ID_FIELD_NUMBER: _ClassVar[int]

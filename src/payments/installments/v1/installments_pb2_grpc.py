@@ -78,6 +78,11 @@ class InstallmentServiceStub:
                 request_serializer=payments_dot_installments_dot_v1_dot_installments__pb2.DeleteWebhookEndpointRequest.SerializeToString,
                 response_deserializer=payments_dot_installments_dot_v1_dot_installments__pb2.DeleteWebhookEndpointResponse.FromString,
                 _registered_method=True)
+        self.EnableWebhookEndpoint = channel.unary_unary(
+                '/payments.installments.v1.InstallmentService/EnableWebhookEndpoint',
+                request_serializer=payments_dot_installments_dot_v1_dot_installments__pb2.EnableWebhookEndpointRequest.SerializeToString,
+                response_deserializer=payments_dot_installments_dot_v1_dot_installments__pb2.EnableWebhookEndpointResponse.FromString,
+                _registered_method=True)
         self.ListWebhookDeliveries = channel.unary_unary(
                 '/payments.installments.v1.InstallmentService/ListWebhookDeliveries',
                 request_serializer=payments_dot_installments_dot_v1_dot_installments__pb2.ListWebhookDeliveriesRequest.SerializeToString,
@@ -154,6 +159,14 @@ class InstallmentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def EnableWebhookEndpoint(self, request, context):
+        """Sends to a disabled endpoint again (same URL and secret): events from now on;
+        dead deliveries stay dead until RedeliverWebhook. Enabled already: returned as is.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListWebhookDeliveries(self, request, context):
         """Lists deliveries, newest first (status DEAD: the dead-letter list).
         """
@@ -210,6 +223,11 @@ def add_InstallmentServiceServicer_to_server(servicer, server):
                     servicer.DeleteWebhookEndpoint,
                     request_deserializer=payments_dot_installments_dot_v1_dot_installments__pb2.DeleteWebhookEndpointRequest.FromString,
                     response_serializer=payments_dot_installments_dot_v1_dot_installments__pb2.DeleteWebhookEndpointResponse.SerializeToString,
+            ),
+            'EnableWebhookEndpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.EnableWebhookEndpoint,
+                    request_deserializer=payments_dot_installments_dot_v1_dot_installments__pb2.EnableWebhookEndpointRequest.FromString,
+                    response_serializer=payments_dot_installments_dot_v1_dot_installments__pb2.EnableWebhookEndpointResponse.SerializeToString,
             ),
             'ListWebhookDeliveries': grpc.unary_unary_rpc_method_handler(
                     servicer.ListWebhookDeliveries,
@@ -442,6 +460,33 @@ class InstallmentService:
             '/payments.installments.v1.InstallmentService/DeleteWebhookEndpoint',
             payments_dot_installments_dot_v1_dot_installments__pb2.DeleteWebhookEndpointRequest.SerializeToString,
             payments_dot_installments_dot_v1_dot_installments__pb2.DeleteWebhookEndpointResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EnableWebhookEndpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/payments.installments.v1.InstallmentService/EnableWebhookEndpoint',
+            payments_dot_installments_dot_v1_dot_installments__pb2.EnableWebhookEndpointRequest.SerializeToString,
+            payments_dot_installments_dot_v1_dot_installments__pb2.EnableWebhookEndpointResponse.FromString,
             options,
             channel_credentials,
             insecure,

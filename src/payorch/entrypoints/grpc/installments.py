@@ -318,6 +318,18 @@ class InstallmentServicer:
             raise error(code_pb2.ABORTED, "the endpoint is changing; try again") from exc
         return pb.DeleteWebhookEndpointResponse()
 
+    async def EnableWebhookEndpoint(
+        self, request: pb.EnableWebhookEndpointRequest, call: Call
+    ) -> pb.EnableWebhookEndpointResponse:
+        endpoint_id = _object_id(request.endpoint_id, "endpoint_id", "webhook endpoint")
+        try:
+            endpoint = await self._endpoints.enable(endpoint_id, read_scope(call.principal))
+        except EndpointNotFound as exc:
+            raise not_found("webhook endpoint") from exc
+        except ConcurrentUpdate as exc:
+            raise error(code_pb2.ABORTED, "the endpoint is changing; try again") from exc
+        return pb.EnableWebhookEndpointResponse(endpoint=mappers.endpoint_pb(endpoint))
+
     async def ListWebhookDeliveries(
         self, request: pb.ListWebhookDeliveriesRequest, call: Call
     ) -> pb.ListWebhookDeliveriesResponse:
