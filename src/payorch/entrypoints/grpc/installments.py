@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import Iterator
 
 from google.rpc import code_pb2
 
@@ -91,6 +93,20 @@ def _merchant(call: Call, requested: str) -> str:
         reject_call(issues)
         raise invalid_argument([(i.field, i.message) for i in issues])
     return merchant
+
+
+@contextlib.contextmanager
+def _refusals(what: str, changing: str) -> Iterator[None]:
+    """The app's refusals of a call on one object as statuses: not found (or not the
+    caller's), a transition it cannot make, a save another call beat."""
+    try:
+        yield
+    except (PlanNotFound, EndpointNotFound, DeliveryNotFound) as exc:
+        raise not_found(what) from exc
+    except InvalidTransition as exc:
+        raise _transition(exc) from exc
+    except ConcurrentUpdate as exc:
+        raise error(code_pb2.ABORTED, f"the {changing} is changing; try again") from exc
 
 
 def _object_id(value: str, name: str, what: str) -> str:
@@ -219,10 +235,8 @@ class InstallmentServicer:
         self, request: pb.GetInstallmentPlanRequest, call: Call
     ) -> pb.GetInstallmentPlanResponse:
         plan_id = _object_id(request.plan_id, "plan_id", "installment plan")
-        try:
+        with _refusals("installment plan", "plan"):
             plan = await self._plans.get(plan_id, read_scope(call.principal))
-        except PlanNotFound as exc:
-            raise not_found("installment plan") from exc
         return pb.GetInstallmentPlanResponse(plan=mappers.plan_pb(plan))
 
     async def ListInstallmentPlans(
@@ -251,28 +265,16 @@ class InstallmentServicer:
         # Cut as the service keeps it, then scanned: the text scanned is the text kept.
         reason = clip(request.reason.strip(), MAX_REASON_LEN)
         _no_card_numbers([("reason", reason)])
-        try:
+        with _refusals("installment plan", "plan"):
             plan = await self._plans.cancel(plan_id, read_scope(call.principal), reason)
-        except PlanNotFound as exc:
-            raise not_found("installment plan") from exc
-        except InvalidTransition as exc:
-            raise _transition(exc) from exc
-        except ConcurrentUpdate as exc:
-            raise error(code_pb2.ABORTED, "the plan is changing; try again") from exc
         return pb.CancelInstallmentPlanResponse(plan=mappers.plan_pb(plan))
 
     async def RetryInstallment(
         self, request: pb.RetryInstallmentRequest, call: Call
     ) -> pb.RetryInstallmentResponse:
         installment_id = _object_id(request.installment_id, "installment_id", "installment")
-        try:
+        with _refusals("installment", "plan"):
             plan = await self._plans.retry_now(installment_id, read_scope(call.principal))
-        except PlanNotFound as exc:
-            raise not_found("installment") from exc
-        except InvalidTransition as exc:
-            raise _transition(exc) from exc
-        except ConcurrentUpdate as exc:
-            raise error(code_pb2.ABORTED, "the plan is changing; try again") from exc
         return pb.RetryInstallmentResponse(plan=mappers.plan_pb(plan))
 
     # -- webhook endpoints ---------------------------------------------------------
@@ -310,24 +312,16 @@ class InstallmentServicer:
         self, request: pb.DeleteWebhookEndpointRequest, call: Call
     ) -> pb.DeleteWebhookEndpointResponse:
         endpoint_id = _object_id(request.endpoint_id, "endpoint_id", "webhook endpoint")
-        try:
+        with _refusals("webhook endpoint", "endpoint"):
             await self._endpoints.delete(endpoint_id, read_scope(call.principal))
-        except EndpointNotFound as exc:
-            raise not_found("webhook endpoint") from exc
-        except ConcurrentUpdate as exc:
-            raise error(code_pb2.ABORTED, "the endpoint is changing; try again") from exc
         return pb.DeleteWebhookEndpointResponse()
 
     async def EnableWebhookEndpoint(
         self, request: pb.EnableWebhookEndpointRequest, call: Call
     ) -> pb.EnableWebhookEndpointResponse:
         endpoint_id = _object_id(request.endpoint_id, "endpoint_id", "webhook endpoint")
-        try:
+        with _refusals("webhook endpoint", "endpoint"):
             endpoint = await self._endpoints.enable(endpoint_id, read_scope(call.principal))
-        except EndpointNotFound as exc:
-            raise not_found("webhook endpoint") from exc
-        except ConcurrentUpdate as exc:
-            raise error(code_pb2.ABORTED, "the endpoint is changing; try again") from exc
         return pb.EnableWebhookEndpointResponse(endpoint=mappers.endpoint_pb(endpoint))
 
     async def ListWebhookDeliveries(
@@ -358,11 +352,8 @@ class InstallmentServicer:
     ) -> pb.RedeliverWebhookResponse:
         delivery_id = _object_id(request.delivery_id, "delivery_id", "webhook delivery")
         try:
-            delivery = await self._endpoints.redeliver(delivery_id, read_scope(call.principal))
-        except DeliveryNotFound as exc:
-            raise not_found("webhook delivery") from exc
+            with _refusals("webhook delivery", "delivery"):
+                delivery = await self._endpoints.redeliver(delivery_id, read_scope(call.principal))
         except CannotRedeliver as exc:
             raise error(code_pb2.FAILED_PRECONDITION, str(exc), "INVALID_STATE") from exc
-        except ConcurrentUpdate as exc:
-            raise error(code_pb2.ABORTED, "the delivery is changing; try again") from exc
         return pb.RedeliverWebhookResponse(delivery=mappers.delivery_pb(delivery))
