@@ -91,27 +91,44 @@ class Settlement:
         held: ResponseKind | None = None
         if await self._run(payment, step, operation, key, call):
             held = done
-        elif step.processor_payment_id and step.processor in self._processors:
-            processor = self._processors[step.processor]
-            request = charge_request(payment, step, LOOKUP_TIMEOUT_S)
-            found = await self._lookup(
+        else:
+            found = await self._look_up_step(
                 payment,
                 step,
                 key,
-                processor.lookup(request, step.processor_payment_id),
                 reason=f"lookup after a failed {operation}",
                 decisions={done: f"the {operation} went through", other: lost},
                 otherwise=f"the {operation} is still owed",
             )
             held = found if found in (done, other) else None
-        if held is ResponseKind.SUCCEEDED:
-            if step.status is StepStatus.REQUIRES_ACTION:  # the customer acted meanwhile
-                payment.step_succeeded(step, processor=step.processor, latency_ms=0)
-            if step.status is StepStatus.AUTHORIZED:
-                payment.step_captured(step)
-        elif held is ResponseKind.NOT_CHARGED:
-            payment.step_voided(step)
+        _record_held(payment, step, held)
         return held is done
+
+    async def _look_up_step(
+        self,
+        payment: Payment,
+        step: Step,
+        key: str,
+        *,
+        reason: str,
+        decisions: Mapping[ResponseKind, str],
+        otherwise: str,
+    ) -> ResponseKind | None:
+        """Look the step's PaymentIntent up (an attempt of its own); None when it cannot
+        be (no processor for it, or no intent yet)."""
+        processor = self._processors.get(step.processor)
+        if processor is None or not step.processor_payment_id:
+            return None
+        request = charge_request(payment, step, LOOKUP_TIMEOUT_S)
+        return await self._lookup(
+            payment,
+            step,
+            key,
+            processor.lookup(request, step.processor_payment_id),
+            reason=reason,
+            decisions=decisions,
+            otherwise=otherwise,
+        )
 
     async def _lookup(
         self,
@@ -181,16 +198,10 @@ class Settlement:
         """The processor says something happened to a step we hold authorized: look it
         up, and record a hold it released (canceled: from its dashboard, or lapsed) as
         voided, one it captured (its dashboard, say) as captured."""
-        processor = self._processors.get(step.processor)
-        if processor is None or not step.processor_payment_id:
-            return
-        found = await self._lookup(
+        found = await self._look_up_step(
             payment,
             step,
             step.attempts[-1].idempotency_key if step.attempts else "",
-            processor.lookup(
-                charge_request(payment, step, LOOKUP_TIMEOUT_S), step.processor_payment_id
-            ),
             reason="lookup after the processor's event about a held step",
             decisions={
                 ResponseKind.NOT_CHARGED: "canceled at the processor: recorded as voided",
@@ -198,10 +209,7 @@ class Settlement:
             },
             otherwise="still held: nothing to record",
         )
-        if found is ResponseKind.NOT_CHARGED:
-            payment.step_voided(step)
-        elif found is ResponseKind.SUCCEEDED:
-            payment.step_captured(step)
+        _record_held(payment, step, found)
 
     async def capture(self, payment: Payment, step: Step) -> bool:
         key = f"payorch_{payment.id}_{step.index}_capture"
@@ -269,3 +277,15 @@ class Settlement:
         if done:
             payment.step_refunded(step, amount)
         return done
+
+
+def _record_held(payment: Payment, step: Step, held: ResponseKind | None) -> None:
+    """Record the step as the processor holds it: captured (once the customer acted,
+    if it waited for them) or voided; anything else leaves it as it was."""
+    if held is ResponseKind.SUCCEEDED:
+        if step.status is StepStatus.REQUIRES_ACTION:  # the customer acted meanwhile
+            payment.step_succeeded(step, processor=step.processor, latency_ms=0)
+        if step.status is StepStatus.AUTHORIZED:
+            payment.step_captured(step)
+    elif held is ResponseKind.NOT_CHARGED:
+        payment.step_voided(step)
