@@ -306,10 +306,8 @@ class PaymentService:
                 voided = step.status is StepStatus.VOIDED or voided
         if amount:
             payment.captured(amount)
-        if voided and not payment.captured_minor and not any(s.succeeded for s in payment.steps):
-            # Nothing is left held: the payment is cancelled, though no cancel of ours
-            # did it, and whoever listens is told so once.
-            payment.cancelled(CANCELED_AT_PROCESSOR)
+        if voided:
+            _cancelled_if_released(payment)
 
     async def _load(self, payment_id: str, merchant_id: str | None) -> Payment:
         async with self._uow() as uow:
@@ -461,9 +459,7 @@ class PaymentService:
             if now_held is StepStatus.VOIDED and not payment.captured_minor:
                 if payment.remaining_minor and not payment.allow_partial:
                     await self._compensate(payment)  # all-or-nothing: the rest is released
-                releasing = _releasing(payment)  # a void of the rest failed: owed
-                if all(releasing or not s.succeeded for s in payment.steps):
-                    payment.cancelled(CANCELED_AT_PROCESSOR)
+                _cancelled_if_released(payment)
             changed = now_held is not StepStatus.AUTHORIZED
             return changed
 
@@ -815,6 +811,16 @@ class ProcessorEvents:
 
 def _releasing(payment: Payment) -> bool:
     return payment.owed is Owed.VOID
+
+
+def _cancelled_if_released(payment: Payment) -> None:
+    """A hold the processor released left the payment with no money taken and nothing
+    held (or what is left owed a void of ours): it is cancelled, though no cancel of
+    ours did it, and whoever listens is told so once."""
+    if payment.captured_minor:
+        return
+    if _releasing(payment) or not any(s.succeeded for s in payment.steps):
+        payment.cancelled(CANCELED_AT_PROCESSOR)
 
 
 def _refund_parts(payment: Payment, amount_minor: int) -> RefundRequest:
