@@ -136,3 +136,39 @@ def test_sigterm_lets_an_in_flight_payment_finish(tmp_path):
     assert payment.result.success
     assert server.process.wait(20) == 0
     assert "shutting down" in server.log() and "stopped" in server.log()
+
+
+@pytest.mark.parametrize(
+    "second",
+    ["Bearer {other}", "Basic dXNlcjpwYXNz", "Bearer {own}"],
+    ids=["another merchant's key", "another scheme", "the same key"],
+)
+@pytest.mark.parametrize("own_first", [True, False], ids=["own first", "own second"])
+async def test_a_call_with_two_authorization_headers_is_unauthenticated_and_stores_nothing(
+    served, second, own_first
+):
+    # Which of two credentials a call carries is ambiguous: a proxy in front may have
+    # checked the other one. The server used to take the first bearer it found.
+    container, channel, auth = served
+    other = await container.api_keys.create(
+        merchant_id="m_2", scope=Scope.MERCHANT, label="", now=container.clock.now()
+    )
+    own = auth[0][1].removeprefix("Bearer ")
+    extra = ("authorization", second.format(other=other.plaintext, own=own))
+    metadata = [auth[0], extra] if own_first else [extra, auth[0]]
+    stub = orch_grpc.PaymentOrchestratorStub(channel)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.CreatePayment(
+            orch.CreatePaymentRequest(
+                request_id=str(uuid.uuid4()),
+                amount_minor=1250,
+                currency="eur",
+                payment_method="pm_card_visa",
+            ),
+            metadata=metadata,
+        )
+    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    details = err.value.details() or ""
+    assert own not in details and other.plaintext not in details
+    assert await container.payments.list(None, page_size=10, after=None) == []
+
