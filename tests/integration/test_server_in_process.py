@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import sqlite3
+import stat
 import time
 import uuid
 
@@ -13,11 +14,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from payments.orchestrator.v1 import orchestrator_pb2 as orch
 from payments.orchestrator.v1 import orchestrator_pb2_grpc as orch_grpc
-from payorch.app.auth import Scope
+from payorch.app.auth import Scope, hash_key
 from payorch.bootstrap import bootstrap
 from payorch.domain.merchant_config import MerchantConfig, MethodRule
 from payorch.domain.payment import MethodType
 from payorch.entrypoints.grpc.server import create_server, mark_serving
+from payorch.entrypoints.serve import ensure_demo_key
 from payorch.settings import Settings
 from tests.e2e.server import create_key, start_server
 from tests.rich_status import field_violations
@@ -172,3 +174,21 @@ async def test_a_call_with_two_authorization_headers_is_unauthenticated_and_stor
     assert own not in details and other.plaintext not in details
     assert await container.payments.list(None, page_size=10, after=None) == []
 
+
+async def test_a_demo_key_written_over_a_stale_file_is_readable_by_its_owner_only(
+    database_url, tmp_path
+):
+    # The file held a key the database no longer knows (revoked, or another database's)
+    # and was readable by everyone: the new key went into it as it was.
+    container = await bootstrap(Settings(database_url=database_url))
+    try:
+        path = tmp_path / "demo-key"
+        path.write_text("po_000000000000_stale\n")
+        path.chmod(0o644)
+        await ensure_demo_key(container, path)
+        key = path.read_text().strip()
+        assert key != "po_000000000000_stale"
+        assert await container.api_keys.find(hash_key(key)) is not None
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    finally:
+        await container.close()
