@@ -267,6 +267,10 @@ BAD_CREDENTIALS: dict[str, Callable[[RunningServer], list[tuple[str, str]]]] = {
     "oversized key": lambda s: [("authorization", "Bearer po_" + "a" * 8000)],
     "key in another header": lambda s: [("x-api-key", s.keys["m_1"])],
     "stripe-looking key": lambda s: [("authorization", "Bearer sk_test_abcdefghijklmnop")],
+    "two merchants' keys": lambda s: [
+        ("authorization", f"Bearer {s.keys['m_1']}"),
+        ("authorization", f"Bearer {s.keys['m_2']}"),
+    ],
 }
 
 

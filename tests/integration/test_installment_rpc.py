@@ -261,3 +261,26 @@ async def test_a_bad_endpoint_id_is_invalid_argument_on_endpoint_id(served, endp
 
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert list(field_violations(err.value)) == ["endpoint_id"]
+
+
+# -- card numbers in a webhook URL -------------------------------------------------------
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://93.184.216.34/hook?pan=4242%204242%204242%204242",
+        "https://93.184.216.34/hook?pan=4242+4242+4242+4242",
+        "https://93.184.216.34/hook?pan=4242%2D4242%2D4242%2D4242",
+        "https://93.184.216.34/%34%32%34%32%34%32%34%32%34%32%34%32%34%32%34%32",
+    ],
+    ids=["%20 spaces", "+ spaces", "%2D dashes", "percent-encoded digits"],
+)
+async def test_a_webhook_url_holding_an_encoded_card_number_is_refused_and_not_kept(served, url):
+    # The receiver reads the URL decoded: these are card numbers to it, and were kept.
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await served.stub.CreateWebhookEndpoint(
+            pb.CreateWebhookEndpointRequest(url=url), metadata=served.auth
+        )
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "card number" in field_violations(err.value)["url"]
+    assert "4242" not in (err.value.details() or "")
+    assert await endpoints_of(served) == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import sqlite3
+import stat
 import time
 import uuid
 
@@ -13,11 +14,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from payments.orchestrator.v1 import orchestrator_pb2 as orch
 from payments.orchestrator.v1 import orchestrator_pb2_grpc as orch_grpc
-from payorch.app.auth import Scope
+from payorch.app.auth import Scope, hash_key
 from payorch.bootstrap import bootstrap
 from payorch.domain.merchant_config import MerchantConfig, MethodRule
 from payorch.domain.payment import MethodType
 from payorch.entrypoints.grpc.server import create_server, mark_serving
+from payorch.entrypoints.serve import ensure_demo_key
 from payorch.settings import Settings
 from tests.e2e.server import create_key, start_server
 from tests.rich_status import field_violations
@@ -136,3 +138,57 @@ def test_sigterm_lets_an_in_flight_payment_finish(tmp_path):
     assert payment.result.success
     assert server.process.wait(20) == 0
     assert "shutting down" in server.log() and "stopped" in server.log()
+
+
+@pytest.mark.parametrize(
+    "second",
+    ["Bearer {other}", "Basic dXNlcjpwYXNz", "Bearer {own}"],
+    ids=["another merchant's key", "another scheme", "the same key"],
+)
+@pytest.mark.parametrize("own_first", [True, False], ids=["own first", "own second"])
+async def test_a_call_with_two_authorization_headers_is_unauthenticated_and_stores_nothing(
+    served, second, own_first
+):
+    # Which of two credentials a call carries is ambiguous: a proxy in front may have
+    # checked the other one. The server used to take the first bearer it found.
+    container, channel, auth = served
+    other = await container.api_keys.create(
+        merchant_id="m_2", scope=Scope.MERCHANT, label="", now=container.clock.now()
+    )
+    own = auth[0][1].removeprefix("Bearer ")
+    extra = ("authorization", second.format(other=other.plaintext, own=own))
+    metadata = [auth[0], extra] if own_first else [extra, auth[0]]
+    stub = orch_grpc.PaymentOrchestratorStub(channel)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.CreatePayment(
+            orch.CreatePaymentRequest(
+                request_id=str(uuid.uuid4()),
+                amount_minor=1250,
+                currency="eur",
+                payment_method="pm_card_visa",
+            ),
+            metadata=metadata,
+        )
+    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    details = err.value.details() or ""
+    assert own not in details and other.plaintext not in details
+    assert await container.payments.list(None, page_size=10, after=None) == []
+
+
+async def test_a_demo_key_written_over_a_stale_file_is_readable_by_its_owner_only(
+    database_url, tmp_path
+):
+    # The file held a key the database no longer knows (revoked, or another database's)
+    # and was readable by everyone: the new key went into it as it was.
+    container = await bootstrap(Settings(database_url=database_url))
+    try:
+        path = tmp_path / "demo-key"
+        path.write_text("po_000000000000_stale\n")
+        path.chmod(0o644)
+        await ensure_demo_key(container, path)
+        key = path.read_text().strip()
+        assert key != "po_000000000000_stale"
+        assert await container.api_keys.find(hash_key(key)) is not None
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    finally:
+        await container.close()

@@ -365,6 +365,22 @@ def test_keys_create_refuses_a_merchant_id_no_rpc_would_accept_and_stores_nothin
     assert not (tmp_path / "keys.db").exists(), "refused before the database is touched"
 
 
+@pytest.mark.parametrize(
+    "label",
+    ["till 4242 4242 4242 4242", "x" * 129],
+    ids=["card number", "longer than the column"],
+)
+def test_keys_create_refuses_a_label_it_could_not_keep_and_stores_nothing(label, tmp_path, capsys):
+    # The label is kept beside the key's hash and printed by `keys list`.
+    url = f"sqlite:///{tmp_path / 'keys.db'}"
+    argv = ["keys", "--database-url", url, "create", "--merchant", "m_1", "--label", label]
+    assert exit_code_of(argv) == 2
+    err = capsys.readouterr().err
+    assert "argument --label: " in err
+    assert "4242" not in err, "a card number is never repeated"
+    assert not (tmp_path / "keys.db").exists(), "refused before the database is touched"
+
+
 def test_keys_create_takes_a_well_formed_merchant_id(tmp_path, capsys):
     url = f"sqlite:///{tmp_path / 'keys.db'}"
     assert exit_code_of(["keys", "--database-url", url, "create", "--merchant", "m_1.a-b"]) == 0

@@ -14,6 +14,7 @@ from payments.orchestrator.v1 import health_pb2 as hpb
 from payorch.adapters.clock import ManualClock
 from payorch.app.auth import PermissionDenied, Principal, Scope
 from payorch.app.health import HealthTracker
+from payorch.domain.card_data import contains_card_number
 from payorch.domain.health import HealthPolicy, Signal
 from payorch.entrypoints import cli
 from payorch.entrypoints.grpc.errors import RpcError
@@ -204,3 +205,27 @@ async def test_payorch_health_json_prints_the_response(monkeypatch, capsys):
     out = json.loads(capsys.readouterr().out)
     assert [r["processor"] for r in out["reports"]] == ["sim_a", "sim_b"]
     assert out["reports"][0]["state"] == "HEALTH_STATE_HEALTHY" and out["serving"] is True
+
+
+@pytest.mark.parametrize(
+    ("processor", "faults"),
+    [("4000056655665556", "api_error=1"), ("sim_a", "4000056655665556=1")],
+    ids=["processor", "faults"],
+)
+async def test_a_fault_injection_refusal_never_repeats_a_card_number(processor, faults):
+    from payorch.adapters.processors.simulated import SimulatedProcessor, Simulation
+
+    sims = {"sim_a": SimulatedProcessor("sim_a")}
+
+    def set_faults(name: str, spec: str) -> None:
+        sims[name].set_simulation(Simulation.parse(spec))
+
+    servicer = ProcessorFaultInjectionServicer(set_faults)
+    with pytest.raises(RpcError) as err:
+        await servicer.SetSimulatedFaults(
+            hpb.SetSimulatedFaultsRequest(processor=processor, faults=faults), OPS
+        )
+    assert not contains_card_number(str(err.value.status.details))
+    assert not contains_card_number(
+        b"".join(v for _, v in err.value.status.trailing_metadata).decode("latin-1")
+    )

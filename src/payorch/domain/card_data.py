@@ -198,3 +198,9 @@ def clip(text: str, limit: int) -> str:
         while end and text[end - 1].isdecimal():
             end -= 1
     return text[:end]
+
+
+def quoted(text: str, limit: int) -> str:
+    """Caller text quoted back in an answer: cut to `limit` with clip, card numbers
+    removed, in quotes."""
+    return repr(redact_card_numbers(clip(text, limit)))

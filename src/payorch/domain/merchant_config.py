@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from payorch.domain.card_data import clip, redact_card_numbers
+from payorch.domain.card_data import quoted
 from payorch.domain.installments import (
     MAX_COUNT,
     MAX_DUNNING_DAY,
@@ -23,9 +23,7 @@ MAX_QUOTED_LEN = 32
 
 
 def _quoted(names: list[str]) -> str:
-    shown = ", ".join(
-        repr(redact_card_numbers(clip(n, MAX_QUOTED_LEN))) for n in names[:MAX_QUOTED]
-    )
+    shown = ", ".join(quoted(n, MAX_QUOTED_LEN) for n in names[:MAX_QUOTED])
     more = len(names) - MAX_QUOTED
     return f"{shown} and {more} more" if more > 0 else shown
 

@@ -399,7 +399,9 @@ def parser() -> argparse.ArgumentParser:
         "--merchant", type=cli_arguments.merchant, help="bind the key to this merchant"
     )
     create.add_argument("--scope", choices=["merchant", "ops"], default="merchant")
-    create.add_argument("--label", default="")
+    create.add_argument(
+        "--label", type=cli_arguments.key_label, default="", help="what the key is for"
+    )
     revoke = keys_sub.add_parser("revoke")
     revoke.add_argument("key_id")
     keys_sub.add_parser("list")

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 
 from google.protobuf import timestamp_pb2
 
+from payorch.domain.card_data import contains_card_number
 from payorch.domain.money import MAX_AMOUNT_MINOR, Currency, UnknownCurrency
 from payorch.domain.request import merchant_id_issues
 
@@ -88,6 +89,20 @@ def timestamp(text: str) -> timestamp_pb2.Timestamp | None:
             "out of range: a time from 0001-01-01 to 9999-12-31 UTC"
         ) from None
     return t
+
+
+# The length of api_keys.label: a longer label fails the insert on PostgreSQL.
+MAX_KEY_LABEL_LEN = 128
+
+
+def key_label(text: str) -> str:
+    """A key's label, kept beside its hash and printed by `keys list`: text that
+    column holds, and no card number."""
+    if len(text) > MAX_KEY_LABEL_LEN:
+        raise argparse.ArgumentTypeError(f"at most {MAX_KEY_LABEL_LEN} characters")
+    if contains_card_number(text):
+        raise argparse.ArgumentTypeError("looks like a card number: never put card data here")
+    return text
 
 
 def merchant(text: str) -> str:

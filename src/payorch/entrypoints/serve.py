@@ -33,6 +33,8 @@ async def ensure_demo_key(container: Container, path: Path) -> None:
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # O_CREAT's mode applies only to a file it creates: a stale one keeps its own.
+    os.fchmod(fd, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(key.plaintext + "\n")
     log.info("created a demo API key for %s in %s", DEMO_MERCHANT, path)

@@ -56,12 +56,17 @@ Method = Callable[[Any, Call], Awaitable[pb_message.Message]]
 
 
 def _bearer(context: grpc.aio.ServicerContext[Any, Any]) -> str:
-    for key, value in context.invocation_metadata() or ():
-        if key == "authorization" and isinstance(value, str):
-            scheme, _, token = value.partition(" ")
-            if scheme.lower() == "bearer":
-                return token.strip()
-    return ""
+    """The bearer key of the call's one authorization header, or "" when it has none.
+
+    Two headers are refused, whatever they hold: which one the call carries is
+    ambiguous, and a proxy in front may have checked the other."""
+    sent = [v for k, v in context.invocation_metadata() or () if k == "authorization"]
+    if len(sent) > 1:
+        raise Unauthenticated("more than one authorization header: send one")
+    if not sent or not isinstance(sent[0], str):
+        return ""
+    scheme, _, token = sent[0].partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
 
 
 def _certificate_principal(context: grpc.aio.ServicerContext[Any, Any]) -> Principal | None:

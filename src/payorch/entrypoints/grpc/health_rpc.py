@@ -17,11 +17,14 @@ from grpc_health.v1 import health, health_pb2
 from payments.orchestrator.v1 import health_pb2 as hpb
 from payorch.app.auth import PermissionDenied
 from payorch.app.health import HealthTracker, ProcessorHealth
+from payorch.domain.card_data import quoted, redact_card_numbers
 from payorch.domain.health import BreakerState, HealthState, Signal
 from payorch.entrypoints.grpc.errors import error, invalid_argument, not_found
 from payorch.entrypoints.grpc.handlers import Call
 
 ORCHESTRATOR_SERVICE = "payments.orchestrator.v1.PaymentOrchestrator"
+# Caller input quoted back in an answer is cut to this (docs/security.md, Limits).
+MAX_QUOTED_LEN = 32
 
 HEALTH_STATES: dict[HealthState, Any] = {
     s: hpb.HealthState.Value(f"HEALTH_STATE_{s.name}") for s in HealthState
@@ -126,12 +129,13 @@ class ProcessorFaultInjectionServicer:
         except KeyError as exc:
             raise error(
                 code_pb2.FAILED_PRECONDITION,
-                f"{request.processor[:64]!r} is not a simulated processor",
+                f"{quoted(request.processor, MAX_QUOTED_LEN)} is not a simulated processor",
                 "NOT_SIMULATED",
                 "processor",
             ) from exc
         except ValueError as exc:
-            raise invalid_argument([("faults", str(exc))]) from exc
+            # The spec's parser quotes what it could not read: whatever was sent.
+            raise invalid_argument([("faults", redact_card_numbers(str(exc)))]) from exc
         return hpb.SetSimulatedFaultsResponse(processor=request.processor, faults=request.faults)
 
 

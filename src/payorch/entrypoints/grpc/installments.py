@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Iterator
+from urllib.parse import unquote_plus
 
 from google.rpc import code_pb2
 
@@ -168,9 +169,10 @@ def _request_id(raw: str) -> str:
 
 
 def _no_card_numbers(fields: list[tuple[str, str]]) -> None:
-    found = [(name, "looks like a card number") for name, v in fields if contains_card_number(v)]
+    """Refuse the fields holding a card number; a field may be given in several forms."""
+    found = dict.fromkeys(name for name, v in fields if contains_card_number(v))
     if found:
-        raise invalid_argument(found)
+        raise invalid_argument([(name, "looks like a card number") for name in found])
 
 
 def _transition(exc: InvalidTransition) -> RpcError:
@@ -291,7 +293,15 @@ class InstallmentServicer:
         if unknown:
             known = ", ".join(sorted(EVENT_TYPES))
             raise invalid_argument([(f"event_types[{unknown[0]}]", f"unknown; known: {known}")])
-        _no_card_numbers([("url", request.url), ("description", request.description)])
+        # A URL is read decoded: `4242%204242...`, `4242+4242...` and `%34%32...` are
+        # card numbers to its receiver, and the scan reads it as the receiver does too.
+        _no_card_numbers(
+            [
+                ("url", request.url),
+                ("url", unquote_plus(request.url)),
+                ("description", request.description),
+            ]
+        )
         try:
             endpoint = await self._endpoints.create(
                 merchant, request.url, request.description, list(request.event_types)
