@@ -253,6 +253,22 @@ class InstallmentCharger:
             return ChargeResult(ChargeOutcome.WITHDRAWN, "")
         return judge_charge(started)
 
+    async def went_through(
+        self, plan: InstallmentPlan, installment_id: str, attempt: int
+    ) -> ChargeResult | None:
+        """What attempt `attempt` came to if its payment went through after it was judged
+        a failure: one that waited for the customer (off-session, the bank wanted them)
+        and that they completed since. None when it did not, or there is none."""
+        try:
+            request = self._request(plan, plan.installment(installment_id), attempt)
+        except ValueError:
+            return None
+        started = await self._started_payment(plan, request)
+        if started is None:
+            return None
+        result = judge_charge(started)
+        return result if result.outcome is ChargeOutcome.PAID else None
+
     async def _started_payment(self, plan: InstallmentPlan, request: CoreRequest) -> Payment | None:
         """The payment this attempt's request made, if any (what create would replay)."""
         async with self._uow() as uow:
@@ -520,5 +536,10 @@ class InstallmentService:
             break
         else:
             raise ConcurrentUpdate(installment_id)
+        # The payment of the attempt before may have gone through since it failed (the
+        # customer completed the authentication it waited for): recorded, not charged again.
+        earlier = await self._charger.went_through(plan, installment_id, attempt - 1)
+        if earlier is not None:
+            return await self._charger.record(plan, installment_id, attempt, earlier)
         _result, plan = await self._charger.charge(plan, installment_id, attempt)
         return plan
