@@ -125,6 +125,26 @@ async def test_a_plan_the_merchant_config_refuses_is_invalid_argument_on_its_fie
     assert await plans_of(served) == []
 
 
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        pytest.param({"payment_method": ""}, "payment_method", id="no-payment-method"),
+        pytest.param({"payment_method": "visa please"}, "payment_method", id="not-a-token"),
+    ],
+)
+async def test_a_malformed_plan_below_the_smallest_total_is_invalid_argument_on_its_field(
+    served, fields, field
+):
+    small = plan_pb2.Money(amount_minor=5_000, currency="EUR")  # below 100.00: not eligible
+
+    err = await served.refused("malformed-1", total=small, **fields)
+
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err.details()
+    assert list(field_violations(err)) == [field]
+    assert served.container.simulated["simulated"].ledger.charges_total == 0
+    assert await plans_of(served) == []
+
+
 async def test_the_server_keeps_serving_after_refusing_a_plan(served):
     await served.container.configs.upsert(
         MerchantConfig("m_1", allowed_currencies=frozenset({"USD"}))

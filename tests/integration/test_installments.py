@@ -128,6 +128,26 @@ async def test_a_stolen_card_skips_the_ladder(container, clock):
     assert "InstallmentFailed" not in await outbox(container, plan.id)
 
 
+async def test_a_scheduler_back_after_two_missed_ladder_steps_charges_both_and_leaves_no_claim(
+    container, clock
+):
+    app = container.installments
+    plan = (await create_plan(container, token="pm_card_offSessionDeclinedInsufficientFunds")).plan
+    due = plan.installments[1].due_at
+    move_to(clock, due)
+    await app.scheduler.run_once()  # first failure F: retries at F+3, F+7, F+14
+    move_to(clock, due + 10 * DAY)  # the scheduler was down past F+3 and F+7
+
+    stats = await app.scheduler.run_once()
+
+    inst = (await app.plans.get(plan.id, "m_1")).installments[1]
+    assert (stats.claimed, stats.failed, stats.reclaimed) == (2, 2, 0)
+    assert inst.status is InstallmentStatus.FAILED, "not left claimed and uncharged"
+    assert (inst.claimed_by, inst.lease_until) == ("", None)
+    assert [c.attempt for c in inst.charges] == [1, 2, 3]
+    assert inst.next_attempt_at == due + 14 * DAY
+
+
 async def test_a_part_above_the_cards_maximum_fails_for_good_breaches_and_sends_the_webhook(
     container, clock, receiver
 ):

@@ -10,7 +10,11 @@ from typing import Any
 import pytest
 
 from payorch.adapters.clock import ManualClock
-from payorch.app.installments import InstallmentCharger
+from payorch.app.installments import (
+    DefaultInstallmentPolicies,
+    InstallmentCharger,
+    InstallmentService,
+)
 from payorch.app.payments import CreateResult, IdempotencyConflict
 from payorch.app.plan_builder import PlanRejected
 from payorch.domain.installments import (
@@ -75,6 +79,11 @@ class FakePlans:
     async def get(self, plan_id: str, merchant_id: str | None) -> InstallmentPlan | None:
         return self.plan
 
+    async def get_by_installment(
+        self, installment_id: str, merchant_id: str | None
+    ) -> InstallmentPlan | None:
+        return self.plan
+
     async def hold(self, installment_id: str, attempt: int, until: Any) -> None:
         self.held.append((installment_id, attempt))
 
@@ -85,10 +94,15 @@ class Setup:
         self.plan = new_plan()  # its first installment paid on ManualClock's first day
         self.payments = FakePayments()
         self.plans = FakePlans(self.plan)
-        self.charger = InstallmentCharger(
-            lambda: FakeInstallmentUnitOfWork(plans=self.plans, payments=self.payments),
+        self.uow = lambda: FakeInstallmentUnitOfWork(plans=self.plans, payments=self.payments)
+        self.charger = InstallmentCharger(self.uow, self.payments, self.clock)
+        self.service = InstallmentService(
+            self.uow,
             self.payments,
+            DefaultInstallmentPolicies(),
+            self.charger,
             self.clock,
+            worker_id="w-rpc",
         )
 
     def claim(self, seq: int) -> tuple[str, int]:
@@ -185,3 +199,23 @@ async def test_a_breached_plan_charges_only_what_the_merchant_retries(s):
     attempt = s.plan.start_manual_retry(inst2, worker="w", lease_until=now + DAY, now=now)
     result, plan = await s.charger.charge(s.plan, inst2, attempt)
     assert result.outcome is ChargeOutcome.PAID and plan.status is PlanStatus.ACTIVE
+
+
+async def test_a_manual_retry_records_an_authentication_the_customer_completed_instead_of_charging(
+    s,
+):
+    s.payments.status = PaymentStatus.REQUIRES_ACTION
+    inst_id, attempt = s.claim(2)
+    await s.charger.charge(s.plan, inst_id, attempt)
+    assert s.plan.installment(inst_id).status is InstallmentStatus.FAILED_FINAL
+    (first,) = s.payments.created
+    # The merchant brought the customer back and the payment was confirmed: money taken.
+    s.payments.stored[("m_1", first)].status = PaymentStatus.SUCCEEDED
+    s.payments.status = PaymentStatus.SUCCEEDED
+
+    plan = await s.service.retry_now(inst_id, "m_1")
+
+    assert s.payments.created == [first], "never charged a second time"
+    inst = plan.installment(inst_id)
+    assert inst.status is InstallmentStatus.PAID and plan.status is PlanStatus.ACTIVE
+    assert inst.payment_id == s.payments.stored[("m_1", first)].id

@@ -185,7 +185,12 @@ class InstallmentScheduler:
                         now=now, worker=self.worker_id, lease_until=now + self._lease, limit=limit
                     )
                     await uow.commit()
-                fresh = [c for c in claims if c.installment_id not in seen]
+                # A claim taken over in this pass (a charge here raised, or outlasted its
+                # lease) is left to the next pass. A new attempt of one charged here is
+                # charged: its last attempt is recorded, and it fell due again at once (a
+                # ladder step missed while the scheduler was down). Dropped, it would stay
+                # claimed and uncharged until its lease ran out.
+                fresh = [c for c in claims if not (c.reclaimed and c.installment_id in seen)]
                 if not fresh:
                     if not running:
                         return stats

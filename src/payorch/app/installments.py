@@ -253,6 +253,22 @@ class InstallmentCharger:
             return ChargeResult(ChargeOutcome.WITHDRAWN, "")
         return judge_charge(started)
 
+    async def went_through(
+        self, plan: InstallmentPlan, installment_id: str, attempt: int
+    ) -> ChargeResult | None:
+        """What attempt `attempt` came to if its payment went through after it was judged
+        a failure: one that waited for the customer (off-session, the bank wanted them)
+        and that they completed since. None when it did not, or there is none."""
+        try:
+            request = self._request(plan, plan.installment(installment_id), attempt)
+        except ValueError:
+            return None
+        started = await self._started_payment(plan, request)
+        if started is None:
+            return None
+        result = judge_charge(started)
+        return result if result.outcome is ChargeOutcome.PAID else None
+
     async def _started_payment(self, plan: InstallmentPlan, request: CoreRequest) -> Payment | None:
         """The payment this attempt's request made, if any (what create would replay)."""
         async with self._uow() as uow:
@@ -372,11 +388,28 @@ class InstallmentService:
         if contains_card_number(order_id):
             raise InvalidPlanRequest("order_id", "looks like a card number")
         plan_id = plan_id_for(cmd.merchant_id, cmd.request_id)
+        first_id = installment_id_for(plan_id, 1)
+
+        def first_charge(amount: Money) -> CoreRequest:
+            return _charge_request(
+                cmd.merchant_id,
+                order_id,
+                plan_id,
+                first_id,
+                1,
+                amount,
+                cmd.token,
+                cmd.customer_id,
+                off_session=False,
+            )
+
+        # The request's own fields first (RequestRejected): a malformed request is that,
+        # whatever the policy would say of its total. The real first charge is one part.
+        first_charge(cmd.total)
         fingerprint = plan_fingerprint(order_id, cmd.total, cmd.token, cmd.customer_id)
         replay, taken = await self._replay(plan_id, cmd.merchant_id, fingerprint)
         if replay is not None:
             return replay
-        first_id = installment_id_for(plan_id, 1)
         if taken is None:
             policy = await self._policies.for_merchant(cmd.merchant_id)
             policy.check_eligible(cmd.total)  # NotEligible
@@ -387,17 +420,7 @@ class InstallmentService:
             # policy could refuse it, or split it otherwise, with the money already taken.
             policy = await self._policies.at_version(cmd.merchant_id, taken.config_version)
         amounts = split_evenly(cmd.total.amount_minor, policy.count)
-        request = _charge_request(
-            cmd.merchant_id,
-            order_id,
-            plan_id,
-            first_id,
-            1,
-            Money(amounts[0], cmd.total.currency),
-            cmd.token,
-            cmd.customer_id,
-            off_session=False,
-        )
+        request = first_charge(Money(amounts[0], cmd.total.currency))
         created = await self._payments.create(request, deadline_s=deadline_s)
         if created.payment.status in _REFUNDED:
             # Only a replay can find this: a first charge taken before its process died,
@@ -513,5 +536,10 @@ class InstallmentService:
             break
         else:
             raise ConcurrentUpdate(installment_id)
+        # The payment of the attempt before may have gone through since it failed (the
+        # customer completed the authentication it waited for): recorded, not charged again.
+        earlier = await self._charger.went_through(plan, installment_id, attempt - 1)
+        if earlier is not None:
+            return await self._charger.record(plan, installment_id, attempt, earlier)
         _result, plan = await self._charger.charge(plan, installment_id, attempt)
         return plan
