@@ -388,3 +388,22 @@ async def test_a_processing_error_after_a_lost_answer_settles_the_key_and_moves_
     assert [k[-3:] for k in p.keys] == ["_g0", "_g0", "_g1"]
     assert step.status is StepStatus.FAILED
     assert step.error_code is ErrorCode.PROCESSING_ERROR
+
+
+async def test_the_lookup_after_a_500_is_given_only_the_time_left_before_the_deadline():
+    w = World(latency_ms=1500)
+    w.sim.inject("api_error")
+    lookup, timeouts = w.sim.lookup, []
+
+    async def timed_lookup(request, processor_payment_id):
+        timeouts.append((request.timeout_s, w.clock.monotonic()))
+        return await lookup(request, processor_payment_id)
+
+    w.sim.lookup = timed_lookup
+    started = w.clock.monotonic()
+    payment = await w.pay(deadline_s=2.0)
+
+    ((timeout_s, asked_at),) = timeouts
+    assert asked_at - started == pytest.approx(1.5)  # the 500 took 1.5 s of the 2
+    assert timeout_s <= 0.5 - 0.05  # what is left, less the time kept to store the result
+    assert payment.steps[0].attempts[1].operation == "lookup" and w.charges <= 1

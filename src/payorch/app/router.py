@@ -175,7 +175,7 @@ class Router:
                 # A 500 is stored under its key: the request is over, so ask before daring
                 # a new key. (A request still running, a 409, is UNKNOWN: never asked.)
                 response, c = await self._resolve_indeterminate(
-                    payment, step, name, processor, request, attempt, response, c
+                    payment, step, name, processor, request, attempt, response, c, deadline
                 )
             decision = decide_retry(
                 c,
@@ -379,7 +379,10 @@ class Router:
         attempt: Attempt,
         response: ProcessorResponse,
         c: Classification,
+        deadline: Deadline,
     ) -> tuple[ProcessorResponse, Classification]:
+        # Only the time left before the caller's deadline: the 500 took some of it.
+        request = dataclasses.replace(request, timeout_s=self._call_timeout(deadline))
         looked, look_attempt = await self._call(
             payment, step, name, processor, request, "look up before a new key", operation="lookup"
         )
