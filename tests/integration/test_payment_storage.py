@@ -168,10 +168,10 @@ async def test_a_capture_owed_after_a_failure_is_stored_found_by_the_reconciler_
     sim = container.simulated["simulated"]
     capture, failing = sim.capture, [True]
 
-    async def flaky_capture(processor_payment_id, *args):
+    async def flaky_capture(processor_payment_id, *args, **kwargs):
         if failing[0]:
             return ProcessorResponse(ResponseKind.ERROR, http_status=500, error_type="api_error")
-        return await capture(processor_payment_id, *args)
+        return await capture(processor_payment_id, *args, **kwargs)
 
     sim.capture = flaky_capture
     created = (await container.payments.create(_split_request("r-owed"), deadline_s=None)).payment
@@ -217,11 +217,11 @@ async def test_a_refund_keeps_its_parts_so_a_retry_repeats_only_the_part_that_fa
     apple_pay = created.steps[0].processor_payment_id
     refund, calls = sim.refund, []
 
-    async def refund_failing_on_apple_pay(processor_payment_id, amount, key):
+    async def refund_failing_on_apple_pay(processor_payment_id, amount, key, *, currency):
         calls.append((processor_payment_id, amount, key))
         if processor_payment_id == apple_pay and len(calls) < 3:
             return ProcessorResponse(ResponseKind.ERROR, http_status=500, error_type="api_error")
-        return await refund(processor_payment_id, amount, key)
+        return await refund(processor_payment_id, amount, key, currency=currency)
 
     sim.refund = refund_failing_on_apple_pay
     first = await container.payments.refund(created.id, "m_1", amount_minor=7000, request_id="x")
@@ -238,12 +238,14 @@ async def test_two_refunds_at_once_are_both_stored_with_their_events(container):
     refund, keys = sim.refund, []
     both_in = asyncio.Event()
 
-    async def refund_once_both_have_read_the_payment(processor_payment_id, amount, key):
+    async def refund_once_both_have_read_the_payment(
+        processor_payment_id, amount, key, *, currency
+    ):
         keys.append(key)
         if len(keys) == 2:
             both_in.set()
         await asyncio.wait_for(both_in.wait(), 10)
-        return await refund(processor_payment_id, amount, key)
+        return await refund(processor_payment_id, amount, key, currency=currency)
 
     sim.refund = refund_once_both_have_read_the_payment
     await asyncio.gather(
@@ -292,9 +294,9 @@ async def test_a_refund_whose_answer_was_lost_is_found_from_its_stored_attempts_
     created = (await container.payments.create(core_request(), deadline_s=None)).payment
     refund, find_refund, calls = sim.refund, sim.find_refund, []
 
-    async def refunds_and_loses_the_first_answer(processor_payment_id, amount, key):
+    async def refunds_and_loses_the_first_answer(processor_payment_id, amount, key, *, currency):
         calls.append("refund")
-        answer = await refund(processor_payment_id, amount, key)
+        answer = await refund(processor_payment_id, amount, key, currency=currency)
         return answer if len(calls) > 1 else ProcessorResponse(ResponseKind.NO_RESPONSE)
 
     async def counted_find_refund(processor_payment_id, key):

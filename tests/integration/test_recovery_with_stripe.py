@@ -61,12 +61,14 @@ def events_raised(service):
     return [e.name for e in service._uow.events]
 
 
-async def pay(service, request_id="r1", token="pm_card_visa", methods=None, total=5000):
+async def pay(
+    service, request_id="r1", token="pm_card_visa", methods=None, total=5000, currency="USD"
+):
     raw = RawPaymentRequest(
         merchant_id="m_1",
         request_id=request_id,
         amount_minor=total,
-        currency="USD",
+        currency=currency,
         payment_method="" if methods else token,
         methods=methods or [],
     )
@@ -472,3 +474,58 @@ async def test_a_refund_lookup_stripe_cannot_answer_sends_nothing_and_the_next_r
 
     assert settled.status is PaymentStatus.REFUNDED
     assert len(fake.requests_to("refund")) == 1 and len(fake.refunds_for(pi)) == 1
+
+
+# -- amounts in Stripe's units, which are not always ISO-4217's minor units -------------
+
+
+@pytest.mark.parametrize(
+    ("currency", "total", "refunded", "at_stripe"),
+    [
+        # ISO-4217 gives ISK no decimals; Stripe's API keeps two (100 is 1 krona).
+        ("ISK", 500, 200, (50_000, 20_000)),
+        # ISO-4217 gives MGA two decimals; Stripe counts it in whole ariary.
+        ("MGA", 100_000, 30_000, (1_000, 300)),
+    ],
+    ids=["500 kronur", "1000.00 ariary"],
+)
+async def test_a_payment_is_charged_and_refunded_in_the_units_stripe_counts_its_currency_in(
+    world, currency, total, refunded, at_stripe
+):
+    fake, service = world
+    payment = await pay(service, total=total, currency=currency)
+    pi = payment.steps[0].processor_payment_id
+    assert payment.status is PaymentStatus.SUCCEEDED
+
+    after = await refund(service, payment, amount_minor=refunded)
+
+    assert after.steps[0].refunded_minor == refunded
+    charged, given_back = at_stripe
+    assert fake.payment_intent(pi)["amount"] == charged
+    assert [r["amount"] for r in fake.refunds_for(pi)] == [given_back]
+
+
+@pytest.mark.parametrize(
+    ("total", "currency"),
+    [(100_050, "MGA"), (5_124, "KWD")],
+    ids=["half an ariary", "a fils off the ten"],
+)
+async def test_an_amount_stripe_cannot_charge_in_its_currency_is_refused_before_any_call(
+    world, total, currency
+):
+    fake, service = world
+    payment = await pay(service, total=total, currency=currency)
+
+    assert payment.status is PaymentStatus.FAILED
+    assert payment.final_error is ErrorCode.INVALID_REQUEST
+    attempt = payment.steps[0].attempts[-1]
+    assert attempt.raw.code == "amount_not_chargeable_in_currency"
+    assert currency in attempt.raw.message
+    assert fake.requests == [] and fake.charges_total == 0
+
+
+async def test_a_three_decimal_amount_ending_in_zero_is_sent_as_it_is(world):
+    fake, service = world
+    payment = await pay(service, total=5_120, currency="KWD")  # 5.120 dinar
+    assert payment.status is PaymentStatus.SUCCEEDED
+    assert fake.payment_intent(payment.steps[0].processor_payment_id)["amount"] == 5_120

@@ -39,6 +39,7 @@ def charge(
     generation: int = 0,
     payment_id: str = "pay_1",
     amount_minor: int = 1999,
+    currency: str = "EUR",
     capture: bool = True,
     off_session: bool = True,
     timeout_s: float = 2.0,
@@ -50,7 +51,7 @@ def charge(
         idempotency_key=f"{payment_id}:0:g{generation}",
         intent_key=f"{payment_id}:0",
         amount_minor=amount_minor,
-        currency="EUR",
+        currency=currency,
         token=token,
         capture=capture,
         off_session=off_session,
@@ -215,7 +216,9 @@ async def test_a_manual_capture_intent_is_authorized_then_partly_captured(
     assert held.kind is ResponseKind.AUTHORIZED
     assert fake.payment_intent(held.processor_payment_id)["capture_method"] == "manual"
 
-    done = await processor.capture(held.processor_payment_id, 1500, "pay_1:capture:g0")
+    done = await processor.capture(
+        held.processor_payment_id, 1500, "pay_1:capture:g0", currency="EUR"
+    )
 
     assert done.kind is ResponseKind.DONE
     assert done.amount_captured_minor == 1500
@@ -224,13 +227,30 @@ async def test_a_manual_capture_intent_is_authorized_then_partly_captured(
     assert fake.charges_total == 1
 
 
+async def test_a_krona_capture_is_sent_and_read_back_in_stripes_hundredths(
+    fake: FakeStripe, processor: StripeProcessor
+) -> None:
+    held = await processor.authorize(charge(capture=False, amount_minor=700, currency="ISK"))
+
+    done = await processor.capture(
+        held.processor_payment_id, 700, "pay_1:capture:g0", currency="ISK"
+    )
+
+    assert done.kind is ResponseKind.DONE
+    assert done.amount_captured_minor == 700  # kronur, as we count them
+    pi = fake.payment_intent(held.processor_payment_id)
+    assert (pi["amount"], pi["amount_received"]) == (70_000, 70_000)
+
+
 async def test_capturing_twice_is_an_error_not_a_second_capture(
     fake: FakeStripe, processor: StripeProcessor
 ) -> None:
     held = await processor.authorize(charge(capture=False))
-    await processor.capture(held.processor_payment_id, 0, "pay_1:capture:g0")
+    await processor.capture(held.processor_payment_id, 0, "pay_1:capture:g0", currency="EUR")
 
-    again = await processor.capture(held.processor_payment_id, 0, "pay_1:capture:g1")
+    again = await processor.capture(
+        held.processor_payment_id, 0, "pay_1:capture:g1", currency="EUR"
+    )
 
     assert again.kind is ResponseKind.ERROR
     assert (again.error_type, again.code) == (
@@ -259,10 +279,10 @@ async def test_refunds_give_money_back_up_to_what_was_captured(
     paid = await processor.authorize(charge())
     ppid = paid.processor_payment_id
 
-    first = await processor.refund(ppid, 999, "pay_1:refund:1")
-    replayed = await processor.refund(ppid, 999, "pay_1:refund:1")
-    second = await processor.refund(ppid, 1000, "pay_1:refund:2")
-    too_much = await processor.refund(ppid, 1, "pay_1:refund:3")
+    first = await processor.refund(ppid, 999, "pay_1:refund:1", currency="EUR")
+    replayed = await processor.refund(ppid, 999, "pay_1:refund:1", currency="EUR")
+    second = await processor.refund(ppid, 1000, "pay_1:refund:2", currency="EUR")
+    too_much = await processor.refund(ppid, 1, "pay_1:refund:3", currency="EUR")
 
     assert (first.kind, replayed.kind, second.kind) == (ResponseKind.DONE,) * 3
     assert fake.refunded_for(ppid) == 1999
@@ -276,7 +296,7 @@ async def test_a_refund_is_found_by_its_key_in_every_page_of_the_intents_refunds
 ) -> None:
     ppid = (await processor.authorize(charge())).processor_payment_id
     for n in range(101):  # one more than a page: the oldest is on the second
-        await processor.refund(ppid, 1, f"pay_1:refund:{n}")
+        await processor.refund(ppid, 1, f"pay_1:refund:{n}", currency="EUR")
 
     oldest = await processor.find_refund(ppid, "pay_1:refund:0")
     newest = await processor.find_refund(ppid, "pay_1:refund:100")
@@ -310,7 +330,7 @@ async def test_a_refund_found_under_its_key_counts_as_made_unless_it_failed_or_w
     fake: FakeStripe, processor: StripeProcessor, status: str, kind: ResponseKind
 ) -> None:
     ppid = (await processor.authorize(charge())).processor_payment_id
-    await processor.refund(ppid, 999, "pay_1:refund:1")
+    await processor.refund(ppid, 999, "pay_1:refund:1", currency="EUR")
     [made] = fake.refunds_for(ppid)
     fake.set_refund_status(made["id"], status)
 

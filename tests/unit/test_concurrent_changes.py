@@ -230,7 +230,7 @@ async def test_a_capture_that_lost_to_a_cancel_records_the_step_voided_and_is_re
 async def test_a_cancel_that_lost_to_a_capture_records_the_step_captured_and_is_refused():
     w = World()
     p = await authorized(w)
-    await w.sim.capture(p.steps[0].processor_payment_id, 2500, "the capture's key")
+    await w.sim.capture(p.steps[0].processor_payment_id, 2500, "the capture's key", currency="USD")
     servicer, call = servicer_call(w)
 
     with pytest.raises(RpcError) as refused:

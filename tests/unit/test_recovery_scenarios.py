@@ -388,3 +388,46 @@ async def test_a_processing_error_after_a_lost_answer_settles_the_key_and_moves_
     assert [k[-3:] for k in p.keys] == ["_g0", "_g0", "_g1"]
     assert step.status is StepStatus.FAILED
     assert step.error_code is ErrorCode.PROCESSING_ERROR
+
+
+async def test_the_lookup_after_a_500_is_given_only_the_time_left_before_the_deadline():
+    w = World(latency_ms=1500)
+    w.sim.inject("api_error")
+    lookup, timeouts = w.sim.lookup, []
+
+    async def timed_lookup(request, processor_payment_id):
+        timeouts.append((request.timeout_s, w.clock.monotonic()))
+        return await lookup(request, processor_payment_id)
+
+    w.sim.lookup = timed_lookup
+    started = w.clock.monotonic()
+    payment = await w.pay(deadline_s=2.0)
+
+    ((timeout_s, asked_at),) = timeouts
+    assert asked_at - started == pytest.approx(1.5)  # the 500 took 1.5 s of the 2
+    assert timeout_s <= 0.5 - 0.05  # what is left, less the time kept to store the result
+    assert payment.steps[0].attempts[1].operation == "lookup" and w.charges <= 1
+
+
+async def test_no_retry_after_an_instant_429_when_a_charge_takes_longer_than_the_time_left():
+    w = World(latency_ms=1500)  # every charge takes the processor 1.5 s
+    for n in range(3):
+        assert (await w.pay(request_id=f"before-{n}")).status is PaymentStatus.SUCCEEDED
+    authorize, answered = w.sim.authorize, []
+
+    async def refused_at_once_then_slow(request):
+        answered.append(request.idempotency_key)
+        if len(answered) == 1:  # a 429 comes back at once: nothing was processed
+            return ProcessorResponse(
+                ResponseKind.ERROR, http_status=429, error_type="invalid_request_error"
+            )
+        return await authorize(request)
+
+    w.sim.authorize = refused_at_once_then_slow
+
+    payment = await w.pay(request_id="r-429", deadline_s=1.0)
+
+    (attempt,) = authorize_attempts(payment)
+    assert "deadline" in attempt.retry_decision and len(answered) == 1
+    assert payment.status is PaymentStatus.FAILED
+    assert payment.final_error is ErrorCode.RATE_LIMITED and w.charges == 3

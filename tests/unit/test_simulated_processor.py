@@ -111,7 +111,9 @@ async def test_a_long_run_keeps_the_ledger_at_its_limit() -> None:
     sim = SimulatedProcessor("sim", Simulation(remember=50), sleep=_no_sleep)
     for n in range(2_000):
         await sim.authorize(_request(n))
-        await sim.refund(f"pi_unknown_{n}", 1, f"refund_{n}")  # refused: nothing stored
+        await sim.refund(
+            f"pi_unknown_{n}", 1, f"refund_{n}", currency="EUR"
+        )  # refused: nothing stored
     ledger = sim.ledger
     assert (len(ledger.intents), len(ledger.by_id), len(ledger.stored)) == (50, 50, 100)
     assert len(ledger._intent_order) == 50 and len(ledger._stored_order) == 100
@@ -149,8 +151,8 @@ async def test_a_limit_set_later_forgets_the_oldest_already_remembered() -> None
 async def test_a_refund_is_found_under_its_key_after_the_answer_stored_under_it_is_gone() -> None:
     sim = SimulatedProcessor("sim", sleep=_no_sleep)
     pi = (await sim.authorize(_request(0))).processor_payment_id
-    await sim.refund(pi, 400, "refund_a")
-    await sim.refund(pi, 10_000, "refund_too_much")  # refused: nothing refunded
+    await sim.refund(pi, 400, "refund_a", currency="EUR")
+    await sim.refund(pi, 10_000, "refund_too_much", currency="EUR")  # refused: nothing refunded
     sim.ledger.stored.clear()  # as Stripe prunes its keys after a day
 
     found = await sim.find_refund(pi, "refund_a")
@@ -182,9 +184,9 @@ async def test_a_capture_made_again_under_its_key_gets_its_first_answer_as_strip
     sim = SimulatedProcessor("sim", sleep=_no_sleep)
     pi = (await sim.authorize(_authorize_only(1))).processor_payment_id
 
-    first = await sim.capture(pi, 1001, "cap_1")
-    again = await sim.capture(pi, 1001, "cap_1")
-    other_key = await sim.capture(pi, 1001, "cap_2")
+    first = await sim.capture(pi, 1001, "cap_1", currency="EUR")
+    again = await sim.capture(pi, 1001, "cap_1", currency="EUR")
+    other_key = await sim.capture(pi, 1001, "cap_2", currency="EUR")
 
     assert first.kind is ResponseKind.DONE and first.amount_captured_minor == 1001
     assert again == first  # the same answer, request id included: nothing captured twice
@@ -195,7 +197,7 @@ async def test_a_capture_made_again_under_its_key_gets_its_first_answer_as_strip
 async def test_a_cancel_that_lost_to_a_capture_answers_the_same_loss_under_its_key() -> None:
     sim = SimulatedProcessor("sim", sleep=_no_sleep)
     pi = (await sim.authorize(_authorize_only(2))).processor_payment_id
-    won = await sim.capture(pi, 1002, "cap")
+    won = await sim.capture(pi, 1002, "cap", currency="EUR")
 
     lost = await sim.cancel(pi, "void")
     again = await sim.cancel(pi, "void")
@@ -221,8 +223,8 @@ async def test_a_refused_refund_is_replayed_refused_under_its_key() -> None:
     sim = SimulatedProcessor("sim", sleep=_no_sleep)
     pi = (await sim.authorize(_request(4))).processor_payment_id
 
-    refused = await sim.refund(pi, 10_000, "refund_too_much")
-    again = await sim.refund(pi, 10_000, "refund_too_much")
+    refused = await sim.refund(pi, 10_000, "refund_too_much", currency="EUR")
+    again = await sim.refund(pi, 10_000, "refund_too_much", currency="EUR")
 
     assert refused.kind is ResponseKind.ERROR and again == refused
     assert sim.ledger.by_id[pi].amount_refunded == 0

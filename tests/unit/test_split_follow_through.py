@@ -26,7 +26,7 @@ class Outage:
         self.calls: list[tuple[str, tuple[object, ...]]] = []
         real: Callable[..., object] = getattr(w.sim, operation)
 
-        async def call(processor_payment_id: str, *args: object) -> object:
+        async def call(processor_payment_id: str, *args: object, **kwargs: object) -> object:
             self.calls.append((processor_payment_id, args))
             if self.everywhere or processor_payment_id in self.down:
                 return ProcessorResponse(
@@ -36,7 +36,7 @@ class Outage:
                     error_type="api_error",
                     message="the processor had a problem",
                 )
-            return await real(processor_payment_id, *args)  # type: ignore[misc]
+            return await real(processor_payment_id, *args, **kwargs)  # type: ignore[misc]
 
         setattr(w.sim, operation, call)
 
@@ -362,8 +362,8 @@ async def test_a_server_dying_while_a_fallback_method_is_charged_leaves_the_char
 def answering_500_after_doing_it(w: World, operation: str) -> None:
     real = getattr(w.sim, operation)
 
-    async def call(processor_payment_id: str, *args: object) -> ProcessorResponse:
-        await real(processor_payment_id, *args)
+    async def call(processor_payment_id: str, *args: object, **kwargs: object) -> ProcessorResponse:
+        await real(processor_payment_id, *args, **kwargs)
         return ProcessorResponse(ResponseKind.ERROR, http_status=500, error_type="api_error")
 
     setattr(w.sim, operation, call)

@@ -127,10 +127,12 @@ class TracedProcessor:
             return response
 
     async def capture(
-        self, processor_payment_id: str, amount_minor: int, idempotency_key: str
+        self, processor_payment_id: str, amount_minor: int, idempotency_key: str, *, currency: str
     ) -> ProcessorResponse:
         with self._span("capture") as span:
-            response = await self.inner.capture(processor_payment_id, amount_minor, idempotency_key)
+            response = await self.inner.capture(
+                processor_payment_id, amount_minor, idempotency_key, currency=currency
+            )
             _annotate(span, response)
             return response
 
@@ -141,10 +143,12 @@ class TracedProcessor:
             return response
 
     async def refund(
-        self, processor_payment_id: str, amount_minor: int, idempotency_key: str
+        self, processor_payment_id: str, amount_minor: int, idempotency_key: str, *, currency: str
     ) -> ProcessorResponse:
         with self._span("refund") as span:
-            response = await self.inner.refund(processor_payment_id, amount_minor, idempotency_key)
+            response = await self.inner.refund(
+                processor_payment_id, amount_minor, idempotency_key, currency=currency
+            )
             _annotate(span, response)
             return response
 

@@ -57,15 +57,18 @@ class Processor(Protocol):
         ...
 
     async def capture(
-        self, processor_payment_id: str, amount_minor: int, idempotency_key: str
-    ) -> ProcessorResponse: ...
+        self, processor_payment_id: str, amount_minor: int, idempotency_key: str, *, currency: str
+    ) -> ProcessorResponse:
+        """Amounts are ISO-4217 minor units of `currency` (an adapter whose processor
+        counts the currency otherwise converts them)."""
+        ...
 
     async def cancel(
         self, processor_payment_id: str, idempotency_key: str
     ) -> ProcessorResponse: ...
 
     async def refund(
-        self, processor_payment_id: str, amount_minor: int, idempotency_key: str
+        self, processor_payment_id: str, amount_minor: int, idempotency_key: str, *, currency: str
     ) -> ProcessorResponse: ...
 
     async def find_refund(

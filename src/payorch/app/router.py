@@ -175,7 +175,7 @@ class Router:
                 # A 500 is stored under its key: the request is over, so ask before daring
                 # a new key. (A request still running, a 409, is UNKNOWN: never asked.)
                 response, c = await self._resolve_indeterminate(
-                    payment, step, name, processor, request, attempt, response, c
+                    payment, step, name, processor, request, attempt, response, c, deadline
                 )
             decision = decide_retry(
                 c,
@@ -183,7 +183,7 @@ class Router:
                 policy=policy,
                 jitter=self._rng.random(),
                 remaining_ms=deadline.remaining_ms(self.clock),
-                expected_call_ms=min(attempt.latency_ms, timeout * 1000.0),
+                expected_call_ms=self._expected_call_ms(name, attempt.latency_ms, timeout),
                 retry_after_ms=(response.retry_after_s or 0) * 1000.0 or None,
             )
             attempt.retry_decision = decision.reason
@@ -237,7 +237,7 @@ class Router:
                 c,
                 proof=None if uncertain else proof,
                 remaining_ms=deadline.remaining_ms(self.clock),
-                expected_call_ms=min(attempt.latency_ms, timeout * 1000.0),
+                expected_call_ms=self._expected_call_ms(name, attempt.latency_ms, timeout),
             )
             if nxt is not None:
                 attempt.retry_decision = f"{why}; failing over to {nxt.processor}: {proof}"
@@ -298,6 +298,15 @@ class Router:
         if nxt is None:
             return None, "no failover: no other processor can take the step"
         return nxt, ""
+
+    def _expected_call_ms(self, name: str, latency_ms: int, timeout_s: float) -> float:
+        """How long the next call is likely to take: this one's latency, or the
+        processor's recent p95 when longer. A 429 or a refused connection answers at
+        once, a charge in its usual time: a retry timed by the failure alone would be
+        cut off by the deadline, its outcome unknown, and may charge all the same."""
+        health = self.health.snapshot(name)
+        usual = health.stats.p95_latency_ms if health is not None else 0.0
+        return min(max(float(latency_ms), usual), timeout_s * 1000.0)
 
     def _call_timeout(self, deadline: Deadline) -> float:
         remaining = deadline.remaining_ms(self.clock)
@@ -379,7 +388,10 @@ class Router:
         attempt: Attempt,
         response: ProcessorResponse,
         c: Classification,
+        deadline: Deadline,
     ) -> tuple[ProcessorResponse, Classification]:
+        # Only the time left before the caller's deadline: the 500 took some of it.
+        request = dataclasses.replace(request, timeout_s=self._call_timeout(deadline))
         looked, look_attempt = await self._call(
             payment, step, name, processor, request, "look up before a new key", operation="lookup"
         )

@@ -218,7 +218,9 @@ class Settlement:
             step,
             "capture",
             key,
-            lambda p: p.capture(step.processor_payment_id, step.amount_minor, key),
+            lambda p: p.capture(
+                step.processor_payment_id, step.amount_minor, key, currency=payment.currency.code
+            ),
         )
 
     async def void(self, payment: Payment, step: Step) -> bool:
@@ -272,7 +274,9 @@ class Settlement:
             step,
             "refund",
             key,
-            lambda p: p.refund(step.processor_payment_id, amount, key),
+            lambda p: p.refund(
+                step.processor_payment_id, amount, key, currency=payment.currency.code
+            ),
         )
         if done:
             payment.step_refunded(step, amount)

@@ -410,7 +410,7 @@ class SimulatedProcessor:
             intent.amount_captured = intent.amount_minor if intent.capture else 0
 
     async def capture(
-        self, processor_payment_id: str, amount_minor: int, idempotency_key: str
+        self, processor_payment_id: str, amount_minor: int, idempotency_key: str, *, currency: str
     ) -> ProcessorResponse:
         await self._latency()
         stored = self.ledger.stored.get(idempotency_key)
@@ -448,7 +448,7 @@ class SimulatedProcessor:
         return response
 
     async def refund(
-        self, processor_payment_id: str, amount_minor: int, idempotency_key: str
+        self, processor_payment_id: str, amount_minor: int, idempotency_key: str, *, currency: str
     ) -> ProcessorResponse:
         await self._latency()
         stored = self.ledger.stored.get(idempotency_key)

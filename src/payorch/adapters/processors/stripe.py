@@ -31,6 +31,7 @@ import aiohttp
 import stripe
 
 from payorch.app.ports import ChargeRequest
+from payorch.domain.money import EXPONENTS
 from payorch.domain.results import ProcessorResponse, ResponseKind
 
 if TYPE_CHECKING:
@@ -67,6 +68,15 @@ _REFUND_KEY = "payorch_refund_key"
 _REFUND_NOT_MADE = frozenset({"failed", "canceled"})
 # Stripe's largest page of a list.
 _PAGE_LIMIT = 100
+
+# Stripe counts these currencies in other units than ISO-4217's minor units: ISK keeps
+# two decimals in its API (100 is 1 krona), MGA none (ISO gives it two). Our amounts are
+# ISO minor units, so they are scaled on the way in and out.
+_STRIPE_EXPONENTS = {"ISK": 2, "MGA": 0}
+# Three-decimal currencies Stripe takes only in tens of the minor unit (its partners
+# need the last digit to be 0): rounding would charge another amount, so it refuses.
+_TENS_ONLY = frozenset({"BHD", "JOD", "KWD", "OMR", "TND"})
+_NOT_CHARGEABLE = "amount_not_chargeable_in_currency"
 
 
 # The deadline of the SDK call this task is making (the event loop's clock).
@@ -209,11 +219,14 @@ class StripeProcessor:
         return await self._lookup_by_id(pi_id, deadline)
 
     async def capture(
-        self, processor_payment_id: str, amount_minor: int, idempotency_key: str
+        self, processor_payment_id: str, amount_minor: int, idempotency_key: str, *, currency: str
     ) -> ProcessorResponse:
         params: PaymentIntentCaptureParams = {}
         if amount_minor > 0:
-            params["amount_to_capture"] = amount_minor
+            amount = _stripe_amount(amount_minor, currency)
+            if amount is None:
+                return _with_id(_not_chargeable(amount_minor, currency), processor_payment_id)
+            params["amount_to_capture"] = amount
         try:
             pi = await self._call(
                 self._deadline(self._timeout_s),
@@ -227,7 +240,7 @@ class StripeProcessor:
             return ProcessorResponse(
                 ResponseKind.DONE,
                 processor_payment_id=pi.id,
-                amount_captured_minor=pi.amount_received,
+                amount_captured_minor=_our_amount(pi.amount_received, pi.currency),
                 request_id=_request_id(pi),
             )
         return self._from_intent(pi)
@@ -249,14 +262,17 @@ class StripeProcessor:
         return self._from_intent(pi)
 
     async def refund(
-        self, processor_payment_id: str, amount_minor: int, idempotency_key: str
+        self, processor_payment_id: str, amount_minor: int, idempotency_key: str, *, currency: str
     ) -> ProcessorResponse:
         params: RefundCreateParams = {
             "payment_intent": processor_payment_id,
             "metadata": {_REFUND_KEY: idempotency_key},
         }
         if amount_minor > 0:
-            params["amount"] = amount_minor
+            amount = _stripe_amount(amount_minor, currency)
+            if amount is None:
+                return _with_id(_not_chargeable(amount_minor, currency), processor_payment_id)
+            params["amount"] = amount
         try:
             refund = await self._call(
                 self._deadline(self._timeout_s),
@@ -325,10 +341,15 @@ class StripeProcessor:
         create key that is not holding a stored 500 made it, or makes it now. Raises
         _Failed with the first other answer (a 500 that was not a replay included: it
         says nothing about an intent made before, and is stored for the next call)."""
+        amount = _stripe_amount(request.amount_minor, request.currency)
+        if amount is None:
+            # Refused before any call: no PaymentIntent is ever made for it.
+            raise _Failed(_not_chargeable(request.amount_minor, request.currency))
         link = 0
         while True:
             try:
-                return await self._create(request, _create_key(request.intent_key, link), deadline)
+                key = _create_key(request.intent_key, link)
+                return await self._create(request, amount, key, deadline)
             except _Failed as failed:
                 if not (failed.replayed and failed.response.http_status >= 500):
                     raise
@@ -336,17 +357,17 @@ class StripeProcessor:
             link += 1
 
     async def _create(
-        self, request: ChargeRequest, key: str, deadline: float
+        self, request: ChargeRequest, amount: int, key: str, deadline: float
     ) -> stripe.PaymentIntent:
         return await self._call(
             deadline,
             lambda: self._client.v1.payment_intents.create_async(
-                self._create_params(request), {"idempotency_key": key}
+                self._create_params(request, amount), {"idempotency_key": key}
             ),
         )
 
     @staticmethod
-    def _create_params(request: ChargeRequest) -> PaymentIntentCreateParams:
+    def _create_params(request: ChargeRequest, amount: int) -> PaymentIntentCreateParams:
         """Identical on every call for one intent key: Stripe replays, never conflicts."""
         metadata = {k: v for k, v in request.metadata.items() if v}
         metadata.update(
@@ -358,7 +379,7 @@ class StripeProcessor:
         if request.merchant_id:
             metadata["merchant_id"] = request.merchant_id
         params: PaymentIntentCreateParams = {
-            "amount": request.amount_minor,
+            "amount": amount,
             "currency": request.currency.lower(),
             "payment_method": request.token,
             "capture_method": "automatic" if request.capture else "manual",
@@ -417,7 +438,9 @@ class StripeProcessor:
         }
         if status == "succeeded":
             return ProcessorResponse(
-                ResponseKind.SUCCEEDED, amount_captured_minor=pi.amount_received, **common
+                ResponseKind.SUCCEEDED,
+                amount_captured_minor=_our_amount(pi.amount_received, pi.currency),
+                **common,
             )
         if status == "requires_capture":
             return ProcessorResponse(ResponseKind.AUTHORIZED, **common)
@@ -549,6 +572,44 @@ def _after_unexpected_state(
     return dataclasses.replace(refused, kind=ResponseKind.PENDING)
 
 
+def _stripe_amount(amount_minor: int, currency: str) -> int | None:
+    """Our ISO-4217 minor units as Stripe counts the currency; None when Stripe cannot
+    charge that exact amount (half an ariary, a three-decimal amount not in tens)."""
+    code = currency.upper()
+    shift = _shift(code)
+    if shift < 0:
+        whole, rest = divmod(amount_minor, int(10**-shift))
+        return None if rest else whole
+    if code in _TENS_ONLY and amount_minor % 10:
+        return None
+    return amount_minor * int(10**shift)
+
+
+def _our_amount(stripe_amount: int | None, currency: str | None) -> int:
+    """An amount Stripe reports, in our ISO-4217 minor units."""
+    shift = _shift((currency or "").upper())
+    amount = stripe_amount or 0
+    return amount * int(10**-shift) if shift < 0 else amount // int(10**shift)
+
+
+def _shift(code: str) -> int:
+    """Stripe's decimals for the currency less ISO-4217's."""
+    iso = EXPONENTS.get(code, 2)
+    return _STRIPE_EXPONENTS.get(code, iso) - iso
+
+
+def _not_chargeable(amount_minor: int, currency: str) -> ProcessorResponse:
+    """Stripe's refusal of an amount it cannot express, given without asking it."""
+    code = currency.upper()
+    unit = "tens of the minor unit" if code in _TENS_ONLY else "whole units"
+    return ProcessorResponse(
+        ResponseKind.ERROR,
+        error_type="invalid_request_error",
+        code=_NOT_CHARGEABLE,
+        message=f"{amount_minor} minor units of {code}: Stripe charges {code} only in {unit}",
+    )
+
+
 def _create_key(intent_key: str, link: int) -> str:
     """The idempotency key of a step's PaymentIntent create; `link` counts the creates
     before it that got a 500 (stored under their keys, and so replayed for a day)."""
@@ -560,6 +621,8 @@ def _create_refused(response: ProcessorResponse) -> bool:
     no PaymentIntent id was handed out under this key or any later one."""
     if response.kind is not ResponseKind.ERROR:
         return False
+    if response.code == _NOT_CHARGEABLE:
+        return True  # refused before any create was sent
     if response.http_status in (401, 403, 409, 429):
         return False
     if response.error_type == "idempotency_error":
