@@ -423,6 +423,17 @@ class FakeStripe:
     def payment_intent(self, pi_id: str) -> dict[str, Any]:
         return self.payment_intents[pi_id]
 
+    def complete_action(self, pi_id: str) -> None:
+        """The customer passed 3-D Secure: the PaymentIntent is charged as a confirm
+        charges it (held with manual capture, captured otherwise)."""
+        pi = self.payment_intents[pi_id]
+        pi["next_action"], pi["latest_charge"] = None, "ch_" + _rand(24)
+        self._charges[pi_id] = self._charges.get(pi_id, 0) + 1
+        if pi["capture_method"] == "manual":
+            pi["status"], pi["amount_capturable"] = "requires_capture", pi["amount"]
+        else:
+            pi["status"], pi["amount_received"] = "succeeded", pi["amount"]
+
     def set_status(self, pi_id: str, status: str) -> None:
         """Force a PaymentIntent's status (e.g. ``processing``), as Stripe's side might."""
         self.payment_intents[pi_id]["status"] = status

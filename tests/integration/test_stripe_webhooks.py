@@ -15,10 +15,11 @@ from sqlalchemy import select
 from payorch.adapters.clock import ManualClock
 from payorch.adapters.persistence.tables import events
 from payorch.domain.merchant_config import MerchantConfig
-from payorch.domain.payment import PaymentStatus
-from payorch.domain.request import RawPaymentRequest, parse_payment_request
+from payorch.domain.payment import PaymentStatus, StepStatus
+from payorch.domain.request import RawMethodInput, RawPaymentRequest, parse_payment_request
 from payorch.domain.retry import RetryPolicy
 from payorch.entrypoints.http.app import build_app
+from tests.fakes.fake_stripe import FakeStripe
 from tests.integration.helpers import core_request, make_container
 
 SECRET = "whsec_test_" + "x" * 24
@@ -37,7 +38,9 @@ def sign(payload: str, *, secret: str = SECRET, at: int | None = None) -> str:
     return f"t={ts},v1={mac}"
 
 
-def event(kind: str, payment_id: str, *, pi: str = "pi_x", event_id: str | None = None) -> str:
+def event(
+    kind: str, payment_id: str, *, pi: str = "pi_x", event_id: str | None = None, step: int = 0
+) -> str:
     return json.dumps(
         {
             "id": event_id or f"evt_{uuid.uuid4().hex}",
@@ -51,7 +54,7 @@ def event(kind: str, payment_id: str, *, pi: str = "pi_x", event_id: str | None 
                     "status": "succeeded"
                     if kind.endswith("succeeded")
                     else "requires_payment_method",
-                    "metadata": {"payorch_payment_id": payment_id, "payorch_step": "0"},
+                    "metadata": {"payorch_payment_id": payment_id, "payorch_step": str(step)},
                 }
             },
         }
@@ -68,6 +71,29 @@ async def world(database_url, clock):
     async with TestClient(TestServer(app)) as client:
         yield container, client
     await container.close()
+
+
+@pytest.fixture
+async def on_stripe(database_url, clock):
+    """The service on the fake Stripe (the real SDK), its webhooks on the real HTTP app."""
+    async with FakeStripe() as fake:
+        container = await make_container(
+            database_url,
+            clock,
+            processors="stripe",
+            stripe_api_key=fake.api_key,
+            stripe_api_base=fake.url,
+        )
+        await container.configs.upsert(
+            MerchantConfig("m_1", retry_policy=RetryPolicy(max_retries=0))
+        )
+        app = build_app(
+            stripe_events=container.processor_events, stripe_webhook_secret=SECRET, clock=clock
+        )
+        async with TestClient(TestServer(app)) as client:
+            yield fake, container, client
+        await container.close()
+        await fake.wait_idle()
 
 
 async def post(client, payload: str, signature: str | None = None):
@@ -293,3 +319,61 @@ async def test_a_hold_canceled_at_the_processor_is_recorded_from_its_webhook(wor
             .all()
         )
     assert names[-2:] == ["StepVoided", "PaymentCancelled"]
+
+
+async def paused_split(container):
+    """A split on Stripe paused for 3-D Secure on its card step; Apple Pay pays the rest."""
+    raw = RawPaymentRequest(
+        merchant_id="m_1",
+        request_id=f"r-{uuid.uuid4()}",
+        amount_minor=10000,
+        currency="USD",
+        methods=[
+            RawMethodInput("card", "pm_card_authenticationRequired", 3000),
+            RawMethodInput("apple_pay", "pm_card_visa", None),
+        ],
+    )
+    payment = (await container.payments.create(parse_payment_request(raw), deadline_s=None)).payment
+    assert payment.status is PaymentStatus.REQUIRES_ACTION
+    return payment
+
+
+def failing_the_next_save(container):
+    """The database goes away for one save of a payment (the follow-through's)."""
+    real = container.uow.update_payment
+
+    async def database_gone(payment):
+        container.uow.update_payment = real
+        raise ConnectionError("the database went away")
+
+    container.uow.update_payment = database_gone
+
+
+async def test_a_redelivered_event_resumes_a_split_whose_follow_through_failed(on_stripe):
+    fake, container, client = on_stripe
+    payment = await paused_split(container)
+    pi = payment.steps[0].processor_payment_id
+    fake.complete_action(pi)  # the customer passed 3-D Secure
+    body = event("payment_intent.amount_capturable_updated", payment.id, pi=pi, event_id="evt_3ds")
+    failing_the_next_save(container)
+
+    first = await post(client, body)
+
+    assert first.status == 500  # the step was committed, the rest of the plan was not
+    stored = await container.payments.get(payment.id, None)
+    assert [s.status for s in stored.steps] == [StepStatus.AUTHORIZED, StepStatus.PENDING]
+
+    other = event("payment_intent.amount_capturable_updated", payment.id, pi=pi)
+    assert (await (await post(client, other)).json())["result"] == "ignored"  # not that event
+
+    again = await post(client, body)  # Stripe redelivers what got a 500
+
+    assert again.status == 200 and (await again.json())["result"] == "applied"
+    done = await container.payments.get(payment.id, None)
+    assert done.status is PaymentStatus.SUCCEEDED
+    assert [s.status for s in done.steps] == [StepStatus.CAPTURED, StepStatus.CAPTURED]
+    assert [fake.charges_for(s.processor_payment_id) for s in done.steps] == [1, 1]
+    assert [fake.payment_intent(s.processor_payment_id)["status"] for s in done.steps] == [
+        "succeeded",
+        "succeeded",
+    ]

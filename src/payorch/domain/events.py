@@ -75,3 +75,5 @@ class PaymentReconciled(DomainEvent):
     step_index: int
     outcome: Outcome
     source: str
+    # The processor's event that told us (a webhook's event id); "" for a lookup.
+    processor_event_id: str = ""

@@ -350,9 +350,9 @@ class Payment:
     def cancelled(self, reason: str) -> None:
         self._raise(PaymentCancelled(reason))
 
-    def step_reconciled(self, step: Step, *, source: str) -> None:
+    def step_reconciled(self, step: Step, *, source: str, processor_event_id: str = "") -> None:
         assert step.outcome is not None
-        self._raise(PaymentReconciled(step.index, step.outcome, source))
+        self._raise(PaymentReconciled(step.index, step.outcome, source, processor_event_id))
 
     def settle(self, now: datetime, *, orchestration_ms: int | None = None) -> None:
         """Derive the payment's status from its steps; emit the final event once."""
