@@ -450,6 +450,18 @@ class FakeStripe:
         """The PaymentIntent's refunds, oldest first."""
         return [r for r in self.refunds.values() if r["payment_intent"] == pi_id]
 
+    def refund_from_dashboard(self, pi_id: str, amount: int) -> str:
+        """Someone refunds ``amount`` in Stripe's dashboard (no key, no metadata of
+        ours); the refund's id."""
+        return str(self._do_refund({"payment_intent": pi_id, "amount": str(amount)})["id"])
+
+    def fail_refund(self, refund_id: str) -> None:
+        """The refund fails (the card was closed, say): the money goes back to the
+        merchant's balance, and the charge is refundable by that much again."""
+        refund = self.refunds[refund_id]
+        refund["status"], refund["failure_reason"] = "failed", "expired_or_canceled_card"
+        self._refunded[refund["payment_intent"]] -= refund["amount"]
+
     def set_refund_status(self, refund_id: str, status: str) -> None:
         """Force a refund's status (``pending``, ``failed``, ...), as Stripe's side might."""
         self.refunds[refund_id]["status"] = status

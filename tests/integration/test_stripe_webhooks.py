@@ -19,7 +19,7 @@ from payorch.domain.payment import PaymentStatus, StepStatus
 from payorch.domain.request import RawMethodInput, RawPaymentRequest, parse_payment_request
 from payorch.domain.retry import RetryPolicy
 from payorch.entrypoints.http.app import build_app
-from tests.fakes.fake_stripe import FakeStripe
+from tests.fakes.fake_stripe import FakeStripe, Fault
 from tests.integration.helpers import core_request, make_container
 
 SECRET = "whsec_test_" + "x" * 24
@@ -94,6 +94,29 @@ async def on_stripe(database_url, clock):
             yield fake, container, client
         await container.close()
         await fake.wait_idle()
+
+
+def refund_event(kind: str, pi: str | None, *, event_id: str | None = None) -> str:
+    """A charge's refund event as Stripe sends it: a Charge (charge.refunded) or a Refund,
+    neither with payorch's metadata; only its PaymentIntent links it to a payment."""
+    charge = kind == "charge.refunded"
+    return json.dumps(
+        {
+            "id": event_id or f"evt_{uuid.uuid4().hex}",
+            "object": "event",
+            "type": kind,
+            "data": {
+                "object": {
+                    "id": f"ch_{uuid.uuid4().hex[:24]}" if charge else "re_from_the_event",
+                    "object": "charge" if charge else "refund",
+                    # Not read: the amounts come from Stripe itself.
+                    "amount_refunded" if charge else "amount": 999_999,
+                    "payment_intent": pi,
+                    "metadata": {},
+                }
+            },
+        }
+    )
 
 
 async def post(client, payload: str, signature: str | None = None):
@@ -257,16 +280,20 @@ async def test_a_signed_body_that_is_no_stripe_event_is_refused_and_the_server_g
 
 async def test_events_we_do_not_act_on_and_intents_not_ours_are_acknowledged(world):
     _container, client = world
-    refunded = json.dumps(
+    customer = json.dumps(
         {
-            "id": "evt_refunded",
+            "id": "evt_customer",
             "object": "event",
-            "type": "charge.refunded",
-            "data": {"object": {"id": "ch_1", "object": "charge", "metadata": {}}},
+            "type": "customer.created",
+            "data": {"object": {"id": "cus_1", "object": "customer", "metadata": {}}},
         }
     )
-    reply = await post(client, refunded)
+    reply = await post(client, customer)
     assert reply.status == 200 and (await reply.json())["result"] == "ignored"
+    # A charge made without a PaymentIntent was not made by us.
+    refunded = refund_event("charge.refunded", None)
+    reply = await post(client, refunded)
+    assert reply.status == 200 and (await reply.json())["result"] == "not ours"
     foreign = intent_event({"id": "pi_1", "object": "payment_intent", "metadata": {"order": "7"}})
     reply = await post(client, foreign)
     assert reply.status == 200 and (await reply.json())["result"] == "not ours"
@@ -377,3 +404,102 @@ async def test_a_redelivered_event_resumes_a_split_whose_follow_through_failed(o
         "succeeded",
         "succeeded",
     ]
+
+
+async def paid_on_stripe(container, amount: int = 5000):
+    request = core_request(f"r-{uuid.uuid4()}", amount=amount)
+    payment = (await container.payments.create(request, deadline_s=None)).payment
+    assert payment.status is PaymentStatus.SUCCEEDED
+    return payment, payment.steps[0].processor_payment_id
+
+
+async def outbox(container, payment_id: str, name: str) -> list[dict]:
+    async with container.engine.connect() as conn:
+        rows = await conn.execute(
+            select(events.c.payload)
+            .where(events.c.payment_id == payment_id, events.c.name == name)
+            .order_by(events.c.sequence)
+        )
+        return [dict(r) for r in rows.scalars()]
+
+
+async def result_of(client, body: str) -> str:
+    reply = await post(client, body)
+    assert reply.status == 200
+    return (await reply.json())["result"]
+
+
+async def test_a_refund_made_in_stripes_dashboard_is_recorded_once_and_told_downstream(on_stripe):
+    fake, container, client = on_stripe
+    payment, pi = await paid_on_stripe(container)
+    refund_id = fake.refund_from_dashboard(pi, 2000)
+    body = refund_event("charge.refunded", pi, event_id="evt_dashboard")
+
+    assert await result_of(client, body) == "recorded"
+
+    stored = await container.payments.get(payment.id, None)
+    assert stored.status is PaymentStatus.PARTIALLY_REFUNDED
+    assert (stored.refundable_minor, stored.steps[0].refunded_minor) == (3000, 2000)
+    assert await result_of(client, body) == "duplicate"
+    assert await result_of(client, refund_event("refund.created", pi)) == "nothing new"
+    assert await outbox(container, payment.id, "PaymentRefunded") == [
+        {"amount_minor": 2000, "refund_request_id": refund_id, "sequence": 3}
+    ]
+
+    # Refunding the rest through payorch asks Stripe for what is left, and its own
+    # refund's event counts nothing a second time.
+    done = await container.payments.refund(payment.id, "m_1", amount_minor=0, request_id="rest")
+    assert done.status is PaymentStatus.REFUNDED and fake.refunded_for(pi) == 5000
+    assert await result_of(client, refund_event("charge.refunded", pi)) == "nothing new"
+    stored = await container.payments.get(payment.id, None)
+    assert (stored.status, stored.steps[0].refunded_minor) == (PaymentStatus.REFUNDED, 5000)
+
+
+async def test_a_refund_that_failed_at_stripe_is_no_longer_counted(on_stripe):
+    fake, container, client = on_stripe
+    payment, pi = await paid_on_stripe(container)
+    dashboard = fake.refund_from_dashboard(pi, 2000)
+    assert await result_of(client, refund_event("charge.refunded", pi)) == "recorded"
+    fake.fail_refund(dashboard)
+
+    assert await result_of(client, refund_event("refund.failed", pi)) == "recorded"
+
+    stored = await container.payments.get(payment.id, None)
+    assert stored.status is PaymentStatus.SUCCEEDED
+    assert (stored.refundable_minor, stored.steps[0].status) == (5000, StepStatus.CAPTURED)
+    assert await result_of(client, refund_event("charge.refund.updated", pi)) == "nothing new"
+
+    # One that payorch made and counted, failing later, is no longer counted either.
+    await container.payments.refund(payment.id, "m_1", amount_minor=1500, request_id="rf-1")
+    (ours,) = [r["id"] for r in fake.refunds_for(pi) if r["metadata"]]
+    fake.fail_refund(ours)
+    assert await result_of(client, refund_event("refund.updated", pi)) == "recorded"
+
+    stored = await container.payments.get(payment.id, None)
+    assert (stored.status, stored.refundable_minor) == (PaymentStatus.SUCCEEDED, 5000)
+    failed = await outbox(container, payment.id, "PaymentRefundFailed")
+    assert [(e["amount_minor"], e["refund_id"]) for e in failed] == [
+        (2000, dashboard),
+        (1500, ours),
+    ]
+    assert len(await outbox(container, payment.id, "PaymentCompleted")) == 1  # completed once
+    # That refund request is over: retried, it sends nothing; a new one refunds anew.
+    await container.payments.refund(payment.id, "m_1", amount_minor=1500, request_id="rf-1")
+    assert len(fake.refunds_for(pi)) == 2
+    again = await container.payments.refund(payment.id, "m_1", amount_minor=0, request_id="rf-2")
+    assert again.status is PaymentStatus.REFUNDED and fake.refunded_for(pi) == 5000
+
+
+async def test_a_refund_event_stripe_cannot_be_asked_about_is_taken_again(on_stripe):
+    fake, container, client = on_stripe
+    payment, pi = await paid_on_stripe(container)
+    fake.refund_from_dashboard(pi, 5000)
+    fake.inject(Fault.api_error(), endpoint="list_refunds")
+    body = refund_event("charge.refunded", pi)
+
+    assert (await post(client, body)).status == 500
+    assert (await container.payments.get(payment.id, None)).status is PaymentStatus.SUCCEEDED
+
+    assert await result_of(client, body) == "recorded"  # Stripe's redelivery
+    stored = await container.payments.get(payment.id, None)
+    assert (stored.status, stored.refundable_minor) == (PaymentStatus.REFUNDED, 0)

@@ -37,6 +37,7 @@ from payorch.domain.payment import (
     StepStatus,
 )
 from payorch.domain.request import CoreRequest
+from payorch.domain.results import ResponseKind
 
 # The steps whose hold a cancel releases: authorized, or waiting for the customer.
 _RELEASABLE = (StepStatus.AUTHORIZED, StepStatus.REQUIRES_ACTION)
@@ -68,6 +69,10 @@ class IdempotencyConflict(ValueError):
 
 class RequestInProgress(RuntimeError):
     """An identical request is still running; retry shortly (ABORTED)."""
+
+
+class RefundsUnknown(RuntimeError):
+    """The processor could not say what became of a charge's refunds."""
 
 
 class PaymentChanging(RuntimeError):
@@ -472,6 +477,37 @@ class PaymentService:
         await self._change(payment_id, None, look)
         return changed
 
+    async def record_refunds(self, processor: str, processor_payment_id: str) -> str:
+        """A processor's event about a charge's refunds: read them from the processor and
+        record, on the payment step the charge was made for, a refund made elsewhere (its
+        dashboard) and one that failed there, each once. RefundsUnknown when the
+        processor could not say: nothing is recorded, and the event is taken again."""
+        found = await self._settlement.refunds_at(processor, processor_payment_id)
+        if found.answer.kind is not ResponseKind.DONE:
+            raise RefundsUnknown(
+                f"the refunds of {processor_payment_id!r} could not be read from {processor!r}"
+                f" ({found.answer.kind.value} {found.answer.http_status or ''})".rstrip()
+            )
+        if not found.payment_id:
+            return "not ours"
+        recorded = False
+
+        async def record(payment: Payment) -> bool:
+            nonlocal recorded
+            if not 0 <= found.step_index < len(payment.steps):
+                return False
+            step = payment.steps[found.step_index]
+            if step.processor_payment_id != processor_payment_id:
+                return False  # another object than the step's
+            recorded = self._settlement.record_refunds(payment, step, found)
+            return recorded
+
+        try:
+            await self._change(found.payment_id, None, record)
+        except PaymentNotFound:
+            return "unknown payment"
+        return "recorded" if recorded else "nothing new"
+
     async def capture(self, payment_id: str, merchant_id: str | None) -> Payment:
         released: list[Step] = []
 
@@ -744,6 +780,16 @@ class ProcessorEvent:
     charged: bool
 
 
+@dataclass(frozen=True, slots=True)
+class RefundEvent:
+    """A processor told us (webhook) that a charge's refunds changed."""
+
+    event_id: str
+    source: str
+    processor: str
+    processor_payment_id: str
+
+
 class ProcessorEvents:
     """Applies processor webhooks. Only final good news is applied as is; any other
     event is a hint to look the payment up now, so out-of-order or stale events
@@ -816,15 +862,33 @@ class ProcessorEvents:
                 return "applied" if went_on or not resumed else "ignored"
             settled = await self._payments.reconcile(payment)
         except Exception:
-            # What the event asked for did not happen (the processor or the database
-            # failed the look-up or the rest of the plan): its redelivery must not be
-            # taken for a duplicate, or the event is lost.
-            with contextlib.suppress(Exception):  # the database may be what failed
-                async with self._uow() as uow:
-                    await uow.inbound_events.forget(event.event_id)
-                    await uow.commit()
+            await self._forget(event.event_id)
             raise
         return "looked up" if settled else "looked up, still open"
+
+    async def apply_refunds(self, event: RefundEvent) -> str:
+        """A charge's refunds changed: the processor says how, and what payorch has not
+        counted is recorded (PaymentService.record_refunds)."""
+        async with self._uow() as uow:
+            if not await uow.inbound_events.remember(
+                event.event_id, event.source, self._clock.now()
+            ):
+                return "duplicate"
+            await uow.commit()
+        try:
+            return await self._payments.record_refunds(event.processor, event.processor_payment_id)
+        except Exception:
+            await self._forget(event.event_id)
+            raise
+
+    async def _forget(self, event_id: str) -> None:
+        """What the event asked for did not happen (the processor or the database failed
+        the look-up or the rest of the plan): its redelivery must not be taken for a
+        duplicate, or the event is lost."""
+        with contextlib.suppress(Exception):  # the database may be what failed
+            async with self._uow() as uow:
+                await uow.inbound_events.forget(event_id)
+                await uow.commit()
 
 
 async def _settled_by(uow: UnitOfWork, payment_id: str, step_index: int, event_id: str) -> bool:
