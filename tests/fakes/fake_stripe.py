@@ -423,6 +423,17 @@ class FakeStripe:
     def payment_intent(self, pi_id: str) -> dict[str, Any]:
         return self.payment_intents[pi_id]
 
+    def complete_action(self, pi_id: str) -> None:
+        """The customer passed 3-D Secure: the PaymentIntent is charged as a confirm
+        charges it (held with manual capture, captured otherwise)."""
+        pi = self.payment_intents[pi_id]
+        pi["next_action"], pi["latest_charge"] = None, "ch_" + _rand(24)
+        self._charges[pi_id] = self._charges.get(pi_id, 0) + 1
+        if pi["capture_method"] == "manual":
+            pi["status"], pi["amount_capturable"] = "requires_capture", pi["amount"]
+        else:
+            pi["status"], pi["amount_received"] = "succeeded", pi["amount"]
+
     def set_status(self, pi_id: str, status: str) -> None:
         """Force a PaymentIntent's status (e.g. ``processing``), as Stripe's side might."""
         self.payment_intents[pi_id]["status"] = status
@@ -438,6 +449,18 @@ class FakeStripe:
     def refunds_for(self, pi_id: str) -> list[dict[str, Any]]:
         """The PaymentIntent's refunds, oldest first."""
         return [r for r in self.refunds.values() if r["payment_intent"] == pi_id]
+
+    def refund_from_dashboard(self, pi_id: str, amount: int) -> str:
+        """Someone refunds ``amount`` in Stripe's dashboard (no key, no metadata of
+        ours); the refund's id."""
+        return str(self._do_refund({"payment_intent": pi_id, "amount": str(amount)})["id"])
+
+    def fail_refund(self, refund_id: str) -> None:
+        """The refund fails (the card was closed, say): the money goes back to the
+        merchant's balance, and the charge is refundable by that much again."""
+        refund = self.refunds[refund_id]
+        refund["status"], refund["failure_reason"] = "failed", "expired_or_canceled_card"
+        self._refunded[refund["payment_intent"]] -= refund["amount"]
 
     def set_refund_status(self, refund_id: str, status: str) -> None:
         """Force a refund's status (``pending``, ``failed``, ...), as Stripe's side might."""

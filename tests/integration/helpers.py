@@ -9,9 +9,22 @@ from payorch.settings import Settings
 
 
 async def make_container(
-    database_url: str, clock: Clock, *, processors: str = "simulated", simulate: str = ""
+    database_url: str,
+    clock: Clock,
+    *,
+    processors: str = "simulated",
+    simulate: str = "",
+    stripe_api_key: str = "",
+    stripe_api_base: str = "",
 ) -> Container:
-    settings = Settings(database_url=database_url, processors=processors, simulate=simulate)
+    """`stripe_api_base`: a fake Stripe's URL, with its key, for the processor "stripe"."""
+    settings = Settings(
+        database_url=database_url,
+        processors=processors,
+        simulate=simulate,
+        stripe_api_key=stripe_api_key,
+        stripe_api_base=stripe_api_base,
+    )
     return await bootstrap(settings, clock=clock)
 
 

@@ -15,10 +15,11 @@ from sqlalchemy import select
 from payorch.adapters.clock import ManualClock
 from payorch.adapters.persistence.tables import events
 from payorch.domain.merchant_config import MerchantConfig
-from payorch.domain.payment import PaymentStatus
-from payorch.domain.request import RawPaymentRequest, parse_payment_request
+from payorch.domain.payment import PaymentStatus, StepStatus
+from payorch.domain.request import RawMethodInput, RawPaymentRequest, parse_payment_request
 from payorch.domain.retry import RetryPolicy
 from payorch.entrypoints.http.app import build_app
+from tests.fakes.fake_stripe import FakeStripe, Fault
 from tests.integration.helpers import core_request, make_container
 
 SECRET = "whsec_test_" + "x" * 24
@@ -37,7 +38,9 @@ def sign(payload: str, *, secret: str = SECRET, at: int | None = None) -> str:
     return f"t={ts},v1={mac}"
 
 
-def event(kind: str, payment_id: str, *, pi: str = "pi_x", event_id: str | None = None) -> str:
+def event(
+    kind: str, payment_id: str, *, pi: str = "pi_x", event_id: str | None = None, step: int = 0
+) -> str:
     return json.dumps(
         {
             "id": event_id or f"evt_{uuid.uuid4().hex}",
@@ -51,7 +54,7 @@ def event(kind: str, payment_id: str, *, pi: str = "pi_x", event_id: str | None 
                     "status": "succeeded"
                     if kind.endswith("succeeded")
                     else "requires_payment_method",
-                    "metadata": {"payorch_payment_id": payment_id, "payorch_step": "0"},
+                    "metadata": {"payorch_payment_id": payment_id, "payorch_step": str(step)},
                 }
             },
         }
@@ -68,6 +71,52 @@ async def world(database_url, clock):
     async with TestClient(TestServer(app)) as client:
         yield container, client
     await container.close()
+
+
+@pytest.fixture
+async def on_stripe(database_url, clock):
+    """The service on the fake Stripe (the real SDK), its webhooks on the real HTTP app."""
+    async with FakeStripe() as fake:
+        container = await make_container(
+            database_url,
+            clock,
+            processors="stripe",
+            stripe_api_key=fake.api_key,
+            stripe_api_base=fake.url,
+        )
+        await container.configs.upsert(
+            MerchantConfig("m_1", retry_policy=RetryPolicy(max_retries=0))
+        )
+        app = build_app(
+            stripe_events=container.processor_events, stripe_webhook_secret=SECRET, clock=clock
+        )
+        async with TestClient(TestServer(app)) as client:
+            yield fake, container, client
+        await container.close()
+        await fake.wait_idle()
+
+
+def refund_event(kind: str, pi: str | None, *, event_id: str | None = None) -> str:
+    """A charge's refund event as Stripe sends it: a Charge (charge.refunded) or a Refund,
+    neither with payorch's metadata; only its PaymentIntent links it to a payment."""
+    charge = kind == "charge.refunded"
+    return json.dumps(
+        {
+            "id": event_id or f"evt_{uuid.uuid4().hex}",
+            "object": "event",
+            "type": kind,
+            "data": {
+                "object": {
+                    "id": f"ch_{uuid.uuid4().hex[:24]}" if charge else "re_from_the_event",
+                    "object": "charge" if charge else "refund",
+                    # Not read: the amounts come from Stripe itself.
+                    "amount_refunded" if charge else "amount": 999_999,
+                    "payment_intent": pi,
+                    "metadata": {},
+                }
+            },
+        }
+    )
 
 
 async def post(client, payload: str, signature: str | None = None):
@@ -231,16 +280,20 @@ async def test_a_signed_body_that_is_no_stripe_event_is_refused_and_the_server_g
 
 async def test_events_we_do_not_act_on_and_intents_not_ours_are_acknowledged(world):
     _container, client = world
-    refunded = json.dumps(
+    customer = json.dumps(
         {
-            "id": "evt_refunded",
+            "id": "evt_customer",
             "object": "event",
-            "type": "charge.refunded",
-            "data": {"object": {"id": "ch_1", "object": "charge", "metadata": {}}},
+            "type": "customer.created",
+            "data": {"object": {"id": "cus_1", "object": "customer", "metadata": {}}},
         }
     )
-    reply = await post(client, refunded)
+    reply = await post(client, customer)
     assert reply.status == 200 and (await reply.json())["result"] == "ignored"
+    # A charge made without a PaymentIntent was not made by us.
+    refunded = refund_event("charge.refunded", None)
+    reply = await post(client, refunded)
+    assert reply.status == 200 and (await reply.json())["result"] == "not ours"
     foreign = intent_event({"id": "pi_1", "object": "payment_intent", "metadata": {"order": "7"}})
     reply = await post(client, foreign)
     assert reply.status == 200 and (await reply.json())["result"] == "not ours"
@@ -293,3 +346,160 @@ async def test_a_hold_canceled_at_the_processor_is_recorded_from_its_webhook(wor
             .all()
         )
     assert names[-2:] == ["StepVoided", "PaymentCancelled"]
+
+
+async def paused_split(container):
+    """A split on Stripe paused for 3-D Secure on its card step; Apple Pay pays the rest."""
+    raw = RawPaymentRequest(
+        merchant_id="m_1",
+        request_id=f"r-{uuid.uuid4()}",
+        amount_minor=10000,
+        currency="USD",
+        methods=[
+            RawMethodInput("card", "pm_card_authenticationRequired", 3000),
+            RawMethodInput("apple_pay", "pm_card_visa", None),
+        ],
+    )
+    payment = (await container.payments.create(parse_payment_request(raw), deadline_s=None)).payment
+    assert payment.status is PaymentStatus.REQUIRES_ACTION
+    return payment
+
+
+def failing_the_next_save(container):
+    """The database goes away for one save of a payment (the follow-through's)."""
+    real = container.uow.update_payment
+
+    async def database_gone(payment):
+        container.uow.update_payment = real
+        raise ConnectionError("the database went away")
+
+    container.uow.update_payment = database_gone
+
+
+async def test_a_redelivered_event_resumes_a_split_whose_follow_through_failed(on_stripe):
+    fake, container, client = on_stripe
+    payment = await paused_split(container)
+    pi = payment.steps[0].processor_payment_id
+    fake.complete_action(pi)  # the customer passed 3-D Secure
+    body = event("payment_intent.amount_capturable_updated", payment.id, pi=pi, event_id="evt_3ds")
+    failing_the_next_save(container)
+
+    first = await post(client, body)
+
+    assert first.status == 500  # the step was committed, the rest of the plan was not
+    stored = await container.payments.get(payment.id, None)
+    assert [s.status for s in stored.steps] == [StepStatus.AUTHORIZED, StepStatus.PENDING]
+
+    other = event("payment_intent.amount_capturable_updated", payment.id, pi=pi)
+    assert (await (await post(client, other)).json())["result"] == "ignored"  # not that event
+
+    again = await post(client, body)  # Stripe redelivers what got a 500
+
+    assert again.status == 200 and (await again.json())["result"] == "applied"
+    done = await container.payments.get(payment.id, None)
+    assert done.status is PaymentStatus.SUCCEEDED
+    assert [s.status for s in done.steps] == [StepStatus.CAPTURED, StepStatus.CAPTURED]
+    assert [fake.charges_for(s.processor_payment_id) for s in done.steps] == [1, 1]
+    assert [fake.payment_intent(s.processor_payment_id)["status"] for s in done.steps] == [
+        "succeeded",
+        "succeeded",
+    ]
+
+
+async def paid_on_stripe(container, amount: int = 5000):
+    request = core_request(f"r-{uuid.uuid4()}", amount=amount)
+    payment = (await container.payments.create(request, deadline_s=None)).payment
+    assert payment.status is PaymentStatus.SUCCEEDED
+    return payment, payment.steps[0].processor_payment_id
+
+
+async def outbox(container, payment_id: str, name: str) -> list[dict]:
+    async with container.engine.connect() as conn:
+        rows = await conn.execute(
+            select(events.c.payload)
+            .where(events.c.payment_id == payment_id, events.c.name == name)
+            .order_by(events.c.sequence)
+        )
+        return [dict(r) for r in rows.scalars()]
+
+
+async def result_of(client, body: str) -> str:
+    reply = await post(client, body)
+    assert reply.status == 200
+    return (await reply.json())["result"]
+
+
+async def test_a_refund_made_in_stripes_dashboard_is_recorded_once_and_told_downstream(on_stripe):
+    fake, container, client = on_stripe
+    payment, pi = await paid_on_stripe(container)
+    refund_id = fake.refund_from_dashboard(pi, 2000)
+    body = refund_event("charge.refunded", pi, event_id="evt_dashboard")
+
+    assert await result_of(client, body) == "recorded"
+
+    stored = await container.payments.get(payment.id, None)
+    assert stored.status is PaymentStatus.PARTIALLY_REFUNDED
+    assert (stored.refundable_minor, stored.steps[0].refunded_minor) == (3000, 2000)
+    assert await result_of(client, body) == "duplicate"
+    assert await result_of(client, refund_event("refund.created", pi)) == "nothing new"
+    assert await outbox(container, payment.id, "PaymentRefunded") == [
+        {"amount_minor": 2000, "refund_request_id": refund_id, "sequence": 3}
+    ]
+
+    # Refunding the rest through payorch asks Stripe for what is left, and its own
+    # refund's event counts nothing a second time.
+    done = await container.payments.refund(payment.id, "m_1", amount_minor=0, request_id="rest")
+    assert done.status is PaymentStatus.REFUNDED and fake.refunded_for(pi) == 5000
+    assert await result_of(client, refund_event("charge.refunded", pi)) == "nothing new"
+    stored = await container.payments.get(payment.id, None)
+    assert (stored.status, stored.steps[0].refunded_minor) == (PaymentStatus.REFUNDED, 5000)
+
+
+async def test_a_refund_that_failed_at_stripe_is_no_longer_counted(on_stripe):
+    fake, container, client = on_stripe
+    payment, pi = await paid_on_stripe(container)
+    dashboard = fake.refund_from_dashboard(pi, 2000)
+    assert await result_of(client, refund_event("charge.refunded", pi)) == "recorded"
+    fake.fail_refund(dashboard)
+
+    assert await result_of(client, refund_event("refund.failed", pi)) == "recorded"
+
+    stored = await container.payments.get(payment.id, None)
+    assert stored.status is PaymentStatus.SUCCEEDED
+    assert (stored.refundable_minor, stored.steps[0].status) == (5000, StepStatus.CAPTURED)
+    assert await result_of(client, refund_event("charge.refund.updated", pi)) == "nothing new"
+
+    # One that payorch made and counted, failing later, is no longer counted either.
+    await container.payments.refund(payment.id, "m_1", amount_minor=1500, request_id="rf-1")
+    (ours,) = [r["id"] for r in fake.refunds_for(pi) if r["metadata"]]
+    fake.fail_refund(ours)
+    assert await result_of(client, refund_event("refund.updated", pi)) == "recorded"
+
+    stored = await container.payments.get(payment.id, None)
+    assert (stored.status, stored.refundable_minor) == (PaymentStatus.SUCCEEDED, 5000)
+    failed = await outbox(container, payment.id, "PaymentRefundFailed")
+    assert [(e["amount_minor"], e["refund_id"]) for e in failed] == [
+        (2000, dashboard),
+        (1500, ours),
+    ]
+    assert len(await outbox(container, payment.id, "PaymentCompleted")) == 1  # completed once
+    # That refund request is over: retried, it sends nothing; a new one refunds anew.
+    await container.payments.refund(payment.id, "m_1", amount_minor=1500, request_id="rf-1")
+    assert len(fake.refunds_for(pi)) == 2
+    again = await container.payments.refund(payment.id, "m_1", amount_minor=0, request_id="rf-2")
+    assert again.status is PaymentStatus.REFUNDED and fake.refunded_for(pi) == 5000
+
+
+async def test_a_refund_event_stripe_cannot_be_asked_about_is_taken_again(on_stripe):
+    fake, container, client = on_stripe
+    payment, pi = await paid_on_stripe(container)
+    fake.refund_from_dashboard(pi, 5000)
+    fake.inject(Fault.api_error(), endpoint="list_refunds")
+    body = refund_event("charge.refunded", pi)
+
+    assert (await post(client, body)).status == 500
+    assert (await container.payments.get(payment.id, None)).status is PaymentStatus.SUCCEEDED
+
+    assert await result_of(client, body) == "recorded"  # Stripe's redelivery
+    stored = await container.payments.get(payment.id, None)
+    assert (stored.status, stored.refundable_minor) == (PaymentStatus.REFUNDED, 0)

@@ -16,7 +16,7 @@ from typing import Any
 from payorch.app.observability import AttributeValue, NullTracer, Span, Tracer
 from payorch.app.ports import ChargeRequest, Processor
 from payorch.domain.classification import classify
-from payorch.domain.results import ProcessorResponse
+from payorch.domain.results import ChargeRefunds, ProcessorResponse
 
 EXPORTERS = ("console", "otlp")
 
@@ -159,6 +159,12 @@ class TracedProcessor:
             response = await self.inner.find_refund(processor_payment_id, idempotency_key)
             _annotate(span, response)
             return response
+
+    async def refunds(self, processor_payment_id: str) -> ChargeRefunds:
+        with self._span("lookup") as span:
+            found = await self.inner.refunds(processor_payment_id)
+            _annotate(span, found.answer)
+            return found
 
     async def aclose(self) -> None:
         aclose = getattr(self.inner, "aclose", None)

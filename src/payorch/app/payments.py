@@ -18,6 +18,7 @@ from payorch.app.ports import (
     PageCursor,
     RefundRequest,
     StoredEvent,
+    UnitOfWork,
     UnitOfWorkFactory,
 )
 from payorch.app.router import Deadline, Router
@@ -36,6 +37,7 @@ from payorch.domain.payment import (
     StepStatus,
 )
 from payorch.domain.request import CoreRequest
+from payorch.domain.results import ResponseKind
 
 # The steps whose hold a cancel releases: authorized, or waiting for the customer.
 _RELEASABLE = (StepStatus.AUTHORIZED, StepStatus.REQUIRES_ACTION)
@@ -67,6 +69,10 @@ class IdempotencyConflict(ValueError):
 
 class RequestInProgress(RuntimeError):
     """An identical request is still running; retry shortly (ABORTED)."""
+
+
+class RefundsUnknown(RuntimeError):
+    """The processor could not say what became of a charge's refunds."""
 
 
 class PaymentChanging(RuntimeError):
@@ -410,15 +416,18 @@ class PaymentService:
         ):
             await self._run_plan(payment, config, deadline)
 
-    async def go_on(self, payment: Payment, *, customer_acted: bool) -> None:
+    async def go_on(self, payment: Payment, *, customer_acted: bool) -> bool:
         """A processor's event settled a paused step: do what the plan has left. After
         the customer acted (3-D Secure) the steps after it run, as ConfirmPayment would
         run them; after a lost answer the plan is finished as the reconciler finishes it.
         A save beaten by another call's (a ConfirmPayment, a cancel) is made again on what
         that call stored, like any other change: the event was recorded as seen already,
-        so a lost save here would not come back with a redelivery."""
+        so a lost save here would not come back with a redelivery. True when there was
+        anything left to do."""
+        went_on = False
 
         async def finish(current: Payment) -> bool:
+            nonlocal went_on
             steps = current.steps
             if current.status is PaymentStatus.CANCELLED:
                 return False  # a cancel saved first: nothing more is charged or captured
@@ -438,9 +447,11 @@ class PaymentService:
                 await self._run_plan(current, config, Deadline(None))
             else:
                 await self._finish_after_reconcile(current)
+            went_on = True
             return True
 
         await self._change(payment.id, None, finish)
+        return went_on
 
     async def look_up_hold(self, payment_id: str, step_index: int) -> bool:
         """A processor's event about a step held authorized: record what the processor
@@ -465,6 +476,37 @@ class PaymentService:
 
         await self._change(payment_id, None, look)
         return changed
+
+    async def record_refunds(self, processor: str, processor_payment_id: str) -> str:
+        """A processor's event about a charge's refunds: read them from the processor and
+        record, on the payment step the charge was made for, a refund made elsewhere (its
+        dashboard) and one that failed there, each once. RefundsUnknown when the
+        processor could not say: nothing is recorded, and the event is taken again."""
+        found = await self._settlement.refunds_at(processor, processor_payment_id)
+        if found.answer.kind is not ResponseKind.DONE:
+            raise RefundsUnknown(
+                f"the refunds of {processor_payment_id!r} could not be read from {processor!r}"
+                f" ({found.answer.kind.value} {found.answer.http_status or ''})".rstrip()
+            )
+        if not found.payment_id:
+            return "not ours"
+        recorded = False
+
+        async def record(payment: Payment) -> bool:
+            nonlocal recorded
+            if not 0 <= found.step_index < len(payment.steps):
+                return False
+            step = payment.steps[found.step_index]
+            if step.processor_payment_id != processor_payment_id:
+                return False  # another object than the step's
+            recorded = self._settlement.record_refunds(payment, step, found)
+            return recorded
+
+        try:
+            await self._change(found.payment_id, None, record)
+        except PaymentNotFound:
+            return "unknown payment"
+        return "recorded" if recorded else "nothing new"
 
     async def capture(self, payment_id: str, merchant_id: str | None) -> Payment:
         released: list[Step] = []
@@ -738,6 +780,16 @@ class ProcessorEvent:
     charged: bool
 
 
+@dataclass(frozen=True, slots=True)
+class RefundEvent:
+    """A processor told us (webhook) that a charge's refunds changed."""
+
+    event_id: str
+    source: str
+    processor: str
+    processor_payment_id: str
+
+
 class ProcessorEvents:
     """Applies processor webhooks. Only final good news is applied as is; any other
     event is a hint to look the payment up now, so out-of-order or stale events
@@ -750,6 +802,7 @@ class ProcessorEvents:
 
     async def apply(self, event: ProcessorEvent) -> str:
         now = self._clock.now()
+        resumed = False
         async with self._uow() as uow:
             if not await uow.inbound_events.remember(event.event_id, event.source, now):
                 return "duplicate"
@@ -775,14 +828,25 @@ class ProcessorEvents:
                 # cancel from its dashboard, a lapse). A look-up says.
                 await uow.commit()
             elif step.status not in open_states or payment.status is PaymentStatus.PROCESSING:
-                # Settled already, or still being worked on by the router: nothing to do.
+                # Settled already, or still being worked on by the router: nothing to do;
+                # unless this very event settled the step and the rest of the plan then
+                # failed (the event was forgotten for it): its redelivery goes on with it.
+                resumed = (
+                    event.charged
+                    and step.succeeded
+                    and await _settled_by(uow, payment.id, step.index, event.event_id)
+                )
                 await uow.commit()
-                return "ignored"
+                if not resumed:
+                    return "ignored"
+                customer_acted = bool(step.next_action_type)  # it was waiting for them
             elif event.charged:
                 customer_acted = step.status is StepStatus.REQUIRES_ACTION
                 step.processor_payment_id = event.processor_payment_id
                 payment.step_succeeded(step, processor=step.processor, latency_ms=0)
-                payment.step_reconciled(step, source=event.source)
+                payment.step_reconciled(
+                    step, source=event.source, processor_event_id=event.event_id
+                )
                 payment.settle(now)
                 await uow.payments.save(payment)
                 await uow.commit()
@@ -794,19 +858,50 @@ class ProcessorEvents:
                 return "looked up" if changed else "looked up, still held"
             if event.charged:
                 # A split goes on from that step as ConfirmPayment or the reconciler would.
-                await self._payments.go_on(payment, customer_acted=customer_acted)
-                return "applied"
+                went_on = await self._payments.go_on(payment, customer_acted=customer_acted)
+                return "applied" if went_on or not resumed else "ignored"
             settled = await self._payments.reconcile(payment)
         except Exception:
-            # What the event asked for did not happen (the processor or the database
-            # failed the look-up or the rest of the plan): its redelivery must not be
-            # taken for a duplicate, or the event is lost.
-            with contextlib.suppress(Exception):  # the database may be what failed
-                async with self._uow() as uow:
-                    await uow.inbound_events.forget(event.event_id)
-                    await uow.commit()
+            await self._forget(event.event_id)
             raise
         return "looked up" if settled else "looked up, still open"
+
+    async def apply_refunds(self, event: RefundEvent) -> str:
+        """A charge's refunds changed: the processor says how, and what payorch has not
+        counted is recorded (PaymentService.record_refunds)."""
+        async with self._uow() as uow:
+            if not await uow.inbound_events.remember(
+                event.event_id, event.source, self._clock.now()
+            ):
+                return "duplicate"
+            await uow.commit()
+        try:
+            return await self._payments.record_refunds(event.processor, event.processor_payment_id)
+        except Exception:
+            await self._forget(event.event_id)
+            raise
+
+    async def _forget(self, event_id: str) -> None:
+        """What the event asked for did not happen (the processor or the database failed
+        the look-up or the rest of the plan): its redelivery must not be taken for a
+        duplicate, or the event is lost."""
+        with contextlib.suppress(Exception):  # the database may be what failed
+            async with self._uow() as uow:
+                await uow.inbound_events.forget(event_id)
+                await uow.commit()
+
+
+async def _settled_by(uow: UnitOfWork, payment_id: str, step_index: int, event_id: str) -> bool:
+    """Whether the processor's event `event_id` settled the step (it recorded so). Only
+    that event's redelivery resumes the plan: another event about the step (Stripe's
+    `succeeded` after our own capture, say) may come while that event's follow-through
+    still runs."""
+    return any(
+        e.name == "PaymentReconciled"
+        and e.payload.get("step_index") == step_index
+        and e.payload.get("processor_event_id") == event_id
+        for e in await uow.payments.events_of(payment_id)
+    )
 
 
 def _releasing(payment: Payment) -> bool:

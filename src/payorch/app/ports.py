@@ -9,7 +9,7 @@ from typing import Any, Protocol
 
 from payorch.domain.merchant_config import MerchantConfig
 from payorch.domain.payment import Payment, PaymentStatus
-from payorch.domain.results import ProcessorResponse
+from payorch.domain.results import ChargeRefunds, ProcessorResponse
 
 
 class Clock(Protocol):
@@ -78,6 +78,11 @@ class Processor(Protocol):
         under way, NOT_FOUND when none did (or only failed ones); any other answer tells
         nothing. For a refund tried without an answer: the processor forgets its keys
         (Stripe after 24 hours), and the same key is then a new refund."""
+        ...
+
+    async def refunds(self, processor_payment_id: str) -> ChargeRefunds:
+        """Every refund of the charge, payorch's and those made elsewhere (a dashboard),
+        with their statuses: the truth behind a processor's event about refunds."""
         ...
 
 

@@ -11,7 +11,7 @@ from payorch.app.ports import Clock, Processor
 from payorch.app.router import charge_request
 from payorch.domain.classification import classify, classify_lookup
 from payorch.domain.payment import Attempt, Payment, RawError, Step, StepStatus
-from payorch.domain.results import Outcome, ProcessorResponse, ResponseKind
+from payorch.domain.results import ChargeRefunds, Outcome, ProcessorResponse, ResponseKind
 
 # What the processor holds once a capture or void went through.
 _DONE = {"capture": ResponseKind.SUCCEEDED, "void": ResponseKind.NOT_CHARGED}
@@ -243,8 +243,69 @@ class Settlement:
         """Whether the refund under `key` went through: the last attempt under the key
         succeeded, the refund itself or a lookup that found it. (A lookup that found
         nothing is followed by the refund it let through, so it is never the last.)"""
-        last = next((a for a in reversed(step.attempts) if a.idempotency_key == key), None)
+        last = _last_under(step, key)
         return last is not None and last.outcome is Outcome.SUCCESS
+
+    async def refunds_at(self, processor_name: str, processor_payment_id: str) -> ChargeRefunds:
+        """A charge's refunds as the processor holds them (NOT_FOUND: no such processor)."""
+        processor = self._processors.get(processor_name)
+        if processor is None:
+            return ChargeRefunds(ProcessorResponse(ResponseKind.NOT_FOUND))
+        return await processor.refunds(processor_payment_id)
+
+    def record_refunds(self, payment: Payment, step: Step, found: ChargeRefunds) -> bool:
+        """Record on the step what the processor holds about its refunds and payorch
+        has not counted yet; True when anything changed.
+
+        A refund made elsewhere (Stripe's dashboard) is counted once: it is recorded as
+        an attempt of the step (operation refund) under the processor's refund id, and a
+        refund with such a record is never counted again. Payorch's own refunds, under
+        its keys, are counted by RefundPayment, not here. A counted refund that failed
+        at the processor (the money stayed with the merchant) is no longer counted: a
+        failed attempt under its id says so, once, and ends its story."""
+        held_refunded = sum(r.amount_minor for r in found.refunds if r.made)
+        changed = False
+        for refund in found.refunds:
+            last = _last_under(step, refund.refund_id)
+            if refund.made and not refund.payorch_key and last is None:
+                # Never more refunded than the processor holds refunded, nor captured.
+                room = min(step.captured_minor, held_refunded) - step.refunded_minor
+                if not 0 < refund.amount_minor <= room:
+                    continue
+                self._record_refund(payment, step, refund.refund_id, made=True)
+                payment.step_refunded(step, refund.amount_minor)
+                payment.refunded(refund.amount_minor, refund.refund_id)
+                changed = True
+            elif not refund.made and 0 < refund.amount_minor <= step.refunded_minor:
+                counted = last is not None and last.outcome is Outcome.SUCCESS
+                ours = last is None and bool(refund.payorch_key)
+                if counted or (ours and self.refund_made(step, refund.payorch_key)):
+                    self._record_refund(payment, step, refund.refund_id, made=False)
+                    payment.step_refund_failed(step, refund.amount_minor, refund.refund_id)
+                    changed = True
+        return changed
+
+    def _record_refund(self, payment: Payment, step: Step, refund_id: str, *, made: bool) -> None:
+        response = (
+            ProcessorResponse(ResponseKind.DONE, message=f"refund {refund_id} made")
+            if made
+            else ProcessorResponse(
+                ResponseKind.ERROR, code="refund_failed", message=f"refund {refund_id} failed"
+            )
+        )
+        self._record(
+            payment,
+            step,
+            "refund",
+            refund_id,
+            _Answer(response, self._clock.now(), 0),
+            reason="a refund the processor told of (its event), read from it",
+            decision=(
+                "made at the processor, not through payorch: counted as refunded"
+                if made
+                else "failed at the processor: no longer counted as refunded"
+            ),
+        )
 
     async def refund(self, payment: Payment, step: Step, amount: int, request_id: str) -> bool:
         key = self.refund_key(payment, step, request_id)
@@ -281,6 +342,11 @@ class Settlement:
         if done:
             payment.step_refunded(step, amount)
         return done
+
+
+def _last_under(step: Step, key: str) -> Attempt | None:
+    """The step's last attempt under the key (a refund's: its key, or the processor's id)."""
+    return next((a for a in reversed(step.attempts) if a.idempotency_key == key), None)
 
 
 def _record_held(payment: Payment, step: Step, held: ResponseKind | None) -> None:

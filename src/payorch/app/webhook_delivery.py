@@ -57,6 +57,7 @@ EVENT_NAMES = (
     "PaymentReconciled",
     "PaymentCaptured",
     "PaymentRefunded",
+    "PaymentRefundFailed",
     "PaymentCancelled",
 )
 EVENT_TYPES = frozenset(event_type(n) for n in EVENT_NAMES)

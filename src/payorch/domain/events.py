@@ -66,6 +66,16 @@ class PaymentRefunded(DomainEvent):
 
 
 @dataclass(slots=True)
+class PaymentRefundFailed(DomainEvent):
+    """A refund counted as made failed at the processor: the money stayed with the
+    merchant, and is refundable again."""
+
+    amount_minor: int
+    # The processor's refund id.
+    refund_id: str
+
+
+@dataclass(slots=True)
 class PaymentCancelled(DomainEvent):
     reason: str
 
@@ -75,3 +85,5 @@ class PaymentReconciled(DomainEvent):
     step_index: int
     outcome: Outcome
     source: str
+    # The processor's event that told us (a webhook's event id); "" for a lookup.
+    processor_event_id: str = ""

@@ -14,6 +14,7 @@ from payorch.domain.events import (
     PaymentFailed,
     PaymentReconciled,
     PaymentRefunded,
+    PaymentRefundFailed,
     StepFailed,
     StepSucceeded,
     StepVoided,
@@ -39,6 +40,9 @@ class PaymentStatus(enum.Enum):
 _HOLDING = (PaymentStatus.SUCCEEDED, PaymentStatus.AUTHORIZED, PaymentStatus.PARTIALLY_SUCCEEDED)
 # The states that complete a payment (PaymentCompleted), once.
 _COMPLETED = (PaymentStatus.SUCCEEDED, PaymentStatus.AUTHORIZED)
+# States from which coming back to a completed one is no new completion: a refund
+# that failed at the processor returns a refunded payment to succeeded.
+_ONCE_COMPLETED = (*_COMPLETED, PaymentStatus.REFUNDED, PaymentStatus.PARTIALLY_REFUNDED)
 
 # States the reconciler has to finish.
 UNRESOLVED = frozenset({PaymentStatus.PROCESSING, PaymentStatus.UNKNOWN})
@@ -341,6 +345,16 @@ class Payment:
         if step.refunded_minor == step.captured_minor:
             step.status = StepStatus.REFUNDED
 
+    def step_refund_failed(self, step: Step, amount_minor: int, refund_id: str) -> None:
+        """A refund counted on the step failed at the processor: the money is the
+        merchant's again, and refundable."""
+        if amount_minor <= 0 or amount_minor > step.refunded_minor:
+            raise InvalidTransition(f"step {step.index} has not {amount_minor} refunded")
+        step.refunded_minor -= amount_minor
+        if step.status is StepStatus.REFUNDED:
+            step.status = StepStatus.CAPTURED
+        self._raise(PaymentRefundFailed(amount_minor, refund_id))
+
     def captured(self, amount_minor: int) -> None:
         self._raise(PaymentCaptured(amount_minor))
 
@@ -350,9 +364,9 @@ class Payment:
     def cancelled(self, reason: str) -> None:
         self._raise(PaymentCancelled(reason))
 
-    def step_reconciled(self, step: Step, *, source: str) -> None:
+    def step_reconciled(self, step: Step, *, source: str, processor_event_id: str = "") -> None:
         assert step.outcome is not None
-        self._raise(PaymentReconciled(step.index, step.outcome, source))
+        self._raise(PaymentReconciled(step.index, step.outcome, source, processor_event_id))
 
     def settle(self, now: datetime, *, orchestration_ms: int | None = None) -> None:
         """Derive the payment's status from its steps; emit the final event once."""
@@ -379,7 +393,7 @@ class Payment:
             if changed or owed_before is not Owed.NOTHING:
                 # A new state, or what was owed is paid: the old error no longer stands.
                 self.final_error, self.final_error_message = ErrorCode.NONE, ""
-            if self.status in _COMPLETED and changed and before not in _COMPLETED:
+            if self.status in _COMPLETED and changed and before not in _ONCE_COMPLETED:
                 # Once: capturing an authorized payment later raises PaymentCaptured only.
                 self._raise(PaymentCompleted(self.amount_minor, self.request_id))
         elif self.status is PaymentStatus.FAILED:

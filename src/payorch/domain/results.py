@@ -110,3 +110,29 @@ class Classification:
     contract_violation: bool = False
     # Say so when the table had no row for what the processor said.
     unmapped: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessorRefund:
+    """One refund of a charge as the processor holds it, whoever made it."""
+
+    refund_id: str
+    amount_minor: int
+    # Gave the money back or is doing so (Stripe: succeeded, pending, requires_action);
+    # False: it never will (failed, canceled), and the money stays with the merchant.
+    made: bool
+    # The idempotency key payorch made it under (its metadata); "" when made elsewhere.
+    payorch_key: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ChargeRefunds:
+    """What a processor holds about a charge's refunds, and which payment step the
+    charge was made for (as payorch named it on the processor's object)."""
+
+    # DONE when read; any other answer: nothing could be read, nothing is known.
+    answer: ProcessorResponse
+    payment_id: str = ""
+    step_index: int = -1
+    # Oldest first.
+    refunds: tuple[ProcessorRefund, ...] = ()

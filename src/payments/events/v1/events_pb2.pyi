@@ -88,6 +88,14 @@ class PaymentRefunded(_message.Message):
     refund_request_id: str
     def __init__(self, amount: _Optional[_Union[_plan_pb2.Money, _Mapping]] = ..., refund_request_id: _Optional[str] = ...) -> None: ...
 
+class PaymentRefundFailed(_message.Message):
+    __slots__ = ("amount", "refund_id")
+    AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    REFUND_ID_FIELD_NUMBER: _ClassVar[int]
+    amount: _plan_pb2.Money
+    refund_id: str
+    def __init__(self, amount: _Optional[_Union[_plan_pb2.Money, _Mapping]] = ..., refund_id: _Optional[str] = ...) -> None: ...
+
 class PaymentCancelled(_message.Message):
     __slots__ = ("reason",)
     REASON_FIELD_NUMBER: _ClassVar[int]
@@ -95,7 +103,7 @@ class PaymentCancelled(_message.Message):
     def __init__(self, reason: _Optional[str] = ...) -> None: ...
 
 class EventEnvelope(_message.Message):
-    __slots__ = ("event_id", "payment_id", "merchant_id", "sequence", "occurred_at", "step_succeeded", "step_failed", "step_voided", "payment_completed", "payment_failed", "payment_reconciled", "payment_captured", "payment_refunded", "payment_cancelled")
+    __slots__ = ("event_id", "payment_id", "merchant_id", "sequence", "occurred_at", "step_succeeded", "step_failed", "step_voided", "payment_completed", "payment_failed", "payment_reconciled", "payment_captured", "payment_refunded", "payment_cancelled", "payment_refund_failed")
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     PAYMENT_ID_FIELD_NUMBER: _ClassVar[int]
     MERCHANT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -110,6 +118,7 @@ class EventEnvelope(_message.Message):
     PAYMENT_CAPTURED_FIELD_NUMBER: _ClassVar[int]
     PAYMENT_REFUNDED_FIELD_NUMBER: _ClassVar[int]
     PAYMENT_CANCELLED_FIELD_NUMBER: _ClassVar[int]
+    PAYMENT_REFUND_FAILED_FIELD_NUMBER: _ClassVar[int]
     event_id: str
     payment_id: str
     merchant_id: str
@@ -124,4 +133,5 @@ class EventEnvelope(_message.Message):
     payment_captured: PaymentCaptured
     payment_refunded: PaymentRefunded
     payment_cancelled: PaymentCancelled
-    def __init__(self, event_id: _Optional[str] = ..., payment_id: _Optional[str] = ..., merchant_id: _Optional[str] = ..., sequence: _Optional[int] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., step_succeeded: _Optional[_Union[StepSucceeded, _Mapping]] = ..., step_failed: _Optional[_Union[StepFailed, _Mapping]] = ..., step_voided: _Optional[_Union[StepVoided, _Mapping]] = ..., payment_completed: _Optional[_Union[PaymentCompleted, _Mapping]] = ..., payment_failed: _Optional[_Union[PaymentFailed, _Mapping]] = ..., payment_reconciled: _Optional[_Union[PaymentReconciled, _Mapping]] = ..., payment_captured: _Optional[_Union[PaymentCaptured, _Mapping]] = ..., payment_refunded: _Optional[_Union[PaymentRefunded, _Mapping]] = ..., payment_cancelled: _Optional[_Union[PaymentCancelled, _Mapping]] = ...) -> None: ...
+    payment_refund_failed: PaymentRefundFailed
+    def __init__(self, event_id: _Optional[str] = ..., payment_id: _Optional[str] = ..., merchant_id: _Optional[str] = ..., sequence: _Optional[int] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., step_succeeded: _Optional[_Union[StepSucceeded, _Mapping]] = ..., step_failed: _Optional[_Union[StepFailed, _Mapping]] = ..., step_voided: _Optional[_Union[StepVoided, _Mapping]] = ..., payment_completed: _Optional[_Union[PaymentCompleted, _Mapping]] = ..., payment_failed: _Optional[_Union[PaymentFailed, _Mapping]] = ..., payment_reconciled: _Optional[_Union[PaymentReconciled, _Mapping]] = ..., payment_captured: _Optional[_Union[PaymentCaptured, _Mapping]] = ..., payment_refunded: _Optional[_Union[PaymentRefunded, _Mapping]] = ..., payment_cancelled: _Optional[_Union[PaymentCancelled, _Mapping]] = ..., payment_refund_failed: _Optional[_Union[PaymentRefundFailed, _Mapping]] = ...) -> None: ...

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, fields, replace
 
 from payorch.app.ports import ChargeRequest
-from payorch.domain.results import ProcessorResponse, ResponseKind
+from payorch.domain.results import ChargeRefunds, ProcessorRefund, ProcessorResponse, ResponseKind
 
 # Stripe test PaymentMethods -> (decline code, message).
 DECLINES: dict[str, tuple[str, str]] = {
@@ -123,6 +123,9 @@ class SimIntent:
     # The refunds made, by the idempotency key each was made under (payorch's metadata
     # on Stripe's refunds): kept after the stored answer under the key is forgotten.
     refunds: dict[str, int] = field(default_factory=dict)
+    # The payment and step it charges for (payorch's metadata on Stripe's intents).
+    payment_id: str = ""
+    step_index: int = -1
 
 
 @dataclass(slots=True)
@@ -316,6 +319,8 @@ class SimulatedProcessor:
                 currency=request.currency.lower(),
                 token=request.token,
                 capture=request.capture,
+                payment_id=request.payment_id,
+                step_index=request.step_index,
             )
             self.ledger.add_intent(request.intent_key, intent)
         return intent
@@ -477,6 +482,31 @@ class SimulatedProcessor:
             ResponseKind.DONE if made else ResponseKind.NOT_FOUND,
             processor_payment_id=processor_payment_id,
             request_id=self._request_id(),
+        )
+
+    async def refunds(self, processor_payment_id: str) -> ChargeRefunds:
+        """The intent's refunds: only payorch's, as no one else refunds here."""
+        await self._latency()
+        intent = self.ledger.by_id.get(processor_payment_id)
+        kind = ResponseKind.NOT_FOUND if intent is None else ResponseKind.DONE
+        answer = ProcessorResponse(
+            kind, processor_payment_id=processor_payment_id, request_id=self._request_id()
+        )
+        if intent is None:
+            return ChargeRefunds(answer)
+        return ChargeRefunds(
+            answer,
+            payment_id=intent.payment_id,
+            step_index=intent.step_index,
+            refunds=tuple(
+                ProcessorRefund(
+                    "re_sim_" + hashlib.sha256(key.encode()).hexdigest()[:24],
+                    amount,
+                    made=True,
+                    payorch_key=key,
+                )
+                for key, amount in intent.refunds.items()
+            ),
         )
 
     def _invalid_state(self, intent: SimIntent | None, action: str) -> ProcessorResponse:

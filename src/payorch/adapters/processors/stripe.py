@@ -23,7 +23,7 @@ import dataclasses
 import functools
 import logging
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -32,7 +32,7 @@ import stripe
 
 from payorch.app.ports import ChargeRequest
 from payorch.domain.money import EXPONENTS
-from payorch.domain.results import ProcessorResponse, ResponseKind
+from payorch.domain.results import ChargeRefunds, ProcessorRefund, ProcessorResponse, ResponseKind
 
 if TYPE_CHECKING:
     from stripe.params import (
@@ -302,33 +302,62 @@ class StripeProcessor:
         self, processor_payment_id: str, idempotency_key: str
     ) -> ProcessorResponse:
         """The PaymentIntent's refunds, page by page, for one made under the key."""
+        request_id = ""
+        try:
+            async for page, request_id in self._refund_pages(
+                processor_payment_id, self._deadline(self._timeout_s)
+            ):
+                for refund in page:
+                    status = refund.status or ""
+                    made_under = _get(_get(refund, "metadata"), _REFUND_KEY)
+                    if made_under == idempotency_key and status not in _REFUND_NOT_MADE:
+                        return ProcessorResponse(
+                            ResponseKind.DONE,
+                            processor_payment_id=processor_payment_id,
+                            message=f"refund {refund.id} is {status}",
+                            request_id=request_id,
+                        )
+        except _Failed as failed:
+            return _with_id(failed.response, processor_payment_id)
+        return ProcessorResponse(
+            ResponseKind.NOT_FOUND,
+            processor_payment_id=processor_payment_id,
+            message="no refund made under this key",
+            request_id=request_id,
+        )
+
+    async def refunds(self, processor_payment_id: str) -> ChargeRefunds:
+        """The PaymentIntent (its metadata names payorch's payment and step) and every
+        refund of it, whoever made it: read from Stripe, not from an event's body."""
         deadline = self._deadline(self._timeout_s)
-        params: RefundListParams = {"payment_intent": processor_payment_id, "limit": _PAGE_LIMIT}
-        while True:
-            try:
-                page = await self._call(
-                    deadline, functools.partial(self._client.v1.refunds.list_async, params)
+        try:
+            pi = await self._call(
+                deadline,
+                lambda: self._client.v1.payment_intents.retrieve_async(processor_payment_id),
+            )
+            refunds: list[stripe.Refund] = []
+            request_id = ""
+            async for page, page_request_id in self._refund_pages(processor_payment_id, deadline):
+                refunds.extend(page)
+                request_id = page_request_id
+        except _Failed as failed:
+            return ChargeRefunds(_with_id(failed.response, processor_payment_id))
+        metadata = _get(pi, "metadata")
+        step = str(_get(metadata, "payorch_step") or "")
+        return ChargeRefunds(
+            ProcessorResponse(ResponseKind.DONE, processor_payment_id=pi.id, request_id=request_id),
+            payment_id=str(_get(metadata, "payorch_payment_id") or ""),
+            step_index=int(step) if step.isascii() and step.isdigit() else -1,
+            refunds=tuple(
+                ProcessorRefund(
+                    refund.id,
+                    _our_amount(refund.amount, refund.currency or pi.currency),
+                    made=(refund.status or "") not in _REFUND_NOT_MADE,
+                    payorch_key=str(_get(_get(refund, "metadata"), _REFUND_KEY) or ""),
                 )
-            except _Failed as failed:
-                return _with_id(failed.response, processor_payment_id)
-            for refund in page.data:
-                status = refund.status or ""
-                made_under = _get(_get(refund, "metadata"), _REFUND_KEY)
-                if made_under == idempotency_key and status not in _REFUND_NOT_MADE:
-                    return ProcessorResponse(
-                        ResponseKind.DONE,
-                        processor_payment_id=processor_payment_id,
-                        message=f"refund {refund.id} is {status}",
-                        request_id=_request_id(page),
-                    )
-            if not (page.has_more and page.data):
-                return ProcessorResponse(
-                    ResponseKind.NOT_FOUND,
-                    processor_payment_id=processor_payment_id,
-                    message="no refund made under this key",
-                    request_id=_request_id(page),
-                )
-            params = {**params, "starting_after": page.data[-1].id}
+                for refund in reversed(refunds)  # Stripe lists the newest first
+            ),
+        )
 
     # -- helpers ---------------------------------------------------------------------
 
@@ -390,6 +419,21 @@ class StripeProcessor:
         if request.customer_id:
             params["customer"] = request.customer_id
         return params
+
+    async def _refund_pages(
+        self, pi_id: str, deadline: float
+    ) -> AsyncIterator[tuple[list[stripe.Refund], str]]:
+        """The PaymentIntent's refunds a page at a time, newest first, each page with its
+        request id; raises _Failed when a page could not be read."""
+        params: RefundListParams = {"payment_intent": pi_id, "limit": _PAGE_LIMIT}
+        while True:
+            page = await self._call(
+                deadline, functools.partial(self._client.v1.refunds.list_async, params)
+            )
+            yield page.data, _request_id(page)
+            if not (page.has_more and page.data):
+                return
+            params = {**params, "starting_after": page.data[-1].id}
 
     async def _lookup_by_id(self, pi_id: str, deadline: float) -> ProcessorResponse:
         try:

@@ -323,6 +323,12 @@ def event_envelope(e: StoredEvent, currency: Currency) -> events_pb2.EventEnvelo
                 refund_request_id=p["refund_request_id"],
             )
         )
+    elif name == "PaymentRefundFailed":
+        env.payment_refund_failed.CopyFrom(
+            events_pb2.PaymentRefundFailed(
+                amount=money(p["amount_minor"], currency), refund_id=p["refund_id"]
+            )
+        )
     elif name == "PaymentCancelled":
         env.payment_cancelled.CopyFrom(events_pb2.PaymentCancelled(reason=p["reason"]))
     return env

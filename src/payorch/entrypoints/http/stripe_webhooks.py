@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from payorch.app.payments import ProcessorEvent, ProcessorEvents
+from payorch.app.payments import ProcessorEvent, ProcessorEvents, RefundEvent
 from payorch.app.ports import Clock
 from payorch.entrypoints.http.stripe_signature import SignatureRefused, verify_signature
 
@@ -21,6 +21,17 @@ HINT_EVENTS = {
     "payment_intent.processing",
     "payment_intent.canceled",
 }
+# A charge refunded (its object a Charge), a refund made or changed (a Refund: failed,
+# canceled, pending to succeeded): hints to read the PaymentIntent's refunds from Stripe.
+REFUND_EVENTS = {
+    "charge.refunded",
+    "charge.refund.updated",
+    "refund.created",
+    "refund.updated",
+    "refund.failed",
+}
+# The processor Stripe's events are about.
+PROCESSOR = "stripe"
 
 
 class MalformedEvent(ValueError):
@@ -75,12 +86,24 @@ def stripe_webhook_handler(
             return web.json_response({"error": "invalid signature"}, status=400)
         try:
             event_id, kind, intent = read_event(body)
-            if kind not in CHARGED_EVENTS | HINT_EVENTS:
+            if kind in REFUND_EVENTS:
+                # Neither a Charge nor a Refund carries our metadata: the PaymentIntent does.
+                refunded = _string(intent.get("payment_intent") or "", "payment_intent")
+            elif kind not in CHARGED_EVENTS | HINT_EVENTS:
                 return web.json_response({"result": "ignored"})
-            ours = payorch_step(intent)
-            intent_id = _string(intent.get("id"), "the PaymentIntent's id")
+            else:
+                ours = payorch_step(intent)
+                intent_id = _string(intent.get("id"), "the PaymentIntent's id")
         except ValueError as exc:
             return web.json_response({"error": f"not a Stripe event: {exc}"}, status=400)
+        if kind in REFUND_EVENTS:
+            if not refunded:
+                return web.json_response({"result": "not ours"})  # no PaymentIntent's charge
+            result = await events.apply_refunds(
+                RefundEvent(event_id, "webhook", PROCESSOR, refunded)
+            )
+            log.info("stripe event %s on %s: %s", kind, refunded, result)
+            return web.json_response({"result": result})
         if ours is None:
             return web.json_response({"result": "not ours"})
         payment_id, step_index = ours
