@@ -406,8 +406,8 @@ async def test_a_redelivered_event_resumes_a_split_whose_follow_through_failed(o
     ]
 
 
-async def paid_on_stripe(container, amount: int = 5000):
-    request = core_request(f"r-{uuid.uuid4()}", amount=amount)
+async def paid_on_stripe(container, amount: int = 5000, currency: str = "USD"):
+    request = core_request(f"r-{uuid.uuid4()}", amount=amount, currency=currency)
     payment = (await container.payments.create(request, deadline_s=None)).payment
     assert payment.status is PaymentStatus.SUCCEEDED
     return payment, payment.steps[0].processor_payment_id
@@ -453,6 +453,21 @@ async def test_a_refund_made_in_stripes_dashboard_is_recorded_once_and_told_down
     assert await result_of(client, refund_event("charge.refunded", pi)) == "nothing new"
     stored = await container.payments.get(payment.id, None)
     assert (stored.status, stored.steps[0].refunded_minor) == (PaymentStatus.REFUNDED, 5000)
+
+
+async def test_a_dashboard_refund_is_read_in_the_units_stripe_counts_its_currency_in(on_stripe):
+    # Stripe counts ISK in hundredths, ISO 4217 (and payorch) in whole kronur.
+    fake, container, client = on_stripe
+    payment, pi = await paid_on_stripe(container, amount=500, currency="ISK")
+    fake.refund_from_dashboard(pi, 20000)
+
+    assert await result_of(client, refund_event("charge.refunded", pi)) == "recorded"
+
+    stored = await container.payments.get(payment.id, None)
+    assert (stored.steps[0].refunded_minor, stored.refundable_minor) == (200, 300)
+    assert [e["amount_minor"] for e in await outbox(container, payment.id, "PaymentRefunded")] == [
+        200
+    ]
 
 
 async def test_a_refund_that_failed_at_stripe_is_no_longer_counted(on_stripe):
