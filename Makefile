@@ -38,8 +38,11 @@ proto-check: proto
 run: install
 	$(BIN)/payorch serve --demo-key-file .payorch/demo-key
 
+# One pytest worker per CPU (pytest-xdist): each has its own PostgreSQL database and
+# temporary directories. TEST_WORKERS=0 runs everything in one process.
+TEST_WORKERS ?= auto
 test: install
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(TEST_WORKERS)
 
 lint: install
 	$(BUF) lint
