@@ -405,6 +405,13 @@ class Installment:
     # Set by every transition: the repository writes changed rows only.
     changed: bool = False
 
+    @property
+    def awaiting_customer(self) -> list[str]:
+        """The payments of attempts that stopped to wait for the customer (off-session,
+        the bank wanted them): open at the processor unless cancelled since."""
+        code = ErrorCode.AUTHENTICATION_REQUIRED.value
+        return [c.payment_id for c in self.charges if c.error_code == code and c.payment_id]
+
     def _move(self, to: InstallmentStatus) -> None:
         if to not in INSTALLMENT_TRANSITIONS[self.status]:
             raise InvalidTransition(
