@@ -60,3 +60,15 @@ async def test_a_payment_the_customer_completed_unannounced_is_recorded_by_the_r
     assert sim.ledger.charges_total == 2, "the checkout and the completed payment"
     stored = await container.payments.get(inst.payment_id, "m_1")
     assert stored.status is PaymentStatus.SUCCEEDED
+
+
+async def test_a_cancelled_plan_cancels_the_payment_waiting_for_the_customer(container, clock):
+    sim = container.simulated["simulated"]
+    inst = await failed_waiting_for_the_customer(container, clock)
+
+    plan = await container.installments.plans.cancel(inst.plan_id, "m_1", "order returned")
+
+    assert plan.status is PlanStatus.CANCELLED
+    assert (await intent_of(container, inst.payment_id)).status == "canceled"
+    sim.complete_action((await intent_of(container, inst.payment_id)).id)
+    assert sim.ledger.charges_total == 1, "the checkout only"

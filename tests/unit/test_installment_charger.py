@@ -303,3 +303,36 @@ async def test_a_manual_retry_whose_cancel_is_undecided_charges_nothing_and_chan
     inst = s.plans.plan.installment(inst_id)
     assert (inst.status, inst.attempts) == (InstallmentStatus.FAILED_FINAL, before)
     assert inst.claimed_by == ""
+
+
+async def test_cancelling_a_plan_cancels_the_payment_waiting_for_the_customer(s):
+    inst_id, waiting = await failed_waiting_for_the_customer(s)
+
+    plan = await s.service.cancel(s.plan.id, "m_1", "order returned")
+
+    assert waiting.status is PaymentStatus.CANCELLED, "a cancelled plan takes no money later"
+    assert plan.status is PlanStatus.CANCELLED
+    assert plan.installment(inst_id).status is InstallmentStatus.FAILED_FINAL
+
+
+async def test_cancelling_a_plan_records_a_payment_the_customer_completed_first(s):
+    inst_id, waiting = await failed_waiting_for_the_customer(s)
+    s.payments.completed.add(waiting.id)
+
+    plan = await s.service.cancel(s.plan.id, "m_1", "order returned")
+
+    inst = plan.installment(inst_id)
+    assert (inst.status, inst.payment_id) == (InstallmentStatus.PAID, waiting.id)
+    assert plan.status is PlanStatus.CANCELLED
+    assert s.payments.created == [waiting.request_id]
+
+
+async def test_cancelling_a_plan_whose_waiting_payment_is_undecided_changes_nothing(s):
+    inst_id, waiting = await failed_waiting_for_the_customer(s)
+    s.payments.cancels_fail = True
+
+    with pytest.raises(EarlierPaymentOpen, match=waiting.id):
+        await s.service.cancel(s.plan.id, "m_1", "order returned")
+
+    assert s.plans.plan.status is PlanStatus.BREACH
+    assert s.plans.plan.installment(inst_id).status is InstallmentStatus.FAILED_FINAL

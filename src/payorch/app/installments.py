@@ -39,6 +39,7 @@ from payorch.domain.installments import (
     Installment,
     InstallmentPlan,
     InstallmentPolicy,
+    InstallmentStatus,
     PlanStatus,
     charge_request_id,
     installment_id_for,
@@ -60,6 +61,7 @@ MAX_REASON_LEN = 500
 _ORDER_ID_RE = re.compile(r"^[\x21-\x7e]+\Z")
 # Why a payment still waiting for the customer is cancelled.
 RETRIED = "installment retried: a new attempt replaces this payment"
+PLAN_CANCELLED = "installment plan cancelled"
 # Attempts to store a result when others keep changing the plan.
 SAVE_TRIES = 5
 _REFUNDED = frozenset({PaymentStatus.REFUNDED, PaymentStatus.PARTIALLY_REFUNDED})
@@ -546,15 +548,29 @@ class InstallmentService:
         for _ in range(SAVE_TRIES):
             async with self._uow() as uow:
                 plan = await uow.plans.get(plan_id, merchant_id)
-                if plan is None:
-                    raise PlanNotFound(plan_id)
-                plan.cancel(reason, self._clock.now())  # InvalidTransition
-                try:
+            if plan is None:
+                raise PlanNotFound(plan_id)
+            plan.check_cancellable()  # InvalidTransition, before the processor is called
+            now = self._clock.now()
+            # A cancelled plan takes no money later: a payment still waiting for the
+            # customer is cancelled first; one they completed is recorded, as a retry would.
+            for inst in plan.installments:
+                if inst.status is not InstallmentStatus.FAILED_FINAL:
+                    continue  # the only state in which an attempt's payment is left waiting
+                taken = await self._charger.release_waiting(plan, inst.id, PLAN_CANCELLED)
+                if taken is not None:
+                    attempt = plan.start_manual_retry(
+                        inst.id, worker=self._worker, lease_until=now, now=now
+                    )
+                    plan.record(inst.id, attempt, taken, now)
+            plan.cancel(reason, now)
+            try:
+                async with self._uow() as uow:
                     await uow.plans.save(plan)
                     await uow.commit()
-                except ConcurrentUpdate:
-                    continue
-                return plan
+            except ConcurrentUpdate:
+                continue
+            return plan
         raise ConcurrentUpdate(plan_id)
 
     async def retry_now(self, installment_id: str, merchant_id: str | None) -> InstallmentPlan:

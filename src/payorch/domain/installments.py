@@ -727,13 +727,16 @@ class InstallmentPlan:
         elif before is PlanStatus.BREACH:
             self._raise(PlanReinstated(self.id, self.order_id, changed.id))
 
+    def check_cancellable(self) -> None:
+        if PlanStatus.CANCELLED not in PLAN_TRANSITIONS[self.status]:
+            raise InvalidTransition(f"a {self.status.value} plan cannot be cancelled")
+
     def cancel(self, reason: str, now: datetime) -> None:
         """Nothing more is charged. An installment claimed right now stays `processing`:
         its charge may already have started, and only its worker can tell. If it has,
         it finishes and is recorded as it ends (a payment is announced, a failure is
         not retried); if not, it is withdrawn (`cancelled`) and never charged."""
-        if PlanStatus.CANCELLED not in PLAN_TRANSITIONS[self.status]:
-            raise InvalidTransition(f"a {self.status.value} plan cannot be cancelled")
+        self.check_cancellable()
         for inst in self.installments:
             if inst.status in (InstallmentStatus.PENDING, InstallmentStatus.FAILED):
                 inst._move(InstallmentStatus.CANCELLED)
