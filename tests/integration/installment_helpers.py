@@ -11,9 +11,11 @@ from sqlalchemy import select
 
 from payorch.adapters.clock import ManualClock
 from payorch.adapters.persistence.installments import SqlAlchemyInstallmentPlanRepository
-from payorch.adapters.persistence.tables import events
+from payorch.adapters.persistence.tables import events, payments
+from payorch.adapters.processors.simulated import SimIntent
 from payorch.app.installments import CreatePlan, PlanCreation
 from payorch.bootstrap import Container, bootstrap
+from payorch.domain.installments import Installment, InstallmentStatus
 from payorch.domain.money import Currency, Money
 from payorch.settings import Settings
 
@@ -65,6 +67,17 @@ async def first_charge_only(container: Container, request_id: str = "plan-1", **
     return payment.id
 
 
+async def payments_of(container: Container, installment_id: str) -> list[str]:
+    """The request ids of an installment's payments, one per attempt charged."""
+    async with container.engine.connect() as conn:
+        rows = await conn.execute(
+            select(payments.c.request_id).where(
+                payments.c.request_id.like(f"inst_{installment_id}_%")
+            )
+        )
+        return sorted(r.request_id for r in rows)
+
+
 def move_to(clock: ManualClock, when: datetime) -> None:
     clock.advance((when - clock.now()).total_seconds())
 
@@ -76,3 +89,29 @@ async def outbox(container: Container, plan_id: str) -> list[str]:
             select(events.c.name).where(events.c.payment_id == plan_id).order_by(events.c.sequence)
         )
         return [r.name for r in rows]
+
+
+AUTHENTICATE = "pm_card_authenticationRequired"  # 4000002760003184: asks every time
+
+
+async def failed_waiting_for_the_customer(container: Container, clock: ManualClock) -> Installment:
+    """A plan on a card whose bank asks for authentication every time: paid at checkout
+    once the customer authenticated, its second installment charged off-session and
+    failed_final, that charge's payment still waiting for the customer. Returns it."""
+    sim = container.simulated["simulated"]
+    first = await create_plan(container, token=AUTHENTICATE)
+    paused = await container.payments.get(first.first_payment_id, "m_1")
+    sim.complete_action(paused.steps[0].processor_payment_id)
+    await container.payments.confirm(paused.id, "m_1")
+    plan = (await create_plan(container, token=AUTHENTICATE)).plan
+    assert plan is not None
+    move_to(clock, plan.installments[1].due_at)
+    await container.installments.scheduler.run_once()
+    inst = (await container.installments.plans.get(plan.id, None)).installments[1]
+    assert inst.status is InstallmentStatus.FAILED_FINAL
+    return inst
+
+
+async def intent_of(container: Container, payment_id: str) -> SimIntent:
+    payment = await container.payments.get(payment_id, "m_1")
+    return container.simulated["simulated"].ledger.by_id[payment.steps[0].processor_payment_id]

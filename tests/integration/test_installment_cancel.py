@@ -7,9 +7,7 @@ import asyncio
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select
 
-from payorch.adapters.persistence.tables import payments
 from payorch.app.plan_builder import PlanRejected
 from payorch.domain.installments import InstallmentStatus, PlanStatus
 from tests.integration.installment_helpers import (
@@ -17,6 +15,7 @@ from tests.integration.installment_helpers import (
     installments_container,
     move_to,
     outbox,
+    payments_of,
 )
 
 LEASE = timedelta(seconds=120)
@@ -27,16 +26,6 @@ async def container(database_url, clock):
     c = await installments_container(database_url, clock)
     yield c
     await c.close()
-
-
-async def payments_of(container, installment_id: str) -> list[str]:
-    async with container.engine.connect() as conn:
-        rows = await conn.execute(
-            select(payments.c.request_id).where(
-                payments.c.request_id.like(f"inst_{installment_id}_%")
-            )
-        )
-        return sorted(r.request_id for r in rows)
 
 
 async def claim_one(app, clock, worker: str = "dead"):

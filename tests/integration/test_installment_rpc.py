@@ -17,14 +17,19 @@ from payments.installments.v1 import installments_pb2_grpc as pb_grpc
 from payments.plan.v1 import plan_pb2
 from payorch.app.auth import Scope
 from payorch.bootstrap import Container
+from payorch.domain.installments import InstallmentStatus, charge_request_id
 from payorch.domain.merchant_config import MerchantConfig, MethodRule
 from payorch.domain.payment import MethodType
+from payorch.domain.results import ProcessorResponse, ResponseKind
 from payorch.entrypoints.grpc.server import create_server, mark_serving
 from payorch.webhooks import verify
 from tests.integration.installment_helpers import (
     create_plan,
+    failed_waiting_for_the_customer,
     first_charge_only,
     installments_container,
+    intent_of,
+    payments_of,
 )
 from tests.integration.webhook_receiver import Receiver
 from tests.rich_status import field_violations
@@ -179,6 +184,40 @@ async def test_a_retry_whose_first_charge_was_refunded_is_failed_precondition(se
     assert error_reason(err) == "FIRST_CHARGE_REFUNDED"
     assert first in (err.details() or "") and "refunded" in (err.details() or "")
     assert await plans_of(served) == []
+
+
+async def test_a_retry_whose_waiting_payment_cannot_be_cancelled_is_unavailable_and_changes_nothing(
+    served, clock, monkeypatch
+):
+    inst = await failed_waiting_for_the_customer(served.container, clock)
+    sim = served.container.simulated["simulated"]
+
+    async def processor_down(processor_payment_id: str, idempotency_key: str) -> ProcessorResponse:
+        return ProcessorResponse(ResponseKind.ERROR, http_status=500, error_type="api_error")
+
+    monkeypatch.setattr(sim, "cancel", processor_down)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await served.stub.RetryInstallment(
+            pb.RetryInstallmentRequest(installment_id=inst.id), metadata=served.auth
+        )
+
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert error_reason(err.value) == "EARLIER_PAYMENT_OPEN"
+    assert inst.payment_id in (err.value.details() or "")
+    after = (await served.container.installments.plans.get(inst.plan_id, None)).installments[1]
+    assert (after.status, after.attempts, after.version) == (
+        InstallmentStatus.FAILED_FINAL,
+        inst.attempts,
+        inst.version,
+    )
+    assert await payments_of(served.container, inst.id) == [charge_request_id(inst.id, 1)]
+    assert (await intent_of(served.container, inst.payment_id)).status == "requires_action"
+
+    monkeypatch.undo()  # the processor is back: the retry goes through
+    await served.stub.RetryInstallment(
+        pb.RetryInstallmentRequest(installment_id=inst.id), metadata=served.auth
+    )
+    assert (await intent_of(served.container, inst.payment_id)).status == "canceled"
 
 
 # -- EnableWebhookEndpoint ---------------------------------------------------------------

@@ -387,6 +387,30 @@ async def test_a_cancel_whose_void_fails_is_announced_once_and_released_by_the_r
     assert names(w).count("PaymentCancelled") == 1
 
 
+async def test_a_cancel_that_cannot_release_a_payment_waiting_for_the_customer_is_refused():
+    w = World()
+    p = await w.pay(("card", ACTION, None), total=2500)
+    voids = Outage(w, "cancel")  # a 500; the lookup after it finds it still waiting
+    voids.everywhere = True
+    servicer, call = servicer_call(w)
+
+    with pytest.raises(RpcError) as refused:
+        await servicer.CancelPayment(RPCS["CancelPayment"](p.id), call)
+
+    # Not cancelled: the customer could still complete it, so nothing says it is.
+    code, message, reasons = refusal(refused.value)
+    assert (code, reasons) == (code_pb2.UNAVAILABLE, ["CANCEL_UNDECIDED"])
+    assert "retry" in message
+    assert (await w.service.get(p.id, "m_1")).status is PaymentStatus.REQUIRES_ACTION
+    assert "PaymentCancelled" not in names(w)
+    assert intent(w, p).status == "requires_action"
+
+    voids.everywhere = False
+    done = await w.service.cancel(p.id, "m_1", "asked again")
+    assert done.status is PaymentStatus.CANCELLED and intent(w, p).status == "canceled"
+    assert names(w).count("PaymentCancelled") == 1
+
+
 async def test_a_split_cancelled_while_a_void_fails_is_cancelled_not_failed():
     w = World()
     p = await w.pay(("apple_pay", OK, 6000), ("card", OK, None), authorize_only=True)

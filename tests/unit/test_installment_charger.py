@@ -3,6 +3,7 @@ a charge the payments path refuses before any processor sees it."""
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -12,16 +13,24 @@ import pytest
 from payorch.adapters.clock import ManualClock
 from payorch.app.installments import (
     DefaultInstallmentPolicies,
+    EarlierPaymentOpen,
     InstallmentCharger,
     InstallmentService,
 )
-from payorch.app.payments import CreateResult, IdempotencyConflict
+from payorch.app.payments import (
+    CreateResult,
+    HeldOtherwise,
+    IdempotencyConflict,
+    InvalidState,
+    ReleaseUndecided,
+)
 from payorch.app.plan_builder import PlanRejected
 from payorch.domain.installments import (
     ChargeOutcome,
     InstallmentPlan,
     InstallmentStatus,
     PlanStatus,
+    charge_request_id,
 )
 from payorch.domain.payment import Payment, PaymentStatus
 from payorch.domain.request import CoreRequest
@@ -34,12 +43,17 @@ DAY = timedelta(days=1)
 
 @dataclass
 class FakePayments:
-    """PaymentService.create and its (merchant, request_id) gate; `refuse` raises instead."""
+    """PaymentService.create and its (merchant, request_id) gate; `refuse` raises instead.
+    cancel as the processor answers it for a payment waiting for the customer: canceled,
+    or found paid when the customer `completed` it first, or undecided while `cancels_fail`."""
 
     stored: dict[tuple[str, str], Payment] = field(default_factory=dict)
     refuse: Exception | None = None
     status: PaymentStatus = PaymentStatus.SUCCEEDED
     created: list[str] = field(default_factory=list)
+    completed: set[str] = field(default_factory=set)
+    cancels_fail: bool = False
+    calls: list[str] = field(default_factory=list)
 
     async def create(self, request: CoreRequest, *, deadline_s: float | None) -> CreateResult:
         if self.refuse is not None:
@@ -48,6 +62,7 @@ class FakePayments:
         if key in self.stored:
             return CreateResult(self.stored[key], replayed=True)
         self.created.append(request.request_id)
+        self.calls.append(f"create {request.request_id}")
         payment = Payment(
             id=f"pay_{len(self.stored) + 1}",
             merchant_id=request.merchant_id,
@@ -66,6 +81,24 @@ class FakePayments:
     async def get_by_request(self, merchant_id: str, request_id: str) -> Payment | None:
         return self.stored.get((merchant_id, request_id))
 
+    async def get(self, payment_id: str, merchant_id: str | None) -> Payment:
+        return next(p for p in self.stored.values() if p.id == payment_id)
+
+    async def cancel(self, payment_id: str, merchant_id: str | None, reason: str) -> Payment:
+        payment = await self.get(payment_id, merchant_id)
+        if payment.status is not PaymentStatus.REQUIRES_ACTION:
+            if payment.status is PaymentStatus.SUCCEEDED:
+                raise InvalidState("money was captured: refund it instead of cancelling")
+            return payment
+        self.calls.append(f"cancel {payment_id}")
+        if self.cancels_fail:
+            raise ReleaseUndecided(payment.steps)
+        if payment_id in self.completed:
+            payment.status = PaymentStatus.SUCCEEDED  # the lookup after the void found it
+            raise HeldOtherwise(payment.steps, "captured", "refund it instead of cancelling")
+        payment.status = PaymentStatus.CANCELLED
+        return payment
+
 
 @dataclass
 class FakePlans:
@@ -77,12 +110,12 @@ class FakePlans:
         plan.pending_events.clear()
 
     async def get(self, plan_id: str, merchant_id: str | None) -> InstallmentPlan | None:
-        return self.plan
+        return copy.deepcopy(self.plan)  # as read from storage: changed only by a save
 
     async def get_by_installment(
         self, installment_id: str, merchant_id: str | None
     ) -> InstallmentPlan | None:
-        return self.plan
+        return copy.deepcopy(self.plan)
 
     async def hold(self, installment_id: str, attempt: int, until: Any) -> None:
         self.held.append((installment_id, attempt))
@@ -219,3 +252,87 @@ async def test_a_manual_retry_records_an_authentication_the_customer_completed_i
     inst = plan.installment(inst_id)
     assert inst.status is InstallmentStatus.PAID and plan.status is PlanStatus.ACTIVE
     assert inst.payment_id == s.payments.stored[("m_1", first)].id
+
+
+async def failed_waiting_for_the_customer(s: Setup) -> tuple[str, Payment]:
+    """Installment 2 charged off-session, the bank wanting the customer: failed_final,
+    its payment still open at the processor."""
+    s.payments.status = PaymentStatus.REQUIRES_ACTION
+    inst_id, attempt = s.claim(2)
+    await s.charger.charge(s.plan, inst_id, attempt)
+    return inst_id, s.payments.stored[("m_1", charge_request_id(inst_id, attempt))]
+
+
+async def test_a_manual_retry_cancels_the_payment_waiting_for_the_customer_before_charging(s):
+    inst_id, waiting = await failed_waiting_for_the_customer(s)
+    s.payments.status = PaymentStatus.SUCCEEDED
+
+    plan = await s.service.retry_now(inst_id, "m_1")
+
+    # Cancelled first: the customer can no longer complete it once the retry charged.
+    assert s.payments.calls[-2:] == [
+        f"cancel {waiting.id}",
+        f"create {charge_request_id(inst_id, 2)}",
+    ]
+    assert waiting.status is PaymentStatus.CANCELLED
+    assert plan.installment(inst_id).status is InstallmentStatus.PAID
+
+
+async def test_a_manual_retry_records_a_payment_its_cancel_found_the_customer_completed(s):
+    inst_id, waiting = await failed_waiting_for_the_customer(s)
+    # Completed at the processor; no confirm or webhook has told us yet.
+    s.payments.completed.add(waiting.id)
+
+    plan = await s.service.retry_now(inst_id, "m_1")
+
+    assert s.payments.created == [waiting.request_id], "never charged a second time"
+    inst = plan.installment(inst_id)
+    assert inst.status is InstallmentStatus.PAID and plan.status is PlanStatus.ACTIVE
+    assert inst.payment_id == waiting.id
+
+
+async def test_a_manual_retry_whose_cancel_is_undecided_charges_nothing_and_changes_nothing(s):
+    inst_id, waiting = await failed_waiting_for_the_customer(s)
+    s.payments.cancels_fail = True
+    before = s.plan.installment(inst_id).attempts
+
+    with pytest.raises(EarlierPaymentOpen, match=waiting.id):
+        await s.service.retry_now(inst_id, "m_1")
+
+    assert s.payments.created == [waiting.request_id]
+    inst = s.plans.plan.installment(inst_id)
+    assert (inst.status, inst.attempts) == (InstallmentStatus.FAILED_FINAL, before)
+    assert inst.claimed_by == ""
+
+
+async def test_cancelling_a_plan_cancels_the_payment_waiting_for_the_customer(s):
+    inst_id, waiting = await failed_waiting_for_the_customer(s)
+
+    plan = await s.service.cancel(s.plan.id, "m_1", "order returned")
+
+    assert waiting.status is PaymentStatus.CANCELLED, "a cancelled plan takes no money later"
+    assert plan.status is PlanStatus.CANCELLED
+    assert plan.installment(inst_id).status is InstallmentStatus.FAILED_FINAL
+
+
+async def test_cancelling_a_plan_records_a_payment_the_customer_completed_first(s):
+    inst_id, waiting = await failed_waiting_for_the_customer(s)
+    s.payments.completed.add(waiting.id)
+
+    plan = await s.service.cancel(s.plan.id, "m_1", "order returned")
+
+    inst = plan.installment(inst_id)
+    assert (inst.status, inst.payment_id) == (InstallmentStatus.PAID, waiting.id)
+    assert plan.status is PlanStatus.CANCELLED
+    assert s.payments.created == [waiting.request_id]
+
+
+async def test_cancelling_a_plan_whose_waiting_payment_is_undecided_changes_nothing(s):
+    inst_id, waiting = await failed_waiting_for_the_customer(s)
+    s.payments.cancels_fail = True
+
+    with pytest.raises(EarlierPaymentOpen, match=waiting.id):
+        await s.service.cancel(s.plan.id, "m_1", "order returned")
+
+    assert s.plans.plan.status is PlanStatus.BREACH
+    assert s.plans.plan.installment(inst_id).status is InstallmentStatus.FAILED_FINAL

@@ -22,7 +22,14 @@ from payorch.app.installment_ports import (
     InstallmentUnitOfWorkFactory,
 )
 from payorch.app.merchant_configs import MerchantConfigs
-from payorch.app.payments import IdempotencyConflict, PaymentService, RequestInProgress
+from payorch.app.payments import (
+    IdempotencyConflict,
+    InvalidState,
+    PaymentChanging,
+    PaymentService,
+    ReleaseUndecided,
+    RequestInProgress,
+)
 from payorch.app.plan_builder import PlanRejected
 from payorch.app.ports import Clock, ConcurrentUpdate
 from payorch.domain.card_data import clip, contains_card_number
@@ -32,6 +39,7 @@ from payorch.domain.installments import (
     Installment,
     InstallmentPlan,
     InstallmentPolicy,
+    InstallmentStatus,
     PlanStatus,
     charge_request_id,
     installment_id_for,
@@ -51,9 +59,14 @@ log = logging.getLogger("payorch.installments")
 MAX_ORDER_ID_LEN = 128
 MAX_REASON_LEN = 500
 _ORDER_ID_RE = re.compile(r"^[\x21-\x7e]+\Z")
+# Why a payment still waiting for the customer is cancelled.
+RETRIED = "installment retried: a new attempt replaces this payment"
+PLAN_CANCELLED = "installment plan cancelled"
 # Attempts to store a result when others keep changing the plan.
 SAVE_TRIES = 5
 _REFUNDED = frozenset({PaymentStatus.REFUNDED, PaymentStatus.PARTIALLY_REFUNDED})
+# A payment in these states takes no money, now or later.
+_NOTHING_TAKEN = frozenset({PaymentStatus.CANCELLED, PaymentStatus.FAILED})
 
 
 class PlanNotFound(LookupError):
@@ -74,6 +87,18 @@ class FirstChargeRefunded(RuntimeError):
         super().__init__(
             f"the first charge {payment_id} of request_id {request_id!r} was {how} refunded "
             "before its plan was made: no plan is made on it; use a new request_id"
+        )
+
+
+class EarlierPaymentOpen(RuntimeError):
+    """A payment of an earlier attempt still waits for the customer and the processor did
+    not say whether it was cancelled: no new charge is made, and nothing is changed."""
+
+    def __init__(self, payment_id: str) -> None:
+        self.payment_id = payment_id
+        super().__init__(
+            f"payment {payment_id} of an earlier attempt still waits for the customer and "
+            "could not be cancelled at the processor: nothing was charged; retry shortly"
         )
 
 
@@ -253,21 +278,38 @@ class InstallmentCharger:
             return ChargeResult(ChargeOutcome.WITHDRAWN, "")
         return judge_charge(started)
 
-    async def went_through(
-        self, plan: InstallmentPlan, installment_id: str, attempt: int
+    async def release_waiting(
+        self, plan: InstallmentPlan, installment_id: str, reason: str
     ) -> ChargeResult | None:
-        """What attempt `attempt` came to if its payment went through after it was judged
-        a failure: one that waited for the customer (off-session, the bank wanted them)
-        and that they completed since. None when it did not, or there is none."""
-        try:
-            request = self._request(plan, plan.installment(installment_id), attempt)
-        except ValueError:
-            return None
-        started = await self._started_payment(plan, request)
-        if started is None:
-            return None
-        result = judge_charge(started)
-        return result if result.outcome is ChargeOutcome.PAID else None
+        """Cancel at the processor every payment of the installment's attempts that still
+        waits for the customer, so that none takes money once the installment goes on
+        without it. A cancel is atomic there: the payment is cancelled, or found paid
+        (the customer completed it first); what such a payment came to (PAID) is
+        returned, to be recorded as the installment's payment instead of a new charge.
+        Raises EarlierPaymentOpen when the processor does not say which."""
+        taken: ChargeResult | None = None
+        for payment_id in plan.installment(installment_id).awaiting_customer:
+            try:
+                payment = await self._payments.cancel(payment_id, plan.merchant_id, reason)
+            except (InvalidState, ReleaseUndecided, PaymentChanging):
+                # Paid, not settled yet, or undecided at the processor: as it is stored.
+                payment = await self._payments.get(payment_id, plan.merchant_id)
+            if payment.status in _NOTHING_TAKEN:
+                continue
+            result = judge_charge(payment)
+            if result.outcome is not ChargeOutcome.PAID:
+                raise EarlierPaymentOpen(payment_id)
+            if taken is not None:
+                log.warning(
+                    "installment %s: payments %s and %s both went through; %s is recorded, "
+                    "refund the other",
+                    installment_id,
+                    taken.payment_id,
+                    payment_id,
+                    taken.payment_id,
+                )
+            taken = taken or result
+        return taken
 
     async def _started_payment(self, plan: InstallmentPlan, request: CoreRequest) -> Payment | None:
         """The payment this attempt's request made, if any (what create would replay)."""
@@ -506,40 +548,59 @@ class InstallmentService:
         for _ in range(SAVE_TRIES):
             async with self._uow() as uow:
                 plan = await uow.plans.get(plan_id, merchant_id)
-                if plan is None:
-                    raise PlanNotFound(plan_id)
-                plan.cancel(reason, self._clock.now())  # InvalidTransition
-                try:
+            if plan is None:
+                raise PlanNotFound(plan_id)
+            plan.check_cancellable()  # InvalidTransition, before the processor is called
+            now = self._clock.now()
+            # A cancelled plan takes no money later: a payment still waiting for the
+            # customer is cancelled first; one they completed is recorded, as a retry would.
+            for inst in plan.installments:
+                if inst.status is not InstallmentStatus.FAILED_FINAL:
+                    continue  # the only state in which an attempt's payment is left waiting
+                taken = await self._charger.release_waiting(plan, inst.id, PLAN_CANCELLED)
+                if taken is not None:
+                    attempt = plan.start_manual_retry(
+                        inst.id, worker=self._worker, lease_until=now, now=now
+                    )
+                    plan.record(inst.id, attempt, taken, now)
+            plan.cancel(reason, now)
+            try:
+                async with self._uow() as uow:
                     await uow.plans.save(plan)
                     await uow.commit()
-                except ConcurrentUpdate:
-                    continue
-                return plan
+            except ConcurrentUpdate:
+                continue
+            return plan
         raise ConcurrentUpdate(plan_id)
 
     async def retry_now(self, installment_id: str, merchant_id: str | None) -> InstallmentPlan:
-        """Charge a failed installment now, at the merchant's request."""
+        """Charge a failed installment now, at the merchant's request. A payment of an
+        earlier attempt still waiting for the customer is cancelled first; one they
+        completed meanwhile is recorded as the installment's payment, and nothing is
+        charged. When the processor cannot tell, nothing is charged or changed
+        (EarlierPaymentOpen)."""
         for _ in range(SAVE_TRIES):
             async with self._uow() as uow:
                 plan = await uow.plans.get_by_installment(installment_id, merchant_id)
-                if plan is None:
-                    raise PlanNotFound(installment_id)
-                now = self._clock.now()
-                attempt = plan.start_manual_retry(
-                    installment_id, worker=self._worker, lease_until=now + self._lease, now=now
-                )  # InvalidTransition
-                try:
+            if plan is None:
+                raise PlanNotFound(installment_id)
+            now = self._clock.now()
+            attempt = plan.start_manual_retry(
+                installment_id, worker=self._worker, lease_until=now + self._lease, now=now
+            )  # InvalidTransition
+            # Released before the claim is stored: the claim's version check then proves
+            # no attempt started since this read, so none is left waiting.
+            taken = await self._charger.release_waiting(plan, installment_id, RETRIED)
+            try:
+                async with self._uow() as uow:
                     await uow.plans.save(plan)
                     await uow.commit()
-                except ConcurrentUpdate:
-                    continue
+            except ConcurrentUpdate:
+                continue
             break
         else:
             raise ConcurrentUpdate(installment_id)
-        # The payment of the attempt before may have gone through since it failed (the
-        # customer completed the authentication it waited for): recorded, not charged again.
-        earlier = await self._charger.went_through(plan, installment_id, attempt - 1)
-        if earlier is not None:
-            return await self._charger.record(plan, installment_id, attempt, earlier)
+        if taken is not None:
+            return await self._charger.record(plan, installment_id, attempt, taken)
         _result, plan = await self._charger.charge(plan, installment_id, attempt)
         return plan

@@ -109,6 +109,19 @@ class HeldOtherwise(InvalidState):
         super().__init__(f"the processor holds step{plural} {indexes} ({amount}) {held}: {advice}")
 
 
+class ReleaseUndecided(RuntimeError):
+    """A cancel could not release a step waiting for the customer: the processor did not
+    say whether it canceled it (a void and the lookup after it failed). Nothing was
+    changed: the customer may still complete it, so it is not called cancelled."""
+
+    def __init__(self, steps: Sequence[Step]) -> None:
+        indexes = ", ".join(str(s.index) for s in steps)
+        super().__init__(
+            f"the processor did not say whether step {indexes}, waiting for the customer, "
+            "was canceled: the payment is not cancelled; retry shortly"
+        )
+
+
 class PaymentService:
     def __init__(
         self,
@@ -547,6 +560,14 @@ class PaymentService:
                 raise InvalidState("money was captured: refund it instead of cancelling")
             if payment.status in (PaymentStatus.PROCESSING, PaymentStatus.UNKNOWN):
                 raise InvalidState(f"a {payment.status.value} payment cannot be cancelled yet")
+            # A step waiting for the customer first: a void of it that fails leaves the
+            # customer free to complete it, so nothing is released or announced then.
+            waiting = [s for s in payment.steps if s.status is StepStatus.REQUIRES_ACTION]
+            for step in waiting:
+                await self._release(payment, step)
+            undecided = [s for s in waiting if s.status is StepStatus.REQUIRES_ACTION]
+            if undecided:
+                raise ReleaseUndecided(undecided)
             # Being released already (a cancel before this one, or a failed plan's
             # compensation): this cancel decides nothing new.
             decided = payment.owed is Owed.VOID

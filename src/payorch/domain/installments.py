@@ -405,6 +405,13 @@ class Installment:
     # Set by every transition: the repository writes changed rows only.
     changed: bool = False
 
+    @property
+    def awaiting_customer(self) -> list[str]:
+        """The payments of attempts that stopped to wait for the customer (off-session,
+        the bank wanted them): open at the processor unless cancelled since."""
+        code = ErrorCode.AUTHENTICATION_REQUIRED.value
+        return [c.payment_id for c in self.charges if c.error_code == code and c.payment_id]
+
     def _move(self, to: InstallmentStatus) -> None:
         if to not in INSTALLMENT_TRANSITIONS[self.status]:
             raise InvalidTransition(
@@ -720,13 +727,16 @@ class InstallmentPlan:
         elif before is PlanStatus.BREACH:
             self._raise(PlanReinstated(self.id, self.order_id, changed.id))
 
+    def check_cancellable(self) -> None:
+        if PlanStatus.CANCELLED not in PLAN_TRANSITIONS[self.status]:
+            raise InvalidTransition(f"a {self.status.value} plan cannot be cancelled")
+
     def cancel(self, reason: str, now: datetime) -> None:
         """Nothing more is charged. An installment claimed right now stays `processing`:
         its charge may already have started, and only its worker can tell. If it has,
         it finishes and is recorded as it ends (a payment is announced, a failure is
         not retried); if not, it is withdrawn (`cancelled`) and never charged."""
-        if PlanStatus.CANCELLED not in PLAN_TRANSITIONS[self.status]:
-            raise InvalidTransition(f"a {self.status.value} plan cannot be cancelled")
+        self.check_cancellable()
         for inst in self.installments:
             if inst.status in (InstallmentStatus.PENDING, InstallmentStatus.FAILED):
                 inst._move(InstallmentStatus.CANCELLED)

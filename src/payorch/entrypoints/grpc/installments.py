@@ -16,6 +16,7 @@ from payorch.app.installment_ports import Cursor
 from payorch.app.installments import (
     MAX_REASON_LEN,
     CreatePlan,
+    EarlierPaymentOpen,
     FirstChargeRefunded,
     InstallmentService,
     InvalidPlanRequest,
@@ -99,7 +100,8 @@ def _merchant(call: Call, requested: str) -> str:
 @contextlib.contextmanager
 def _refusals(what: str, changing: str) -> Iterator[None]:
     """The app's refusals of a call on one object as statuses: not found (or not the
-    caller's), a transition it cannot make, a save another call beat."""
+    caller's), a transition it cannot make, a save another call beat, a payment still
+    waiting for the customer that the processor could not be made to cancel."""
     try:
         yield
     except (PlanNotFound, EndpointNotFound, DeliveryNotFound) as exc:
@@ -108,6 +110,8 @@ def _refusals(what: str, changing: str) -> Iterator[None]:
         raise _transition(exc) from exc
     except ConcurrentUpdate as exc:
         raise error(code_pb2.ABORTED, f"the {changing} is changing; try again") from exc
+    except EarlierPaymentOpen as exc:
+        raise error(code_pb2.UNAVAILABLE, str(exc), "EARLIER_PAYMENT_OPEN") from exc
 
 
 def _object_id(value: str, name: str, what: str) -> str:

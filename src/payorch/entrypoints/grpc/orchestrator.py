@@ -17,6 +17,7 @@ from payorch.app.payments import (
     PaymentNotFound,
     PaymentService,
     RefundRejected,
+    ReleaseUndecided,
     RequestInProgress,
 )
 from payorch.app.plan_builder import PlanRejected
@@ -192,6 +193,8 @@ class PaymentOrchestratorServicer:
             raise not_found("payment") from exc
         except PaymentChanging as exc:
             raise error(code_pb2.ABORTED, str(exc), "PAYMENT_CHANGING") from exc
+        except ReleaseUndecided as exc:
+            raise error(code_pb2.UNAVAILABLE, str(exc), "CANCEL_UNDECIDED") from exc
         except InvalidState as exc:
             raise error(code_pb2.FAILED_PRECONDITION, str(exc), "INVALID_STATE") from exc
         response = orch.CancelPaymentResponse()

@@ -1,0 +1,74 @@
+"""An off-session installment charge that waits for the customer, on SQLite and PostgreSQL:
+its payment is cancelled at the processor before a retry charges again, and one the
+customer completed first is recorded instead of a second charge."""
+
+from __future__ import annotations
+
+import pytest
+
+from payorch.domain.installments import InstallmentStatus, PlanStatus, charge_request_id
+from payorch.domain.payment import PaymentStatus
+from tests.integration.installment_helpers import (
+    failed_waiting_for_the_customer,
+    installments_container,
+    intent_of,
+    payments_of,
+)
+
+
+@pytest.fixture
+async def container(database_url, clock):
+    c = await installments_container(database_url, clock)
+    yield c
+    await c.close()
+
+
+async def test_a_retry_cancels_the_payment_waiting_for_the_customer_so_it_can_never_be_completed(
+    container, clock
+):
+    sim = container.simulated["simulated"]
+    inst = await failed_waiting_for_the_customer(container, clock)
+    waiting = inst.payment_id
+
+    plan = await container.installments.plans.retry_now(inst.id, "m_1")
+
+    assert (await container.payments.get(waiting, "m_1")).status is PaymentStatus.CANCELLED
+    assert (await intent_of(container, waiting)).status == "canceled"
+    # The customer follows the merchant's earlier link to authenticate: nothing is taken.
+    sim.complete_action((await intent_of(container, waiting)).id)
+    assert sim.ledger.charges_total == 1, "the checkout only"
+    # The retry's own charge asked for the customer again (this card always does).
+    again = plan.installment(inst.id)
+    assert (again.status, again.attempts) == (InstallmentStatus.FAILED_FINAL, 2)
+    assert (await intent_of(container, again.payment_id)).status == "requires_action"
+
+
+async def test_a_payment_the_customer_completed_unannounced_is_recorded_by_the_retry_not_charged_again(
+    container, clock
+):
+    sim = container.simulated["simulated"]
+    inst = await failed_waiting_for_the_customer(container, clock)
+    # Completed at the processor; no ConfirmPayment or webhook has told us yet.
+    sim.complete_action((await intent_of(container, inst.payment_id)).id)
+
+    plan = await container.installments.plans.retry_now(inst.id, "m_1")
+
+    paid = plan.installment(inst.id)
+    assert (paid.status, paid.payment_id) == (InstallmentStatus.PAID, inst.payment_id)
+    assert plan.status is PlanStatus.ACTIVE
+    assert await payments_of(container, inst.id) == [charge_request_id(inst.id, 1)]
+    assert sim.ledger.charges_total == 2, "the checkout and the completed payment"
+    stored = await container.payments.get(inst.payment_id, "m_1")
+    assert stored.status is PaymentStatus.SUCCEEDED
+
+
+async def test_a_cancelled_plan_cancels_the_payment_waiting_for_the_customer(container, clock):
+    sim = container.simulated["simulated"]
+    inst = await failed_waiting_for_the_customer(container, clock)
+
+    plan = await container.installments.plans.cancel(inst.plan_id, "m_1", "order returned")
+
+    assert plan.status is PlanStatus.CANCELLED
+    assert (await intent_of(container, inst.payment_id)).status == "canceled"
+    sim.complete_action((await intent_of(container, inst.payment_id)).id)
+    assert sim.ledger.charges_total == 1, "the checkout only"
