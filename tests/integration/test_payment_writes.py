@@ -168,6 +168,7 @@ def same(a: Payment, b: Payment) -> None:
             "captured_minor",
             "refunded_minor",
             "generation",
+            "refund_holds",
         ]:
             assert getattr(x, name) == getattr(y, name), name
         assert x.attempts == y.attempts

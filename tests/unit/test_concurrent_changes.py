@@ -17,8 +17,10 @@ from payorch.app.payments import (
     PaymentChanging,
     ProcessorEvent,
     ProcessorEvents,
+    RefundRejected,
 )
 from payorch.domain.payment import Owed, Payment, PaymentStatus, StepStatus
+from payorch.domain.results import ProcessorResponse, ResponseKind
 from payorch.entrypoints.grpc.errors import RpcError
 from payorch.entrypoints.grpc.handlers import Call
 from payorch.entrypoints.grpc.orchestrator import PaymentOrchestratorServicer
@@ -38,6 +40,10 @@ async def paused_split(w: World) -> Payment:
     p = await w.pay(("apple_pay", OK, 6000), ("card", ACTION, None))
     w.sim.complete_action(p.steps[1].processor_payment_id)
     return p
+
+
+async def nobody(payment_id: str) -> None:
+    """No other writer saves the payment first (for a save that is not beaten)."""
 
 
 def intent(w: World, p: Payment, index: int = 0) -> Any:
@@ -120,7 +126,8 @@ async def test_a_refund_made_again_sends_its_parts_under_the_same_keys_and_refun
     w = World()
     p = await captured_split(w)
     refunds = Outage(w, "refund")  # counts the calls, fails none
-    w.uow.saved_first(None)
+    # Its hold is stored first; its save once the processor answered is the one beaten.
+    w.uow.saved_first(nobody, None)
 
     done = await w.service.refund(p.id, "m_1", amount_minor=7000, request_id="rf1")
 
@@ -128,6 +135,150 @@ async def test_a_refund_made_again_sends_its_parts_under_the_same_keys_and_refun
     first, again = refunds.calls[:2], refunds.calls[2:]
     assert first == again  # same intent, amount and idempotency key
     assert sum(i.amount_refunded for i in w.sim.ledger.intents.values()) == 7000
+    assert names(w).count("PaymentRefunded") == 1
+
+
+# -- refunds at once never promise more than was captured ---------------------------
+
+
+class RefundsAtProcessor:
+    """Counts the simulated processor's refund calls by key. `meanwhile` runs whole
+    while the first refund call is on its way to the processor; a key in `refuse` is
+    answered so without a refund, and one in `lose` is refunded and its answer lost."""
+
+    def __init__(self, w: World) -> None:
+        self.keys: list[str] = []
+        self.meanwhile: Any = None
+        self.refuse: dict[str, ProcessorResponse] = {}
+        self.lose: set[str] = set()
+        real = w.sim.refund
+
+        async def refund(processor_payment_id: str, amount: int, key: str, **kw: Any) -> Any:
+            self.keys.append(key)
+            if self.meanwhile is not None:
+                run, self.meanwhile = self.meanwhile, None
+                await run()
+            if key in self.refuse:
+                return self.refuse.pop(key)
+            made = await real(processor_payment_id, amount, key, **kw)
+            if key in self.lose:
+                self.lose.discard(key)
+                return ProcessorResponse(ResponseKind.NO_RESPONSE)
+            return made
+
+        w.sim.refund = refund  # type: ignore[method-assign]
+
+    def sent(self, request_id: str) -> list[str]:
+        return [k for k in self.keys if k.endswith(f"_refund_{request_id}")]
+
+
+async def test_a_refund_beyond_what_a_refund_in_flight_leaves_is_refused_before_the_processor():
+    w = World()
+    p = await w.pay(("card", OK, None), total=10000)
+    refunds = RefundsAtProcessor(w)
+    servicer, call = servicer_call(w)
+    refused: list[RpcError] = []
+
+    async def second_refund() -> None:
+        request = orch.RefundPaymentRequest(payment_id=p.id, request_id="b", amount_minor=6000)
+        with pytest.raises(RpcError) as exc:
+            await servicer.RefundPayment(request, call)
+        refused.append(exc.value)
+
+    refunds.meanwhile = second_refund  # "b" comes while "a" is at the processor
+    done = await w.service.refund(p.id, "m_1", amount_minor=6000, request_id="a")
+
+    assert done.steps[0].refunded_minor == 6000 and done.final_error_message == ""
+    (exc,) = refused
+    code, message, reasons = refusal(exc)
+    assert (code, reasons) == (code_pb2.FAILED_PRECONDITION, ["REFUND_EXCEEDS_CAPTURED"])
+    assert "6000 exceeds the 4000 still refundable" in message
+    assert refunds.sent("b") == []  # nothing sent for the refund refused
+    assert intent(w, p).amount_refunded == 6000
+    stored = await w.service.get(p.id, "m_1")
+    assert (stored.refundable_minor, stored.final_error_message) == (4000, "")
+    assert [e.refund_request_id for e in w.uow.events if e.name == "PaymentRefunded"] == ["a"]
+
+
+async def test_refunds_in_flight_at_once_on_a_split_take_the_steps_from_the_last():
+    w = World()
+    p = await captured_split(w)  # apple_pay 6000, card 4000
+    refunds = RefundsAtProcessor(w)
+    second: list[Payment] = []
+
+    async def second_refund() -> None:
+        second.append(await w.service.refund(p.id, "m_1", amount_minor=5000, request_id="b"))
+
+    refunds.meanwhile = second_refund
+    first = await w.service.refund(p.id, "m_1", amount_minor=5000, request_id="a")
+
+    # "a" holds the card's 4000 and 1000 of apple_pay; "b" what apple_pay has left.
+    assert [s.refunded_minor for s in second[0].steps] == [5000, 0]
+    assert [s.refunded_minor for s in first.steps] == [6000, 4000]
+    assert first.status is PaymentStatus.REFUNDED and w.held() == 0
+    assert all(w.uow.refunds[p.id, r].amount_minor == 5000 for r in ("a", "b"))
+    assert [w.uow.refunds[p.id, r].parts for r in ("a", "b")] == [
+        ((1, 4000), (0, 1000)),
+        ((0, 5000),),
+    ]
+    with pytest.raises(RefundRejected, match="nothing captured is left"):
+        await w.service.refund(p.id, "m_1", amount_minor=1, request_id="c")
+
+
+async def test_a_refund_whose_answer_was_lost_holds_its_amount_until_its_retry_finds_it():
+    w = World()
+    p = await w.pay(("card", OK, None), total=10000)
+    refunds = RefundsAtProcessor(w)
+    key = f"payorch_{p.id}_0_refund_a"
+    refunds.lose.add(key)
+
+    lost = await w.service.refund(p.id, "m_1", amount_minor=6000, request_id="a")
+    assert lost.steps[0].refunded_minor == 0 and "retry it" in lost.final_error_message
+    with pytest.raises(RefundRejected, match="6000 exceeds the 4000 still refundable"):
+        await w.service.refund(p.id, "m_1", amount_minor=6000, request_id="b")
+    found = await w.service.refund(p.id, "m_1", amount_minor=0, request_id="a")
+
+    assert refunds.sent("b") == [] and refunds.sent("a") == [key]  # found, not sent again
+    assert (found.steps[0].refunded_minor, found.refundable_minor) == (6000, 4000)
+    assert intent(w, p).amount_refunded == 6000
+
+
+async def test_a_refund_refused_at_the_processor_gives_back_what_it_held():
+    w = World()
+    p = await w.pay(("card", OK, None), total=10000)
+    refunds = RefundsAtProcessor(w)
+    refunds.refuse[f"payorch_{p.id}_0_refund_a"] = ProcessorResponse(
+        ResponseKind.ERROR, http_status=400, error_type="invalid_request_error", code="x"
+    )
+
+    refused = await w.service.refund(p.id, "m_1", amount_minor=6000, request_id="a")
+    assert refused.steps[0].refunded_minor == 0 and "retry it" in refused.final_error_message
+    # What "a" held is refundable again: all of it goes to "b".
+    full = await w.service.refund(p.id, "m_1", amount_minor=0, request_id="b")
+    assert full.steps[0].refunded_minor == 10000
+    # Retried, "a" would refund more than was captured: refused before the processor.
+    sent = len(refunds.keys)
+    with pytest.raises(RefundRejected, match="6000 exceeds the 0 still refundable"):
+        await w.service.refund(p.id, "m_1", amount_minor=0, request_id="a")
+    assert len(refunds.keys) == sent and intent(w, p).amount_refunded == 10000
+
+
+async def test_a_refund_retried_while_it_is_in_flight_refunds_once_and_both_answers_agree():
+    w = World()
+    p = await w.pay(("card", OK, None), total=10000)
+    refunds = RefundsAtProcessor(w)
+    retried: list[Payment] = []
+
+    async def retry() -> None:
+        retried.append(await w.service.refund(p.id, "m_1", amount_minor=6000, request_id="a"))
+
+    refunds.meanwhile = retry  # the caller retries while the first call is at the processor
+    first = await w.service.refund(p.id, "m_1", amount_minor=6000, request_id="a")
+
+    for answer in (retried[0], first):
+        assert (answer.steps[0].refunded_minor, answer.final_error_message) == (6000, "")
+    assert intent(w, p).amount_refunded == 6000
+    assert (await w.service.get(p.id, "m_1")).refundable_minor == 4000
     assert names(w).count("PaymentRefunded") == 1
 
 

@@ -291,6 +291,23 @@ def test_a_full_refund_leaves_nothing_processed() -> None:
     assert p.processed_minor == 0
 
 
+def test_a_held_refund_counts_against_what_is_refundable_until_made_or_refused() -> None:
+    p = refunded_in_full()
+    first = p.steps[0]
+    p.refund_held(first, "a", 400)
+    assert (first.refundable_minor, p.refundable_minor) == (200, 600)
+    with pytest.raises(InvalidTransition):
+        p.refund_held(first, "b", 201)  # beyond what the hold of "a" leaves
+    p.refund_held(first, "b", 200)
+
+    p.held_refund_made(first, "a")
+    p.held_refund_released(first, "b")
+
+    assert (first.refunded_minor, first.refund_holds, first.refundable_minor) == (400, {}, 200)
+    p.settle(T1)
+    assert p.status is PaymentStatus.PARTIALLY_REFUNDED
+
+
 def test_a_refund_in_full_of_one_step_leaves_nothing_remaining() -> None:
     p = refunded_in_full(0)
 

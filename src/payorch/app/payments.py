@@ -354,10 +354,11 @@ class PaymentService:
         for _ in range(CHANGE_TRIES):
             payment = await self._load(payment_id, merchant_id)
             adopted = lost is not None and self._adopt(lost, payment)
-            if not await change(payment) and not adopted:
-                return payment
-            payment.settle(self._clock.now())
             try:
+                # A save inside the change (a refund's hold) may be the one beaten.
+                if not await change(payment) and not adopted:
+                    return payment
+                payment.settle(self._clock.now())
                 await self._save(payment)
             except ConcurrentUpdate:
                 lost = payment
@@ -594,27 +595,34 @@ class PaymentService:
     async def refund(
         self, payment_id: str, merchant_id: str | None, *, amount_minor: int, request_id: str
     ) -> Payment:
-        """Refund once per request_id. A retry under the same id makes again only the
-        parts that did not go through, each with its own amount and idempotency key; a
-        part whose answer was lost is looked for first, so it is never refunded twice,
-        not even once the processor has forgotten the key. Made again after another
-        call saved the payment first, it sends the same parts under the same keys."""
+        """Refund once per request_id. Each part is held on its step, in storage under
+        the payment's version, before it is sent: refunds at once can never ask for more
+        than was captured, and the one that would is refused (RefundRejected) with
+        nothing sent. A retry under the same id makes again only the parts that did not
+        go through, each with its own amount and idempotency key; a part whose answer
+        was lost, or held by another call (still in flight, or stopped), is looked for
+        first, so it is never refunded twice, not even once the processor has forgotten
+        the key. Made again after another call saved the payment first, it sends the
+        same parts under the same keys."""
+        held_here: set[int] = set()  # steps whose part this call held or sent
 
         async def refund_parts(payment: Payment) -> bool:
-            refund = await self._refund_request(payment, amount_minor, request_id)
-            if amount_minor and amount_minor != refund.amount_minor:
-                raise IdempotencyConflict(request_id, "amount")
+            refund, held = await self._hold_refund(payment, amount_minor, request_id)
+            held_here.update(held)
             done = left = 0
             for index, part in refund.parts:
                 step = payment.steps[index]
                 if Settlement.refund_made(step, Settlement.refund_key(payment, step, request_id)):
                     continue  # this part went through before
                 if part <= step.captured_minor - step.refunded_minor and (
-                    await self._settlement.refund(payment, step, part, request_id)
+                    await self._settlement.refund(
+                        payment, step, part, request_id, look_first=index not in held_here
+                    )
                 ):
                     done += part
                 else:
                     left += part
+                held_here.add(index)
             if not done and not left:
                 return False  # made before: the stored result stands
             if done:
@@ -629,21 +637,43 @@ class PaymentService:
 
         return await self._change(payment_id, merchant_id, refund_parts)
 
-    async def _refund_request(
+    async def _hold_refund(
         self, payment: Payment, amount_minor: int, request_id: str
-    ) -> RefundRequest:
-        """The refund recorded under `request_id`, recorded now if it is new."""
+    ) -> tuple[RefundRequest, list[int]]:
+        """The refund recorded under `request_id` (recorded now if it is new), with each
+        of its parts not made and not held held on its step now, and the steps of those.
+        Stored with the payment under its version: a refund or any change saved since the
+        payment was read makes this ConcurrentUpdate, and the call is made again on what
+        it stored. RefundRejected when a part does not fit what its step has left."""
         async with self._uow() as uow:
             refund = await uow.payments.refund_request(payment.id, request_id)
+            new = refund is None
             if refund is None:
                 refund = _refund_parts(payment, amount_minor)
-                if not await uow.payments.add_refund(
-                    payment.id, request_id, refund, self._clock.now()
-                ):  # the same refund asked twice at once: go on with the one recorded
-                    refund = await uow.payments.refund_request(payment.id, request_id)
-                    assert refund is not None
-                await uow.commit()
-        return refund
+            elif amount_minor and amount_minor != refund.amount_minor:
+                raise IdempotencyConflict(request_id, "amount")
+            held = []
+            for index, part in refund.parts:
+                step = payment.steps[index]
+                key = Settlement.refund_key(payment, step, request_id)
+                if request_id in step.refund_holds or Settlement.refund_made(step, key):
+                    continue
+                if part > step.refundable_minor:  # refused at the processor, and taken since
+                    where = f" on step {index}" if len(payment.steps) > 1 else ""
+                    raise RefundRejected(
+                        f"{part} exceeds the {step.refundable_minor} still refundable{where}"
+                    )
+                payment.refund_held(step, request_id, part)
+                held.append(index)
+            if not held:
+                return refund, held  # nothing to store: every part is made or held
+            await uow.payments.save(payment)
+            if new and not await uow.payments.add_refund(
+                payment.id, request_id, refund, self._clock.now()
+            ):
+                raise ConcurrentUpdate(payment.id)  # the same refund asked twice at once
+            await uow.commit()
+        return refund, held
 
     async def events(self, payment_id: str, merchant_id: str | None) -> list[StoredEvent]:
         async with self._uow() as uow:
@@ -940,7 +970,8 @@ def _cancelled_if_released(payment: Payment) -> None:
 
 
 def _refund_parts(payment: Payment, amount_minor: int) -> RefundRequest:
-    """Spread a new refund over the captured steps, from the last one back."""
+    """Spread a new refund over the captured steps, from the last one back, over what
+    each has left beside what refunds in flight hold."""
     refundable = payment.refundable_minor
     amount = amount_minor or refundable
     if refundable == 0:
@@ -949,7 +980,7 @@ def _refund_parts(payment: Payment, amount_minor: int) -> RefundRequest:
         raise RefundRejected(f"{amount} exceeds the {refundable} still refundable")
     parts, left = [], amount
     for step in reversed(payment.steps):
-        part = min(left, step.captured_minor - step.refunded_minor)
+        part = min(left, step.refundable_minor)
         if part:
             parts.append((step.index, part))
             left -= part

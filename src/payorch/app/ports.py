@@ -146,7 +146,8 @@ class PaymentRepository(Protocol):
     async def add_refund(
         self, payment_id: str, request_id: str, refund: RefundRequest, now: datetime
     ) -> bool:
-        """Record a refund request; False when its request_id was used before."""
+        """Record a refund request; False when its request_id was used before (the
+        unit of work is then to be left without committing)."""
         ...
 
     async def events_of(self, payment_id: str) -> list[StoredEvent]: ...

@@ -66,13 +66,13 @@ class Settlement:
         operation: str,
         key: str,
         call: Callable[[Processor], Awaitable[ProcessorResponse]],
-    ) -> bool:
-        """Make the call, recorded as an attempt; True when it went through."""
+    ) -> Outcome | None:
+        """Make the call, recorded as an attempt; its outcome (None: no such processor)."""
         processor = self._processors.get(step.processor)
         if processor is None:
-            return False
+            return None
         answer = await self._timed(call(processor))
-        return self._record(payment, step, operation, key, answer) is Outcome.SUCCESS
+        return self._record(payment, step, operation, key, answer)
 
     async def _settle(
         self,
@@ -89,7 +89,7 @@ class Settlement:
         done = _DONE[operation]
         other, lost = _LOST_TO[operation]
         held: ResponseKind | None = None
-        if await self._run(payment, step, operation, key, call):
+        if await self._run(payment, step, operation, key, call) is Outcome.SUCCESS:
             held = done
         else:
             found = await self._look_up_step(
@@ -307,30 +307,40 @@ class Settlement:
             ),
         )
 
-    async def refund(self, payment: Payment, step: Step, amount: int, request_id: str) -> bool:
+    async def refund(
+        self, payment: Payment, step: Step, amount: int, request_id: str, *, look_first: bool
+    ) -> bool:
+        """Send a part held on the step (Payment.refund_held); True when it went through.
+        Made, it is refunded; refused (HARD), its hold is released; with no answer that
+        says (UNKNOWN, SOFT) it stays held. Looked for first when `look_first` (another
+        call held it: it may be in flight, or done with its answer lost) or when a try
+        under its key went without an answer."""
         key = self.refund_key(payment, step, request_id)
         processor = self._processors.get(step.processor)
         if processor is None:
             return False
-        if any(
+        in_doubt = any(
             a.operation == "refund" and a.idempotency_key == key and a.outcome in _REFUND_IN_DOUBT
             for a in step.attempts
-        ):
+        )
+        if in_doubt or look_first:
             found = await self._lookup(
                 payment,
                 step,
                 key,
                 processor.find_refund(step.processor_payment_id, key),
-                reason="lookup before sending again a refund tried without an answer",
+                reason="lookup before sending again a refund tried without an answer"
+                if in_doubt
+                else "lookup before sending a refund another call held (in flight, or stopped)",
                 decisions=_REFUND_FOUND_DECISIONS,
                 otherwise="no answer: the refund is not sent again",
             )
             if found is ResponseKind.DONE:
-                payment.step_refunded(step, amount)
+                payment.held_refund_made(step, request_id)
                 return True
             if found is not ResponseKind.NOT_FOUND:
                 return False  # the lookup did not answer: sent again, it could refund twice
-        done = await self._run(
+        outcome = await self._run(
             payment,
             step,
             "refund",
@@ -339,9 +349,11 @@ class Settlement:
                 step.processor_payment_id, amount, key, currency=payment.currency.code
             ),
         )
-        if done:
-            payment.step_refunded(step, amount)
-        return done
+        if outcome is Outcome.SUCCESS:
+            payment.held_refund_made(step, request_id)
+        elif outcome is Outcome.HARD:
+            payment.held_refund_released(step, request_id)
+        return outcome is Outcome.SUCCESS
 
 
 def _last_under(step: Step, key: str) -> Attempt | None:

@@ -171,10 +171,20 @@ class Step:
     generation: int = 0
     # How many attempts are already stored (the rest are new).
     stored_attempts: int = 0
+    # Refunds held on the step, by request_id: stored before they are sent, and until
+    # the processor made one (then refunded) or refused it (then released); one whose
+    # answer was lost stays held. Nothing is refunded beyond what they leave.
+    refund_holds: dict[str, int] = field(default_factory=dict)
 
     @property
     def succeeded(self) -> bool:
         return self.status in (StepStatus.AUTHORIZED, StepStatus.CAPTURED)
+
+    @property
+    def refundable_minor(self) -> int:
+        """What a new refund may take: captured, less refunded and held. (A refund made
+        at the processor outside payorch is counted as it is, held ones or not.)"""
+        return max(0, self.captured_minor - self.refunded_minor - sum(self.refund_holds.values()))
 
 
 class InvalidTransition(RuntimeError):
@@ -242,7 +252,7 @@ class Payment:
 
     @property
     def refundable_minor(self) -> int:
-        return sum(s.captured_minor - s.refunded_minor for s in self.steps)
+        return sum(s.refundable_minor for s in self.steps)
 
     @property
     def action_expires_at(self) -> datetime | None:
@@ -344,6 +354,24 @@ class Payment:
         step.refunded_minor += amount_minor
         if step.refunded_minor == step.captured_minor:
             step.status = StepStatus.REFUNDED
+
+    def refund_held(self, step: Step, request_id: str, amount_minor: int) -> None:
+        """Hold a refund's part on the step before it is sent: never beyond what the
+        step has refundable, so refunds at once can never promise more than captured."""
+        if request_id in step.refund_holds:
+            raise InvalidTransition(f"refund {request_id!r} is held on step {step.index}")
+        if amount_minor <= 0 or amount_minor > step.refundable_minor:
+            raise InvalidTransition(f"cannot hold {amount_minor} of step {step.index}")
+        step.refund_holds[request_id] = amount_minor
+
+    def held_refund_made(self, step: Step, request_id: str) -> None:
+        """The processor made the held refund: refunded now, no longer held."""
+        self.step_refunded(step, step.refund_holds[request_id])
+        del step.refund_holds[request_id]
+
+    def held_refund_released(self, step: Step, request_id: str) -> None:
+        """The processor refused the held refund: what it held is refundable again."""
+        step.refund_holds.pop(request_id, None)
 
     def step_refund_failed(self, step: Step, amount_minor: int, refund_id: str) -> None:
         """A refund counted on the step failed at the processor: the money is the

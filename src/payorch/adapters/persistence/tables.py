@@ -112,6 +112,8 @@ payment_steps = Table(
     Column("captured_minor", BigInteger, nullable=False, default=0),
     Column("refunded_minor", BigInteger, nullable=False, default=0),
     Column("generation", Integer, nullable=False, default=0),
+    # {request_id: amount}: refunds held on the step until the processor answers.
+    Column("refund_holds", JSON, nullable=False, server_default="{}"),
 )
 
 attempts = Table(
