@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry
 
 from payments.contracts.v1 import contracts_pb2, monitor_pb2, monitor_pb2_grpc
 from payments.orchestrator.v1 import analytics_pb2, analytics_pb2_grpc
+from payments.orchestrator.v1 import health_pb2 as hpb
 from payments.orchestrator.v1 import orchestrator_pb2 as orch
 from payments.orchestrator.v1 import orchestrator_pb2_grpc as orch_grpc
 from payments.result.v1 import result_pb2
@@ -279,6 +280,69 @@ async def test_the_violation_list_filters_and_pages(sqlite_url):
                 monitor_pb2.ListContractViolationsRequest(), metadata=s.auth("m_1")
             )
         assert denied.value.code() is grpc.StatusCode.PERMISSION_DENIED
+
+
+MONITOR = "/payments.contracts.v1.ContractMonitor/"
+OUT_OF_RANGE = timestamp_pb2.Timestamp(seconds=-(10**13))
+# Each ops-only RPC with a request an operator is refused for, field by field.
+MALFORMED_FOR_OPS = {
+    MONITOR + "ListContractViolations": monitor_pb2.ListContractViolationsRequest(
+        page_size=-1, severity=99, page_token="not-a-token"
+    ),
+    MONITOR + "GenerateContractReport": monitor_pb2.GenerateContractReportRequest(
+        since=OUT_OF_RANGE
+    ),
+    MONITOR + "GenerateRetrospective": monitor_pb2.GenerateRetrospectiveRequest(until=OUT_OF_RANGE),
+    "/payments.orchestrator.v1.ProcessorHealth/GetProcessorHealth": (
+        hpb.GetProcessorHealthRequest()
+    ),
+    "/payments.orchestrator.v1.ProcessorFaultInjection/SetSimulatedFaults": (
+        hpb.SetSimulatedFaultsRequest(processor="simulated", faults="no_such_fault=1")
+    ),
+}
+WITH_NUL = {
+    MONITOR + "ListContractViolations": monitor_pb2.ListContractViolationsRequest(
+        contract_id="a\x00b"
+    ),
+    MONITOR + "GenerateContractReport": monitor_pb2.GenerateContractReportRequest(
+        merchant_id="a\x00b"
+    ),
+    "/payments.orchestrator.v1.ProcessorHealth/GetProcessorHealth": (
+        hpb.GetProcessorHealthRequest(processor="a\x00b")
+    ),
+    "/payments.orchestrator.v1.ProcessorFaultInjection/SetSimulatedFaults": (
+        hpb.SetSimulatedFaultsRequest(processor="simulated", faults="a\x00b")
+    ),
+}
+OPS_ONLY = [*MALFORMED_FOR_OPS, "/payments.orchestrator.v1.ProcessorHealth/ListProcessorHealth"]
+
+
+async def test_a_merchant_key_is_denied_every_ops_only_rpc_whatever_it_sends(sqlite_url):
+    # Permission is decided before the request is read: a merchant learns nothing of
+    # what these RPCs accept, and an operator still hears which field is wrong.
+    async with serving(sqlite_url) as s:
+
+        async def refusal(rpc: str, payload: bytes, who: str) -> grpc.StatusCode:
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await s.channel.unary_unary(rpc)(payload, metadata=s.auth(who))
+            return refused.value.code()
+
+        to_ops = {
+            rpc: await refusal(rpc, request.SerializeToString(), "ops")
+            for rpc, request in MALFORMED_FOR_OPS.items()
+        }
+        sent = [
+            *((rpc, "malformed", r.SerializeToString()) for rpc, r in MALFORMED_FOR_OPS.items()),
+            *((rpc, "NUL", r.SerializeToString()) for rpc, r in WITH_NUL.items()),
+            *((rpc, "garbage", b"\xff\xff\xff") for rpc in OPS_ONLY),
+        ]
+        to_merchant = {
+            (rpc, kind): await refusal(rpc, payload, "m_1") for rpc, kind, payload in sent
+        }
+        faults = s.container.simulated["simulated"].simulation
+    assert to_ops == dict.fromkeys(MALFORMED_FOR_OPS, grpc.StatusCode.INVALID_ARGUMENT)
+    assert to_merchant == dict.fromkeys(to_merchant, grpc.StatusCode.PERMISSION_DENIED)
+    assert faults.api_error == 0
 
 
 # -- traces ---------------------------------------------------------------------------

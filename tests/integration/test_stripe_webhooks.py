@@ -311,8 +311,8 @@ async def test_events_for_unknown_payments_are_acknowledged(world):
     assert reply.status == 200 and (await reply.json())["result"] == "unknown payment"
 
 
-async def test_a_hold_canceled_at_the_processor_is_recorded_from_its_webhook(world):
-    container, client = world
+async def held(container):
+    """A payment authorized and held, waiting for the merchant's capture."""
     request = parse_payment_request(
         RawPaymentRequest(
             merchant_id="m_1",
@@ -325,7 +325,12 @@ async def test_a_hold_canceled_at_the_processor_is_recorded_from_its_webhook(wor
     )
     payment = (await container.payments.create(request, deadline_s=None)).payment
     assert payment.status is PaymentStatus.AUTHORIZED
-    pi = payment.steps[0].processor_payment_id
+    return payment, payment.steps[0].processor_payment_id
+
+
+async def test_a_hold_canceled_at_the_processor_is_recorded_from_its_webhook(world):
+    container, client = world
+    payment, pi = await held(container)
     container.simulated["simulated"].ledger.by_id[pi].status = "canceled"  # its dashboard
 
     reply = await post(client, event("payment_intent.canceled", payment.id, pi=pi))
@@ -518,3 +523,21 @@ async def test_a_refund_event_stripe_cannot_be_asked_about_is_taken_again(on_str
     assert await result_of(client, body) == "recorded"  # Stripe's redelivery
     stored = await container.payments.get(payment.id, None)
     assert (stored.status, stored.refundable_minor) == (PaymentStatus.REFUNDED, 0)
+
+
+async def test_a_canceled_hold_stripe_cannot_be_asked_about_is_taken_again(on_stripe):
+    fake, container, client = on_stripe
+    payment, pi = await held(container)
+    fake.set_status(pi, "canceled")  # from its dashboard
+    fake.inject(Fault.api_error(), endpoint="retrieve")  # the look-up gets no answer
+    body = event("payment_intent.canceled", payment.id, pi=pi)
+
+    assert (await post(client, body)).status == 500
+    assert (await container.payments.get(payment.id, None)).status is PaymentStatus.AUTHORIZED
+
+    assert await result_of(client, body) == "looked up"  # Stripe's redelivery
+    stored = await container.payments.get(payment.id, None)
+    assert (stored.status, stored.steps[0].status) == (
+        PaymentStatus.CANCELLED,
+        StepStatus.VOIDED,
+    )

@@ -16,6 +16,7 @@ from payorch.adapters.persistence.tables import webhook_deliveries
 from payorch.adapters.persistence.webhooks import SqlAlchemyWebhookRepository
 from payorch.app.installment_ports import SendResult
 from payorch.app.webhook_delivery import (
+    MAX_ENDPOINTS_PER_MERCHANT,
     CannotRedeliver,
     DeliveryNotFound,
     EndpointNotFound,
@@ -490,3 +491,36 @@ async def test_deliveries_fanned_out_to_an_endpoint_deleted_meanwhile_go_to_dead
     assert await app.endpoints.list("m_1") == []
     (d,) = await deliveries(container)
     assert (d.status, d.last_error) == (DeliveryStatus.DEAD, "endpoint deleted")
+
+
+async def test_the_endpoint_limit_holds_for_creates_racing_on_two_replicas(
+    container, database_url, clock, receiver
+):
+    endpoints = container.installments.endpoints
+    gone = await endpoints.create("m_1", receiver.url, "deleted: not counted", [])
+    await endpoints.delete(gone.id, "m_1")
+    off = await endpoints.create("m_1", receiver.url, "disabled: counted", [])
+    async with container.installments.uow() as uow:
+        stored = await uow.webhooks.get_endpoint(off.id, "m_1")
+        stored.disable("410 Gone", clock.now())
+        await uow.webhooks.save_endpoint(stored)
+        await uow.commit()
+    other = await installments_container(database_url, clock)  # a second replica
+    try:
+        tries = await asyncio.gather(
+            *(
+                (endpoints if n % 2 else other.installments.endpoints).create(
+                    "m_1", receiver.url, f"racing {n}", []
+                )
+                for n in range(MAX_ENDPOINTS_PER_MERCHANT + 5)
+            ),
+            return_exceptions=True,
+        )
+    finally:
+        await other.close()
+
+    made = [t for t in tries if isinstance(t, WebhookEndpoint)]
+    refused = [t for t in tries if isinstance(t, InvalidEndpoint)]
+    assert (len(made), len(refused)) == (MAX_ENDPOINTS_PER_MERCHANT - 1, 6)
+    assert len(await endpoints.list("m_1")) == MAX_ENDPOINTS_PER_MERCHANT
+    await endpoints.create("m_2", receiver.url, "another merchant's own 20", [])

@@ -388,3 +388,49 @@ def test_keys_create_takes_a_well_formed_merchant_id(tmp_path, capsys):
     assert exit_code_of(["keys", "--database-url", url, "list"]) == 0
     listed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [row["merchant_id"] for row in listed] == ["m_1.a-b"]
+
+
+def keys(url: str, *argv: str) -> int:
+    return exit_code_of(["keys", "--database-url", url, *argv])
+
+
+@pytest.mark.parametrize(
+    "pasted", ["{key}", " {key} ", "Bearer {key}"], ids=["key", "spaces", "bearer"]
+)
+def test_keys_revoke_never_repeats_an_api_key_pasted_for_its_id(pasted, tmp_path, capsys):
+    url = f"sqlite:///{tmp_path / 'keys.db'}"
+    assert keys(url, "create", "--merchant", "m_1") == 0
+    created = json.loads(capsys.readouterr().out)
+    secret = created["api_key"].split("_", 2)[2]
+
+    assert keys(url, "revoke", pasted.format(key=created["api_key"])) == 2
+
+    err = capsys.readouterr().err
+    assert secret not in err, "the key stays out of the terminal's scrollback"
+    assert "API key, not a key id" in err and created["id"] in err  # what to give instead
+    assert keys(url, "list") == 0
+    (row,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert row["revoked_at"] is None
+
+
+def test_keys_revoke_repeats_only_an_unknown_id_shaped_like_one(tmp_path, capsys):
+    url = f"sqlite:///{tmp_path / 'keys.db'}"
+    assert keys(url, "revoke", "0123456789ab") == 1
+    assert "no active key '0123456789ab'" in capsys.readouterr().err
+    secret_like = "Zx9-tQ2vLr8_bN4wPe7s"  # a key's secret part, pasted alone
+    assert keys(url, "revoke", secret_like) == 1
+    err = capsys.readouterr().err
+    assert secret_like not in err and "no active key with that id" in err
+
+
+def test_keys_create_names_the_id_as_keys_list_and_revoke_take_it(tmp_path, capsys):
+    url = f"sqlite:///{tmp_path / 'keys.db'}"
+    assert keys(url, "create", "--scope", "ops") == 0
+    created = json.loads(capsys.readouterr().out)
+    assert created["id"] == created["key_id"]  # key_id: as scripts already read it
+    assert keys(url, "list") == 0
+    assert [json.loads(line)["id"] for line in capsys.readouterr().out.splitlines()] == [
+        created["id"]
+    ]
+    assert keys(url, "revoke", created["id"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"revoked": created["id"]}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import re
 import secrets
 from dataclasses import dataclass
 from typing import Protocol
@@ -12,6 +13,8 @@ from payorch.app.ports import Clock
 from payorch.app.read_cache import ReadCache
 
 KEY_PREFIX = "po_"
+# What issue_key makes a key's id: no secret (`payorch keys list` prints it).
+KEY_ID = re.compile(r"[0-9a-f]{12}")
 
 
 class Scope(enum.Enum):

@@ -117,9 +117,12 @@ def new_complaint_id() -> str:
     return new_id("mc")
 
 
+FOR_OPERATORS = "contract violations and reports are for operators"
+
+
 def _ops_only(principal: Principal) -> None:
     if not principal.is_ops:
-        raise PermissionDenied("contract violations and reports are for operators")
+        raise PermissionDenied(FOR_OPERATORS)
 
 
 def _filter_problems(merchant_id: str, contract_id: str) -> list[tuple[str, str]]:

@@ -104,6 +104,11 @@ class WebhookRepository(Protocol):
         """Endpoints not deleted, oldest first."""
         ...
 
+    async def count_endpoints_to_add(self, merchant_id: str) -> int:
+        """The merchant's endpoints not deleted; another transaction counting them to
+        add one waits until this one ends, so a limit checked on the count holds."""
+        ...
+
     async def fan_out(self, *, now: datetime, limit: int) -> int:
         """Turn up to `limit` unpublished outbox events into one delivery per enabled
         endpoint of their merchant that wants them; returns the events handled."""

@@ -75,6 +75,14 @@ class RefundsUnknown(RuntimeError):
     """The processor could not say what became of a charge's refunds."""
 
 
+class HoldUnknown(RuntimeError):
+    """The processor could not say what became of a step held authorized."""
+
+
+# A look-up that got one of these has no answer: what it asked is still open.
+NO_ANSWER = frozenset({ResponseKind.ERROR, ResponseKind.CONNECTION_ERROR, ResponseKind.NO_RESPONSE})
+
+
 class PaymentChanging(RuntimeError):
     """Other calls kept changing the payment under this one; retry shortly (ABORTED)."""
 
@@ -469,15 +477,17 @@ class PaymentService:
 
     async def look_up_hold(self, payment_id: str, step_index: int) -> bool:
         """A processor's event about a step held authorized: record what the processor
-        holds now. True when that changed the payment."""
-        changed = False
+        holds now. True when that changed the payment. HoldUnknown when the processor
+        could not say: nothing is recorded, and the event is taken again."""
+        changed = unanswered = False
 
         async def look(payment: Payment) -> bool:
-            nonlocal changed
+            nonlocal changed, unanswered
+            unanswered = False  # made again after a lost save: only the last look counts
             step = payment.steps[step_index]
             if step.status is not StepStatus.AUTHORIZED or _releasing(payment):
                 return False  # settled meanwhile, or being released by us anyway
-            await self._settlement.look_up_hold(payment, step)
+            unanswered = await self._settlement.look_up_hold(payment, step) in NO_ANSWER
             now_held: StepStatus = payment.steps[step_index].status
             if now_held is StepStatus.CAPTURED:
                 payment.captured(step.amount_minor)
@@ -489,6 +499,11 @@ class PaymentService:
             return changed
 
         await self._change(payment_id, None, look)
+        if unanswered:
+            raise HoldUnknown(
+                f"the processor could not be asked what it holds for step {step_index}"
+                f" of {payment_id!r}"
+            )
         return changed
 
     async def record_refunds(self, processor: str, processor_payment_id: str) -> str:

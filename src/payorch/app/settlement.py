@@ -194,10 +194,11 @@ class Settlement:
         )
         return c.outcome
 
-    async def look_up_hold(self, payment: Payment, step: Step) -> None:
+    async def look_up_hold(self, payment: Payment, step: Step) -> ResponseKind | None:
         """The processor says something happened to a step we hold authorized: look it
         up, and record a hold it released (canceled: from its dashboard, or lapsed) as
-        voided, one it captured (its dashboard, say) as captured."""
+        voided, one it captured (its dashboard, say) as captured. Returns what the
+        look-up found (None: the step cannot be looked up)."""
         found = await self._look_up_step(
             payment,
             step,
@@ -210,6 +211,7 @@ class Settlement:
             otherwise="still held: nothing to record",
         )
         _record_held(payment, step, found)
+        return found
 
     async def capture(self, payment: Payment, step: Step) -> bool:
         key = f"payorch_{payment.id}_{step.index}_capture"

@@ -132,7 +132,7 @@ class WebhookEndpoints:
             updated_at=now,
         )
         async with self._uow() as uow:
-            if len(await uow.webhooks.list_endpoints(merchant_id)) >= MAX_ENDPOINTS_PER_MERCHANT:
+            if await uow.webhooks.count_endpoints_to_add(merchant_id) >= MAX_ENDPOINTS_PER_MERCHANT:
                 raise InvalidEndpoint(
                     "url", f"at most {MAX_ENDPOINTS_PER_MERCHANT} endpoints per merchant"
                 )

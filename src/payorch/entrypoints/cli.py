@@ -87,13 +87,17 @@ def cmd_keys(args: argparse.Namespace) -> int:
                 key = await store.create(
                     merchant_id=args.merchant or None, scope=scope, label=args.label, now=now
                 )
-                print(json.dumps({"key_id": key.key_id, "api_key": key.plaintext}))
+                # "id" as `keys list` names it; "key_id" kept for scripts that read it.
+                print(
+                    json.dumps({"id": key.key_id, "key_id": key.key_id, "api_key": key.plaintext})
+                )
                 print(
                     "store the key now: it is shown once and kept only as a hash", file=sys.stderr
                 )
             elif args.keys_command == "revoke":
                 if not await store.revoke(args.key_id, now=now):
-                    print(f"no active key {args.key_id!r}", file=sys.stderr)
+                    shown = cli_arguments.shown_key_id(args.key_id)
+                    print(f"no active key {shown}", file=sys.stderr)
                     return 1
                 print(json.dumps({"revoked": args.key_id}))
             else:
@@ -403,7 +407,7 @@ def parser() -> argparse.ArgumentParser:
         "--label", type=cli_arguments.key_label, default="", help="what the key is for"
     )
     revoke = keys_sub.add_parser("revoke")
-    revoke.add_argument("key_id")
+    revoke.add_argument("key_id", type=cli_arguments.key_id, help="the id `keys list` prints")
     keys_sub.add_parser("list")
     keys.set_defaults(func=cmd_keys)
 

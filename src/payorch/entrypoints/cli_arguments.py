@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 
 from google.protobuf import timestamp_pb2
 
+from payorch.app.auth import KEY_ID, KEY_PREFIX
 from payorch.domain.card_data import contains_card_number
 from payorch.domain.money import MAX_AMOUNT_MINOR, Currency, UnknownCurrency
 from payorch.domain.request import merchant_id_issues
@@ -112,3 +113,24 @@ def merchant(text: str) -> str:
     if issues:
         raise argparse.ArgumentTypeError(issues[0].message)
     return text
+
+
+def key_id(text: str) -> str:
+    """A key's id, to revoke it. A whole API key given instead (pasted by mistake) is
+    refused without being repeated: it would stay in the terminal's scrollback and
+    logs. Its id, which is no secret, is named instead."""
+    if KEY_PREFIX in text:
+        named = text.split(KEY_PREFIX, 1)[1].split("_", 1)[0]
+        give = f"its id, {named}" if KEY_ID.fullmatch(named) else "the id"
+        raise argparse.ArgumentTypeError(
+            f"that is an API key, not a key id: give {give}, as `payorch keys list` prints it"
+        )
+    return text
+
+
+def shown_key_id(text: str) -> str:
+    """A key id as a message may repeat it: only what has the shape of one, so that
+    a secret given in its place is never repeated."""
+    if KEY_ID.fullmatch(text):
+        return repr(text)
+    return "with that id (an id is 12 hex digits, as `payorch keys list` prints it)"

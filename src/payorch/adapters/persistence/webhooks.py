@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import builtins
+import hashlib
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from payorch.adapters.persistence.sql import one_of
@@ -26,6 +27,13 @@ from payorch.domain.webhook_delivery import (
 from payorch.webhooks import SECRET_PREFIX
 
 _PENDING = DeliveryStatus.PENDING.value
+
+
+def _endpoints_lock_key(merchant_id: str) -> int:
+    """pg_advisory_xact_lock's key for adding a merchant's endpoints: the same in every
+    process (unlike hash()); two merchants sharing one only wait for each other."""
+    digest = hashlib.sha256(f"webhook_endpoints:{merchant_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
 
 
 def _endpoint_row(e: WebhookEndpoint) -> dict[str, Any]:
@@ -139,6 +147,22 @@ class SqlAlchemyWebhookRepository:
             query = query.where(t.c.merchant_id == merchant_id)
         rows = (await self._conn.execute(query.order_by(t.c.created_at, t.c.id))).mappings()
         return [_endpoint(r) for r in rows]
+
+    async def count_endpoints_to_add(self, merchant_id: str) -> int:
+        if self._conn.dialect.name == "postgresql":
+            # A count alone lets racing creates each see room for one more. SQLite needs
+            # no lock: BEGIN IMMEDIATE holds every other writer off already.
+            await self._conn.execute(
+                text("SELECT pg_advisory_xact_lock(:key)"),
+                {"key": _endpoints_lock_key(merchant_id)},
+            )
+        t = webhook_endpoints
+        counted = await self._conn.scalar(
+            select(func.count())
+            .select_from(t)
+            .where(t.c.merchant_id == merchant_id, t.c.status != EndpointStatus.DELETED.value)
+        )
+        return int(counted or 0)
 
     async def fan_out(self, *, now: datetime, limit: int) -> int:
         batch = (

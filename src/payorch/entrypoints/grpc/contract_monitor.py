@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 from payments.contracts.v1 import monitor_pb2 as pb
-from payorch.app.contract_reports import ContractReports, InvalidReportRequest, ViolationFilter
+from payorch.app.contract_reports import (
+    FOR_OPERATORS,
+    ContractReports,
+    InvalidReportRequest,
+    ViolationFilter,
+)
 from payorch.entrypoints.grpc import observability_mappers as m
 from payorch.entrypoints.grpc.errors import invalid_argument
 from payorch.entrypoints.grpc.handlers import Call
@@ -13,6 +18,13 @@ MAX_PAGE_SIZE = 500
 
 
 class ContractMonitorServicer:
+    # Refused to a merchant key before the request is read (handlers.build_handler);
+    # ReportMerchantComplaint is a merchant's own.
+    OPS_ONLY = dict.fromkeys(
+        ("ListContractViolations", "GenerateContractReport", "GenerateRetrospective"),
+        FOR_OPERATORS,
+    )
+
     def __init__(self, reports: ContractReports) -> None:
         self._reports = reports
 

@@ -1,14 +1,16 @@
 """Generic unary handlers built from service descriptors.
 
-Every RPC goes through one wrapper: it decodes the request itself (garbage
-bytes get INVALID_ARGUMENT, not INTERNAL), authenticates the caller, and maps
-errors to statuses. The servicer methods receive (request, call) and stay thin.
+Every RPC goes through one wrapper: it authenticates the caller, refuses a
+merchant an RPC its servicer lists in `OPS_ONLY` (before reading the request, so
+a merchant learns nothing of what such an RPC accepts), decodes the request itself
+(garbage bytes get INVALID_ARGUMENT, not INTERNAL), and maps errors to statuses.
+The servicer methods receive (request, call) and stay thin.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,6 +87,8 @@ def build_handler(
     storage_unreachable: Callable[[BaseException], bool] = lambda _: False,
 ) -> grpc.GenericRpcHandler:
     handlers: dict[str, grpc.RpcMethodHandler] = {}
+    # RPC name -> why a merchant may not call it.
+    ops_only: Mapping[str, str] = getattr(implementation, "OPS_ONLY", {})
     for method in service.methods:
         request_cls = GetMessageClass(method.input_type)
         response_cls = GetMessageClass(method.output_type)
@@ -96,6 +100,7 @@ def build_handler(
                 impl,
                 authenticator,
                 storage_unreachable,
+                ops_only.get(method.name),
             ),
             request_deserializer=None,
             response_serializer=response_cls.SerializeToString,
@@ -109,10 +114,13 @@ def _wrap(
     impl: Method,
     authenticator: Authenticator,
     storage_unreachable: Callable[[BaseException], bool],
+    ops_only: str | None,
 ) -> Callable[[bytes, grpc.aio.ServicerContext[Any, Any]], Awaitable[pb_message.Message]]:
     async def handle(raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         try:
             principal = await _authenticate(context, authenticator)
+            if ops_only is not None and not principal.is_ops:
+                raise PermissionDenied(ops_only)
             request = request_cls()
             try:
                 request.ParseFromString(raw)

@@ -15,7 +15,6 @@ from google.rpc import code_pb2
 from grpc_health.v1 import health, health_pb2
 
 from payments.orchestrator.v1 import health_pb2 as hpb
-from payorch.app.auth import PermissionDenied
 from payorch.app.health import HealthTracker, ProcessorHealth
 from payorch.domain.card_data import quoted, redact_card_numbers
 from payorch.domain.health import BreakerState, HealthState, Signal
@@ -38,9 +37,8 @@ def replica_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _require_ops(call: Call) -> None:
-    if not call.principal.is_ops:
-        raise PermissionDenied("processor health is operational data: it needs an ops credential")
+# Refused to a merchant key before the request is read (handlers.build_handler).
+FOR_OPERATORS = "processor health is operational data: it needs an ops credential"
 
 
 def _duration_ms(ms: float) -> duration_pb2.Duration:
@@ -86,6 +84,8 @@ def report_pb(h: ProcessorHealth) -> hpb.ProcessorHealthReport:
 
 
 class ProcessorHealthServicer:
+    OPS_ONLY = {"GetProcessorHealth": FOR_OPERATORS, "ListProcessorHealth": FOR_OPERATORS}
+
     def __init__(self, tracker: HealthTracker, replica: str | None = None) -> None:
         self._tracker = tracker
         self._replica = replica or replica_id()
@@ -93,7 +93,6 @@ class ProcessorHealthServicer:
     async def GetProcessorHealth(
         self, request: hpb.GetProcessorHealthRequest, call: Call
     ) -> hpb.GetProcessorHealthResponse:
-        _require_ops(call)
         if not request.processor:
             raise invalid_argument([("processor", "is required")])
         found = self._tracker.snapshot(request.processor[:64])
@@ -104,7 +103,6 @@ class ProcessorHealthServicer:
     async def ListProcessorHealth(
         self, request: hpb.ListProcessorHealthRequest, call: Call
     ) -> hpb.ListProcessorHealthResponse:
-        _require_ops(call)
         return hpb.ListProcessorHealthResponse(
             reports=[report_pb(h) for h in self._tracker.snapshots()],
             replica=self._replica,
@@ -115,13 +113,14 @@ class ProcessorHealthServicer:
 class ProcessorFaultInjectionServicer:
     """Changes a simulated processor's faults (KeyError: not simulated; ValueError: bad spec)."""
 
+    OPS_ONLY = {"SetSimulatedFaults": FOR_OPERATORS}
+
     def __init__(self, set_faults: Callable[[str, str], None]) -> None:
         self._set_faults = set_faults
 
     async def SetSimulatedFaults(
         self, request: hpb.SetSimulatedFaultsRequest, call: Call
     ) -> hpb.SetSimulatedFaultsResponse:
-        _require_ops(call)
         if not request.processor:
             raise invalid_argument([("processor", "is required")])
         try:
