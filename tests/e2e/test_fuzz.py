@@ -36,7 +36,7 @@ from sqlalchemy.engine import make_url
 
 from payments.orchestrator.v1 import orchestrator_pb2 as orch
 from payments.result.v1 import result_pb2
-from payorch.entrypoints.grpc.server import SERVICES
+from payorch.entrypoints.grpc.server import OPS_ONLY, SERVICES
 from tests.e2e.server import RunningServer, start_server
 
 pytestmark = pytest.mark.e2e
@@ -88,14 +88,17 @@ class Target:
     def call(
         self, method: MethodDescriptor, payload: bytes, metadata: list[tuple[str, Any]] = ()
     ) -> tuple[grpc.StatusCode, bytes | None, str]:
-        """Send raw request bytes with the m_1 key first; return (code, response, details)."""
+        """Send raw request bytes with the m_1 key first (the ops key to an ops-only RPC,
+        which refuses a merchant before reading anything); return (code, response,
+        details)."""
         rpc = self.channel.unary_unary(
             f"/{method.containing_service.full_name}/{method.name}",
             request_serializer=None,
             response_deserializer=None,
         )
         try:
-            reply = rpc(payload, metadata=[*self.server.auth("m_1"), *metadata], timeout=15)
+            who = "ops" if method.full_name in OPS_ONLY else "m_1"
+            reply = rpc(payload, metadata=[*self.server.auth(who), *metadata], timeout=15)
         except grpc.RpcError as exc:
             return exc.code(), None, exc.details() or ""
         return grpc.StatusCode.OK, reply, ""
@@ -147,6 +150,8 @@ class Target:
         if currently_in_test_context():  # --hypothesis-show-statistics shows the mix
             event(f"{method.name}: {code.name}")
         assert code not in FORBIDDEN, f"{method.name} -> {code.name}: {details}"
+        if method.full_name in OPS_ONLY:  # fuzzed past the door, or not fuzzed at all
+            assert code != grpc.StatusCode.PERMISSION_DENIED, f"{method.name}: {details}"
         assert self.server.process.poll() is None, "the server died"
         if code != grpc.StatusCode.OK:
             after = self.row_counts()

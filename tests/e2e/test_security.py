@@ -48,7 +48,7 @@ from payments.orchestrator.v1 import orchestrator_pb2 as orch
 from payments.orchestrator.v1 import orchestrator_pb2_grpc as orch_grpc
 from payments.result.v1 import result_pb2
 from payorch.domain.card_data import contains_card_number, luhn_valid
-from payorch.entrypoints.grpc.server import SERVICES
+from payorch.entrypoints.grpc.server import OPS_ONLY, SERVICES
 from tests.conftest import POSTGRES_URL, require_postgres
 from tests.e2e.server import RunningServer, create_key, start_server
 from tests.rich_status import field_violations
@@ -58,15 +58,6 @@ pytestmark = pytest.mark.e2e
 METHODS: list[MethodDescriptor] = [m for s in SERVICES for m in s.methods]
 METHOD_IDS = [m.full_name.rsplit(".", 2)[-2] + "." + m.name for m in METHODS]
 ORCHESTRATOR = "payments.orchestrator.v1.PaymentOrchestrator"
-# Refused to a merchant key before the request is read.
-OPS_ONLY = {
-    "ListContractViolations",
-    "GenerateContractReport",
-    "GenerateRetrospective",
-    "GetProcessorHealth",
-    "ListProcessorHealth",
-    "SetSimulatedFaults",
-}
 _NO_DIGITS = str.maketrans("0123456789", "ghijklmnop")
 
 
@@ -657,7 +648,7 @@ def test_a_nul_character_in_any_string_is_invalid_argument(server, method):
     strings = _string_fields(method)
     req = request_class(method)()
     setattr(req, strings[-1].name, "a\x00b")
-    who = "ops" if method.name in OPS_ONLY else "m_1"
+    who = "ops" if method.full_name in OPS_ONLY else "m_1"
     with server.channel() as ch:
         err = failure(lambda: invoke(ch, method, req, server.auth(who)))
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT

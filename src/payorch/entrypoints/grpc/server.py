@@ -37,6 +37,16 @@ SERVICES = [
     monitor_pb2.DESCRIPTOR.services_by_name["ContractMonitor"],
 ]
 MAX_METADATA_BYTES = 16 * 1024
+# Full names of the RPCs refused to a merchant key before the request is read.
+OPS_ONLY = frozenset(
+    f"{service}.{name}"
+    for service, servicer in (
+        ("payments.orchestrator.v1.ProcessorHealth", ProcessorHealthServicer),
+        ("payments.orchestrator.v1.ProcessorFaultInjection", ProcessorFaultInjectionServicer),
+        ("payments.contracts.v1.ContractMonitor", ContractMonitorServicer),
+    )
+    for name in servicer.OPS_ONLY
+)
 
 
 def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
