@@ -9,7 +9,13 @@ from typing import Any
 
 from aiohttp import web
 
-from payorch.app.payments import ProcessorEvent, ProcessorEvents, RefundEvent
+from payorch.app.payments import (
+    HoldUnknown,
+    ProcessorEvent,
+    ProcessorEvents,
+    RefundEvent,
+    RefundsUnknown,
+)
 from payorch.app.ports import Clock
 from payorch.entrypoints.http.stripe_signature import SignatureRefused, verify_signature
 
@@ -96,27 +102,32 @@ def stripe_webhook_handler(
                 intent_id = _string(intent.get("id"), "the PaymentIntent's id")
         except ValueError as exc:
             return web.json_response({"error": f"not a Stripe event: {exc}"}, status=400)
-        if kind in REFUND_EVENTS:
-            if not refunded:
-                return web.json_response({"result": "not ours"})  # no PaymentIntent's charge
-            result = await events.apply_refunds(
-                RefundEvent(event_id, "webhook", PROCESSOR, refunded)
+        try:
+            if kind in REFUND_EVENTS:
+                if not refunded:
+                    return web.json_response({"result": "not ours"})  # no PaymentIntent's charge
+                result = await events.apply_refunds(
+                    RefundEvent(event_id, "webhook", PROCESSOR, refunded)
+                )
+                log.info("stripe event %s on %s: %s", kind, refunded, result)
+                return web.json_response({"result": result})
+            if ours is None:
+                return web.json_response({"result": "not ours"})
+            payment_id, step_index = ours
+            result = await events.apply(
+                ProcessorEvent(
+                    event_id=event_id,
+                    source="webhook",
+                    payment_id=payment_id,
+                    step_index=step_index,
+                    processor_payment_id=intent_id,
+                    charged=kind in CHARGED_EVENTS,
+                )
             )
-            log.info("stripe event %s on %s: %s", kind, refunded, result)
-            return web.json_response({"result": result})
-        if ours is None:
-            return web.json_response({"result": "not ours"})
-        payment_id, step_index = ours
-        result = await events.apply(
-            ProcessorEvent(
-                event_id=event_id,
-                source="webhook",
-                payment_id=payment_id,
-                step_index=step_index,
-                processor_payment_id=intent_id,
-                charged=kind in CHARGED_EVENTS,
-            )
-        )
+        except (HoldUnknown, RefundsUnknown) as exc:
+            # Stripe could not be asked. The event was forgotten: its redelivery is new.
+            log.warning("stripe event %s (%s) not acted on: %s", kind, event_id, exc)
+            return web.json_response({"error": f"{exc}: send the event again"}, status=500)
         log.info("stripe event %s: %s", kind, result, extra={"payment_id": payment_id})
         return web.json_response({"result": result})
 
