@@ -12,6 +12,7 @@ from tests.integration.installment_helpers import (
     failed_waiting_for_the_customer,
     installments_container,
     intent_of,
+    payloads,
     payments_of,
 )
 
@@ -72,3 +73,19 @@ async def test_a_cancelled_plan_cancels_the_payment_waiting_for_the_customer(con
     assert (await intent_of(container, inst.payment_id)).status == "canceled"
     sim.complete_action((await intent_of(container, inst.payment_id)).id)
     assert sim.ledger.charges_total == 1, "the checkout only"
+
+
+async def test_the_failed_final_event_names_the_payment_the_customer_is_to_complete(
+    container, clock
+):
+    inst = await failed_waiting_for_the_customer(container, clock)
+
+    (final,) = await payloads(container, inst.plan_id, "InstallmentFailedFinal")
+
+    assert (final["error_code"], final["payment_id"]) == (
+        "authentication_required",
+        inst.payment_id,
+    )
+    assert (await container.payments.get(final["payment_id"], "m_1")).status is (
+        PaymentStatus.REQUIRES_ACTION
+    )

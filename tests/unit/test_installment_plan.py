@@ -140,6 +140,15 @@ def test_a_retry_later_failure_walks_the_ladder_from_the_first_failure_then_brea
     assert inst.attempts == 4 and inst.last_error_code == "insufficient_funds"
 
 
+def test_failure_events_name_the_attempts_payment():
+    plan = new_plan()
+    charge(plan, 2, SHORT, D + 30 * DAY)
+    charge(plan, 3, STOLEN, D + 60 * DAY)
+    failed = [e for e in plan.pending_events if isinstance(e, InstallmentFailed)]
+    final = [e for e in plan.pending_events if isinstance(e, InstallmentFailedFinal)]
+    assert [e.payment_id for e in failed + final] == ["pay_f", "pay_s"]
+
+
 def test_a_hard_failure_skips_the_ladder():
     plan = new_plan()
     charge(plan, 2, STOLEN, D + 30 * DAY)

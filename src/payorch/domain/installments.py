@@ -233,6 +233,8 @@ class InstallmentFailed(DomainEvent):
     message: str
     # ISO-8601 time of the next attempt.
     next_attempt_at: str
+    # The attempt's payment ("" when none was made): GetPayment tells what happened.
+    payment_id: str
 
 
 @dataclass(slots=True)
@@ -244,6 +246,9 @@ class InstallmentFailedFinal(DomainEvent):
     attempts: int
     error_code: str
     message: str
+    # The last attempt's payment ("" when none was made). One waiting for the customer
+    # (error_code authentication_required) is theirs to complete on-session.
+    payment_id: str
 
 
 @dataclass(slots=True)
@@ -687,6 +692,7 @@ class InstallmentPlan:
                     result.error_code,
                     result.message,
                     next_at.isoformat(),
+                    result.payment_id,
                 )
             )
             return
@@ -701,6 +707,7 @@ class InstallmentPlan:
                 inst.attempts,
                 result.error_code,
                 result.message,
+                result.payment_id,
             )
         )
 
