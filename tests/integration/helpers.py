@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from sqlalchemy import select
+
+from payorch.adapters.persistence.tables import events
 from payorch.app.ports import Clock
 from payorch.bootstrap import Container, bootstrap
 from payorch.domain.request import RawPaymentRequest, parse_payment_request
@@ -45,3 +50,16 @@ def core_request(
             payment_method=token,
         )
     )
+
+
+async def event_payloads(
+    container: Container, aggregate_id: str, name: str
+) -> list[dict[str, Any]]:
+    """The payloads of a payment's (or a plan's) outbox events called `name`, in order."""
+    async with container.engine.connect() as conn:
+        rows = await conn.execute(
+            select(events.c.payload)
+            .where(events.c.payment_id == aggregate_id, events.c.name == name)
+            .order_by(events.c.sequence)
+        )
+        return [dict(p) for p in rows.scalars()]

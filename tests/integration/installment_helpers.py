@@ -91,17 +91,6 @@ async def outbox(container: Container, plan_id: str) -> list[str]:
         return [r.name for r in rows]
 
 
-async def payloads(container: Container, plan_id: str, name: str) -> list[dict[str, Any]]:
-    """The payloads of a plan's events called `name`, in order."""
-    async with container.engine.connect() as conn:
-        rows = await conn.execute(
-            select(events.c.payload)
-            .where(events.c.payment_id == plan_id, events.c.name == name)
-            .order_by(events.c.sequence)
-        )
-        return [dict(p) for p in rows.scalars()]
-
-
 AUTHENTICATE = "pm_card_authenticationRequired"  # 4000002760003184: asks every time
 
 

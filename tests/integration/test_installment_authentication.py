@@ -8,11 +8,11 @@ import pytest
 
 from payorch.domain.installments import InstallmentStatus, PlanStatus, charge_request_id
 from payorch.domain.payment import PaymentStatus
+from tests.integration.helpers import event_payloads
 from tests.integration.installment_helpers import (
     failed_waiting_for_the_customer,
     installments_container,
     intent_of,
-    payloads,
     payments_of,
 )
 
@@ -80,7 +80,7 @@ async def test_the_failed_final_event_names_the_payment_the_customer_is_to_compl
 ):
     inst = await failed_waiting_for_the_customer(container, clock)
 
-    (final,) = await payloads(container, inst.plan_id, "InstallmentFailedFinal")
+    (final,) = await event_payloads(container, inst.plan_id, "InstallmentFailedFinal")
 
     assert (final["error_code"], final["payment_id"]) == (
         "authentication_required",

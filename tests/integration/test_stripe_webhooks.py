@@ -21,7 +21,7 @@ from payorch.domain.request import RawMethodInput, RawPaymentRequest, parse_paym
 from payorch.domain.retry import RetryPolicy
 from payorch.entrypoints.http.app import build_app
 from tests.fakes.fake_stripe import FakeStripe, Fault
-from tests.integration.helpers import core_request, make_container
+from tests.integration.helpers import core_request, event_payloads, make_container
 
 SECRET = "whsec_test_" + "x" * 24
 # The service's clock when a test starts; signatures are made at it unless told otherwise.
@@ -419,16 +419,6 @@ async def paid_on_stripe(container, amount: int = 5000, currency: str = "USD"):
     return payment, payment.steps[0].processor_payment_id
 
 
-async def outbox(container, payment_id: str, name: str) -> list[dict]:
-    async with container.engine.connect() as conn:
-        rows = await conn.execute(
-            select(events.c.payload)
-            .where(events.c.payment_id == payment_id, events.c.name == name)
-            .order_by(events.c.sequence)
-        )
-        return [dict(r) for r in rows.scalars()]
-
-
 async def result_of(client, body: str) -> str:
     reply = await post(client, body)
     assert reply.status == 200
@@ -448,7 +438,7 @@ async def test_a_refund_made_in_stripes_dashboard_is_recorded_once_and_told_down
     assert (stored.refundable_minor, stored.steps[0].refunded_minor) == (3000, 2000)
     assert await result_of(client, body) == "duplicate"
     assert await result_of(client, refund_event("refund.created", pi)) == "nothing new"
-    assert await outbox(container, payment.id, "PaymentRefunded") == [
+    assert await event_payloads(container, payment.id, "PaymentRefunded") == [
         {"amount_minor": 2000, "refund_request_id": refund_id, "sequence": 3}
     ]
 
@@ -471,9 +461,9 @@ async def test_a_dashboard_refund_is_read_in_the_units_stripe_counts_its_currenc
 
     stored = await container.payments.get(payment.id, None)
     assert (stored.steps[0].refunded_minor, stored.refundable_minor) == (200, 300)
-    assert [e["amount_minor"] for e in await outbox(container, payment.id, "PaymentRefunded")] == [
-        200
-    ]
+    assert [
+        e["amount_minor"] for e in await event_payloads(container, payment.id, "PaymentRefunded")
+    ] == [200]
 
 
 async def test_a_refund_that_failed_at_stripe_is_no_longer_counted(on_stripe):
@@ -498,12 +488,14 @@ async def test_a_refund_that_failed_at_stripe_is_no_longer_counted(on_stripe):
 
     stored = await container.payments.get(payment.id, None)
     assert (stored.status, stored.refundable_minor) == (PaymentStatus.SUCCEEDED, 5000)
-    failed = await outbox(container, payment.id, "PaymentRefundFailed")
+    failed = await event_payloads(container, payment.id, "PaymentRefundFailed")
     assert [(e["amount_minor"], e["refund_id"]) for e in failed] == [
         (2000, dashboard),
         (1500, ours),
     ]
-    assert len(await outbox(container, payment.id, "PaymentCompleted")) == 1  # completed once
+    assert (
+        len(await event_payloads(container, payment.id, "PaymentCompleted")) == 1
+    )  # completed once
     # That refund request is over: retried, it sends nothing; a new one refunds anew.
     await container.payments.refund(payment.id, "m_1", amount_minor=1500, request_id="rf-1")
     assert len(fake.refunds_for(pi)) == 2
