@@ -15,7 +15,7 @@ from payorch.adapters.persistence.tables import events, payments
 from payorch.adapters.processors.simulated import SimIntent
 from payorch.app.installments import CreatePlan, PlanCreation
 from payorch.bootstrap import Container, bootstrap
-from payorch.domain.installments import Installment, InstallmentStatus
+from payorch.domain.installments import Installment, InstallmentPlan, InstallmentStatus
 from payorch.domain.money import Currency, Money
 from payorch.settings import Settings
 
@@ -94,10 +94,9 @@ async def outbox(container: Container, plan_id: str) -> list[str]:
 AUTHENTICATE = "pm_card_authenticationRequired"  # 4000002760003184: asks every time
 
 
-async def failed_waiting_for_the_customer(container: Container, clock: ManualClock) -> Installment:
-    """A plan on a card whose bank asks for authentication every time: paid at checkout
-    once the customer authenticated, its second installment charged off-session and
-    failed_final, that charge's payment still waiting for the customer. Returns it."""
+async def authenticating_plan_due(container: Container, clock: ManualClock) -> InstallmentPlan:
+    """A plan on a card whose bank asks for authentication every time, paid at checkout
+    once the customer authenticated; the clock at its second installment's due date."""
     sim = container.simulated["simulated"]
     first = await create_plan(container, token=AUTHENTICATE)
     paused = await container.payments.get(first.first_payment_id, "m_1")
@@ -106,6 +105,13 @@ async def failed_waiting_for_the_customer(container: Container, clock: ManualClo
     plan = (await create_plan(container, token=AUTHENTICATE)).plan
     assert plan is not None
     move_to(clock, plan.installments[1].due_at)
+    return plan
+
+
+async def failed_waiting_for_the_customer(container: Container, clock: ManualClock) -> Installment:
+    """authenticating_plan_due, its second installment charged off-session and
+    failed_final, that charge's payment still waiting for the customer. Returns it."""
+    plan = await authenticating_plan_due(container, clock)
     await container.installments.scheduler.run_once()
     inst = (await container.installments.plans.get(plan.id, None)).installments[1]
     assert inst.status is InstallmentStatus.FAILED_FINAL

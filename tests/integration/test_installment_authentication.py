@@ -1,18 +1,22 @@
 """An off-session installment charge that waits for the customer, on SQLite and PostgreSQL:
 its payment is cancelled at the processor before a retry charges again, and one the
-customer completed first is recorded instead of a second charge."""
+customer completed first is recorded instead of a second charge; a plan cancelled while
+such a charge is in flight leaves no payment open."""
 
 from __future__ import annotations
 
 import pytest
 
+from payorch.app.installments import InstallmentCharger
 from payorch.domain.installments import InstallmentStatus, PlanStatus, charge_request_id
 from payorch.domain.payment import PaymentStatus
 from tests.integration.helpers import event_payloads
 from tests.integration.installment_helpers import (
+    authenticating_plan_due,
     failed_waiting_for_the_customer,
     installments_container,
     intent_of,
+    outbox,
     payments_of,
 )
 
@@ -89,3 +93,61 @@ async def test_the_failed_final_event_names_the_payment_the_customer_is_to_compl
     assert (await container.payments.get(final["payment_id"], "m_1")).status is (
         PaymentStatus.REQUIRES_ACTION
     )
+
+
+def cancel_in_flight(container, monkeypatch) -> None:
+    """The merchant cancels the plan while a charge is in flight: its payment was made
+    and has come back, and it is not recorded yet."""
+    pay = InstallmentCharger.pay
+
+    async def pay_then_cancel(self, plan, installment_id, attempt):
+        result = await pay(self, plan, installment_id, attempt)
+        await container.installments.plans.cancel(plan.id, "m_1", "order returned")
+        return result
+
+    monkeypatch.setattr(InstallmentCharger, "pay", pay_then_cancel)
+
+
+async def test_a_scheduled_charge_in_flight_at_the_cancel_leaves_no_payment_waiting(
+    container, clock, monkeypatch
+):
+    sim = container.simulated["simulated"]
+    plan = await authenticating_plan_due(container, clock)
+    cancel_in_flight(container, monkeypatch)
+
+    await container.installments.scheduler.run_once()
+
+    plan = await container.installments.plans.get(plan.id, None)
+    inst = plan.installments[1]
+    assert plan.status is PlanStatus.CANCELLED
+    assert (inst.status, inst.last_error_code) == (
+        InstallmentStatus.CANCELLED,
+        "authentication_required",
+    )
+    assert (await intent_of(container, inst.payment_id)).status == "canceled"
+    # The customer follows the bank's prompt anyway: nothing is taken.
+    sim.complete_action((await intent_of(container, inst.payment_id)).id)
+    assert sim.ledger.charges_total == 1, "the checkout only"
+    assert await outbox(container, plan.id) == [
+        "PlanCreated",
+        "InstallmentPaid",
+        "PlanCancelled",
+    ]
+
+
+async def test_a_manual_retry_in_flight_at_the_cancel_leaves_no_payment_waiting(
+    container, clock, monkeypatch
+):
+    sim = container.simulated["simulated"]
+    inst = await failed_waiting_for_the_customer(container, clock)
+    cancel_in_flight(container, monkeypatch)
+
+    plan = await container.installments.plans.retry_now(inst.id, "m_1")
+
+    retried = plan.installment(inst.id)
+    assert plan.status is PlanStatus.CANCELLED
+    assert (retried.status, retried.attempts) == (InstallmentStatus.CANCELLED, 2)
+    for payment_id in (inst.payment_id, retried.payment_id):
+        assert (await intent_of(container, payment_id)).status == "canceled"
+        sim.complete_action((await intent_of(container, payment_id)).id)
+    assert sim.ledger.charges_total == 1, "the checkout only"

@@ -4,6 +4,7 @@ a charge the payments path refuses before any processor sees it."""
 from __future__ import annotations
 
 import copy
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -16,6 +17,7 @@ from payorch.app.installments import (
     EarlierPaymentOpen,
     InstallmentCharger,
     InstallmentService,
+    RecordCharge,
 )
 from payorch.app.payments import (
     CreateResult,
@@ -25,6 +27,7 @@ from payorch.app.payments import (
     ReleaseUndecided,
 )
 from payorch.app.plan_builder import PlanRejected
+from payorch.app.ports import ConcurrentUpdate
 from payorch.domain.installments import (
     ChargeOutcome,
     InstallmentPlan,
@@ -45,7 +48,8 @@ DAY = timedelta(days=1)
 class FakePayments:
     """PaymentService.create and its (merchant, request_id) gate; `refuse` raises instead.
     cancel as the processor answers it for a payment waiting for the customer: canceled,
-    or found paid when the customer `completed` it first, or undecided while `cancels_fail`."""
+    or found paid when the customer `completed` it first, or undecided while `cancels_fail`.
+    `in_flight` runs while a new payment is at the processor (stored, its answer not back)."""
 
     stored: dict[tuple[str, str], Payment] = field(default_factory=dict)
     refuse: Exception | None = None
@@ -54,6 +58,7 @@ class FakePayments:
     completed: set[str] = field(default_factory=set)
     cancels_fail: bool = False
     calls: list[str] = field(default_factory=list)
+    in_flight: Callable[[], Awaitable[object]] | None = None
 
     async def create(self, request: CoreRequest, *, deadline_s: float | None) -> CreateResult:
         if self.refuse is not None:
@@ -76,6 +81,8 @@ class FakePayments:
             status=self.status,
         )
         self.stored[key] = payment
+        if self.in_flight is not None:
+            await self.in_flight()
         return CreateResult(payment, replayed=False)
 
     async def get_by_request(self, merchant_id: str, request_id: str) -> Payment | None:
@@ -106,6 +113,9 @@ class FakePlans:
     held: list[tuple[str, int]] = field(default_factory=list)
 
     async def save(self, plan: InstallmentPlan) -> None:
+        if plan.version != self.plan.version:
+            raise ConcurrentUpdate(plan.id)  # someone else saved since this copy was read
+        plan.version += 1
         self.plan = plan
         plan.pending_events.clear()
 
@@ -336,3 +346,90 @@ async def test_cancelling_a_plan_whose_waiting_payment_is_undecided_changes_noth
 
     assert s.plans.plan.status is PlanStatus.BREACH
     assert s.plans.plan.installment(inst_id).status is InstallmentStatus.FAILED_FINAL
+
+
+def cancel_in_flight(s: Setup) -> None:
+    """The merchant cancels the plan while the next charge is at the processor."""
+    s.payments.status = PaymentStatus.REQUIRES_ACTION
+    s.payments.in_flight = lambda: s.service.cancel(s.plan.id, "m_1", "order returned")
+
+
+async def test_a_charge_in_flight_at_the_cancel_that_waits_for_the_customer_is_cancelled(s):
+    cancel_in_flight(s)
+    inst_id, attempt = s.claim(2)
+
+    _, plan = await s.charger.charge(s.plan, inst_id, attempt)
+
+    waiting = s.payments.stored[("m_1", charge_request_id(inst_id, attempt))]
+    assert waiting.status is PaymentStatus.CANCELLED, "a cancelled plan takes no money later"
+    assert s.payments.calls[-1] == f"cancel {waiting.id}"
+    assert plan.status is PlanStatus.CANCELLED
+    inst = plan.installment(inst_id)
+    assert (inst.status, inst.payment_id) == (InstallmentStatus.CANCELLED, waiting.id)
+    assert inst.last_error_code == "authentication_required"
+
+
+async def test_a_charge_in_flight_at_the_cancel_the_customer_completed_is_recorded_paid(s):
+    cancel_in_flight(s)
+    inst_id, attempt = s.claim(2)
+    waiting_id = f"pay_{len(s.payments.stored) + 1}"
+    s.payments.completed.add(waiting_id)
+
+    _, plan = await s.charger.charge(s.plan, inst_id, attempt)
+
+    inst = plan.installment(inst_id)
+    assert (inst.status, inst.payment_id) == (InstallmentStatus.PAID, waiting_id)
+    assert plan.status is PlanStatus.CANCELLED
+    assert s.payments.created == [charge_request_id(inst_id, attempt)]
+
+
+async def test_a_charge_in_flight_at_the_cancel_whose_cancel_is_undecided_is_looked_at_again(s):
+    cancel_in_flight(s)
+    s.payments.cancels_fail = True
+    inst_id, attempt = s.claim(2)
+
+    _, plan = await s.charger.charge(s.plan, inst_id, attempt)
+
+    # Left claimed, held for a later look: that charges nothing new, cancels it again.
+    inst = s.plans.plan.installment(inst_id)
+    assert (inst.status, inst.attempts) == (InstallmentStatus.PROCESSING, attempt)
+    assert s.plans.held == [(inst_id, attempt)]
+    assert plan.installment(inst_id).status is InstallmentStatus.PROCESSING
+    s.payments.cancels_fail = False
+    s.payments.in_flight = None
+
+    _, plan = await s.charger.charge(plan, inst_id, attempt)
+
+    waiting = s.payments.stored[("m_1", charge_request_id(inst_id, attempt))]
+    assert waiting.status is PaymentStatus.CANCELLED
+    assert s.payments.created == [waiting.request_id], "never charged anew"
+    assert plan.installment(inst_id).status is InstallmentStatus.CANCELLED
+
+
+async def test_a_manual_retry_in_flight_at_the_cancel_leaves_no_payment_waiting(s):
+    inst_id, first = await failed_waiting_for_the_customer(s)
+    cancel_in_flight(s)
+
+    plan = await s.service.retry_now(inst_id, "m_1")
+
+    retried = s.payments.stored[("m_1", charge_request_id(inst_id, 2))]
+    assert (first.status, retried.status) == (PaymentStatus.CANCELLED, PaymentStatus.CANCELLED)
+    assert plan.status is PlanStatus.CANCELLED
+    assert plan.installment(inst_id).status is InstallmentStatus.CANCELLED
+
+
+async def test_a_reclaimed_charge_found_waiting_on_a_cancelled_plan_is_cancelled_when_recorded(s):
+    s.payments.status = PaymentStatus.REQUIRES_ACTION
+    inst_id, attempt = s.claim(2)
+    await s.charger.pay(s.plan, inst_id, attempt)  # charged, then the worker died
+    await s.service.cancel(s.plan.id, "m_1", "order returned")
+    plan = await s.plans.get(s.plan.id, None)
+    assert plan is not None
+
+    result = await s.charger.pay(plan, inst_id, attempt)  # its claim taken over
+    (recorded,) = await s.charger.record_many([RecordCharge(plan, inst_id, attempt, result)])
+
+    waiting = s.payments.stored[("m_1", charge_request_id(inst_id, attempt))]
+    assert waiting.status is PaymentStatus.CANCELLED
+    assert recorded.installment(inst_id).status is InstallmentStatus.CANCELLED
+    assert s.payments.created == [waiting.request_id]

@@ -258,8 +258,10 @@ class InstallmentScheduler:
             stats.withdrawn += 1
         elif result.outcome is ChargeOutcome.PAID:
             stats.paid += 1
-        elif plan.installment(claim.installment_id).status is InstallmentStatus.PENDING:
+        elif (status := plan.installment(claim.installment_id).status) is InstallmentStatus.PENDING:
             stats.postponed += 1
+        elif status is InstallmentStatus.PROCESSING:
+            stats.unresolved += 1  # held: its payment could not be cancelled yet
         else:
             stats.failed += 1
         return plan

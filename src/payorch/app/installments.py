@@ -236,10 +236,14 @@ class InstallmentCharger:
             result = await self._started_only(plan, inst, attempt)
         if result.outcome is ChargeOutcome.UNRESOLVED:
             # Unknown or still running elsewhere: look again later, under the same attempt.
-            async with self._uow() as uow:
-                await uow.plans.hold(inst.id, attempt, self._clock.now() + self._recheck)
-                await uow.commit()
+            await self._hold(inst.id, attempt)
         return result
+
+    async def _hold(self, installment_id: str, attempt: int) -> None:
+        """Leave the claim for a later look (the scheduler takes it up again)."""
+        async with self._uow() as uow:
+            await uow.plans.hold(installment_id, attempt, self._clock.now() + self._recheck)
+            await uow.commit()
 
     async def _pay(self, plan: InstallmentPlan, inst: Installment, attempt: int) -> ChargeResult:
         try:
@@ -287,8 +291,14 @@ class InstallmentCharger:
         (the customer completed it first); what such a payment came to (PAID) is
         returned, to be recorded as the installment's payment instead of a new charge.
         Raises EarlierPaymentOpen when the processor does not say which."""
+        waiting = plan.installment(installment_id).awaiting_customer
+        return await self._release(plan, installment_id, waiting, reason)
+
+    async def _release(
+        self, plan: InstallmentPlan, installment_id: str, waiting: Sequence[str], reason: str
+    ) -> ChargeResult | None:
         taken: ChargeResult | None = None
-        for payment_id in plan.installment(installment_id).awaiting_customer:
+        for payment_id in waiting:
             try:
                 payment = await self._payments.cancel(payment_id, plan.merchant_id, reason)
             except (InvalidState, ReleaseUndecided, PaymentChanging):
@@ -339,7 +349,10 @@ class InstallmentCharger:
         """Apply the result to the plan; on a concurrent change read it again and retry.
         Applying twice is harmless: the second finds the attempt recorded already."""
         for _ in range(SAVE_TRIES):
-            if not plan.record(installment_id, attempt, result, self._clock.now()):
+            settled = await self._released_on_cancel(plan, installment_id, attempt, result)
+            if settled is None:
+                return await self._read(plan.id)
+            if not plan.record(installment_id, attempt, settled, self._clock.now()):
                 return plan
             try:
                 async with self._uow() as uow:
@@ -347,12 +360,46 @@ class InstallmentCharger:
                     await uow.commit()
                 return plan
             except ConcurrentUpdate:
-                async with self._uow() as uow:
-                    fresh = await uow.plans.get(plan.id, None)
-                if fresh is None:  # pragma: no cover - plans are never deleted
-                    raise PlanNotFound(plan.id) from None
-                plan = fresh
+                plan = await self._read(plan.id)
         raise ConcurrentUpdate(plan.id)
+
+    async def _read(self, plan_id: str) -> InstallmentPlan:
+        async with self._uow() as uow:
+            fresh = await uow.plans.get(plan_id, None)
+        if fresh is None:  # pragma: no cover - plans are never deleted
+            raise PlanNotFound(plan_id)
+        return fresh
+
+    async def _released_on_cancel(
+        self, plan: InstallmentPlan, installment_id: str, attempt: int, result: ChargeResult
+    ) -> ChargeResult | None:
+        """What to record of an attempt on a cancelled plan whose payment waits for the
+        customer (the charge was in flight at the cancel): that payment is cancelled at
+        the processor first, so the customer cannot complete it later; one they
+        completed first is recorded paid instead. None when the processor does not say
+        which: the attempt is not recorded, its claim is held, and the scheduler's next
+        look (which makes no new charge on a cancelled plan) cancels it again."""
+        inst = plan.installment(installment_id)
+        if (
+            plan.status is not PlanStatus.CANCELLED
+            or result.error_code != ErrorCode.AUTHENTICATION_REQUIRED.value
+            or inst.attempts != attempt
+            or any(c.attempt == attempt for c in inst.charges)
+        ):
+            return result
+        waiting = [*inst.awaiting_customer, result.payment_id]
+        try:
+            taken = await self._release(plan, installment_id, waiting, PLAN_CANCELLED)
+        except EarlierPaymentOpen as exc:
+            log.warning(
+                "installment %s: its plan was cancelled and payment %s could not be cancelled; "
+                "looked at again later",
+                installment_id,
+                exc.payment_id,
+            )
+            await self._hold(installment_id, attempt)
+            return None
+        return taken or result
 
     async def record_many(self, charges: Sequence[RecordCharge]) -> list[InstallmentPlan]:
         """record() for the charges of several plans (one each) in one transaction; if
@@ -361,24 +408,31 @@ class InstallmentCharger:
         plans = [c.plan for c in charges]
         if len({p.id for p in plans}) != len(plans):
             raise ValueError("record_many takes one charge per plan")
+        results = [
+            await self._released_on_cancel(c.plan, c.installment_id, c.attempt, c.result)
+            for c in charges
+        ]
         now = self._clock.now()
-        changed = [c.plan.record(c.installment_id, c.attempt, c.result, now) for c in charges]
+        changed = [
+            r is not None and c.plan.record(c.installment_id, c.attempt, r, now)
+            for c, r in zip(charges, results, strict=True)
+        ]
         try:
             async with self._uow() as uow:
                 await uow.plans.save_many([p for p, ch in zip(plans, changed, strict=True) if ch])
                 await uow.commit()
-            return plans
+            # A held claim's row changed under its plan: as stored now.
+            return [
+                p if r is not None else await self._read(p.id)
+                for p, r in zip(plans, results, strict=True)
+            ]
         except Exception:
             # The plans in memory hold unsaved changes now: start again from the stored ones.
             log.info("recording %d charges together failed; one by one", len(charges))
-        out = []
-        for c in charges:
-            async with self._uow() as uow:
-                fresh = await uow.plans.get(c.plan.id, None)
-            if fresh is None:  # pragma: no cover - plans are never deleted
-                raise PlanNotFound(c.plan.id)
-            out.append(await self.record(fresh, c.installment_id, c.attempt, c.result))
-        return out
+        return [
+            await self.record(await self._read(c.plan.id), c.installment_id, c.attempt, c.result)
+            for c in charges
+        ]
 
 
 def _rejected(code: ErrorCode, exc: Exception) -> ChargeResult:
