@@ -33,6 +33,17 @@ async def make_container(
     return await bootstrap(settings, clock=clock)
 
 
+async def make_stripe_container(database_url: str, clock: Clock, fake: Any) -> Container:
+    """The service on a fake Stripe (through the real SDK), as the processor "stripe"."""
+    return await make_container(
+        database_url,
+        clock,
+        processors="stripe",
+        stripe_api_key=fake.api_key,
+        stripe_api_base=fake.url,
+    )
+
+
 def core_request(
     request_id: str = "r-1",
     *,

@@ -16,12 +16,13 @@ from payorch.app.payments import PaymentService, ProcessorEvent, ProcessorEvents
 from payorch.app.router import Router
 from payorch.app.settlement import Settlement
 from payorch.domain.merchant_config import MerchantConfig
-from payorch.domain.payment import PaymentStatus, StepStatus
+from payorch.domain.payment import Owed, PaymentStatus, StepStatus
 from payorch.domain.request import RawMethodInput, RawPaymentRequest, parse_payment_request
 from payorch.domain.results import ErrorCode, Outcome
 from payorch.domain.retry import RetryPolicy
 from tests.fakes.fake_stripe import FakeStripe, Fault
 from tests.fakes.memory import FakeMerchantConfigStore, FakeUnitOfWorkFactory
+from tests.integration.helpers import make_stripe_container
 
 
 @contextlib.asynccontextmanager
@@ -529,3 +530,95 @@ async def test_a_three_decimal_amount_ending_in_zero_is_sent_as_it_is(world):
     payment = await pay(service, total=5_120, currency="KWD")  # 5.120 dinar
     assert payment.status is PaymentStatus.SUCCEEDED
     assert fake.payment_intent(payment.steps[0].processor_payment_id)["amount"] == 5_120
+
+
+@pytest.fixture
+async def stored(database_url, clock):
+    """The stored service (SQLite, PostgreSQL) on the fake Stripe, through the real SDK."""
+    async with FakeStripe() as fake:
+        container = await make_stripe_container(database_url, clock, fake)
+        yield fake, container.payments
+        await container.close()
+        await fake.wait_idle()
+
+
+def split_request(request_id, *, authorize_only=False):
+    raw = RawPaymentRequest(
+        merchant_id="m_1",
+        request_id=request_id,
+        amount_minor=10000,
+        currency="USD",
+        methods=[
+            RawMethodInput("apple_pay", "pm_card_visa", 6000),
+            RawMethodInput("card", "pm_card_visa"),
+        ],
+        authorize_only=authorize_only,
+    )
+    return parse_payment_request(raw)
+
+
+def tries(fake, step, endpoint):
+    """Whether each of the step's calls to `endpoint` got an answer Stripe replayed."""
+    return [r.replayed for r in fake.requests_to(endpoint) if step.processor_payment_id in r.path]
+
+
+async def test_a_capture_owed_after_a_stored_500_is_made_under_the_next_key_within_the_day(
+    stored, clock
+):
+    fake, payments = stored
+    fake.inject(Fault.api_error(), endpoint="capture")
+    created = (await payments.create(split_request("r-owed-500"), deadline_s=None)).payment
+    owed = await payments.get(created.id, "m_1")
+    assert (owed.status, owed.owed) == (PaymentStatus.AUTHORIZED, Owed.CAPTURE)
+
+    # Within Stripe's 24 hours the first key only replays its stored 500; the lookup shows
+    # the intent still requires_capture, so the capture is made under the next key.
+    clock.advance(61)
+    assert await payments.reconcile_due() == 1
+    done = await payments.get(created.id, "m_1")
+    assert (done.status, done.owed) == (PaymentStatus.SUCCEEDED, Owed.NOTHING)
+    first = done.steps[0]
+    assert fake.payment_intent(first.processor_payment_id)["status"] == "succeeded"
+    captures = [a for a in first.attempts if a.operation == "capture"]
+    assert [a.raw.http_status for a in captures] == [500, 500, 0]
+    keys = [a.idempotency_key for a in captures]
+    assert keys[0] == keys[1] and keys[2] == keys[0] + "_g1"
+    assert tries(fake, first, "capture") == [False, True, False]
+
+
+async def test_a_void_owed_after_a_stored_500_is_made_under_the_next_key_within_the_day(
+    stored, clock
+):
+    fake, payments = stored
+    request = split_request("r-owed-void-500", authorize_only=True)
+    created = (await payments.create(request, deadline_s=None)).payment
+    fake.inject(Fault.api_error(), endpoint="cancel")
+    await payments.cancel(created.id, "m_1", "customer changed their mind")
+    owed = await payments.get(created.id, "m_1")
+    assert owed.owed is Owed.VOID and owed.steps[0].status is StepStatus.AUTHORIZED
+
+    clock.advance(61)
+    assert await payments.reconcile_due() == 1
+    done = await payments.get(created.id, "m_1")
+    assert done.owed is Owed.NOTHING
+    first = done.steps[0]
+    assert first.status is StepStatus.VOIDED
+    assert fake.payment_intent(first.processor_payment_id)["status"] == "canceled"
+    voids = [a.idempotency_key for a in first.attempts if a.operation == "void"]
+    assert voids[0] == voids[1] and voids[2] == voids[0] + "_g1"
+    assert tries(fake, first, "cancel") == [False, True, False]
+
+
+async def test_an_owed_capture_whose_answer_was_lost_is_tried_again_under_the_same_key(
+    stored, clock
+):
+    fake, payments = stored
+    fake.inject(Fault.drop_before_processing(), endpoint="capture")
+    created = (await payments.create(split_request("r-owed-lost"), deadline_s=None)).payment
+    assert (await payments.get(created.id, "m_1")).owed is Owed.CAPTURE
+
+    clock.advance(61)
+    assert await payments.reconcile_due() == 1
+    first = (await payments.get(created.id, "m_1")).steps[0]
+    keys = {a.idempotency_key for a in first.attempts if a.operation == "capture"}
+    assert len(keys) == 1 and first.status is StepStatus.CAPTURED

@@ -21,7 +21,12 @@ from payorch.domain.request import RawMethodInput, RawPaymentRequest, parse_paym
 from payorch.domain.retry import RetryPolicy
 from payorch.entrypoints.http.app import build_app
 from tests.fakes.fake_stripe import FakeStripe, Fault
-from tests.integration.helpers import core_request, event_payloads, make_container
+from tests.integration.helpers import (
+    core_request,
+    event_payloads,
+    make_container,
+    make_stripe_container,
+)
 
 SECRET = "whsec_test_" + "x" * 24
 # The service's clock when a test starts; signatures are made at it unless told otherwise.
@@ -78,13 +83,7 @@ async def world(database_url, clock):
 async def on_stripe(database_url, clock):
     """The service on the fake Stripe (the real SDK), its webhooks on the real HTTP app."""
     async with FakeStripe() as fake:
-        container = await make_container(
-            database_url,
-            clock,
-            processors="stripe",
-            stripe_api_key=fake.api_key,
-            stripe_api_base=fake.url,
-        )
+        container = await make_stripe_container(database_url, clock, fake)
         await container.configs.upsert(
             MerchantConfig("m_1", retry_policy=RetryPolicy(max_retries=0))
         )

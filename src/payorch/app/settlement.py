@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -31,6 +32,14 @@ _LOST_TO = {
         ResponseKind.SUCCEEDED,
         "captured at the processor (by another call): recorded as captured",
     ),
+}
+# What a lookup finds when the call could still go through: the intent is still open.
+# After a 500 stored under the key and replayed (Stripe replays it for 24 hours, to
+# every try under that key), the call is made again under the next key: safe, as a
+# PaymentIntent is captured or canceled once only, and Stripe refuses a second.
+_OPEN = {
+    "capture": frozenset({ResponseKind.AUTHORIZED}),
+    "void": frozenset({ResponseKind.AUTHORIZED, ResponseKind.REQUIRES_ACTION}),
 }
 LOOKUP_TIMEOUT_S = 10.0
 # The longest idempotency key Stripe takes, and what the attempts table stores.
@@ -66,41 +75,55 @@ class Settlement:
         operation: str,
         key: str,
         call: Callable[[Processor], Awaitable[ProcessorResponse]],
-    ) -> Outcome | None:
-        """Make the call, recorded as an attempt; its outcome (None: no such processor)."""
+    ) -> tuple[Outcome, ProcessorResponse] | None:
+        """Make the call, recorded as an attempt; its outcome and the processor's answer
+        (None: no such processor)."""
         processor = self._processors.get(step.processor)
         if processor is None:
             return None
         answer = await self._timed(call(processor))
-        return self._record(payment, step, operation, key, answer)
+        return self._record(payment, step, operation, key, answer), answer.response
 
     async def _settle(
         self,
         payment: Payment,
         step: Step,
         operation: str,
-        key: str,
-        call: Callable[[Processor], Awaitable[ProcessorResponse]],
+        call: Callable[[str, Processor], Awaitable[ProcessorResponse]],
     ) -> bool:
         """Make a capture or void call and record the step as the processor then holds
         it; True when this call went through. A failed one is looked up: it may have
         gone through after all, or the other one may have won, and the step is recorded
-        as the processor holds it. Otherwise it is left as it was (owed, to the caller)."""
+        as the processor holds it. A stored 500 replayed over an intent still open is
+        made again once, under the next key. Otherwise the step is left as it was
+        (owed, to the caller)."""
         done = _DONE[operation]
         other, lost = _LOST_TO[operation]
         held: ResponseKind | None = None
-        if await self._run(payment, step, operation, key, call) is Outcome.SUCCESS:
-            held = done
-        else:
+        key = _settle_key(payment, step, operation)
+        for _ in range(2):
+            made = await self._run(payment, step, operation, key, functools.partial(call, key))
+            if made is not None and made[0] is Outcome.SUCCESS:
+                held = done
+                break
+            replayed_500 = made is not None and made[1].replayed and made[1].http_status >= 500
+            again = f"a 500 stored under the key: the {operation} is made under the next key"
             found = await self._look_up_step(
                 payment,
                 step,
                 key,
                 reason=f"lookup after a failed {operation}",
-                decisions={done: f"the {operation} went through", other: lost},
+                decisions={
+                    done: f"the {operation} went through",
+                    other: lost,
+                    **dict.fromkeys(_OPEN[operation] if replayed_500 else (), again),
+                },
                 otherwise=f"the {operation} is still owed",
             )
             held = found if found in (done, other) else None
+            if not (replayed_500 and found in _OPEN[operation]):
+                break
+            key = _settle_key(payment, step, operation, next_generation=True)
         _record_held(payment, step, held)
         return held is done
 
@@ -214,21 +237,18 @@ class Settlement:
         return found
 
     async def capture(self, payment: Payment, step: Step) -> bool:
-        key = f"payorch_{payment.id}_{step.index}_capture"
         return await self._settle(
             payment,
             step,
             "capture",
-            key,
-            lambda p: p.capture(
+            lambda key, p: p.capture(
                 step.processor_payment_id, step.amount_minor, key, currency=payment.currency.code
             ),
         )
 
     async def void(self, payment: Payment, step: Step) -> bool:
-        key = f"payorch_{payment.id}_{step.index}_void"
         return await self._settle(
-            payment, step, "void", key, lambda p: p.cancel(step.processor_payment_id, key)
+            payment, step, "void", lambda key, p: p.cancel(step.processor_payment_id, key)
         )
 
     @staticmethod
@@ -342,7 +362,7 @@ class Settlement:
                 return True
             if found is not ResponseKind.NOT_FOUND:
                 return False  # the lookup did not answer: sent again, it could refund twice
-        outcome = await self._run(
+        made = await self._run(
             payment,
             step,
             "refund",
@@ -351,11 +371,26 @@ class Settlement:
                 step.processor_payment_id, amount, key, currency=payment.currency.code
             ),
         )
+        outcome = made[0] if made else None
         if outcome is Outcome.SUCCESS:
             payment.held_refund_made(step, request_id)
         elif outcome is Outcome.HARD:
             payment.held_refund_released(step, request_id)
         return outcome is Outcome.SUCCESS
+
+
+def _settle_key(
+    payment: Payment, step: Step, operation: str, *, next_generation: bool = False
+) -> str:
+    """The key of the step's capture (or void): the one it was last tried under, so a
+    lost answer is replayed, never sent again under another key; the next generation
+    only once a lookup proved the intent still open after a stored 500 replayed. The
+    keys tried are in the step's attempts: a try lost before it was recorded is made
+    again under the same key."""
+    tried = {a.idempotency_key for a in step.attempts if a.operation == operation}
+    generation = max(len(tried) - 1, 0) + next_generation
+    key = f"payorch_{payment.id}_{step.index}_{operation}"
+    return f"{key}_g{generation}" if generation else key
 
 
 def _last_under(step: Step, key: str) -> Attempt | None:

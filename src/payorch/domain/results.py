@@ -93,6 +93,10 @@ class ProcessorResponse:
     # The processor's object is closed: nothing can charge it any more, not even a
     # request still running under an old key (Stripe: a canceled PaymentIntent).
     closed: bool = False
+    # The answer was replayed from the processor's idempotency layer, not made now
+    # (Stripe: Idempotent-Replayed): a stored 500 replayed says the call under the key
+    # is over, and no later try under that key can go through.
+    replayed: bool = False
     amount_captured_minor: int = 0
     # Exception class name for connection-level errors (e.g. RateLimitError).
     exception: str = ""

@@ -113,10 +113,10 @@ class _Failed(Exception):
     """An SDK call ended without an object; carries the answer as data, and whether
     Stripe replayed it from its idempotency layer (``Idempotent-Replayed: true``)."""
 
-    def __init__(self, response: ProcessorResponse, *, replayed: bool = False) -> None:
+    def __init__(self, response: ProcessorResponse) -> None:
         super().__init__(response.kind.value)
         self.response = response
-        self.replayed = replayed
+        self.replayed = response.replayed
 
 
 class StripeProcessor:
@@ -452,7 +452,7 @@ class StripeProcessor:
                 return await call()
         except stripe.StripeError as error:
             replayed = _header(error.headers or {}, "Idempotent-Replayed") == "true"
-            raise _Failed(self._from_error(error), replayed=replayed) from None
+            raise _Failed(dataclasses.replace(self._from_error(error), replayed=replayed)) from None
         except TimeoutError as error:
             # Our deadline (or aiohttp's read timeout): the request may have been processed.
             raise _Failed(
