@@ -71,11 +71,16 @@ class RequestInProgress(RuntimeError):
     """An identical request is still running; retry shortly (ABORTED)."""
 
 
-class RefundsUnknown(RuntimeError):
+class ProcessorUnanswered(RuntimeError):
+    """A processor's event could not be acted on: the processor, asked what it holds,
+    did not answer. Nothing was recorded, and the event is to be taken again."""
+
+
+class RefundsUnknown(ProcessorUnanswered):
     """The processor could not say what became of a charge's refunds."""
 
 
-class HoldUnknown(RuntimeError):
+class HoldUnknown(ProcessorUnanswered):
     """The processor could not say what became of a step held authorized."""
 
 
@@ -900,6 +905,7 @@ class ProcessorEvents:
                 resumed = (
                     event.charged
                     and step.succeeded
+                    and payment.status is PaymentStatus.PROCESSING  # the rest not done
                     and await _settled_by(uow, payment.id, step.index, event.event_id)
                 )
                 await uow.commit()

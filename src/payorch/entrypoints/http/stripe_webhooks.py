@@ -10,11 +10,10 @@ from typing import Any
 from aiohttp import web
 
 from payorch.app.payments import (
-    HoldUnknown,
     ProcessorEvent,
     ProcessorEvents,
+    ProcessorUnanswered,
     RefundEvent,
-    RefundsUnknown,
 )
 from payorch.app.ports import Clock
 from payorch.entrypoints.http.stripe_signature import SignatureRefused, verify_signature
@@ -124,7 +123,7 @@ def stripe_webhook_handler(
                     charged=kind in CHARGED_EVENTS,
                 )
             )
-        except (HoldUnknown, RefundsUnknown) as exc:
+        except ProcessorUnanswered as exc:
             # Stripe could not be asked. The event was forgotten: its redelivery is new.
             log.warning("stripe event %s (%s) not acted on: %s", kind, event_id, exc)
             return web.json_response({"error": f"{exc}: send the event again"}, status=500)
