@@ -379,13 +379,13 @@ class InstallmentCharger:
         completed first is recorded paid instead. None when the processor does not say
         which: the attempt is not recorded, its claim is held, and the scheduler's next
         look (which makes no new charge on a cancelled plan) cancels it again."""
-        inst = plan.installment(installment_id)
         if (
             plan.status is not PlanStatus.CANCELLED
             or result.error_code != ErrorCode.AUTHENTICATION_REQUIRED.value
-            or inst.attempts != attempt
-            or any(c.attempt == attempt for c in inst.charges)
         ):
+            return result  # the common case, with nothing to look up
+        inst = plan.installment(installment_id)
+        if inst.attempts != attempt or any(c.attempt == attempt for c in inst.charges):
             return result
         waiting = [*inst.awaiting_customer, result.payment_id]
         try:
