@@ -24,7 +24,7 @@ from payorch.domain.payment import (
     Step,
     StepStatus,
 )
-from payorch.domain.results import ErrorCode, Outcome
+from payorch.domain.results import ErrorCode, Outcome, ProcessorResponse, ResponseKind
 from tests.integration.helpers import core_request, make_container
 
 DAY = datetime(2026, 1, 1, tzinfo=UTC)
@@ -352,6 +352,73 @@ async def test_a_lookup_that_answered_not_charged_is_no_failure_in_the_stats(dat
     ]
     assert s.failures_by_error_code == {ErrorCode.PROCESSOR_ERROR: 1}
     assert (s.attempts, s.hit_infrastructure_failure, s.recovered) == (3, 1, 1)
+
+
+async def test_a_refund_whose_lookup_failed_in_an_outage_took_no_money_nor_recovered(
+    database_url, clock
+):
+    """A cleanly charged payment refunded while the processor is down: the refund's
+    answer is lost, and the lookup for it before sending it again gets a 500. That
+    lookup was about the refund, not about taking the money."""
+    container = await make_container(database_url, clock)
+    sim = container.simulated["simulated"]
+    try:
+        made = await container.payments.create(core_request("r-1"), deadline_s=None)
+        charged = made.payment
+        real_refund, real_find = sim.refund, sim.find_refund
+
+        async def lost(*args, **kwargs):
+            return ProcessorResponse(ResponseKind.NO_RESPONSE)
+
+        async def server_error(*args, **kwargs):
+            return ProcessorResponse(
+                ResponseKind.ERROR, http_status=500, error_type="api_error", indeterminate=True
+            )
+
+        sim.refund, sim.find_refund = lost, server_error
+        await container.payments.refund(charged.id, "m_1", amount_minor=0, request_id="rf")
+        await container.payments.refund(charged.id, "m_1", amount_minor=0, request_id="rf")
+        sim.refund, sim.find_refund = real_refund, real_find
+        refunded = await container.payments.refund(
+            charged.id, "m_1", amount_minor=0, request_id="rf"
+        )
+        s = await container.observability.analytics.stats(
+            OPS, since=clock.now() - timedelta(hours=1), until=clock.now() + timedelta(hours=1)
+        )
+    finally:
+        await container.close()
+    calls = [(a.operation, a.outcome) for a in refunded.steps[0].attempts]
+    assert calls == [
+        ("authorize", Outcome.SUCCESS),
+        ("refund", Outcome.UNKNOWN),
+        ("lookup", Outcome.SOFT),
+        ("lookup", Outcome.SUCCESS),
+        ("refund", Outcome.SUCCESS),
+    ]
+    assert refunded.status is PaymentStatus.REFUNDED
+    assert (s.hit_infrastructure_failure, s.recovered) == (0, 0)
+    # The failures are still failed attempts in the failure mix.
+    assert s.failures_by_error_code == {ErrorCode.TIMEOUT: 1, ErrorCode.PROCESSOR_ERROR: 1}
+
+
+async def test_the_lookup_after_a_cancels_failed_void_is_no_failure_to_take_the_money(store):
+    """Settlement looks a step up after a void that failed: when the processor is down
+    the lookup fails too. An authorization taken at once is no payment recovered by a
+    retry because its cancel could not be made (it is still held, and owed a void);
+    nor is a declined split's compensation."""
+    void_500 = A(Outcome.SOFT, ErrorCode.PROCESSOR_ERROR, operation="void")
+    lookup_500 = A(Outcome.SOFT, ErrorCode.PROCESSOR_ERROR, operation="lookup")
+    declined = A(Outcome.HARD, ErrorCode.CARD_DECLINED)
+    analytics = await store(
+        [
+            payment(1, "m_1", "sim_a", [OK, void_500, lookup_500], PaymentStatus.AUTHORIZED, 100),
+            payment(2, "m_1", "sim_a", [declined, void_500, lookup_500], PaymentStatus.FAILED, 100),
+        ],
+    )
+    s = await analytics.stats(OPS, **WINDOW)
+    assert (s.hit_infrastructure_failure, s.recovered) == (0, 0)
+    on_processor = await analytics.stats(OPS, processor="sim_a", merchant_id="m_1", **WINDOW)
+    assert (on_processor.hit_infrastructure_failure, on_processor.recovered) == (0, 0)
 
 
 @pytest.mark.parametrize(

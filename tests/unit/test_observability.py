@@ -309,3 +309,12 @@ def test_the_recoveries_metric_counts_what_get_payment_stats_counts():
     # A void's failure is no failure to take the money.
     void_500 = ("void", Outcome.SOFT, ErrorCode.PROCESSOR_ERROR)
     assert not recovered(_finished(PaymentStatus.PARTIALLY_SUCCEEDED, TOOK_IT, void_500))
+    # Nor is the failed lookup settlement makes after it: it asked about the void.
+    lookup_500 = ("lookup", Outcome.SOFT, ErrorCode.PROCESSOR_ERROR)
+    assert not recovered(
+        _finished(PaymentStatus.PARTIALLY_SUCCEEDED, TOOK_IT, void_500, lookup_500)
+    )
+    # A capture takes the money: one that failed and went through on a retry recovered.
+    capture_500 = ("capture", Outcome.SOFT, ErrorCode.PROCESSOR_ERROR)
+    captured = ("capture", Outcome.SUCCESS, ErrorCode.NONE)
+    assert recovered(_finished(PaymentStatus.SUCCEEDED, TOOK_IT, capture_500, captured))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from payorch.adapters.clock import ManualClock
 from payorch.adapters.report_files import DirectoryReportArchive
 from payorch.app.contract_reports import ContractCount, ContractReports
@@ -111,3 +113,26 @@ async def test_a_job_down_across_several_due_dates_writes_one_report_per_period_
     ]
     assert archive.latest() == START + timedelta(days=28)
     assert await j.run_due() is None
+
+
+async def test_reports_tile_time_when_the_first_one_is_written_within_a_second(tmp_path):
+    # A real clock is never on a whole second, and a report is named by its end to the
+    # second: the next one must start where the first ended, or the violations of that
+    # fraction of a second are counted in both.
+    clock, store = ManualClock(START + timedelta(milliseconds=750)), SeedStore()
+    j, archive = job(tmp_path, clock, store)
+    await j.run_due()
+
+    clock.advance(14 * 86400)
+    await j.run_due()
+
+    (_, first_until), (second_since, _) = store.windows
+    assert second_since == first_until
+    assert archive.latest() == first_until + timedelta(days=14)
+
+
+def test_the_archive_refuses_a_window_end_its_file_name_cannot_keep(tmp_path):
+    archive = DirectoryReportArchive(tmp_path / "retros")
+    with pytest.raises(ValueError, match="whole second"):
+        archive.write(START + timedelta(microseconds=1), "violations: []\n")
+    assert archive.latest() is None

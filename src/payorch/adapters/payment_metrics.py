@@ -9,7 +9,7 @@ from __future__ import annotations
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 
 from payorch.adapters.metrics import Children
-from payorch.app.analytics import NOT_TAKING_MONEY, SUCCEEDED
+from payorch.app.analytics import SUCCEEDED, TAKING_MONEY
 from payorch.app.observability import NullObserver
 from payorch.domain.classification import INFRASTRUCTURE_CODES
 from payorch.domain.payment import Payment
@@ -24,11 +24,11 @@ _FAILURES = (Outcome.SOFT, Outcome.UNKNOWN)
 def recovered(payment: Payment) -> bool:
     """Took the money after a transient infrastructure failure on an attempt to take it:
     what GetPaymentStats counts as recovered (app/analytics.py), a partial split too,
-    a void's failure not."""
+    a void's failure or a lookup's not."""
     return payment.status in SUCCEEDED and any(
         a.outcome in _FAILURES
         and a.error_code in INFRASTRUCTURE_CODES
-        and a.operation not in NOT_TAKING_MONEY
+        and a.operation in TAKING_MONEY
         for s in payment.steps
         for a in s.attempts
     )

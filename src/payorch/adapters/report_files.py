@@ -26,6 +26,9 @@ class DirectoryReportArchive:
         return max(ends, default=None)
 
     def write(self, until: datetime, text: str) -> str:
+        if until.microsecond:
+            # The name keeps whole seconds: `latest` would not give this end back.
+            raise ValueError(f"a report's window ends on a whole second, not {until}")
         self.directory.mkdir(parents=True, exist_ok=True)
         path = self.directory / f"retrospective-{until.astimezone(UTC).strftime(_FORMAT)}.yaml"
         # Write then rename: a reader (or a crash) never sees half a report.

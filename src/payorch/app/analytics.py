@@ -10,8 +10,8 @@ Definitions (docs/observability.md):
 - a payment succeeded when money was taken: succeeded, authorized, partially succeeded
   (a split with allow_partial), or (partially) refunded since;
 - recovery share: of the payments with a SOFT or UNKNOWN infrastructure failure on
-  some attempt to take the money (not a refund's or a void's), the share that still
-  succeeded;
+  some attempt to take the money (an authorize or a capture: not a refund, a void or
+  a lookup), the share that still succeeded;
 - average retry delay: mean of the attempts' delay_before_ms over those with one;
 - failures: attempts whose outcome is neither success nor requires_action, by outcome
   and by error code;
@@ -49,11 +49,14 @@ SUCCEEDED = frozenset(
 # Attempt outcomes that are failures (REQUIRES_ACTION is the customer's turn, not one).
 FAILED_OUTCOMES = frozenset({Outcome.SOFT, Outcome.HARD, Outcome.UNKNOWN})
 # An attempt "hit an infrastructure failure" with one of these outcomes and codes, on
-# the way to taking the money: a refund or a void gives it back or releases it, and
-# their failures neither recover nor fail the payment.
+# a call that takes the money: an authorize or a capture. A refund or a void gives it
+# back or releases it, and their failures neither recover nor fail the payment; a
+# lookup only asks what a call did: after a failed authorize or capture that call
+# counts already, and after a void, a refund or a processor's event it is about
+# giving back or releasing (settlement records those lookups as "lookup" too).
 RECOVERABLE_OUTCOMES = frozenset({Outcome.SOFT, Outcome.UNKNOWN})
 RECOVERABLE_CODES = INFRASTRUCTURE_CODES
-NOT_TAKING_MONEY = frozenset({"refund", "void"})
+TAKING_MONEY = frozenset({"authorize", "capture"})
 PERCENTILES = (50, 95, 99)
 # The longest processor name an attempt stores.
 MAX_PROCESSOR_LEN = 64

@@ -22,7 +22,8 @@ class ReportArchive(Protocol):
         ...
 
     def write(self, until: datetime, text: str) -> str:
-        """Store the report of the window ending at `until`; where it went."""
+        """Store the report of the window ending at `until`, a whole second (a report is
+        named, and `latest` read back, to the second); where it went."""
         ...
 
 
@@ -53,11 +54,14 @@ class RetrospectiveJob:
         The first covers the `window` before now. Each later one starts where the one
         before it ended and ends `every` after that, so the reports tile time: a poll
         that comes late, a restart, or days down across a due date leave no gap (after
-        a long outage one report is written for each period missed)."""
+        a long outage one report is written for each period missed). The first ends on
+        the second before now: the archive knows a report's end to the second, and a
+        fraction cut off there would begin the next report before this one ended."""
         now = self._clock.now()
         latest = self._archive.latest()
         if latest is None:
-            return await self._write(now - self._window, now)
+            until = now.replace(microsecond=0)
+            return await self._write(until - self._window, until)
         where = None
         while latest + self._every <= now:
             where = await self._write(latest, latest + self._every)

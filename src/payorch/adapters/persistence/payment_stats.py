@@ -34,11 +34,11 @@ from sqlalchemy.sql import Executable, Select
 from payorch.adapters.persistence.tables import attempts, payments
 from payorch.app.analytics import (
     FAILED_OUTCOMES,
-    NOT_TAKING_MONEY,
     PERCENTILES,
     RECOVERABLE_CODES,
     RECOVERABLE_OUTCOMES,
     SUCCEEDED,
+    TAKING_MONEY,
     PaymentStats,
     StatsQuery,
 )
@@ -84,7 +84,7 @@ def failed_payments(q: StatsQuery) -> Select[tuple[str]]:
         attempts.c.started_at >= q.since,
         attempts.c.outcome.in_(sorted(o.value for o in RECOVERABLE_OUTCOMES)),
         attempts.c.error_code.in_(sorted(c.value for c in RECOVERABLE_CODES)),
-        attempts.c.operation.not_in(sorted(NOT_TAKING_MONEY)),
+        attempts.c.operation.in_(sorted(TAKING_MONEY)),
         *([attempts.c.merchant_id == q.merchant_id] if q.merchant_id else []),
         *([attempts.c.processor == q.processor] if q.processor else []),
     )
