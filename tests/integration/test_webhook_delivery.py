@@ -241,6 +241,14 @@ async def test_exhausted_deliveries_land_in_the_dead_letter_list_and_can_be_rede
 
     again = await app.endpoints.redeliver(dead.id, "m_1")
     assert again.status is DeliveryStatus.PENDING
+    (read,) = await deliveries(container)
+    assert (read.status, read.attempts, read.last_status_code, read.last_error) == (
+        DeliveryStatus.PENDING,
+        0,
+        0,
+        "",
+    ), "the 503s were answers to the schedule before, not to the redelivery"
+    assert read.next_attempt_at == clock.now()
     assert (await app.dispatcher.run_once()).delivered == 1
     last = receiver.requests[-1]
     assert last.headers["webhook-id"] == dead.event_id
