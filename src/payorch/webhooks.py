@@ -27,6 +27,8 @@ from typing import Any
 SECRET_PREFIX = "whsec_"
 TOLERANCE_S = 5 * 60
 SECRET_BYTES = 32
+# Unix seconds have 10 digits until the year 2286.
+MAX_TIMESTAMP_DIGITS = 12
 
 
 class WebhookVerificationError(Exception):
@@ -77,8 +79,9 @@ def verify(
     signatures = lowered.get("webhook-signature", "")
     if not (webhook_id and stamp and signatures):
         raise WebhookVerificationError("missing webhook-id, webhook-timestamp or signature")
-    # Seconds as plain ASCII digits: int() would also take " 17", "+17" or "1_7".
-    if not (stamp.isascii() and stamp.isdigit()):
+    # Seconds as plain ASCII digits: int() would also take " 17", "+17" or "1_7". And
+    # few of them: int() refuses more than 4300 digits with a ValueError.
+    if not (stamp.isascii() and stamp.isdigit()) or len(stamp) > MAX_TIMESTAMP_DIGITS:
         raise WebhookVerificationError("invalid webhook-timestamp")
     timestamp = int(stamp)
     if now is None:

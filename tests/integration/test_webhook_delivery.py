@@ -241,6 +241,14 @@ async def test_exhausted_deliveries_land_in_the_dead_letter_list_and_can_be_rede
 
     again = await app.endpoints.redeliver(dead.id, "m_1")
     assert again.status is DeliveryStatus.PENDING
+    (read,) = await deliveries(container)
+    assert (read.status, read.attempts, read.last_status_code, read.last_error) == (
+        DeliveryStatus.PENDING,
+        0,
+        0,
+        "",
+    ), "the 503s were answers to the schedule before, not to the redelivery"
+    assert read.next_attempt_at == clock.now()
     assert (await app.dispatcher.run_once()).delivered == 1
     last = receiver.requests[-1]
     assert last.headers["webhook-id"] == dead.event_id
@@ -524,3 +532,41 @@ async def test_the_endpoint_limit_holds_for_creates_racing_on_two_replicas(
     assert (len(made), len(refused)) == (MAX_ENDPOINTS_PER_MERCHANT - 1, 6)
     assert len(await endpoints.list("m_1")) == MAX_ENDPOINTS_PER_MERCHANT
     await endpoints.create("m_2", receiver.url, "another merchant's own 20", [])
+
+
+async def test_two_replicas_dispatching_together_send_each_event_once_to_each_endpoint(
+    pg_container, postgres_database, clock
+):
+    one = pg_container
+    other = await installments_container(postgres_database, clock)  # a second replica
+    receivers = [await Receiver().start() for _ in range(3)]
+    try:
+        merchants = ["m_1", "m_1", "m_2"]
+        endpoints = [
+            await one.installments.endpoints.create(m, r.url, "", [])
+            for m, r in zip(merchants, receivers, strict=True)
+        ]
+        for n in range(8):
+            await create_plan(one, f"p-{n}", merchant="m_1")
+            await create_plan(other, f"q-{n}", merchant="m_2")
+        receivers[0].script = [500] * 5  # retried, by either replica
+        for _ in range(3):
+            await asyncio.gather(
+                one.installments.dispatcher.run_once(), other.installments.dispatcher.run_once()
+            )
+            clock.advance(10)
+
+        sent = []
+        for merchant, r, endpoint in zip(merchants, receivers, endpoints, strict=True):
+            for request in r.requests:
+                event = verify(endpoint.secret, request.headers, request.body, now=clock.now())
+                assert event["data"]["merchant_id"] == merchant, "only its merchant's events"
+            sent.append(Counter(request.headers["webhook-id"] for request in r.requests))
+        assert set(sent[0]) == set(sent[1]) and not set(sent[1]) & set(sent[2])
+        assert sent[0].total() == len(sent[0]) + 5
+        assert set(sent[1].values()) == set(sent[2].values()) == {1}, "no event sent twice"
+        assert {d.status for d in await deliveries(one)} == {DeliveryStatus.DELIVERED}
+    finally:
+        for r in receivers:
+            await r.stop()
+        await other.close()

@@ -74,6 +74,15 @@ def test_a_violation_never_keeps_card_digits_keys_or_line_breaks():
     assert v.severity is Severity.CRITICAL and v.owner == CATALOG["input/card_number"].owner
 
 
+def test_a_violation_keeps_no_part_of_a_webhook_signing_secret():
+    # Standard base64, as generate_secret makes them: `+` first, `/` inside, `=` last.
+    secret = "whsec_+7UgOhLNZkz3NXZuRxKCrLoGJ2Cv/R0t8vCQVzI9TrqI="
+    v = new_violation(
+        "cv_1", "input/malformed", message=f"pasted {secret}", request_id="", merchant_id="", at=T0
+    )
+    assert v.message == "pasted whsec_[redacted]"
+
+
 def test_a_violation_keeps_no_card_of_a_digit_run_holding_two():
     two = "4242424242424242-4000056655665556"
     v = new_violation(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 
 import pytest
@@ -83,6 +84,26 @@ def test_secrets_are_redacted_wherever_they_appear(secret):
     assert secret not in line
     assert "[redacted]" in out["msg"] and "[redacted]" in out["exc"]
     assert "[redacted]" in out["processor"]
+
+
+@pytest.mark.parametrize(
+    "secret",
+    [
+        "whsec_oPM1QakcQEwdeL4xfsbR2/n+Qs/qAI+BGWCYo1g4WXQ=",
+        "whsec_+7UgOhLNZkz3NXZuRxKCrLoGJ2CvR0t8vCQVzI9TrqI=",
+        "whsec_Ab/cDefGhIjKlMnOpQrStUvWxYz0123456789abcdefg=",
+    ],
+    ids=["slash-and-plus-inside", "plus-first", "slash-in-the-first-six"],
+)
+def test_no_part_of_a_webhook_signing_secret_reaches_a_log_line(secret):
+    """Our secrets are standard base64 (generate_secret): `+`, `/` and `=` are part of
+    them, so a redaction that stops at one leaves the rest of the key in the log."""
+    rec = record("signing with %s", secret, exc=RuntimeError(f"failed with {secret}"))
+    line, out = formatted(rec)
+    key = secret.removeprefix("whsec_")
+    pieces = [p for p in re.split(r"[+/=]", key) if len(p) >= 4]
+    assert pieces and not [p for p in pieces if p in line], line
+    assert out["msg"] == "signing with whsec_[redacted]"
 
 
 def test_a_masked_stripe_key_quoted_by_an_error_message_is_redacted_too():

@@ -115,6 +115,30 @@ def test_a_redelivery_starts_a_fresh_schedule_and_only_from_a_finished_delivery(
     )
 
 
+@pytest.mark.parametrize("finish", ["dead", "gone", "delivered", "abandoned"])
+def test_a_redelivered_delivery_reads_as_not_yet_attempted(finish):
+    """Its attempts start again at 0: an error or status of the schedule before would
+    read as an answer to the redelivery, which nothing has sent yet."""
+    d = delivery()
+    if finish == "dead":
+        for _ in BACKOFF_S:
+            d.failed(503, "HTTP 503", T0, 0.5)
+    elif finish == "gone":
+        d.gone(410, "410 Gone: endpoint disabled")
+    elif finish == "delivered":
+        d.succeeded(204, T0)
+    else:
+        d.abandon("endpoint disabled")
+    d.redeliver(T0 + timedelta(hours=1))
+    assert (d.status, d.attempts, d.last_status_code, d.last_error, d.delivered_at) == (
+        DeliveryStatus.PENDING,
+        0,
+        0,
+        "",
+        None,
+    )
+
+
 @pytest.mark.parametrize(
     ("name", "kind"),
     [

@@ -142,7 +142,14 @@ def is_mismatch(violations: int, external_reports: int) -> bool:
 
 _CRLF = re.compile(r"[\r\n\t]+")
 # Keys of ours and of processors (Stripe masks them as sk_test_****_1234: still a tail).
-_SECRET = re.compile(r"\b(sk|rk|whsec|po)_[A-Za-z0-9_\-*]{6,}")
+# Our webhook secrets are standard base64 (`+`, `/`, `=`): stopping at one would leave
+# the rest of the key, or, with one in its first six characters, all of it.
+_SECRET = re.compile(r"\b(whsec)_[A-Za-z0-9+/=_\-*]{6,}|\b(sk|rk|po)_[A-Za-z0-9_\-*]{6,}")
+
+
+def redact_secrets(text: str) -> str:
+    """`sk_live_...`, `whsec_...` -> `sk_[redacted]`, `whsec_[redacted]`."""
+    return _SECRET.sub(lambda m: f"{m[1] or m[2]}_[redacted]", text)
 
 
 def scrub(text: str, limit: int = MAX_MESSAGE_LEN) -> str:
@@ -150,7 +157,7 @@ def scrub(text: str, limit: int = MAX_MESSAGE_LEN) -> str:
     the scan (it reads no more than is kept) and after it with clip, which never cuts
     a number into a card number (a plain cut can: 17 digits failing Luhn, cut to 16)."""
     text = _CRLF.sub(" ", text[:limit])
-    text = _SECRET.sub(lambda m: f"{m.group(1)}_[redacted]", text)
+    text = redact_secrets(text)
     return clip(redact_card_numbers(text), limit)
 
 

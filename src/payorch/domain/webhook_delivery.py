@@ -143,11 +143,14 @@ class WebhookDelivery:
 
     def redeliver(self, now: datetime) -> None:
         """Send again from the dead-letter list (or once more after a success), a fresh
-        schedule of attempts; the webhook id stays the same so receivers can dedupe."""
+        schedule of attempts; the webhook id stays the same so receivers can dedupe.
+
+        It reads as not attempted yet: the last status and error belonged to the schedule
+        before, and would read as the receiver's answer to a redelivery not sent yet."""
         if self.status is DeliveryStatus.PENDING:
             raise InvalidTransition("the delivery is already scheduled")
         self.status, self.attempts, self.next_attempt_at = DeliveryStatus.PENDING, 0, now
-        self.delivered_at = None
+        self.last_status_code, self.last_error, self.delivered_at = 0, "", None
 
 
 # -- what a receiver gets -------------------------------------------------------------

@@ -10,9 +10,8 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from payorch.domain.card_data import redact_card_numbers
+from payorch.domain.contracts import redact_secrets
 
-# `*` too: Stripe quotes a bad key masked ("sk_test_****_1234"), still a key's tail.
-_SECRET_RE = re.compile(r"\b(sk|rk|whsec|po)_[A-Za-z0-9_\-*]{6,}")
 _CRLF_RE = re.compile(r"[\r\n]+")
 # Extra fields a record may carry (logger.info("...", extra={"payment_id": ...})).
 CONTEXT_FIELDS = ("request_id", "payment_id", "merchant_id", "rpc", "code", "processor")
@@ -21,14 +20,10 @@ _ENCODE = json.JSONEncoder(ensure_ascii=False).encode
 _ABSENT = object()
 
 
-def _redacted_secret(m: re.Match[str]) -> str:
-    return f"{m.group(1)}_[redacted]"
-
-
 def scrub(value: object) -> str:
     """Make a value safe to log: no line breaks, no secrets, no card numbers."""
     text = _CRLF_RE.sub(" ", str(value))
-    text = _SECRET_RE.sub(_redacted_secret, text)
+    text = redact_secrets(text)
     return redact_card_numbers(text)
 
 
