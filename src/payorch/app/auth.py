@@ -6,6 +6,7 @@ import enum
 import hashlib
 import re
 import secrets
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -65,22 +66,67 @@ class ApiKeyStore(Protocol):
         ...
 
 
+class _UnknownKey(Exception):
+    """A read that found no active key: not kept by the cache of known keys."""
+
+    def __init__(self, read_at: float) -> None:
+        self.read_at = read_at
+
+
 class Authenticator:
     """Checks bearer keys; caches answers briefly so a key costs no query per call.
 
-    A revoked key stops working within `cache_s` seconds (plus one read).
+    A revoked key stops working within `cache_s` seconds (plus one read). Known keys
+    and unknown ones are kept apart, each bounded and dropping its oldest: a caller
+    sending made-up keys pushes out other made-up keys, never a merchant's.
     """
 
-    def __init__(self, store: ApiKeyStore, clock: Clock, *, cache_s: float = 5.0) -> None:
-        self._cache: ReadCache[str, Principal | None] = ReadCache(store.find, clock, ttl_s=cache_s)
+    def __init__(
+        self,
+        store: ApiKeyStore,
+        clock: Clock,
+        *,
+        cache_s: float = 5.0,
+        max_known: int = 10_000,
+        max_unknown: int = 1_000,
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._ttl = cache_s
+        self._known: ReadCache[str, Principal] = ReadCache(
+            self._find, clock, ttl_s=cache_s, max_entries=max_known
+        )
+        # Hash -> when it was found unknown, oldest first.
+        self._unknown: OrderedDict[str, float] = OrderedDict()
+        self._max_unknown = max_unknown
 
     async def authenticate(self, bearer: str) -> Principal:
         if not bearer.startswith(KEY_PREFIX) or len(bearer) > 128:
             raise Unauthenticated("invalid API key")
-        principal = await self._cache.get(hash_key(bearer))
-        if principal is None:
+        key_hash = hash_key(bearer)
+        found_unknown = self._unknown.get(key_hash)
+        if found_unknown is not None and self._clock.monotonic() - found_unknown < self._ttl:
             raise Unauthenticated("invalid or revoked API key")
+        try:
+            return await self._known.get(key_hash)
+        except _UnknownKey as unknown:
+            self._remember_unknown(key_hash, unknown.read_at)
+            raise Unauthenticated("invalid or revoked API key") from None
+
+    async def _find(self, key_hash: str) -> Principal:
+        read_at = self._clock.monotonic()
+        principal = await self._store.find(key_hash)
+        if principal is None:
+            raise _UnknownKey(read_at)
         return principal
+
+    def _remember_unknown(self, key_hash: str, read_at: float) -> None:
+        if self._ttl <= 0:
+            return
+        self._unknown[key_hash] = read_at
+        self._unknown.move_to_end(key_hash)
+        if len(self._unknown) > self._max_unknown:
+            self._unknown.popitem(last=False)
 
 
 def principal_from_certificate(common_name: str) -> Principal | None:
