@@ -1360,6 +1360,8 @@ def pki(tmp_path_factory) -> Pki:
             "m_tls": _leaf(ca, "merchant:m_tls", server=False),
             "ops": _leaf(ca, "ops", server=False),
             "no identity": _leaf(ca, "just-a-name", server=False),
+            "bad merchant id": _leaf(ca, "merchant:m 1!", server=False),
+            "card merchant id": _leaf(ca, "merchant:4242424242424242", server=False),
             "other CA": _leaf(other, "merchant:m_tls", server=False),
             "self-signed ops": _self_signed("ops"),
         },
@@ -1443,6 +1445,32 @@ def test_a_certificate_without_a_payorch_identity_is_unauthenticated(mtls_server
     stub = tls_stub(mtls_server, pki, "no identity")
     err = failure(lambda: stub.ListPayments(orch.ListPaymentsRequest(), timeout=10))
     assert err.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def _sha256_fingerprint(cert_pem: bytes) -> str:
+    digest = x509.load_pem_x509_certificate(cert_pem).fingerprint(hashes.SHA256())
+    return ":".join(f"{b:02X}" for b in digest)
+
+
+@pytest.mark.parametrize(
+    ("client", "merchant"), [("bad merchant id", "m 1!"), ("card merchant id", "4242424242424242")]
+)
+def test_a_certificate_naming_a_merchant_id_against_the_rules_is_refused_and_logged(
+    mtls_server, pki, client, merchant
+):
+    stub = tls_stub(mtls_server, pki, client)
+    err = failure(lambda: stub.ListPayments(orch.ListPaymentsRequest(), timeout=10))
+    assert err.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert "client certificate" in err.details()
+    assert "1-64 letters, digits, '_', '-' or '.'" in err.details()
+    assert merchant not in err.details()
+    refusals = [
+        line for line in mtls_server.log().splitlines() if "client certificate refused" in line
+    ]
+    assert any(_sha256_fingerprint(pki.clients[client][1]) in line for line in refusals)
+    assert not any(merchant in line for line in refusals)
+    # An API key over the same connection is unaffected: it takes precedence.
+    assert create(stub, metadata=mtls_server.auth("m_1")).merchant_id == "m_1"
 
 
 def test_an_api_key_still_works_over_mutual_tls(mtls_server, pki):

@@ -12,6 +12,7 @@ from typing import Protocol
 
 from payorch.app.ports import Clock
 from payorch.app.read_cache import ReadCache
+from payorch.domain.request import merchant_id_issues
 
 KEY_PREFIX = "po_"
 # What issue_key makes a key's id: no secret (`payorch keys list` prints it).
@@ -130,13 +131,22 @@ class Authenticator:
 
 
 def principal_from_certificate(common_name: str) -> Principal | None:
-    """Client-certificate identity: CN `merchant:<id>` or `ops`."""
+    """Client-certificate identity: CN `merchant:<id>` or `ops`; None for any other CN.
+
+    The id is held to the rules every RPC applies to a merchant id: one against them
+    would act for a merchant no other credential names, so the certificate is refused
+    (without repeating the id: it may hold a card number)."""
     if common_name == "ops":
         return Principal(Scope.OPS, None, "cert:ops")
     kind, _, merchant = common_name.partition(":")
-    if kind == "merchant" and merchant:
-        return Principal(Scope.MERCHANT, merchant, f"cert:{merchant}")
-    return None
+    if kind != "merchant":
+        return None
+    if merchant_id_issues(merchant):
+        raise Unauthenticated(
+            "the client certificate's CN names no valid merchant id: it must be"
+            " 'merchant:<id>' with an id of 1-64 letters, digits, '_', '-' or '.'"
+        )
+    return Principal(Scope.MERCHANT, merchant, f"cert:{merchant}")
 
 
 def resolve_merchant(principal: Principal, requested: str) -> str:

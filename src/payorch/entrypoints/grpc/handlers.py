@@ -9,8 +9,10 @@ The servicer methods receive (request, call) and stay thin.
 
 from __future__ import annotations
 
+import hashlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+import ssl
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,10 +76,29 @@ def _bearer(context: grpc.aio.ServicerContext[Any, Any]) -> str:
 def _certificate_principal(context: grpc.aio.ServicerContext[Any, Any]) -> Principal | None:
     auth = context.auth_context()
     for cn in auth.get("x509_common_name", []):
-        principal = principal_from_certificate(cn.decode(errors="replace"))
+        try:
+            principal = principal_from_certificate(cn.decode(errors="replace"))
+        except Unauthenticated as exc:
+            # Named by its fingerprint, which `openssl x509 -fingerprint -sha256` prints:
+            # the CN is the caller's text.
+            log.warning(
+                "client certificate refused (SHA-256 fingerprint %s): %s",
+                _fingerprint(auth),
+                exc,
+                extra={"code": "UNAUTHENTICATED"},
+            )
+            raise
         if principal is not None:
             return principal
     return None
+
+
+def _fingerprint(auth: Mapping[str, Sequence[bytes]]) -> str:
+    pem = b"".join(auth.get("x509_pem_cert", []))
+    if not pem:
+        return "unknown"
+    digest = hashlib.sha256(ssl.PEM_cert_to_DER_cert(pem.decode("ascii"))).digest()
+    return ":".join(f"{b:02X}" for b in digest)
 
 
 def build_handler(
