@@ -45,6 +45,8 @@ class Settings:
     tls_cert_file: str = ""
     tls_key_file: str = ""
     tls_client_ca_file: str = ""
+    # PEM CRL(s) of the client CA: a client certificate listed is refused on every call.
+    tls_client_crl_file: str = ""
     reconcile_interval_s: float = 60.0
     max_message_bytes: int = 1 << 20
     log_level: str = "INFO"

@@ -14,7 +14,6 @@ import concurrent.futures
 import datetime as dt
 import hashlib
 import hmac
-import ipaddress
 import json
 import os
 import re
@@ -33,9 +32,7 @@ from typing import Any
 import grpc
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.hazmat.primitives import hashes
 from google.protobuf import message as pb_message
 from google.protobuf.descriptor import FieldDescriptor, MethodDescriptor
 from google.protobuf.message_factory import GetMessageClass
@@ -49,6 +46,7 @@ from payments.orchestrator.v1 import orchestrator_pb2_grpc as orch_grpc
 from payments.result.v1 import result_pb2
 from payorch.domain.card_data import contains_card_number, luhn_valid
 from payorch.entrypoints.grpc.server import OPS_ONLY, SERVICES
+from tests import certificates
 from tests.conftest import POSTGRES_URL, require_postgres
 from tests.e2e.server import RunningServer, create_key, start_server
 from tests.rich_status import field_violations
@@ -1260,109 +1258,35 @@ class Pki:
     server_key: Path
     ca_file: Path
     clients: dict[str, tuple[bytes, bytes]]  # name -> (key PEM, cert PEM)
-
-
-def _key() -> ec.EllipticCurvePrivateKey:
-    return ec.generate_private_key(ec.SECP256R1())
-
-
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-
-
-def _pem(cert: x509.Certificate) -> bytes:
-    return cert.public_bytes(serialization.Encoding.PEM)
-
-
-def _name(cn: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-
-def _builder(subject: str, issuer: x509.Name, public_key: Any) -> x509.CertificateBuilder:
-    now = dt.datetime.now(dt.UTC)
-    return (
-        x509.CertificateBuilder()
-        .subject_name(_name(subject))
-        .issuer_name(issuer)
-        .public_key(public_key)
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(hours=1))
-        .not_valid_after(now + dt.timedelta(days=1))
-    )
-
-
-def _ca(cn: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-    key = _key()
-    cert = (
-        _builder(cn, _name(cn), key.public_key())
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                crl_sign=True, encipher_only=False, decipher_only=False,
-            ),
-            critical=True,
-        )
-        .sign(key, hashes.SHA256())
-    )  # fmt: skip
-    return key, cert
-
-
-def _leaf(
-    ca: tuple[ec.EllipticCurvePrivateKey, x509.Certificate], cn: str, *, server: bool
-) -> tuple[bytes, bytes]:
-    key = _key()
-    builder = (
-        _builder(cn, ca[1].subject, key.public_key())
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.ExtendedKeyUsage(
-                [ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]
-            ),
-            critical=False,
-        )
-    )
-    if server:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-    return _key_pem(key), _pem(builder.sign(ca[0], hashes.SHA256()))
-
-
-def _self_signed(cn: str) -> tuple[bytes, bytes]:
-    key = _key()
-    cert = _builder(cn, _name(cn), key.public_key()).sign(key, hashes.SHA256())
-    return _key_pem(key), _pem(cert)
+    issuer: certificates.Ca  # of `ca`, to sign CRLs
 
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory) -> Pki:
     """A CA with a server and client certificates, and an unrelated CA with a client."""
     d = tmp_path_factory.mktemp("pki")
-    ca, other = _ca("payorch test CA"), _ca("some other CA")
-    server_key, server_cert = _leaf(ca, "localhost", server=True)
+    ca, other = certificates.ca("payorch test CA"), certificates.ca("some other CA")
+    server_key, server_cert = certificates.leaf(ca, "localhost", server=True)
     (d / "server.key").write_bytes(server_key)
     (d / "server.pem").write_bytes(server_cert)
-    (d / "ca.pem").write_bytes(_pem(ca[1]))
+    (d / "ca.pem").write_bytes(certificates.pem(ca[1]))
     return Pki(
-        ca=_pem(ca[1]),
-        other_ca=_pem(other[1]),
+        ca=certificates.pem(ca[1]),
+        other_ca=certificates.pem(other[1]),
         server_cert=d / "server.pem",
         server_key=d / "server.key",
         ca_file=d / "ca.pem",
         clients={
-            "m_tls": _leaf(ca, "merchant:m_tls", server=False),
-            "ops": _leaf(ca, "ops", server=False),
-            "no identity": _leaf(ca, "just-a-name", server=False),
-            "other CA": _leaf(other, "merchant:m_tls", server=False),
-            "self-signed ops": _self_signed("ops"),
+            "m_tls": certificates.leaf(ca, "merchant:m_tls", server=False),
+            "ops": certificates.leaf(ca, "ops", server=False),
+            "no identity": certificates.leaf(ca, "just-a-name", server=False),
+            "bad merchant id": certificates.leaf(ca, "merchant:m 1!", server=False),
+            "card merchant id": certificates.leaf(ca, "merchant:4242424242424242", server=False),
+            "other CA": certificates.leaf(other, "merchant:m_tls", server=False),
+            "self-signed ops": certificates.self_signed("ops"),
+            "revoked m_tls": certificates.leaf(ca, "merchant:m_tls", server=False),
         },
+        issuer=ca,
     )
 
 
@@ -1443,6 +1367,92 @@ def test_a_certificate_without_a_payorch_identity_is_unauthenticated(mtls_server
     stub = tls_stub(mtls_server, pki, "no identity")
     err = failure(lambda: stub.ListPayments(orch.ListPaymentsRequest(), timeout=10))
     assert err.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def _sha256_fingerprint(cert_pem: bytes) -> str:
+    digest = x509.load_pem_x509_certificate(cert_pem).fingerprint(hashes.SHA256())
+    return ":".join(f"{b:02X}" for b in digest)
+
+
+@pytest.mark.parametrize(
+    ("client", "merchant"), [("bad merchant id", "m 1!"), ("card merchant id", "4242424242424242")]
+)
+def test_a_certificate_naming_a_merchant_id_against_the_rules_is_refused_and_logged(
+    mtls_server, pki, client, merchant
+):
+    stub = tls_stub(mtls_server, pki, client)
+    err = failure(lambda: stub.ListPayments(orch.ListPaymentsRequest(), timeout=10))
+    assert err.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert "client certificate" in err.details()
+    assert "1-64 letters, digits, '_', '-' or '.'" in err.details()
+    assert merchant not in err.details()
+    refusals = [
+        line for line in mtls_server.log().splitlines() if "client certificate refused" in line
+    ]
+    assert any(_sha256_fingerprint(pki.clients[client][1]) in line for line in refusals)
+    assert not any(merchant in line for line in refusals)
+    # An API key over the same connection is unaffected: it takes precedence.
+    assert create(stub, metadata=mtls_server.auth("m_1")).merchant_id == "m_1"
+
+
+@pytest.fixture(scope="module")
+def crl_file(pki, tmp_path_factory) -> Path:
+    """A client CRL that lists the "revoked m_tls" certificate."""
+    path = tmp_path_factory.mktemp("crl") / "clients.crl.pem"
+    path.write_bytes(certificates.crl(pki.issuer, [pki.clients["revoked m_tls"][1]]))
+    return path
+
+
+@pytest.fixture(scope="module")
+def crl_server(pki, crl_file, tmp_path_factory) -> Iterator[RunningServer]:
+    workdir = tmp_path_factory.mktemp("crl_server")
+    url = f"sqlite:///{workdir / 'payorch.db'}"
+    env = {**_tls_env(pki, client_ca=True), "PAYORCH_TLS_CLIENT_CRL_FILE": str(crl_file)}
+    running = start_server(workdir, url, env=env)
+    running.keys = {"m_1": create_key(url, merchant="m_1")}
+    yield running
+    running.stop()
+
+
+def test_a_revoked_client_certificate_is_refused_even_with_an_api_key(crl_server, pki):
+    stub = tls_stub(crl_server, pki, "revoked m_tls")
+    for metadata in ((), crl_server.auth("m_1")):
+        err = failure(
+            lambda metadata=metadata: stub.ListPayments(
+                orch.ListPaymentsRequest(), metadata=metadata, timeout=10
+            )
+        )
+        assert err.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert err.details() == "the client certificate is revoked"
+    fingerprint = _sha256_fingerprint(pki.clients["revoked m_tls"][1])
+    assert any("revoked" in line and fingerprint in line for line in crl_server.log().splitlines())
+
+
+def test_certificates_the_crl_does_not_list_keep_working(crl_server, pki):
+    payment = create(tls_stub(crl_server, pki, "m_tls"))
+    assert payment.merchant_id == "m_tls"
+    ops = tls_stub(crl_server, pki, "ops")
+    got = ops.GetPayment(orch.GetPaymentRequest(payment_id=payment.payment_id), timeout=10)
+    assert got.payment.merchant_id == "m_tls"
+
+
+def test_a_crl_file_replaced_while_serving_is_taken_without_a_restart(crl_server, crl_file, pki):
+    original = crl_file.read_bytes()
+    ops = tls_stub(crl_server, pki, "ops")
+    assert ops.ListPayments(orch.ListPaymentsRequest(), timeout=10) is not None
+    try:
+        revoked = [pki.clients["revoked m_tls"][1], pki.clients["ops"][1]]
+        crl_file.write_bytes(certificates.crl(pki.issuer, revoked))
+        err = failure(lambda: ops.ListPayments(orch.ListPaymentsRequest(), timeout=10))
+        assert err.code() == grpc.StatusCode.UNAUTHENTICATED
+        # A file that cannot be used leaves the last good CRL in force.
+        crl_file.write_bytes(b"not a CRL")
+        err = failure(lambda: ops.ListPayments(orch.ListPaymentsRequest(), timeout=10))
+        assert err.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert "cannot be used" in crl_server.log()
+    finally:
+        crl_file.write_bytes(original)
+    assert ops.ListPayments(orch.ListPaymentsRequest(), timeout=10) is not None
 
 
 def test_an_api_key_still_works_over_mutual_tls(mtls_server, pki):

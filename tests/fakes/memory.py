@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from payorch.app.auth import Principal
 from payorch.app.ports import (
     ConcurrentUpdate,
     DuplicateRequest,
@@ -255,3 +256,15 @@ class FakeMerchantConfigStore:
         if found and found[-1].version >= config.version:
             raise ConcurrentUpdate(config.merchant_id)
         found.append(config)
+
+
+class FakeApiKeyStore:
+    """Active keys by hash; counts the reads of each hash, as queries would be."""
+
+    def __init__(self) -> None:
+        self.active: dict[str, Principal] = {}
+        self.reads: collections.Counter[str] = collections.Counter()
+
+    async def find(self, key_hash: str) -> Principal | None:
+        self.reads[key_hash] += 1
+        return self.active.get(key_hash)

@@ -14,7 +14,7 @@ from payorch.app.auth import Authenticator, Principal, Scope, Unauthenticated, h
 from payorch.app.merchant_configs import MerchantConfigs
 from payorch.app.read_cache import ReadCache
 from payorch.domain.merchant_config import MerchantConfig
-from tests.fakes.memory import FakeMerchantConfigStore
+from tests.fakes.memory import FakeApiKeyStore, FakeMerchantConfigStore
 
 
 class Source:
@@ -138,13 +138,29 @@ async def test_a_zero_ttl_reads_every_time(source, clock):
     assert source.reads == 3
 
 
-async def test_a_full_cache_starts_over_instead_of_growing(source, clock):
+async def test_a_full_cache_drops_the_least_recently_used_entry(source, clock):
     cache: ReadCache[str, int | None] = ReadCache(source.read, clock, ttl_s=5.0, max_entries=3)
-    for k in "abcd":
+    for k in "abc":
         await cache.get(k)
+    await cache.get("a")  # used again: "b" is now the least recently used
     await cache.get("d")
-    await cache.get("a")
-    assert source.reads == 5  # "a" was dropped when "d" came in; "d" was kept
+    assert source.reads == 4
+    for k in "acd":
+        await cache.get(k)
+    assert source.reads == 4, "only 'b' made room for 'd'"
+    await cache.get("b")
+    assert source.reads == 5
+
+
+async def test_using_an_entry_does_not_keep_it_past_its_time(source, clock):
+    cache: ReadCache[str, int | None] = ReadCache(source.read, clock, ttl_s=5.0, max_entries=3)
+    source.values["k"] = 1
+    await cache.get("k")
+    source.values["k"] = 2
+    clock.advance(4.0)
+    assert await cache.get("k") == 1
+    clock.advance(1.1)
+    assert (await cache.get("k"), source.reads) == (2, 2)
 
 
 class KeyStore:
@@ -200,3 +216,68 @@ async def test_a_config_upsert_is_seen_at_once_even_with_a_read_under_way(clock)
     assert (await stale)[0].version == 1
     config, is_default = await configs.get("m_1")
     assert (config.version, config.allow_partial, is_default) == (updated.version, True, False)
+
+
+def _bearer(n: int) -> str:
+    return f"po_{n:012x}_{'s' * 43}"
+
+
+KNOWN = _bearer(0)  # m_1's key
+
+
+@pytest.fixture
+def keys() -> FakeApiKeyStore:
+    store = FakeApiKeyStore()
+    store.active[hash_key(KNOWN)] = Principal(Scope.MERCHANT, "m_1", "key_1")
+    return store
+
+
+async def refused(auth: Authenticator, *numbers: int) -> None:
+    for n in numbers:
+        with pytest.raises(Unauthenticated):
+            await auth.authenticate(_bearer(n))
+
+
+async def test_a_flood_of_unknown_keys_never_pushes_a_merchants_key_out(keys, clock):
+    auth = Authenticator(keys, clock, cache_s=5.0)
+    await auth.authenticate(KNOWN)
+    await refused(auth, *range(1, 20_001))  # twice the cache's size, each key once
+    assert (await auth.authenticate(KNOWN)).merchant_id == "m_1"
+    assert keys.reads[hash_key(KNOWN)] == 1, "the merchant's key came from memory"
+
+
+async def test_an_unknown_key_asked_again_is_answered_from_memory_until_it_runs_out(keys, clock):
+    auth = Authenticator(keys, clock, cache_s=5.0)
+    bearer = _bearer(1)
+    await refused(auth, 1, 1, 1)
+    assert keys.reads[hash_key(bearer)] == 1
+    # Created meanwhile (another replica): accepted once the unknown answer runs out.
+    keys.active[hash_key(bearer)] = Principal(Scope.MERCHANT, "m_1", "key_1")
+    clock.advance(5.1)
+    assert (await auth.authenticate(bearer)).merchant_id == "m_1"
+
+
+async def test_the_memory_of_unknown_keys_is_bounded_and_drops_the_oldest(keys, clock):
+    auth = Authenticator(keys, clock, cache_s=5.0)
+    await refused(auth, *range(1, 20_001), 1)
+    assert keys.reads[hash_key(_bearer(1))] == 2, "pushed out by newer unknown keys"
+
+
+async def test_a_revoked_key_is_refused_once_its_entry_runs_out_whatever_came_since(keys, clock):
+    auth = Authenticator(keys, clock, cache_s=5.0)
+    await auth.authenticate(KNOWN)
+    del keys.active[hash_key(KNOWN)]  # revoked
+    await refused(auth, *range(1, 100))
+    clock.advance(4.9)
+    assert (await auth.authenticate(KNOWN)).merchant_id == "m_1"
+    clock.advance(0.2)
+    await refused(auth, 0, 0)
+    assert keys.reads[hash_key(KNOWN)] == 2
+
+
+async def test_with_no_cache_time_every_call_reads_known_and_unknown_keys(keys, clock):
+    auth = Authenticator(keys, clock, cache_s=0)
+    for _ in range(3):
+        await auth.authenticate(KNOWN)
+        await refused(auth, 1)
+    assert (keys.reads[hash_key(KNOWN)], keys.reads[hash_key(_bearer(1))]) == (3, 3)

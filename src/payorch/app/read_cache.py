@@ -4,6 +4,7 @@ merchant configs): values kept for `ttl_s` seconds, one read per key at a time."
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
@@ -21,7 +22,9 @@ class ReadCache(Generic[K, V]):
     every `ttl_s` otherwise). A read that started before `invalidate(key)` does not
     fill the cache. A cancelled caller does not cancel the read others wait for; a
     failed read reaches every caller waiting for it and is not cached. With `ttl_s`
-    0 nothing is cached or shared: every call reads.
+    0 nothing is cached or shared: every call reads. A full cache drops its least
+    recently used entry: a burst of keys read once pushes out only entries nobody
+    asked for since (using an entry does not keep it past `ttl_s`).
     """
 
     def __init__(
@@ -36,7 +39,7 @@ class ReadCache(Generic[K, V]):
         self._clock = clock
         self._ttl = ttl_s
         self._max = max_entries
-        self._entries: dict[K, tuple[float, V]] = {}
+        self._entries: OrderedDict[K, tuple[float, V]] = OrderedDict()
         self._reading: dict[K, asyncio.Future[V]] = {}
         self._generation = 0
 
@@ -45,6 +48,7 @@ class ReadCache(Generic[K, V]):
             return await self._read(key)
         hit = self._entries.get(key)
         if hit is not None and self._clock.monotonic() - hit[0] < self._ttl:
+            self._entries.move_to_end(key)
             return hit[1]
         reading = self._reading.get(key)
         if reading is None:
@@ -63,9 +67,10 @@ class ReadCache(Generic[K, V]):
         generation = self._generation
         value = await self._read(key)
         if generation == self._generation:
-            if len(self._entries) >= self._max:
-                self._entries.clear()
             self._entries[key] = (started, value)
+            self._entries.move_to_end(key)
+            if len(self._entries) > self._max:
+                self._entries.popitem(last=False)
         return value
 
     def _done(self, key: K, done: asyncio.Future[V]) -> None:

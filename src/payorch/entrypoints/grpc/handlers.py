@@ -9,8 +9,10 @@ The servicer methods receive (request, call) and stay thin.
 
 from __future__ import annotations
 
+import hashlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+import ssl
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,10 +76,45 @@ def _bearer(context: grpc.aio.ServicerContext[Any, Any]) -> str:
 def _certificate_principal(context: grpc.aio.ServicerContext[Any, Any]) -> Principal | None:
     auth = context.auth_context()
     for cn in auth.get("x509_common_name", []):
-        principal = principal_from_certificate(cn.decode(errors="replace"))
+        try:
+            principal = principal_from_certificate(cn.decode(errors="replace"))
+        except Unauthenticated as exc:
+            # Named by its fingerprint, which `openssl x509 -fingerprint -sha256` prints:
+            # the CN is the caller's text.
+            log.warning(
+                "client certificate refused (SHA-256 fingerprint %s): %s",
+                _fingerprint(auth),
+                exc,
+                extra={"code": "UNAUTHENTICATED"},
+            )
+            raise
         if principal is not None:
             return principal
     return None
+
+
+def _refuse_revoked_certificate(
+    context: grpc.aio.ServicerContext[Any, Any], revoked: Callable[[bytes], bool]
+) -> None:
+    """What a handshake checking the CRL would have done: a revoked certificate gets
+    nothing on its connection, whatever else the call carries (an API key too)."""
+    auth = context.auth_context()
+    pem = b"".join(auth.get("x509_pem_cert", []))
+    if pem and revoked(pem):
+        log.warning(
+            "client certificate refused (SHA-256 fingerprint %s): revoked by the client CRL",
+            _fingerprint(auth),
+            extra={"code": "UNAUTHENTICATED"},
+        )
+        raise Unauthenticated("the client certificate is revoked")
+
+
+def _fingerprint(auth: Mapping[str, Sequence[bytes]]) -> str:
+    pem = b"".join(auth.get("x509_pem_cert", []))
+    if not pem:
+        return "unknown"
+    digest = hashlib.sha256(ssl.PEM_cert_to_DER_cert(pem.decode("ascii"))).digest()
+    return ":".join(f"{b:02X}" for b in digest)
 
 
 def build_handler(
@@ -85,7 +122,9 @@ def build_handler(
     implementation: object,
     authenticator: Authenticator,
     storage_unreachable: Callable[[BaseException], bool] = lambda _: False,
+    revoked: Callable[[bytes], bool] | None = None,
 ) -> grpc.GenericRpcHandler:
+    """`revoked` tells whether a client certificate (PEM) is on the client CRL."""
     handlers: dict[str, grpc.RpcMethodHandler] = {}
     # RPC name -> why a merchant may not call it.
     ops_only: Mapping[str, str] = getattr(implementation, "OPS_ONLY", {})
@@ -101,6 +140,7 @@ def build_handler(
                 authenticator,
                 storage_unreachable,
                 ops_only.get(method.name),
+                revoked,
             ),
             request_deserializer=None,
             response_serializer=response_cls.SerializeToString,
@@ -115,9 +155,12 @@ def _wrap(
     authenticator: Authenticator,
     storage_unreachable: Callable[[BaseException], bool],
     ops_only: str | None,
+    revoked: Callable[[bytes], bool] | None,
 ) -> Callable[[bytes, grpc.aio.ServicerContext[Any, Any]], Awaitable[pb_message.Message]]:
     async def handle(raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         try:
+            if revoked is not None:
+                _refuse_revoked_certificate(context, revoked)
             principal = await _authenticate(context, authenticator)
             if ops_only is not None and not principal.is_ops:
                 raise PermissionDenied(ops_only)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -61,6 +62,30 @@ def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
     )
 
 
+def revoked_client_certificates(settings: Settings) -> Callable[[bytes], bool] | None:
+    """Whether a client certificate (PEM) is on the client CRL; None without a CRL."""
+    if not settings.tls_client_crl_file:
+        return None
+    if not settings.tls_client_ca_file:
+        raise SystemExit(
+            "PAYORCH_TLS_CLIENT_CRL_FILE needs PAYORCH_TLS_CLIENT_CA_FILE: without mutual"
+            " TLS there is no client certificate to check"
+        )
+    # Loaded only with a CRL configured: `cryptography` parses it.
+    from payorch.adapters.certificate_revocation import (
+        RevokedClientCertificates,
+        UnusableRevocationList,
+    )
+
+    try:
+        revoked = RevokedClientCertificates(
+            Path(settings.tls_client_crl_file), Path(settings.tls_client_ca_file).read_bytes()
+        )
+    except UnusableRevocationList as exc:
+        raise SystemExit(f"PAYORCH_TLS_CLIENT_CRL_FILE: {exc}") from exc
+    return revoked.is_revoked
+
+
 def create_server(
     container: Container, address: str
 ) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
@@ -86,6 +111,7 @@ def create_server(
             ("grpc.so_reuseport", 0),
         ],
     )
+    revoked = revoked_client_certificates(settings)
     servicers = {
         "payments.orchestrator.v1.PaymentOrchestrator": PaymentOrchestratorServicer(
             container.payments, container.configs
@@ -106,6 +132,7 @@ def create_server(
             servicers[service.full_name],
             container.authenticator,
             container.storage_unreachable,
+            revoked,
         )
         for service in SERVICES
     ]
