@@ -271,7 +271,7 @@ class PaymentService:
                     )
             if step.status in (StepStatus.REQUIRES_ACTION, StepStatus.UNKNOWN):
                 return
-            if step.status is StepStatus.FAILED:
+            if step.status is StepStatus.FAILED and not _moved(payment):
                 fallback = self._fallback_for(payment, step, config)
                 if fallback is None:
                     break
@@ -974,6 +974,14 @@ async def _settled_by(uow: UnitOfWork, payment_id: str, step_index: int, event_i
         and e.payload.get("processor_event_id") == event_id
         for e in await uow.payments.events_of(payment_id)
     )
+
+
+def _moved(payment: Payment) -> bool:
+    """Whether the steps not failed cover the total: a failed step's amount was moved to
+    a fallback step already (a plan going on after a pause meets its failed steps again),
+    and moving it again would charge it twice."""
+    planned = (s for s in payment.steps if s.status not in (StepStatus.FAILED, StepStatus.SKIPPED))
+    return sum(s.amount_minor for s in planned) >= payment.amount_minor
 
 
 def _releasing(payment: Payment) -> bool:
