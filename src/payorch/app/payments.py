@@ -816,13 +816,19 @@ class PaymentService:
             except ConcurrentUpdate:
                 return False
             return payment.status is not before
-        changed = False
+        changed = open_step = False
         for step in payment.steps:
             if step.status in (StepStatus.UNKNOWN, StepStatus.PENDING):
                 changed |= await self._router.reconcile(payment, step)
                 if step.status is StepStatus.PENDING:
+                    # Not settled: it may hold money, so it is asked again, never skipped.
+                    open_step = True
                     break
-        if changed and not any(s.status is StepStatus.UNKNOWN for s in payment.steps):
+        if (
+            changed
+            and not open_step
+            and not any(s.status is StepStatus.UNKNOWN for s in payment.steps)
+        ):
             # The plan stopped at that step: finish it now, without retrying anything.
             await self._finish_after_reconcile(payment)
         if changed:

@@ -1,0 +1,62 @@
+"""A split interrupted by a server dying mid-plan, finished by the reconciler: a step
+the processor could not say anything about is looked up again, never given up."""
+
+from __future__ import annotations
+
+import pytest
+
+from payorch.app.ports import ChargeRequest
+from payorch.domain.payment import PaymentStatus, StepStatus
+from payorch.domain.results import ProcessorResponse, ResponseKind
+from tests.unit.test_split_execution import OK, World
+
+
+def dies_after_charging_step(w: World, index: int) -> None:
+    """The server dies once the processor charged step `index`, before anything is saved."""
+    real = w.sim.authorize
+
+    async def authorize(request: ChargeRequest) -> ProcessorResponse:
+        answer = await real(request)
+        if request.step_index == index:
+            raise RuntimeError("the server died")
+        return answer
+
+    w.sim.authorize = authorize  # type: ignore[method-assign]
+
+
+def lookups_unanswered_for_step(w: World, index: int) -> list[bool]:
+    """Lookups of step `index` answer 500 while the returned switch is on."""
+    down = [True]
+    real = w.sim.lookup
+
+    async def lookup(request: ChargeRequest, processor_payment_id: str) -> ProcessorResponse:
+        if down[0] and request.step_index == index:
+            return ProcessorResponse(ResponseKind.ERROR, http_status=500, error_type="api_error")
+        return await real(request, processor_payment_id)
+
+    w.sim.lookup = lookup  # type: ignore[method-assign]
+    return down
+
+
+async def test_a_step_whose_lookup_went_unanswered_is_not_skipped_while_the_processor_holds_it():
+    w = World()
+    dies_after_charging_step(w, 1)
+    with pytest.raises(RuntimeError):
+        await w.pay(("apple_pay", OK, 6000), ("card", OK, None))
+    assert w.held() == 10000  # both authorized at the processor, nothing stored
+    down = lookups_unanswered_for_step(w, 1)
+
+    w.clock.advance(301)
+    await w.service.reconcile_due()
+    (stored,) = w.uow.store.values()
+    # Step 1 may hold money: the plan is not finished around it.
+    assert stored.steps[1].status is StepStatus.PENDING
+    assert stored.status is PaymentStatus.PROCESSING
+
+    down[0] = False
+    w.clock.advance(301)
+    await w.service.reconcile_due()
+    (stored,) = w.uow.store.values()
+    assert stored.status is PaymentStatus.SUCCEEDED
+    assert [s.status for s in stored.steps] == [StepStatus.CAPTURED, StepStatus.CAPTURED]
+    assert w.held() == 10000
