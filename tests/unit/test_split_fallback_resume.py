@@ -4,7 +4,9 @@ customer: going on after the customer acted charges each amount once."""
 from __future__ import annotations
 
 from payorch.app.payments import ProcessorEvents
+from payorch.app.ports import ChargeRequest
 from payorch.domain.payment import PaymentStatus, StepStatus
+from payorch.domain.results import ProcessorResponse
 from tests.unit.test_split_execution import ACTION, DECLINE, OK, World
 from tests.unit.test_split_follow_through import charged
 
@@ -98,3 +100,25 @@ async def test_confirming_a_later_step_charges_a_fallback_step_still_to_come():
         StepStatus.CAPTURED,
     ]
     assert w.held() == 10000
+
+
+async def test_a_fallback_step_is_charged_for_the_requests_customer_like_the_planned_ones():
+    w = World(fallback_on_failure=True)
+    customers: list[tuple[int, str]] = []
+    real = w.sim.authorize
+
+    async def authorize(request: ChargeRequest) -> ProcessorResponse:
+        customers.append((request.step_index, request.customer_id))
+        return await real(request)
+
+    w.sim.authorize = authorize  # type: ignore[method-assign]
+    p = await w.pay(
+        ("apple_pay", OK, 6000),
+        ("card", DECLINE, None),
+        ("google_pay", OK, None),
+        customer_id="cus_123",
+    )
+
+    assert p.status is PaymentStatus.SUCCEEDED and len(p.steps) == 3
+    # A saved PaymentMethod is charged with its customer, or Stripe refuses it.
+    assert customers == [(0, "cus_123"), (1, "cus_123"), (2, "cus_123")]

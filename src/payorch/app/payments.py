@@ -251,7 +251,12 @@ class PaymentService:
             config_version=plan.config_version,
             metadata=dict(request.metadata),
             off_session=request.off_session,
-            fallbacks=[FallbackMethod(m.method, m.token, m.customer_id) for m in plan.fallbacks],
+            # Charged for the request's customer unless the method names its own, as the
+            # planned steps are: a saved PaymentMethod is refused without its customer.
+            fallbacks=[
+                FallbackMethod(m.method, m.token, m.customer_id or request.customer_id)
+                for m in plan.fallbacks
+            ],
             authorize_only=request.authorize_only,
         )
 
