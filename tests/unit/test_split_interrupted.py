@@ -8,6 +8,7 @@ import pytest
 from payorch.app.ports import ChargeRequest
 from payorch.domain.payment import PaymentStatus, StepStatus
 from payorch.domain.results import ProcessorResponse, ResponseKind
+from payorch.domain.retry import RetryPolicy
 from tests.unit.test_split_execution import OK, World
 
 
@@ -60,3 +61,18 @@ async def test_a_step_whose_lookup_went_unanswered_is_not_skipped_while_the_proc
     assert stored.status is PaymentStatus.SUCCEEDED
     assert [s.status for s in stored.steps] == [StepStatus.CAPTURED, StepStatus.CAPTURED]
     assert w.held() == 10000
+
+
+async def test_a_step_after_a_lost_answer_was_never_charged_and_is_skipped_without_an_answer():
+    w = World(retry_policy=RetryPolicy(max_retries=0))
+    w.sim.inject("lost_response")  # step 0 charged, its answer lost
+    p = await w.pay(("apple_pay", OK, 6000), ("card", OK, None))
+    assert [s.status for s in p.steps] == [StepStatus.UNKNOWN, StepStatus.PENDING]
+    lookups_unanswered_for_step(w, 1)
+
+    w.clock.advance(61)
+    await w.service.reconcile_due()
+
+    (stored,) = w.uow.store.values()
+    assert [s.status for s in stored.steps] == [StepStatus.VOIDED, StepStatus.SKIPPED]
+    assert stored.status is PaymentStatus.CANCELLED and w.held() == 0

@@ -821,13 +821,16 @@ class PaymentService:
             except ConcurrentUpdate:
                 return False
             return payment.status is not before
+        # A server died mid-plan: any step still pending may have been charged. (A plan
+        # stopped at an unknown step never charged the steps after it.)
+        interrupted = payment.status is PaymentStatus.PROCESSING
         changed = open_step = False
         for step in payment.steps:
             if step.status in (StepStatus.UNKNOWN, StepStatus.PENDING):
                 changed |= await self._router.reconcile(payment, step)
                 if step.status is StepStatus.PENDING:
                     # Not settled: it may hold money, so it is asked again, never skipped.
-                    open_step = True
+                    open_step = interrupted
                     break
         if (
             changed
