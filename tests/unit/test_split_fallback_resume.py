@@ -3,11 +3,14 @@ customer: going on after the customer acted charges each amount once."""
 
 from __future__ import annotations
 
+from hypothesis import example, given
+from hypothesis import strategies as st
+
 from payorch.app.payments import ProcessorEvents
 from payorch.app.ports import ChargeRequest
 from payorch.domain.payment import PaymentStatus, StepStatus
 from payorch.domain.results import ProcessorResponse
-from tests.unit.test_split_execution import ACTION, DECLINE, OK, World
+from tests.unit.test_split_execution import ACTION, DECLINE, OK, STOLEN, World
 from tests.unit.test_split_follow_through import charged
 
 
@@ -122,3 +125,36 @@ async def test_a_fallback_step_is_charged_for_the_requests_customer_like_the_pla
     assert p.status is PaymentStatus.SUCCEEDED and len(p.steps) == 3
     # A saved PaymentMethod is charged with its customer, or Stripe refuses it.
     assert customers == [(0, "cus_123"), (1, "cus_123"), (2, "cus_123")]
+
+
+tokens = st.sampled_from([OK, OK, DECLINE, STOLEN, ACTION])
+
+
+# The one that took 14000 of 10000: a declined card's share moved to a card that asked
+# for 3-D Secure, then again to the spare card when the plan went on.
+@example(planned=[OK, DECLINE], spare=[ACTION, OK], partial=True)
+@given(
+    planned=st.lists(tokens, min_size=2, max_size=3),
+    spare=st.lists(tokens, min_size=0, max_size=2),
+    partial=st.booleans(),
+)
+async def test_any_outcomes_with_fallbacks_and_confirms_never_take_more_than_the_total(
+    planned, spare, partial
+):
+    w = World(fallback_on_failure=True, allow_partial=partial)
+    share = 10000 // len(planned)
+    methods = [("card", t, share) for t in planned[:-1]] + [("card", planned[-1], None)]
+    p = await w.pay(*methods, *[("card", t, None) for t in spare])
+    while p.status is PaymentStatus.REQUIRES_ACTION:  # the customer acts each time
+        (paused,) = [s for s in p.steps if s.status is StepStatus.REQUIRES_ACTION]
+        w.sim.complete_action(paused.processor_payment_id)
+        p = await w.service.confirm(p.id, "m_1")
+
+    captured = sum(s.captured_minor for s in p.steps)
+    assert captured == w.held() <= 10000
+    assert not any(s.status is StepStatus.AUTHORIZED for s in p.steps)
+    if partial:
+        assert captured + p.remaining_minor == 10000
+    else:
+        assert captured in (0, 10000)
+        assert (p.status is PaymentStatus.SUCCEEDED) == (captured == 10000)
