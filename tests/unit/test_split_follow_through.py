@@ -467,6 +467,22 @@ async def test_a_split_left_paused_for_an_hour_releases_what_it_holds_and_is_can
     assert await w.service.reconcile_due() == 0
 
 
+async def test_a_second_step_asking_the_customer_gets_its_own_hour():
+    w = World()
+    p = await w.pay(("card", ACTION, 3000), ("apple_pay", ACTION, None))
+    w.clock.advance(50 * 60)  # the customer takes 50 minutes over the first challenge
+    w.sim.complete_action(paused(w, p))
+    again = await w.service.confirm(p.id, "m_1")
+    assert [s.status for s in again.steps] == [StepStatus.AUTHORIZED, StepStatus.REQUIRES_ACTION]
+    assert again.action_expires_at == w.clock.now() + timedelta(hours=1)
+
+    w.clock.advance(HOUR - 60)
+    assert await w.service.reconcile_due() == 0  # still inside the second step's hour
+    w.sim.complete_action(paused(w, again))
+    done = await w.service.confirm(p.id, "m_1")
+    assert done.status is PaymentStatus.SUCCEEDED and w.held() == 10000
+
+
 async def test_a_split_paused_on_its_first_step_runs_no_step_after_the_hour():
     w = World()
     p = await w.pay(("card", ACTION, 3000), ("apple_pay", OK, None))
