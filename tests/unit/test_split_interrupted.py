@@ -9,7 +9,7 @@ from payorch.app.ports import ChargeRequest
 from payorch.domain.payment import PaymentStatus, StepStatus
 from payorch.domain.results import ProcessorResponse, ResponseKind
 from payorch.domain.retry import RetryPolicy
-from tests.unit.test_split_execution import OK, World
+from tests.unit.test_split_execution import ACTION, OK, World
 
 
 def dies_after_charging_step(w: World, index: int) -> None:
@@ -76,3 +76,23 @@ async def test_a_step_after_a_lost_answer_was_never_charged_and_is_skipped_witho
     (stored,) = w.uow.store.values()
     assert [s.status for s in stored.steps] == [StepStatus.VOIDED, StepStatus.SKIPPED]
     assert stored.status is PaymentStatus.CANCELLED and w.held() == 0
+
+
+async def test_a_lost_answer_found_waiting_for_the_customer_pauses_the_plan_for_the_steps_after_it():
+    w = World(retry_policy=RetryPolicy(max_retries=0))
+    w.sim.inject("lost_response")  # step 0 asked for 3-D Secure; the answer was lost
+    p = await w.pay(("card", ACTION, 3000), ("apple_pay", OK, None))
+    assert [s.status for s in p.steps] == [StepStatus.UNKNOWN, StepStatus.PENDING]
+
+    w.clock.advance(61)
+    await w.service.reconcile_due()
+    found = await w.service.get(p.id, "m_1")
+    # Step 1 was never tried: it waits with the paused step, as in any paused plan.
+    assert [s.status for s in found.steps] == [StepStatus.REQUIRES_ACTION, StepStatus.PENDING]
+    assert found.status is PaymentStatus.REQUIRES_ACTION and found.steps[0].client_secret
+
+    w.sim.complete_action(found.steps[0].processor_payment_id)
+    done = await w.service.confirm(p.id, "m_1")
+    assert done.status is PaymentStatus.SUCCEEDED
+    assert [s.status for s in done.steps] == [StepStatus.CAPTURED, StepStatus.CAPTURED]
+    assert w.held() == 10000

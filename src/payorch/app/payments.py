@@ -832,6 +832,8 @@ class PaymentService:
                     # Not settled: it may hold money, so it is asked again, never skipped.
                     open_step = interrupted
                     break
+                if step.status is StepStatus.REQUIRES_ACTION:
+                    break  # the plan pauses here: the steps after it were never tried
         if (
             changed
             and not open_step
