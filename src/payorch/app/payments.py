@@ -828,11 +828,12 @@ class PaymentService:
         for step in payment.steps:
             if step.status in (StepStatus.UNKNOWN, StepStatus.PENDING):
                 changed |= await self._router.reconcile(payment, step)
-                if step.status is StepStatus.PENDING:
+                found: StepStatus = payment.steps[step.index].status
+                if found is StepStatus.PENDING:
                     # Not settled: it may hold money, so it is asked again, never skipped.
                     open_step = interrupted
                     break
-                if step.status is StepStatus.REQUIRES_ACTION:
+                if found is StepStatus.REQUIRES_ACTION:
                     break  # the plan pauses here: the steps after it were never tried
         if (
             changed
