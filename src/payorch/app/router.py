@@ -459,8 +459,8 @@ class Router:
         or after an earlier decline) could be charged a moment later. Only a closed
         (canceled) intent proves it: the reconciler cancels it and looks again, and
         while the cancel does not go through (the confirm holds the intent) it waits.
-        So with a step paused for the customer whose authentication failed: the client
-        holds the intent's secret and may confirm it again (another card, say).
+        The same holds for a step paused for the customer whose authentication failed:
+        the client holds the intent's secret and may confirm it again (another card).
         """
         names = [step.processor] if step.processor else list(step.processors)
         if not names or any(n not in self.processors for n in names):
