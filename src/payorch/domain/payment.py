@@ -300,6 +300,9 @@ class Payment:
         step.status, step.outcome = StepStatus.REQUIRES_ACTION, Outcome.REQUIRES_ACTION
         step.processor, step.next_action_type = processor, next_action
         step.client_secret = client_secret
+        # A step that starts waiting for the customer gets the whole ACTION_TIMEOUT from
+        # now (settle() sets it), not what an earlier step's wait left of it.
+        self.next_reconcile_at = None
 
     def step_unknown(self, step: Step, *, processor: str, error_code: ErrorCode) -> None:
         step.status, step.outcome, step.error_code = StepStatus.UNKNOWN, Outcome.UNKNOWN, error_code
