@@ -69,6 +69,10 @@ ERROR_CODES: dict[str, Classification] = {
     "lock_timeout": _soft(ErrorCode.LOCK_TIMEOUT),
     "rate_limit": _soft(ErrorCode.RATE_LIMITED),
     "idempotency_key_in_use": _IN_FLIGHT,
+    # A refund the processor holds as failed or canceled (the Stripe adapter's names for
+    # those statuses): an answer, final for that refund; the money stayed with the merchant.
+    "refund_failed": _hard(ErrorCode.REFUND_FAILED),
+    "refund_canceled": _hard(ErrorCode.REFUND_FAILED),
 }
 
 # Error `type`s, when neither the decline code nor the code decided.

@@ -40,6 +40,8 @@ class ErrorCode(enum.Enum):
     NO_PROCESSOR_AVAILABLE = "no_processor_available"
     DEADLINE_EXCEEDED = "deadline_exceeded"
     UNKNOWN_OUTCOME = "unknown_outcome"
+    # A refund the processor says failed or was canceled: the money stayed with the merchant.
+    REFUND_FAILED = "refund_failed"
 
 
 class ResponseKind(enum.Enum):
