@@ -56,6 +56,12 @@ DECLINE_CODES: dict[str, Classification] = {
     ),
 }
 
+# The issuer's advice (Stripe's advice_code) that charging the card again, the same
+# card data, cannot succeed: the networks charge for such retries (Mastercard's merchant
+# advice codes, Visa's reattempt rules). It overrides the decline code's retries. Its
+# third value, try_again_later, never makes a decline retryable that is not.
+NO_RETRY_ADVICE = frozenset({"do_not_try_again", "confirm_card_data"})
+
 # Another request under the same key is still running at the processor (Stripe's 409
 # idempotency_key_in_use): it may yet charge, so nothing is settled. Only the same key,
 # a moment later, can learn its answer; failing, failing over or a new key could charge
@@ -175,11 +181,18 @@ def _classify_error(r: ProcessorResponse) -> Classification:
     if r.error_type == "card_error":
         # The bank spoke. The decline code is its reason; `code` only when there is none.
         key = r.decline_code or r.code
-        if key in DECLINE_CODES:
-            return DECLINE_CODES[key]
-        return Classification(
+        found = DECLINE_CODES.get(key) or Classification(
             Outcome.HARD, ErrorCode.CARD_DECLINED, retry_now=False, retry_later=False, unmapped=True
         )
+        if r.advice_code in NO_RETRY_ADVICE and found.outcome in (Outcome.SOFT, Outcome.HARD):
+            return Classification(
+                Outcome.HARD,
+                found.error_code,
+                retry_now=False,
+                retry_later=False,
+                unmapped=found.unmapped,
+            )
+        return found
     if r.code in ERROR_CODES:
         # Before the status: Stripe sends lock_timeout as a 429 too.
         return ERROR_CODES[r.code]

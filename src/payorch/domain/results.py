@@ -77,6 +77,9 @@ class ProcessorResponse:
     error_type: str = ""
     code: str = ""
     decline_code: str = ""
+    # The issuer's advice on charging the card again, beside a decline (Stripe's
+    # advice_code: do_not_try_again, confirm_card_data, try_again_later).
+    advice_code: str = ""
     message: str = ""
     request_id: str = ""
     # Stripe-Should-Retry header, when present.
