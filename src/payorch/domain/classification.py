@@ -48,6 +48,38 @@ DECLINE_CODES: dict[str, Classification] = {
     "reenter_transaction": _soft(ErrorCode.CARD_DECLINED, now=False, later=True),
     "approve_with_id": _soft(ErrorCode.CARD_DECLINED, now=False, later=True),
     "card_velocity_exceeded": _soft(ErrorCode.CARD_DECLINED, now=False, later=True),
+    # Final refusals in Stripe's decline-code list (the customer must call the bank, use
+    # another card or correct its details): never charged again as they are. The first
+    # four are the "never again" codes Stripe retired for advice codes; some still come.
+    **dict.fromkeys(
+        (
+            "do_not_try_again",
+            "revocation_of_authorization",
+            "revocation_of_all_authorizations",
+            "stop_payment_order",
+            "restricted_card",
+            "security_violation",
+            "invalid_account",
+            "new_account_information_available",
+            "transaction_not_allowed",
+            "not_permitted",
+            "service_not_allowed",
+            "merchant_blacklist",
+            "call_issuer",
+            "no_action_taken",
+            "card_not_supported",
+            "currency_not_supported",
+            "duplicate_transaction",
+            "invalid_amount",
+            "incorrect_number",
+            "invalid_number",
+            "invalid_expiry_month",
+            "invalid_expiry_year",
+            "invalid_cvc",
+            "incorrect_zip",
+        ),
+        _hard(ErrorCode.CARD_DECLINED),
+    ),
     "authentication_required": Classification(
         Outcome.REQUIRES_ACTION,
         ErrorCode.AUTHENTICATION_REQUIRED,
