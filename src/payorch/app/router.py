@@ -507,6 +507,7 @@ class Router:
                         error_type=before.error_type,
                         code=before.code,
                         decline_code=before.decline_code,
+                        advice_code=before.advice_code,
                     )
             if looked.kind in (ResponseKind.SUCCEEDED, ResponseKind.AUTHORIZED):
                 attempt.retry_decision = "reconciled: charged"

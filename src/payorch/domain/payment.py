@@ -123,10 +123,19 @@ class RawError:
     http_status: int = 0
     request_id: str = ""
     message: str = ""
+    advice_code: str = ""
 
     @classmethod
     def of(cls, r: ProcessorResponse) -> RawError:
-        return cls(r.error_type, r.code, r.decline_code, r.http_status, r.request_id, r.message)
+        return cls(
+            r.error_type,
+            r.code,
+            r.decline_code,
+            r.http_status,
+            r.request_id,
+            r.message,
+            r.advice_code,
+        )
 
 
 @dataclass(slots=True)

@@ -503,6 +503,7 @@ class StripeProcessor:
                 error_type=str(_get(last, "type") or ""),
                 code=str(_get(last, "code") or ""),
                 decline_code=str(_get(last, "decline_code") or ""),
+                advice_code=str(_get(last, "advice_code") or ""),
                 message=self._redact(str(_get(last, "message") or f"status {status}")),
                 closed=status == "canceled",
                 **common,
@@ -533,6 +534,7 @@ class StripeProcessor:
         error_type = str(_get(body, "type") or "")
         code = str(_get(body, "code") or error.code or "")
         decline_code = str(_get(body, "decline_code") or "")
+        advice_code = str(_get(body, "advice_code") or "")
         message = self._redact(str(_get(body, "message") or error.user_message or ""))
         pi_id = str(_get(_get(body, "payment_intent"), "id") or "")
         indeterminate = False
@@ -576,6 +578,7 @@ class StripeProcessor:
             error_type=error_type,
             code=code,
             decline_code=decline_code,
+            advice_code=advice_code,
             message=message,
             request_id=request_id,
             should_retry=should_retry,
