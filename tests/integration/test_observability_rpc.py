@@ -153,8 +153,22 @@ async def test_a_malformed_request_is_recorded_against_its_contract(sqlite_url):
         await s.violations.wait_for("input/currency")
         (v,) = await stored(s, contract_id="input/currency")
         assert (v.merchant_id, v.severity) == ("m_1", contracts_pb2.SEVERITY_WARNING)
-        assert v.owner == "api" and "currency" in v.message and v.request_id
+        assert v.owner == "api" and "currency" in v.message
+        # Under the payment's own request id, so a merchant's complaint about it finds it.
+        assert v.request_id == "r-bad"
         assert s.metric("payorch_rpc_requests_total", rpc=CREATE, code="INVALID_ARGUMENT") == 1
+
+
+async def test_a_payment_refused_for_its_request_id_is_recorded_under_the_callers_header(
+    sqlite_url,
+):
+    async with serving(sqlite_url) as s:
+        header = ("x-request-id", "trace-7")
+        with pytest.raises(grpc.aio.AioRpcError):
+            await s.payments.CreatePayment(pay("r" * 300), metadata=[*s.auth("m_1"), header])
+        await s.violations.wait_for("input/request_id")
+        (v,) = await stored(s, contract_id="input/request_id")
+        assert v.request_id == "trace-7"
 
 
 async def test_garbage_bytes_are_recorded_as_a_malformed_request(sqlite_url):

@@ -344,6 +344,38 @@ def test_input_the_cli_cannot_use_is_one_line_of_error_with_exit_2_not_a_traceba
     assert last.startswith("payorch: ") or (last.startswith("payorch ") and ": error: " in last)
 
 
+LIVE_KEY_TAIL = "51HxYzLiveKeyTail0123456789"
+
+
+@pytest.mark.parametrize(
+    ("env", "argv", "names"),
+    [
+        ({}, ["--simulate", "bogus=1"], "PAYORCH_SIMULATE"),
+        ({}, ["--simulate", "api_error=2"], "PAYORCH_SIMULATE"),
+        ({"PAYORCH_SIMULATE_SIM_B": "seed=x"}, ["--processors", "sim_a,sim_b"], "SIM_B"),
+        ({"PAYORCH_HEALTH_WINDOW_S": "0"}, [], "PAYORCH_HEALTH_"),
+        ({"PAYORCH_STRIPE_API_KEY": "sk_live_" + LIVE_KEY_TAIL}, [], "PAYORCH_STRIPE_ALLOW_LIVE=1"),
+    ],
+    ids=["unknown fault", "rate above 1", "one processor's faults", "health window", "live key"],
+)
+@pytest.mark.parametrize("command", [["serve", "--listen", "127.0.0.1:0"], ["scheduler", "--once"]])
+def test_a_setting_the_server_cannot_start_with_is_one_line_naming_it_with_exit_2(
+    command, env, argv, names, tmp_path, monkeypatch, capsys
+):
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    if command[0] == "scheduler" and "--processors" in argv:
+        monkeypatch.setenv("PAYORCH_PROCESSORS", argv[-1])
+        argv = []
+    assert exit_code_of([*command, "--database-url", url, *argv]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and LIVE_KEY_TAIL not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("payorch: ") and names in last
+    assert not (tmp_path / "p.db").exists()  # refused before the database is opened
+
+
 def test_a_database_url_that_cannot_be_parsed_is_not_echoed_as_it_may_hold_a_password(capsys):
     assert exit_code_of(["keys", "--database-url", "postgresql://u:s3cret@[::1", "list"]) == 2
     err = capsys.readouterr().err

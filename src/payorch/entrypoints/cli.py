@@ -22,7 +22,7 @@ from payments.orchestrator.v1 import orchestrator_pb2 as orch
 from payments.orchestrator.v1 import orchestrator_pb2_grpc as orch_grpc
 from payorch.domain.money import InvalidAmount
 from payorch.entrypoints import cli_arguments, installments_cli, observability_cli
-from payorch.settings import Settings
+from payorch.settings import InvalidSettings, Settings
 
 DEMO_KEY_FILE = ".payorch/demo-key"
 
@@ -513,7 +513,7 @@ def _refusals() -> tuple[type[Exception], ...]:
     when something is raised, so a client command never loads SQLAlchemy."""
     from payorch.adapters.persistence.engine import UnsupportedDatabase
 
-    return (OSError, json_format.ParseError, InvalidAmount, UnsupportedDatabase)
+    return (OSError, json_format.ParseError, InvalidAmount, UnsupportedDatabase, InvalidSettings)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

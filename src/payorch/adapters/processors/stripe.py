@@ -119,6 +119,10 @@ class _Failed(Exception):
         self.replayed = response.replayed
 
 
+class LiveKeyRefused(ValueError):
+    """A live key given without allow_live."""
+
+
 class StripeProcessor:
     """The Processor port on Stripe's PaymentIntents API (async SDK over aiohttp)."""
 
@@ -135,7 +139,7 @@ class StripeProcessor:
             raise ValueError("a Stripe API key is required")
         if api_key.startswith(_LIVE_KEY_PREFIXES) and not allow_live:
             # Never echo the key: the message names the kind of key only.
-            raise ValueError("refusing a live Stripe API key; pass allow_live=True to use one")
+            raise LiveKeyRefused("refusing a live Stripe API key; pass allow_live=True to use one")
         if timeout_s <= 0:
             raise ValueError("timeout_s must be positive")
         self.name = name

@@ -78,6 +78,10 @@ class PaymentOrchestratorServicer:
         try:
             core = parse_payment_request(mappers.raw_request(request, merchant))
         except RequestRejected as exc:
+            # Recorded under the payment's own request id when that one is sound.
+            request_id = request.request_id.strip()
+            if not idempotency_key_issues(request_id):
+                identify_call(request_id=request_id)
             reject_call(exc.issues)
             raise invalid_argument([(i.field, i.message) for i in exc.issues]) from exc
         identify_call(request_id=core.request_id)
