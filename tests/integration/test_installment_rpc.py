@@ -150,6 +150,37 @@ async def test_a_malformed_plan_below_the_smallest_total_is_invalid_argument_on_
     assert await plans_of(served) == []
 
 
+async def test_a_plan_request_wrong_in_every_field_is_told_about_every_field_at_once(served):
+    err = await served.refused(
+        " ",  # not printable: no idempotency key
+        order_id="",
+        total=plan_pb2.Money(amount_minor=-5, currency="EURO"),
+        payment_method="visa please",
+        customer_id="someone",
+    )
+
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err.details()
+    assert set(field_violations(err)) == {
+        "request_id",
+        "order_id",
+        "total.currency",
+        "total.amount_minor",
+        "payment_method",
+        "customer_id",
+    }
+    assert served.container.simulated["simulated"].ledger.charges_total == 0
+    assert await plans_of(served) == []
+
+
+async def test_a_plan_request_without_a_total_is_told_about_its_other_fields_too(served):
+    request = pb.CreateInstallmentPlanRequest(request_id="no-total-1", payment_method="pm_x y")
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await served.stub.CreateInstallmentPlan(request, metadata=served.auth)
+
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert set(field_violations(err.value)) == {"total", "order_id", "payment_method"}
+
+
 async def test_the_server_keeps_serving_after_refusing_a_plan(served):
     await served.container.configs.upsert(
         MerchantConfig("m_1", allowed_currencies=frozenset({"USD"}))

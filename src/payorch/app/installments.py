@@ -51,7 +51,12 @@ from payorch.domain.installments import (
 from payorch.domain.merchant_config import MerchantConfig
 from payorch.domain.money import Money
 from payorch.domain.payment import Payment, PaymentStatus
-from payorch.domain.request import CoreRequest, RawPaymentRequest, parse_payment_request
+from payorch.domain.request import (
+    CoreRequest,
+    RawPaymentRequest,
+    card_method_issues,
+    parse_payment_request,
+)
 from payorch.domain.results import ErrorCode
 
 log = logging.getLogger("payorch.installments")
@@ -103,9 +108,26 @@ class EarlierPaymentOpen(RuntimeError):
 
 
 class InvalidPlanRequest(ValueError):
-    def __init__(self, field: str, message: str) -> None:
-        self.field = field
-        super().__init__(f"{field}: {message}")
+    """Every (field, message) wrong with the request, not only the first."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(f"{field}: {message}" for field, message in problems))
+
+
+def plan_request_problems(order_id: str, token: str, customer_id: str) -> list[tuple[str, str]]:
+    """What is wrong with a plan request's order id, payment method and customer id (its
+    total and keys are typed before they reach here), every one of them."""
+    problems = []
+    order_id = order_id.strip()
+    if not order_id or len(order_id) > MAX_ORDER_ID_LEN or not _ORDER_ID_RE.match(order_id):
+        problems.append(
+            ("order_id", f"is required: 1-{MAX_ORDER_ID_LEN} printable ASCII characters")
+        )
+    elif contains_card_number(order_id):
+        problems.append(("order_id", "looks like a card number"))
+    problems += [(i.field, i.message) for i in card_method_issues(token, customer_id)]
+    return problems
 
 
 class DefaultInstallmentPolicies:
@@ -476,13 +498,10 @@ class InstallmentService:
 
         Retrying with the same request id never charges twice: the first charge's
         request id is derived from it (through the plan id)."""
+        problems = plan_request_problems(cmd.order_id, cmd.token, cmd.customer_id)
+        if problems:
+            raise InvalidPlanRequest(problems)
         order_id = cmd.order_id.strip()
-        if not order_id or len(order_id) > MAX_ORDER_ID_LEN or not _ORDER_ID_RE.match(order_id):
-            raise InvalidPlanRequest(
-                "order_id", f"is required: 1-{MAX_ORDER_ID_LEN} printable ASCII characters"
-            )
-        if contains_card_number(order_id):
-            raise InvalidPlanRequest("order_id", "looks like a card number")
         plan_id = plan_id_for(cmd.merchant_id, cmd.request_id)
         first_id = installment_id_for(plan_id, 1)
 
@@ -598,7 +617,7 @@ class InstallmentService:
         # Cut before the scan, never through a number: a cut could leave a card number.
         reason = clip(reason.strip(), MAX_REASON_LEN)
         if contains_card_number(reason):
-            raise InvalidPlanRequest("reason", "looks like a card number")
+            raise InvalidPlanRequest([("reason", "looks like a card number")])
         for _ in range(SAVE_TRIES):
             async with self._uow() as uow:
                 plan = await uow.plans.get(plan_id, merchant_id)

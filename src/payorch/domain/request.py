@@ -241,6 +241,18 @@ def idempotency_key_issues(key: str, field_: str = "request_id") -> list[Validat
     return c.issues
 
 
+def card_method_issues(token: str, customer_id: str) -> list[ValidationIssue]:
+    """What parse_payment_request finds wrong with a one-card payment's token and
+    customer id (fields payment_method and customer_id), for a request that has them
+    beside fields of its own."""
+    c = _Collector()
+    _scan_card_numbers(RawPaymentRequest(payment_method=token, customer_id=customer_id), c)
+    if not c.has_fatal:
+        _parse_token(c, "payment_method", token)
+        _parse_customer(c, "customer_id", customer_id)
+    return c.issues
+
+
 def _parse_amount(
     c: _Collector, field_: str, minor: int | None, decimal: str | None, currency: Currency | None
 ) -> int | None:

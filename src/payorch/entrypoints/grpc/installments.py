@@ -22,6 +22,7 @@ from payorch.app.installments import (
     InvalidPlanRequest,
     PlanConflict,
     PlanNotFound,
+    plan_request_problems,
 )
 from payorch.app.payments import IdempotencyConflict, RequestInProgress
 from payorch.app.plan_builder import PlanRejected
@@ -144,32 +145,35 @@ def _cursor(token: str) -> Cursor | None:
         raise invalid_argument([("page_token", str(exc))]) from exc
 
 
-def _total(request: pb.CreateInstallmentPlanRequest) -> Money:
+def _total(request: pb.CreateInstallmentPlanRequest) -> tuple[Money | None, list[tuple[str, str]]]:
+    """The plan's total, or None and what is wrong with its currency and its amount."""
     if not request.HasField("total"):
-        raise invalid_argument([("total", "is required")])
+        return None, [("total", "is required")]
+    problems = []
+    currency = None
     try:
         currency = Currency.parse(request.total.currency)
     except UnknownCurrency as exc:
-        raise invalid_argument([("total.currency", str(exc))]) from exc
+        problems.append(("total.currency", str(exc)))
     amount = request.total.amount_minor
     if not 0 < amount <= MAX_AMOUNT_MINOR:
-        raise invalid_argument([("total.amount_minor", f"must be 1..{MAX_AMOUNT_MINOR}")])
+        problems.append(("total.amount_minor", f"must be 1..{MAX_AMOUNT_MINOR}"))
+    if problems or currency is None:
+        return None, problems
     try:
-        return Money(amount, currency)
+        return Money(amount, currency), []
     except InvalidAmount as exc:  # pragma: no cover - range checked above
-        raise invalid_argument([("total.amount_minor", str(exc))]) from exc
+        return None, [("total.amount_minor", str(exc))]
 
 
-def _request_id(raw: str) -> str:
+def _request_id_problems(raw: str) -> list[tuple[str, str]]:
     if not raw:
-        raise invalid_argument([("request_id", "is required: it is the idempotency key")])
+        return [("request_id", "is required: it is the idempotency key")]
     if len(raw) > MAX_PLAN_REQUEST_ID_LEN or not _PRINTABLE_RE.match(raw):
-        raise invalid_argument(
-            [("request_id", f"must be 1-{MAX_PLAN_REQUEST_ID_LEN} printable ASCII characters")]
-        )
+        return [("request_id", f"must be 1-{MAX_PLAN_REQUEST_ID_LEN} printable ASCII characters")]
     if contains_card_number(raw):
-        raise invalid_argument([("request_id", "looks like a card number")])
-    return raw
+        return [("request_id", "looks like a card number")]
+    return []
 
 
 def _no_card_numbers(fields: list[tuple[str, str]]) -> None:
@@ -191,19 +195,30 @@ class InstallmentServicer:
     async def CreateInstallmentPlan(
         self, request: pb.CreateInstallmentPlanRequest, call: Call
     ) -> pb.CreateInstallmentPlanResponse:
-        merchant = _merchant(call, request.merchant_id)
+        # Every field judged before any is refused: the caller fixes them all at once.
+        merchant = resolve_merchant(call.principal, request.merchant_id)
+        merchant_issues = merchant_id_issues(merchant)
+        problems = [(i.field, i.message) for i in merchant_issues]
+        problems += _request_id_problems(request.request_id)
+        total, total_problems = _total(request)
+        problems += total_problems
+        token, customer_id = request.payment_method.strip(), request.customer_id.strip()
+        problems += plan_request_problems(request.order_id, token, customer_id)
+        if problems or total is None:
+            reject_call(merchant_issues)
+            raise invalid_argument([(_plan_field(f), m) for f, m in problems])
         command = CreatePlan(
             merchant_id=merchant,
-            request_id=_request_id(request.request_id),
+            request_id=request.request_id,
             order_id=request.order_id,
-            total=_total(request),
-            token=request.payment_method.strip(),
-            customer_id=request.customer_id.strip(),
+            total=total,
+            token=token,
+            customer_id=customer_id,
         )
         try:
             created = await self._plans.create(command, deadline_s=call.deadline_s())
         except InvalidPlanRequest as exc:
-            raise invalid_argument([(exc.field, str(exc).partition(": ")[2])]) from exc
+            raise invalid_argument([(_plan_field(f), m) for f, m in exc.problems]) from exc
         except RequestRejected as exc:
             raise invalid_argument([(_plan_field(i.field), i.message) for i in exc.issues]) from exc
         except PlanRejected as exc:
