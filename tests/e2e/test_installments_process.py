@@ -151,6 +151,48 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def plans_for_order(stub, server, order_id: str) -> list[pb.InstallmentPlan]:
+    listed = stub.ListInstallmentPlans(
+        pb.ListInstallmentPlansRequest(page_size=100), metadata=server.auth("m_1"), timeout=10
+    )
+    return [p for p in listed.plans if p.order_id == order_id]
+
+
+def cli_create(server: RunningServer, order_id: str) -> list[str]:
+    """`payorch installments create` for m_1, without --request-id."""
+    return [
+        *("installments", "create", "--address", server.address),
+        *("--api-key", server.keys["m_1"], "--order-id", order_id, "--amount", "150.00"),
+        *("--currency", "EUR", "--payment-method", "pm_card_visa"),
+    ]
+
+
+def test_the_cli_run_again_after_a_lost_answer_makes_no_second_plan(server, stub):
+    # No --request-id: the operator re-runs the same command because its answer was lost.
+    order = f"order-{uuid.uuid4().hex[:8]}"
+
+    first = json.loads(payorch(*cli_create(server, order)))
+    again = json.loads(payorch(*cli_create(server, order)))
+
+    assert again["plan"]["planId"] == first["plan"]["planId"]
+    assert again["replayed"] is True
+    assert [p.plan_id for p in plans_for_order(stub, server, order)] == [first["plan"]["planId"]]
+
+
+def test_the_cli_says_which_request_id_it_used_so_another_run_can_reuse_it(server):
+    order = f"order-{uuid.uuid4().hex[:8]}"
+    done = subprocess.run(
+        [sys.executable, "-m", "payorch.entrypoints.cli", *cli_create(server, order)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert done.returncode == 0, done.stderr
+    request_id = json.loads(done.stdout)["plan"]["requestId"]
+    assert f"--request-id {request_id}" in done.stderr
+
+
 def read_lines(process: subprocess.Popen[str], until: str, timeout: float) -> list[str]:
     assert process.stdout is not None
     selector = selectors.DefaultSelector()
