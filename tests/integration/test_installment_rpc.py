@@ -374,3 +374,22 @@ async def test_a_webhook_url_holding_an_encoded_card_number_is_refused_and_not_k
     assert "card number" in field_violations(err.value)["url"]
     assert "4242" not in (err.value.details() or "")
     assert await endpoints_of(served) == []
+
+
+async def test_a_webhook_endpoint_wrong_in_every_field_is_told_about_every_field_at_once(served):
+    request = pb.CreateWebhookEndpointRequest(
+        url="ftp://127.0.0.1/hooks",
+        description="d" * 201,
+        event_types=["installment.failed", "plan.made", "payment.teleported"],
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await served.stub.CreateWebhookEndpoint(request, metadata=served.auth)
+
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert set(field_violations(err.value)) == {
+        "url",
+        "description",
+        "event_types[1]",
+        "event_types[2]",
+    }
+    assert await endpoints_of(served) == []

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Iterator
-from urllib.parse import unquote_plus
 
 from google.rpc import code_pb2
 
@@ -28,9 +27,6 @@ from payorch.app.payments import IdempotencyConflict, RequestInProgress
 from payorch.app.plan_builder import PlanRejected
 from payorch.app.ports import ConcurrentUpdate
 from payorch.app.webhook_delivery import (
-    EVENT_TYPES,
-    MAX_DESCRIPTION_LEN,
-    MAX_URL_LEN,
     CannotRedeliver,
     DeliveryNotFound,
     EndpointNotFound,
@@ -303,30 +299,12 @@ class InstallmentServicer:
         self, request: pb.CreateWebhookEndpointRequest, call: Call
     ) -> pb.CreateWebhookEndpointResponse:
         merchant = _merchant(call, request.merchant_id)
-        # Held to their lengths and names first: the scan reads only what may be kept.
-        if len(request.url.strip()) > MAX_URL_LEN:
-            raise invalid_argument([("url", f"is required, at most {MAX_URL_LEN} characters")])
-        if len(request.description) > MAX_DESCRIPTION_LEN:
-            raise invalid_argument([("description", f"at most {MAX_DESCRIPTION_LEN} characters")])
-        unknown = [i for i, t in enumerate(request.event_types) if t not in EVENT_TYPES]
-        if unknown:
-            known = ", ".join(sorted(EVENT_TYPES))
-            raise invalid_argument([(f"event_types[{unknown[0]}]", f"unknown; known: {known}")])
-        # A URL is read decoded: `4242%204242...`, `4242+4242...` and `%34%32...` are
-        # card numbers to its receiver, and the scan reads it as the receiver does too.
-        _no_card_numbers(
-            [
-                ("url", request.url),
-                ("url", unquote_plus(request.url)),
-                ("description", request.description),
-            ]
-        )
         try:
             endpoint = await self._endpoints.create(
                 merchant, request.url, request.description, list(request.event_types)
             )
         except InvalidEndpoint as exc:
-            raise invalid_argument([(exc.field, str(exc).partition(": ")[2])]) from exc
+            raise invalid_argument(exc.problems) from exc
         return pb.CreateWebhookEndpointResponse(
             endpoint=mappers.endpoint_pb(endpoint), secret=endpoint.secret
         )
