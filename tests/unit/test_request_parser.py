@@ -379,6 +379,12 @@ def test_all_fatal_issues_are_reported_together() -> None:
     assert all(i.fatal for i in issues)
 
 
+def test_every_bad_metadata_entry_is_reported_not_only_the_first() -> None:
+    issues = rejected(metadata={"a": "v" * 501, "ok": "fine", "b": "v" * 501, "k" * 41: "v"})
+
+    assert sorted(i.field for i in issues) == ["metadata", "metadata[a]", "metadata[b]"]
+
+
 def test_rejection_carries_only_fatal_issues_not_the_notes() -> None:
     issues = rejected(currency=" usd ", method="gpay", merchant_id="")
     assert [i.field for i in issues] == ["merchant_id"]

@@ -415,16 +415,13 @@ def _check_metadata(metadata: dict[str, str], c: _Collector) -> None:
     if len(metadata) > MAX_METADATA_KEYS:
         c.fatal("metadata", f"at most {MAX_METADATA_KEYS} keys", "input/metadata")
         return
+    # Every entry judged: a bad key once (a key is not quoted back), each long value by key.
+    if any(not key or len(key) > MAX_METADATA_KEY_LEN for key in metadata):
+        c.fatal("metadata", f"keys must be 1-{MAX_METADATA_KEY_LEN} characters", "input/metadata")
     for key, value in metadata.items():
-        if not key or len(key) > MAX_METADATA_KEY_LEN:
+        if len(value) > MAX_METADATA_VALUE_LEN and 0 < len(key) <= MAX_METADATA_KEY_LEN:
             c.fatal(
-                "metadata", f"keys must be 1-{MAX_METADATA_KEY_LEN} characters", "input/metadata"
-            )
-            return
-        if len(value) > MAX_METADATA_VALUE_LEN:
-            c.fatal(
-                f"metadata[{key[:40]}]",
+                f"metadata[{key}]",
                 f"values must be at most {MAX_METADATA_VALUE_LEN} characters",
                 "input/metadata",
             )
-            return
