@@ -280,6 +280,16 @@ def test_a_refund_of_zero_or_less_is_refused_without_calling_the_server(
     assert "omit --amount to refund everything" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("amount", ["\u09ea00", "\uff15\uff10\uff10"], ids=["bengali", "fullwidth"])
+def test_a_refund_amount_in_digits_other_than_ascii_is_refused_without_calling_the_server(
+    amount, monkeypatch, capsys
+):
+    # The Bengali four reads as an 8: "800" would be refunded as 400.
+    monkeypatch.setattr(cli, "channel", lambda _args: pytest.fail("the server was called"))
+    assert exit_code_of(["refund", *ADDRESS, "pay_1", "--amount", amount]) == 2
+    assert "not an amount in minor units" in capsys.readouterr().err
+
+
 @pytest.fixture
 def bad_files(tmp_path) -> dict[str, str]:
     files = {"bad-enum": '{"methods": [{"type": "NOPE"}]}', "bad-json": "{not json"}
@@ -297,6 +307,7 @@ PLAN = ["installments", "create", *ADDRESS, "--order-id", "o1", "--payment-metho
     [
         [*PAY, "--amount", "abc"],
         [*PAY, "--amount", "12,50"],
+        [*PAY, "--amount", "1\u09ea00"],
         [*PAY, "--amount", "10000", "--split", "apple_pay:60%,card"],
         [*PLAN, "--amount", "abc", "--currency", "usd"],
         [*PLAN, "--amount", "100.00", "--currency", "zzz"],
@@ -316,6 +327,7 @@ PLAN = ["installments", "create", *ADDRESS, "--order-id", "o1", "--payment-metho
     ids=[
         "pay amount abc",
         "pay amount 12,50",
+        "pay amount in bengali digits",
         "pay split 60%",
         "plan amount abc",
         "plan currency zzz",
