@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Iterator
+from typing import Any
 
 from google.rpc import code_pb2
 
@@ -128,17 +129,25 @@ def _filter_id(value: str) -> str | None:
     return value
 
 
-def _page_size(size: int) -> int:
+def _page(
+    size: int, token: str, status: int, statuses: dict[Any, Any]
+) -> tuple[int, Cursor | None, Any]:
+    """A listing's page size, cursor and status filter, or INVALID_ARGUMENT naming
+    every one of them that is wrong."""
+    problems = []
     if size < 0:
-        raise invalid_argument([("page_size", "must not be negative")])
-    return min(size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-
-
-def _cursor(token: str) -> Cursor | None:
+        problems.append(("page_size", "must not be negative"))
+    cursor = None
     try:
-        return mappers.decode_page_token(token)
+        cursor = mappers.decode_page_token(token)
     except InvalidPageToken as exc:
-        raise invalid_argument([("page_token", str(exc))]) from exc
+        problems.append(("page_token", str(exc)))
+    found = statuses.get(status)
+    if status and found is None:
+        problems.append(("status", "unknown status"))
+    if problems:
+        raise invalid_argument(problems)
+    return min(size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE), cursor, found
 
 
 def _total(request: pb.CreateInstallmentPlanRequest) -> tuple[Money | None, list[tuple[str, str]]]:
@@ -259,11 +268,9 @@ class InstallmentServicer:
     async def ListInstallmentPlans(
         self, request: pb.ListInstallmentPlansRequest, call: Call
     ) -> pb.ListInstallmentPlansResponse:
-        size = _page_size(request.page_size)
-        cursor = _cursor(request.page_token)
-        status = mappers.PLAN_STATUS_FROM_PROTO.get(request.status)
-        if request.status and status is None:
-            raise invalid_argument([("status", "unknown status")])
+        size, cursor, status = _page(
+            request.page_size, request.page_token, request.status, mappers.PLAN_STATUS_FROM_PROTO
+        )
         found = await self._plans.list(
             read_scope(call.principal), status=status, page_size=size + 1, after=cursor
         )
@@ -334,11 +341,12 @@ class InstallmentServicer:
     async def ListWebhookDeliveries(
         self, request: pb.ListWebhookDeliveriesRequest, call: Call
     ) -> pb.ListWebhookDeliveriesResponse:
-        size = _page_size(request.page_size)
-        cursor = _cursor(request.page_token)
-        status = mappers.DELIVERY_STATUS_FROM_PROTO.get(request.status)
-        if request.status and status is None:
-            raise invalid_argument([("status", "unknown status")])
+        size, cursor, status = _page(
+            request.page_size,
+            request.page_token,
+            request.status,
+            mappers.DELIVERY_STATUS_FROM_PROTO,
+        )
         found = await self._endpoints.deliveries(
             read_scope(call.principal),
             status=status,
