@@ -24,6 +24,7 @@ from payments.orchestrator.v1 import analytics_pb2, analytics_pb2_grpc
 from payments.orchestrator.v1 import health_pb2 as hpb
 from payments.orchestrator.v1 import orchestrator_pb2 as orch
 from payments.orchestrator.v1 import orchestrator_pb2_grpc as orch_grpc
+from payments.plan.v1 import plan_pb2
 from payments.result.v1 import result_pb2
 from payorch.adapters.clock import ManualClock
 from payorch.adapters.payment_metrics import PaymentMetrics
@@ -157,6 +158,26 @@ async def test_a_malformed_request_is_recorded_against_its_contract(sqlite_url):
         assert (v.merchant_id, v.severity) == ("m_1", contracts_pb2.SEVERITY_WARNING)
         assert v.owner == "api" and "currency" in v.message and v.request_id
         assert s.metric("payorch_rpc_requests_total", rpc=CREATE, code="INVALID_ARGUMENT") == 1
+
+
+async def test_a_plan_accepted_with_a_currency_in_lower_case_is_recorded(database_url):
+    async with serving(database_url) as s:
+        plans = inst_grpc.InstallmentServiceStub(s.channel)
+        made = await plans.CreateInstallmentPlan(
+            inst.CreateInstallmentPlanRequest(
+                request_id="plan-messy",
+                order_id="order-1",
+                total=plan_pb2.Money(amount_minor=10_000, currency="eur"),
+                payment_method="pm_card_visa",
+            ),
+            metadata=s.auth("m_1"),
+        )
+        assert made.plan.total.currency == "EUR"
+        await s.violations.wait_for("input/currency")
+        (v,) = await stored(s, contract_id="input/currency")
+    assert (v.merchant_id, v.request_id) == ("m_1", "plan-messy")
+    assert v.severity == contracts_pb2.SEVERITY_INFO
+    assert "total.currency" in v.message and "EUR" in v.message
 
 
 async def test_garbage_bytes_are_recorded_as_a_malformed_request(sqlite_url):

@@ -11,7 +11,7 @@ from google.rpc import code_pb2
 
 from payments.installments.v1 import installments_pb2 as pb
 from payorch.app.auth import read_scope, resolve_merchant
-from payorch.app.contract_monitor import reject_call
+from payorch.app.contract_monitor import identify_call, note_call, reject_call
 from payorch.app.installment_ports import Cursor
 from payorch.app.installments import (
     MAX_REASON_LEN,
@@ -37,7 +37,12 @@ from payorch.app.webhook_delivery import (
 from payorch.domain.card_data import clip, contains_card_number
 from payorch.domain.installments import InvalidInstallmentPolicy, InvalidTransition, NotEligible
 from payorch.domain.money import MAX_AMOUNT_MINOR, Currency, InvalidAmount, Money, UnknownCurrency
-from payorch.domain.request import RequestRejected, merchant_id_issues
+from payorch.domain.request import (
+    RequestRejected,
+    Severity,
+    ValidationIssue,
+    merchant_id_issues,
+)
 from payorch.entrypoints.grpc import installment_mappers as mappers
 from payorch.entrypoints.grpc.errors import RpcError, error, invalid_argument, not_found
 from payorch.entrypoints.grpc.handlers import Call
@@ -212,6 +217,17 @@ class InstallmentServicer:
         if problems or total is None:
             reject_call(merchant_issues)
             raise invalid_argument([(_plan_field(f), m) for f, m in problems])
+        identify_call(merchant_id=merchant, request_id=request.request_id)
+        if request.total.currency != total.currency.code:
+            # Taken, as CreatePayment takes it, and recorded as CreatePayment records it.
+            note = ValidationIssue(
+                "total.currency",
+                f"normalized to {total.currency.code}",
+                "input/currency",
+                False,
+                Severity.INFO,
+            )
+            note_call([note])
         command = CreatePlan(
             merchant_id=merchant,
             request_id=request.request_id,
