@@ -179,18 +179,20 @@ def test_the_cli_run_again_after_a_lost_answer_makes_no_second_plan(server, stub
     assert [p.plan_id for p in plans_for_order(stub, server, order)] == [first["plan"]["planId"]]
 
 
-def test_the_cli_says_which_request_id_it_used_so_another_run_can_reuse_it(server):
+def test_a_refused_cli_create_names_the_request_id_it_used(server):
     order = f"order-{uuid.uuid4().hex[:8]}"
+    command = cli_create(server, order)
+    command[command.index("150.00")] = "99.99"  # below the smallest total: refused
     done = subprocess.run(
-        [sys.executable, "-m", "payorch.entrypoints.cli", *cli_create(server, order)],
+        [sys.executable, "-m", "payorch.entrypoints.cli", *command],
         capture_output=True,
         text=True,
         timeout=60,
     )
 
-    assert done.returncode == 0, done.stderr
-    request_id = json.loads(done.stdout)["plan"]["requestId"]
-    assert f"--request-id {request_id}" in done.stderr
+    assert done.returncode == 1
+    failure = json.loads(done.stderr)
+    assert (failure["code"], failure["request_id"]) == ("FAILED_PRECONDITION", f"plan-{order}")
 
 
 def read_lines(process: subprocess.Popen[str], until: str, timeout: float) -> list[str]:

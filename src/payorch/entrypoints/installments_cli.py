@@ -31,7 +31,7 @@ def _base() -> Any:
 
 
 # -- client side ----------------------------------------------------------------------
-def _call(args: argparse.Namespace, method: str, request: Any) -> int:
+def _call(args: argparse.Namespace, method: str, request: Any, made_up_request_id: str = "") -> int:
     cli = _base()
     table = getattr(args, "table", False)
     with cli.channel(args) as ch:
@@ -41,10 +41,7 @@ def _call(args: argparse.Namespace, method: str, request: Any) -> int:
                 request, metadata=cli._metadata(args), timeout=args.timeout
             )
         except grpc.RpcError as exc:
-            print(
-                json.dumps({"code": exc.code().name, "message": exc.details()}, indent=2),
-                file=sys.stderr,
-            )
+            cli.print_failure(exc, made_up_request_id)
             return 1
     if table and response.HasField("plan"):
         print(format_plan(response.plan))
@@ -110,10 +107,7 @@ def cmd_create(args: argparse.Namespace) -> int:
         payment_method=args.payment_method,
         customer_id=args.customer or "",
     )
-    if not args.request_id:
-        # Said before the call, so it is on screen even when the answer never comes.
-        print(f"request_id {request_id}: retry with --request-id {request_id}", file=sys.stderr)
-    return _call(args, "CreateInstallmentPlan", request)
+    return _call(args, "CreateInstallmentPlan", request, "" if args.request_id else request_id)
 
 
 def cmd_get(args: argparse.Namespace) -> int:
