@@ -15,7 +15,11 @@ from payorch.adapters.persistence.availability import storage_unreachable
 from payorch.adapters.persistence.engine import create_engine, migrate
 from payorch.adapters.persistence.merchant_configs import SqlAlchemyMerchantConfigStore
 from payorch.adapters.persistence.unit_of_work import SqlAlchemyUnitOfWorkFactory
-from payorch.adapters.processors.simulated import SimulatedProcessor, Simulation
+from payorch.adapters.processors.simulated import (
+    InvalidSimulation,
+    SimulatedProcessor,
+    Simulation,
+)
 from payorch.app.auth import Authenticator
 from payorch.app.health import HealthTracker
 from payorch.app.installments import ConfiguredInstallmentPolicies
@@ -25,14 +29,14 @@ from payorch.app.ports import Clock, Processor
 from payorch.app.router import Router
 from payorch.app.settlement import Settlement
 from payorch.app.stalls import StallWatch
-from payorch.domain.health import HealthPolicy
+from payorch.domain.health import HealthPolicy, InvalidHealthPolicy
 from payorch.installments_wiring import InstallmentsApp, build_installments, clock_from_settings
 from payorch.observability_wiring import (
     ObservabilityApp,
     ObservabilityOptions,
     build_observability,
 )
-from payorch.settings import Settings
+from payorch.settings import InvalidSettings, Settings
 
 
 @dataclass
@@ -86,6 +90,13 @@ class Container:
 
 
 def health_policy(settings: Settings) -> HealthPolicy:
+    try:
+        return _health_policy(settings)
+    except InvalidHealthPolicy as exc:
+        raise InvalidSettings(f"PAYORCH_HEALTH_*: {exc}") from None
+
+
+def _health_policy(settings: Settings) -> HealthPolicy:
     return HealthPolicy(
         window_s=settings.health_window_s,
         min_requests=settings.health_min_requests,
@@ -107,19 +118,34 @@ def build_processors(
     processors: dict[str, Processor] = {}
     simulated: dict[str, SimulatedProcessor] = {}
     if settings.stripe_api_key:
-        from payorch.adapters.processors.stripe import StripeProcessor
+        from payorch.adapters.processors.stripe import LiveKeyRefused, StripeProcessor
 
-        processors["stripe"] = StripeProcessor(
-            settings.stripe_api_key,
-            api_base=settings.stripe_api_base or None,
-            timeout_s=settings.call_timeout_s,
-            allow_live=settings.stripe_allow_live,
-        )
+        try:
+            processors["stripe"] = StripeProcessor(
+                settings.stripe_api_key,
+                api_base=settings.stripe_api_base or None,
+                timeout_s=settings.call_timeout_s,
+                allow_live=settings.stripe_allow_live,
+            )
+        except LiveKeyRefused:
+            raise InvalidSettings(
+                "PAYORCH_STRIPE_API_KEY is a live key: refused unless PAYORCH_STRIPE_ALLOW_LIVE=1"
+            ) from None
     for name in settings.processor_names:
         if name == "stripe":
             continue
-        spec = settings.simulate_by_processor.get(name, settings.simulate)
-        sim = SimulatedProcessor(name, Simulation.parse(spec), charge_log=settings.sim_charge_log)
+        own = name in settings.simulate_by_processor
+        spec = settings.simulate_by_processor[name] if own else settings.simulate
+        try:
+            simulation = Simulation.parse(spec)
+        except InvalidSimulation as exc:
+            where = (
+                f"PAYORCH_SIMULATE_{name.upper()} (--simulate-for {name})"
+                if own
+                else "PAYORCH_SIMULATE (--simulate)"
+            )
+            raise InvalidSettings(f"{where}: {exc}") from None
+        sim = SimulatedProcessor(name, simulation, charge_log=settings.sim_charge_log)
         simulated[name] = sim
         processors[name] = sim
     return processors, simulated
@@ -133,6 +159,9 @@ async def bootstrap(
     observability: ObservabilityOptions | None = None,
 ) -> Container:
     clock = clock or clock_from_settings(settings)
+    # Settings it cannot start with are refused before the database is opened.
+    policy = health_policy(settings)
+    processors, simulated = build_processors(settings)
     engine = create_engine(settings.database_url)
     if run_migrations:
         await migrate(engine)
@@ -140,11 +169,10 @@ async def bootstrap(
     if uow.writer is not None:
         default_metrics().payment_writes.track(uow.writer)
     observed = build_observability(settings, clock, engine, observability)
-    processors, simulated = build_processors(settings)
     # When tracing is on, every processor call is an attempt span.
     calls = observed.traced(processors)
     health = HealthTracker(
-        health_policy(settings),
+        policy,
         clock,
         processors=processors,
         observers=[PrometheusHealthObserver(default_metrics())],

@@ -17,6 +17,10 @@ def _read_secret(value: str, file: str) -> str:
     return ""
 
 
+class InvalidSettings(ValueError):
+    """A setting the server cannot start with; the message names the variable."""
+
+
 # Read from PAYORCH_<NAME> or from the file named by PAYORCH_<NAME>_FILE; never printed.
 SECRETS = ("stripe_api_key", "stripe_webhook_secret")
 

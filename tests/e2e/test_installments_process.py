@@ -151,6 +151,50 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def plans_for_order(stub, server, order_id: str) -> list[pb.InstallmentPlan]:
+    listed = stub.ListInstallmentPlans(
+        pb.ListInstallmentPlansRequest(page_size=100), metadata=server.auth("m_1"), timeout=10
+    )
+    return [p for p in listed.plans if p.order_id == order_id]
+
+
+def cli_create(server: RunningServer, order_id: str) -> list[str]:
+    """`payorch installments create` for m_1, without --request-id."""
+    return [
+        *("installments", "create", "--address", server.address),
+        *("--api-key", server.keys["m_1"], "--order-id", order_id, "--amount", "150.00"),
+        *("--currency", "EUR", "--payment-method", "pm_card_visa"),
+    ]
+
+
+def test_the_cli_run_again_after_a_lost_answer_makes_no_second_plan(server, stub):
+    # No --request-id: the operator re-runs the same command because its answer was lost.
+    order = f"order-{uuid.uuid4().hex[:8]}"
+
+    first = json.loads(payorch(*cli_create(server, order)))
+    again = json.loads(payorch(*cli_create(server, order)))
+
+    assert again["plan"]["planId"] == first["plan"]["planId"]
+    assert again["replayed"] is True
+    assert [p.plan_id for p in plans_for_order(stub, server, order)] == [first["plan"]["planId"]]
+
+
+def test_a_refused_cli_create_names_the_request_id_it_used(server):
+    order = f"order-{uuid.uuid4().hex[:8]}"
+    command = cli_create(server, order)
+    command[command.index("150.00")] = "99.99"  # below the smallest total: refused
+    done = subprocess.run(
+        [sys.executable, "-m", "payorch.entrypoints.cli", *command],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert done.returncode == 1
+    failure = json.loads(done.stderr)
+    assert (failure["code"], failure["request_id"]) == ("FAILED_PRECONDITION", f"plan-{order}")
+
+
 def read_lines(process: subprocess.Popen[str], until: str, timeout: float) -> list[str]:
     assert process.stdout is not None
     selector = selectors.DefaultSelector()

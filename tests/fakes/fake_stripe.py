@@ -177,6 +177,8 @@ class _Decline:
     code: str
     decline_code: str
     message: str
+    # The issuer's advice on retrying (Stripe's `advice_code`), "" when it gave none.
+    advice_code: str = ""
 
 
 _SUCCEEDS = "succeeds"
@@ -411,6 +413,13 @@ class FakeStripe:
     def register_payment_method(self, pm_id: str, *, like: str) -> None:
         """Make ``pm_id`` behave as the test PaymentMethod ``like`` (e.g. ``pm_card_visa``)."""
         self._payment_methods[pm_id] = self._payment_methods[like]
+
+    def register_declined_payment_method(
+        self, pm_id: str, *, code: str, decline_code: str, advice_code: str = ""
+    ) -> None:
+        """Make ``pm_id`` declined as a live issuer can decline it, with an advice code
+        (Stripe has no test PaymentMethod that gives one)."""
+        self._payment_methods[pm_id] = _Decline(code, decline_code, _DECLINED, advice_code)
 
     @property
     def charges_total(self) -> int:
@@ -889,6 +898,7 @@ class FakeStripe:
             "code": decline.code,
             "decline_code": decline.decline_code,
             "message": decline.message,
+            **({"advice_code": decline.advice_code} if decline.advice_code else {}),
             "charge": charge_id,
             "doc_url": f"https://stripe.com/docs/error-codes/{decline.code.replace('_', '-')}",
             "payment_method": {"id": pm, "object": "payment_method", "type": "card"},

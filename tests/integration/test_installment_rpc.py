@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 import pytest
@@ -15,6 +16,7 @@ from grpc_status import rpc_status
 from payments.installments.v1 import installments_pb2 as pb
 from payments.installments.v1 import installments_pb2_grpc as pb_grpc
 from payments.plan.v1 import plan_pb2
+from payorch.app import installments as installments_app
 from payorch.app.auth import Scope
 from payorch.bootstrap import Container
 from payorch.domain.installments import InstallmentStatus, charge_request_id
@@ -150,6 +152,37 @@ async def test_a_malformed_plan_below_the_smallest_total_is_invalid_argument_on_
     assert await plans_of(served) == []
 
 
+async def test_a_plan_request_wrong_in_every_field_is_told_about_every_field_at_once(served):
+    err = await served.refused(
+        " ",  # not printable: no idempotency key
+        order_id="",
+        total=plan_pb2.Money(amount_minor=-5, currency="EURO"),
+        payment_method="visa please",
+        customer_id="someone",
+    )
+
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err.details()
+    assert set(field_violations(err)) == {
+        "request_id",
+        "order_id",
+        "total.currency",
+        "total.amount_minor",
+        "payment_method",
+        "customer_id",
+    }
+    assert served.container.simulated["simulated"].ledger.charges_total == 0
+    assert await plans_of(served) == []
+
+
+async def test_a_plan_request_without_a_total_is_told_about_its_other_fields_too(served):
+    request = pb.CreateInstallmentPlanRequest(request_id="no-total-1", payment_method="pm_x y")
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await served.stub.CreateInstallmentPlan(request, metadata=served.auth)
+
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert set(field_violations(err.value)) == {"total", "order_id", "payment_method"}
+
+
 async def test_the_server_keeps_serving_after_refusing_a_plan(served):
     await served.container.configs.upsert(
         MerchantConfig("m_1", allowed_currencies=frozenset({"USD"}))
@@ -171,6 +204,60 @@ def error_reason(err: grpc.aio.AioRpcError) -> str:
         if detail.Unpack(info):
             return info.reason
     return ""
+
+
+@pytest.mark.parametrize("total", [30_001, 30_002], ids=["one-more", "two-more"])
+async def test_a_request_id_reused_after_a_decline_for_another_total_is_already_exists(
+    served, total
+):
+    # Split in 3, 300.00 and 300.01 / 300.02 share their first part (100.00): the same
+    # first charge. The request is not the same, and is not answered as if it were.
+    declined = plan_pb2.Money(amount_minor=30_000, currency="EUR")
+    first = await served.create("plan-1", payment_method="pm_card_chargeDeclined", total=declined)
+    assert not first.HasField("plan")
+
+    other = plan_pb2.Money(amount_minor=total, currency="EUR")
+    err = await served.refused("plan-1", payment_method="pm_card_chargeDeclined", total=other)
+
+    assert err.code() == grpc.StatusCode.ALREADY_EXISTS, err.details()
+    assert error_reason(err) == "IDEMPOTENCY_KEY_REUSED"
+    assert "request_id was already used for a plan" in (err.details() or "")
+
+
+async def test_a_request_id_reused_for_another_total_after_its_first_charge_is_already_exists(
+    served,
+):
+    # The first call's process died after charging 100.00 of a 300.00 order; a call
+    # under its request id for 300.01 (same first part) is another request.
+    await first_charge_only(served.container, "plan-1", order_id="order-plan-1", total=30_000)
+
+    err = await served.refused("plan-1", total=plan_pb2.Money(amount_minor=30_001, currency="EUR"))
+
+    assert err.code() == grpc.StatusCode.ALREADY_EXISTS, err.details()
+    assert await plans_of(served) == []
+    # The request as first made still gets its plan.
+    made = await served.create("plan-1", total=plan_pb2.Money(amount_minor=30_000, currency="EUR"))
+    assert made.plan.total.amount_minor == 30_000
+
+
+async def test_a_first_charge_made_before_charges_carried_the_total_is_still_replayed(
+    served, monkeypatch
+):
+    # An earlier version made the first charge without the plan's total in its metadata;
+    # its process died before the plan was stored. The retry finds it, charges nothing.
+    charge_request = installments_app._charge_request
+
+    def without_the_total(*args: Any, plan_total: object = None, **kw: Any) -> Any:
+        return charge_request(*args, **kw)
+
+    monkeypatch.setattr(installments_app, "_charge_request", without_the_total)
+    first = await first_charge_only(served.container, "plan-1", order_id="order-plan-1")
+    monkeypatch.undo()
+
+    made = await served.create("plan-1")
+
+    assert made.plan.plan_id and made.first_charge.payment_id == first
+    assert served.container.simulated["simulated"].ledger.charges_total == 1
 
 
 async def test_a_retry_whose_first_charge_was_refunded_is_failed_precondition(served):
@@ -342,4 +429,23 @@ async def test_a_webhook_url_holding_an_encoded_card_number_is_refused_and_not_k
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "card number" in field_violations(err.value)["url"]
     assert "4242" not in (err.value.details() or "")
+    assert await endpoints_of(served) == []
+
+
+async def test_a_webhook_endpoint_wrong_in_every_field_is_told_about_every_field_at_once(served):
+    request = pb.CreateWebhookEndpointRequest(
+        url="ftp://127.0.0.1/hooks",
+        description="d" * 201,
+        event_types=["installment.failed", "plan.made", "payment.teleported"],
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await served.stub.CreateWebhookEndpoint(request, metadata=served.auth)
+
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert set(field_violations(err.value)) == {
+        "url",
+        "description",
+        "event_types[1]",
+        "event_types[2]",
+    }
     assert await endpoints_of(served) == []

@@ -86,9 +86,9 @@ def test_a_migration_header_in_another_form_leaves_the_heads_to_alembic(tmp_path
     for path in (engine_module.MIGRATIONS / "versions").glob("[0-9]*.py"):
         (versions / path.name).write_text(path.read_text())
     monkeypatch.setattr(engine_module, "MIGRATIONS", tmp_path)
-    assert migration_heads() == {"0007", "0102"}
-    (versions / "0008_merge.py").write_text(
-        'revision = "0008"\ndown_revision = ("0007", "0102")\n'
+    assert migration_heads() == {"0008", "0102"}
+    (versions / "9999_merge.py").write_text(
+        'revision = "9999"\ndown_revision = ("0008", "0102")\n'
         "branch_labels = None\ndepends_on = None\n"
     )
     assert migration_heads() is None
@@ -178,9 +178,9 @@ async def test_processes_starting_on_a_new_database_at_once_all_start(new_databa
 async def test_processor_customers_are_backfilled_to_the_merchant_that_used_them_first(
     database_url, caplog
 ):
-    """Migration 0007 binds each customer of a stored payment or plan to its first user;
+    """Migration 0008 binds each customer of a stored payment or plan to its first user;
     a customer two merchants used already goes to the first and is logged for operators.
-    Made with the service (at 0007), taken back to 0006 and shared there, as before."""
+    Made with the service (at 0008), taken back to 0007 and shared there, as before."""
     clock = ManualClock()
     container = await installments_container(database_url, clock)
     try:
@@ -193,12 +193,12 @@ async def test_processor_customers_are_backfilled_to_the_merchant_that_used_them
         latest = await pay(container, "m_1", "r-3", "cus_W")  # made cus_Z below
         async with container.engine.begin() as conn:
 
-            def back_to_0006(sync_conn):
+            def back_to_0007(sync_conn):
                 cfg = alembic_config(sync_conn.engine.url)
                 cfg.attributes["connection"] = sync_conn
-                command.downgrade(cfg, "0006")
+                command.downgrade(cfg, "0007")
 
-            await conn.run_sync(back_to_0006)
+            await conn.run_sync(back_to_0007)
             for payment, customer in ((later, "cus_X"), (latest, "cus_Z")):
                 await conn.execute(
                     update(payment_steps)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -18,10 +18,13 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from prometheus_client import CollectorRegistry
 
 from payments.contracts.v1 import contracts_pb2, monitor_pb2, monitor_pb2_grpc
+from payments.installments.v1 import installments_pb2 as inst
+from payments.installments.v1 import installments_pb2_grpc as inst_grpc
 from payments.orchestrator.v1 import analytics_pb2, analytics_pb2_grpc
 from payments.orchestrator.v1 import health_pb2 as hpb
 from payments.orchestrator.v1 import orchestrator_pb2 as orch
 from payments.orchestrator.v1 import orchestrator_pb2_grpc as orch_grpc
+from payments.plan.v1 import plan_pb2
 from payments.result.v1 import result_pb2
 from payorch.adapters.clock import ManualClock
 from payorch.adapters.payment_metrics import PaymentMetrics
@@ -153,8 +156,42 @@ async def test_a_malformed_request_is_recorded_against_its_contract(sqlite_url):
         await s.violations.wait_for("input/currency")
         (v,) = await stored(s, contract_id="input/currency")
         assert (v.merchant_id, v.severity) == ("m_1", contracts_pb2.SEVERITY_WARNING)
-        assert v.owner == "api" and "currency" in v.message and v.request_id
+        assert v.owner == "api" and "currency" in v.message
+        # Under the payment's own request id, so a merchant's complaint about it finds it.
+        assert v.request_id == "r-bad"
         assert s.metric("payorch_rpc_requests_total", rpc=CREATE, code="INVALID_ARGUMENT") == 1
+
+
+async def test_a_payment_refused_for_its_request_id_is_recorded_under_the_callers_header(
+    sqlite_url,
+):
+    async with serving(sqlite_url) as s:
+        header = ("x-request-id", "trace-7")
+        with pytest.raises(grpc.aio.AioRpcError):
+            await s.payments.CreatePayment(pay("r" * 300), metadata=[*s.auth("m_1"), header])
+        await s.violations.wait_for("input/request_id")
+        (v,) = await stored(s, contract_id="input/request_id")
+        assert v.request_id == "trace-7"
+
+
+async def test_a_plan_accepted_with_a_currency_in_lower_case_is_recorded(database_url):
+    async with serving(database_url) as s:
+        plans = inst_grpc.InstallmentServiceStub(s.channel)
+        made = await plans.CreateInstallmentPlan(
+            inst.CreateInstallmentPlanRequest(
+                request_id="plan-messy",
+                order_id="order-1",
+                total=plan_pb2.Money(amount_minor=10_000, currency="eur"),
+                payment_method="pm_card_visa",
+            ),
+            metadata=s.auth("m_1"),
+        )
+        assert made.plan.total.currency == "EUR"
+        await s.violations.wait_for("input/currency")
+        (v,) = await stored(s, contract_id="input/currency")
+    assert (v.merchant_id, v.request_id) == ("m_1", "plan-messy")
+    assert v.severity == contracts_pb2.SEVERITY_INFO
+    assert "total.currency" in v.message and "EUR" in v.message
 
 
 async def test_garbage_bytes_are_recorded_as_a_malformed_request(sqlite_url):
@@ -444,6 +481,17 @@ async def test_get_payment_stats_refuses_a_filter_no_merchant_or_processor_has(s
     assert ok.stats.merchant_id == LONGEST_MERCHANT
 
 
+async def refused_fields(calls: dict[str, Awaitable[object]]) -> dict[str, list[str]]:
+    """Each call must be INVALID_ARGUMENT: the fields its violations name, by call."""
+    refused = {}
+    for name, call in calls.items():
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await call
+        assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT, name
+        refused[name] = sorted(field_violations(err.value))
+    return refused
+
+
 async def test_violation_lists_and_reports_refuse_filters_they_would_cut_or_invert(sqlite_url):
     async with serving(sqlite_url) as s:
         now = s.clock.now()
@@ -467,17 +515,71 @@ async def test_violation_lists_and_reports_refuse_filters_they_would_cut_or_inve
                 metadata=s.auth("ops"),
             ),
         }
-        refused = {}
-        for name, call in calls.items():
-            with pytest.raises(grpc.aio.AioRpcError) as bad:
-                await call
-            assert bad.value.code() is grpc.StatusCode.INVALID_ARGUMENT, name
-            refused[name] = sorted(field_violations(bad.value))
+        refused = await refused_fields(calls)
     assert refused == {
         "list merchant": ["merchant_id"],
         "list contract": ["contract_id"],
         "list order": ["since"],
         "report merchant": ["merchant_id"],
+    }
+
+
+OUT_OF_RANGE = timestamp_pb2.Timestamp(seconds=2**62)  # past year 9999: no datetime holds it
+
+
+async def test_a_listing_or_report_wrong_in_every_field_is_told_about_every_field_at_once(
+    database_url,
+):
+    async with serving(database_url) as s:
+        plans = inst_grpc.InstallmentServiceStub(s.channel)
+        bad = {"page_size": -1, "page_token": "not a token", "status": 999}
+        calls = {
+            "payments": s.payments.ListPayments(
+                orch.ListPaymentsRequest(**bad, created_after=OUT_OF_RANGE), metadata=s.auth("m_1")
+            ),
+            "plans": plans.ListInstallmentPlans(
+                inst.ListInstallmentPlansRequest(**bad), metadata=s.auth("m_1")
+            ),
+            "deliveries": plans.ListWebhookDeliveries(
+                inst.ListWebhookDeliveriesRequest(**bad), metadata=s.auth("m_1")
+            ),
+            "violations": s.monitor.ListContractViolations(
+                monitor_pb2.ListContractViolationsRequest(
+                    page_size=-1, page_token="not a token", severity=999, since=OUT_OF_RANGE
+                ),
+                metadata=s.auth("ops"),
+            ),
+            "report": s.monitor.GenerateContractReport(
+                monitor_pb2.GenerateContractReportRequest(
+                    since=OUT_OF_RANGE, merchant_id="not an id"
+                ),
+                metadata=s.auth("ops"),
+            ),
+            "complaint": s.monitor.ReportMerchantComplaint(
+                monitor_pb2.ReportMerchantComplaintRequest(
+                    category="nope", text=" ", occurred_at=OUT_OF_RANGE
+                ),
+                metadata=s.auth("m_1"),
+            ),
+            "stats": s.analytics.GetPaymentStats(
+                analytics_pb2.GetPaymentStatsRequest(since=OUT_OF_RANGE, processor="p" * 200),
+                metadata=s.auth("m_1"),
+            ),
+            "retrospective": s.monitor.GenerateRetrospective(
+                monitor_pb2.GenerateRetrospectiveRequest(since=OUT_OF_RANGE, until=OUT_OF_RANGE),
+                metadata=s.auth("ops"),
+            ),
+        }
+        refused = await refused_fields(calls)
+    assert refused == {
+        "stats": ["processor", "since"],
+        "retrospective": ["since", "until"],
+        "report": ["merchant_id", "since"],
+        "complaint": ["category", "occurred_at", "text"],
+        "payments": ["created_after", "page_size", "page_token", "status"],
+        "plans": ["page_size", "page_token", "status"],
+        "deliveries": ["page_size", "page_token", "status"],
+        "violations": ["page_size", "page_token", "severity", "since"],
     }
 
 

@@ -10,10 +10,12 @@ import pytest
 from payorch.adapters.clock import SystemClock
 from payorch.app.payments import InvalidState, RefundRejected
 from payorch.app.ports import ConcurrentUpdate
+from payorch.domain.installments import judge_charge
 from payorch.domain.payment import Owed, PaymentStatus, StepStatus
 from payorch.domain.request import RawMethodInput, RawPaymentRequest, parse_payment_request
 from payorch.domain.results import ErrorCode, Outcome, ProcessorResponse, ResponseKind
-from tests.integration.helpers import core_request, make_container
+from tests.fakes.fake_stripe import FakeStripe
+from tests.integration.helpers import core_request, make_container, make_stripe_container
 
 
 @pytest.fixture
@@ -63,6 +65,30 @@ async def test_a_declined_payment_keeps_the_raw_processor_fields(container):
         402,
     )
     assert raw.request_id.startswith("req_sim_")
+
+
+async def test_an_issuers_advice_on_retrying_is_kept_with_the_decline(database_url, clock):
+    """Stripe's advice_code is the issuer's word on trying the card again: the dunning
+    ladder judges a stored payment by its raw fields, so it is stored with them."""
+    async with FakeStripe() as fake:
+        fake.register_declined_payment_method(
+            "pm_live_declined",
+            code="card_declined",
+            decline_code="do_not_honor",
+            advice_code="do_not_try_again",
+        )
+        c = await make_stripe_container(database_url, clock, fake)
+        try:
+            result = await c.payments.create(
+                core_request(token="pm_live_declined"), deadline_s=None
+            )
+            stored = await c.payments.get(result.payment.id, None)
+        finally:
+            await c.close()
+    raw = stored.steps[0].attempts[0].raw
+    assert (raw.decline_code, raw.advice_code) == ("do_not_honor", "do_not_try_again")
+    judged = judge_charge(stored)
+    assert (judged.error_code, judged.retry_later) == ("do_not_honor", False)
 
 
 async def test_another_merchant_cannot_read_the_payment(container):

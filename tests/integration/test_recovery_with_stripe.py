@@ -15,6 +15,7 @@ from payorch.app.merchant_configs import MerchantConfigs
 from payorch.app.payments import PaymentService, ProcessorEvent, ProcessorEvents
 from payorch.app.router import Router
 from payorch.app.settlement import Settlement
+from payorch.domain.installments import judge_charge
 from payorch.domain.merchant_config import MerchantConfig
 from payorch.domain.payment import Owed, PaymentStatus, StepStatus
 from payorch.domain.request import RawMethodInput, RawPaymentRequest, parse_payment_request
@@ -165,6 +166,34 @@ async def test_a_stolen_card_decline_whose_answer_was_lost_reconciles_as_stolen_
         [failed] = [e for e in service._uow.events if e.name == "StepFailed"]
         assert failed.retryable is False  # dunning must not charge a stolen card again
         assert fake.charges_total == 0
+
+
+@pytest.mark.parametrize(
+    ("code", "decline_code", "error_code"),
+    [
+        ("processing_error", "processing_error", ErrorCode.PROCESSING_ERROR),
+        ("card_declined", "do_not_honor", ErrorCode.DO_NOT_HONOR),
+        ("card_declined", "insufficient_funds", ErrorCode.INSUFFICIENT_FUNDS),
+    ],
+)
+async def test_a_decline_the_issuer_advises_not_to_try_again_is_never_tried_again(
+    world, code, decline_code, error_code
+):
+    """Stripe's advice_code do_not_try_again: the networks charge for retrying it, now
+    (a processing_error would be tried again at once) or on the dunning ladder."""
+    fake, service = world
+    fake.register_declined_payment_method(
+        "pm_live_declined", code=code, decline_code=decline_code, advice_code="do_not_try_again"
+    )
+    payment = await pay(service, token="pm_live_declined")
+
+    step = payment.steps[0]
+    assert payment.status is PaymentStatus.FAILED
+    assert (step.outcome, step.error_code) == (Outcome.HARD, error_code)
+    assert len(fake.requests_to("confirm")) == 1  # not tried again under the next key
+    [failed] = [e for e in service._uow.events if e.name == "StepFailed"]
+    assert failed.retryable is False
+    assert judge_charge(payment).retry_later is False  # nor on the dunning ladder
 
 
 async def test_a_500_stored_over_a_stolen_card_decline_fails_the_step_without_a_second_try(world):

@@ -132,6 +132,28 @@ async def test_insufficient_funds_is_a_soft_decline_for_later_not_now(
     assert fake.charges_total == 0
 
 
+async def test_an_issuers_advice_not_to_try_again_is_read_from_the_decline_and_the_lookup(
+    fake: FakeStripe, processor: StripeProcessor
+) -> None:
+    fake.register_declined_payment_method(
+        "pm_live_declined",
+        code="card_declined",
+        decline_code="do_not_honor",
+        advice_code="do_not_try_again",
+    )
+    answer = await processor.authorize(charge("pm_live_declined"))
+
+    assert (answer.decline_code, answer.advice_code) == ("do_not_honor", "do_not_try_again")
+    verdict = classify(answer)
+    assert (verdict.outcome, verdict.error_code) == (Outcome.HARD, ErrorCode.DO_NOT_HONOR)
+    assert (verdict.retry_now, verdict.retry_later) == (False, False)
+    # A lookup (after a lost answer or a 500) reads it from last_payment_error too.
+    looked = await processor.lookup(charge("pm_live_declined"), answer.processor_payment_id)
+    assert looked.kind is ResponseKind.NOT_CHARGED
+    assert (looked.decline_code, looked.advice_code) == ("do_not_honor", "do_not_try_again")
+    assert fake.charges_total == 0
+
+
 async def test_a_card_over_its_velocity_limit_is_declined_for_later_not_now(
     fake: FakeStripe, processor: StripeProcessor
 ) -> None:

@@ -7,7 +7,7 @@ import hmac
 import json
 import logging
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -15,9 +15,11 @@ from sqlalchemy import select
 
 from payorch.adapters.clock import ManualClock
 from payorch.adapters.persistence.tables import events
+from payorch.app.auth import Principal, Scope
 from payorch.domain.merchant_config import MerchantConfig
 from payorch.domain.payment import PaymentStatus, StepStatus
 from payorch.domain.request import RawMethodInput, RawPaymentRequest, parse_payment_request
+from payorch.domain.results import ErrorCode, Outcome
 from payorch.domain.retry import RetryPolicy
 from payorch.entrypoints.http.app import build_app
 from tests.fakes.fake_stripe import FakeStripe, Fault
@@ -465,7 +467,7 @@ async def test_a_dashboard_refund_is_read_in_the_units_stripe_counts_its_currenc
     ] == [200]
 
 
-async def test_a_refund_that_failed_at_stripe_is_no_longer_counted(on_stripe):
+async def test_a_refund_that_failed_at_stripe_is_no_longer_counted(on_stripe, clock):
     fake, container, client = on_stripe
     payment, pi = await paid_on_stripe(container)
     dashboard = fake.refund_from_dashboard(pi, 2000)
@@ -477,6 +479,10 @@ async def test_a_refund_that_failed_at_stripe_is_no_longer_counted(on_stripe):
     stored = await container.payments.get(payment.id, None)
     assert stored.status is PaymentStatus.SUCCEEDED
     assert (stored.refundable_minor, stored.steps[0].status) == (5000, StepStatus.CAPTURED)
+    # Recorded as what it is: not "unmapped", an answer missing from the table.
+    failed = stored.steps[0].attempts[-1]
+    assert (failed.operation, failed.idempotency_key) == ("refund", dashboard)
+    assert (failed.outcome, failed.error_code) == (Outcome.HARD, ErrorCode.REFUND_FAILED)
     assert await result_of(client, refund_event("charge.refund.updated", pi)) == "nothing new"
 
     # One that payorch made and counted, failing later, is no longer counted either.
@@ -500,6 +506,14 @@ async def test_a_refund_that_failed_at_stripe_is_no_longer_counted(on_stripe):
     assert len(fake.refunds_for(pi)) == 2
     again = await container.payments.refund(payment.id, "m_1", amount_minor=0, request_id="rf-2")
     assert again.status is PaymentStatus.REFUNDED and fake.refunded_for(pi) == 5000
+    stats = await container.observability.analytics.stats(
+        Principal(Scope.OPS, None, "ops"),
+        since=clock.now() - timedelta(hours=1),
+        until=clock.now() + timedelta(hours=1),
+    )
+    # In the failure mix under their own code; out of the recovery share, as refunds are.
+    assert stats.failures_by_error_code == {ErrorCode.REFUND_FAILED: 2}
+    assert (stats.hit_infrastructure_failure, stats.recovered) == (0, 0)
 
 
 async def answered_send_again(client, body: str, caplog) -> None:

@@ -277,6 +277,30 @@ def test_lost_stolen_or_fraudulent_card_is_never_charged_again(decline_code: str
     assert not c.retry_later
 
 
+@pytest.mark.parametrize(
+    "decline_code",
+    [
+        "pickup_card",
+        # Stripe's retired "never again" codes (now advice codes): still sent by some.
+        "do_not_try_again",
+        "revocation_of_authorization",
+        "revocation_of_all_authorizations",
+        "stop_payment_order",
+        "restricted_card",
+        "security_violation",
+        "invalid_account",
+        "transaction_not_allowed",
+        "duplicate_transaction",
+    ],
+)
+def test_a_decline_the_issuer_will_never_approve_is_known_and_never_charged_again(
+    decline_code: str,
+) -> None:
+    c = card_error(decline_code)
+    assert (c.outcome, c.retry_now, c.retry_later) == (Outcome.HARD, False, False)
+    assert not c.unmapped  # known: not an alert about a gap in the table
+
+
 def test_authentication_required_decline_asks_for_customer_action() -> None:
     c = card_error("authentication_required")
     assert c.outcome is Outcome.REQUIRES_ACTION

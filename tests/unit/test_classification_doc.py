@@ -16,6 +16,7 @@ from payorch.domain.classification import (
     EXCEPTIONS,
     INFRASTRUCTURE_CODES,
     KINDS,
+    NO_RETRY_ADVICE,
     classify,
     is_infrastructure_failure,
 )
@@ -48,6 +49,7 @@ _STRING_FIELDS = {
     "error_type",
     "code",
     "decline_code",
+    "advice_code",
     "message",
     "request_id",
     "next_action_type",
@@ -156,6 +158,13 @@ def test_every_decline_code_is_documented(key: str) -> None:
             )
         )
     ), f"DECLINE_CODES[{key!r}] has no row in docs/classification.md"
+
+
+@pytest.mark.parametrize("advice", sorted(NO_RETRY_ADVICE))
+def test_every_advice_against_retrying_is_documented(advice: str) -> None:
+    assert _documented(
+        lambda f: f.get("error_type") == "card_error" and f.get("advice_code") == advice
+    ), f"NO_RETRY_ADVICE {advice!r} has no row in docs/classification.md"
 
 
 @pytest.mark.parametrize("key", sorted(ERROR_CODES))

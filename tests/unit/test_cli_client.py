@@ -124,6 +124,25 @@ def test_pay_makes_up_a_fresh_request_id_when_none_is_given(channel):
     assert all(i.startswith("cli-") for i in ids) and ids[0] != ids[1]
 
 
+def test_pay_names_the_request_id_it_made_up_when_the_answer_is_lost(channel, capsys):
+    run, sent = pay(channel, "--api-key", "po_k", "--amount", "5", "--currency", "eur")
+    sent.rpc.terminate(None, (), grpc.StatusCode.UNAVAILABLE, "connection lost")  # no answer
+    assert run.finish() == 1
+
+    failure = json.loads(capsys.readouterr().err)
+    assert failure["code"] == "UNAVAILABLE"
+    assert failure["request_id"] == sent.request.request_id  # to retry it, not pay again
+
+
+def test_refund_names_the_request_id_it_made_up_when_the_answer_is_lost(channel, capsys):
+    run = CliRun(channel, ["refund", *ADDRESS, "--api-key", "po_k", "pay_1", "--amount", "500"])
+    sent = run.take("RefundPayment")
+    sent.rpc.terminate(None, (), grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded")
+    assert run.finish() == 1
+
+    assert json.loads(capsys.readouterr().err)["request_id"] == sent.request.request_id
+
+
 def test_a_made_up_request_id_never_looks_like_a_card_number(channel, monkeypatch):
     # Its digits read "4242 4242 4242 4242", but in a UUID's groups: an identifier.
     unlucky = uuid.UUID("42424242-4242-4242-4242-424242424242")
@@ -194,6 +213,7 @@ def test_an_error_status_is_printed_as_json_on_stderr_with_exit_code_1(channel, 
     assert json.loads(captured.err) == {
         "code": "PERMISSION_DENIED",
         "message": "the request names another merchant than the credential's",
+        "request_id": sent.request.request_id,  # made up by the CLI: named for a retry
     }
     assert "po_abc_secret" not in captured.err
 
@@ -280,6 +300,16 @@ def test_a_refund_of_zero_or_less_is_refused_without_calling_the_server(
     assert "omit --amount to refund everything" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("amount", ["\u09ea00", "\uff15\uff10\uff10"], ids=["bengali", "fullwidth"])
+def test_a_refund_amount_in_digits_other_than_ascii_is_refused_without_calling_the_server(
+    amount, monkeypatch, capsys
+):
+    # The Bengali four reads as an 8: "800" would be refunded as 400.
+    monkeypatch.setattr(cli, "channel", lambda _args: pytest.fail("the server was called"))
+    assert exit_code_of(["refund", *ADDRESS, "pay_1", "--amount", amount]) == 2
+    assert "not an amount in minor units" in capsys.readouterr().err
+
+
 @pytest.fixture
 def bad_files(tmp_path) -> dict[str, str]:
     files = {"bad-enum": '{"methods": [{"type": "NOPE"}]}', "bad-json": "{not json"}
@@ -297,6 +327,7 @@ PLAN = ["installments", "create", *ADDRESS, "--order-id", "o1", "--payment-metho
     [
         [*PAY, "--amount", "abc"],
         [*PAY, "--amount", "12,50"],
+        [*PAY, "--amount", "1\u09ea00"],
         [*PAY, "--amount", "10000", "--split", "apple_pay:60%,card"],
         [*PLAN, "--amount", "abc", "--currency", "usd"],
         [*PLAN, "--amount", "100.00", "--currency", "zzz"],
@@ -316,6 +347,7 @@ PLAN = ["installments", "create", *ADDRESS, "--order-id", "o1", "--payment-metho
     ids=[
         "pay amount abc",
         "pay amount 12,50",
+        "pay amount in bengali digits",
         "pay split 60%",
         "plan amount abc",
         "plan currency zzz",
@@ -342,6 +374,38 @@ def test_input_the_cli_cannot_use_is_one_line_of_error_with_exit_2_not_a_traceba
     assert "Traceback" not in err
     last = err.strip().splitlines()[-1]
     assert last.startswith("payorch: ") or (last.startswith("payorch ") and ": error: " in last)
+
+
+LIVE_KEY_TAIL = "51HxYzLiveKeyTail0123456789"
+
+
+@pytest.mark.parametrize(
+    ("env", "argv", "names"),
+    [
+        ({}, ["--simulate", "bogus=1"], "PAYORCH_SIMULATE"),
+        ({}, ["--simulate", "api_error=2"], "PAYORCH_SIMULATE"),
+        ({"PAYORCH_SIMULATE_SIM_B": "seed=x"}, ["--processors", "sim_a,sim_b"], "SIM_B"),
+        ({"PAYORCH_HEALTH_WINDOW_S": "0"}, [], "PAYORCH_HEALTH_"),
+        ({"PAYORCH_STRIPE_API_KEY": "sk_live_" + LIVE_KEY_TAIL}, [], "PAYORCH_STRIPE_ALLOW_LIVE=1"),
+    ],
+    ids=["unknown fault", "rate above 1", "one processor's faults", "health window", "live key"],
+)
+@pytest.mark.parametrize("command", [["serve", "--listen", "127.0.0.1:0"], ["scheduler", "--once"]])
+def test_a_setting_the_server_cannot_start_with_is_one_line_naming_it_with_exit_2(
+    command, env, argv, names, tmp_path, monkeypatch, capsys
+):
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    if command[0] == "scheduler" and "--processors" in argv:
+        monkeypatch.setenv("PAYORCH_PROCESSORS", argv[-1])
+        argv = []
+    assert exit_code_of([*command, "--database-url", url, *argv]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and LIVE_KEY_TAIL not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("payorch: ") and names in last
+    assert not (tmp_path / "p.db").exists()  # refused before the database is opened
 
 
 def test_a_database_url_that_cannot_be_parsed_is_not_echoed_as_it_may_hold_a_password(capsys):

@@ -501,6 +501,20 @@ def test_the_ladder_follows_the_classification_tables_retry_later(decline_code, 
     assert (judged.error_code, judged.retry_later) == (error.value, retry_later)
 
 
+@pytest.mark.parametrize(
+    ("decline_code", "error"),
+    [
+        ("insufficient_funds", ErrorCode.INSUFFICIENT_FUNDS),
+        ("do_not_honor", ErrorCode.DO_NOT_HONOR),
+    ],
+)
+def test_a_decline_the_issuer_advised_not_to_try_again_leaves_the_ladder(decline_code, error):
+    payment = _failed_payment(decline_code, error)
+    payment.steps[0].attempts[0].raw.advice_code = "do_not_try_again"
+    judged = judge_charge(payment)
+    assert (judged.error_code, judged.retry_later) == (error.value, False)
+
+
 def test_a_soft_infrastructure_failure_that_exhausted_inline_retries_goes_on_the_ladder():
     payment = _failed_payment("", ErrorCode.PROCESSOR_ERROR, raw_type="api_error")
     payment.steps[0].attempts[0].raw.http_status = 500

@@ -131,6 +131,21 @@ def test_invalid_amount_error_does_not_echo_an_overlong_input() -> None:
     assert raw not in str(info.value)
 
 
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "1\u09ea.00",  # Bengali four: reads as 18.00, would be charged as 14.00
+        "\uff11\uff12.\uff13\uff14",  # fullwidth 12.34
+        "\u0661\u0662\u0663.\u0664\u0665",  # Arabic-Indic 123.45
+        "12.\u0665\u0660",
+    ],
+    ids=["bengali-four", "fullwidth", "arabic-indic", "arabic-indic-decimals"],
+)
+def test_an_amount_in_digits_other_than_ascii_is_refused_never_read(raw: str) -> None:
+    with pytest.raises(InvalidAmount):
+        parse_decimal_amount(raw, USD)
+
+
 # -- formatting ---------------------------------------------------------------
 
 

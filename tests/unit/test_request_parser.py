@@ -23,8 +23,7 @@ from payorch.domain.request import (
     merchant_id_issues,
     parse_payment_request,
 )
-from payorch.entrypoints.grpc.errors import RpcError
-from payorch.entrypoints.grpc.installments import _request_id as plan_request_id
+from payorch.entrypoints.grpc.installments import _request_id_problems as plan_request_id_problems
 
 PAN = "4242424242424242"
 PAN_SPACED = "4000 0000 0000 0002"
@@ -380,6 +379,12 @@ def test_all_fatal_issues_are_reported_together() -> None:
     assert all(i.fatal for i in issues)
 
 
+def test_every_bad_metadata_entry_is_reported_not_only_the_first() -> None:
+    issues = rejected(metadata={"a": "v" * 501, "ok": "fine", "b": "v" * 501, "k" * 41: "v"})
+
+    assert sorted(i.field for i in issues) == ["metadata", "metadata[a]", "metadata[b]"]
+
+
 def test_rejection_carries_only_fatal_issues_not_the_notes() -> None:
     issues = rejected(currency=" usd ", method="gpay", merchant_id="")
     assert [i.field for i in issues] == ["merchant_id"]
@@ -499,6 +504,5 @@ def test_a_refund_request_id_taken_as_given_may_not_end_in_a_line_break() -> Non
 
 @pytest.mark.parametrize("line_break", ["\n", "\r\n"])
 def test_an_installment_plan_request_id_ending_in_a_line_break_is_invalid(line_break: str) -> None:
-    assert plan_request_id("plan-1") == "plan-1"
-    with pytest.raises(RpcError):
-        plan_request_id("plan-1" + line_break)
+    assert plan_request_id_problems("plan-1") == []
+    assert [f for f, _ in plan_request_id_problems("plan-1" + line_break)] == ["request_id"]

@@ -4,6 +4,8 @@ test's server does not grow without end."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from payorch.adapters.processors.simulated import (
@@ -13,7 +15,9 @@ from payorch.adapters.processors.simulated import (
     Simulation,
 )
 from payorch.app.ports import ChargeRequest
-from payorch.domain.results import ResponseKind
+from payorch.domain.classification import classify
+from payorch.domain.results import ProcessorResponse, ResponseKind
+from tests.fakes.fake_stripe import PAYMENT_METHODS
 
 
 def _request(n: int, generation: int = 0) -> ChargeRequest:
@@ -228,3 +232,30 @@ async def test_a_refused_refund_is_replayed_refused_under_its_key() -> None:
 
     assert refused.kind is ResponseKind.ERROR and again == refused
     assert sim.ledger.by_id[pi].amount_refunded == 0
+
+
+@pytest.mark.parametrize(
+    "token", sorted(pm for pm, b in PAYMENT_METHODS.items() if not isinstance(b, str))
+)
+async def test_a_declining_stripe_test_card_is_declined_the_same_way_by_the_simulation(
+    token: str,
+) -> None:
+    """One scenario suite runs against both: Stripe's declining test PaymentMethods (as
+    the fake Stripe answers them) get the same classification from the simulation."""
+    stripe_says = PAYMENT_METHODS[token]
+    assert not isinstance(stripe_says, str)  # a decline, not a behaviour
+    expected = classify(
+        ProcessorResponse(
+            ResponseKind.ERROR,
+            http_status=402,
+            error_type="card_error",
+            code=stripe_says.code,
+            decline_code=stripe_says.decline_code,
+        )
+    )
+    sim = SimulatedProcessor("sim", sleep=_no_sleep)
+
+    answer = await sim.authorize(dataclasses.replace(_request(1), token=token))
+
+    assert answer.kind is ResponseKind.ERROR
+    assert classify(answer) == expected

@@ -467,6 +467,22 @@ async def test_a_split_left_paused_for_an_hour_releases_what_it_holds_and_is_can
     assert await w.service.reconcile_due() == 0
 
 
+async def test_a_second_step_asking_the_customer_gets_its_own_hour():
+    w = World()
+    p = await w.pay(("card", ACTION, 3000), ("apple_pay", ACTION, None))
+    w.clock.advance(50 * 60)  # the customer takes 50 minutes over the first challenge
+    w.sim.complete_action(paused(w, p))
+    again = await w.service.confirm(p.id, "m_1")
+    assert [s.status for s in again.steps] == [StepStatus.AUTHORIZED, StepStatus.REQUIRES_ACTION]
+    assert again.action_expires_at == w.clock.now() + timedelta(hours=1)
+
+    w.clock.advance(HOUR - 60)
+    assert await w.service.reconcile_due() == 0  # still inside the second step's hour
+    w.sim.complete_action(paused(w, again))
+    done = await w.service.confirm(p.id, "m_1")
+    assert done.status is PaymentStatus.SUCCEEDED and w.held() == 10000
+
+
 async def test_a_split_paused_on_its_first_step_runs_no_step_after_the_hour():
     w = World()
     p = await w.pay(("card", ACTION, 3000), ("apple_pay", OK, None))
@@ -563,6 +579,37 @@ async def test_a_hint_that_the_customer_failed_authentication_goes_on_with_the_p
     assert done.status is PaymentStatus.FAILED
     assert [s.status for s in done.steps] == [StepStatus.VOIDED, StepStatus.FAILED]
     assert w.held() == 0
+
+
+async def test_a_step_whose_authentication_failed_is_closed_before_it_is_recorded_failed():
+    w = World()
+    p = await w.pay(("card", ACTION, None))
+    pid = paused(w, p)
+    w.sim.ledger.by_id[pid].status = "requires_payment_method"  # 3-D Secure failed
+
+    done = await w.service.confirm(p.id, "m_1")
+
+    assert done.status is PaymentStatus.FAILED
+    # The client holds the intent's secret and may confirm it again (another card, say):
+    # a payment recorded failed must not be able to charge the customer afterwards.
+    assert w.sim.ledger.by_id[pid].status == "canceled"
+
+
+async def test_a_step_whose_authentication_failed_keeps_waiting_while_it_cannot_be_closed():
+    w = World()
+    p = await w.pay(("apple_pay", OK, 6000), ("card", ACTION, None))
+    pid = paused(w, p)
+    w.sim.ledger.by_id[pid].status = "requires_payment_method"  # 3-D Secure failed
+    voids = Outage(w, "cancel")
+    voids.down.add(pid)
+
+    waiting = await w.service.confirm(p.id, "m_1")
+    assert waiting.status is PaymentStatus.REQUIRES_ACTION and w.held() == 6000
+
+    voids.down.clear()
+    done = await w.service.confirm(p.id, "m_1")
+    assert done.status is PaymentStatus.FAILED and w.held() == 0
+    assert w.sim.ledger.by_id[pid].status == "canceled"
 
 
 async def test_a_hint_while_the_customer_is_still_asked_keeps_the_hour():

@@ -21,6 +21,7 @@ Definitions (docs/observability.md):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -143,13 +144,17 @@ class PaymentAnalytics:
         until: datetime | None = None,
         merchant_id: str = "",
         processor: str = "",
+        found: Sequence[tuple[str, str]] = (),
     ) -> PaymentStats:
         """A merchant's key is held to its merchant (another one is PermissionDenied);
         an operator names one, or none for every merchant. A merchant or processor that
-        none can be (too long, not an id) is refused, never matched in part."""
+        none can be (too long, not an id) is refused, never matched in part. `found`:
+        what reading the request already refused, raised with these."""
         merchant = resolve_merchant(principal, merchant_id)
         named = principal.is_ops and merchant
-        problems = [(i.field, i.message) for i in merchant_id_issues(merchant)] if named else []
+        problems = list(found)
+        if named:
+            problems += [(i.field, i.message) for i in merchant_id_issues(merchant)]
         processor = processor.strip()
         if len(processor) > MAX_PROCESSOR_LEN or not processor.isprintable():
             problems.append(("processor", f"at most {MAX_PROCESSOR_LEN} printable characters"))

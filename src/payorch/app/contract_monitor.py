@@ -36,6 +36,8 @@ class CallScope:
     recorded: list[ContractViolation] = field(default_factory=list)
     # Fatal issues the call was refused for (the entrypoint names them).
     rejected: list[ValidationIssue] = field(default_factory=list)
+    # What was wrong with a request taken all the same (the entrypoint names them).
+    noted: list[ValidationIssue] = field(default_factory=list)
 
 
 _current: ContextVar[CallScope | None] = ContextVar("payorch_call_scope", default=None)
@@ -61,6 +63,14 @@ def reject_call(issues: Sequence[ValidationIssue]) -> None:
     scope = _current.get()
     if scope is not None:
         scope.rejected.extend(issues)
+
+
+def note_call(issues: Sequence[ValidationIssue]) -> None:
+    """The current call's request was taken with these non-fatal issues: recorded when
+    the call is not refused (a refusal records why it was refused)."""
+    scope = _current.get()
+    if scope is not None:
+        scope.noted.extend(issues)
 
 
 def new_violation_id() -> str:

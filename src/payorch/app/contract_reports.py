@@ -163,9 +163,11 @@ class ContractReports:
         *,
         limit: int,
         after: ViolationCursor | None,
+        found: Sequence[tuple[str, str]] = (),
     ) -> Sequence[ContractViolation]:
+        """`found`: what reading the request already refused, raised with these."""
         _ops_only(principal)
-        problems = _filter_problems(f.merchant_id, f.contract_id)
+        problems = [*found, *_filter_problems(f.merchant_id, f.contract_id)]
         if f.since is not None and f.until is not None and f.since >= f.until:
             problems.append(("since", "must be before until"))
         if problems:
@@ -179,9 +181,11 @@ class ContractReports:
         since: datetime | None = None,
         until: datetime | None = None,
         merchant_id: str = "",
+        found: Sequence[tuple[str, str]] = (),
     ) -> ContractReport:
+        """`found`: what reading the request already refused, raised with these."""
         _ops_only(principal)
-        problems = _filter_problems(merchant_id, "")
+        problems = [*found, *_filter_problems(merchant_id, "")]
         if problems:
             raise InvalidReportRequest(problems)
         since, until = self.window(since, until)
@@ -210,9 +214,11 @@ class ContractReports:
         category: str = "",
         text: str,
         occurred_at: datetime | None = None,
+        found: Sequence[tuple[str, str]] = (),
     ) -> MerchantComplaint:
+        """`found`: what reading the request already refused, raised with these."""
         merchant = resolve_merchant(principal, merchant_id)
-        problems = [(i.field, i.message) for i in merchant_id_issues(merchant)]
+        problems = [*found, *((i.field, i.message) for i in merchant_id_issues(merchant))]
         contract_id, category = contract_id.strip(), category.strip()
         if contract_id and contract_id not in CATALOG:
             problems.append(("contract_id", "is not a contract of the catalog"))

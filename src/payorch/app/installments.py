@@ -51,7 +51,12 @@ from payorch.domain.installments import (
 from payorch.domain.merchant_config import MerchantConfig
 from payorch.domain.money import Money
 from payorch.domain.payment import Payment, PaymentStatus
-from payorch.domain.request import CoreRequest, RawPaymentRequest, parse_payment_request
+from payorch.domain.request import (
+    CoreRequest,
+    RawPaymentRequest,
+    card_method_issues,
+    parse_payment_request,
+)
 from payorch.domain.results import ErrorCode
 
 log = logging.getLogger("payorch.installments")
@@ -59,6 +64,10 @@ log = logging.getLogger("payorch.installments")
 MAX_ORDER_ID_LEN = 128
 MAX_REASON_LEN = 500
 _ORDER_ID_RE = re.compile(r"^[\x21-\x7e]+\Z")
+# The first charge carries the plan's total (minor units): a create retried under its
+# request id for another total is then another payment, refused as IdempotencyConflict,
+# also when the totals share their first part (300.00 and 300.01 in 3: 100.00 each).
+PLAN_TOTAL_KEY = "installment_plan_total"
 # Why a payment still waiting for the customer is cancelled.
 RETRIED = "installment retried: a new attempt replaces this payment"
 PLAN_CANCELLED = "installment plan cancelled"
@@ -75,6 +84,9 @@ class PlanNotFound(LookupError):
 
 class PlanConflict(ValueError):
     """The request id was used before for a different plan."""
+
+
+_REUSED = "request_id was already used for a plan with a different order, total or method"
 
 
 class FirstChargeRefunded(RuntimeError):
@@ -103,9 +115,26 @@ class EarlierPaymentOpen(RuntimeError):
 
 
 class InvalidPlanRequest(ValueError):
-    def __init__(self, field: str, message: str) -> None:
-        self.field = field
-        super().__init__(f"{field}: {message}")
+    """Every (field, message) wrong with the request, not only the first."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(f"{field}: {message}" for field, message in problems))
+
+
+def plan_request_problems(order_id: str, token: str, customer_id: str) -> list[tuple[str, str]]:
+    """What is wrong with a plan request's order id, payment method and customer id (its
+    total and keys are typed before they reach here), every one of them."""
+    problems = []
+    order_id = order_id.strip()
+    if not order_id or len(order_id) > MAX_ORDER_ID_LEN or not _ORDER_ID_RE.match(order_id):
+        problems.append(
+            ("order_id", f"is required: 1-{MAX_ORDER_ID_LEN} printable ASCII characters")
+        )
+    elif contains_card_number(order_id):
+        problems.append(("order_id", "looks like a card number"))
+    problems += [(i.field, i.message) for i in card_method_issues(token, customer_id)]
+    return problems
 
 
 class DefaultInstallmentPolicies:
@@ -178,7 +207,15 @@ def _charge_request(
     customer_id: str,
     *,
     off_session: bool,
+    plan_total: Money | None = None,
 ) -> CoreRequest:
+    metadata = {
+        "order_id": order_id,
+        "installment_plan_id": plan_id,
+        "installment_id": installment_id,
+    }
+    if plan_total is not None:
+        metadata[PLAN_TOTAL_KEY] = str(plan_total.amount_minor)
     return parse_payment_request(
         RawPaymentRequest(
             merchant_id=plan_merchant,
@@ -187,11 +224,7 @@ def _charge_request(
             currency=amount.currency.code,
             payment_method=token,
             customer_id=customer_id,
-            metadata={
-                "order_id": order_id,
-                "installment_plan_id": plan_id,
-                "installment_id": installment_id,
-            },
+            metadata=metadata,
             off_session=off_session,
         )
     )
@@ -477,17 +510,14 @@ class InstallmentService:
 
         Retrying with the same request id never charges twice: the first charge's
         request id is derived from it (through the plan id)."""
+        problems = plan_request_problems(cmd.order_id, cmd.token, cmd.customer_id)
+        if problems:
+            raise InvalidPlanRequest(problems)
         order_id = cmd.order_id.strip()
-        if not order_id or len(order_id) > MAX_ORDER_ID_LEN or not _ORDER_ID_RE.match(order_id):
-            raise InvalidPlanRequest(
-                "order_id", f"is required: 1-{MAX_ORDER_ID_LEN} printable ASCII characters"
-            )
-        if contains_card_number(order_id):
-            raise InvalidPlanRequest("order_id", "looks like a card number")
         plan_id = plan_id_for(cmd.merchant_id, cmd.request_id)
         first_id = installment_id_for(plan_id, 1)
 
-        def first_charge(amount: Money) -> CoreRequest:
+        def first_charge(amount: Money, *, with_total: bool = True) -> CoreRequest:
             return _charge_request(
                 cmd.merchant_id,
                 order_id,
@@ -498,6 +528,7 @@ class InstallmentService:
                 cmd.token,
                 cmd.customer_id,
                 off_session=False,
+                plan_total=cmd.total if with_total else None,
             )
 
         # The request's own fields first (RequestRejected): a malformed request is that,
@@ -517,8 +548,16 @@ class InstallmentService:
             # policy could refuse it, or split it otherwise, with the money already taken.
             policy = await self._policies.at_version(cmd.merchant_id, taken.config_version)
         amounts = split_evenly(cmd.total.amount_minor, policy.count)
-        request = first_charge(Money(amounts[0], cmd.total.currency))
-        created = await self._payments.create(request, deadline_s=deadline_s)
+        # A first charge made before charges carried the total is asked for as it was
+        # made: its retry replays it.
+        with_total = taken is None or PLAN_TOTAL_KEY in taken.metadata
+        request = first_charge(Money(amounts[0], cmd.total.currency), with_total=with_total)
+        try:
+            created = await self._payments.create(request, deadline_s=deadline_s)
+        except IdempotencyConflict as exc:
+            # The first charge of an earlier try with this request id (no plan stored:
+            # declined, or its process died) was for another order, total or method.
+            raise PlanConflict(_REUSED) from exc
         if created.payment.status in _REFUNDED:
             # Only a replay can find this: a first charge taken before its process died,
             # refunded since. A plan on it would schedule the rest of an order given back.
@@ -569,9 +608,7 @@ class InstallmentService:
         if existing is None:
             return None, first
         if existing.fingerprint != fingerprint:
-            raise PlanConflict(
-                "request_id was already used for a plan with a different order, total or method"
-            )
+            raise PlanConflict(_REUSED)
         # The first charge as it is now: refunded since the plan was made, it says so.
         status = PaymentStatus.SUCCEEDED if first is None else first.status
         replay = PlanCreation(existing, existing.installments[0].payment_id, status, replayed=True)
@@ -599,7 +636,7 @@ class InstallmentService:
         # Cut before the scan, never through a number: a cut could leave a card number.
         reason = clip(reason.strip(), MAX_REASON_LEN)
         if contains_card_number(reason):
-            raise InvalidPlanRequest("reason", "looks like a card number")
+            raise InvalidPlanRequest([("reason", "looks like a card number")])
         for _ in range(SAVE_TRIES):
             async with self._uow() as uow:
                 plan = await uow.plans.get(plan_id, merchant_id)

@@ -291,7 +291,12 @@ class PaymentService:
             config_version=plan.config_version,
             metadata=dict(request.metadata),
             off_session=request.off_session,
-            fallbacks=[FallbackMethod(m.method, m.token, m.customer_id) for m in plan.fallbacks],
+            # Charged for the request's customer unless the method names its own, as the
+            # planned steps are: a saved PaymentMethod is refused without its customer.
+            fallbacks=[
+                FallbackMethod(m.method, m.token, m.customer_id or request.customer_id)
+                for m in plan.fallbacks
+            ],
             authorize_only=request.authorize_only,
         )
 
@@ -311,7 +316,7 @@ class PaymentService:
                     )
             if step.status in (StepStatus.REQUIRES_ACTION, StepStatus.UNKNOWN):
                 return
-            if step.status is StepStatus.FAILED:
+            if step.status is StepStatus.FAILED and not _moved(payment):
                 fallback = self._fallback_for(payment, step, config)
                 if fallback is None:
                     break
@@ -856,13 +861,25 @@ class PaymentService:
             except ConcurrentUpdate:
                 return False
             return payment.status is not before
-        changed = False
+        # A server died mid-plan: any step still pending may have been charged. (A plan
+        # stopped at an unknown step never charged the steps after it.)
+        interrupted = payment.status is PaymentStatus.PROCESSING
+        changed = open_step = False
         for step in payment.steps:
             if step.status in (StepStatus.UNKNOWN, StepStatus.PENDING):
                 changed |= await self._router.reconcile(payment, step)
-                if step.status is StepStatus.PENDING:
+                found: StepStatus = payment.steps[step.index].status
+                if found is StepStatus.PENDING:
+                    # Not settled: it may hold money, so it is asked again, never skipped.
+                    open_step = interrupted
                     break
-        if changed and not any(s.status is StepStatus.UNKNOWN for s in payment.steps):
+                if found is StepStatus.REQUIRES_ACTION:
+                    break  # the plan pauses here: the steps after it were never tried
+        if (
+            changed
+            and not open_step
+            and not any(s.status is StepStatus.UNKNOWN for s in payment.steps)
+        ):
             # The plan stopped at that step: finish it now, without retrying anything.
             await self._finish_after_reconcile(payment)
         if changed:
@@ -1022,6 +1039,14 @@ def _customers(request: CoreRequest) -> dict[str, str]:
     for i, m in enumerate(request.methods):
         named[f"methods[{i}].customer_id"] = m.customer_id
     return {f: c for f, c in named.items() if c}
+
+
+def _moved(payment: Payment) -> bool:
+    """Whether the steps not failed cover the total: a failed step's amount was moved to
+    a fallback step already (a plan going on after a pause meets its failed steps again),
+    and moving it again would charge it twice."""
+    planned = (s for s in payment.steps if s.status not in (StepStatus.FAILED, StepStatus.SKIPPED))
+    return sum(s.amount_minor for s in planned) >= payment.amount_minor
 
 
 def _releasing(payment: Payment) -> bool:

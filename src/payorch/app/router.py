@@ -459,6 +459,8 @@ class Router:
         or after an earlier decline) could be charged a moment later. Only a closed
         (canceled) intent proves it: the reconciler cancels it and looks again, and
         while the cancel does not go through (the confirm holds the intent) it waits.
+        The same holds for a step paused for the customer whose authentication failed:
+        the client holds the intent's secret and may confirm it again (another card).
         """
         names = [step.processor] if step.processor else list(step.processors)
         if not names or any(n not in self.processors for n in names):
@@ -485,11 +487,7 @@ class Router:
                 "reconcile unknown outcome",
                 operation="lookup",
             )
-            if (
-                looked.kind is ResponseKind.NOT_CHARGED
-                and not looked.closed
-                and step.status is not StepStatus.REQUIRES_ACTION
-            ):
+            if looked.kind is ResponseKind.NOT_CHARGED and not looked.closed:
                 before = looked
                 looked, attempt = await self._close(payment, step, name, request)
                 if looked.kind is ResponseKind.NOT_CHARGED and not looked.closed:
@@ -509,6 +507,7 @@ class Router:
                         error_type=before.error_type,
                         code=before.code,
                         decline_code=before.decline_code,
+                        advice_code=before.advice_code,
                     )
             if looked.kind in (ResponseKind.SUCCEEDED, ResponseKind.AUTHORIZED):
                 attempt.retry_decision = "reconciled: charged"

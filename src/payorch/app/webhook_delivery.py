@@ -15,6 +15,7 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from urllib.parse import unquote_plus
 
 from payorch.app.ids import new_id
 from payorch.app.installment_ports import (
@@ -26,6 +27,7 @@ from payorch.app.installment_ports import (
     WebhookSender,
 )
 from payorch.app.ports import Clock, ConcurrentUpdate
+from payorch.domain.card_data import contains_card_number
 from payorch.domain.webhook_delivery import (
     DeliveryStatus,
     EndpointStatus,
@@ -72,9 +74,11 @@ class DeliveryNotFound(LookupError):
 
 
 class InvalidEndpoint(ValueError):
-    def __init__(self, field: str, message: str) -> None:
-        self.field = field
-        super().__init__(f"{field}: {message}")
+    """Every (field, message) wrong with the endpoint, not only the first."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(f"{field}: {message}" for field, message in problems))
 
 
 class CannotRedeliver(RuntimeError):
@@ -106,20 +110,31 @@ class WebhookEndpoints:
     ) -> WebhookEndpoint:
         """The endpoint, with its secret: the only time the secret is handed out."""
         url = url.strip()
+        problems = []
+        # Each held to its length first: the card scan reads only what may be kept. A
+        # URL is read decoded too: `4242%204242...`, `4242+4242...` and `%34%32...` are
+        # card numbers to its receiver, and the scan reads it as the receiver does.
         if not url or len(url) > MAX_URL_LEN:
-            raise InvalidEndpoint("url", f"is required, at most {MAX_URL_LEN} characters")
+            problems.append(("url", f"is required, at most {MAX_URL_LEN} characters"))
+        elif contains_card_number(url) or contains_card_number(unquote_plus(url)):
+            problems.append(("url", "looks like a card number"))
         if len(description) > MAX_DESCRIPTION_LEN:
-            raise InvalidEndpoint("description", f"at most {MAX_DESCRIPTION_LEN} characters")
-        unknown = sorted(set(event_types) - EVENT_TYPES)
-        if unknown:
-            raise InvalidEndpoint(
-                "event_types",
-                f"unknown {unknown[0][:40]!r}; known: {', '.join(sorted(EVENT_TYPES))}",
-            )
-        try:
-            await self._sender.check_url(url)
-        except UnsafeUrl as exc:
-            raise InvalidEndpoint("url", str(exc)) from exc
+            problems.append(("description", f"at most {MAX_DESCRIPTION_LEN} characters"))
+        elif contains_card_number(description):
+            problems.append(("description", "looks like a card number"))
+        known = ", ".join(sorted(EVENT_TYPES))
+        problems += [
+            (f"event_types[{i}]", f"unknown; known: {known}")  # never quoted: any text
+            for i, event_type in enumerate(event_types)
+            if event_type not in EVENT_TYPES
+        ]
+        if not any(field == "url" for field, _ in problems):
+            try:
+                await self._sender.check_url(url)
+            except UnsafeUrl as exc:
+                problems.insert(0, ("url", str(exc)))
+        if problems:
+            raise InvalidEndpoint(problems)
         now = self._clock.now()
         endpoint = WebhookEndpoint(
             id=self._new_id(),
@@ -134,7 +149,7 @@ class WebhookEndpoints:
         async with self._uow() as uow:
             if await uow.webhooks.count_endpoints_to_add(merchant_id) >= MAX_ENDPOINTS_PER_MERCHANT:
                 raise InvalidEndpoint(
-                    "url", f"at most {MAX_ENDPOINTS_PER_MERCHANT} endpoints per merchant"
+                    [("url", f"at most {MAX_ENDPOINTS_PER_MERCHANT} endpoints per merchant")]
                 )
             await uow.webhooks.add_endpoint(endpoint)
             await uow.commit()

@@ -48,6 +48,38 @@ DECLINE_CODES: dict[str, Classification] = {
     "reenter_transaction": _soft(ErrorCode.CARD_DECLINED, now=False, later=True),
     "approve_with_id": _soft(ErrorCode.CARD_DECLINED, now=False, later=True),
     "card_velocity_exceeded": _soft(ErrorCode.CARD_DECLINED, now=False, later=True),
+    # Final refusals in Stripe's decline-code list (the customer must call the bank, use
+    # another card or correct its details): never charged again as they are. The first
+    # four are the "never again" codes Stripe retired for advice codes; some still come.
+    **dict.fromkeys(
+        (
+            "do_not_try_again",
+            "revocation_of_authorization",
+            "revocation_of_all_authorizations",
+            "stop_payment_order",
+            "restricted_card",
+            "security_violation",
+            "invalid_account",
+            "new_account_information_available",
+            "transaction_not_allowed",
+            "not_permitted",
+            "service_not_allowed",
+            "merchant_blacklist",
+            "call_issuer",
+            "no_action_taken",
+            "card_not_supported",
+            "currency_not_supported",
+            "duplicate_transaction",
+            "invalid_amount",
+            "incorrect_number",
+            "invalid_number",
+            "invalid_expiry_month",
+            "invalid_expiry_year",
+            "invalid_cvc",
+            "incorrect_zip",
+        ),
+        _hard(ErrorCode.CARD_DECLINED),
+    ),
     "authentication_required": Classification(
         Outcome.REQUIRES_ACTION,
         ErrorCode.AUTHENTICATION_REQUIRED,
@@ -55,6 +87,12 @@ DECLINE_CODES: dict[str, Classification] = {
         retry_later=False,
     ),
 }
+
+# The issuer's advice (Stripe's advice_code) that charging the card again, the same
+# card data, cannot succeed: the networks charge for such retries (Mastercard's merchant
+# advice codes, Visa's reattempt rules). It overrides the decline code's retries. Its
+# third value, try_again_later, never makes a decline retryable that is not.
+NO_RETRY_ADVICE = frozenset({"do_not_try_again", "confirm_card_data"})
 
 # Another request under the same key is still running at the processor (Stripe's 409
 # idempotency_key_in_use): it may yet charge, so nothing is settled. Only the same key,
@@ -69,6 +107,10 @@ ERROR_CODES: dict[str, Classification] = {
     "lock_timeout": _soft(ErrorCode.LOCK_TIMEOUT),
     "rate_limit": _soft(ErrorCode.RATE_LIMITED),
     "idempotency_key_in_use": _IN_FLIGHT,
+    # A refund the processor holds as failed or canceled (the Stripe adapter's names for
+    # those statuses): an answer, final for that refund; the money stayed with the merchant.
+    "refund_failed": _hard(ErrorCode.REFUND_FAILED),
+    "refund_canceled": _hard(ErrorCode.REFUND_FAILED),
 }
 
 # Error `type`s, when neither the decline code nor the code decided.
@@ -171,11 +213,18 @@ def _classify_error(r: ProcessorResponse) -> Classification:
     if r.error_type == "card_error":
         # The bank spoke. The decline code is its reason; `code` only when there is none.
         key = r.decline_code or r.code
-        if key in DECLINE_CODES:
-            return DECLINE_CODES[key]
-        return Classification(
+        found = DECLINE_CODES.get(key) or Classification(
             Outcome.HARD, ErrorCode.CARD_DECLINED, retry_now=False, retry_later=False, unmapped=True
         )
+        if r.advice_code in NO_RETRY_ADVICE and found.outcome in (Outcome.SOFT, Outcome.HARD):
+            return Classification(
+                Outcome.HARD,
+                found.error_code,
+                retry_now=False,
+                retry_later=False,
+                unmapped=found.unmapped,
+            )
+        return found
     if r.code in ERROR_CODES:
         # Before the status: Stripe sends lock_timeout as a 429 too.
         return ERROR_CODES[r.code]

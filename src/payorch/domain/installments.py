@@ -357,6 +357,7 @@ def judge_charge(payment: Payment) -> ChargeResult:
                     error_type=raw.type,
                     code=raw.code,
                     decline_code=raw.decline_code,
+                    advice_code=raw.advice_code,
                 )
             )
             if c.error_code is failed[-1].error_code:

@@ -87,7 +87,9 @@ class Money:
             raise ValueError(f"cannot mix {self.currency.code} and {other.currency.code}")
 
 
-_DECIMAL_RE = re.compile(r"^\s*(\d{1,16})(?:\.(\d{1,4}))?\s*$")
+# ASCII digits only: `\d` takes every script's digits, and some read as others (the
+# Bengali four looks like an 8): an amount is charged as it reads.
+_DECIMAL_RE = re.compile(r"^\s*([0-9]{1,16})(?:\.([0-9]{1,4}))?\s*$")
 
 
 def parse_decimal_amount(raw: str, currency: Currency) -> int:

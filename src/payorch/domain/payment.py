@@ -123,10 +123,19 @@ class RawError:
     http_status: int = 0
     request_id: str = ""
     message: str = ""
+    advice_code: str = ""
 
     @classmethod
     def of(cls, r: ProcessorResponse) -> RawError:
-        return cls(r.error_type, r.code, r.decline_code, r.http_status, r.request_id, r.message)
+        return cls(
+            r.error_type,
+            r.code,
+            r.decline_code,
+            r.http_status,
+            r.request_id,
+            r.message,
+            r.advice_code,
+        )
 
 
 @dataclass(slots=True)
@@ -300,6 +309,9 @@ class Payment:
         step.status, step.outcome = StepStatus.REQUIRES_ACTION, Outcome.REQUIRES_ACTION
         step.processor, step.next_action_type = processor, next_action
         step.client_secret = client_secret
+        # A step that starts waiting for the customer gets the whole ACTION_TIMEOUT from
+        # now (settle() sets it), not what an earlier step's wait left of it.
+        self.next_reconcile_at = None
 
     def step_unknown(self, step: Step, *, processor: str, error_code: ErrorCode) -> None:
         step.status, step.outcome, step.error_code = StepStatus.UNKNOWN, Outcome.UNKNOWN, error_code

@@ -241,6 +241,18 @@ def idempotency_key_issues(key: str, field_: str = "request_id") -> list[Validat
     return c.issues
 
 
+def card_method_issues(token: str, customer_id: str) -> list[ValidationIssue]:
+    """What parse_payment_request finds wrong with a one-card payment's token and
+    customer id (fields payment_method and customer_id), for a request that has them
+    beside fields of its own."""
+    c = _Collector()
+    _scan_card_numbers(RawPaymentRequest(payment_method=token, customer_id=customer_id), c)
+    if not c.has_fatal:
+        _parse_token(c, "payment_method", token)
+        _parse_customer(c, "customer_id", customer_id)
+    return c.issues
+
+
 def _parse_amount(
     c: _Collector, field_: str, minor: int | None, decimal: str | None, currency: Currency | None
 ) -> int | None:
@@ -403,16 +415,13 @@ def _check_metadata(metadata: dict[str, str], c: _Collector) -> None:
     if len(metadata) > MAX_METADATA_KEYS:
         c.fatal("metadata", f"at most {MAX_METADATA_KEYS} keys", "input/metadata")
         return
+    # Every entry judged: a bad key once (a key is not quoted back), each long value by key.
+    if any(not key or len(key) > MAX_METADATA_KEY_LEN for key in metadata):
+        c.fatal("metadata", f"keys must be 1-{MAX_METADATA_KEY_LEN} characters", "input/metadata")
     for key, value in metadata.items():
-        if not key or len(key) > MAX_METADATA_KEY_LEN:
+        if len(value) > MAX_METADATA_VALUE_LEN and 0 < len(key) <= MAX_METADATA_KEY_LEN:
             c.fatal(
-                "metadata", f"keys must be 1-{MAX_METADATA_KEY_LEN} characters", "input/metadata"
-            )
-            return
-        if len(value) > MAX_METADATA_VALUE_LEN:
-            c.fatal(
-                f"metadata[{key[:40]}]",
+                f"metadata[{key}]",
                 f"values must be at most {MAX_METADATA_VALUE_LEN} characters",
                 "input/metadata",
             )
-            return

@@ -40,6 +40,8 @@ class ErrorCode(enum.Enum):
     NO_PROCESSOR_AVAILABLE = "no_processor_available"
     DEADLINE_EXCEEDED = "deadline_exceeded"
     UNKNOWN_OUTCOME = "unknown_outcome"
+    # A refund the processor says failed or was canceled: the money stayed with the merchant.
+    REFUND_FAILED = "refund_failed"
 
 
 class ResponseKind(enum.Enum):
@@ -75,6 +77,9 @@ class ProcessorResponse:
     error_type: str = ""
     code: str = ""
     decline_code: str = ""
+    # The issuer's advice on charging the card again, beside a decline (Stripe's
+    # advice_code: do_not_try_again, confirm_card_data, try_again_later).
+    advice_code: str = ""
     message: str = ""
     request_id: str = ""
     # Stripe-Should-Retry header, when present.

@@ -22,7 +22,7 @@ from payments.orchestrator.v1 import orchestrator_pb2 as orch
 from payments.orchestrator.v1 import orchestrator_pb2_grpc as orch_grpc
 from payorch.domain.money import InvalidAmount
 from payorch.entrypoints import cli_arguments, installments_cli, observability_cli
-from payorch.settings import Settings
+from payorch.settings import InvalidSettings, Settings
 
 DEMO_KEY_FILE = ".payorch/demo-key"
 
@@ -190,7 +190,17 @@ def build_pay_request(args: argparse.Namespace) -> orch.CreatePaymentRequest:
     return req
 
 
-def _call(args: argparse.Namespace, method: str, request: Any) -> int:
+def print_failure(exc: grpc.RpcError, made_up_request_id: str = "") -> None:
+    """The status as JSON on stderr, with the request id the command made up if it made
+    one: a call whose answer was lost (UNAVAILABLE, DEADLINE_EXCEEDED) is made again
+    with `--request-id` set to it, and is then the same call, never a second one."""
+    failure = {"code": exc.code().name, "message": exc.details()}
+    if made_up_request_id:
+        failure["request_id"] = made_up_request_id
+    print(json.dumps(failure, indent=2), file=sys.stderr)
+
+
+def _call(args: argparse.Namespace, method: str, request: Any, made_up_request_id: str = "") -> int:
     with channel(args) as ch:
         stub = orch_grpc.PaymentOrchestratorStub(ch)  # type: ignore[no-untyped-call]
         try:
@@ -198,17 +208,16 @@ def _call(args: argparse.Namespace, method: str, request: Any) -> int:
                 request, metadata=_metadata(args), timeout=args.timeout
             )
         except grpc.RpcError as exc:
-            print(
-                json.dumps({"code": exc.code().name, "message": exc.details()}, indent=2),
-                file=sys.stderr,
-            )
+            print_failure(exc, made_up_request_id)
             return 1
     _print(response)
     return 0
 
 
 def cmd_pay(args: argparse.Namespace) -> int:
-    return _call(args, "CreatePayment", build_pay_request(args))
+    request = build_pay_request(args)
+    made_up = "" if args.request_id else request.request_id
+    return _call(args, "CreatePayment", request, made_up)
 
 
 def cmd_get(args: argparse.Namespace) -> int:
@@ -241,7 +250,8 @@ def cmd_payment_op(args: argparse.Namespace) -> int:
             request_id=args.request_id or f"cli-refund-{uuid.uuid4()}",
             amount_minor=args.amount or 0,  # 0: all refundable; --amount is never 0
         )
-        return _call(args, "RefundPayment", request)
+        made_up = "" if args.request_id else request.request_id
+        return _call(args, "RefundPayment", request, made_up)
     method, request = requests[args.command]
     return _call(args, method, request)
 
@@ -513,7 +523,7 @@ def _refusals() -> tuple[type[Exception], ...]:
     when something is raised, so a client command never loads SQLAlchemy."""
     from payorch.adapters.persistence.engine import UnsupportedDatabase
 
-    return (OSError, json_format.ParseError, InvalidAmount, UnsupportedDatabase)
+    return (OSError, json_format.ParseError, InvalidAmount, UnsupportedDatabase, InvalidSettings)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

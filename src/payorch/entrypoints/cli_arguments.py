@@ -15,7 +15,10 @@ from payorch.domain.card_data import contains_card_number
 from payorch.domain.money import MAX_AMOUNT_MINOR, Currency, UnknownCurrency
 from payorch.domain.request import merchant_id_issues
 
-_AMOUNT_RE = re.compile(r"\d{1,16}(?:\.\d{1,16})?")
+# ASCII digits only, as the server reads them: int() takes every script's digits, and
+# some read as others (the Bengali four looks like an 8).
+_MINOR_RE = re.compile(r"[0-9]{1,16}")
+_AMOUNT_RE = re.compile(r"[0-9]{1,16}(?:\.[0-9]{1,16})?")
 _AMOUNT_RULE = "give minor units (1999) or a decimal (19.99)"
 
 
@@ -33,12 +36,12 @@ def amount(text: str) -> str:
 def refund_amount(text: str) -> int:
     """Minor units to refund: 0 on the wire means everything refundable, so a refund
     of nothing is refused here rather than sent as a full refund."""
-    try:
-        minor = int(text)
-    except ValueError:
+    value = text.strip()
+    if not _MINOR_RE.fullmatch(value.removeprefix("-")):
         raise argparse.ArgumentTypeError(
             "not an amount in minor units (500): omit --amount to refund everything"
-        ) from None
+        )
+    minor = int(value)
     if minor <= 0:
         raise argparse.ArgumentTypeError(
             "must be greater than zero: omit --amount to refund everything"

@@ -31,7 +31,7 @@ def _base() -> Any:
 
 
 # -- client side ----------------------------------------------------------------------
-def _call(args: argparse.Namespace, method: str, request: Any) -> int:
+def _call(args: argparse.Namespace, method: str, request: Any, made_up_request_id: str = "") -> int:
     cli = _base()
     table = getattr(args, "table", False)
     with cli.channel(args) as ch:
@@ -41,10 +41,7 @@ def _call(args: argparse.Namespace, method: str, request: Any) -> int:
                 request, metadata=cli._metadata(args), timeout=args.timeout
             )
         except grpc.RpcError as exc:
-            print(
-                json.dumps({"code": exc.code().name, "message": exc.details()}, indent=2),
-                file=sys.stderr,
-            )
+            cli.print_failure(exc, made_up_request_id)
             return 1
     if table and response.HasField("plan"):
         print(format_plan(response.plan))
@@ -93,16 +90,24 @@ def _money(amount: str, currency: Currency) -> plan_pb2.Money:
     return plan_pb2.Money(amount_minor=minor, currency=currency.code)
 
 
+def default_plan_request_id(order_id: str) -> str:
+    """The idempotency key of a create without --request-id: one plan per order, so the
+    same command run again after its answer was lost gets that plan, never a second one
+    (and a different total or method for the order is refused, ALREADY_EXISTS)."""
+    return f"plan-{order_id.strip()}"
+
+
 def cmd_create(args: argparse.Namespace) -> int:
+    request_id = args.request_id or default_plan_request_id(args.order_id)
     request = pb.CreateInstallmentPlanRequest(
         merchant_id=args.merchant or "",
-        request_id=args.request_id or _base().new_request_id(),
+        request_id=request_id,
         order_id=args.order_id,
         total=_money(args.amount, args.currency),
         payment_method=args.payment_method,
         customer_id=args.customer or "",
     )
-    return _call(args, "CreateInstallmentPlan", request)
+    return _call(args, "CreateInstallmentPlan", request, "" if args.request_id else request_id)
 
 
 def cmd_get(args: argparse.Namespace) -> int:
@@ -411,7 +416,11 @@ def register(
     create.add_argument("--currency", required=True, type=cli_arguments.currency)
     create.add_argument("--payment-method", required=True, help="saved method, e.g. pm_card_visa")
     create.add_argument("--customer", help="processor customer id (cus_...)")
-    create.add_argument("--request-id", help="idempotency key (default: a new UUID)")
+    create.add_argument(
+        "--request-id",
+        help="idempotency key (default: plan-ORDER_ID, so a re-run makes no second plan; "
+        "give a new one to try another card after a decline)",
+    )
     create.add_argument("--table", action="store_true", help="the plan as a table")
     create.set_defaults(func=cmd_create)
 

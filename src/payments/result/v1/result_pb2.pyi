@@ -46,6 +46,7 @@ class ErrorCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_CODE_NO_PROCESSOR_AVAILABLE: _ClassVar[ErrorCode]
     ERROR_CODE_DEADLINE_EXCEEDED: _ClassVar[ErrorCode]
     ERROR_CODE_UNKNOWN_OUTCOME: _ClassVar[ErrorCode]
+    ERROR_CODE_REFUND_FAILED: _ClassVar[ErrorCode]
 
 class PaymentStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -103,6 +104,7 @@ ERROR_CODE_UNMAPPED: ErrorCode
 ERROR_CODE_NO_PROCESSOR_AVAILABLE: ErrorCode
 ERROR_CODE_DEADLINE_EXCEEDED: ErrorCode
 ERROR_CODE_UNKNOWN_OUTCOME: ErrorCode
+ERROR_CODE_REFUND_FAILED: ErrorCode
 PAYMENT_STATUS_UNSPECIFIED: PaymentStatus
 PAYMENT_STATUS_PROCESSING: PaymentStatus
 PAYMENT_STATUS_SUCCEEDED: PaymentStatus
@@ -126,20 +128,22 @@ STEP_STATUS_REFUNDED: StepStatus
 STEP_STATUS_SKIPPED: StepStatus
 
 class RawProcessorError(_message.Message):
-    __slots__ = ("type", "code", "decline_code", "http_status", "request_id", "message")
+    __slots__ = ("type", "code", "decline_code", "http_status", "request_id", "message", "advice_code")
     TYPE_FIELD_NUMBER: _ClassVar[int]
     CODE_FIELD_NUMBER: _ClassVar[int]
     DECLINE_CODE_FIELD_NUMBER: _ClassVar[int]
     HTTP_STATUS_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    ADVICE_CODE_FIELD_NUMBER: _ClassVar[int]
     type: str
     code: str
     decline_code: str
     http_status: int
     request_id: str
     message: str
-    def __init__(self, type: _Optional[str] = ..., code: _Optional[str] = ..., decline_code: _Optional[str] = ..., http_status: _Optional[int] = ..., request_id: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+    advice_code: str
+    def __init__(self, type: _Optional[str] = ..., code: _Optional[str] = ..., decline_code: _Optional[str] = ..., http_status: _Optional[int] = ..., request_id: _Optional[str] = ..., message: _Optional[str] = ..., advice_code: _Optional[str] = ...) -> None: ...
 
 class NextAction(_message.Message):
     __slots__ = ("type", "client_secret", "expires_at")

@@ -137,6 +137,7 @@ attempts = Table(
     Column("raw_type", String(64), nullable=False, default=""),
     Column("raw_code", String(64), nullable=False, default=""),
     Column("raw_decline_code", String(64), nullable=False, default=""),
+    Column("raw_advice_code", String(64), nullable=False, default=""),
     Column("raw_http_status", Integer, nullable=False, default=0),
     Column("raw_request_id", String(255), nullable=False, default=""),
     Column("raw_message", Text, nullable=False, default=""),

@@ -35,6 +35,10 @@ DECLINES: dict[str, tuple[str, str]] = {
     "pm_card_chargeDeclinedIncorrectCvc": ("incorrect_cvc", "Your card's CVC is incorrect."),
     "pm_card_chargeDeclinedProcessingError": ("processing_error", "Processing error."),
     "pm_card_chargeDeclinedDoNotHonor": ("do_not_honor", "Your card was declined."),
+    "pm_card_chargeDeclinedVelocityLimitExceeded": (
+        "card_velocity_exceeded",
+        "Your card was declined.",
+    ),
 }  # fmt: skip
 # Card 4000002760003184: always asks for authentication.
 REQUIRES_AUTH = {"pm_card_authenticationRequired", "pm_card_threeDSecure2Required"}

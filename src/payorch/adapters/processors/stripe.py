@@ -119,6 +119,10 @@ class _Failed(Exception):
         self.replayed = response.replayed
 
 
+class LiveKeyRefused(ValueError):
+    """A live key given without allow_live."""
+
+
 class StripeProcessor:
     """The Processor port on Stripe's PaymentIntents API (async SDK over aiohttp)."""
 
@@ -135,7 +139,7 @@ class StripeProcessor:
             raise ValueError("a Stripe API key is required")
         if api_key.startswith(_LIVE_KEY_PREFIXES) and not allow_live:
             # Never echo the key: the message names the kind of key only.
-            raise ValueError("refusing a live Stripe API key; pass allow_live=True to use one")
+            raise LiveKeyRefused("refusing a live Stripe API key; pass allow_live=True to use one")
         if timeout_s <= 0:
             raise ValueError("timeout_s must be positive")
         self.name = name
@@ -503,6 +507,7 @@ class StripeProcessor:
                 error_type=str(_get(last, "type") or ""),
                 code=str(_get(last, "code") or ""),
                 decline_code=str(_get(last, "decline_code") or ""),
+                advice_code=str(_get(last, "advice_code") or ""),
                 message=self._redact(str(_get(last, "message") or f"status {status}")),
                 closed=status == "canceled",
                 **common,
@@ -533,6 +538,7 @@ class StripeProcessor:
         error_type = str(_get(body, "type") or "")
         code = str(_get(body, "code") or error.code or "")
         decline_code = str(_get(body, "decline_code") or "")
+        advice_code = str(_get(body, "advice_code") or "")
         message = self._redact(str(_get(body, "message") or error.user_message or ""))
         pi_id = str(_get(_get(body, "payment_intent"), "id") or "")
         indeterminate = False
@@ -576,6 +582,7 @@ class StripeProcessor:
             error_type=error_type,
             code=code,
             decline_code=decline_code,
+            advice_code=advice_code,
             message=message,
             request_id=request_id,
             should_retry=should_retry,

@@ -16,18 +16,20 @@ class PaymentAnalyticsServicer:
     async def GetPaymentStats(
         self, request: pb.GetPaymentStatsRequest, call: Call
     ) -> pb.GetPaymentStatsResponse:
+        problems: list[tuple[str, str]] = []  # every field judged before any is refused
+        since, until = (
+            m.judged_time(request, "since", problems),
+            m.judged_time(request, "until", problems),
+        )
         try:
-            since = m.optional_time(request, "since")
-            until = m.optional_time(request, "until")
             stats = await self._analytics.stats(
                 call.principal,
                 since=since,
                 until=until,
                 merchant_id=request.merchant_id,
                 processor=request.processor,
+                found=problems,
             )
-        except m.InvalidField as exc:
-            raise invalid_argument([(exc.field, str(exc))]) from exc
         except InvalidStatsQuery as exc:
             raise invalid_argument(exc.problems) from exc
         return pb.GetPaymentStatsResponse(stats=m.stats_pb(stats))

@@ -31,26 +31,29 @@ class ContractMonitorServicer:
     async def ListContractViolations(
         self, request: pb.ListContractViolationsRequest, call: Call
     ) -> pb.ListContractViolationsResponse:
+        problems: list[tuple[str, str]] = []  # every filter judged before any is refused
         if request.page_size < 0:
-            raise invalid_argument([("page_size", "must not be negative")])
-        size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+            problems.append(("page_size", "must not be negative"))
+        size = min(max(request.page_size, 0) or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         severity = m.SEVERITY_FROM_PROTO.get(request.severity)
         if request.severity and severity is None:
-            raise invalid_argument([("severity", "unknown severity")])
+            problems.append(("severity", "unknown severity"))
+        cursor = None
         try:
             cursor = m.decode_violation_token(request.page_token)
-            f = ViolationFilter(
-                contract_id=request.contract_id,
-                severity=severity,
-                merchant_id=request.merchant_id,
-                since=m.optional_time(request, "since"),
-                until=m.optional_time(request, "until"),
-            )
-            found = await self._reports.list_violations(
-                call.principal, f, limit=size + 1, after=cursor
-            )
         except m.InvalidField as exc:
-            raise invalid_argument([(exc.field, str(exc))]) from exc
+            problems.append((exc.field, str(exc)))
+        f = ViolationFilter(
+            contract_id=request.contract_id,
+            severity=severity,
+            merchant_id=request.merchant_id,
+            since=m.judged_time(request, "since", problems),
+            until=m.judged_time(request, "until", problems),
+        )
+        try:
+            found = await self._reports.list_violations(
+                call.principal, f, limit=size + 1, after=cursor, found=problems
+            )
         except InvalidReportRequest as exc:
             raise invalid_argument(exc.problems) from exc
         page = list(found[:size])
@@ -62,15 +65,19 @@ class ContractMonitorServicer:
     async def GenerateContractReport(
         self, request: pb.GenerateContractReportRequest, call: Call
     ) -> pb.GenerateContractReportResponse:
+        problems: list[tuple[str, str]] = []
+        since, until = (
+            m.judged_time(request, "since", problems),
+            m.judged_time(request, "until", problems),
+        )
         try:
             report = await self._reports.report(
                 call.principal,
-                since=m.optional_time(request, "since"),
-                until=m.optional_time(request, "until"),
+                since=since,
+                until=until,
                 merchant_id=request.merchant_id,
+                found=problems,
             )
-        except m.InvalidField as exc:
-            raise invalid_argument([(exc.field, str(exc))]) from exc
         except InvalidReportRequest as exc:
             raise invalid_argument(exc.problems) from exc
         return m.report_pb(report)
@@ -78,6 +85,8 @@ class ContractMonitorServicer:
     async def ReportMerchantComplaint(
         self, request: pb.ReportMerchantComplaintRequest, call: Call
     ) -> pb.ReportMerchantComplaintResponse:
+        problems: list[tuple[str, str]] = []
+        occurred_at = m.judged_time(request, "occurred_at", problems)
         try:
             complaint = await self._reports.report_complaint(
                 call.principal,
@@ -85,10 +94,9 @@ class ContractMonitorServicer:
                 contract_id=request.contract_id[:64],
                 category=request.category[:64],
                 text=request.text,
-                occurred_at=m.optional_time(request, "occurred_at"),
+                occurred_at=occurred_at,
+                found=problems,
             )
-        except m.InvalidField as exc:
-            raise invalid_argument([(exc.field, str(exc))]) from exc
         except InvalidReportRequest as exc:
             raise invalid_argument(exc.problems) from exc
         return pb.ReportMerchantComplaintResponse(complaint=m.complaint_pb(complaint))
@@ -96,14 +104,15 @@ class ContractMonitorServicer:
     async def GenerateRetrospective(
         self, request: pb.GenerateRetrospectiveRequest, call: Call
     ) -> pb.GenerateRetrospectiveResponse:
+        problems: list[tuple[str, str]] = []
+        since, until = (
+            m.judged_time(request, "since", problems),
+            m.judged_time(request, "until", problems),
+        )
+        if problems:
+            raise invalid_argument(problems)
         try:
-            report = await self._reports.retrospective(
-                call.principal,
-                since=m.optional_time(request, "since"),
-                until=m.optional_time(request, "until"),
-            )
-        except m.InvalidField as exc:
-            raise invalid_argument([(exc.field, str(exc))]) from exc
+            report = await self._reports.retrospective(call.principal, since=since, until=until)
         except InvalidReportRequest as exc:
             raise invalid_argument(exc.problems) from exc
         return pb.GenerateRetrospectiveResponse(

@@ -5,13 +5,13 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Iterator
-from urllib.parse import unquote_plus
+from typing import Any
 
 from google.rpc import code_pb2
 
 from payments.installments.v1 import installments_pb2 as pb
 from payorch.app.auth import read_scope, resolve_merchant
-from payorch.app.contract_monitor import reject_call
+from payorch.app.contract_monitor import identify_call, note_call, reject_call
 from payorch.app.installment_ports import Cursor
 from payorch.app.installments import (
     MAX_REASON_LEN,
@@ -22,14 +22,12 @@ from payorch.app.installments import (
     InvalidPlanRequest,
     PlanConflict,
     PlanNotFound,
+    plan_request_problems,
 )
 from payorch.app.payments import CustomerNotOwned, IdempotencyConflict, RequestInProgress
 from payorch.app.plan_builder import PlanRejected
 from payorch.app.ports import ConcurrentUpdate
 from payorch.app.webhook_delivery import (
-    EVENT_TYPES,
-    MAX_DESCRIPTION_LEN,
-    MAX_URL_LEN,
     CannotRedeliver,
     DeliveryNotFound,
     EndpointNotFound,
@@ -39,7 +37,12 @@ from payorch.app.webhook_delivery import (
 from payorch.domain.card_data import clip, contains_card_number
 from payorch.domain.installments import InvalidInstallmentPolicy, InvalidTransition, NotEligible
 from payorch.domain.money import MAX_AMOUNT_MINOR, Currency, InvalidAmount, Money, UnknownCurrency
-from payorch.domain.request import RequestRejected, merchant_id_issues
+from payorch.domain.request import (
+    RequestRejected,
+    Severity,
+    ValidationIssue,
+    merchant_id_issues,
+)
 from payorch.entrypoints.grpc import installment_mappers as mappers
 from payorch.entrypoints.grpc.errors import RpcError, error, invalid_argument, not_found
 from payorch.entrypoints.grpc.handlers import Call
@@ -131,45 +134,56 @@ def _filter_id(value: str) -> str | None:
     return value
 
 
-def _page_size(size: int) -> int:
+def _page(
+    size: int, token: str, status: int, statuses: dict[Any, Any]
+) -> tuple[int, Cursor | None, Any]:
+    """A listing's page size, cursor and status filter, or INVALID_ARGUMENT naming
+    every one of them that is wrong."""
+    problems = []
     if size < 0:
-        raise invalid_argument([("page_size", "must not be negative")])
-    return min(size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-
-
-def _cursor(token: str) -> Cursor | None:
+        problems.append(("page_size", "must not be negative"))
+    cursor = None
     try:
-        return mappers.decode_page_token(token)
+        cursor = mappers.decode_page_token(token)
     except InvalidPageToken as exc:
-        raise invalid_argument([("page_token", str(exc))]) from exc
+        problems.append(("page_token", str(exc)))
+    found = statuses.get(status)
+    if status and found is None:
+        problems.append(("status", "unknown status"))
+    if problems:
+        raise invalid_argument(problems)
+    return min(size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE), cursor, found
 
 
-def _total(request: pb.CreateInstallmentPlanRequest) -> Money:
+def _total(request: pb.CreateInstallmentPlanRequest) -> tuple[Money | None, list[tuple[str, str]]]:
+    """The plan's total, or None and what is wrong with its currency and its amount."""
     if not request.HasField("total"):
-        raise invalid_argument([("total", "is required")])
+        return None, [("total", "is required")]
+    problems = []
+    currency = None
     try:
         currency = Currency.parse(request.total.currency)
     except UnknownCurrency as exc:
-        raise invalid_argument([("total.currency", str(exc))]) from exc
+        problems.append(("total.currency", str(exc)))
     amount = request.total.amount_minor
     if not 0 < amount <= MAX_AMOUNT_MINOR:
-        raise invalid_argument([("total.amount_minor", f"must be 1..{MAX_AMOUNT_MINOR}")])
+        problems.append(("total.amount_minor", f"must be 1..{MAX_AMOUNT_MINOR}"))
+    if problems or currency is None:
+        return None, problems
     try:
-        return Money(amount, currency)
+        return Money(amount, currency), []
     except InvalidAmount as exc:  # pragma: no cover - range checked above
-        raise invalid_argument([("total.amount_minor", str(exc))]) from exc
+        return None, [("total.amount_minor", str(exc))]
 
 
-def _request_id(raw: str) -> str:
+def _request_id_problems(raw: str) -> list[tuple[str, str]]:
     if not raw:
-        raise invalid_argument([("request_id", "is required: it is the idempotency key")])
+        return [("request_id", "is required: it is the idempotency key")]
     if len(raw) > MAX_PLAN_REQUEST_ID_LEN or not _PRINTABLE_RE.match(raw):
-        raise invalid_argument(
-            [("request_id", f"must be 1-{MAX_PLAN_REQUEST_ID_LEN} printable ASCII characters")]
-        )
+        return [("request_id", f"must be 1-{MAX_PLAN_REQUEST_ID_LEN} printable ASCII characters")]
     if contains_card_number(raw):
-        raise invalid_argument([("request_id", "looks like a card number")])
-    return raw
+        return [("request_id", "looks like a card number")]
+    return []
 
 
 def _no_card_numbers(fields: list[tuple[str, str]]) -> None:
@@ -191,19 +205,41 @@ class InstallmentServicer:
     async def CreateInstallmentPlan(
         self, request: pb.CreateInstallmentPlanRequest, call: Call
     ) -> pb.CreateInstallmentPlanResponse:
-        merchant = _merchant(call, request.merchant_id)
+        # Every field judged before any is refused: the caller fixes them all at once.
+        merchant = resolve_merchant(call.principal, request.merchant_id)
+        merchant_issues = merchant_id_issues(merchant)
+        problems = [(i.field, i.message) for i in merchant_issues]
+        problems += _request_id_problems(request.request_id)
+        total, total_problems = _total(request)
+        problems += total_problems
+        token, customer_id = request.payment_method.strip(), request.customer_id.strip()
+        problems += plan_request_problems(request.order_id, token, customer_id)
+        if problems or total is None:
+            reject_call(merchant_issues)
+            raise invalid_argument([(_plan_field(f), m) for f, m in problems])
+        identify_call(merchant_id=merchant, request_id=request.request_id)
+        if request.total.currency != total.currency.code:
+            # Taken, as CreatePayment takes it, and recorded as CreatePayment records it.
+            note = ValidationIssue(
+                "total.currency",
+                f"normalized to {total.currency.code}",
+                "input/currency",
+                False,
+                Severity.INFO,
+            )
+            note_call([note])
         command = CreatePlan(
             merchant_id=merchant,
-            request_id=_request_id(request.request_id),
+            request_id=request.request_id,
             order_id=request.order_id,
-            total=_total(request),
-            token=request.payment_method.strip(),
-            customer_id=request.customer_id.strip(),
+            total=total,
+            token=token,
+            customer_id=customer_id,
         )
         try:
             created = await self._plans.create(command, deadline_s=call.deadline_s())
         except InvalidPlanRequest as exc:
-            raise invalid_argument([(exc.field, str(exc).partition(": ")[2])]) from exc
+            raise invalid_argument([(_plan_field(f), m) for f, m in exc.problems]) from exc
         except RequestRejected as exc:
             raise invalid_argument([(_plan_field(i.field), i.message) for i in exc.issues]) from exc
         except PlanRejected as exc:
@@ -250,11 +286,9 @@ class InstallmentServicer:
     async def ListInstallmentPlans(
         self, request: pb.ListInstallmentPlansRequest, call: Call
     ) -> pb.ListInstallmentPlansResponse:
-        size = _page_size(request.page_size)
-        cursor = _cursor(request.page_token)
-        status = mappers.PLAN_STATUS_FROM_PROTO.get(request.status)
-        if request.status and status is None:
-            raise invalid_argument([("status", "unknown status")])
+        size, cursor, status = _page(
+            request.page_size, request.page_token, request.status, mappers.PLAN_STATUS_FROM_PROTO
+        )
         found = await self._plans.list(
             read_scope(call.principal), status=status, page_size=size + 1, after=cursor
         )
@@ -290,30 +324,12 @@ class InstallmentServicer:
         self, request: pb.CreateWebhookEndpointRequest, call: Call
     ) -> pb.CreateWebhookEndpointResponse:
         merchant = _merchant(call, request.merchant_id)
-        # Held to their lengths and names first: the scan reads only what may be kept.
-        if len(request.url.strip()) > MAX_URL_LEN:
-            raise invalid_argument([("url", f"is required, at most {MAX_URL_LEN} characters")])
-        if len(request.description) > MAX_DESCRIPTION_LEN:
-            raise invalid_argument([("description", f"at most {MAX_DESCRIPTION_LEN} characters")])
-        unknown = [i for i, t in enumerate(request.event_types) if t not in EVENT_TYPES]
-        if unknown:
-            known = ", ".join(sorted(EVENT_TYPES))
-            raise invalid_argument([(f"event_types[{unknown[0]}]", f"unknown; known: {known}")])
-        # A URL is read decoded: `4242%204242...`, `4242+4242...` and `%34%32...` are
-        # card numbers to its receiver, and the scan reads it as the receiver does too.
-        _no_card_numbers(
-            [
-                ("url", request.url),
-                ("url", unquote_plus(request.url)),
-                ("description", request.description),
-            ]
-        )
         try:
             endpoint = await self._endpoints.create(
                 merchant, request.url, request.description, list(request.event_types)
             )
         except InvalidEndpoint as exc:
-            raise invalid_argument([(exc.field, str(exc).partition(": ")[2])]) from exc
+            raise invalid_argument(exc.problems) from exc
         return pb.CreateWebhookEndpointResponse(
             endpoint=mappers.endpoint_pb(endpoint), secret=endpoint.secret
         )
@@ -343,11 +359,12 @@ class InstallmentServicer:
     async def ListWebhookDeliveries(
         self, request: pb.ListWebhookDeliveriesRequest, call: Call
     ) -> pb.ListWebhookDeliveriesResponse:
-        size = _page_size(request.page_size)
-        cursor = _cursor(request.page_token)
-        status = mappers.DELIVERY_STATUS_FROM_PROTO.get(request.status)
-        if request.status and status is None:
-            raise invalid_argument([("status", "unknown status")])
+        size, cursor, status = _page(
+            request.page_size,
+            request.page_token,
+            request.status,
+            mappers.DELIVERY_STATUS_FROM_PROTO,
+        )
         found = await self._endpoints.deliveries(
             read_scope(call.principal),
             status=status,

@@ -136,7 +136,9 @@ class ObservingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         ms = seconds * 1000.0
         if code is grpc.StatusCode.INVALID_ARGUMENT:
             self._refused(rpc, scope, _details(context))
-        elif code in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN):
+        else:
+            self._noted(scope)
+        if code in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN):
             self._monitor.record(
                 "rpc/unhandled_exception", f"{rpc} ended {code.name} after {ms:.0f} ms"
             )
@@ -147,6 +149,13 @@ class ObservingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if code is not grpc.StatusCode.DEADLINE_EXCEEDED and ms > self._slo_ms:
             self._monitor.record(
                 "rpc/latency_slo", f"{rpc} took {ms:.0f} ms (SLO {self._slo_ms:.0f} ms)"
+            )
+
+    def _noted(self, scope: CallScope) -> None:
+        """What was wrong with a request taken all the same, as the entrypoint named it."""
+        for issue in scope.noted:
+            self._monitor.record(
+                issue.contract_id, f"{issue.field}: {issue.message}", severity=issue.severity
             )
 
     def _refused(self, rpc: str, scope: CallScope, details: str) -> None:

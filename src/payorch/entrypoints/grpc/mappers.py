@@ -142,6 +142,7 @@ def _write_attempt(out: result_pb2.Attempt, a: Attempt) -> None:
     raw.type = r.type
     raw.code = r.code
     raw.decline_code = r.decline_code
+    raw.advice_code = r.advice_code
     raw.http_status = r.http_status
     raw.request_id = r.request_id
     raw.message = r.message

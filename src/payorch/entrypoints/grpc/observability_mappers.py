@@ -47,6 +47,16 @@ def optional_time(message: Any, name: str) -> datetime | None:
         raise InvalidField(name, "out of range") from exc
 
 
+def judged_time(message: Any, name: str, problems: list[tuple[str, str]]) -> datetime | None:
+    """optional_time, with what is wrong with the field added to `problems` (and None)
+    instead of raised: every field of a request is judged before any is refused."""
+    try:
+        return optional_time(message, name)
+    except InvalidField as exc:
+        problems.append((exc.field, str(exc)))
+        return None
+
+
 def duration_ms(ms: float) -> duration_pb2.Duration:
     d = duration_pb2.Duration()
     d.FromTimedelta(timedelta(milliseconds=round(ms)))

@@ -79,6 +79,10 @@ class PaymentOrchestratorServicer:
         try:
             core = parse_payment_request(mappers.raw_request(request, merchant))
         except RequestRejected as exc:
+            # Recorded under the payment's own request id when that one is sound.
+            request_id = request.request_id.strip()
+            if not idempotency_key_issues(request_id):
+                identify_call(request_id=request_id)
             reject_call(exc.issues)
             raise invalid_argument([(i.field, i.message) for i in exc.issues]) from exc
         identify_call(request_id=core.request_id)
@@ -114,22 +118,26 @@ class PaymentOrchestratorServicer:
     async def ListPayments(
         self, request: orch.ListPaymentsRequest, call: Call
     ) -> orch.ListPaymentsResponse:
+        problems = []  # every filter judged before any is refused
         if request.page_size < 0:
-            raise invalid_argument([("page_size", "must not be negative")])
-        size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+            problems.append(("page_size", "must not be negative"))
+        size = min(max(request.page_size, 0) or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        cursor = None
         try:
             cursor = mappers.decode_page_token(request.page_token)
         except mappers.InvalidPageToken as exc:
-            raise invalid_argument([("page_token", str(exc))]) from exc
+            problems.append(("page_token", str(exc)))
         status = mappers.PAYMENT_STATUS_FROM_PROTO.get(request.status)
         if request.status and status is None:
-            raise invalid_argument([("status", "unknown status")])
+            problems.append(("status", "unknown status"))
         created_after = None
         if request.HasField("created_after"):
             try:
                 created_after = request.created_after.ToDatetime(tzinfo=UTC)
-            except (ValueError, OverflowError) as exc:
-                raise invalid_argument([("created_after", "out of range")]) from exc
+            except (ValueError, OverflowError):
+                problems.append(("created_after", "out of range"))
+        if problems:
+            raise invalid_argument(problems)
         found = await self._payments.list(
             read_scope(call.principal),
             page_size=size + 1,

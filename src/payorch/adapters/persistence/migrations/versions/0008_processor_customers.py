@@ -12,8 +12,8 @@ refused from now on, while their installment plans made before keep charging it 
 plan's charges are its merchant's own use). Each such customer is logged as a warning
 for an operator to look into.
 
-Revision ID: 0007
-Revises: 0006
+Revision ID: 0008
+Revises: 0007
 """
 
 import logging
@@ -21,8 +21,8 @@ import logging
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0007"
-down_revision = "0006"
+revision = "0008"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
