@@ -62,6 +62,7 @@ class CrashingUnitOfWorkFactory:
                 await uow.__aenter__()
                 self.payments = _Payments(uow.payments)
                 self.inbound_events = uow.inbound_events
+                self.customers = uow.customers
                 return self
 
             async def __aexit__(self, *exc: object) -> None:

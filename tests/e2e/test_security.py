@@ -576,6 +576,66 @@ def test_idempotency_keys_are_scoped_per_merchant(server, stub):
     assert pay(stub, server, who="m_1", request_id=request_id).payment_id == first.payment_id
 
 
+def test_a_processor_customer_belongs_to_the_merchant_that_used_it_first(server, stub):
+    """One processor account serves every merchant: m_2 naming m_1's customer would charge
+    its saved card. Refused on both RPCs alike, saying no more than for a customer the
+    caller has none of, and nothing is stored or charged."""
+    from payments.installments.v1 import installments_pb2, installments_pb2_grpc
+    from payments.plan.v1 import plan_pb2
+
+    customer = f"cus_{uuid.uuid4().hex}"
+    mine = pay(stub, server, who="m_1", customer_id=customer, off_session=True)
+    assert mine.result.status == result_pb2.PAYMENT_STATUS_SUCCEEDED
+    before = {p.payment_id for p in all_payments(stub, server)}
+    refused = "unknown customer for this merchant"
+
+    split = [
+        orch.PaymentMethodInput(method="card", token="pm_card_visa", amount_minor=999),
+        orch.PaymentMethodInput(method="card", token="pm_card_visa", customer_id=customer),
+    ]
+    for fields, field_ in (
+        ({"customer_id": customer, "off_session": True}, "customer_id"),
+        ({"methods": split}, "methods[1].customer_id"),
+    ):
+        err = failure(lambda f=fields: pay(stub, server, who="m_2", **f))
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert field_violations(err) == {field_: refused}
+        assert "m_1" not in (err.details() or "")
+
+    with server.channel() as ch:
+        plans = installments_pb2_grpc.InstallmentServiceStub(ch)
+
+        def plan_ids() -> list[str]:
+            listed = plans.ListInstallmentPlans(
+                installments_pb2.ListInstallmentPlansRequest(page_size=100),
+                metadata=server.auth("m_2"),
+                timeout=20,
+            )
+            return [p.plan_id for p in listed.plans]
+
+        plans_before = plan_ids()
+        err = failure(
+            lambda: plans.CreateInstallmentPlan(
+                installments_pb2.CreateInstallmentPlanRequest(
+                    request_id=rid("sec-plan"),
+                    order_id=rid("order"),
+                    total=plan_pb2.Money(amount_minor=30000, currency="USD"),
+                    payment_method="pm_card_visa",
+                    customer_id=customer,
+                ),
+                metadata=server.auth("m_2"),
+                timeout=20,
+            )
+        )
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert field_violations(err) == {"customer_id": refused}
+        assert plan_ids() == plans_before
+    assert {p.payment_id for p in all_payments(stub, server)} == before
+    # The owner goes on using it.
+    again = pay(stub, server, who="m_1", customer_id=customer, off_session=True)
+    assert again.result.status == result_pb2.PAYMENT_STATUS_SUCCEEDED
+
+
 # == hostile identifiers that reach the database ========================================
 def _token(raw: str) -> str:
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")

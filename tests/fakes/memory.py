@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import collections
 import copy
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -171,6 +171,29 @@ class FakeInboundEventLog:
         self.forgotten.clear()
 
 
+class FakeProcessorCustomers:
+    """Bindings of processor customers to merchants; a claim's new ones land on commit."""
+
+    def __init__(self, owners: dict[str, str], claims: list[tuple[str, frozenset[str]]]) -> None:
+        self._owners = owners
+        self._claims = claims
+        self._new: dict[str, str] = {}
+
+    async def claim(
+        self, merchant_id: str, customer_ids: Collection[str], now: datetime
+    ) -> dict[str, str]:
+        self._claims.append((merchant_id, frozenset(customer_ids)))
+        for c in customer_ids:
+            if c not in self._owners:
+                self._new.setdefault(c, merchant_id)
+        return {c: self._owners.get(c) or self._new[c] for c in customer_ids}
+
+    def commit(self) -> None:
+        for c, m in self._new.items():
+            self._owners.setdefault(c, m)
+        self._new.clear()
+
+
 class FakeUnitOfWork:
     def __init__(
         self,
@@ -179,6 +202,7 @@ class FakeUnitOfWork:
         refunds: dict[tuple[str, str], RefundRequest],
         seen: set[str],
         writers: collections.deque[Writer] | None = None,
+        customers: FakeProcessorCustomers | None = None,
     ) -> None:
         self._store = store
         self._staged: dict[str, Payment] = {}
@@ -187,6 +211,7 @@ class FakeUnitOfWork:
             self._staged, refunds, committed=store, writers=writers
         )
         self.inbound_events = FakeInboundEventLog(seen)
+        self.customers = customers or FakeProcessorCustomers({}, [])
         self.committed = False
 
     async def __aenter__(self) -> FakeUnitOfWork:
@@ -202,6 +227,7 @@ class FakeUnitOfWork:
         self._events.extend(self.payments.events)
         self.payments.events.clear()
         self.inbound_events.commit()
+        self.customers.commit()
         self.committed = True
 
 
@@ -212,9 +238,15 @@ class FakeUnitOfWorkFactory:
         self.refunds: dict[tuple[str, str], RefundRequest] = {}
         self.seen_events: set[str] = set()
         self.writers: collections.deque[Writer] = collections.deque()
+        # Processor customer -> the merchant it is bound to; every claim, as made.
+        self.customer_owners: dict[str, str] = {}
+        self.customer_claims: list[tuple[str, frozenset[str]]] = []
 
     def __call__(self) -> FakeUnitOfWork:
-        return FakeUnitOfWork(self.store, self.events, self.refunds, self.seen_events, self.writers)
+        customers = FakeProcessorCustomers(self.customer_owners, self.customer_claims)
+        return FakeUnitOfWork(
+            self.store, self.events, self.refunds, self.seen_events, self.writers, customers
+        )
 
     def saved_first(self, *writers: Writer | None) -> None:
         """The next saves of a payment, one per writer, each lose to another writer that

@@ -43,11 +43,11 @@ async def cancel_while_charging(container, plan_id: str, installment_id: str):
     real_create = container.payments.create
     started, release = asyncio.Event(), asyncio.Event()
 
-    async def create(request, *, deadline_s):
+    async def create(request, *, deadline_s, **kw):
         if request.metadata.get("installment_id") == installment_id:
             started.set()
             await release.wait()
-        return await real_create(request, deadline_s=deadline_s)
+        return await real_create(request, deadline_s=deadline_s, **kw)
 
     container.payments.create = create
     run = asyncio.create_task(container.installments.scheduler.run_once())
@@ -130,10 +130,10 @@ async def test_an_installment_claimed_behind_one_that_breaches_the_plan_waits_fo
     move_to(clock, third.due_at)
     real_create = container.payments.create
 
-    async def refuse_second(request, *, deadline_s):
+    async def refuse_second(request, *, deadline_s, **kw):
         if request.metadata.get("installment_id") == second.id:
             raise PlanRejected([("methods[0].method", "card is not enabled for merchant m_1")])
-        return await real_create(request, deadline_s=deadline_s)
+        return await real_create(request, deadline_s=deadline_s, **kw)
 
     container.payments.create = refuse_second
     stats = await app.scheduler.run_once()

@@ -229,10 +229,10 @@ async def test_one_failing_installment_never_stops_the_batch(container, clock):
     broken = plans[1].installments[1]
     real_create = container.payments.create
 
-    async def create(request, *, deadline_s):
+    async def create(request, *, deadline_s, **kw):
         if request.metadata.get("installment_id") == broken.id:
             raise RuntimeError("the database went away for this one")
-        return await real_create(request, deadline_s=deadline_s)
+        return await real_create(request, deadline_s=deadline_s, **kw)
 
     container.payments.create = create
     move_to(clock, broken.due_at)

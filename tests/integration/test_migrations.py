@@ -6,12 +6,14 @@ import asyncio
 import subprocess
 import sys
 
+import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import inspect
+from sqlalchemy import inspect, select, update
 
+from payorch.adapters.clock import ManualClock
 from payorch.adapters.persistence import engine as engine_module
 from payorch.adapters.persistence.engine import (
     alembic_config,
@@ -19,7 +21,10 @@ from payorch.adapters.persistence.engine import (
     migrate,
     migration_heads,
 )
-from payorch.adapters.persistence.tables import metadata
+from payorch.adapters.persistence.tables import metadata, payment_steps, processor_customers
+from payorch.app.payments import CustomerNotOwned
+from tests.integration.installment_helpers import installments_container
+from tests.integration.test_processor_customers import pay, plan
 
 
 async def test_migrations_match_the_table_definitions(database_url):
@@ -81,9 +86,9 @@ def test_a_migration_header_in_another_form_leaves_the_heads_to_alembic(tmp_path
     for path in (engine_module.MIGRATIONS / "versions").glob("[0-9]*.py"):
         (versions / path.name).write_text(path.read_text())
     monkeypatch.setattr(engine_module, "MIGRATIONS", tmp_path)
-    assert migration_heads() == {"0007", "0102"}
+    assert migration_heads() == {"0008", "0102"}
     (versions / "9999_merge.py").write_text(
-        'revision = "9999"\ndown_revision = ("0007", "0102")\n'
+        'revision = "9999"\ndown_revision = ("0008", "0102")\n'
         "branch_labels = None\ndepends_on = None\n"
     )
     assert migration_heads() is None
@@ -168,3 +173,54 @@ async def test_processes_starting_on_a_new_database_at_once_all_start(new_databa
             assert await conn.run_sync(engine_module._at_heads)
     finally:
         await engine.dispose()
+
+
+async def test_processor_customers_are_backfilled_to_the_merchant_that_used_them_first(
+    database_url, caplog
+):
+    """Migration 0008 binds each customer of a stored payment or plan to its first user;
+    a customer two merchants used already goes to the first and is logged for operators.
+    Made with the service (at 0008), taken back to 0007 and shared there, as before."""
+    clock = ManualClock()
+    container = await installments_container(database_url, clock)
+    try:
+        await pay(container, "m_1", "r-1", "cus_X")  # first use of cus_X: m_1
+        clock.advance(3600)
+        later = await pay(container, "m_2", "r-2", "cus_Y")  # made cus_X below
+        clock.advance(3600)
+        await plan(container, "m_2", "plan-1", "cus_Z")  # first use of cus_Z: m_2's plan
+        clock.advance(3600)
+        latest = await pay(container, "m_1", "r-3", "cus_W")  # made cus_Z below
+        async with container.engine.begin() as conn:
+
+            def back_to_0007(sync_conn):
+                cfg = alembic_config(sync_conn.engine.url)
+                cfg.attributes["connection"] = sync_conn
+                command.downgrade(cfg, "0007")
+
+            await conn.run_sync(back_to_0007)
+            for payment, customer in ((later, "cus_X"), (latest, "cus_Z")):
+                await conn.execute(
+                    update(payment_steps)
+                    .where(payment_steps.c.payment_id == payment.payment.id)
+                    .values(customer_id=customer)
+                )
+        with caplog.at_level("WARNING", logger="payorch.migrations"):
+            await migrate(container.engine)
+        async with container.engine.connect() as conn:
+            rows = (await conn.execute(select(processor_customers))).all()
+        assert sorted((r.customer_id, r.merchant_id) for r in rows) == [
+            ("cus_X", "m_1"),
+            ("cus_Z", "m_2"),
+        ]
+        first = {r.customer_id: r.first_used_at for r in rows}
+        assert first["cus_X"] < first["cus_Z"]
+        warned = [r.getMessage() for r in caplog.records if r.name == "payorch.migrations"]
+        assert len(warned) == 2
+        assert "cus_X" in warned[0] and "besides m_1" in warned[0]
+        assert "cus_Z" in warned[1] and "besides m_2" in warned[1]
+        with pytest.raises(CustomerNotOwned):
+            await pay(container, "m_2", "r-4", "cus_X")
+        assert (await pay(container, "m_2", "r-5", "cus_Z")).payment.status.value == "succeeded"
+    finally:
+        await container.close()

@@ -59,8 +59,13 @@ class FakePayments:
     cancels_fail: bool = False
     calls: list[str] = field(default_factory=list)
     in_flight: Callable[[], Awaitable[object]] | None = None
+    # own_customers as each create was called.
+    own_customers: list[bool] = field(default_factory=list)
 
-    async def create(self, request: CoreRequest, *, deadline_s: float | None) -> CreateResult:
+    async def create(
+        self, request: CoreRequest, *, deadline_s: float | None, own_customers: bool = False
+    ) -> CreateResult:
+        self.own_customers.append(own_customers)
         if self.refuse is not None:
             raise self.refuse
         key = (request.merchant_id, request.request_id)
@@ -433,3 +438,12 @@ async def test_a_reclaimed_charge_found_waiting_on_a_cancelled_plan_is_cancelled
     assert waiting.status is PaymentStatus.CANCELLED
     assert recorded.installment(inst_id).status is InstallmentStatus.CANCELLED
     assert s.payments.created == [waiting.request_id]
+
+
+async def test_a_scheduled_charge_vouches_for_its_plans_customer(s):
+    """The plan's customer was claimed for its merchant by the plan's first charge (and
+    by the migration for older plans): its later charges cost no claim, and are never
+    refused for it."""
+    inst_id, attempt = s.claim(2)
+    await s.charger.charge(s.plan, inst_id, attempt)
+    assert s.payments.own_customers == [True]

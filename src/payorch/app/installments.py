@@ -284,7 +284,8 @@ class InstallmentCharger:
         except ValueError as exc:  # RequestRejected: nothing a retry could fix
             return _rejected(ErrorCode.INVALID_REQUEST, exc)
         try:
-            created = await self._payments.create(request, deadline_s=None)
+            # The plan's customer was claimed for its merchant when the plan was made.
+            created = await self._payments.create(request, deadline_s=None, own_customers=True)
         except RequestInProgress:
             return ChargeResult(ChargeOutcome.UNRESOLVED, "")
         except PlanRejected as exc:

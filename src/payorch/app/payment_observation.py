@@ -51,6 +51,13 @@ class PaymentObservation:
     def plan_rejected(self, request: CoreRequest, contract_id: str, message: str) -> None:
         self._record(contract_id, message, request.merchant_id, request.request_id)
 
+    def customer_refused(self, request: CoreRequest, fields: list[str]) -> None:
+        """For operators only (the caller is told no more than that it has no such
+        customer): a merchant named another merchant's processor customer."""
+        for field in fields:
+            message = f"{field}: a processor customer bound to another merchant"
+            self._record("input/customer", message, request.merchant_id, request.request_id)
+
     def idempotency_conflict(self, request: CoreRequest, message: str) -> None:
         self._record("idempotency/conflict", message, request.merchant_id, request.request_id)
 

@@ -67,6 +67,18 @@ class IdempotencyConflict(ValueError):
         super().__init__(f"request_id {request_id!r} was already used with a different {mismatch}")
 
 
+class CustomerNotOwned(ValueError):
+    """The request names a processor customer another merchant used first. The caller
+    is told only that it has no such customer (INVALID_ARGUMENT on the field): whether
+    another merchant uses the id is not its to know."""
+
+    MESSAGE = "unknown customer for this merchant"
+
+    def __init__(self, fields: Sequence[str]) -> None:
+        self.fields = list(fields)
+        super().__init__("; ".join(f"{f}: {self.MESSAGE}" for f in self.fields))
+
+
 class RequestInProgress(RuntimeError):
     """An identical request is still running; retry shortly (ABORTED)."""
 
@@ -155,7 +167,14 @@ class PaymentService:
         self._new_id = new_id
         self._observe = observation or PaymentObservation()
 
-    async def create(self, request: CoreRequest, *, deadline_s: float | None) -> CreateResult:
+    async def create(
+        self, request: CoreRequest, *, deadline_s: float | None, own_customers: bool = False
+    ) -> CreateResult:
+        """Take the payment, or replay the one made under its request id before.
+
+        `own_customers`: the caller vouches that the request's processor customers are its
+        merchant's (an installment plan's charge: its customer was claimed when the plan
+        was made), and they are not claimed again."""
         t0 = self._clock.monotonic()
         deadline = Deadline(None if deadline_s is None else t0 + deadline_s)
         fingerprint = request.fingerprint()
@@ -171,6 +190,14 @@ class PaymentService:
                 return CreateResult(existing, replayed=True)
             self._observe.plan_rejected(request, exc.contract_id, str(exc))
             raise
+        customers = {} if own_customers else _customers(request)
+        if customers:
+            # The gate first here too: a replay or a conflict claims nothing, so a request
+            # refused as one leaves nothing behind.
+            existing = await self._replay_or_wait(request, fingerprint, deadline)
+            if existing is not None:
+                return CreateResult(existing, replayed=True)
+            await self._claim(request, customers)
         while True:
             # Insert first: the unique (merchant, request_id) constraint is the gate.
             payment = self._new_payment(request, fingerprint, plan, config)
@@ -187,6 +214,19 @@ class PaymentService:
         await self._save(payment)
         self._observe.payment_finished(payment)
         return CreateResult(payment, replayed=False)
+
+    async def _claim(self, request: CoreRequest, customers: dict[str, str]) -> None:
+        """Bind the request's processor customers to its merchant, or refuse it (before
+        anything is stored or sent) if another merchant has one of them."""
+        async with self._uow() as uow:
+            owners = await uow.customers.claim(
+                request.merchant_id, set(customers.values()), self._clock.now()
+            )
+            await uow.commit()
+        refused = [f for f, c in customers.items() if owners.get(c) != request.merchant_id]
+        if refused:
+            self._observe.customer_refused(request, refused)
+            raise CustomerNotOwned(refused)
 
     def _elapsed_ms(self, t0: float) -> int:
         return int((self._clock.monotonic() - t0) * 1000)
@@ -991,6 +1031,14 @@ async def _settled_by(uow: UnitOfWork, payment_id: str, step_index: int, event_i
         and e.payload.get("processor_event_id") == event_id
         for e in await uow.payments.events_of(payment_id)
     )
+
+
+def _customers(request: CoreRequest) -> dict[str, str]:
+    """The processor customers a request names, by the field naming each."""
+    named = {"customer_id": request.customer_id}
+    for i, m in enumerate(request.methods):
+        named[f"methods[{i}].customer_id"] = m.customer_id
+    return {f: c for f, c in named.items() if c}
 
 
 def _moved(payment: Payment) -> bool:

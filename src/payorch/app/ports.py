@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -181,12 +181,28 @@ class InboundEventLog(Protocol):
         ...
 
 
+class ProcessorCustomers(Protocol):
+    """Which merchant each processor customer (`cus_...`) belongs to: the first that
+    used it. The processor account is shared by every merchant, so nothing there says."""
+
+    async def claim(
+        self, merchant_id: str, customer_ids: Collection[str], now: datetime
+    ) -> dict[str, str]:
+        """Bind to `merchant_id` each customer bound to no one; return the merchant each
+        customer is bound to now. Two merchants claiming a new customer at once: one
+        gets it, and both are told which."""
+        ...
+
+
 class UnitOfWork(Protocol):
     @property
     def payments(self) -> PaymentRepository: ...
 
     @property
     def inbound_events(self) -> InboundEventLog: ...
+
+    @property
+    def customers(self) -> ProcessorCustomers: ...
 
     async def __aenter__(self) -> UnitOfWork: ...
 

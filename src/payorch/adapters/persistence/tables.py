@@ -204,6 +204,18 @@ inbound_events = Table(
     Column("received_at", UTCDateTime, nullable=False),
 )
 
+# Which merchant a processor customer (`cus_...`) belongs to: the first to use it. One
+# processor account serves every merchant, so nothing at the processor tells them apart;
+# another merchant naming the customer is refused before any processor call
+# (docs/security.md, migration 0007).
+processor_customers = Table(
+    "processor_customers",
+    metadata,
+    Column("customer_id", String(255), primary_key=True),
+    Column("merchant_id", String(64), nullable=False),
+    Column("first_used_at", UTCDateTime, nullable=False),
+)
+
 api_keys = Table(
     "api_keys",
     metadata,

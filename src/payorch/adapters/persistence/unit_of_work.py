@@ -11,6 +11,7 @@ from payorch.adapters.persistence.payment_writes import (
     PaymentWriter,
     SqliteGroupCommit,
 )
+from payorch.adapters.persistence.processor_customers import SqlAlchemyProcessorCustomers
 from payorch.adapters.persistence.repository import (
     SqlAlchemyInboundEventLog,
     SqlAlchemyPaymentRepository,
@@ -21,6 +22,7 @@ from payorch.domain.payment import Payment
 class SqlAlchemyUnitOfWork:
     payments: SqlAlchemyPaymentRepository
     inbound_events: SqlAlchemyInboundEventLog
+    customers: SqlAlchemyProcessorCustomers
 
     def __init__(self, engine: AsyncEngine, write_lock: asyncio.Lock | None) -> None:
         self._engine = engine
@@ -39,6 +41,7 @@ class SqlAlchemyUnitOfWork:
             raise
         self.payments = SqlAlchemyPaymentRepository(self._conn)
         self.inbound_events = SqlAlchemyInboundEventLog(self._conn)
+        self.customers = SqlAlchemyProcessorCustomers(self._conn)
         return self
 
     @property

@@ -24,7 +24,7 @@ from payorch.app.installments import (
     PlanNotFound,
     plan_request_problems,
 )
-from payorch.app.payments import IdempotencyConflict, RequestInProgress
+from payorch.app.payments import CustomerNotOwned, IdempotencyConflict, RequestInProgress
 from payorch.app.plan_builder import PlanRejected
 from payorch.app.ports import ConcurrentUpdate
 from payorch.app.webhook_delivery import (
@@ -244,6 +244,8 @@ class InstallmentServicer:
             raise invalid_argument([(_plan_field(i.field), i.message) for i in exc.issues]) from exc
         except PlanRejected as exc:
             raise _refused(exc.problems) from exc
+        except CustomerNotOwned as exc:  # as CreatePayment answers it
+            raise invalid_argument([(_plan_field(f), exc.MESSAGE) for f in exc.fields]) from exc
         except NotEligible as exc:
             raise error(code_pb2.FAILED_PRECONDITION, str(exc), "NOT_ELIGIBLE", "total") from exc
         except InvalidInstallmentPolicy as exc:

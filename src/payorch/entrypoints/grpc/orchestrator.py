@@ -11,6 +11,7 @@ from payorch.app.auth import read_scope, resolve_merchant
 from payorch.app.contract_monitor import identify_call, reject_call
 from payorch.app.merchant_configs import MerchantConfigs, VersionConflict
 from payorch.app.payments import (
+    CustomerNotOwned,
     IdempotencyConflict,
     InvalidState,
     PaymentChanging,
@@ -89,6 +90,8 @@ class PaymentOrchestratorServicer:
             result = await self._payments.create(core, deadline_s=call.deadline_s())
         except PlanRejected as exc:
             raise invalid_argument(_as_sent(request, exc.problems)) from exc
+        except CustomerNotOwned as exc:
+            raise invalid_argument([(f, exc.MESSAGE) for f in exc.fields]) from exc
         except IdempotencyConflict as exc:
             raise error(
                 code_pb2.ALREADY_EXISTS, str(exc), "IDEMPOTENCY_KEY_REUSED", "request_id"
