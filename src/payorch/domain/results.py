@@ -87,8 +87,8 @@ class ProcessorResponse:
     retry_after_s: float | None = None
     next_action_type: str = ""
     client_secret: str = ""
-    # For an error: Stripe stores 500s under the idempotency key, so the request is
-    # over but its outcome indeterminate: it must be looked up before a new key is
+    # For an error: Stripe stores 500s and 424s under the idempotency key, so the request
+    # is over but its outcome indeterminate: it must be looked up before a new key is
     # used. Never set for a request still running under the key (a 409).
     indeterminate: bool = False
     # Nothing able to charge was sent: the call failed on a step before its charge
