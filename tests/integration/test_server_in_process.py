@@ -14,6 +14,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from payments.orchestrator.v1 import orchestrator_pb2 as orch
 from payments.orchestrator.v1 import orchestrator_pb2_grpc as orch_grpc
+from payments.result.v1 import result_pb2
 from payorch.app.auth import Scope, hash_key
 from payorch.bootstrap import bootstrap
 from payorch.domain.merchant_config import MerchantConfig, MethodRule
@@ -65,6 +66,24 @@ async def test_an_in_process_server_takes_and_reads_back_a_payment(running):
     assert got.payment.result.success and got.payment.amount.currency == "GBP"
     health = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
     assert health.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_a_payment_method_the_processor_does_not_have_fails_with_a_code_the_caller_can_act_on(
+    running,
+):
+    channel, auth = running
+    created = await orch_grpc.PaymentOrchestratorStub(channel).CreatePayment(
+        orch.CreatePaymentRequest(
+            request_id=str(uuid.uuid4()),
+            amount_minor=1250,
+            currency="GBP",
+            payment_method="pm_missing_card",
+        ),
+        metadata=auth,
+    )
+    result = created.payment.result
+    assert not result.success
+    assert result.final_error == result_pb2.ERROR_CODE_PAYMENT_METHOD_NOT_FOUND
 
 
 async def test_garbage_bytes_get_invalid_argument_not_internal(running):

@@ -1014,6 +1014,13 @@ async def test_an_unknown_payment_method_fails_the_create_and_lookup_finds_nothi
         "resource_missing",
     )
     assert answer.processor_payment_id == ""
+    # The caller's payment method, not a parameter of ours: no contract violation.
+    verdict = classify(answer)
+    assert (verdict.outcome, verdict.error_code.value, verdict.contract_violation) == (
+        Outcome.HARD,
+        "payment_method_not_found",
+        False,
+    )
     looked = await processor.lookup(charge("pm_does_not_exist"), "")
     assert looked.kind is ResponseKind.NOT_FOUND
     assert fake.payment_intents == {}

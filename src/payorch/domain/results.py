@@ -42,6 +42,9 @@ class ErrorCode(enum.Enum):
     UNKNOWN_OUTCOME = "unknown_outcome"
     # A refund the processor says failed or was canceled: the money stayed with the merchant.
     REFUND_FAILED = "refund_failed"
+    # The processor has no payment method by the id the caller gave (Stripe's "No such
+    # PaymentMethod"): the caller's to correct, not a fault of ours or of the processor.
+    PAYMENT_METHOD_NOT_FOUND = "payment_method_not_found"
 
 
 class ResponseKind(enum.Enum):
@@ -77,6 +80,8 @@ class ProcessorResponse:
     error_type: str = ""
     code: str = ""
     decline_code: str = ""
+    # The request parameter an error is about (Stripe's `param`), when it names one.
+    param: str = ""
     # The issuer's advice on charging the card again, beside a decline (Stripe's
     # advice_code: do_not_try_again, confirm_card_data, try_again_later).
     advice_code: str = ""

@@ -539,6 +539,7 @@ class StripeProcessor:
         error_type = str(_get(body, "type") or "")
         code = str(_get(body, "code") or error.code or "")
         decline_code = str(_get(body, "decline_code") or "")
+        param = str(_get(body, "param") or "")
         advice_code = str(_get(body, "advice_code") or "")
         message = self._redact(str(_get(body, "message") or error.user_message or ""))
         pi_id = str(_get(_get(body, "payment_intent"), "id") or "")
@@ -583,6 +584,7 @@ class StripeProcessor:
             error_type=error_type,
             code=code,
             decline_code=decline_code,
+            param=param,
             advice_code=advice_code,
             message=message,
             request_id=request_id,
