@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import uuid
@@ -170,3 +171,28 @@ def test_a_port_in_use_is_one_line_and_exit_2_and_the_first_server_keeps_serving
     protocol = {"grpc": "gRPC", "http": "HTTP"}[taken]
     assert done.stderr.strip().splitlines()[-1].startswith(f"payorch: cannot listen for {protocol}")
     assert pay(stub, server).payment.result.success
+
+
+# Written as printed (PYTHONUNBUFFERED, as in this suite) or only by the last flush,
+# which Python would make at exit, after main returned.
+@pytest.mark.parametrize("buffered", [False, True], ids=["unbuffered", "buffered"])
+def test_output_piped_into_a_reader_that_left_early_ends_quietly(stub, server, buffered):
+    payment_id = pay(stub, server).payment.payment_id
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED" or not buffered}
+    flags = ["--address", server.address, "--api-key", server.keys["m_1"]]
+    # `payorch get ID | head`, head gone before the output is written: no reader left.
+    reader, writer = os.pipe()
+    os.close(reader)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "payorch.entrypoints.cli", "get", payment_id, *flags],
+            stdout=writer,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            timeout=60,
+        )
+    finally:
+        os.close(writer)
+    assert done.stderr == ""
+    assert done.returncode == 128 + signal.SIGPIPE  # as the shell reports a writer cut off

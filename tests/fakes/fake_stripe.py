@@ -28,9 +28,10 @@ Where a fault acts, relative to Stripe's layers:
   ``lock_timeout`` (429), ``auth_error`` (401), ``invalid_request`` (400),
   ``drop_before_processing`` and ``slow(process=False)`` (held, then the
   connection is closed, nothing happened);
-* inside it (the answer is stored under the key): ``api_error`` (500; the request
-  took effect or not, as asked); on a key that already has a stored answer the
-  stored answer wins and the fault is spent;
+* inside it (the answer is stored under the key): ``api_error`` (500) and
+  ``dependency_failed`` (424, a dependency external to Stripe failed; its body is an
+  ``api_error`` too), the request having taken effect or not, as asked; on a key that
+  already has a stored answer the stored answer wins and the fault is spent;
 * after it (the stored answer is lost or late on the wire): ``drop_after_processing``
   (processed and stored, then the connection is closed without an answer),
   ``drop_mid_answer`` (the headers and half the body arrive, then the connection closes),
@@ -71,6 +72,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
 
 FaultKind = Literal[
     "api_error",
+    "dependency_failed",
     "rate_limit",
     "lock_timeout",
     "drop_before_processing",
@@ -88,6 +90,15 @@ _API_ERROR_MESSAGE = (
     "Sorry, something went wrong. We've already been notified of the problem, but if you "
     "need any help, you can reach out to support: https://support.stripe.com/contact"
 )
+_DEPENDENCY_FAILED_MESSAGE = (
+    "The request couldn't be completed due to a failure in a dependency external to Stripe."
+)
+# The faults answered inside the idempotency layer, stored under the key: their status
+# and message (the body's type is api_error for both).
+_STORED_FAILURES: dict[str, tuple[int, str]] = {
+    "api_error": (500, _API_ERROR_MESSAGE),
+    "dependency_failed": (424, _DEPENDENCY_FAILED_MESSAGE),
+}
 _RATE_LIMIT_MESSAGE = (
     "Request rate limit exceeded. Learn more about rate limits here "
     "https://stripe.com/docs/rate-limits."
@@ -105,7 +116,8 @@ class Fault:
     """One programmed misbehaviour for one upcoming request. Build with the classmethods."""
 
     kind: FaultKind
-    # api_error: did the request take effect before the 500? slow: is it processed at all?
+    # api_error, dependency_failed: did the request take effect before the 500 (424)?
+    # slow: is it processed at all?
     process: bool = True
     delay_s: float = 0.0
     # Stripe-Should-Retry header: None leaves it out.
@@ -119,6 +131,12 @@ class Fault:
     def api_error(cls, *, charged: bool = False, should_retry: bool | None = None) -> Fault:
         """500 api_error, stored under the key. ``charged``: the confirm went through."""
         return cls("api_error", process=charged, should_retry=should_retry)
+
+    @classmethod
+    def dependency_failed(cls, *, charged: bool = False) -> Fault:
+        """424 api_error (a dependency external to Stripe failed), stored under the key.
+        ``charged``: the confirm went through all the same."""
+        return cls("dependency_failed", process=charged)
 
     @classmethod
     def rate_limit(
@@ -614,12 +632,13 @@ class FakeStripe:
         params: dict[str, Any],
         fault: Fault | None,
     ) -> tuple[int, dict[str, Any], dict[str, str], bool]:
-        if fault is not None and fault.kind == "api_error":
+        if fault is not None and fault.kind in _STORED_FAILURES:
             if fault.process:
                 with contextlib.suppress(_Failure):
                     handler(params)
-            body = {"error": {"type": "api_error", "message": _API_ERROR_MESSAGE}}
-            return 500, body, self._retry_headers(fault), True
+            status, message = _STORED_FAILURES[fault.kind]
+            body = {"error": {"type": "api_error", "message": message}}
+            return status, body, self._retry_headers(fault), True
         try:
             return 200, handler(params), {}, True
         except _Failure as failure:

@@ -387,6 +387,28 @@ async def test_another_merchants_endpoint_is_not_found_and_ops_may_enable_it(
     assert (await enable(served, endpoint_id, ops)).endpoint.status == pb.ENDPOINT_STATUS_ENABLED
 
 
+async def test_ops_listing_every_merchants_endpoints_sees_whose_each_one_is(
+    served, clock, receiver
+):
+    other = await key_of(served, clock, Scope.MERCHANT, "m_2")
+    for auth, description in ((served.auth, "m_1's"), (other, "m_2's")):
+        await served.stub.CreateWebhookEndpoint(
+            pb.CreateWebhookEndpointRequest(url=receiver.url, description=description),
+            metadata=auth,
+        )
+    ops = await key_of(served, clock, Scope.OPS, None)
+
+    listed = await served.stub.ListWebhookEndpoints(pb.ListWebhookEndpointsRequest(), metadata=ops)
+
+    assert sorted((e.description, e.merchant_id) for e in listed.endpoints) == [
+        ("m_1's", "m_1"),
+        ("m_2's", "m_2"),
+    ]
+    assert [(e.description, e.merchant_id) for e in await endpoints_of(served)] == [
+        ("m_1's", "m_1")
+    ]
+
+
 async def test_a_deleted_or_unknown_endpoint_is_not_found(served, receiver):
     created = await disabled_endpoint(served, receiver)
     endpoint_id = created.endpoint.endpoint_id

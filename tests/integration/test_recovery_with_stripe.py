@@ -96,6 +96,38 @@ async def test_a_stripe_500_that_charged_is_found_and_not_charged_again(world):
     assert fake.charges_total == 1
 
 
+async def test_a_stripe_424_is_looked_up_then_charged_once_under_the_next_key(world):
+    fake, service = world
+    fake.inject(Fault.dependency_failed())  # a dependency outside Stripe failed; stored
+    payment = await pay(service)
+
+    assert payment.status is PaymentStatus.SUCCEEDED
+    attempts = payment.steps[0].attempts
+    assert [a.operation for a in attempts] == ["authorize", "lookup", "authorize"]
+    assert [a.idempotency_key[-3:] for a in attempts if a.operation == "authorize"] == [
+        "_g0",
+        "_g1",
+    ]
+    assert fake.charges_total == 1
+
+
+async def test_a_stripe_424_that_charged_is_found_and_never_failed_or_charged_again():
+    async with running(fallback_on_failure=True) as (fake, service, _clock):
+        fake.inject(Fault.dependency_failed(charged=True))
+        payment = await pay(
+            service,
+            methods=[
+                RawMethodInput("card", "pm_card_visa"),
+                RawMethodInput("google_pay", "pm_card_visa"),
+            ],
+        )
+
+        assert payment.status is PaymentStatus.SUCCEEDED
+        assert [s.status for s in payment.steps] == [StepStatus.CAPTURED]
+        assert [a.operation for a in payment.steps[0].attempts] == ["authorize", "lookup"]
+        assert fake.charges_total == 1
+
+
 async def test_a_429_is_retried_with_the_same_key(world):
     fake, service = world
     fake.inject(Fault.rate_limit(retry_after_s=0.1))

@@ -14,10 +14,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from payments.orchestrator.v1 import orchestrator_pb2 as orch
 from payments.orchestrator.v1 import orchestrator_pb2_grpc as orch_grpc
+from payments.result.v1 import result_pb2
 from payorch.app.auth import Scope, hash_key
+from payorch.app.payments import ProcessorEvent
 from payorch.bootstrap import bootstrap
 from payorch.domain.merchant_config import MerchantConfig, MethodRule
 from payorch.domain.payment import MethodType
+from payorch.domain.retry import RetryPolicy
 from payorch.entrypoints.grpc.server import create_server, mark_serving
 from payorch.entrypoints.serve import ensure_demo_key
 from payorch.settings import Settings
@@ -47,24 +50,63 @@ def running(served):
     return channel, auth
 
 
-async def test_an_in_process_server_takes_and_reads_back_a_payment(running):
-    channel, auth = running
-    stub = orch_grpc.PaymentOrchestratorStub(channel)
+async def pay(stub, auth, *, currency="GBP", payment_method="pm_card_visa"):
+    """A 12.50 payment of m_1's; the created payment."""
     created = await stub.CreatePayment(
         orch.CreatePaymentRequest(
             request_id=str(uuid.uuid4()),
             amount_minor=1250,
-            currency="gbp",
-            payment_method="pm_card_visa",
+            currency=currency,
+            payment_method=payment_method,
         ),
         metadata=auth,
     )
+    return created.payment
+
+
+async def test_an_in_process_server_takes_and_reads_back_a_payment(running):
+    channel, auth = running
+    stub = orch_grpc.PaymentOrchestratorStub(channel)
+    created = await pay(stub, auth, currency="gbp")
     got = await stub.GetPayment(
-        orch.GetPaymentRequest(payment_id=created.payment.payment_id), metadata=auth
+        orch.GetPaymentRequest(payment_id=created.payment_id), metadata=auth
     )
     assert got.payment.result.success and got.payment.amount.currency == "GBP"
     health = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
     assert health.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_a_payment_method_the_processor_does_not_have_fails_with_a_code_the_caller_can_act_on(
+    running,
+):
+    channel, auth = running
+    stub = orch_grpc.PaymentOrchestratorStub(channel)
+    result = (await pay(stub, auth, payment_method="pm_missing_card")).result
+    assert not result.success
+    assert result.final_error == result_pb2.ERROR_CODE_PAYMENT_METHOD_NOT_FOUND
+
+
+async def test_the_event_that_reconciled_a_payment_is_named_in_its_listed_events(served):
+    container, channel, auth = served
+    stub = orch_grpc.PaymentOrchestratorStub(channel)
+    await container.configs.upsert(MerchantConfig("m_1", retry_policy=RetryPolicy(max_retries=0)))
+    container.simulated["simulated"].inject("lost_response")  # charged, answer lost
+    payment = await pay(stub, auth)
+    assert payment.result.status == result_pb2.PAYMENT_STATUS_UNKNOWN
+    step = payment.result.step_results[0]
+    await container.processor_events.apply(
+        ProcessorEvent(
+            "evt_stripe_1", "webhook", payment.payment_id, 0, step.processor_payment_id, True
+        )
+    )
+
+    listed = await stub.ListPaymentEvents(
+        orch.ListPaymentEventsRequest(payment_id=payment.payment_id), metadata=auth
+    )
+
+    [reconciled] = [e.payment_reconciled for e in listed.events if e.HasField("payment_reconciled")]
+    assert (reconciled.source, reconciled.processor_event_id) == ("webhook", "evt_stripe_1")
+    assert reconciled.outcome == result_pb2.OUTCOME_SUCCESS
 
 
 async def test_garbage_bytes_get_invalid_argument_not_internal(running):

@@ -425,6 +425,60 @@ async def test_a_500_after_the_charge_went_through_is_found_by_lookup_and_never_
     assert fake.charges_total == 1
 
 
+@pytest.mark.parametrize("charged", [False, True], ids=["not-charged", "charged"])
+async def test_a_424_from_a_failed_dependency_is_indeterminate_and_looked_up_like_a_500(
+    fake: FakeStripe, processor: StripeProcessor, charged: bool
+) -> None:
+    fake.inject(Fault.dependency_failed(charged=charged))
+
+    failed = await processor.authorize(charge())
+
+    assert (failed.kind, failed.error_type, failed.http_status) == (
+        ResponseKind.ERROR,
+        "api_error",
+        424,
+    )
+    # Stripe ran the confirm and stored its 424 under the key: whether the bank was
+    # reached before the dependency failed is not said, so the intent is looked up.
+    assert failed.indeterminate and not failed.charge_not_sent
+    assert classify(failed).error_code is ErrorCode.PROCESSOR_ERROR
+
+    looked = await processor.lookup(charge(), failed.processor_payment_id)
+    assert looked.kind is (ResponseKind.SUCCEEDED if charged else ResponseKind.NOT_CHARGED)
+    assert fake.charges_total == int(charged)
+
+
+async def test_a_create_that_got_a_stored_424_is_made_again_under_the_next_create_key(
+    fake: FakeStripe, processor: StripeProcessor
+) -> None:
+    fake.inject(Fault.dependency_failed(), endpoint="create")
+
+    failed = await processor.authorize(charge())
+    assert (failed.http_status, failed.charge_not_sent) == (424, True)
+
+    # Replayed under `:create` like a stored 500: the retry moves on to `:create:1`.
+    paid = await processor.authorize(charge())
+
+    assert paid.kind is ResponseKind.SUCCEEDED
+    assert [(r.idempotency_key, r.replayed) for r in fake.requests_to("create")] == [
+        ("pay_1:0:create", False),
+        ("pay_1:0:create", True),
+        ("pay_1:0:create:1", False),
+    ]
+    assert fake.charges_total == 1
+
+
+async def test_a_lookup_is_inconclusive_when_a_create_key_answers_a_424_first_hand(
+    fake: FakeStripe, processor: StripeProcessor
+) -> None:
+    fake.inject(Fault.dependency_failed(), endpoint="create")
+
+    looked = await processor.lookup(charge(), "")
+
+    # Not a refusal of the create's parameters: it says nothing about an intent.
+    assert (looked.kind, looked.http_status) == (ResponseKind.ERROR, 424)
+
+
 @pytest.mark.parametrize(
     ("fault", "code"), [(Fault.rate_limit(), "rate_limit"), (Fault.lock_timeout(), "lock_timeout")]
 )
@@ -960,6 +1014,13 @@ async def test_an_unknown_payment_method_fails_the_create_and_lookup_finds_nothi
         "resource_missing",
     )
     assert answer.processor_payment_id == ""
+    # The caller's payment method, not a parameter of ours: no contract violation.
+    verdict = classify(answer)
+    assert (verdict.outcome, verdict.error_code.value, verdict.contract_violation) == (
+        Outcome.HARD,
+        "payment_method_not_found",
+        False,
+    )
     looked = await processor.lookup(charge("pm_does_not_exist"), "")
     assert looked.kind is ResponseKind.NOT_FOUND
     assert fake.payment_intents == {}

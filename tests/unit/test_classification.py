@@ -353,6 +353,33 @@ def test_invalid_request_error_is_hard_and_our_contract_violation() -> None:
     assert not is_infrastructure_failure(c)
 
 
+def test_a_payment_method_the_processor_does_not_have_is_the_callers_error_not_ours() -> None:
+    # Stripe: "No such PaymentMethod: 'pm_...'". The caller chose that id; we passed it on.
+    c = classify(
+        error(
+            http_status=400,
+            error_type="invalid_request_error",
+            code="resource_missing",
+            param="payment_method",
+        )
+    )
+    assert c == hard(ErrorCode.PAYMENT_METHOD_NOT_FOUND)
+    assert not is_infrastructure_failure(c)
+
+
+@pytest.mark.parametrize("param", ["intent", "starting_after", "amount", ""])
+def test_a_missing_resource_we_named_is_still_our_contract_violation(param: str) -> None:
+    c = classify(
+        error(
+            http_status=400,
+            error_type="invalid_request_error",
+            code="resource_missing",
+            param=param,
+        )
+    )
+    assert c == hard(ErrorCode.INVALID_REQUEST, ours=True)
+
+
 @pytest.mark.parametrize(
     ("status", "error_type", "code"),
     [
@@ -448,6 +475,7 @@ _ANY_RESPONSE = st.builds(
     error_type=_pick(_TYPES),
     code=_pick(_CODES),
     decline_code=_pick(_CODES),
+    param=_pick(["payment_method", "intent", ""]),
     message=st.text(max_size=20),
     should_retry=st.none() | st.booleans(),
     retry_after_s=st.none() | st.floats(allow_nan=True),

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from payorch.domain.classification import (
+    CALLER_ERRORS,
     DECLINE_CODES,
     ERROR_CODES,
     ERROR_TYPES,
@@ -49,6 +50,7 @@ _STRING_FIELDS = {
     "error_type",
     "code",
     "decline_code",
+    "param",
     "advice_code",
     "message",
     "request_id",
@@ -116,7 +118,8 @@ ROWS = parse_doc(DOC.read_text(encoding="utf-8"))
 
 def test_the_doc_has_a_classification_table() -> None:
     # One row per table key at least; an emptied or unparsable doc must not pass silently.
-    keys = len(DECLINE_CODES) + len(ERROR_CODES) + len(ERROR_TYPES) + len(EXCEPTIONS) + len(KINDS)
+    keys = len(DECLINE_CODES) + len(ERROR_CODES) + len(CALLER_ERRORS) + len(ERROR_TYPES)
+    keys += len(EXCEPTIONS) + len(KINDS)
     assert len(ROWS) >= keys
 
 
@@ -176,6 +179,18 @@ def test_every_error_code_is_documented(key: str) -> None:
             and f.get("http_status") != "429"
         )
     ), f"ERROR_CODES[{key!r}] has no row in docs/classification.md"
+
+
+@pytest.mark.parametrize("key", sorted(CALLER_ERRORS))
+def test_every_callers_parameter_error_is_documented(key: tuple[str, str]) -> None:
+    code, param = key
+    assert _documented(
+        lambda f: (
+            f.get("error_type") == "invalid_request_error"
+            and f.get("code") == code
+            and f.get("param") == param
+        )
+    ), f"CALLER_ERRORS[{key!r}] has no row in docs/classification.md"
 
 
 @pytest.mark.parametrize("key", sorted(ERROR_TYPES))

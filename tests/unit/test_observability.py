@@ -26,7 +26,7 @@ from payorch.domain.contracts import new_violation
 from payorch.domain.merchant_config import MerchantConfig
 from payorch.domain.payment import Attempt, Payment, PaymentStatus, RawError
 from payorch.domain.request import RawPaymentRequest, Severity, parse_payment_request
-from payorch.domain.results import ErrorCode, Outcome
+from payorch.domain.results import ErrorCode, Outcome, ProcessorResponse, ResponseKind
 from payorch.domain.retry import RetryPolicy
 from payorch.entrypoints.logs import JsonFormatter
 from tests.fakes.memory import FakeMerchantConfigStore, FakeUnitOfWorkFactory
@@ -87,9 +87,28 @@ class BrokenTracer:
         raise RuntimeError("exporter gone")
 
 
+class RefusingOurParameters(SimulatedProcessor):
+    """Refuses every charge as Stripe refuses a parameter payorch built (the amount)."""
+
+    async def authorize(self, request):
+        return ProcessorResponse(
+            ResponseKind.ERROR,
+            http_status=400,
+            error_type="invalid_request_error",
+            code="parameter_invalid_integer",
+            param="amount",
+            message="Invalid positive integer",
+        )
+
+
 class Service:
-    def __init__(self, observation: PaymentObservation, clock: ManualClock) -> None:
-        self.sim = SimulatedProcessor("simulated", Simulation(), sleep=clock.sleep)
+    def __init__(
+        self,
+        observation: PaymentObservation,
+        clock: ManualClock,
+        processor: type[SimulatedProcessor] = SimulatedProcessor,
+    ) -> None:
+        self.sim = processor("simulated", Simulation(), sleep=clock.sleep)
         router = Router({"simulated": self.sim}, clock, rng=random.Random(1))
         configs = MerchantConfigs(
             FakeMerchantConfigStore(),
@@ -158,18 +177,35 @@ async def test_non_fatal_input_issues_are_counted_and_kept_as_info_violations():
     assert "normalized to EUR" in sink.violations[0].message
 
 
-async def test_an_unmapped_processor_answer_is_recorded_against_its_contract():
+async def test_a_request_the_processor_calls_invalid_is_recorded_against_its_contract():
     clock = ManualClock()
     sink = ListSink()
     observers = Observers()
-    s = Service(PaymentObservation(observers, ContractMonitor(sink, clock, observers)), clock)
+    monitor = ContractMonitor(sink, clock, observers)
+    s = Service(PaymentObservation(observers, monitor), clock, RefusingOurParameters)
 
-    payment = await s.pay(method="card", token="pm_missing_card")
+    payment = await s.pay(method="card")
 
     assert payment.status is PaymentStatus.FAILED
     found = [v for v in sink.violations if v.contract_id.startswith("processor/")]
     assert [v.contract_id for v in found] == ["processor/invalid_request"]
     assert payment.id in found[0].message
+
+
+async def test_a_payment_method_the_caller_named_that_does_not_exist_is_no_violation_of_ours():
+    clock = ManualClock()
+    sink = ListSink()
+    recorder = Recorder()
+    observers = Observers([recorder])
+    s = Service(PaymentObservation(observers, ContractMonitor(sink, clock, observers)), clock)
+
+    payment = await s.pay(method="card", token="pm_missing_card")
+
+    # The caller's mistake, told to the caller: failed, with a code it can act on.
+    assert payment.status is PaymentStatus.FAILED
+    assert payment.final_error is ErrorCode.PAYMENT_METHOD_NOT_FOUND
+    assert [v.contract_id for v in sink.violations if v.contract_id.startswith("processor/")] == []
+    assert [c for c, _ in recorder.violations if c.startswith("processor/")] == []
 
 
 def test_a_call_scope_gives_violations_their_ids_and_remembers_them():

@@ -11,6 +11,7 @@ from google.protobuf import timestamp_pb2
 from payments.orchestrator.v1 import orchestrator_pb2 as orch
 from payments.plan.v1 import plan_pb2
 from payments.result.v1 import result_pb2
+from payorch.app.ports import StoredEvent
 from payorch.domain.money import Currency
 from payorch.domain.payment import (
     Attempt,
@@ -264,3 +265,19 @@ def test_a_paused_split_says_when_it_is_given_up_and_a_single_step_does_not() ->
     waiting = mappers.payment_pb(single).result.step_results[0].next_action
     assert waiting.client_secret == "pi_secret"
     assert not waiting.HasField("expires_at")
+
+
+def test_a_reconciled_event_stored_before_it_named_the_processors_event_lists_it_empty() -> None:
+    stored = StoredEvent(
+        "evt_1",
+        "pay_1",
+        "m_1",
+        3,
+        "PaymentReconciled",
+        {"step_index": 0, "outcome": "success", "source": "retrieve"},
+        T0,
+    )
+
+    reconciled = mappers.event_envelope(stored, Currency("EUR")).payment_reconciled
+
+    assert (reconciled.source, reconciled.processor_event_id) == ("retrieve", "")

@@ -172,8 +172,8 @@ class Router:
             attempt.delay_before_ms = delay_before
             c = classify(response)
             if c.outcome is Outcome.SOFT and response.indeterminate:
-                # A 500 is stored under its key: the request is over, so ask before daring
-                # a new key. (A request still running, a 409, is UNKNOWN: never asked.)
+                # A 500 (or 424) is stored under its key: the request is over, so ask before
+                # daring a new key. (A request still running, a 409, is UNKNOWN: never asked.)
                 response, c = await self._resolve_indeterminate(
                     payment, step, name, processor, request, attempt, response, c, deadline
                 )

@@ -113,6 +113,13 @@ ERROR_CODES: dict[str, Classification] = {
     "refund_canceled": _hard(ErrorCode.REFUND_FAILED),
 }
 
+# Invalid requests about a parameter the caller chose, keyed by (code, param): we passed
+# it on as given, so the caller's error to correct, never a contract violation of ours.
+# A parameter payorch builds itself (the amount, the intent's id) stays ours (below).
+CALLER_ERRORS: dict[tuple[str, str], Classification] = {
+    ("resource_missing", "payment_method"): _hard(ErrorCode.PAYMENT_METHOD_NOT_FOUND),
+}
+
 # Error `type`s, when neither the decline code nor the code decided.
 ERROR_TYPES: dict[str, Classification] = {
     "api_error": _soft(ErrorCode.PROCESSOR_ERROR),
@@ -233,6 +240,8 @@ def _classify_error(r: ProcessorResponse) -> Classification:
     if r.http_status == 409 and r.error_type == "idempotency_error":
         # Another request with the same key is in flight: same key, a moment later.
         return _IN_FLIGHT
+    if r.error_type == "invalid_request_error" and (r.code, r.param) in CALLER_ERRORS:
+        return CALLER_ERRORS[(r.code, r.param)]
     if r.error_type in ERROR_TYPES:
         return ERROR_TYPES[r.error_type]
     if r.http_status >= 500:

@@ -42,6 +42,9 @@ class ErrorCode(enum.Enum):
     UNKNOWN_OUTCOME = "unknown_outcome"
     # A refund the processor says failed or was canceled: the money stayed with the merchant.
     REFUND_FAILED = "refund_failed"
+    # The processor has no payment method by the id the caller gave (Stripe's "No such
+    # PaymentMethod"): the caller's to correct, not a fault of ours or of the processor.
+    PAYMENT_METHOD_NOT_FOUND = "payment_method_not_found"
 
 
 class ResponseKind(enum.Enum):
@@ -77,6 +80,8 @@ class ProcessorResponse:
     error_type: str = ""
     code: str = ""
     decline_code: str = ""
+    # The request parameter an error is about (Stripe's `param`), when it names one.
+    param: str = ""
     # The issuer's advice on charging the card again, beside a decline (Stripe's
     # advice_code: do_not_try_again, confirm_card_data, try_again_later).
     advice_code: str = ""
@@ -87,8 +92,8 @@ class ProcessorResponse:
     retry_after_s: float | None = None
     next_action_type: str = ""
     client_secret: str = ""
-    # For an error: Stripe stores 500s under the idempotency key, so the request is
-    # over but its outcome indeterminate: it must be looked up before a new key is
+    # For an error: Stripe stores 500s and 424s under the idempotency key, so the request
+    # is over but its outcome indeterminate: it must be looked up before a new key is
     # used. Never set for a request still running under the key (a 409).
     indeterminate: bool = False
     # Nothing able to charge was sent: the call failed on a step before its charge

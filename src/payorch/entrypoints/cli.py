@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import sys
 import uuid
 from collections.abc import Sequence
@@ -526,10 +527,20 @@ def _refusals() -> tuple[type[Exception], ...]:
     return (OSError, json_format.ParseError, InvalidAmount, UnsupportedDatabase, InvalidSettings)
 
 
+# The exit status of a writer whose reader left, as a shell reports one SIGPIPE ended.
+BROKEN_PIPE_EXIT = 128 + signal.SIGPIPE
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         result: int = args.func(args)
+        sys.stdout.flush()  # a reader gone shows here, not in a warning at exit
+    except BrokenPipeError:
+        # `payorch list | head`: the reader has what it wanted. No message; stdout goes
+        # to devnull so the interpreter's last flush at exit does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return BROKEN_PIPE_EXIT
     except _refusals() as exc:
         print(f"payorch: {exc}", file=sys.stderr)
         return 2

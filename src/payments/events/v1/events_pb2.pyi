@@ -65,14 +65,16 @@ class PaymentFailed(_message.Message):
     def __init__(self, error_code: _Optional[_Union[_result_pb2.ErrorCode, str]] = ..., request_id: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class PaymentReconciled(_message.Message):
-    __slots__ = ("step_index", "outcome", "source")
+    __slots__ = ("step_index", "outcome", "source", "processor_event_id")
     STEP_INDEX_FIELD_NUMBER: _ClassVar[int]
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
+    PROCESSOR_EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     step_index: int
     outcome: _result_pb2.Outcome
     source: str
-    def __init__(self, step_index: _Optional[int] = ..., outcome: _Optional[_Union[_result_pb2.Outcome, str]] = ..., source: _Optional[str] = ...) -> None: ...
+    processor_event_id: str
+    def __init__(self, step_index: _Optional[int] = ..., outcome: _Optional[_Union[_result_pb2.Outcome, str]] = ..., source: _Optional[str] = ..., processor_event_id: _Optional[str] = ...) -> None: ...
 
 class PaymentCaptured(_message.Message):
     __slots__ = ("amount",)

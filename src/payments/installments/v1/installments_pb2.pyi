@@ -255,7 +255,7 @@ class RetryInstallmentResponse(_message.Message):
     def __init__(self, plan: _Optional[_Union[InstallmentPlan, _Mapping]] = ...) -> None: ...
 
 class WebhookEndpoint(_message.Message):
-    __slots__ = ("endpoint_id", "url", "description", "event_types", "status", "disabled_reason", "created_at")
+    __slots__ = ("endpoint_id", "url", "description", "event_types", "status", "disabled_reason", "created_at", "merchant_id")
     ENDPOINT_ID_FIELD_NUMBER: _ClassVar[int]
     URL_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
@@ -263,6 +263,7 @@ class WebhookEndpoint(_message.Message):
     STATUS_FIELD_NUMBER: _ClassVar[int]
     DISABLED_REASON_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    MERCHANT_ID_FIELD_NUMBER: _ClassVar[int]
     endpoint_id: str
     url: str
     description: str
@@ -270,7 +271,8 @@ class WebhookEndpoint(_message.Message):
     status: EndpointStatus
     disabled_reason: str
     created_at: _timestamp_pb2.Timestamp
-    def __init__(self, endpoint_id: _Optional[str] = ..., url: _Optional[str] = ..., description: _Optional[str] = ..., event_types: _Optional[_Iterable[str]] = ..., status: _Optional[_Union[EndpointStatus, str]] = ..., disabled_reason: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    merchant_id: str
+    def __init__(self, endpoint_id: _Optional[str] = ..., url: _Optional[str] = ..., description: _Optional[str] = ..., event_types: _Optional[_Iterable[str]] = ..., status: _Optional[_Union[EndpointStatus, str]] = ..., disabled_reason: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., merchant_id: _Optional[str] = ...) -> None: ...
 
 class CreateWebhookEndpointRequest(_message.Message):
     __slots__ = ("merchant_id", "url", "description", "event_types")

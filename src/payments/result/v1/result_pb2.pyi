@@ -47,6 +47,7 @@ class ErrorCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_CODE_DEADLINE_EXCEEDED: _ClassVar[ErrorCode]
     ERROR_CODE_UNKNOWN_OUTCOME: _ClassVar[ErrorCode]
     ERROR_CODE_REFUND_FAILED: _ClassVar[ErrorCode]
+    ERROR_CODE_PAYMENT_METHOD_NOT_FOUND: _ClassVar[ErrorCode]
 
 class PaymentStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -105,6 +106,7 @@ ERROR_CODE_NO_PROCESSOR_AVAILABLE: ErrorCode
 ERROR_CODE_DEADLINE_EXCEEDED: ErrorCode
 ERROR_CODE_UNKNOWN_OUTCOME: ErrorCode
 ERROR_CODE_REFUND_FAILED: ErrorCode
+ERROR_CODE_PAYMENT_METHOD_NOT_FOUND: ErrorCode
 PAYMENT_STATUS_UNSPECIFIED: PaymentStatus
 PAYMENT_STATUS_PROCESSING: PaymentStatus
 PAYMENT_STATUS_SUCCEEDED: PaymentStatus

@@ -358,6 +358,7 @@ class SimulatedProcessor:
                 http_status=400,
                 error_type="invalid_request_error",
                 code="resource_missing",
+                param="payment_method",
                 message=f"No such PaymentMethod: '{token[:40]}'",
                 request_id=rid,
             )

@@ -6,10 +6,10 @@ whenever a confirm's answer is lost, the PaymentIntent id is already known and t
 charge can be looked up; and when the id is not known, no confirm was ever sent, and
 replaying the create (Stripe answers a repeated key with the stored answer) finds it.
 
-A create that got a 500 has that 500 stored under its key, replayed for a day: it
+A create that got a 500 (or a 424) has it stored under its key, replayed for a day: it
 made no PaymentIntent anyone knows of (none was confirmed), so the next create runs
 under ``<intent_key>:create:1`` (then ``:2``, ...). Replaying the creates in that order,
-past the stored 500s only, always arrives at the one PaymentIntent of the step.
+past the stored 500s (424s) only, always arrives at the one PaymentIntent of the step.
 
 The adapter never raises for a decline or a processor failure: every answer, error,
 timeout and dropped connection becomes a ProcessorResponse, classified elsewhere
@@ -384,9 +384,10 @@ class StripeProcessor:
                 key = _create_key(request.intent_key, link)
                 return await self._create(request, amount, key, deadline)
             except _Failed as failed:
-                if not (failed.replayed and failed.response.http_status >= 500):
+                if not (failed.replayed and _stored_failure(failed.response.http_status)):
                     raise
-            # Stored 500: that create made no intent anyone knows of, none was confirmed.
+            # Stored 500 (or 424): that create made no intent anyone knows of, none was
+            # confirmed.
             link += 1
 
     async def _create(
@@ -538,6 +539,7 @@ class StripeProcessor:
         error_type = str(_get(body, "type") or "")
         code = str(_get(body, "code") or error.code or "")
         decline_code = str(_get(body, "decline_code") or "")
+        param = str(_get(body, "param") or "")
         advice_code = str(_get(body, "advice_code") or "")
         message = self._redact(str(_get(body, "message") or error.user_message or ""))
         pi_id = str(_get(_get(body, "payment_intent"), "id") or "")
@@ -561,11 +563,11 @@ class StripeProcessor:
             error_type = error_type or "invalid_request_error"
         elif isinstance(error, stripe.APIError):
             error_type = error_type or "api_error"
-            # A 5xx is stored under the key: the request is over, its outcome unknown until
-            # looked up. So is an answer that could not be read at all. Not a 409: the
-            # request under the key is still running, and a lookup would see the intent
-            # before its confirm ("requires_confirmation"), which proves nothing.
-            indeterminate = not 400 <= status < 500
+            # A 5xx or a 424 is stored under the key: the request is over, its outcome
+            # unknown until looked up. So is an answer that could not be read at all. Not
+            # a 409: the request under the key is still running, and a lookup would see
+            # the intent before its confirm ("requires_confirmation"), which proves nothing.
+            indeterminate = _stored_failure(status) or not 400 <= status < 500
         _log.log(
             logging.INFO if indeterminate or status == 429 else logging.DEBUG,
             "stripe: error status=%s type=%s code=%s decline_code=%s request_id=%s",
@@ -582,6 +584,7 @@ class StripeProcessor:
             error_type=error_type,
             code=code,
             decline_code=decline_code,
+            param=param,
             advice_code=advice_code,
             message=message,
             request_id=request_id,
@@ -667,6 +670,14 @@ def _create_key(intent_key: str, link: int) -> str:
     return f"{intent_key}:create" if link == 0 else f"{intent_key}:create:{link}"
 
 
+def _stored_failure(http_status: int) -> bool:
+    """Stripe ran the request and it failed on Stripe's side (a 5xx) or on a dependency
+    outside Stripe (424, External Dependency Failed: a card network or bank, say). Either
+    answer is stored under the key and replayed; whether a confirm charged before the
+    failure is not said: only a lookup tells."""
+    return http_status >= 500 or http_status == 424
+
+
 def _create_refused(response: ProcessorResponse) -> bool:
     """A create Stripe refused as it would refuse it again (a 4xx on its parameters):
     no PaymentIntent id was handed out under this key or any later one."""
@@ -674,7 +685,7 @@ def _create_refused(response: ProcessorResponse) -> bool:
         return False
     if response.code == _NOT_CHARGEABLE:
         return True  # refused before any create was sent
-    if response.http_status in (401, 403, 409, 429):
+    if response.http_status in (401, 403, 409, 429) or _stored_failure(response.http_status):
         return False
     if response.error_type == "idempotency_error":
         return False

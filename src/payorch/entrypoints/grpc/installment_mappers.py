@@ -123,6 +123,7 @@ def endpoint_pb(e: WebhookEndpoint) -> pb.WebhookEndpoint:
         status=ENDPOINT_STATUSES[e.status],
         disabled_reason=e.disabled_reason,
         created_at=_ts(e.created_at),
+        merchant_id=e.merchant_id,
     )
 
 

@@ -311,6 +311,8 @@ def event_envelope(e: StoredEvent, currency: Currency) -> events_pb2.EventEnvelo
                 step_index=p["step_index"],
                 outcome=OUTCOMES[Outcome(p["outcome"])],
                 source=p["source"],
+                # Stored without it before the event named the processor's event.
+                processor_event_id=p.get("processor_event_id", ""),
             )
         )
     elif name == "PaymentCaptured":
