@@ -101,15 +101,17 @@ class MerchantConfig:
         for i, rule in enumerate(self.methods):
             name = f"methods[{method_positions[i] if method_positions else i}]"
             if rule.method in seen:
-                problems.append((name, f"{rule.method.value} is listed twice"))
+                problems.append((f"{name}.type", f"{rule.method.value} is listed twice"))
             seen.add(rule.method)
-            if rule.min_amount_minor < 0 or rule.max_amount_minor < 0:
-                problems.append((name, "limits cannot be negative"))
-            if rule.max_amount_minor and rule.min_amount_minor > rule.max_amount_minor:
+            lo, hi = rule.min_amount_minor, rule.max_amount_minor
+            for limit, value in (("min_amount_minor", lo), ("max_amount_minor", hi)):
+                if value < 0:
+                    problems.append((f"{name}.{limit}", "cannot be negative"))
+            if hi > 0 and lo > hi:
                 problems.append(
                     (
-                        name,
-                        f"min_amount_minor {rule.min_amount_minor} exceeds max {rule.max_amount_minor}",
+                        f"{name}.min_amount_minor",
+                        f"min_amount_minor {lo} exceeds max_amount_minor {hi}",
                     )
                 )
             unknown = [p for p in rule.processors if p not in known_processors]
