@@ -34,6 +34,7 @@ from payorch.domain.payment import (
 )
 from payorch.domain.request import RawMethodInput, RawPaymentRequest
 from payorch.domain.results import ErrorCode, Outcome
+from payorch.domain.retry import RetryPolicy
 
 METHOD_TYPES: dict[MethodType, Any] = {
     MethodType.CARD: plan_pb2.PAYMENT_METHOD_TYPE_CARD,
@@ -397,8 +398,11 @@ def config_from_pb(c: config_pb2.MerchantConfig, merchant_id: str) -> ReadConfig
     currencies = frozenset(code.strip().upper() for code in c.allowed_currencies)
     p = c.installment_policy
     default_policy = InstallmentPolicy()
-    policy, retry_problems = retry_policy(
-        c.retry_policy.max_retries, c.retry_policy.base_delay_ms, c.retry_policy.max_delay_ms
+    # A config sent without a retry policy keeps the default one (one retry); one sent
+    # with max_retries 0 means no retry.
+    r = c.retry_policy if c.HasField("retry_policy") else None
+    policy, retry_problems = (
+        retry_policy(r.max_retries, r.base_delay_ms, r.max_delay_ms) if r else (RetryPolicy(), [])
     )
     config = MerchantConfig(
         merchant_id=merchant_id,
