@@ -3,7 +3,10 @@ sent without some of its parts becomes, and writers racing from what they read."
 
 from __future__ import annotations
 
+import grpc
 import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
 from payments.config.v1 import config_pb2
 from payments.orchestrator.v1 import orchestrator_pb2 as orch
@@ -49,3 +52,42 @@ def test_a_retry_policy_sent_with_no_retries_is_kept(stub, server):
         ),
     )
     assert saved.retry_policy.max_retries == 0
+
+
+def _reason(err: grpc.RpcError) -> str:
+    for detail in rpc_status.from_call(err).details:
+        info = error_details_pb2.ErrorInfo()
+        if detail.Unpack(info):
+            return info.reason
+    return ""
+
+
+def test_two_writers_who_read_the_defaults_cannot_both_write(stub, server):
+    def read():
+        return stub.GetMerchantConfig(
+            orch.GetMerchantConfigRequest(merchant_id="m_two_writers"),
+            metadata=server.auth("ops"),
+        )
+
+    first, second = read(), read()
+    assert first.is_default and second.is_default
+    first.config.allow_partial = True
+    second.config.fallback_on_failure = True
+
+    saved = upsert(stub, server, first.config, expect_default=True)
+    with pytest.raises(grpc.RpcError) as err:
+        upsert(stub, server, second.config, expect_default=True)
+
+    assert err.value.code() == grpc.StatusCode.ABORTED
+    assert _reason(err.value) == "CONFIG_VERSION_CONFLICT"
+    now = read()
+    assert now.config == saved and now.config.version == 1 and not now.is_default
+    assert not now.config.fallback_on_failure
+
+
+def test_expecting_the_defaults_and_a_version_at_once_is_refused(stub, server):
+    config = config_pb2.MerchantConfig(merchant_id="m_both_expectations", methods=[CARD])
+    with pytest.raises(grpc.RpcError) as err:
+        upsert(stub, server, config, expect_default=True, expected_version=1)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "expect_default" in err.value.details()

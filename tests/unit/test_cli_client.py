@@ -466,3 +466,25 @@ def test_keys_create_names_the_id_as_keys_list_and_revoke_take_it(tmp_path, caps
     ]
     assert keys(url, "revoke", created["id"]) == 0
     assert json.loads(capsys.readouterr().out) == {"revoked": created["id"]}
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected_version", "expect_default"),
+    [
+        ([], 0, False),
+        (["--expected-version", "0"], 0, True),
+        (["--expected-version", "4"], 4, False),
+    ],
+    ids=["unchecked", "only if none is stored", "only at version 4"],
+)
+def test_config_set_sends_the_version_it_expects(
+    channel, tmp_path, flags, expected_version, expect_default
+):
+    (tmp_path / "c.json").write_text('{"allowPartial": true}')
+    run = CliRun(channel, ["config", "set", *ADDRESS, "--api-key", "po_k", *flags, "c.json"])
+    sent = run.take("UpsertMerchantConfig")
+    sent.rpc.terminate(orch.UpsertMerchantConfigResponse(), (), grpc.StatusCode.OK, "")
+    assert run.finish() == 0
+    req = sent.request
+    assert isinstance(req, orch.UpsertMerchantConfigRequest) and req.config.allow_partial
+    assert (req.expected_version, req.expect_default) == (expected_version, expect_default)

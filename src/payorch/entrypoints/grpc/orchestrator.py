@@ -258,11 +258,17 @@ class PaymentOrchestratorServicer:
         merchant = _named_merchant(call, request.config.merchant_id, "config.merchant_id")
         if request.expected_version < 0:
             raise invalid_argument([("expected_version", "must not be negative")])
+        if request.expect_default and request.expected_version:
+            raise invalid_argument(
+                [("expect_default", "expects no stored config: leave expected_version unset")]
+            )
+        # Unset (0) expected_version checks nothing; expect_default checks for none.
+        expected = 0 if request.expect_default else request.expected_version or None
         try:
             read = mappers.config_from_pb(request.config, merchant)
             saved = await self._configs.upsert(
                 read.config,
-                expected_version=request.expected_version,
+                expected_version=expected,
                 found=read.problems,
                 method_positions=read.method_positions,
             )
