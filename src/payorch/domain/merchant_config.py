@@ -20,6 +20,9 @@ from payorch.domain.retry import RetryPolicy, retry_policy_problems
 # card number (a 200 KB processor name made an 800 KB answer the transport refused).
 MAX_QUOTED = 3
 MAX_QUOTED_LEN = 32
+# Each method type at most once: a config listing more is refused whatever the rest
+# says, and what comes after them is not read (4 bytes of proto a method).
+MAX_METHODS = len(MethodType)
 
 
 def _quoted(names: list[str]) -> str:

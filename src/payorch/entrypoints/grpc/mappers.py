@@ -17,6 +17,7 @@ from payments.plan.v1 import plan_pb2
 from payments.result.v1 import result_pb2
 from payorch.app.ports import PageCursor, StoredEvent
 from payorch.domain.merchant_config import (
+    MAX_METHODS,
     InstallmentPolicy,
     MerchantConfig,
     MethodRule,
@@ -386,7 +387,11 @@ def config_from_pb(c: config_pb2.MerchantConfig, merchant_id: str) -> ReadConfig
     problems: list[tuple[str, str]] = []
     methods = []
     positions = []
-    for i, m in enumerate(c.methods):
+    if len(c.methods) > MAX_METHODS:
+        problems.append(
+            ("methods", f"at most {MAX_METHODS} methods, each type once; {len(c.methods)} sent")
+        )
+    for i, m in enumerate(c.methods[:MAX_METHODS]):
         method = METHOD_FROM_PROTO.get(m.type)
         if method is None:
             problems.append((f"methods[{i}].type", "unknown or unspecified method"))
