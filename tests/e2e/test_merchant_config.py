@@ -91,3 +91,26 @@ def test_expecting_the_defaults_and_a_version_at_once_is_refused(stub, server):
         upsert(stub, server, config, expect_default=True, expected_version=1)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "expect_default" in err.value.details()
+
+
+@pytest.mark.parametrize("named", ["m_2", " m_2 ", "M_2"])
+def test_a_merchant_can_neither_read_nor_change_another_merchants_config(stub, server, named):
+    def read_m_2():
+        return stub.GetMerchantConfig(
+            orch.GetMerchantConfigRequest(merchant_id="m_2"), metadata=server.auth("m_2")
+        ).config
+
+    before = read_m_2()
+    with pytest.raises(grpc.RpcError) as read:
+        stub.GetMerchantConfig(
+            orch.GetMerchantConfigRequest(merchant_id=named), metadata=server.auth("m_1")
+        )
+    other = config_pb2.MerchantConfig(merchant_id=named, methods=[CARD], allow_partial=True)
+    with pytest.raises(grpc.RpcError) as write:
+        stub.UpsertMerchantConfig(
+            orch.UpsertMerchantConfigRequest(config=other), metadata=server.auth("m_1")
+        )
+
+    assert read.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert write.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert read_m_2() == before
