@@ -355,8 +355,23 @@ LIVE_KEY_TAIL = "51HxYzLiveKeyTail0123456789"
         ({"PAYORCH_SIMULATE_SIM_B": "seed=x"}, ["--processors", "sim_a,sim_b"], "SIM_B"),
         ({"PAYORCH_HEALTH_WINDOW_S": "0"}, [], "PAYORCH_HEALTH_"),
         ({"PAYORCH_STRIPE_API_KEY": "sk_live_" + LIVE_KEY_TAIL}, [], "PAYORCH_STRIPE_ALLOW_LIVE=1"),
+        # Another replica's config change, or a revoked key, would never be seen.
+        ({"PAYORCH_CONFIG_CACHE_S": "inf"}, [], "PAYORCH_CONFIG_CACHE_S"),
+        ({"PAYORCH_CONFIG_CACHE_S": "nan"}, [], "PAYORCH_CONFIG_CACHE_S"),
+        ({"PAYORCH_CONFIG_CACHE_S": "1e9"}, [], "PAYORCH_CONFIG_CACHE_S"),
+        ({"PAYORCH_AUTH_CACHE_S": "inf"}, [], "PAYORCH_AUTH_CACHE_S"),
     ],
-    ids=["unknown fault", "rate above 1", "one processor's faults", "health window", "live key"],
+    ids=[
+        "unknown fault",
+        "rate above 1",
+        "one processor's faults",
+        "health window",
+        "live key",
+        "config cached forever",
+        "config cache nan",
+        "config cached for decades",
+        "keys cached forever",
+    ],
 )
 @pytest.mark.parametrize("command", [["serve", "--listen", "127.0.0.1:0"], ["scheduler", "--once"]])
 def test_a_setting_the_server_cannot_start_with_is_one_line_naming_it_with_exit_2(
