@@ -67,7 +67,8 @@ class InstallmentPolicy:
 class MerchantConfig:
     merchant_id: str
     version: int = 0
-    # Enabled methods, in preference order. A method not listed is blocked.
+    # Enabled methods, each type once; a method not listed is blocked. Their order is
+    # not used: a request lists its methods in the order it wants them.
     methods: tuple[MethodRule, ...] = (
         MethodRule(MethodType.CARD),
         MethodRule(MethodType.APPLE_PAY),
