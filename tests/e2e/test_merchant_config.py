@@ -114,3 +114,38 @@ def test_a_merchant_can_neither_read_nor_change_another_merchants_config(stub, s
     assert read.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert write.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert read_m_2() == before
+
+
+def _fields(err: grpc.RpcError) -> list[str]:
+    fields = []
+    for detail in rpc_status.from_call(err).details:
+        found = error_details_pb2.BadRequest()
+        if detail.Unpack(found):
+            fields += [v.field for v in found.field_violations]
+    return fields
+
+
+@pytest.mark.parametrize(
+    ("condition", "field"),
+    [
+        ({"expected_version": -1}, "expected_version"),
+        ({"expected_version": 2, "expect_default": True}, "expect_default"),
+    ],
+)
+def test_a_bad_write_condition_is_reported_with_every_problem_of_the_config(
+    stub, server, condition, field
+):
+    bad = config_pb2.MerchantConfig(
+        merchant_id="m_bad_condition",
+        methods=[config_pb2.MethodConfig(type=plan_pb2.PAYMENT_METHOD_TYPE_UNSPECIFIED)],
+        allowed_currencies=["XYZ"],
+    )
+    with pytest.raises(grpc.RpcError) as err:
+        upsert(stub, server, bad, **condition)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert _fields(err.value) == [
+        field,
+        "config.methods[0].type",
+        "config.methods",
+        "config.allowed_currencies",
+    ]

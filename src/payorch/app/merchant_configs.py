@@ -64,6 +64,16 @@ class MerchantConfigs:
         stored = await self._store.version(merchant_id, version)
         return stored if stored is not None else (await self.get(merchant_id))[0]
 
+    def check(
+        self,
+        config: MerchantConfig,
+        *,
+        found: Sequence[tuple[str, str]] = (),
+        method_positions: Sequence[int] = (),
+    ) -> None:
+        """Raise `InvalidMerchantConfig` with every problem `upsert` would refuse."""
+        config.validate(frozenset(self.processors), found=found, method_positions=method_positions)
+
     async def upsert(
         self,
         config: MerchantConfig,
@@ -77,7 +87,7 @@ class MerchantConfigs:
         writers who read the same version cannot both write. `found` and
         `method_positions` come from reading the config from outside (see
         `MerchantConfig.validate`)."""
-        config.validate(frozenset(self.processors), found=found, method_positions=method_positions)
+        self.check(config, found=found, method_positions=method_positions)
         stored = await self._store.current(config.merchant_id)
         current_version = stored.version if stored else 0
         if expected_version is not None and expected_version != current_version:
