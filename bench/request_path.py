@@ -162,7 +162,7 @@ class Harness:
         from payorch.app.auth import Scope
         from payorch.app.payments import PaymentService
         from payorch.app.settlement import Settlement
-        from payorch.bootstrap import bootstrap
+        from payorch.bootstrap import MAX_CACHE_S, bootstrap
         from payorch.entrypoints.grpc.handlers import build_handler
         from payorch.entrypoints.grpc.interceptors import ObservingInterceptor
         from payorch.entrypoints.grpc.orchestrator import PaymentOrchestratorServicer
@@ -175,9 +175,10 @@ class Harness:
 
         settings = Settings(
             database_url=f"sqlite:///{self._tmp.name}/bench.db",
-            # The caches never expire during the run: no lookups in the figures.
-            auth_cache_s=1e9,
-            config_cache_s=1e9,
+            # The caches never expire during the run (well under an hour): no lookups in
+            # the figures.
+            auth_cache_s=MAX_CACHE_S,
+            config_cache_s=MAX_CACHE_S,
         )
         c = await bootstrap(settings)
         # bootstrap's PaymentService, with the in-memory unit of work instead.

@@ -89,6 +89,23 @@ class Container:
         await self.engine.dispose()
 
 
+# A cache time is how stale a replica may be: another replica's config change, or a key
+# revoked there, is seen once it has passed. Past an hour (or infinite, or NaN) the
+# docs' promise that it is seen "within that" means little or nothing.
+MAX_CACHE_S = 3600.0
+
+
+def check_cache_times(settings: Settings) -> None:
+    for var, value in (
+        ("PAYORCH_AUTH_CACHE_S", settings.auth_cache_s),
+        ("PAYORCH_CONFIG_CACHE_S", settings.config_cache_s),
+    ):
+        if not 0 <= value <= MAX_CACHE_S:  # NaN fails this too
+            raise InvalidSettings(
+                f"{var} must be 0..{MAX_CACHE_S:g} seconds (0: not cached), not {value}"
+            )
+
+
 def health_policy(settings: Settings) -> HealthPolicy:
     try:
         return _health_policy(settings)
@@ -160,6 +177,7 @@ async def bootstrap(
 ) -> Container:
     clock = clock or clock_from_settings(settings)
     # Settings it cannot start with are refused before the database is opened.
+    check_cache_times(settings)
     policy = health_policy(settings)
     processors, simulated = build_processors(settings)
     engine = create_engine(settings.database_url)

@@ -152,8 +152,8 @@ def test_a_config_with_many_problems_is_refused_with_one_field_violation_for_eac
         "config.allowed_currencies",
         "config.installment_policy.dunning_days",
         "config.methods[0].type",
-        "config.methods[2]",
-        "config.methods[2]",
+        "config.methods[2].min_amount_minor",
+        "config.methods[2].type",
         "config.retry_policy.max_delay_ms",
         "config.retry_policy.max_retries",
     ]

@@ -387,8 +387,23 @@ LIVE_KEY_TAIL = "51HxYzLiveKeyTail0123456789"
         ({"PAYORCH_SIMULATE_SIM_B": "seed=x"}, ["--processors", "sim_a,sim_b"], "SIM_B"),
         ({"PAYORCH_HEALTH_WINDOW_S": "0"}, [], "PAYORCH_HEALTH_"),
         ({"PAYORCH_STRIPE_API_KEY": "sk_live_" + LIVE_KEY_TAIL}, [], "PAYORCH_STRIPE_ALLOW_LIVE=1"),
+        # Another replica's config change, or a revoked key, would never be seen.
+        ({"PAYORCH_CONFIG_CACHE_S": "inf"}, [], "PAYORCH_CONFIG_CACHE_S"),
+        ({"PAYORCH_CONFIG_CACHE_S": "nan"}, [], "PAYORCH_CONFIG_CACHE_S"),
+        ({"PAYORCH_CONFIG_CACHE_S": "1e9"}, [], "PAYORCH_CONFIG_CACHE_S"),
+        ({"PAYORCH_AUTH_CACHE_S": "inf"}, [], "PAYORCH_AUTH_CACHE_S"),
     ],
-    ids=["unknown fault", "rate above 1", "one processor's faults", "health window", "live key"],
+    ids=[
+        "unknown fault",
+        "rate above 1",
+        "one processor's faults",
+        "health window",
+        "live key",
+        "config cached forever",
+        "config cache nan",
+        "config cached for decades",
+        "keys cached forever",
+    ],
 )
 @pytest.mark.parametrize("command", [["serve", "--listen", "127.0.0.1:0"], ["scheduler", "--once"]])
 def test_a_setting_the_server_cannot_start_with_is_one_line_naming_it_with_exit_2(
@@ -498,3 +513,25 @@ def test_keys_create_names_the_id_as_keys_list_and_revoke_take_it(tmp_path, caps
     ]
     assert keys(url, "revoke", created["id"]) == 0
     assert json.loads(capsys.readouterr().out) == {"revoked": created["id"]}
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected_version", "expect_default"),
+    [
+        ([], 0, False),
+        (["--expected-version", "0"], 0, True),
+        (["--expected-version", "4"], 4, False),
+    ],
+    ids=["unchecked", "only if none is stored", "only at version 4"],
+)
+def test_config_set_sends_the_version_it_expects(
+    channel, tmp_path, flags, expected_version, expect_default
+):
+    (tmp_path / "c.json").write_text('{"allowPartial": true}')
+    run = CliRun(channel, ["config", "set", *ADDRESS, "--api-key", "po_k", *flags, "c.json"])
+    sent = run.take("UpsertMerchantConfig")
+    sent.rpc.terminate(orch.UpsertMerchantConfigResponse(), (), grpc.StatusCode.OK, "")
+    assert run.finish() == 0
+    req = sent.request
+    assert isinstance(req, orch.UpsertMerchantConfigRequest) and req.config.allow_partial
+    assert (req.expected_version, req.expect_default) == (expected_version, expect_default)

@@ -112,9 +112,26 @@ def test_every_problem_is_reported_at_once_each_on_its_own_field() -> None:
     assert fields == [
         "methods[0].type",
         "retry_policy.max_retries",
-        "methods[2]",
-        "methods[2]",
+        "methods[2].type",
+        "methods[2].min_amount_minor",
         "allowed_currencies",
         "installment_policy.dunning_days",
         "installment_policy.dunning_days",
+    ]
+
+
+def test_each_negative_limit_is_a_problem_on_its_own_field() -> None:
+    config = MerchantConfig("m_1", methods=(MethodRule(MethodType.CARD, -1, -5),))
+    assert [f for f, _ in _problems(config)] == [
+        "methods[0].min_amount_minor",
+        "methods[0].max_amount_minor",
+    ]
+
+
+def test_a_minimum_above_the_maximum_is_a_problem_on_the_minimum() -> None:
+    config = MerchantConfig(
+        "m_1", methods=(MethodRule(MethodType.CARD), MethodRule(MethodType.APPLE_PAY, 9, 1))
+    )
+    assert _problems(config) == [
+        ("methods[1].min_amount_minor", "min_amount_minor 9 exceeds max_amount_minor 1")
     ]

@@ -64,20 +64,33 @@ class MerchantConfigs:
         stored = await self._store.version(merchant_id, version)
         return stored if stored is not None else (await self.get(merchant_id))[0]
 
+    def check(
+        self,
+        config: MerchantConfig,
+        *,
+        found: Sequence[tuple[str, str]] = (),
+        method_positions: Sequence[int] = (),
+    ) -> None:
+        """Raise `InvalidMerchantConfig` with every problem `upsert` would refuse."""
+        config.validate(frozenset(self.processors), found=found, method_positions=method_positions)
+
     async def upsert(
         self,
         config: MerchantConfig,
         *,
-        expected_version: int = 0,
+        expected_version: int | None = None,
         found: Sequence[tuple[str, str]] = (),
         method_positions: Sequence[int] = (),
     ) -> MerchantConfig:
-        """Validate and store as the next version. `found` and `method_positions` come
-        from reading the config from outside (see `MerchantConfig.validate`)."""
-        config.validate(frozenset(self.processors), found=found, method_positions=method_positions)
+        """Validate and store as the next version. With `expected_version` only if the
+        stored version is that one, 0 meaning none is stored (the defaults apply): two
+        writers who read the same version cannot both write. `found` and
+        `method_positions` come from reading the config from outside (see
+        `MerchantConfig.validate`)."""
+        self.check(config, found=found, method_positions=method_positions)
         stored = await self._store.current(config.merchant_id)
         current_version = stored.version if stored else 0
-        if expected_version and expected_version != current_version:
+        if expected_version is not None and expected_version != current_version:
             raise VersionConflict(
                 f"config of {config.merchant_id} is at version {current_version}, "
                 f"not {expected_version}"

@@ -20,6 +20,9 @@ from payorch.domain.retry import RetryPolicy, retry_policy_problems
 # card number (a 200 KB processor name made an 800 KB answer the transport refused).
 MAX_QUOTED = 3
 MAX_QUOTED_LEN = 32
+# Each method type at most once: a config listing more is refused whatever the rest
+# says, and what comes after them is not read (4 bytes of proto a method).
+MAX_METHODS = len(MethodType)
 
 
 def _quoted(names: list[str]) -> str:
@@ -64,7 +67,8 @@ class InstallmentPolicy:
 class MerchantConfig:
     merchant_id: str
     version: int = 0
-    # Enabled methods, in preference order. A method not listed is blocked.
+    # Enabled methods, each type once; a method not listed is blocked. Their order is
+    # not used: a request lists its methods in the order it wants them.
     methods: tuple[MethodRule, ...] = (
         MethodRule(MethodType.CARD),
         MethodRule(MethodType.APPLE_PAY),
@@ -101,15 +105,17 @@ class MerchantConfig:
         for i, rule in enumerate(self.methods):
             name = f"methods[{method_positions[i] if method_positions else i}]"
             if rule.method in seen:
-                problems.append((name, f"{rule.method.value} is listed twice"))
+                problems.append((f"{name}.type", f"{rule.method.value} is listed twice"))
             seen.add(rule.method)
-            if rule.min_amount_minor < 0 or rule.max_amount_minor < 0:
-                problems.append((name, "limits cannot be negative"))
-            if rule.max_amount_minor and rule.min_amount_minor > rule.max_amount_minor:
+            lo, hi = rule.min_amount_minor, rule.max_amount_minor
+            for limit, value in (("min_amount_minor", lo), ("max_amount_minor", hi)):
+                if value < 0:
+                    problems.append((f"{name}.{limit}", "cannot be negative"))
+            if hi > 0 and lo > hi:
                 problems.append(
                     (
-                        name,
-                        f"min_amount_minor {rule.min_amount_minor} exceeds max {rule.max_amount_minor}",
+                        f"{name}.min_amount_minor",
+                        f"min_amount_minor {lo} exceeds max_amount_minor {hi}",
                     )
                 )
             unknown = [p for p in rule.processors if p not in known_processors]

@@ -266,11 +266,12 @@ def cmd_config(args: argparse.Namespace) -> int:
         )
     text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
     config = json_format.Parse(text, config_pb2.MerchantConfig())
-    return _call(
-        args,
-        "UpsertMerchantConfig",
-        orch.UpsertMerchantConfigRequest(config=config, expected_version=args.expected_version),
-    )
+    request = orch.UpsertMerchantConfigRequest(config=config)
+    if args.expected_version == 0:  # none stored yet: the defaults apply
+        request.expect_default = True
+    elif args.expected_version is not None:
+        request.expected_version = args.expected_version
+    return _call(args, "UpsertMerchantConfig", request)
 
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
@@ -486,7 +487,11 @@ def parser() -> argparse.ArgumentParser:
     config_set = config_sub.add_parser("set", help="MerchantConfig as protobuf JSON")
     _client_flags(config_set)
     config_set.add_argument("file", help="JSON file, or - for standard input")
-    config_set.add_argument("--expected-version", type=int, default=0)
+    config_set.add_argument(
+        "--expected-version",
+        type=int,
+        help="write only if the stored version is this one (0: only if none is stored)",
+    )
     config.set_defaults(func=cmd_config)
 
     health = sub.add_parser("health", help="processor health on one replica (ops key)")

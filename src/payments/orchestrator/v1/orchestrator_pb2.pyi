@@ -202,12 +202,14 @@ class ListPaymentEventsResponse(_message.Message):
     def __init__(self, events: _Optional[_Iterable[_Union[_events_pb2.EventEnvelope, _Mapping]]] = ...) -> None: ...
 
 class UpsertMerchantConfigRequest(_message.Message):
-    __slots__ = ("config", "expected_version")
+    __slots__ = ("config", "expected_version", "expect_default")
     CONFIG_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_VERSION_FIELD_NUMBER: _ClassVar[int]
+    EXPECT_DEFAULT_FIELD_NUMBER: _ClassVar[int]
     config: _config_pb2.MerchantConfig
     expected_version: int
-    def __init__(self, config: _Optional[_Union[_config_pb2.MerchantConfig, _Mapping]] = ..., expected_version: _Optional[int] = ...) -> None: ...
+    expect_default: bool
+    def __init__(self, config: _Optional[_Union[_config_pb2.MerchantConfig, _Mapping]] = ..., expected_version: _Optional[int] = ..., expect_default: _Optional[bool] = ...) -> None: ...
 
 class UpsertMerchantConfigResponse(_message.Message):
     __slots__ = ("config",)

@@ -17,6 +17,7 @@ from payments.plan.v1 import plan_pb2
 from payments.result.v1 import result_pb2
 from payorch.app.ports import PageCursor, StoredEvent
 from payorch.domain.merchant_config import (
+    MAX_METHODS,
     InstallmentPolicy,
     MerchantConfig,
     MethodRule,
@@ -34,6 +35,7 @@ from payorch.domain.payment import (
 )
 from payorch.domain.request import RawMethodInput, RawPaymentRequest
 from payorch.domain.results import ErrorCode, Outcome
+from payorch.domain.retry import RetryPolicy
 
 METHOD_TYPES: dict[MethodType, Any] = {
     MethodType.CARD: plan_pb2.PAYMENT_METHOD_TYPE_CARD,
@@ -387,7 +389,11 @@ def config_from_pb(c: config_pb2.MerchantConfig, merchant_id: str) -> ReadConfig
     problems: list[tuple[str, str]] = []
     methods = []
     positions = []
-    for i, m in enumerate(c.methods):
+    if len(c.methods) > MAX_METHODS:
+        problems.append(
+            ("methods", f"at most {MAX_METHODS} methods, each type once; {len(c.methods)} sent")
+        )
+    for i, m in enumerate(c.methods[:MAX_METHODS]):
         method = METHOD_FROM_PROTO.get(m.type)
         if method is None:
             problems.append((f"methods[{i}].type", "unknown or unspecified method"))
@@ -399,8 +405,11 @@ def config_from_pb(c: config_pb2.MerchantConfig, merchant_id: str) -> ReadConfig
     currencies = frozenset(code.strip().upper() for code in c.allowed_currencies)
     p = c.installment_policy
     default_policy = InstallmentPolicy()
-    policy, retry_problems = retry_policy(
-        c.retry_policy.max_retries, c.retry_policy.base_delay_ms, c.retry_policy.max_delay_ms
+    # A config sent without a retry policy keeps the default one (one retry); one sent
+    # with max_retries 0 means no retry.
+    r = c.retry_policy if c.HasField("retry_policy") else None
+    policy, retry_problems = (
+        retry_policy(r.max_retries, r.base_delay_ms, r.max_delay_ms) if r else (RetryPolicy(), [])
     )
     config = MerchantConfig(
         merchant_id=merchant_id,

@@ -263,19 +263,32 @@ class PaymentOrchestratorServicer:
         self, request: orch.UpsertMerchantConfigRequest, call: Call
     ) -> orch.UpsertMerchantConfigResponse:
         merchant = _named_merchant(call, request.config.merchant_id, "config.merchant_id")
+        condition: list[tuple[str, str]] = []
         if request.expected_version < 0:
-            raise invalid_argument([("expected_version", "must not be negative")])
+            condition.append(("expected_version", "must not be negative"))
+        elif request.expect_default and request.expected_version:
+            condition.append(
+                ("expect_default", "expects no stored config: leave expected_version unset")
+            )
+        # Unset (0) expected_version checks nothing; expect_default checks for none.
+        expected = 0 if request.expect_default else request.expected_version or None
         try:
             read = mappers.config_from_pb(request.config, merchant)
+            if condition:  # refused whatever the config says: with the config's problems
+                self._configs.check(
+                    read.config, found=read.problems, method_positions=read.method_positions
+                )
+                raise invalid_argument(condition)
             saved = await self._configs.upsert(
                 read.config,
-                expected_version=request.expected_version,
+                expected_version=expected,
                 found=read.problems,
                 method_positions=read.method_positions,
             )
         except InvalidMerchantConfig as exc:
             raise invalid_argument(
-                [(f if f.startswith("config.") else f"config.{f}", m) for f, m in exc.problems]
+                condition
+                + [(f if f.startswith("config.") else f"config.{f}", m) for f, m in exc.problems]
             ) from exc
         except VersionConflict as exc:
             raise error(code_pb2.ABORTED, str(exc), "CONFIG_VERSION_CONFLICT") from exc
