@@ -40,6 +40,7 @@ from payorch.domain.installments import (
     InstallmentPlan,
     InstallmentPolicy,
     InstallmentStatus,
+    InvalidTransition,
     PlanStatus,
     charge_request_id,
     installment_id_for,
@@ -654,13 +655,19 @@ class InstallmentService:
                         inst.id, worker=self._worker, lease_until=now, now=now
                     )
                     plan.record(inst.id, attempt, taken, now)
-            plan.cancel(reason, now)
+            completed = plan.status is PlanStatus.COMPLETED
+            if not completed:
+                plan.cancel(reason, now)
             try:
                 async with self._uow() as uow:
                     await uow.plans.save(plan)
                     await uow.commit()
             except ConcurrentUpdate:
                 continue
+            if completed:
+                # The customer paid the last installment: the plan is paid in full,
+                # recorded as such (money taken is never left unrecorded), not cancelled.
+                raise InvalidTransition("a completed plan cannot be cancelled")
             return plan
         raise ConcurrentUpdate(plan_id)
 
