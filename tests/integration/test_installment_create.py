@@ -8,9 +8,10 @@ from __future__ import annotations
 import pytest
 
 from payorch.app.installments import FirstChargeRefunded
+from payorch.app.plan_builder import PlanRejected
 from payorch.domain.merchant_config import InstallmentPolicy as ConfigPolicy
-from payorch.domain.merchant_config import MerchantConfig
-from payorch.domain.payment import PaymentStatus
+from payorch.domain.merchant_config import MerchantConfig, MethodRule
+from payorch.domain.payment import MethodType, PaymentStatus
 from tests.integration.installment_helpers import (
     create_plan,
     first_charge_only,
@@ -121,3 +122,19 @@ async def test_a_retry_of_a_stored_plan_reports_its_first_charge_as_it_is_now(co
 
     assert again.replayed and again.plan is not None and again.plan.id == made.plan.id
     assert again.first_payment_status is PaymentStatus.REFUNDED
+
+
+async def test_a_plan_whose_last_installment_the_cards_maximum_refuses_is_not_made(container):
+    # 100.00 in 3: 33.33 + 33.33 + 33.34. The first part fits under the card's maximum;
+    # the last, which carries the remainder, never could: the plan would breach.
+    await container.configs.upsert(
+        MerchantConfig("m_1", methods=(MethodRule(MethodType.CARD, max_amount_minor=3333),))
+    )
+
+    with pytest.raises(PlanRejected) as err:
+        await create_plan(container)
+
+    assert err.value.sequence == 3
+    assert container.simulated["simulated"].ledger.charges_total == 0, "nothing charged"
+    assert await plans(container) == []
+    assert (await container.payments.list(None, page_size=10, after=None)) == []

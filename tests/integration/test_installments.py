@@ -156,11 +156,12 @@ async def test_a_part_above_the_cards_maximum_fails_for_good_breaches_and_sends_
 
     app = container.installments
     endpoint = await app.endpoints.create("m_1", receiver.url, "", [])
-    # The first part (33.33) fits under the card's maximum; the last (33.34) does not.
+    plan = (await create_plan(container)).plan
+    # Lowered after the plan was made: the second part (33.33) fits under the card's
+    # maximum; the last (33.34) does not.
     await container.configs.upsert(
         MerchantConfig("m_1", methods=(MethodRule(MethodType.CARD, max_amount_minor=3333),))
     )
-    plan = (await create_plan(container)).plan
     move_to(clock, plan.installments[2].due_at)
 
     stats = await app.scheduler.run_once()

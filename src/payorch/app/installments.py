@@ -103,6 +103,15 @@ class FirstChargeRefunded(RuntimeError):
         )
 
 
+class InstallmentRejected(PlanRejected):
+    """The merchant's config refuses a later installment of the plan (the last, which
+    carries the remainder of the split): no plan is made and nothing is charged."""
+
+    def __init__(self, sequence: int, refused: PlanRejected) -> None:
+        self.sequence = sequence
+        super().__init__(refused.problems, refused.contract_id)
+
+
 class EarlierPaymentOpen(RuntimeError):
     """A payment of an earlier attempt still waits for the customer and the processor did
     not say whether it was cancelled: no new charge is made, and nothing is changed."""
@@ -552,6 +561,14 @@ class InstallmentService:
         # made: its retry replays it.
         with_total = taken is None or PLAN_TOTAL_KEY in taken.metadata
         request = first_charge(Money(amounts[0], cmd.total.currency), with_total=with_total)
+        if taken is None and amounts[-1] != amounts[0]:
+            # The last installment carries the remainder, one unit more than the first,
+            # whose charge checks only its own amount: a method's maximum can admit the
+            # first and refuse the last. Refused now, before anything is charged, not as
+            # a breach when it falls due. The first is asked first, so that a refusal
+            # of both names the first, as the charge would.
+            await self._payments.check_plan(request)
+            await self._check_installment(cmd, order_id, plan_id, len(amounts), amounts[-1])
         try:
             created = await self._payments.create(request, deadline_s=deadline_s)
         except IdempotencyConflict as exc:
@@ -595,6 +612,27 @@ class InstallmentService:
                 raise
             return replay
         return PlanCreation(plan, charge.payment_id, created.payment.status)
+
+    async def _check_installment(
+        self, cmd: CreatePlan, order_id: str, plan_id: str, sequence: int, amount_minor: int
+    ) -> None:
+        """Refuse (InstallmentRejected) an installment the merchant's config would refuse
+        when the scheduler charges it, asked as the scheduler will ask."""
+        request = _charge_request(
+            cmd.merchant_id,
+            order_id,
+            plan_id,
+            installment_id_for(plan_id, sequence),
+            1,
+            Money(amount_minor, cmd.total.currency),
+            cmd.token,
+            cmd.customer_id,
+            off_session=True,
+        )
+        try:
+            await self._payments.check_plan(request)
+        except PlanRejected as exc:
+            raise InstallmentRejected(sequence, exc) from exc
 
     async def _replay(
         self, plan_id: str, merchant_id: str, fingerprint: str
