@@ -5,6 +5,8 @@ under, whatever the merchant's config says by then."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 
 from payorch.app.installments import FirstChargeRefunded
@@ -17,6 +19,8 @@ from tests.integration.installment_helpers import (
     first_charge_only,
     installments_container,
 )
+
+DAY = timedelta(days=1)
 
 
 @pytest.fixture
@@ -138,3 +142,21 @@ async def test_a_plan_whose_last_installment_the_cards_maximum_refuses_is_not_ma
     assert container.simulated["simulated"].ledger.charges_total == 0, "nothing charged"
     assert await plans(container) == []
     assert (await container.payments.list(None, page_size=10, after=None)) == []
+
+
+async def test_a_late_retry_schedules_the_plan_from_its_first_charge_not_from_the_retry(
+    container, clock
+):
+    charged_at = clock.now()
+    first = await first_charge_only(container)
+    clock.advance(10 * DAY.total_seconds())  # the client retries ten days later
+
+    plan = (await create_plan(container)).plan
+
+    assert plan is not None and plan.installments[0].payment_id == first
+    assert [i.due_at for i in plan.installments] == [
+        charged_at,
+        charged_at + 30 * DAY,
+        charged_at + 60 * DAY,
+    ]
+    assert plan.installments[0].paid_at == charged_at

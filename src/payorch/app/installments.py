@@ -601,6 +601,8 @@ class InstallmentService:
             first_payment_id=charge.payment_id,
             first_processor_payment_id=charge.processor_payment_id,
             now=self._clock.now(),
+            # Due dates count from checkout, also when this is a retry that came later.
+            charged_at=created.payment.created_at,
         )
         try:
             async with self._uow() as uow:

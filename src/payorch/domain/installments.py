@@ -465,11 +465,16 @@ class InstallmentPlan:
         first_payment_id: str,
         first_processor_payment_id: str,
         now: datetime,
+        charged_at: datetime | None = None,
     ) -> InstallmentPlan:
-        """A plan whose first installment was just paid at checkout; the rest pending."""
+        """A plan whose first installment was paid at checkout (at `charged_at`, `now`
+        unless said); the rest pending, due from that checkout on. The plan may be
+        stored later than its first charge (a retry after the process died in between):
+        the schedule still counts from the charge."""
         plan_id = plan_id_for(merchant_id, request_id)
         amounts = split_evenly(total.amount_minor, policy.count)
-        dates = due_dates(now, policy.count, policy.interval_days)
+        charged_at = charged_at or now
+        dates = due_dates(charged_at, policy.count, policy.interval_days)
         installments = [
             Installment(
                 id=installment_id_for(plan_id, seq),
@@ -508,8 +513,9 @@ class InstallmentPlan:
             first.id,
             1,
             ChargeResult(ChargeOutcome.PAID, first_payment_id, first_processor_payment_id),
-            now,
+            charged_at,
         )
+        plan.updated_at = now
         return plan
 
     # -- reading -------------------------------------------------------------------
