@@ -47,7 +47,7 @@ from payorch.domain.installments import (
     judge_charge,
     plan_fingerprint,
     plan_id_for,
-    split_evenly,
+    split_total,
 )
 from payorch.domain.merchant_config import MerchantConfig
 from payorch.domain.money import Money
@@ -556,7 +556,7 @@ class InstallmentService:
             # so the same first amount), whatever the merchant's config says now. Today's
             # policy could refuse it, or split it otherwise, with the money already taken.
             policy = await self._policies.at_version(cmd.merchant_id, taken.config_version)
-        amounts = split_evenly(cmd.total.amount_minor, policy.count)
+        amounts = split_total(cmd.total, policy.count)
         # A first charge made before charges carried the total is asked for as it was
         # made: its retry replays it.
         with_total = taken is None or PLAN_TOTAL_KEY in taken.metadata
