@@ -8,7 +8,14 @@ from __future__ import annotations
 import pytest
 
 from payorch.app.installments import InstallmentCharger
-from payorch.domain.installments import InstallmentStatus, PlanStatus, charge_request_id
+from payorch.domain.installments import (
+    InstallmentStatus,
+    InvalidTransition,
+    PlanStatus,
+    charge_request_id,
+)
+from payorch.domain.merchant_config import InstallmentPolicy as ConfigPolicy
+from payorch.domain.merchant_config import MerchantConfig
 from payorch.domain.payment import PaymentStatus
 from tests.integration.helpers import event_payloads
 from tests.integration.installment_helpers import (
@@ -77,6 +84,25 @@ async def test_a_cancelled_plan_cancels_the_payment_waiting_for_the_customer(con
     assert (await intent_of(container, inst.payment_id)).status == "canceled"
     sim.complete_action((await intent_of(container, inst.payment_id)).id)
     assert sim.ledger.charges_total == 1, "the checkout only"
+
+
+async def test_cancelling_a_plan_whose_last_installment_the_customer_completed_records_it_paid(
+    container, clock
+):
+    await container.configs.upsert(MerchantConfig("m_1", installment_policy=ConfigPolicy(count=2)))
+    sim = container.simulated["simulated"]
+    last = await failed_waiting_for_the_customer(container, clock)  # the plan in breach
+    sim.complete_action((await intent_of(container, last.payment_id)).id)
+
+    with pytest.raises(InvalidTransition, match="completed"):
+        await container.installments.plans.cancel(last.plan_id, "m_1", "order returned")
+
+    plan = await container.installments.plans.get(last.plan_id, "m_1")
+    assert plan.status is PlanStatus.COMPLETED, "paid in full, not left in breach"
+    paid = plan.installment(last.id)
+    assert (paid.status, paid.payment_id) == (InstallmentStatus.PAID, last.payment_id)
+    assert (await outbox(container, plan.id))[-2:] == ["InstallmentPaid", "PlanCompleted"]
+    assert sim.ledger.charges_total == 2, "the checkout and the completed payment"
 
 
 async def test_the_failed_final_event_names_the_payment_the_customer_is_to_complete(

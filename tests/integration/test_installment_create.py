@@ -5,17 +5,22 @@ under, whatever the merchant's config says by then."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 
 from payorch.app.installments import FirstChargeRefunded
+from payorch.app.plan_builder import PlanRejected
 from payorch.domain.merchant_config import InstallmentPolicy as ConfigPolicy
-from payorch.domain.merchant_config import MerchantConfig
-from payorch.domain.payment import PaymentStatus
+from payorch.domain.merchant_config import MerchantConfig, MethodRule
+from payorch.domain.payment import MethodType, PaymentStatus
 from tests.integration.installment_helpers import (
     create_plan,
     first_charge_only,
     installments_container,
 )
+
+DAY = timedelta(days=1)
 
 
 @pytest.fixture
@@ -121,3 +126,37 @@ async def test_a_retry_of_a_stored_plan_reports_its_first_charge_as_it_is_now(co
 
     assert again.replayed and again.plan is not None and again.plan.id == made.plan.id
     assert again.first_payment_status is PaymentStatus.REFUNDED
+
+
+async def test_a_plan_whose_last_installment_the_cards_maximum_refuses_is_not_made(container):
+    # 100.00 in 3: 33.33 + 33.33 + 33.34. The first part fits under the card's maximum;
+    # the last, which carries the remainder, never could: the plan would breach.
+    await container.configs.upsert(
+        MerchantConfig("m_1", methods=(MethodRule(MethodType.CARD, max_amount_minor=3333),))
+    )
+
+    with pytest.raises(PlanRejected) as err:
+        await create_plan(container)
+
+    assert err.value.sequence == 3
+    assert container.simulated["simulated"].ledger.charges_total == 0, "nothing charged"
+    assert await plans(container) == []
+    assert (await container.payments.list(None, page_size=10, after=None)) == []
+
+
+async def test_a_late_retry_schedules_the_plan_from_its_first_charge_not_from_the_retry(
+    container, clock
+):
+    charged_at = clock.now()
+    first = await first_charge_only(container)
+    clock.advance(10 * DAY.total_seconds())  # the client retries ten days later
+
+    plan = (await create_plan(container)).plan
+
+    assert plan is not None and plan.installments[0].payment_id == first
+    assert [i.due_at for i in plan.installments] == [
+        charged_at,
+        charged_at + 30 * DAY,
+        charged_at + 60 * DAY,
+    ]
+    assert plan.installments[0].paid_at == charged_at

@@ -110,6 +110,13 @@ async def plans_of(served: Served) -> list[pb.InstallmentPlan]:
             id="above-the-method-maximum",
         ),
         pytest.param(
+            # 33.33 + 33.33 + 33.34: the first fits, the last (the remainder's) does not.
+            MerchantConfig("m_1", methods=(MethodRule(MethodType.CARD, max_amount_minor=3_333),)),
+            "total.amount_minor",
+            "installment 3: 1 minor units are not covered",
+            id="last-installment-above-the-method-maximum",
+        ),
+        pytest.param(
             MerchantConfig("m_1", methods=(MethodRule(MethodType.CARD, min_amount_minor=5_000),)),
             "total.amount_minor",
             "not covered",

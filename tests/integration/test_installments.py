@@ -156,11 +156,12 @@ async def test_a_part_above_the_cards_maximum_fails_for_good_breaches_and_sends_
 
     app = container.installments
     endpoint = await app.endpoints.create("m_1", receiver.url, "", [])
-    # The first part (33.33) fits under the card's maximum; the last (33.34) does not.
+    plan = (await create_plan(container)).plan
+    # Lowered after the plan was made: the second part (33.33) fits under the card's
+    # maximum; the last (33.34) does not.
     await container.configs.upsert(
         MerchantConfig("m_1", methods=(MethodRule(MethodType.CARD, max_amount_minor=3333),))
     )
-    plan = (await create_plan(container)).plan
     move_to(clock, plan.installments[2].due_at)
 
     stats = await app.scheduler.run_once()
@@ -621,3 +622,43 @@ async def test_a_manual_retry_that_pays_a_breached_plan_reinstates_it_and_says_s
     move_to(clock, plan.installments[2].due_at)
     assert (await app.scheduler.run_once()).paid == 1
     assert (await app.plans.get(plan.id, "m_1")).status is PlanStatus.COMPLETED
+
+
+@pytest.mark.parametrize(
+    ("currency", "total", "parts"),
+    [
+        # Stripe takes these three-decimal currencies in tens of fils only.
+        pytest.param("KWD", 100_000, [33_330, 33_330, 33_340], id="KWD"),
+        pytest.param("BHD", 100_010, [33_330, 33_340, 33_340], id="BHD"),
+        # Stripe counts MGA in whole ariary: ISO's two decimals, in hundreds.
+        pytest.param("MGA", 10_000_000, [3_333_300, 3_333_300, 3_333_400], id="MGA"),
+    ],
+)
+async def test_a_plan_in_a_currency_stripe_takes_in_steps_is_split_in_those_steps_and_charged(
+    database_url, clock, currency, total, parts
+):
+    from payorch.app.installments import CreatePlan
+    from payorch.domain.money import Currency, Money
+    from tests.fakes.fake_stripe import FakeStripe
+    from tests.integration.helpers import make_stripe_container
+
+    async with FakeStripe() as fake:
+        c = await make_stripe_container(database_url, clock, fake)
+        try:
+            created = await c.installments.plans.create(
+                CreatePlan(
+                    "m_1", "plan-1", "order-1", Money(total, Currency(currency)), "pm_card_visa"
+                ),
+                deadline_s=None,
+            )
+            assert created.plan is not None, created.error_message
+            assert [i.amount_minor for i in created.plan.installments] == parts
+            for inst in created.plan.installments[1:]:
+                move_to(clock, inst.due_at)
+                assert (await c.installments.scheduler.run_once()).paid == 1
+            done = await c.installments.plans.get(created.plan.id, None)
+        finally:
+            await c.close()
+        await fake.wait_idle()
+    assert done.status is PlanStatus.COMPLETED
+    assert fake.charges_total == 3

@@ -32,6 +32,7 @@ from payorch.domain.installments import (
     ChargeOutcome,
     InstallmentPlan,
     InstallmentStatus,
+    InvalidTransition,
     PlanStatus,
     charge_request_id,
 )
@@ -340,6 +341,27 @@ async def test_cancelling_a_plan_records_a_payment_the_customer_completed_first(
     assert (inst.status, inst.payment_id) == (InstallmentStatus.PAID, waiting.id)
     assert plan.status is PlanStatus.CANCELLED
     assert s.payments.created == [waiting.request_id]
+
+
+async def test_cancelling_a_plan_whose_last_installment_the_customer_completed_records_it(s):
+    inst2, attempt2 = s.claim(2)
+    await s.charger.charge(s.plan, inst2, attempt2)
+    s.payments.status = PaymentStatus.REQUIRES_ACTION
+    inst3, attempt3 = s.claim(3)
+    await s.charger.charge(s.plan, inst3, attempt3)
+    assert s.plan.status is PlanStatus.BREACH
+    waiting = s.payments.stored[("m_1", charge_request_id(inst3, attempt3))]
+    s.payments.completed.add(waiting.id)  # the customer paid the last installment
+
+    with pytest.raises(InvalidTransition, match="completed"):
+        await s.service.cancel(s.plan.id, "m_1", "order returned")
+
+    # Paid in full: recorded and announced, not left in breach with the money unrecorded.
+    stored = s.plans.plan
+    assert stored.status is PlanStatus.COMPLETED
+    inst = stored.installment(inst3)
+    assert (inst.status, inst.payment_id) == (InstallmentStatus.PAID, waiting.id)
+    assert s.payments.created == [charge_request_id(inst2, 1), waiting.request_id]
 
 
 async def test_cancelling_a_plan_whose_waiting_payment_is_undecided_changes_nothing(s):

@@ -15,6 +15,7 @@ from payorch.domain.installments import (
     NotEligible,
     due_dates,
     split_evenly,
+    split_total,
 )
 from payorch.domain.money import EXPONENTS, MAX_AMOUNT_MINOR, Currency, Money
 
@@ -27,19 +28,46 @@ CURRENCIES = sorted(EXPONENTS)
     extra_minor=st.integers(0, 9_999),
     count=st.integers(2, MAX_COUNT),
 )
-def test_splits_always_sum_to_the_total_and_differ_by_at_most_one_minor_unit(
+def test_splits_always_sum_to_the_total_and_differ_by_at_most_one_charge_step(
     currency, major, extra_minor, count
 ):
     code = Currency(currency)
+    step = code.charge_step
+    # A total a card can be charged: a whole number of the currency's charge steps.
     total = min(major * 10**code.exponent + extra_minor % 10**code.exponent, MAX_AMOUNT_MINOR)
+    total -= total % step
     InstallmentPolicy(count=count).check_eligible(Money(total, code))
 
-    parts = split_evenly(total, count)
+    parts = split_total(Money(total, code), count)
 
     assert len(parts) == count
     assert sum(parts) == total
-    assert max(parts) - min(parts) <= 1
+    assert all(p > 0 and p % step == 0 for p in parts), "each part can be charged"
+    assert max(parts) - min(parts) <= step
     assert parts == sorted(parts), "the remainder goes on the last installments"
+
+
+@pytest.mark.parametrize(
+    ("currency", "total", "parts"),
+    [
+        ("KWD", 100_000, [33_330, 33_330, 33_340]),
+        ("BHD", 100_010, [33_330, 33_340, 33_340]),
+        ("MGA", 1_000_000, [333_300, 333_300, 333_400]),
+        ("EUR", 10_000, [3_333, 3_333, 3_334]),
+        ("JPY", 10_000, [3_333, 3_333, 3_334]),
+    ],
+)
+def test_a_currency_charged_in_steps_is_split_in_those_steps(currency, total, parts):
+    assert split_total(Money(total, Currency(currency)), 3) == parts
+
+
+def test_a_total_that_is_no_whole_number_of_steps_leaves_what_is_over_on_the_last_part():
+    assert split_evenly(100_005, 3, 10) == [33_330, 33_330, 33_345]
+
+
+def test_a_total_of_fewer_charge_steps_than_installments_is_not_eligible():
+    with pytest.raises(NotEligible, match="cannot be split"):
+        InstallmentPolicy(min_total_minor=1, count=3).check_eligible(Money(20, Currency("KWD")))
 
 
 def test_the_split_covers_every_currency_exponent():

@@ -40,13 +40,14 @@ from payorch.domain.installments import (
     InstallmentPlan,
     InstallmentPolicy,
     InstallmentStatus,
+    InvalidTransition,
     PlanStatus,
     charge_request_id,
     installment_id_for,
     judge_charge,
     plan_fingerprint,
     plan_id_for,
-    split_evenly,
+    split_total,
 )
 from payorch.domain.merchant_config import MerchantConfig
 from payorch.domain.money import Money
@@ -100,6 +101,15 @@ class FirstChargeRefunded(RuntimeError):
             f"the first charge {payment_id} of request_id {request_id!r} was {how} refunded "
             "before its plan was made: no plan is made on it; use a new request_id"
         )
+
+
+class InstallmentRejected(PlanRejected):
+    """The merchant's config refuses a later installment of the plan (the last, which
+    carries the remainder of the split): no plan is made and nothing is charged."""
+
+    def __init__(self, sequence: int, refused: PlanRejected) -> None:
+        self.sequence = sequence
+        super().__init__(refused.problems, refused.contract_id)
 
 
 class EarlierPaymentOpen(RuntimeError):
@@ -547,11 +557,19 @@ class InstallmentService:
             # so the same first amount), whatever the merchant's config says now. Today's
             # policy could refuse it, or split it otherwise, with the money already taken.
             policy = await self._policies.at_version(cmd.merchant_id, taken.config_version)
-        amounts = split_evenly(cmd.total.amount_minor, policy.count)
+        amounts = split_total(cmd.total, policy.count)
         # A first charge made before charges carried the total is asked for as it was
         # made: its retry replays it.
         with_total = taken is None or PLAN_TOTAL_KEY in taken.metadata
         request = first_charge(Money(amounts[0], cmd.total.currency), with_total=with_total)
+        if taken is None and amounts[-1] != amounts[0]:
+            # The last installment carries the remainder, one unit more than the first,
+            # whose charge checks only its own amount: a method's maximum can admit the
+            # first and refuse the last. Refused now, before anything is charged, not as
+            # a breach when it falls due. The first is asked first, so that a refusal
+            # of both names the first, as the charge would.
+            await self._payments.check_plan(request)
+            await self._check_installment(cmd, order_id, plan_id, len(amounts), amounts[-1])
         try:
             created = await self._payments.create(request, deadline_s=deadline_s)
         except IdempotencyConflict as exc:
@@ -584,6 +602,8 @@ class InstallmentService:
             first_payment_id=charge.payment_id,
             first_processor_payment_id=charge.processor_payment_id,
             now=self._clock.now(),
+            # Due dates count from checkout, also when this is a retry that came later.
+            charged_at=created.payment.created_at,
         )
         try:
             async with self._uow() as uow:
@@ -595,6 +615,27 @@ class InstallmentService:
                 raise
             return replay
         return PlanCreation(plan, charge.payment_id, created.payment.status)
+
+    async def _check_installment(
+        self, cmd: CreatePlan, order_id: str, plan_id: str, sequence: int, amount_minor: int
+    ) -> None:
+        """Refuse (InstallmentRejected) an installment the merchant's config would refuse
+        when the scheduler charges it, asked as the scheduler will ask."""
+        request = _charge_request(
+            cmd.merchant_id,
+            order_id,
+            plan_id,
+            installment_id_for(plan_id, sequence),
+            1,
+            Money(amount_minor, cmd.total.currency),
+            cmd.token,
+            cmd.customer_id,
+            off_session=True,
+        )
+        try:
+            await self._payments.check_plan(request)
+        except PlanRejected as exc:
+            raise InstallmentRejected(sequence, exc) from exc
 
     async def _replay(
         self, plan_id: str, merchant_id: str, fingerprint: str
@@ -655,13 +696,19 @@ class InstallmentService:
                         inst.id, worker=self._worker, lease_until=now, now=now
                     )
                     plan.record(inst.id, attempt, taken, now)
-            plan.cancel(reason, now)
+            completed = plan.status is PlanStatus.COMPLETED
+            if not completed:
+                plan.cancel(reason, now)
             try:
                 async with self._uow() as uow:
                     await uow.plans.save(plan)
                     await uow.commit()
             except ConcurrentUpdate:
                 continue
+            if completed:
+                # The customer paid the last installment: the plan is paid in full,
+                # recorded as such (money taken is never left unrecorded), not cancelled.
+                raise InvalidTransition("a completed plan cannot be cancelled")
             return plan
         raise ConcurrentUpdate(plan_id)
 

@@ -228,6 +228,17 @@ class PaymentService:
             self._observe.customer_refused(request, refused)
             raise CustomerNotOwned(refused)
 
+    async def check_plan(self, request: CoreRequest) -> None:
+        """Raise PlanRejected when the merchant's config would refuse this request (its
+        currency, method or limits), as create would, and record it as create does;
+        nothing is charged or stored."""
+        config, _ = await self._configs.get(request.merchant_id)
+        try:
+            build_plan(request, config, self._configs.processors)
+        except PlanRejected as exc:
+            self._observe.plan_rejected(request, exc.contract_id, str(exc))
+            raise
+
     def _elapsed_ms(self, t0: float) -> int:
         return int((self._clock.monotonic() - t0) * 1000)
 

@@ -89,22 +89,35 @@ class InstallmentPolicy:
                 f"installments start at {format_minor(minimum, total.currency)} "
                 f"{total.currency.code}"
             )
-        if total.amount_minor < self.count:
+        if total.amount_minor // total.currency.charge_step < self.count:
             raise NotEligible(f"the total cannot be split into {self.count} installments")
 
 
-def split_evenly(total_minor: int, count: int) -> list[int]:
-    """Split in minor units so the parts sum to the total and differ by at most one unit.
+def split_total(total: Money, count: int) -> list[int]:
+    """The installments of `total`, split in the steps a charge in its currency takes
+    (Currency.charge_step: 10 fils for KWD, one cent for EUR)."""
+    return split_evenly(total.amount_minor, count, total.currency.charge_step)
 
-    The remainder goes on the last installments, one minor unit each:
-    10000 / 3 = 3333 + 3333 + 3334, and 10 / 4 = 2 + 2 + 3 + 3.
+
+def split_evenly(total_minor: int, count: int, step: int = 1) -> list[int]:
+    """Split in steps of `step` minor units so the parts sum to the total and differ by
+    at most one step.
+
+    The remainder goes on the last installments, one step each: 10000 / 3 = 3333 + 3333 +
+    3334, 10 / 4 = 2 + 2 + 3 + 3, and in steps of 10, 100000 / 3 = 33330 + 33330 + 33340.
+    A total that is not a whole number of steps leaves what is over on the last part.
     """
     if count < 1:
         raise ValueError("count must be positive")
     if total_minor < 0:
         raise ValueError("total cannot be negative")
-    base, remainder = divmod(total_minor, count)
-    return [base + (1 if i >= count - remainder else 0) for i in range(count)]
+    if step < 1:
+        raise ValueError("step must be positive")
+    steps, over = divmod(total_minor, step)
+    base, remainder = divmod(steps, count)
+    parts = [(base + (1 if i >= count - remainder else 0)) * step for i in range(count)]
+    parts[-1] += over
+    return parts
 
 
 def due_dates(start: datetime, count: int, interval_days: int) -> list[datetime]:
@@ -465,11 +478,16 @@ class InstallmentPlan:
         first_payment_id: str,
         first_processor_payment_id: str,
         now: datetime,
+        charged_at: datetime | None = None,
     ) -> InstallmentPlan:
-        """A plan whose first installment was just paid at checkout; the rest pending."""
+        """A plan whose first installment was paid at checkout (at `charged_at`, `now`
+        unless said); the rest pending, due from that checkout on. The plan may be
+        stored later than its first charge (a retry after the process died in between):
+        the schedule still counts from the charge."""
         plan_id = plan_id_for(merchant_id, request_id)
-        amounts = split_evenly(total.amount_minor, policy.count)
-        dates = due_dates(now, policy.count, policy.interval_days)
+        amounts = split_total(total, policy.count)
+        charged_at = charged_at or now
+        dates = due_dates(charged_at, policy.count, policy.interval_days)
         installments = [
             Installment(
                 id=installment_id_for(plan_id, seq),
@@ -508,8 +526,9 @@ class InstallmentPlan:
             first.id,
             1,
             ChargeResult(ChargeOutcome.PAID, first_payment_id, first_processor_payment_id),
-            now,
+            charged_at,
         )
+        plan.updated_at = now
         return plan
 
     # -- reading -------------------------------------------------------------------

@@ -37,6 +37,16 @@ EXPONENTS: dict[str, int] = {
     **dict.fromkeys(_FOUR_DECIMAL, 4),
 }
 
+# The smallest amount a card charge can take in these currencies, in minor units, where
+# it is more than one: acquirers take the three-decimal currencies in tens of the minor
+# unit only (the last digit 0), and Stripe counts MGA in whole ariary (ISO gives it two
+# decimals). Stripe refuses any other amount. Amounts the service makes up itself (an
+# installment split) are made in these steps.
+CHARGE_STEPS: dict[str, int] = {
+    **dict.fromkeys(("BHD", "JOD", "KWD", "OMR", "TND"), 10),
+    "MGA": 100,
+}
+
 # Largest amount we accept: fits int64 with room, and far above any real payment.
 MAX_AMOUNT_MINOR = 10**15
 
@@ -63,6 +73,11 @@ class Currency:
     @property
     def exponent(self) -> int:
         return EXPONENTS[self.code]
+
+    @property
+    def charge_step(self) -> int:
+        """The smallest amount, in minor units, a card charge takes (CHARGE_STEPS)."""
+        return CHARGE_STEPS.get(self.code, 1)
 
 
 @dataclass(frozen=True, slots=True)

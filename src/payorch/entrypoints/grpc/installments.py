@@ -18,6 +18,7 @@ from payorch.app.installments import (
     CreatePlan,
     EarlierPaymentOpen,
     FirstChargeRefunded,
+    InstallmentRejected,
     InstallmentService,
     InvalidPlanRequest,
     PlanConflict,
@@ -79,14 +80,16 @@ def _plan_field(name: str) -> str:
     return _FIELDS.get(name, name)
 
 
-def _refused(problems: list[tuple[str, str]]) -> RpcError:
-    """The merchant's config refuses the first charge: each problem on the plan's field.
-    An amount refused is the first part's, not the total's: say so."""
+def _refused(problems: list[tuple[str, str]], sequence: int) -> RpcError:
+    """The merchant's config refuses an installment's charge (the first, or the last,
+    which carries the remainder): each problem on the plan's field. An amount refused
+    is that installment's, not the total's: say which."""
+    which = "the first installment" if sequence == 1 else f"installment {sequence}"
     violations = []
     for name, message in problems:
         field_ = _plan_field(name)
         if field_ == "total.amount_minor":
-            message = f"the first installment: {message}"
+            message = f"{which}: {message}"
         violations.append((field_, message))
     return invalid_argument(violations)
 
@@ -242,8 +245,10 @@ class InstallmentServicer:
             raise invalid_argument([(_plan_field(f), m) for f, m in exc.problems]) from exc
         except RequestRejected as exc:
             raise invalid_argument([(_plan_field(i.field), i.message) for i in exc.issues]) from exc
+        except InstallmentRejected as exc:
+            raise _refused(exc.problems, exc.sequence) from exc
         except PlanRejected as exc:
-            raise _refused(exc.problems) from exc
+            raise _refused(exc.problems, 1) from exc
         except CustomerNotOwned as exc:  # as CreatePayment answers it
             raise invalid_argument([(_plan_field(f), exc.MESSAGE) for f in exc.fields]) from exc
         except NotEligible as exc:
