@@ -365,7 +365,7 @@ async def test_a_refund_whose_answer_was_lost_is_found_from_its_stored_attempts_
     assert sim.ledger.by_id[created.steps[0].processor_payment_id].amount_refunded == 1999
 
 
-async def test_a_confirm_beaten_by_a_cancel_stores_every_step_it_charged(container):
+async def test_a_cancel_while_a_confirm_charges_is_refused_and_every_step_is_stored(container):
     paused_first = [
         RawMethodInput("card", "pm_card_authenticationRequired", 3000),
         RawMethodInput("apple_pay", "pm_card_visa", None),
@@ -374,18 +374,23 @@ async def test_a_confirm_beaten_by_a_cancel_stores_every_step_it_charged(contain
     paused = (await container.payments.create(request, deadline_s=None)).payment
     sim = container.simulated["simulated"]
     sim.complete_action(paused.steps[0].processor_payment_id)
-    # The cancel runs whole after the confirm charged both steps and before its save.
+    # The cancel runs whole after the confirm charged both steps and before its last
+    # save. The confirm stored the payment as processing before it charged step 1, so
+    # the cancel is refused, as during CreatePayment, and decides nothing.
     uow = container.payments._uow
     plain = uow.update_payment
+    saves = []
 
-    async def cancel_first(payment):
-        uow.update_payment = plain
-        with pytest.raises(InvalidState):  # step 0 is captured by then
-            await container.payments.cancel(payment.id, "m_1", "abandoned")
+    async def cancel_before_the_last_save(payment):
+        saves.append(payment.status)
+        if len(saves) == 2:
+            with pytest.raises(InvalidState, match="processing payment cannot be cancelled"):
+                await container.payments.cancel(payment.id, "m_1", "abandoned")
         await plain(payment)
 
-    uow.update_payment = cancel_first
+    uow.update_payment = cancel_before_the_last_save
     await container.payments.confirm(paused.id, "m_1")
+    assert saves == [PaymentStatus.PROCESSING, PaymentStatus.SUCCEEDED]
 
     stored = await container.payments.get(paused.id, "m_1")
     charged = [sim.ledger.by_id[s.processor_payment_id].amount_captured for s in stored.steps]

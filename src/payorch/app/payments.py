@@ -443,10 +443,15 @@ class PaymentService:
         for step in payment.steps:
             if step.status in (StepStatus.REQUIRES_ACTION, StepStatus.UNKNOWN):
                 await self._router.reconcile(payment, step)
-        if not any(
-            s.status in (StepStatus.REQUIRES_ACTION, StepStatus.UNKNOWN) for s in payment.steps
-        ):
-            await self._run_plan(payment, config, deadline)
+        if any(s.status in (StepStatus.REQUIRES_ACTION, StepStatus.UNKNOWN) for s in payment.steps):
+            return
+        if any(s.status is StepStatus.PENDING for s in payment.steps):
+            # Stored before the steps after the paused one are charged: a server dying
+            # meanwhile leaves a PROCESSING payment, whose pending steps the reconciler
+            # looks up, not a paused one it would give up without looking at them.
+            payment.settle(self._clock.now())
+            await self._save(payment)
+        await self._run_plan(payment, config, deadline)
 
     async def go_on(self, payment: Payment, *, customer_acted: bool) -> bool:
         """A processor's event settled a paused step: do what the plan has left. After
