@@ -8,8 +8,8 @@ from datetime import timedelta
 import pytest
 
 from payorch.adapters.clock import SystemClock
-from payorch.app.payments import InvalidState, RefundRejected
-from payorch.app.ports import ConcurrentUpdate
+from payorch.app.payments import InvalidState, ProcessorEvent, RefundRejected
+from payorch.app.ports import ChargeRequest, ConcurrentUpdate
 from payorch.domain.payment import Owed, PaymentStatus, StepStatus
 from payorch.domain.request import RawMethodInput, RawPaymentRequest, parse_payment_request
 from payorch.domain.results import ErrorCode, Outcome, ProcessorResponse, ResponseKind
@@ -400,6 +400,44 @@ async def test_a_cancel_while_a_confirm_charges_is_refused_and_every_step_is_sto
     assert stored.steps[1].attempts, "the charge the lost try made is in the history"
     names = [e.name for e in await container.payments.events(paused.id, "m_1")]
     assert names.count("PaymentCompleted") == 1
+
+
+async def test_a_webhook_whose_follow_through_was_cancelled_is_acted_on_when_it_comes_again(
+    container,
+):
+    paused_first = [
+        RawMethodInput("card", "pm_card_authenticationRequired", 3000),
+        RawMethodInput("apple_pay", "pm_card_visa", None),
+    ]
+    paused = (
+        await container.payments.create(
+            _split_request("r-cut", methods=paused_first), deadline_s=None
+        )
+    ).payment
+    sim = container.simulated["simulated"]
+    intent = paused.steps[0].processor_payment_id
+    sim.complete_action(intent)
+    event = ProcessorEvent("evt_cut", "stripe", paused.id, 0, intent, True)
+    real, calling = sim.authorize, asyncio.Event()
+
+    async def unanswered(request: ChargeRequest) -> ProcessorResponse:
+        calling.set()
+        await asyncio.Event().wait()  # the server stops before the processor answers
+        raise AssertionError("not reached")
+
+    sim.authorize = unanswered
+    handling = asyncio.create_task(container.processor_events.apply(event))
+    await calling.wait()
+    handling.cancel()  # the HTTP server's shutdown cancels the webhook's handler
+    with pytest.raises(asyncio.CancelledError):
+        await handling
+    sim.authorize = real
+
+    # Stripe had no 2xx and sends the event again: it goes on with the plan.
+    assert await container.processor_events.apply(event) == "applied"
+    done = await container.payments.get(paused.id, "m_1")
+    assert done.status is PaymentStatus.SUCCEEDED
+    assert [s.captured_minor for s in done.steps] == [3000, 7000]
 
 
 async def test_an_event_forgotten_is_taken_as_new_when_it_comes_again(container, clock):

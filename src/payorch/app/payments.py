@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -955,7 +956,7 @@ class ProcessorEvents:
                 went_on = await self._payments.go_on(payment, customer_acted=customer_acted)
                 return "applied" if went_on or not resumed else "ignored"
             settled = await self._payments.reconcile(payment)
-        except Exception:
+        except BaseException:  # a failure, or the server stopping (cancelled) mid-way
             await self._forget(event.event_id)
             raise
         return "looked up" if settled else "looked up, still open"
@@ -971,18 +972,22 @@ class ProcessorEvents:
             await uow.commit()
         try:
             return await self._payments.record_refunds(event.processor, event.processor_payment_id)
-        except Exception:
+        except BaseException:
             await self._forget(event.event_id)
             raise
 
     async def _forget(self, event_id: str) -> None:
         """What the event asked for did not happen (the processor or the database failed
         the look-up or the rest of the plan): its redelivery must not be taken for a
-        duplicate, or the event is lost."""
+        duplicate, or the event is lost. Shielded: a handler cancelled by the server's
+        shutdown forgets the event all the same."""
         with contextlib.suppress(Exception):  # the database may be what failed
-            async with self._uow() as uow:
-                await uow.inbound_events.forget(event_id)
-                await uow.commit()
+            await asyncio.shield(self._forget_now(event_id))
+
+    async def _forget_now(self, event_id: str) -> None:
+        async with self._uow() as uow:
+            await uow.inbound_events.forget(event_id)
+            await uow.commit()
 
 
 async def _settled_by(uow: UnitOfWork, payment_id: str, step_index: int, event_id: str) -> bool:
