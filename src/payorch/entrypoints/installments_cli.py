@@ -310,10 +310,11 @@ def cmd_dispatch(args: argparse.Namespace) -> int:
 
 # -- inside `payorch serve` ----------------------------------------------------------------
 def serve_jobs(
-    container: Any, settings: Any, locks: contextlib.ExitStack
+    container: Any, settings: Any, locks: contextlib.ExitStack, stop: asyncio.Event
 ) -> list[asyncio.Task[None]]:
     """The scheduler and the dispatcher as background jobs of `payorch serve`, when
-    switched on (PAYORCH_SCHEDULER=1, PAYORCH_WEBHOOK_DISPATCHER=1)."""
+    switched on (PAYORCH_SCHEDULER=1, PAYORCH_WEBHOOK_DISPATCHER=1). Once `stop` is set
+    they claim nothing more and end when what they claimed is done."""
     import logging
 
     from payorch.adapters.worker_lock import AnotherWorkerRunning, single_worker
@@ -338,7 +339,7 @@ def serve_jobs(
         except AnotherWorkerRunning as exc:
             log.error("not running the %s: %s", kind, exc)
             continue
-        jobs.append(asyncio.create_task(worker.run_forever(interval)))
+        jobs.append(asyncio.create_task(worker.run_forever(interval, stop)))
         log.info("running the %s every %.0f s", kind, interval)
     return jobs
 
