@@ -48,12 +48,13 @@ async def prepared(url: str) -> None:
     await seed(url, PLANS)
 
 
+@pytest.mark.parametrize("once", [False, True], ids=["running", "--once"])
 def test_a_scheduler_stopped_mid_backlog_records_what_it_charged_and_claims_no_more(
-    database_url: str, tmp_path: Path
+    database_url: str, tmp_path: Path, once: bool
 ) -> None:
     asyncio.run(prepared(database_url))
     charges = tmp_path / "charges.log"
-    worker = scheduler(database_url, charges, batch=4, concurrency=4, latency_ms=300, once=False)
+    worker = scheduler(database_url, charges, batch=4, concurrency=4, latency_ms=300, once=once)
     try:
         assert wait_for_log([worker], CLAIMED, timeout=60), log_of(worker)[-3000:]
         worker.send_signal(signal.SIGTERM)
