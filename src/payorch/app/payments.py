@@ -155,6 +155,8 @@ class PaymentService:
         self._settlement = settlement
         self._new_id = new_id
         self._observe = observation or PaymentObservation()
+        # Changes whose callers went away, still running to their save (_change).
+        self._in_flight: set[asyncio.Future[Payment]] = set()
 
     async def create(self, request: CoreRequest, *, deadline_s: float | None) -> CreateResult:
         t0 = self._clock.monotonic()
@@ -358,6 +360,33 @@ class PaymentService:
         return await self._load(payment_id, merchant_id)
 
     async def _change(
+        self,
+        payment_id: str,
+        merchant_id: str | None,
+        change: Callable[[Payment], Awaitable[bool]],
+    ) -> Payment:
+        """`_change_once_saved`, run to its end even when its caller goes away (the
+        client's deadline passed, the server stopping cancelled the call): cut short
+        while the processor captured, voided or refunded, it would leave the payment
+        looking as before, with nothing owed and nothing for the reconciler to look at.
+        `finish_in_flight` waits for such changes."""
+        running = asyncio.ensure_future(self._change_once_saved(payment_id, merchant_id, change))
+        self._in_flight.add(running)
+        running.add_done_callback(self._finished_in_flight)
+        return await asyncio.shield(running)
+
+    def _finished_in_flight(self, running: asyncio.Future[Payment]) -> None:
+        self._in_flight.discard(running)
+        if not running.cancelled():
+            running.exception()  # its caller, if still there, was told; nobody else asks
+
+    async def finish_in_flight(self) -> None:
+        """Wait for the changes still running after their callers went away: before the
+        processors and the database they need are closed."""
+        while self._in_flight:
+            await asyncio.gather(*self._in_flight, return_exceptions=True)
+
+    async def _change_once_saved(
         self,
         payment_id: str,
         merchant_id: str | None,
