@@ -76,6 +76,8 @@ class Container:
             self._stall_watch = asyncio.create_task(self.stalls.run())
 
     async def close(self) -> None:
+        # A capture, void or refund whose caller went away runs to its save first.
+        await self.payments.finish_in_flight()
         if self._stall_watch is not None:
             self._stall_watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):

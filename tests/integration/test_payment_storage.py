@@ -8,8 +8,8 @@ from datetime import timedelta
 import pytest
 
 from payorch.adapters.clock import SystemClock
-from payorch.app.payments import InvalidState, RefundRejected
-from payorch.app.ports import ConcurrentUpdate
+from payorch.app.payments import InvalidState, ProcessorEvent, RefundRejected
+from payorch.app.ports import ChargeRequest, ConcurrentUpdate
 from payorch.domain.installments import judge_charge
 from payorch.domain.payment import Owed, PaymentStatus, StepStatus
 from payorch.domain.request import RawMethodInput, RawPaymentRequest, parse_payment_request
@@ -391,7 +391,7 @@ async def test_a_refund_whose_answer_was_lost_is_found_from_its_stored_attempts_
     assert sim.ledger.by_id[created.steps[0].processor_payment_id].amount_refunded == 1999
 
 
-async def test_a_confirm_beaten_by_a_cancel_stores_every_step_it_charged(container):
+async def test_a_cancel_while_a_confirm_charges_is_refused_and_every_step_is_stored(container):
     paused_first = [
         RawMethodInput("card", "pm_card_authenticationRequired", 3000),
         RawMethodInput("apple_pay", "pm_card_visa", None),
@@ -400,18 +400,23 @@ async def test_a_confirm_beaten_by_a_cancel_stores_every_step_it_charged(contain
     paused = (await container.payments.create(request, deadline_s=None)).payment
     sim = container.simulated["simulated"]
     sim.complete_action(paused.steps[0].processor_payment_id)
-    # The cancel runs whole after the confirm charged both steps and before its save.
+    # The cancel runs whole after the confirm charged both steps and before its last
+    # save. The confirm stored the payment as processing before it charged step 1, so
+    # the cancel is refused, as during CreatePayment, and decides nothing.
     uow = container.payments._uow
     plain = uow.update_payment
+    saves = []
 
-    async def cancel_first(payment):
-        uow.update_payment = plain
-        with pytest.raises(InvalidState):  # step 0 is captured by then
-            await container.payments.cancel(payment.id, "m_1", "abandoned")
+    async def cancel_before_the_last_save(payment):
+        saves.append(payment.status)
+        if len(saves) == 2:
+            with pytest.raises(InvalidState, match="processing payment cannot be cancelled"):
+                await container.payments.cancel(payment.id, "m_1", "abandoned")
         await plain(payment)
 
-    uow.update_payment = cancel_first
+    uow.update_payment = cancel_before_the_last_save
     await container.payments.confirm(paused.id, "m_1")
+    assert saves == [PaymentStatus.PROCESSING, PaymentStatus.SUCCEEDED]
 
     stored = await container.payments.get(paused.id, "m_1")
     charged = [sim.ledger.by_id[s.processor_payment_id].amount_captured for s in stored.steps]
@@ -421,6 +426,43 @@ async def test_a_confirm_beaten_by_a_cancel_stores_every_step_it_charged(contain
     assert stored.steps[1].attempts, "the charge the lost try made is in the history"
     names = [e.name for e in await container.payments.events(paused.id, "m_1")]
     assert names.count("PaymentCompleted") == 1
+
+
+async def test_a_webhook_whose_look_up_was_cancelled_is_acted_on_when_it_comes_again(container):
+    paused_first = [
+        RawMethodInput("card", "pm_card_authenticationRequired", 3000),
+        RawMethodInput("apple_pay", "pm_card_visa", None),
+    ]
+    paused = (
+        await container.payments.create(
+            _split_request("r-cut", methods=paused_first), deadline_s=None
+        )
+    ).payment
+    sim = container.simulated["simulated"]
+    intent = paused.steps[0].processor_payment_id
+    sim.complete_action(intent)
+    # A hint (not final good news): the paused step is looked up.
+    event = ProcessorEvent("evt_cut", "stripe", paused.id, 0, intent, False)
+    real, asking = sim.lookup, asyncio.Event()
+
+    async def unanswered(request: ChargeRequest, processor_payment_id: str) -> ProcessorResponse:
+        asking.set()
+        await asyncio.Event().wait()  # the server stops before the processor answers
+        raise AssertionError("not reached")
+
+    sim.lookup = unanswered
+    handling = asyncio.create_task(container.processor_events.apply(event))
+    await asking.wait()
+    handling.cancel()  # the HTTP server's shutdown cancels the webhook's handler
+    with pytest.raises(asyncio.CancelledError):
+        await handling
+    sim.lookup = real
+
+    # Stripe had no 2xx and sends the event again: it is looked up, the plan goes on.
+    assert await container.processor_events.apply(event) == "looked up"
+    done = await container.payments.get(paused.id, "m_1")
+    assert done.status is PaymentStatus.SUCCEEDED
+    assert [s.captured_minor for s in done.steps] == [3000, 7000]
 
 
 async def test_an_event_forgotten_is_taken_as_new_when_it_comes_again(container, clock):

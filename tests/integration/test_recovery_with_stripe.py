@@ -3,6 +3,7 @@ against the fake Stripe: the same rules hold on Stripe as on the simulated proce
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import random
 
@@ -64,7 +65,13 @@ def events_raised(service):
 
 
 async def pay(
-    service, request_id="r1", token="pm_card_visa", methods=None, total=5000, currency="USD"
+    service,
+    request_id="r1",
+    token="pm_card_visa",
+    methods=None,
+    total=5000,
+    currency="USD",
+    authorize_only=False,
 ):
     raw = RawPaymentRequest(
         merchant_id="m_1",
@@ -73,6 +80,7 @@ async def pay(
         currency=currency,
         payment_method="" if methods else token,
         methods=methods or [],
+        authorize_only=authorize_only,
     )
     return (await service.create(parse_payment_request(raw), deadline_s=None)).payment
 
@@ -683,3 +691,42 @@ async def test_an_owed_capture_whose_answer_was_lost_is_tried_again_under_the_sa
     first = (await payments.get(created.id, "m_1")).steps[0]
     keys = {a.idempotency_key for a in first.attempts if a.operation == "capture"}
     assert len(keys) == 1 and first.status is StepStatus.CAPTURED
+
+
+@pytest.mark.parametrize(
+    ("operation", "at_stripe", "recorded"),
+    [
+        ("capture", "succeeded", StepStatus.CAPTURED),
+        ("cancel", "canceled", StepStatus.VOIDED),
+    ],
+)
+async def test_a_capture_or_cancel_whose_caller_went_away_still_records_what_stripe_did(
+    world, operation, at_stripe, recorded
+):
+    """The client's deadline passed, or the server stopping cancelled the RPC, while
+    Stripe made the call: it is recorded all the same, not left looking held with
+    nothing owed (which no reconciler looks at)."""
+    fake, service = world
+    held = await pay(service, request_id="r-cut", authorize_only=True)
+    pi_id = held.steps[0].processor_payment_id
+    fake.inject(Fault.slow(0.3, process=True), endpoint=operation)
+    made, late = asyncio.Event(), fake._sleep
+
+    async def made_then_answered_late(seconds: float) -> None:
+        made.set()
+        await late(seconds)
+
+    fake._sleep = made_then_answered_late
+    if operation == "capture":
+        calling = asyncio.ensure_future(service.capture(held.id, "m_1"))
+    else:
+        calling = asyncio.ensure_future(service.cancel(held.id, "m_1", "order withdrawn"))
+    await made.wait()
+    assert fake.payment_intent(pi_id)["status"] == at_stripe
+    calling.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await calling
+
+    await service.finish_in_flight()
+    stored = await service.get(held.id, "m_1")
+    assert stored.steps[0].status is recorded

@@ -44,13 +44,13 @@ RECLAIMED = re.compile(r"\((\d+) reclaimed\)")
 CLAIMED = re.compile(r"claimed (\d+) installments")
 
 
-async def seed(url: str) -> None:
+async def seed(url: str, plans: int = PLANS) -> None:
     engine = create_engine(url)
     uow = SqlAlchemyInstallmentUnitOfWorkFactory(SqlAlchemyUnitOfWorkFactory(engine))
     try:
-        for batch in range(0, PLANS, 250):
+        for batch in range(0, plans, 250):
             async with uow() as tx:
-                for n in range(batch, batch + 250):
+                for n in range(batch, min(batch + 250, plans)):
                     plan = InstallmentPlan.start(
                         merchant_id="m_load",
                         request_id=f"load-{n}",
@@ -109,7 +109,14 @@ async def payment_requests(url: str) -> dict[str, str]:
 
 
 def scheduler(
-    url: str, log: Path, *, lease_s: float = 30.0, batch: int = 50, latency_ms: int = 5
+    url: str,
+    log: Path,
+    *,
+    lease_s: float = 30.0,
+    batch: int = 50,
+    latency_ms: int = 5,
+    concurrency: int = 16,
+    once: bool = True,
 ) -> subprocess.Popen[str]:
     env = {
         **os.environ,
@@ -117,14 +124,14 @@ def scheduler(
         "PAYORCH_SIM_CHARGE_LOG": str(log),
         "PAYORCH_SIMULATE": f"latency_ms={latency_ms}",
         "PAYORCH_SCHEDULER_BATCH_SIZE": str(batch),
-        "PAYORCH_SCHEDULER_CONCURRENCY": "16",
+        "PAYORCH_SCHEDULER_CONCURRENCY": str(concurrency),
         "PAYORCH_SCHEDULER_LEASE_S": str(lease_s),
         "PAYORCH_LOG_LEVEL": "INFO",
         "PAYORCH_CLOCK_OFFSET": CLOCK_OFFSET,
     }
     # Logs go to a file: a full pipe nobody reads yet would stall the worker.
     stderr = (log.parent / f"worker-{time.monotonic_ns()}.log").open("w")
-    args = ["scheduler", "--once", "--no-webhooks"]
+    args = ["scheduler", "--no-webhooks", *(["--once"] if once else [])]
     process = subprocess.Popen(
         [sys.executable, "-m", "payorch.entrypoints.cli", *args],
         stdout=subprocess.PIPE,

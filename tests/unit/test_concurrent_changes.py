@@ -455,20 +455,17 @@ async def test_a_webhook_whose_follow_through_is_beaten_to_the_save_makes_it_aga
     assert names(w).count("PaymentCompleted") == 1
 
 
-async def test_a_confirm_beaten_by_a_cancel_records_every_step_the_processor_charged():
+async def test_a_confirm_whose_save_lost_after_its_charges_records_every_step_it_charged():
     w = World()
     p = await w.pay(("card", ACTION, 3000), ("apple_pay", OK, None))
     w.sim.complete_action(p.steps[0].processor_payment_id)
 
-    async def cancel(payment_id: str) -> None:
-        with pytest.raises(InvalidState):  # step 0 is captured by then: refused
-            await w.service.cancel(payment_id, "m_1", "abandoned")
-
-    w.uow.saved_first(cancel)
+    # The save before step 1 is charged goes through; the one after the charges loses.
+    w.uow.saved_first(nobody, None)
     await w.service.confirm(p.id, "m_1")
 
-    # The confirm charged both steps before its save lost; the cancel, refused, recorded
-    # the first; the confirm made again records the second as it charged it.
+    # The confirm charged both steps before its save lost; made again, it records what
+    # it charged, from the answers the processor gave it.
     stored = await w.service.get(p.id, "m_1")
     assert w.held() == 10000
     assert sum(s.captured_minor for s in stored.steps) == w.held()
@@ -478,21 +475,38 @@ async def test_a_confirm_beaten_by_a_cancel_records_every_step_the_processor_cha
     assert w.sim.ledger.charges_total == 2
 
 
-async def test_a_hold_a_confirm_left_after_a_cancel_won_is_owed_a_void_and_released():
+async def test_a_cancel_saved_before_a_confirm_charges_the_rest_of_the_plan_stops_it():
     w = World()
     p = await w.pay(("card", ACTION, 3000), ("apple_pay", OK, None), authorize_only=True)
     w.sim.complete_action(p.steps[0].processor_payment_id)
     w.uow.saved_first(lambda payment_id: w.service.cancel(payment_id, "m_1", "abandoned"))
 
-    await w.service.confirm(p.id, "m_1")
+    done = await w.service.confirm(p.id, "m_1")
 
-    stored = await w.service.get(p.id, "m_1")
-    assert stored.steps[1].status is StepStatus.AUTHORIZED and w.held() == 7000
-    assert stored.owed is Owed.VOID and stored.next_reconcile_at is not None
-    w.clock.advance((stored.next_reconcile_at - w.clock.now()).total_seconds())
-    await w.service.reconcile_due()
-    released = await w.service.get(p.id, "m_1")
-    assert released.status is PaymentStatus.CANCELLED and w.held() == 0
+    assert done.status is PaymentStatus.CANCELLED
+    assert [s.status for s in done.steps] == [StepStatus.VOIDED, StepStatus.SKIPPED]
+    assert len(w.sim.ledger.intents) == 1 and w.held() == 0
+
+
+async def test_a_cancel_while_a_confirm_charges_the_rest_of_the_plan_waits_for_it():
+    w = World()
+    p = await w.pay(("card", ACTION, 3000), ("apple_pay", OK, None), authorize_only=True)
+    w.sim.complete_action(p.steps[0].processor_payment_id)
+    real = w.sim.authorize
+
+    async def authorize(request: Any) -> ProcessorResponse:
+        # Stored as processing before step 1 is charged: refused, as during CreatePayment,
+        # rather than deciding anything the charges under way would contradict.
+        with pytest.raises(InvalidState, match="processing payment cannot be cancelled yet"):
+            await w.service.cancel(p.id, "m_1", "abandoned")
+        return await real(request)
+
+    w.sim.authorize = authorize  # type: ignore[method-assign]
+    done = await w.service.confirm(p.id, "m_1")
+    assert done.status is PaymentStatus.AUTHORIZED and w.held() == 10000
+
+    cancelled = await w.service.cancel(p.id, "m_1", "abandoned")
+    assert cancelled.status is PaymentStatus.CANCELLED and w.held() == 0
 
 
 async def test_a_cancel_that_found_the_customer_paid_meanwhile_completes_the_payment_once():

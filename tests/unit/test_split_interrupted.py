@@ -96,3 +96,22 @@ async def test_a_lost_answer_found_waiting_for_the_customer_pauses_the_plan_for_
     assert done.status is PaymentStatus.SUCCEEDED
     assert [s.status for s in done.steps] == [StepStatus.CAPTURED, StepStatus.CAPTURED]
     assert w.held() == 10000
+
+
+async def test_a_confirm_that_died_charging_the_steps_after_the_paused_one_leaves_them_looked_up():
+    w = World()
+    p = await w.pay(("card", ACTION, 3000), ("apple_pay", OK, None))
+    w.sim.complete_action(p.steps[0].processor_payment_id)
+    # ConfirmPayment (its server stopped past the grace period, or killed) dies once the
+    # step after the paused one is authorized, before anything is saved.
+    dies_after_charging_step(w, 1)
+    with pytest.raises(RuntimeError):
+        await w.service.confirm(p.id, "m_1")
+    assert w.held() == 10000
+
+    w.clock.advance(3600)  # past the stale PROCESSING cut-off, and the paused split's hour
+    await w.service.reconcile_due()
+    (stored,) = w.uow.store.values()
+    # Step 1 holds money at the processor: it is looked up and captured, not skipped.
+    assert [s.status for s in stored.steps] == [StepStatus.CAPTURED, StepStatus.CAPTURED]
+    assert stored.status is PaymentStatus.SUCCEEDED and w.held() == 10000

@@ -72,24 +72,26 @@ class SlowSender:
         return SendResult(200)
 
 
+def due_now(clock: ManualClock, count: int) -> list[WebhookDelivery]:
+    return [
+        WebhookDelivery(
+            id=f"evt_{n}",
+            endpoint_id="we_1",
+            merchant_id="m_1",
+            event_id=f"evt_{n}",
+            event_type="installment.paid",
+            body="{}",
+            created_at=clock.now(),
+            next_attempt_at=clock.now(),
+        )
+        for n in range(count)
+    ]
+
+
 @pytest.mark.parametrize(("concurrency", "batch_size"), [(1, 100), (16, 100), (4, 3)])
 async def test_every_delivery_is_sent_while_its_claim_still_holds(concurrency, batch_size):
     clock = ManualClock()
-    webhooks = FakeWebhooks(
-        [
-            WebhookDelivery(
-                id=f"evt_{n}",
-                endpoint_id="we_1",
-                merchant_id="m_1",
-                event_id=f"evt_{n}",
-                event_type="installment.paid",
-                body="{}",
-                created_at=clock.now(),
-                next_attempt_at=clock.now(),
-            )
-            for n in range(40)
-        ]
-    )
+    webhooks = FakeWebhooks(due_now(clock, 40))
     sender = SlowSender(clock, webhooks)
     dispatcher = WebhookDispatcher(
         lambda: FakeInstallmentUnitOfWork(webhooks=webhooks),
@@ -167,3 +169,44 @@ async def test_a_retry_that_falls_due_during_a_pass_is_sent_and_never_left_claim
     assert sorted(sender.sent) == ["evt_fails_fast", "evt_fails_fast", "evt_last", "evt_slow"]
     assert all(not d.pending for d in webhooks.rows.values())
     assert all(d.lease_until is None and not d.claimed_by for d in webhooks.rows.values())
+
+
+class StoppingSender(SlowSender):
+    """The process is told to stop while the first deliveries are being sent."""
+
+    def __init__(self, clock: ManualClock, webhooks: FakeWebhooks, stop: asyncio.Event) -> None:
+        super().__init__(clock, webhooks)
+        self.stop = stop
+
+    async def send(self, url, *, secret, webhook_id, timestamp, body, timeout_s) -> SendResult:
+        self.stop.set()
+        return await super().send(
+            url,
+            secret=secret,
+            webhook_id=webhook_id,
+            timestamp=timestamp,
+            body=body,
+            timeout_s=timeout_s,
+        )
+
+
+async def test_a_dispatcher_told_to_stop_sends_what_it_claimed_and_claims_no_more():
+    clock = ManualClock()
+    webhooks = FakeWebhooks(due_now(clock, 40))
+    stop = asyncio.Event()
+    dispatcher = WebhookDispatcher(
+        lambda: FakeInstallmentUnitOfWork(webhooks=webhooks),
+        StoppingSender(clock, webhooks, stop),
+        clock,
+        wall_clock=clock,
+        worker_id="A",
+        timeout_s=10,
+        concurrency=4,
+    )
+
+    await dispatcher.run_forever(60, stop)
+
+    rows = list(webhooks.rows.values())
+    assert sum(not d.pending for d in rows) == 4, "the four claimed are sent and recorded"
+    assert all(d.pending and not d.claimed_by for d in rows if d.attempts == 0)
+    assert all(d.lease_until is None for d in rows if not d.pending)

@@ -110,10 +110,14 @@ class InstallmentScheduler:
         self._lease = timedelta(seconds=lease_s)
         self._concurrency = max(1, concurrency)
 
-    async def run_once(self) -> SchedulerStats:
+    async def run_once(self, stop: asyncio.Event | None = None) -> SchedulerStats:
         """Charge everything due now until nothing new is due: up to `concurrency`
         installments in flight; a new claim as soon as a batch's worth of room (or half
-        of it) is free, so slow charges never wait for the slowest of a batch."""
+        of it) is free, so slow charges never wait for the slowest of a batch.
+
+        Once `stop` is set (the process was told to stop) nothing more is claimed: the
+        charges in flight finish and are recorded, the rest stays due for the next pass
+        or worker, so a stop neither waits for the backlog nor leaves claims held."""
         stats = SchedulerStats()
         seen: set[str] = set()
         recorder = _GroupCommit(self._charger, self._batch)
@@ -170,6 +174,10 @@ class InstallmentScheduler:
                 while self._concurrency - in_flight < threshold:
                     room_freed.clear()
                     await room_freed.wait()
+                if stop is not None and stop.is_set():
+                    if running:
+                        log.info("stopping: finishing %d charges in flight", in_flight)
+                    return stats
                 if stats.postponed:
                     # No processor can take a charge now: claiming more would only
                     # postpone them too. What is due stays due for the next pass.
@@ -279,7 +287,7 @@ class InstallmentScheduler:
         stop = stop or asyncio.Event()
         while not stop.is_set():
             try:
-                stats = await self.run_once()
+                stats = await self.run_once(stop)
                 if stats.claimed:
                     log.info("scheduler pass: %s", stats.as_dict())
             except Exception:

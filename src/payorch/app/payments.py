@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -166,6 +167,8 @@ class PaymentService:
         self._settlement = settlement
         self._new_id = new_id
         self._observe = observation or PaymentObservation()
+        # Changes whose callers went away, still running to their save (_change).
+        self._in_flight: set[asyncio.Future[Payment]] = set()
 
     async def create(
         self, request: CoreRequest, *, deadline_s: float | None, own_customers: bool = False
@@ -413,6 +416,33 @@ class PaymentService:
         merchant_id: str | None,
         change: Callable[[Payment], Awaitable[bool]],
     ) -> Payment:
+        """`_change_once_saved`, run to its end even when its caller goes away (the
+        client's deadline passed, the server stopping cancelled the call): cut short
+        while the processor captured, voided or refunded, it would leave the payment
+        looking as before, with nothing owed and nothing for the reconciler to look at.
+        `finish_in_flight` waits for such changes."""
+        running = asyncio.ensure_future(self._change_once_saved(payment_id, merchant_id, change))
+        self._in_flight.add(running)
+        running.add_done_callback(self._finished_in_flight)
+        return await asyncio.shield(running)
+
+    def _finished_in_flight(self, running: asyncio.Future[Payment]) -> None:
+        self._in_flight.discard(running)
+        if not running.cancelled():
+            running.exception()  # its caller, if still there, was told; nobody else asks
+
+    async def finish_in_flight(self) -> None:
+        """Wait for the changes still running after their callers went away: before the
+        processors and the database they need are closed."""
+        while self._in_flight:
+            await asyncio.gather(*self._in_flight, return_exceptions=True)
+
+    async def _change_once_saved(
+        self,
+        payment_id: str,
+        merchant_id: str | None,
+        change: Callable[[Payment], Awaitable[bool]],
+    ) -> Payment:
         """Load the payment, change it and save it. `change` says whether it changed
         anything (False: nothing to save). A save beaten by another call's is not lost:
         the change is made again on what that call stored, up to CHANGE_TRIES times.
@@ -494,10 +524,15 @@ class PaymentService:
         for step in payment.steps:
             if step.status in (StepStatus.REQUIRES_ACTION, StepStatus.UNKNOWN):
                 await self._router.reconcile(payment, step)
-        if not any(
-            s.status in (StepStatus.REQUIRES_ACTION, StepStatus.UNKNOWN) for s in payment.steps
-        ):
-            await self._run_plan(payment, config, deadline)
+        if any(s.status in (StepStatus.REQUIRES_ACTION, StepStatus.UNKNOWN) for s in payment.steps):
+            return
+        if any(s.status is StepStatus.PENDING for s in payment.steps):
+            # Stored before the steps after the paused one are charged: a server dying
+            # meanwhile leaves a PROCESSING payment, whose pending steps the reconciler
+            # looks up, not a paused one it would give up without looking at them.
+            payment.settle(self._clock.now())
+            await self._save(payment)
+        await self._run_plan(payment, config, deadline)
 
     async def go_on(self, payment: Payment, *, customer_acted: bool) -> bool:
         """A processor's event settled a paused step: do what the plan has left. After
@@ -1001,7 +1036,7 @@ class ProcessorEvents:
                 went_on = await self._payments.go_on(payment, customer_acted=customer_acted)
                 return "applied" if went_on or not resumed else "ignored"
             settled = await self._payments.reconcile(payment)
-        except Exception:
+        except BaseException:  # a failure, or the server stopping (cancelled) mid-way
             await self._forget(event.event_id)
             raise
         return "looked up" if settled else "looked up, still open"
@@ -1017,18 +1052,22 @@ class ProcessorEvents:
             await uow.commit()
         try:
             return await self._payments.record_refunds(event.processor, event.processor_payment_id)
-        except Exception:
+        except BaseException:
             await self._forget(event.event_id)
             raise
 
     async def _forget(self, event_id: str) -> None:
         """What the event asked for did not happen (the processor or the database failed
         the look-up or the rest of the plan): its redelivery must not be taken for a
-        duplicate, or the event is lost."""
+        duplicate, or the event is lost. Shielded: a handler cancelled by the server's
+        shutdown forgets the event all the same."""
         with contextlib.suppress(Exception):  # the database may be what failed
-            async with self._uow() as uow:
-                await uow.inbound_events.forget(event_id)
-                await uow.commit()
+            await asyncio.shield(self._forget_now(event_id))
+
+    async def _forget_now(self, event_id: str) -> None:
+        async with self._uow() as uow:
+            await uow.inbound_events.forget(event_id)
+            await uow.commit()
 
 
 async def _settled_by(uow: UnitOfWork, payment_id: str, step_index: int, event_id: str) -> bool:

@@ -267,8 +267,10 @@ class WebhookDispatcher:
         self._claim = max(1, min(batch_size, concurrency))
         self._rng = rng or random.Random()
 
-    async def run_once(self) -> DispatchStats:
-        """Fan new outbox events out to endpoints, then send every delivery due now."""
+    async def run_once(self, stop: asyncio.Event | None = None) -> DispatchStats:
+        """Fan new outbox events out to endpoints, then send every delivery due now.
+        Once `stop` is set, nothing more is claimed: what is claimed is sent and recorded,
+        the rest waits for the next worker."""
         stats = DispatchStats()
         while True:
             async with self._uow() as uow:
@@ -285,7 +287,7 @@ class WebhookDispatcher:
         # Every delivery claimed is sent: a retry that fell due during the pass goes out
         # on time, and none is left claimed, unsent, until its lease runs out. The pass
         # ends: each failure puts the next attempt at least 4 s on.
-        while True:
+        while stop is None or not stop.is_set():
             now = self._clock.now()
             async with self._uow() as uow:
                 jobs = await uow.webhooks.claim_deliveries(
@@ -295,6 +297,7 @@ class WebhookDispatcher:
             if not jobs:
                 return stats
             await asyncio.gather(*(self._deliver(j, stats) for j in jobs))
+        return stats
 
     async def _deliver(self, job: DeliveryJob, stats: DispatchStats) -> None:
         d = job.delivery
@@ -357,7 +360,7 @@ class WebhookDispatcher:
         stop = stop or asyncio.Event()
         while not stop.is_set():
             try:
-                stats = await self.run_once()
+                stats = await self.run_once(stop)
                 if stats.attempted:
                     log.info("webhook pass: %s", stats.as_dict())
             except Exception:

@@ -209,12 +209,15 @@ def _clock(args: argparse.Namespace) -> Any:
         raise SystemExit(f"--now {args.now!r}: {exc}") from exc
 
 
-async def _until_signalled() -> None:
+def _stop_on_signal() -> asyncio.Event:
+    """Set by SIGTERM or SIGINT: the worker claims nothing more and ends once what it
+    claimed is charged (or sent) and recorded. Killed instead, its charges would stop
+    mid-call, their claims held until their lease ran out."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    return stop
 
 
 def cmd_scheduler(args: argparse.Namespace) -> int:
@@ -246,16 +249,16 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
             tune_gc(settings.gc_threshold)
             app = container.installments
             try:
+                stop = _stop_on_signal()
                 if args.once:
                     out: dict[str, Any] = {
                         "now": container.clock.now().isoformat(),
-                        "scheduler": (await app.scheduler.run_once()).as_dict(),
+                        "scheduler": (await app.scheduler.run_once(stop)).as_dict(),
                     }
                     if webhooks:
-                        out["webhooks"] = (await app.dispatcher.run_once()).as_dict()
+                        out["webhooks"] = (await app.dispatcher.run_once(stop)).as_dict()
                     print(json.dumps(out), flush=True)
                     return 0
-                stop = asyncio.Event()
                 jobs = [
                     asyncio.create_task(
                         app.scheduler.run_forever(settings.scheduler_interval_s, stop)
@@ -268,8 +271,7 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
                         )
                     )
                 print(f"payorch scheduler running as {app.worker_id}", flush=True)
-                await _until_signalled()
-                stop.set()
+                await stop.wait()
                 await asyncio.gather(*jobs)
                 return 0
             finally:
@@ -293,13 +295,12 @@ def cmd_dispatch(args: argparse.Namespace) -> int:
         container = await bootstrap(settings, clock=clock)
         try:
             dispatcher = container.installments.dispatcher
+            stop = _stop_on_signal()
             if args.once:
-                print(json.dumps((await dispatcher.run_once()).as_dict()), flush=True)
+                print(json.dumps((await dispatcher.run_once(stop)).as_dict()), flush=True)
                 return 0
-            stop = asyncio.Event()
             job = asyncio.create_task(dispatcher.run_forever(settings.webhook_interval_s, stop))
-            await _until_signalled()
-            stop.set()
+            await stop.wait()
             await job
             return 0
         finally:
@@ -315,10 +316,11 @@ def cmd_dispatch(args: argparse.Namespace) -> int:
 
 # -- inside `payorch serve` ----------------------------------------------------------------
 def serve_jobs(
-    container: Any, settings: Any, locks: contextlib.ExitStack
+    container: Any, settings: Any, locks: contextlib.ExitStack, stop: asyncio.Event
 ) -> list[asyncio.Task[None]]:
     """The scheduler and the dispatcher as background jobs of `payorch serve`, when
-    switched on (PAYORCH_SCHEDULER=1, PAYORCH_WEBHOOK_DISPATCHER=1)."""
+    switched on (PAYORCH_SCHEDULER=1, PAYORCH_WEBHOOK_DISPATCHER=1). Once `stop` is set
+    they claim nothing more and end when what they claimed is done."""
     import logging
 
     from payorch.adapters.worker_lock import AnotherWorkerRunning, single_worker
@@ -343,7 +345,7 @@ def serve_jobs(
         except AnotherWorkerRunning as exc:
             log.error("not running the %s: %s", kind, exc)
             continue
-        jobs.append(asyncio.create_task(worker.run_forever(interval)))
+        jobs.append(asyncio.create_task(worker.run_forever(interval, stop)))
         log.info("running the %s every %.0f s", kind, interval)
     return jobs
 

@@ -75,6 +75,26 @@ def observability_jobs(container: Container) -> list[asyncio.Task[None]]:
     return jobs
 
 
+async def finish_claimed(workers: list[asyncio.Task[None]], within_s: float) -> None:
+    """The scheduler and the dispatcher, told to stop, finish the charges and deliveries
+    they claimed, within what is left of the grace period. Cancelled, a charge would stop
+    mid-call with its payment PROCESSING and its installment claimed until the lease ran
+    out; only what outlasts the grace period is."""
+    if not workers:
+        return
+    _, late = await asyncio.wait(workers, timeout=max(0.0, within_s))
+    if late:
+        log.warning(
+            "the grace period ended with claimed work in flight: cancelled; its claims"
+            " are taken over when their lease runs out, its payments are reconciled"
+        )
+    for worker in late:
+        worker.cancel()
+    for worker in workers:
+        with contextlib.suppress(asyncio.CancelledError):
+            await worker
+
+
 async def run(settings: Settings) -> None:
     configure(settings.log_level)
     container = await bootstrap(settings)
@@ -117,14 +137,18 @@ async def run(settings: Settings) -> None:
         asyncio.create_task(refresh_health_forever(container)),
     ]
     locks = contextlib.ExitStack()
-    jobs += serve_jobs(container, settings, locks)
+    stopping = asyncio.Event()
+    claiming = serve_jobs(container, settings, locks, stopping)
     jobs += observability_jobs(container)
     try:
         await stop.wait()
     finally:
         log.info("shutting down: finishing in-flight calls (grace %.1f s)", settings.grace_period_s)
+        grace_ends = loop.time() + settings.grace_period_s
+        stopping.set()
         await health_servicer.enter_graceful_shutdown()
         await server.stop(settings.grace_period_s)
+        await finish_claimed(claiming, grace_ends - loop.time())
         for job in jobs:
             job.cancel()
             with contextlib.suppress(asyncio.CancelledError):
