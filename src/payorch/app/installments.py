@@ -218,6 +218,7 @@ def _charge_request(
     *,
     off_session: bool,
     plan_total: Money | None = None,
+    save_for_off_session: bool = False,
 ) -> CoreRequest:
     metadata = {
         "order_id": order_id,
@@ -236,6 +237,7 @@ def _charge_request(
             customer_id=customer_id,
             metadata=metadata,
             off_session=off_session,
+            save_for_off_session=save_for_off_session,
         )
     )
 
@@ -539,6 +541,9 @@ class InstallmentService:
                 cmd.customer_id,
                 off_session=False,
                 plan_total=cmd.total if with_total else None,
+                # The customer is at checkout: the card is saved on their customer now,
+                # so the scheduler can charge it off-session later.
+                save_for_off_session=True,
             )
 
         # The request's own fields first (RequestRejected): a malformed request is that,
