@@ -647,7 +647,12 @@ async def test_a_plan_in_a_currency_stripe_takes_in_steps_is_split_in_those_step
         try:
             created = await c.installments.plans.create(
                 CreatePlan(
-                    "m_1", "plan-1", "order-1", Money(total, Currency(currency)), "pm_card_visa"
+                    "m_1",
+                    "plan-1",
+                    "order-1",
+                    Money(total, Currency(currency)),
+                    "pm_card_visa",
+                    "cus_buyer",
                 ),
                 deadline_s=None,
             )

@@ -124,6 +124,15 @@ class EarlierPaymentOpen(RuntimeError):
         )
 
 
+# The later installments are charged off-session with the first charge's payment method,
+# which a processor lets be used again only once it is saved on a customer (Stripe:
+# a PaymentMethod used without one is used up).
+CUSTOMER_REQUIRED = (
+    "is required: the first charge saves the card on this customer, and the later "
+    "installments are charged off-session to the card saved on it"
+)
+
+
 class InvalidPlanRequest(ValueError):
     """Every (field, message) wrong with the request, not only the first."""
 
@@ -144,6 +153,8 @@ def plan_request_problems(order_id: str, token: str, customer_id: str) -> list[t
     elif contains_card_number(order_id):
         problems.append(("order_id", "looks like a card number"))
     problems += [(i.field, i.message) for i in card_method_issues(token, customer_id)]
+    if not customer_id.strip():
+        problems.append(("customer_id", CUSTOMER_REQUIRED))
     return problems
 
 
