@@ -7,9 +7,9 @@ import itertools
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
-from payorch.adapters.persistence.tables import installment_charges, payments
+from payorch.adapters.persistence.tables import installment_charges, installment_plans, payments
 from payorch.adapters.processors.simulated import Simulation
 from payorch.adapters.worker_lock import AnotherWorkerRunning, single_worker
 from payorch.app.installment_ports import Cursor
@@ -67,6 +67,23 @@ async def test_a_plan_runs_to_completed_with_an_injected_clock(container, clock)
     assert all(i.payment_id and i.processor_payment_id for i in done.installments)
     assert container.simulated["simulated"].ledger.charges_total == 3
     assert (await outbox(container, plan.id))[-1] == "PlanCompleted"
+
+
+async def test_a_plan_stored_before_customers_were_required_keeps_charging(container, clock):
+    app = container.installments
+    plan = (await create_plan(container)).plan
+    async with container.engine.begin() as conn:
+        await conn.execute(
+            update(installment_plans)
+            .where(installment_plans.c.id == plan.id)
+            .values(customer_id="")
+        )
+    for inst in plan.installments[1:]:
+        move_to(clock, inst.due_at)
+        assert (await app.scheduler.run_once()).paid == 1
+
+    done = await app.plans.get(plan.id, "m_1")
+    assert (done.customer_id, done.status) == ("", PlanStatus.COMPLETED)
 
 
 async def test_an_insufficient_funds_card_walks_the_ladder_to_breach_and_emits_the_webhook(
