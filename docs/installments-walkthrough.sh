@@ -41,13 +41,15 @@ LISTEN_PID=$!
 sleep 2; echo
 
 run payorch installments create --order-id order-1001 --amount 100.00 --currency EUR \
-  --payment-method pm_card_offSessionDeclinedInsufficientFunds --request-id walk-dunning --table
+  --payment-method pm_card_offSessionDeclinedInsufficientFunds --customer cus_walk_1001 \
+  --request-id walk-dunning --table
 run payorch installments create --order-id order-1002 --amount 250.00 --currency EUR \
-  --payment-method pm_card_visa --request-id walk-happy --table
+  --payment-method pm_card_visa --customer cus_walk_1002 --request-id walk-happy --table
 run payorch installments create --order-id order-1003 --amount 99.99 --currency EUR \
-  --payment-method pm_card_visa --request-id walk-small
+  --payment-method pm_card_visa --customer cus_walk_1003 --request-id walk-small
 run payorch installments create --order-id order-1004 --amount 120.00 --currency EUR \
-  --payment-method pm_card_chargeDeclinedInsufficientFunds --request-id walk-declined
+  --payment-method pm_card_chargeDeclinedInsufficientFunds --customer cus_walk_1004 \
+  --request-id walk-declined
 
 DUNNING=$(payorch installments list --status active 2>/dev/null | python3 -c "import json,sys;print([p['planId'] for p in json.load(sys.stdin)['plans'] if p['orderId']=='order-1001'][0])")
 HAPPY=$(payorch installments list --status active 2>/dev/null | python3 -c "import json,sys;print([p['planId'] for p in json.load(sys.stdin)['plans'] if p['orderId']=='order-1002'][0])")

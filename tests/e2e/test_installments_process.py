@@ -54,6 +54,7 @@ def create(stub, server, *, who="m_1", token="pm_card_visa", total=10_000):
             order_id=f"order-{uuid.uuid4().hex[:8]}",
             total=plan_pb2.Money(amount_minor=total, currency="EUR"),
             payment_method=token,
+            customer_id=f"cus_{who}",
         ),
         metadata=server.auth(who),
         timeout=20,
@@ -163,7 +164,7 @@ def cli_create(server: RunningServer, order_id: str) -> list[str]:
     return [
         *("installments", "create", "--address", server.address),
         *("--api-key", server.keys["m_1"], "--order-id", order_id, "--amount", "150.00"),
-        *("--currency", "EUR", "--payment-method", "pm_card_visa"),
+        *("--currency", "EUR", "--payment-method", "pm_card_visa", "--customer", "cus_m_1"),
     ]
 
 

@@ -405,6 +405,7 @@ def _make_plan(server: RunningServer, owner: str) -> Any:
                     order_id=rid("order"),
                     total=plan_pb2.Money(amount_minor=30000, currency="USD"),
                     payment_method="pm_card_visa",
+                    customer_id=f"cus_{owner}",
                 ),
                 metadata=server.auth(owner),
                 timeout=20,
@@ -841,6 +842,7 @@ def _plan_for(merchant_id: str) -> dict[str, Any]:
         "order_id": rid("order"),
         "total": plan_pb2.Money(amount_minor=30000, currency="USD"),
         "payment_method": "pm_card_visa",
+        "customer_id": "cus_sec_plan",
     }
 
 

@@ -7,7 +7,14 @@ idempotency layer (same key + same parameters -> the stored answer, 500s include
 same key + other parameters -> 400 ``idempotency_error``; 429s are never stored;
 ``expire_idempotency_keys()`` makes a day pass, after which Stripe has pruned the keys).
 Stripe's test PaymentMethods (``pm_card_visa``, ``pm_card_chargeDeclined``, ...)
-behave as they do in test mode.
+behave as they do in test mode: each use makes a new PaymentMethod, so they can be used
+any number of times. Any other PaymentMethod (``create_payment_method()``, as Stripe.js
+makes one at checkout, or ``register_payment_method()``) is one object, and single use
+as Stripe has it: once a payment with it went through without saving it on a customer,
+it is used up, and refused with Stripe's error (400 ``invalid_request_error``, param
+``payment_method``). A PaymentIntent with ``customer`` and ``setup_future_usage``
+attaches it to that customer when it goes through; from then on it may be used with
+that customer (any number of times), and is refused without it or with another.
 
 Tests program faults, consumed one per request, per endpoint (``confirm`` by
 default), and count charges to prove there was exactly one::
@@ -260,6 +267,15 @@ _AUTH_REQUIRED = _Decline(
     "Your card was declined. This transaction requires authentication.",
 )
 
+# Stripe's answers for a PaymentMethod that cannot be used as asked (no error code).
+_USED_UP = (
+    "The provided PaymentMethod was previously used with a PaymentIntent without Customer "
+    "attachment, shared with a connected account without Customer attachment, or was "
+    "detached from a Customer. It may not be used again. To use a PaymentMethod multiple "
+    "times, you must attach it to a Customer first."
+)
+_FUTURE_USAGES = ("on_session", "off_session")
+
 _CONFIRMABLE = ("requires_confirmation", "requires_payment_method", "requires_action")
 _CANCELABLE = (
     "requires_payment_method",
@@ -374,6 +390,10 @@ class FakeStripe:
         self.refunds: dict[str, dict[str, Any]] = {}
         self.requests: list[RecordedRequest] = []
         self._payment_methods: dict[str, str | _Decline] = dict(PAYMENT_METHODS)
+        # Single-use PaymentMethods (not Stripe's test ones): the customer each is
+        # attached to, and those used up by a payment that did not attach them.
+        self._attached: dict[str, str] = {}
+        self._used_up: set[str] = set()
         self._faults: dict[str, deque[Fault]] = {e: deque() for e in ENDPOINTS}
         self._idempotency: dict[str, _Stored] = {}
         self._in_flight: set[str] = set()
@@ -432,6 +452,22 @@ class FakeStripe:
         """Make ``pm_id`` behave as the test PaymentMethod ``like`` (e.g. ``pm_card_visa``)."""
         self._payment_methods[pm_id] = self._payment_methods[like]
 
+    def create_payment_method(self, *, like: str = "pm_card_visa") -> str:
+        """A new PaymentMethod (``pm_1...``) behaving as the test PaymentMethod ``like``,
+        as Stripe.js makes one from the card a customer typed: single use until it is
+        attached to a customer."""
+        pm_id = "pm_1" + _rand(23)
+        self.register_payment_method(pm_id, like=like)
+        return pm_id
+
+    def customer_of(self, pm_id: str) -> str | None:
+        """The customer the PaymentMethod is attached to, if any."""
+        return self._attached.get(pm_id)
+
+    def used_up(self, pm_id: str) -> bool:
+        """The PaymentMethod went through a payment unattached: it cannot be used again."""
+        return pm_id in self._used_up
+
     def register_declined_payment_method(
         self, pm_id: str, *, code: str, decline_code: str, advice_code: str = ""
     ) -> None:
@@ -456,6 +492,7 @@ class FakeStripe:
         pi = self.payment_intents[pi_id]
         pi["next_action"], pi["latest_charge"] = None, "ch_" + _rand(24)
         self._charges[pi_id] = self._charges.get(pi_id, 0) + 1
+        self._used(pi)
         if pi["capture_method"] == "manual":
             pi["status"], pi["amount_capturable"] = "requires_capture", pi["amount"]
         else:
@@ -795,14 +832,43 @@ class FakeStripe:
             )
         return pi
 
-    def _check_pm(self, pm_id: Any) -> str:
+    def _check_pm(self, pm_id: Any, customer: Any) -> str:
+        """The PaymentMethod, if it may be used for a PaymentIntent of ``customer``."""
         if not isinstance(pm_id, str) or pm_id not in self._payment_methods:
             raise _invalid(
                 f"No such PaymentMethod: '{pm_id}'",
                 code="resource_missing",
                 param="payment_method",
             )
+        owner = self._attached.get(pm_id)
+        if owner is not None and not customer:
+            raise _invalid(
+                f"The `payment_method` parameter supplied {pm_id} belongs to the Customer "
+                f"{owner}. Please include the Customer in the `customer` parameter on the "
+                "PaymentIntent.",
+                param="payment_method",
+            )
+        if owner is not None and owner != customer:
+            raise _invalid(
+                f"The customer does not have a payment method with the ID {pm_id}. The "
+                "payment method must be attached to the customer.",
+                param="payment_method",
+            )
+        if pm_id in self._used_up:
+            raise _invalid(_USED_UP, param="payment_method")
         return pm_id
+
+    def _used(self, pi: dict[str, Any]) -> None:
+        """A payment with the PaymentIntent's PaymentMethod went through: it is attached
+        to the intent's customer if the intent saves it, else a single-use one is used up.
+        Stripe's test PaymentMethods make a new one each time: nothing to keep."""
+        pm = pi["payment_method"]
+        if pm is None or pm in PAYMENT_METHODS or pm in self._attached:
+            return
+        if pi["customer"] and pi["setup_future_usage"] in _FUTURE_USAGES:
+            self._attached[pm] = pi["customer"]
+        else:
+            self._used_up.add(pm)
 
     def _do_create(self, params: dict[str, Any]) -> dict[str, Any]:
         amount_raw = params.get("amount")
@@ -825,9 +891,15 @@ class FakeStripe:
                 "Invalid capture_method: must be one of automatic, automatic_async, or manual",
                 param="capture_method",
             )
+        future_usage = params.get("setup_future_usage")
+        if future_usage is not None and future_usage not in _FUTURE_USAGES:
+            raise _invalid(
+                f"Invalid setup_future_usage: must be one of {', '.join(_FUTURE_USAGES)}",
+                param="setup_future_usage",
+            )
         pm = params.get("payment_method")
         if pm is not None:
-            self._check_pm(pm)
+            self._check_pm(pm, params.get("customer"))
         metadata = params.get("metadata") or {}
         if not isinstance(metadata, dict):
             raise _invalid("Invalid object", code="parameter_invalid_empty", param="metadata")
@@ -852,6 +924,7 @@ class FakeStripe:
             "next_action": None,
             "payment_method": pm,
             "payment_method_types": ["card"],
+            "setup_future_usage": future_usage,
             "status": "requires_confirmation" if pm else "requires_payment_method",
             "canceled_at": None,
             "cancellation_reason": None,
@@ -871,7 +944,7 @@ class FakeStripe:
                 pi,
             )
         if "payment_method" in params:
-            pi["payment_method"] = self._check_pm(params["payment_method"])
+            pi["payment_method"] = self._check_pm(params["payment_method"], pi["customer"])
         pm = pi["payment_method"]
         if pm is None:
             raise _unexpected_state(
@@ -901,6 +974,7 @@ class FakeStripe:
         pi["latest_charge"] = charge_id
         pi["last_payment_error"] = None
         self._charges[pi_id] = self._charges.get(pi_id, 0) + 1
+        self._used(pi)
         if pi["capture_method"] == "manual":
             pi["status"] = "requires_capture"
             pi["amount_capturable"] = pi["amount"]

@@ -41,11 +41,26 @@ async def create_plan(
     total: int = 10_000,
     currency: str = "EUR",
     order_id: str = "order-1",
+    customer: str | None = None,
 ) -> PlanCreation:
+    """A plan for the merchant's own customer unless one is given (a customer is
+    bound to the first merchant that names it)."""
     return await container.installments.plans.create(
-        CreatePlan(merchant, request_id, order_id, Money(total, Currency(currency)), token),
+        CreatePlan(
+            merchant,
+            request_id,
+            order_id,
+            Money(total, Currency(currency)),
+            token,
+            customer_of(merchant) if customer is None else customer,
+        ),
         deadline_s=None,
     )
+
+
+def customer_of(merchant: str) -> str:
+    """The processor customer the tests' plans of `merchant` are for."""
+    return "cus_" + "".join(ch if ch.isalnum() else "_" for ch in merchant)
 
 
 class ProcessDied(Exception):

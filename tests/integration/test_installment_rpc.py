@@ -27,6 +27,7 @@ from payorch.entrypoints.grpc.server import create_server, mark_serving
 from payorch.webhooks import verify
 from tests.integration.installment_helpers import (
     create_plan,
+    customer_of,
     failed_waiting_for_the_customer,
     first_charge_only,
     installments_container,
@@ -49,6 +50,7 @@ class Served:
             "order_id": f"order-{request_id}",
             "total": plan_pb2.Money(amount_minor=10_000, currency="EUR"),
             "payment_method": "pm_card_visa",
+            "customer_id": customer_of("m_1"),
             **fields,
         }
         return await self.stub.CreateInstallmentPlan(
@@ -187,7 +189,31 @@ async def test_a_plan_request_without_a_total_is_told_about_its_other_fields_too
         await served.stub.CreateInstallmentPlan(request, metadata=served.auth)
 
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert set(field_violations(err.value)) == {"total", "order_id", "payment_method"}
+    assert set(field_violations(err.value)) == {
+        "total",
+        "order_id",
+        "payment_method",
+        "customer_id",
+    }
+
+
+async def test_a_plan_without_a_customer_is_refused_saying_why_beside_its_other_bad_fields(
+    served,
+):
+    """The later installments are charged off-session to the card saved on the customer
+    at checkout: a plan with no customer has nowhere to save it."""
+    err = await served.refused("no-customer-1", customer_id="", payment_method="visa please")
+
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err.details()
+    violations = field_violations(err)
+    assert set(violations) == {"customer_id", "payment_method"}
+    assert violations["customer_id"].startswith("is required")
+    assert "saved on" in violations["customer_id"]
+    assert served.container.simulated["simulated"].ledger.charges_total == 0
+    assert await plans_of(served) == []
+
+    alone = await served.refused("no-customer-2", customer_id="  ")
+    assert set(field_violations(alone)) == {"customer_id"}
 
 
 async def test_the_server_keeps_serving_after_refusing_a_plan(served):

@@ -7,9 +7,9 @@ import itertools
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
-from payorch.adapters.persistence.tables import installment_charges, payments
+from payorch.adapters.persistence.tables import installment_charges, installment_plans, payments
 from payorch.adapters.processors.simulated import Simulation
 from payorch.adapters.worker_lock import AnotherWorkerRunning, single_worker
 from payorch.app.installment_ports import Cursor
@@ -67,6 +67,23 @@ async def test_a_plan_runs_to_completed_with_an_injected_clock(container, clock)
     assert all(i.payment_id and i.processor_payment_id for i in done.installments)
     assert container.simulated["simulated"].ledger.charges_total == 3
     assert (await outbox(container, plan.id))[-1] == "PlanCompleted"
+
+
+async def test_a_plan_stored_before_customers_were_required_keeps_charging(container, clock):
+    app = container.installments
+    plan = (await create_plan(container)).plan
+    async with container.engine.begin() as conn:
+        await conn.execute(
+            update(installment_plans)
+            .where(installment_plans.c.id == plan.id)
+            .values(customer_id="")
+        )
+    for inst in plan.installments[1:]:
+        move_to(clock, inst.due_at)
+        assert (await app.scheduler.run_once()).paid == 1
+
+    done = await app.plans.get(plan.id, "m_1")
+    assert (done.customer_id, done.status) == ("", PlanStatus.COMPLETED)
 
 
 async def test_an_insufficient_funds_card_walks_the_ladder_to_breach_and_emits_the_webhook(
@@ -647,7 +664,12 @@ async def test_a_plan_in_a_currency_stripe_takes_in_steps_is_split_in_those_step
         try:
             created = await c.installments.plans.create(
                 CreatePlan(
-                    "m_1", "plan-1", "order-1", Money(total, Currency(currency)), "pm_card_visa"
+                    "m_1",
+                    "plan-1",
+                    "order-1",
+                    Money(total, Currency(currency)),
+                    "pm_card_visa",
+                    "cus_buyer",
                 ),
                 deadline_s=None,
             )
@@ -662,3 +684,46 @@ async def test_a_plan_in_a_currency_stripe_takes_in_steps_is_split_in_those_step
         await fake.wait_idle()
     assert done.status is PlanStatus.COMPLETED
     assert fake.charges_total == 3
+
+
+async def test_a_card_typed_at_checkout_pays_every_installment_on_stripe(database_url, clock):
+    """A PaymentMethod made at checkout is single use at Stripe until it is saved on a
+    customer: the plan's first charge saves it on the plan's customer, so the scheduler
+    can charge it off-session for the later installments."""
+    from payorch.app.installments import CreatePlan
+    from payorch.domain.money import Currency, Money
+    from tests.fakes.fake_stripe import FakeStripe
+    from tests.integration.helpers import make_stripe_container
+
+    async with FakeStripe() as fake:
+        card = fake.create_payment_method()
+        c = await make_stripe_container(database_url, clock, fake)
+        try:
+            created = await c.installments.plans.create(
+                CreatePlan(
+                    "m_1", "plan-1", "order-1", Money(10_000, Currency("EUR")), card, "cus_buyer"
+                ),
+                deadline_s=None,
+            )
+            assert created.plan is not None, created.error_message
+            for inst in created.plan.installments[1:]:
+                move_to(clock, inst.due_at)
+                await c.installments.scheduler.run_once()
+            done = await c.installments.plans.get(created.plan.id, None)
+            # Stored with the payment: a later call for the first charge (a retry under its
+            # key, the reconciler's) asks Stripe the same as the first call.
+            saved = [
+                (await c.payments.get(i.payment_id, None)).save_for_off_session
+                for i in done.installments
+            ]
+        finally:
+            await c.close()
+        await fake.wait_idle()
+    assert saved == [True, False, False]
+    assert [(i.status.value, i.last_error) for i in done.installments] == [("paid", "")] * 3
+    assert done.status is PlanStatus.COMPLETED
+    assert fake.charges_total == 3
+    assert fake.customer_of(card) == "cus_buyer"
+    first, *later = fake.requests_to("create")
+    assert first.params["setup_future_usage"] == "off_session"
+    assert [r.params["customer"] for r in later] == ["cus_buyer"] * 2

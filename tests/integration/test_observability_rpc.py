@@ -183,6 +183,7 @@ async def test_a_plan_accepted_with_a_currency_in_lower_case_is_recorded(databas
                 order_id="order-1",
                 total=plan_pb2.Money(amount_minor=10_000, currency="eur"),
                 payment_method="pm_card_visa",
+                customer_id="cus_buyer",
             ),
             metadata=s.auth("m_1"),
         )

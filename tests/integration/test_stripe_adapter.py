@@ -94,6 +94,65 @@ async def test_a_visa_card_is_charged_once_with_our_keys_and_metadata(
     assert confirm.params["off_session"] == "true"
 
 
+async def test_a_card_used_once_without_saving_it_on_a_customer_is_refused_the_next_time(
+    fake: FakeStripe, processor: StripeProcessor
+) -> None:
+    """A PaymentMethod is single use at Stripe unless attached to a customer: a charge
+    naming a customer but not saving the card uses it up all the same."""
+    pm = fake.create_payment_method()
+    first = await processor.authorize(charge(pm, customer_id="cus_a", off_session=False))
+    assert first.kind is ResponseKind.SUCCEEDED
+    assert "setup_future_usage" not in fake.requests_to("create")[0].params
+
+    again = await processor.authorize(charge(pm, payment_id="pay_2", customer_id="cus_a"))
+
+    assert (again.kind, again.http_status, again.error_type) == (
+        ResponseKind.ERROR,
+        400,
+        "invalid_request_error",
+    )
+    assert "may not be used again" in again.message
+    assert again.charge_not_sent  # refused at the create: no confirm went out
+    assert classify(again).outcome is Outcome.HARD
+    assert fake.charges_total == 1 and fake.used_up(pm) and fake.customer_of(pm) is None
+
+
+async def test_a_card_saved_for_off_session_is_attached_to_the_customer_and_charged_again(
+    fake: FakeStripe, processor: StripeProcessor
+) -> None:
+    pm = fake.create_payment_method()
+    first = await processor.authorize(
+        charge(pm, customer_id="cus_a", off_session=False, save_for_off_session=True)
+    )
+    assert first.kind is ResponseKind.SUCCEEDED
+    create = fake.requests_to("create")[0]
+    assert (create.params["customer"], create.params["setup_future_usage"]) == (
+        "cus_a",
+        "off_session",
+    )
+    assert fake.customer_of(pm) == "cus_a"
+
+    later = [
+        await processor.authorize(charge(pm, payment_id=f"pay_{n}", customer_id="cus_a"))
+        for n in (2, 3)
+    ]
+    assert [a.kind for a in later] == [ResponseKind.SUCCEEDED] * 2
+    assert all("setup_future_usage" not in r.params for r in fake.requests_to("create")[1:])
+    # Saved on cus_a, it is cus_a's: without it, or with another customer, Stripe refuses.
+    for other in ("", "cus_b"):
+        refused = await processor.authorize(charge(pm, payment_id="pay_x", customer_id=other))
+        assert (refused.kind, refused.http_status) == (ResponseKind.ERROR, 400)
+    assert fake.charges_total == 3
+
+
+async def test_saving_a_card_takes_a_customer_to_save_it_on(
+    fake: FakeStripe, processor: StripeProcessor
+) -> None:
+    answer = await processor.authorize(charge(off_session=False, save_for_off_session=True))
+    assert answer.kind is ResponseKind.SUCCEEDED
+    assert "setup_future_usage" not in fake.requests_to("create")[0].params
+
+
 async def test_a_generic_decline_is_a_card_error_with_status_codes_and_request_id(
     fake: FakeStripe, processor: StripeProcessor
 ) -> None:

@@ -319,7 +319,10 @@ def bad_files(tmp_path) -> dict[str, str]:
 
 
 PAY = ["pay", *ADDRESS, "--currency", "usd", "--payment-method", "pm_card_visa"]
-PLAN = ["installments", "create", *ADDRESS, "--order-id", "o1", "--payment-method", "pm_card_visa"]
+PLAN = [
+    *("installments", "create", *ADDRESS, "--order-id", "o1"),
+    *("--payment-method", "pm_card_visa", "--customer", "cus_1"),
+]
 
 
 @pytest.mark.parametrize(

@@ -461,6 +461,14 @@ def test_fingerprint_is_the_same_for_inputs_that_normalize_to_the_same_request()
     assert loose.fingerprint() == parse().fingerprint()
 
 
+def test_fingerprint_does_not_depend_on_saving_the_method_for_later() -> None:
+    """How the processor keeps the card is not what is charged: a plan's first charge
+    stored before it asked to save the card is replayed by the plan's retry."""
+    saved = parse(customer_id="cus_1", save_for_off_session=True)
+    assert saved.save_for_off_session
+    assert saved.fingerprint() == parse(customer_id="cus_1").fingerprint()
+
+
 def test_fingerprint_does_not_depend_on_metadata_order() -> None:
     a = parse(metadata={"a": "1", "b": "2"})
     b = parse(metadata={"b": "2", "a": "1"})

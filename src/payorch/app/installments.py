@@ -124,6 +124,15 @@ class EarlierPaymentOpen(RuntimeError):
         )
 
 
+# The later installments are charged off-session with the first charge's payment method,
+# which a processor lets be used again only once it is saved on a customer (Stripe:
+# a PaymentMethod used without one is used up).
+CUSTOMER_REQUIRED = (
+    "is required: the first charge saves the card on this customer, and the later "
+    "installments are charged off-session to the card saved on it"
+)
+
+
 class InvalidPlanRequest(ValueError):
     """Every (field, message) wrong with the request, not only the first."""
 
@@ -144,6 +153,8 @@ def plan_request_problems(order_id: str, token: str, customer_id: str) -> list[t
     elif contains_card_number(order_id):
         problems.append(("order_id", "looks like a card number"))
     problems += [(i.field, i.message) for i in card_method_issues(token, customer_id)]
+    if not customer_id.strip():
+        problems.append(("customer_id", CUSTOMER_REQUIRED))
     return problems
 
 
@@ -218,6 +229,7 @@ def _charge_request(
     *,
     off_session: bool,
     plan_total: Money | None = None,
+    save_for_off_session: bool = False,
 ) -> CoreRequest:
     metadata = {
         "order_id": order_id,
@@ -236,6 +248,7 @@ def _charge_request(
             customer_id=customer_id,
             metadata=metadata,
             off_session=off_session,
+            save_for_off_session=save_for_off_session,
         )
     )
 
@@ -539,6 +552,9 @@ class InstallmentService:
                 cmd.customer_id,
                 off_session=False,
                 plan_total=cmd.total if with_total else None,
+                # The customer is at checkout: the card is saved on their customer now,
+                # so the scheduler can charge it off-session later.
+                save_for_off_session=True,
             )
 
         # The request's own fields first (RequestRejected): a malformed request is that,

@@ -312,6 +312,7 @@ class PaymentService:
                 for m in plan.fallbacks
             ],
             authorize_only=request.authorize_only,
+            save_for_off_session=request.save_for_off_session,
         )
 
     async def _run_plan(self, payment: Payment, config: MerchantConfig, deadline: Deadline) -> None:

@@ -40,6 +40,9 @@ class ChargeRequest:
     capture: bool
     customer_id: str = ""
     off_session: bool = False
+    # Keep the payment method on `customer_id` for later off-session charges (Stripe:
+    # setup_future_usage=off_session); without a customer there is nothing to keep it on.
+    save_for_off_session: bool = False
     merchant_id: str = ""
     metadata: dict[str, str] = field(default_factory=dict)
     timeout_s: float = 10.0

@@ -76,6 +76,7 @@ def charge_request(payment: Payment, step: Step, timeout_s: float) -> ChargeRequ
         capture=payment.capture_mode is CaptureMode.AUTOMATIC,
         customer_id=step.customer_id,
         off_session=payment.off_session,
+        save_for_off_session=payment.save_for_off_session,
         merchant_id=payment.merchant_id,
         timeout_s=timeout_s,
     )

@@ -241,6 +241,9 @@ class Payment:
     # Authorize now, capture on request (CapturePayment).
     authorize_only: bool = False
     owed: Owed = Owed.NOTHING
+    # The processor is to keep the payment method on the step's customer for later
+    # off-session charges (kept: every call for the step must ask the same).
+    save_for_off_session: bool = False
 
     # -- reading -------------------------------------------------------------
     @property

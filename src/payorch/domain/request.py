@@ -88,6 +88,9 @@ class RawPaymentRequest:
     metadata: dict[str, str] = field(default_factory=dict)
     off_session: bool = False
     authorize_only: bool = False
+    # Ask the processor to keep the payment method on the customer for later off-session
+    # charges (an installment plan's first charge: the later installments reuse it).
+    save_for_off_session: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,9 +114,13 @@ class CoreRequest:
     off_session: bool
     issues: tuple[ValidationIssue, ...] = ()
     authorize_only: bool = False
+    save_for_off_session: bool = False
 
     def fingerprint(self) -> str:
-        """Hash of everything that defines the payment (not the request id)."""
+        """Hash of everything that defines the payment (not the request id), but whether
+        the method is saved for later: that is how the processor keeps the card, not
+        what is charged, and a first charge of a plan made before it was asked for is
+        replayed by its retry, not refused as another payment."""
         body = {
             "amount": self.amount.amount_minor,
             "currency": self.amount.currency.code,
@@ -358,6 +365,7 @@ def parse_payment_request(raw: RawPaymentRequest) -> CoreRequest:
         off_session=raw.off_session,
         issues=tuple(c.issues),
         authorize_only=raw.authorize_only,
+        save_for_off_session=raw.save_for_off_session,
     )
 
 

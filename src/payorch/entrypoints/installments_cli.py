@@ -105,7 +105,7 @@ def cmd_create(args: argparse.Namespace) -> int:
         order_id=args.order_id,
         total=_money(args.amount, args.currency),
         payment_method=args.payment_method,
-        customer_id=args.customer or "",
+        customer_id=args.customer,
     )
     return _call(args, "CreateInstallmentPlan", request, "" if args.request_id else request_id)
 
@@ -417,7 +417,12 @@ def register(
     )
     create.add_argument("--currency", required=True, type=cli_arguments.currency)
     create.add_argument("--payment-method", required=True, help="saved method, e.g. pm_card_visa")
-    create.add_argument("--customer", help="processor customer id (cus_...)")
+    create.add_argument(
+        "--customer",
+        required=True,
+        help="processor customer id (cus_...): the first charge saves the card on it, "
+        "and the later installments are charged to the card saved there",
+    )
     create.add_argument(
         "--request-id",
         help="idempotency key (default: plan-ORDER_ID, so a re-run makes no second plan; "

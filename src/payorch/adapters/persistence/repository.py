@@ -80,6 +80,7 @@ def _payment_values(p: Payment) -> list[Any]:
         [[f.method.value, f.token, f.customer_id] for f in p.fallbacks],
         p.authorize_only,
         p.owed.value,
+        p.save_for_off_session,
     ]
 
 
@@ -486,4 +487,5 @@ def _payment(r: Any, steps: list[Step]) -> Payment:
         fallbacks=[FallbackMethod(MethodType(m), t, c) for m, t, c in r["fallbacks"] or []],
         authorize_only=r["authorize_only"],
         owed=Owed(r["owed"]),
+        save_for_off_session=r["save_for_off_session"],
     )

@@ -84,6 +84,8 @@ payments = Table(
     Column("authorize_only", Boolean, nullable=False, server_default=false()),
     # A capture or void still owed to the processor after one failed ("" when none).
     Column("owed", String(16), nullable=False, server_default=""),
+    # Asks the processor to keep the method on the customer (an installment plan's first).
+    Column("save_for_off_session", Boolean, nullable=False, server_default=false()),
     # Idempotency: one payment per (merchant, request_id), enforced by the database.
     UniqueConstraint("merchant_id", "request_id"),
     Index(None, "merchant_id", "created_at", "id"),

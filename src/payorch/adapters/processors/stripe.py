@@ -423,6 +423,10 @@ class StripeProcessor:
         }
         if request.customer_id:
             params["customer"] = request.customer_id
+            if request.save_for_off_session:
+                # Stripe attaches the method to the customer once the intent succeeds;
+                # unattached, a PaymentMethod is used up by its first payment.
+                params["setup_future_usage"] = "off_session"
         return params
 
     async def _refund_pages(
