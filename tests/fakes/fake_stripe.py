@@ -374,6 +374,8 @@ class FakeStripe:
         self.refunds: dict[str, dict[str, Any]] = {}
         self.requests: list[RecordedRequest] = []
         self._payment_methods: dict[str, str | _Decline] = dict(PAYMENT_METHODS)
+        # Customers the account has (Stripe has no test customers: a test makes them).
+        self._customers: set[str] = set()
         self._faults: dict[str, deque[Fault]] = {e: deque() for e in ENDPOINTS}
         self._idempotency: dict[str, _Stored] = {}
         self._in_flight: set[str] = set()
@@ -431,6 +433,10 @@ class FakeStripe:
     def register_payment_method(self, pm_id: str, *, like: str) -> None:
         """Make ``pm_id`` behave as the test PaymentMethod ``like`` (e.g. ``pm_card_visa``)."""
         self._payment_methods[pm_id] = self._payment_methods[like]
+
+    def register_customer(self, customer_id: str) -> None:
+        """Make ``customer_id`` a customer of the account, as a created one is."""
+        self._customers.add(customer_id)
 
     def register_declined_payment_method(
         self, pm_id: str, *, code: str, decline_code: str, advice_code: str = ""
@@ -824,6 +830,11 @@ class FakeStripe:
             raise _invalid(
                 "Invalid capture_method: must be one of automatic, automatic_async, or manual",
                 param="capture_method",
+            )
+        customer = params.get("customer")
+        if customer is not None and customer not in self._customers:
+            raise _invalid(
+                f"No such customer: '{customer}'", code="resource_missing", param="customer"
             )
         pm = params.get("payment_method")
         if pm is not None:

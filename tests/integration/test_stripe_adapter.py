@@ -1026,6 +1026,31 @@ async def test_an_unknown_payment_method_fails_the_create_and_lookup_finds_nothi
     assert fake.payment_intents == {}
 
 
+async def test_a_customer_stripe_does_not_have_fails_the_create_as_the_callers_error(
+    fake: FakeStripe, processor: StripeProcessor
+) -> None:
+    fake.register_customer("cus_Known")
+    assert (await processor.authorize(charge(customer_id="cus_Known"))).kind is not (
+        ResponseKind.ERROR
+    )
+
+    answer = await processor.authorize(charge(payment_id="pay_2", customer_id="cus_Unknown"))
+
+    assert (answer.kind, answer.http_status, answer.code, answer.param) == (
+        ResponseKind.ERROR,
+        400,
+        "resource_missing",
+        "customer",
+    )
+    # The caller's customer, not a parameter of ours: no contract violation.
+    verdict = classify(answer)
+    assert (verdict.outcome, verdict.error_code.value, verdict.contract_violation) == (
+        Outcome.HARD,
+        "customer_not_found",
+        False,
+    )
+
+
 async def test_the_adapter_never_raises_under_a_burst_of_faults(
     fake: FakeStripe, processor: StripeProcessor
 ) -> None:
