@@ -394,6 +394,8 @@ class FakeStripe:
         # attached to, and those used up by a payment that did not attach them.
         self._attached: dict[str, str] = {}
         self._used_up: set[str] = set()
+        # Customers the account has (Stripe has no test customers: a test makes them).
+        self._customers: set[str] = set()
         self._faults: dict[str, deque[Fault]] = {e: deque() for e in ENDPOINTS}
         self._idempotency: dict[str, _Stored] = {}
         self._in_flight: set[str] = set()
@@ -467,6 +469,10 @@ class FakeStripe:
     def used_up(self, pm_id: str) -> bool:
         """The PaymentMethod went through a payment unattached: it cannot be used again."""
         return pm_id in self._used_up
+
+    def register_customer(self, customer_id: str) -> None:
+        """Make ``customer_id`` a customer of the account, as a created one is."""
+        self._customers.add(customer_id)
 
     def register_declined_payment_method(
         self, pm_id: str, *, code: str, decline_code: str, advice_code: str = ""
@@ -896,6 +902,11 @@ class FakeStripe:
             raise _invalid(
                 f"Invalid setup_future_usage: must be one of {', '.join(_FUTURE_USAGES)}",
                 param="setup_future_usage",
+            )
+        customer = params.get("customer")
+        if customer is not None and customer not in self._customers:
+            raise _invalid(
+                f"No such customer: '{customer}'", code="resource_missing", param="customer"
             )
         pm = params.get("payment_method")
         if pm is not None:

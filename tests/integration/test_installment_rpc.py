@@ -504,3 +504,83 @@ async def test_a_webhook_endpoint_wrong_in_every_field_is_told_about_every_field
         "event_types[2]",
     }
     assert await endpoints_of(served) == []
+
+
+# -- CreateWebhookEndpoint under a request_id --------------------------------------------
+def endpoint_request(url: str, request_id: str, **fields: Any) -> pb.CreateWebhookEndpointRequest:
+    return pb.CreateWebhookEndpointRequest(
+        url=url, request_id=request_id, event_types=["installment.paid"], **fields
+    )
+
+
+async def test_a_create_made_again_after_a_lost_answer_gets_the_same_endpoint_and_secret(
+    served, clock, receiver
+):
+    create = served.stub.CreateWebhookEndpoint
+    first = await create(endpoint_request(receiver.url, "ep-1"), metadata=served.auth)
+    clock.advance(23 * 3600)  # the answer was lost; the merchant tries again that day
+    again = await create(endpoint_request(receiver.url, "ep-1"), metadata=served.auth)
+
+    assert (first.replayed, again.replayed) == (False, True)
+    assert again.endpoint == first.endpoint
+    assert again.secret == first.secret and first.secret.startswith("whsec_")
+    assert [e.endpoint_id for e in await endpoints_of(served)] == [first.endpoint.endpoint_id]
+    # The request_id is the merchant's own: another merchant's is another endpoint.
+    other = await key_of(served, clock, Scope.MERCHANT, "m_2")
+    theirs = await create(endpoint_request(receiver.url, "ep-1"), metadata=other)
+    assert not theirs.replayed and theirs.endpoint.endpoint_id != first.endpoint.endpoint_id
+
+
+async def test_a_replay_past_a_day_gets_no_secret_and_of_a_deleted_endpoint_is_refused(
+    served, clock, receiver
+):
+    create = served.stub.CreateWebhookEndpoint
+    first = await create(endpoint_request(receiver.url, "ep-old"), metadata=served.auth)
+    clock.advance(24 * 3600 + 1)
+    late = await create(endpoint_request(receiver.url, "ep-old"), metadata=served.auth)
+    assert late.replayed and late.endpoint == first.endpoint and late.secret == ""
+
+    gone = await create(endpoint_request(receiver.url, "ep-gone"), metadata=served.auth)
+    await served.stub.DeleteWebhookEndpoint(
+        pb.DeleteWebhookEndpointRequest(endpoint_id=gone.endpoint.endpoint_id),
+        metadata=served.auth,
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await create(endpoint_request(receiver.url, "ep-gone"), metadata=served.auth)
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert error_reason(err.value) == "ENDPOINT_DELETED"
+    assert [e.endpoint_id for e in await endpoints_of(served)] == [first.endpoint.endpoint_id]
+
+
+@pytest.mark.parametrize(
+    "changed",
+    [{"url": "https://93.184.216.34/other"}, {"description": "other"}, {"event_types": []}],
+    ids=["url", "description", "event types"],
+)
+async def test_a_request_id_used_for_another_endpoint_is_already_exists(served, receiver, changed):
+    first = await served.stub.CreateWebhookEndpoint(
+        endpoint_request(receiver.url, "ep-1"), metadata=served.auth
+    )
+    fields = {"url": receiver.url, "request_id": "ep-1", "event_types": ["installment.paid"]}
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await served.stub.CreateWebhookEndpoint(
+            pb.CreateWebhookEndpointRequest(**{**fields, **changed}), metadata=served.auth
+        )
+
+    assert err.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert error_reason(err.value) == "IDEMPOTENCY_KEY_REUSED"
+    assert [e.endpoint_id for e in await endpoints_of(served)] == [first.endpoint.endpoint_id]
+
+
+@pytest.mark.parametrize(
+    "request_id", ["r" * 256, "ep-4242 4242 4242 4242", "ep\x00"], ids=["long", "card", "nul"]
+)
+async def test_a_bad_request_id_is_invalid_argument_on_request_id(served, receiver, request_id):
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await served.stub.CreateWebhookEndpoint(
+            endpoint_request(receiver.url, request_id), metadata=served.auth
+        )
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert list(field_violations(err.value)) == ["request_id"]
+    assert "4242" not in (err.value.details() or "")
+    assert await endpoints_of(served) == []

@@ -90,12 +90,14 @@ async def test_an_insufficient_funds_card_walks_the_ladder_to_breach_and_emits_t
     container, clock, receiver
 ):
     app = container.installments
-    endpoint = await app.endpoints.create(
-        "m_1",
-        receiver.url,
-        "dunning",
-        ["installment.failed", "installment.failed_final", "installment_plan.breached"],
-    )
+    endpoint = (
+        await app.endpoints.create(
+            "m_1",
+            receiver.url,
+            "dunning",
+            ["installment.failed", "installment.failed_final", "installment_plan.breached"],
+        )
+    ).endpoint
     plan = (await create_plan(container, token="pm_card_offSessionDeclinedInsufficientFunds")).plan
     due = plan.installments[1].due_at
     ladder = []
@@ -172,7 +174,7 @@ async def test_a_part_above_the_cards_maximum_fails_for_good_breaches_and_sends_
     from payorch.domain.payment import MethodType
 
     app = container.installments
-    endpoint = await app.endpoints.create("m_1", receiver.url, "", [])
+    endpoint = (await app.endpoints.create("m_1", receiver.url, "", [])).endpoint
     plan = (await create_plan(container)).plan
     # Lowered after the plan was made: the second part (33.33) fits under the card's
     # maximum; the last (33.34) does not.
@@ -611,9 +613,11 @@ async def test_a_manual_retry_that_pays_a_breached_plan_reinstates_it_and_says_s
 ):
     app = container.installments
     sim = container.simulated["simulated"]
-    endpoint = await app.endpoints.create(
-        "m_1", receiver.url, "reinstated", ["installment_plan.reinstated"]
-    )
+    endpoint = (
+        await app.endpoints.create(
+            "m_1", receiver.url, "reinstated", ["installment_plan.reinstated"]
+        )
+    ).endpoint
     plan = (await create_plan(container)).plan
     second = plan.installments[1]
     sim.set_simulation(Simulation(api_error=1.0))  # a processor outage the whole ladder long
@@ -660,6 +664,7 @@ async def test_a_plan_in_a_currency_stripe_takes_in_steps_is_split_in_those_step
     from tests.integration.helpers import make_stripe_container
 
     async with FakeStripe() as fake:
+        fake.register_customer("cus_buyer")
         c = await make_stripe_container(database_url, clock, fake)
         try:
             created = await c.installments.plans.create(
@@ -697,6 +702,7 @@ async def test_a_card_typed_at_checkout_pays_every_installment_on_stripe(databas
 
     async with FakeStripe() as fake:
         card = fake.create_payment_method()
+        fake.register_customer("cus_buyer")
         c = await make_stripe_container(database_url, clock, fake)
         try:
             created = await c.installments.plans.create(

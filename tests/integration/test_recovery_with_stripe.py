@@ -631,17 +631,26 @@ def tries(fake, step, endpoint):
     return [r.replayed for r in fake.requests_to(endpoint) if step.processor_payment_id in r.path]
 
 
-async def test_a_capture_owed_after_a_stored_500_is_made_under_the_next_key_within_the_day(
-    stored, clock
+# Stripe stores a 424 (External Dependency Failed) under the key as it stores a 500.
+STORED_FAILURES = pytest.mark.parametrize(
+    ("fault", "status"),
+    [(Fault.api_error(), 500), (Fault.dependency_failed(), 424)],
+    ids=["500", "424"],
+)
+
+
+@STORED_FAILURES
+async def test_a_capture_owed_after_a_stored_failure_is_made_under_the_next_key_within_the_day(
+    stored, clock, fault, status
 ):
     fake, payments = stored
-    fake.inject(Fault.api_error(), endpoint="capture")
-    created = (await payments.create(split_request("r-owed-500"), deadline_s=None)).payment
+    fake.inject(fault, endpoint="capture")
+    created = (await payments.create(split_request("r-owed-capture"), deadline_s=None)).payment
     owed = await payments.get(created.id, "m_1")
     assert (owed.status, owed.owed) == (PaymentStatus.AUTHORIZED, Owed.CAPTURE)
 
-    # Within Stripe's 24 hours the first key only replays its stored 500; the lookup shows
-    # the intent still requires_capture, so the capture is made under the next key.
+    # Within Stripe's 24 hours the first key only replays its stored failure; the lookup
+    # shows the intent still requires_capture, so the capture is made under the next key.
     clock.advance(61)
     assert await payments.reconcile_due() == 1
     done = await payments.get(created.id, "m_1")
@@ -649,19 +658,20 @@ async def test_a_capture_owed_after_a_stored_500_is_made_under_the_next_key_with
     first = done.steps[0]
     assert fake.payment_intent(first.processor_payment_id)["status"] == "succeeded"
     captures = [a for a in first.attempts if a.operation == "capture"]
-    assert [a.raw.http_status for a in captures] == [500, 500, 0]
+    assert [a.raw.http_status for a in captures] == [status, status, 0]
     keys = [a.idempotency_key for a in captures]
     assert keys[0] == keys[1] and keys[2] == keys[0] + "_g1"
     assert tries(fake, first, "capture") == [False, True, False]
 
 
-async def test_a_void_owed_after_a_stored_500_is_made_under_the_next_key_within_the_day(
-    stored, clock
+@STORED_FAILURES
+async def test_a_void_owed_after_a_stored_failure_is_made_under_the_next_key_within_the_day(
+    stored, clock, fault, status
 ):
     fake, payments = stored
-    request = split_request("r-owed-void-500", authorize_only=True)
+    request = split_request("r-owed-void", authorize_only=True)
     created = (await payments.create(request, deadline_s=None)).payment
-    fake.inject(Fault.api_error(), endpoint="cancel")
+    fake.inject(fault, endpoint="cancel")
     await payments.cancel(created.id, "m_1", "customer changed their mind")
     owed = await payments.get(created.id, "m_1")
     assert owed.owed is Owed.VOID and owed.steps[0].status is StepStatus.AUTHORIZED

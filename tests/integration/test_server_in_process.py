@@ -50,7 +50,7 @@ def running(served):
     return channel, auth
 
 
-async def pay(stub, auth, *, currency="GBP", payment_method="pm_card_visa"):
+async def pay(stub, auth, *, currency="GBP", payment_method="pm_card_visa", customer_id=""):
     """A 12.50 payment of m_1's; the created payment."""
     created = await stub.CreatePayment(
         orch.CreatePaymentRequest(
@@ -58,6 +58,7 @@ async def pay(stub, auth, *, currency="GBP", payment_method="pm_card_visa"):
             amount_minor=1250,
             currency=currency,
             payment_method=payment_method,
+            customer_id=customer_id,
         ),
         metadata=auth,
     )
@@ -76,14 +77,22 @@ async def test_an_in_process_server_takes_and_reads_back_a_payment(running):
     assert health.status == health_pb2.HealthCheckResponse.SERVING
 
 
-async def test_a_payment_method_the_processor_does_not_have_fails_with_a_code_the_caller_can_act_on(
-    running,
+@pytest.mark.parametrize(
+    ("given", "code"),
+    [
+        ({"payment_method": "pm_missing_card"}, result_pb2.ERROR_CODE_PAYMENT_METHOD_NOT_FOUND),
+        ({"customer_id": "cus_missing_alice"}, result_pb2.ERROR_CODE_CUSTOMER_NOT_FOUND),
+    ],
+    ids=["payment method", "customer"],
+)
+async def test_an_id_the_processor_does_not_have_fails_with_a_code_the_caller_can_act_on(
+    running, given, code
 ):
     channel, auth = running
     stub = orch_grpc.PaymentOrchestratorStub(channel)
-    result = (await pay(stub, auth, payment_method="pm_missing_card")).result
+    result = (await pay(stub, auth, **given)).result
     assert not result.success
-    assert result.final_error == result_pb2.ERROR_CODE_PAYMENT_METHOD_NOT_FOUND
+    assert result.final_error == code
 
 
 async def test_the_event_that_reconciled_a_payment_is_named_in_its_listed_events(served):

@@ -99,6 +99,7 @@ async def test_a_card_used_once_without_saving_it_on_a_customer_is_refused_the_n
 ) -> None:
     """A PaymentMethod is single use at Stripe unless attached to a customer: a charge
     naming a customer but not saving the card uses it up all the same."""
+    fake.register_customer("cus_a")
     pm = fake.create_payment_method()
     first = await processor.authorize(charge(pm, customer_id="cus_a", off_session=False))
     assert first.kind is ResponseKind.SUCCEEDED
@@ -120,6 +121,8 @@ async def test_a_card_used_once_without_saving_it_on_a_customer_is_refused_the_n
 async def test_a_card_saved_for_off_session_is_attached_to_the_customer_and_charged_again(
     fake: FakeStripe, processor: StripeProcessor
 ) -> None:
+    for customer in ("cus_a", "cus_b"):
+        fake.register_customer(customer)
     pm = fake.create_payment_method()
     first = await processor.authorize(
         charge(pm, customer_id="cus_a", off_session=False, save_for_off_session=True)
@@ -1083,6 +1086,31 @@ async def test_an_unknown_payment_method_fails_the_create_and_lookup_finds_nothi
     looked = await processor.lookup(charge("pm_does_not_exist"), "")
     assert looked.kind is ResponseKind.NOT_FOUND
     assert fake.payment_intents == {}
+
+
+async def test_a_customer_stripe_does_not_have_fails_the_create_as_the_callers_error(
+    fake: FakeStripe, processor: StripeProcessor
+) -> None:
+    fake.register_customer("cus_Known")
+    assert (await processor.authorize(charge(customer_id="cus_Known"))).kind is not (
+        ResponseKind.ERROR
+    )
+
+    answer = await processor.authorize(charge(payment_id="pay_2", customer_id="cus_Unknown"))
+
+    assert (answer.kind, answer.http_status, answer.code, answer.param) == (
+        ResponseKind.ERROR,
+        400,
+        "resource_missing",
+        "customer",
+    )
+    # The caller's customer, not a parameter of ours: no contract violation.
+    verdict = classify(answer)
+    assert (verdict.outcome, verdict.error_code.value, verdict.contract_violation) == (
+        Outcome.HARD,
+        "customer_not_found",
+        False,
+    )
 
 
 async def test_the_adapter_never_raises_under_a_burst_of_faults(

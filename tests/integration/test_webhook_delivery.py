@@ -19,6 +19,7 @@ from payorch.app.webhook_delivery import (
     MAX_ENDPOINTS_PER_MERCHANT,
     CannotRedeliver,
     DeliveryNotFound,
+    EndpointCreation,
     EndpointNotFound,
     InvalidEndpoint,
     WebhookDispatcher,
@@ -64,7 +65,7 @@ async def test_a_receiver_verifies_each_webhook_and_sees_the_same_id_after_answe
     container, clock, receiver
 ):
     app = container.installments
-    endpoint = await app.endpoints.create("m_1", receiver.url, "", CREATED)
+    endpoint = (await app.endpoints.create("m_1", receiver.url, "", CREATED)).endpoint
     plan = (await create_plan(container)).plan
     receiver.script = [500]
 
@@ -98,7 +99,7 @@ async def test_a_receiver_verifies_each_webhook_and_sees_the_same_id_after_answe
 
 async def test_a_410_disables_the_endpoint_and_nothing_more_is_sent(container, clock, receiver):
     app = container.installments
-    endpoint = await app.endpoints.create("m_1", receiver.url, "", [])
+    endpoint = (await app.endpoints.create("m_1", receiver.url, "", [])).endpoint
     await create_plan(container)  # several events: the first 410 stops them all
     receiver.script = [410]
     stats = await app.dispatcher.run_once()
@@ -122,7 +123,7 @@ async def test_an_endpoint_enabled_after_a_410_receives_new_events_signed_with_i
     container, clock, receiver
 ):
     app = container.installments
-    endpoint = await app.endpoints.create("m_1", receiver.url, "", CREATED)
+    endpoint = (await app.endpoints.create("m_1", receiver.url, "", CREATED)).endpoint
     await create_plan(container, "plan-1")
     receiver.script = [410]
     assert (await app.dispatcher.run_once()).disabled == 1
@@ -164,7 +165,7 @@ async def test_a_delivery_fanned_out_as_its_endpoint_answered_410_stays_unsent_w
     container, clock, receiver
 ):
     app = container.installments
-    endpoint = await app.endpoints.create("m_1", receiver.url, "", CREATED)
+    endpoint = (await app.endpoints.create("m_1", receiver.url, "", CREATED)).endpoint
     await create_plan(container)
     # What a fan-out racing the 410 leaves: the endpoint disabled, a delivery pending,
     # for the next pass to abandon.
@@ -185,7 +186,7 @@ async def test_a_delivery_fanned_out_as_its_endpoint_answered_410_stays_unsent_w
 
 async def test_only_the_merchant_of_an_endpoint_or_ops_enables_it(container, clock, receiver):
     app = container.installments
-    endpoint = await app.endpoints.create("m_1", receiver.url, "", CREATED)
+    endpoint = (await app.endpoints.create("m_1", receiver.url, "", CREATED)).endpoint
     await create_plan(container)
     receiver.script = [410]
     await app.dispatcher.run_once()
@@ -209,7 +210,7 @@ async def test_an_endpoint_answering_410_to_every_delivery_at_once_is_disabled_o
     container, clock, receiver
 ):
     app = container.installments
-    endpoint = await app.endpoints.create("m_1", receiver.url, "", [])
+    endpoint = (await app.endpoints.create("m_1", receiver.url, "", [])).endpoint
     for n in range(3):
         await create_plan(container, f"plan-{n}")
     receiver.script = [410] * 100  # every request in flight is answered 410 together
@@ -228,7 +229,7 @@ async def test_exhausted_deliveries_land_in_the_dead_letter_list_and_can_be_rede
     container, clock, receiver
 ):
     app = container.installments
-    endpoint = await app.endpoints.create("m_1", receiver.url, "", CREATED)
+    endpoint = (await app.endpoints.create("m_1", receiver.url, "", CREATED)).endpoint
     await create_plan(container)
     receiver.script = [503] * len(BACKOFF_S)
     for _ in BACKOFF_S:
@@ -440,7 +441,7 @@ async def test_a_database_error_writing_an_endpoint_does_not_carry_its_signing_k
     dispatcher pass), and the key is stored without its whsec_ prefix, which the log
     redaction looks for."""
     app = container.installments
-    endpoint = await app.endpoints.create("m_1", "http://127.0.0.1:9/hooks", "", CREATED)
+    endpoint = (await app.endpoints.create("m_1", "http://127.0.0.1:9/hooks", "", CREATED)).endpoint
     key = endpoint.secret.removeprefix("whsec_")
     with pytest.raises(DBAPIError) as failed:
         async with app.uow() as uow:
@@ -477,7 +478,7 @@ async def test_deliveries_fanned_out_to_an_endpoint_deleted_meanwhile_go_to_dead
 ):
     container = pg_container
     app = container.installments
-    endpoint = await app.endpoints.create("m_1", "http://127.0.0.1:9/hooks", "", CREATED)
+    endpoint = (await app.endpoints.create("m_1", "http://127.0.0.1:9/hooks", "", CREATED)).endpoint
     await create_plan(container)
     fan_out = SqlAlchemyWebhookRepository.fan_out
 
@@ -505,9 +506,9 @@ async def test_the_endpoint_limit_holds_for_creates_racing_on_two_replicas(
     container, database_url, clock, receiver
 ):
     endpoints = container.installments.endpoints
-    gone = await endpoints.create("m_1", receiver.url, "deleted: not counted", [])
+    gone = (await endpoints.create("m_1", receiver.url, "deleted: not counted", [])).endpoint
     await endpoints.delete(gone.id, "m_1")
-    off = await endpoints.create("m_1", receiver.url, "disabled: counted", [])
+    off = (await endpoints.create("m_1", receiver.url, "disabled: counted", [])).endpoint
     async with container.installments.uow() as uow:
         stored = await uow.webhooks.get_endpoint(off.id, "m_1")
         stored.disable("410 Gone", clock.now())
@@ -527,7 +528,7 @@ async def test_the_endpoint_limit_holds_for_creates_racing_on_two_replicas(
     finally:
         await other.close()
 
-    made = [t for t in tries if isinstance(t, WebhookEndpoint)]
+    made = [t for t in tries if isinstance(t, EndpointCreation)]
     refused = [t for t in tries if isinstance(t, InvalidEndpoint)]
     assert (len(made), len(refused)) == (MAX_ENDPOINTS_PER_MERCHANT - 1, 6)
     assert len(await endpoints.list("m_1")) == MAX_ENDPOINTS_PER_MERCHANT
@@ -570,3 +571,26 @@ async def test_two_replicas_dispatching_together_send_each_event_once_to_each_en
         for r in receivers:
             await r.stop()
         await other.close()
+
+
+async def test_creates_racing_under_one_request_id_on_two_replicas_make_one_endpoint(
+    container, database_url, clock, receiver
+):
+    endpoints = container.installments.endpoints
+    other = await installments_container(database_url, clock)  # a second replica
+    try:
+        tries = await asyncio.gather(
+            *(
+                (endpoints if n % 2 else other.installments.endpoints).create(
+                    "m_1", receiver.url, "one", [], request_id="ep-race"
+                )
+                for n in range(6)
+            )
+        )
+    finally:
+        await other.close()
+
+    assert len({t.endpoint.id for t in tries}) == 1
+    assert sorted(t.replayed for t in tries) == [False] + [True] * 5
+    assert {t.secret for t in tries} == {tries[0].endpoint.secret}
+    assert [e.id for e in await endpoints.list("m_1")] == [tries[0].endpoint.id]

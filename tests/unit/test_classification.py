@@ -353,17 +353,26 @@ def test_invalid_request_error_is_hard_and_our_contract_violation() -> None:
     assert not is_infrastructure_failure(c)
 
 
-def test_a_payment_method_the_processor_does_not_have_is_the_callers_error_not_ours() -> None:
-    # Stripe: "No such PaymentMethod: 'pm_...'". The caller chose that id; we passed it on.
+@pytest.mark.parametrize(
+    ("param", "code"),
+    [
+        ("payment_method", ErrorCode.PAYMENT_METHOD_NOT_FOUND),  # "No such PaymentMethod"
+        ("customer", ErrorCode.CUSTOMER_NOT_FOUND),  # "No such customer"
+    ],
+)
+def test_an_id_the_caller_chose_that_the_processor_does_not_have_is_the_callers_error(
+    param: str, code: ErrorCode
+) -> None:
+    # The caller chose that id; we passed it on as given.
     c = classify(
         error(
             http_status=400,
             error_type="invalid_request_error",
             code="resource_missing",
-            param="payment_method",
+            param=param,
         )
     )
-    assert c == hard(ErrorCode.PAYMENT_METHOD_NOT_FOUND)
+    assert c == hard(code)
     assert not is_infrastructure_failure(c)
 
 

@@ -16,6 +16,7 @@ import grpc
 import grpc_testing
 import pytest
 
+from payments.installments.v1 import installments_pb2
 from payments.orchestrator.v1 import orchestrator_pb2 as orch
 from payments.result.v1 import result_pb2
 from payorch.domain.card_data import contains_card_number
@@ -538,3 +539,28 @@ def test_config_set_sends_the_version_it_expects(
     req = sent.request
     assert isinstance(req, orch.UpsertMerchantConfigRequest) and req.config.allow_partial
     assert (req.expected_version, req.expect_default) == (expected_version, expect_default)
+
+
+INSTALLMENTS = installments_pb2.DESCRIPTOR.services_by_name["InstallmentService"]
+
+
+@pytest.mark.parametrize("given", [[], ["--request-id", "ep-17"]], ids=["made up", "given"])
+def test_create_endpoint_sends_a_request_id_to_make_it_again_after_a_lost_answer(
+    channel, monkeypatch, capsys, given
+):
+    testing = grpc_testing.channel([INSTALLMENTS], grpc_testing.strict_real_time())
+    monkeypatch.setattr(cli, "channel", lambda _args: testing)
+    argv = ["webhooks", "create-endpoint", *ADDRESS, "--api-key", "po_k", "--url", "https://h/x"]
+    run = CliRun(testing, [*argv, *given])
+    _, request, rpc = testing.take_unary_unary(
+        INSTALLMENTS.methods_by_name["CreateWebhookEndpoint"]
+    )
+    rpc.terminate(None, (), grpc.StatusCode.UNAVAILABLE, "connection lost")  # no answer
+    assert run.finish() == 1
+
+    failure = json.loads(capsys.readouterr().err)
+    if given:
+        assert request.request_id == "ep-17" and "request_id" not in failure
+    else:  # named, to make the same call again with --request-id
+        assert request.request_id.startswith("endpoint-")
+        assert failure["request_id"] == request.request_id

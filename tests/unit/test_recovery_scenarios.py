@@ -12,7 +12,10 @@ import pytest
 
 from payorch.adapters.clock import ManualClock
 from payorch.adapters.processors.simulated import SimulatedProcessor, Simulation
+from payorch.app.contract_monitor import ContractMonitor
 from payorch.app.merchant_configs import MerchantConfigs
+from payorch.app.observability import Observers
+from payorch.app.payment_observation import PaymentObservation
 from payorch.app.payments import PaymentService
 from payorch.app.router import Deadline, Router
 from payorch.app.settlement import Settlement
@@ -23,11 +26,13 @@ from payorch.domain.request import RawPaymentRequest, parse_payment_request
 from payorch.domain.results import ErrorCode, Outcome, ProcessorResponse, ResponseKind
 from payorch.domain.retry import RetryPolicy
 from tests.fakes.memory import FakeMerchantConfigStore, FakeUnitOfWorkFactory
+from tests.unit.test_observability import ListSink
 
 
 class World:
     def __init__(self, *, max_retries: int = 1, latency_ms: float = 0.0) -> None:
         self.clock = ManualClock()
+        self.violations = ListSink()
         self.sim = SimulatedProcessor(
             "simulated", Simulation(latency_ms=latency_ms), sleep=self.clock.sleep
         )
@@ -45,6 +50,9 @@ class World:
             self.clock,
             self.configs,
             Settlement(self.router.processors, self.clock),
+            observation=PaymentObservation(
+                monitor=ContractMonitor(self.violations, self.clock, Observers())
+            ),
         )
 
     async def pay(self, request_id: str = "r1", token: str = "pm_card_visa", deadline_s=None):
@@ -269,6 +277,40 @@ async def test_inconclusive_lookups_back_off_one_minute_five_minutes_one_hour_th
         if a.operation == "lookup"
     ]
     assert len(lookups) == 5
+
+
+async def test_payments_at_a_processor_taken_out_of_the_settings_wait_for_it_and_name_it_each_pass():
+    w = World(max_retries=0)
+    w.sim.inject("lost_response", "lost_response")
+    unknown = [await w.pay("r1"), await w.pay("r2")]
+    assert {p.status for p in unknown} == {PaymentStatus.UNKNOWN}
+    removed = w.router.processors.pop("simulated")  # the server restarted without it
+
+    async def a_pass() -> list[str]:
+        before = len(w.violations.violations)
+        assert await w.service.reconcile_due() == 0
+        return [f"{v.contract_id}: {v.message}" for v in w.violations.violations[before:]]
+
+    w.clock.advance(60)
+    [named] = await a_pass()  # one for the processor, however many payments it holds
+    assert named.startswith("processor/not_configured: processor 'simulated'")
+    assert all(p.id in named for p in unknown)
+    for p in unknown:  # no outcome guessed, nothing asked: it stays unknown, backed off
+        kept = await w.service.get(p.id, "m_1")
+        assert kept.status is PaymentStatus.UNKNOWN
+        assert kept.steps[0].attempts == p.steps[0].attempts
+        assert (kept.next_reconcile_at - w.clock.now()).total_seconds() == 300
+    w.clock.advance(60)
+    assert await a_pass() == []  # backed off: not due, not named again
+    w.clock.advance(240)
+    assert len(await a_pass()) == 1
+
+    w.router.processors["simulated"] = removed  # configured again: they settle
+    w.clock.advance(3600)
+    assert await w.service.reconcile_due() == 2
+    for p in unknown:
+        assert (await w.service.get(p.id, "m_1")).status is PaymentStatus.SUCCEEDED
+    assert w.charges == 2
 
 
 # -- a request still in flight under the key (Stripe's 409 idempotency_key_in_use) ----

@@ -104,6 +104,12 @@ class WebhookRepository(Protocol):
         """Endpoints not deleted, oldest first."""
         ...
 
+    async def get_endpoint_by_request(
+        self, merchant_id: str, request_id: str
+    ) -> WebhookEndpoint | None:
+        """The merchant's endpoint created under this idempotency key, deleted or not."""
+        ...
+
     async def count_endpoints_to_add(self, merchant_id: str) -> int:
         """The merchant's endpoints not deleted; another transaction counting them to
         add one waits until this one ends, so a limit checked on the count holds."""

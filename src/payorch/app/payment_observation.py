@@ -6,6 +6,7 @@ Every method is safe to call: nothing here raises into a payment.
 
 from __future__ import annotations
 
+import logging
 from contextlib import AbstractContextManager
 
 from payorch.app.contract_monitor import ContractMonitor
@@ -13,6 +14,10 @@ from payorch.app.observability import AttributeValue, NullTracer, Observers, Spa
 from payorch.domain.contracts import attempt_violation
 from payorch.domain.payment import Payment
 from payorch.domain.request import CoreRequest
+
+log = logging.getLogger("payorch.reconciler")
+# Payment ids named in one violation; the rest are counted.
+NAMED_PAYMENTS = 10
 
 
 class PaymentObservation:
@@ -57,6 +62,19 @@ class PaymentObservation:
         for field in fields:
             message = f"{field}: a processor customer bound to another merchant"
             self._record("input/customer", message, request.merchant_id, request.request_id)
+
+    def processor_not_configured(self, processor: str, payment_ids: list[str]) -> None:
+        """A reconciler pass found payments held at a processor the server no longer has
+        configured: they wait for it, named once a pass for operators to act on."""
+        named = ", ".join(payment_ids[:NAMED_PAYMENTS])
+        more = len(payment_ids) - NAMED_PAYMENTS
+        message = (
+            f"processor {processor!r} is not configured: {len(payment_ids)} due payment(s)"
+            f" held there cannot be reconciled, captured or voided and wait for it ({named}"
+            f"{f', and {more} more' if more > 0 else ''}); configure it again to settle them"
+        )
+        log.warning("reconciler: %s", message)
+        self._record("processor/not_configured", message, "", "")
 
     def idempotency_conflict(self, request: CoreRequest, message: str) -> None:
         self._record("idempotency/conflict", message, request.merchant_id, request.request_id)

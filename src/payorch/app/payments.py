@@ -824,8 +824,15 @@ class PaymentService:
                 now=now, processing_before=now - processing_stale_after, limit=limit
             )
         settled = 0
+        waiting: dict[str, list[str]] = {}
         for payment in due:
+            for name in self._router.unconfigured(payment):
+                waiting.setdefault(name, []).append(payment.id)
+            # Asked all the same: what other processors hold is settled, and the rest
+            # backs off (no outcome is ever guessed for a processor that cannot answer).
             settled += await self.reconcile(payment)
+        for name, payment_ids in sorted(waiting.items()):
+            self._observe.processor_not_configured(name, payment_ids)
         return settled
 
     async def _finish_after_reconcile(self, payment: Payment) -> None:

@@ -41,6 +41,10 @@ from payorch.domain.retry import DEADLINE_RESERVE_MS, RetryPolicy, decide_retry
 
 # Time kept back from the caller's deadline to store the result.
 DEADLINE_RESERVE_S = DEADLINE_RESERVE_MS / 1000.0
+# Steps the processor still has to answer for: looked up, captured or voided there.
+_OPEN_AT_PROCESSOR = frozenset(
+    {StepStatus.PENDING, StepStatus.UNKNOWN, StepStatus.REQUIRES_ACTION, StepStatus.AUTHORIZED}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +136,18 @@ class Router:
         self._rng = rng or random.Random()
         self.health = health or HealthTracker(HealthPolicy(), clock, processors=processors)
         self.stalls = stalls
+
+    def unconfigured(self, payment: Payment) -> set[str]:
+        """The processors holding what the payment still has open that are not configured
+        (taken out of the settings since): nothing there can be looked up, captured or
+        voided until they are configured again."""
+        return {
+            name
+            for step in payment.steps
+            if step.status in _OPEN_AT_PROCESSOR
+            for name in _holding(step)
+            if name not in self.processors
+        }
 
     def charge_request(self, payment: Payment, step: Step, timeout_s: float) -> ChargeRequest:
         return charge_request(payment, step, timeout_s)
@@ -463,9 +479,9 @@ class Router:
         The same holds for a step paused for the customer whose authentication failed:
         the client holds the intent's secret and may confirm it again (another card).
         """
-        names = [step.processor] if step.processor else list(step.processors)
+        names = _holding(step)
         if not names or any(n not in self.processors for n in names):
-            return False
+            return False  # PaymentService.reconcile_due names the missing processor
         request = self.charge_request(payment, step, self.call_timeout_s)
         inconclusive = False
         attempt: Attempt | None = None
@@ -544,3 +560,9 @@ class Router:
         payment.step_failed(step, verdict, processor=names[-1], latency_ms=attempt.latency_ms)
         payment.step_reconciled(step, source="retrieve")
         return True
+
+
+def _holding(step: Step) -> list[str]:
+    """The processors that may hold the step's money: its own, or, for a step a server
+    died on before it was answered, every one it was to try."""
+    return [step.processor] if step.processor else list(step.processors)

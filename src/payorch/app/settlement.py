@@ -18,7 +18,7 @@ from payorch.domain.results import ChargeRefunds, Outcome, ProcessorResponse, Re
 _DONE = {"capture": ResponseKind.SUCCEEDED, "void": ResponseKind.NOT_CHARGED}
 # A lookup after a failed capture or void: the call may have gone through after all
 # (its answer lost, or an error stored under the key and replayed, as Stripe replays a
-# 500 for 24 hours), or the other one did: a capture and a cancel raced, or the
+# 500 or a 424 for 24 hours), or the other one did: a capture and a cancel raced, or the
 # authorization lapsed (the processor cancels it: Stripe after 7 days). Either way the
 # step is recorded as the processor holds it, captured or voided, not left owing a
 # call that can never go through.
@@ -34,8 +34,8 @@ _LOST_TO = {
     ),
 }
 # What a lookup finds when the call could still go through: the intent is still open.
-# After a 500 stored under the key and replayed (Stripe replays it for 24 hours, to
-# every try under that key), the call is made again under the next key: safe, as a
+# After a failure stored under the key and replayed (Stripe stores a 500 or a 424 and
+# replays it for 24 hours, to every try under that key), the call is made again under the next key: safe, as a
 # PaymentIntent is captured or canceled once only, and Stripe refuses a second.
 _OPEN = {
     "capture": frozenset({ResponseKind.AUTHORIZED}),
@@ -94,8 +94,8 @@ class Settlement:
         """Make a capture or void call and record the step as the processor then holds
         it; True when this call went through. A failed one is looked up: it may have
         gone through after all, or the other one may have won, and the step is recorded
-        as the processor holds it. A stored 500 replayed over an intent still open is
-        made again once, under the next key. Otherwise the step is left as it was
+        as the processor holds it. A stored failure (500, 424) replayed over an intent
+        still open is made again once, under the next key. Otherwise the step is left as it was
         (owed, to the caller)."""
         done = _DONE[operation]
         other, lost = _LOST_TO[operation]
@@ -106,8 +106,11 @@ class Settlement:
             if made is not None and made[0] is Outcome.SUCCESS:
                 held = done
                 break
-            replayed_500 = made is not None and made[1].replayed and made[1].http_status >= 500
-            again = f"a 500 stored under the key: the {operation} is made under the next key"
+            # A failure the processor stored under the key (indeterminate: Stripe's 500 or
+            # 424), replayed: no later try under that key can go through.
+            replayed_failure = made is not None and made[1].replayed and made[1].indeterminate
+            status = made[1].http_status if made is not None else 0
+            again = f"a {status} stored under the key: the {operation} is made under the next key"
             found = await self._look_up_step(
                 payment,
                 step,
@@ -116,12 +119,12 @@ class Settlement:
                 decisions={
                     done: f"the {operation} went through",
                     other: lost,
-                    **dict.fromkeys(_OPEN[operation] if replayed_500 else (), again),
+                    **dict.fromkeys(_OPEN[operation] if replayed_failure else (), again),
                 },
                 otherwise=f"the {operation} is still owed",
             )
             held = found if found in (done, other) else None
-            if not (replayed_500 and found in _OPEN[operation]):
+            if not (replayed_failure and found in _OPEN[operation]):
                 break
             key = _settle_key(payment, step, operation, next_generation=True)
         _record_held(payment, step, held)
@@ -384,7 +387,7 @@ def _settle_key(
 ) -> str:
     """The key of the step's capture (or void): the one it was last tried under, so a
     lost answer is replayed, never sent again under another key; the next generation
-    only once a lookup proved the intent still open after a stored 500 replayed. The
+    only once a lookup proved the intent still open after a stored failure replayed. The
     keys tried are in the step's attempts: a try lost before it was recorded is made
     again under the same key."""
     tried = {a.idempotency_key for a in step.attempts if a.operation == operation}

@@ -28,6 +28,7 @@ from payorch.app.installment_ports import (
 )
 from payorch.app.ports import Clock, ConcurrentUpdate
 from payorch.domain.card_data import contains_card_number
+from payorch.domain.request import idempotency_key_issues
 from payorch.domain.webhook_delivery import (
     DeliveryStatus,
     EndpointStatus,
@@ -41,6 +42,10 @@ log = logging.getLogger("payorch.webhooks")
 MAX_URL_LEN = 2048
 MAX_DESCRIPTION_LEN = 200
 MAX_ENDPOINTS_PER_MERCHANT = 20
+# How long a create made again under its request_id gets the signing secret again (as
+# long as Stripe replays an answer under its idempotency key): time enough to recover
+# from a lost answer, not a way to read a secret back for ever.
+SECRET_REPLAY_WINDOW = timedelta(hours=24)
 # Event types an endpoint may subscribe to (empty subscription: all of them).
 EVENT_NAMES = (
     "PlanCreated",
@@ -85,6 +90,37 @@ class CannotRedeliver(RuntimeError):
     pass
 
 
+class EndpointRequestReused(RuntimeError):
+    """A request_id already used for an endpoint with another url, description or event
+    types."""
+
+    def __init__(self, request_id: str) -> None:
+        super().__init__(
+            f"request_id {request_id!r} was already used for an endpoint with a different"
+            " url, description or event types"
+        )
+
+
+class EndpointCreatedThenDeleted(RuntimeError):
+    """The endpoint a request_id made has been deleted since: a replay cannot give it."""
+
+    def __init__(self, request_id: str, endpoint_id: str) -> None:
+        super().__init__(
+            f"request_id {request_id!r} made endpoint {endpoint_id}, deleted since:"
+            " create another under a new request_id"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointCreation:
+    endpoint: WebhookEndpoint
+    # The signing secret to hand out: at the create, and to a replay within
+    # SECRET_REPLAY_WINDOW of it; "" after that.
+    secret: str
+    # Made by an earlier call under the same request_id.
+    replayed: bool = False
+
+
 def new_endpoint_id() -> str:
     return new_id("we")
 
@@ -106,11 +142,25 @@ class WebhookEndpoints:
         self._new_id = new_id
 
     async def create(
-        self, merchant_id: str, url: str, description: str, event_types: Sequence[str]
-    ) -> WebhookEndpoint:
-        """The endpoint, with its secret: the only time the secret is handed out."""
+        self,
+        merchant_id: str,
+        url: str,
+        description: str,
+        event_types: Sequence[str],
+        *,
+        request_id: str = "",
+    ) -> EndpointCreation:
+        """The endpoint, with its secret: handed out at the create, and again to the same
+        create made again under its request_id within SECRET_REPLAY_WINDOW."""
         url = url.strip()
-        problems = []
+        wanted = (url, description, tuple(dict.fromkeys(event_types)))
+        issues = idempotency_key_issues(request_id) if request_id else []
+        if request_id and not issues:
+            async with self._uow() as uow:
+                made = await uow.webhooks.get_endpoint_by_request(merchant_id, request_id)
+            if made is not None:  # no address check: the call made it before
+                return self._replay(made, wanted)
+        problems = [(i.field, i.message) for i in issues]
         # Each held to its length first: the card scan reads only what may be kept. A
         # URL is read decoded too: `4242%204242...`, `4242+4242...` and `%34%32...` are
         # card numbers to its receiver, and the scan reads it as the receiver does.
@@ -142,18 +192,38 @@ class WebhookEndpoints:
             url=url,
             secret=self._new_secret(),
             description=description,
-            event_types=tuple(dict.fromkeys(event_types)),
+            event_types=wanted[2],
             created_at=now,
             updated_at=now,
+            request_id=request_id,
         )
         async with self._uow() as uow:
-            if await uow.webhooks.count_endpoints_to_add(merchant_id) >= MAX_ENDPOINTS_PER_MERCHANT:
+            # Counting holds the merchant's other creates off until this one ends, so a
+            # create racing this one under the same request_id is found here, or finds it.
+            count = await uow.webhooks.count_endpoints_to_add(merchant_id)
+            if request_id:
+                made = await uow.webhooks.get_endpoint_by_request(merchant_id, request_id)
+                if made is not None:
+                    return self._replay(made, wanted)
+            if count >= MAX_ENDPOINTS_PER_MERCHANT:
                 raise InvalidEndpoint(
                     [("url", f"at most {MAX_ENDPOINTS_PER_MERCHANT} endpoints per merchant")]
                 )
             await uow.webhooks.add_endpoint(endpoint)
             await uow.commit()
-        return endpoint
+        return EndpointCreation(endpoint, endpoint.secret)
+
+    def _replay(
+        self, made: WebhookEndpoint, wanted: tuple[str, str, tuple[str, ...]]
+    ) -> EndpointCreation:
+        """The endpoint an earlier create made under the request_id, when this one asks
+        for the same; its secret while SECRET_REPLAY_WINDOW lasts."""
+        if (made.url, made.description, made.event_types) != wanted:
+            raise EndpointRequestReused(made.request_id)
+        if made.status is EndpointStatus.DELETED:
+            raise EndpointCreatedThenDeleted(made.request_id, made.id)
+        fresh = self._clock.now() - made.created_at <= SECRET_REPLAY_WINDOW
+        return EndpointCreation(made, made.secret if fresh else "", replayed=True)
 
     async def list(self, merchant_id: str | None) -> Sequence[WebhookEndpoint]:
         async with self._uow() as uow:

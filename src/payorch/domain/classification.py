@@ -118,6 +118,7 @@ ERROR_CODES: dict[str, Classification] = {
 # A parameter payorch builds itself (the amount, the intent's id) stays ours (below).
 CALLER_ERRORS: dict[tuple[str, str], Classification] = {
     ("resource_missing", "payment_method"): _hard(ErrorCode.PAYMENT_METHOD_NOT_FOUND),
+    ("resource_missing", "customer"): _hard(ErrorCode.CUSTOMER_NOT_FOUND),
 }
 
 # Error `type`s, when neither the decline code nor the code decided.

@@ -81,6 +81,12 @@ CATALOG: dict[str, Contract] = {
             INTEGRATIONS,
             "We never send a processor a request it calls invalid.",
         ),
+        _c(
+            "processor/not_configured",
+            _ERR,
+            PLATFORM,
+            "Every processor a payment is held at stays configured until it settles.",
+        ),
         # Idempotency.
         _c(
             "idempotency/conflict",

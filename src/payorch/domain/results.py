@@ -45,6 +45,9 @@ class ErrorCode(enum.Enum):
     # The processor has no payment method by the id the caller gave (Stripe's "No such
     # PaymentMethod"): the caller's to correct, not a fault of ours or of the processor.
     PAYMENT_METHOD_NOT_FOUND = "payment_method_not_found"
+    # The processor has no customer by the id the caller gave (Stripe's "No such
+    # customer"): the caller's to correct, as a payment method it does not have.
+    CUSTOMER_NOT_FOUND = "customer_not_found"
 
 
 class ResponseKind(enum.Enum):

@@ -45,6 +45,8 @@ class WebhookEndpoint:
     status: EndpointStatus = EndpointStatus.ENABLED
     disabled_reason: str = ""
     version: int = 0
+    # The idempotency key it was created under, unique per merchant ("" for none).
+    request_id: str = ""
 
     def wants(self, event_type: str) -> bool:
         return self.status is EndpointStatus.ENABLED and (

@@ -9,6 +9,7 @@ import contextlib
 import json
 import signal
 import sys
+import uuid
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -140,6 +141,9 @@ def cmd_retry(args: argparse.Namespace) -> int:
 
 
 def cmd_endpoint_create(args: argparse.Namespace) -> int:
+    # Always under an idempotency key: the command run again with --request-id after its
+    # answer was lost gets the endpoint (and, within a day, its secret), never a second.
+    request_id = args.request_id or f"endpoint-{uuid.uuid4()}"
     return _call(
         args,
         "CreateWebhookEndpoint",
@@ -148,7 +152,9 @@ def cmd_endpoint_create(args: argparse.Namespace) -> int:
             url=args.url,
             description=args.description or "",
             event_types=args.event_type or [],
+            request_id=request_id,
         ),
+        "" if args.request_id else request_id,
     )
 
 
@@ -475,6 +481,11 @@ def register(
     client_flags(ep_create)
     ep_create.add_argument("--merchant", help="merchant id (default: the API key's)")
     ep_create.add_argument("--url", required=True)
+    ep_create.add_argument(
+        "--request-id",
+        help="idempotency key (default: a new one, printed if the call fails); the same"
+        " command run again with it after a lost answer returns the same endpoint",
+    )
     ep_create.add_argument("--description")
     ep_create.add_argument(
         "--event-type", action="append", help="e.g. installment.paid (repeatable; default all)"

@@ -275,24 +275,28 @@ class WebhookEndpoint(_message.Message):
     def __init__(self, endpoint_id: _Optional[str] = ..., url: _Optional[str] = ..., description: _Optional[str] = ..., event_types: _Optional[_Iterable[str]] = ..., status: _Optional[_Union[EndpointStatus, str]] = ..., disabled_reason: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., merchant_id: _Optional[str] = ...) -> None: ...
 
 class CreateWebhookEndpointRequest(_message.Message):
-    __slots__ = ("merchant_id", "url", "description", "event_types")
+    __slots__ = ("merchant_id", "url", "description", "event_types", "request_id")
     MERCHANT_ID_FIELD_NUMBER: _ClassVar[int]
     URL_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     EVENT_TYPES_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     merchant_id: str
     url: str
     description: str
     event_types: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, merchant_id: _Optional[str] = ..., url: _Optional[str] = ..., description: _Optional[str] = ..., event_types: _Optional[_Iterable[str]] = ...) -> None: ...
+    request_id: str
+    def __init__(self, merchant_id: _Optional[str] = ..., url: _Optional[str] = ..., description: _Optional[str] = ..., event_types: _Optional[_Iterable[str]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class CreateWebhookEndpointResponse(_message.Message):
-    __slots__ = ("endpoint", "secret")
+    __slots__ = ("endpoint", "secret", "replayed")
     ENDPOINT_FIELD_NUMBER: _ClassVar[int]
     SECRET_FIELD_NUMBER: _ClassVar[int]
+    REPLAYED_FIELD_NUMBER: _ClassVar[int]
     endpoint: WebhookEndpoint
     secret: str
-    def __init__(self, endpoint: _Optional[_Union[WebhookEndpoint, _Mapping]] = ..., secret: _Optional[str] = ...) -> None: ...
+    replayed: bool
+    def __init__(self, endpoint: _Optional[_Union[WebhookEndpoint, _Mapping]] = ..., secret: _Optional[str] = ..., replayed: _Optional[bool] = ...) -> None: ...
 
 class ListWebhookEndpointsRequest(_message.Message):
     __slots__ = ()

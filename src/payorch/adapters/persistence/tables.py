@@ -343,7 +343,10 @@ webhook_endpoints = Table(
     Column("version", Integer, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    # The create's idempotency key: NULL for none (NULLs never clash).
+    Column("request_id", String(255), nullable=True),
     Index(None, "merchant_id", "status"),
+    Index(None, "merchant_id", "request_id", unique=True),
 )
 
 webhook_deliveries = Table(

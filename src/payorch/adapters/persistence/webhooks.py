@@ -49,6 +49,7 @@ def _endpoint_row(e: WebhookEndpoint) -> dict[str, Any]:
         "version": e.version,
         "created_at": e.created_at,
         "updated_at": e.updated_at,
+        "request_id": e.request_id or None,
     }
 
 
@@ -65,6 +66,7 @@ def _endpoint(r: Any) -> WebhookEndpoint:
         status=EndpointStatus(r["status"]),
         disabled_reason=r["disabled_reason"],
         version=r["version"],
+        request_id=r["request_id"] or "",
     )
 
 
@@ -147,6 +149,14 @@ class SqlAlchemyWebhookRepository:
             query = query.where(t.c.merchant_id == merchant_id)
         rows = (await self._conn.execute(query.order_by(t.c.created_at, t.c.id))).mappings()
         return [_endpoint(r) for r in rows]
+
+    async def get_endpoint_by_request(
+        self, merchant_id: str, request_id: str
+    ) -> WebhookEndpoint | None:
+        t = webhook_endpoints
+        query = select(t).where(t.c.merchant_id == merchant_id, t.c.request_id == request_id)
+        row = (await self._conn.execute(query)).mappings().first()
+        return _endpoint(row) if row is not None else None
 
     async def count_endpoints_to_add(self, merchant_id: str) -> int:
         if self._conn.dialect.name == "postgresql":

@@ -49,6 +49,12 @@ AUTH_ON_SETUP = {"pm_card_authenticationRequiredOnSetup"}
 # pm_card_chargeDeclinedInsufficientFunds for every scheduled installment. Declining
 # by session rather than by count keeps it the same in every process.
 OFF_SESSION_DECLINED = "pm_card_offSessionDeclined"
+# Ours too: ids the account does not have, refused as Stripe refuses them ("No such
+# customer", "No such PaymentMethod"), as (param, Stripe's name, our prefix).
+MISSING = (
+    ("customer", "customer", "cus_missing"),
+    ("payment_method", "PaymentMethod", "pm_missing"),
+)
 
 
 FAULTS = ("rate_limit", "connection_error", "timeout", "api_error", "lost_response")
@@ -351,15 +357,17 @@ class SimulatedProcessor:
                 request_id=rid,
             )
             return intent.last_error
-        if token.startswith("pm_missing"):
+        missing = _missing_resource(request.customer_id, token)
+        if missing is not None:
+            param, name, given = missing
             return ProcessorResponse(
                 ResponseKind.ERROR,
                 processor_payment_id=intent.id,
                 http_status=400,
                 error_type="invalid_request_error",
                 code="resource_missing",
-                param="payment_method",
-                message=f"No such PaymentMethod: '{token[:40]}'",
+                param=param,
+                message=f"No such {name}: '{given[:40]}'",
                 request_id=rid,
             )
         if token in REQUIRES_AUTH or (token in AUTH_ON_SETUP and not request.off_session):
@@ -525,3 +533,17 @@ class SimulatedProcessor:
             message=f"cannot {action} a PaymentIntent in state {state}",
             request_id=self._request_id(),
         )
+
+
+def _missing_resource(customer_id: str, token: str) -> tuple[str, str, str] | None:
+    """The parameter, Stripe's name for it and the id given, for an id we simulate the
+    account not having; None when both are there."""
+    given = {"customer": customer_id, "payment_method": token}
+    return next(
+        (
+            (param, name, given[param])
+            for param, name, prefix in MISSING
+            if given[param].startswith(prefix)
+        ),
+        None,
+    )

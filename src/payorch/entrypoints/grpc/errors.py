@@ -70,5 +70,10 @@ def error(code: int, message: str, reason: str = "", field: str = "") -> RpcErro
     return RpcError(_status(code, clip(message, MAX_MESSAGE_LEN), details))
 
 
+def key_reused(exc: Exception) -> RpcError:
+    """A create's request_id already used for something else: ALREADY_EXISTS."""
+    return error(code_pb2.ALREADY_EXISTS, str(exc), "IDEMPOTENCY_KEY_REUSED", "request_id")
+
+
 def not_found(what: str) -> RpcError:
     return error(code_pb2.NOT_FOUND, f"{what} not found", "NOT_FOUND")

@@ -31,7 +31,9 @@ from payorch.app.ports import ConcurrentUpdate
 from payorch.app.webhook_delivery import (
     CannotRedeliver,
     DeliveryNotFound,
+    EndpointCreatedThenDeleted,
     EndpointNotFound,
+    EndpointRequestReused,
     InvalidEndpoint,
     WebhookEndpoints,
 )
@@ -45,7 +47,13 @@ from payorch.domain.request import (
     merchant_id_issues,
 )
 from payorch.entrypoints.grpc import installment_mappers as mappers
-from payorch.entrypoints.grpc.errors import RpcError, error, invalid_argument, not_found
+from payorch.entrypoints.grpc.errors import (
+    RpcError,
+    error,
+    invalid_argument,
+    key_reused,
+    not_found,
+)
 from payorch.entrypoints.grpc.handlers import Call
 from payorch.entrypoints.grpc.mappers import InvalidPageToken
 
@@ -262,9 +270,7 @@ class InstallmentServicer:
                 "INVALID_INSTALLMENT_POLICY",
             ) from exc
         except (PlanConflict, IdempotencyConflict) as exc:
-            raise error(
-                code_pb2.ALREADY_EXISTS, str(exc), "IDEMPOTENCY_KEY_REUSED", "request_id"
-            ) from exc
+            raise key_reused(exc) from exc
         except RequestInProgress as exc:
             raise error(code_pb2.ABORTED, str(exc), "REQUEST_IN_PROGRESS") from exc
         except FirstChargeRefunded as exc:
@@ -330,13 +336,23 @@ class InstallmentServicer:
     ) -> pb.CreateWebhookEndpointResponse:
         merchant = _merchant(call, request.merchant_id)
         try:
-            endpoint = await self._endpoints.create(
-                merchant, request.url, request.description, list(request.event_types)
+            created = await self._endpoints.create(
+                merchant,
+                request.url,
+                request.description,
+                list(request.event_types),
+                request_id=request.request_id,
             )
         except InvalidEndpoint as exc:
             raise invalid_argument(exc.problems) from exc
+        except EndpointRequestReused as exc:
+            raise key_reused(exc) from exc
+        except EndpointCreatedThenDeleted as exc:
+            raise error(code_pb2.FAILED_PRECONDITION, str(exc), "ENDPOINT_DELETED") from exc
         return pb.CreateWebhookEndpointResponse(
-            endpoint=mappers.endpoint_pb(endpoint), secret=endpoint.secret
+            endpoint=mappers.endpoint_pb(created.endpoint),
+            secret=created.secret,
+            replayed=created.replayed,
         )
 
     async def ListWebhookEndpoints(

@@ -31,7 +31,7 @@ from payorch.domain.request import (
     parse_payment_request,
 )
 from payorch.entrypoints.grpc import mappers
-from payorch.entrypoints.grpc.errors import error, invalid_argument, not_found
+from payorch.entrypoints.grpc.errors import error, invalid_argument, key_reused, not_found
 from payorch.entrypoints.grpc.handlers import Call
 
 DEFAULT_PAGE_SIZE = 20
@@ -93,9 +93,7 @@ class PaymentOrchestratorServicer:
         except CustomerNotOwned as exc:
             raise invalid_argument([(f, exc.MESSAGE) for f in exc.fields]) from exc
         except IdempotencyConflict as exc:
-            raise error(
-                code_pb2.ALREADY_EXISTS, str(exc), "IDEMPOTENCY_KEY_REUSED", "request_id"
-            ) from exc
+            raise key_reused(exc) from exc
         except RequestInProgress as exc:
             raise error(code_pb2.ABORTED, str(exc), "REQUEST_IN_PROGRESS") from exc
         response = orch.CreatePaymentResponse()
@@ -239,9 +237,7 @@ class PaymentOrchestratorServicer:
                 code_pb2.FAILED_PRECONDITION, str(exc), "REFUND_EXCEEDS_CAPTURED", "amount_minor"
             ) from exc
         except IdempotencyConflict as exc:
-            raise error(
-                code_pb2.ALREADY_EXISTS, str(exc), "IDEMPOTENCY_KEY_REUSED", "request_id"
-            ) from exc
+            raise key_reused(exc) from exc
         response = orch.RefundPaymentResponse()
         mappers.write_payment(response.payment, payment)
         return response
