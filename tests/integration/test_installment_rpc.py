@@ -4,6 +4,7 @@ refuses a plan, and a webhook endpoint enabled again after a 410."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -409,6 +410,33 @@ async def test_a_retry_made_again_while_its_attempt_is_charging_is_aborted_in_pr
         charge_request_id(inst_id, 1),
         charge_request_id(inst_id, 2),
     ]
+
+
+async def test_retries_racing_under_one_request_id_make_one_attempt(served, clock):
+    (inst_id,) = await declined_when_due(served.container, clock)
+    served.container.simulated["simulated"].set_simulation(Simulation())
+
+    answers = await asyncio.gather(
+        *(retry(served, inst_id, "rt-1") for _ in range(3)), return_exceptions=True
+    )
+
+    assert await payments_of(served.container, inst_id) == [
+        charge_request_id(inst_id, 1),
+        charge_request_id(inst_id, 2),
+    ]
+    made = [a for a in answers if isinstance(a, pb.RetryInstallmentResponse) and not a.replayed]
+    assert len(made) == 1 and made[0].attempt == 2
+    for other in answers:  # the others replayed it, or were told it is in progress
+        if isinstance(other, grpc.aio.AioRpcError):
+            assert (other.code(), error_reason(other)) == (
+                grpc.StatusCode.ABORTED,
+                "REQUEST_IN_PROGRESS",
+            )
+        else:
+            assert isinstance(other, pb.RetryInstallmentResponse)
+            assert other.payment_id == made[0].payment_id
+    again = await retry(served, inst_id, "rt-1")
+    assert (again.replayed, again.payment_id) == (True, made[0].payment_id)
 
 
 async def test_a_request_id_used_to_retry_another_installment_is_already_exists(served, clock):

@@ -773,6 +773,11 @@ class InstallmentService:
                 earlier = None
                 if plan is not None and request_id:
                     earlier = await uow.plans.get_retry_request(plan.merchant_id, request_id)
+                    if earlier is not None:
+                        # Read again after the request id, stored with its attempt's
+                        # claim: the plan as that claim left it, or later. The first
+                        # read may be older (no snapshot across the two reads).
+                        plan = await uow.plans.get_by_installment(installment_id, merchant_id)
             if plan is None:
                 raise PlanNotFound(installment_id)
             if earlier is not None:
