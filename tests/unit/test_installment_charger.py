@@ -550,3 +550,40 @@ async def test_a_retry_without_a_request_id_is_a_new_attempt_every_time(s):
     assert (again.attempt, again.replayed) == (3, False)
     assert s.payments.created == [charge_request_id(inst_id, n) for n in (1, 2, 3)]
     assert s.plans.retries == {}
+
+
+async def test_a_retry_made_again_whose_outcome_is_unknown_answers_as_the_first_did(s):
+    inst_id = await declined_for_good(s)
+    s.payments.status = PaymentStatus.UNKNOWN  # the processor's answer never came
+    first = await s.service.retry(inst_id, "m_1", request_id="rt-1")
+    assert s.plans.held == [(inst_id, 2)], "held for a later look"
+
+    again = await s.service.retry(inst_id, "m_1", request_id="rt-1")
+
+    assert (again.replayed, again.attempt, again.payment_id) == (True, 2, first.payment_id)
+    assert again.plan.installment(inst_id).status is InstallmentStatus.PROCESSING
+    assert s.payments.created == [charge_request_id(inst_id, n) for n in (1, 2)]
+
+
+async def test_a_retry_made_again_after_its_attempt_was_given_up_uncharged_makes_none(
+    s, monkeypatch
+):
+    inst_id = await declined_for_good(s)
+
+    async def dies(*args: object) -> None:
+        raise RuntimeError("the process died after the claim")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(s.charger, "charge", dies)
+        with pytest.raises(RuntimeError):
+            await s.service.retry(inst_id, "m_1", request_id="rt-1")
+    await s.service.cancel(s.plan.id, "m_1", "order returned")
+    plan = await s.plans.get(s.plan.id, None)
+    assert plan is not None
+    await s.charger.charge(plan, inst_id, 2)  # its claim taken over: withdrawn
+
+    again = await s.service.retry(inst_id, "m_1", request_id="rt-1")
+
+    assert (again.replayed, again.attempt, again.payment_id) == (True, 2, "")
+    assert again.plan.installment(inst_id).status is InstallmentStatus.CANCELLED
+    assert s.payments.created == [charge_request_id(inst_id, 1)]
