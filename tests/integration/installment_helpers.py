@@ -12,7 +12,7 @@ from sqlalchemy import select
 from payorch.adapters.clock import ManualClock
 from payorch.adapters.persistence.installments import SqlAlchemyInstallmentPlanRepository
 from payorch.adapters.persistence.tables import events, payments
-from payorch.adapters.processors.simulated import SimIntent
+from payorch.adapters.processors.simulated import SimIntent, Simulation
 from payorch.app.installments import CreatePlan, PlanCreation
 from payorch.bootstrap import Container, bootstrap
 from payorch.domain.installments import Installment, InstallmentPlan, InstallmentStatus
@@ -131,6 +131,20 @@ async def failed_waiting_for_the_customer(container: Container, clock: ManualClo
     inst = (await container.installments.plans.get(plan.id, None)).installments[1]
     assert inst.status is InstallmentStatus.FAILED_FINAL
     return inst
+
+
+async def declined_when_due(container: Container, clock: ManualClock, *plans: str) -> list[str]:
+    """Plans under these request ids (default one), their second installments charged
+    when due and failed, the processor still failing every charge. Returns their ids."""
+    made = [
+        (await create_plan(container, r, order_id=f"order-{r}")).plan for r in plans or ["plan-1"]
+    ]
+    move_to(clock, made[0].installments[1].due_at)
+    container.simulated["simulated"].set_simulation(Simulation(api_error=1.0))
+    await container.installments.scheduler.run_once()
+    found = [(await container.installments.plans.get(p.id, None)).installments[1] for p in made]
+    assert {i.status for i in found} == {InstallmentStatus.FAILED}
+    return [i.id for i in found]
 
 
 async def intent_of(container: Container, payment_id: str) -> SimIntent:

@@ -4,6 +4,7 @@ refuses a plan, and a webhook endpoint enabled again after a 410."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +17,7 @@ from grpc_status import rpc_status
 from payments.installments.v1 import installments_pb2 as pb
 from payments.installments.v1 import installments_pb2_grpc as pb_grpc
 from payments.plan.v1 import plan_pb2
+from payorch.adapters.processors.simulated import Simulation
 from payorch.app import installments as installments_app
 from payorch.app.auth import Scope
 from payorch.bootstrap import Container
@@ -26,8 +28,10 @@ from payorch.domain.results import ProcessorResponse, ResponseKind
 from payorch.entrypoints.grpc.server import create_server, mark_serving
 from payorch.webhooks import verify
 from tests.integration.installment_helpers import (
+    ProcessDied,
     create_plan,
     customer_of,
+    declined_when_due,
     failed_waiting_for_the_customer,
     first_charge_only,
     installments_container,
@@ -338,6 +342,129 @@ async def test_a_retry_whose_waiting_payment_cannot_be_cancelled_is_unavailable_
         pb.RetryInstallmentRequest(installment_id=inst.id), metadata=served.auth
     )
     assert (await intent_of(served.container, inst.payment_id)).status == "canceled"
+
+
+async def retry(
+    served: Served, installment_id: str, request_id: str
+) -> pb.RetryInstallmentResponse:
+    return await served.stub.RetryInstallment(
+        pb.RetryInstallmentRequest(installment_id=installment_id, request_id=request_id),
+        metadata=served.auth,
+    )
+
+
+async def retry_refused(
+    served: Served, installment_id: str, request_id: str
+) -> grpc.aio.AioRpcError:
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await retry(served, installment_id, request_id)
+    return err.value
+
+
+@pytest.mark.parametrize("pays", [False, True], ids=["declined", "paid"])
+async def test_a_retry_made_again_after_a_lost_answer_gets_its_attempt_and_charges_nothing(
+    served, clock, pays
+):
+    (inst_id,) = await declined_when_due(served.container, clock)
+    if pays:
+        served.container.simulated["simulated"].set_simulation(Simulation())
+    first = await retry(served, inst_id, "rt-1")  # its answer lost on the way back
+
+    again = await retry(served, inst_id, "rt-1")
+
+    assert await payments_of(served.container, inst_id) == [
+        charge_request_id(inst_id, 1),
+        charge_request_id(inst_id, 2),
+    ], "one charge for the retry, however often it is made"
+    assert (first.replayed, again.replayed) == (False, True)
+    assert (again.attempt, again.payment_id) == (2, first.payment_id) and first.payment_id
+    (second,) = [i for i in again.plan.installments if i.installment_id == inst_id]
+    assert second.charges[-1].payment_id == first.payment_id
+    expected = pb.INSTALLMENT_STATUS_PAID if pays else pb.INSTALLMENT_STATUS_FAILED
+    assert second.status == expected and second.attempts == 2
+
+
+async def test_a_retry_made_again_while_its_attempt_is_charging_is_aborted_in_progress(
+    served, clock, monkeypatch
+):
+    (inst_id,) = await declined_when_due(served.container, clock)
+    served.container.simulated["simulated"].set_simulation(Simulation())
+
+    async def dies(self: object, *args: object) -> None:
+        raise ProcessDied("after the claim, before the charge")
+
+    with monkeypatch.context() as patch:  # the first call's process died mid-retry
+        patch.setattr(installments_app.InstallmentCharger, "charge", dies)
+        await retry_refused(served, inst_id, "rt-1")
+
+    err = await retry_refused(served, inst_id, "rt-1")
+    assert err.code() == grpc.StatusCode.ABORTED
+    assert error_reason(err) == "REQUEST_IN_PROGRESS" and "rt-1" in (err.details() or "")
+    assert await payments_of(served.container, inst_id) == [charge_request_id(inst_id, 1)]
+
+    clock.advance(121)  # the claim's lease ran out: the scheduler charges that attempt
+    await served.container.installments.scheduler.run_once()
+    again = await retry(served, inst_id, "rt-1")
+    assert (again.replayed, again.attempt) == (True, 2)
+    assert await payments_of(served.container, inst_id) == [
+        charge_request_id(inst_id, 1),
+        charge_request_id(inst_id, 2),
+    ]
+
+
+async def test_retries_racing_under_one_request_id_make_one_attempt(served, clock):
+    (inst_id,) = await declined_when_due(served.container, clock)
+    served.container.simulated["simulated"].set_simulation(Simulation())
+
+    answers = await asyncio.gather(
+        *(retry(served, inst_id, "rt-1") for _ in range(3)), return_exceptions=True
+    )
+
+    assert await payments_of(served.container, inst_id) == [
+        charge_request_id(inst_id, 1),
+        charge_request_id(inst_id, 2),
+    ]
+    made = [a for a in answers if isinstance(a, pb.RetryInstallmentResponse) and not a.replayed]
+    assert len(made) == 1 and made[0].attempt == 2
+    for other in answers:  # the others replayed it, or were told it is in progress
+        if isinstance(other, grpc.aio.AioRpcError):
+            assert (other.code(), error_reason(other)) == (
+                grpc.StatusCode.ABORTED,
+                "REQUEST_IN_PROGRESS",
+            )
+        else:
+            assert isinstance(other, pb.RetryInstallmentResponse)
+            assert other.payment_id == made[0].payment_id
+    again = await retry(served, inst_id, "rt-1")
+    assert (again.replayed, again.payment_id) == (True, made[0].payment_id)
+
+
+async def test_a_request_id_used_to_retry_another_installment_is_already_exists(served, clock):
+    mine, other = await declined_when_due(served.container, clock, "plan-1", "plan-2")
+    await retry(served, mine, "rt-1")
+
+    err = await retry_refused(served, other, "rt-1")
+
+    assert err.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert error_reason(err) == "IDEMPOTENCY_KEY_REUSED"
+    assert list(field_violations(err)) == ["request_id"]
+    assert await payments_of(served.container, other) == [charge_request_id(other, 1)]
+
+
+@pytest.mark.parametrize(
+    "request_id", ["r" * 201, "rt-4242 4242 4242 4242", "rt\x00"], ids=["long", "card", "nul"]
+)
+async def test_a_bad_retry_request_id_is_invalid_argument_and_charges_nothing(
+    served, clock, request_id
+):
+    (inst_id,) = await declined_when_due(served.container, clock)
+
+    err = await retry_refused(served, inst_id, request_id)
+
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert list(field_violations(err)) == ["request_id"]
+    assert "4242" not in (err.details() or "")
+    assert await payments_of(served.container, inst_id) == [charge_request_id(inst_id, 1)]
 
 
 # -- EnableWebhookEndpoint ---------------------------------------------------------------

@@ -564,3 +564,24 @@ def test_create_endpoint_sends_a_request_id_to_make_it_again_after_a_lost_answer
     else:  # named, to make the same call again with --request-id
         assert request.request_id.startswith("endpoint-")
         assert failure["request_id"] == request.request_id
+
+
+@pytest.mark.parametrize("given", [[], ["--request-id", "rt-17"]], ids=["made up", "given"])
+def test_retry_installment_sends_a_request_id_to_make_it_again_after_a_lost_answer(
+    channel, monkeypatch, capsys, given
+):
+    testing = grpc_testing.channel([INSTALLMENTS], grpc_testing.strict_real_time())
+    monkeypatch.setattr(cli, "channel", lambda _args: testing)
+    argv = ["installments", "retry", *ADDRESS, "--api-key", "po_k", "ip_x_2"]
+    run = CliRun(testing, [*argv, *given])
+    _, request, rpc = testing.take_unary_unary(INSTALLMENTS.methods_by_name["RetryInstallment"])
+    rpc.terminate(None, (), grpc.StatusCode.UNAVAILABLE, "connection lost")  # no answer
+    assert run.finish() == 1
+
+    failure = json.loads(capsys.readouterr().err)
+    assert request.installment_id == "ip_x_2"
+    if given:
+        assert request.request_id == "rt-17" and "request_id" not in failure
+    else:  # named, to make the same call again with --request-id
+        assert request.request_id.startswith("retry-")
+        assert failure["request_id"] == request.request_id

@@ -12,12 +12,14 @@ from typing import Any
 import pytest
 
 from payorch.adapters.clock import ManualClock
+from payorch.app.installment_ports import DuplicateRetryRequest, RetryRequest
 from payorch.app.installments import (
     DefaultInstallmentPolicies,
     EarlierPaymentOpen,
     InstallmentCharger,
     InstallmentService,
     RecordCharge,
+    RetryRequestReused,
 )
 from payorch.app.payments import (
     CreateResult,
@@ -25,6 +27,7 @@ from payorch.app.payments import (
     IdempotencyConflict,
     InvalidState,
     ReleaseUndecided,
+    RequestInProgress,
 )
 from payorch.app.plan_builder import PlanRejected
 from payorch.app.ports import ConcurrentUpdate
@@ -117,6 +120,7 @@ class FakePayments:
 class FakePlans:
     plan: InstallmentPlan
     held: list[tuple[str, int]] = field(default_factory=list)
+    retries: dict[tuple[str, str], RetryRequest] = field(default_factory=dict)
 
     async def save(self, plan: InstallmentPlan) -> None:
         if plan.version != self.plan.version:
@@ -135,6 +139,16 @@ class FakePlans:
 
     async def hold(self, installment_id: str, attempt: int, until: Any) -> None:
         self.held.append((installment_id, attempt))
+
+    async def add_retry_request(
+        self, merchant_id: str, request_id: str, retry: RetryRequest, at: Any
+    ) -> None:
+        if (merchant_id, request_id) in self.retries:
+            raise DuplicateRetryRequest(request_id)
+        self.retries[merchant_id, request_id] = retry
+
+    async def get_retry_request(self, merchant_id: str, request_id: str) -> RetryRequest | None:
+        return self.retries.get((merchant_id, request_id))
 
 
 class Setup:
@@ -469,3 +483,107 @@ async def test_a_scheduled_charge_vouches_for_its_plans_customer(s):
     inst_id, attempt = s.claim(2)
     await s.charger.charge(s.plan, inst_id, attempt)
     assert s.payments.own_customers == [True]
+
+
+async def declined_for_good(s: Setup) -> str:
+    """Installment 2 declined off-session: failed_final, the plan in breach."""
+    s.payments.status = PaymentStatus.FAILED
+    inst_id, attempt = s.claim(2)
+    await s.charger.charge(s.plan, inst_id, attempt)
+    assert s.plan.installment(inst_id).status is InstallmentStatus.FAILED_FINAL
+    return inst_id
+
+
+@pytest.mark.parametrize("status", [PaymentStatus.FAILED, PaymentStatus.SUCCEEDED])
+async def test_a_retry_made_again_under_its_request_id_returns_its_attempt_and_charges_nothing(
+    s, status
+):
+    inst_id = await declined_for_good(s)
+    s.payments.status = status
+    first = await s.service.retry(inst_id, "m_1", request_id="rt-1")
+    charged = list(s.payments.created)
+
+    again = await s.service.retry(inst_id, "m_1", request_id="rt-1")
+
+    assert s.payments.created == charged, "no second charge"
+    assert (again.attempt, again.payment_id, again.replayed) == (2, first.payment_id, True)
+    assert first.replayed is False
+    assert again.plan.installment(inst_id).charges[-1].payment_id == first.payment_id
+
+
+async def test_a_retry_made_again_while_its_charge_is_at_the_processor_is_in_progress(s):
+    inst_id = await declined_for_good(s)
+    s.payments.status = PaymentStatus.SUCCEEDED
+    refused: list[Exception] = []
+
+    async def made_again() -> None:
+        with pytest.raises(RequestInProgress) as err:
+            await s.service.retry(inst_id, "m_1", request_id="rt-1")
+        refused.append(err.value)
+
+    s.payments.in_flight = made_again
+    done = await s.service.retry(inst_id, "m_1", request_id="rt-1")
+
+    assert len(refused) == 1 and "rt-1" in str(refused[0])
+    assert s.payments.created == [charge_request_id(inst_id, 1), charge_request_id(inst_id, 2)]
+    assert done.plan.installment(inst_id).status is InstallmentStatus.PAID
+
+
+async def test_a_request_id_of_another_installments_retry_is_refused_before_anything_else(s):
+    inst_id = await declined_for_good(s)
+    await s.service.retry(inst_id, "m_1", request_id="rt-1")
+    charged = list(s.payments.created)
+    third = s.plan.installments[2].id
+
+    with pytest.raises(RetryRequestReused, match=inst_id):
+        await s.service.retry(third, "m_1", request_id="rt-1")
+
+    assert s.payments.created == charged
+    assert s.plans.plan.installment(third).attempts == 0
+
+
+async def test_a_retry_without_a_request_id_is_a_new_attempt_every_time(s):
+    inst_id = await declined_for_good(s)
+    await s.service.retry(inst_id, "m_1")
+    again = await s.service.retry(inst_id, "m_1")
+
+    assert (again.attempt, again.replayed) == (3, False)
+    assert s.payments.created == [charge_request_id(inst_id, n) for n in (1, 2, 3)]
+    assert s.plans.retries == {}
+
+
+async def test_a_retry_made_again_whose_outcome_is_unknown_answers_as_the_first_did(s):
+    inst_id = await declined_for_good(s)
+    s.payments.status = PaymentStatus.UNKNOWN  # the processor's answer never came
+    first = await s.service.retry(inst_id, "m_1", request_id="rt-1")
+    assert s.plans.held == [(inst_id, 2)], "held for a later look"
+
+    again = await s.service.retry(inst_id, "m_1", request_id="rt-1")
+
+    assert (again.replayed, again.attempt, again.payment_id) == (True, 2, first.payment_id)
+    assert again.plan.installment(inst_id).status is InstallmentStatus.PROCESSING
+    assert s.payments.created == [charge_request_id(inst_id, n) for n in (1, 2)]
+
+
+async def test_a_retry_made_again_after_its_attempt_was_given_up_uncharged_makes_none(
+    s, monkeypatch
+):
+    inst_id = await declined_for_good(s)
+
+    async def dies(*args: object) -> None:
+        raise RuntimeError("the process died after the claim")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(s.charger, "charge", dies)
+        with pytest.raises(RuntimeError):
+            await s.service.retry(inst_id, "m_1", request_id="rt-1")
+    await s.service.cancel(s.plan.id, "m_1", "order returned")
+    plan = await s.plans.get(s.plan.id, None)
+    assert plan is not None
+    await s.charger.charge(plan, inst_id, 2)  # its claim taken over: withdrawn
+
+    again = await s.service.retry(inst_id, "m_1", request_id="rt-1")
+
+    assert (again.replayed, again.attempt, again.payment_id) == (True, 2, "")
+    assert again.plan.installment(inst_id).status is InstallmentStatus.CANCELLED
+    assert s.payments.created == [charge_request_id(inst_id, 1)]

@@ -16,6 +16,18 @@ class DuplicatePlan(Exception):
     """A plan with this id (derived from merchant and request id) exists already."""
 
 
+class DuplicateRetryRequest(Exception):
+    """The merchant made a RetryInstallment under this request id already."""
+
+
+@dataclass(frozen=True, slots=True)
+class RetryRequest:
+    """The attempt a RetryInstallment started under its request id."""
+
+    installment_id: str
+    attempt: int
+
+
 @dataclass(frozen=True, slots=True)
 class Cursor:
     """Position in a newest-first listing."""
@@ -81,6 +93,17 @@ class InstallmentPlanRepository(Protocol):
 
     async def hold(self, installment_id: str, attempt: int, until: datetime) -> None:
         """Keep a charging installment out of the scheduler's way until `until`."""
+        ...
+
+    async def add_retry_request(
+        self, merchant_id: str, request_id: str, retry: RetryRequest, at: datetime
+    ) -> None:
+        """Remember the attempt a RetryInstallment started under its request id, in the
+        transaction that stores its claim; raises DuplicateRetryRequest."""
+        ...
+
+    async def get_retry_request(self, merchant_id: str, request_id: str) -> RetryRequest | None:
+        """The attempt the merchant's RetryInstallment under this request id started."""
         ...
 
 

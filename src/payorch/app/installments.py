@@ -18,8 +18,10 @@ from datetime import timedelta
 from payorch.app.installment_ports import (
     Cursor,
     DuplicatePlan,
+    DuplicateRetryRequest,
     InstallmentPolicies,
     InstallmentUnitOfWorkFactory,
+    RetryRequest,
 )
 from payorch.app.merchant_configs import MerchantConfigs
 from payorch.app.payments import (
@@ -88,6 +90,15 @@ class PlanConflict(ValueError):
 
 
 _REUSED = "request_id was already used for a plan with a different order, total or method"
+
+
+class RetryRequestReused(ValueError):
+    """The request id was used before for a retry of another installment."""
+
+    def __init__(self, request_id: str, installment_id: str) -> None:
+        super().__init__(
+            f"request_id {request_id!r} was already used to retry installment {installment_id}"
+        )
 
 
 class FirstChargeRefunded(RuntimeError):
@@ -498,6 +509,17 @@ def _rejected(code: ErrorCode, exc: Exception) -> ChargeResult:
 
 
 @dataclass(frozen=True, slots=True)
+class ManualRetry:
+    """What a merchant's retry came to: the plan as stored after it, the attempt it made
+    and the payment that attempt came to ("" when it made none)."""
+
+    plan: InstallmentPlan
+    attempt: int
+    payment_id: str
+    replayed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class RecordCharge:
     """What one attempt came to, to be recorded on its plan."""
 
@@ -729,16 +751,39 @@ class InstallmentService:
         raise ConcurrentUpdate(plan_id)
 
     async def retry_now(self, installment_id: str, merchant_id: str | None) -> InstallmentPlan:
+        """retry() without a request id: the plan after the attempt."""
+        return (await self.retry(installment_id, merchant_id)).plan
+
+    async def retry(
+        self, installment_id: str, merchant_id: str | None, *, request_id: str = ""
+    ) -> ManualRetry:
         """Charge a failed installment now, at the merchant's request. A payment of an
         earlier attempt still waiting for the customer is cancelled first; one they
         completed meanwhile is recorded as the installment's payment, and nothing is
         charged. When the processor cannot tell, nothing is charged or changed
-        (EarlierPaymentOpen)."""
+        (EarlierPaymentOpen).
+
+        Under a request id (unique per merchant, stored with the attempt's claim), the
+        retry made again returns what its attempt came to, and charges nothing:
+        RequestInProgress while that attempt is still charging, RetryRequestReused when
+        the request id started a retry of another installment."""
         for _ in range(SAVE_TRIES):
             async with self._uow() as uow:
                 plan = await uow.plans.get_by_installment(installment_id, merchant_id)
+                earlier = None
+                if plan is not None and request_id:
+                    earlier = await uow.plans.get_retry_request(plan.merchant_id, request_id)
+                    if earlier is not None:
+                        # Read again after the request id, stored with its attempt's
+                        # claim: the plan as that claim left it, or later. The first
+                        # read may be older (no snapshot across the two reads).
+                        plan = await uow.plans.get_by_installment(installment_id, merchant_id)
             if plan is None:
                 raise PlanNotFound(installment_id)
+            if earlier is not None:
+                if earlier.installment_id != installment_id:
+                    raise RetryRequestReused(request_id, earlier.installment_id)
+                return await self._retried(plan, earlier, request_id)
             now = self._clock.now()
             attempt = plan.start_manual_retry(
                 installment_id, worker=self._worker, lease_until=now + self._lease, now=now
@@ -749,13 +794,44 @@ class InstallmentService:
             try:
                 async with self._uow() as uow:
                     await uow.plans.save(plan)
+                    if request_id:
+                        retry = RetryRequest(installment_id, attempt)
+                        await uow.plans.add_retry_request(plan.merchant_id, request_id, retry, now)
                     await uow.commit()
-            except ConcurrentUpdate:
-                continue
+            except (ConcurrentUpdate, DuplicateRetryRequest):
+                continue  # read again: a retry under the same request id may have won
             break
         else:
             raise ConcurrentUpdate(installment_id)
         if taken is not None:
-            return await self._charger.record(plan, installment_id, attempt, taken)
-        _result, plan = await self._charger.charge(plan, installment_id, attempt)
-        return plan
+            plan = await self._charger.record(plan, installment_id, attempt, taken)
+            return ManualRetry(plan, attempt, taken.payment_id)
+        result, plan = await self._charger.charge(plan, installment_id, attempt)
+        return ManualRetry(plan, attempt, result.payment_id)
+
+    async def _retried(
+        self, plan: InstallmentPlan, earlier: RetryRequest, request_id: str
+    ) -> ManualRetry:
+        """What the attempt an earlier retry under this request id started came to, as
+        that retry answered it; RequestInProgress while it is still charging."""
+        inst = plan.installment(earlier.installment_id)
+        recorded = next((c for c in inst.charges if c.attempt == earlier.attempt), None)
+        if recorded is not None:
+            return ManualRetry(plan, earlier.attempt, recorded.payment_id, replayed=True)
+        if inst.status is not InstallmentStatus.PROCESSING or inst.attempts != earlier.attempt:
+            # Given up before it charged (the plan was cancelled meanwhile): it made none.
+            return ManualRetry(plan, earlier.attempt, "", replayed=True)
+        async with self._uow() as uow:
+            payment = await uow.payments.get_by_request(
+                plan.merchant_id, charge_request_id(inst.id, earlier.attempt)
+            )
+        if (
+            payment is not None
+            and payment.status is not PaymentStatus.PROCESSING
+            and judge_charge(payment).outcome is ChargeOutcome.UNRESOLVED
+        ):
+            # Its outcome unknown, held for a later look: as the first retry answered.
+            return ManualRetry(plan, earlier.attempt, payment.id, replayed=True)
+        raise RequestInProgress(
+            f"the retry under request_id {request_id!r} is still being charged; retry shortly"
+        )

@@ -135,8 +135,14 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
+    # Always under an idempotency key: the command run again with --request-id after its
+    # answer was lost gets what that retry came to, never a second charge.
+    request_id = args.request_id or f"retry-{uuid.uuid4()}"
     return _call(
-        args, "RetryInstallment", pb.RetryInstallmentRequest(installment_id=args.installment_id)
+        args,
+        "RetryInstallment",
+        pb.RetryInstallmentRequest(installment_id=args.installment_id, request_id=request_id),
+        "" if args.request_id else request_id,
     )
 
 
@@ -460,6 +466,11 @@ def register(
     retry = inst_sub.add_parser("retry", help="charge a failed installment now")
     client_flags(retry)
     retry.add_argument("installment_id")
+    retry.add_argument(
+        "--request-id",
+        help="idempotency key (default: a new one, printed if the call fails); the same"
+        " command run again with it after a lost answer returns that retry, charging nothing",
+    )
     retry.add_argument("--table", action="store_true", help="the plan as a table")
     retry.set_defaults(func=cmd_retry)
 

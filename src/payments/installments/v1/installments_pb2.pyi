@@ -243,16 +243,24 @@ class CancelInstallmentPlanResponse(_message.Message):
     def __init__(self, plan: _Optional[_Union[InstallmentPlan, _Mapping]] = ...) -> None: ...
 
 class RetryInstallmentRequest(_message.Message):
-    __slots__ = ("installment_id",)
+    __slots__ = ("installment_id", "request_id")
     INSTALLMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     installment_id: str
-    def __init__(self, installment_id: _Optional[str] = ...) -> None: ...
+    request_id: str
+    def __init__(self, installment_id: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class RetryInstallmentResponse(_message.Message):
-    __slots__ = ("plan",)
+    __slots__ = ("plan", "replayed", "attempt", "payment_id")
     PLAN_FIELD_NUMBER: _ClassVar[int]
+    REPLAYED_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    PAYMENT_ID_FIELD_NUMBER: _ClassVar[int]
     plan: InstallmentPlan
-    def __init__(self, plan: _Optional[_Union[InstallmentPlan, _Mapping]] = ...) -> None: ...
+    replayed: bool
+    attempt: int
+    payment_id: str
+    def __init__(self, plan: _Optional[_Union[InstallmentPlan, _Mapping]] = ..., replayed: _Optional[bool] = ..., attempt: _Optional[int] = ..., payment_id: _Optional[str] = ...) -> None: ...
 
 class WebhookEndpoint(_message.Message):
     __slots__ = ("endpoint_id", "url", "description", "event_types", "status", "disabled_reason", "created_at", "merchant_id")

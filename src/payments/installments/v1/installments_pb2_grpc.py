@@ -132,7 +132,8 @@ class InstallmentServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def RetryInstallment(self, request, context):
-        """Charges a failed installment now.
+        """Charges a failed installment now. Idempotent on (merchant, request_id) when
+        a request_id is given.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -19,10 +19,17 @@ from payorch.adapters.persistence.tables import (
     events,
     installment_charges,
     installment_plans,
+    installment_retries,
     installments,
 )
 from payorch.app.ids import new_id
-from payorch.app.installment_ports import Claim, Cursor, DuplicatePlan
+from payorch.app.installment_ports import (
+    Claim,
+    Cursor,
+    DuplicatePlan,
+    DuplicateRetryRequest,
+    RetryRequest,
+)
 from payorch.app.ports import ConcurrentUpdate
 from payorch.domain.events import DomainEvent
 from payorch.domain.installments import (
@@ -369,6 +376,33 @@ class SqlAlchemyInstallmentPlanRepository:
             .where(i.c.id == installment_id, i.c.status == _PROCESSING, i.c.attempts == attempt)
             .values(lease_until=until, version=i.c.version + 1)
         )
+
+    async def add_retry_request(
+        self, merchant_id: str, request_id: str, retry: RetryRequest, at: datetime
+    ) -> None:
+        row = {
+            "merchant_id": merchant_id,
+            "request_id": request_id,
+            "installment_id": retry.installment_id,
+            "attempt": retry.attempt,
+            "created_at": at,
+        }
+        try:
+            async with self._conn.begin_nested():
+                await self._conn.execute(installment_retries.insert(), [row])
+        except IntegrityError as exc:
+            raise DuplicateRetryRequest(request_id) from exc
+
+    async def get_retry_request(self, merchant_id: str, request_id: str) -> RetryRequest | None:
+        t = installment_retries
+        row = (
+            await self._conn.execute(
+                select(t.c.installment_id, t.c.attempt).where(
+                    t.c.merchant_id == merchant_id, t.c.request_id == request_id
+                )
+            )
+        ).first()
+        return RetryRequest(row.installment_id, row.attempt) if row is not None else None
 
     async def _load(self, query: Any) -> builtins.list[InstallmentPlan]:
         rows = (await self._conn.execute(query)).mappings().all()

@@ -327,6 +327,19 @@ installment_charges = Table(
     Column("at", UTCDateTime, nullable=False),
 )
 
+# The request id a RetryInstallment was made under (migration 0104), one per merchant,
+# and the attempt it started: made again after its answer was lost, the retry finds
+# that attempt instead of charging again. Written with the attempt's claim.
+installment_retries = Table(
+    "installment_retries",
+    metadata,
+    Column("merchant_id", String(64), primary_key=True),
+    Column("request_id", String(255), primary_key=True),
+    Column("installment_id", String(80), ForeignKey("installments.id"), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
 webhook_endpoints = Table(
     "webhook_endpoints",
     metadata,

@@ -75,5 +75,11 @@ def key_reused(exc: Exception) -> RpcError:
     return error(code_pb2.ALREADY_EXISTS, str(exc), "IDEMPOTENCY_KEY_REUSED", "request_id")
 
 
+def in_progress(exc: Exception) -> RpcError:
+    """The same request (under its request_id) is still running: ABORTED, to be made
+    again shortly."""
+    return error(code_pb2.ABORTED, str(exc), "REQUEST_IN_PROGRESS")
+
+
 def not_found(what: str) -> RpcError:
     return error(code_pb2.NOT_FOUND, f"{what} not found", "NOT_FOUND")

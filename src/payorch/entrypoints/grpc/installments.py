@@ -23,6 +23,7 @@ from payorch.app.installments import (
     InvalidPlanRequest,
     PlanConflict,
     PlanNotFound,
+    RetryRequestReused,
     plan_request_problems,
 )
 from payorch.app.payments import CustomerNotOwned, IdempotencyConflict, RequestInProgress
@@ -50,6 +51,7 @@ from payorch.entrypoints.grpc import installment_mappers as mappers
 from payorch.entrypoints.grpc.errors import (
     RpcError,
     error,
+    in_progress,
     invalid_argument,
     key_reused,
     not_found,
@@ -272,7 +274,7 @@ class InstallmentServicer:
         except (PlanConflict, IdempotencyConflict) as exc:
             raise key_reused(exc) from exc
         except RequestInProgress as exc:
-            raise error(code_pb2.ABORTED, str(exc), "REQUEST_IN_PROGRESS") from exc
+            raise in_progress(exc) from exc
         except FirstChargeRefunded as exc:
             raise error(code_pb2.FAILED_PRECONDITION, str(exc), "FIRST_CHARGE_REFUNDED") from exc
         return pb.CreateInstallmentPlanResponse(
@@ -325,10 +327,27 @@ class InstallmentServicer:
     async def RetryInstallment(
         self, request: pb.RetryInstallmentRequest, call: Call
     ) -> pb.RetryInstallmentResponse:
+        problems = [] if request.installment_id else [("installment_id", "is required")]
+        if request.request_id:  # optional: without one, every call is a new attempt
+            problems += _request_id_problems(request.request_id)
+        if problems:
+            raise invalid_argument(problems)
         installment_id = _object_id(request.installment_id, "installment_id", "installment")
-        with _refusals("installment", "plan"):
-            plan = await self._plans.retry_now(installment_id, read_scope(call.principal))
-        return pb.RetryInstallmentResponse(plan=mappers.plan_pb(plan))
+        try:
+            with _refusals("installment", "plan"):
+                retried = await self._plans.retry(
+                    installment_id, read_scope(call.principal), request_id=request.request_id
+                )
+        except RetryRequestReused as exc:
+            raise key_reused(exc) from exc
+        except RequestInProgress as exc:
+            raise in_progress(exc) from exc
+        return pb.RetryInstallmentResponse(
+            plan=mappers.plan_pb(retried.plan),
+            replayed=retried.replayed,
+            attempt=retried.attempt,
+            payment_id=retried.payment_id,
+        )
 
     # -- webhook endpoints ---------------------------------------------------------
     async def CreateWebhookEndpoint(

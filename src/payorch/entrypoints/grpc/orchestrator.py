@@ -31,7 +31,13 @@ from payorch.domain.request import (
     parse_payment_request,
 )
 from payorch.entrypoints.grpc import mappers
-from payorch.entrypoints.grpc.errors import error, invalid_argument, key_reused, not_found
+from payorch.entrypoints.grpc.errors import (
+    error,
+    in_progress,
+    invalid_argument,
+    key_reused,
+    not_found,
+)
 from payorch.entrypoints.grpc.handlers import Call
 
 DEFAULT_PAGE_SIZE = 20
@@ -95,7 +101,7 @@ class PaymentOrchestratorServicer:
         except IdempotencyConflict as exc:
             raise key_reused(exc) from exc
         except RequestInProgress as exc:
-            raise error(code_pb2.ABORTED, str(exc), "REQUEST_IN_PROGRESS") from exc
+            raise in_progress(exc) from exc
         response = orch.CreatePaymentResponse()
         mappers.write_payment(response.payment, result.payment, replayed=result.replayed)
         return response
