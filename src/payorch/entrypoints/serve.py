@@ -95,6 +95,27 @@ async def finish_claimed(workers: list[asyncio.Task[None]], within_s: float) -> 
             await worker
 
 
+def on_stop_signal(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
+    """SIGTERM or SIGINT sets `stop` (the graceful path). A second one, once the first
+    was received, exits at once: in-flight calls are cut off, and so are writes not yet
+    committed (a payment whose write was committed stays; one left PROCESSING is
+    reconciled), contract violations still buffered are lost."""
+
+    def received(sig: signal.Signals) -> None:
+        if not stop.is_set():
+            stop.set()
+            return
+        log.warning(
+            "%s again while shutting down: exiting now, without finishing in-flight calls",
+            sig.name,
+        )
+        logging.shutdown()  # flushes the log handlers; os._exit would not
+        os._exit(128 + sig)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, received, sig)
+
+
 async def run(settings: Settings) -> None:
     configure(settings.log_level)
     container = await bootstrap(settings)
@@ -105,6 +126,10 @@ async def run(settings: Settings) -> None:
     except BaseException:
         await container.close()
         raise
+    loop = asyncio.get_running_loop()
+    # Before the server starts: a SIGTERM from then on takes the graceful path.
+    stop = asyncio.Event()
+    on_stop_signal(loop, stop)
     try:
         await server.start()
         await mark_serving(health_servicer, container.health)
@@ -128,10 +153,6 @@ async def run(settings: Settings) -> None:
     loop_kind = type(asyncio.get_running_loop()).__module__.split(".")[0]
     log.info("serving on the %s event loop", loop_kind, extra={"rpc": f"{host}:{port}"})
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     jobs = [
         asyncio.create_task(reconcile_forever(container, settings.reconcile_interval_s)),
         asyncio.create_task(refresh_health_forever(container)),
