@@ -14,14 +14,18 @@ import sqlite3
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from payments.orchestrator.v1 import orchestrator_pb2 as orch
 from payments.orchestrator.v1 import orchestrator_pb2_grpc as orch_grpc
+from payments.result.v1 import result_pb2
 from tests.e2e.server import RunningServer, create_key, payorch, start_server
 from tests.integration.test_scheduler_processes import CLOCK_OFFSET
 from tests.integration.test_scheduler_stop import PLANS, prepared, statuses
@@ -95,6 +99,23 @@ def test_charges_that_outlast_the_grace_period_are_cut_off_and_said_so(tmp_path:
     assert asyncio.run(statuses(database)).get("processing", 0) > 0
 
 
+def http_status(server: RunningServer, path: str) -> int:
+    try:
+        with urllib.request.urlopen(f"http://{server.http_address}{path}", timeout=10) as r:
+            return int(r.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def grpc_health(server: RunningServer) -> int:
+    with server.channel() as channel:
+        return int(
+            health_pb2_grpc.HealthStub(channel)
+            .Check(health_pb2.HealthCheckRequest(), timeout=10)
+            .status
+        )
+
+
 def wait_for_log(server: RunningServer, text: str) -> None:
     deadline = time.monotonic() + 60
     while text not in server.log() and time.monotonic() < deadline:
@@ -145,6 +166,27 @@ def started(tmp_path: Path, env: dict[str, str]) -> RunningServer:
     server = start_server(tmp_path, database, env=env)
     server.keys["m_1"] = key
     return server
+
+
+def test_readiness_is_503_while_draining_and_the_replica_still_takes_payments(
+    tmp_path: Path,
+) -> None:
+    server = started(tmp_path, {"PAYORCH_SHUTDOWN_DRAIN_S": "600"})
+    try:
+        assert http_status(server, "/readyz") == 200
+        assert grpc_health(server) == health_pb2.HealthCheckResponse.SERVING
+
+        server.process.send_signal(signal.SIGTERM)
+        wait_for_log(server, "draining")
+        # What a load balancer polls says stop routing here; the process is alive and
+        # a call that still arrives is served.
+        assert http_status(server, "/readyz") == 503
+        assert grpc_health(server) == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert http_status(server, "/healthz") == 200
+        paid = pay(server, "during-drain")
+        assert paid.result.status == result_pb2.PAYMENT_STATUS_SUCCEEDED
+    finally:
+        server.stop()
 
 
 class Stopped(NamedTuple):

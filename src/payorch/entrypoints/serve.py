@@ -116,6 +116,14 @@ def on_stop_signal(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None
         loop.add_signal_handler(sig, received, sig)
 
 
+async def drain(seconds: float) -> None:
+    """Health already says NOT_SERVING; calls are still taken meanwhile, so that load
+    balancers polling health stop routing here before the listener closes."""
+    if seconds > 0:
+        log.info("draining: taking calls %.1f s more while health says NOT_SERVING", seconds)
+        await asyncio.sleep(seconds)
+
+
 async def run(settings: Settings) -> None:
     configure(settings.log_level)
     container = await bootstrap(settings)
@@ -130,12 +138,15 @@ async def run(settings: Settings) -> None:
     # Before the server starts: a SIGTERM from then on takes the graceful path.
     stop = asyncio.Event()
     on_stop_signal(loop, stop)
+    # Set at the first signal: background jobs claim no more, readiness says 503.
+    stopping = asyncio.Event()
     try:
         await server.start()
         await mark_serving(health_servicer, container.health)
         app = build_app(
             stripe_events=container.processor_events,
             stripe_webhook_secret=settings.stripe_webhook_secret,
+            ready=lambda: not stopping.is_set(),
         )
         runner, http_port = await start_http(app, settings.http_host, settings.http_port)
     except BaseException:
@@ -158,16 +169,16 @@ async def run(settings: Settings) -> None:
         asyncio.create_task(refresh_health_forever(container)),
     ]
     locks = contextlib.ExitStack()
-    stopping = asyncio.Event()
     claiming = serve_jobs(container, settings, locks, stopping)
     jobs += observability_jobs(container)
     try:
         await stop.wait()
     finally:
         log.info("shutting down: finishing in-flight calls (grace %.1f s)", settings.grace_period_s)
-        grace_ends = loop.time() + settings.grace_period_s
         stopping.set()
         await health_servicer.enter_graceful_shutdown()
+        await drain(settings.shutdown_drain_s)
+        grace_ends = loop.time() + settings.grace_period_s
         await server.stop(settings.grace_period_s)
         await finish_claimed(claiming, grace_ends - loop.time())
         for job in jobs:
