@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 import signal
@@ -257,3 +258,20 @@ def test_a_sigterm_while_the_server_starts_takes_the_graceful_path(tmp_path: Pat
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert '"stopped"' in done.stderr
+
+
+def test_a_create_payment_cut_off_past_the_grace_period_is_named_in_the_log(
+    tmp_path: Path,
+) -> None:
+    stopped = stopped_while_paying(tmp_path, "cut-off-by-stop", grace_s=0.2, sigterms=1)
+
+    assert stopped.exit_code == 0 and not stopped.answered
+    cut_off = [
+        json.loads(line)
+        for line in stopped.server.log().splitlines()
+        if "CreatePayment cut off" in line
+    ]
+    assert len(cut_off) == 1, stopped.server.log()[-3000:]
+    assert cut_off[0]["level"] == "warning"
+    assert cut_off[0]["request_id"] == "cut-off-by-stop"
+    assert cut_off[0]["payment_id"] == stopped.payment_id

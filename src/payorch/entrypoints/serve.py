@@ -129,8 +129,9 @@ async def run(settings: Settings) -> None:
     container = await bootstrap(settings)
     if settings.demo_key_file:
         await ensure_demo_key(container, Path(settings.demo_key_file))
+    closing = asyncio.Event()
     try:
-        server, port, health_servicer = create_server(container, settings.listen)
+        server, port, health_servicer = create_server(container, settings.listen, closing.is_set)
     except BaseException:
         await container.close()
         raise
@@ -179,6 +180,7 @@ async def run(settings: Settings) -> None:
         await health_servicer.enter_graceful_shutdown()
         await drain(settings.shutdown_drain_s)
         grace_ends = loop.time() + settings.grace_period_s
+        closing.set()
         await server.stop(settings.grace_period_s)
         await finish_claimed(claiming, grace_ends - loop.time())
         for job in jobs:
