@@ -42,6 +42,9 @@ class Settings:
     stripe_allow_live: bool = False
     call_timeout_s: float = 10.0
     grace_period_s: float = 10.0
+    # On SIGTERM/SIGINT: health NOT_SERVING and /readyz 503 this long while calls are
+    # still taken, so load balancers polling health stop routing here before it closes.
+    shutdown_drain_s: float = 0.0
     auth_cache_s: float = 5.0
     # Merchant configs are read from memory this long; other replicas see a change after it.
     config_cache_s: float = 5.0

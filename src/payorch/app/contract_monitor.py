@@ -33,6 +33,8 @@ class CallScope:
 
     request_id: str
     merchant_id: str = ""
+    # The payment the call made, once stored (named if the call is cut off).
+    payment_id: str = ""
     recorded: list[ContractViolation] = field(default_factory=list)
     # Fatal issues the call was refused for (the entrypoint names them).
     rejected: list[ValidationIssue] = field(default_factory=list)
@@ -47,8 +49,8 @@ def current_call() -> CallScope | None:
     return _current.get()
 
 
-def identify_call(*, merchant_id: str = "", request_id: str = "") -> None:
-    """Name the merchant and request of the current call, once known."""
+def identify_call(*, merchant_id: str = "", request_id: str = "", payment_id: str = "") -> None:
+    """Name the merchant, request and payment of the current call, once known."""
     scope = _current.get()
     if scope is None:
         return
@@ -56,6 +58,8 @@ def identify_call(*, merchant_id: str = "", request_id: str = "") -> None:
         scope.merchant_id = merchant_id
     if request_id:
         scope.request_id = request_id
+    if payment_id:
+        scope.payment_id = payment_id
 
 
 def reject_call(issues: Sequence[ValidationIssue]) -> None:

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from payorch.app.contract_monitor import identify_call
 from payorch.app.ids import new_id
 from payorch.app.merchant_configs import MerchantConfigs
 from payorch.app.payment_observation import PaymentObservation
@@ -211,6 +212,7 @@ class PaymentService:
                 existing = await self._replay_or_wait(request, fingerprint, deadline)
                 if existing is not None:
                     return CreateResult(existing, replayed=True)
+        identify_call(payment_id=payment.id)
         with self._observe.span("payment.plan", payment_id=payment.id, steps=len(payment.steps)):
             await self._run_plan(payment, config, deadline)
         payment.settle(self._clock.now(), orchestration_ms=self._elapsed_ms(t0))

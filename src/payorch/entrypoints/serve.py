@@ -95,22 +95,59 @@ async def finish_claimed(workers: list[asyncio.Task[None]], within_s: float) -> 
             await worker
 
 
+def on_stop_signal(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
+    """SIGTERM or SIGINT sets `stop` (the graceful path). A second one, once the first
+    was received, exits at once: in-flight calls are cut off, and so are writes not yet
+    committed (a payment whose write was committed stays; one left PROCESSING is
+    reconciled), contract violations still buffered are lost."""
+
+    def received(sig: signal.Signals) -> None:
+        if not stop.is_set():
+            stop.set()
+            return
+        log.warning(
+            "%s again while shutting down: exiting now, without finishing in-flight calls",
+            sig.name,
+        )
+        logging.shutdown()  # flushes the log handlers; os._exit would not
+        os._exit(128 + sig)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, received, sig)
+
+
+async def drain(seconds: float) -> None:
+    """Health already says NOT_SERVING; calls are still taken meanwhile, so that load
+    balancers polling health stop routing here before the listener closes."""
+    if seconds > 0:
+        log.info("draining: taking calls %.1f s more while health says NOT_SERVING", seconds)
+        await asyncio.sleep(seconds)
+
+
 async def run(settings: Settings) -> None:
     configure(settings.log_level)
     container = await bootstrap(settings)
     if settings.demo_key_file:
         await ensure_demo_key(container, Path(settings.demo_key_file))
+    closing = asyncio.Event()
     try:
-        server, port, health_servicer = create_server(container, settings.listen)
+        server, port, health_servicer = create_server(container, settings.listen, closing.is_set)
     except BaseException:
         await container.close()
         raise
+    loop = asyncio.get_running_loop()
+    # Before the server starts: a SIGTERM from then on takes the graceful path.
+    stop = asyncio.Event()
+    on_stop_signal(loop, stop)
+    # Set at the first signal: background jobs claim no more, readiness says 503.
+    stopping = asyncio.Event()
     try:
         await server.start()
         await mark_serving(health_servicer, container.health)
         app = build_app(
             stripe_events=container.processor_events,
             stripe_webhook_secret=settings.stripe_webhook_secret,
+            ready=lambda: not stopping.is_set(),
         )
         runner, http_port = await start_http(app, settings.http_host, settings.http_port)
     except BaseException:
@@ -128,25 +165,22 @@ async def run(settings: Settings) -> None:
     loop_kind = type(asyncio.get_running_loop()).__module__.split(".")[0]
     log.info("serving on the %s event loop", loop_kind, extra={"rpc": f"{host}:{port}"})
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     jobs = [
         asyncio.create_task(reconcile_forever(container, settings.reconcile_interval_s)),
         asyncio.create_task(refresh_health_forever(container)),
     ]
     locks = contextlib.ExitStack()
-    stopping = asyncio.Event()
     claiming = serve_jobs(container, settings, locks, stopping)
     jobs += observability_jobs(container)
     try:
         await stop.wait()
     finally:
         log.info("shutting down: finishing in-flight calls (grace %.1f s)", settings.grace_period_s)
-        grace_ends = loop.time() + settings.grace_period_s
         stopping.set()
         await health_servicer.enter_graceful_shutdown()
+        await drain(settings.shutdown_drain_s)
+        grace_ends = loop.time() + settings.grace_period_s
+        closing.set()
         await server.stop(settings.grace_period_s)
         await finish_claimed(claiming, grace_ends - loop.time())
         for job in jobs:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import Callable
 from datetime import UTC
 
 from google.rpc import code_pb2
 
 from payments.orchestrator.v1 import orchestrator_pb2 as orch
 from payorch.app.auth import read_scope, resolve_merchant
-from payorch.app.contract_monitor import identify_call, reject_call
+from payorch.app.contract_monitor import current_call, identify_call, reject_call
 from payorch.app.merchant_configs import MerchantConfigs, VersionConflict
 from payorch.app.payments import (
     CustomerNotOwned,
@@ -40,6 +43,7 @@ from payorch.entrypoints.grpc.errors import (
 )
 from payorch.entrypoints.grpc.handlers import Call
 
+log = logging.getLogger("payorch.grpc")
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
 MAX_CANCEL_REASON_LEN = 200  # longer reasons are cut
@@ -72,10 +76,29 @@ def _as_sent(
     return [(_SINGLE_METHOD_FIELDS.get(name, name), message) for name, message in problems]
 
 
+def _log_cut_off(request_id: str) -> None:
+    scope = current_call()
+    payment_id = scope.payment_id if scope is not None else ""
+    log.warning(
+        "CreatePayment cut off by the server stopping past its grace period: %s",
+        f"payment {payment_id} left to the reconciler"
+        if payment_id
+        else "no payment stored, nothing charged",
+        extra={"request_id": request_id, "payment_id": payment_id, "code": "CANCELLED"},
+    )
+
+
 class PaymentOrchestratorServicer:
-    def __init__(self, payments: PaymentService, configs: MerchantConfigs) -> None:
+    def __init__(
+        self,
+        payments: PaymentService,
+        configs: MerchantConfigs,
+        closing: Callable[[], bool] = lambda: False,
+    ) -> None:
+        """`closing()`: the server is stopping, and cancels what outlasts its grace period."""
         self._payments = payments
         self._configs = configs
+        self._closing = closing
 
     async def CreatePayment(
         self, request: orch.CreatePaymentRequest, call: Call
@@ -94,6 +117,10 @@ class PaymentOrchestratorServicer:
         identify_call(request_id=core.request_id)
         try:
             result = await self._payments.create(core, deadline_s=call.deadline_s())
+        except asyncio.CancelledError:
+            if self._closing():
+                _log_cut_off(core.request_id)
+            raise
         except PlanRejected as exc:
             raise invalid_argument(_as_sent(request, exc.problems)) from exc
         except CustomerNotOwned as exc:

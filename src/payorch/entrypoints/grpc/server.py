@@ -87,9 +87,10 @@ def revoked_client_certificates(settings: Settings) -> Callable[[bytes], bool] |
 
 
 def create_server(
-    container: Container, address: str
+    container: Container, address: str, closing: Callable[[], bool] = lambda: False
 ) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
-    """A server bound to `address` (port 0 picks a free one), not yet started."""
+    """A server bound to `address` (port 0 picks a free one), not yet started.
+    `closing()`: it is being stopped, and calls cancelled now are cut off by that."""
     settings = container.settings
     observed = container.observability
     interceptor = ObservingInterceptor(
@@ -114,7 +115,7 @@ def create_server(
     revoked = revoked_client_certificates(settings)
     servicers = {
         "payments.orchestrator.v1.PaymentOrchestrator": PaymentOrchestratorServicer(
-            container.payments, container.configs
+            container.payments, container.configs, closing
         ),
         "payments.orchestrator.v1.ProcessorHealth": ProcessorHealthServicer(container.health),
         "payments.orchestrator.v1.ProcessorFaultInjection": ProcessorFaultInjectionServicer(

@@ -1,6 +1,8 @@
-"""The HTTP side: Prometheus metrics and liveness (inbound webhooks join here)."""
+"""The HTTP side: Prometheus metrics, liveness and readiness (inbound webhooks join here)."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
@@ -20,9 +22,14 @@ def build_app(
     stripe_events: ProcessorEvents | None = None,
     stripe_webhook_secret: str = "",
     clock: Clock | None = None,
+    ready: Callable[[], bool] = lambda: True,
 ) -> web.Application:
     """`clock` judges how fresh a Stripe signature is. Stripe signs with the wall clock,
-    so it is the system's even when the service's own clock is shifted for a demo."""
+    so it is the system's even when the service's own clock is shifted for a demo.
+
+    `/healthz` is liveness: 200 while the process answers. `/readyz` is readiness: 503
+    once `ready()` is False (the server stopping or draining, as gRPC health says
+    NOT_SERVING then), so a load balancer sends this replica no new calls."""
     app = web.Application(client_max_size=MAX_BODY_BYTES)
 
     async def metrics(_request: web.Request) -> web.Response:
@@ -33,8 +40,14 @@ def build_app(
     async def healthz(_request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
+    async def readyz(_request: web.Request) -> web.Response:
+        if ready():
+            return web.json_response({"status": "ready"})
+        return web.json_response({"status": "shutting down"}, status=503)
+
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
     if stripe_events is not None and stripe_webhook_secret:
         app.router.add_post(
             "/webhooks/stripe",
