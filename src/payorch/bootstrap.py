@@ -95,9 +95,10 @@ class Container:
 # revoked there, is seen once it has passed. Past an hour (or infinite, or NaN) the
 # docs' promise that it is seen "within that" means little or nothing.
 MAX_CACHE_S = 3600.0
+MAX_STOP_S = 3600.0
 
 
-def check_cache_times(settings: Settings) -> None:
+def check_times(settings: Settings) -> None:
     for var, value in (
         ("PAYORCH_AUTH_CACHE_S", settings.auth_cache_s),
         ("PAYORCH_CONFIG_CACHE_S", settings.config_cache_s),
@@ -106,6 +107,14 @@ def check_cache_times(settings: Settings) -> None:
             raise InvalidSettings(
                 f"{var} must be 0..{MAX_CACHE_S:g} seconds (0: not cached), not {value}"
             )
+    # How long a stopping replica drains and then waits for its calls: NaN or a negative
+    # one would skip them, an infinite one would never stop without a second signal.
+    for var, value in (
+        ("PAYORCH_SHUTDOWN_DRAIN_S", settings.shutdown_drain_s),
+        ("PAYORCH_GRACE_PERIOD_S", settings.grace_period_s),
+    ):
+        if not 0 <= value <= MAX_STOP_S:
+            raise InvalidSettings(f"{var} must be 0..{MAX_STOP_S:g} seconds, not {value}")
 
 
 def health_policy(settings: Settings) -> HealthPolicy:
@@ -179,7 +188,7 @@ async def bootstrap(
 ) -> Container:
     clock = clock or clock_from_settings(settings)
     # Settings it cannot start with are refused before the database is opened.
-    check_cache_times(settings)
+    check_times(settings)
     policy = health_policy(settings)
     processors, simulated = build_processors(settings)
     engine = create_engine(settings.database_url)

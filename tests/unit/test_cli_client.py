@@ -396,6 +396,10 @@ LIVE_KEY_TAIL = "51HxYzLiveKeyTail0123456789"
         ({"PAYORCH_CONFIG_CACHE_S": "nan"}, [], "PAYORCH_CONFIG_CACHE_S"),
         ({"PAYORCH_CONFIG_CACHE_S": "1e9"}, [], "PAYORCH_CONFIG_CACHE_S"),
         ({"PAYORCH_AUTH_CACHE_S": "inf"}, [], "PAYORCH_AUTH_CACHE_S"),
+        # A stop that skips its drain and grace, or never ends without a second signal.
+        ({"PAYORCH_SHUTDOWN_DRAIN_S": "nan"}, [], "PAYORCH_SHUTDOWN_DRAIN_S"),
+        ({"PAYORCH_SHUTDOWN_DRAIN_S": "inf"}, [], "PAYORCH_SHUTDOWN_DRAIN_S"),
+        ({"PAYORCH_GRACE_PERIOD_S": "-1"}, [], "PAYORCH_GRACE_PERIOD_S"),
     ],
     ids=[
         "unknown fault",
@@ -407,6 +411,9 @@ LIVE_KEY_TAIL = "51HxYzLiveKeyTail0123456789"
         "config cache nan",
         "config cached for decades",
         "keys cached forever",
+        "drain nan",
+        "drain forever",
+        "negative grace",
     ],
 )
 @pytest.mark.parametrize("command", [["serve", "--listen", "127.0.0.1:0"], ["scheduler", "--once"]])
