@@ -1,6 +1,6 @@
 """What the gRPC transport of the real server process does with a caller that sends
 too much: too many calls at once on one connection, compressed requests that inflate
-past the message limit.
+past the message limit, refunds that would grow a payment past what an answer holds.
 
 Uses the module-scoped `server` (tests/e2e/conftest.py: keys for m_1 and m_2).
 """
@@ -12,8 +12,12 @@ import collections
 import grpc
 import pytest
 
+from payments.orchestrator.v1 import orchestrator_pb2 as orch
+from payments.orchestrator.v1 import orchestrator_pb2_grpc as orch_grpc
+from payorch.app.payments import MAX_REFUNDS_PER_PAYMENT
 from payorch.entrypoints.grpc.server import MAX_STREAMS_PER_CONNECTION
 from tests.e2e.server import RunningServer
+from tests.rich_status import error_reasons
 
 pytestmark = pytest.mark.e2e
 
@@ -96,3 +100,48 @@ def test_a_compressed_request_is_held_to_the_limit_once_inflated(server, compres
         compression=compression,
     )
     assert server.process.poll() is None
+
+
+def test_a_payment_stops_taking_refunds_while_it_still_fits_an_answer(server):
+    # Each refund adds its attempts to the payment every read returns. Unbounded, some
+    # 18,000 one-cent refunds made it larger than an answer may be: the refund that
+    # crossed the line was made yet answered RESOURCE_EXHAUSTED, and from then on the
+    # payment could not be read, listed (by its merchant or an operator) or refunded.
+    stub = orch_grpc.PaymentOrchestratorStub(server.channel())
+    created = stub.CreatePayment(
+        orch.CreatePaymentRequest(
+            request_id="many-refunds",
+            amount_minor=10 * MAX_REFUNDS_PER_PAYMENT,
+            currency="usd",
+            payment_method="pm_card_visa",
+        ),
+        metadata=server.auth("m_1"),
+        timeout=30,
+    ).payment
+    for n in range(MAX_REFUNDS_PER_PAYMENT):
+        stub.RefundPayment(
+            orch.RefundPaymentRequest(
+                payment_id=created.payment_id, request_id=f"refund-{n}", amount_minor=1
+            ),
+            metadata=server.auth("m_1"),
+            timeout=30,
+        )
+
+    with pytest.raises(grpc.RpcError) as refused:
+        stub.RefundPayment(
+            orch.RefundPaymentRequest(
+                payment_id=created.payment_id, request_id="one-too-many", amount_minor=1
+            ),
+            metadata=server.auth("m_1"),
+            timeout=30,
+        )
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert error_reasons(refused.value) == ["TOO_MANY_REFUNDS"]
+    read = stub.GetPayment(
+        orch.GetPaymentRequest(payment_id=created.payment_id),
+        metadata=server.auth("m_1"),
+        timeout=30,
+    ).payment
+    assert sum(step.refunded_minor for step in read.result.step_results) == MAX_REFUNDS_PER_PAYMENT
+    # Well under the 4 MiB an answer may be (about 230 bytes a refund).
+    assert read.ByteSize() < MAX_MESSAGE // 4

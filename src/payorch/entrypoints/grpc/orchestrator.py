@@ -20,6 +20,7 @@ from payorch.app.payments import (
     RefundRejected,
     ReleaseUndecided,
     RequestInProgress,
+    TooManyRefunds,
 )
 from payorch.app.plan_builder import PlanRejected
 from payorch.domain.card_data import clip, contains_card_number
@@ -236,6 +237,8 @@ class PaymentOrchestratorServicer:
             raise error(
                 code_pb2.FAILED_PRECONDITION, str(exc), "REFUND_EXCEEDS_CAPTURED", "amount_minor"
             ) from exc
+        except TooManyRefunds as exc:
+            raise error(code_pb2.FAILED_PRECONDITION, str(exc), "TOO_MANY_REFUNDS") from exc
         except IdempotencyConflict as exc:
             raise key_reused(exc) from exc
         response = orch.RefundPaymentResponse()
