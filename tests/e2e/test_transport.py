@@ -8,6 +8,7 @@ Uses the module-scoped `server` (tests/e2e/conftest.py: keys for m_1 and m_2).
 from __future__ import annotations
 
 import collections
+from pathlib import Path
 
 import grpc
 import pytest
@@ -16,7 +17,7 @@ from payments.orchestrator.v1 import orchestrator_pb2 as orch
 from payments.orchestrator.v1 import orchestrator_pb2_grpc as orch_grpc
 from payorch.app.payments import MAX_REFUNDS_PER_PAYMENT
 from payorch.entrypoints.grpc.server import MAX_STREAMS_PER_CONNECTION
-from tests.e2e.server import RunningServer
+from tests.e2e.server import RunningServer, create_key, start_server
 from tests.rich_status import error_reasons
 
 pytestmark = pytest.mark.e2e
@@ -145,3 +146,46 @@ def test_a_payment_stops_taking_refunds_while_it_still_fits_an_answer(server):
     assert sum(step.refunded_minor for step in read.result.step_results) == MAX_REFUNDS_PER_PAYMENT
     # Well under the 4 MiB an answer may be (about 230 bytes a refund).
     assert read.ByteSize() < MAX_MESSAGE // 4
+
+
+def test_a_listing_page_is_cut_short_rather_than_outgrow_an_answer(tmp_path: Path):
+    # An answer may be four times the request limit: 64 KiB here. Six payments of
+    # some 15 KB each do not fit one page of ListPayments; before, asking for them
+    # all was RESOURCE_EXHAUSTED, for the merchant and for an operator, on every try.
+    url = f"sqlite:///{tmp_path / 'payorch.db'}"
+    server = start_server(tmp_path, url, env={"PAYORCH_MAX_MESSAGE_BYTES": "16384"})
+    try:
+        server.keys = {"m_1": create_key(url, merchant="m_1"), "ops": create_key(url, scope="ops")}
+        stub = orch_grpc.PaymentOrchestratorStub(server.channel())
+        made = set()
+        for n in range(6):
+            request = orch.CreatePaymentRequest(
+                request_id=f"large-{n}",
+                amount_minor=100,
+                currency="usd",
+                payment_method="pm_card_visa",
+                metadata={f"key_{k:02d}": "v" * 290 for k in range(50)},
+            )
+            made.add(
+                stub.CreatePayment(
+                    request, metadata=server.auth("m_1"), timeout=30
+                ).payment.payment_id
+            )
+        for who in ("m_1", "ops"):
+            listed, pages, token = [], 0, ""
+            while True:
+                page = stub.ListPayments(
+                    orch.ListPaymentsRequest(page_size=100, page_token=token),
+                    metadata=server.auth(who),
+                    timeout=30,
+                )
+                assert page.ByteSize() <= 4 * 16384
+                listed += [p.payment_id for p in page.payments]
+                pages += 1
+                token = page.next_page_token
+                if not token:
+                    break
+            assert sorted(listed) == sorted(made), who
+            assert pages > 1
+    finally:
+        server.stop()

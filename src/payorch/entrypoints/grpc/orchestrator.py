@@ -68,9 +68,18 @@ def _as_sent(
 
 
 class PaymentOrchestratorServicer:
-    def __init__(self, payments: PaymentService, configs: MerchantConfigs) -> None:
+    def __init__(
+        self,
+        payments: PaymentService,
+        configs: MerchantConfigs,
+        max_answer_bytes: int = 4 << 20,
+    ) -> None:
+        """`max_answer_bytes`: the server's send limit, which a ListPayments page keeps
+        under."""
         self._payments = payments
         self._configs = configs
+        # Room left for the page token and the framing around each payment.
+        self._page_bytes = max_answer_bytes - 1024
 
     async def CreatePayment(
         self, request: orch.CreatePaymentRequest, call: Call
@@ -145,11 +154,20 @@ class PaymentOrchestratorServicer:
             created_after=created_after,
         )
         page = list(found[:size])
-        response = orch.ListPaymentsResponse(
-            next_page_token=mappers.encode_page_token(page[-1]) if len(found) > size else "",
-        )
-        for p in page:
-            mappers.write_payment(response.payments.add(), p)
+        response = orch.ListPaymentsResponse()
+        used = 0
+        for i, p in enumerate(page):
+            written = response.payments.add()
+            mappers.write_payment(written, p)
+            used += written.ByteSize() + 8  # its tag and length
+            if used > self._page_bytes and i > 0:
+                # Cut short rather than outgrow what an answer may be: a payment is
+                # held under it by its limits, a page of a hundred is not.
+                del response.payments[-1]
+                response.next_page_token = mappers.encode_page_token(page[i - 1])
+                return response
+        if len(found) > size:
+            response.next_page_token = mappers.encode_page_token(page[-1])
         return response
 
     def _payment_id(self, payment_id: str) -> str:

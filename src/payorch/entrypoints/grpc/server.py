@@ -97,6 +97,7 @@ def create_server(
     """A server bound to `address` (port 0 picks a free one), not yet started."""
     settings = container.settings
     observed = container.observability
+    max_answer_bytes = 4 * settings.max_message_bytes
     interceptor = ObservingInterceptor(
         observed.monitor,
         observed.observers,
@@ -108,7 +109,7 @@ def create_server(
         interceptors=[interceptor],
         options=[
             ("grpc.max_receive_message_length", settings.max_message_bytes),
-            ("grpc.max_send_message_length", 4 * settings.max_message_bytes),
+            ("grpc.max_send_message_length", max_answer_bytes),
             # max_metadata_size alone is a soft limit (calls up to 1.25x of it pass
             # at random); the absolute limit makes 16 KiB a hard cap.
             ("grpc.max_metadata_size", MAX_METADATA_BYTES),
@@ -124,7 +125,7 @@ def create_server(
     revoked = revoked_client_certificates(settings)
     servicers = {
         "payments.orchestrator.v1.PaymentOrchestrator": PaymentOrchestratorServicer(
-            container.payments, container.configs
+            container.payments, container.configs, max_answer_bytes
         ),
         "payments.orchestrator.v1.ProcessorHealth": ProcessorHealthServicer(container.health),
         "payments.orchestrator.v1.ProcessorFaultInjection": ProcessorFaultInjectionServicer(
