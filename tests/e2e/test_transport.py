@@ -8,6 +8,7 @@ Uses the module-scoped `server` (tests/e2e/conftest.py: keys for m_1 and m_2).
 from __future__ import annotations
 
 import collections
+import threading
 from pathlib import Path
 
 import grpc
@@ -188,4 +189,33 @@ def test_a_listing_page_is_cut_short_rather_than_outgrow_an_answer(tmp_path: Pat
             assert sorted(listed) == sorted(made), who
             assert pages > 1
     finally:
+        server.stop()
+
+
+def test_a_connection_left_idle_is_closed_by_the_server_and_the_client_reconnects(
+    tmp_path: Path,
+):
+    # Before, an idle connection was held for good: some 20 KB and a file descriptor
+    # each, so one caller leaving thousands open could use up the server's descriptors
+    # and shut every other caller out.
+    url = f"sqlite:///{tmp_path / 'payorch.db'}"
+    server = start_server(tmp_path, url, env={"PAYORCH_MAX_CONNECTION_IDLE_S": "1"})
+    channel = _own_connection(server)
+    try:
+        server.keys = {"m_1": create_key(url, merchant="m_1")}
+        call = channel.unary_unary(LIST_PAYMENTS)
+        call(b"", metadata=server.auth("m_1"), timeout=30)
+        seen: list[grpc.ChannelConnectivity] = []
+        closed = threading.Event()
+
+        def watch(state: grpc.ChannelConnectivity) -> None:
+            seen.append(state)
+            if state is grpc.ChannelConnectivity.IDLE and grpc.ChannelConnectivity.READY in seen:
+                closed.set()
+
+        channel.subscribe(watch)
+        assert closed.wait(30), f"the connection stayed open: {seen}"
+        call(b"", metadata=server.auth("m_1"), timeout=30)  # a new connection, unnoticed
+    finally:
+        channel.close()
         server.stop()

@@ -396,6 +396,9 @@ LIVE_KEY_TAIL = "51HxYzLiveKeyTail0123456789"
         ({"PAYORCH_CONFIG_CACHE_S": "nan"}, [], "PAYORCH_CONFIG_CACHE_S"),
         ({"PAYORCH_CONFIG_CACHE_S": "1e9"}, [], "PAYORCH_CONFIG_CACHE_S"),
         ({"PAYORCH_AUTH_CACHE_S": "inf"}, [], "PAYORCH_AUTH_CACHE_S"),
+        # 0 would close a connection between two calls; nan or inf, never.
+        ({"PAYORCH_MAX_CONNECTION_IDLE_S": "0"}, [], "PAYORCH_MAX_CONNECTION_IDLE_S"),
+        ({"PAYORCH_MAX_CONNECTION_IDLE_S": "nan"}, [], "PAYORCH_MAX_CONNECTION_IDLE_S"),
     ],
     ids=[
         "unknown fault",
@@ -407,6 +410,8 @@ LIVE_KEY_TAIL = "51HxYzLiveKeyTail0123456789"
         "config cache nan",
         "config cached for decades",
         "keys cached forever",
+        "connections never idle",
+        "connection idle nan",
     ],
 )
 @pytest.mark.parametrize("command", [["serve", "--listen", "127.0.0.1:0"], ["scheduler", "--once"]])

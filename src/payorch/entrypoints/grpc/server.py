@@ -120,6 +120,8 @@ def create_server(
             # so a client that kept to the limit had some calls refused (UNAVAILABLE);
             # off, the server counts open streams, as the client does.
             ("grpc.http.overload_protection", 0),
+            # An idle connection is sent GOAWAY: its file descriptor is not held for good.
+            ("grpc.max_connection_idle_ms", int(settings.max_connection_idle_s * 1000)),
         ],
     )
     revoked = revoked_client_certificates(settings)
