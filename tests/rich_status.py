@@ -16,3 +16,14 @@ def field_violations(exc: grpc.RpcError) -> dict[str, str]:
         if detail.Unpack(bad):
             out.update({v.field: v.description for v in bad.field_violations})
     return out
+
+
+def error_reasons(exc: grpc.RpcError) -> list[str]:
+    """The reason of every google.rpc ErrorInfo the status carries."""
+    status = rpc_status.from_call(exc)
+    out = []
+    for detail in status.details if status else []:
+        info = error_details_pb2.ErrorInfo()
+        if detail.Unpack(info):
+            out.append(info.reason)
+    return out

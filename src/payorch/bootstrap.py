@@ -117,6 +117,19 @@ def check_times(settings: Settings) -> None:
             raise InvalidSettings(f"{var} must be 0..{MAX_STOP_S:g} seconds, not {value}")
 
 
+# A day: longer, a caller's forgotten connections pile up for as long as it runs.
+MAX_CONNECTION_IDLE_S = 86400.0
+
+
+def check_connection_idle(settings: Settings) -> None:
+    value = settings.max_connection_idle_s
+    if not 0.1 <= value <= MAX_CONNECTION_IDLE_S:  # NaN fails this too
+        raise InvalidSettings(
+            f"PAYORCH_MAX_CONNECTION_IDLE_S must be 0.1..{MAX_CONNECTION_IDLE_S:g} seconds,"
+            f" not {value}"
+        )
+
+
 def health_policy(settings: Settings) -> HealthPolicy:
     try:
         return _health_policy(settings)
@@ -189,6 +202,7 @@ async def bootstrap(
     clock = clock or clock_from_settings(settings)
     # Settings it cannot start with are refused before the database is opened.
     check_times(settings)
+    check_connection_idle(settings)
     policy = health_policy(settings)
     processors, simulated = build_processors(settings)
     engine = create_engine(settings.database_url)

@@ -56,6 +56,9 @@ class Settings:
     tls_client_crl_file: str = ""
     reconcile_interval_s: float = 60.0
     max_message_bytes: int = 1 << 20
+    # A gRPC connection with no call open this long is closed (the client reconnects
+    # on its next call): idle ones otherwise hold a file descriptor each for good.
+    max_connection_idle_s: float = 300.0
     log_level: str = "INFO"
     # The serve loop: "uvloop" (when installed) or "asyncio".
     event_loop: str = "uvloop"

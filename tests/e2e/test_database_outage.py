@@ -9,28 +9,17 @@ from pathlib import Path
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_status import rpc_status
 from sqlalchemy.engine import make_url
 
 from payments.orchestrator.v1 import orchestrator_pb2 as orch
 from payments.orchestrator.v1 import orchestrator_pb2_grpc as orch_grpc
 from payments.result.v1 import result_pb2
 from tests.e2e.server import create_key, start_server
+from tests.rich_status import error_reasons
 from tests.tcp_proxy import TcpProxy
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
-
-
-def reasons(exc: grpc.RpcError) -> list[str]:
-    status = rpc_status.from_call(exc)
-    out = []
-    for detail in status.details if status else []:
-        info = error_details_pb2.ErrorInfo()
-        if detail.Unpack(info):
-            out.append(info.reason)
-    return out
 
 
 def create(stub: orch_grpc.PaymentOrchestratorStub, auth: list, request_id: str) -> orch.Payment:
@@ -81,7 +70,7 @@ def test_a_database_outage_is_unavailable_and_a_retry_after_it_charges_once(
                 with pytest.raises(grpc.RpcError) as refused:
                     call()
                 assert refused.value.code() is grpc.StatusCode.UNAVAILABLE
-                assert reasons(refused.value) == ["STORAGE_UNAVAILABLE"]
+                assert error_reasons(refused.value) == ["STORAGE_UNAVAILABLE"]
                 assert "same request_id" in (refused.value.details() or "")
             health = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(), timeout=5
@@ -97,7 +86,7 @@ def test_a_database_outage_is_unavailable_and_a_retry_after_it_charges_once(
                     paid = create(stub, auth, request_id)
                     break
                 except grpc.RpcError as exc:
-                    answers.append((exc.code(), reasons(exc)))
+                    answers.append((exc.code(), error_reasons(exc)))
             else:
                 pytest.fail(f"no answer after the database came back: {answers}")
             assert all(a == (grpc.StatusCode.UNAVAILABLE, ["STORAGE_UNAVAILABLE"]) for a in answers)

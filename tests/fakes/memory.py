@@ -74,6 +74,9 @@ class FakePaymentRepository:
     async def refund_request(self, payment_id: str, request_id: str) -> RefundRequest | None:
         return self.refunds.get((payment_id, request_id))
 
+    async def refund_count(self, payment_id: str) -> int:
+        return sum(1 for pid, _ in self.refunds if pid == payment_id)
+
     async def add_refund(
         self, payment_id: str, request_id: str, refund: RefundRequest, now: datetime
     ) -> bool:

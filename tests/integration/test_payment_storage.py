@@ -8,7 +8,8 @@ from datetime import timedelta
 import pytest
 
 from payorch.adapters.clock import SystemClock
-from payorch.app.payments import InvalidState, ProcessorEvent, RefundRejected
+from payorch.app import payments
+from payorch.app.payments import InvalidState, ProcessorEvent, RefundRejected, TooManyRefunds
 from payorch.app.ports import ChargeRequest, ConcurrentUpdate
 from payorch.domain.installments import judge_charge
 from payorch.domain.payment import Owed, PaymentStatus, StepStatus
@@ -479,3 +480,23 @@ async def test_an_event_forgotten_is_taken_as_new_when_it_comes_again(container,
         await uow.commit()
     assert await remember()  # acted on again
     assert not await remember()
+
+
+async def test_a_payment_takes_no_refund_past_the_limit_but_replays_those_it_took(
+    container, monkeypatch
+):
+    # The refunds a payment has taken are counted where they are stored, on both databases.
+    monkeypatch.setattr(payments, "MAX_REFUNDS_PER_PAYMENT", 2)
+    other = (await container.payments.create(core_request("r-other"), deadline_s=None)).payment
+    await container.payments.refund(other.id, "m_1", amount_minor=1, request_id="o0")
+    paid = (await container.payments.create(core_request("r-limit"), deadline_s=None)).payment
+    for n in range(2):
+        await container.payments.refund(paid.id, "m_1", amount_minor=1, request_id=f"x{n}")
+
+    with pytest.raises(TooManyRefunds):
+        await container.payments.refund(paid.id, "m_1", amount_minor=1, request_id="x2")
+    again = await container.payments.refund(paid.id, "m_1", amount_minor=1, request_id="x1")
+
+    assert again.steps[0].refunded_minor == 2
+    stored = await container.payments.get(paid.id, "m_1")
+    assert stored.steps[0].refunded_minor == 2

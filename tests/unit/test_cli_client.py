@@ -400,6 +400,9 @@ LIVE_KEY_TAIL = "51HxYzLiveKeyTail0123456789"
         ({"PAYORCH_SHUTDOWN_DRAIN_S": "nan"}, [], "PAYORCH_SHUTDOWN_DRAIN_S"),
         ({"PAYORCH_SHUTDOWN_DRAIN_S": "inf"}, [], "PAYORCH_SHUTDOWN_DRAIN_S"),
         ({"PAYORCH_GRACE_PERIOD_S": "-1"}, [], "PAYORCH_GRACE_PERIOD_S"),
+        # 0 would close a connection between two calls; nan or inf, never.
+        ({"PAYORCH_MAX_CONNECTION_IDLE_S": "0"}, [], "PAYORCH_MAX_CONNECTION_IDLE_S"),
+        ({"PAYORCH_MAX_CONNECTION_IDLE_S": "nan"}, [], "PAYORCH_MAX_CONNECTION_IDLE_S"),
     ],
     ids=[
         "unknown fault",
@@ -414,6 +417,8 @@ LIVE_KEY_TAIL = "51HxYzLiveKeyTail0123456789"
         "drain nan",
         "drain forever",
         "negative grace",
+        "connections never idle",
+        "connection idle nan",
     ],
 )
 @pytest.mark.parametrize("command", [["serve", "--listen", "127.0.0.1:0"], ["scheduler", "--once"]])

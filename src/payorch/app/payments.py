@@ -120,6 +120,16 @@ class RefundRejected(ValueError):
     """A refund asks for more than was captured, or of a payment with nothing captured."""
 
 
+class TooManyRefunds(ValueError):
+    """The payment has taken MAX_REFUNDS_PER_PAYMENT refunds: it takes no new one."""
+
+
+# Each refund adds its attempts to the payment every read returns: about 230 bytes a
+# part. Unbounded, some 18,000 one-cent refunds made the payment larger than a gRPC
+# answer may be, and it could no longer be read, listed or refunded.
+MAX_REFUNDS_PER_PAYMENT = 1000
+
+
 class InvalidState(ValueError):
     """The operation does not apply to the payment in its current state."""
 
@@ -763,6 +773,11 @@ class PaymentService:
             refund = await uow.payments.refund_request(payment.id, request_id)
             new = refund is None
             if refund is None:
+                if await uow.payments.refund_count(payment.id) >= MAX_REFUNDS_PER_PAYMENT:
+                    raise TooManyRefunds(
+                        f"payment {payment.id} has taken {MAX_REFUNDS_PER_PAYMENT} refunds,"
+                        " the most one payment takes"
+                    )
                 refund = _refund_parts(payment, amount_minor)
             elif amount_minor and amount_minor != refund.amount_minor:
                 raise IdempotencyConflict(request_id, "amount")

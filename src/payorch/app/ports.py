@@ -146,6 +146,10 @@ class PaymentRepository(Protocol):
         """The refund recorded under this request_id, if any."""
         ...
 
+    async def refund_count(self, payment_id: str) -> int:
+        """How many refund requests the payment has recorded."""
+        ...
+
     async def add_refund(
         self, payment_id: str, request_id: str, refund: RefundRequest, now: datetime
     ) -> bool:

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -258,6 +258,12 @@ class SqlAlchemyPaymentRepository:
         if row is None:
             return None
         return RefundRequest(row.amount_minor, tuple((i, a) for i, a in row.parts or []))
+
+    async def refund_count(self, payment_id: str) -> int:
+        counted = (
+            select(func.count()).select_from(refunds).where(refunds.c.payment_id == payment_id)
+        )
+        return int((await self._conn.execute(counted)).scalar_one())
 
     async def add_refund(
         self, payment_id: str, request_id: str, refund: RefundRequest, now: datetime

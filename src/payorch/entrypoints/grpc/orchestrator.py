@@ -23,6 +23,7 @@ from payorch.app.payments import (
     RefundRejected,
     ReleaseUndecided,
     RequestInProgress,
+    TooManyRefunds,
 )
 from payorch.app.plan_builder import PlanRejected
 from payorch.domain.card_data import clip, contains_card_number
@@ -94,11 +95,16 @@ class PaymentOrchestratorServicer:
         payments: PaymentService,
         configs: MerchantConfigs,
         closing: Callable[[], bool] = lambda: False,
+        max_answer_bytes: int = 4 << 20,
     ) -> None:
-        """`closing()`: the server is stopping, and cancels what outlasts its grace period."""
+        """`closing()`: the server is stopping, and cancels what outlasts its grace period.
+        `max_answer_bytes`: the server's send limit, which a ListPayments page keeps
+        under."""
         self._payments = payments
         self._configs = configs
         self._closing = closing
+        # Room left for the page token and the framing around each payment.
+        self._page_bytes = max_answer_bytes - 1024
 
     async def CreatePayment(
         self, request: orch.CreatePaymentRequest, call: Call
@@ -177,11 +183,20 @@ class PaymentOrchestratorServicer:
             created_after=created_after,
         )
         page = list(found[:size])
-        response = orch.ListPaymentsResponse(
-            next_page_token=mappers.encode_page_token(page[-1]) if len(found) > size else "",
-        )
-        for p in page:
-            mappers.write_payment(response.payments.add(), p)
+        response = orch.ListPaymentsResponse()
+        used = 0
+        for i, p in enumerate(page):
+            written = response.payments.add()
+            mappers.write_payment(written, p)
+            used += written.ByteSize() + 8  # its tag and length
+            if used > self._page_bytes and i > 0:
+                # Cut short rather than outgrow what an answer may be: a payment is
+                # held under it by its limits, a page of a hundred is not.
+                del response.payments[-1]
+                response.next_page_token = mappers.encode_page_token(page[i - 1])
+                return response
+        if len(found) > size:
+            response.next_page_token = mappers.encode_page_token(page[-1])
         return response
 
     def _payment_id(self, payment_id: str) -> str:
@@ -269,6 +284,8 @@ class PaymentOrchestratorServicer:
             raise error(
                 code_pb2.FAILED_PRECONDITION, str(exc), "REFUND_EXCEEDS_CAPTURED", "amount_minor"
             ) from exc
+        except TooManyRefunds as exc:
+            raise error(code_pb2.FAILED_PRECONDITION, str(exc), "TOO_MANY_REFUNDS") from exc
         except IdempotencyConflict as exc:
             raise key_reused(exc) from exc
         response = orch.RefundPaymentResponse()

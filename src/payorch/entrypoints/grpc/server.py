@@ -38,6 +38,11 @@ SERVICES = [
     monitor_pb2.DESCRIPTOR.services_by_name["ContractMonitor"],
 ]
 MAX_METADATA_BYTES = 16 * 1024
+# Calls one connection may have open at once; more wait in the client. Past 1,000
+# calls the handlers have not yet taken, grpc cancels new ones at random, on any
+# connection (all past 3,000): unbounded, one busy connection got other callers'
+# calls CANCELLED. 500 is what one connection of the benchmark keeps in flight.
+MAX_STREAMS_PER_CONNECTION = 500
 # Full names of the RPCs refused to a merchant key before the request is read.
 OPS_ONLY = frozenset(
     f"{service}.{name}"
@@ -93,6 +98,7 @@ def create_server(
     `closing()`: it is being stopped, and calls cancelled now are cut off by that."""
     settings = container.settings
     observed = container.observability
+    max_answer_bytes = 4 * settings.max_message_bytes
     interceptor = ObservingInterceptor(
         observed.monitor,
         observed.observers,
@@ -104,18 +110,25 @@ def create_server(
         interceptors=[interceptor],
         options=[
             ("grpc.max_receive_message_length", settings.max_message_bytes),
-            ("grpc.max_send_message_length", 4 * settings.max_message_bytes),
+            ("grpc.max_send_message_length", max_answer_bytes),
             # max_metadata_size alone is a soft limit (calls up to 1.25x of it pass
             # at random); the absolute limit makes 16 KiB a hard cap.
             ("grpc.max_metadata_size", MAX_METADATA_BYTES),
             ("grpc.absolute_max_metadata_size", MAX_METADATA_BYTES),
             ("grpc.so_reuseport", 0),
+            ("grpc.max_concurrent_streams", MAX_STREAMS_PER_CONNECTION),
+            # grpc's "overload protection" also counts streams it has not yet freed,
+            # so a client that kept to the limit had some calls refused (UNAVAILABLE);
+            # off, the server counts open streams, as the client does.
+            ("grpc.http.overload_protection", 0),
+            # An idle connection is sent GOAWAY: its file descriptor is not held for good.
+            ("grpc.max_connection_idle_ms", int(settings.max_connection_idle_s * 1000)),
         ],
     )
     revoked = revoked_client_certificates(settings)
     servicers = {
         "payments.orchestrator.v1.PaymentOrchestrator": PaymentOrchestratorServicer(
-            container.payments, container.configs, closing
+            container.payments, container.configs, closing, max_answer_bytes
         ),
         "payments.orchestrator.v1.ProcessorHealth": ProcessorHealthServicer(container.health),
         "payments.orchestrator.v1.ProcessorFaultInjection": ProcessorFaultInjectionServicer(
