@@ -6,10 +6,18 @@ import asyncio
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import update
 
 from payorch.adapters.clock import SystemClock
+from payorch.adapters.persistence.tables import refunds
 from payorch.app import payments
-from payorch.app.payments import InvalidState, ProcessorEvent, RefundRejected, TooManyRefunds
+from payorch.app.payments import (
+    IdempotencyConflict,
+    InvalidState,
+    ProcessorEvent,
+    RefundRejected,
+    TooManyRefunds,
+)
 from payorch.app.ports import ChargeRequest, ConcurrentUpdate
 from payorch.domain.installments import judge_charge
 from payorch.domain.payment import Owed, PaymentStatus, StepStatus
@@ -253,7 +261,7 @@ async def test_a_refund_keeps_its_parts_so_a_retry_repeats_only_the_part_that_fa
     sim.refund = refund_failing_on_apple_pay
     first = await container.payments.refund(created.id, "m_1", amount_minor=7000, request_id="x")
     assert [s.refunded_minor for s in first.steps] == [0, 4000]
-    retried = await container.payments.refund(created.id, "m_1", amount_minor=0, request_id="x")
+    retried = await container.payments.refund(created.id, "m_1", amount_minor=7000, request_id="x")
     assert [s.refunded_minor for s in retried.steps] == [3000, 4000]
     assert calls[1] == calls[2]  # the failed part again: same intent, amount and key
     assert len(calls) == 3
@@ -352,7 +360,7 @@ async def test_a_refund_under_the_longest_request_id_is_stored_and_replayed(cont
     assert len(keys) == 2 and all(len(k) <= 255 for k in keys)  # Stripe's limit, and the column's
 
     again = await container.payments.refund(
-        created.id, "m_1", amount_minor=0, request_id=request_id
+        created.id, "m_1", amount_minor=7000, request_id=request_id
     )
     assert [s.refunded_minor for s in again.steps] == [3000, 4000]
     assert sum(i.amount_refunded for i in sim.ledger.intents.values()) == 7000
@@ -500,3 +508,46 @@ async def test_a_payment_takes_no_refund_past_the_limit_but_replays_those_it_too
     assert again.steps[0].refunded_minor == 2
     stored = await container.payments.get(paid.id, "m_1")
     assert stored.steps[0].refunded_minor == 2
+
+
+async def test_a_refund_key_that_named_an_amount_is_refused_asking_for_everything(container):
+    sim = container.simulated["simulated"]
+    created = (await container.payments.create(core_request(), deadline_s=None)).payment
+    await container.payments.refund(created.id, "m_1", amount_minor=500, request_id="x")
+
+    for other in (0, 600):  # everything left (1499 more), or another amount
+        with pytest.raises(IdempotencyConflict, match="'x' was already used with a different"):
+            await container.payments.refund(created.id, "m_1", amount_minor=other, request_id="x")
+    again = await container.payments.refund(created.id, "m_1", amount_minor=500, request_id="x")
+
+    assert (again.steps[0].refunded_minor, again.refundable_minor) == (500, 1499)
+    assert sum(i.amount_refunded for i in sim.ledger.intents.values()) == 500
+
+
+async def test_a_refund_of_everything_is_retried_asking_for_everything_or_the_amount_it_made(
+    container,
+):
+    created = (await container.payments.create(core_request(), deadline_s=None)).payment
+    first = await container.payments.refund(created.id, "m_1", amount_minor=0, request_id="x")
+    assert first.status is PaymentStatus.REFUNDED
+
+    for same in (0, 1999):
+        again = await container.payments.refund(
+            created.id, "m_1", amount_minor=same, request_id="x"
+        )
+        assert (again.status, again.steps[0].refunded_minor) == (PaymentStatus.REFUNDED, 1999)
+    with pytest.raises(IdempotencyConflict, match="different amount"):
+        await container.payments.refund(created.id, "m_1", amount_minor=1000, request_id="x")
+
+
+async def test_a_refund_stored_before_its_ask_was_kept_is_replayed_as_before(container):
+    created = (await container.payments.create(core_request(), deadline_s=None)).payment
+    await container.payments.refund(created.id, "m_1", amount_minor=500, request_id="x")
+    async with container.engine.begin() as conn:  # as 0010 leaves a refund stored before it
+        await conn.execute(update(refunds).values(asked_minor=None))
+
+    again = await container.payments.refund(created.id, "m_1", amount_minor=0, request_id="x")
+
+    assert (again.steps[0].refunded_minor, again.refundable_minor) == (500, 1499)
+    with pytest.raises(IdempotencyConflict, match="different amount"):
+        await container.payments.refund(created.id, "m_1", amount_minor=600, request_id="x")

@@ -236,7 +236,7 @@ async def test_a_refund_whose_answer_was_lost_holds_its_amount_until_its_retry_f
     assert lost.steps[0].refunded_minor == 0 and "retry it" in lost.final_error_message
     with pytest.raises(RefundRejected, match="6000 exceeds the 4000 still refundable"):
         await w.service.refund(p.id, "m_1", amount_minor=6000, request_id="b")
-    found = await w.service.refund(p.id, "m_1", amount_minor=0, request_id="a")
+    found = await w.service.refund(p.id, "m_1", amount_minor=6000, request_id="a")
 
     assert refunds.sent("b") == [] and refunds.sent("a") == [key]  # found, not sent again
     assert (found.steps[0].refunded_minor, found.refundable_minor) == (6000, 4000)
@@ -259,7 +259,7 @@ async def test_a_refund_refused_at_the_processor_gives_back_what_it_held():
     # Retried, "a" would refund more than was captured: refused before the processor.
     sent = len(refunds.keys)
     with pytest.raises(RefundRejected, match="6000 exceeds the 0 still refundable"):
-        await w.service.refund(p.id, "m_1", amount_minor=0, request_id="a")
+        await w.service.refund(p.id, "m_1", amount_minor=6000, request_id="a")
     assert len(refunds.keys) == sent and intent(w, p).amount_refunded == 10000
 
 
@@ -713,3 +713,25 @@ async def test_with_allow_partial_the_hold_left_can_still_be_captured():
     assert [s.status for s in stored.steps] == [StepStatus.AUTHORIZED, StepStatus.VOIDED]
     assert stored.status is PaymentStatus.PARTIALLY_SUCCEEDED and "PaymentCancelled" not in names(w)
     assert (await w.service.capture(p.id, "m_1")).captured_minor == 6000
+
+
+async def test_refund_payment_asking_for_everything_under_a_key_that_named_an_amount_is_refused():
+    w = World()
+    p = await w.pay(("card", OK, None), total=10000)
+    refunds = RefundsAtProcessor(w)
+    servicer, call = servicer_call(w)
+    ask = orch.RefundPaymentRequest(payment_id=p.id, request_id="a", amount_minor=4000)
+    await servicer.RefundPayment(ask, call)
+
+    with pytest.raises(RpcError) as exc:
+        await servicer.RefundPayment(
+            orch.RefundPaymentRequest(payment_id=p.id, request_id="a", amount_minor=0), call
+        )
+    code, message, reasons = refusal(exc.value)
+    assert (code, reasons) == (code_pb2.ALREADY_EXISTS, ["IDEMPOTENCY_KEY_REUSED"])
+    assert "'a' was already used with a different amount" in message
+    await servicer.RefundPayment(ask, call)  # the same ask: replayed, nothing sent
+    stored = await w.service.get(p.id, "m_1")
+    assert (stored.status, stored.refundable_minor) == (PaymentStatus.PARTIALLY_REFUNDED, 6000)
+    assert refunds.sent("a") == [f"payorch_{p.id}_0_refund_a"]
+    assert intent(w, p).amount_refunded == 4000

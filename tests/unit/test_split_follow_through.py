@@ -301,7 +301,7 @@ async def test_a_refund_retried_after_one_part_failed_repeats_that_part_with_its
     )
 
     refunds.down.clear()
-    retried = await w.service.refund(p.id, "m_1", amount_minor=0, request_id="rf1")
+    retried = await w.service.refund(p.id, "m_1", amount_minor=7000, request_id="rf1")
 
     assert [s.refunded_minor for s in retried.steps] == [3000, 4000]
     assert retried.final_error_message == ""
@@ -399,7 +399,7 @@ async def test_refund_parts_whose_errors_hid_them_are_found_not_made_again_once_
     assert w.held() == 3000  # the processor gave the 7000 back behind its 500s
 
     w.sim.ledger.stored.clear()  # a day later: the processor has forgotten the keys
-    retried = await w.service.refund(p.id, "m_1", amount_minor=0, request_id="rf1")
+    retried = await w.service.refund(p.id, "m_1", amount_minor=7000, request_id="rf1")
 
     assert [s.refunded_minor for s in retried.steps] == [3000, 4000]
     assert retried.status is PaymentStatus.PARTIALLY_REFUNDED

@@ -727,7 +727,8 @@ class PaymentService:
         was lost, or held by another call (still in flight, or stopped), is looked for
         first, so it is never refunded twice, not even once the processor has forgotten
         the key. Made again after another call saved the payment first, it sends the
-        same parts under the same keys."""
+        same parts under the same keys. A repeat must ask what the first call asked
+        (RefundRequest.asked_again): else IdempotencyConflict, with nothing sent."""
         held_here: set[int] = set()  # steps whose part this call held or sent
 
         async def refund_parts(payment: Payment) -> bool:
@@ -779,7 +780,7 @@ class PaymentService:
                         " the most one payment takes"
                     )
                 refund = _refund_parts(payment, amount_minor)
-            elif amount_minor and amount_minor != refund.amount_minor:
+            elif not refund.asked_again(amount_minor):
                 raise IdempotencyConflict(request_id, "amount")
             held = []
             for index, part in refund.parts:
@@ -1153,7 +1154,7 @@ def _refund_parts(payment: Payment, amount_minor: int) -> RefundRequest:
         if part:
             parts.append((step.index, part))
             left -= part
-    return RefundRequest(amount, tuple(parts))
+    return RefundRequest(amount, tuple(parts), amount_minor)
 
 
 def _mismatch(existing: Payment, request: CoreRequest) -> str:

@@ -125,6 +125,18 @@ class RefundRequest:
     amount_minor: int
     # (step index, amount); empty for a refund recorded before parts were kept.
     parts: tuple[tuple[int, int], ...]
+    # What the first call asked: its amount, 0 for everything then refundable; None for
+    # a refund recorded before this was kept (a repeat is then checked as before).
+    asked_minor: int | None = None
+
+    def asked_again(self, amount_minor: int) -> bool:
+        """Whether a repeat asking `amount_minor` (0: everything) is the same request:
+        the same ask, or the amount that "everything" came to."""
+        if self.asked_minor is None:
+            return amount_minor in (0, self.amount_minor)
+        return amount_minor == self.asked_minor or (
+            self.asked_minor == 0 and amount_minor == self.amount_minor
+        )
 
 
 class PaymentRepository(Protocol):

@@ -250,14 +250,15 @@ class SqlAlchemyPaymentRepository:
     async def refund_request(self, payment_id: str, request_id: str) -> RefundRequest | None:
         row = (
             await self._conn.execute(
-                select(refunds.c.amount_minor, refunds.c.parts).where(
+                select(refunds.c.amount_minor, refunds.c.parts, refunds.c.asked_minor).where(
                     refunds.c.payment_id == payment_id, refunds.c.request_id == request_id
                 )
             )
         ).first()
         if row is None:
             return None
-        return RefundRequest(row.amount_minor, tuple((i, a) for i, a in row.parts or []))
+        parts = tuple((i, a) for i, a in row.parts or [])
+        return RefundRequest(row.amount_minor, parts, row.asked_minor)
 
     async def refund_count(self, payment_id: str) -> int:
         counted = (
@@ -280,6 +281,7 @@ class SqlAlchemyPaymentRepository:
                         "request_id": request_id,
                         "amount_minor": refund.amount_minor,
                         "parts": [list(p) for p in refund.parts],
+                        "asked_minor": refund.asked_minor,
                         "created_at": now,
                     }
                 ],

@@ -195,6 +195,8 @@ refunds = Table(
     Column("created_at", UTCDateTime, nullable=False),
     # [[step index, amount], ...]: what each step gives back, repeated as is on a retry.
     Column("parts", JSON, nullable=True),
+    # The amount first asked, 0 for everything refundable; NULL when stored before 0010.
+    Column("asked_minor", BigInteger, nullable=True),
 )
 
 # Processor events already applied (webhooks are delivered at least once).
