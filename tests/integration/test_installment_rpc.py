@@ -21,7 +21,7 @@ from payorch.adapters.processors.simulated import Simulation
 from payorch.app import installments as installments_app
 from payorch.app.auth import Scope
 from payorch.bootstrap import Container
-from payorch.domain.installments import InstallmentStatus, charge_request_id
+from payorch.domain.installments import InstallmentPolicy, InstallmentStatus, charge_request_id
 from payorch.domain.merchant_config import MerchantConfig, MethodRule
 from payorch.domain.payment import MethodType
 from payorch.domain.results import ProcessorResponse, ResponseKind
@@ -711,3 +711,47 @@ async def test_a_bad_request_id_is_invalid_argument_on_request_id(served, receiv
     assert list(field_violations(err.value)) == ["request_id"]
     assert "4242" not in (err.value.details() or "")
     assert await endpoints_of(served) == []
+
+
+async def test_a_plan_page_is_cut_short_rather_than_outgrow_an_answer(database_url, clock):
+    # An answer may be four times the request limit: 64 KiB here. Forty plans of 24
+    # installments (some 3 KB each) do not fit one page of 100; before, asking for
+    # them was RESOURCE_EXHAUSTED on every try, and no plan past them could be listed.
+    container = await installments_container(
+        database_url, clock, auth_cache_s=0, max_message_bytes=16384
+    )
+    server, port, health = create_server(container, "127.0.0.1:0")
+    await server.start()
+    try:
+        await mark_serving(health)
+        await container.configs.upsert(
+            MerchantConfig("m_1", installment_policy=InstallmentPolicy(count=24))
+        )
+        made = set()
+        for n in range(40):
+            created = await create_plan(container, f"large-{n}", order_id=f"order-{n}")
+            assert created.plan is not None
+            made.add(created.plan.id)
+        key = await container.api_keys.create(
+            merchant_id="m_1", scope=Scope.MERCHANT, label="", now=clock.now()
+        )
+        auth = [("authorization", f"Bearer {key.plaintext}")]
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = pb_grpc.InstallmentServiceStub(channel)
+            listed, pages, token = [], 0, ""
+            while True:
+                page = await stub.ListInstallmentPlans(
+                    pb.ListInstallmentPlansRequest(page_size=100, page_token=token), metadata=auth
+                )
+                assert page.ByteSize() <= 4 * 16384
+                assert all(len(p.installments) == 24 for p in page.plans)
+                listed += [p.plan_id for p in page.plans]
+                pages += 1
+                token = page.next_page_token
+                if not token:
+                    break
+        assert sorted(listed) == sorted(made)
+        assert pages > 1
+    finally:
+        await server.stop(None)
+        await container.close()

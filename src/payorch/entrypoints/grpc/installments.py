@@ -58,6 +58,7 @@ from payorch.entrypoints.grpc.errors import (
 )
 from payorch.entrypoints.grpc.handlers import Call
 from payorch.entrypoints.grpc.mappers import InvalidPageToken
+from payorch.entrypoints.grpc.paging import fill_page, page_bytes
 
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
@@ -211,9 +212,17 @@ def _transition(exc: InvalidTransition) -> RpcError:
 
 
 class InstallmentServicer:
-    def __init__(self, plans: InstallmentService, endpoints: WebhookEndpoints) -> None:
+    def __init__(
+        self,
+        plans: InstallmentService,
+        endpoints: WebhookEndpoints,
+        max_answer_bytes: int = 4 << 20,
+    ) -> None:
+        """`max_answer_bytes`: the server's send limit, which a listing's page keeps
+        under."""
         self._plans = plans
         self._endpoints = endpoints
+        self._page_bytes = page_bytes(max_answer_bytes)
 
     async def CreateInstallmentPlan(
         self, request: pb.CreateInstallmentPlanRequest, call: Call
@@ -305,13 +314,17 @@ class InstallmentServicer:
         found = await self._plans.list(
             read_scope(call.principal), status=status, page_size=size + 1, after=cursor
         )
-        page = list(found[:size])
-        token = ""
-        if len(found) > size:
-            token = mappers.encode_page_token(page[-1].created_at, page[-1].id)
-        return pb.ListInstallmentPlansResponse(
-            plans=[mappers.plan_pb(p) for p in page], next_page_token=token
+        response = pb.ListInstallmentPlansResponse()
+        last = fill_page(
+            response.plans,
+            found[:size],
+            lambda out, p: out.CopyFrom(mappers.plan_pb(p)),
+            self._page_bytes,
+            more=len(found) > size,
         )
+        if last is not None:
+            response.next_page_token = mappers.encode_page_token(last.created_at, last.id)
+        return response
 
     async def CancelInstallmentPlan(
         self, request: pb.CancelInstallmentPlanRequest, call: Call
@@ -412,13 +425,17 @@ class InstallmentServicer:
             page_size=size + 1,
             after=cursor,
         )
-        page = list(found[:size])
-        token = ""
-        if len(found) > size:
-            token = mappers.encode_page_token(page[-1].created_at, page[-1].id)
-        return pb.ListWebhookDeliveriesResponse(
-            deliveries=[mappers.delivery_pb(d) for d in page], next_page_token=token
+        response = pb.ListWebhookDeliveriesResponse()
+        last = fill_page(
+            response.deliveries,
+            found[:size],
+            lambda out, d: out.CopyFrom(mappers.delivery_pb(d)),
+            self._page_bytes,
+            more=len(found) > size,
         )
+        if last is not None:
+            response.next_page_token = mappers.encode_page_token(last.created_at, last.id)
+        return response
 
     async def RedeliverWebhook(
         self, request: pb.RedeliverWebhookRequest, call: Call
