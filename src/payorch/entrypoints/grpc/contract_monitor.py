@@ -12,7 +12,7 @@ from payorch.app.contract_reports import (
 from payorch.entrypoints.grpc import observability_mappers as m
 from payorch.entrypoints.grpc.errors import invalid_argument
 from payorch.entrypoints.grpc.handlers import Call
-from payorch.entrypoints.grpc.paging import fill_page, page_bytes
+from payorch.entrypoints.grpc.paging import copied, fill_page, page_bytes
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
@@ -61,15 +61,14 @@ class ContractMonitorServicer:
         except InvalidReportRequest as exc:
             raise invalid_argument(exc.problems) from exc
         response = pb.ListContractViolationsResponse()
-        last = fill_page(
+        response.next_page_token = fill_page(
             response.violations,
-            found[:size],
-            lambda out, v: out.CopyFrom(m.violation_pb(v)),
+            found,
+            size,
+            copied(m.violation_pb),
             self._page_bytes,
-            more=len(found) > size,
+            m.encode_violation_token,
         )
-        if last is not None:
-            response.next_page_token = m.encode_violation_token(last)
         return response
 
     async def GenerateContractReport(

@@ -39,7 +39,12 @@ from payorch.app.webhook_delivery import (
     WebhookEndpoints,
 )
 from payorch.domain.card_data import clip, contains_card_number
-from payorch.domain.installments import InvalidInstallmentPolicy, InvalidTransition, NotEligible
+from payorch.domain.installments import (
+    InstallmentPlan,
+    InvalidInstallmentPolicy,
+    InvalidTransition,
+    NotEligible,
+)
 from payorch.domain.money import MAX_AMOUNT_MINOR, Currency, InvalidAmount, Money, UnknownCurrency
 from payorch.domain.request import (
     RequestRejected,
@@ -47,6 +52,7 @@ from payorch.domain.request import (
     ValidationIssue,
     merchant_id_issues,
 )
+from payorch.domain.webhook_delivery import WebhookDelivery
 from payorch.entrypoints.grpc import installment_mappers as mappers
 from payorch.entrypoints.grpc.errors import (
     RpcError,
@@ -58,7 +64,7 @@ from payorch.entrypoints.grpc.errors import (
 )
 from payorch.entrypoints.grpc.handlers import Call
 from payorch.entrypoints.grpc.mappers import InvalidPageToken
-from payorch.entrypoints.grpc.paging import fill_page, page_bytes
+from payorch.entrypoints.grpc.paging import copied, fill_page, page_bytes
 
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
@@ -167,6 +173,10 @@ def _page(
     if problems:
         raise invalid_argument(problems)
     return min(size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE), cursor, found
+
+
+def _token_of(listed: WebhookDelivery | InstallmentPlan) -> str:
+    return mappers.encode_page_token(listed.created_at, listed.id)
 
 
 def _total(request: pb.CreateInstallmentPlanRequest) -> tuple[Money | None, list[tuple[str, str]]]:
@@ -315,15 +325,9 @@ class InstallmentServicer:
             read_scope(call.principal), status=status, page_size=size + 1, after=cursor
         )
         response = pb.ListInstallmentPlansResponse()
-        last = fill_page(
-            response.plans,
-            found[:size],
-            lambda out, p: out.CopyFrom(mappers.plan_pb(p)),
-            self._page_bytes,
-            more=len(found) > size,
+        response.next_page_token = fill_page(
+            response.plans, found, size, copied(mappers.plan_pb), self._page_bytes, _token_of
         )
-        if last is not None:
-            response.next_page_token = mappers.encode_page_token(last.created_at, last.id)
         return response
 
     async def CancelInstallmentPlan(
@@ -426,15 +430,14 @@ class InstallmentServicer:
             after=cursor,
         )
         response = pb.ListWebhookDeliveriesResponse()
-        last = fill_page(
+        response.next_page_token = fill_page(
             response.deliveries,
-            found[:size],
-            lambda out, d: out.CopyFrom(mappers.delivery_pb(d)),
+            found,
+            size,
+            copied(mappers.delivery_pb),
             self._page_bytes,
-            more=len(found) > size,
+            _token_of,
         )
-        if last is not None:
-            response.next_page_token = mappers.encode_page_token(last.created_at, last.id)
         return response
 
     async def RedeliverWebhook(

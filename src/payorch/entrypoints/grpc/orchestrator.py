@@ -183,15 +183,14 @@ class PaymentOrchestratorServicer:
             created_after=created_after,
         )
         response = orch.ListPaymentsResponse()
-        last = fill_page(
+        response.next_page_token = fill_page(
             response.payments,
-            found[:size],
+            found,
+            size,
             mappers.write_payment,
             self._page_bytes,
-            more=len(found) > size,
+            mappers.encode_page_token,
         )
-        if last is not None:
-            response.next_page_token = mappers.encode_page_token(last)
         return response
 
     def _payment_id(self, payment_id: str) -> str:
