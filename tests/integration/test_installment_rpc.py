@@ -5,6 +5,7 @@ refuses a plan, and a webhook endpoint enabled again after a 410."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +22,7 @@ from payorch.adapters.processors.simulated import Simulation
 from payorch.app import installments as installments_app
 from payorch.app.auth import Scope
 from payorch.bootstrap import Container
-from payorch.domain.installments import InstallmentStatus, charge_request_id
+from payorch.domain.installments import InstallmentPolicy, InstallmentStatus, charge_request_id
 from payorch.domain.merchant_config import MerchantConfig, MethodRule
 from payorch.domain.payment import MethodType
 from payorch.domain.results import ProcessorResponse, ResponseKind
@@ -68,23 +69,31 @@ class Served:
         return err.value
 
 
-@pytest.fixture
-async def served(database_url, clock) -> AsyncIterator[Served]:
-    container = await installments_container(database_url, clock, auth_cache_s=0)
+@contextlib.asynccontextmanager
+async def serving(database_url: str, clock, **settings: Any) -> AsyncIterator[Served]:
+    container = await installments_container(database_url, clock, auth_cache_s=0, **settings)
     server, port, health = create_server(container, "127.0.0.1:0")
     await server.start()
     await mark_serving(health)
     key = await container.api_keys.create(
         merchant_id="m_1", scope=Scope.MERCHANT, label="", now=clock.now()
     )
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        yield Served(
-            container,
-            pb_grpc.InstallmentServiceStub(channel),
-            [("authorization", f"Bearer {key.plaintext}")],
-        )
-    await server.stop(None)
-    await container.close()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            yield Served(
+                container,
+                pb_grpc.InstallmentServiceStub(channel),
+                [("authorization", f"Bearer {key.plaintext}")],
+            )
+    finally:
+        await server.stop(None)
+        await container.close()
+
+
+@pytest.fixture
+async def served(database_url, clock) -> AsyncIterator[Served]:
+    async with serving(database_url, clock) as s:
+        yield s
 
 
 async def plans_of(served: Served) -> list[pb.InstallmentPlan]:
@@ -711,3 +720,63 @@ async def test_a_bad_request_id_is_invalid_argument_on_request_id(served, receiv
     assert list(field_violations(err.value)) == ["request_id"]
     assert "4242" not in (err.value.details() or "")
     assert await endpoints_of(served) == []
+
+
+async def every_page(list_call, request_type, auth, answer_limit: int) -> list[Any]:
+    """Each page of a listing, paged on next_page_token; each one in `answer_limit`."""
+    pages, token = [], ""
+    while True:
+        page = await list_call(request_type(page_size=100, page_token=token), metadata=auth)
+        assert page.ByteSize() <= answer_limit
+        pages.append(page)
+        token = page.next_page_token
+        if not token:
+            return pages
+
+
+async def test_a_plan_page_is_cut_short_rather_than_outgrow_an_answer(database_url, clock):
+    # An answer may be four times the request limit: 64 KiB here. Forty plans of 24
+    # installments (some 1.8 KB each) do not fit one page of 100; before, asking for
+    # them was RESOURCE_EXHAUSTED on every try, and no plan past them could be listed.
+    async with serving(database_url, clock, max_message_bytes=16384) as s:
+        await s.container.configs.upsert(
+            MerchantConfig("m_1", installment_policy=InstallmentPolicy(count=24))
+        )
+        made = set()
+        for n in range(40):
+            created = await create_plan(s.container, f"large-{n}", order_id=f"order-{n}")
+            assert created.plan is not None
+            made.add(created.plan.id)
+        pages = await every_page(
+            s.stub.ListInstallmentPlans, pb.ListInstallmentPlansRequest, s.auth, 4 * 16384
+        )
+    listed = [p for page in pages for p in page.plans]
+    assert sorted(p.plan_id for p in listed) == sorted(made)
+    assert all(len(p.installments) == 24 for p in listed)
+    assert len(pages) > 1
+
+
+async def test_a_delivery_page_is_cut_short_rather_than_outgrow_an_answer(
+    database_url, clock, receiver
+):
+    # A 2 KiB request limit: an answer may be 8 KiB. Sixty deliveries (some 165 bytes
+    # each) do not fit one page of 100; before, the listing was RESOURCE_EXHAUSTED.
+    async with serving(database_url, clock, max_message_bytes=2048) as s:
+        await s.stub.CreateWebhookEndpoint(
+            pb.CreateWebhookEndpointRequest(
+                url=receiver.url, event_types=["installment_plan.created"]
+            ),
+            metadata=s.auth,
+        )
+        for n in range(60):
+            await create_plan(s.container, f"plan-{n}", order_id=f"order-{n}")
+        while True:
+            sent = await s.container.installments.dispatcher.run_once()
+            if not (sent.fanned_out or sent.attempted):
+                break
+        pages = await every_page(
+            s.stub.ListWebhookDeliveries, pb.ListWebhookDeliveriesRequest, s.auth, 4 * 2048
+        )
+    listed = [d.delivery_id for page in pages for d in page.deliveries]
+    assert len(listed) == len(set(listed)) == 60
+    assert len(pages) > 1

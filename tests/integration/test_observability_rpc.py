@@ -32,7 +32,7 @@ from payorch.adapters.tracing import OtelTracer, Tracing
 from payorch.app.auth import Scope
 from payorch.app.observability import NullObserver
 from payorch.bootstrap import Container, bootstrap
-from payorch.domain.contracts import ContractViolation
+from payorch.domain.contracts import MAX_ID_LEN, MAX_MESSAGE_LEN, ContractViolation, new_violation
 from payorch.entrypoints.grpc.server import create_server
 from payorch.observability_wiring import ObservabilityOptions
 from payorch.settings import Settings
@@ -318,6 +318,39 @@ async def test_the_violation_list_filters_and_pages(sqlite_url):
                 monitor_pb2.ListContractViolationsRequest(), metadata=s.auth("m_1")
             )
         assert denied.value.code() is grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_a_violation_page_is_cut_short_rather_than_outgrow_an_answer(sqlite_url):
+    # An answer may be four times the request limit: 64 KiB here. Sixty violations
+    # with the longest message and request id (some 1.3 KB each) do not fit one page
+    # of 500; before, asking for them was RESOURCE_EXHAUSTED on every try.
+    async with serving(sqlite_url, max_message_bytes=16384) as s:
+        for i in range(60):
+            s.container.observability.violations.record(
+                new_violation(
+                    f"v_{i:03d}",
+                    "input/amount",
+                    message="m" * MAX_MESSAGE_LEN,
+                    request_id=f"{i:03d}" + "r" * (MAX_ID_LEN - 3),
+                    merchant_id="m_1",
+                    at=s.clock.now(),
+                )
+            )
+            await s.container.observability.violations.flush()
+        seen, pages, token = [], 0, ""
+        while True:
+            page = await s.monitor.ListContractViolations(
+                monitor_pb2.ListContractViolationsRequest(page_size=500, page_token=token),
+                metadata=s.auth("ops"),
+            )
+            assert page.ByteSize() <= 4 * 16384
+            seen += [v.id for v in page.violations]
+            pages += 1
+            token = page.next_page_token
+            if not token:
+                break
+        assert sorted(seen) == [f"v_{i:03d}" for i in range(60)]
+        assert pages > 1
 
 
 MONITOR = "/payments.contracts.v1.ContractMonitor/"

@@ -12,6 +12,7 @@ from payorch.app.contract_reports import (
 from payorch.entrypoints.grpc import observability_mappers as m
 from payorch.entrypoints.grpc.errors import invalid_argument
 from payorch.entrypoints.grpc.handlers import Call
+from payorch.entrypoints.grpc.paging import copied, fill_page, page_bytes
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
@@ -25,8 +26,11 @@ class ContractMonitorServicer:
         FOR_OPERATORS,
     )
 
-    def __init__(self, reports: ContractReports) -> None:
+    def __init__(self, reports: ContractReports, max_answer_bytes: int = 4 << 20) -> None:
+        """`max_answer_bytes`: the server's send limit, which a page of violations
+        keeps under."""
         self._reports = reports
+        self._page_bytes = page_bytes(max_answer_bytes)
 
     async def ListContractViolations(
         self, request: pb.ListContractViolationsRequest, call: Call
@@ -56,11 +60,16 @@ class ContractMonitorServicer:
             )
         except InvalidReportRequest as exc:
             raise invalid_argument(exc.problems) from exc
-        page = list(found[:size])
-        return pb.ListContractViolationsResponse(
-            violations=[m.violation_pb(v) for v in page],
-            next_page_token=m.encode_violation_token(page[-1]) if len(found) > size else "",
+        response = pb.ListContractViolationsResponse()
+        response.next_page_token = fill_page(
+            response.violations,
+            found,
+            size,
+            copied(m.violation_pb),
+            self._page_bytes,
+            m.encode_violation_token,
         )
+        return response
 
     async def GenerateContractReport(
         self, request: pb.GenerateContractReportRequest, call: Call

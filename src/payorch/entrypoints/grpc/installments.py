@@ -39,7 +39,12 @@ from payorch.app.webhook_delivery import (
     WebhookEndpoints,
 )
 from payorch.domain.card_data import clip, contains_card_number
-from payorch.domain.installments import InvalidInstallmentPolicy, InvalidTransition, NotEligible
+from payorch.domain.installments import (
+    InstallmentPlan,
+    InvalidInstallmentPolicy,
+    InvalidTransition,
+    NotEligible,
+)
 from payorch.domain.money import MAX_AMOUNT_MINOR, Currency, InvalidAmount, Money, UnknownCurrency
 from payorch.domain.request import (
     RequestRejected,
@@ -47,6 +52,7 @@ from payorch.domain.request import (
     ValidationIssue,
     merchant_id_issues,
 )
+from payorch.domain.webhook_delivery import WebhookDelivery
 from payorch.entrypoints.grpc import installment_mappers as mappers
 from payorch.entrypoints.grpc.errors import (
     RpcError,
@@ -58,6 +64,7 @@ from payorch.entrypoints.grpc.errors import (
 )
 from payorch.entrypoints.grpc.handlers import Call
 from payorch.entrypoints.grpc.mappers import InvalidPageToken
+from payorch.entrypoints.grpc.paging import copied, fill_page, page_bytes
 
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
@@ -168,6 +175,10 @@ def _page(
     return min(size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE), cursor, found
 
 
+def _token_of(listed: WebhookDelivery | InstallmentPlan) -> str:
+    return mappers.encode_page_token(listed.created_at, listed.id)
+
+
 def _total(request: pb.CreateInstallmentPlanRequest) -> tuple[Money | None, list[tuple[str, str]]]:
     """The plan's total, or None and what is wrong with its currency and its amount."""
     if not request.HasField("total"):
@@ -211,9 +222,17 @@ def _transition(exc: InvalidTransition) -> RpcError:
 
 
 class InstallmentServicer:
-    def __init__(self, plans: InstallmentService, endpoints: WebhookEndpoints) -> None:
+    def __init__(
+        self,
+        plans: InstallmentService,
+        endpoints: WebhookEndpoints,
+        max_answer_bytes: int = 4 << 20,
+    ) -> None:
+        """`max_answer_bytes`: the server's send limit, which a listing's page keeps
+        under."""
         self._plans = plans
         self._endpoints = endpoints
+        self._page_bytes = page_bytes(max_answer_bytes)
 
     async def CreateInstallmentPlan(
         self, request: pb.CreateInstallmentPlanRequest, call: Call
@@ -305,13 +324,11 @@ class InstallmentServicer:
         found = await self._plans.list(
             read_scope(call.principal), status=status, page_size=size + 1, after=cursor
         )
-        page = list(found[:size])
-        token = ""
-        if len(found) > size:
-            token = mappers.encode_page_token(page[-1].created_at, page[-1].id)
-        return pb.ListInstallmentPlansResponse(
-            plans=[mappers.plan_pb(p) for p in page], next_page_token=token
+        response = pb.ListInstallmentPlansResponse()
+        response.next_page_token = fill_page(
+            response.plans, found, size, copied(mappers.plan_pb), self._page_bytes, _token_of
         )
+        return response
 
     async def CancelInstallmentPlan(
         self, request: pb.CancelInstallmentPlanRequest, call: Call
@@ -412,13 +429,16 @@ class InstallmentServicer:
             page_size=size + 1,
             after=cursor,
         )
-        page = list(found[:size])
-        token = ""
-        if len(found) > size:
-            token = mappers.encode_page_token(page[-1].created_at, page[-1].id)
-        return pb.ListWebhookDeliveriesResponse(
-            deliveries=[mappers.delivery_pb(d) for d in page], next_page_token=token
+        response = pb.ListWebhookDeliveriesResponse()
+        response.next_page_token = fill_page(
+            response.deliveries,
+            found,
+            size,
+            copied(mappers.delivery_pb),
+            self._page_bytes,
+            _token_of,
         )
+        return response
 
     async def RedeliverWebhook(
         self, request: pb.RedeliverWebhookRequest, call: Call

@@ -43,6 +43,7 @@ from payorch.entrypoints.grpc.errors import (
     not_found,
 )
 from payorch.entrypoints.grpc.handlers import Call
+from payorch.entrypoints.grpc.paging import fill_page, page_bytes
 
 log = logging.getLogger("payorch.grpc")
 DEFAULT_PAGE_SIZE = 20
@@ -103,8 +104,7 @@ class PaymentOrchestratorServicer:
         self._payments = payments
         self._configs = configs
         self._closing = closing
-        # Room left for the page token and the framing around each payment.
-        self._page_bytes = max_answer_bytes - 1024
+        self._page_bytes = page_bytes(max_answer_bytes)
 
     async def CreatePayment(
         self, request: orch.CreatePaymentRequest, call: Call
@@ -182,21 +182,15 @@ class PaymentOrchestratorServicer:
             status=status,
             created_after=created_after,
         )
-        page = list(found[:size])
         response = orch.ListPaymentsResponse()
-        used = 0
-        for i, p in enumerate(page):
-            written = response.payments.add()
-            mappers.write_payment(written, p)
-            used += written.ByteSize() + 8  # its tag and length
-            if used > self._page_bytes and i > 0:
-                # Cut short rather than outgrow what an answer may be: a payment is
-                # held under it by its limits, a page of a hundred is not.
-                del response.payments[-1]
-                response.next_page_token = mappers.encode_page_token(page[i - 1])
-                return response
-        if len(found) > size:
-            response.next_page_token = mappers.encode_page_token(page[-1])
+        response.next_page_token = fill_page(
+            response.payments,
+            found,
+            size,
+            mappers.write_payment,
+            self._page_bytes,
+            mappers.encode_page_token,
+        )
         return response
 
     def _payment_id(self, payment_id: str) -> str:

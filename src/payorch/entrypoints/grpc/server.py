@@ -135,10 +135,12 @@ def create_server(
             container.set_simulated_faults
         ),
         "payments.installments.v1.InstallmentService": InstallmentServicer(
-            container.installments.plans, container.installments.endpoints
+            container.installments.plans, container.installments.endpoints, max_answer_bytes
         ),
         "payments.orchestrator.v1.PaymentAnalytics": PaymentAnalyticsServicer(observed.analytics),
-        "payments.contracts.v1.ContractMonitor": ContractMonitorServicer(observed.reports),
+        "payments.contracts.v1.ContractMonitor": ContractMonitorServicer(
+            observed.reports, max_answer_bytes
+        ),
     }
     handlers = [
         build_handler(
