@@ -514,3 +514,43 @@ async def test_a_callers_short_deadline_is_not_blamed_on_the_processor(caller_de
         assert (health.state(A), health.breaker(A)) == (HealthState.HEALTHY, BreakerState.CLOSED)
     else:
         assert health.breaker(A) is BreakerState.OPEN
+
+
+# -- what changes while a retry waits ---------------------------------------------------
+def _open_breaker_of(w: TwoProcessors, name: str) -> None:
+    """Other payments' failures, answered while this one waits: the breaker opens."""
+    for _ in range(w.health.policy.min_requests):
+        w.health.record(name, Signal.INFRA_FAILURE, 0.01, authorize=True)
+    assert w.health.breaker(name) is BreakerState.OPEN
+
+
+@pytest.mark.parametrize("meanwhile", ["open", "half_open_probes_taken"])
+async def test_a_retry_is_not_sent_to_a_processor_whose_breaker_opened_during_its_back_off(
+    meanwhile,
+):
+    # The back-off is 200-400 ms: a cool-down of 0.1 s ends during it, one of 30 s does not.
+    cooldown_s = 30.0 if meanwhile == "open" else 0.1
+    w = TwoProcessors(HealthPolicy(min_requests=10, cooldown_s=cooldown_s, half_open_probes=1))
+    w.a.inject("rate_limit")  # sim_a is healthy: the 429 is retried there after a back-off
+    backing_off = w.clock.sleep
+
+    async def sleep(seconds: float) -> None:
+        _open_breaker_of(w, A)
+        if meanwhile == "half_open_probes_taken":
+            w.clock.advance(0.1)
+            taken = w.health.choose([A])
+            assert taken is not None and taken.probe  # another payment's probe, in flight
+        await backing_off(seconds)
+
+    w.clock.sleep = sleep  # type: ignore[method-assign]
+    payment = await w.pay()
+
+    attempts = payment.steps[0].attempts
+    assert processors_called(payment) == [A, B], "no retry on sim_a once its breaker left closed"
+    assert "withheld: sim_a is unhealthy: no retry on it" in attempts[0].retry_decision
+    assert "failing over to sim_b: a 429 is refused before any processing" in (
+        attempts[0].retry_decision
+    )
+    assert payment.status is PaymentStatus.SUCCEEDED and w.charges(payment) == 1
+    if meanwhile == "half_open_probes_taken":
+        assert w.health.breaker(A) is BreakerState.HALF_OPEN
