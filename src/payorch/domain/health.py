@@ -102,6 +102,10 @@ class InvalidHealthPolicy(ValueError):
     pass
 
 
+# An hour: an open breaker sends nothing this long at most before probing again.
+MAX_COOLDOWN_S = 3_600.0
+
+
 @dataclass(frozen=True, slots=True)
 class HealthPolicy:
     """Window, thresholds, breaker and retry budget. Defaults are documented in docs/health.md."""
@@ -136,8 +140,10 @@ class HealthPolicy:
             )
         if not 0.0 < self.degraded_p95_ms <= self.unhealthy_p95_ms:
             raise InvalidHealthPolicy("need 0 < degraded_p95_ms <= unhealthy_p95_ms")
-        if self.cooldown_s < 0:
-            raise InvalidHealthPolicy("cooldown_s cannot be negative")
+        # NaN or infinity (both read from the environment) would keep an opened
+        # breaker open for good: the processor would never be probed again.
+        if not 0.0 <= self.cooldown_s <= MAX_COOLDOWN_S:
+            raise InvalidHealthPolicy(f"cooldown_s must be 0..{MAX_COOLDOWN_S:g} seconds")
         if self.half_open_probes < 1:
             raise InvalidHealthPolicy("half_open_probes must be at least 1")
         if not 0.0 <= self.retry_budget_ratio <= 1.0 or self.retry_budget_min < 0:
