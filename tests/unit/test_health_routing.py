@@ -6,6 +6,7 @@ the simulators' latency and the router's back-off sleep on it.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import random
 
@@ -554,3 +555,39 @@ async def test_a_retry_is_not_sent_to_a_processor_whose_breaker_opened_during_it
     assert payment.status is PaymentStatus.SUCCEEDED and w.charges(payment) == 1
     if meanwhile == "half_open_probes_taken":
         assert w.health.breaker(A) is BreakerState.HALF_OPEN
+
+
+class CutShort:
+    """A processor whose call is cut short (the caller went away, the adapter raised)
+    after `meanwhile` has run: no answer to judge."""
+
+    def __init__(self, name: str, meanwhile) -> None:
+        self.name, self.meanwhile = name, meanwhile
+
+    async def authorize(self, request):
+        self.meanwhile()
+        raise asyncio.CancelledError
+
+
+async def test_a_probe_cut_short_after_its_half_open_period_ended_frees_no_slot_of_the_next():
+    w = TwoProcessors(HealthPolicy(min_requests=10, cooldown_s=5, half_open_probes=2))
+    _open_breaker_of(w, A)
+    w.clock.advance(5)
+
+    def meanwhile() -> None:
+        # This payment is probe 1. Probe 2, another payment's, fails: open again; after
+        # the next cool-down two more payments take both probes of the new period.
+        other = w.health.choose([A])
+        assert other is not None and other.probe
+        w.clock.advance(0.1)
+        w.health.record(A, Signal.INFRA_FAILURE, 0.01, authorize=True, probe=True)
+        assert w.health.breaker(A) is BreakerState.OPEN
+        w.clock.advance(5)
+        assert [c.probe for c in (w.health.choose([A]), w.health.choose([A])) if c] == [True] * 2
+
+    w.router.processors[A] = CutShort(A, meanwhile)  # type: ignore[index]
+    with pytest.raises(asyncio.CancelledError):
+        await w.pay()
+
+    assert w.health.breaker(A) is BreakerState.HALF_OPEN
+    assert w.health.choose([A]) is None, "both probes of this period are still out"

@@ -377,7 +377,7 @@ class Router:
             else:
                 response = await processor.authorize(request)
         except BaseException:
-            self.health.abandon(name, probe=probe)
+            self.health.abandon(name, probe=probe, started=t0)
             raise
         t1 = self.clock.monotonic()
         latency_s = t1 - t0
@@ -397,6 +397,8 @@ class Router:
             latency_s - stalled_s,
             authorize=not lookup,
             probe=probe,
+            # When it was sent, not derived from the latency less the stall.
+            started=t0,
         )
         # A lookup is stored as an attempt of its own: its answer, even "not charged", is
         # what it was for. The step's verdict is the caller's, from the response.

@@ -473,8 +473,16 @@ class CircuitBreaker:
         self.probes_in_flight += 1
         return True
 
-    def release_probe(self) -> None:
+    def release_probe(self, *, started: float | None = None) -> None:
+        """A probe ended without an answer that proves anything: free its slot. A probe
+        sent before this half-open period began (`started`) holds none of its slots."""
+        if self._earlier(started):
+            return
         self.probes_in_flight = max(0, self.probes_in_flight - 1)
+
+    def _earlier(self, started: float | None) -> bool:
+        """Whether a call that started at `started` was sent before the current state."""
+        return started is not None and started < self.changed_at - _SAME_INSTANT_S
 
     def probe_result(
         self, now: float, signal: Signal, *, started: float | None = None
@@ -487,7 +495,7 @@ class CircuitBreaker:
         holds no slot of this period and closes or re-opens nothing."""
         if self.state is not BreakerState.HALF_OPEN:
             return None
-        if started is not None and started < self.changed_at - _SAME_INSTANT_S:
+        if self._earlier(started):
             return None
         self.release_probe()
         if signal is Signal.INFRA_FAILURE:
