@@ -591,3 +591,21 @@ async def test_a_probe_cut_short_after_its_half_open_period_ended_frees_no_slot_
 
     assert w.health.breaker(A) is BreakerState.HALF_OPEN
     assert w.health.choose([A]) is None, "both probes of this period are still out"
+
+
+async def test_a_failover_is_timed_by_the_next_processors_usual_latency_not_the_first_ones():
+    w = TwoProcessors(max_retries=0)
+    for _ in range(5):  # sim_b usually takes 300 ms
+        w.health.record(B, Signal.SUCCESS, 0.3, authorize=True)
+    slow = GivesUpAtTheTimeout(B, w.clock)
+    w.router.processors[B] = slow  # type: ignore[index]
+    w.a.inject("rate_limit")  # sim_a refuses at once: nothing charged there
+
+    # 300 ms left: enough for sim_a's usual answer, not for sim_b's plus the reserve.
+    payment = await w.pay(deadline_s=0.3)
+
+    step = payment.steps[0]
+    assert processors_called(payment) == [A], "sim_b would be cut off by the deadline"
+    assert "ms left before the deadline" in step.attempts[0].retry_decision
+    assert step.status is StepStatus.FAILED and step.error_code is ErrorCode.RATE_LIMITED
+    assert slow.charged == 0

@@ -332,12 +332,25 @@ class Router:
             return None, ""
         if proof is None:
             return None, f"no failover: {name} may have charged under this key"
-        if remaining_ms is not None and expected_call_ms + DEADLINE_RESERVE_S * 1000 > remaining_ms:
-            return None, f"no failover: {int(remaining_ms)} ms left before the deadline"
         nxt = self._choose(step, tried)
         if nxt is None:
             return None, "no failover: no other processor can take the step"
+        if remaining_ms is not None:
+            # The call goes to the next processor: its usual time is what must fit (the
+            # failed one's stands in while the next has no calls to judge by).
+            usual = self._usual_call_ms(nxt.processor)
+            expected = expected_call_ms if usual is None else usual
+            if expected + DEADLINE_RESERVE_S * 1000 > remaining_ms:
+                self.health.abandon(nxt.processor, probe=nxt.probe)
+                return None, f"no failover: {int(remaining_ms)} ms left before the deadline"
         return nxt, ""
+
+    def _usual_call_ms(self, name: str) -> float | None:
+        """The processor's recent p95 (up to the call timeout); None without calls."""
+        health = self.health.snapshot(name)
+        if health is None or not health.stats.requests:
+            return None
+        return min(health.stats.p95_latency_ms, self.call_timeout_s * 1000.0)
 
     def _expected_call_ms(self, name: str, latency_ms: int, timeout_s: float) -> float:
         """How long the next call is likely to take: this one's latency, or the
