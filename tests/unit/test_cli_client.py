@@ -390,6 +390,8 @@ LIVE_KEY_TAIL = "51HxYzLiveKeyTail0123456789"
         ({}, ["--simulate", "api_error=2"], "PAYORCH_SIMULATE"),
         ({"PAYORCH_SIMULATE_SIM_B": "seed=x"}, ["--processors", "sim_a,sim_b"], "SIM_B"),
         ({"PAYORCH_HEALTH_WINDOW_S": "0"}, [], "PAYORCH_HEALTH_"),
+        # A breaker that opens would never let a probe through again.
+        ({"PAYORCH_HEALTH_COOLDOWN_S": "nan"}, [], "cooldown_s"),
         ({"PAYORCH_STRIPE_API_KEY": "sk_live_" + LIVE_KEY_TAIL}, [], "PAYORCH_STRIPE_ALLOW_LIVE=1"),
         # Another replica's config change, or a revoked key, would never be seen.
         ({"PAYORCH_CONFIG_CACHE_S": "inf"}, [], "PAYORCH_CONFIG_CACHE_S"),
@@ -409,6 +411,7 @@ LIVE_KEY_TAIL = "51HxYzLiveKeyTail0123456789"
         "rate above 1",
         "one processor's faults",
         "health window",
+        "breaker cool-down nan",
         "live key",
         "config cached forever",
         "config cache nan",

@@ -6,6 +6,7 @@ the simulators' latency and the router's back-off sleep on it.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import random
 
@@ -514,3 +515,97 @@ async def test_a_callers_short_deadline_is_not_blamed_on_the_processor(caller_de
         assert (health.state(A), health.breaker(A)) == (HealthState.HEALTHY, BreakerState.CLOSED)
     else:
         assert health.breaker(A) is BreakerState.OPEN
+
+
+# -- what changes while a retry waits ---------------------------------------------------
+def _open_breaker_of(w: TwoProcessors, name: str) -> None:
+    """Other payments' failures, answered while this one waits: the breaker opens."""
+    for _ in range(w.health.policy.min_requests):
+        w.health.record(name, Signal.INFRA_FAILURE, 0.01, authorize=True)
+    assert w.health.breaker(name) is BreakerState.OPEN
+
+
+@pytest.mark.parametrize("meanwhile", ["open", "half_open_probes_taken"])
+async def test_a_retry_is_not_sent_to_a_processor_whose_breaker_opened_during_its_back_off(
+    meanwhile,
+):
+    # The back-off is 200-400 ms: a cool-down of 0.1 s ends during it, one of 30 s does not.
+    cooldown_s = 30.0 if meanwhile == "open" else 0.1
+    w = TwoProcessors(HealthPolicy(min_requests=10, cooldown_s=cooldown_s, half_open_probes=1))
+    w.a.inject("rate_limit")  # sim_a is healthy: the 429 is retried there after a back-off
+    backing_off = w.clock.sleep
+
+    async def sleep(seconds: float) -> None:
+        _open_breaker_of(w, A)
+        if meanwhile == "half_open_probes_taken":
+            w.clock.advance(0.1)
+            taken = w.health.choose([A])
+            assert taken is not None and taken.probe  # another payment's probe, in flight
+        await backing_off(seconds)
+
+    w.clock.sleep = sleep  # type: ignore[method-assign]
+    payment = await w.pay()
+
+    attempts = payment.steps[0].attempts
+    assert processors_called(payment) == [A, B], "no retry on sim_a once its breaker left closed"
+    assert "withheld: sim_a is unhealthy: no retry on it" in attempts[0].retry_decision
+    assert "failing over to sim_b: a 429 is refused before any processing" in (
+        attempts[0].retry_decision
+    )
+    assert payment.status is PaymentStatus.SUCCEEDED and w.charges(payment) == 1
+    if meanwhile == "half_open_probes_taken":
+        assert w.health.breaker(A) is BreakerState.HALF_OPEN
+
+
+class CutShort:
+    """A processor whose call is cut short (the caller went away, the adapter raised)
+    after `meanwhile` has run: no answer to judge."""
+
+    def __init__(self, name: str, meanwhile) -> None:
+        self.name, self.meanwhile = name, meanwhile
+
+    async def authorize(self, request):
+        self.meanwhile()
+        raise asyncio.CancelledError
+
+
+async def test_a_probe_cut_short_after_its_half_open_period_ended_frees_no_slot_of_the_next():
+    w = TwoProcessors(HealthPolicy(min_requests=10, cooldown_s=5, half_open_probes=2))
+    _open_breaker_of(w, A)
+    w.clock.advance(5)
+
+    def meanwhile() -> None:
+        # This payment is probe 1. Probe 2, another payment's, fails: open again; after
+        # the next cool-down two more payments take both probes of the new period.
+        other = w.health.choose([A])
+        assert other is not None and other.probe
+        w.clock.advance(0.1)
+        w.health.record(A, Signal.INFRA_FAILURE, 0.01, authorize=True, probe=True)
+        assert w.health.breaker(A) is BreakerState.OPEN
+        w.clock.advance(5)
+        assert [c.probe for c in (w.health.choose([A]), w.health.choose([A])) if c] == [True] * 2
+
+    w.router.processors[A] = CutShort(A, meanwhile)  # type: ignore[index]
+    with pytest.raises(asyncio.CancelledError):
+        await w.pay()
+
+    assert w.health.breaker(A) is BreakerState.HALF_OPEN
+    assert w.health.choose([A]) is None, "both probes of this period are still out"
+
+
+async def test_a_failover_is_timed_by_the_next_processors_usual_latency_not_the_first_ones():
+    w = TwoProcessors(max_retries=0)
+    for _ in range(5):  # sim_b usually takes 300 ms
+        w.health.record(B, Signal.SUCCESS, 0.3, authorize=True)
+    slow = GivesUpAtTheTimeout(B, w.clock)
+    w.router.processors[B] = slow  # type: ignore[index]
+    w.a.inject("rate_limit")  # sim_a refuses at once: nothing charged there
+
+    # 300 ms left: enough for sim_a's usual answer, not for sim_b's plus the reserve.
+    payment = await w.pay(deadline_s=0.3)
+
+    step = payment.steps[0]
+    assert processors_called(payment) == [A], "sim_b would be cut off by the deadline"
+    assert "ms left before the deadline" in step.attempts[0].retry_decision
+    assert step.status is StepStatus.FAILED and step.error_code is ErrorCode.RATE_LIMITED
+    assert slow.charged == 0

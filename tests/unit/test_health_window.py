@@ -232,6 +232,13 @@ def test_a_nonsensical_policy_is_refused(fields):
         HealthPolicy(**fields)
 
 
+@pytest.mark.parametrize("cooldown_s", [float("nan"), float("inf"), 3_600.5])
+def test_a_cooldown_that_would_keep_a_breaker_open_for_good_is_refused(cooldown_s):
+    # The breaker half-opens once now >= opened + cooldown_s: never with NaN or infinity.
+    with pytest.raises(InvalidHealthPolicy, match="cooldown_s"):
+        HealthPolicy(cooldown_s=cooldown_s)
+
+
 # -- the retry budget ----------------------------------------------------------------
 def test_the_retry_budget_is_a_share_of_the_calls_with_a_floor():
     policy = HealthPolicy(retry_budget_ratio=0.1, retry_budget_min=10)

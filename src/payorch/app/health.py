@@ -251,14 +251,25 @@ class HealthTracker:
 
     # -- recording -------------------------------------------------------------
     def record(
-        self, name: str, signal: Signal, latency_s: float, *, authorize: bool, probe: bool = False
+        self,
+        name: str,
+        signal: Signal,
+        latency_s: float,
+        *,
+        authorize: bool,
+        probe: bool = False,
+        started: float | None = None,
     ) -> None:
+        """One call's answer. `started` (monotonic) tells a probe's half-open period;
+        without it the call is taken to have started `latency_s` ago."""
         t = self._get(name)
         now = self._clock.monotonic()
         t.window.record(now, signal, latency_s * 1000.0, authorize=authorize)
         self._notify(lambda o: o.call_recorded(name, signal, latency_s))
         if probe:
-            moved = t.breaker.probe_result(now, signal, started=now - latency_s)
+            moved = t.breaker.probe_result(
+                now, signal, started=now - latency_s if started is None else started
+            )
             if moved is BreakerState.CLOSED:
                 # A clean slate: the failures that opened it would trip it again at once.
                 t.window.clear()
@@ -271,10 +282,11 @@ class HealthTracker:
     def record_retry(self, name: str) -> None:
         self._get(name).window.record_retry(self._clock.monotonic())
 
-    def abandon(self, name: str, *, probe: bool) -> None:
-        """A call ended without an answer to judge (cancelled): free its probe slot."""
+    def abandon(self, name: str, *, probe: bool, started: float | None = None) -> None:
+        """A call ended without an answer to judge (cancelled): free its probe slot,
+        unless it was sent (`started`, monotonic) in an earlier half-open period."""
         if probe:
-            self._get(name).breaker.release_probe()
+            self._get(name).breaker.release_probe(started=started)
 
     # -- transitions -----------------------------------------------------------
     def _evaluate(self, name: str) -> _Tracked:

@@ -23,6 +23,7 @@ from payorch.app.ports import ChargeRequest, Clock, Processor
 from payorch.app.stalls import StallWatch
 from payorch.domain.classification import classify, classify_lookup, is_infrastructure_failure
 from payorch.domain.health import (
+    BreakerState,
     HealthPolicy,
     HealthState,
     signal_despite_short_deadline,
@@ -228,8 +229,21 @@ class Router:
             retry_here = decision.retry
             if retry_here:
                 retry_here, why = self._may_retry_here(name, c, decision.reason)
+            waited_ms = 0
             if retry_here:
                 attempt.retry_decision = f"{decision.reason} on {name}"
+                # Counted before the wait: payments backing off together share the budget.
+                self.health.record_retry(name)
+                await self.clock.sleep(decision.delay_ms / 1000.0)
+                waited_ms = decision.delay_ms
+                # Other payments' answers came in meanwhile: a breaker that opened (or
+                # went half-open, its probes taken) while this one waited gets no retry.
+                refused = self._health_refuses_retry(name, c)
+                if refused is not None:
+                    why = f"{decision.reason} withheld: {refused}"
+                    attempt.retry_decision = why
+                    retry_here = False
+            if retry_here:
                 if _declined(response):
                     # The same key would only replay the stored decline; and a decline
                     # settles the key (even one whose answer was lost): nothing charged.
@@ -239,11 +253,9 @@ class Router:
                         f" under the next key generation g{step.generation}: a decline"
                         " is stored under its key"
                     )
-                self.health.record_retry(name)
                 retries_here += 1
                 delay_before = decision.delay_ms
                 reason = f"{name}: retry {retries_here} on the same processor"
-                await self.clock.sleep(decision.delay_ms / 1000.0)
                 continue
 
             proof = _not_charged_proof(response, c, looked_up_clean=looked_up_clean)
@@ -262,7 +274,7 @@ class Router:
                 name, probe = nxt.processor, nxt.probe
                 reason = f"failover from {tried[-1]}; {nxt.reason}"
                 processor = self.processors[name]
-                retries_here, delay_before, uncertain = 0, 0, False
+                retries_here, delay_before, uncertain = 0, waited_ms, False
                 # The old processor's object is not this one's: never look it up here.
                 step.processor_payment_id = ""
                 continue
@@ -279,16 +291,27 @@ class Router:
 
     def _may_retry_here(self, name: str, c: Classification, reason: str) -> tuple[bool, str]:
         """Retry on the same processor only while its health and retry budget allow."""
-        if (
-            c.outcome is Outcome.SOFT
-            and is_infrastructure_failure(c)
-            and self.health.state(name) is not HealthState.HEALTHY
-        ):
-            return False, f"{name} is {self.health.state(name).value}: no retry on it"
+        refused = self._health_refuses_retry(name, c)
+        if refused is not None:
+            return False, refused
         allowed, why_not = self.health.may_retry(name)
         if not allowed:
             return False, why_not
         return True, reason
+
+    def _health_refuses_retry(self, name: str, c: Classification) -> str | None:
+        """Why the processor's health (not its budget) allows no retry of `c` there now."""
+        state = self.health.state(name)
+        if (
+            c.outcome is Outcome.SOFT
+            and is_infrastructure_failure(c)
+            and state is not HealthState.HEALTHY
+        ):
+            return f"{name} is {state.value}: no retry on it"
+        breaker = self.health.breaker(name)
+        if breaker is not BreakerState.CLOSED:
+            return f"{name}'s breaker is {breaker.value}: no retry on it"
+        return None
 
     def _failover(
         self,
@@ -309,12 +332,25 @@ class Router:
             return None, ""
         if proof is None:
             return None, f"no failover: {name} may have charged under this key"
-        if remaining_ms is not None and expected_call_ms + DEADLINE_RESERVE_S * 1000 > remaining_ms:
-            return None, f"no failover: {int(remaining_ms)} ms left before the deadline"
         nxt = self._choose(step, tried)
         if nxt is None:
             return None, "no failover: no other processor can take the step"
+        if remaining_ms is not None:
+            # The call goes to the next processor: its usual time is what must fit (the
+            # failed one's stands in while the next has no calls to judge by).
+            usual = self._usual_call_ms(nxt.processor)
+            expected = expected_call_ms if usual is None else usual
+            if expected + DEADLINE_RESERVE_S * 1000 > remaining_ms:
+                self.health.abandon(nxt.processor, probe=nxt.probe)
+                return None, f"no failover: {int(remaining_ms)} ms left before the deadline"
         return nxt, ""
+
+    def _usual_call_ms(self, name: str) -> float | None:
+        """The processor's recent p95 (up to the call timeout); None without calls."""
+        health = self.health.snapshot(name)
+        if health is None or not health.stats.requests:
+            return None
+        return min(health.stats.p95_latency_ms, self.call_timeout_s * 1000.0)
 
     def _expected_call_ms(self, name: str, latency_ms: int, timeout_s: float) -> float:
         """How long the next call is likely to take: this one's latency, or the
@@ -354,7 +390,7 @@ class Router:
             else:
                 response = await processor.authorize(request)
         except BaseException:
-            self.health.abandon(name, probe=probe)
+            self.health.abandon(name, probe=probe, started=t0)
             raise
         t1 = self.clock.monotonic()
         latency_s = t1 - t0
@@ -374,6 +410,8 @@ class Router:
             latency_s - stalled_s,
             authorize=not lookup,
             probe=probe,
+            # When it was sent, not derived from the latency less the stall.
+            started=t0,
         )
         # A lookup is stored as an attempt of its own: its answer, even "not charged", is
         # what it was for. The step's verdict is the caller's, from the response.

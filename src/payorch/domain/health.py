@@ -102,6 +102,10 @@ class InvalidHealthPolicy(ValueError):
     pass
 
 
+# An hour: an open breaker sends nothing this long at most before probing again.
+MAX_COOLDOWN_S = 3_600.0
+
+
 @dataclass(frozen=True, slots=True)
 class HealthPolicy:
     """Window, thresholds, breaker and retry budget. Defaults are documented in docs/health.md."""
@@ -136,8 +140,10 @@ class HealthPolicy:
             )
         if not 0.0 < self.degraded_p95_ms <= self.unhealthy_p95_ms:
             raise InvalidHealthPolicy("need 0 < degraded_p95_ms <= unhealthy_p95_ms")
-        if self.cooldown_s < 0:
-            raise InvalidHealthPolicy("cooldown_s cannot be negative")
+        # NaN or infinity (both read from the environment) would keep an opened
+        # breaker open for good: the processor would never be probed again.
+        if not 0.0 <= self.cooldown_s <= MAX_COOLDOWN_S:
+            raise InvalidHealthPolicy(f"cooldown_s must be 0..{MAX_COOLDOWN_S:g} seconds")
         if self.half_open_probes < 1:
             raise InvalidHealthPolicy("half_open_probes must be at least 1")
         if not 0.0 <= self.retry_budget_ratio <= 1.0 or self.retry_budget_min < 0:
@@ -467,8 +473,16 @@ class CircuitBreaker:
         self.probes_in_flight += 1
         return True
 
-    def release_probe(self) -> None:
+    def release_probe(self, *, started: float | None = None) -> None:
+        """A probe ended without an answer that proves anything: free its slot. A probe
+        sent before this half-open period began (`started`) holds none of its slots."""
+        if self._earlier(started):
+            return
         self.probes_in_flight = max(0, self.probes_in_flight - 1)
+
+    def _earlier(self, started: float | None) -> bool:
+        """Whether a call that started at `started` was sent before the current state."""
+        return started is not None and started < self.changed_at - _SAME_INSTANT_S
 
     def probe_result(
         self, now: float, signal: Signal, *, started: float | None = None
@@ -481,7 +495,7 @@ class CircuitBreaker:
         holds no slot of this period and closes or re-opens nothing."""
         if self.state is not BreakerState.HALF_OPEN:
             return None
-        if started is not None and started < self.changed_at - _SAME_INSTANT_S:
+        if self._earlier(started):
             return None
         self.release_probe()
         if signal is Signal.INFRA_FAILURE:
