@@ -354,3 +354,35 @@ def test_the_recoveries_metric_counts_what_get_payment_stats_counts():
     capture_500 = ("capture", Outcome.SOFT, ErrorCode.PROCESSOR_ERROR)
     captured = ("capture", Outcome.SUCCESS, ErrorCode.NONE)
     assert recovered(_finished(PaymentStatus.SUCCEEDED, TOOK_IT, capture_500, captured))
+
+
+class RefundsTimingOut(SimulatedProcessor):
+    """Takes payments; its refunds go unanswered (the call timed out)."""
+
+    async def refund(self, processor_payment_id, amount_minor, idempotency_key, *, currency):
+        return ProcessorResponse(ResponseKind.NO_RESPONSE, exception="Timeout")
+
+
+async def test_a_processor_call_after_the_payment_was_created_is_checked_against_its_contracts():
+    clock = ManualClock()
+    sink = ListSink()
+    observers = Observers()
+    monitor = ContractMonitor(sink, clock, observers)
+    s = Service(PaymentObservation(observers, monitor), clock, RefundsTimingOut)
+    payment = await s.pay(method="card")
+    assert payment.status is PaymentStatus.SUCCEEDED
+    assert [v for v in sink.violations if v.contract_id == "router/timeout"] == []
+
+    await s.service.refund(payment.id, "m_1", amount_minor=1000, request_id="rf-1")
+    # Asked again under the same id: the refund that timed out is looked for first.
+    await s.service.refund(payment.id, "m_1", amount_minor=1000, request_id="rf-1")
+
+    # Each unanswered refund is one router/timeout, recorded once, for its payment: a
+    # refund, capture, void or lookup breaks contracts as an authorize does.
+    timeouts = [v for v in sink.violations if v.contract_id == "router/timeout"]
+    assert [v.message.split(": ")[0] for v in timeouts] == [
+        f"payment {payment.id} step 0",
+        f"payment {payment.id} step 0",
+    ]
+    assert all("refund on simulated" in v.message for v in timeouts)
+    assert {(v.merchant_id, v.request_id) for v in timeouts} == {("m_1", "r1")}
