@@ -417,3 +417,37 @@ async def test_a_capture_or_void_that_lost_to_the_processors_own_change_is_no_vi
     ]
     assert calls == ["authorize", "capture", "lookup", "authorize", "void", "lookup"]
     assert [v.contract_id for v in sink.violations if v.contract_id.startswith("processor/")] == []
+
+
+class LookupsTimingOut(SimulatedProcessor):
+    """Its lookups go unanswered once `down` is set."""
+
+    down = False
+
+    async def lookup(self, request, processor_payment_id):
+        if self.down:
+            return ProcessorResponse(ResponseKind.NO_RESPONSE, exception="Timeout")
+        return await super().lookup(request, processor_payment_id)
+
+
+async def test_a_reconciler_lookup_that_timed_out_is_a_router_timeout_once():
+    clock = ManualClock()
+    sink = ListSink()
+    observers = Observers()
+    monitor = ContractMonitor(sink, clock, observers)
+    s = Service(PaymentObservation(observers, monitor), clock, LookupsTimingOut)
+    s.sim.inject("timeout", "timeout")  # no answer to the authorize, nor to its retry
+    payment = await s.pay(method="card")
+    assert payment.status is PaymentStatus.UNKNOWN
+    at_create = [v for v in sink.violations if v.contract_id == "router/timeout"]
+    assert len(at_create) == 2
+
+    s.sim.down = True
+    for _ in range(2):  # two passes of the reconciler, each asking once
+        assert not await s.service.reconcile(await s.service.get(payment.id, None))
+
+    lookups = [v for v in sink.violations if v.contract_id == "router/timeout"][2:]
+    assert [("lookup on simulated" in v.message, v.request_id) for v in lookups] == [
+        (True, "r1"),
+        (True, "r1"),
+    ]
