@@ -111,8 +111,13 @@ def test_a_violation_message_is_bounded():
     assert len(v.message) == 1000
 
 
-def _attempt(code: ErrorCode, raw: RawError | None = None, outcome=Outcome.HARD) -> Attempt:
-    return Attempt(1, "sim", "k", T0, T0, 12, outcome, code, raw or RawError())
+def _attempt(
+    code: ErrorCode, raw: RawError | None = None, outcome=Outcome.HARD, operation="authorize"
+) -> Attempt:
+    return Attempt(1, "sim", "k", T0, T0, 12, outcome, code, raw or RawError(), operation=operation)
+
+
+MOVED = RawError(type="invalid_request_error", code="payment_intent_unexpected_state")
 
 
 @pytest.mark.parametrize(
@@ -128,6 +133,15 @@ def _attempt(code: ErrorCode, raw: RawError | None = None, outcome=Outcome.HARD)
             "processor/invalid_request",
         ),
         (_attempt(ErrorCode.TIMEOUT, outcome=Outcome.UNKNOWN), "router/timeout"),
+        # A capture or void the intent's own change beat (a lapse, the dashboard): a lost
+        # race, looked up after; an authorize of an intent in that state is ours.
+        (_attempt(ErrorCode.INVALID_REQUEST, MOVED, operation="capture"), None),
+        (_attempt(ErrorCode.INVALID_REQUEST, MOVED, operation="void"), None),
+        (_attempt(ErrorCode.INVALID_REQUEST, MOVED), "processor/invalid_request"),
+        (
+            _attempt(ErrorCode.TIMEOUT, outcome=Outcome.UNKNOWN, operation="refund"),
+            "router/timeout",
+        ),
         (
             _attempt(
                 ErrorCode.CARD_DECLINED, RawError(type="card_error", decline_code="generic_decline")

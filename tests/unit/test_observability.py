@@ -19,7 +19,7 @@ from payorch.app.contract_monitor import ContractMonitor, identify_call, reject_
 from payorch.app.merchant_configs import MerchantConfigs
 from payorch.app.observability import NullObserver, Observers, SafeTracer
 from payorch.app.payment_observation import PaymentObservation
-from payorch.app.payments import PaymentService
+from payorch.app.payments import HeldOtherwise, InvalidState, PaymentService
 from payorch.app.router import Router
 from payorch.app.settlement import Settlement
 from payorch.domain.contracts import new_violation
@@ -125,7 +125,9 @@ class Service:
             observation=observation,
         )
 
-    async def pay(self, request_id="r1", method="credit-card", token="pm_card_visa"):
+    async def pay(
+        self, request_id="r1", method="credit-card", token="pm_card_visa", authorize_only=False
+    ):
         core = parse_payment_request(
             RawPaymentRequest(
                 merchant_id="m_1",
@@ -134,6 +136,7 @@ class Service:
                 currency="eur",
                 payment_method=token,
                 method=method,
+                authorize_only=authorize_only,
             )
         )
         return (await self.service.create(core, deadline_s=None)).payment
@@ -354,3 +357,97 @@ def test_the_recoveries_metric_counts_what_get_payment_stats_counts():
     capture_500 = ("capture", Outcome.SOFT, ErrorCode.PROCESSOR_ERROR)
     captured = ("capture", Outcome.SUCCESS, ErrorCode.NONE)
     assert recovered(_finished(PaymentStatus.SUCCEEDED, TOOK_IT, capture_500, captured))
+
+
+class RefundsTimingOut(SimulatedProcessor):
+    """Takes payments; its refunds go unanswered (the call timed out)."""
+
+    async def refund(self, processor_payment_id, amount_minor, idempotency_key, *, currency):
+        return ProcessorResponse(ResponseKind.NO_RESPONSE, exception="Timeout")
+
+
+async def test_a_processor_call_after_the_payment_was_created_is_checked_against_its_contracts():
+    clock = ManualClock()
+    sink = ListSink()
+    observers = Observers()
+    monitor = ContractMonitor(sink, clock, observers)
+    s = Service(PaymentObservation(observers, monitor), clock, RefundsTimingOut)
+    payment = await s.pay(method="card")
+    assert payment.status is PaymentStatus.SUCCEEDED
+    assert [v for v in sink.violations if v.contract_id == "router/timeout"] == []
+
+    await s.service.refund(payment.id, "m_1", amount_minor=1000, request_id="rf-1")
+    # Asked again under the same id: the refund that timed out is looked for first.
+    await s.service.refund(payment.id, "m_1", amount_minor=1000, request_id="rf-1")
+
+    # Each unanswered refund is one router/timeout, recorded once, for its payment: a
+    # refund, capture, void or lookup breaks contracts as an authorize does.
+    timeouts = [v for v in sink.violations if v.contract_id == "router/timeout"]
+    assert [v.message.split(": ")[0] for v in timeouts] == [
+        f"payment {payment.id} step 0",
+        f"payment {payment.id} step 0",
+    ]
+    assert all("refund on simulated" in v.message for v in timeouts)
+    assert {(v.merchant_id, v.request_id) for v in timeouts} == {("m_1", "r1")}
+
+
+async def test_a_capture_or_void_that_lost_to_the_processors_own_change_is_no_violation():
+    # A hold lapses (7 days), or another call or the dashboard captured or released it
+    # first: the processor calls the capture or void "unexpected state", settlement
+    # looks it up and records what it holds. Not a request of ours it calls invalid.
+    clock = ManualClock()
+    sink = ListSink()
+    observers = Observers()
+    s = Service(PaymentObservation(observers, ContractMonitor(sink, clock, observers)), clock)
+    lapsed = await s.pay(request_id="r-lapsed", method="card", authorize_only=True)
+    captured = await s.pay(request_id="r-captured", method="card", authorize_only=True)
+    for p, status in ((lapsed, "canceled"), (captured, "succeeded")):
+        assert p.status is PaymentStatus.AUTHORIZED
+        s.sim.ledger.by_id[p.steps[0].processor_payment_id].status = status
+
+    with pytest.raises(InvalidState):
+        await s.service.capture(lapsed.id, "m_1")
+    with contextlib.suppress(HeldOtherwise):
+        await s.service.cancel(captured.id, "m_1", "customer left")
+
+    calls = [
+        a.operation
+        for p in (lapsed, captured)
+        for a in (await s.service.get(p.id, "m_1")).steps[0].attempts
+    ]
+    assert calls == ["authorize", "capture", "lookup", "authorize", "void", "lookup"]
+    assert [v.contract_id for v in sink.violations if v.contract_id.startswith("processor/")] == []
+
+
+class LookupsTimingOut(SimulatedProcessor):
+    """Its lookups go unanswered once `down` is set."""
+
+    down = False
+
+    async def lookup(self, request, processor_payment_id):
+        if self.down:
+            return ProcessorResponse(ResponseKind.NO_RESPONSE, exception="Timeout")
+        return await super().lookup(request, processor_payment_id)
+
+
+async def test_a_reconciler_lookup_that_timed_out_is_a_router_timeout_once():
+    clock = ManualClock()
+    sink = ListSink()
+    observers = Observers()
+    monitor = ContractMonitor(sink, clock, observers)
+    s = Service(PaymentObservation(observers, monitor), clock, LookupsTimingOut)
+    s.sim.inject("timeout", "timeout")  # no answer to the authorize, nor to its retry
+    payment = await s.pay(method="card")
+    assert payment.status is PaymentStatus.UNKNOWN
+    at_create = [v for v in sink.violations if v.contract_id == "router/timeout"]
+    assert len(at_create) == 2
+
+    s.sim.down = True
+    for _ in range(2):  # two passes of the reconciler, each asking once
+        assert not await s.service.reconcile(await s.service.get(payment.id, None))
+
+    lookups = [v for v in sink.violations if v.contract_id == "router/timeout"][2:]
+    assert [("lookup on simulated" in v.message, v.request_id) for v in lookups] == [
+        (True, "r1"),
+        (True, "r1"),
+    ]

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -136,3 +139,31 @@ def test_the_archive_refuses_a_window_end_its_file_name_cannot_keep(tmp_path):
     with pytest.raises(ValueError, match="whole second"):
         archive.write(START + timedelta(microseconds=1), "violations: []\n")
     assert archive.latest() is None
+
+
+def test_a_report_reaches_the_disk_before_its_name_says_it_was_written(tmp_path, monkeypatch):
+    # The name is the archive's memory (`latest`): renamed before its bytes were on
+    # disk, a crash could leave an empty report under it, taken as written for good.
+    events: list[tuple[str, object]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        st = os.fstat(fd)
+        events.append(("fsync", "directory" if stat.S_ISDIR(st.st_mode) else st.st_ino))
+        real_fsync(fd)
+
+    def replace(src, dst) -> None:
+        events.append(("rename", os.stat(src).st_ino))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    archive = DirectoryReportArchive(tmp_path / "retros")
+
+    where = archive.write(START, "violations: []\n")
+
+    report = os.stat(where).st_ino
+    assert events == [("fsync", report), ("rename", report), ("fsync", "directory")]
+    assert [p.name for p in (tmp_path / "retros").iterdir()] == [Path(where).name]
+    assert stat.S_IMODE(os.stat(where).st_mode) == 0o644
+    assert archive.latest() == START

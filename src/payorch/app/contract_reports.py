@@ -109,7 +109,11 @@ class ViolationStore(Protocol):
     async def add_complaint(self, complaint: MerchantComplaint) -> None: ...
 
     async def complaint_counts(self, since: datetime, until: datetime) -> dict[str, int]:
-        """Complaints that happened in the window, by the contract they count against."""
+        """Complaints reported in the window, by the contract they count against.
+
+        Reported, not happened: a merchant tells of a problem after the fact, often once
+        the report of the window it happened in is written. Counted by when it reached
+        us, every complaint is in exactly one of the reports that tile time."""
         ...
 
 

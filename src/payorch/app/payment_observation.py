@@ -7,12 +7,13 @@ Every method is safe to call: nothing here raises into a payment.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 
 from payorch.app.contract_monitor import ContractMonitor
 from payorch.app.observability import AttributeValue, NullTracer, Observers, Span, Tracer
 from payorch.domain.contracts import attempt_violation
-from payorch.domain.payment import Payment
+from payorch.domain.payment import Attempt, Payment, Step
 from payorch.domain.request import CoreRequest
 
 log = logging.getLogger("payorch.reconciler")
@@ -80,15 +81,25 @@ class PaymentObservation:
         self._record("idempotency/conflict", message, request.merchant_id, request.request_id)
 
     def payment_finished(self, payment: Payment) -> None:
-        """Metrics and the log line, and the contracts the processor calls broke."""
+        """Metrics and the log line of a payment whose creation ended."""
         self._observers.payment_finished(payment)
-        for step in payment.steps:
-            for attempt in step.attempts:
-                found = attempt_violation(attempt)
-                if found is not None:
-                    self._record(
-                        found[0],
-                        f"payment {payment.id} step {step.index}: {found[1]}",
-                        payment.merchant_id,
-                        payment.request_id,
-                    )
+
+    def attempts_stored(self, payment: Payment, stored: Sequence[tuple[Step, Attempt]]) -> None:
+        """The contracts the processor calls just stored broke. Every save names the
+        attempts it stored first (`unstored_attempts`), so each call is checked once,
+        whichever use case made it: creating, confirming, capturing, voiding, refunding
+        or reconciling the payment."""
+        for step, attempt in stored:
+            found = attempt_violation(attempt)
+            if found is not None:
+                self._record(
+                    found[0],
+                    f"payment {payment.id} step {step.index}: {found[1]}",
+                    payment.merchant_id,
+                    payment.request_id,
+                )
+
+
+def unstored_attempts(payment: Payment) -> list[tuple[Step, Attempt]]:
+    """The attempts a save of `payment` is about to store (made since it was read)."""
+    return [(s, a) for s in payment.steps for a in s.attempts[s.stored_attempts :]]

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from payorch.app.contract_monitor import identify_call
 from payorch.app.ids import new_id
 from payorch.app.merchant_configs import MerchantConfigs
-from payorch.app.payment_observation import PaymentObservation
+from payorch.app.payment_observation import PaymentObservation, unstored_attempts
 from payorch.app.plan_builder import Plan, PlanRejected, build_plan
 from payorch.app.ports import (
     Clock,
@@ -258,7 +258,9 @@ class PaymentService:
         return int((self._clock.monotonic() - t0) * 1000)
 
     async def _save(self, payment: Payment) -> None:
+        stored = unstored_attempts(payment)
         await self._uow.update_payment(payment)
+        self._observe.attempts_stored(payment, stored)
 
     async def _replay_or_wait(
         self, request: CoreRequest, fingerprint: str, deadline: Deadline
@@ -797,12 +799,15 @@ class PaymentService:
                 held.append(index)
             if not held:
                 return refund, held  # nothing to store: every part is made or held
+            # A lost try's attempts, adopted by this change, are stored here.
+            stored = unstored_attempts(payment)
             await uow.payments.save(payment)
             if new and not await uow.payments.add_refund(
                 payment.id, request_id, refund, self._clock.now()
             ):
                 raise ConcurrentUpdate(payment.id)  # the same refund asked twice at once
             await uow.commit()
+        self._observe.attempts_stored(payment, stored)
         return refund, held
 
     async def events(self, payment_id: str, merchant_id: str | None) -> list[StoredEvent]:
@@ -958,12 +963,14 @@ class PaymentService:
             payment.settle(self._clock.now())
         else:
             payment.reconcile_inconclusive(self._clock.now())
+        stored = unstored_attempts(payment)
         try:
             async with self._uow() as uow:
                 await uow.payments.save(payment)
                 await uow.commit()
         except ConcurrentUpdate:
             return False
+        self._observe.attempts_stored(payment, stored)
         return changed
 
 

@@ -213,11 +213,23 @@ def attempt_violation(attempt: Attempt) -> tuple[str, str] | None:
             "processor/unmapped_error",
             f"{_where(attempt)}: no classification row for {_said(raw)}",
         )
-    if attempt.error_code is ErrorCode.INVALID_REQUEST:
+    if attempt.error_code is ErrorCode.INVALID_REQUEST and not _state_moved(attempt):
         return "processor/invalid_request", f"{_where(attempt)}: the processor refused {_said(raw)}"
     if attempt.error_code is ErrorCode.TIMEOUT:
         return "router/timeout", f"{_where(attempt)}: no answer within {attempt.latency_ms} ms"
     return None
+
+
+# A capture or void of an intent that moved on without us: the hold lapsed, another
+# call or the processor's dashboard captured or released it first. The processor calls
+# the call "unexpected state", and settlement looks the intent up and records what it
+# holds: the race is lost, not a request of ours the processor calls invalid.
+_STATE_MOVED_CODE = "payment_intent_unexpected_state"
+_SETTLING = frozenset({"capture", "void"})
+
+
+def _state_moved(attempt: Attempt) -> bool:
+    return attempt.operation in _SETTLING and attempt.raw.code == _STATE_MOVED_CODE
 
 
 # Messages are built only for a violation: every attempt of every payment is checked.

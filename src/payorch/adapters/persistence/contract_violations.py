@@ -218,7 +218,7 @@ class SqlAlchemyViolationStore:
         t = merchant_complaints
         query = (
             select(t.c.counted_as, func.count())
-            .where(t.c.occurred_at >= since, t.c.occurred_at < until)
+            .where(t.c.reported_at >= since, t.c.reported_at < until)
             .group_by(t.c.counted_as)
         )
         async with self._engine.connect() as conn:

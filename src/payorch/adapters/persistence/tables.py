@@ -406,6 +406,8 @@ merchant_complaints = Table(
     Column("reported_at", UTCDateTime, nullable=False),
     Index(None, "occurred_at"),
     Index(None, "merchant_id", "occurred_at"),
+    # Retrospectives count the complaints reported in their window.
+    Index(None, "reported_at"),
 )
 
 # A merchant's violations (ListContractViolations, GenerateContractReport by merchant).
