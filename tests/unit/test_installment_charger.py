@@ -32,11 +32,13 @@ from payorch.app.payments import (
 from payorch.app.plan_builder import PlanRejected
 from payorch.app.ports import ConcurrentUpdate
 from payorch.domain.installments import (
+    MAX_MANUAL_RETRIES,
     ChargeOutcome,
     InstallmentPlan,
     InstallmentStatus,
     InvalidTransition,
     PlanStatus,
+    RetryLimitReached,
     charge_request_id,
 )
 from payorch.domain.payment import Payment, PaymentStatus
@@ -587,3 +589,52 @@ async def test_a_retry_made_again_after_its_attempt_was_given_up_uncharged_makes
     assert (again.replayed, again.attempt, again.payment_id) == (True, 2, "")
     assert again.plan.installment(inst_id).status is InstallmentStatus.CANCELLED
     assert s.payments.created == [charge_request_id(inst_id, 1)]
+
+
+async def test_a_manual_retry_past_the_limit_is_refused_and_charges_nothing(s):
+    inst_id = await declined_for_good(s)
+    for _ in range(MAX_MANUAL_RETRIES):
+        await s.service.retry(inst_id, "m_1", request_id=f"rt-{len(s.payments.created)}")
+    charged = list(s.payments.created)
+    assert len(charged) == 1 + MAX_MANUAL_RETRIES
+
+    with pytest.raises(RetryLimitReached, match=f"{MAX_MANUAL_RETRIES} times"):
+        await s.service.retry(inst_id, "m_1", request_id="rt-one-more")
+
+    assert s.payments.created == charged, "no charge past the limit"
+    inst = s.plans.plan.installment(inst_id)
+    assert (inst.status, inst.attempts) == (InstallmentStatus.FAILED_FINAL, len(charged))
+    assert inst.claimed_by == "" and ("m_1", "rt-one-more") not in s.plans.retries
+
+
+async def test_a_payment_the_customer_completed_is_recorded_past_the_retry_limit(s):
+    inst_id, _ = await failed_waiting_for_the_customer(s)
+    for _ in range(MAX_MANUAL_RETRIES):  # each cancels the one before and waits again
+        await s.service.retry(inst_id, "m_1")
+    charged = list(s.payments.created)
+    last = s.payments.stored[("m_1", charged[-1])]
+    assert last.status is PaymentStatus.REQUIRES_ACTION
+    last.status = PaymentStatus.SUCCEEDED  # the customer completed it (ConfirmPayment)
+
+    done = await s.service.retry(inst_id, "m_1")
+
+    assert s.payments.created == charged, "recorded, not charged"
+    inst = done.plan.installment(inst_id)
+    assert (inst.status, inst.payment_id) == (InstallmentStatus.PAID, last.id)
+    assert done.plan.status is PlanStatus.ACTIVE
+
+
+async def test_a_payment_waiting_at_the_retry_limit_is_left_open_for_the_customer(s):
+    inst_id, _ = await failed_waiting_for_the_customer(s)
+    for _ in range(MAX_MANUAL_RETRIES):
+        await s.service.retry(inst_id, "m_1")
+    last = s.payments.stored[("m_1", s.payments.created[-1])]
+
+    with pytest.raises(RetryLimitReached):
+        await s.service.retry(inst_id, "m_1")
+
+    # Refused without a new charge, so nothing replaces it: the customer may still pay.
+    assert last.status is PaymentStatus.REQUIRES_ACTION
+    # And the plan can still be cancelled: that cancels it at the processor.
+    plan = await s.service.cancel(s.plan.id, "m_1", "order returned")
+    assert plan.status is PlanStatus.CANCELLED and last.status is PaymentStatus.CANCELLED

@@ -39,6 +39,12 @@ MAX_DUNNING_DAY = 365
 # the outage has lasted as long as the first step (3 days by default).
 OUTAGE_PAUSE_FIRST = timedelta(minutes=1)
 OUTAGE_PAUSE_MAX = timedelta(hours=1)
+# Charges a merchant may ask for by hand (RetryInstallment) per installment, beside the
+# ladder's. Each is one more decline against the card (card networks fine merchants for
+# retrying a declined card too often) and one more charge in the plan's history, which
+# every answer carries: without a bound a client retrying in a loop grows the plan past
+# what an answer may hold.
+MAX_MANUAL_RETRIES = 10
 
 
 class InvalidInstallmentPolicy(ValueError):
@@ -51,6 +57,17 @@ class NotEligible(ValueError):
 
 class InvalidTransition(RuntimeError):
     pass
+
+
+class RetryLimitReached(InvalidTransition):
+    """The installment was retried by hand MAX_MANUAL_RETRIES times: no more charges."""
+
+    def __init__(self, sequence: int) -> None:
+        super().__init__(
+            f"installment {sequence} was retried by hand {MAX_MANUAL_RETRIES} times, the "
+            "most allowed: no further manual charge is made (cancel the plan, or collect "
+            "the money another way)"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -425,6 +442,11 @@ class Installment:
     changed: bool = False
 
     @property
+    def manual_retries(self) -> int:
+        """Manual retries recorded (RetryInstallment's charges)."""
+        return sum(1 for c in self.charges if c.kind is AttemptKind.MANUAL)
+
+    @property
     def awaiting_customer(self) -> list[str]:
         """The payments of attempts that stopped to wait for the customer (off-session,
         the bank wanted them): open at the processor unless cancelled since."""
@@ -567,9 +589,18 @@ class InstallmentPlan:
         self.pending_events.append(event)
 
     def start_manual_retry(
-        self, installment_id: str, *, worker: str, lease_until: datetime, now: datetime
+        self,
+        installment_id: str,
+        *,
+        worker: str,
+        lease_until: datetime,
+        now: datetime,
+        charging: bool = True,
     ) -> int:
-        """The merchant asks to charge a failed installment now; returns the attempt number."""
+        """The merchant asks to charge a failed installment now; returns the attempt number.
+        `charging` False: the attempt only records a payment of an earlier attempt that
+        the customer completed (nothing is charged), which MAX_MANUAL_RETRIES never
+        refuses: money taken is always recorded."""
         inst = self.installment(installment_id)
         if self.status is PlanStatus.CANCELLED or self.status is PlanStatus.COMPLETED:
             raise InvalidTransition(f"the plan is {self.status.value}")
@@ -578,6 +609,8 @@ class InstallmentPlan:
                 f"only a failed installment can be retried (installment {inst.sequence} "
                 f"is {inst.status.value})"
             )
+        if charging and inst.manual_retries >= MAX_MANUAL_RETRIES:
+            raise RetryLimitReached(inst.sequence)
         inst._move(InstallmentStatus.PROCESSING)
         inst.attempts += 1
         inst.attempt_kind = AttemptKind.MANUAL
