@@ -123,12 +123,15 @@ class FakePlans:
     plan: InstallmentPlan
     held: list[tuple[str, int]] = field(default_factory=list)
     retries: dict[tuple[str, str], RetryRequest] = field(default_factory=dict)
+    # The names of the events saved, in order (the outbox).
+    events: list[str] = field(default_factory=list)
 
     async def save(self, plan: InstallmentPlan) -> None:
         if plan.version != self.plan.version:
             raise ConcurrentUpdate(plan.id)  # someone else saved since this copy was read
         plan.version += 1
         self.plan = plan
+        self.events += [e.name for e in plan.pending_events]
         plan.pending_events.clear()
 
     async def get(self, plan_id: str, merchant_id: str | None) -> InstallmentPlan | None:
@@ -357,6 +360,10 @@ async def test_cancelling_a_plan_records_a_payment_the_customer_completed_first(
     assert (inst.status, inst.payment_id) == (InstallmentStatus.PAID, waiting.id)
     assert plan.status is PlanStatus.CANCELLED
     assert s.payments.created == [waiting.request_id]
+    # Breached, then paid and cancelled in one step: never "reinstated" on the way, an
+    # order a consumer would resume only to be told at once it is cancelled.
+    assert s.plans.events[-2:] == ["InstallmentPaid", "PlanCancelled"]
+    assert "PlanReinstated" not in s.plans.events
 
 
 async def test_cancelling_a_plan_whose_last_installment_the_customer_completed_records_it(s):

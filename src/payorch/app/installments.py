@@ -745,7 +745,9 @@ class InstallmentService:
                     attempt = plan.start_manual_retry(
                         inst.id, worker=self._worker, lease_until=now, now=now, charging=False
                     )
-                    plan.record(inst.id, attempt, taken, now)
+                    # Cancelled in this step: a breach this heals is not announced as
+                    # reinstated (InstallmentPaid, then PlanCancelled).
+                    plan.record(inst.id, attempt, taken, now, cancelling=True)
             completed = plan.status is PlanStatus.COMPLETED
             if not completed:
                 plan.cancel(reason, now)

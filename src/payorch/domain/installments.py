@@ -619,10 +619,18 @@ class InstallmentPlan:
         return inst.attempts
 
     def record(
-        self, installment_id: str, attempt: int, result: ChargeResult, now: datetime
+        self,
+        installment_id: str,
+        attempt: int,
+        result: ChargeResult,
+        now: datetime,
+        *,
+        cancelling: bool = False,
     ) -> bool:
         """Apply what attempt `attempt` came to. False when it no longer applies (another
-        worker recorded it already, or a later attempt started): recording is idempotent."""
+        worker recorded it already, or a later attempt started): recording is idempotent.
+        `cancelling`: the plan is cancelled in the same step (a payment the cancel found
+        completed), so a breach it heals is not announced as reinstated."""
         inst = self.installment(installment_id)
         if inst.attempts != attempt or result.outcome is ChargeOutcome.UNRESOLVED:
             return False
@@ -674,7 +682,7 @@ class InstallmentPlan:
         else:
             self._failed(inst, result, now)
         self.updated_at = now
-        self._settle(inst)
+        self._settle(inst, announce_reinstated=not cancelling)
         return True
 
     def _paid_after_withdrawal(self, inst: Installment, attempt: int, result: ChargeResult) -> bool:
@@ -764,7 +772,7 @@ class InstallmentPlan:
             )
         )
 
-    def _settle(self, changed: Installment) -> None:
+    def _settle(self, changed: Installment, *, announce_reinstated: bool = True) -> None:
         """Derive the plan's status from its installments; announce a change once."""
         if self.status is PlanStatus.CANCELLED:
             return
@@ -784,7 +792,7 @@ class InstallmentPlan:
             self._raise(PlanCompleted(self.id, self.order_id, self.total_minor, self.currency.code))
         elif target is PlanStatus.BREACH:
             self._raise(PlanBreached(self.id, self.order_id, changed.id, changed.last_error_code))
-        elif before is PlanStatus.BREACH:
+        elif before is PlanStatus.BREACH and announce_reinstated:
             self._raise(PlanReinstated(self.id, self.order_id, changed.id))
 
     def check_cancellable(self) -> None:
