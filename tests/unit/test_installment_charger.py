@@ -645,3 +645,64 @@ async def test_a_payment_waiting_at_the_retry_limit_is_left_open_for_the_custome
     # And the plan can still be cancelled: that cancels it at the processor.
     plan = await s.service.cancel(s.plan.id, "m_1", "order returned")
     assert plan.status is PlanStatus.CANCELLED and last.status is PaymentStatus.CANCELLED
+
+
+async def test_a_paused_workers_charge_on_a_plan_breached_meanwhile_is_recorded_not_lost(s):
+    """Worker A claims installment 2 and is paused (GC, SIGSTOP) past its lease, before
+    its charge. Meanwhile installment 3 fails for good (breach) and worker B takes the
+    stale claim over: no payment yet, so B withdraws it (the attempt number given back).
+    A wakes up and charges, from the plan it read while the plan was active. The money
+    is taken: it must be recorded, not left unrecorded on a plan that may never heal."""
+    inst2, attempt = s.claim(2)
+    paused = copy.deepcopy(s.plans.plan)  # what A read after its claim: active
+    s.payments.status = PaymentStatus.FAILED
+    inst3, attempt3 = s.claim(3)
+    await s.charger.charge(s.plan, inst3, attempt3)
+    assert s.plans.plan.status is PlanStatus.BREACH
+    taken_over = copy.deepcopy(s.plans.plan)
+    await s.charger.charge(taken_over, inst2, attempt)  # B: nothing started, withdrawn
+    assert s.plans.plan.installment(inst2).status is InstallmentStatus.PENDING
+
+    s.payments.status = PaymentStatus.SUCCEEDED
+    result, _ = await s.charger.charge(paused, inst2, attempt)  # A wakes up
+
+    assert result.outcome is ChargeOutcome.PAID
+    stored = s.plans.plan
+    inst = stored.installment(inst2)
+    assert (inst.status, inst.payment_id, inst.attempts) == (
+        InstallmentStatus.PAID,
+        result.payment_id,
+        attempt,
+    )
+    assert stored.status is PlanStatus.BREACH, "installment 3 still failed for good"
+    assert s.plans.events[-1] == "InstallmentPaid"
+    # Cancelled later, the plan still shows the money taken; nothing is charged twice.
+    plan = await s.service.cancel(stored.id, "m_1", "order returned")
+    assert plan.installment(inst2).status is InstallmentStatus.PAID
+    assert s.payments.created.count(charge_request_id(inst2, attempt)) == 1
+
+
+async def test_a_paused_workers_result_never_overwrites_a_later_attempts(s):
+    """A is paused past its lease on attempt 1; B takes it over (same attempt: its payment
+    is made once, then replayed) and records the decline; a manual retry (attempt 2)
+    pays. A wakes up and records attempt 1's outcome: the installment stays paid."""
+    s.payments.status = PaymentStatus.FAILED
+    inst2, attempt = s.claim(2)
+    paused = copy.deepcopy(s.plans.plan)  # what A read after its claim
+    await s.charger.charge(copy.deepcopy(s.plans.plan), inst2, attempt)  # B's take-over
+    assert s.plans.plan.installment(inst2).status is InstallmentStatus.FAILED_FINAL
+    s.payments.status = PaymentStatus.SUCCEEDED
+    later = await s.service.retry(inst2, "m_1")
+    assert later.plan.installment(inst2).status is InstallmentStatus.PAID
+
+    result, _ = await s.charger.charge(paused, inst2, attempt)  # A wakes up
+
+    assert result.outcome is ChargeOutcome.FAILED, "attempt 1's own payment, replayed"
+    inst = s.plans.plan.installment(inst2)
+    assert (inst.status, inst.payment_id, inst.attempts) == (
+        InstallmentStatus.PAID,
+        later.payment_id,
+        2,
+    )
+    assert s.payments.created == [charge_request_id(inst2, 1), charge_request_id(inst2, 2)]
+    assert s.plans.plan.status is PlanStatus.ACTIVE

@@ -632,11 +632,13 @@ class InstallmentPlan:
         `cancelling`: the plan is cancelled in the same step (a payment the cancel found
         completed), so a breach it heals is not announced as reinstated."""
         inst = self.installment(installment_id)
-        if inst.attempts != attempt or result.outcome is ChargeOutcome.UNRESOLVED:
+        if result.outcome is ChargeOutcome.UNRESOLVED:
             return False
-        if inst.status is not InstallmentStatus.PROCESSING and not self._paid_after_withdrawal(
-            inst, attempt, result
-        ):
+        if self._paid_after_withdrawal(inst, attempt, result):
+            if inst.status is not InstallmentStatus.CANCELLED:
+                inst._move(InstallmentStatus.PROCESSING)  # due again: its attempt resumed
+            inst.attempts = attempt
+        elif inst.attempts != attempt or inst.status is not InstallmentStatus.PROCESSING:
             return False
         if result.outcome is ChargeOutcome.WITHDRAWN:
             self._withdraw(inst, now)
@@ -688,13 +690,21 @@ class InstallmentPlan:
     def _paid_after_withdrawal(self, inst: Installment, attempt: int, result: ChargeResult) -> bool:
         """A charge that went through for an attempt given up as never started (its
         worker was paused past its lease just as it started the charge): money was
-        taken, so it is recorded, although the installment was cancelled meanwhile."""
-        return (
-            inst.status is InstallmentStatus.CANCELLED
-            and result.outcome is ChargeOutcome.PAID
-            and attempt > 0
-            and not any(c.attempt == attempt for c in inst.charges)
-        )
+        taken, so it is recorded, although the installment was cancelled meanwhile, or
+        is due again with that attempt number given back (a breach withdrew it: the
+        plan may never heal, and the money would be left unrecorded)."""
+        if (
+            result.outcome is not ChargeOutcome.PAID
+            or attempt <= 0
+            or any(c.attempt == attempt for c in inst.charges)
+        ):
+            return False
+        if inst.status is InstallmentStatus.CANCELLED:
+            # Withdrawn on a cancelled plan (attempt kept), or given back on a breach
+            # and cancelled since.
+            return attempt in (inst.attempts, inst.attempts + 1)
+        given_back = (InstallmentStatus.PENDING, InstallmentStatus.FAILED)
+        return inst.status in given_back and attempt == inst.attempts + 1
 
     def _withdraw(self, inst: Installment, now: datetime) -> None:
         """Give up a claim whose charge never started, because the plan stopped charging.
