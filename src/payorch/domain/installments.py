@@ -483,6 +483,9 @@ class InstallmentPlan:
     version: int = 0
     event_sequence: int = 0
     pending_events: list[DomainEvent] = field(default_factory=list)
+    # Set when `status` changes: the repository then updates what it keeps of the
+    # plan's status beside its installments (the scheduler's claim index).
+    status_changed: bool = False
 
     # -- creating ------------------------------------------------------------------
     @classmethod
@@ -798,6 +801,7 @@ class InstallmentPlan:
         if target not in PLAN_TRANSITIONS[self.status]:
             raise InvalidTransition(f"plan cannot go from {self.status.value} to {target.value}")
         before, self.status = self.status, target
+        self.status_changed = True
         if target is PlanStatus.COMPLETED:
             self._raise(PlanCompleted(self.id, self.order_id, self.total_minor, self.currency.code))
         elif target is PlanStatus.BREACH:
@@ -820,6 +824,7 @@ class InstallmentPlan:
                 inst._move(InstallmentStatus.CANCELLED)
                 inst.next_attempt_at = None
         self.status = PlanStatus.CANCELLED
+        self.status_changed = True
         self.cancel_reason = reason
         self.updated_at = now
         self._raise(PlanCancelled(self.id, self.order_id, reason))
