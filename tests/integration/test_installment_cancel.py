@@ -155,6 +155,50 @@ async def test_an_installment_claimed_behind_one_that_breaches_the_plan_waits_fo
     assert await payments_of(container, third.id) == [f"inst_{third.id}_a1"]
 
 
+async def test_a_worker_paused_past_its_lease_while_the_plan_breached_has_its_charge_recorded(
+    container, clock
+):
+    app = container.installments
+    plan = (await create_plan(container)).plan
+    second, third = plan.installments[1], plan.installments[2]
+    move_to(clock, third.due_at)
+    paused = await claim_one(app, clock, worker="paused")  # installment 2, the oldest due
+    read = await app.plans.get(plan.id, None)  # active: it will charge... then it freezes
+    real_create = container.payments.create
+
+    async def refuse_third(request, *, deadline_s, **kw):
+        if request.metadata.get("installment_id") == third.id:
+            raise PlanRejected([("methods[0].method", "card is not enabled for merchant m_1")])
+        return await real_create(request, deadline_s=deadline_s, **kw)
+
+    container.payments.create = refuse_third
+    assert (await app.scheduler.run_once()).failed == 1  # installment 3: the plan breached
+    clock.advance(LEASE.total_seconds() + 1)
+    stats = await app.scheduler.run_once()  # the paused claim taken over: nothing started
+    assert (stats.reclaimed, stats.withdrawn) == (1, 1)
+    container.payments.create = real_create
+
+    result, _ = await app.charger.charge(read, paused.installment_id, paused.attempt)  # wakes
+
+    assert result.outcome.value == "paid"
+    after = await app.plans.get(plan.id, None)
+    assert after.status is PlanStatus.BREACH
+    paid = after.installments[1]
+    assert (paid.status, paid.attempts, paid.payment_id) == (
+        InstallmentStatus.PAID,
+        1,
+        result.payment_id,
+    )
+    assert (await outbox(container, plan.id))[-1] == "InstallmentPaid"
+    await app.plans.cancel(plan.id, "m_1", "order returned")
+    clock.advance(3600)
+    await app.scheduler.run_once()
+    assert await payments_of(container, second.id) == [f"inst_{second.id}_a1"]
+    assert container.simulated["simulated"].ledger.charges_total == 2, "checkout, installment 2"
+    final = await app.plans.get(plan.id, None)
+    assert [i.status.value for i in final.installments] == ["paid", "paid", "failed_final"]
+
+
 async def test_a_charge_failing_after_the_plan_was_cancelled_announces_no_retry(container, clock):
     app = container.installments
     token = "pm_card_offSessionDeclinedInsufficientFunds"

@@ -11,7 +11,14 @@ import pytest
 from sqlalchemy import event
 
 from payorch.adapters.persistence.tables import installment_plans, installments
-from payorch.domain.installments import InstallmentPlan, InstallmentPolicy, PlanStatus
+from payorch.domain.installments import (
+    ChargeOutcome,
+    ChargeResult,
+    InstallmentPlan,
+    InstallmentPolicy,
+    InstallmentStatus,
+    PlanStatus,
+)
 from payorch.domain.money import Currency, Money
 from tests.integration.installment_helpers import installments_container
 
@@ -28,10 +35,10 @@ async def container(database_url, clock):
     await c.close()
 
 
-def plan(n: int) -> InstallmentPlan:
+def plan(n: int, start: datetime = START) -> InstallmentPlan:
     return InstallmentPlan.start(
         merchant_id="m_claim",
-        request_id=f"claim-{n}",
+        request_id=f"claim-{start.isoformat()}-{n}",
         order_id=f"order-{n}",
         fingerprint="f" * 64,
         total=Money(30_000, Currency("USD")),
@@ -40,13 +47,13 @@ def plan(n: int) -> InstallmentPlan:
         policy=InstallmentPolicy(count=3, interval_days=30),
         first_payment_id=f"pay_{n}",
         first_processor_payment_id=f"sim_{n}",
-        now=START + timedelta(hours=n),
+        now=start + timedelta(hours=n),
     )
 
 
-async def seeded(container) -> list[InstallmentPlan]:
-    """PLANS plans (first installment paid, two pending), statistics up to date."""
-    plans = [plan(n) for n in range(PLANS)]
+async def seeded(container, start: datetime = START, count: int = PLANS) -> list[InstallmentPlan]:
+    """`count` plans (first installment paid, two pending), statistics up to date."""
+    plans = [plan(n, start) for n in range(count)]
     async with container.installments.uow() as uow:
         for p in plans:
             await uow.plans.add(p)
@@ -136,3 +143,80 @@ async def test_the_claim_reads_the_partial_index_in_order_even_as_a_generic_plan
             plan_text = "\n".join(str(r[-1]) for r in rows)
             assert "ix_installments_claimable" in plan_text, plan_text
             assert "TEMP B-TREE" not in plan_text, plan_text
+
+
+STOLEN = ChargeResult(ChargeOutcome.FAILED, "pay_s", "", "stolen_card", "stolen", retry_later=False)
+
+
+async def breach(container, plans: list[InstallmentPlan], at: datetime) -> None:
+    """Installment 2 of each plan fails for good: the plan in breach, installment 3
+    still pending (and due, long ago, once its date is past)."""
+    for p in plans:
+        second = p.installments[1]
+        second._move(InstallmentStatus.PROCESSING)
+        second.attempts += 1
+        p.record(second.id, second.attempts, STOLEN, at)
+        assert p.status is PlanStatus.BREACH
+    async with container.installments.uow() as uow:
+        await uow.plans.save_many(plans)
+        await uow.commit()
+
+
+async def test_a_claim_does_not_walk_past_the_due_installments_of_breached_plans(container):
+    # 500 plans breached months ago: their third installments, still pending, are the
+    # oldest due. Then 100 active plans, whose second installments are due.
+    breached = await seeded(container, START - timedelta(days=90), count=500)
+    await breach(container, breached, START - timedelta(days=59))
+    active = await seeded(container, START, count=100)
+    async with container.engine.connect() as conn:
+        if conn.dialect.name == "postgresql":  # the breach's old row versions gone
+            await conn.exec_driver_sql("COMMIT")
+            await conn.exec_driver_sql("VACUUM ANALYZE installments, installment_plans")
+    now = DUE_AT_PLAN_0 + timedelta(hours=100)
+    statements: list[tuple[str, Any]] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        if statement.lstrip().upper().startswith("SELECT") and "JOIN" in statement:
+            statements.append((statement, parameters))
+
+    sync_engine = container.engine.sync_engine
+    event.listen(sync_engine, "before_cursor_execute", record)
+    try:
+        claims = await claim(container, now, limit=10)
+    finally:
+        event.remove(sync_engine, "before_cursor_execute", record)
+    assert [c.installment_id for c in claims] == [p.installments[1].id for p in active[:10]]
+
+    ((statement, parameters),) = statements
+    async with container.engine.connect() as conn:
+        if conn.dialect.name == "postgresql":
+            rows = await conn.exec_driver_sql(
+                "EXPLAIN (ANALYZE, FORMAT JSON) " + statement, parameters
+            )
+            (plan_json,) = rows.one()
+            await conn.rollback()
+            read = _index_rows(plan_json[0]["Plan"], "ix_installments_claimable")
+            # Read from the index: at most the active plans' due installments (the ten
+            # claimed when read in order), never the 500 breached plans' before them.
+            assert read and sum(read) <= 2 * len(active), plan_json
+
+    # Healed by a manual retry, a plan's installments are claimable again.
+    healed = (await container.installments.plans.get(breached[0].id, None)).installments[1]
+    async with container.installments.uow() as uow:
+        p = await uow.plans.get(breached[0].id, None)
+        attempt = p.start_manual_retry(healed.id, worker="w", lease_until=now, now=now)
+        p.record(healed.id, attempt, ChargeResult(ChargeOutcome.PAID, "pay_h"), now)
+        assert p.status is PlanStatus.ACTIVE
+        await uow.plans.save(p)
+        await uow.commit()
+    again = {c.installment_id for c in await claim(container, now, limit=PLANS)}
+    assert breached[0].installments[2].id in again
+    assert again.isdisjoint(p.installments[2].id for p in breached[1:])
+
+
+def _index_rows(node: dict[str, Any], index: str) -> list[int]:
+    """The rows each scan of `index` in an EXPLAIN ANALYZE plan returned."""
+    found = [node["Actual Rows"]] if node.get("Index Name") == index else []
+    for child in node.get("Plans", []):
+        found += _index_rows(child, index)
+    return found

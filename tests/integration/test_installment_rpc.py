@@ -22,7 +22,12 @@ from payorch.adapters.processors.simulated import Simulation
 from payorch.app import installments as installments_app
 from payorch.app.auth import Scope
 from payorch.bootstrap import Container
-from payorch.domain.installments import InstallmentPolicy, InstallmentStatus, charge_request_id
+from payorch.domain.installments import (
+    MAX_MANUAL_RETRIES,
+    InstallmentPolicy,
+    InstallmentStatus,
+    charge_request_id,
+)
 from payorch.domain.merchant_config import MerchantConfig, MethodRule
 from payorch.domain.payment import MethodType
 from payorch.domain.results import ProcessorResponse, ResponseKind
@@ -458,6 +463,25 @@ async def test_a_request_id_used_to_retry_another_installment_is_already_exists(
     assert error_reason(err) == "IDEMPOTENCY_KEY_REUSED"
     assert list(field_violations(err)) == ["request_id"]
     assert await payments_of(served.container, other) == [charge_request_id(other, 1)]
+
+
+async def test_a_retry_past_the_limit_is_failed_precondition_and_the_plan_still_answers(
+    served, clock
+):
+    (inst_id,) = await declined_when_due(served.container, clock)
+    for n in range(MAX_MANUAL_RETRIES):
+        await retry(served, inst_id, f"rt-{n}")
+
+    err = await retry_refused(served, inst_id, "rt-one-more")
+
+    assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert error_reason(err) == "RETRY_LIMIT_REACHED"
+    assert str(MAX_MANUAL_RETRIES) in (err.details() or "")
+    charged = await payments_of(served.container, inst_id)
+    assert len(charged) == 1 + MAX_MANUAL_RETRIES, "nothing charged past the limit"
+    # A request_id seen before is still replayed, not refused.
+    again = await retry(served, inst_id, "rt-0")
+    assert (again.replayed, again.attempt) == (True, 2)
 
 
 @pytest.mark.parametrize(

@@ -32,11 +32,13 @@ from payorch.app.payments import (
 from payorch.app.plan_builder import PlanRejected
 from payorch.app.ports import ConcurrentUpdate
 from payorch.domain.installments import (
+    MAX_MANUAL_RETRIES,
     ChargeOutcome,
     InstallmentPlan,
     InstallmentStatus,
     InvalidTransition,
     PlanStatus,
+    RetryLimitReached,
     charge_request_id,
 )
 from payorch.domain.payment import Payment, PaymentStatus
@@ -121,12 +123,15 @@ class FakePlans:
     plan: InstallmentPlan
     held: list[tuple[str, int]] = field(default_factory=list)
     retries: dict[tuple[str, str], RetryRequest] = field(default_factory=dict)
+    # The names of the events saved, in order (the outbox).
+    events: list[str] = field(default_factory=list)
 
     async def save(self, plan: InstallmentPlan) -> None:
         if plan.version != self.plan.version:
             raise ConcurrentUpdate(plan.id)  # someone else saved since this copy was read
         plan.version += 1
         self.plan = plan
+        self.events += [e.name for e in plan.pending_events]
         plan.pending_events.clear()
 
     async def get(self, plan_id: str, merchant_id: str | None) -> InstallmentPlan | None:
@@ -355,6 +360,10 @@ async def test_cancelling_a_plan_records_a_payment_the_customer_completed_first(
     assert (inst.status, inst.payment_id) == (InstallmentStatus.PAID, waiting.id)
     assert plan.status is PlanStatus.CANCELLED
     assert s.payments.created == [waiting.request_id]
+    # Breached, then paid and cancelled in one step: never "reinstated" on the way, an
+    # order a consumer would resume only to be told at once it is cancelled.
+    assert s.plans.events[-2:] == ["InstallmentPaid", "PlanCancelled"]
+    assert "PlanReinstated" not in s.plans.events
 
 
 async def test_cancelling_a_plan_whose_last_installment_the_customer_completed_records_it(s):
@@ -587,3 +596,113 @@ async def test_a_retry_made_again_after_its_attempt_was_given_up_uncharged_makes
     assert (again.replayed, again.attempt, again.payment_id) == (True, 2, "")
     assert again.plan.installment(inst_id).status is InstallmentStatus.CANCELLED
     assert s.payments.created == [charge_request_id(inst_id, 1)]
+
+
+async def test_a_manual_retry_past_the_limit_is_refused_and_charges_nothing(s):
+    inst_id = await declined_for_good(s)
+    for _ in range(MAX_MANUAL_RETRIES):
+        await s.service.retry(inst_id, "m_1", request_id=f"rt-{len(s.payments.created)}")
+    charged = list(s.payments.created)
+    assert len(charged) == 1 + MAX_MANUAL_RETRIES
+
+    with pytest.raises(RetryLimitReached, match=f"{MAX_MANUAL_RETRIES} times"):
+        await s.service.retry(inst_id, "m_1", request_id="rt-one-more")
+
+    assert s.payments.created == charged, "no charge past the limit"
+    inst = s.plans.plan.installment(inst_id)
+    assert (inst.status, inst.attempts) == (InstallmentStatus.FAILED_FINAL, len(charged))
+    assert inst.claimed_by == "" and ("m_1", "rt-one-more") not in s.plans.retries
+
+
+async def test_a_payment_the_customer_completed_is_recorded_past_the_retry_limit(s):
+    inst_id, _ = await failed_waiting_for_the_customer(s)
+    for _ in range(MAX_MANUAL_RETRIES):  # each cancels the one before and waits again
+        await s.service.retry(inst_id, "m_1")
+    charged = list(s.payments.created)
+    last = s.payments.stored[("m_1", charged[-1])]
+    assert last.status is PaymentStatus.REQUIRES_ACTION
+    last.status = PaymentStatus.SUCCEEDED  # the customer completed it (ConfirmPayment)
+
+    done = await s.service.retry(inst_id, "m_1")
+
+    assert s.payments.created == charged, "recorded, not charged"
+    inst = done.plan.installment(inst_id)
+    assert (inst.status, inst.payment_id) == (InstallmentStatus.PAID, last.id)
+    assert done.plan.status is PlanStatus.ACTIVE
+
+
+async def test_a_payment_waiting_at_the_retry_limit_is_left_open_for_the_customer(s):
+    inst_id, _ = await failed_waiting_for_the_customer(s)
+    for _ in range(MAX_MANUAL_RETRIES):
+        await s.service.retry(inst_id, "m_1")
+    last = s.payments.stored[("m_1", s.payments.created[-1])]
+
+    with pytest.raises(RetryLimitReached):
+        await s.service.retry(inst_id, "m_1")
+
+    # Refused without a new charge, so nothing replaces it: the customer may still pay.
+    assert last.status is PaymentStatus.REQUIRES_ACTION
+    # And the plan can still be cancelled: that cancels it at the processor.
+    plan = await s.service.cancel(s.plan.id, "m_1", "order returned")
+    assert plan.status is PlanStatus.CANCELLED and last.status is PaymentStatus.CANCELLED
+
+
+async def test_a_paused_workers_charge_on_a_plan_breached_meanwhile_is_recorded_not_lost(s):
+    """Worker A claims installment 2 and is paused (GC, SIGSTOP) past its lease, before
+    its charge. Meanwhile installment 3 fails for good (breach) and worker B takes the
+    stale claim over: no payment yet, so B withdraws it (the attempt number given back).
+    A wakes up and charges, from the plan it read while the plan was active. The money
+    is taken: it must be recorded, not left unrecorded on a plan that may never heal."""
+    inst2, attempt = s.claim(2)
+    paused = copy.deepcopy(s.plans.plan)  # what A read after its claim: active
+    s.payments.status = PaymentStatus.FAILED
+    inst3, attempt3 = s.claim(3)
+    await s.charger.charge(s.plan, inst3, attempt3)
+    assert s.plans.plan.status is PlanStatus.BREACH
+    taken_over = copy.deepcopy(s.plans.plan)
+    await s.charger.charge(taken_over, inst2, attempt)  # B: nothing started, withdrawn
+    assert s.plans.plan.installment(inst2).status is InstallmentStatus.PENDING
+
+    s.payments.status = PaymentStatus.SUCCEEDED
+    result, _ = await s.charger.charge(paused, inst2, attempt)  # A wakes up
+
+    assert result.outcome is ChargeOutcome.PAID
+    stored = s.plans.plan
+    inst = stored.installment(inst2)
+    assert (inst.status, inst.payment_id, inst.attempts) == (
+        InstallmentStatus.PAID,
+        result.payment_id,
+        attempt,
+    )
+    assert stored.status is PlanStatus.BREACH, "installment 3 still failed for good"
+    assert s.plans.events[-1] == "InstallmentPaid"
+    # Cancelled later, the plan still shows the money taken; nothing is charged twice.
+    plan = await s.service.cancel(stored.id, "m_1", "order returned")
+    assert plan.installment(inst2).status is InstallmentStatus.PAID
+    assert s.payments.created.count(charge_request_id(inst2, attempt)) == 1
+
+
+async def test_a_paused_workers_result_never_overwrites_a_later_attempts(s):
+    """A is paused past its lease on attempt 1; B takes it over (same attempt: its payment
+    is made once, then replayed) and records the decline; a manual retry (attempt 2)
+    pays. A wakes up and records attempt 1's outcome: the installment stays paid."""
+    s.payments.status = PaymentStatus.FAILED
+    inst2, attempt = s.claim(2)
+    paused = copy.deepcopy(s.plans.plan)  # what A read after its claim
+    await s.charger.charge(copy.deepcopy(s.plans.plan), inst2, attempt)  # B's take-over
+    assert s.plans.plan.installment(inst2).status is InstallmentStatus.FAILED_FINAL
+    s.payments.status = PaymentStatus.SUCCEEDED
+    later = await s.service.retry(inst2, "m_1")
+    assert later.plan.installment(inst2).status is InstallmentStatus.PAID
+
+    result, _ = await s.charger.charge(paused, inst2, attempt)  # A wakes up
+
+    assert result.outcome is ChargeOutcome.FAILED, "attempt 1's own payment, replayed"
+    inst = s.plans.plan.installment(inst2)
+    assert (inst.status, inst.payment_id, inst.attempts) == (
+        InstallmentStatus.PAID,
+        later.payment_id,
+        2,
+    )
+    assert s.payments.created == [charge_request_id(inst2, 1), charge_request_id(inst2, 2)]
+    assert s.plans.plan.status is PlanStatus.ACTIVE

@@ -44,6 +44,7 @@ from payorch.domain.installments import (
     InstallmentStatus,
     InvalidTransition,
     PlanStatus,
+    RetryLimitReached,
     charge_request_id,
     installment_id_for,
     judge_charge,
@@ -361,6 +362,17 @@ class InstallmentCharger:
         Raises EarlierPaymentOpen when the processor does not say which."""
         waiting = plan.installment(installment_id).awaiting_customer
         return await self._release(plan, installment_id, waiting, reason)
+
+    async def completed_waiting(
+        self, plan: InstallmentPlan, installment_id: str
+    ) -> ChargeResult | None:
+        """A payment of the installment's attempts that waited for the customer and is
+        stored as paid now (they completed it), without cancelling any at the processor."""
+        for payment_id in plan.installment(installment_id).awaiting_customer:
+            result = judge_charge(await self._payments.get(payment_id, plan.merchant_id))
+            if result.outcome is ChargeOutcome.PAID:
+                return result
+        return None
 
     async def _release(
         self, plan: InstallmentPlan, installment_id: str, waiting: Sequence[str], reason: str
@@ -731,9 +743,11 @@ class InstallmentService:
                 taken = await self._charger.release_waiting(plan, inst.id, PLAN_CANCELLED)
                 if taken is not None:
                     attempt = plan.start_manual_retry(
-                        inst.id, worker=self._worker, lease_until=now, now=now
+                        inst.id, worker=self._worker, lease_until=now, now=now, charging=False
                     )
-                    plan.record(inst.id, attempt, taken, now)
+                    # Cancelled in this step: a breach this heals is not announced as
+                    # reinstated (InstallmentPaid, then PlanCancelled).
+                    plan.record(inst.id, attempt, taken, now, cancelling=True)
             completed = plan.status is PlanStatus.COMPLETED
             if not completed:
                 plan.cancel(reason, now)
@@ -785,12 +799,27 @@ class InstallmentService:
                     raise RetryRequestReused(request_id, earlier.installment_id)
                 return await self._retried(plan, earlier, request_id)
             now = self._clock.now()
-            attempt = plan.start_manual_retry(
-                installment_id, worker=self._worker, lease_until=now + self._lease, now=now
-            )  # InvalidTransition
-            # Released before the claim is stored: the claim's version check then proves
-            # no attempt started since this read, so none is left waiting.
-            taken = await self._charger.release_waiting(plan, installment_id, RETRIED)
+            lease_until = now + self._lease
+            try:
+                attempt = plan.start_manual_retry(
+                    installment_id, worker=self._worker, lease_until=lease_until, now=now
+                )  # InvalidTransition
+                # Released before the claim is stored: the claim's version check then
+                # proves no attempt started since this read, so none is left waiting.
+                taken = await self._charger.release_waiting(plan, installment_id, RETRIED)
+            except RetryLimitReached:
+                # No new charge. A payment the customer completed (as stored: nothing is
+                # cancelled, the customer may still complete one) is still recorded.
+                taken = await self._charger.completed_waiting(plan, installment_id)
+                if taken is None:
+                    raise
+                attempt = plan.start_manual_retry(
+                    installment_id,
+                    worker=self._worker,
+                    lease_until=lease_until,
+                    now=now,
+                    charging=False,
+                )
             try:
                 async with self._uow() as uow:
                     await uow.plans.save(plan)

@@ -39,6 +39,12 @@ MAX_DUNNING_DAY = 365
 # the outage has lasted as long as the first step (3 days by default).
 OUTAGE_PAUSE_FIRST = timedelta(minutes=1)
 OUTAGE_PAUSE_MAX = timedelta(hours=1)
+# Charges a merchant may ask for by hand (RetryInstallment) per installment, beside the
+# ladder's. Each is one more decline against the card (card networks fine merchants for
+# retrying a declined card too often) and one more charge in the plan's history, which
+# every answer carries: without a bound a client retrying in a loop grows the plan past
+# what an answer may hold.
+MAX_MANUAL_RETRIES = 10
 
 
 class InvalidInstallmentPolicy(ValueError):
@@ -51,6 +57,17 @@ class NotEligible(ValueError):
 
 class InvalidTransition(RuntimeError):
     pass
+
+
+class RetryLimitReached(InvalidTransition):
+    """The installment was retried by hand MAX_MANUAL_RETRIES times: no more charges."""
+
+    def __init__(self, sequence: int) -> None:
+        super().__init__(
+            f"installment {sequence} was retried by hand {MAX_MANUAL_RETRIES} times, the "
+            "most allowed: no further manual charge is made (cancel the plan, or collect "
+            "the money another way)"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -425,6 +442,11 @@ class Installment:
     changed: bool = False
 
     @property
+    def manual_retries(self) -> int:
+        """Manual retries recorded (RetryInstallment's charges)."""
+        return sum(1 for c in self.charges if c.kind is AttemptKind.MANUAL)
+
+    @property
     def awaiting_customer(self) -> list[str]:
         """The payments of attempts that stopped to wait for the customer (off-session,
         the bank wanted them): open at the processor unless cancelled since."""
@@ -461,6 +483,9 @@ class InstallmentPlan:
     version: int = 0
     event_sequence: int = 0
     pending_events: list[DomainEvent] = field(default_factory=list)
+    # Set when `status` changes: the repository then updates what it keeps of the
+    # plan's status beside its installments (the scheduler's claim index).
+    status_changed: bool = False
 
     # -- creating ------------------------------------------------------------------
     @classmethod
@@ -567,9 +592,18 @@ class InstallmentPlan:
         self.pending_events.append(event)
 
     def start_manual_retry(
-        self, installment_id: str, *, worker: str, lease_until: datetime, now: datetime
+        self,
+        installment_id: str,
+        *,
+        worker: str,
+        lease_until: datetime,
+        now: datetime,
+        charging: bool = True,
     ) -> int:
-        """The merchant asks to charge a failed installment now; returns the attempt number."""
+        """The merchant asks to charge a failed installment now; returns the attempt number.
+        `charging` False: the attempt only records a payment of an earlier attempt that
+        the customer completed (nothing is charged), which MAX_MANUAL_RETRIES never
+        refuses: money taken is always recorded."""
         inst = self.installment(installment_id)
         if self.status is PlanStatus.CANCELLED or self.status is PlanStatus.COMPLETED:
             raise InvalidTransition(f"the plan is {self.status.value}")
@@ -578,6 +612,8 @@ class InstallmentPlan:
                 f"only a failed installment can be retried (installment {inst.sequence} "
                 f"is {inst.status.value})"
             )
+        if charging and inst.manual_retries >= MAX_MANUAL_RETRIES:
+            raise RetryLimitReached(inst.sequence)
         inst._move(InstallmentStatus.PROCESSING)
         inst.attempts += 1
         inst.attempt_kind = AttemptKind.MANUAL
@@ -586,16 +622,26 @@ class InstallmentPlan:
         return inst.attempts
 
     def record(
-        self, installment_id: str, attempt: int, result: ChargeResult, now: datetime
+        self,
+        installment_id: str,
+        attempt: int,
+        result: ChargeResult,
+        now: datetime,
+        *,
+        cancelling: bool = False,
     ) -> bool:
         """Apply what attempt `attempt` came to. False when it no longer applies (another
-        worker recorded it already, or a later attempt started): recording is idempotent."""
+        worker recorded it already, or a later attempt started): recording is idempotent.
+        `cancelling`: the plan is cancelled in the same step (a payment the cancel found
+        completed), so a breach it heals is not announced as reinstated."""
         inst = self.installment(installment_id)
-        if inst.attempts != attempt or result.outcome is ChargeOutcome.UNRESOLVED:
+        if result.outcome is ChargeOutcome.UNRESOLVED:
             return False
-        if inst.status is not InstallmentStatus.PROCESSING and not self._paid_after_withdrawal(
-            inst, attempt, result
-        ):
+        if self._paid_after_withdrawal(inst, attempt, result):
+            if inst.status is not InstallmentStatus.CANCELLED:
+                inst._move(InstallmentStatus.PROCESSING)  # due again: its attempt resumed
+            inst.attempts = attempt
+        elif inst.attempts != attempt or inst.status is not InstallmentStatus.PROCESSING:
             return False
         if result.outcome is ChargeOutcome.WITHDRAWN:
             self._withdraw(inst, now)
@@ -641,19 +687,27 @@ class InstallmentPlan:
         else:
             self._failed(inst, result, now)
         self.updated_at = now
-        self._settle(inst)
+        self._settle(inst, announce_reinstated=not cancelling)
         return True
 
     def _paid_after_withdrawal(self, inst: Installment, attempt: int, result: ChargeResult) -> bool:
         """A charge that went through for an attempt given up as never started (its
         worker was paused past its lease just as it started the charge): money was
-        taken, so it is recorded, although the installment was cancelled meanwhile."""
-        return (
-            inst.status is InstallmentStatus.CANCELLED
-            and result.outcome is ChargeOutcome.PAID
-            and attempt > 0
-            and not any(c.attempt == attempt for c in inst.charges)
-        )
+        taken, so it is recorded, although the installment was cancelled meanwhile, or
+        is due again with that attempt number given back (a breach withdrew it: the
+        plan may never heal, and the money would be left unrecorded)."""
+        if (
+            result.outcome is not ChargeOutcome.PAID
+            or attempt <= 0
+            or any(c.attempt == attempt for c in inst.charges)
+        ):
+            return False
+        if inst.status is InstallmentStatus.CANCELLED:
+            # Withdrawn on a cancelled plan (attempt kept), or given back on a breach
+            # and cancelled since.
+            return attempt in (inst.attempts, inst.attempts + 1)
+        given_back = (InstallmentStatus.PENDING, InstallmentStatus.FAILED)
+        return inst.status in given_back and attempt == inst.attempts + 1
 
     def _withdraw(self, inst: Installment, now: datetime) -> None:
         """Give up a claim whose charge never started, because the plan stopped charging.
@@ -731,7 +785,7 @@ class InstallmentPlan:
             )
         )
 
-    def _settle(self, changed: Installment) -> None:
+    def _settle(self, changed: Installment, *, announce_reinstated: bool = True) -> None:
         """Derive the plan's status from its installments; announce a change once."""
         if self.status is PlanStatus.CANCELLED:
             return
@@ -747,11 +801,12 @@ class InstallmentPlan:
         if target not in PLAN_TRANSITIONS[self.status]:
             raise InvalidTransition(f"plan cannot go from {self.status.value} to {target.value}")
         before, self.status = self.status, target
+        self.status_changed = True
         if target is PlanStatus.COMPLETED:
             self._raise(PlanCompleted(self.id, self.order_id, self.total_minor, self.currency.code))
         elif target is PlanStatus.BREACH:
             self._raise(PlanBreached(self.id, self.order_id, changed.id, changed.last_error_code))
-        elif before is PlanStatus.BREACH:
+        elif before is PlanStatus.BREACH and announce_reinstated:
             self._raise(PlanReinstated(self.id, self.order_id, changed.id))
 
     def check_cancellable(self) -> None:
@@ -769,6 +824,7 @@ class InstallmentPlan:
                 inst._move(InstallmentStatus.CANCELLED)
                 inst.next_attempt_at = None
         self.status = PlanStatus.CANCELLED
+        self.status_changed = True
         self.cancel_reason = reason
         self.updated_at = now
         self._raise(PlanCancelled(self.id, self.order_id, reason))

@@ -76,6 +76,13 @@ _INSTALLMENT_CHANGES = (
 )
 _SAVE_PLAN = _optimistic_update(installment_plans, _PLAN_CHANGES)
 _SAVE_INSTALLMENT = _optimistic_update(installments, _INSTALLMENT_CHANGES)
+# A plan's status, copied onto its installments when it changes (the claim's index).
+_SAVE_PLAN_STATUS = (
+    update(installments)
+    .where(installments.c.plan_id == bindparam("w_plan_id"))
+    .values(plan_status=bindparam("p_plan_status"))
+)
+_ACTIVE = PlanStatus.ACTIVE.value
 
 
 def _plan_row(p: InstallmentPlan) -> dict[str, Any]:
@@ -122,6 +129,7 @@ def _installment_row(p: InstallmentPlan, i: Installment) -> dict[str, Any]:
         "claimed_by": i.claimed_by,
         "lease_until": i.lease_until,
         "version": i.version,
+        "plan_status": p.status.value,
     }
 
 
@@ -165,6 +173,7 @@ class SqlAlchemyInstallmentPlanRepository:
         )
         for i in plan.installments:
             i.changed = False
+        plan.status_changed = False
         await self._write_children(plan)
 
     async def save(self, plan: InstallmentPlan) -> None:
@@ -177,6 +186,7 @@ class SqlAlchemyInstallmentPlanRepository:
             done = await self._conn.execute(_SAVE_INSTALLMENT, _installment_params(plan, i))
             if done.rowcount != 1:
                 raise ConcurrentUpdate(i.id)
+        await self._write_plan_status(plan)
         try:
             await self._write_children(plan)
         except IntegrityError as exc:
@@ -199,6 +209,7 @@ class SqlAlchemyInstallmentPlanRepository:
             await self._conn.execute(
                 _SAVE_INSTALLMENT, [_installment_params(plan, i) for plan, i in changed]
             )
+        await self._write_plan_status(*plans)
         try:
             await self._write_children(*plans)
         except IntegrityError as exc:
@@ -206,6 +217,15 @@ class SqlAlchemyInstallmentPlanRepository:
             raise ConcurrentUpdate(plans[0].id) from exc
         for plan in plans:
             _saved(plan)
+
+    async def _write_plan_status(self, *plans: InstallmentPlan) -> None:
+        """Copy a changed plan status onto the plan's installments, which the claim's
+        partial index reads (a breached plan's due installments are not claimable)."""
+        changed = [
+            {"w_plan_id": p.id, "p_plan_status": p.status.value} for p in plans if p.status_changed
+        ]
+        if changed:
+            await self._conn.execute(_SAVE_PLAN_STATUS, changed)
 
     async def _check_versions(self, table: Any, expected: dict[str, int]) -> None:
         """Lock the rows (FOR UPDATE; SQLite's BEGIN IMMEDIATE holds the write lock
@@ -330,8 +350,10 @@ class SqlAlchemyInstallmentPlanRepository:
                 .join(installment_plans, installment_plans.c.id == i.c.plan_id)
                 .where(
                     i.c.status.in_(bindparam("claimable", _CLAIMABLE, literal_execute=True)),
+                    i.c.plan_status == bindparam("charging", _ACTIVE, literal_execute=True),
                     i.c.next_attempt_at <= now,
-                    installment_plans.c.status == PlanStatus.ACTIVE.value,
+                    # The plan's own row decides (the copy is for the index).
+                    installment_plans.c.status == _ACTIVE,
                 )
                 .order_by(i.c.next_attempt_at)
                 .limit(limit - len(stale))
@@ -518,6 +540,7 @@ def _installment_params(plan: InstallmentPlan, i: Installment) -> dict[str, Any]
 def _saved(plan: InstallmentPlan) -> None:
     """After a save: the versions moved on, nothing is pending."""
     plan.version += 1
+    plan.status_changed = False
     for i in plan.installments:
         if i.changed:
             i.version += 1

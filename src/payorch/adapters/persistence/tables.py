@@ -300,14 +300,19 @@ installments = Table(
     Column("claimed_by", String(128), nullable=False),
     Column("lease_until", UTCDateTime, nullable=True),
     Column("version", Integer, nullable=False),
+    # Its plan's status, kept here for the claim's partial index (migration 0105):
+    # written with the plan's, in the same transaction.
+    Column("plan_status", String(16), nullable=False, server_default="active"),
     UniqueConstraint("plan_id", "sequence"),
     Index(None, "status", "lease_until"),
 )
 
 # The scheduler's claim reads due installments oldest first from this index and stops
 # at the batch size. Partial: paid and cancelled installments, the bulk of the table
-# over time, are not in it. The claim query spells the same predicate.
-CLAIMABLE_INSTALLMENTS = "status IN ('pending', 'failed')"
+# over time, are not in it, nor those of a plan that charges nothing (in breach: they
+# stay pending or failed, due long ago, and a claim walked past every one of them to
+# reach the active plans'). The claim query spells the same predicate.
+CLAIMABLE_INSTALLMENTS = "status IN ('pending', 'failed') AND plan_status = 'active'"
 Index(
     "ix_installments_claimable",
     installments.c.next_attempt_at,

@@ -44,6 +44,7 @@ from payorch.domain.installments import (
     InvalidInstallmentPolicy,
     InvalidTransition,
     NotEligible,
+    RetryLimitReached,
 )
 from payorch.domain.money import MAX_AMOUNT_MINOR, Currency, InvalidAmount, Money, UnknownCurrency
 from payorch.domain.request import (
@@ -218,6 +219,8 @@ def _no_card_numbers(fields: list[tuple[str, str]]) -> None:
 
 
 def _transition(exc: InvalidTransition) -> RpcError:
+    if isinstance(exc, RetryLimitReached):
+        return error(code_pb2.FAILED_PRECONDITION, str(exc), "RETRY_LIMIT_REACHED")
     return error(code_pb2.FAILED_PRECONDITION, str(exc), "INVALID_STATE")
 
 
