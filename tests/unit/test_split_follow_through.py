@@ -8,7 +8,13 @@ from datetime import timedelta
 
 import pytest
 
-from payorch.app.payments import IdempotencyConflict, InvalidState, ProcessorEvent, ProcessorEvents
+from payorch.app.payments import (
+    DeadlineTooShort,
+    IdempotencyConflict,
+    InvalidState,
+    ProcessorEvent,
+    ProcessorEvents,
+)
 from payorch.app.plan_builder import PlanRejected
 from payorch.domain.merchant_config import MerchantConfig, MethodRule
 from payorch.domain.payment import MethodType, Owed, Payment, PaymentStatus, StepStatus
@@ -419,7 +425,22 @@ async def test_confirm_retries_the_steps_after_the_paused_one_only_inside_the_ca
         return sum(a.operation == "authorize" for a in done.steps[1].attempts)
 
     assert await attempts_on_the_last_step(None) > 1
-    assert await attempts_on_the_last_step(0.05) == 1
+    # Time for one call (MIN_CALL_MS), not for a retry's delay and a second call.
+    assert await attempts_on_the_last_step(0.3) == 1
+
+
+async def test_confirm_with_no_time_to_charge_the_steps_after_the_paused_one_changes_nothing():
+    w = World()
+    p = await w.pay(("card", ACTION, 3000), ("apple_pay", OK, None))
+    w.sim.complete_action(p.steps[0].processor_payment_id)
+
+    with pytest.raises(DeadlineTooShort):
+        await w.service.confirm(p.id, "m_1", deadline_s=0.05)
+
+    stored = await w.service.get(p.id, "m_1")
+    assert stored.status is PaymentStatus.REQUIRES_ACTION and stored.version == p.version
+    done = await w.service.confirm(p.id, "m_1", deadline_s=5.0)
+    assert done.status is PaymentStatus.SUCCEEDED
 
 
 async def test_a_refund_that_failed_whole_says_so_on_the_payment_it_left_as_it_was():

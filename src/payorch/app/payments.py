@@ -40,6 +40,7 @@ from payorch.domain.payment import (
 )
 from payorch.domain.request import CoreRequest
 from payorch.domain.results import ResponseKind
+from payorch.domain.retry import DEADLINE_RESERVE_MS, MIN_CALL_MS
 
 # The steps whose hold a cancel releases: authorized, or waiting for the customer.
 _RELEASABLE = (StepStatus.AUTHORIZED, StepStatus.REQUIRES_ACTION)
@@ -100,6 +101,11 @@ class HoldUnknown(ProcessorUnanswered):
 
 # A look-up that got one of these has no answer: what it asked is still open.
 NO_ANSWER = frozenset({ResponseKind.ERROR, ResponseKind.CONNECTION_ERROR, ResponseKind.NO_RESPONSE})
+
+
+class DeadlineTooShort(RuntimeError):
+    """The caller's deadline leaves too little time for a processor call to be answered
+    (MIN_CALL_MS): nothing was sent or stored; retry with a longer deadline."""
 
 
 class PaymentChanging(RuntimeError):
@@ -213,6 +219,18 @@ class PaymentService:
                 return CreateResult(existing, replayed=True)
             await self._claim(request, customers)
         while True:
+            if not deadline.leaves_time_for_a_call(self._clock):
+                # No call could be answered in the time left: store nothing, so that the
+                # caller's retry under the same request_id (with time) pays. One made
+                # before is replayed all the same: a replay calls no one.
+                existing = await self._replay_or_wait(request, fingerprint, deadline)
+                if existing is not None:
+                    return CreateResult(existing, replayed=True)
+                raise DeadlineTooShort(
+                    f"request {request.request_id!r}: the deadline leaves less than"
+                    f" {MIN_CALL_MS + DEADLINE_RESERVE_MS} ms, too little for a processor to"
+                    " answer; nothing was sent: retry with a longer deadline"
+                )
             # Insert first: the unique (merchant, request_id) constraint is the gate.
             payment = self._new_payment(request, fingerprint, plan, config)
             try:
@@ -520,6 +538,17 @@ class PaymentService:
         async def go_on(payment: Payment) -> bool:
             if payment.status is not PaymentStatus.REQUIRES_ACTION:
                 return False  # confirmed before, or settled by a webhook
+            if any(
+                s.status is StepStatus.PENDING for s in payment.steps
+            ) and not deadline.leaves_time_for_a_call(self._clock):
+                # The steps after the paused one could not be charged in time: change
+                # nothing (a step failed for want of time would fail the plan and release
+                # what the customer just authenticated); the confirm can be made again.
+                raise DeadlineTooShort(
+                    f"payment {payment_id!r}: the deadline leaves too little time to charge"
+                    " the steps after the one the customer completed; nothing was changed:"
+                    " confirm again with a longer deadline"
+                )
             await self._resume(payment, deadline)
             return True
 

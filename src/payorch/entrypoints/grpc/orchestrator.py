@@ -15,6 +15,7 @@ from payorch.app.contract_monitor import current_call, identify_call, reject_cal
 from payorch.app.merchant_configs import MerchantConfigs, VersionConflict
 from payorch.app.payments import (
     CustomerNotOwned,
+    DeadlineTooShort,
     IdempotencyConflict,
     InvalidState,
     PaymentChanging,
@@ -41,6 +42,7 @@ from payorch.entrypoints.grpc.errors import (
     invalid_argument,
     key_reused,
     not_found,
+    too_late,
 )
 from payorch.entrypoints.grpc.handlers import Call
 from payorch.entrypoints.grpc.paging import fill_page, page_bytes
@@ -135,6 +137,8 @@ class PaymentOrchestratorServicer:
             raise key_reused(exc) from exc
         except RequestInProgress as exc:
             raise in_progress(exc) from exc
+        except DeadlineTooShort as exc:
+            raise too_late(exc) from exc
         response = orch.CreatePaymentResponse()
         mappers.write_payment(response.payment, result.payment, replayed=result.replayed)
         return response
@@ -210,6 +214,8 @@ class PaymentOrchestratorServicer:
             raise not_found("payment") from exc
         except PaymentChanging as exc:
             raise error(code_pb2.ABORTED, str(exc), "PAYMENT_CHANGING") from exc
+        except DeadlineTooShort as exc:
+            raise too_late(exc) from exc
         response = orch.ConfirmPaymentResponse()
         mappers.write_payment(response.payment, payment)
         return response
