@@ -152,6 +152,22 @@ class HeldOtherwise(InvalidState):
         super().__init__(f"the processor holds step{plural} {indexes} ({amount}) {held}: {advice}")
 
 
+class ProcessorNotConfigured(InvalidState):
+    """What the call must ask of is held at a processor this server has no adapter for
+    (taken out of its settings since the payment was made): only that processor can
+    capture, void or refund it. Nothing was sent or changed."""
+
+    def __init__(self, names: Sequence[str], doing: str) -> None:
+        self.names = list(names)
+        named = ", ".join(repr(n) for n in self.names)
+        plural = "s" if len(self.names) > 1 else ""
+        super().__init__(
+            f"the payment is held at processor{plural} {named}, not configured on this"
+            f" server: it cannot be {doing} until {'they are' if plural else 'it is'}"
+            " configured again; nothing was changed"
+        )
+
+
 class ReleaseUndecided(RuntimeError):
     """A cancel could not release a step waiting for the customer: the processor did not
     say whether it canceled it (a void and the lookup after it failed). Nothing was
@@ -431,6 +447,20 @@ class PaymentService:
         if voided:
             _cancelled_if_released(payment)
 
+    def _refuse_unconfigured(self, steps: Sequence[Step], doing: str) -> None:
+        """ProcessorNotConfigured when any of `steps` is held at a processor this server
+        has no adapter for: the call could not be made, and must not be recorded as if
+        it had been tried (owed, announced, or held)."""
+        missing = sorted(
+            {
+                s.processor
+                for s in steps
+                if s.processor and s.processor not in self._router.processors
+            }
+        )
+        if missing:
+            raise ProcessorNotConfigured(missing, doing)
+
     async def _load(self, payment_id: str, merchant_id: str | None) -> Payment:
         async with self._uow() as uow:
             payment = await uow.payments.get(payment_id, merchant_id)
@@ -688,6 +718,7 @@ class PaymentService:
                 raise InvalidState("its authorizations are being released: it cannot be captured")
             if payment.status not in (PaymentStatus.AUTHORIZED, PaymentStatus.PARTIALLY_SUCCEEDED):
                 raise InvalidState(f"a {payment.status.value} payment cannot be captured")
+            self._refuse_unconfigured(holding, "captured")
             await self._capture_all(payment)
             released[:] = [s for s in holding if s.status is StepStatus.VOIDED]
             return True
@@ -714,6 +745,7 @@ class PaymentService:
                 raise InvalidState("money was captured: refund it instead of cancelling")
             if payment.status in (PaymentStatus.PROCESSING, PaymentStatus.UNKNOWN):
                 raise InvalidState(f"a {payment.status.value} payment cannot be cancelled yet")
+            self._refuse_unconfigured(holding, "cancelled")
             # A step waiting for the customer first: a void of it that fails leaves the
             # customer free to complete it, so nothing is released or announced then.
             waiting = [s for s in payment.steps if s.status is StepStatus.REQUIRES_ACTION]
@@ -811,6 +843,17 @@ class PaymentService:
                 refund = _refund_parts(payment, amount_minor)
             elif not refund.asked_again(amount_minor):
                 raise IdempotencyConflict(request_id, "amount")
+            self._refuse_unconfigured(
+                [
+                    payment.steps[index]
+                    for index, _ in refund.parts
+                    if not Settlement.refund_made(
+                        payment.steps[index],
+                        Settlement.refund_key(payment, payment.steps[index], request_id),
+                    )
+                ],
+                "refunded",
+            )
             held = []
             for index, part in refund.parts:
                 step = payment.steps[index]

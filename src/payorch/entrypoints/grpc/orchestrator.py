@@ -21,6 +21,7 @@ from payorch.app.payments import (
     PaymentChanging,
     PaymentNotFound,
     PaymentService,
+    ProcessorNotConfigured,
     RefundRejected,
     ReleaseUndecided,
     RequestInProgress,
@@ -37,6 +38,7 @@ from payorch.domain.request import (
 )
 from payorch.entrypoints.grpc import mappers
 from payorch.entrypoints.grpc.errors import (
+    RpcError,
     error,
     in_progress,
     invalid_argument,
@@ -78,6 +80,11 @@ def _as_sent(
     if request.methods:
         return problems
     return [(_SINGLE_METHOD_FIELDS.get(name, name), message) for name, message in problems]
+
+
+def not_configured(exc: ProcessorNotConfigured) -> RpcError:
+    """The money is held at a processor this server has no adapter for."""
+    return error(code_pb2.FAILED_PRECONDITION, str(exc), "PROCESSOR_NOT_CONFIGURED")
 
 
 def _log_cut_off(request_id: str) -> None:
@@ -230,6 +237,8 @@ class PaymentOrchestratorServicer:
             raise not_found("payment") from exc
         except PaymentChanging as exc:
             raise error(code_pb2.ABORTED, str(exc), "PAYMENT_CHANGING") from exc
+        except ProcessorNotConfigured as exc:
+            raise not_configured(exc) from exc
         except InvalidState as exc:
             raise error(code_pb2.FAILED_PRECONDITION, str(exc), "INVALID_STATE") from exc
         response = orch.CapturePaymentResponse()
@@ -252,6 +261,8 @@ class PaymentOrchestratorServicer:
             raise error(code_pb2.ABORTED, str(exc), "PAYMENT_CHANGING") from exc
         except ReleaseUndecided as exc:
             raise error(code_pb2.UNAVAILABLE, str(exc), "CANCEL_UNDECIDED") from exc
+        except ProcessorNotConfigured as exc:
+            raise not_configured(exc) from exc
         except InvalidState as exc:
             raise error(code_pb2.FAILED_PRECONDITION, str(exc), "INVALID_STATE") from exc
         response = orch.CancelPaymentResponse()
@@ -286,6 +297,8 @@ class PaymentOrchestratorServicer:
             ) from exc
         except TooManyRefunds as exc:
             raise error(code_pb2.FAILED_PRECONDITION, str(exc), "TOO_MANY_REFUNDS") from exc
+        except ProcessorNotConfigured as exc:
+            raise not_configured(exc) from exc
         except IdempotencyConflict as exc:
             raise key_reused(exc) from exc
         response = orch.RefundPaymentResponse()
