@@ -795,30 +795,52 @@ class PaymentService:
         async def refund_parts(payment: Payment) -> bool:
             refund, held = await self._hold_refund(payment, amount_minor, request_id)
             held_here.update(held)
-            done = left = 0
+            done = left = refused = 0
+            sent = False
+            codes: list[str] = []
             for index, part in refund.parts:
                 step = payment.steps[index]
-                if Settlement.refund_made(step, Settlement.refund_key(payment, step, request_id)):
+                key = Settlement.refund_key(payment, step, request_id)
+                if Settlement.refund_made(step, key):
                     continue  # this part went through before
-                if part <= step.captured_minor - step.refunded_minor and (
-                    await self._settlement.refund(
-                        payment, step, part, request_id, look_first=index not in held_here
-                    )
-                ):
-                    done += part
+                if Settlement.refund_refused(step, key) is None:
+                    sent = True
+                    if part <= step.captured_minor - step.refunded_minor and (
+                        await self._settlement.refund(
+                            payment, step, part, request_id, look_first=index not in held_here
+                        )
+                    ):
+                        done += part
+                        held_here.add(index)
+                        continue
+                refusal = Settlement.refund_refused(step, key)
+                if refusal is not None:
+                    # Refused now or before: over for this request_id, sent no more.
+                    refused += part
+                    codes.append(refusal.raw.code or refusal.error_code.value)
                 else:
                     left += part
                 held_here.add(index)
-            if not done and not left:
-                return False  # made before: the stored result stands
+            messages = []
+            if left:
+                messages.append(
+                    f"{left} of refund {request_id!r} could not be refunded; "
+                    "retry it with the same request_id"
+                )
+            if refused:
+                messages.append(
+                    f"{refused} of refund {request_id!r} was refused by the processor"
+                    f" ({', '.join(dict.fromkeys(codes))}): nothing more is sent under this"
+                    " request_id; refund under a new one"
+                )
+            if not sent:
+                # Made or refused before: the stored result stands, the refusal repeated.
+                if refused:
+                    payment.final_error_message = "; ".join(messages)
+                return False
             if done:
                 payment.refunded(done, request_id)
-            payment.final_error_message = (
-                f"{left} of refund {request_id!r} could not be refunded; "
-                "retry it with the same request_id"
-                if left
-                else ""
-            )
+            payment.final_error_message = "; ".join(messages)
             return True
 
         return await self._change(payment_id, merchant_id, refund_parts)
@@ -858,8 +880,12 @@ class PaymentService:
             for index, part in refund.parts:
                 step = payment.steps[index]
                 key = Settlement.refund_key(payment, step, request_id)
-                if request_id in step.refund_holds or Settlement.refund_made(step, key):
-                    continue
+                if (
+                    request_id in step.refund_holds
+                    or Settlement.refund_made(step, key)
+                    or Settlement.refund_refused(step, key) is not None
+                ):
+                    continue  # made, held, or refused: over for this request_id
                 if part > step.refundable_minor:  # refused at the processor, and taken since
                     where = f" on step {index}" if len(payment.steps) > 1 else ""
                     raise RefundRejected(
