@@ -933,7 +933,7 @@ class PaymentService:
     ) -> int:
         """Resolve UNKNOWN payments whose next lookup is due, PROCESSING ones older
         than `processing_stale_after` (interrupted mid-payment), owed captures and
-        voids, and splits the customer left paused for longer than ACTION_TIMEOUT."""
+        voids, and payments the customer left paused for longer than ACTION_TIMEOUT."""
         now = self._clock.now()
         async with self._uow() as uow:
             due = await uow.payments.list_unresolved(
@@ -984,7 +984,7 @@ class PaymentService:
         return held != sum(s.status is StepStatus.AUTHORIZED for s in payment.steps)
 
     async def _abandon(self, payment: Payment) -> bool:
-        """A plan paused for the customer past ACTION_TIMEOUT: look the paused step up
+        """A payment paused for the customer past ACTION_TIMEOUT: look the paused step up
         (they may have acted with no word to us), close it if they did not, and finish
         the plan as after a lost answer: what is held is voided (kept and captured with
         allow_partial), and no step runs so long after the customer left."""
@@ -1022,7 +1022,7 @@ class PaymentService:
             return await self._settle_owed(payment)
         if payment.status is PaymentStatus.REQUIRES_ACTION:
             due = payment.next_reconcile_at
-            if len(payment.steps) > 1 and due is not None and due <= self._clock.now():
+            if payment.action_expires and due is not None and due <= self._clock.now():
                 return await self._abandon(payment)
             # A processor's hint about the paused step: as if the customer confirmed.
             before = payment.status
