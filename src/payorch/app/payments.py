@@ -1032,11 +1032,15 @@ class PaymentService:
                 return False
             return payment.status is not before
         # A server died mid-plan: any step still pending may have been charged. (A plan
-        # stopped at an unknown step never charged the steps after it.)
+        # stopped at an unknown step never charged the steps after it: they are skipped
+        # when it is finished, not looked up. A lookup would find nothing and record a
+        # step never sent as failed, and at Stripe replay a create never made.)
         interrupted = payment.status is PaymentStatus.PROCESSING
         changed = open_step = False
         for step in payment.steps:
-            if step.status in (StepStatus.UNKNOWN, StepStatus.PENDING):
+            if step.status is StepStatus.UNKNOWN or (
+                interrupted and step.status is StepStatus.PENDING
+            ):
                 changed |= await self._router.reconcile(payment, step)
                 found: StepStatus = payment.steps[step.index].status
                 if found is StepStatus.PENDING:
