@@ -15,7 +15,7 @@ import pytest
 from payorch.app.payments import ProcessorNotConfigured
 from payorch.domain.merchant_config import MerchantConfig, MethodRule
 from payorch.domain.payment import MethodType, Owed, PaymentStatus, StepStatus
-from tests.unit.test_split_execution import OK, World
+from tests.unit.test_split_execution import ACTION, OK, World
 
 
 async def _held(w: World, **extra):
@@ -86,3 +86,17 @@ async def test_a_capture_still_works_once_the_merchant_config_drops_the_processo
 
     assert done.status is PaymentStatus.SUCCEEDED
     assert done.steps[0].status is StepStatus.CAPTURED and w.held() == 2500
+
+
+async def test_a_confirm_of_a_step_paused_at_a_processor_not_configured_is_refused_naming_it():
+    w = World()
+    p = await w.pay(("card", ACTION, None), total=2500)
+    assert p.status is PaymentStatus.REQUIRES_ACTION
+    w.sim.complete_action(p.steps[0].processor_payment_id)
+    _taken_out_of_the_settings(w)
+
+    with pytest.raises(ProcessorNotConfigured, match="'simulated'"):
+        await w.service.confirm(p.id, "m_1")
+
+    stored = await w.service.get(p.id, "m_1")
+    assert stored.version == p.version and stored.status is PaymentStatus.REQUIRES_ACTION

@@ -568,6 +568,9 @@ class PaymentService:
         async def go_on(payment: Payment) -> bool:
             if payment.status is not PaymentStatus.REQUIRES_ACTION:
                 return False  # confirmed before, or settled by a webhook
+            self._refuse_unconfigured(
+                [s for s in payment.steps if s.status is StepStatus.REQUIRES_ACTION], "confirmed"
+            )
             if any(
                 s.status is StepStatus.PENDING for s in payment.steps
             ) and not deadline.leaves_time_for_a_call(self._clock):

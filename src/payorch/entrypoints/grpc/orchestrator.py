@@ -223,6 +223,8 @@ class PaymentOrchestratorServicer:
             raise error(code_pb2.ABORTED, str(exc), "PAYMENT_CHANGING") from exc
         except DeadlineTooShort as exc:
             raise too_late(exc) from exc
+        except ProcessorNotConfigured as exc:
+            raise not_configured(exc) from exc
         response = orch.ConfirmPaymentResponse()
         mappers.write_payment(response.payment, payment)
         return response
