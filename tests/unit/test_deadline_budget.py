@@ -90,3 +90,35 @@ async def test_the_router_fails_a_step_it_has_no_time_to_send_without_calling_an
     payment.settle(clock.now())
     assert payment.status is PaymentStatus.FAILED
     assert payment.final_error is ErrorCode.DEADLINE_EXCEEDED
+
+
+async def test_a_split_step_left_no_time_fails_uncharged_and_releases_the_rest_without_fallbacks():
+    from dataclasses import replace
+
+    from payorch.domain.request import RawMethodInput, RawPaymentRequest, parse_payment_request
+    from tests.unit.test_split_execution import OK
+    from tests.unit.test_split_execution import World as SplitWorld
+
+    w = SplitWorld(fallback_on_failure=True)
+    w.sim.simulation = replace(w.sim.simulation, latency_ms=800)  # each charge takes 0.8 s
+    core = parse_payment_request(
+        RawPaymentRequest(
+            merchant_id="m_1",
+            request_id="r-split",
+            amount_minor=10000,
+            currency="USD",
+            methods=[
+                RawMethodInput("apple_pay", OK, 6000),
+                RawMethodInput("card", OK, None),
+                RawMethodInput("google_pay", OK, None),
+            ],
+        )
+    )
+    # Time for the first step's charge, not for a second one after it.
+    payment = (await w.service.create(core, deadline_s=1.0)).payment
+
+    assert [s.status for s in payment.steps] == [StepStatus.VOIDED, StepStatus.FAILED]
+    assert payment.steps[1].attempts == [] and w.held() == 0
+    assert payment.status is PaymentStatus.FAILED
+    assert payment.final_error is ErrorCode.DEADLINE_EXCEEDED
+    assert len(w.sim.ledger.intents) == 1  # no fallback charged either

@@ -39,7 +39,7 @@ from payorch.domain.payment import (
     StepStatus,
 )
 from payorch.domain.request import CoreRequest
-from payorch.domain.results import ResponseKind
+from payorch.domain.results import ErrorCode, ResponseKind
 from payorch.domain.retry import DEADLINE_RESERVE_MS, MIN_CALL_MS
 
 # The steps whose hold a cancel releases: authorized, or waiting for the customer.
@@ -377,6 +377,8 @@ class PaymentService:
                     )
             if step.status in (StepStatus.REQUIRES_ACTION, StepStatus.UNKNOWN):
                 return
+            if step.status is StepStatus.FAILED and step.error_code is ErrorCode.DEADLINE_EXCEEDED:
+                break  # no time left for a fallback's charge either
             if step.status is StepStatus.FAILED and not _moved(payment):
                 fallback = self._fallback_for(payment, step, config)
                 if fallback is None:
