@@ -25,7 +25,7 @@ from payorch.entrypoints.grpc.server import create_server, mark_serving
 from payorch.entrypoints.serve import ensure_demo_key
 from payorch.settings import Settings
 from tests.e2e.server import create_key, start_server
-from tests.rich_status import field_violations
+from tests.rich_status import error_reasons, field_violations
 
 
 @pytest.fixture
@@ -243,3 +243,34 @@ async def test_a_demo_key_written_over_a_stale_file_is_readable_by_its_owner_onl
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
     finally:
         await container.close()
+
+
+async def test_a_capture_held_at_a_processor_not_configured_is_refused_naming_it(served):
+    container, channel, auth = served
+    stub = orch_grpc.PaymentOrchestratorStub(channel)
+    created = await stub.CreatePayment(
+        orch.CreatePaymentRequest(
+            request_id=str(uuid.uuid4()),
+            amount_minor=1250,
+            currency="GBP",
+            payment_method="pm_card_visa",
+            authorize_only=True,
+        ),
+        metadata=auth,
+    )
+    payment_id = created.payment.payment_id
+    processors = container.router.processors
+    sim = processors.pop("simulated")  # taken out of the server's settings since
+    try:
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stub.CapturePayment(
+                orch.CapturePaymentRequest(payment_id=payment_id), metadata=auth
+            )
+    finally:
+        processors["simulated"] = sim
+    assert refused.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+    assert "'simulated'" in (refused.value.details() or "")
+    assert error_reasons(refused.value) == ["PROCESSOR_NOT_CONFIGURED"]
+    got = await stub.GetPayment(orch.GetPaymentRequest(payment_id=payment_id), metadata=auth)
+    assert got.payment.result.status == result_pb2.PAYMENT_STATUS_AUTHORIZED
+    assert got.payment.result.final_error_message == ""

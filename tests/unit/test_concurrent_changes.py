@@ -252,14 +252,16 @@ async def test_a_refund_refused_at_the_processor_gives_back_what_it_held():
     )
 
     refused = await w.service.refund(p.id, "m_1", amount_minor=6000, request_id="a")
-    assert refused.steps[0].refunded_minor == 0 and "retry it" in refused.final_error_message
+    assert refused.steps[0].refunded_minor == 0
+    assert "refused by the processor (x)" in refused.final_error_message
     # What "a" held is refundable again: all of it goes to "b".
     full = await w.service.refund(p.id, "m_1", amount_minor=0, request_id="b")
     assert full.steps[0].refunded_minor == 10000
-    # Retried, "a" would refund more than was captured: refused before the processor.
+    # Retried, "a" is over: its refusal is replayed, nothing sent or held.
     sent = len(refunds.keys)
-    with pytest.raises(RefundRejected, match="6000 exceeds the 0 still refundable"):
-        await w.service.refund(p.id, "m_1", amount_minor=6000, request_id="a")
+    again = await w.service.refund(p.id, "m_1", amount_minor=6000, request_id="a")
+    assert "refused by the processor (x)" in again.final_error_message
+    assert again.steps[0].refund_holds == {}
     assert len(refunds.keys) == sent and intent(w, p).amount_refunded == 10000
 
 

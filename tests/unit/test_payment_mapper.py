@@ -252,19 +252,21 @@ def test_the_mapped_payment_is_what_plain_constructors_build(change, replayed) -
         assert all(x.HasField("raw") for x in a.attempts)
 
 
-def test_a_paused_split_says_when_it_is_given_up_and_a_single_step_does_not() -> None:
+def test_a_paused_payment_says_when_it_is_given_up_unless_off_session_single_step() -> None:
     split = _payment()
     _requires_action(split)
     paused = mappers.payment_pb(split).result.step_results[1].next_action
     assert paused.expires_at.ToDatetime(tzinfo=UTC) == T0 + timedelta(hours=1)
 
-    single = _payment()
-    _requires_action(single)
-    del single.steps[0]
-    single.steps[0].index = 0
-    waiting = mappers.payment_pb(single).result.step_results[0].next_action
-    assert waiting.client_secret == "pi_secret"
-    assert not waiting.HasField("expires_at")
+    for off_session in (False, True):
+        single = _payment()
+        single.off_session = off_session
+        _requires_action(single)
+        del single.steps[0]
+        single.steps[0].index = 0
+        waiting = mappers.payment_pb(single).result.step_results[0].next_action
+        assert waiting.client_secret == "pi_secret"
+        assert waiting.HasField("expires_at") is not off_session
 
 
 def test_a_reconciled_event_stored_before_it_named_the_processors_event_lists_it_empty() -> None:

@@ -8,7 +8,13 @@ from datetime import timedelta
 
 import pytest
 
-from payorch.app.payments import IdempotencyConflict, InvalidState, ProcessorEvent, ProcessorEvents
+from payorch.app.payments import (
+    DeadlineTooShort,
+    IdempotencyConflict,
+    InvalidState,
+    ProcessorEvent,
+    ProcessorEvents,
+)
 from payorch.app.plan_builder import PlanRejected
 from payorch.domain.merchant_config import MerchantConfig, MethodRule
 from payorch.domain.payment import MethodType, Owed, Payment, PaymentStatus, StepStatus
@@ -419,7 +425,22 @@ async def test_confirm_retries_the_steps_after_the_paused_one_only_inside_the_ca
         return sum(a.operation == "authorize" for a in done.steps[1].attempts)
 
     assert await attempts_on_the_last_step(None) > 1
-    assert await attempts_on_the_last_step(0.05) == 1
+    # Time for one call (MIN_CALL_MS), not for a retry's delay and a second call.
+    assert await attempts_on_the_last_step(0.3) == 1
+
+
+async def test_confirm_with_no_time_to_charge_the_steps_after_the_paused_one_changes_nothing():
+    w = World()
+    p = await w.pay(("card", ACTION, 3000), ("apple_pay", OK, None))
+    w.sim.complete_action(p.steps[0].processor_payment_id)
+
+    with pytest.raises(DeadlineTooShort):
+        await w.service.confirm(p.id, "m_1", deadline_s=0.05)
+
+    stored = await w.service.get(p.id, "m_1")
+    assert stored.status is PaymentStatus.REQUIRES_ACTION and stored.version == p.version
+    done = await w.service.confirm(p.id, "m_1", deadline_s=5.0)
+    assert done.status is PaymentStatus.SUCCEEDED
 
 
 async def test_a_refund_that_failed_whole_says_so_on_the_payment_it_left_as_it_was():
@@ -557,9 +578,45 @@ async def test_a_paused_step_that_cannot_be_closed_is_tried_again_on_the_back_of
     assert w.held() == 0
 
 
-async def test_a_single_step_waiting_for_the_customer_is_never_given_up():
+async def test_a_single_step_left_waiting_for_the_customer_for_an_hour_is_cancelled_at_the_processor():
     w = World()
     p = await w.pay(("card", ACTION, None))
+    assert p.action_expires_at == p.updated_at + timedelta(hours=1)
+
+    w.clock.advance(HOUR - 60)
+    assert await w.service.reconcile_due() == 0  # not yet
+    w.clock.advance(60)
+    assert await w.service.reconcile_due() == 1
+
+    done = await w.service.get(p.id, "m_1")
+    assert done.status is PaymentStatus.CANCELLED
+    assert [s.status for s in done.steps] == [StepStatus.VOIDED]
+    assert w.sim.ledger.by_id[paused(w, p)].status == "canceled"  # cannot be completed later
+    assert names(w)[-1] == "PaymentCancelled"
+    assert w.uow.events[-1].reason.startswith("abandoned: not completed within 60 minutes")
+    assert done.next_reconcile_at is None and done.action_expires_at is None
+    assert await w.service.reconcile_due() == 0
+    assert (await w.service.confirm(p.id, "m_1")).status is PaymentStatus.CANCELLED
+    assert w.held() == 0
+
+
+async def test_a_single_step_the_customer_completed_with_no_word_to_us_succeeds_at_the_hour():
+    w = World()
+    p = await w.pay(("card", ACTION, None))
+    w.sim.complete_action(paused(w, p))  # no ConfirmPayment, the webhook lost
+    w.clock.advance(HOUR)
+    assert await w.service.reconcile_due() == 1
+
+    done = await w.service.get(p.id, "m_1")
+    assert done.status is PaymentStatus.SUCCEEDED and w.held() == 10000
+
+
+async def test_an_off_session_single_step_waiting_for_the_customer_is_not_given_up():
+    # The customer is not at a checkout: the merchant brings them back (an installment's
+    # charge, docs/installments.md), which takes longer than an hour.
+    w = World()
+    p = await w.pay(("card", ACTION, None), off_session=True)
+    assert p.status is PaymentStatus.REQUIRES_ACTION and p.action_expires_at is None
     w.clock.advance(30 * 24 * HOUR)
     assert await w.service.reconcile_due() == 0
     w.sim.complete_action(paused(w, p))

@@ -78,6 +78,27 @@ async def test_a_step_after_a_lost_answer_was_never_charged_and_is_skipped_witho
     assert stored.status is PaymentStatus.CANCELLED and w.held() == 0
 
 
+async def test_a_step_after_a_lost_answer_is_skipped_not_looked_up_when_the_processor_answers():
+    # The plan stopped at the lost answer: the step after it was never sent. Looked up
+    # anyway, it was recorded failed ("unknown_outcome") and the payment FAILED, where
+    # the same payment read CANCELLED when that pointless lookup went unanswered; at
+    # Stripe the lookup even made a PaymentIntent for it (replaying a create never made).
+    w = World(retry_policy=RetryPolicy(max_retries=0))
+    w.sim.inject("lost_response")  # step 0 charged, its answer lost
+    p = await w.pay(("apple_pay", OK, 6000), ("card", OK, None))
+    assert [s.status for s in p.steps] == [StepStatus.UNKNOWN, StepStatus.PENDING]
+
+    w.clock.advance(61)
+    await w.service.reconcile_due()
+
+    (stored,) = w.uow.store.values()
+    assert [s.status for s in stored.steps] == [StepStatus.VOIDED, StepStatus.SKIPPED]
+    assert stored.steps[1].attempts == []
+    assert stored.status is PaymentStatus.CANCELLED and w.held() == 0
+    assert "StepFailed" not in [e.name for e in w.uow.events]
+    assert len(w.sim.ledger.intents) == 1
+
+
 async def test_a_lost_answer_found_waiting_for_the_customer_pauses_the_plan_for_the_steps_after_it():
     w = World(retry_policy=RetryPolicy(max_retries=0))
     w.sim.inject("lost_response")  # step 0 asked for 3-D Secure; the answer was lost

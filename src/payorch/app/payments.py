@@ -39,7 +39,8 @@ from payorch.domain.payment import (
     StepStatus,
 )
 from payorch.domain.request import CoreRequest
-from payorch.domain.results import ResponseKind
+from payorch.domain.results import ErrorCode, ResponseKind
+from payorch.domain.retry import DEADLINE_RESERVE_MS, MIN_CALL_MS
 
 # The steps whose hold a cancel releases: authorized, or waiting for the customer.
 _RELEASABLE = (StepStatus.AUTHORIZED, StepStatus.REQUIRES_ACTION)
@@ -102,6 +103,11 @@ class HoldUnknown(ProcessorUnanswered):
 NO_ANSWER = frozenset({ResponseKind.ERROR, ResponseKind.CONNECTION_ERROR, ResponseKind.NO_RESPONSE})
 
 
+class DeadlineTooShort(RuntimeError):
+    """The caller's deadline leaves too little time for a processor call to be answered
+    (MIN_CALL_MS): nothing was sent or stored; retry with a longer deadline."""
+
+
 class PaymentChanging(RuntimeError):
     """Other calls kept changing the payment under this one; retry shortly (ABORTED)."""
 
@@ -144,6 +150,22 @@ class HeldOtherwise(InvalidState):
         amount = sum(s.amount_minor for s in steps)
         plural = "s" if len(steps) > 1 else ""
         super().__init__(f"the processor holds step{plural} {indexes} ({amount}) {held}: {advice}")
+
+
+class ProcessorNotConfigured(InvalidState):
+    """What the call must ask of is held at a processor this server has no adapter for
+    (taken out of its settings since the payment was made): only that processor can
+    capture, void or refund it. Nothing was sent or changed."""
+
+    def __init__(self, names: Sequence[str], doing: str) -> None:
+        self.names = list(names)
+        named = ", ".join(repr(n) for n in self.names)
+        plural = "s" if len(self.names) > 1 else ""
+        super().__init__(
+            f"the payment is held at processor{plural} {named}, not configured on this"
+            f" server: it cannot be {doing} until {'they are' if plural else 'it is'}"
+            " configured again; nothing was changed"
+        )
 
 
 class ReleaseUndecided(RuntimeError):
@@ -213,6 +235,18 @@ class PaymentService:
                 return CreateResult(existing, replayed=True)
             await self._claim(request, customers)
         while True:
+            if not deadline.leaves_time_for_a_call(self._clock):
+                # No call could be answered in the time left: store nothing, so that the
+                # caller's retry under the same request_id (with time) pays. One made
+                # before is replayed all the same: a replay calls no one.
+                existing = await self._replay_or_wait(request, fingerprint, deadline)
+                if existing is not None:
+                    return CreateResult(existing, replayed=True)
+                raise DeadlineTooShort(
+                    f"request {request.request_id!r}: the deadline leaves less than"
+                    f" {MIN_CALL_MS + DEADLINE_RESERVE_MS} ms, too little for a processor to"
+                    " answer; nothing was sent: retry with a longer deadline"
+                )
             # Insert first: the unique (merchant, request_id) constraint is the gate.
             payment = self._new_payment(request, fingerprint, plan, config)
             try:
@@ -345,6 +379,8 @@ class PaymentService:
                     )
             if step.status in (StepStatus.REQUIRES_ACTION, StepStatus.UNKNOWN):
                 return
+            if step.status is StepStatus.FAILED and step.error_code is ErrorCode.DEADLINE_EXCEEDED:
+                break  # no time left for a fallback's charge either
             if step.status is StepStatus.FAILED and not _moved(payment):
                 fallback = self._fallback_for(payment, step, config)
                 if fallback is None:
@@ -414,6 +450,20 @@ class PaymentService:
             payment.captured(amount)
         if voided:
             _cancelled_if_released(payment)
+
+    def _refuse_unconfigured(self, steps: Sequence[Step], doing: str) -> None:
+        """ProcessorNotConfigured when any of `steps` is held at a processor this server
+        has no adapter for: the call could not be made, and must not be recorded as if
+        it had been tried (owed, announced, or held)."""
+        missing = sorted(
+            {
+                s.processor
+                for s in steps
+                if s.processor and s.processor not in self._router.processors
+            }
+        )
+        if missing:
+            raise ProcessorNotConfigured(missing, doing)
 
     async def _load(self, payment_id: str, merchant_id: str | None) -> Payment:
         async with self._uow() as uow:
@@ -522,6 +572,20 @@ class PaymentService:
         async def go_on(payment: Payment) -> bool:
             if payment.status is not PaymentStatus.REQUIRES_ACTION:
                 return False  # confirmed before, or settled by a webhook
+            self._refuse_unconfigured(
+                [s for s in payment.steps if s.status is StepStatus.REQUIRES_ACTION], "confirmed"
+            )
+            if any(
+                s.status is StepStatus.PENDING for s in payment.steps
+            ) and not deadline.leaves_time_for_a_call(self._clock):
+                # The steps after the paused one could not be charged in time: change
+                # nothing (a step failed for want of time would fail the plan and release
+                # what the customer just authenticated); the confirm can be made again.
+                raise DeadlineTooShort(
+                    f"payment {payment_id!r}: the deadline leaves too little time to charge"
+                    " the steps after the one the customer completed; nothing was changed:"
+                    " confirm again with a longer deadline"
+                )
             await self._resume(payment, deadline)
             return True
 
@@ -661,6 +725,7 @@ class PaymentService:
                 raise InvalidState("its authorizations are being released: it cannot be captured")
             if payment.status not in (PaymentStatus.AUTHORIZED, PaymentStatus.PARTIALLY_SUCCEEDED):
                 raise InvalidState(f"a {payment.status.value} payment cannot be captured")
+            self._refuse_unconfigured(holding, "captured")
             await self._capture_all(payment)
             released[:] = [s for s in holding if s.status is StepStatus.VOIDED]
             return True
@@ -687,6 +752,7 @@ class PaymentService:
                 raise InvalidState("money was captured: refund it instead of cancelling")
             if payment.status in (PaymentStatus.PROCESSING, PaymentStatus.UNKNOWN):
                 raise InvalidState(f"a {payment.status.value} payment cannot be cancelled yet")
+            self._refuse_unconfigured(holding, "cancelled")
             # A step waiting for the customer first: a void of it that fails leaves the
             # customer free to complete it, so nothing is released or announced then.
             waiting = [s for s in payment.steps if s.status is StepStatus.REQUIRES_ACTION]
@@ -736,30 +802,52 @@ class PaymentService:
         async def refund_parts(payment: Payment) -> bool:
             refund, held = await self._hold_refund(payment, amount_minor, request_id)
             held_here.update(held)
-            done = left = 0
+            done = left = refused = 0
+            sent = False
+            codes: list[str] = []
             for index, part in refund.parts:
                 step = payment.steps[index]
-                if Settlement.refund_made(step, Settlement.refund_key(payment, step, request_id)):
+                key = Settlement.refund_key(payment, step, request_id)
+                if Settlement.refund_made(step, key):
                     continue  # this part went through before
-                if part <= step.captured_minor - step.refunded_minor and (
-                    await self._settlement.refund(
-                        payment, step, part, request_id, look_first=index not in held_here
-                    )
-                ):
-                    done += part
+                if Settlement.refund_refused(step, key) is None:
+                    sent = True
+                    if part <= step.captured_minor - step.refunded_minor and (
+                        await self._settlement.refund(
+                            payment, step, part, request_id, look_first=index not in held_here
+                        )
+                    ):
+                        done += part
+                        held_here.add(index)
+                        continue
+                refusal = Settlement.refund_refused(step, key)
+                if refusal is not None:
+                    # Refused now or before: over for this request_id, sent no more.
+                    refused += part
+                    codes.append(refusal.raw.code or refusal.error_code.value)
                 else:
                     left += part
                 held_here.add(index)
-            if not done and not left:
-                return False  # made before: the stored result stands
+            messages = []
+            if left:
+                messages.append(
+                    f"{left} of refund {request_id!r} could not be refunded; "
+                    "retry it with the same request_id"
+                )
+            if refused:
+                messages.append(
+                    f"{refused} of refund {request_id!r} was refused by the processor"
+                    f" ({', '.join(dict.fromkeys(codes))}): nothing more is sent under this"
+                    " request_id; refund under a new one"
+                )
+            if not sent:
+                # Made or refused before: the stored result stands, the refusal repeated.
+                if refused:
+                    payment.final_error_message = "; ".join(messages)
+                return False
             if done:
                 payment.refunded(done, request_id)
-            payment.final_error_message = (
-                f"{left} of refund {request_id!r} could not be refunded; "
-                "retry it with the same request_id"
-                if left
-                else ""
-            )
+            payment.final_error_message = "; ".join(messages)
             return True
 
         return await self._change(payment_id, merchant_id, refund_parts)
@@ -784,12 +872,27 @@ class PaymentService:
                 refund = _refund_parts(payment, amount_minor)
             elif not refund.asked_again(amount_minor):
                 raise IdempotencyConflict(request_id, "amount")
+            self._refuse_unconfigured(
+                [
+                    payment.steps[index]
+                    for index, _ in refund.parts
+                    if not Settlement.refund_made(
+                        payment.steps[index],
+                        Settlement.refund_key(payment, payment.steps[index], request_id),
+                    )
+                ],
+                "refunded",
+            )
             held = []
             for index, part in refund.parts:
                 step = payment.steps[index]
                 key = Settlement.refund_key(payment, step, request_id)
-                if request_id in step.refund_holds or Settlement.refund_made(step, key):
-                    continue
+                if (
+                    request_id in step.refund_holds
+                    or Settlement.refund_made(step, key)
+                    or Settlement.refund_refused(step, key) is not None
+                ):
+                    continue  # made, held, or refused: over for this request_id
                 if part > step.refundable_minor:  # refused at the processor, and taken since
                     where = f" on step {index}" if len(payment.steps) > 1 else ""
                     raise RefundRejected(
@@ -840,7 +943,7 @@ class PaymentService:
     ) -> int:
         """Resolve UNKNOWN payments whose next lookup is due, PROCESSING ones older
         than `processing_stale_after` (interrupted mid-payment), owed captures and
-        voids, and splits the customer left paused for longer than ACTION_TIMEOUT."""
+        voids, and payments the customer left paused for longer than ACTION_TIMEOUT."""
         now = self._clock.now()
         async with self._uow() as uow:
             due = await uow.payments.list_unresolved(
@@ -891,7 +994,7 @@ class PaymentService:
         return held != sum(s.status is StepStatus.AUTHORIZED for s in payment.steps)
 
     async def _abandon(self, payment: Payment) -> bool:
-        """A plan paused for the customer past ACTION_TIMEOUT: look the paused step up
+        """A payment paused for the customer past ACTION_TIMEOUT: look the paused step up
         (they may have acted with no word to us), close it if they did not, and finish
         the plan as after a lost answer: what is held is voided (kept and captured with
         allow_partial), and no step runs so long after the customer left."""
@@ -929,7 +1032,7 @@ class PaymentService:
             return await self._settle_owed(payment)
         if payment.status is PaymentStatus.REQUIRES_ACTION:
             due = payment.next_reconcile_at
-            if len(payment.steps) > 1 and due is not None and due <= self._clock.now():
+            if payment.action_expires and due is not None and due <= self._clock.now():
                 return await self._abandon(payment)
             # A processor's hint about the paused step: as if the customer confirmed.
             before = payment.status
@@ -939,11 +1042,15 @@ class PaymentService:
                 return False
             return payment.status is not before
         # A server died mid-plan: any step still pending may have been charged. (A plan
-        # stopped at an unknown step never charged the steps after it.)
+        # stopped at an unknown step never charged the steps after it: they are skipped
+        # when it is finished, not looked up. A lookup would find nothing and record a
+        # step never sent as failed, and at Stripe replay a create never made.)
         interrupted = payment.status is PaymentStatus.PROCESSING
         changed = open_step = False
         for step in payment.steps:
-            if step.status in (StepStatus.UNKNOWN, StepStatus.PENDING):
+            if step.status is StepStatus.UNKNOWN or (
+                interrupted and step.status is StepStatus.PENDING
+            ):
                 changed |= await self._router.reconcile(payment, step)
                 found: StepStatus = payment.steps[step.index].status
                 if found is StepStatus.PENDING:

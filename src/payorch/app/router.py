@@ -38,7 +38,7 @@ from payorch.domain.results import (
     ProcessorResponse,
     ResponseKind,
 )
-from payorch.domain.retry import DEADLINE_RESERVE_MS, RetryPolicy, decide_retry
+from payorch.domain.retry import DEADLINE_RESERVE_MS, MIN_CALL_MS, RetryPolicy, decide_retry
 
 # Time kept back from the caller's deadline to store the result.
 DEADLINE_RESERVE_S = DEADLINE_RESERVE_MS / 1000.0
@@ -58,6 +58,12 @@ class Deadline:
         if self.at is None:
             return None
         return max(0.0, (self.at - clock.monotonic()) * 1000.0)
+
+    def leaves_time_for_a_call(self, clock: Clock) -> bool:
+        """Whether a processor call started now can be answered before the deadline, with
+        the time to store its result kept back (MIN_CALL_MS, DEADLINE_RESERVE_MS)."""
+        remaining = self.remaining_ms(clock)
+        return remaining is None or remaining >= MIN_CALL_MS + DEADLINE_RESERVE_MS
 
 
 def intent_key(payment: Payment, step: Step) -> str:
@@ -161,6 +167,16 @@ class Router:
         self, payment: Payment, step: Step, *, policy: RetryPolicy, deadline: Deadline
     ) -> None:
         """Drive `step` to a settled state (success, failure, action or unknown)."""
+        if not deadline.leaves_time_for_a_call(self.clock):
+            # A call cut off by the deadline may charge with its answer lost: send nothing,
+            # and say so. (Retries and failovers are held to the same MIN_CALL_MS.)
+            payment.step_failed(
+                step,
+                Classification(Outcome.SOFT, ErrorCode.DEADLINE_EXCEEDED, False, True),
+                processor="",
+                latency_ms=0,
+            )
+            return
         choice = self._choose(step, ())
         if choice is None:
             # Every breaker is open (or nothing is configured): fail fast, call no one.
@@ -359,7 +375,7 @@ class Router:
         cut off by the deadline, its outcome unknown, and may charge all the same."""
         health = self.health.snapshot(name)
         usual = health.stats.p95_latency_ms if health is not None else 0.0
-        return min(max(float(latency_ms), usual), timeout_s * 1000.0)
+        return max(float(MIN_CALL_MS), min(max(float(latency_ms), usual), timeout_s * 1000.0))
 
     def _call_timeout(self, deadline: Deadline) -> float:
         remaining = deadline.remaining_ms(self.clock)
@@ -445,6 +461,14 @@ class Router:
         c: Classification,
         deadline: Deadline,
     ) -> tuple[ProcessorResponse, Classification]:
+        if not deadline.leaves_time_for_a_call(self.clock):
+            # The 500 took the time a lookup needs: cut off, it would learn nothing.
+            attempt.retry_decision = (
+                f"indeterminate {response.http_status}: no time left to look it up; reconcile"
+            )
+            return response, Classification(
+                Outcome.UNKNOWN, ErrorCode.UNKNOWN_OUTCOME, retry_now=False, retry_later=False
+            )
         # Only the time left before the caller's deadline: the 500 took some of it.
         request = dataclasses.replace(request, timeout_s=self._call_timeout(deadline))
         looked, look_attempt = await self._call(

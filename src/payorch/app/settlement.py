@@ -271,6 +271,18 @@ class Settlement:
         last = _last_under(step, key)
         return last is not None and last.outcome is Outcome.SUCCESS
 
+    @staticmethod
+    def refund_refused(step: Step, key: str) -> Attempt | None:
+        """The processor's refusal of the refund under `key` (HARD: a 4xx such as
+        `charge_disputed`), when that was the last answer under the key: the refund is
+        over. The processor stores a refusal under its key (Stripe, for a day) and would
+        only replay it, and a repeat of the request sends nothing again (a refund made
+        under another request_id may take the amount)."""
+        last = _last_under(step, key)
+        if last is not None and last.operation == "refund" and last.outcome is Outcome.HARD:
+            return last
+        return None
+
     async def refunds_at(self, processor_name: str, processor_payment_id: str) -> ChargeRefunds:
         """A charge's refunds as the processor holds them (NOT_FOUND: no such processor)."""
         processor = self._processors.get(processor_name)

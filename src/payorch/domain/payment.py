@@ -58,8 +58,9 @@ RECONCILE_BACKOFF = (
 )
 
 
-# A plan of several steps paused for the customer (3-D Secure) is given up this long
-# after it paused: what its other steps hold is released, and no step runs later.
+# A payment paused for the customer (3-D Secure) is given up this long after it paused
+# (Payment.action_expires): the paused step is canceled at the processor, what its other
+# steps hold is released, and no step runs later.
 ACTION_TIMEOUT = timedelta(hours=1)
 
 
@@ -267,9 +268,19 @@ class Payment:
         return sum(s.refundable_minor for s in self.steps)
 
     @property
+    def action_expires(self) -> bool:
+        """Whether a pause for the customer is given up after ACTION_TIMEOUT. A split's
+        is (its other steps hold the customer's money meanwhile), and so is an on-session
+        payment's: the customer was at the checkout, an hour later they are gone, and an
+        intent left open could still be completed, charging them for an order the shop
+        may have given up. An off-session single step waits: the merchant brings the
+        customer back for it (an installment's charge), which takes longer."""
+        return len(self.steps) > 1 or not self.off_session
+
+    @property
     def action_expires_at(self) -> datetime | None:
-        """When the reconciler gives up a split paused for the customer."""
-        if self.status is PaymentStatus.REQUIRES_ACTION and len(self.steps) > 1:
+        """When the reconciler gives up a payment paused for the customer."""
+        if self.status is PaymentStatus.REQUIRES_ACTION and self.action_expires:
             return self.next_reconcile_at
         return None
 
@@ -426,7 +437,7 @@ class Payment:
             # The reconciler makes the call the plan still owes, on the unknown-outcome back-off.
             if self.next_reconcile_at is None:
                 self.next_reconcile_at = now + reconcile_delay(self.reconcile_attempts)
-        elif self.status is PaymentStatus.REQUIRES_ACTION and len(self.steps) > 1:
+        elif self.status is PaymentStatus.REQUIRES_ACTION and self.action_expires:
             # The reconciler gives the plan up then, unless the customer acted before.
             if changed or self.next_reconcile_at is None:
                 self.next_reconcile_at = now + ACTION_TIMEOUT

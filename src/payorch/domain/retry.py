@@ -10,6 +10,11 @@ MAX_RETRIES_CAP = 3
 MAX_DELAY_CAP_MS = 2_999
 # Time kept back from the caller's deadline to store the result.
 DEADLINE_RESERVE_MS = 50
+# The least time a processor call is started with: less cannot be answered (a charge at
+# Stripe is two round trips, create and confirm), and a call cut off by the deadline may
+# charge all the same, its answer lost. With less left (beside DEADLINE_RESERVE_MS),
+# nothing is sent: no first call, no retry, no failover.
+MIN_CALL_MS = 200
 
 
 class InvalidRetryPolicy(ValueError):

@@ -370,7 +370,7 @@ class SqlAlchemyPaymentRepository:
                         payments.c.next_reconcile_at <= now,
                         payments.c.owed != Owed.NOTHING.value,
                     ),
-                    and_(  # a split waiting for the customer past its time
+                    and_(  # a payment waiting for the customer past its time
                         payments.c.status == PaymentStatus.REQUIRES_ACTION.value,
                         payments.c.next_reconcile_at <= now,
                     ),

@@ -81,5 +81,11 @@ def in_progress(exc: Exception) -> RpcError:
     return error(code_pb2.ABORTED, str(exc), "REQUEST_IN_PROGRESS")
 
 
+def too_late(exc: Exception) -> RpcError:
+    """The caller's deadline leaves no time for a processor call to be answered: nothing
+    was sent, and the call may be made again (same request_id) with a longer deadline."""
+    return error(code_pb2.DEADLINE_EXCEEDED, str(exc), "DEADLINE_TOO_SHORT")
+
+
 def not_found(what: str) -> RpcError:
     return error(code_pb2.NOT_FOUND, f"{what} not found", "NOT_FOUND")

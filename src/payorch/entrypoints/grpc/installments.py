@@ -26,7 +26,12 @@ from payorch.app.installments import (
     RetryRequestReused,
     plan_request_problems,
 )
-from payorch.app.payments import CustomerNotOwned, IdempotencyConflict, RequestInProgress
+from payorch.app.payments import (
+    CustomerNotOwned,
+    DeadlineTooShort,
+    IdempotencyConflict,
+    RequestInProgress,
+)
 from payorch.app.plan_builder import PlanRejected
 from payorch.app.ports import ConcurrentUpdate
 from payorch.app.webhook_delivery import (
@@ -62,6 +67,7 @@ from payorch.entrypoints.grpc.errors import (
     invalid_argument,
     key_reused,
     not_found,
+    too_late,
 )
 from payorch.entrypoints.grpc.handlers import Call
 from payorch.entrypoints.grpc.mappers import InvalidPageToken
@@ -297,6 +303,8 @@ class InstallmentServicer:
             raise key_reused(exc) from exc
         except RequestInProgress as exc:
             raise in_progress(exc) from exc
+        except DeadlineTooShort as exc:
+            raise too_late(exc) from exc
         except FirstChargeRefunded as exc:
             raise error(code_pb2.FAILED_PRECONDITION, str(exc), "FIRST_CHARGE_REFUNDED") from exc
         return pb.CreateInstallmentPlanResponse(

@@ -15,11 +15,13 @@ from payorch.app.contract_monitor import current_call, identify_call, reject_cal
 from payorch.app.merchant_configs import MerchantConfigs, VersionConflict
 from payorch.app.payments import (
     CustomerNotOwned,
+    DeadlineTooShort,
     IdempotencyConflict,
     InvalidState,
     PaymentChanging,
     PaymentNotFound,
     PaymentService,
+    ProcessorNotConfigured,
     RefundRejected,
     ReleaseUndecided,
     RequestInProgress,
@@ -36,11 +38,13 @@ from payorch.domain.request import (
 )
 from payorch.entrypoints.grpc import mappers
 from payorch.entrypoints.grpc.errors import (
+    RpcError,
     error,
     in_progress,
     invalid_argument,
     key_reused,
     not_found,
+    too_late,
 )
 from payorch.entrypoints.grpc.handlers import Call
 from payorch.entrypoints.grpc.paging import fill_page, page_bytes
@@ -76,6 +80,11 @@ def _as_sent(
     if request.methods:
         return problems
     return [(_SINGLE_METHOD_FIELDS.get(name, name), message) for name, message in problems]
+
+
+def not_configured(exc: ProcessorNotConfigured) -> RpcError:
+    """The money is held at a processor this server has no adapter for."""
+    return error(code_pb2.FAILED_PRECONDITION, str(exc), "PROCESSOR_NOT_CONFIGURED")
 
 
 def _log_cut_off(request_id: str) -> None:
@@ -135,6 +144,8 @@ class PaymentOrchestratorServicer:
             raise key_reused(exc) from exc
         except RequestInProgress as exc:
             raise in_progress(exc) from exc
+        except DeadlineTooShort as exc:
+            raise too_late(exc) from exc
         response = orch.CreatePaymentResponse()
         mappers.write_payment(response.payment, result.payment, replayed=result.replayed)
         return response
@@ -210,6 +221,10 @@ class PaymentOrchestratorServicer:
             raise not_found("payment") from exc
         except PaymentChanging as exc:
             raise error(code_pb2.ABORTED, str(exc), "PAYMENT_CHANGING") from exc
+        except DeadlineTooShort as exc:
+            raise too_late(exc) from exc
+        except ProcessorNotConfigured as exc:
+            raise not_configured(exc) from exc
         response = orch.ConfirmPaymentResponse()
         mappers.write_payment(response.payment, payment)
         return response
@@ -224,6 +239,8 @@ class PaymentOrchestratorServicer:
             raise not_found("payment") from exc
         except PaymentChanging as exc:
             raise error(code_pb2.ABORTED, str(exc), "PAYMENT_CHANGING") from exc
+        except ProcessorNotConfigured as exc:
+            raise not_configured(exc) from exc
         except InvalidState as exc:
             raise error(code_pb2.FAILED_PRECONDITION, str(exc), "INVALID_STATE") from exc
         response = orch.CapturePaymentResponse()
@@ -246,6 +263,8 @@ class PaymentOrchestratorServicer:
             raise error(code_pb2.ABORTED, str(exc), "PAYMENT_CHANGING") from exc
         except ReleaseUndecided as exc:
             raise error(code_pb2.UNAVAILABLE, str(exc), "CANCEL_UNDECIDED") from exc
+        except ProcessorNotConfigured as exc:
+            raise not_configured(exc) from exc
         except InvalidState as exc:
             raise error(code_pb2.FAILED_PRECONDITION, str(exc), "INVALID_STATE") from exc
         response = orch.CancelPaymentResponse()
@@ -280,6 +299,8 @@ class PaymentOrchestratorServicer:
             ) from exc
         except TooManyRefunds as exc:
             raise error(code_pb2.FAILED_PRECONDITION, str(exc), "TOO_MANY_REFUNDS") from exc
+        except ProcessorNotConfigured as exc:
+            raise not_configured(exc) from exc
         except IdempotencyConflict as exc:
             raise key_reused(exc) from exc
         response = orch.RefundPaymentResponse()
