@@ -30,9 +30,9 @@ from tests.integration.helpers import make_stripe_container
 @contextlib.asynccontextmanager
 async def running(*, max_retries=2, fallback_on_failure=False, clock=None, then=None):
     """The service on the fake Stripe; `then` is another processor to fail over to."""
-    async with FakeStripe() as fake:
-        clock = clock or ManualClock()
-        stripe = StripeProcessor(fake.api_key, api_base=fake.url, timeout_s=0.5)
+    clock = clock or ManualClock()
+    async with FakeStripe(clock=clock) as fake:
+        stripe = StripeProcessor(fake.api_key, api_base=fake.url, timeout_s=0.5, clock=clock)
         processors = {"stripe": stripe, **({then.name: then} if then else {})}
         router = Router(processors, clock, call_timeout_s=0.5, rng=random.Random(3))
         configs = MerchantConfigs(
@@ -360,6 +360,50 @@ async def test_a_hint_while_the_confirm_still_runs_never_fails_a_step_stripe_the
         settled = await service.get(payment.id, "m_1")
         assert settled.status is PaymentStatus.SUCCEEDED
         assert len(settled.steps) == 1 and fake.charges_total == 1
+
+
+def interrupted(service, payment):
+    """The payment as a server left it that died during its charge, before storing what
+    Stripe answered: PROCESSING, its step pending with no attempt, no PaymentIntent id."""
+    stored = service._uow.store[payment.id]
+    stored.status = PaymentStatus.PROCESSING
+    stored.steps[0].status = StepStatus.PENDING
+    stored.steps[0].processor_payment_id = ""
+    stored.steps[0].attempts.clear()
+    stored.steps[0].stored_attempts = 0
+
+
+async def test_a_charge_interrupted_before_its_intent_id_was_kept_is_found_after_stripe_forgot_its_keys():
+    async with running() as (fake, service, clock):
+        payment = await pay(service)
+        pi = payment.steps[0].processor_payment_id
+        interrupted(service, payment)
+        clock.advance(25 * 3600)  # reconciled a day later: Stripe pruned the create's key
+
+        assert await service.reconcile_due() == 1
+
+        resolved = await service.get(payment.id, "m_1")
+        assert resolved.status is PaymentStatus.SUCCEEDED
+        assert resolved.steps[0].processor_payment_id == pi
+        assert fake.charges_total == 1
+        assert list(fake.payment_intents) == [pi]  # no second intent made to find it
+        assert fake.requests_to("create")[-1:] == fake.requests_to("create")[:1]
+
+
+async def test_a_charge_interrupted_before_anything_reached_stripe_fails_a_day_later_charging_nothing():
+    async with running(max_retries=0) as (fake, service, clock):
+        fake.inject(Fault.drop_before_processing(), endpoint="create")
+        payment = await pay(service)
+        assert payment.status is PaymentStatus.FAILED and not fake.payment_intents
+        interrupted(service, payment)
+        clock.advance(25 * 3600)
+
+        assert await service.reconcile_due() == 1
+
+        resolved = await service.get(payment.id, "m_1")
+        assert resolved.status is PaymentStatus.FAILED
+        assert fake.charges_total == 0
+        assert [pi["status"] for pi in fake.payment_intents.values()] in ([], ["canceled"])
 
 
 async def test_a_lost_answer_is_reconciled_as_not_charged_only_once_the_intent_is_canceled():

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from payorch.adapters.clock import ManualClock
 from payorch.adapters.processors.stripe import StripeProcessor
 from payorch.app.ports import ChargeRequest
 from payorch.domain.classification import classify
@@ -613,6 +614,119 @@ async def test_a_lookup_without_an_id_replays_the_create_and_finds_the_charge(
     assert looked.processor_payment_id == lost.processor_payment_id
     assert len(fake.payment_intents) == 1
     assert fake.charges_total == 1
+
+
+# -- a day later: Stripe has pruned the keys --------------------------------------------
+
+DAY = 24 * 3600
+
+
+@contextlib.asynccontextmanager
+async def on_one_clock() -> AsyncIterator[tuple[FakeStripe, StripeProcessor, ManualClock]]:
+    """The fake and the adapter on one manual wall clock (key expiry, search's lag)."""
+    clock = ManualClock()
+    async with (
+        FakeStripe(clock=clock) as server,
+        StripeProcessor(server.api_key, api_base=server.url, clock=clock) as adapter,
+    ):
+        yield server, adapter, clock
+
+
+async def test_a_lookup_without_an_id_a_day_later_finds_the_charge_by_search_not_a_new_create() -> (
+    None
+):
+    async with on_one_clock() as (fake, processor, clock):
+        made = clock.now()
+        fake.inject(Fault.drop_after_processing())
+        lost = await processor.authorize(charge(created_at=made))
+        clock.advance(DAY + 60)
+
+        looked = await processor.lookup(charge(created_at=made), "")
+
+        assert looked.kind is ResponseKind.SUCCEEDED
+        assert looked.processor_payment_id == lost.processor_payment_id
+        assert len(fake.requests_to("create")) == 1 and len(fake.payment_intents) == 1
+        [search] = fake.requests_to("search")
+        assert search.params["query"] == (
+            "metadata['payorch_payment_id']:'pay_1' AND metadata['payorch_step']:'0'"
+        )
+        assert fake.charges_total == 1
+
+
+async def test_replaying_a_create_a_day_later_would_make_a_second_intent() -> None:
+    # What the search is for: Stripe forgets the key, and the same create is new again.
+    async with on_one_clock() as (fake, processor, clock):
+        await processor.authorize(charge())
+        clock.advance(DAY)
+
+        looked = await processor.lookup(charge(), "")  # no created_at: the create replayed
+
+        assert looked.kind is ResponseKind.NOT_CHARGED
+        assert len(fake.payment_intents) == 2 and fake.charges_total == 1
+
+
+async def test_a_step_first_charged_a_day_after_its_payment_is_found_by_its_create_key() -> None:
+    async with on_one_clock() as (fake, processor, clock):
+        made = clock.now()
+        clock.advance(DAY + 60)  # the step runs a day after the payment was made
+        fake.inject(Fault.drop_after_processing())
+        lost = await processor.authorize(charge(created_at=made))
+
+        # Search does not see the intent yet (Stripe indexes within a minute or so):
+        # the create's key, a minute old, replays it.
+        looked = await processor.lookup(charge(created_at=made), "")
+
+        assert looked.kind is ResponseKind.SUCCEEDED
+        assert looked.processor_payment_id == lost.processor_payment_id
+        assert fake.requests_to("create")[-1].replayed
+        assert len(fake.payment_intents) == 1 and fake.charges_total == 1
+
+
+async def test_of_a_steps_intents_found_a_day_later_the_charged_one_answers() -> None:
+    async with on_one_clock() as (fake, processor, clock):
+        made = clock.now()
+        fake.inject(Fault.api_error(charged=True), endpoint="create")  # made one, said 500
+        await processor.authorize(charge(created_at=made))
+        paid = await processor.authorize(charge(created_at=made))  # under `:create:1`
+        clock.advance(DAY + 60)
+
+        looked = await processor.lookup(charge(created_at=made), "")
+
+        assert len(fake.payment_intents) == 2
+        assert looked.kind is ResponseKind.SUCCEEDED
+        assert looked.processor_payment_id == paid.processor_payment_id
+        assert fake.charges_total == 1
+
+
+async def test_a_search_stripe_refuses_a_day_later_is_inconclusive_and_creates_nothing() -> None:
+    async with on_one_clock() as (fake, processor, clock):
+        made = clock.now()
+        fake.inject(Fault.drop_after_processing())
+        await processor.authorize(charge(created_at=made))
+        clock.advance(DAY + 60)
+        # As Stripe answers an account search is not available to (India, say).
+        fake.inject(
+            Fault.invalid_request(code="", message="Search is unavailable"), endpoint="search"
+        )
+
+        looked = await processor.lookup(charge(created_at=made), "")
+
+        assert (looked.kind, looked.http_status) == (ResponseKind.ERROR, 400)
+        assert len(fake.requests_to("create")) == 1 and len(fake.payment_intents) == 1
+
+
+async def test_a_day_later_a_step_stripe_never_saw_is_not_found_by_search_then_made_unconfirmed() -> (
+    None
+):
+    async with on_one_clock() as (fake, processor, clock):
+        made = clock.now()
+        clock.advance(DAY + 60)
+
+        looked = await processor.lookup(charge(created_at=made), "")
+
+        assert looked.kind is ResponseKind.NOT_CHARGED and not looked.closed
+        assert len(fake.requests_to("search")) == 1
+        assert fake.charges_total == 0
 
 
 async def test_a_connection_dropped_before_processing_is_no_response_and_the_same_key_charges_once(
