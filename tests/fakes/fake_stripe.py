@@ -17,8 +17,8 @@ behave as they do in test mode: each use makes a new PaymentMethod, so they can 
 any number of times. Any other PaymentMethod (``create_payment_method()``, as Stripe.js
 makes one at checkout, or ``register_payment_method()``) is one object, and single use
 as Stripe has it: once a payment with it went through without saving it on a customer,
-it is used up, and refused with Stripe's error (400 ``invalid_request_error``, param
-``payment_method``). A PaymentIntent with ``customer`` and ``setup_future_usage``
+it is used up, and refused with Stripe's error (400 ``invalid_request_error``, code
+``payment_method_unexpected_state``, param ``payment_method``). A PaymentIntent with ``customer`` and ``setup_future_usage``
 attaches it to that customer when it goes through; from then on it may be used with
 that customer (any number of times), and is refused without it or with another.
 
@@ -295,7 +295,8 @@ _AUTH_REQUIRED = _Decline(
     "Your card was declined. This transaction requires authentication.",
 )
 
-# Stripe's answers for a PaymentMethod that cannot be used as asked (no error code).
+# Stripe's answers for a PaymentMethod that cannot be used as asked (with another
+# customer, or none: no error code; used up: payment_method_unexpected_state).
 _USED_UP = (
     "The provided PaymentMethod was previously used with a PaymentIntent without Customer "
     "attachment, shared with a connected account without Customer attachment, or was "
@@ -912,7 +913,7 @@ class FakeStripe:
                 param="payment_method",
             )
         if pm_id in self._used_up:
-            raise _invalid(_USED_UP, param="payment_method")
+            raise _invalid(_USED_UP, code="payment_method_unexpected_state", param="payment_method")
         return pm_id
 
     def _used(self, pi: dict[str, Any]) -> None:

@@ -136,6 +136,21 @@ async def test_a_stripe_424_that_charged_is_found_and_never_failed_or_charged_ag
         assert fake.charges_total == 1
 
 
+async def test_a_card_stripe_used_up_fails_the_payment_as_the_callers_to_replace_not_ours(world):
+    fake, service = world
+    card = fake.create_payment_method()  # as Stripe.js makes one at checkout
+    assert (await pay(service, token=card)).status is PaymentStatus.SUCCEEDED
+
+    again = await pay(service, request_id="r2", token=card)  # not saved: used up
+
+    assert again.status is PaymentStatus.FAILED
+    assert again.final_error.value == "payment_method_unusable"
+    step = again.steps[0]
+    assert step.outcome is Outcome.HARD and len(step.attempts) == 1  # never retried
+    assert "may not be used again" in step.attempts[0].raw.message
+    assert fake.charges_total == 1
+
+
 async def test_a_429_is_retried_with_the_same_key(world):
     fake, service = world
     fake.inject(Fault.rate_limit(retry_after_s=0.1))

@@ -115,7 +115,14 @@ async def test_a_card_used_once_without_saving_it_on_a_customer_is_refused_the_n
     )
     assert "may not be used again" in again.message
     assert again.charge_not_sent  # refused at the create: no confirm went out
-    assert classify(again).outcome is Outcome.HARD
+    # The caller's card to replace (collect it again), not our integration's fault.
+    verdict = classify(again)
+    assert (verdict.outcome, verdict.error_code, verdict.contract_violation) == (
+        Outcome.HARD,
+        ErrorCode.PAYMENT_METHOD_UNUSABLE,
+        False,
+    )
+    assert not (verdict.retry_now or verdict.retry_later)
     assert fake.charges_total == 1 and fake.used_up(pm) and fake.customer_of(pm) is None
 
 
@@ -146,6 +153,11 @@ async def test_a_card_saved_for_off_session_is_attached_to_the_customer_and_char
     for other in ("", "cus_b"):
         refused = await processor.authorize(charge(pm, payment_id="pay_x", customer_id=other))
         assert (refused.kind, refused.http_status) == (ResponseKind.ERROR, 400)
+        verdict = classify(refused)
+        assert (verdict.error_code, verdict.contract_violation) == (
+            ErrorCode.PAYMENT_METHOD_UNUSABLE,
+            False,
+        )
     assert fake.charges_total == 3
 
 
