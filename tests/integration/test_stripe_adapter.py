@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+import stripe
 
 from payorch.adapters.clock import ManualClock
 from payorch.adapters.processors.stripe import StripeProcessor
@@ -579,6 +580,29 @@ async def test_a_429_is_retried_with_the_same_key_and_charges_once(
     assert retried.kind is ResponseKind.SUCCEEDED
     assert not fake.requests[-1].replayed  # the 429 was never stored
     assert fake.charges_total == 1
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        Fault.api_error(should_retry=True),
+        Fault.rate_limit(retry_after_s=0),
+        Fault.drop_after_processing(),
+    ],
+    ids=["500 Stripe says to retry", "429", "answer lost"],
+)
+async def test_the_sdk_never_retries_on_its_own_so_only_the_router_decides_the_key(
+    fake: FakeStripe, processor: StripeProcessor, fault: Fault
+) -> None:
+    fake.inject(fault)
+
+    await processor.authorize(charge())
+
+    # One confirm per call: the SDK's retries would multiply the router's, and Stripe's
+    # stored 500 under the key would be replayed to each of them.
+    assert len(fake.requests_to("confirm")) == 1
+    # Every request under the API version this SDK release is pinned to.
+    assert {r.stripe_version for r in fake.requests} == {stripe.api_version}
 
 
 async def test_a_429_says_when_to_retry(fake: FakeStripe, processor: StripeProcessor) -> None:
