@@ -663,7 +663,7 @@ async def test_a_three_decimal_amount_ending_in_zero_is_sent_as_it_is(world):
 @pytest.fixture
 async def stored(database_url, clock):
     """The stored service (SQLite, PostgreSQL) on the fake Stripe, through the real SDK."""
-    async with FakeStripe() as fake:
+    async with FakeStripe(clock=clock) as fake:
         container = await make_stripe_container(database_url, clock, fake)
         yield fake, container.payments
         await container.close()
@@ -683,6 +683,46 @@ def split_request(request_id, *, authorize_only=False):
         authorize_only=authorize_only,
     )
     return parse_payment_request(raw)
+
+
+class Died(Exception):
+    """The server died here."""
+
+
+async def test_a_stored_charge_whose_server_died_is_found_a_day_later_after_stripe_forgot_its_keys(
+    stored, clock
+):
+    fake, payments = stored
+    uow = payments._uow
+
+    async def die(payment):
+        raise Died  # after Stripe charged, before the answer was stored
+
+    uow.update_payment = die
+    with pytest.raises(Died):
+        await payments.create(
+            parse_payment_request(
+                RawPaymentRequest(
+                    merchant_id="m_1",
+                    request_id="r-died",
+                    amount_minor=5000,
+                    currency="USD",
+                    payment_method="pm_card_visa",
+                )
+            ),
+            deadline_s=None,
+        )
+    del uow.update_payment
+    [pi] = fake.payment_intents
+    assert fake.charges_total == 1
+
+    clock.advance(25 * 3600)  # reconciled a day later: Stripe pruned the create's key
+    assert await payments.reconcile_due() == 1
+
+    [found] = await payments.list("m_1", page_size=10, after=None)
+    assert found.status is PaymentStatus.SUCCEEDED
+    assert found.steps[0].processor_payment_id == pi
+    assert list(fake.payment_intents) == [pi] and fake.charges_total == 1
 
 
 def tries(fake, step, endpoint):

@@ -32,7 +32,7 @@ import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextvars import ContextVar
-from datetime import timedelta
+from datetime import UTC, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiohttp
@@ -425,9 +425,12 @@ class StripeProcessor:
     def _keys_may_be_pruned(self, request: ChargeRequest) -> bool:
         """Whether Stripe may have pruned the keys of the request's payment: it made
         them all after the payment was made. Not knowing when that was, they are kept."""
-        if request.created_at is None:
+        made = request.created_at
+        if made is None:
             return False
-        return self._clock.now() - request.created_at >= _KEYS_SURELY_KEPT
+        if made.tzinfo is None:
+            made = made.replace(tzinfo=UTC)  # stored as UTC without its zone
+        return self._clock.now() - made >= _KEYS_SURELY_KEPT
 
     async def _search_intent(
         self, request: ChargeRequest, deadline: float
