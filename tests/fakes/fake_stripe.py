@@ -17,8 +17,9 @@ behave as they do in test mode: each use makes a new PaymentMethod, so they can 
 any number of times. Any other PaymentMethod (``create_payment_method()``, as Stripe.js
 makes one at checkout, or ``register_payment_method()``) is one object, and single use
 as Stripe has it: once a payment with it went through without saving it on a customer,
-it is used up, and refused with Stripe's error (400 ``invalid_request_error``, code
-``payment_method_unexpected_state``, param ``payment_method``). A PaymentIntent with ``customer`` and ``setup_future_usage``
+or was declined while it was saved on none, it is used up, and refused with Stripe's
+error (400 ``invalid_request_error``, code ``payment_method_unexpected_state``, param
+``payment_method``). A PaymentIntent with ``customer`` and ``setup_future_usage``
 attaches it to that customer when it goes through; from then on it may be used with
 that customer (any number of times), and is refused without it or with another.
 
@@ -1060,6 +1061,9 @@ class FakeStripe:
             "payment_method": {"id": pm, "object": "payment_method", "type": "card"},
             "request_log_url": f"https://dashboard.stripe.com/test/logs/req_{_rand(14)}",
         }
+        if pm not in PAYMENT_METHODS and pm not in self._attached:
+            # A single-use PaymentMethod is spent by a declined payment too.
+            self._used_up.add(pm)
         pi["status"] = "requires_payment_method"
         pi["latest_charge"] = charge_id
         pi["payment_method"] = None

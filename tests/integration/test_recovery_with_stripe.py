@@ -151,6 +151,26 @@ async def test_a_card_stripe_used_up_fails_the_payment_as_the_callers_to_replace
     assert fake.charges_total == 1
 
 
+async def test_a_single_use_card_spent_by_a_decline_is_the_callers_to_replace_on_the_retry(world):
+    fake, service = world
+    # Declined with processing_error, a retry now: Stripe has spent the single-use card.
+    card = fake.create_payment_method(like="pm_card_chargeDeclinedProcessingError")
+
+    payment = await pay(service, token=card)
+
+    assert payment.status is PaymentStatus.FAILED
+    attempts = payment.steps[0].attempts
+    assert [(a.error_code.value, a.raw.http_status) for a in attempts] == [
+        ("processing_error", 402),
+        ("payment_method_unusable", 400),
+    ]
+    assert payment.final_error.value == "payment_method_unusable"  # collect it again
+    assert payment.steps[0].outcome is Outcome.HARD
+    [failed] = [e for e in service._uow.events if e.name == "StepFailed"]
+    assert failed.retryable is False  # no later retry of a card that cannot be charged
+    assert fake.used_up(card) and fake.charges_total == 0
+
+
 async def test_a_429_is_retried_with_the_same_key(world):
     fake, service = world
     fake.inject(Fault.rate_limit(retry_after_s=0.1))

@@ -689,6 +689,25 @@ async def test_a_lookup_without_an_id_a_day_later_finds_the_charge_by_search_not
         assert fake.charges_total == 1
 
 
+async def test_a_single_use_card_charged_a_day_ago_is_found_not_taken_for_a_refused_create() -> (
+    None
+):
+    async with on_one_clock() as (fake, processor, clock):
+        made = clock.now()
+        card = fake.create_payment_method()
+        fake.inject(Fault.drop_after_processing())
+        lost = await processor.authorize(charge(card, created_at=made))
+        clock.advance(DAY + 60)
+
+        looked = await processor.lookup(charge(card, created_at=made), "")
+
+        # Replayed a day later, the create is refused for the spent card ("No such
+        # intent, nothing charged"): the search finds the charge instead.
+        assert looked.kind is ResponseKind.SUCCEEDED
+        assert looked.processor_payment_id == lost.processor_payment_id
+        assert fake.used_up(card) and fake.charges_total == 1
+
+
 async def test_replaying_a_create_a_day_later_would_make_a_second_intent() -> None:
     # What the search is for: Stripe forgets the key, and the same create is new again.
     async with on_one_clock() as (fake, processor, clock):
