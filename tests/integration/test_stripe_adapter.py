@@ -711,10 +711,16 @@ async def test_a_single_use_card_charged_a_day_ago_is_found_not_taken_for_a_refu
 async def test_replaying_a_create_a_day_later_would_make_a_second_intent() -> None:
     # What the search is for: Stripe forgets the key, and the same create is new again.
     async with on_one_clock() as (fake, processor, clock):
-        await processor.authorize(charge())
-        clock.advance(DAY)
+        paid = await processor.authorize(charge())
+        clock.advance(DAY - 1)
+        kept = await processor.lookup(charge(), "")  # no created_at: the create replayed
+        assert (kept.kind, kept.processor_payment_id) == (
+            ResponseKind.SUCCEEDED,
+            paid.processor_payment_id,
+        )
+        clock.advance(1)
 
-        looked = await processor.lookup(charge(), "")  # no created_at: the create replayed
+        looked = await processor.lookup(charge(), "")
 
         assert looked.kind is ResponseKind.NOT_CHARGED
         assert len(fake.payment_intents) == 2 and fake.charges_total == 1
