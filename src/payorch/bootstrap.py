@@ -145,7 +145,7 @@ def _health_policy(settings: Settings) -> HealthPolicy:
 
 
 def build_processors(
-    settings: Settings,
+    settings: Settings, clock: Clock | None = None
 ) -> tuple[dict[str, Processor], dict[str, SimulatedProcessor]]:
     processors: dict[str, Processor] = {}
     simulated: dict[str, SimulatedProcessor] = {}
@@ -158,6 +158,7 @@ def build_processors(
                 api_base=settings.stripe_api_base or None,
                 timeout_s=settings.call_timeout_s,
                 allow_live=settings.stripe_allow_live,
+                clock=clock,
             )
         except LiveKeyRefused:
             raise InvalidSettings(
@@ -194,7 +195,7 @@ async def bootstrap(
     # Settings it cannot start with are refused before the database is opened.
     check_times(settings)
     policy = health_policy(settings)
-    processors, simulated = build_processors(settings)
+    processors, simulated = build_processors(settings, clock)
     engine = create_engine(settings.database_url)
     if run_migrations:
         await migrate(engine)

@@ -4,14 +4,21 @@ It speaks the parts of Stripe's v1 API that payorch uses, the way Stripe does:
 form-encoded requests (``metadata[key]=value``), JSON objects shaped like Stripe's,
 Stripe's error bodies and status codes, a ``Request-Id`` on every answer, and the
 idempotency layer (same key + same parameters -> the stored answer, 500s included;
-same key + other parameters -> 400 ``idempotency_error``; 429s are never stored;
-``expire_idempotency_keys()`` makes a day pass, after which Stripe has pruned the keys).
+same key + other parameters -> 400 ``idempotency_error``; 429s are never stored).
+Stripe keeps a key 24 hours: on the fake's clock (``FakeStripe(clock=...)``, any object
+with ``now()`` giving an aware datetime, such as ``ManualClock``), a key stored 24 hours
+ago or more is pruned, and a request under it is a new request again.
+``expire_idempotency_keys()`` prunes every key at once. PaymentIntents can also be found
+by ``GET /v1/payment_intents/search`` (``metadata['key']:'value'`` clauses joined by
+``AND``), which sees an object only once Stripe has indexed it (``search_lag_s`` after it
+was made, a minute by default: Stripe's search is not read-after-write).
 Stripe's test PaymentMethods (``pm_card_visa``, ``pm_card_chargeDeclined``, ...)
 behave as they do in test mode: each use makes a new PaymentMethod, so they can be used
 any number of times. Any other PaymentMethod (``create_payment_method()``, as Stripe.js
 makes one at checkout, or ``register_payment_method()``) is one object, and single use
 as Stripe has it: once a payment with it went through without saving it on a customer,
-it is used up, and refused with Stripe's error (400 ``invalid_request_error``, param
+or was declined while it was saved on none, it is used up, and refused with Stripe's
+error (400 ``invalid_request_error``, code ``payment_method_unexpected_state``, param
 ``payment_method``). A PaymentIntent with ``customer`` and ``setup_future_usage``
 attaches it to that customer when it goes through; from then on it may be used with
 that customer (any number of times), and is refused without it or with another.
@@ -55,22 +62,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import secrets
 import string
-import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal, Protocol
 
 import pytest
 from aiohttp import web
 
-Endpoint = Literal["create", "confirm", "retrieve", "capture", "cancel", "refund", "list_refunds"]
+Endpoint = Literal[
+    "create", "confirm", "retrieve", "search", "capture", "cancel", "refund", "list_refunds"
+]
 ENDPOINTS: tuple[Endpoint, ...] = (
     "create",
     "confirm",
     "retrieve",
+    "search",
     "capture",
     "cancel",
     "refund",
@@ -92,6 +103,24 @@ FaultKind = Literal[
 ]
 
 DEFAULT_API_KEY = "sk_test_payorch_fake_4242"
+
+# How long Stripe keeps an idempotency key (its docs: keys can be pruned once they are
+# at least 24 hours old).
+KEY_LIFETIME = timedelta(hours=24)
+# A search query clause the fake understands: metadata['key']:'value'.
+_SEARCH_CLAUSE = re.compile(r"^metadata\['([^']+)'\]:'([^']*)'$")
+
+
+class WallClock(Protocol):
+    def now(self) -> datetime:
+        """Aware UTC wall time."""
+        ...
+
+
+class _SystemWallClock:
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
 
 _API_ERROR_MESSAGE = (
     "Sorry, something went wrong. We've already been notified of the problem, but if you "
@@ -267,7 +296,8 @@ _AUTH_REQUIRED = _Decline(
     "Your card was declined. This transaction requires authentication.",
 )
 
-# Stripe's answers for a PaymentMethod that cannot be used as asked (no error code).
+# Stripe's answers for a PaymentMethod that cannot be used as asked (with another
+# customer, or none: no error code; used up: payment_method_unexpected_state).
 _USED_UP = (
     "The provided PaymentMethod was previously used with a PaymentIntent without Customer "
     "attachment, shared with a connected account without Customer attachment, or was "
@@ -305,6 +335,7 @@ class RecordedRequest:
 @dataclass(frozen=True, slots=True)
 class _Stored:
     fingerprint: tuple[Any, ...]
+    stored_at: datetime
     status: int
     body: dict[str, Any]
     headers: dict[str, str]
@@ -377,7 +408,12 @@ class FakeStripe:
         api_key: str | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
+        clock: WallClock | None = None,
+        search_lag_s: float = 60.0,
     ) -> None:
+        # Stripe's wall time: key expiry, `created`, what search has indexed.
+        self._clock: WallClock = clock or _SystemWallClock()
+        self._search_lag = timedelta(seconds=search_lag_s)
         # With an explicit key only that key is accepted; otherwise any test secret key.
         self.api_key = api_key or DEFAULT_API_KEY
         self._only_key = api_key
@@ -412,6 +448,8 @@ class FakeStripe:
     async def start(self) -> FakeStripe:
         app = web.Application()
         app.router.add_post("/v1/payment_intents", self._create)
+        # Before the {id} route: "search" is not a PaymentIntent id.
+        app.router.add_get("/v1/payment_intents/search", self._search)
         app.router.add_get("/v1/payment_intents/{id}", self._retrieve)
         app.router.add_post("/v1/payment_intents/{id}/confirm", self._confirm)
         app.router.add_post("/v1/payment_intents/{id}/capture", self._capture)
@@ -516,6 +554,15 @@ class FakeStripe:
         is a new request again. The objects the requests made stay."""
         self._idempotency.clear()
 
+    def _prune_keys(self) -> None:
+        """Forget the keys stored KEY_LIFETIME ago or more, as Stripe prunes them."""
+        now = self._clock.now()
+        for key in [k for k, s in self._idempotency.items() if now - s.stored_at >= KEY_LIFETIME]:
+            del self._idempotency[key]
+
+    def _epoch(self) -> int:
+        return int(self._clock.now().timestamp())
+
     def refunds_for(self, pi_id: str) -> list[dict[str, Any]]:
         """The PaymentIntent's refunds, oldest first."""
         return [r for r in self.refunds.values() if r["payment_intent"] == pi_id]
@@ -588,6 +635,7 @@ class FakeStripe:
                 return early
 
         fingerprint = (request.method, request.path, tuple(sorted(pairs)))
+        self._prune_keys()
         stored = self._idempotency.get(key) if key else None
         if key and stored is not None:
             if stored.fingerprint != fingerprint:
@@ -628,7 +676,9 @@ class FakeStripe:
                     await self._sleep(fault.delay_s)
                 status, body, headers, store = self._process(handler, record.params, fault)
                 if key and store:
-                    self._idempotency[key] = _Stored(fingerprint, status, body, dict(headers))
+                    self._idempotency[key] = _Stored(
+                        fingerprint, self._clock.now(), status, body, dict(headers)
+                    )
             finally:
                 if key:
                     self._in_flight.discard(key)
@@ -806,6 +856,9 @@ class FakeStripe:
     async def _create(self, request: web.Request) -> web.StreamResponse:
         return await self._serve(request, "create", self._do_create)
 
+    async def _search(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve(request, "search", self._do_search)
+
     async def _retrieve(self, request: web.Request) -> web.StreamResponse:
         pi_id = request.match_info["id"]
         return await self._serve(request, "retrieve", lambda _p: self._get_pi(pi_id))
@@ -861,7 +914,7 @@ class FakeStripe:
                 param="payment_method",
             )
         if pm_id in self._used_up:
-            raise _invalid(_USED_UP, param="payment_method")
+            raise _invalid(_USED_UP, code="payment_method_unexpected_state", param="payment_method")
         return pm_id
 
     def _used(self, pi: dict[str, Any]) -> None:
@@ -924,7 +977,7 @@ class FakeStripe:
             "capture_method": capture_method,
             "client_secret": f"{pi_id}_secret_{_rand(25)}",
             "confirmation_method": params.get("confirmation_method", "automatic"),
-            "created": int(time.time()),
+            "created": self._epoch(),
             "currency": currency,
             "customer": params.get("customer"),
             "description": params.get("description"),
@@ -1008,6 +1061,9 @@ class FakeStripe:
             "payment_method": {"id": pm, "object": "payment_method", "type": "card"},
             "request_log_url": f"https://dashboard.stripe.com/test/logs/req_{_rand(14)}",
         }
+        if pm not in PAYMENT_METHODS and pm not in self._attached:
+            # A single-use PaymentMethod is spent by a declined payment too.
+            self._used_up.add(pm)
         pi["status"] = "requires_payment_method"
         pi["latest_charge"] = charge_id
         pi["payment_method"] = None
@@ -1050,7 +1106,7 @@ class FakeStripe:
         # Stripe's API reference: last_payment_error is cleared when the PaymentIntent
         # is later updated for any reason.
         pi["last_payment_error"] = None
-        pi["canceled_at"] = int(time.time())
+        pi["canceled_at"] = self._epoch()
         pi["cancellation_reason"] = params.get("cancellation_reason")
         return pi
 
@@ -1092,7 +1148,7 @@ class FakeStripe:
             "object": "refund",
             "amount": amount,
             "charge": pi["latest_charge"],
-            "created": int(time.time()),
+            "created": self._epoch(),
             "currency": pi["currency"],
             "metadata": params.get("metadata") or {},
             "payment_intent": pi["id"],
@@ -1101,6 +1157,42 @@ class FakeStripe:
         }
         self.refunds[refund["id"]] = refund
         return refund
+
+    def _do_search(self, params: dict[str, Any]) -> dict[str, Any]:
+        """PaymentIntents matching every ``metadata['key']:'value'`` clause, newest first,
+        among those indexed (made ``search_lag_s`` ago or more). One page: the fake's
+        tests never have more than a page of matches."""
+        query = str(params.get("query", "")).strip()
+        clauses = [c.strip() for c in query.split(" AND ")] if query else []
+        wanted: list[tuple[str, str]] = []
+        for clause in clauses:
+            match = _SEARCH_CLAUSE.match(clause)
+            if match is None:
+                raise _invalid(
+                    f"We were unable to parse your search query. Try using the format "
+                    f"`metadata['key']:'value'` to query for metadata. ({clause!r})",
+                    code="parameter_invalid_empty",
+                    param="query",
+                )
+            wanted.append((match.group(1), match.group(2)))
+        if not wanted:
+            raise _invalid(
+                "Missing required param: query.", code="parameter_missing", param="query"
+            )
+        indexed_before = self._epoch() - self._search_lag.total_seconds()
+        found = [
+            pi
+            for pi in reversed(self.payment_intents.values())
+            if pi["created"] <= indexed_before
+            and all(pi["metadata"].get(k) == v for k, v in wanted)
+        ]
+        return {
+            "object": "search_result",
+            "data": found,
+            "has_more": False,
+            "next_page": None,
+            "url": "/v1/payment_intents/search",
+        }
 
     def _do_list_refunds(self, params: dict[str, Any]) -> dict[str, Any]:
         raw_limit = str(params.get("limit", "10"))

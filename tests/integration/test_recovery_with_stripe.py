@@ -30,9 +30,9 @@ from tests.integration.helpers import make_stripe_container
 @contextlib.asynccontextmanager
 async def running(*, max_retries=2, fallback_on_failure=False, clock=None, then=None):
     """The service on the fake Stripe; `then` is another processor to fail over to."""
-    async with FakeStripe() as fake:
-        clock = clock or ManualClock()
-        stripe = StripeProcessor(fake.api_key, api_base=fake.url, timeout_s=0.5)
+    clock = clock or ManualClock()
+    async with FakeStripe(clock=clock) as fake:
+        stripe = StripeProcessor(fake.api_key, api_base=fake.url, timeout_s=0.5, clock=clock)
         processors = {"stripe": stripe, **({then.name: then} if then else {})}
         router = Router(processors, clock, call_timeout_s=0.5, rng=random.Random(3))
         configs = MerchantConfigs(
@@ -134,6 +134,41 @@ async def test_a_stripe_424_that_charged_is_found_and_never_failed_or_charged_ag
         assert [s.status for s in payment.steps] == [StepStatus.CAPTURED]
         assert [a.operation for a in payment.steps[0].attempts] == ["authorize", "lookup"]
         assert fake.charges_total == 1
+
+
+async def test_a_card_stripe_used_up_fails_the_payment_as_the_callers_to_replace_not_ours(world):
+    fake, service = world
+    card = fake.create_payment_method()  # as Stripe.js makes one at checkout
+    assert (await pay(service, token=card)).status is PaymentStatus.SUCCEEDED
+
+    again = await pay(service, request_id="r2", token=card)  # not saved: used up
+
+    assert again.status is PaymentStatus.FAILED
+    assert again.final_error.value == "payment_method_unusable"
+    step = again.steps[0]
+    assert step.outcome is Outcome.HARD and len(step.attempts) == 1  # never retried
+    assert "may not be used again" in step.attempts[0].raw.message
+    assert fake.charges_total == 1
+
+
+async def test_a_single_use_card_spent_by_a_decline_is_the_callers_to_replace_on_the_retry(world):
+    fake, service = world
+    # Declined with processing_error, a retry now: Stripe has spent the single-use card.
+    card = fake.create_payment_method(like="pm_card_chargeDeclinedProcessingError")
+
+    payment = await pay(service, token=card)
+
+    assert payment.status is PaymentStatus.FAILED
+    attempts = payment.steps[0].attempts
+    assert [(a.error_code.value, a.raw.http_status) for a in attempts] == [
+        ("processing_error", 402),
+        ("payment_method_unusable", 400),
+    ]
+    assert payment.final_error.value == "payment_method_unusable"  # collect it again
+    assert payment.steps[0].outcome is Outcome.HARD
+    [failed] = [e for e in service._uow.events if e.name == "StepFailed"]
+    assert failed.retryable is False  # no later retry of a card that cannot be charged
+    assert fake.used_up(card) and fake.charges_total == 0
 
 
 async def test_a_429_is_retried_with_the_same_key(world):
@@ -360,6 +395,50 @@ async def test_a_hint_while_the_confirm_still_runs_never_fails_a_step_stripe_the
         settled = await service.get(payment.id, "m_1")
         assert settled.status is PaymentStatus.SUCCEEDED
         assert len(settled.steps) == 1 and fake.charges_total == 1
+
+
+def interrupted(service, payment):
+    """The payment as a server left it that died during its charge, before storing what
+    Stripe answered: PROCESSING, its step pending with no attempt, no PaymentIntent id."""
+    stored = service._uow.store[payment.id]
+    stored.status = PaymentStatus.PROCESSING
+    stored.steps[0].status = StepStatus.PENDING
+    stored.steps[0].processor_payment_id = ""
+    stored.steps[0].attempts.clear()
+    stored.steps[0].stored_attempts = 0
+
+
+async def test_a_charge_interrupted_before_its_intent_id_was_kept_is_found_after_stripe_forgot_its_keys():
+    async with running() as (fake, service, clock):
+        payment = await pay(service)
+        pi = payment.steps[0].processor_payment_id
+        interrupted(service, payment)
+        clock.advance(25 * 3600)  # reconciled a day later: Stripe pruned the create's key
+
+        assert await service.reconcile_due() == 1
+
+        resolved = await service.get(payment.id, "m_1")
+        assert resolved.status is PaymentStatus.SUCCEEDED
+        assert resolved.steps[0].processor_payment_id == pi
+        assert fake.charges_total == 1
+        assert list(fake.payment_intents) == [pi]  # no second intent made to find it
+        assert fake.requests_to("create")[-1:] == fake.requests_to("create")[:1]
+
+
+async def test_a_charge_interrupted_before_anything_reached_stripe_fails_a_day_later_charging_nothing():
+    async with running(max_retries=0) as (fake, service, clock):
+        fake.inject(Fault.drop_before_processing(), endpoint="create")
+        payment = await pay(service)
+        assert payment.status is PaymentStatus.FAILED and not fake.payment_intents
+        interrupted(service, payment)
+        clock.advance(25 * 3600)
+
+        assert await service.reconcile_due() == 1
+
+        resolved = await service.get(payment.id, "m_1")
+        assert resolved.status is PaymentStatus.FAILED
+        assert fake.charges_total == 0
+        assert [pi["status"] for pi in fake.payment_intents.values()] in ([], ["canceled"])
 
 
 async def test_a_lost_answer_is_reconciled_as_not_charged_only_once_the_intent_is_canceled():
@@ -604,7 +683,7 @@ async def test_a_three_decimal_amount_ending_in_zero_is_sent_as_it_is(world):
 @pytest.fixture
 async def stored(database_url, clock):
     """The stored service (SQLite, PostgreSQL) on the fake Stripe, through the real SDK."""
-    async with FakeStripe() as fake:
+    async with FakeStripe(clock=clock) as fake:
         container = await make_stripe_container(database_url, clock, fake)
         yield fake, container.payments
         await container.close()
@@ -624,6 +703,46 @@ def split_request(request_id, *, authorize_only=False):
         authorize_only=authorize_only,
     )
     return parse_payment_request(raw)
+
+
+class Died(Exception):
+    """The server died here."""
+
+
+async def test_a_stored_charge_whose_server_died_is_found_a_day_later_after_stripe_forgot_its_keys(
+    stored, clock
+):
+    fake, payments = stored
+    uow = payments._uow
+
+    async def die(payment):
+        raise Died  # after Stripe charged, before the answer was stored
+
+    uow.update_payment = die
+    with pytest.raises(Died):
+        await payments.create(
+            parse_payment_request(
+                RawPaymentRequest(
+                    merchant_id="m_1",
+                    request_id="r-died",
+                    amount_minor=5000,
+                    currency="USD",
+                    payment_method="pm_card_visa",
+                )
+            ),
+            deadline_s=None,
+        )
+    del uow.update_payment
+    [pi] = fake.payment_intents
+    assert fake.charges_total == 1
+
+    clock.advance(25 * 3600)  # reconciled a day later: Stripe pruned the create's key
+    assert await payments.reconcile_due() == 1
+
+    [found] = await payments.list("m_1", page_size=10, after=None)
+    assert found.status is PaymentStatus.SUCCEEDED
+    assert found.steps[0].processor_payment_id == pi
+    assert list(fake.payment_intents) == [pi] and fake.charges_total == 1
 
 
 def tries(fake, step, endpoint):

@@ -11,7 +11,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+import stripe
 
+from payorch.adapters.clock import ManualClock
 from payorch.adapters.processors.stripe import StripeProcessor
 from payorch.app.ports import ChargeRequest
 from payorch.domain.classification import classify
@@ -114,7 +116,14 @@ async def test_a_card_used_once_without_saving_it_on_a_customer_is_refused_the_n
     )
     assert "may not be used again" in again.message
     assert again.charge_not_sent  # refused at the create: no confirm went out
-    assert classify(again).outcome is Outcome.HARD
+    # The caller's card to replace (collect it again), not our integration's fault.
+    verdict = classify(again)
+    assert (verdict.outcome, verdict.error_code, verdict.contract_violation) == (
+        Outcome.HARD,
+        ErrorCode.PAYMENT_METHOD_UNUSABLE,
+        False,
+    )
+    assert not (verdict.retry_now or verdict.retry_later)
     assert fake.charges_total == 1 and fake.used_up(pm) and fake.customer_of(pm) is None
 
 
@@ -145,6 +154,11 @@ async def test_a_card_saved_for_off_session_is_attached_to_the_customer_and_char
     for other in ("", "cus_b"):
         refused = await processor.authorize(charge(pm, payment_id="pay_x", customer_id=other))
         assert (refused.kind, refused.http_status) == (ResponseKind.ERROR, 400)
+        verdict = classify(refused)
+        assert (verdict.error_code, verdict.contract_violation) == (
+            ErrorCode.PAYMENT_METHOD_UNUSABLE,
+            False,
+        )
     assert fake.charges_total == 3
 
 
@@ -568,6 +582,29 @@ async def test_a_429_is_retried_with_the_same_key_and_charges_once(
     assert fake.charges_total == 1
 
 
+@pytest.mark.parametrize(
+    "fault",
+    [
+        Fault.api_error(should_retry=True),
+        Fault.rate_limit(retry_after_s=0),
+        Fault.drop_after_processing(),
+    ],
+    ids=["500 Stripe says to retry", "429", "answer lost"],
+)
+async def test_the_sdk_never_retries_on_its_own_so_only_the_router_decides_the_key(
+    fake: FakeStripe, processor: StripeProcessor, fault: Fault
+) -> None:
+    fake.inject(fault)
+
+    await processor.authorize(charge())
+
+    # One confirm per call: the SDK's retries would multiply the router's, and Stripe's
+    # stored 500 under the key would be replayed to each of them.
+    assert len(fake.requests_to("confirm")) == 1
+    # Every request under the API version this SDK release is pinned to.
+    assert {r.stripe_version for r in fake.requests} == {stripe.api_version}
+
+
 async def test_a_429_says_when_to_retry(fake: FakeStripe, processor: StripeProcessor) -> None:
     fake.inject(Fault.rate_limit(retry_after_s=2.5))
 
@@ -613,6 +650,144 @@ async def test_a_lookup_without_an_id_replays_the_create_and_finds_the_charge(
     assert looked.processor_payment_id == lost.processor_payment_id
     assert len(fake.payment_intents) == 1
     assert fake.charges_total == 1
+
+
+# -- a day later: Stripe has pruned the keys --------------------------------------------
+
+DAY = 24 * 3600
+
+
+@contextlib.asynccontextmanager
+async def on_one_clock() -> AsyncIterator[tuple[FakeStripe, StripeProcessor, ManualClock]]:
+    """The fake and the adapter on one manual wall clock (key expiry, search's lag)."""
+    clock = ManualClock()
+    async with (
+        FakeStripe(clock=clock) as server,
+        StripeProcessor(server.api_key, api_base=server.url, clock=clock) as adapter,
+    ):
+        yield server, adapter, clock
+
+
+async def test_a_lookup_without_an_id_a_day_later_finds_the_charge_by_search_not_a_new_create() -> (
+    None
+):
+    async with on_one_clock() as (fake, processor, clock):
+        made = clock.now()
+        fake.inject(Fault.drop_after_processing())
+        lost = await processor.authorize(charge(created_at=made))
+        clock.advance(DAY + 60)
+
+        looked = await processor.lookup(charge(created_at=made), "")
+
+        assert looked.kind is ResponseKind.SUCCEEDED
+        assert looked.processor_payment_id == lost.processor_payment_id
+        assert len(fake.requests_to("create")) == 1 and len(fake.payment_intents) == 1
+        [search] = fake.requests_to("search")
+        assert search.params["query"] == (
+            "metadata['payorch_payment_id']:'pay_1' AND metadata['payorch_step']:'0'"
+        )
+        assert fake.charges_total == 1
+
+
+async def test_a_single_use_card_charged_a_day_ago_is_found_not_taken_for_a_refused_create() -> (
+    None
+):
+    async with on_one_clock() as (fake, processor, clock):
+        made = clock.now()
+        card = fake.create_payment_method()
+        fake.inject(Fault.drop_after_processing())
+        lost = await processor.authorize(charge(card, created_at=made))
+        clock.advance(DAY + 60)
+
+        looked = await processor.lookup(charge(card, created_at=made), "")
+
+        # Replayed a day later, the create is refused for the spent card ("No such
+        # intent, nothing charged"): the search finds the charge instead.
+        assert looked.kind is ResponseKind.SUCCEEDED
+        assert looked.processor_payment_id == lost.processor_payment_id
+        assert fake.used_up(card) and fake.charges_total == 1
+
+
+async def test_replaying_a_create_a_day_later_would_make_a_second_intent() -> None:
+    # What the search is for: Stripe forgets the key, and the same create is new again.
+    async with on_one_clock() as (fake, processor, clock):
+        paid = await processor.authorize(charge())
+        clock.advance(DAY - 1)
+        kept = await processor.lookup(charge(), "")  # no created_at: the create replayed
+        assert (kept.kind, kept.processor_payment_id) == (
+            ResponseKind.SUCCEEDED,
+            paid.processor_payment_id,
+        )
+        clock.advance(1)
+
+        looked = await processor.lookup(charge(), "")
+
+        assert looked.kind is ResponseKind.NOT_CHARGED
+        assert len(fake.payment_intents) == 2 and fake.charges_total == 1
+
+
+async def test_a_step_first_charged_a_day_after_its_payment_is_found_by_its_create_key() -> None:
+    async with on_one_clock() as (fake, processor, clock):
+        made = clock.now()
+        clock.advance(DAY + 60)  # the step runs a day after the payment was made
+        fake.inject(Fault.drop_after_processing())
+        lost = await processor.authorize(charge(created_at=made))
+
+        # Search does not see the intent yet (Stripe indexes within a minute or so):
+        # the create's key, a minute old, replays it.
+        looked = await processor.lookup(charge(created_at=made), "")
+
+        assert looked.kind is ResponseKind.SUCCEEDED
+        assert looked.processor_payment_id == lost.processor_payment_id
+        assert fake.requests_to("create")[-1].replayed
+        assert len(fake.payment_intents) == 1 and fake.charges_total == 1
+
+
+async def test_of_a_steps_intents_found_a_day_later_the_charged_one_answers() -> None:
+    async with on_one_clock() as (fake, processor, clock):
+        made = clock.now()
+        fake.inject(Fault.api_error(charged=True), endpoint="create")  # made one, said 500
+        await processor.authorize(charge(created_at=made))
+        paid = await processor.authorize(charge(created_at=made))  # under `:create:1`
+        clock.advance(DAY + 60)
+
+        looked = await processor.lookup(charge(created_at=made), "")
+
+        assert len(fake.payment_intents) == 2
+        assert looked.kind is ResponseKind.SUCCEEDED
+        assert looked.processor_payment_id == paid.processor_payment_id
+        assert fake.charges_total == 1
+
+
+async def test_a_search_stripe_refuses_a_day_later_is_inconclusive_and_creates_nothing() -> None:
+    async with on_one_clock() as (fake, processor, clock):
+        made = clock.now()
+        fake.inject(Fault.drop_after_processing())
+        await processor.authorize(charge(created_at=made))
+        clock.advance(DAY + 60)
+        # As Stripe answers an account search is not available to (India, say).
+        fake.inject(
+            Fault.invalid_request(code="", message="Search is unavailable"), endpoint="search"
+        )
+
+        looked = await processor.lookup(charge(created_at=made), "")
+
+        assert (looked.kind, looked.http_status) == (ResponseKind.ERROR, 400)
+        assert len(fake.requests_to("create")) == 1 and len(fake.payment_intents) == 1
+
+
+async def test_a_day_later_a_step_stripe_never_saw_is_not_found_by_search_then_made_unconfirmed() -> (
+    None
+):
+    async with on_one_clock() as (fake, processor, clock):
+        made = clock.now()
+        clock.advance(DAY + 60)
+
+        looked = await processor.lookup(charge(created_at=made), "")
+
+        assert looked.kind is ResponseKind.NOT_CHARGED and not looked.closed
+        assert len(fake.requests_to("search")) == 1
+        assert fake.charges_total == 0
 
 
 async def test_a_connection_dropped_before_processing_is_no_response_and_the_same_key_charges_once(

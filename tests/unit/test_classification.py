@@ -376,6 +376,30 @@ def test_an_id_the_caller_chose_that_the_processor_does_not_have_is_the_callers_
     assert not is_infrastructure_failure(c)
 
 
+@pytest.mark.parametrize(
+    ("code", "param"),
+    [
+        # "It may not be used again": used up by a payment that did not save it.
+        ("payment_method_unexpected_state", "payment_method"),
+        ("payment_method_unexpected_state", ""),
+        # No code: saved on another customer, or used without its customer.
+        ("", "payment_method"),
+    ],
+)
+def test_a_payment_method_the_processor_will_not_use_is_the_callers_to_replace(
+    code: str, param: str
+) -> None:
+    c = classify(error(http_status=400, error_type="invalid_request_error", code=code, param=param))
+    assert c == hard(ErrorCode.PAYMENT_METHOD_UNUSABLE)
+    assert not is_infrastructure_failure(c)
+
+
+@pytest.mark.parametrize("param", ["amount", "currency", "metadata", ""])
+def test_an_invalid_request_with_no_code_about_our_parameters_is_still_ours(param: str) -> None:
+    c = classify(error(http_status=400, error_type="invalid_request_error", param=param))
+    assert c == hard(ErrorCode.INVALID_REQUEST, ours=True)
+
+
 @pytest.mark.parametrize("param", ["intent", "starting_after", "amount", ""])
 def test_a_missing_resource_we_named_is_still_our_contract_violation(param: str) -> None:
     c = classify(

@@ -187,7 +187,7 @@ def test_every_callers_parameter_error_is_documented(key: tuple[str, str]) -> No
     assert _documented(
         lambda f: (
             f.get("error_type") == "invalid_request_error"
-            and f.get("code") == code
+            and f.get("code", "") == code
             and f.get("param") == param
         )
     ), f"CALLER_ERRORS[{key!r}] has no row in docs/classification.md"

@@ -46,6 +46,9 @@ class ChargeRequest:
     merchant_id: str = ""
     metadata: dict[str, str] = field(default_factory=dict)
     timeout_s: float = 10.0
+    # When the payment was made: every key of the step was first used after it, so an
+    # adapter can tell when the processor may have forgotten them. None: not known.
+    created_at: datetime | None = None
 
 
 class Processor(Protocol):

@@ -90,6 +90,7 @@ def charge_request(payment: Payment, step: Step, timeout_s: float) -> ChargeRequ
         save_for_off_session=payment.save_for_off_session,
         merchant_id=payment.merchant_id,
         timeout_s=timeout_s,
+        created_at=payment.created_at,
     )
 
 

@@ -107,6 +107,9 @@ ERROR_CODES: dict[str, Classification] = {
     "lock_timeout": _soft(ErrorCode.LOCK_TIMEOUT),
     "rate_limit": _soft(ErrorCode.RATE_LIMITED),
     "idempotency_key_in_use": _IN_FLIGHT,
+    # The payment method's state forbids the use (Stripe: used up by a payment that did
+    # not save it on a customer, or detached): the caller's to correct, never retried.
+    "payment_method_unexpected_state": _hard(ErrorCode.PAYMENT_METHOD_UNUSABLE),
     # A refund the processor holds as failed or canceled (the Stripe adapter's names for
     # those statuses): an answer, final for that refund; the money stayed with the merchant.
     "refund_failed": _hard(ErrorCode.REFUND_FAILED),
@@ -119,6 +122,10 @@ ERROR_CODES: dict[str, Classification] = {
 CALLER_ERRORS: dict[tuple[str, str], Classification] = {
     ("resource_missing", "payment_method"): _hard(ErrorCode.PAYMENT_METHOD_NOT_FOUND),
     ("resource_missing", "customer"): _hard(ErrorCode.CUSTOMER_NOT_FOUND),
+    # Refused with no code, about the payment method (Stripe: "may not be used again",
+    # "belongs to the Customer ...", "The customer does not have a payment method"):
+    # one it has but will not use with this customer, or at all.
+    ("", "payment_method"): _hard(ErrorCode.PAYMENT_METHOD_UNUSABLE),
 }
 
 # Error `type`s, when neither the decline code nor the code decided.

@@ -48,6 +48,10 @@ class ErrorCode(enum.Enum):
     # The processor has no customer by the id the caller gave (Stripe's "No such
     # customer"): the caller's to correct, as a payment method it does not have.
     CUSTOMER_NOT_FOUND = "customer_not_found"
+    # The processor has the payment method but will not use it as asked (Stripe: one
+    # used up by an earlier payment without being saved on a customer, detached, or
+    # saved on another customer): the caller's to correct, never retried as it is.
+    PAYMENT_METHOD_UNUSABLE = "payment_method_unusable"
 
 
 class ResponseKind(enum.Enum):

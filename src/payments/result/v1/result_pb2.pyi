@@ -49,6 +49,7 @@ class ErrorCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_CODE_REFUND_FAILED: _ClassVar[ErrorCode]
     ERROR_CODE_PAYMENT_METHOD_NOT_FOUND: _ClassVar[ErrorCode]
     ERROR_CODE_CUSTOMER_NOT_FOUND: _ClassVar[ErrorCode]
+    ERROR_CODE_PAYMENT_METHOD_UNUSABLE: _ClassVar[ErrorCode]
 
 class PaymentStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -109,6 +110,7 @@ ERROR_CODE_UNKNOWN_OUTCOME: ErrorCode
 ERROR_CODE_REFUND_FAILED: ErrorCode
 ERROR_CODE_PAYMENT_METHOD_NOT_FOUND: ErrorCode
 ERROR_CODE_CUSTOMER_NOT_FOUND: ErrorCode
+ERROR_CODE_PAYMENT_METHOD_UNUSABLE: ErrorCode
 PAYMENT_STATUS_UNSPECIFIED: PaymentStatus
 PAYMENT_STATUS_PROCESSING: PaymentStatus
 PAYMENT_STATUS_SUCCEEDED: PaymentStatus

@@ -6,6 +6,13 @@ whenever a confirm's answer is lost, the PaymentIntent id is already known and t
 charge can be looked up; and when the id is not known, no confirm was ever sent, and
 replaying the create (Stripe answers a repeated key with the stored answer) finds it.
 
+Stripe keeps a key (and the answer stored under it) for 24 hours, then prunes it: a
+create replayed later makes a new PaymentIntent, not confirmed, while the step's own may
+have been charged. So a step whose id was never kept (a server died during the confirm)
+is looked up, once its payment is old enough for the keys to be gone, by searching its
+PaymentIntents by metadata (payorch_payment_id, payorch_step); only when none is found
+is the create replayed (Stripe's search can lag behind a fresh object, never a day).
+
 A create that got a 500 (or a 424) has it stored under its key, replayed for a day: it
 made no PaymentIntent anyone knows of (none was confirmed), so the next create runs
 under ``<intent_key>:create:1`` (then ``:2``, ...). Replaying the creates in that order,
@@ -25,12 +32,14 @@ import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextvars import ContextVar
+from datetime import UTC, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiohttp
 import stripe
 
-from payorch.app.ports import ChargeRequest
+from payorch.adapters.clock import SystemClock
+from payorch.app.ports import ChargeRequest, Clock
 from payorch.domain.money import EXPONENTS
 from payorch.domain.results import ChargeRefunds, ProcessorRefund, ProcessorResponse, ResponseKind
 
@@ -39,6 +48,7 @@ if TYPE_CHECKING:
         PaymentIntentCaptureParams,
         PaymentIntentConfirmParams,
         PaymentIntentCreateParams,
+        PaymentIntentSearchParams,
         RefundCreateParams,
         RefundListParams,
     )
@@ -68,6 +78,21 @@ _REFUND_KEY = "payorch_refund_key"
 _REFUND_NOT_MADE = frozenset({"failed", "canceled"})
 # Stripe's largest page of a list.
 _PAGE_LIMIT = 100
+
+# Stripe keeps an idempotency key at least 24 hours. Younger than this (an hour to spare
+# for our clock against Stripe's), every key of a payment is surely kept, and replaying a
+# create is the way to its PaymentIntent (search may not see a fresh one yet); older, a
+# key may be gone and a replayed create makes a new intent: search finds the old one.
+_KEYS_SURELY_KEPT = timedelta(hours=23)
+# Statuses of a step's PaymentIntents, most telling first, when a search finds several
+# (creates answered with a 500 may each have made one; only one was ever confirmed).
+_FOUND_RANK = {
+    ResponseKind.SUCCEEDED: 0,
+    ResponseKind.AUTHORIZED: 0,
+    ResponseKind.PENDING: 1,
+    ResponseKind.REQUIRES_ACTION: 1,
+    ResponseKind.NOT_CHARGED: 3,
+}
 
 # Stripe counts these currencies in other units than ISO-4217's minor units: ISK keeps
 # two decimals in its API (100 is 1 krona), MGA none (ISO gives it two). Our amounts are
@@ -134,6 +159,7 @@ class StripeProcessor:
         api_base: str | None = None,
         timeout_s: float = 10.0,
         allow_live: bool = False,
+        clock: Clock | None = None,
     ) -> None:
         if not api_key:
             raise ValueError("a Stripe API key is required")
@@ -144,6 +170,8 @@ class StripeProcessor:
             raise ValueError("timeout_s must be positive")
         self.name = name
         self._timeout_s = timeout_s
+        # Wall time, to tell whether Stripe may have pruned a payment's keys.
+        self._clock: Clock = clock or SystemClock()
         self._api_key = api_key
         # Connect timeout only, cut to each call's deadline; the deadline itself is
         # enforced around the call, so a connect that cannot complete is told apart
@@ -207,6 +235,10 @@ class StripeProcessor:
     async def lookup(self, request: ChargeRequest, processor_payment_id: str) -> ProcessorResponse:
         deadline = self._deadline(request.timeout_s)
         pi_id = processor_payment_id
+        if not pi_id and self._keys_may_be_pruned(request):
+            found = await self._search_intent(request, deadline)
+            if found is not None:
+                return found
         if not pi_id:
             # No id: replaying the creates under their keys returns the stored answers.
             try:
@@ -389,6 +421,43 @@ class StripeProcessor:
             # Stored 500 (or 424): that create made no intent anyone knows of, none was
             # confirmed.
             link += 1
+
+    def _keys_may_be_pruned(self, request: ChargeRequest) -> bool:
+        """Whether Stripe may have pruned the keys of the request's payment: it made
+        them all after the payment was made. Not knowing when that was, they are kept."""
+        made = request.created_at
+        if made is None:
+            return False
+        if made.tzinfo is None:
+            made = made.replace(tzinfo=UTC)  # stored as UTC without its zone
+        return self._clock.now() - made >= _KEYS_SURELY_KEPT
+
+    async def _search_intent(
+        self, request: ChargeRequest, deadline: float
+    ) -> ProcessorResponse | None:
+        """The step's PaymentIntent found by its metadata, read afresh (a search result
+        can lag behind the object); None when Stripe has none for the step. Any answer
+        but a found intent or none (a search Stripe refuses or cannot answer) is an
+        error, which proves nothing: the step stays to be looked up again."""
+        query = " AND ".join(
+            f"metadata['{name}']:'{_quoted(value)}'"
+            for name, value in (
+                ("payorch_payment_id", request.payment_id),
+                ("payorch_step", str(request.step_index)),
+            )
+        )
+        params: PaymentIntentSearchParams = {"query": query, "limit": _PAGE_LIMIT}
+        try:
+            page = await self._call(
+                deadline, functools.partial(self._client.v1.payment_intents.search_async, params)
+            )
+        except _Failed as failed:
+            # Proves nothing, not even a refusal of the query: never "not found".
+            return failed.response
+        if not page.data:
+            return None
+        answers = [await self._lookup_by_id(pi.id, deadline) for pi in page.data]
+        return min(answers, key=_found_rank)
 
     async def _create(
         self, request: ChargeRequest, amount: int, key: str, deadline: float
@@ -628,6 +697,19 @@ def _after_unexpected_state(
     if found.kind is ResponseKind.NOT_CHARGED:
         return refused
     return dataclasses.replace(refused, kind=ResponseKind.PENDING)
+
+
+def _found_rank(found: ProcessorResponse) -> tuple[int, int]:
+    """Which of a step's PaymentIntents answers for it: one charged, held or on its way
+    first; then one that could not be read (it may be charged); then one not charged,
+    open before closed and with the bank's decline before without."""
+    rank = _FOUND_RANK.get(found.kind, 2)
+    return rank, int(found.closed) * 2 + int(found.error_type != "card_error")
+
+
+def _quoted(value: str) -> str:
+    """A value inside single quotes in Stripe's search query language."""
+    return value.replace("\\", "\\\\").replace("'", "\\'")
 
 
 def _stripe_amount(amount_minor: int, currency: str) -> int | None:
