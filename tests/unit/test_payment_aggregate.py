@@ -105,7 +105,7 @@ def test_single_step_failure_fails_with_the_step_error_and_a_payment_failed_even
     failed_step, failed = p.pending_events
     assert isinstance(failed_step, StepFailed)
     assert failed_step.error_code is ErrorCode.CARD_DECLINED
-    assert failed_step.retryable is DECLINED.retry_later
+    assert failed_step.retry_later is DECLINED.retry_later
     assert isinstance(failed, PaymentFailed)
     assert (failed.error_code, failed.request_id) == (ErrorCode.CARD_DECLINED, "order-1001")
     assert failed.message == p.final_error_message

@@ -56,6 +56,7 @@ EVENT_NAMES = (
     "PlanBreached",
     "PlanReinstated",
     "PlanCancelled",
+    "PaymentProcessing",
     "StepSucceeded",
     "StepFailed",
     "StepVoided",

@@ -12,6 +12,7 @@ from payorch.domain.events import (
     PaymentCaptured,
     PaymentCompleted,
     PaymentFailed,
+    PaymentProcessing,
     PaymentReconciled,
     PaymentRefunded,
     PaymentRefundFailed,
@@ -283,6 +284,12 @@ class Payment:
         event.sequence = self.event_sequence
         self.pending_events.append(event)
 
+    def started(self) -> None:
+        """A new payment, stored PROCESSING before its first charge: says so, once."""
+        if self.event_sequence:
+            raise InvalidTransition("the payment has started already")
+        self._raise(PaymentProcessing(self.amount_minor, self.request_id))
+
     def add_attempt(self, step: Step, attempt: Attempt) -> None:
         step.attempts.append(attempt)
         if attempt.processor_payment_id:
@@ -304,7 +311,9 @@ class Payment:
             raise InvalidTransition(f"step {step.index} is {step.status.value}")
         step.status, step.outcome, step.error_code = StepStatus.FAILED, c.outcome, c.error_code
         step.processor = processor
-        self._raise(StepFailed(step.index, processor, c.error_code, c.retry_later, latency_ms))
+        self._raise(
+            StepFailed(step.index, processor, c.error_code, c.retry_later, latency_ms, c.outcome)
+        )
 
     def step_requires_action(
         self, step: Step, *, processor: str, next_action: str, client_secret: str
