@@ -124,6 +124,19 @@ async def test_a_receiver_hears_of_a_payment_from_processing_to_completed_in_seq
     assert payment[0]["data"]["total_minor"] == payment[2]["data"]["total_minor"]
 
 
+async def test_a_payment_webhook_names_the_currency_of_its_amounts(container, clock, receiver):
+    app = container.installments
+    endpoint = (await app.endpoints.create("m_1", receiver.url, "", [])).endpoint
+    await create_plan(container, currency="JPY", total=9_000)
+
+    await app.dispatcher.run_once()
+    told = [verify(endpoint.secret, r.headers, r.body, now=clock.now()) for r in receiver.requests]
+    payment = [e["data"] for e in told if e["type"].startswith("payment.")]
+    # 3000 of what: minor units mean nothing without their currency (JPY has none).
+    assert {d.get("currency") for d in payment} == {"JPY"}
+    assert payment and all(d.get("total_minor", d.get("amount_minor")) == 3000 for d in payment)
+
+
 async def test_a_410_disables_the_endpoint_and_nothing_more_is_sent(container, clock, receiver):
     app = container.installments
     endpoint = (await app.endpoints.create("m_1", receiver.url, "", [])).endpoint
