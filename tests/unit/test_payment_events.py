@@ -48,26 +48,33 @@ class RecordingProcessor(SimulatedProcessor):
 
 
 class World:
-    def __init__(self) -> None:
+    def __init__(self, **config) -> None:
         self.clock = ManualClock()
         self.uow = FakeUnitOfWorkFactory()
         self.sim = RecordingProcessor(self.uow.events, self.clock.sleep)
         router = Router({"simulated": self.sim}, self.clock, rng=random.Random(1))
         configs = MerchantConfigs(
-            FakeMerchantConfigStore(), self.clock, ["simulated"], defaults=MerchantConfig("")
+            FakeMerchantConfigStore(),
+            self.clock,
+            ["simulated"],
+            defaults=MerchantConfig("", **config),
         )
         self.service = PaymentService(
             self.uow, router, self.clock, configs, Settlement(router.processors, self.clock)
         )
 
-    async def pay(self, token: str, *, request_id: str = "", total: int = 10000):
+    async def pay(self, token: str, *, request_id: str = "", total: int = 10000, split=(), **extra):
+        methods = [RawMethodInput(m, t, a) for m, t, a in split] or [
+            RawMethodInput("card", token, None)
+        ]
         core = parse_payment_request(
             RawPaymentRequest(
                 merchant_id="m_1",
                 request_id=request_id or f"r-{uuid.uuid4()}",
                 amount_minor=total,
                 currency="EUR",
-                methods=[RawMethodInput("card", token, None)],
+                methods=methods,
+                **extra,
             )
         )
         return await self.service.create(core, deadline_s=None)
@@ -127,6 +134,39 @@ async def test_a_replayed_create_raises_no_second_event():
         "StepSucceeded",
         "PaymentCompleted",
     ]
+
+
+# -- how a payment ended -----------------------------------------------------------------
+
+ENDINGS = {"PaymentCompleted", "PaymentFailed", "PaymentCancelled", "PaymentPartiallySucceeded"}
+
+
+async def test_a_partial_payment_says_it_ended_partly_paid_once():
+    w = World(allow_partial=True)
+    split = (("apple_pay", "pm_card_visa", 6000), ("card", "pm_card_chargeDeclined", None))
+    made = (await w.pay("", split=split)).payment
+
+    assert made.status is PaymentStatus.PARTIALLY_SUCCEEDED
+    ended = [e for e in w.uow.events if e.name in ENDINGS]
+    assert [e.name for e in ended] == ["PaymentPartiallySucceeded"]
+    assert w.uow.events[-1] is ended[0]  # after the capture of what was held
+    env = mappers.event_envelope(stored(ended[0], made.id), Currency("EUR"))
+    partial = env.payment_partially_succeeded
+    assert (partial.processed.amount_minor, partial.remaining.amount_minor) == (6000, 4000)
+    assert partial.request_id == made.request_id
+    assert body(stored(ended[0], made.id))["type"] == "payment.partially_succeeded"
+
+
+async def test_a_partial_authorization_captured_later_ends_once():
+    w = World(allow_partial=True)
+    split = (("apple_pay", "pm_card_visa", 6000), ("card", "pm_card_chargeDeclined", None))
+    held = (await w.pay("", split=split, authorize_only=True)).payment
+    assert held.status is PaymentStatus.PARTIALLY_SUCCEEDED
+
+    await w.service.capture(held.id, "m_1")
+    names = [e.name for e in w.uow.events]
+    assert names.count("PaymentPartiallySucceeded") == 1
+    assert names[-1] == "PaymentCaptured"
 
 
 # -- a failed step, as its consumer reads it ---------------------------------------------

@@ -62,6 +62,7 @@ EVENT_NAMES = (
     "StepVoided",
     "PaymentCompleted",
     "PaymentFailed",
+    "PaymentPartiallySucceeded",
     "PaymentReconciled",
     "PaymentCaptured",
     "PaymentRefunded",

@@ -61,6 +61,16 @@ class PaymentCompleted(DomainEvent):
 
 
 @dataclass(slots=True)
+class PaymentPartiallySucceeded(DomainEvent):
+    """The payment ended holding part of its amount (allow_partial): what it took or
+    holds, and what is left for the merchant to collect otherwise."""
+
+    processed_minor: int
+    remaining_minor: int
+    request_id: str
+
+
+@dataclass(slots=True)
 class PaymentFailed(DomainEvent):
     error_code: ErrorCode
     request_id: str

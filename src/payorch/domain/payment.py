@@ -12,6 +12,7 @@ from payorch.domain.events import (
     PaymentCaptured,
     PaymentCompleted,
     PaymentFailed,
+    PaymentPartiallySucceeded,
     PaymentProcessing,
     PaymentReconciled,
     PaymentRefunded,
@@ -44,6 +45,10 @@ _COMPLETED = (PaymentStatus.SUCCEEDED, PaymentStatus.AUTHORIZED)
 # States from which coming back to a completed one is no new completion: a refund
 # that failed at the processor returns a refunded payment to succeeded.
 _ONCE_COMPLETED = (*_COMPLETED, PaymentStatus.REFUNDED, PaymentStatus.PARTIALLY_REFUNDED)
+
+# States from which coming back to partially succeeded is no new ending: a refund of a
+# partial payment that failed at the processor.
+_ONCE_PARTIAL = (PaymentStatus.REFUNDED, PaymentStatus.PARTIALLY_REFUNDED)
 
 # States the reconciler has to finish.
 UNRESOLVED = frozenset({PaymentStatus.PROCESSING, PaymentStatus.UNKNOWN})
@@ -448,6 +453,16 @@ class Payment:
             if self.status in _COMPLETED and changed and before not in _ONCE_COMPLETED:
                 # Once: capturing an authorized payment later raises PaymentCaptured only.
                 self._raise(PaymentCompleted(self.amount_minor, self.request_id))
+            elif (
+                self.status is PaymentStatus.PARTIALLY_SUCCEEDED
+                and changed
+                and before not in _ONCE_PARTIAL
+            ):
+                self._raise(
+                    PaymentPartiallySucceeded(
+                        self.processed_minor, self.remaining_minor, self.request_id
+                    )
+                )
         elif self.status is PaymentStatus.FAILED:
             failed = [s for s in self.steps if s.status is StepStatus.FAILED]
             self.final_error = failed[-1].error_code if failed else ErrorCode.UNMAPPED

@@ -304,6 +304,14 @@ def event_envelope(e: StoredEvent, currency: Currency) -> events_pb2.EventEnvelo
                 total=money(p["total_minor"], currency), request_id=p["request_id"]
             )
         )
+    elif name == "PaymentPartiallySucceeded":
+        env.payment_partially_succeeded.CopyFrom(
+            events_pb2.PaymentPartiallySucceeded(
+                processed=money(p["processed_minor"], currency),
+                remaining=money(p["remaining_minor"], currency),
+                request_id=p["request_id"],
+            )
+        )
     elif name == "PaymentCompleted":
         env.payment_completed.CopyFrom(
             events_pb2.PaymentCompleted(
