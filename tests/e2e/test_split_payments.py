@@ -55,6 +55,7 @@ def test_a_hundred_dollars_as_sixty_apple_pay_and_forty_card(stub, server):
     ]
     assert p.result.total_processed.amount_minor == 10000 and p.result.remaining.amount_minor == 0
     assert events_of(stub, server, p) == [
+        "payment_processing",
         "step_succeeded",
         "step_succeeded",
         "payment_captured",
@@ -72,6 +73,7 @@ def test_a_declined_card_step_voids_the_apple_pay_authorization(stub, server):
     assert p.result.final_error == result_pb2.ERROR_CODE_CARD_DECLINED
     assert p.result.total_processed.amount_minor == 0
     assert events_of(stub, server, p) == [
+        "payment_processing",
         "step_succeeded",
         "step_failed",
         "step_voided",

@@ -56,7 +56,8 @@ async def test_a_successful_payment_is_stored_with_its_step_attempt_and_events(c
                 {"p": stored.id} if container.engine.dialect.name == "sqlite" else (stored.id,),
             )
         ]
-    assert names == ["StepSucceeded", "PaymentCompleted"]
+    # PaymentProcessing with the PROCESSING row, before the charge; the rest after it.
+    assert names == ["PaymentProcessing", "StepSucceeded", "PaymentCompleted"]
 
 
 async def test_a_declined_payment_keeps_the_raw_processor_fields(container):

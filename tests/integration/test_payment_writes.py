@@ -256,6 +256,31 @@ async def test_a_taken_request_id_is_a_duplicate_and_writes_nothing(uow):
     assert await count(uow, payment_steps) == 1
 
 
+async def test_a_create_that_loses_its_request_id_leaves_no_event_alone_or_in_a_batch(uow):
+    """A payment's first event goes with its PROCESSING row: the create whose request id
+    was taken (an idempotent replay, a race) must leave none, or its webhook would tell
+    of a payment that does not exist."""
+    first = new_payment(1, request_id="same")
+    first.started()
+    await uow.insert_payment(first)
+    twin = new_payment(2, request_id="same")
+    twin.started()
+    with pytest.raises(DuplicateRequest):
+        await uow.insert_payment(twin)  # alone
+    batch = [new_payment(n) for n in range(10, 40)]
+    batch.append(new_payment(999, request_id="req-17"))  # the same request id as #17
+    for p in batch:
+        p.started()
+    results = await asyncio.gather(*(uow.insert_payment(p) for p in batch), return_exceptions=True)
+    assert [type(r).__name__ for r in results if r is not None] == ["DuplicateRequest"]
+
+    async with uow.engine.connect() as conn:
+        stored = set((await conn.execute(select(payments.c.id))).scalars())
+        outbox = (await conn.execute(select(events.c.payment_id, events.c.name))).all()
+    assert len(stored) == 31
+    assert sorted(outbox) == sorted((p, "PaymentProcessing") for p in stored)
+
+
 async def test_a_stale_version_is_a_concurrent_update_and_writes_nothing(uow):
     p = new_payment(1)
     await uow.insert_payment(p)

@@ -239,7 +239,7 @@ async def test_a_stolen_card_decline_whose_answer_was_lost_reconciles_as_stolen_
         ops = [(a.operation, a.raw.decline_code) for a in step.attempts]
         assert ops[1:] == [("lookup", "stolen_card"), ("void", ""), ("lookup", "")]
         [failed] = [e for e in service._uow.events if e.name == "StepFailed"]
-        assert failed.retryable is False  # dunning must not charge a stolen card again
+        assert failed.retry_later is False  # dunning must not charge a stolen card again
         assert fake.charges_total == 0
 
 
@@ -267,7 +267,7 @@ async def test_a_decline_the_issuer_advises_not_to_try_again_is_never_tried_agai
     assert (step.outcome, step.error_code) == (Outcome.HARD, error_code)
     assert len(fake.requests_to("confirm")) == 1  # not tried again under the next key
     [failed] = [e for e in service._uow.events if e.name == "StepFailed"]
-    assert failed.retryable is False
+    assert failed.retry_later is False
     assert judge_charge(payment).retry_later is False  # nor on the dunning ladder
 
 

@@ -440,7 +440,7 @@ async def test_a_refund_made_in_stripes_dashboard_is_recorded_once_and_told_down
     assert await result_of(client, body) == "duplicate"
     assert await result_of(client, refund_event("refund.created", pi)) == "nothing new"
     assert await event_payloads(container, payment.id, "PaymentRefunded") == [
-        {"amount_minor": 2000, "refund_request_id": refund_id, "sequence": 3}
+        {"amount_minor": 2000, "refund_request_id": refund_id, "sequence": 4}
     ]
 
     # Refunding the rest through payorch asks Stripe for what is left, and its own

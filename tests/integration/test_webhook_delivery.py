@@ -97,6 +97,46 @@ async def test_a_receiver_verifies_each_webhook_and_sees_the_same_id_after_answe
     assert (done.status, done.attempts, done.last_status_code) == (DeliveryStatus.DELIVERED, 2, 204)
 
 
+async def test_a_receiver_hears_of_a_payment_from_processing_to_completed_in_sequence(
+    container, clock, receiver
+):
+    app = container.installments
+    endpoint = (await app.endpoints.create("m_1", receiver.url, "", [])).endpoint  # all
+    other = await Receiver().start()
+    try:
+        await app.endpoints.create("m_2", other.url, "", [])
+        first = await create_plan(container)  # its first installment is a payment of m_1
+
+        await app.dispatcher.run_once()
+        assert other.requests == []  # never another merchant's events
+    finally:
+        await other.stop()
+    told = [verify(endpoint.secret, r.headers, r.body, now=clock.now()) for r in receiver.requests]
+    payment = sorted(
+        (e for e in told if e["type"].startswith("payment.")), key=lambda e: e["data"]["sequence"]
+    )
+    assert [(e["type"], e["data"]["sequence"]) for e in payment] == [
+        ("payment.processing", 1),
+        ("payment.step.succeeded", 2),
+        ("payment.completed", 3),
+    ]
+    assert {e["data"]["payment_id"] for e in payment} == {first.first_payment_id}
+    assert payment[0]["data"]["total_minor"] == payment[2]["data"]["total_minor"]
+
+
+async def test_a_payment_webhook_names_the_currency_of_its_amounts(container, clock, receiver):
+    app = container.installments
+    endpoint = (await app.endpoints.create("m_1", receiver.url, "", [])).endpoint
+    await create_plan(container, currency="JPY", total=9_000)
+
+    await app.dispatcher.run_once()
+    told = [verify(endpoint.secret, r.headers, r.body, now=clock.now()) for r in receiver.requests]
+    payment = [e["data"] for e in told if e["type"].startswith("payment.")]
+    # 3000 of what: minor units mean nothing without their currency (JPY has none).
+    assert {d.get("currency") for d in payment} == {"JPY"}
+    assert payment and all(d.get("total_minor", d.get("amount_minor")) == 3000 for d in payment)
+
+
 async def test_a_410_disables_the_endpoint_and_nothing_more_is_sent(container, clock, receiver):
     app = container.installments
     endpoint = (await app.endpoints.create("m_1", receiver.url, "", [])).endpoint

@@ -12,6 +12,7 @@ from payorch.domain.events import (
     DomainEvent,
     PaymentCompleted,
     PaymentFailed,
+    PaymentPartiallySucceeded,
     StepFailed,
     StepSucceeded,
     StepVoided,
@@ -105,7 +106,7 @@ def test_single_step_failure_fails_with_the_step_error_and_a_payment_failed_even
     failed_step, failed = p.pending_events
     assert isinstance(failed_step, StepFailed)
     assert failed_step.error_code is ErrorCode.CARD_DECLINED
-    assert failed_step.retryable is DECLINED.retry_later
+    assert failed_step.retry_later is DECLINED.retry_later
     assert isinstance(failed, PaymentFailed)
     assert (failed.error_code, failed.request_id) == (ErrorCode.CARD_DECLINED, "order-1001")
     assert failed.message == p.final_error_message
@@ -259,8 +260,10 @@ def test_two_step_payment_with_one_success_reports_processed_and_remaining() -> 
     assert p.remaining_minor == 400
     assert p.status is PaymentStatus.PARTIALLY_SUCCEEDED
     assert not p.success
-    assert event_names(p) == ["StepSucceeded", "StepFailed"]
-    assert [e.sequence for e in p.pending_events] == [1, 2]
+    assert event_names(p) == ["StepSucceeded", "StepFailed", "PaymentPartiallySucceeded"]
+    assert p.pending_events[-1] == raised(PaymentPartiallySucceeded(600, 400, "order-1001"), 3)
+    p.settle(T1)
+    assert len(p.pending_events) == 3  # once
 
 
 def test_refunds_reduce_processed_but_not_remaining() -> None:

@@ -173,7 +173,7 @@ async def test_a_stolen_card_whose_decline_was_lost_reconciles_as_stolen_never_t
     assert payment.status is PaymentStatus.FAILED
     assert (step.outcome, step.error_code) == (Outcome.HARD, ErrorCode.STOLEN_CARD)
     [failed] = [e for e in w.uow.events if e.name == "StepFailed"]
-    assert failed.retryable is False  # dunning must not charge a stolen card again
+    assert failed.retry_later is False  # dunning must not charge a stolen card again
     assert w.charges == 0
 
 

@@ -73,7 +73,13 @@ async def test_a_hundred_dollars_split_sixty_apple_pay_forty_card_is_captured_wh
     ]
     assert w.held() == 10000
     names = [e.name for e in w.uow.events]
-    assert names == ["StepSucceeded", "StepSucceeded", "PaymentCaptured", "PaymentCompleted"]
+    assert names == [
+        "PaymentProcessing",
+        "StepSucceeded",
+        "StepSucceeded",
+        "PaymentCaptured",
+        "PaymentCompleted",
+    ]
 
 
 async def test_a_declined_card_step_voids_the_apple_pay_authorization():
@@ -83,7 +89,13 @@ async def test_a_declined_card_step_voids_the_apple_pay_authorization():
     assert [s.status for s in p.steps] == [StepStatus.VOIDED, StepStatus.FAILED]
     assert w.held() == 0
     names = [e.name for e in w.uow.events]
-    assert names == ["StepSucceeded", "StepFailed", "StepVoided", "PaymentFailed"]
+    assert names == [
+        "PaymentProcessing",
+        "StepSucceeded",
+        "StepFailed",
+        "StepVoided",
+        "PaymentFailed",
+    ]
 
 
 async def test_a_failed_step_falls_back_to_the_next_requested_method():

@@ -227,7 +227,7 @@ async def test_a_failed_void_fails_the_payment_says_what_is_held_and_the_reconci
         "step 1 failed: card_declined; 6000 still authorized: the void failed and is retried"
     )
     assert w.held() == 6000
-    assert names(w) == ["StepSucceeded", "StepFailed", "PaymentFailed"]
+    assert names(w) == ["PaymentProcessing", "StepSucceeded", "StepFailed", "PaymentFailed"]
 
     voids.everywhere = False
     w.clock.advance(61)
@@ -275,7 +275,12 @@ async def test_an_authorized_payment_captured_later_completes_once():
     w = World()
     p = await w.pay(("card", OK, None), total=2500, authorize_only=True)
     await w.service.capture(p.id, "m_1")
-    assert names(w) == ["StepSucceeded", "PaymentCompleted", "PaymentCaptured"]
+    assert names(w) == [
+        "PaymentProcessing",
+        "StepSucceeded",
+        "PaymentCompleted",
+        "PaymentCaptured",
+    ]
 
 
 # -- refunds retried under their request_id ------------------------------------

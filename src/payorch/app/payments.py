@@ -249,6 +249,9 @@ class PaymentService:
                 )
             # Insert first: the unique (merchant, request_id) constraint is the gate.
             payment = self._new_payment(request, fingerprint, plan, config)
+            # Committed with the PROCESSING row: out before anything is charged, so a
+            # caller that lost its answer (or a server that died) still hears of it.
+            payment.started()
             try:
                 await self._uow.insert_payment(payment)
                 break

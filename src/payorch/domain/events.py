@@ -30,8 +30,12 @@ class StepFailed(DomainEvent):
     step_index: int
     processor: str
     error_code: ErrorCode
-    retryable: bool
+    # Worth charging the method again later (Classification.retry_later). Stored events
+    # from before it was named so call it `retryable`; webhooks carry both names.
+    retry_later: bool
     latency_ms: int
+    # SOFT or HARD: how the step's last attempt was classified.
+    outcome: Outcome
 
 
 @dataclass(slots=True)
@@ -42,8 +46,27 @@ class StepVoided(DomainEvent):
 
 
 @dataclass(slots=True)
+class PaymentProcessing(DomainEvent):
+    """The payment is stored and its steps are about to be charged: raised once, at its
+    create, and committed with the PROCESSING row before any processor is called."""
+
+    total_minor: int
+    request_id: str
+
+
+@dataclass(slots=True)
 class PaymentCompleted(DomainEvent):
     total_minor: int
+    request_id: str
+
+
+@dataclass(slots=True)
+class PaymentPartiallySucceeded(DomainEvent):
+    """The payment ended holding part of its amount (allow_partial): what it took or
+    holds, and what is left for the merchant to collect otherwise."""
+
+    processed_minor: int
+    remaining_minor: int
     request_id: str
 
 

@@ -12,6 +12,8 @@ from payorch.domain.events import (
     PaymentCaptured,
     PaymentCompleted,
     PaymentFailed,
+    PaymentPartiallySucceeded,
+    PaymentProcessing,
     PaymentReconciled,
     PaymentRefunded,
     PaymentRefundFailed,
@@ -43,6 +45,10 @@ _COMPLETED = (PaymentStatus.SUCCEEDED, PaymentStatus.AUTHORIZED)
 # States from which coming back to a completed one is no new completion: a refund
 # that failed at the processor returns a refunded payment to succeeded.
 _ONCE_COMPLETED = (*_COMPLETED, PaymentStatus.REFUNDED, PaymentStatus.PARTIALLY_REFUNDED)
+
+# States from which coming back to partially succeeded is no new ending: a refund of a
+# partial payment that failed at the processor.
+_ONCE_PARTIAL = (PaymentStatus.REFUNDED, PaymentStatus.PARTIALLY_REFUNDED)
 
 # States the reconciler has to finish.
 UNRESOLVED = frozenset({PaymentStatus.PROCESSING, PaymentStatus.UNKNOWN})
@@ -294,6 +300,12 @@ class Payment:
         event.sequence = self.event_sequence
         self.pending_events.append(event)
 
+    def started(self) -> None:
+        """A new payment, stored PROCESSING before its first charge: says so, once."""
+        if self.event_sequence:
+            raise InvalidTransition("the payment has started already")
+        self._raise(PaymentProcessing(self.amount_minor, self.request_id))
+
     def add_attempt(self, step: Step, attempt: Attempt) -> None:
         step.attempts.append(attempt)
         if attempt.processor_payment_id:
@@ -315,7 +327,9 @@ class Payment:
             raise InvalidTransition(f"step {step.index} is {step.status.value}")
         step.status, step.outcome, step.error_code = StepStatus.FAILED, c.outcome, c.error_code
         step.processor = processor
-        self._raise(StepFailed(step.index, processor, c.error_code, c.retry_later, latency_ms))
+        self._raise(
+            StepFailed(step.index, processor, c.error_code, c.retry_later, latency_ms, c.outcome)
+        )
 
     def step_requires_action(
         self, step: Step, *, processor: str, next_action: str, client_secret: str
@@ -450,6 +464,16 @@ class Payment:
             if self.status in _COMPLETED and changed and before not in _ONCE_COMPLETED:
                 # Once: capturing an authorized payment later raises PaymentCaptured only.
                 self._raise(PaymentCompleted(self.amount_minor, self.request_id))
+            elif (
+                self.status is PaymentStatus.PARTIALLY_SUCCEEDED
+                and changed
+                and before not in _ONCE_PARTIAL
+            ):
+                self._raise(
+                    PaymentPartiallySucceeded(
+                        self.processed_minor, self.remaining_minor, self.request_id
+                    )
+                )
         elif self.status is PaymentStatus.FAILED:
             failed = [s for s in self.steps if s.status is StepStatus.FAILED]
             self.final_error = failed[-1].error_code if failed else ErrorCode.UNMAPPED

@@ -186,10 +186,20 @@ def webhook_body(
     sequence: int,
     occurred_at: datetime,
     payload: dict[str, Any],
+    currency: str = "",
 ) -> str:
     """The JSON body, Standard Webhooks shaped: type, timestamp, data. Canonical (sorted
-    keys, no spaces) and stored as sent, so every retry carries the same bytes."""
+    keys, no spaces) and stored as sent, so every retry carries the same bytes.
+    `currency`: the ISO code of the payload's amounts when the payload does not say it
+    (a payment's events; a plan's carry their own)."""
     data: dict[str, Any] = {**payload, "event_id": event_id, "sequence": sequence}
+    if currency:
+        data.setdefault("currency", currency)
+    if name == "StepFailed":
+        # `retryable` was retry_later's first name, and receivers may read it still:
+        # both are sent, whichever the stored event has.
+        data.setdefault("retry_later", data.get("retryable"))
+        data.setdefault("retryable", data["retry_later"])
     data["merchant_id"] = merchant_id
     if "plan_id" not in data:
         data["payment_id"] = aggregate_id

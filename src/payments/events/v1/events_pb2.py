@@ -27,33 +27,39 @@ from payments.plan.v1 import plan_pb2 as payments_dot_plan_dot_v1_dot_plan__pb2
 from payments.result.v1 import result_pb2 as payments_dot_result_dot_v1_dot_result__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fpayments/events/v1/events.proto\x12\x12payments.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bpayments/plan/v1/plan.proto\x1a\x1fpayments/result/v1/result.proto\"s\n\rStepSucceeded\x12\x12\n\nstep_index\x18\x01 \x01(\x05\x12\x11\n\tprocessor\x18\x02 \x01(\t\x12\x12\n\nlatency_ms\x18\x03 \x01(\x03\x12\'\n\x06\x61mount\x18\x04 \x01(\x0b\x32\x17.payments.plan.v1.Money\"\x8d\x01\n\nStepFailed\x12\x12\n\nstep_index\x18\x01 \x01(\x05\x12\x11\n\tprocessor\x18\x02 \x01(\t\x12\x31\n\nerror_code\x18\x03 \x01(\x0e\x32\x1d.payments.result.v1.ErrorCode\x12\x11\n\tretryable\x18\x04 \x01(\x08\x12\x12\n\nlatency_ms\x18\x05 \x01(\x03\"\\\n\nStepVoided\x12\x12\n\nstep_index\x18\x01 \x01(\x05\x12\x11\n\tprocessor\x18\x02 \x01(\t\x12\'\n\x06\x61mount\x18\x03 \x01(\x0b\x32\x17.payments.plan.v1.Money\"N\n\x10PaymentCompleted\x12&\n\x05total\x18\x01 \x01(\x0b\x32\x17.payments.plan.v1.Money\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"g\n\rPaymentFailed\x12\x31\n\nerror_code\x18\x01 \x01(\x0e\x32\x1d.payments.result.v1.ErrorCode\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"\x81\x01\n\x11PaymentReconciled\x12\x12\n\nstep_index\x18\x01 \x01(\x05\x12,\n\x07outcome\x18\x02 \x01(\x0e\x32\x1b.payments.result.v1.Outcome\x12\x0e\n\x06source\x18\x03 \x01(\t\x12\x1a\n\x12processor_event_id\x18\x04 \x01(\t\":\n\x0fPaymentCaptured\x12\'\n\x06\x61mount\x18\x01 \x01(\x0b\x32\x17.payments.plan.v1.Money\"U\n\x0fPaymentRefunded\x12\'\n\x06\x61mount\x18\x01 \x01(\x0b\x32\x17.payments.plan.v1.Money\x12\x19\n\x11refund_request_id\x18\x02 \x01(\t\"Q\n\x13PaymentRefundFailed\x12\'\n\x06\x61mount\x18\x01 \x01(\x0b\x32\x17.payments.plan.v1.Money\x12\x11\n\trefund_id\x18\x02 \x01(\t\"\"\n\x10PaymentCancelled\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\x95\x06\n\rEventEnvelope\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x12\n\npayment_id\x18\x02 \x01(\t\x12\x13\n\x0bmerchant_id\x18\x03 \x01(\t\x12\x10\n\x08sequence\x18\x04 \x01(\x03\x12/\n\x0boccurred_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12;\n\x0estep_succeeded\x18\n \x01(\x0b\x32!.payments.events.v1.StepSucceededH\x00\x12\x35\n\x0bstep_failed\x18\x0b \x01(\x0b\x32\x1e.payments.events.v1.StepFailedH\x00\x12\x35\n\x0bstep_voided\x18\x0c \x01(\x0b\x32\x1e.payments.events.v1.StepVoidedH\x00\x12\x41\n\x11payment_completed\x18\r \x01(\x0b\x32$.payments.events.v1.PaymentCompletedH\x00\x12;\n\x0epayment_failed\x18\x0e \x01(\x0b\x32!.payments.events.v1.PaymentFailedH\x00\x12\x43\n\x12payment_reconciled\x18\x0f \x01(\x0b\x32%.payments.events.v1.PaymentReconciledH\x00\x12?\n\x10payment_captured\x18\x10 \x01(\x0b\x32#.payments.events.v1.PaymentCapturedH\x00\x12?\n\x10payment_refunded\x18\x11 \x01(\x0b\x32#.payments.events.v1.PaymentRefundedH\x00\x12\x41\n\x11payment_cancelled\x18\x12 \x01(\x0b\x32$.payments.events.v1.PaymentCancelledH\x00\x12H\n\x15payment_refund_failed\x18\x13 \x01(\x0b\x32\'.payments.events.v1.PaymentRefundFailedH\x00\x42\x07\n\x05\x65ventb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fpayments/events/v1/events.proto\x12\x12payments.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bpayments/plan/v1/plan.proto\x1a\x1fpayments/result/v1/result.proto\"s\n\rStepSucceeded\x12\x12\n\nstep_index\x18\x01 \x01(\x05\x12\x11\n\tprocessor\x18\x02 \x01(\t\x12\x12\n\nlatency_ms\x18\x03 \x01(\x03\x12\'\n\x06\x61mount\x18\x04 \x01(\x0b\x32\x17.payments.plan.v1.Money\"\xd4\x01\n\nStepFailed\x12\x12\n\nstep_index\x18\x01 \x01(\x05\x12\x11\n\tprocessor\x18\x02 \x01(\t\x12\x31\n\nerror_code\x18\x03 \x01(\x0e\x32\x1d.payments.result.v1.ErrorCode\x12\x15\n\tretryable\x18\x04 \x01(\x08\x42\x02\x18\x01\x12\x12\n\nlatency_ms\x18\x05 \x01(\x03\x12\x13\n\x0bretry_later\x18\x06 \x01(\x08\x12,\n\x07outcome\x18\x07 \x01(\x0e\x32\x1b.payments.result.v1.Outcome\"\\\n\nStepVoided\x12\x12\n\nstep_index\x18\x01 \x01(\x05\x12\x11\n\tprocessor\x18\x02 \x01(\t\x12\'\n\x06\x61mount\x18\x03 \x01(\x0b\x32\x17.payments.plan.v1.Money\"O\n\x11PaymentProcessing\x12&\n\x05total\x18\x01 \x01(\x0b\x32\x17.payments.plan.v1.Money\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"N\n\x10PaymentCompleted\x12&\n\x05total\x18\x01 \x01(\x0b\x32\x17.payments.plan.v1.Money\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"\x87\x01\n\x19PaymentPartiallySucceeded\x12*\n\tprocessed\x18\x01 \x01(\x0b\x32\x17.payments.plan.v1.Money\x12*\n\tremaining\x18\x02 \x01(\x0b\x32\x17.payments.plan.v1.Money\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"g\n\rPaymentFailed\x12\x31\n\nerror_code\x18\x01 \x01(\x0e\x32\x1d.payments.result.v1.ErrorCode\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"\x81\x01\n\x11PaymentReconciled\x12\x12\n\nstep_index\x18\x01 \x01(\x05\x12,\n\x07outcome\x18\x02 \x01(\x0e\x32\x1b.payments.result.v1.Outcome\x12\x0e\n\x06source\x18\x03 \x01(\t\x12\x1a\n\x12processor_event_id\x18\x04 \x01(\t\":\n\x0fPaymentCaptured\x12\'\n\x06\x61mount\x18\x01 \x01(\x0b\x32\x17.payments.plan.v1.Money\"U\n\x0fPaymentRefunded\x12\'\n\x06\x61mount\x18\x01 \x01(\x0b\x32\x17.payments.plan.v1.Money\x12\x19\n\x11refund_request_id\x18\x02 \x01(\t\"Q\n\x13PaymentRefundFailed\x12\'\n\x06\x61mount\x18\x01 \x01(\x0b\x32\x17.payments.plan.v1.Money\x12\x11\n\trefund_id\x18\x02 \x01(\t\"\"\n\x10PaymentCancelled\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\xb0\x07\n\rEventEnvelope\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x12\n\npayment_id\x18\x02 \x01(\t\x12\x13\n\x0bmerchant_id\x18\x03 \x01(\t\x12\x10\n\x08sequence\x18\x04 \x01(\x03\x12/\n\x0boccurred_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12;\n\x0estep_succeeded\x18\n \x01(\x0b\x32!.payments.events.v1.StepSucceededH\x00\x12\x35\n\x0bstep_failed\x18\x0b \x01(\x0b\x32\x1e.payments.events.v1.StepFailedH\x00\x12\x35\n\x0bstep_voided\x18\x0c \x01(\x0b\x32\x1e.payments.events.v1.StepVoidedH\x00\x12\x41\n\x11payment_completed\x18\r \x01(\x0b\x32$.payments.events.v1.PaymentCompletedH\x00\x12;\n\x0epayment_failed\x18\x0e \x01(\x0b\x32!.payments.events.v1.PaymentFailedH\x00\x12\x43\n\x12payment_reconciled\x18\x0f \x01(\x0b\x32%.payments.events.v1.PaymentReconciledH\x00\x12?\n\x10payment_captured\x18\x10 \x01(\x0b\x32#.payments.events.v1.PaymentCapturedH\x00\x12?\n\x10payment_refunded\x18\x11 \x01(\x0b\x32#.payments.events.v1.PaymentRefundedH\x00\x12\x41\n\x11payment_cancelled\x18\x12 \x01(\x0b\x32$.payments.events.v1.PaymentCancelledH\x00\x12H\n\x15payment_refund_failed\x18\x13 \x01(\x0b\x32\'.payments.events.v1.PaymentRefundFailedH\x00\x12\x43\n\x12payment_processing\x18\x14 \x01(\x0b\x32%.payments.events.v1.PaymentProcessingH\x00\x12T\n\x1bpayment_partially_succeeded\x18\x15 \x01(\x0b\x32-.payments.events.v1.PaymentPartiallySucceededH\x00\x42\x07\n\x05\x65ventb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'payments.events.v1.events_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_STEPFAILED'].fields_by_name['retryable']._loaded_options = None
+  _globals['_STEPFAILED'].fields_by_name['retryable']._serialized_options = b'\030\001'
   _globals['_STEPSUCCEEDED']._serialized_start=150
   _globals['_STEPSUCCEEDED']._serialized_end=265
   _globals['_STEPFAILED']._serialized_start=268
-  _globals['_STEPFAILED']._serialized_end=409
-  _globals['_STEPVOIDED']._serialized_start=411
-  _globals['_STEPVOIDED']._serialized_end=503
-  _globals['_PAYMENTCOMPLETED']._serialized_start=505
-  _globals['_PAYMENTCOMPLETED']._serialized_end=583
-  _globals['_PAYMENTFAILED']._serialized_start=585
-  _globals['_PAYMENTFAILED']._serialized_end=688
-  _globals['_PAYMENTRECONCILED']._serialized_start=691
-  _globals['_PAYMENTRECONCILED']._serialized_end=820
-  _globals['_PAYMENTCAPTURED']._serialized_start=822
-  _globals['_PAYMENTCAPTURED']._serialized_end=880
-  _globals['_PAYMENTREFUNDED']._serialized_start=882
-  _globals['_PAYMENTREFUNDED']._serialized_end=967
-  _globals['_PAYMENTREFUNDFAILED']._serialized_start=969
-  _globals['_PAYMENTREFUNDFAILED']._serialized_end=1050
-  _globals['_PAYMENTCANCELLED']._serialized_start=1052
-  _globals['_PAYMENTCANCELLED']._serialized_end=1086
-  _globals['_EVENTENVELOPE']._serialized_start=1089
-  _globals['_EVENTENVELOPE']._serialized_end=1878
+  _globals['_STEPFAILED']._serialized_end=480
+  _globals['_STEPVOIDED']._serialized_start=482
+  _globals['_STEPVOIDED']._serialized_end=574
+  _globals['_PAYMENTPROCESSING']._serialized_start=576
+  _globals['_PAYMENTPROCESSING']._serialized_end=655
+  _globals['_PAYMENTCOMPLETED']._serialized_start=657
+  _globals['_PAYMENTCOMPLETED']._serialized_end=735
+  _globals['_PAYMENTPARTIALLYSUCCEEDED']._serialized_start=738
+  _globals['_PAYMENTPARTIALLYSUCCEEDED']._serialized_end=873
+  _globals['_PAYMENTFAILED']._serialized_start=875
+  _globals['_PAYMENTFAILED']._serialized_end=978
+  _globals['_PAYMENTRECONCILED']._serialized_start=981
+  _globals['_PAYMENTRECONCILED']._serialized_end=1110
+  _globals['_PAYMENTCAPTURED']._serialized_start=1112
+  _globals['_PAYMENTCAPTURED']._serialized_end=1170
+  _globals['_PAYMENTREFUNDED']._serialized_start=1172
+  _globals['_PAYMENTREFUNDED']._serialized_end=1257
+  _globals['_PAYMENTREFUNDFAILED']._serialized_start=1259
+  _globals['_PAYMENTREFUNDFAILED']._serialized_end=1340
+  _globals['_PAYMENTCANCELLED']._serialized_start=1342
+  _globals['_PAYMENTCANCELLED']._serialized_end=1376
+  _globals['_EVENTENVELOPE']._serialized_start=1379
+  _globals['_EVENTENVELOPE']._serialized_end=2323
 # @@protoc_insertion_point(module_scope)

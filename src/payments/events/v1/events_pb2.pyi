@@ -23,18 +23,22 @@ class StepSucceeded(_message.Message):
     def __init__(self, step_index: _Optional[int] = ..., processor: _Optional[str] = ..., latency_ms: _Optional[int] = ..., amount: _Optional[_Union[_plan_pb2.Money, _Mapping]] = ...) -> None: ...
 
 class StepFailed(_message.Message):
-    __slots__ = ("step_index", "processor", "error_code", "retryable", "latency_ms")
+    __slots__ = ("step_index", "processor", "error_code", "retryable", "latency_ms", "retry_later", "outcome")
     STEP_INDEX_FIELD_NUMBER: _ClassVar[int]
     PROCESSOR_FIELD_NUMBER: _ClassVar[int]
     ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
     RETRYABLE_FIELD_NUMBER: _ClassVar[int]
     LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    RETRY_LATER_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
     step_index: int
     processor: str
     error_code: _result_pb2.ErrorCode
     retryable: bool
     latency_ms: int
-    def __init__(self, step_index: _Optional[int] = ..., processor: _Optional[str] = ..., error_code: _Optional[_Union[_result_pb2.ErrorCode, str]] = ..., retryable: _Optional[bool] = ..., latency_ms: _Optional[int] = ...) -> None: ...
+    retry_later: bool
+    outcome: _result_pb2.Outcome
+    def __init__(self, step_index: _Optional[int] = ..., processor: _Optional[str] = ..., error_code: _Optional[_Union[_result_pb2.ErrorCode, str]] = ..., retryable: _Optional[bool] = ..., latency_ms: _Optional[int] = ..., retry_later: _Optional[bool] = ..., outcome: _Optional[_Union[_result_pb2.Outcome, str]] = ...) -> None: ...
 
 class StepVoided(_message.Message):
     __slots__ = ("step_index", "processor", "amount")
@@ -46,6 +50,14 @@ class StepVoided(_message.Message):
     amount: _plan_pb2.Money
     def __init__(self, step_index: _Optional[int] = ..., processor: _Optional[str] = ..., amount: _Optional[_Union[_plan_pb2.Money, _Mapping]] = ...) -> None: ...
 
+class PaymentProcessing(_message.Message):
+    __slots__ = ("total", "request_id")
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    total: _plan_pb2.Money
+    request_id: str
+    def __init__(self, total: _Optional[_Union[_plan_pb2.Money, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
 class PaymentCompleted(_message.Message):
     __slots__ = ("total", "request_id")
     TOTAL_FIELD_NUMBER: _ClassVar[int]
@@ -53,6 +65,16 @@ class PaymentCompleted(_message.Message):
     total: _plan_pb2.Money
     request_id: str
     def __init__(self, total: _Optional[_Union[_plan_pb2.Money, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class PaymentPartiallySucceeded(_message.Message):
+    __slots__ = ("processed", "remaining", "request_id")
+    PROCESSED_FIELD_NUMBER: _ClassVar[int]
+    REMAINING_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    processed: _plan_pb2.Money
+    remaining: _plan_pb2.Money
+    request_id: str
+    def __init__(self, processed: _Optional[_Union[_plan_pb2.Money, _Mapping]] = ..., remaining: _Optional[_Union[_plan_pb2.Money, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class PaymentFailed(_message.Message):
     __slots__ = ("error_code", "request_id", "message")
@@ -105,7 +127,7 @@ class PaymentCancelled(_message.Message):
     def __init__(self, reason: _Optional[str] = ...) -> None: ...
 
 class EventEnvelope(_message.Message):
-    __slots__ = ("event_id", "payment_id", "merchant_id", "sequence", "occurred_at", "step_succeeded", "step_failed", "step_voided", "payment_completed", "payment_failed", "payment_reconciled", "payment_captured", "payment_refunded", "payment_cancelled", "payment_refund_failed")
+    __slots__ = ("event_id", "payment_id", "merchant_id", "sequence", "occurred_at", "step_succeeded", "step_failed", "step_voided", "payment_completed", "payment_failed", "payment_reconciled", "payment_captured", "payment_refunded", "payment_cancelled", "payment_refund_failed", "payment_processing", "payment_partially_succeeded")
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     PAYMENT_ID_FIELD_NUMBER: _ClassVar[int]
     MERCHANT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -121,6 +143,8 @@ class EventEnvelope(_message.Message):
     PAYMENT_REFUNDED_FIELD_NUMBER: _ClassVar[int]
     PAYMENT_CANCELLED_FIELD_NUMBER: _ClassVar[int]
     PAYMENT_REFUND_FAILED_FIELD_NUMBER: _ClassVar[int]
+    PAYMENT_PROCESSING_FIELD_NUMBER: _ClassVar[int]
+    PAYMENT_PARTIALLY_SUCCEEDED_FIELD_NUMBER: _ClassVar[int]
     event_id: str
     payment_id: str
     merchant_id: str
@@ -136,4 +160,6 @@ class EventEnvelope(_message.Message):
     payment_refunded: PaymentRefunded
     payment_cancelled: PaymentCancelled
     payment_refund_failed: PaymentRefundFailed
-    def __init__(self, event_id: _Optional[str] = ..., payment_id: _Optional[str] = ..., merchant_id: _Optional[str] = ..., sequence: _Optional[int] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., step_succeeded: _Optional[_Union[StepSucceeded, _Mapping]] = ..., step_failed: _Optional[_Union[StepFailed, _Mapping]] = ..., step_voided: _Optional[_Union[StepVoided, _Mapping]] = ..., payment_completed: _Optional[_Union[PaymentCompleted, _Mapping]] = ..., payment_failed: _Optional[_Union[PaymentFailed, _Mapping]] = ..., payment_reconciled: _Optional[_Union[PaymentReconciled, _Mapping]] = ..., payment_captured: _Optional[_Union[PaymentCaptured, _Mapping]] = ..., payment_refunded: _Optional[_Union[PaymentRefunded, _Mapping]] = ..., payment_cancelled: _Optional[_Union[PaymentCancelled, _Mapping]] = ..., payment_refund_failed: _Optional[_Union[PaymentRefundFailed, _Mapping]] = ...) -> None: ...
+    payment_processing: PaymentProcessing
+    payment_partially_succeeded: PaymentPartiallySucceeded
+    def __init__(self, event_id: _Optional[str] = ..., payment_id: _Optional[str] = ..., merchant_id: _Optional[str] = ..., sequence: _Optional[int] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., step_succeeded: _Optional[_Union[StepSucceeded, _Mapping]] = ..., step_failed: _Optional[_Union[StepFailed, _Mapping]] = ..., step_voided: _Optional[_Union[StepVoided, _Mapping]] = ..., payment_completed: _Optional[_Union[PaymentCompleted, _Mapping]] = ..., payment_failed: _Optional[_Union[PaymentFailed, _Mapping]] = ..., payment_reconciled: _Optional[_Union[PaymentReconciled, _Mapping]] = ..., payment_captured: _Optional[_Union[PaymentCaptured, _Mapping]] = ..., payment_refunded: _Optional[_Union[PaymentRefunded, _Mapping]] = ..., payment_cancelled: _Optional[_Union[PaymentCancelled, _Mapping]] = ..., payment_refund_failed: _Optional[_Union[PaymentRefundFailed, _Mapping]] = ..., payment_processing: _Optional[_Union[PaymentProcessing, _Mapping]] = ..., payment_partially_succeeded: _Optional[_Union[PaymentPartiallySucceeded, _Mapping]] = ...) -> None: ...

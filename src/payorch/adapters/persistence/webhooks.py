@@ -12,7 +12,12 @@ from sqlalchemy import and_, func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from payorch.adapters.persistence.sql import one_of
-from payorch.adapters.persistence.tables import events, webhook_deliveries, webhook_endpoints
+from payorch.adapters.persistence.tables import (
+    events,
+    payments,
+    webhook_deliveries,
+    webhook_endpoints,
+)
 from payorch.app.ids import new_id
 from payorch.app.installment_ports import Cursor, DeliveryJob
 from payorch.app.ports import ConcurrentUpdate
@@ -27,6 +32,13 @@ from payorch.domain.webhook_delivery import (
 from payorch.webhooks import SECRET_PREFIX
 
 _PENDING = DeliveryStatus.PENDING.value
+
+
+# A payment event's amounts are minor units of its payment's currency, which the event
+# does not repeat (plan events carry their own); None for a plan's events.
+currency_of_payment = (
+    select(payments.c.currency).where(payments.c.id == events.c.payment_id).scalar_subquery()
+)
 
 
 def _endpoints_lock_key(merchant_id: str) -> int:
@@ -178,11 +190,11 @@ class SqlAlchemyWebhookRepository:
         batch = (
             (
                 await self._conn.execute(
-                    select(events)
+                    select(events, currency_of_payment.label("payment_currency"))
                     .where(events.c.published_at.is_(None))
                     .order_by(events.c.occurred_at, events.c.id)
                     .limit(limit)
-                    .with_for_update(skip_locked=True)
+                    .with_for_update(skip_locked=True, of=events)
                 )
             )
             .mappings()
@@ -217,6 +229,7 @@ class SqlAlchemyWebhookRepository:
                 sequence=e["sequence"],
                 occurred_at=e["occurred_at"],
                 payload=dict(e["payload"]),
+                currency=e["payment_currency"] or "",
             )
             for ep in wanting:
                 rows.append(

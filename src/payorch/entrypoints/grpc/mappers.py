@@ -276,12 +276,17 @@ def event_envelope(e: StoredEvent, currency: Currency) -> events_pb2.EventEnvelo
             )
         )
     elif name == "StepFailed":
+        # Stored as `retryable`, with no outcome, before either was named so.
+        retry_later = p["retry_later"] if "retry_later" in p else p["retryable"]
+        outcome = p.get("outcome")
         env.step_failed.CopyFrom(
             events_pb2.StepFailed(
                 step_index=p["step_index"],
                 processor=p["processor"],
                 error_code=ERROR_CODES[ErrorCode(p["error_code"])],
-                retryable=p["retryable"],
+                retryable=retry_later,  # deprecated: always retry_later's value
+                retry_later=retry_later,
+                outcome=OUTCOMES[Outcome(outcome)] if outcome else result_pb2.OUTCOME_UNSPECIFIED,
                 latency_ms=p["latency_ms"],
             )
         )
@@ -291,6 +296,20 @@ def event_envelope(e: StoredEvent, currency: Currency) -> events_pb2.EventEnvelo
                 step_index=p["step_index"],
                 processor=p["processor"],
                 amount=money(p["amount_minor"], currency),
+            )
+        )
+    elif name == "PaymentProcessing":
+        env.payment_processing.CopyFrom(
+            events_pb2.PaymentProcessing(
+                total=money(p["total_minor"], currency), request_id=p["request_id"]
+            )
+        )
+    elif name == "PaymentPartiallySucceeded":
+        env.payment_partially_succeeded.CopyFrom(
+            events_pb2.PaymentPartiallySucceeded(
+                processed=money(p["processed_minor"], currency),
+                remaining=money(p["remaining_minor"], currency),
+                request_id=p["request_id"],
             )
         )
     elif name == "PaymentCompleted":
