@@ -121,6 +121,20 @@ def check_times(settings: Settings) -> None:
             raise InvalidSettings(f"{var} must be {low:g}..{high:g} seconds{note}, not {value}")
 
 
+# Calls open at once on one server: over the benchmark's 1,000 in flight with room to
+# spare, and a bound on what a flood over many connections can hold in memory.
+MAX_CONCURRENT_RPCS = 100_000
+
+
+def check_limits(settings: Settings) -> None:
+    """Refuse a count setting outside its bounds."""
+    for var, value, low, high in (
+        ("PAYORCH_MAX_CONCURRENT_RPCS", settings.max_concurrent_rpcs, 1, MAX_CONCURRENT_RPCS),
+    ):
+        if not low <= value <= high:
+            raise InvalidSettings(f"{var} must be {low:,}..{high:,}, not {value}")
+
+
 def health_policy(settings: Settings) -> HealthPolicy:
     try:
         return _health_policy(settings)
@@ -193,6 +207,7 @@ async def bootstrap(
     clock = clock or clock_from_settings(settings)
     # Settings it cannot start with are refused before the database is opened.
     check_times(settings)
+    check_limits(settings)
     policy = health_policy(settings)
     processors, simulated = build_processors(settings)
     engine = create_engine(settings.database_url)

@@ -59,6 +59,9 @@ class Settings:
     # A gRPC connection with no call open this long is closed (the client reconnects
     # on its next call): idle ones otherwise hold a file descriptor each for good.
     max_connection_idle_s: float = 300.0
+    # Calls open at once on the whole server (every connection, health and reflection
+    # included); more are refused RESOURCE_EXHAUSTED before any handler runs.
+    max_concurrent_rpcs: int = 2000
     log_level: str = "INFO"
     # The serve loop: "uvloop" (when installed) or "asyncio".
     event_loop: str = "uvloop"

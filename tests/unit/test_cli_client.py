@@ -403,6 +403,8 @@ LIVE_KEY_TAIL = "51HxYzLiveKeyTail0123456789"
         # 0 would close a connection between two calls; nan or inf, never.
         ({"PAYORCH_MAX_CONNECTION_IDLE_S": "0"}, [], "PAYORCH_MAX_CONNECTION_IDLE_S"),
         ({"PAYORCH_MAX_CONNECTION_IDLE_S": "nan"}, [], "PAYORCH_MAX_CONNECTION_IDLE_S"),
+        # grpc refuses 0 or less with a traceback, after the database was opened.
+        ({"PAYORCH_MAX_CONCURRENT_RPCS": "0"}, [], "PAYORCH_MAX_CONCURRENT_RPCS"),
     ],
     ids=[
         "unknown fault",
@@ -419,6 +421,7 @@ LIVE_KEY_TAIL = "51HxYzLiveKeyTail0123456789"
         "negative grace",
         "connections never idle",
         "connection idle nan",
+        "no call at once",
     ],
 )
 @pytest.mark.parametrize("command", [["serve", "--listen", "127.0.0.1:0"], ["scheduler", "--once"]])
