@@ -109,6 +109,10 @@ def check_times(settings: Settings) -> None:
         ("PAYORCH_CONFIG_CACHE_S", settings.config_cache_s, 0.0, MAX_CACHE_S, " (0: not cached)"),
         ("PAYORCH_SHUTDOWN_DRAIN_S", settings.shutdown_drain_s, 0.0, MAX_STOP_S, ""),
         ("PAYORCH_GRACE_PERIOD_S", settings.grace_period_s, 0.0, MAX_STOP_S, ""),
+        # Beyond these a processor call times out at once, or holds its payment an hour.
+        ("PAYORCH_CALL_TIMEOUT_S", settings.call_timeout_s, 0.001, MAX_STOP_S, ""),
+        # Under a second, passes run back to back and hold the database.
+        ("PAYORCH_RECONCILE_INTERVAL_S", settings.reconcile_interval_s, 1.0, 86400.0, ""),
         (
             "PAYORCH_MAX_CONNECTION_IDLE_S",
             settings.max_connection_idle_s,
@@ -124,12 +128,24 @@ def check_times(settings: Settings) -> None:
 # Calls open at once on one server: over the benchmark's 1,000 in flight with room to
 # spare, and a bound on what a flood over many connections can hold in memory.
 MAX_CONCURRENT_RPCS = 100_000
+# An answer may be four times a request, and grpc holds both limits in 32 bits. Under
+# 1 KiB not even a payment fits; grpc reads a negative limit as none at all.
+MIN_MESSAGE_BYTES = 1024
+MAX_MESSAGE_BYTES = (2**31 - 1) // 4
 
 
 def check_limits(settings: Settings) -> None:
-    """Refuse a count setting outside its bounds."""
+    """Refuse a count setting outside its bounds (a port over 65535 was taken modulo
+    65536: /metrics and /readyz answered on another port)."""
     for var, value, low, high in (
         ("PAYORCH_MAX_CONCURRENT_RPCS", settings.max_concurrent_rpcs, 1, MAX_CONCURRENT_RPCS),
+        ("PAYORCH_HTTP_PORT", settings.http_port, 0, 65535),
+        (
+            "PAYORCH_MAX_MESSAGE_BYTES",
+            settings.max_message_bytes,
+            MIN_MESSAGE_BYTES,
+            MAX_MESSAGE_BYTES,
+        ),
     ):
         if not low <= value <= high:
             raise InvalidSettings(f"{var} must be {low:,}..{high:,}, not {value}")

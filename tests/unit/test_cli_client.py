@@ -405,6 +405,23 @@ LIVE_KEY_TAIL = "51HxYzLiveKeyTail0123456789"
         ({"PAYORCH_MAX_CONNECTION_IDLE_S": "nan"}, [], "PAYORCH_MAX_CONNECTION_IDLE_S"),
         # grpc refuses 0 or less with a traceback, after the database was opened.
         ({"PAYORCH_MAX_CONCURRENT_RPCS": "0"}, [], "PAYORCH_MAX_CONCURRENT_RPCS"),
+        # Each was a traceback of int(), float() or logging naming no variable.
+        ({"PAYORCH_HTTP_PORT": "http"}, [], "PAYORCH_HTTP_PORT"),
+        ({"PAYORCH_CALL_TIMEOUT_S": "10s"}, [], "PAYORCH_CALL_TIMEOUT_S"),
+        ({"PAYORCH_SCHEDULER_BATCH_SIZE": "1.5"}, [], "PAYORCH_SCHEDULER_BATCH_SIZE"),
+        ({"PAYORCH_LOG_LEVEL": "LOUD"}, [], "PAYORCH_LOG_LEVEL"),
+        # A typo switched a feature off without a word.
+        ({"PAYORCH_STRIPE_ALLOW_LIVE": "ture"}, [], "PAYORCH_STRIPE_ALLOW_LIVE"),
+        # 70000 served /metrics and /readyz on port 4464 (70000 - 65536).
+        ({"PAYORCH_HTTP_PORT": "70000"}, [], "PAYORCH_HTTP_PORT"),
+        # grpc reads -1 as no limit at all on a request's size, and 0 refuses every one.
+        ({"PAYORCH_MAX_MESSAGE_BYTES": "-1"}, [], "PAYORCH_MAX_MESSAGE_BYTES"),
+        ({"PAYORCH_MAX_MESSAGE_BYTES": "0"}, [], "PAYORCH_MAX_MESSAGE_BYTES"),
+        # A processor call that times out at once, or never.
+        ({"PAYORCH_CALL_TIMEOUT_S": "nan"}, [], "PAYORCH_CALL_TIMEOUT_S"),
+        ({"PAYORCH_CALL_TIMEOUT_S": "0"}, [], "PAYORCH_CALL_TIMEOUT_S"),
+        # Reconciliation passes back to back, holding the database.
+        ({"PAYORCH_RECONCILE_INTERVAL_S": "0"}, [], "PAYORCH_RECONCILE_INTERVAL_S"),
     ],
     ids=[
         "unknown fault",
@@ -422,6 +439,17 @@ LIVE_KEY_TAIL = "51HxYzLiveKeyTail0123456789"
         "connections never idle",
         "connection idle nan",
         "no call at once",
+        "port not a number",
+        "timeout with a unit",
+        "batch size not whole",
+        "unknown log level",
+        "boolean typo",
+        "port over 65535",
+        "message limit negative",
+        "message limit zero",
+        "call timeout nan",
+        "call timeout zero",
+        "reconcile back to back",
     ],
 )
 @pytest.mark.parametrize("command", [["serve", "--listen", "127.0.0.1:0"], ["scheduler", "--once"]])
