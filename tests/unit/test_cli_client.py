@@ -7,6 +7,7 @@ the channel (metadata and request as sent), answers it, and reads what was print
 from __future__ import annotations
 
 import json
+import os
 import threading
 import uuid
 from collections.abc import Iterator
@@ -628,3 +629,26 @@ def test_retry_installment_sends_a_request_id_to_make_it_again_after_a_lost_answ
     else:  # named, to make the same call again with --request-id
         assert request.request_id.startswith("retry-")
         assert failure["request_id"] == request.request_id
+
+
+@pytest.mark.parametrize("command", [["migrate"], ["keys", "list"]])
+def test_a_sqlite_directory_the_user_cannot_write_is_one_line_naming_it_with_exit_2(
+    command, tmp_path, monkeypatch, capsys
+):
+    # A container's volume not writable by its user (uid 10001): SQLite's "unable to
+    # open database file" came as a traceback naming neither the file nor the user.
+    # The tests run as root, who may write anywhere: the check's answer is made up.
+    real_access = os.access
+
+    def access(path, mode, **kwargs):
+        return str(path) != str(tmp_path) and real_access(path, mode, **kwargs)
+
+    monkeypatch.setattr(os, "access", access)
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    argv = [command[0], "--database-url", url, *command[1:]]
+    assert exit_code_of(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("payorch: ") and str(tmp_path) in last and "writable" in last
+    assert not (tmp_path / "p.db").exists()
