@@ -151,6 +151,28 @@ def check_limits(settings: Settings) -> None:
             raise InvalidSettings(f"{var} must be {low:,}..{high:,}, not {value}")
 
 
+def check_tls(settings: Settings) -> None:
+    """TLS files come together. A client CA or a key without a certificate served
+    plaintext, asking no client for a certificate, while the operator meant mTLS."""
+    if not settings.tls_cert_file:
+        for var, value in (
+            ("PAYORCH_TLS_KEY_FILE", settings.tls_key_file),
+            ("PAYORCH_TLS_CLIENT_CA_FILE", settings.tls_client_ca_file),
+        ):
+            if value:
+                raise InvalidSettings(
+                    f"{var} needs PAYORCH_TLS_CERT_FILE (and PAYORCH_TLS_KEY_FILE):"
+                    " without a certificate the server would serve plaintext"
+                )
+    elif not settings.tls_key_file:
+        raise InvalidSettings("PAYORCH_TLS_CERT_FILE needs PAYORCH_TLS_KEY_FILE, its private key")
+    if settings.tls_client_crl_file and not settings.tls_client_ca_file:
+        raise InvalidSettings(
+            "PAYORCH_TLS_CLIENT_CRL_FILE needs PAYORCH_TLS_CLIENT_CA_FILE: without mutual"
+            " TLS there is no client certificate to check"
+        )
+
+
 def health_policy(settings: Settings) -> HealthPolicy:
     try:
         return _health_policy(settings)
@@ -224,6 +246,7 @@ async def bootstrap(
     # Settings it cannot start with are refused before the database is opened.
     check_times(settings)
     check_limits(settings)
+    check_tls(settings)
     policy = health_policy(settings)
     processors, simulated = build_processors(settings)
     engine = create_engine(settings.database_url)

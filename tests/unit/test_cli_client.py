@@ -423,6 +423,12 @@ LIVE_KEY_TAIL = "51HxYzLiveKeyTail0123456789"
         ({"PAYORCH_CALL_TIMEOUT_S": "0"}, [], "PAYORCH_CALL_TIMEOUT_S"),
         # Reconciliation passes back to back, holding the database.
         ({"PAYORCH_RECONCILE_INTERVAL_S": "0"}, [], "PAYORCH_RECONCILE_INTERVAL_S"),
+        # A client CA or a key without a certificate served plaintext, asking no
+        # client for a certificate; a certificate without a key said "Is a directory".
+        ({"PAYORCH_TLS_CLIENT_CA_FILE": "ca.pem"}, [], "PAYORCH_TLS_CERT_FILE"),
+        ({"PAYORCH_TLS_KEY_FILE": "server.key"}, [], "PAYORCH_TLS_CERT_FILE"),
+        ({"PAYORCH_TLS_CERT_FILE": "server.pem"}, [], "PAYORCH_TLS_KEY_FILE"),
+        ({"PAYORCH_TLS_CLIENT_CRL_FILE": "ca.crl"}, [], "PAYORCH_TLS_CLIENT_CA_FILE"),
     ],
     ids=[
         "unknown fault",
@@ -451,6 +457,10 @@ LIVE_KEY_TAIL = "51HxYzLiveKeyTail0123456789"
         "call timeout nan",
         "call timeout zero",
         "reconcile back to back",
+        "client ca without a certificate",
+        "key without a certificate",
+        "certificate without a key",
+        "crl without a client ca",
     ],
 )
 @pytest.mark.parametrize("command", [["serve", "--listen", "127.0.0.1:0"], ["scheduler", "--once"]])
