@@ -125,8 +125,8 @@ def check_times(settings: Settings) -> None:
             raise InvalidSettings(f"{var} must be {low:g}..{high:g} seconds{note}, not {value}")
 
 
-# Calls open at once on one server: over the benchmark's 1,000 in flight with room to
-# spare, and a bound on what a flood over many connections can hold in memory.
+# The most PAYORCH_MAX_CONCURRENT_RPCS may be. Its default, 2,000, is twice the
+# benchmark's 1,000 in flight, and bounds what many connections can hold in memory.
 MAX_CONCURRENT_RPCS = 100_000
 # An answer may be four times a request, and grpc holds both limits in 32 bits. Under
 # 1 KiB not even a payment fits; grpc reads a negative limit as none at all.
