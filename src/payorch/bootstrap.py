@@ -109,6 +109,10 @@ def check_times(settings: Settings) -> None:
         ("PAYORCH_CONFIG_CACHE_S", settings.config_cache_s, 0.0, MAX_CACHE_S, " (0: not cached)"),
         ("PAYORCH_SHUTDOWN_DRAIN_S", settings.shutdown_drain_s, 0.0, MAX_STOP_S, ""),
         ("PAYORCH_GRACE_PERIOD_S", settings.grace_period_s, 0.0, MAX_STOP_S, ""),
+        # Beyond these a processor call times out at once, or holds its payment an hour.
+        ("PAYORCH_CALL_TIMEOUT_S", settings.call_timeout_s, 0.001, MAX_STOP_S, ""),
+        # Under a second, passes run back to back and hold the database.
+        ("PAYORCH_RECONCILE_INTERVAL_S", settings.reconcile_interval_s, 1.0, 86400.0, ""),
         (
             "PAYORCH_MAX_CONNECTION_IDLE_S",
             settings.max_connection_idle_s,
@@ -119,6 +123,54 @@ def check_times(settings: Settings) -> None:
     ):
         if not low <= value <= high:
             raise InvalidSettings(f"{var} must be {low:g}..{high:g} seconds{note}, not {value}")
+
+
+# The most PAYORCH_MAX_CONCURRENT_RPCS may be. Its default, 2,000, is twice the
+# benchmark's 1,000 in flight, and bounds what many connections can hold in memory.
+MAX_CONCURRENT_RPCS = 100_000
+# An answer may be four times a request, and grpc holds both limits in 32 bits. Under
+# 1 KiB not even a payment fits; grpc reads a negative limit as none at all.
+MIN_MESSAGE_BYTES = 1024
+MAX_MESSAGE_BYTES = (2**31 - 1) // 4
+
+
+def check_limits(settings: Settings) -> None:
+    """Refuse a count setting outside its bounds (a port over 65535 was taken modulo
+    65536: /metrics and /readyz answered on another port)."""
+    for var, value, low, high in (
+        ("PAYORCH_MAX_CONCURRENT_RPCS", settings.max_concurrent_rpcs, 1, MAX_CONCURRENT_RPCS),
+        ("PAYORCH_HTTP_PORT", settings.http_port, 0, 65535),
+        (
+            "PAYORCH_MAX_MESSAGE_BYTES",
+            settings.max_message_bytes,
+            MIN_MESSAGE_BYTES,
+            MAX_MESSAGE_BYTES,
+        ),
+    ):
+        if not low <= value <= high:
+            raise InvalidSettings(f"{var} must be {low:,}..{high:,}, not {value}")
+
+
+def check_tls(settings: Settings) -> None:
+    """TLS files come together. A client CA or a key without a certificate served
+    plaintext, asking no client for a certificate, while the operator meant mTLS."""
+    if not settings.tls_cert_file:
+        for var, value in (
+            ("PAYORCH_TLS_KEY_FILE", settings.tls_key_file),
+            ("PAYORCH_TLS_CLIENT_CA_FILE", settings.tls_client_ca_file),
+        ):
+            if value:
+                raise InvalidSettings(
+                    f"{var} needs PAYORCH_TLS_CERT_FILE (and PAYORCH_TLS_KEY_FILE):"
+                    " without a certificate the server would serve plaintext"
+                )
+    elif not settings.tls_key_file:
+        raise InvalidSettings("PAYORCH_TLS_CERT_FILE needs PAYORCH_TLS_KEY_FILE, its private key")
+    if settings.tls_client_crl_file and not settings.tls_client_ca_file:
+        raise InvalidSettings(
+            "PAYORCH_TLS_CLIENT_CRL_FILE needs PAYORCH_TLS_CLIENT_CA_FILE: without mutual"
+            " TLS there is no client certificate to check"
+        )
 
 
 def health_policy(settings: Settings) -> HealthPolicy:
@@ -194,6 +246,8 @@ async def bootstrap(
     clock = clock or clock_from_settings(settings)
     # Settings it cannot start with are refused before the database is opened.
     check_times(settings)
+    check_limits(settings)
+    check_tls(settings)
     policy = health_policy(settings)
     processors, simulated = build_processors(settings, clock)
     engine = create_engine(settings.database_url)

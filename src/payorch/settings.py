@@ -59,6 +59,9 @@ class Settings:
     # A gRPC connection with no call open this long is closed (the client reconnects
     # on its next call): idle ones otherwise hold a file descriptor each for good.
     max_connection_idle_s: float = 300.0
+    # Calls open at once on the whole server (every connection, health and reflection
+    # included); more are refused RESOURCE_EXHAUSTED before any handler runs.
+    max_concurrent_rpcs: int = 2000
     log_level: str = "INFO"
     # The serve loop: "uvloop" (when installed) or "asyncio".
     event_loop: str = "uvloop"
@@ -110,7 +113,7 @@ class Settings:
             raw = env.get(f"PAYORCH_{f.name.upper()}")
             if raw is None or f.name in SECRETS or f.name == "simulate_by_processor":
                 continue
-            values[f.name] = _convert(f.type, raw)
+            values[f.name] = _convert(f"PAYORCH_{f.name.upper()}", f.type, raw)
         for name in SECRETS:
             var = f"PAYORCH_{name.upper()}"
             values[name] = _read_secret(env.get(var, ""), env.get(f"{var}_FILE", ""))
@@ -127,11 +130,27 @@ class Settings:
         return [p.strip() for p in self.processors.split(",") if p.strip()]
 
 
-def _convert(kind: Any, raw: str) -> Any:
-    if kind in ("int", int):
-        return int(raw)
-    if kind in ("float", float):
-        return float(raw)
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("", "0", "false", "no", "off")
+
+
+def _convert(var: str, kind: Any, raw: str) -> Any:
+    """`raw` as the field's type; InvalidSettings naming `var` when it is not one."""
+    text = raw.strip()
+    try:
+        if kind in ("int", int):
+            return int(text)
+        if kind in ("float", float):
+            return float(text)
+    except ValueError:
+        what = "a whole number" if kind in ("int", int) else "a number"
+        raise InvalidSettings(f"{var} must be {what}, not {raw[:40]!r}") from None
     if kind in ("bool", bool):
-        return raw.strip().lower() in ("1", "true", "yes", "on")
+        if text.lower() in _TRUE:
+            return True
+        if text.lower() in _FALSE:
+            return False
+        raise InvalidSettings(
+            f"{var} must be 1, true, yes or on (or 0, false, no, off), not {raw[:40]!r}"
+        )
     return raw

@@ -74,7 +74,9 @@ def start_server(
     args: tuple[str, ...] = (),
     env: dict[str, str] | None = None,
     ready_timeout: float = 30.0,
+    user: int | None = None,
 ) -> RunningServer:
+    """`user`: run as this uid (and gid), as a container image's USER would."""
     log_path = workdir / f"server-{time.monotonic_ns()}.log"
     full_env = {
         **os.environ,
@@ -92,6 +94,8 @@ def start_server(
         text=True,
         env=full_env,
         cwd=workdir,
+        user=user,
+        group=user,
     )
     assert process.stdout is not None
     sel = selectors.DefaultSelector()

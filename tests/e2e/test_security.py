@@ -41,6 +41,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
 from sqlalchemy.engine import make_url
 
+from payments.orchestrator.v1 import analytics_pb2
 from payments.orchestrator.v1 import orchestrator_pb2 as orch
 from payments.orchestrator.v1 import orchestrator_pb2_grpc as orch_grpc
 from payments.result.v1 import result_pb2
@@ -535,6 +536,119 @@ def test_another_merchants_object_is_not_found_exactly_like_a_missing_one(
         assert foreign[0] == grpc.StatusCode.NOT_FOUND, foreign
     assert own[0] != grpc.StatusCode.NOT_FOUND, "the owner must find its own object"
     assert own != foreign, "the owner must see something a stranger does not"
+
+
+def merchant_id_paths(desc: Any, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Every singular string `merchant_id` in a request, in nested messages too."""
+    paths: list[tuple[str, ...]] = []
+    for f in desc.fields:
+        if f.is_repeated:
+            continue
+        if f.name == "merchant_id" and f.type == FieldDescriptor.TYPE_STRING:
+            paths.append((*prefix, f.name))
+        elif f.message_type is not None and not f.message_type.full_name.startswith("google."):
+            paths += merchant_id_paths(f.message_type, (*prefix, f.name))
+    return paths
+
+
+def _complaint() -> pb_message.Message:
+    from payments.contracts.v1 import monitor_pb2
+
+    return monitor_pb2.ReportMerchantComplaintRequest(
+        category="unexplained_error", text="an answer we did not understand"
+    )
+
+
+def _plan_request() -> pb_message.Message:
+    from payments.installments.v1 import installments_pb2
+    from payments.plan.v1 import plan_pb2
+
+    return installments_pb2.CreateInstallmentPlanRequest(
+        request_id=rid("sec-named"),
+        order_id=rid("order"),
+        total=plan_pb2.Money(amount_minor=30000, currency="USD"),
+        payment_method="pm_card_visa",
+        customer_id=f"cus_{_letters(12)}",
+    )
+
+
+def _endpoint_request() -> pb_message.Message:
+    from payments.installments.v1 import installments_pb2
+
+    return installments_pb2.CreateWebhookEndpointRequest(
+        url="https://93.184.216.34/hook", request_id=rid("sec-named")
+    )
+
+
+def _config_request() -> pb_message.Message:
+    from payments.config.v1 import config_pb2
+    from payments.plan.v1 import plan_pb2
+
+    card = config_pb2.MethodConfig(type=plan_pb2.PAYMENT_METHOD_TYPE_CARD)
+    return orch.UpsertMerchantConfigRequest(
+        config=config_pb2.MerchantConfig(methods=[card], allowed_currencies=["usd"]),
+        expect_default=True,
+    )
+
+
+# A request each RPC that names a merchant takes from its caller as it is, with the
+# merchant left empty (the caller's own). A new RPC naming one fails the table below
+# until it is added here.
+NAMING_BASES: dict[str, Callable[[], pb_message.Message]] = {
+    "CreatePayment": lambda: orch.CreatePaymentRequest(
+        request_id=rid("sec-named"),
+        amount_minor=1999,
+        currency="usd",
+        payment_method="pm_card_visa",
+    ),
+    "GetMerchantConfig": orch.GetMerchantConfigRequest,
+    "UpsertMerchantConfig": _config_request,
+    "CreateInstallmentPlan": _plan_request,
+    "CreateWebhookEndpoint": _endpoint_request,
+    "GetPaymentStats": analytics_pb2.GetPaymentStatsRequest,
+    "ReportMerchantComplaint": _complaint,
+}
+NAMING_CASES = [
+    (m, path)
+    for m in METHODS
+    for path in merchant_id_paths(m.input_type)
+    if f"{m.containing_service.full_name}.{m.name}" not in OPS_ONLY
+]
+
+
+def _set_path(msg: pb_message.Message, path: tuple[str, ...], value: str) -> None:
+    for name in path[:-1]:
+        msg = getattr(msg, name)
+    setattr(msg, path[-1], value)
+
+
+def test_every_rpc_that_names_a_merchant_is_in_the_naming_table():
+    assert {m.name for m, _ in NAMING_CASES} == set(NAMING_BASES)
+
+
+@pytest.mark.parametrize(
+    ("method", "path"), NAMING_CASES, ids=[f"{m.name}.{'.'.join(p)}" for m, p in NAMING_CASES]
+)
+def test_a_merchant_key_naming_another_merchant_is_denied_on_every_rpc(server, method, path):
+    # A merchant of its own: the config written here must not change m_1's.
+    me = f"m_named_{_letters(10)}"
+    auth = [("authorization", f"Bearer {create_key(server.database_url, merchant=me)}")]
+
+    def call(named: str) -> tuple[grpc.StatusCode, str, bytes]:
+        request = NAMING_BASES[method.name]()
+        _set_path(request, path, named)
+        with server.channel() as ch:
+            return _outcome(lambda: invoke(ch, method, request, auth))
+
+    # Another merchant, existing or not, is PERMISSION_DENIED alike, and nothing is
+    # stored: the answer tells nothing of who else uses the service.
+    before = len(database_cells(server.database_url))
+    other, nobody = call("m_2"), call("m_nobody")
+    assert len(database_cells(server.database_url)) == before, "a refusal stored something"
+    assert other[0] == grpc.StatusCode.PERMISSION_DENIED, other
+    assert other[1].replace("m_2", "X") == nobody[1].replace("m_nobody", "X")
+    # The caller's own merchant, named, is taken: the request was valid all along.
+    assert call(me)[0] == grpc.StatusCode.OK, call(me)
 
 
 def test_listing_never_shows_another_merchants_payments(server, stub):

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import collections
 import threading
+import time
 from pathlib import Path
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from payments.orchestrator.v1 import orchestrator_pb2 as orch
 from payments.orchestrator.v1 import orchestrator_pb2_grpc as orch_grpc
@@ -218,4 +220,57 @@ def test_a_connection_left_idle_is_closed_by_the_server_and_the_client_reconnect
         call(b"", metadata=server.auth("m_1"), timeout=30)  # a new connection, unnoticed
     finally:
         channel.close()
+        server.stop()
+
+
+def test_calls_over_the_server_wide_limit_are_refused_and_the_server_keeps_serving(
+    tmp_path: Path,
+):
+    # Each connection holds at most 500 calls, but nothing held the server: many
+    # connections could keep 500 each in flight, every one holding memory and a
+    # processor call. Over PAYORCH_MAX_CONCURRENT_RPCS a call is now refused at once
+    # (RESOURCE_EXHAUSTED, before any handler ran: safe to retry), whoever sends it.
+    limit = 3
+    url = f"sqlite:///{tmp_path / 'payorch.db'}"
+    server = start_server(tmp_path, url, env={"PAYORCH_MAX_CONCURRENT_RPCS": str(limit)})
+    channels = [_own_connection(server) for _ in range(limit + 1)]
+    try:
+        server.keys = {"m_1": create_key(url, merchant="m_1")}
+        # Health watches stay open until cancelled: each holds one call, on a
+        # connection of its own (the limit is the server's, not a connection's).
+        watches = [
+            health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest())
+            for channel in channels[:limit]
+        ]
+        for watch in watches:
+            assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+        other = channels[limit].unary_unary(LIST_PAYMENTS)
+        for _ in range(5):
+            with pytest.raises(grpc.RpcError) as refused:
+                other(b"", metadata=server.auth("m_1"), timeout=30)
+            assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert server.process.poll() is None
+
+        for watch in watches:
+            watch.cancel()
+        # The server frees a slot when it has seen the cancel: ask until it has.
+        outcome: grpc.StatusCode | None = None
+        for _ in range(300):
+            try:
+                other(b"", metadata=server.auth("m_1"), timeout=30)
+                outcome = grpc.StatusCode.OK
+                break
+            except grpc.RpcError as exc:
+                outcome = exc.code()
+                assert outcome == grpc.StatusCode.RESOURCE_EXHAUSTED, exc.details()
+                time.sleep(0.05)
+        assert outcome == grpc.StatusCode.OK, "the server never took calls again"
+        calls = [
+            channel.unary_unary(LIST_PAYMENTS).future(b"", metadata=server.auth("m_1"), timeout=30)
+            for channel in channels[:limit]
+        ]
+        assert _outcomes(calls) == {"OK": limit}
+    finally:
+        for channel in channels:
+            channel.close()
         server.stop()

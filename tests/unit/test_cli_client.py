@@ -7,6 +7,7 @@ the channel (metadata and request as sent), answers it, and reads what was print
 from __future__ import annotations
 
 import json
+import os
 import threading
 import uuid
 from collections.abc import Iterator
@@ -405,6 +406,31 @@ LIVE_KEY_TAIL = "51HxYzLiveKeyTail0123456789"
         # 0 would close a connection between two calls; nan or inf, never.
         ({"PAYORCH_MAX_CONNECTION_IDLE_S": "0"}, [], "PAYORCH_MAX_CONNECTION_IDLE_S"),
         ({"PAYORCH_MAX_CONNECTION_IDLE_S": "nan"}, [], "PAYORCH_MAX_CONNECTION_IDLE_S"),
+        # grpc refuses 0 or less with a traceback, after the database was opened.
+        ({"PAYORCH_MAX_CONCURRENT_RPCS": "0"}, [], "PAYORCH_MAX_CONCURRENT_RPCS"),
+        # Each was a traceback of int(), float() or logging naming no variable.
+        ({"PAYORCH_HTTP_PORT": "http"}, [], "PAYORCH_HTTP_PORT"),
+        ({"PAYORCH_CALL_TIMEOUT_S": "10s"}, [], "PAYORCH_CALL_TIMEOUT_S"),
+        ({"PAYORCH_SCHEDULER_BATCH_SIZE": "1.5"}, [], "PAYORCH_SCHEDULER_BATCH_SIZE"),
+        ({"PAYORCH_LOG_LEVEL": "LOUD"}, [], "PAYORCH_LOG_LEVEL"),
+        # A typo switched a feature off without a word.
+        ({"PAYORCH_STRIPE_ALLOW_LIVE": "ture"}, [], "PAYORCH_STRIPE_ALLOW_LIVE"),
+        # 70000 served /metrics and /readyz on port 4464 (70000 - 65536).
+        ({"PAYORCH_HTTP_PORT": "70000"}, [], "PAYORCH_HTTP_PORT"),
+        # grpc reads -1 as no limit at all on a request's size, and 0 refuses every one.
+        ({"PAYORCH_MAX_MESSAGE_BYTES": "-1"}, [], "PAYORCH_MAX_MESSAGE_BYTES"),
+        ({"PAYORCH_MAX_MESSAGE_BYTES": "0"}, [], "PAYORCH_MAX_MESSAGE_BYTES"),
+        # A processor call that times out at once, or never.
+        ({"PAYORCH_CALL_TIMEOUT_S": "nan"}, [], "PAYORCH_CALL_TIMEOUT_S"),
+        ({"PAYORCH_CALL_TIMEOUT_S": "0"}, [], "PAYORCH_CALL_TIMEOUT_S"),
+        # Reconciliation passes back to back, holding the database.
+        ({"PAYORCH_RECONCILE_INTERVAL_S": "0"}, [], "PAYORCH_RECONCILE_INTERVAL_S"),
+        # A client CA or a key without a certificate served plaintext, asking no
+        # client for a certificate; a certificate without a key said "Is a directory".
+        ({"PAYORCH_TLS_CLIENT_CA_FILE": "ca.pem"}, [], "PAYORCH_TLS_CERT_FILE"),
+        ({"PAYORCH_TLS_KEY_FILE": "server.key"}, [], "PAYORCH_TLS_CERT_FILE"),
+        ({"PAYORCH_TLS_CERT_FILE": "server.pem"}, [], "PAYORCH_TLS_KEY_FILE"),
+        ({"PAYORCH_TLS_CLIENT_CRL_FILE": "ca.crl"}, [], "PAYORCH_TLS_CLIENT_CA_FILE"),
     ],
     ids=[
         "unknown fault",
@@ -422,6 +448,22 @@ LIVE_KEY_TAIL = "51HxYzLiveKeyTail0123456789"
         "negative grace",
         "connections never idle",
         "connection idle nan",
+        "no call at once",
+        "port not a number",
+        "timeout with a unit",
+        "batch size not whole",
+        "unknown log level",
+        "boolean typo",
+        "port over 65535",
+        "message limit negative",
+        "message limit zero",
+        "call timeout nan",
+        "call timeout zero",
+        "reconcile back to back",
+        "client ca without a certificate",
+        "key without a certificate",
+        "certificate without a key",
+        "crl without a client ca",
     ],
 )
 @pytest.mark.parametrize("command", [["serve", "--listen", "127.0.0.1:0"], ["scheduler", "--once"]])
@@ -600,3 +642,26 @@ def test_retry_installment_sends_a_request_id_to_make_it_again_after_a_lost_answ
     else:  # named, to make the same call again with --request-id
         assert request.request_id.startswith("retry-")
         assert failure["request_id"] == request.request_id
+
+
+@pytest.mark.parametrize("command", [["migrate"], ["keys", "list"]])
+def test_a_sqlite_directory_the_user_cannot_write_is_one_line_naming_it_with_exit_2(
+    command, tmp_path, monkeypatch, capsys
+):
+    # A container's volume not writable by its user (uid 10001): SQLite's "unable to
+    # open database file" came as a traceback naming neither the file nor the user.
+    # The tests run as root, who may write anywhere: the check's answer is made up.
+    real_access = os.access
+
+    def access(path, mode, **kwargs):
+        return str(path) != str(tmp_path) and real_access(path, mode, **kwargs)
+
+    monkeypatch.setattr(os, "access", access)
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    argv = [command[0], "--database-url", url, *command[1:]]
+    assert exit_code_of(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("payorch: ") and str(tmp_path) in last and "writable" in last
+    assert not (tmp_path / "p.db").exists()

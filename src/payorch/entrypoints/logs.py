@@ -11,6 +11,7 @@ from typing import Any, TextIO
 
 from payorch.domain.card_data import redact_card_numbers
 from payorch.domain.contracts import redact_secrets
+from payorch.settings import InvalidSettings
 
 _CRLF_RE = re.compile(r"[\r\n]+")
 # Extra fields a record may carry (logger.info("...", extra={"payment_id": ...})).
@@ -44,8 +45,15 @@ class JsonFormatter(logging.Formatter):
         return _ENCODE(out)
 
 
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
 def configure(level: str = "INFO", stream: TextIO | None = None) -> None:
     """JSON lines to `stream` (stderr) from every logger."""
+    if level.upper() not in LEVELS:
+        raise InvalidSettings(
+            f"PAYORCH_LOG_LEVEL must be one of {', '.join(LEVELS)}, not {level[:40]!r}"
+        )
     handler = logging.StreamHandler(sys.stderr if stream is None else stream)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()

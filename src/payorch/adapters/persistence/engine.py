@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -54,7 +55,7 @@ def create_engine(raw_url: str, *, pool_size: int = 10) -> AsyncEngine:
     # text reaches the log with its traceback.
     if url.get_backend_name() == "sqlite":
         if url.database and url.database != ":memory:":
-            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+            _writable_directory(Path(url.database))
         engine = create_async_engine(url, connect_args={"timeout": 30}, hide_parameters=True)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         # Let SQLAlchemy emit BEGIN so a write transaction takes its lock up front.
@@ -67,6 +68,23 @@ def create_engine(raw_url: str, *, pool_size: int = 10) -> AsyncEngine:
         pool_pre_ping=True,
         hide_parameters=True,
     )
+
+
+class DatabaseNotWritable(PermissionError):
+    """A SQLite file whose directory this user cannot write: one line, not a traceback."""
+
+
+def _writable_directory(database: Path) -> None:
+    """Make the SQLite file's directory if need be, and make sure this user may write
+    there: SQLite keeps its -wal, -shm and journal files beside the database, and said
+    only "unable to open database file" (a container's volume not writable by its user)."""
+    directory = database.parent
+    directory.mkdir(parents=True, exist_ok=True)
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise DatabaseNotWritable(
+            f"cannot write the SQLite database {database}: its directory"
+            f" {directory.resolve()} is not writable by this user (uid {os.getuid()})"
+        )
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

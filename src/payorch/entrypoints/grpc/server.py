@@ -108,6 +108,9 @@ def create_server(
     )
     server = grpc.aio.server(
         interceptors=[interceptor],
+        # Over it a call is answered RESOURCE_EXHAUSTED before any handler runs: many
+        # connections of 500 calls each could otherwise hold memory without bound.
+        maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
         options=[
             ("grpc.max_receive_message_length", settings.max_message_bytes),
             ("grpc.max_send_message_length", max_answer_bytes),

@@ -1,0 +1,192 @@
+"""The container image runs payorch as an unprivileged user, and what it writes still
+works: read from the Dockerfile and docker-compose.yml (no Docker engine here), then
+the real server run the way the image runs it, as that user in a directory it owns.
+
+What this cannot show without Docker: that the image builds, and that the base image's
+`useradd` made the user. The first part holds the files to what the second part runs.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+
+import pytest
+
+from payments.orchestrator.v1 import orchestrator_pb2 as orch
+from payments.orchestrator.v1 import orchestrator_pb2_grpc as orch_grpc
+from payorch.entrypoints.cli import DEMO_KEY_FILE
+from payorch.settings import Settings
+from tests.e2e.server import start_server
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def instructions(path: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) of a Dockerfile, continuation lines joined."""
+    joined = re.sub(r"\\\n", " ", path.read_text())
+    out = []
+    for line in joined.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            word, _, rest = line.partition(" ")
+            out.append((word.upper(), rest.strip()))
+    return out
+
+
+def final_stage() -> list[tuple[str, str]]:
+    steps = instructions(ROOT / "Dockerfile")
+    last_from = max(i for i, (word, _) in enumerate(steps) if word == "FROM")
+    return steps[last_from:]
+
+
+def image_user() -> tuple[int, int]:
+    users = [args for word, args in final_stage() if word == "USER"]
+    assert users, "the image sets no USER: payorch runs as root"
+    uid, _, gid = users[-1].partition(":")
+    assert uid.isdigit() and (not gid or gid.isdigit()), (
+        f"USER {users[-1]}: numeric, so a runtime's non-root check can verify it"
+    )
+    return int(uid), int(gid or uid)
+
+
+def image_workdir() -> str:
+    return [args for word, args in final_stage() if word == "WORKDIR"][-1]
+
+
+def image_env() -> dict[str, str]:
+    env: dict[str, str] = {}
+    for word, args in final_stage():
+        if word == "ENV":
+            env.update(item.split("=", 1) for item in shlex.split(args))
+    return env
+
+
+def compose_healthcheck_command() -> list[str]:
+    """The payorch service's healthcheck `test` (a YAML list of strings)."""
+    text = (ROOT / "docker-compose.yml").read_text()
+    block = re.search(r"healthcheck:\n(?:\s*#.*\n)*\s*test:\n((?:\s+- .*\n)+)", text)
+    assert block, "the payorch service has no healthcheck test list"
+    return [line.strip()[2:] for line in block.group(1).splitlines()]
+
+
+def test_the_image_runs_as_a_numeric_non_root_user():
+    uid, gid = image_user()
+    assert uid != 0 and gid != 0
+    steps = final_stage()
+    user_at = max(i for i, (word, _) in enumerate(steps) if word == "USER")
+    assert steps[-1][0] == "CMD" and user_at < len(steps) - 1, "USER comes before CMD"
+    # No step after USER installs anything (it would run unprivileged and fail).
+    assert not [args for word, args in steps[user_at:] if word == "RUN"]
+
+
+def test_the_working_directory_is_made_for_that_user_and_holds_every_default_path():
+    uid, gid = image_user()
+    workdir = image_workdir()
+    assert PurePosixPath(workdir).is_absolute()
+    runs = " ".join(args for word, args in final_stage() if word == "RUN")
+    made = re.search(rf"install -d -o {uid} -g {gid} -m 07[57]0 {re.escape(workdir)}\b", runs)
+    assert made, f"{workdir} is not created owned by {uid}:{gid}"
+    # The paths payorch writes by default are relative: they land in the workdir.
+    database = Settings.from_env({}).database_url.removeprefix("sqlite:///")
+    for relative in (database, DEMO_KEY_FILE):
+        assert not PurePosixPath(relative).is_absolute(), relative
+        assert ".." not in PurePosixPath(relative).parts
+
+
+def test_the_image_listens_beyond_loopback_and_compose_checks_readiness_on_its_port():
+    env = image_env()
+    assert env["PAYORCH_LISTEN"].startswith("0.0.0.0:")
+    assert env["PAYORCH_HTTP_HOST"] == "0.0.0.0"
+    command = compose_healthcheck_command()
+    assert command[:2] == ["CMD", "python"], "the image has no curl or shell tools"
+    url = re.search(r"http://127\.0\.0\.1:(\d+)/readyz", command[-1])
+    assert url, command
+    compose = (ROOT / "docker-compose.yml").read_text()
+    port = re.search(r'PAYORCH_HTTP_PORT: "(\d+)"', compose)
+    assert port and url.group(1) == port.group(1) == env["PAYORCH_HTTP_PORT"]
+    # Nothing in compose puts the services back on root.
+    assert not re.search(r"^\s+user:", compose, re.MULTILINE)
+
+
+@pytest.fixture
+def image_workdir_copy() -> Iterator[Path]:
+    """A directory standing for the image's workdir: owned by the image's user, mode
+    0750. Not under pytest's tmp_path, whose parents only root may enter."""
+    uid, gid = image_user()
+    path = Path(tempfile.mkdtemp(prefix="payorch-image-"))
+    os.chown(path, uid, gid)
+    path.chmod(0o750)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path)
+
+
+def runnable_as(uid: int) -> str:
+    """Why this interpreter cannot run as `uid`, or "" when it can."""
+    if os.geteuid() != 0:
+        return "starting a process as another user needs root"
+    try:
+        subprocess.run([sys.executable, "-c", "import payorch"], user=uid, group=uid, check=True)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        return f"{sys.executable} (or payorch) cannot be run by uid {uid} here: {exc}"
+    return ""
+
+
+def test_the_server_runs_as_the_image_user_with_its_defaults_and_passes_the_healthcheck(
+    image_workdir_copy,
+):
+    uid, _ = image_user()
+    if why := runnable_as(uid):
+        pytest.skip(why)
+    workdir = image_workdir_copy
+    # As the image runs it: its ENV (ports made free ones), the default SQLite database
+    # in the working directory, plus the other paths payorch writes.
+    env = {
+        **image_env(),
+        "HOME": str(workdir),
+        "PAYORCH_DATABASE_URL": Settings().database_url,
+        "PAYORCH_LISTEN": "127.0.0.1:0",
+        "PAYORCH_HTTP_HOST": "127.0.0.1",
+        "PAYORCH_HTTP_PORT": "0",
+        "PAYORCH_DEMO_KEY_FILE": DEMO_KEY_FILE,
+        "PAYORCH_RETROSPECTIVE_DIR": "retrospectives",
+    }
+    server = start_server(workdir, env["PAYORCH_DATABASE_URL"], env=env, user=uid)
+    try:
+        key = (workdir / DEMO_KEY_FILE).read_text().strip()
+        with server.channel() as channel:
+            paid = orch_grpc.PaymentOrchestratorStub(channel).CreatePayment(
+                orch.CreatePaymentRequest(
+                    request_id="image-user-payment",
+                    amount_minor=1999,
+                    currency="usd",
+                    payment_method="pm_card_visa",
+                ),
+                metadata=[("authorization", f"Bearer {key}")],
+                timeout=20,
+            )
+        assert paid.payment.payment_id.startswith("pay_")
+        # docker-compose's healthcheck, run as the same user against this server.
+        port = server.http_address.rsplit(":", 1)[1]
+        check = [arg.replace(":9464/", f":{port}/") for arg in compose_healthcheck_command()]
+        assert check[1] == "python"
+        done = subprocess.run(
+            [sys.executable, *check[2:]], user=uid, group=uid, capture_output=True, timeout=30
+        )
+        assert done.returncode == 0, done.stderr
+    finally:
+        assert server.stop() == 0, server.log()
+    written = [p for p in workdir.rglob("*") if not p.name.startswith("server-")]
+    assert {p.name for p in written} >= {"payorch.db", "demo-key"}
+    assert {p.stat().st_uid for p in written} == {uid}, "written by the image's user"
