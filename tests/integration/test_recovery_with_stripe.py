@@ -167,7 +167,7 @@ async def test_a_single_use_card_spent_by_a_decline_is_the_callers_to_replace_on
     assert payment.final_error.value == "payment_method_unusable"  # collect it again
     assert payment.steps[0].outcome is Outcome.HARD
     [failed] = [e for e in service._uow.events if e.name == "StepFailed"]
-    assert failed.retryable is False  # no later retry of a card that cannot be charged
+    assert failed.retry_later is False  # no later retry of a card that cannot be charged
     assert fake.used_up(card) and fake.charges_total == 0
 
 
