@@ -33,6 +33,7 @@ from payorch.app.auth import Scope
 from payorch.app.observability import NullObserver
 from payorch.bootstrap import Container, bootstrap
 from payorch.domain.contracts import MAX_ID_LEN, MAX_MESSAGE_LEN, ContractViolation, new_violation
+from payorch.domain.retry import DEADLINE_RESERVE_MS, MIN_CALL_MS
 from payorch.entrypoints.grpc.server import create_server
 from payorch.observability_wiring import ObservabilityOptions
 from payorch.settings import Settings
@@ -46,6 +47,7 @@ class Violations(NullObserver):
 
     def __init__(self) -> None:
         self.seen: list[str] = []
+        self.finished: list[tuple[str, str]] = []
         self.changed = asyncio.Event()
 
     def violation_recorded(self, contract_id, severity):
@@ -57,6 +59,19 @@ class Violations(NullObserver):
             while contract_id not in self.seen:
                 self.changed.clear()
                 await self.changed.wait()
+
+    def rpc_finished(self, rpc, code, seconds):
+        # The interceptor records a call's violations right after this, in the same step.
+        self.finished.append((rpc, code))
+        self.changed.set()
+
+    async def wait_finished(self, rpc: str) -> list[str]:
+        """The codes of `rpc`'s calls, once one has finished."""
+        async with asyncio.timeout(10):
+            while not any(r == rpc for r, _ in self.finished):
+                self.changed.clear()
+                await self.changed.wait()
+        return [code for r, code in self.finished if r == rpc]
 
 
 @dataclass
@@ -239,6 +254,29 @@ async def test_a_deadline_exceeded_call_is_recorded(sqlite_url):
         (v,) = await stored(s, contract_id="rpc/deadline_exceeded")
         assert (v.merchant_id, v.request_id) == ("m_1", "r-slow")
         assert s.metric("payorch_rpc_requests_total", rpc=CREATE, code="DEADLINE_EXCEEDED") == 1
+
+
+async def test_a_payment_refused_for_the_callers_too_short_deadline_is_the_callers_not_ours(
+    sqlite_url,
+):
+    """DEADLINE_TOO_SHORT: the caller left too little time for any processor call, and
+    nothing was sent. Its own input, recorded as such; no deadline broken by payorch."""
+    async with serving(sqlite_url) as s:
+        too_short_s = (MIN_CALL_MS + DEADLINE_RESERVE_MS - 10) / 1000
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await s.payments.CreatePayment(
+                pay("r-hasty"), metadata=s.auth("m_1"), timeout=too_short_s
+            )
+        assert refused.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+        assert await s.violations.wait_finished(CREATE) == ["DEADLINE_EXCEEDED"]
+
+        assert [v.contract_id for v in await stored(s)] == ["input/deadline"]
+        (v,) = await stored(s, contract_id="input/deadline")
+        assert (v.merchant_id, v.request_id, v.owner) == ("m_1", "r-hasty", "api")
+        assert v.severity == contracts_pb2.SEVERITY_WARNING and "deadline" in v.message
+        # Nothing was charged or stored: the same request with time pays.
+        paid = await s.payments.CreatePayment(pay("r-hasty"), metadata=s.auth("m_1"))
+        assert paid.payment.result.success and not paid.payment.replayed
 
 
 async def test_a_call_over_the_latency_slo_is_recorded(sqlite_url):

@@ -167,7 +167,7 @@ async def test_a_single_use_card_spent_by_a_decline_is_the_callers_to_replace_on
     assert payment.final_error.value == "payment_method_unusable"  # collect it again
     assert payment.steps[0].outcome is Outcome.HARD
     [failed] = [e for e in service._uow.events if e.name == "StepFailed"]
-    assert failed.retryable is False  # no later retry of a card that cannot be charged
+    assert failed.retry_later is False  # no later retry of a card that cannot be charged
     assert fake.used_up(card) and fake.charges_total == 0
 
 
@@ -486,6 +486,41 @@ async def test_an_intent_stripe_is_already_processing_is_unknown_and_never_charg
         assert fake.requests_to("confirm")[-1].status == 400  # payment_intent_unexpected_state
         assert payment.steps[0].attempts[-1].raw.message == "status processing"
         assert len(fake.payment_intents) == 1 and fake.charges_total == 0
+
+
+async def test_an_intent_stripe_says_is_processing_reads_so_and_is_reconciled_once_it_ends():
+    """Stripe answered: still processing. The answer was not lost, and the payment says
+    so; the reconciler waits (never cancels, never charges again) until it ends."""
+    clock = BeforeEachRetry()
+    async with running(max_retries=1, clock=clock) as (fake, service, _):
+        fake.inject(Fault.api_error())  # g0: a 500, nothing charged: looked up, then g1
+        clock.then = lambda: [fake.set_status(pi, "processing") for pi in fake.payment_intents]
+        payment = await pay(service)
+        assert payment.status is PaymentStatus.UNKNOWN
+        assert payment.final_error is ErrorCode.UNKNOWN_OUTCOME
+        assert payment.final_error_message == (
+            "step 0: the processor is still processing the charge; reconciling"
+        )
+        assert "lost" not in payment.final_error_message
+        clock.then = None
+        (pi,) = fake.payment_intents
+
+        clock.advance(3600)
+        await service.reconcile_due()
+        waiting = await service.get(payment.id, "m_1")
+        assert waiting.status is PaymentStatus.UNKNOWN
+        assert waiting.final_error_message == payment.final_error_message
+        assert waiting.steps[0].attempts[-1].operation == "lookup"
+        assert fake.payment_intent(pi)["status"] == "processing"  # not canceled
+
+        fake.set_status(pi, "succeeded")
+        fake.payment_intent(pi)["amount_received"] = 5000
+        clock.advance(3600)
+        await service.reconcile_due()
+        settled = await service.get(payment.id, "m_1")
+        assert settled.status is PaymentStatus.SUCCEEDED
+        assert (settled.final_error, settled.final_error_message) == (ErrorCode.NONE, "")
+        assert not fake.requests_to("cancel")
 
 
 # -- a step paused for the customer ---------------------------------------------------

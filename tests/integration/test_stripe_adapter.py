@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import os
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -1172,6 +1175,54 @@ async def test_reusing_a_key_with_other_parameters_is_an_idempotency_error(
 
 
 # -- keys, auth and bad requests -------------------------------------------------------
+
+
+# Run in a process of its own: the SDK reads STRIPE_LOG once, when it is imported.
+_CHARGE_WITH_STRIPE_LOG = """
+import asyncio, logging
+from payorch.adapters.processors.stripe import StripeProcessor
+from payorch.app.ports import ChargeRequest
+from payorch.entrypoints.logs import configure
+from tests.fakes.fake_stripe import FakeStripe
+
+async def main():
+    configure("DEBUG")  # as `payorch serve --log-level debug`
+    async with FakeStripe() as fake:
+        async with StripeProcessor(fake.api_key, api_base=fake.url, timeout_s=5.0) as adapter:
+            answer = await adapter.authorize(ChargeRequest(
+                payment_id="pay_1", step_index=0, idempotency_key="pay_1:0:g0",
+                intent_key="pay_1:0", amount_minor=1999, currency="EUR",
+                token="pm_card_authenticationRequired", capture=True, off_session=False,
+                merchant_id="m_1", metadata={}, timeout_s=5.0,
+            ))
+    logging.getLogger("payorch").debug("charged")
+    print(answer.kind.value, answer.client_secret)
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("level", ["debug", "info"])
+def test_stripe_log_in_the_environment_prints_no_request_or_answer_to_stderr(level: str) -> None:
+    """STRIPE_LOG=debug made the SDK print every request and answer (client secrets,
+    customer and card details) to stderr, past our JSON log and its scrubber."""
+    done = subprocess.run(
+        [sys.executable, "-c", _CHARGE_WITH_STRIPE_LOG],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "STRIPE_LOG": level},
+        timeout=60,
+    )
+
+    kind, client_secret = done.stdout.split()
+    assert kind == "requires_action" and "_secret_" in client_secret
+    assert client_secret not in done.stderr and "_secret_" not in done.stderr
+    assert "Stripe API response" not in done.stderr and "Post details" not in done.stderr
+    # Our own log still reaches stderr, as JSON lines only.
+    lines = done.stderr.splitlines()
+    assert any('"msg": "charged"' in line for line in lines)
+    assert all(line.startswith("{") for line in lines), done.stderr
 
 
 @pytest.mark.parametrize("prefix", ["sk_live_", "rk_live_"])

@@ -401,6 +401,25 @@ async def test_with_every_breaker_open_the_step_fails_hard_without_calling_anyon
     assert w.health.available and w.seen.availability[-1] is True
 
 
+async def test_a_step_no_processor_could_take_says_to_charge_again_later():
+    """Every breaker open is an outage of ours: the same method is worth charging again
+    once a processor is back (installment plans do so), so StepFailed says retry_later.
+    It is still HARD: nothing is retried now, nobody was called."""
+    w = TwoProcessors(HealthPolicy(min_requests=10, cooldown_s=30))
+    w.outage(A)
+    w.outage(B)
+    await w.pay_every_second(10)
+    assert not w.health.available
+    w.uow.events.clear()
+
+    payment = await w.pay()
+
+    assert payment.steps[0].error_code is ErrorCode.NO_PROCESSOR_AVAILABLE
+    (failed,) = [e for e in w.uow.events if e.name == "StepFailed"]
+    assert failed.error_code is ErrorCode.NO_PROCESSOR_AVAILABLE
+    assert (failed.outcome, failed.retry_later) == (Outcome.HARD, True)
+
+
 async def test_an_unknown_step_is_reconciled_with_its_own_processor_only():
     w = TwoProcessors(max_retries=0)
     w.a.inject("rate_limit")  # moves the step to sim_b...

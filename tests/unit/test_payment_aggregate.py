@@ -19,11 +19,13 @@ from payorch.domain.events import (
 )
 from payorch.domain.money import Currency
 from payorch.domain.payment import (
+    Attempt,
     CaptureMode,
     InvalidTransition,
     MethodType,
     Payment,
     PaymentStatus,
+    RawError,
     Step,
     StepStatus,
 )
@@ -121,6 +123,32 @@ def test_a_lost_answer_leaves_the_payment_unknown_without_a_final_event() -> Non
     assert p.final_error is ErrorCode.UNKNOWN_OUTCOME
     assert p.final_error_message
     assert p.pending_events == []
+
+
+def _attempt(kind: ResponseKind, operation: str = "authorize") -> Attempt:
+    c = classify(ProcessorResponse(kind))
+    return Attempt(
+        1, "stripe", "k", T0, T1, 5, c.outcome, c.error_code, RawError(), operation=operation
+    )
+
+
+def test_an_unknown_payment_says_whether_its_answer_was_lost_or_is_still_processing() -> None:
+    p = payment(1999)
+    p.steps[0].attempts.append(_attempt(ResponseKind.NO_RESPONSE))
+    p.step_unknown(p.steps[0], processor="stripe", error_code=ErrorCode.TIMEOUT)
+    p.settle(T1)
+    assert p.final_error_message == "the processor's answer was lost; reconciling"
+    due = p.next_reconcile_at
+
+    # The reconciler's lookup: the processor says the charge is under way.
+    p.steps[0].attempts.append(_attempt(ResponseKind.PENDING, "lookup"))
+    p.settle(T1 + timedelta(seconds=1))
+
+    assert p.status is PaymentStatus.UNKNOWN and p.final_error is ErrorCode.UNKNOWN_OUTCOME
+    assert p.final_error_message == (
+        "step 0: the processor is still processing the charge; reconciling"
+    )
+    assert p.next_reconcile_at == due  # its back-off is the reconciler's, as before
 
 
 def test_an_unknown_payment_reconciled_as_charged_completes_and_clears_the_error() -> None:

@@ -181,9 +181,11 @@ class Router:
         choice = self._choose(step, ())
         if choice is None:
             # Every breaker is open (or nothing is configured): fail fast, call no one.
+            # Our outage, not the customer's: worth charging again later (installments
+            # do), so retry_later, as StepFailed tells receivers.
             payment.step_failed(
                 step,
-                Classification(Outcome.HARD, ErrorCode.NO_PROCESSOR_AVAILABLE, False, False),
+                Classification(Outcome.HARD, ErrorCode.NO_PROCESSOR_AVAILABLE, False, True),
                 processor="",
                 latency_ms=0,
             )

@@ -63,6 +63,12 @@ CATALOG: dict[str, Contract] = {
         _c("input/request_id", _WARN, API, "Request id (idempotency key) is printable ASCII."),
         _c("input/customer", _WARN, API, "Customer id is a processor customer id."),
         _c("input/metadata", _WARN, API, "Metadata stays within its key and size limits."),
+        _c(
+            "input/deadline",
+            _WARN,
+            API,
+            "The caller's deadline leaves time for a processor to answer (MIN_CALL_MS).",
+        ),
         # Plans and merchant policy.
         _c("plan/coverage", _ERR, PLANS, "The plan's steps cover the total within limits."),
         _c("policy/method", _WARN, PLANS, "Only methods the merchant enabled are used."),
@@ -96,6 +102,7 @@ CATALOG: dict[str, Contract] = {
         ),
         # The RPC surface.
         _c("rpc/unhandled_exception", _CRIT, PLATFORM, "No call ends in an unhandled error."),
+        # Not a call refused at once for a deadline too short to start (input/deadline).
         _c("rpc/deadline_exceeded", _ERR, PLATFORM, "Calls finish within the caller's deadline."),
         _c("rpc/latency_slo", _WARN, PLATFORM, "Calls finish within the latency SLO."),
     )

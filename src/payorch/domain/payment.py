@@ -486,10 +486,12 @@ class Payment:
                 self._raise(
                     PaymentFailed(self.final_error, self.request_id, self.final_error_message)
                 )
-        elif self.status is PaymentStatus.UNKNOWN and changed:
-            self.final_error = ErrorCode.UNKNOWN_OUTCOME
-            self.final_error_message = "the processor's answer was lost; reconciling"
-            self.next_reconcile_at = now + reconcile_delay(self.reconcile_attempts)
+        elif self.status is PaymentStatus.UNKNOWN:
+            # Said again at every settle: a lookup may learn the charge is under way.
+            self.final_error_message = self._unknown_message()
+            if changed:
+                self.final_error = ErrorCode.UNKNOWN_OUTCOME
+                self.next_reconcile_at = now + reconcile_delay(self.reconcile_attempts)
         if self.owed is not Owed.NOTHING and self.status in (*_HOLDING, PaymentStatus.FAILED):
             code, message = self._owed_error()
             if self.final_error in (ErrorCode.NONE, ErrorCode.UNMAPPED):
@@ -497,6 +499,23 @@ class Payment:
             self.final_error_message = "; ".join(
                 m for m in (self.final_error_message, message) if m
             )
+
+    def _unknown_message(self) -> str:
+        """Why the outcome is not known yet. Unknown/unknown_outcome is the class of one
+        answer only: the processor said the charge is under way (Stripe's `processing`),
+        which is no lost answer. Any other unknown step lost its answer (a timeout, a
+        dropped connection, a 500 not looked up)."""
+        for step in self.steps:
+            last = step.attempts[-1] if step.attempts else None
+            if (
+                step.status is StepStatus.UNKNOWN
+                and last is not None
+                and (last.outcome, last.error_code) == (Outcome.UNKNOWN, ErrorCode.UNKNOWN_OUTCOME)
+            ):
+                return (
+                    f"step {step.index}: the processor is still processing the charge; reconciling"
+                )
+        return "the processor's answer was lost; reconciling"
 
     def _owed_error(self) -> tuple[ErrorCode, str]:
         held = [s for s in self.steps if s.status is StepStatus.AUTHORIZED]

@@ -144,6 +144,24 @@ class _Failed(Exception):
         self.replayed = response.replayed
 
 
+def _silence_sdk_console_log() -> None:
+    """Keep the SDK from printing every request and answer (client secrets, customers,
+    cards' details) straight to stderr, past our JSON log and its scrubber.
+
+    It prints when `stripe.log` is "debug" or "info", or else when STRIPE_LOG was in
+    the environment at its import (read once, into `stripe._util.STRIPE_LOG`): so
+    unsetting `stripe.log` alone leaves the environment in charge, and both are cleared.
+    Its logger ("stripe") is held at WARNING, as payorch's log configuration does, so a
+    debug log level does not pass the bodies to our handlers either."""
+    stripe.log = None
+    sdk_util = getattr(stripe, "_util", None)
+    if sdk_util is not None and hasattr(sdk_util, "STRIPE_LOG"):
+        sdk_util.STRIPE_LOG = None
+    sdk_logger = logging.getLogger("stripe")
+    if sdk_logger.getEffectiveLevel() < logging.WARNING:
+        sdk_logger.setLevel(logging.WARNING)
+
+
 class LiveKeyRefused(ValueError):
     """A live key given without allow_live."""
 
@@ -168,6 +186,7 @@ class StripeProcessor:
             raise LiveKeyRefused("refusing a live Stripe API key; pass allow_live=True to use one")
         if timeout_s <= 0:
             raise ValueError("timeout_s must be positive")
+        _silence_sdk_console_log()
         self.name = name
         self._timeout_s = timeout_s
         # Wall time, to tell whether Stripe may have pruned a payment's keys.

@@ -9,7 +9,9 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from payorch.app.contract_monitor import reject_call
 from payorch.domain.card_data import clip
+from payorch.domain.request import ValidationIssue
 
 DOMAIN = "payorch"
 
@@ -83,7 +85,11 @@ def in_progress(exc: Exception) -> RpcError:
 
 def too_late(exc: Exception) -> RpcError:
     """The caller's deadline leaves no time for a processor call to be answered: nothing
-    was sent, and the call may be made again (same request_id) with a longer deadline."""
+    was sent, and the call may be made again (same request_id) with a longer deadline.
+
+    The call is refused for its caller's own input: recorded against `input/deadline`,
+    not as a deadline payorch missed (`rpc/deadline_exceeded`)."""
+    reject_call([ValidationIssue("deadline", str(exc), "input/deadline", fatal=True)])
     return error(code_pb2.DEADLINE_EXCEEDED, str(exc), "DEADLINE_TOO_SHORT")
 
 

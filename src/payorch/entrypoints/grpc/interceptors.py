@@ -134,7 +134,11 @@ class ObservingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         span.set_attribute("rpc.grpc.status_code", code.value[0])
         self._observers.rpc_finished(rpc, code.name, seconds)
         ms = seconds * 1000.0
-        if code is grpc.StatusCode.INVALID_ARGUMENT:
+        # Refused for the caller's own input: INVALID_ARGUMENT, or a deadline too short
+        # to start a processor call (DEADLINE_EXCEEDED, DEADLINE_TOO_SHORT), which the
+        # servicer names: the caller's contract, no deadline of ours was missed.
+        refused = code is grpc.StatusCode.INVALID_ARGUMENT or bool(scope.rejected)
+        if refused:
             self._refused(rpc, scope, _details(context))
         else:
             self._noted(scope)
@@ -142,7 +146,7 @@ class ObservingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             self._monitor.record(
                 "rpc/unhandled_exception", f"{rpc} ended {code.name} after {ms:.0f} ms"
             )
-        elif code is grpc.StatusCode.DEADLINE_EXCEEDED:
+        elif code is grpc.StatusCode.DEADLINE_EXCEEDED and not refused:
             self._monitor.record(
                 "rpc/deadline_exceeded", f"{rpc} passed the caller's deadline after {ms:.0f} ms"
             )
