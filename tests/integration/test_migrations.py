@@ -22,8 +22,11 @@ from payorch.adapters.persistence.engine import (
     migration_heads,
 )
 from payorch.adapters.persistence.tables import metadata, payment_steps, processor_customers
+from payorch.adapters.persistence.unit_of_work import SqlAlchemyUnitOfWorkFactory
 from payorch.app.payments import CustomerNotOwned
+from payorch.domain.payment import PaymentStatus
 from tests.integration.installment_helpers import installments_container
+from tests.integration.test_payment_stats import payment as stats_payment
 from tests.integration.test_processor_customers import pay, plan
 
 
@@ -86,9 +89,9 @@ def test_a_migration_header_in_another_form_leaves_the_heads_to_alembic(tmp_path
     for path in (engine_module.MIGRATIONS / "versions").glob("[0-9]*.py"):
         (versions / path.name).write_text(path.read_text())
     monkeypatch.setattr(engine_module, "MIGRATIONS", tmp_path)
-    assert migration_heads() == {"0204", "0105"}
+    assert migration_heads() == {"0011", "0105"}
     (versions / "9999_merge.py").write_text(
-        'revision = "9999"\ndown_revision = ("0204", "0105")\n'
+        'revision = "9999"\ndown_revision = ("0011", "0105")\n'
         "branch_labels = None\ndepends_on = None\n"
     )
     assert migration_heads() is None
@@ -224,3 +227,32 @@ async def test_processor_customers_are_backfilled_to_the_merchant_that_used_them
         assert (await pay(container, "m_2", "r-5", "cus_Z")).payment.status.value == "succeeded"
     finally:
         await container.close()
+
+
+async def test_payments_left_processing_with_0_ms_are_marked_not_measured(database_url):
+    """Migration 0011: a PROCESSING payment stored with 0 ms has no measured time (the
+    reconciler would settle it with 0 ms); a settled one with 0 ms is left as it was."""
+    engine = create_engine(database_url)
+    try:
+        await migrate(engine)
+        uow = SqlAlchemyUnitOfWorkFactory(engine)
+        async with uow() as u:
+            for n, status in enumerate((PaymentStatus.PROCESSING, PaymentStatus.SUCCEEDED)):
+                await u.payments.add(stats_payment(n, "m_1", "sim_a", [], status, 0))
+            await u.commit()
+
+        def back_to_0204(sync_conn):
+            cfg = alembic_config(sync_conn.engine.url)
+            cfg.attributes["connection"] = sync_conn
+            command.downgrade(cfg, "0204")
+
+        async with engine.begin() as conn:
+            await conn.run_sync(back_to_0204)
+        await migrate(engine)
+        async with uow() as u:
+            processing = await u.payments.get("pay_0000", None)
+            settled = await u.payments.get("pay_0001", None)
+    finally:
+        await engine.dispose()
+    assert processing is not None and processing.orchestration_ms is None
+    assert settled is not None and settled.orchestration_ms == 0

@@ -333,6 +333,49 @@ async def test_stats_of_payments_made_through_the_service_with_scripted_faults(d
     assert abs(recovered.payment.orchestration_ms - retry.delay_before_ms) <= 1
 
 
+class Died(Exception):
+    """The server died here."""
+
+
+async def test_a_payment_the_reconciler_settled_after_a_crash_has_no_orchestration_time(
+    database_url, clock
+):
+    container = await make_container(database_url, clock)
+    sim = container.simulated["simulated"]
+    uow = container.payments._uow
+    try:
+        sim.inject("rate_limit", None)  # a measured time above 0 on the manual clock
+        measured = (await container.payments.create(core_request("r-1"), deadline_s=None)).payment
+
+        async def die(payment):
+            raise Died  # after the processor charged, before the answer was stored
+
+        uow.update_payment = die
+        with pytest.raises(Died):
+            await container.payments.create(core_request("r-2"), deadline_s=None)
+        del uow.update_payment
+        clock.advance(600)  # the reconciler settles the payment the server left PROCESSING
+        assert await container.payments.reconcile_due() == 1
+        [settled] = [
+            p
+            for p in await container.payments.list("m_1", page_size=10, after=None)
+            if p.request_id == "r-2"
+        ]
+        s = await container.observability.analytics.stats(
+            OPS, since=clock.now() - timedelta(hours=1), until=clock.now() + timedelta(hours=1)
+        )
+    finally:
+        await container.close()
+    assert settled.status is PaymentStatus.SUCCEEDED
+    # Nobody timed its orchestration: no time, rather than 0 ms.
+    assert settled.orchestration_ms is None
+    assert measured.orchestration_ms is not None and measured.orchestration_ms > 0
+    assert (s.payments, s.succeeded) == (2, 2)
+    # Only the measured payment makes the percentiles; 0 ms would have been its p50.
+    ms = measured.orchestration_ms
+    assert s.orchestration_ms == {50: ms, 95: ms, 99: ms}
+
+
 async def test_a_lookup_that_answered_not_charged_is_no_failure_in_the_stats(database_url, clock):
     container = await make_container(database_url, clock)
     sim = container.simulated["simulated"]

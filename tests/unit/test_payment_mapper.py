@@ -136,7 +136,8 @@ def reference(p: Payment, *, replayed: bool = False) -> orch.Payment:
         metadata=p.metadata,
         created_at=_ts(p.created_at),
         updated_at=_ts(p.updated_at),
-        orchestration_ms=p.orchestration_ms,
+        orchestration_ms=p.orchestration_ms or 0,
+        orchestration_unmeasured=p.orchestration_ms is None,
         replayed=replayed,
     )
 
@@ -283,3 +284,14 @@ def test_a_reconciled_event_stored_before_it_named_the_processors_event_lists_it
     reconciled = mappers.event_envelope(stored, Currency("EUR")).payment_reconciled
 
     assert (reconciled.source, reconciled.processor_event_id) == ("retrieve", "")
+
+
+def test_a_payment_with_no_measured_time_says_so_instead_of_0_ms() -> None:
+    unmeasured = _payment()
+    unmeasured.orchestration_ms = None
+    out = mappers.payment_pb(unmeasured)
+    assert (out.orchestration_ms, out.orchestration_unmeasured) == (0, True)
+    measured = _payment()
+    measured.orchestration_ms = 0  # fast, on a manual clock: a real 0 ms
+    out = mappers.payment_pb(measured)
+    assert (out.orchestration_ms, out.orchestration_unmeasured) == (0, False)

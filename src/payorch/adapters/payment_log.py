@@ -17,11 +17,11 @@ class LoggingObserver(NullObserver):
     def payment_finished(self, payment: Payment) -> None:
         attempts = sum(len(s.attempts) for s in payment.steps)
         self._log.info(
-            "payment %s: %d step(s), %d attempt(s), %d ms%s",
+            "payment %s: %d step(s), %d attempt(s), %s ms%s",
             payment.status.value,
             len(payment.steps),
             attempts,
-            payment.orchestration_ms,
+            "?" if payment.orchestration_ms is None else payment.orchestration_ms,
             f", {payment.final_error.value}" if payment.final_error.value != "none" else "",
             extra={
                 "request_id": payment.request_id,

@@ -127,7 +127,8 @@ class PrometheusObserver(NullObserver):
 
     def payment_finished(self, payment: Payment) -> None:
         self._payments(payment.status.value).inc()
-        self._m.orchestration.observe(payment.orchestration_ms / 1000.0)
+        if payment.orchestration_ms is not None:
+            self._m.orchestration.observe(payment.orchestration_ms / 1000.0)
         for step in payment.steps:
             for a in step.attempts:
                 if a.operation == "authorize" and a.number > 1:

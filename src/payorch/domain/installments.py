@@ -412,6 +412,42 @@ class InstallmentCharge:
     at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class ChargeEntry:
+    """One line of an installment's history as a plan answer carries it: a charge, or
+    the run of consecutive scheduled charges no processor could take (one outage's
+    pauses, up to one an hour until the first dunning step) folded into one."""
+
+    # The charge, or the run's last one.
+    charge: InstallmentCharge
+    # How many charges the line stands for (1 but for an outage's pauses).
+    times: int = 1
+    # When the first of them was made.
+    first_at: datetime | None = None
+
+
+def _outage_pause_charge(c: InstallmentCharge) -> bool:
+    return (
+        c.kind is AttemptKind.SCHEDULED
+        and c.outcome is ChargeOutcome.FAILED
+        and c.error_code == ErrorCode.NO_PROCESSOR_AVAILABLE.value
+    )
+
+
+def charge_history(charges: list[InstallmentCharge]) -> list[ChargeEntry]:
+    """The charges with each run of an outage's pauses folded into one entry. Bounded by
+    the charges that are not pauses (a checkout, the ladder's steps, the manual retries):
+    between two of them there is at most one run, however long the outage lasted."""
+    out: list[ChargeEntry] = []
+    for c in charges:
+        last = out[-1] if out else None
+        if last is not None and _outage_pause_charge(c) and _outage_pause_charge(last.charge):
+            out[-1] = ChargeEntry(c, last.times + 1, last.first_at or last.charge.at)
+        else:
+            out.append(ChargeEntry(c))
+    return out
+
+
 @dataclass(slots=True)
 class Installment:
     id: str

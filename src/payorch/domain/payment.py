@@ -233,7 +233,10 @@ class Payment:
     metadata: dict[str, str] = field(default_factory=dict)
     off_session: bool = False
     status: PaymentStatus = PaymentStatus.PROCESSING
-    orchestration_ms: int = 0
+    # Wall time CreatePayment spent on it; None when nobody measured one: still under
+    # way, or settled by the reconciler after its server stopped (not 0 ms, which a
+    # fast payment can take).
+    orchestration_ms: int | None = None
     final_error: ErrorCode = ErrorCode.NONE
     final_error_message: str = ""
     # Optimistic concurrency: bumped on every save.

@@ -73,7 +73,7 @@ DELIVERY_STATUS_DELIVERED: DeliveryStatus
 DELIVERY_STATUS_DEAD: DeliveryStatus
 
 class InstallmentCharge(_message.Message):
-    __slots__ = ("attempt", "kind", "payment_id", "outcome", "error_code", "message", "at")
+    __slots__ = ("attempt", "kind", "payment_id", "outcome", "error_code", "message", "at", "times", "first_at")
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     PAYMENT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -81,6 +81,8 @@ class InstallmentCharge(_message.Message):
     ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     AT_FIELD_NUMBER: _ClassVar[int]
+    TIMES_FIELD_NUMBER: _ClassVar[int]
+    FIRST_AT_FIELD_NUMBER: _ClassVar[int]
     attempt: int
     kind: AttemptKind
     payment_id: str
@@ -88,7 +90,9 @@ class InstallmentCharge(_message.Message):
     error_code: str
     message: str
     at: _timestamp_pb2.Timestamp
-    def __init__(self, attempt: _Optional[int] = ..., kind: _Optional[_Union[AttemptKind, str]] = ..., payment_id: _Optional[str] = ..., outcome: _Optional[str] = ..., error_code: _Optional[str] = ..., message: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    times: int
+    first_at: _timestamp_pb2.Timestamp
+    def __init__(self, attempt: _Optional[int] = ..., kind: _Optional[_Union[AttemptKind, str]] = ..., payment_id: _Optional[str] = ..., outcome: _Optional[str] = ..., error_code: _Optional[str] = ..., message: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., times: _Optional[int] = ..., first_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Installment(_message.Message):
     __slots__ = ("installment_id", "sequence", "amount", "due_at", "status", "attempts", "payment_id", "processor_payment_id", "last_error_code", "last_error", "next_attempt_at", "paid_at", "first_failed_at", "charges")

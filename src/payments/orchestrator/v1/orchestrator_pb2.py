@@ -29,7 +29,7 @@ from payments.plan.v1 import plan_pb2 as payments_dot_plan_dot_v1_dot_plan__pb2
 from payments.result.v1 import result_pb2 as payments_dot_result_dot_v1_dot_result__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+payments/orchestrator/v1/orchestrator.proto\x12\x18payments.orchestrator.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1fpayments/config/v1/config.proto\x1a\x1fpayments/events/v1/events.proto\x1a\x1bpayments/plan/v1/plan.proto\x1a\x1fpayments/result/v1/result.proto\"\x84\x01\n\x12PaymentMethodInput\x12\x0e\n\x06method\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\x12\x16\n\x0c\x61mount_minor\x18\x03 \x01(\x03H\x00\x12\x18\n\x0e\x61mount_decimal\x18\x04 \x01(\tH\x00\x12\x13\n\x0b\x63ustomer_id\x18\x05 \x01(\tB\x08\n\x06\x61mount\"\xb7\x03\n\x14\x43reatePaymentRequest\x12\x13\n\x0bmerchant_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x16\n\x0c\x61mount_minor\x18\x03 \x01(\x03H\x00\x12\x18\n\x0e\x61mount_decimal\x18\x04 \x01(\tH\x00\x12\x10\n\x08\x63urrency\x18\x05 \x01(\t\x12\x16\n\x0epayment_method\x18\x06 \x01(\t\x12\x0e\n\x06method\x18\x07 \x01(\t\x12=\n\x07methods\x18\x08 \x03(\x0b\x32,.payments.orchestrator.v1.PaymentMethodInput\x12\x13\n\x0b\x63ustomer_id\x18\t \x01(\t\x12N\n\x08metadata\x18\n \x03(\x0b\x32<.payments.orchestrator.v1.CreatePaymentRequest.MetadataEntry\x12\x13\n\x0boff_session\x18\x0b \x01(\x08\x12\x16\n\x0e\x61uthorize_only\x18\x0c \x01(\x08\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x08\n\x06\x61mount\"\xd1\x03\n\x07Payment\x12\x12\n\npayment_id\x18\x01 \x01(\t\x12\x13\n\x0bmerchant_id\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\'\n\x06\x61mount\x18\x04 \x01(\x0b\x32\x17.payments.plan.v1.Money\x12+\n\x04plan\x18\x05 \x01(\x0b\x32\x1d.payments.plan.v1.PaymentPlan\x12\x33\n\x06result\x18\x06 \x01(\x0b\x32#.payments.result.v1.CompositeResult\x12\x41\n\x08metadata\x18\x07 \x03(\x0b\x32/.payments.orchestrator.v1.Payment.MetadataEntry\x12.\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10orchestration_ms\x18\n \x01(\x03\x12\x10\n\x08replayed\x18\x0b \x01(\x08\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"K\n\x15\x43reatePaymentResponse\x12\x32\n\x07payment\x18\x01 \x01(\x0b\x32!.payments.orchestrator.v1.Payment\"\'\n\x11GetPaymentRequest\x12\x12\n\npayment_id\x18\x01 \x01(\t\"H\n\x12GetPaymentResponse\x12\x32\n\x07payment\x18\x01 \x01(\x0b\x32!.payments.orchestrator.v1.Payment\"\xa2\x01\n\x13ListPaymentsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x31\n\x06status\x18\x03 \x01(\x0e\x32!.payments.result.v1.PaymentStatus\x12\x31\n\rcreated_after\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"d\n\x14ListPaymentsResponse\x12\x33\n\x08payments\x18\x01 \x03(\x0b\x32!.payments.orchestrator.v1.Payment\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"+\n\x15\x43onfirmPaymentRequest\x12\x12\n\npayment_id\x18\x01 \x01(\t\"L\n\x16\x43onfirmPaymentResponse\x12\x32\n\x07payment\x18\x01 \x01(\x0b\x32!.payments.orchestrator.v1.Payment\"+\n\x15\x43\x61pturePaymentRequest\x12\x12\n\npayment_id\x18\x01 \x01(\t\"L\n\x16\x43\x61pturePaymentResponse\x12\x32\n\x07payment\x18\x01 \x01(\x0b\x32!.payments.orchestrator.v1.Payment\":\n\x14\x43\x61ncelPaymentRequest\x12\x12\n\npayment_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"K\n\x15\x43\x61ncelPaymentResponse\x12\x32\n\x07payment\x18\x01 \x01(\x0b\x32!.payments.orchestrator.v1.Payment\"d\n\x14RefundPaymentRequest\x12\x12\n\npayment_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x14\n\x0c\x61mount_minor\x18\x03 \x01(\x03\x12\x0e\n\x06reason\x18\x04 \x01(\t\"K\n\x15RefundPaymentResponse\x12\x32\n\x07payment\x18\x01 \x01(\x0b\x32!.payments.orchestrator.v1.Payment\".\n\x18ListPaymentEventsRequest\x12\x12\n\npayment_id\x18\x01 \x01(\t\"N\n\x19ListPaymentEventsResponse\x12\x31\n\x06\x65vents\x18\x01 \x03(\x0b\x32!.payments.events.v1.EventEnvelope\"\x83\x01\n\x1bUpsertMerchantConfigRequest\x12\x32\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\".payments.config.v1.MerchantConfig\x12\x18\n\x10\x65xpected_version\x18\x02 \x01(\x03\x12\x16\n\x0e\x65xpect_default\x18\x03 \x01(\x08\"R\n\x1cUpsertMerchantConfigResponse\x12\x32\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\".payments.config.v1.MerchantConfig\"/\n\x18GetMerchantConfigRequest\x12\x13\n\x0bmerchant_id\x18\x01 \x01(\t\"c\n\x19GetMerchantConfigResponse\x12\x32\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\".payments.config.v1.MerchantConfig\x12\x12\n\nis_default\x18\x02 \x01(\x08\x32\xb1\t\n\x13PaymentOrchestrator\x12p\n\rCreatePayment\x12..payments.orchestrator.v1.CreatePaymentRequest\x1a/.payments.orchestrator.v1.CreatePaymentResponse\x12g\n\nGetPayment\x12+.payments.orchestrator.v1.GetPaymentRequest\x1a,.payments.orchestrator.v1.GetPaymentResponse\x12m\n\x0cListPayments\x12-.payments.orchestrator.v1.ListPaymentsRequest\x1a..payments.orchestrator.v1.ListPaymentsResponse\x12s\n\x0e\x43onfirmPayment\x12/.payments.orchestrator.v1.ConfirmPaymentRequest\x1a\x30.payments.orchestrator.v1.ConfirmPaymentResponse\x12s\n\x0e\x43\x61pturePayment\x12/.payments.orchestrator.v1.CapturePaymentRequest\x1a\x30.payments.orchestrator.v1.CapturePaymentResponse\x12p\n\rCancelPayment\x12..payments.orchestrator.v1.CancelPaymentRequest\x1a/.payments.orchestrator.v1.CancelPaymentResponse\x12p\n\rRefundPayment\x12..payments.orchestrator.v1.RefundPaymentRequest\x1a/.payments.orchestrator.v1.RefundPaymentResponse\x12|\n\x11ListPaymentEvents\x12\x32.payments.orchestrator.v1.ListPaymentEventsRequest\x1a\x33.payments.orchestrator.v1.ListPaymentEventsResponse\x12\x85\x01\n\x14UpsertMerchantConfig\x12\x35.payments.orchestrator.v1.UpsertMerchantConfigRequest\x1a\x36.payments.orchestrator.v1.UpsertMerchantConfigResponse\x12|\n\x11GetMerchantConfig\x12\x32.payments.orchestrator.v1.GetMerchantConfigRequest\x1a\x33.payments.orchestrator.v1.GetMerchantConfigResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+payments/orchestrator/v1/orchestrator.proto\x12\x18payments.orchestrator.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1fpayments/config/v1/config.proto\x1a\x1fpayments/events/v1/events.proto\x1a\x1bpayments/plan/v1/plan.proto\x1a\x1fpayments/result/v1/result.proto\"\x84\x01\n\x12PaymentMethodInput\x12\x0e\n\x06method\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\x12\x16\n\x0c\x61mount_minor\x18\x03 \x01(\x03H\x00\x12\x18\n\x0e\x61mount_decimal\x18\x04 \x01(\tH\x00\x12\x13\n\x0b\x63ustomer_id\x18\x05 \x01(\tB\x08\n\x06\x61mount\"\xb7\x03\n\x14\x43reatePaymentRequest\x12\x13\n\x0bmerchant_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x16\n\x0c\x61mount_minor\x18\x03 \x01(\x03H\x00\x12\x18\n\x0e\x61mount_decimal\x18\x04 \x01(\tH\x00\x12\x10\n\x08\x63urrency\x18\x05 \x01(\t\x12\x16\n\x0epayment_method\x18\x06 \x01(\t\x12\x0e\n\x06method\x18\x07 \x01(\t\x12=\n\x07methods\x18\x08 \x03(\x0b\x32,.payments.orchestrator.v1.PaymentMethodInput\x12\x13\n\x0b\x63ustomer_id\x18\t \x01(\t\x12N\n\x08metadata\x18\n \x03(\x0b\x32<.payments.orchestrator.v1.CreatePaymentRequest.MetadataEntry\x12\x13\n\x0boff_session\x18\x0b \x01(\x08\x12\x16\n\x0e\x61uthorize_only\x18\x0c \x01(\x08\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x08\n\x06\x61mount\"\xf3\x03\n\x07Payment\x12\x12\n\npayment_id\x18\x01 \x01(\t\x12\x13\n\x0bmerchant_id\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\'\n\x06\x61mount\x18\x04 \x01(\x0b\x32\x17.payments.plan.v1.Money\x12+\n\x04plan\x18\x05 \x01(\x0b\x32\x1d.payments.plan.v1.PaymentPlan\x12\x33\n\x06result\x18\x06 \x01(\x0b\x32#.payments.result.v1.CompositeResult\x12\x41\n\x08metadata\x18\x07 \x03(\x0b\x32/.payments.orchestrator.v1.Payment.MetadataEntry\x12.\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10orchestration_ms\x18\n \x01(\x03\x12\x10\n\x08replayed\x18\x0b \x01(\x08\x12 \n\x18orchestration_unmeasured\x18\x0c \x01(\x08\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"K\n\x15\x43reatePaymentResponse\x12\x32\n\x07payment\x18\x01 \x01(\x0b\x32!.payments.orchestrator.v1.Payment\"\'\n\x11GetPaymentRequest\x12\x12\n\npayment_id\x18\x01 \x01(\t\"H\n\x12GetPaymentResponse\x12\x32\n\x07payment\x18\x01 \x01(\x0b\x32!.payments.orchestrator.v1.Payment\"\xa2\x01\n\x13ListPaymentsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x31\n\x06status\x18\x03 \x01(\x0e\x32!.payments.result.v1.PaymentStatus\x12\x31\n\rcreated_after\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"d\n\x14ListPaymentsResponse\x12\x33\n\x08payments\x18\x01 \x03(\x0b\x32!.payments.orchestrator.v1.Payment\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"+\n\x15\x43onfirmPaymentRequest\x12\x12\n\npayment_id\x18\x01 \x01(\t\"L\n\x16\x43onfirmPaymentResponse\x12\x32\n\x07payment\x18\x01 \x01(\x0b\x32!.payments.orchestrator.v1.Payment\"+\n\x15\x43\x61pturePaymentRequest\x12\x12\n\npayment_id\x18\x01 \x01(\t\"L\n\x16\x43\x61pturePaymentResponse\x12\x32\n\x07payment\x18\x01 \x01(\x0b\x32!.payments.orchestrator.v1.Payment\":\n\x14\x43\x61ncelPaymentRequest\x12\x12\n\npayment_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"K\n\x15\x43\x61ncelPaymentResponse\x12\x32\n\x07payment\x18\x01 \x01(\x0b\x32!.payments.orchestrator.v1.Payment\"d\n\x14RefundPaymentRequest\x12\x12\n\npayment_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x14\n\x0c\x61mount_minor\x18\x03 \x01(\x03\x12\x0e\n\x06reason\x18\x04 \x01(\t\"K\n\x15RefundPaymentResponse\x12\x32\n\x07payment\x18\x01 \x01(\x0b\x32!.payments.orchestrator.v1.Payment\".\n\x18ListPaymentEventsRequest\x12\x12\n\npayment_id\x18\x01 \x01(\t\"N\n\x19ListPaymentEventsResponse\x12\x31\n\x06\x65vents\x18\x01 \x03(\x0b\x32!.payments.events.v1.EventEnvelope\"\x83\x01\n\x1bUpsertMerchantConfigRequest\x12\x32\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\".payments.config.v1.MerchantConfig\x12\x18\n\x10\x65xpected_version\x18\x02 \x01(\x03\x12\x16\n\x0e\x65xpect_default\x18\x03 \x01(\x08\"R\n\x1cUpsertMerchantConfigResponse\x12\x32\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\".payments.config.v1.MerchantConfig\"/\n\x18GetMerchantConfigRequest\x12\x13\n\x0bmerchant_id\x18\x01 \x01(\t\"c\n\x19GetMerchantConfigResponse\x12\x32\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\".payments.config.v1.MerchantConfig\x12\x12\n\nis_default\x18\x02 \x01(\x08\x32\xb1\t\n\x13PaymentOrchestrator\x12p\n\rCreatePayment\x12..payments.orchestrator.v1.CreatePaymentRequest\x1a/.payments.orchestrator.v1.CreatePaymentResponse\x12g\n\nGetPayment\x12+.payments.orchestrator.v1.GetPaymentRequest\x1a,.payments.orchestrator.v1.GetPaymentResponse\x12m\n\x0cListPayments\x12-.payments.orchestrator.v1.ListPaymentsRequest\x1a..payments.orchestrator.v1.ListPaymentsResponse\x12s\n\x0e\x43onfirmPayment\x12/.payments.orchestrator.v1.ConfirmPaymentRequest\x1a\x30.payments.orchestrator.v1.ConfirmPaymentResponse\x12s\n\x0e\x43\x61pturePayment\x12/.payments.orchestrator.v1.CapturePaymentRequest\x1a\x30.payments.orchestrator.v1.CapturePaymentResponse\x12p\n\rCancelPayment\x12..payments.orchestrator.v1.CancelPaymentRequest\x1a/.payments.orchestrator.v1.CancelPaymentResponse\x12p\n\rRefundPayment\x12..payments.orchestrator.v1.RefundPaymentRequest\x1a/.payments.orchestrator.v1.RefundPaymentResponse\x12|\n\x11ListPaymentEvents\x12\x32.payments.orchestrator.v1.ListPaymentEventsRequest\x1a\x33.payments.orchestrator.v1.ListPaymentEventsResponse\x12\x85\x01\n\x14UpsertMerchantConfig\x12\x35.payments.orchestrator.v1.UpsertMerchantConfigRequest\x1a\x36.payments.orchestrator.v1.UpsertMerchantConfigResponse\x12|\n\x11GetMerchantConfig\x12\x32.payments.orchestrator.v1.GetMerchantConfigRequest\x1a\x33.payments.orchestrator.v1.GetMerchantConfigResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -47,47 +47,47 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CREATEPAYMENTREQUEST_METADATAENTRY']._serialized_start=752
   _globals['_CREATEPAYMENTREQUEST_METADATAENTRY']._serialized_end=799
   _globals['_PAYMENT']._serialized_start=812
-  _globals['_PAYMENT']._serialized_end=1277
+  _globals['_PAYMENT']._serialized_end=1311
   _globals['_PAYMENT_METADATAENTRY']._serialized_start=752
   _globals['_PAYMENT_METADATAENTRY']._serialized_end=799
-  _globals['_CREATEPAYMENTRESPONSE']._serialized_start=1279
-  _globals['_CREATEPAYMENTRESPONSE']._serialized_end=1354
-  _globals['_GETPAYMENTREQUEST']._serialized_start=1356
-  _globals['_GETPAYMENTREQUEST']._serialized_end=1395
-  _globals['_GETPAYMENTRESPONSE']._serialized_start=1397
-  _globals['_GETPAYMENTRESPONSE']._serialized_end=1469
-  _globals['_LISTPAYMENTSREQUEST']._serialized_start=1472
-  _globals['_LISTPAYMENTSREQUEST']._serialized_end=1634
-  _globals['_LISTPAYMENTSRESPONSE']._serialized_start=1636
-  _globals['_LISTPAYMENTSRESPONSE']._serialized_end=1736
-  _globals['_CONFIRMPAYMENTREQUEST']._serialized_start=1738
-  _globals['_CONFIRMPAYMENTREQUEST']._serialized_end=1781
-  _globals['_CONFIRMPAYMENTRESPONSE']._serialized_start=1783
-  _globals['_CONFIRMPAYMENTRESPONSE']._serialized_end=1859
-  _globals['_CAPTUREPAYMENTREQUEST']._serialized_start=1861
-  _globals['_CAPTUREPAYMENTREQUEST']._serialized_end=1904
-  _globals['_CAPTUREPAYMENTRESPONSE']._serialized_start=1906
-  _globals['_CAPTUREPAYMENTRESPONSE']._serialized_end=1982
-  _globals['_CANCELPAYMENTREQUEST']._serialized_start=1984
-  _globals['_CANCELPAYMENTREQUEST']._serialized_end=2042
-  _globals['_CANCELPAYMENTRESPONSE']._serialized_start=2044
-  _globals['_CANCELPAYMENTRESPONSE']._serialized_end=2119
-  _globals['_REFUNDPAYMENTREQUEST']._serialized_start=2121
-  _globals['_REFUNDPAYMENTREQUEST']._serialized_end=2221
-  _globals['_REFUNDPAYMENTRESPONSE']._serialized_start=2223
-  _globals['_REFUNDPAYMENTRESPONSE']._serialized_end=2298
-  _globals['_LISTPAYMENTEVENTSREQUEST']._serialized_start=2300
-  _globals['_LISTPAYMENTEVENTSREQUEST']._serialized_end=2346
-  _globals['_LISTPAYMENTEVENTSRESPONSE']._serialized_start=2348
-  _globals['_LISTPAYMENTEVENTSRESPONSE']._serialized_end=2426
-  _globals['_UPSERTMERCHANTCONFIGREQUEST']._serialized_start=2429
-  _globals['_UPSERTMERCHANTCONFIGREQUEST']._serialized_end=2560
-  _globals['_UPSERTMERCHANTCONFIGRESPONSE']._serialized_start=2562
-  _globals['_UPSERTMERCHANTCONFIGRESPONSE']._serialized_end=2644
-  _globals['_GETMERCHANTCONFIGREQUEST']._serialized_start=2646
-  _globals['_GETMERCHANTCONFIGREQUEST']._serialized_end=2693
-  _globals['_GETMERCHANTCONFIGRESPONSE']._serialized_start=2695
-  _globals['_GETMERCHANTCONFIGRESPONSE']._serialized_end=2794
-  _globals['_PAYMENTORCHESTRATOR']._serialized_start=2797
-  _globals['_PAYMENTORCHESTRATOR']._serialized_end=3998
+  _globals['_CREATEPAYMENTRESPONSE']._serialized_start=1313
+  _globals['_CREATEPAYMENTRESPONSE']._serialized_end=1388
+  _globals['_GETPAYMENTREQUEST']._serialized_start=1390
+  _globals['_GETPAYMENTREQUEST']._serialized_end=1429
+  _globals['_GETPAYMENTRESPONSE']._serialized_start=1431
+  _globals['_GETPAYMENTRESPONSE']._serialized_end=1503
+  _globals['_LISTPAYMENTSREQUEST']._serialized_start=1506
+  _globals['_LISTPAYMENTSREQUEST']._serialized_end=1668
+  _globals['_LISTPAYMENTSRESPONSE']._serialized_start=1670
+  _globals['_LISTPAYMENTSRESPONSE']._serialized_end=1770
+  _globals['_CONFIRMPAYMENTREQUEST']._serialized_start=1772
+  _globals['_CONFIRMPAYMENTREQUEST']._serialized_end=1815
+  _globals['_CONFIRMPAYMENTRESPONSE']._serialized_start=1817
+  _globals['_CONFIRMPAYMENTRESPONSE']._serialized_end=1893
+  _globals['_CAPTUREPAYMENTREQUEST']._serialized_start=1895
+  _globals['_CAPTUREPAYMENTREQUEST']._serialized_end=1938
+  _globals['_CAPTUREPAYMENTRESPONSE']._serialized_start=1940
+  _globals['_CAPTUREPAYMENTRESPONSE']._serialized_end=2016
+  _globals['_CANCELPAYMENTREQUEST']._serialized_start=2018
+  _globals['_CANCELPAYMENTREQUEST']._serialized_end=2076
+  _globals['_CANCELPAYMENTRESPONSE']._serialized_start=2078
+  _globals['_CANCELPAYMENTRESPONSE']._serialized_end=2153
+  _globals['_REFUNDPAYMENTREQUEST']._serialized_start=2155
+  _globals['_REFUNDPAYMENTREQUEST']._serialized_end=2255
+  _globals['_REFUNDPAYMENTRESPONSE']._serialized_start=2257
+  _globals['_REFUNDPAYMENTRESPONSE']._serialized_end=2332
+  _globals['_LISTPAYMENTEVENTSREQUEST']._serialized_start=2334
+  _globals['_LISTPAYMENTEVENTSREQUEST']._serialized_end=2380
+  _globals['_LISTPAYMENTEVENTSRESPONSE']._serialized_start=2382
+  _globals['_LISTPAYMENTEVENTSRESPONSE']._serialized_end=2460
+  _globals['_UPSERTMERCHANTCONFIGREQUEST']._serialized_start=2463
+  _globals['_UPSERTMERCHANTCONFIGREQUEST']._serialized_end=2594
+  _globals['_UPSERTMERCHANTCONFIGRESPONSE']._serialized_start=2596
+  _globals['_UPSERTMERCHANTCONFIGRESPONSE']._serialized_end=2678
+  _globals['_GETMERCHANTCONFIGREQUEST']._serialized_start=2680
+  _globals['_GETMERCHANTCONFIGREQUEST']._serialized_end=2727
+  _globals['_GETMERCHANTCONFIGRESPONSE']._serialized_start=2729
+  _globals['_GETMERCHANTCONFIGRESPONSE']._serialized_end=2828
+  _globals['_PAYMENTORCHESTRATOR']._serialized_start=2831
+  _globals['_PAYMENTORCHESTRATOR']._serialized_end=4032
 # @@protoc_insertion_point(module_scope)

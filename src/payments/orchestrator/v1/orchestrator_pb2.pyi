@@ -63,7 +63,7 @@ class CreatePaymentRequest(_message.Message):
     def __init__(self, merchant_id: _Optional[str] = ..., request_id: _Optional[str] = ..., amount_minor: _Optional[int] = ..., amount_decimal: _Optional[str] = ..., currency: _Optional[str] = ..., payment_method: _Optional[str] = ..., method: _Optional[str] = ..., methods: _Optional[_Iterable[_Union[PaymentMethodInput, _Mapping]]] = ..., customer_id: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., off_session: _Optional[bool] = ..., authorize_only: _Optional[bool] = ...) -> None: ...
 
 class Payment(_message.Message):
-    __slots__ = ("payment_id", "merchant_id", "request_id", "amount", "plan", "result", "metadata", "created_at", "updated_at", "orchestration_ms", "replayed")
+    __slots__ = ("payment_id", "merchant_id", "request_id", "amount", "plan", "result", "metadata", "created_at", "updated_at", "orchestration_ms", "replayed", "orchestration_unmeasured")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -82,6 +82,7 @@ class Payment(_message.Message):
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
     ORCHESTRATION_MS_FIELD_NUMBER: _ClassVar[int]
     REPLAYED_FIELD_NUMBER: _ClassVar[int]
+    ORCHESTRATION_UNMEASURED_FIELD_NUMBER: _ClassVar[int]
     payment_id: str
     merchant_id: str
     request_id: str
@@ -93,7 +94,8 @@ class Payment(_message.Message):
     updated_at: _timestamp_pb2.Timestamp
     orchestration_ms: int
     replayed: bool
-    def __init__(self, payment_id: _Optional[str] = ..., merchant_id: _Optional[str] = ..., request_id: _Optional[str] = ..., amount: _Optional[_Union[_plan_pb2.Money, _Mapping]] = ..., plan: _Optional[_Union[_plan_pb2.PaymentPlan, _Mapping]] = ..., result: _Optional[_Union[_result_pb2.CompositeResult, _Mapping]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., orchestration_ms: _Optional[int] = ..., replayed: _Optional[bool] = ...) -> None: ...
+    orchestration_unmeasured: bool
+    def __init__(self, payment_id: _Optional[str] = ..., merchant_id: _Optional[str] = ..., request_id: _Optional[str] = ..., amount: _Optional[_Union[_plan_pb2.Money, _Mapping]] = ..., plan: _Optional[_Union[_plan_pb2.PaymentPlan, _Mapping]] = ..., result: _Optional[_Union[_result_pb2.CompositeResult, _Mapping]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., orchestration_ms: _Optional[int] = ..., replayed: _Optional[bool] = ..., orchestration_unmeasured: _Optional[bool] = ...) -> None: ...
 
 class CreatePaymentResponse(_message.Message):
     __slots__ = ("payment",)

@@ -31,7 +31,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql import Executable, Select
 
-from payorch.adapters.persistence.tables import attempts, payments
+from payorch.adapters.persistence.tables import NOT_MEASURED, attempts, payments
 from payorch.app.analytics import (
     FAILED_OUTCOMES,
     PERCENTILES,
@@ -111,11 +111,12 @@ def payment_statement(q: StatsQuery) -> Executable:
         .group_by(payments.c.status, payments.c.orchestration_ms)
         .cte("base")
     )
-    # A payment still under way has no orchestration time yet (0 ms): left out of the
-    # percentiles, not of the counts.
+    # A payment with no measured time (still under way, or settled by the reconciler
+    # after its server stopped) is left out of the percentiles, not of the counts. So is
+    # one under way again (confirmed by the customer): its time is the first part's.
     histogram = (
         select(base.c.ms, func.sum(base.c.c).label("c"))
-        .where(base.c.status != PaymentStatus.PROCESSING.value)
+        .where(base.c.status != PaymentStatus.PROCESSING.value, base.c.ms != NOT_MEASURED)
         .group_by(base.c.ms)
         .cte("histogram")
     )

@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from payorch.adapters.persistence.tables import (
+    NOT_MEASURED,
     attempts,
     events,
     inbound_events,
@@ -68,7 +69,7 @@ def _payment_values(p: Payment) -> list[Any]:
         p.metadata,
         p.off_session,
         p.status.value,
-        p.orchestration_ms,
+        NOT_MEASURED if p.orchestration_ms is None else p.orchestration_ms,
         p.final_error.value,
         p.final_error_message,
         p.version,
@@ -485,7 +486,7 @@ def _payment(r: Any, steps: list[Step]) -> Payment:
         metadata=dict(r["metadata"]),
         off_session=r["off_session"],
         status=PaymentStatus(r["status"]),
-        orchestration_ms=r["orchestration_ms"],
+        orchestration_ms=None if r["orchestration_ms"] < 0 else r["orchestration_ms"],
         final_error=ErrorCode(r["final_error"]),
         final_error_message=r["final_error_message"],
         version=r["version"],

@@ -56,6 +56,12 @@ class UTCDateTime(TypeDecorator[datetime]):
         return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
+# `payments.orchestration_ms` of a payment with no measured time (Payment.orchestration_ms
+# None). Not NULL: the column stays NOT NULL (on SQLite making it nullable copies the
+# table, which the foreign keys of the stored steps refuse), and the stats index over
+# it is unchanged. No duration is negative, so it cannot be taken for one.
+NOT_MEASURED = -1
+
 payments = Table(
     "payments",
     metadata,
@@ -71,7 +77,7 @@ payments = Table(
     Column("metadata", JSON, nullable=False),
     Column("off_session", Boolean, nullable=False, default=False),
     Column("status", String(32), nullable=False),
-    Column("orchestration_ms", BigInteger, nullable=False, default=0),
+    Column("orchestration_ms", BigInteger, nullable=False, default=NOT_MEASURED),
     Column("final_error", String(48), nullable=False),
     Column("final_error_message", Text, nullable=False, default=""),
     Column("version", Integer, nullable=False),

@@ -16,6 +16,7 @@ from payorch.domain.installments import (
     InstallmentPlan,
     InstallmentStatus,
     PlanStatus,
+    charge_history,
 )
 from payorch.domain.money import Currency
 from payorch.domain.webhook_delivery import (
@@ -76,15 +77,17 @@ def installment_pb(plan: InstallmentPlan, i: Installment) -> pb.Installment:
         first_failed_at=_ts(i.first_failed_at),
         charges=[
             pb.InstallmentCharge(
-                attempt=c.attempt,
-                kind=ATTEMPT_KINDS[c.kind],
-                payment_id=c.payment_id,
-                outcome=c.outcome.value,
-                error_code=c.error_code,
-                message=c.message,
-                at=_ts(c.at),
+                attempt=e.charge.attempt,
+                kind=ATTEMPT_KINDS[e.charge.kind],
+                payment_id=e.charge.payment_id,
+                outcome=e.charge.outcome.value,
+                error_code=e.charge.error_code,
+                message=e.charge.message,
+                at=_ts(e.charge.at),
+                times=e.times,
+                first_at=_ts(e.first_at),
             )
-            for c in i.charges
+            for e in charge_history(i.charges)
         ],
     )
 

@@ -209,7 +209,8 @@ def write_payment(out: orch.Payment, p: Payment, *, replayed: bool = False) -> N
         out.metadata.update(p.metadata)
     set_timestamp(out.created_at, p.created_at)
     set_timestamp(out.updated_at, p.updated_at)
-    out.orchestration_ms = p.orchestration_ms
+    out.orchestration_ms = p.orchestration_ms or 0
+    out.orchestration_unmeasured = p.orchestration_ms is None
     out.replayed = replayed
 
 
