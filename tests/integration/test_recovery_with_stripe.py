@@ -12,11 +12,13 @@ import pytest
 from payorch.adapters.clock import ManualClock
 from payorch.adapters.processors.simulated import SimulatedProcessor
 from payorch.adapters.processors.stripe import StripeProcessor
+from payorch.app.health import HealthTracker
 from payorch.app.merchant_configs import MerchantConfigs
 from payorch.app.payments import PaymentService, ProcessorEvent, ProcessorEvents
 from payorch.app.router import Router
 from payorch.app.settlement import Settlement
 from payorch.domain.contracts import attempt_violation
+from payorch.domain.health import BreakerState, HealthPolicy
 from payorch.domain.installments import judge_charge
 from payorch.domain.merchant_config import MerchantConfig
 from payorch.domain.payment import Owed, PaymentStatus, StepStatus
@@ -30,7 +32,7 @@ from tests.integration.helpers import make_stripe_container
 
 @contextlib.asynccontextmanager
 async def running(
-    *, max_retries=2, fallback_on_failure=False, clock=None, then=None, api_key=None
+    *, max_retries=2, fallback_on_failure=False, clock=None, then=None, api_key=None, health=None
 ):
     """The service on the fake Stripe; `then` is another processor to fail over to;
     `api_key` one the fake Stripe does not take (it takes only its own then)."""
@@ -40,7 +42,13 @@ async def running(
             api_key or fake.api_key, api_base=fake.url, timeout_s=0.5, clock=clock
         )
         processors = {"stripe": stripe, **({then.name: then} if then else {})}
-        router = Router(processors, clock, call_timeout_s=0.5, rng=random.Random(3))
+        router = Router(
+            processors,
+            clock,
+            call_timeout_s=0.5,
+            rng=random.Random(3),
+            health=health and HealthTracker(health, clock, processors=processors),
+        )
         configs = MerchantConfigs(
             FakeMerchantConfigStore(),
             clock,
@@ -543,6 +551,25 @@ async def test_a_revoked_stripe_key_fails_over_and_counts_against_stripes_health
         assert simulated.ledger.charges_total == 1 and fake.charges_total == 0
         stats = service._router.health.snapshot("stripe").stats
         assert (stats.infra_failures, stats.other) == (1, 0)
+
+
+async def test_a_revoked_stripe_key_opens_its_breaker_so_payments_go_straight_elsewhere():
+    simulated = SimulatedProcessor("simulated")
+    async with running(
+        then=simulated,
+        api_key="sk_test_rolled_" + "x" * 20,
+        health=HealthPolicy(min_requests=3),
+    ) as (fake, service, _clock):
+        for n in range(3):
+            assert (await pay(service, request_id=f"r{n}")).status is PaymentStatus.SUCCEEDED
+
+        payment = await pay(service, request_id="r3")
+
+        assert service._router.health.breaker("stripe") is BreakerState.OPEN
+        [attempt] = payment.steps[0].attempts
+        assert attempt.processor == "simulated"
+        assert "stripe skipped: breaker open" in attempt.routing_reason
+        assert len(fake.requests) == 3 and simulated.ledger.charges_total == 4
 
 
 async def test_a_revoked_stripe_key_alone_fails_the_charge_for_a_later_try_not_for_good():
