@@ -1138,6 +1138,31 @@ async def test_a_confirm_refused_on_an_intent_canceled_meanwhile_fails_uncharged
     assert fake.charges_total == 0
 
 
+async def test_a_confirm_refused_on_an_intent_open_again_without_a_decline_is_pending(
+    fake: FakeStripe, processor: StripeProcessor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Refused while `processing`, the intent is open again with no decline on it: a
+    request that moved it may still charge it, so the reconciler settles it (it
+    cancels the intent first); it is no invalid request of ours."""
+    pi_id = await refused_confirm_on(fake, processor, "processing")
+    refuse = fake._do_confirm
+
+    def refuse_then_reopen(pi: str, params: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return refuse(pi, params)
+        finally:
+            fake.payment_intent(pi)["status"] = "requires_confirmation"
+
+    monkeypatch.setattr(fake, "_do_confirm", refuse_then_reopen)
+
+    answer = await processor.authorize(charge(generation=1))
+
+    assert (answer.kind, answer.processor_payment_id) == (ResponseKind.PENDING, pi_id)
+    verdict = classify(answer)
+    assert verdict.outcome is Outcome.UNKNOWN and not verdict.contract_violation
+    assert fake.charges_total == 0
+
+
 async def test_a_confirm_refused_while_an_earlier_one_was_declined_answers_with_that_decline(
     fake: FakeStripe, processor: StripeProcessor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
