@@ -12,10 +12,13 @@ import pytest
 from payorch.adapters.clock import ManualClock
 from payorch.adapters.processors.simulated import SimulatedProcessor
 from payorch.adapters.processors.stripe import StripeProcessor
+from payorch.app.health import HealthTracker
 from payorch.app.merchant_configs import MerchantConfigs
 from payorch.app.payments import PaymentService, ProcessorEvent, ProcessorEvents
 from payorch.app.router import Router
 from payorch.app.settlement import Settlement
+from payorch.domain.contracts import attempt_violation
+from payorch.domain.health import BreakerState, HealthPolicy
 from payorch.domain.installments import judge_charge
 from payorch.domain.merchant_config import MerchantConfig
 from payorch.domain.payment import Owed, PaymentStatus, StepStatus
@@ -28,13 +31,24 @@ from tests.integration.helpers import make_stripe_container
 
 
 @contextlib.asynccontextmanager
-async def running(*, max_retries=2, fallback_on_failure=False, clock=None, then=None):
-    """The service on the fake Stripe; `then` is another processor to fail over to."""
+async def running(
+    *, max_retries=2, fallback_on_failure=False, clock=None, then=None, api_key=None, health=None
+):
+    """The service on the fake Stripe; `then` is another processor to fail over to;
+    `api_key` one the fake Stripe does not take (it takes only its own then)."""
     clock = clock or ManualClock()
-    async with FakeStripe(clock=clock) as fake:
-        stripe = StripeProcessor(fake.api_key, api_base=fake.url, timeout_s=0.5, clock=clock)
+    async with FakeStripe(clock=clock, api_key="sk_test_" + "k" * 24 if api_key else None) as fake:
+        stripe = StripeProcessor(
+            api_key or fake.api_key, api_base=fake.url, timeout_s=0.5, clock=clock
+        )
         processors = {"stripe": stripe, **({then.name: then} if then else {})}
-        router = Router(processors, clock, call_timeout_s=0.5, rng=random.Random(3))
+        router = Router(
+            processors,
+            clock,
+            call_timeout_s=0.5,
+            rng=random.Random(3),
+            health=health and HealthTracker(health, clock, processors=processors),
+        )
         configs = MerchantConfigs(
             FakeMerchantConfigStore(),
             clock,
@@ -521,6 +535,89 @@ async def test_an_intent_stripe_says_is_processing_reads_so_and_is_reconciled_on
         assert settled.status is PaymentStatus.SUCCEEDED
         assert (settled.final_error, settled.final_error_message) == (ErrorCode.NONE, "")
         assert not fake.requests_to("cancel")
+
+
+async def test_an_intent_canceled_at_stripe_before_the_retry_fails_uncharged_and_the_fallback_pays():
+    """Between the lookup after a 500 and the retry, the intent is canceled at Stripe
+    (the dashboard, a raced request): the retry's confirm is refused, nothing was or can
+    be charged there, and that is no request of ours Stripe calls invalid."""
+    clock = BeforeEachRetry()
+    async with running(max_retries=1, fallback_on_failure=True, clock=clock) as (fake, service, _):
+        fake.inject(Fault.api_error())  # g0: a 500, nothing charged: looked up, then g1
+        clock.then = lambda: [fake.set_status(pi, "canceled") for pi in list(fake.payment_intents)]
+        payment = await pay(
+            service,
+            methods=[
+                RawMethodInput("card", "pm_card_visa"),
+                RawMethodInput("google_pay", "pm_card_visa"),
+            ],
+        )
+        clock.then = None
+
+        first = payment.steps[0]
+        assert fake.requests_to("confirm")[1].status == 400  # payment_intent_unexpected_state
+        assert first.status is StepStatus.FAILED
+        assert first.error_code is ErrorCode.PAYMENT_CANCELED_AT_PROCESSOR
+        assert [attempt_violation(a) for a in first.attempts] == [None] * len(first.attempts)
+        assert payment.status is PaymentStatus.SUCCEEDED  # the fallback method paid
+        assert fake.charges_total == 1
+
+
+# -- a revoked or rolled API key ------------------------------------------------------
+
+
+async def test_a_revoked_stripe_key_fails_over_and_counts_against_stripes_health():
+    simulated = SimulatedProcessor("simulated")
+    async with running(then=simulated, api_key="sk_test_rolled_" + "x" * 20) as (
+        fake,
+        service,
+        _clock,
+    ):
+        payment = await pay(service)
+
+        assert payment.status is PaymentStatus.SUCCEEDED
+        step = payment.steps[0]
+        assert step.processor == "simulated"
+        assert [(a.processor, a.raw.http_status) for a in step.attempts] == [
+            ("stripe", 401),  # not retried on Stripe: the same key is refused again
+            ("simulated", 0),
+        ]
+        assert "failing over to simulated" in step.attempts[0].retry_decision
+        assert simulated.ledger.charges_total == 1 and fake.charges_total == 0
+        stats = service._router.health.snapshot("stripe").stats
+        assert (stats.infra_failures, stats.other) == (1, 0)
+
+
+async def test_a_revoked_stripe_key_opens_its_breaker_so_payments_go_straight_elsewhere():
+    simulated = SimulatedProcessor("simulated")
+    async with running(
+        then=simulated,
+        api_key="sk_test_rolled_" + "x" * 20,
+        health=HealthPolicy(min_requests=3),
+    ) as (fake, service, _clock):
+        for n in range(3):
+            assert (await pay(service, request_id=f"r{n}")).status is PaymentStatus.SUCCEEDED
+
+        payment = await pay(service, request_id="r3")
+
+        assert service._router.health.breaker("stripe") is BreakerState.OPEN
+        [attempt] = payment.steps[0].attempts
+        assert attempt.processor == "simulated"
+        assert "stripe skipped: breaker open" in attempt.routing_reason
+        assert len(fake.requests) == 3 and simulated.ledger.charges_total == 4
+
+
+async def test_a_revoked_stripe_key_alone_fails_the_charge_for_a_later_try_not_for_good():
+    async with running(api_key="sk_test_rolled_" + "x" * 20) as (fake, service, _clock):
+        payment = await pay(service)
+
+        assert payment.status is PaymentStatus.FAILED
+        assert payment.final_error is ErrorCode.PROCESSOR_AUTHENTICATION
+        assert len(payment.steps[0].attempts) == 1
+        # Nothing the customer did: an installment charged now is tried again later,
+        # not failed for good (and its plan breached) for a key of ours.
+        assert judge_charge(payment).retry_later is True
+        assert fake.charges_total == 0
 
 
 # -- a step paused for the customer ---------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import logging
 import os
 import socket
 import subprocess
@@ -1114,17 +1115,87 @@ async def test_a_confirm_refused_whose_lookup_fails_is_an_unknown_outcome_not_a_
     assert classify(answer).outcome is Outcome.UNKNOWN
 
 
-async def test_a_confirm_refused_on_a_canceled_intent_stays_a_failure(
+async def test_a_confirm_refused_on_an_intent_canceled_meanwhile_fails_uncharged_not_as_ours(
     fake: FakeStripe, processor: StripeProcessor
 ) -> None:
+    """Canceled at Stripe (the dashboard, a raced request) after our last look: nothing
+    was charged and nothing can be, and the refusal is no bad request of ours."""
     pi_id = await refused_confirm_on(fake, processor, "canceled")
 
     answer = await processor.authorize(charge(generation=1))
 
-    assert (answer.kind, answer.http_status) == (ResponseKind.ERROR, 400)
-    assert (answer.code, answer.processor_payment_id) == ("payment_intent_unexpected_state", pi_id)
-    assert classify(answer).outcome is Outcome.HARD
+    assert fake.requests_to("confirm")[-1].status == 400  # payment_intent_unexpected_state
+    assert (answer.kind, answer.http_status, answer.processor_payment_id) == (
+        ResponseKind.ERROR,
+        400,
+        pi_id,
+    )
+    assert (answer.code, answer.closed) == ("payment_intent_canceled", True)
+    assert "status of canceled" in answer.message
+    verdict = classify(answer)
+    assert (verdict.outcome, verdict.error_code) == (
+        Outcome.HARD,
+        ErrorCode.PAYMENT_CANCELED_AT_PROCESSOR,
+    )
+    assert not verdict.contract_violation and not verdict.retry_now
     assert fake.charges_total == 0
+
+
+async def test_a_confirm_refused_on_an_intent_open_again_without_a_decline_is_pending(
+    fake: FakeStripe, processor: StripeProcessor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Refused while `processing`, the intent is open again with no decline on it: a
+    request that moved it may still charge it, so the reconciler settles it (it
+    cancels the intent first); it is no invalid request of ours."""
+    pi_id = await refused_confirm_on(fake, processor, "processing")
+    refuse = fake._do_confirm
+
+    def refuse_then_reopen(pi: str, params: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return refuse(pi, params)
+        finally:
+            fake.payment_intent(pi)["status"] = "requires_confirmation"
+
+    monkeypatch.setattr(fake, "_do_confirm", refuse_then_reopen)
+
+    answer = await processor.authorize(charge(generation=1))
+
+    assert (answer.kind, answer.processor_payment_id) == (ResponseKind.PENDING, pi_id)
+    verdict = classify(answer)
+    assert verdict.outcome is Outcome.UNKNOWN and not verdict.contract_violation
+    assert fake.charges_total == 0
+
+
+async def test_a_confirm_refused_while_an_earlier_one_was_declined_answers_with_that_decline(
+    fake: FakeStripe, processor: StripeProcessor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Refused while `processing`, the intent then came back declined: the bank's answer
+    is the step's answer (a stolen card stays stolen), not an invalid request of ours."""
+    pi_id = await refused_confirm_on(fake, processor, "processing")
+    refuse = fake._do_confirm
+
+    def refuse_then_decline(pi: str, params: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return refuse(pi, params)
+        finally:
+            intent = fake.payment_intent(pi)
+            intent["status"] = "requires_payment_method"
+            intent["last_payment_error"] = {
+                "type": "card_error",
+                "code": "card_declined",
+                "decline_code": "stolen_card",
+                "message": "Your card was declined.",
+            }
+
+    monkeypatch.setattr(fake, "_do_confirm", refuse_then_decline)
+
+    answer = await processor.authorize(charge(generation=1))
+
+    assert (answer.kind, answer.processor_payment_id) == (ResponseKind.ERROR, pi_id)
+    assert (answer.error_type, answer.decline_code) == ("card_error", "stolen_card")
+    verdict = classify(answer)
+    assert (verdict.outcome, verdict.error_code) == (Outcome.HARD, ErrorCode.STOLEN_CARD)
+    assert not verdict.contract_violation
 
 
 # -- idempotency -----------------------------------------------------------------------
@@ -1273,6 +1344,32 @@ async def test_a_wrong_key_is_an_authentication_error() -> None:
     assert (answer.http_status, answer.error_type) == (401, "authentication_error")
     assert SECRET_TAIL[-4:] not in answer.message
     assert classify(answer).outcome is Outcome.HARD
+
+
+async def test_a_refused_key_is_logged_as_an_error_once_until_a_call_goes_through_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A revoked or rolled key fails every call: one loud line says so, not one per
+    payment; once a call is taken again, the next refusal is news again."""
+    async with (
+        FakeStripe() as server,
+        StripeProcessor("sk_test_" + SECRET_TAIL, api_base=server.url) as adapter,
+    ):
+        caplog.set_level(logging.DEBUG, logger="payorch.adapters.processors.stripe")
+        server.inject(*[Fault.auth_error()] * 3, endpoint="create")
+        for n in range(3):
+            refused = await adapter.authorize(charge(payment_id=f"pay_{n}"))
+            assert refused.http_status == 401
+        assert (await adapter.authorize(charge(payment_id="pay_ok"))).kind is (
+            ResponseKind.SUCCEEDED
+        )
+        server.inject(Fault.auth_error(), endpoint="create")
+        await adapter.authorize(charge(payment_id="pay_after"))
+
+    loud = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(loud) == 2
+    assert "401" in loud[0].getMessage() and "API key" in loud[0].getMessage()
+    assert all(SECRET_TAIL[-4:] not in r.getMessage() for r in caplog.records)
 
 
 async def test_an_invalid_request_is_our_contract_violation(

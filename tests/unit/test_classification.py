@@ -162,7 +162,7 @@ def test_unknown_error_type_with_a_5xx_status_is_treated_as_api_error(status: in
     [
         ("APIConnectionError", soft(ErrorCode.NETWORK_ERROR)),
         ("APIError", soft(ErrorCode.PROCESSOR_ERROR)),
-        ("AuthenticationError", hard(ErrorCode.PROCESSOR_AUTHENTICATION)),
+        ("AuthenticationError", hard(ErrorCode.PROCESSOR_AUTHENTICATION, later=True)),
         ("PermissionError", hard(ErrorCode.PROCESSOR_PERMISSION)),
     ],
 )
@@ -413,19 +413,23 @@ def test_a_missing_resource_we_named_is_still_our_contract_violation(param: str)
     assert c == hard(ErrorCode.INVALID_REQUEST, ours=True)
 
 
-@pytest.mark.parametrize(
-    ("status", "error_type", "code"),
-    [
-        (401, "authentication_error", ErrorCode.PROCESSOR_AUTHENTICATION),
-        (403, "permission_error", ErrorCode.PROCESSOR_PERMISSION),
-    ],
-)
-def test_authentication_and_permission_errors_are_hard(
-    status: int, error_type: str, code: ErrorCode
-) -> None:
-    c = classify(error(http_status=status, error_type=error_type))
-    assert c == hard(code)
-    assert not c.retry_now
+def test_a_refused_api_key_is_the_processors_failure_hard_there_but_worth_a_later_try() -> None:
+    """A revoked or rolled key: refused before anything was processed. Never again on
+    that processor now (the same key is refused again), counted against its health so
+    routing steers away, and tried again later: nothing the customer did is wrong."""
+    for answer in (
+        error(http_status=401, error_type="authentication_error"),
+        error(exception="AuthenticationError"),
+    ):
+        c = classify(answer)
+        assert c == hard(ErrorCode.PROCESSOR_AUTHENTICATION, later=True)
+        assert is_infrastructure_failure(c)
+
+
+def test_a_permission_error_is_hard_and_not_the_processors_health() -> None:
+    c = classify(error(http_status=403, error_type="permission_error"))
+    assert c == hard(ErrorCode.PROCESSOR_PERMISSION)
+    assert not c.retry_now and not is_infrastructure_failure(c)
 
 
 @pytest.mark.parametrize("status", [400, 404, 418, 422])

@@ -21,7 +21,12 @@ from dataclasses import dataclass
 from payorch.app.health import Choice, HealthTracker
 from payorch.app.ports import ChargeRequest, Clock, Processor
 from payorch.app.stalls import StallWatch
-from payorch.domain.classification import classify, classify_lookup, is_infrastructure_failure
+from payorch.domain.classification import (
+    classify,
+    classify_lookup,
+    is_infrastructure_failure,
+    refused_us,
+)
 from payorch.domain.health import (
     BreakerState,
     HealthPolicy,
@@ -107,6 +112,8 @@ def _not_charged_proof(
         return "the connection failed before the request was sent"
     if c.error_code is ErrorCode.RATE_LIMITED:
         return "a 429 is refused before any processing"
+    if refused_us(c):
+        return "a refused API key is refused before any processing"
     return None
 
 
@@ -343,8 +350,11 @@ class Router:
         remaining_ms: float | None,
         expected_call_ms: float,
     ) -> tuple[Choice | None, str]:
-        """Another processor for the step, only when `name` is known not to have charged."""
-        if not (c.outcome is Outcome.SOFT and c.retry_now and is_infrastructure_failure(c)):
+        """Another processor for the step, only when `name` is known not to have charged:
+        after a retryable infrastructure failure, or a processor refusing our key (which
+        it would refuse again: nothing there can take the step until it is replaced)."""
+        transient = c.outcome is Outcome.SOFT and c.retry_now and is_infrastructure_failure(c)
+        if not (transient or refused_us(c)):
             return None, ""
         others = [n for n in step.processors if n in self.processors and n not in tried]
         if not others:

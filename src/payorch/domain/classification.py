@@ -114,6 +114,11 @@ ERROR_CODES: dict[str, Classification] = {
     # those statuses): an answer, final for that refund; the money stayed with the merchant.
     "refund_failed": _hard(ErrorCode.REFUND_FAILED),
     "refund_canceled": _hard(ErrorCode.REFUND_FAILED),
+    # A confirm refused because the payment was canceled meanwhile (the Stripe adapter's
+    # name for Stripe's payment_intent_unexpected_state on a canceled PaymentIntent: the
+    # dashboard or a raced request): nothing charged or chargeable there; not ours, not
+    # the customer's, so a new payment may be tried later.
+    "payment_intent_canceled": _hard(ErrorCode.PAYMENT_CANCELED_AT_PROCESSOR, later=True),
 }
 
 # Invalid requests about a parameter the caller chose, keyed by (code, param): we passed
@@ -132,7 +137,9 @@ CALLER_ERRORS: dict[tuple[str, str], Classification] = {
 ERROR_TYPES: dict[str, Classification] = {
     "api_error": _soft(ErrorCode.PROCESSOR_ERROR),
     "invalid_request_error": _hard(ErrorCode.INVALID_REQUEST, ours=True),
-    "authentication_error": _hard(ErrorCode.PROCESSOR_AUTHENTICATION),
+    # Our API key refused (revoked, rolled): nothing was processed. The same key is
+    # refused again, so never now on that processor; a later try, once it is replaced.
+    "authentication_error": _hard(ErrorCode.PROCESSOR_AUTHENTICATION, later=True),
     "permission_error": _hard(ErrorCode.PROCESSOR_PERMISSION),
     "idempotency_error": _hard(ErrorCode.IDEMPOTENCY_CONFLICT, ours=True),
 }
@@ -142,7 +149,7 @@ EXCEPTIONS: dict[str, Classification] = {
     "RateLimitError": _soft(ErrorCode.RATE_LIMITED),
     "APIConnectionError": _soft(ErrorCode.NETWORK_ERROR),
     "APIError": _soft(ErrorCode.PROCESSOR_ERROR),
-    "AuthenticationError": _hard(ErrorCode.PROCESSOR_AUTHENTICATION),
+    "AuthenticationError": _hard(ErrorCode.PROCESSOR_AUTHENTICATION, later=True),
     "PermissionError": _hard(ErrorCode.PROCESSOR_PERMISSION),
 }
 
@@ -167,6 +174,8 @@ KINDS: dict[ResponseKind, Classification] = {
 }
 
 # Codes that say the infrastructure (not the bank) failed: these count against health.
+# A refused API key too: every payment sent there fails until it is replaced, so
+# routing must steer away from that processor as from an outage.
 INFRASTRUCTURE_CODES = frozenset(
     {
         ErrorCode.PROCESSOR_ERROR,
@@ -175,8 +184,14 @@ INFRASTRUCTURE_CODES = frozenset(
         ErrorCode.NETWORK_ERROR,
         ErrorCode.TIMEOUT,
         ErrorCode.UNKNOWN_OUTCOME,
+        ErrorCode.PROCESSOR_AUTHENTICATION,
     }
 )
+
+# Failures of the processor's set-up, not of one request: refused before anything was
+# processed, and refused again however often the same processor is asked. The step
+# moves to another configured processor (docs/health.md), never retries there.
+PROCESSOR_REFUSED_US = frozenset({ErrorCode.PROCESSOR_AUTHENTICATION})
 
 _UNMAPPED = Classification(
     Outcome.HARD, ErrorCode.UNMAPPED, retry_now=False, retry_later=False, unmapped=True
@@ -262,3 +277,9 @@ def _classify_error(r: ProcessorResponse) -> Classification:
 def is_infrastructure_failure(c: Classification) -> bool:
     """True when the failure says something about the processor's health."""
     return c.error_code in INFRASTRUCTURE_CODES
+
+
+def refused_us(c: Classification) -> bool:
+    """True when the processor refused our credentials: nothing was processed, and
+    nothing will be there until they are replaced."""
+    return c.error_code in PROCESSOR_REFUSED_US

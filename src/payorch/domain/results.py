@@ -52,6 +52,10 @@ class ErrorCode(enum.Enum):
     # used up by an earlier payment without being saved on a customer, detached, or
     # saved on another customer): the caller's to correct, never retried as it is.
     PAYMENT_METHOD_UNUSABLE = "payment_method_unusable"
+    # The processor's payment object was canceled before this attempt could charge it
+    # (Stripe: a PaymentIntent canceled from the dashboard or by a raced request):
+    # nothing was charged there, and nothing can be; a new payment may be tried later.
+    PAYMENT_CANCELED_AT_PROCESSOR = "payment_canceled_at_processor"
 
 
 class ResponseKind(enum.Enum):

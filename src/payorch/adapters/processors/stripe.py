@@ -102,6 +102,9 @@ _STRIPE_EXPONENTS = {"ISK": 2, "MGA": 0}
 # need the last digit to be 0): rounding would charge another amount, so it refuses.
 _TENS_ONLY = frozenset({"BHD", "JOD", "KWD", "OMR", "TND"})
 _NOT_CHARGEABLE = "amount_not_chargeable_in_currency"
+# Our name for a confirm Stripe refused (payment_intent_unexpected_state) because the
+# PaymentIntent is canceled: classified apart from a refusal of a request of ours.
+_INTENT_CANCELED = "payment_intent_canceled"
 
 
 # The deadline of the SDK call this task is making (the event loop's clock).
@@ -192,6 +195,9 @@ class StripeProcessor:
         # Wall time, to tell whether Stripe may have pruned a payment's keys.
         self._clock: Clock = clock or SystemClock()
         self._api_key = api_key
+        # Whether a refused key was reported and no call has gone through since: a
+        # revoked key fails every call, and one loud line says so, not one per payment.
+        self._key_refused = False
         # Connect timeout only, cut to each call's deadline; the deadline itself is
         # enforced around the call, so a connect that cannot complete is told apart
         # (nothing sent) from a late answer.
@@ -546,7 +552,9 @@ class StripeProcessor:
         bound = _CALL_DEADLINE.set(deadline)
         try:
             async with asyncio.timeout_at(deadline):
-                return await call()
+                answer = await call()
+            self._key_refused = False
+            return answer
         except stripe.StripeError as error:
             replayed = _header(error.headers or {}, "Idempotent-Replayed") == "true"
             raise _Failed(dataclasses.replace(self._from_error(error), replayed=replayed)) from None
@@ -643,6 +651,15 @@ class StripeProcessor:
             error_type = error_type or "card_error"
         elif isinstance(error, stripe.AuthenticationError):
             error_type = "authentication_error"
+            if not self._key_refused:
+                self._key_refused = True
+                _log.error(
+                    "stripe %s: our API key was refused (HTTP 401, request_id=%s): every call"
+                    " fails until the key is replaced; counted against its health, payments"
+                    " fail over to other configured processors",
+                    self.name,
+                    request_id,
+                )
         elif isinstance(error, stripe.PermissionError):
             error_type = "permission_error"
         elif isinstance(error, stripe.IdempotencyError):
@@ -701,11 +718,12 @@ def _with_id(response: ProcessorResponse, pi_id: str) -> ProcessorResponse:
 def _after_unexpected_state(
     refused: ProcessorResponse, found: ProcessorResponse
 ) -> ProcessorResponse:
-    """A confirm refused because the PaymentIntent is past confirming: charged or held,
-    being charged (`processing`), waiting for the customer, or canceled. The refusal
-    stands as a failure only when the lookup shows nothing charged; a charge under way
-    is pending, and an intent the lookup could not read is too (reconciled, not failed:
-    a failed step could let a fallback method be charged as well)."""
+    """A confirm refused because the PaymentIntent moved on without this call: charged
+    or held, being charged (`processing`), waiting for the customer, declined or
+    canceled (by an earlier or raced request, the dashboard). The lookup's state is the
+    answer; the refusal is never a bad request of ours. A charge under way is pending,
+    and so is an intent the lookup could not read (reconciled, not failed: a failed step
+    could let a fallback method be charged as well)."""
     if found.kind in (
         ResponseKind.SUCCEEDED,
         ResponseKind.AUTHORIZED,
@@ -713,8 +731,13 @@ def _after_unexpected_state(
         ResponseKind.PENDING,
     ):
         return found
-    if found.kind is ResponseKind.NOT_CHARGED:
-        return refused
+    if found.kind is ResponseKind.NOT_CHARGED and found.closed:
+        # Canceled: nothing was charged, and no confirm can charge it any more.
+        return dataclasses.replace(refused, code=_INTENT_CANCELED, closed=True)
+    if found.kind is ResponseKind.NOT_CHARGED and found.error_type == "card_error":
+        # Declined since (the charge that was processing failed): the bank's answer.
+        return dataclasses.replace(found, kind=ResponseKind.ERROR)
+    # Open again without a decline, or unreadable: a request may still charge it.
     return dataclasses.replace(refused, kind=ResponseKind.PENDING)
 
 
