@@ -274,3 +274,26 @@ async def test_a_repeat_sent_while_the_reconciler_finds_nothing_is_recorded_made
     # Not refundable twice: "b" cannot take the 6000 again.
     more = await w.service.refund(p.id, "m_1", amount_minor=0, request_id="b")
     assert more.steps[0].refunded_minor == 10000 and refunded_at_processor(w, p) == 10000
+
+
+async def test_a_refund_made_after_the_reconciler_found_none_is_counted_from_its_event():
+    w = World()
+    p = await w.pay(("card", OK, None), total=10000)
+    refunds = Refunds(w)
+    key = f"payorch_{p.id}_0_refund_a"
+    refunds.fail.add(key)
+    await w.service.refund(p.id, "m_1", amount_minor=6000, request_id="a")
+    await later(w, timedelta(minutes=1))
+    await later(w, timedelta(minutes=5))
+    assert (await w.service.get(p.id, "m_1")).refundable_minor == 10000  # recorded not made
+    # Its call ran at the processor past every bound after all; the processor says so.
+    pi = p.steps[0].processor_payment_id
+    refunds.fail.clear()
+    await w.sim.refund(pi, 6000, key, currency="USD")
+
+    assert await w.service.record_refunds("simulated", pi) == "recorded"
+
+    stored = await w.service.get(p.id, "m_1")
+    assert stored.steps[0].refunded_minor == 6000 and stored.refundable_minor == 4000
+    assert names(w).count("PaymentRefunded") == 1
+    assert await w.service.record_refunds("simulated", pi) == "nothing new"
