@@ -316,7 +316,10 @@ class Settlement:
             last = _last_under(step, refund.refund_id)
             # Ours, made after all under a key recorded not made (by the reconciler, its
             # call running past REFUND_SETTLED_AFTER): counted as one made elsewhere.
-            late = bool(refund.payorch_key) and self.refund_refused(step, refund.payorch_key) is not None
+            late = (
+                bool(refund.payorch_key)
+                and self.refund_refused(step, refund.payorch_key) is not None
+            )
             if refund.made and (not refund.payorch_key or late) and last is None:
                 # Never more refunded than the processor holds refunded, nor captured.
                 room = min(step.captured_minor, held_refunded) - step.refunded_minor
