@@ -12,7 +12,7 @@ from payorch.app.settlement import MAX_REFUND_SENDS
 from payorch.domain.payment import PaymentStatus
 from payorch.domain.results import Outcome
 from tests.fakes.fake_stripe import FakeStripe, Fault
-from tests.integration.helpers import core_request, make_stripe_container
+from tests.integration.helpers import core_request, make_container, make_stripe_container
 
 
 @pytest.fixture
@@ -81,3 +81,40 @@ async def test_a_refund_that_never_reached_stripe_is_released_and_refundable_ane
     full = await c.payments.refund(paid.id, "m_1", amount_minor=0, request_id="rf-2")
     assert full.status is PaymentStatus.REFUNDED
     assert [r["amount"] for r in fake.refunds_for(pi)] == [5000]
+
+
+class Died(Exception):
+    """The server stopping between the hold's commit and the refund call's answer."""
+
+
+@pytest.mark.parametrize("refunded", [False, True], ids=["before sending", "after refunding"])
+async def test_a_refund_held_by_a_server_that_died_is_settled_from_its_stored_hold(
+    database_url, clock, refunded
+):
+    c = await make_container(database_url, clock)
+    try:
+        sim = c.simulated["simulated"]
+        paid = (await c.payments.create(core_request(amount=5000), deadline_s=None)).payment
+        real = sim.refund
+
+        async def dies(processor_payment_id, amount, key, *, currency):
+            if refunded:
+                await real(processor_payment_id, amount, key, currency=currency)
+            raise Died
+
+        sim.refund = dies
+        with pytest.raises(Died):
+            await c.payments.refund(paid.id, "m_1", amount_minor=2000, request_id="rf-1")
+        held = await c.payments.get(paid.id, "m_1")
+        assert held.steps[0].refund_holds == {"rf-1": 2000} and held.next_reconcile_at
+
+        assert await passes(c, clock, *SLOTS) == 1
+
+        stored = await c.payments.get(paid.id, "m_1")
+        assert stored.steps[0].refund_holds == {} and stored.next_reconcile_at is None
+        assert stored.steps[0].refunded_minor == (2000 if refunded else 0)
+        assert stored.refundable_minor == (3000 if refunded else 5000)
+        intent = sim.ledger.by_id[paid.steps[0].processor_payment_id]
+        assert intent.amount_refunded == (2000 if refunded else 0)
+    finally:
+        await c.close()

@@ -981,7 +981,8 @@ class PaymentService:
     ) -> int:
         """Resolve UNKNOWN payments whose next lookup is due, PROCESSING ones older
         than `processing_stale_after` (interrupted mid-payment), owed captures and
-        voids, and payments the customer left paused for longer than ACTION_TIMEOUT."""
+        voids, refunds in doubt (Payment.watch_refund_holds), and payments the customer
+        left paused for longer than ACTION_TIMEOUT."""
         now = self._clock.now()
         async with self._uow() as uow:
             due = await uow.payments.list_unresolved(
