@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import copy
+import dataclasses
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -17,7 +18,7 @@ from payorch.app.ports import (
     StoredEvent,
 )
 from payorch.domain.merchant_config import MerchantConfig
-from payorch.domain.payment import Owed, Payment, PaymentStatus
+from payorch.domain.payment import Payment, PaymentStatus
 
 # Another writer that saves a payment first: given the payment's id, it changes it.
 Writer = Callable[[str], Awaitable[object]]
@@ -83,7 +84,7 @@ class FakePaymentRepository:
         key = (payment_id, request_id)
         if key in self.refunds:
             return False
-        self.refunds[key] = refund
+        self.refunds[key] = dataclasses.replace(refund, requested_at=now)
         return True
 
     async def events_of(self, payment_id: str) -> list[StoredEvent]:
@@ -132,10 +133,7 @@ class FakePaymentRepository:
             p
             for p in self._store.values()
             if (
-                (
-                    p.status in (PaymentStatus.UNKNOWN, PaymentStatus.REQUIRES_ACTION)
-                    or p.owed is not Owed.NOTHING
-                )
+                p.status is not PaymentStatus.PROCESSING
                 and p.next_reconcile_at is not None
                 and p.next_reconcile_at <= now
             )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from payorch.app.contract_monitor import identify_call
@@ -24,12 +24,13 @@ from payorch.app.ports import (
     UnitOfWorkFactory,
 )
 from payorch.app.router import Deadline, Router
-from payorch.app.settlement import Settlement
+from payorch.app.settlement import MAX_REFUND_SENDS, Settlement
 from payorch.domain.merchant_config import MerchantConfig
 from payorch.domain.payment import (
     ACTION_TIMEOUT,
     NOT_HELD,
     UNRESOLVED,
+    Attempt,
     CaptureMode,
     FallbackMethod,
     Owed,
@@ -801,11 +802,13 @@ class PaymentService:
         same parts under the same keys. A repeat must ask what the first call asked
         (RefundRequest.asked_again): else IdempotencyConflict, with nothing sent."""
         held_here: set[int] = set()  # steps whose part this call held or sent
+        # Parts this call saw made in a try whose save lost: the attempts that said so.
+        made_here: dict[int, list[Attempt]] = {}
 
         async def refund_parts(payment: Payment) -> bool:
             refund, held = await self._hold_refund(payment, amount_minor, request_id)
             held_here.update(held)
-            done = left = refused = 0
+            done = left = refused = spent = 0
             sent = False
             codes: list[str] = []
             for index, part in refund.parts:
@@ -813,8 +816,29 @@ class PaymentService:
                 key = Settlement.refund_key(payment, step, request_id)
                 if Settlement.refund_made(step, key):
                     continue  # this part went through before
-                if Settlement.refund_refused(step, key) is None:
+                if (
+                    index in made_here
+                    and request_id not in step.refund_holds
+                    and part <= step.captured_minor - step.refunded_minor
+                ):
+                    # Made in this call's try whose save lost, and no longer held in the
+                    # save that won: the reconciler's, which looked the part up just before
+                    # this call sent it, found nothing and recorded it not made. The
+                    # processor's answer to this very call says otherwise; recorded with
+                    # the attempts that said so. (Still held, the part is sent again under
+                    # its key, and the processor replays its answer.)
+                    for attempt in made_here[index]:
+                        payment.add_attempt(step, replace(attempt, number=len(step.attempts) + 1))
+                    payment.step_refunded(step, part)
+                    done += part
                     sent = True
+                    continue
+                if Settlement.refund_refused(step, key) is None:
+                    if request_id in step.refund_holds and Settlement.refund_sends_spent(step, key):
+                        spent += part  # no call: the reconciler looks it up
+                        continue
+                    sent = True
+                    tried = len(step.attempts)
                     if part <= step.captured_minor - step.refunded_minor and (
                         await self._settlement.refund(
                             payment, step, part, request_id, look_first=index not in held_here
@@ -822,6 +846,7 @@ class PaymentService:
                     ):
                         done += part
                         held_here.add(index)
+                        made_here[index] = step.attempts[tried:]
                         continue
                 refusal = Settlement.refund_refused(step, key)
                 if refusal is not None:
@@ -837,6 +862,12 @@ class PaymentService:
                     f"{left} of refund {request_id!r} could not be refunded; "
                     "retry it with the same request_id"
                 )
+            if spent:
+                messages.append(
+                    f"{spent} of refund {request_id!r} was sent {MAX_REFUND_SENDS} times with"
+                    " no sure answer: it is not sent again; the reconciler looks it up at the"
+                    " processor and records it refunded, or not made and refundable again"
+                )
             if refused:
                 messages.append(
                     f"{refused} of refund {request_id!r} was refused by the processor"
@@ -844,8 +875,9 @@ class PaymentService:
                     " request_id; refund under a new one"
                 )
             if not sent:
-                # Made or refused before: the stored result stands, the refusal repeated.
-                if refused:
+                # Made or refused before (or left to the reconciler): the stored result
+                # stands, the refusal repeated.
+                if refused or spent:
                     payment.final_error_message = "; ".join(messages)
                 return False
             if done:
@@ -905,6 +937,9 @@ class PaymentService:
                 held.append(index)
             if not held:
                 return refund, held  # nothing to store: every part is made or held
+            # Due for the reconciler should this call never store what became of its
+            # parts (the server stopping before the answer is saved): settled, it is not.
+            payment.watch_refund_holds(self._clock.now())
             # A lost try's attempts, adopted by this change, are stored here.
             stored = unstored_attempts(payment)
             await uow.payments.save(payment)
@@ -946,7 +981,8 @@ class PaymentService:
     ) -> int:
         """Resolve UNKNOWN payments whose next lookup is due, PROCESSING ones older
         than `processing_stale_after` (interrupted mid-payment), owed captures and
-        voids, and payments the customer left paused for longer than ACTION_TIMEOUT."""
+        voids, refunds in doubt (Payment.watch_refund_holds), and payments the customer
+        left paused for longer than ACTION_TIMEOUT."""
         now = self._clock.now()
         async with self._uow() as uow:
             due = await uow.payments.list_unresolved(
@@ -1030,9 +1066,51 @@ class PaymentService:
             return False  # ConfirmPayment or a webhook got there first
         return changed
 
+    async def _settle_held_refunds(self, payment: Payment) -> bool:
+        """Refund parts held whose outcome nobody learnt (Payment.watch_refund_holds):
+        each looked up at the processor under its key, recorded refunded, or not made with
+        its hold released; a part not known yet keeps the payment due, backing off (1 min,
+        5 min, 1 h, then daily). Nothing is ever sent from here."""
+        now = self._clock.now()
+        made: dict[str, int] = {}
+        not_made: dict[str, int] = {}
+        open_parts = False
+        for step, request_id in payment.refunds_held:
+            amount = step.refund_holds[request_id]
+            async with self._uow() as uow:
+                asked = await uow.payments.refund_request(payment.id, request_id)
+            found = await self._settlement.settle_held_refund(
+                payment, step, request_id, held_since=asked.requested_at if asked else None
+            )
+            if found is None:
+                open_parts = True
+            else:
+                into = made if found else not_made
+                into[request_id] = into.get(request_id, 0) + amount
+        for request_id, amount in made.items():
+            payment.refunded(amount, request_id)
+        changed = bool(made or not_made)
+        if changed:
+            # What the refund's caller was last told ("retry it") no longer stands.
+            payment.final_error_message = "; ".join(
+                f"{amount} of refund {request_id!r} was not made at the processor:"
+                " nothing more is sent under this request_id; refund under a new one"
+                for request_id, amount in not_made.items()
+            )
+        payment.settle(now)
+        if open_parts:
+            payment.reconcile_inconclusive(now)
+        try:
+            await self._save(payment)
+        except ConcurrentUpdate:
+            return False  # the caller's repeat (or another refund) saved first
+        return changed
+
     async def reconcile(self, payment: Payment) -> bool:
         if payment.owed is not Owed.NOTHING and payment.status not in UNRESOLVED:
             return await self._settle_owed(payment)
+        if payment.status not in (*UNRESOLVED, PaymentStatus.REQUIRES_ACTION):
+            return await self._settle_held_refunds(payment)
         if payment.status is PaymentStatus.REQUIRES_ACTION:
             due = payment.next_reconcile_at
             if payment.action_expires and due is not None and due <= self._clock.now():

@@ -131,6 +131,8 @@ class RefundRequest:
     # What the first call asked: its amount, 0 for everything then refundable; None for
     # a refund recorded before this was kept (a repeat is then checked as before).
     asked_minor: int | None = None
+    # When it was first asked, and its parts held (None: not read, or not stored yet).
+    requested_at: datetime | None = None
 
     def asked_again(self, amount_minor: int) -> bool:
         """Whether a repeat asking `amount_minor` (0: everything) is the same request:

@@ -6,7 +6,7 @@ import functools
 import hashlib
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from payorch.app.ports import Clock, Processor
 from payorch.app.router import charge_request
@@ -50,6 +50,16 @@ MAX_KEY_LENGTH = 255
 # for a while only (Stripe: 24 hours), then the same key makes a new refund: such a
 # refund is looked for before it is sent again. A HARD failure refused it: none was made.
 _REFUND_IN_DOUBT = frozenset({Outcome.UNKNOWN, Outcome.SOFT})
+# A part is sent at most this many times under its key (its first try, then the repeats
+# of a caller whose answers proved nothing): a caller retrying in a loop used to add a
+# lookup and a send per repeat, without bound. Past that, a repeat calls no one and the
+# reconciler looks the part up on its back-off.
+MAX_REFUND_SENDS = 3
+# A call under a refund's key this long over is over at the processor as well (the
+# interval after which a payment left PROCESSING counts as interrupted): a lookup that
+# finds no refund under the key then proves none was made, and none will be. Younger,
+# the call may still be on its way or running (in flight from another server, say).
+REFUND_SETTLED_AFTER = timedelta(minutes=5)
 _REFUND_FOUND_DECISIONS = {
     ResponseKind.DONE: "the refund went through: not sent again",
     ResponseKind.NOT_FOUND: "no refund under the key: sent again",
@@ -304,7 +314,13 @@ class Settlement:
         changed = False
         for refund in found.refunds:
             last = _last_under(step, refund.refund_id)
-            if refund.made and not refund.payorch_key and last is None:
+            # Ours, made after all under a key recorded not made (by the reconciler, its
+            # call running past REFUND_SETTLED_AFTER): counted as one made elsewhere.
+            late = (
+                bool(refund.payorch_key)
+                and self.refund_refused(step, refund.payorch_key) is not None
+            )
+            if refund.made and (not refund.payorch_key or late) and last is None:
                 # Never more refunded than the processor holds refunded, nor captured.
                 room = min(step.captured_minor, held_refunded) - step.refunded_minor
                 if not 0 < refund.amount_minor <= room:
@@ -344,6 +360,77 @@ class Settlement:
             ),
         )
 
+    @staticmethod
+    def refund_sends_spent(step: Step, key: str) -> bool:
+        """Whether the part under `key` was sent MAX_REFUND_SENDS times: no caller sends
+        it again, the reconciler settles it."""
+        sent = sum(a.operation == "refund" and a.idempotency_key == key for a in step.attempts)
+        return sent >= MAX_REFUND_SENDS
+
+    async def settle_held_refund(
+        self, payment: Payment, step: Step, request_id: str, *, held_since: datetime | None
+    ) -> bool | None:
+        """The reconciler's look at a refund part held on the step whose outcome nobody
+        learnt (no answer, a 500 or a 429, the server stopping before it was sent or its
+        answer stored): True when the processor made it (refunded now), False when it
+        made none under the key (recorded failed, its hold released: the amount is
+        refundable again, under a new request_id), None when that is not known yet.
+
+        Nothing is sent: the reconciler learns what happened, it does not refund. A part
+        whose last call under its key (or, never sent, whose hold) is younger than
+        REFUND_SETTLED_AFTER is not looked at yet: a lookup finding nothing then would
+        prove nothing."""
+        key = self.refund_key(payment, step, request_id)
+        processor = self._processors.get(step.processor)
+        if processor is None:
+            return None
+        last = _last_under(step, key)
+        since = max(
+            (t for t in (held_since, last.ended_at if last else None) if t is not None),
+            default=None,
+        )
+        if since is not None and self._clock.now() - since < REFUND_SETTLED_AFTER:
+            return None
+        found = await self._lookup(
+            payment,
+            step,
+            key,
+            processor.find_refund(step.processor_payment_id, key),
+            reason="the reconciler's lookup of a refund whose outcome is unknown",
+            decisions={
+                ResponseKind.DONE: "the refund went through: recorded as refunded",
+                ResponseKind.NOT_FOUND: "no refund under the key: it was not made",
+            },
+            otherwise="no answer: looked up again later",
+        )
+        if found is ResponseKind.DONE:
+            payment.held_refund_made(step, request_id)
+            return True
+        if found is not ResponseKind.NOT_FOUND:
+            return None
+        # Recorded as a refusal is: the refund is over for its request_id, a repeat of the
+        # caller sends nothing and is told so (refund_refused).
+        self._record(
+            payment,
+            step,
+            "refund",
+            key,
+            _Answer(
+                ProcessorResponse(
+                    ResponseKind.ERROR,
+                    processor_payment_id=step.processor_payment_id,
+                    code="refund_failed",
+                    message="no refund was made under the key",
+                ),
+                self._clock.now(),
+                0,
+            ),
+            reason="the reconciler's lookup found no refund under the key",
+            decision="not made: its hold released; nothing more is sent under this request_id",
+        )
+        payment.held_refund_released(step, request_id)
+        return False
+
     async def refund(
         self, payment: Payment, step: Step, amount: int, request_id: str, *, look_first: bool
     ) -> bool:
@@ -360,6 +447,8 @@ class Settlement:
             a.operation == "refund" and a.idempotency_key == key and a.outcome in _REFUND_IN_DOUBT
             for a in step.attempts
         )
+        if in_doubt and self.refund_sends_spent(step, key):
+            return False  # the reconciler's now: it looks the part up on its back-off
         if in_doubt or look_first:
             found = await self._lookup(
                 payment,

@@ -412,6 +412,27 @@ class Payment:
         self.step_refunded(step, step.refund_holds[request_id])
         del step.refund_holds[request_id]
 
+    @property
+    def refunds_held(self) -> list[tuple[Step, str]]:
+        """The refund parts held on the steps: (step, request_id)."""
+        return [(s, request_id) for s in self.steps for request_id in s.refund_holds]
+
+    def watch_refund_holds(self, now: datetime) -> None:
+        """A held refund part is the reconciler's to settle if its caller never learns
+        what became of it (its answer lost, a 500, the server dying before it was sent):
+        the payment is due for a look on the back-off, 1 min first. A payment with an
+        unknown outcome, owing a call or paused for the customer keeps its own schedule,
+        and its refunds are looked at once it settles."""
+        if (
+            not self.refunds_held
+            or self.next_reconcile_at is not None
+            or self.owed is not Owed.NOTHING
+            or self.status in (*UNRESOLVED, PaymentStatus.REQUIRES_ACTION)
+        ):
+            return
+        self.reconcile_attempts = 0  # a new look: the back-off starts over
+        self.next_reconcile_at = now + reconcile_delay(0)
+
     def held_refund_released(self, step: Step, request_id: str) -> None:
         """The processor refused the held refund: what it held is refundable again."""
         step.refund_holds.pop(request_id, None)
@@ -459,7 +480,9 @@ class Payment:
             if changed or self.next_reconcile_at is None:
                 self.next_reconcile_at = now + ACTION_TIMEOUT
         elif self.status not in UNRESOLVED:
-            self.next_reconcile_at = None
+            if not self.refunds_held or self.status is PaymentStatus.REQUIRES_ACTION:
+                self.next_reconcile_at = None
+            self.watch_refund_holds(now)  # a refund in doubt keeps its look-up due
         if self.status in _HOLDING:
             if changed or owed_before is not Owed.NOTHING:
                 # A new state, or what was owed is paid: the old error no longer stands.

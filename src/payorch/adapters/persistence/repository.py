@@ -251,15 +251,18 @@ class SqlAlchemyPaymentRepository:
     async def refund_request(self, payment_id: str, request_id: str) -> RefundRequest | None:
         row = (
             await self._conn.execute(
-                select(refunds.c.amount_minor, refunds.c.parts, refunds.c.asked_minor).where(
-                    refunds.c.payment_id == payment_id, refunds.c.request_id == request_id
-                )
+                select(
+                    refunds.c.amount_minor,
+                    refunds.c.parts,
+                    refunds.c.asked_minor,
+                    refunds.c.created_at,
+                ).where(refunds.c.payment_id == payment_id, refunds.c.request_id == request_id)
             )
         ).first()
         if row is None:
             return None
         parts = tuple((i, a) for i, a in row.parts or [])
-        return RefundRequest(row.amount_minor, parts, row.asked_minor)
+        return RefundRequest(row.amount_minor, parts, row.asked_minor, row.created_at)
 
     async def refund_count(self, payment_id: str) -> int:
         counted = (
@@ -366,13 +369,10 @@ class SqlAlchemyPaymentRepository:
                         payments.c.status == PaymentStatus.PROCESSING.value,
                         payments.c.updated_at <= processing_before,
                     ),
+                    # A call owed, a refund in doubt (Payment.watch_refund_holds), or a
+                    # payment waiting for the customer past its time: due, once settled.
                     and_(
                         payments.c.status.in_([s.value for s in OWING]),
-                        payments.c.next_reconcile_at <= now,
-                        payments.c.owed != Owed.NOTHING.value,
-                    ),
-                    and_(  # a payment waiting for the customer past its time
-                        payments.c.status == PaymentStatus.REQUIRES_ACTION.value,
                         payments.c.next_reconcile_at <= now,
                     ),
                 )
