@@ -38,14 +38,16 @@ async def running(
     `api_key` one the fake Stripe does not take (it takes only its own then)."""
     clock = clock or ManualClock()
     async with FakeStripe(clock=clock, api_key="sk_test_" + "k" * 24 if api_key else None) as fake:
+        # 0.8 s: far above a confirm's time on a loaded machine, below every stall
+        # the tests inject to be "past our timeout" (1.0 s and more).
         stripe = StripeProcessor(
-            api_key or fake.api_key, api_base=fake.url, timeout_s=0.5, clock=clock
+            api_key or fake.api_key, api_base=fake.url, timeout_s=0.8, clock=clock
         )
         processors = {"stripe": stripe, **({then.name: then} if then else {})}
         router = Router(
             processors,
             clock,
-            call_timeout_s=0.5,
+            call_timeout_s=0.8,
             rng=random.Random(3),
             health=health and HealthTracker(health, clock, processors=processors),
         )
