@@ -128,6 +128,18 @@ def test_a_stripe_client_secret_is_redacted_but_its_intent_id_kept(client_secret
     assert out["payment_id"] == f"{kept}_secret_[redacted]"
 
 
+def test_a_client_secret_in_a_3ds_return_url_is_redacted_and_the_url_kept():
+    url = (
+        "https://shop.example/return?payment_intent=pi_3Mtw"
+        "&payment_intent_client_secret=pi_3Mtw_secret_YrKJUKribcBjcG8H&redirect_status=succeeded"
+    )
+    _, out = formatted(record("returned to %s", url))
+    assert out["msg"] == (
+        "returned to https://shop.example/return?payment_intent=pi_3Mtw"
+        "&payment_intent_client_secret=pi_3Mtw_secret_[redacted]&redirect_status=succeeded"
+    )
+
+
 def test_a_masked_stripe_key_quoted_by_an_error_message_is_redacted_too():
     # Stripe answers a bad key with "Invalid API Key provided: sk_test_****...._123".
     line, _ = formatted(record("stripe said: Invalid API Key provided: sk_test_**********_123"))
