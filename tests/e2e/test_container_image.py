@@ -1,5 +1,6 @@
-"""The container image runs payorch as an unprivileged user, and what it writes still
-works: read from the Dockerfile and docker-compose.yml (no Docker engine here), then
+"""The container image is built from only what it copies (.dockerignore) and runs payorch
+as an unprivileged user, and what it writes still works: read from the Dockerfile,
+.dockerignore and docker-compose.yml (no Docker engine here), then
 the real server run the way the image runs it, as that user in a directory it owns.
 
 What this cannot show without Docker: that the image builds, and that the base image's
@@ -22,6 +23,7 @@ import pytest
 
 from payments.orchestrator.v1 import orchestrator_pb2 as orch
 from payments.orchestrator.v1 import orchestrator_pb2_grpc as orch_grpc
+from payorch.adapters.worker_lock import lock_path
 from payorch.entrypoints.cli import DEMO_KEY_FILE
 from payorch.settings import Settings
 from tests.e2e.server import start_server
@@ -77,6 +79,122 @@ def compose_healthcheck_command() -> list[str]:
     block = re.search(r"healthcheck:\n(?:\s*#.*\n)*\s*test:\n((?:\s+- .*\n)+)", text)
     assert block, "the payorch service has no healthcheck test list"
     return [line.strip()[2:] for line in block.group(1).splitlines()]
+
+
+class DockerIgnore:
+    """A .dockerignore applied as Docker applies it (moby's patternmatcher): lines
+    trimmed, `#` comments and blanks skipped, each pattern cleaned and anchored at the
+    context root; `*` and `?` stop at `/`, `**` spans directories; a pattern matching
+    a parent directory matches what is under it; the last matching line decides, and
+    `!` makes it an exception."""
+
+    def __init__(self, text: str) -> None:
+        self.rules: list[tuple[re.Pattern[str], bool]] = []
+        for line in text.splitlines():
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            exception = line.startswith("!")
+            pattern = os.path.normpath(line.removeprefix("!").strip()).lstrip("/")
+            self.rules.append((re.compile(self._regex(pattern)), exception))
+
+    @staticmethod
+    def _regex(pattern: str) -> str:
+        out, i = "^", 0
+        while i < len(pattern):
+            ch = pattern[i]
+            if pattern.startswith("**", i):
+                i += 2
+                if pattern.startswith("/", i):
+                    i += 1
+                out += ".*" if i == len(pattern) else "(.*/)?"
+                continue
+            if ch == "*":
+                out += "[^/]*"
+            elif ch == "?":
+                out += "[^/]"
+            elif ch == "[":
+                end = pattern.index("]", i)
+                out += pattern[i : end + 1]
+                i = end
+            else:
+                out += re.escape(ch)
+            i += 1
+        return out + "$"
+
+    def excludes(self, path: str) -> bool:
+        parts = PurePosixPath(path).parts
+        candidates = ["/".join(parts[: n + 1]) for n in range(len(parts))]
+        excluded = False
+        for regex, exception in self.rules:
+            if any(regex.match(c) for c in candidates):
+                excluded = not exception
+        return excluded
+
+
+def build_context_rules() -> DockerIgnore:
+    path = ROOT / ".dockerignore"
+    assert path.is_file(), "no .dockerignore: the whole tree is sent to the build daemon"
+    return DockerIgnore(path.read_text())
+
+
+def test_the_dockerignore_reading_follows_dockers_documented_examples():
+    """The reader above, held to the examples of Docker's own documentation."""
+    temp = DockerIgnore("*/temp*\n*/*/temp*\ntemp?")
+    assert temp.excludes("somedir/temporary.txt") and temp.excludes("somedir/temp")
+    assert temp.excludes("somedir/subdir/temporary.txt") and temp.excludes("tempa")
+    assert not temp.excludes("temporary.txt") and not temp.excludes("a/b/c/temp")
+    assert DockerIgnore("**/*.go").excludes("main.go")
+    assert DockerIgnore("**/*.go").excludes("a/b/main.go")
+    markdown = DockerIgnore("*.md\n!README*.md\nREADME-secret.md")
+    assert not markdown.excludes("README.md") and markdown.excludes("README-secret.md")
+    assert markdown.excludes("CHANGELOG.md")
+    assert not DockerIgnore("*.md\nREADME-secret.md\n!README*.md").excludes("README-secret.md")
+    assert DockerIgnore("/foo/bar").excludes("foo/bar/baz") and DockerIgnore("foo/").excludes("foo")
+    assert not DockerIgnore("bar").excludes("foo/bar"), "anchored at the root, unlike git"
+
+
+# The demo key the server writes, its default database, and what a checkout holds.
+DATABASE = Settings.from_env({}).database_url
+KEPT_OUT = [
+    DEMO_KEY_FILE,
+    *(DATABASE.removeprefix("sqlite:///") + end for end in ("", "-wal", "-shm", "-journal")),
+    *(str(lock_path(DATABASE, kind)) for kind in ("scheduler", "webhook-dispatcher")),
+    ".git", ".git/config", ".venv/bin/python", ".venv/lib/python3.11/site-packages/x.py",
+    "node_modules/.bin/buf", "node_modules/@bufbuild/buf/package.json",
+    ".pytest_cache/v/cache/lastfailed", ".hypothesis/examples/ab/cd", ".mypy_cache/3.11/x.json",
+    ".ruff_cache/CACHEDIR.TAG", "bench/results/run.json", "tests/e2e/server.py",
+    "src/payorch/__pycache__/cli.cpython-311.pyc", "src/payorch.egg-info/PKG-INFO",
+    "build/lib/payorch/__init__.py", "dist/payorch-0.1.0.tar.gz", ".env",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("path", KEPT_OUT)
+def test_the_build_context_leaves_out_keys_databases_and_local_artefacts(path):
+    assert build_context_rules().excludes(path), f"{path} is sent to the build daemon"
+
+
+def test_the_build_context_holds_every_file_the_dockerfile_copies():
+    rules = build_context_rules()
+    sources = [
+        source
+        for word, args in instructions(ROOT / "Dockerfile")
+        if word in ("COPY", "ADD")
+        for source in shlex.split(args)[:-1]
+        if not source.startswith("--")
+    ]
+    assert {"pyproject.toml", "README.md", "src"} <= set(sources), sources
+    for source in sources:
+        top = ROOT / source
+        files = [top] if top.is_file() else [p for p in top.rglob("*") if p.is_file()]
+        kept = [
+            p.relative_to(ROOT).as_posix()
+            for p in files
+            if "__pycache__" not in p.parts and not p.name.endswith((".pyc", ".pyo"))
+        ]
+        assert kept, f"COPY {source}: nothing there"
+        left_out = [path for path in kept if rules.excludes(path)]
+        assert not left_out, f"COPY {source} would miss {left_out[:5]}"
 
 
 def test_the_image_runs_as_a_numeric_non_root_user():

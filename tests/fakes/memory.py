@@ -5,8 +5,9 @@ from __future__ import annotations
 import collections
 import copy
 import dataclasses
+import enum
 from collections.abc import Awaitable, Callable, Collection, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from payorch.app.auth import Principal
@@ -25,29 +26,40 @@ Writer = Callable[[str], Awaitable[object]]
 
 
 class FakePaymentRepository:
+    """Payments, refunds and events as one transaction sees them: payments from a
+    snapshot taken when it began, refunds and events as committed plus its own. Its
+    writes are pending until the unit of work commits them, and dropped if it does not,
+    as the database rolls back what a transaction never committed."""
+
     def __init__(
         self,
-        store: dict[str, Payment],
+        staged: dict[str, Payment],
         refunds: dict[tuple[str, str], RefundRequest] | None = None,
         *,
         committed: dict[str, Payment] | None = None,
+        stored_events: list[StoredEvent] | None = None,
         writers: collections.deque[Writer] | None = None,
     ) -> None:
-        self._store = store
+        self._store = staged
         # What other units of work committed: a save checks its version there too, as a
         # database's versioned UPDATE sees a row committed after the transaction began.
-        self._committed = store if committed is None else committed
+        self._committed = staged if committed is None else committed
         self._writers: collections.deque[Writer] = (
             collections.deque() if writers is None else writers
         )
-        self.events: list[Any] = []
-        self.written: set[str] = set()
         self.refunds: dict[tuple[str, str], RefundRequest] = {} if refunds is None else refunds
+        self._stored_events: list[StoredEvent] = [] if stored_events is None else stored_events
+        # Pending until commit: the payments written, their events, the new refunds.
+        self.written: set[str] = set()
+        self.events: list[Any] = []
+        self.new_events: list[StoredEvent] = []
+        self.new_refunds: dict[tuple[str, str], RefundRequest] = {}
 
     async def add(self, payment: Payment) -> None:
+        # The unique index sees rows committed since the transaction began, too.
         if any(
             p.merchant_id == payment.merchant_id and p.request_id == payment.request_id
-            for p in self._store.values()
+            for p in (*self._store.values(), *self._committed.values())
         ):
             raise DuplicateRequest(payment.request_id)
         self._write(payment)
@@ -66,6 +78,18 @@ class FakePaymentRepository:
 
     def _write(self, payment: Payment) -> None:
         self.events.extend(payment.pending_events)
+        self.new_events.extend(
+            StoredEvent(
+                f"evt_{len(self._stored_events) + len(self.new_events)}",
+                payment.id,
+                payment.merchant_id,
+                e.sequence,
+                e.name,
+                _event_payload(e),
+                payment.updated_at,
+            )
+            for e in payment.pending_events
+        )
         payment.pending_events.clear()
         for s in payment.steps:
             s.stored_attempts = len(s.attempts)
@@ -73,26 +97,39 @@ class FakePaymentRepository:
         self.written.add(payment.id)
 
     async def refund_request(self, payment_id: str, request_id: str) -> RefundRequest | None:
-        return self.refunds.get((payment_id, request_id))
+        key = (payment_id, request_id)
+        return self.new_refunds.get(key) or self.refunds.get(key)
 
     async def refund_count(self, payment_id: str) -> int:
-        return sum(1 for pid, _ in self.refunds if pid == payment_id)
+        return sum(1 for pid, _ in {**self.refunds, **self.new_refunds} if pid == payment_id)
 
     async def add_refund(
         self, payment_id: str, request_id: str, refund: RefundRequest, now: datetime
     ) -> bool:
         key = (payment_id, request_id)
-        if key in self.refunds:
+        if key in self.refunds or key in self.new_refunds:
             return False
-        self.refunds[key] = dataclasses.replace(refund, requested_at=now)
+        self.new_refunds[key] = dataclasses.replace(refund, requested_at=now)
         return True
 
     async def events_of(self, payment_id: str) -> list[StoredEvent]:
-        return [
-            StoredEvent(f"evt_{i}", payment_id, "", e.sequence, e.name, {}, datetime.now(UTC))
-            for i, e in enumerate(self.events)
-            if getattr(e, "payment_id", payment_id) == payment_id
-        ]
+        found = [e for e in (*self._stored_events, *self.new_events) if e.payment_id == payment_id]
+        return sorted(found, key=lambda e: e.sequence)
+
+    def commit(self, store: dict[str, Payment], events: list[Any]) -> None:
+        for payment_id in self.written:
+            store[payment_id] = self._store[payment_id]
+        events.extend(self.events)
+        self._stored_events.extend(self.new_events)
+        self.refunds.update(self.new_refunds)
+        self.rollback()
+
+    def rollback(self) -> None:
+        """Forget what was not committed (the snapshot of payments is the caller's)."""
+        self.written.clear()
+        self.events.clear()
+        self.new_events.clear()
+        self.new_refunds.clear()
 
     async def get(self, payment_id: str, merchant_id: str | None) -> Payment | None:
         p = self._store.get(payment_id)
@@ -143,6 +180,14 @@ class FakePaymentRepository:
         return [copy.deepcopy(p) for p in found[:limit]]
 
 
+def _event_payload(e: Any) -> dict[str, Any]:
+    """An event's fields as the events table keeps them (enums by value)."""
+    return {
+        f.name: (v.value if isinstance(v := getattr(e, f.name), enum.Enum) else v)
+        for f in dataclasses.fields(e)
+    }
+
+
 class FakeInboundEventLog:
     """Seen events, as the table holds them: what a unit of work remembers or forgets
     counts once it commits."""
@@ -168,6 +213,9 @@ class FakeInboundEventLog:
     def commit(self) -> None:
         self._seen.difference_update(self.forgotten)
         self._seen.update(self.remembered)
+        self.rollback()
+
+    def rollback(self) -> None:
         self.remembered.clear()
         self.forgotten.clear()
 
@@ -192,10 +240,17 @@ class FakeProcessorCustomers:
     def commit(self) -> None:
         for c, m in self._new.items():
             self._owners.setdefault(c, m)
+        self.rollback()
+
+    def rollback(self) -> None:
         self._new.clear()
 
 
 class FakeUnitOfWork:
+    """Every write is pending until commit() and dropped when the unit of work ends
+    without one (or by an exception), as SqlAlchemyUnitOfWork's rollback drops it;
+    writes after a commit are pending again."""
+
     def __init__(
         self,
         store: dict[str, Payment],
@@ -204,12 +259,17 @@ class FakeUnitOfWork:
         seen: set[str],
         writers: collections.deque[Writer] | None = None,
         customers: FakeProcessorCustomers | None = None,
+        stored_events: list[StoredEvent] | None = None,
     ) -> None:
         self._store = store
         self._staged: dict[str, Payment] = {}
         self._events = repo_events
         self.payments = FakePaymentRepository(
-            self._staged, refunds, committed=store, writers=writers
+            self._staged,
+            refunds,
+            committed=store,
+            stored_events=stored_events,
+            writers=writers,
         )
         self.inbound_events = FakeInboundEventLog(seen)
         self.customers = customers or FakeProcessorCustomers({}, [])
@@ -221,12 +281,12 @@ class FakeUnitOfWork:
 
     async def __aexit__(self, *exc: object) -> None:
         self._staged.clear()
+        self.payments.rollback()
+        self.inbound_events.rollback()
+        self.customers.rollback()
 
     async def commit(self) -> None:
-        for payment_id in self.payments.written:
-            self._store[payment_id] = self._staged[payment_id]
-        self._events.extend(self.payments.events)
-        self.payments.events.clear()
+        self.payments.commit(self._store, self._events)
         self.inbound_events.commit()
         self.customers.commit()
         self.committed = True
@@ -235,7 +295,9 @@ class FakeUnitOfWork:
 class FakeUnitOfWorkFactory:
     def __init__(self) -> None:
         self.store: dict[str, Payment] = {}
+        # Committed domain events, in order; and as the events table holds them.
         self.events: list[Any] = []
+        self.stored_events: list[StoredEvent] = []
         self.refunds: dict[tuple[str, str], RefundRequest] = {}
         self.seen_events: set[str] = set()
         self.writers: collections.deque[Writer] = collections.deque()
@@ -246,7 +308,13 @@ class FakeUnitOfWorkFactory:
     def __call__(self) -> FakeUnitOfWork:
         customers = FakeProcessorCustomers(self.customer_owners, self.customer_claims)
         return FakeUnitOfWork(
-            self.store, self.events, self.refunds, self.seen_events, self.writers, customers
+            self.store,
+            self.events,
+            self.refunds,
+            self.seen_events,
+            self.writers,
+            customers,
+            self.stored_events,
         )
 
     def saved_first(self, *writers: Writer | None) -> None:

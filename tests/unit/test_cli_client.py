@@ -381,6 +381,41 @@ def test_input_the_cli_cannot_use_is_one_line_of_error_with_exit_2_not_a_traceba
     assert last.startswith("payorch: ") or (last.startswith("payorch ") and ": error: " in last)
 
 
+UNSENDABLE_KEYS = ["po_cl\u00e9_secret", "po_key\u00a0x", "po_a\nb", "po_k\x7f"]
+
+
+@pytest.mark.parametrize("key", UNSENDABLE_KEYS, ids=["accent", "nbsp", "newline", "del"])
+@pytest.mark.parametrize("source", ["flag", "environment", "demo key file"])
+@pytest.mark.parametrize(
+    "command",
+    [["get", "pay_1"], ["stats"], ["installments", "get", "plan_1"]],
+    ids=["payments", "observability", "installments"],
+)
+def test_an_api_key_no_grpc_header_can_carry_is_one_line_with_exit_2_before_any_call(
+    command, source, key, tmp_path, monkeypatch, capsys
+):
+    """gRPC sends printable ASCII only: such a key failed the call as INTERNAL "Invalid
+    metadata" with exit 1, as if the server had broken. It is never repeated."""
+    for name in ("PAYORCH_API_KEY", "PAYORCH_DEMO_KEY_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(cli, "channel", lambda _args: pytest.fail("the server was called"))
+    argv = [*command, *ADDRESS]
+    if source == "flag":
+        argv = [*argv, "--api-key", key]
+    elif source == "environment":
+        monkeypatch.setenv("PAYORCH_API_KEY", key)
+    else:
+        (tmp_path / ".payorch").mkdir()
+        (tmp_path / ".payorch" / "demo-key").write_text(key + "\n")
+    assert exit_code_of(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and key.strip() not in err and "po_" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("payorch: ") or (last.startswith("payorch ") and ": error: " in last)
+    assert "printable ASCII" in last
+
+
 LIVE_KEY_TAIL = "51HxYzLiveKeyTail0123456789"
 
 

@@ -18,6 +18,7 @@ from payorch.domain.contracts import (
     contract,
     is_mismatch,
     new_violation,
+    scrub,
 )
 from payorch.domain.payment import Attempt, RawError
 from payorch.domain.request import Severity
@@ -81,6 +82,22 @@ def test_a_violation_keeps_no_part_of_a_webhook_signing_secret():
         "cv_1", "input/malformed", message=f"pasted {secret}", request_id="", merchant_id="", at=T0
     )
     assert v.message == "pasted whsec_[redacted]"
+
+
+def test_a_violation_and_a_complaint_keep_no_stripe_client_secret():
+    pi = "pi_3MtwBwLkdIwHu7ix28a3tqPa_secret_YrKJUKribcBjcG8HVhfZluoGH"
+    seti = "seti_1Mm8s8LkdIwHu7ix0OXBfTRG_secret_NXDICkPqPeiBTAFqWmkbff09lRmSVXe"
+    v = new_violation(
+        "cv_1", "input/malformed", message=f"got {pi} and {seti}", request_id=pi,
+        merchant_id="", at=T0,
+    )  # fmt: skip
+    assert v.message == (
+        "got pi_3MtwBwLkdIwHu7ix28a3tqPa_secret_[redacted]"
+        " and seti_1Mm8s8LkdIwHu7ix0OXBfTRG_secret_[redacted]"
+    )
+    assert v.request_id == "pi_3MtwBwLkdIwHu7ix28a3tqPa_secret_[redacted]"
+    # Complaints (and so the retrospective's reports) are scrubbed by the same function.
+    assert "YrKJUK" not in scrub(f"my customer's page showed {pi}", 100)
 
 
 def test_a_violation_keeps_no_card_of_a_digit_run_holding_two():

@@ -106,6 +106,40 @@ def test_no_part_of_a_webhook_signing_secret_reaches_a_log_line(secret):
     assert out["msg"] == "signing with whsec_[redacted]"
 
 
+@pytest.mark.parametrize(
+    ("client_secret", "kept"),
+    [
+        ("pi_3MtwBwLkdIwHu7ix28a3tqPa_secret_YrKJUKribcBjcG8HVhfZluoGH", "pi_3MtwBwLkdIwHu7ix28a3tqPa"),
+        ("seti_1Mm8s8LkdIwHu7ix0OXBfTRG_secret_NXDICkPqPeiBTAFqWmkbff09lRmSVXe", "seti_1Mm8s8LkdIwHu7ix0OXBfTRG"),
+    ],
+    ids=["payment-intent", "setup-intent"],
+)  # fmt: skip
+def test_a_stripe_client_secret_is_redacted_but_its_intent_id_kept(client_secret, kept):
+    """A client secret lets a browser confirm the intent: a secret, unlike the intent's id."""
+    rec = record(
+        "stripe answered %s",
+        client_secret,
+        exc=RuntimeError(f"bad {client_secret}"),
+        payment_id=client_secret,
+    )
+    line, out = formatted(rec)
+    assert client_secret.split("_secret_")[1] not in line
+    assert out["msg"] == f"stripe answered {kept}_secret_[redacted]"
+    assert out["payment_id"] == f"{kept}_secret_[redacted]"
+
+
+def test_a_client_secret_in_a_3ds_return_url_is_redacted_and_the_url_kept():
+    url = (
+        "https://shop.example/return?payment_intent=pi_3Mtw"
+        "&payment_intent_client_secret=pi_3Mtw_secret_YrKJUKribcBjcG8H&redirect_status=succeeded"
+    )
+    _, out = formatted(record("returned to %s", url))
+    assert out["msg"] == (
+        "returned to https://shop.example/return?payment_intent=pi_3Mtw"
+        "&payment_intent_client_secret=pi_3Mtw_secret_[redacted]&redirect_status=succeeded"
+    )
+
+
 def test_a_masked_stripe_key_quoted_by_an_error_message_is_redacted_too():
     # Stripe answers a bad key with "Invalid API Key provided: sk_test_****...._123".
     line, _ = formatted(record("stripe said: Invalid API Key provided: sk_test_**********_123"))

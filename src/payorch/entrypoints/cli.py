@@ -114,12 +114,18 @@ def cmd_keys(args: argparse.Namespace) -> int:
 # -- client side ----------------------------------------------------------------
 def _api_key(args: argparse.Namespace) -> str:
     if args.api_key:
-        return str(args.api_key)
+        return str(args.api_key)  # checked by its argument type
     env = os.environ.get("PAYORCH_API_KEY", "")
     if env:
-        return env
+        return _sendable(env, "PAYORCH_API_KEY")
     demo = Path(os.environ.get("PAYORCH_DEMO_KEY_FILE", DEMO_KEY_FILE))
-    return demo.read_text().strip() if demo.exists() else ""
+    return _sendable(demo.read_text().strip(), str(demo)) if demo.exists() else ""
+
+
+def _sendable(key: str, source: str) -> str:
+    if not cli_arguments.is_sendable_key(key):
+        raise InvalidSettings(f"{source}: {cli_arguments.API_KEY_RULE}")
+    return key
 
 
 def channel(args: argparse.Namespace) -> grpc.Channel:
@@ -202,12 +208,11 @@ def print_failure(exc: grpc.RpcError, made_up_request_id: str = "") -> None:
 
 
 def _call(args: argparse.Namespace, method: str, request: Any, made_up_request_id: str = "") -> int:
+    metadata = _metadata(args)  # a key it cannot send is refused before any connection
     with channel(args) as ch:
         stub = orch_grpc.PaymentOrchestratorStub(ch)  # type: ignore[no-untyped-call]
         try:
-            response = getattr(stub, method)(
-                request, metadata=_metadata(args), timeout=args.timeout
-            )
+            response = getattr(stub, method)(request, metadata=metadata, timeout=args.timeout)
         except grpc.RpcError as exc:
             print_failure(exc, made_up_request_id)
             return 1
@@ -298,10 +303,11 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
 
 def _rpc(args: argparse.Namespace, stub_class: Any, method: str, request: Any) -> Any | None:
     """Call one RPC; on an error print it (code and message) and return None."""
+    metadata = _metadata(args)  # a key it cannot send is refused before any connection
     with channel(args) as ch:
         stub = stub_class(ch)
         try:
-            return getattr(stub, method)(request, metadata=_metadata(args), timeout=args.timeout)
+            return getattr(stub, method)(request, metadata=metadata, timeout=args.timeout)
         except grpc.RpcError as exc:
             print(
                 json.dumps({"code": exc.code().name, "message": exc.details()}, indent=2),
@@ -373,7 +379,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 def _client_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--address", help="server address (PAYORCH_ADDRESS, default 127.0.0.1:50051)")
-    p.add_argument("--api-key", help="API key (PAYORCH_API_KEY; else the local demo key)")
+    p.add_argument(
+        "--api-key",
+        type=cli_arguments.api_key,
+        help="API key (PAYORCH_API_KEY; else the local demo key)",
+    )
     p.add_argument("--timeout", type=float, default=30.0, help="deadline in seconds")
     p.add_argument("--tls-ca", help="CA certificate to verify the server (enables TLS)")
     p.add_argument("--tls-cert", help="client certificate (mTLS)")

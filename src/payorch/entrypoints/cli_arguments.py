@@ -131,6 +131,22 @@ def key_id(text: str) -> str:
     return text
 
 
+# A gRPC header carries printable ASCII only: a key with anything else failed its call
+# as INTERNAL "Invalid metadata", as if the server had broken. Never repeated: a secret.
+_HEADER_VALUE = re.compile(r"[\x20-\x7e]*")
+API_KEY_RULE = "not an API key: printable ASCII only, as `payorch keys create` prints one"
+
+
+def is_sendable_key(text: str) -> bool:
+    return _HEADER_VALUE.fullmatch(text) is not None
+
+
+def api_key(text: str) -> str:
+    if not is_sendable_key(text):
+        raise argparse.ArgumentTypeError(API_KEY_RULE)
+    return text
+
+
 def shown_key_id(text: str) -> str:
     """A key id as a message may repeat it: only what has the shape of one, so that
     a secret given in its place is never repeated."""

@@ -35,12 +35,11 @@ def _base() -> Any:
 def _call(args: argparse.Namespace, method: str, request: Any, made_up_request_id: str = "") -> int:
     cli = _base()
     table = getattr(args, "table", False)
+    metadata = cli._metadata(args)  # a key it cannot send is refused before any connection
     with cli.channel(args) as ch:
         stub = pb_grpc.InstallmentServiceStub(ch)  # type: ignore[no-untyped-call]
         try:
-            response = getattr(stub, method)(
-                request, metadata=cli._metadata(args), timeout=args.timeout
-            )
+            response = getattr(stub, method)(request, metadata=metadata, timeout=args.timeout)
         except grpc.RpcError as exc:
             cli.print_failure(exc, made_up_request_id)
             return 1
