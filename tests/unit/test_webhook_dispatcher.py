@@ -28,6 +28,12 @@ class FakeWebhooks:
     async def abandon_stranded(self) -> int:
         return 0
 
+    async def note_success(self, endpoint_id: str) -> None:
+        return None
+
+    async def note_failure(self, endpoint_id: str, *, now: datetime, dead: bool) -> bool:
+        return False  # endpoints are not what these tests are about
+
     async def claim_deliveries(
         self, *, now: datetime, worker: str, lease_until: datetime, limit: int
     ) -> list[DeliveryJob]:
