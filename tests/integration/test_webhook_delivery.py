@@ -709,3 +709,41 @@ async def test_a_success_or_an_enable_starts_the_endpoints_failing_time_again(
     )
     passes = await fail_for(container, clock, receiver, hours=24, plans_from=300)
     assert not any(stats.disabled for _, stats in passes), "the failing time began again"
+
+
+async def test_replicas_recording_an_endpoints_failures_together_disable_it_once(
+    pg_container, postgres_database, clock, caplog
+):
+    one = pg_container
+    other = await installments_container(postgres_database, clock)  # a second replica
+    receiver = await Receiver().start()
+    try:
+        endpoint = (await one.installments.endpoints.create("m_1", receiver.url, "", [])).endpoint
+        for n in range(6):
+            await create_plan(one, f"p-{n}")
+        # Failing for three days with three dead already: any failure now disables it.
+        async with one.installments.uow() as uow:
+            stored = await uow.webhooks.get_endpoint(endpoint.id, None)
+            assert await uow.webhooks.note_failure(endpoint.id, now=clock.now(), dead=True)
+            await uow.webhooks.note_failure(endpoint.id, now=clock.now(), dead=True)
+            await uow.webhooks.note_failure(endpoint.id, now=clock.now(), dead=True)
+            await uow.commit()
+        clock.advance(3 * 86_400)
+        receiver.script = [500] * 1000
+
+        with caplog.at_level(logging.WARNING, logger="payorch.webhooks"):
+            passes = await asyncio.gather(
+                one.installments.dispatcher.run_once(), other.installments.dispatcher.run_once()
+            )
+
+        assert sum(p.disabled for p in passes) == 1
+        warned = [r for r in caplog.records if f"{endpoint.id} of merchant" in r.getMessage()]
+        assert len(warned) == 1
+        (listed,) = await one.installments.endpoints.list("m_1")
+        assert listed.status is EndpointStatus.DISABLED
+        assert listed.version == stored.version + 1, "one change of state"
+        assert listed.disabled_at == clock.now()
+        assert {d.status for d in await deliveries(one)} == {DeliveryStatus.DEAD}
+    finally:
+        await receiver.stop()
+        await other.close()
