@@ -100,6 +100,8 @@ MAX_CACHE_S = 3600.0
 MAX_STOP_S = 3600.0
 # A day: longer, a caller's forgotten connections pile up for as long as it runs.
 MAX_CONNECTION_IDLE_S = 86400.0
+MIN_WEBHOOK_DISABLE_AFTER_S = 86400.0
+MAX_WEBHOOK_DISABLE_AFTER_S = 30 * 86400.0
 
 
 def check_times(settings: Settings) -> None:
@@ -113,6 +115,15 @@ def check_times(settings: Settings) -> None:
         ("PAYORCH_CALL_TIMEOUT_S", settings.call_timeout_s, 0.001, MAX_STOP_S, ""),
         # Under a second, passes run back to back and hold the database.
         ("PAYORCH_RECONCILE_INTERVAL_S", settings.reconcile_interval_s, 1.0, 86400.0, ""),
+        # Under a day a brief outage disables endpoints; over a month, a dead one
+        # costs a month of attempts.
+        (
+            "PAYORCH_WEBHOOK_DISABLE_AFTER_S",
+            settings.webhook_disable_after_s,
+            MIN_WEBHOOK_DISABLE_AFTER_S,
+            MAX_WEBHOOK_DISABLE_AFTER_S,
+            "",
+        ),
         (
             "PAYORCH_MAX_CONNECTION_IDLE_S",
             settings.max_connection_idle_s,

@@ -6,6 +6,7 @@ import os
 import socket
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 
 from payorch.adapters.clock import OffsetClock, SystemClock, parse_offset
 from payorch.adapters.persistence.installment_uow import SqlAlchemyInstallmentUnitOfWorkFactory
@@ -22,6 +23,7 @@ from payorch.app.installments import (
 from payorch.app.payments import PaymentService
 from payorch.app.ports import Clock
 from payorch.app.webhook_delivery import WebhookDispatcher, WebhookEndpoints
+from payorch.domain.webhook_delivery import FailingEndpoints
 from payorch.settings import Settings
 from payorch.webhooks import generate_secret
 
@@ -98,6 +100,7 @@ def build_installments(
             wall_clock=wall_clock,
             worker_id=worker,
             timeout_s=settings.webhook_timeout_s,
+            failing=FailingEndpoints(after=timedelta(seconds=settings.webhook_disable_after_s)),
         ),
         guard=guard,
         worker_id=worker,

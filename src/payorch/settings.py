@@ -92,6 +92,9 @@ class Settings:
     webhook_dispatcher: bool = False
     webhook_interval_s: float = 2.0
     webhook_timeout_s: float = 10.0
+    # An endpoint whose every attempt failed this long (and 3 deliveries dead-lettered
+    # meanwhile) is disabled: 1-30 days, default 3.
+    webhook_disable_after_s: float = 259_200.0
     # Development only: http:// to 127.0.0.1, [::1] or localhost (tests, local receivers).
     webhooks_allow_http_loopback: bool = False
     # Simulated processors append one line per charge here (shared counting mode).

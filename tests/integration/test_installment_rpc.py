@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC
 from typing import Any
 
 import grpc
@@ -547,12 +548,14 @@ async def test_an_endpoint_enabled_after_a_410_gets_the_next_event_signed_with_i
     endpoint_id = created.endpoint.endpoint_id
     (disabled,) = await endpoints_of(served)
     assert disabled.status == pb.ENDPOINT_STATUS_DISABLED and disabled.disabled_reason
+    assert disabled.disabled_at.ToDatetime(tzinfo=UTC) == clock.now()
 
     enabled = await enable(served, endpoint_id)
     twice = await enable(served, endpoint_id)
 
     assert enabled.endpoint.status == pb.ENDPOINT_STATUS_ENABLED
     assert enabled.endpoint.disabled_reason == ""
+    assert not enabled.endpoint.HasField("disabled_at")
     assert enabled.endpoint.url == receiver.url
     assert [enabled.endpoint] == [twice.endpoint] == await endpoints_of(served)
     plan = (await create_plan(served.container, "plan-2")).plan

@@ -634,3 +634,117 @@ async def test_creates_racing_under_one_request_id_on_two_replicas_make_one_endp
     assert sorted(t.replayed for t in tries) == [False] + [True] * 5
     assert {t.secret for t in tries} == {tries[0].endpoint.secret}
     assert [e.id for e in await endpoints.list("m_1")] == [tries[0].endpoint.id]
+
+
+async def fail_for(container, clock, receiver, *, hours: int, every_h: int = 2, plans_from=0):
+    """A receiver answering 500 to everything for `hours`: a plan (one event) every 12 h,
+    a dispatcher pass every `every_h` hours. The passes' stats, with the clock's time."""
+    receiver.script = [500] * 10_000
+    passes = []
+    for step in range(hours // every_h):
+        if step * every_h % 12 == 0:
+            await create_plan(container, f"plan-{plans_from + step}")
+        passes.append((clock.now(), await container.installments.dispatcher.run_once()))
+        clock.advance(every_h * 3600)
+    return passes
+
+
+async def test_an_endpoint_failing_for_days_is_disabled_once_and_sent_nothing_more(
+    container, clock, receiver, caplog
+):
+    app = container.installments
+    endpoint = (await app.endpoints.create("m_1", receiver.url, "", CREATED)).endpoint
+    first_failure = clock.now()
+
+    with caplog.at_level(logging.WARNING, logger="payorch.webhooks"):
+        passes = await fail_for(container, clock, receiver, hours=5 * 24)
+
+    disabling = [(at, stats) for at, stats in passes if stats.disabled]
+    assert len(disabling) == 1 and disabling[0][1].disabled == 1
+    disabled_at = disabling[0][0]
+    assert disabled_at >= first_failure + timedelta(days=3), "not before three days"
+    (listed,) = await app.endpoints.list("m_1")
+    assert (listed.id, listed.status) == (endpoint.id, EndpointStatus.DISABLED)
+    assert listed.disabled_at == disabled_at
+    assert listed.disabled_reason.startswith("no successful delivery since ")
+    assert await deliveries(container, DeliveryStatus.PENDING) == []
+    warned = [r for r in caplog.records if "disabled" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].levelno == logging.WARNING
+    assert endpoint.id in warned[0].getMessage()
+    sent = len(receiver.requests)
+    assert all(at <= disabled_at for at, stats in passes if stats.attempted)
+    await create_plan(container, "plan-after")
+    clock.advance(86_400)
+    await app.dispatcher.run_once()
+    assert len(receiver.requests) == sent
+    pb = endpoint_pb(listed)
+    assert pb.disabled_reason == listed.disabled_reason
+    assert pb.disabled_at.ToDatetime(tzinfo=disabled_at.tzinfo) == disabled_at
+
+
+async def test_a_success_or_an_enable_starts_the_endpoints_failing_time_again(
+    container, clock, receiver
+):
+    app = container.installments
+    endpoint = (await app.endpoints.create("m_1", receiver.url, "", CREATED)).endpoint
+    passes = await fail_for(container, clock, receiver, hours=66)
+    assert not any(stats.disabled for _, stats in passes)
+    assert await deliveries(container, DeliveryStatus.DEAD), "jittered: one at least"
+    receiver.script = []  # one success: the endpoint works again
+    await create_plan(container, "plan-works")
+    assert (await app.dispatcher.run_once()).delivered >= 1
+    (listed,) = await app.endpoints.list("m_1")
+    assert listed.failing_since is None
+
+    passes = await fail_for(container, clock, receiver, hours=66, plans_from=100)
+    assert not any(stats.disabled for _, stats in passes), "66 h since the success"
+    # Three dead by 88 h however the retries are jittered (and passes 2 h apart).
+    passes = await fail_for(container, clock, receiver, hours=48, plans_from=200)
+    assert sum(stats.disabled for _, stats in passes) == 1
+
+    enabled = await app.endpoints.enable(endpoint.id, "m_1")
+    assert (enabled.status, enabled.disabled_at, enabled.failing_since) == (
+        EndpointStatus.ENABLED,
+        None,
+        None,
+    )
+    passes = await fail_for(container, clock, receiver, hours=24, plans_from=300)
+    assert not any(stats.disabled for _, stats in passes), "the failing time began again"
+
+
+async def test_replicas_recording_an_endpoints_failures_together_disable_it_once(
+    pg_container, postgres_database, clock, caplog
+):
+    one = pg_container
+    other = await installments_container(postgres_database, clock)  # a second replica
+    receiver = await Receiver().start()
+    try:
+        endpoint = (await one.installments.endpoints.create("m_1", receiver.url, "", [])).endpoint
+        for n in range(6):
+            await create_plan(one, f"p-{n}")
+        # Failing for three days with three dead already: any failure now disables it.
+        async with one.installments.uow() as uow:
+            stored = await uow.webhooks.get_endpoint(endpoint.id, None)
+            assert await uow.webhooks.note_failure(endpoint.id, now=clock.now(), dead=True)
+            await uow.webhooks.note_failure(endpoint.id, now=clock.now(), dead=True)
+            await uow.webhooks.note_failure(endpoint.id, now=clock.now(), dead=True)
+            await uow.commit()
+        clock.advance(3 * 86_400)
+        receiver.script = [500] * 1000
+
+        with caplog.at_level(logging.WARNING, logger="payorch.webhooks"):
+            passes = await asyncio.gather(
+                one.installments.dispatcher.run_once(), other.installments.dispatcher.run_once()
+            )
+
+        assert sum(p.disabled for p in passes) == 1
+        warned = [r for r in caplog.records if f"{endpoint.id} of merchant" in r.getMessage()]
+        assert len(warned) == 1
+        (listed,) = await one.installments.endpoints.list("m_1")
+        assert listed.status is EndpointStatus.DISABLED
+        assert listed.version == stored.version + 1, "one change of state"
+        assert listed.disabled_at == clock.now()
+        assert {d.status for d in await deliveries(one)} == {DeliveryStatus.DEAD}
+    finally:
+        await receiver.stop()
+        await other.close()

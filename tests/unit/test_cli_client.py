@@ -466,6 +466,9 @@ LIVE_KEY_TAIL = "51HxYzLiveKeyTail0123456789"
         ({"PAYORCH_TLS_KEY_FILE": "server.key"}, [], "PAYORCH_TLS_CERT_FILE"),
         ({"PAYORCH_TLS_CERT_FILE": "server.pem"}, [], "PAYORCH_TLS_KEY_FILE"),
         ({"PAYORCH_TLS_CLIENT_CRL_FILE": "ca.crl"}, [], "PAYORCH_TLS_CLIENT_CA_FILE"),
+        # An outage of an hour disabled a merchant's endpoint; nan, never one.
+        ({"PAYORCH_WEBHOOK_DISABLE_AFTER_S": "3600"}, [], "PAYORCH_WEBHOOK_DISABLE_AFTER_S"),
+        ({"PAYORCH_WEBHOOK_DISABLE_AFTER_S": "nan"}, [], "PAYORCH_WEBHOOK_DISABLE_AFTER_S"),
     ],
     ids=[
         "unknown fault",
@@ -499,6 +502,8 @@ LIVE_KEY_TAIL = "51HxYzLiveKeyTail0123456789"
         "key without a certificate",
         "certificate without a key",
         "crl without a client ca",
+        "endpoints disabled after an hour",
+        "endpoint disabling nan",
     ],
 )
 @pytest.mark.parametrize("command", [["serve", "--listen", "127.0.0.1:0"], ["scheduler", "--once"]])

@@ -11,6 +11,7 @@ from payorch.domain.webhook_delivery import (
     BACKOFF_S,
     DeliveryStatus,
     EndpointStatus,
+    FailingEndpoints,
     InvalidTransition,
     WebhookDelivery,
     WebhookEndpoint,
@@ -170,3 +171,35 @@ def test_the_body_is_canonical_json_with_type_timestamp_and_data():
     assert parsed["timestamp"] == T0.isoformat()
     assert parsed["data"]["event_id"] == "evt_1" and parsed["data"]["sequence"] == 4
     assert "payment_id" not in parsed["data"]
+
+
+def failing(since: datetime, dead: int) -> WebhookEndpoint:
+    e = endpoint()
+    e.failing_since, e.dead_since_failing = since, dead
+    return e
+
+
+def test_an_endpoint_is_to_disable_after_three_days_of_failures_with_three_dead():
+    rule = FailingEndpoints()
+    three_days = T0 + timedelta(days=3)
+    assert rule.to_disable(failing(T0, 3), three_days)
+    assert not rule.to_disable(failing(T0, 3), three_days - timedelta(seconds=1))
+    assert not rule.to_disable(failing(T0, 2), three_days + timedelta(days=30)), "one event"
+    assert not rule.to_disable(endpoint(), three_days), "never failed"
+    assert "since 2026-01-01T00:00:00+00:00" in rule.reason(failing(T0, 3))
+    assert FailingEndpoints(after=timedelta(days=7)).to_disable(failing(T0, 3), three_days) is False
+
+
+def test_an_endpoint_disabled_for_failing_starts_its_failing_time_again_when_enabled():
+    e = failing(T0, 5)
+    e.disable(FailingEndpoints.reason(e), T0 + timedelta(days=3))
+    assert (e.status, e.disabled_at) == (EndpointStatus.DISABLED, T0 + timedelta(days=3))
+    assert not FailingEndpoints().to_disable(e, T0 + timedelta(days=4)), "disabled already"
+
+    assert e.enable(T0 + timedelta(days=5))
+    assert (e.disabled_reason, e.disabled_at, e.failing_since, e.dead_since_failing) == (
+        "",
+        None,
+        None,
+        0,
+    )

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from datetime import datetime
+import logging
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -12,8 +13,15 @@ from payorch.adapters.clock import ManualClock
 from payorch.app.installment_ports import DeliveryJob, SendResult
 from payorch.app.ports import ConcurrentUpdate
 from payorch.app.webhook_delivery import WebhookDispatcher
-from payorch.domain.webhook_delivery import WebhookDelivery
+from payorch.domain.webhook_delivery import (
+    DeliveryStatus,
+    EndpointStatus,
+    WebhookDelivery,
+    WebhookEndpoint,
+)
 from tests.fakes.installments import FakeInstallmentUnitOfWork
+
+DAY = timedelta(days=1)
 
 
 class FakeWebhooks:
@@ -27,6 +35,12 @@ class FakeWebhooks:
 
     async def abandon_stranded(self) -> int:
         return 0
+
+    async def note_success(self, endpoint_id: str) -> None:
+        return None
+
+    async def note_failure(self, endpoint_id: str, *, now: datetime, dead: bool) -> bool:
+        return False  # endpoints are not what these tests are about
 
     async def claim_deliveries(
         self, *, now: datetime, worker: str, lease_until: datetime, limit: int
@@ -210,3 +224,92 @@ async def test_a_dispatcher_told_to_stop_sends_what_it_claimed_and_claims_no_mor
     assert sum(not d.pending for d in rows) == 4, "the four claimed are sent and recorded"
     assert all(d.pending and not d.claimed_by for d in rows if d.attempts == 0)
     assert all(d.lease_until is None for d in rows if not d.pending)
+
+
+class FakeEndpointWebhooks(FakeWebhooks):
+    """One endpoint too, with its failing time kept as the SQL repository keeps it."""
+
+    def __init__(self, deliveries: list[WebhookDelivery], endpoint: WebhookEndpoint) -> None:
+        super().__init__(deliveries)
+        self.endpoint = endpoint
+
+    async def note_success(self, endpoint_id: str) -> None:
+        self.endpoint.failing_since, self.endpoint.dead_since_failing = None, 0
+
+    async def note_failure(self, endpoint_id: str, *, now: datetime, dead: bool) -> bool:
+        if self.endpoint.status is not EndpointStatus.ENABLED:
+            return False
+        self.endpoint.failing_since = self.endpoint.failing_since or now
+        self.endpoint.dead_since_failing += int(dead)
+        return True
+
+    async def get_endpoint(self, endpoint_id: str, merchant_id: str | None) -> WebhookEndpoint:
+        return dataclasses.replace(self.endpoint)
+
+    async def save_endpoint(self, endpoint: WebhookEndpoint) -> None:
+        if self.endpoint.version != endpoint.version:
+            raise ConcurrentUpdate(endpoint.id)
+        endpoint.version += 1
+        self.endpoint = dataclasses.replace(endpoint)
+
+    async def abandon_pending(self, endpoint_id: str, reason: str) -> int:
+        waiting = [d for d in self.rows.values() if d.pending]
+        for d in waiting:
+            d.abandon(reason)
+        return len(waiting)
+
+
+def failing_endpoint(clock: ManualClock) -> WebhookEndpoint:
+    return WebhookEndpoint(
+        id="we_1",
+        merchant_id="m_1",
+        url="https://example.com/",
+        secret="whsec_x",
+        description="",
+        event_types=(),
+        created_at=clock.now(),
+        updated_at=clock.now(),
+        failing_since=clock.now(),
+        dead_since_failing=3,
+    )
+
+
+@pytest.mark.parametrize(
+    ("days", "answer", "disabled"),
+    [(3, 500, True), (3, 0, True), (2.9, 500, False), (3, 204, False)],
+    ids=["500 after 3 days", "no answer after 3 days", "under 3 days", "a success"],
+)
+async def test_an_endpoint_failing_for_three_days_is_disabled_at_its_next_failure(
+    days, answer, disabled, caplog
+):
+    clock = ManualClock()
+    webhooks = FakeEndpointWebhooks([], failing_endpoint(clock))
+    clock.advance(days * 86_400)
+    webhooks.rows = {d.id: d for d in due_now(clock, 2)}
+    sender = ScriptedSender(clock, {"evt_0": [(answer, 0)], "evt_1": [(answer, 0)]})
+    dispatcher = WebhookDispatcher(
+        lambda: FakeInstallmentUnitOfWork(webhooks=webhooks),
+        sender,
+        clock,
+        wall_clock=clock,
+        worker_id="A",
+        concurrency=1,
+    )
+
+    with caplog.at_level(logging.WARNING, logger="payorch.webhooks"):
+        stats = await dispatcher.run_once()
+
+    e = webhooks.endpoint
+    if disabled:
+        assert (stats.disabled, e.status, e.disabled_at) == (
+            1,
+            EndpointStatus.DISABLED,
+            clock.now(),
+        )
+        assert sender.sent == ["evt_0"], "the other delivery is abandoned, not sent"
+        assert {d.status for d in webhooks.rows.values()} == {DeliveryStatus.DEAD}
+        (warning,) = [r for r in caplog.records if r.levelno == logging.WARNING]
+        assert "we_1 of merchant m_1 disabled: no successful delivery since" in warning.message
+    else:
+        assert (stats.disabled, e.status, e.disabled_at) == (0, EndpointStatus.ENABLED, None)
+        assert e.failing_since == (None if answer == 204 else clock.now() - days * DAY)

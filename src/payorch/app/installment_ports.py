@@ -138,6 +138,17 @@ class WebhookRepository(Protocol):
         add one waits until this one ends, so a limit checked on the count holds."""
         ...
 
+    async def note_success(self, endpoint_id: str) -> None:
+        """A delivery to the endpoint succeeded: it is failing no more."""
+        ...
+
+    async def note_failure(self, endpoint_id: str, *, now: datetime, dead: bool) -> bool:
+        """An attempt to the endpoint failed (`dead`: its delivery went to the dead-letter
+        list): its failing time begins now unless it began before. In one statement that
+        holds the endpoint's row to the end of the transaction, so what is read of it
+        next is stable. False when the endpoint is no longer enabled."""
+        ...
+
     async def fan_out(self, *, now: datetime, limit: int) -> int:
         """Turn up to `limit` unpublished outbox events into one delivery per enabled
         endpoint of their merchant that wants them; returns the events handled."""

@@ -3,7 +3,8 @@
 The dispatcher is its own loop: a slow or dead receiver never holds up a payment or
 the scheduler. Deliveries are claimed like installments (row locks skipped by other
 workers, plus a lease) and retried on a fixed, jittered schedule; a 410 disables the
-endpoint; exhausted deliveries wait in a dead-letter list for a redelivery.
+endpoint, and so do days of nothing but failures (FailingEndpoints); exhausted
+deliveries wait in a dead-letter list for a redelivery.
 """
 
 from __future__ import annotations
@@ -14,13 +15,14 @@ import logging
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from urllib.parse import unquote_plus
 
 from payorch.app.ids import new_id
 from payorch.app.installment_ports import (
     Cursor,
     DeliveryJob,
+    InstallmentUnitOfWork,
     InstallmentUnitOfWorkFactory,
     SendResult,
     UnsafeUrl,
@@ -32,6 +34,7 @@ from payorch.domain.request import idempotency_key_issues
 from payorch.domain.webhook_delivery import (
     DeliveryStatus,
     EndpointStatus,
+    FailingEndpoints,
     WebhookDelivery,
     WebhookEndpoint,
     event_type,
@@ -322,10 +325,12 @@ class WebhookDispatcher:
         batch_size: int = 100,
         concurrency: int = 16,
         rng: random.Random | None = None,
+        failing: FailingEndpoints | None = None,
     ) -> None:
         self._uow = uow
         self._sender = sender
         self._clock = clock
+        self._failing = failing or FailingEndpoints()
         # Receivers check webhook-timestamp against their own clock: sign with real time
         # even when the business clock is shifted for a demo (--now).
         self._wall = wall_clock
@@ -399,21 +404,16 @@ class WebhookDispatcher:
             d = await uow.webhooks.get_delivery(job.delivery.id, None)
             if d is None or d.version != job.delivery.version or not d.pending:
                 return  # reclaimed, redelivered or abandoned meanwhile
-            gone = status_code == 410
-            disabling = False
-            if gone:
-                # The endpoint row first, then its deliveries: the order every 410 takes,
-                # so the 410s of one endpoint's deliveries in flight together queue on it
-                # instead of deadlocking on each other's deliveries.
-                endpoint = await uow.webhooks.get_endpoint(d.endpoint_id, None)
-                if endpoint is not None and endpoint.status is EndpointStatus.ENABLED:
-                    endpoint.disable("the receiver answered 410 Gone", now)
-                    await uow.webhooks.save_endpoint(endpoint)
-                    disabling = True
+            # The endpoint row first, then its deliveries: the order every outcome takes,
+            # so the deliveries of one endpoint in flight together queue on it instead of
+            # deadlocking on each other's deliveries.
+            disabled = None
             if 200 <= status_code < 300:
+                await uow.webhooks.note_success(d.endpoint_id)
                 d.succeeded(status_code, now)
                 stats.delivered += 1
-            elif gone:
+            elif status_code == 410:
+                disabled = await self._disable(uow, d.endpoint_id, None, now)
                 d.gone(status_code, "410 Gone: endpoint disabled")
                 stats.dead += 1
             else:
@@ -422,11 +422,46 @@ class WebhookDispatcher:
                     stats.failed += 1
                 else:
                     stats.dead += 1
+                if await uow.webhooks.note_failure(d.endpoint_id, now=now, dead=not d.pending):
+                    disabled = await self._disable(uow, d.endpoint_id, self._failing, now)
             await uow.webhooks.save_delivery(d)
-            if disabling:
-                await uow.webhooks.abandon_pending(d.endpoint_id, "endpoint disabled (410 Gone)")
+            if disabled is not None:
+                await uow.webhooks.abandon_pending(d.endpoint_id, disabled[1])
                 stats.disabled += 1
             await uow.commit()
+        if disabled is not None:
+            # Once: the endpoint's row is held from its first write to the commit, so
+            # of two replicas recording its failures together only one disables it.
+            endpoint, _ = disabled
+            log.warning(
+                "webhook endpoint %s of merchant %s disabled: %s",
+                endpoint.id,
+                endpoint.merchant_id,
+                endpoint.disabled_reason,
+            )
+
+    async def _disable(
+        self,
+        uow: InstallmentUnitOfWork,
+        endpoint_id: str,
+        failing: FailingEndpoints | None,
+        now: datetime,
+    ) -> tuple[WebhookEndpoint, str] | None:
+        """Disable the endpoint for a 410 (`failing` None), or when it has failed long
+        enough; the endpoint and what its waiting deliveries are abandoned with."""
+        endpoint = await uow.webhooks.get_endpoint(endpoint_id, None)
+        if endpoint is None or endpoint.status is not EndpointStatus.ENABLED:
+            return None
+        if failing is None:
+            endpoint.disable("the receiver answered 410 Gone", now)
+            abandoned = "endpoint disabled (410 Gone)"
+        elif failing.to_disable(endpoint, now):
+            endpoint.disable(failing.reason(endpoint), now)
+            abandoned = "endpoint disabled (failing for days)"
+        else:
+            return None
+        await uow.webhooks.save_endpoint(endpoint)
+        return endpoint, abandoned
 
     async def run_forever(self, interval_s: float, stop: asyncio.Event | None = None) -> None:
         stop = stop or asyncio.Event()

@@ -17,6 +17,14 @@ BACKOFF_S: tuple[int, ...] = (0, 5, 300, 1_800, 7_200, 18_000, 36_000, 86_400)
 # Each wait is spread over [80 %, 120 %] so failed receivers are not hit in lockstep.
 JITTER = 0.2
 MAX_ERROR_LEN = 500
+# An endpoint none of whose attempts has succeeded for this long, from its first failure
+# after its last success (or its creation, or its enabling), is disabled automatically
+# (PAYORCH_WEBHOOK_DISABLE_AFTER_S)...
+DISABLE_AFTER = timedelta(days=3)
+# ... once at least this many of its deliveries went to the dead-letter list meanwhile,
+# each after its eight attempts over some 42 hours: a day's outage never disables it, and
+# neither does one event, however long ago it began failing.
+DISABLE_MIN_DEAD = 3
 
 
 class InvalidTransition(RuntimeError):
@@ -25,7 +33,8 @@ class InvalidTransition(RuntimeError):
 
 class EndpointStatus(enum.Enum):
     ENABLED = "enabled"
-    # The receiver answered 410 Gone: nothing more is sent to it.
+    # Nothing more is sent to it: the receiver answered 410 Gone, or every attempt
+    # failed for days (FailingEndpoints).
     DISABLED = "disabled"
     DELETED = "deleted"
 
@@ -47,6 +56,13 @@ class WebhookEndpoint:
     version: int = 0
     # The idempotency key it was created under, unique per merchant ("" for none).
     request_id: str = ""
+    disabled_at: datetime | None = None
+    # Its first failed attempt since its last success (or its creation, or its
+    # enabling); None while its attempts succeed. And how many of its deliveries went to
+    # the dead-letter list since. Kept by the repository with single updates
+    # (note_success, note_failure), so concurrent deliveries never lose a count.
+    failing_since: datetime | None = None
+    dead_since_failing: int = 0
 
     def wants(self, event_type: str) -> bool:
         return self.status is EndpointStatus.ENABLED and (
@@ -57,6 +73,7 @@ class WebhookEndpoint:
         if self.status is not EndpointStatus.ENABLED:
             return
         self.status, self.disabled_reason, self.updated_at = EndpointStatus.DISABLED, reason, now
+        self.disabled_at = now
 
     def enable(self, now: datetime) -> bool:
         """Send to it again (same URL, same secret); False when it already was enabled."""
@@ -65,10 +82,38 @@ class WebhookEndpoint:
         if self.status is EndpointStatus.ENABLED:
             return False
         self.status, self.disabled_reason, self.updated_at = EndpointStatus.ENABLED, "", now
+        # Its failing time begins again: it gets DISABLE_AFTER anew to show it works.
+        self.disabled_at, self.failing_since, self.dead_since_failing = None, None, 0
         return True
 
     def delete(self, now: datetime) -> None:
         self.status, self.updated_at = EndpointStatus.DELETED, now
+
+
+@dataclass(frozen=True, slots=True)
+class FailingEndpoints:
+    """When an endpoint that keeps failing is disabled: every attempt failed for `after`
+    and at least `min_dead` deliveries went to the dead-letter list meanwhile. A success
+    at any time starts the count again."""
+
+    after: timedelta = DISABLE_AFTER
+    min_dead: int = DISABLE_MIN_DEAD
+
+    def to_disable(self, endpoint: WebhookEndpoint, now: datetime) -> bool:
+        return (
+            endpoint.status is EndpointStatus.ENABLED
+            and endpoint.failing_since is not None
+            and now - endpoint.failing_since >= self.after
+            and endpoint.dead_since_failing >= self.min_dead
+        )
+
+    @staticmethod
+    def reason(endpoint: WebhookEndpoint) -> str:
+        since = endpoint.failing_since.isoformat() if endpoint.failing_since else "?"
+        return (
+            f"no successful delivery since {since}: every attempt failed,"
+            f" {endpoint.dead_since_failing} deliveries went to the dead-letter list"
+        )
 
 
 class DeliveryStatus(enum.Enum):

@@ -267,7 +267,7 @@ class RetryInstallmentResponse(_message.Message):
     def __init__(self, plan: _Optional[_Union[InstallmentPlan, _Mapping]] = ..., replayed: _Optional[bool] = ..., attempt: _Optional[int] = ..., payment_id: _Optional[str] = ...) -> None: ...
 
 class WebhookEndpoint(_message.Message):
-    __slots__ = ("endpoint_id", "url", "description", "event_types", "status", "disabled_reason", "created_at", "merchant_id")
+    __slots__ = ("endpoint_id", "url", "description", "event_types", "status", "disabled_reason", "created_at", "merchant_id", "disabled_at", "failing_since")
     ENDPOINT_ID_FIELD_NUMBER: _ClassVar[int]
     URL_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
@@ -276,6 +276,8 @@ class WebhookEndpoint(_message.Message):
     DISABLED_REASON_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     MERCHANT_ID_FIELD_NUMBER: _ClassVar[int]
+    DISABLED_AT_FIELD_NUMBER: _ClassVar[int]
+    FAILING_SINCE_FIELD_NUMBER: _ClassVar[int]
     endpoint_id: str
     url: str
     description: str
@@ -284,7 +286,9 @@ class WebhookEndpoint(_message.Message):
     disabled_reason: str
     created_at: _timestamp_pb2.Timestamp
     merchant_id: str
-    def __init__(self, endpoint_id: _Optional[str] = ..., url: _Optional[str] = ..., description: _Optional[str] = ..., event_types: _Optional[_Iterable[str]] = ..., status: _Optional[_Union[EndpointStatus, str]] = ..., disabled_reason: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., merchant_id: _Optional[str] = ...) -> None: ...
+    disabled_at: _timestamp_pb2.Timestamp
+    failing_since: _timestamp_pb2.Timestamp
+    def __init__(self, endpoint_id: _Optional[str] = ..., url: _Optional[str] = ..., description: _Optional[str] = ..., event_types: _Optional[_Iterable[str]] = ..., status: _Optional[_Union[EndpointStatus, str]] = ..., disabled_reason: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., merchant_id: _Optional[str] = ..., disabled_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., failing_since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class CreateWebhookEndpointRequest(_message.Message):
     __slots__ = ("merchant_id", "url", "description", "event_types", "request_id")

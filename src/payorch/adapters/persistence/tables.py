@@ -371,6 +371,12 @@ webhook_endpoints = Table(
     Column("updated_at", UTCDateTime, nullable=False),
     # The create's idempotency key: NULL for none (NULLs never clash).
     Column("request_id", String(255), nullable=True),
+    # Migration 0106: when it was disabled, and how long it has been failing (its first
+    # failure since its last success, NULL while it succeeds) with how many deliveries
+    # dead-lettered since; updated in place by each delivery's outcome.
+    Column("disabled_at", UTCDateTime, nullable=True),
+    Column("failing_since", UTCDateTime, nullable=True),
+    Column("dead_since_failing", Integer, nullable=False, server_default="0"),
     Index(None, "merchant_id", "status"),
     Index(None, "merchant_id", "request_id", unique=True),
 )

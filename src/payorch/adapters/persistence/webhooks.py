@@ -62,6 +62,9 @@ def _endpoint_row(e: WebhookEndpoint) -> dict[str, Any]:
         "created_at": e.created_at,
         "updated_at": e.updated_at,
         "request_id": e.request_id or None,
+        "disabled_at": e.disabled_at,
+        "failing_since": e.failing_since,
+        "dead_since_failing": e.dead_since_failing,
     }
 
 
@@ -79,6 +82,9 @@ def _endpoint(r: Any) -> WebhookEndpoint:
         disabled_reason=r["disabled_reason"],
         version=r["version"],
         request_id=r["request_id"] or "",
+        disabled_at=r["disabled_at"],
+        failing_since=r["failing_since"],
+        dead_since_failing=r["dead_since_failing"],
     )
 
 
@@ -143,6 +149,31 @@ class SqlAlchemyWebhookRepository:
         if done.rowcount != 1:
             raise ConcurrentUpdate(endpoint.id)
         endpoint.version += 1
+
+    async def note_success(self, endpoint_id: str) -> None:
+        t = webhook_endpoints
+        # Matches no row while it succeeds: a healthy endpoint's row is neither written
+        # nor locked for each delivery.
+        await self._conn.execute(
+            update(t)
+            .where(t.c.id == endpoint_id, t.c.failing_since.is_not(None))
+            .values(failing_since=None, dead_since_failing=0)
+        )
+
+    async def note_failure(self, endpoint_id: str, *, now: datetime, dead: bool) -> bool:
+        t = webhook_endpoints
+        # One statement: concurrent failures of one endpoint queue on its row and each
+        # count lands. Not a new version: a merchant's delete or enable made meanwhile
+        # is not refused for it (enable starts the count again anyway).
+        done = await self._conn.execute(
+            update(t)
+            .where(t.c.id == endpoint_id, t.c.status == EndpointStatus.ENABLED.value)
+            .values(
+                failing_since=func.coalesce(t.c.failing_since, now),
+                dead_since_failing=t.c.dead_since_failing + (1 if dead else 0),
+            )
+        )
+        return done.rowcount == 1
 
     async def get_endpoint(
         self, endpoint_id: str, merchant_id: str | None

@@ -127,6 +127,8 @@ def endpoint_pb(e: WebhookEndpoint) -> pb.WebhookEndpoint:
         disabled_reason=e.disabled_reason,
         created_at=_ts(e.created_at),
         merchant_id=e.merchant_id,
+        disabled_at=_ts(e.disabled_at),
+        failing_since=_ts(e.failing_since),
     )
 
 
