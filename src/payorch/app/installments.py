@@ -465,7 +465,12 @@ class InstallmentCharger:
         ):
             return result  # the common case, with nothing to look up
         inst = plan.installment(installment_id)
-        if inst.attempts != attempt or any(c.attempt == attempt for c in inst.charges):
+        # This attempt is the installment's last, or one given back on a breach (its
+        # worker paused past its lease) before the plan was cancelled.
+        ours = inst.attempts == attempt or (
+            inst.status is InstallmentStatus.CANCELLED and inst.attempts + 1 == attempt
+        )
+        if not ours or any(c.attempt == attempt for c in inst.charges):
             return result
         waiting = [*inst.awaiting_customer, result.payment_id]
         try:

@@ -398,6 +398,16 @@ def judge_charge(payment: Payment) -> ChargeResult:
     )
 
 
+def waits_for_customer(result: ChargeResult) -> bool:
+    """A charge whose payment stopped to wait for the customer (off-session, the bank
+    wanted them): open at the processor, the customer may still complete it."""
+    return (
+        result.outcome is ChargeOutcome.FAILED
+        and result.error_code == ErrorCode.AUTHENTICATION_REQUIRED.value
+        and bool(result.payment_id)
+    )
+
+
 # -- the aggregate ---------------------------------------------------------------------
 @dataclass(slots=True)
 class InstallmentCharge:
@@ -673,7 +683,7 @@ class InstallmentPlan:
         inst = self.installment(installment_id)
         if result.outcome is ChargeOutcome.UNRESOLVED:
             return False
-        if self._paid_after_withdrawal(inst, attempt, result):
+        if self._charged_after_withdrawal(inst, attempt, result):
             if inst.status is not InstallmentStatus.CANCELLED:
                 inst._move(InstallmentStatus.PROCESSING)  # due again: its attempt resumed
             inst.attempts = attempt
@@ -713,7 +723,8 @@ class InstallmentPlan:
             )
         elif self.status is PlanStatus.CANCELLED:
             # Nothing more is charged: no pause, no ladder, no retry announced.
-            inst._move(InstallmentStatus.CANCELLED)
+            if inst.status is not InstallmentStatus.CANCELLED:  # else a withdrawn attempt's
+                inst._move(InstallmentStatus.CANCELLED)
             inst.last_error_code, inst.last_error = result.error_code, result.message
             inst.next_attempt_at = None
         elif (pause := self._outage_pause(inst, result, now)) is not None:
@@ -726,14 +737,18 @@ class InstallmentPlan:
         self._settle(inst, announce_reinstated=not cancelling)
         return True
 
-    def _paid_after_withdrawal(self, inst: Installment, attempt: int, result: ChargeResult) -> bool:
-        """A charge that went through for an attempt given up as never started (its
-        worker was paused past its lease just as it started the charge): money was
-        taken, so it is recorded, although the installment was cancelled meanwhile, or
-        is due again with that attempt number given back (a breach withdrew it: the
-        plan may never heal, and the money would be left unrecorded)."""
+    def _charged_after_withdrawal(
+        self, inst: Installment, attempt: int, result: ChargeResult
+    ) -> bool:
+        """A charge made for an attempt given up as never started (its worker was paused
+        past its lease just as it started the charge) that took money, or may still take
+        it (it waits for the customer): it is recorded, although the installment was
+        cancelled meanwhile, or is due again with that attempt number given back (a
+        breach withdrew it: the plan may never heal). Money taken is never left
+        unrecorded, and a payment left waiting must be in the history for a cancel or a
+        retry to cancel it at the processor."""
         if (
-            result.outcome is not ChargeOutcome.PAID
+            not (result.outcome is ChargeOutcome.PAID or waits_for_customer(result))
             or attempt <= 0
             or any(c.attempt == attempt for c in inst.charges)
         ):
