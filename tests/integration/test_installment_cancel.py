@@ -275,6 +275,42 @@ async def test_a_paused_workers_charge_waiting_after_the_plan_was_cancelled_is_c
     assert [c.payment_id for c in inst.charges] == [result.payment_id]
 
 
+async def test_a_paused_workers_charge_left_unrecorded_is_found_and_cancelled_by_the_plan_cancel(
+    container, clock
+):
+    """The paused worker's charge of the given-back attempt waits for the customer, and
+    the worker stops before recording it: the cancel finds it by its request id."""
+    app = container.installments
+    sim = container.simulated["simulated"]
+    plan = await authenticating_plan_due(container, clock)
+    third = plan.installments[2]
+    move_to(clock, third.due_at)
+    paused = await claim_one(app, clock, worker="paused")  # installment 2
+    read = await app.plans.get(plan.id, None)
+    real_create = container.payments.create
+
+    async def refuse_third(request, *, deadline_s, **kw):
+        if request.metadata.get("installment_id") == third.id:
+            raise PlanRejected([("methods[0].method", "card is not enabled for merchant m_1")])
+        return await real_create(request, deadline_s=deadline_s, **kw)
+
+    container.payments.create = refuse_third
+    await app.scheduler.run_once()
+    clock.advance(LEASE.total_seconds() + 1)
+    assert (await app.scheduler.run_once()).withdrawn == 1
+    container.payments.create = real_create
+    result = await app.charger.pay(read, paused.installment_id, paused.attempt)  # then dies
+
+    cancelled = await app.plans.cancel(plan.id, "m_1", "order returned")
+
+    assert (await intent_of(container, result.payment_id)).status == "canceled"
+    sim.complete_action((await intent_of(container, result.payment_id)).id)
+    assert sim.ledger.charges_total == 1, "the checkout only"
+    inst = cancelled.installment(paused.installment_id)
+    assert [c.payment_id for c in inst.charges] == [result.payment_id]
+    assert (await app.plans.get(plan.id, None)).status is PlanStatus.CANCELLED
+
+
 async def test_a_charge_failing_after_the_plan_was_cancelled_announces_no_retry(container, clock):
     app = container.installments
     token = "pm_card_offSessionDeclinedInsufficientFunds"

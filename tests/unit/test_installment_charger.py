@@ -774,3 +774,31 @@ async def test_a_paused_workers_charge_the_customer_completed_before_the_cancel_
 
     inst = plan.installment(inst2)
     assert (inst.status, inst.payment_id) == (InstallmentStatus.PAID, result.payment_id)
+
+
+async def test_a_paused_workers_charge_left_unrecorded_is_found_and_cancelled_by_the_plan_cancel(s):
+    """A's charge of the given-back attempt waits for the customer, but A stops before
+    recording it (killed, or its save failed): the cancel finds it by its request id."""
+    inst2, attempt, paused = await _paused_on_a_breach(s)
+    s.payments.status = PaymentStatus.REQUIRES_ACTION
+    result = await s.charger.pay(paused, inst2, attempt)  # A charges, then dies
+    assert not s.plans.plan.installment(inst2).charges
+
+    plan = await s.service.cancel(s.plans.plan.id, "m_1", "order returned")
+
+    waiting = await s.payments.get(result.payment_id, "m_1")
+    assert waiting.status is PaymentStatus.CANCELLED, "a cancelled plan takes no money later"
+    assert [c.payment_id for c in plan.installment(inst2).charges] == [result.payment_id]
+
+
+async def test_a_paused_workers_charge_left_unrecorded_and_paid_is_recorded_by_the_cancel(s):
+    inst2, attempt, paused = await _paused_on_a_breach(s)
+    s.payments.status = PaymentStatus.REQUIRES_ACTION
+    result = await s.charger.pay(paused, inst2, attempt)  # A charges, then dies
+    s.payments.completed.add(result.payment_id)  # the customer completes it
+
+    plan = await s.service.cancel(s.plans.plan.id, "m_1", "order returned")
+
+    inst = plan.installment(inst2)
+    assert (inst.status, inst.payment_id) == (InstallmentStatus.PAID, result.payment_id)
+    assert plan.status is PlanStatus.CANCELLED
