@@ -89,9 +89,9 @@ def test_a_migration_header_in_another_form_leaves_the_heads_to_alembic(tmp_path
     for path in (engine_module.MIGRATIONS / "versions").glob("[0-9]*.py"):
         (versions / path.name).write_text(path.read_text())
     monkeypatch.setattr(engine_module, "MIGRATIONS", tmp_path)
-    assert migration_heads() == {"0011", "0106"}
+    assert migration_heads() == {"0011", "0107"}
     (versions / "9999_merge.py").write_text(
-        'revision = "9999"\ndown_revision = ("0011", "0106")\n'
+        'revision = "9999"\ndown_revision = ("0011", "0107")\n'
         "branch_labels = None\ndepends_on = None\n"
     )
     assert migration_heads() is None
@@ -259,7 +259,7 @@ async def test_payments_left_processing_with_0_ms_are_marked_not_measured(databa
 
 
 async def test_an_outage_s_pauses_stored_one_row_each_are_folded_into_one(database_url):
-    """Migration 0106: each run of consecutive scheduled charges no processor could take
+    """Migration 0107: each run of consecutive scheduled charges no processor could take
     becomes its last row, with how many and when the first was; other rows stay."""
     from datetime import timedelta
 

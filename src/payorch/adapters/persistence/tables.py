@@ -339,7 +339,7 @@ installment_charges = Table(
     Column("message", Text, nullable=False),
     Column("at", UTCDateTime, nullable=False),
     # A run of an outage's pauses (scheduled charges no processor could take) is one
-    # row (migration 0106): its last attempt and time, how many, and when the first was.
+    # row (migration 0107): its last attempt and time, how many, and when the first was.
     Column("times", Integer, nullable=False, server_default="1"),
     Column("first_at", UTCDateTime, nullable=True),
 )

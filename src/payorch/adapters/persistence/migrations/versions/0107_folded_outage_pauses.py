@@ -6,8 +6,8 @@ of the plan loaded them all: a long outage made each claim load thousands. A run
 them is one row now, its last attempt and time, with how many (`times`) and when the
 first was (`first_at`); runs stored before are folded here the same way.
 
-Revision ID: 0106
-Revises: 0105
+Revision ID: 0107
+Revises: 0106
 """
 
 from typing import Any
@@ -15,8 +15,8 @@ from typing import Any
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0106"
-down_revision = "0105"
+revision = "0107"
+down_revision = "0106"
 branch_labels = None
 depends_on = None
 
