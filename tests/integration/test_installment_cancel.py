@@ -11,8 +11,10 @@ import pytest
 from payorch.app.plan_builder import PlanRejected
 from payorch.domain.installments import InstallmentStatus, PlanStatus
 from tests.integration.installment_helpers import (
+    authenticating_plan_due,
     create_plan,
     installments_container,
+    intent_of,
     move_to,
     outbox,
     payments_of,
@@ -197,6 +199,116 @@ async def test_a_worker_paused_past_its_lease_while_the_plan_breached_has_its_ch
     assert container.simulated["simulated"].ledger.charges_total == 2, "checkout, installment 2"
     final = await app.plans.get(plan.id, None)
     assert [i.status.value for i in final.installments] == ["paid", "paid", "failed_final"]
+
+
+async def test_a_paused_workers_charge_waiting_for_the_customer_is_cancelled_with_the_plan(
+    container, clock
+):
+    """As above, on a card whose bank asks for the customer every time: the paused
+    worker's charge of the given-back attempt waits for them. It is in the history, and
+    cancelling the plan cancels it at the processor: the customer cannot pay it later."""
+    app = container.installments
+    sim = container.simulated["simulated"]
+    plan = await authenticating_plan_due(container, clock)
+    third = plan.installments[2]
+    move_to(clock, third.due_at)
+    paused = await claim_one(app, clock, worker="paused")  # installment 2
+    read = await app.plans.get(plan.id, None)
+    real_create = container.payments.create
+
+    async def refuse_third(request, *, deadline_s, **kw):
+        if request.metadata.get("installment_id") == third.id:
+            raise PlanRejected([("methods[0].method", "card is not enabled for merchant m_1")])
+        return await real_create(request, deadline_s=deadline_s, **kw)
+
+    container.payments.create = refuse_third
+    assert (await app.scheduler.run_once()).failed == 1  # installment 3: the plan breached
+    clock.advance(LEASE.total_seconds() + 1)
+    assert (await app.scheduler.run_once()).withdrawn == 1  # attempt 1 given back
+    container.payments.create = real_create
+
+    result, _ = await app.charger.charge(read, paused.installment_id, paused.attempt)  # wakes
+
+    assert result.error_code == "authentication_required"
+    inst = (await app.plans.get(plan.id, None)).installment(paused.installment_id)
+    assert (inst.status, inst.attempts) == (InstallmentStatus.FAILED_FINAL, 1)
+    assert inst.awaiting_customer == [result.payment_id]
+    await app.plans.cancel(plan.id, "m_1", "order returned")
+    assert (await intent_of(container, result.payment_id)).status == "canceled"
+    sim.complete_action((await intent_of(container, result.payment_id)).id)
+    assert sim.ledger.charges_total == 1, "the checkout only"
+    assert await payments_of(container, paused.installment_id) == [
+        f"inst_{paused.installment_id}_a1"
+    ]
+
+
+async def test_a_paused_workers_charge_waiting_after_the_plan_was_cancelled_is_cancelled(
+    container, clock
+):
+    """The breached plan is cancelled before the paused worker's charge comes back
+    waiting for the customer: recording it cancels that payment at the processor."""
+    app = container.installments
+    plan = await authenticating_plan_due(container, clock)
+    third = plan.installments[2]
+    move_to(clock, third.due_at)
+    paused = await claim_one(app, clock, worker="paused")  # installment 2
+    read = await app.plans.get(plan.id, None)
+    real_create = container.payments.create
+
+    async def refuse_third(request, *, deadline_s, **kw):
+        if request.metadata.get("installment_id") == third.id:
+            raise PlanRejected([("methods[0].method", "card is not enabled for merchant m_1")])
+        return await real_create(request, deadline_s=deadline_s, **kw)
+
+    container.payments.create = refuse_third
+    await app.scheduler.run_once()
+    clock.advance(LEASE.total_seconds() + 1)
+    assert (await app.scheduler.run_once()).withdrawn == 1
+    container.payments.create = real_create
+    await app.plans.cancel(plan.id, "m_1", "order returned")
+
+    result, _ = await app.charger.charge(read, paused.installment_id, paused.attempt)  # wakes
+
+    assert (await intent_of(container, result.payment_id)).status == "canceled"
+    inst = (await app.plans.get(plan.id, None)).installment(paused.installment_id)
+    assert inst.status is InstallmentStatus.CANCELLED
+    assert [c.payment_id for c in inst.charges] == [result.payment_id]
+
+
+async def test_a_paused_workers_charge_left_unrecorded_is_found_and_cancelled_by_the_plan_cancel(
+    container, clock
+):
+    """The paused worker's charge of the given-back attempt waits for the customer, and
+    the worker stops before recording it: the cancel finds it by its request id."""
+    app = container.installments
+    sim = container.simulated["simulated"]
+    plan = await authenticating_plan_due(container, clock)
+    third = plan.installments[2]
+    move_to(clock, third.due_at)
+    paused = await claim_one(app, clock, worker="paused")  # installment 2
+    read = await app.plans.get(plan.id, None)
+    real_create = container.payments.create
+
+    async def refuse_third(request, *, deadline_s, **kw):
+        if request.metadata.get("installment_id") == third.id:
+            raise PlanRejected([("methods[0].method", "card is not enabled for merchant m_1")])
+        return await real_create(request, deadline_s=deadline_s, **kw)
+
+    container.payments.create = refuse_third
+    await app.scheduler.run_once()
+    clock.advance(LEASE.total_seconds() + 1)
+    assert (await app.scheduler.run_once()).withdrawn == 1
+    container.payments.create = real_create
+    result = await app.charger.pay(read, paused.installment_id, paused.attempt)  # then dies
+
+    cancelled = await app.plans.cancel(plan.id, "m_1", "order returned")
+
+    assert (await intent_of(container, result.payment_id)).status == "canceled"
+    sim.complete_action((await intent_of(container, result.payment_id)).id)
+    assert sim.ledger.charges_total == 1, "the checkout only"
+    inst = cancelled.installment(paused.installment_id)
+    assert [c.payment_id for c in inst.charges] == [result.payment_id]
+    assert (await app.plans.get(plan.id, None)).status is PlanStatus.CANCELLED
 
 
 async def test_a_charge_failing_after_the_plan_was_cancelled_announces_no_retry(container, clock):

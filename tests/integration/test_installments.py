@@ -608,6 +608,44 @@ async def test_with_no_processor_to_take_charges_a_pass_postpones_one_batch_and_
         assert inst.status is InstallmentStatus.PAID and inst.dunning_step == 0
 
 
+async def test_an_outage_s_pauses_are_stored_as_one_row_that_a_claim_loads(database_url, clock):
+    """Every scheduled charge no processor could take was a row of its own, and every
+    claim of the plan loaded them all: a long outage made each claim load thousands.
+    A run of them is one row now, with its count and first time; the answer says so."""
+    # The breakers stay open an hour once tripped: the pauses below fit in it.
+    container = await installments_container(database_url, clock, health_cooldown_s=3600)
+    try:
+        app = container.installments
+        plan = (await create_plan(container)).plan
+        second = plan.installments[1]
+        move_to(clock, second.due_at)
+        started = clock.now()
+        for _ in range(20):  # every call of the last minute failed: the breaker opens
+            container.health.record("simulated", Signal.INFRA_FAILURE, 0.01, authorize=True)
+        for _ in range(6):  # paused 1, 2, 4, 8, 16 minutes between them
+            assert (await app.scheduler.run_once()).postponed == 1
+            inst = (await app.plans.get(plan.id, None)).installments[1]
+            move_to(clock, inst.next_attempt_at)
+        last_at = inst.charges[-1].at
+
+        where = installment_charges.c.installment_id == second.id
+        assert await count_rows(container, installment_charges, where) == 1
+        (run,) = inst.charges
+        assert (run.attempt, run.times, run.first_at, run.at) == (6, 6, started, last_at)
+        assert inst.next_attempt_at == last_at + timedelta(minutes=32), "the pauses still grow"
+
+        # Past the breaker's cool-down (clock at the next try): the charge goes through.
+        assert (await app.scheduler.run_once()).paid == 1
+        paid = (await app.plans.get(plan.id, None)).installments[1]
+        assert [(c.attempt, c.times, c.outcome.value) for c in paid.charges] == [
+            (6, 6, "failed"),
+            (7, 1, "paid"),
+        ]
+        assert await count_rows(container, installment_charges, where) == 2
+    finally:
+        await container.close()
+
+
 async def test_a_manual_retry_that_pays_a_breached_plan_reinstates_it_and_says_so(
     container, clock, receiver
 ):

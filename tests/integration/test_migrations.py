@@ -89,9 +89,9 @@ def test_a_migration_header_in_another_form_leaves_the_heads_to_alembic(tmp_path
     for path in (engine_module.MIGRATIONS / "versions").glob("[0-9]*.py"):
         (versions / path.name).write_text(path.read_text())
     monkeypatch.setattr(engine_module, "MIGRATIONS", tmp_path)
-    assert migration_heads() == {"0011", "0106"}
+    assert migration_heads() == {"0011", "0107"}
     (versions / "9999_merge.py").write_text(
-        'revision = "9999"\ndown_revision = ("0011", "0106")\n'
+        'revision = "9999"\ndown_revision = ("0011", "0107")\n'
         "branch_labels = None\ndepends_on = None\n"
     )
     assert migration_heads() is None
@@ -256,3 +256,69 @@ async def test_payments_left_processing_with_0_ms_are_marked_not_measured(databa
         await engine.dispose()
     assert processing is not None and processing.orchestration_ms is None
     assert settled is not None and settled.orchestration_ms == 0
+
+
+async def test_an_outage_s_pauses_stored_one_row_each_are_folded_into_one(database_url):
+    """Migration 0107: each run of consecutive scheduled charges no processor could take
+    becomes its last row, with how many and when the first was; other rows stay."""
+    from datetime import timedelta
+
+    from payorch.adapters.persistence.installment_uow import (
+        SqlAlchemyInstallmentUnitOfWorkFactory,
+    )
+    from payorch.adapters.persistence.tables import installment_charges
+    from tests.unit.test_installment_plan import D, new_plan
+
+    engine = create_engine(database_url)
+    try:
+        await migrate(engine)
+        uow = SqlAlchemyInstallmentUnitOfWorkFactory(SqlAlchemyUnitOfWorkFactory(engine))
+        plan = new_plan()
+        async with uow() as u:
+            await u.plans.add(plan)
+            await u.commit()
+
+        def back_to_0105(sync_conn):
+            cfg = alembic_config(sync_conn.engine.url)
+            cfg.attributes["connection"] = sync_conn
+            command.downgrade(cfg, "0105")
+
+        async with engine.begin() as conn:
+            await conn.run_sync(back_to_0105)
+        second, third = plan.installments[1].id, plan.installments[2].id
+        pause = ("no_processor_available", "no processor can take the step")
+        decline = ("insufficient_funds", "declined")
+        stored = [(second, n, *pause) for n in (1, 2, 3)] + [(second, 4, *decline)]
+        stored += [(second, n, *pause) for n in (5, 6)] + [(third, 1, *pause)]
+        async with engine.begin() as conn:
+            await conn.execute(
+                installment_charges.insert(),
+                [
+                    {
+                        "installment_id": inst,
+                        "attempt": n,
+                        "kind": "scheduled",
+                        "payment_id": f"pay_{inst[-1]}_{n}",
+                        "outcome": "failed",
+                        "error_code": code,
+                        "message": message,
+                        "at": D + timedelta(minutes=n),
+                    }
+                    for inst, n, code, message in stored
+                ],
+            )
+        await migrate(engine)
+        async with uow() as u:
+            got = await u.plans.get(plan.id, None)
+    finally:
+        await engine.dispose()
+    assert got is not None
+    assert [
+        (c.attempt, c.error_code, c.times, c.first_at, c.at) for c in got.installments[1].charges
+    ] == [
+        (3, pause[0], 3, D + timedelta(minutes=1), D + timedelta(minutes=3)),
+        (4, decline[0], 1, None, D + timedelta(minutes=4)),
+        (6, pause[0], 2, D + timedelta(minutes=5), D + timedelta(minutes=6)),
+    ]
+    assert [(c.attempt, c.times, c.first_at) for c in got.installments[2].charges] == [(1, 1, None)]
+    assert [(c.attempt, c.times) for c in got.installments[0].charges] == [(1, 1)]

@@ -706,3 +706,99 @@ async def test_a_paused_workers_result_never_overwrites_a_later_attempts(s):
     )
     assert s.payments.created == [charge_request_id(inst2, 1), charge_request_id(inst2, 2)]
     assert s.plans.plan.status is PlanStatus.ACTIVE
+
+
+async def _paused_on_a_breach(s: Any) -> tuple[str, int, InstallmentPlan]:
+    """Worker A claims installment 2 and is paused past its lease before its charge;
+    installment 3 fails for good (breach) and worker B withdraws A's stale claim (the
+    attempt number given back). Returns the installment, A's attempt and A's plan."""
+    inst2, attempt = s.claim(2)
+    paused = copy.deepcopy(s.plans.plan)  # what A read after its claim: active
+    s.payments.status = PaymentStatus.FAILED
+    inst3, attempt3 = s.claim(3)
+    await s.charger.charge(s.plan, inst3, attempt3)
+    assert s.plans.plan.status is PlanStatus.BREACH
+    await s.charger.charge(copy.deepcopy(s.plans.plan), inst2, attempt)  # B withdraws
+    assert s.plans.plan.installment(inst2).attempts == attempt - 1
+    return inst2, attempt, paused
+
+
+async def test_a_paused_workers_charge_waiting_for_the_customer_is_cancelled_with_the_plan(s):
+    """A's charge of the given-back attempt stops to wait for the customer (the bank asks
+    for 3DS). The plan is cancelled next: that payment must be cancelled at the processor
+    too, or the customer could still pay an installment of a cancelled plan."""
+    inst2, attempt, paused = await _paused_on_a_breach(s)
+
+    s.payments.status = PaymentStatus.REQUIRES_ACTION
+    result, _ = await s.charger.charge(paused, inst2, attempt)  # A wakes up
+    assert result.error_code == "authentication_required"
+    inst = s.plans.plan.installment(inst2)
+    assert result.payment_id in inst.awaiting_customer, "the waiting payment is in the history"
+    assert (inst.status, inst.attempts) == (InstallmentStatus.FAILED_FINAL, attempt)
+
+    plan = await s.service.cancel(s.plans.plan.id, "m_1", "order returned")
+
+    waiting = await s.payments.get(result.payment_id, "m_1")
+    assert waiting.status is PaymentStatus.CANCELLED, "a cancelled plan takes no money later"
+    # Failed for good, as any installment whose charge waited for the customer.
+    assert plan.installment(inst2).status is InstallmentStatus.FAILED_FINAL
+    assert s.payments.created.count(charge_request_id(inst2, attempt)) == 1
+
+
+async def test_a_paused_workers_charge_waiting_after_the_plan_was_cancelled_is_cancelled(s):
+    """As above, but the breached plan is cancelled before A's charge comes back waiting
+    for the customer: recording it cancels that payment at the processor."""
+    inst2, attempt, paused = await _paused_on_a_breach(s)
+    await s.service.cancel(s.plans.plan.id, "m_1", "order returned")
+    assert s.plans.plan.installment(inst2).status is InstallmentStatus.CANCELLED
+
+    s.payments.status = PaymentStatus.REQUIRES_ACTION
+    result, _ = await s.charger.charge(paused, inst2, attempt)  # A wakes up
+
+    waiting = await s.payments.get(result.payment_id, "m_1")
+    assert waiting.status is PaymentStatus.CANCELLED, "a cancelled plan takes no money later"
+    inst = s.plans.plan.installment(inst2)
+    assert inst.status is InstallmentStatus.CANCELLED
+    assert [c.payment_id for c in inst.charges] == [result.payment_id], "shown in the history"
+
+
+async def test_a_paused_workers_charge_the_customer_completed_before_the_cancel_is_recorded(s):
+    """The customer completes A's waiting payment before the breached plan is cancelled:
+    the cancel finds it paid and records it (money taken is never left unrecorded)."""
+    inst2, attempt, paused = await _paused_on_a_breach(s)
+    s.payments.status = PaymentStatus.REQUIRES_ACTION
+    result, _ = await s.charger.charge(paused, inst2, attempt)  # A wakes up
+    s.payments.completed.add(result.payment_id)
+
+    plan = await s.service.cancel(s.plans.plan.id, "m_1", "order returned")
+
+    inst = plan.installment(inst2)
+    assert (inst.status, inst.payment_id) == (InstallmentStatus.PAID, result.payment_id)
+
+
+async def test_a_paused_workers_charge_left_unrecorded_is_found_and_cancelled_by_the_plan_cancel(s):
+    """A's charge of the given-back attempt waits for the customer, but A stops before
+    recording it (killed, or its save failed): the cancel finds it by its request id."""
+    inst2, attempt, paused = await _paused_on_a_breach(s)
+    s.payments.status = PaymentStatus.REQUIRES_ACTION
+    result = await s.charger.pay(paused, inst2, attempt)  # A charges, then dies
+    assert not s.plans.plan.installment(inst2).charges
+
+    plan = await s.service.cancel(s.plans.plan.id, "m_1", "order returned")
+
+    waiting = await s.payments.get(result.payment_id, "m_1")
+    assert waiting.status is PaymentStatus.CANCELLED, "a cancelled plan takes no money later"
+    assert [c.payment_id for c in plan.installment(inst2).charges] == [result.payment_id]
+
+
+async def test_a_paused_workers_charge_left_unrecorded_and_paid_is_recorded_by_the_cancel(s):
+    inst2, attempt, paused = await _paused_on_a_breach(s)
+    s.payments.status = PaymentStatus.REQUIRES_ACTION
+    result = await s.charger.pay(paused, inst2, attempt)  # A charges, then dies
+    s.payments.completed.add(result.payment_id)  # the customer completes it
+
+    plan = await s.service.cancel(s.plans.plan.id, "m_1", "order returned")
+
+    inst = plan.installment(inst2)
+    assert (inst.status, inst.payment_id) == (InstallmentStatus.PAID, result.payment_id)
+    assert plan.status is PlanStatus.CANCELLED

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from payorch.domain.installments import (
+    AttemptKind,
     ChargeOutcome,
     ChargeResult,
     Installment,
@@ -237,13 +238,40 @@ def test_a_charge_no_processor_could_take_stays_due_and_uses_no_dunning_step():
     assert waits == [MINUTE * m for m in (1, 2, 4, 8, 16, 32, 60, 60, 60)]
     assert (inst.dunning_step, inst.first_failed_at) == (0, None)
     assert inst.last_error_code == "no_processor_available"
-    assert [c.error_code for c in inst.charges] == ["no_processor_available"] * 9
+    # One charge for the run (one stored row), however long: its last try, its count.
+    (run,) = inst.charges
+    assert (run.error_code, run.attempt, run.times) == ("no_processor_available", 9, 9)
+    assert (run.first_at, run.at) == (due, at - waits[-1])
     # Our outage is not the customer's failure: nothing is announced.
     assert names(plan) == [] and plan.status is PlanStatus.ACTIVE
 
     # Back up: it pays, having used no step of the ladder.
     charge(plan, 2, PAID, at)
     assert inst.status is InstallmentStatus.PAID
+    assert [(c.attempt, c.times) for c in inst.charges] == [(9, 9), (10, 1)]
+
+
+def test_only_an_outage_s_consecutive_scheduled_pauses_are_one_charge():
+    """A decline between two outages ends the first run; a manual retry no processor
+    could take is a charge of its own (the merchant asked for it)."""
+    plan = new_plan()
+    inst = plan.installments[1]
+    due = D + 30 * DAY
+    charge(plan, 2, NO_PROCESSOR, due)
+    charge(plan, 2, NO_PROCESSOR, inst.next_attempt_at)
+    charge(plan, 2, SHORT, inst.next_attempt_at)
+    attempt = plan.start_manual_retry(inst.id, worker="w", lease_until=due, now=due)
+    assert plan.record(inst.id, attempt, NO_PROCESSOR, due + DAY)
+    inst.attempt_kind = AttemptKind.SCHEDULED  # as the scheduler's claim sets it (in SQL)
+    charge(plan, 2, NO_PROCESSOR, inst.next_attempt_at)
+    charge(plan, 2, NO_PROCESSOR, inst.next_attempt_at)
+    assert [(c.attempt, c.kind.value, c.error_code, c.times) for c in inst.charges] == [
+        (2, "scheduled", "no_processor_available", 2),
+        (3, "scheduled", "insufficient_funds", 1),
+        (4, "manual", "no_processor_available", 1),
+        (6, "scheduled", "no_processor_available", 2),
+    ]
+    assert inst.charges[0].first_at == due and inst.charges[2].first_at is None
 
 
 def test_a_failure_after_an_outage_starts_the_ladder_from_itself():

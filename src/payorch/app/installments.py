@@ -51,6 +51,7 @@ from payorch.domain.installments import (
     plan_fingerprint,
     plan_id_for,
     split_total,
+    waits_for_customer,
 )
 from payorch.domain.merchant_config import MerchantConfig
 from payorch.domain.money import Money
@@ -363,6 +364,30 @@ class InstallmentCharger:
         waiting = plan.installment(installment_id).awaiting_customer
         return await self._release(plan, installment_id, waiting, reason)
 
+    async def given_back_charge(
+        self, plan: InstallmentPlan, installment_id: str, reason: str
+    ) -> ChargeResult | None:
+        """The charge of the attempt number a breach gave back (its worker was paused
+        past its lease, then charged), found by its request id when its worker never
+        recorded it (stopped after charging). One waiting for the customer is cancelled
+        at the processor first. What it came to if it took or may have taken money
+        (PAID, or the cancelled wait), to be recorded; None when there is none, or it
+        took nothing, or it is still being charged (its worker records it)."""
+        inst = plan.installment(installment_id)
+        if inst.status not in (InstallmentStatus.PENDING, InstallmentStatus.FAILED):
+            return None
+        try:
+            request = self._request(plan, inst, inst.attempts + 1)
+        except ValueError:
+            return None  # no charge could be made of it
+        payment = await self._started_payment(plan, request)
+        if payment is None:
+            return None
+        result = judge_charge(payment)
+        if waits_for_customer(result):
+            return await self._release(plan, installment_id, [payment.id], reason) or result
+        return result if result.outcome is ChargeOutcome.PAID else None
+
     async def completed_waiting(
         self, plan: InstallmentPlan, installment_id: str
     ) -> ChargeResult | None:
@@ -465,7 +490,12 @@ class InstallmentCharger:
         ):
             return result  # the common case, with nothing to look up
         inst = plan.installment(installment_id)
-        if inst.attempts != attempt or any(c.attempt == attempt for c in inst.charges):
+        # This attempt is the installment's last, or one given back on a breach (its
+        # worker paused past its lease) before the plan was cancelled.
+        ours = inst.attempts == attempt or (
+            inst.status is InstallmentStatus.CANCELLED and inst.attempts + 1 == attempt
+        )
+        if not ours or any(c.attempt == attempt for c in inst.charges):
             return result
         waiting = [*inst.awaiting_customer, result.payment_id]
         try:
@@ -738,6 +768,10 @@ class InstallmentService:
             # A cancelled plan takes no money later: a payment still waiting for the
             # customer is cancelled first; one they completed is recorded, as a retry would.
             for inst in plan.installments:
+                given_back = await self._charger.given_back_charge(plan, inst.id, PLAN_CANCELLED)
+                if given_back is not None:
+                    # Recorded as the attempt it was (failed for good, if it waited).
+                    plan.record(inst.id, inst.attempts + 1, given_back, now, cancelling=True)
                 if inst.status is not InstallmentStatus.FAILED_FINAL:
                     continue  # the only state in which an attempt's payment is left waiting
                 taken = await self._charger.release_waiting(plan, inst.id, PLAN_CANCELLED)

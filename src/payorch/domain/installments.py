@@ -398,6 +398,16 @@ def judge_charge(payment: Payment) -> ChargeResult:
     )
 
 
+def waits_for_customer(result: ChargeResult) -> bool:
+    """A charge whose payment stopped to wait for the customer (off-session, the bank
+    wanted them): open at the processor, the customer may still complete it."""
+    return (
+        result.outcome is ChargeOutcome.FAILED
+        and result.error_code == ErrorCode.AUTHENTICATION_REQUIRED.value
+        and bool(result.payment_id)
+    )
+
+
 # -- the aggregate ---------------------------------------------------------------------
 @dataclass(slots=True)
 class InstallmentCharge:
@@ -409,7 +419,12 @@ class InstallmentCharge:
     outcome: ChargeOutcome
     error_code: str
     message: str
+    # The run's last when `times` > 1: consecutive scheduled charges no processor could
+    # take (one outage's pauses) are one charge, stored as one row, counted here.
     at: datetime
+    times: int = 1
+    # When the first of the run was made (None for a single charge).
+    first_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -437,14 +452,17 @@ def _outage_pause_charge(c: InstallmentCharge) -> bool:
 def charge_history(charges: list[InstallmentCharge]) -> list[ChargeEntry]:
     """The charges with each run of an outage's pauses folded into one entry. Bounded by
     the charges that are not pauses (a checkout, the ladder's steps, the manual retries):
-    between two of them there is at most one run, however long the outage lasted."""
+    between two of them there is at most one run, however long the outage lasted.
+    Runs are stored folded (one row each); rows stored one per pause before that are
+    folded here the same way."""
     out: list[ChargeEntry] = []
     for c in charges:
         last = out[-1] if out else None
         if last is not None and _outage_pause_charge(c) and _outage_pause_charge(last.charge):
-            out[-1] = ChargeEntry(c, last.times + 1, last.first_at or last.charge.at)
+            first_at = last.first_at or last.charge.at
+            out[-1] = ChargeEntry(c, last.times + c.times, first_at)
         else:
-            out.append(ChargeEntry(c))
+            out.append(ChargeEntry(c, c.times, c.first_at if c.times > 1 else None))
     return out
 
 
@@ -473,6 +491,9 @@ class Installment:
     lease_until: datetime | None = None
     charges: list[InstallmentCharge] = field(default_factory=list)
     stored_charges: int = 0
+    # The attempt of the stored charge row the last charge was folded into (an outage's
+    # pause added to its run): the repository updates that row instead of adding one.
+    folded_attempt: int | None = None
     version: int = 0
     # Set by every transition: the repository writes changed rows only.
     changed: bool = False
@@ -673,7 +694,7 @@ class InstallmentPlan:
         inst = self.installment(installment_id)
         if result.outcome is ChargeOutcome.UNRESOLVED:
             return False
-        if self._paid_after_withdrawal(inst, attempt, result):
+        if self._charged_after_withdrawal(inst, attempt, result):
             if inst.status is not InstallmentStatus.CANCELLED:
                 inst._move(InstallmentStatus.PROCESSING)  # due again: its attempt resumed
             inst.attempts = attempt
@@ -682,7 +703,8 @@ class InstallmentPlan:
         if result.outcome is ChargeOutcome.WITHDRAWN:
             self._withdraw(inst, now)
             return True
-        inst.charges.append(
+        self._add_charge(
+            inst,
             InstallmentCharge(
                 attempt,
                 inst.attempt_kind,
@@ -691,7 +713,7 @@ class InstallmentPlan:
                 result.error_code,
                 result.message,
                 now,
-            )
+            ),
         )
         inst.payment_id = result.payment_id
         inst.processor_payment_id = result.processor_payment_id or inst.processor_payment_id
@@ -713,7 +735,8 @@ class InstallmentPlan:
             )
         elif self.status is PlanStatus.CANCELLED:
             # Nothing more is charged: no pause, no ladder, no retry announced.
-            inst._move(InstallmentStatus.CANCELLED)
+            if inst.status is not InstallmentStatus.CANCELLED:  # else a withdrawn attempt's
+                inst._move(InstallmentStatus.CANCELLED)
             inst.last_error_code, inst.last_error = result.error_code, result.message
             inst.next_attempt_at = None
         elif (pause := self._outage_pause(inst, result, now)) is not None:
@@ -726,14 +749,35 @@ class InstallmentPlan:
         self._settle(inst, announce_reinstated=not cancelling)
         return True
 
-    def _paid_after_withdrawal(self, inst: Installment, attempt: int, result: ChargeResult) -> bool:
-        """A charge that went through for an attempt given up as never started (its
-        worker was paused past its lease just as it started the charge): money was
-        taken, so it is recorded, although the installment was cancelled meanwhile, or
-        is due again with that attempt number given back (a breach withdrew it: the
-        plan may never heal, and the money would be left unrecorded)."""
+    @staticmethod
+    def _add_charge(inst: Installment, charge: InstallmentCharge) -> None:
+        """Add the charge to the installment's history; an outage's pause right after
+        another is added to that one's run (its count, last attempt and time), so that
+        an outage of any length is one charge, one stored row, for every read of the plan."""
+        last = inst.charges[-1] if inst.charges else None
+        if last is None or not (_outage_pause_charge(charge) and _outage_pause_charge(last)):
+            inst.charges.append(charge)
+            return
+        charge.times = last.times + 1
+        charge.first_at = last.first_at or last.at
+        if inst.stored_charges == len(inst.charges):
+            # The run's row is stored: updated (found by its attempt) when saved.
+            inst.folded_attempt = last.attempt
+            inst.stored_charges -= 1
+        inst.charges[-1] = charge
+
+    def _charged_after_withdrawal(
+        self, inst: Installment, attempt: int, result: ChargeResult
+    ) -> bool:
+        """A charge made for an attempt given up as never started (its worker was paused
+        past its lease just as it started the charge) that took money, or may still take
+        it (it waits for the customer): it is recorded, although the installment was
+        cancelled meanwhile, or is due again with that attempt number given back (a
+        breach withdrew it: the plan may never heal). Money taken is never left
+        unrecorded, and a payment left waiting must be in the history for a cancel or a
+        retry to cancel it at the processor."""
         if (
-            result.outcome is not ChargeOutcome.PAID
+            not (result.outcome is ChargeOutcome.PAID or waits_for_customer(result))
             or attempt <= 0
             or any(c.attempt == attempt for c in inst.charges)
         ):
@@ -773,9 +817,10 @@ class InstallmentPlan:
         # The charges of this outage: the last ones, all refused for want of a processor.
         run = list(itertools.takewhile(lambda c: c.error_code == code, reversed(inst.charges)))
         first_step = self.ladder[0] if self.ladder else timedelta(days=DEFAULT_DUNNING_DAYS[0])
-        if now - run[-1].at >= first_step:
+        if now - (run[-1].first_at or run[-1].at) >= first_step:
             return None
-        return min(OUTAGE_PAUSE_MAX, OUTAGE_PAUSE_FIRST * (1 << min(len(run) - 1, 10)))
+        tries = sum(c.times for c in run)
+        return min(OUTAGE_PAUSE_MAX, OUTAGE_PAUSE_FIRST * (1 << min(tries - 1, 10)))
 
     def _failed(self, inst: Installment, result: ChargeResult, now: datetime) -> None:
         inst.last_error_code, inst.last_error = result.error_code, result.message

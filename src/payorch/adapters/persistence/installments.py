@@ -83,6 +83,16 @@ _SAVE_PLAN_STATUS = (
     .values(plan_status=bindparam("p_plan_status"))
 )
 _ACTIVE = PlanStatus.ACTIVE.value
+# What an outage's pause added to its run changes in the run's row (found by its attempt).
+_FOLDED = ("attempt", "payment_id", "message", "at", "times", "first_at")
+_SAVE_FOLDED_CHARGE = (
+    update(installment_charges)
+    .where(
+        installment_charges.c.installment_id == bindparam("w_installment_id"),
+        installment_charges.c.attempt == bindparam("w_attempt"),
+    )
+    .values({c: bindparam(f"p_{c}", type_=installment_charges.c[c].type) for c in _FOLDED})
+)
 
 
 def _plan_row(p: InstallmentPlan) -> dict[str, Any]:
@@ -143,6 +153,8 @@ def _charge_row(i: Installment, c: InstallmentCharge) -> dict[str, Any]:
         "error_code": c.error_code,
         "message": c.message[:2000],
         "at": c.at,
+        "times": c.times,
+        "first_at": c.first_at,
     }
 
 
@@ -244,11 +256,29 @@ class SqlAlchemyInstallmentPlanRepository:
                 raise ConcurrentUpdate(key)
 
     async def _write_children(self, *plans: InstallmentPlan) -> None:
+        # An outage's pause added to its run's stored row: that row is rewritten.
+        folded = [
+            (i, i.folded_attempt, i.charges[i.stored_charges])
+            for plan in plans
+            for i in plan.installments
+            if i.folded_attempt is not None
+        ]
+        if folded:
+            done = await self._conn.execute(
+                _SAVE_FOLDED_CHARGE,
+                [
+                    {"w_installment_id": i.id, "w_attempt": attempt}
+                    | {f"p_{k}": v for k, v in _charge_row(i, c).items() if k in _FOLDED}
+                    for i, attempt, c in folded
+                ],
+            )
+            if done.rowcount != len(folded):
+                raise ConcurrentUpdate(folded[0][0].id)
         charges = [
             _charge_row(i, c)
             for plan in plans
             for i in plan.installments
-            for c in i.charges[i.stored_charges :]
+            for c in i.charges[i.stored_charges + (i.folded_attempt is not None) :]
         ]
         if charges:
             await self._conn.execute(installment_charges.insert(), charges)
@@ -272,6 +302,7 @@ class SqlAlchemyInstallmentPlanRepository:
         for plan in plans:
             for i in plan.installments:
                 i.stored_charges = len(i.charges)
+                i.folded_attempt = None
             plan.pending_events.clear()
 
     async def get(self, plan_id: str, merchant_id: str | None) -> InstallmentPlan | None:
@@ -467,6 +498,8 @@ class SqlAlchemyInstallmentPlanRepository:
                     error_code=c["error_code"],
                     message=c["message"],
                     at=c["at"],
+                    times=c["times"],
+                    first_at=c["first_at"],
                 )
             )
         by_plan: dict[str, builtins.list[Installment]] = {}

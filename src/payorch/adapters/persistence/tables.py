@@ -338,6 +338,10 @@ installment_charges = Table(
     Column("error_code", String(48), nullable=False),
     Column("message", Text, nullable=False),
     Column("at", UTCDateTime, nullable=False),
+    # A run of an outage's pauses (scheduled charges no processor could take) is one
+    # row (migration 0107): its last attempt and time, how many, and when the first was.
+    Column("times", Integer, nullable=False, server_default="1"),
+    Column("first_at", UTCDateTime, nullable=True),
 )
 
 # The request id a RetryInstallment was made under (migration 0104), one per merchant,
