@@ -52,6 +52,9 @@ _ONCE_PARTIAL = (PaymentStatus.REFUNDED, PaymentStatus.PARTIALLY_REFUNDED)
 
 # States the reconciler has to finish.
 UNRESOLVED = frozenset({PaymentStatus.PROCESSING, PaymentStatus.UNKNOWN})
+# States of a payment not settled yet: under way, its outcome unknown, or waiting for
+# the customer. It settles when it leaves them, once (metrics count that transition).
+OPEN = frozenset({*UNRESOLVED, PaymentStatus.REQUIRES_ACTION})
 # States in which a settled plan can still owe the processor a capture or a void.
 OWING = frozenset(PaymentStatus) - UNRESOLVED
 
@@ -241,6 +244,11 @@ class Payment:
     final_error_message: str = ""
     # Optimistic concurrency: bumped on every save.
     version: int = 0
+    # The status storage holds for it: as read, or as last written (None before its
+    # first write). Not stored itself. A save is committed only over the version it was
+    # read at, so a save from an OPEN stored status to a settled one is the one
+    # transition that settled the payment, whichever call or replica made it.
+    stored_status: PaymentStatus | None = None
     # Events raised since the last save (the unit of work writes them to the outbox).
     pending_events: list[DomainEvent] = field(default_factory=list)
     event_sequence: int = 0
@@ -292,6 +300,11 @@ class Payment:
         if self.status is PaymentStatus.REQUIRES_ACTION and self.action_expires:
             return self.next_reconcile_at
         return None
+
+    @property
+    def settling(self) -> bool:
+        """Whether saving it now settles it: storage holds it open, and it is not."""
+        return self.stored_status in OPEN and self.status not in OPEN
 
     @property
     def success(self) -> bool:

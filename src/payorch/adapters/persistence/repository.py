@@ -246,6 +246,7 @@ class SqlAlchemyPaymentRepository:
             )
         for s in payment.steps:
             s.stored_attempts = len(s.attempts)
+        payment.stored_status = payment.status
         payment.pending_events.clear()
 
     async def refund_request(self, payment_id: str, request_id: str) -> RefundRequest | None:
@@ -486,6 +487,7 @@ def _payment(r: Any, steps: list[Step]) -> Payment:
         metadata=dict(r["metadata"]),
         off_session=r["off_session"],
         status=PaymentStatus(r["status"]),
+        stored_status=PaymentStatus(r["status"]),
         orchestration_ms=None if r["orchestration_ms"] < 0 else r["orchestration_ms"],
         final_error=ErrorCode(r["final_error"]),
         final_error_message=r["final_error_message"],
