@@ -69,7 +69,7 @@ class FakePaymentRepository:
         payment.pending_events.clear()
         for s in payment.steps:
             s.stored_attempts = len(s.attempts)
-        payment.stored_status = payment.status
+        payment.mark_stored()
         self._store[payment.id] = copy.deepcopy(payment)
         self.written.add(payment.id)
 
@@ -148,7 +148,7 @@ def _read(stored: Payment) -> Payment:
     """A payment as a read from the database builds it (a test may have changed the
     stored one in place: the status it holds is the one read)."""
     p = copy.deepcopy(stored)
-    p.stored_status = p.status
+    p.mark_stored()
     return p
 
 

@@ -62,7 +62,8 @@ def unstored(payment: Payment) -> Unstored:
     return Unstored(
         unstored_attempts(payment),
         payment.settling,
-        recovered(payment) and not _recovered(payment.stored_status, stored_attempts),
+        recovered(payment)
+        and not (payment.stored and _recovered(payment.stored.status, stored_attempts)),
     )
 
 

@@ -53,7 +53,8 @@ _ONCE_PARTIAL = (PaymentStatus.REFUNDED, PaymentStatus.PARTIALLY_REFUNDED)
 # States the reconciler has to finish.
 UNRESOLVED = frozenset({PaymentStatus.PROCESSING, PaymentStatus.UNKNOWN})
 # States of a payment not settled yet: under way, its outcome unknown, or waiting for
-# the customer. It settles when it leaves them, once (metrics count that transition).
+# the customer. It settles when it leaves them (Payment.settled_in), once: metrics count
+# that transition.
 OPEN = frozenset({*UNRESOLVED, PaymentStatus.REQUIRES_ACTION})
 # States in which a settled plan can still owe the processor a capture or a void.
 OWING = frozenset(PaymentStatus) - UNRESOLVED
@@ -219,6 +220,14 @@ class FallbackMethod:
     customer_id: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """What storage holds of a payment's state (Payment.stored)."""
+
+    status: PaymentStatus
+    settled: bool
+
+
 @dataclass(slots=True)
 class Payment:
     id: str
@@ -244,11 +253,11 @@ class Payment:
     final_error_message: str = ""
     # Optimistic concurrency: bumped on every save.
     version: int = 0
-    # The status storage holds for it: as read, or as last written (None before its
-    # first write). Not stored itself. A save is committed only over the version it was
-    # read at, so a save from an OPEN stored status to a settled one is the one
+    # What storage holds of it: as read, or as last written (None before its first
+    # write). Not stored itself. A save is committed only over the version it was read
+    # at, so a save from an unsettled stored state to a settled one is the one
     # transition that settled the payment, whichever call or replica made it.
-    stored_status: PaymentStatus | None = None
+    stored: Stored | None = None
     # Events raised since the last save (the unit of work writes them to the outbox).
     pending_events: list[DomainEvent] = field(default_factory=list)
     event_sequence: int = 0
@@ -302,9 +311,30 @@ class Payment:
         return None
 
     @property
+    def settled(self) -> bool:
+        """Whether the payment is settled: out of the open states, and not authorized
+        with its capture still to come. All of a payment that is not authorize-only is
+        captured: authorized, the plan (or the reconciler, a capture having failed)
+        still owes its capture, unless it is being released (a cancel, or a failed
+        all-or-nothing plan, whose void is owed): that settled it already."""
+        if self.status in OPEN:
+            return False
+        return (
+            self.status is not PaymentStatus.AUTHORIZED
+            or self.authorize_only
+            or self.owed is Owed.VOID
+        )
+
+    @property
     def settling(self) -> bool:
-        """Whether saving it now settles it: storage holds it open, and it is not."""
-        return self.stored_status in OPEN and self.status not in OPEN
+        """Whether saving it now settles it: storage holds it unsettled, and it is not.
+        Once settled, a payment stays so: a capture, a cancel or a refund after it is
+        no new settling."""
+        return self.stored is not None and not self.stored.settled and self.settled
+
+    def mark_stored(self) -> None:
+        """Storage holds it as it is now (called by storage on a read and a write)."""
+        self.stored = Stored(self.status, self.settled)
 
     @property
     def success(self) -> bool:

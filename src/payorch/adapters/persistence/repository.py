@@ -246,7 +246,7 @@ class SqlAlchemyPaymentRepository:
             )
         for s in payment.steps:
             s.stored_attempts = len(s.attempts)
-        payment.stored_status = payment.status
+        payment.mark_stored()
         payment.pending_events.clear()
 
     async def refund_request(self, payment_id: str, request_id: str) -> RefundRequest | None:
@@ -471,7 +471,7 @@ def _step(s: Any, step_attempts: list[Attempt]) -> Step:
 
 
 def _payment(r: Any, steps: list[Step]) -> Payment:
-    return Payment(
+    payment = Payment(
         id=r["id"],
         merchant_id=r["merchant_id"],
         request_id=r["request_id"],
@@ -487,7 +487,6 @@ def _payment(r: Any, steps: list[Step]) -> Payment:
         metadata=dict(r["metadata"]),
         off_session=r["off_session"],
         status=PaymentStatus(r["status"]),
-        stored_status=PaymentStatus(r["status"]),
         orchestration_ms=None if r["orchestration_ms"] < 0 else r["orchestration_ms"],
         final_error=ErrorCode(r["final_error"]),
         final_error_message=r["final_error_message"],
@@ -500,3 +499,5 @@ def _payment(r: Any, steps: list[Step]) -> Payment:
         owed=Owed(r["owed"]),
         save_for_off_session=r["save_for_off_session"],
     )
+    payment.mark_stored()
+    return payment
