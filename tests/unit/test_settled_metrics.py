@@ -37,6 +37,7 @@ class World:
         self.uow = FakeUnitOfWorkFactory()
         self.registry = CollectorRegistry()
         self.log = logging.getLogger(f"payorch.test.settled.{uuid.uuid4().hex}")
+        self.log.setLevel(logging.INFO)
         observers = Observers(
             [PrometheusObserver(PaymentMetrics(self.registry)), LoggingObserver(self.log)]
         )
@@ -69,6 +70,11 @@ class World:
             )
         )
         return (await self.service.create(core, deadline_s=None)).payment
+
+    def lines(self, caplog, starting: str) -> list[str]:
+        """This world's payment log lines that start so."""
+        messages = (r.getMessage() for r in caplog.records if r.name == self.log.name)
+        return [m for m in messages if m.startswith(starting)]
 
     def value(self, name: str, **labels: str) -> float:
         return self.registry.get_sample_value(name, labels) or 0.0
@@ -115,13 +121,14 @@ async def test_a_payment_confirmed_after_3ds_is_counted_settled_once_by_the_conf
     assert w.ended() == {"requires_action": 1} and w.settled() == {}
 
     w.sim.complete_action(p.steps[0].processor_payment_id)
-    with caplog.at_level(logging.INFO, logger=w.log.name):
-        done = await w.service.confirm(p.id, "m_1")
-        again = await w.service.confirm(p.id, "m_1")  # the client's retry: nothing new
+    done = await w.service.confirm(p.id, "m_1")
+    again = await w.service.confirm(p.id, "m_1")  # the client's retry: nothing new
 
     assert done.status is again.status is PaymentStatus.SUCCEEDED
-    (line,) = [r.getMessage() for r in caplog.records if r.name == w.log.name]
+    (line,) = w.lines(caplog, "payment settled")
     assert line.startswith("payment settled succeeded by confirm: 1 step(s)")
+    # And the line of the CreatePayment, as it ended the call.
+    assert w.lines(caplog, "payment requires_action: 1 step(s)")
     assert w.settled() == {("succeeded", "confirm"): 1}
     # How the call ended is not rewritten: the 3-D Secure wait stays counted as such.
     assert w.ended() == {"requires_action": 1}
@@ -242,13 +249,12 @@ async def test_a_payment_given_up_after_the_customer_left_is_counted_settled_by_
     assert p.status is PaymentStatus.REQUIRES_ACTION
 
     w.clock.advance(ACTION_TIMEOUT.total_seconds() + 1)
-    with caplog.at_level(logging.INFO, logger=w.log.name):
-        assert await w.service.reconcile_due() == 1
-        w.clock.advance(24 * 3600)
-        assert await w.service.reconcile_due() == 0
+    assert await w.service.reconcile_due() == 1
+    w.clock.advance(24 * 3600)
+    assert await w.service.reconcile_due() == 0
 
     assert (await w.service.get(p.id, "m_1")).status is PaymentStatus.CANCELLED
-    (line,) = [r.getMessage() for r in caplog.records if r.name == w.log.name]
+    (line,) = w.lines(caplog, "payment settled")
     assert line.startswith("payment settled cancelled by expiry")
     assert w.settled() == {("cancelled", "expiry"): 1}
 
