@@ -22,10 +22,11 @@ from payorch.app.payments import PaymentService, ProcessorEvent, ProcessorEvents
 from payorch.app.router import Router
 from payorch.app.settlement import Settlement
 from payorch.domain.merchant_config import MerchantConfig
-from payorch.domain.payment import ACTION_TIMEOUT, Payment, PaymentStatus, StepStatus
+from payorch.domain.payment import ACTION_TIMEOUT, Owed, Payment, PaymentStatus, StepStatus
 from payorch.domain.request import RawMethodInput, RawPaymentRequest, parse_payment_request
 from payorch.domain.retry import RetryPolicy
 from tests.fakes.memory import FakeMerchantConfigStore, FakeUnitOfWorkFactory
+from tests.unit.test_split_follow_through import Outage
 
 OK, ACTION = "pm_card_visa", "pm_card_authenticationRequired"
 
@@ -287,3 +288,20 @@ async def test_a_replayed_create_payment_counts_nothing():
     assert replay.replayed
     assert w.ended() == {"succeeded": 1}
     assert w.settled() == {("succeeded", "create"): 1}
+
+
+async def test_a_split_whose_capture_failed_settles_when_the_reconciler_captures_it():
+    w = World()
+    outage = Outage(w, "capture")  # type: ignore[arg-type]  # any world with a .sim
+    outage.everywhere = True
+    p = await w.pay(("apple_pay", OK, 6000), ("card", OK, None))
+    # Authorized, its capture owed: CreatePayment ended so, and it is not settled yet.
+    assert p.status is PaymentStatus.AUTHORIZED and p.owed is Owed.CAPTURE
+    assert w.ended() == {"authorized": 1} and w.settled() == {}
+
+    outage.everywhere = False
+    w.clock.advance(61)
+    assert await w.service.reconcile_due() == 1
+
+    assert (await w.service.get(p.id, "m_1")).status is PaymentStatus.SUCCEEDED
+    assert w.settled() == {("succeeded", "reconciler"): 1}
