@@ -49,7 +49,7 @@ class Unstored:
     that won counts what it stored itself."""
 
     attempts: list[tuple[Step, Attempt]]
-    # Stored open (processing, unknown, requires_action), saved settled.
+    # Stored unsettled (open, or authorized owing its capture), saved settled.
     settles: bool
     # Recovered once saved, and not as stored.
     recovers: bool

@@ -53,8 +53,8 @@ _ONCE_PARTIAL = (PaymentStatus.REFUNDED, PaymentStatus.PARTIALLY_REFUNDED)
 # States the reconciler has to finish.
 UNRESOLVED = frozenset({PaymentStatus.PROCESSING, PaymentStatus.UNKNOWN})
 # States of a payment not settled yet: under way, its outcome unknown, or waiting for
-# the customer. It settles when it leaves them (Payment.settled_in), once: metrics count
-# that transition.
+# the customer (Payment.settled: an authorized one owing its capture is not either). It
+# settles once: metrics count that transition.
 OPEN = frozenset({*UNRESOLVED, PaymentStatus.REQUIRES_ACTION})
 # States in which a settled plan can still owe the processor a capture or a void.
 OWING = frozenset(PaymentStatus) - UNRESOLVED
