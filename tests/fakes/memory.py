@@ -93,6 +93,7 @@ class FakePaymentRepository:
         payment.pending_events.clear()
         for s in payment.steps:
             s.stored_attempts = len(s.attempts)
+        payment.mark_stored()
         self._store[payment.id] = copy.deepcopy(payment)
         self.written.add(payment.id)
 
@@ -135,12 +136,12 @@ class FakePaymentRepository:
         p = self._store.get(payment_id)
         if p is None or (merchant_id is not None and p.merchant_id != merchant_id):
             return None
-        return copy.deepcopy(p)
+        return _read(p)
 
     async def get_by_request(self, merchant_id: str, request_id: str) -> Payment | None:
         for p in self._store.values():
             if p.merchant_id == merchant_id and p.request_id == request_id:
-                return copy.deepcopy(p)
+                return _read(p)
         return None
 
     async def list(
@@ -161,7 +162,7 @@ class FakePaymentRepository:
             and (after is None or (p.created_at, p.id) < (after.created_at, after.payment_id))
         ]
         found.sort(key=lambda p: (p.created_at, p.id), reverse=True)
-        return [copy.deepcopy(p) for p in found[:limit]]
+        return [_read(p) for p in found[:limit]]
 
     async def list_unresolved(
         self, *, now: datetime, processing_before: datetime, limit: int
@@ -177,7 +178,15 @@ class FakePaymentRepository:
             or (p.status is PaymentStatus.PROCESSING and p.updated_at <= processing_before)
         ]
         found.sort(key=lambda p: p.updated_at)
-        return [copy.deepcopy(p) for p in found[:limit]]
+        return [_read(p) for p in found[:limit]]
+
+
+def _read(stored: Payment) -> Payment:
+    """A payment as a read from the database builds it (a test may have changed the
+    stored one in place: the status it holds is the one read)."""
+    p = copy.deepcopy(stored)
+    p.mark_stored()
+    return p
 
 
 def _event_payload(e: Any) -> dict[str, Any]:

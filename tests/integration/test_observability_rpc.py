@@ -454,6 +454,50 @@ async def test_a_merchant_key_is_denied_every_ops_only_rpc_whatever_it_sends(sql
     assert faults.api_error == 0
 
 
+# -- payments counted as they settle ----------------------------------------------------
+async def test_payments_settled_after_create_payment_are_counted_once_on_the_database(
+    database_url,
+):
+    # The payment writer and the repository say what the database holds of a payment as
+    # they read and write it: a save that settles it counts it, a later one does not.
+    async with serving(database_url) as s:
+        sim = s.container.simulated["simulated"]
+        waiting = (
+            await s.payments.CreatePayment(
+                pay("r-3ds", payment_method="pm_card_authenticationRequired"),
+                metadata=s.auth("m_1"),
+            )
+        ).payment
+        left = (
+            await s.payments.CreatePayment(
+                pay("r-left", payment_method="pm_card_authenticationRequired"),
+                metadata=s.auth("m_1"),
+            )
+        ).payment
+        assert s.metric("payorch_payments_total", status="requires_action") == 2
+
+        stored = await s.container.payments.get(waiting.payment_id, "m_1")
+        sim.complete_action(stored.steps[0].processor_payment_id)
+        for _ in range(2):  # the client's retry settles nothing new
+            confirmed = await s.payments.ConfirmPayment(
+                orch.ConfirmPaymentRequest(payment_id=waiting.payment_id),
+                metadata=s.auth("m_1"),
+            )
+        assert confirmed.payment.result.status == result_pb2.PAYMENT_STATUS_SUCCEEDED
+        assert s.metric("payorch_payments_settled_total", status="succeeded", via="confirm") == 1
+
+        # The other customer never came back: given up after the hour, once.
+        s.clock.advance(3601)
+        assert await s.container.payments.reconcile_due() == 1
+        s.clock.advance(24 * 3600)
+        await s.container.payments.reconcile_due()
+        assert (await s.container.payments.get(left.payment_id, "m_1")).status.value == (
+            "cancelled"
+        )
+        assert s.metric("payorch_payments_settled_total", status="cancelled", via="expiry") == 1
+        assert s.metric("payorch_payments_settled_total", status="succeeded", via="confirm") == 1
+
+
 # -- traces ---------------------------------------------------------------------------
 async def test_one_payment_is_one_trace_rpc_plan_step_attempts(sqlite_url):
     async with serving(sqlite_url, traced=True) as s:

@@ -1,10 +1,11 @@
-"""One structured log line per finished payment (the JSON formatter adds the ids)."""
+"""One structured log line per finished CreatePayment, and one more when a payment it
+left open settles later (the JSON formatter adds the ids)."""
 
 from __future__ import annotations
 
 import logging
 
-from payorch.app.observability import NullObserver
+from payorch.app.observability import NullObserver, Via
 from payorch.domain.payment import Payment
 
 log = logging.getLogger("payorch.payments")
@@ -22,10 +23,33 @@ class LoggingObserver(NullObserver):
             len(payment.steps),
             attempts,
             "?" if payment.orchestration_ms is None else payment.orchestration_ms,
-            f", {payment.final_error.value}" if payment.final_error.value != "none" else "",
-            extra={
-                "request_id": payment.request_id,
-                "payment_id": payment.id,
-                "merchant_id": payment.merchant_id,
-            },
+            _error(payment),
+            extra=_ids(payment),
         )
+
+    def payment_settled(self, payment: Payment, via: Via) -> None:
+        """Settled after its CreatePayment ended (one settled in it has its line)."""
+        if via is Via.CREATE:
+            return
+        attempts = sum(len(s.attempts) for s in payment.steps)
+        self._log.info(
+            "payment settled %s by %s: %d step(s), %d attempt(s)%s",
+            payment.status.value,
+            via.value,
+            len(payment.steps),
+            attempts,
+            _error(payment),
+            extra=_ids(payment),
+        )
+
+
+def _error(payment: Payment) -> str:
+    return f", {payment.final_error.value}" if payment.final_error.value != "none" else ""
+
+
+def _ids(payment: Payment) -> dict[str, str]:
+    return {
+        "request_id": payment.request_id,
+        "payment_id": payment.id,
+        "merchant_id": payment.merchant_id,
+    }

@@ -6,32 +6,20 @@ processor, contract, severity), never a merchant or payment id.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 
 from payorch.adapters.metrics import Children
-from payorch.app.analytics import SUCCEEDED, TAKING_MONEY
-from payorch.app.observability import NullObserver
-from payorch.domain.classification import INFRASTRUCTURE_CODES
-from payorch.domain.payment import Payment
+from payorch.app.observability import NullObserver, Via
+from payorch.app.payment_observation import recovered
+from payorch.domain.payment import Attempt, Payment
 from payorch.domain.request import Severity
-from payorch.domain.results import Outcome
+
+__all__ = ["PaymentMetrics", "PrometheusObserver", "default_payment_metrics", "recovered"]
 
 RPC_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
 ORCHESTRATION_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
-_FAILURES = (Outcome.SOFT, Outcome.UNKNOWN)
-
-
-def recovered(payment: Payment) -> bool:
-    """Took the money after a transient infrastructure failure on an attempt to take it:
-    what GetPaymentStats counts as recovered (app/analytics.py), a partial split too,
-    a void's failure or a lookup's not."""
-    return payment.status in SUCCEEDED and any(
-        a.outcome in _FAILURES
-        and a.error_code in INFRASTRUCTURE_CODES
-        and a.operation in TAKING_MONEY
-        for s in payment.steps
-        for a in s.attempts
-    )
 
 
 class PaymentMetrics:
@@ -55,19 +43,29 @@ class PaymentMetrics:
         )
         self.payments = Counter(
             "payorch_payments",
-            "Payments whose orchestration ended, by the status they ended in.",
+            "Payments whose CreatePayment ended, by the status it ended in (requires_action"
+            " and unknown too: see payorch_payments_settled for how they settled).",
             ["status"],
+            registry=registry,
+        )
+        self.payments_settled = Counter(
+            "payorch_payments_settled",
+            "Payments settled (out of processing, unknown and requires_action), once each,"
+            " by the status they settled in and the call that settled them.",
+            ["status", "via"],
             registry=registry,
         )
         self.retries = Counter(
             "payorch_retries",
-            "Authorize calls that repeated an earlier one (same or another processor).",
+            "Authorize calls that repeated an earlier one (same or another processor),"
+            " counted when stored, whichever call made them.",
             ["processor"],
             registry=registry,
         )
         self.recoveries = Counter(
             "payorch_recoveries",
-            "Payments that succeeded after a transient infrastructure failure.",
+            "Payments that succeeded after a transient infrastructure failure, once each,"
+            " when the call that made them so stored it.",
             registry=registry,
         )
         self.orchestration = Histogram(
@@ -118,6 +116,7 @@ class PrometheusObserver(NullObserver):
     def __init__(self, metrics: PaymentMetrics) -> None:
         self._m = metrics
         self._payments = Children(metrics.payments)
+        self._settled = Children(metrics.payments_settled)
         self._retries = Children(metrics.retries)
         self._validation_issues = Children(metrics.validation_issues)
         self._violations = Children(metrics.contract_violations)
@@ -129,12 +128,17 @@ class PrometheusObserver(NullObserver):
         self._payments(payment.status.value).inc()
         if payment.orchestration_ms is not None:
             self._m.orchestration.observe(payment.orchestration_ms / 1000.0)
-        for step in payment.steps:
-            for a in step.attempts:
-                if a.operation == "authorize" and a.number > 1:
-                    self._retries(a.processor).inc()
-        if recovered(payment):
-            self._m.recoveries.inc()
+
+    def attempts_stored(self, payment: Payment, attempts: Sequence[Attempt]) -> None:
+        for a in attempts:
+            if a.operation == "authorize" and a.number > 1:
+                self._retries(a.processor).inc()
+
+    def payment_settled(self, payment: Payment, via: Via) -> None:
+        self._settled(payment.status.value, via.value).inc()
+
+    def payment_recovered(self, payment: Payment) -> None:
+        self._m.recoveries.inc()
 
     def validation_issue(self, contract_id: str) -> None:
         self._validation_issues(contract_id).inc()

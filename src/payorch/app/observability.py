@@ -8,12 +8,13 @@ go through `SafeTracer`, which does the same for a broken tracer.
 from __future__ import annotations
 
 import contextlib
+import enum
 import logging
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Protocol
 
-from payorch.domain.payment import Payment
+from payorch.domain.payment import Attempt, Payment
 from payorch.domain.request import Severity
 
 log = logging.getLogger("payorch.observability")
@@ -21,11 +22,38 @@ log = logging.getLogger("payorch.observability")
 AttributeValue = str | int | float | bool
 
 
+class Via(enum.Enum):
+    """The call that stored a change to a payment: a bounded metric label."""
+
+    CREATE = "create"  # CreatePayment (an installment's charge too)
+    CONFIRM = "confirm"  # ConfirmPayment, after the customer acted (3-D Secure)
+    CANCEL = "cancel"  # CancelPayment
+    CAPTURE = "capture"  # CapturePayment
+    REFUND = "refund"  # RefundPayment
+    WEBHOOK = "webhook"  # a processor's event, and what it led to
+    RECONCILER = "reconciler"  # the reconciler: an unknown outcome, a crash, an owed call
+    EXPIRY = "expiry"  # the reconciler giving up a payment the customer left paused
+
+
 class Observer(Protocol):
     """What happened, for metrics and logs. Implementations must not block."""
 
     def payment_finished(self, payment: Payment) -> None:
-        """A payment's orchestration ended (in whatever status)."""
+        """A payment's CreatePayment ended (in whatever status, open ones too)."""
+        ...
+
+    def attempts_stored(self, payment: Payment, attempts: Sequence[Attempt]) -> None:
+        """Processor calls just stored, each once, whichever call made them."""
+        ...
+
+    def payment_settled(self, payment: Payment, via: Via) -> None:
+        """A save committed here took the payment out of the open states (processing,
+        unknown, requires_action) into `payment.status`: once per payment."""
+        ...
+
+    def payment_recovered(self, payment: Payment) -> None:
+        """A save committed here made the payment one that took the money after an
+        infrastructure failure (as GetPaymentStats counts them): once per payment."""
         ...
 
     def validation_issue(self, contract_id: str) -> None:
@@ -51,6 +79,15 @@ class NullObserver:
     """Observes nothing; adapters subclass it and implement what they care about."""
 
     def payment_finished(self, payment: Payment) -> None:
+        pass
+
+    def attempts_stored(self, payment: Payment, attempts: Sequence[Attempt]) -> None:
+        pass
+
+    def payment_settled(self, payment: Payment, via: Via) -> None:
+        pass
+
+    def payment_recovered(self, payment: Payment) -> None:
         pass
 
     def validation_issue(self, contract_id: str) -> None:
@@ -87,6 +124,27 @@ class Observers:
                 o.payment_finished(payment)
             except Exception:
                 self.failed("payment_finished")
+
+    def attempts_stored(self, payment: Payment, attempts: Sequence[Attempt]) -> None:
+        for o in self._observers:
+            try:
+                o.attempts_stored(payment, attempts)
+            except Exception:
+                self.failed("attempts_stored")
+
+    def payment_settled(self, payment: Payment, via: Via) -> None:
+        for o in self._observers:
+            try:
+                o.payment_settled(payment, via)
+            except Exception:
+                self.failed("payment_settled")
+
+    def payment_recovered(self, payment: Payment) -> None:
+        for o in self._observers:
+            try:
+                o.payment_recovered(payment)
+            except Exception:
+                self.failed("payment_recovered")
 
     def validation_issue(self, contract_id: str) -> None:
         for o in self._observers:

@@ -7,18 +7,64 @@ Every method is safe to call: nothing here raises into a payment.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 
+from payorch.app.analytics import SUCCEEDED, TAKING_MONEY
 from payorch.app.contract_monitor import ContractMonitor
-from payorch.app.observability import AttributeValue, NullTracer, Observers, Span, Tracer
+from payorch.app.observability import AttributeValue, NullTracer, Observers, Span, Tracer, Via
+from payorch.domain.classification import INFRASTRUCTURE_CODES
 from payorch.domain.contracts import attempt_violation
-from payorch.domain.payment import Attempt, Payment, Step
+from payorch.domain.payment import Attempt, Payment, PaymentStatus, Step
 from payorch.domain.request import CoreRequest
+from payorch.domain.results import Outcome
 
 log = logging.getLogger("payorch.reconciler")
 # Payment ids named in one violation; the rest are counted.
 NAMED_PAYMENTS = 10
+_FAILURES = (Outcome.SOFT, Outcome.UNKNOWN)
+
+
+def _recovered(status: PaymentStatus | None, attempts: Iterable[Attempt]) -> bool:
+    return status in SUCCEEDED and any(
+        a.outcome in _FAILURES
+        and a.error_code in INFRASTRUCTURE_CODES
+        and a.operation in TAKING_MONEY
+        for a in attempts
+    )
+
+
+def recovered(payment: Payment) -> bool:
+    """Took the money after a transient infrastructure failure on an attempt to take it:
+    what GetPaymentStats counts as recovered (app/analytics.py), a partial split too,
+    a void's failure or a lookup's not."""
+    return _recovered(payment.status, (a for s in payment.steps for a in s.attempts))
+
+
+@dataclass(frozen=True, slots=True)
+class Unstored:
+    """What a save of a payment is about to store, for the observers to count once it
+    is committed: a save that loses to another call's stores none of it, and the call
+    that won counts what it stored itself."""
+
+    attempts: list[tuple[Step, Attempt]]
+    # Stored unsettled (open, or authorized owing its capture), saved settled.
+    settles: bool
+    # Recovered once saved, and not as stored.
+    recovers: bool
+
+
+def unstored(payment: Payment) -> Unstored:
+    """Taken just before the save: the attempts made since the payment was read, whether
+    this save settles it, and whether it makes it recovered."""
+    stored_attempts = (a for s in payment.steps for a in s.attempts[: s.stored_attempts])
+    return Unstored(
+        unstored_attempts(payment),
+        payment.settling,
+        recovered(payment)
+        and not (payment.stored and _recovered(payment.stored.status, stored_attempts)),
+    )
 
 
 class PaymentObservation:
@@ -81,8 +127,23 @@ class PaymentObservation:
         self._record("idempotency/conflict", message, request.merchant_id, request.request_id)
 
     def payment_finished(self, payment: Payment) -> None:
-        """Metrics and the log line of a payment whose creation ended."""
+        """Metrics and the log line of a payment whose CreatePayment ended (settled, or
+        still open: waiting for the customer, or its outcome unknown)."""
         self._observers.payment_finished(payment)
+
+    def stored(self, payment: Payment, saved: Unstored, via: Via) -> None:
+        """A save of `payment` committed what `saved` (taken by `unstored` before it)
+        holds: each processor call is counted and checked once, the settling of the
+        payment and its recovery too, whichever call made the save: creating,
+        confirming, capturing, voiding, refunding or reconciling the payment, or a
+        processor's event. A save that lost to another call's is never reported."""
+        self.attempts_stored(payment, saved.attempts)
+        if saved.attempts:
+            self._observers.attempts_stored(payment, [a for _, a in saved.attempts])
+        if saved.settles:
+            self._observers.payment_settled(payment, via)
+        if saved.recovers:
+            self._observers.payment_recovered(payment)
 
     def attempts_stored(self, payment: Payment, stored: Sequence[tuple[Step, Attempt]]) -> None:
         """The contracts the processor calls just stored broke. Every save names the

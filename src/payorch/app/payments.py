@@ -11,7 +11,8 @@ from datetime import datetime, timedelta
 from payorch.app.contract_monitor import identify_call
 from payorch.app.ids import new_id
 from payorch.app.merchant_configs import MerchantConfigs
-from payorch.app.payment_observation import PaymentObservation, unstored_attempts
+from payorch.app.observability import Via
+from payorch.app.payment_observation import PaymentObservation, unstored
 from payorch.app.plan_builder import Plan, PlanRejected, build_plan
 from payorch.app.ports import (
     Clock,
@@ -262,9 +263,9 @@ class PaymentService:
                     return CreateResult(existing, replayed=True)
         identify_call(payment_id=payment.id)
         with self._observe.span("payment.plan", payment_id=payment.id, steps=len(payment.steps)):
-            await self._run_plan(payment, config, deadline)
+            await self._run_plan(payment, config, deadline, Via.CREATE)
         payment.settle(self._clock.now(), orchestration_ms=self._elapsed_ms(t0))
-        await self._save(payment)
+        await self._save(payment, Via.CREATE)
         self._observe.payment_finished(payment)
         return CreateResult(payment, replayed=False)
 
@@ -295,10 +296,14 @@ class PaymentService:
     def _elapsed_ms(self, t0: float) -> int:
         return int((self._clock.monotonic() - t0) * 1000)
 
-    async def _save(self, payment: Payment) -> None:
-        stored = unstored_attempts(payment)
+    @property
+    def observation(self) -> PaymentObservation:
+        return self._observe
+
+    async def _save(self, payment: Payment, via: Via) -> None:
+        saved = unstored(payment)
         await self._uow.update_payment(payment)
-        self._observe.attempts_stored(payment, stored)
+        self._observe.stored(payment, saved, via)
 
     async def _replay_or_wait(
         self, request: CoreRequest, fingerprint: str, deadline: Deadline
@@ -367,7 +372,9 @@ class PaymentService:
             save_for_off_session=request.save_for_off_session,
         )
 
-    async def _run_plan(self, payment: Payment, config: MerchantConfig, deadline: Deadline) -> None:
+    async def _run_plan(
+        self, payment: Payment, config: MerchantConfig, deadline: Deadline, via: Via
+    ) -> None:
         """Authorize the steps in order; on a failure fall back, or compensate; then capture.
 
         Stops (and leaves the payment open) at a step that needs the customer or whose
@@ -391,7 +398,7 @@ class PaymentService:
                     break
                 # Stored before it is charged: a server dying during its charge leaves a
                 # step the reconciler can look up, not a charge no record points to.
-                await self._save(payment)
+                await self._save(payment, via)
             i += 1
         for rest in payment.steps:
             if rest.status is StepStatus.PENDING:
@@ -484,13 +491,16 @@ class PaymentService:
         payment_id: str,
         merchant_id: str | None,
         change: Callable[[Payment], Awaitable[bool]],
+        via: Via,
     ) -> Payment:
         """`_change_once_saved`, run to its end even when its caller goes away (the
         client's deadline passed, the server stopping cancelled the call): cut short
         while the processor captured, voided or refunded, it would leave the payment
         looking as before, with nothing owed and nothing for the reconciler to look at.
         `finish_in_flight` waits for such changes."""
-        running = asyncio.ensure_future(self._change_once_saved(payment_id, merchant_id, change))
+        running = asyncio.ensure_future(
+            self._change_once_saved(payment_id, merchant_id, change, via)
+        )
         self._in_flight.add(running)
         running.add_done_callback(self._finished_in_flight)
         return await asyncio.shield(running)
@@ -511,6 +521,7 @@ class PaymentService:
         payment_id: str,
         merchant_id: str | None,
         change: Callable[[Payment], Awaitable[bool]],
+        via: Via,
     ) -> Payment:
         """Load the payment, change it and save it. `change` says whether it changed
         anything (False: nothing to save). A save beaten by another call's is not lost:
@@ -527,7 +538,7 @@ class PaymentService:
                 if not await change(payment) and not adopted:
                     return payment
                 payment.settle(self._clock.now())
-                await self._save(payment)
+                await self._save(payment, via)
             except ConcurrentUpdate:
                 lost = payment
                 continue
@@ -590,17 +601,17 @@ class PaymentService:
                     " the steps after the one the customer completed; nothing was changed:"
                     " confirm again with a longer deadline"
                 )
-            await self._resume(payment, deadline)
+            await self._resume(payment, deadline, Via.CONFIRM)
             return True
 
-        return await self._change(payment_id, merchant_id, go_on)
+        return await self._change(payment_id, merchant_id, go_on, Via.CONFIRM)
 
-    async def resume(self, payment: Payment, deadline: Deadline) -> None:
-        await self._resume(payment, deadline)
+    async def resume(self, payment: Payment, deadline: Deadline, via: Via) -> None:
+        await self._resume(payment, deadline, via)
         payment.settle(self._clock.now())
-        await self._save(payment)
+        await self._save(payment, via)
 
-    async def _resume(self, payment: Payment, deadline: Deadline) -> None:
+    async def _resume(self, payment: Payment, deadline: Deadline, via: Via) -> None:
         """Settle open steps with the processor, then run the rest of the plan under the
         config version the payment recorded, whatever the merchant saved since."""
         config = await self._configs.get_version(payment.merchant_id, payment.config_version)
@@ -614,8 +625,8 @@ class PaymentService:
             # meanwhile leaves a PROCESSING payment, whose pending steps the reconciler
             # looks up, not a paused one it would give up without looking at them.
             payment.settle(self._clock.now())
-            await self._save(payment)
-        await self._run_plan(payment, config, deadline)
+            await self._save(payment, via)
+        await self._run_plan(payment, config, deadline, via)
 
     async def go_on(self, payment: Payment, *, customer_acted: bool) -> bool:
         """A processor's event settled a paused step: do what the plan has left. After
@@ -645,13 +656,13 @@ class PaymentService:
                 config = await self._configs.get_version(
                     current.merchant_id, current.config_version
                 )
-                await self._run_plan(current, config, Deadline(None))
+                await self._run_plan(current, config, Deadline(None), Via.WEBHOOK)
             else:
                 await self._finish_after_reconcile(current)
             went_on = True
             return True
 
-        await self._change(payment.id, None, finish)
+        await self._change(payment.id, None, finish, Via.WEBHOOK)
         return went_on
 
     async def look_up_hold(self, payment_id: str, step_index: int) -> bool:
@@ -677,7 +688,7 @@ class PaymentService:
             changed = now_held is not StepStatus.AUTHORIZED
             return changed
 
-        await self._change(payment_id, None, look)
+        await self._change(payment_id, None, look, Via.WEBHOOK)
         if unanswered:
             raise HoldUnknown(
                 f"the processor could not be asked what it holds for step {step_index}"
@@ -711,7 +722,7 @@ class PaymentService:
             return recorded
 
         try:
-            await self._change(found.payment_id, None, record)
+            await self._change(found.payment_id, None, record, Via.WEBHOOK)
         except PaymentNotFound:
             return "unknown payment"
         return "recorded" if recorded else "nothing new"
@@ -734,7 +745,7 @@ class PaymentService:
             released[:] = [s for s in holding if s.status is StepStatus.VOIDED]
             return True
 
-        payment = await self._change(payment_id, merchant_id, capture_held)
+        payment = await self._change(payment_id, merchant_id, capture_held, Via.CAPTURE)
         if released:
             raise HeldOtherwise(
                 released,
@@ -781,7 +792,7 @@ class PaymentService:
                 payment.cancelled(reason)
             return True
 
-        payment = await self._change(payment_id, merchant_id, release_held)
+        payment = await self._change(payment_id, merchant_id, release_held, Via.CANCEL)
         if captured:
             raise HeldOtherwise(
                 captured, "captured (by another call)", "refund it instead of cancelling"
@@ -885,7 +896,7 @@ class PaymentService:
             payment.final_error_message = "; ".join(messages)
             return True
 
-        return await self._change(payment_id, merchant_id, refund_parts)
+        return await self._change(payment_id, merchant_id, refund_parts, Via.REFUND)
 
     async def _hold_refund(
         self, payment: Payment, amount_minor: int, request_id: str
@@ -941,14 +952,14 @@ class PaymentService:
             # parts (the server stopping before the answer is saved): settled, it is not.
             payment.watch_refund_holds(self._clock.now())
             # A lost try's attempts, adopted by this change, are stored here.
-            stored = unstored_attempts(payment)
+            saved = unstored(payment)
             await uow.payments.save(payment)
             if new and not await uow.payments.add_refund(
                 payment.id, request_id, refund, self._clock.now()
             ):
                 raise ConcurrentUpdate(payment.id)  # the same refund asked twice at once
             await uow.commit()
-        self._observe.attempts_stored(payment, stored)
+        self._observe.stored(payment, saved, Via.REFUND)
         return refund, held
 
     async def events(self, payment_id: str, merchant_id: str | None) -> list[StoredEvent]:
@@ -1015,7 +1026,7 @@ class PaymentService:
         elif not payment.authorize_only:
             await self._capture_all(payment)
 
-    async def _settle_owed(self, payment: Payment) -> bool:
+    async def _settle_owed(self, payment: Payment, via: Via) -> bool:
         """Make the capture or void the plan still owes; back off while it keeps failing."""
         held = sum(s.status is StepStatus.AUTHORIZED for s in payment.steps)
         if payment.owed is Owed.VOID:
@@ -1027,7 +1038,7 @@ class PaymentService:
         if payment.owed is not Owed.NOTHING:
             payment.reconcile_inconclusive(now)
         try:
-            await self._save(payment)
+            await self._save(payment, via)
         except ConcurrentUpdate:
             return False
         return held != sum(s.status is StepStatus.AUTHORIZED for s in payment.steps)
@@ -1061,12 +1072,12 @@ class PaymentService:
             payment.settle(now)
             changed = True
         try:
-            await self._save(payment)
+            await self._save(payment, Via.EXPIRY)
         except ConcurrentUpdate:
             return False  # ConfirmPayment or a webhook got there first
         return changed
 
-    async def _settle_held_refunds(self, payment: Payment) -> bool:
+    async def _settle_held_refunds(self, payment: Payment, via: Via) -> bool:
         """Refund parts held whose outcome nobody learnt (Payment.watch_refund_holds):
         each looked up at the processor under its key, recorded refunded, or not made with
         its hold released; a part not known yet keeps the payment due, backing off (1 min,
@@ -1101,16 +1112,18 @@ class PaymentService:
         if open_parts:
             payment.reconcile_inconclusive(now)
         try:
-            await self._save(payment)
+            await self._save(payment, via)
         except ConcurrentUpdate:
             return False  # the caller's repeat (or another refund) saved first
         return changed
 
-    async def reconcile(self, payment: Payment) -> bool:
+    async def reconcile(self, payment: Payment, via: Via = Via.RECONCILER) -> bool:
+        """Settle what the payment leaves open, as far as the processors can say. `via`:
+        who asked (the reconciler's pass, or a processor's event hinting at a change)."""
         if payment.owed is not Owed.NOTHING and payment.status not in UNRESOLVED:
-            return await self._settle_owed(payment)
+            return await self._settle_owed(payment, via)
         if payment.status not in (*UNRESOLVED, PaymentStatus.REQUIRES_ACTION):
-            return await self._settle_held_refunds(payment)
+            return await self._settle_held_refunds(payment, via)
         if payment.status is PaymentStatus.REQUIRES_ACTION:
             due = payment.next_reconcile_at
             if payment.action_expires and due is not None and due <= self._clock.now():
@@ -1118,7 +1131,7 @@ class PaymentService:
             # A processor's hint about the paused step: as if the customer confirmed.
             before = payment.status
             try:
-                await self.resume(payment, Deadline(None))
+                await self.resume(payment, Deadline(None), via)
             except ConcurrentUpdate:
                 return False
             return payment.status is not before
@@ -1151,14 +1164,14 @@ class PaymentService:
             payment.settle(self._clock.now())
         else:
             payment.reconcile_inconclusive(self._clock.now())
-        stored = unstored_attempts(payment)
+        saved = unstored(payment)
         try:
             async with self._uow() as uow:
                 await uow.payments.save(payment)
                 await uow.commit()
         except ConcurrentUpdate:
             return False
-        self._observe.attempts_stored(payment, stored)
+        self._observe.stored(payment, saved, via)
         return changed
 
 
@@ -1244,8 +1257,10 @@ class ProcessorEvents:
                     step, source=event.source, processor_event_id=event.event_id
                 )
                 payment.settle(now)
+                saved = unstored(payment)
                 await uow.payments.save(payment)
                 await uow.commit()
+                self._payments.observation.stored(payment, saved, Via.WEBHOOK)
             else:
                 await uow.commit()
         try:
@@ -1256,7 +1271,7 @@ class ProcessorEvents:
                 # A split goes on from that step as ConfirmPayment or the reconciler would.
                 went_on = await self._payments.go_on(payment, customer_acted=customer_acted)
                 return "applied" if went_on or not resumed else "ignored"
-            settled = await self._payments.reconcile(payment)
+            settled = await self._payments.reconcile(payment, Via.WEBHOOK)
         except BaseException:  # a failure, or the server stopping (cancelled) mid-way
             await self._forget(event.event_id)
             raise

@@ -52,6 +52,10 @@ _ONCE_PARTIAL = (PaymentStatus.REFUNDED, PaymentStatus.PARTIALLY_REFUNDED)
 
 # States the reconciler has to finish.
 UNRESOLVED = frozenset({PaymentStatus.PROCESSING, PaymentStatus.UNKNOWN})
+# States of a payment not settled yet: under way, its outcome unknown, or waiting for
+# the customer (Payment.settled: an authorized one owing its capture is not either). It
+# settles once: metrics count that transition.
+OPEN = frozenset({*UNRESOLVED, PaymentStatus.REQUIRES_ACTION})
 # States in which a settled plan can still owe the processor a capture or a void.
 OWING = frozenset(PaymentStatus) - UNRESOLVED
 
@@ -216,6 +220,14 @@ class FallbackMethod:
     customer_id: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """What storage holds of a payment's state (Payment.stored)."""
+
+    status: PaymentStatus
+    settled: bool
+
+
 @dataclass(slots=True)
 class Payment:
     id: str
@@ -241,6 +253,11 @@ class Payment:
     final_error_message: str = ""
     # Optimistic concurrency: bumped on every save.
     version: int = 0
+    # What storage holds of it: as read, or as last written (None before its first
+    # write). Not stored itself. A save is committed only over the version it was read
+    # at, so a save from an unsettled stored state to a settled one is the one
+    # transition that settled the payment, whichever call or replica made it.
+    stored: Stored | None = None
     # Events raised since the last save (the unit of work writes them to the outbox).
     pending_events: list[DomainEvent] = field(default_factory=list)
     event_sequence: int = 0
@@ -292,6 +309,32 @@ class Payment:
         if self.status is PaymentStatus.REQUIRES_ACTION and self.action_expires:
             return self.next_reconcile_at
         return None
+
+    @property
+    def settled(self) -> bool:
+        """Whether the payment is settled: out of the open states, and not authorized
+        with its capture still to come. All of a payment that is not authorize-only is
+        captured: authorized, the plan (or the reconciler, a capture having failed)
+        still owes its capture, unless it is being released (a cancel, or a failed
+        all-or-nothing plan, whose void is owed): that settled it already."""
+        if self.status in OPEN:
+            return False
+        return (
+            self.status is not PaymentStatus.AUTHORIZED
+            or self.authorize_only
+            or self.owed is Owed.VOID
+        )
+
+    @property
+    def settling(self) -> bool:
+        """Whether saving it now settles it: storage holds it unsettled, and it is not.
+        Once settled, a payment stays so: a capture, a cancel or a refund after it is
+        no new settling."""
+        return self.stored is not None and not self.stored.settled and self.settled
+
+    def mark_stored(self) -> None:
+        """Storage holds it as it is now (called by storage on a read and a write)."""
+        self.stored = Stored(self.status, self.settled)
 
     @property
     def success(self) -> bool:

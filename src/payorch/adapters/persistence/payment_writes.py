@@ -294,6 +294,7 @@ def written(payment: Payment, *, updated: bool) -> None:
     """After the commit: what was written is no longer pending."""
     for step in payment.steps:
         step.stored_attempts = len(step.attempts)
+    payment.mark_stored()
     payment.pending_events.clear()
     if updated:
         payment.version += 1

@@ -246,6 +246,7 @@ class SqlAlchemyPaymentRepository:
             )
         for s in payment.steps:
             s.stored_attempts = len(s.attempts)
+        payment.mark_stored()
         payment.pending_events.clear()
 
     async def refund_request(self, payment_id: str, request_id: str) -> RefundRequest | None:
@@ -470,7 +471,7 @@ def _step(s: Any, step_attempts: list[Attempt]) -> Step:
 
 
 def _payment(r: Any, steps: list[Step]) -> Payment:
-    return Payment(
+    payment = Payment(
         id=r["id"],
         merchant_id=r["merchant_id"],
         request_id=r["request_id"],
@@ -498,3 +499,5 @@ def _payment(r: Any, steps: list[Step]) -> Payment:
         owed=Owed(r["owed"]),
         save_for_off_session=r["save_for_off_session"],
     )
+    payment.mark_stored()
+    return payment
