@@ -174,6 +174,17 @@ def test_the_build_context_leaves_out_keys_databases_and_local_artefacts(path):
     assert build_context_rules().excludes(path), f"{path} is sent to the build daemon"
 
 
+def tracked_files(source: str) -> list[str]:
+    """The project's own files under `source`: what git tracks, so that what an install
+    leaves in the tree (`src/payorch.egg-info`, bytecode) is not asked of the context."""
+    listed = subprocess.run(
+        ["git", "-C", str(ROOT), "ls-files", "-z", "--", source],
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    return [path for path in listed.split("\0") if path]
+
+
 def test_the_build_context_holds_every_file_the_dockerfile_copies():
     rules = build_context_rules()
     sources = [
@@ -185,13 +196,7 @@ def test_the_build_context_holds_every_file_the_dockerfile_copies():
     ]
     assert {"pyproject.toml", "README.md", "src"} <= set(sources), sources
     for source in sources:
-        top = ROOT / source
-        files = [top] if top.is_file() else [p for p in top.rglob("*") if p.is_file()]
-        kept = [
-            p.relative_to(ROOT).as_posix()
-            for p in files
-            if "__pycache__" not in p.parts and not p.name.endswith((".pyc", ".pyo"))
-        ]
+        kept = tracked_files(source)
         assert kept, f"COPY {source}: nothing there"
         left_out = [path for path in kept if rules.excludes(path)]
         assert not left_out, f"COPY {source} would miss {left_out[:5]}"
