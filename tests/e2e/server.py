@@ -75,8 +75,10 @@ def start_server(
     env: dict[str, str] | None = None,
     ready_timeout: float = 30.0,
     user: int | None = None,
+    python: tuple[str, dict[str, str]] | None = None,
 ) -> RunningServer:
-    """`user`: run as this uid (and gid), as a container image's USER would."""
+    """`user`: run as this uid (and gid), as a container image's USER would; `python`:
+    the interpreter to run it with and what it needs in its environment."""
     log_path = workdir / f"server-{time.monotonic_ns()}.log"
     full_env = {
         **os.environ,
@@ -85,10 +87,11 @@ def start_server(
         "PAYORCH_HTTP_PORT": "0",
         "PAYORCH_AUTH_CACHE_S": "0",
         **(env or {}),
+        **(python[1] if python else {}),
     }
     log_file = log_path.open("w")
     process = subprocess.Popen(
-        [sys.executable, "-m", "payorch.entrypoints.cli", "serve", *args],
+        [python[0] if python else sys.executable, "-m", "payorch.entrypoints.cli", "serve", *args],
         stdout=subprocess.PIPE,
         stderr=log_file,
         text=True,

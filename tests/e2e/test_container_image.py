@@ -15,6 +15,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import sysconfig
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
@@ -255,23 +256,47 @@ def image_workdir_copy() -> Iterator[Path]:
         shutil.rmtree(path)
 
 
-def runnable_as(uid: int) -> str:
-    """Why this interpreter cannot run as `uid`, or "" when it can."""
+def interpreter_for(uid: int) -> tuple[str, dict[str, str]]:
+    """An interpreter `uid` can run payorch with, and the environment it needs.
+
+    This one, when `uid` may read it. Where it lives under a directory only root may
+    enter (a pyenv under /root, as on this project's machines and CI), the system's
+    Python of the same minor version, given this one's packages and source by path.
+    """
     if os.geteuid() != 0:
-        return "starting a process as another user needs root"
-    try:
-        subprocess.run([sys.executable, "-c", "import payorch"], user=uid, group=uid, check=True)
-    except (OSError, subprocess.CalledProcessError) as exc:
-        return f"{sys.executable} (or payorch) cannot be run by uid {uid} here: {exc}"
-    return ""
+        pytest.fail("the image-user test starts a process as another user: run it as root")
+    paths = [str(ROOT / "src"), str(ROOT), sysconfig.get_path("purelib")]
+    paths += [sysconfig.get_path("platlib")]
+    minor = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    candidates = [(sys.executable, {})]
+    for system in (Path("/usr/bin") / minor, Path("/usr/local/bin") / minor):
+        if system.exists():
+            candidates.append((str(system), {"PYTHONPATH": os.pathsep.join(paths)}))
+    tried = []
+    for python, env in candidates:
+        try:
+            done = subprocess.run(
+                [python, "-c", "import payorch.entrypoints.cli"],
+                user=uid,
+                group=uid,
+                env={**os.environ, **env},
+                capture_output=True,
+                text=True,
+            )
+        except OSError as exc:  # not even startable by `uid`
+            tried.append(f"{python}: {exc}")
+            continue
+        if done.returncode == 0:
+            return python, env
+        tried.append(f"{python}: {done.stderr.strip().splitlines()[-1:]}")
+    pytest.fail(f"no interpreter uid {uid} can run payorch with: {tried}")
 
 
 def test_the_server_runs_as_the_image_user_with_its_defaults_and_passes_the_healthcheck(
     image_workdir_copy,
 ):
     uid, _ = image_user()
-    if why := runnable_as(uid):
-        pytest.skip(why)
+    python = interpreter_for(uid)
     workdir = image_workdir_copy
     # As the image runs it: its ENV (ports made free ones), the default SQLite database
     # in the working directory, plus the other paths payorch writes.
@@ -285,7 +310,7 @@ def test_the_server_runs_as_the_image_user_with_its_defaults_and_passes_the_heal
         "PAYORCH_DEMO_KEY_FILE": DEMO_KEY_FILE,
         "PAYORCH_RETROSPECTIVE_DIR": "retrospectives",
     }
-    server = start_server(workdir, env["PAYORCH_DATABASE_URL"], env=env, user=uid)
+    server = start_server(workdir, env["PAYORCH_DATABASE_URL"], env=env, user=uid, python=python)
     try:
         key = (workdir / DEMO_KEY_FILE).read_text().strip()
         with server.channel() as channel:
@@ -305,7 +330,12 @@ def test_the_server_runs_as_the_image_user_with_its_defaults_and_passes_the_heal
         check = [arg.replace(":9464/", f":{port}/") for arg in compose_healthcheck_command()]
         assert check[1] == "python"
         done = subprocess.run(
-            [sys.executable, *check[2:]], user=uid, group=uid, capture_output=True, timeout=30
+            [python[0], *check[2:]],
+            user=uid,
+            group=uid,
+            env={**os.environ, **python[1]},
+            capture_output=True,
+            timeout=30,
         )
         assert done.returncode == 0, done.stderr
     finally:
