@@ -157,12 +157,13 @@ async def test_an_installment_claimed_behind_one_that_breaches_the_plan_waits_fo
     assert await payments_of(container, third.id) == [f"inst_{third.id}_a1"]
 
 
-async def test_a_worker_paused_past_its_lease_while_the_plan_breached_has_its_charge_recorded(
-    container, clock
-):
+async def give_back_while_paused(container, clock, plan):
+    """Installment 2 claimed by a worker that then freezes (its read of the plan kept);
+    installment 3 refused, so the plan breaches; the frozen claim taken over past its
+    lease, and its attempt given back. Returns the frozen claim, its read, and the two
+    scheduler passes' stats."""
     app = container.installments
-    plan = (await create_plan(container)).plan
-    second, third = plan.installments[1], plan.installments[2]
+    third = plan.installments[2]
     move_to(clock, third.due_at)
     paused = await claim_one(app, clock, worker="paused")  # installment 2, the oldest due
     read = await app.plans.get(plan.id, None)  # active: it will charge... then it freezes
@@ -174,11 +175,22 @@ async def test_a_worker_paused_past_its_lease_while_the_plan_breached_has_its_ch
         return await real_create(request, deadline_s=deadline_s, **kw)
 
     container.payments.create = refuse_third
-    assert (await app.scheduler.run_once()).failed == 1  # installment 3: the plan breached
+    breaching = await app.scheduler.run_once()
     clock.advance(LEASE.total_seconds() + 1)
-    stats = await app.scheduler.run_once()  # the paused claim taken over: nothing started
-    assert (stats.reclaimed, stats.withdrawn) == (1, 1)
+    taking_over = await app.scheduler.run_once()
     container.payments.create = real_create
+    return paused, read, breaching, taking_over
+
+
+async def test_a_worker_paused_past_its_lease_while_the_plan_breached_has_its_charge_recorded(
+    container, clock
+):
+    app = container.installments
+    plan = (await create_plan(container)).plan
+    second = plan.installments[1]
+    paused, read, breaching, taking_over = await give_back_while_paused(container, clock, plan)
+    assert breaching.failed == 1  # installment 3: the plan breached
+    assert (taking_over.reclaimed, taking_over.withdrawn) == (1, 1)  # nothing started
 
     result, _ = await app.charger.charge(read, paused.installment_id, paused.attempt)  # wakes
 
@@ -210,22 +222,9 @@ async def test_a_paused_workers_charge_waiting_for_the_customer_is_cancelled_wit
     app = container.installments
     sim = container.simulated["simulated"]
     plan = await authenticating_plan_due(container, clock)
-    third = plan.installments[2]
-    move_to(clock, third.due_at)
-    paused = await claim_one(app, clock, worker="paused")  # installment 2
-    read = await app.plans.get(plan.id, None)
-    real_create = container.payments.create
-
-    async def refuse_third(request, *, deadline_s, **kw):
-        if request.metadata.get("installment_id") == third.id:
-            raise PlanRejected([("methods[0].method", "card is not enabled for merchant m_1")])
-        return await real_create(request, deadline_s=deadline_s, **kw)
-
-    container.payments.create = refuse_third
-    assert (await app.scheduler.run_once()).failed == 1  # installment 3: the plan breached
-    clock.advance(LEASE.total_seconds() + 1)
-    assert (await app.scheduler.run_once()).withdrawn == 1  # attempt 1 given back
-    container.payments.create = real_create
+    paused, read, breaching, taking_over = await give_back_while_paused(container, clock, plan)
+    assert breaching.failed == 1  # installment 3: the plan breached
+    assert taking_over.withdrawn == 1  # attempt 1 given back
 
     result, _ = await app.charger.charge(read, paused.installment_id, paused.attempt)  # wakes
 
@@ -249,22 +248,8 @@ async def test_a_paused_workers_charge_waiting_after_the_plan_was_cancelled_is_c
     waiting for the customer: recording it cancels that payment at the processor."""
     app = container.installments
     plan = await authenticating_plan_due(container, clock)
-    third = plan.installments[2]
-    move_to(clock, third.due_at)
-    paused = await claim_one(app, clock, worker="paused")  # installment 2
-    read = await app.plans.get(plan.id, None)
-    real_create = container.payments.create
-
-    async def refuse_third(request, *, deadline_s, **kw):
-        if request.metadata.get("installment_id") == third.id:
-            raise PlanRejected([("methods[0].method", "card is not enabled for merchant m_1")])
-        return await real_create(request, deadline_s=deadline_s, **kw)
-
-    container.payments.create = refuse_third
-    await app.scheduler.run_once()
-    clock.advance(LEASE.total_seconds() + 1)
-    assert (await app.scheduler.run_once()).withdrawn == 1
-    container.payments.create = real_create
+    paused, read, _, taking_over = await give_back_while_paused(container, clock, plan)
+    assert taking_over.withdrawn == 1  # attempt 1 given back
     await app.plans.cancel(plan.id, "m_1", "order returned")
 
     result, _ = await app.charger.charge(read, paused.installment_id, paused.attempt)  # wakes
@@ -283,22 +268,8 @@ async def test_a_paused_workers_charge_left_unrecorded_is_found_and_cancelled_by
     app = container.installments
     sim = container.simulated["simulated"]
     plan = await authenticating_plan_due(container, clock)
-    third = plan.installments[2]
-    move_to(clock, third.due_at)
-    paused = await claim_one(app, clock, worker="paused")  # installment 2
-    read = await app.plans.get(plan.id, None)
-    real_create = container.payments.create
-
-    async def refuse_third(request, *, deadline_s, **kw):
-        if request.metadata.get("installment_id") == third.id:
-            raise PlanRejected([("methods[0].method", "card is not enabled for merchant m_1")])
-        return await real_create(request, deadline_s=deadline_s, **kw)
-
-    container.payments.create = refuse_third
-    await app.scheduler.run_once()
-    clock.advance(LEASE.total_seconds() + 1)
-    assert (await app.scheduler.run_once()).withdrawn == 1
-    container.payments.create = real_create
+    paused, read, _, taking_over = await give_back_while_paused(container, clock, plan)
+    assert taking_over.withdrawn == 1  # attempt 1 given back
     result = await app.charger.pay(read, paused.installment_id, paused.attempt)  # then dies
 
     cancelled = await app.plans.cancel(plan.id, "m_1", "order returned")
