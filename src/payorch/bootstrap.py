@@ -20,6 +20,7 @@ from payorch.adapters.processors.simulated import (
     SimulatedProcessor,
     Simulation,
 )
+from payorch.adapters.tracing import InvalidTracingConfig, check_exporter
 from payorch.app.auth import Authenticator
 from payorch.app.health import HealthTracker
 from payorch.app.installments import ConfiguredInstallmentPolicies
@@ -184,6 +185,14 @@ def check_tls(settings: Settings) -> None:
         )
 
 
+def check_tracing(settings: Settings) -> None:
+    """An exporter that is none, or not installed, was a traceback after migrating."""
+    try:
+        check_exporter(settings.otel_exporter)
+    except InvalidTracingConfig as exc:
+        raise InvalidSettings(str(exc)) from None
+
+
 def health_policy(settings: Settings) -> HealthPolicy:
     try:
         return _health_policy(settings)
@@ -259,6 +268,7 @@ async def bootstrap(
     check_times(settings)
     check_limits(settings)
     check_tls(settings)
+    check_tracing(settings)
     policy = health_policy(settings)
     processors, simulated = build_processors(settings, clock)
     engine = create_engine(settings.database_url)

@@ -24,7 +24,7 @@ from payorch.app.payments import PaymentService
 from payorch.app.ports import Clock
 from payorch.app.webhook_delivery import WebhookDispatcher, WebhookEndpoints
 from payorch.domain.webhook_delivery import FailingEndpoints
-from payorch.settings import Settings
+from payorch.settings import InvalidSettings, Settings
 from payorch.webhooks import generate_secret
 
 
@@ -47,7 +47,10 @@ def new_worker_id() -> str:
 def clock_from_settings(settings: Settings) -> Clock:
     """The system clock, or shifted by PAYORCH_CLOCK_OFFSET for demos."""
     if settings.clock_offset:
-        return OffsetClock(parse_offset(settings.clock_offset))
+        try:
+            return OffsetClock(parse_offset(settings.clock_offset))
+        except ValueError as exc:
+            raise InvalidSettings(f"PAYORCH_CLOCK_OFFSET: {exc}") from None
     return SystemClock()
 
 

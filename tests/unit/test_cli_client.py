@@ -469,6 +469,11 @@ LIVE_KEY_TAIL = "51HxYzLiveKeyTail0123456789"
         # An outage of an hour disabled a merchant's endpoint; nan, never one.
         ({"PAYORCH_WEBHOOK_DISABLE_AFTER_S": "3600"}, [], "PAYORCH_WEBHOOK_DISABLE_AFTER_S"),
         ({"PAYORCH_WEBHOOK_DISABLE_AFTER_S": "nan"}, [], "PAYORCH_WEBHOOK_DISABLE_AFTER_S"),
+        # Each was a traceback (or exit 1), the exporter's after migrating the database.
+        ({"PAYORCH_EVENT_LOOP": "trio"}, [], "PAYORCH_EVENT_LOOP"),
+        ({"PAYORCH_CLOCK_OFFSET": "soon"}, [], "PAYORCH_CLOCK_OFFSET"),
+        ({"PAYORCH_CLOCK_OFFSET": "inf"}, [], "PAYORCH_CLOCK_OFFSET"),
+        ({"PAYORCH_OTEL_EXPORTER": "jaeger"}, [], "PAYORCH_OTEL_EXPORTER"),
     ],
     ids=[
         "unknown fault",
@@ -504,6 +509,10 @@ LIVE_KEY_TAIL = "51HxYzLiveKeyTail0123456789"
         "crl without a client ca",
         "endpoints disabled after an hour",
         "endpoint disabling nan",
+        "unknown event loop",
+        "clock offset not a time",
+        "clock offset infinite",
+        "unknown trace exporter",
     ],
 )
 @pytest.mark.parametrize("command", [["serve", "--listen", "127.0.0.1:0"], ["scheduler", "--once"]])

@@ -9,6 +9,7 @@ import pytest
 import uvloop
 
 from payorch.entrypoints.runtime import loop_factory, tune_gc
+from payorch.settings import InvalidSettings
 
 
 def test_uvloop_is_the_default_loop_and_asyncio_the_standard_one() -> None:
@@ -23,7 +24,7 @@ def test_uvloop_is_the_default_loop_and_asyncio_the_standard_one() -> None:
 
 
 def test_an_unknown_loop_is_refused_by_name() -> None:
-    with pytest.raises(SystemExit, match="uvloop or asyncio"):
+    with pytest.raises(InvalidSettings, match="PAYORCH_EVENT_LOOP must be uvloop or asyncio"):
         loop_factory("trio")
 
 

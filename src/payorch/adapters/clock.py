@@ -71,7 +71,7 @@ def parse_offset(text: str) -> timedelta:
     number = text[:-1] if factor else text
     try:
         return timedelta(seconds=float(number) * (factor or 1))
-    except ValueError as exc:
+    except (ValueError, OverflowError) as exc:
         raise ValueError(
-            f"clock offset {text!r}: use seconds or a number with d, h, m or s"
+            f"clock offset {text[:40]!r}: use seconds or a number with d, h, m or s"
         ) from exc

@@ -7,6 +7,7 @@ plan -> each step -> each processor call (an attempt, via TracedProcessor).
 
 from __future__ import annotations
 
+import importlib
 import sys
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
@@ -50,6 +51,29 @@ class Tracing:
         return not isinstance(self.tracer, NullTracer)
 
 
+def check_exporter(exporter: str) -> str:
+    """`exporter` normalized ("" for none): InvalidTracingConfig when it names no exporter
+    or its packages are not installed. Cheap, so checked before the database is opened."""
+    exporter = exporter.strip().lower()
+    if not exporter:
+        return ""
+    if exporter not in EXPORTERS:
+        raise InvalidTracingConfig(
+            f"PAYORCH_OTEL_EXPORTER={exporter[:40]!r}: use one of {', '.join(EXPORTERS)}"
+        )
+    needed = "opentelemetry.sdk.trace"
+    if exporter == "otlp":
+        needed = "opentelemetry.exporter.otlp.proto.grpc.trace_exporter"
+    try:
+        importlib.import_module(needed)
+    except ImportError as exc:
+        raise InvalidTracingConfig(
+            f"PAYORCH_OTEL_EXPORTER={exporter}: tracing needs the otel extra:"
+            " pip install 'payorch[otel]'"
+        ) from exc
+    return exporter
+
+
 def build_tracing(
     exporter: str,
     endpoint: str = "",
@@ -58,34 +82,22 @@ def build_tracing(
     service_name: str = "payorch",
 ) -> Tracing:
     """No tracing when `exporter` is empty; else spans batched to the console or OTLP."""
-    exporter = exporter.strip().lower()
+    exporter = check_exporter(exporter)
     if not exporter:
         return Tracing(NullTracer(), lambda: None)
-    if exporter not in EXPORTERS:
-        raise InvalidTracingConfig(
-            f"PAYORCH_OTEL_EXPORTER={exporter!r}: use one of {', '.join(EXPORTERS)}"
-        )
-    try:
-        from opentelemetry.sdk.resources import Resource
-        from opentelemetry.sdk.trace import TracerProvider
-        from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
 
-        from payorch.adapters.otel_export import CountingSpanExporter
-    except ImportError as exc:
-        raise InvalidTracingConfig(
-            "tracing needs opentelemetry-sdk: pip install 'payorch[otel]'"
-        ) from exc
+    from payorch.adapters.otel_export import CountingSpanExporter
+
     inner: Any
     if exporter == "console":
         # stderr: stdout's first line says where the server listens.
         inner = ConsoleSpanExporter(out=sys.stderr)
     else:
-        try:
-            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-        except ImportError as exc:
-            raise InvalidTracingConfig(
-                "the OTLP exporter needs the otel extra: pip install 'payorch[otel]'"
-            ) from exc
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
         inner = OTLPSpanExporter(endpoint=endpoint or None)
     provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
     provider.add_span_processor(BatchSpanProcessor(CountingSpanExporter(inner, on_export_error)))

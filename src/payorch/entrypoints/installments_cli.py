@@ -241,6 +241,7 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
     settings = _worker_settings(args)
     clock = _clock(args)
     configure(settings.log_level)
+    new_loop = loop_factory(settings.event_loop)  # refused before any lock file is made
     with contextlib.ExitStack() as locks:
         try:
             locks.enter_context(single_worker(settings.database_url, "scheduler"))
@@ -288,7 +289,7 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
             finally:
                 await container.close()
 
-        with asyncio.Runner(loop_factory=loop_factory(settings.event_loop)) as runner:
+        with asyncio.Runner(loop_factory=new_loop) as runner:
             return runner.run(main())
 
 

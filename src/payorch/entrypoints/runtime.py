@@ -7,6 +7,8 @@ import asyncio
 import gc
 from collections.abc import Callable
 
+from payorch.settings import InvalidSettings
+
 
 class CannotListen(OSError):
     """A port the server cannot bind: one line for the operator, not a traceback."""
@@ -17,7 +19,7 @@ def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
     if name == "asyncio":
         return None
     if name != "uvloop":
-        raise SystemExit(f"PAYORCH_EVENT_LOOP must be uvloop or asyncio, not {name!r}")
+        raise InvalidSettings(f"PAYORCH_EVENT_LOOP must be uvloop or asyncio, not {name[:40]!r}")
     try:
         import uvloop
     except ImportError:  # a platform without uvloop: the standard loop serves as well

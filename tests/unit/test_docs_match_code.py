@@ -1,0 +1,164 @@
+"""README.md and docs/ name what the code has, under the names and defaults it has.
+
+Many changes touch the settings, error reasons, webhook types and metrics; a page
+that names one the code no longer has (or leaves out one it added) misleads every
+operator who reads it. Each check walks the code, so a new setting, reason, type or
+metric is covered with no change here."""
+
+from __future__ import annotations
+
+import ast
+import re
+from dataclasses import MISSING, fields
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from payorch.adapters.metrics import Metrics
+from payorch.adapters.payment_metrics import PaymentMetrics
+from payorch.app.webhook_delivery import EVENT_TYPES
+from payorch.entrypoints.grpc.server import SERVICES
+from payorch.settings import SECRETS, Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+DOCS = "\n".join(p.read_text(encoding="utf-8") for p in PAGES)
+
+# Read by the CLI client and the test and benchmark harnesses, not by the server.
+NOT_SETTINGS = {
+    "PAYORCH_ADDRESS": ROOT / "src" / "payorch" / "entrypoints",
+    "PAYORCH_API_KEY": ROOT / "src" / "payorch" / "entrypoints",
+    "PAYORCH_TEST_POSTGRES_URL": ROOT / "tests",
+    "PAYORCH_BENCH_POSTGRES_URL": ROOT / "bench",
+}
+# Settings read under another name than their field's (the *_FILE secrets are extra):
+# PAYORCH_SIMULATE_<NAME>, one variable per processor.
+SPECIAL_FIELDS = {"simulate_by_processor"}
+PREFIX_SETTINGS = {"PAYORCH_SIMULATE": "simulate_by_processor"}
+
+
+def _var(name: str) -> str:
+    return f"PAYORCH_{name.upper()}"
+
+
+SETTINGS = {_var(f.name): f for f in fields(Settings) if f.name not in SPECIAL_FIELDS}
+SECRET_FILES = {f"{_var(name)}_FILE" for name in SECRETS}
+
+
+def _documented_variables() -> tuple[set[str], set[str]]:
+    """Full names, and prefixes written as `PAYORCH_HEALTH_*` or `PAYORCH_SIMULATE_<NAME>`."""
+    names, prefixes = set(), set()
+    for m in re.finditer(r"PAYORCH_[A-Z0-9_]*[A-Z0-9](_\*|_<)?", DOCS):
+        (prefixes if m.group(1) else names).add(m.group(0).rstrip("_*<"))
+    return names, prefixes
+
+
+def test_every_setting_the_server_reads_is_documented() -> None:
+    names, _ = _documented_variables()
+    assert sorted(set(SETTINGS) - names) == []
+
+
+def test_every_documented_variable_is_read_under_that_name() -> None:
+    names, prefixes = _documented_variables()
+    unknown = names - set(SETTINGS) - SECRET_FILES - set(NOT_SETTINGS)
+    assert sorted(unknown) == []
+    assert {f.name for f in fields(Settings)} >= set(PREFIX_SETTINGS.values())
+    read = [*SETTINGS, *(p + "_" for p in PREFIX_SETTINGS)]
+    assert sorted(p for p in prefixes if not any(v.startswith(p + "_") for v in read)) == []
+    for var, where in NOT_SETTINGS.items():
+        assert any(var in f.read_text(encoding="utf-8") for f in where.rglob("*.py")), var
+
+
+def _table_defaults() -> list[tuple[str, str, str]]:
+    """(page, variable, default cell) of each settings table row naming one variable."""
+    rows = []
+    for page in PAGES:
+        column = None
+        for line in page.read_text(encoding="utf-8").splitlines():
+            if not line.startswith("|"):
+                column = None
+                continue
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            lowered = [c.lower() for c in cells]
+            if "default" in lowered and "variable" in lowered:
+                column = lowered.index("default")
+                continue
+            named = re.findall(r"PAYORCH_[A-Z0-9_]*[A-Z0-9]", cells[0])
+            if column is not None and len(named) == 1 and named[0] in SETTINGS:
+                rows.append((page.name, named[0], cells[column].strip("`")))
+    return rows
+
+
+TABLE_DEFAULTS = _table_defaults()
+
+
+def test_the_settings_tables_are_found() -> None:
+    pages = {page for page, _, _ in TABLE_DEFAULTS}
+    assert {"README.md", "health.md", "installments.md", "observability.md"} <= pages
+    assert len(TABLE_DEFAULTS) >= 40
+
+
+@pytest.mark.parametrize(("page", "var", "cell"), TABLE_DEFAULTS, ids=lambda v: str(v))
+def test_a_documented_default_is_the_settings_default(page: str, var: str, cell: str) -> None:
+    f = SETTINGS[var]
+    default = f.default if f.default is not MISSING else None
+    if isinstance(default, bool):
+        assert cell == str(int(default)), f"{page}: {var} defaults to {int(default)}"
+    elif isinstance(default, int | float):
+        assert float(cell.replace(",", "")) == default, f"{page}: {var} defaults to {default}"
+    elif default == "":
+        # None, said as such: "-", "(off)", "Stripe's", "(exporter's default)".
+        assert cell in ("", "-") or cell.startswith("(") or "'" in cell, f"{page}: {var}"
+    else:
+        assert cell == default, f"{page}: {var} defaults to {default!r}"
+
+
+def _error_reasons() -> set[str]:
+    """ErrorInfo reasons: the third argument of every `error(code, message, reason)`."""
+    reasons = set()
+    for path in (ROOT / "src" / "payorch" / "entrypoints" / "grpc").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.Call):
+                continue
+            name = getattr(node.func, "id", getattr(node.func, "attr", ""))
+            reason = node.args[2] if name == "error" and len(node.args) > 2 else None
+            if isinstance(reason, ast.Constant) and isinstance(reason.value, str):
+                reasons.add(reason.value)
+    return reasons
+
+
+def test_every_error_reason_is_documented() -> None:
+    reasons = _error_reasons()
+    assert {"IDEMPOTENCY_KEY_REUSED", "DEADLINE_TOO_SHORT", "STORAGE_UNAVAILABLE"} <= reasons
+    assert sorted(r for r in reasons if not re.search(rf"\b{r}\b", DOCS)) == []
+
+
+def test_every_webhook_type_is_documented_and_every_documented_one_exists() -> None:
+    assert sorted(t for t in EVENT_TYPES if f"`{t}`" not in DOCS) == []
+    named = set(re.findall(r"`((?:installment|installment_plan|payment)\.[a-z_.]*[a-z])`", DOCS))
+    # Trace span names (docs/observability.md, Traces), not webhook types.
+    spans = {"payment.plan", "payment.step"}
+    assert sorted(named - EVENT_TYPES - spans) == []
+
+
+def _metrics() -> set[str]:
+    """Exposed names: a counter's with `_total`."""
+    registry = CollectorRegistry()
+    Metrics(registry)
+    PaymentMetrics(registry)
+    return {m.name + ("_total" if m.type == "counter" else "") for m in registry.collect()}
+
+
+def test_every_metric_is_documented_and_every_documented_one_exists() -> None:
+    metrics = _metrics()
+    assert len(metrics) >= 20
+    assert sorted(m for m in metrics if not re.search(rf"\b{m}\b", DOCS)) == []
+    named = set(re.findall(r"\bpayorch_[a-z0-9_]+_(?:total|seconds|state|available)\b", DOCS))
+    assert sorted(named - metrics) == []
+
+
+def test_every_rpc_is_documented() -> None:
+    methods = {m.name for s in SERVICES for m in s.methods}
+    assert len(methods) >= 25
+    assert sorted(m for m in methods if not re.search(rf"\b{m}\b", DOCS)) == []
