@@ -163,6 +163,13 @@ class FakePaymentRepository(StagedRepository):
                 and p.next_reconcile_at <= now
             )
             or (p.status is PaymentStatus.PROCESSING and p.updated_at <= processing_before)
+            # Paused with no expiry stored (older code): due by the one it has.
+            or (
+                p.status is PaymentStatus.REQUIRES_ACTION
+                and p.next_reconcile_at is None
+                and (expires := p.action_expires_at) is not None
+                and expires <= now
+            )
         ]
         found.sort(key=lambda p: p.updated_at)
         return [_read(p) for p in found[:limit]]
