@@ -20,40 +20,41 @@ from payorch.app.ports import (
 )
 from payorch.domain.merchant_config import MerchantConfig
 from payorch.domain.payment import Payment, PaymentStatus
+from tests.fakes.transaction import FakeTransaction, StagedLog, StagedRepository, StagedRows
 
 # Another writer that saves a payment first: given the payment's id, it changes it.
 Writer = Callable[[str], Awaitable[object]]
 
 
-class FakePaymentRepository:
-    """Payments, refunds and events as one transaction sees them: payments from a
-    snapshot taken when it began, refunds and events as committed plus its own. Its
-    writes are pending until the unit of work commits them, and dropped if it does not,
-    as the database rolls back what a transaction never committed."""
+class FakePaymentRepository(StagedRepository):
+    """Payments, refunds and events as one transaction sees them (StagedRows: a snapshot
+    taken when it began, plus its own writes). Its writes are pending until the unit of
+    work commits them, and dropped if it does not, as the database rolls back what a
+    transaction never committed."""
 
     def __init__(
         self,
-        staged: dict[str, Payment],
-        refunds: dict[tuple[str, str], RefundRequest] | None = None,
+        committed: dict[str, Payment],
+        refunds: dict[tuple[str, str], RefundRequest],
         *,
-        committed: dict[str, Payment] | None = None,
-        stored_events: list[StoredEvent] | None = None,
-        writers: collections.deque[Writer] | None = None,
+        domain_events: list[Any],
+        stored_events: list[StoredEvent],
+        writers: collections.deque[Writer],
     ) -> None:
-        self._store = staged
-        # What other units of work committed: a save checks its version there too, as a
-        # database's versioned UPDATE sees a row committed after the transaction began.
-        self._committed = staged if committed is None else committed
-        self._writers: collections.deque[Writer] = (
-            collections.deque() if writers is None else writers
-        )
-        self.refunds: dict[tuple[str, str], RefundRequest] = {} if refunds is None else refunds
-        self._stored_events: list[StoredEvent] = [] if stored_events is None else stored_events
-        # Pending until commit: the payments written, their events, the new refunds.
-        self.written: set[str] = set()
-        self.events: list[Any] = []
-        self.new_events: list[StoredEvent] = []
-        self.new_refunds: dict[tuple[str, str], RefundRequest] = {}
+        self._payments = StagedRows(committed)
+        self._refunds = StagedRows(refunds)
+        self._events = StagedLog(domain_events)
+        self._stored_events = StagedLog(stored_events)
+        self._writers = writers
+        self._tables = (self._payments, self._refunds, self._events, self._stored_events)
+
+    @property
+    def _store(self) -> dict[str, Payment]:
+        return self._payments.rows
+
+    @property
+    def _committed(self) -> dict[str, Payment]:
+        return self._payments.committed
 
     async def add(self, payment: Payment) -> None:
         # The unique index sees rows committed since the transaction began, too.
@@ -77,10 +78,10 @@ class FakePaymentRepository:
         self._write(payment)
 
     def _write(self, payment: Payment) -> None:
-        self.events.extend(payment.pending_events)
-        self.new_events.extend(
+        self._events.extend(payment.pending_events)
+        self._stored_events.extend(
             StoredEvent(
-                f"evt_{len(self._stored_events) + len(self.new_events)}",
+                f"evt_{len(self._stored_events) + n}",
                 payment.id,
                 payment.merchant_id,
                 e.sequence,
@@ -88,49 +89,35 @@ class FakePaymentRepository:
                 _event_payload(e),
                 payment.updated_at,
             )
-            for e in payment.pending_events
+            for n, e in enumerate(payment.pending_events)
         )
         payment.pending_events.clear()
         for s in payment.steps:
             s.stored_attempts = len(s.attempts)
         payment.mark_stored()
-        self._store[payment.id] = copy.deepcopy(payment)
-        self.written.add(payment.id)
+        self._payments.write(payment.id, payment)
 
     async def refund_request(self, payment_id: str, request_id: str) -> RefundRequest | None:
         key = (payment_id, request_id)
-        return self.new_refunds.get(key) or self.refunds.get(key)
+        return self._refunds.rows.get(key) or self._refunds.committed.get(key)
 
     async def refund_count(self, payment_id: str) -> int:
-        return sum(1 for pid, _ in {**self.refunds, **self.new_refunds} if pid == payment_id)
+        keys = {*self._refunds.rows, *self._refunds.committed}
+        return sum(1 for pid, _ in keys if pid == payment_id)
 
     async def add_refund(
         self, payment_id: str, request_id: str, refund: RefundRequest, now: datetime
     ) -> bool:
         key = (payment_id, request_id)
-        if key in self.refunds or key in self.new_refunds:
+        # The unique index sees rows committed since the transaction began, too.
+        if key in self._refunds.rows or key in self._refunds.committed:
             return False
-        self.new_refunds[key] = dataclasses.replace(refund, requested_at=now)
+        self._refunds.write(key, dataclasses.replace(refund, requested_at=now))
         return True
 
     async def events_of(self, payment_id: str) -> list[StoredEvent]:
-        found = [e for e in (*self._stored_events, *self.new_events) if e.payment_id == payment_id]
+        found = [e for e in self._stored_events if e.payment_id == payment_id]
         return sorted(found, key=lambda e: e.sequence)
-
-    def commit(self, store: dict[str, Payment], events: list[Any]) -> None:
-        for payment_id in self.written:
-            store[payment_id] = self._store[payment_id]
-        events.extend(self.events)
-        self._stored_events.extend(self.new_events)
-        self.refunds.update(self.new_refunds)
-        self.rollback()
-
-    def rollback(self) -> None:
-        """Forget what was not committed (the snapshot of payments is the caller's)."""
-        self.written.clear()
-        self.events.clear()
-        self.new_events.clear()
-        self.new_refunds.clear()
 
     async def get(self, payment_id: str, merchant_id: str | None) -> Payment | None:
         p = self._store.get(payment_id)
@@ -176,6 +163,13 @@ class FakePaymentRepository:
                 and p.next_reconcile_at <= now
             )
             or (p.status is PaymentStatus.PROCESSING and p.updated_at <= processing_before)
+            # Paused with no expiry stored (older code): due by the one it has.
+            or (
+                p.status is PaymentStatus.REQUIRES_ACTION
+                and p.next_reconcile_at is None
+                and (expires := p.action_expires_at) is not None
+                and expires <= now
+            )
         ]
         found.sort(key=lambda p: p.updated_at)
         return [_read(p) for p in found[:limit]]
@@ -219,6 +213,9 @@ class FakeInboundEventLog:
         self.remembered.discard(event_id)
         self.forgotten.add(event_id)
 
+    def begin(self) -> None:
+        self.rollback()
+
     def commit(self) -> None:
         self._seen.difference_update(self.forgotten)
         self._seen.update(self.remembered)
@@ -246,6 +243,9 @@ class FakeProcessorCustomers:
                 self._new.setdefault(c, merchant_id)
         return {c: self._owners.get(c) or self._new[c] for c in customer_ids}
 
+    def begin(self) -> None:
+        self.rollback()
+
     def commit(self) -> None:
         for c, m in self._new.items():
             self._owners.setdefault(c, m)
@@ -255,7 +255,7 @@ class FakeProcessorCustomers:
         self._new.clear()
 
 
-class FakeUnitOfWork:
+class FakeUnitOfWork(FakeTransaction):
     """Every write is pending until commit() and dropped when the unit of work ends
     without one (or by an exception), as SqlAlchemyUnitOfWork's rollback drops it;
     writes after a commit are pending again."""
@@ -270,35 +270,20 @@ class FakeUnitOfWork:
         customers: FakeProcessorCustomers | None = None,
         stored_events: list[StoredEvent] | None = None,
     ) -> None:
-        self._store = store
-        self._staged: dict[str, Payment] = {}
-        self._events = repo_events
         self.payments = FakePaymentRepository(
-            self._staged,
+            store,
             refunds,
-            committed=store,
-            stored_events=stored_events,
-            writers=writers,
+            domain_events=repo_events,
+            stored_events=[] if stored_events is None else stored_events,
+            writers=collections.deque() if writers is None else writers,
         )
         self.inbound_events = FakeInboundEventLog(seen)
         self.customers = customers or FakeProcessorCustomers({}, [])
-        self.committed = False
+        self._parts = (self.payments, self.inbound_events, self.customers)
 
     async def __aenter__(self) -> FakeUnitOfWork:
-        self._staged.update(copy.deepcopy(self._store))
+        await super().__aenter__()
         return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self._staged.clear()
-        self.payments.rollback()
-        self.inbound_events.rollback()
-        self.customers.rollback()
-
-    async def commit(self) -> None:
-        self.payments.commit(self._store, self._events)
-        self.inbound_events.commit()
-        self.customers.commit()
-        self.committed = True
 
 
 class FakeUnitOfWorkFactory:

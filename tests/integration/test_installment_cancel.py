@@ -8,6 +8,7 @@ from datetime import timedelta
 
 import pytest
 
+from payorch.app.payments import STALE_PROCESSING
 from payorch.app.plan_builder import PlanRejected
 from payorch.domain.installments import InstallmentStatus, PlanStatus
 from tests.integration.installment_helpers import (
@@ -297,4 +298,69 @@ async def test_a_charge_failing_after_the_plan_was_cancelled_announces_no_retry(
     assert inst.last_error_code == "insufficient_funds" and len(inst.charges) == 1
     assert await outbox(container, plan.id) == ["PlanCreated", "InstallmentPaid", "PlanCancelled"]
     clock.advance(30 * 86400)
+    assert (await app.scheduler.run_once()).claimed == 0
+
+
+class Died(Exception):
+    """The paused worker's process stopping while its charge was at the processor."""
+
+
+@pytest.mark.parametrize(
+    ("token", "settled"),
+    [("pm_card_visa", "paid"), ("pm_card_offSessionDeclinedInsufficientFunds", "failed")],
+)
+async def test_a_paused_workers_charge_left_processing_is_recorded_once_the_reconciler_settles_it(
+    container, clock, token, settled
+):
+    """The paused worker charges the given-back attempt and dies while the processor has
+    it: its payment is left `processing`. The plan is cancelled meanwhile. Once the
+    reconciler settles that payment, the scheduler records it in the plan's history
+    (paid and announced, or failed for good without an event), and charges nothing."""
+    app = container.installments
+    sim = container.simulated["simulated"]
+    plan = (await create_plan(container, token=token)).plan
+    paused, read, _, taking_over = await give_back_while_paused(container, clock, plan)
+    assert taking_over.withdrawn == 1  # attempt 1 given back
+    real_authorize = sim.authorize
+
+    async def dies(request):
+        await real_authorize(request)  # the processor has it: charged or declined
+        raise Died
+
+    sim.authorize = dies
+    with pytest.raises(Died):
+        await app.charger.pay(read, paused.installment_id, paused.attempt)  # wakes, dies
+    sim.authorize = real_authorize
+    request_id = f"inst_{paused.installment_id}_a{paused.attempt}"
+    left = await container.uow.payment_by_request("m_1", request_id)
+    assert left.status.value == "processing"
+
+    await app.plans.cancel(plan.id, "m_1", "order returned")
+    clock.advance(LEASE.total_seconds() + 1)
+    stats = await app.scheduler.run_once()
+    assert (stats.reclaimed, stats.unresolved) == (1, 1), "not settled yet: held again"
+
+    clock.advance(STALE_PROCESSING.total_seconds())
+    assert await container.payments.reconcile_due() == 1
+    clock.advance(300)  # the hold's recheck
+    stats = await app.scheduler.run_once()
+
+    assert (stats.paid, stats.failed) == ((1, 0) if settled == "paid" else (0, 1))
+    after = await app.plans.get(plan.id, None)
+    assert after.status is PlanStatus.CANCELLED
+    inst = after.installment(paused.installment_id)
+    assert [(c.attempt, c.payment_id) for c in inst.charges] == [(paused.attempt, left.id)]
+    assert await payments_of(container, paused.installment_id) == [request_id]
+    names = await outbox(container, plan.id)
+    if settled == "paid":
+        assert (inst.status, inst.payment_id) == (InstallmentStatus.PAID, left.id)
+        assert names[-2:] == ["PlanCancelled", "InstallmentPaid"]
+        assert sim.ledger.charges_total == 2, "checkout, installment 2: none made again"
+    else:
+        assert (inst.status, inst.last_error_code) == (
+            InstallmentStatus.CANCELLED,
+            "insufficient_funds",
+        )
+        assert names[-1] == "PlanCancelled", "a failure on a cancelled plan announces nothing"
+    clock.advance(3600)
     assert (await app.scheduler.run_once()).claimed == 0

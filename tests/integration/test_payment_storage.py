@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import update
 
 from payorch.adapters.clock import SystemClock
+from payorch.adapters.persistence import tables
 from payorch.adapters.persistence.tables import refunds
 from payorch.app import payments
 from payorch.app.payments import (
@@ -245,6 +246,50 @@ async def test_a_split_left_waiting_for_the_customer_is_found_after_an_hour_and_
     assert (done.status, done.next_reconcile_at) == (PaymentStatus.CANCELLED, None)
     assert [s.status for s in done.steps] == [StepStatus.VOIDED, StepStatus.VOIDED]
     assert await container.payments.reconcile_due() == 0
+
+
+@pytest.mark.parametrize("off_session", [False, True], ids=["on-session", "off-session"])
+async def test_a_single_step_paused_with_no_expiry_stored_is_given_up_an_hour_after_unless_off_session(
+    container, clock, off_session
+):
+    """A payment paused for 3-D Secure before a single step's pause expired was stored
+    with no expiry: on-session, it expires an hour after it paused, as one stored now;
+    off-session (an installment's charge) it keeps waiting for the customer."""
+    request = parse_payment_request(
+        RawPaymentRequest(
+            merchant_id="m_1",
+            request_id="r-paused-long-ago",
+            amount_minor=1999,
+            currency="USD",
+            payment_method="pm_card_authenticationRequired",
+            customer_id="cus_1",
+            off_session=off_session,
+        )
+    )
+    created = (await container.payments.create(request, deadline_s=None)).payment
+    assert created.status is PaymentStatus.REQUIRES_ACTION
+    async with container.engine.begin() as conn:  # as older code stored it
+        await conn.execute(
+            update(tables.payments)
+            .where(tables.payments.c.id == created.id)
+            .values(next_reconcile_at=None)
+        )
+    stored = await container.payments.get(created.id, "m_1")
+    assert stored.action_expires_at == (None if off_session else clock.now() + timedelta(hours=1))
+
+    clock.advance(3599)
+    assert await container.payments.reconcile_due() == 0  # not due yet
+    clock.advance(1)
+    assert await container.payments.reconcile_due() == (0 if off_session else 1)
+    clock.advance(86_400)
+    assert await container.payments.reconcile_due() == 0
+
+    done = await container.payments.get(created.id, "m_1")
+    if off_session:
+        assert (done.status, done.next_reconcile_at) == (PaymentStatus.REQUIRES_ACTION, None)
+    else:
+        assert (done.status, done.next_reconcile_at) == (PaymentStatus.CANCELLED, None)
+        assert [s.status for s in done.steps] == [StepStatus.VOIDED]
 
 
 async def test_a_refund_keeps_its_parts_so_a_retry_repeats_only_the_part_that_failed(container):

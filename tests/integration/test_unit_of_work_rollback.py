@@ -7,25 +7,34 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
 from payorch.adapters.persistence.engine import create_engine, migrate
+from payorch.adapters.persistence.installment_uow import SqlAlchemyInstallmentUnitOfWorkFactory
 from payorch.adapters.persistence.unit_of_work import SqlAlchemyUnitOfWorkFactory
+from payorch.app.installment_ports import RetryRequest
 from payorch.app.ports import RefundRequest, UnitOfWorkFactory
+from payorch.domain.installments import InstallmentStatus
 from tests.conftest import _truncate
+from tests.fakes.installments import FakeInstallmentUnitOfWork, FakePlans
 from tests.fakes.memory import FakeUnitOfWorkFactory
 from tests.integration.test_payment_writes import new_payment, settle
+from tests.unit.test_installment_plan import PAID, claim, new_plan
 
 NOW = datetime(2026, 3, 1, 12, tzinfo=UTC)
 REFUND = RefundRequest(500, ((0, 500),), asked_minor=500)
 
 
-@pytest.fixture(params=["fake", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-async def factory(request: pytest.FixtureRequest, tmp_path) -> AsyncIterator[UnitOfWorkFactory]:
-    if request.param == "fake":
-        yield FakeUnitOfWorkFactory()
-        return
+STORES = ["fake", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+@contextlib.asynccontextmanager
+async def database(
+    request: pytest.FixtureRequest, tmp_path
+) -> AsyncIterator[SqlAlchemyUnitOfWorkFactory]:
+    """The payments unit of work on a migrated, empty database of the fixture's kind."""
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'payorch.db'}"
     else:
@@ -39,6 +48,15 @@ async def factory(request: pytest.FixtureRequest, tmp_path) -> AsyncIterator[Uni
     finally:
         await real.close()
         await engine.dispose()
+
+
+@pytest.fixture(params=STORES)
+async def factory(request: pytest.FixtureRequest, tmp_path) -> AsyncIterator[UnitOfWorkFactory]:
+    if request.param == "fake":
+        yield FakeUnitOfWorkFactory()
+        return
+    async with database(request, tmp_path) as real:
+        yield real
 
 
 class Leave(Exception):
@@ -121,3 +139,70 @@ async def test_what_a_unit_of_work_writes_after_its_commit_is_gone_without_anoth
         await write_everything(factory, uow, p.id)
 
     await assert_only_the_committed(factory, p.id, events)
+
+
+@pytest.fixture(params=STORES)
+async def plans(request: pytest.FixtureRequest, tmp_path) -> AsyncIterator[tuple[Any, str]]:
+    """A unit of work factory of installments, and the id of a plan committed in it."""
+    plan = new_plan()
+    if request.param == "fake":
+        tables = FakePlans(plan)
+        yield (lambda: FakeInstallmentUnitOfWork(plans=tables)), plan.id
+        return
+    async with database(request, tmp_path) as payments_uow:
+        real = SqlAlchemyInstallmentUnitOfWorkFactory(payments_uow)
+        async with real() as uow:
+            await uow.plans.add(plan)
+            await uow.commit()
+        yield real, plan.id
+
+
+async def pay_the_second(uow: Any, plan_id: str) -> None:
+    """Installment 2 claimed and paid, saved (an event with it), and a retry request
+    stored: none committed."""
+    plan = await uow.plans.get(plan_id, None)
+    attempt = claim(plan, 2)
+    assert plan.record(plan.installments[1].id, attempt, PAID, NOW)
+    await uow.plans.save(plan)
+    retry = RetryRequest(plan.installments[1].id, attempt)
+    await uow.plans.add_retry_request("m_1", "rt-1", retry, NOW)
+
+
+async def assert_the_plan_as_committed(factory: Any, plan_id: str, version: int) -> None:
+    async with factory() as uow:
+        plan = await uow.plans.get(plan_id, None)
+        assert plan.version == version
+        second = plan.installments[1]
+        assert (second.status, second.attempts, second.charges) == (
+            InstallmentStatus.PENDING,
+            0,
+            [],
+        )
+        assert await uow.plans.get_retry_request("m_1", "rt-1") is None
+
+
+@pytest.mark.parametrize("leave", ["without committing", "by an exception"])
+async def test_what_a_unit_of_work_did_not_commit_on_a_plan_is_gone(plans, leave):
+    factory, plan_id = plans
+
+    with pytest.raises(Leave) if leave == "by an exception" else contextlib.nullcontext():
+        async with factory() as uow:
+            await pay_the_second(uow, plan_id)
+            if leave == "by an exception":
+                raise Leave
+
+    await assert_the_plan_as_committed(factory, plan_id, 0)
+
+
+async def test_what_a_unit_of_work_writes_on_a_plan_after_its_commit_is_gone_without_another(
+    plans,
+):
+    factory, plan_id = plans
+    async with factory() as uow:
+        plan = await uow.plans.get(plan_id, None)
+        plan.cancel_reason = "kept"
+        await uow.plans.save(plan)
+        await uow.commit()
+        await pay_the_second(uow, plan_id)
+
+    await assert_the_plan_as_committed(factory, plan_id, 1)

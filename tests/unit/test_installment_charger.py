@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 
 from payorch.adapters.clock import ManualClock
-from payorch.app.installment_ports import DuplicateRetryRequest, RetryRequest
 from payorch.app.installments import (
     DefaultInstallmentPolicies,
     EarlierPaymentOpen,
@@ -30,7 +29,6 @@ from payorch.app.payments import (
     RequestInProgress,
 )
 from payorch.app.plan_builder import PlanRejected
-from payorch.app.ports import ConcurrentUpdate
 from payorch.domain.installments import (
     MAX_MANUAL_RETRIES,
     ChargeOutcome,
@@ -43,7 +41,7 @@ from payorch.domain.installments import (
 )
 from payorch.domain.payment import Payment, PaymentStatus
 from payorch.domain.request import CoreRequest
-from tests.fakes.installments import FakeInstallmentUnitOfWork
+from tests.fakes.installments import FakeInstallmentUnitOfWork, FakePlans
 from tests.unit.test_installment_plan import new_plan
 
 START = ManualClock().now()
@@ -118,50 +116,14 @@ class FakePayments:
         return payment
 
 
-@dataclass
-class FakePlans:
-    plan: InstallmentPlan
-    held: list[tuple[str, int]] = field(default_factory=list)
-    retries: dict[tuple[str, str], RetryRequest] = field(default_factory=dict)
-    # The names of the events saved, in order (the outbox).
-    events: list[str] = field(default_factory=list)
-
-    async def save(self, plan: InstallmentPlan) -> None:
-        if plan.version != self.plan.version:
-            raise ConcurrentUpdate(plan.id)  # someone else saved since this copy was read
-        plan.version += 1
-        self.plan = plan
-        self.events += [e.name for e in plan.pending_events]
-        plan.pending_events.clear()
-
-    async def get(self, plan_id: str, merchant_id: str | None) -> InstallmentPlan | None:
-        return copy.deepcopy(self.plan)  # as read from storage: changed only by a save
-
-    async def get_by_installment(
-        self, installment_id: str, merchant_id: str | None
-    ) -> InstallmentPlan | None:
-        return copy.deepcopy(self.plan)
-
-    async def hold(self, installment_id: str, attempt: int, until: Any) -> None:
-        self.held.append((installment_id, attempt))
-
-    async def add_retry_request(
-        self, merchant_id: str, request_id: str, retry: RetryRequest, at: Any
-    ) -> None:
-        if (merchant_id, request_id) in self.retries:
-            raise DuplicateRetryRequest(request_id)
-        self.retries[merchant_id, request_id] = retry
-
-    async def get_retry_request(self, merchant_id: str, request_id: str) -> RetryRequest | None:
-        return self.retries.get((merchant_id, request_id))
-
-
 class Setup:
     def __init__(self) -> None:
         self.clock = ManualClock()
-        self.plan = new_plan()  # its first installment paid on ManualClock's first day
+        # The plan a test hands the charger, and the plan as committed (its first
+        # installment paid on ManualClock's first day).
+        self.plan = new_plan()
         self.payments = FakePayments()
-        self.plans = FakePlans(self.plan)
+        self.plans = FakePlans(copy.deepcopy(self.plan))
         self.uow = lambda: FakeInstallmentUnitOfWork(plans=self.plans, payments=self.payments)
         self.charger = InstallmentCharger(self.uow, self.payments, self.clock)
         self.service = InstallmentService(
@@ -174,11 +136,19 @@ class Setup:
         )
 
     def claim(self, seq: int) -> tuple[str, int]:
-        """What the scheduler's claim does to installment `seq` (in SQL, there)."""
-        inst = self.plan.installments[seq - 1]
-        inst._move(InstallmentStatus.PROCESSING)
-        inst.attempts += 1
+        """What the scheduler's claim does to installment `seq` (in SQL, there, and
+        committed), on the stored plan and on the copy the test hands the charger."""
+        for plan in (self.plans.plan, self.plan):
+            inst = plan.installments[seq - 1]
+            inst._move(InstallmentStatus.PROCESSING)
+            inst.attempts += 1
         return inst.id, inst.attempts
+
+    async def stored_plan(self) -> InstallmentPlan:
+        async with self.uow() as uow:
+            plan = await uow.plans.get(self.plan.id, None)
+        assert plan is not None
+        return plan
 
 
 @pytest.fixture
@@ -473,8 +443,7 @@ async def test_a_reclaimed_charge_found_waiting_on_a_cancelled_plan_is_cancelled
     inst_id, attempt = s.claim(2)
     await s.charger.pay(s.plan, inst_id, attempt)  # charged, then the worker died
     await s.service.cancel(s.plan.id, "m_1", "order returned")
-    plan = await s.plans.get(s.plan.id, None)
-    assert plan is not None
+    plan = await s.stored_plan()
 
     result = await s.charger.pay(plan, inst_id, attempt)  # its claim taken over
     (recorded,) = await s.charger.record_many([RecordCharge(plan, inst_id, attempt, result)])
@@ -587,8 +556,7 @@ async def test_a_retry_made_again_after_its_attempt_was_given_up_uncharged_makes
         with pytest.raises(RuntimeError):
             await s.service.retry(inst_id, "m_1", request_id="rt-1")
     await s.service.cancel(s.plan.id, "m_1", "order returned")
-    plan = await s.plans.get(s.plan.id, None)
-    assert plan is not None
+    plan = await s.stored_plan()
     await s.charger.charge(plan, inst_id, 2)  # its claim taken over: withdrawn
 
     again = await s.service.retry(inst_id, "m_1", request_id="rt-1")

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
+import contextlib
 import logging
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import pytest
 
 from payorch.adapters.clock import ManualClock
-from payorch.app.installment_ports import DeliveryJob, SendResult
-from payorch.app.ports import ConcurrentUpdate
+from payorch.app.installment_ports import SendResult
 from payorch.app.webhook_delivery import WebhookDispatcher
 from payorch.domain.webhook_delivery import (
     DeliveryStatus,
@@ -19,52 +18,9 @@ from payorch.domain.webhook_delivery import (
     WebhookDelivery,
     WebhookEndpoint,
 )
-from tests.fakes.installments import FakeInstallmentUnitOfWork
+from tests.fakes.installments import FakeInstallmentUnitOfWork, FakeWebhooks
 
 DAY = timedelta(days=1)
-
-
-class FakeWebhooks:
-    """Deliveries claimed like the SQL repository claims them: due, pending, lease over."""
-
-    def __init__(self, deliveries: list[WebhookDelivery]) -> None:
-        self.rows = {d.id: d for d in deliveries}
-
-    async def fan_out(self, *, now: datetime, limit: int) -> int:
-        return 0
-
-    async def abandon_stranded(self) -> int:
-        return 0
-
-    async def note_success(self, endpoint_id: str) -> None:
-        return None
-
-    async def note_failure(self, endpoint_id: str, *, now: datetime, dead: bool) -> bool:
-        return False  # endpoints are not what these tests are about
-
-    async def claim_deliveries(
-        self, *, now: datetime, worker: str, lease_until: datetime, limit: int
-    ) -> list[DeliveryJob]:
-        due = [
-            d
-            for d in self.rows.values()
-            if d.pending
-            and d.next_attempt_at is not None
-            and d.next_attempt_at <= now
-            and (d.lease_until is None or d.lease_until <= now)
-        ][:limit]
-        for d in due:
-            d.claimed_by, d.lease_until, d.version = worker, lease_until, d.version + 1
-        return [DeliveryJob(dataclasses.replace(d), "https://example.com/", "whsec_x") for d in due]
-
-    async def get_delivery(self, delivery_id: str, merchant_id: str | None) -> WebhookDelivery:
-        return dataclasses.replace(self.rows[delivery_id])
-
-    async def save_delivery(self, delivery: WebhookDelivery) -> None:
-        if self.rows[delivery.id].version != delivery.version:
-            raise ConcurrentUpdate(delivery.id)
-        delivery.version += 1
-        self.rows[delivery.id] = dataclasses.replace(delivery)
 
 
 class SlowSender:
@@ -226,39 +182,6 @@ async def test_a_dispatcher_told_to_stop_sends_what_it_claimed_and_claims_no_mor
     assert all(d.lease_until is None for d in rows if not d.pending)
 
 
-class FakeEndpointWebhooks(FakeWebhooks):
-    """One endpoint too, with its failing time kept as the SQL repository keeps it."""
-
-    def __init__(self, deliveries: list[WebhookDelivery], endpoint: WebhookEndpoint) -> None:
-        super().__init__(deliveries)
-        self.endpoint = endpoint
-
-    async def note_success(self, endpoint_id: str) -> None:
-        self.endpoint.failing_since, self.endpoint.dead_since_failing = None, 0
-
-    async def note_failure(self, endpoint_id: str, *, now: datetime, dead: bool) -> bool:
-        if self.endpoint.status is not EndpointStatus.ENABLED:
-            return False
-        self.endpoint.failing_since = self.endpoint.failing_since or now
-        self.endpoint.dead_since_failing += int(dead)
-        return True
-
-    async def get_endpoint(self, endpoint_id: str, merchant_id: str | None) -> WebhookEndpoint:
-        return dataclasses.replace(self.endpoint)
-
-    async def save_endpoint(self, endpoint: WebhookEndpoint) -> None:
-        if self.endpoint.version != endpoint.version:
-            raise ConcurrentUpdate(endpoint.id)
-        endpoint.version += 1
-        self.endpoint = dataclasses.replace(endpoint)
-
-    async def abandon_pending(self, endpoint_id: str, reason: str) -> int:
-        waiting = [d for d in self.rows.values() if d.pending]
-        for d in waiting:
-            d.abandon(reason)
-        return len(waiting)
-
-
 def failing_endpoint(clock: ManualClock) -> WebhookEndpoint:
     return WebhookEndpoint(
         id="we_1",
@@ -283,9 +206,9 @@ async def test_an_endpoint_failing_for_three_days_is_disabled_at_its_next_failur
     days, answer, disabled, caplog
 ):
     clock = ManualClock()
-    webhooks = FakeEndpointWebhooks([], failing_endpoint(clock))
+    webhooks = FakeWebhooks([], failing_endpoint(clock))
     clock.advance(days * 86_400)
-    webhooks.rows = {d.id: d for d in due_now(clock, 2)}
+    webhooks.rows.update({d.id: d for d in due_now(clock, 2)})
     sender = ScriptedSender(clock, {"evt_0": [(answer, 0)], "evt_1": [(answer, 0)]})
     dispatcher = WebhookDispatcher(
         lambda: FakeInstallmentUnitOfWork(webhooks=webhooks),
@@ -313,3 +236,31 @@ async def test_an_endpoint_failing_for_three_days_is_disabled_at_its_next_failur
     else:
         assert (stats.disabled, e.status, e.disabled_at) == (0, EndpointStatus.ENABLED, None)
         assert e.failing_since == (None if answer == 204 else clock.now() - days * DAY)
+
+
+@pytest.mark.parametrize("leave", ["without committing", "by an exception"])
+async def test_a_claim_and_a_failure_never_committed_leave_the_delivery_and_endpoint_as_they_were(
+    leave,
+):
+    """As the database rolls them back: a dispatcher that dies between its claim and the
+    commit leaves the delivery due for the next one."""
+    clock = ManualClock()
+    webhooks = FakeWebhooks(due_now(clock, 1), failing_endpoint(clock))
+
+    with pytest.raises(RuntimeError) if leave == "by an exception" else contextlib.nullcontext():
+        async with FakeInstallmentUnitOfWork(webhooks=webhooks) as uow:
+            (job,) = await uow.webhooks.claim_deliveries(
+                now=clock.now(), worker="A", lease_until=clock.now() + DAY, limit=10
+            )
+            assert await uow.webhooks.note_failure("we_1", now=clock.now(), dead=True)
+            if leave == "by an exception":
+                raise RuntimeError("the dispatcher died")
+
+    (delivery,) = webhooks.rows.values()
+    assert (delivery.claimed_by, delivery.lease_until, delivery.version) == ("", None, 0)
+    assert webhooks.endpoint.dead_since_failing == 3
+    async with FakeInstallmentUnitOfWork(webhooks=webhooks) as uow:
+        again = await uow.webhooks.claim_deliveries(
+            now=clock.now(), worker="B", lease_until=clock.now() + DAY, limit=10
+        )
+    assert [j.delivery.id for j in again] == [job.delivery.id]

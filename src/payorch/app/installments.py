@@ -81,6 +81,8 @@ SAVE_TRIES = 5
 _REFUNDED = frozenset({PaymentStatus.REFUNDED, PaymentStatus.PARTIALLY_REFUNDED})
 # A payment in these states takes no money, now or later.
 _NOTHING_TAKEN = frozenset({PaymentStatus.CANCELLED, PaymentStatus.FAILED})
+# A given-back attempt's charge the cancel records, or holds until it is settled.
+_TO_RECORD = frozenset({ChargeOutcome.PAID, ChargeOutcome.UNRESOLVED})
 
 
 class PlanNotFound(LookupError):
@@ -371,8 +373,10 @@ class InstallmentCharger:
         past its lease, then charged), found by its request id when its worker never
         recorded it (stopped after charging). One waiting for the customer is cancelled
         at the processor first. What it came to if it took or may have taken money
-        (PAID, or the cancelled wait), to be recorded; None when there is none, or it
-        took nothing, or it is still being charged (its worker records it)."""
+        (PAID, or the cancelled wait), to be recorded; UNRESOLVED when it is not settled
+        yet (still processing, or its outcome unknown), to be held for a later look: its
+        worker may have died, and nothing else would record it; None when there is
+        none, or it took nothing."""
         inst = plan.installment(installment_id)
         if inst.status not in (InstallmentStatus.PENDING, InstallmentStatus.FAILED):
             return None
@@ -386,7 +390,7 @@ class InstallmentCharger:
         result = judge_charge(payment)
         if waits_for_customer(result):
             return await self._release(plan, installment_id, [payment.id], reason) or result
-        return result if result.outcome is ChargeOutcome.PAID else None
+        return result if result.outcome in _TO_RECORD else None
 
     async def completed_waiting(
         self, plan: InstallmentPlan, installment_id: str
@@ -769,7 +773,17 @@ class InstallmentService:
             # customer is cancelled first; one they completed is recorded, as a retry would.
             for inst in plan.installments:
                 given_back = await self._charger.given_back_charge(plan, inst.id, PLAN_CANCELLED)
-                if given_back is not None:
+                if given_back is not None and given_back.outcome is ChargeOutcome.UNRESOLVED:
+                    # Not settled yet, its worker perhaps dead: held, so that the
+                    # scheduler records it once the reconciler (or its worker) settles it.
+                    plan.hold_given_back(
+                        inst.id,
+                        inst.attempts + 1,
+                        worker=self._worker,
+                        lease_until=now + self._lease,
+                        now=now,
+                    )
+                elif given_back is not None:
                     # Recorded as the attempt it was (failed for good, if it waited).
                     plan.record(inst.id, inst.attempts + 1, given_back, now, cancelling=True)
                 if inst.status is not InstallmentStatus.FAILED_FINAL:

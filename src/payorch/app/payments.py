@@ -1125,8 +1125,8 @@ class PaymentService:
         if payment.status not in (*UNRESOLVED, PaymentStatus.REQUIRES_ACTION):
             return await self._settle_held_refunds(payment, via)
         if payment.status is PaymentStatus.REQUIRES_ACTION:
-            due = payment.next_reconcile_at
-            if payment.action_expires and due is not None and due <= self._clock.now():
+            due = payment.action_expires_at
+            if due is not None and due <= self._clock.now():
                 return await self._abandon(payment)
             # A processor's hint about the paused step: as if the customer confirmed.
             before = payment.status

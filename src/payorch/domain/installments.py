@@ -678,6 +678,32 @@ class InstallmentPlan:
         self.updated_at = now
         return inst.attempts
 
+    def hold_given_back(
+        self,
+        installment_id: str,
+        attempt: int,
+        *,
+        worker: str,
+        lease_until: datetime,
+        now: datetime,
+    ) -> None:
+        """Claim again the attempt a breach gave back (pending or failed, `attempt` one
+        past its attempts) whose charge was made and is still unsettled (processing, or
+        its outcome unknown): its worker was paused past its lease, then charged, and
+        may have died since. Held as a claim that ran out: the scheduler takes it over
+        once `lease_until` passes, makes no new charge on a plan that no longer charges,
+        and records that payment once it is settled (by its worker, or the reconciler)."""
+        inst = self.installment(installment_id)
+        given_back = (InstallmentStatus.PENDING, InstallmentStatus.FAILED)
+        if inst.status not in given_back or attempt != inst.attempts + 1:
+            raise InvalidTransition(
+                f"attempt {attempt} of installment {inst.sequence} was not given back"
+            )
+        inst._move(InstallmentStatus.PROCESSING)
+        inst.attempts = attempt
+        inst.claimed_by, inst.lease_until = worker, lease_until
+        self.updated_at = now
+
     def record(
         self,
         installment_id: str,

@@ -305,9 +305,12 @@ class Payment:
 
     @property
     def action_expires_at(self) -> datetime | None:
-        """When the reconciler gives up a payment paused for the customer."""
+        """When the reconciler gives up a payment paused for the customer. A single step
+        paused on-session before such a pause expired was stored with none: ACTION_TIMEOUT
+        after it was stored (its pause, as nothing saves a paused payment without setting
+        one since), as the sweep finds it (list_unresolved)."""
         if self.status is PaymentStatus.REQUIRES_ACTION and self.action_expires:
-            return self.next_reconcile_at
+            return self.next_reconcile_at or self.updated_at + ACTION_TIMEOUT
         return None
 
     @property

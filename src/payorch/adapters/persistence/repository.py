@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, false, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -33,6 +33,7 @@ from payorch.app.ports import (
 from payorch.domain.events import DomainEvent
 from payorch.domain.money import Currency
 from payorch.domain.payment import (
+    ACTION_TIMEOUT,
     OWING,
     Attempt,
     CaptureMode,
@@ -375,6 +376,16 @@ class SqlAlchemyPaymentRepository:
                     and_(
                         payments.c.status.in_([s.value for s in OWING]),
                         payments.c.next_reconcile_at <= now,
+                    ),
+                    # An on-session single step paused before its pause expired: stored
+                    # with no expiry, it expires ACTION_TIMEOUT after it was stored
+                    # (Payment.action_expires_at). Read through the (status, updated_at)
+                    # index: only payments paused longer than that are visited.
+                    and_(
+                        payments.c.status == PaymentStatus.REQUIRES_ACTION.value,
+                        payments.c.updated_at <= now - ACTION_TIMEOUT,
+                        payments.c.next_reconcile_at.is_(None),
+                        payments.c.off_session == false(),
                     ),
                 )
             )
