@@ -88,6 +88,7 @@ def charge_request(payment: Payment, step: Step, timeout_s: float) -> ChargeRequ
         off_session=payment.off_session,
         save_for_off_session=payment.save_for_off_session,
         merchant_id=payment.merchant_id,
+        metadata=dict(payment.metadata),
         timeout_s=timeout_s,
         created_at=payment.created_at,
     )
