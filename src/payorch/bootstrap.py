@@ -302,7 +302,7 @@ async def bootstrap(
         router,
         clock,
         configs,
-        Settlement(calls, clock),
+        Settlement(calls, clock, health=health, stalls=stalls),
         observation=observed.payment_observation,
     )
     keys = SqlAlchemyApiKeyStore(engine)

@@ -19,6 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from payments.orchestrator.v1 import orchestrator_pb2 as orch
 from payments.orchestrator.v1 import orchestrator_pb2_grpc as orch_grpc
 from payorch.app.payments import MAX_REFUNDS_PER_PAYMENT
+from payorch.domain.request import MAX_METADATA_KEYS
 from payorch.entrypoints.grpc.server import MAX_STREAMS_PER_CONNECTION
 from tests.e2e.server import RunningServer, create_key, start_server
 from tests.rich_status import error_reasons
@@ -167,7 +168,7 @@ def test_a_listing_page_is_cut_short_rather_than_outgrow_an_answer(tmp_path: Pat
                 amount_minor=100,
                 currency="usd",
                 payment_method="pm_card_visa",
-                metadata={f"key_{k:02d}": "v" * 290 for k in range(50)},
+                metadata={f"key_{k:02d}": "v" * 310 for k in range(MAX_METADATA_KEYS)},
             )
             made.add(
                 stub.CreatePayment(

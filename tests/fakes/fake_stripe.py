@@ -366,6 +366,31 @@ def _invalid(message: str, *, code: str = "", param: str = "", store: bool = Fal
     return _Failure(400, error, store=store)
 
 
+def _check_metadata(metadata: dict[str, Any]) -> None:
+    """Stripe's limits on metadata (docs.stripe.com/metadata): 50 keys, keys of at most
+    40 characters without `[` or `]`, string values of at most 500 characters. (A key
+    with brackets arrives form-encoded as a nested object: refused as a value.)"""
+    if len(metadata) > 50:
+        raise _invalid(
+            f"Invalid metadata: metadata can have up to 50 keys, but you passed in"
+            f" {len(metadata)} keys.",
+            param="metadata",
+        )
+    for key, value in metadata.items():
+        if len(key) > 40 or "[" in key or "]" in key:
+            raise _invalid(
+                f"Invalid metadata: key {key[:50]!r} must be at most 40 characters,"
+                " without square brackets.",
+                param="metadata",
+            )
+        if not isinstance(value, str) or len(value) > 500:
+            raise _invalid(
+                f"Invalid metadata: the value of {key!r} must be a string of at most 500"
+                " characters.",
+                param=f"metadata[{key}]",
+            )
+
+
 def _unexpected_state(message: str, pi: dict[str, Any]) -> _Failure:
     # The endpoint ran: Stripe keeps this answer under the key, and shows the intent.
     failure = _invalid(message, code="payment_intent_unexpected_state", store=True)
@@ -967,6 +992,7 @@ class FakeStripe:
         metadata = params.get("metadata") or {}
         if not isinstance(metadata, dict):
             raise _invalid("Invalid object", code="parameter_invalid_empty", param="metadata")
+        _check_metadata(metadata)
         pi_id = "pi_" + _rand(24)
         pi: dict[str, Any] = {
             "id": pi_id,

@@ -88,6 +88,7 @@ async def pay(
     total=5000,
     currency="USD",
     authorize_only=False,
+    metadata=None,
 ):
     raw = RawPaymentRequest(
         merchant_id="m_1",
@@ -97,6 +98,7 @@ async def pay(
         payment_method="" if methods else token,
         methods=methods or [],
         authorize_only=authorize_only,
+        metadata=metadata or {},
     )
     return (await service.create(parse_payment_request(raw), deadline_s=None)).payment
 

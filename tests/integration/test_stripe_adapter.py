@@ -91,7 +91,7 @@ async def test_a_visa_card_is_charged_once_with_our_keys_and_metadata(
         "order": "o-42",
         "payorch_payment_id": "pay_1",
         "payorch_step": "0",
-        "merchant_id": "merchant_7",
+        "payorch_merchant_id": "merchant_7",
     }
     create, confirm = fake.requests
     assert (create.endpoint, create.idempotency_key) == ("create", "pay_1:0:create")

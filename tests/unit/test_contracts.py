@@ -75,6 +75,16 @@ def test_a_violation_never_keeps_card_digits_keys_or_line_breaks():
     assert v.severity is Severity.CRITICAL and v.owner == CATALOG["input/card_number"].owner
 
 
+def test_a_violation_and_a_complaint_keep_no_stripe_ephemeral_key():
+    key = "ek_live_YWNjdF8xMDMyRDgyZVp2S1lsbzJD"
+    v = new_violation(
+        "cv_1", "input/malformed", message=f"app sent {key}", request_id=key,
+        merchant_id="", at=T0,
+    )  # fmt: skip
+    assert v.message == "app sent ek_[redacted]" and v.request_id == "ek_[redacted]"
+    assert "YWNjdF8x" not in scrub(f"the app logged {key} on check_out", 100)
+
+
 def test_a_violation_keeps_no_part_of_a_webhook_signing_secret():
     # Standard base64, as generate_secret makes them: `+` first, `/` inside, `=` last.
     secret = "whsec_+7UgOhLNZkz3NXZuRxKCrLoGJ2Cv/R0t8vCQVzI9TrqI="

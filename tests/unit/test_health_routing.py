@@ -274,6 +274,67 @@ async def test_declines_at_any_rate_never_change_health(decline_share):
     assert w.seen.breakers.get(A) is None
 
 
+# -- a charge still processing ---------------------------------------------------------
+# Ours: a payment method the bank settles later (a bank debit, some wallets). Stripe
+# answers such a charge with `processing`, which the adapter reads as PENDING.
+BANK_DEBIT = "pm_bank_debit_processing"
+
+
+class SettlesLater(SimulatedProcessor):
+    """Answers BANK_DEBIT as Stripe answers an asynchronous charge: still processing."""
+
+    async def authorize(self, request):
+        if request.token != BANK_DEBIT:
+            return await super().authorize(request)
+        await self._sleep(0.2)
+        return ProcessorResponse(
+            ResponseKind.PENDING, processor_payment_id="pi_debit", message="status processing"
+        )
+
+
+def settling_later(w: TwoProcessors) -> None:
+    w.a = SettlesLater(A, sleep=w.clock.sleep)
+    w.router.processors[A] = w.a  # type: ignore[index]
+
+
+async def test_a_run_of_charges_still_processing_never_opens_the_breaker():
+    """`processing` is a charge under way, not a failing processor: neither a success nor
+    a failure of the failure rate. Its latency is the processor's answer time: counted."""
+    w = TwoProcessors()
+    settling_later(w)
+    payments = await w.pay_every_second(40, token=BANK_DEBIT)
+
+    assert all(p.steps[0].processor == A for p in payments)
+    assert all(p.steps[0].status is StepStatus.UNKNOWN for p in payments)
+    report = w.health.snapshot(A)
+    assert report is not None
+    assert (report.stats.infra_failures, report.stats.successes) == (0, 0)
+    assert report.stats.requests == 40
+    assert report.stats.average_latency_ms == pytest.approx(200.0)
+    assert w.seen.states[A] == [HealthState.HEALTHY] and w.seen.breakers.get(A) is None
+    assert w.metric("payorch_processor_requests_total", processor=A, outcome="other") == 40
+
+    # Real infrastructure failures among them still open it.
+    w.outage(A)
+    await w.pay_every_second(20)
+    assert w.health.breaker(A) is BreakerState.OPEN
+
+
+async def test_charges_still_processing_neither_dilute_nor_add_to_the_failure_rate():
+    w = TwoProcessors(HealthPolicy(min_requests=100), max_retries=0)
+    settling_later(w)
+    w.outage(A)  # every card charge on sim_a fails on infrastructure
+    for _ in range(10):
+        await w.pay(BANK_DEBIT)
+        await w.pay()
+        w.clock.advance(1.0)
+
+    report = w.health.snapshot(A)
+    assert report is not None
+    assert report.stats.failure_rate == 1.0  # not diluted by the ten still processing
+    assert report.stats.sample == report.stats.infra_failures == 10  # nor added to
+
+
 # -- retries and the budget ----------------------------------------------------------
 async def test_the_retry_budget_holds_under_a_total_failure_storm():
     # No verdict ever (min_requests out of reach): only the budget stands between a

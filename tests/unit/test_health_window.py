@@ -148,6 +148,9 @@ def _err(**fields) -> ProcessorResponse:
         (ProcessorResponse(ResponseKind.NOT_CHARGED), True, Signal.OTHER),
         (ProcessorResponse(ResponseKind.NOT_FOUND), True, Signal.OTHER),
         (ProcessorResponse(ResponseKind.SUCCEEDED), True, Signal.OTHER),
+        # A charge under way (Stripe's `processing`): not a failing processor.
+        (ProcessorResponse(ResponseKind.PENDING), False, Signal.OTHER),
+        (ProcessorResponse(ResponseKind.PENDING), True, Signal.OTHER),
     ],
 )
 def test_each_answer_says_what_it_says_about_health(response, lookup, signal):

@@ -69,10 +69,15 @@ def test_line_breaks_in_context_fields_and_tracebacks_are_stripped():
         "sk_test_should_never_leak_123",
         "rk_live_51HxYzAbCdEfGhIjKl",
         "whsec_Zm9vYmFyYmF6cXV4",
+        "ek_test_YWNjdF8xMDMyRDgyZVp2S1lsbzJDLDVaWmNKNFhoMHNxTU1UNkRYOWlqUWtOaGdaOHdDYXk0_00y1Y1e5zB",
+        "ek_live_YWNjdF8xMDMyRDgyZVp2S1lsbzJD",
         issue_key().plaintext,
     ],
-    ids=["stripe-live", "stripe-test", "stripe-restricted", "webhook-secret", "payorch-api-key"],
-)
+    ids=[
+        "stripe-live", "stripe-test", "stripe-restricted", "webhook-secret",
+        "stripe-ephemeral-test", "stripe-ephemeral-live", "payorch-api-key",
+    ],
+)  # fmt: skip
 def test_secrets_are_redacted_wherever_they_appear(secret):
     rec = record(
         "calling with key=%s",
@@ -138,6 +143,28 @@ def test_a_client_secret_in_a_3ds_return_url_is_redacted_and_the_url_kept():
         "returned to https://shop.example/return?payment_intent=pi_3Mtw"
         "&payment_intent_client_secret=pi_3Mtw_secret_[redacted]&redirect_status=succeeded"
     )
+
+
+def test_an_ephemeral_key_is_redacted_to_its_end_and_the_text_around_it_kept():
+    """An ephemeral key (`ek_...`, handed to a mobile SDK) acts for its customer."""
+    key = "ek_test_YWNjdF8xMDMyRDgyZVp2S1lsbzJD_00y1Y1e5zB"
+    _, out = formatted(record("issued %s for cus_NffrFeUfNV2Hib, then check_status", key))
+    assert out["msg"] == "issued ek_[redacted] for cus_NffrFeUfNV2Hib, then check_status"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "check_payment_status failed",
+        "req_3MtwBwLkdIwHu7ix28a3tqPa",
+        "seek_forward_in_stream",
+        "the week_of_year column",
+        "ek_ alone, or ek_abc",
+    ],
+)
+def test_words_and_ids_that_merely_hold_ek_are_not_redacted(text):
+    _, out = formatted(record("note: %s", text))
+    assert out["msg"] == f"note: {text}"
 
 
 def test_a_masked_stripe_key_quoted_by_an_error_message_is_redacted_too():

@@ -379,6 +379,25 @@ def test_all_fatal_issues_are_reported_together() -> None:
     assert all(i.fatal for i in issues)
 
 
+@pytest.mark.parametrize(
+    "key",
+    ["payorch_payment_id", "payorch_step", "payorch_order", "PAYORCH_x", "a[b]", "rows]", "["],
+)
+def test_a_metadata_key_stripe_would_refuse_or_of_payorchs_own_is_refused(key: str) -> None:
+    """Forwarded to the processor beside payorch's own `payorch_*` keys (which win), a
+    caller's metadata must be all of it taken: Stripe refuses a key with `[` or `]`."""
+    issues = rejected(metadata={key: "v", "order": "1001"})
+    assert [(i.field, i.contract_id) for i in issues] == [("metadata", "input/metadata")]
+    assert "payorch_" in issues[0].message and "[" in issues[0].message
+
+
+def test_metadata_keys_leave_room_for_payorchs_own_under_stripes_fifty() -> None:
+    assert MAX_METADATA_KEYS == 50 - 3  # payorch_payment_id, payorch_step, payorch_merchant_id
+    issues = rejected(metadata={f"k{i}": "v" for i in range(48)})
+    assert [i.field for i in issues] == ["metadata"]
+    assert "at most 47 keys" in issues[0].message
+
+
 def test_every_bad_metadata_entry_is_reported_not_only_the_first() -> None:
     issues = rejected(metadata={"a": "v" * 501, "ok": "fine", "b": "v" * 501, "k" * 41: "v"})
 

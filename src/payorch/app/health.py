@@ -26,7 +26,11 @@ from payorch.domain.health import (
     WindowStats,
     assess,
     retry_budget,
+    signal_despite_short_deadline,
+    signal_despite_stall,
+    signal_of,
 )
+from payorch.domain.results import Classification, ProcessorResponse
 
 log = logging.getLogger("payorch.health")
 
@@ -235,6 +239,29 @@ class HealthTracker:
             )
         return None
 
+    def admit(self, name: str) -> Choice | None:
+        """Whether a call that can wait for a later pass (the reconciler's lookup) may go
+        to `name` now: with its breaker closed, yes; half-open, as one of its probes while
+        one is free (answered, it proves nothing and frees the slot; an infrastructure
+        failure re-opens the breaker); open, no (None)."""
+        breaker = self._evaluate(name).breaker
+        if breaker.state is BreakerState.CLOSED:
+            return Choice(name, f"{name}: breaker closed")
+        if breaker.state is BreakerState.HALF_OPEN and breaker.try_probe():
+            return Choice(name, f"{name}: half-open probe after its cool-down", probe=True)
+        return None
+
+    def admits_from(self, names: Iterable[str]) -> datetime | None:
+        """When the first of `names` lets a call through again: once its open breaker's
+        cool-down ends. None when one may already (closed, or half-open)."""
+        times: list[datetime] = []
+        for name in names:
+            report = self.snapshot(name)
+            if report is None or report.probes_from is None:
+                return None
+            times.append(report.probes_from)
+        return min(times, default=None)
+
     def may_retry(self, name: str) -> tuple[bool, str]:
         """Whether a retry on the same processor is allowed by its health and budget."""
         t = self._evaluate(name)
@@ -278,6 +305,37 @@ class HealthTracker:
             if moved is not None:
                 self._breaker_moved(name, t, moved)
         self._evaluate(name)
+
+    def record_answer(
+        self,
+        name: str,
+        response: ProcessorResponse,
+        c: Classification,
+        latency_s: float,
+        *,
+        started: float,
+        lookup: bool,
+        probe: bool = False,
+        stalled_s: float = 0.0,
+        cut_short: bool = False,
+    ) -> None:
+        """One call's answer, judged by what it says (signal_of): time this process was
+        stalled (`stalled_s`) is left out of its latency, and a timeout or dropped
+        connection then is not the processor's; nor is a timeout of a call the caller's
+        deadline cut short. `started`: when it was sent (monotonic)."""
+        signal = signal_of(response, c, lookup=lookup)
+        if stalled_s > 0.0:
+            signal = signal_despite_stall(signal, c)
+        if cut_short:
+            signal = signal_despite_short_deadline(signal, c)
+        self.record(
+            name,
+            signal,
+            latency_s - stalled_s,
+            authorize=not lookup,
+            probe=probe,
+            started=started,
+        )
 
     def record_retry(self, name: str) -> None:
         self._get(name).window.record_retry(self._clock.monotonic())

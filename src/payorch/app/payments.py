@@ -1011,6 +1011,20 @@ class PaymentService:
             self._observe.processor_not_configured(name, payment_ids)
         return settled
 
+    async def _defer(self, payment: Payment, deferred: set[str], via: Via) -> bool:
+        """The reconciler could ask nothing (`deferred`: processors whose breaker is open):
+        nothing was recorded, and the payment's outcome, steps and back-off stay as they
+        were (no answer came, so none was inconclusive). It is due again once the first
+        of those breakers lets a call through; until then later passes pass it by, so
+        payments held elsewhere are not crowded out of their turn."""
+        until = self._router.admits_from(deferred)
+        if until is None or not payment.reconcile_deferred(until):
+            return False  # may be asked already (half-open): the next pass will
+        # Beaten by another call's save: due as that call left it.
+        with contextlib.suppress(ConcurrentUpdate):
+            await self._save(payment, via)
+        return False
+
     async def _finish_after_reconcile(self, payment: Payment) -> None:
         """A reconciled multi-step plan does not resume: what it holds is voided (or kept,
         with allow_partial) and the rest skipped. A single step is already final."""
@@ -1043,16 +1057,20 @@ class PaymentService:
             return False
         return held != sum(s.status is StepStatus.AUTHORIZED for s in payment.steps)
 
-    async def _abandon(self, payment: Payment) -> bool:
+    async def _abandon(self, payment: Payment, deferred: set[str] | None) -> bool:
         """A payment paused for the customer past ACTION_TIMEOUT: look the paused step up
         (they may have acted with no word to us), close it if they did not, and finish
         the plan as after a lost answer: what is held is voided (kept and captured with
-        allow_partial), and no step runs so long after the customer left."""
+        allow_partial), and no step runs so long after the customer left. A step at a
+        processor whose breaker is open (`deferred`) is neither asked nor closed yet."""
+        asked = _attempts(payment)
         for step in payment.steps:
             if step.status is StepStatus.REQUIRES_ACTION:
-                await self._router.reconcile(payment, step)
-            if step.status is StepStatus.REQUIRES_ACTION:
+                await self._router.reconcile(payment, step, deferred=deferred)
+            if step.status is StepStatus.REQUIRES_ACTION and step.processor not in (deferred or ()):
                 await self._settlement.void(payment, step)
+        if deferred and _attempts(payment) == asked:
+            return await self._defer(payment, deferred, Via.EXPIRY)
         now = self._clock.now()
         if any(s.status in (StepStatus.REQUIRES_ACTION, StepStatus.UNKNOWN) for s in payment.steps):
             payment.reconcile_inconclusive(now)  # not closed: try again on the back-off
@@ -1077,27 +1095,37 @@ class PaymentService:
             return False  # ConfirmPayment or a webhook got there first
         return changed
 
-    async def _settle_held_refunds(self, payment: Payment, via: Via) -> bool:
+    async def _settle_held_refunds(
+        self, payment: Payment, via: Via, deferred: set[str] | None
+    ) -> bool:
         """Refund parts held whose outcome nobody learnt (Payment.watch_refund_holds):
         each looked up at the processor under its key, recorded refunded, or not made with
         its hold released; a part not known yet keeps the payment due, backing off (1 min,
-        5 min, 1 h, then daily). Nothing is ever sent from here."""
+        5 min, 1 h, then daily). Nothing is ever sent from here. A part at a processor
+        whose breaker is open (`deferred`) is not looked up by this pass."""
         now = self._clock.now()
+        asked = _attempts(payment)
         made: dict[str, int] = {}
         not_made: dict[str, int] = {}
         open_parts = False
         for step, request_id in payment.refunds_held:
             amount = step.refund_holds[request_id]
             async with self._uow() as uow:
-                asked = await uow.payments.refund_request(payment.id, request_id)
+                request = await uow.payments.refund_request(payment.id, request_id)
             found = await self._settlement.settle_held_refund(
-                payment, step, request_id, held_since=asked.requested_at if asked else None
+                payment,
+                step,
+                request_id,
+                held_since=request.requested_at if request else None,
+                deferred=deferred,
             )
             if found is None:
                 open_parts = True
             else:
                 into = made if found else not_made
                 into[request_id] = into.get(request_id, 0) + amount
+        if deferred and not (made or not_made) and _attempts(payment) == asked:
+            return await self._defer(payment, deferred, via)
         for request_id, amount in made.items():
             payment.refunded(amount, request_id)
         changed = bool(made or not_made)
@@ -1119,15 +1147,21 @@ class PaymentService:
 
     async def reconcile(self, payment: Payment, via: Via = Via.RECONCILER) -> bool:
         """Settle what the payment leaves open, as far as the processors can say. `via`:
-        who asked (the reconciler's pass, or a processor's event hinting at a change)."""
+        who asked (the reconciler's pass, or a processor's event hinting at a change).
+
+        The reconciler's pass comes back: it looks nothing up at a processor whose
+        breaker is open (none of its calls would be answered, and each pass would add
+        to the outage), and a payment it could ask nothing about is left as it was,
+        due again once the first of those breakers lets a call through."""
+        deferred: set[str] | None = set() if via is Via.RECONCILER else None
         if payment.owed is not Owed.NOTHING and payment.status not in UNRESOLVED:
             return await self._settle_owed(payment, via)
         if payment.status not in (*UNRESOLVED, PaymentStatus.REQUIRES_ACTION):
-            return await self._settle_held_refunds(payment, via)
+            return await self._settle_held_refunds(payment, via, deferred)
         if payment.status is PaymentStatus.REQUIRES_ACTION:
             due = payment.action_expires_at
             if due is not None and due <= self._clock.now():
-                return await self._abandon(payment)
+                return await self._abandon(payment, deferred)
             # A processor's hint about the paused step: as if the customer confirmed.
             before = payment.status
             try:
@@ -1141,11 +1175,12 @@ class PaymentService:
         # step never sent as failed, and at Stripe replay a create never made.)
         interrupted = payment.status is PaymentStatus.PROCESSING
         changed = open_step = False
+        asked = _attempts(payment)
         for step in payment.steps:
             if step.status is StepStatus.UNKNOWN or (
                 interrupted and step.status is StepStatus.PENDING
             ):
-                changed |= await self._router.reconcile(payment, step)
+                changed |= await self._router.reconcile(payment, step, deferred=deferred)
                 found: StepStatus = payment.steps[step.index].status
                 if found is StepStatus.PENDING:
                     # Not settled: it may hold money, so it is asked again, never skipped.
@@ -1153,6 +1188,8 @@ class PaymentService:
                     break
                 if found is StepStatus.REQUIRES_ACTION:
                     break  # the plan pauses here: the steps after it were never tried
+        if deferred and not changed and _attempts(payment) == asked:
+            return await self._defer(payment, deferred, via)
         if (
             changed
             and not open_step
@@ -1317,6 +1354,11 @@ async def _settled_by(uow: UnitOfWork, payment_id: str, step_index: int, event_i
         and e.payload.get("processor_event_id") == event_id
         for e in await uow.payments.events_of(payment_id)
     )
+
+
+def _attempts(payment: Payment) -> int:
+    """Calls recorded on the payment: unchanged, nothing was asked."""
+    return sum(len(s.attempts) for s in payment.steps)
 
 
 def _customers(request: CoreRequest) -> dict[str, str]:

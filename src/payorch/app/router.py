@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from payorch.app.health import Choice, HealthTracker
 from payorch.app.ports import ChargeRequest, Clock, Processor
@@ -27,14 +28,7 @@ from payorch.domain.classification import (
     is_infrastructure_failure,
     refused_us,
 )
-from payorch.domain.health import (
-    BreakerState,
-    HealthPolicy,
-    HealthState,
-    signal_despite_short_deadline,
-    signal_despite_stall,
-    signal_of,
-)
+from payorch.domain.health import BreakerState, HealthPolicy, HealthState
 from payorch.domain.payment import Attempt, CaptureMode, Payment, RawError, Step, StepStatus
 from payorch.domain.results import (
     Classification,
@@ -94,6 +88,7 @@ def charge_request(payment: Payment, step: Step, timeout_s: float) -> ChargeRequ
         off_session=payment.off_session,
         save_for_off_session=payment.save_for_off_session,
         merchant_id=payment.merchant_id,
+        metadata=dict(payment.metadata),
         timeout_s=timeout_s,
         created_at=payment.created_at,
     )
@@ -163,6 +158,10 @@ class Router:
             for name in _holding(step)
             if name not in self.processors
         }
+
+    def admits_from(self, names: Iterable[str]) -> datetime | None:
+        """When the first of `names` (deferred: their breakers open) can be asked again."""
+        return self.health.admits_from(names)
 
     def charge_request(self, payment: Payment, step: Step, timeout_s: float) -> ChargeRequest:
         return charge_request(payment, step, timeout_s)
@@ -425,22 +424,17 @@ class Router:
         latency_s = t1 - t0
         latency_ms = int(latency_s * 1000)
         c = classify(response)
-        lookup = operation != "authorize"
-        signal = signal_of(response, c, lookup=lookup)
-        # Time this process was stalled is not the processor's: leave it out.
-        stalled_s = self.stalls.stalled_s(t0, t1) if self.stalls is not None else 0.0
-        if stalled_s > 0.0:
-            signal = signal_despite_stall(signal, c)
-        if request.timeout_s < self.call_timeout_s:
-            signal = signal_despite_short_deadline(signal, c)
-        self.health.record(
+        self.health.record_answer(
             name,
-            signal,
-            latency_s - stalled_s,
-            authorize=not lookup,
-            probe=probe,
-            # When it was sent, not derived from the latency less the stall.
+            response,
+            c,
+            latency_s,
             started=t0,
+            lookup=operation != "authorize",
+            probe=probe,
+            # Time this process was stalled is not the processor's: left out.
+            stalled_s=self.stalls.stalled_s(t0, t1) if self.stalls is not None else 0.0,
+            cut_short=request.timeout_s < self.call_timeout_s,
         )
         # A lookup is stored as an attempt of its own: its answer, even "not charged", is
         # what it was for. The step's verdict is the caller's, from the response.
@@ -539,8 +533,15 @@ class Router:
             operation="lookup",
         )
 
-    async def reconcile(self, payment: Payment, step: Step) -> bool:
+    async def reconcile(
+        self, payment: Payment, step: Step, *, deferred: set[str] | None = None
+    ) -> bool:
         """Learn what became of an unknown step. True when it settled.
+
+        With `deferred` (the reconciler's pass: it comes back), a processor whose breaker
+        is open is not asked: its name is added to `deferred`, nothing is recorded, and
+        the step cannot be failed by this pass. Half-open, it is asked as one of its
+        probes, while one is free.
 
         A step that went unknown stays with its processor: only that one is asked.
         A step left pending by a server that died may have failed over before it
@@ -568,6 +569,14 @@ class Router:
             True,
         )
         for name in names:
+            probe = False
+            if deferred is not None:
+                admitted = self.health.admit(name)
+                if admitted is None:  # asked on a later pass, once its breaker lets it
+                    deferred.add(name)
+                    inconclusive = True
+                    continue
+                probe = admitted.probe
             if len(names) > 1:
                 step.processor_payment_id = ""  # each processor has its own object
             looked, attempt = await self._call(
@@ -578,6 +587,7 @@ class Router:
                 request,
                 "reconcile unknown outcome",
                 operation="lookup",
+                probe=probe,
             )
             if looked.kind is ResponseKind.NOT_CHARGED and not looked.closed:
                 before = looked

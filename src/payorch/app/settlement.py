@@ -8,8 +8,10 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from payorch.app.health import HealthTracker
 from payorch.app.ports import Clock, Processor
 from payorch.app.router import charge_request
+from payorch.app.stalls import StallWatch
 from payorch.domain.classification import classify, classify_lookup
 from payorch.domain.payment import Attempt, Payment, RawError, Step, StepStatus
 from payorch.domain.results import ChargeRefunds, Outcome, ProcessorResponse, ResponseKind
@@ -71,12 +73,26 @@ class _Answer:
     response: ProcessorResponse
     started: datetime
     latency_ms: int
+    # When it was sent and answered, on the clock's monotonic scale.
+    sent: float = 0.0
+    answered: float = 0.0
 
 
 class Settlement:
-    def __init__(self, processors: Mapping[str, Processor], clock: Clock) -> None:
+    def __init__(
+        self,
+        processors: Mapping[str, Processor],
+        clock: Clock,
+        *,
+        health: HealthTracker | None = None,
+        stalls: StallWatch | None = None,
+    ) -> None:
         self._processors = processors
         self._clock = clock
+        # The router's: lookups are judged as its calls are, and the reconciler's wait
+        # for an open breaker. None: neither.
+        self._health = health
+        self._stalls = stalls
 
     async def _run(
         self,
@@ -176,9 +192,30 @@ class Settlement:
         reason: str,
         decisions: Mapping[ResponseKind, str],
         otherwise: str,
+        probe: bool = False,
     ) -> ResponseKind:
-        """A lookup about the call under `key`, recorded as an attempt of its own."""
-        found = await self._timed(call)
+        """A lookup about the call under `key`, recorded as an attempt of its own and
+        in the processor's health (`probe`: one of its half-open probes)."""
+        try:
+            found = await self._timed(call)
+        except BaseException:
+            if self._health is not None:
+                self._health.abandon(step.processor, probe=probe)
+            raise
+        if self._health is not None:
+            latency_s = found.answered - found.sent
+            self._health.record_answer(
+                step.processor,
+                found.response,
+                classify(found.response),
+                latency_s,
+                started=found.sent,
+                lookup=True,
+                probe=probe,
+                stalled_s=(
+                    self._stalls.stalled_s(found.sent, found.answered) if self._stalls else 0.0
+                ),
+            )
         kind = found.response.kind
         self._record(
             payment,
@@ -194,7 +231,8 @@ class Settlement:
     async def _timed(self, call: Awaitable[ProcessorResponse]) -> _Answer:
         started, t0 = self._clock.now(), self._clock.monotonic()
         response = await call
-        return _Answer(response, started, int((self._clock.monotonic() - t0) * 1000))
+        t1 = self._clock.monotonic()
+        return _Answer(response, started, int((t1 - t0) * 1000), sent=t0, answered=t1)
 
     def _record(
         self,
@@ -368,7 +406,13 @@ class Settlement:
         return sent >= MAX_REFUND_SENDS
 
     async def settle_held_refund(
-        self, payment: Payment, step: Step, request_id: str, *, held_since: datetime | None
+        self,
+        payment: Payment,
+        step: Step,
+        request_id: str,
+        *,
+        held_since: datetime | None,
+        deferred: set[str] | None = None,
     ) -> bool | None:
         """The reconciler's look at a refund part held on the step whose outcome nobody
         learnt (no answer, a 500 or a 429, the server stopping before it was sent or its
@@ -379,7 +423,11 @@ class Settlement:
         Nothing is sent: the reconciler learns what happened, it does not refund. A part
         whose last call under its key (or, never sent, whose hold) is younger than
         REFUND_SETTLED_AFTER is not looked at yet: a lookup finding nothing then would
-        prove nothing."""
+        prove nothing.
+
+        With `deferred` (the reconciler's pass), a processor whose breaker is open is not
+        asked: its name is added to `deferred` and nothing is recorded (None). So only a
+        real answer is ever taken for "none made", however long the breaker stays open."""
         key = self.refund_key(payment, step, request_id)
         processor = self._processors.get(step.processor)
         if processor is None:
@@ -391,6 +439,13 @@ class Settlement:
         )
         if since is not None and self._clock.now() - since < REFUND_SETTLED_AFTER:
             return None
+        probe = False
+        if deferred is not None and self._health is not None:
+            admitted = self._health.admit(step.processor)
+            if admitted is None:
+                deferred.add(step.processor)
+                return None
+            probe = admitted.probe
         found = await self._lookup(
             payment,
             step,
@@ -402,6 +457,7 @@ class Settlement:
                 ResponseKind.NOT_FOUND: "no refund under the key: it was not made",
             },
             otherwise="no answer: looked up again later",
+            probe=probe,
         )
         if found is ResponseKind.DONE:
             payment.held_refund_made(step, request_id)

@@ -155,16 +155,19 @@ def is_mismatch(violations: int, external_reports: int) -> bool:
 
 _CRLF = re.compile(r"[\r\n\t]+")
 # Keys of ours and of processors (Stripe masks them as sk_test_****_1234: still a tail).
+# A Stripe ephemeral key (`ek_...`, given to a mobile SDK) acts for its customer.
 # Our webhook secrets are standard base64 (`+`, `/`, `=`): stopping at one would leave
 # the rest of the key, or, with one in its first six characters, all of it.
-_SECRET = re.compile(r"\b(whsec)_[A-Za-z0-9+/=_\-*]{6,}|\b(sk|rk|po)_[A-Za-z0-9_\-*]{6,}")
+# `\b` keeps words that merely hold a prefix (`check_`, `seek_`) whole.
+_SECRET = re.compile(r"\b(whsec)_[A-Za-z0-9+/=_\-*]{6,}|\b(sk|rk|ek|po)_[A-Za-z0-9_\-*]{6,}")
 # A Stripe client secret (`pi_..._secret_...`, `seti_..._secret_...`) lets whoever holds
 # it confirm the intent from a browser. The intent's id before it is no secret: kept.
 _CLIENT_SECRET = re.compile(r"\b((?:pi|seti)_[A-Za-z0-9]+_secret)_[A-Za-z0-9_\-*]+")
 
 
 def redact_secrets(text: str) -> str:
-    """`sk_live_...`, `whsec_...` -> `sk_[redacted]`, `whsec_[redacted]`;
+    """`sk_live_...`, `ek_test_...`, `whsec_...` -> `sk_[redacted]`, `ek_[redacted]`,
+    `whsec_[redacted]`;
     `pi_123_secret_abc` -> `pi_123_secret_[redacted]`."""
     text = _CLIENT_SECRET.sub(lambda m: f"{m[1]}_[redacted]", text)
     return _SECRET.sub(lambda m: f"{m[1] or m[2]}_[redacted]", text)

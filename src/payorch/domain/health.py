@@ -67,6 +67,11 @@ _LOOKUP_ANSWERS = frozenset(
 def signal_of(response: ProcessorResponse, c: Classification, *, lookup: bool) -> Signal:
     if lookup and response.kind in _LOOKUP_ANSWERS:
         return Signal.OTHER
+    if response.kind is ResponseKind.PENDING:
+        # A charge under way (Stripe's `processing`: bank debits, some wallets) is the
+        # processor answering, not failing; nor has it charged yet. Neutral: a burst of
+        # them must not open the breaker. Its answer time still counts as latency.
+        return Signal.OTHER
     if c.outcome in (Outcome.SUCCESS, Outcome.REQUIRES_ACTION):
         return Signal.SUCCESS
     if is_infrastructure_failure(c):

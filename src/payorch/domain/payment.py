@@ -597,6 +597,14 @@ class Payment:
         amount = sum(s.amount_minor for s in held)
         return code, f"{amount} still authorized: the {operation} failed and is retried"
 
+    def reconcile_deferred(self, until: datetime) -> bool:
+        """Nothing could be asked (the processor's breaker is open): look again from
+        `until`, the back-off kept where it was. False when already due no sooner."""
+        if self.next_reconcile_at is not None and self.next_reconcile_at >= until:
+            return False
+        self.next_reconcile_at = until
+        return True
+
     def reconcile_inconclusive(self, now: datetime) -> None:
         """A lookup told us nothing: ask again later, backing off."""
         self.reconcile_attempts += 1

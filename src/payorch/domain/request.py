@@ -6,6 +6,7 @@ import enum
 import hashlib
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from payorch.domain.card_data import clip, contains_card_number
@@ -19,7 +20,15 @@ from payorch.domain.money import (
 )
 from payorch.domain.payment import MethodType
 
-MAX_METADATA_KEYS = 50
+# A payment's metadata is forwarded to its processor (Stripe: the PaymentIntent's, which
+# takes 50 keys of at most 40 characters, no `[` or `]` in a key, values of at most 500)
+# beside payorch's own keys, all under OWN_METADATA_PREFIX (payorch_payment_id,
+# payorch_step, payorch_merchant_id): they win, so a caller's key may not take that
+# prefix, and the caller's keys leave room for them. So nothing forwarded is refused.
+PROCESSOR_METADATA_KEYS = 50
+OWN_METADATA_PREFIX = "payorch_"
+OWN_METADATA_KEYS = 3
+MAX_METADATA_KEYS = PROCESSOR_METADATA_KEYS - OWN_METADATA_KEYS
 MAX_METADATA_KEY_LEN = 40
 MAX_METADATA_VALUE_LEN = 500
 MAX_REQUEST_ID_LEN = 255
@@ -419,13 +428,33 @@ def _parse_method_name(c: _Collector, field_: str, raw: str) -> MethodType | Non
     return method
 
 
+def _metadata_key_ok(key: str) -> bool:
+    """A key the processor takes and payorch's own do not use."""
+    return (
+        0 < len(key) <= MAX_METADATA_KEY_LEN
+        and "[" not in key
+        and "]" not in key
+        and not key.lower().startswith(OWN_METADATA_PREFIX)
+    )
+
+
 def _check_metadata(metadata: dict[str, str], c: _Collector) -> None:
     if len(metadata) > MAX_METADATA_KEYS:
-        c.fatal("metadata", f"at most {MAX_METADATA_KEYS} keys", "input/metadata")
+        c.fatal(
+            "metadata",
+            f"at most {MAX_METADATA_KEYS} keys (the processor takes"
+            f" {PROCESSOR_METADATA_KEYS}, {OWN_METADATA_KEYS} of them payorch's own)",
+            "input/metadata",
+        )
         return
     # Every entry judged: a bad key once (a key is not quoted back), each long value by key.
-    if any(not key or len(key) > MAX_METADATA_KEY_LEN for key in metadata):
-        c.fatal("metadata", f"keys must be 1-{MAX_METADATA_KEY_LEN} characters", "input/metadata")
+    if not all(_metadata_key_ok(key) for key in metadata):
+        c.fatal(
+            "metadata",
+            f"keys must be 1-{MAX_METADATA_KEY_LEN} characters without [ or ], and not"
+            f" start with {OWN_METADATA_PREFIX} (reserved for payorch's own)",
+            "input/metadata",
+        )
     for key, value in metadata.items():
         if len(value) > MAX_METADATA_VALUE_LEN and 0 < len(key) <= MAX_METADATA_KEY_LEN:
             c.fatal(
@@ -433,3 +462,18 @@ def _check_metadata(metadata: dict[str, str], c: _Collector) -> None:
                 f"values must be at most {MAX_METADATA_VALUE_LEN} characters",
                 "input/metadata",
             )
+
+
+def processor_metadata(caller: Mapping[str, str], own: Mapping[str, str]) -> dict[str, str]:
+    """The metadata a processor is sent for a payment: the caller's entries (empty values
+    left out, as a processor reads them as none), then payorch's own `own`, which win.
+    A request validated here has every entry sent; a payment stored under older rules
+    loses what the processor would refuse (a key it does not take, entries past its
+    limit), so its charge or lookup is never refused for its metadata."""
+    room = PROCESSOR_METADATA_KEYS - len(own)
+    kept = [
+        (k, v)
+        for k, v in caller.items()
+        if v and _metadata_key_ok(k) and len(v) <= MAX_METADATA_VALUE_LEN and k not in own
+    ]
+    return {**dict(kept[: max(room, 0)]), **own}

@@ -41,6 +41,7 @@ import stripe
 from payorch.adapters.clock import SystemClock
 from payorch.app.ports import ChargeRequest, Clock
 from payorch.domain.money import EXPONENTS
+from payorch.domain.request import processor_metadata
 from payorch.domain.results import ChargeRefunds, ProcessorRefund, ProcessorResponse, ResponseKind
 
 if TYPE_CHECKING:
@@ -497,15 +498,11 @@ class StripeProcessor:
     @staticmethod
     def _create_params(request: ChargeRequest, amount: int) -> PaymentIntentCreateParams:
         """Identical on every call for one intent key: Stripe replays, never conflicts."""
-        metadata = {k: v for k, v in request.metadata.items() if v}
-        metadata.update(
-            {
-                "payorch_payment_id": request.payment_id,
-                "payorch_step": str(request.step_index),
-            }
-        )
+        own = {"payorch_payment_id": request.payment_id, "payorch_step": str(request.step_index)}
         if request.merchant_id:
-            metadata["merchant_id"] = request.merchant_id
+            own["payorch_merchant_id"] = request.merchant_id
+        # The caller's metadata too, shown with the intent in Stripe's dashboard.
+        metadata = processor_metadata(request.metadata, own)
         params: PaymentIntentCreateParams = {
             "amount": amount,
             "currency": request.currency.lower(),
