@@ -17,7 +17,7 @@ from payorch.app.payments import InvalidState, PaymentService, RefundRejected
 from payorch.app.router import Router
 from payorch.app.settlement import Settlement
 from payorch.domain.merchant_config import MerchantConfig
-from payorch.domain.payment import PaymentStatus, StepStatus
+from payorch.domain.payment import Payment, PaymentStatus, StepStatus
 from payorch.domain.request import RawMethodInput, RawPaymentRequest, parse_payment_request
 from tests.fakes.memory import FakeMerchantConfigStore, FakeUnitOfWorkFactory
 
@@ -61,6 +61,13 @@ class World:
             for i in self.sim.ledger.intents.values()
             if i.status in ("succeeded", "requires_capture")
         )
+
+
+def assert_captured_whole(w: World, p: Payment) -> None:
+    """`p`, a split of 10000, succeeded: every step captured, all of it held."""
+    assert p.status is PaymentStatus.SUCCEEDED
+    assert [s.status for s in p.steps] == [StepStatus.CAPTURED] * len(p.steps)
+    assert w.held() == 10000
 
 
 async def test_a_hundred_dollars_split_sixty_apple_pay_forty_card_is_captured_whole():
