@@ -7,7 +7,6 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pytest
 from sqlalchemy import event
 
 from payorch.adapters.persistence.tables import installment_plans, installments
@@ -20,19 +19,11 @@ from payorch.domain.installments import (
     PlanStatus,
 )
 from payorch.domain.money import Currency, Money
-from tests.integration.installment_helpers import installments_container
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 PLANS = 600
 # One plan starts every hour: 30 days later their second installments fall due hour by hour.
 DUE_AT_PLAN_0 = START + timedelta(days=30)
-
-
-@pytest.fixture
-async def container(database_url, clock):
-    c = await installments_container(database_url, clock)
-    yield c
-    await c.close()
 
 
 def plan(n: int, start: datetime = START) -> InstallmentPlan:
