@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from payorch.adapters.clock import ManualClock
 from payorch.adapters.processors.simulated import SimulatedProcessor
 from payorch.app.merchant_configs import MerchantConfigs
+from payorch.app.payment_observation import PaymentObservation
 from payorch.app.payments import InvalidState, PaymentService, RefundRejected
 from payorch.app.router import Router
 from payorch.app.settlement import Settlement
@@ -26,7 +27,12 @@ ACTION = "pm_card_authenticationRequired"
 
 
 class World:
-    def __init__(self, **config) -> None:
+    """The payment service on the simulated processor and in-memory storage; `config`
+    is the merchants' default config, `observation` what hears the payments."""
+
+    currency = "USD"
+
+    def __init__(self, observation: PaymentObservation | None = None, **config) -> None:
         self.clock = ManualClock()
         self.sim = SimulatedProcessor("simulated", sleep=self.clock.sleep)
         self.uow = FakeUnitOfWorkFactory()
@@ -38,7 +44,12 @@ class World:
             defaults=MerchantConfig("", **config),
         )
         self.service = PaymentService(
-            self.uow, router, self.clock, self.configs, Settlement(router.processors, self.clock)
+            self.uow,
+            router,
+            self.clock,
+            self.configs,
+            Settlement(router.processors, self.clock),
+            observation=observation,
         )
 
     async def pay(self, *methods: tuple[str, str, int | None], total: int = 10000, **extra):
@@ -47,7 +58,7 @@ class World:
                 merchant_id="m_1",
                 request_id=f"r-{uuid.uuid4()}",
                 amount_minor=total,
-                currency="USD",
+                currency=self.currency,
                 methods=[RawMethodInput(m, t, a) for m, t, a in methods],
                 **extra,
             )
