@@ -1476,24 +1476,25 @@ def _tls_env(pki: Pki, *, client_ca: bool) -> dict[str, str]:
     return env
 
 
-@pytest.fixture(scope="module")
-def mtls_server(pki, tmp_path_factory) -> Iterator[RunningServer]:
-    workdir = tmp_path_factory.mktemp("mtls")
+def _tls_server(pki: Pki, tmp_path_factory, *, client_ca: bool) -> Iterator[RunningServer]:
+    """A server on TLS, asking clients for a certificate of the test CA (`client_ca`)
+    or not, with an API key for m_1."""
+    workdir = tmp_path_factory.mktemp("mtls" if client_ca else "tls")
     url = f"sqlite:///{workdir / 'payorch.db'}"
-    running = start_server(workdir, url, env=_tls_env(pki, client_ca=True))
+    running = start_server(workdir, url, env=_tls_env(pki, client_ca=client_ca))
     running.keys = {"m_1": create_key(url, merchant="m_1")}
     yield running
     running.stop()
+
+
+@pytest.fixture(scope="module")
+def mtls_server(pki, tmp_path_factory) -> Iterator[RunningServer]:
+    yield from _tls_server(pki, tmp_path_factory, client_ca=True)
 
 
 @pytest.fixture(scope="module")
 def tls_server(pki, tmp_path_factory) -> Iterator[RunningServer]:
-    workdir = tmp_path_factory.mktemp("tls")
-    url = f"sqlite:///{workdir / 'payorch.db'}"
-    running = start_server(workdir, url, env=_tls_env(pki, client_ca=False))
-    running.keys = {"m_1": create_key(url, merchant="m_1")}
-    yield running
-    running.stop()
+    yield from _tls_server(pki, tmp_path_factory, client_ca=False)
 
 
 def tls_stub(

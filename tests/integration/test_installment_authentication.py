@@ -21,18 +21,10 @@ from tests.integration.helpers import event_payloads
 from tests.integration.installment_helpers import (
     authenticating_plan_due,
     failed_waiting_for_the_customer,
-    installments_container,
     intent_of,
     outbox,
     payments_of,
 )
-
-
-@pytest.fixture
-async def container(database_url, clock):
-    c = await installments_container(database_url, clock)
-    yield c
-    await c.close()
 
 
 async def test_a_retry_cancels_the_payment_waiting_for_the_customer_so_it_can_never_be_completed(

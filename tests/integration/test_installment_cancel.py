@@ -14,7 +14,6 @@ from payorch.domain.installments import InstallmentStatus, PlanStatus
 from tests.integration.installment_helpers import (
     authenticating_plan_due,
     create_plan,
-    installments_container,
     intent_of,
     move_to,
     outbox,
@@ -22,13 +21,6 @@ from tests.integration.installment_helpers import (
 )
 
 LEASE = timedelta(seconds=120)
-
-
-@pytest.fixture
-async def container(database_url, clock):
-    c = await installments_container(database_url, clock)
-    yield c
-    await c.close()
 
 
 async def claim_one(app, clock, worker: str = "dead"):

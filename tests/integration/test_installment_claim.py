@@ -7,7 +7,6 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pytest
 from sqlalchemy import event
 
 from payorch.adapters.persistence.tables import installment_plans, installments
@@ -20,19 +19,11 @@ from payorch.domain.installments import (
     PlanStatus,
 )
 from payorch.domain.money import Currency, Money
-from tests.integration.installment_helpers import installments_container
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 PLANS = 600
 # One plan starts every hour: 30 days later their second installments fall due hour by hour.
 DUE_AT_PLAN_0 = START + timedelta(days=30)
-
-
-@pytest.fixture
-async def container(database_url, clock):
-    c = await installments_container(database_url, clock)
-    yield c
-    await c.close()
 
 
 def plan(n: int, start: datetime = START) -> InstallmentPlan:
@@ -77,6 +68,25 @@ async def claim(container, now: datetime, limit: int, worker: str = "w1") -> lis
     return list(claims)
 
 
+async def claim_as_run(container, now: datetime, limit: int) -> tuple[list[Any], str, Any]:
+    """`claim`, with the one SELECT of it that joins (the claim's query) as the database
+    was sent it: its statement and parameters."""
+    statements: list[tuple[str, Any]] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        if statement.lstrip().upper().startswith("SELECT") and "JOIN" in statement:
+            statements.append((statement, parameters))
+
+    sync_engine = container.engine.sync_engine
+    event.listen(sync_engine, "before_cursor_execute", record)
+    try:
+        claims = await claim(container, now, limit=limit)
+    finally:
+        event.remove(sync_engine, "before_cursor_execute", record)
+    ((statement, parameters),) = statements
+    return claims, statement, parameters
+
+
 async def test_the_oldest_due_installments_are_claimed_first_up_to_the_limit(container):
     plans = await seeded(container)
     # 100 plans' second installments are due; the first claim takes the 40 oldest.
@@ -115,19 +125,10 @@ async def test_stale_claims_are_taken_over_before_newly_due_ones(container):
 
 async def test_the_claim_reads_the_partial_index_in_order_even_as_a_generic_plan(container):
     await seeded(container)
-    statements: list[tuple[str, Any]] = []
-
-    def record(conn, cursor, statement, parameters, context, executemany):
-        if statement.lstrip().upper().startswith("SELECT") and "JOIN" in statement:
-            statements.append((statement, parameters))
-
-    sync_engine = container.engine.sync_engine
-    event.listen(sync_engine, "before_cursor_execute", record)
-    try:
-        assert await claim(container, DUE_AT_PLAN_0 + timedelta(days=60), limit=50)
-    finally:
-        event.remove(sync_engine, "before_cursor_execute", record)
-    ((statement, parameters),) = statements
+    claims, statement, parameters = await claim_as_run(
+        container, DUE_AT_PLAN_0 + timedelta(days=60), limit=50
+    )
+    assert claims
     assert installments.name in statement
     async with container.engine.connect() as conn:
         if conn.dialect.name == "postgresql":
@@ -173,21 +174,9 @@ async def test_a_claim_does_not_walk_past_the_due_installments_of_breached_plans
             await conn.exec_driver_sql("COMMIT")
             await conn.exec_driver_sql("VACUUM ANALYZE installments, installment_plans")
     now = DUE_AT_PLAN_0 + timedelta(hours=100)
-    statements: list[tuple[str, Any]] = []
-
-    def record(conn, cursor, statement, parameters, context, executemany):
-        if statement.lstrip().upper().startswith("SELECT") and "JOIN" in statement:
-            statements.append((statement, parameters))
-
-    sync_engine = container.engine.sync_engine
-    event.listen(sync_engine, "before_cursor_execute", record)
-    try:
-        claims = await claim(container, now, limit=10)
-    finally:
-        event.remove(sync_engine, "before_cursor_execute", record)
+    claims, statement, parameters = await claim_as_run(container, now, limit=10)
     assert [c.installment_id for c in claims] == [p.installments[1].id for p in active[:10]]
 
-    ((statement, parameters),) = statements
     async with container.engine.connect() as conn:
         if conn.dialect.name == "postgresql":
             rows = await conn.exec_driver_sql(

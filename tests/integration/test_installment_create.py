@@ -17,17 +17,9 @@ from payorch.domain.payment import MethodType, PaymentStatus
 from tests.integration.installment_helpers import (
     create_plan,
     first_charge_only,
-    installments_container,
 )
 
 DAY = timedelta(days=1)
-
-
-@pytest.fixture
-async def container(database_url, clock):
-    c = await installments_container(database_url, clock)
-    yield c
-    await c.close()
 
 
 async def plans(container) -> list:

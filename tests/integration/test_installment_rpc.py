@@ -502,13 +502,6 @@ async def test_a_bad_retry_request_id_is_invalid_argument_and_charges_nothing(
 
 
 # -- EnableWebhookEndpoint ---------------------------------------------------------------
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    r = await Receiver().start()
-    yield r
-    await r.stop()
-
-
 async def key_of(served: Served, clock, scope: Scope, merchant_id: str | None):
     key = await served.container.api_keys.create(
         merchant_id=merchant_id, scope=scope, label="", now=clock.now()

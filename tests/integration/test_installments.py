@@ -26,23 +26,8 @@ from tests.integration.installment_helpers import (
     move_to,
     outbox,
 )
-from tests.integration.webhook_receiver import Receiver
 
 DAY = timedelta(days=1)
-
-
-@pytest.fixture
-async def container(database_url, clock):
-    c = await installments_container(database_url, clock)
-    yield c
-    await c.close()
-
-
-@pytest.fixture
-async def receiver():
-    r = await Receiver().start()
-    yield r
-    await r.stop()
 
 
 def statuses(plan) -> list[str]:

@@ -128,7 +128,7 @@ async def test_a_database_at_every_head_starts_without_alembic_and_one_behind_is
     engine = create_engine(database_url)
     try:
         async with engine.begin() as conn:
-            await conn.run_sync(_downgrade_one)
+            await conn.run_sync(_downgrade, "0202")
             assert not await conn.run_sync(_has_owed)
     finally:
         await engine.dispose()
@@ -141,10 +141,11 @@ async def test_a_database_at_every_head_starts_without_alembic_and_one_behind_is
         await engine.dispose()
 
 
-def _downgrade_one(connection):
+def _downgrade(connection, revision: str) -> None:
+    """For `run_sync`: Alembic's downgrade to `revision` on that connection."""
     cfg = alembic_config(connection.engine.url)
     cfg.attributes["connection"] = connection
-    command.downgrade(cfg, "0202")
+    command.downgrade(cfg, revision)
 
 
 def _has_owed(connection) -> bool:
@@ -195,13 +196,7 @@ async def test_processor_customers_are_backfilled_to_the_merchant_that_used_them
         clock.advance(3600)
         latest = await pay(container, "m_1", "r-3", "cus_W")  # made cus_Z below
         async with container.engine.begin() as conn:
-
-            def back_to_0007(sync_conn):
-                cfg = alembic_config(sync_conn.engine.url)
-                cfg.attributes["connection"] = sync_conn
-                command.downgrade(cfg, "0007")
-
-            await conn.run_sync(back_to_0007)
+            await conn.run_sync(_downgrade, "0007")
             for payment, customer in ((later, "cus_X"), (latest, "cus_Z")):
                 await conn.execute(
                     update(payment_steps)
@@ -240,14 +235,8 @@ async def test_payments_left_processing_with_0_ms_are_marked_not_measured(databa
             for n, status in enumerate((PaymentStatus.PROCESSING, PaymentStatus.SUCCEEDED)):
                 await u.payments.add(stats_payment(n, "m_1", "sim_a", [], status, 0))
             await u.commit()
-
-        def back_to_0204(sync_conn):
-            cfg = alembic_config(sync_conn.engine.url)
-            cfg.attributes["connection"] = sync_conn
-            command.downgrade(cfg, "0204")
-
         async with engine.begin() as conn:
-            await conn.run_sync(back_to_0204)
+            await conn.run_sync(_downgrade, "0204")
         await migrate(engine)
         async with uow() as u:
             processing = await u.payments.get("pay_0000", None)
@@ -277,14 +266,8 @@ async def test_an_outage_s_pauses_stored_one_row_each_are_folded_into_one(databa
         async with uow() as u:
             await u.plans.add(plan)
             await u.commit()
-
-        def back_to_0105(sync_conn):
-            cfg = alembic_config(sync_conn.engine.url)
-            cfg.attributes["connection"] = sync_conn
-            command.downgrade(cfg, "0105")
-
         async with engine.begin() as conn:
-            await conn.run_sync(back_to_0105)
+            await conn.run_sync(_downgrade, "0105")
         second, third = plan.installments[1].id, plan.installments[2].id
         pause = ("no_processor_available", "no processor can take the step")
         decline = ("insufficient_funds", "declined")

@@ -17,16 +17,9 @@ from payorch.app.payments import CustomerNotOwned
 from payorch.domain.installments import InstallmentStatus
 from payorch.domain.money import Currency, Money
 from payorch.domain.request import RawPaymentRequest, parse_payment_request
-from tests.integration.installment_helpers import installments_container, move_to
+from tests.integration.installment_helpers import move_to
 
 CUSTOMER = "cus_Alice"
-
-
-@pytest.fixture
-async def container(database_url, clock):
-    c = await installments_container(database_url, clock)
-    yield c
-    await c.close()
 
 
 def request(merchant: str, request_id: str, customer: str = CUSTOMER):

@@ -80,6 +80,11 @@ def events_raised(service):
     return [e.name for e in service._uow.events]
 
 
+def card_then_google_pay() -> list[RawMethodInput]:
+    """A card step with Google Pay as its fallback, both on the same test card."""
+    return [RawMethodInput("card", "pm_card_visa"), RawMethodInput("google_pay", "pm_card_visa")]
+
+
 async def pay(
     service,
     request_id="r1",
@@ -140,13 +145,7 @@ async def test_a_stripe_424_is_looked_up_then_charged_once_under_the_next_key(wo
 async def test_a_stripe_424_that_charged_is_found_and_never_failed_or_charged_again():
     async with running(fallback_on_failure=True) as (fake, service, _clock):
         fake.inject(Fault.dependency_failed(charged=True))
-        payment = await pay(
-            service,
-            methods=[
-                RawMethodInput("card", "pm_card_visa"),
-                RawMethodInput("google_pay", "pm_card_visa"),
-            ],
-        )
+        payment = await pay(service, methods=card_then_google_pay())
 
         assert payment.status is PaymentStatus.SUCCEEDED
         assert [s.status for s in payment.steps] == [StepStatus.CAPTURED]
@@ -367,13 +366,7 @@ async def test_a_confirm_still_running_at_stripe_leaves_the_payment_unknown_then
 async def test_a_confirm_still_running_at_stripe_never_lets_the_fallback_method_be_charged():
     async with running(max_retries=1, fallback_on_failure=True) as (fake, service, _clock):
         fake.inject(Fault.stall(1.0))
-        payment = await pay(
-            service,
-            methods=[
-                RawMethodInput("card", "pm_card_visa"),
-                RawMethodInput("google_pay", "pm_card_visa"),
-            ],
-        )
+        payment = await pay(service, methods=card_then_google_pay())
         await fake.wait_idle()
 
         assert [s.status for s in payment.steps] == [StepStatus.UNKNOWN]
@@ -392,13 +385,7 @@ async def hint(service, payment, event_id="evt_1"):
 async def test_a_hint_while_the_confirm_still_runs_never_fails_a_step_stripe_then_charges():
     async with running(max_retries=1, fallback_on_failure=True) as (fake, service, clock):
         fake.inject(Fault.stall(1.5))  # our call times out, the retry gets a 409
-        payment = await pay(
-            service,
-            methods=[
-                RawMethodInput("card", "pm_card_visa"),
-                RawMethodInput("google_pay", "pm_card_visa"),
-            ],
-        )
+        payment = await pay(service, methods=card_then_google_pay())
         assert payment.status is PaymentStatus.UNKNOWN
         pi = payment.steps[0].processor_payment_id
         assert fake.payment_intent(pi)["status"] == "requires_confirmation"
@@ -492,13 +479,7 @@ async def test_an_intent_stripe_is_already_processing_is_unknown_and_never_charg
     async with running(max_retries=1, fallback_on_failure=True, clock=clock) as (fake, service, _):
         fake.inject(Fault.api_error())  # g0: a 500, nothing charged: looked up, then g1
         clock.then = lambda: [fake.set_status(pi, "processing") for pi in fake.payment_intents]
-        payment = await pay(
-            service,
-            methods=[
-                RawMethodInput("card", "pm_card_visa"),
-                RawMethodInput("google_pay", "pm_card_visa"),
-            ],
-        )
+        payment = await pay(service, methods=card_then_google_pay())
 
         assert [s.status for s in payment.steps] == [StepStatus.UNKNOWN]
         assert fake.requests_to("confirm")[-1].status == 400  # payment_intent_unexpected_state
@@ -549,13 +530,7 @@ async def test_an_intent_canceled_at_stripe_before_the_retry_fails_uncharged_and
     async with running(max_retries=1, fallback_on_failure=True, clock=clock) as (fake, service, _):
         fake.inject(Fault.api_error())  # g0: a 500, nothing charged: looked up, then g1
         clock.then = lambda: [fake.set_status(pi, "canceled") for pi in list(fake.payment_intents)]
-        payment = await pay(
-            service,
-            methods=[
-                RawMethodInput("card", "pm_card_visa"),
-                RawMethodInput("google_pay", "pm_card_visa"),
-            ],
-        )
+        payment = await pay(service, methods=card_then_google_pay())
         clock.then = None
 
         first = payment.steps[0]

@@ -39,20 +39,6 @@ from tests.integration.webhook_receiver import Receiver
 CREATED = ["installment_plan.created"]
 
 
-@pytest.fixture
-async def container(database_url, clock):
-    c = await installments_container(database_url, clock)
-    yield c
-    await c.close()
-
-
-@pytest.fixture
-async def receiver():
-    r = await Receiver().start()
-    yield r
-    await r.stop()
-
-
 async def deliveries(container, status=None):
     return list(
         await container.installments.endpoints.deliveries(

@@ -141,41 +141,82 @@ async def test_a_refund_made_again_sends_its_parts_under_the_same_keys_and_refun
 # -- refunds at once never promise more than was captured ---------------------------
 
 
+SERVER_ERROR = ProcessorResponse(
+    ResponseKind.ERROR, http_status=500, error_type="api_error", message="the processor failed"
+)
+
+
+class Died(Exception):
+    """The server stopping mid-call: nothing after this point is stored."""
+
+
 class RefundsAtProcessor:
-    """Counts the simulated processor's refund calls by key. `meanwhile` runs whole
-    while the first refund call is on its way to the processor; a key in `refuse` is
-    answered so without a refund, and one in `lose` is refunded and its answer lost."""
+    """The simulated processor's refund calls (`keys`) and lookups (`looked`) by key.
+    `meanwhile` runs whole while a refund call is on its way to the processor; `die`
+    stops the call there (the server dying), before or after (`die_after`) it refunds.
+    A key in `fail` is answered 500 without a refund, every time; one in `refuse` is
+    answered so once without a refund; one in `lose` is refunded once with its answer
+    lost. With `lookups_fail`, every lookup is answered 500."""
 
     def __init__(self, w: World) -> None:
         self.keys: list[str] = []
+        self.looked: list[str] = []
         self.meanwhile: Any = None
+        self.die = self.die_after = False
+        self.fail: set[str] = set()
         self.refuse: dict[str, ProcessorResponse] = {}
         self.lose: set[str] = set()
-        real = w.sim.refund
+        self.lookups_fail = False
+        real_refund, real_find = w.sim.refund, w.sim.find_refund
 
         async def refund(processor_payment_id: str, amount: int, key: str, **kw: Any) -> Any:
             self.keys.append(key)
             if self.meanwhile is not None:
                 run, self.meanwhile = self.meanwhile, None
                 await run()
+            if self.die:
+                raise Died("the server died")
+            if key in self.fail:
+                return SERVER_ERROR
             if key in self.refuse:
                 return self.refuse.pop(key)
-            made = await real(processor_payment_id, amount, key, **kw)
+            made = await real_refund(processor_payment_id, amount, key, **kw)
+            if self.die_after:
+                raise Died("the server died")
             if key in self.lose:
                 self.lose.discard(key)
                 return ProcessorResponse(ResponseKind.NO_RESPONSE)
             return made
 
+        async def find_refund(processor_payment_id: str, key: str) -> Any:
+            self.looked.append(key)
+            if self.lookups_fail:
+                return SERVER_ERROR
+            return await real_find(processor_payment_id, key)
+
         w.sim.refund = refund  # type: ignore[method-assign]
+        w.sim.find_refund = find_refund  # type: ignore[method-assign]
 
     def sent(self, request_id: str) -> list[str]:
         return [k for k in self.keys if k.endswith(f"_refund_{request_id}")]
 
 
-async def test_a_refund_beyond_what_a_refund_in_flight_leaves_is_refused_before_the_processor():
+def refund_key(p: Payment, request_id: str, step: int = 0) -> str:
+    """The idempotency key a refund's part on `step` is sent under."""
+    return f"payorch_{p.id}_{step}_refund_{request_id}"
+
+
+async def card_payment_refunds_watched(
+    total: int = 10000,
+) -> tuple[World, Payment, RefundsAtProcessor]:
+    """A card payment of `total`, captured, and its refund calls at the processor."""
     w = World()
-    p = await w.pay(("card", OK, None), total=10000)
-    refunds = RefundsAtProcessor(w)
+    p = await w.pay(("card", OK, None), total=total)
+    return w, p, RefundsAtProcessor(w)
+
+
+async def test_a_refund_beyond_what_a_refund_in_flight_leaves_is_refused_before_the_processor():
+    w, p, refunds = await card_payment_refunds_watched()
     servicer, call = servicer_call(w)
     refused: list[RpcError] = []
 
@@ -226,10 +267,8 @@ async def test_refunds_in_flight_at_once_on_a_split_take_the_steps_from_the_last
 
 
 async def test_a_refund_whose_answer_was_lost_holds_its_amount_until_its_retry_finds_it():
-    w = World()
-    p = await w.pay(("card", OK, None), total=10000)
-    refunds = RefundsAtProcessor(w)
-    key = f"payorch_{p.id}_0_refund_a"
+    w, p, refunds = await card_payment_refunds_watched()
+    key = refund_key(p, "a")
     refunds.lose.add(key)
 
     lost = await w.service.refund(p.id, "m_1", amount_minor=6000, request_id="a")
@@ -244,10 +283,8 @@ async def test_a_refund_whose_answer_was_lost_holds_its_amount_until_its_retry_f
 
 
 async def test_a_refund_refused_at_the_processor_gives_back_what_it_held():
-    w = World()
-    p = await w.pay(("card", OK, None), total=10000)
-    refunds = RefundsAtProcessor(w)
-    refunds.refuse[f"payorch_{p.id}_0_refund_a"] = ProcessorResponse(
+    w, p, refunds = await card_payment_refunds_watched()
+    refunds.refuse[refund_key(p, "a")] = ProcessorResponse(
         ResponseKind.ERROR, http_status=400, error_type="invalid_request_error", code="x"
     )
 
@@ -266,9 +303,7 @@ async def test_a_refund_refused_at_the_processor_gives_back_what_it_held():
 
 
 async def test_a_refund_retried_while_it_is_in_flight_refunds_once_and_both_answers_agree():
-    w = World()
-    p = await w.pay(("card", OK, None), total=10000)
-    refunds = RefundsAtProcessor(w)
+    w, p, refunds = await card_payment_refunds_watched()
     retried: list[Payment] = []
 
     async def retry() -> None:
@@ -718,9 +753,7 @@ async def test_with_allow_partial_the_hold_left_can_still_be_captured():
 
 
 async def test_refund_payment_asking_for_everything_under_a_key_that_named_an_amount_is_refused():
-    w = World()
-    p = await w.pay(("card", OK, None), total=10000)
-    refunds = RefundsAtProcessor(w)
+    w, p, refunds = await card_payment_refunds_watched()
     servicer, call = servicer_call(w)
     ask = orch.RefundPaymentRequest(payment_id=p.id, request_id="a", amount_minor=4000)
     await servicer.RefundPayment(ask, call)
@@ -735,5 +768,5 @@ async def test_refund_payment_asking_for_everything_under_a_key_that_named_an_am
     await servicer.RefundPayment(ask, call)  # the same ask: replayed, nothing sent
     stored = await w.service.get(p.id, "m_1")
     assert (stored.status, stored.refundable_minor) == (PaymentStatus.PARTIALLY_REFUNDED, 6000)
-    assert refunds.sent("a") == [f"payorch_{p.id}_0_refund_a"]
+    assert refunds.sent("a") == [refund_key(p, "a")]
     assert intent(w, p).amount_refunded == 4000

@@ -615,20 +615,28 @@ async def test_a_payment_waiting_at_the_retry_limit_is_left_open_for_the_custome
     assert plan.status is PlanStatus.CANCELLED and last.status is PaymentStatus.CANCELLED
 
 
-async def test_a_paused_workers_charge_on_a_plan_breached_meanwhile_is_recorded_not_lost(s):
-    """Worker A claims installment 2 and is paused (GC, SIGSTOP) past its lease, before
-    its charge. Meanwhile installment 3 fails for good (breach) and worker B takes the
-    stale claim over: no payment yet, so B withdraws it (the attempt number given back).
-    A wakes up and charges, from the plan it read while the plan was active. The money
-    is taken: it must be recorded, not left unrecorded on a plan that may never heal."""
+async def _paused_on_a_breach(s: Any) -> tuple[str, int, InstallmentPlan]:
+    """Worker A claims installment 2 and is paused past its lease before its charge;
+    installment 3 fails for good (breach) and worker B withdraws A's stale claim (the
+    attempt number given back). Returns the installment, A's attempt and A's plan."""
     inst2, attempt = s.claim(2)
     paused = copy.deepcopy(s.plans.plan)  # what A read after its claim: active
     s.payments.status = PaymentStatus.FAILED
     inst3, attempt3 = s.claim(3)
     await s.charger.charge(s.plan, inst3, attempt3)
     assert s.plans.plan.status is PlanStatus.BREACH
-    taken_over = copy.deepcopy(s.plans.plan)
-    await s.charger.charge(taken_over, inst2, attempt)  # B: nothing started, withdrawn
+    await s.charger.charge(copy.deepcopy(s.plans.plan), inst2, attempt)  # B withdraws
+    assert s.plans.plan.installment(inst2).attempts == attempt - 1
+    return inst2, attempt, paused
+
+
+async def test_a_paused_workers_charge_on_a_plan_breached_meanwhile_is_recorded_not_lost(s):
+    """Worker A claims installment 2 and is paused (GC, SIGSTOP) past its lease, before
+    its charge. Meanwhile installment 3 fails for good (breach) and worker B takes the
+    stale claim over: no payment yet, so B withdraws it (the attempt number given back).
+    A wakes up and charges, from the plan it read while the plan was active. The money
+    is taken: it must be recorded, not left unrecorded on a plan that may never heal."""
+    inst2, attempt, paused = await _paused_on_a_breach(s)
     assert s.plans.plan.installment(inst2).status is InstallmentStatus.PENDING
 
     s.payments.status = PaymentStatus.SUCCEEDED
@@ -674,21 +682,6 @@ async def test_a_paused_workers_result_never_overwrites_a_later_attempts(s):
     )
     assert s.payments.created == [charge_request_id(inst2, 1), charge_request_id(inst2, 2)]
     assert s.plans.plan.status is PlanStatus.ACTIVE
-
-
-async def _paused_on_a_breach(s: Any) -> tuple[str, int, InstallmentPlan]:
-    """Worker A claims installment 2 and is paused past its lease before its charge;
-    installment 3 fails for good (breach) and worker B withdraws A's stale claim (the
-    attempt number given back). Returns the installment, A's attempt and A's plan."""
-    inst2, attempt = s.claim(2)
-    paused = copy.deepcopy(s.plans.plan)  # what A read after its claim: active
-    s.payments.status = PaymentStatus.FAILED
-    inst3, attempt3 = s.claim(3)
-    await s.charger.charge(s.plan, inst3, attempt3)
-    assert s.plans.plan.status is PlanStatus.BREACH
-    await s.charger.charge(copy.deepcopy(s.plans.plan), inst2, attempt)  # B withdraws
-    assert s.plans.plan.installment(inst2).attempts == attempt - 1
-    return inst2, attempt, paused
 
 
 async def test_a_paused_workers_charge_waiting_for_the_customer_is_cancelled_with_the_plan(s):

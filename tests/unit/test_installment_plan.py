@@ -300,24 +300,20 @@ def test_an_outage_that_outlasts_the_first_dunning_step_goes_on_the_ladder():
     assert InstallmentFailed.__name__ in names(plan)
 
 
-def test_a_manual_retry_no_processor_could_take_keeps_the_scheduled_ladder_step():
+@pytest.mark.parametrize(
+    "result",
+    [
+        pytest.param(NO_PROCESSOR, id="no-processor-could-take-it"),
+        pytest.param(SHORT, id="declined-again"),
+    ],
+)
+def test_a_manual_retry_that_fails_keeps_the_scheduled_ladder_step(result: ChargeResult):
     plan = new_plan()
     due = D + 30 * DAY
     charge(plan, 2, SHORT, due)
     inst = plan.installments[1]
     attempt = plan.start_manual_retry(inst.id, worker="w", lease_until=due + DAY, now=due + DAY)
-    assert plan.record(inst.id, attempt, NO_PROCESSOR, due + DAY)
-    assert inst.status is InstallmentStatus.FAILED
-    assert inst.next_attempt_at == due + 3 * DAY and inst.dunning_step == 1
-
-
-def test_a_manual_retry_that_fails_keeps_the_scheduled_ladder_step():
-    plan = new_plan()
-    due = D + 30 * DAY
-    charge(plan, 2, SHORT, due)
-    inst = plan.installments[1]
-    attempt = plan.start_manual_retry(inst.id, worker="w", lease_until=due + DAY, now=due + DAY)
-    assert plan.record(inst.id, attempt, SHORT, due + DAY)
+    assert plan.record(inst.id, attempt, result, due + DAY)
     assert inst.status is InstallmentStatus.FAILED
     assert inst.next_attempt_at == due + 3 * DAY and inst.dunning_step == 1
 

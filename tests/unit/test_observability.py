@@ -17,7 +17,7 @@ from payorch.adapters.persistence.contract_violations import BufferedViolationWr
 from payorch.adapters.processors.simulated import SimulatedProcessor, Simulation
 from payorch.app.contract_monitor import ContractMonitor, identify_call, reject_call
 from payorch.app.merchant_configs import MerchantConfigs
-from payorch.app.observability import NullObserver, Observers, SafeTracer
+from payorch.app.observability import NullObserver, Observer, Observers, SafeTracer
 from payorch.app.payment_observation import PaymentObservation
 from payorch.app.payments import HeldOtherwise, InvalidState, PaymentService
 from payorch.app.router import Router
@@ -142,6 +142,18 @@ class Service:
         return (await self.service.create(core, deadline_s=None)).payment
 
 
+def watched(
+    processor: type[SimulatedProcessor] = SimulatedProcessor, *observers: Observer
+) -> tuple[Service, ListSink]:
+    """A service whose contract violations are kept in a list, its events heard by
+    `observers`."""
+    clock = ManualClock()
+    sink = ListSink()
+    heard = Observers(observers)
+    observation = PaymentObservation(heard, ContractMonitor(sink, clock, heard))
+    return Service(observation, clock, processor), sink
+
+
 async def test_a_raising_observer_sink_and_tracer_cost_counters_and_the_payment_still_succeeds():
     clock = ManualClock()
     errors = ErrorCounter()
@@ -165,11 +177,7 @@ async def test_a_raising_observer_sink_and_tracer_cost_counters_and_the_payment_
 
 
 async def test_non_fatal_input_issues_are_counted_and_kept_as_info_violations():
-    clock = ManualClock()
-    recorder = Recorder()
-    sink = ListSink()
-    observers = Observers([recorder])
-    s = Service(PaymentObservation(observers, ContractMonitor(sink, clock, observers)), clock)
+    s, sink = watched(SimulatedProcessor, Recorder())
 
     await s.pay(request_id="r-alias")
 
@@ -181,11 +189,7 @@ async def test_non_fatal_input_issues_are_counted_and_kept_as_info_violations():
 
 
 async def test_a_request_the_processor_calls_invalid_is_recorded_against_its_contract():
-    clock = ManualClock()
-    sink = ListSink()
-    observers = Observers()
-    monitor = ContractMonitor(sink, clock, observers)
-    s = Service(PaymentObservation(observers, monitor), clock, RefusingOurParameters)
+    s, sink = watched(RefusingOurParameters)
 
     payment = await s.pay(method="card")
 
@@ -196,11 +200,8 @@ async def test_a_request_the_processor_calls_invalid_is_recorded_against_its_con
 
 
 async def test_a_payment_method_the_caller_named_that_does_not_exist_is_no_violation_of_ours():
-    clock = ManualClock()
-    sink = ListSink()
     recorder = Recorder()
-    observers = Observers([recorder])
-    s = Service(PaymentObservation(observers, ContractMonitor(sink, clock, observers)), clock)
+    s, sink = watched(SimulatedProcessor, recorder)
 
     payment = await s.pay(method="card", token="pm_missing_card")
 
@@ -367,11 +368,7 @@ class RefundsTimingOut(SimulatedProcessor):
 
 
 async def test_a_processor_call_after_the_payment_was_created_is_checked_against_its_contracts():
-    clock = ManualClock()
-    sink = ListSink()
-    observers = Observers()
-    monitor = ContractMonitor(sink, clock, observers)
-    s = Service(PaymentObservation(observers, monitor), clock, RefundsTimingOut)
+    s, sink = watched(RefundsTimingOut)
     payment = await s.pay(method="card")
     assert payment.status is PaymentStatus.SUCCEEDED
     assert [v for v in sink.violations if v.contract_id == "router/timeout"] == []
@@ -395,10 +392,7 @@ async def test_a_capture_or_void_that_lost_to_the_processors_own_change_is_no_vi
     # A hold lapses (7 days), or another call or the dashboard captured or released it
     # first: the processor calls the capture or void "unexpected state", settlement
     # looks it up and records what it holds. Not a request of ours it calls invalid.
-    clock = ManualClock()
-    sink = ListSink()
-    observers = Observers()
-    s = Service(PaymentObservation(observers, ContractMonitor(sink, clock, observers)), clock)
+    s, sink = watched()
     lapsed = await s.pay(request_id="r-lapsed", method="card", authorize_only=True)
     captured = await s.pay(request_id="r-captured", method="card", authorize_only=True)
     for p, status in ((lapsed, "canceled"), (captured, "succeeded")):
@@ -431,11 +425,7 @@ class LookupsTimingOut(SimulatedProcessor):
 
 
 async def test_a_reconciler_lookup_that_timed_out_is_a_router_timeout_once():
-    clock = ManualClock()
-    sink = ListSink()
-    observers = Observers()
-    monitor = ContractMonitor(sink, clock, observers)
-    s = Service(PaymentObservation(observers, monitor), clock, LookupsTimingOut)
+    s, sink = watched(LookupsTimingOut)
     s.sim.inject("timeout", "timeout")  # no answer to the authorize, nor to its retry
     payment = await s.pay(method="card")
     assert payment.status is PaymentStatus.UNKNOWN

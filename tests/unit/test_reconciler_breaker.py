@@ -26,7 +26,7 @@ from payorch.domain.results import ProcessorResponse, ResponseKind
 from payorch.domain.retry import RetryPolicy
 from tests.fakes.memory import FakeMerchantConfigStore, FakeUnitOfWorkFactory
 from tests.integration.helpers import core_request
-from tests.unit.test_refund_reconciled import Refunds
+from tests.unit.test_concurrent_changes import RefundsAtProcessor as Refunds
 
 SIM = "simulated"
 POLICY = HealthPolicy(min_requests=5, cooldown_s=3_600.0, half_open_probes=2)

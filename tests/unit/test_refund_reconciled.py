@@ -11,62 +11,14 @@ caller's repeats send a part at most MAX_REFUND_SENDS times. Nothing is refunded
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
 
 import pytest
 
 from payorch.app.settlement import MAX_REFUND_SENDS, REFUND_SETTLED_AFTER
 from payorch.domain.payment import Payment, PaymentStatus
-from payorch.domain.results import Outcome, ProcessorResponse, ResponseKind
-from tests.unit.test_split_execution import OK, World
-
-SERVER_ERROR = ProcessorResponse(
-    ResponseKind.ERROR, http_status=500, error_type="api_error", message="the processor failed"
-)
-
-
-class Died(Exception):
-    """The server stopping mid-call: nothing after this point is stored."""
-
-
-class Refunds:
-    """The simulated processor's refund calls by key and its lookups. A key in `fail` is
-    answered 500 without a refund; in `lose`, refunded with its answer lost. `meanwhile`
-    runs whole while a refund call is on its way to the processor; `die` stops the call
-    there (the server dying), before or after (`die_after`) it refunds."""
-
-    def __init__(self, w: World) -> None:
-        self.sent: list[str] = []
-        self.looked: list[str] = []
-        self.fail: set[str] = set()
-        self.lose: set[str] = set()
-        self.meanwhile: Any = None
-        self.die = self.die_after = False
-        self.lookups_fail = False
-        real_refund, real_find = w.sim.refund, w.sim.find_refund
-
-        async def refund(processor_payment_id: str, amount: int, key: str, **kw: Any) -> Any:
-            self.sent.append(key)
-            if self.meanwhile is not None:
-                run, self.meanwhile = self.meanwhile, None
-                await run()
-            if self.die:
-                raise Died("the server died")
-            if key in self.fail:
-                return SERVER_ERROR
-            made = await real_refund(processor_payment_id, amount, key, **kw)
-            if self.die_after:
-                raise Died("the server died")
-            return ProcessorResponse(ResponseKind.NO_RESPONSE) if key in self.lose else made
-
-        async def find_refund(processor_payment_id: str, key: str) -> Any:
-            self.looked.append(key)
-            if self.lookups_fail:
-                return SERVER_ERROR
-            return await real_find(processor_payment_id, key)
-
-        w.sim.refund = refund  # type: ignore[method-assign]
-        w.sim.find_refund = find_refund  # type: ignore[method-assign]
+from payorch.domain.results import Outcome
+from tests.unit.test_concurrent_changes import Died, card_payment_refunds_watched, refund_key
+from tests.unit.test_split_execution import World
 
 
 def refunded_at_processor(w: World, p: Payment) -> int:
@@ -82,11 +34,15 @@ async def later(w: World, delay: timedelta) -> int:
     return await w.service.reconcile_due()
 
 
+async def past_the_first_lookup(w: World) -> int:
+    """The reconciler's passes at 1 min (too soon to look a refund up) and 5 min later."""
+    await later(w, timedelta(minutes=1))
+    return await later(w, timedelta(minutes=5))
+
+
 async def test_a_refund_whose_answer_was_lost_is_recorded_by_the_reconciler_with_no_retry():
-    w = World()
-    p = await w.pay(("card", OK, None), total=10000)
-    refunds = Refunds(w)
-    key = f"payorch_{p.id}_0_refund_a"
+    w, p, refunds = await card_payment_refunds_watched()
+    key = refund_key(p, "a")
     refunds.lose.add(key)
 
     lost = await w.service.refund(p.id, "m_1", amount_minor=6000, request_id="a")
@@ -101,7 +57,7 @@ async def test_a_refund_whose_answer_was_lost_is_recorded_by_the_reconciler_with
     assert stored.status is PaymentStatus.PARTIALLY_REFUNDED
     assert (stored.steps[0].refunded_minor, stored.steps[0].refund_holds) == (6000, {})
     assert stored.refundable_minor == 4000 and stored.next_reconcile_at is None
-    assert refunds.sent == [key] and refunds.looked == [key]
+    assert refunds.keys == [key] and refunds.looked == [key]
     assert refunded_at_processor(w, p) == 6000
     assert names(w).count("PaymentRefunded") == 1
     lookup = stored.steps[0].attempts[-1]
@@ -113,21 +69,18 @@ async def test_a_refund_whose_answer_was_lost_is_recorded_by_the_reconciler_with
     # The caller's retry now replays what the reconciler recorded: no call.
     again = await w.service.refund(p.id, "m_1", amount_minor=6000, request_id="a")
     assert again.steps[0].refunded_minor == 6000 and again.final_error_message == ""
-    assert refunds.sent == [key] and refunds.looked == [key]
+    assert refunds.keys == [key] and refunds.looked == [key]
 
 
 async def test_a_refund_the_processor_never_made_is_failed_by_the_reconciler_and_released():
-    w = World()
-    p = await w.pay(("card", OK, None), total=10000)
-    refunds = Refunds(w)
-    key = f"payorch_{p.id}_0_refund_a"
+    w, p, refunds = await card_payment_refunds_watched()
+    key = refund_key(p, "a")
     refunds.fail.add(key)
 
     failed = await w.service.refund(p.id, "m_1", amount_minor=6000, request_id="a")
     assert failed.refundable_minor == 4000  # held: the 500 proves nothing
 
-    await later(w, timedelta(minutes=1))
-    assert await later(w, timedelta(minutes=5)) == 1
+    assert await past_the_first_lookup(w) == 1
 
     stored = await w.service.get(p.id, "m_1")
     assert stored.steps[0].refund_holds == {} and stored.refundable_minor == 10000
@@ -144,26 +97,24 @@ async def test_a_refund_the_processor_never_made_is_failed_by_the_reconciler_and
     assert refunded_at_processor(w, p) == 0 and "PaymentRefunded" not in names(w)
 
     # Over for "a": a repeat sends nothing and is told; the amount goes to a new one.
-    sent = len(refunds.sent)
+    sent = len(refunds.keys)
     again = await w.service.refund(p.id, "m_1", amount_minor=6000, request_id="a")
     assert "refused by the processor (refund_failed)" in again.final_error_message
-    assert len(refunds.sent) == sent
+    assert len(refunds.keys) == sent
     full = await w.service.refund(p.id, "m_1", amount_minor=0, request_id="b")
     assert full.status is PaymentStatus.REFUNDED and refunded_at_processor(w, p) == 10000
 
 
 async def test_a_caller_repeating_a_refund_in_doubt_sends_it_a_bounded_number_of_times():
-    w = World()
-    p = await w.pay(("card", OK, None), total=10000)
-    refunds = Refunds(w)
-    key = f"payorch_{p.id}_0_refund_a"
+    w, p, refunds = await card_payment_refunds_watched()
+    key = refund_key(p, "a")
     refunds.fail.add(key)
 
     answers = [
         await w.service.refund(p.id, "m_1", amount_minor=6000, request_id="a") for _ in range(10)
     ]
 
-    assert refunds.sent == [key] * MAX_REFUND_SENDS
+    assert refunds.keys == [key] * MAX_REFUND_SENDS
     assert len(refunds.looked) == MAX_REFUND_SENDS - 1  # one before each send again
     stored = await w.service.get(p.id, "m_1")
     assert len(stored.steps[0].attempts) == 1 + 2 * MAX_REFUND_SENDS - 1
@@ -175,17 +126,14 @@ async def test_a_caller_repeating_a_refund_in_doubt_sends_it_a_bounded_number_of
     )
     # The reconciler settles it; the processor back, the answer is "not made".
     refunds.fail.clear()
-    await later(w, timedelta(minutes=1))
-    await later(w, timedelta(minutes=5))
+    await past_the_first_lookup(w)
     assert (await w.service.get(p.id, "m_1")).refundable_minor == 10000
     assert refunded_at_processor(w, p) == 0
 
 
 async def test_a_refund_lookup_that_fails_backs_off_as_an_unknown_payment_does():
-    w = World()
-    p = await w.pay(("card", OK, None), total=10000)
-    refunds = Refunds(w)
-    refunds.lose.add(f"payorch_{p.id}_0_refund_a")
+    w, p, refunds = await card_payment_refunds_watched()
+    refunds.lose.add(refund_key(p, "a"))
     await w.service.refund(p.id, "m_1", amount_minor=6000, request_id="a")
     refunds.lookups_fail = True
 
@@ -215,9 +163,7 @@ async def test_a_refund_lookup_that_fails_backs_off_as_an_unknown_payment_does()
 
 
 async def test_a_refund_held_by_a_server_that_died_before_sending_it_is_released():
-    w = World()
-    p = await w.pay(("card", OK, None), total=10000)
-    refunds = Refunds(w)
+    w, p, refunds = await card_payment_refunds_watched()
     refunds.die = True
     with pytest.raises(Died):
         await w.service.refund(p.id, "m_1", amount_minor=6000, request_id="a")
@@ -234,15 +180,12 @@ async def test_a_refund_held_by_a_server_that_died_before_sending_it_is_released
 
 
 async def test_a_refund_made_by_a_server_that_died_before_storing_it_is_recorded():
-    w = World()
-    p = await w.pay(("card", OK, None), total=10000)
-    refunds = Refunds(w)
+    w, p, refunds = await card_payment_refunds_watched()
     refunds.die_after = True
     with pytest.raises(Died):
         await w.service.refund(p.id, "m_1", amount_minor=6000, request_id="a")
 
-    await later(w, timedelta(minutes=1))
-    await later(w, timedelta(minutes=5))
+    await past_the_first_lookup(w)
 
     stored = await w.service.get(p.id, "m_1")
     assert stored.steps[0].refunded_minor == 6000 and stored.steps[0].refund_holds == {}
@@ -250,10 +193,8 @@ async def test_a_refund_made_by_a_server_that_died_before_storing_it_is_recorded
 
 
 async def test_a_repeat_sent_while_the_reconciler_finds_nothing_is_recorded_made_not_twice():
-    w = World()
-    p = await w.pay(("card", OK, None), total=10000)
-    refunds = Refunds(w)
-    key = f"payorch_{p.id}_0_refund_a"
+    w, p, refunds = await card_payment_refunds_watched()
+    key = refund_key(p, "a")
     refunds.fail.add(key)
     await w.service.refund(p.id, "m_1", amount_minor=6000, request_id="a")
     refunds.fail.clear()
@@ -277,14 +218,11 @@ async def test_a_repeat_sent_while_the_reconciler_finds_nothing_is_recorded_made
 
 
 async def test_a_refund_made_after_the_reconciler_found_none_is_counted_from_its_event():
-    w = World()
-    p = await w.pay(("card", OK, None), total=10000)
-    refunds = Refunds(w)
-    key = f"payorch_{p.id}_0_refund_a"
+    w, p, refunds = await card_payment_refunds_watched()
+    key = refund_key(p, "a")
     refunds.fail.add(key)
     await w.service.refund(p.id, "m_1", amount_minor=6000, request_id="a")
-    await later(w, timedelta(minutes=1))
-    await later(w, timedelta(minutes=5))
+    await past_the_first_lookup(w)
     assert (await w.service.get(p.id, "m_1")).refundable_minor == 10000  # recorded not made
     # Its call ran at the processor past every bound after all; the processor says so.
     pi = p.steps[0].processor_payment_id

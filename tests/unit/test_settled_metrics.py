@@ -6,71 +6,40 @@ save lost to another's counts nothing; a replayed call or event counts nothing."
 from __future__ import annotations
 
 import logging
-import random
 import uuid
 
 from prometheus_client import CollectorRegistry
 
-from payorch.adapters.clock import ManualClock
 from payorch.adapters.payment_log import LoggingObserver
 from payorch.adapters.payment_metrics import PaymentMetrics, PrometheusObserver
-from payorch.adapters.processors.simulated import SimulatedProcessor
-from payorch.app.merchant_configs import MerchantConfigs
 from payorch.app.observability import Observers
 from payorch.app.payment_observation import PaymentObservation
-from payorch.app.payments import PaymentService, ProcessorEvent, ProcessorEvents
-from payorch.app.router import Router
-from payorch.app.settlement import Settlement
-from payorch.domain.merchant_config import MerchantConfig
+from payorch.app.payments import ProcessorEvent, ProcessorEvents
 from payorch.domain.payment import ACTION_TIMEOUT, Owed, Payment, PaymentStatus, StepStatus
 from payorch.domain.request import RawMethodInput, RawPaymentRequest, parse_payment_request
 from payorch.domain.retry import RetryPolicy
-from tests.fakes.memory import FakeMerchantConfigStore, FakeUnitOfWorkFactory
+from tests.unit.test_split_execution import World as PaymentsWorld
 from tests.unit.test_split_follow_through import Outage
 
 OK, ACTION = "pm_card_visa", "pm_card_authenticationRequired"
 
 
-class World:
+class World(PaymentsWorld):
+    """Payments in EUR, heard by the Prometheus metrics and the payment log."""
+
+    currency = "EUR"
+
     def __init__(self, *, max_retries: int = 1) -> None:
-        self.clock = ManualClock()
-        self.sim = SimulatedProcessor("simulated", sleep=self.clock.sleep)
-        self.uow = FakeUnitOfWorkFactory()
         self.registry = CollectorRegistry()
         self.log = logging.getLogger(f"payorch.test.settled.{uuid.uuid4().hex}")
         self.log.setLevel(logging.INFO)
         observers = Observers(
             [PrometheusObserver(PaymentMetrics(self.registry)), LoggingObserver(self.log)]
         )
-        router = Router({"simulated": self.sim}, self.clock, rng=random.Random(1))
-        configs = MerchantConfigs(
-            FakeMerchantConfigStore(),
-            self.clock,
-            ["simulated"],
-            defaults=MerchantConfig("", retry_policy=RetryPolicy(max_retries=max_retries)),
-        )
-        self.service = PaymentService(
-            self.uow,
-            router,
-            self.clock,
-            configs,
-            Settlement(router.processors, self.clock),
-            observation=PaymentObservation(observers),
+        super().__init__(
+            PaymentObservation(observers), retry_policy=RetryPolicy(max_retries=max_retries)
         )
         self.events = ProcessorEvents(self.uow, self.service, self.clock)
-
-    async def pay(self, *methods: tuple[str, str, int | None], total: int = 10000, **extra):
-        core = parse_payment_request(
-            RawPaymentRequest(
-                merchant_id="m_1",
-                request_id=f"r-{uuid.uuid4()}",
-                amount_minor=total,
-                currency="EUR",
-                methods=[RawMethodInput(m, t, a) for m, t, a in methods],
-                **extra,
-            )
-        )
-        return (await self.service.create(core, deadline_s=None)).payment
 
     def lines(self, caplog, starting: str) -> list[str]:
         """This world's payment log lines that start so."""

@@ -13,11 +13,12 @@ from hypothesis import strategies as st
 from payorch.adapters.clock import ManualClock
 from payorch.adapters.processors.simulated import SimulatedProcessor
 from payorch.app.merchant_configs import MerchantConfigs
+from payorch.app.payment_observation import PaymentObservation
 from payorch.app.payments import InvalidState, PaymentService, RefundRejected
 from payorch.app.router import Router
 from payorch.app.settlement import Settlement
 from payorch.domain.merchant_config import MerchantConfig
-from payorch.domain.payment import PaymentStatus, StepStatus
+from payorch.domain.payment import Payment, PaymentStatus, StepStatus
 from payorch.domain.request import RawMethodInput, RawPaymentRequest, parse_payment_request
 from tests.fakes.memory import FakeMerchantConfigStore, FakeUnitOfWorkFactory
 
@@ -26,7 +27,12 @@ ACTION = "pm_card_authenticationRequired"
 
 
 class World:
-    def __init__(self, **config) -> None:
+    """The payment service on the simulated processor and in-memory storage; `config`
+    is the merchants' default config, `observation` what hears the payments."""
+
+    currency = "USD"
+
+    def __init__(self, observation: PaymentObservation | None = None, **config) -> None:
         self.clock = ManualClock()
         self.sim = SimulatedProcessor("simulated", sleep=self.clock.sleep)
         self.uow = FakeUnitOfWorkFactory()
@@ -38,7 +44,12 @@ class World:
             defaults=MerchantConfig("", **config),
         )
         self.service = PaymentService(
-            self.uow, router, self.clock, self.configs, Settlement(router.processors, self.clock)
+            self.uow,
+            router,
+            self.clock,
+            self.configs,
+            Settlement(router.processors, self.clock),
+            observation=observation,
         )
 
     async def pay(self, *methods: tuple[str, str, int | None], total: int = 10000, **extra):
@@ -47,7 +58,7 @@ class World:
                 merchant_id="m_1",
                 request_id=f"r-{uuid.uuid4()}",
                 amount_minor=total,
-                currency="USD",
+                currency=self.currency,
                 methods=[RawMethodInput(m, t, a) for m, t, a in methods],
                 **extra,
             )
@@ -61,6 +72,13 @@ class World:
             for i in self.sim.ledger.intents.values()
             if i.status in ("succeeded", "requires_capture")
         )
+
+
+def assert_captured_whole(w: World, p: Payment) -> None:
+    """`p`, a split of 10000, succeeded: every step captured, all of it held."""
+    assert p.status is PaymentStatus.SUCCEEDED
+    assert [s.status for s in p.steps] == [StepStatus.CAPTURED] * len(p.steps)
+    assert w.held() == 10000
 
 
 async def test_a_hundred_dollars_split_sixty_apple_pay_forty_card_is_captured_whole():

@@ -20,7 +20,7 @@ from payorch.domain.merchant_config import MerchantConfig, MethodRule
 from payorch.domain.payment import MethodType, Owed, Payment, PaymentStatus, StepStatus
 from payorch.domain.request import RawMethodInput, RawPaymentRequest, parse_payment_request
 from payorch.domain.results import ProcessorResponse, ResponseKind
-from tests.unit.test_split_execution import ACTION, DECLINE, OK, World
+from tests.unit.test_split_execution import ACTION, DECLINE, OK, World, assert_captured_whole
 
 
 class Outage:
@@ -72,9 +72,7 @@ async def test_a_split_paused_for_the_customer_on_its_first_step_asks_for_action
 
     w.sim.complete_action(p.steps[0].processor_payment_id)
     done = await w.service.confirm(p.id, "m_1")
-    assert done.status is PaymentStatus.SUCCEEDED
-    assert [s.status for s in done.steps] == [StepStatus.CAPTURED, StepStatus.CAPTURED]
-    assert w.held() == 10000
+    assert_captured_whole(w, done)
 
 
 async def test_a_webhook_for_the_first_step_of_a_paused_split_runs_the_rest_of_the_plan():
@@ -86,9 +84,7 @@ async def test_a_webhook_for_the_first_step_of_a_paused_split_runs_the_rest_of_t
 
     assert verdict == "applied"
     after = await w.service.confirm(p.id, "m_1")  # the client confirms afterwards: no change
-    assert after.status is PaymentStatus.SUCCEEDED
-    assert [s.status for s in after.steps] == [StepStatus.CAPTURED, StepStatus.CAPTURED]
-    assert w.held() == 10000
+    assert_captured_whole(w, after)
     assert names(w).count("PaymentCompleted") == 1
 
 
@@ -530,9 +526,7 @@ async def test_a_customer_who_acted_on_the_last_step_with_no_word_to_us_gets_the
     assert await w.service.reconcile_due() == 1
 
     done = await w.service.get(p.id, "m_1")
-    assert done.status is PaymentStatus.SUCCEEDED
-    assert [s.status for s in done.steps] == [StepStatus.CAPTURED, StepStatus.CAPTURED]
-    assert w.held() == 10000
+    assert_captured_whole(w, done)
 
 
 async def test_a_customer_who_acted_on_a_middle_step_too_late_has_every_hold_released():

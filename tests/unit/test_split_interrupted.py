@@ -9,7 +9,7 @@ from payorch.app.ports import ChargeRequest
 from payorch.domain.payment import PaymentStatus, StepStatus
 from payorch.domain.results import ProcessorResponse, ResponseKind
 from payorch.domain.retry import RetryPolicy
-from tests.unit.test_split_execution import ACTION, OK, World
+from tests.unit.test_split_execution import ACTION, OK, World, assert_captured_whole
 
 
 def dies_after_charging_step(w: World, index: int) -> None:
@@ -58,9 +58,7 @@ async def test_a_step_whose_lookup_went_unanswered_is_not_skipped_while_the_proc
     w.clock.advance(301)
     await w.service.reconcile_due()
     (stored,) = w.uow.store.values()
-    assert stored.status is PaymentStatus.SUCCEEDED
-    assert [s.status for s in stored.steps] == [StepStatus.CAPTURED, StepStatus.CAPTURED]
-    assert w.held() == 10000
+    assert_captured_whole(w, stored)
 
 
 async def test_a_step_after_a_lost_answer_was_never_charged_and_is_skipped_without_an_answer():
@@ -114,9 +112,7 @@ async def test_a_lost_answer_found_waiting_for_the_customer_pauses_the_plan_for_
 
     w.sim.complete_action(found.steps[0].processor_payment_id)
     done = await w.service.confirm(p.id, "m_1")
-    assert done.status is PaymentStatus.SUCCEEDED
-    assert [s.status for s in done.steps] == [StepStatus.CAPTURED, StepStatus.CAPTURED]
-    assert w.held() == 10000
+    assert_captured_whole(w, done)
 
 
 async def test_a_confirm_that_died_charging_the_steps_after_the_paused_one_leaves_them_looked_up():
@@ -134,5 +130,4 @@ async def test_a_confirm_that_died_charging_the_steps_after_the_paused_one_leave
     await w.service.reconcile_due()
     (stored,) = w.uow.store.values()
     # Step 1 holds money at the processor: it is looked up and captured, not skipped.
-    assert [s.status for s in stored.steps] == [StepStatus.CAPTURED, StepStatus.CAPTURED]
-    assert stored.status is PaymentStatus.SUCCEEDED and w.held() == 10000
+    assert_captured_whole(w, stored)

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -43,19 +44,38 @@ class SlowSender:
 
 
 def due_now(clock: ManualClock, count: int) -> list[WebhookDelivery]:
+    return due_now_as(clock, *(f"evt_{n}" for n in range(count)))
+
+
+def due_now_as(clock: ManualClock, *event_ids: str) -> list[WebhookDelivery]:
+    """A delivery due now to endpoint we_1 for each event id (the delivery's id too)."""
     return [
         WebhookDelivery(
-            id=f"evt_{n}",
+            id=event_id,
             endpoint_id="we_1",
             merchant_id="m_1",
-            event_id=f"evt_{n}",
+            event_id=event_id,
             event_type="installment.paid",
             body="{}",
             created_at=clock.now(),
             next_attempt_at=clock.now(),
         )
-        for n in range(count)
+        for event_id in event_ids
     ]
+
+
+def dispatcher_a(
+    webhooks: FakeWebhooks, sender: Any, clock: ManualClock, **options: Any
+) -> WebhookDispatcher:
+    """Worker A's dispatcher on the fakes, `clock` as both its clocks."""
+    return WebhookDispatcher(
+        lambda: FakeInstallmentUnitOfWork(webhooks=webhooks),
+        sender,
+        clock,
+        wall_clock=clock,
+        worker_id="A",
+        **options,
+    )
 
 
 @pytest.mark.parametrize(("concurrency", "batch_size"), [(1, 100), (16, 100), (4, 3)])
@@ -63,15 +83,8 @@ async def test_every_delivery_is_sent_while_its_claim_still_holds(concurrency, b
     clock = ManualClock()
     webhooks = FakeWebhooks(due_now(clock, 40))
     sender = SlowSender(clock, webhooks)
-    dispatcher = WebhookDispatcher(
-        lambda: FakeInstallmentUnitOfWork(webhooks=webhooks),
-        sender,
-        clock,
-        wall_clock=clock,
-        worker_id="A",
-        timeout_s=10,
-        batch_size=batch_size,
-        concurrency=concurrency,
+    dispatcher = dispatcher_a(
+        webhooks, sender, clock, timeout_s=10, batch_size=batch_size, concurrency=concurrency
     )
 
     stats = await dispatcher.run_once()
@@ -99,21 +112,7 @@ class ScriptedSender:
 
 async def test_a_retry_that_falls_due_during_a_pass_is_sent_and_never_left_claimed():
     clock = ManualClock()
-    webhooks = FakeWebhooks(
-        [
-            WebhookDelivery(
-                id=name,
-                endpoint_id="we_1",
-                merchant_id="m_1",
-                event_id=name,
-                event_type="installment.paid",
-                body="{}",
-                created_at=clock.now(),
-                next_attempt_at=clock.now(),
-            )
-            for name in ("evt_fails_fast", "evt_slow", "evt_last")
-        ]
-    )
+    webhooks = FakeWebhooks(due_now_as(clock, "evt_fails_fast", "evt_slow", "evt_last"))
     # The first answers 500 at once, so its retry (5 s on) falls due while the second
     # takes the whole 10 s timeout; the third is still waiting its turn then.
     sender = ScriptedSender(
@@ -124,15 +123,7 @@ async def test_a_retry_that_falls_due_during_a_pass_is_sent_and_never_left_claim
             "evt_last": [(200, 0)],
         },
     )
-    dispatcher = WebhookDispatcher(
-        lambda: FakeInstallmentUnitOfWork(webhooks=webhooks),
-        sender,
-        clock,
-        wall_clock=clock,
-        worker_id="A",
-        timeout_s=10,
-        concurrency=1,
-    )
+    dispatcher = dispatcher_a(webhooks, sender, clock, timeout_s=10, concurrency=1)
 
     await dispatcher.run_once()
 
@@ -164,15 +155,8 @@ async def test_a_dispatcher_told_to_stop_sends_what_it_claimed_and_claims_no_mor
     clock = ManualClock()
     webhooks = FakeWebhooks(due_now(clock, 40))
     stop = asyncio.Event()
-    dispatcher = WebhookDispatcher(
-        lambda: FakeInstallmentUnitOfWork(webhooks=webhooks),
-        StoppingSender(clock, webhooks, stop),
-        clock,
-        wall_clock=clock,
-        worker_id="A",
-        timeout_s=10,
-        concurrency=4,
-    )
+    sender = StoppingSender(clock, webhooks, stop)
+    dispatcher = dispatcher_a(webhooks, sender, clock, timeout_s=10, concurrency=4)
 
     await dispatcher.run_forever(60, stop)
 
@@ -210,14 +194,7 @@ async def test_an_endpoint_failing_for_three_days_is_disabled_at_its_next_failur
     clock.advance(days * 86_400)
     webhooks.rows.update({d.id: d for d in due_now(clock, 2)})
     sender = ScriptedSender(clock, {"evt_0": [(answer, 0)], "evt_1": [(answer, 0)]})
-    dispatcher = WebhookDispatcher(
-        lambda: FakeInstallmentUnitOfWork(webhooks=webhooks),
-        sender,
-        clock,
-        wall_clock=clock,
-        worker_id="A",
-        concurrency=1,
-    )
+    dispatcher = dispatcher_a(webhooks, sender, clock, concurrency=1)
 
     with caplog.at_level(logging.WARNING, logger="payorch.webhooks"):
         stats = await dispatcher.run_once()

@@ -377,28 +377,18 @@ def assess(
     rated = stats.sample >= policy.min_requests
     timed = stats.requests >= policy.min_requests
     over = f"over {stats.sample} calls in {stats.window_s} s"
-    if rated and rate >= policy.unhealthy_failure_rate:
-        return Verdict(
-            HealthState.UNHEALTHY,
-            f"infrastructure failures {rate:.0%} >= {policy.unhealthy_failure_rate:.0%} {over}",
-        )
-    if timed and p95 >= policy.unhealthy_p95_ms:
-        return Verdict(
-            HealthState.UNHEALTHY,
-            f"p95 latency {p95:.0f} ms >= {policy.unhealthy_p95_ms:.0f} ms "
-            f"over {stats.requests} calls",
-        )
-    if rated and rate >= policy.degraded_failure_rate:
-        return Verdict(
-            HealthState.DEGRADED,
-            f"infrastructure failures {rate:.0%} >= {policy.degraded_failure_rate:.0%} {over}",
-        )
-    if timed and p95 >= policy.degraded_p95_ms:
-        return Verdict(
-            HealthState.DEGRADED,
-            f"p95 latency {p95:.0f} ms >= {policy.degraded_p95_ms:.0f} ms "
-            f"over {stats.requests} calls",
-        )
+    for state, failure_rate, p95_ms in (
+        (HealthState.UNHEALTHY, policy.unhealthy_failure_rate, policy.unhealthy_p95_ms),
+        (HealthState.DEGRADED, policy.degraded_failure_rate, policy.degraded_p95_ms),
+    ):
+        if rated and rate >= failure_rate:
+            return Verdict(
+                state, f"infrastructure failures {rate:.0%} >= {failure_rate:.0%} {over}"
+            )
+        if timed and p95 >= p95_ms:
+            return Verdict(
+                state, f"p95 latency {p95:.0f} ms >= {p95_ms:.0f} ms over {stats.requests} calls"
+            )
     if previous is HealthState.DEGRADED:
         # Cleared only by enough evidence, or once what degraded it has left the window.
         if not rated and stats.infra_failures:

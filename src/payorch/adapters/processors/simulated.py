@@ -291,29 +291,13 @@ class SimulatedProcessor:
             return replace(stored, request_id=rid)
         intent = self._intent_for(request)
         if fault == "api_error":
-            response = ProcessorResponse(
-                ResponseKind.ERROR,
-                processor_payment_id=intent.id,
-                http_status=500,
-                error_type="api_error",
-                message="An unknown error occurred",
-                request_id=rid,
-                indeterminate=True,
-            )
-            self.ledger.store(request.idempotency_key, response)
-            return response
-        response = self._process(intent, request, rid)
-        if fault == "charged_api_error":
-            # Processed and charged, then a 500 stored under the key: indeterminate.
-            response = ProcessorResponse(
-                ResponseKind.ERROR,
-                processor_payment_id=intent.id,
-                http_status=500,
-                error_type="api_error",
-                message="An unknown error occurred",
-                request_id=rid,
-                indeterminate=True,
-            )
+            # A 500 stored under the key before anything was processed: indeterminate.
+            response = _unknown_error(intent.id, rid)
+        else:
+            response = self._process(intent, request, rid)
+            if fault == "charged_api_error":
+                # Processed and charged, then a 500 stored under the key: indeterminate.
+                response = _unknown_error(intent.id, rid)
         self.ledger.store(request.idempotency_key, response)
         if fault == "lost_response":
             return ProcessorResponse(ResponseKind.NO_RESPONSE, exception="ReadTimeout")
@@ -533,6 +517,19 @@ class SimulatedProcessor:
             message=f"cannot {action} a PaymentIntent in state {state}",
             request_id=self._request_id(),
         )
+
+
+def _unknown_error(processor_payment_id: str, rid: str) -> ProcessorResponse:
+    """Stripe's 500: whether the request was processed is unknown to the caller."""
+    return ProcessorResponse(
+        ResponseKind.ERROR,
+        processor_payment_id=processor_payment_id,
+        http_status=500,
+        error_type="api_error",
+        message="An unknown error occurred",
+        request_id=rid,
+        indeterminate=True,
+    )
 
 
 def _missing_resource(customer_id: str, token: str) -> tuple[str, str, str] | None:

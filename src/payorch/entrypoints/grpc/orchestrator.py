@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC
 
 from google.rpc import code_pb2
@@ -85,6 +86,23 @@ def _as_sent(
 def not_configured(exc: ProcessorNotConfigured) -> RpcError:
     """The money is held at a processor this server has no adapter for."""
     return error(code_pb2.FAILED_PRECONDITION, str(exc), "PROCESSOR_NOT_CONFIGURED")
+
+
+@contextlib.contextmanager
+def _change_refusals() -> Iterator[None]:
+    """The app's refusals of a change to a payment as statuses: not found (or not the
+    caller's), a save other calls kept beating, money held at a processor this server
+    has no adapter for, a change the payment's state does not allow."""
+    try:
+        yield
+    except PaymentNotFound as exc:
+        raise not_found("payment") from exc
+    except PaymentChanging as exc:
+        raise error(code_pb2.ABORTED, str(exc), "PAYMENT_CHANGING") from exc
+    except ProcessorNotConfigured as exc:
+        raise not_configured(exc) from exc
+    except InvalidState as exc:
+        raise error(code_pb2.FAILED_PRECONDITION, str(exc), "INVALID_STATE") from exc
 
 
 def _log_cut_off(request_id: str) -> None:
@@ -213,18 +231,13 @@ class PaymentOrchestratorServicer:
         self, request: orch.ConfirmPaymentRequest, call: Call
     ) -> orch.ConfirmPaymentResponse:
         payment_id = self._payment_id(request.payment_id)
-        try:
-            payment = await self._payments.confirm(
-                payment_id, read_scope(call.principal), deadline_s=call.deadline_s()
-            )
-        except PaymentNotFound as exc:
-            raise not_found("payment") from exc
-        except PaymentChanging as exc:
-            raise error(code_pb2.ABORTED, str(exc), "PAYMENT_CHANGING") from exc
-        except DeadlineTooShort as exc:
-            raise too_late(exc) from exc
-        except ProcessorNotConfigured as exc:
-            raise not_configured(exc) from exc
+        with _change_refusals():
+            try:
+                payment = await self._payments.confirm(
+                    payment_id, read_scope(call.principal), deadline_s=call.deadline_s()
+                )
+            except DeadlineTooShort as exc:
+                raise too_late(exc) from exc
         response = orch.ConfirmPaymentResponse()
         mappers.write_payment(response.payment, payment)
         return response
@@ -233,16 +246,8 @@ class PaymentOrchestratorServicer:
         self, request: orch.CapturePaymentRequest, call: Call
     ) -> orch.CapturePaymentResponse:
         payment_id = self._payment_id(request.payment_id)
-        try:
+        with _change_refusals():
             payment = await self._payments.capture(payment_id, read_scope(call.principal))
-        except PaymentNotFound as exc:
-            raise not_found("payment") from exc
-        except PaymentChanging as exc:
-            raise error(code_pb2.ABORTED, str(exc), "PAYMENT_CHANGING") from exc
-        except ProcessorNotConfigured as exc:
-            raise not_configured(exc) from exc
-        except InvalidState as exc:
-            raise error(code_pb2.FAILED_PRECONDITION, str(exc), "INVALID_STATE") from exc
         response = orch.CapturePaymentResponse()
         mappers.write_payment(response.payment, payment)
         return response
@@ -255,18 +260,13 @@ class PaymentOrchestratorServicer:
         reason = clip(request.reason, MAX_CANCEL_REASON_LEN)
         if contains_card_number(reason):
             raise invalid_argument([("reason", "looks like a card number: never send card data")])
-        try:
-            payment = await self._payments.cancel(payment_id, read_scope(call.principal), reason)
-        except PaymentNotFound as exc:
-            raise not_found("payment") from exc
-        except PaymentChanging as exc:
-            raise error(code_pb2.ABORTED, str(exc), "PAYMENT_CHANGING") from exc
-        except ReleaseUndecided as exc:
-            raise error(code_pb2.UNAVAILABLE, str(exc), "CANCEL_UNDECIDED") from exc
-        except ProcessorNotConfigured as exc:
-            raise not_configured(exc) from exc
-        except InvalidState as exc:
-            raise error(code_pb2.FAILED_PRECONDITION, str(exc), "INVALID_STATE") from exc
+        with _change_refusals():
+            try:
+                payment = await self._payments.cancel(
+                    payment_id, read_scope(call.principal), reason
+                )
+            except ReleaseUndecided as exc:
+                raise error(code_pb2.UNAVAILABLE, str(exc), "CANCEL_UNDECIDED") from exc
         response = orch.CancelPaymentResponse()
         mappers.write_payment(response.payment, payment)
         return response
@@ -282,27 +282,25 @@ class PaymentOrchestratorServicer:
         if problems:
             reject_call(issues)
             raise invalid_argument(problems)
-        try:
-            payment = await self._payments.refund(
-                payment_id,
-                read_scope(call.principal),
-                amount_minor=request.amount_minor,
-                request_id=request.request_id,
-            )
-        except PaymentNotFound as exc:
-            raise not_found("payment") from exc
-        except PaymentChanging as exc:
-            raise error(code_pb2.ABORTED, str(exc), "PAYMENT_CHANGING") from exc
-        except RefundRejected as exc:
-            raise error(
-                code_pb2.FAILED_PRECONDITION, str(exc), "REFUND_EXCEEDS_CAPTURED", "amount_minor"
-            ) from exc
-        except TooManyRefunds as exc:
-            raise error(code_pb2.FAILED_PRECONDITION, str(exc), "TOO_MANY_REFUNDS") from exc
-        except ProcessorNotConfigured as exc:
-            raise not_configured(exc) from exc
-        except IdempotencyConflict as exc:
-            raise key_reused(exc) from exc
+        with _change_refusals():
+            try:
+                payment = await self._payments.refund(
+                    payment_id,
+                    read_scope(call.principal),
+                    amount_minor=request.amount_minor,
+                    request_id=request.request_id,
+                )
+            except RefundRejected as exc:
+                raise error(
+                    code_pb2.FAILED_PRECONDITION,
+                    str(exc),
+                    "REFUND_EXCEEDS_CAPTURED",
+                    "amount_minor",
+                ) from exc
+            except TooManyRefunds as exc:
+                raise error(code_pb2.FAILED_PRECONDITION, str(exc), "TOO_MANY_REFUNDS") from exc
+            except IdempotencyConflict as exc:
+                raise key_reused(exc) from exc
         response = orch.RefundPaymentResponse()
         mappers.write_payment(response.payment, payment)
         return response
