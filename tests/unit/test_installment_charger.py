@@ -770,3 +770,21 @@ async def test_a_paused_workers_charge_left_unrecorded_and_paid_is_recorded_by_t
     inst = plan.installment(inst2)
     assert (inst.status, inst.payment_id) == (InstallmentStatus.PAID, result.payment_id)
     assert plan.status is PlanStatus.CANCELLED
+
+
+async def test_a_paused_workers_declined_charge_left_unrecorded_is_in_the_history_after_cancel(
+    s,
+):
+    """A's charge of the given-back attempt is declined and A stops before recording it:
+    the cancel puts it in the history (it reached the processor), announcing no retry."""
+    inst2, attempt, paused = await _paused_on_a_breach(s)
+    result = await s.charger.pay(paused, inst2, attempt)  # A charges (declined), then dies
+    assert result.outcome is ChargeOutcome.FAILED and result.payment_id
+    before = list(s.plans.events)
+
+    plan = await s.service.cancel(s.plans.plan.id, "m_1", "order returned")
+
+    inst = plan.installment(inst2)
+    assert [(c.attempt, c.payment_id) for c in inst.charges] == [(attempt, result.payment_id)]
+    assert (inst.status, inst.next_attempt_at) == (InstallmentStatus.CANCELLED, None)
+    assert s.plans.events == [*before, "PlanCancelled"]
