@@ -568,8 +568,11 @@ class InstallmentCharger:
 
     async def record_many(self, charges: Sequence[RecordCharge]) -> list[InstallmentPlan]:
         """record() for the charges of several plans (one each) in one transaction; if
-        that fails (one plan changed meanwhile), each is read again and recorded alone.
-        Returns the plans as now stored, in order."""
+        one plan changed meanwhile (ConcurrentUpdate: its version moved on, or its
+        attempt was recorded already), each is read again and recorded alone. Any
+        other error is raised: it is no conflict a second look at the plans resolves,
+        and recording one by one would hide it. Returns the plans as now stored, in
+        order."""
         plans = [c.plan for c in charges]
         if len({p.id for p in plans}) != len(plans):
             raise ValueError("record_many takes one charge per plan")
@@ -591,7 +594,7 @@ class InstallmentCharger:
                 p if r is not None else await self._read(p.id)
                 for p, r in zip(plans, results, strict=True)
             ]
-        except Exception:
+        except ConcurrentUpdate:
             # The plans in memory hold unsaved changes now: start again from the stored ones.
             log.info("recording %d charges together failed; one by one", len(charges))
         return [
