@@ -69,7 +69,7 @@ def build_installments(
     worker = new_worker_id()
     guard = UrlGuard(allow_http_loopback=settings.webhooks_allow_http_loopback, resolve=resolve)
     sender = sender or AiohttpWebhookSender(guard)
-    charger = InstallmentCharger(uow, payments, clock)
+    charger = InstallmentCharger(uow, payments, clock, lease_s=settings.scheduler_lease_s)
     # Webhook timestamps are checked against receivers' clocks: real time unless a test
     # hands in its own clock (a shifted demo clock is not real time).
     if wall_clock is None:

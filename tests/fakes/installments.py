@@ -13,10 +13,17 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from payorch.app.ids import new_id
 from payorch.app.installment_ports import DeliveryJob, DuplicateRetryRequest, RetryRequest
 from payorch.app.ports import ConcurrentUpdate
 from payorch.domain.installments import InstallmentPlan
-from payorch.domain.webhook_delivery import EndpointStatus, WebhookDelivery, WebhookEndpoint
+from payorch.domain.webhook_delivery import (
+    EndpointStatus,
+    WebhookDelivery,
+    WebhookEndpoint,
+    event_type,
+    webhook_body,
+)
 from tests.fakes.transaction import (
     FakeTransaction,
     StagedLog,
@@ -98,17 +105,36 @@ class FakePlanRepository(StagedRepository):
         return self._retries.read((merchant_id, request_id))
 
 
+@dataclasses.dataclass
+class OutboxEvent:
+    """A row of the outbox (`events`): `currency` is its payment's, "" for a plan's."""
+
+    id: str
+    aggregate_id: str
+    merchant_id: str
+    sequence: int
+    name: str
+    payload: dict[str, Any]
+    occurred_at: datetime
+    currency: str = ""
+    published_at: datetime | None = None
+
+
 class FakeWebhooks:
-    """Deliveries, and the endpoint they go to when a test is about endpoints, as
-    committed."""
+    """Deliveries, the endpoint they go to when a test is about endpoints, and the
+    outbox events to fan out, as committed."""
 
     def __init__(
-        self, deliveries: list[WebhookDelivery], endpoint: WebhookEndpoint | None = None
+        self,
+        deliveries: list[WebhookDelivery],
+        endpoint: WebhookEndpoint | None = None,
+        outbox: Sequence[OutboxEvent] = (),
     ) -> None:
         self.rows: dict[str, WebhookDelivery] = {d.id: d for d in deliveries}
         self.endpoints: dict[str, WebhookEndpoint] = {}
         if endpoint is not None:
             self.endpoints[endpoint.id] = endpoint
+        self.outbox: dict[str, OutboxEvent] = {e.id: e for e in outbox}
 
     @property
     def endpoint(self) -> WebhookEndpoint:
@@ -126,13 +152,66 @@ class FakeWebhookRepository(StagedRepository):
     def __init__(self, tables: FakeWebhooks) -> None:
         self._deliveries = StagedRows(tables.rows)
         self._endpoints = StagedRows(tables.endpoints)
-        self._tables = (self._deliveries, self._endpoints)
+        self._outbox = StagedRows(tables.outbox)
+        self._tables = (self._deliveries, self._endpoints, self._outbox)
+
+    async def add_endpoint(self, endpoint: WebhookEndpoint) -> None:
+        self._endpoints.write(endpoint.id, endpoint)
 
     async def fan_out(self, *, now: datetime, limit: int) -> int:
-        return 0
+        """As the SQL repository: the oldest unpublished events, one delivery each per
+        enabled endpoint of their merchant that wants them, all marked published (also
+        those no endpoint wants)."""
+        batch = sorted(
+            (e for e in self._outbox if e.published_at is None),
+            key=lambda e: (e.occurred_at, e.id),
+        )[:limit]
+        enabled = [ep for ep in self._endpoints if ep.status is EndpointStatus.ENABLED]
+        for e in batch:
+            kind = event_type(e.name)
+            body = webhook_body(
+                event_id=e.id,
+                name=e.name,
+                aggregate_id=e.aggregate_id,
+                merchant_id=e.merchant_id,
+                sequence=e.sequence,
+                occurred_at=e.occurred_at,
+                payload=dict(e.payload),
+                currency=e.currency,
+            )
+            for ep in enabled:
+                if ep.merchant_id != e.merchant_id or not ep.wants(kind):
+                    continue
+                d = WebhookDelivery(
+                    id=new_id("whd"),
+                    endpoint_id=ep.id,
+                    merchant_id=e.merchant_id,
+                    event_id=e.id,
+                    event_type=kind,
+                    body=body,
+                    created_at=now,
+                    next_attempt_at=now,
+                )
+                self._deliveries.write(d.id, d)
+            e.published_at = now
+            self._outbox.write(e.id, e)
+        return len(batch)
 
     async def abandon_stranded(self) -> int:
-        return 0
+        """As the SQL repository: pending deliveries whose endpoint is not enabled go to
+        the dead-letter list, their reason the endpoint's status."""
+        status = {ep.id: ep.status for ep in self._endpoints}
+        stranded = [
+            d
+            for d in self._deliveries
+            if d.pending
+            and status.get(d.endpoint_id, EndpointStatus.ENABLED) is not EndpointStatus.ENABLED
+        ]
+        for d in stranded:
+            d.abandon(f"endpoint {status[d.endpoint_id].value}")
+            d.version += 1
+            self._deliveries.write(d.id, d)
+        return len(stranded)
 
     async def claim_deliveries(
         self, *, now: datetime, worker: str, lease_until: datetime, limit: int

@@ -41,7 +41,7 @@ from payorch.domain.installments import (
 )
 from payorch.domain.payment import Payment, PaymentStatus
 from payorch.domain.request import CoreRequest
-from tests.fakes.installments import FakeInstallmentUnitOfWork, FakePlans
+from tests.fakes.installments import FakeInstallmentUnitOfWork, FakePlanRepository, FakePlans
 from tests.unit.test_installment_plan import new_plan
 
 START = ManualClock().now()
@@ -763,3 +763,57 @@ async def test_a_paused_workers_charge_left_unrecorded_and_paid_is_recorded_by_t
     inst = plan.installment(inst2)
     assert (inst.status, inst.payment_id) == (InstallmentStatus.PAID, result.payment_id)
     assert plan.status is PlanStatus.CANCELLED
+
+
+async def test_a_paused_workers_declined_charge_left_unrecorded_is_in_the_history_after_cancel(
+    s,
+):
+    """A's charge of the given-back attempt is declined and A stops before recording it:
+    the cancel puts it in the history (it reached the processor), announcing no retry."""
+    inst2, attempt, paused = await _paused_on_a_breach(s)
+    result = await s.charger.pay(paused, inst2, attempt)  # A charges (declined), then dies
+    assert result.outcome is ChargeOutcome.FAILED and result.payment_id
+    before = list(s.plans.events)
+
+    plan = await s.service.cancel(s.plans.plan.id, "m_1", "order returned")
+
+    inst = plan.installment(inst2)
+    assert [(c.attempt, c.payment_id) for c in inst.charges] == [(attempt, result.payment_id)]
+    assert (inst.status, inst.next_attempt_at) == (InstallmentStatus.CANCELLED, None)
+    assert s.plans.events == [*before, "PlanCancelled"]
+
+
+async def _charged_apart(s: Setup) -> RecordCharge:
+    """Installment 2 claimed and paid, not yet recorded: the charge to record."""
+    inst_id, attempt = s.claim(2)
+    result = await s.charger.pay(s.plan, inst_id, attempt)
+    return RecordCharge(s.plan, inst_id, attempt, result)
+
+
+async def test_recording_together_falls_back_one_by_one_when_a_plan_changed_meanwhile(s):
+    charge = await _charged_apart(s)
+    # Someone else saves the plan meanwhile: the copy in the charge is a version behind.
+    async with s.uow() as uow:
+        await uow.plans.save(copy.deepcopy(s.plans.plan))
+        await uow.commit()
+
+    (recorded,) = await s.charger.record_many([charge])
+
+    assert recorded.installment(charge.installment_id).status is InstallmentStatus.PAID
+    assert s.plans.plan.installment(charge.installment_id).status is InstallmentStatus.PAID
+
+
+async def test_recording_together_raises_an_error_that_is_no_conflict(s, monkeypatch):
+    """Only a plan changed meanwhile is worth reading again and recording alone: any
+    other error (a broken store, a bug) is raised, not hidden by a second way round."""
+    charge = await _charged_apart(s)
+
+    async def broken(self: object, plans: object) -> None:
+        raise RuntimeError("save_many is broken")
+
+    monkeypatch.setattr(FakePlanRepository, "save_many", broken)
+
+    with pytest.raises(RuntimeError, match="save_many is broken"):
+        await s.charger.record_many([charge])
+    inst = s.plans.plan.installment(charge.installment_id)
+    assert (inst.status, inst.charges) == (InstallmentStatus.PROCESSING, [])

@@ -81,8 +81,6 @@ SAVE_TRIES = 5
 _REFUNDED = frozenset({PaymentStatus.REFUNDED, PaymentStatus.PARTIALLY_REFUNDED})
 # A payment in these states takes no money, now or later.
 _NOTHING_TAKEN = frozenset({PaymentStatus.CANCELLED, PaymentStatus.FAILED})
-# A given-back attempt's charge the cancel records, or holds until it is settled.
-_TO_RECORD = frozenset({ChargeOutcome.PAID, ChargeOutcome.UNRESOLVED})
 
 
 class PlanNotFound(LookupError):
@@ -278,11 +276,13 @@ class InstallmentCharger:
         clock: Clock,
         *,
         unresolved_recheck_s: float = 300.0,
+        lease_s: float = 120.0,
     ) -> None:
         self._uow = uow
         self._payments = payments
         self._clock = clock
         self._recheck = timedelta(seconds=unresolved_recheck_s)
+        self._lease = timedelta(seconds=lease_s)
 
     async def charge(
         self, plan: InstallmentPlan, installment_id: str, attempt: int
@@ -299,9 +299,15 @@ class InstallmentCharger:
 
         `plan` must be as stored after the claim: a plan that no longer charges
         (cancelled, or in breach) makes no new charge; a charge this attempt already
-        started is looked up and judged, and one never started is WITHDRAWN."""
+        started is looked up and judged, and one never started is WITHDRAWN.
+
+        A claim whose lease ran out (its worker was paused) is looked at as stored
+        first: it may have been taken over, withdrawn or given back, and its plan
+        cancelled, meanwhile (_still_claimed)."""
         inst = plan.installment(installment_id)
-        if plan.may_charge(installment_id):
+        if plan.may_charge(installment_id) and await self._still_claimed(
+            plan, installment_id, attempt
+        ):
             result = await self._pay(plan, inst, attempt)
         else:
             result = await self._started_only(plan, inst, attempt)
@@ -309,6 +315,51 @@ class InstallmentCharger:
             # Unknown or still running elsewhere: look again later, under the same attempt.
             await self._hold(inst.id, attempt)
         return result
+
+    async def _still_claimed(
+        self, plan: InstallmentPlan, installment_id: str, attempt: int
+    ) -> bool:
+        """Whether this attempt may still make its charge. Yes while its claim's lease
+        holds: nobody else takes a claim over before, and a cancel leaves a claimed
+        installment to its worker. Past the lease the installment is read as stored:
+        on a cancelled plan, or once the attempt was recorded or a later one started,
+        no new charge is made (the one this attempt started, if any, is looked up).
+        An attempt a breach gave back (the claim withdrawn) is claimed again, stored
+        before anything is sent: a cancel from then on leaves it to this claim, and
+        whoever takes the claim over if this worker dies mid-charge records the
+        payment once it is settled (hold_given_back)."""
+        inst = plan.installment(installment_id)
+        now = self._clock.now()
+        if inst.lease_until is None or now < inst.lease_until:
+            return True
+        for _ in range(SAVE_TRIES):
+            stored = await self._read(plan.id)
+            now = self._clock.now()
+            held = stored.installment(installment_id)
+            if stored.status is PlanStatus.CANCELLED:
+                return False
+            if held.status is InstallmentStatus.PROCESSING:
+                # Still this attempt's claim (this worker's, or taken over: the
+                # payments gate makes one payment of one attempt), or a later one's.
+                return held.attempts == attempt
+            given_back = (InstallmentStatus.PENDING, InstallmentStatus.FAILED)
+            if held.status not in given_back or held.attempts + 1 != attempt:
+                return False
+            stored.hold_given_back(
+                installment_id,
+                attempt,
+                worker=inst.claimed_by,
+                lease_until=now + self._lease,
+                now=now,
+            )
+            try:
+                async with self._uow() as uow:
+                    await uow.plans.save(stored)
+                    await uow.commit()
+            except ConcurrentUpdate:
+                continue
+            return True
+        raise ConcurrentUpdate(plan.id)
 
     async def _hold(self, installment_id: str, attempt: int) -> None:
         """Leave the claim for a later look (the scheduler takes it up again)."""
@@ -372,11 +423,11 @@ class InstallmentCharger:
         """The charge of the attempt number a breach gave back (its worker was paused
         past its lease, then charged), found by its request id when its worker never
         recorded it (stopped after charging). One waiting for the customer is cancelled
-        at the processor first. What it came to if it took or may have taken money
-        (PAID, or the cancelled wait), to be recorded; UNRESOLVED when it is not settled
-        yet (still processing, or its outcome unknown), to be held for a later look: its
-        worker may have died, and nothing else would record it; None when there is
-        none, or it took nothing."""
+        at the processor first. What it came to, to be recorded: PAID, or FAILED (a
+        decline, or the cancelled wait: the history shows every charge a processor
+        saw); UNRESOLVED when it is not settled yet (still processing, or its outcome
+        unknown), to be held for a later look: its worker may have died, and nothing
+        else would record it; None when there is none."""
         inst = plan.installment(installment_id)
         if inst.status not in (InstallmentStatus.PENDING, InstallmentStatus.FAILED):
             return None
@@ -390,7 +441,7 @@ class InstallmentCharger:
         result = judge_charge(payment)
         if waits_for_customer(result):
             return await self._release(plan, installment_id, [payment.id], reason) or result
-        return result if result.outcome in _TO_RECORD else None
+        return result
 
     async def completed_waiting(
         self, plan: InstallmentPlan, installment_id: str
@@ -517,8 +568,11 @@ class InstallmentCharger:
 
     async def record_many(self, charges: Sequence[RecordCharge]) -> list[InstallmentPlan]:
         """record() for the charges of several plans (one each) in one transaction; if
-        that fails (one plan changed meanwhile), each is read again and recorded alone.
-        Returns the plans as now stored, in order."""
+        one plan changed meanwhile (ConcurrentUpdate: its version moved on, or its
+        attempt was recorded already), each is read again and recorded alone. Any
+        other error is raised: it is no conflict a second look at the plans resolves,
+        and recording one by one would hide it. Returns the plans as now stored, in
+        order."""
         plans = [c.plan for c in charges]
         if len({p.id for p in plans}) != len(plans):
             raise ValueError("record_many takes one charge per plan")
@@ -540,7 +594,7 @@ class InstallmentCharger:
                 p if r is not None else await self._read(p.id)
                 for p, r in zip(plans, results, strict=True)
             ]
-        except Exception:
+        except ConcurrentUpdate:
             # The plans in memory hold unsaved changes now: start again from the stored ones.
             log.info("recording %d charges together failed; one by one", len(charges))
         return [
@@ -771,9 +825,14 @@ class InstallmentService:
             now = self._clock.now()
             # A cancelled plan takes no money later: a payment still waiting for the
             # customer is cancelled first; one they completed is recorded, as a retry would.
+            # A given-back charge that took nothing is recorded once the plan is cancelled:
+            # in the history, with no retry announced.
+            failed_given_back: list[tuple[str, int, ChargeResult]] = []
             for inst in plan.installments:
                 given_back = await self._charger.given_back_charge(plan, inst.id, PLAN_CANCELLED)
-                if given_back is not None and given_back.outcome is ChargeOutcome.UNRESOLVED:
+                if given_back is not None and given_back.outcome is ChargeOutcome.FAILED:
+                    failed_given_back.append((inst.id, inst.attempts + 1, given_back))
+                elif given_back is not None and given_back.outcome is ChargeOutcome.UNRESOLVED:
                     # Not settled yet, its worker perhaps dead: held, so that the
                     # scheduler records it once the reconciler (or its worker) settles it.
                     plan.hold_given_back(
@@ -799,6 +858,8 @@ class InstallmentService:
             completed = plan.status is PlanStatus.COMPLETED
             if not completed:
                 plan.cancel(reason, now)
+                for inst_id, attempt, failed in failed_given_back:
+                    plan.record(inst_id, attempt, failed, now)
             try:
                 async with self._uow() as uow:
                     await uow.plans.save(plan)

@@ -801,17 +801,20 @@ class InstallmentPlan:
         cancelled meanwhile, or is due again with that attempt number given back (a
         breach withdrew it: the plan may never heal). Money taken is never left
         unrecorded, and a payment left waiting must be in the history for a cancel or a
-        retry to cancel it at the processor."""
-        if (
-            not (result.outcome is ChargeOutcome.PAID or waits_for_customer(result))
-            or attempt <= 0
-            or any(c.attempt == attempt for c in inst.charges)
-        ):
+        retry to cancel it at the processor. On a cancelled installment a payment that
+        failed is recorded too (no event, nothing more charged): the history shows every
+        charge a processor saw."""
+        if attempt <= 0 or any(c.attempt == attempt for c in inst.charges):
             return False
         if inst.status is InstallmentStatus.CANCELLED:
             # Withdrawn on a cancelled plan (attempt kept), or given back on a breach
             # and cancelled since.
-            return attempt in (inst.attempts, inst.attempts + 1)
+            made = result.outcome is ChargeOutcome.PAID or (
+                result.outcome is ChargeOutcome.FAILED and bool(result.payment_id)
+            )
+            return made and attempt in (inst.attempts, inst.attempts + 1)
+        if not (result.outcome is ChargeOutcome.PAID or waits_for_customer(result)):
+            return False
         given_back = (InstallmentStatus.PENDING, InstallmentStatus.FAILED)
         return inst.status in given_back and attempt == inst.attempts + 1
 
