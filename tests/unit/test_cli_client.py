@@ -474,6 +474,33 @@ LIVE_KEY_TAIL = "51HxYzLiveKeyTail0123456789"
         ({"PAYORCH_CLOCK_OFFSET": "soon"}, [], "PAYORCH_CLOCK_OFFSET"),
         ({"PAYORCH_CLOCK_OFFSET": "inf"}, [], "PAYORCH_CLOCK_OFFSET"),
         ({"PAYORCH_OTEL_EXPORTER": "jaeger"}, [], "PAYORCH_OTEL_EXPORTER"),
+        # Each was taken without a word. Passes back to back on the database, or never.
+        ({"PAYORCH_SCHEDULER_INTERVAL_S": "0"}, [], "PAYORCH_SCHEDULER_INTERVAL_S"),
+        ({"PAYORCH_SCHEDULER_INTERVAL_S": "nan"}, [], "PAYORCH_SCHEDULER_INTERVAL_S"),
+        # A pass that claims nothing, however much is due.
+        ({"PAYORCH_SCHEDULER_BATCH_SIZE": "0"}, [], "PAYORCH_SCHEDULER_BATCH_SIZE"),
+        ({"PAYORCH_SCHEDULER_CONCURRENCY": "-1"}, [], "PAYORCH_SCHEDULER_CONCURRENCY"),
+        # A claim that runs out while its charge is still in its processor call: another
+        # worker takes it over and charges the same installment's attempt again.
+        ({"PAYORCH_SCHEDULER_LEASE_S": "0"}, [], "PAYORCH_SCHEDULER_LEASE_S"),
+        ({"PAYORCH_SCHEDULER_LEASE_S": "nan"}, [], "PAYORCH_SCHEDULER_LEASE_S"),
+        ({"PAYORCH_SCHEDULER_LEASE_S": "inf"}, [], "PAYORCH_SCHEDULER_LEASE_S"),
+        (
+            {"PAYORCH_CALL_TIMEOUT_S": "60", "PAYORCH_SCHEDULER_LEASE_S": "30"},
+            [],
+            "PAYORCH_CALL_TIMEOUT_S",
+        ),
+        # Dispatcher passes back to back; a delivery that times out at once, or never.
+        ({"PAYORCH_WEBHOOK_INTERVAL_S": "0"}, [], "PAYORCH_WEBHOOK_INTERVAL_S"),
+        ({"PAYORCH_WEBHOOK_TIMEOUT_S": "0"}, [], "PAYORCH_WEBHOOK_TIMEOUT_S"),
+        ({"PAYORCH_WEBHOOK_TIMEOUT_S": "inf"}, [], "PAYORCH_WEBHOOK_TIMEOUT_S"),
+        ({"PAYORCH_WEBHOOK_TIMEOUT_S": "10s"}, [], "PAYORCH_WEBHOOK_TIMEOUT_S"),
+        # Every call a violation, or none ever; every violation dropped.
+        ({"PAYORCH_LATENCY_SLO_MS": "0"}, [], "PAYORCH_LATENCY_SLO_MS"),
+        ({"PAYORCH_LATENCY_SLO_MS": "nan"}, [], "PAYORCH_LATENCY_SLO_MS"),
+        ({"PAYORCH_VIOLATION_BUFFER": "0"}, [], "PAYORCH_VIOLATION_BUFFER"),
+        # Taken as 0, Python's default, without a word.
+        ({"PAYORCH_GC_THRESHOLD": "-1"}, [], "PAYORCH_GC_THRESHOLD"),
     ],
     ids=[
         "unknown fault",
@@ -513,6 +540,22 @@ LIVE_KEY_TAIL = "51HxYzLiveKeyTail0123456789"
         "clock offset not a time",
         "clock offset infinite",
         "unknown trace exporter",
+        "scheduler passes back to back",
+        "scheduler interval nan",
+        "scheduler batch of none",
+        "scheduler concurrency negative",
+        "lease zero",
+        "lease nan",
+        "lease forever",
+        "lease shorter than a processor call",
+        "dispatcher passes back to back",
+        "webhook timeout zero",
+        "webhook timeout infinite",
+        "webhook timeout with a unit",
+        "latency slo zero",
+        "latency slo nan",
+        "violation buffer of none",
+        "gc threshold negative",
     ],
 )
 @pytest.mark.parametrize("command", [["serve", "--listen", "127.0.0.1:0"], ["scheduler", "--once"]])
