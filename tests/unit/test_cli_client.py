@@ -348,6 +348,21 @@ PLAN = [
         ["keys", "--database-url", "garbage", "list"],
         ["scheduler", "--once", "--database-url", "garbage"],
         ["webhooks", "dispatch", "--once", "--database-url", "garbage"],
+        ["refund", *ADDRESS, "pay_1", "--amount", "0"],
+        ["scheduler", "--once", "--now", "bad", "--database-url", "sqlite:///{missing}"],
+        [
+            "scheduler",
+            "--once",
+            "--now",
+            "2026-03-01T00:00",
+            "--database-url",
+            "sqlite:///{missing}",
+        ],
+        ["webhooks", "dispatch", "--once", "--now", "bad", "--database-url", "sqlite:///{missing}"],
+        ["scheduler", "--once", "--interval", "0", "--database-url", "sqlite:///{missing}"],
+        ["scheduler", "--once", "--batch-size", "0", "--database-url", "sqlite:///{missing}"],
+        ["pay", *ADDRESS, "--currency", "usd"],
+        ["get", *ADDRESS, "pay_1", "--no-such-flag"],
     ],
     ids=[
         "pay amount abc",
@@ -368,17 +383,30 @@ PLAN = [
         "keys unparsable database url",
         "scheduler unparsable database url",
         "dispatch unparsable database url",
+        "refund of nothing",
+        "scheduler now not a time",
+        "scheduler now without a zone",
+        "dispatch now not a time",
+        "scheduler interval zero",
+        "scheduler batch of none",
+        "pay without an amount",
+        "unknown flag",
     ],
 )
 def test_input_the_cli_cannot_use_is_one_line_of_error_with_exit_2_not_a_traceback(
     argv, bad_files, capsys
 ):
+    """As the README says: one line (no usage), exit code 2; 1 is for the server's errors."""
     argv = [a.format(**bad_files) for a in argv]
     assert exit_code_of(argv) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err
-    last = err.strip().splitlines()[-1]
-    assert last.startswith("payorch: ") or (last.startswith("payorch ") and ": error: " in last)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("payorch: ") or (
+        lines[0].startswith("payorch ") and ": error: " in lines[0]
+    )
+    assert not os.path.exists(bad_files["missing"]), "refused before the database is opened"
 
 
 UNSENDABLE_KEYS = ["po_cl\u00e9_secret", "po_key\u00a0x", "po_a\nb", "po_k\x7f"]
