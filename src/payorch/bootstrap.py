@@ -25,7 +25,7 @@ from payorch.app.auth import Authenticator
 from payorch.app.health import HealthTracker
 from payorch.app.installments import ConfiguredInstallmentPolicies
 from payorch.app.merchant_configs import MerchantConfigs
-from payorch.app.payments import PaymentService, ProcessorEvents
+from payorch.app.payments import DUPLICATE_WAIT_S, PaymentService, ProcessorEvents
 from payorch.app.ports import Clock, Processor
 from payorch.app.router import Router
 from payorch.app.settlement import Settlement
@@ -103,6 +103,20 @@ MAX_STOP_S = 3600.0
 MAX_CONNECTION_IDLE_S = 86400.0
 MIN_WEBHOOK_DISABLE_AFTER_S = 86400.0
 MAX_WEBHOOK_DISABLE_AFTER_S = 30 * 86400.0
+# Under a tenth of a second an idle scheduler or dispatcher asks the database for work
+# more than ten times a second (0: back to back). Over a day, an installment is charged
+# a day late; over an hour, a webhook waits an hour for its first try.
+MIN_INTERVAL_S = 0.1
+MAX_SCHEDULER_INTERVAL_S = 86400.0
+MAX_WEBHOOK_INTERVAL_S = 3600.0
+# One webhook request. Over a minute, a few receivers that hang hold every one of the
+# dispatcher's sending slots that long; under 0.1 s no receiver answers in time.
+MAX_WEBHOOK_TIMEOUT_S = 60.0
+# A claim's lease: whoever claims an installment whose lease ran out charges it again
+# under the same attempt. It must outlast a charge's processor call and the wait for
+# an identical charge still in flight (DUPLICATE_WAIT_S), or a slow call loses its claim
+# to another worker mid-charge. Over a day, a dead worker's claims are charged a day late.
+MAX_LEASE_S = 86400.0
 
 
 def check_times(settings: Settings) -> None:
@@ -132,6 +146,29 @@ def check_times(settings: Settings) -> None:
             MAX_CONNECTION_IDLE_S,
             "",
         ),
+        (
+            "PAYORCH_SCHEDULER_INTERVAL_S",
+            settings.scheduler_interval_s,
+            MIN_INTERVAL_S,
+            MAX_SCHEDULER_INTERVAL_S,
+            "",
+        ),
+        (
+            "PAYORCH_WEBHOOK_INTERVAL_S",
+            settings.webhook_interval_s,
+            MIN_INTERVAL_S,
+            MAX_WEBHOOK_INTERVAL_S,
+            "",
+        ),
+        ("PAYORCH_WEBHOOK_TIMEOUT_S", settings.webhook_timeout_s, 0.1, MAX_WEBHOOK_TIMEOUT_S, ""),
+        (
+            "PAYORCH_SCHEDULER_LEASE_S",
+            settings.scheduler_lease_s,
+            settings.call_timeout_s + DUPLICATE_WAIT_S,
+            MAX_LEASE_S,
+            f" (at least PAYORCH_CALL_TIMEOUT_S + {DUPLICATE_WAIT_S:g} s:"
+            " a claim must outlast its charge's processor call)",
+        ),
     ):
         if not low <= value <= high:
             raise InvalidSettings(f"{var} must be {low:g}..{high:g} seconds{note}, not {value}")
@@ -144,6 +181,18 @@ MAX_CONCURRENT_RPCS = 100_000
 # 1 KiB not even a payment fits; grpc reads a negative limit as none at all.
 MIN_MESSAGE_BYTES = 1024
 MAX_MESSAGE_BYTES = (2**31 - 1) // 4
+# Installments one scheduler claims at a time, and has in flight: 0 claims nothing
+# however much is due. Past 10,000 at once one process, not the setting, is the limit.
+MAX_SCHEDULER_AT_ONCE = 10_000
+# Calls slower than the SLO are violations: 0 makes every call one, NaN none ever. An
+# hour is past every deadline a caller gives.
+MAX_LATENCY_SLO_MS = 3_600_000
+# Violations waiting in memory for their write (0: every one dropped); a million is
+# already a sizeable share of a replica's memory while the database is down.
+MAX_VIOLATION_BUFFER = 1_000_000
+# The collector's first generation (0: Python's 700). Past a million, short-lived
+# cycles pile up between collections (and gc takes no more than a C int).
+MAX_GC_THRESHOLD = 1_000_000
 
 
 def check_limits(settings: Settings) -> None:
@@ -158,6 +207,11 @@ def check_limits(settings: Settings) -> None:
             MIN_MESSAGE_BYTES,
             MAX_MESSAGE_BYTES,
         ),
+        ("PAYORCH_SCHEDULER_BATCH_SIZE", settings.scheduler_batch_size, 1, MAX_SCHEDULER_AT_ONCE),
+        ("PAYORCH_SCHEDULER_CONCURRENCY", settings.scheduler_concurrency, 1, MAX_SCHEDULER_AT_ONCE),
+        ("PAYORCH_LATENCY_SLO_MS", settings.latency_slo_ms, 1, MAX_LATENCY_SLO_MS),
+        ("PAYORCH_VIOLATION_BUFFER", settings.violation_buffer, 1, MAX_VIOLATION_BUFFER),
+        ("PAYORCH_GC_THRESHOLD", settings.gc_threshold, 0, MAX_GC_THRESHOLD),
     ):
         if not low <= value <= high:
             raise InvalidSettings(f"{var} must be {low:,}..{high:,}, not {value}")
@@ -256,6 +310,16 @@ def build_processors(
     return processors, simulated
 
 
+def check_settings(settings: Settings) -> HealthPolicy:
+    """Refuse settings a process cannot start with (InvalidSettings naming the
+    variable), before the database is opened; the health policy they make."""
+    check_times(settings)
+    check_limits(settings)
+    check_tls(settings)
+    check_tracing(settings)
+    return health_policy(settings)
+
+
 async def bootstrap(
     settings: Settings,
     *,
@@ -264,12 +328,7 @@ async def bootstrap(
     observability: ObservabilityOptions | None = None,
 ) -> Container:
     clock = clock or clock_from_settings(settings)
-    # Settings it cannot start with are refused before the database is opened.
-    check_times(settings)
-    check_limits(settings)
-    check_tls(settings)
-    check_tracing(settings)
-    policy = health_policy(settings)
+    policy = check_settings(settings)
     processors, simulated = build_processors(settings, clock)
     engine = create_engine(settings.database_url)
     if run_migrations:

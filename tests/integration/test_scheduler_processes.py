@@ -113,6 +113,7 @@ def scheduler(
     log: Path,
     *,
     lease_s: float = 30.0,
+    call_timeout_s: float = 1.0,
     batch: int = 50,
     latency_ms: int = 5,
     concurrency: int = 16,
@@ -126,6 +127,8 @@ def scheduler(
         "PAYORCH_SCHEDULER_BATCH_SIZE": str(batch),
         "PAYORCH_SCHEDULER_CONCURRENCY": str(concurrency),
         "PAYORCH_SCHEDULER_LEASE_S": str(lease_s),
+        # A lease shorter than a processor call and 5 s is refused at start.
+        "PAYORCH_CALL_TIMEOUT_S": str(call_timeout_s),
         "PAYORCH_LOG_LEVEL": "INFO",
         "PAYORCH_CLOCK_OFFSET": CLOCK_OFFSET,
     }
@@ -219,7 +222,8 @@ def test_a_worker_frozen_past_its_lease_and_resumed_never_charges_twice(
     prepare(url)
     log = tmp_path / "charges.log"
     # A short lease, so the test waits little; it must still outlast one batch's
-    # charges, including the 5 s a charge may wait on an identical one still in flight.
+    # charges, including the 5 s a charge may wait on an identical one still in flight
+    # (the shortest lease taken: the 1 s call timeout + 5 s).
     lease_s, batch = 6.0, 20
     # Its charges take 500 ms, so it is frozen holding claims it has not paid: at 5 ms
     # it could pay every claim it held (and hold the next one's rows in an open claim

@@ -348,6 +348,21 @@ PLAN = [
         ["keys", "--database-url", "garbage", "list"],
         ["scheduler", "--once", "--database-url", "garbage"],
         ["webhooks", "dispatch", "--once", "--database-url", "garbage"],
+        ["refund", *ADDRESS, "pay_1", "--amount", "0"],
+        ["scheduler", "--once", "--now", "bad", "--database-url", "sqlite:///{missing}"],
+        [
+            "scheduler",
+            "--once",
+            "--now",
+            "2026-03-01T00:00",
+            "--database-url",
+            "sqlite:///{missing}",
+        ],
+        ["webhooks", "dispatch", "--once", "--now", "bad", "--database-url", "sqlite:///{missing}"],
+        ["scheduler", "--once", "--interval", "0", "--database-url", "sqlite:///{missing}"],
+        ["scheduler", "--once", "--batch-size", "0", "--database-url", "sqlite:///{missing}"],
+        ["pay", *ADDRESS, "--currency", "usd"],
+        ["get", *ADDRESS, "pay_1", "--no-such-flag"],
     ],
     ids=[
         "pay amount abc",
@@ -368,17 +383,30 @@ PLAN = [
         "keys unparsable database url",
         "scheduler unparsable database url",
         "dispatch unparsable database url",
+        "refund of nothing",
+        "scheduler now not a time",
+        "scheduler now without a zone",
+        "dispatch now not a time",
+        "scheduler interval zero",
+        "scheduler batch of none",
+        "pay without an amount",
+        "unknown flag",
     ],
 )
 def test_input_the_cli_cannot_use_is_one_line_of_error_with_exit_2_not_a_traceback(
     argv, bad_files, capsys
 ):
+    """As the README says: one line (no usage), exit code 2; 1 is for the server's errors."""
     argv = [a.format(**bad_files) for a in argv]
     assert exit_code_of(argv) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err
-    last = err.strip().splitlines()[-1]
-    assert last.startswith("payorch: ") or (last.startswith("payorch ") and ": error: " in last)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("payorch: ") or (
+        lines[0].startswith("payorch ") and ": error: " in lines[0]
+    )
+    assert not os.path.exists(bad_files["missing"]), "refused before the database is opened"
 
 
 UNSENDABLE_KEYS = ["po_cl\u00e9_secret", "po_key\u00a0x", "po_a\nb", "po_k\x7f"]
@@ -474,6 +502,33 @@ LIVE_KEY_TAIL = "51HxYzLiveKeyTail0123456789"
         ({"PAYORCH_CLOCK_OFFSET": "soon"}, [], "PAYORCH_CLOCK_OFFSET"),
         ({"PAYORCH_CLOCK_OFFSET": "inf"}, [], "PAYORCH_CLOCK_OFFSET"),
         ({"PAYORCH_OTEL_EXPORTER": "jaeger"}, [], "PAYORCH_OTEL_EXPORTER"),
+        # Each was taken without a word. Passes back to back on the database, or never.
+        ({"PAYORCH_SCHEDULER_INTERVAL_S": "0"}, [], "PAYORCH_SCHEDULER_INTERVAL_S"),
+        ({"PAYORCH_SCHEDULER_INTERVAL_S": "nan"}, [], "PAYORCH_SCHEDULER_INTERVAL_S"),
+        # A pass that claims nothing, however much is due.
+        ({"PAYORCH_SCHEDULER_BATCH_SIZE": "0"}, [], "PAYORCH_SCHEDULER_BATCH_SIZE"),
+        ({"PAYORCH_SCHEDULER_CONCURRENCY": "-1"}, [], "PAYORCH_SCHEDULER_CONCURRENCY"),
+        # A claim that runs out while its charge is still in its processor call: another
+        # worker takes it over and charges the same installment's attempt again.
+        ({"PAYORCH_SCHEDULER_LEASE_S": "0"}, [], "PAYORCH_SCHEDULER_LEASE_S"),
+        ({"PAYORCH_SCHEDULER_LEASE_S": "nan"}, [], "PAYORCH_SCHEDULER_LEASE_S"),
+        ({"PAYORCH_SCHEDULER_LEASE_S": "inf"}, [], "PAYORCH_SCHEDULER_LEASE_S"),
+        (
+            {"PAYORCH_CALL_TIMEOUT_S": "60", "PAYORCH_SCHEDULER_LEASE_S": "30"},
+            [],
+            "PAYORCH_CALL_TIMEOUT_S",
+        ),
+        # Dispatcher passes back to back; a delivery that times out at once, or never.
+        ({"PAYORCH_WEBHOOK_INTERVAL_S": "0"}, [], "PAYORCH_WEBHOOK_INTERVAL_S"),
+        ({"PAYORCH_WEBHOOK_TIMEOUT_S": "0"}, [], "PAYORCH_WEBHOOK_TIMEOUT_S"),
+        ({"PAYORCH_WEBHOOK_TIMEOUT_S": "inf"}, [], "PAYORCH_WEBHOOK_TIMEOUT_S"),
+        ({"PAYORCH_WEBHOOK_TIMEOUT_S": "10s"}, [], "PAYORCH_WEBHOOK_TIMEOUT_S"),
+        # Every call a violation, or none ever; every violation dropped.
+        ({"PAYORCH_LATENCY_SLO_MS": "0"}, [], "PAYORCH_LATENCY_SLO_MS"),
+        ({"PAYORCH_LATENCY_SLO_MS": "nan"}, [], "PAYORCH_LATENCY_SLO_MS"),
+        ({"PAYORCH_VIOLATION_BUFFER": "0"}, [], "PAYORCH_VIOLATION_BUFFER"),
+        # Taken as 0, Python's default, without a word.
+        ({"PAYORCH_GC_THRESHOLD": "-1"}, [], "PAYORCH_GC_THRESHOLD"),
     ],
     ids=[
         "unknown fault",
@@ -513,6 +568,22 @@ LIVE_KEY_TAIL = "51HxYzLiveKeyTail0123456789"
         "clock offset not a time",
         "clock offset infinite",
         "unknown trace exporter",
+        "scheduler passes back to back",
+        "scheduler interval nan",
+        "scheduler batch of none",
+        "scheduler concurrency negative",
+        "lease zero",
+        "lease nan",
+        "lease forever",
+        "lease shorter than a processor call",
+        "dispatcher passes back to back",
+        "webhook timeout zero",
+        "webhook timeout infinite",
+        "webhook timeout with a unit",
+        "latency slo zero",
+        "latency slo nan",
+        "violation buffer of none",
+        "gc threshold negative",
     ],
 )
 @pytest.mark.parametrize("command", [["serve", "--listen", "127.0.0.1:0"], ["scheduler", "--once"]])

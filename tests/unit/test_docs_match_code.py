@@ -18,8 +18,9 @@ from prometheus_client import CollectorRegistry
 from payorch.adapters.metrics import Metrics
 from payorch.adapters.payment_metrics import PaymentMetrics
 from payorch.app.webhook_delivery import EVENT_TYPES
+from payorch.bootstrap import MAX_LEASE_S, check_settings
 from payorch.entrypoints.grpc.server import SERVICES
-from payorch.settings import SECRETS, Settings
+from payorch.settings import SECRETS, InvalidSettings, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -70,8 +71,8 @@ def test_every_documented_variable_is_read_under_that_name() -> None:
         assert any(var in f.read_text(encoding="utf-8") for f in where.rglob("*.py")), var
 
 
-def _table_defaults() -> list[tuple[str, str, str]]:
-    """(page, variable, default cell) of each settings table row naming one variable."""
+def _table_rows() -> list[tuple[str, str, str, list[str]]]:
+    """(page, variable, default cell, cells) of each settings table row naming one variable."""
     rows = []
     for page in PAGES:
         column = None
@@ -86,11 +87,12 @@ def _table_defaults() -> list[tuple[str, str, str]]:
                 continue
             named = re.findall(r"PAYORCH_[A-Z0-9_]*[A-Z0-9]", cells[0])
             if column is not None and len(named) == 1 and named[0] in SETTINGS:
-                rows.append((page.name, named[0], cells[column].strip("`")))
+                rows.append((page.name, named[0], cells[column].strip("`"), cells))
     return rows
 
 
-TABLE_DEFAULTS = _table_defaults()
+TABLE_ROWS = _table_rows()
+TABLE_DEFAULTS = [(page, var, default) for page, var, default, _ in TABLE_ROWS]
 
 
 def test_the_settings_tables_are_found() -> None:
@@ -112,6 +114,57 @@ def test_a_documented_default_is_the_settings_default(page: str, var: str, cell:
         assert cell in ("", "-") or cell.startswith("(") or "'" in cell, f"{page}: {var}"
     else:
         assert cell == default, f"{page}: {var} defaults to {default!r}"
+
+
+def _documented_ranges() -> list[tuple[str, str, str, str]]:
+    """(page, variable, low, high) of each settings row that gives a range `low..high`."""
+    ranges = []
+    for page, var, _, cells in TABLE_ROWS:
+        for low, high in re.findall(r"\b(\d+(?:\.\d+)?)\.\.(\d+(?:\.\d+)?)\b", cells[-1]):
+            ranges.append((page, var, low, high))
+    return ranges
+
+
+DOCUMENTED_RANGES = _documented_ranges()
+# The lease outlasts a processor call: at its longest, the call's limit is a lease's too.
+_BASE = {"scheduler_lease_s": MAX_LEASE_S}
+
+
+def _starts_with(var: str, value: float) -> bool:
+    try:
+        check_settings(Settings(**{**_BASE, SETTINGS[var].name: value}))
+    except InvalidSettings:
+        return False
+    return True
+
+
+def test_the_documented_ranges_are_found() -> None:
+    assert len(DOCUMENTED_RANGES) >= 15
+    named = {var for _, var, _, _ in DOCUMENTED_RANGES}
+    assert {"PAYORCH_SCHEDULER_BATCH_SIZE", "PAYORCH_GC_THRESHOLD"} <= named
+
+
+@pytest.mark.parametrize(("page", "var", "low", "high"), DOCUMENTED_RANGES, ids=str)
+def test_a_documented_range_is_the_one_a_process_starts_with(
+    page: str, var: str, low: str, high: str
+) -> None:
+    """Both ends start; just past either is refused at start."""
+    whole = SETTINGS[var].type in ("int", int)
+    kind = int if whole else float
+    step = 1 if whole else 1e-6
+    assert _starts_with(var, kind(low)), f"{page}: {var}={low} is refused"
+    assert _starts_with(var, kind(high)), f"{page}: {var}={high} is refused"
+    assert not _starts_with(var, kind(low) - step), f"{page}: {var} below {low} is taken"
+    assert not _starts_with(var, kind(high) + step), f"{page}: {var} above {high} is taken"
+
+
+def test_the_shortest_lease_is_the_documented_call_timeout_and_5_s() -> None:
+    assert "at least PAYORCH_CALL_TIMEOUT_S + 5 (so 15 by default)" in DOCS
+    for timeout in (10.0, 60.0):
+        lease = {"call_timeout_s": timeout}
+        check_settings(Settings(**lease, scheduler_lease_s=timeout + 5))
+        with pytest.raises(InvalidSettings, match="PAYORCH_SCHEDULER_LEASE_S"):
+            check_settings(Settings(**lease, scheduler_lease_s=timeout + 4.9))
 
 
 def _error_reasons() -> set[str]:

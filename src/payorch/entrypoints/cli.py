@@ -395,7 +395,8 @@ def _db_flags(p: argparse.ArgumentParser) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="payorch", description=__doc__)
+    # Its subcommands are parsers of its own class: each refuses bad input in one line.
+    root: argparse.ArgumentParser = cli_arguments.Parser(prog="payorch", description=__doc__)
     sub = root.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the gRPC server")

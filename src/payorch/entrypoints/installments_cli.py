@@ -11,7 +11,6 @@ import signal
 import sys
 import uuid
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any
 
 import grpc
@@ -212,12 +211,8 @@ def _worker_settings(args: argparse.Namespace) -> Any:
 def _clock(args: argparse.Namespace) -> Any:
     from payorch.adapters.clock import OffsetClock
 
-    if not args.now:
-        return None
-    try:
-        return OffsetClock.starting_at(datetime.fromisoformat(args.now))
-    except ValueError as exc:
-        raise SystemExit(f"--now {args.now!r}: {exc}") from exc
+    # --now is checked by its argument type: a time with its zone.
+    return OffsetClock.starting_at(args.now) if args.now else None
 
 
 def _stop_on_signal() -> asyncio.Event:
@@ -479,9 +474,21 @@ def register(
     sched.add_argument("--processors", help="as for serve")
     sched.add_argument("--simulate", help="as for serve")
     sched.add_argument("--once", action="store_true", help="one pass, then exit (for cron)")
-    sched.add_argument("--now", help="act as if it were this time, e.g. 2026-03-01T00:00:00Z")
-    sched.add_argument("--interval", type=float, help="seconds between passes (default 60)")
-    sched.add_argument("--batch-size", type=int, help="installments claimed at a time")
+    sched.add_argument(
+        "--now",
+        type=cli_arguments.instant,
+        help="act as if it were this time, e.g. 2026-03-01T00:00:00Z",
+    )
+    sched.add_argument(
+        "--interval",
+        type=float,
+        help="seconds between passes (PAYORCH_SCHEDULER_INTERVAL_S, default 60)",
+    )
+    sched.add_argument(
+        "--batch-size",
+        type=int,
+        help="installments claimed at a time (PAYORCH_SCHEDULER_BATCH_SIZE, default 50)",
+    )
     sched.add_argument("--no-webhooks", action="store_true", help="leave webhooks to another")
     sched.set_defaults(func=cmd_scheduler)
 
@@ -535,7 +542,7 @@ def register(
     dispatch = hooks_sub.add_parser("dispatch", help="deliver webhooks (no scheduler)")
     db_flags(dispatch)
     dispatch.add_argument("--once", action="store_true")
-    dispatch.add_argument("--now", help="as for scheduler")
+    dispatch.add_argument("--now", type=cli_arguments.instant, help="as for scheduler")
     dispatch.set_defaults(func=cmd_dispatch)
 
     listen = hooks_sub.add_parser("listen", help="a local receiver printing verified webhooks")
