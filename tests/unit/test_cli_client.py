@@ -592,6 +592,13 @@ def test_a_setting_the_server_cannot_start_with_is_one_line_naming_it_with_exit_
 ):
     for name, value in env.items():
         monkeypatch.setenv(name, value)
+
+    def opened(*args: object, **kwargs: object) -> None:
+        # A setting that gets through would serve forever: fail here instead.
+        raise AssertionError("the database was opened: the setting was not refused")
+
+    monkeypatch.setattr("payorch.bootstrap.create_engine", opened)
+    monkeypatch.setattr("payorch.adapters.persistence.engine.create_engine", opened)
     url = f"sqlite:///{tmp_path / 'p.db'}"
     if command[0] == "scheduler" and "--processors" in argv:
         monkeypatch.setenv("PAYORCH_PROCESSORS", argv[-1])
