@@ -11,10 +11,15 @@ aggregate, routing, the processor, health, metrics, the log line, the proto resp
 
     python bench/request_path.py [--body single|split|both] [-n 2000] [--rounds 7]
     python bench/request_path.py --body single --profile   # cProfile top lists
+    python bench/request_path.py --body single --storage   # with bootstrap's SQLite writes
 
 Reports CPU (time.process_time) per payment: the fastest round and the median. The sqlite
 database bootstrap creates is used once, for the API key and the merchant config,
-which then stay in their caches. A benchmark aid, not a test.
+which then stay in their caches. With --storage the PaymentService is bootstrap's own
+and each payment is written to that SQLite file as `payorch serve` writes it, so the
+figures are the whole of CreatePayment, storage included; --concurrency K runs K at a
+time, as a loaded server does, so their writes share commits.
+A benchmark aid, not a test.
 """
 
 from __future__ import annotations
@@ -72,6 +77,7 @@ class MemoryPaymentRepository:
         self.events += len(payment.pending_events)
         for s in payment.steps:
             s.stored_attempts = len(s.attempts)
+        payment.mark_stored()  # as the real writes do: the settled bookkeeping runs
         payment.pending_events.clear()
 
     async def get_by_request(self, merchant_id: str, request_id: str) -> Payment | None:
@@ -150,7 +156,8 @@ class FakeContext:
 
 
 class Harness:
-    def __init__(self) -> None:
+    def __init__(self, storage: bool = False) -> None:
+        self.storage = storage
         self.container: Any = None
         self.uow = MemoryUnitOfWorkFactory()
         self.interceptor: Any = None
@@ -181,15 +188,16 @@ class Harness:
             config_cache_s=MAX_CACHE_S,
         )
         c = await bootstrap(settings)
-        # bootstrap's PaymentService, with the in-memory unit of work instead.
-        c.payments = PaymentService(
-            self.uow,  # type: ignore[arg-type]  # only what CreatePayment asks of it
-            c.router,
-            c.clock,
-            c.configs,
-            Settlement(c.router.processors, c.clock),
-            observation=c.observability.payment_observation,
-        )
+        if not self.storage:
+            # bootstrap's PaymentService, with the in-memory unit of work instead.
+            c.payments = PaymentService(
+                self.uow,  # type: ignore[arg-type]  # only what CreatePayment asks of it
+                c.router,
+                c.clock,
+                c.configs,
+                Settlement(c.router.processors, c.clock),
+                observation=c.observability.payment_observation,
+            )
         self.container = c
         key = await c.api_keys.create(
             merchant_id="m_bench", scope=Scope.MERCHANT, label="bench", now=c.clock.now()
@@ -236,15 +244,26 @@ class Harness:
         self._tmp.cleanup()
 
 
-async def _run(call: Callable[[bytes], Awaitable[bytes]], bodies: list[bytes]) -> float:
+async def _run(
+    call: Callable[[bytes], Awaitable[bytes]], bodies: list[bytes], concurrency: int = 1
+) -> float:
     t0 = time.process_time()
-    for raw in bodies:
-        await call(raw)
+    if concurrency == 1:
+        for raw in bodies:
+            await call(raw)
+    else:
+        limit = asyncio.Semaphore(concurrency)
+
+        async def one(raw: bytes) -> None:
+            async with limit:
+                await call(raw)
+
+        await asyncio.gather(*(one(raw) for raw in bodies))
     return time.process_time() - t0
 
 
 async def measure(
-    h: Harness, body: str, n: int, rounds: int, warmup: int, profile: bool
+    h: Harness, body: str, n: int, rounds: int, warmup: int, profile: bool, concurrency: int = 1
 ) -> list[float]:
     from payments.orchestrator.v1 import orchestrator_pb2 as orch
     from payments.result.v1 import result_pb2
@@ -267,11 +286,11 @@ async def measure(
         if profile and r == rounds - 1:
             prof = cProfile.Profile()
             prof.enable()
-            cpu = await _run(h.call, bodies)
+            cpu = await _run(h.call, bodies, concurrency)
             prof.disable()
             _print_profile(prof, body, n)
         else:
-            cpu = await _run(h.call, bodies)
+            cpu = await _run(h.call, bodies, concurrency)
         per_payment_us.append(cpu / n * 1e6)
     return per_payment_us
 
@@ -285,12 +304,14 @@ def _print_profile(prof: cProfile.Profile, body: str, n: int) -> None:
 
 
 async def run(args: argparse.Namespace, log_file: TextIO) -> dict[str, list[float]]:
-    h = Harness()
+    h = Harness(storage=args.storage)
     await h.start(log_file)
     try:
         bodies = ["single", "split"] if args.body == "both" else [args.body]
         return {
-            body: await measure(h, body, args.n, args.rounds, args.warmup, args.profile)
+            body: await measure(
+                h, body, args.n, args.rounds, args.warmup, args.profile, args.concurrency
+            )
             for body in bodies
         }
     finally:
@@ -304,6 +325,17 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=15)
     p.add_argument("--warmup", type=int, default=300)
     p.add_argument("--profile", action="store_true", help="cProfile the last round")
+    p.add_argument(
+        "--storage",
+        action="store_true",
+        help="write each payment to bootstrap's SQLite database, as the server does",
+    )
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=1,
+        help="payments under way at once (with --storage, concurrent writes share commits)",
+    )
     args = p.parse_args()
     with open(os.devnull, "w") as log_file:
         results = asyncio.run(run(args, log_file))

@@ -7,7 +7,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from payorch.domain import contracts
 from payorch.domain.card_data import contains_card_number, luhn_valid
 from payorch.domain.contracts import (
     CATALOG,
@@ -18,6 +21,7 @@ from payorch.domain.contracts import (
     contract,
     is_mismatch,
     new_violation,
+    redact_secrets,
     scrub,
 )
 from payorch.domain.payment import Attempt, RawError
@@ -250,3 +254,21 @@ def test_complaints_nothing_inside_saw_are_escalated():
 def test_an_empty_retrospective_is_valid_yaml_with_empty_lists():
     text = build_retrospective(T0 - timedelta(days=14), T0, {}, {}).to_yaml()
     assert "violations: []\n" in text and text.endswith("escalations: []\n")
+
+
+# Pieces that make the secret patterns match, nearly match and fail at a word boundary.
+_PIECES = st.sampled_from(
+    ["sk_", "rk_", "ek_", "po_", "whsec_", "pi_", "seti_", "_secret_", "_", "ask_", "x", "Ab9", "+/=",
+     "-", "*", " ", "\n", ".", "é", "4242"]
+)  # fmt: skip
+
+
+@given(st.lists(_PIECES, max_size=12).map("".join))
+def test_redacting_secrets_skips_only_texts_neither_pattern_can_match(text):
+    """redact_secrets looks for a literal before each pattern's scan (a log line's hot
+    path): what it returns is what both substitutions make of any text."""
+    both = contracts._SECRET.sub(
+        lambda m: f"{m[1] or m[2]}_[redacted]",
+        contracts._CLIENT_SECRET.sub(lambda m: f"{m[1]}_[redacted]", text),
+    )
+    assert redact_secrets(text) == both

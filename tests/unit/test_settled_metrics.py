@@ -7,17 +7,32 @@ from __future__ import annotations
 
 import logging
 import uuid
+from datetime import UTC, datetime
 
+import pytest
 from prometheus_client import CollectorRegistry
 
 from payorch.adapters.payment_log import LoggingObserver
 from payorch.adapters.payment_metrics import PaymentMetrics, PrometheusObserver
+from payorch.app.analytics import SUCCEEDED
 from payorch.app.observability import Observers
-from payorch.app.payment_observation import PaymentObservation
+from payorch.app.payment_observation import PaymentObservation, unstored
 from payorch.app.payments import ProcessorEvent, ProcessorEvents
-from payorch.domain.payment import ACTION_TIMEOUT, Owed, Payment, PaymentStatus, StepStatus
+from payorch.domain.payment import (
+    ACTION_TIMEOUT,
+    OPEN,
+    Attempt,
+    Owed,
+    Payment,
+    PaymentStatus,
+    RawError,
+    StepStatus,
+    Stored,
+)
 from payorch.domain.request import RawMethodInput, RawPaymentRequest, parse_payment_request
+from payorch.domain.results import ErrorCode, Outcome
 from payorch.domain.retry import RetryPolicy
+from tests.integration.test_payment_writes import new_payment
 from tests.unit.test_split_execution import World as PaymentsWorld
 from tests.unit.test_split_follow_through import Outage
 
@@ -274,3 +289,50 @@ async def test_a_split_whose_capture_failed_settles_when_the_reconciler_captures
 
     assert (await w.service.get(p.id, "m_1")).status is PaymentStatus.SUCCEEDED
     assert w.settled() == {("succeeded", "reconciler"): 1}
+
+
+def _attempts(payment: Payment) -> None:
+    """A processor error on the first authorize, then the success: recovered, once
+    the payment took the money."""
+    t = datetime(2026, 3, 1, tzinfo=UTC)
+    step = payment.steps[0]
+    for number, (outcome, code) in enumerate(
+        [(Outcome.SOFT, ErrorCode.PROCESSOR_ERROR), (Outcome.SUCCESS, ErrorCode.NONE)], 1
+    ):
+        raw = RawError("api_error", "", "", 500 if number == 1 else 200, "", "")
+        step.attempts.append(
+            Attempt(number, "simulated", f"k{number}", t, t, 5, outcome, code, raw)
+        )
+
+
+@pytest.mark.parametrize("failure_stored", [False, True], ids=["failure-new", "failure-stored"])
+@pytest.mark.parametrize("before", [None, *PaymentStatus], ids=lambda s: getattr(s, "value", "new"))
+@pytest.mark.parametrize("now", list(PaymentStatus), ids=lambda s: s.value)
+def test_a_save_makes_a_payment_recovered_only_over_a_stored_state_that_was_not(
+    now, before, failure_stored
+):
+    """What a save reports as recovered is read from what storage holds first only when
+    it must be: the rule stays "recovered now, and not as stored"."""
+    payment = new_payment(1)
+    _attempts(payment)
+    payment.steps[0].stored_attempts = 2 if failure_stored else 0
+    payment.status = now
+    payment.stored = None if before is None else Stored(before, settled=False)
+    as_stored = before in SUCCEEDED and failure_stored
+    assert unstored(payment).recovers is (now in SUCCEEDED and not as_stored)
+
+
+@pytest.mark.parametrize("owed", list(Owed), ids=lambda o: o.value)
+@pytest.mark.parametrize("authorize_only", [False, True])
+@pytest.mark.parametrize("status", list(PaymentStatus), ids=lambda s: s.value)
+def test_storage_marks_each_state_as_it_is(status, authorize_only, owed):
+    """The marks storage leaves on a payment are shared, one for each (status,
+    settled): each says the state it marks."""
+    payment = new_payment(1)
+    payment.status, payment.authorize_only, payment.owed = status, authorize_only, owed
+    payment.mark_stored()
+    assert payment.stored == Stored(status, payment.settled)
+    assert payment.settled is (
+        status not in OPEN
+        and (status is not PaymentStatus.AUTHORIZED or authorize_only or owed is Owed.VOID)
+    )

@@ -16,7 +16,7 @@ from payorch.app.contract_monitor import ContractMonitor
 from payorch.app.observability import AttributeValue, NullTracer, Observers, Span, Tracer, Via
 from payorch.domain.classification import INFRASTRUCTURE_CODES
 from payorch.domain.contracts import attempt_violation
-from payorch.domain.payment import Attempt, Payment, PaymentStatus, Step
+from payorch.domain.payment import Attempt, Payment, Step
 from payorch.domain.request import CoreRequest
 from payorch.domain.results import Outcome
 
@@ -24,10 +24,15 @@ log = logging.getLogger("payorch.reconciler")
 # Payment ids named in one violation; the rest are counted.
 NAMED_PAYMENTS = 10
 _FAILURES = (Outcome.SOFT, Outcome.UNKNOWN)
+# SUCCEEDED, for the look at every save: `in` a tuple compares by identity, where a
+# frozenset hashes the status with Enum.__hash__ (a Python call).
+_SUCCEEDED = tuple(SUCCEEDED)
 
 
-def _recovered(status: PaymentStatus | None, attempts: Iterable[Attempt]) -> bool:
-    return status in SUCCEEDED and any(
+def _recovered(attempts: Iterable[Attempt]) -> bool:
+    """Whether one of the attempts to take the money failed on infrastructure (the
+    payment's status is the caller's to check first)."""
+    return any(
         a.outcome in _FAILURES
         and a.error_code in INFRASTRUCTURE_CODES
         and a.operation in TAKING_MONEY
@@ -39,7 +44,7 @@ def recovered(payment: Payment) -> bool:
     """Took the money after a transient infrastructure failure on an attempt to take it:
     what GetPaymentStats counts as recovered (app/analytics.py), a partial split too,
     a void's failure or a lookup's not."""
-    return _recovered(payment.status, (a for s in payment.steps for a in s.attempts))
+    return payment.status in _SUCCEEDED and _recovered(a for s in payment.steps for a in s.attempts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,12 +63,19 @@ class Unstored:
 def unstored(payment: Payment) -> Unstored:
     """Taken just before the save: the attempts made since the payment was read, whether
     this save settles it, and whether it makes it recovered."""
-    stored_attempts = (a for s in payment.steps for a in s.attempts[: s.stored_attempts])
-    return Unstored(
-        unstored_attempts(payment),
-        payment.settling,
-        recovered(payment)
-        and not (payment.stored and _recovered(payment.stored.status, stored_attempts)),
+    return Unstored(unstored_attempts(payment), payment.settling, _recovers(payment))
+
+
+def _recovers(payment: Payment) -> bool:
+    """Recovered once saved, and not as stored: the stored attempts are looked at only
+    for a payment recovered now whose stored status took the money."""
+    if not recovered(payment):
+        return False
+    stored = payment.stored
+    return (
+        stored is None
+        or stored.status not in _SUCCEEDED
+        or not _recovered(a for s in payment.steps for a in s.attempts[: s.stored_attempts])
     )
 
 

@@ -56,6 +56,9 @@ UNRESOLVED = frozenset({PaymentStatus.PROCESSING, PaymentStatus.UNKNOWN})
 # the customer (Payment.settled: an authorized one owing its capture is not either). It
 # settles once: metrics count that transition.
 OPEN = frozenset({*UNRESOLVED, PaymentStatus.REQUIRES_ACTION})
+# OPEN for Payment.settled, read at every save: `in` a tuple compares members by
+# identity, `in` a frozenset hashes the status with Enum.__hash__, a Python call.
+_OPEN = tuple(OPEN)
 # States in which a settled plan can still owe the processor a capture or a void.
 OWING = frozenset(PaymentStatus) - UNRESOLVED
 
@@ -228,6 +231,13 @@ class Stored:
     settled: bool
 
 
+# Every Stored there can be, by (status value, settled): storage marks each payment it
+# reads or writes, and a shared immutable one costs a lookup, not a dataclass's init.
+_STORED = {
+    (s.value, settled): Stored(s, settled) for s in PaymentStatus for settled in (False, True)
+}
+
+
 @dataclass(slots=True)
 class Payment:
     id: str
@@ -320,7 +330,7 @@ class Payment:
         captured: authorized, the plan (or the reconciler, a capture having failed)
         still owes its capture, unless it is being released (a cancel, or a failed
         all-or-nothing plan, whose void is owed): that settled it already."""
-        if self.status in OPEN:
+        if self.status in _OPEN:
             return False
         return (
             self.status is not PaymentStatus.AUTHORIZED
@@ -337,7 +347,7 @@ class Payment:
 
     def mark_stored(self) -> None:
         """Storage holds it as it is now (called by storage on a read and a write)."""
-        self.stored = Stored(self.status, self.settled)
+        self.stored = _STORED[self.status._value_, self.settled]
 
     @property
     def success(self) -> bool:

@@ -137,11 +137,19 @@ def _attempt_values(p: Payment, s: Step, a: Attempt) -> list[Any]:
     ]
 
 
+# Each event class's field names, looked up once: dataclasses.fields() builds its tuple
+# anew on every call, and every payment stores several events.
+_EVENT_FIELDS: dict[type[DomainEvent], tuple[str, ...]] = {}
+
+
 def _event_payload(e: DomainEvent) -> dict[str, Any]:
+    names = _EVENT_FIELDS.get(type(e))
+    if names is None:
+        names = _EVENT_FIELDS[type(e)] = tuple(f.name for f in dataclasses.fields(e))
     out: dict[str, Any] = {}
-    for f in dataclasses.fields(e):
-        value = getattr(e, f.name)
-        out[f.name] = value.value if isinstance(value, enum.Enum) else value
+    for name in names:
+        value = getattr(e, name)
+        out[name] = value.value if isinstance(value, enum.Enum) else value
     return out
 
 
