@@ -315,6 +315,7 @@ class HealthTracker:
         *,
         started: float,
         lookup: bool,
+        authorize: bool | None = None,
         probe: bool = False,
         stalled_s: float = 0.0,
         cut_short: bool = False,
@@ -322,7 +323,9 @@ class HealthTracker:
         """One call's answer, judged by what it says (signal_of): time this process was
         stalled (`stalled_s`) is left out of its latency, and a timeout or dropped
         connection then is not the processor's; nor is a timeout of a call the caller's
-        deadline cut short. `started`: when it was sent (monotonic)."""
+        deadline cut short. `started`: when it was sent (monotonic). `authorize`: whether
+        it counts toward the retry budget's base (default: any call but a lookup; a
+        capture, void or refund is neither)."""
         signal = signal_of(response, c, lookup=lookup)
         if stalled_s > 0.0:
             signal = signal_despite_stall(signal, c)
@@ -332,7 +335,7 @@ class HealthTracker:
             name,
             signal,
             latency_s - stalled_s,
-            authorize=not lookup,
+            authorize=not lookup if authorize is None else authorize,
             probe=probe,
             started=started,
         )

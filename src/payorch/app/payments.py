@@ -424,18 +424,22 @@ class PaymentService:
                 )
         return None
 
-    async def _compensate(self, payment: Payment) -> None:
-        """All-or-nothing: void every authorization taken so far."""
+    async def _compensate(self, payment: Payment, deferred: set[str] | None = None) -> None:
+        """All-or-nothing: void every authorization taken so far (`deferred`: the
+        reconciler's voids, which wait for an open breaker: Settlement._admitted)."""
         for step in payment.steps:
             if step.status is StepStatus.AUTHORIZED:
-                await self._release(payment, step)
+                await self._release(payment, step, deferred)
 
-    async def _release(self, payment: Payment, step: Step) -> None:
+    async def _release(
+        self, payment: Payment, step: Step, deferred: set[str] | None = None
+    ) -> None:
         """Void what a step holds. A void that fails and leaves it held is owed: the
         reconciler makes it again until it goes through. One that finds the step captured
-        (a capture won the race) leaves it captured, as the processor holds it."""
+        (a capture won the race) leaves it captured, as the processor holds it. One the
+        reconciler could not make yet (`deferred`) is owed the same way."""
         authorized = step.status is StepStatus.AUTHORIZED
-        if await self._settlement.void(payment, step):
+        if await self._settlement.void(payment, step, deferred=deferred):
             return
         if step.status in _RELEASABLE:
             payment.owed = Owed.VOID
@@ -444,14 +448,15 @@ class PaymentService:
             # for the customer was captured automatically: the payment completes.
             payment.captured(step.amount_minor)
 
-    async def _capture_all(self, payment: Payment) -> None:
+    async def _capture_all(self, payment: Payment, deferred: set[str] | None = None) -> None:
         """Capture every authorized step. A capture that fails is owed: the reconciler
-        makes it again until it goes through (before the authorization lapses)."""
+        makes it again until it goes through (before the authorization lapses). One the
+        reconciler could not make yet (`deferred`: the breaker is open) is owed too."""
         amount, voided = 0, False
         for step in payment.steps:
             if step.status is not StepStatus.AUTHORIZED:
                 continue
-            if await self._settlement.capture(payment, step):
+            if await self._settlement.capture(payment, step, deferred=deferred):
                 amount += step.amount_minor
             elif step.status is StepStatus.AUTHORIZED:  # not released at the processor
                 payment.owed = Owed.CAPTURE
@@ -1025,7 +1030,9 @@ class PaymentService:
             await self._save(payment, via)
         return False
 
-    async def _finish_after_reconcile(self, payment: Payment) -> None:
+    async def _finish_after_reconcile(
+        self, payment: Payment, deferred: set[str] | None = None
+    ) -> None:
         """A reconciled multi-step plan does not resume: what it holds is voided (or kept,
         with allow_partial) and the rest skipped. A single step is already final."""
         if len(payment.steps) == 1 or any(
@@ -1036,17 +1043,23 @@ class PaymentService:
             if step.status is StepStatus.PENDING:
                 payment.step_skipped(step)
         if payment.remaining_minor and not payment.allow_partial:
-            await self._compensate(payment)
+            await self._compensate(payment, deferred)
         elif not payment.authorize_only:
-            await self._capture_all(payment)
+            await self._capture_all(payment, deferred)
 
-    async def _settle_owed(self, payment: Payment, via: Via) -> bool:
-        """Make the capture or void the plan still owes; back off while it keeps failing."""
+    async def _settle_owed(self, payment: Payment, via: Via, deferred: set[str] | None) -> bool:
+        """Make the capture or void the plan still owes; back off while it keeps failing.
+        The reconciler's pass (`deferred`) makes none at a processor whose breaker is
+        open: a payment it could make no call for is left as it was, due again once the
+        breaker lets one through."""
         held = sum(s.status is StepStatus.AUTHORIZED for s in payment.steps)
+        asked = _attempts(payment)
         if payment.owed is Owed.VOID:
-            await self._compensate(payment)
+            await self._compensate(payment, deferred)
         else:
-            await self._capture_all(payment)
+            await self._capture_all(payment, deferred)
+        if deferred and _attempts(payment) == asked:
+            return await self._defer(payment, deferred, via)
         now = self._clock.now()
         payment.settle(now)
         if payment.owed is not Owed.NOTHING:
@@ -1068,7 +1081,7 @@ class PaymentService:
             if step.status is StepStatus.REQUIRES_ACTION:
                 await self._router.reconcile(payment, step, deferred=deferred)
             if step.status is StepStatus.REQUIRES_ACTION and step.processor not in (deferred or ()):
-                await self._settlement.void(payment, step)
+                await self._settlement.void(payment, step, deferred=deferred)
         if deferred and _attempts(payment) == asked:
             return await self._defer(payment, deferred, Via.EXPIRY)
         now = self._clock.now()
@@ -1076,7 +1089,7 @@ class PaymentService:
             payment.reconcile_inconclusive(now)  # not closed: try again on the back-off
             changed = False
         else:
-            await self._finish_after_reconcile(payment)
+            await self._finish_after_reconcile(payment, deferred)
             releasing = payment.owed is Owed.VOID  # a void that failed: owed, not kept
             if all(
                 s.status in (StepStatus.VOIDED, StepStatus.SKIPPED)
@@ -1155,7 +1168,7 @@ class PaymentService:
         due again once the first of those breakers lets a call through."""
         deferred: set[str] | None = set() if via is Via.RECONCILER else None
         if payment.owed is not Owed.NOTHING and payment.status not in UNRESOLVED:
-            return await self._settle_owed(payment, via)
+            return await self._settle_owed(payment, via, deferred)
         if payment.status not in (*UNRESOLVED, PaymentStatus.REQUIRES_ACTION):
             return await self._settle_held_refunds(payment, via, deferred)
         if payment.status is PaymentStatus.REQUIRES_ACTION:
@@ -1196,7 +1209,7 @@ class PaymentService:
             and not any(s.status is StepStatus.UNKNOWN for s in payment.steps)
         ):
             # The plan stopped at that step: finish it now, without retrying anything.
-            await self._finish_after_reconcile(payment)
+            await self._finish_after_reconcile(payment, deferred)
         if changed:
             payment.settle(self._clock.now())
         else:

@@ -73,9 +73,6 @@ class _Answer:
     response: ProcessorResponse
     started: datetime
     latency_ms: int
-    # When it was sent and answered, on the clock's monotonic scale.
-    sent: float = 0.0
-    answered: float = 0.0
 
 
 class Settlement:
@@ -89,7 +86,7 @@ class Settlement:
     ) -> None:
         self._processors = processors
         self._clock = clock
-        # The router's: lookups are judged as its calls are, and the reconciler's wait
+        # The router's: every call is judged as its calls are, and the reconciler's wait
         # for an open breaker. None: neither.
         self._health = health
         self._stalls = stalls
@@ -101,14 +98,33 @@ class Settlement:
         operation: str,
         key: str,
         call: Callable[[Processor], Awaitable[ProcessorResponse]],
+        *,
+        deferred: set[str] | None = None,
     ) -> tuple[Outcome, ProcessorResponse] | None:
-        """Make the call, recorded as an attempt; its outcome and the processor's answer
-        (None: no such processor)."""
+        """Make the call, recorded as an attempt and in the processor's health; its
+        outcome and the processor's answer (None: no such processor, or deferred: the
+        reconciler's call at a processor whose breaker is open, see _admitted)."""
         processor = self._processors.get(step.processor)
         if processor is None:
             return None
-        answer = await self._timed(call(processor))
+        probe = self._admitted(step, deferred)
+        if probe is None:
+            return None
+        answer = await self._timed(step, call(processor), lookup=False, probe=probe)
         return self._record(payment, step, operation, key, answer), answer.response
+
+    def _admitted(self, step: Step, deferred: set[str] | None) -> bool | None:
+        """Whether a call to the step's processor may go now, and as a half-open probe
+        (True) or not (False). A caller's call (`deferred` None) always goes. The
+        reconciler's (`deferred`: it comes back) waits while the breaker is open: None,
+        the processor added to `deferred`, nothing sent or recorded."""
+        if deferred is None or self._health is None:
+            return False
+        admitted = self._health.admit(step.processor)
+        if admitted is None:
+            deferred.add(step.processor)
+            return None
+        return admitted.probe
 
     async def _settle(
         self,
@@ -116,19 +132,23 @@ class Settlement:
         step: Step,
         operation: str,
         call: Callable[[str, Processor], Awaitable[ProcessorResponse]],
+        deferred: set[str] | None,
     ) -> bool:
         """Make a capture or void call and record the step as the processor then holds
         it; True when this call went through. A failed one is looked up: it may have
         gone through after all, or the other one may have won, and the step is recorded
         as the processor holds it. A stored failure (500, 424) replayed over an intent
         still open is made again once, under the next key. Otherwise the step is left as it was
-        (owed, to the caller)."""
+        (owed, to the caller). With `deferred` (the reconciler's pass), no call goes to a
+        processor whose breaker is open (_admitted): the step is left as it was."""
         done = _DONE[operation]
         other, lost = _LOST_TO[operation]
         held: ResponseKind | None = None
         key = _settle_key(payment, step, operation)
         for _ in range(2):
-            made = await self._run(payment, step, operation, key, functools.partial(call, key))
+            made = await self._run(
+                payment, step, operation, key, functools.partial(call, key), deferred=deferred
+            )
             if made is not None and made[0] is Outcome.SUCCESS:
                 held = done
                 break
@@ -148,6 +168,7 @@ class Settlement:
                     **dict.fromkeys(_OPEN[operation] if replayed_failure else (), again),
                 },
                 otherwise=f"the {operation} is still owed",
+                deferred=deferred,
             )
             held = found if found in (done, other) else None
             if not (replayed_failure and found in _OPEN[operation]):
@@ -165,11 +186,15 @@ class Settlement:
         reason: str,
         decisions: Mapping[ResponseKind, str],
         otherwise: str,
+        deferred: set[str] | None = None,
     ) -> ResponseKind | None:
         """Look the step's PaymentIntent up (an attempt of its own); None when it cannot
-        be (no processor for it, or no intent yet)."""
+        be (no processor for it, or no intent yet) or must wait (_admitted)."""
         processor = self._processors.get(step.processor)
         if processor is None or not step.processor_payment_id:
+            return None
+        probe = self._admitted(step, deferred)
+        if probe is None:
             return None
         request = charge_request(payment, step, LOOKUP_TIMEOUT_S)
         return await self._lookup(
@@ -180,6 +205,7 @@ class Settlement:
             reason=reason,
             decisions=decisions,
             otherwise=otherwise,
+            probe=probe,
         )
 
     async def _lookup(
@@ -196,26 +222,7 @@ class Settlement:
     ) -> ResponseKind:
         """A lookup about the call under `key`, recorded as an attempt of its own and
         in the processor's health (`probe`: one of its half-open probes)."""
-        try:
-            found = await self._timed(call)
-        except BaseException:
-            if self._health is not None:
-                self._health.abandon(step.processor, probe=probe)
-            raise
-        if self._health is not None:
-            latency_s = found.answered - found.sent
-            self._health.record_answer(
-                step.processor,
-                found.response,
-                classify(found.response),
-                latency_s,
-                started=found.sent,
-                lookup=True,
-                probe=probe,
-                stalled_s=(
-                    self._stalls.stalled_s(found.sent, found.answered) if self._stalls else 0.0
-                ),
-            )
+        found = await self._timed(step, call, lookup=True, probe=probe)
         kind = found.response.kind
         self._record(
             payment,
@@ -228,11 +235,35 @@ class Settlement:
         )
         return kind
 
-    async def _timed(self, call: Awaitable[ProcessorResponse]) -> _Answer:
+    async def _timed(
+        self, step: Step, call: Awaitable[ProcessorResponse], *, lookup: bool, probe: bool
+    ) -> _Answer:
+        """The call to the step's processor, timed and judged in its health as the
+        router's calls are: an infrastructure failure (5xx, 429, timeout) counts against
+        it, a refusal (4xx) and a lookup's answer are neutral, a capture, void or refund
+        that went through is a success; its latency, less any stall, is the processor's.
+        `probe`: one of its half-open probes."""
         started, t0 = self._clock.now(), self._clock.monotonic()
-        response = await call
+        try:
+            response = await call
+        except BaseException:
+            if self._health is not None:
+                self._health.abandon(step.processor, probe=probe, started=t0)
+            raise
         t1 = self._clock.monotonic()
-        return _Answer(response, started, int((t1 - t0) * 1000), sent=t0, answered=t1)
+        if self._health is not None:
+            self._health.record_answer(
+                step.processor,
+                response,
+                classify(response),
+                t1 - t0,
+                started=t0,
+                lookup=lookup,
+                authorize=False,
+                probe=probe,
+                stalled_s=self._stalls.stalled_s(t0, t1) if self._stalls else 0.0,
+            )
+        return _Answer(response, started, int((t1 - t0) * 1000))
 
     def _record(
         self,
@@ -287,7 +318,10 @@ class Settlement:
         _record_held(payment, step, found)
         return found
 
-    async def capture(self, payment: Payment, step: Step) -> bool:
+    async def capture(
+        self, payment: Payment, step: Step, *, deferred: set[str] | None = None
+    ) -> bool:
+        """Capture the step (`deferred`: the reconciler's, see _settle)."""
         return await self._settle(
             payment,
             step,
@@ -295,11 +329,17 @@ class Settlement:
             lambda key, p: p.capture(
                 step.processor_payment_id, step.amount_minor, key, currency=payment.currency.code
             ),
+            deferred,
         )
 
-    async def void(self, payment: Payment, step: Step) -> bool:
+    async def void(self, payment: Payment, step: Step, *, deferred: set[str] | None = None) -> bool:
+        """Void the step (`deferred`: the reconciler's, see _settle)."""
         return await self._settle(
-            payment, step, "void", lambda key, p: p.cancel(step.processor_payment_id, key)
+            payment,
+            step,
+            "void",
+            lambda key, p: p.cancel(step.processor_payment_id, key),
+            deferred,
         )
 
     @staticmethod
@@ -439,13 +479,9 @@ class Settlement:
         )
         if since is not None and self._clock.now() - since < REFUND_SETTLED_AFTER:
             return None
-        probe = False
-        if deferred is not None and self._health is not None:
-            admitted = self._health.admit(step.processor)
-            if admitted is None:
-                deferred.add(step.processor)
-                return None
-            probe = admitted.probe
+        probe = self._admitted(step, deferred)
+        if probe is None:
+            return None
         found = await self._lookup(
             payment,
             step,
