@@ -363,6 +363,29 @@ PLAN = [
             "sqlite:///{missing}",
         ],
         ["webhooks", "dispatch", "--once", "--now", "bad", "--database-url", "sqlite:///{missing}"],
+        # Each overflowed the clock after the database was opened: a traceback.
+        *(
+            [*command, "--once", "--now", when, "--database-url", "sqlite:///{missing}"]
+            for command in (["scheduler"], ["webhooks", "dispatch"])
+            for when in ("9999-12-31T00:00:00Z", "9999-12-31T23:00:00-01:00")
+        ),
+        # Within a century of the end of datetime's range: a plan's dates overflow.
+        [
+            "scheduler",
+            "--once",
+            "--now",
+            "9950-01-01T00:00:00Z",
+            "--database-url",
+            "sqlite:///{missing}",
+        ],
+        [
+            "scheduler",
+            "--once",
+            "--now",
+            "0001-01-01T01:00:00+01:00",
+            "--database-url",
+            "sqlite:///{missing}",
+        ],
         ["scheduler", "--once", "--interval", "0", "--database-url", "sqlite:///{missing}"],
         ["scheduler", "--once", "--batch-size", "0", "--database-url", "sqlite:///{missing}"],
         ["pay", *ADDRESS, "--currency", "usd"],
@@ -391,6 +414,12 @@ PLAN = [
         "scheduler now not a time",
         "scheduler now without a zone",
         "dispatch now not a time",
+        "scheduler now past 9999",
+        "scheduler now 9999 west of utc",
+        "dispatch now past 9999",
+        "dispatch now 9999 west of utc",
+        "scheduler now within a century of 9999",
+        "scheduler now year 0",
         "scheduler interval zero",
         "scheduler batch of none",
         "pay without an amount",
@@ -505,6 +534,11 @@ LIVE_KEY_TAIL = "51HxYzLiveKeyTail0123456789"
         ({"PAYORCH_EVENT_LOOP": "trio"}, [], "PAYORCH_EVENT_LOOP"),
         ({"PAYORCH_CLOCK_OFFSET": "soon"}, [], "PAYORCH_CLOCK_OFFSET"),
         ({"PAYORCH_CLOCK_OFFSET": "inf"}, [], "PAYORCH_CLOCK_OFFSET"),
+        # A traceback at the first reading of the clock past 9999-12-31 (or before
+        # year 1), or at a date a plan or a lease counts from it.
+        ({"PAYORCH_CLOCK_OFFSET": "3000000d"}, [], "PAYORCH_CLOCK_OFFSET"),
+        ({"PAYORCH_CLOCK_OFFSET": "2900000d"}, [], "PAYORCH_CLOCK_OFFSET"),
+        ({"PAYORCH_CLOCK_OFFSET": "-739000d"}, [], "PAYORCH_CLOCK_OFFSET"),
         ({"PAYORCH_OTEL_EXPORTER": "jaeger"}, [], "PAYORCH_OTEL_EXPORTER"),
         # Each was taken without a word. Passes back to back on the database, or never.
         ({"PAYORCH_SCHEDULER_INTERVAL_S": "0"}, [], "PAYORCH_SCHEDULER_INTERVAL_S"),
@@ -571,6 +605,9 @@ LIVE_KEY_TAIL = "51HxYzLiveKeyTail0123456789"
         "unknown event loop",
         "clock offset not a time",
         "clock offset infinite",
+        "clock offset past 9999",
+        "clock offset within a century of 9999",
+        "clock offset before year 1",
         "unknown trace exporter",
         "scheduler passes back to back",
         "scheduler interval nan",
