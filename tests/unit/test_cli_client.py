@@ -390,6 +390,19 @@ PLAN = [
         ["scheduler", "--once", "--batch-size", "0", "--database-url", "sqlite:///{missing}"],
         ["pay", *ADDRESS, "--currency", "usd"],
         ["get", *ADDRESS, "pay_1", "--no-such-flag"],
+        # A key of no merchant: printed without saying which command refused it, after
+        # the database was made.
+        ["keys", "--database-url", "sqlite:///{missing}", "create"],
+        [
+            "keys",
+            "--database-url",
+            "sqlite:///{missing}",
+            "create",
+            "--merchant",
+            "m_1",
+            "--scope",
+            "ops",
+        ],
     ],
     ids=[
         "pay amount abc",
@@ -424,6 +437,8 @@ PLAN = [
         "scheduler batch of none",
         "pay without an amount",
         "unknown flag",
+        "keys create of no merchant",
+        "keys create ops of a merchant",
     ],
 )
 def test_input_the_cli_cannot_use_is_one_line_of_error_with_exit_2_not_a_traceback(
