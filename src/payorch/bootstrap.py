@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -38,6 +41,8 @@ from payorch.observability_wiring import (
     build_observability,
 )
 from payorch.settings import InvalidSettings, Settings
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -239,6 +244,47 @@ def check_tls(settings: Settings) -> None:
         )
 
 
+def check_tls_files(settings: Settings) -> None:
+    """The TLS files `payorch serve` reads, read and parsed as it will. Found later, a
+    CRL exited 1 after the database was opened, a file that cannot be read was a line
+    naming no variable, and a certificate or key grpc cannot use said the address was
+    in use. The scheduler, serving nothing, reads none: its host needs no server key."""
+    if not settings.tls_cert_file:
+        return
+    # Loaded only with TLS configured: `cryptography` parses the files.
+    from payorch.adapters import tls_files
+    from payorch.adapters.certificate_revocation import load_crls
+
+    chain = _parsed("PAYORCH_TLS_CERT_FILE", settings.tls_cert_file, tls_files.certificates)
+    _parsed(
+        "PAYORCH_TLS_KEY_FILE",
+        settings.tls_key_file,
+        lambda pem: tls_files.check_private_key(pem, chain[0]),
+    )
+    if not settings.tls_client_ca_file:
+        return
+    cas = _parsed("PAYORCH_TLS_CLIENT_CA_FILE", settings.tls_client_ca_file, tls_files.certificates)
+    if settings.tls_client_crl_file:
+        _parsed(
+            "PAYORCH_TLS_CLIENT_CRL_FILE",
+            settings.tls_client_crl_file,
+            lambda pem: load_crls(pem, cas),
+        )
+
+
+def _parsed(var: str, path: str, parse: Callable[[bytes], T]) -> T:
+    """`parse` of the file at `path`; InvalidSettings naming `var` when it cannot be
+    read or parsed (ValueError). The message never quotes the file: it may be a key."""
+    try:
+        pem = Path(path).read_bytes()
+    except OSError as exc:
+        raise InvalidSettings(f"{var}: cannot read {path!r}: {exc.strerror or exc}") from None
+    try:
+        return parse(pem)
+    except ValueError as exc:
+        raise InvalidSettings(f"{var}: {exc}") from None
+
+
 def check_tracing(settings: Settings) -> None:
     """An exporter that is none, or not installed, was a traceback after migrating."""
     try:
@@ -310,12 +356,15 @@ def build_processors(
     return processors, simulated
 
 
-def check_settings(settings: Settings) -> HealthPolicy:
+def check_settings(settings: Settings, *, serving: bool = False) -> HealthPolicy:
     """Refuse settings a process cannot start with (InvalidSettings naming the
-    variable), before the database is opened; the health policy they make."""
+    variable), before the database is opened; the health policy they make. `serving`:
+    the process serves gRPC, so its TLS files are read too."""
     check_times(settings)
     check_limits(settings)
     check_tls(settings)
+    if serving:
+        check_tls_files(settings)
     check_tracing(settings)
     return health_policy(settings)
 
@@ -326,9 +375,12 @@ async def bootstrap(
     clock: Clock | None = None,
     run_migrations: bool = True,
     observability: ObservabilityOptions | None = None,
+    serving: bool = False,
 ) -> Container:
+    """`serving`: for `payorch serve`, whose TLS files are checked before anything
+    is opened."""
     clock = clock or clock_from_settings(settings)
-    policy = check_settings(settings)
+    policy = check_settings(settings, serving=serving)
     processors, simulated = build_processors(settings, clock)
     engine = create_engine(settings.database_url)
     if run_migrations:

@@ -14,7 +14,7 @@ from payorch.adapters.certificate_revocation import (
     UnusableRevocationList,
 )
 from payorch.entrypoints.grpc.server import revoked_client_certificates
-from payorch.settings import Settings
+from payorch.settings import InvalidSettings, Settings
 from tests import certificates
 
 CA = certificates.ca("payorch test CA")
@@ -130,9 +130,9 @@ def test_the_server_takes_a_crl_of_its_client_ca_and_no_other(tmp_path):
     assert revoked is not None and revoked(listed)
     assert revoked_client_certificates(Settings()) is None
     forged = certificates.crl(certificates.ca("payorch test CA"), [])
-    with pytest.raises(SystemExit, match=r"PAYORCH_TLS_CLIENT_CRL_FILE: .*not signed"):
+    with pytest.raises(InvalidSettings, match=r"PAYORCH_TLS_CLIENT_CRL_FILE: .*not signed"):
         revoked_client_certificates(_settings(tmp_path, forged))
-    with pytest.raises(SystemExit, match="needs PAYORCH_TLS_CLIENT_CA_FILE"):
+    with pytest.raises(InvalidSettings, match="needs PAYORCH_TLS_CLIENT_CA_FILE"):
         revoked_client_certificates(
             _settings(tmp_path, certificates.crl(CA, [listed]), client_ca=False)
         )

@@ -12,6 +12,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 import grpc_testing
@@ -20,8 +21,11 @@ import pytest
 from payments.installments.v1 import installments_pb2
 from payments.orchestrator.v1 import orchestrator_pb2 as orch
 from payments.result.v1 import result_pb2
+from payorch.bootstrap import check_tls_files
 from payorch.domain.card_data import contains_card_number
 from payorch.entrypoints import cli
+from payorch.settings import Settings
+from tests import certificates
 
 SERVICE = orch.DESCRIPTOR.services_by_name["PaymentOrchestrator"]
 ADDRESS = ["--address", "127.0.0.1:1"]
@@ -359,10 +363,46 @@ PLAN = [
             "sqlite:///{missing}",
         ],
         ["webhooks", "dispatch", "--once", "--now", "bad", "--database-url", "sqlite:///{missing}"],
+        # Each overflowed the clock after the database was opened: a traceback.
+        *(
+            [*command, "--once", "--now", when, "--database-url", "sqlite:///{missing}"]
+            for command in (["scheduler"], ["webhooks", "dispatch"])
+            for when in ("9999-12-31T00:00:00Z", "9999-12-31T23:00:00-01:00")
+        ),
+        # Within a century of the end of datetime's range: a plan's dates overflow.
+        [
+            "scheduler",
+            "--once",
+            "--now",
+            "9950-01-01T00:00:00Z",
+            "--database-url",
+            "sqlite:///{missing}",
+        ],
+        [
+            "scheduler",
+            "--once",
+            "--now",
+            "0001-01-01T01:00:00+01:00",
+            "--database-url",
+            "sqlite:///{missing}",
+        ],
         ["scheduler", "--once", "--interval", "0", "--database-url", "sqlite:///{missing}"],
         ["scheduler", "--once", "--batch-size", "0", "--database-url", "sqlite:///{missing}"],
         ["pay", *ADDRESS, "--currency", "usd"],
         ["get", *ADDRESS, "pay_1", "--no-such-flag"],
+        # A key of no merchant: printed without saying which command refused it, after
+        # the database was made.
+        ["keys", "--database-url", "sqlite:///{missing}", "create"],
+        [
+            "keys",
+            "--database-url",
+            "sqlite:///{missing}",
+            "create",
+            "--merchant",
+            "m_1",
+            "--scope",
+            "ops",
+        ],
     ],
     ids=[
         "pay amount abc",
@@ -387,10 +427,18 @@ PLAN = [
         "scheduler now not a time",
         "scheduler now without a zone",
         "dispatch now not a time",
+        "scheduler now past 9999",
+        "scheduler now 9999 west of utc",
+        "dispatch now past 9999",
+        "dispatch now 9999 west of utc",
+        "scheduler now within a century of 9999",
+        "scheduler now year 0",
         "scheduler interval zero",
         "scheduler batch of none",
         "pay without an amount",
         "unknown flag",
+        "keys create of no merchant",
+        "keys create ops of a merchant",
     ],
 )
 def test_input_the_cli_cannot_use_is_one_line_of_error_with_exit_2_not_a_traceback(
@@ -501,6 +549,11 @@ LIVE_KEY_TAIL = "51HxYzLiveKeyTail0123456789"
         ({"PAYORCH_EVENT_LOOP": "trio"}, [], "PAYORCH_EVENT_LOOP"),
         ({"PAYORCH_CLOCK_OFFSET": "soon"}, [], "PAYORCH_CLOCK_OFFSET"),
         ({"PAYORCH_CLOCK_OFFSET": "inf"}, [], "PAYORCH_CLOCK_OFFSET"),
+        # A traceback at the first reading of the clock past 9999-12-31 (or before
+        # year 1), or at a date a plan or a lease counts from it.
+        ({"PAYORCH_CLOCK_OFFSET": "3000000d"}, [], "PAYORCH_CLOCK_OFFSET"),
+        ({"PAYORCH_CLOCK_OFFSET": "2900000d"}, [], "PAYORCH_CLOCK_OFFSET"),
+        ({"PAYORCH_CLOCK_OFFSET": "-739000d"}, [], "PAYORCH_CLOCK_OFFSET"),
         ({"PAYORCH_OTEL_EXPORTER": "jaeger"}, [], "PAYORCH_OTEL_EXPORTER"),
         # Each was taken without a word. Passes back to back on the database, or never.
         ({"PAYORCH_SCHEDULER_INTERVAL_S": "0"}, [], "PAYORCH_SCHEDULER_INTERVAL_S"),
@@ -567,6 +620,9 @@ LIVE_KEY_TAIL = "51HxYzLiveKeyTail0123456789"
         "unknown event loop",
         "clock offset not a time",
         "clock offset infinite",
+        "clock offset past 9999",
+        "clock offset within a century of 9999",
+        "clock offset before year 1",
         "unknown trace exporter",
         "scheduler passes back to back",
         "scheduler interval nan",
@@ -592,23 +648,127 @@ def test_a_setting_the_server_cannot_start_with_is_one_line_naming_it_with_exit_
 ):
     for name, value in env.items():
         monkeypatch.setenv(name, value)
+    if command[0] == "scheduler" and "--processors" in argv:
+        monkeypatch.setenv("PAYORCH_PROCESSORS", argv[-1])
+        argv = []
+    refused_before_the_database(command, argv, names, tmp_path, monkeypatch, capsys)
 
+
+def never_open_the_database(monkeypatch: pytest.MonkeyPatch) -> None:
     def opened(*args: object, **kwargs: object) -> None:
         # A setting that gets through would serve forever: fail here instead.
         raise AssertionError("the database was opened: the setting was not refused")
 
     monkeypatch.setattr("payorch.bootstrap.create_engine", opened)
     monkeypatch.setattr("payorch.adapters.persistence.engine.create_engine", opened)
+
+
+def refused_before_the_database(
+    command: list[str],
+    argv: list[str],
+    names: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> str:
+    never_open_the_database(monkeypatch)
     url = f"sqlite:///{tmp_path / 'p.db'}"
-    if command[0] == "scheduler" and "--processors" in argv:
-        monkeypatch.setenv("PAYORCH_PROCESSORS", argv[-1])
-        argv = []
     assert exit_code_of([*command, "--database-url", url, *argv]) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and LIVE_KEY_TAIL not in err
     last = err.strip().splitlines()[-1]
-    assert last.startswith("payorch: ") and names in last
+    assert last.startswith("payorch: ") and names in last, err
     assert not (tmp_path / "p.db").exists()  # refused before the database is opened
+    return last
+
+
+TLS_CA = certificates.ca("payorch test CA")
+TLS_KEY, TLS_CERT = certificates.leaf(TLS_CA, "localhost", server=True)
+OTHER_KEY, _ = certificates.leaf(TLS_CA, "localhost", server=True)
+GARBAGE = b"-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n"
+TLS_FILES = {
+    "PAYORCH_TLS_CERT_FILE": TLS_CERT,
+    "PAYORCH_TLS_KEY_FILE": TLS_KEY,
+    "PAYORCH_TLS_CLIENT_CA_FILE": certificates.pem(TLS_CA[1]),
+    "PAYORCH_TLS_CLIENT_CRL_FILE": certificates.crl(TLS_CA, []),
+}
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        ("PAYORCH_TLS_CERT_FILE", None),
+        ("PAYORCH_TLS_CERT_FILE", GARBAGE),
+        ("PAYORCH_TLS_CERT_FILE", TLS_KEY),
+        ("PAYORCH_TLS_KEY_FILE", None),
+        ("PAYORCH_TLS_KEY_FILE", b"not a key"),
+        ("PAYORCH_TLS_KEY_FILE", OTHER_KEY),
+        ("PAYORCH_TLS_CLIENT_CA_FILE", None),
+        ("PAYORCH_TLS_CLIENT_CA_FILE", GARBAGE),
+        ("PAYORCH_TLS_CLIENT_CRL_FILE", None),
+        ("PAYORCH_TLS_CLIENT_CRL_FILE", b"garbage"),
+        ("PAYORCH_TLS_CLIENT_CRL_FILE", GARBAGE.replace(b"CERTIFICATE", b"X509 CRL")),
+        ("PAYORCH_TLS_CLIENT_CRL_FILE", certificates.crl(certificates.ca("payorch test CA"), [])),
+    ],
+    ids=[
+        "certificate unreadable",
+        "certificate garbage",
+        "certificate file holds a key",
+        "key unreadable",
+        "key garbage",
+        "key of another certificate",
+        "client ca unreadable",
+        "client ca garbage",
+        "crl unreadable",
+        "crl garbage",
+        "crl unparsable",
+        "crl of another ca",
+    ],
+)
+def test_a_tls_file_the_server_cannot_use_is_one_line_naming_it_with_exit_2(
+    name, content, tmp_path, monkeypatch, capsys
+):
+    # Each was found after the database was opened: a CRL's exit code 1, a file that
+    # cannot be read a line naming no variable, a certificate or key grpc cannot use
+    # "the address is in use".
+    for var, pem in TLS_FILES.items():
+        path = tmp_path / var.lower()
+        if var != name:
+            path.write_bytes(pem)
+        elif content is None:
+            path.mkdir()  # read as root too, unlike a file of mode 000
+        else:
+            path.write_bytes(content)
+        monkeypatch.setenv(var, str(path))
+    last = refused_before_the_database(
+        ["serve", "--listen", "127.0.0.1:0"], [], name, tmp_path, monkeypatch, capsys
+    )
+    assert "-----BEGIN" not in last and "not base64" not in last, "no file is repeated"
+
+
+def test_the_scheduler_does_not_read_the_servers_tls_files(tmp_path, monkeypatch):
+    # It serves nothing: a host running it alone need not hold the server's key.
+    monkeypatch.setenv("PAYORCH_TLS_CERT_FILE", str(tmp_path / "missing.pem"))
+    monkeypatch.setenv("PAYORCH_TLS_KEY_FILE", str(tmp_path / "missing.key"))
+    never_open_the_database(monkeypatch)
+    with pytest.raises(AssertionError, match="the database was opened"):
+        exit_code_of(["scheduler", "--once", "--database-url", f"sqlite:///{tmp_path / 'p.db'}"])
+
+
+def test_tls_files_the_server_can_use_are_taken(tmp_path):
+    paths = {}
+    for var, pem in TLS_FILES.items():
+        paths[var] = tmp_path / var.lower()
+        paths[var].write_bytes(pem)
+    check_tls_files(
+        Settings(
+            tls_cert_file=str(paths["PAYORCH_TLS_CERT_FILE"]),
+            tls_key_file=str(paths["PAYORCH_TLS_KEY_FILE"]),
+            tls_client_ca_file=str(paths["PAYORCH_TLS_CLIENT_CA_FILE"]),
+            tls_client_crl_file=str(paths["PAYORCH_TLS_CLIENT_CRL_FILE"]),
+        )
+    )
+    check_tls_files(Settings())  # plaintext: nothing to read
 
 
 def test_a_database_url_that_cannot_be_parsed_is_not_echoed_as_it_may_hold_a_password(capsys):

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
+
 import pytest
 
-from payorch.adapters.clock import ManualClock
+from payorch.adapters.clock import EARLIEST, LATEST, ManualClock, OffsetClock
+
+HOUR = timedelta(hours=1)
 
 
 async def test_a_manual_clock_moves_when_told_and_when_slept_on():
@@ -27,3 +31,14 @@ def test_a_manual_clock_does_not_go_back():
         clock.advance(-1)
 
     assert (clock.now(), clock.monotonic()) == before  # nothing moved
+
+
+def test_a_shifted_clock_starts_only_where_every_date_counted_from_it_fits():
+    second = timedelta(seconds=1)
+    for when in (EARLIEST, LATEST - second):
+        assert abs(OffsetClock.starting_at(when).now() - when) < timedelta(minutes=1)
+    for when in (EARLIEST - second, LATEST, datetime(9999, 12, 31, 23, tzinfo=timezone(-HOUR))):
+        with pytest.raises(ValueError, match="the clock must read from 0101-01-01"):
+            OffsetClock.starting_at(when)
+    with pytest.raises(ValueError, match="the clock must read"):
+        OffsetClock(timedelta(days=3_000_000))  # past 9999-12-31: OverflowError at once

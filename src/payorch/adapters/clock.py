@@ -46,17 +46,43 @@ class ManualClock:
         await asyncio.sleep(0)
 
 
+# What a shifted clock may read when its process starts. datetime (and a protobuf
+# Timestamp) hold 0001-01-01..9999-12-31, and a clock outside raised OverflowError at
+# its first reading, or at a date counted from it: a traceback, after the database was
+# opened. The code counts at most 25 years on from now (24 installments a year apart,
+# dunning up to a year after the last) and back a few weeks (reports, expiries): a
+# century of room each way, and a century more to run forward, cover both with round
+# numbers no demo or cron replay comes near.
+EARLIEST = datetime(101, 1, 1, tzinfo=UTC)
+LATEST = datetime(9800, 1, 1, tzinfo=UTC)
+CLOCK_RANGE = "from 0101-01-01 to 9799-12-31 UTC"
+
+
+def within_range(when: datetime) -> bool:
+    """Whether a clock may start at `when` (aware): see EARLIEST and LATEST."""
+    return EARLIEST <= when < LATEST
+
+
 class OffsetClock(SystemClock):
     """The system clock shifted by a fixed offset, for demos and cron replays
-    (`payorch scheduler --now 2026-03-01T00:00:00Z`, PAYORCH_CLOCK_OFFSET)."""
+    (`payorch scheduler --now 2026-03-01T00:00:00Z`, PAYORCH_CLOCK_OFFSET).
+    ValueError: it would read outside EARLIEST..LATEST."""
 
     def __init__(self, offset: timedelta) -> None:
+        try:
+            starts = datetime.now(UTC) + offset
+        except OverflowError:
+            starts = None
+        if starts is None or not within_range(starts):
+            raise ValueError(f"the clock must read {CLOCK_RANGE}")
         self.offset = offset
 
     @classmethod
     def starting_at(cls, when: datetime) -> OffsetClock:
         if when.tzinfo is None:
             raise ValueError("give a time zone, e.g. 2026-03-01T00:00:00Z")
+        if not within_range(when):
+            raise ValueError(f"the clock must read {CLOCK_RANGE}")
         return cls(when - datetime.now(UTC))
 
     def now(self) -> datetime:

@@ -73,6 +73,9 @@ def cmd_keys(args: argparse.Namespace) -> int:
     from payorch.app.auth import Scope
 
     settings = _server_settings(args)
+    if args.keys_command == "create" and bool(args.merchant) == (args.scope == "ops"):
+        # Refused as argparse refuses a missing argument, before the database is made.
+        args.refuse("give --merchant M or --scope ops")
 
     async def main() -> int:
         engine = create_engine(settings.database_url)
@@ -81,9 +84,6 @@ def cmd_keys(args: argparse.Namespace) -> int:
             store = SqlAlchemyApiKeyStore(engine)
             now = SystemClock().now()
             if args.keys_command == "create":
-                if bool(args.merchant) == (args.scope == "ops"):
-                    print("give --merchant M or --scope ops", file=sys.stderr)
-                    return 2
                 scope = Scope.OPS if args.scope == "ops" else Scope.MERCHANT
                 key = await store.create(
                     merchant_id=args.merchant or None, scope=scope, label=args.label, now=now
@@ -429,6 +429,7 @@ def parser() -> argparse.ArgumentParser:
     create.add_argument(
         "--label", type=cli_arguments.key_label, default="", help="what the key is for"
     )
+    create.set_defaults(refuse=create.error)
     revoke = keys_sub.add_parser("revoke")
     revoke.add_argument("key_id", type=cli_arguments.key_id, help="the id `keys list` prints")
     keys_sub.add_parser("list")

@@ -11,6 +11,7 @@ from typing import NoReturn
 
 from google.protobuf import timestamp_pb2
 
+from payorch.adapters import clock
 from payorch.app.auth import KEY_ID, KEY_PREFIX
 from payorch.domain.card_data import contains_card_number
 from payorch.domain.money import MAX_AMOUNT_MINOR, Currency, UnknownCurrency
@@ -98,6 +99,9 @@ def instant(text: str) -> datetime:
         ) from None
     if when.tzinfo is None:
         raise argparse.ArgumentTypeError("give a time zone, e.g. 2026-03-01T00:00:00Z")
+    if not clock.within_range(when):
+        # The clock, or a date a plan or a lease counts from it, would overflow.
+        raise argparse.ArgumentTypeError(f"out of range: give a time {clock.CLOCK_RANGE}")
     return when
 
 

@@ -126,7 +126,7 @@ async def drain(seconds: float) -> None:
 
 async def run(settings: Settings) -> None:
     configure(settings.log_level)
-    container = await bootstrap(settings)
+    container = await bootstrap(settings, serving=True)
     if settings.demo_key_file:
         await ensure_demo_key(container, Path(settings.demo_key_file))
     closing = asyncio.Event()

@@ -27,7 +27,7 @@ from payorch.entrypoints.grpc.installments import InstallmentServicer
 from payorch.entrypoints.grpc.interceptors import ObservingInterceptor
 from payorch.entrypoints.grpc.orchestrator import PaymentOrchestratorServicer
 from payorch.entrypoints.runtime import CannotListen
-from payorch.settings import Settings
+from payorch.settings import InvalidSettings, Settings
 
 SERVICES = [
     orchestrator_pb2.DESCRIPTOR.services_by_name["PaymentOrchestrator"],
@@ -68,11 +68,13 @@ def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
 
 
 def revoked_client_certificates(settings: Settings) -> Callable[[bytes], bool] | None:
-    """Whether a client certificate (PEM) is on the client CRL; None without a CRL."""
+    """Whether a client certificate (PEM) is on the client CRL; None without a CRL.
+    `payorch serve` has checked the files before opening the database
+    (`bootstrap.check_tls_files`); one changed since is refused the same way."""
     if not settings.tls_client_crl_file:
         return None
     if not settings.tls_client_ca_file:
-        raise SystemExit(
+        raise InvalidSettings(
             "PAYORCH_TLS_CLIENT_CRL_FILE needs PAYORCH_TLS_CLIENT_CA_FILE: without mutual"
             " TLS there is no client certificate to check"
         )
@@ -86,8 +88,8 @@ def revoked_client_certificates(settings: Settings) -> Callable[[bytes], bool] |
         revoked = RevokedClientCertificates(
             Path(settings.tls_client_crl_file), Path(settings.tls_client_ca_file).read_bytes()
         )
-    except UnusableRevocationList as exc:
-        raise SystemExit(f"PAYORCH_TLS_CLIENT_CRL_FILE: {exc}") from exc
+    except (OSError, UnusableRevocationList) as exc:
+        raise InvalidSettings(f"PAYORCH_TLS_CLIENT_CRL_FILE: {exc}") from exc
     return revoked.is_revoked
 
 
