@@ -12,11 +12,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from payorch.domain import classification
 from payorch.domain.classification import (
     DECLINE_CODES,
     ERROR_CODES,
     ERROR_TYPES,
     EXCEPTIONS,
+    KINDS,
     classify,
     is_infrastructure_failure,
 )
@@ -570,3 +572,10 @@ def test_card_errors_never_count_against_processor_health(
         )
     )
     assert not is_infrastructure_failure(c)
+
+
+def test_answers_are_classified_by_kind_value_as_kinds_maps_them() -> None:
+    """An answer's kind is looked up by its value (a str's hash, not Enum.__hash__):
+    the same classification for each kind KINDS maps, and no other kind."""
+    assert len(classification._KIND_OF) == len(KINDS)
+    assert {k.value: c for k, c in KINDS.items()} == classification._KIND_OF

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from payorch.adapters.clock import EARLIEST, LATEST, ManualClock, OffsetClock
+from payorch.adapters.clock import EARLIEST, LATEST, ManualClock, OffsetClock, SystemClock
 
 HOUR = timedelta(hours=1)
 
@@ -42,3 +43,11 @@ def test_a_shifted_clock_starts_only_where_every_date_counted_from_it_fits():
             OffsetClock.starting_at(when)
     with pytest.raises(ValueError, match="the clock must read"):
         OffsetClock(timedelta(days=3_000_000))  # past 9999-12-31: OverflowError at once
+
+
+def test_the_system_clocks_monotonic_reading_is_the_systems() -> None:
+    """SystemClock.monotonic is time.monotonic's reading, unshifted by an offset."""
+    for clock in (SystemClock(), OffsetClock(timedelta(days=30))):
+        before = time.monotonic()
+        reading = clock.monotonic()
+        assert before <= reading <= time.monotonic()

@@ -277,9 +277,7 @@ def test_the_log_line_of_a_finished_payment_carries_its_ids(caplog):
         status = PaymentStatus.SUCCEEDED
         steps: list = []
         orchestration_ms = 42
-
-        class final_error:
-            value = "none"
+        final_error = ErrorCode.NONE
 
     with caplog.at_level(logging.INFO, logger="payorch.test.payments"):
         observer.payment_finished(P())  # type: ignore[arg-type]

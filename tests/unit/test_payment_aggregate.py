@@ -7,6 +7,7 @@ from typing import TypeVar
 
 import pytest
 
+from payorch.domain import payment as payment_module
 from payorch.domain.classification import classify
 from payorch.domain.events import (
     DomainEvent,
@@ -19,6 +20,8 @@ from payorch.domain.events import (
 )
 from payorch.domain.money import Currency
 from payorch.domain.payment import (
+    OPEN,
+    UNRESOLVED,
     Attempt,
     CaptureMode,
     InvalidTransition,
@@ -28,6 +31,7 @@ from payorch.domain.payment import (
     RawError,
     Step,
     StepStatus,
+    reconcile_delay,
 )
 from payorch.domain.results import ErrorCode, ProcessorResponse, ResponseKind
 
@@ -369,3 +373,40 @@ def test_two_captured_steps_succeed_with_the_full_amount_completed() -> None:
     assert event_names(p) == ["StepSucceeded", "StepSucceeded", "PaymentCompleted"]
     assert [e.sequence for e in p.pending_events] == [1, 2, 3]
     assert p.pending_events[-1] == raised(PaymentCompleted(1000, "order-1001"), 3)
+
+
+def test_settle_looks_statuses_up_in_tuples_of_the_same_states() -> None:
+    """settle() and watch_refund_holds() test `in` tuples (identity, no Enum.__hash__):
+    each holds the states of the frozenset it stands for, no more, no fewer."""
+    assert len(payment_module._UNRESOLVED) == len(UNRESOLVED)
+    assert set(payment_module._UNRESOLVED) == UNRESOLVED
+    assert len(payment_module._OPEN) == len(OPEN)
+    assert set(payment_module._OPEN) == OPEN == UNRESOLVED | {PaymentStatus.REQUIRES_ACTION}
+
+
+@pytest.mark.parametrize("off_session", [False, True])
+@pytest.mark.parametrize("due", [None, T0 + timedelta(hours=5)], ids=["none-due", "due"])
+@pytest.mark.parametrize("held", [False, True], ids=["no-hold", "held"])
+@pytest.mark.parametrize("step_status", list(StepStatus), ids=lambda s: s.value)
+def test_settle_leaves_the_look_up_due_as_the_refunds_held_say(
+    step_status: StepStatus, held: bool, due: datetime | None, off_session: bool
+) -> None:
+    """A settled payment has no look-up due unless a refund is held on it: then one is
+    due, kept if it was, from now on the first back-off if not; a payment paused for
+    the customer (waiting, off session) has none, held or not."""
+    p = payment()
+    p.off_session = off_session
+    p.steps[0].status = step_status
+    if held:
+        p.steps[0].refund_holds["rf_1"] = 100
+    p.next_reconcile_at = due
+    p.reconcile_attempts = 3
+    p.settle(T1)
+    if p.status in UNRESOLVED or p.action_expires_at is not None:
+        pytest.skip("not a settled payment: its look-up is the reconciler's schedule")
+    if not held or p.status is PaymentStatus.REQUIRES_ACTION:
+        assert (p.next_reconcile_at, p.reconcile_attempts) == (None, 3)
+    elif due is not None:
+        assert (p.next_reconcile_at, p.reconcile_attempts) == (due, 3)
+    else:
+        assert (p.next_reconcile_at, p.reconcile_attempts) == (T1 + reconcile_delay(0), 0)

@@ -295,3 +295,23 @@ def test_a_payment_with_no_measured_time_says_so_instead_of_0_ms() -> None:
     measured.orchestration_ms = 0  # fast, on a manual clock: a real 0 ms
     out = mappers.payment_pb(measured)
     assert (out.orchestration_ms, out.orchestration_unmeasured) == (0, False)
+
+
+@pytest.mark.parametrize(
+    ("table", "by_value"),
+    [
+        (mappers.METHOD_TYPES, mappers._METHOD_TYPE_OF),
+        (mappers.OUTCOMES, mappers._OUTCOME_OF),
+        (mappers.ERROR_CODES, mappers._ERROR_CODE_OF),
+        (mappers.PAYMENT_STATUSES, mappers._PAYMENT_STATUS_OF),
+        (mappers.STEP_STATUSES, mappers._STEP_STATUS_OF),
+        (mappers.CAPTURE_MODES, mappers._CAPTURE_MODE_OF),
+    ],
+    ids=["method", "outcome", "error_code", "payment_status", "step_status", "capture_mode"],
+)
+def test_the_writers_find_each_member_by_value_as_the_tables_map_it(table, by_value) -> None:
+    """The writers look members up by value (a str's hash, not Enum.__hash__): every
+    member of the enum is there, mapped as the table maps it, and nothing else."""
+    members = list(type(next(iter(table))))
+    assert len(by_value) == len(table) == len(members)
+    assert {m.value: table[m] for m in members} == by_value

@@ -108,7 +108,7 @@ class PrometheusHealthObserver:
         self._latency = Children(metrics.processor_latency)
 
     def call_recorded(self, processor: str, signal: Signal, latency_s: float) -> None:
-        self._requests(processor, signal.value).inc()
+        self._requests(processor, signal._value_).inc()
         self._latency(processor).observe(max(0.0, latency_s))
 
     def state_changed(self, processor: str, state: HealthState) -> None:

@@ -19,7 +19,7 @@ class LoggingObserver(NullObserver):
         attempts = sum(len(s.attempts) for s in payment.steps)
         self._log.info(
             "payment %s: %d step(s), %d attempt(s), %s ms%s",
-            payment.status.value,
+            payment.status._value_,
             len(payment.steps),
             attempts,
             "?" if payment.orchestration_ms is None else payment.orchestration_ms,
@@ -34,8 +34,8 @@ class LoggingObserver(NullObserver):
         attempts = sum(len(s.attempts) for s in payment.steps)
         self._log.info(
             "payment settled %s by %s: %d step(s), %d attempt(s)%s",
-            payment.status.value,
-            via.value,
+            payment.status._value_,
+            via._value_,
             len(payment.steps),
             attempts,
             _error(payment),
@@ -44,7 +44,9 @@ class LoggingObserver(NullObserver):
 
 
 def _error(payment: Payment) -> str:
-    return f", {payment.final_error.value}" if payment.final_error.value != "none" else ""
+    # `_value_` is what `.value` returns, without the property's two Python calls.
+    code = payment.final_error._value_
+    return "" if code == "none" else f", {code}"
 
 
 def _ids(payment: Payment) -> dict[str, str]:

@@ -384,7 +384,9 @@ class PaymentService:
         while i < len(payment.steps):
             step = payment.steps[i]
             if step.status is StepStatus.PENDING:
-                with self._observe.span("payment.step", index=step.index, method=step.method.value):
+                with self._observe.span(
+                    "payment.step", index=step.index, method=step.method._value_
+                ):
                     await self._router.authorize(
                         payment, step, policy=config.retry_policy, deadline=deadline
                     )

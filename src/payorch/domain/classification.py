@@ -172,6 +172,9 @@ KINDS: dict[ResponseKind, Classification] = {
     ResponseKind.NOT_FOUND: _soft(ErrorCode.PROCESSOR_ERROR),
     ResponseKind.NOT_CHARGED: _soft(ErrorCode.PROCESSOR_ERROR),
 }
+# KINDS by each kind's value, for every answer classified: a str key keeps its hash,
+# an enum key is hashed by Enum.__hash__, a Python call, on each lookup.
+_KIND_OF = {k._value_: v for k, v in KINDS.items()}
 
 # Codes that say the infrastructure (not the bank) failed: these count against health.
 # A refused API key too: every payment sent there fails until it is replaced, so
@@ -224,7 +227,7 @@ def classify_lookup(response: ProcessorResponse) -> Classification:
 
 def _classify(response: ProcessorResponse) -> Classification:
     if response.kind is not ResponseKind.ERROR:
-        return KINDS[response.kind]
+        return _KIND_OF[response.kind._value_]
     found = _classify_error(response)
     if found.retry_now and response.should_retry is False:
         # The processor told us not to: Stripe-Should-Retry: false wins.

@@ -59,6 +59,8 @@ OPEN = frozenset({*UNRESOLVED, PaymentStatus.REQUIRES_ACTION})
 # OPEN for Payment.settled, read at every save: `in` a tuple compares members by
 # identity, `in` a frozenset hashes the status with Enum.__hash__, a Python call.
 _OPEN = tuple(OPEN)
+# UNRESOLVED for settle(), run at every change of a payment: a tuple, as _OPEN.
+_UNRESOLVED = tuple(UNRESOLVED)
 # States in which a settled plan can still owe the processor a capture or a void.
 OWING = frozenset(PaymentStatus) - UNRESOLVED
 
@@ -483,7 +485,7 @@ class Payment:
             not self.refunds_held
             or self.next_reconcile_at is not None
             or self.owed is not Owed.NOTHING
-            or self.status in (*UNRESOLVED, PaymentStatus.REQUIRES_ACTION)
+            or self.status in _OPEN
         ):
             return
         self.reconcile_attempts = 0  # a new look: the back-off starts over
@@ -535,10 +537,13 @@ class Payment:
             # The reconciler gives the plan up then, unless the customer acted before.
             if changed or self.next_reconcile_at is None:
                 self.next_reconcile_at = now + ACTION_TIMEOUT
-        elif self.status not in UNRESOLVED:
-            if not self.refunds_held or self.status is PaymentStatus.REQUIRES_ACTION:
-                self.next_reconcile_at = None
-            self.watch_refund_holds(now)  # a refund in doubt keeps its look-up due
+        elif self.status not in _UNRESOLVED:
+            if not self.refunds_held:
+                self.next_reconcile_at = None  # and no refund in doubt to look up
+            else:
+                if self.status is PaymentStatus.REQUIRES_ACTION:
+                    self.next_reconcile_at = None
+                self.watch_refund_holds(now)  # a refund in doubt keeps its look-up due
         if self.status in _HOLDING:
             if changed or owed_before is not Owed.NOTHING:
                 # A new state, or what was owed is paid: the old error no longer stands.

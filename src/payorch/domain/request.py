@@ -134,7 +134,7 @@ class CoreRequest:
             "amount": self.amount.amount_minor,
             "currency": self.amount.currency.code,
             "methods": [
-                [m.method.value, m.token, m.amount_minor, m.customer_id] for m in self.methods
+                [m.method._value_, m.token, m.amount_minor, m.customer_id] for m in self.methods
             ],
             "metadata": sorted(self.metadata.items()),
             "customer": self.customer_id,
@@ -421,7 +421,7 @@ def _parse_method_name(c: _Collector, field_: str, raw: str) -> MethodType | Non
     method = parse_method(raw)
     if method is None:
         c.fatal(field_, f"unknown payment method {clip(raw.strip(), 32)!r}", "input/method")
-    elif method.value != raw:
+    elif method._value_ != raw:
         c.note(
             field_, f"alias {clip(raw.strip(), 32)!r} read as {method.value}", "input/method_alias"
         )

@@ -50,6 +50,8 @@ from payorch.domain.results import ErrorCode, Outcome
 
 # A row's values in its table's column order (tables.py), so that the payment writer
 # (payment_writes.py) binds them as they are; the units of work take them by name.
+# An enum's stored value is read as `_value_`, what `.value` returns: `.value` is a
+# property, two Python calls, and a payment's rows read a dozen of them per write.
 PAYMENT_COLUMNS = tuple(c.name for c in payments.c)
 STEP_COLUMNS = tuple(c.name for c in payment_steps.c)
 ATTEMPT_COLUMNS = tuple(c.name for c in attempts.c if c.name != "id")  # the database numbers them
@@ -64,14 +66,14 @@ def _payment_values(p: Payment) -> list[Any]:
         p.fingerprint,
         p.currency.code,
         p.amount_minor,
-        p.capture_mode.value,
+        p.capture_mode._value_,
         p.allow_partial,
         p.config_version,
         p.metadata,
         p.off_session,
-        p.status.value,
+        p.status._value_,
         NOT_MEASURED if p.orchestration_ms is None else p.orchestration_ms,
-        p.final_error.value,
+        p.final_error._value_,
         p.final_error_message,
         p.version,
         p.event_sequence,
@@ -79,9 +81,9 @@ def _payment_values(p: Payment) -> list[Any]:
         p.updated_at,
         p.reconcile_attempts,
         p.next_reconcile_at,
-        [[f.method.value, f.token, f.customer_id] for f in p.fallbacks],
+        [[f.method._value_, f.token, f.customer_id] for f in p.fallbacks],
         p.authorize_only,
-        p.owed.value,
+        p.owed._value_,
         p.save_for_off_session,
     ]
 
@@ -90,14 +92,14 @@ def _step_values(p: Payment, s: Step) -> list[Any]:
     return [
         p.id,
         s.index,
-        s.method.value,
+        s.method._value_,
         s.token,
         s.customer_id,
         s.amount_minor,
         list(s.processors),
-        s.status.value,
-        s.outcome.value if s.outcome else None,
-        s.error_code.value,
+        s.status._value_,
+        s.outcome._value_ if s.outcome else None,
+        s.error_code._value_,
         s.processor,
         s.processor_payment_id,
         s.next_action_type,
@@ -121,8 +123,8 @@ def _attempt_values(p: Payment, s: Step, a: Attempt) -> list[Any]:
         a.started_at,
         a.ended_at,
         a.latency_ms,
-        a.outcome.value,
-        a.error_code.value,
+        a.outcome._value_,
+        a.error_code._value_,
         a.raw.type,
         a.raw.code,
         a.raw.decline_code,
@@ -149,7 +151,7 @@ def _event_payload(e: DomainEvent) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name in names:
         value = getattr(e, name)
-        out[name] = value.value if isinstance(value, enum.Enum) else value
+        out[name] = value._value_ if isinstance(value, enum.Enum) else value
     return out
 
 

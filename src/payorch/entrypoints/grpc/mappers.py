@@ -62,6 +62,15 @@ CAPTURE_MODES: dict[CaptureMode, Any] = {
     CaptureMode.AUTOMATIC: plan_pb2.CAPTURE_MODE_AUTOMATIC,
     CaptureMode.MANUAL: plan_pb2.CAPTURE_MODE_MANUAL,
 }
+# The tables above by each member's value, for the writers below, which run for every
+# answer: a str key keeps its hash, an enum key is hashed by Enum.__hash__, a Python
+# call, on each lookup. Each enum's values are distinct, so these map the same members.
+_METHOD_TYPE_OF = {k._value_: v for k, v in METHOD_TYPES.items()}
+_OUTCOME_OF = {k._value_: v for k, v in OUTCOMES.items()}
+_ERROR_CODE_OF = {k._value_: v for k, v in ERROR_CODES.items()}
+_PAYMENT_STATUS_OF = {k._value_: v for k, v in PAYMENT_STATUSES.items()}
+_STEP_STATUS_OF = {k._value_: v for k, v in STEP_STATUSES.items()}
+_CAPTURE_MODE_OF = {k._value_: v for k, v in CAPTURE_MODES.items()}
 
 
 def raw_request(req: orch.CreatePaymentRequest, merchant_id: str) -> RawPaymentRequest:
@@ -125,7 +134,7 @@ def _set_money(m: plan_pb2.Money, amount_minor: int, code: str) -> None:
 
 
 def _set_method(m: plan_pb2.PaymentMethod, s: Step) -> None:
-    m.type = METHOD_TYPES[s.method]
+    m.type = _METHOD_TYPE_OF[s.method._value_]
     m.token = s.token
     m.customer_id = s.customer_id
 
@@ -137,8 +146,8 @@ def _write_attempt(out: result_pb2.Attempt, a: Attempt) -> None:
     set_timestamp(out.started_at, a.started_at)
     set_timestamp(out.ended_at, a.ended_at)
     out.latency_ms = a.latency_ms
-    out.outcome = OUTCOMES[a.outcome]
-    out.error_code = ERROR_CODES[a.error_code]
+    out.outcome = _OUTCOME_OF[a.outcome._value_]
+    out.error_code = _ERROR_CODE_OF[a.error_code._value_]
     # Setting a field, even to "", makes `raw` present: as it always was.
     raw, r = out.raw, a.raw
     raw.type = r.type
@@ -161,9 +170,9 @@ def _write_step_result(out: result_pb2.StepResult, p: Payment, s: Step) -> None:
     out.step_index = s.index
     _set_method(out.method, s)
     _set_money(out.amount, s.amount_minor, p.currency.code)
-    out.status = STEP_STATUSES[s.status]
-    out.outcome = OUTCOMES[s.outcome] if s.outcome else result_pb2.OUTCOME_UNSPECIFIED
-    out.error_code = ERROR_CODES[s.error_code]
+    out.status = _STEP_STATUS_OF[s.status._value_]
+    out.outcome = _OUTCOME_OF[s.outcome._value_] if s.outcome else result_pb2.OUTCOME_UNSPECIFIED
+    out.error_code = _ERROR_CODE_OF[s.error_code._value_]
     out.processor = s.processor
     out.processor_payment_id = s.processor_payment_id
     for a in s.attempts:
@@ -193,17 +202,17 @@ def write_payment(out: orch.Payment, p: Payment, *, replayed: bool = False) -> N
         _set_method(step.method, s)
         _set_money(step.amount, s.amount_minor, code)
         step.processors.extend(s.processors)
-    plan.capture_mode = CAPTURE_MODES[p.capture_mode]
+    plan.capture_mode = _CAPTURE_MODE_OF[p.capture_mode._value_]
     plan.allow_partial = p.allow_partial
     plan.config_version = p.config_version
     result = out.result
     result.success = p.success
-    result.status = PAYMENT_STATUSES[p.status]
+    result.status = _PAYMENT_STATUS_OF[p.status._value_]
     _set_money(result.total_processed, p.processed_minor, code)
     _set_money(result.remaining, max(0, p.remaining_minor), code)
     for s in p.steps:
         _write_step_result(result.step_results.add(), p, s)
-    result.final_error = ERROR_CODES[p.final_error]
+    result.final_error = _ERROR_CODE_OF[p.final_error._value_]
     result.final_error_message = p.final_error_message
     if p.metadata:
         out.metadata.update(p.metadata)
