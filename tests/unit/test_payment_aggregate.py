@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 
@@ -384,16 +384,9 @@ def test_settle_looks_statuses_up_in_tuples_of_the_same_states() -> None:
     assert set(payment_module._OPEN) == OPEN == UNRESOLVED | {PaymentStatus.REQUIRES_ACTION}
 
 
-@pytest.mark.parametrize("off_session", [False, True])
-@pytest.mark.parametrize("due", [None, T0 + timedelta(hours=5)], ids=["none-due", "due"])
-@pytest.mark.parametrize("held", [False, True], ids=["no-hold", "held"])
-@pytest.mark.parametrize("step_status", list(StepStatus), ids=lambda s: s.value)
-def test_settle_leaves_the_look_up_due_as_the_refunds_held_say(
+def _settled_after(
     step_status: StepStatus, held: bool, due: datetime | None, off_session: bool
-) -> None:
-    """A settled payment has no look-up due unless a refund is held on it: then one is
-    due, kept if it was, from now on the first back-off if not; a payment paused for
-    the customer (waiting, off session) has none, held or not."""
+) -> Payment:
     p = payment()
     p.off_session = off_session
     p.steps[0].status = step_status
@@ -402,8 +395,40 @@ def test_settle_leaves_the_look_up_due_as_the_refunds_held_say(
     p.next_reconcile_at = due
     p.reconcile_attempts = 3
     p.settle(T1)
-    if p.status in UNRESOLVED or p.action_expires_at is not None:
-        pytest.skip("not a settled payment: its look-up is the reconciler's schedule")
+    return p
+
+
+def _settled_cases() -> list[Any]:
+    """Every step status x hold x due look-up x session that settle() leaves settled;
+    the rest (unresolved, or paused with an expiry) keep the reconciler's schedule."""
+    cases = []
+    for step_status in StepStatus:
+        for held in (False, True):
+            for due in (None, T0 + timedelta(hours=5)):
+                for off_session in (False, True):
+                    p = _settled_after(step_status, held, due, off_session)
+                    if p.status in UNRESOLVED or p.action_expires_at is not None:
+                        continue
+                    ids = (
+                        step_status.value,
+                        "held" if held else "no-hold",
+                        "due" if due else "none-due",
+                        "off-session" if off_session else "on-session",
+                    )
+                    cases.append(
+                        pytest.param(step_status, held, due, off_session, id="-".join(ids))
+                    )
+    return cases
+
+
+@pytest.mark.parametrize(("step_status", "held", "due", "off_session"), _settled_cases())
+def test_settle_leaves_the_look_up_due_as_the_refunds_held_say(
+    step_status: StepStatus, held: bool, due: datetime | None, off_session: bool
+) -> None:
+    """A settled payment has no look-up due unless a refund is held on it: then one is
+    due, kept if it was, from now on the first back-off if not; a payment paused for
+    the customer (waiting, off session) has none, held or not."""
+    p = _settled_after(step_status, held, due, off_session)
     if not held or p.status is PaymentStatus.REQUIRES_ACTION:
         assert (p.next_reconcile_at, p.reconcile_attempts) == (None, 3)
     elif due is not None:
