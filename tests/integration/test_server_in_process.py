@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import socket
 import sqlite3
 import stat
 import time
@@ -22,6 +23,7 @@ from payorch.domain.merchant_config import MerchantConfig, MethodRule
 from payorch.domain.payment import MethodType
 from payorch.domain.retry import RetryPolicy
 from payorch.entrypoints.grpc.server import create_server, mark_serving
+from payorch.entrypoints.runtime import CannotListen
 from payorch.entrypoints.serve import ensure_demo_key
 from payorch.settings import Settings
 from tests import certificates
@@ -309,3 +311,23 @@ async def test_the_server_binds_with_the_tls_files_it_checked_not_ones_replaced_
     finally:
         await server.stop(None)
         await container.close()
+
+
+@pytest.mark.parametrize(
+    ("address", "why"),
+    [
+        ("127.0.0.1:{port}", "the port is in use"),
+        ("192.0.2.1:0", "the address is not one of this host's"),  # TEST-NET-1
+    ],
+    ids=["port in use", "address not on this host"],
+)
+async def test_an_address_the_server_cannot_bind_says_why(served, address, why):
+    # grpc says "Failed to bind" whatever the cause: it read "in use or not available".
+    container, _, _ = served
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        address = address.format(port=holder.getsockname()[1])
+        with pytest.raises(CannotListen) as refused:
+            create_server(container, address)
+    assert str(refused.value) == f"cannot listen for gRPC on {address}: {why}"

@@ -26,7 +26,7 @@ from payorch.entrypoints.grpc.health_rpc import (
 from payorch.entrypoints.grpc.installments import InstallmentServicer
 from payorch.entrypoints.grpc.interceptors import ObservingInterceptor
 from payorch.entrypoints.grpc.orchestrator import PaymentOrchestratorServicer
-from payorch.entrypoints.runtime import CannotListen
+from payorch.entrypoints.runtime import CannotListen, why_cannot_bind
 from payorch.settings import InvalidSettings, Settings
 
 SERVICES = [
@@ -180,7 +180,7 @@ def create_server(
             port = server.add_secure_port(address, credentials)
     except RuntimeError as exc:  # grpc's "Failed to bind to address ..."
         raise CannotListen(
-            f"cannot listen for gRPC on {address}: the address is in use or not available"
+            f"cannot listen for gRPC on {address}: {why_cannot_bind(address)}"
         ) from exc
     return server, port, health_servicer
 
