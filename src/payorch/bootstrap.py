@@ -45,6 +45,17 @@ from payorch.settings import InvalidSettings, Settings
 T = TypeVar("T")
 
 
+@dataclass(frozen=True)
+class TlsFiles:
+    """The server's TLS files as `check_tls_files` read and checked them: the server
+    binds with these bytes. Read again at bind, a file replaced in between would be
+    served unchecked."""
+
+    key: bytes
+    certificate_chain: bytes
+    client_ca: bytes | None = None
+
+
 @dataclass
 class Container:
     settings: Settings
@@ -61,6 +72,8 @@ class Container:
     health: HealthTracker
     stalls: StallWatch
     simulated: dict[str, SimulatedProcessor] = field(default_factory=dict)
+    # `payorch serve`'s TLS files, checked before the database was opened.
+    tls: TlsFiles | None = None
     _stall_watch: asyncio.Task[None] | None = None
     installments: InstallmentsApp = field(init=False)
     observability: ObservabilityApp = field(init=False)
@@ -244,43 +257,51 @@ def check_tls(settings: Settings) -> None:
         )
 
 
-def check_tls_files(settings: Settings) -> None:
-    """The TLS files `payorch serve` reads, read and parsed as it will. Found later, a
-    CRL exited 1 after the database was opened, a file that cannot be read was a line
-    naming no variable, and a certificate or key grpc cannot use said the address was
-    in use. The scheduler, serving nothing, reads none: its host needs no server key."""
+def check_tls_files(settings: Settings) -> TlsFiles | None:
+    """The TLS files `payorch serve` reads, read once and parsed as grpc will take
+    them; None without TLS. Found later, a CRL exited 1 after the database was opened,
+    a file that cannot be read was a line naming no variable, and a certificate or key
+    grpc cannot use said the address was in use. The scheduler, serving nothing, reads
+    none: its host needs no server key. (The CRL is read again when it changes,
+    `adapters/certificate_revocation.py`.)"""
     if not settings.tls_cert_file:
-        return
+        return None
     # Loaded only with TLS configured: `cryptography` parses the files.
     from payorch.adapters import tls_files
     from payorch.adapters.certificate_revocation import load_crls
 
-    chain = _parsed("PAYORCH_TLS_CERT_FILE", settings.tls_cert_file, tls_files.certificates)
-    _parsed(
+    cert_pem, chain = _parsed(
+        "PAYORCH_TLS_CERT_FILE", settings.tls_cert_file, tls_files.certificates
+    )
+    key_pem, _ = _parsed(
         "PAYORCH_TLS_KEY_FILE",
         settings.tls_key_file,
         lambda pem: tls_files.check_private_key(pem, chain[0]),
     )
     if not settings.tls_client_ca_file:
-        return
-    cas = _parsed("PAYORCH_TLS_CLIENT_CA_FILE", settings.tls_client_ca_file, tls_files.certificates)
+        return TlsFiles(key_pem, cert_pem)
+    ca_pem, cas = _parsed(
+        "PAYORCH_TLS_CLIENT_CA_FILE", settings.tls_client_ca_file, tls_files.certificates
+    )
     if settings.tls_client_crl_file:
         _parsed(
             "PAYORCH_TLS_CLIENT_CRL_FILE",
             settings.tls_client_crl_file,
             lambda pem: load_crls(pem, cas),
         )
+    return TlsFiles(key_pem, cert_pem, ca_pem)
 
 
-def _parsed(var: str, path: str, parse: Callable[[bytes], T]) -> T:
-    """`parse` of the file at `path`; InvalidSettings naming `var` when it cannot be
-    read or parsed (ValueError). The message never quotes the file: it may be a key."""
+def _parsed(var: str, path: str, parse: Callable[[bytes], T]) -> tuple[bytes, T]:
+    """The file at `path` and `parse` of it; InvalidSettings naming `var` when it
+    cannot be read or parsed (ValueError). The message never quotes the file: it may
+    be a key."""
     try:
         pem = Path(path).read_bytes()
     except OSError as exc:
         raise InvalidSettings(f"{var}: cannot read {path!r}: {exc.strerror or exc}") from None
     try:
-        return parse(pem)
+        return pem, parse(pem)
     except ValueError as exc:
         raise InvalidSettings(f"{var}: {exc}") from None
 
@@ -356,15 +377,12 @@ def build_processors(
     return processors, simulated
 
 
-def check_settings(settings: Settings, *, serving: bool = False) -> HealthPolicy:
+def check_settings(settings: Settings) -> HealthPolicy:
     """Refuse settings a process cannot start with (InvalidSettings naming the
-    variable), before the database is opened; the health policy they make. `serving`:
-    the process serves gRPC, so its TLS files are read too."""
+    variable), before the database is opened; the health policy they make."""
     check_times(settings)
     check_limits(settings)
     check_tls(settings)
-    if serving:
-        check_tls_files(settings)
     check_tracing(settings)
     return health_policy(settings)
 
@@ -380,7 +398,8 @@ async def bootstrap(
     """`serving`: for `payorch serve`, whose TLS files are checked before anything
     is opened."""
     clock = clock or clock_from_settings(settings)
-    policy = check_settings(settings, serving=serving)
+    policy = check_settings(settings)
+    tls = check_tls_files(settings) if serving else None
     processors, simulated = build_processors(settings, clock)
     engine = create_engine(settings.database_url)
     if run_migrations:
@@ -432,6 +451,7 @@ async def bootstrap(
         health=health,
         stalls=stalls,
         simulated=simulated,
+        tls=tls,
     )
     container.installments = build_installments(
         settings, clock, uow, payments, policies=ConfiguredInstallmentPolicies(configs)

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import uuid
+from pathlib import Path
 
 import grpc
 import pytest
@@ -147,20 +148,15 @@ def test_the_server_keeps_serving_after_bad_input(stub, server):
     assert pay(stub, server).payment.result.success
 
 
-@pytest.mark.parametrize("taken", ["grpc", "http"])
-def test_a_port_in_use_is_one_line_and_exit_2_and_the_first_server_keeps_serving(
-    stub, server, tmp_path, taken
-):
-    # Ports taken by the running server; the other one is free (0 picks one).
-    listen = server.address if taken == "grpc" else "127.0.0.1:0"
-    http_port = server.http_address.rsplit(":", 1)[1] if taken == "http" else "0"
+def refused_listening(database: Path, listen: str, http_port: str) -> str:
+    """The one line `payorch serve` on these addresses ends with, exit code 2."""
     done = subprocess.run(
         [sys.executable, "-m", "payorch.entrypoints.cli", "serve"],
         capture_output=True,
         text=True,
         env={
             **os.environ,
-            "PAYORCH_DATABASE_URL": f"sqlite:///{tmp_path / 'second.db'}",
+            "PAYORCH_DATABASE_URL": f"sqlite:///{database}",
             "PAYORCH_LISTEN": listen,
             "PAYORCH_HTTP_PORT": http_port,
         },
@@ -168,9 +164,29 @@ def test_a_port_in_use_is_one_line_and_exit_2_and_the_first_server_keeps_serving
     )
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
+    return done.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("taken", ["grpc", "http"])
+def test_a_port_in_use_is_one_line_and_exit_2_and_the_first_server_keeps_serving(
+    stub, server, tmp_path, taken
+):
+    # Ports taken by the running server; the other one is free (0 picks one).
+    listen = server.address if taken == "grpc" else "127.0.0.1:0"
+    http_port = server.http_address.rsplit(":", 1)[1] if taken == "http" else "0"
+    last = refused_listening(tmp_path / "second.db", listen, http_port)
     protocol = {"grpc": "gRPC", "http": "HTTP"}[taken]
-    assert done.stderr.strip().splitlines()[-1].startswith(f"payorch: cannot listen for {protocol}")
+    assert last.startswith(f"payorch: cannot listen for {protocol}")
+    if taken == "grpc":
+        assert last.endswith(": the port is in use")
     assert pay(stub, server).payment.result.success
+
+
+def test_an_address_not_on_this_host_is_one_line_saying_so_and_exit_2(tmp_path):
+    # 192.0.2.1 is TEST-NET-1: no interface of any host has it.
+    assert refused_listening(tmp_path / "p.db", "192.0.2.1:50051", "0") == (
+        "payorch: cannot listen for gRPC on 192.0.2.1:50051: the address is not one of this host's"
+    )
 
 
 # Written as printed (PYTHONUNBUFFERED, as in this suite) or only by the last flush,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import socket
 import sqlite3
 import stat
 import time
@@ -22,8 +23,10 @@ from payorch.domain.merchant_config import MerchantConfig, MethodRule
 from payorch.domain.payment import MethodType
 from payorch.domain.retry import RetryPolicy
 from payorch.entrypoints.grpc.server import create_server, mark_serving
+from payorch.entrypoints.runtime import CannotListen
 from payorch.entrypoints.serve import ensure_demo_key
 from payorch.settings import Settings
+from tests import certificates
 from tests.e2e.server import create_key, start_server
 from tests.rich_status import error_reasons, field_violations
 
@@ -274,3 +277,57 @@ async def test_a_capture_held_at_a_processor_not_configured_is_refused_naming_it
     got = await stub.GetPayment(orch.GetPaymentRequest(payment_id=payment_id), metadata=auth)
     assert got.payment.result.status == result_pb2.PAYMENT_STATUS_AUTHORIZED
     assert got.payment.result.final_error_message == ""
+
+
+async def test_the_server_binds_with_the_tls_files_it_checked_not_ones_replaced_since(
+    database_url, tmp_path
+):
+    # `payorch serve` checks its TLS files before opening the database; a file replaced
+    # in between (a half-done rotation, another process) must not be what is served.
+    checked_ca, replaced_ca = certificates.ca("checked CA"), certificates.ca("replaced CA")
+    key_file, cert_file = tmp_path / "server.key", tmp_path / "server.pem"
+
+    def write_server_files(issuer: certificates.Ca) -> None:
+        key, cert = certificates.leaf(issuer, "payorch", server=True)
+        key_file.write_bytes(key)
+        cert_file.write_bytes(cert)
+
+    write_server_files(checked_ca)
+    settings = Settings(
+        database_url=database_url, tls_cert_file=str(cert_file), tls_key_file=str(key_file)
+    )
+    container = await bootstrap(settings, serving=True)
+    write_server_files(replaced_ca)
+    server, port, health = create_server(container, "127.0.0.1:0")
+    await server.start()
+    await mark_serving(health)
+    try:
+        trusted = grpc.ssl_channel_credentials(certificates.pem(checked_ca[1]))
+        async with grpc.aio.secure_channel(f"127.0.0.1:{port}", trusted) as channel:
+            answer = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=10
+            )
+        assert answer.status == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        await server.stop(None)
+        await container.close()
+
+
+@pytest.mark.parametrize(
+    ("address", "why"),
+    [
+        ("127.0.0.1:{port}", "the port is in use"),
+        ("192.0.2.1:0", "the address is not one of this host's"),  # TEST-NET-1
+    ],
+    ids=["port in use", "address not on this host"],
+)
+async def test_an_address_the_server_cannot_bind_says_why(served, address, why):
+    # grpc says "Failed to bind" whatever the cause: it read "in use or not available".
+    container, _, _ = served
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        address = address.format(port=holder.getsockname()[1])
+        with pytest.raises(CannotListen) as refused:
+            create_server(container, address)
+    assert str(refused.value) == f"cannot listen for gRPC on {address}: {why}"

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
-import time
+import sys
+from types import FrameType
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from payorch.domain import card_data
 from payorch.domain.card_data import (
     _ascii_digits,
     _card_spans,
@@ -286,13 +288,75 @@ def test_hex_text_is_judged_as_before_letters_stopped_hiding_numbers(text: str) 
     assert contains_card_number(text) is _reference_contains(text, any_letter=True)
 
 
-@pytest.mark.parametrize("text", ["1 " * 200_000, "12-" * 130_000, "1" + " 1" * 12 + "x"])
-def test_the_scan_takes_time_linear_in_the_text(text: str) -> None:
-    # Runs of short groups made the scan quadratic-ish: 17 s for "1 " * 500_000.
-    started = time.perf_counter()
-    contains_card_number(text)
-    redact_card_numbers(text)
-    assert time.perf_counter() - started < 2.0
+def _scan_steps(text: str) -> int:
+    """Bytecode instructions the scan of `text` runs in card_data: its work, counted
+    (the same on any machine at any load), where a clock would measure the machine."""
+    steps = 0
+
+    def count(frame: FrameType, event: str, arg: object) -> object:
+        nonlocal steps
+        steps += event == "opcode"
+        return count
+
+    def enter(frame: FrameType, event: str, arg: object) -> object:
+        if frame.f_code.co_filename != card_data.__file__:
+            return None
+        frame.f_trace_lines = False
+        frame.f_trace_opcodes = True
+        return count
+
+    before = sys.gettrace()
+    sys.settrace(enter)
+    try:
+        contains_card_number(text)
+        redact_card_numbers(text)
+    finally:
+        sys.settrace(before)
+    return steps
+
+
+# What the steps of a linear scan may vary by from one stretch of a repeated text to
+# another of the same length (where its cards fall), about 6 groups' work; a scan
+# that is quadratic on a run exceeds it by 100x and more (see below).
+_STEP_SLACK = 1_000
+
+
+def _assert_linear(unit: str, k: int) -> int:
+    # The scan of unit * n units, s(n): a linear scan costs the same for k more units
+    # wherever they are added, a quadratic one more the longer the text already is.
+    # Compared past the first k units, so the fixed cost of a scan cancels out.
+    s1, s2, s3, s4 = (_scan_steps(unit * (m * k)) for m in (1, 2, 3, 4))
+    assert s4 - s3 <= s2 - s1 + _STEP_SLACK, (s1, s2, s3, s4)
+    return s2 - s1
+
+
+@pytest.mark.parametrize(
+    "unit",
+    [
+        "1 ",  # one-digit groups: 17 s for "1 " * 500_000 when the scan was quadratic
+        "12-",
+        "1-1 12 123 1234 ",
+        "4242 4242 4242 4242 ",  # a card every 20 characters
+        "\uff11 ",  # fullwidth digits, read as ASCII ones first
+        "1" + " 1" * 12 + "x",
+    ],
+)
+def test_the_scan_takes_time_linear_in_the_text(unit: str) -> None:
+    assert _assert_linear(unit, 300) > 0  # the steps counted are the scan's
+
+
+# A stretch of a run of short digit groups, to repeat: the shape the scan was slow on.
+_RUN_UNITS = st.lists(
+    st.tuples(st.text(alphabet="0123456789", min_size=1, max_size=6), st.sampled_from(" -")),
+    min_size=1,
+    max_size=4,
+).map(lambda groups: "".join(digits + separator for digits, separator in groups))
+
+
+@settings(max_examples=30)
+@given(_RUN_UNITS)
+def test_the_scan_of_any_repeated_run_takes_time_linear_in_it(unit: str) -> None:
+    _assert_linear(unit, 40)
 
 
 @settings(max_examples=500)

@@ -22,6 +22,7 @@ import pytest
 
 from payorch.domain.health import BreakerState
 from payorch.domain.payment import Owed, Payment, PaymentStatus, StepStatus
+from payorch.domain.request import RawMethodInput, RawPaymentRequest, parse_payment_request
 from payorch.domain.results import ProcessorResponse, ResponseKind
 from tests.integration.helpers import core_request
 from tests.unit.test_reconciler_breaker import POLICY, SERVER_ERROR, SIM, World
@@ -227,3 +228,85 @@ async def test_the_callers_own_call_goes_at_once_while_the_breaker_is_open(call)
     stored = await w.get(p)
     expected = PaymentStatus.SUCCEEDED if call == "capture" else PaymentStatus.CANCELLED
     assert stored.status is expected and stored.owed is Owed.NOTHING
+
+
+async def reconciled_split_whose_breaker_opens_meanwhile(w: World, fault: str) -> Payment:
+    """A split of 6000 + 4000 whose second step ended unknown (`fault`), reconciled: it
+    is looked up, and while it is the processor's breaker opens (its other calls
+    failing), so the pass holds back what it then owes. Found charged (a lost answer),
+    both steps are to be captured; found not charged (a timeout before it reached the
+    processor), the first is to be voided."""
+    core = parse_payment_request(
+        RawPaymentRequest(
+            merchant_id="m_1",
+            request_id=f"split-{fault}",
+            amount_minor=10000,
+            currency="USD",
+            methods=[
+                RawMethodInput("apple_pay", "pm_card_visa", 6000),
+                RawMethodInput("card", "pm_card_visa", None),
+            ],
+        )
+    )
+    w.sim.inject(None, fault)
+    payment = (await w.service.create(core, deadline_s=None)).payment
+    assert [s.status for s in payment.steps] == [StepStatus.AUTHORIZED, StepStatus.UNKNOWN]
+    looked_up = w.sim.lookup
+
+    async def lookup(*args: Any, **kw: Any) -> ProcessorResponse:
+        answer = await looked_up(*args, **kw)
+        w.trip()
+        return answer
+
+    w.sim.lookup = lookup  # type: ignore[method-assign]
+    assert await w.later(120) == 1
+    w.sim.lookup = looked_up  # type: ignore[method-assign]
+    return await w.get(payment)
+
+
+async def test_a_capture_held_back_at_an_open_breaker_says_it_waits_not_that_it_failed():
+    w = World()
+    calls = Calls(w)
+
+    stored = await reconciled_split_whose_breaker_opens_meanwhile(w, "lost_response")
+
+    assert calls.made["capture"] == 0
+    assert stored.owed is Owed.CAPTURE
+    assert stored.final_error_message == (
+        "10000 still authorized: the capture waits for simulated to recover (its breaker is open)"
+    )
+    assert stored.final_error.value == "no_processor_available"
+
+
+async def test_a_void_held_back_at_an_open_breaker_says_it_waits_not_that_it_failed():
+    w = World()
+    calls = Calls(w)
+
+    stored = await reconciled_split_whose_breaker_opens_meanwhile(w, "timeout")
+
+    assert calls.made["cancel"] == 0
+    assert stored.status is PaymentStatus.FAILED and stored.owed is Owed.VOID
+    assert stored.final_error_message == (
+        "step 1 failed: timeout;"
+        " 6000 still authorized: the void waits for simulated to recover (its breaker is open)"
+    )
+
+
+async def test_a_held_back_capture_that_then_fails_says_it_failed_and_one_made_clears_it():
+    w = World()
+    calls = Calls(w)
+    payment = await reconciled_split_whose_breaker_opens_meanwhile(w, "lost_response")
+    calls.fail["capture"] = [SERVER_ERROR]
+
+    # Half-open: the first capture goes as a probe and fails; the breaker opens again.
+    assert await w.later(POLICY.cooldown_s) == 0
+    assert calls.made["capture"] == 1
+    stored = await w.get(payment)
+    assert stored.owed is Owed.CAPTURE
+    assert stored.final_error_message == "10000 still authorized: the capture failed and is retried"
+    assert stored.final_error.value == "processor_error"
+
+    assert await w.later(POLICY.cooldown_s) == 1
+    stored = await w.get(payment)
+    assert stored.owed is Owed.NOTHING and stored.final_error_message == ""
+    assert [s.status for s in stored.steps] == [StepStatus.CAPTURED] * 2

@@ -441,10 +441,11 @@ class PaymentService:
         (a capture won the race) leaves it captured, as the processor holds it. One the
         reconciler could not make yet (`deferred`) is owed the same way."""
         authorized = step.status is StepStatus.AUTHORIZED
+        tried = len(step.attempts)
         if await self._settlement.void(payment, step, deferred=deferred):
             return
         if step.status in _RELEASABLE:
-            payment.owed = Owed.VOID
+            payment.owe(Owed.VOID, step, held_back=_held_back(step, tried, deferred))
         elif step.status is StepStatus.CAPTURED and authorized:
             # A capture of what was authorized; a step found captured while it waited
             # for the customer was captured automatically: the payment completes.
@@ -458,10 +459,11 @@ class PaymentService:
         for step in payment.steps:
             if step.status is not StepStatus.AUTHORIZED:
                 continue
+            tried = len(step.attempts)
             if await self._settlement.capture(payment, step, deferred=deferred):
                 amount += step.amount_minor
             elif step.status is StepStatus.AUTHORIZED:  # not released at the processor
-                payment.owed = Owed.CAPTURE
+                payment.owe(Owed.CAPTURE, step, held_back=_held_back(step, tried, deferred))
             else:
                 voided = step.status is StepStatus.VOIDED or voided
         if amount:
@@ -1374,6 +1376,12 @@ async def _settled_by(uow: UnitOfWork, payment_id: str, step_index: int, event_i
 def _attempts(payment: Payment) -> int:
     """Calls recorded on the payment: unchanged, nothing was asked."""
     return sum(len(s.attempts) for s in payment.steps)
+
+
+def _held_back(step: Step, tried: int, deferred: set[str] | None) -> bool:
+    """Whether the reconciler held the step's capture or void back (its processor's
+    breaker open: Settlement._admitted), rather than made it: no attempt since `tried`."""
+    return step.processor in (deferred or ()) and len(step.attempts) == tried
 
 
 def _customers(request: CoreRequest) -> dict[str, str]:

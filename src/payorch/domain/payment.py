@@ -280,6 +280,10 @@ class Payment:
     # Authorize now, capture on request (CapturePayment).
     authorize_only: bool = False
     owed: Owed = Owed.NOTHING
+    # Steps whose owed call the reconciler held back, and which: their processor's
+    # breaker was open, so nothing was sent and nothing failed. Not stored: the message
+    # it makes is, and each pass finds its steps anew (Payment.owe).
+    held_back: dict[int, Owed] = field(default_factory=dict)
     # The processor is to keep the payment method on the step's customer for later
     # off-session charges (kept: every call for the step must ask the same).
     save_for_off_session: bool = False
@@ -604,9 +608,26 @@ class Payment:
                 )
         return "the processor's answer was lost; reconciling"
 
+    def owe(self, owed: Owed, step: Step, *, held_back: bool = False) -> None:
+        """The plan owes `owed` (a capture or a void) on `step`: its call failed, or
+        (`held_back`) the reconciler did not make it, the processor's breaker being open."""
+        self.owed = owed
+        if held_back:
+            self.held_back[step.index] = owed
+        else:
+            self.held_back.pop(step.index, None)
+
     def _owed_error(self) -> tuple[ErrorCode, str]:
         held = [s for s in self.steps if s.status is StepStatus.AUTHORIZED]
         operation = self.owed.value
+        if held and all(self.held_back.get(s.index) is self.owed for s in held):
+            # Never made, so it never failed: it waits for the processor to take calls.
+            waited = " and ".join(sorted({s.processor for s in held}))
+            amount = sum(s.amount_minor for s in held)
+            return ErrorCode.NO_PROCESSOR_AVAILABLE, (
+                f"{amount} still authorized: the {operation} waits for {waited} to recover"
+                " (its breaker is open)"
+            )
         tried = [a for s in held for a in s.attempts if a.operation == operation]
         code = tried[-1].error_code if tried else ErrorCode.PROCESSOR_ERROR
         amount = sum(s.amount_minor for s in held)

@@ -14,7 +14,7 @@ from payments.installments.v1 import installments_pb2
 from payments.orchestrator.v1 import analytics_pb2, orchestrator_pb2
 from payments.orchestrator.v1 import health_pb2 as processor_health_pb2
 from payorch.app.health import HealthTracker
-from payorch.bootstrap import Container
+from payorch.bootstrap import Container, TlsFiles, check_tls_files
 from payorch.entrypoints.grpc.analytics import PaymentAnalyticsServicer
 from payorch.entrypoints.grpc.contract_monitor import ContractMonitorServicer
 from payorch.entrypoints.grpc.handlers import build_handler
@@ -26,7 +26,7 @@ from payorch.entrypoints.grpc.health_rpc import (
 from payorch.entrypoints.grpc.installments import InstallmentServicer
 from payorch.entrypoints.grpc.interceptors import ObservingInterceptor
 from payorch.entrypoints.grpc.orchestrator import PaymentOrchestratorServicer
-from payorch.entrypoints.runtime import CannotListen
+from payorch.entrypoints.runtime import CannotListen, why_cannot_bind
 from payorch.settings import InvalidSettings, Settings
 
 SERVICES = [
@@ -55,22 +55,24 @@ OPS_ONLY = frozenset(
 )
 
 
-def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
-    """TLS when a certificate is configured; mTLS when a client CA is too."""
-    if not settings.tls_cert_file:
+def server_credentials(tls: TlsFiles | None) -> grpc.ServerCredentials | None:
+    """TLS with the files as checked, when a certificate is configured; mTLS when a
+    client CA is too."""
+    if tls is None:
         return None
-    key = Path(settings.tls_key_file).read_bytes()
-    cert = Path(settings.tls_cert_file).read_bytes()
-    ca = Path(settings.tls_client_ca_file).read_bytes() if settings.tls_client_ca_file else None
+    ca = tls.client_ca
     return grpc.ssl_server_credentials(
-        [(key, cert)], root_certificates=ca, require_client_auth=ca is not None
+        [(tls.key, tls.certificate_chain)], root_certificates=ca, require_client_auth=ca is not None
     )
 
 
-def revoked_client_certificates(settings: Settings) -> Callable[[bytes], bool] | None:
+def revoked_client_certificates(
+    settings: Settings, client_ca: bytes | None = None
+) -> Callable[[bytes], bool] | None:
     """Whether a client certificate (PEM) is on the client CRL; None without a CRL.
     `payorch serve` has checked the files before opening the database
-    (`bootstrap.check_tls_files`); one changed since is refused the same way."""
+    (`bootstrap.check_tls_files`); a CRL changed since is refused the same way.
+    `client_ca`: the client CA file as checked (else read now)."""
     if not settings.tls_client_crl_file:
         return None
     if not settings.tls_client_ca_file:
@@ -86,7 +88,8 @@ def revoked_client_certificates(settings: Settings) -> Callable[[bytes], bool] |
 
     try:
         revoked = RevokedClientCertificates(
-            Path(settings.tls_client_crl_file), Path(settings.tls_client_ca_file).read_bytes()
+            Path(settings.tls_client_crl_file),
+            client_ca or Path(settings.tls_client_ca_file).read_bytes(),
         )
     except (OSError, UnusableRevocationList) as exc:
         raise InvalidSettings(f"PAYORCH_TLS_CLIENT_CRL_FILE: {exc}") from exc
@@ -130,7 +133,10 @@ def create_server(
             ("grpc.max_connection_idle_ms", int(settings.max_connection_idle_s * 1000)),
         ],
     )
-    revoked = revoked_client_certificates(settings)
+    # Checked by `payorch serve` before the database was opened; a container built
+    # for another use (tests, benchmarks) has its files checked here.
+    tls = container.tls or check_tls_files(settings)
+    revoked = revoked_client_certificates(settings, tls.client_ca if tls else None)
     servicers = {
         "payments.orchestrator.v1.PaymentOrchestrator": PaymentOrchestratorServicer(
             container.payments, container.configs, closing, max_answer_bytes
@@ -166,7 +172,7 @@ def create_server(
         [*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
     )
 
-    credentials = server_credentials(settings)
+    credentials = server_credentials(tls)
     try:
         if credentials is None:
             port = server.add_insecure_port(address)
@@ -174,7 +180,7 @@ def create_server(
             port = server.add_secure_port(address, credentials)
     except RuntimeError as exc:  # grpc's "Failed to bind to address ..."
         raise CannotListen(
-            f"cannot listen for gRPC on {address}: the address is in use or not available"
+            f"cannot listen for gRPC on {address}: {why_cannot_bind(address)}"
         ) from exc
     return server, port, health_servicer
 
