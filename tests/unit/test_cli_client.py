@@ -21,7 +21,7 @@ import pytest
 from payments.installments.v1 import installments_pb2
 from payments.orchestrator.v1 import orchestrator_pb2 as orch
 from payments.result.v1 import result_pb2
-from payorch.bootstrap import check_tls_files
+from payorch.bootstrap import check_settings, check_tls_files
 from payorch.domain.card_data import contains_card_number
 from payorch.entrypoints import cli
 from payorch.settings import Settings
@@ -652,6 +652,35 @@ def test_a_setting_the_server_cannot_start_with_is_one_line_naming_it_with_exit_
         monkeypatch.setenv("PAYORCH_PROCESSORS", argv[-1])
         argv = []
     refused_before_the_database(command, argv, names, tmp_path, monkeypatch, capsys)
+
+
+@pytest.mark.parametrize(
+    "listen",
+    [
+        "127.0.0.1:70000",  # served on 4464 (70000 - 65536)
+        "127.0.0.1:65536",  # served on a free port, as 0 does
+        "127.0.0.1:-1",  # served on 65535
+        "127.0.0.1",  # no port: served on 443
+        "127.0.0.1:",
+        ":50051",
+        "::1:50051",  # an IPv6 host without its brackets
+        "127.0.0.1:５００５１",
+    ],
+)
+@pytest.mark.parametrize("source", ["flag", "environment"])
+def test_a_grpc_address_grpc_would_bind_elsewhere_is_refused_naming_payorch_listen(
+    listen, source, tmp_path, monkeypatch, capsys
+):
+    argv = ["--listen", listen] if source == "flag" else []
+    monkeypatch.setenv("PAYORCH_LISTEN", listen if source == "environment" else "127.0.0.1:0")
+    refused_before_the_database(["serve"], argv, "PAYORCH_LISTEN", tmp_path, monkeypatch, capsys)
+
+
+@pytest.mark.parametrize(
+    "listen", ["127.0.0.1:0", "0.0.0.0:50051", "localhost:65535", "[::1]:50051", "[::]:0"]
+)
+def test_a_host_and_port_0_to_65535_is_a_grpc_address_serve_takes(listen):
+    check_settings(Settings(listen=listen), serving=True)
 
 
 def never_open_the_database(monkeypatch: pytest.MonkeyPatch) -> None:
