@@ -316,6 +316,24 @@ def test_a_refund_amount_in_digits_other_than_ascii_is_refused_without_calling_t
     assert "not an amount in minor units" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("timeout", ["0", "-1", "nan", "inf", "1e10", "86401", "30s"])
+@pytest.mark.parametrize(
+    "command",
+    [[*ADDRESS, "--amount", "1999", "--currency", "usd"], ["installments", "list", *ADDRESS]],
+    ids=["pay", "installments"],
+)
+def test_a_timeout_that_is_no_deadline_is_refused_without_calling_the_server(
+    timeout, command, monkeypatch, capsys
+):
+    # Each failed the call DEADLINE_EXCEEDED before it was sent, and `pay` then printed
+    # a request_id to retry it under, as after a lost answer.
+    argv = ["pay", *command] if command[0] != "installments" else command
+    monkeypatch.setattr(cli, "channel", lambda _args: pytest.fail("the server was called"))
+    assert exit_code_of([*argv, "--timeout", timeout]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--timeout: not a deadline" in err, err
+
+
 @pytest.fixture
 def bad_files(tmp_path) -> dict[str, str]:
     files = {"bad-enum": '{"methods": [{"type": "NOPE"}]}', "bad-json": "{not json"}

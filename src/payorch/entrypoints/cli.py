@@ -384,7 +384,12 @@ def _client_flags(p: argparse.ArgumentParser) -> None:
         type=cli_arguments.api_key,
         help="API key (PAYORCH_API_KEY; else the local demo key)",
     )
-    p.add_argument("--timeout", type=float, default=30.0, help="deadline in seconds")
+    p.add_argument(
+        "--timeout",
+        type=cli_arguments.timeout,
+        default=30.0,
+        help="deadline in seconds (above 0, at most 86400; default 30)",
+    )
     p.add_argument("--tls-ca", help="CA certificate to verify the server (enables TLS)")
     p.add_argument("--tls-cert", help="client certificate (mTLS)")
     p.add_argument("--tls-key", help="client private key (mTLS)")
