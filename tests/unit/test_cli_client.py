@@ -334,6 +334,28 @@ def test_a_timeout_that_is_no_deadline_is_refused_without_calling_the_server(
     assert err.count("\n") == 1 and "--timeout: not a deadline" in err, err
 
 
+@pytest.mark.parametrize("item", ["order_id", "order_id:1001", ""])
+def test_a_metadata_item_without_its_equals_sign_is_refused_without_calling_the_server(
+    item, monkeypatch, capsys
+):
+    # It went as a key with an empty value: a payment taken with metadata nobody meant.
+    monkeypatch.setattr(cli, "channel", lambda _args: pytest.fail("the server was called"))
+    argv = [*ADDRESS, "--amount", "1999", "--currency", "usd", "--metadata", item]
+    assert exit_code_of(["pay", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--metadata: not KEY=VALUE" in err, err
+
+
+def test_metadata_items_go_as_given_an_empty_value_and_equals_signs_in_it_included(channel):
+    argv = [*ADDRESS, "--api-key", "po_k", "--amount", "1999", "--currency", "usd"]
+    argv += ["--payment-method", "pm_card_visa", "--metadata", "note=a=b", "--metadata", "gift="]
+    run = CliRun(channel, ["pay", *argv])
+    sent = run.take("CreatePayment")
+    sent.rpc.terminate(orch.CreatePaymentResponse(), (), grpc.StatusCode.OK, "")
+    assert run.finish() == 0
+    assert dict(sent.request.metadata) == {"note": "a=b", "gift": ""}
+
+
 @pytest.fixture
 def bad_files(tmp_path) -> dict[str, str]:
     files = {"bad-enum": '{"methods": [{"type": "NOPE"}]}', "bad-json": "{not json"}

@@ -460,7 +460,13 @@ def parser() -> argparse.ArgumentParser:
     pay.add_argument("--request-id", help="idempotency key (default: a new UUID)")
     pay.add_argument("--customer", help="processor customer id")
     pay.add_argument("--off-session", action="store_true")
-    pay.add_argument("--metadata", action="append", metavar="KEY=VALUE")
+    pay.add_argument(
+        "--metadata",
+        action="append",
+        type=cli_arguments.metadata_pair,
+        metavar="KEY=VALUE",
+        help="stored with the payment and set on the processor's (repeatable)",
+    )
     pay.add_argument("--authorize-only", action="store_true", help="capture later")
     pay.set_defaults(func=cmd_pay)
 

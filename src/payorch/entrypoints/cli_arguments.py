@@ -96,6 +96,15 @@ def timeout(text: str) -> float:
     return seconds
 
 
+def metadata_pair(text: str) -> str:
+    """`KEY=VALUE` of `pay --metadata`. Without the `=`, the whole argument went as a key
+    with an empty value (`--metadata order_id:1001` stored a key `order_id:1001`), and
+    the payment was taken with metadata nobody meant. The key's rules are the server's."""
+    if "=" not in text:
+        raise argparse.ArgumentTypeError("not KEY=VALUE (e.g. order_id=1001)")
+    return text
+
+
 def currency(text: str) -> Currency:
     try:
         return Currency.parse(text)
