@@ -213,12 +213,16 @@ MAX_VIOLATION_BUFFER = 1_000_000
 MAX_GC_THRESHOLD = 1_000_000
 
 
+# The largest TCP port; grpc and aiohttp took a larger one modulo 65536.
+MAX_PORT = 65535
+
+
 def check_limits(settings: Settings) -> None:
     """Refuse a count setting outside its bounds (a port over 65535 was taken modulo
     65536: /metrics and /readyz answered on another port)."""
     for var, value, low, high in (
         ("PAYORCH_MAX_CONCURRENT_RPCS", settings.max_concurrent_rpcs, 1, MAX_CONCURRENT_RPCS),
-        ("PAYORCH_HTTP_PORT", settings.http_port, 0, 65535),
+        ("PAYORCH_HTTP_PORT", settings.http_port, 0, MAX_PORT),
         (
             "PAYORCH_MAX_MESSAGE_BYTES",
             settings.max_message_bytes,
@@ -233,6 +237,26 @@ def check_limits(settings: Settings) -> None:
     ):
         if not low <= value <= high:
             raise InvalidSettings(f"{var} must be {low:,}..{high:,}, not {value}")
+
+
+def check_listen(settings: Settings) -> None:
+    """The gRPC address is HOST:PORT, an IPv6 host in brackets, the port 0..65535 (0
+    picks a free one). grpc bound a port over 65535 modulo 65536 (70000 served on 4464,
+    65536 on a free port), -1 as 65535, and an address without a port on 443: serving
+    where no client or load balancer looks, with a line saying where."""
+    host, colon, port = settings.listen.rpartition(":")
+    bare_ipv6 = ":" in host and not (host.startswith("[") and host.endswith("]"))
+    if (
+        not colon
+        or not host
+        or bare_ipv6
+        or not (port.isascii() and port.isdigit())
+        or int(port) > MAX_PORT
+    ):
+        raise InvalidSettings(
+            "PAYORCH_LISTEN (--listen) must be HOST:PORT with a port 0..65,535"
+            f" (0 picks a free one; an IPv6 host in brackets), not {settings.listen!r}"
+        )
 
 
 def check_tls(settings: Settings) -> None:
@@ -399,6 +423,8 @@ async def bootstrap(
     is opened."""
     clock = clock or clock_from_settings(settings)
     policy = check_settings(settings)
+    if serving:
+        check_listen(settings)
     tls = check_tls_files(settings) if serving else None
     processors, simulated = build_processors(settings, clock)
     engine = create_engine(settings.database_url)

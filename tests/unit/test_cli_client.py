@@ -21,7 +21,7 @@ import pytest
 from payments.installments.v1 import installments_pb2
 from payments.orchestrator.v1 import orchestrator_pb2 as orch
 from payments.result.v1 import result_pb2
-from payorch.bootstrap import check_tls_files
+from payorch.bootstrap import check_listen, check_tls_files
 from payorch.domain.card_data import contains_card_number
 from payorch.entrypoints import cli
 from payorch.settings import Settings
@@ -314,6 +314,46 @@ def test_a_refund_amount_in_digits_other_than_ascii_is_refused_without_calling_t
     monkeypatch.setattr(cli, "channel", lambda _args: pytest.fail("the server was called"))
     assert exit_code_of(["refund", *ADDRESS, "pay_1", "--amount", amount]) == 2
     assert "not an amount in minor units" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("timeout", ["0", "-1", "nan", "inf", "1e10", "86401", "30s"])
+@pytest.mark.parametrize(
+    "command",
+    [[*ADDRESS, "--amount", "1999", "--currency", "usd"], ["installments", "list", *ADDRESS]],
+    ids=["pay", "installments"],
+)
+def test_a_timeout_that_is_no_deadline_is_refused_without_calling_the_server(
+    timeout, command, monkeypatch, capsys
+):
+    # Each failed the call DEADLINE_EXCEEDED before it was sent, and `pay` then printed
+    # a request_id to retry it under, as after a lost answer.
+    argv = ["pay", *command] if command[0] != "installments" else command
+    monkeypatch.setattr(cli, "channel", lambda _args: pytest.fail("the server was called"))
+    assert exit_code_of([*argv, "--timeout", timeout]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--timeout: not a deadline" in err, err
+
+
+@pytest.mark.parametrize("item", ["order_id", "order_id:1001", ""])
+def test_a_metadata_item_without_its_equals_sign_is_refused_without_calling_the_server(
+    item, monkeypatch, capsys
+):
+    # It went as a key with an empty value: a payment taken with metadata nobody meant.
+    monkeypatch.setattr(cli, "channel", lambda _args: pytest.fail("the server was called"))
+    argv = [*ADDRESS, "--amount", "1999", "--currency", "usd", "--metadata", item]
+    assert exit_code_of(["pay", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--metadata: not KEY=VALUE" in err, err
+
+
+def test_metadata_items_go_as_given_an_empty_value_and_equals_signs_in_it_included(channel):
+    argv = [*ADDRESS, "--api-key", "po_k", "--amount", "1999", "--currency", "usd"]
+    argv += ["--payment-method", "pm_card_visa", "--metadata", "note=a=b", "--metadata", "gift="]
+    run = CliRun(channel, ["pay", *argv])
+    sent = run.take("CreatePayment")
+    sent.rpc.terminate(orch.CreatePaymentResponse(), (), grpc.StatusCode.OK, "")
+    assert run.finish() == 0
+    assert dict(sent.request.metadata) == {"note": "a=b", "gift": ""}
 
 
 @pytest.fixture
@@ -652,6 +692,35 @@ def test_a_setting_the_server_cannot_start_with_is_one_line_naming_it_with_exit_
         monkeypatch.setenv("PAYORCH_PROCESSORS", argv[-1])
         argv = []
     refused_before_the_database(command, argv, names, tmp_path, monkeypatch, capsys)
+
+
+@pytest.mark.parametrize(
+    "listen",
+    [
+        "127.0.0.1:70000",  # served on 4464 (70000 - 65536)
+        "127.0.0.1:65536",  # served on a free port, as 0 does
+        "127.0.0.1:-1",  # served on 65535
+        "127.0.0.1",  # no port: served on 443
+        "127.0.0.1:",
+        ":50051",
+        "::1:50051",  # an IPv6 host without its brackets
+        "127.0.0.1:５００５１",
+    ],
+)
+@pytest.mark.parametrize("source", ["flag", "environment"])
+def test_a_grpc_address_grpc_would_bind_elsewhere_is_refused_naming_payorch_listen(
+    listen, source, tmp_path, monkeypatch, capsys
+):
+    argv = ["--listen", listen] if source == "flag" else []
+    monkeypatch.setenv("PAYORCH_LISTEN", listen if source == "environment" else "127.0.0.1:0")
+    refused_before_the_database(["serve"], argv, "PAYORCH_LISTEN", tmp_path, monkeypatch, capsys)
+
+
+@pytest.mark.parametrize(
+    "listen", ["127.0.0.1:0", "0.0.0.0:50051", "localhost:65535", "[::1]:50051", "[::]:0"]
+)
+def test_a_host_and_port_0_to_65535_is_a_grpc_address_serve_takes(listen):
+    check_listen(Settings(listen=listen))
 
 
 def never_open_the_database(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -1433,16 +1434,34 @@ def _refund_parts(payment: Payment, amount_minor: int) -> RefundRequest:
 
 
 def _mismatch(existing: Payment, request: CoreRequest) -> str:
+    """What a request reusing a payment's request_id asks otherwise, named as the caller
+    sends it. The stored payment keeps its methods as planned steps (a fallback used
+    among them) and unused fallbacks, not as listed: compared as a list of steps, a
+    split with a fallback read "payment method" whatever differed, and a different
+    customer or authorize_only read "set of parameters"."""
     diffs = []
     if existing.amount_minor != request.amount.amount_minor:
         diffs.append("amount")
     if existing.currency != request.amount.currency:
         diffs.append("currency")
-    tokens = [(s.method, s.token) for s in existing.steps]
-    if tokens != [(m.method, m.token) for m in request.methods]:
+    held = [(s.method, s.token, s.customer_id) for s in existing.steps]
+    held += [(f.method, f.token, f.customer_id) for f in existing.fallbacks]
+    asked = [(m.method, m.token, m.customer_id or request.customer_id) for m in request.methods]
+    if Counter((m, t) for m, t, _ in held) != Counter((m, t) for m, t, _ in asked):
         diffs.append("payment method")
+    else:
+        if Counter(held) != Counter(asked):
+            diffs.append("customer_id")
+        planned = Counter((s.method, s.token, s.amount_minor) for s in existing.steps)
+        given = Counter(
+            (m.method, m.token, m.amount_minor) for m in request.methods if m.amount_minor
+        )
+        if given - planned:
+            diffs.append("split amounts")
     if existing.metadata != request.metadata:
         diffs.append("metadata")
     if existing.off_session != request.off_session:
         diffs.append("off_session")
+    if existing.authorize_only != request.authorize_only:
+        diffs.append("authorize_only")
     return ", ".join(diffs) or "set of parameters"

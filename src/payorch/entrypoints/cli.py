@@ -384,7 +384,12 @@ def _client_flags(p: argparse.ArgumentParser) -> None:
         type=cli_arguments.api_key,
         help="API key (PAYORCH_API_KEY; else the local demo key)",
     )
-    p.add_argument("--timeout", type=float, default=30.0, help="deadline in seconds")
+    p.add_argument(
+        "--timeout",
+        type=cli_arguments.timeout,
+        default=30.0,
+        help="deadline in seconds (above 0, at most 86400; default 30)",
+    )
     p.add_argument("--tls-ca", help="CA certificate to verify the server (enables TLS)")
     p.add_argument("--tls-cert", help="client certificate (mTLS)")
     p.add_argument("--tls-key", help="client private key (mTLS)")
@@ -455,7 +460,13 @@ def parser() -> argparse.ArgumentParser:
     pay.add_argument("--request-id", help="idempotency key (default: a new UUID)")
     pay.add_argument("--customer", help="processor customer id")
     pay.add_argument("--off-session", action="store_true")
-    pay.add_argument("--metadata", action="append", metavar="KEY=VALUE")
+    pay.add_argument(
+        "--metadata",
+        action="append",
+        type=cli_arguments.metadata_pair,
+        metavar="KEY=VALUE",
+        help="stored with the payment and set on the processor's (repeatable)",
+    )
     pay.add_argument("--authorize-only", action="store_true", help="capture later")
     pay.set_defaults(func=cmd_pay)
 

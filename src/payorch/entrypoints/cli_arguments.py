@@ -5,6 +5,7 @@ could be a card number."""
 from __future__ import annotations
 
 import argparse
+import math
 import re
 from datetime import UTC, datetime
 from typing import NoReturn
@@ -72,6 +73,35 @@ def split(text: str) -> str:
                 amount(part_amount)
             except argparse.ArgumentTypeError as exc:
                 raise argparse.ArgumentTypeError(f"a part's amount is {exc}") from None
+    return text
+
+
+# The longest deadline a command gives its call. grpc turns one past about 1e9 s (or
+# inf) into a deadline already passed.
+MAX_TIMEOUT_S = 86_400.0
+
+
+def timeout(text: str) -> float:
+    """A call's deadline in seconds. 0, a negative number, NaN or infinity failed the
+    call as DEADLINE_EXCEEDED before it was sent, and `pay` then told to retry it under
+    its request_id, as after a lost answer."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not 0 < seconds <= MAX_TIMEOUT_S:
+        raise argparse.ArgumentTypeError(
+            f"not a deadline: give seconds above 0, at most {MAX_TIMEOUT_S:,.0f} (a day)"
+        )
+    return seconds
+
+
+def metadata_pair(text: str) -> str:
+    """`KEY=VALUE` of `pay --metadata`. Without the `=`, the whole argument went as a key
+    with an empty value (`--metadata order_id:1001` stored a key `order_id:1001`), and
+    the payment was taken with metadata nobody meant. The key's rules are the server's."""
+    if "=" not in text:
+        raise argparse.ArgumentTypeError("not KEY=VALUE (e.g. order_id=1001)")
     return text
 
 
