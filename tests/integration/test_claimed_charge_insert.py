@@ -24,7 +24,12 @@ from payorch.adapters.persistence.payment_writes import (
 from payorch.adapters.persistence.tables import payments
 from payorch.adapters.persistence.unit_of_work import SqlAlchemyUnitOfWorkFactory
 from payorch.app.ports import ChargeClaim, DuplicateRequest
-from payorch.domain.installments import InstallmentPlan, charge_request_id
+from payorch.domain.installments import (
+    InstallmentPlan,
+    InstallmentStatus,
+    PlanStatus,
+    charge_request_id,
+)
 from tests.conftest import _truncate
 from tests.integration.test_payment_writes import count, new_payment
 from tests.unit.test_installment_plan import new_plan
@@ -144,6 +149,67 @@ async def test_a_refused_charge_among_concurrent_writes_fails_alone(uow):
 
     assert [type(r).__name__ for r in results if r is not None] == ["DuplicateRequest"]
     assert await count(uow, payments) == len(plain)
+
+
+def _as_stored(
+    plan_status: PlanStatus,
+    status: InstallmentStatus,
+    attempts: int,
+    lease_s: float | None,
+    changed_s: float,
+) -> InstallmentPlan:
+    """A plan whose second installment is as given: its lease `lease_s` and the plan's
+    last change `changed_s` seconds after the installment's due date."""
+    plan = new_plan()
+    inst = plan.installments[1]
+    at = inst.due_at
+    inst.status, inst.attempts = status, attempts
+    inst.lease_until = None if lease_s is None else at + timedelta(seconds=lease_s)
+    plan.status, plan.updated_at = plan_status, at + timedelta(seconds=changed_s)
+    return plan
+
+
+PS, IS = PlanStatus, InstallmentStatus
+# (plan status, installment status, attempts, its lease, the plan's last change, the
+# claim's lease; whether the charge is admitted).
+CASES = [
+    (PS.ACTIVE, IS.PROCESSING, 1, 120, 0, 120, True),
+    (PS.ACTIVE, IS.PENDING, 0, None, 0, 120, True),  # given back on a breach: the charger's
+    (PS.BREACH, IS.PROCESSING, 1, 120, 500, 120, True),
+    (PS.CANCELLED, IS.PROCESSING, 1, 120, 10, 120, True),  # cancelled inside the lease
+    (PS.CANCELLED, IS.PROCESSING, 1, 120, 120, 120, False),  # as the lease ran out
+    (PS.CANCELLED, IS.PROCESSING, 1, 120, 121, 120, False),
+    (PS.CANCELLED, IS.PROCESSING, 1, 300, 10, 120, False),  # taken over: lease renewed
+    (PS.CANCELLED, IS.PROCESSING, 2, 120, 10, 120, False),  # a later attempt
+    (PS.CANCELLED, IS.CANCELLED, 1, None, 10, 120, False),  # withdrawn
+    (PS.CANCELLED, IS.PROCESSING, 1, None, 10, None, False),  # a claim without a lease
+]
+
+
+@pytest.mark.parametrize(
+    ("plan_status", "status", "attempts", "lease", "changed", "known", "admitted"), CASES
+)
+async def test_the_insert_admits_a_charge_exactly_when_the_plan_says_it_does(
+    uow, plan_status, status, attempts, lease, changed, known, admitted
+):
+    """The SQL guard and InstallmentPlan.admits_charge (which the in-memory fakes ask)
+    agree, case by case."""
+    plan = _as_stored(plan_status, status, attempts, lease, changed)
+    async with SqlAlchemyInstallmentUnitOfWorkFactory(uow)() as tx:
+        await tx.plans.add(plan)
+        await tx.commit()
+    inst = plan.installments[1]
+    knew = None if known is None else inst.due_at + timedelta(seconds=known)
+    claim = ChargeClaim(plan.id, inst.id, 1, knew)
+
+    try:
+        await uow.insert_payment(charge_of(claim), only_if=claim)
+        inserted = True
+    except DuplicateRequest:
+        inserted = False
+
+    assert inserted is admitted
+    assert plan.admits_charge(inst.id, 1, knew) is admitted
 
 
 def test_a_plain_payments_guard_is_the_plain_gate_insert():
