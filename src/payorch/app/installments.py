@@ -326,12 +326,14 @@ class InstallmentCharger:
     async def _still_claimed(
         self, plan: InstallmentPlan, installment_id: str, attempt: int
     ) -> ChargeClaim | None:
-        """The claim under which this attempt may still make its charge (the lease as
-        now stored), or None. Yes while its claim's lease
-        holds: nobody else takes a claim over before, and a cancel leaves a claimed
-        installment to its worker. Past the lease the installment is read as stored:
-        on a cancelled plan, or once the attempt was recorded or a later one started,
-        no new charge is made (the one this attempt started, if any, is looked up).
+        """The claim under which this attempt may still make its charge (its lease as
+        stored), or None when it may not. Its own claim while the lease holds: nobody
+        else takes a claim over before, and a cancel then leaves a claimed installment
+        to its worker (whether the charge is still admitted when its payment is
+        inserted, the insert decides: InstallmentPlan.admits_charge). Past the lease
+        the installment is read as stored: on a cancelled plan, or once the attempt was
+        recorded or a later one started, no new charge is made (the one this attempt
+        started, if any, is looked up).
         An attempt a breach gave back (the claim withdrawn) is claimed again, stored
         before anything is sent: a cancel from then on leaves it to this claim, and
         whoever takes the claim over if this worker dies mid-charge records the
