@@ -111,7 +111,8 @@ class MemoryUnitOfWorkFactory:
         return MemoryUnitOfWork(self._repo)
 
     # The one-shot writes of the hot path (add or save, then commit).
-    async def insert_payment(self, payment: Payment) -> None:
+    async def insert_payment(self, payment: Payment, *, only_if: object = None) -> None:
+        assert only_if is None, "an installment's claimed charge is not measured here"
         await self._repo.add(payment)
 
     async def update_payment(self, payment: Payment) -> None:

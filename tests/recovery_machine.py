@@ -86,8 +86,8 @@ class CrashingUnitOfWorkFactory:
 
         return _Uow()
 
-    async def insert_payment(self, payment: Any) -> None:
-        await self.inner.insert_payment(payment)
+    async def insert_payment(self, payment: Any, *, only_if: Any = None) -> None:
+        await self.inner.insert_payment(payment, only_if=only_if)
 
     async def payment_by_request(self, merchant_id: str, request_id: str) -> Any:
         return await self.inner.payment_by_request(merchant_id, request_id)

@@ -12,6 +12,7 @@ from typing import Any
 
 from payorch.app.auth import Principal
 from payorch.app.ports import (
+    ChargeClaim,
     ConcurrentUpdate,
     DuplicateRequest,
     PageCursor,
@@ -24,6 +25,18 @@ from tests.fakes.transaction import FakeTransaction, StagedLog, StagedRepository
 
 # Another writer that saves a payment first: given the payment's id, it changes it.
 Writer = Callable[[str], Awaitable[object]]
+# The installment plans as committed, by id (tests.fakes.installments.FakePlans.plans),
+# for a claimed charge's insert to look at, as the SQL insert looks at their tables.
+PlanTables = dict[str, Any]
+
+
+def claim_admits(plans: PlanTables | None, claim: ChargeClaim) -> bool:
+    """Whether the claimed charge's insert takes place, as the SQL one decides it: on the
+    plan as committed (InstallmentPlan.admits_charge)."""
+    plan = None if plans is None else plans.get(claim.plan_id)
+    if plan is None:
+        return False
+    return bool(plan.admits_charge(claim.installment_id, claim.attempt, claim.lease_until))
 
 
 class FakePaymentRepository(StagedRepository):
@@ -40,7 +53,9 @@ class FakePaymentRepository(StagedRepository):
         domain_events: list[Any],
         stored_events: list[StoredEvent],
         writers: collections.deque[Writer],
+        plans: PlanTables | None = None,
     ) -> None:
+        self._plans = plans
         self._payments = StagedRows(committed)
         self._refunds = StagedRows(refunds)
         self._events = StagedLog(domain_events)
@@ -56,7 +71,9 @@ class FakePaymentRepository(StagedRepository):
     def _committed(self) -> dict[str, Payment]:
         return self._payments.committed
 
-    async def add(self, payment: Payment) -> None:
+    async def add(self, payment: Payment, *, only_if: ChargeClaim | None = None) -> None:
+        if only_if is not None and not claim_admits(self._plans, only_if):
+            raise DuplicateRequest(payment.request_id)  # no row inserted, as in SQL
         # The unique index sees rows committed since the transaction began, too.
         if any(
             p.merchant_id == payment.merchant_id and p.request_id == payment.request_id
@@ -269,6 +286,7 @@ class FakeUnitOfWork(FakeTransaction):
         writers: collections.deque[Writer] | None = None,
         customers: FakeProcessorCustomers | None = None,
         stored_events: list[StoredEvent] | None = None,
+        plans: PlanTables | None = None,
     ) -> None:
         self.payments = FakePaymentRepository(
             store,
@@ -276,6 +294,7 @@ class FakeUnitOfWork(FakeTransaction):
             domain_events=repo_events,
             stored_events=[] if stored_events is None else stored_events,
             writers=collections.deque() if writers is None else writers,
+            plans=plans,
         )
         self.inbound_events = FakeInboundEventLog(seen)
         self.customers = customers or FakeProcessorCustomers({}, [])
@@ -298,6 +317,8 @@ class FakeUnitOfWorkFactory:
         # Processor customer -> the merchant it is bound to; every claim, as made.
         self.customer_owners: dict[str, str] = {}
         self.customer_claims: list[tuple[str, frozenset[str]]] = []
+        # The installment plans a claimed charge's insert looks at (FakePlans.plans).
+        self.plans: PlanTables | None = None
 
     def __call__(self) -> FakeUnitOfWork:
         customers = FakeProcessorCustomers(self.customer_owners, self.customer_claims)
@@ -309,6 +330,7 @@ class FakeUnitOfWorkFactory:
             self.writers,
             customers,
             self.stored_events,
+            self.plans,
         )
 
     def saved_first(self, *writers: Writer | None) -> None:
@@ -320,9 +342,9 @@ class FakeUnitOfWorkFactory:
     async def _bump(self, payment_id: str) -> None:
         self.store[payment_id].version += 1
 
-    async def insert_payment(self, payment: Payment) -> None:
+    async def insert_payment(self, payment: Payment, *, only_if: ChargeClaim | None = None) -> None:
         async with self() as uow:
-            await uow.payments.add(payment)
+            await uow.payments.add(payment, only_if=only_if)
             await uow.commit()
 
     async def update_payment(self, payment: Payment) -> None:

@@ -288,22 +288,42 @@ async def test_a_paused_worker_waking_after_the_plan_was_cancelled_charges_nothi
     assert (inst.status, inst.charges) == (InstallmentStatus.CANCELLED, [])
 
 
-async def test_a_worker_waking_past_its_lease_on_a_cancelled_plan_charges_nothing(container, clock):
+@pytest.mark.parametrize("paused", ["before its look", "between its look and its insert"])
+async def test_a_worker_waking_past_its_lease_on_a_cancelled_plan_charges_nothing(
+    container, clock, paused
+):
     """No breach: the worker is paused past its lease before its charge, nobody has taken
-    its claim over yet, and the plan is cancelled (the cancel leaves a claimed
-    installment to its worker). Waking, the worker sends nothing: its claim is withdrawn."""
+    its claim over yet, and the plan is cancelled (the claim run out, nothing started).
+    Waking, the worker sends nothing: its claim is withdrawn. Paused before its look at
+    the claim, the look finds the plan cancelled; paused after it (the lease held then),
+    just before its payment is stored, the insert is refused by the database: the claim
+    no longer admits a charge."""
     app = container.installments
     plan = (await create_plan(container)).plan
     second = plan.installments[1]
     move_to(clock, second.due_at)
     claim = await claim_one(app, clock, worker="paused")
     read = await app.plans.get(plan.id, None)  # active
-    clock.advance(LEASE.total_seconds() + 1)
-    await app.plans.cancel(plan.id, "m_1", "order returned")
+
+    async def paused_then_cancelled():
+        clock.advance(LEASE.total_seconds() + 1)
+        await app.plans.cancel(plan.id, "m_1", "order returned")
+
+    if paused == "before its look":
+        await paused_then_cancelled()
+    else:
+        real_insert = container.uow.insert_payment
+
+        async def insert(payment, **kw):
+            container.uow.insert_payment = real_insert
+            await paused_then_cancelled()
+            return await real_insert(payment, **kw)
+
+        container.uow.insert_payment = insert
 
     result, _ = await app.charger.charge(read, claim.installment_id, claim.attempt)  # wakes
 
-    assert result.outcome.value == "withdrawn"
+    assert (result.outcome.value, result.payment_id) == ("withdrawn", "")
     assert await payments_of(container, second.id) == []
     assert container.simulated["simulated"].ledger.charges_total == 1, "the checkout only"
     after = await app.plans.get(plan.id, None)

@@ -21,6 +21,7 @@ from payorch.app.installments import (
     RetryRequestReused,
 )
 from payorch.app.payments import (
+    ClaimLost,
     CreateResult,
     HeldOtherwise,
     IdempotencyConflict,
@@ -29,6 +30,7 @@ from payorch.app.payments import (
     RequestInProgress,
 )
 from payorch.app.plan_builder import PlanRejected
+from payorch.app.ports import ChargeClaim
 from payorch.domain.installments import (
     MAX_MANUAL_RETRIES,
     ChargeOutcome,
@@ -42,10 +44,12 @@ from payorch.domain.installments import (
 from payorch.domain.payment import Payment, PaymentStatus
 from payorch.domain.request import CoreRequest
 from tests.fakes.installments import FakeInstallmentUnitOfWork, FakePlanRepository, FakePlans
+from tests.fakes.memory import claim_admits
 from tests.unit.test_installment_plan import new_plan
 
 START = ManualClock().now()
 DAY = timedelta(days=1)
+LEASE = timedelta(seconds=120)
 
 
 @dataclass
@@ -63,18 +67,34 @@ class FakePayments:
     cancels_fail: bool = False
     calls: list[str] = field(default_factory=list)
     in_flight: Callable[[], Awaitable[object]] | None = None
+    # Runs when create is called, before its gate insert: the worker paused after its
+    # look at its claim (GC, a VM stall, SIGSTOP).
+    before_gate: Callable[[], Awaitable[object]] | None = None
     # own_customers as each create was called.
     own_customers: list[bool] = field(default_factory=list)
+    # The plans as committed, which a claimed charge's gate insert looks at (as in SQL).
+    plans: FakePlans | None = None
 
     async def create(
-        self, request: CoreRequest, *, deadline_s: float | None, own_customers: bool = False
+        self,
+        request: CoreRequest,
+        *,
+        deadline_s: float | None,
+        own_customers: bool = False,
+        only_if: ChargeClaim | None = None,
     ) -> CreateResult:
         self.own_customers.append(own_customers)
+        if self.before_gate is not None:
+            await self.before_gate()
         if self.refuse is not None:
             raise self.refuse
         key = (request.merchant_id, request.request_id)
         if key in self.stored:
             return CreateResult(self.stored[key], replayed=True)
+        if only_if is not None and not claim_admits(
+            None if self.plans is None else self.plans.plans, only_if
+        ):
+            raise ClaimLost(only_if)
         self.created.append(request.request_id)
         self.calls.append(f"create {request.request_id}")
         payment = Payment(
@@ -122,8 +142,8 @@ class Setup:
         # The plan a test hands the charger, and the plan as committed (its first
         # installment paid on ManualClock's first day).
         self.plan = new_plan()
-        self.payments = FakePayments()
         self.plans = FakePlans(copy.deepcopy(self.plan))
+        self.payments = FakePayments(plans=self.plans)
         self.uow = lambda: FakeInstallmentUnitOfWork(plans=self.plans, payments=self.payments)
         self.charger = InstallmentCharger(self.uow, self.payments, self.clock)
         self.service = InstallmentService(
@@ -135,14 +155,22 @@ class Setup:
             worker_id="w-rpc",
         )
 
-    def claim(self, seq: int) -> tuple[str, int]:
+    def claim(self, seq: int, lease: timedelta | None = None) -> tuple[str, int]:
         """What the scheduler's claim does to installment `seq` (in SQL, there, and
-        committed), on the stored plan and on the copy the test hands the charger."""
+        committed), on the stored plan and on the copy the test hands the charger;
+        leased for `lease` from now when given."""
         for plan in (self.plans.plan, self.plan):
             inst = plan.installments[seq - 1]
             inst._move(InstallmentStatus.PROCESSING)
             inst.attempts += 1
+            if lease is not None:
+                inst.claimed_by, inst.lease_until = "w-1", self.clock.now() + lease
         return inst.id, inst.attempts
+
+    async def paused_then_cancelled(self) -> None:
+        """The worker paused past its lease (LEASE), and the plan cancelled meanwhile."""
+        self.clock.advance(LEASE.total_seconds() + 1)
+        await self.service.cancel(self.plan.id, "m_1", "order returned")
 
     async def stored_plan(self) -> InstallmentPlan:
         async with self.uow() as uow:
@@ -707,12 +735,16 @@ async def test_a_paused_workers_charge_waiting_for_the_customer_is_cancelled_wit
 
 
 async def test_a_paused_workers_charge_waiting_after_the_plan_was_cancelled_is_cancelled(s):
-    """As above, but the breached plan is cancelled before A's charge comes back waiting
-    for the customer: recording it cancels that payment at the processor."""
+    """As above, but the breached plan is cancelled while A's charge is at the processor
+    (its payment stored before the cancel), before it comes back waiting for the
+    customer: recording it cancels that payment at the processor."""
     inst2, attempt, paused = await _paused_on_a_breach(s)
-    await s.service.cancel(s.plans.plan.id, "m_1", "order returned")
-    assert s.plans.plan.installment(inst2).status is InstallmentStatus.CANCELLED
 
+    async def cancelled_meanwhile() -> None:
+        await s.service.cancel(s.plans.plan.id, "m_1", "order returned")
+        assert s.plans.plan.installment(inst2).status is InstallmentStatus.CANCELLED
+
+    s.payments.in_flight = cancelled_meanwhile
     s.payments.status = PaymentStatus.REQUIRES_ACTION
     result, _ = await s.charger.charge(paused, inst2, attempt)  # A wakes up
 
@@ -817,3 +849,84 @@ async def test_recording_together_raises_an_error_that_is_no_conflict(s, monkeyp
         await s.charger.record_many([charge])
     inst = s.plans.plan.installment(charge.installment_id)
     assert (inst.status, inst.charges) == (InstallmentStatus.PROCESSING, [])
+
+
+async def test_a_worker_paused_past_its_lease_after_its_look_charges_nothing_once_cancelled(s):
+    """The worker looks at its claim (the lease holds), then is paused past its lease
+    before its payment is stored; the plan is cancelled meanwhile, the claim found run
+    out and nothing started. Waking, the worker sends nothing: the payment's insert is
+    refused, as its claim no longer admits a charge, and the claim is withdrawn."""
+    inst_id, attempt = s.claim(2, LEASE)
+
+    s.payments.before_gate = s.paused_then_cancelled
+    result, _ = await s.charger.charge(s.plan, inst_id, attempt)
+
+    assert (result.outcome, result.payment_id) == (ChargeOutcome.WITHDRAWN, "")
+    assert s.payments.created == [], "nothing sent to a processor"
+    stored = s.plans.plan
+    assert stored.status is PlanStatus.CANCELLED
+    inst = stored.installment(inst_id)
+    assert (inst.status, inst.charges, inst.payment_id) == (InstallmentStatus.CANCELLED, [], "")
+    assert s.plans.events[-1] == "PlanCancelled", "no charge announced after the cancel"
+
+
+async def test_a_charge_stored_before_the_cancel_is_recorded_on_the_cancelled_plan(s):
+    """The other order: the payment is stored (the charge started), then the worker is
+    paused past its lease and the plan cancelled while the processor has the charge.
+    The money taken is recorded on the cancelled plan, never lost."""
+    inst_id, attempt = s.claim(2, LEASE)
+
+    s.payments.in_flight = s.paused_then_cancelled
+    result, _ = await s.charger.charge(s.plan, inst_id, attempt)
+
+    assert result.outcome is ChargeOutcome.PAID
+    assert s.payments.created == [charge_request_id(inst_id, attempt)]
+    stored = s.plans.plan
+    assert stored.status is PlanStatus.CANCELLED
+    inst = stored.installment(inst_id)
+    assert (inst.status, inst.payment_id) == (InstallmentStatus.PAID, result.payment_id)
+    assert [(c.attempt, c.payment_id) for c in inst.charges] == [(attempt, result.payment_id)]
+    assert s.plans.events[-2:] == ["PlanCancelled", "InstallmentPaid"]
+
+
+async def test_a_cancel_inside_the_lease_leaves_the_claim_to_its_worker_even_if_it_wakes_late(s):
+    """Cancelled while the lease held, the claim is the worker's (the cancel's answer
+    shows it processing): its charge is admitted, also if the worker then wakes past
+    its lease before storing the payment, as long as nobody took the claim over."""
+    inst_id, attempt = s.claim(2, LEASE)
+
+    async def cancelled_then_paused() -> None:
+        await s.service.cancel(s.plan.id, "m_1", "order returned")
+        s.clock.advance(LEASE.total_seconds() + 1)
+
+    s.payments.before_gate = cancelled_then_paused
+    result, _ = await s.charger.charge(s.plan, inst_id, attempt)
+
+    assert result.outcome is ChargeOutcome.PAID
+    assert s.plans.plan.installment(inst_id).status is InstallmentStatus.PAID
+
+
+async def test_a_given_back_charge_stored_while_the_plan_is_being_cancelled_is_recorded(s):
+    """A's charge of the given-back attempt is stored just after the cancel looked for
+    it (admitted: the plan was not cancelled yet), and A stops before recording it. The
+    cancel looks again once it holds the plan's row, finds it, and starts over: the
+    money taken is in the cancelled plan's history, not left unrecorded."""
+    inst2, attempt, paused = await _paused_on_a_breach(s)
+    s.payments.status = PaymentStatus.SUCCEEDED
+    real_look = s.charger.given_back_charge
+    charged: list[str] = []
+
+    async def look_then_charged(plan: Any, installment_id: str, reason: str) -> Any:
+        found = await real_look(plan, installment_id, reason)
+        if installment_id == inst2 and not charged:
+            result = await s.charger.pay(paused, inst2, attempt)  # A charges, then dies
+            charged.append(result.payment_id)
+        return found
+
+    s.charger.given_back_charge = look_then_charged  # type: ignore[method-assign]
+    plan = await s.service.cancel(s.plans.plan.id, "m_1", "order returned")
+
+    assert plan.status is PlanStatus.CANCELLED
+    inst = s.plans.plan.installment(inst2)
+    assert (inst.status, inst.payment_id) == (InstallmentStatus.PAID, charged[0])
+    assert [(c.attempt, c.payment_id) for c in inst.charges] == [(attempt, charged[0])]

@@ -20,11 +20,13 @@ from payorch.app.installment_ports import (
     DuplicatePlan,
     DuplicateRetryRequest,
     InstallmentPolicies,
+    InstallmentUnitOfWork,
     InstallmentUnitOfWorkFactory,
     RetryRequest,
 )
 from payorch.app.merchant_configs import MerchantConfigs
 from payorch.app.payments import (
+    ClaimLost,
     IdempotencyConflict,
     InvalidState,
     PaymentChanging,
@@ -33,7 +35,7 @@ from payorch.app.payments import (
     RequestInProgress,
 )
 from payorch.app.plan_builder import PlanRejected
-from payorch.app.ports import Clock, ConcurrentUpdate
+from payorch.app.ports import ChargeClaim, Clock, ConcurrentUpdate
 from payorch.domain.card_data import clip, contains_card_number
 from payorch.domain.installments import (
     ChargeOutcome,
@@ -81,6 +83,8 @@ SAVE_TRIES = 5
 _REFUNDED = frozenset({PaymentStatus.REFUNDED, PaymentStatus.PARTIALLY_REFUNDED})
 # A payment in these states takes no money, now or later.
 _NOTHING_TAKEN = frozenset({PaymentStatus.CANCELLED, PaymentStatus.FAILED})
+# An installment whose last attempt number a breach may have given back.
+_GIVEN_BACK = (InstallmentStatus.PENDING, InstallmentStatus.FAILED)
 
 
 class PlanNotFound(LookupError):
@@ -303,12 +307,15 @@ class InstallmentCharger:
 
         A claim whose lease ran out (its worker was paused) is looked at as stored
         first: it may have been taken over, withdrawn or given back, and its plan
-        cancelled, meanwhile (_still_claimed)."""
+        cancelled, meanwhile (_still_claimed). A look is not enough, its worker may
+        pause right after it: the payment is inserted only while the claim admits it,
+        checked by the insert itself (ChargeClaim). Refused, nothing is sent."""
         inst = plan.installment(installment_id)
-        if plan.may_charge(installment_id) and await self._still_claimed(
-            plan, installment_id, attempt
-        ):
-            result = await self._pay(plan, inst, attempt)
+        claim = None
+        if plan.may_charge(installment_id):
+            claim = await self._still_claimed(plan, installment_id, attempt)
+        if claim is not None:
+            result = await self._pay(plan, inst, claim)
         else:
             result = await self._started_only(plan, inst, attempt)
         if result.outcome is ChargeOutcome.UNRESOLVED:
@@ -318,12 +325,15 @@ class InstallmentCharger:
 
     async def _still_claimed(
         self, plan: InstallmentPlan, installment_id: str, attempt: int
-    ) -> bool:
-        """Whether this attempt may still make its charge. Yes while its claim's lease
-        holds: nobody else takes a claim over before, and a cancel leaves a claimed
-        installment to its worker. Past the lease the installment is read as stored:
-        on a cancelled plan, or once the attempt was recorded or a later one started,
-        no new charge is made (the one this attempt started, if any, is looked up).
+    ) -> ChargeClaim | None:
+        """The claim under which this attempt may still make its charge (its lease as
+        stored), or None when it may not. Its own claim while the lease holds: nobody
+        else takes a claim over before, and a cancel then leaves a claimed installment
+        to its worker (whether the charge is still admitted when its payment is
+        inserted, the insert decides: InstallmentPlan.admits_charge). Past the lease
+        the installment is read as stored: on a cancelled plan, or once the attempt was
+        recorded or a later one started, no new charge is made (the one this attempt
+        started, if any, is looked up).
         An attempt a breach gave back (the claim withdrawn) is claimed again, stored
         before anything is sent: a cancel from then on leaves it to this claim, and
         whoever takes the claim over if this worker dies mid-charge records the
@@ -331,20 +341,21 @@ class InstallmentCharger:
         inst = plan.installment(installment_id)
         now = self._clock.now()
         if inst.lease_until is None or now < inst.lease_until:
-            return True
+            return ChargeClaim(plan.id, installment_id, attempt, inst.lease_until)
         for _ in range(SAVE_TRIES):
             stored = await self._read(plan.id)
             now = self._clock.now()
             held = stored.installment(installment_id)
             if stored.status is PlanStatus.CANCELLED:
-                return False
+                return None
             if held.status is InstallmentStatus.PROCESSING:
                 # Still this attempt's claim (this worker's, or taken over: the
                 # payments gate makes one payment of one attempt), or a later one's.
-                return held.attempts == attempt
-            given_back = (InstallmentStatus.PENDING, InstallmentStatus.FAILED)
-            if held.status not in given_back or held.attempts + 1 != attempt:
-                return False
+                if held.attempts != attempt:
+                    return None
+                return ChargeClaim(plan.id, installment_id, attempt, held.lease_until)
+            if held.status not in _GIVEN_BACK or held.attempts + 1 != attempt:
+                return None
             stored.hold_given_back(
                 installment_id,
                 attempt,
@@ -358,7 +369,7 @@ class InstallmentCharger:
                     await uow.commit()
             except ConcurrentUpdate:
                 continue
-            return True
+            return ChargeClaim(plan.id, installment_id, attempt, now + self._lease)
         raise ConcurrentUpdate(plan.id)
 
     async def _hold(self, installment_id: str, attempt: int) -> None:
@@ -367,14 +378,22 @@ class InstallmentCharger:
             await uow.plans.hold(installment_id, attempt, self._clock.now() + self._recheck)
             await uow.commit()
 
-    async def _pay(self, plan: InstallmentPlan, inst: Installment, attempt: int) -> ChargeResult:
+    async def _pay(
+        self, plan: InstallmentPlan, inst: Installment, claim: ChargeClaim
+    ) -> ChargeResult:
         try:
-            request = self._request(plan, inst, attempt)
+            request = self._request(plan, inst, claim.attempt)
         except ValueError as exc:  # RequestRejected: nothing a retry could fix
             return _rejected(ErrorCode.INVALID_REQUEST, exc)
         try:
             # The plan's customer was claimed for its merchant when the plan was made.
-            created = await self._payments.create(request, deadline_s=None, own_customers=True)
+            created = await self._payments.create(
+                request, deadline_s=None, own_customers=True, only_if=claim
+            )
+        except ClaimLost:
+            # The plan was cancelled once the lease had run out (the worker paused after
+            # its look), or the claim was taken over: nothing was sent.
+            return await self._started_only(plan, inst, claim.attempt)
         except RequestInProgress:
             return ChargeResult(ChargeOutcome.UNRESOLVED, "")
         except PlanRejected as exc:
@@ -429,7 +448,7 @@ class InstallmentCharger:
         unknown), to be held for a later look: its worker may have died, and nothing
         else would record it; None when there is none."""
         inst = plan.installment(installment_id)
-        if inst.status not in (InstallmentStatus.PENDING, InstallmentStatus.FAILED):
+        if inst.status not in _GIVEN_BACK:
             return None
         try:
             request = self._request(plan, inst, inst.attempts + 1)
@@ -442,6 +461,22 @@ class InstallmentCharger:
         if waits_for_customer(result):
             return await self._release(plan, installment_id, [payment.id], reason) or result
         return result
+
+    async def started_since(
+        self, uow: InstallmentUnitOfWork, plan: InstallmentPlan, installment_ids: Sequence[str]
+    ) -> bool:
+        """Whether a charge of the given-back attempt of any of these installments (which
+        given_back_charge found none of) is stored now, as `uow` reads it."""
+        for installment_id in installment_ids:
+            inst = plan.installment(installment_id)
+            try:
+                request = self._request(plan, inst, inst.attempts + 1)
+            except ValueError:
+                continue  # no charge could be made of it
+            payment = await uow.payments.get_by_request(plan.merchant_id, request.request_id)
+            if payment is not None and payment.fingerprint == request.fingerprint():
+                return True
+        return False
 
     async def completed_waiting(
         self, plan: InstallmentPlan, installment_id: str
@@ -828,8 +863,12 @@ class InstallmentService:
             # A given-back charge that took nothing is recorded once the plan is cancelled:
             # in the history, with no retry announced.
             failed_given_back: list[tuple[str, int, ChargeResult]] = []
+            # Given back with no charge found: looked at again once the plan is locked.
+            unseen: list[str] = []
             for inst in plan.installments:
                 given_back = await self._charger.given_back_charge(plan, inst.id, PLAN_CANCELLED)
+                if given_back is None and inst.status in _GIVEN_BACK:
+                    unseen.append(inst.id)
                 if given_back is not None and given_back.outcome is ChargeOutcome.FAILED:
                     failed_given_back.append((inst.id, inst.attempts + 1, given_back))
                 elif given_back is not None and given_back.outcome is ChargeOutcome.UNRESOLVED:
@@ -863,6 +902,13 @@ class InstallmentService:
             try:
                 async with self._uow() as uow:
                     await uow.plans.save(plan)
+                    # The plan's row is locked now (SQLite: the write lock): a paused
+                    # worker's charge of a given-back attempt, admitted while the plan
+                    # was not cancelled and stored since the look above, is seen here,
+                    # and the cancel starts over to record it. From the commit on, no
+                    # charge is admitted (InstallmentPlan.admits_charge).
+                    if await self._charger.started_since(uow, plan, unseen):
+                        raise ConcurrentUpdate(plan.id)
                     await uow.commit()
             except ConcurrentUpdate:
                 continue

@@ -16,6 +16,7 @@ from payorch.app.observability import Via
 from payorch.app.payment_observation import PaymentObservation, unstored
 from payorch.app.plan_builder import Plan, PlanRejected, build_plan
 from payorch.app.ports import (
+    ChargeClaim,
     Clock,
     ConcurrentUpdate,
     DuplicateRequest,
@@ -87,6 +88,19 @@ class CustomerNotOwned(ValueError):
 
 class RequestInProgress(RuntimeError):
     """An identical request is still running; retry shortly (ABORTED)."""
+
+
+class ClaimLost(RuntimeError):
+    """An installment's charge refused by the payments gate: its claim no longer admits
+    it (InstallmentPlan.admits_charge: its plan was cancelled once the claim's lease had
+    run out, or the claim was taken over since). Nothing was stored or sent."""
+
+    def __init__(self, claim: ChargeClaim) -> None:
+        self.claim = claim
+        super().__init__(
+            f"installment {claim.installment_id} attempt {claim.attempt}: its claim no "
+            "longer admits a charge; nothing was sent"
+        )
 
 
 class ProcessorUnanswered(RuntimeError):
@@ -207,13 +221,22 @@ class PaymentService:
         self._in_flight: set[asyncio.Future[Payment]] = set()
 
     async def create(
-        self, request: CoreRequest, *, deadline_s: float | None, own_customers: bool = False
+        self,
+        request: CoreRequest,
+        *,
+        deadline_s: float | None,
+        own_customers: bool = False,
+        only_if: ChargeClaim | None = None,
     ) -> CreateResult:
         """Take the payment, or replay the one made under its request id before.
 
         `own_customers`: the caller vouches that the request's processor customers are its
         merchant's (an installment plan's charge: its customer was claimed when the plan
-        was made), and they are not claimed again."""
+        was made), and they are not claimed again.
+
+        `only_if`: an installment's charge, stored (and so sent) only while its claim
+        admits it, decided by the gate insert itself; ClaimLost when it does not and no
+        payment was made under the request id before."""
         t0 = self._clock.monotonic()
         deadline = Deadline(None if deadline_s is None else t0 + deadline_s)
         fingerprint = request.fingerprint()
@@ -256,12 +279,15 @@ class PaymentService:
             # caller that lost its answer (or a server that died) still hears of it.
             payment.started()
             try:
-                await self._uow.insert_payment(payment)
+                await self._uow.insert_payment(payment, only_if=only_if)
                 break
             except DuplicateRequest:
                 existing = await self._replay_or_wait(request, fingerprint, deadline)
                 if existing is not None:
                     return CreateResult(existing, replayed=True)
+                if only_if is not None:
+                    # No payment under the request id: the claim refused the insert.
+                    raise ClaimLost(only_if) from None
         identify_call(payment_id=payment.id)
         with self._observe.span("payment.plan", payment_id=payment.id, steps=len(payment.steps)):
             await self._run_plan(payment, config, deadline, Via.CREATE)

@@ -101,6 +101,20 @@ class ConcurrentUpdate(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class ChargeClaim:
+    """An installment's charge, made under its scheduler's (or a retry's) claim: the
+    payment is inserted only while the claim still admits a charge, decided by the
+    insert itself (InstallmentPlan.admits_charge), so that nothing read before it can
+    go stale. `lease_until` is the claim's lease as its worker last knew it (None: it
+    had none)."""
+
+    plan_id: str
+    installment_id: str
+    attempt: int
+    lease_until: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
 class PageCursor:
     created_at: datetime
     payment_id: str
@@ -145,8 +159,9 @@ class RefundRequest:
 
 
 class PaymentRepository(Protocol):
-    async def add(self, payment: Payment) -> None:
-        """Insert a new payment; raises DuplicateRequest on a used (merchant, request_id)."""
+    async def add(self, payment: Payment, *, only_if: ChargeClaim | None = None) -> None:
+        """Insert a new payment; raises DuplicateRequest on a used (merchant, request_id),
+        and with `only_if` when its claim no longer admits it (as insert_payment)."""
         ...
 
     async def save(self, payment: Payment) -> None:
@@ -252,9 +267,11 @@ class MerchantConfigStore(Protocol):
 class UnitOfWorkFactory(Protocol):
     def __call__(self) -> UnitOfWork: ...
 
-    async def insert_payment(self, payment: Payment) -> None:
+    async def insert_payment(self, payment: Payment, *, only_if: ChargeClaim | None = None) -> None:
         """`payments.add` + commit in one go: the hot path's first write.
-        Raises DuplicateRequest when (merchant, request_id) is taken."""
+        Raises DuplicateRequest when (merchant, request_id) is taken, or when `only_if`
+        is given and the claim no longer admits the charge (the insert is refused, in
+        the same statement: a look by request id tells which)."""
         ...
 
     async def update_payment(self, payment: Payment) -> None:

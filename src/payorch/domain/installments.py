@@ -642,6 +642,32 @@ class InstallmentPlan:
         inst = self.installment(installment_id)
         return self.status is PlanStatus.BREACH and inst.attempt_kind is AttemptKind.MANUAL
 
+    def admits_charge(
+        self, installment_id: str, attempt: int, lease_until: datetime | None
+    ) -> bool:
+        """Whether the charge of attempt `attempt`, under a claim leased to `lease_until`,
+        may still start: its payment be inserted. The payment insert asks it of the plan
+        as committed, in the same statement (payment_writes.py), so that no worker acts
+        on a look taken before it paused.
+
+        A plan not cancelled admits it (a breach, a give-back, a takeover are the
+        charger's to judge; the payments gate makes one payment of one attempt). A
+        cancelled plan admits only a claim its cancel left to its worker: the same
+        claim still (processing, this attempt, its lease not renewed by a takeover),
+        whose lease ran past the plan's last change, the cancel or one after it. A
+        cancel made once the lease had run out leaves nothing to start, however late
+        the worker that held it wakes."""
+        if self.status is not PlanStatus.CANCELLED:
+            return True
+        inst = self.installment(installment_id)
+        return (
+            inst.status is InstallmentStatus.PROCESSING
+            and inst.attempts == attempt
+            and lease_until is not None
+            and inst.lease_until == lease_until
+            and lease_until > self.updated_at
+        )
+
     # -- changing ------------------------------------------------------------------
     def _raise(self, event: DomainEvent) -> None:
         self.event_sequence += 1

@@ -47,6 +47,7 @@ from sqlalchemy.sql.expression import ClauseElement
 
 from payorch.adapters.persistence.repository import (
     ATTEMPT_COLUMNS,
+    CLAIM_COLUMNS,
     EVENT_COLUMNS,
     PAYMENT_COLUMNS,
     STEP_COLUMNS,
@@ -57,9 +58,11 @@ from payorch.adapters.persistence.repository import (
     _payment_values,
     _step,
     _step_values,
+    claim_values,
+    claimed_insert,
 )
 from payorch.adapters.persistence.tables import attempts, events, payment_steps, payments
-from payorch.app.ports import ConcurrentUpdate, DuplicateRequest
+from payorch.app.ports import ChargeClaim, ConcurrentUpdate, DuplicateRequest
 from payorch.domain.payment import Payment
 
 # Columns a stored payment never changes; every other one is written on save.
@@ -119,6 +122,8 @@ def _named(table: Table, skip: Sequence[str] = ()) -> dict[Any, Any]:
 @dataclass(frozen=True, slots=True)
 class PaymentStatements:
     insert_payment: Statement
+    # An installment's charge: the gate insert, made only while its claim admits it.
+    insert_claimed: Statement
     update_payment: Statement
     # New and saved payments' steps alike: one statement, so a batch holding both
     # sends its steps in one round trip.
@@ -151,6 +156,9 @@ class PaymentStatements:
         )
         return cls(
             insert_payment=Statement.compile(gate, dialect, PAYMENT_COLUMNS),
+            insert_claimed=Statement.compile(
+                claimed_insert(dialect), dialect, (*PAYMENT_COLUMNS, *CLAIM_COLUMNS)
+            ),
             update_payment=Statement.compile(update_payment, dialect, _UPDATE_SOURCE),
             upsert_step=Statement.compile(upsert_step, dialect, STEP_COLUMNS),
             insert_attempt=Statement.compile(
@@ -242,22 +250,33 @@ def _decoder(type_: Any, dialect: Dialect) -> Callable[[Any], Any] | None:
 class Write:
     """One payment's write, as argument lists ready for the driver.
 
-    `guard` is the first statement: inserting the gate row or the versioned update of
-    the payment row; when it touches no row nothing else runs and `conflict` is raised.
+    `guard` is the first statement: inserting the gate row (for an installment's
+    charge, only while its claim admits it) or the versioned update of the payment
+    row; when it touches no row nothing else runs and `conflict` is raised.
     """
 
     payment_id: str
     guard: tuple[Statement, list[Any]]
     conflict: Exception
     rows: list[tuple[Statement, list[Any]]]
+    # The plan whose row a claimed charge's guard locks (FOR SHARE), "" for none.
+    locks: str = ""
 
 
-def insert_write(s: PaymentStatements, payment: Payment) -> Write:
+def insert_write(
+    s: PaymentStatements, payment: Payment, only_if: ChargeClaim | None = None
+) -> Write:
+    if only_if is None:
+        guard = (s.insert_payment, s.insert_payment.args(_payment_values(payment)))
+    else:
+        values = _payment_values(payment) + claim_values(only_if)
+        guard = (s.insert_claimed, s.insert_claimed.args(values))
     return Write(
         payment_id=payment.id,
-        guard=(s.insert_payment, s.insert_payment.args(_payment_values(payment))),
+        guard=guard,
         conflict=DuplicateRequest(payment.request_id),
         rows=_children(s, payment),
+        locks="" if only_if is None else only_if.plan_id,
     )
 
 
@@ -377,8 +396,8 @@ class PaymentWriter:
     # Batches past a stall threshold (only the PostgreSQL writer has one).
     stalls: int = 0
 
-    async def insert(self, payment: Payment) -> None:
-        await self._submit(insert_write(self._statements, payment))
+    async def insert(self, payment: Payment, only_if: ChargeClaim | None = None) -> None:
+        await self._submit(insert_write(self._statements, payment, only_if))
         written(payment, updated=False)
 
     async def update(self, payment: Payment) -> None:
@@ -455,7 +474,11 @@ class AloneStatements:
     def __init__(self, statements: PaymentStatements) -> None:
         self.guards = {
             s.sql: f"{s.sql} RETURNING id"
-            for s in (statements.insert_payment, statements.update_payment)
+            for s in (
+                statements.insert_payment,
+                statements.insert_claimed,
+                statements.update_payment,
+            )
         }
         self._children = {
             s.sql: _Child.of(s.sql)
@@ -636,7 +659,9 @@ class AsyncpgPaymentWriter(PaymentWriter):
 
     async def _apply_batch(self, conn: asyncpg.Connection, batch: list[Write]) -> set[str]:
         applied: set[str] = set()
-        for sql, rows in _grouped(w.guard for w in batch):
+        # Plan rows locked in id order, as every save of several plans locks them: two
+        # transactions never wait for each other in a circle.
+        for sql, rows in _grouped(w.guard for w in sorted(batch, key=lambda w: w.locks)):
             applied.update(r[0] for r in await conn.fetchmany(self._alone.guards[sql], rows))
         children = (row for w in batch if w.payment_id in applied for row in w.rows)
         for sql, rows in _grouped(children):

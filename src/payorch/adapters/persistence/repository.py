@@ -9,21 +9,40 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, false, func, or_, select, update
+from sqlalchemy import (
+    and_,
+    bindparam,
+    exists,
+    false,
+    func,
+    literal_column,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql import Select
+from sqlalchemy.sql.dml import Insert
+from sqlalchemy.sql.elements import ColumnClause
 
 from payorch.adapters.persistence.tables import (
     NOT_MEASURED,
+    UTCDateTime,
     attempts,
     events,
     inbound_events,
+    installment_plans,
+    installments,
     payment_steps,
     payments,
     refunds,
 )
 from payorch.app.ids import new_id
 from payorch.app.ports import (
+    ChargeClaim,
     ConcurrentUpdate,
     DuplicateRequest,
     PageCursor,
@@ -31,6 +50,7 @@ from payorch.app.ports import (
     StoredEvent,
 )
 from payorch.domain.events import DomainEvent
+from payorch.domain.installments import InstallmentStatus, PlanStatus
 from payorch.domain.money import Currency
 from payorch.domain.payment import (
     ACTION_TIMEOUT,
@@ -168,6 +188,60 @@ def _event_values(p: Payment, e: DomainEvent, now: datetime) -> list[Any]:
     ]
 
 
+# A claimed charge's values after the payment row's (payment_writes.py binds them so).
+CLAIM_COLUMNS = ("k_plan_id", "k_installment_id", "k_attempt", "k_lease_until")
+
+
+def claim_values(claim: ChargeClaim) -> list[Any]:
+    return [claim.plan_id, claim.installment_id, claim.attempt, claim.lease_until]
+
+
+def claimed_insert(dialect: Dialect) -> Insert:
+    """The gate insert of an installment's charge: the payment row (bound as `v_<column>`)
+    inserted only while its claim (CLAIM_COLUMNS) admits the charge, as
+    InstallmentPlan.admits_charge says, in one statement:
+
+        INSERT INTO payments (...) SELECT <values> WHERE EXISTS (<claim admits it>)
+        ON CONFLICT (merchant_id, request_id) DO NOTHING
+
+    No row when the request id is taken or the claim is lost: the caller reads by request
+    id to tell which. On PostgreSQL the plan's row is locked (FOR SHARE) by the check, so a
+    cancel's update of it waits for this insert's transaction, or this insert for the
+    cancel's and then sees the plan cancelled. SQLite's single writer orders them anyway."""
+    p, i = installment_plans, installments
+    lease = bindparam("k_lease_until", type_=UTCDateTime())
+    cancelled: ColumnClause[Any] = literal_column(f"'{PlanStatus.CANCELLED.value}'")
+    processing: ColumnClause[Any] = literal_column(f"'{InstallmentStatus.PROCESSING.value}'")
+    admits: Select[Any] = (
+        select(literal_column("1"))
+        .select_from(i.join(p, p.c.id == i.c.plan_id))
+        .where(
+            i.c.id == bindparam("k_installment_id", type_=i.c.id.type),
+            p.c.id == bindparam("k_plan_id", type_=p.c.id.type),
+            or_(
+                p.c.status != cancelled,
+                and_(
+                    i.c.status == processing,
+                    i.c.attempts == bindparam("k_attempt", type_=i.c.attempts.type),
+                    i.c.lease_until == lease,
+                    i.c.lease_until > p.c.updated_at,
+                ),
+            ),
+        )
+        .with_for_update(read=True, of=p)
+    )
+    row = select(*(bindparam(f"v_{c.name}", type_=c.type) for c in payments.c)).where(
+        exists(admits)
+    )
+    dml = postgresql if dialect.name == "postgresql" else sqlite
+    insert: Insert = (
+        dml.insert(payments)
+        .from_select([c.name for c in payments.c], row)
+        .on_conflict_do_nothing(index_elements=["merchant_id", "request_id"])
+    )
+    return insert
+
+
 def _payment_row(p: Payment) -> dict[str, Any]:
     return dict(zip(PAYMENT_COLUMNS, _payment_values(p), strict=True))
 
@@ -209,12 +283,19 @@ class SqlAlchemyPaymentRepository:
     def __init__(self, conn: AsyncConnection) -> None:
         self._conn = conn
 
-    async def add(self, payment: Payment) -> None:
-        try:
-            async with self._conn.begin_nested():
-                await self._conn.execute(payments.insert(), [_payment_row(payment)])
-        except IntegrityError as exc:
-            raise DuplicateRequest(payment.request_id) from exc
+    async def add(self, payment: Payment, *, only_if: ChargeClaim | None = None) -> None:
+        if only_if is not None:
+            row = {f"v_{k}": v for k, v in _payment_row(payment).items()}
+            row |= dict(zip(CLAIM_COLUMNS, claim_values(only_if), strict=True))
+            done = await self._conn.execute(claimed_insert(self._conn.dialect), row)
+            if done.rowcount != 1:
+                raise DuplicateRequest(payment.request_id)
+        else:
+            try:
+                async with self._conn.begin_nested():
+                    await self._conn.execute(payments.insert(), [_payment_row(payment)])
+            except IntegrityError as exc:
+                raise DuplicateRequest(payment.request_id) from exc
         await self._conn.execute(
             payment_steps.insert(), [_step_row(payment, s) for s in payment.steps]
         )

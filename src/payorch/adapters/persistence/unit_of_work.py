@@ -16,6 +16,7 @@ from payorch.adapters.persistence.repository import (
     SqlAlchemyInboundEventLog,
     SqlAlchemyPaymentRepository,
 )
+from payorch.app.ports import ChargeClaim
 from payorch.domain.payment import Payment
 
 
@@ -79,13 +80,13 @@ class SqlAlchemyUnitOfWorkFactory:
     def __call__(self) -> SqlAlchemyUnitOfWork:
         return SqlAlchemyUnitOfWork(self.engine, self._lock)
 
-    async def insert_payment(self, payment: Payment) -> None:
+    async def insert_payment(self, payment: Payment, *, only_if: ChargeClaim | None = None) -> None:
         if self.writer is None:
             async with self() as uow:
-                await uow.payments.add(payment)
+                await uow.payments.add(payment, only_if=only_if)
                 await uow.commit()
         else:
-            await self.writer.insert(payment)
+            await self.writer.insert(payment, only_if)
 
     async def update_payment(self, payment: Payment) -> None:
         if self.writer is None:
