@@ -545,6 +545,11 @@ LIVE_KEY_TAIL = "51HxYzLiveKeyTail0123456789"
         # A breaker that opens would never let a probe through again.
         ({"PAYORCH_HEALTH_COOLDOWN_S": "nan"}, [], "cooldown_s"),
         ({"PAYORCH_STRIPE_API_KEY": "sk_live_" + LIVE_KEY_TAIL}, [], "PAYORCH_STRIPE_ALLOW_LIVE=1"),
+        # No processor built: every payment failed no_processor_available.
+        ({}, ["--processors", "stripe"], "PAYORCH_STRIPE_API_KEY"),
+        ({}, ["--processors", "stripe,sim_a"], "PAYORCH_STRIPE_API_KEY"),
+        ({"PAYORCH_PROCESSORS": ""}, [], "PAYORCH_PROCESSORS"),
+        ({"PAYORCH_PROCESSORS": " , "}, [], "PAYORCH_PROCESSORS"),
         # Another replica's config change, or a revoked key, would never be seen.
         ({"PAYORCH_CONFIG_CACHE_S": "inf"}, [], "PAYORCH_CONFIG_CACHE_S"),
         ({"PAYORCH_CONFIG_CACHE_S": "nan"}, [], "PAYORCH_CONFIG_CACHE_S"),
@@ -630,6 +635,10 @@ LIVE_KEY_TAIL = "51HxYzLiveKeyTail0123456789"
         "health window",
         "breaker cool-down nan",
         "live key",
+        "stripe without its key",
+        "stripe without its key beside a simulated one",
+        "no processor",
+        "no processor, only commas",
         "config cached forever",
         "config cache nan",
         "config cached for decades",
