@@ -257,6 +257,37 @@ def test_without_any_key_no_authorization_header_is_sent(channel):
     assert "authorization" not in sent.metadata
 
 
+SERVER_SAYS = "missing credential: send 'authorization: Bearer <api key>'"
+
+
+def test_refused_for_want_of_a_key_it_did_not_send_the_cli_says_how_to_give_one(channel, capsys):
+    run, sent = pay(channel, "--amount", "1", "--currency", "usd")
+    sent.rpc.terminate(None, (), grpc.StatusCode.UNAUTHENTICATED, SERVER_SAYS)
+    assert run.finish() == 1
+    failure = json.loads(capsys.readouterr().err)
+    assert failure["code"] == "UNAUTHENTICATED"
+    assert "--api-key" in failure["message"] and "PAYORCH_API_KEY" in failure["message"]
+    assert ".payorch/demo-key" in failure["message"] and "Bearer" not in failure["message"]
+
+
+def test_a_key_the_server_refused_is_told_in_the_servers_words(channel, capsys):
+    run, sent = pay(channel, "--api-key", "po_revoked", "--amount", "1", "--currency", "usd")
+    sent.rpc.terminate(None, (), grpc.StatusCode.UNAUTHENTICATED, "unknown or revoked API key")
+    assert run.finish() == 1
+    assert json.loads(capsys.readouterr().err)["message"] == "unknown or revoked API key"
+
+
+def test_an_installments_command_without_a_key_says_how_to_give_one(channel, monkeypatch, capsys):
+    testing = grpc_testing.channel([INSTALLMENTS], grpc_testing.strict_real_time())
+    monkeypatch.setattr(cli, "channel", lambda _args: testing)
+    run = CliRun(testing, ["webhooks", "list-endpoints", *ADDRESS])
+    _, _, rpc = testing.take_unary_unary(INSTALLMENTS.methods_by_name["ListWebhookEndpoints"])
+    rpc.terminate(None, (), grpc.StatusCode.UNAUTHENTICATED, SERVER_SAYS)
+    assert run.finish() == 1
+    message = json.loads(capsys.readouterr().err)["message"]
+    assert "--api-key" in message and "PAYORCH_API_KEY" in message
+
+
 def test_get_and_list_send_their_requests_with_the_key(channel, capsys):
     run = CliRun(channel, ["get", *ADDRESS, "--api-key", "po_k", "pay_123"])
     sent = run.take("GetPayment")

@@ -197,11 +197,26 @@ def build_pay_request(args: argparse.Namespace) -> orch.CreatePaymentRequest:
     return req
 
 
-def print_failure(exc: grpc.RpcError, made_up_request_id: str = "") -> None:
+# What the CLI says when it sent no key and the server asked for one: the server's own
+# message tells a gRPC client which header to send, not a CLI user what to do.
+NO_API_KEY = (
+    "no API key was sent: pass --api-key or set PAYORCH_API_KEY (`make run` writes its"
+    f" demo key to {DEMO_KEY_FILE}, read from there when run in the same directory;"
+    " PAYORCH_DEMO_KEY_FILE names another file)"
+)
+
+
+def print_failure(
+    exc: grpc.RpcError, made_up_request_id: str = "", *, metadata: list[tuple[str, str]]
+) -> None:
     """The status as JSON on stderr, with the request id the command made up if it made
     one: a call whose answer was lost (UNAVAILABLE, DEADLINE_EXCEEDED) is made again
-    with `--request-id` set to it, and is then the same call, never a second one."""
-    failure = {"code": exc.code().name, "message": exc.details()}
+    with `--request-id` set to it, and is then the same call, never a second one.
+    `metadata`: what the call sent; with no key, UNAUTHENTICATED says how to give one."""
+    message = exc.details()
+    if exc.code() is grpc.StatusCode.UNAUTHENTICATED and not metadata:
+        message = NO_API_KEY
+    failure = {"code": exc.code().name, "message": message}
     if made_up_request_id:
         failure["request_id"] = made_up_request_id
     print(json.dumps(failure, indent=2), file=sys.stderr)
@@ -214,7 +229,7 @@ def _call(args: argparse.Namespace, method: str, request: Any, made_up_request_i
         try:
             response = getattr(stub, method)(request, metadata=metadata, timeout=args.timeout)
         except grpc.RpcError as exc:
-            print_failure(exc, made_up_request_id)
+            print_failure(exc, made_up_request_id, metadata=metadata)
             return 1
     _print(response)
     return 0
@@ -309,10 +324,7 @@ def _rpc(args: argparse.Namespace, stub_class: Any, method: str, request: Any) -
         try:
             return getattr(stub, method)(request, metadata=metadata, timeout=args.timeout)
         except grpc.RpcError as exc:
-            print(
-                json.dumps({"code": exc.code().name, "message": exc.details()}, indent=2),
-                file=sys.stderr,
-            )
+            print_failure(exc, metadata=metadata)
             return None
 
 

@@ -40,7 +40,7 @@ def _call(args: argparse.Namespace, method: str, request: Any, made_up_request_i
         try:
             response = getattr(stub, method)(request, metadata=metadata, timeout=args.timeout)
         except grpc.RpcError as exc:
-            cli.print_failure(exc, made_up_request_id)
+            cli.print_failure(exc, made_up_request_id, metadata=metadata)
             return 1
     if table and response.HasField("plan"):
         print(format_plan(response.plan))
