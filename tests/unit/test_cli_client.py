@@ -6,12 +6,14 @@ the channel (metadata and request as sent), answers it, and reads what was print
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import grpc
@@ -970,6 +972,38 @@ def test_keys_create_names_the_id_as_keys_list_and_revoke_take_it(tmp_path, caps
     ]
     assert keys(url, "revoke", created["id"]) == 0
     assert json.loads(capsys.readouterr().out) == {"revoked": created["id"]}
+
+
+def test_keys_list_prints_its_times_in_iso_8601_as_the_other_commands_do(tmp_path, capsys):
+    url = f"sqlite:///{tmp_path / 'keys.db'}"
+    assert keys(url, "create", "--merchant", "m_1") == 0
+    created = json.loads(capsys.readouterr().out)
+    assert keys(url, "revoke", created["id"]) == 0
+    capsys.readouterr()
+    assert keys(url, "list") == 0
+    (row,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    for name in ("created_at", "revoked_at"):
+        when = datetime.fromisoformat(row[name])
+        assert row[name] == when.isoformat() and "T" in row[name], row[name]
+        assert when.utcoffset() == timedelta(0)
+
+
+def _subcommands(
+    parser: argparse.ArgumentParser, path: tuple[str, ...] = ("payorch",)
+) -> Iterator[tuple[str, str | None]]:
+    """(command, its help) of every subcommand, at every depth."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            helps = {a.dest: a.help for a in action._choices_actions}
+            for name, sub in action.choices.items():
+                yield " ".join((*path, name)), helps.get(name)
+                yield from _subcommands(sub, (*path, name))
+
+
+def test_every_subcommand_says_what_it_does_in_the_help():
+    commands = dict(_subcommands(cli.parser()))
+    assert {"payorch webhooks list-endpoints", "payorch keys list"} <= set(commands)
+    assert sorted(c for c, text in commands.items() if not text) == []
 
 
 @pytest.mark.parametrize(

@@ -510,11 +510,15 @@ def register(
     )
     ep_create.set_defaults(func=cmd_endpoint_create)
 
-    ep_list = hooks_sub.add_parser("list-endpoints")
+    ep_list = hooks_sub.add_parser(
+        "list-endpoints", help="webhook endpoints (ops key: every merchant's); never secrets"
+    )
     client_flags(ep_list)
     ep_list.set_defaults(func=cmd_endpoint_list)
 
-    ep_delete = hooks_sub.add_parser("delete-endpoint")
+    ep_delete = hooks_sub.add_parser(
+        "delete-endpoint", help="stop sending to an endpoint; its pending deliveries are abandoned"
+    )
     client_flags(ep_delete)
     ep_delete.add_argument("endpoint_id")
     ep_delete.set_defaults(func=cmd_endpoint_delete)
