@@ -414,8 +414,9 @@ def check_processors(settings: Settings) -> None:
         )
     if not settings.stripe_api_key and not names:
         raise InvalidSettings(
-            "PAYORCH_PROCESSORS (--processors) names no processor and PAYORCH_STRIPE_API_KEY"
-            f" is not set: every payment would fail, not {settings.processors!r}"
+            "PAYORCH_PROCESSORS (--processors) must name a processor (e.g. simulated) unless"
+            " PAYORCH_STRIPE_API_KEY is set: with none every payment fails,"
+            f" not {settings.processors!r}"
         )
 
 
