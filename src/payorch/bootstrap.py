@@ -401,9 +401,29 @@ def build_processors(
     return processors, simulated
 
 
+def check_processors(settings: Settings) -> None:
+    """Refuse a processor list that builds no processor it names. Stripe's key comes
+    from PAYORCH_STRIPE_API_KEY (or _FILE) only (a merchant config names processors,
+    never their keys): `stripe` listed without one, or nothing to charge with at all,
+    started a server whose every payment failed no_processor_available."""
+    names = settings.processor_names
+    if "stripe" in names and not settings.stripe_api_key:
+        raise InvalidSettings(
+            "PAYORCH_PROCESSORS (--processors) names stripe, but PAYORCH_STRIPE_API_KEY"
+            " (or PAYORCH_STRIPE_API_KEY_FILE) is not set: Stripe is enabled by its key"
+        )
+    if not settings.stripe_api_key and not names:
+        raise InvalidSettings(
+            "PAYORCH_PROCESSORS (--processors) must name a processor (e.g. simulated) unless"
+            " PAYORCH_STRIPE_API_KEY is set: with none every payment fails,"
+            f" not {settings.processors!r}"
+        )
+
+
 def check_settings(settings: Settings) -> HealthPolicy:
     """Refuse settings a process cannot start with (InvalidSettings naming the
     variable), before the database is opened; the health policy they make."""
+    check_processors(settings)
     check_times(settings)
     check_limits(settings)
     check_tls(settings)

@@ -202,6 +202,22 @@ async def test_a_plan_request_wrong_in_every_field_is_told_about_every_field_at_
     assert await plans_of(served) == []
 
 
+@pytest.mark.parametrize(
+    ("order_id", "says"),
+    [
+        ("o" * 129, "is too long: 1-128 printable ASCII characters"),
+        ("", "is required: 1-128 printable ASCII characters"),
+        ("order 7", "must be 1-128 printable ASCII characters"),
+    ],
+    ids=["too long", "missing", "a space"],
+)
+async def test_an_order_id_is_refused_saying_what_is_wrong_with_it(served, order_id, says):
+    err = await served.refused("order-id-1", order_id=order_id)
+
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err.details()
+    assert field_violations(err) == {"order_id": says}
+
+
 async def test_a_plan_request_without_a_total_is_told_about_its_other_fields_too(served):
     request = pb.CreateInstallmentPlanRequest(request_id="no-total-1", payment_method="pm_x y")
     with pytest.raises(grpc.aio.AioRpcError) as err:
@@ -640,6 +656,17 @@ async def test_a_webhook_url_holding_an_encoded_card_number_is_refused_and_not_k
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "card number" in field_violations(err.value)["url"]
     assert "4242" not in (err.value.details() or "")
+    assert await endpoints_of(served) == []
+
+
+async def test_a_webhook_url_over_2048_characters_is_refused_as_too_long(served):
+    url = "https://93.184.216.34/" + "a" * 2048
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await served.stub.CreateWebhookEndpoint(
+            pb.CreateWebhookEndpointRequest(url=url), metadata=served.auth
+        )
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field_violations(err.value) == {"url": "is too long: at most 2048 characters"}
     assert await endpoints_of(served) == []
 
 

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import grpc
 import pytest
@@ -848,3 +848,44 @@ def test_tracing_is_configured_by_name_only():
         otlp.shutdown()
     with pytest.raises(InvalidTracingConfig):
         build_tracing("jaeger")
+
+
+def _at(when: datetime) -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(when)
+    return stamp
+
+
+@pytest.mark.parametrize(
+    ("ago", "says"),
+    [
+        (None, "more than a year ago"),  # year 1
+        (timedelta(days=365, seconds=1), "more than a year ago"),
+        (timedelta(minutes=-6), "in the future"),
+    ],
+    ids=["year 1", "a year and a second ago", "six minutes ahead"],
+)
+async def test_a_complaint_about_a_time_outside_the_last_year_is_refused_on_occurred_at(
+    database_url, ago, says
+):
+    async with serving(database_url) as s:
+        when = timestamp_pb2.Timestamp(seconds=YEAR_1) if ago is None else _at(s.clock.now() - ago)
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await s.monitor.ReportMerchantComplaint(
+                monitor_pb2.ReportMerchantComplaintRequest(text="slow", occurred_at=when),
+                metadata=s.auth("m_1"),
+            )
+        assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        violations = field_violations(err.value)
+        assert list(violations) == ["occurred_at"] and says in violations["occurred_at"]
+
+
+async def test_a_complaint_about_a_year_ago_or_a_clock_slightly_ahead_is_taken(database_url):
+    async with serving(database_url) as s:
+        for offset in (timedelta(days=365), timedelta(minutes=-5)):
+            when = _at(s.clock.now() - offset)
+            taken = await s.monitor.ReportMerchantComplaint(
+                monitor_pb2.ReportMerchantComplaintRequest(text="slow", occurred_at=when),
+                metadata=s.auth("m_1"),
+            )
+            assert taken.complaint.occurred_at == when

@@ -6,12 +6,14 @@ the channel (metadata and request as sent), answers it, and reads what was print
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import grpc
@@ -255,6 +257,37 @@ def test_without_any_key_no_authorization_header_is_sent(channel):
     sent.rpc.terminate(None, (), grpc.StatusCode.UNAUTHENTICATED, "missing credential")
     assert run.finish() == 1
     assert "authorization" not in sent.metadata
+
+
+SERVER_SAYS = "missing credential: send 'authorization: Bearer <api key>'"
+
+
+def test_refused_for_want_of_a_key_it_did_not_send_the_cli_says_how_to_give_one(channel, capsys):
+    run, sent = pay(channel, "--amount", "1", "--currency", "usd")
+    sent.rpc.terminate(None, (), grpc.StatusCode.UNAUTHENTICATED, SERVER_SAYS)
+    assert run.finish() == 1
+    failure = json.loads(capsys.readouterr().err)
+    assert failure["code"] == "UNAUTHENTICATED"
+    assert "--api-key" in failure["message"] and "PAYORCH_API_KEY" in failure["message"]
+    assert ".payorch/demo-key" in failure["message"] and "Bearer" not in failure["message"]
+
+
+def test_a_key_the_server_refused_is_told_in_the_servers_words(channel, capsys):
+    run, sent = pay(channel, "--api-key", "po_revoked", "--amount", "1", "--currency", "usd")
+    sent.rpc.terminate(None, (), grpc.StatusCode.UNAUTHENTICATED, "unknown or revoked API key")
+    assert run.finish() == 1
+    assert json.loads(capsys.readouterr().err)["message"] == "unknown or revoked API key"
+
+
+def test_an_installments_command_without_a_key_says_how_to_give_one(channel, monkeypatch, capsys):
+    testing = grpc_testing.channel([INSTALLMENTS], grpc_testing.strict_real_time())
+    monkeypatch.setattr(cli, "channel", lambda _args: testing)
+    run = CliRun(testing, ["webhooks", "list-endpoints", *ADDRESS])
+    _, _, rpc = testing.take_unary_unary(INSTALLMENTS.methods_by_name["ListWebhookEndpoints"])
+    rpc.terminate(None, (), grpc.StatusCode.UNAUTHENTICATED, SERVER_SAYS)
+    assert run.finish() == 1
+    message = json.loads(capsys.readouterr().err)["message"]
+    assert "--api-key" in message and "PAYORCH_API_KEY" in message
 
 
 def test_get_and_list_send_their_requests_with_the_key(channel, capsys):
@@ -545,6 +578,11 @@ LIVE_KEY_TAIL = "51HxYzLiveKeyTail0123456789"
         # A breaker that opens would never let a probe through again.
         ({"PAYORCH_HEALTH_COOLDOWN_S": "nan"}, [], "cooldown_s"),
         ({"PAYORCH_STRIPE_API_KEY": "sk_live_" + LIVE_KEY_TAIL}, [], "PAYORCH_STRIPE_ALLOW_LIVE=1"),
+        # No processor built: every payment failed no_processor_available.
+        ({}, ["--processors", "stripe"], "PAYORCH_STRIPE_API_KEY"),
+        ({}, ["--processors", "stripe,sim_a"], "PAYORCH_STRIPE_API_KEY"),
+        ({"PAYORCH_PROCESSORS": ""}, [], "PAYORCH_PROCESSORS"),
+        ({"PAYORCH_PROCESSORS": " , "}, [], "PAYORCH_PROCESSORS"),
         # Another replica's config change, or a revoked key, would never be seen.
         ({"PAYORCH_CONFIG_CACHE_S": "inf"}, [], "PAYORCH_CONFIG_CACHE_S"),
         ({"PAYORCH_CONFIG_CACHE_S": "nan"}, [], "PAYORCH_CONFIG_CACHE_S"),
@@ -630,6 +668,10 @@ LIVE_KEY_TAIL = "51HxYzLiveKeyTail0123456789"
         "health window",
         "breaker cool-down nan",
         "live key",
+        "stripe without its key",
+        "stripe without its key beside a simulated one",
+        "no processor",
+        "no processor, only commas",
         "config cached forever",
         "config cache nan",
         "config cached for decades",
@@ -930,6 +972,38 @@ def test_keys_create_names_the_id_as_keys_list_and_revoke_take_it(tmp_path, caps
     ]
     assert keys(url, "revoke", created["id"]) == 0
     assert json.loads(capsys.readouterr().out) == {"revoked": created["id"]}
+
+
+def test_keys_list_prints_its_times_in_iso_8601_as_the_other_commands_do(tmp_path, capsys):
+    url = f"sqlite:///{tmp_path / 'keys.db'}"
+    assert keys(url, "create", "--merchant", "m_1") == 0
+    created = json.loads(capsys.readouterr().out)
+    assert keys(url, "revoke", created["id"]) == 0
+    capsys.readouterr()
+    assert keys(url, "list") == 0
+    (row,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    for name in ("created_at", "revoked_at"):
+        when = datetime.fromisoformat(row[name])
+        assert row[name] == when.isoformat() and "T" in row[name], row[name]
+        assert when.utcoffset() == timedelta(0)
+
+
+def _subcommands(
+    parser: argparse.ArgumentParser, path: tuple[str, ...] = ("payorch",)
+) -> Iterator[tuple[str, str | None]]:
+    """(command, its help) of every subcommand, at every depth."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            helps = {a.dest: a.help for a in action._choices_actions}
+            for name, sub in action.choices.items():
+                yield " ".join((*path, name)), helps.get(name)
+                yield from _subcommands(sub, (*path, name))
+
+
+def test_every_subcommand_says_what_it_does_in_the_help():
+    commands = dict(_subcommands(cli.parser()))
+    assert {"payorch webhooks list-endpoints", "payorch keys list"} <= set(commands)
+    assert sorted(c for c, text in commands.items() if not text) == []
 
 
 @pytest.mark.parametrize(

@@ -29,6 +29,13 @@ from payorch.domain.retrospective import Retrospective, build_retrospective
 
 DEFAULT_REPORT_WINDOW = timedelta(days=14)
 MAX_COMPLAINT_LEN = 2000
+# When a complaint's problem may have happened, around its report. A merchant tells of
+# one after the fact, often weeks later; a year back covers that with room, and keeps
+# out the times no merchant means (year 1, the Unix epoch of a zero Timestamp), which
+# would sit in every listing as the oldest. Relative to the clock, as a shifted demo
+# clock (PAYORCH_CLOCK_OFFSET) reads any year. Ahead: the merchant's clock running fast.
+MAX_COMPLAINT_AGE = timedelta(days=365)
+MAX_COMPLAINT_CLOCK_SKEW = timedelta(minutes=5)
 
 
 class InvalidReportRequest(ValueError):
@@ -234,8 +241,12 @@ class ContractReports:
         elif len(text) > MAX_COMPLAINT_LEN:
             problems.append(("text", f"at most {MAX_COMPLAINT_LEN} characters"))
         now = self._clock.now()
-        if occurred_at is not None and occurred_at > now + timedelta(minutes=5):
+        if occurred_at is not None and occurred_at > now + MAX_COMPLAINT_CLOCK_SKEW:
             problems.append(("occurred_at", "is in the future"))
+        elif occurred_at is not None and occurred_at < now - MAX_COMPLAINT_AGE:
+            problems.append(
+                ("occurred_at", "is more than a year ago: a complaint tells of the last 365 days")
+            )
         if problems:
             raise InvalidReportRequest(problems)
         complaint = MerchantComplaint(

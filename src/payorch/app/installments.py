@@ -163,10 +163,13 @@ def plan_request_problems(order_id: str, token: str, customer_id: str) -> list[t
     total and keys are typed before they reach here), every one of them."""
     problems = []
     order_id = order_id.strip()
-    if not order_id or len(order_id) > MAX_ORDER_ID_LEN or not _ORDER_ID_RE.match(order_id):
-        problems.append(
-            ("order_id", f"is required: 1-{MAX_ORDER_ID_LEN} printable ASCII characters")
-        )
+    rule = f"1-{MAX_ORDER_ID_LEN} printable ASCII characters"
+    if not order_id:
+        problems.append(("order_id", f"is required: {rule}"))
+    elif len(order_id) > MAX_ORDER_ID_LEN:
+        problems.append(("order_id", f"is too long: {rule}"))
+    elif not _ORDER_ID_RE.match(order_id):
+        problems.append(("order_id", f"must be {rule}"))
     elif contains_card_number(order_id):
         problems.append(("order_id", "looks like a card number"))
     problems += [(i.field, i.message) for i in card_method_issues(token, customer_id)]

@@ -608,7 +608,7 @@ class PaymentService:
                 captured += step.captured_minor
                 adopted = True
                 if cancelled and step.status is StepStatus.AUTHORIZED:
-                    current.owed = Owed.VOID  # the reconciler voids it
+                    current.owe(Owed.VOID, step)  # the reconciler voids it
         if captured:
             current.captured(captured)
         return adopted

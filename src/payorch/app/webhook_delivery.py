@@ -169,8 +169,10 @@ class WebhookEndpoints:
         # Each held to its length first: the card scan reads only what may be kept. A
         # URL is read decoded too: `4242%204242...`, `4242+4242...` and `%34%32...` are
         # card numbers to its receiver, and the scan reads it as the receiver does.
-        if not url or len(url) > MAX_URL_LEN:
+        if not url:
             problems.append(("url", f"is required, at most {MAX_URL_LEN} characters"))
+        elif len(url) > MAX_URL_LEN:
+            problems.append(("url", f"is too long: at most {MAX_URL_LEN} characters"))
         elif contains_card_number(url) or contains_card_number(unquote_plus(url)):
             problems.append(("url", "looks like a card number"))
         if len(description) > MAX_DESCRIPTION_LEN:

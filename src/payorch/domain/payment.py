@@ -572,8 +572,12 @@ class Payment:
                 f"step {failed[-1].index} failed: {self.final_error.value}" if failed else ""
             )
             # A cancel whose void failed reads FAILED until the reconciler releases what
-            # it holds: cancelled, not failed.
-            if changed and not any(isinstance(e, PaymentCancelled) for e in self.pending_events):
+            # it holds: cancelled, not failed. So does a cancelled payment that adopts a
+            # hold a lost try left (PaymentService._adopt): announced cancelled already.
+            cancelling = before is PaymentStatus.CANCELLED or any(
+                isinstance(e, PaymentCancelled) for e in self.pending_events
+            )
+            if changed and not cancelling:
                 self._raise(
                     PaymentFailed(self.final_error, self.request_id, self.final_error_message)
                 )
@@ -629,9 +633,17 @@ class Payment:
                 " (its breaker is open)"
             )
         tried = [a for s in held for a in s.attempts if a.operation == operation]
-        code = tried[-1].error_code if tried else ErrorCode.PROCESSOR_ERROR
         amount = sum(s.amount_minor for s in held)
-        return code, f"{amount} still authorized: the {operation} failed and is retried"
+        if not tried:
+            # Owed before any try (a hold a lost try left, adopted after a cancel won):
+            # nothing failed, so no error is named.
+            return ErrorCode.NONE, (
+                f"{amount} still authorized: the {operation} is owed, not yet tried:"
+                " the reconciler makes it"
+            )
+        return tried[-1].error_code, (
+            f"{amount} still authorized: the {operation} failed and is retried"
+        )
 
     def reconcile_deferred(self, until: datetime) -> bool:
         """Nothing could be asked (the processor's breaker is open): look again from

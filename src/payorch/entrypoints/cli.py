@@ -10,6 +10,7 @@ import signal
 import sys
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -103,12 +104,17 @@ def cmd_keys(args: argparse.Namespace) -> int:
                 print(json.dumps({"revoked": args.key_id}))
             else:
                 for row in await store.list():
-                    print(json.dumps(row, default=str))
+                    print(json.dumps(row, default=_iso))
             return 0
         finally:
             await engine.dispose()
 
     return asyncio.run(main())
+
+
+def _iso(value: object) -> str:
+    """A time as ISO 8601, as every other command prints one (str() drops the `T`)."""
+    return value.isoformat() if isinstance(value, datetime) else str(value)
 
 
 # -- client side ----------------------------------------------------------------
@@ -197,11 +203,26 @@ def build_pay_request(args: argparse.Namespace) -> orch.CreatePaymentRequest:
     return req
 
 
-def print_failure(exc: grpc.RpcError, made_up_request_id: str = "") -> None:
+# What the CLI says when it sent no key and the server asked for one: the server's own
+# message tells a gRPC client which header to send, not a CLI user what to do.
+NO_API_KEY = (
+    "no API key was sent: pass --api-key or set PAYORCH_API_KEY (`make run` writes its"
+    f" demo key to {DEMO_KEY_FILE}, read from there when run in the same directory;"
+    " PAYORCH_DEMO_KEY_FILE names another file)"
+)
+
+
+def print_failure(
+    exc: grpc.RpcError, made_up_request_id: str = "", *, metadata: list[tuple[str, str]]
+) -> None:
     """The status as JSON on stderr, with the request id the command made up if it made
     one: a call whose answer was lost (UNAVAILABLE, DEADLINE_EXCEEDED) is made again
-    with `--request-id` set to it, and is then the same call, never a second one."""
-    failure = {"code": exc.code().name, "message": exc.details()}
+    with `--request-id` set to it, and is then the same call, never a second one.
+    `metadata`: what the call sent; with no key, UNAUTHENTICATED says how to give one."""
+    message = exc.details()
+    if exc.code() is grpc.StatusCode.UNAUTHENTICATED and not metadata:
+        message = NO_API_KEY
+    failure = {"code": exc.code().name, "message": message}
     if made_up_request_id:
         failure["request_id"] = made_up_request_id
     print(json.dumps(failure, indent=2), file=sys.stderr)
@@ -214,7 +235,7 @@ def _call(args: argparse.Namespace, method: str, request: Any, made_up_request_i
         try:
             response = getattr(stub, method)(request, metadata=metadata, timeout=args.timeout)
         except grpc.RpcError as exc:
-            print_failure(exc, made_up_request_id)
+            print_failure(exc, made_up_request_id, metadata=metadata)
             return 1
     _print(response)
     return 0
@@ -309,10 +330,7 @@ def _rpc(args: argparse.Namespace, stub_class: Any, method: str, request: Any) -
         try:
             return getattr(stub, method)(request, metadata=metadata, timeout=args.timeout)
         except grpc.RpcError as exc:
-            print(
-                json.dumps({"code": exc.code().name, "message": exc.details()}, indent=2),
-                file=sys.stderr,
-            )
+            print_failure(exc, metadata=metadata)
             return None
 
 
@@ -426,7 +444,9 @@ def parser() -> argparse.ArgumentParser:
     keys = sub.add_parser("keys", help="create, revoke and list API keys (database direct)")
     _db_flags(keys)
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
-    create = keys_sub.add_parser("create")
+    create = keys_sub.add_parser(
+        "create", help="a new key for a merchant, or an ops key (shown once)"
+    )
     create.add_argument(
         "--merchant", type=cli_arguments.merchant, help="bind the key to this merchant"
     )
@@ -435,9 +455,9 @@ def parser() -> argparse.ArgumentParser:
         "--label", type=cli_arguments.key_label, default="", help="what the key is for"
     )
     create.set_defaults(refuse=create.error)
-    revoke = keys_sub.add_parser("revoke")
+    revoke = keys_sub.add_parser("revoke", help="revoke a key by its id")
     revoke.add_argument("key_id", type=cli_arguments.key_id, help="the id `keys list` prints")
-    keys_sub.add_parser("list")
+    keys_sub.add_parser("list", help="every key: id, merchant, scope, label, times (never the key)")
     keys.set_defaults(func=cmd_keys)
 
     pay = sub.add_parser("pay", help="take a payment")
@@ -504,7 +524,9 @@ def parser() -> argparse.ArgumentParser:
 
     config = sub.add_parser("config", help="read or replace a merchant's config")
     config_sub = config.add_subparsers(dest="config_command", required=True)
-    config_get = config_sub.add_parser("get")
+    config_get = config_sub.add_parser(
+        "get", help="a merchant's config as protobuf JSON (is_default: none is stored)"
+    )
     _client_flags(config_get)
     config_get.add_argument("--merchant", help="ops only: the merchant to read")
     config_set = config_sub.add_parser("set", help="MerchantConfig as protobuf JSON")

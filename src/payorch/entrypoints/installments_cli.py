@@ -40,7 +40,7 @@ def _call(args: argparse.Namespace, method: str, request: Any, made_up_request_i
         try:
             response = getattr(stub, method)(request, metadata=metadata, timeout=args.timeout)
         except grpc.RpcError as exc:
-            cli.print_failure(exc, made_up_request_id)
+            cli.print_failure(exc, made_up_request_id, metadata=metadata)
             return 1
     if table and response.HasField("plan"):
         print(format_plan(response.plan))
@@ -510,11 +510,15 @@ def register(
     )
     ep_create.set_defaults(func=cmd_endpoint_create)
 
-    ep_list = hooks_sub.add_parser("list-endpoints")
+    ep_list = hooks_sub.add_parser(
+        "list-endpoints", help="webhook endpoints (ops key: every merchant's); never secrets"
+    )
     client_flags(ep_list)
     ep_list.set_defaults(func=cmd_endpoint_list)
 
-    ep_delete = hooks_sub.add_parser("delete-endpoint")
+    ep_delete = hooks_sub.add_parser(
+        "delete-endpoint", help="stop sending to an endpoint; its pending deliveries are abandoned"
+    )
     client_flags(ep_delete)
     ep_delete.add_argument("endpoint_id")
     ep_delete.set_defaults(func=cmd_endpoint_delete)
