@@ -43,6 +43,35 @@ def normalize_url(raw: str) -> URL:
     raise UnsupportedDatabase(f"unsupported database {backend!r}: use sqlite:/// or postgresql://")
 
 
+def asyncpg_connect_args(url: URL) -> tuple[str, dict[str, Any]]:
+    """The DSN and keyword arguments asyncpg.connect takes for a PostgreSQL URL.
+
+    The URL's query is libpq's, as managed PostgreSQL services print it
+    (`?sslmode=require&sslrootcert=/etc/ssl/rds.pem`, `application_name=...`): asyncpg
+    reads those from a DSN, the parameters it does not know as server settings.
+    SQLAlchemy's dialect would pass each one to asyncpg.connect as a keyword argument,
+    which takes none of them. SQLAlchemy's own `ssl=` is taken as `sslmode`, and
+    `connect_timeout` (seconds) as asyncpg's connect timeout, which no DSN carries."""
+    query = dict(url.query)
+    ssl = query.pop("ssl", None)
+    if ssl is not None:
+        query.setdefault("sslmode", ssl)
+    kwargs: dict[str, Any] = {}
+    timeout = query.pop("connect_timeout", None)
+    if timeout is not None:
+        try:
+            seconds = float(str(timeout))
+        except ValueError:
+            seconds = 0.0
+        if not 0 < seconds <= 3600:
+            raise UnsupportedDatabase(
+                "connect_timeout in the database URL must be seconds above 0, at most 3600"
+            )
+        kwargs["timeout"] = seconds
+    dsn = url.set(drivername="postgresql", query=query).render_as_string(hide_password=False)
+    return dsn, kwargs
+
+
 def redacted(url: URL | str) -> str:
     """The URL with its password hidden, for logs and messages."""
     return (make_url(url) if isinstance(url, str) else url).render_as_string(hide_password=True)
@@ -61,8 +90,16 @@ def create_engine(raw_url: str, *, pool_size: int = 10) -> AsyncEngine:
         # Let SQLAlchemy emit BEGIN so a write transaction takes its lock up front.
         event.listen(engine.sync_engine, "begin", _sqlite_begin)
         return engine
+    import asyncpg
+
+    dsn, connect_kwargs = asyncpg_connect_args(url)
+
+    async def connect() -> Any:
+        return await asyncpg.connect(dsn, **connect_kwargs)
+
     return create_async_engine(
         url,
+        async_creator=connect,
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=True,
