@@ -5,17 +5,19 @@ connection, SQLAlchemy's and the payment writer's, and payments are taken."""
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 import uuid
 
 import asyncpg
 import pytest
+from sqlalchemy.engine import make_url
 
 from payments.orchestrator.v1 import orchestrator_pb2 as orch
 from payments.orchestrator.v1 import orchestrator_pb2_grpc as orch_grpc
 from payments.result.v1 import result_pb2
-from tests.conftest import scratch_postgres
+from tests.conftest import require_postgres, scratch_postgres
 from tests.e2e.server import create_key, payorch, start_server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
@@ -79,4 +81,24 @@ def test_a_connect_timeout_that_is_no_number_of_seconds_is_one_line_naming_it():
     assert (done.returncode, done.stderr.splitlines()) == (
         2,
         ["payorch: connect_timeout in the database URL must be seconds above 0, at most 3600"],
+    )
+
+
+@pytest.mark.parametrize("command", ["migrate", "serve", "scheduler"])
+def test_a_database_postgresql_refuses_is_one_line_naming_it_without_its_password(command):
+    # Before: a 170-line traceback ending in sqlalchemy.exc.DBAPIError, exit code 1.
+    admin = make_url(require_postgres())
+    missing = f"payorch_missing_{uuid.uuid4().hex[:8]}"
+    url = admin.set(password="hunter2", database=missing)
+    done = subprocess.run(
+        [sys.executable, "-m", "payorch.entrypoints.cli", command],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PAYORCH_DATABASE_URL": url.render_as_string(hide_password=False)},
+    )
+    shown = url.render_as_string(hide_password=True)
+    assert (done.returncode, done.stderr.splitlines()) == (
+        2,
+        [f'payorch: cannot use the database {shown}: database "{missing}" does not exist'],
     )

@@ -26,6 +26,12 @@ class UnsupportedDatabase(ValueError):
     pass
 
 
+class DatabaseRefused(UnsupportedDatabase):
+    """PostgreSQL would not have the URL's connection: no such database or role, a
+    wrong password, no pg_hba.conf entry, an sslmode it does not know. One line at
+    start naming the database (its password hidden), not a traceback."""
+
+
 def normalize_url(raw: str) -> URL:
     """`sqlite:///x.db` and `postgresql://...` work as written: the async driver is chosen."""
     try:
@@ -95,7 +101,15 @@ def create_engine(raw_url: str, *, pool_size: int = 10) -> AsyncEngine:
     dsn, connect_kwargs = asyncpg_connect_args(url)
 
     async def connect() -> Any:
-        return await asyncpg.connect(dsn, **connect_kwargs)
+        try:
+            return await asyncpg.connect(dsn, **connect_kwargs)
+        except (
+            asyncpg.InvalidAuthorizationSpecificationError,  # role, password, pg_hba.conf
+            asyncpg.InvalidCatalogNameError,  # no such database
+            asyncpg.exceptions.ClientConfigurationError,  # e.g. sslmode=bogus
+        ) as exc:
+            shown = redacted(url.set(drivername="postgresql"))
+            raise DatabaseRefused(f"cannot use the database {shown}: {exc}") from None
 
     return create_async_engine(
         url,
