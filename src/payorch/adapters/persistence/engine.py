@@ -169,20 +169,37 @@ _HEADER = re.compile(
 )
 
 
+def migration_revisions() -> frozenset[str] | None:
+    """Every revision this version has, read from the files' headers without
+    importing Alembic (0.1-0.2 s of every start); None when a file does not have the
+    plain header, and Alembic decides."""
+    found = _headers()
+    return None if found is None else frozenset(revision for revision, _ in found)
+
+
 def migration_heads() -> frozenset[str] | None:
-    """The revisions no other migration builds on, read from the files' headers
-    without importing Alembic (0.1-0.2 s of every start); None when a file does
-    not have the plain header, and Alembic decides."""
-    revisions: set[str] = set()
-    parents: set[str] = set()
+    """The revisions no other migration builds on; None as for migration_revisions."""
+    found = _headers()
+    if found is None:
+        return None
+    parents = {parent for _, parent in found}
+    return frozenset(revision for revision, _ in found if revision not in parents) or None
+
+
+def _headers() -> list[tuple[str, str]] | None:
+    headers: list[tuple[str, str]] = []
     for path in sorted((MIGRATIONS / "versions").glob("[0-9]*.py")):
         found = _HEADER.findall(path.read_text())
         if len(found) != 1:
             return None
-        revision, parent = found[0]
-        revisions.add(revision)
-        parents.add(parent)
-    return frozenset(revisions - parents) or None
+        headers.append(found[0])
+    return headers
+
+
+class DatabaseNewer(UnsupportedDatabase):
+    """The database is at a migration this version does not have: a newer version
+    migrated it (a rollback of the code, an old replica started late). Alembic said
+    only "Can't locate revision", in a traceback."""
 
 
 async def migrate(engine: AsyncEngine) -> None:
@@ -201,11 +218,19 @@ async def migrate(engine: AsyncEngine) -> None:
 
 
 def _at_heads(connection: Connection) -> bool:
-    heads = migration_heads()
-    if heads is None or not inspect(connection).has_table("alembic_version"):
+    heads, known = migration_heads(), migration_revisions()
+    if heads is None or known is None or not inspect(connection).has_table("alembic_version"):
         return False
-    stamped = connection.execute(text("SELECT version_num FROM alembic_version")).scalars()
-    return frozenset(stamped) == heads
+    stamped = frozenset(
+        connection.execute(text("SELECT version_num FROM alembic_version")).scalars()
+    )
+    if unknown := sorted(stamped - known):
+        raise DatabaseNewer(
+            f"the database is at migration {', '.join(unknown)}, which this version of"
+            " payorch does not have: a newer version migrated it. Run that version (or a"
+            " later one); payorch migrates forward only"
+        )
+    return stamped == heads
 
 
 def _upgrade(connection: Connection) -> None:
