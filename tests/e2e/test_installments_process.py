@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -313,3 +314,56 @@ def test_serve_runs_the_scheduler_and_the_dispatcher_when_switched_on(server, st
         assert "running the scheduler" in log and "running the webhook-dispatcher" in log
     finally:
         assert later.stop() == 0
+
+
+def _scrape(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=5) as answer:
+        return str(answer.read().decode())
+
+
+def test_a_running_scheduler_serves_the_metrics_of_the_charges_it_makes(server, stub):
+    """Its charges are counted in its own process: without --http-port (before, no way
+    at all) Prometheus never saw an installment charge of a `payorch scheduler`."""
+    plan = create(stub, server).plan
+    due = datetime.fromtimestamp(plan.installments[1].due_at.seconds, UTC)
+    env = {**os.environ, "PAYORCH_DATABASE_URL": server.database_url}
+    args = ["scheduler", "--http-port", "0", "--interval", "0.2", "--no-webhooks"]
+    args += ["--now", (due + timedelta(hours=1)).isoformat()]
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "payorch.entrypoints.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
+    try:
+        started = read_lines(worker, "payorch scheduler running", timeout=30)[-1]
+        http = "http://" + started.rsplit("HTTP on ", 1)[1].strip()
+        assert _scrape(f"{http}/healthz") == '{"status": "ok"}'
+        assert _scrape(f"{http}/readyz") == '{"status": "ready"}'
+        charged = 'payorch_payments_total{status="succeeded"} 1.0'
+        deadline = time.monotonic() + 30
+        while charged not in (page := _scrape(f"{http}/metrics")):
+            assert time.monotonic() < deadline, page
+            time.sleep(0.2)
+        assert (
+            'payorch_processor_requests_total{outcome="success",processor="simulated"} 1.0' in page
+        )
+    finally:
+        worker.terminate()
+        worker.wait(20)
+    assert worker.returncode == 0
+
+
+def test_a_scheduler_pass_with_once_takes_no_http_port():
+    args = ["scheduler", "--once", "--http-port", "0"]
+    done = subprocess.run(
+        [sys.executable, "-m", "payorch.entrypoints.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (done.returncode, done.stderr.splitlines()) == (
+        2,
+        ["payorch scheduler: --http-port is for a running scheduler, not --once"],
+    )

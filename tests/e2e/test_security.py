@@ -1648,6 +1648,26 @@ def test_mutual_tls_refuses_a_handshake_without_a_certificate_of_its_ca(mtls_ser
     assert err.code() == grpc.StatusCode.UNAVAILABLE
 
 
+def test_refused_handshakes_leave_the_log_one_json_object_a_line(pki, tmp_path):
+    """grpc's C core logged each failed handshake as a plain INFO line on stderr,
+    among the JSON log, for any client that could open a connection."""
+    url = f"sqlite:///{tmp_path / 'payorch.db'}"
+    # GRPC_VERBOSITY empty: as unset, so the server's own default decides.
+    env = {**_tls_env(pki, client_ca=True), "GRPC_VERBOSITY": ""}
+    running = start_server(tmp_path, url, env=env)
+    try:
+        for client in (None, "other CA", "self-signed ops"):
+            stub = tls_stub(running, pki, client)
+            err = failure(lambda: stub.ListPayments(orch.ListPaymentsRequest(), timeout=5))  # noqa: B023
+            assert err.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        assert running.stop() == 0
+    lines = running.log().splitlines()
+    assert lines
+    assert [line for line in lines if not line.startswith("{")] == []
+    assert all(isinstance(json.loads(line), dict) for line in lines)
+
+
 def test_a_plaintext_channel_to_a_tls_server_fails(tls_server):
     with tls_server.channel() as ch:
         stub = orch_grpc.PaymentOrchestratorStub(ch)

@@ -141,6 +141,38 @@ async def test_a_database_at_every_head_starts_without_alembic_and_one_behind_is
         await engine.dispose()
 
 
+async def test_a_database_a_newer_version_migrated_is_refused_in_one_line(new_database_url):
+    database_url = new_database_url
+    """Code rolled back after a newer version migrated the database: refused (its
+    schema may not be this version's), in one line naming the migration, exit code
+    2. Before: Alembic's "Can't locate revision identified by '0012'" traceback."""
+    engine = create_engine(database_url)
+    try:
+        await migrate(engine)
+        async with engine.begin() as conn:
+            await conn.exec_driver_sql(
+                "UPDATE alembic_version SET version_num = '0012' WHERE version_num = '0011'"
+            )
+    finally:
+        await engine.dispose()
+    for cmd in ("migrate", "serve", "scheduler"):
+        process = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "payorch.entrypoints.cli", cmd),
+            *("--database-url", database_url),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, stderr = await asyncio.wait_for(process.communicate(), 60)
+        assert (process.returncode, stderr.decode().splitlines()) == (
+            2,
+            [
+                "payorch: the database is at migration 0012, which this version of payorch"
+                " does not have: a newer version migrated it. Run that version (or a later"
+                " one); payorch migrates forward only"
+            ],
+        ), cmd
+
+
 def _downgrade(connection, revision: str) -> None:
     """For `run_sync`: Alembic's downgrade to `revision` on that connection."""
     cfg = alembic_config(connection.engine.url)

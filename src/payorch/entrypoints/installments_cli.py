@@ -233,6 +233,11 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
     from payorch.entrypoints.logs import configure
     from payorch.entrypoints.runtime import loop_factory, tune_gc
 
+    if args.once and args.http_port is not None:
+        print(
+            "payorch scheduler: --http-port is for a running scheduler, not --once", file=sys.stderr
+        )
+        return 2
     settings = _worker_settings(args)
     clock = _clock(args)
     configure(settings.log_level)
@@ -277,15 +282,36 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
                             app.dispatcher.run_forever(settings.webhook_interval_s, stop)
                         )
                     )
-                print(f"payorch scheduler running as {app.worker_id}", flush=True)
-                await stop.wait()
-                await asyncio.gather(*jobs)
+                runner, http = await _worker_http(args, settings, stop)
+                print(f"payorch scheduler running as {app.worker_id}{http}", flush=True)
+                try:
+                    await stop.wait()
+                    await asyncio.gather(*jobs)
+                finally:
+                    if runner is not None:
+                        await runner.cleanup()
                 return 0
             finally:
                 await container.close()
 
         with asyncio.Runner(loop_factory=new_loop) as runner:
             return runner.run(main())
+
+
+async def _worker_http(
+    args: argparse.Namespace, settings: Any, stop: asyncio.Event
+) -> tuple[Any, str]:
+    """`--http-port`: the worker's own metrics (the charges, processor calls and
+    deliveries it makes are counted in its process, never in a `serve` replica's),
+    liveness, and readiness (503 once told to stop). Its runner, and where it listens
+    said for the start line."""
+    if args.http_port is None:
+        return None, ""
+    from payorch.entrypoints.http.app import build_app, start_http
+
+    app = build_app(ready=lambda: not stop.is_set())
+    runner, port = await start_http(app, settings.http_host, settings.http_port)
+    return runner, f", HTTP on {settings.http_host}:{port}"
 
 
 def cmd_dispatch(args: argparse.Namespace) -> int:
@@ -490,6 +516,12 @@ def register(
         help="installments claimed at a time (PAYORCH_SCHEDULER_BATCH_SIZE, default 50)",
     )
     sched.add_argument("--no-webhooks", action="store_true", help="leave webhooks to another")
+    sched.add_argument(
+        "--http-port",
+        type=int,
+        help="serve /metrics, /healthz and /readyz on PAYORCH_HTTP_HOST at this port"
+        " (off by default; not with --once)",
+    )
     sched.set_defaults(func=cmd_scheduler)
 
     hooks = sub.add_parser("webhooks", help="webhook endpoints, deliveries, dispatcher, receiver")

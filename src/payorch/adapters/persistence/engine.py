@@ -26,6 +26,12 @@ class UnsupportedDatabase(ValueError):
     pass
 
 
+class DatabaseRefused(UnsupportedDatabase):
+    """PostgreSQL would not have the URL's connection: no such database or role, a
+    wrong password, no pg_hba.conf entry, an sslmode it does not know. One line at
+    start naming the database (its password hidden), not a traceback."""
+
+
 def normalize_url(raw: str) -> URL:
     """`sqlite:///x.db` and `postgresql://...` work as written: the async driver is chosen."""
     try:
@@ -41,6 +47,35 @@ def normalize_url(raw: str) -> URL:
     if backend in ("postgresql", "postgres"):
         return url.set(drivername="postgresql+asyncpg")
     raise UnsupportedDatabase(f"unsupported database {backend!r}: use sqlite:/// or postgresql://")
+
+
+def asyncpg_connect_args(url: URL) -> tuple[str, dict[str, Any]]:
+    """The DSN and keyword arguments asyncpg.connect takes for a PostgreSQL URL.
+
+    The URL's query is libpq's, as managed PostgreSQL services print it
+    (`?sslmode=require&sslrootcert=/etc/ssl/rds.pem`, `application_name=...`): asyncpg
+    reads those from a DSN, the parameters it does not know as server settings.
+    SQLAlchemy's dialect would pass each one to asyncpg.connect as a keyword argument,
+    which takes none of them. SQLAlchemy's own `ssl=` is taken as `sslmode`, and
+    `connect_timeout` (seconds) as asyncpg's connect timeout, which no DSN carries."""
+    query = dict(url.query)
+    ssl = query.pop("ssl", None)
+    if ssl is not None:
+        query.setdefault("sslmode", ssl)
+    kwargs: dict[str, Any] = {}
+    timeout = query.pop("connect_timeout", None)
+    if timeout is not None:
+        try:
+            seconds = float(str(timeout))
+        except ValueError:
+            seconds = 0.0
+        if not 0 < seconds <= 3600:
+            raise UnsupportedDatabase(
+                "connect_timeout in the database URL must be seconds above 0, at most 3600"
+            )
+        kwargs["timeout"] = seconds
+    dsn = url.set(drivername="postgresql", query=query).render_as_string(hide_password=False)
+    return dsn, kwargs
 
 
 def redacted(url: URL | str) -> str:
@@ -61,8 +96,24 @@ def create_engine(raw_url: str, *, pool_size: int = 10) -> AsyncEngine:
         # Let SQLAlchemy emit BEGIN so a write transaction takes its lock up front.
         event.listen(engine.sync_engine, "begin", _sqlite_begin)
         return engine
+    import asyncpg
+
+    dsn, connect_kwargs = asyncpg_connect_args(url)
+
+    async def connect() -> Any:
+        try:
+            return await asyncpg.connect(dsn, **connect_kwargs)
+        except (
+            asyncpg.InvalidAuthorizationSpecificationError,  # role, password, pg_hba.conf
+            asyncpg.InvalidCatalogNameError,  # no such database
+            asyncpg.exceptions.ClientConfigurationError,  # e.g. sslmode=bogus
+        ) as exc:
+            shown = redacted(url.set(drivername="postgresql"))
+            raise DatabaseRefused(f"cannot use the database {shown}: {exc}") from None
+
     return create_async_engine(
         url,
+        async_creator=connect,
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=True,
@@ -118,20 +169,37 @@ _HEADER = re.compile(
 )
 
 
+def migration_revisions() -> frozenset[str] | None:
+    """Every revision this version has, read from the files' headers without
+    importing Alembic (0.1-0.2 s of every start); None when a file does not have the
+    plain header, and Alembic decides."""
+    found = _headers()
+    return None if found is None else frozenset(revision for revision, _ in found)
+
+
 def migration_heads() -> frozenset[str] | None:
-    """The revisions no other migration builds on, read from the files' headers
-    without importing Alembic (0.1-0.2 s of every start); None when a file does
-    not have the plain header, and Alembic decides."""
-    revisions: set[str] = set()
-    parents: set[str] = set()
+    """The revisions no other migration builds on; None as for migration_revisions."""
+    found = _headers()
+    if found is None:
+        return None
+    parents = {parent for _, parent in found}
+    return frozenset(revision for revision, _ in found if revision not in parents) or None
+
+
+def _headers() -> list[tuple[str, str]] | None:
+    headers: list[tuple[str, str]] = []
     for path in sorted((MIGRATIONS / "versions").glob("[0-9]*.py")):
         found = _HEADER.findall(path.read_text())
         if len(found) != 1:
             return None
-        revision, parent = found[0]
-        revisions.add(revision)
-        parents.add(parent)
-    return frozenset(revisions - parents) or None
+        headers.append(found[0])
+    return headers
+
+
+class DatabaseNewer(UnsupportedDatabase):
+    """The database is at a migration this version does not have: a newer version
+    migrated it (a rollback of the code, an old replica started late). Alembic said
+    only "Can't locate revision", in a traceback."""
 
 
 async def migrate(engine: AsyncEngine) -> None:
@@ -150,11 +218,19 @@ async def migrate(engine: AsyncEngine) -> None:
 
 
 def _at_heads(connection: Connection) -> bool:
-    heads = migration_heads()
-    if heads is None or not inspect(connection).has_table("alembic_version"):
+    heads, known = migration_heads(), migration_revisions()
+    if heads is None or known is None or not inspect(connection).has_table("alembic_version"):
         return False
-    stamped = connection.execute(text("SELECT version_num FROM alembic_version")).scalars()
-    return frozenset(stamped) == heads
+    stamped = frozenset(
+        connection.execute(text("SELECT version_num FROM alembic_version")).scalars()
+    )
+    if unknown := sorted(stamped - known):
+        raise DatabaseNewer(
+            f"the database is at migration {', '.join(unknown)}, which this version of"
+            " payorch does not have: a newer version migrated it. Run that version (or a"
+            " later one); payorch migrates forward only"
+        )
+    return stamped == heads
 
 
 def _upgrade(connection: Connection) -> None:

@@ -45,6 +45,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import ClauseElement
 
+from payorch.adapters.persistence.engine import asyncpg_connect_args
 from payorch.adapters.persistence.repository import (
     ATTEMPT_COLUMNS,
     CLAIM_COLUMNS,
@@ -551,7 +552,8 @@ class AsyncpgPaymentWriter(PaymentWriter):
         readers: int = 2,
         alone: int = 3,
     ) -> None:
-        self._dsn = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        # The engine's URL as asyncpg takes it: its libpq query (sslmode, ...) too.
+        self._dsn, self._connect_kwargs = asyncpg_connect_args(engine.url)
         self._statements = PaymentStatements.for_dialect(engine.dialect)
         self._read = PaymentRead.for_dialect(engine.dialect)
         # Also the guards of a batch, returning the ids they wrote: which writes took
@@ -565,8 +567,8 @@ class AsyncpgPaymentWriter(PaymentWriter):
         # Of the running batches, those past stall_s: they no longer hold the others up.
         self._stalled = 0
         self.stalls = 0
-        self._pool = _LazyPool(self._dsn, self._batches)
-        self._read_pool = _LazyPool(self._dsn, max(1, readers))
+        self._pool = _LazyPool(self._dsn, self._batches, self._connect_kwargs)
+        self._read_pool = _LazyPool(self._dsn, max(1, readers), self._connect_kwargs)
         self._tasks: set[asyncio.Task[None]] = set()
         self.batches = 0
         self.writes = 0
@@ -678,9 +680,10 @@ class AsyncpgPaymentWriter(PaymentWriter):
 class _LazyPool:
     """An asyncpg pool opened on first use (by one caller, however many race for it)."""
 
-    def __init__(self, dsn: str, size: int) -> None:
+    def __init__(self, dsn: str, size: int, connect_kwargs: dict[str, Any]) -> None:
         self._dsn = dsn
         self._size = size
+        self._connect_kwargs = connect_kwargs
         self._pool: asyncpg.Pool | None = None
         self._opening = asyncio.Lock()
 
@@ -689,7 +692,11 @@ class _LazyPool:
             async with self._opening:
                 if self._pool is None:
                     self._pool = await asyncpg.create_pool(
-                        self._dsn, min_size=0, max_size=self._size, reset=_keep_session
+                        self._dsn,
+                        min_size=0,
+                        max_size=self._size,
+                        reset=_keep_session,
+                        **self._connect_kwargs,
                     )
         return self._pool
 

@@ -1,0 +1,79 @@
+"""docker-compose.yml, the Dockerfile and deploy/prometheus.yml hold together with the
+code: the variables they set are settings, and Prometheus scrapes every payorch
+process compose runs (each counts only what it did itself)."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import fields
+from pathlib import Path
+
+from payorch.settings import SECRETS, Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = (ROOT / "docker-compose.yml").read_text()
+DOCKERFILE = (ROOT / "Dockerfile").read_text()
+PROMETHEUS = (ROOT / "deploy" / "prometheus.yml").read_text()
+
+
+def known_variables() -> set[str]:
+    names = {f"PAYORCH_{f.name.upper()}" for f in fields(Settings)}
+    names |= {f"PAYORCH_{s.upper()}_FILE" for s in SECRETS}
+    return names
+
+
+def services() -> dict[str, str]:
+    """Each compose service's block of lines, by name."""
+    body = COMPOSE.split("\nservices:\n", 1)[1].split("\nvolumes:", 1)[0]
+    found = re.split(r"^  ([\w-]+):\n", body, flags=re.MULTILINE)[1:]
+    return dict(zip(found[::2], found[1::2], strict=True))
+
+
+def image_default_http_port() -> str:
+    match = re.search(r"PAYORCH_HTTP_PORT=(\d+)", DOCKERFILE)
+    assert match, "the image sets PAYORCH_HTTP_PORT"
+    return match.group(1)
+
+
+def test_every_variable_compose_and_the_image_name_is_a_setting():
+    # Comments too: a commented-out line is one an operator switches on as written.
+    named = set(re.findall(r"\bPAYORCH_[A-Z0-9_]+", COMPOSE + DOCKERFILE))
+    assert named and named <= known_variables(), sorted(named - known_variables())
+
+
+def payorch_processes() -> dict[str, str]:
+    """The compose services running a long-lived payorch process, with the HTTP port
+    it serves its metrics on ("" when none)."""
+    out: dict[str, str] = {}
+    for name, block in services().items():
+        command = re.search(r"^    command: (\[.*\])$", block, re.MULTILINE)
+        if not command:
+            continue
+        argv = json.loads(command.group(1))
+        if argv[:2] == ["payorch", "serve"]:
+            port = re.search(r'PAYORCH_HTTP_PORT: "(\d+)"', block)
+            out[name] = port.group(1) if port else image_default_http_port()
+        elif argv[:2] == ["payorch", "scheduler"]:
+            out[name] = argv[argv.index("--http-port") + 1] if "--http-port" in argv else ""
+    return out
+
+
+def test_prometheus_scrapes_every_payorch_process_compose_runs():
+    processes = payorch_processes()
+    assert {"payorch", "scheduler"} <= processes.keys()
+    targets: set[str] = set()
+    for listed in re.findall(r"targets: (\[.*\])", PROMETHEUS):
+        targets |= set(json.loads(listed))
+    # Before: the scheduler served no metrics, so its installment charges, processor
+    # calls and webhook deliveries reached no dashboard.
+    assert {f"{name}:{port}" for name, port in processes.items()} <= targets, (
+        processes,
+        targets,
+    )
+
+
+def test_every_payorch_service_compose_runs_has_a_healthcheck_on_its_http_port():
+    for name, port in payorch_processes().items():
+        check = re.search(r"healthcheck:\n(?:.*\n)*?.*http://127\.0\.0\.1:(\d+)/", services()[name])
+        assert check and check.group(1) == port, name
