@@ -45,6 +45,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import ClauseElement
 
+from payorch.adapters.persistence.binds import bind_processor
 from payorch.adapters.persistence.repository import (
     ATTEMPT_COLUMNS,
     EVENT_COLUMNS,
@@ -79,7 +80,8 @@ class Statement:
     parameters. A column is bound as `v_<column>` (prefixed so it cannot clash with a
     WHERE parameter, `k_...`). When the statement takes the values in another order or
     leaves some out (`positions`), they are picked by position; those whose type has a
-    bind processor (`processors`) are converted in place. No dict per row: a payment's
+    bind processor (`processors`, SQLAlchemy's or a faster one giving the same values:
+    binds.py) are converted in place. No dict per row: a payment's
     write is a few hundred values, and this is the hot path.
     """
 
@@ -97,7 +99,7 @@ class Statement:
         processors = tuple(
             (i, p)
             for i, name in enumerate(names)
-            if (p := compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect))
+            if (p := bind_processor(compiled.binds[name].type, dialect))
         )
         same_order = positions == tuple(range(len(source)))
         return cls(str(compiled), None if same_order else positions, processors)
