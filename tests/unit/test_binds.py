@@ -20,6 +20,7 @@ from payorch.adapters.persistence import binds
 from payorch.adapters.persistence.binds import bind_processor
 from payorch.adapters.persistence.payment_writes import PaymentStatements
 from payorch.adapters.persistence.tables import UTCDateTime
+from tests.unit.test_json_text import json_values
 
 DIALECTS = [aiosqlite.dialect(), pg_asyncpg.dialect()]
 AT = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
@@ -97,26 +98,7 @@ def test_a_datetime_on_sqlite_is_its_utc_text_with_microseconds() -> None:
     assert process(AT.astimezone(timezone(timedelta(hours=-3)))) == "2026-03-01 12:00:00.123456"
 
 
-_json_leaves = (
-    st.none()
-    | st.booleans()
-    | st.integers()
-    | st.floats()
-    | st.text()
-    | st.sampled_from(["", "é", "日本", "\u2028", "\x00", '"\\', "\ud800", "💳"])
-)
-_json = st.recursive(
-    _json_leaves,
-    lambda inner: (
-        st.lists(inner, max_size=4)
-        | st.dictionaries(st.text(max_size=8) | st.integers() | st.booleans(), inner, max_size=4)
-        | st.tuples(inner, inner)
-    ),
-    max_leaves=20,
-)
-
-
-@given(_json)
+@given(json_values)
 @example({})
 @example([])
 @example({"note": "café ☕", "nested": {"list": [1, 2.5, None, True], "empty": {}}})

@@ -4,16 +4,15 @@ A payment's two writes bind about a dozen datetimes and a dozen JSON values. Thr
 SQLAlchemy's processors each datetime is two to three Python calls (UTCDateTime's,
 then on SQLite the text formatting of a `%`-format with a dict of seven fields), and
 each JSON value three more (`json.dumps`, `JSONEncoder.encode`, `iterencode`, which
-builds a new C encoder per call). These give the same values, byte for byte
-(tests/unit/test_binds.py holds them to SQLAlchemy's on both dialects), for the values
-a payment binds: aware datetimes, dicts and lists, True and False. Anything else
-(None, a naive datetime, a value json.dumps refuses) goes to SQLAlchemy's own
-processor, which stores it or raises as it always did.
+builds a new C encoder per call; json_text.py builds it once). These give the same
+values, byte for byte (tests/unit/test_binds.py holds them to SQLAlchemy's on both
+dialects), for the values a payment binds: aware datetimes and None, dicts and lists,
+True and False. Anything else (a naive datetime, a JSON None, a value json.dumps
+refuses) goes to SQLAlchemy's own processor, which stores it or raises as before.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -22,29 +21,12 @@ from sqlalchemy import JSON, Boolean
 from sqlalchemy.engine import Dialect
 
 from payorch.adapters.persistence.tables import UTCDateTime
+from payorch.domain.json_text import encoder
 
 Processor = Callable[[Any], Any]
 
-# json.dumps(value) with its defaults, as JSONEncoder.iterencode builds it on every
-# call: no indent, ", " and ": ", keys unsorted, ASCII only, NaN allowed. No markers
-# (no circular check): a value it cannot encode, a circular one included, raises
-# here, and json.dumps is then called to raise its own error.
-_c_make_encoder: Any = getattr(json.encoder, "c_make_encoder", None)
-_ENCODE: Callable[[Any, int], list[str]] | None = (
-    None
-    if _c_make_encoder is None
-    else _c_make_encoder(
-        None,
-        json.JSONEncoder().default,
-        json.encoder.encode_basestring_ascii,
-        None,
-        ": ",
-        ", ",
-        False,
-        False,
-        True,
-    )
-)
+# json.dumps(value) with its defaults (no indent, ", " and ": ", ASCII only).
+_DUMPS = encoder()
 
 
 def bind_processor(type_: Any, dialect: Dialect) -> Processor | None:
@@ -56,7 +38,7 @@ def bind_processor(type_: Any, dialect: Dialect) -> Processor | None:
     sqlite = dialect.name == "sqlite"
     if isinstance(type_, UTCDateTime) and dialect.name in ("sqlite", "postgresql"):
         return _sqlite_datetime(slow) if sqlite else _aware_datetime(slow)
-    if isinstance(type_, JSON) and dialect._json_serializer is None and _ENCODE is not None:
+    if isinstance(type_, JSON) and dialect._json_serializer is None:
         return _json(slow)
     if isinstance(type_, Boolean) and dialect.name in ("sqlite", "postgresql"):
         return _sqlite_bool(slow) if sqlite else _native_bool(slow)
@@ -70,7 +52,7 @@ def _sqlite_datetime(slow: Processor) -> Processor:
         if type(value) is _dt and value.tzinfo is not None:
             # In UTC, the text ends in "+00:00".
             return value.astimezone(_utc).isoformat(" ", "microseconds")[:-6]
-        return slow(value)
+        return None if value is None else slow(value)
 
     return process
 
@@ -81,30 +63,21 @@ def _aware_datetime(slow: Processor) -> Processor:
     def process(value: Any, _dt: type[datetime] = datetime, _utc: Any = UTC) -> Any:
         if type(value) is _dt and value.tzinfo is not None:
             return value.astimezone(_utc)
-        return slow(value)
+        return None if value is None else slow(value)
 
     return process
 
 
 def _json(slow: Processor) -> Processor:
     """json.dumps(value) of a dict or a list."""
-    encode = _ENCODE
-    assert encode is not None
 
-    def process(value: Any) -> Any:
+    def process(value: Any, _dumps: Callable[[Any], str] = _DUMPS) -> Any:
         kind = type(value)
         if kind is dict:
-            if not value:
-                return "{}"
-        elif kind is list:
-            if not value:
-                return "[]"
-        else:
-            return slow(value)
-        try:
-            return "".join(encode(value, 0))
-        except Exception:  # json.dumps raises its own error for it
-            return slow(value)
+            return _dumps(value) if value else "{}"
+        if kind is list:
+            return _dumps(value) if value else "[]"
+        return slow(value)
 
     return process
 
