@@ -120,3 +120,17 @@ def test_json_that_json_dumps_refuses_is_refused_the_same_way() -> None:
         _same(JSON(), value)
     # Not left half-way: the next value encodes as before.
     _same(JSON(), {"after": [1, 2]})
+
+
+def test_a_utc_datetime_bound_again_on_sqlite_is_the_same_text_and_few_are_kept() -> None:
+    process = bind_processor(UTCDateTime(), aiosqlite.dialect())
+    assert process is not None
+    binds._UTC_TEXT.clear()
+    assert process(AT) == process(AT) == "2026-03-01 12:00:00.123456"
+    # Equal instants in other zones are not taken from, nor added to, what is kept.
+    assert process(AT.astimezone(timezone(timedelta(hours=2)))) == "2026-03-01 12:00:00.123456"
+    assert list(binds._UTC_TEXT) == [AT]
+    for n in range(binds._UTC_TEXT_MAX * 2 + 1):
+        value = AT + timedelta(microseconds=n)
+        assert process(value) == _sqlalchemy(UTCDateTime(), aiosqlite.dialect())(value)
+    assert 0 < len(binds._UTC_TEXT) <= binds._UTC_TEXT_MAX

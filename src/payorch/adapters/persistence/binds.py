@@ -45,13 +45,35 @@ def bind_processor(type_: Any, dialect: Dialect) -> Processor | None:
     return slow
 
 
+# SQLite's text of UTC datetimes bound lately. A payment binds the same few times over
+# and over (created_at in both writes, updated_at in its row and in each event's), and
+# the text costs more than a look-up. Only datetimes in UTC itself are kept: between
+# them equal means the same instant (with other time zones two equal datetimes may
+# differ by `fold` in an ambiguous hour). Emptied when full.
+_UTC_TEXT: dict[datetime, str] = {}
+_UTC_TEXT_MAX = 1024
+
+
 def _sqlite_datetime(slow: Processor) -> Processor:
     """Naive UTC as text, "YYYY-MM-DD HH:MM:SS.ffffff" (SQLite's DATETIME format)."""
 
-    def process(value: Any, _dt: type[datetime] = datetime, _utc: Any = UTC) -> Any:
-        if type(value) is _dt and value.tzinfo is not None:
-            # In UTC, the text ends in "+00:00".
-            return value.astimezone(_utc).isoformat(" ", "microseconds")[:-6]
+    def process(
+        value: Any,
+        _dt: type[datetime] = datetime,
+        _utc: Any = UTC,
+        _texts: dict[datetime, str] = _UTC_TEXT,
+    ) -> Any:
+        if type(value) is _dt:
+            if value.tzinfo is _utc:
+                text = _texts.get(value)
+                if text is None:
+                    if len(_texts) >= _UTC_TEXT_MAX:
+                        _texts.clear()
+                    # In UTC, the text ends in "+00:00".
+                    text = _texts[value] = value.isoformat(" ", "microseconds")[:-6]
+                return text
+            if value.tzinfo is not None:
+                return value.astimezone(_utc).isoformat(" ", "microseconds")[:-6]
         return None if value is None else slow(value)
 
     return process
