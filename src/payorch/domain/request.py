@@ -214,7 +214,7 @@ def _scan_card_numbers(raw: RawPaymentRequest, c: _Collector) -> None:
     scanned = [(n, v) for n, v, limit in fields if len(v) <= limit or len(v.strip()) <= limit]
     # One scan of every field at once (a line break ends any digit run, so no number
     # spans two fields); only a request that holds a card number is scanned by field.
-    if not contains_card_number("\n".join(value for _, value in scanned)):
+    if not contains_card_number("\n".join([value for _, value in scanned])):
         return
     seen: set[str] = set()
     for name, value in scanned:
