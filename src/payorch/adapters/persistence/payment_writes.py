@@ -4,8 +4,8 @@
 the processor is called) and the settled payment (after). These are most of a
 payment's database work, so they skip SQLAlchemy's per-call statement building:
 each statement is compiled once per dialect from the table definitions, its
-values bound with the same type processors SQLAlchemy would use, and sent to the
-driver directly.
+values bound to what SQLAlchemy's type processors would make of them (binds.py:
+the same values, made with fewer Python calls), and sent to the driver directly.
 
 - PostgreSQL: an asyncpg pool of its own; concurrent writes share one transaction,
   and a write with few others waiting is one statement of its own (AloneStatements);
@@ -80,9 +80,9 @@ class Statement:
     parameters. A column is bound as `v_<column>` (prefixed so it cannot clash with a
     WHERE parameter, `k_...`). When the statement takes the values in another order or
     leaves some out (`positions`), they are picked by position; those whose type has a
-    bind processor (`processors`, SQLAlchemy's or a faster one giving the same values:
-    binds.py) are converted in place. No dict per row: a payment's
-    write is a few hundred values, and this is the hot path.
+    bind processor (`processors`: SQLAlchemy's, or binds.py's giving the same values)
+    are converted in place. No dict per row: a payment's write is a few hundred
+    values, and this is the hot path.
     """
 
     sql: str
