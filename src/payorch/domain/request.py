@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import enum
 import hashlib
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from payorch.domain.card_data import clip, contains_card_number
+from payorch.domain.json_text import encoder
 from payorch.domain.money import (
     MAX_AMOUNT_MINOR,
     Currency,
@@ -39,8 +39,8 @@ _TOKEN_RE = re.compile(r"^(pm|tok|card|src)_[A-Za-z0-9_]{1,200}\Z")
 _CUSTOMER_RE = re.compile(r"^cus_[A-Za-z0-9_]{1,200}\Z")
 _PRINTABLE_RE = re.compile(r"^[\x21-\x7e]+\Z")
 _METHOD_SEPARATORS_RE = re.compile(r"[\s\-]+")
-# json.dumps(body, separators=(",", ":")), without building an encoder per call.
-_COMPACT_JSON = json.JSONEncoder(separators=(",", ":")).encode
+# json.dumps(body, separators=(",", ":")), its encoder built once.
+_COMPACT_JSON = encoder(separators=(",", ":"))
 
 METHOD_ALIASES: dict[str, MethodType] = {
     "card": MethodType.CARD,
@@ -214,7 +214,7 @@ def _scan_card_numbers(raw: RawPaymentRequest, c: _Collector) -> None:
     scanned = [(n, v) for n, v, limit in fields if len(v) <= limit or len(v.strip()) <= limit]
     # One scan of every field at once (a line break ends any digit run, so no number
     # spans two fields); only a request that holds a card number is scanned by field.
-    if not contains_card_number("\n".join(value for _, value in scanned)):
+    if not contains_card_number("\n".join([value for _, value in scanned])):
         return
     seen: set[str] = set()
     for name, value in scanned:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import sys
@@ -11,13 +10,14 @@ from typing import Any, TextIO
 
 from payorch.domain.card_data import redact_card_numbers
 from payorch.domain.contracts import redact_secrets
+from payorch.domain.json_text import encoder
 from payorch.settings import InvalidSettings
 
 _CRLF_RE = re.compile(r"[\r\n]+")
 # Extra fields a record may carry (logger.info("...", extra={"payment_id": ...})).
 CONTEXT_FIELDS = ("request_id", "payment_id", "merchant_id", "rpc", "code", "processor")
-# What json.dumps(out, ensure_ascii=False) builds on every call, built once.
-_ENCODE = json.JSONEncoder(ensure_ascii=False).encode
+# json.dumps(out, ensure_ascii=False), its encoder built once.
+_ENCODE = encoder(ensure_ascii=False)
 _ABSENT = object()
 
 

@@ -4,8 +4,8 @@
 the processor is called) and the settled payment (after). These are most of a
 payment's database work, so they skip SQLAlchemy's per-call statement building:
 each statement is compiled once per dialect from the table definitions, its
-values bound with the same type processors SQLAlchemy would use, and sent to the
-driver directly.
+values bound to what SQLAlchemy's type processors would make of them (binds.py:
+the same values, made with fewer Python calls), and sent to the driver directly.
 
 - PostgreSQL: an asyncpg pool of its own; concurrent writes share one transaction,
   and a write with few others waiting is one statement of its own (AloneStatements);
@@ -45,6 +45,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import ClauseElement
 
+from payorch.adapters.persistence.binds import bind_processor
 from payorch.adapters.persistence.engine import asyncpg_connect_args
 from payorch.adapters.persistence.repository import (
     ATTEMPT_COLUMNS,
@@ -83,8 +84,9 @@ class Statement:
     parameters. A column is bound as `v_<column>` (prefixed so it cannot clash with a
     WHERE parameter, `k_...`). When the statement takes the values in another order or
     leaves some out (`positions`), they are picked by position; those whose type has a
-    bind processor (`processors`) are converted in place. No dict per row: a payment's
-    write is a few hundred values, and this is the hot path.
+    bind processor (`processors`: SQLAlchemy's, or binds.py's giving the same values)
+    are converted in place. No dict per row: a payment's write is a few hundred
+    values, and this is the hot path.
     """
 
     sql: str
@@ -101,7 +103,7 @@ class Statement:
         processors = tuple(
             (i, p)
             for i, name in enumerate(names)
-            if (p := compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect))
+            if (p := bind_processor(compiled.binds[name].type, dialect))
         )
         same_order = positions == tuple(range(len(source)))
         return cls(str(compiled), None if same_order else positions, processors)
