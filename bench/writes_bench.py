@@ -26,10 +26,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sys
 import time
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
@@ -143,21 +145,27 @@ async def main() -> None:
     p.add_argument("--concurrency", type=int, default=64)
     p.add_argument("--modes", default="orm,single,batched")
     args = p.parse_args()
-    url = args.database_url
-    scratch = ""
-    if url.startswith("postgres"):
-        admin = make_url(url).set(drivername="postgresql")
-        scratch = f"payorch_writes_bench_{uuid.uuid4().hex[:8]}"
-        await _admin(admin.render_as_string(hide_password=False), f'CREATE DATABASE "{scratch}"')
-        url = admin.set(database=scratch).render_as_string(hide_password=False)
-    print(f"{url.split(':')[0]}, {args.n} payments, {args.concurrency} at a time")
-    try:
+    async with scratch_database(args.database_url, "payorch_writes_bench") as url:
+        print(f"{url.split(':')[0]}, {args.n} payments, {args.concurrency} at a time")
         for i, mode in enumerate(args.modes.split(",")):
             await _one_mode(url, mode, args, i)
+
+
+@contextlib.asynccontextmanager
+async def scratch_database(url: str, prefix: str) -> AsyncIterator[str]:
+    """A PostgreSQL URL's server with a new database `<prefix>_<random>` on it, dropped
+    after; a SQLite URL as it is."""
+    if not url.startswith("postgres"):
+        yield url
+        return
+    admin = make_url(url).set(drivername="postgresql")
+    dsn = admin.render_as_string(hide_password=False)
+    scratch = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    await _admin(dsn, f'CREATE DATABASE "{scratch}"')
+    try:
+        yield admin.set(database=scratch).render_as_string(hide_password=False)
     finally:
-        if scratch:
-            dsn = admin.render_as_string(hide_password=False)
-            await _admin(dsn, f'DROP DATABASE "{scratch}" WITH (FORCE)')
+        await _admin(dsn, f'DROP DATABASE "{scratch}" WITH (FORCE)')
 
 
 async def _admin(dsn: str, sql: str) -> None:

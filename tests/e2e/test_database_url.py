@@ -5,10 +5,15 @@ connection, SQLAlchemy's and the payment writer's, and payments are taken."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import socket
+import struct
 import subprocess
 import sys
+import threading
 import uuid
+from collections.abc import Iterator
 
 import asyncpg
 import pytest
@@ -101,4 +106,61 @@ def test_a_database_postgresql_refuses_is_one_line_naming_it_without_its_passwor
     assert (done.returncode, done.stderr.splitlines()) == (
         2,
         [f'payorch: cannot use the database {shown}: database "{missing}" does not exist'],
+    )
+
+
+# PostgreSQL's answers to a connection it cannot take yet, as the wire carries them.
+STARTING_UP = b"SFATAL\x00VFATAL\x00C57P03\x00Mthe database system is starting up\x00\x00"
+
+
+@contextlib.contextmanager
+def a_database_that_hangs_up(answer: bytes) -> Iterator[int]:
+    """A port where a PostgreSQL client's handshake is cut: the SSL request refused
+    ('N'), the startup message read, then `answer` (an ErrorResponse's body, or
+    nothing) and the connection closed. Its port."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = listener.accept()
+                with conn:
+                    conn.recv(1024)
+                    conn.sendall(b"N")
+                    conn.recv(1024)
+                    if answer:
+                        conn.sendall(b"E" + struct.pack("!I", len(answer) + 4) + answer)
+                    conn.shutdown(socket.SHUT_RDWR)
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        listener.close()
+
+
+@pytest.mark.parametrize(
+    ("answer", "reason"),
+    [
+        (b"", "connection was closed in the middle of operation"),
+        (STARTING_UP, "the database system is starting up"),
+    ],
+)
+@pytest.mark.parametrize("command", ["migrate", "serve", "scheduler"])
+def test_a_database_that_cannot_be_reached_at_start_is_one_line_naming_it(command, answer, reason):
+    # Before: asyncpg's ConnectionDoesNotExistError (or CannotConnectNowError) in a
+    # 180-line traceback ending in sqlalchemy.exc.DBAPIError, exit code 1.
+    with a_database_that_hangs_up(answer) as port:
+        url = f"postgresql://payorch:hunter2@127.0.0.1:{port}/payorch"
+        done = subprocess.run(
+            [sys.executable, "-m", "payorch.entrypoints.cli", command],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "PAYORCH_DATABASE_URL": url},
+        )
+    shown = f"postgresql://payorch:***@127.0.0.1:{port}/payorch"
+    assert (done.returncode, done.stderr.splitlines()) == (
+        2,
+        [f"payorch: cannot reach the database {shown}: {reason}"],
     )

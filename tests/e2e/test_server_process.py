@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -212,3 +213,26 @@ def test_output_piped_into_a_reader_that_left_early_ends_quietly(stub, server, b
         os.close(writer)
     assert done.stderr == ""
     assert done.returncode == 128 + signal.SIGPIPE  # as the shell reports a writer cut off
+
+
+@pytest.mark.parametrize(("level", "alembic_lines"), [("INFO", False), ("DEBUG", True)])
+def test_a_migrating_start_logs_payorch_lines_and_alembic_only_at_debug(
+    tmp_path, level, alembic_lines
+):
+    # Before: every migrating start logged seven alembic.runtime.plugins lines and one
+    # alembic.runtime.migration line per migration, at INFO.
+    done = subprocess.run(
+        [sys.executable, "-m", "payorch.entrypoints.cli", "scheduler", "--once"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={
+            **os.environ,
+            "PAYORCH_DATABASE_URL": f"sqlite:///{tmp_path / 'new.db'}",
+            "PAYORCH_LOG_LEVEL": level,
+        },
+    )
+    assert done.returncode == 0, done.stderr
+    loggers = [json.loads(line)["logger"] for line in done.stderr.splitlines()]
+    assert "payorch.adapters.persistence.engine" in loggers
+    assert any(name.startswith("alembic") for name in loggers) is alembic_lines, loggers

@@ -9,6 +9,7 @@ import re
 from dataclasses import fields
 from pathlib import Path
 
+from payorch.domain.retry import MAX_DELAY_CAP_MS, MAX_RETRIES_CAP
 from payorch.settings import SECRETS, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -77,3 +78,30 @@ def test_every_payorch_service_compose_runs_has_a_healthcheck_on_its_http_port()
     for name, port in payorch_processes().items():
         check = re.search(r"healthcheck:\n(?:.*\n)*?.*http://127\.0\.0\.1:(\d+)/", services()[name])
         assert check and check.group(1) == port, name
+
+
+def seconds(duration: str) -> float:
+    """A compose duration such as `1m30s` or `20s`, in seconds."""
+    parts = re.fullmatch(r"(?:(\d+)m)?(?:(\d+)s)?", duration)
+    assert parts and duration, duration
+    return int(parts.group(1) or 0) * 60 + int(parts.group(2) or 0)
+
+
+def longest_installment_charge_s(call_timeout_s: float) -> float:
+    """An installment's charge has no caller's deadline: on one processor it makes up
+    to MAX_RETRIES_CAP + 1 calls, each of which may answer an indeterminate 500 that a
+    look-up (another call) follows, with a wait of up to MAX_DELAY_CAP_MS before each
+    retry (docs/installments.md, The scheduler)."""
+    calls = 2 * (MAX_RETRIES_CAP + 1)
+    return calls * call_timeout_s + MAX_RETRIES_CAP * MAX_DELAY_CAP_MS / 1000
+
+
+def test_the_scheduler_is_given_the_time_of_its_longest_charge_to_stop():
+    block = services()["scheduler"]
+    grace = re.search(r"^    stop_grace_period: (\S+)$", block, re.MULTILINE)
+    assert grace, "the scheduler sets stop_grace_period"
+    timeout = re.search(r'PAYORCH_CALL_TIMEOUT_S: "([\d.]+)"', block)
+    call_timeout_s = float(timeout.group(1)) if timeout else Settings().call_timeout_s
+    # Before: 30 s, while one charge may take 89 s (8 calls of 10 s, 3 waits of 3 s):
+    # docker stop's SIGKILL cut it mid-call and its claim waited out its lease.
+    assert seconds(grace.group(1)) >= longest_installment_charge_s(call_timeout_s)

@@ -10,7 +10,7 @@ import signal
 import sys
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +65,39 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     migrate_sync(settings.database_url)
     print(f"migrated {redacted(settings.database_url)}")
     return 0
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    """Delete webhook deliveries over (delivered or dead) for longer than the retention."""
+    from payorch.adapters.clock import SystemClock
+    from payorch.adapters.persistence.engine import create_engine, migrate
+    from payorch.adapters.persistence.retention import (
+        MIN_RETENTION_DAYS,
+        prune_webhook_deliveries,
+    )
+
+    if args.older_than_days < MIN_RETENTION_DAYS:
+        print(
+            f"payorch prune: --older-than-days must be at least {MIN_RETENTION_DAYS}: a dead"
+            " delivery stays on the dead-letter list, to be redelivered, that long",
+            file=sys.stderr,
+        )
+        return 2
+    settings = _server_settings(args)
+    before = SystemClock().now().replace(microsecond=0) - timedelta(days=args.older_than_days)
+
+    async def main() -> int:
+        engine = create_engine(settings.database_url)
+        try:
+            await migrate(engine)
+            count = await prune_webhook_deliveries(engine, before=before, dry_run=args.dry_run)
+        finally:
+            await engine.dispose()
+        done = "would delete" if args.dry_run else "deleted"
+        print(f"{done} {count} webhook deliveries delivered or dead before {before.isoformat()}")
+        return 0
+
+    return asyncio.run(main())
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
@@ -440,6 +473,21 @@ def parser() -> argparse.ArgumentParser:
     migrate = sub.add_parser("migrate", help="apply database migrations")
     _db_flags(migrate)
     migrate.set_defaults(func=cmd_migrate)
+
+    prune = sub.add_parser(
+        "prune",
+        help="delete webhook deliveries delivered or dead longer ago than a number of days",
+    )
+    _db_flags(prune)
+    prune.add_argument(
+        "--older-than-days",
+        type=int,
+        required=True,
+        metavar="N",
+        help="keep what was delivered, or dead-lettered, within the last N days (at least 7)",
+    )
+    prune.add_argument("--dry-run", action="store_true", help="count them, delete nothing")
+    prune.set_defaults(func=cmd_prune)
 
     keys = sub.add_parser("keys", help="create, revoke and list API keys (database direct)")
     _db_flags(keys)

@@ -70,3 +70,9 @@ def configure(level: str = "INFO", stream: TextIO | None = None) -> None:
     # (webhook signing keys) would reach the log.
     for noisy in ("aiohttp.access", "sqlalchemy.engine", "stripe", "aiosqlite"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # A migrating start: Alembic says at INFO which plugins it set up and each
+    # migration it runs (some 30 lines), where payorch says it migrated in one. Its
+    # lines are there for DEBUG.
+    logging.getLogger("alembic").setLevel(
+        logging.NOTSET if level.upper() == "DEBUG" else logging.WARNING
+    )

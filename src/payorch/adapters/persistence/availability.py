@@ -31,6 +31,12 @@ _DEPTH = 8
 
 
 def storage_unreachable(exc: BaseException) -> bool:
+    return unreachable_cause(exc) is not None
+
+
+def unreachable_cause(exc: BaseException) -> BaseException | None:
+    """The error in `exc` (or what caused it) that says the database could not be
+    reached, the driver's own where SQLAlchemy wrapped it; None when there is none."""
     seen: set[int] = set()
     todo: list[BaseException] = [exc]
     while todo and len(seen) < _DEPTH:
@@ -39,11 +45,12 @@ def storage_unreachable(exc: BaseException) -> bool:
             continue
         seen.add(id(e))
         if _unreachable(e):
-            return True
+            orig = getattr(e, "orig", None)
+            return orig if isinstance(orig, BaseException) else e
         if isinstance(e, sa_exc.DBAPIError) and isinstance(e.orig, BaseException):
             todo.append(e.orig)
         todo.extend(c for c in (e.__cause__, e.__context__) if c is not None)
-    return False
+    return None
 
 
 def _unreachable(e: BaseException) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
 from pathlib import Path
@@ -16,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 if TYPE_CHECKING:
     from alembic.config import Config
 
+_log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).with_name("migrations")
 # pg_advisory_xact_lock's key for migrating on start: a constant of payorch's own
 # (the bytes "payorchM"), held until the migrating transaction ends.
@@ -196,6 +198,14 @@ def _headers() -> list[tuple[str, str]] | None:
     return headers
 
 
+class DatabaseUnreachable(UnsupportedDatabase):
+    """The database could not be reached at start: no answer, the connection dropped
+    in its handshake, PostgreSQL still starting or shutting down. One line naming it
+    (its password hidden) and the driver's reason, not a traceback; a supervisor's
+    restart (compose's `restart: unless-stopped`) tries again. A running server rides
+    an outage out instead (docs/recovery.md, The database goes away)."""
+
+
 class DatabaseNewer(UnsupportedDatabase):
     """The database is at a migration this version does not have: a newer version
     migrated it (a rollback of the code, an old replica started late). Alembic said
@@ -208,13 +218,26 @@ async def migrate(engine: AsyncEngine) -> None:
     new database (replicas, serve beside the scheduler) take turns: on PostgreSQL
     a transaction-scoped advisory lock, on SQLite the write lock BEGIN takes, so one
     migrates and the others find every head applied."""
-    async with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            await conn.execute(
-                text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY}
-            )
-        if not await conn.run_sync(_at_heads):
-            await conn.run_sync(_upgrade)
+    try:
+        async with engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                await conn.execute(
+                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY}
+                )
+            if not await conn.run_sync(_at_heads):
+                await conn.run_sync(_upgrade)
+                _log.info("migrated the database to the newest schema")
+    except UnsupportedDatabase:
+        raise
+    except Exception as exc:
+        from payorch.adapters.persistence.availability import unreachable_cause
+
+        cause = unreachable_cause(exc)
+        if cause is None:
+            raise
+        url = engine.url.set(drivername=engine.url.get_backend_name())
+        reason = str(cause) or type(cause).__name__
+        raise DatabaseUnreachable(f"cannot reach the database {redacted(url)}: {reason}") from None
 
 
 def _at_heads(connection: Connection) -> bool:

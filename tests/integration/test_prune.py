@@ -1,0 +1,156 @@
+"""`payorch prune`: webhook deliveries over (delivered, dead) for longer than the
+retention are deleted, in batches; pending ones, recent ones, and the payments and
+events they came from are kept. On SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from payorch.adapters.clock import ManualClock
+from payorch.adapters.persistence.engine import create_engine, migrate
+from payorch.adapters.persistence.installment_uow import SqlAlchemyInstallmentUnitOfWorkFactory
+from payorch.adapters.persistence.retention import prune_webhook_deliveries
+from payorch.adapters.persistence.tables import events, payments, webhook_deliveries
+from payorch.adapters.persistence.unit_of_work import SqlAlchemyUnitOfWorkFactory
+from payorch.bootstrap import Container
+from payorch.domain.webhook_delivery import DeliveryStatus, WebhookEndpoint
+from payorch.entrypoints.cli import main
+from payorch.webhooks import generate_secret
+from tests.integration.helpers import core_request
+
+DAY = timedelta(days=1)
+
+
+async def add_endpoint(uow_factory, now: datetime) -> None:
+    async with uow_factory() as uow:
+        await uow.webhooks.add_endpoint(
+            WebhookEndpoint(
+                id="we_1",
+                merchant_id="m_1",
+                url="https://receiver.example.com/hook",
+                secret=generate_secret(),
+                description="",
+                event_types=(),
+                created_at=now,
+                updated_at=now,
+            )
+        )
+        await uow.commit()
+
+
+def delivery(id_: str, status: DeliveryStatus, made: datetime, delivered: datetime | None):
+    return {
+        "id": id_,
+        "endpoint_id": "we_1",
+        "merchant_id": "m_1",
+        "event_id": f"ev_{id_}",
+        "event_type": "payment.completed",
+        "body": "{}",
+        "status": status.value,
+        "attempts": 1 if status is DeliveryStatus.DELIVERED else 8,
+        "next_attempt_at": made if status is DeliveryStatus.PENDING else None,
+        "last_status_code": 204 if status is DeliveryStatus.DELIVERED else 500,
+        "last_error": "",
+        "claimed_by": "",
+        "lease_until": None,
+        "version": 1,
+        "created_at": made,
+        "delivered_at": delivered,
+    }
+
+
+def seed_rows(now: datetime) -> list[dict]:
+    old, recent = now - 40 * DAY, now - 2 * DAY
+    rows = [
+        delivery(f"whd_old_delivered_{i}", DeliveryStatus.DELIVERED, old, old) for i in range(5)
+    ]
+    rows += [
+        delivery("whd_old_dead", DeliveryStatus.DEAD, old, None),
+        # Made long ago, delivered lately (a redelivery): kept.
+        delivery("whd_redelivered", DeliveryStatus.DELIVERED, old, recent),
+        delivery("whd_recent_delivered", DeliveryStatus.DELIVERED, recent, recent),
+        delivery("whd_recent_dead", DeliveryStatus.DEAD, recent, None),
+        # Still owed to its receiver, however old: kept.
+        delivery("whd_old_pending", DeliveryStatus.PENDING, old, None),
+    ]
+    return rows
+
+
+async def left(engine) -> set[str]:
+    async with engine.connect() as conn:
+        return set((await conn.scalars(select(webhook_deliveries.c.id))).all())
+
+
+async def test_prune_deletes_only_deliveries_over_before_the_retention_in_batches(
+    container: Container, clock: ManualClock
+):
+    now = clock.now()
+    await container.payments.create(core_request("r-prune"), deadline_s=None)
+    await add_endpoint(container.installments.uow, now)
+    async with container.engine.begin() as conn:
+        await conn.execute(webhook_deliveries.insert(), seed_rows(now))
+    every = await left(container.engine)
+
+    before = now - 30 * DAY
+    would = await prune_webhook_deliveries(container.engine, before=before, dry_run=True)
+    assert (would, await left(container.engine)) == (6, every)
+
+    deleted = await prune_webhook_deliveries(container.engine, before=before, batch=4)
+    assert deleted == 6
+    assert await left(container.engine) == {
+        "whd_redelivered",
+        "whd_recent_delivered",
+        "whd_recent_dead",
+        "whd_old_pending",
+    }
+    async with container.engine.connect() as conn:
+        kept = (
+            await conn.scalar(select(func.count()).select_from(payments)),
+            await conn.scalar(select(func.count()).select_from(events)),
+        )
+    assert kept[0] == 1 and kept[1] >= 2  # the money's record is never pruned
+    assert await prune_webhook_deliveries(container.engine, before=before) == 0
+
+
+@pytest.mark.parametrize("days", ["0", "6", "-1"])
+def test_prune_refuses_a_retention_below_a_week_with_exit_2(days, capsys, tmp_path: Path):
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    assert main(["prune", "--database-url", url, f"--older-than-days={days}"]) == 2
+    assert capsys.readouterr().err.startswith("payorch prune: --older-than-days must be at least 7")
+    assert not (tmp_path / "p.db").exists()  # refused before the database is opened
+
+
+def test_prune_on_the_command_line_counts_then_deletes(capsys, tmp_path: Path):
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    now = datetime.now(UTC)
+
+    async def seed() -> None:
+        engine = create_engine(url)
+        try:
+            await migrate(engine)
+            uow = SqlAlchemyInstallmentUnitOfWorkFactory(SqlAlchemyUnitOfWorkFactory(engine))
+            await add_endpoint(uow, now)
+            async with engine.begin() as conn:
+                await conn.execute(webhook_deliveries.insert(), seed_rows(now))
+        finally:
+            await engine.dispose()
+
+    async def remaining() -> int:
+        engine = create_engine(url)
+        try:
+            return len(await left(engine))
+        finally:
+            await engine.dispose()
+
+    asyncio.run(seed())
+    assert main(["prune", "--database-url", url, "--older-than-days", "30", "--dry-run"]) == 0
+    assert capsys.readouterr().out.startswith("would delete 6 webhook deliveries")
+    assert asyncio.run(remaining()) == 10
+    assert main(["prune", "--database-url", url, "--older-than-days", "30"]) == 0
+    assert capsys.readouterr().out.startswith("deleted 6 webhook deliveries")
+    assert asyncio.run(remaining()) == 4
