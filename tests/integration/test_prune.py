@@ -154,3 +154,28 @@ def test_prune_on_the_command_line_counts_then_deletes(capsys, tmp_path: Path):
     assert main(["prune", "--database-url", url, "--older-than-days", "30"]) == 0
     assert capsys.readouterr().out.startswith("deleted 6 webhook deliveries")
     assert asyncio.run(remaining()) == 4
+
+
+def test_prune_counts_days_on_the_clock_the_service_stamps_with(
+    capsys, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    # PAYORCH_CLOCK_OFFSET shifts the clock serve and the scheduler stamp deliveries
+    # with; prune counts its days on that clock too, not the system's.
+    monkeypatch.setenv("PAYORCH_CLOCK_OFFSET", "30d")
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    now = datetime.now(UTC) + 30 * DAY
+
+    async def seed() -> None:
+        engine = create_engine(url)
+        try:
+            await migrate(engine)
+            uow = SqlAlchemyInstallmentUnitOfWorkFactory(SqlAlchemyUnitOfWorkFactory(engine))
+            await add_endpoint(uow, now)
+            async with engine.begin() as conn:
+                await conn.execute(webhook_deliveries.insert(), seed_rows(now))
+        finally:
+            await engine.dispose()
+
+    asyncio.run(seed())
+    assert main(["prune", "--database-url", url, "--older-than-days", "30", "--dry-run"]) == 0
+    assert capsys.readouterr().out.startswith("would delete 6 webhook deliveries")
