@@ -420,10 +420,13 @@ def check_processors(settings: Settings) -> None:
         )
 
 
-def check_settings(settings: Settings) -> HealthPolicy:
+def check_settings(settings: Settings, *, charging: bool = True) -> HealthPolicy:
     """Refuse settings a process cannot start with (InvalidSettings naming the
-    variable), before the database is opened; the health policy they make."""
-    check_processors(settings)
+    variable), before the database is opened; the health policy they make.
+    `charging`: the process takes payments (not the webhook dispatcher alone, whose
+    host may go without the Stripe key), so its processors are checked too."""
+    if charging:
+        check_processors(settings)
     check_times(settings)
     check_limits(settings)
     check_tls(settings)
@@ -438,11 +441,12 @@ async def bootstrap(
     run_migrations: bool = True,
     observability: ObservabilityOptions | None = None,
     serving: bool = False,
+    charging: bool = True,
 ) -> Container:
     """`serving`: for `payorch serve`, whose TLS files are checked before anything
-    is opened."""
+    is opened. `charging`: False for a process that makes no payment (check_settings)."""
     clock = clock or clock_from_settings(settings)
-    policy = check_settings(settings)
+    policy = check_settings(settings, charging=charging)
     if serving:
         check_listen(settings)
     tls = check_tls_files(settings) if serving else None

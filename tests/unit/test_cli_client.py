@@ -736,6 +736,20 @@ def test_a_setting_the_server_cannot_start_with_is_one_line_naming_it_with_exit_
     refused_before_the_database(command, argv, names, tmp_path, monkeypatch, capsys)
 
 
+@pytest.mark.parametrize("processors", ["stripe", ""])
+def test_the_webhook_dispatcher_starts_with_processors_it_does_not_charge_with(
+    processors, tmp_path, monkeypatch, capsys
+):
+    """A dispatcher sends webhooks and charges nothing: its host may go without the
+    Stripe key the service's PAYORCH_PROCESSORS names (or with no processor listed)."""
+    monkeypatch.delenv("PAYORCH_STRIPE_API_KEY", raising=False)
+    monkeypatch.delenv("PAYORCH_STRIPE_API_KEY_FILE", raising=False)
+    monkeypatch.setenv("PAYORCH_PROCESSORS", processors)
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    assert exit_code_of(["webhooks", "dispatch", "--once", "--database-url", url]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["attempted"] == 0
+
+
 @pytest.mark.parametrize(
     "listen",
     [
