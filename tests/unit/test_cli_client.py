@@ -761,6 +761,7 @@ def test_the_webhook_dispatcher_starts_with_processors_it_does_not_charge_with(
         ":50051",
         "::1:50051",  # an IPv6 host without its brackets
         "127.0.0.1:５００５１",
+        "unix:",  # a unix socket without its path
     ],
 )
 @pytest.mark.parametrize("source", ["flag", "environment"])
@@ -773,7 +774,18 @@ def test_a_grpc_address_grpc_would_bind_elsewhere_is_refused_naming_payorch_list
 
 
 @pytest.mark.parametrize(
-    "listen", ["127.0.0.1:0", "0.0.0.0:50051", "localhost:65535", "[::1]:50051", "[::]:0"]
+    "listen",
+    [
+        "127.0.0.1:0",
+        "0.0.0.0:50051",
+        "localhost:65535",
+        "[::1]:50051",
+        "[::]:0",
+        # A unix socket, as grpc binds it (beside a proxy on the same host): served before.
+        "unix:/run/payorch/grpc.sock",
+        "unix:///run/payorch/grpc.sock",
+        "unix-abstract:payorch",
+    ],
 )
 def test_a_host_and_port_0_to_65535_is_a_grpc_address_serve_takes(listen):
     check_listen(Settings(listen=listen))
