@@ -1,8 +1,8 @@
-"""A PostgreSQL URL's SQLAlchemy parameters still reach SQLAlchemy's connections now
-that they connect through asyncpg_connect_args (libpq's parameters in the DSN):
+"""A PostgreSQL URL's forms the engine took before it connected through
+asyncpg_connect_args (libpq's parameters in the DSN) still work: SQLAlchemy's
 `prepared_statement_cache_size` (0 for pgbouncer's transaction pooling) and asyncpg's
-`command_timeout`, which the engine took before. Neither goes to PostgreSQL as a
-server setting, which refused them: "unrecognized configuration parameter"."""
+`command_timeout`, which PostgreSQL refused as server settings ("unrecognized
+configuration parameter"), and several hosts, of which the DSN kept the last."""
 
 from __future__ import annotations
 
@@ -42,3 +42,34 @@ def test_a_sqlalchemy_url_parameter_that_is_no_number_is_one_line_naming_it(quer
     name = query.split("=")[0]
     with pytest.raises(UnsupportedDatabase, match=name):
         create_engine(f"postgresql://payorch@127.0.0.1:1/x?{query}")
+
+
+async def test_a_url_naming_several_hosts_tries_each_on_every_connection():
+    """SQLAlchemy's form of a multi-host URL, `?host=A:5432&host=B:5432`: a connection
+    goes to the first host that answers. The DSN kept only the last host."""
+    import asyncpg
+    from sqlalchemy.engine import URL, make_url
+
+    with scratch_postgres() as plain:
+        url = make_url(plain)
+        live = f"{url.host}:{url.port or 5432}"
+        several = URL.create(
+            url.drivername,
+            url.username,
+            url.password,
+            database=url.database,
+            query={"host": (live, "127.0.0.1:1")},
+        )
+        engine = create_engine(several.render_as_string(hide_password=False))
+        try:
+            async with engine.connect() as conn:
+                assert (await conn.execute(text("SELECT 1"))).scalar() == 1
+        finally:
+            await engine.dispose()
+        # The payment writer's connections too.
+        dsn, kwargs = asyncpg_connect_args(engine.url)
+        conn = await asyncpg.connect(dsn, **kwargs)
+        try:
+            assert await conn.fetchval("SELECT 1") == 1
+        finally:
+            await conn.close()

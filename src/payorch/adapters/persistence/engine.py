@@ -63,6 +63,11 @@ def asyncpg_connect_args(url: URL) -> tuple[str, dict[str, Any]]:
     SQLAlchemy's own parameters (_SQLALCHEMY_PARAMS) are left out: SQLAlchemy's
     connections take them (create_engine), PostgreSQL would refuse them."""
     query = {k: v for k, v in url.query.items() if k not in _SQLALCHEMY_PARAMS}
+    for several in ("host", "port"):
+        # SQLAlchemy's multi-host form, `?host=A:5432&host=B:5432`: a DSN lists them
+        # comma separated (repeated, asyncpg keeps the last alone).
+        if isinstance(query.get(several), tuple):
+            query[several] = ",".join(query[several])
     ssl = query.pop("ssl", None)
     if ssl is not None:
         query.setdefault("sslmode", ssl)
