@@ -243,7 +243,11 @@ def check_listen(settings: Settings) -> None:
     """The gRPC address is HOST:PORT, an IPv6 host in brackets, the port 0..65535 (0
     picks a free one). grpc bound a port over 65535 modulo 65536 (70000 served on 4464,
     65536 on a free port), -1 as 65535, and an address without a port on 443: serving
-    where no client or load balancer looks, with a line saying where."""
+    where no client or load balancer looks, with a line saying where. A unix socket
+    (`unix:PATH`, `unix-abstract:NAME`) is bound as grpc binds it."""
+    scheme, _, path = settings.listen.partition(":")
+    if scheme in ("unix", "unix-abstract") and path:
+        return
     host, colon, port = settings.listen.rpartition(":")
     bare_ipv6 = ":" in host and not (host.startswith("[") and host.endswith("]"))
     if (
@@ -255,7 +259,8 @@ def check_listen(settings: Settings) -> None:
     ):
         raise InvalidSettings(
             "PAYORCH_LISTEN (--listen) must be HOST:PORT with a port 0..65,535"
-            f" (0 picks a free one; an IPv6 host in brackets), not {settings.listen!r}"
+            " (0 picks a free one; an IPv6 host in brackets) or unix:PATH,"
+            f" not {settings.listen!r}"
         )
 
 
@@ -420,10 +425,13 @@ def check_processors(settings: Settings) -> None:
         )
 
 
-def check_settings(settings: Settings) -> HealthPolicy:
+def check_settings(settings: Settings, *, charging: bool = True) -> HealthPolicy:
     """Refuse settings a process cannot start with (InvalidSettings naming the
-    variable), before the database is opened; the health policy they make."""
-    check_processors(settings)
+    variable), before the database is opened; the health policy they make.
+    `charging`: the process takes payments (not the webhook dispatcher alone, whose
+    host may go without the Stripe key), so its processors are checked too."""
+    if charging:
+        check_processors(settings)
     check_times(settings)
     check_limits(settings)
     check_tls(settings)
@@ -438,11 +446,12 @@ async def bootstrap(
     run_migrations: bool = True,
     observability: ObservabilityOptions | None = None,
     serving: bool = False,
+    charging: bool = True,
 ) -> Container:
     """`serving`: for `payorch serve`, whose TLS files are checked before anything
-    is opened."""
+    is opened. `charging`: False for a process that makes no payment (check_settings)."""
     clock = clock or clock_from_settings(settings)
-    policy = check_settings(settings)
+    policy = check_settings(settings, charging=charging)
     if serving:
         check_listen(settings)
     tls = check_tls_files(settings) if serving else None

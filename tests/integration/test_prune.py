@@ -81,6 +81,18 @@ def seed_rows(now: datetime) -> list[dict]:
     return rows
 
 
+async def seed_file(url: str, now: datetime) -> None:
+    engine = create_engine(url)
+    try:
+        await migrate(engine)
+        uow = SqlAlchemyInstallmentUnitOfWorkFactory(SqlAlchemyUnitOfWorkFactory(engine))
+        await add_endpoint(uow, now)
+        async with engine.begin() as conn:
+            await conn.execute(webhook_deliveries.insert(), seed_rows(now))
+    finally:
+        await engine.dispose()
+
+
 async def left(engine) -> set[str]:
     async with engine.connect() as conn:
         return set((await conn.scalars(select(webhook_deliveries.c.id))).all())
@@ -129,17 +141,6 @@ def test_prune_on_the_command_line_counts_then_deletes(capsys, tmp_path: Path):
     url = f"sqlite:///{tmp_path / 'p.db'}"
     now = datetime.now(UTC)
 
-    async def seed() -> None:
-        engine = create_engine(url)
-        try:
-            await migrate(engine)
-            uow = SqlAlchemyInstallmentUnitOfWorkFactory(SqlAlchemyUnitOfWorkFactory(engine))
-            await add_endpoint(uow, now)
-            async with engine.begin() as conn:
-                await conn.execute(webhook_deliveries.insert(), seed_rows(now))
-        finally:
-            await engine.dispose()
-
     async def remaining() -> int:
         engine = create_engine(url)
         try:
@@ -147,10 +148,24 @@ def test_prune_on_the_command_line_counts_then_deletes(capsys, tmp_path: Path):
         finally:
             await engine.dispose()
 
-    asyncio.run(seed())
+    asyncio.run(seed_file(url, now))
     assert main(["prune", "--database-url", url, "--older-than-days", "30", "--dry-run"]) == 0
     assert capsys.readouterr().out.startswith("would delete 6 webhook deliveries")
     assert asyncio.run(remaining()) == 10
     assert main(["prune", "--database-url", url, "--older-than-days", "30"]) == 0
     assert capsys.readouterr().out.startswith("deleted 6 webhook deliveries")
     assert asyncio.run(remaining()) == 4
+
+
+def test_prune_counts_days_on_the_clock_the_service_stamps_with(
+    capsys, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    # PAYORCH_CLOCK_OFFSET shifts the clock serve and the scheduler stamp deliveries
+    # with; prune counts its days on that clock too, not the system's.
+    monkeypatch.setenv("PAYORCH_CLOCK_OFFSET", "30d")
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    now = datetime.now(UTC) + 30 * DAY
+
+    asyncio.run(seed_file(url, now))
+    assert main(["prune", "--database-url", url, "--older-than-days", "30", "--dry-run"]) == 0
+    assert capsys.readouterr().out.startswith("would delete 6 webhook deliveries")

@@ -736,6 +736,20 @@ def test_a_setting_the_server_cannot_start_with_is_one_line_naming_it_with_exit_
     refused_before_the_database(command, argv, names, tmp_path, monkeypatch, capsys)
 
 
+@pytest.mark.parametrize("processors", ["stripe", ""])
+def test_the_webhook_dispatcher_starts_with_processors_it_does_not_charge_with(
+    processors, tmp_path, monkeypatch, capsys
+):
+    """A dispatcher sends webhooks and charges nothing: its host may go without the
+    Stripe key the service's PAYORCH_PROCESSORS names (or with no processor listed)."""
+    monkeypatch.delenv("PAYORCH_STRIPE_API_KEY", raising=False)
+    monkeypatch.delenv("PAYORCH_STRIPE_API_KEY_FILE", raising=False)
+    monkeypatch.setenv("PAYORCH_PROCESSORS", processors)
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    assert exit_code_of(["webhooks", "dispatch", "--once", "--database-url", url]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["attempted"] == 0
+
+
 @pytest.mark.parametrize(
     "listen",
     [
@@ -747,6 +761,7 @@ def test_a_setting_the_server_cannot_start_with_is_one_line_naming_it_with_exit_
         ":50051",
         "::1:50051",  # an IPv6 host without its brackets
         "127.0.0.1:５００５１",
+        "unix:",  # a unix socket without its path
     ],
 )
 @pytest.mark.parametrize("source", ["flag", "environment"])
@@ -759,7 +774,18 @@ def test_a_grpc_address_grpc_would_bind_elsewhere_is_refused_naming_payorch_list
 
 
 @pytest.mark.parametrize(
-    "listen", ["127.0.0.1:0", "0.0.0.0:50051", "localhost:65535", "[::1]:50051", "[::]:0"]
+    "listen",
+    [
+        "127.0.0.1:0",
+        "0.0.0.0:50051",
+        "localhost:65535",
+        "[::1]:50051",
+        "[::]:0",
+        # A unix socket, as grpc binds it (beside a proxy on the same host): served before.
+        "unix:/run/payorch/grpc.sock",
+        "unix:///run/payorch/grpc.sock",
+        "unix-abstract:payorch",
+    ],
 )
 def test_a_host_and_port_0_to_65535_is_a_grpc_address_serve_takes(listen):
     check_listen(Settings(listen=listen))

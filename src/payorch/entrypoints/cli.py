@@ -69,7 +69,6 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 def cmd_prune(args: argparse.Namespace) -> int:
     """Delete webhook deliveries over (delivered or dead) for longer than the retention."""
-    from payorch.adapters.clock import SystemClock
     from payorch.adapters.persistence.engine import create_engine, migrate
     from payorch.adapters.persistence.retention import (
         MIN_RETENTION_DAYS,
@@ -83,8 +82,12 @@ def cmd_prune(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    from payorch.installments_wiring import clock_from_settings
+
     settings = _server_settings(args)
-    before = SystemClock().now().replace(microsecond=0) - timedelta(days=args.older_than_days)
+    # The clock serve and the scheduler stamp deliveries with (PAYORCH_CLOCK_OFFSET).
+    now = clock_from_settings(settings).now()
+    before = now.replace(microsecond=0) - timedelta(days=args.older_than_days)
 
     async def main() -> int:
         engine = create_engine(settings.database_url)

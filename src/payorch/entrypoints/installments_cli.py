@@ -325,7 +325,8 @@ def cmd_dispatch(args: argparse.Namespace) -> int:
     configure(settings.log_level)
 
     async def main() -> int:
-        container = await bootstrap(settings, clock=clock)
+        # Charges nothing: the processors it is given are not checked.
+        container = await bootstrap(settings, clock=clock, charging=False)
         try:
             dispatcher = container.installments.dispatcher
             stop = _stop_on_signal()

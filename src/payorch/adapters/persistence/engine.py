@@ -59,8 +59,15 @@ def asyncpg_connect_args(url: URL) -> tuple[str, dict[str, Any]]:
     reads those from a DSN, the parameters it does not know as server settings.
     SQLAlchemy's dialect would pass each one to asyncpg.connect as a keyword argument,
     which takes none of them. SQLAlchemy's own `ssl=` is taken as `sslmode`, and
-    `connect_timeout` (seconds) as asyncpg's connect timeout, which no DSN carries."""
-    query = dict(url.query)
+    `connect_timeout` (seconds) as asyncpg's connect timeout, which no DSN carries.
+    SQLAlchemy's own parameters (_SQLALCHEMY_PARAMS) are left out: SQLAlchemy's
+    connections take them (create_engine), PostgreSQL would refuse them."""
+    query = {k: v for k, v in url.query.items() if k not in _SQLALCHEMY_PARAMS}
+    for several in ("host", "port"):
+        # SQLAlchemy's multi-host form, `?host=A:5432&host=B:5432`: a DSN lists them
+        # comma separated (repeated, asyncpg keeps the last alone).
+        if isinstance(query.get(several), tuple):
+            query[several] = ",".join(query[several])
     ssl = query.pop("ssl", None)
     if ssl is not None:
         query.setdefault("sslmode", ssl)
@@ -78,6 +85,38 @@ def asyncpg_connect_args(url: URL) -> tuple[str, dict[str, Any]]:
         kwargs["timeout"] = seconds
     dsn = url.set(drivername="postgresql", query=query).render_as_string(hide_password=False)
     return dsn, kwargs
+
+
+# The URL parameters SQLAlchemy's asyncpg dialect took before its connections were made
+# from asyncpg_connect_args: its adapter's prepared statement cache size (0 for
+# pgbouncer's transaction pooling) and asyncpg.connect's `command_timeout` (seconds).
+# SQLAlchemy's connections still take them; the payment writer's pool, whose
+# statements SQLAlchemy does not cache nor time, does not.
+_SQLALCHEMY_PARAMS = ("prepared_statement_cache_size", "command_timeout")
+
+
+def _sqlalchemy_params(url: URL) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The URL's _SQLALCHEMY_PARAMS: (the adapter's, asyncpg.connect's)."""
+    adapter: dict[str, Any] = {}
+    connect: dict[str, Any] = {}
+    size = url.query.get("prepared_statement_cache_size")
+    if size is not None:
+        text_ = str(size)
+        if not (text_.isascii() and text_.isdigit()):
+            raise UnsupportedDatabase(
+                "prepared_statement_cache_size in the database URL must be a count, 0 or more"
+            )
+        adapter["prepared_statement_cache_size"] = int(text_)
+    timeout = url.query.get("command_timeout")
+    if timeout is not None:
+        try:
+            seconds = float(str(timeout))
+        except ValueError:
+            seconds = 0.0
+        if not 0 < seconds < float("inf"):
+            raise UnsupportedDatabase("command_timeout in the database URL must be seconds above 0")
+        connect["command_timeout"] = seconds
+    return adapter, connect
 
 
 def redacted(url: URL | str) -> str:
@@ -101,10 +140,11 @@ def create_engine(raw_url: str, *, pool_size: int = 10) -> AsyncEngine:
     import asyncpg
 
     dsn, connect_kwargs = asyncpg_connect_args(url)
+    adapter_kwargs, sqlalchemy_kwargs = _sqlalchemy_params(url)
 
     async def connect() -> Any:
         try:
-            return await asyncpg.connect(dsn, **connect_kwargs)
+            return await asyncpg.connect(dsn, **connect_kwargs, **sqlalchemy_kwargs)
         except (
             asyncpg.InvalidAuthorizationSpecificationError,  # role, password, pg_hba.conf
             asyncpg.InvalidCatalogNameError,  # no such database
@@ -113,14 +153,20 @@ def create_engine(raw_url: str, *, pool_size: int = 10) -> AsyncEngine:
             shown = redacted(url.set(drivername="postgresql"))
             raise DatabaseRefused(f"cannot use the database {shown}: {exc}") from None
 
-    return create_async_engine(
+    def creator() -> Any:
+        # As create_async_engine's async_creator, with the adapter's parameters.
+        dbapi: Any = engine.sync_engine.dialect.dbapi
+        return dbapi.connect(async_creator_fn=connect, **adapter_kwargs)
+
+    engine = create_async_engine(
         url,
-        async_creator=connect,
+        creator=creator,
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=True,
         hide_parameters=True,
     )
+    return engine
 
 
 class DatabaseNotWritable(PermissionError):
