@@ -2,11 +2,13 @@
 payment's gate insert itself (repository.claimed_insert), on SQLite and PostgreSQL: a
 plan cancelled once the claim's lease ran out refuses it, whatever its worker read
 before; a duplicate request id is still a duplicate; and on PostgreSQL the insert and
-a cancel's save of the plan wait for one another instead of crossing."""
+a cancel's save of the plan wait for one another instead of crossing, and a takeover's
+withdrawal, waiting for the insert, looks again and finds its charge."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -14,6 +16,7 @@ import asyncpg
 import pytest
 from sqlalchemy import select
 
+from payorch.adapters.clock import ManualClock
 from payorch.adapters.persistence.engine import create_engine, migrate
 from payorch.adapters.persistence.installment_uow import SqlAlchemyInstallmentUnitOfWorkFactory
 from payorch.adapters.persistence.payment_writes import (
@@ -23,8 +26,10 @@ from payorch.adapters.persistence.payment_writes import (
 )
 from payorch.adapters.persistence.tables import payments
 from payorch.adapters.persistence.unit_of_work import SqlAlchemyUnitOfWorkFactory
+from payorch.app.installments import InstallmentCharger, RecordCharge
 from payorch.app.ports import ChargeClaim, DuplicateRequest
 from payorch.domain.installments import (
+    ChargeOutcome,
     InstallmentPlan,
     InstallmentStatus,
     PlanStatus,
@@ -306,3 +311,59 @@ async def test_a_cancel_behind_an_uncommitted_insert_waits_and_the_charge_stands
     async with pg.plans() as tx:
         after = await tx.plans.get(pg.plan.id, None)
     assert after is not None and after.status.value == "cancelled"
+
+
+@pytest.mark.postgres
+async def test_a_takeover_does_not_withdraw_a_claim_whose_charge_an_uncommitted_insert_started(pg):
+    """Worker A's claim, left to it by a cancel inside its lease; A paused past the
+    lease. A's gate insert is admitted under the lease it knew (its snapshot predates
+    the takeover) and is not committed yet when the scheduler (B) takes the claim over
+    and finds no payment of the attempt: WITHDRAWN. B's save waits for A's lock on the
+    plan's row; once A commits, B looks again under that lock, finds A's charge, and
+    does not record the installment cancelled uncharged: the claim is held, so the
+    charge is recorded once it settles, also if A dies at the processor."""
+    await cancel(pg.uow, pg.plan.id, at_s=10)
+    lapsed = pg.claim.lease_until
+    assert lapsed is not None
+    clock = ManualClock(lapsed)
+    # No payments service: on a cancelled plan the charger makes no charge.
+    charger = InstallmentCharger(pg.plans, None, clock)  # type: ignore[arg-type]
+    inst_id, attempt = pg.claim.installment_id, pg.claim.attempt
+    request = InstallmentCharger._request(pg.plan, pg.plan.installment(inst_id), attempt)
+    charge = dataclasses.replace(charge_of(pg.claim), fingerprint=request.fingerprint())
+
+    async with pg.uow() as inserting:
+        await inserting.payments.add(charge, only_if=pg.claim)  # admitted; FOR SHARE held
+
+        async with pg.plans() as tx:  # B takes the claim over: A's lease ran out
+            (taken,) = await tx.plans.claim_due(
+                now=lapsed, worker="w-2", lease_until=lapsed + LEASE, limit=1
+            )
+            await tx.commit()
+        assert (taken.installment_id, taken.attempt, taken.reclaimed) == (inst_id, attempt, True)
+        async with pg.plans() as tx:
+            seen = await tx.plans.get(pg.plan.id, None)
+        assert seen is not None
+        result = await charger.pay(seen, inst_id, attempt)
+        assert result.outcome is ChargeOutcome.WITHDRAWN  # A's payment not committed yet
+
+        recording = asyncio.ensure_future(
+            charger.record_many([RecordCharge(seen, inst_id, attempt, result)])
+        )
+        await waiting_on_a_lock(pg.watcher)
+        assert not recording.done()
+        await inserting.commit()
+
+    await recording
+    async with pg.plans() as tx:
+        after = await tx.plans.get(pg.plan.id, None)
+    assert after is not None and after.status is PlanStatus.CANCELLED
+    inst = after.installment(inst_id)
+    stored = await pg.uow.payment_by_request("m_1", charge.request_id)
+    assert stored is not None and stored.id == charge.id
+    assert (inst.status, inst.attempts, inst.charges) == (
+        InstallmentStatus.PROCESSING,
+        attempt,
+        [],
+    ), "money taken by A's charge is never on an installment recorded withdrawn"
+    assert inst.lease_until is not None and inst.lease_until > lapsed + LEASE, "held"

@@ -930,3 +930,63 @@ async def test_a_given_back_charge_stored_while_the_plan_is_being_cancelled_is_r
     inst = s.plans.plan.installment(inst2)
     assert (inst.status, inst.payment_id) == (InstallmentStatus.PAID, charged[0])
     assert [(c.attempt, c.payment_id) for c in inst.charges] == [(attempt, charged[0])]
+
+
+async def _withdrawn_then_charged(s: Setup, status: PaymentStatus) -> tuple[str, int, Any]:
+    """Installment 2 claimed by worker A, the plan cancelled inside A's lease (the claim
+    left to A). The scheduler's look (B) finds no payment of the attempt: WITHDRAWN. A's
+    charge, admitted under its claim, is stored right after that look, before B records
+    it, and A stops there. Returns the installment, its attempt and B's result."""
+    inst_id, attempt = s.claim(2, LEASE)
+    paused = copy.deepcopy(s.plan)  # what A read before the cancel
+    await s.service.cancel(s.plan.id, "m_1", "order returned")
+    result = await s.charger.pay(await s.stored_plan(), inst_id, attempt)
+    assert result.outcome is ChargeOutcome.WITHDRAWN
+    s.payments.status = status
+    charged = await s.charger.pay(paused, inst_id, attempt)  # A's charge, not recorded
+    assert s.payments.created == [charge_request_id(inst_id, attempt)], charged
+    return inst_id, attempt, result
+
+
+async def _record_as(s: Setup, how: str, inst_id: str, attempt: int, result: Any) -> None:
+    plan = await s.stored_plan()
+    if how == "record":
+        await s.charger.record(plan, inst_id, attempt, result)
+    else:  # the scheduler's group commit
+        await s.charger.record_many([RecordCharge(plan, inst_id, attempt, result)])
+
+
+@pytest.mark.parametrize("how", ["record", "record_many"])
+async def test_a_withdrawal_finds_a_charge_stored_since_its_look_and_records_it_instead(s, how):
+    """A withdrawal is looked at again once the plan's row is locked for its save: the
+    charge a paused worker stored since the look that found none is recorded (money
+    taken on a cancelled plan is paid and announced), not the installment cancelled
+    uncharged with that money unrecorded."""
+    inst_id, attempt, withdrawn = await _withdrawn_then_charged(s, PaymentStatus.SUCCEEDED)
+
+    await _record_as(s, how, inst_id, attempt, withdrawn)
+
+    paid = s.payments.stored[("m_1", charge_request_id(inst_id, attempt))]
+    inst = s.plans.plan.installment(inst_id)
+    assert (inst.status, inst.payment_id) == (InstallmentStatus.PAID, paid.id)
+    assert [(c.attempt, c.outcome) for c in inst.charges] == [(attempt, ChargeOutcome.PAID)]
+    assert s.plans.events[-2:] == ["PlanCancelled", "InstallmentPaid"]
+
+
+@pytest.mark.parametrize("how", ["record", "record_many"])
+async def test_a_withdrawal_finding_a_charge_still_at_the_processor_holds_the_claim(s, how):
+    """The charge found is not settled yet (its worker is at the processor, or died
+    there): the claim is held for a later look, as for any outcome not known yet, so
+    whoever takes it up records that payment once it settles."""
+    inst_id, attempt, withdrawn = await _withdrawn_then_charged(s, PaymentStatus.PROCESSING)
+    held = len(s.plans.held)  # A's own hold of its charge's unknown outcome included
+
+    await _record_as(s, how, inst_id, attempt, withdrawn)
+
+    inst = s.plans.plan.installment(inst_id)
+    assert (inst.status, inst.attempts, inst.charges) == (
+        InstallmentStatus.PROCESSING,
+        attempt,
+        [],
+    )
+    assert s.plans.held[held:] == [(inst_id, attempt)]

@@ -472,14 +472,20 @@ class InstallmentCharger:
         given_back_charge found none of) is stored now, as `uow` reads it."""
         for installment_id in installment_ids:
             inst = plan.installment(installment_id)
-            try:
-                request = self._request(plan, inst, inst.attempts + 1)
-            except ValueError:
-                continue  # no charge could be made of it
-            payment = await uow.payments.get_by_request(plan.merchant_id, request.request_id)
-            if payment is not None and payment.fingerprint == request.fingerprint():
+            if await self._stored_charge(uow, plan, installment_id, inst.attempts + 1):
                 return True
         return False
+
+    async def _stored_charge(
+        self, uow: InstallmentUnitOfWork, plan: InstallmentPlan, installment_id: str, attempt: int
+    ) -> Payment | None:
+        """The payment attempt `attempt` of the installment made, if any (what create
+        would replay), as `uow` reads it."""
+        try:
+            request = self._request(plan, plan.installment(installment_id), attempt)
+        except ValueError:
+            return None  # no charge could be made of it
+        return await _made(uow, plan, request)
 
     async def completed_waiting(
         self, plan: InstallmentPlan, installment_id: str
@@ -522,10 +528,7 @@ class InstallmentCharger:
     async def _started_payment(self, plan: InstallmentPlan, request: CoreRequest) -> Payment | None:
         """The payment this attempt's request made, if any (what create would replay)."""
         async with self._uow() as uow:
-            payment = await uow.payments.get_by_request(plan.merchant_id, request.request_id)
-        if payment is None or payment.fingerprint != request.fingerprint():
-            return None
-        return payment
+            return await _made(uow, plan, request)
 
     @staticmethod
     def _request(plan: InstallmentPlan, inst: Installment, attempt: int) -> CoreRequest:
@@ -545,7 +548,11 @@ class InstallmentCharger:
         self, plan: InstallmentPlan, installment_id: str, attempt: int, result: ChargeResult
     ) -> InstallmentPlan:
         """Apply the result to the plan; on a concurrent change read it again and retry.
-        Applying twice is harmless: the second finds the attempt recorded already."""
+        Applying twice is harmless: the second finds the attempt recorded already.
+
+        WITHDRAWN (no charge started) is checked again once the plan's row is locked
+        (_check_withdrawn): a charge stored since the look that found none is judged
+        instead, and held for a later look while it is not settled."""
         for _ in range(SAVE_TRIES):
             settled = await self._released_on_cancel(plan, installment_id, attempt, result)
             if settled is None:
@@ -555,11 +562,38 @@ class InstallmentCharger:
             try:
                 async with self._uow() as uow:
                     await uow.plans.save(plan)
+                    await self._check_withdrawn(uow, [(plan, installment_id, attempt, settled)])
                     await uow.commit()
                 return plan
+            except _ChargeStarted as started:
+                plan = await self._read(plan.id)
+                result = judge_charge(started.payment)
+                if result.outcome is ChargeOutcome.UNRESOLVED:
+                    await self._hold(installment_id, attempt)
+                    return await self._read(plan.id)
             except ConcurrentUpdate:
                 plan = await self._read(plan.id)
         raise ConcurrentUpdate(plan.id)
+
+    async def _check_withdrawn(
+        self,
+        uow: InstallmentUnitOfWork,
+        recorded: Sequence[tuple[InstallmentPlan, str, int, ChargeResult]],
+    ) -> None:
+        """Raise _ChargeStarted if an attempt about to be recorded WITHDRAWN has a
+        payment stored now, as `uow` reads it once the save locked the plans' rows.
+
+        The look that found none may be older than a paused worker's gate insert,
+        admitted under the lease it knew before a takeover (on PostgreSQL the insert's
+        snapshot predates the takeover's commit, and it locks only the plan's row, FOR
+        SHARE): the save waits for that insert's transaction, and this reads its
+        payment. On SQLite the single writer orders them: the look finds it."""
+        for plan, installment_id, attempt, result in recorded:
+            if result.outcome is not ChargeOutcome.WITHDRAWN:
+                continue
+            payment = await self._stored_charge(uow, plan, installment_id, attempt)
+            if payment is not None:
+                raise _ChargeStarted(plan.id, payment)
 
     async def _read(self, plan_id: str) -> InstallmentPlan:
         async with self._uow() as uow:
@@ -626,6 +660,14 @@ class InstallmentCharger:
         try:
             async with self._uow() as uow:
                 await uow.plans.save_many([p for p, ch in zip(plans, changed, strict=True) if ch])
+                await self._check_withdrawn(
+                    uow,
+                    [
+                        (c.plan, c.installment_id, c.attempt, r)
+                        for c, r, ch in zip(charges, results, changed, strict=True)
+                        if ch and r is not None
+                    ],
+                )
                 await uow.commit()
             # A held claim's row changed under its plan: as stored now.
             return [
@@ -639,6 +681,26 @@ class InstallmentCharger:
             await self.record(await self._read(c.plan.id), c.installment_id, c.attempt, c.result)
             for c in charges
         ]
+
+
+class _ChargeStarted(ConcurrentUpdate):
+    """An attempt about to be recorded WITHDRAWN has a payment stored since it was
+    looked for: it started after all, and is judged instead. The save is rolled back."""
+
+    def __init__(self, plan_id: str, payment: Payment) -> None:
+        super().__init__(plan_id)
+        self.payment = payment
+
+
+async def _made(
+    uow: InstallmentUnitOfWork, plan: InstallmentPlan, request: CoreRequest
+) -> Payment | None:
+    """The payment `request` made, if any, as `uow` reads it: the one under its request
+    id, if it is that request's (another is no charge of it)."""
+    payment = await uow.payments.get_by_request(plan.merchant_id, request.request_id)
+    if payment is None or payment.fingerprint != request.fingerprint():
+        return None
+    return payment
 
 
 def _rejected(code: ErrorCode, exc: Exception) -> ChargeResult:
