@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import re
 from pathlib import Path
@@ -74,15 +75,7 @@ def asyncpg_connect_args(url: URL) -> tuple[str, dict[str, Any]]:
     kwargs: dict[str, Any] = {}
     timeout = query.pop("connect_timeout", None)
     if timeout is not None:
-        try:
-            seconds = float(str(timeout))
-        except ValueError:
-            seconds = 0.0
-        if not 0 < seconds <= 3600:
-            raise UnsupportedDatabase(
-                "connect_timeout in the database URL must be seconds above 0, at most 3600"
-            )
-        kwargs["timeout"] = seconds
+        kwargs["timeout"] = _seconds("connect_timeout", timeout, most=3600)
     dsn = url.set(drivername="postgresql", query=query).render_as_string(hide_password=False)
     return dsn, kwargs
 
@@ -109,14 +102,21 @@ def _sqlalchemy_params(url: URL) -> tuple[dict[str, Any], dict[str, Any]]:
         adapter["prepared_statement_cache_size"] = int(text_)
     timeout = url.query.get("command_timeout")
     if timeout is not None:
-        try:
-            seconds = float(str(timeout))
-        except ValueError:
-            seconds = 0.0
-        if not 0 < seconds < float("inf"):
-            raise UnsupportedDatabase("command_timeout in the database URL must be seconds above 0")
-        connect["command_timeout"] = seconds
+        connect["command_timeout"] = _seconds("command_timeout", timeout)
     return adapter, connect
+
+
+def _seconds(name: str, value: object, *, most: float = math.inf) -> float:
+    """The URL parameter `name` as seconds above 0 (at most `most`, never infinite);
+    UnsupportedDatabase naming it when it is not."""
+    try:
+        seconds = float(str(value))
+    except ValueError:
+        seconds = 0.0
+    if not (0 < seconds < math.inf and seconds <= most):
+        bound = "" if most == math.inf else f", at most {most:g}"
+        raise UnsupportedDatabase(f"{name} in the database URL must be seconds above 0{bound}")
+    return seconds
 
 
 def redacted(url: URL | str) -> str:
