@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import re
 from pathlib import Path
@@ -74,15 +75,7 @@ def asyncpg_connect_args(url: URL) -> tuple[str, dict[str, Any]]:
     kwargs: dict[str, Any] = {}
     timeout = query.pop("connect_timeout", None)
     if timeout is not None:
-        try:
-            seconds = float(str(timeout))
-        except ValueError:
-            seconds = 0.0
-        if not 0 < seconds <= 3600:
-            raise UnsupportedDatabase(
-                "connect_timeout in the database URL must be seconds above 0, at most 3600"
-            )
-        kwargs["timeout"] = seconds
+        kwargs["timeout"] = _seconds("connect_timeout", timeout, most=3600)
     dsn = url.set(drivername="postgresql", query=query).render_as_string(hide_password=False)
     return dsn, kwargs
 
@@ -109,14 +102,21 @@ def _sqlalchemy_params(url: URL) -> tuple[dict[str, Any], dict[str, Any]]:
         adapter["prepared_statement_cache_size"] = int(text_)
     timeout = url.query.get("command_timeout")
     if timeout is not None:
-        try:
-            seconds = float(str(timeout))
-        except ValueError:
-            seconds = 0.0
-        if not 0 < seconds < float("inf"):
-            raise UnsupportedDatabase("command_timeout in the database URL must be seconds above 0")
-        connect["command_timeout"] = seconds
+        connect["command_timeout"] = _seconds("command_timeout", timeout)
     return adapter, connect
+
+
+def _seconds(name: str, value: object, *, most: float = math.inf) -> float:
+    """The URL parameter `name` as seconds above 0 (at most `most`, never infinite);
+    UnsupportedDatabase naming it when it is not."""
+    try:
+        seconds = float(str(value))
+    except ValueError:
+        seconds = 0.0
+    if not (0 < seconds < math.inf and seconds <= most):
+        bound = "" if most == math.inf else f", at most {most:g}"
+        raise UnsupportedDatabase(f"{name} in the database URL must be seconds above 0{bound}")
+    return seconds
 
 
 def redacted(url: URL | str) -> str:
@@ -217,31 +217,29 @@ _HEADER = re.compile(
 )
 
 
-def migration_revisions() -> frozenset[str] | None:
-    """Every revision this version has, read from the files' headers without
-    importing Alembic (0.1-0.2 s of every start); None when a file does not have the
-    plain header, and Alembic decides."""
-    found = _headers()
-    return None if found is None else frozenset(revision for revision, _ in found)
-
-
 def migration_heads() -> frozenset[str] | None:
-    """The revisions no other migration builds on; None as for migration_revisions."""
-    found = _headers()
-    if found is None:
-        return None
-    parents = {parent for _, parent in found}
-    return frozenset(revision for revision, _ in found if revision not in parents) or None
+    """The revisions no other migration builds on, read from the files' headers
+    without importing Alembic (0.1-0.2 s of every start); None when a file does not
+    have the plain header, and Alembic decides."""
+    parents = _migration_parents()
+    return None if parents is None else _heads(parents)
 
 
-def _headers() -> list[tuple[str, str]] | None:
-    headers: list[tuple[str, str]] = []
+def _heads(parents: dict[str, str]) -> frozenset[str] | None:
+    return frozenset(parents.keys() - set(parents.values())) or None
+
+
+def _migration_parents() -> dict[str, str] | None:
+    """Each revision this version has and the one it builds on, from the files'
+    headers; None when a file does not have the plain header."""
+    parents: dict[str, str] = {}
     for path in sorted((MIGRATIONS / "versions").glob("[0-9]*.py")):
         found = _HEADER.findall(path.read_text())
         if len(found) != 1:
             return None
-        headers.append(found[0])
-    return headers
+        revision, parent = found[0]
+        parents[revision] = parent
+    return parents
 
 
 class DatabaseUnreachable(UnsupportedDatabase):
@@ -287,13 +285,18 @@ async def migrate(engine: AsyncEngine) -> None:
 
 
 def _at_heads(connection: Connection) -> bool:
-    heads, known = migration_heads(), migration_revisions()
-    if heads is None or known is None or not inspect(connection).has_table("alembic_version"):
+    # The headers read once: both the heads and every known revision come from them.
+    parents = _migration_parents()
+    if (
+        parents is None
+        or not (heads := _heads(parents))
+        or not inspect(connection).has_table("alembic_version")
+    ):
         return False
     stamped = frozenset(
         connection.execute(text("SELECT version_num FROM alembic_version")).scalars()
     )
-    if unknown := sorted(stamped - known):
+    if unknown := sorted(stamped - parents.keys()):
         raise DatabaseNewer(
             f"the database is at migration {', '.join(unknown)}, which this version of"
             " payorch does not have: a newer version migrated it. Run that version (or a"
