@@ -359,12 +359,10 @@ class InstallmentCharger:
                 return ChargeClaim(plan.id, installment_id, attempt, held.lease_until)
             if held.status not in _GIVEN_BACK or held.attempts + 1 != attempt:
                 return None
+            # The claim carries the lease stored: the gate insert admits it only so.
+            lease_until = now + self._lease
             stored.hold_given_back(
-                installment_id,
-                attempt,
-                worker=inst.claimed_by,
-                lease_until=now + self._lease,
-                now=now,
+                installment_id, attempt, worker=inst.claimed_by, lease_until=lease_until, now=now
             )
             try:
                 async with self._uow() as uow:
@@ -372,7 +370,7 @@ class InstallmentCharger:
                     await uow.commit()
             except ConcurrentUpdate:
                 continue
-            return ChargeClaim(plan.id, installment_id, attempt, now + self._lease)
+            return ChargeClaim(plan.id, installment_id, attempt, lease_until)
         raise ConcurrentUpdate(plan.id)
 
     async def _hold(self, installment_id: str, attempt: int) -> None:

@@ -624,16 +624,15 @@ class Payment:
     def _owed_error(self) -> tuple[ErrorCode, str]:
         held = [s for s in self.steps if s.status is StepStatus.AUTHORIZED]
         operation = self.owed.value
+        amount = sum(s.amount_minor for s in held)
         if held and all(self.held_back.get(s.index) is self.owed for s in held):
             # Never made, so it never failed: it waits for the processor to take calls.
             waited = " and ".join(sorted({s.processor for s in held}))
-            amount = sum(s.amount_minor for s in held)
             return ErrorCode.NO_PROCESSOR_AVAILABLE, (
                 f"{amount} still authorized: the {operation} waits for {waited} to recover"
                 " (its breaker is open)"
             )
         tried = [a for s in held for a in s.attempts if a.operation == operation]
-        amount = sum(s.amount_minor for s in held)
         if not tried:
             # Owed before any try (a hold a lost try left, adopted after a cancel won):
             # nothing failed, so no error is named.
