@@ -66,10 +66,13 @@ def refuse_served_unix_socket(address: str) -> None:
     except OSError:
         return
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)
         try:
             probe.connect(path)
+        except (TimeoutError, BlockingIOError):
+            pass  # its backlog is full: served, and busy
         except OSError:
-            return
+            return  # nobody listens (refused), or it cannot tell: grpc's to bind
     raise CannotListen(f"cannot listen for gRPC on {address}: another process serves on {path}")
 
 
