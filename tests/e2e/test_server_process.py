@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from payments.orchestrator.v1 import orchestrator_pb2 as orch
 from payments.orchestrator.v1 import orchestrator_pb2_grpc as orch_grpc
 from payments.result.v1 import result_pb2
+from tests.e2e.server import start_server
 from tests.rich_status import field_violations
 
 pytestmark = pytest.mark.e2e
@@ -187,6 +189,42 @@ def test_an_address_not_on_this_host_is_one_line_saying_so_and_exit_2(tmp_path):
     # 192.0.2.1 is TEST-NET-1: no interface of any host has it.
     assert refused_listening(tmp_path / "p.db", "192.0.2.1:50051", "0") == (
         "payorch: cannot listen for gRPC on 192.0.2.1:50051: the address is not one of this host's"
+    )
+
+
+def test_a_server_on_a_unix_socket_says_its_path_and_a_second_one_there_is_refused(tmp_path):
+    """The start line and log name the socket (grpc answers port 1 for any, which read
+    "unix:1"), a client dials what the line says; a second server on the same path is
+    refused (grpc would take the path over) and the first keeps serving."""
+    with tempfile.TemporaryDirectory(prefix="po-") as d:
+        listen = f"unix:{d}/grpc.sock"
+        running = start_server(
+            tmp_path, f"sqlite:///{tmp_path / 'p.db'}", env={"PAYORCH_LISTEN": listen}
+        )
+        try:
+            assert running.address == listen
+            last = refused_listening(tmp_path / "second.db", listen, "0")
+            assert last == (
+                f"payorch: cannot listen for gRPC on {listen}: another process serves on"
+                f" {d}/grpc.sock"
+            )
+            with running.channel() as ch:
+                reply = health_pb2_grpc.HealthStub(ch).Check(
+                    health_pb2.HealthCheckRequest(), timeout=5
+                )
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+            # Logged right after the start line, before any call is answered.
+            served = [json.loads(line) for line in running.log().splitlines() if "{" in line]
+            assert [e["rpc"] for e in served if "event loop" in e.get("msg", "")] == [listen]
+        finally:
+            running.stop()
+
+
+def test_a_unix_socket_in_a_directory_that_does_not_exist_is_one_line_naming_it(tmp_path):
+    gone = tmp_path / "gone"
+    assert refused_listening(tmp_path / "p.db", f"unix:{gone}/grpc.sock", "0") == (
+        f"payorch: cannot listen for gRPC on unix:{gone}/grpc.sock:"
+        f" the directory {gone} does not exist"
     )
 
 

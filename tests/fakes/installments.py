@@ -14,9 +14,19 @@ from datetime import datetime
 from typing import Any
 
 from payorch.app.ids import new_id
-from payorch.app.installment_ports import DeliveryJob, DuplicateRetryRequest, RetryRequest
+from payorch.app.installment_ports import (
+    Claim,
+    DeliveryJob,
+    DuplicateRetryRequest,
+    RetryRequest,
+)
 from payorch.app.ports import ConcurrentUpdate
-from payorch.domain.installments import InstallmentPlan
+from payorch.domain.installments import (
+    AttemptKind,
+    InstallmentPlan,
+    InstallmentStatus,
+    PlanStatus,
+)
 from payorch.domain.webhook_delivery import (
     EndpointStatus,
     WebhookDelivery,
@@ -80,6 +90,57 @@ class FakePlanRepository(StagedRepository):
 
     async def get(self, plan_id: str, merchant_id: str | None) -> InstallmentPlan | None:
         return self._plans.read(plan_id)
+
+    async def get_many(self, plan_ids: Sequence[str]) -> dict[str, InstallmentPlan]:
+        found = {plan_id: self._plans.read(plan_id) for plan_id in plan_ids}
+        return {plan_id: plan for plan_id, plan in found.items() if plan is not None}
+
+    async def claim_due(
+        self, *, now: datetime, worker: str, lease_until: datetime, limit: int
+    ) -> list[Claim]:
+        """As the SQL repository claims: first the processing installments whose lease
+        ran out (whatever their plan's status, same attempt), then the pending or failed
+        ones due on active plans (a new scheduled attempt). A claimed installment's plan
+        moves on a version, as its row's does: a plan read before the claim is stale."""
+        plans = list(self._plans)
+        stale = sorted(
+            (
+                (i.lease_until, p.id, i)
+                for p in plans
+                for i in p.installments
+                if i.status is InstallmentStatus.PROCESSING
+                and i.lease_until is not None
+                and i.lease_until <= now
+            ),
+            key=lambda row: row[0],
+        )[:limit]
+        claimable = (InstallmentStatus.PENDING, InstallmentStatus.FAILED)
+        due = sorted(
+            (
+                (i.next_attempt_at, p.id, i)
+                for p in plans
+                if p.status is PlanStatus.ACTIVE
+                for i in p.installments
+                if i.status in claimable
+                and i.next_attempt_at is not None
+                and i.next_attempt_at <= now
+            ),
+            key=lambda row: row[0],
+        )[: limit - len(stale)]
+        claims = []
+        for _, plan_id, inst in [*stale, *due]:
+            reclaimed = inst.status is InstallmentStatus.PROCESSING
+            if not reclaimed:
+                inst._move(InstallmentStatus.PROCESSING)
+                inst.attempts += 1
+                inst.attempt_kind = AttemptKind.SCHEDULED
+            inst.claimed_by, inst.lease_until = worker, lease_until
+            claims.append(Claim(inst.id, plan_id, inst.attempts, reclaimed))
+        for plan in plans:
+            if any(c.plan_id == plan.id for c in claims):
+                plan.version += 1
+                self._plans.write(plan.id, plan)
+        return claims
 
     async def get_by_installment(
         self, installment_id: str, merchant_id: str | None

@@ -576,6 +576,11 @@ async def test_get_payment_stats_refuses_a_filter_no_merchant_or_processor_has(s
             "not an id": {"merchant_id": "m 1"},
             "processor": {"processor": "p" * 65},
             "order": {"since": window["until"], "until": window["since"]},
+            # Blank is not empty: it answered for every merchant, or every processor.
+            "blank merchant": {"merchant_id": "  "},
+            "blank processor": {"processor": " \t"},
+            # No processor name holds a comma: a list answered zeros.
+            "processor list": {"processor": "simulated,stripe"},
         }.items():
             with pytest.raises(grpc.aio.AioRpcError) as bad:
                 await s.analytics.GetPaymentStats(
@@ -593,8 +598,40 @@ async def test_get_payment_stats_refuses_a_filter_no_merchant_or_processor_has(s
         "not an id": ["merchant_id"],
         "processor": ["processor"],
         "order": ["since"],
+        "blank merchant": ["merchant_id"],
+        "blank processor": ["processor"],
+        "processor list": ["processor"],
     }
     assert ok.stats.merchant_id == LONGEST_MERCHANT
+
+
+async def test_get_payment_stats_answers_zeros_for_a_processor_or_merchant_with_no_payments(
+    sqlite_url,
+):
+    """A name no payment has is no mistake the server can tell: a processor removed from
+    PAYORCH_PROCESSORS keeps its history, a merchant may have none in the window."""
+    async with serving(sqlite_url) as s:
+        await s.payments.CreatePayment(pay("r-stats-1"), metadata=s.auth("m_1"))
+        window = {
+            "since": _ts(s.clock.now() - timedelta(hours=1)),
+            "until": _ts(s.clock.now() + timedelta(hours=1)),
+        }
+        answers = {
+            name: (
+                await s.analytics.GetPaymentStats(
+                    analytics_pb2.GetPaymentStatsRequest(**window, **filters),
+                    metadata=s.auth(who),
+                )
+            ).stats.payment_count
+            for name, who, filters in [
+                ("configured", "ops", {"processor": "simulated"}),
+                ("retired", "ops", {"processor": "retired_processor"}),
+                ("no payments", "ops", {"merchant_id": "m_none"}),
+                # A merchant's own key: the field is optional, blank is its own.
+                ("own, blank", "m_1", {"merchant_id": "  "}),
+            ]
+        }
+    assert answers == {"configured": 1, "retired": 0, "no payments": 0, "own, blank": 1}
 
 
 async def refused_fields(calls: dict[str, Awaitable[object]]) -> dict[str, list[str]]:
@@ -620,6 +657,15 @@ async def test_violation_lists_and_reports_refuse_filters_they_would_cut_or_inve
                 monitor_pb2.ListContractViolationsRequest(contract_id="input/" + "x" * 59),
                 metadata=s.auth("ops"),
             ),
+            # No contract id holds a space: blank or padded, it listed nothing.
+            "list blank contract": s.monitor.ListContractViolations(
+                monitor_pb2.ListContractViolationsRequest(contract_id="  "),
+                metadata=s.auth("ops"),
+            ),
+            "list padded contract": s.monitor.ListContractViolations(
+                monitor_pb2.ListContractViolationsRequest(contract_id=" input/currency"),
+                metadata=s.auth("ops"),
+            ),
             "list order": s.monitor.ListContractViolations(
                 monitor_pb2.ListContractViolationsRequest(
                     since=_ts(now), until=_ts(now - timedelta(hours=1))
@@ -635,9 +681,22 @@ async def test_violation_lists_and_reports_refuse_filters_they_would_cut_or_inve
     assert refused == {
         "list merchant": ["merchant_id"],
         "list contract": ["contract_id"],
+        "list blank contract": ["contract_id"],
+        "list padded contract": ["contract_id"],
         "list order": ["since"],
         "report merchant": ["merchant_id"],
     }
+
+
+async def test_violations_of_a_contract_no_longer_in_the_catalog_are_still_listed(sqlite_url):
+    """A contract id of the code's shape that today's catalog does not hold (retired)
+    is listed, as is an empty answer for one nothing broke: only a filter no contract id
+    can be is refused."""
+    async with serving(sqlite_url) as s:
+        s.container.observability.monitor.record("legacy/retired_check", "broken long ago")
+        (v,) = await stored(s, contract_id="legacy/retired_check")
+        assert v.contract_id == "legacy/retired_check"
+        assert await stored(s, contract_id="router/never_broken") == []
 
 
 OUT_OF_RANGE = timestamp_pb2.Timestamp(seconds=2**62)  # past year 9999: no datetime holds it

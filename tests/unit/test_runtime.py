@@ -1,14 +1,27 @@
-"""The event loop and garbage collector settings of long-running processes."""
+"""The event loop and garbage collector settings of long-running processes, and what
+they say of an address they cannot listen on."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import os
+import socket
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 import uvloop
 
-from payorch.entrypoints.runtime import loop_factory, tune_gc
+from payorch.entrypoints.runtime import (
+    CannotListen,
+    loop_factory,
+    refuse_served_unix_socket,
+    serving_address,
+    tune_gc,
+    why_cannot_bind,
+)
 from payorch.settings import InvalidSettings
 
 
@@ -49,3 +62,113 @@ def test_serve_runs_on_the_loop_the_settings_name() -> None:
         assert runner.run(kind()) == "uvloop"
     with asyncio.Runner(loop_factory=loop_factory("asyncio")) as runner:
         assert runner.run(kind()) == "asyncio"
+
+
+@pytest.fixture
+def short_dir() -> Iterator[Path]:
+    """A directory whose socket paths stay well under the 107 bytes one can hold."""
+    with tempfile.TemporaryDirectory(prefix="po-") as d:
+        yield Path(d)
+
+
+@pytest.mark.parametrize("form", ["unix:{}", "unix://{}"])
+def test_a_unix_socket_in_a_directory_that_does_not_exist_says_which(short_dir, form):
+    path = short_dir / "gone" / "grpc.sock"
+    assert why_cannot_bind(form.format(path)) == f"the directory {path.parent} does not exist"
+
+
+def test_a_unix_socket_path_held_by_a_file_or_a_directory_says_what_is_there(short_dir):
+    (short_dir / "file").write_text("")
+    (short_dir / "dir").mkdir()
+    assert why_cannot_bind(f"unix:{short_dir}/file") == (
+        f"{short_dir}/file is a file that is not a socket"
+    )
+    assert why_cannot_bind(f"unix:{short_dir}/dir") == f"{short_dir}/dir is a directory"
+
+
+def test_a_unix_socket_path_too_long_to_bind_says_how_long(short_dir):
+    path = f"{short_dir}/{'s' * 120}.sock"
+    n = len(path.encode())
+    assert why_cannot_bind(f"unix:{path}") == (
+        f"the socket path is {n} bytes, more than the 107 one can hold"
+    )
+
+
+def test_a_relative_unix_socket_path_is_read_as_a_path_not_a_host_and_port(short_dir, monkeypatch):
+    """`unix:123` is the file 123 in the working directory: not host "unix", port 123."""
+    monkeypatch.chdir(short_dir)
+    assert why_cannot_bind("unix:9/123") == "the directory 9 does not exist"
+    # One it can bind: the reason is grpc's own, and the probe leaves no file behind.
+    assert why_cannot_bind("unix:123").startswith("grpc does not say why")
+    assert list(short_dir.iterdir()) == []
+
+
+def as_nobody(work: Callable[[], str]) -> str:
+    """What `work` returns in a child process running as the unprivileged user nobody
+    (as a service runs): root is never refused a directory."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            os.close(read)
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            os.write(write, work().encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as said:
+        out = said.read()
+    os.waitpid(pid, 0)
+    return out
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="becomes nobody: needs root")
+def test_a_unix_socket_in_a_directory_not_writable_says_permission_denied(short_dir, monkeypatch):
+    """`unix:123`, the working directory root's: grpc cannot create the socket there."""
+    short_dir.chmod(0o755)
+    monkeypatch.chdir(short_dir)
+    said = as_nobody(lambda: why_cannot_bind("unix:123"))
+    assert said == "permission denied: cannot create 123 in ."
+
+
+def test_an_abstract_unix_socket_name_in_use_says_so():
+    name = f"payorch-test-{os.getpid()}"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as holder:
+        holder.bind(b"\0" + name.encode())
+        assert why_cannot_bind(f"unix-abstract:{name}") == (
+            f"the abstract socket name {name!r} is in use"
+        )
+
+
+def test_a_unix_socket_another_process_serves_on_is_refused_a_stale_one_is_not(short_dir):
+    path = short_dir / "grpc.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as serving:
+        serving.bind(str(path))
+        serving.listen()
+        with pytest.raises(CannotListen) as refused:
+            refuse_served_unix_socket(f"unix:{path}")
+    assert str(refused.value) == (
+        f"cannot listen for gRPC on unix:{path}: another process serves on {path}"
+    )
+    # Its server stopped and left the file: nobody answers, grpc replaces it.
+    assert path.exists()
+    refuse_served_unix_socket(f"unix:{path}")
+    refuse_served_unix_socket("127.0.0.1:0")
+
+
+@pytest.mark.parametrize(
+    ("listen", "port", "said"),
+    [
+        ("127.0.0.1:0", 40123, "127.0.0.1:40123"),
+        ("[::]:50051", 50051, "[::]:50051"),
+        # grpc answers 1 for any unix socket: the socket is where it listens.
+        ("unix:/run/payorch/grpc.sock", 1, "unix:/run/payorch/grpc.sock"),
+        ("unix:///run/payorch/grpc.sock", 1, "unix:///run/payorch/grpc.sock"),
+        ("unix:123", 1, "unix:123"),
+        ("unix-abstract:payorch", 1, "unix-abstract:payorch"),
+    ],
+)
+def test_the_serving_address_is_the_port_bound_or_the_unix_socket_as_given(listen, port, said):
+    assert serving_address(listen, port) == said

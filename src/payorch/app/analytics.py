@@ -131,6 +131,21 @@ def nearest_rank(p: int, n: int) -> int:
     return max(1, (p * n + 99) // 100)
 
 
+def _processor_problems(processor: str) -> list[tuple[str, str]]:
+    """What makes a processor filter name no processor there can be. A name no attempt
+    holds (one removed from PAYORCH_PROCESSORS, whose history stays) answers zeros."""
+    name = processor.strip()
+    if processor and not name:
+        # Blank is not empty: it would widen the figures to every processor.
+        return [("processor", "is blank: name a processor, or none for all")]
+    if len(name) > MAX_PROCESSOR_LEN or not name.isprintable():
+        return [("processor", f"at most {MAX_PROCESSOR_LEN} printable characters")]
+    if "," in name:
+        # PAYORCH_PROCESSORS separates names with commas: none holds one.
+        return [("processor", "one processor: a name holds no comma")]
+    return []
+
+
 class PaymentAnalytics:
     def __init__(self, reader: PaymentStatsReader, clock: Clock) -> None:
         self._reader = reader
@@ -148,16 +163,19 @@ class PaymentAnalytics:
     ) -> PaymentStats:
         """A merchant's key is held to its merchant (another one is PermissionDenied);
         an operator names one, or none for every merchant. A merchant or processor that
-        none can be (too long, not an id) is refused, never matched in part. `found`:
+        none can be (too long, not an id, blank, a list) is refused, never matched in
+        part or widened to all; one no payment has answers zeros. `found`:
         what reading the request already refused, raised with these."""
         merchant = resolve_merchant(principal, merchant_id)
         named = principal.is_ops and merchant
         problems = list(found)
         if named:
             problems += [(i.field, i.message) for i in merchant_id_issues(merchant)]
+        elif principal.is_ops and merchant_id:
+            # Blank is not empty: it would widen the figures to every merchant.
+            problems.append(("merchant_id", "is blank: name a merchant, or none for all"))
+        problems += _processor_problems(processor)
         processor = processor.strip()
-        if len(processor) > MAX_PROCESSOR_LEN or not processor.isprintable():
-            problems.append(("processor", f"at most {MAX_PROCESSOR_LEN} printable characters"))
         until = until or self._clock.now()
         since = since or window_before(until, DEFAULT_WINDOW)
         if since >= until:

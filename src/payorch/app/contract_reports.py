@@ -6,6 +6,7 @@ complaint for itself (an operator must name the merchant).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -28,6 +29,8 @@ from payorch.domain.request import Severity, merchant_id_issues
 from payorch.domain.retrospective import Retrospective, build_retrospective
 
 DEFAULT_REPORT_WINDOW = timedelta(days=14)
+# What a contract id is made of (`router/timeout`): a filter of anything else is refused.
+_CONTRACT_ID = re.compile(r"[A-Za-z0-9_./-]+")
 MAX_COMPLAINT_LEN = 2000
 # When a complaint's problem may have happened, around its report. A merchant tells of
 # one after the fact, often weeks later; a year back covers that with room, and keeps
@@ -143,6 +146,11 @@ def _filter_problems(merchant_id: str, contract_id: str) -> list[tuple[str, str]
     )
     if len(contract_id) > MAX_CONTRACT_LEN:
         problems.append(("contract_id", f"at most {MAX_CONTRACT_LEN} characters"))
+    elif contract_id and not _CONTRACT_ID.fullmatch(contract_id):
+        # Contract ids are the code's (area/name): one not in today's catalog may hold
+        # a retired contract's violations, and is listed; one with other characters
+        # (blank, spaces, control characters) no violation can hold.
+        problems.append(("contract_id", "must be letters, digits, '_', '-', '.' or '/'"))
     return problems
 
 

@@ -35,6 +35,8 @@ class SchedulerStats:
     # Charges no processor could take (every breaker open): still due, after a pause.
     postponed: int = 0
     # Claims given up uncharged: the plan was cancelled or breached before they started.
+    # A charge of the attempt found when its withdrawal is saved counts as what it came
+    # to (paid, failed, unresolved while held), not here.
     withdrawn: int = 0
 
     def add(self, other: SchedulerStats) -> None:
@@ -55,6 +57,22 @@ _FIELDS = (
     "postponed",
     "withdrawn",
 )
+
+
+def _withdrawal_came_to(plan: InstallmentPlan, claim: Claim) -> ChargeOutcome:
+    """What an attempt the charger found WITHDRAWN came to, as recorded on `plan` (as
+    stored after the save). The save looks for the attempt's payment again once it holds
+    the plan's row (InstallmentCharger.record): one stored since the charger's look is
+    recorded instead (PAID or FAILED, in the installment's charges under this attempt),
+    or held for a later look while it is not settled (still processing, this attempt).
+    Only otherwise was the claim given up uncharged."""
+    inst = plan.installment(claim.installment_id)
+    charge = next((c for c in inst.charges if c.attempt == claim.attempt), None)
+    if charge is not None:
+        return charge.outcome
+    if inst.status is InstallmentStatus.PROCESSING and inst.attempts == claim.attempt:
+        return ChargeOutcome.UNRESOLVED
+    return ChargeOutcome.WITHDRAWN
 
 
 class _GroupCommit:
@@ -262,9 +280,14 @@ class InstallmentScheduler:
         if result.outcome is ChargeOutcome.UNRESOLVED:
             stats.unresolved += 1
             return await self._read_again(plan)
-        if result.outcome is ChargeOutcome.WITHDRAWN:
+        outcome: ChargeOutcome = result.outcome
+        if outcome is ChargeOutcome.WITHDRAWN:
+            outcome = _withdrawal_came_to(plan, claim)
+        if outcome is ChargeOutcome.WITHDRAWN:
             stats.withdrawn += 1
-        elif result.outcome is ChargeOutcome.PAID:
+        elif outcome is ChargeOutcome.UNRESOLVED:
+            stats.unresolved += 1  # a charge found by the save's look, not settled: held
+        elif outcome is ChargeOutcome.PAID:
             stats.paid += 1
         elif (status := plan.installment(claim.installment_id).status) is InstallmentStatus.PENDING:
             stats.postponed += 1

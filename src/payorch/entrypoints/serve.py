@@ -15,7 +15,7 @@ from payorch.entrypoints.grpc.server import create_server, mark_serving
 from payorch.entrypoints.http.app import build_app, start_http
 from payorch.entrypoints.installments_cli import serve_jobs
 from payorch.entrypoints.logs import configure
-from payorch.entrypoints.runtime import tune_gc
+from payorch.entrypoints.runtime import serving_address, tune_gc
 from payorch.settings import Settings
 
 log = logging.getLogger("payorch.serve")
@@ -156,14 +156,14 @@ async def run(settings: Settings) -> None:
         await container.close()
         raise
     tune_gc(settings.gc_threshold)
-    host = settings.listen.rsplit(":", 1)[0]
+    rpc = serving_address(settings.listen, port)
     # The first line on stdout says where we listen (tests read it).
     print(
-        f"payorch serving gRPC on {host}:{port} and HTTP on {settings.http_host}:{http_port}",
+        f"payorch serving gRPC on {rpc} and HTTP on {settings.http_host}:{http_port}",
         flush=True,
     )
     loop_kind = type(asyncio.get_running_loop()).__module__.split(".")[0]
-    log.info("serving on the %s event loop", loop_kind, extra={"rpc": f"{host}:{port}"})
+    log.info("serving on the %s event loop", loop_kind, extra={"rpc": rpc})
 
     jobs = [
         asyncio.create_task(reconcile_forever(container, settings.reconcile_interval_s)),

@@ -26,7 +26,11 @@ from payorch.entrypoints.grpc.health_rpc import (
 from payorch.entrypoints.grpc.installments import InstallmentServicer
 from payorch.entrypoints.grpc.interceptors import ObservingInterceptor
 from payorch.entrypoints.grpc.orchestrator import PaymentOrchestratorServicer
-from payorch.entrypoints.runtime import CannotListen, why_cannot_bind
+from payorch.entrypoints.runtime import (
+    CannotListen,
+    refuse_served_unix_socket,
+    why_cannot_bind,
+)
 from payorch.settings import InvalidSettings, Settings
 
 SERVICES = [
@@ -173,6 +177,7 @@ def create_server(
     )
 
     credentials = server_credentials(tls)
+    refuse_served_unix_socket(address)
     try:
         if credentials is None:
             port = server.add_insecure_port(address)

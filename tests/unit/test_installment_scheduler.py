@@ -1,0 +1,133 @@
+"""A scheduler pass on in-memory fakes: what its stats count each claim as. The stats are
+what `payorch scheduler --once` prints and each pass logs, so they must say what was
+recorded on the plan, not what the charger first thought of the claim."""
+
+from __future__ import annotations
+
+import copy
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from payorch.app.installment_scheduler import InstallmentScheduler, SchedulerStats
+from payorch.domain.installments import (
+    ChargeOutcome,
+    InstallmentStatus,
+    PlanStatus,
+    charge_request_id,
+)
+from payorch.domain.payment import Payment, PaymentStatus
+from tests.unit.test_installment_charger import LEASE, Setup
+
+DAY = timedelta(days=1)
+
+
+@pytest.fixture
+def s() -> Setup:
+    return Setup()
+
+
+def scheduler(s: Setup) -> InstallmentScheduler:
+    return InstallmentScheduler(
+        s.uow, s.charger, s.clock, worker_id="w-2", lease_s=LEASE.total_seconds()
+    )
+
+
+def counted(stats: SchedulerStats) -> dict[str, int]:
+    return {name: n for name, n in stats.as_dict().items() if n}
+
+
+@pytest.mark.parametrize(
+    ("status", "counted_as", "installment"),
+    [
+        (PaymentStatus.SUCCEEDED, "paid", InstallmentStatus.PAID),
+        (PaymentStatus.FAILED, "failed", InstallmentStatus.FAILED_FINAL),
+    ],
+)
+async def test_a_pass_counts_a_due_installment_by_what_its_charge_came_to(
+    s, status, counted_as, installment
+):
+    s.payments.status = status
+    s.clock.advance(30 * DAY.total_seconds())  # installment 2 falls due
+
+    stats = await scheduler(s).run_once()
+
+    assert counted(stats) == {"claimed": 1, counted_as: 1}
+    inst = s.plans.plan.installments[1]
+    assert inst.status is installment
+    assert s.payments.created == [charge_request_id(inst.id, 1)]
+
+
+async def _cancelled_while_claimed(s: Setup) -> tuple[str, int, Any]:
+    """Worker A claims installment 2 and the plan is cancelled inside A's lease (the
+    claim left to A); A is paused past its lease. Returns the installment, its attempt,
+    and the plan as A read it before the cancel."""
+    s.clock.advance(30 * DAY.total_seconds())
+    inst_id, attempt = s.claim(2, LEASE)
+    paused = copy.deepcopy(s.plan)
+    await s.service.cancel(s.plan.id, "m_1", "order returned")
+    return inst_id, attempt, paused
+
+
+async def test_a_pass_counts_a_claim_taken_over_on_a_cancelled_plan_and_never_charged_withdrawn(
+    s,
+):
+    inst_id, attempt, _ = await _cancelled_while_claimed(s)
+    s.clock.advance(LEASE.total_seconds() + 1)  # A never comes back
+
+    stats = await scheduler(s).run_once()
+
+    assert counted(stats) == {"claimed": 1, "reclaimed": 1, "withdrawn": 1}
+    inst = s.plans.plan.installment(inst_id)
+    assert (inst.status, inst.attempts, inst.charges) == (
+        InstallmentStatus.CANCELLED,
+        attempt,
+        [],
+    )
+    assert s.payments.created == [], "nothing sent to a processor"
+
+
+@pytest.mark.parametrize(
+    ("status", "counted_as", "installment"),
+    [
+        (PaymentStatus.SUCCEEDED, "paid", InstallmentStatus.PAID),
+        (PaymentStatus.FAILED, "failed", InstallmentStatus.CANCELLED),
+        # Not settled yet: held for a later look, under the same attempt.
+        (PaymentStatus.PROCESSING, "unresolved", InstallmentStatus.PROCESSING),
+    ],
+)
+async def test_a_pass_counts_a_withdrawal_whose_save_found_the_attempts_charge_as_that_charge(
+    s, status, counted_as, installment
+):
+    """The scheduler takes A's claim over and finds no payment of the attempt: the
+    charger says WITHDRAWN. A's gate insert, admitted under the lease A knew (on
+    PostgreSQL its snapshot predates the takeover), commits right after that look; the
+    save of the withdrawal finds it under the plan's row lock and records (or holds) it
+    instead. The pass counts what was recorded, not a withdrawal that never happened."""
+    inst_id, attempt, paused = await _cancelled_while_claimed(s)
+    s.payments.status = status
+    await s.charger.pay(paused, inst_id, attempt)  # A's charge, admitted under its claim
+    key = ("m_1", charge_request_id(inst_id, attempt))
+    # Not visible to anyone until it commits, after the scheduler's look.
+    landing: Payment = s.payments.stored.pop(key)
+    s.clock.advance(LEASE.total_seconds() + 1)  # A is paused past its lease
+    look = s.charger.pay
+
+    async def look_then_a_commits(plan: Any, installment_id: str, n: int) -> Any:
+        result = await look(plan, installment_id, n)
+        assert result.outcome is ChargeOutcome.WITHDRAWN  # the look found nothing
+        s.payments.stored[key] = landing
+        return result
+
+    s.charger.pay = look_then_a_commits  # type: ignore[method-assign]
+
+    stats = await scheduler(s).run_once()
+
+    assert counted(stats) == {"claimed": 1, "reclaimed": 1, counted_as: 1}
+    assert s.plans.plan.status is PlanStatus.CANCELLED
+    inst = s.plans.plan.installment(inst_id)
+    assert (inst.status, inst.attempts) == (installment, attempt)
+    recorded = [(c.attempt, c.payment_id) for c in inst.charges]
+    assert recorded == ([] if counted_as == "unresolved" else [(attempt, landing.id)])
+    assert s.payments.created == [key[1]], "A's charge only: the scheduler made none"
