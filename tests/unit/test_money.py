@@ -57,9 +57,7 @@ def test_currency_exponent_matches_iso_4217(code: str, exponent: int) -> None:
     assert Currency.parse(code).exponent == exponent
 
 
-@pytest.mark.parametrize(
-    ("code", "replaced_by"), [("BGN", "EUR"), ("bgn", "EUR"), ("ANG", "XCG")]
-)
+@pytest.mark.parametrize(("code", "replaced_by"), [("BGN", "EUR"), ("bgn", "EUR"), ("ANG", "XCG")])
 def test_a_code_iso_4217_has_withdrawn_is_refused_naming_what_replaced_it(
     code: str, replaced_by: str
 ) -> None:
