@@ -668,6 +668,18 @@ async def test_a_manual_retry_that_pays_a_breached_plan_reinstates_it_and_says_s
     assert (await app.plans.get(plan.id, "m_1")).status is PlanStatus.COMPLETED
 
 
+async def _plan_for_cus_buyer(c, total: int, currency: str):
+    """Plan "plan-1" for order-1 of `total` in `currency`, charged to pm_card_visa on
+    cus_buyer."""
+    from payorch.app.installments import CreatePlan
+    from payorch.domain.money import Currency, Money
+
+    plan = CreatePlan(
+        "m_1", "plan-1", "order-1", Money(total, Currency(currency)), "pm_card_visa", "cus_buyer"
+    )
+    return await c.installments.plans.create(plan, deadline_s=None)
+
+
 @pytest.mark.parametrize(
     ("currency", "total", "parts"),
     [
@@ -681,8 +693,6 @@ async def test_a_manual_retry_that_pays_a_breached_plan_reinstates_it_and_says_s
 async def test_a_plan_in_a_currency_stripe_takes_in_steps_is_split_in_those_steps_and_charged(
     database_url, clock, currency, total, parts
 ):
-    from payorch.app.installments import CreatePlan
-    from payorch.domain.money import Currency, Money
     from tests.fakes.fake_stripe import FakeStripe
     from tests.integration.helpers import make_stripe_container
 
@@ -690,17 +700,7 @@ async def test_a_plan_in_a_currency_stripe_takes_in_steps_is_split_in_those_step
         fake.register_customer("cus_buyer")
         c = await make_stripe_container(database_url, clock, fake)
         try:
-            created = await c.installments.plans.create(
-                CreatePlan(
-                    "m_1",
-                    "plan-1",
-                    "order-1",
-                    Money(total, Currency(currency)),
-                    "pm_card_visa",
-                    "cus_buyer",
-                ),
-                deadline_s=None,
-            )
+            created = await _plan_for_cus_buyer(c, total, currency)
             assert created.plan is not None, created.error_message
             assert [i.amount_minor for i in created.plan.installments] == parts
             for inst in created.plan.installments[1:]:
@@ -712,6 +712,31 @@ async def test_a_plan_in_a_currency_stripe_takes_in_steps_is_split_in_those_step
         await fake.wait_idle()
     assert done.status is PlanStatus.COMPLETED
     assert fake.charges_total == 3
+
+
+@pytest.mark.parametrize(
+    ("currency", "total"),
+    [pytest.param("KWD", 100_005, id="KWD"), pytest.param("MGA", 10_000_050, id="MGA")],
+)
+async def test_a_plan_whose_total_is_off_the_charge_steps_is_refused_before_any_charge(
+    database_url, clock, currency, total
+):
+    # Split, its last installment (33.345 KWD) would be one Stripe never takes: the
+    # plan would take the first ones and then breach.
+    from payorch.domain.installments import NotEligible
+    from tests.fakes.fake_stripe import FakeStripe
+    from tests.integration.helpers import make_stripe_container
+
+    async with FakeStripe() as fake:
+        fake.register_customer("cus_buyer")
+        c = await make_stripe_container(database_url, clock, fake)
+        try:
+            with pytest.raises(NotEligible, match=f"not a whole number of .* {currency}"):
+                await _plan_for_cus_buyer(c, total, currency)
+            assert list(await c.payments.list("m_1", page_size=10, after=None)) == []
+        finally:
+            await c.close()
+    assert fake.charges_total == 0 and fake.requests == []
 
 
 async def test_a_card_typed_at_checkout_pays_every_installment_on_stripe(database_url, clock):

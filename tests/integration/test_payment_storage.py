@@ -21,6 +21,7 @@ from payorch.app.payments import (
 )
 from payorch.app.ports import ChargeRequest, ConcurrentUpdate
 from payorch.domain.installments import judge_charge
+from payorch.domain.money import MAX_AMOUNT_MINOR
 from payorch.domain.payment import Owed, PaymentStatus, StepStatus
 from payorch.domain.request import RawMethodInput, RawPaymentRequest, parse_payment_request
 from payorch.domain.results import ErrorCode, Outcome, ProcessorResponse, ResponseKind
@@ -350,12 +351,9 @@ async def test_two_refunds_at_once_are_both_stored_with_their_events(container):
     assert len(keys) > 2 and set(keys[2:]) <= set(keys[:2])
 
 
-async def test_two_refunds_at_once_over_the_capture_one_is_refused_before_the_processor(
-    container,
-):
-    sim = container.simulated["simulated"]
-    created = (await container.payments.create(core_request(), deadline_s=None)).payment
-    service, refund, keys = container.payments, sim.refund, []
+def _first_two_loads_read_one_version(service) -> list[int]:
+    """Make the service's first two reads of a payment wait for each other, so two calls
+    at once both work from one version; the versions read, in order."""
     load, loads, both_read = service._load, [], asyncio.Event()
 
     async def load_once_both_have_read_it(payment_id, merchant_id):
@@ -367,16 +365,33 @@ async def test_two_refunds_at_once_over_the_capture_one_is_refused_before_the_pr
             await asyncio.wait_for(both_read.wait(), 10)
         return payment
 
+    service._load = load_once_both_have_read_it
+    return loads
+
+
+async def _two_refunds_at_once(service, payment_id: str, amount: int) -> list:
+    """Refunds "a" and "b" of `amount` at once: what each answered, or raised."""
+    return await asyncio.gather(
+        service.refund(payment_id, "m_1", amount_minor=amount, request_id="a"),
+        service.refund(payment_id, "m_1", amount_minor=amount, request_id="b"),
+        return_exceptions=True,
+    )
+
+
+async def test_two_refunds_at_once_over_the_capture_one_is_refused_before_the_processor(
+    container,
+):
+    sim = container.simulated["simulated"]
+    created = (await container.payments.create(core_request(), deadline_s=None)).payment
+    service, refund, keys = container.payments, sim.refund, []
+    loads = _first_two_loads_read_one_version(service)
+
     async def counted_refund(processor_payment_id, amount, key, *, currency):
         keys.append(key)
         return await refund(processor_payment_id, amount, key, currency=currency)
 
-    service._load, sim.refund = load_once_both_have_read_it, counted_refund
-    answers = await asyncio.gather(
-        service.refund(created.id, "m_1", amount_minor=1200, request_id="a"),
-        service.refund(created.id, "m_1", amount_minor=1200, request_id="b"),
-        return_exceptions=True,
-    )
+    sim.refund = counted_refund
+    answers = await _two_refunds_at_once(service, created.id, 1200)
 
     assert loads[0] == loads[1]  # both read one version of the payment
     (refused,) = [a for a in answers if isinstance(a, Exception)]
@@ -390,6 +405,64 @@ async def test_two_refunds_at_once_over_the_capture_one_is_refused_before_the_pr
     events = await service.events(created.id, "m_1")
     assert [e.name for e in events].count("PaymentRefunded") == 1
     assert sim.ledger.by_id[created.steps[0].processor_payment_id].amount_refunded == 1200
+
+
+async def test_two_refunds_at_once_on_a_split_with_a_step_refunded_never_pass_the_capture(
+    container,
+):
+    sim = container.simulated["simulated"]
+    created = (await container.payments.create(_split_request("r-gap"), deadline_s=None)).payment
+    service = container.payments
+    # The card's 4000 given back first: its step is refunded, only apple pay's 6000 left.
+    first = await service.refund(created.id, "m_1", amount_minor=4000, request_id="card")
+    assert [s.status for s in first.steps] == [StepStatus.CAPTURED, StepStatus.REFUNDED]
+    loads = _first_two_loads_read_one_version(service)
+    answers = await _two_refunds_at_once(service, created.id, 4000)
+
+    assert loads[0] == loads[1]  # both read one version of the payment
+    (refused,) = [a for a in answers if isinstance(a, Exception)]
+    assert isinstance(refused, RefundRejected)
+    assert "4000 exceeds the 2000 still refundable" in str(refused)
+    stored = await service.get(created.id, "m_1")
+    assert [s.refunded_minor for s in stored.steps] == [4000, 4000]
+    assert (stored.refundable_minor, stored.status) == (2000, PaymentStatus.PARTIALLY_REFUNDED)
+    given_back = [sim.ledger.by_id[s.processor_payment_id].amount_refunded for s in stored.steps]
+    assert given_back == [4000, 4000]
+    everything = await service.refund(created.id, "m_1", amount_minor=0, request_id="rest")
+    assert [s.refunded_minor for s in everything.steps] == [6000, 4000]
+    assert everything.status is PaymentStatus.REFUNDED
+    with pytest.raises(RefundRejected, match="nothing captured is left"):
+        await service.refund(created.id, "m_1", amount_minor=1, request_id="more")
+
+
+@pytest.mark.parametrize("currency", ["JPY", "USD", "KWD", "CLF"])
+async def test_the_largest_amount_is_stored_charged_and_refunded_to_the_minor_unit(
+    container, currency
+):
+    # 10^15 minor units: under BIGINT's and SQLite INTEGER's 2^63 with room, in every
+    # exponent; split, refunded in part, read back exactly.
+    request = parse_payment_request(
+        RawPaymentRequest(
+            merchant_id="m_1",
+            request_id=f"r-max-{currency}",
+            amount_minor=MAX_AMOUNT_MINOR,
+            currency=currency,
+            methods=[
+                RawMethodInput("apple_pay", "pm_card_visa", MAX_AMOUNT_MINOR - 1),
+                RawMethodInput("card", "pm_card_visa"),
+            ],
+        )
+    )
+    created = (await container.payments.create(request, deadline_s=None)).payment
+    refunded = await container.payments.refund(
+        created.id, "m_1", amount_minor=MAX_AMOUNT_MINOR - 2, request_id="most"
+    )
+    stored = await container.payments.get(created.id, "m_1")
+
+    assert stored.amount_minor == MAX_AMOUNT_MINOR and stored.currency.code == currency
+    assert [s.captured_minor for s in stored.steps] == [MAX_AMOUNT_MINOR - 1, 1]
+    assert [s.refunded_minor for s in stored.steps] == [MAX_AMOUNT_MINOR - 3, 1]
+    assert stored.refundable_minor == refunded.refundable_minor == 2
 
 
 async def test_a_refund_under_the_longest_request_id_is_stored_and_replayed(container):

@@ -744,10 +744,13 @@ async def test_a_refund_lookup_stripe_cannot_answer_sends_nothing_and_the_next_r
     [
         # ISO-4217 gives ISK no decimals; Stripe's API keeps two (100 is 1 krona).
         ("ISK", 500, 200, (50_000, 20_000)),
+        # UGX too: none in ISO-4217, two in Stripe's API (sent unscaled, Stripe charged a
+        # hundredth of it).
+        ("UGX", 5_000, 2_000, (500_000, 200_000)),
         # ISO-4217 gives MGA two decimals; Stripe counts it in whole ariary.
         ("MGA", 100_000, 30_000, (1_000, 300)),
     ],
-    ids=["500 kronur", "1000.00 ariary"],
+    ids=["500 kronur", "5000 shillings", "1000.00 ariary"],
 )
 async def test_a_payment_is_charged_and_refunded_in_the_units_stripe_counts_its_currency_in(
     world, currency, total, refunded, at_stripe

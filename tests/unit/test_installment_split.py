@@ -65,6 +65,19 @@ def test_a_total_that_is_no_whole_number_of_steps_leaves_what_is_over_on_the_las
     assert split_evenly(100_005, 3, 10) == [33_330, 33_330, 33_345]
 
 
+@pytest.mark.parametrize(
+    ("currency", "total"),
+    [("KWD", 100_005), ("BHD", 100_001), ("TND", 999_999), ("MGA", 1_000_050)],
+)
+def test_a_total_that_is_no_whole_number_of_charge_steps_is_not_eligible(currency, total):
+    # Split, its last installment would be one no card charge takes (33.345 KWD):
+    # the plan would take the first ones and then breach.
+    code = Currency(currency)
+    with pytest.raises(NotEligible, match=f"not a whole number of .* {currency}"):
+        InstallmentPolicy().check_eligible(Money(total, code))
+    InstallmentPolicy().check_eligible(Money(total - total % code.charge_step, code))
+
+
 def test_a_total_of_fewer_charge_steps_than_installments_is_not_eligible():
     with pytest.raises(NotEligible, match="cannot be split"):
         InstallmentPolicy(min_total_minor=1, count=3).check_eligible(Money(20, Currency("KWD")))

@@ -135,3 +135,8 @@ def test_a_minimum_above_the_maximum_is_a_problem_on_the_minimum() -> None:
     assert _problems(config) == [
         ("methods[1].min_amount_minor", "min_amount_minor 9 exceeds max_amount_minor 1")
     ]
+
+
+def test_a_currency_iso_4217_has_withdrawn_is_no_currency_a_config_may_accept() -> None:
+    config = MerchantConfig("m_1", allowed_currencies=frozenset({"BGN", "EUR"}))
+    assert _problems(config) == [("allowed_currencies", "'BGN': not ISO-4217 codes")]

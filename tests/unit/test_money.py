@@ -46,10 +46,37 @@ def test_unknown_currency_error_does_not_echo_an_overlong_input() -> None:
 
 @pytest.mark.parametrize(
     ("code", "exponent"),
-    [("USD", 2), ("EUR", 2), ("JPY", 0), ("KRW", 0), ("KWD", 3), ("BHD", 3), ("CLF", 4)],
-)
+    [
+        ("USD", 2), ("EUR", 2), ("HUF", 2), ("TWD", 2), ("MGA", 2), ("MRU", 2), ("XCG", 2),
+        ("ZWG", 2), ("SLE", 2), ("VED", 2), ("JPY", 0), ("KRW", 0), ("ISK", 0), ("UGX", 0),
+        ("VND", 0), ("CLP", 0), ("KWD", 3), ("BHD", 3), ("IQD", 3), ("LYD", 3), ("CLF", 4),
+        ("UYW", 4),
+    ],
+)  # fmt: skip
 def test_currency_exponent_matches_iso_4217(code: str, exponent: int) -> None:
     assert Currency.parse(code).exponent == exponent
+
+
+@pytest.mark.parametrize(("code", "replaced_by"), [("BGN", "EUR"), ("bgn", "EUR"), ("ANG", "XCG")])
+def test_a_code_iso_4217_has_withdrawn_is_refused_naming_what_replaced_it(
+    code: str, replaced_by: str
+) -> None:
+    with pytest.raises(UnknownCurrency, match=f"withdrawn.*{replaced_by}"):
+        Currency.parse(code)
+    assert code.upper() not in EXPONENTS
+
+
+@pytest.mark.parametrize(
+    "code", ["HRK", "ZWL", "SLL", "CUC", "MRO", "STD", "VEF", "LTL", "XDR", "XAU", "XTS", "XXX"]
+)
+def test_historic_codes_and_units_no_payment_is_made_in_are_refused(code: str) -> None:
+    with pytest.raises(UnknownCurrency):
+        Currency.parse(code)
+
+
+def test_what_was_stored_in_a_withdrawn_currency_still_reads_in_its_exponent() -> None:
+    assert Currency("BGN").exponent == 2
+    assert format_minor(1999, Currency("BGN")) == "19.99"
 
 
 def test_unknown_currency_error_is_a_value_error_for_callers_that_catch_broadly() -> None:

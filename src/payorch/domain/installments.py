@@ -106,7 +106,15 @@ class InstallmentPolicy:
                 f"installments start at {format_minor(minimum, total.currency)} "
                 f"{total.currency.code}"
             )
-        if total.amount_minor // total.currency.charge_step < self.count:
+        step = total.currency.charge_step
+        if total.amount_minor % step:
+            # Split in steps, it would leave what is over on the last installment, which no
+            # card charge takes: the plan would take its first installments and breach.
+            raise NotEligible(
+                f"the total is not a whole number of {format_minor(step, total.currency)}"
+                f" {total.currency.code}, the steps a card charge takes in that currency"
+            )
+        if total.amount_minor // step < self.count:
             raise NotEligible(f"the total cannot be split into {self.count} installments")
 
 
@@ -122,7 +130,9 @@ def split_evenly(total_minor: int, count: int, step: int = 1) -> list[int]:
 
     The remainder goes on the last installments, one step each: 10000 / 3 = 3333 + 3333 +
     3334, 10 / 4 = 2 + 2 + 3 + 3, and in steps of 10, 100000 / 3 = 33330 + 33330 + 33340.
-    A total that is not a whole number of steps leaves what is over on the last part.
+    A total that is not a whole number of steps leaves what is over on the last part (no
+    such total is eligible: InstallmentPolicy.check_eligible; only a plan whose first
+    charge was taken before that rule is split so, as it was).
     """
     if count < 1:
         raise ValueError("count must be positive")

@@ -8,7 +8,11 @@ from decimal import Decimal, InvalidOperation
 
 from payorch.domain.card_data import clip
 
-# ISO-4217 active codes with their minor-unit exponent. Codes not listed have 2.
+# ISO-4217 active codes (list one) with their minor-unit exponent; no other code is a
+# currency a payment, a plan or a config may name. Exponents as ISO gives them, not as a
+# processor counts them: MGA and MRU two (their subunits are fifths, which ISO's list does
+# not count in), ISK and UGX none (Stripe keeps two decimals for both, MGA none: its
+# adapter scales them).
 _ZERO_DECIMAL = {
     "BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG", "RWF",
     "UGX", "UYI", "VND", "VUV", "XAF", "XOF", "XPF",
@@ -16,8 +20,8 @@ _ZERO_DECIMAL = {
 _THREE_DECIMAL = {"BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"}
 _FOUR_DECIMAL = {"CLF", "UYW"}
 _TWO_DECIMAL = {
-    "AED", "AFN", "ALL", "AMD", "ANG", "AOA", "ARS", "AUD", "AWG", "AZN", "BAM", "BBD",
-    "BDT", "BGN", "BMD", "BND", "BOB", "BOV", "BRL", "BSD", "BTN", "BWP", "BYN", "BZD",
+    "AED", "AFN", "ALL", "AMD", "AOA", "ARS", "AUD", "AWG", "AZN", "BAM", "BBD",
+    "BDT", "BMD", "BND", "BOB", "BOV", "BRL", "BSD", "BTN", "BWP", "BYN", "BZD",
     "CAD", "CDF", "CHE", "CHF", "CHW", "CNY", "COP", "COU", "CRC", "CUP", "CVE", "CZK",
     "DKK", "DOP", "DZD", "EGP", "ERN", "ETB", "EUR", "FJD", "FKP", "GBP", "GEL", "GHS",
     "GIP", "GMD", "GTQ", "GYD", "HKD", "HNL", "HTG", "HUF", "IDR", "ILS", "INR", "IRR",
@@ -36,6 +40,12 @@ EXPONENTS: dict[str, int] = {
     **dict.fromkeys(_THREE_DECIMAL, 3),
     **dict.fromkeys(_FOUR_DECIMAL, 4),
 }
+
+# Codes ISO-4217 has withdrawn since payorch took them, with what replaced them: refused
+# for anything new (a payment, a plan, a config's currencies), still known so that what
+# was stored in them reads and prints as it was. ANG gave way to XCG on 2025-03-31, BGN
+# to EUR on 2026-01-01.
+WITHDRAWN: dict[str, tuple[int, str]] = {"ANG": (2, "XCG"), "BGN": (2, "EUR")}
 
 # The smallest amount a card charge can take in these currencies, in minor units, where
 # it is more than one: acquirers take the three-decimal currencies in tens of the minor
@@ -66,13 +76,19 @@ class Currency:
     @classmethod
     def parse(cls, raw: str) -> Currency:
         code = raw.strip().upper()
+        if code in WITHDRAWN:
+            raise UnknownCurrency(
+                f"{code!r} was withdrawn from ISO-4217 (replaced by {WITHDRAWN[code][1]})"
+            )
         if code not in EXPONENTS:
             raise UnknownCurrency(f"{clip(raw.strip(), 16)!r} is not an ISO-4217 currency code")
         return cls(code)
 
     @property
     def exponent(self) -> int:
-        return EXPONENTS[self.code]
+        """ISO-4217's minor-unit exponent (a withdrawn code's as it last had it)."""
+        found = EXPONENTS.get(self.code)
+        return WITHDRAWN[self.code][0] if found is None else found
 
     @property
     def charge_step(self) -> int:

@@ -50,7 +50,8 @@ def _call(args: argparse.Namespace, method: str, request: Any, made_up_request_i
 
 
 def _amount(m: plan_pb2.Money) -> str:
-    return f"{format_minor(m.amount_minor, Currency.parse(m.currency))} {m.currency}"
+    # Currency(), not parse(): a plan stored in a code ISO has withdrawn since prints too.
+    return f"{format_minor(m.amount_minor, Currency(m.currency))} {m.currency}"
 
 
 def _when(ts: Any) -> str:

@@ -95,10 +95,13 @@ _FOUND_RANK = {
     ResponseKind.NOT_CHARGED: 3,
 }
 
-# Stripe counts these currencies in other units than ISO-4217's minor units: ISK keeps
-# two decimals in its API (100 is 1 krona), MGA none (ISO gives it two). Our amounts are
-# ISO minor units, so they are scaled on the way in and out.
-_STRIPE_EXPONENTS = {"ISK": 2, "MGA": 0}
+# Stripe counts these currencies in other units than ISO-4217's minor units: ISK and UGX
+# keep two decimals in its API (100 is 1 krona, 1 shilling: Stripe's "special cases",
+# kept for backwards compatibility, though its list of zero-decimal currencies names
+# UGX), MGA none (ISO gives it two). Our amounts are ISO minor units, so they are scaled
+# on the way in and out. (HUF and TWD, its other special cases, are two-decimal as in
+# ISO for charges; only their payouts are whole units, which payorch does not make.)
+_STRIPE_EXPONENTS = {"ISK": 2, "UGX": 2, "MGA": 0}
 # Three-decimal currencies Stripe takes only in tens of the minor unit (its partners
 # need the last digit to be 0): rounding would charge another amount, so it refuses.
 _TENS_ONLY = frozenset({"BHD", "JOD", "KWD", "OMR", "TND"})
