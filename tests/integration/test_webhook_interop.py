@@ -81,3 +81,35 @@ def test_what_the_library_signs_verifies_with_payorch_also_among_several_signatu
     }
     for secret in (old, new):
         assert verify(secret, headers, body, now=at)["data"]["amount_minor"] == 3334
+
+
+async def test_a_secret_rotated_through_a_second_endpoint_verifies_under_either_secret(
+    container, clock, receiver
+):
+    # No endpoint has two secrets: a merchant rotates by adding an endpoint on the same
+    # URL, taking both secrets while the old one is deleted. Each event comes once per
+    # endpoint under one webhook-id, so the receiver keeps one of each.
+    app = container.installments
+    old = await app.endpoints.create("m_1", receiver.url, "", ["installment_plan.created"])
+    new = await app.endpoints.create("m_1", receiver.url, "", ["installment_plan.created"])
+    await create_plan(container)
+    dispatcher = real_time_dispatcher(container)
+    await dispatcher.run_once()
+    await app.endpoints.delete(old.endpoint.id, "m_1")
+    await create_plan(container, "plan-2")
+    await dispatcher.run_once()
+
+    def accepted(r) -> dict:
+        for secret in (new.secret, old.secret):
+            try:
+                return dict(Webhook(secret).verify(r.body, r.headers))
+            except LibraryVerificationError:
+                continue
+        raise AssertionError("signed under neither secret")
+
+    kept = {r.headers["webhook-id"]: accepted(r) for r in receiver.requests}
+    assert len(receiver.requests) == 3 and len(kept) == 2
+    last = receiver.requests[-1]
+    Webhook(new.secret).verify(last.body, last.headers)  # after the delete: the new one
+    with pytest.raises(LibraryVerificationError):
+        Webhook(old.secret).verify(last.body, last.headers)
