@@ -7,8 +7,9 @@ For receivers: `verify(secret, headers, body)` returns the event or raises
     webhook-timestamp: Unix seconds when this attempt was sent
     webhook-signature: v1,<base64 HMAC-SHA256 over "<id>.<timestamp>.<body>">
 
-The key is the base64 text after `whsec_` in the secret, decoded. Several signatures
-may be sent separated by spaces (key rotation); one valid one is enough.
+The key is the base64 text after `whsec_` in the secret, decoded; an empty one is
+refused. Several signatures may be sent separated by spaces (key rotation); one valid
+`v1,` one is enough, others are ignored.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ TOLERANCE_S = 5 * 60
 SECRET_BYTES = 32
 # Unix seconds have 10 digits until the year 2286.
 MAX_TIMESTAMP_DIGITS = 12
+HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
 
 
 class WebhookVerificationError(Exception):
@@ -42,9 +44,13 @@ def generate_secret() -> str:
 def _key(secret: str) -> bytes:
     raw = secret[len(SECRET_PREFIX) :] if secret.startswith(SECRET_PREFIX) else secret
     try:
-        return base64.b64decode(raw, validate=True)
+        key = base64.b64decode(raw, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise WebhookVerificationError("the secret is not base64 after whsec_") from exc
+    # A secret setting that came out empty would take an HMAC anyone can compute.
+    if not key:
+        raise WebhookVerificationError("the secret is empty")
+    return key
 
 
 def sign(secret: str, webhook_id: str, timestamp: int, body: bytes | str) -> str:
@@ -77,8 +83,9 @@ def verify(
     webhook_id = lowered.get("webhook-id", "")
     stamp = lowered.get("webhook-timestamp", "")
     signatures = lowered.get("webhook-signature", "")
-    if not (webhook_id and stamp and signatures):
-        raise WebhookVerificationError("missing webhook-id, webhook-timestamp or signature")
+    missing = [name for name in HEADERS if not lowered.get(name)]
+    if missing:
+        raise WebhookVerificationError(f"missing header: {', '.join(missing)}")
     # Seconds as plain ASCII digits: int() would also take " 17", "+17" or "1_7". And
     # few of them: int() refuses more than 4300 digits with a ValueError.
     if not (stamp.isascii() and stamp.isdigit()) or len(stamp) > MAX_TIMESTAMP_DIGITS:
@@ -95,9 +102,11 @@ def verify(
     if timestamp > current + tolerance_s:
         raise WebhookVerificationError("message timestamp too new")
     expected = sign(secret, webhook_id, timestamp, body).encode()
-    for candidate in signatures.split(" "):
-        version, _, _sig = candidate.partition(",")
-        if version == "v1" and hmac.compare_digest(candidate.encode(), expected):
+    candidates = [c for c in signatures.split(" ") if c.startswith("v1,") and len(c) > 3]
+    if not candidates:
+        raise WebhookVerificationError("webhook-signature has no v1,<base64> signature")
+    for candidate in candidates:
+        if hmac.compare_digest(candidate.encode(), expected):
             try:
                 return json.loads(body)
             except ValueError as exc:  # UnicodeDecodeError too

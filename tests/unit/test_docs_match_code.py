@@ -8,17 +8,24 @@ metric is covered with no change here."""
 from __future__ import annotations
 
 import ast
+import importlib
+import json
+import pkgutil
 import re
 from dataclasses import MISSING, fields
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
 
+import payorch.domain
 from payorch.adapters.metrics import Metrics
 from payorch.adapters.payment_metrics import PaymentMetrics
-from payorch.app.webhook_delivery import EVENT_TYPES
+from payorch.app.webhook_delivery import EVENT_NAMES, EVENT_TYPES
 from payorch.bootstrap import MAX_LEASE_S, check_settings
+from payorch.domain.events import DomainEvent
+from payorch.domain.webhook_delivery import event_type, webhook_body
 from payorch.entrypoints.grpc.server import SERVICES
 from payorch.settings import SECRETS, InvalidSettings, Settings
 
@@ -193,6 +200,74 @@ def test_every_webhook_type_is_documented_and_every_documented_one_exists() -> N
     # Trace span names (docs/observability.md, Traces), not webhook types.
     spans = {"payment.plan", "payment.step"}
     assert sorted(named - EVENT_TYPES - spans) == []
+
+
+def _domain_events() -> dict[str, type[DomainEvent]]:
+    """Every event class the domain defines, by name: each is stored in the outbox and
+    goes out as a webhook to every endpoint that takes all types."""
+    for module in pkgutil.iter_modules(payorch.domain.__path__, "payorch.domain."):
+        importlib.import_module(module.name)
+    found: dict[str, type[DomainEvent]] = {}
+    stack: list[type[DomainEvent]] = [DomainEvent]
+    while stack:
+        for cls in stack.pop().__subclasses__():
+            found[cls.__name__] = cls
+            stack.append(cls)
+    return found
+
+
+def _sent_data(name: str, cls: type[DomainEvent]) -> dict[str, object]:
+    """The `data` of the event's webhook, built as the fan-out builds it: a payment's
+    events get their payment's currency, a plan's carry their own."""
+    payload = {f.name: f"<{f.name}>" for f in fields(cls) if f.name != "sequence"}
+    body = webhook_body(
+        event_id="evt_1",
+        name=name,
+        aggregate_id="pay_1",
+        merchant_id="m_1",
+        sequence=1,
+        occurred_at=datetime(2027, 1, 5, tzinfo=UTC),
+        payload=payload,
+        currency="" if "plan_id" in payload else "EUR",
+    )
+    return dict(json.loads(body)["data"])
+
+
+def _webhook_shapes() -> tuple[dict[str, set[str]], set[str]]:
+    """docs/installments.md, What each webhook carries: each type's fields, and the
+    fields the glossary table describes."""
+    text = (ROOT / "docs" / "installments.md").read_text(encoding="utf-8")
+    assert "### What each webhook carries" in text
+    section = text.split("### What each webhook carries", 1)[1].split("\n### ", 1)[0]
+    by_type, described = {}, set()
+    for cells in re.findall(r"^\| (`[^|]*`) \| ([^|]*) \|", section, re.M):
+        names = re.findall(r"`([a-z_.]+)`", cells[0])
+        if cells[1] in ("string", "integer", "boolean"):
+            described.update(names)
+        elif len(names) == 1 and names[0] in EVENT_TYPES:
+            by_type[names[0]] = set(re.findall(r"`([a-z_]+)`", cells[1]))
+    return by_type, described
+
+
+def test_every_event_the_domain_defines_is_a_webhook_type_one_may_subscribe_to() -> None:
+    assert sorted(_domain_events()) == sorted(EVENT_NAMES)
+
+
+def test_every_webhook_types_data_is_documented_field_by_field() -> None:
+    by_type, described = _webhook_shapes()
+    common = {"event_id", "sequence", "merchant_id"}
+    sent = {event_type(n): set(_sent_data(n, c)) for n, c in _domain_events().items()}
+    assert sorted(sent) == sorted(by_type), "a row for every type, none for a type not sent"
+    for kind, keys in sent.items():
+        assert sorted(by_type[kind] | common) == sorted(keys), kind
+    assert sorted(set().union(*sent.values()) - described) == []
+
+
+def test_every_webhook_amount_comes_with_its_currency() -> None:
+    for name, cls in _domain_events().items():
+        data = _sent_data(name, cls)
+        if any(k.endswith("_minor") for k in data):
+            assert data.get("currency"), name
 
 
 def _metrics() -> set[str]:

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from payorch.domain.card_data import contains_card_number
 from payorch.domain.webhook_delivery import (
     BACKOFF_S,
     DeliveryStatus,
@@ -155,22 +156,37 @@ def test_outbox_names_become_dotted_webhook_types(name, kind):
     assert event_type(name) == kind
 
 
-def test_the_body_is_canonical_json_with_type_timestamp_and_data():
-    body = webhook_body(
+def plan_event_body(name: str, sequence: int, payload: dict[str, object]) -> str:
+    """The body of plan ip_x's event (m_1's, evt_1, at T0)."""
+    return webhook_body(
         event_id="evt_1",
-        name="PlanBreached",
+        name=name,
         aggregate_id="ip_x",
         merchant_id="m_1",
-        sequence=4,
+        sequence=sequence,
         occurred_at=T0,
-        payload={"plan_id": "ip_x", "order_id": "o-1", "installment_id": "ip_x_2"},
+        payload={"plan_id": "ip_x", **payload},
     )
+
+
+def test_the_body_is_canonical_json_with_type_timestamp_and_data():
+    body = plan_event_body("PlanBreached", 4, {"order_id": "o-1", "installment_id": "ip_x_2"})
     assert " " not in body
     parsed = json.loads(body)
     assert parsed["type"] == "installment_plan.breached"
     assert parsed["timestamp"] == T0.isoformat()
     assert parsed["data"]["event_id"] == "evt_1" and parsed["data"]["sequence"] == 4
     assert "payment_id" not in parsed["data"]
+
+
+@pytest.mark.parametrize(
+    "said", ["4242424242424242", "card 4242 4242 4242 4242 declined", "4000-0566-5566-5556"]
+)
+def test_a_card_number_in_an_events_text_never_leaves_in_a_webhook(said):
+    body = plan_event_body("InstallmentFailed", 2, {"message": said, "reason": said, "attempt": 1})
+    assert not contains_card_number(body)
+    data = json.loads(body)["data"]
+    assert data["attempt"] == 1 and data["plan_id"] == "ip_x"
 
 
 def failing(since: datetime, dead: int) -> WebhookEndpoint:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import hmac
 
 import pytest
@@ -119,3 +121,47 @@ def test_a_signed_body_that_is_not_json_is_a_verification_error(body):
     headers = headers_for(secret, "evt_1", 1_700_000_000, body)
     with pytest.raises(WebhookVerificationError, match="not JSON"):
         verify(secret, headers, body, now=1_700_000_000)
+
+
+@pytest.mark.parametrize("secret", ["", "whsec_"])
+def test_an_empty_secret_verifies_nothing(secret):
+    # A receiver whose secret setting came out empty must not take messages anyone can
+    # sign: an HMAC under an empty key is no secret at all.
+    body = "{}"
+    forged = {
+        "webhook-id": "evt_1",
+        "webhook-timestamp": "1700000000",
+        "webhook-signature": "v1,"
+        + base64.b64encode(hmac.new(b"", b"evt_1.1700000000.{}", hashlib.sha256).digest()).decode(),
+    }
+    with pytest.raises(WebhookVerificationError, match="secret is empty"):
+        verify(secret, forged, body, now=1_700_000_000)
+    with pytest.raises(WebhookVerificationError, match="secret is empty"):
+        sign(secret, "evt_1", 1_700_000_000, body)
+
+
+@pytest.mark.parametrize(
+    ("missing", "named"),
+    [
+        (["webhook-id"], "webhook-id"),
+        (["webhook-timestamp"], "webhook-timestamp"),
+        (["webhook-signature"], "webhook-signature"),
+        (["webhook-id", "webhook-signature"], "webhook-id, webhook-signature"),
+    ],
+)
+def test_a_missing_header_is_named(missing, named):
+    secret = generate_secret()
+    headers = headers_for(secret, "evt_1", 1_700_000_000, "{}")
+    headers = {
+        k: ("" if k == missing[0] else v) for k, v in headers.items() if k not in missing[1:]
+    }
+    with pytest.raises(WebhookVerificationError, match=f"missing header: {named}$"):
+        verify(secret, headers, "{}", now=1_700_000_000)
+
+
+@pytest.mark.parametrize("signature", ["sha256=abc", "v1", "g0hM9SsE+OTPJTGt", " "])
+def test_a_signature_header_with_no_v1_signature_says_so(signature):
+    secret = generate_secret()
+    headers = {**headers_for(secret, "evt_1", 1_700_000_000, "{}"), "webhook-signature": signature}
+    with pytest.raises(WebhookVerificationError, match=r"no v1,<base64> signature"):
+        verify(secret, headers, "{}", now=1_700_000_000)

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from payorch.domain.card_data import redact_card_numbers
+
 # Wait before attempt 1, 2, ... 8: immediately, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 24 h.
 BACKOFF_S: tuple[int, ...] = (0, 5, 300, 1_800, 7_200, 18_000, 36_000, 86_400)
 # Each wait is spread over [80 %, 120 %] so failed receivers are not hit in lockstep.
@@ -248,6 +250,9 @@ def webhook_body(
     data["merchant_id"] = merchant_id
     if "plan_id" not in data:
         data["payment_id"] = aggregate_id
+    # It leaves for another party's server: a card number in a processor's `message`
+    # (or any text an event was given) goes out redacted, whatever the event stored.
+    data = {k: redact_card_numbers(v) if isinstance(v, str) else v for k, v in data.items()}
     return json.dumps(
         {"type": event_type(name), "timestamp": occurred_at.isoformat(), "data": data},
         sort_keys=True,
