@@ -18,7 +18,7 @@ import contextlib
 import json
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +55,7 @@ class Crashes:
     stripe: ThreadedFakeStripe
     server: RunningServer | None = None
     key: str = ""
+    holds: list[Hold] = field(default_factory=list)
 
     def env(self) -> dict[str, str]:
         return {**self.stripe.server_env(), "PAYORCH_PROCESSORS": "stripe"}
@@ -66,6 +67,16 @@ class Crashes:
     def stop(self) -> None:
         if self.server is not None:
             self.server.stop()
+
+    def tidy(self) -> None:
+        """After a scenario, passed or not: no hold or fault is left for the next one,
+        and a server runs."""
+        for hold in self.holds:
+            self.stripe.release(hold)
+        self.holds.clear()
+        self.stripe.call(lambda fake: fake.clear_faults())
+        if self.server is None or self.server.process.poll() is not None:
+            self.start()
 
     def auth(self) -> list[tuple[str, str]]:
         return [("authorization", f"Bearer {self.key}")]
@@ -100,6 +111,12 @@ def crashes(request: pytest.FixtureRequest, tmp_path_factory) -> Iterator[Crashe
         stack.callback(crashes.stop)
         crashes.key = create_key(url, merchant=MERCHANT)
         yield crashes
+
+
+@pytest.fixture(autouse=True)
+def _tidy(crashes: Crashes) -> Iterator[None]:
+    yield
+    crashes.tidy()
 
 
 # -- one payment, killed where a Hold keeps it ----------------------------------------
@@ -146,6 +163,7 @@ def hold_at(
 ) -> Hold:
     """A hold for the `after`+1-th next request to `endpoint`, by `make(hold)`."""
     hold = crashes.stripe.hold()
+    crashes.holds.append(hold)
     faults = [Fault.none()] * after + [make(hold)]
     crashes.stripe.call(lambda fake: fake.inject(*faults, endpoint=endpoint))
     return hold

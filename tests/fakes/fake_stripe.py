@@ -547,6 +547,11 @@ class FakeStripe:
     def pending_faults(self, endpoint: Endpoint = "confirm") -> int:
         return len(self._faults[endpoint])
 
+    def clear_faults(self) -> None:
+        """Forget the faults no request has met yet, on every endpoint."""
+        for queue in self._faults.values():
+            queue.clear()
+
     def register_payment_method(self, pm_id: str, *, like: str) -> None:
         """Make ``pm_id`` behave as the test PaymentMethod ``like`` (e.g. ``pm_card_visa``)."""
         self._payment_methods[pm_id] = self._payment_methods[like]
