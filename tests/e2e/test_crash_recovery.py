@@ -262,7 +262,11 @@ def assert_agrees_with_stripe(crashes: Crashes, payment: orch.Payment) -> None:
         else:
             # Failed, voided or skipped: Stripe holds nothing for it.
             assert (received, capturable) == (0, 0), (res.StepStatus.Name(step.status), mine)
-            assert all(pi["status"] == "canceled" for pi in mine), mine
+            closed = step.status == res.STEP_STATUS_VOIDED or any(
+                d.startswith("reconciled: never charged") for d in lookups(step)
+            )
+            if closed:  # no confirm still on its way can charge a canceled intent
+                assert all(pi["status"] == "canceled" for pi in mine), mine
     taken = sum(pi["amount_received"] for pi in ledger)
     assert payment.result.total_processed.amount_minor == taken
 
