@@ -199,9 +199,10 @@ def retry(crashes: Crashes, request: orch.CreatePaymentRequest) -> orch.Payment:
 
 def retry_in_progress(crashes: Crashes, request: orch.CreatePaymentRequest) -> None:
     """The retry before the reconciler has run: the payment is stored PROCESSING, so
-    nothing is charged again and the caller is told to come back (ABORTED)."""
+    nothing is charged again and the caller is told to come back (ABORTED). The server
+    waits for it about half the deadline, the rest left for its answer to arrive."""
     with crashes.stub() as stub, pytest.raises(grpc.RpcError) as refused:
-        stub.CreatePayment(request, metadata=crashes.auth(), timeout=1.0)
+        stub.CreatePayment(request, metadata=crashes.auth(), timeout=1.5)
     assert refused.value.code() is grpc.StatusCode.ABORTED, refused.value
     assert error_reasons(refused.value) == ["REQUEST_IN_PROGRESS"]
 
@@ -285,13 +286,15 @@ def recovered(
 ) -> orch.Payment:
     """Killed at the hold, the held request let go (processed or dropped, as its fault
     says), the client's retry told to come back, one reconciler pass: the payment as the
-    client's next retry replays it, checked against Stripe's ledger."""
+    client's next retry replays it (and GetPayment shows it), checked against Stripe's
+    ledger."""
     hold = hold_at(crashes, endpoint, make, after=after)
     kill_at(crashes, hold, request)
     crashes.stripe.release(hold)
     retry_in_progress(crashes, request)
     crashes.reconcile(LATER)
     payment = retry(crashes, request)
+    assert get(crashes, payment.payment_id).result == payment.result  # as stored
     assert_agrees_with_stripe(crashes, payment)
     return payment
 
