@@ -63,6 +63,12 @@ class RunningServer:
                 self.process.wait()
         return self.process.returncode
 
+    def kill(self) -> None:
+        """SIGKILL: the process dies where it is, with no shutdown path at all."""
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+
     def log(self) -> str:
         return self.log_path.read_text() if self.log_path.exists() else ""
 

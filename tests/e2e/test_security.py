@@ -50,6 +50,8 @@ from payorch.entrypoints.grpc.server import OPS_ONLY, SERVICES
 from tests import certificates
 from tests.conftest import POSTGRES_URL, require_postgres
 from tests.e2e.server import RunningServer, create_key, start_server
+from tests.e2e.threaded_stripe import ThreadedFakeStripe
+from tests.fakes.fake_stripe import FakeStripe, Fault
 from tests.rich_status import field_violations
 
 pytestmark = pytest.mark.e2e
@@ -1132,49 +1134,20 @@ DECLINES = (
 )
 
 
-class ThreadedFakeStripe:
-    """tests.fakes.fake_stripe.FakeStripe on an event loop of its own thread."""
-
-    def __init__(self, api_key: str) -> None:
-        from tests.fakes.fake_stripe import FakeStripe, Fault
-
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._thread.start()
-
-        async def start() -> FakeStripe:
-            fake = await FakeStripe(api_key=api_key).start()
-            # Stripe's bad answers, one per request, then normal service.
-            confirm = [
-                Fault.api_error(),
-                Fault.rate_limit(retry_after_s=None),
-                Fault.drop_after_processing(),
-                Fault.auth_error(),
-                Fault.api_error(charged=True),
-                Fault.drop_before_processing(),
-                Fault.invalid_request(),
-                Fault.drop_mid_answer(),
-            ]
-            fake.inject(*confirm, *confirm)
-            fake.inject(Fault.auth_error(), Fault.rate_limit(retry_after_s=None), endpoint="create")
-            return fake
-
-        self.fake = self._run(start())
-
-    def _run(self, coro: Any) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(30)
-
-    def recorded(self) -> list[Any]:
-        async def copy() -> list[Any]:
-            return list(self.fake.requests)
-
-        return list(self._run(copy()))
-
-    def close(self) -> None:
-        self._run(self.fake.stop())
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-        self._loop.close()
+def _stripe_faults(fake: FakeStripe) -> None:
+    """Stripe's bad answers, one per request, then normal service."""
+    confirm = [
+        Fault.api_error(),
+        Fault.rate_limit(retry_after_s=None),
+        Fault.drop_after_processing(),
+        Fault.auth_error(),
+        Fault.api_error(charged=True),
+        Fault.drop_before_processing(),
+        Fault.invalid_request(),
+        Fault.drop_mid_answer(),
+    ]
+    fake.inject(*confirm, *confirm)
+    fake.inject(Fault.auth_error(), Fault.rate_limit(retry_after_s=None), endpoint="create")
 
 
 @dataclass
@@ -1255,11 +1228,8 @@ def noisy(
     fake = None
     if processors == "stripe":
         fake = ThreadedFakeStripe(STRIPE_SECRET)
-        env |= {
-            "PAYORCH_STRIPE_API_KEY": STRIPE_SECRET,
-            "PAYORCH_STRIPE_API_BASE": fake.fake.url,
-            "PAYORCH_STRIPE_WEBHOOK_SECRET": INBOUND_WEBHOOK_SECRET,
-        }
+        fake.call(_stripe_faults)
+        env |= {**fake.server_env(), "PAYORCH_STRIPE_WEBHOOK_SECRET": INBOUND_WEBHOOK_SECRET}
     args = ("--simulate", SIMULATE, "--processors", "simulated")
     running = start_server(tmp_path, url, args=args, env=env)
     running.keys = {"m_1": create_key(url, merchant="m_1"), "ops": create_key(url, scope="ops")}

@@ -55,6 +55,14 @@ Where a fault acts, relative to Stripe's layers:
   the PaymentIntent it works on is locked, as Stripe locks an object a request is
   working on: a write to it under another key (confirm, capture, cancel) gets 429
   ``lock_timeout``, not stored; reads go through.
+
+``slow`` and ``stall`` can wait on a ``Hold`` instead of a delay (``until=hold``): the
+request waits there until the test releases it, and ``hold.reached`` says it got there.
+A test holds its client (a server process) at a known point of a payment that way, with
+no schedule to sleep for: ``stall(until=...)`` keeps the request in flight unprocessed,
+``slow(until=...)`` keeps a processed request's answer, and ``slow(process=False,
+until=...)`` keeps a request that is then dropped, never processed. ``Fault.none()``
+lets one request through as is, so that a fault queued after it meets a later one.
 """
 
 from __future__ import annotations
@@ -89,6 +97,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
 )
 
 FaultKind = Literal[
+    "none",
     "api_error",
     "dependency_failed",
     "rate_limit",
@@ -147,6 +156,19 @@ _LOCK_TIMEOUT_MESSAGE = (
 )
 
 
+class Hold:
+    """A point a request waits at until the test releases it (``Fault.stall`` and
+    ``Fault.slow`` with ``until=``). ``reached`` is set once a request waits there. Its
+    events belong to the fake's event loop: from another thread, set them through it."""
+
+    def __init__(self) -> None:
+        self.reached = asyncio.Event()
+        self.released = asyncio.Event()
+
+    def release(self) -> None:
+        self.released.set()
+
+
 @dataclass(frozen=True, slots=True)
 class Fault:
     """One programmed misbehaviour for one upcoming request. Build with the classmethods."""
@@ -162,6 +184,14 @@ class Fault:
     retry_after_s: float | None = None
     code: str = ""
     message: str = ""
+    # slow, stall: wait for this hold's release instead of delay_s.
+    until: Hold | None = None
+
+    @classmethod
+    def none(cls) -> Fault:
+        """No misbehaviour: the request is served as is (a fault queued after it meets
+        the next request)."""
+        return cls("none")
 
     @classmethod
     def api_error(cls, *, charged: bool = False, should_retry: bool | None = None) -> Fault:
@@ -203,15 +233,19 @@ class Fault:
         return cls("drop_mid_answer")
 
     @classmethod
-    def slow(cls, delay_s: float, *, process: bool = True) -> Fault:
+    def slow(
+        cls, delay_s: float = 0.0, *, process: bool = True, until: Hold | None = None
+    ) -> Fault:
         """The answer comes ``delay_s`` late (processed at once), or, with
-        ``process=False``, the request is held ``delay_s`` and dropped unprocessed."""
-        return cls("slow", process=process, delay_s=delay_s)
+        ``process=False``, the request is held ``delay_s`` and dropped unprocessed.
+        ``until``: held until that hold is released rather than for ``delay_s``."""
+        return cls("slow", process=process, delay_s=delay_s, until=until)
 
     @classmethod
-    def stall(cls, delay_s: float) -> Fault:
-        """Stripe is slow: the key is in flight for ``delay_s``, then processed."""
-        return cls("stall", delay_s=delay_s)
+    def stall(cls, delay_s: float = 0.0, *, until: Hold | None = None) -> Fault:
+        """Stripe is slow: the key is in flight for ``delay_s`` (or until the hold
+        ``until`` is released), then processed."""
+        return cls("stall", delay_s=delay_s, until=until)
 
     @classmethod
     def auth_error(cls) -> Fault:
@@ -513,6 +547,11 @@ class FakeStripe:
     def pending_faults(self, endpoint: Endpoint = "confirm") -> int:
         return len(self._faults[endpoint])
 
+    def clear_faults(self) -> None:
+        """Forget the faults no request has met yet, on every endpoint."""
+        for queue in self._faults.values():
+            queue.clear()
+
     def register_payment_method(self, pm_id: str, *, like: str) -> None:
         """Make ``pm_id`` behave as the test PaymentMethod ``like`` (e.g. ``pm_card_visa``)."""
         self._payment_methods[pm_id] = self._payment_methods[like]
@@ -651,6 +690,8 @@ class FakeStripe:
 
         queue = self._faults[endpoint]
         fault = queue.popleft() if queue else None
+        if fault is not None and fault.kind == "none":
+            fault = None
         record.fault = fault.kind if fault else None
 
         # Before the idempotency layer: nothing is stored or processed.
@@ -698,7 +739,7 @@ class FakeStripe:
                 self._locked.add(target)
             try:
                 if fault is not None and stall:
-                    await self._sleep(fault.delay_s)
+                    await self._hold(fault)
                 status, body, headers, store = self._process(handler, record.params, fault)
                 if key and store:
                     self._idempotency[key] = _Stored(
@@ -716,7 +757,7 @@ class FakeStripe:
         if fault is not None and fault.kind == "drop_mid_answer":
             return await self._drop_mid_answer(request, record, status, body)
         if fault is not None and fault.kind == "slow":
-            await self._sleep(fault.delay_s)
+            await self._hold(fault)
         return self._answer(record, status, body, headers)
 
     async def _early_fault(
@@ -740,7 +781,7 @@ class FakeStripe:
         if fault.kind == "drop_before_processing":
             return await self._drop(request, record)
         if fault.kind == "slow" and not fault.process:
-            await self._sleep(fault.delay_s)
+            await self._hold(fault)
             return await self._drop(request, record)
         return None
 
@@ -803,6 +844,20 @@ class FakeStripe:
         if request.transport is not None:
             request.transport.close()
         return response
+
+    async def _hold(self, fault: Fault) -> None:
+        """Wait as the fault says: its delay, or until its hold is released."""
+        if fault.until is None:
+            await self._sleep(fault.delay_s)
+            return
+        fault.until.reached.set()
+        waits = [asyncio.ensure_future(e.wait()) for e in (fault.until.released, self._closing)]
+        try:
+            # Woken early by stop() too: the server never waits for a hold on shutdown.
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in waits:
+                waiting.cancel()
 
     async def _sleep(self, seconds: float) -> None:
         # Woken early by stop(), so the server never waits out a long delay on shutdown.
