@@ -127,9 +127,23 @@ async def test_a_stripe_500_that_charged_is_found_and_not_charged_again(world):
     assert fake.charges_total == 1
 
 
-async def test_a_stripe_424_is_looked_up_then_charged_once_under_the_next_key(world):
+@pytest.mark.parametrize(
+    "fault",
+    [
+        # A dependency outside Stripe failed; stored under the key like a 500.
+        Fault.dependency_failed(),
+        # Stripe sends Stripe-Should-Retry: false with most 500s: the same key would only
+        # replay the stored 500. Once a lookup proved nothing was charged, the next key
+        # is a new request, which the header says nothing about.
+        Fault.api_error(should_retry=False),
+    ],
+    ids=["424", "500-should-retry-false"],
+)
+async def test_a_stored_stripe_failure_is_looked_up_then_charged_once_under_the_next_key(
+    world, fault
+):
     fake, service = world
-    fake.inject(Fault.dependency_failed())  # a dependency outside Stripe failed; stored
+    fake.inject(fault)
     payment = await pay(service)
 
     assert payment.status is PaymentStatus.SUCCEEDED
