@@ -22,6 +22,10 @@ error (400 ``invalid_request_error``, code ``payment_method_unexpected_state``, 
 ``payment_method``). A PaymentIntent with ``customer`` and ``setup_future_usage``
 attaches it to that customer when it goes through; from then on it may be used with
 that customer (any number of times), and is refused without it or with another.
+A PaymentIntent's amount is held to Stripe's limits: below its minimum charge
+(``MINIMUM_CHARGE``: 50 for usd or eur, 30 for gbp, 50 for jpy, ...) it is refused with
+400 ``amount_too_small``, above eight digits with ``amount_too_large`` (``param``
+``amount``, not stored under the key).
 
 Tests program faults, consumed one per request, per endpoint (``confirm`` by
 default), and count charges to prove there was exactly one::
@@ -107,6 +111,20 @@ DEFAULT_API_KEY = "sk_test_payorch_fake_4242"
 # How long Stripe keeps an idempotency key (its docs: keys can be pruned once they are
 # at least 24 hours old).
 KEY_LIFETIME = timedelta(hours=24)
+# Stripe's minimum charge amounts (docs.stripe.com/currencies, minimum and maximum
+# charge amounts), in its units, for an account settling in the charge's currency (the
+# fake's: Stripe converts a charge in another currency and holds it to the minimum of
+# the settlement currency; the fake checks only these). A smaller amount is refused
+# with 400 amount_too_small, a validation failure: nothing is stored under the key.
+MINIMUM_CHARGE: dict[str, int] = {
+    "usd": 50, "aed": 200, "aud": 50, "bgn": 100, "brl": 50, "cad": 50, "chf": 50,
+    "czk": 1500, "dkk": 250, "eur": 50, "gbp": 30, "hkd": 400, "huf": 17500, "inr": 50,
+    "jpy": 50, "mxn": 1000, "myr": 200, "nok": 300, "nzd": 50, "pln": 200, "ron": 200,
+    "sek": 300, "sgd": 50, "thb": 1000,
+}  # fmt: skip
+# The largest amount Stripe takes: eight digits (99999999 is $999,999.99).
+MAXIMUM_CHARGE = 99_999_999
+
 # A search query clause the fake understands: metadata['key']:'value'.
 _SEARCH_CLAUSE = re.compile(r"^metadata\['([^']+)'\]:'([^']*)'$")
 
@@ -389,6 +407,24 @@ def _check_metadata(metadata: dict[str, Any]) -> None:
                 " characters.",
                 param=f"metadata[{key}]",
             )
+
+
+def _check_charge_amount(amount: int, currency: str) -> None:
+    """Stripe's limits on a charge's amount: its minimum (MINIMUM_CHARGE) and maximum."""
+    minimum = MINIMUM_CHARGE.get(currency, 1)
+    if amount < minimum:
+        raise _invalid(
+            f"Amount must be at least {minimum} {currency} in the currency's smallest unit",
+            code="amount_too_small",
+            param="amount",
+        )
+    if amount > MAXIMUM_CHARGE:
+        raise _invalid(
+            f"Amount must be no more than {MAXIMUM_CHARGE} {currency} in the currency's"
+            " smallest unit",
+            code="amount_too_large",
+            param="amount",
+        )
 
 
 def _unexpected_state(message: str, pi: dict[str, Any]) -> _Failure:
@@ -969,6 +1005,7 @@ class FakeStripe:
             raise _invalid(
                 f"Invalid currency: {currency}.", code="parameter_invalid_empty", param="currency"
             )
+        _check_charge_amount(int(amount_raw), currency)
         capture_method = params.get("capture_method", "automatic")
         if capture_method not in ("automatic", "automatic_async", "manual"):
             raise _invalid(

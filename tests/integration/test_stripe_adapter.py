@@ -1436,6 +1436,45 @@ async def test_a_customer_stripe_does_not_have_fails_the_create_as_the_callers_e
     )
 
 
+@pytest.mark.parametrize(
+    ("amount_minor", "currency", "code"),
+    [
+        (49, "USD", "amount_too_small"),  # Stripe's minimum: 0.50 USD
+        (49, "JPY", "amount_too_small"),  # 50 yen, sent as it is (zero-decimal)
+        (29, "GBP", "amount_too_small"),  # 0.30 GBP
+        (100_000_000, "EUR", "amount_too_large"),  # eight digits at most
+    ],
+)
+async def test_an_amount_stripe_will_not_charge_is_the_callers_to_change_not_our_violation(
+    fake: FakeStripe, processor: StripeProcessor, amount_minor: int, currency: str, code: str
+) -> None:
+    request = charge(amount_minor=amount_minor, currency=currency)
+
+    answer = await processor.authorize(request)
+
+    assert (answer.kind, answer.http_status, answer.code, answer.param) == (
+        ResponseKind.ERROR,
+        400,
+        code,
+        "amount",
+    )
+    assert fake.requests_to("create")[0].params["amount"] == str(amount_minor)
+    assert answer.charge_not_sent
+    # The caller's amount, valid in its currency: no contract violation, and the same
+    # amount is refused again, so not retried later either.
+    verdict = classify(answer)
+    assert (
+        verdict.outcome,
+        verdict.error_code,
+        verdict.retry_now,
+        verdict.retry_later,
+        verdict.contract_violation,
+    ) == (Outcome.HARD, ErrorCode.AMOUNT_OUT_OF_RANGE, False, False, False)
+    assert (await processor.lookup(request, "")).kind is ResponseKind.NOT_FOUND
+    assert fake.payment_intents == {}
+    assert fake.requests_to("confirm") == []
+
+
 async def test_the_adapter_never_raises_under_a_burst_of_faults(
     fake: FakeStripe, processor: StripeProcessor
 ) -> None:

@@ -131,6 +131,12 @@ CALLER_ERRORS: dict[tuple[str, str], Classification] = {
     # "belongs to the Customer ...", "The customer does not have a payment method"):
     # one it has but will not use with this customer, or at all.
     ("", "payment_method"): _hard(ErrorCode.PAYMENT_METHOD_UNUSABLE),
+    # An amount the processor will not charge in its currency (Stripe: below its minimum,
+    # 0.50 USD or its equivalent in the account's settlement currency, so not knowable
+    # beforehand; above its maximum, eight digits): the caller's amount, valid as ours.
+    # The same amount is refused again, so not later either.
+    ("amount_too_small", "amount"): _hard(ErrorCode.AMOUNT_OUT_OF_RANGE),
+    ("amount_too_large", "amount"): _hard(ErrorCode.AMOUNT_OUT_OF_RANGE),
 }
 
 # Error `type`s, when neither the decline code nor the code decided.
