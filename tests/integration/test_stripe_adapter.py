@@ -1245,6 +1245,59 @@ async def test_reusing_a_key_with_other_parameters_is_an_idempotency_error(
     assert fake.charges_total == 1
 
 
+async def test_a_confirm_key_reused_with_other_parameters_answers_with_what_its_confirm_did(
+    fake: FakeStripe, processor: StripeProcessor
+) -> None:
+    """Stripe refuses a key reused with other parameters (400 idempotency_error): a bug
+    of ours, but the key's first confirm ran, and may have charged. A failed step would
+    let a fallback method charge the customer again: the intent says what it did."""
+    fake.inject(Fault.drop_after_processing())
+    lost = await processor.authorize(charge(off_session=True))
+    assert (lost.kind, fake.charges_total) == (ResponseKind.NO_RESPONSE, 1)
+
+    clash = await processor.authorize(charge(off_session=False))
+
+    assert fake.requests_to("confirm")[-1].status == 400  # idempotency_error
+    assert clash.kind is ResponseKind.SUCCEEDED
+    assert clash.processor_payment_id == lost.processor_payment_id
+    assert fake.charges_total == 1
+
+
+async def test_a_confirm_key_reused_on_an_intent_that_cannot_be_read_is_pending_not_failed(
+    fake: FakeStripe, processor: StripeProcessor
+) -> None:
+    fake.inject(Fault.drop_after_processing())
+    await processor.authorize(charge(off_session=True))
+    fake.inject(Fault.api_error(), endpoint="retrieve")
+
+    clash = await processor.authorize(charge(off_session=False))
+
+    assert clash.kind is ResponseKind.PENDING
+    assert classify(clash).outcome is Outcome.UNKNOWN
+    assert fake.charges_total == 1
+
+
+async def test_a_confirm_key_reused_whose_confirm_charged_nothing_is_our_violation(
+    fake: FakeStripe, processor: StripeProcessor
+) -> None:
+    declined = await processor.authorize(charge("pm_card_chargeDeclined", off_session=True))
+    assert declined.decline_code == "generic_decline"
+
+    clash = await processor.authorize(charge("pm_card_chargeDeclined", off_session=False))
+
+    assert (clash.kind, clash.http_status, clash.error_type) == (
+        ResponseKind.ERROR,
+        400,
+        "idempotency_error",
+    )
+    verdict = classify(clash)
+    assert (verdict.error_code, verdict.contract_violation) == (
+        ErrorCode.IDEMPOTENCY_CONFLICT,
+        True,
+    )
+    assert fake.charges_total == 0
+
+
 # -- keys, auth and bad requests -------------------------------------------------------
 
 
