@@ -247,6 +247,46 @@ async def test_a_card_over_its_velocity_limit_is_declined_for_later_not_now(
 
 
 @pytest.mark.parametrize(
+    ("decline_code", "outcome", "retry_later"),
+    [
+        # Over the card's count of withdrawals until the limit resets, as a velocity limit.
+        ("withdrawal_count_limit_exceeded", Outcome.SOFT, True),
+        # A Stripe test card in live mode: a genuine card must be used.
+        ("testmode_decline", Outcome.HARD, False),
+        # Card-present PIN declines: the customer must use the card at a reader.
+        ("incorrect_pin", Outcome.HARD, False),
+        ("invalid_pin", Outcome.HARD, False),
+        ("pin_try_exceeded", Outcome.HARD, False),
+        ("offline_pin_required", Outcome.HARD, False),
+        ("online_or_offline_pin_required", Outcome.HARD, False),
+    ],
+)
+async def test_stripes_rarer_decline_codes_have_rows_not_unmapped_failures(
+    fake: FakeStripe,
+    processor: StripeProcessor,
+    decline_code: str,
+    outcome: Outcome,
+    retry_later: bool,
+) -> None:
+    fake.register_declined_payment_method(
+        "pm_issuer_says", code="card_declined", decline_code=decline_code
+    )
+
+    answer = await processor.authorize(charge("pm_issuer_says"))
+
+    assert (answer.error_type, answer.decline_code) == ("card_error", decline_code)
+    verdict = classify(answer)
+    assert (verdict.outcome, verdict.error_code, verdict.retry_now, verdict.retry_later) == (
+        outcome,
+        ErrorCode.CARD_DECLINED,
+        False,
+        retry_later,
+    )
+    assert not verdict.unmapped
+    assert fake.charges_total == 0
+
+
+@pytest.mark.parametrize(
     ("token", "code", "decline_code", "error_code"),
     [
         ("pm_card_chargeDeclinedStolenCard", "card_declined", "stolen_card", ErrorCode.STOLEN_CARD),

@@ -48,6 +48,8 @@ DECLINE_CODES: dict[str, Classification] = {
     "reenter_transaction": _soft(ErrorCode.CARD_DECLINED, now=False, later=True),
     "approve_with_id": _soft(ErrorCode.CARD_DECLINED, now=False, later=True),
     "card_velocity_exceeded": _soft(ErrorCode.CARD_DECLINED, now=False, later=True),
+    # Over the card's count of withdrawals: a limit that resets, as the velocity limit.
+    "withdrawal_count_limit_exceeded": _soft(ErrorCode.CARD_DECLINED, now=False, later=True),
     # Final refusals in Stripe's decline-code list (the customer must call the bank, use
     # another card or correct its details): never charged again as they are. The first
     # four are the "never again" codes Stripe retired for advice codes; some still come.
@@ -77,6 +79,14 @@ DECLINE_CODES: dict[str, Classification] = {
             "invalid_expiry_year",
             "invalid_cvc",
             "incorrect_zip",
+            # A Stripe test card used in live mode: only a genuine card can pay.
+            "testmode_decline",
+            # Card-present PIN declines (a reader's): the card must be used at one again.
+            "incorrect_pin",
+            "invalid_pin",
+            "pin_try_exceeded",
+            "offline_pin_required",
+            "online_or_offline_pin_required",
         ),
         _hard(ErrorCode.CARD_DECLINED),
     ),
