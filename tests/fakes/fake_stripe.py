@@ -43,7 +43,8 @@ into a test module or a conftest).
 Where a fault acts, relative to Stripe's layers:
 
 * before idempotency (nothing stored, nothing processed): ``rate_limit`` and
-  ``lock_timeout`` (429), ``auth_error`` (401), ``invalid_request`` (400),
+  ``lock_timeout`` (429), ``auth_error`` (401), ``permission_error`` (403: a restricted
+  key without the permission the endpoint needs), ``invalid_request`` (400),
   ``drop_before_processing`` and ``slow(process=False)`` (held, then the
   connection is closed, nothing happened);
 * inside it (the answer is stored under the key): ``api_error`` (500) and
@@ -103,6 +104,7 @@ FaultKind = Literal[
     "slow",
     "stall",
     "auth_error",
+    "permission_error",
     "invalid_request",
 ]
 
@@ -235,6 +237,11 @@ class Fault:
     def auth_error(cls) -> Fault:
         """401, as for a revoked or wrong API key."""
         return cls("auth_error")
+
+    @classmethod
+    def permission_error(cls) -> Fault:
+        """403, as for a restricted key without the permission the endpoint needs."""
+        return cls("permission_error")
 
     @classmethod
     def invalid_request(
@@ -770,6 +777,18 @@ class FakeStripe:
         if fault.kind == "auth_error":
             failure = self._bad_key(self.api_key)
             return self._answer(record, failure.status, {"error": failure.error}, headers)
+        if fault.kind == "permission_error":
+            # Stripe's body says invalid_request_error; the status (403) says the rest.
+            error = {
+                "type": "invalid_request_error",
+                "message": (
+                    "The provided key 'rk_test_****' does not have the required permissions"
+                    " for this endpoint on account 'acct_1Fake'. Having the"
+                    " 'rak_payment_intent_write' permission would allow this request to"
+                    " continue."
+                ),
+            }
+            return self._answer(record, 403, {"error": error}, headers)
         if fault.kind == "invalid_request":
             failure = _invalid(fault.message, code=fault.code)
             return self._answer(record, failure.status, {"error": failure.error}, headers)

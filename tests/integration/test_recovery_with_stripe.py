@@ -613,6 +613,23 @@ async def test_a_revoked_stripe_key_alone_fails_the_charge_for_a_later_try_not_f
         assert fake.charges_total == 0
 
 
+async def test_a_stripe_key_without_a_permission_fails_the_charge_for_a_later_try_not_for_good(
+    world,
+):
+    """A restricted key without the permission the endpoint needs (403): our set-up,
+    refused before anything was made, not the customer's doing."""
+    fake, service = world
+    fake.inject(Fault.permission_error(), endpoint="create")
+    payment = await pay(service)
+
+    assert payment.status is PaymentStatus.FAILED
+    assert payment.final_error is ErrorCode.PROCESSOR_PERMISSION
+    # An installment charged now is tried again later (once the key is given the
+    # permission), not failed for good and its plan breached for a key of ours.
+    assert judge_charge(payment).retry_later is True
+    assert fake.charges_total == 0
+
+
 # -- a step paused for the customer ---------------------------------------------------
 
 

@@ -165,7 +165,7 @@ def test_unknown_error_type_with_a_5xx_status_is_treated_as_api_error(status: in
         ("APIConnectionError", soft(ErrorCode.NETWORK_ERROR)),
         ("APIError", soft(ErrorCode.PROCESSOR_ERROR)),
         ("AuthenticationError", hard(ErrorCode.PROCESSOR_AUTHENTICATION, later=True)),
-        ("PermissionError", hard(ErrorCode.PROCESSOR_PERMISSION)),
+        ("PermissionError", hard(ErrorCode.PROCESSOR_PERMISSION, later=True)),
     ],
 )
 def test_sdk_exception_without_a_body_is_classified_by_its_class(
@@ -428,9 +428,9 @@ def test_a_refused_api_key_is_the_processors_failure_hard_there_but_worth_a_late
         assert is_infrastructure_failure(c)
 
 
-def test_a_permission_error_is_hard_and_not_the_processors_health() -> None:
+def test_a_permission_error_is_hard_for_later_and_not_the_processors_health() -> None:
     c = classify(error(http_status=403, error_type="permission_error"))
-    assert c == hard(ErrorCode.PROCESSOR_PERMISSION)
+    assert c == hard(ErrorCode.PROCESSOR_PERMISSION, later=True)
     assert not c.retry_now and not is_infrastructure_failure(c)
 
 

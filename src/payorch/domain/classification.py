@@ -156,7 +156,9 @@ ERROR_TYPES: dict[str, Classification] = {
     # Our API key refused (revoked, rolled): nothing was processed. The same key is
     # refused again, so never now on that processor; a later try, once it is replaced.
     "authentication_error": _hard(ErrorCode.PROCESSOR_AUTHENTICATION, later=True),
-    "permission_error": _hard(ErrorCode.PROCESSOR_PERMISSION),
+    # A restricted key without a permission: our set-up, not the customer's doing, so a
+    # later try (once the key has it) is worth making; never now with the same key.
+    "permission_error": _hard(ErrorCode.PROCESSOR_PERMISSION, later=True),
     "idempotency_error": _hard(ErrorCode.IDEMPOTENCY_CONFLICT, ours=True),
 }
 
@@ -166,7 +168,7 @@ EXCEPTIONS: dict[str, Classification] = {
     "APIConnectionError": _soft(ErrorCode.NETWORK_ERROR),
     "APIError": _soft(ErrorCode.PROCESSOR_ERROR),
     "AuthenticationError": _hard(ErrorCode.PROCESSOR_AUTHENTICATION, later=True),
-    "PermissionError": _hard(ErrorCode.PROCESSOR_PERMISSION),
+    "PermissionError": _hard(ErrorCode.PROCESSOR_PERMISSION, later=True),
 }
 
 # Non-error answers.
