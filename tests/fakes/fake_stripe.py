@@ -47,7 +47,8 @@ Where a fault acts, relative to Stripe's layers:
   key without the permission the endpoint needs), ``invalid_request`` (400),
   ``drop_before_processing`` and ``slow(process=False)`` (held, then the
   connection is closed, nothing happened);
-* inside it (the answer is stored under the key): ``api_error`` (500) and
+* inside it (the answer is stored under the key): ``api_error`` (500, with
+  ``Stripe-Should-Retry: false`` unless told otherwise, as Stripe sends most) and
   ``dependency_failed`` (424, a dependency external to Stripe failed; its body is an
   ``api_error`` too), the request having taken effect or not, as asked; on a key that
   already has a stored answer the stored answer wins and the fault is spent;
@@ -184,8 +185,10 @@ class Fault:
     message: str = ""
 
     @classmethod
-    def api_error(cls, *, charged: bool = False, should_retry: bool | None = None) -> Fault:
-        """500 api_error, stored under the key. ``charged``: the confirm went through."""
+    def api_error(cls, *, charged: bool = False, should_retry: bool | None = False) -> Fault:
+        """500 api_error, stored under the key. ``charged``: the confirm went through.
+        Sent with ``Stripe-Should-Retry: false`` as Stripe sends most 500s (a retry under
+        the same key would only replay it); ``should_retry=None`` leaves the header out."""
         return cls("api_error", process=charged, should_retry=should_retry)
 
     @classmethod

@@ -246,7 +246,13 @@ class StripeProcessor:
         except _Failed as failed:
             # No confirm went out, however the create failed (even with its answer lost,
             # or with a 500 stored under its key): nothing was charged by this call.
-            return dataclasses.replace(failed.response, charge_not_sent=True, indeterminate=False)
+            answer = dataclasses.replace(failed.response, charge_not_sent=True, indeterminate=False)
+            if _stored_failure(answer.http_status) and answer.should_retry is False:
+                # Stripe-Should-Retry: false (sent with most 500s) says a retry under that
+                # create key would only replay the stored failure. The next call replays it
+                # and moves past it, to the next create key: a new request.
+                answer = dataclasses.replace(answer, should_retry=None)
+            return answer
 
         # The payment method again: after a decline Stripe detaches it from the intent,
         # and the next generation confirms the same PaymentIntent.
