@@ -25,7 +25,8 @@ that customer (any number of times), and is refused without it or with another.
 A PaymentIntent's amount is held to Stripe's limits: below its minimum charge
 (``MINIMUM_CHARGE``: 50 for usd or eur, 30 for gbp, 50 for jpy, ...) it is refused with
 400 ``amount_too_small``, above eight digits with ``amount_too_large`` (``param``
-``amount``, not stored under the key).
+``amount``, not stored under the key); a currency Stripe does not take
+(``UNSUPPORTED_CURRENCIES``) is refused by name, on ``param`` ``currency``, no code.
 
 Tests program faults, consumed one per request, per endpoint (``confirm`` by
 default), and count charges to prove there was exactly one::
@@ -127,6 +128,9 @@ MINIMUM_CHARGE: dict[str, int] = {
 }  # fmt: skip
 # The largest amount Stripe takes: eight digits (99999999 is $999,999.99).
 MAXIMUM_CHARGE = 99_999_999
+# ISO-4217 currencies Stripe does not take (none of its accounts can charge them);
+# Stripe refuses them by name, on param currency, with no error code.
+UNSUPPORTED_CURRENCIES = frozenset({"cup", "iqd", "irr", "kpw", "lyd", "syp"})
 
 # A search query clause the fake understands: metadata['key']:'value'.
 _SEARCH_CLAUSE = re.compile(r"^metadata\['([^']+)'\]:'([^']*)'$")
@@ -1026,6 +1030,11 @@ class FakeStripe:
         if len(currency) != 3 or not currency.isalpha():
             raise _invalid(
                 f"Invalid currency: {currency}.", code="parameter_invalid_empty", param="currency"
+            )
+        if currency in UNSUPPORTED_CURRENCIES:
+            raise _invalid(
+                f"Invalid currency: {currency}. Stripe accounts in US do not support {currency}.",
+                param="currency",
             )
         _check_charge_amount(int(amount_raw), currency)
         capture_method = params.get("capture_method", "automatic")

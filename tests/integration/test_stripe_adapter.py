@@ -1530,16 +1530,29 @@ async def test_a_customer_stripe_does_not_have_fails_the_create_as_the_callers_e
 
 
 @pytest.mark.parametrize(
-    ("amount_minor", "currency", "code"),
+    ("amount_minor", "currency", "code", "param", "error_code"),
     [
-        (49, "USD", "amount_too_small"),  # Stripe's minimum: 0.50 USD
-        (49, "JPY", "amount_too_small"),  # 50 yen, sent as it is (zero-decimal)
-        (29, "GBP", "amount_too_small"),  # 0.30 GBP
-        (100_000_000, "EUR", "amount_too_large"),  # eight digits at most
+        # Stripe's minimum: 0.50 USD (or its equivalent), 0.30 GBP, 50 yen; yen are sent
+        # as they are (zero-decimal).
+        (49, "USD", "amount_too_small", "amount", ErrorCode.AMOUNT_OUT_OF_RANGE),
+        (49, "JPY", "amount_too_small", "amount", ErrorCode.AMOUNT_OUT_OF_RANGE),
+        (29, "GBP", "amount_too_small", "amount", ErrorCode.AMOUNT_OUT_OF_RANGE),
+        # Eight digits at most.
+        (100_000_000, "EUR", "amount_too_large", "amount", ErrorCode.AMOUNT_OUT_OF_RANGE),
+        # ISO-4217 currencies payorch takes, which Stripe (or the account's country) does
+        # not: refused by name, with no code.
+        (5000, "IQD", "", "currency", ErrorCode.CURRENCY_NOT_SUPPORTED),
+        (5000, "IRR", "", "currency", ErrorCode.CURRENCY_NOT_SUPPORTED),
     ],
 )
-async def test_an_amount_stripe_will_not_charge_is_the_callers_to_change_not_our_violation(
-    fake: FakeStripe, processor: StripeProcessor, amount_minor: int, currency: str, code: str
+async def test_an_amount_or_currency_stripe_will_not_charge_is_the_callers_not_our_violation(
+    fake: FakeStripe,
+    processor: StripeProcessor,
+    amount_minor: int,
+    currency: str,
+    code: str,
+    param: str,
+    error_code: ErrorCode,
 ) -> None:
     request = charge(amount_minor=amount_minor, currency=currency)
 
@@ -1549,12 +1562,12 @@ async def test_an_amount_stripe_will_not_charge_is_the_callers_to_change_not_our
         ResponseKind.ERROR,
         400,
         code,
-        "amount",
+        param,
     )
     assert fake.requests_to("create")[0].params["amount"] == str(amount_minor)
     assert answer.charge_not_sent
-    # The caller's amount, valid in its currency: no contract violation, and the same
-    # amount is refused again, so not retried later either.
+    # The caller's amount or currency, valid as payorch takes them: no contract
+    # violation, and the same payment is refused again, so not retried later either.
     verdict = classify(answer)
     assert (
         verdict.outcome,
@@ -1562,7 +1575,7 @@ async def test_an_amount_stripe_will_not_charge_is_the_callers_to_change_not_our
         verdict.retry_now,
         verdict.retry_later,
         verdict.contract_violation,
-    ) == (Outcome.HARD, ErrorCode.AMOUNT_OUT_OF_RANGE, False, False, False)
+    ) == (Outcome.HARD, error_code, False, False, False)
     assert (await processor.lookup(request, "")).kind is ResponseKind.NOT_FOUND
     assert fake.payment_intents == {}
     assert fake.requests_to("confirm") == []

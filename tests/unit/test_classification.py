@@ -396,10 +396,26 @@ def test_a_payment_method_the_processor_will_not_use_is_the_callers_to_replace(
     assert not is_infrastructure_failure(c)
 
 
-@pytest.mark.parametrize("param", ["amount", "currency", "metadata", ""])
+@pytest.mark.parametrize("param", ["amount", "metadata", ""])
 def test_an_invalid_request_with_no_code_about_our_parameters_is_still_ours(param: str) -> None:
     c = classify(error(http_status=400, error_type="invalid_request_error", param=param))
     assert c == hard(ErrorCode.INVALID_REQUEST, ours=True)
+
+
+def test_a_currency_stripe_refuses_by_name_is_the_callers_not_ours() -> None:
+    # Stripe's "Invalid currency: tnd. Stripe accounts in US do not support tnd.": no
+    # code, param currency. A malformed currency of ours carries a code (below, rule 6).
+    c = classify(error(http_status=400, error_type="invalid_request_error", param="currency"))
+    assert c == hard(ErrorCode.CURRENCY_NOT_SUPPORTED)
+    malformed = classify(
+        error(
+            http_status=400,
+            error_type="invalid_request_error",
+            code="parameter_invalid_empty",
+            param="currency",
+        )
+    )
+    assert malformed == hard(ErrorCode.INVALID_REQUEST, ours=True)
 
 
 @pytest.mark.parametrize("param", ["intent", "starting_after", "amount", ""])

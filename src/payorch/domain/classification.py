@@ -147,6 +147,10 @@ CALLER_ERRORS: dict[tuple[str, str], Classification] = {
     # The same amount is refused again, so not later either.
     ("amount_too_small", "amount"): _hard(ErrorCode.AMOUNT_OUT_OF_RANGE),
     ("amount_too_large", "amount"): _hard(ErrorCode.AMOUNT_OUT_OF_RANGE),
+    # A currency the processor does not take (Stripe refuses it by name, with no code:
+    # "Invalid currency: tnd. Stripe accounts in US do not support tnd."): the caller's,
+    # an ISO-4217 code payorch takes, which Stripe's account may not. Refused again.
+    ("", "currency"): _hard(ErrorCode.CURRENCY_NOT_SUPPORTED),
 }
 
 # Error `type`s, when neither the decline code nor the code decided.

@@ -60,6 +60,9 @@ class ErrorCode(enum.Enum):
     # below its minimum charge; amount_too_large, above its maximum): the caller's amount
     # to change, not a fault of ours, never retried as it is.
     AMOUNT_OUT_OF_RANGE = "amount_out_of_range"
+    # The processor will not charge in the currency (Stripe: one it, or the account's
+    # country, does not take): the caller's currency, never retried as it is.
+    CURRENCY_NOT_SUPPORTED = "currency_not_supported"
 
 
 class ResponseKind(enum.Enum):
