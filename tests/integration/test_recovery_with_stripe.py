@@ -584,6 +584,28 @@ async def test_a_revoked_stripe_key_fails_over_and_counts_against_stripes_health
         assert (stats.infra_failures, stats.other) == (1, 0)
 
 
+@pytest.mark.parametrize("endpoint", ["create", "confirm"])
+async def test_a_stripe_key_without_a_permission_fails_over_and_stays_neutral_to_health(endpoint):
+    """A 403 is refused before Stripe processes anything, as a 401 is: the step moves to
+    the next processor. It may concern one endpoint only, so Stripe's health is not
+    held against it."""
+    simulated = SimulatedProcessor("simulated")
+    async with running(then=simulated) as (fake, service, _clock):
+        fake.inject(Fault.permission_error(), endpoint=endpoint)
+        payment = await pay(service)
+
+        assert payment.status is PaymentStatus.SUCCEEDED
+        step = payment.steps[0]
+        assert [(a.processor, a.raw.http_status) for a in step.attempts] == [
+            ("stripe", 403),
+            ("simulated", 0),
+        ]
+        assert "failing over to simulated" in step.attempts[0].retry_decision
+        assert simulated.ledger.charges_total == 1 and fake.charges_total == 0
+        stats = service._router.health.snapshot("stripe").stats
+        assert (stats.infra_failures, stats.other) == (0, 1)
+
+
 async def test_a_revoked_stripe_key_opens_its_breaker_so_payments_go_straight_elsewhere():
     simulated = SimulatedProcessor("simulated")
     async with running(

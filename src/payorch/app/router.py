@@ -108,7 +108,7 @@ def _not_charged_proof(
     if c.error_code is ErrorCode.RATE_LIMITED:
         return "a 429 is refused before any processing"
     if refused_us(c):
-        return "a refused API key is refused before any processing"
+        return "a refused API key (or permission) is refused before any processing"
     return None
 
 

@@ -215,8 +215,12 @@ INFRASTRUCTURE_CODES = frozenset(
 
 # Failures of the processor's set-up, not of one request: refused before anything was
 # processed, and refused again however often the same processor is asked. The step
-# moves to another configured processor (docs/health.md), never retries there.
-PROCESSOR_REFUSED_US = frozenset({ErrorCode.PROCESSOR_AUTHENTICATION})
+# moves to another configured processor (docs/health.md), never retries there. A key
+# without a permission too (a 403), though only a refused key counts against health:
+# a permission may be missing for one endpoint only.
+PROCESSOR_REFUSED_US = frozenset(
+    {ErrorCode.PROCESSOR_AUTHENTICATION, ErrorCode.PROCESSOR_PERMISSION}
+)
 
 _UNMAPPED = Classification(
     Outcome.HARD, ErrorCode.UNMAPPED, retry_now=False, retry_later=False, unmapped=True
@@ -305,6 +309,6 @@ def is_infrastructure_failure(c: Classification) -> bool:
 
 
 def refused_us(c: Classification) -> bool:
-    """True when the processor refused our credentials: nothing was processed, and
-    nothing will be there until they are replaced."""
+    """True when the processor refused our credentials or their permissions: nothing
+    was processed, and nothing will be there until they are replaced or granted."""
     return c.error_code in PROCESSOR_REFUSED_US
