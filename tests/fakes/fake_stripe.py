@@ -22,6 +22,11 @@ error (400 ``invalid_request_error``, code ``payment_method_unexpected_state``, 
 ``payment_method``). A PaymentIntent with ``customer`` and ``setup_future_usage``
 attaches it to that customer when it goes through; from then on it may be used with
 that customer (any number of times), and is refused without it or with another.
+A PaymentIntent's amount is held to Stripe's limits: below its minimum charge
+(``MINIMUM_CHARGE``: 50 for usd or eur, 30 for gbp, 50 for jpy, ...) it is refused with
+400 ``amount_too_small``, above eight digits with ``amount_too_large`` (``param``
+``amount``, not stored under the key); a currency Stripe does not take
+(``UNSUPPORTED_CURRENCIES``) is refused by name, on ``param`` ``currency``, no code.
 
 Tests program faults, consumed one per request, per endpoint (``confirm`` by
 default), and count charges to prove there was exactly one::
@@ -39,10 +44,12 @@ into a test module or a conftest).
 Where a fault acts, relative to Stripe's layers:
 
 * before idempotency (nothing stored, nothing processed): ``rate_limit`` and
-  ``lock_timeout`` (429), ``auth_error`` (401), ``invalid_request`` (400),
+  ``lock_timeout`` (429), ``auth_error`` (401), ``permission_error`` (403: a restricted
+  key without the permission the endpoint needs), ``invalid_request`` (400),
   ``drop_before_processing`` and ``slow(process=False)`` (held, then the
   connection is closed, nothing happened);
-* inside it (the answer is stored under the key): ``api_error`` (500) and
+* inside it (the answer is stored under the key): ``api_error`` (500, with
+  ``Stripe-Should-Retry: false`` unless told otherwise, as Stripe sends most) and
   ``dependency_failed`` (424, a dependency external to Stripe failed; its body is an
   ``api_error`` too), the request having taken effect or not, as asked; on a key that
   already has a stored answer the stored answer wins and the fault is spent;
@@ -108,6 +115,7 @@ FaultKind = Literal[
     "slow",
     "stall",
     "auth_error",
+    "permission_error",
     "invalid_request",
 ]
 
@@ -116,6 +124,23 @@ DEFAULT_API_KEY = "sk_test_payorch_fake_4242"
 # How long Stripe keeps an idempotency key (its docs: keys can be pruned once they are
 # at least 24 hours old).
 KEY_LIFETIME = timedelta(hours=24)
+# Stripe's minimum charge amounts (docs.stripe.com/currencies, minimum and maximum
+# charge amounts), in its units, for an account settling in the charge's currency (the
+# fake's: Stripe converts a charge in another currency and holds it to the minimum of
+# the settlement currency; the fake checks only these). A smaller amount is refused
+# with 400 amount_too_small, a validation failure: nothing is stored under the key.
+MINIMUM_CHARGE: dict[str, int] = {
+    "usd": 50, "aed": 200, "aud": 50, "bgn": 100, "brl": 50, "cad": 50, "chf": 50,
+    "czk": 1500, "dkk": 250, "eur": 50, "gbp": 30, "hkd": 400, "huf": 17500, "inr": 50,
+    "jpy": 50, "mxn": 1000, "myr": 200, "nok": 300, "nzd": 50, "pln": 200, "ron": 200,
+    "sek": 300, "sgd": 50, "thb": 1000,
+}  # fmt: skip
+# The largest amount Stripe takes: eight digits (99999999 is $999,999.99).
+MAXIMUM_CHARGE = 99_999_999
+# ISO-4217 currencies Stripe does not take (none of its accounts can charge them);
+# Stripe refuses them by name, on param currency, with no error code.
+UNSUPPORTED_CURRENCIES = frozenset({"cup", "iqd", "irr", "kpw", "lyd", "syp"})
+
 # A search query clause the fake understands: metadata['key']:'value'.
 _SEARCH_CLAUSE = re.compile(r"^metadata\['([^']+)'\]:'([^']*)'$")
 
@@ -194,8 +219,10 @@ class Fault:
         return cls("none")
 
     @classmethod
-    def api_error(cls, *, charged: bool = False, should_retry: bool | None = None) -> Fault:
-        """500 api_error, stored under the key. ``charged``: the confirm went through."""
+    def api_error(cls, *, charged: bool = False, should_retry: bool | None = False) -> Fault:
+        """500 api_error, stored under the key. ``charged``: the confirm went through.
+        Sent with ``Stripe-Should-Retry: false`` as Stripe sends most 500s (a retry under
+        the same key would only replay it); ``should_retry=None`` leaves the header out."""
         return cls("api_error", process=charged, should_retry=should_retry)
 
     @classmethod
@@ -251,6 +278,11 @@ class Fault:
     def auth_error(cls) -> Fault:
         """401, as for a revoked or wrong API key."""
         return cls("auth_error")
+
+    @classmethod
+    def permission_error(cls) -> Fault:
+        """403, as for a restricted key without the permission the endpoint needs."""
+        return cls("permission_error")
 
     @classmethod
     def invalid_request(
@@ -423,6 +455,24 @@ def _check_metadata(metadata: dict[str, Any]) -> None:
                 " characters.",
                 param=f"metadata[{key}]",
             )
+
+
+def _check_charge_amount(amount: int, currency: str) -> None:
+    """Stripe's limits on a charge's amount: its minimum (MINIMUM_CHARGE) and maximum."""
+    minimum = MINIMUM_CHARGE.get(currency, 1)
+    if amount < minimum:
+        raise _invalid(
+            f"Amount must be at least {minimum} {currency} in the currency's smallest unit",
+            code="amount_too_small",
+            param="amount",
+        )
+    if amount > MAXIMUM_CHARGE:
+        raise _invalid(
+            f"Amount must be no more than {MAXIMUM_CHARGE} {currency} in the currency's"
+            " smallest unit",
+            code="amount_too_large",
+            param="amount",
+        )
 
 
 def _unexpected_state(message: str, pi: dict[str, Any]) -> _Failure:
@@ -775,6 +825,18 @@ class FakeStripe:
         if fault.kind == "auth_error":
             failure = self._bad_key(self.api_key)
             return self._answer(record, failure.status, {"error": failure.error}, headers)
+        if fault.kind == "permission_error":
+            # Stripe's body says invalid_request_error; the status (403) says the rest.
+            error = {
+                "type": "invalid_request_error",
+                "message": (
+                    "The provided key 'rk_test_****' does not have the required permissions"
+                    " for this endpoint on account 'acct_1Fake'. Having the"
+                    " 'rak_payment_intent_write' permission would allow this request to"
+                    " continue."
+                ),
+            }
+            return self._answer(record, 403, {"error": error}, headers)
         if fault.kind == "invalid_request":
             failure = _invalid(fault.message, code=fault.code)
             return self._answer(record, failure.status, {"error": failure.error}, headers)
@@ -1024,6 +1086,12 @@ class FakeStripe:
             raise _invalid(
                 f"Invalid currency: {currency}.", code="parameter_invalid_empty", param="currency"
             )
+        if currency in UNSUPPORTED_CURRENCIES:
+            raise _invalid(
+                f"Invalid currency: {currency}. Stripe accounts in US do not support {currency}.",
+                param="currency",
+            )
+        _check_charge_amount(int(amount_raw), currency)
         capture_method = params.get("capture_method", "automatic")
         if capture_method not in ("automatic", "automatic_async", "manual"):
             raise _invalid(

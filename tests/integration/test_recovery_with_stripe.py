@@ -127,9 +127,23 @@ async def test_a_stripe_500_that_charged_is_found_and_not_charged_again(world):
     assert fake.charges_total == 1
 
 
-async def test_a_stripe_424_is_looked_up_then_charged_once_under_the_next_key(world):
+@pytest.mark.parametrize(
+    "fault",
+    [
+        # A dependency outside Stripe failed; stored under the key like a 500.
+        Fault.dependency_failed(),
+        # Stripe sends Stripe-Should-Retry: false with most 500s: the same key would only
+        # replay the stored 500. Once a lookup proved nothing was charged, the next key
+        # is a new request, which the header says nothing about.
+        Fault.api_error(should_retry=False),
+    ],
+    ids=["424", "500-should-retry-false"],
+)
+async def test_a_stored_stripe_failure_is_looked_up_then_charged_once_under_the_next_key(
+    world, fault
+):
     fake, service = world
-    fake.inject(Fault.dependency_failed())  # a dependency outside Stripe failed; stored
+    fake.inject(fault)
     payment = await pay(service)
 
     assert payment.status is PaymentStatus.SUCCEEDED
@@ -198,20 +212,23 @@ async def test_a_429_is_retried_with_the_same_key(world):
     assert payment.status is PaymentStatus.SUCCEEDED and fake.charges_total == 1
 
 
-async def test_an_answer_dropped_after_charging_replays_instead_of_charging_again(world):
+@pytest.mark.parametrize(
+    "fault",
+    [Fault.drop_after_processing(), Fault.slow(1.0, process=True)],
+    ids=["answer dropped", "answer past the timeout"],
+)
+async def test_a_lost_answer_is_retried_with_the_same_key_and_parameters_and_replayed(world, fault):
     fake, service = world
-    fake.inject(Fault.drop_after_processing())
+    fake.inject(fault)
     payment = await pay(service)
     assert payment.status is PaymentStatus.SUCCEEDED
     assert fake.charges_total == 1
-
-
-async def test_a_slow_answer_past_the_timeout_is_retried_with_the_same_key(world):
-    fake, service = world
-    fake.inject(Fault.slow(1.0, process=True))
-    payment = await pay(service)
-    assert payment.status is PaymentStatus.SUCCEEDED
-    assert fake.charges_total == 1
+    # Stripe replays the stored answer only to the same key with the same parameters
+    # (other parameters are refused, and the adapter would then look the intent up:
+    # the payment would succeed all the same, so the requests are checked here).
+    lost, retry = fake.requests_to("confirm")
+    assert (retry.idempotency_key, retry.params) == (lost.idempotency_key, lost.params)
+    assert (retry.status, retry.replayed) == (200, True)
 
 
 async def test_a_split_with_a_declined_card_voids_the_stripe_authorization(world):
@@ -567,6 +584,28 @@ async def test_a_revoked_stripe_key_fails_over_and_counts_against_stripes_health
         assert (stats.infra_failures, stats.other) == (1, 0)
 
 
+@pytest.mark.parametrize("endpoint", ["create", "confirm"])
+async def test_a_stripe_key_without_a_permission_fails_over_and_stays_neutral_to_health(endpoint):
+    """A 403 is refused before Stripe processes anything, as a 401 is: the step moves to
+    the next processor. It may concern one endpoint only, so Stripe's health is not
+    held against it."""
+    simulated = SimulatedProcessor("simulated")
+    async with running(then=simulated) as (fake, service, _clock):
+        fake.inject(Fault.permission_error(), endpoint=endpoint)
+        payment = await pay(service)
+
+        assert payment.status is PaymentStatus.SUCCEEDED
+        step = payment.steps[0]
+        assert [(a.processor, a.raw.http_status) for a in step.attempts] == [
+            ("stripe", 403),
+            ("simulated", 0),
+        ]
+        assert "failing over to simulated" in step.attempts[0].retry_decision
+        assert simulated.ledger.charges_total == 1 and fake.charges_total == 0
+        stats = service._router.health.snapshot("stripe").stats
+        assert (stats.infra_failures, stats.other) == (0, 1)
+
+
 async def test_a_revoked_stripe_key_opens_its_breaker_so_payments_go_straight_elsewhere():
     simulated = SimulatedProcessor("simulated")
     async with running(
@@ -597,6 +636,23 @@ async def test_a_revoked_stripe_key_alone_fails_the_charge_for_a_later_try_not_f
         # not failed for good (and its plan breached) for a key of ours.
         assert judge_charge(payment).retry_later is True
         assert fake.charges_total == 0
+
+
+async def test_a_stripe_key_without_a_permission_fails_the_charge_for_a_later_try_not_for_good(
+    world,
+):
+    """A restricted key without the permission the endpoint needs (403): our set-up,
+    refused before anything was made, not the customer's doing."""
+    fake, service = world
+    fake.inject(Fault.permission_error(), endpoint="create")
+    payment = await pay(service)
+
+    assert payment.status is PaymentStatus.FAILED
+    assert payment.final_error is ErrorCode.PROCESSOR_PERMISSION
+    # An installment charged now is tried again later (once the key is given the
+    # permission), not failed for good and its plan breached for a key of ours.
+    assert judge_charge(payment).retry_later is True
+    assert fake.charges_total == 0
 
 
 # -- a step paused for the customer ---------------------------------------------------

@@ -247,6 +247,46 @@ async def test_a_card_over_its_velocity_limit_is_declined_for_later_not_now(
 
 
 @pytest.mark.parametrize(
+    ("decline_code", "outcome", "retry_later"),
+    [
+        # Over the card's count of withdrawals until the limit resets, as a velocity limit.
+        ("withdrawal_count_limit_exceeded", Outcome.SOFT, True),
+        # A Stripe test card in live mode: a genuine card must be used.
+        ("testmode_decline", Outcome.HARD, False),
+        # Card-present PIN declines: the customer must use the card at a reader.
+        ("incorrect_pin", Outcome.HARD, False),
+        ("invalid_pin", Outcome.HARD, False),
+        ("pin_try_exceeded", Outcome.HARD, False),
+        ("offline_pin_required", Outcome.HARD, False),
+        ("online_or_offline_pin_required", Outcome.HARD, False),
+    ],
+)
+async def test_stripes_rarer_decline_codes_have_rows_not_unmapped_failures(
+    fake: FakeStripe,
+    processor: StripeProcessor,
+    decline_code: str,
+    outcome: Outcome,
+    retry_later: bool,
+) -> None:
+    fake.register_declined_payment_method(
+        "pm_issuer_says", code="card_declined", decline_code=decline_code
+    )
+
+    answer = await processor.authorize(charge("pm_issuer_says"))
+
+    assert (answer.error_type, answer.decline_code) == ("card_error", decline_code)
+    verdict = classify(answer)
+    assert (verdict.outcome, verdict.error_code, verdict.retry_now, verdict.retry_later) == (
+        outcome,
+        ErrorCode.CARD_DECLINED,
+        False,
+        retry_later,
+    )
+    assert not verdict.unmapped
+    assert fake.charges_total == 0
+
+
+@pytest.mark.parametrize(
     ("token", "code", "decline_code", "error_code"),
     [
         ("pm_card_chargeDeclinedStolenCard", "card_declined", "stolen_card", ErrorCode.STOLEN_CARD),
@@ -1245,6 +1285,59 @@ async def test_reusing_a_key_with_other_parameters_is_an_idempotency_error(
     assert fake.charges_total == 1
 
 
+async def test_a_confirm_key_reused_with_other_parameters_answers_with_what_its_confirm_did(
+    fake: FakeStripe, processor: StripeProcessor
+) -> None:
+    """Stripe refuses a key reused with other parameters (400 idempotency_error): a bug
+    of ours, but the key's first confirm ran, and may have charged. A failed step would
+    let a fallback method charge the customer again: the intent says what it did."""
+    fake.inject(Fault.drop_after_processing())
+    lost = await processor.authorize(charge(off_session=True))
+    assert (lost.kind, fake.charges_total) == (ResponseKind.NO_RESPONSE, 1)
+
+    clash = await processor.authorize(charge(off_session=False))
+
+    assert fake.requests_to("confirm")[-1].status == 400  # idempotency_error
+    assert clash.kind is ResponseKind.SUCCEEDED
+    assert clash.processor_payment_id == lost.processor_payment_id
+    assert fake.charges_total == 1
+
+
+async def test_a_confirm_key_reused_on_an_intent_that_cannot_be_read_is_pending_not_failed(
+    fake: FakeStripe, processor: StripeProcessor
+) -> None:
+    fake.inject(Fault.drop_after_processing())
+    await processor.authorize(charge(off_session=True))
+    fake.inject(Fault.api_error(), endpoint="retrieve")
+
+    clash = await processor.authorize(charge(off_session=False))
+
+    assert clash.kind is ResponseKind.PENDING
+    assert classify(clash).outcome is Outcome.UNKNOWN
+    assert fake.charges_total == 1
+
+
+async def test_a_confirm_key_reused_whose_confirm_charged_nothing_is_our_violation(
+    fake: FakeStripe, processor: StripeProcessor
+) -> None:
+    declined = await processor.authorize(charge("pm_card_chargeDeclined", off_session=True))
+    assert declined.decline_code == "generic_decline"
+
+    clash = await processor.authorize(charge("pm_card_chargeDeclined", off_session=False))
+
+    assert (clash.kind, clash.http_status, clash.error_type) == (
+        ResponseKind.ERROR,
+        400,
+        "idempotency_error",
+    )
+    verdict = classify(clash)
+    assert (verdict.error_code, verdict.contract_violation) == (
+        ErrorCode.IDEMPOTENCY_CONFLICT,
+        True,
+    )
+    assert fake.charges_total == 0
+
+
 # -- keys, auth and bad requests -------------------------------------------------------
 
 
@@ -1434,6 +1527,58 @@ async def test_a_customer_stripe_does_not_have_fails_the_create_as_the_callers_e
         "customer_not_found",
         False,
     )
+
+
+@pytest.mark.parametrize(
+    ("amount_minor", "currency", "code", "param", "error_code"),
+    [
+        # Stripe's minimum: 0.50 USD (or its equivalent), 0.30 GBP, 50 yen; yen are sent
+        # as they are (zero-decimal).
+        (49, "USD", "amount_too_small", "amount", ErrorCode.AMOUNT_OUT_OF_RANGE),
+        (49, "JPY", "amount_too_small", "amount", ErrorCode.AMOUNT_OUT_OF_RANGE),
+        (29, "GBP", "amount_too_small", "amount", ErrorCode.AMOUNT_OUT_OF_RANGE),
+        # Eight digits at most.
+        (100_000_000, "EUR", "amount_too_large", "amount", ErrorCode.AMOUNT_OUT_OF_RANGE),
+        # ISO-4217 currencies payorch takes, which Stripe (or the account's country) does
+        # not: refused by name, with no code.
+        (5000, "IQD", "", "currency", ErrorCode.CURRENCY_NOT_SUPPORTED),
+        (5000, "IRR", "", "currency", ErrorCode.CURRENCY_NOT_SUPPORTED),
+    ],
+)
+async def test_an_amount_or_currency_stripe_will_not_charge_is_the_callers_not_our_violation(
+    fake: FakeStripe,
+    processor: StripeProcessor,
+    amount_minor: int,
+    currency: str,
+    code: str,
+    param: str,
+    error_code: ErrorCode,
+) -> None:
+    request = charge(amount_minor=amount_minor, currency=currency)
+
+    answer = await processor.authorize(request)
+
+    assert (answer.kind, answer.http_status, answer.code, answer.param) == (
+        ResponseKind.ERROR,
+        400,
+        code,
+        param,
+    )
+    assert fake.requests_to("create")[0].params["amount"] == str(amount_minor)
+    assert answer.charge_not_sent
+    # The caller's amount or currency, valid as payorch takes them: no contract
+    # violation, and the same payment is refused again, so not retried later either.
+    verdict = classify(answer)
+    assert (
+        verdict.outcome,
+        verdict.error_code,
+        verdict.retry_now,
+        verdict.retry_later,
+        verdict.contract_violation,
+    ) == (Outcome.HARD, error_code, False, False, False)
+    assert (await processor.lookup(request, "")).kind is ResponseKind.NOT_FOUND
+    assert fake.payment_intents == {}
+    assert fake.requests_to("confirm") == []
 
 
 async def test_the_adapter_never_raises_under_a_burst_of_faults(

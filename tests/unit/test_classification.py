@@ -165,7 +165,7 @@ def test_unknown_error_type_with_a_5xx_status_is_treated_as_api_error(status: in
         ("APIConnectionError", soft(ErrorCode.NETWORK_ERROR)),
         ("APIError", soft(ErrorCode.PROCESSOR_ERROR)),
         ("AuthenticationError", hard(ErrorCode.PROCESSOR_AUTHENTICATION, later=True)),
-        ("PermissionError", hard(ErrorCode.PROCESSOR_PERMISSION)),
+        ("PermissionError", hard(ErrorCode.PROCESSOR_PERMISSION, later=True)),
     ],
 )
 def test_sdk_exception_without_a_body_is_classified_by_its_class(
@@ -396,10 +396,26 @@ def test_a_payment_method_the_processor_will_not_use_is_the_callers_to_replace(
     assert not is_infrastructure_failure(c)
 
 
-@pytest.mark.parametrize("param", ["amount", "currency", "metadata", ""])
+@pytest.mark.parametrize("param", ["amount", "metadata", ""])
 def test_an_invalid_request_with_no_code_about_our_parameters_is_still_ours(param: str) -> None:
     c = classify(error(http_status=400, error_type="invalid_request_error", param=param))
     assert c == hard(ErrorCode.INVALID_REQUEST, ours=True)
+
+
+def test_a_currency_stripe_refuses_by_name_is_the_callers_not_ours() -> None:
+    # Stripe's "Invalid currency: tnd. Stripe accounts in US do not support tnd.": no
+    # code, param currency. A malformed currency of ours carries a code (below, rule 6).
+    c = classify(error(http_status=400, error_type="invalid_request_error", param="currency"))
+    assert c == hard(ErrorCode.CURRENCY_NOT_SUPPORTED)
+    malformed = classify(
+        error(
+            http_status=400,
+            error_type="invalid_request_error",
+            code="parameter_invalid_empty",
+            param="currency",
+        )
+    )
+    assert malformed == hard(ErrorCode.INVALID_REQUEST, ours=True)
 
 
 @pytest.mark.parametrize("param", ["intent", "starting_after", "amount", ""])
@@ -428,9 +444,9 @@ def test_a_refused_api_key_is_the_processors_failure_hard_there_but_worth_a_late
         assert is_infrastructure_failure(c)
 
 
-def test_a_permission_error_is_hard_and_not_the_processors_health() -> None:
+def test_a_permission_error_is_hard_for_later_and_not_the_processors_health() -> None:
     c = classify(error(http_status=403, error_type="permission_error"))
-    assert c == hard(ErrorCode.PROCESSOR_PERMISSION)
+    assert c == hard(ErrorCode.PROCESSOR_PERMISSION, later=True)
     assert not c.retry_now and not is_infrastructure_failure(c)
 
 

@@ -108,7 +108,7 @@ def _not_charged_proof(
     if c.error_code is ErrorCode.RATE_LIMITED:
         return "a 429 is refused before any processing"
     if refused_us(c):
-        return "a refused API key is refused before any processing"
+        return "a refused API key (or permission) is refused before any processing"
     return None
 
 
@@ -495,6 +495,12 @@ class Router:
             # Known not charged: the next generation's key is safe to use.
             step.generation += 1
             look_attempt.retry_decision = f"not charged: next key generation g{step.generation}"
+            if response.should_retry is False:
+                # Stripe-Should-Retry: false (Stripe sends it with most 500s) spoke of the
+                # key just retired, whose retry would only replay the stored failure. The
+                # next key is a new request the header said nothing about.
+                response = dataclasses.replace(response, should_retry=None)
+                return response, classify(response)
             return response, c
         if looked.kind is ResponseKind.REQUIRES_ACTION:
             return looked, classify(looked)

@@ -48,6 +48,8 @@ DECLINE_CODES: dict[str, Classification] = {
     "reenter_transaction": _soft(ErrorCode.CARD_DECLINED, now=False, later=True),
     "approve_with_id": _soft(ErrorCode.CARD_DECLINED, now=False, later=True),
     "card_velocity_exceeded": _soft(ErrorCode.CARD_DECLINED, now=False, later=True),
+    # Over the card's count of withdrawals: a limit that resets, as the velocity limit.
+    "withdrawal_count_limit_exceeded": _soft(ErrorCode.CARD_DECLINED, now=False, later=True),
     # Final refusals in Stripe's decline-code list (the customer must call the bank, use
     # another card or correct its details): never charged again as they are. The first
     # four are the "never again" codes Stripe retired for advice codes; some still come.
@@ -77,6 +79,14 @@ DECLINE_CODES: dict[str, Classification] = {
             "invalid_expiry_year",
             "invalid_cvc",
             "incorrect_zip",
+            # A Stripe test card used in live mode: only a genuine card can pay.
+            "testmode_decline",
+            # Card-present PIN declines (a reader's): the card must be used at one again.
+            "incorrect_pin",
+            "invalid_pin",
+            "pin_try_exceeded",
+            "offline_pin_required",
+            "online_or_offline_pin_required",
         ),
         _hard(ErrorCode.CARD_DECLINED),
     ),
@@ -131,6 +141,16 @@ CALLER_ERRORS: dict[tuple[str, str], Classification] = {
     # "belongs to the Customer ...", "The customer does not have a payment method"):
     # one it has but will not use with this customer, or at all.
     ("", "payment_method"): _hard(ErrorCode.PAYMENT_METHOD_UNUSABLE),
+    # An amount the processor will not charge in its currency (Stripe: below its minimum,
+    # 0.50 USD or its equivalent in the account's settlement currency, so not knowable
+    # beforehand; above its maximum, eight digits): the caller's amount, valid as ours.
+    # The same amount is refused again, so not later either.
+    ("amount_too_small", "amount"): _hard(ErrorCode.AMOUNT_OUT_OF_RANGE),
+    ("amount_too_large", "amount"): _hard(ErrorCode.AMOUNT_OUT_OF_RANGE),
+    # A currency the processor does not take (Stripe refuses it by name, with no code:
+    # "Invalid currency: tnd. Stripe accounts in US do not support tnd."): the caller's,
+    # an ISO-4217 code payorch takes, which Stripe's account may not. Refused again.
+    ("", "currency"): _hard(ErrorCode.CURRENCY_NOT_SUPPORTED),
 }
 
 # Error `type`s, when neither the decline code nor the code decided.
@@ -140,7 +160,9 @@ ERROR_TYPES: dict[str, Classification] = {
     # Our API key refused (revoked, rolled): nothing was processed. The same key is
     # refused again, so never now on that processor; a later try, once it is replaced.
     "authentication_error": _hard(ErrorCode.PROCESSOR_AUTHENTICATION, later=True),
-    "permission_error": _hard(ErrorCode.PROCESSOR_PERMISSION),
+    # A restricted key without a permission: our set-up, not the customer's doing, so a
+    # later try (once the key has it) is worth making; never now with the same key.
+    "permission_error": _hard(ErrorCode.PROCESSOR_PERMISSION, later=True),
     "idempotency_error": _hard(ErrorCode.IDEMPOTENCY_CONFLICT, ours=True),
 }
 
@@ -150,7 +172,7 @@ EXCEPTIONS: dict[str, Classification] = {
     "APIConnectionError": _soft(ErrorCode.NETWORK_ERROR),
     "APIError": _soft(ErrorCode.PROCESSOR_ERROR),
     "AuthenticationError": _hard(ErrorCode.PROCESSOR_AUTHENTICATION, later=True),
-    "PermissionError": _hard(ErrorCode.PROCESSOR_PERMISSION),
+    "PermissionError": _hard(ErrorCode.PROCESSOR_PERMISSION, later=True),
 }
 
 # Non-error answers.
@@ -193,8 +215,12 @@ INFRASTRUCTURE_CODES = frozenset(
 
 # Failures of the processor's set-up, not of one request: refused before anything was
 # processed, and refused again however often the same processor is asked. The step
-# moves to another configured processor (docs/health.md), never retries there.
-PROCESSOR_REFUSED_US = frozenset({ErrorCode.PROCESSOR_AUTHENTICATION})
+# moves to another configured processor (docs/health.md), never retries there. A key
+# without a permission too (a 403), though only a refused key counts against health:
+# a permission may be missing for one endpoint only.
+PROCESSOR_REFUSED_US = frozenset(
+    {ErrorCode.PROCESSOR_AUTHENTICATION, ErrorCode.PROCESSOR_PERMISSION}
+)
 
 _UNMAPPED = Classification(
     Outcome.HARD, ErrorCode.UNMAPPED, retry_now=False, retry_later=False, unmapped=True
@@ -283,6 +309,6 @@ def is_infrastructure_failure(c: Classification) -> bool:
 
 
 def refused_us(c: Classification) -> bool:
-    """True when the processor refused our credentials: nothing was processed, and
-    nothing will be there until they are replaced."""
+    """True when the processor refused our credentials or their permissions: nothing
+    was processed, and nothing will be there until they are replaced or granted."""
     return c.error_code in PROCESSOR_REFUSED_US

@@ -56,6 +56,13 @@ class ErrorCode(enum.Enum):
     # (Stripe: a PaymentIntent canceled from the dashboard or by a raced request):
     # nothing was charged there, and nothing can be; a new payment may be tried later.
     PAYMENT_CANCELED_AT_PROCESSOR = "payment_canceled_at_processor"
+    # The processor will not charge the amount in its currency (Stripe: amount_too_small,
+    # below its minimum charge; amount_too_large, above its maximum): the caller's amount
+    # to change, not a fault of ours, never retried as it is.
+    AMOUNT_OUT_OF_RANGE = "amount_out_of_range"
+    # The processor will not charge in the currency (Stripe: one it, or the account's
+    # country, does not take): the caller's currency, never retried as it is.
+    CURRENCY_NOT_SUPPORTED = "currency_not_supported"
 
 
 class ResponseKind(enum.Enum):

@@ -109,6 +109,17 @@ _NOT_CHARGEABLE = "amount_not_chargeable_in_currency"
 # Our name for a confirm Stripe refused (payment_intent_unexpected_state) because the
 # PaymentIntent is canceled: classified apart from a refusal of a request of ours.
 _INTENT_CANCELED = "payment_intent_canceled"
+# What a lookup of a PaymentIntent reads when a confirm under another key (or under
+# the same key, earlier) charged or held it, is waiting for the customer, or is charging
+# it: the step's answer, whatever became of the confirm that was refused.
+_MOVED_ON = frozenset(
+    {
+        ResponseKind.SUCCEEDED,
+        ResponseKind.AUTHORIZED,
+        ResponseKind.REQUIRES_ACTION,
+        ResponseKind.PENDING,
+    }
+)
 
 
 # The deadline of the SDK call this task is making (the event loop's clock).
@@ -238,7 +249,13 @@ class StripeProcessor:
         except _Failed as failed:
             # No confirm went out, however the create failed (even with its answer lost,
             # or with a 500 stored under its key): nothing was charged by this call.
-            return dataclasses.replace(failed.response, charge_not_sent=True, indeterminate=False)
+            answer = dataclasses.replace(failed.response, charge_not_sent=True, indeterminate=False)
+            if _stored_failure(answer.http_status) and answer.should_retry is False:
+                # Stripe-Should-Retry: false (sent with most 500s) says a retry under that
+                # create key would only replay the stored failure. The next call replays it
+                # and moves past it, to the next create key: a new request.
+                answer = dataclasses.replace(answer, should_retry=None)
+            return answer
 
         # The payment method again: after a decline Stripe detaches it from the intent,
         # and the next generation confirms the same PaymentIntent.
@@ -258,6 +275,20 @@ class StripeProcessor:
                 # Confirmed before under another key: say what the PaymentIntent holds.
                 found = await self._lookup_by_id(pi_id, deadline)
                 return _after_unexpected_state(answer, found)
+            if _key_reused(answer):
+                # Confirmed before under this very key, with other parameters (a bug of
+                # ours): that confirm ran, and what it did is the step's answer.
+                found = await self._lookup_by_id(pi_id, deadline)
+                _log.error(
+                    "stripe %s: confirm key %s was used before with other parameters"
+                    " (request_id=%s); PaymentIntent %s reads %s",
+                    self.name,
+                    request.idempotency_key,
+                    answer.request_id,
+                    pi_id,
+                    found.kind.value,
+                )
+                return _after_key_reused(answer, found)
             return answer
         return self._from_intent(confirmed)
 
@@ -724,12 +755,7 @@ def _after_unexpected_state(
     answer; the refusal is never a bad request of ours. A charge under way is pending,
     and so is an intent the lookup could not read (reconciled, not failed: a failed step
     could let a fallback method be charged as well)."""
-    if found.kind in (
-        ResponseKind.SUCCEEDED,
-        ResponseKind.AUTHORIZED,
-        ResponseKind.REQUIRES_ACTION,
-        ResponseKind.PENDING,
-    ):
+    if found.kind in _MOVED_ON:
         return found
     if found.kind is ResponseKind.NOT_CHARGED and found.closed:
         # Canceled: nothing was charged, and no confirm can charge it any more.
@@ -738,6 +764,30 @@ def _after_unexpected_state(
         # Declined since (the charge that was processing failed): the bank's answer.
         return dataclasses.replace(found, kind=ResponseKind.ERROR)
     # Open again without a decline, or unreadable: a request may still charge it.
+    return dataclasses.replace(refused, kind=ResponseKind.PENDING)
+
+
+def _key_reused(response: ProcessorResponse) -> bool:
+    """Stripe's 400 idempotency_error: the key holds an earlier request, over, made with
+    other parameters. (A 409 is one still running: never this.)"""
+    return (
+        response.kind is ResponseKind.ERROR
+        and response.error_type == "idempotency_error"
+        and response.http_status == 400
+    )
+
+
+def _after_key_reused(refused: ProcessorResponse, found: ProcessorResponse) -> ProcessorResponse:
+    """A confirm refused because its key was used before with other parameters: the
+    earlier confirm under it is over, and the PaymentIntent shows what it did. Charged,
+    held, waiting for the customer or under way is the step's answer: a failed step
+    would let a fallback method charge the customer again. Nothing charged: the refusal
+    stands (our contract violation). An intent that could not be read: pending, for the
+    reconciler, as nothing proves it uncharged."""
+    if found.kind in _MOVED_ON:
+        return found
+    if found.kind is ResponseKind.NOT_CHARGED:
+        return refused
     return dataclasses.replace(refused, kind=ResponseKind.PENDING)
 
 
