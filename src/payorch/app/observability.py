@@ -10,9 +10,9 @@ from __future__ import annotations
 import contextlib
 import enum
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from payorch.domain.payment import Attempt, Payment
 from payorch.domain.request import Severity
@@ -20,6 +20,19 @@ from payorch.domain.request import Severity
 log = logging.getLogger("payorch.observability")
 
 AttributeValue = str | int | float | bool
+
+PassStats = TypeVar("PassStats")
+
+
+def tell_pass(on_pass: Callable[[PassStats], None] | None, stats: PassStats, what: str) -> None:
+    """Hand what a worker's pass (the scheduler's, the webhook dispatcher's) did to
+    its observer; an observer that fails is logged and never stops the worker."""
+    if on_pass is None:
+        return
+    try:
+        on_pass(stats)
+    except Exception:
+        log.exception("counting a %s pass failed", what)
 
 
 class Via(enum.Enum):
