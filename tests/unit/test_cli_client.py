@@ -1100,6 +1100,22 @@ def test_retry_installment_sends_a_request_id_to_make_it_again_after_a_lost_answ
         assert failure["request_id"] == request.request_id
 
 
+def test_installments_list_sends_its_order_and_customer_filters(channel, monkeypatch, capsys):
+    testing = grpc_testing.channel([INSTALLMENTS], grpc_testing.strict_real_time())
+    monkeypatch.setattr(cli, "channel", lambda _args: testing)
+    argv = ["installments", "list", *ADDRESS, "--api-key", "po_k", "--order-id", "order-1001"]
+    run = CliRun(testing, [*argv, "--customer", "cus_42", "--status", "breach"])
+    _, request, rpc = testing.take_unary_unary(INSTALLMENTS.methods_by_name["ListInstallmentPlans"])
+    rpc.terminate(installments_pb2.ListInstallmentPlansResponse(), (), grpc.StatusCode.OK, "")
+    assert run.finish() == 0
+
+    assert (request.order_id, request.customer_id, request.status) == (
+        "order-1001",
+        "cus_42",
+        installments_pb2.PLAN_STATUS_BREACH,
+    )
+
+
 @pytest.mark.parametrize("command", [["migrate"], ["keys", "list"]])
 def test_a_sqlite_directory_the_user_cannot_write_is_one_line_naming_it_with_exit_2(
     command, tmp_path, monkeypatch, capsys

@@ -119,7 +119,11 @@ def cmd_list(args: argparse.Namespace) -> int:
         args,
         "ListInstallmentPlans",
         pb.ListInstallmentPlansRequest(
-            page_size=args.page_size, page_token=args.page_token or "", status=status
+            page_size=args.page_size,
+            page_token=args.page_token or "",
+            status=status,
+            order_id=args.order_id or "",
+            customer_id=args.customer or "",
         ),
     )
 
@@ -474,6 +478,8 @@ def register(
     lst = inst_sub.add_parser("list", help="plans, newest first")
     client_flags(lst)
     lst.add_argument("--status", choices=["active", "completed", "breach", "cancelled"])
+    lst.add_argument("--order-id", help="only the plans of this order")
+    lst.add_argument("--customer", help="only the plans charged to this customer (cus_...)")
     lst.add_argument("--page-size", type=int, default=20)
     lst.add_argument("--page-token")
     lst.set_defaults(func=cmd_list)
