@@ -18,7 +18,7 @@ from datetime import timedelta
 
 from payorch.app.installment_ports import Claim, InstallmentUnitOfWorkFactory
 from payorch.app.installments import InstallmentCharger, RecordCharge
-from payorch.app.observability import tell_pass
+from payorch.app.observability import tell
 from payorch.app.ports import Clock
 from payorch.domain.installments import ChargeOutcome, InstallmentPlan, InstallmentStatus
 
@@ -144,7 +144,7 @@ class InstallmentScheduler:
         try:
             return await self._pass(stats, stop)
         finally:
-            tell_pass(self._on_pass, stats, "scheduler")
+            tell(self._on_pass, stats, "a scheduler pass")
 
     async def _pass(self, stats: SchedulerStats, stop: asyncio.Event | None) -> SchedulerStats:
         """Charge everything due now until nothing new is due: up to `concurrency`

@@ -21,18 +21,18 @@ log = logging.getLogger("payorch.observability")
 
 AttributeValue = str | int | float | bool
 
-PassStats = TypeVar("PassStats")
+Told = TypeVar("Told")
 
 
-def tell_pass(on_pass: Callable[[PassStats], None] | None, stats: PassStats, what: str) -> None:
-    """Hand what a worker's pass (the scheduler's, the webhook dispatcher's) did to
-    its observer; an observer that fails is logged and never stops the worker."""
-    if on_pass is None:
+def tell(observer: Callable[[Told], None] | None, what: Told, about: str) -> None:
+    """Hand what a background job did (a scheduler or webhook pass, an escalation) to
+    its observer; an observer that fails is logged and never stops the job."""
+    if observer is None:
         return
     try:
-        on_pass(stats)
+        observer(what)
     except Exception:
-        log.exception("counting a %s pass failed", what)
+        log.exception("counting %s failed", about)
 
 
 class Via(enum.Enum):

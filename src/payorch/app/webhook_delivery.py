@@ -28,7 +28,7 @@ from payorch.app.installment_ports import (
     UnsafeUrl,
     WebhookSender,
 )
-from payorch.app.observability import tell_pass
+from payorch.app.observability import tell
 from payorch.app.ports import Clock, ConcurrentUpdate
 from payorch.domain.card_data import contains_card_number
 from payorch.domain.request import idempotency_key_issues
@@ -357,7 +357,7 @@ class WebhookDispatcher:
         try:
             return await self._pass(stats, stop)
         finally:
-            tell_pass(self._on_pass, stats, "webhook")
+            tell(self._on_pass, stats, "a webhook pass")
 
     async def _pass(self, stats: DispatchStats, stop: asyncio.Event | None) -> DispatchStats:
         """Fan new outbox events out to endpoints, then send every delivery due now.
