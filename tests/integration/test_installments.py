@@ -119,6 +119,49 @@ async def test_an_insufficient_funds_card_walks_the_ladder_to_breach_and_emits_t
     assert final["data"]["installment_id"] == second.id and final["data"]["attempts"] == 4
 
 
+async def test_each_failed_charge_is_logged_rescheduled_or_failed_for_good(
+    container, clock, caplog
+):
+    """Before, a pass logged only its counts: which installment failed, why, and when it
+    would be charged again was in no log line."""
+    app = container.installments
+    plan = (await create_plan(container, token="pm_card_offSessionDeclinedInsufficientFunds")).plan
+    inst_id, due = plan.installments[1].id, plan.installments[1].due_at
+    with caplog.at_level("INFO", logger="payorch.scheduler"):
+        for at in (due, due + 3 * DAY, due + 7 * DAY, due + 14 * DAY):
+            move_to(clock, at)
+            await app.scheduler.run_once()
+
+    lines = [
+        (r.levelname, r.getMessage(), r.merchant_id)
+        for r in caplog.records
+        if r.getMessage().startswith(f"installment {inst_id}")
+    ]
+    prefix = f"installment {inst_id} of plan {plan.id} failed"
+    assert lines == [
+        (
+            "INFO",
+            f"{prefix} (insufficient_funds): next attempt at {(due + 3 * DAY).isoformat()}",
+            "m_1",
+        ),
+        (
+            "INFO",
+            f"{prefix} (insufficient_funds): next attempt at {(due + 7 * DAY).isoformat()}",
+            "m_1",
+        ),
+        (
+            "INFO",
+            f"{prefix} (insufficient_funds): next attempt at {(due + 14 * DAY).isoformat()}",
+            "m_1",
+        ),
+        (
+            "WARNING",
+            f"{prefix} for good (insufficient_funds) after 4 attempt(s): the plan is in breach",
+            "m_1",
+        ),
+    ]
+
+
 async def test_a_stolen_card_skips_the_ladder(container, clock):
     app = container.installments
     plan = (await create_plan(container, token="pm_card_offSessionDeclinedStolenCard")).plan

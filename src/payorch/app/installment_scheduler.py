@@ -20,7 +20,12 @@ from payorch.app.installment_ports import Claim, InstallmentUnitOfWorkFactory
 from payorch.app.installments import InstallmentCharger, RecordCharge
 from payorch.app.observability import tell
 from payorch.app.ports import Clock
-from payorch.domain.installments import ChargeOutcome, InstallmentPlan, InstallmentStatus
+from payorch.domain.installments import (
+    ChargeOutcome,
+    InstallmentPlan,
+    InstallmentStatus,
+    PlanStatus,
+)
 
 log = logging.getLogger("payorch.scheduler")
 
@@ -79,6 +84,32 @@ def _withdrawal_came_to(plan: InstallmentPlan, claim: Claim) -> ChargeOutcome:
     if inst.status is InstallmentStatus.PROCESSING and inst.attempts == claim.attempt:
         return ChargeOutcome.UNRESOLVED
     return ChargeOutcome.WITHDRAWN
+
+
+def _log_failure(plan: InstallmentPlan, installment_id: str) -> None:
+    """One line per failed charge, as recorded: rescheduled on the dunning ladder, or
+    failed for good with the plan in breach (the pass line only counts them)."""
+    inst = plan.installment(installment_id)
+    ids = {"merchant_id": plan.merchant_id, "payment_id": inst.payment_id}
+    if inst.status is InstallmentStatus.FAILED_FINAL:
+        log.warning(
+            "installment %s of plan %s failed for good (%s) after %d attempt(s): the plan is %s",
+            inst.id,
+            plan.id,
+            inst.last_error_code or "no error code",
+            inst.attempts,
+            "in breach" if plan.status is PlanStatus.BREACH else plan.status.value,
+            extra=ids,
+        )
+    elif inst.status is InstallmentStatus.FAILED and inst.next_attempt_at is not None:
+        log.info(
+            "installment %s of plan %s failed (%s): next attempt at %s",
+            inst.id,
+            plan.id,
+            inst.last_error_code or "no error code",
+            inst.next_attempt_at.isoformat(),
+            extra=ids,
+        )
 
 
 class _GroupCommit:
@@ -314,6 +345,7 @@ class InstallmentScheduler:
             stats.failed += 1
             if status is InstallmentStatus.FAILED_FINAL:
                 stats.failed_final += 1
+            _log_failure(plan, claim.installment_id)
         return plan
 
     async def _read_again(self, plan: InstallmentPlan) -> InstallmentPlan:
