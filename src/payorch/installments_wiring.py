@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from payorch.adapters.clock import OffsetClock, SystemClock, parse_offset
+from payorch.adapters.metrics import default_metrics
+from payorch.adapters.pass_metrics import PrometheusPassCounter
 from payorch.adapters.persistence.installment_uow import SqlAlchemyInstallmentUnitOfWorkFactory
 from payorch.adapters.persistence.unit_of_work import SqlAlchemyUnitOfWorkFactory
 from payorch.adapters.webhooks.sender import AiohttpWebhookSender
@@ -74,6 +76,7 @@ def build_installments(
     # hands in its own clock (a shifted demo clock is not real time).
     if wall_clock is None:
         wall_clock = SystemClock() if isinstance(clock, OffsetClock) else clock
+    passes = PrometheusPassCounter(default_metrics())
     return InstallmentsApp(
         uow=uow,
         plans=InstallmentService(
@@ -94,6 +97,7 @@ def build_installments(
             batch_size=settings.scheduler_batch_size,
             lease_s=settings.scheduler_lease_s,
             concurrency=settings.scheduler_concurrency,
+            on_pass=passes.scheduler_pass,
         ),
         endpoints=WebhookEndpoints(uow, sender, clock, new_secret=generate_secret),
         dispatcher=WebhookDispatcher(
@@ -104,6 +108,7 @@ def build_installments(
             worker_id=worker,
             timeout_s=settings.webhook_timeout_s,
             failing=FailingEndpoints(after=timedelta(seconds=settings.webhook_disable_after_s)),
+            on_pass=passes.webhook_pass,
         ),
         guard=guard,
         worker_id=worker,

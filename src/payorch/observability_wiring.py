@@ -95,8 +95,12 @@ def build_observability(
     reports = ContractReports(SqlAlchemyViolationStore(engine), clock)
     retrospective = None
     if settings.retrospective_dir:
+        escalations = metrics.retrospective_escalations
         retrospective = RetrospectiveJob(
-            reports, DirectoryReportArchive(settings.retrospective_dir), clock
+            reports,
+            DirectoryReportArchive(settings.retrospective_dir),
+            clock,
+            on_escalation=lambda x: escalations.labels(x.contract_id, x.owner).inc(),
         )
     return ObservabilityApp(
         metrics=metrics,

@@ -349,6 +349,12 @@ def test_a_running_scheduler_serves_the_metrics_of_the_charges_it_makes(server, 
         assert (
             'payorch_processor_requests_total{outcome="success",processor="simulated"} 1.0' in page
         )
+        # Counted as its pass ends, after the payment's own count.
+        paid = 'payorch_scheduler_charges_total{outcome="paid"} 1.0'
+        while paid not in (page := _scrape(f"{http}/metrics")):
+            assert time.monotonic() < deadline, page
+            time.sleep(0.2)
+        assert 'payorch_scheduler_charges_total{outcome="failed_final"} 0.0' in page
     finally:
         worker.terminate()
         worker.wait(20)

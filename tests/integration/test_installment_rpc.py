@@ -827,3 +827,26 @@ async def test_a_delivery_page_is_cut_short_rather_than_outgrow_an_answer(
     listed = [d.delivery_id for page in pages for d in page.deliveries]
     assert len(listed) == len(set(listed)) == 60
     assert len(pages) > 1
+
+
+async def test_plans_are_listed_by_order_and_customer_and_impossible_filters_refused(served):
+    await served.create("by-order-1", order_id="order-1001")
+    await served.create("by-order-2", order_id="order-1002")
+
+    listed = await served.stub.ListInstallmentPlans(
+        pb.ListInstallmentPlansRequest(order_id="order-1001", customer_id=customer_of("m_1")),
+        metadata=served.auth,
+    )
+    assert [p.order_id for p in listed.plans] == ["order-1001"]
+
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await served.stub.ListInstallmentPlans(
+            pb.ListInstallmentPlansRequest(
+                order_id=" ", customer_id="4000056655665556", page_size=-1
+            ),
+            metadata=served.auth,
+        )
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    violations = field_violations(err.value)
+    assert set(violations) == {"order_id", "customer_id", "page_size"}, "every one at once"
+    assert "4000056655665556" not in str(err.value.details()) + str(violations)

@@ -119,6 +119,49 @@ async def test_an_insufficient_funds_card_walks_the_ladder_to_breach_and_emits_t
     assert final["data"]["installment_id"] == second.id and final["data"]["attempts"] == 4
 
 
+async def test_each_failed_charge_is_logged_rescheduled_or_failed_for_good(
+    container, clock, caplog
+):
+    """Before, a pass logged only its counts: which installment failed, why, and when it
+    would be charged again was in no log line."""
+    app = container.installments
+    plan = (await create_plan(container, token="pm_card_offSessionDeclinedInsufficientFunds")).plan
+    inst_id, due = plan.installments[1].id, plan.installments[1].due_at
+    with caplog.at_level("INFO", logger="payorch.scheduler"):
+        for at in (due, due + 3 * DAY, due + 7 * DAY, due + 14 * DAY):
+            move_to(clock, at)
+            await app.scheduler.run_once()
+
+    lines = [
+        (r.levelname, r.getMessage(), r.merchant_id)
+        for r in caplog.records
+        if r.getMessage().startswith(f"installment {inst_id}")
+    ]
+    prefix = f"installment {inst_id} of plan {plan.id} failed"
+    assert lines == [
+        (
+            "INFO",
+            f"{prefix} (insufficient_funds): next attempt at {(due + 3 * DAY).isoformat()}",
+            "m_1",
+        ),
+        (
+            "INFO",
+            f"{prefix} (insufficient_funds): next attempt at {(due + 7 * DAY).isoformat()}",
+            "m_1",
+        ),
+        (
+            "INFO",
+            f"{prefix} (insufficient_funds): next attempt at {(due + 14 * DAY).isoformat()}",
+            "m_1",
+        ),
+        (
+            "WARNING",
+            f"{prefix} for good (insufficient_funds) after 4 attempt(s): the plan is in breach",
+            "m_1",
+        ),
+    ]
+
+
 async def test_a_stolen_card_skips_the_ladder(container, clock):
     app = container.installments
     plan = (await create_plan(container, token="pm_card_offSessionDeclinedStolenCard")).plan
@@ -401,6 +444,86 @@ async def test_plans_are_listed_newest_first_by_status_a_page_at_a_time(containe
         "m_1", status=None, page_size=10, after=Cursor(first[0].created_at, first[0].id)
     )
     assert [p.id for p in [*first, *rest]] == ids[::-1]
+
+
+async def test_plans_are_listed_by_order_and_by_customer(container, clock):
+    """The plan of an order a customer asks about, found without paging through every
+    plan of the merchant (before, ListInstallmentPlans filtered by status alone)."""
+    app = container.installments
+    created = {}
+    for request_id, order, customer in [
+        ("plan-a", "order-1001", "cus_alice"),
+        ("plan-b", "order-1002", "cus_bob"),
+        ("plan-c", "order-1001", "cus_alice"),  # the same order, paid again after a cancel
+        ("plan-d", "order-1003", "cus_alice"),
+    ]:
+        plan = (await create_plan(container, request_id, order_id=order, customer=customer)).plan
+        created[request_id] = plan.id
+        clock.advance(60)
+    other = (await create_plan(container, "plan-x", merchant="m_2", order_id="order-1001")).plan
+
+    async def listed(merchant, **filters) -> list[str]:
+        plans = await app.plans.list(merchant, status=None, page_size=10, after=None, **filters)
+        return [p.id for p in plans]
+
+    assert await listed("m_1", order_id="order-1001") == [created["plan-c"], created["plan-a"]]
+    assert await listed("m_1", customer_id="cus_alice") == [
+        created["plan-d"],
+        created["plan-c"],
+        created["plan-a"],
+    ]
+    assert await listed("m_1", order_id="order-1001", customer_id="cus_bob") == []
+    # Given as a plan request gives it: surrounding spaces are not part of the order id.
+    assert await listed("m_1", order_id=" order-1002 ") == [created["plan-b"]]
+    assert await listed("m_1", order_id="order-404") == [], "no such order: none, no error"
+    # A merchant sees its own plans of the order; an operator (None) every merchant's.
+    assert await listed("m_2", order_id="order-1001") == [other.id]
+    assert set(await listed(None, order_id="order-1001")) == {
+        created["plan-a"],
+        created["plan-c"],
+        other.id,
+    }
+    first = await app.plans.list(
+        "m_1", status=None, page_size=1, after=None, customer_id="cus_alice"
+    )
+    rest = await app.plans.list(
+        "m_1",
+        status=None,
+        page_size=10,
+        after=Cursor(first[0].created_at, first[0].id),
+        customer_id="cus_alice",
+    )
+    assert [p.id for p in rest] == [created["plan-c"], created["plan-a"]]
+
+
+@pytest.mark.parametrize(
+    ("filters", "field"),
+    [
+        ({"order_id": "   "}, "order_id"),
+        ({"order_id": "o" * 129}, "order_id"),
+        ({"order_id": "order 1"}, "order_id"),
+        ({"order_id": "4000 0566 5566 5556"}, "order_id"),
+        ({"customer_id": "  "}, "customer_id"),
+        ({"customer_id": "alice"}, "customer_id"),
+        ({"customer_id": "cus_4000056655665556"}, "customer_id"),
+    ],
+    ids=[
+        "blank order",
+        "order too long",
+        "order with a space",
+        "card number",
+        "blank customer",
+        "not a customer id",
+        "card number in a customer id",
+    ],
+)
+async def test_a_filter_no_plan_can_match_is_refused_never_widened(container, filters, field):
+    with pytest.raises(InvalidPlanRequest) as refused:
+        await container.installments.plans.list(
+            "m_1", status=None, page_size=10, after=None, **filters
+        )
+    assert [f for f, _ in refused.value.problems] == [field]
+    assert "4000" not in str(refused.value), "a card number is never repeated"
 
 
 async def test_a_second_scheduler_on_one_sqlite_database_is_refused(database_url):

@@ -7,6 +7,8 @@ the channel (metadata and request as sent), answers it, and reads what was print
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import json
 import os
 import threading
@@ -19,9 +21,11 @@ from pathlib import Path
 import grpc
 import grpc_testing
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from payments.installments.v1 import installments_pb2
 from payments.orchestrator.v1 import orchestrator_pb2 as orch
+from payments.plan.v1 import plan_pb2
 from payments.result.v1 import result_pb2
 from payorch.bootstrap import check_listen, check_tls_files
 from payorch.domain.card_data import contains_card_number
@@ -1098,6 +1102,112 @@ def test_retry_installment_sends_a_request_id_to_make_it_again_after_a_lost_answ
     else:  # named, to make the same call again with --request-id
         assert request.request_id.startswith("retry-")
         assert failure["request_id"] == request.request_id
+
+
+def test_installments_list_sends_its_order_and_customer_filters(channel, monkeypatch, capsys):
+    testing = grpc_testing.channel([INSTALLMENTS], grpc_testing.strict_real_time())
+    monkeypatch.setattr(cli, "channel", lambda _args: testing)
+    argv = ["installments", "list", *ADDRESS, "--api-key", "po_k", "--order-id", "order-1001"]
+    run = CliRun(testing, [*argv, "--customer", "cus_42", "--status", "breach"])
+    _, request, rpc = testing.take_unary_unary(INSTALLMENTS.methods_by_name["ListInstallmentPlans"])
+    rpc.terminate(installments_pb2.ListInstallmentPlansResponse(), (), grpc.StatusCode.OK, "")
+    assert run.finish() == 0
+
+    assert (request.order_id, request.customer_id, request.status) == (
+        "order-1001",
+        "cus_42",
+        installments_pb2.PLAN_STATUS_BREACH,
+    )
+
+
+def _export_plan(plan_id: str, order_id: str, *statuses: int) -> installments_pb2.InstallmentPlan:
+    return installments_pb2.InstallmentPlan(
+        plan_id=plan_id,
+        merchant_id="m_1",
+        order_id=order_id,
+        total=plan_pb2.Money(amount_minor=10_000, currency="EUR"),
+        status=installments_pb2.PLAN_STATUS_BREACH,
+        payment_method=plan_pb2.PaymentMethod(token="pm_card_visa", customer_id="cus_42"),
+        installments=[
+            installments_pb2.Installment(
+                installment_id=f"{plan_id}_{n}",
+                sequence=n,
+                amount=plan_pb2.Money(amount_minor=3333 + (n == 3), currency="EUR"),
+                due_at=Timestamp(seconds=1_798_761_600 + n * 86_400),
+                status=status,
+                attempts=1,
+                last_error_code="insufficient_funds" if n == 2 else "",
+                last_error="=HYPERLINK(1)" if n == 2 else "",
+            )
+            for n, status in enumerate(statuses, start=1)
+        ],
+    )
+
+
+def test_installments_export_writes_every_page_one_csv_row_per_installment(
+    channel, monkeypatch, capsys
+):
+    """The plans a filter selects, for a spreadsheet or a collections run, in one
+    command: before, only `installments list`, one page of JSON at a time."""
+    testing = grpc_testing.channel([INSTALLMENTS], grpc_testing.strict_real_time())
+    monkeypatch.setattr(cli, "channel", lambda _args: testing)
+    argv = ["installments", "export", *ADDRESS, "--api-key", "po_k", "--status", "breach"]
+    run = CliRun(testing, argv)
+    method = INSTALLMENTS.methods_by_name["ListInstallmentPlans"]
+    paid, final = (
+        installments_pb2.INSTALLMENT_STATUS_PAID,
+        installments_pb2.INSTALLMENT_STATUS_FAILED_FINAL,
+    )
+    pages = [
+        (_export_plan("ip_b", "-order-2", paid, final), "page-2"),
+        (_export_plan("ip_a", "order-1", paid), ""),
+    ]
+    asked = []
+    for plan, token in pages:
+        _, request, rpc = testing.take_unary_unary(method)
+        asked.append((request.page_token, request.status, request.page_size))
+        page = installments_pb2.ListInstallmentPlansResponse(plans=[plan], next_page_token=token)
+        rpc.terminate(page, (), grpc.StatusCode.OK, "")
+    assert run.finish() == 0
+
+    breach = installments_pb2.PLAN_STATUS_BREACH
+    assert asked == [("", breach, 100), ("page-2", breach, 100)]
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert [(r["plan_id"], r["sequence"], r["status"]) for r in rows] == [
+        ("ip_b", "1", "paid"),
+        ("ip_b", "2", "failed_final"),
+        ("ip_a", "1", "paid"),
+    ]
+    second = rows[1]
+    assert (second["amount"], second["currency"], second["customer_id"]) == (
+        "33.33",
+        "EUR",
+        "cus_42",
+    )
+    assert second["due_at"] == "2027-01-03T00:00:00Z"
+    assert second["last_error_code"] == "insufficient_funds"
+    # Text a spreadsheet would run as a formula stays text.
+    assert (second["order_id"], second["last_error"]) == ("'-order-2", "'=HYPERLINK(1)")
+
+
+def test_installments_export_that_fails_part_way_exits_1(channel, monkeypatch, capsys):
+    testing = grpc_testing.channel([INSTALLMENTS], grpc_testing.strict_real_time())
+    monkeypatch.setattr(cli, "channel", lambda _args: testing)
+    run = CliRun(testing, ["installments", "export", *ADDRESS, "--api-key", "po_k"])
+    method = INSTALLMENTS.methods_by_name["ListInstallmentPlans"]
+    _, _, rpc = testing.take_unary_unary(method)
+    paid = installments_pb2.INSTALLMENT_STATUS_PAID
+    page = installments_pb2.ListInstallmentPlansResponse(
+        plans=[_export_plan("ip_a", "order-1", paid)], next_page_token="page-2"
+    )
+    rpc.terminate(page, (), grpc.StatusCode.OK, "")
+    _, _, rpc = testing.take_unary_unary(method)
+    rpc.terminate(None, (), grpc.StatusCode.UNAVAILABLE, "connection lost")
+
+    assert run.finish() == 1
+    captured = capsys.readouterr()
+    assert captured.out.count("\n") == 2, "the header and the first page's row"
+    assert json.loads(captured.err)["code"] == "UNAVAILABLE"
 
 
 @pytest.mark.parametrize("command", [["migrate"], ["keys", "list"]])

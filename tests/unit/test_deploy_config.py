@@ -105,3 +105,94 @@ def test_the_scheduler_is_given_the_time_of_its_longest_charge_to_stop():
     # Before: 30 s, while one charge may take 89 s (8 calls of 10 s, 3 waits of 3 s):
     # docker stop's SIGKILL cut it mid-call and its claim waited out its lease.
     assert seconds(grace.group(1)) >= longest_installment_charge_s(call_timeout_s)
+
+
+ALERTS = (ROOT / "deploy" / "alerts.yml").read_text()
+# The labels Prometheus adds to every series it scrapes.
+TARGET_LABELS = {"instance", "job"}
+
+
+def exported_series() -> dict[str, set[str]]:
+    """Every series name payorch's metrics export, with their labels (those the
+    process's Metrics and PaymentMetrics declare), as /metrics serves them."""
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.metrics import MetricWrapperBase
+
+    from payorch.adapters.metrics import Metrics
+    from payorch.adapters.payment_metrics import PaymentMetrics
+
+    registry = CollectorRegistry()
+    suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"], "gauge": [""]}
+    series: dict[str, set[str]] = {"up": set()}
+    for metrics in (Metrics(registry), PaymentMetrics(registry)):
+        for metric in vars(metrics).values():
+            if isinstance(metric, MetricWrapperBase):
+                for suffix in suffixes[metric._type]:
+                    labels = set(metric._labelnames) | ({"le"} if suffix == "_bucket" else set())
+                    series[metric._name + suffix] = labels
+    return series
+
+
+def alert_rules() -> list[dict[str, str]]:
+    """Each rule of deploy/alerts.yml as its alert name, expr, severity and summary: the
+    file keeps to one line a value, so that this reads it without a YAML library."""
+    blocks = re.split(r"^      - alert: ", ALERTS, flags=re.MULTILINE)[1:]
+    rules = []
+    for block in blocks:
+        fields_ = {"alert": block.split("\n", 1)[0].strip()}
+        for key in ("expr", "for", "severity", "summary"):
+            found = re.search(rf"^\s+{key}: (.+)$", block, re.MULTILINE)
+            if found:
+                fields_[key] = found.group(1).strip()
+        rules.append(fields_)
+    return rules
+
+
+def test_prometheus_loads_the_alerting_rules_compose_mounts():
+    assert "rule_files:\n  - /etc/prometheus/alerts.yml\n" in PROMETHEUS
+    prometheus = services()["prometheus"]
+    assert "- ./deploy/alerts.yml:/etc/prometheus/alerts.yml:ro" in prometheus
+
+
+def test_every_alert_has_an_expression_a_severity_and_a_summary():
+    rules = alert_rules()
+    names = [r["alert"] for r in rules]
+    assert len(names) == len(set(names)) >= 10, names
+    for rule in rules:
+        assert rule.keys() >= {"expr", "severity", "summary"}, rule
+        assert rule["severity"] in {"info", "warning", "critical"}, rule
+        assert rule["expr"].count("(") == rule["expr"].count(")"), rule
+        assert rule["expr"].count("{") == rule["expr"].count("}"), rule
+
+
+def test_every_alert_reads_series_payorch_exports_with_labels_they_have():
+    """An alert on a metric renamed or a label removed would never fire, silently."""
+    from payorch.adapters.pass_metrics import CHARGE_OUTCOMES, DELIVERY_OUTCOMES
+    from payorch.domain.payment import PaymentStatus
+    from payorch.domain.request import Severity
+
+    series = exported_series()
+    values = {
+        ("payorch_scheduler_charges_total", "outcome"): set(CHARGE_OUTCOMES),
+        ("payorch_webhook_deliveries_total", "outcome"): set(DELIVERY_OUTCOMES),
+        ("payorch_payments_total", "status"): {s.value for s in PaymentStatus},
+        ("payorch_contract_violations_total", "severity"): {s.value for s in Severity},
+        ("up", "job"): {"payorch"},
+    }
+    for rule in alert_rules():
+        expr = rule["expr"]
+        named = re.findall(r"\b([a-z_]+)(?:\{([^}]*)\})?\[", expr)
+        named += re.findall(r"(?<![\w(])([a-z_]+)(?:\{([^}]*)\})? (?:==|>)", expr)
+        assert named, rule
+        for name, matchers in named:
+            assert name in series, (rule["alert"], name)
+            for label, op, value in re.findall(r'(\w+)(=~|!=|=)"([^"]*)"', matchers):
+                assert label in series[name] | TARGET_LABELS, (rule["alert"], name, label)
+                allowed = values.get((name, label))
+                if allowed is not None:
+                    wanted = value.split("|") if op == "=~" else [value]
+                    assert set(wanted) <= allowed, (rule["alert"], name, label, value)
+        by = re.findall(r"by \(([^)]*)\) \(\w+\(([a-z_]+)", expr)
+        for labels, name in by:
+            for label in (x.strip() for x in labels.split(",")):
+                assert label in series[name] | TARGET_LABELS, (rule["alert"], name, label)

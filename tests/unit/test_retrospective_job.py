@@ -8,12 +8,17 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from payorch.adapters.clock import ManualClock
+from payorch.adapters.payment_metrics import PaymentMetrics
 from payorch.adapters.report_files import DirectoryReportArchive
 from payorch.app.contract_reports import ContractCount, ContractReports
 from payorch.app.retrospective import RetrospectiveJob
 from payorch.domain.request import Severity
+from payorch.domain.retrospective import Escalation
+from payorch.observability_wiring import ObservabilityOptions, build_observability
+from payorch.settings import Settings
 
 START = datetime(2026, 3, 1, tzinfo=UTC)
 
@@ -167,3 +172,62 @@ def test_a_report_reaches_the_disk_before_its_name_says_it_was_written(tmp_path,
     assert [p.name for p in (tmp_path / "retros").iterdir()] == [Path(where).name]
     assert stat.S_IMODE(os.stat(where).st_mode) == 0o644
     assert archive.latest() == START
+
+
+async def test_each_escalation_of_a_report_written_pages_its_owner(tmp_path, caplog):
+    """An escalation was a line in a file and a count in an INFO line: nobody was asked
+    to look. Each is now a warning naming the owner and the contract, and is counted
+    (payorch_retrospective_escalations_total{contract, owner}) for an alert to route."""
+    clock, store = ManualClock(START), SeedStore()
+    told = []
+    j = RetrospectiveJob(
+        ContractReports(store, clock),
+        DirectoryReportArchive(tmp_path / "retros"),
+        clock,
+        on_escalation=told.append,
+    )
+
+    with caplog.at_level("WARNING", logger="payorch.retrospective"):
+        await j.run_due()
+
+    assert [(x.contract_id, x.owner) for x in told] == [("plan/coverage", "plans")]
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warning.startswith("escalation to plans: contract plan/coverage, 17 merchant report(s)")
+    assert "retrospective-20260301T000000Z.yaml" in warning
+
+    clock.advance(86400)
+    await j.run_due()  # nothing due: nothing told again
+    assert len(told) == 1
+
+
+async def test_an_escalation_counter_that_fails_leaves_the_report_written(tmp_path, caplog):
+    clock, store = ManualClock(START), SeedStore()
+
+    def broken(_):
+        raise RuntimeError("registry gone")
+
+    archive = DirectoryReportArchive(tmp_path / "retros")
+    j = RetrospectiveJob(ContractReports(store, clock), archive, clock, on_escalation=broken)
+
+    assert await j.run_due() is not None
+    assert archive.latest() == START
+    assert "counting an escalation failed" in caplog.text
+
+
+def test_escalations_are_counted_by_contract_and_owner(tmp_path):
+    """As the server wires the job (observability_wiring): the counter an alert routes
+    to the owner on."""
+    registry = CollectorRegistry()
+    settings = Settings(retrospective_dir=str(tmp_path))
+    app = build_observability(
+        settings,
+        ManualClock(),
+        engine=None,  # type: ignore[arg-type]
+        options=ObservabilityOptions(metrics=PaymentMetrics(registry)),
+    )
+    assert app.retrospective is not None
+    app.retrospective._on_escalation(Escalation("plan/coverage", "plans", "17 reports"))  # type: ignore[misc]
+
+    name = "payorch_retrospective_escalations_total"
+    labels = {"contract": "plan/coverage", "owner": "plans"}
+    assert registry.get_sample_value(name, labels) == 1.0

@@ -64,6 +64,25 @@ class Metrics:
             buckets=(1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0),
             registry=registry,
         )
+        # What the installment scheduler and the webhook dispatcher did, counted as each
+        # pass ends (pass_metrics.py), in the process that ran the pass.
+        self.scheduler_charges = Counter(
+            "payorch_scheduler_charges",
+            "Installment charges of the scheduler's passes, by what each came to.",
+            ["outcome"],
+            registry=registry,
+        )
+        self.webhook_deliveries = Counter(
+            "payorch_webhook_deliveries",
+            "Webhook delivery attempts and dead letters, by what each came to.",
+            ["outcome"],
+            registry=registry,
+        )
+        self.webhook_endpoints_disabled = Counter(
+            "payorch_webhook_endpoints_disabled",
+            "Webhook endpoints disabled: 410 Gone, or failing for days.",
+            registry=registry,
+        )
         # The payment writers' counters (a writer is tracked by bootstrap).
         self.payment_writes = PaymentWriteCollector()
         registry.register(self.payment_writes)

@@ -91,6 +91,13 @@ class PaymentMetrics:
             "Violations not stored: the write buffer was full or the write failed.",
             registry=registry,
         )
+        self.retrospective_escalations = Counter(
+            "payorch_retrospective_escalations",
+            "Escalations of the retrospectives written (a contract merchants complain of "
+            "more than its violations say), by contract and owner.",
+            ["contract", "owner"],
+            registry=registry,
+        )
         self.observer_errors = Counter(
             "payorch_observer_errors",
             "Failures of metrics, logs, traces or violation writes; requests went on.",

@@ -81,7 +81,12 @@ class InstallmentPlanRepository(Protocol):
         status: PlanStatus | None,
         limit: int,
         after: Cursor | None,
-    ) -> Sequence[InstallmentPlan]: ...
+        order_id: str | None = None,
+        customer_id: str | None = None,
+    ) -> Sequence[InstallmentPlan]:
+        """Newest first (created_at, id), after `after`; only those with this status,
+        order id and customer id, each when given."""
+        ...
 
     async def claim_due(
         self, *, now: datetime, worker: str, lease_until: datetime, limit: int

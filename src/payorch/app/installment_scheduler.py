@@ -12,13 +12,20 @@ import asyncio
 import contextlib
 import functools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
 from payorch.app.installment_ports import Claim, InstallmentUnitOfWorkFactory
 from payorch.app.installments import InstallmentCharger, RecordCharge
+from payorch.app.observability import tell
 from payorch.app.ports import Clock
-from payorch.domain.installments import ChargeOutcome, InstallmentPlan, InstallmentStatus
+from payorch.domain.installments import (
+    ChargeOutcome,
+    InstallmentPlan,
+    InstallmentStatus,
+    PlanStatus,
+)
 
 log = logging.getLogger("payorch.scheduler")
 
@@ -30,6 +37,9 @@ class SchedulerStats:
     reclaimed: int = 0
     paid: int = 0
     failed: int = 0
+    # Of `failed`, those that ran out of the dunning ladder (failed_final): each put
+    # its plan in breach.
+    failed_final: int = 0
     unresolved: int = 0
     errors: int = 0
     # Charges no processor could take (every breaker open): still due, after a pause.
@@ -52,6 +62,7 @@ _FIELDS = (
     "reclaimed",
     "paid",
     "failed",
+    "failed_final",
     "unresolved",
     "errors",
     "postponed",
@@ -73,6 +84,32 @@ def _withdrawal_came_to(plan: InstallmentPlan, claim: Claim) -> ChargeOutcome:
     if inst.status is InstallmentStatus.PROCESSING and inst.attempts == claim.attempt:
         return ChargeOutcome.UNRESOLVED
     return ChargeOutcome.WITHDRAWN
+
+
+def _log_failure(plan: InstallmentPlan, installment_id: str) -> None:
+    """One line per failed charge, as recorded: rescheduled on the dunning ladder, or
+    failed for good with the plan in breach (the pass line only counts them)."""
+    inst = plan.installment(installment_id)
+    ids = {"merchant_id": plan.merchant_id, "payment_id": inst.payment_id}
+    if inst.status is InstallmentStatus.FAILED_FINAL:
+        log.warning(
+            "installment %s of plan %s failed for good (%s) after %d attempt(s): the plan is %s",
+            inst.id,
+            plan.id,
+            inst.last_error_code or "no error code",
+            inst.attempts,
+            "in breach" if plan.status is PlanStatus.BREACH else plan.status.value,
+            extra=ids,
+        )
+    elif inst.status is InstallmentStatus.FAILED and inst.next_attempt_at is not None:
+        log.info(
+            "installment %s of plan %s failed (%s): next attempt at %s",
+            inst.id,
+            plan.id,
+            inst.last_error_code or "no error code",
+            inst.next_attempt_at.isoformat(),
+            extra=ids,
+        )
 
 
 class _GroupCommit:
@@ -119,9 +156,12 @@ class InstallmentScheduler:
         batch_size: int = 100,
         lease_s: float = 120.0,
         concurrency: int = 8,
+        on_pass: Callable[[SchedulerStats], None] | None = None,
     ) -> None:
         self._uow = uow
         self._charger = charger
+        # Told what each pass did, once it ends (metrics); never stops a pass.
+        self._on_pass = on_pass
         self._clock = clock
         self.worker_id = worker_id
         self._batch = max(1, batch_size)
@@ -129,6 +169,15 @@ class InstallmentScheduler:
         self._concurrency = max(1, concurrency)
 
     async def run_once(self, stop: asyncio.Event | None = None) -> SchedulerStats:
+        """One pass (_pass); what it did is then told to `on_pass`, a pass that raised
+        included: the charges it recorded before were made all the same."""
+        stats = SchedulerStats()
+        try:
+            return await self._pass(stats, stop)
+        finally:
+            tell(self._on_pass, stats, "a scheduler pass")
+
+    async def _pass(self, stats: SchedulerStats, stop: asyncio.Event | None) -> SchedulerStats:
         """Charge everything due now until nothing new is due: up to `concurrency`
         installments in flight; a new claim as soon as a batch's worth of room (or half
         of it) is free, so slow charges never wait for the slowest of a batch.
@@ -136,7 +185,6 @@ class InstallmentScheduler:
         Once `stop` is set (the process was told to stop) nothing more is claimed: the
         charges in flight finish and are recorded, the rest stays due for the next pass
         or worker, so a stop neither waits for the backlog nor leaves claims held."""
-        stats = SchedulerStats()
         seen: set[str] = set()
         recorder = _GroupCommit(self._charger, self._batch)
         running: set[asyncio.Task[InstallmentPlan | None]] = set()
@@ -295,6 +343,9 @@ class InstallmentScheduler:
             stats.unresolved += 1  # held: its payment could not be cancelled yet
         else:
             stats.failed += 1
+            if status is InstallmentStatus.FAILED_FINAL:
+                stats.failed_final += 1
+            _log_failure(plan, claim.installment_id)
         return plan
 
     async def _read_again(self, plan: InstallmentPlan) -> InstallmentPlan:

@@ -62,6 +62,7 @@ from payorch.domain.request import (
     CoreRequest,
     RawPaymentRequest,
     card_method_issues,
+    customer_id_issues,
     parse_payment_request,
 )
 from payorch.domain.results import ErrorCode
@@ -161,21 +162,40 @@ class InvalidPlanRequest(ValueError):
 def plan_request_problems(order_id: str, token: str, customer_id: str) -> list[tuple[str, str]]:
     """What is wrong with a plan request's order id, payment method and customer id (its
     total and keys are typed before they reach here), every one of them."""
-    problems = []
-    order_id = order_id.strip()
-    rule = f"1-{MAX_ORDER_ID_LEN} printable ASCII characters"
-    if not order_id:
-        problems.append(("order_id", f"is required: {rule}"))
-    elif len(order_id) > MAX_ORDER_ID_LEN:
-        problems.append(("order_id", f"is too long: {rule}"))
-    elif not _ORDER_ID_RE.match(order_id):
-        problems.append(("order_id", f"must be {rule}"))
-    elif contains_card_number(order_id):
-        problems.append(("order_id", "looks like a card number"))
+    problems = _order_id_problems(order_id.strip(), "is required")
     problems += [(i.field, i.message) for i in card_method_issues(token, customer_id)]
     if not customer_id.strip():
         problems.append(("customer_id", CUSTOMER_REQUIRED))
     return problems
+
+
+def plan_filter_problems(order_id: str, customer_id: str) -> list[tuple[str, str]]:
+    """What is wrong with a listing's order id and customer id filters, each judged,
+    when given, as a plan request's value is before it is stored (surrounding spaces
+    dropped): a filter no plan can match is refused, never widened to every plan
+    (blank) or cut to one that exists."""
+    problems = []
+    if order_id:
+        problems += _order_id_problems(order_id.strip(), "is blank: leave it empty for any")
+    if customer_id:
+        if customer_id.strip():
+            problems += [(i.field, i.message) for i in customer_id_issues(customer_id)]
+        else:
+            problems.append(("customer_id", "is blank: leave it empty for any"))
+    return problems
+
+
+def _order_id_problems(order_id: str, if_empty: str) -> list[tuple[str, str]]:
+    rule = f"1-{MAX_ORDER_ID_LEN} printable ASCII characters"
+    if not order_id:
+        return [("order_id", f"{if_empty}: {rule}")]
+    if len(order_id) > MAX_ORDER_ID_LEN:
+        return [("order_id", f"is too long: {rule}")]
+    if not _ORDER_ID_RE.match(order_id):
+        return [("order_id", f"must be {rule}")]
+    if contains_card_number(order_id):
+        return [("order_id", "looks like a card number")]
+    return []
 
 
 class DefaultInstallmentPolicies:
@@ -905,9 +925,23 @@ class InstallmentService:
         status: PlanStatus | None,
         page_size: int,
         after: Cursor | None,
+        order_id: str = "",
+        customer_id: str = "",
     ) -> Sequence[InstallmentPlan]:
+        """Newest first; only the plans of `order_id` and of `customer_id` when given
+        (plan_filter_problems says whether they can be; their spaces are dropped)."""
+        problems = plan_filter_problems(order_id, customer_id)
+        if problems:
+            raise InvalidPlanRequest(problems)
         async with self._uow() as uow:
-            return await uow.plans.list(merchant_id, status=status, limit=page_size, after=after)
+            return await uow.plans.list(
+                merchant_id,
+                status=status,
+                limit=page_size,
+                after=after,
+                order_id=order_id.strip() or None,
+                customer_id=customer_id.strip() or None,
+            )
 
     async def cancel(self, plan_id: str, merchant_id: str | None, reason: str) -> InstallmentPlan:
         # Cut before the scan, never through a number: a cut could leave a card number.

@@ -10,9 +10,9 @@ from __future__ import annotations
 import contextlib
 import enum
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from payorch.domain.payment import Attempt, Payment
 from payorch.domain.request import Severity
@@ -20,6 +20,19 @@ from payorch.domain.request import Severity
 log = logging.getLogger("payorch.observability")
 
 AttributeValue = str | int | float | bool
+
+Told = TypeVar("Told")
+
+
+def tell(observer: Callable[[Told], None] | None, what: Told, about: str) -> None:
+    """Hand what a background job did (a scheduler or webhook pass, an escalation) to
+    its observer; an observer that fails is logged and never stops the job."""
+    if observer is None:
+        return
+    try:
+        observer(what)
+    except Exception:
+        log.exception("counting %s failed", about)
 
 
 class Via(enum.Enum):

@@ -7,11 +7,14 @@ the archive remembers what was written, so a restart neither skips nor repeats o
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Protocol
 
 from payorch.app.contract_reports import DEFAULT_REPORT_WINDOW, ContractReports
+from payorch.app.observability import tell
 from payorch.app.ports import Clock
+from payorch.domain.retrospective import Escalation
 
 log = logging.getLogger("payorch.retrospective")
 
@@ -36,8 +39,11 @@ class RetrospectiveJob:
         *,
         every: timedelta = DEFAULT_REPORT_WINDOW,
         window: timedelta = DEFAULT_REPORT_WINDOW,
+        on_escalation: Callable[[Escalation], None] | None = None,
     ) -> None:
         self._reports = reports
+        # Told of each escalation of each report written (metrics); never stops the job.
+        self._on_escalation = on_escalation
         self._archive = archive
         self._clock = clock
         self._every = every
@@ -79,6 +85,19 @@ class RetrospectiveJob:
             len(report.entries),
             len(report.escalations),
         )
+        # An escalation asks its owner to look: said where owners are paged from (a
+        # warning each, and the metric alerts fire on), not only inside the file.
+        for x in report.escalations:
+            log.warning(
+                "escalation to %s: contract %s, %s (retrospective of %s to %s, %s)",
+                x.owner,
+                x.contract_id,
+                x.reason,
+                since.isoformat(),
+                until.isoformat(),
+                where,
+            )
+            tell(self._on_escalation, x, "an escalation")
         return where
 
     async def run_forever(self, poll_s: float = 3600.0) -> None:

@@ -28,6 +28,7 @@ from payorch.app.installment_ports import (
     UnsafeUrl,
     WebhookSender,
 )
+from payorch.app.observability import tell
 from payorch.app.ports import Clock, ConcurrentUpdate
 from payorch.domain.card_data import contains_card_number
 from payorch.domain.request import idempotency_key_issues
@@ -328,9 +329,12 @@ class WebhookDispatcher:
         concurrency: int = 16,
         rng: random.Random | None = None,
         failing: FailingEndpoints | None = None,
+        on_pass: Callable[[DispatchStats], None] | None = None,
     ) -> None:
         self._uow = uow
         self._sender = sender
+        # Told what each pass did, once it ends (metrics); never stops a pass.
+        self._on_pass = on_pass
         self._clock = clock
         self._failing = failing or FailingEndpoints()
         # Receivers check webhook-timestamp against their own clock: sign with real time
@@ -347,10 +351,18 @@ class WebhookDispatcher:
         self._rng = rng or random.Random()
 
     async def run_once(self, stop: asyncio.Event | None = None) -> DispatchStats:
+        """One pass (_pass); what it did is then told to `on_pass`, a pass that raised
+        included: the deliveries it recorded before were sent all the same."""
+        stats = DispatchStats()
+        try:
+            return await self._pass(stats, stop)
+        finally:
+            tell(self._on_pass, stats, "a webhook pass")
+
+    async def _pass(self, stats: DispatchStats, stop: asyncio.Event | None) -> DispatchStats:
         """Fan new outbox events out to endpoints, then send every delivery due now.
         Once `stop` is set, nothing more is claimed: what is claimed is sent and recorded,
         the rest waits for the next worker."""
-        stats = DispatchStats()
         while True:
             async with self._uow() as uow:
                 handled = await uow.webhooks.fan_out(now=self._clock.now(), limit=self._batch)
@@ -428,7 +440,8 @@ class WebhookDispatcher:
                     disabled = await self._disable(uow, d.endpoint_id, self._failing, now)
             await uow.webhooks.save_delivery(d)
             if disabled is not None:
-                await uow.webhooks.abandon_pending(d.endpoint_id, disabled[1])
+                # Dead-lettered with it: its deliveries still waiting to be sent.
+                stats.dead += await uow.webhooks.abandon_pending(d.endpoint_id, disabled[1])
                 stats.disabled += 1
             await uow.commit()
         if disabled is not None:

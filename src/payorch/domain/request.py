@@ -269,6 +269,16 @@ def card_method_issues(token: str, customer_id: str) -> list[ValidationIssue]:
     return c.issues
 
 
+def customer_id_issues(customer_id: str) -> list[ValidationIssue]:
+    """What parse_payment_request finds wrong with a customer id (field customer_id),
+    for a request that names one alone: a filter by customer."""
+    c = _Collector()
+    _scan_card_numbers(RawPaymentRequest(customer_id=customer_id), c)
+    if not c.has_fatal:
+        _parse_customer(c, "customer_id", customer_id)
+    return c.issues
+
+
 def _parse_amount(
     c: _Collector, field_: str, minor: int | None, decimal: str | None, currency: Currency | None
 ) -> int | None:

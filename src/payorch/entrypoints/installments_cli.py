@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import csv
 import json
 import signal
 import sys
@@ -120,9 +121,103 @@ def cmd_list(args: argparse.Namespace) -> int:
         args,
         "ListInstallmentPlans",
         pb.ListInstallmentPlansRequest(
-            page_size=args.page_size, page_token=args.page_token or "", status=status
+            page_size=args.page_size,
+            page_token=args.page_token or "",
+            status=status,
+            order_id=args.order_id or "",
+            customer_id=args.customer or "",
         ),
     )
+
+
+EXPORT_COLUMNS = (
+    "plan_id",
+    "merchant_id",
+    "order_id",
+    "customer_id",
+    "plan_status",
+    "currency",
+    "sequence",
+    "amount",
+    "due_at",
+    "status",
+    "attempts",
+    "next_attempt_at",
+    "paid_at",
+    "payment_id",
+    "last_error_code",
+    "last_error",
+)
+# A cell a spreadsheet would read as a formula (CSV injection): written as text.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(text: str) -> str:
+    return "'" + text if text.startswith(_FORMULA_START) else text
+
+
+def _iso(ts: Any) -> str:
+    return "" if not ts.seconds and not ts.nanos else ts.ToDatetime().isoformat() + "Z"
+
+
+def export_rows(plan: pb.InstallmentPlan) -> list[list[str]]:
+    """One CSV row per installment of `plan` (EXPORT_COLUMNS), amounts in major units."""
+    currency = Currency.parse(plan.total.currency)
+    plan_status = _short(pb.PlanStatus.Name(plan.status), "PLAN_STATUS_")
+    return [
+        [
+            plan.plan_id,
+            plan.merchant_id,
+            _cell(plan.order_id),
+            plan.payment_method.customer_id,
+            plan_status,
+            currency.code,
+            str(i.sequence),
+            format_minor(i.amount.amount_minor, currency),
+            _iso(i.due_at),
+            _short(pb.InstallmentStatus.Name(i.status), "INSTALLMENT_STATUS_"),
+            str(i.attempts),
+            _iso(i.next_attempt_at),
+            _iso(i.paid_at),
+            i.payment_id,
+            i.last_error_code,
+            _cell(i.last_error),
+        ]
+        for i in plan.installments
+    ]
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Every plan the filters select, newest first, as CSV on stdout: one row per
+    installment, every page of ListInstallmentPlans in turn."""
+    cli = _base()
+    metadata = cli._metadata(args)
+    status = f"PLAN_STATUS_{args.status.upper()}" if args.status else None
+    out = csv.writer(sys.stdout, lineterminator="\n")
+    out.writerow(EXPORT_COLUMNS)
+    token = ""
+    with cli.channel(args) as ch:
+        stub = pb_grpc.InstallmentServiceStub(ch)  # type: ignore[no-untyped-call]
+        while True:
+            request = pb.ListInstallmentPlansRequest(
+                page_size=100,
+                page_token=token,
+                status=status,
+                order_id=args.order_id or "",
+                customer_id=args.customer or "",
+            )
+            try:
+                page = stub.ListInstallmentPlans(request, metadata=metadata, timeout=args.timeout)
+            except grpc.RpcError as exc:
+                sys.stdout.flush()
+                cli.print_failure(exc, "", metadata=metadata)
+                return 1
+            for plan in page.plans:
+                out.writerows(export_rows(plan))
+            sys.stdout.flush()
+            token = page.next_page_token
+            if not token:
+                return 0
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
@@ -475,9 +570,20 @@ def register(
     lst = inst_sub.add_parser("list", help="plans, newest first")
     client_flags(lst)
     lst.add_argument("--status", choices=["active", "completed", "breach", "cancelled"])
+    lst.add_argument("--order-id", help="only the plans of this order")
+    lst.add_argument("--customer", help="only the plans charged to this customer (cus_...)")
     lst.add_argument("--page-size", type=int, default=20)
     lst.add_argument("--page-token")
     lst.set_defaults(func=cmd_list)
+
+    export = inst_sub.add_parser(
+        "export", help="every plan selected, one CSV row per installment (all pages)"
+    )
+    client_flags(export)
+    export.add_argument("--status", choices=["active", "completed", "breach", "cancelled"])
+    export.add_argument("--order-id", help="only the plans of this order")
+    export.add_argument("--customer", help="only the plans charged to this customer (cus_...)")
+    export.set_defaults(func=cmd_export)
 
     cancel = inst_sub.add_parser("cancel", help="charge nothing more")
     client_flags(cancel)

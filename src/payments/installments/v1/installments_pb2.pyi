@@ -215,14 +215,18 @@ class GetInstallmentPlanResponse(_message.Message):
     def __init__(self, plan: _Optional[_Union[InstallmentPlan, _Mapping]] = ...) -> None: ...
 
 class ListInstallmentPlansRequest(_message.Message):
-    __slots__ = ("page_size", "page_token", "status")
+    __slots__ = ("page_size", "page_token", "status", "order_id", "customer_id")
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
+    ORDER_ID_FIELD_NUMBER: _ClassVar[int]
+    CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
     page_size: int
     page_token: str
     status: PlanStatus
-    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., status: _Optional[_Union[PlanStatus, str]] = ...) -> None: ...
+    order_id: str
+    customer_id: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., status: _Optional[_Union[PlanStatus, str]] = ..., order_id: _Optional[str] = ..., customer_id: _Optional[str] = ...) -> None: ...
 
 class ListInstallmentPlansResponse(_message.Message):
     __slots__ = ("plans", "next_page_token")

@@ -341,6 +341,8 @@ class SqlAlchemyInstallmentPlanRepository:
         status: PlanStatus | None,
         limit: int,
         after: Cursor | None,
+        order_id: str | None = None,
+        customer_id: str | None = None,
     ) -> Sequence[InstallmentPlan]:
         t = installment_plans
         query = select(t)
@@ -348,6 +350,10 @@ class SqlAlchemyInstallmentPlanRepository:
             query = query.where(t.c.merchant_id == merchant_id)
         if status is not None:
             query = query.where(t.c.status == status.value)
+        if order_id is not None:
+            query = query.where(t.c.order_id == order_id)
+        if customer_id is not None:
+            query = query.where(t.c.customer_id == customer_id)
         if after is not None:
             query = query.where(
                 or_(

@@ -279,6 +279,9 @@ installment_plans = Table(
     UniqueConstraint("merchant_id", "request_id"),
     Index(None, "merchant_id", "created_at", "id"),
     Index(None, "status", "created_at"),
+    # ListInstallmentPlans by order and by customer (migration 0108).
+    Index(None, "merchant_id", "order_id", "created_at", "id"),
+    Index(None, "merchant_id", "customer_id", "created_at", "id"),
 )
 
 installments = Table(

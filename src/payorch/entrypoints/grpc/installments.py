@@ -24,6 +24,7 @@ from payorch.app.installments import (
     PlanConflict,
     PlanNotFound,
     RetryRequestReused,
+    plan_filter_problems,
     plan_request_problems,
 )
 from payorch.app.payments import (
@@ -162,11 +163,15 @@ def _filter_id(value: str) -> str | None:
 
 
 def _page(
-    size: int, token: str, status: int, statuses: dict[Any, Any]
+    size: int,
+    token: str,
+    status: int,
+    statuses: dict[Any, Any],
+    problems: list[tuple[str, str]] | None = None,
 ) -> tuple[int, Cursor | None, Any]:
     """A listing's page size, cursor and status filter, or INVALID_ARGUMENT naming
-    every one of them that is wrong."""
-    problems = []
+    every one of them that is wrong, with the `problems` of its other filters."""
+    problems = list(problems or ())
     if size < 0:
         problems.append(("page_size", "must not be negative"))
     cursor = None
@@ -330,10 +335,19 @@ class InstallmentServicer:
         self, request: pb.ListInstallmentPlansRequest, call: Call
     ) -> pb.ListInstallmentPlansResponse:
         size, cursor, status = _page(
-            request.page_size, request.page_token, request.status, mappers.PLAN_STATUS_FROM_PROTO
+            request.page_size,
+            request.page_token,
+            request.status,
+            mappers.PLAN_STATUS_FROM_PROTO,
+            plan_filter_problems(request.order_id, request.customer_id),
         )
         found = await self._plans.list(
-            read_scope(call.principal), status=status, page_size=size + 1, after=cursor
+            read_scope(call.principal),
+            status=status,
+            page_size=size + 1,
+            after=cursor,
+            order_id=request.order_id,
+            customer_id=request.customer_id,
         )
         response = pb.ListInstallmentPlansResponse()
         response.next_page_token = fill_page(
