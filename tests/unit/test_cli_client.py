@@ -1121,3 +1121,17 @@ def test_a_sqlite_directory_the_user_cannot_write_is_one_line_naming_it_with_exi
     last = err.strip().splitlines()[-1]
     assert last.startswith("payorch: ") and str(tmp_path) in last and "writable" in last
     assert not (tmp_path / "p.db").exists()
+
+
+@pytest.mark.parametrize("secret", ["", "whsec_", "not base64!"])
+def test_listen_refuses_a_secret_no_webhook_can_be_verified_with_in_one_line(
+    secret, monkeypatch, capsys
+):
+    def served(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the receiver started")
+
+    monkeypatch.setattr("aiohttp.web.run_app", served)
+    assert exit_code_of(["webhooks", "listen", "--port", "0", "--secret", secret]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("payorch webhooks listen: error: argument --secret: the secret")
+    assert err.count("\n") == 1

@@ -586,7 +586,12 @@ def register(
     listen = hooks_sub.add_parser("listen", help="a local receiver printing verified webhooks")
     listen.add_argument("--port", type=int, default=8088)
     listen.add_argument("--host", default="127.0.0.1")
-    listen.add_argument("--secret", required=True, help="the endpoint's whsec_... secret")
+    listen.add_argument(
+        "--secret",
+        required=True,
+        type=cli_arguments.webhook_secret,
+        help="the endpoint's whsec_... secret",
+    )
     listen.add_argument(
         "--fail-first", type=int, default=0, help="answer 500 to the first N tries of each webhook"
     )
