@@ -275,6 +275,7 @@ async def bulk_redelivery_contract(store: Any, clock: ManualClock) -> None:
         "already_pending": 1,  # ev_3
         "already_delivered": 1,  # ev_1
         "before_endpoint": 1,  # ev_0
+        "changed_meanwhile": 0,
     }
     assert dry.as_dict() == {"endpoint_id": "we_1", "merchant_id": "m_1", "dry_run": True, **counts}
     assert done.as_dict() == {**dry.as_dict(), "dry_run": False}

@@ -278,3 +278,30 @@ async def test_a_requeued_dead_delivery_keeps_its_webhook_id_and_body_with_a_fre
         "",
         s.clock.now(),
     )
+
+
+async def test_a_dead_delivery_redelivered_by_another_meanwhile_is_left_to_it_and_the_rest_done():
+    outbox = [published(1), published(2)]
+    s = stores(an_endpoint(), outbox=outbox, deliveries=[dead(outbox[0]), dead(outbox[1])])
+    opened = s.uow
+
+    def racing_a_redeliver_webhook() -> FakeInstallmentUnitOfWork:
+        uow = opened()
+        read = uow.webhooks.redelivery_candidates
+
+        async def then_redelivered_by_another(*args: Any, **kwargs: Any) -> Any:
+            page = await read(*args, **kwargs)
+            other = s.webhooks.rows[dead(outbox[0]).id]  # RedeliverWebhook commits
+            other.redeliver(s.clock.now())
+            other.version += 1
+            return page
+
+        uow.webhooks.redelivery_candidates = then_redelivered_by_another
+        return uow
+
+    s.service._uow = racing_a_redeliver_webhook
+
+    done = await s.service.redeliver_missed("we_1", dead=True)
+
+    assert (done.requeued, done.changed_meanwhile) == (1, 1)
+    assert s.pending() == ["ev_001", "ev_002"]

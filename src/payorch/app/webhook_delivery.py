@@ -155,6 +155,8 @@ class BulkRedelivery:
     already_delivered: int = 0
     # Events from before the endpoint was created: never owed to it.
     before_endpoint: int = 0
+    # Dead deliveries another redelivered (or pruned) between this one's read and write.
+    changed_meanwhile: int = 0
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -166,6 +168,7 @@ class BulkRedelivery:
             "already_pending": self.already_pending,
             "already_delivered": self.already_delivered,
             "before_endpoint": self.before_endpoint,
+            "changed_meanwhile": self.changed_meanwhile,
         }
 
 
@@ -396,10 +399,15 @@ class WebhookEndpoints:
                             _missed_delivery(endpoint, c.event_id, c.event_type, c.body, now)
                         )
                     elif d.status is DeliveryStatus.DEAD:
-                        done.requeued += 1
                         if not dry_run:
                             d.redeliver(now)
-                            await uow.webhooks.save_delivery(d)
+                            try:
+                                await uow.webhooks.save_delivery(d)
+                            except ConcurrentUpdate:
+                                # Redelivered (or pruned) by another since it was read.
+                                done.changed_meanwhile += 1
+                                continue
+                        done.requeued += 1
                     elif d.pending:
                         done.already_pending += 1
                     else:
