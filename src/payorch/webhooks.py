@@ -41,6 +41,13 @@ def generate_secret() -> str:
     return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(SECRET_BYTES)).decode()
 
 
+def check_secret(secret: str) -> None:
+    """Raise WebhookVerificationError for a secret no signature can be checked with: not
+    base64 after whsec_, or empty. A receiver calls it once at start-up, so a secret
+    setting that came out empty stops it there instead of refusing every webhook."""
+    _key(secret)
+
+
 def _key(secret: str) -> bytes:
     raw = secret[len(SECRET_PREFIX) :] if secret.startswith(SECRET_PREFIX) else secret
     try:
@@ -78,7 +85,9 @@ def verify(
     tolerance_s: int = TOLERANCE_S,
 ) -> Any:
     """Check the signature and the timestamp (within `tolerance_s` of `now`, default the
-    system clock); return the decoded JSON body."""
+    system clock); return the decoded JSON body. `now` is Unix seconds or an aware
+    datetime: a naive one is refused with ValueError (the caller's mistake, not the
+    sender's), as it would be read in the host's local zone."""
     lowered = {k.lower(): v for k, v in headers.items()}
     webhook_id = lowered.get("webhook-id", "")
     stamp = lowered.get("webhook-timestamp", "")
@@ -94,6 +103,10 @@ def verify(
     if now is None:
         current = time.time()
     elif isinstance(now, datetime):
+        # A naive datetime's timestamp() reads it in the host's local zone: hours off
+        # on any host not set to UTC, refusing good webhooks or taking stale ones.
+        if now.tzinfo is None or now.utcoffset() is None:
+            raise ValueError("now must be an aware datetime (e.g. datetime.now(UTC))")
         current = now.timestamp()
     else:
         current = float(now)

@@ -18,6 +18,8 @@ from payorch.app.installment_ports import (
     Claim,
     DeliveryJob,
     DuplicateRetryRequest,
+    EventPosition,
+    RedeliveryCandidate,
     RetryRequest,
 )
 from payorch.app.ports import ConcurrentUpdate
@@ -28,6 +30,7 @@ from payorch.domain.installments import (
     PlanStatus,
 )
 from payorch.domain.webhook_delivery import (
+    DeliveryStatus,
     EndpointStatus,
     WebhookDelivery,
     WebhookEndpoint,
@@ -181,6 +184,19 @@ class OutboxEvent:
     published_at: datetime | None = None
 
 
+def _body(e: OutboxEvent) -> str:
+    return webhook_body(
+        event_id=e.id,
+        name=e.name,
+        aggregate_id=e.aggregate_id,
+        merchant_id=e.merchant_id,
+        sequence=e.sequence,
+        occurred_at=e.occurred_at,
+        payload=dict(e.payload),
+        currency=e.currency,
+    )
+
+
 class FakeWebhooks:
     """Deliveries, the endpoint they go to when a test is about endpoints, and the
     outbox events to fan out, as committed."""
@@ -230,16 +246,7 @@ class FakeWebhookRepository(StagedRepository):
         enabled = [ep for ep in self._endpoints if ep.status is EndpointStatus.ENABLED]
         for e in batch:
             kind = event_type(e.name)
-            body = webhook_body(
-                event_id=e.id,
-                name=e.name,
-                aggregate_id=e.aggregate_id,
-                merchant_id=e.merchant_id,
-                sequence=e.sequence,
-                occurred_at=e.occurred_at,
-                payload=dict(e.payload),
-                currency=e.currency,
-            )
+            body = _body(e)
             for ep in enabled:
                 if ep.merchant_id != e.merchant_id or not ep.wants(kind):
                     continue
@@ -274,6 +281,56 @@ class FakeWebhookRepository(StagedRepository):
             self._deliveries.write(d.id, d)
         return len(stranded)
 
+    async def lock_endpoint(self, endpoint_id: str) -> WebhookEndpoint | None:
+        return self._endpoints.read(endpoint_id)
+
+    async def redelivery_candidates(
+        self,
+        endpoint_id: str,
+        merchant_id: str,
+        *,
+        names: Sequence[str],
+        since: datetime | None,
+        until: datetime | None,
+        dead_only: bool,
+        after: EventPosition | None,
+        limit: int,
+    ) -> list[RedeliveryCandidate]:
+        """As the SQL repository: the merchant's published events in event order."""
+        made = {d.event_id: d for d in self._deliveries if d.endpoint_id == endpoint_id}
+        page = sorted(
+            (
+                e
+                for e in self._outbox
+                if e.merchant_id == merchant_id
+                and e.published_at is not None
+                and (not names or e.name in names)
+                and (since is None or e.occurred_at >= since)
+                and (until is None or e.occurred_at < until)
+                and (not dead_only or (e.id in made and made[e.id].status is DeliveryStatus.DEAD))
+                and (after is None or (e.occurred_at, e.id) > (after.occurred_at, after.event_id))
+            ),
+            key=lambda e: (e.occurred_at, e.id),
+        )[:limit]
+        return [
+            RedeliveryCandidate(
+                event_id=e.id,
+                event_type=event_type(e.name),
+                occurred_at=e.occurred_at,
+                body="" if e.id in made else _body(e),
+                delivery=self._deliveries.read(made[e.id].id) if e.id in made else None,
+            )
+            for e in page
+        ]
+
+    async def add_deliveries(self, deliveries: Sequence[WebhookDelivery]) -> None:
+        made = {(d.endpoint_id, d.event_id) for d in self._deliveries}
+        for d in deliveries:
+            # The unique index on (endpoint, event).
+            assert (d.endpoint_id, d.event_id) not in made, "duplicate delivery"
+            made.add((d.endpoint_id, d.event_id))
+            self._deliveries.write(d.id, d)
+
     async def claim_deliveries(
         self, *, now: datetime, worker: str, lease_until: datetime, limit: int
     ) -> list[DeliveryJob]:
@@ -304,9 +361,12 @@ class FakeWebhookRepository(StagedRepository):
         delivery.version += 1
         self._deliveries.write(delivery.id, delivery)
 
-    async def get_endpoint(self, endpoint_id: str, merchant_id: str | None) -> WebhookEndpoint:
+    async def get_endpoint(
+        self, endpoint_id: str, merchant_id: str | None
+    ) -> WebhookEndpoint | None:
         found = self._endpoints.read(endpoint_id)
-        assert found is not None
+        if found is None or merchant_id not in (None, found.merchant_id):
+            return None
         return found
 
     async def save_endpoint(self, endpoint: WebhookEndpoint) -> None:

@@ -1231,3 +1231,73 @@ def test_a_sqlite_directory_the_user_cannot_write_is_one_line_naming_it_with_exi
     last = err.strip().splitlines()[-1]
     assert last.startswith("payorch: ") and str(tmp_path) in last and "writable" in last
     assert not (tmp_path / "p.db").exists()
+
+
+def test_redeliver_with_a_delivery_id_still_sends_one_redeliver_webhook(channel, monkeypatch):
+    testing = grpc_testing.channel([INSTALLMENTS], grpc_testing.strict_real_time())
+    monkeypatch.setattr(cli, "channel", lambda _args: testing)
+    run = CliRun(testing, ["webhooks", "redeliver", *ADDRESS, "--api-key", "po_k", "whd_1"])
+    _, request, rpc = testing.take_unary_unary(INSTALLMENTS.methods_by_name["RedeliverWebhook"])
+    rpc.terminate(installments_pb2.RedeliverWebhookResponse(), (), grpc.StatusCode.OK, "")
+    assert run.finish() == 0
+    assert request.delivery_id == "whd_1"
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        ([], "give a delivery id, or --endpoint"),
+        (["whd_1", "--endpoint", "we_1", "--dead"], "not both"),
+        (["whd_1", "--dead"], "go with --endpoint"),
+        (["--endpoint", "we_1"], "give --since and --until, or --dead"),
+        (["--endpoint", "we_1", "--dead", "--since", "2027-01-01T00:00:00Z"], "or --dead"),
+        (["--endpoint", "we_1", "--since", "2027-01-01T00:00:00Z"], "both --since and --until"),
+        (
+            [
+                "--endpoint",
+                "we_1",
+                "--since",
+                "2027-01-01T00:00:00Z",
+                "--until",
+                "2027-03-01T00:00Z",
+            ],
+            "the window is over 31 days",
+        ),
+        (
+            [
+                "--endpoint",
+                "we_1",
+                "--since",
+                "2027-01-02T00:00:00Z",
+                "--until",
+                "2027-01-01T00:00Z",
+            ],
+            "since must be before until",
+        ),
+        (["--endpoint", "we_1", "--since", "2027-01-01T00:00:00"], "give a time zone"),
+        (["--endpoint", "we_1", "--dead", "--type", "installment.paied"], "unknown event type"),
+    ],
+)
+def test_a_bulk_redeliver_asked_wrongly_is_one_line_with_exit_2_before_the_database(
+    argv, says, tmp_path, monkeypatch, capsys
+):
+    never_open_the_database(monkeypatch)
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    assert exit_code_of(["webhooks", "redeliver", "--database-url", url, *argv]) == 2
+    err = capsys.readouterr().err
+    assert says in err and err.count("\n") == 1, err
+    assert not (tmp_path / "p.db").exists()
+
+
+@pytest.mark.parametrize("secret", ["", "whsec_", "not base64!"])
+def test_listen_refuses_a_secret_no_webhook_can_be_verified_with_in_one_line(
+    secret, monkeypatch, capsys
+):
+    def served(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the receiver started")
+
+    monkeypatch.setattr("aiohttp.web.run_app", served)
+    assert exit_code_of(["webhooks", "listen", "--port", "0", "--secret", secret]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("payorch webhooks listen: error: argument --secret: the secret")
+    assert err.count("\n") == 1

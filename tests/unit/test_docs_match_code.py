@@ -290,3 +290,12 @@ def test_every_rpc_is_documented() -> None:
     methods = {m.name for s in SERVICES for m in s.methods}
     assert len(methods) >= 25
     assert sorted(m for m in methods if not re.search(rf"\b{m}\b", DOCS)) == []
+
+
+def test_the_bulk_redelivery_bounds_are_the_documented_ones() -> None:
+    from payorch.app.webhook_delivery import MAX_REDELIVERY_WINDOW, REDELIVERY_BATCH
+
+    text = (ROOT / "docs" / "installments.md").read_text(encoding="utf-8")
+    section = text.split("### Recovering after a receiver's outage")[1].split("\n### ")[0]
+    assert f"at most {MAX_REDELIVERY_WINDOW.days} days" in section
+    assert f"{REDELIVERY_BATCH} to a transaction" in section

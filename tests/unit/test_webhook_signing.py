@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
@@ -165,3 +166,24 @@ def test_a_signature_header_with_no_v1_signature_says_so(signature):
     headers = {**headers_for(secret, "evt_1", 1_700_000_000, "{}"), "webhook-signature": signature}
     with pytest.raises(WebhookVerificationError, match=r"no v1,<base64> signature"):
         verify(secret, headers, "{}", now=1_700_000_000)
+
+
+def test_a_naive_now_is_refused_as_the_callers_mistake_and_an_aware_one_is_taken():
+    # A naive datetime's timestamp() is read in the host's local zone: on a host set to
+    # UTC-5 a good webhook would be five hours "too old". Refused wherever it runs.
+    secret = generate_secret()
+    sent = datetime(2026, 1, 1, 12, tzinfo=UTC)
+    headers = headers_for(secret, "evt_1", int(sent.timestamp()), "{}")
+
+    with pytest.raises(ValueError, match="aware datetime") as refused:
+        verify(secret, headers, "{}", now=sent.replace(tzinfo=None))
+    assert not isinstance(refused.value, WebhookVerificationError)  # not the sender's fault
+    assert verify(secret, headers, "{}", now=sent) == {}
+    assert verify(secret, headers, "{}", now=sent.astimezone(timezone(timedelta(hours=-5)))) == {}
+
+
+def test_check_secret_refuses_what_no_signature_can_be_checked_with():
+    webhooks.check_secret(generate_secret())
+    for bad in ("", "whsec_", "whsec_!!"):
+        with pytest.raises(WebhookVerificationError, match="the secret"):
+            webhooks.check_secret(bad)

@@ -113,6 +113,27 @@ class InstallmentPlanRepository(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class EventPosition:
+    """Where a walk through the outbox in event order stands: its last event."""
+
+    occurred_at: datetime
+    event_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class RedeliveryCandidate:
+    """An outbox event an endpoint may be owed, with its delivery to that endpoint (None
+    when none was made: the endpoint was disabled, or did not exist yet, when the event
+    was fanned out) and the body a new delivery sends ("" when it has one)."""
+
+    event_id: str
+    event_type: str
+    occurred_at: datetime
+    body: str
+    delivery: WebhookDelivery | None
+
+
+@dataclass(frozen=True, slots=True)
 class DeliveryJob:
     delivery: WebhookDelivery
     url: str
@@ -184,6 +205,31 @@ class WebhookRepository(Protocol):
     async def abandon_pending(self, endpoint_id: str, reason: str) -> int:
         """Move an endpoint's pending deliveries to the dead-letter list."""
         ...
+
+    async def lock_endpoint(self, endpoint_id: str) -> WebhookEndpoint | None:
+        """The endpoint, its row held to the end of the transaction: deliveries made or
+        scheduled for it meanwhile by another transaction doing the same wait."""
+        ...
+
+    async def redelivery_candidates(
+        self,
+        endpoint_id: str,
+        merchant_id: str,
+        *,
+        names: Sequence[str],
+        since: datetime | None,
+        until: datetime | None,
+        dead_only: bool,
+        after: EventPosition | None,
+        limit: int,
+    ) -> Sequence[RedeliveryCandidate]:
+        """Up to `limit` of the merchant's published outbox events after `after`, in
+        event order (occurred_at, id): those named `names` (empty: any), occurred in
+        [since, until) when given, and with `dead_only` only those whose delivery to the
+        endpoint is dead. Unpublished events are left to the fan-out."""
+        ...
+
+    async def add_deliveries(self, deliveries: Sequence[WebhookDelivery]) -> None: ...
 
     async def abandon_stranded(self) -> int:
         """Move pending deliveries whose endpoint is deleted or disabled to the

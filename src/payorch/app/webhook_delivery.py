@@ -10,6 +10,7 @@ deliveries wait in a dead-letter list for a redelivery.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import logging
 import random
@@ -22,6 +23,7 @@ from payorch.app.ids import new_id
 from payorch.app.installment_ports import (
     Cursor,
     DeliveryJob,
+    EventPosition,
     InstallmentUnitOfWork,
     InstallmentUnitOfWorkFactory,
     SendResult,
@@ -74,6 +76,13 @@ EVENT_NAMES = (
     "PaymentCancelled",
 )
 EVENT_TYPES = frozenset(event_type(n) for n in EVENT_NAMES)
+_EVENT_NAME = {event_type(n): n for n in EVENT_NAMES}
+# The longest window a bulk redelivery takes: a typo in --since (a year for a month)
+# should not queue a year of events to a receiver just back on its feet. A longer
+# outage is recovered in several windows, one after the other.
+MAX_REDELIVERY_WINDOW = timedelta(days=31)
+# Events read, and deliveries made or scheduled again, per transaction.
+REDELIVERY_BATCH = 500
 
 
 class EndpointNotFound(LookupError):
@@ -94,6 +103,10 @@ class InvalidEndpoint(ValueError):
 
 class CannotRedeliver(RuntimeError):
     pass
+
+
+class InvalidRedelivery(ValueError):
+    """A bulk redelivery asked for wrongly: its window or event types."""
 
 
 class EndpointRequestReused(RuntimeError):
@@ -125,6 +138,39 @@ class EndpointCreation:
     secret: str
     # Made by an earlier call under the same request_id.
     replayed: bool = False
+
+
+@dataclass(slots=True)
+class BulkRedelivery:
+    """What a bulk redelivery did (or, `dry_run`, would do) for one endpoint."""
+
+    endpoint_id: str
+    merchant_id: str
+    dry_run: bool
+    # New deliveries, for events the endpoint was given none of (disabled then).
+    queued: int = 0
+    # Dead deliveries scheduled again.
+    requeued: int = 0
+    # Left alone: already waiting for an attempt, or delivered.
+    already_pending: int = 0
+    already_delivered: int = 0
+    # Events from before the endpoint was created: never owed to it.
+    before_endpoint: int = 0
+    # Dead deliveries another redelivered (or pruned) between this one's read and write.
+    changed_meanwhile: int = 0
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "endpoint_id": self.endpoint_id,
+            "merchant_id": self.merchant_id,
+            "dry_run": self.dry_run,
+            "queued": self.queued,
+            "requeued": self.requeued,
+            "already_pending": self.already_pending,
+            "already_delivered": self.already_delivered,
+            "before_endpoint": self.before_endpoint,
+            "changed_meanwhile": self.changed_meanwhile,
+        }
 
 
 def new_endpoint_id() -> str:
@@ -293,6 +339,142 @@ class WebhookEndpoints:
             await uow.webhooks.save_delivery(delivery)
             await uow.commit()
         return delivery
+
+    async def redeliver_missed(
+        self,
+        endpoint_id: str,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        dead: bool = False,
+        types: Sequence[str] = (),
+        dry_run: bool = False,
+        batch: int = REDELIVERY_BATCH,
+    ) -> BulkRedelivery:
+        """Give an endpoint what it was not delivered: for each event of its merchant it
+        is subscribed to (and of `types`, when given) that occurred in [since, until), a
+        new delivery when it was given none (it was disabled then), or its dead one
+        scheduled again; with `dead`, every dead delivery of the endpoint instead. A
+        pending or delivered one is left alone. In event order, `batch` events a
+        transaction; each delivery keeps the event id as its webhook id."""
+        names = redelivery_names(since, until, dead, types)
+        async with self._uow() as uow:
+            endpoint = await uow.webhooks.get_endpoint(endpoint_id, None)
+        if endpoint is None:
+            raise EndpointNotFound(endpoint_id)
+        done = BulkRedelivery(endpoint.id, endpoint.merchant_id, dry_run)
+        _refuse_unless_enabled(endpoint, done)
+        unsubscribed = [t for t in types if not endpoint.wants(t)]
+        if unsubscribed:
+            raise InvalidRedelivery(
+                f"endpoint {endpoint.id} is not subscribed to {', '.join(unsubscribed)}"
+            )
+        if not names and endpoint.event_types:
+            names = [_EVENT_NAME[t] for t in endpoint.event_types if t in _EVENT_NAME]
+        after: EventPosition | None = None
+        while True:
+            async with self._uow() as uow:
+                # Held to the commit: a second bulk redelivery of the endpoint waits, so
+                # neither makes a delivery the other made.
+                locked = await uow.webhooks.lock_endpoint(endpoint.id)
+                _refuse_unless_enabled(locked, done)
+                page = await uow.webhooks.redelivery_candidates(
+                    endpoint.id,
+                    endpoint.merchant_id,
+                    names=names,
+                    since=since,
+                    until=until,
+                    dead_only=dead,
+                    after=after,
+                    limit=batch,
+                )
+                now = self._clock.now()
+                new: builtins.list[WebhookDelivery] = []
+                for c in page:
+                    d = c.delivery
+                    if d is None and c.occurred_at < endpoint.created_at:
+                        done.before_endpoint += 1
+                    elif d is None:
+                        done.queued += 1
+                        new.append(
+                            _missed_delivery(endpoint, c.event_id, c.event_type, c.body, now)
+                        )
+                    elif d.status is DeliveryStatus.DEAD:
+                        if not dry_run:
+                            d.redeliver(now)
+                            try:
+                                await uow.webhooks.save_delivery(d)
+                            except ConcurrentUpdate:
+                                # Redelivered (or pruned) by another since it was read.
+                                done.changed_meanwhile += 1
+                                continue
+                        done.requeued += 1
+                    elif d.pending:
+                        done.already_pending += 1
+                    else:
+                        done.already_delivered += 1
+                if not dry_run:
+                    await uow.webhooks.add_deliveries(new)
+                    await uow.commit()
+            if len(page) < batch:
+                return done
+            after = EventPosition(page[-1].occurred_at, page[-1].event_id)
+
+
+def redelivery_names(
+    since: datetime | None, until: datetime | None, dead: bool, types: Sequence[str]
+) -> list[str]:
+    """The outbox event names of a bulk redelivery's `types` (none: every type), once its
+    window (or `dead`) and its types are checked; InvalidRedelivery says what is wrong."""
+    if dead:
+        if since is not None or until is not None:
+            raise InvalidRedelivery("give either a window (since and until) or dead")
+    else:
+        if since is None or until is None:
+            raise InvalidRedelivery("give a window (since and until) or dead")
+        if since.tzinfo is None or until.tzinfo is None:
+            raise InvalidRedelivery("give since and until with a time zone")
+        if since >= until:
+            raise InvalidRedelivery("since must be before until")
+        if until - since > MAX_REDELIVERY_WINDOW:
+            raise InvalidRedelivery(
+                f"the window is over {MAX_REDELIVERY_WINDOW.days} days:"
+                " recover a longer outage one window after the other"
+            )
+    unknown = [t for t in types if t not in EVENT_TYPES]
+    if unknown:
+        known = ", ".join(sorted(EVENT_TYPES))
+        raise InvalidRedelivery(f"unknown event type(s); known: {known}")
+    return [_EVENT_NAME[t] for t in dict.fromkeys(types)]
+
+
+def _refuse_unless_enabled(endpoint: WebhookEndpoint | None, done: BulkRedelivery) -> None:
+    if endpoint is None or endpoint.status is EndpointStatus.DELETED:
+        raise EndpointNotFound(done.endpoint_id)
+    if endpoint.status is EndpointStatus.ENABLED:
+        return
+    so_far = ""
+    if done.queued or done.requeued:
+        so_far = f" ({done.queued} queued and {done.requeued} requeued before it was)"
+    raise CannotRedeliver(
+        f"endpoint {endpoint.id} is disabled{so_far}: enable it first"
+        f" (payorch webhooks enable-endpoint {endpoint.id}), then run this again"
+    )
+
+
+def _missed_delivery(
+    endpoint: WebhookEndpoint, event_id: str, kind: str, body: str, now: datetime
+) -> WebhookDelivery:
+    return WebhookDelivery(
+        id=new_id("whd"),
+        endpoint_id=endpoint.id,
+        merchant_id=endpoint.merchant_id,
+        event_id=event_id,
+        event_type=kind,
+        body=body,
+        created_at=now,
+        next_attempt_at=now,
+    )
 
 
 @dataclass(slots=True)

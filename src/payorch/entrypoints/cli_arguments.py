@@ -135,6 +135,18 @@ def instant(text: str) -> datetime:
     return when
 
 
+def webhook_secret(text: str) -> str:
+    """A secret webhooks can be verified with (`listen --secret`): an empty one would
+    start a receiver that refuses every webhook. The message never quotes it."""
+    from payorch.webhooks import WebhookVerificationError, check_secret
+
+    try:
+        check_secret(text)
+    except WebhookVerificationError as exc:
+        raise argparse.ArgumentTypeError(f"{exc}: give the endpoint's whsec_... secret") from None
+    return text
+
+
 def timestamp(text: str) -> timestamp_pb2.Timestamp | None:
     """An ISO time as a Timestamp; empty is no bound."""
     if not text.strip():

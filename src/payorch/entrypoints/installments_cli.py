@@ -288,8 +288,78 @@ def cmd_deliveries(args: argparse.Namespace) -> int:
     )
 
 
+_BULK_FLAGS = ("since", "until", "dead", "type", "dry_run", "database_url")
+
+
 def cmd_redeliver(args: argparse.Namespace) -> int:
-    return _call(args, "RedeliverWebhook", pb.RedeliverWebhookRequest(delivery_id=args.delivery_id))
+    """One delivery again (RedeliverWebhook), or with --endpoint what an endpoint missed."""
+    if args.endpoint is None:
+        if not args.delivery_id:
+            args.refuse("give a delivery id, or --endpoint ID with --since and --until or --dead")
+        if any(getattr(args, name) for name in _BULK_FLAGS):
+            args.refuse(
+                "--since, --until, --dead, --type, --dry-run and --database-url go with --endpoint"
+            )
+        return _call(
+            args, "RedeliverWebhook", pb.RedeliverWebhookRequest(delivery_id=args.delivery_id)
+        )
+    if args.delivery_id:
+        args.refuse("give a delivery id or --endpoint, not both")
+    return _redeliver_endpoint(args)
+
+
+def _redeliver_endpoint(args: argparse.Namespace) -> int:
+    """Queue again, on the database, what an endpoint was not delivered (an operator's
+    command, as `payorch prune`: it may take many transactions, which no single call
+    with a deadline would)."""
+    from payorch.app.webhook_delivery import (
+        CannotRedeliver,
+        EndpointNotFound,
+        InvalidRedelivery,
+        redelivery_names,
+    )
+    from payorch.bootstrap import bootstrap
+
+    window = args.since is not None or args.until is not None
+    if window == args.dead:
+        args.refuse("give --since and --until, or --dead")
+    if window and (args.since is None or args.until is None):
+        args.refuse("give both --since and --until")
+    types = args.type or []
+    try:  # refused before the database is opened
+        redelivery_names(args.since, args.until, args.dead, types)
+    except InvalidRedelivery as exc:
+        args.refuse(str(exc))
+    settings = _worker_settings(args)
+
+    async def main() -> int:
+        # Charges nothing: the processors it is given are not checked. Its clock is the
+        # service's (PAYORCH_CLOCK_OFFSET), as the deliveries' other times are.
+        container = await bootstrap(settings, charging=False)
+        try:
+            done = await container.installments.endpoints.redeliver_missed(
+                args.endpoint,
+                since=args.since,
+                until=args.until,
+                dead=args.dead,
+                types=types,
+                dry_run=args.dry_run,
+            )
+        except EndpointNotFound:
+            print("payorch webhooks redeliver: no such endpoint", file=sys.stderr)
+            return 1
+        except InvalidRedelivery as exc:
+            print(f"payorch webhooks redeliver: {exc}", file=sys.stderr)
+            return 2
+        except CannotRedeliver as exc:
+            print(f"payorch webhooks redeliver: {exc}", file=sys.stderr)
+            return 1
+        finally:
+            await container.close()
+        print(json.dumps(done.as_dict()), flush=True)
+        return 0
+
+    return asyncio.run(main())
 
 
 # -- server side: the scheduler and the dispatcher as processes ----------------------------
@@ -678,10 +748,35 @@ def register(
     deliveries.add_argument("--page-token")
     deliveries.set_defaults(func=cmd_deliveries)
 
-    redeliver = hooks_sub.add_parser("redeliver", help="send a dead delivery again")
+    redeliver = hooks_sub.add_parser(
+        "redeliver",
+        help="send a dead delivery again; with --endpoint, what an endpoint was not delivered",
+    )
     client_flags(redeliver)
-    redeliver.add_argument("delivery_id")
-    redeliver.set_defaults(func=cmd_redeliver)
+    redeliver.add_argument("delivery_id", nargs="?", help="a delivery (whd_...), over gRPC")
+    redeliver.add_argument(
+        "--endpoint",
+        help="on the database: queue a delivery of every event the endpoint was not"
+        " delivered (dead-lettered, or missed while disabled), with --since and --until"
+        " or --dead",
+    )
+    db_flags(redeliver)
+    redeliver.add_argument(
+        "--since",
+        type=cli_arguments.instant,
+        help="events that occurred from then (with --until; at most 31 days)",
+    )
+    redeliver.add_argument("--until", type=cli_arguments.instant, help="... up to then, excluded")
+    redeliver.add_argument(
+        "--dead", action="store_true", help="every dead delivery of the endpoint, any time"
+    )
+    redeliver.add_argument(
+        "--type", action="append", help="only this webhook type, e.g. installment.paid (repeatable)"
+    )
+    redeliver.add_argument(
+        "--dry-run", action="store_true", help="count what would be queued, change nothing"
+    )
+    redeliver.set_defaults(func=cmd_redeliver, refuse=redeliver.error)
 
     dispatch = hooks_sub.add_parser("dispatch", help="deliver webhooks (no scheduler)")
     db_flags(dispatch)
@@ -692,7 +787,12 @@ def register(
     listen = hooks_sub.add_parser("listen", help="a local receiver printing verified webhooks")
     listen.add_argument("--port", type=int, default=8088)
     listen.add_argument("--host", default="127.0.0.1")
-    listen.add_argument("--secret", required=True, help="the endpoint's whsec_... secret")
+    listen.add_argument(
+        "--secret",
+        required=True,
+        type=cli_arguments.webhook_secret,
+        help="the endpoint's whsec_... secret",
+    )
     listen.add_argument(
         "--fail-first", type=int, default=0, help="answer 500 to the first N tries of each webhook"
     )

@@ -19,7 +19,12 @@ from payorch.adapters.persistence.tables import (
     webhook_endpoints,
 )
 from payorch.app.ids import new_id
-from payorch.app.installment_ports import Cursor, DeliveryJob
+from payorch.app.installment_ports import (
+    Cursor,
+    DeliveryJob,
+    EventPosition,
+    RedeliveryCandidate,
+)
 from payorch.app.ports import ConcurrentUpdate
 from payorch.domain.webhook_delivery import (
     DeliveryStatus,
@@ -85,6 +90,20 @@ def _endpoint(r: Any) -> WebhookEndpoint:
         disabled_at=r["disabled_at"],
         failing_since=r["failing_since"],
         dead_since_failing=r["dead_since_failing"],
+    )
+
+
+def _body(e: Any) -> str:
+    """The webhook body of an outbox row read with its payment's currency."""
+    return webhook_body(
+        event_id=e["id"],
+        name=e["name"],
+        aggregate_id=e["payment_id"],
+        merchant_id=e["merchant_id"],
+        sequence=e["sequence"],
+        occurred_at=e["occurred_at"],
+        payload=dict(e["payload"]),
+        currency=e["payment_currency"] or "",
     )
 
 
@@ -252,16 +271,7 @@ class SqlAlchemyWebhookRepository:
             wanting = [ep for ep in by_merchant.get(e["merchant_id"], []) if ep.wants(kind)]
             if not wanting:
                 continue
-            body = webhook_body(
-                event_id=e["id"],
-                name=e["name"],
-                aggregate_id=e["payment_id"],
-                merchant_id=e["merchant_id"],
-                sequence=e["sequence"],
-                occurred_at=e["occurred_at"],
-                payload=dict(e["payload"]),
-                currency=e["payment_currency"] or "",
-            )
+            body = _body(e)
             for ep in wanting:
                 rows.append(
                     _delivery_row(
@@ -388,6 +398,89 @@ class SqlAlchemyWebhookRepository:
             )
         )
         return int(done.rowcount)
+
+    async def lock_endpoint(self, endpoint_id: str) -> WebhookEndpoint | None:
+        # FOR UPDATE on PostgreSQL; SQLite's write transactions run one at a time.
+        t = webhook_endpoints
+        query = select(t).where(t.c.id == endpoint_id).with_for_update()
+        row = (await self._conn.execute(query)).mappings().first()
+        return _endpoint(row) if row is not None else None
+
+    async def redelivery_candidates(
+        self,
+        endpoint_id: str,
+        merchant_id: str,
+        *,
+        names: Sequence[str],
+        since: datetime | None,
+        until: datetime | None,
+        dead_only: bool,
+        after: EventPosition | None,
+        limit: int,
+    ) -> Sequence[RedeliveryCandidate]:
+        d = webhook_deliveries
+        query = select(events, currency_of_payment.label("payment_currency")).where(
+            events.c.merchant_id == merchant_id, events.c.published_at.is_not(None)
+        )
+        if names:
+            query = query.where(one_of(self._conn.dialect, events.c.name, names))
+        if since is not None:
+            query = query.where(events.c.occurred_at >= since)
+        if until is not None:
+            query = query.where(events.c.occurred_at < until)
+        if dead_only:
+            query = query.where(
+                events.c.id.in_(
+                    select(d.c.event_id).where(
+                        d.c.endpoint_id == endpoint_id, d.c.status == DeliveryStatus.DEAD.value
+                    )
+                )
+            )
+        if after is not None:
+            query = query.where(
+                or_(
+                    events.c.occurred_at > after.occurred_at,
+                    and_(events.c.occurred_at == after.occurred_at, events.c.id > after.event_id),
+                )
+            )
+        page = (
+            (
+                await self._conn.execute(
+                    query.order_by(events.c.occurred_at, events.c.id).limit(limit)
+                )
+            )
+            .mappings()
+            .all()
+        )
+        if not page:
+            return []
+        made = {
+            r["event_id"]: _delivery(r)
+            for r in (
+                await self._conn.execute(
+                    select(d).where(
+                        d.c.endpoint_id == endpoint_id,
+                        one_of(self._conn.dialect, d.c.event_id, [e["id"] for e in page]),
+                    )
+                )
+            ).mappings()
+        }
+        return [
+            RedeliveryCandidate(
+                event_id=e["id"],
+                event_type=event_type(e["name"]),
+                occurred_at=e["occurred_at"],
+                body="" if e["id"] in made else _body(e),
+                delivery=made.get(e["id"]),
+            )
+            for e in page
+        ]
+
+    async def add_deliveries(self, deliveries: Sequence[WebhookDelivery]) -> None:
+        if deliveries:
+            await self._conn.execute(
+                webhook_deliveries.insert(), [_delivery_row(x) for x in deliveries]
+            )
 
     async def abandon_stranded(self) -> int:
         d, ep = webhook_deliveries, webhook_endpoints
