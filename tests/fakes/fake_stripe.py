@@ -362,6 +362,11 @@ _AUTH_REQUIRED = _Decline(
     "Your card was declined. This transaction requires authentication.",
 )
 
+_AUTHENTICATION_FAILED = (
+    "The provided PaymentMethod has failed authentication. You can provide "
+    "payment_method_data or a new PaymentMethod to attempt to fulfill this PaymentIntent again."
+)
+
 # Stripe's answers for a PaymentMethod that cannot be used as asked (with another
 # customer, or none: no error code; used up: payment_method_unexpected_state).
 _USED_UP = (
@@ -646,8 +651,14 @@ class FakeStripe:
 
     def complete_action(self, pi_id: str) -> None:
         """The customer passed 3-D Secure: the PaymentIntent is charged as a confirm
-        charges it (held with manual capture, captured otherwise)."""
+        charges it (held with manual capture, captured otherwise). One declined
+        off-session for authentication (``requires_payment_method``) is what Stripe.js
+        confirms on-session with its client secret and the PaymentMethod the decline
+        names (``last_payment_error.payment_method``)."""
         pi = self.payment_intents[pi_id]
+        if pi["payment_method"] is None and pi["last_payment_error"]:
+            pi["payment_method"] = pi["last_payment_error"]["payment_method"]["id"]
+        pi["last_payment_error"] = None
         pi["next_action"], pi["latest_charge"] = None, "ch_" + _rand(24)
         self._charges[pi_id] = self._charges.get(pi_id, 0) + 1
         self._used(pi)
@@ -655,6 +666,25 @@ class FakeStripe:
             pi["status"], pi["amount_capturable"] = "requires_capture", pi["amount"]
         else:
             pi["status"], pi["amount_received"] = "succeeded", pi["amount"]
+
+    def fail_action(self, pi_id: str) -> None:
+        """The customer failed 3-D Secure: Stripe leaves the PaymentIntent waiting for
+        another PaymentMethod, the failure in ``last_payment_error``."""
+        pi = self.payment_intents[pi_id]
+        pm = pi["payment_method"] or (pi["last_payment_error"] or {}).get("payment_method", {})
+        pm_id = pm.get("id") if isinstance(pm, dict) else pm
+        pi["status"], pi["next_action"], pi["payment_method"] = (
+            "requires_payment_method",
+            None,
+            None,
+        )
+        pi["last_payment_error"] = {
+            "type": "invalid_request_error",
+            "code": "payment_intent_authentication_failure",
+            "message": _AUTHENTICATION_FAILED,
+            "doc_url": "https://stripe.com/docs/error-codes/payment-intent-authentication-failure",
+            "payment_method": {"id": pm_id, "object": "payment_method", "type": "card"},
+        }
 
     def set_status(self, pi_id: str, status: str) -> None:
         """Force a PaymentIntent's status (e.g. ``processing``), as Stripe's side might."""

@@ -19,9 +19,12 @@ from payorch.domain.merchant_config import MerchantConfig
 from payorch.domain.payment import PaymentStatus
 from tests.integration.helpers import event_payloads
 from tests.integration.installment_helpers import (
+    AUTHENTICATE,
     authenticating_plan_due,
+    create_plan,
     failed_waiting_for_the_customer,
     intent_of,
+    move_to,
     outbox,
     payments_of,
 )
@@ -169,3 +172,53 @@ async def test_a_manual_retry_in_flight_at_the_cancel_leaves_no_payment_waiting(
         assert (await intent_of(container, payment_id)).status == "canceled"
         sim.complete_action((await intent_of(container, payment_id)).id)
     assert sim.ledger.charges_total == 1, "the checkout only"
+
+
+async def test_on_stripe_an_installment_the_bank_wants_authenticated_waits_for_the_customer(
+    database_url, clock
+):
+    """Stripe declines the scheduled off-session charge (402 authentication_required)
+    and leaves its PaymentIntent open: the installment fails for good as on the
+    simulated processor, its payment waiting with that intent's client secret; a retry
+    cancels that intent before charging again, so the customer can pay only once."""
+    from tests.fakes.fake_stripe import FakeStripe
+    from tests.integration.helpers import make_stripe_container
+
+    async with FakeStripe() as fake:
+        fake.register_customer("cus_buyer")
+        c = await make_stripe_container(database_url, clock, fake)
+        try:
+            first = await create_plan(c, token=AUTHENTICATE, customer="cus_buyer")
+            paused = await c.payments.get(first.first_payment_id, "m_1")
+            fake.complete_action(paused.steps[0].processor_payment_id)  # at checkout
+            await c.payments.confirm(paused.id, "m_1")
+            plan = (await create_plan(c, token=AUTHENTICATE, customer="cus_buyer")).plan
+            assert plan is not None
+            move_to(clock, plan.installments[1].due_at)
+
+            await c.installments.scheduler.run_once()
+
+            inst = (await c.installments.plans.get(plan.id, None)).installments[1]
+            waiting = await c.payments.get(inst.payment_id, "m_1")
+            step = waiting.steps[0]
+            pi = fake.payment_intent(step.processor_payment_id)
+            (final,) = await event_payloads(c, plan.id, "InstallmentFailedFinal")
+
+            retried = (await c.installments.plans.retry_now(inst.id, "m_1")).installment(inst.id)
+            again = await c.payments.get(retried.payment_id, "m_1")
+        finally:
+            await c.close()
+        await fake.wait_idle()
+
+    assert (inst.status, inst.last_error_code) == (
+        InstallmentStatus.FAILED_FINAL,
+        "authentication_required",
+    )
+    assert waiting.status is PaymentStatus.REQUIRES_ACTION
+    assert (step.next_action_type, step.client_secret) == ("use_stripe_sdk", pi["client_secret"])
+    assert (final["error_code"], final["payment_id"]) == ("authentication_required", waiting.id)
+    # RetryInstallment canceled the waiting intent, and its own charge waits in turn.
+    assert pi["status"] == "canceled"
+    assert (retried.status, retried.attempts) == (InstallmentStatus.FAILED_FINAL, 2)
+    assert again.status is PaymentStatus.REQUIRES_ACTION
+    assert fake.charges_total == 1, "the checkout only"

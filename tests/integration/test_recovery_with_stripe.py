@@ -94,6 +94,7 @@ async def pay(
     currency="USD",
     authorize_only=False,
     metadata=None,
+    off_session=False,
 ):
     raw = RawPaymentRequest(
         merchant_id="m_1",
@@ -104,6 +105,7 @@ async def pay(
         methods=methods or [],
         authorize_only=authorize_only,
         metadata=metadata or {},
+        off_session=off_session,
     )
     return (await service.create(parse_payment_request(raw), deadline_s=None)).payment
 
@@ -670,6 +672,71 @@ async def test_confirming_a_payment_the_customer_has_not_authenticated_yet_chang
     assert payment.status is PaymentStatus.REQUIRES_ACTION
     assert payment.steps[0].client_secret == secret
     assert "PaymentReconciled" not in events_raised(service)
+    assert fake.charges_total == 0
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "pm_card_authenticationRequired",
+        "pm_card_threeDSecureRequired",
+        "pm_card_threeDSecure2Required",
+    ],
+)
+async def test_an_off_session_charge_stripe_declines_for_authentication_waits_for_the_customer(
+    world, token
+):
+    """Stripe answers the off-session confirm 402 authentication_required and leaves the
+    PaymentIntent open: the payment waits for the customer (as on the simulated
+    processor) with that intent's client secret, so they can confirm it on-session."""
+    fake, service = world
+    payment = await pay(service, token=token, off_session=True)
+
+    step = payment.steps[0]
+    pi = fake.payment_intent(step.processor_payment_id)
+    assert payment.status is PaymentStatus.REQUIRES_ACTION
+    assert step.status is StepStatus.REQUIRES_ACTION
+    assert (step.next_action_type, step.client_secret) == ("use_stripe_sdk", pi["client_secret"])
+    assert pi["status"] == "requires_payment_method"
+    [attempt] = step.attempts
+    assert (attempt.raw.http_status, attempt.raw.decline_code) == (402, "authentication_required")
+    assert len(fake.requests_to("confirm")) == 1  # no retry, no other key
+    # An installment charge that ends so fails for good, naming this payment to complete.
+    judged = judge_charge(payment)
+    assert (judged.error_code, judged.payment_id) == ("authentication_required", payment.id)
+
+    payment = await service.confirm(payment.id, "m_1")  # before the customer acted
+    assert payment.status is PaymentStatus.REQUIRES_ACTION
+    assert payment.steps[0].client_secret == pi["client_secret"]
+
+    fake.complete_action(step.processor_payment_id)  # on-session, with the client secret
+    payment = await service.confirm(payment.id, "m_1")
+    assert payment.status is PaymentStatus.SUCCEEDED
+    assert fake.charges_total == 1
+    assert len(fake.requests_to("confirm")) == 1  # payorch never confirmed it again
+
+
+async def test_an_off_session_authentication_decline_whose_answer_was_lost_waits_the_same(world):
+    fake, service = world
+    fake.inject(Fault.drop_after_processing())  # Stripe declined; the 402 never arrived
+
+    payment = await pay(service, token="pm_card_authenticationRequired", off_session=True)
+
+    step = payment.steps[0]
+    assert payment.status is PaymentStatus.REQUIRES_ACTION
+    assert step.client_secret == fake.payment_intent(step.processor_payment_id)["client_secret"]
+    assert fake.charges_total == 0
+
+
+async def test_an_off_session_payment_whose_customer_failed_authentication_fails(world):
+    fake, service = world
+    payment = await pay(service, token="pm_card_authenticationRequired", off_session=True)
+    fake.fail_action(payment.steps[0].processor_payment_id)
+
+    payment = await service.confirm(payment.id, "m_1")
+
+    assert payment.status is PaymentStatus.FAILED
+    assert fake.payment_intent(payment.steps[0].processor_payment_id)["status"] == "canceled"
     assert fake.charges_total == 0
 
 

@@ -329,14 +329,108 @@ async def test_authentication_on_session_returns_the_client_secret_and_next_acti
     assert fake.charges_total == 0
 
 
-async def test_authentication_off_session_is_declined_as_authentication_required(
+# Stripe's test cards that ask for 3-D Secure on every payment: off-session, Stripe
+# declines the confirm (402 authentication_required) and leaves the PaymentIntent open.
+THREE_DS_CARDS = (
+    "pm_card_authenticationRequired",
+    "pm_card_threeDSecureRequired",
+    "pm_card_threeDSecure2Required",
+)
+
+
+@pytest.mark.parametrize("token", THREE_DS_CARDS)
+async def test_authentication_off_session_waits_for_the_customer_with_the_intents_client_secret(
+    fake: FakeStripe, processor: StripeProcessor, token: str
+) -> None:
+    answer = await processor.authorize(charge(token))
+
+    pi = fake.payment_intent(answer.processor_payment_id)
+    # Stripe's answer: 402, authentication_required, the intent waiting for a method.
+    assert fake.requests_to("confirm")[-1].status == 402
+    assert pi["status"] == "requires_payment_method"
+    assert pi["last_payment_error"]["code"] == "authentication_required"
+    # payorch's: the customer is to confirm this same PaymentIntent on-session.
+    assert answer.kind is ResponseKind.REQUIRES_ACTION
+    assert answer.client_secret == pi["client_secret"]
+    assert answer.next_action_type == "use_stripe_sdk"
+    assert classify(answer).outcome is Outcome.REQUIRES_ACTION
+    # Stripe's own words are kept for the attempt's record.
+    assert (answer.http_status, answer.error_type, answer.code, answer.decline_code) == (
+        402,
+        "card_error",
+        "authentication_required",
+        "authentication_required",
+    )
+    assert fake.charges_total == 0
+
+
+async def test_authentication_off_session_reads_as_waiting_on_a_lookup_and_a_replay(
     fake: FakeStripe, processor: StripeProcessor
 ) -> None:
-    answer = await processor.authorize(charge("pm_card_authenticationRequired"))
+    request = charge("pm_card_authenticationRequired")
+    first = await processor.authorize(request)
 
-    assert (answer.error_type, answer.code) == ("card_error", "authentication_required")
-    assert classify(answer).outcome is Outcome.REQUIRES_ACTION
+    looked = await processor.lookup(request, first.processor_payment_id)
+    replayed = await processor.authorize(request)  # the same key: Stripe's stored 402
+
+    for answer in (looked, replayed):
+        assert answer.kind is ResponseKind.REQUIRES_ACTION
+        assert answer.processor_payment_id == first.processor_payment_id
+        assert answer.client_secret == first.client_secret
+        assert answer.next_action_type == "use_stripe_sdk"
+    assert fake.requests_to("confirm")[-1].replayed
     assert fake.charges_total == 0
+
+    # The customer came back and confirmed it on-session: the same intent, charged once.
+    fake.complete_action(first.processor_payment_id)
+    done = await processor.lookup(request, first.processor_payment_id)
+    assert done.kind is ResponseKind.SUCCEEDED
+    assert fake.charges_total == 1
+
+
+async def test_authentication_off_session_whose_answer_was_lost_is_found_waiting(
+    fake: FakeStripe, processor: StripeProcessor
+) -> None:
+    request = charge("pm_card_authenticationRequired")
+    fake.inject(Fault.drop_after_processing())
+    lost = await processor.authorize(request)
+    assert lost.kind is ResponseKind.NO_RESPONSE
+
+    looked = await processor.lookup(request, lost.processor_payment_id)
+
+    assert looked.kind is ResponseKind.REQUIRES_ACTION
+    assert looked.client_secret == fake.payment_intent(lost.processor_payment_id)["client_secret"]
+    assert fake.charges_total == 0
+
+
+async def test_a_customer_who_failed_authentication_is_not_waited_for_again(
+    fake: FakeStripe, processor: StripeProcessor
+) -> None:
+    """Only the bank's off-session authentication_required waits: once the customer's
+    own attempt failed, the intent reads as not charged (the step's 3-D Secure failed)."""
+    request = charge("pm_card_authenticationRequired")
+    first = await processor.authorize(request)
+    fake.fail_action(first.processor_payment_id)
+
+    looked = await processor.lookup(request, first.processor_payment_id)
+
+    assert looked.kind is ResponseKind.NOT_CHARGED
+    assert looked.code == "payment_intent_authentication_failure"
+
+
+async def test_an_on_session_lookup_of_an_intent_declined_for_authentication_is_not_charged(
+    fake: FakeStripe, processor: StripeProcessor
+) -> None:
+    """An on-session payment had its customer there to authenticate: a decline asking
+    for authentication then is the bank's answer, not a pause."""
+    first = await processor.authorize(charge("pm_card_authenticationRequired"))
+
+    looked = await processor.lookup(
+        charge("pm_card_authenticationRequired", off_session=False), first.processor_payment_id
+    )
+
+    assert looked.kind is ResponseKind.NOT_CHARGED
+    assert looked.decline_code == "authentication_required"
 
 
 async def test_a_card_set_up_for_later_is_charged_off_session_without_authentication(

@@ -313,19 +313,24 @@ async def test_events_for_unknown_payments_are_acknowledged(world):
     assert reply.status == 200 and (await reply.json())["result"] == "unknown payment"
 
 
-async def held(container):
-    """A payment authorized and held, waiting for the merchant's capture."""
+async def single(container, token: str, amount_minor: int, **flags: bool):
+    """A payment of one step on `token`, as CreatePayment made it."""
     request = parse_payment_request(
         RawPaymentRequest(
             merchant_id="m_1",
             request_id=f"r-{uuid.uuid4()}",
-            amount_minor=2500,
+            amount_minor=amount_minor,
             currency="USD",
-            payment_method="pm_card_visa",
-            authorize_only=True,
+            payment_method=token,
+            **flags,
         )
     )
-    payment = (await container.payments.create(request, deadline_s=None)).payment
+    return (await container.payments.create(request, deadline_s=None)).payment
+
+
+async def held(container):
+    """A payment authorized and held, waiting for the merchant's capture."""
+    payment = await single(container, "pm_card_visa", 2500, authorize_only=True)
     assert payment.status is PaymentStatus.AUTHORIZED
     return payment, payment.steps[0].processor_payment_id
 
@@ -411,6 +416,32 @@ async def test_a_redelivered_event_resumes_a_split_whose_follow_through_failed(o
         "succeeded",
         "succeeded",
     ]
+
+
+async def test_the_failure_event_of_an_off_session_authentication_decline_keeps_it_waiting(
+    on_stripe,
+):
+    """Stripe follows its off-session 402 authentication_required with
+    payment_intent.payment_failed: a hint, looked up, and the PaymentIntent is still the
+    customer's to confirm. The payment keeps waiting with its client secret; once the
+    customer confirmed on-session, Stripe's success event completes it."""
+    fake, container, client = on_stripe
+    payment = await single(container, "pm_card_authenticationRequired", 5000, off_session=True)
+    pi = payment.steps[0].processor_payment_id
+    secret = fake.payment_intent(pi)["client_secret"]
+
+    await post(client, event("payment_intent.payment_failed", payment.id, pi=pi))
+
+    waiting = await container.payments.get(payment.id, None)
+    assert waiting.status is PaymentStatus.REQUIRES_ACTION
+    assert waiting.steps[0].client_secret == secret
+    assert fake.payment_intent(pi)["status"] == "requires_payment_method"  # not canceled
+
+    fake.complete_action(pi)  # the customer, on-session, with the client secret
+    await post(client, event("payment_intent.succeeded", payment.id, pi=pi))
+
+    assert (await container.payments.get(payment.id, None)).status is PaymentStatus.SUCCEEDED
+    assert fake.charges_total == 1
 
 
 async def paid_on_stripe(container, amount: int = 5000, currency: str = "USD"):

@@ -109,6 +109,14 @@ _NOT_CHARGEABLE = "amount_not_chargeable_in_currency"
 # Our name for a confirm Stripe refused (payment_intent_unexpected_state) because the
 # PaymentIntent is canceled: classified apart from a refusal of a request of ours.
 _INTENT_CANCELED = "payment_intent_canceled"
+# Stripe's answer to an off-session confirm the bank will not take without the customer
+# (3-D Secure): a 402 card_error `authentication_required` that leaves the PaymentIntent
+# in requires_payment_method, still confirmable. Stripe's way back is to bring the
+# customer on-session and confirm that same PaymentIntent with Stripe.js (its client
+# secret and the PaymentMethod): payorch pauses the step for them, as for requires_action.
+_AUTHENTICATION_REQUIRED = "authentication_required"
+# What the paused step tells the frontend: hand the client secret to Stripe's SDK.
+_USE_STRIPE_SDK = "use_stripe_sdk"
 # What a lookup of a PaymentIntent reads when a confirm under another key (or under
 # the same key, earlier) charged or held it, is waiting for the customer, or is charging
 # it: the step's answer, whatever became of the confirm that was refused.
@@ -156,10 +164,12 @@ class _Failed(Exception):
     """An SDK call ended without an object; carries the answer as data, and whether
     Stripe replayed it from its idempotency layer (``Idempotent-Replayed: true``)."""
 
-    def __init__(self, response: ProcessorResponse) -> None:
+    def __init__(self, response: ProcessorResponse, intent: Any = None) -> None:
         super().__init__(response.kind.value)
         self.response = response
         self.replayed = response.replayed
+        # The PaymentIntent a card error's body carries (Stripe's `payment_intent`).
+        self.intent = intent
 
 
 def _silence_sdk_console_log() -> None:
@@ -271,14 +281,17 @@ class StripeProcessor:
             )
         except _Failed as failed:
             answer = _with_id(failed.response, pi_id)
+            waiting = _waiting_for_customer(answer, failed.intent, request.off_session)
+            if waiting is not None:
+                return waiting
             if answer.code == "payment_intent_unexpected_state":
                 # Confirmed before under another key: say what the PaymentIntent holds.
-                found = await self._lookup_by_id(pi_id, deadline)
+                found = await self._lookup_by_id(pi_id, deadline, request.off_session)
                 return _after_unexpected_state(answer, found)
             if _key_reused(answer):
                 # Confirmed before under this very key, with other parameters (a bug of
                 # ours): that confirm ran, and what it did is the step's answer.
-                found = await self._lookup_by_id(pi_id, deadline)
+                found = await self._lookup_by_id(pi_id, deadline, request.off_session)
                 _log.error(
                     "stripe %s: confirm key %s was used before with other parameters"
                     " (request_id=%s); PaymentIntent %s reads %s",
@@ -312,7 +325,7 @@ class StripeProcessor:
                 # Anything else proves nothing, a fresh 500 included: the key may hold
                 # an intent its earlier answer would have shown.
                 return answer
-        return await self._lookup_by_id(pi_id, deadline)
+        return await self._lookup_by_id(pi_id, deadline, request.off_session)
 
     async def capture(
         self, processor_payment_id: str, amount_minor: int, idempotency_key: str, *, currency: str
@@ -516,7 +529,9 @@ class StripeProcessor:
             return failed.response
         if not page.data:
             return None
-        answers = [await self._lookup_by_id(pi.id, deadline) for pi in page.data]
+        answers = [
+            await self._lookup_by_id(pi.id, deadline, request.off_session) for pi in page.data
+        ]
         return min(answers, key=_found_rank)
 
     async def _create(
@@ -569,14 +584,19 @@ class StripeProcessor:
                 return
             params = {**params, "starting_after": page.data[-1].id}
 
-    async def _lookup_by_id(self, pi_id: str, deadline: float) -> ProcessorResponse:
+    async def _lookup_by_id(
+        self, pi_id: str, deadline: float, off_session: bool
+    ) -> ProcessorResponse:
         try:
             pi = await self._call(
                 deadline, lambda: self._client.v1.payment_intents.retrieve_async(pi_id)
             )
         except _Failed as failed:
             return _with_id(failed.response, pi_id)
-        return self._from_intent(pi)
+        found = self._from_intent(pi)
+        # Declined off-session for authentication, and the customer has not acted since:
+        # the same pause the confirm's answer was (a lost 402, a webhook's hint).
+        return _waiting_for_customer(found, pi, off_session) or found
 
     async def _call(self, deadline: float, call: Callable[[], Awaitable[_T]]) -> _T:
         """One SDK call within the deadline; anything but an object becomes _Failed."""
@@ -588,7 +608,10 @@ class StripeProcessor:
             return answer
         except stripe.StripeError as error:
             replayed = _header(error.headers or {}, "Idempotent-Replayed") == "true"
-            raise _Failed(dataclasses.replace(self._from_error(error), replayed=replayed)) from None
+            raise _Failed(
+                dataclasses.replace(self._from_error(error), replayed=replayed),
+                _get(error.error, "payment_intent"),
+            ) from None
         except TimeoutError as error:
             # Our deadline (or aiohttp's read timeout): the request may have been processed.
             raise _Failed(
@@ -765,6 +788,34 @@ def _after_unexpected_state(
         return dataclasses.replace(found, kind=ResponseKind.ERROR)
     # Open again without a decline, or unreadable: a request may still charge it.
     return dataclasses.replace(refused, kind=ResponseKind.PENDING)
+
+
+def _waiting_for_customer(
+    answer: ProcessorResponse, intent: Any, off_session: bool
+) -> ProcessorResponse | None:
+    """The step paused for the customer, when Stripe declined an off-session confirm
+    for authentication (the 402's body, or a lookup's last_payment_error) and left the
+    PaymentIntent open: its id and client secret let the customer confirm that same
+    intent on-session, so no second PaymentIntent, and no second charge, can come of
+    it. None for anything else: an on-session payment had its customer there (the
+    bank's decline stands), and a failed 3-D Secure of theirs is another code."""
+    if not off_session or answer.kind not in (ResponseKind.ERROR, ResponseKind.NOT_CHARGED):
+        return None
+    if answer.error_type != "card_error" or _AUTHENTICATION_REQUIRED not in (
+        answer.code,
+        answer.decline_code,
+    ):
+        return None
+    secret = str(_get(intent, "client_secret") or "")
+    if not secret or _get(intent, "status") != "requires_payment_method":
+        return None
+    return dataclasses.replace(
+        answer,
+        kind=ResponseKind.REQUIRES_ACTION,
+        processor_payment_id=str(_get(intent, "id") or answer.processor_payment_id),
+        next_action_type=_USE_STRIPE_SDK,
+        client_secret=secret,
+    )
 
 
 def _key_reused(response: ProcessorResponse) -> bool:
