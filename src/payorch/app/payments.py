@@ -118,6 +118,23 @@ class HoldUnknown(ProcessorUnanswered):
     """The processor could not say what became of a step held authorized."""
 
 
+class PaymentInProgress(RuntimeError):
+    """A processor's event about a step of a payment a live run may still be working on
+    (stored PROCESSING less than STALE_PROCESSING ago): not acted on, and not remembered
+    as seen, so that the processor's redelivery is acted on once the run is over, or
+    once the payment counts as interrupted."""
+
+
+def interrupted(payment: Payment, now: datetime) -> bool:
+    """Whether a payment stored PROCESSING was left by a run that is over (its server died
+    or stopped mid-payment): stored so longer than STALE_PROCESSING, which no live run
+    lasts (RUN_LIMIT_S). The reconciler's pass takes such a payment, as its storage
+    query says (PaymentRepository.list_unresolved)."""
+    return payment.status is PaymentStatus.PROCESSING and (
+        payment.updated_at <= now - STALE_PROCESSING
+    )
+
+
 # A look-up that got one of these has no answer: what it asked is still open.
 NO_ANSWER = frozenset({ResponseKind.ERROR, ResponseKind.CONNECTION_ERROR, ResponseKind.NO_RESPONSE})
 
@@ -1333,14 +1350,25 @@ class ProcessorEvents:
                 await uow.commit()
                 return "stale processor object"
             open_states = (StepStatus.PENDING, StepStatus.UNKNOWN, StepStatus.REQUIRES_ACTION)
+            # An event about a step a run has not settled, while the payment is PROCESSING.
+            running = payment.status is PaymentStatus.PROCESSING and step.status in open_states
+            if running and not interrupted(payment, now):
+                # A live run may own it: the event is not remembered (the transaction is
+                # not committed), and the processor is told to send it again.
+                raise PaymentInProgress(
+                    f"payment {payment.id!r} is being processed: its step {step.index} is"
+                    " not settled yet"
+                )
             held = (
                 step.status is StepStatus.AUTHORIZED
                 and not event.charged
                 and payment.status is not PaymentStatus.PROCESSING
             )
-            if held:
+            if held or running:
                 # Bad news about a hold we keep: the processor may have released it (a
-                # cancel from its dashboard, a lapse). A look-up says.
+                # cancel from its dashboard, a lapse). Or any news about a payment its
+                # server left PROCESSING when it died: looked up as the reconciler would,
+                # the event's body not trusted. A look-up says.
                 await uow.commit()
             elif step.status not in open_states or payment.status is PaymentStatus.PROCESSING:
                 # Settled already, or still being worked on by the router: nothing to do;
@@ -1374,7 +1402,7 @@ class ProcessorEvents:
             if held:
                 changed = await self._payments.look_up_hold(payment.id, event.step_index)
                 return "looked up" if changed else "looked up, still held"
-            if event.charged:
+            if event.charged and not running:
                 # A split goes on from that step as ConfirmPayment or the reconciler would.
                 went_on = await self._payments.go_on(payment, customer_acted=customer_acted)
                 return "applied" if went_on or not resumed else "ignored"
