@@ -592,9 +592,14 @@ class Router:
         inconclusive = False
         attempt: Attempt | None = None
         # Not charged: by default soft, for later; the bank's decline when a lookup saw it.
+        # A step with no answer at all (a server died on it) or one whose outcome was
+        # unknown was interrupted: now known, it is no longer `unknown_outcome`. A lost
+        # answer's own code (`timeout`, `network_error`) still says what happened.
         verdict = Classification(
             Outcome.SOFT,
-            step.error_code if step.error_code is not ErrorCode.NONE else ErrorCode.UNKNOWN_OUTCOME,
+            ErrorCode.INTERRUPTED
+            if step.error_code in (ErrorCode.NONE, ErrorCode.UNKNOWN_OUTCOME)
+            else step.error_code,
             False,
             True,
         )

@@ -56,6 +56,11 @@ class ErrorCode(enum.Enum):
     # (Stripe: a PaymentIntent canceled from the dashboard or by a raced request):
     # nothing was charged there, and nothing can be; a new payment may be tried later.
     PAYMENT_CANCELED_AT_PROCESSOR = "payment_canceled_at_processor"
+    # The step's charge was interrupted before its outcome was known (its server stopped
+    # or died mid-payment, its answer lost or still pending), and the processor, asked
+    # afterwards, proved nothing was charged (the reconciler's lookup, a canceled or
+    # never made payment object). Not `unknown_outcome`: the outcome is known.
+    INTERRUPTED = "interrupted"
 
 
 class ResponseKind(enum.Enum):

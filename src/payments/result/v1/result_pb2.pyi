@@ -51,6 +51,7 @@ class ErrorCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_CODE_CUSTOMER_NOT_FOUND: _ClassVar[ErrorCode]
     ERROR_CODE_PAYMENT_METHOD_UNUSABLE: _ClassVar[ErrorCode]
     ERROR_CODE_PAYMENT_CANCELED_AT_PROCESSOR: _ClassVar[ErrorCode]
+    ERROR_CODE_INTERRUPTED: _ClassVar[ErrorCode]
 
 class PaymentStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -113,6 +114,7 @@ ERROR_CODE_PAYMENT_METHOD_NOT_FOUND: ErrorCode
 ERROR_CODE_CUSTOMER_NOT_FOUND: ErrorCode
 ERROR_CODE_PAYMENT_METHOD_UNUSABLE: ErrorCode
 ERROR_CODE_PAYMENT_CANCELED_AT_PROCESSOR: ErrorCode
+ERROR_CODE_INTERRUPTED: ErrorCode
 PAYMENT_STATUS_UNSPECIFIED: PaymentStatus
 PAYMENT_STATUS_PROCESSING: PaymentStatus
 PAYMENT_STATUS_SUCCEEDED: PaymentStatus
