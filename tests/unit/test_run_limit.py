@@ -171,7 +171,7 @@ async def test_captures_that_could_not_end_inside_the_run_limit_are_owed_and_mad
     assert RUN_LIMIT_S - w.processor.calls[-1][1] >= longest
     assert w.processor.taken == []
     assert [s.status for s in payment.steps] == [StepStatus.CAPTURED] + [StepStatus.AUTHORIZED] * 7
-    assert payment.owed is Owed.CAPTURE and payment.success
+    assert payment.owed is Owed.CAPTURE and payment.status is PaymentStatus.AUTHORIZED
     assert "the capture is owed, not yet tried: the reconciler makes it" in (
         payment.final_error_message
     )

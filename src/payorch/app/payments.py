@@ -1325,7 +1325,10 @@ class RefundEvent:
 class ProcessorEvents:
     """Applies processor webhooks. Only final good news is applied as is; any other
     event is a hint to look the payment up now, so out-of-order or stale events
-    can never undo what the processor holds."""
+    can never undo what the processor holds. An event about a step a live run may
+    still be charging (the payment PROCESSING, not yet interrupted) is refused unseen
+    (PaymentInProgress), to be sent again; one about a step an interrupted run left is
+    a hint too, looked up as the reconciler would."""
 
     def __init__(self, uow: UnitOfWorkFactory, payments: PaymentService, clock: Clock) -> None:
         self._uow = uow

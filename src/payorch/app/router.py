@@ -73,11 +73,6 @@ class Deadline:
         ends = now + RUN_LIMIT_S
         return cls(ends if deadline_s is None else min(now + deadline_s, ends), ends)
 
-    @property
-    def run_limited(self) -> bool:
-        """Whether the run's limit, not the caller's deadline, is what binds."""
-        return self.run_ends is not None and self.at == self.run_ends
-
     def leaves_run_time(self, clock: Clock, seconds: float) -> bool:
         """Whether `seconds` from now still end inside the run's limit (a capture or a
         void, which the caller's own deadline never cut short)."""
