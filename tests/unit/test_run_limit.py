@@ -182,3 +182,13 @@ async def test_captures_that_could_not_end_inside_the_run_limit_are_owed_and_mad
     assert settled.status is PaymentStatus.SUCCEEDED
     assert [s.status for s in settled.steps] == [StepStatus.CAPTURED] * 8
     assert w.processor.sim.ledger.charges_total == 8
+
+
+@pytest.mark.parametrize("seconds", ["0", "60", "239", "nan"])
+def test_payorch_reconcile_refuses_to_take_payments_a_live_server_may_still_run(seconds, capsys):
+    from payorch.entrypoints.cli import main
+
+    assert main(["reconcile", f"--processing-stale-after={seconds}"]) == 2
+    assert capsys.readouterr().err.startswith(
+        "payorch reconcile: --processing-stale-after must be at least 240 s (default 300)"
+    )

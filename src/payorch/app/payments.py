@@ -125,7 +125,7 @@ class PaymentInProgress(RuntimeError):
     once the payment counts as interrupted."""
 
 
-def interrupted(payment: Payment, now: datetime) -> bool:
+def run_interrupted(payment: Payment, now: datetime) -> bool:
     """Whether a payment stored PROCESSING was left by a run that is over (its server died
     or stopped mid-payment): stored so longer than STALE_PROCESSING, which no live run
     lasts (RUN_LIMIT_S). The reconciler's pass takes such a payment, as its storage
@@ -1355,7 +1355,7 @@ class ProcessorEvents:
             open_states = (StepStatus.PENDING, StepStatus.UNKNOWN, StepStatus.REQUIRES_ACTION)
             # An event about a step a run has not settled, while the payment is PROCESSING.
             running = payment.status is PaymentStatus.PROCESSING and step.status in open_states
-            if running and not interrupted(payment, now):
+            if running and not run_interrupted(payment, now):
                 # A live run may own it: the event is not remembered (the transaction is
                 # not committed), and the processor is told to send it again.
                 raise PaymentInProgress(
