@@ -20,6 +20,7 @@ from payorch.adapters.clock import ManualClock
 from payorch.adapters.processors.simulated import SimulatedProcessor
 from payorch.app.merchant_configs import MerchantConfigs
 from payorch.app.payments import STALE_PROCESSING, PaymentService
+from payorch.app.ports import UnitOfWorkFactory
 from payorch.app.router import RUN_LIMIT_S, Router
 from payorch.app.settlement import LOOKUP_TIMEOUT_S, Settlement
 from payorch.domain.merchant_config import MerchantConfig
@@ -79,10 +80,18 @@ class Slow:
 
 
 class World:
-    def __init__(self, *, latency_s: float, call_timeout_s: float) -> None:
-        self.clock = ManualClock()
+    def __init__(
+        self,
+        *,
+        latency_s: float,
+        call_timeout_s: float,
+        clock: ManualClock | None = None,
+        uow: UnitOfWorkFactory | None = None,
+    ) -> None:
+        """`uow`: storage (in memory unless given), on `clock`."""
+        self.clock = clock or ManualClock()
         self.started = self.clock.monotonic()
-        self.uow = FakeUnitOfWorkFactory()
+        self.uow = uow or FakeUnitOfWorkFactory()
         self.processor = Slow(self, latency_s)
         self.router = Router(
             {"simulated": self.processor},
