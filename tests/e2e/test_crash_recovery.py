@@ -317,6 +317,9 @@ def test_killed_after_storing_the_payment_before_any_call_fails_it_uncharged(cra
     (step,) = payment.result.step_results
     assert step.status == res.STEP_STATUS_FAILED
     assert "reconciled: never charged" in lookups(step)
+    # Known not charged: no longer read as an unknown outcome.
+    assert payment.result.final_error == res.ERROR_CODE_INTERRUPTED
+    assert payment.result.final_error_message == "step 0 failed: interrupted"
     assert [a.operation for a in step.attempts] == ["lookup", "void", "lookup"]
     assert sum(pi["charges"] for pi in intents(crashes, payment.payment_id)) == 0
     assert events(crashes, payment.payment_id) == [

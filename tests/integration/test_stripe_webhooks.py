@@ -588,3 +588,34 @@ async def test_a_canceled_hold_stripe_cannot_be_asked_about_is_taken_again(on_st
         PaymentStatus.CANCELLED,
         StepStatus.VOIDED,
     )
+
+
+async def test_an_event_about_a_payment_its_server_left_processing_is_sent_again_then_settles_it(
+    on_stripe, clock
+):
+    fake, container, client = on_stripe
+    failing_the_next_save(container)  # the server dies once Stripe charged, before storing it
+    with pytest.raises(ConnectionError):
+        await container.payments.create(core_request(f"r-{uuid.uuid4()}"), deadline_s=None)
+    (pi,) = fake.payment_intents
+    payment_id = fake.payment_intent(pi)["metadata"]["payorch_payment_id"]
+    stored = await container.payments.get(payment_id, None)
+    assert stored.status is PaymentStatus.PROCESSING and not stored.steps[0].processor_payment_id
+    body = event("payment_intent.succeeded", payment_id, pi=pi, event_id="evt_killed")
+
+    clock.advance(60)  # a live run could still own it: Stripe is told to send it again
+    first = await post(client, body, sign(body, at=int(clock.now().timestamp())))
+    assert first.status == 409 and "send the event again" in (await first.json())["error"]
+    assert (await container.payments.get(payment_id, None)).status is PaymentStatus.PROCESSING
+
+    clock.advance(300)  # no live run can own it now: Stripe's redelivery settles it
+    again = await post(client, body, sign(body, at=int(clock.now().timestamp())))
+    assert again.status == 200 and (await again.json())["result"] == "looked up"
+    settled = await container.payments.get(payment_id, None)
+    assert settled.status is PaymentStatus.SUCCEEDED
+    assert settled.steps[0].processor_payment_id == pi and fake.charges_total == 1
+    reconciled = await event_payloads(container, payment_id, "PaymentReconciled")
+    assert [p["source"] for p in reconciled] == ["retrieve"]
+
+    last = await post(client, body, sign(body, at=int(clock.now().timestamp())))
+    assert (await last.json())["result"] == "duplicate"

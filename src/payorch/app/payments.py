@@ -27,7 +27,7 @@ from payorch.app.ports import (
     UnitOfWorkFactory,
 )
 from payorch.app.router import Deadline, Router
-from payorch.app.settlement import MAX_REFUND_SENDS, Settlement
+from payorch.app.settlement import LOOKUP_TIMEOUT_S, MAX_REFUND_SENDS, Settlement
 from payorch.domain.merchant_config import MerchantConfig
 from payorch.domain.payment import (
     ACTION_TIMEOUT,
@@ -55,7 +55,9 @@ CANCELED_AT_PROCESSOR = (
 # How long a duplicate request waits for the first one to finish before ABORTED.
 DUPLICATE_WAIT_S = 5.0
 DUPLICATE_POLL_S = 0.05
-# A payment PROCESSING for longer than any call could take was interrupted.
+# A payment stored PROCESSING this long ago was interrupted (its server died or stopped
+# mid-payment): no live run can still own it, as none lasts over RUN_LIMIT_S (2 minutes,
+# payorch.app.router). The reconciler takes it then, and so does a processor's event.
 STALE_PROCESSING = timedelta(minutes=5)
 # How many times a change to a payment is made again on what another call saved
 # meanwhile, before the caller is told to retry (ABORTED).
@@ -114,6 +116,23 @@ class RefundsUnknown(ProcessorUnanswered):
 
 class HoldUnknown(ProcessorUnanswered):
     """The processor could not say what became of a step held authorized."""
+
+
+class PaymentInProgress(RuntimeError):
+    """A processor's event about a step of a payment a live run may still be working on
+    (stored PROCESSING less than STALE_PROCESSING ago): not acted on, and not remembered
+    as seen, so that the processor's redelivery is acted on once the run is over, or
+    once the payment counts as interrupted."""
+
+
+def run_interrupted(payment: Payment, now: datetime) -> bool:
+    """Whether a payment stored PROCESSING was left by a run that is over (its server died
+    or stopped mid-payment): stored so longer than STALE_PROCESSING, which no live run
+    lasts (RUN_LIMIT_S). The reconciler's pass takes such a payment, as its storage
+    query says (PaymentRepository.list_unresolved)."""
+    return payment.status is PaymentStatus.PROCESSING and (
+        payment.updated_at <= now - STALE_PROCESSING
+    )
 
 
 # A look-up that got one of these has no answer: what it asked is still open.
@@ -238,7 +257,7 @@ class PaymentService:
         admits it, decided by the gate insert itself; ClaimLost when it does not and no
         payment was made under the request id before."""
         t0 = self._clock.monotonic()
-        deadline = Deadline(None if deadline_s is None else t0 + deadline_s)
+        deadline = Deadline.for_run(self._clock, deadline_s)
         fingerprint = request.fingerprint()
         self._observe.request_accepted(request)
         config, _ = await self._configs.get(request.merchant_id)
@@ -433,9 +452,9 @@ class PaymentService:
             if rest.status is StepStatus.PENDING:
                 payment.step_skipped(rest)
         if payment.remaining_minor and not payment.allow_partial:
-            await self._compensate(payment)
+            await self._compensate(payment, run=deadline)
         elif payment.capture_mode is CaptureMode.MANUAL and not payment.authorize_only:
-            await self._capture_all(payment)
+            await self._capture_all(payment, run=deadline)
 
     def _fallback_for(self, payment: Payment, failed: Step, config: MerchantConfig) -> Step | None:
         if not config.fallback_on_failure or not payment.fallbacks:
@@ -453,12 +472,28 @@ class PaymentService:
                 )
         return None
 
-    async def _compensate(self, payment: Payment, deferred: set[str] | None = None) -> None:
+    async def _compensate(
+        self, payment: Payment, deferred: set[str] | None = None, *, run: Deadline | None = None
+    ) -> None:
         """All-or-nothing: void every authorization taken so far (`deferred`: the
-        reconciler's voids, which wait for an open breaker: Settlement._admitted)."""
+        reconciler's voids, which wait for an open breaker: Settlement._admitted). A void
+        that could not end inside the run's limit (`run`) is owed, not tried."""
         for step in payment.steps:
-            if step.status is StepStatus.AUTHORIZED:
+            if step.status is not StepStatus.AUTHORIZED:
+                continue
+            if self._settle_fits(run):
                 await self._release(payment, step, deferred)
+            else:
+                payment.owe(Owed.VOID, step)  # the reconciler makes it
+
+    def _settle_fits(self, run: Deadline | None) -> bool:
+        """Whether a capture or void started now ends inside the run's limit at the
+        longest: two tries, each looked up after it fails (Settlement._settle), at the
+        processor calls' timeout and the lookups'. One that may not is owed instead, made
+        by the reconciler, so that a run never outlasts RUN_LIMIT_S: the reconciler takes
+        a payment left PROCESSING longer than STALE_PROCESSING for an interrupted one."""
+        longest = 2 * (self._router.call_timeout_s + LOOKUP_TIMEOUT_S)
+        return run is None or run.leaves_run_time(self._clock, longest)
 
     async def _release(
         self, payment: Payment, step: Step, deferred: set[str] | None = None
@@ -478,13 +513,19 @@ class PaymentService:
             # for the customer was captured automatically: the payment completes.
             payment.captured(step.amount_minor)
 
-    async def _capture_all(self, payment: Payment, deferred: set[str] | None = None) -> None:
+    async def _capture_all(
+        self, payment: Payment, deferred: set[str] | None = None, *, run: Deadline | None = None
+    ) -> None:
         """Capture every authorized step. A capture that fails is owed: the reconciler
         makes it again until it goes through (before the authorization lapses). One the
-        reconciler could not make yet (`deferred`: the breaker is open) is owed too."""
+        reconciler could not make yet (`deferred`: the breaker is open) is owed too, and
+        so is one that could not end inside the run's limit (`run`): not tried."""
         amount, voided = 0, False
         for step in payment.steps:
             if step.status is not StepStatus.AUTHORIZED:
+                continue
+            if not self._settle_fits(run):
+                payment.owe(Owed.CAPTURE, step)  # the reconciler makes it
                 continue
             tried = len(step.attempts)
             if await self._settlement.capture(payment, step, deferred=deferred):
@@ -618,7 +659,7 @@ class PaymentService:
     ) -> Payment:
         """After the customer acted: look the paused step up and go on with the plan,
         retrying the steps after it only inside the caller's deadline."""
-        deadline = Deadline(None if deadline_s is None else self._clock.monotonic() + deadline_s)
+        deadline = Deadline.for_run(self._clock, deadline_s)
 
         async def go_on(payment: Payment) -> bool:
             if payment.status is not PaymentStatus.REQUIRES_ACTION:
@@ -673,6 +714,7 @@ class PaymentService:
         so a lost save here would not come back with a redelivery. True when there was
         anything left to do."""
         went_on = False
+        run = Deadline.for_run(self._clock, None)
 
         async def finish(current: Payment) -> bool:
             nonlocal went_on
@@ -692,9 +734,9 @@ class PaymentService:
                 config = await self._configs.get_version(
                     current.merchant_id, current.config_version
                 )
-                await self._run_plan(current, config, Deadline(None), Via.WEBHOOK)
+                await self._run_plan(current, config, run, Via.WEBHOOK)
             else:
-                await self._finish_after_reconcile(current)
+                await self._finish_after_reconcile(current, run=run)
             went_on = True
             return True
 
@@ -1062,10 +1104,11 @@ class PaymentService:
         return False
 
     async def _finish_after_reconcile(
-        self, payment: Payment, deferred: set[str] | None = None
+        self, payment: Payment, deferred: set[str] | None = None, *, run: Deadline | None = None
     ) -> None:
         """A reconciled multi-step plan does not resume: what it holds is voided (or kept,
-        with allow_partial) and the rest skipped. A single step is already final."""
+        with allow_partial) and the rest skipped. A single step is already final. `run`:
+        a processor event's follow-through, held to its run's limit."""
         if len(payment.steps) == 1 or any(
             s.status is StepStatus.REQUIRES_ACTION for s in payment.steps
         ):
@@ -1074,9 +1117,9 @@ class PaymentService:
             if step.status is StepStatus.PENDING:
                 payment.step_skipped(step)
         if payment.remaining_minor and not payment.allow_partial:
-            await self._compensate(payment, deferred)
+            await self._compensate(payment, deferred, run=run)
         elif not payment.authorize_only:
-            await self._capture_all(payment, deferred)
+            await self._capture_all(payment, deferred, run=run)
 
     async def _settle_owed(self, payment: Payment, via: Via, deferred: set[str] | None) -> bool:
         """Make the capture or void the plan still owes; back off while it keeps failing.
@@ -1209,7 +1252,7 @@ class PaymentService:
             # A processor's hint about the paused step: as if the customer confirmed.
             before = payment.status
             try:
-                await self.resume(payment, Deadline(None), via)
+                await self.resume(payment, Deadline.for_run(self._clock, None), via)
             except ConcurrentUpdate:
                 return False
             return payment.status is not before
@@ -1282,7 +1325,10 @@ class RefundEvent:
 class ProcessorEvents:
     """Applies processor webhooks. Only final good news is applied as is; any other
     event is a hint to look the payment up now, so out-of-order or stale events
-    can never undo what the processor holds."""
+    can never undo what the processor holds. An event about a step a live run may
+    still be charging (the payment PROCESSING, not yet interrupted) is refused unseen
+    (PaymentInProgress), to be sent again; one about a step an interrupted run left is
+    a hint too, looked up as the reconciler would."""
 
     def __init__(self, uow: UnitOfWorkFactory, payments: PaymentService, clock: Clock) -> None:
         self._uow = uow
@@ -1307,14 +1353,25 @@ class ProcessorEvents:
                 await uow.commit()
                 return "stale processor object"
             open_states = (StepStatus.PENDING, StepStatus.UNKNOWN, StepStatus.REQUIRES_ACTION)
+            # An event about a step a run has not settled, while the payment is PROCESSING.
+            running = payment.status is PaymentStatus.PROCESSING and step.status in open_states
+            if running and not run_interrupted(payment, now):
+                # A live run may own it: the event is not remembered (the transaction is
+                # not committed), and the processor is told to send it again.
+                raise PaymentInProgress(
+                    f"payment {payment.id!r} is being processed: its step {step.index} is"
+                    " not settled yet"
+                )
             held = (
                 step.status is StepStatus.AUTHORIZED
                 and not event.charged
                 and payment.status is not PaymentStatus.PROCESSING
             )
-            if held:
+            if held or running:
                 # Bad news about a hold we keep: the processor may have released it (a
-                # cancel from its dashboard, a lapse). A look-up says.
+                # cancel from its dashboard, a lapse). Or any news about a payment its
+                # server left PROCESSING when it died: looked up as the reconciler would,
+                # the event's body not trusted. A look-up says.
                 await uow.commit()
             elif step.status not in open_states or payment.status is PaymentStatus.PROCESSING:
                 # Settled already, or still being worked on by the router: nothing to do;
@@ -1348,7 +1405,7 @@ class ProcessorEvents:
             if held:
                 changed = await self._payments.look_up_hold(payment.id, event.step_index)
                 return "looked up" if changed else "looked up, still held"
-            if event.charged:
+            if event.charged and not running:
                 # A split goes on from that step as ConfirmPayment or the reconciler would.
                 went_on = await self._payments.go_on(payment, customer_acted=customer_acted)
                 return "applied" if went_on or not resumed else "ignored"

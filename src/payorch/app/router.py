@@ -47,11 +47,36 @@ _OPEN_AT_PROCESSOR = frozenset(
 )
 
 
+# The longest one run of a payment's plan may take, whatever the caller's deadline (none,
+# or the CLI's day): CreatePayment, ConfirmPayment, a processor event's follow-through,
+# the reconciler going on with a paused plan. No processor call starts past it and each
+# ends before it, captures and voids included (PaymentService._settle_fits). It is well
+# inside STALE_PROCESSING (payorch.app.payments, 5 minutes), after which the reconciler
+# takes a payment stored PROCESSING as interrupted: no live run can then own it. The
+# rest covers the database's writes and clocks apart between replicas.
+RUN_LIMIT_S = 120.0
+
+
 @dataclass(frozen=True, slots=True)
 class Deadline:
-    """An absolute point on the clock's monotonic scale; None means no deadline."""
+    """An absolute point on the clock's monotonic scale; None means no deadline.
+    `run_ends`: where the run's own limit (RUN_LIMIT_S) ends, None for no limit."""
 
     at: float | None
+    run_ends: float | None = None
+
+    @classmethod
+    def for_run(cls, clock: Clock, deadline_s: float | None) -> Deadline:
+        """A run starting now: the caller's deadline (`deadline_s` from now, None for
+        none), but never past RUN_LIMIT_S from now."""
+        now = clock.monotonic()
+        ends = now + RUN_LIMIT_S
+        return cls(ends if deadline_s is None else min(now + deadline_s, ends), ends)
+
+    def leaves_run_time(self, clock: Clock, seconds: float) -> bool:
+        """Whether `seconds` from now still end inside the run's limit (a capture or a
+        void, which the caller's own deadline never cut short)."""
+        return self.run_ends is None or self.run_ends - clock.monotonic() >= seconds
 
     def remaining_ms(self, clock: Clock) -> float | None:
         if self.at is None:
@@ -568,9 +593,14 @@ class Router:
         inconclusive = False
         attempt: Attempt | None = None
         # Not charged: by default soft, for later; the bank's decline when a lookup saw it.
+        # A step with no answer at all (a server died on it) or one whose outcome was
+        # unknown was interrupted: now known, it is no longer `unknown_outcome`. A lost
+        # answer's own code (`timeout`, `network_error`) still says what happened.
         verdict = Classification(
             Outcome.SOFT,
-            step.error_code if step.error_code is not ErrorCode.NONE else ErrorCode.UNKNOWN_OUTCOME,
+            ErrorCode.INTERRUPTED
+            if step.error_code in (ErrorCode.NONE, ErrorCode.UNKNOWN_OUTCOME)
+            else step.error_code,
             False,
             True,
         )

@@ -63,6 +63,11 @@ class ErrorCode(enum.Enum):
     # The processor will not charge in the currency (Stripe: one it, or the account's
     # country, does not take): the caller's currency, never retried as it is.
     CURRENCY_NOT_SUPPORTED = "currency_not_supported"
+    # The step's charge was interrupted before its outcome was known (its server stopped
+    # or died mid-payment, its answer lost or still pending), and the processor, asked
+    # afterwards, proved nothing was charged (the reconciler's lookup, a canceled or
+    # never made payment object). Not `unknown_outcome`: the outcome is known.
+    INTERRUPTED = "interrupted"
 
 
 class ResponseKind(enum.Enum):

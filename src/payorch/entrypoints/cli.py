@@ -339,8 +339,20 @@ def cmd_config(args: argparse.Namespace) -> int:
 def cmd_reconcile(args: argparse.Namespace) -> int:
     from datetime import timedelta
 
+    from payorch.app.payments import STALE_PROCESSING
+    from payorch.app.router import RUN_LIMIT_S
     from payorch.bootstrap import bootstrap
 
+    # NaN is refused too: it compares false.
+    if not args.processing_stale_after >= 2 * RUN_LIMIT_S:
+        print(
+            "payorch reconcile: --processing-stale-after must be at least"
+            f" {2 * RUN_LIMIT_S:g} s (default {STALE_PROCESSING.total_seconds():g}): a live"
+            f" server runs one payment for up to {RUN_LIMIT_S:g} s, and a payment younger"
+            " than that may still be its",
+            file=sys.stderr,
+        )
+        return 2
     settings = _server_settings(args)
 
     async def main() -> int:
@@ -610,7 +622,8 @@ def parser() -> argparse.ArgumentParser:
         "--processing-stale-after",
         type=float,
         default=300.0,
-        help="seconds after which a PROCESSING payment counts as interrupted",
+        help="seconds after which a PROCESSING payment counts as interrupted (at least"
+        " 240: a live server runs one payment for up to 120)",
     )
     rec.add_argument("--limit", type=int, default=500)
     rec.set_defaults(func=cmd_reconcile)

@@ -53,6 +53,7 @@ class ErrorCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_CODE_PAYMENT_CANCELED_AT_PROCESSOR: _ClassVar[ErrorCode]
     ERROR_CODE_AMOUNT_OUT_OF_RANGE: _ClassVar[ErrorCode]
     ERROR_CODE_CURRENCY_NOT_SUPPORTED: _ClassVar[ErrorCode]
+    ERROR_CODE_INTERRUPTED: _ClassVar[ErrorCode]
 
 class PaymentStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -117,6 +118,7 @@ ERROR_CODE_PAYMENT_METHOD_UNUSABLE: ErrorCode
 ERROR_CODE_PAYMENT_CANCELED_AT_PROCESSOR: ErrorCode
 ERROR_CODE_AMOUNT_OUT_OF_RANGE: ErrorCode
 ERROR_CODE_CURRENCY_NOT_SUPPORTED: ErrorCode
+ERROR_CODE_INTERRUPTED: ErrorCode
 PAYMENT_STATUS_UNSPECIFIED: PaymentStatus
 PAYMENT_STATUS_PROCESSING: PaymentStatus
 PAYMENT_STATUS_SUCCEEDED: PaymentStatus

@@ -10,6 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from payorch.app.payments import (
+    PaymentInProgress,
     ProcessorEvent,
     ProcessorEvents,
     ProcessorUnanswered,
@@ -123,6 +124,12 @@ def stripe_webhook_handler(
                     charged=kind in CHARGED_EVENTS,
                 )
             )
+        except PaymentInProgress as exc:
+            # A live run may still settle it: not remembered, and any answer but a 2xx
+            # makes Stripe send it again (with back-off, for up to three days). A 409,
+            # not a 5xx: nothing failed.
+            log.info("stripe event %s (%s) not acted on yet: %s", kind, event_id, exc)
+            return web.json_response({"error": f"{exc}: send the event again"}, status=409)
         except ProcessorUnanswered as exc:
             # Stripe could not be asked. The event was forgotten: its redelivery is new.
             log.warning("stripe event %s (%s) not acted on: %s", kind, event_id, exc)

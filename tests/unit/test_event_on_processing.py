@@ -1,0 +1,100 @@
+"""A processor's event about a payment still PROCESSING in payorch.
+
+Such an event used to be ignored and remembered as seen: after a crash only the
+reconciler's 5 minute rule settled the payment, and the processor's redelivery was
+taken for a duplicate. A payment stored PROCESSING less than STALE_PROCESSING ago may
+still be run by a live server (no run lasts longer: RUN_LIMIT_S): the event is not
+remembered and is refused, so the processor sends it again. Older, its server died:
+the event settles the step as the reconciler would, by a lookup, not by its body.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from payorch.app.payments import (
+    STALE_PROCESSING,
+    PaymentInProgress,
+    ProcessorEvent,
+    ProcessorEvents,
+)
+from payorch.domain.payment import Payment, PaymentStatus, StepStatus
+from tests.unit.test_recovery_scenarios import World
+
+
+async def killed_at_the_final_save(w: World, token: str = "pm_card_visa") -> Payment:
+    """A payment whose server died after the processor answered, before the answer was
+    stored: PROCESSING, its step pending, as the insert left it."""
+    update = w.uow.update_payment
+
+    async def dies(payment: Payment) -> None:
+        raise RuntimeError("the server died")
+
+    w.uow.update_payment = dies  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError):
+        await w.pay(token=token)
+    w.uow.update_payment = update  # type: ignore[method-assign]
+    (stored,) = w.uow.store.values()
+    assert stored.status is PaymentStatus.PROCESSING
+    assert [s.status for s in stored.steps] == [StepStatus.PENDING]
+    return stored
+
+
+def intent_id(w: World) -> str:
+    (intent,) = w.sim.ledger.intents.values()
+    return intent.id
+
+
+@pytest.mark.parametrize("charged", [True, False], ids=["succeeded", "payment_failed"])
+async def test_an_event_while_the_payment_may_still_run_is_refused_unremembered_and_applied_when_sent_again(
+    charged,
+):
+    w = World()
+    payment = await killed_at_the_final_save(w)
+    event = ProcessorEvent("evt_1", "webhook", payment.id, 0, intent_id(w), charged)
+    events = ProcessorEvents(w.uow, w.service, w.clock)
+    calls, looked = w.sim.calls, []
+    lookup = w.sim.lookup
+
+    async def counted(request, processor_payment_id):
+        looked.append(processor_payment_id)
+        return await lookup(request, processor_payment_id)
+
+    w.sim.lookup = counted  # type: ignore[method-assign]
+
+    w.clock.advance(60)  # a live run may still own it
+    with pytest.raises(PaymentInProgress):
+        await events.apply(event)
+    assert "evt_1" not in w.uow.seen_events
+    assert w.uow.store[payment.id].status is PaymentStatus.PROCESSING
+    assert (w.sim.calls, looked) == (calls, [])  # nothing asked
+
+    w.clock.advance(STALE_PROCESSING.total_seconds())  # no live run can own it now
+    assert await events.apply(event) == "looked up"  # Stripe's redelivery
+
+    settled = await w.service.get(payment.id, None)
+    assert settled.status is PaymentStatus.SUCCEEDED
+    assert [a.operation for a in settled.steps[0].attempts] == ["lookup"]
+    assert w.charges == 1
+    reconciled = [e for e in w.uow.events if type(e).__name__ == "PaymentReconciled"]
+    assert [e.source for e in reconciled] == ["retrieve"]  # learned by the lookup
+    assert "evt_1" in w.uow.seen_events
+    assert await events.apply(event) == "duplicate"
+
+
+async def test_a_success_event_about_an_interrupted_payment_never_charged_is_not_believed():
+    # The event's body says succeeded; the processor, asked, says nothing was charged
+    # (a forged or misrouted event would say so too): the lookup is what counts.
+    w = World()
+    w.sim.inject("connection_error", "connection_error")  # never reached the processor
+    payment = await killed_at_the_final_save(w)
+    assert w.charges == 0
+    w.clock.advance(STALE_PROCESSING.total_seconds() + 1)
+
+    result = await ProcessorEvents(w.uow, w.service, w.clock).apply(
+        ProcessorEvent("evt_2", "webhook", payment.id, 0, "pi_sim_unknown", True)
+    )
+
+    assert result == "looked up"
+    settled = await w.service.get(payment.id, None)
+    assert settled.status is PaymentStatus.FAILED and w.charges == 0

@@ -1,0 +1,80 @@
+"""A step the reconciler proves was never charged ends `interrupted`, not `unknown_outcome`.
+
+The step's charge was cut short (its server died, or its answer was lost) and the
+processor, asked afterwards, proved nothing was taken. It used to read "step 0 failed:
+unknown_outcome", as if the outcome were still unknown; the outcome is known.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from payorch.domain.installments import judge_charge
+from payorch.domain.payment import Payment, PaymentStatus, StepStatus
+from payorch.domain.results import ErrorCode, Outcome, ProcessorResponse, ResponseKind
+from tests.unit.test_recovery_scenarios import World
+
+
+async def killed_before_any_call(w: World) -> Payment:
+    """The payment as a server left it that died once the row was stored, before any
+    processor call: PROCESSING, its step pending."""
+
+    async def dies(request):
+        raise RuntimeError("the server died")
+
+    w.sim.authorize = dies  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError):
+        await w.pay()
+    (stored,) = w.uow.store.values()
+    assert stored.status is PaymentStatus.PROCESSING
+    return stored
+
+
+def assert_interrupted(payment: Payment) -> None:
+    assert payment.status is PaymentStatus.FAILED
+    (step,) = payment.steps
+    assert step.status is StepStatus.FAILED
+    assert (step.outcome, step.error_code) == (Outcome.SOFT, ErrorCode.INTERRUPTED)
+    assert payment.final_error is ErrorCode.INTERRUPTED
+    assert payment.final_error_message == "step 0 failed: interrupted"
+
+
+async def test_a_payment_its_server_left_before_any_call_fails_interrupted():
+    w = World()
+    payment = await killed_before_any_call(w)
+
+    w.clock.advance(301)
+    assert await w.service.reconcile_due() == 1
+
+    settled = await w.service.get(payment.id, None)
+    assert_interrupted(settled)
+    assert w.charges == 0
+    failed = [e for e in w.uow.events if type(e).__name__ == "PaymentFailed"]
+    assert [e.error_code for e in failed] == [ErrorCode.INTERRUPTED]
+    # An installment's charge so interrupted is ours to try again, as before.
+    assert judge_charge(settled).retry_later
+
+
+async def test_a_step_whose_outcome_was_unknown_and_proven_uncharged_fails_interrupted():
+    w = World(max_retries=0)
+    w.sim.inject("api_error")  # a 500 stored under the key, nothing charged
+    real = w.sim.lookup
+    lookups = []
+
+    async def unanswered_once(request, processor_payment_id):
+        # The lookup after the 500 goes unanswered: the step stays unknown_outcome.
+        lookups.append(processor_payment_id)
+        if len(lookups) == 1:
+            return ProcessorResponse(ResponseKind.ERROR, http_status=500, error_type="api_error")
+        return await real(request, processor_payment_id)
+
+    w.sim.lookup = unanswered_once  # type: ignore[method-assign]
+    payment = await w.pay()
+    assert payment.status is PaymentStatus.UNKNOWN
+    assert payment.steps[0].error_code is ErrorCode.UNKNOWN_OUTCOME
+
+    w.clock.advance(61)
+    assert await w.service.reconcile_due() == 1
+
+    assert_interrupted(await w.service.get(payment.id, None))
+    assert w.charges == 0
