@@ -345,7 +345,16 @@ class FakeWebhookRepository(StagedRepository):
         for d in due:
             d.claimed_by, d.lease_until, d.version = worker, lease_until, d.version + 1
             self._deliveries.write(d.id, d)
-        return [DeliveryJob(dataclasses.replace(d), "https://example.com/", "whsec_x") for d in due]
+        return [self._job(d) for d in due]
+
+    def _job(self, d: WebhookDelivery) -> DeliveryJob:
+        """The delivery with its endpoint's URL and secrets (a fixed one without it)."""
+        e = self._endpoints.read(d.endpoint_id)
+        if e is None:
+            return DeliveryJob(dataclasses.replace(d), "https://example.com/", "whsec_x")
+        return DeliveryJob(
+            dataclasses.replace(d), e.url, e.secret, e.previous_secret, e.previous_secret_until
+        )
 
     async def get_delivery(self, delivery_id: str, merchant_id: str | None) -> WebhookDelivery:
         found = self._deliveries.read(delivery_id)

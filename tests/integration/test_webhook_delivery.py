@@ -332,7 +332,7 @@ class CountingSender:
     async def check_url(self, url):
         return None
 
-    async def send(self, url, *, secret, webhook_id, timestamp, body, timeout_s):
+    async def send(self, url, *, secrets, webhook_id, timestamp, body, timeout_s):
         self.sent[webhook_id] += 1
         if self.during is not None:
             await self.during(self)
