@@ -265,6 +265,18 @@ class FakeWebhookRepository(StagedRepository):
             self._outbox.write(e.id, e)
         return len(batch)
 
+    async def forget_expired_secrets(self, now: datetime) -> int:
+        """As the SQL repository: replaced secrets whose overlap is over are dropped."""
+        over = [
+            e
+            for e in self._endpoints
+            if e.previous_secret_until is not None and e.previous_secret_until <= now
+        ]
+        for e in over:
+            e.previous_secret, e.previous_secret_until = "", None
+            self._endpoints.write(e.id, e)
+        return len(over)
+
     async def abandon_stranded(self) -> int:
         """As the SQL repository: pending deliveries whose endpoint is not enabled go to
         the dead-letter list, their reason the endpoint's status."""

@@ -689,6 +689,10 @@ async def test_a_rotated_endpoint_signs_with_both_secrets_for_the_overlap_then_t
     after = await next_webhook(served, receiver, "plan-2")
     assert len(after.headers["webhook-signature"].split(" ")) == 1
     assert verifies(rotated.secret, after, clock) and not verifies(created.secret, after, clock)
+    async with served.container.installments.uow() as uow:  # the old key is not kept
+        stored = await uow.webhooks.get_endpoint(endpoint_id, None)
+    assert stored is not None and stored.secret == rotated.secret
+    assert (stored.previous_secret, stored.previous_secret_until) == ("", None)
 
 
 async def test_a_rotation_in_the_overlap_keeps_two_secrets_and_overlap_zero_keeps_one(

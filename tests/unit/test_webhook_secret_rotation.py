@@ -114,8 +114,11 @@ async def test_during_the_overlap_each_attempt_is_signed_new_first_then_old_then
         verify(secret, headers, body, now=rig.clock.now())
     rig.clock.advance(2 * 3600 - 1)
     assert await rig.signed_by() == ["s1", "s0"], "the last second of the overlap"
+    assert rig.webhooks.endpoint.previous_secret == OLD
     rig.clock.advance(1)
     assert await rig.signed_by() == ["s1"], "the overlap is over"
+    assert rig.webhooks.endpoint.previous_secret == "", "dropped by the pass: not kept"
+    assert rig.webhooks.endpoint.previous_secret_until is None
     headers, body = rig.sender.sent[-1]
     with pytest.raises(WebhookVerificationError):
         verify(OLD, headers, body, now=rig.clock.now())

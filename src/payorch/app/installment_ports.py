@@ -249,6 +249,11 @@ class WebhookRepository(Protocol):
         returns how many."""
         ...
 
+    async def forget_expired_secrets(self, now: datetime) -> int:
+        """Drop the secrets rotations replaced whose overlap is over by `now`: they sign
+        nothing more, and a key not needed is not kept. Returns how many."""
+        ...
+
 
 class InstallmentUnitOfWork(Protocol):
     @property

@@ -601,6 +601,8 @@ class WebhookDispatcher:
         # deliveries that no claim picks: they would wait as pending for ever.
         async with self._uow() as uow:
             stats.dead += await uow.webhooks.abandon_stranded()
+            # A rotated-out secret whose overlap is over signs nothing more: not kept.
+            await uow.webhooks.forget_expired_secrets(self._clock.now())
             await uow.commit()
         # Every delivery claimed is sent: a retry that fell due during the pass goes out
         # on time, and none is left claimed, unsent, until its lease runs out. The pass

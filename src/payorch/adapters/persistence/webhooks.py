@@ -506,6 +506,18 @@ class SqlAlchemyWebhookRepository:
                 webhook_deliveries.insert(), [_delivery_row(x) for x in deliveries]
             )
 
+    async def forget_expired_secrets(self, now: datetime) -> int:
+        t = webhook_endpoints
+        # By the index on previous_key_until: only the endpoints rotated lately are read.
+        # Not a new version: an endpoint saved meanwhile from an older read writes the
+        # expired key back, which signs nothing and is dropped at the next pass.
+        done = await self._conn.execute(
+            update(t)
+            .where(t.c.previous_key_until <= now)
+            .values(previous_signing_key=None, previous_key_until=None)
+        )
+        return int(done.rowcount)
+
     async def abandon_stranded(self) -> int:
         d, ep = webhook_deliveries, webhook_endpoints
         stranded = (
