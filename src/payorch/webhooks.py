@@ -21,7 +21,7 @@ import hmac
 import json
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -68,11 +68,18 @@ def sign(secret: str, webhook_id: str, timestamp: int, body: bytes | str) -> str
     return f"v1,{base64.b64encode(digest).decode()}"
 
 
-def headers_for(secret: str, webhook_id: str, timestamp: int, body: bytes | str) -> dict[str, str]:
+def headers_for(
+    secret: str | Sequence[str], webhook_id: str, timestamp: int, body: bytes | str
+) -> dict[str, str]:
+    """The three headers; several secrets (a rotation's new and old) give one `v1,`
+    signature each in `webhook-signature`, space-separated, in their order."""
+    keys = [secret] if isinstance(secret, str) else list(secret)
+    if not keys:
+        raise ValueError("no secret to sign with")
     return {
         "webhook-id": webhook_id,
         "webhook-timestamp": str(timestamp),
-        "webhook-signature": sign(secret, webhook_id, timestamp, body),
+        "webhook-signature": " ".join(sign(k, webhook_id, timestamp, body) for k in keys),
     }
 
 

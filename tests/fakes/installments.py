@@ -265,6 +265,18 @@ class FakeWebhookRepository(StagedRepository):
             self._outbox.write(e.id, e)
         return len(batch)
 
+    async def forget_expired_secrets(self, now: datetime) -> int:
+        """As the SQL repository: replaced secrets whose overlap is over are dropped."""
+        over = [
+            e
+            for e in self._endpoints
+            if e.previous_secret_until is not None and e.previous_secret_until <= now
+        ]
+        for e in over:
+            e.previous_secret, e.previous_secret_until = "", None
+            self._endpoints.write(e.id, e)
+        return len(over)
+
     async def abandon_stranded(self) -> int:
         """As the SQL repository: pending deliveries whose endpoint is not enabled go to
         the dead-letter list, their reason the endpoint's status."""
@@ -345,7 +357,16 @@ class FakeWebhookRepository(StagedRepository):
         for d in due:
             d.claimed_by, d.lease_until, d.version = worker, lease_until, d.version + 1
             self._deliveries.write(d.id, d)
-        return [DeliveryJob(dataclasses.replace(d), "https://example.com/", "whsec_x") for d in due]
+        return [self._job(d) for d in due]
+
+    def _job(self, d: WebhookDelivery) -> DeliveryJob:
+        """The delivery with its endpoint's URL and secrets (a fixed one without it)."""
+        e = self._endpoints.read(d.endpoint_id)
+        if e is None:
+            return DeliveryJob(dataclasses.replace(d), "https://example.com/", "whsec_x")
+        return DeliveryJob(
+            dataclasses.replace(d), e.url, e.secret, e.previous_secret, e.previous_secret_until
+        )
 
     async def get_delivery(self, delivery_id: str, merchant_id: str | None) -> WebhookDelivery:
         found = self._deliveries.read(delivery_id)

@@ -5,10 +5,11 @@ refuses a plan, and a webhook endpoint enabled again after a 410."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC
+from datetime import UTC, timedelta
 from typing import Any
 
 import grpc
@@ -33,7 +34,7 @@ from payorch.domain.merchant_config import MerchantConfig, MethodRule
 from payorch.domain.payment import MethodType
 from payorch.domain.results import ProcessorResponse, ResponseKind
 from payorch.entrypoints.grpc.server import create_server, mark_serving
-from payorch.webhooks import verify
+from payorch.webhooks import WebhookVerificationError, verify
 from tests.integration.installment_helpers import (
     ProcessDied,
     create_plan,
@@ -634,6 +635,135 @@ async def test_a_bad_endpoint_id_is_invalid_argument_on_endpoint_id(served, endp
 
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert list(field_violations(err.value)) == ["endpoint_id"]
+
+
+# -- RotateWebhookSecret -----------------------------------------------------------------
+async def rotate(
+    served: Served, endpoint_id: str, auth=None, **fields: Any
+) -> pb.RotateWebhookSecretResponse:
+    return await served.stub.RotateWebhookSecret(
+        pb.RotateWebhookSecretRequest(endpoint_id=endpoint_id, **fields),
+        metadata=auth or served.auth,
+    )
+
+
+async def plan_created_endpoint(served: Served, receiver: Receiver):
+    return await served.stub.CreateWebhookEndpoint(
+        pb.CreateWebhookEndpointRequest(url=receiver.url, event_types=["installment_plan.created"]),
+        metadata=served.auth,
+    )
+
+
+async def next_webhook(served: Served, receiver: Receiver, order: str):
+    """A new plan's `installment_plan.created`, as the dispatcher sent it."""
+    await create_plan(served.container, order)
+    assert (await served.container.installments.dispatcher.run_once()).delivered == 1
+    return receiver.requests[-1]
+
+
+def verifies(secret: str, request, clock) -> bool:
+    try:
+        verify(secret, request.headers, request.body, now=clock.now())
+    except WebhookVerificationError:
+        return False
+    return True
+
+
+async def test_a_rotated_endpoint_signs_with_both_secrets_for_the_overlap_then_the_new_alone(
+    served, clock, receiver
+):
+    created = await plan_created_endpoint(served, receiver)
+    endpoint_id = created.endpoint.endpoint_id
+
+    rotated = await rotate(served, endpoint_id)
+
+    assert rotated.secret.startswith("whsec_") and rotated.secret != created.secret
+    assert len(base64.b64decode(rotated.secret.removeprefix("whsec_"))) == 32
+    expires = rotated.previous_secret_expires_at.ToDatetime(tzinfo=UTC)
+    assert expires == clock.now() + timedelta(hours=24)
+    assert rotated.endpoint == (await endpoints_of(served))[0]
+    during = await next_webhook(served, receiver, "plan-1")
+    assert len(during.headers["webhook-signature"].split(" ")) == 2
+    assert verifies(created.secret, during, clock) and verifies(rotated.secret, during, clock)
+    clock.advance(24 * 3600)
+    after = await next_webhook(served, receiver, "plan-2")
+    assert len(after.headers["webhook-signature"].split(" ")) == 1
+    assert verifies(rotated.secret, after, clock) and not verifies(created.secret, after, clock)
+    async with served.container.installments.uow() as uow:  # the old key is not kept
+        stored = await uow.webhooks.get_endpoint(endpoint_id, None)
+    assert stored is not None and stored.secret == rotated.secret
+    assert (stored.previous_secret, stored.previous_secret_until) == ("", None)
+
+
+async def test_a_rotation_in_the_overlap_keeps_two_secrets_and_overlap_zero_keeps_one(
+    served, clock, receiver
+):
+    created = await plan_created_endpoint(served, receiver)
+    endpoint_id = created.endpoint.endpoint_id
+    first = await rotate(served, endpoint_id, overlap_hours=168)
+    second = await rotate(served, endpoint_id, overlap_hours=1)
+
+    assert second.previous_secret_expires_at.ToDatetime(tzinfo=UTC) == clock.now() + timedelta(
+        hours=1
+    )
+    two = await next_webhook(served, receiver, "plan-1")
+    assert [verifies(s, two, clock) for s in (created.secret, first.secret, second.secret)] == [
+        False,
+        True,
+        True,
+    ]
+
+    leaked = await rotate(served, endpoint_id, overlap_hours=0)
+
+    assert not leaked.HasField("previous_secret_expires_at")
+    one = await next_webhook(served, receiver, "plan-2")
+    assert [verifies(s, one, clock) for s in (second.secret, leaked.secret)] == [False, True]
+
+
+async def test_the_secrets_are_never_listed_and_only_the_owner_or_ops_may_rotate(
+    served, clock, receiver
+):
+    created = await plan_created_endpoint(served, receiver)
+    endpoint_id = created.endpoint.endpoint_id
+    other = await key_of(served, clock, Scope.MERCHANT, "m_2")
+
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await rotate(served, endpoint_id, other)
+
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    ops = await key_of(served, clock, Scope.OPS, None)
+    by_ops = await rotate(served, endpoint_id, ops)
+    mine = await rotate(served, endpoint_id)
+    plan = await next_webhook(served, receiver, "plan-1")
+    assert verifies(mine.secret, plan, clock) and verifies(by_ops.secret, plan, clock)
+    for auth in (served.auth, ops):
+        listed = await served.stub.ListWebhookEndpoints(
+            pb.ListWebhookEndpointsRequest(), metadata=auth
+        )
+        text = listed.SerializeToString()
+        for secret in (created.secret, by_ops.secret, mine.secret):
+            assert secret.removeprefix("whsec_").encode() not in text
+
+
+async def test_a_rotation_of_a_deleted_unknown_or_bad_endpoint_or_overlap_is_refused(
+    served, receiver
+):
+    created = await plan_created_endpoint(served, receiver)
+    endpoint_id = created.endpoint.endpoint_id
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await rotate(served, endpoint_id, overlap_hours=169)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert list(field_violations(err.value)) == ["overlap_hours"]
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await rotate(served, "")
+    assert list(field_violations(err.value)) == ["endpoint_id"]
+    await served.stub.DeleteWebhookEndpoint(
+        pb.DeleteWebhookEndpointRequest(endpoint_id=endpoint_id), metadata=served.auth
+    )
+    for unknown in (endpoint_id, "we_unknown", "x" * 129):
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await rotate(served, unknown)
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND
 
 
 # -- card numbers in a webhook URL -------------------------------------------------------

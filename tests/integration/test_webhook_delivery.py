@@ -332,7 +332,7 @@ class CountingSender:
     async def check_url(self, url):
         return None
 
-    async def send(self, url, *, secret, webhook_id, timestamp, body, timeout_s):
+    async def send(self, url, *, secrets, webhook_id, timestamp, body, timeout_s):
         self.sent[webhook_id] += 1
         if self.during is not None:
             await self.during(self)
@@ -620,6 +620,36 @@ async def test_creates_racing_under_one_request_id_on_two_replicas_make_one_endp
     assert sorted(t.replayed for t in tries) == [False] + [True] * 5
     assert {t.secret for t in tries} == {tries[0].endpoint.secret}
     assert [e.id for e in await endpoints.list("m_1")] == [tries[0].endpoint.id]
+
+
+async def test_rotations_racing_on_two_replicas_run_one_after_the_other(
+    container, database_url, clock, receiver
+):
+    endpoints = container.installments.endpoints
+    made = await endpoints.create("m_1", receiver.url, "", [])
+    other = await installments_container(database_url, clock)  # a second replica
+    try:
+        rotations = await asyncio.gather(
+            *(
+                (endpoints if n % 2 else other.installments.endpoints).rotate_secret(
+                    made.endpoint.id, "m_1"
+                )
+                for n in range(4)
+            )
+        )
+    finally:
+        await other.close()
+
+    # Each replaced the secret the one before it left: none failed, and the secret
+    # signing beside the last is the third's, never one a concurrent rotation lost.
+    async with container.installments.uow() as uow:
+        stored = await uow.webhooks.get_endpoint(made.endpoint.id, "m_1")
+    assert stored is not None
+    news = [r.secret for r in rotations]
+    assert len(set(news)) == 4 and made.secret not in news
+    assert stored.secret in news and stored.previous_secret in news
+    assert stored.previous_secret != stored.secret
+    assert stored.version == made.endpoint.version + 4
 
 
 async def fail_for(container, clock, receiver, *, hours: int, every_h: int = 2, plans_from=0):

@@ -1083,6 +1083,34 @@ def test_create_endpoint_sends_a_request_id_to_make_it_again_after_a_lost_answer
         assert failure["request_id"] == request.request_id
 
 
+@pytest.mark.parametrize(
+    ("given", "has_overlap", "hours"),
+    [([], False, 0), (["--overlap-hours", "0"], True, 0), (["--overlap-hours", "168"], True, 168)],
+    ids=["default", "none", "a week"],
+)
+def test_rotate_secret_sends_the_overlap_only_when_given_and_prints_the_new_secret(
+    channel, monkeypatch, capsys, given, has_overlap, hours
+):
+    testing = grpc_testing.channel([INSTALLMENTS], grpc_testing.strict_real_time())
+    monkeypatch.setattr(cli, "channel", lambda _args: testing)
+    argv = ["webhooks", "rotate-secret", *ADDRESS, "--api-key", "po_k", "we_1", *given]
+    run = CliRun(testing, argv)
+    _, request, rpc = testing.take_unary_unary(INSTALLMENTS.methods_by_name["RotateWebhookSecret"])
+    answer = installments_pb2.RotateWebhookSecretResponse(secret="whsec_bmV3")
+    rpc.terminate(answer, (), grpc.StatusCode.OK, "")
+    assert run.finish() == 0
+    assert request.endpoint_id == "we_1"
+    assert (request.HasField("overlap_hours"), request.overlap_hours) == (has_overlap, hours)
+    assert json.loads(capsys.readouterr().out)["secret"] == "whsec_bmV3"
+
+
+@pytest.mark.parametrize("hours", ["169", "-1", "1.5", "day"])
+def test_rotate_secret_refuses_an_overlap_out_of_bounds_before_any_call(hours, capsys):
+    argv = ["webhooks", "rotate-secret", *ADDRESS, "--api-key", "po_k", "we_1"]
+    assert exit_code_of([*argv, "--overlap-hours", hours]) == 2
+    assert "give whole hours from 0 to 168" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("given", [[], ["--request-id", "rt-17"]], ids=["made up", "given"])
 def test_retry_installment_sends_a_request_id_to_make_it_again_after_a_lost_answer(
     channel, monkeypatch, capsys, given

@@ -34,7 +34,7 @@ class SlowSender:
     async def check_url(self, url: str) -> None:
         return None
 
-    async def send(self, url, *, secret, webhook_id, timestamp, body, timeout_s) -> SendResult:
+    async def send(self, url, *, secrets, webhook_id, timestamp, body, timeout_s) -> SendResult:
         lease = self.webhooks.rows[webhook_id].lease_until
         if lease is None or self.clock.now() >= lease:
             self.late.append(webhook_id)  # another dispatcher could have claimed it now
@@ -103,7 +103,7 @@ class ScriptedSender:
     async def check_url(self, url: str) -> None:
         return None
 
-    async def send(self, url, *, secret, webhook_id, timestamp, body, timeout_s) -> SendResult:
+    async def send(self, url, *, secrets, webhook_id, timestamp, body, timeout_s) -> SendResult:
         self.sent.append(webhook_id)
         status, takes_s = self.script[webhook_id].pop(0)
         self.clock.advance(takes_s)
@@ -139,11 +139,11 @@ class StoppingSender(SlowSender):
         super().__init__(clock, webhooks)
         self.stop = stop
 
-    async def send(self, url, *, secret, webhook_id, timestamp, body, timeout_s) -> SendResult:
+    async def send(self, url, *, secrets, webhook_id, timestamp, body, timeout_s) -> SendResult:
         self.stop.set()
         return await super().send(
             url,
-            secret=secret,
+            secrets=secrets,
             webhook_id=webhook_id,
             timestamp=timestamp,
             body=body,

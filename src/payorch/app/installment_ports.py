@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
 from payorch.app.ports import PaymentRepository
 from payorch.domain.installments import InstallmentPlan, InstallmentPolicy, PlanStatus
-from payorch.domain.webhook_delivery import DeliveryStatus, WebhookDelivery, WebhookEndpoint
+from payorch.domain.webhook_delivery import (
+    DeliveryStatus,
+    WebhookDelivery,
+    WebhookEndpoint,
+    signing_secrets,
+)
 
 
 class DuplicatePlan(Exception):
@@ -137,7 +142,14 @@ class RedeliveryCandidate:
 class DeliveryJob:
     delivery: WebhookDelivery
     url: str
-    secret: str
+    secret: str = field(repr=False)
+    # The secret a rotation replaced, signing beside `secret` until previous_until.
+    previous_secret: str = field(default="", repr=False)
+    previous_until: datetime | None = None
+
+    def secrets_at(self, now: datetime) -> tuple[str, ...]:
+        """What an attempt made at `now` is signed with, the newest first."""
+        return signing_secrets(self.secret, self.previous_secret, self.previous_until, now)
 
 
 class WebhookRepository(Protocol):
@@ -237,6 +249,11 @@ class WebhookRepository(Protocol):
         returns how many."""
         ...
 
+    async def forget_expired_secrets(self, now: datetime) -> int:
+        """Drop the secrets rotations replaced whose overlap is over by `now`: they sign
+        nothing more, and a key not needed is not kept. Returns how many."""
+        ...
+
 
 class InstallmentUnitOfWork(Protocol):
     @property
@@ -299,11 +316,12 @@ class WebhookSender(Protocol):
         self,
         url: str,
         *,
-        secret: str,
+        secrets: Sequence[str],
         webhook_id: str,
         timestamp: int,
         body: str,
         timeout_s: float,
     ) -> SendResult:
-        """POST the signed body once; never raises for the receiver's failures."""
+        """POST the body once, signed with each of `secrets` (the newest first); never
+        raises for the receiver's failures."""
         ...

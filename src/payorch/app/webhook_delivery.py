@@ -15,7 +15,7 @@ import contextlib
 import logging
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from urllib.parse import unquote_plus
 
@@ -35,6 +35,8 @@ from payorch.app.ports import Clock, ConcurrentUpdate
 from payorch.domain.card_data import contains_card_number
 from payorch.domain.request import idempotency_key_issues
 from payorch.domain.webhook_delivery import (
+    DEFAULT_SECRET_OVERLAP,
+    MAX_SECRET_OVERLAP,
     DeliveryStatus,
     EndpointStatus,
     FailingEndpoints,
@@ -138,6 +140,15 @@ class EndpointCreation:
     secret: str
     # Made by an earlier call under the same request_id.
     replayed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SecretRotation:
+    endpoint: WebhookEndpoint
+    # The new signing secret, handed out this once.
+    secret: str = field(repr=False)
+    # Until when the replaced secret signs too; None when it stopped at once.
+    previous_secret_until: datetime | None
 
 
 @dataclass(slots=True)
@@ -308,6 +319,40 @@ class WebhookEndpoints:
             await uow.webhooks.abandon_pending(endpoint.id, "endpoint disabled")
             await uow.commit()
         return endpoint
+
+    async def rotate_secret(
+        self,
+        endpoint_id: str,
+        merchant_id: str | None,
+        overlap: timedelta = DEFAULT_SECRET_OVERLAP,
+    ) -> SecretRotation:
+        """Give the endpoint a new signing secret; the one it replaces signs beside it
+        for `overlap` (0 to MAX_SECRET_OVERLAP; 0: not at all, for a leaked one). A
+        secret an earlier rotation kept signing is dropped at once: at most two sign."""
+        if not timedelta(0) <= overlap <= MAX_SECRET_OVERLAP:
+            hours = int(MAX_SECRET_OVERLAP.total_seconds() // 3600)
+            raise InvalidEndpoint([("overlap_hours", f"must be within 0 and {hours}")])
+        async with self._uow() as uow:
+            # Held to the commit: two rotations at once each replace the secret the
+            # other left, never one secret lost between them.
+            endpoint = await uow.webhooks.lock_endpoint(endpoint_id)
+            if (
+                endpoint is None
+                or endpoint.status is EndpointStatus.DELETED
+                or merchant_id not in (None, endpoint.merchant_id)
+            ):
+                raise EndpointNotFound(endpoint_id)
+            endpoint.rotate(self._new_secret(), self._clock.now(), overlap)
+            await uow.webhooks.save_endpoint(endpoint)
+            await uow.commit()
+        log.info(
+            "webhook endpoint %s of merchant %s has a new signing secret; the old one signs"
+            " until %s",
+            endpoint.id,
+            endpoint.merchant_id,
+            endpoint.previous_secret_until.isoformat() if endpoint.previous_secret_until else "now",
+        )
+        return SecretRotation(endpoint, endpoint.secret, endpoint.previous_secret_until)
 
     async def deliveries(
         self,
@@ -556,6 +601,8 @@ class WebhookDispatcher:
         # deliveries that no claim picks: they would wait as pending for ever.
         async with self._uow() as uow:
             stats.dead += await uow.webhooks.abandon_stranded()
+            # A rotated-out secret whose overlap is over signs nothing more: not kept.
+            await uow.webhooks.forget_expired_secrets(self._clock.now())
             await uow.commit()
         # Every delivery claimed is sent: a retry that fell due during the pass goes out
         # on time, and none is left claimed, unsent, until its lease runs out. The pass
@@ -578,7 +625,9 @@ class WebhookDispatcher:
         try:
             result = await self._sender.send(
                 job.url,
-                secret=job.secret,
+                # Every secret valid now, the newest first: during a rotation's overlap
+                # the receiver verifies with the old one or the new one alike.
+                secrets=job.secrets_at(self._clock.now()),
                 webhook_id=d.event_id,
                 timestamp=int(self._wall.now().timestamp()),
                 body=d.body,

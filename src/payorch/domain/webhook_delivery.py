@@ -27,6 +27,10 @@ DISABLE_AFTER = timedelta(days=3)
 # each after its eight attempts over some 42 hours: a day's outage never disables it, and
 # neither does one event, however long ago it began failing.
 DISABLE_MIN_DEAD = 3
+# A rotated-out secret still signs, beside the new one, this long by default
+# (RotateWebhookSecret), and at most this long: the receiver switches at any moment of it.
+DEFAULT_SECRET_OVERLAP = timedelta(hours=24)
+MAX_SECRET_OVERLAP = timedelta(days=7)
 
 
 class InvalidTransition(RuntimeError):
@@ -65,6 +69,28 @@ class WebhookEndpoint:
     # (note_success, note_failure), so concurrent deliveries never lose a count.
     failing_since: datetime | None = None
     dead_since_failing: int = 0
+    # The secret the last rotation replaced: it signs too, after `secret`, until
+    # `previous_secret_until` (excluded); "" when there is none.
+    previous_secret: str = field(default="", repr=False)
+    previous_secret_until: datetime | None = None
+
+    def secrets_at(self, now: datetime) -> tuple[str, ...]:
+        """The secrets an attempt made at `now` is signed with, the newest first."""
+        return signing_secrets(self.secret, self.previous_secret, self.previous_secret_until, now)
+
+    def rotate(self, new_secret: str, now: datetime, overlap: timedelta) -> None:
+        """Sign with `new_secret` from now on, and with the current one beside it for
+        `overlap` (none: it stops at once). At most two: a secret an earlier rotation
+        kept signing is dropped at once."""
+        if self.status is EndpointStatus.DELETED:
+            raise InvalidTransition("the endpoint is deleted")
+        if not timedelta(0) <= overlap <= MAX_SECRET_OVERLAP:
+            raise ValueError(f"overlap must be within 0 and {MAX_SECRET_OVERLAP}")
+        if overlap:
+            self.previous_secret, self.previous_secret_until = self.secret, now + overlap
+        else:
+            self.previous_secret, self.previous_secret_until = "", None
+        self.secret, self.updated_at = new_secret, now
 
     def wants(self, event_type: str) -> bool:
         return self.status is EndpointStatus.ENABLED and (
@@ -90,6 +116,15 @@ class WebhookEndpoint:
 
     def delete(self, now: datetime) -> None:
         self.status, self.updated_at = EndpointStatus.DELETED, now
+
+
+def signing_secrets(
+    secret: str, previous: str, previous_until: datetime | None, now: datetime
+) -> tuple[str, ...]:
+    """The endpoint's secret, then the one a rotation replaced while its overlap lasts."""
+    if previous and previous_until is not None and now < previous_until:
+        return (secret, previous)
+    return (secret,)
 
 
 @dataclass(frozen=True, slots=True)

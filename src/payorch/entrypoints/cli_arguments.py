@@ -17,6 +17,7 @@ from payorch.app.auth import KEY_ID, KEY_PREFIX
 from payorch.domain.card_data import contains_card_number
 from payorch.domain.money import MAX_AMOUNT_MINOR, Currency, UnknownCurrency
 from payorch.domain.request import merchant_id_issues
+from payorch.domain.webhook_delivery import MAX_SECRET_OVERLAP
 
 
 class Parser(argparse.ArgumentParser):
@@ -94,6 +95,18 @@ def timeout(text: str) -> float:
             f"not a deadline: give seconds above 0, at most {MAX_TIMEOUT_S:,.0f} (a day)"
         )
     return seconds
+
+
+def overlap_hours(text: str) -> int:
+    """How long a rotated-out webhook secret keeps signing: whole hours, 0 to 7 days."""
+    most = int(MAX_SECRET_OVERLAP.total_seconds() // 3600)
+    try:
+        hours = int(text)
+    except ValueError:
+        hours = -1
+    if not 0 <= hours <= most:
+        raise argparse.ArgumentTypeError(f"give whole hours from 0 to {most}")
+    return hours
 
 
 def metadata_pair(text: str) -> str:

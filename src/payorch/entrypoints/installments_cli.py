@@ -274,6 +274,13 @@ def cmd_endpoint_enable(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_endpoint_rotate(args: argparse.Namespace) -> int:
+    request = pb.RotateWebhookSecretRequest(endpoint_id=args.endpoint_id)
+    if args.overlap_hours is not None:
+        request.overlap_hours = args.overlap_hours
+    return _call(args, "RotateWebhookSecret", request)
+
+
 def cmd_deliveries(args: argparse.Namespace) -> int:
     status = f"DELIVERY_STATUS_{args.status.upper()}" if args.status else None
     return _call(
@@ -739,6 +746,19 @@ def register(
     client_flags(ep_enable)
     ep_enable.add_argument("endpoint_id")
     ep_enable.set_defaults(func=cmd_endpoint_enable)
+
+    ep_rotate = hooks_sub.add_parser(
+        "rotate-secret",
+        help="a new signing secret, shown once; the old one signs beside it for the overlap",
+    )
+    client_flags(ep_rotate)
+    ep_rotate.add_argument("endpoint_id")
+    ep_rotate.add_argument(
+        "--overlap-hours",
+        type=cli_arguments.overlap_hours,
+        help="how long the old secret signs too, 0 (a leaked one: not at all) to 168; default 24",
+    )
+    ep_rotate.set_defaults(func=cmd_endpoint_rotate)
 
     deliveries = hooks_sub.add_parser("deliveries", help="deliveries (--status dead: dead letters)")
     client_flags(deliveries)

@@ -407,3 +407,21 @@ class RedeliverWebhookResponse(_message.Message):
     DELIVERY_FIELD_NUMBER: _ClassVar[int]
     delivery: WebhookDelivery
     def __init__(self, delivery: _Optional[_Union[WebhookDelivery, _Mapping]] = ...) -> None: ...
+
+class RotateWebhookSecretRequest(_message.Message):
+    __slots__ = ("endpoint_id", "overlap_hours")
+    ENDPOINT_ID_FIELD_NUMBER: _ClassVar[int]
+    OVERLAP_HOURS_FIELD_NUMBER: _ClassVar[int]
+    endpoint_id: str
+    overlap_hours: int
+    def __init__(self, endpoint_id: _Optional[str] = ..., overlap_hours: _Optional[int] = ...) -> None: ...
+
+class RotateWebhookSecretResponse(_message.Message):
+    __slots__ = ("endpoint", "secret", "previous_secret_expires_at")
+    ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    SECRET_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_SECRET_EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    endpoint: WebhookEndpoint
+    secret: str
+    previous_secret_expires_at: _timestamp_pb2.Timestamp
+    def __init__(self, endpoint: _Optional[_Union[WebhookEndpoint, _Mapping]] = ..., secret: _Optional[str] = ..., previous_secret_expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...

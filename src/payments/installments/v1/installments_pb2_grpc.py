@@ -93,6 +93,11 @@ class InstallmentServiceStub:
                 request_serializer=payments_dot_installments_dot_v1_dot_installments__pb2.RedeliverWebhookRequest.SerializeToString,
                 response_deserializer=payments_dot_installments_dot_v1_dot_installments__pb2.RedeliverWebhookResponse.FromString,
                 _registered_method=True)
+        self.RotateWebhookSecret = channel.unary_unary(
+                '/payments.installments.v1.InstallmentService/RotateWebhookSecret',
+                request_serializer=payments_dot_installments_dot_v1_dot_installments__pb2.RotateWebhookSecretRequest.SerializeToString,
+                response_deserializer=payments_dot_installments_dot_v1_dot_installments__pb2.RotateWebhookSecretResponse.FromString,
+                _registered_method=True)
 
 
 class InstallmentServiceServicer:
@@ -182,6 +187,15 @@ class InstallmentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RotateWebhookSecret(self, request, context):
+        """Gives an endpoint a new signing secret, shown only once. The secret it replaces
+        signs every attempt beside the new one (`v1,<new> v1,<old>`) for the overlap, so
+        the receiver may switch at any moment of it; then only the new one signs.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_InstallmentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -239,6 +253,11 @@ def add_InstallmentServiceServicer_to_server(servicer, server):
                     servicer.RedeliverWebhook,
                     request_deserializer=payments_dot_installments_dot_v1_dot_installments__pb2.RedeliverWebhookRequest.FromString,
                     response_serializer=payments_dot_installments_dot_v1_dot_installments__pb2.RedeliverWebhookResponse.SerializeToString,
+            ),
+            'RotateWebhookSecret': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateWebhookSecret,
+                    request_deserializer=payments_dot_installments_dot_v1_dot_installments__pb2.RotateWebhookSecretRequest.FromString,
+                    response_serializer=payments_dot_installments_dot_v1_dot_installments__pb2.RotateWebhookSecretResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -542,6 +561,33 @@ class InstallmentService:
             '/payments.installments.v1.InstallmentService/RedeliverWebhook',
             payments_dot_installments_dot_v1_dot_installments__pb2.RedeliverWebhookRequest.SerializeToString,
             payments_dot_installments_dot_v1_dot_installments__pb2.RedeliverWebhookResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotateWebhookSecret(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/payments.installments.v1.InstallmentService/RotateWebhookSecret',
+            payments_dot_installments_dot_v1_dot_installments__pb2.RotateWebhookSecretRequest.SerializeToString,
+            payments_dot_installments_dot_v1_dot_installments__pb2.RotateWebhookSecretResponse.FromString,
             options,
             channel_credentials,
             insecure,

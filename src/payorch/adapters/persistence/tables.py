@@ -384,7 +384,13 @@ webhook_endpoints = Table(
     Column("disabled_at", UTCDateTime, nullable=True),
     Column("failing_since", UTCDateTime, nullable=True),
     Column("dead_since_failing", Integer, nullable=False, server_default="0"),
+    # Migration 0109: the signing key a rotation replaced (base64, as signing_key), which
+    # signs beside it until previous_key_until; NULL when none signs (the dispatcher
+    # drops it once its overlap is over, by the index). Never returned.
+    Column("previous_signing_key", String(128), nullable=True),
+    Column("previous_key_until", UTCDateTime, nullable=True),
     Index(None, "merchant_id", "status"),
+    Index(None, "previous_key_until"),
     Index(None, "merchant_id", "request_id", unique=True),
 )
 

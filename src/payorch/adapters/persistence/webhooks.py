@@ -70,6 +70,8 @@ def _endpoint_row(e: WebhookEndpoint) -> dict[str, Any]:
         "disabled_at": e.disabled_at,
         "failing_since": e.failing_since,
         "dead_since_failing": e.dead_since_failing,
+        "previous_signing_key": e.previous_secret.removeprefix(SECRET_PREFIX) or None,
+        "previous_key_until": e.previous_secret_until if e.previous_secret else None,
     }
 
 
@@ -90,7 +92,14 @@ def _endpoint(r: Any) -> WebhookEndpoint:
         disabled_at=r["disabled_at"],
         failing_since=r["failing_since"],
         dead_since_failing=r["dead_since_failing"],
+        previous_secret=_secret(r["previous_signing_key"]),
+        previous_secret_until=r["previous_key_until"],
     )
+
+
+def _secret(key: str | None) -> str:
+    """The whsec_ secret of a stored signing key; "" for none."""
+    return SECRET_PREFIX + key if key else ""
 
 
 def _body(e: Any) -> str:
@@ -323,13 +332,28 @@ class SqlAlchemyWebhookRepository:
         )
         rows = (
             await self._conn.execute(
-                select(d, ep.c.url, ep.c.signing_key)
+                select(
+                    d,
+                    ep.c.url,
+                    ep.c.signing_key,
+                    ep.c.previous_signing_key,
+                    ep.c.previous_key_until,
+                )
                 .join(ep, ep.c.id == d.c.endpoint_id)
                 .where(one_of(self._conn.dialect, d.c.id, ids))
                 .order_by(d.c.next_attempt_at)
             )
         ).mappings()
-        return [DeliveryJob(_delivery(r), r["url"], SECRET_PREFIX + r["signing_key"]) for r in rows]
+        return [
+            DeliveryJob(
+                _delivery(r),
+                r["url"],
+                _secret(r["signing_key"]),
+                _secret(r["previous_signing_key"]),
+                r["previous_key_until"],
+            )
+            for r in rows
+        ]
 
     async def get_delivery(
         self, delivery_id: str, merchant_id: str | None
@@ -481,6 +505,18 @@ class SqlAlchemyWebhookRepository:
             await self._conn.execute(
                 webhook_deliveries.insert(), [_delivery_row(x) for x in deliveries]
             )
+
+    async def forget_expired_secrets(self, now: datetime) -> int:
+        t = webhook_endpoints
+        # By the index on previous_key_until: only the endpoints rotated lately are read.
+        # Not a new version: an endpoint saved meanwhile from an older read writes the
+        # expired key back, which signs nothing and is dropped at the next pass.
+        done = await self._conn.execute(
+            update(t)
+            .where(t.c.previous_key_until <= now)
+            .values(previous_signing_key=None, previous_key_until=None)
+        )
+        return int(done.rowcount)
 
     async def abandon_stranded(self) -> int:
         d, ep = webhook_deliveries, webhook_endpoints

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from payorch.adapters.webhooks.url_guard import UrlGuard, UrlRefused
 from payorch.app.installment_ports import SendResult, UnsafeUrl
 from payorch.webhooks import headers_for
@@ -21,7 +23,7 @@ class AiohttpWebhookSender:
         self,
         url: str,
         *,
-        secret: str,
+        secrets: Sequence[str],
         webhook_id: str,
         timestamp: int,
         body: str,
@@ -33,7 +35,7 @@ class AiohttpWebhookSender:
         except UrlRefused as exc:
             return SendResult(0, f"refused: {exc}")
         payload = body.encode()
-        signed = headers_for(secret, webhook_id, timestamp, payload)
+        signed = headers_for(secrets, webhook_id, timestamp, payload)
         # Imported by the first delivery: a worker started with --no-webhooks never
         # loads aiohttp (0.1-0.2 s of its start).
         from payorch.adapters.webhooks.http_post import post

@@ -10,6 +10,7 @@ from google.protobuf import timestamp_pb2
 from payments.installments.v1 import installments_pb2 as pb
 from payments.plan.v1 import plan_pb2
 from payorch.app.installment_ports import Cursor
+from payorch.app.webhook_delivery import SecretRotation
 from payorch.domain.installments import (
     AttemptKind,
     Installment,
@@ -117,7 +118,8 @@ def plan_pb(plan: InstallmentPlan) -> pb.InstallmentPlan:
 
 
 def endpoint_pb(e: WebhookEndpoint) -> pb.WebhookEndpoint:
-    # Never the secret: it is returned once, by CreateWebhookEndpoint.
+    # Never a secret: each is returned once, by CreateWebhookEndpoint or
+    # RotateWebhookSecret.
     return pb.WebhookEndpoint(
         endpoint_id=e.id,
         url=e.url,
@@ -129,6 +131,15 @@ def endpoint_pb(e: WebhookEndpoint) -> pb.WebhookEndpoint:
         merchant_id=e.merchant_id,
         disabled_at=_ts(e.disabled_at),
         failing_since=_ts(e.failing_since),
+    )
+
+
+def rotation_pb(r: SecretRotation) -> pb.RotateWebhookSecretResponse:
+    # The new secret, this once; the replaced one never leaves.
+    return pb.RotateWebhookSecretResponse(
+        endpoint=endpoint_pb(r.endpoint),
+        secret=r.secret,
+        previous_secret_expires_at=_ts(r.previous_secret_until),
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 from google.rpc import code_pb2
@@ -59,7 +60,7 @@ from payorch.domain.request import (
     ValidationIssue,
     merchant_id_issues,
 )
-from payorch.domain.webhook_delivery import WebhookDelivery
+from payorch.domain.webhook_delivery import DEFAULT_SECRET_OVERLAP, WebhookDelivery
 from payorch.entrypoints.grpc import installment_mappers as mappers
 from payorch.entrypoints.grpc.errors import (
     RpcError,
@@ -437,6 +438,22 @@ class InstallmentServicer:
         with _refusals("webhook endpoint", "endpoint"):
             endpoint = await self._endpoints.enable(endpoint_id, read_scope(call.principal))
         return pb.EnableWebhookEndpointResponse(endpoint=mappers.endpoint_pb(endpoint))
+
+    async def RotateWebhookSecret(
+        self, request: pb.RotateWebhookSecretRequest, call: Call
+    ) -> pb.RotateWebhookSecretResponse:
+        endpoint_id = _object_id(request.endpoint_id, "endpoint_id", "webhook endpoint")
+        overlap = DEFAULT_SECRET_OVERLAP
+        if request.HasField("overlap_hours"):
+            overlap = timedelta(hours=request.overlap_hours)
+        try:
+            with _refusals("webhook endpoint", "endpoint"):
+                rotated = await self._endpoints.rotate_secret(
+                    endpoint_id, read_scope(call.principal), overlap
+                )
+        except InvalidEndpoint as exc:
+            raise invalid_argument(exc.problems) from exc
+        return mappers.rotation_pb(rotated)
 
     async def ListWebhookDeliveries(
         self, request: pb.ListWebhookDeliveriesRequest, call: Call
