@@ -1,6 +1,6 @@
 """One scenario table, run against both processors: Stripe's test PaymentMethods mean
-the same thing to the simulated processor as to Stripe (docs/classification.md,
-"Processor parity").
+the same thing to the simulated processor as to Stripe (docs/recovery.md, "One suite
+for both processors").
 
 Every row is a test PaymentMethod both processors know, charged on-session and
 off-session through the real PaymentService and router: a sale then a refund, an
