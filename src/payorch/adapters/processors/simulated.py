@@ -20,28 +20,45 @@ from dataclasses import dataclass, field, fields, replace
 from payorch.app.ports import ChargeRequest
 from payorch.domain.results import ChargeRefunds, ProcessorRefund, ProcessorResponse, ResponseKind
 
-# Stripe test PaymentMethods -> (decline code, message).
-DECLINES: dict[str, tuple[str, str]] = {
-    "pm_card_chargeDeclined": ("generic_decline", "Your card was declined."),
-    "pm_card_visa_chargeDeclined": ("generic_decline", "Your card was declined."),
+# Stripe test PaymentMethods -> (error code, decline code, message). Stripe names most
+# declines card_declined, and three by their own error code (docs.stripe.com/testing:
+# "declined with an expired_card code", incorrect_cvc, processing_error).
+DECLINES: dict[str, tuple[str, str, str]] = {
+    "pm_card_chargeDeclined": ("card_declined", "generic_decline", "Your card was declined."),
+    "pm_card_visa_chargeDeclined": ("card_declined", "generic_decline", "Your card was declined."),
     "pm_card_chargeDeclinedInsufficientFunds": (
+        "card_declined",
         "insufficient_funds",
         "Your card has insufficient funds.",
     ),
-    "pm_card_chargeDeclinedLostCard": ("lost_card", "Your card was declined."),
-    "pm_card_chargeDeclinedStolenCard": ("stolen_card", "Your card was declined."),
-    "pm_card_chargeDeclinedFraudulent": ("fraudulent", "Your card was declined."),
-    "pm_card_chargeDeclinedExpiredCard": ("expired_card", "Your card has expired."),
-    "pm_card_chargeDeclinedIncorrectCvc": ("incorrect_cvc", "Your card's CVC is incorrect."),
-    "pm_card_chargeDeclinedProcessingError": ("processing_error", "Processing error."),
-    "pm_card_chargeDeclinedDoNotHonor": ("do_not_honor", "Your card was declined."),
+    "pm_card_chargeDeclinedLostCard": ("card_declined", "lost_card", "Your card was declined."),
+    "pm_card_chargeDeclinedStolenCard": ("card_declined", "stolen_card", "Your card was declined."),
+    "pm_card_chargeDeclinedFraudulent": ("card_declined", "fraudulent", "Your card was declined."),
+    "pm_card_chargeDeclinedExpiredCard": ("expired_card", "expired_card", "Your card has expired."),
+    "pm_card_chargeDeclinedIncorrectCvc": (
+        "incorrect_cvc",
+        "incorrect_cvc",
+        "Your card's security code is incorrect.",
+    ),
+    "pm_card_chargeDeclinedProcessingError": (
+        "processing_error",
+        "processing_error",
+        "An error occurred while processing your card. Try again in a little bit.",
+    ),
+    "pm_card_chargeDeclinedDoNotHonor": ("card_declined", "do_not_honor", "Your card was declined."),
     "pm_card_chargeDeclinedVelocityLimitExceeded": (
+        "card_declined",
         "card_velocity_exceeded",
         "Your card was declined.",
     ),
 }  # fmt: skip
-# Card 4000002760003184: always asks for authentication.
-REQUIRES_AUTH = {"pm_card_authenticationRequired", "pm_card_threeDSecure2Required"}
+# Cards 4000002760003184, 4000000000003063 and 4000000000003220: always ask for
+# authentication (3-D Secure), on-session or off.
+REQUIRES_AUTH = {
+    "pm_card_authenticationRequired",
+    "pm_card_threeDSecureRequired",
+    "pm_card_threeDSecure2Required",
+}
 # Card 4000002500003155: asks on-session, succeeds off-session once set up.
 AUTH_ON_SETUP = {"pm_card_authenticationRequiredOnSetup"}
 # Ours, not Stripe's: a saved card that pays at checkout (on-session) and is declined
@@ -329,13 +346,13 @@ class SimulatedProcessor:
             if request.off_session and declined_as in DECLINES:
                 token = declined_as
         if token in DECLINES:
-            decline, message = DECLINES[token]
+            code, decline, message = DECLINES[token]
             intent.last_error = ProcessorResponse(
                 ResponseKind.ERROR,
                 processor_payment_id=intent.id,
                 http_status=402,
                 error_type="card_error",
-                code="card_declined",
+                code=code,
                 decline_code=decline,
                 message=message,
                 request_id=rid,

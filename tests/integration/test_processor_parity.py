@@ -1,0 +1,318 @@
+"""One scenario table, run against both processors: Stripe's test PaymentMethods mean
+the same thing to the simulated processor as to Stripe (docs/recovery.md, "One suite
+for both processors").
+
+Every row is a test PaymentMethod both processors know, charged on-session and
+off-session through the real PaymentService and router: a sale then a refund, an
+authorization then a capture, an authorization then a void (completing 3-D Secure
+first where the card asks for it). The expected values come from this table alone,
+written from Stripe's documentation of its test cards and from docs/classification.md,
+never from either processor: a row that passes on one and fails on the other is a bug
+in that processor (or in the fake Stripe), not a second truth.
+
+Only what payorch shows is compared. Where a processor keeps its own state that
+payorch never reads the same way, the row says so: a 3-D Secure charge paused
+off-session leaves Stripe's PaymentIntent in ``requires_payment_method`` (the 402
+``authentication_required``), the simulated one in ``requires_action``; for payorch
+both are the same pause, with a client secret for the customer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+import pytest
+
+from payorch.adapters.clock import ManualClock
+from payorch.adapters.processors.simulated import SimulatedProcessor
+from payorch.adapters.processors.stripe import StripeProcessor
+from payorch.app.merchant_configs import MerchantConfigs
+from payorch.app.payments import PaymentService
+from payorch.app.ports import Processor
+from payorch.app.router import Router
+from payorch.app.settlement import Settlement
+from payorch.domain.installments import judge_charge
+from payorch.domain.merchant_config import MerchantConfig
+from payorch.domain.payment import Payment, PaymentStatus, StepStatus
+from payorch.domain.request import RawPaymentRequest, parse_payment_request
+from payorch.domain.results import ErrorCode, Outcome
+from payorch.domain.retry import RetryPolicy
+from tests.fakes.fake_stripe import FakeStripe
+from tests.fakes.memory import FakeMerchantConfigStore, FakeUnitOfWorkFactory
+
+AMOUNT = 5000
+MAX_RETRIES = 2
+
+
+@dataclass(frozen=True)
+class Declined:
+    """A card the bank declines: what payorch makes of it (the classification table's
+    row for Stripe's error) and Stripe's raw error code and decline code."""
+
+    outcome: Outcome
+    error_code: ErrorCode
+    retry_later: bool
+    code: str
+    decline_code: str
+    # Authorize calls: a processing_error is retried now, each time under the next key.
+    authorize_calls: int = 1
+
+
+SUCCEEDS = "succeeds"
+# 3-D Secure whatever the session (4000002760003184, 4000000000003063, 4000000000003220).
+AUTHENTICATES = "authenticates"
+# 3-D Secure on-session; off-session it goes through once set up (4000002500003155).
+AUTHENTICATES_ON_SESSION = "authenticates on-session"
+
+Behaviour = str | Declined
+
+# Stripe's test PaymentMethods both processors know, and what each means
+# (docs.stripe.com/testing: "Declined payments", "Authentication and setup").
+CARDS: dict[str, Behaviour] = {
+    **{
+        pm: SUCCEEDS
+        for pm in (
+            "pm_card_visa",
+            "pm_card_visa_debit",
+            "pm_card_mastercard",
+            "pm_card_mastercard_debit",
+            "pm_card_mastercard_prepaid",
+            "pm_card_amex",
+            "pm_card_discover",
+            "pm_card_diners",
+            "pm_card_jcb",
+            "pm_card_unionpay",
+            "pm_card_us",
+            "pm_card_gb",
+            "pm_card_de",
+            "pm_card_fr",
+            "pm_card_br",
+        )
+    },
+    "pm_card_chargeDeclined": Declined(
+        Outcome.HARD, ErrorCode.CARD_DECLINED, True, "card_declined", "generic_decline"
+    ),
+    "pm_card_chargeDeclinedInsufficientFunds": Declined(
+        Outcome.SOFT, ErrorCode.INSUFFICIENT_FUNDS, True, "card_declined", "insufficient_funds"
+    ),
+    "pm_card_chargeDeclinedLostCard": Declined(
+        Outcome.HARD, ErrorCode.LOST_CARD, False, "card_declined", "lost_card"
+    ),
+    "pm_card_chargeDeclinedStolenCard": Declined(
+        Outcome.HARD, ErrorCode.STOLEN_CARD, False, "card_declined", "stolen_card"
+    ),
+    "pm_card_chargeDeclinedFraudulent": Declined(
+        Outcome.HARD, ErrorCode.FRAUDULENT, False, "card_declined", "fraudulent"
+    ),
+    "pm_card_chargeDeclinedVelocityLimitExceeded": Declined(
+        Outcome.SOFT, ErrorCode.CARD_DECLINED, True, "card_declined", "card_velocity_exceeded"
+    ),
+    # Stripe names these three by their error code, not card_declined.
+    "pm_card_chargeDeclinedExpiredCard": Declined(
+        Outcome.HARD, ErrorCode.EXPIRED_CARD, False, "expired_card", "expired_card"
+    ),
+    "pm_card_chargeDeclinedIncorrectCvc": Declined(
+        Outcome.HARD, ErrorCode.INCORRECT_CVC, False, "incorrect_cvc", "incorrect_cvc"
+    ),
+    "pm_card_chargeDeclinedProcessingError": Declined(
+        Outcome.SOFT,
+        ErrorCode.PROCESSING_ERROR,
+        True,
+        "processing_error",
+        "processing_error",
+        authorize_calls=1 + MAX_RETRIES,
+    ),
+    "pm_card_authenticationRequired": AUTHENTICATES,
+    "pm_card_threeDSecureRequired": AUTHENTICATES,
+    "pm_card_threeDSecure2Required": AUTHENTICATES,
+    "pm_card_authenticationRequiredOnSetup": AUTHENTICATES_ON_SESSION,
+}
+
+ROWS = [
+    pytest.param(token, off_session, id=f"{token}-{'off' if off_session else 'on'}-session")
+    for token in CARDS
+    for off_session in (False, True)
+]
+
+
+@dataclass
+class Rig:
+    service: PaymentService
+    # The customer completes 3-D Secure for the processor's payment (Stripe.js's part).
+    complete_action: Callable[[str], None]
+    charges: Callable[[], int]
+
+
+@contextlib.asynccontextmanager
+async def _service(processor: Processor, clock: ManualClock) -> AsyncIterator[PaymentService]:
+    processors = {processor.name: processor}
+    router = Router(processors, clock, call_timeout_s=5.0, rng=random.Random(3))
+    configs = MerchantConfigs(
+        FakeMerchantConfigStore(),
+        clock,
+        list(processors),
+        defaults=MerchantConfig("", retry_policy=RetryPolicy(max_retries=MAX_RETRIES)),
+    )
+    yield PaymentService(
+        FakeUnitOfWorkFactory(), router, clock, configs, Settlement(router.processors, clock)
+    )
+
+
+async def _no_sleep(_seconds: float) -> None:
+    return None
+
+
+@pytest.fixture(params=["simulated", "stripe"])
+async def rig(request: pytest.FixtureRequest) -> AsyncIterator[Rig]:
+    clock = ManualClock()
+    if request.param == "simulated":
+        sim = SimulatedProcessor("simulated", sleep=_no_sleep)
+        async with _service(sim, clock) as service:
+            yield Rig(service, sim.complete_action, lambda: sim.ledger.charges_total)
+        return
+    async with FakeStripe(clock=clock) as fake:
+        stripe = StripeProcessor(fake.api_key, api_base=fake.url, timeout_s=5.0, clock=clock)
+        async with _service(stripe, clock) as service:
+            yield Rig(service, fake.complete_action, lambda: fake.charges_total)
+        await stripe.aclose()
+        await fake.wait_idle()
+
+
+async def _pay(rig: Rig, name: str, token: str, *, off_session: bool, authorize_only: bool):
+    raw = RawPaymentRequest(
+        merchant_id="m_1",
+        request_id=name,
+        amount_minor=AMOUNT,
+        currency="USD",
+        payment_method=token,
+        authorize_only=authorize_only,
+        off_session=off_session,
+    )
+    return (await rig.service.create(parse_payment_request(raw), deadline_s=None)).payment
+
+
+def _seen(payment: Payment) -> tuple[PaymentStatus, StepStatus, Outcome | None, ErrorCode]:
+    [step] = payment.steps
+    return payment.status, step.status, step.outcome, payment.final_error
+
+
+def _asks_for_authentication(behaviour: Behaviour, off_session: bool) -> bool:
+    return behaviour == AUTHENTICATES or (behaviour == AUTHENTICATES_ON_SESSION and not off_session)
+
+
+def _assert_paused(payment: Payment) -> None:
+    """Waiting for the customer, with what Stripe.js needs to bring them back."""
+    [step] = payment.steps
+    assert _seen(payment) == (
+        PaymentStatus.REQUIRES_ACTION,
+        StepStatus.REQUIRES_ACTION,
+        Outcome.REQUIRES_ACTION,
+        ErrorCode.NONE,
+    )
+    # The attempt's own classification too. Its raw fields are Stripe's: off-session, the
+    # 402 authentication_required Stripe answers (docs/classification.md); on-session,
+    # and on the simulated processor, none.
+    assert [(a.outcome, a.error_code) for a in step.attempts] == [
+        (Outcome.REQUIRES_ACTION, ErrorCode.NONE)
+    ]
+    assert step.next_action_type == "use_stripe_sdk"
+    assert step.client_secret.startswith(step.processor_payment_id + "_secret_")
+    # An installment charged so waits for its customer: never retried later.
+    judged = judge_charge(payment)
+    assert (judged.error_code, judged.retry_later) == ("authentication_required", False)
+
+
+def _assert_no_action(payment: Payment) -> None:
+    [step] = payment.steps
+    assert (step.next_action_type, step.client_secret) == ("", "")
+
+
+async def _charged(rig: Rig, payment: Payment, behaviour: Behaviour, off_session: bool) -> Payment:
+    """The payment once its card went through: after 3-D Secure if it asked for it."""
+    if not _asks_for_authentication(behaviour, off_session):
+        _assert_no_action(payment)
+        return payment
+    _assert_paused(payment)
+    unchanged = await rig.service.confirm(payment.id, "m_1")  # before the customer acted
+    assert unchanged.status is PaymentStatus.REQUIRES_ACTION
+    rig.complete_action(payment.steps[0].processor_payment_id)
+    return await rig.service.confirm(payment.id, "m_1")
+
+
+@pytest.mark.parametrize(("token", "off_session"), ROWS)
+async def test_a_test_card_means_the_same_on_both_processors(rig: Rig, token, off_session):
+    behaviour = CARDS[token]
+    if isinstance(behaviour, Declined):
+        await _declined(rig, token, behaviour, off_session=off_session)
+        return
+
+    # A sale, then a refund of all of it.
+    sale = await _pay(rig, "sale", token, off_session=off_session, authorize_only=False)
+    sale = await _charged(rig, sale, behaviour, off_session)
+    assert _seen(sale) == (
+        PaymentStatus.SUCCEEDED,
+        StepStatus.CAPTURED,
+        Outcome.SUCCESS,
+        ErrorCode.NONE,
+    )
+    assert sale.steps[0].captured_minor == AMOUNT
+    refunded = await rig.service.refund(sale.id, "m_1", amount_minor=0, request_id="rf")
+    assert (refunded.status, refunded.steps[0].status) == (
+        PaymentStatus.REFUNDED,
+        StepStatus.REFUNDED,
+    )
+    assert refunded.steps[0].refunded_minor == AMOUNT
+
+    # An authorization, then its capture.
+    held = await _pay(rig, "held", token, off_session=off_session, authorize_only=True)
+    held = await _charged(rig, held, behaviour, off_session)
+    assert _seen(held) == (
+        PaymentStatus.AUTHORIZED,
+        StepStatus.AUTHORIZED,
+        Outcome.SUCCESS,
+        ErrorCode.NONE,
+    )
+    captured = await rig.service.capture(held.id, "m_1")
+    assert _seen(captured)[:2] == (PaymentStatus.SUCCEEDED, StepStatus.CAPTURED)
+    assert captured.steps[0].captured_minor == AMOUNT
+
+    # An authorization (or a charge waiting for the customer), then its void.
+    voided = await _pay(rig, "voided", token, off_session=off_session, authorize_only=True)
+    if _asks_for_authentication(behaviour, off_session):
+        _assert_paused(voided)
+    else:
+        assert voided.status is PaymentStatus.AUTHORIZED
+    voided = await rig.service.cancel(voided.id, "m_1", "requested_by_customer")
+    assert (voided.status, voided.steps[0].status) == (PaymentStatus.CANCELLED, StepStatus.VOIDED)
+
+    # The sale's charge and two authorizations; one waiting for the customer charged nothing.
+    assert rig.charges() == (2 if _asks_for_authentication(behaviour, off_session) else 3)
+
+
+async def _declined(rig: Rig, token: str, declined: Declined, *, off_session: bool) -> None:
+    for authorize_only in (False, True):
+        name = "held" if authorize_only else "sale"
+        payment = await _pay(
+            rig, name, token, off_session=off_session, authorize_only=authorize_only
+        )
+        assert _seen(payment) == (
+            PaymentStatus.FAILED,
+            StepStatus.FAILED,
+            declined.outcome,
+            declined.error_code,
+        )
+        _assert_no_action(payment)
+        judged = judge_charge(payment)
+        assert (judged.error_code, judged.retry_later) == (
+            declined.error_code.value,
+            declined.retry_later,
+        )
+        authorizes = [a for a in payment.steps[0].attempts if a.operation == "authorize"]
+        assert len(authorizes) == declined.authorize_calls
+        assert {(a.raw.http_status, a.raw.code, a.raw.decline_code) for a in authorizes} == {
+            (402, declined.code, declined.decline_code)
+        }
+    assert rig.charges() == 0
