@@ -179,7 +179,11 @@ class FakePaymentRepository(StagedRepository):
                 and p.next_reconcile_at is not None
                 and p.next_reconcile_at <= now
             )
-            or (p.status is PaymentStatus.PROCESSING and p.updated_at <= processing_before)
+            or (
+                p.status is PaymentStatus.PROCESSING
+                and p.updated_at <= processing_before
+                and (p.next_reconcile_at is None or p.next_reconcile_at <= now)
+            )
             # Paused with no expiry stored (older code): due by the one it has.
             or (
                 p.status is PaymentStatus.REQUIRES_ACTION

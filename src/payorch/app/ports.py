@@ -206,7 +206,8 @@ class PaymentRepository(Protocol):
     ) -> Sequence[Payment]:
         """UNKNOWN payments due for a lookup, payments owing a capture or void or
         waiting for the customer whose time is up, and PROCESSING ones untouched since
-        `processing_before` (their server died mid-payment), oldest first."""
+        `processing_before` (their server died mid-payment) and not backing off after a
+        lookup that could not tell (`next_reconcile_at` still to come), oldest first."""
         ...
 
 

@@ -458,9 +458,15 @@ class SqlAlchemyPaymentRepository:
                         payments.c.status == PaymentStatus.UNKNOWN.value,
                         payments.c.next_reconcile_at <= now,
                     ),
+                    # Interrupted: left by its run, and not backing off after a lookup
+                    # that could not tell (Payment.reconcile_inconclusive).
                     and_(
                         payments.c.status == PaymentStatus.PROCESSING.value,
                         payments.c.updated_at <= processing_before,
+                        or_(
+                            payments.c.next_reconcile_at.is_(None),
+                            payments.c.next_reconcile_at <= now,
+                        ),
                     ),
                     # A call owed, a refund in doubt (Payment.watch_refund_holds), or a
                     # payment waiting for the customer past its time: due, once settled.
