@@ -195,6 +195,19 @@ class FakePaymentRepository(StagedRepository):
         found.sort(key=lambda p: p.updated_at)
         return [_read(p) for p in found[:limit]]
 
+    async def claim(self, payment: Payment, until: datetime) -> bool:
+        stored = self._store.get(payment.id)
+        committed = self._committed.get(payment.id)
+        if stored is None or stored.version != payment.version:
+            return False
+        if committed is not None and committed.version > payment.version:
+            return False
+        taken = copy.deepcopy(stored)
+        taken.version, taken.next_reconcile_at = payment.version + 1, until
+        self._payments.write(payment.id, taken)
+        payment.version += 1
+        return True
+
 
 def _read(stored: Payment) -> Payment:
     """A payment as a read from the database builds it (a test may have changed the

@@ -5,36 +5,16 @@ lookup that could not tell, not at every pass 5 minutes after the last."""
 
 from __future__ import annotations
 
-import pytest
-
 from payorch.domain.payment import PaymentStatus, StepStatus
-from payorch.domain.request import RawPaymentRequest, parse_payment_request
 from payorch.domain.results import ProcessorResponse, ResponseKind
-from tests.integration.helpers import make_container
+from tests.integration.helpers import left_processing, make_container
 
 
 async def test_an_interrupted_payment_whose_lookups_tell_nothing_backs_off(database_url, clock):
     container = await make_container(database_url, clock)
     try:
+        await left_processing(container)
         sim = container.simulated["simulated"]
-        real = sim.authorize
-
-        async def dies(request):
-            raise RuntimeError("the server died")
-
-        sim.authorize = dies
-        core = parse_payment_request(
-            RawPaymentRequest(
-                merchant_id="m_1",
-                request_id="r-left",
-                amount_minor=5000,
-                currency="EUR",
-                payment_method="pm_card_visa",
-            )
-        )
-        with pytest.raises(RuntimeError):
-            await container.payments.create(core, deadline_s=None)
-        sim.authorize = real
         left_at = clock.monotonic()
         asked: list[int] = []
 

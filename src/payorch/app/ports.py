@@ -210,6 +210,13 @@ class PaymentRepository(Protocol):
         lookup that could not tell (`next_reconcile_at` still to come), oldest first."""
         ...
 
+    async def claim(self, payment: Payment, until: datetime) -> bool:
+        """Take `payment` for one reconciler until `until`: its `next_reconcile_at` set
+        to it, so no other reconciler's list_unresolved lists it meanwhile, and its
+        version moved on, only if it is still the version read. False when another call
+        saved it since (another reconciler took it first): the caller leaves it alone."""
+        ...
+
 
 class InboundEventLog(Protocol):
     async def remember(self, event_id: str, source: str, now: datetime) -> bool:

@@ -656,6 +656,12 @@ class Payment:
         self.next_reconcile_at = until
         return True
 
+    def reconcile_cut_short(self, now: datetime) -> None:
+        """The reconciler's pass ran out of its run's time with calls still to make: due
+        again at the next pass, the back-off kept where it was (nothing failed)."""
+        self.next_reconcile_at = now
+        self.updated_at = now
+
     def reconcile_inconclusive(self, now: datetime) -> None:
         """A lookup told us nothing: ask again later, backing off (5 min, 1 h, then
         daily). A payment left PROCESSING by a run that died keeps

@@ -490,6 +490,20 @@ class SqlAlchemyPaymentRepository:
             .limit(limit)
         )
 
+    async def claim(self, payment: Payment, until: datetime) -> bool:
+        # Conditional on the version read: of two reconcilers that listed the payment,
+        # the second's update waits for the first's row lock (PostgreSQL) or its write
+        # (SQLite), then matches no row.
+        result = await self._conn.execute(
+            update(payments)
+            .where(payments.c.id == payment.id, payments.c.version == payment.version)
+            .values(version=payment.version + 1, next_reconcile_at=until)
+        )
+        if result.rowcount != 1:
+            return False
+        payment.version += 1
+        return True
+
     async def _load(self, query: Any) -> builtins.list[Payment]:
         rows = (await self._conn.execute(query)).mappings().all()
         if not rows:
