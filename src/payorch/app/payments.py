@@ -1128,10 +1128,12 @@ class PaymentService:
         nothing was recorded, and the payment's outcome, steps and back-off stay as they
         were (no answer came, so none was inconclusive). It is due again once the first
         of those breakers lets a call through; until then later passes pass it by, so
-        payments held elsewhere are not crowded out of their turn."""
+        payments held elsewhere are not crowded out of their turn. Saved even when that
+        changes nothing (half-open, it may be asked already: the next pass will), so
+        the pass's claim (PaymentService._take) gives way to the payment's own schedule."""
         until = self._router.admits_from(deferred)
-        if until is None or not payment.reconcile_deferred(until):
-            return False  # may be asked already (half-open): the next pass will
+        if until is not None:
+            payment.reconcile_deferred(until)
         # Beaten by another call's save: due as that call left it.
         with contextlib.suppress(ConcurrentUpdate):
             await self._save(payment, via)
