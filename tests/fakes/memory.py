@@ -179,7 +179,11 @@ class FakePaymentRepository(StagedRepository):
                 and p.next_reconcile_at is not None
                 and p.next_reconcile_at <= now
             )
-            or (p.status is PaymentStatus.PROCESSING and p.updated_at <= processing_before)
+            or (
+                p.status is PaymentStatus.PROCESSING
+                and p.updated_at <= processing_before
+                and (p.next_reconcile_at is None or p.next_reconcile_at <= now)
+            )
             # Paused with no expiry stored (older code): due by the one it has.
             or (
                 p.status is PaymentStatus.REQUIRES_ACTION
@@ -190,6 +194,19 @@ class FakePaymentRepository(StagedRepository):
         ]
         found.sort(key=lambda p: p.updated_at)
         return [_read(p) for p in found[:limit]]
+
+    async def claim(self, payment: Payment, until: datetime) -> bool:
+        stored = self._store.get(payment.id)
+        committed = self._committed.get(payment.id)
+        if stored is None or stored.version != payment.version:
+            return False
+        if committed is not None and committed.version > payment.version:
+            return False
+        taken = copy.deepcopy(stored)
+        taken.version, taken.next_reconcile_at = payment.version + 1, until
+        self._payments.write(payment.id, taken)
+        payment.version += 1
+        return True
 
 
 def _read(stored: Payment) -> Payment:

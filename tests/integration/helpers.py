@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 
 from payorch.adapters.persistence.tables import events
@@ -74,3 +75,26 @@ async def event_payloads(
             .order_by(events.c.sequence)
         )
         return [dict(p) for p in rows.scalars()]
+
+
+async def left_processing(container: Container) -> None:
+    """A payment whose server died once its row was stored, before any call."""
+    sim = container.simulated["simulated"]
+    real = sim.authorize
+
+    async def dies(request):
+        raise RuntimeError("the server died")
+
+    sim.authorize = dies
+    core = parse_payment_request(
+        RawPaymentRequest(
+            merchant_id="m_1",
+            request_id="r-left",
+            amount_minor=5000,
+            currency="EUR",
+            payment_method="pm_card_visa",
+        )
+    )
+    with pytest.raises(RuntimeError):
+        await container.payments.create(core, deadline_s=None)
+    sim.authorize = real

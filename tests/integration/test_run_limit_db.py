@@ -25,8 +25,9 @@ async def test_a_long_split_is_not_listed_as_interrupted_while_its_run_goes_on(
         assert stored.status is PaymentStatus.FAILED and stored.owed is Owed.VOID
         assert [s.status for s in stored.steps][5] is StepStatus.FAILED
 
-        clock.advance(60)
-        await w.service.reconcile_due()
+        for _ in range(3):  # two voids a pass, held to the run's limit too
+            clock.advance(60)
+            await w.service.reconcile_due()
         settled = await w.service.get(payment.id, None)
         assert [s.status for s in settled.steps][:5] == [StepStatus.VOIDED] * 5
     finally:

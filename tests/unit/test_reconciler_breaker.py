@@ -219,3 +219,18 @@ async def test_a_refund_lookup_of_the_reconciler_feeds_the_processors_health():
     assert len(refunds.looked) == 1
     stats = w.health.snapshot(SIM).stats
     assert (stats.requests, stats.infra_failures) == (1, 1)
+
+
+async def test_a_payment_deferred_half_open_is_due_at_the_next_pass_not_when_its_claim_ends():
+    """Half-open, a payment may find every probe taken (admits_from: None): the next pass
+    asks it. The pass's claim on it (PaymentService._take) is given up, not kept."""
+    w = World()
+    payment = await w.lost()
+    w.trip()
+    w.service._router.admits_from = lambda deferred: None  # type: ignore[method-assign]
+
+    assert await w.later(120) == 0 and w.sim.lookups == 0
+    stored = await w.get(payment)
+    assert looks_the_same(payment, stored)
+    assert stored.next_reconcile_at is not None
+    assert stored.next_reconcile_at <= w.clock.now()

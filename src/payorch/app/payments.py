@@ -59,6 +59,10 @@ DUPLICATE_POLL_S = 0.05
 # mid-payment): no live run can still own it, as none lasts over RUN_LIMIT_S (2 minutes,
 # payorch.app.router). The reconciler takes it then, and so does a processor's event.
 STALE_PROCESSING = timedelta(minutes=5)
+# How long the reconciler that claims a payment holds it (PaymentService._take): its
+# work on it is held to RUN_LIMIT_S, and the rest, as for STALE_PROCESSING, covers the
+# database's writes and clocks apart between replicas.
+RECONCILE_LEASE = STALE_PROCESSING
 # How many times a change to a payment is made again on what another call saved
 # meanwhile, before the caller is told to retry (ABORTED).
 CHANGE_TRIES = 3
@@ -1071,7 +1075,13 @@ class PaymentService:
         """Resolve UNKNOWN payments whose next lookup is due, PROCESSING ones older
         than `processing_stale_after` (interrupted mid-payment), owed captures and
         voids, refunds in doubt (Payment.watch_refund_holds), and payments the customer
-        left paused for longer than ACTION_TIMEOUT."""
+        left paused for longer than ACTION_TIMEOUT.
+
+        Each payment is claimed before it is worked on (PaymentRepository.claim): due
+        again only RECONCILE_LEASE on, and only the first of two reconcilers that listed
+        it (every replica runs a pass) takes it. Its work is held to the run's limit
+        (Deadline.for_run, RUN_LIMIT_S), well inside the lease: no other reconciler
+        takes it while this one still works on it."""
         now = self._clock.now()
         async with self._uow() as uow:
             due = await uow.payments.list_unresolved(
@@ -1080,24 +1090,50 @@ class PaymentService:
         settled = 0
         waiting: dict[str, list[str]] = {}
         for payment in due:
+            run: Deadline | None = Deadline.for_run(self._clock, None)
+            if not self._settle_fits(run):
+                # Calls so slow (PAYORCH_CALL_TIMEOUT_S over 50 s) that no capture or void
+                # fits in a run: held to it, an owed one would never be made.
+                run = None
+            if not await self._take(payment):
+                continue  # another reconciler took it (or a call changed it) since
             for name in self._router.unconfigured(payment):
                 waiting.setdefault(name, []).append(payment.id)
             # Asked all the same: what other processors hold is settled, and the rest
             # backs off (no outcome is ever guessed for a processor that cannot answer).
-            settled += await self.reconcile(payment)
+            settled += await self.reconcile(payment, run=run)
         for name, payment_ids in sorted(waiting.items()):
             self._observe.processor_not_configured(name, payment_ids)
         return settled
+
+    async def _take(self, payment: Payment) -> bool:
+        """Take `payment` for this reconciler (PaymentRepository.claim) until
+        RECONCILE_LEASE from now. Left unsaved (the pass dies, or its save loses), it is
+        due again then. Saved, it is due as its save says."""
+        async with self._uow() as uow:
+            taken = await uow.payments.claim(payment, self._clock.now() + RECONCILE_LEASE)
+            await uow.commit()
+        return taken
+
+    def _look_again(self, payment: Payment, now: datetime, run: Deadline | None) -> None:
+        """What the pass left open: on the back-off when its calls could not tell, at the
+        next pass when the run's limit left calls unmade (nothing failed then)."""
+        if run is not None and not self._settle_fits(run):
+            payment.reconcile_cut_short(now)
+        else:
+            payment.reconcile_inconclusive(now)
 
     async def _defer(self, payment: Payment, deferred: set[str], via: Via) -> bool:
         """The reconciler could ask nothing (`deferred`: processors whose breaker is open):
         nothing was recorded, and the payment's outcome, steps and back-off stay as they
         were (no answer came, so none was inconclusive). It is due again once the first
         of those breakers lets a call through; until then later passes pass it by, so
-        payments held elsewhere are not crowded out of their turn."""
+        payments held elsewhere are not crowded out of their turn. Saved even when that
+        changes nothing (half-open, it may be asked already: the next pass will), so
+        the pass's claim (PaymentService._take) gives way to the payment's own schedule."""
         until = self._router.admits_from(deferred)
-        if until is None or not payment.reconcile_deferred(until):
-            return False  # may be asked already (half-open): the next pass will
+        if until is not None:
+            payment.reconcile_deferred(until)
         # Beaten by another call's save: due as that call left it.
         with contextlib.suppress(ConcurrentUpdate):
             await self._save(payment, via)
@@ -1121,7 +1157,9 @@ class PaymentService:
         elif not payment.authorize_only:
             await self._capture_all(payment, deferred, run=run)
 
-    async def _settle_owed(self, payment: Payment, via: Via, deferred: set[str] | None) -> bool:
+    async def _settle_owed(
+        self, payment: Payment, via: Via, deferred: set[str] | None, run: Deadline | None = None
+    ) -> bool:
         """Make the capture or void the plan still owes; back off while it keeps failing.
         The reconciler's pass (`deferred`) makes none at a processor whose breaker is
         open: a payment it could make no call for is left as it was, due again once the
@@ -1129,22 +1167,24 @@ class PaymentService:
         held = sum(s.status is StepStatus.AUTHORIZED for s in payment.steps)
         asked = _attempts(payment)
         if payment.owed is Owed.VOID:
-            await self._compensate(payment, deferred)
+            await self._compensate(payment, deferred, run=run)
         else:
-            await self._capture_all(payment, deferred)
+            await self._capture_all(payment, deferred, run=run)
         if deferred and _attempts(payment) == asked:
             return await self._defer(payment, deferred, via)
         now = self._clock.now()
         payment.settle(now)
         if payment.owed is not Owed.NOTHING:
-            payment.reconcile_inconclusive(now)
+            self._look_again(payment, now, run)
         try:
             await self._save(payment, via)
         except ConcurrentUpdate:
             return False
         return held != sum(s.status is StepStatus.AUTHORIZED for s in payment.steps)
 
-    async def _abandon(self, payment: Payment, deferred: set[str] | None) -> bool:
+    async def _abandon(
+        self, payment: Payment, deferred: set[str] | None, run: Deadline | None = None
+    ) -> bool:
         """A payment paused for the customer past ACTION_TIMEOUT: look the paused step up
         (they may have acted with no word to us), close it if they did not, and finish
         the plan as after a lost answer: what is held is voided (kept and captured with
@@ -1153,17 +1193,21 @@ class PaymentService:
         asked = _attempts(payment)
         for step in payment.steps:
             if step.status is StepStatus.REQUIRES_ACTION:
-                await self._router.reconcile(payment, step, deferred=deferred)
-            if step.status is StepStatus.REQUIRES_ACTION and step.processor not in (deferred or ()):
+                await self._router.reconcile(payment, step, deferred=deferred, run=run)
+            if (
+                step.status is StepStatus.REQUIRES_ACTION
+                and step.processor not in (deferred or ())
+                and self._settle_fits(run)
+            ):
                 await self._settlement.void(payment, step, deferred=deferred)
         if deferred and _attempts(payment) == asked:
             return await self._defer(payment, deferred, Via.EXPIRY)
         now = self._clock.now()
         if any(s.status in (StepStatus.REQUIRES_ACTION, StepStatus.UNKNOWN) for s in payment.steps):
-            payment.reconcile_inconclusive(now)  # not closed: try again on the back-off
+            self._look_again(payment, now, run)  # not closed: try again on the back-off
             changed = False
         else:
-            await self._finish_after_reconcile(payment, deferred)
+            await self._finish_after_reconcile(payment, deferred, run=run)
             releasing = payment.owed is Owed.VOID  # a void that failed: owed, not kept
             if all(
                 s.status in (StepStatus.VOIDED, StepStatus.SKIPPED)
@@ -1183,7 +1227,7 @@ class PaymentService:
         return changed
 
     async def _settle_held_refunds(
-        self, payment: Payment, via: Via, deferred: set[str] | None
+        self, payment: Payment, via: Via, deferred: set[str] | None, run: Deadline | None = None
     ) -> bool:
         """Refund parts held whose outcome nobody learnt (Payment.watch_refund_holds):
         each looked up at the processor under its key, recorded refunded, or not made with
@@ -1196,6 +1240,9 @@ class PaymentService:
         not_made: dict[str, int] = {}
         open_parts = False
         for step, request_id in payment.refunds_held:
+            if not self._settle_fits(run):
+                open_parts = True  # the next pass's: its lookups may take this long
+                break
             amount = step.refund_holds[request_id]
             async with self._uow() as uow:
                 request = await uow.payments.refund_request(payment.id, request_id)
@@ -1225,16 +1272,20 @@ class PaymentService:
             )
         payment.settle(now)
         if open_parts:
-            payment.reconcile_inconclusive(now)
+            self._look_again(payment, now, run)
         try:
             await self._save(payment, via)
         except ConcurrentUpdate:
             return False  # the caller's repeat (or another refund) saved first
         return changed
 
-    async def reconcile(self, payment: Payment, via: Via = Via.RECONCILER) -> bool:
+    async def reconcile(
+        self, payment: Payment, via: Via = Via.RECONCILER, *, run: Deadline | None = None
+    ) -> bool:
         """Settle what the payment leaves open, as far as the processors can say. `via`:
         who asked (the reconciler's pass, or a processor's event hinting at a change).
+        `run`: the reconciler's pass holds its work on one payment to the run's limit
+        (Deadline.for_run): what it leaves for want of time is the next pass's.
 
         The reconciler's pass comes back: it looks nothing up at a processor whose
         breaker is open (none of its calls would be answered, and each pass would add
@@ -1242,17 +1293,17 @@ class PaymentService:
         due again once the first of those breakers lets a call through."""
         deferred: set[str] | None = set() if via is Via.RECONCILER else None
         if payment.owed is not Owed.NOTHING and payment.status not in UNRESOLVED:
-            return await self._settle_owed(payment, via, deferred)
+            return await self._settle_owed(payment, via, deferred, run)
         if payment.status not in (*UNRESOLVED, PaymentStatus.REQUIRES_ACTION):
-            return await self._settle_held_refunds(payment, via, deferred)
+            return await self._settle_held_refunds(payment, via, deferred, run)
         if payment.status is PaymentStatus.REQUIRES_ACTION:
             due = payment.action_expires_at
             if due is not None and due <= self._clock.now():
-                return await self._abandon(payment, deferred)
+                return await self._abandon(payment, deferred, run)
             # A processor's hint about the paused step: as if the customer confirmed.
             before = payment.status
             try:
-                await self.resume(payment, Deadline.for_run(self._clock, None), via)
+                await self.resume(payment, run or Deadline.for_run(self._clock, None), via)
             except ConcurrentUpdate:
                 return False
             return payment.status is not before
@@ -1267,7 +1318,7 @@ class PaymentService:
             if step.status is StepStatus.UNKNOWN or (
                 interrupted and step.status is StepStatus.PENDING
             ):
-                changed |= await self._router.reconcile(payment, step, deferred=deferred)
+                changed |= await self._router.reconcile(payment, step, deferred=deferred, run=run)
                 found: StepStatus = payment.steps[step.index].status
                 if found is StepStatus.PENDING:
                     # Not settled: it may hold money, so it is asked again, never skipped.
@@ -1283,7 +1334,7 @@ class PaymentService:
             and not any(s.status is StepStatus.UNKNOWN for s in payment.steps)
         ):
             # The plan stopped at that step: finish it now, without retrying anything.
-            await self._finish_after_reconcile(payment, deferred)
+            await self._finish_after_reconcile(payment, deferred, run=run)
         if changed:
             payment.settle(self._clock.now())
         else:

@@ -206,7 +206,15 @@ class PaymentRepository(Protocol):
     ) -> Sequence[Payment]:
         """UNKNOWN payments due for a lookup, payments owing a capture or void or
         waiting for the customer whose time is up, and PROCESSING ones untouched since
-        `processing_before` (their server died mid-payment), oldest first."""
+        `processing_before` (their server died mid-payment) and not backing off after a
+        lookup that could not tell (`next_reconcile_at` still to come), oldest first."""
+        ...
+
+    async def claim(self, payment: Payment, until: datetime) -> bool:
+        """Take `payment` for one reconciler until `until`: its `next_reconcile_at` set
+        to it, so no other reconciler's list_unresolved lists it meanwhile, and its
+        version moved on, only if it is still the version read. False when another call
+        saved it since (another reconciler took it first): the caller leaves it alone."""
         ...
 
 

@@ -83,11 +83,12 @@ class Deadline:
             return None
         return max(0.0, (self.at - clock.monotonic()) * 1000.0)
 
-    def leaves_time_for_a_call(self, clock: Clock) -> bool:
-        """Whether a processor call started now can be answered before the deadline, with
-        the time to store its result kept back (MIN_CALL_MS, DEADLINE_RESERVE_MS)."""
+    def leaves_time_for_a_call(self, clock: Clock, calls: int = 1) -> bool:
+        """Whether a processor call started now (`calls` one after the other) can be
+        answered before the deadline, with the time to store its result kept back
+        (MIN_CALL_MS, DEADLINE_RESERVE_MS)."""
         remaining = self.remaining_ms(clock)
-        return remaining is None or remaining >= MIN_CALL_MS + DEADLINE_RESERVE_MS
+        return remaining is None or remaining >= calls * (MIN_CALL_MS + DEADLINE_RESERVE_MS)
 
 
 def intent_key(payment: Payment, step: Step) -> str:
@@ -535,8 +536,19 @@ class Router:
             Outcome.UNKNOWN, ErrorCode.UNKNOWN_OUTCOME, retry_now=False, retry_later=False
         )
 
+    def _timed(self, request: ChargeRequest, run: Deadline | None) -> ChargeRequest:
+        """`request` with no more time than `run` leaves (none: the calls' timeout)."""
+        if run is None:
+            return request
+        return dataclasses.replace(request, timeout_s=self._call_timeout(run))
+
     async def _close(
-        self, payment: Payment, step: Step, name: str, request: ChargeRequest
+        self,
+        payment: Payment,
+        step: Step,
+        name: str,
+        request: ChargeRequest,
+        run: Deadline | None = None,
     ) -> tuple[ProcessorResponse, Attempt]:
         """Cancel the step's intent at `name`, then look it up: what it holds now."""
         processor = self.processors[name]
@@ -548,7 +560,7 @@ class Router:
             step,
             name,
             processor,
-            request,
+            self._timed(request, run),
             "close the intent: only a canceled one proves nothing was charged",
             operation="void",
             key=key,
@@ -559,13 +571,18 @@ class Router:
             step,
             name,
             processor,
-            request,
+            self._timed(request, run),
             "look the intent up after closing it",
             operation="lookup",
         )
 
     async def reconcile(
-        self, payment: Payment, step: Step, *, deferred: set[str] | None = None
+        self,
+        payment: Payment,
+        step: Step,
+        *,
+        deferred: set[str] | None = None,
+        run: Deadline | None = None,
     ) -> bool:
         """Learn what became of an unknown step. True when it settled.
 
@@ -585,6 +602,10 @@ class Router:
         while the cancel does not go through (the confirm holds the intent) it waits.
         The same holds for a step paused for the customer whose authentication failed:
         the client holds the intent's secret and may confirm it again (another card).
+
+        With `run` (the reconciler's work on the payment, held to RUN_LIMIT_S), no call
+        starts that could not be answered inside it and each is cut to it: a processor
+        left unasked for want of time leaves the step as it was, for the next pass.
         """
         names = _holding(step)
         if not names or any(n not in self.processors for n in names):
@@ -605,6 +626,9 @@ class Router:
             True,
         )
         for name in names:
+            if run is not None and not run.leaves_time_for_a_call(self.clock):
+                inconclusive = True  # asked on a later pass: nothing recorded
+                continue
             probe = False
             if deferred is not None:
                 admitted = self.health.admit(name)
@@ -620,14 +644,20 @@ class Router:
                 step,
                 name,
                 self.processors[name],
-                request,
+                self._timed(request, run),
                 "reconcile unknown outcome",
                 operation="lookup",
                 probe=probe,
             )
             if looked.kind is ResponseKind.NOT_CHARGED and not looked.closed:
+                if run is not None and not run.leaves_time_for_a_call(self.clock, calls=2):
+                    attempt.retry_decision = (
+                        "not closed: no time left in this run to close it; will look again later"
+                    )
+                    inconclusive = True
+                    continue
                 before = looked
-                looked, attempt = await self._close(payment, step, name, request)
+                looked, attempt = await self._close(payment, step, name, request, run)
                 if looked.kind is ResponseKind.NOT_CHARGED and not looked.closed:
                     attempt.retry_decision = (
                         "not closed: a request still running may charge it; will look again later"

@@ -528,6 +528,10 @@ class Payment:
         self.status = self._derive_status()
         changed = self.status is not before
         self.updated_at = now
+        if changed and self.status is PaymentStatus.PROCESSING:
+            # A run goes on (a pause confirmed): what was due for the pause is no back-off
+            # of its own, and an interruption of the run is looked up STALE_PROCESSING on.
+            self.next_reconcile_at, self.reconcile_attempts = None, 0
         if orchestration_ms is not None:
             self.orchestration_ms = orchestration_ms
         owed_before = self.owed
@@ -652,8 +656,17 @@ class Payment:
         self.next_reconcile_at = until
         return True
 
+    def reconcile_cut_short(self, now: datetime) -> None:
+        """The reconciler's pass ran out of its run's time with calls still to make: due
+        again at the next pass, the back-off kept where it was (nothing failed)."""
+        self.next_reconcile_at = now
+        self.updated_at = now
+
     def reconcile_inconclusive(self, now: datetime) -> None:
-        """A lookup told us nothing: ask again later, backing off."""
+        """A lookup told us nothing: ask again later, backing off (5 min, 1 h, then
+        daily). A payment left PROCESSING by a run that died keeps
+        that status (its steps after the open one may hold money, so it is no UNKNOWN
+        payment, whose later steps are skipped): it backs off all the same."""
         self.reconcile_attempts += 1
         self.next_reconcile_at = now + reconcile_delay(self.reconcile_attempts)
         self.updated_at = now

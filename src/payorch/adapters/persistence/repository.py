@@ -458,9 +458,15 @@ class SqlAlchemyPaymentRepository:
                         payments.c.status == PaymentStatus.UNKNOWN.value,
                         payments.c.next_reconcile_at <= now,
                     ),
+                    # Interrupted: left by its run, and not backing off after a lookup
+                    # that could not tell (Payment.reconcile_inconclusive).
                     and_(
                         payments.c.status == PaymentStatus.PROCESSING.value,
                         payments.c.updated_at <= processing_before,
+                        or_(
+                            payments.c.next_reconcile_at.is_(None),
+                            payments.c.next_reconcile_at <= now,
+                        ),
                     ),
                     # A call owed, a refund in doubt (Payment.watch_refund_holds), or a
                     # payment waiting for the customer past its time: due, once settled.
@@ -483,6 +489,20 @@ class SqlAlchemyPaymentRepository:
             .order_by(payments.c.updated_at)
             .limit(limit)
         )
+
+    async def claim(self, payment: Payment, until: datetime) -> bool:
+        # Conditional on the version read: of two reconcilers that listed the payment,
+        # the second's update waits for the first's row lock (PostgreSQL) or its write
+        # (SQLite), then matches no row.
+        result = await self._conn.execute(
+            update(payments)
+            .where(payments.c.id == payment.id, payments.c.version == payment.version)
+            .values(version=payment.version + 1, next_reconcile_at=until)
+        )
+        if result.rowcount != 1:
+            return False
+        payment.version += 1
+        return True
 
     async def _load(self, query: Any) -> builtins.list[Payment]:
         rows = (await self._conn.execute(query)).mappings().all()
