@@ -26,7 +26,7 @@ from payorch.app.ports import (
     UnitOfWork,
     UnitOfWorkFactory,
 )
-from payorch.app.router import Deadline, Router
+from payorch.app.router import RUN_LIMIT_S, Deadline, Router
 from payorch.app.settlement import LOOKUP_TIMEOUT_S, MAX_REFUND_SENDS, Settlement
 from payorch.domain.merchant_config import MerchantConfig
 from payorch.domain.payment import (
@@ -63,6 +63,18 @@ STALE_PROCESSING = timedelta(minutes=5)
 # work on it is held to RUN_LIMIT_S, and the rest, as for STALE_PROCESSING, covers the
 # database's writes and clocks apart between replicas.
 RECONCILE_LEASE = STALE_PROCESSING
+
+
+def longest_settle_s(call_timeout_s: float) -> float:
+    """A capture or void at its longest: two tries, each looked up after it fails
+    (Settlement._settle), at the processor calls' timeout and the lookups'."""
+    return 2 * (call_timeout_s + LOOKUP_TIMEOUT_S)
+
+
+# The longest processor call timeout under which a capture or void still fits in a run
+# (RUN_LIMIT_S): past it every capture and void would be owed, made by the reconciler,
+# so a process refuses to start with one (bootstrap.check_times).
+MAX_CALL_TIMEOUT_S = RUN_LIMIT_S / 2 - LOOKUP_TIMEOUT_S
 # How many times a change to a payment is made again on what another call saved
 # meanwhile, before the caller is told to retry (ABORTED).
 CHANGE_TRIES = 3
@@ -492,11 +504,10 @@ class PaymentService:
 
     def _settle_fits(self, run: Deadline | None) -> bool:
         """Whether a capture or void started now ends inside the run's limit at the
-        longest: two tries, each looked up after it fails (Settlement._settle), at the
-        processor calls' timeout and the lookups'. One that may not is owed instead, made
-        by the reconciler, so that a run never outlasts RUN_LIMIT_S: the reconciler takes
-        a payment left PROCESSING longer than STALE_PROCESSING for an interrupted one."""
-        longest = 2 * (self._router.call_timeout_s + LOOKUP_TIMEOUT_S)
+        longest (longest_settle_s). One that may not is owed instead, made by the
+        reconciler, so that a run never outlasts RUN_LIMIT_S: the reconciler takes a
+        payment left PROCESSING longer than STALE_PROCESSING for an interrupted one."""
+        longest = longest_settle_s(self._router.call_timeout_s)
         return run is None or run.leaves_run_time(self._clock, longest)
 
     async def _release(
