@@ -1101,12 +1101,8 @@ class PaymentService:
         settled = 0
         waiting: dict[str, list[str]] = {}
         for payment in due:
-            run: Deadline | None = Deadline.for_run(self._clock, None)
-            if not self._settle_fits(run):
-                # Calls so slow (PAYORCH_CALL_TIMEOUT_S over 50 s) that no capture or void
-                # fits in a run: held to it, an owed one would never be made.
-                run = None
-            if not await self._take(payment):
+            taken, run = await self._take(payment)
+            if not taken:
                 continue  # another reconciler took it (or a call changed it) since
             for name in self._router.unconfigured(payment):
                 waiting.setdefault(name, []).append(payment.id)
@@ -1117,14 +1113,35 @@ class PaymentService:
             self._observe.processor_not_configured(name, payment_ids)
         return settled
 
-    async def _take(self, payment: Payment) -> bool:
+    async def _take(self, payment: Payment) -> tuple[bool, Deadline | None]:
         """Take `payment` for this reconciler (PaymentRepository.claim) until
-        RECONCILE_LEASE from now. Left unsaved (the pass dies, or its save loses), it is
-        due again then. Saved, it is due as its save says."""
+        RECONCILE_LEASE from now, and the run its work is held to. Left unsaved (the pass
+        dies, or its save loses), it is due again then. Saved, it is due as its save
+        says. A payment PROCESSING is stored as touched now: its run goes on here, so
+        nothing else takes it for interrupted (run_interrupted) before the claim ends."""
+        run: Deadline | None = Deadline.for_run(self._clock, None)
+        if not self._settle_fits(run):
+            # Calls so slow (PAYORCH_CALL_TIMEOUT_S over 50 s, refused at start) that no
+            # capture or void fits in a run: held to it, an owed one would never be made.
+            run = None
+        now = self._clock.now()
+        touched = now if payment.status is PaymentStatus.PROCESSING else None
         async with self._uow() as uow:
-            taken = await uow.payments.claim(payment, self._clock.now() + RECONCILE_LEASE)
+            taken = await uow.payments.claim(payment, now + RECONCILE_LEASE, touched=touched)
             await uow.commit()
-        return taken
+        return taken, run
+
+    async def reconcile_claimed(self, payment: Payment, via: Via) -> bool:
+        """`reconcile` under the reconciler's claim (PaymentService._take), held to the
+        run's limit as a pass is: a processor's event about a payment its server left
+        PROCESSING. PaymentInProgress when a reconciler's pass (or another event) holds
+        it, or changed it since it was read: the event is to be sent again."""
+        taken, run = await self._take(payment)
+        if not taken:
+            raise PaymentInProgress(
+                f"payment {payment.id!r} is being reconciled: its steps are being looked up"
+            )
+        return await self.reconcile(payment, via, run=run)
 
     def _look_again(self, payment: Payment, now: datetime, run: Deadline | None) -> None:
         """What the pass left open: on the back-off when its calls could not tell, at the
@@ -1471,7 +1488,9 @@ class ProcessorEvents:
                 # A split goes on from that step as ConfirmPayment or the reconciler would.
                 went_on = await self._payments.go_on(payment, customer_acted=customer_acted)
                 return "applied" if went_on or not resumed else "ignored"
-            settled = await self._payments.reconcile(payment, Via.WEBHOOK)
+            # Its server left it PROCESSING: looked up under the reconciler's claim, so
+            # a pass (or another event) does not look it up and make its calls as well.
+            settled = await self._payments.reconcile_claimed(payment, Via.WEBHOOK)
         except BaseException:  # a failure, or the server stopping (cancelled) mid-way
             await self._forget(event.event_id)
             raise
