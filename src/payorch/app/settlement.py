@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 
 from payorch.app.health import HealthTracker
 from payorch.app.ports import Clock, Processor
+from payorch.app.processor_errors import raised_answer
 from payorch.app.router import charge_request
 from payorch.app.stalls import StallWatch
 from payorch.domain.classification import classify, classify_lookup
@@ -246,7 +247,10 @@ class Settlement:
         started, t0 = self._clock.now(), self._clock.monotonic()
         try:
             response = await call
-        except BaseException:
+        except Exception as exc:
+            # An adapter that raised instead of answering: its outcome is unknown.
+            response = raised_answer(step.processor, "lookup" if lookup else "a call", exc)
+        except BaseException:  # cancelled: the server stopping, the caller gone
             if self._health is not None:
                 self._health.abandon(step.processor, probe=probe, started=t0)
             raise
@@ -376,7 +380,10 @@ class Settlement:
         processor = self._processors.get(processor_name)
         if processor is None:
             return ChargeRefunds(ProcessorResponse(ResponseKind.NOT_FOUND))
-        return await processor.refunds(processor_payment_id)
+        try:
+            return await processor.refunds(processor_payment_id)
+        except Exception as exc:  # an adapter that raised: nothing known of the refunds
+            return ChargeRefunds(raised_answer(processor_name, "refunds", exc))
 
     def record_refunds(self, payment: Payment, step: Step, found: ChargeRefunds) -> bool:
         """Record on the step what the processor holds about its refunds and payorch
