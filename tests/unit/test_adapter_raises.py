@@ -123,7 +123,9 @@ async def test_a_capture_that_raises_is_looked_up_then_owed_and_made_by_the_reco
     assert "still authorized" in payment.final_error_message
     operations = [a.operation for s in payment.steps for a in s.attempts]
     assert "capture" in operations and "lookup" in operations
-    assert len(adapter_errors(caplog)) == len(raised)  # each raise logged once
+    logged = adapter_errors(caplog)
+    assert len(logged) == len(raised)  # each raise logged once
+    assert all("raised on capture" in r.getMessage() for r in logged)
     assert CARD not in caplog.text
 
     w.sim.capture = real

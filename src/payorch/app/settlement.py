@@ -111,7 +111,9 @@ class Settlement:
         probe = self._admitted(step, deferred)
         if probe is None:
             return None
-        answer = await self._timed(step, call(processor), lookup=False, probe=probe)
+        answer = await self._timed(
+            step, call(processor), lookup=False, probe=probe, operation=operation
+        )
         return self._record(payment, step, operation, key, answer), answer.response
 
     def _admitted(self, step: Step, deferred: set[str] | None) -> bool | None:
@@ -237,7 +239,13 @@ class Settlement:
         return kind
 
     async def _timed(
-        self, step: Step, call: Awaitable[ProcessorResponse], *, lookup: bool, probe: bool
+        self,
+        step: Step,
+        call: Awaitable[ProcessorResponse],
+        *,
+        lookup: bool,
+        probe: bool,
+        operation: str = "lookup",
     ) -> _Answer:
         """The call to the step's processor, timed and judged in its health as the
         router's calls are: an infrastructure failure (5xx, 429, timeout) counts against
@@ -249,7 +257,7 @@ class Settlement:
             response = await call
         except Exception as exc:
             # An adapter that raised instead of answering: its outcome is unknown.
-            response = raised_answer(step.processor, "lookup" if lookup else "a call", exc)
+            response = raised_answer(step.processor, operation, exc)
         except BaseException:  # cancelled: the server stopping, the caller gone
             if self._health is not None:
                 self._health.abandon(step.processor, probe=probe, started=t0)
