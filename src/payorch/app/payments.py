@@ -75,6 +75,7 @@ def longest_settle_s(call_timeout_s: float) -> float:
 # (RUN_LIMIT_S): past it every capture and void would be owed, made by the reconciler,
 # so a process refuses to start with one (bootstrap.check_times).
 MAX_CALL_TIMEOUT_S = RUN_LIMIT_S / 2 - LOOKUP_TIMEOUT_S
+
 # How many times a change to a payment is made again on what another call saved
 # meanwhile, before the caller is told to retry (ABORTED).
 CHANGE_TRIES = 3
