@@ -28,9 +28,14 @@ from payorch.app.auth import Authenticator
 from payorch.app.health import HealthTracker
 from payorch.app.installments import ConfiguredInstallmentPolicies
 from payorch.app.merchant_configs import MerchantConfigs
-from payorch.app.payments import DUPLICATE_WAIT_S, PaymentService, ProcessorEvents
+from payorch.app.payments import (
+    DUPLICATE_WAIT_S,
+    MAX_CALL_TIMEOUT_S,
+    PaymentService,
+    ProcessorEvents,
+)
 from payorch.app.ports import Clock, Processor
-from payorch.app.router import Router
+from payorch.app.router import RUN_LIMIT_S, Router
 from payorch.app.settlement import Settlement
 from payorch.app.stalls import StallWatch
 from payorch.domain.health import HealthPolicy, InvalidHealthPolicy
@@ -144,8 +149,16 @@ def check_times(settings: Settings) -> None:
         ("PAYORCH_CONFIG_CACHE_S", settings.config_cache_s, 0.0, MAX_CACHE_S, " (0: not cached)"),
         ("PAYORCH_SHUTDOWN_DRAIN_S", settings.shutdown_drain_s, 0.0, MAX_STOP_S, ""),
         ("PAYORCH_GRACE_PERIOD_S", settings.grace_period_s, 0.0, MAX_STOP_S, ""),
-        # Beyond these a processor call times out at once, or holds its payment an hour.
-        ("PAYORCH_CALL_TIMEOUT_S", settings.call_timeout_s, 0.001, MAX_STOP_S, ""),
+        # Under a millisecond a processor call times out at once. Past MAX_CALL_TIMEOUT_S
+        # no capture or void fits in a run's limit: every one would be left, silently,
+        # to the reconciler (docs/recovery.md, How long a live run lasts).
+        (
+            "PAYORCH_CALL_TIMEOUT_S",
+            settings.call_timeout_s,
+            0.001,
+            MAX_CALL_TIMEOUT_S,
+            f" (a capture, two tries each looked up, must fit in a run's {RUN_LIMIT_S:g} s)",
+        ),
         # Under a second, passes run back to back and hold the database.
         ("PAYORCH_RECONCILE_INTERVAL_S", settings.reconcile_interval_s, 1.0, 86400.0, ""),
         # Under a day a brief outage disables endpoints; over a month, a dead one

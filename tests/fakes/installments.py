@@ -212,6 +212,8 @@ class FakeWebhooks:
         if endpoint is not None:
             self.endpoints[endpoint.id] = endpoint
         self.outbox: dict[str, OutboxEvent] = {e.id: e for e in outbox}
+        # Where `payorch prune` deleted delivered deliveries up to (None: none yet).
+        self.delivered_pruned_before: datetime | None = None
 
     @property
     def endpoint(self) -> WebhookEndpoint:
@@ -231,9 +233,13 @@ class FakeWebhookRepository(StagedRepository):
         self._endpoints = StagedRows(tables.endpoints)
         self._outbox = StagedRows(tables.outbox)
         self._tables = (self._deliveries, self._endpoints, self._outbox)
+        self._all = tables
 
     async def add_endpoint(self, endpoint: WebhookEndpoint) -> None:
         self._endpoints.write(endpoint.id, endpoint)
+
+    async def delivered_pruned_before(self) -> datetime | None:
+        return self._all.delivered_pruned_before
 
     async def fan_out(self, *, now: datetime, limit: int) -> int:
         """As the SQL repository: the oldest unpublished events, one delivery each per

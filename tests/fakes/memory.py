@@ -195,7 +195,9 @@ class FakePaymentRepository(StagedRepository):
         found.sort(key=lambda p: p.updated_at)
         return [_read(p) for p in found[:limit]]
 
-    async def claim(self, payment: Payment, until: datetime) -> bool:
+    async def claim(
+        self, payment: Payment, until: datetime, *, touched: datetime | None = None
+    ) -> bool:
         stored = self._store.get(payment.id)
         committed = self._committed.get(payment.id)
         if stored is None or stored.version != payment.version:
@@ -204,6 +206,8 @@ class FakePaymentRepository(StagedRepository):
             return False
         taken = copy.deepcopy(stored)
         taken.version, taken.next_reconcile_at = payment.version + 1, until
+        if touched is not None:
+            taken.updated_at = payment.updated_at = touched
         self._payments.write(payment.id, taken)
         payment.version += 1
         return True

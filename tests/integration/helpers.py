@@ -12,6 +12,7 @@ from payorch.app.ports import Clock
 from payorch.bootstrap import Container, bootstrap
 from payorch.domain.request import RawPaymentRequest, parse_payment_request
 from payorch.settings import Settings
+from tests.fakes.dying import ServerDied
 
 
 async def make_container(
@@ -83,7 +84,7 @@ async def left_processing(container: Container) -> None:
     real = sim.authorize
 
     async def dies(request):
-        raise RuntimeError("the server died")
+        raise ServerDied("the server died")
 
     sim.authorize = dies
     core = parse_payment_request(
@@ -95,6 +96,6 @@ async def left_processing(container: Container) -> None:
             payment_method="pm_card_visa",
         )
     )
-    with pytest.raises(RuntimeError):
+    with pytest.raises(ServerDied):
         await container.payments.create(core, deadline_s=None)
     sim.authorize = real

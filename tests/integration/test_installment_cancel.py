@@ -12,6 +12,7 @@ import pytest
 from payorch.app.payments import STALE_PROCESSING
 from payorch.app.plan_builder import PlanRejected
 from payorch.domain.installments import InstallmentStatus, PlanStatus
+from tests.fakes.dying import ServerDied
 from tests.integration.installment_helpers import (
     authenticating_plan_due,
     create_plan,
@@ -392,7 +393,7 @@ async def test_a_charge_failing_after_the_plan_was_cancelled_announces_no_retry(
     assert (await app.scheduler.run_once()).claimed == 0
 
 
-class Died(Exception):
+class Died(ServerDied):
     """The paused worker's process stopping while its charge was at the processor."""
 
 

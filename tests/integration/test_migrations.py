@@ -89,9 +89,9 @@ def test_a_migration_header_in_another_form_leaves_the_heads_to_alembic(tmp_path
     for path in (engine_module.MIGRATIONS / "versions").glob("[0-9]*.py"):
         (versions / path.name).write_text(path.read_text())
     monkeypatch.setattr(engine_module, "MIGRATIONS", tmp_path)
-    assert migration_heads() == {"0011", "0109"}
+    assert migration_heads() == {"0011", "0112"}
     (versions / "9999_merge.py").write_text(
-        'revision = "9999"\ndown_revision = ("0011", "0109")\n'
+        'revision = "9999"\ndown_revision = ("0011", "0112")\n'
         "branch_labels = None\ndepends_on = None\n"
     )
     assert migration_heads() is None

@@ -129,6 +129,34 @@ async def test_prune_deletes_only_deliveries_over_before_the_retention_in_batche
     assert await prune_webhook_deliveries(container.engine, before=before) == 0
 
 
+async def test_prune_keeps_where_it_pruned_delivered_deliveries_up_to_and_only_then(
+    container: Container, clock: ManualClock
+):
+    """Dead deliveries pruned were never received: their events are still to be
+    redelivered, so they set no horizon; a delivered one does, and it only moves on."""
+    now = clock.now()
+    await add_endpoint(container.installments.uow, now)
+    old = now - 40 * DAY
+    async with container.engine.begin() as conn:
+        await conn.execute(
+            webhook_deliveries.insert(),
+            [
+                delivery("whd_dead", DeliveryStatus.DEAD, old, None),
+                delivery("whd_delivered", DeliveryStatus.DELIVERED, old + 5 * DAY, old + 5 * DAY),
+            ],
+        )
+
+    async def horizon():
+        async with container.installments.uow() as uow:
+            return await uow.webhooks.delivered_pruned_before()
+
+    assert await prune_webhook_deliveries(container.engine, before=old - DAY) == 0
+    assert await prune_webhook_deliveries(container.engine, before=old + DAY) == 1
+    assert await horizon() is None  # only a dead one went
+    assert await prune_webhook_deliveries(container.engine, before=now - 30 * DAY) == 1
+    assert await horizon() == now - 30 * DAY
+
+
 @pytest.mark.parametrize("days", ["0", "6", "-1"])
 def test_prune_refuses_a_retention_below_a_week_with_exit_2(days, capsys, tmp_path: Path):
     url = f"sqlite:///{tmp_path / 'p.db'}"

@@ -11,6 +11,7 @@ import pytest
 from payorch.app.settlement import MAX_REFUND_SENDS
 from payorch.domain.payment import PaymentStatus
 from payorch.domain.results import Outcome
+from tests.fakes.dying import ServerDied
 from tests.fakes.fake_stripe import FakeStripe, Fault
 from tests.integration.helpers import core_request, make_container, make_stripe_container
 
@@ -83,7 +84,7 @@ async def test_a_refund_that_never_reached_stripe_is_released_and_refundable_ane
     assert [r["amount"] for r in fake.refunds_for(pi)] == [5000]
 
 
-class Died(Exception):
+class Died(ServerDied):
     """The server stopping between the hold's commit and the refund call's answer."""
 
 

@@ -10,9 +10,12 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
+import pytest
+
 from payorch.adapters.clock import ManualClock
+from payorch.adapters.persistence.retention import prune_webhook_deliveries
 from payorch.adapters.persistence.tables import events
-from payorch.app.webhook_delivery import WebhookEndpoints
+from payorch.app.webhook_delivery import InvalidRedelivery, WebhookEndpoints
 from payorch.domain.webhook_delivery import DeliveryStatus, WebhookDelivery, WebhookEndpoint
 from payorch.webhooks import generate_secret
 from tests.fakes.installments import FakeInstallmentUnitOfWork, FakeWebhooks, OutboxEvent
@@ -350,6 +353,43 @@ async def test_the_sql_store_redelivers_an_endpoints_dead_letters(database_url, 
     container = await installments_container(database_url, clock)
     try:
         await dead_letters_contract(SqlStore(container), clock)
+    finally:
+        await container.close()
+
+
+async def test_a_window_reaching_before_delivered_deliveries_were_pruned_is_refused(
+    database_url, clock
+):
+    """`payorch prune` deleted ev_1's delivered delivery: ev_1 would read as never given
+    to we_1, and be sent again. A window reaching before the prune's horizon is refused,
+    naming it; one from it on is taken. Before, ev_1 was queued again."""
+    container = await installments_container(database_url, clock)
+    try:
+        store = SqlStore(container)
+        began = await outage_of_we_1(store, clock)
+        clock.advance(40 * 86400)
+        horizon = clock.now() - timedelta(days=30)
+        service = endpoints_service(store, clock)
+        window = {"since": began - timedelta(hours=1), "until": began + timedelta(days=20)}
+        assert await prune_webhook_deliveries(container.engine, before=horizon, dry_run=True)
+        kept = await service.redeliver_missed("we_1", **window, dry_run=True)
+        assert kept.already_delivered == 1  # a dry run prunes nothing and keeps nothing
+
+        assert await prune_webhook_deliveries(container.engine, before=horizon) == 2
+        with pytest.raises(InvalidRedelivery) as refused:
+            await service.redeliver_missed("we_1", **window)
+        assert f"deliveries delivered before {horizon.isoformat()} were pruned" in str(
+            refused.value
+        )
+        assert f"give a window from {horizon.isoformat()} on" in str(refused.value)
+        later = await service.redeliver_missed(
+            "we_1", since=horizon, until=clock.now(), dry_run=False
+        )
+        assert later.queued == 0  # nothing happened since
+        # A later prune with an earlier horizon does not move it back.
+        assert await prune_webhook_deliveries(container.engine, before=began) == 0
+        async with store.uow() as uow:
+            assert await uow.webhooks.delivered_pruned_before() == horizon
     finally:
         await container.close()
 

@@ -649,7 +649,7 @@ LIVE_KEY_TAIL = "51HxYzLiveKeyTail0123456789"
         ({"PAYORCH_SCHEDULER_LEASE_S": "nan"}, [], "PAYORCH_SCHEDULER_LEASE_S"),
         ({"PAYORCH_SCHEDULER_LEASE_S": "inf"}, [], "PAYORCH_SCHEDULER_LEASE_S"),
         (
-            {"PAYORCH_CALL_TIMEOUT_S": "60", "PAYORCH_SCHEDULER_LEASE_S": "30"},
+            {"PAYORCH_CALL_TIMEOUT_S": "40", "PAYORCH_SCHEDULER_LEASE_S": "30"},
             [],
             "PAYORCH_CALL_TIMEOUT_S",
         ),

@@ -24,6 +24,7 @@ from payorch.domain.results import ProcessorResponse, ResponseKind
 from payorch.entrypoints.grpc.errors import RpcError
 from payorch.entrypoints.grpc.handlers import Call
 from payorch.entrypoints.grpc.orchestrator import PaymentOrchestratorServicer
+from tests.fakes.dying import ServerDied
 from tests.unit.test_split_execution import ACTION, OK, World
 from tests.unit.test_split_follow_through import Outage, charged, names
 
@@ -146,7 +147,7 @@ SERVER_ERROR = ProcessorResponse(
 )
 
 
-class Died(Exception):
+class Died(ServerDied):
     """The server stopping mid-call: nothing after this point is stored."""
 
 

@@ -22,6 +22,8 @@ from prometheus_client import CollectorRegistry
 import payorch.domain
 from payorch.adapters.metrics import Metrics
 from payorch.adapters.payment_metrics import PaymentMetrics
+from payorch.app.payments import MAX_CALL_TIMEOUT_S, longest_settle_s
+from payorch.app.router import RUN_LIMIT_S
 from payorch.app.webhook_delivery import EVENT_NAMES, EVENT_TYPES
 from payorch.bootstrap import MAX_LEASE_S, check_settings
 from payorch.domain.events import DomainEvent
@@ -167,11 +169,23 @@ def test_a_documented_range_is_the_one_a_process_starts_with(
 
 def test_the_shortest_lease_is_the_documented_call_timeout_and_5_s() -> None:
     assert "at least PAYORCH_CALL_TIMEOUT_S + 5 (so 15 by default)" in DOCS
-    for timeout in (10.0, 60.0):
+    for timeout in (10.0, 40.0):
         lease = {"call_timeout_s": timeout}
         check_settings(Settings(**lease, scheduler_lease_s=timeout + 5))
         with pytest.raises(InvalidSettings, match="PAYORCH_SCHEDULER_LEASE_S"):
             check_settings(Settings(**lease, scheduler_lease_s=timeout + 4.9))
+
+
+def test_a_call_timeout_no_capture_fits_in_a_run_with_is_refused_at_start() -> None:
+    """Past 50 s a capture (two tries, each looked up) no longer fits in RUN_LIMIT_S:
+    every one would be owed, silently left to the reconciler. Refused instead."""
+    assert longest_settle_s(MAX_CALL_TIMEOUT_S) == RUN_LIMIT_S
+    check_settings(Settings(**_BASE, call_timeout_s=MAX_CALL_TIMEOUT_S))
+    with pytest.raises(InvalidSettings) as refused:
+        check_settings(Settings(**_BASE, call_timeout_s=MAX_CALL_TIMEOUT_S + 0.001))
+    message = str(refused.value)
+    assert message.startswith("PAYORCH_CALL_TIMEOUT_S must be 0.001..50 seconds")
+    assert "120 s" in message and "50.001" in message
 
 
 def _error_reasons() -> set[str]:

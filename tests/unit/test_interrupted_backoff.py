@@ -12,6 +12,7 @@ import pytest
 
 from payorch.domain.payment import PaymentStatus, StepStatus
 from payorch.domain.results import ProcessorResponse, ResponseKind
+from tests.fakes.dying import ServerDied
 from tests.unit.test_recovery_scenarios import World
 
 PASS_S = 60  # PAYORCH_RECONCILE_INTERVAL_S
@@ -21,11 +22,11 @@ async def left_processing(w: World):
     """A payment whose server died once its row was stored, before any call."""
 
     async def dies(request):
-        raise RuntimeError("the server died")
+        raise ServerDied("the server died")
 
     real = w.sim.authorize
     w.sim.authorize = dies  # type: ignore[method-assign]
-    with pytest.raises(RuntimeError):
+    with pytest.raises(ServerDied):
         await w.pay()
     w.sim.authorize = real  # type: ignore[method-assign]
     (stored,) = w.uow.store.values()
@@ -110,7 +111,7 @@ async def test_a_split_left_after_its_pause_is_taken_5_minutes_on_not_when_the_p
     assert p.status is PaymentStatus.REQUIRES_ACTION
     w.sim.complete_action(p.steps[0].processor_payment_id)
     dies_after_charging_step(w, 1)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(ServerDied):
         await w.service.confirm(p.id, "m_1")
     (stored,) = w.uow.store.values()
     assert stored.status is PaymentStatus.PROCESSING

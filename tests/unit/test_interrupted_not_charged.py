@@ -12,6 +12,7 @@ import pytest
 from payorch.domain.installments import judge_charge
 from payorch.domain.payment import Payment, PaymentStatus, StepStatus
 from payorch.domain.results import ErrorCode, Outcome, ProcessorResponse, ResponseKind
+from tests.fakes.dying import ServerDied
 from tests.unit.test_recovery_scenarios import World
 
 
@@ -20,10 +21,10 @@ async def killed_before_any_call(w: World) -> Payment:
     processor call: PROCESSING, its step pending."""
 
     async def dies(request):
-        raise RuntimeError("the server died")
+        raise ServerDied("the server died")
 
     w.sim.authorize = dies  # type: ignore[method-assign]
-    with pytest.raises(RuntimeError):
+    with pytest.raises(ServerDied):
         await w.pay()
     (stored,) = w.uow.store.values()
     assert stored.status is PaymentStatus.PROCESSING

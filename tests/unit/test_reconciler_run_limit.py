@@ -12,15 +12,16 @@ import pytest
 
 from payorch.app.router import RUN_LIMIT_S
 from payorch.domain.payment import Owed, PaymentStatus, StepStatus
+from tests.fakes.dying import ServerDied
 from tests.unit.test_run_limit import World
 
 
 async def left_processing(w: World, steps: int):
     async def dies(request):
-        raise RuntimeError("the server died")
+        raise ServerDied("the server died")
 
     w.processor.authorize = dies  # type: ignore[method-assign]
-    with pytest.raises(RuntimeError):
+    with pytest.raises(ServerDied):
         await w.pay_split(steps, None)
     (stored,) = w.uow.store.values()
     assert stored.status is PaymentStatus.PROCESSING

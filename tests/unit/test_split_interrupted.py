@@ -9,6 +9,7 @@ from payorch.app.ports import ChargeRequest
 from payorch.domain.payment import PaymentStatus, StepStatus
 from payorch.domain.results import ProcessorResponse, ResponseKind
 from payorch.domain.retry import RetryPolicy
+from tests.fakes.dying import ServerDied
 from tests.unit.test_split_execution import ACTION, OK, World, assert_captured_whole
 
 
@@ -19,7 +20,7 @@ def dies_after_charging_step(w: World, index: int) -> None:
     async def authorize(request: ChargeRequest) -> ProcessorResponse:
         answer = await real(request)
         if request.step_index == index:
-            raise RuntimeError("the server died")
+            raise ServerDied("the server died")
         return answer
 
     w.sim.authorize = authorize  # type: ignore[method-assign]
@@ -42,7 +43,7 @@ def lookups_unanswered_for_step(w: World, index: int) -> list[bool]:
 async def test_a_step_whose_lookup_went_unanswered_is_not_skipped_while_the_processor_holds_it():
     w = World()
     dies_after_charging_step(w, 1)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(ServerDied):
         await w.pay(("apple_pay", OK, 6000), ("card", OK, None))
     assert w.held() == 10000  # both authorized at the processor, nothing stored
     down = lookups_unanswered_for_step(w, 1)
@@ -122,7 +123,7 @@ async def test_a_confirm_that_died_charging_the_steps_after_the_paused_one_leave
     # ConfirmPayment (its server stopped past the grace period, or killed) dies once the
     # step after the paused one is authorized, before anything is saved.
     dies_after_charging_step(w, 1)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(ServerDied):
         await w.service.confirm(p.id, "m_1")
     assert w.held() == 10000
 

@@ -205,6 +205,22 @@ async def test_a_window_of_exactly_the_bound_is_taken():
     assert done.queued == 1
 
 
+async def test_a_window_reaching_before_pruned_delivered_deliveries_is_refused_naming_it():
+    """ev_001 was delivered and its delivery pruned: it reads as never given. A window
+    reaching before the prune's horizon is refused; one from it on, and the dead
+    letters, are taken."""
+    s = stores(an_endpoint(), outbox=[published(1), published(90)], deliveries=[])
+    horizon = START + HOUR
+    s.webhooks.delivered_pruned_before = horizon
+
+    with pytest.raises(InvalidRedelivery, match="give a window from 2027-01-04T01:00:00"):
+        await s.service.redeliver_missed("we_1", **WINDOW)
+    assert s.pending() == []
+    later = await s.service.redeliver_missed("we_1", since=horizon, until=WINDOW["until"])
+    assert (later.queued, s.pending()) == (1, ["ev_090"])
+    assert (await s.service.redeliver_missed("we_1", dead=True)).requeued == 0
+
+
 async def test_only_the_types_the_endpoint_takes_and_asked_for_are_queued():
     outbox = [
         published(1, "PlanCreated"),

@@ -241,6 +241,11 @@ class WebhookRepository(Protocol):
         endpoint is dead. Unpublished events are left to the fan-out."""
         ...
 
+    async def delivered_pruned_before(self) -> datetime | None:
+        """Where `payorch prune` deleted delivered deliveries up to (None: it deleted
+        none): an event before it may have been delivered with no delivery left."""
+        ...
+
     async def add_deliveries(self, deliveries: Sequence[WebhookDelivery]) -> None: ...
 
     async def abandon_stranded(self) -> int:

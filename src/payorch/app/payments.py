@@ -26,7 +26,7 @@ from payorch.app.ports import (
     UnitOfWork,
     UnitOfWorkFactory,
 )
-from payorch.app.router import Deadline, Router
+from payorch.app.router import RUN_LIMIT_S, Deadline, Router
 from payorch.app.settlement import LOOKUP_TIMEOUT_S, MAX_REFUND_SENDS, Settlement
 from payorch.domain.merchant_config import MerchantConfig
 from payorch.domain.payment import (
@@ -63,6 +63,19 @@ STALE_PROCESSING = timedelta(minutes=5)
 # work on it is held to RUN_LIMIT_S, and the rest, as for STALE_PROCESSING, covers the
 # database's writes and clocks apart between replicas.
 RECONCILE_LEASE = STALE_PROCESSING
+
+
+def longest_settle_s(call_timeout_s: float) -> float:
+    """A capture or void at its longest: two tries, each looked up after it fails
+    (Settlement._settle), at the processor calls' timeout and the lookups'."""
+    return 2 * (call_timeout_s + LOOKUP_TIMEOUT_S)
+
+
+# The longest processor call timeout under which a capture or void still fits in a run
+# (RUN_LIMIT_S): past it every capture and void would be owed, made by the reconciler,
+# so a process refuses to start with one (bootstrap.check_times).
+MAX_CALL_TIMEOUT_S = RUN_LIMIT_S / 2 - LOOKUP_TIMEOUT_S
+
 # How many times a change to a payment is made again on what another call saved
 # meanwhile, before the caller is told to retry (ABORTED).
 CHANGE_TRIES = 3
@@ -492,11 +505,10 @@ class PaymentService:
 
     def _settle_fits(self, run: Deadline | None) -> bool:
         """Whether a capture or void started now ends inside the run's limit at the
-        longest: two tries, each looked up after it fails (Settlement._settle), at the
-        processor calls' timeout and the lookups'. One that may not is owed instead, made
-        by the reconciler, so that a run never outlasts RUN_LIMIT_S: the reconciler takes
-        a payment left PROCESSING longer than STALE_PROCESSING for an interrupted one."""
-        longest = 2 * (self._router.call_timeout_s + LOOKUP_TIMEOUT_S)
+        longest (longest_settle_s). One that may not is owed instead, made by the
+        reconciler, so that a run never outlasts RUN_LIMIT_S: the reconciler takes a
+        payment left PROCESSING longer than STALE_PROCESSING for an interrupted one."""
+        longest = longest_settle_s(self._router.call_timeout_s)
         return run is None or run.leaves_run_time(self._clock, longest)
 
     async def _release(
@@ -1090,12 +1102,8 @@ class PaymentService:
         settled = 0
         waiting: dict[str, list[str]] = {}
         for payment in due:
-            run: Deadline | None = Deadline.for_run(self._clock, None)
-            if not self._settle_fits(run):
-                # Calls so slow (PAYORCH_CALL_TIMEOUT_S over 50 s) that no capture or void
-                # fits in a run: held to it, an owed one would never be made.
-                run = None
-            if not await self._take(payment):
+            taken, run = await self._take(payment)
+            if not taken:
                 continue  # another reconciler took it (or a call changed it) since
             for name in self._router.unconfigured(payment):
                 waiting.setdefault(name, []).append(payment.id)
@@ -1106,14 +1114,35 @@ class PaymentService:
             self._observe.processor_not_configured(name, payment_ids)
         return settled
 
-    async def _take(self, payment: Payment) -> bool:
+    async def _take(self, payment: Payment) -> tuple[bool, Deadline | None]:
         """Take `payment` for this reconciler (PaymentRepository.claim) until
-        RECONCILE_LEASE from now. Left unsaved (the pass dies, or its save loses), it is
-        due again then. Saved, it is due as its save says."""
+        RECONCILE_LEASE from now, and the run its work is held to. Left unsaved (the pass
+        dies, or its save loses), it is due again then. Saved, it is due as its save
+        says. A payment PROCESSING is stored as touched now: its run goes on here, so
+        nothing else takes it for interrupted (run_interrupted) before the claim ends."""
+        run: Deadline | None = Deadline.for_run(self._clock, None)
+        if not self._settle_fits(run):
+            # Calls so slow (PAYORCH_CALL_TIMEOUT_S over 50 s, refused at start) that no
+            # capture or void fits in a run: held to it, an owed one would never be made.
+            run = None
+        now = self._clock.now()
+        touched = now if payment.status is PaymentStatus.PROCESSING else None
         async with self._uow() as uow:
-            taken = await uow.payments.claim(payment, self._clock.now() + RECONCILE_LEASE)
+            taken = await uow.payments.claim(payment, now + RECONCILE_LEASE, touched=touched)
             await uow.commit()
-        return taken
+        return taken, run
+
+    async def reconcile_claimed(self, payment: Payment, via: Via) -> bool:
+        """`reconcile` under the reconciler's claim (PaymentService._take), held to the
+        run's limit as a pass is: a processor's event about a payment its server left
+        PROCESSING. PaymentInProgress when a reconciler's pass (or another event) holds
+        it, or changed it since it was read: the event is to be sent again."""
+        taken, run = await self._take(payment)
+        if not taken:
+            raise PaymentInProgress(
+                f"payment {payment.id!r} is being reconciled: its steps are being looked up"
+            )
+        return await self.reconcile(payment, via, run=run)
 
     def _look_again(self, payment: Payment, now: datetime, run: Deadline | None) -> None:
         """What the pass left open: on the back-off when its calls could not tell, at the
@@ -1460,7 +1489,9 @@ class ProcessorEvents:
                 # A split goes on from that step as ConfirmPayment or the reconciler would.
                 went_on = await self._payments.go_on(payment, customer_acted=customer_acted)
                 return "applied" if went_on or not resumed else "ignored"
-            settled = await self._payments.reconcile(payment, Via.WEBHOOK)
+            # Its server left it PROCESSING: looked up under the reconciler's claim, so
+            # a pass (or another event) does not look it up and make its calls as well.
+            settled = await self._payments.reconcile_claimed(payment, Via.WEBHOOK)
         except BaseException:  # a failure, or the server stopping (cancelled) mid-way
             await self._forget(event.event_id)
             raise

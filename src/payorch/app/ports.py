@@ -210,11 +210,15 @@ class PaymentRepository(Protocol):
         lookup that could not tell (`next_reconcile_at` still to come), oldest first."""
         ...
 
-    async def claim(self, payment: Payment, until: datetime) -> bool:
+    async def claim(
+        self, payment: Payment, until: datetime, *, touched: datetime | None = None
+    ) -> bool:
         """Take `payment` for one reconciler until `until`: its `next_reconcile_at` set
         to it, so no other reconciler's list_unresolved lists it meanwhile, and its
         version moved on, only if it is still the version read. False when another call
-        saved it since (another reconciler took it first): the caller leaves it alone."""
+        saved it since (another reconciler took it first): the caller leaves it alone.
+        `touched`: stored as its `updated_at` too (a payment PROCESSING, whose run the
+        claim goes on with: not interrupted again until STALE_PROCESSING on)."""
         ...
 
 

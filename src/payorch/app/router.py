@@ -21,6 +21,7 @@ from datetime import datetime
 
 from payorch.app.health import Choice, HealthTracker
 from payorch.app.ports import ChargeRequest, Clock, Processor
+from payorch.app.processor_errors import raised_answer
 from payorch.app.stalls import StallWatch
 from payorch.domain.classification import (
     classify,
@@ -443,7 +444,10 @@ class Router:
                 response = await processor.cancel(step.processor_payment_id, key)
             else:
                 response = await processor.authorize(request)
-        except BaseException:
+        except Exception as exc:
+            # An adapter that raised instead of answering: its outcome is unknown.
+            response = raised_answer(name, operation, exc)
+        except BaseException:  # cancelled: the server stopping, the caller gone
             self.health.abandon(name, probe=probe, started=t0)
             raise
         t1 = self.clock.monotonic()

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 
 from payorch.app.health import HealthTracker
 from payorch.app.ports import Clock, Processor
+from payorch.app.processor_errors import raised_answer
 from payorch.app.router import charge_request
 from payorch.app.stalls import StallWatch
 from payorch.domain.classification import classify, classify_lookup
@@ -110,7 +111,9 @@ class Settlement:
         probe = self._admitted(step, deferred)
         if probe is None:
             return None
-        answer = await self._timed(step, call(processor), lookup=False, probe=probe)
+        answer = await self._timed(
+            step, call(processor), lookup=False, probe=probe, operation=operation
+        )
         return self._record(payment, step, operation, key, answer), answer.response
 
     def _admitted(self, step: Step, deferred: set[str] | None) -> bool | None:
@@ -236,7 +239,13 @@ class Settlement:
         return kind
 
     async def _timed(
-        self, step: Step, call: Awaitable[ProcessorResponse], *, lookup: bool, probe: bool
+        self,
+        step: Step,
+        call: Awaitable[ProcessorResponse],
+        *,
+        lookup: bool,
+        probe: bool,
+        operation: str = "lookup",
     ) -> _Answer:
         """The call to the step's processor, timed and judged in its health as the
         router's calls are: an infrastructure failure (5xx, 429, timeout) counts against
@@ -246,7 +255,10 @@ class Settlement:
         started, t0 = self._clock.now(), self._clock.monotonic()
         try:
             response = await call
-        except BaseException:
+        except Exception as exc:
+            # An adapter that raised instead of answering: its outcome is unknown.
+            response = raised_answer(step.processor, operation, exc)
+        except BaseException:  # cancelled: the server stopping, the caller gone
             if self._health is not None:
                 self._health.abandon(step.processor, probe=probe, started=t0)
             raise
@@ -376,7 +388,10 @@ class Settlement:
         processor = self._processors.get(processor_name)
         if processor is None:
             return ChargeRefunds(ProcessorResponse(ResponseKind.NOT_FOUND))
-        return await processor.refunds(processor_payment_id)
+        try:
+            return await processor.refunds(processor_payment_id)
+        except Exception as exc:  # an adapter that raised: nothing known of the refunds
+            return ChargeRefunds(raised_answer(processor_name, "refunds", exc))
 
     def record_refunds(self, payment: Payment, step: Step, found: ChargeRefunds) -> bool:
         """Record on the step what the processor holds about its refunds and payorch

@@ -405,8 +405,17 @@ class WebhookEndpoints:
         names = redelivery_names(since, until, dead, types)
         async with self._uow() as uow:
             endpoint = await uow.webhooks.get_endpoint(endpoint_id, None)
+            pruned = await uow.webhooks.delivered_pruned_before()
         if endpoint is None:
             raise EndpointNotFound(endpoint_id)
+        if since is not None and pruned is not None and since < pruned:
+            # An event whose delivered delivery was pruned reads as never given: it
+            # would be sent again. What was dead-lettered then is redelivered by `dead`.
+            raise InvalidRedelivery(
+                f"deliveries delivered before {pruned.isoformat()} were pruned (payorch"
+                " prune): events before then would be sent again even if delivered;"
+                f" give a window from {pruned.isoformat()} on"
+            )
         done = BulkRedelivery(endpoint.id, endpoint.merchant_id, dry_run)
         _refuse_unless_enabled(endpoint, done)
         unsubscribed = [t for t in types if not endpoint.wants(t)]

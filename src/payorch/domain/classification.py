@@ -153,8 +153,16 @@ CALLER_ERRORS: dict[tuple[str, str], Classification] = {
     ("", "currency"): _hard(ErrorCode.CURRENCY_NOT_SUPPORTED),
 }
 
+# A processor adapter that raised instead of answering (payorch.app.processor_errors):
+# its request may have reached the processor, so the outcome is unknown. Not retried at
+# once (the adapter would most likely raise again): the reconciler looks it up.
+ADAPTER_ERROR = "adapter_error"
+
 # Error `type`s, when neither the decline code nor the code decided.
 ERROR_TYPES: dict[str, Classification] = {
+    ADAPTER_ERROR: Classification(
+        Outcome.UNKNOWN, ErrorCode.UNKNOWN_OUTCOME, retry_now=False, retry_later=False
+    ),
     "api_error": _soft(ErrorCode.PROCESSOR_ERROR),
     "invalid_request_error": _hard(ErrorCode.INVALID_REQUEST, ours=True),
     # Our API key refused (revoked, rolled): nothing was processed. The same key is
@@ -232,9 +240,12 @@ def classify(response: ProcessorResponse) -> Classification:
     found = _classify(response)
     if found.outcome is Outcome.UNKNOWN and response.charge_not_sent:
         # Unknown is "may have charged": not so when nothing able to charge was sent.
-        return Classification(
-            Outcome.SOFT, found.error_code, retry_now=found.retry_now, retry_later=True
-        )
+        # (An adapter that raised before its charge went out: the processor's failure,
+        # known, not an unknown outcome.)
+        code = found.error_code
+        if code is ErrorCode.UNKNOWN_OUTCOME:
+            code = ErrorCode.PROCESSOR_ERROR
+        return Classification(Outcome.SOFT, code, retry_now=found.retry_now, retry_later=True)
     return found
 
 

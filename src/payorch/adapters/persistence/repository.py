@@ -490,18 +490,25 @@ class SqlAlchemyPaymentRepository:
             .limit(limit)
         )
 
-    async def claim(self, payment: Payment, until: datetime) -> bool:
+    async def claim(
+        self, payment: Payment, until: datetime, *, touched: datetime | None = None
+    ) -> bool:
         # Conditional on the version read: of two reconcilers that listed the payment,
         # the second's update waits for the first's row lock (PostgreSQL) or its write
         # (SQLite), then matches no row.
+        values: dict[str, Any] = {"version": payment.version + 1, "next_reconcile_at": until}
+        if touched is not None:
+            values["updated_at"] = touched
         result = await self._conn.execute(
             update(payments)
             .where(payments.c.id == payment.id, payments.c.version == payment.version)
-            .values(version=payment.version + 1, next_reconcile_at=until)
+            .values(**values)
         )
         if result.rowcount != 1:
             return False
         payment.version += 1
+        if touched is not None:
+            payment.updated_at = touched
         return True
 
     async def _load(self, query: Any) -> builtins.list[Payment]:

@@ -4,7 +4,9 @@ Only webhook deliveries that are over: delivered, or dead-lettered, for longer t
 retention. Payments, steps, attempts, refunds and events are the record of money and
 are never deleted; a pending delivery is still owed to its receiver. The outbox event a
 delivery was made from stays (its `published_at` keeps it from being fanned out again),
-so a receiver's copy can still be told from the event. Deleted in batches, each its own
+so a receiver's copy can still be told from the event; where delivered ones were pruned
+up to is kept (`webhook_retention`), so a bulk redelivery does not take their events for
+never given (WebhookEndpoints.redeliver_missed). Deleted in batches, each its own
 short transaction, so neither PostgreSQL nor SQLite holds a lock for long
 (docs/operations.md, Retention).
 """
@@ -13,10 +15,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, and_, delete, func, or_, select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import ColumnElement, and_, delete, func, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from payorch.adapters.persistence.tables import webhook_deliveries
+from payorch.adapters.persistence.tables import webhook_deliveries, webhook_retention
 from payorch.domain.webhook_delivery import DeliveryStatus
 
 # The least retention `payorch prune` takes: a dead delivery stays on the dead-letter
@@ -49,6 +51,9 @@ async def prune_webhook_deliveries(
         async with engine.connect() as conn:
             counted = await conn.scalar(select(func.count()).select_from(_d).where(_over(before)))
             return int(counted or 0)
+    async with engine.begin() as conn:
+        # Kept before any is deleted: a prune that dies half-way leaves it said.
+        await record_delivered_pruned(conn, before)
     deleted = 0
     while True:
         async with engine.begin() as conn:
@@ -58,3 +63,22 @@ async def prune_webhook_deliveries(
             # Still over when deleted: a redelivery made meanwhile made it pending again.
             done = await conn.execute(delete(_d).where(_d.c.id.in_(ids), _over(before)))
         deleted += done.rowcount
+
+
+async def record_delivered_pruned(conn: AsyncConnection, before: datetime) -> None:
+    """Keep `before` as where delivered deliveries were pruned up to, when one is over
+    and it is later than the horizon kept (it only moves on)."""
+    r = webhook_retention
+    over = select(_d.c.id).where(_d.c.status == _DELIVERED, _d.c.delivered_at < before)
+    if await conn.scalar(over.limit(1)) is None:
+        return
+    moved = await conn.execute(
+        update(r)
+        .where(
+            r.c.id == 1,
+            or_(r.c.delivered_pruned_before.is_(None), r.c.delivered_pruned_before < before),
+        )
+        .values(delivered_pruned_before=before)
+    )
+    if moved.rowcount == 0 and await conn.scalar(select(r.c.id).where(r.c.id == 1)) is None:
+        await conn.execute(insert(r).values(id=1, delivered_pruned_before=before))

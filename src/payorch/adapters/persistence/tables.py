@@ -419,6 +419,16 @@ webhook_deliveries = Table(
     Index(None, "merchant_id", "created_at", "id"),
 )
 
+# Migration 0112: one row (id 1, none until a prune deletes a delivered delivery), where
+# `payorch prune` deleted delivered deliveries up to. A bulk redelivery's window may not reach before it: an event
+# whose delivery was pruned would read as never given, and be sent again.
+webhook_retention = Table(
+    "webhook_retention",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("delivered_pruned_before", UTCDateTime, nullable=True),
+)
+
 # -- observability (migration 0201) ------------------------------------------------------
 # What merchants tell us went wrong; the retrospective sets them against the violations.
 merchant_complaints = Table(

@@ -17,6 +17,7 @@ from payorch.adapters.persistence.tables import (
     payments,
     webhook_deliveries,
     webhook_endpoints,
+    webhook_retention,
 )
 from payorch.app.ids import new_id
 from payorch.app.installment_ports import (
@@ -499,6 +500,10 @@ class SqlAlchemyWebhookRepository:
             )
             for e in page
         ]
+
+    async def delivered_pruned_before(self) -> datetime | None:
+        r = webhook_retention
+        return await self._conn.scalar(select(r.c.delivered_pruned_before).where(r.c.id == 1))
 
     async def add_deliveries(self, deliveries: Sequence[WebhookDelivery]) -> None:
         if deliveries:

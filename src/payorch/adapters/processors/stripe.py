@@ -40,6 +40,7 @@ import stripe
 
 from payorch.adapters.clock import SystemClock
 from payorch.app.ports import ChargeRequest, Clock
+from payorch.app.processor_errors import raised_answer
 from payorch.domain.money import EXPONENTS
 from payorch.domain.request import processor_metadata
 from payorch.domain.results import ChargeRefunds, ProcessorRefund, ProcessorResponse, ResponseKind
@@ -266,6 +267,10 @@ class StripeProcessor:
                 # and moves past it, to the next create key: a new request.
                 answer = dataclasses.replace(answer, should_retry=None)
             return answer
+        except Exception as exc:
+            # Raised instead of answering (a bug, an answer it could not read), but before
+            # any confirm went out: nothing was charged by this call.
+            return raised_answer(self.name, "PaymentIntent create", exc, charge_not_sent=True)
 
         # The payment method again: after a decline Stripe detaches it from the intent,
         # and the next generation confirms the same PaymentIntent.
