@@ -16,6 +16,8 @@ import sqlite3
 import asyncpg
 from sqlalchemy import exc as sa_exc
 
+from payorch.adapters.persistence.engine import DatabaseRefused
+
 # The server went away, is starting or shutting down, or takes no more connections.
 _POSTGRES_GONE = (
     asyncpg.PostgresConnectionError,  # class 08, ConnectionDoesNotExistError included
@@ -23,6 +25,11 @@ _POSTGRES_GONE = (
     asyncpg.exceptions.CrashShutdownError,
     asyncpg.exceptions.CannotConnectNowError,
     asyncpg.exceptions.TooManyConnectionsError,
+    # A new connection refused while serving: the database dropped or renamed, the
+    # role's password changed, pg_hba.conf edited (the payment writer's own pool
+    # raises these bare; the engine's raises DatabaseRefused, below).
+    asyncpg.InvalidCatalogNameError,
+    asyncpg.InvalidAuthorizationSpecificationError,
 )
 _NETWORK_ERRNOS = frozenset({errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN})
 # SQLite's file cannot be used: held past the busy timeout, or the disk failed.
@@ -59,6 +66,11 @@ def _unreachable(e: BaseException) -> bool:
     if isinstance(e, sa_exc.TimeoutError):  # no pooled connection came free in time
         return True
     if isinstance(e, (ConnectionError, TimeoutError, socket.gaierror, *_POSTGRES_GONE)):
+        return True
+    # Refused a new connection while serving (the database dropped or renamed, the
+    # role's password changed, pg_hba.conf edited): at start it stops the process,
+    # later it is an outage like any other, not a fault in the call.
+    if isinstance(e, DatabaseRefused):
         return True
     if isinstance(e, OSError) and e.errno in _NETWORK_ERRNOS:
         return True
