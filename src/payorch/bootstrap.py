@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from payorch.adapters.clock import SystemClock
 from payorch.adapters.metrics import PrometheusHealthObserver, default_metrics
 from payorch.adapters.persistence.api_keys import SqlAlchemyApiKeyStore
-from payorch.adapters.persistence.availability import storage_unreachable
+from payorch.adapters.persistence.availability import database_probe, storage_unreachable
 from payorch.adapters.persistence.engine import create_engine, migrate
 from payorch.adapters.persistence.merchant_configs import SqlAlchemyMerchantConfigStore
 from payorch.adapters.persistence.unit_of_work import SqlAlchemyUnitOfWorkFactory
@@ -25,6 +25,7 @@ from payorch.adapters.processors.simulated import (
 )
 from payorch.adapters.tracing import InvalidTracingConfig, check_exporter
 from payorch.app.auth import Authenticator
+from payorch.app.database_readiness import DatabaseReadiness
 from payorch.app.health import HealthTracker
 from payorch.app.installments import ConfiguredInstallmentPolicies
 from payorch.app.merchant_configs import MerchantConfigs
@@ -71,6 +72,8 @@ class Container:
     processor_events: ProcessorEvents
     health: HealthTracker
     stalls: StallWatch
+    # Whether the database answers; `payorch serve` probes it (readiness follows it).
+    database: DatabaseReadiness
     simulated: dict[str, SimulatedProcessor] = field(default_factory=dict)
     # `payorch serve`'s TLS files, checked before the database was opened.
     tls: TlsFiles | None = None
@@ -144,6 +147,22 @@ def check_times(settings: Settings) -> None:
         ("PAYORCH_CONFIG_CACHE_S", settings.config_cache_s, 0.0, MAX_CACHE_S, " (0: not cached)"),
         ("PAYORCH_SHUTDOWN_DRAIN_S", settings.shutdown_drain_s, 0.0, MAX_STOP_S, ""),
         ("PAYORCH_GRACE_PERIOD_S", settings.grace_period_s, 0.0, MAX_STOP_S, ""),
+        # Over a minute an outage is noticed a minute late (under a tenth of a second,
+        # below, the probe is most of what the database does for an idle replica).
+        (
+            "PAYORCH_DATABASE_PROBE_INTERVAL_S",
+            settings.database_probe_interval_s,
+            0.0,
+            60.0,
+            " (0: readiness does not follow the database)",
+        ),
+        (
+            "PAYORCH_DATABASE_PROBE_TIMEOUT_S",
+            settings.database_probe_timeout_s,
+            MIN_INTERVAL_S,
+            60.0,
+            "",
+        ),
         # Beyond these a processor call times out at once, or holds its payment an hour.
         ("PAYORCH_CALL_TIMEOUT_S", settings.call_timeout_s, 0.001, MAX_STOP_S, ""),
         # Under a second, passes run back to back and hold the database.
@@ -190,6 +209,11 @@ def check_times(settings: Settings) -> None:
     ):
         if not low <= value <= high:
             raise InvalidSettings(f"{var} must be {low:g}..{high:g} seconds{note}, not {value}")
+    if 0 < settings.database_probe_interval_s < MIN_INTERVAL_S:
+        raise InvalidSettings(
+            f"PAYORCH_DATABASE_PROBE_INTERVAL_S must be 0 (off) or {MIN_INTERVAL_S:g}..60"
+            f" seconds, not {settings.database_probe_interval_s}"
+        )
 
 
 # The most PAYORCH_MAX_CONCURRENT_RPCS may be. Its default, 2,000, is twice the
@@ -439,6 +463,17 @@ def check_settings(settings: Settings, *, charging: bool = True) -> HealthPolicy
     return health_policy(settings)
 
 
+def database_readiness(settings: Settings, clock: Clock, engine: AsyncEngine) -> DatabaseReadiness:
+    readiness = DatabaseReadiness(
+        database_probe(engine),
+        clock,
+        interval_s=settings.database_probe_interval_s,
+        timeout_s=settings.database_probe_timeout_s,
+    )
+    readiness.add_observer(lambda up: default_metrics().database_up.set(1 if up else 0))
+    return readiness
+
+
 async def bootstrap(
     settings: Settings,
     *,
@@ -505,6 +540,7 @@ async def bootstrap(
         processor_events=ProcessorEvents(uow, payments, clock),
         health=health,
         stalls=stalls,
+        database=database_readiness(settings, clock, engine),
         simulated=simulated,
         tls=tls,
     )

@@ -45,6 +45,10 @@ class Settings:
     # On SIGTERM/SIGINT: health NOT_SERVING and /readyz 503 this long while calls are
     # still taken, so load balancers polling health stop routing here before it closes.
     shutdown_drain_s: float = 0.0
+    # Readiness follows the database (docs/observability.md, Readiness): a SELECT 1
+    # this often, each given this long; two failed in a row make the replica not ready.
+    database_probe_interval_s: float = 2.0
+    database_probe_timeout_s: float = 2.0
     auth_cache_s: float = 5.0
     # Merchant configs are read from memory this long; other replicas see a change after it.
     config_cache_s: float = 5.0

@@ -143,11 +143,12 @@ async def run(settings: Settings) -> None:
     stopping = asyncio.Event()
     try:
         await server.start()
-        await mark_serving(health_servicer, container.health)
+        await mark_serving(health_servicer, container.health, container.database)
         app = build_app(
             stripe_events=container.processor_events,
             stripe_webhook_secret=settings.stripe_webhook_secret,
             ready=lambda: not stopping.is_set(),
+            database_up=lambda: container.database.up,
         )
         runner, http_port = await start_http(app, settings.http_host, settings.http_port)
     except BaseException:
@@ -168,6 +169,7 @@ async def run(settings: Settings) -> None:
     jobs = [
         asyncio.create_task(reconcile_forever(container, settings.reconcile_interval_s)),
         asyncio.create_task(refresh_health_forever(container)),
+        asyncio.create_task(container.database.run()),
     ]
     locks = contextlib.ExitStack()
     claiming = serve_jobs(container, settings, locks, stopping)

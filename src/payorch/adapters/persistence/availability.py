@@ -12,9 +12,12 @@ from __future__ import annotations
 import errno
 import socket
 import sqlite3
+from collections.abc import Awaitable, Callable
 
 import asyncpg
 from sqlalchemy import exc as sa_exc
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from payorch.adapters.persistence.engine import DatabaseRefused
 
@@ -35,6 +38,20 @@ _NETWORK_ERRNOS = frozenset({errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDO
 # SQLite's file cannot be used: held past the busy timeout, or the disk failed.
 _SQLITE_UNUSABLE = ("database is locked", "unable to open database file", "disk i/o error")
 _DEPTH = 8
+
+
+def database_probe(engine: AsyncEngine) -> Callable[[], Awaitable[None]]:
+    """`SELECT 1` on a connection of the engine's pool (app/database_readiness.py): it
+    answers only when a connection can be had and the server runs queries, which is
+    what every call needs. On PostgreSQL the checkout's pre-ping replaces a dead
+    pooled connection first, so a database that came back is seen at once."""
+    select_1 = text("SELECT 1")
+
+    async def probe() -> None:
+        async with engine.connect() as connection:
+            await connection.execute(select_1)
+
+    return probe
 
 
 def storage_unreachable(exc: BaseException) -> bool:

@@ -23,13 +23,15 @@ def build_app(
     stripe_webhook_secret: str = "",
     clock: Clock | None = None,
     ready: Callable[[], bool] = lambda: True,
+    database_up: Callable[[], bool] = lambda: True,
 ) -> web.Application:
     """`clock` judges how fresh a Stripe signature is. Stripe signs with the wall clock,
     so it is the system's even when the service's own clock is shifted for a demo.
 
     `/healthz` is liveness: 200 while the process answers. `/readyz` is readiness: 503
-    once `ready()` is False (the server stopping or draining, as gRPC health says
-    NOT_SERVING then), so a load balancer sends this replica no new calls."""
+    once `ready()` is False (the server stopping or draining) or `database_up()` is
+    (the database does not answer its probes), as gRPC health says NOT_SERVING then,
+    so a load balancer sends this replica no new calls."""
     app = web.Application(client_max_size=MAX_BODY_BYTES)
 
     async def metrics(_request: web.Request) -> web.Response:
@@ -41,9 +43,11 @@ def build_app(
         return web.json_response({"status": "ok"})
 
     async def readyz(_request: web.Request) -> web.Response:
-        if ready():
-            return web.json_response({"status": "ready"})
-        return web.json_response({"status": "shutting down"}, status=503)
+        if not ready():
+            return web.json_response({"status": "shutting down"}, status=503)
+        if not database_up():
+            return web.json_response({"status": "database unreachable"}, status=503)
+        return web.json_response({"status": "ready"})
 
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
