@@ -359,6 +359,23 @@ def _parsed(var: str, path: str, parse: Callable[[bytes], T]) -> tuple[bytes, T]
         raise InvalidSettings(f"{var}: {exc}") from None
 
 
+# A bearer token a scrape sends in a header: visible ASCII, no space.
+MIN_METRICS_TOKEN_LEN = 16
+
+
+def check_metrics_token(settings: Settings) -> None:
+    """Refuse a metrics token that is short enough to guess, or that no header can
+    carry. The message never quotes it."""
+    token = settings.metrics_token
+    if not token:
+        return
+    if len(token) < MIN_METRICS_TOKEN_LEN or not all("!" <= c <= "~" for c in token):
+        raise InvalidSettings(
+            f"PAYORCH_METRICS_TOKEN (or _FILE) must be at least {MIN_METRICS_TOKEN_LEN}"
+            " visible ASCII characters, no spaces (e.g. `openssl rand -hex 32`)"
+        )
+
+
 def check_tracing(settings: Settings) -> None:
     """An exporter that is none, or not installed, was a traceback after migrating."""
     try:
@@ -460,6 +477,7 @@ def check_settings(settings: Settings, *, charging: bool = True) -> HealthPolicy
     check_limits(settings)
     check_tls(settings)
     check_tracing(settings)
+    check_metrics_token(settings)
     return health_policy(settings)
 
 

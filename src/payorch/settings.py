@@ -22,7 +22,7 @@ class InvalidSettings(ValueError):
 
 
 # Read from PAYORCH_<NAME> or from the file named by PAYORCH_<NAME>_FILE; never printed.
-SECRETS = ("stripe_api_key", "stripe_webhook_secret")
+SECRETS = ("stripe_api_key", "stripe_webhook_secret", "metrics_token")
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,9 @@ class Settings:
     database_url: str = "sqlite:///payorch.db"
     http_port: int = 9464
     http_host: str = "127.0.0.1"
+    # When set, GET /metrics needs `Authorization: Bearer <token>` (Prometheus's
+    # `authorization.credentials_file`); /healthz, /readyz and Stripe's webhooks do not.
+    metrics_token: str = field(default="", repr=False)
     # Simulated processors, comma separated, each with its own faults:
     # "simulated" or "sim_a,sim_b"; faults via simulate / simulate_<name>.
     processors: str = "simulated"

@@ -12,7 +12,7 @@ from pathlib import Path
 from payorch.app.auth import Scope, hash_key
 from payorch.bootstrap import Container, bootstrap
 from payorch.entrypoints.grpc.server import create_server, mark_serving
-from payorch.entrypoints.http.app import build_app, start_http
+from payorch.entrypoints.http.app import build_app, start_http, warn_if_metrics_open
 from payorch.entrypoints.installments_cli import serve_jobs
 from payorch.entrypoints.logs import configure
 from payorch.entrypoints.runtime import serving_address, tune_gc
@@ -149,8 +149,10 @@ async def run(settings: Settings) -> None:
             stripe_webhook_secret=settings.stripe_webhook_secret,
             ready=lambda: not stopping.is_set(),
             database_up=lambda: container.database.up,
+            metrics_token=settings.metrics_token,
         )
         runner, http_port = await start_http(app, settings.http_host, settings.http_port)
+        warn_if_metrics_open(settings.http_host, settings.metrics_token)
     except BaseException:
         # Stopped here, not left running into the closing event loop.
         await server.stop(None)
