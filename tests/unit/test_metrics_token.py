@@ -52,6 +52,8 @@ async def test_metrics_with_a_token_set_answers_the_scrape_that_sends_it():
         answer = await client.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
         assert answer.status == 200
         assert "payorch_example_total 1.0" in await answer.text()
+        lower = await client.get("/metrics", headers={"Authorization": f"bearer {TOKEN}"})
+        assert lower.status == 200, "the scheme is case-insensitive"
         # Probes and Stripe's webhooks (signed on their own) take no token.
         assert (await client.get("/healthz")).status == 200
         assert (await client.get("/readyz")).status == 200

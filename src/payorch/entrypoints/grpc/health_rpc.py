@@ -143,7 +143,7 @@ class GrpcHealthReporter:
     NOT_SERVING while no processor can take payments (every breaker open: the
     processor tracker's observer). While the database does not answer
     (`database_changed`) every service is NOT_SERVING, the server-wide `""` included:
-    nothing is served without it, not even a caller's key checked."""
+    every service stores or reads what it answers there."""
 
     def __init__(
         self,

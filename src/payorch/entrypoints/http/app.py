@@ -42,12 +42,16 @@ def build_app(
     (`Authorization: Bearer <token>`), 401 otherwise; the probes and Stripe's webhooks
     (signed on their own) stay open."""
     app = web.Application(client_max_size=MAX_BODY_BYTES)
-    expected = f"Bearer {metrics_token}".encode() if metrics_token else b""
+    expected = metrics_token.encode()
 
     async def metrics(request: web.Request) -> web.Response:
-        # Compared in constant time, as bytes (compare_digest takes only ASCII str).
-        sent = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
-        if expected and not hmac.compare_digest(sent, expected):
+        # The scheme is case-insensitive (RFC 6750); the token is compared in constant
+        # time, as bytes (compare_digest takes only ASCII str).
+        scheme, _, sent = request.headers.get("Authorization", "").partition(" ")
+        if expected and not (
+            scheme.lower() == "bearer"
+            and hmac.compare_digest(sent.encode("utf-8", "surrogateescape"), expected)
+        ):
             return web.json_response(
                 {"status": "unauthorized: send Authorization: Bearer <PAYORCH_METRICS_TOKEN>"},
                 status=401,
