@@ -40,6 +40,17 @@ def require_postgres() -> str:
     return POSTGRES_URL
 
 
+async def as_postgres_admin(sql: str) -> None:
+    """Run `sql` on the configured server's admin database (CREATE/DROP DATABASE)."""
+    import asyncpg
+
+    conn = await asyncpg.connect(_postgres_admin(require_postgres()))
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
 @pytest.fixture(scope="session")
 def postgres_database() -> Iterator[str]:
     """A fresh database on the configured server for this test session, dropped after."""

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from payorch.adapters.clock import SystemClock
 from payorch.adapters.metrics import PrometheusHealthObserver, default_metrics
 from payorch.adapters.persistence.api_keys import SqlAlchemyApiKeyStore
-from payorch.adapters.persistence.availability import storage_unreachable
+from payorch.adapters.persistence.availability import database_probe, storage_unreachable
 from payorch.adapters.persistence.engine import create_engine, migrate
 from payorch.adapters.persistence.merchant_configs import SqlAlchemyMerchantConfigStore
 from payorch.adapters.persistence.unit_of_work import SqlAlchemyUnitOfWorkFactory
@@ -25,6 +25,7 @@ from payorch.adapters.processors.simulated import (
 )
 from payorch.adapters.tracing import InvalidTracingConfig, check_exporter
 from payorch.app.auth import Authenticator
+from payorch.app.database_readiness import DatabaseReadiness
 from payorch.app.health import HealthTracker
 from payorch.app.installments import ConfiguredInstallmentPolicies
 from payorch.app.merchant_configs import MerchantConfigs
@@ -76,6 +77,8 @@ class Container:
     processor_events: ProcessorEvents
     health: HealthTracker
     stalls: StallWatch
+    # Whether the database answers; `payorch serve` probes it (readiness follows it).
+    database: DatabaseReadiness
     simulated: dict[str, SimulatedProcessor] = field(default_factory=dict)
     # `payorch serve`'s TLS files, checked before the database was opened.
     tls: TlsFiles | None = None
@@ -149,6 +152,22 @@ def check_times(settings: Settings) -> None:
         ("PAYORCH_CONFIG_CACHE_S", settings.config_cache_s, 0.0, MAX_CACHE_S, " (0: not cached)"),
         ("PAYORCH_SHUTDOWN_DRAIN_S", settings.shutdown_drain_s, 0.0, MAX_STOP_S, ""),
         ("PAYORCH_GRACE_PERIOD_S", settings.grace_period_s, 0.0, MAX_STOP_S, ""),
+        # Over a minute an outage is noticed a minute late (under a tenth of a second,
+        # below, the probe is most of what the database does for an idle replica).
+        (
+            "PAYORCH_DATABASE_PROBE_INTERVAL_S",
+            settings.database_probe_interval_s,
+            0.0,
+            60.0,
+            " (0: readiness does not follow the database)",
+        ),
+        (
+            "PAYORCH_DATABASE_PROBE_TIMEOUT_S",
+            settings.database_probe_timeout_s,
+            MIN_INTERVAL_S,
+            60.0,
+            "",
+        ),
         # Under a millisecond a processor call times out at once. Past MAX_CALL_TIMEOUT_S
         # no capture or void fits in a run's limit: every one would be left, silently,
         # to the reconciler (docs/recovery.md, How long a live run lasts).
@@ -203,6 +222,11 @@ def check_times(settings: Settings) -> None:
     ):
         if not low <= value <= high:
             raise InvalidSettings(f"{var} must be {low:g}..{high:g} seconds{note}, not {value}")
+    if 0 < settings.database_probe_interval_s < MIN_INTERVAL_S:
+        raise InvalidSettings(
+            f"PAYORCH_DATABASE_PROBE_INTERVAL_S must be 0 (off) or {MIN_INTERVAL_S:g}..60"
+            f" seconds, not {settings.database_probe_interval_s}"
+        )
 
 
 # The most PAYORCH_MAX_CONCURRENT_RPCS may be. Its default, 2,000, is twice the
@@ -348,6 +372,23 @@ def _parsed(var: str, path: str, parse: Callable[[bytes], T]) -> tuple[bytes, T]
         raise InvalidSettings(f"{var}: {exc}") from None
 
 
+# A bearer token a scrape sends in a header: visible ASCII, no space.
+MIN_METRICS_TOKEN_LEN = 16
+
+
+def check_metrics_token(settings: Settings) -> None:
+    """Refuse a metrics token that is short enough to guess, or that no header can
+    carry. The message never quotes it."""
+    token = settings.metrics_token
+    if not token:
+        return
+    if len(token) < MIN_METRICS_TOKEN_LEN or not all("!" <= c <= "~" for c in token):
+        raise InvalidSettings(
+            f"PAYORCH_METRICS_TOKEN (or _FILE) must be at least {MIN_METRICS_TOKEN_LEN}"
+            " visible ASCII characters, no spaces (e.g. `openssl rand -hex 32`)"
+        )
+
+
 def check_tracing(settings: Settings) -> None:
     """An exporter that is none, or not installed, was a traceback after migrating."""
     try:
@@ -449,7 +490,19 @@ def check_settings(settings: Settings, *, charging: bool = True) -> HealthPolicy
     check_limits(settings)
     check_tls(settings)
     check_tracing(settings)
+    check_metrics_token(settings)
     return health_policy(settings)
+
+
+def database_readiness(settings: Settings, clock: Clock, engine: AsyncEngine) -> DatabaseReadiness:
+    readiness = DatabaseReadiness(
+        database_probe(engine),
+        clock,
+        interval_s=settings.database_probe_interval_s,
+        timeout_s=settings.database_probe_timeout_s,
+    )
+    readiness.add_observer(lambda up: default_metrics().database_up.set(1 if up else 0))
+    return readiness
 
 
 async def bootstrap(
@@ -518,6 +571,7 @@ async def bootstrap(
         processor_events=ProcessorEvents(uow, payments, clock),
         health=health,
         stalls=stalls,
+        database=database_readiness(settings, clock, engine),
         simulated=simulated,
         tls=tls,
     )

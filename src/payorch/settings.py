@@ -22,7 +22,7 @@ class InvalidSettings(ValueError):
 
 
 # Read from PAYORCH_<NAME> or from the file named by PAYORCH_<NAME>_FILE; never printed.
-SECRETS = ("stripe_api_key", "stripe_webhook_secret")
+SECRETS = ("stripe_api_key", "stripe_webhook_secret", "metrics_token")
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,9 @@ class Settings:
     database_url: str = "sqlite:///payorch.db"
     http_port: int = 9464
     http_host: str = "127.0.0.1"
+    # When set, GET /metrics needs `Authorization: Bearer <token>` (Prometheus's
+    # `authorization.credentials_file`); /healthz, /readyz and Stripe's webhooks do not.
+    metrics_token: str = field(default="", repr=False)
     # Simulated processors, comma separated, each with its own faults:
     # "simulated" or "sim_a,sim_b"; faults via simulate / simulate_<name>.
     processors: str = "simulated"
@@ -45,6 +48,10 @@ class Settings:
     # On SIGTERM/SIGINT: health NOT_SERVING and /readyz 503 this long while calls are
     # still taken, so load balancers polling health stop routing here before it closes.
     shutdown_drain_s: float = 0.0
+    # Readiness follows the database (docs/observability.md, Readiness): a SELECT 1
+    # this often, each given this long; two failed in a row make the replica not ready.
+    database_probe_interval_s: float = 2.0
+    database_probe_timeout_s: float = 2.0
     auth_cache_s: float = 5.0
     # Merchant configs are read from memory this long; other replicas see a change after it.
     config_cache_s: float = 5.0

@@ -10,6 +10,8 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,6 +73,14 @@ class RunningServer:
 
     def log(self) -> str:
         return self.log_path.read_text() if self.log_path.exists() else ""
+
+    def http_status(self, path: str) -> int:
+        """The status of a GET of `path` on the HTTP port."""
+        try:
+            with urllib.request.urlopen(f"http://{self.http_address}{path}", timeout=10) as r:
+                return int(r.status)
+        except urllib.error.HTTPError as exc:
+            return exc.code
 
 
 def start_server(

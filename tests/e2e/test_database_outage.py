@@ -1,9 +1,12 @@
 """The database goes away under a running server and comes back: every call meanwhile
-is refused UNAVAILABLE (a status callers retry on), the server keeps serving, and a
-payment retried under its request_id once the database is back is charged once."""
+is refused UNAVAILABLE (a status callers retry on), the server keeps serving, readiness
+follows the database (gRPC health NOT_SERVING and /readyz 503 while it is gone, liveness
+200 throughout), and a payment retried under its request_id once the database is back
+is charged once."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from pathlib import Path
 
@@ -15,6 +18,7 @@ from sqlalchemy.engine import make_url
 from payments.orchestrator.v1 import orchestrator_pb2 as orch
 from payments.orchestrator.v1 import orchestrator_pb2_grpc as orch_grpc
 from payments.result.v1 import result_pb2
+from tests.conftest import _postgres_admin, as_postgres_admin, require_postgres
 from tests.e2e.server import create_key, start_server
 from tests.rich_status import error_reasons
 from tests.tcp_proxy import TcpProxy
@@ -29,6 +33,22 @@ def create(stub: orch_grpc.PaymentOrchestratorStub, auth: list, request_id: str)
     return stub.CreatePayment(request, metadata=auth, timeout=20).payment
 
 
+def health_becomes(channel: grpc.Channel, status: int, within_s: float = 30.0) -> None:
+    """Wait, on the server's own health stream, until the server-wide status is
+    `status` (DEADLINE_EXCEEDED if it is not within `within_s`)."""
+    updates = health_pb2_grpc.HealthStub(channel).Watch(
+        health_pb2.HealthCheckRequest(), timeout=within_s
+    )
+    for update in updates:
+        if update.status == status:
+            updates.cancel()
+            return
+
+
+# The readiness probe every 0.2 s: the outage is seen within a second.
+PROBE_EVERY = {"PAYORCH_DATABASE_PROBE_INTERVAL_S": "0.2"}
+
+
 def test_a_database_outage_is_unavailable_and_a_retry_after_it_charges_once(
     postgres_database, tmp_path: Path
 ):
@@ -36,7 +56,9 @@ def test_a_database_outage_is_unavailable_and_a_retry_after_it_charges_once(
     proxy = TcpProxy((database.host or "127.0.0.1", database.port or 5432)).start()
     through_proxy = database.set(port=proxy.port).render_as_string(hide_password=False)
     charges = tmp_path / "charges.log"
-    server = start_server(tmp_path, through_proxy, env={"PAYORCH_SIM_CHARGE_LOG": str(charges)})
+    server = start_server(
+        tmp_path, through_proxy, env={"PAYORCH_SIM_CHARGE_LOG": str(charges), **PROBE_EVERY}
+    )
     auth = [("authorization", f"Bearer {create_key(postgres_database, merchant='m_1')}")]
     try:
         with server.channel() as channel:
@@ -72,12 +94,14 @@ def test_a_database_outage_is_unavailable_and_a_retry_after_it_charges_once(
                 assert refused.value.code() is grpc.StatusCode.UNAVAILABLE
                 assert error_reasons(refused.value) == ["STORAGE_UNAVAILABLE"]
                 assert "same request_id" in (refused.value.details() or "")
-            health = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(), timeout=5
-            )
-            assert health.status == health_pb2.HealthCheckResponse.SERVING
+            # Before, health said SERVING and /readyz 200 all through the outage.
+            health_becomes(channel, health_pb2.HealthCheckResponse.NOT_SERVING)
+            assert server.http_status("/readyz") == 503
+            assert server.http_status("/healthz") == 200
 
             proxy.restore()
+            health_becomes(channel, health_pb2.HealthCheckResponse.SERVING)
+            assert server.http_status("/readyz") == 200
             # The writer's pooled connections died with the database: the first call to
             # use one finds out (UNAVAILABLE again) and has them all replaced.
             answers = []
@@ -100,4 +124,56 @@ def test_a_database_outage_is_unavailable_and_a_retry_after_it_charges_once(
     charged = [line.split()[2] for line in charges.read_text().splitlines()]
     assert charged.count(paid.payment_id) == 1
     assert sorted(set(charged)) == sorted({before.payment_id, paid.payment_id, *busy})
-    assert "Traceback" not in server.log() and "unhandled error" not in server.log()
+    log = server.log()
+    assert "Traceback" not in log and "unhandled error" not in log
+    assert log.count("the database does not answer") == 1, "logged once, not every probe"
+    assert log.count("the database answers again") == 1
+
+
+def test_a_database_dropped_under_a_running_server_is_not_ready_and_refused_unavailable(
+    tmp_path: Path,
+):
+    """DROP DATABASE ... WITH (FORCE) ends the server's connections and refuses new ones
+    (`database does not exist`). Before, health stayed SERVING and every call was
+    INTERNAL with a traceback: the refusal was not read as the database gone."""
+    admin_url = make_url(_postgres_admin(require_postgres()))
+    name = f"payorch_ready_{uuid.uuid4().hex[:10]}"
+    asyncio.run(as_postgres_admin(f'CREATE DATABASE "{name}"'))
+    database = admin_url.set(database=name).render_as_string(hide_password=False)
+    # Keys are read from memory for a minute: the calls below reach their own reads
+    # and the payment writer's pool, not only the key lookup.
+    server = start_server(tmp_path, database, env={**PROBE_EVERY, "PAYORCH_AUTH_CACHE_S": "60"})
+    try:
+        auth = [("authorization", f"Bearer {create_key(database, merchant='m_1')}")]
+        with server.channel() as channel:
+            stub = orch_grpc.PaymentOrchestratorStub(channel)
+            paid = create(stub, auth, f"dropped-before-{uuid.uuid4()}")
+            assert paid.result.status == result_pb2.PAYMENT_STATUS_SUCCEEDED
+
+            asyncio.run(as_postgres_admin(f'DROP DATABASE "{name}" WITH (FORCE)'))
+            health_becomes(channel, health_pb2.HealthCheckResponse.NOT_SERVING)
+            assert server.http_status("/readyz") == 503
+            assert server.http_status("/healthz") == 200
+            for call in (
+                lambda: create(stub, auth, f"dropped-{uuid.uuid4()}"),
+                lambda: stub.GetPayment(
+                    orch.GetPaymentRequest(payment_id=paid.payment_id), metadata=auth, timeout=20
+                ),
+            ):
+                with pytest.raises(grpc.RpcError) as refused:
+                    call()
+                assert refused.value.code() is grpc.StatusCode.UNAVAILABLE
+                assert error_reasons(refused.value) == ["STORAGE_UNAVAILABLE"]
+            # The server itself still answers.
+            assert (
+                health_pb2_grpc.HealthStub(channel)
+                .Check(health_pb2.HealthCheckRequest(), timeout=5)
+                .status
+                == health_pb2.HealthCheckResponse.NOT_SERVING
+            )
+    finally:
+        assert server.stop() == 0
+        asyncio.run(as_postgres_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    log = server.log()
+    assert "Traceback" not in log and "unhandled error" not in log
+    assert log.count("the database does not answer") == 1

@@ -15,8 +15,6 @@ import sqlite3
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
@@ -100,14 +98,6 @@ def test_charges_that_outlast_the_grace_period_are_cut_off_and_said_so(tmp_path:
     assert asyncio.run(statuses(database)).get("processing", 0) > 0
 
 
-def http_status(server: RunningServer, path: str) -> int:
-    try:
-        with urllib.request.urlopen(f"http://{server.http_address}{path}", timeout=10) as r:
-            return int(r.status)
-    except urllib.error.HTTPError as exc:
-        return exc.code
-
-
 def grpc_health(server: RunningServer) -> int:
     with server.channel() as channel:
         return int(
@@ -174,16 +164,16 @@ def test_readiness_is_503_while_draining_and_the_replica_still_takes_payments(
 ) -> None:
     server = started(tmp_path, {"PAYORCH_SHUTDOWN_DRAIN_S": "600"})
     try:
-        assert http_status(server, "/readyz") == 200
+        assert server.http_status("/readyz") == 200
         assert grpc_health(server) == health_pb2.HealthCheckResponse.SERVING
 
         server.process.send_signal(signal.SIGTERM)
         wait_for_log(server, "draining")
         # What a load balancer polls says stop routing here; the process is alive and
         # a call that still arrives is served.
-        assert http_status(server, "/readyz") == 503
+        assert server.http_status("/readyz") == 503
         assert grpc_health(server) == health_pb2.HealthCheckResponse.NOT_SERVING
-        assert http_status(server, "/healthz") == 200
+        assert server.http_status("/healthz") == 200
         paid = pay(server, "during-drain")
         assert paid.result.status == result_pb2.PAYMENT_STATUS_SUCCEEDED
     finally:

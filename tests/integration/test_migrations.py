@@ -89,9 +89,9 @@ def test_a_migration_header_in_another_form_leaves_the_heads_to_alembic(tmp_path
     for path in (engine_module.MIGRATIONS / "versions").glob("[0-9]*.py"):
         (versions / path.name).write_text(path.read_text())
     monkeypatch.setattr(engine_module, "MIGRATIONS", tmp_path)
-    assert migration_heads() == {"0011", "0112"}
+    assert migration_heads() == {"0012", "0112"}
     (versions / "9999_merge.py").write_text(
-        'revision = "9999"\ndown_revision = ("0011", "0112")\n'
+        'revision = "9999"\ndown_revision = ("0012", "0112")\n'
         "branch_labels = None\ndepends_on = None\n"
     )
     assert migration_heads() is None
@@ -151,7 +151,8 @@ async def test_a_database_a_newer_version_migrated_is_refused_in_one_line(new_da
         await migrate(engine)
         async with engine.begin() as conn:
             await conn.exec_driver_sql(
-                "UPDATE alembic_version SET version_num = '0012' WHERE version_num = '0011'"
+                # A number no version has yet (one past the head would be the next one's).
+                "UPDATE alembic_version SET version_num = '0999' WHERE version_num = '0012'"
             )
     finally:
         await engine.dispose()
@@ -166,7 +167,7 @@ async def test_a_database_a_newer_version_migrated_is_refused_in_one_line(new_da
         assert (process.returncode, stderr.decode().splitlines()) == (
             2,
             [
-                "payorch: the database is at migration 0012, which this version of payorch"
+                "payorch: the database is at migration 0999, which this version of payorch"
                 " does not have: a newer version migrated it. Run that version (or a later"
                 " one); payorch migrates forward only"
             ],

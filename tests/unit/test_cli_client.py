@@ -664,6 +664,13 @@ LIVE_KEY_TAIL = "51HxYzLiveKeyTail0123456789"
         ({"PAYORCH_VIOLATION_BUFFER": "0"}, [], "PAYORCH_VIOLATION_BUFFER"),
         # Taken as 0, Python's default, without a word.
         ({"PAYORCH_GC_THRESHOLD": "-1"}, [], "PAYORCH_GC_THRESHOLD"),
+        # A probe back to back on the database; an outage noticed hours late.
+        ({"PAYORCH_DATABASE_PROBE_INTERVAL_S": "0.01"}, [], "PAYORCH_DATABASE_PROBE_INTERVAL_S"),
+        ({"PAYORCH_DATABASE_PROBE_INTERVAL_S": "nan"}, [], "PAYORCH_DATABASE_PROBE_INTERVAL_S"),
+        ({"PAYORCH_DATABASE_PROBE_TIMEOUT_S": "0"}, [], "PAYORCH_DATABASE_PROBE_TIMEOUT_S"),
+        # A token short enough to guess, or one no header can carry.
+        ({"PAYORCH_METRICS_TOKEN": "hunter2hunter2"}, [], "PAYORCH_METRICS_TOKEN"),
+        ({"PAYORCH_METRICS_TOKEN": "a token with spaces in it"}, [], "PAYORCH_METRICS_TOKEN"),
     ],
     ids=[
         "unknown fault",
@@ -726,6 +733,11 @@ LIVE_KEY_TAIL = "51HxYzLiveKeyTail0123456789"
         "latency slo nan",
         "violation buffer of none",
         "gc threshold negative",
+        "database probe back to back",
+        "database probe nan",
+        "database probe timeout zero",
+        "metrics token short",
+        "metrics token with spaces",
     ],
 )
 @pytest.mark.parametrize("command", [["serve", "--listen", "127.0.0.1:0"], ["scheduler", "--once"]])

@@ -25,9 +25,9 @@ def known_variables() -> set[str]:
     return names
 
 
-def services() -> dict[str, str]:
+def services(compose: str = COMPOSE) -> dict[str, str]:
     """Each compose service's block of lines, by name."""
-    body = COMPOSE.split("\nservices:\n", 1)[1].split("\nvolumes:", 1)[0]
+    body = compose.split("\nservices:\n", 1)[1].split("\nvolumes:", 1)[0]
     found = re.split(r"^  ([\w-]+):\n", body, flags=re.MULTILINE)[1:]
     return dict(zip(found[::2], found[1::2], strict=True))
 
@@ -200,3 +200,34 @@ def test_every_alert_reads_series_payorch_exports_with_labels_they_have():
         for labels, name in by:
             for label in (x.strip() for x in labels.split(",")):
                 assert label in series[name] | TARGET_LABELS, (rule["alert"], name, label)
+
+
+def uncommented(text: str) -> str:
+    """The text with its comment markers taken off: the lines an operator switches on
+    as written are read as if they were."""
+    return re.sub(r"^(\s*)# ?", r"\1", text, flags=re.MULTILINE)
+
+
+def test_the_metrics_token_prometheus_sends_is_the_one_every_scraped_process_reads():
+    prometheus = uncommented(PROMETHEUS)
+    sent = re.search(r"authorization:\n\s+type: Bearer\n\s+credentials_file: (\S+)", prometheus)
+    assert sent, "deploy/prometheus.yml shows how to send the token"
+    secret = sent.group(1).rsplit("/", 1)[1]
+    assert sent.group(1) == f"/run/secrets/{secret}"
+    compose = uncommented(COMPOSE)
+    assert re.search(rf"^secrets:\n  {secret}:\n    file: \S+$", compose, re.MULTILINE)
+    blocks = services(compose)
+    for name in [*payorch_processes(), "prometheus"]:
+        assert f"    secrets: [{secret}]" in blocks[name], name
+    for name, port in payorch_processes().items():
+        if port:
+            assert f"PAYORCH_METRICS_TOKEN_FILE: {sent.group(1)}" in blocks[name], name
+
+
+def test_compose_publishes_the_http_port_and_prometheus_on_the_hosts_loopback_only():
+    # /metrics (and Prometheus's own UI, holding all of it) are not for the network.
+    for name in [*payorch_processes(), "prometheus"]:
+        published = re.findall(r'^      - "([^"]+)"$', services()[name], re.MULTILINE)
+        for mapping in published:
+            if mapping.rsplit(":", 1)[1] in ("9464", "9090"):
+                assert mapping.startswith("127.0.0.1:"), (name, mapping)

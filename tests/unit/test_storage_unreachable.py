@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import exc as sa_exc
 
 from payorch.adapters.persistence.availability import storage_unreachable
+from payorch.adapters.persistence.engine import DatabaseRefused
 
 
 def wrapped(orig: BaseException, kind: type[sa_exc.DBAPIError] = sa_exc.OperationalError):
@@ -40,6 +41,9 @@ def caused_by(cause: BaseException) -> BaseException:
         sa_exc.TimeoutError("QueuePool limit reached"),
         caused_by(ConnectionResetError(104, "reset by peer")),
         caused_by(wrapped(asyncpg.exceptions.ConnectionDoesNotExistError("closed"))),
+        DatabaseRefused('cannot use the database ...: database "payorch" does not exist'),
+        asyncpg.InvalidCatalogNameError('database "payorch" does not exist'),
+        asyncpg.InvalidPasswordError('password authentication failed for user "payorch"'),
     ],
     ids=repr,
 )

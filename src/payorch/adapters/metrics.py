@@ -56,6 +56,12 @@ class Metrics:
             "1 while some processor can take payments (not every breaker is open), else 0.",
             registry=registry,
         )
+        self.database_up = Gauge(
+            "payorch_database_up",
+            "1 while the database answers this process's probes, 0 once it does not"
+            " (readiness follows it).",
+            registry=registry,
+        )
         self.process_stalls = Histogram(
             "payorch_process_stall_seconds",
             "Times this process's event loop did not run for over a second (frozen, "

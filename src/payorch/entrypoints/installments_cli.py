@@ -480,10 +480,11 @@ async def _worker_http(
     said for the start line."""
     if args.http_port is None:
         return None, ""
-    from payorch.entrypoints.http.app import build_app, start_http
+    from payorch.entrypoints.http.app import build_app, start_http, warn_if_metrics_open
 
-    app = build_app(ready=lambda: not stop.is_set())
+    app = build_app(ready=lambda: not stop.is_set(), metrics_token=settings.metrics_token)
     runner, port = await start_http(app, settings.http_host, settings.http_port)
+    warn_if_metrics_open(settings.http_host, settings.metrics_token)
     return runner, f", HTTP on {settings.http_host}:{port}"
 
 

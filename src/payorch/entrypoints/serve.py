@@ -12,7 +12,7 @@ from pathlib import Path
 from payorch.app.auth import Scope, hash_key
 from payorch.bootstrap import Container, bootstrap
 from payorch.entrypoints.grpc.server import create_server, mark_serving
-from payorch.entrypoints.http.app import build_app, start_http
+from payorch.entrypoints.http.app import build_app, start_http, warn_if_metrics_open
 from payorch.entrypoints.installments_cli import serve_jobs
 from payorch.entrypoints.logs import configure
 from payorch.entrypoints.runtime import serving_address, tune_gc
@@ -143,13 +143,16 @@ async def run(settings: Settings) -> None:
     stopping = asyncio.Event()
     try:
         await server.start()
-        await mark_serving(health_servicer, container.health)
+        await mark_serving(health_servicer, container.health, container.database)
         app = build_app(
             stripe_events=container.processor_events,
             stripe_webhook_secret=settings.stripe_webhook_secret,
             ready=lambda: not stopping.is_set(),
+            database_up=lambda: container.database.up,
+            metrics_token=settings.metrics_token,
         )
         runner, http_port = await start_http(app, settings.http_host, settings.http_port)
+        warn_if_metrics_open(settings.http_host, settings.metrics_token)
     except BaseException:
         # Stopped here, not left running into the closing event loop.
         await server.stop(None)
@@ -168,6 +171,7 @@ async def run(settings: Settings) -> None:
     jobs = [
         asyncio.create_task(reconcile_forever(container, settings.reconcile_interval_s)),
         asyncio.create_task(refresh_health_forever(container)),
+        asyncio.create_task(container.database.run()),
     ]
     locks = contextlib.ExitStack()
     claiming = serve_jobs(container, settings, locks, stopping)

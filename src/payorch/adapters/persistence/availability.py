@@ -12,9 +12,14 @@ from __future__ import annotations
 import errno
 import socket
 import sqlite3
+from collections.abc import Awaitable, Callable
 
 import asyncpg
 from sqlalchemy import exc as sa_exc
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from payorch.adapters.persistence.engine import DatabaseRefused
 
 # The server went away, is starting or shutting down, or takes no more connections.
 _POSTGRES_GONE = (
@@ -23,11 +28,30 @@ _POSTGRES_GONE = (
     asyncpg.exceptions.CrashShutdownError,
     asyncpg.exceptions.CannotConnectNowError,
     asyncpg.exceptions.TooManyConnectionsError,
+    # A new connection refused while serving: the database dropped or renamed, the
+    # role's password changed, pg_hba.conf edited (the payment writer's own pool
+    # raises these bare; the engine's raises DatabaseRefused, below).
+    asyncpg.InvalidCatalogNameError,
+    asyncpg.InvalidAuthorizationSpecificationError,
 )
 _NETWORK_ERRNOS = frozenset({errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN})
 # SQLite's file cannot be used: held past the busy timeout, or the disk failed.
 _SQLITE_UNUSABLE = ("database is locked", "unable to open database file", "disk i/o error")
 _DEPTH = 8
+
+
+def database_probe(engine: AsyncEngine) -> Callable[[], Awaitable[None]]:
+    """`SELECT 1` on a connection of the engine's pool (app/database_readiness.py): it
+    answers only when a connection can be had and the server runs queries, which is
+    what every call needs. On PostgreSQL the checkout's pre-ping replaces a dead
+    pooled connection first, so a database that came back is seen at once."""
+    select_1 = text("SELECT 1")
+
+    async def probe() -> None:
+        async with engine.connect() as connection:
+            await connection.execute(select_1)
+
+    return probe
 
 
 def storage_unreachable(exc: BaseException) -> bool:
@@ -59,6 +83,11 @@ def _unreachable(e: BaseException) -> bool:
     if isinstance(e, sa_exc.TimeoutError):  # no pooled connection came free in time
         return True
     if isinstance(e, (ConnectionError, TimeoutError, socket.gaierror, *_POSTGRES_GONE)):
+        return True
+    # Refused a new connection while serving (the database dropped or renamed, the
+    # role's password changed, pg_hba.conf edited): at start it stops the process,
+    # later it is an outage like any other, not a fault in the call.
+    if isinstance(e, DatabaseRefused):
         return True
     if isinstance(e, OSError) and e.errno in _NETWORK_ERRNOS:
         return True

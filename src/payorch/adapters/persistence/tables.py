@@ -179,6 +179,9 @@ events = Table(
     Column("published_at", UTCDateTime, nullable=True),
     UniqueConstraint("payment_id", "sequence"),
     Index(None, "published_at", "occurred_at"),
+    # A merchant's events in a window, in order: bulk webhook redelivery's pages
+    # (webhooks.py redelivery_candidates; migration 0012).
+    Index(None, "merchant_id", "occurred_at", "id"),
 )
 
 # Every version of every merchant's config; the highest version is current.

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, text, update
+from sqlalchemy import and_, func, or_, select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from payorch.adapters.persistence.sql import one_of
@@ -462,11 +462,10 @@ class SqlAlchemyWebhookRepository:
                 )
             )
         if after is not None:
+            # A row comparison, not the OR of its parts: PostgreSQL starts the index scan
+            # at `after` (an index condition) instead of reading the earlier pages again.
             query = query.where(
-                or_(
-                    events.c.occurred_at > after.occurred_at,
-                    and_(events.c.occurred_at == after.occurred_at, events.c.id > after.event_id),
-                )
+                tuple_(events.c.occurred_at, events.c.id) > (after.occurred_at, after.event_id)
             )
         page = (
             (

@@ -139,31 +139,48 @@ class ProcessorFaultInjectionServicer:
 
 
 class GrpcHealthReporter:
-    """The tracker's observer that keeps grpc.health.v1 in step: the orchestrator is
-    NOT_SERVING only while no processor can take payments (every breaker open)."""
+    """Keeps grpc.health.v1 in step with what the replica can do. The orchestrator is
+    NOT_SERVING while no processor can take payments (every breaker open: the
+    processor tracker's observer). While the database does not answer
+    (`database_changed`) every service is NOT_SERVING, the server-wide `""` included:
+    every service stores or reads what it answers there."""
 
     def __init__(
-        self, servicer: health.aio.HealthServicer, service: str = ORCHESTRATOR_SERVICE
+        self,
+        servicer: health.aio.HealthServicer,
+        service: str = ORCHESTRATOR_SERVICE,
+        others: tuple[str, ...] = ("",),
     ) -> None:
         self._servicer = servicer
         self._service = service
+        self._others = tuple(name for name in others if name != service)
         self._available = True
+        self._database_up = True
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def flush(self) -> None:
-        """Set the status now (the observer's own updates are scheduled, not awaited)."""
+        """Set the statuses now (the observers' own updates are scheduled, not awaited)."""
         status = health_pb2.HealthCheckResponse
-        await self._servicer.set(
-            self._service, status.SERVING if self._available else status.NOT_SERVING
-        )
+        database = status.SERVING if self._database_up else status.NOT_SERVING
+        for name in self._others:
+            await self._servicer.set(name, database)
+        serving = self._available and self._database_up
+        await self._servicer.set(self._service, status.SERVING if serving else status.NOT_SERVING)
 
     def availability_changed(self, available: bool) -> None:
         self._available = available
+        self._schedule_flush()
+
+    def database_changed(self, up: bool) -> None:
+        self._database_up = up
+        self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return
-        # The tracker is synchronous: set the status on the loop, latest value wins.
+        # The observers are synchronous: set the status on the loop, latest value wins.
         task = loop.create_task(self.flush())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -13,6 +13,7 @@ from payments.contracts.v1 import monitor_pb2
 from payments.installments.v1 import installments_pb2
 from payments.orchestrator.v1 import analytics_pb2, orchestrator_pb2
 from payments.orchestrator.v1 import health_pb2 as processor_health_pb2
+from payorch.app.database_readiness import DatabaseReadiness
 from payorch.app.health import HealthTracker
 from payorch.bootstrap import Container, TlsFiles, check_tls_files
 from payorch.entrypoints.grpc.analytics import PaymentAnalyticsServicer
@@ -191,13 +192,21 @@ def create_server(
 
 
 async def mark_serving(
-    health_servicer: health.aio.HealthServicer, processor_health: HealthTracker | None = None
+    health_servicer: health.aio.HealthServicer,
+    processor_health: HealthTracker | None = None,
+    database: DatabaseReadiness | None = None,
 ) -> None:
-    """All SERVING; then, with a tracker, the orchestrator follows the processors:
-    NOT_SERVING while every breaker is open."""
-    for name in ["", *(s.full_name for s in SERVICES)]:
+    """All SERVING; then, with a tracker, the orchestrator follows the processors
+    (NOT_SERVING while every breaker is open), and with a database readiness every
+    service follows the database (NOT_SERVING while it does not answer)."""
+    names = ["", *(s.full_name for s in SERVICES)]
+    for name in names:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    if processor_health is None and database is None:
+        return
+    reporter = GrpcHealthReporter(health_servicer, others=tuple(names))
     if processor_health is not None:
-        reporter = GrpcHealthReporter(health_servicer)
         processor_health.add_observer(reporter)
-        await reporter.flush()
+    if database is not None:
+        database.add_observer(reporter.database_changed)
+    await reporter.flush()
