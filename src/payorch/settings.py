@@ -22,7 +22,7 @@ class InvalidSettings(ValueError):
 
 
 # Read from PAYORCH_<NAME> or from the file named by PAYORCH_<NAME>_FILE; never printed.
-SECRETS = ("stripe_api_key", "stripe_webhook_secret")
+SECRETS = ("stripe_api_key", "stripe_webhook_secret", "secrets_key")
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,11 @@ class Settings:
     stripe_api_base: str = ""
     stripe_webhook_secret: str = field(default="", repr=False)
     stripe_allow_live: bool = False
+    # Keys sealing the secrets payorch stores (webhook signing keys), docs/security.md:
+    # `ID:BASE64` (or a bare BASE64 of 32 bytes), several separated by commas or lines,
+    # the first sealing, every one opening. Empty: on a SQLite file, a key file beside
+    # it (made at the first start); on PostgreSQL, refused at start.
+    secrets_key: str = field(default="", repr=False)
     call_timeout_s: float = 10.0
     grace_period_s: float = 10.0
     # On SIGTERM/SIGINT: health NOT_SERVING and /readyz 503 this long while calls are

@@ -48,7 +48,7 @@ from payments.result.v1 import result_pb2
 from payorch.domain.card_data import contains_card_number, luhn_valid
 from payorch.entrypoints.grpc.server import OPS_ONLY, SERVICES
 from tests import certificates
-from tests.conftest import POSTGRES_URL, require_postgres
+from tests.conftest import POSTGRES_URL, cipher_for_tests, require_postgres
 from tests.e2e.server import RunningServer, create_key, start_server
 from tests.e2e.threaded_stripe import ThreadedFakeStripe
 from tests.fakes.fake_stripe import FakeStripe, Fault
@@ -435,7 +435,7 @@ def _fan_out(server: RunningServer) -> None:
         engine = create_engine(server.database_url)
         try:
             async with engine.begin() as conn:
-                repo = SqlAlchemyWebhookRepository(conn)
+                repo = SqlAlchemyWebhookRepository(conn, cipher_for_tests())
                 await repo.fan_out(now=dt.datetime.now(dt.UTC), limit=10_000)
         finally:
             await engine.dispose()
