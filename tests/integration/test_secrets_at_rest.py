@@ -192,3 +192,32 @@ async def test_the_cli_reports_then_reencrypts_in_batches(
     assert (await census(container.engine)).by_key == {"test1": 3}
     assert await asyncio.to_thread(main, argv) == 0
     assert json.loads(capsys.readouterr().out)["sealed"] == 0
+
+
+async def test_an_endpoint_whose_key_does_not_open_holds_up_no_other_endpoints_delivery(
+    container, clock, receiver, caplog
+):
+    # A value altered or copied in the database (after the start-up check): that
+    # endpoint's deliveries wait, logged; the fan-out, which opens no key, and every
+    # other endpoint's deliveries go on.
+    app = container.installments
+    kinds = ["installment_plan.created"]
+    good = await app.endpoints.create("m_1", receiver.url + "good", "", kinds)
+    bad = await app.endpoints.create("m_1", receiver.url + "bad", "", kinds)
+    copied = (await raw_row(container, good.endpoint.id))["signing_key"]
+    async with container.engine.begin() as conn:
+        await conn.execute(update(_t).where(_t.c.id == bad.endpoint.id).values(signing_key=copied))
+
+    await create_plan(container)
+    await real_time_dispatcher(container).run_once()
+    (delivered,) = receiver.requests
+    assert delivered.path.endswith("good")
+    Webhook(good.secret).verify(delivered.body, delivered.headers)
+    async with app.uow() as uow:
+        (waiting,) = await uow.webhooks.list_deliveries(
+            None, status=None, endpoint_id=bad.endpoint.id, limit=10, after=None
+        )
+    assert waiting.status.value == "pending"
+    assert f"delivery {waiting.id} not sent" in caplog.text and bad.endpoint.id in caplog.text
+    for secret in (good.secret, bad.secret):
+        assert secret.removeprefix(SECRET_PREFIX) not in caplog.text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 import hashlib
+import logging
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -18,7 +19,7 @@ from payorch.adapters.persistence.tables import (
     webhook_deliveries,
     webhook_endpoints,
 )
-from payorch.adapters.secret_cipher import SecretCipher
+from payorch.adapters.secret_cipher import SecretCipher, SecretUnreadable
 from payorch.app.ids import new_id
 from payorch.app.installment_ports import (
     Cursor,
@@ -33,11 +34,13 @@ from payorch.domain.webhook_delivery import (
     WebhookDelivery,
     WebhookEndpoint,
     event_type,
+    subscribes,
     webhook_body,
 )
 from payorch.webhooks import SECRET_PREFIX
 
 _PENDING = DeliveryStatus.PENDING.value
+_log = logging.getLogger("payorch.webhooks")
 
 
 # A payment event's amounts are minor units of its payment's currency, which the event
@@ -280,30 +283,35 @@ class SqlAlchemyWebhookRepository:
             return 0
         merchants = {e["merchant_id"] for e in batch}
         t = webhook_endpoints
+        # Who subscribed to what, and not their signing keys: a fan-out opens no secret.
         endpoint_rows = (
             await self._conn.execute(
-                select(t).where(
+                select(t.c.id, t.c.merchant_id, t.c.event_types).where(
                     one_of(self._conn.dialect, t.c.merchant_id, merchants),
                     t.c.status == EndpointStatus.ENABLED.value,
                 )
             )
-        ).mappings()
-        by_merchant: dict[str, builtins.list[WebhookEndpoint]] = {}
+        ).all()
+        by_merchant: dict[str, builtins.list[tuple[str, Sequence[str]]]] = {}
         for r in endpoint_rows:
-            by_merchant.setdefault(r["merchant_id"], []).append(_endpoint(r, self._cipher))
+            by_merchant.setdefault(r.merchant_id, []).append((r.id, r.event_types))
         rows = []
         for e in batch:
             kind = event_type(e["name"])
-            wanting = [ep for ep in by_merchant.get(e["merchant_id"], []) if ep.wants(kind)]
+            wanting = [
+                endpoint_id
+                for endpoint_id, types in by_merchant.get(e["merchant_id"], [])
+                if subscribes(types, kind)
+            ]
             if not wanting:
                 continue
             body = _body(e)
-            for ep in wanting:
+            for endpoint_id in wanting:
                 rows.append(
                     _delivery_row(
                         WebhookDelivery(
                             id=new_id("whd"),
-                            endpoint_id=ep.id,
+                            endpoint_id=endpoint_id,
                             merchant_id=e["merchant_id"],
                             event_id=e["id"],
                             event_type=kind,
@@ -361,21 +369,22 @@ class SqlAlchemyWebhookRepository:
                 .order_by(d.c.next_attempt_at)
             )
         ).mappings()
-        return [
-            DeliveryJob(
-                _delivery(r),
-                r["url"],
-                _opened(self._cipher, r["endpoint_id"], "signing_key", r["signing_key"]),
-                _opened(
-                    self._cipher,
-                    r["endpoint_id"],
-                    "previous_signing_key",
-                    r["previous_signing_key"],
-                ),
-                r["previous_key_until"],
+        jobs = []
+        for r in rows:
+            try:
+                secret, previous = (
+                    _opened(self._cipher, r["endpoint_id"], column, r[column])
+                    for column in ("signing_key", "previous_signing_key")
+                )
+            except SecretUnreadable as exc:
+                # Its claim stands until the lease runs out, then it is tried again; the
+                # other endpoints' deliveries go on meanwhile.
+                _log.error("delivery %s not sent: %s", r["id"], exc)
+                continue
+            jobs.append(
+                DeliveryJob(_delivery(r), r["url"], secret, previous, r["previous_key_until"])
             )
-            for r in rows
-        ]
+        return jobs
 
     async def get_delivery(
         self, delivery_id: str, merchant_id: str | None
