@@ -61,11 +61,16 @@ def secret_cipher(settings: Settings) -> SecretCipher:
                 path,
             )
         text = path.read_text()
+        mode = path.stat().st_mode & 0o777
     except OSError as exc:
         raise InvalidSettings(
             f"PAYORCH_SECRETS_KEY is not set and the SQLite database's key file {path}"
             f" cannot be made or read: {exc.strerror or exc}"
         ) from None
+    if mode & 0o077:
+        _log.warning(
+            "the key file %s may be read by other users (mode %o): chmod 600 it", path, mode
+        )
     try:
         return SecretCipher(parse_keys(text))
     except InvalidSecretKeys as exc:

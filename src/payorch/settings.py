@@ -8,17 +8,21 @@ from pathlib import Path
 from typing import Any
 
 
-def _read_secret(value: str, file: str) -> str:
+class InvalidSettings(ValueError):
+    """A setting the server cannot start with; the message names the variable."""
+
+
+def _read_secret(var: str, value: str, file: str) -> str:
     """A secret from its variable, or from the file named by its *_FILE variable."""
     if value:
         return value
     if file:
-        return Path(file).read_text().strip()
+        try:
+            return Path(file).read_text().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not text"
+            raise InvalidSettings(f"{var}_FILE: cannot read {file!r}: {reason}") from None
     return ""
-
-
-class InvalidSettings(ValueError):
-    """A setting the server cannot start with; the message names the variable."""
 
 
 # Read from PAYORCH_<NAME> or from the file named by PAYORCH_<NAME>_FILE; never printed.
@@ -124,7 +128,7 @@ class Settings:
             values[f.name] = _convert(f"PAYORCH_{f.name.upper()}", f.type, raw)
         for name in SECRETS:
             var = f"PAYORCH_{name.upper()}"
-            values[name] = _read_secret(env.get(var, ""), env.get(f"{var}_FILE", ""))
+            values[name] = _read_secret(var, env.get(var, ""), env.get(f"{var}_FILE", ""))
         values["simulate_by_processor"] = {
             k[len("PAYORCH_SIMULATE_") :].lower(): v
             for k, v in env.items()

@@ -194,3 +194,23 @@ def test_a_key_file_that_cannot_be_made_is_refused_naming_it(tmp_path):
     url = f"sqlite:///{tmp_path / 'missing' / 'payorch.db'}"
     with pytest.raises(InvalidSettings, match=r"key file .*missing"):
         secret_cipher(Settings(database_url=url, secrets_key=""))
+
+
+@pytest.mark.parametrize("name", ["PAYORCH_SECRETS_KEY", "PAYORCH_STRIPE_API_KEY"])
+def test_a_secret_file_that_cannot_be_read_is_refused_naming_its_variable(name, tmp_path):
+    missing = tmp_path / "missing"
+    with pytest.raises(InvalidSettings, match=f"{name}_FILE: cannot read .*missing"):
+        Settings.from_env({f"{name}_FILE": str(missing)})
+    binary = tmp_path / "binary"
+    binary.write_bytes(b"\xff\xfe")
+    with pytest.raises(InvalidSettings, match=f"{name}_FILE: .*not text"):
+        Settings.from_env({f"{name}_FILE": str(binary)})
+
+
+def test_a_key_file_others_may_read_is_used_and_warned_about(tmp_path, caplog):
+    url = f"sqlite:///{tmp_path / 'payorch.db'}"
+    secret_cipher(Settings(database_url=url, secrets_key=""))
+    assert "may be read by other users" not in caplog.text
+    local_key_file(url).chmod(0o644)
+    assert secret_cipher(Settings(database_url=url, secrets_key="")).key_ids
+    assert "may be read by other users (mode 644): chmod 600 it" in caplog.text
