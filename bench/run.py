@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import fnmatch
 import json
 import os
 import platform
 import re
+import secrets
 import selectors
 import shutil
 import signal
@@ -168,9 +170,16 @@ def parse_args(argv: list[str] | None = None) -> Options:
     )
 
 
+# The key sealing stored secrets, one for every process of a run: payorch on PostgreSQL
+# does not start without one (docs/security.md, Secrets at rest). Made for the run, with
+# the standard library: a run may compare against a tree that has no such setting.
+BENCH_SECRETS_KEY = "bench:" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
 # -- processes ---------------------------------------------------------------------
 def child_env(opts: Options, extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {**os.environ, **(extra or {})}
+    env.setdefault("PAYORCH_SECRETS_KEY", BENCH_SECRETS_KEY)
     paths = [str(BENCH)]
     if opts.src:
         src = Path(opts.src)

@@ -53,6 +53,7 @@ from payorch.adapters.persistence.tables import (  # noqa: E402
     installment_plans,
     installments,
 )
+from payorch.adapters.secret_cipher import new_key_text  # noqa: E402
 from payorch.domain.installments import InstallmentPlan, InstallmentPolicy  # noqa: E402
 from payorch.domain.money import Currency, Money  # noqa: E402
 
@@ -251,6 +252,8 @@ def start_workers(
             filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")])
         ),
         "PAYORCH_DATABASE_URL": url,
+        # One key for every worker (PostgreSQL needs one; docs/security.md).
+        "PAYORCH_SECRETS_KEY": os.environ.get("PAYORCH_SECRETS_KEY") or new_key_text(),
         "PAYORCH_SIMULATE": f"latency_ms={latency_ms:g}",
         "PAYORCH_SIM_CHARGE_LOG": str(charge_log),
         # One offset for every worker: leases compare the times they write.

@@ -28,7 +28,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from run import BENCH, MERCHANT, PYTHON, Server, start_process
+from run import BENCH, BENCH_SECRETS_KEY, MERCHANT, PYTHON, Server, start_process
 
 
 def _key(database_url: str, cwd: Path) -> str:
@@ -55,7 +55,8 @@ def soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     cmd += ["--http-port", "0", "--database-url", url]
     if args.remember:
         cmd += ["--simulate", f"remember={args.remember}"]
-    server = start_process("payorch", cmd, dict(os.environ), workdir)
+    env = {"PAYORCH_SECRETS_KEY": BENCH_SECRETS_KEY, **os.environ}
+    server = start_process("payorch", cmd, env, workdir)
     procs: list[subprocess.Popen[str]] = []
     samples: list[tuple[float, float]] = []
     try:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import uuid
 from datetime import UTC, datetime
@@ -35,6 +36,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from bench.writes_bench import scratch_database  # noqa: E402
 from payorch.adapters.persistence.tables import contract_violations, metadata  # noqa: E402
+from payorch.adapters.secret_cipher import new_key_text  # noqa: E402
 from payorch.bootstrap import bootstrap  # noqa: E402
 from payorch.settings import Settings  # noqa: E402
 from tests.integration.helpers import core_request  # noqa: E402
@@ -66,7 +68,12 @@ async def sizes(engine) -> dict[str, int]:
 
 
 async def measure(url: str, n: int, concurrency: int) -> None:
-    settings = Settings(database_url=url, webhooks_allow_http_loopback=True)
+    settings = Settings(
+        database_url=url,
+        # A scratch database: a key of its own (PostgreSQL needs one; docs/security.md).
+        secrets_key=os.environ.get("PAYORCH_SECRETS_KEY") or new_key_text(),
+        webhooks_allow_http_loopback=True,
+    )
     container = await bootstrap(settings)
     receiver = Receiver()
     await receiver.start()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import sys
 import time
@@ -37,12 +38,19 @@ async def main() -> None:
     from sqlalchemy import event
     from sqlalchemy.util import concurrency
 
+    from payorch.adapters.secret_cipher import new_key_text
     from payorch.app.auth import Scope
     from payorch.bootstrap import bootstrap
     from payorch.entrypoints.grpc.server import create_server
     from payorch.settings import Settings
 
-    settings = Settings(database_url=args.database_url, listen="127.0.0.1:0", auth_cache_s=5.0)
+    settings = Settings(
+        database_url=args.database_url,
+        listen="127.0.0.1:0",
+        auth_cache_s=5.0,
+        # No endpoint is made here: any key will do (PostgreSQL needs one).
+        secrets_key=os.environ.get("PAYORCH_SECRETS_KEY") or new_key_text(),
+    )
     container = await bootstrap(settings)
     key = await container.api_keys.create(
         merchant_id="m_bench",

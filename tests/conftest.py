@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import concurrent.futures
 import contextlib
 import os
@@ -14,6 +15,7 @@ from hypothesis import HealthCheck, settings
 from sqlalchemy.engine import make_url
 
 from payorch.adapters.clock import ManualClock
+from payorch.adapters.secret_cipher import SecretCipher, parse_keys
 
 settings.register_profile(
     "dev", max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow]
@@ -24,6 +26,13 @@ settings.register_profile(
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 POSTGRES_URL = os.environ.get("PAYORCH_TEST_POSTGRES_URL", "")
+
+# The key sealing stored secrets on PostgreSQL, where payorch refuses to start without one
+# (docs/security.md, Secrets at rest): one key for every test, its processes and the CLI
+# commands they run, on both databases. The tests of the default (a key file beside a
+# SQLite database) take it out of their settings and environment.
+TEST_SECRETS_KEY = "test1:" + base64.b64encode(bytes(range(32))).decode()
+os.environ.setdefault("PAYORCH_SECRETS_KEY", TEST_SECRETS_KEY)
 
 
 def _postgres_admin(url: str) -> str:
@@ -124,3 +133,8 @@ def new_database_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
 @pytest.fixture
 def clock() -> ManualClock:
     return ManualClock()
+
+
+def cipher_for_tests() -> SecretCipher:
+    """The cipher of TEST_SECRETS_KEY, for tests that build repositories themselves."""
+    return SecretCipher(parse_keys(TEST_SECRETS_KEY))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,12 +18,14 @@ from payorch.adapters.persistence.api_keys import SqlAlchemyApiKeyStore
 from payorch.adapters.persistence.availability import database_probe, storage_unreachable
 from payorch.adapters.persistence.engine import create_engine, migrate
 from payorch.adapters.persistence.merchant_configs import SqlAlchemyMerchantConfigStore
+from payorch.adapters.persistence.stored_secrets import census
 from payorch.adapters.persistence.unit_of_work import SqlAlchemyUnitOfWorkFactory
 from payorch.adapters.processors.simulated import (
     InvalidSimulation,
     SimulatedProcessor,
     Simulation,
 )
+from payorch.adapters.secret_cipher import SecretCipher
 from payorch.adapters.tracing import InvalidTracingConfig, check_exporter
 from payorch.app.auth import Authenticator
 from payorch.app.database_readiness import DatabaseReadiness
@@ -46,9 +49,11 @@ from payorch.observability_wiring import (
     ObservabilityOptions,
     build_observability,
 )
+from payorch.secrets_wiring import secret_cipher
 from payorch.settings import InvalidSettings, Settings
 
 T = TypeVar("T")
+_log = logging.getLogger("payorch.secrets")
 
 
 @dataclass(frozen=True)
@@ -505,6 +510,27 @@ def database_readiness(settings: Settings, clock: Clock, engine: AsyncEngine) ->
     return readiness
 
 
+async def check_stored_secrets(engine: AsyncEngine, cipher: SecretCipher) -> None:
+    """Refuse to start with keys that cannot open what is stored (every delivery to
+    those endpoints would fail); log what is still in plain text or under an older key."""
+    counted = await census(engine)
+    unknown = counted.unknown_to(cipher)
+    if unknown:
+        await engine.dispose()
+        raise InvalidSettings(
+            "PAYORCH_SECRETS_KEY (or PAYORCH_SECRETS_KEY_FILE) has no key with id"
+            f" {', '.join(repr(k) for k in unknown)}, which stored secrets are sealed"
+            " under: give it back, after the key that seals now"
+        )
+    if counted.to_reseal(cipher):
+        _log.warning(
+            "%d stored secrets are in plain text or under an older key (%d in plain text):"
+            " run `payorch secrets reencrypt`",
+            counted.to_reseal(cipher),
+            counted.plain,
+        )
+
+
 async def bootstrap(
     settings: Settings,
     *,
@@ -522,9 +548,11 @@ async def bootstrap(
         check_listen(settings)
     tls = check_tls_files(settings) if serving else None
     processors, simulated = build_processors(settings, clock)
+    cipher = secret_cipher(settings)
     engine = create_engine(settings.database_url)
     if run_migrations:
         await migrate(engine)
+        await check_stored_secrets(engine, cipher)
     uow = SqlAlchemyUnitOfWorkFactory(engine)
     if uow.writer is not None:
         default_metrics().payment_writes.track(uow.writer)
@@ -576,7 +604,12 @@ async def bootstrap(
         tls=tls,
     )
     container.installments = build_installments(
-        settings, clock, uow, payments, policies=ConfiguredInstallmentPolicies(configs)
+        settings,
+        clock,
+        uow,
+        payments,
+        cipher=cipher,
+        policies=ConfiguredInstallmentPolicies(configs),
     )
     container.observability = observed
     container.watch_stalls()

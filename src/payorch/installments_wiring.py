@@ -13,6 +13,7 @@ from payorch.adapters.metrics import default_metrics
 from payorch.adapters.pass_metrics import PrometheusPassCounter
 from payorch.adapters.persistence.installment_uow import SqlAlchemyInstallmentUnitOfWorkFactory
 from payorch.adapters.persistence.unit_of_work import SqlAlchemyUnitOfWorkFactory
+from payorch.adapters.secret_cipher import SecretCipher
 from payorch.adapters.webhooks.sender import AiohttpWebhookSender
 from payorch.adapters.webhooks.url_guard import Resolve, UrlGuard, system_resolve
 from payorch.app.installment_ports import InstallmentPolicies, WebhookSender
@@ -62,12 +63,13 @@ def build_installments(
     payments_uow: SqlAlchemyUnitOfWorkFactory,
     payments: PaymentService,
     *,
+    cipher: SecretCipher,
     wall_clock: Clock | None = None,
     policies: InstallmentPolicies | None = None,
     resolve: Resolve = system_resolve,
     sender: WebhookSender | None = None,
 ) -> InstallmentsApp:
-    uow = SqlAlchemyInstallmentUnitOfWorkFactory(payments_uow)
+    uow = SqlAlchemyInstallmentUnitOfWorkFactory(payments_uow, cipher)
     worker = new_worker_id()
     guard = UrlGuard(allow_http_loopback=settings.webhooks_allow_http_loopback, resolve=resolve)
     sender = sender or AiohttpWebhookSender(guard)

@@ -8,21 +8,25 @@ from pathlib import Path
 from typing import Any
 
 
-def _read_secret(value: str, file: str) -> str:
-    """A secret from its variable, or from the file named by its *_FILE variable."""
-    if value:
-        return value
-    if file:
-        return Path(file).read_text().strip()
-    return ""
-
-
 class InvalidSettings(ValueError):
     """A setting the server cannot start with; the message names the variable."""
 
 
+def _read_secret(var: str, value: str, file: str) -> str:
+    """A secret from its variable, or from the file named by its *_FILE variable."""
+    if value:
+        return value
+    if file:
+        try:
+            return Path(file).read_text().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not text"
+            raise InvalidSettings(f"{var}_FILE: cannot read {file!r}: {reason}") from None
+    return ""
+
+
 # Read from PAYORCH_<NAME> or from the file named by PAYORCH_<NAME>_FILE; never printed.
-SECRETS = ("stripe_api_key", "stripe_webhook_secret", "metrics_token")
+SECRETS = ("stripe_api_key", "stripe_webhook_secret", "metrics_token", "secrets_key")
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,11 @@ class Settings:
     stripe_api_base: str = ""
     stripe_webhook_secret: str = field(default="", repr=False)
     stripe_allow_live: bool = False
+    # Keys sealing the secrets payorch stores (webhook signing keys), docs/security.md:
+    # `ID:BASE64` (or a bare BASE64 of 32 bytes), several separated by commas or lines,
+    # the first sealing, every one opening. Empty: on a SQLite file, a key file beside
+    # it (made at the first start); on PostgreSQL, refused at start.
+    secrets_key: str = field(default="", repr=False)
     call_timeout_s: float = 10.0
     grace_period_s: float = 10.0
     # On SIGTERM/SIGINT: health NOT_SERVING and /readyz 503 this long while calls are
@@ -126,7 +135,7 @@ class Settings:
             values[f.name] = _convert(f"PAYORCH_{f.name.upper()}", f.type, raw)
         for name in SECRETS:
             var = f"PAYORCH_{name.upper()}"
-            values[name] = _read_secret(env.get(var, ""), env.get(f"{var}_FILE", ""))
+            values[name] = _read_secret(var, env.get(var, ""), env.get(f"{var}_FILE", ""))
         values["simulate_by_processor"] = {
             k[len("PAYORCH_SIMULATE_") :].lower(): v
             for k, v in env.items()

@@ -309,9 +309,15 @@ def test_the_server_runs_as_the_image_user_with_its_defaults_and_passes_the_heal
         "PAYORCH_HTTP_PORT": "0",
         "PAYORCH_DEMO_KEY_FILE": DEMO_KEY_FILE,
         "PAYORCH_RETROSPECTIVE_DIR": "retrospectives",
+        # None given: the key sealing stored secrets is made beside the database.
+        "PAYORCH_SECRETS_KEY": "",
     }
     server = start_server(workdir, env["PAYORCH_DATABASE_URL"], env=env, user=uid, python=python)
     try:
+        sealing = (workdir / Settings().database_url.removeprefix("sqlite:///")).with_name(
+            "payorch.db.secrets-key"
+        )
+        assert sealing.stat().st_uid == uid and sealing.stat().st_mode & 0o777 == 0o600
         key = (workdir / DEMO_KEY_FILE).read_text().strip()
         with server.channel() as channel:
             paid = orch_grpc.PaymentOrchestratorStub(channel).CreatePayment(

@@ -12,6 +12,7 @@ from payorch.app.ports import Clock
 from payorch.bootstrap import Container, bootstrap
 from payorch.domain.request import RawPaymentRequest, parse_payment_request
 from payorch.settings import Settings
+from tests.conftest import TEST_SECRETS_KEY
 from tests.fakes.dying import ServerDied
 
 
@@ -27,6 +28,7 @@ async def make_container(
     """`stripe_api_base`: a fake Stripe's URL, with its key, for the processor "stripe"."""
     settings = Settings(
         database_url=database_url,
+        secrets_key=TEST_SECRETS_KEY,
         processors=processors,
         simulate=simulate,
         stripe_api_key=stripe_api_key,

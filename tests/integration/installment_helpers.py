@@ -18,6 +18,7 @@ from payorch.bootstrap import Container, bootstrap
 from payorch.domain.installments import Installment, InstallmentPlan, InstallmentStatus
 from payorch.domain.money import Currency, Money
 from payorch.settings import Settings
+from tests.conftest import TEST_SECRETS_KEY
 
 
 async def installments_container(
@@ -25,6 +26,7 @@ async def installments_container(
 ) -> Container:
     base: dict[str, Any] = {
         "database_url": database_url,
+        "secrets_key": TEST_SECRETS_KEY,
         "processors": "simulated",
         "webhooks_allow_http_loopback": True,
         "webhook_timeout_s": 2.0,

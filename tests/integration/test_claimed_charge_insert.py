@@ -35,7 +35,7 @@ from payorch.domain.installments import (
     PlanStatus,
     charge_request_id,
 )
-from tests.conftest import _truncate
+from tests.conftest import _truncate, cipher_for_tests
 from tests.integration.test_payment_writes import count, new_payment
 from tests.unit.test_installment_plan import new_plan
 
@@ -54,7 +54,7 @@ async def uow(database_url):
 
 async def claimed(uow) -> tuple[InstallmentPlan, ChargeClaim]:
     """A stored plan, its second installment claimed by the scheduler's query when due."""
-    plans = SqlAlchemyInstallmentUnitOfWorkFactory(uow)
+    plans = SqlAlchemyInstallmentUnitOfWorkFactory(uow, cipher_for_tests())
     plan = new_plan()
     now = plan.installments[1].due_at
     async with plans() as tx:
@@ -68,7 +68,7 @@ async def claimed(uow) -> tuple[InstallmentPlan, ChargeClaim]:
 
 async def cancel(uow, plan_id: str, at_s: float) -> None:
     """The plan cancelled `at_s` seconds after the claim, as the cancel saves it."""
-    plans = SqlAlchemyInstallmentUnitOfWorkFactory(uow)
+    plans = SqlAlchemyInstallmentUnitOfWorkFactory(uow, cipher_for_tests())
     async with plans() as tx:
         plan = await tx.plans.get(plan_id, None)
         assert plan is not None
@@ -200,7 +200,7 @@ async def test_the_insert_admits_a_charge_exactly_when_the_plan_says_it_does(
     """The SQL guard and InstallmentPlan.admits_charge (which the in-memory fakes ask)
     agree, case by case."""
     plan = _as_stored(plan_status, status, attempts, lease, changed)
-    async with SqlAlchemyInstallmentUnitOfWorkFactory(uow)() as tx:
+    async with SqlAlchemyInstallmentUnitOfWorkFactory(uow, cipher_for_tests())() as tx:
         await tx.plans.add(plan)
         await tx.commit()
     inst = plan.installments[1]
@@ -254,7 +254,13 @@ async def pg(postgres_database):
     assert isinstance(factory.writer, AsyncpgPaymentWriter)
     watcher = await asyncpg.connect(engine.url.set(drivername="postgresql").render_as_string(False))
     plan, claim = await claimed(factory)
-    yield PgClaim(factory, SqlAlchemyInstallmentUnitOfWorkFactory(factory), watcher, plan, claim)
+    yield PgClaim(
+        factory,
+        SqlAlchemyInstallmentUnitOfWorkFactory(factory, cipher_for_tests()),
+        watcher,
+        plan,
+        claim,
+    )
     await watcher.close()
     await factory.close()
     await engine.dispose()

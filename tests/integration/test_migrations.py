@@ -25,6 +25,7 @@ from payorch.adapters.persistence.tables import metadata, payment_steps, process
 from payorch.adapters.persistence.unit_of_work import SqlAlchemyUnitOfWorkFactory
 from payorch.app.payments import CustomerNotOwned
 from payorch.domain.payment import PaymentStatus
+from tests.conftest import cipher_for_tests
 from tests.integration.installment_helpers import installments_container
 from tests.integration.test_payment_stats import payment as stats_payment
 from tests.integration.test_processor_customers import pay, plan
@@ -294,7 +295,9 @@ async def test_an_outage_s_pauses_stored_one_row_each_are_folded_into_one(databa
     engine = create_engine(database_url)
     try:
         await migrate(engine)
-        uow = SqlAlchemyInstallmentUnitOfWorkFactory(SqlAlchemyUnitOfWorkFactory(engine))
+        uow = SqlAlchemyInstallmentUnitOfWorkFactory(
+            SqlAlchemyUnitOfWorkFactory(engine), cipher_for_tests()
+        )
         plan = new_plan()
         async with uow() as u:
             await u.plans.add(plan)

@@ -37,6 +37,7 @@ from payorch.domain.retry import DEADLINE_RESERVE_MS, MIN_CALL_MS
 from payorch.entrypoints.grpc.server import create_server
 from payorch.observability_wiring import ObservabilityOptions
 from payorch.settings import Settings
+from tests.conftest import TEST_SECRETS_KEY
 from tests.rich_status import field_violations
 
 CREATE = "/payments.orchestrator.v1.PaymentOrchestrator/CreatePayment"
@@ -120,7 +121,12 @@ async def serving(
     options = ObservabilityOptions(
         observers=[violations], metrics=PaymentMetrics(registry), tracing=tracing
     )
-    config = Settings(database_url=database_url, auth_cache_s=0, **settings)  # type: ignore[arg-type]
+    config = Settings(
+        database_url=database_url,
+        secrets_key=TEST_SECRETS_KEY,
+        auth_cache_s=0,
+        **settings,  # type: ignore[arg-type]
+    )
     container = await bootstrap(config, clock=clock, observability=options)
     server, port, _ = create_server(container, "127.0.0.1:0")
     await server.start()

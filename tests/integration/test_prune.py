@@ -21,6 +21,7 @@ from payorch.bootstrap import Container
 from payorch.domain.webhook_delivery import DeliveryStatus, WebhookEndpoint
 from payorch.entrypoints.cli import main
 from payorch.webhooks import generate_secret
+from tests.conftest import cipher_for_tests
 from tests.integration.helpers import core_request
 
 DAY = timedelta(days=1)
@@ -85,7 +86,9 @@ async def seed_file(url: str, now: datetime) -> None:
     engine = create_engine(url)
     try:
         await migrate(engine)
-        uow = SqlAlchemyInstallmentUnitOfWorkFactory(SqlAlchemyUnitOfWorkFactory(engine))
+        uow = SqlAlchemyInstallmentUnitOfWorkFactory(
+            SqlAlchemyUnitOfWorkFactory(engine), cipher_for_tests()
+        )
         await add_endpoint(uow, now)
         async with engine.begin() as conn:
             await conn.execute(webhook_deliveries.insert(), seed_rows(now))

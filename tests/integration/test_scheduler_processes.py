@@ -30,6 +30,7 @@ from payorch.adapters.persistence.tables import installment_charges, installment
 from payorch.adapters.persistence.unit_of_work import SqlAlchemyUnitOfWorkFactory
 from payorch.domain.installments import InstallmentPlan, InstallmentPolicy
 from payorch.domain.money import Currency, Money
+from tests.conftest import cipher_for_tests
 
 pytestmark = pytest.mark.postgres
 
@@ -46,7 +47,9 @@ CLAIMED = re.compile(r"claimed (\d+) installments")
 
 async def seed(url: str, plans: int = PLANS) -> None:
     engine = create_engine(url)
-    uow = SqlAlchemyInstallmentUnitOfWorkFactory(SqlAlchemyUnitOfWorkFactory(engine))
+    uow = SqlAlchemyInstallmentUnitOfWorkFactory(
+        SqlAlchemyUnitOfWorkFactory(engine), cipher_for_tests()
+    )
     try:
         for batch in range(0, plans, 250):
             async with uow() as tx:

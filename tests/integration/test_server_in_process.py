@@ -27,6 +27,7 @@ from payorch.entrypoints.runtime import CannotListen
 from payorch.entrypoints.serve import ensure_demo_key
 from payorch.settings import Settings
 from tests import certificates
+from tests.conftest import TEST_SECRETS_KEY
 from tests.e2e.server import create_key, start_server
 from tests.rich_status import error_reasons, field_violations
 
@@ -34,7 +35,13 @@ from tests.rich_status import error_reasons, field_violations
 @pytest.fixture
 async def served(database_url):
     """The server, a channel to it, m_1's key, and the container behind it."""
-    container = await bootstrap(Settings(database_url=database_url, auth_cache_s=0))
+    container = await bootstrap(
+        Settings(
+            database_url=database_url,
+            secrets_key=TEST_SECRETS_KEY,
+            auth_cache_s=0,
+        )
+    )
     server, port, health = create_server(container, "127.0.0.1:0")
     await server.start()
     await mark_serving(health)
@@ -234,7 +241,7 @@ async def test_a_demo_key_written_over_a_stale_file_is_readable_by_its_owner_onl
 ):
     # The file held a key the database no longer knows (revoked, or another database's)
     # and was readable by everyone: the new key went into it as it was.
-    container = await bootstrap(Settings(database_url=database_url))
+    container = await bootstrap(Settings(database_url=database_url, secrets_key=TEST_SECRETS_KEY))
     try:
         path = tmp_path / "demo-key"
         path.write_text("po_000000000000_stale\n")
@@ -294,7 +301,10 @@ async def test_the_server_binds_with_the_tls_files_it_checked_not_ones_replaced_
 
     write_server_files(checked_ca)
     settings = Settings(
-        database_url=database_url, tls_cert_file=str(cert_file), tls_key_file=str(key_file)
+        database_url=database_url,
+        secrets_key=TEST_SECRETS_KEY,
+        tls_cert_file=str(cert_file),
+        tls_key_file=str(key_file),
     )
     container = await bootstrap(settings, serving=True)
     write_server_files(replaced_ca)

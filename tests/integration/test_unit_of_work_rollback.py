@@ -17,7 +17,7 @@ from payorch.adapters.persistence.unit_of_work import SqlAlchemyUnitOfWorkFactor
 from payorch.app.installment_ports import RetryRequest
 from payorch.app.ports import RefundRequest, UnitOfWorkFactory
 from payorch.domain.installments import InstallmentStatus
-from tests.conftest import _truncate
+from tests.conftest import _truncate, cipher_for_tests
 from tests.fakes.installments import FakeInstallmentUnitOfWork, FakePlans
 from tests.fakes.memory import FakeUnitOfWorkFactory
 from tests.integration.test_payment_writes import new_payment, settle
@@ -150,7 +150,7 @@ async def plans(request: pytest.FixtureRequest, tmp_path) -> AsyncIterator[tuple
         yield (lambda: FakeInstallmentUnitOfWork(plans=tables)), plan.id
         return
     async with database(request, tmp_path) as payments_uow:
-        real = SqlAlchemyInstallmentUnitOfWorkFactory(payments_uow)
+        real = SqlAlchemyInstallmentUnitOfWorkFactory(payments_uow, cipher_for_tests())
         async with real() as uow:
             await uow.plans.add(plan)
             await uow.commit()

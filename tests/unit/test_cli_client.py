@@ -12,6 +12,7 @@ import io
 import json
 import os
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -1341,3 +1342,40 @@ def test_listen_refuses_a_secret_no_webhook_can_be_verified_with_in_one_line(
     err = capsys.readouterr().err
     assert err.startswith("payorch webhooks listen: error: argument --secret: the secret")
     assert err.count("\n") == 1
+
+
+async def test_listen_given_two_secrets_takes_a_webhook_signed_under_either_and_no_other(
+    monkeypatch, capsys
+):
+    # A receiver during a rotation's overlap holds the old secret and the new one; after
+    # it the sender signs with the new alone, which the receiver must still take.
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from payorch.webhooks import generate_secret, headers_for
+
+    old, new, stranger = generate_secret(), generate_secret(), generate_secret()
+    taken: list[object] = []
+    monkeypatch.setattr("aiohttp.web.run_app", lambda app, **kwargs: taken.append(app))
+    argv = ["webhooks", "listen", "--port", "0", "--secret", old, "--secret", new]
+    assert exit_code_of(argv) == 0
+    (app,) = taken
+    body = '{"type":"installment.paid","data":{}}'
+    now = int(time.time())
+    async with TestClient(TestServer(app)) as client:
+        for n, signers in enumerate([[new], [old], [new, old], [stranger]]):
+            headers = headers_for(signers, f"evt_{n}", now, body)
+            answer = await client.post("/hooks", data=body, headers=headers)
+            assert answer.status == (400 if signers == [stranger] else 204), n
+    out, err = capsys.readouterr()
+    assert [json.loads(line)["webhook_id"] for line in out.splitlines()[1:]] == [
+        "evt_0",
+        "evt_1",
+        "evt_2",
+    ]
+    assert "no matching signature" in err
+    for secret in (old, new, stranger):
+        assert secret.removeprefix("whsec_") not in out + err
+
+    from payorch.entrypoints.installments_cli import receiver
+
+    assert receiver([old])  # one secret, as before

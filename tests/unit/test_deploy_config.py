@@ -231,3 +231,23 @@ def test_compose_publishes_the_http_port_and_prometheus_on_the_hosts_loopback_on
         for mapping in published:
             if mapping.rsplit(":", 1)[1] in ("9464", "9090"):
                 assert mapping.startswith("127.0.0.1:"), (name, mapping)
+
+
+def test_every_payorch_process_on_postgresql_has_the_key_the_key_service_makes():
+    # payorch refuses to start on PostgreSQL without PAYORCH_SECRETS_KEY (or _FILE): a
+    # service without it never came up; one with another key file could not open what
+    # the other process sealed.
+    maker = services()["secrets-key"]
+    argv = json.loads(re.search(r"^    command: (\[.*\])$", maker, re.MULTILINE).group(1))
+    assert argv[:3] == ["payorch", "secrets", "generate-key"]
+    key_file = argv[argv.index("--file") + 1]
+    (made_on,) = re.findall(r"- ([\w-]+):(\S+)$", maker, re.MULTILINE)
+    assert key_file.startswith(made_on[1] + "/")
+    for name in payorch_processes():
+        block = services()[name]
+        assert "postgresql://" in block, name
+        assert f"PAYORCH_SECRETS_KEY_FILE: {key_file}" in block, name
+        assert f"- {made_on[0]}:{made_on[1]}:ro" in block, name
+        assert re.search(r"secrets-key:\n\s+condition: service_completed_successfully", block)
+    # The volume starts out as the image's directory: owned by the image's user.
+    assert f"-m 0700 {made_on[1]}" in DOCKERFILE

@@ -8,6 +8,7 @@ from __future__ import annotations
 import enum
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -93,9 +94,7 @@ class WebhookEndpoint:
         self.secret, self.updated_at = new_secret, now
 
     def wants(self, event_type: str) -> bool:
-        return self.status is EndpointStatus.ENABLED and (
-            not self.event_types or event_type in self.event_types
-        )
+        return self.status is EndpointStatus.ENABLED and subscribes(self.event_types, event_type)
 
     def disable(self, reason: str, now: datetime) -> None:
         if self.status is not EndpointStatus.ENABLED:
@@ -116,6 +115,11 @@ class WebhookEndpoint:
 
     def delete(self, now: datetime) -> None:
         self.status, self.updated_at = EndpointStatus.DELETED, now
+
+
+def subscribes(event_types: Sequence[str], event_type: str) -> bool:
+    """Whether an endpoint subscribed to `event_types` (none: every type) takes it."""
+    return not event_types or event_type in event_types
 
 
 def signing_secrets(

@@ -23,7 +23,12 @@ from payments.orchestrator.v1 import health_pb2_grpc as hpb_grpc
 from payments.orchestrator.v1 import orchestrator_pb2 as orch
 from payments.orchestrator.v1 import orchestrator_pb2_grpc as orch_grpc
 from payorch.domain.money import InvalidAmount
-from payorch.entrypoints import cli_arguments, installments_cli, observability_cli
+from payorch.entrypoints import (
+    cli_arguments,
+    installments_cli,
+    observability_cli,
+    secrets_cli,
+)
 from payorch.settings import InvalidSettings, Settings
 
 DEMO_KEY_FILE = ".payorch/demo-key"
@@ -629,6 +634,7 @@ def parser() -> argparse.ArgumentParser:
     rec.set_defaults(func=cmd_reconcile)
     installments_cli.register(sub, _client_flags, _db_flags)
     observability_cli.register(sub, _client_flags)
+    secrets_cli.register(sub, _db_flags)
     return root
 
 

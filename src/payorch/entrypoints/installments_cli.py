@@ -11,8 +11,8 @@ import json
 import signal
 import sys
 import uuid
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
@@ -21,6 +21,9 @@ from payments.installments.v1 import installments_pb2_grpc as pb_grpc
 from payments.plan.v1 import plan_pb2
 from payorch.domain.money import Currency, format_minor, parse_decimal_amount
 from payorch.entrypoints import cli_arguments
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 Flags = Callable[[argparse.ArgumentParser], None]
 
@@ -563,20 +566,40 @@ def cmd_listen(args: argparse.Namespace) -> int:
     """Print verified webhooks, one JSON line each; refuse the rest with 400."""
     from aiohttp import web
 
+    app = receiver(args.secret, fail_first=args.fail_first)
+    print(f"listening on http://{args.host}:{args.port}/ (verifying signatures)", flush=True)
+    web.run_app(app, host=args.host, port=args.port, print=None, access_log=None)
+    return 0
+
+
+def receiver(secrets: Sequence[str], *, fail_first: int = 0) -> web.Application:
+    """`webhooks listen`'s app: a webhook verified under any of `secrets` (a rotation's
+    overlap: the receiver holds the old secret and the new one) is printed."""
+    from aiohttp import web
+
     from payorch.webhooks import WebhookVerificationError, verify
 
     failures: dict[str, int] = {}
 
+    def verified(headers: Mapping[str, str], body: bytes) -> Any:
+        refusal = WebhookVerificationError("no secret to verify with")
+        for secret in secrets:
+            try:
+                return verify(secret, headers, body)
+            except WebhookVerificationError as exc:
+                refusal = exc
+        raise refusal
+
     async def receive(request: web.Request) -> web.Response:
         body = await request.read()
         try:
-            event = verify(args.secret, request.headers, body)
+            event = verified(request.headers, body)
         except WebhookVerificationError as exc:
             print(json.dumps({"rejected": str(exc)}), file=sys.stderr, flush=True)
             return web.Response(status=400, text=str(exc))
         webhook_id = request.headers["webhook-id"]
         seen = failures.get(webhook_id, 0)
-        if seen < args.fail_first:
+        if seen < fail_first:
             failures[webhook_id] = seen + 1
             print(
                 json.dumps({"answered": 500, "webhook_id": webhook_id, "type": event.get("type")}),
@@ -599,9 +622,7 @@ def cmd_listen(args: argparse.Namespace) -> int:
 
     app = web.Application(client_max_size=1 << 20)
     app.router.add_post("/{tail:.*}", receive)
-    print(f"listening on http://{args.host}:{args.port}/ (verifying signatures)", flush=True)
-    web.run_app(app, host=args.host, port=args.port, print=None, access_log=None)
-    return 0
+    return app
 
 
 # -- wiring into the `payorch` parser ------------------------------------------------------
@@ -811,8 +832,10 @@ def register(
     listen.add_argument(
         "--secret",
         required=True,
+        action="append",
         type=cli_arguments.webhook_secret,
-        help="the endpoint's whsec_... secret",
+        help="the endpoint's whsec_... secret; give it twice (the new and the old) during"
+        " a rotation's overlap: a webhook verified under either is taken",
     )
     listen.add_argument(
         "--fail-first", type=int, default=0, help="answer 500 to the first N tries of each webhook"

@@ -10,6 +10,7 @@ from payorch.adapters.persistence.unit_of_work import (
     SqlAlchemyUnitOfWorkFactory,
 )
 from payorch.adapters.persistence.webhooks import SqlAlchemyWebhookRepository
+from payorch.adapters.secret_cipher import SecretCipher
 
 
 class SqlAlchemyInstallmentUnitOfWork:
@@ -17,14 +18,15 @@ class SqlAlchemyInstallmentUnitOfWork:
     webhooks: SqlAlchemyWebhookRepository
     payments: SqlAlchemyPaymentRepository
 
-    def __init__(self, inner: SqlAlchemyUnitOfWork) -> None:
+    def __init__(self, inner: SqlAlchemyUnitOfWork, cipher: SecretCipher) -> None:
         self._inner = inner
+        self._cipher = cipher
 
     async def __aenter__(self) -> SqlAlchemyInstallmentUnitOfWork:
         await self._inner.__aenter__()
         conn = self._inner.connection
         self.plans = SqlAlchemyInstallmentPlanRepository(conn)
-        self.webhooks = SqlAlchemyWebhookRepository(conn)
+        self.webhooks = SqlAlchemyWebhookRepository(conn, self._cipher)
         self.payments = self._inner.payments
         return self
 
@@ -36,8 +38,10 @@ class SqlAlchemyInstallmentUnitOfWork:
 
 
 class SqlAlchemyInstallmentUnitOfWorkFactory:
-    def __init__(self, payments_uow: SqlAlchemyUnitOfWorkFactory) -> None:
+    def __init__(self, payments_uow: SqlAlchemyUnitOfWorkFactory, cipher: SecretCipher) -> None:
         self._payments_uow = payments_uow
+        # Seals the webhook signing keys the repositories store (docs/security.md).
+        self.cipher = cipher
 
     def __call__(self) -> SqlAlchemyInstallmentUnitOfWork:
-        return SqlAlchemyInstallmentUnitOfWork(self._payments_uow())
+        return SqlAlchemyInstallmentUnitOfWork(self._payments_uow(), self.cipher)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 import hashlib
+import logging
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -19,6 +20,7 @@ from payorch.adapters.persistence.tables import (
     webhook_endpoints,
     webhook_retention,
 )
+from payorch.adapters.secret_cipher import SecretCipher, SecretUnreadable
 from payorch.app.ids import new_id
 from payorch.app.installment_ports import (
     Cursor,
@@ -33,11 +35,13 @@ from payorch.domain.webhook_delivery import (
     WebhookDelivery,
     WebhookEndpoint,
     event_type,
+    subscribes,
     webhook_body,
 )
 from payorch.webhooks import SECRET_PREFIX
 
 _PENDING = DeliveryStatus.PENDING.value
+_log = logging.getLogger("payorch.webhooks")
 
 
 # A payment event's amounts are minor units of its payment's currency, which the event
@@ -54,12 +58,30 @@ def _endpoints_lock_key(merchant_id: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
-def _endpoint_row(e: WebhookEndpoint) -> dict[str, Any]:
+def key_context(endpoint_id: str, column: str) -> str:
+    """What a stored signing key is bound to: its row and its column."""
+    return f"webhook_endpoints.{column} of {endpoint_id}"
+
+
+def _sealed(cipher: SecretCipher, endpoint_id: str, column: str, secret: str) -> str | None:
+    """A whsec_ secret as its column stores it: the base64 key sealed; None for none."""
+    key = secret.removeprefix(SECRET_PREFIX)
+    return cipher.seal(key, key_context(endpoint_id, column)) if key else None
+
+
+def _opened(cipher: SecretCipher, endpoint_id: str, column: str, stored: str | None) -> str:
+    """The whsec_ secret of a stored signing key; "" for none."""
+    if not stored:
+        return ""
+    return SECRET_PREFIX + cipher.unseal(stored, key_context(endpoint_id, column))
+
+
+def _endpoint_row(e: WebhookEndpoint, cipher: SecretCipher) -> dict[str, Any]:
     return {
         "id": e.id,
         "merchant_id": e.merchant_id,
         "url": e.url,
-        "signing_key": e.secret.removeprefix(SECRET_PREFIX),
+        "signing_key": _sealed(cipher, e.id, "signing_key", e.secret),
         "description": e.description,
         "event_types": list(e.event_types),
         "status": e.status.value,
@@ -71,17 +93,17 @@ def _endpoint_row(e: WebhookEndpoint) -> dict[str, Any]:
         "disabled_at": e.disabled_at,
         "failing_since": e.failing_since,
         "dead_since_failing": e.dead_since_failing,
-        "previous_signing_key": e.previous_secret.removeprefix(SECRET_PREFIX) or None,
+        "previous_signing_key": _sealed(cipher, e.id, "previous_signing_key", e.previous_secret),
         "previous_key_until": e.previous_secret_until if e.previous_secret else None,
     }
 
 
-def _endpoint(r: Any) -> WebhookEndpoint:
+def _endpoint(r: Any, cipher: SecretCipher) -> WebhookEndpoint:
     return WebhookEndpoint(
         id=r["id"],
         merchant_id=r["merchant_id"],
         url=r["url"],
-        secret=SECRET_PREFIX + r["signing_key"],
+        secret=_opened(cipher, r["id"], "signing_key", r["signing_key"]),
         description=r["description"],
         event_types=tuple(r["event_types"]),
         created_at=r["created_at"],
@@ -93,14 +115,9 @@ def _endpoint(r: Any) -> WebhookEndpoint:
         disabled_at=r["disabled_at"],
         failing_since=r["failing_since"],
         dead_since_failing=r["dead_since_failing"],
-        previous_secret=_secret(r["previous_signing_key"]),
+        previous_secret=_opened(cipher, r["id"], "previous_signing_key", r["previous_signing_key"]),
         previous_secret_until=r["previous_key_until"],
     )
-
-
-def _secret(key: str | None) -> str:
-    """The whsec_ secret of a stored signing key; "" for none."""
-    return SECRET_PREFIX + key if key else ""
 
 
 def _body(e: Any) -> str:
@@ -160,14 +177,17 @@ def _delivery(r: Any) -> WebhookDelivery:
 
 
 class SqlAlchemyWebhookRepository:
-    def __init__(self, conn: AsyncConnection) -> None:
+    def __init__(self, conn: AsyncConnection, cipher: SecretCipher) -> None:
         self._conn = conn
+        self._cipher = cipher
 
     async def add_endpoint(self, endpoint: WebhookEndpoint) -> None:
-        await self._conn.execute(webhook_endpoints.insert(), [_endpoint_row(endpoint)])
+        await self._conn.execute(
+            webhook_endpoints.insert(), [_endpoint_row(endpoint, self._cipher)]
+        )
 
     async def save_endpoint(self, endpoint: WebhookEndpoint) -> None:
-        row = _endpoint_row(endpoint)
+        row = _endpoint_row(endpoint, self._cipher)
         row["version"] = endpoint.version + 1
         t = webhook_endpoints
         done = await self._conn.execute(
@@ -212,7 +232,7 @@ class SqlAlchemyWebhookRepository:
         if merchant_id is not None:
             query = query.where(t.c.merchant_id == merchant_id)
         row = (await self._conn.execute(query)).mappings().first()
-        return _endpoint(row) if row is not None else None
+        return _endpoint(row, self._cipher) if row is not None else None
 
     async def list_endpoints(self, merchant_id: str | None) -> Sequence[WebhookEndpoint]:
         t = webhook_endpoints
@@ -220,7 +240,7 @@ class SqlAlchemyWebhookRepository:
         if merchant_id is not None:
             query = query.where(t.c.merchant_id == merchant_id)
         rows = (await self._conn.execute(query.order_by(t.c.created_at, t.c.id))).mappings()
-        return [_endpoint(r) for r in rows]
+        return [_endpoint(r, self._cipher) for r in rows]
 
     async def get_endpoint_by_request(
         self, merchant_id: str, request_id: str
@@ -228,7 +248,7 @@ class SqlAlchemyWebhookRepository:
         t = webhook_endpoints
         query = select(t).where(t.c.merchant_id == merchant_id, t.c.request_id == request_id)
         row = (await self._conn.execute(query)).mappings().first()
-        return _endpoint(row) if row is not None else None
+        return _endpoint(row, self._cipher) if row is not None else None
 
     async def count_endpoints_to_add(self, merchant_id: str) -> int:
         if self._conn.dialect.name == "postgresql":
@@ -264,30 +284,35 @@ class SqlAlchemyWebhookRepository:
             return 0
         merchants = {e["merchant_id"] for e in batch}
         t = webhook_endpoints
+        # Who subscribed to what, and not their signing keys: a fan-out opens no secret.
         endpoint_rows = (
             await self._conn.execute(
-                select(t).where(
+                select(t.c.id, t.c.merchant_id, t.c.event_types).where(
                     one_of(self._conn.dialect, t.c.merchant_id, merchants),
                     t.c.status == EndpointStatus.ENABLED.value,
                 )
             )
-        ).mappings()
-        by_merchant: dict[str, builtins.list[WebhookEndpoint]] = {}
+        ).all()
+        by_merchant: dict[str, builtins.list[tuple[str, Sequence[str]]]] = {}
         for r in endpoint_rows:
-            by_merchant.setdefault(r["merchant_id"], []).append(_endpoint(r))
+            by_merchant.setdefault(r.merchant_id, []).append((r.id, r.event_types))
         rows = []
         for e in batch:
             kind = event_type(e["name"])
-            wanting = [ep for ep in by_merchant.get(e["merchant_id"], []) if ep.wants(kind)]
+            wanting = [
+                endpoint_id
+                for endpoint_id, types in by_merchant.get(e["merchant_id"], [])
+                if subscribes(types, kind)
+            ]
             if not wanting:
                 continue
             body = _body(e)
-            for ep in wanting:
+            for endpoint_id in wanting:
                 rows.append(
                     _delivery_row(
                         WebhookDelivery(
                             id=new_id("whd"),
-                            endpoint_id=ep.id,
+                            endpoint_id=endpoint_id,
                             merchant_id=e["merchant_id"],
                             event_id=e["id"],
                             event_type=kind,
@@ -345,16 +370,22 @@ class SqlAlchemyWebhookRepository:
                 .order_by(d.c.next_attempt_at)
             )
         ).mappings()
-        return [
-            DeliveryJob(
-                _delivery(r),
-                r["url"],
-                _secret(r["signing_key"]),
-                _secret(r["previous_signing_key"]),
-                r["previous_key_until"],
+        jobs = []
+        for r in rows:
+            try:
+                secret, previous = (
+                    _opened(self._cipher, r["endpoint_id"], column, r[column])
+                    for column in ("signing_key", "previous_signing_key")
+                )
+            except SecretUnreadable as exc:
+                # Its claim stands until the lease runs out, then it is tried again; the
+                # other endpoints' deliveries go on meanwhile.
+                _log.error("delivery %s not sent: %s", r["id"], exc)
+                continue
+            jobs.append(
+                DeliveryJob(_delivery(r), r["url"], secret, previous, r["previous_key_until"])
             )
-            for r in rows
-        ]
+        return jobs
 
     async def get_delivery(
         self, delivery_id: str, merchant_id: str | None
@@ -429,7 +460,7 @@ class SqlAlchemyWebhookRepository:
         t = webhook_endpoints
         query = select(t).where(t.c.id == endpoint_id).with_for_update()
         row = (await self._conn.execute(query)).mappings().first()
-        return _endpoint(row) if row is not None else None
+        return _endpoint(row, self._cipher) if row is not None else None
 
     async def redelivery_candidates(
         self,
