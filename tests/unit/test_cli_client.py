@@ -578,6 +578,9 @@ LIVE_KEY_TAIL = "51HxYzLiveKeyTail0123456789"
         ({}, ["--simulate", "bogus=1"], "PAYORCH_SIMULATE"),
         ({}, ["--simulate", "api_error=2"], "PAYORCH_SIMULATE"),
         ({"PAYORCH_SIMULATE_SIM_B": "seed=x"}, ["--processors", "sim_a,sim_b"], "SIM_B"),
+        # A drill's faults for a name not served applied to nothing, without a word.
+        ({"PAYORCH_SIMULATE_SIM_C": "api_error=1"}, ["--processors", "sim_a,sim_b"], "SIM_C"),
+        ({"PAYORCH_SIMULATE_STRIPE": "api_error=1"}, [], "PAYORCH_SIMULATE_STRIPE"),
         ({"PAYORCH_HEALTH_WINDOW_S": "0"}, [], "PAYORCH_HEALTH_"),
         # A breaker that opens would never let a probe through again.
         ({"PAYORCH_HEALTH_COOLDOWN_S": "nan"}, [], "cooldown_s"),
@@ -669,6 +672,8 @@ LIVE_KEY_TAIL = "51HxYzLiveKeyTail0123456789"
         "unknown fault",
         "rate above 1",
         "one processor's faults",
+        "faults for a processor not served",
+        "faults for a processor not simulated",
         "health window",
         "breaker cool-down nan",
         "live key",
@@ -738,6 +743,26 @@ def test_a_setting_the_server_cannot_start_with_is_one_line_naming_it_with_exit_
         monkeypatch.setenv("PAYORCH_PROCESSORS", argv[-1])
         argv = []
     refused_before_the_database(command, argv, names, tmp_path, monkeypatch, capsys)
+
+
+SERVE_TWO_SIMS = ["serve", "--listen", "127.0.0.1:0", "--processors", "sim_a,sim_b"]
+
+
+def test_serve_refuses_simulate_for_a_processor_it_does_not_serve(tmp_path, monkeypatch, capsys):
+    """A drill's faults for a mistyped name applied to nothing, without a word."""
+    argv = ["--simulate-for", "sim_c=api_error=1.0"]
+    last = refused_before_the_database(SERVE_TWO_SIMS, argv, "sim_c", tmp_path, monkeypatch, capsys)
+    assert "--simulate-for sim_c" in last and "sim_a,sim_b" in last
+
+
+def test_serve_refuses_simulate_for_without_its_spec(tmp_path, monkeypatch, capsys):
+    """`--simulate-for sim_a` (the `=SPEC` forgotten) served sim_a with no faults."""
+    never_open_the_database(monkeypatch)
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    argv = [*SERVE_TWO_SIMS, "--database-url", url, "--simulate-for", "sim_a"]
+    assert exit_code_of(argv) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "--simulate-for" in lines[0] and "NAME=SPEC" in lines[0]
 
 
 @pytest.mark.parametrize("processors", ["stripe", ""])

@@ -48,7 +48,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.simulate_for:
         per = dict(settings.simulate_by_processor)
         for item in args.simulate_for:
-            name, _, spec = item.partition("=")
+            name, _, spec = item.partition("=")  # checked by its argument type
             per[name.strip()] = spec
         settings = Settings(**{**settings.__dict__, "simulate_by_processor": per})
     from payorch.entrypoints.runtime import loop_factory
@@ -479,6 +479,7 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--simulate-for",
         action="append",
+        type=cli_arguments.simulate_for,
         metavar="NAME=SPEC",
         help='faults for one processor, e.g. sim_a="api_error=1.0" (repeatable)',
     )

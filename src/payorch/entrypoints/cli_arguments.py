@@ -118,6 +118,17 @@ def metadata_pair(text: str) -> str:
     return text
 
 
+def simulate_for(text: str) -> str:
+    """`NAME=SPEC` of `serve --simulate-for`. Without the `=`, the name went with no
+    faults at all, and the drill ran against a healthy processor."""
+    name, equals, _ = text.partition("=")
+    if not equals or not name.strip():
+        raise argparse.ArgumentTypeError(
+            'not NAME=SPEC (e.g. sim_a="api_error=1.0"; sim_a= for no faults)'
+        )
+    return text
+
+
 def currency(text: str) -> Currency:
     try:
         return Currency.parse(text)
