@@ -395,7 +395,13 @@ def test_metadata_items_go_as_given_an_empty_value_and_equals_signs_in_it_includ
 
 @pytest.fixture
 def bad_files(tmp_path) -> dict[str, str]:
-    files = {"bad-enum": '{"methods": [{"type": "NOPE"}]}', "bad-json": "{not json"}
+    files = {
+        "bad-enum": '{"methods": [{"type": "NOPE"}]}',
+        "bad-json": "{not json",
+        # What `payorch config get` prints: the config inside its answer.
+        "get-answer": '{"config": {"merchantId": "m_demo", "allowPartial": true},'
+        ' "isDefault": true}',
+    }
     for name, text in files.items():
         (tmp_path / f"{name}.json").write_text(text)
     return {name: str(tmp_path / f"{name}.json") for name in [*files, "missing"]}
@@ -421,6 +427,7 @@ PLAN = [
         ["config", "set", *ADDRESS, "{missing}"],
         ["config", "set", *ADDRESS, "{bad-json}"],
         ["config", "set", *ADDRESS, "{bad-enum}"],
+        ["config", "set", *ADDRESS, "{get-answer}"],
         ["stats", *ADDRESS, "--since", "0001-01-01T00:00:00+01:00"],
         ["violations", *ADDRESS, "--until", "9999-12-31T23:59:59-01:00"],
         ["retrospective", *ADDRESS, "--until", "yesterday"],
@@ -492,6 +499,7 @@ PLAN = [
         "config missing file",
         "config bad json",
         "config unknown enum",
+        "config get's answer",
         "stats since year 0",
         "violations until year 10000",
         "retrospective until yesterday",
@@ -987,6 +995,13 @@ def keys(url: str, *argv: str) -> int:
     return exit_code_of(["keys", "--database-url", url, *argv])
 
 
+def test_keys_create_with_both_a_merchant_and_ops_says_to_give_one_not_both(tmp_path, capsys):
+    url = f"sqlite:///{tmp_path / 'k.db'}"
+    assert keys(url, "create", "--merchant", "m_1", "--scope", "ops") == 2
+    assert "not both" in capsys.readouterr().err
+    assert not (tmp_path / "k.db").exists()
+
+
 @pytest.mark.parametrize(
     "pasted", ["{key}", " {key} ", "Bearer {key}"], ids=["key", "spaces", "bearer"]
 )
@@ -1059,6 +1074,14 @@ def test_every_subcommand_says_what_it_does_in_the_help():
     commands = dict(_subcommands(cli.parser()))
     assert {"payorch webhooks list-endpoints", "payorch keys list"} <= set(commands)
     assert sorted(c for c, text in commands.items() if not text) == []
+
+
+def test_config_set_given_what_config_get_printed_says_where_the_config_is(bad_files, capsys):
+    """`config get > c.json; config set c.json` is the first thing one tries: protobuf's
+    two lines named a field "config" MerchantConfig lacks, not what to send instead."""
+    assert exit_code_of(["config", "set", *ADDRESS, bad_files["get-answer"]]) == 2
+    err = capsys.readouterr().err
+    assert "payorch config get" in err and '"config"' in err and "Available Fields" not in err
 
 
 @pytest.mark.parametrize(

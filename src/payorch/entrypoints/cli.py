@@ -112,7 +112,12 @@ def cmd_keys(args: argparse.Namespace) -> int:
     settings = _server_settings(args)
     if args.keys_command == "create" and bool(args.merchant) == (args.scope == "ops"):
         # Refused as argparse refuses a missing argument, before the database is made.
-        args.refuse("give --merchant M or --scope ops")
+        both = bool(args.merchant)
+        args.refuse(
+            "give --merchant M or --scope ops, not both: an ops key acts for every merchant"
+            if both
+            else "give --merchant M or --scope ops"
+        )
 
     async def main() -> int:
         engine = create_engine(settings.database_url)
@@ -327,6 +332,12 @@ def cmd_config(args: argparse.Namespace) -> int:
             orch.GetMerchantConfigRequest(merchant_id=args.merchant or ""),
         )
     text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
+    if _is_config_get_answer(text):
+        # `config get > c.json`, edited, then `config set c.json`: the first thing tried.
+        raise json_format.ParseError(
+            f"{args.file} holds what `payorch config get` prints: send the MerchantConfig"
+            ' under its "config" (e.g. `jq .config`)'
+        )
     config = json_format.Parse(text, config_pb2.MerchantConfig())
     request = orch.UpsertMerchantConfigRequest(config=config)
     if args.expected_version == 0:  # none stored yet: the defaults apply
@@ -334,6 +345,15 @@ def cmd_config(args: argparse.Namespace) -> int:
     elif args.expected_version is not None:
         request.expected_version = args.expected_version
     return _call(args, "UpsertMerchantConfig", request)
+
+
+def _is_config_get_answer(text: str) -> bool:
+    """GetMerchantConfigResponse's JSON: a MerchantConfig has no field "config"."""
+    try:
+        found = json.loads(text)
+    except ValueError:
+        return False  # json_format says what is wrong with it
+    return isinstance(found, dict) and "config" in found
 
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
@@ -657,7 +677,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return BROKEN_PIPE_EXIT
     except _refusals() as exc:
-        print(f"payorch: {exc}", file=sys.stderr)
+        # One line, as the README says: protobuf's parse errors run over two.
+        print("payorch: " + " ".join(str(exc).splitlines()), file=sys.stderr)
         return 2
     return result
 
