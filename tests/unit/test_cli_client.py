@@ -11,6 +11,8 @@ import csv
 import io
 import json
 import os
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -1068,6 +1070,43 @@ def _subcommands(
             for name, sub in action.choices.items():
                 yield " ".join((*path, name)), helps.get(name)
                 yield from _subcommands(sub, (*path, name))
+
+
+def _cli_in_a_process(*argv: str) -> subprocess.CompletedProcess[str]:
+    """The CLI in a process of its own: grpc's C core aborts the interpreter on some
+    credentials, and a test run in-process would die with it."""
+    code = "import sys; from payorch.entrypoints.cli import main; sys.exit(main(sys.argv[1:]))"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    return subprocess.run(
+        [sys.executable, "-c", code, *argv], capture_output=True, text=True, env=env, timeout=60
+    )
+
+
+@pytest.mark.parametrize(
+    ("given", "named"),
+    [
+        (["--tls-ca", "ca", "--tls-cert", "cert"], "--tls-key"),
+        (["--tls-ca", "ca", "--tls-key", "key"], "--tls-cert"),
+        # Plaintext then, to a server that speaks TLS: "Socket closed".
+        (["--tls-cert", "cert", "--tls-key", "key"], "--tls-ca"),
+        (["--tls-ca", "missing"], "--tls-ca"),
+    ],
+    ids=["certificate without its key", "key without its certificate", "no ca", "ca unreadable"],
+)
+def test_client_tls_files_given_wrongly_are_one_line_with_exit_2_before_any_call(
+    given, named, tmp_path
+):
+    """A client certificate without its key (or the key alone) aborted the process in
+    grpc's C core (exit 134, a stack trace); one without --tls-ca went in plaintext."""
+    files = {"ca": TLS_CERT, "cert": TLS_CERT, "key": TLS_KEY}
+    for name, content in files.items():
+        (tmp_path / name).write_bytes(content)
+    argv = [str(tmp_path / a) if a in (*files, "missing") else a for a in given]
+    done = _cli_in_a_process("get", "pay_1", *ADDRESS, "--api-key", "po_k", *argv)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("payorch get: error: "), done.stderr
+    assert named in lines[0]
 
 
 def test_every_subcommand_says_what_it_does_in_the_help():

@@ -177,11 +177,11 @@ def _sendable(key: str, source: str) -> str:
 
 def channel(args: argparse.Namespace) -> grpc.Channel:
     address = args.address or os.environ.get("PAYORCH_ADDRESS", "127.0.0.1:50051")
-    if args.tls_ca:
+    if args.tls_ca is not None:  # the files' bytes, read and paired when parsed
         creds = grpc.ssl_channel_credentials(
-            root_certificates=Path(args.tls_ca).read_bytes(),
-            private_key=Path(args.tls_key).read_bytes() if args.tls_key else None,
-            certificate_chain=Path(args.tls_cert).read_bytes() if args.tls_cert else None,
+            root_certificates=args.tls_ca,
+            private_key=args.tls_key,
+            certificate_chain=args.tls_cert,
         )
         return grpc.secure_channel(address, creds)
     return grpc.insecure_channel(address)
@@ -476,9 +476,18 @@ def _client_flags(p: argparse.ArgumentParser) -> None:
         default=30.0,
         help="deadline in seconds (above 0, at most 86400; default 30)",
     )
-    p.add_argument("--tls-ca", help="CA certificate to verify the server (enables TLS)")
-    p.add_argument("--tls-cert", help="client certificate (mTLS)")
-    p.add_argument("--tls-key", help="client private key (mTLS)")
+    p.add_argument(
+        "--tls-ca",
+        type=cli_arguments.pem_file,
+        help="CA certificate to verify the server (enables TLS)",
+    )
+    p.add_argument(
+        "--tls-cert", type=cli_arguments.pem_file, help="client certificate (mTLS; with --tls-key)"
+    )
+    p.add_argument(
+        "--tls-key", type=cli_arguments.pem_file, help="client private key (mTLS; with --tls-cert)"
+    )
+    p.set_defaults(refuse_client=p.error)
 
 
 def _db_flags(p: argparse.ArgumentParser) -> None:
@@ -668,6 +677,7 @@ BROKEN_PIPE_EXIT = 128 + signal.SIGPIPE
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    cli_arguments.check_client_tls(args)
     try:
         result: int = args.func(args)
         sys.stdout.flush()  # a reader gone shows here, not in a warning at exit
