@@ -1072,6 +1072,29 @@ def _subcommands(
                 yield from _subcommands(sub, (*path, name))
 
 
+def _parsers(
+    parser: argparse.ArgumentParser, path: tuple[str, ...] = ("payorch",)
+) -> Iterator[tuple[str, argparse.ArgumentParser]]:
+    yield " ".join(path), parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _parsers(sub, (*path, name))
+
+
+def test_every_option_and_argument_says_what_it_takes_in_the_help():
+    """`--page-size PAGE_SIZE` alone left a newcomer to guess its limit and default,
+    `--scope` what an ops key is, `--port` where `webhooks listen` listens."""
+    unexplained = [
+        f"{command} {action.option_strings[0] if action.option_strings else action.dest}"
+        for command, parser in _parsers(cli.parser())
+        for action in parser._actions
+        if not isinstance(action, argparse._SubParsersAction | argparse._HelpAction)
+        and not action.help
+    ]
+    assert unexplained == []
+
+
 def _cli_in_a_process(*argv: str) -> subprocess.CompletedProcess[str]:
     """The CLI in a process of its own: grpc's C core aborts the interpreter on some
     credentials, and a test run in-process would die with it."""

@@ -543,7 +543,12 @@ def parser() -> argparse.ArgumentParser:
     create.add_argument(
         "--merchant", type=cli_arguments.merchant, help="bind the key to this merchant"
     )
-    create.add_argument("--scope", choices=["merchant", "ops"], default="merchant")
+    create.add_argument(
+        "--scope",
+        choices=["merchant", "ops"],
+        default="merchant",
+        help="ops: an operator's key, for every merchant (default: merchant, with --merchant)",
+    )
     create.add_argument(
         "--label", type=cli_arguments.key_label, default="", help="what the key is for"
     )
@@ -562,7 +567,7 @@ def parser() -> argparse.ArgumentParser:
         type=cli_arguments.amount,
         help="minor units (1999) or decimal (19.99)",
     )
-    pay.add_argument("--currency", required=True)
+    pay.add_argument("--currency", required=True, help="ISO-4217 code, any case (usd)")
     pay.add_argument("--payment-method", help="token, e.g. pm_card_visa")
     pay.add_argument("--method", help="card, apple_pay, google_pay")
     pay.add_argument(
@@ -572,7 +577,11 @@ def parser() -> argparse.ArgumentParser:
     )
     pay.add_argument("--request-id", help="idempotency key (default: a new UUID)")
     pay.add_argument("--customer", help="processor customer id")
-    pay.add_argument("--off-session", action="store_true")
+    pay.add_argument(
+        "--off-session",
+        action="store_true",
+        help="the customer is not there: a card saved on --customer",
+    )
     pay.add_argument(
         "--metadata",
         action="append",
@@ -585,13 +594,13 @@ def parser() -> argparse.ArgumentParser:
 
     get = sub.add_parser("get", help="show a payment with its attempts")
     _client_flags(get)
-    get.add_argument("payment_id")
+    get.add_argument("payment_id", help="pay_..., as pay prints it")
     get.set_defaults(func=cmd_get)
 
     lst = sub.add_parser("list", help="list payments, newest first")
     _client_flags(lst)
-    lst.add_argument("--page-size", type=int, default=20)
-    lst.add_argument("--page-token")
+    lst.add_argument("--page-size", type=int, default=20, help="at most 100 (default 20)")
+    lst.add_argument("--page-token", help="the nextPageToken of the page before")
     lst.set_defaults(func=cmd_list)
 
     for name, help_text in (
@@ -603,7 +612,7 @@ def parser() -> argparse.ArgumentParser:
     ):
         op = sub.add_parser(name, help=help_text)
         _client_flags(op)
-        op.add_argument("payment_id")
+        op.add_argument("payment_id", help="pay_..., as pay prints it")
         if name == "refund":
             op.add_argument(
                 "--amount",
@@ -612,7 +621,7 @@ def parser() -> argparse.ArgumentParser:
             )
             op.add_argument("--request-id", help="idempotency key of this refund")
         if name == "cancel":
-            op.add_argument("--reason", default="")
+            op.add_argument("--reason", default="", help="recorded in its PaymentCancelled event")
         op.set_defaults(func=cmd_payment_op)
 
     config = sub.add_parser("config", help="read or replace a merchant's config")
@@ -655,7 +664,9 @@ def parser() -> argparse.ArgumentParser:
         help="seconds after which a PROCESSING payment counts as interrupted (at least"
         " 240: a live server runs one payment for up to 120)",
     )
-    rec.add_argument("--limit", type=int, default=500)
+    rec.add_argument(
+        "--limit", type=int, default=500, help="payments looked at in this run (default 500)"
+    )
     rec.set_defaults(func=cmd_reconcile)
     installments_cli.register(sub, _client_flags, _db_flags)
     observability_cli.register(sub, _client_flags)
