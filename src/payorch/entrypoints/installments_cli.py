@@ -744,7 +744,8 @@ def register(
     ep_list.set_defaults(func=cmd_endpoint_list)
 
     ep_delete = hooks_sub.add_parser(
-        "delete-endpoint", help="stop sending to an endpoint; its pending deliveries are abandoned"
+        "delete-endpoint",
+        help="stop sending to an endpoint; its pending deliveries are dead-lettered",
     )
     client_flags(ep_delete)
     ep_delete.add_argument("endpoint_id", help="we_..., as list-endpoints prints it")
