@@ -482,6 +482,16 @@ def check_processors(settings: Settings) -> None:
             " PAYORCH_STRIPE_API_KEY is set: with none every payment fails,"
             f" not {settings.processors!r}"
         )
+    # Faults for a name not simulated here (a typo, stripe) applied to nothing.
+    simulated = {name for name in names if name != "stripe"}
+    unserved = sorted(set(settings.simulate_by_processor) - simulated)
+    if unserved:
+        name = unserved[0]
+        raise InvalidSettings(
+            f"PAYORCH_SIMULATE_{name.upper()} (--simulate-for {name}): {name} is not a"
+            f" simulated processor of PAYORCH_PROCESSORS (--processors), {settings.processors!r}:"
+            " its faults would apply to nothing"
+        )
 
 
 def check_settings(settings: Settings, *, charging: bool = True) -> HealthPolicy:

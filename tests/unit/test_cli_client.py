@@ -11,6 +11,8 @@ import csv
 import io
 import json
 import os
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -396,7 +398,13 @@ def test_metadata_items_go_as_given_an_empty_value_and_equals_signs_in_it_includ
 
 @pytest.fixture
 def bad_files(tmp_path) -> dict[str, str]:
-    files = {"bad-enum": '{"methods": [{"type": "NOPE"}]}', "bad-json": "{not json"}
+    files = {
+        "bad-enum": '{"methods": [{"type": "NOPE"}]}',
+        "bad-json": "{not json",
+        # What `payorch config get` prints: the config inside its answer.
+        "get-answer": '{"config": {"merchantId": "m_demo", "allowPartial": true},'
+        ' "isDefault": true}',
+    }
     for name, text in files.items():
         (tmp_path / f"{name}.json").write_text(text)
     return {name: str(tmp_path / f"{name}.json") for name in [*files, "missing"]}
@@ -422,6 +430,7 @@ PLAN = [
         ["config", "set", *ADDRESS, "{missing}"],
         ["config", "set", *ADDRESS, "{bad-json}"],
         ["config", "set", *ADDRESS, "{bad-enum}"],
+        ["config", "set", *ADDRESS, "{get-answer}"],
         ["stats", *ADDRESS, "--since", "0001-01-01T00:00:00+01:00"],
         ["violations", *ADDRESS, "--until", "9999-12-31T23:59:59-01:00"],
         ["retrospective", *ADDRESS, "--until", "yesterday"],
@@ -493,6 +502,7 @@ PLAN = [
         "config missing file",
         "config bad json",
         "config unknown enum",
+        "config get's answer",
         "stats since year 0",
         "violations until year 10000",
         "retrospective until yesterday",
@@ -579,6 +589,9 @@ LIVE_KEY_TAIL = "51HxYzLiveKeyTail0123456789"
         ({}, ["--simulate", "bogus=1"], "PAYORCH_SIMULATE"),
         ({}, ["--simulate", "api_error=2"], "PAYORCH_SIMULATE"),
         ({"PAYORCH_SIMULATE_SIM_B": "seed=x"}, ["--processors", "sim_a,sim_b"], "SIM_B"),
+        # A drill's faults for a name not served applied to nothing, without a word.
+        ({"PAYORCH_SIMULATE_SIM_C": "api_error=1"}, ["--processors", "sim_a,sim_b"], "SIM_C"),
+        ({"PAYORCH_SIMULATE_STRIPE": "api_error=1"}, [], "PAYORCH_SIMULATE_STRIPE"),
         ({"PAYORCH_HEALTH_WINDOW_S": "0"}, [], "PAYORCH_HEALTH_"),
         # A breaker that opens would never let a probe through again.
         ({"PAYORCH_HEALTH_COOLDOWN_S": "nan"}, [], "cooldown_s"),
@@ -677,6 +690,8 @@ LIVE_KEY_TAIL = "51HxYzLiveKeyTail0123456789"
         "unknown fault",
         "rate above 1",
         "one processor's faults",
+        "faults for a processor not served",
+        "faults for a processor not simulated",
         "health window",
         "breaker cool-down nan",
         "live key",
@@ -751,6 +766,26 @@ def test_a_setting_the_server_cannot_start_with_is_one_line_naming_it_with_exit_
         monkeypatch.setenv("PAYORCH_PROCESSORS", argv[-1])
         argv = []
     refused_before_the_database(command, argv, names, tmp_path, monkeypatch, capsys)
+
+
+SERVE_TWO_SIMS = ["serve", "--listen", "127.0.0.1:0", "--processors", "sim_a,sim_b"]
+
+
+def test_serve_refuses_simulate_for_a_processor_it_does_not_serve(tmp_path, monkeypatch, capsys):
+    """A drill's faults for a mistyped name applied to nothing, without a word."""
+    argv = ["--simulate-for", "sim_c=api_error=1.0"]
+    last = refused_before_the_database(SERVE_TWO_SIMS, argv, "sim_c", tmp_path, monkeypatch, capsys)
+    assert "--simulate-for sim_c" in last and "sim_a,sim_b" in last
+
+
+def test_serve_refuses_simulate_for_without_its_spec(tmp_path, monkeypatch, capsys):
+    """`--simulate-for sim_a` (the `=SPEC` forgotten) served sim_a with no faults."""
+    never_open_the_database(monkeypatch)
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    argv = [*SERVE_TWO_SIMS, "--database-url", url, "--simulate-for", "sim_a"]
+    assert exit_code_of(argv) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "--simulate-for" in lines[0] and "NAME=SPEC" in lines[0]
 
 
 @pytest.mark.parametrize("processors", ["stripe", ""])
@@ -975,6 +1010,13 @@ def keys(url: str, *argv: str) -> int:
     return exit_code_of(["keys", "--database-url", url, *argv])
 
 
+def test_keys_create_with_both_a_merchant_and_ops_says_to_give_one_not_both(tmp_path, capsys):
+    url = f"sqlite:///{tmp_path / 'k.db'}"
+    assert keys(url, "create", "--merchant", "m_1", "--scope", "ops") == 2
+    assert "not both" in capsys.readouterr().err
+    assert not (tmp_path / "k.db").exists()
+
+
 @pytest.mark.parametrize(
     "pasted", ["{key}", " {key} ", "Bearer {key}"], ids=["key", "spaces", "bearer"]
 )
@@ -1043,10 +1085,78 @@ def _subcommands(
                 yield from _subcommands(sub, (*path, name))
 
 
+def _parsers(
+    parser: argparse.ArgumentParser, path: tuple[str, ...] = ("payorch",)
+) -> Iterator[tuple[str, argparse.ArgumentParser]]:
+    yield " ".join(path), parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _parsers(sub, (*path, name))
+
+
+def test_every_option_and_argument_says_what_it_takes_in_the_help():
+    """`--page-size PAGE_SIZE` alone left a newcomer to guess its limit and default,
+    `--scope` what an ops key is, `--port` where `webhooks listen` listens."""
+    unexplained = [
+        f"{command} {action.option_strings[0] if action.option_strings else action.dest}"
+        for command, parser in _parsers(cli.parser())
+        for action in parser._actions
+        if not isinstance(action, argparse._SubParsersAction | argparse._HelpAction)
+        and not action.help
+    ]
+    assert unexplained == []
+
+
+def _cli_in_a_process(*argv: str) -> subprocess.CompletedProcess[str]:
+    """The CLI in a process of its own: grpc's C core aborts the interpreter on some
+    credentials, and a test run in-process would die with it."""
+    code = "import sys; from payorch.entrypoints.cli import main; sys.exit(main(sys.argv[1:]))"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    return subprocess.run(
+        [sys.executable, "-c", code, *argv], capture_output=True, text=True, env=env, timeout=60
+    )
+
+
+@pytest.mark.parametrize(
+    ("given", "named"),
+    [
+        (["--tls-ca", "ca", "--tls-cert", "cert"], "--tls-key"),
+        (["--tls-ca", "ca", "--tls-key", "key"], "--tls-cert"),
+        # Plaintext then, to a server that speaks TLS: "Socket closed".
+        (["--tls-cert", "cert", "--tls-key", "key"], "--tls-ca"),
+        (["--tls-ca", "missing"], "--tls-ca"),
+    ],
+    ids=["certificate without its key", "key without its certificate", "no ca", "ca unreadable"],
+)
+def test_client_tls_files_given_wrongly_are_one_line_with_exit_2_before_any_call(
+    given, named, tmp_path
+):
+    """A client certificate without its key (or the key alone) aborted the process in
+    grpc's C core (exit 134, a stack trace); one without --tls-ca went in plaintext."""
+    files = {"ca": TLS_CERT, "cert": TLS_CERT, "key": TLS_KEY}
+    for name, content in files.items():
+        (tmp_path / name).write_bytes(content)
+    argv = [str(tmp_path / a) if a in (*files, "missing") else a for a in given]
+    done = _cli_in_a_process("get", "pay_1", *ADDRESS, "--api-key", "po_k", *argv)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("payorch get: error: "), done.stderr
+    assert named in lines[0]
+
+
 def test_every_subcommand_says_what_it_does_in_the_help():
     commands = dict(_subcommands(cli.parser()))
     assert {"payorch webhooks list-endpoints", "payorch keys list"} <= set(commands)
     assert sorted(c for c, text in commands.items() if not text) == []
+
+
+def test_config_set_given_what_config_get_printed_says_where_the_config_is(bad_files, capsys):
+    """`config get > c.json; config set c.json` is the first thing one tries: protobuf's
+    two lines named a field "config" MerchantConfig lacks, not what to send instead."""
+    assert exit_code_of(["config", "set", *ADDRESS, bad_files["get-answer"]]) == 2
+    err = capsys.readouterr().err
+    assert "payorch config get" in err and '"config"' in err and "Available Fields" not in err
 
 
 @pytest.mark.parametrize(

@@ -74,6 +74,16 @@ def test_historic_codes_and_units_no_payment_is_made_in_are_refused(code: str) -
         Currency.parse(code)
 
 
+@pytest.mark.parametrize("code", ["XAU", "xag", "XDR", "XTS", "XXX"])
+def test_a_code_iso_4217_lists_for_no_payment_is_refused_as_such_not_as_unknown(
+    code: str,
+) -> None:
+    """XAU is gold's ISO-4217 code: "not an ISO-4217 currency code" told a payments
+    engineer something they knew to be false."""
+    with pytest.raises(UnknownCurrency, match="is an ISO-4217 code no payment is made in"):
+        Currency.parse(code)
+
+
 def test_what_was_stored_in_a_withdrawn_currency_still_reads_in_its_exponent() -> None:
     assert Currency("BGN").exponent == 2
     assert format_minor(1999, Currency("BGN")) == "19.99"

@@ -47,6 +47,12 @@ EXPONENTS: dict[str, int] = {
 # to EUR on 2026-01-01.
 WITHDRAWN: dict[str, tuple[int, str]] = {"ANG": (2, "XCG"), "BGN": (2, "EUR")}
 
+# Codes ISO-4217 lists that no payment is made in: precious metals, units of account and
+# bond-market units without a minor unit, and the codes for testing and "no currency".
+NO_PAYMENT_CODES = frozenset(
+    {"XAG", "XAU", "XBA", "XBB", "XBC", "XBD", "XDR", "XPD", "XPT", "XSU", "XTS", "XUA", "XXX"}
+)
+
 # The smallest amount a card charge can take in these currencies, in minor units, where
 # it is more than one: acquirers take the three-decimal currencies in tens of the minor
 # unit only (the last digit 0), and Stripe counts MGA in whole ariary (ISO gives it two
@@ -79,6 +85,11 @@ class Currency:
         if code in WITHDRAWN:
             raise UnknownCurrency(
                 f"{code!r} was withdrawn from ISO-4217 (replaced by {WITHDRAWN[code][1]})"
+            )
+        if code in NO_PAYMENT_CODES:
+            raise UnknownCurrency(
+                f"{code!r} is an ISO-4217 code no payment is made in"
+                " (a precious metal, a unit of account or a testing code)"
             )
         if code not in EXPONENTS:
             raise UnknownCurrency(f"{clip(raw.strip(), 16)!r} is not an ISO-4217 currency code")

@@ -53,7 +53,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.simulate_for:
         per = dict(settings.simulate_by_processor)
         for item in args.simulate_for:
-            name, _, spec = item.partition("=")
+            name, _, spec = item.partition("=")  # checked by its argument type
             per[name.strip()] = spec
         settings = Settings(**{**settings.__dict__, "simulate_by_processor": per})
     from payorch.entrypoints.runtime import loop_factory
@@ -117,7 +117,12 @@ def cmd_keys(args: argparse.Namespace) -> int:
     settings = _server_settings(args)
     if args.keys_command == "create" and bool(args.merchant) == (args.scope == "ops"):
         # Refused as argparse refuses a missing argument, before the database is made.
-        args.refuse("give --merchant M or --scope ops")
+        both = bool(args.merchant)
+        args.refuse(
+            "give --merchant M or --scope ops, not both: an ops key acts for every merchant"
+            if both
+            else "give --merchant M or --scope ops"
+        )
 
     async def main() -> int:
         engine = create_engine(settings.database_url)
@@ -177,11 +182,11 @@ def _sendable(key: str, source: str) -> str:
 
 def channel(args: argparse.Namespace) -> grpc.Channel:
     address = args.address or os.environ.get("PAYORCH_ADDRESS", "127.0.0.1:50051")
-    if args.tls_ca:
+    if args.tls_ca is not None:  # the files' bytes, read and paired when parsed
         creds = grpc.ssl_channel_credentials(
-            root_certificates=Path(args.tls_ca).read_bytes(),
-            private_key=Path(args.tls_key).read_bytes() if args.tls_key else None,
-            certificate_chain=Path(args.tls_cert).read_bytes() if args.tls_cert else None,
+            root_certificates=args.tls_ca,
+            private_key=args.tls_key,
+            certificate_chain=args.tls_cert,
         )
         return grpc.secure_channel(address, creds)
     return grpc.insecure_channel(address)
@@ -332,6 +337,12 @@ def cmd_config(args: argparse.Namespace) -> int:
             orch.GetMerchantConfigRequest(merchant_id=args.merchant or ""),
         )
     text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
+    if _is_config_get_answer(text):
+        # `config get > c.json`, edited, then `config set c.json`: the first thing tried.
+        raise json_format.ParseError(
+            f"{args.file} holds what `payorch config get` prints: send the MerchantConfig"
+            ' under its "config" (e.g. `jq .config`)'
+        )
     config = json_format.Parse(text, config_pb2.MerchantConfig())
     request = orch.UpsertMerchantConfigRequest(config=config)
     if args.expected_version == 0:  # none stored yet: the defaults apply
@@ -339,6 +350,15 @@ def cmd_config(args: argparse.Namespace) -> int:
     elif args.expected_version is not None:
         request.expected_version = args.expected_version
     return _call(args, "UpsertMerchantConfig", request)
+
+
+def _is_config_get_answer(text: str) -> bool:
+    """GetMerchantConfigResponse's JSON: a MerchantConfig has no field "config"."""
+    try:
+        found = json.loads(text)
+    except ValueError:
+        return False  # json_format says what is wrong with it
+    return isinstance(found, dict) and "config" in found
 
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
@@ -461,9 +481,18 @@ def _client_flags(p: argparse.ArgumentParser) -> None:
         default=30.0,
         help="deadline in seconds (above 0, at most 86400; default 30)",
     )
-    p.add_argument("--tls-ca", help="CA certificate to verify the server (enables TLS)")
-    p.add_argument("--tls-cert", help="client certificate (mTLS)")
-    p.add_argument("--tls-key", help="client private key (mTLS)")
+    p.add_argument(
+        "--tls-ca",
+        type=cli_arguments.pem_file,
+        help="CA certificate to verify the server (enables TLS)",
+    )
+    p.add_argument(
+        "--tls-cert", type=cli_arguments.pem_file, help="client certificate (mTLS; with --tls-key)"
+    )
+    p.add_argument(
+        "--tls-key", type=cli_arguments.pem_file, help="client private key (mTLS; with --tls-cert)"
+    )
+    p.set_defaults(refuse_client=p.error)
 
 
 def _db_flags(p: argparse.ArgumentParser) -> None:
@@ -484,6 +513,7 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--simulate-for",
         action="append",
+        type=cli_arguments.simulate_for,
         metavar="NAME=SPEC",
         help='faults for one processor, e.g. sim_a="api_error=1.0" (repeatable)',
     )
@@ -518,7 +548,12 @@ def parser() -> argparse.ArgumentParser:
     create.add_argument(
         "--merchant", type=cli_arguments.merchant, help="bind the key to this merchant"
     )
-    create.add_argument("--scope", choices=["merchant", "ops"], default="merchant")
+    create.add_argument(
+        "--scope",
+        choices=["merchant", "ops"],
+        default="merchant",
+        help="ops: an operator's key, for every merchant (default: merchant, with --merchant)",
+    )
     create.add_argument(
         "--label", type=cli_arguments.key_label, default="", help="what the key is for"
     )
@@ -537,7 +572,7 @@ def parser() -> argparse.ArgumentParser:
         type=cli_arguments.amount,
         help="minor units (1999) or decimal (19.99)",
     )
-    pay.add_argument("--currency", required=True)
+    pay.add_argument("--currency", required=True, help="ISO-4217 code, any case (usd)")
     pay.add_argument("--payment-method", help="token, e.g. pm_card_visa")
     pay.add_argument("--method", help="card, apple_pay, google_pay")
     pay.add_argument(
@@ -547,7 +582,11 @@ def parser() -> argparse.ArgumentParser:
     )
     pay.add_argument("--request-id", help="idempotency key (default: a new UUID)")
     pay.add_argument("--customer", help="processor customer id")
-    pay.add_argument("--off-session", action="store_true")
+    pay.add_argument(
+        "--off-session",
+        action="store_true",
+        help="the customer is not there: a card saved on --customer",
+    )
     pay.add_argument(
         "--metadata",
         action="append",
@@ -560,13 +599,13 @@ def parser() -> argparse.ArgumentParser:
 
     get = sub.add_parser("get", help="show a payment with its attempts")
     _client_flags(get)
-    get.add_argument("payment_id")
+    get.add_argument("payment_id", help="pay_..., as pay prints it")
     get.set_defaults(func=cmd_get)
 
     lst = sub.add_parser("list", help="list payments, newest first")
     _client_flags(lst)
-    lst.add_argument("--page-size", type=int, default=20)
-    lst.add_argument("--page-token")
+    lst.add_argument("--page-size", type=int, default=20, help="at most 100 (default 20)")
+    lst.add_argument("--page-token", help="the nextPageToken of the page before")
     lst.set_defaults(func=cmd_list)
 
     for name, help_text in (
@@ -578,7 +617,7 @@ def parser() -> argparse.ArgumentParser:
     ):
         op = sub.add_parser(name, help=help_text)
         _client_flags(op)
-        op.add_argument("payment_id")
+        op.add_argument("payment_id", help="pay_..., as pay prints it")
         if name == "refund":
             op.add_argument(
                 "--amount",
@@ -587,7 +626,7 @@ def parser() -> argparse.ArgumentParser:
             )
             op.add_argument("--request-id", help="idempotency key of this refund")
         if name == "cancel":
-            op.add_argument("--reason", default="")
+            op.add_argument("--reason", default="", help="recorded in its PaymentCancelled event")
         op.set_defaults(func=cmd_payment_op)
 
     config = sub.add_parser("config", help="read or replace a merchant's config")
@@ -630,7 +669,9 @@ def parser() -> argparse.ArgumentParser:
         help="seconds after which a PROCESSING payment counts as interrupted (at least"
         " 240: a live server runs one payment for up to 120)",
     )
-    rec.add_argument("--limit", type=int, default=500)
+    rec.add_argument(
+        "--limit", type=int, default=500, help="payments looked at in this run (default 500)"
+    )
     rec.set_defaults(func=cmd_reconcile)
     installments_cli.register(sub, _client_flags, _db_flags)
     observability_cli.register(sub, _client_flags)
@@ -653,6 +694,7 @@ BROKEN_PIPE_EXIT = 128 + signal.SIGPIPE
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    cli_arguments.check_client_tls(args)
     try:
         result: int = args.func(args)
         sys.stdout.flush()  # a reader gone shows here, not in a warning at exit
@@ -662,7 +704,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return BROKEN_PIPE_EXIT
     except _refusals() as exc:
-        print(f"payorch: {exc}", file=sys.stderr)
+        # One line, as the README says: protobuf's parse errors run over two.
+        print("payorch: " + " ".join(str(exc).splitlines()), file=sys.stderr)
         return 2
     return result
 

@@ -8,6 +8,7 @@ import argparse
 import math
 import re
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import NoReturn
 
 from google.protobuf import timestamp_pb2
@@ -116,6 +117,45 @@ def metadata_pair(text: str) -> str:
     if "=" not in text:
         raise argparse.ArgumentTypeError("not KEY=VALUE (e.g. order_id=1001)")
     return text
+
+
+def simulate_for(text: str) -> str:
+    """`NAME=SPEC` of `serve --simulate-for`. Without the `=`, the name went with no
+    faults at all, and the drill ran against a healthy processor."""
+    name, equals, _ = text.partition("=")
+    if not equals or not name.strip():
+        raise argparse.ArgumentTypeError(
+            'not NAME=SPEC (e.g. sim_a="api_error=1.0"; sim_a= for no faults)'
+        )
+    return text
+
+
+def pem_file(text: str) -> bytes:
+    """A client's --tls-* file, read with the command line: one it cannot read is refused
+    naming its flag, not with the system's line alone."""
+    try:
+        return Path(text).read_bytes()
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(f"cannot read {text}: {exc.strerror or exc}") from None
+
+
+def check_client_tls(args: argparse.Namespace) -> None:
+    """--tls-cert and --tls-key go together, and with --tls-ca: grpc's C core aborted
+    the process on a certificate without its key (or a key alone), and without --tls-ca
+    the call went in plaintext, which a TLS server closes ("Socket closed")."""
+    if not hasattr(args, "tls_ca"):
+        return
+    cert, key = args.tls_cert is not None, args.tls_key is not None
+    if cert != key:
+        given, missing = ("--tls-cert", "--tls-key") if cert else ("--tls-key", "--tls-cert")
+        args.refuse_client(
+            f"{given} needs {missing}: give the client certificate and its private key together"
+        )
+    if cert and args.tls_ca is None:
+        args.refuse_client(
+            "--tls-cert and --tls-key need --tls-ca, the CA of the server's certificate:"
+            " without it the call goes in plaintext"
+        )
 
 
 def currency(text: str) -> Currency:

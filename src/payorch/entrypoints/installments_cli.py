@@ -637,14 +637,16 @@ def register(
     create = inst_sub.add_parser("create", help="charge the first installment, schedule the rest")
     client_flags(create)
     create.add_argument("--merchant", help="merchant id (default: the API key's)")
-    create.add_argument("--order-id", required=True)
+    create.add_argument("--order-id", required=True, help="the order the plan pays for")
     create.add_argument(
         "--amount",
         required=True,
         type=cli_arguments.amount,
         help="order total: 100.00 or 10000 (minor)",
     )
-    create.add_argument("--currency", required=True, type=cli_arguments.currency)
+    create.add_argument(
+        "--currency", required=True, type=cli_arguments.currency, help="ISO-4217 code (eur)"
+    )
     create.add_argument("--payment-method", required=True, help="saved method, e.g. pm_card_visa")
     create.add_argument(
         "--customer",
@@ -662,38 +664,46 @@ def register(
 
     get = inst_sub.add_parser("get", help="a plan with its schedule")
     client_flags(get)
-    get.add_argument("plan_id")
+    get.add_argument("plan_id", help="ip_..., as create and list print it")
     get.add_argument("--table", action="store_true", help="the plan as a table")
     get.set_defaults(func=cmd_get)
 
     lst = inst_sub.add_parser("list", help="plans, newest first")
     client_flags(lst)
-    lst.add_argument("--status", choices=["active", "completed", "breach", "cancelled"])
+    lst.add_argument(
+        "--status",
+        choices=["active", "completed", "breach", "cancelled"],
+        help="only plans in this status",
+    )
     lst.add_argument("--order-id", help="only the plans of this order")
     lst.add_argument("--customer", help="only the plans charged to this customer (cus_...)")
-    lst.add_argument("--page-size", type=int, default=20)
-    lst.add_argument("--page-token")
+    lst.add_argument("--page-size", type=int, default=20, help="at most 100 (default 20)")
+    lst.add_argument("--page-token", help="the nextPageToken of the page before")
     lst.set_defaults(func=cmd_list)
 
     export = inst_sub.add_parser(
         "export", help="every plan selected, one CSV row per installment (all pages)"
     )
     client_flags(export)
-    export.add_argument("--status", choices=["active", "completed", "breach", "cancelled"])
+    export.add_argument(
+        "--status",
+        choices=["active", "completed", "breach", "cancelled"],
+        help="only plans in this status",
+    )
     export.add_argument("--order-id", help="only the plans of this order")
     export.add_argument("--customer", help="only the plans charged to this customer (cus_...)")
     export.set_defaults(func=cmd_export)
 
     cancel = inst_sub.add_parser("cancel", help="charge nothing more")
     client_flags(cancel)
-    cancel.add_argument("plan_id")
-    cancel.add_argument("--reason")
+    cancel.add_argument("plan_id", help="ip_..., as create and list print it")
+    cancel.add_argument("--reason", help="kept with the plan")
     cancel.add_argument("--table", action="store_true", help="the plan as a table")
     cancel.set_defaults(func=cmd_cancel)
 
     retry = inst_sub.add_parser("retry", help="charge a failed installment now")
     client_flags(retry)
-    retry.add_argument("installment_id")
+    retry.add_argument("installment_id", help="PLAN_N: the plan id and the installment's number")
     retry.add_argument(
         "--request-id",
         help="idempotency key (default: a new one, printed if the call fails); the same"
@@ -737,13 +747,13 @@ def register(
     ep_create = hooks_sub.add_parser("create-endpoint", help="the secret is shown once")
     client_flags(ep_create)
     ep_create.add_argument("--merchant", help="merchant id (default: the API key's)")
-    ep_create.add_argument("--url", required=True)
+    ep_create.add_argument("--url", required=True, help="https:// URL the webhooks are sent to")
     ep_create.add_argument(
         "--request-id",
         help="idempotency key (default: a new one, printed if the call fails); the same"
         " command run again with it after a lost answer returns the same endpoint",
     )
-    ep_create.add_argument("--description")
+    ep_create.add_argument("--description", help="a note for people")
     ep_create.add_argument(
         "--event-type", action="append", help="e.g. installment.paid (repeatable; default all)"
     )
@@ -756,17 +766,18 @@ def register(
     ep_list.set_defaults(func=cmd_endpoint_list)
 
     ep_delete = hooks_sub.add_parser(
-        "delete-endpoint", help="stop sending to an endpoint; its pending deliveries are abandoned"
+        "delete-endpoint",
+        help="stop sending to an endpoint; its pending deliveries are dead-lettered",
     )
     client_flags(ep_delete)
-    ep_delete.add_argument("endpoint_id")
+    ep_delete.add_argument("endpoint_id", help="we_..., as list-endpoints prints it")
     ep_delete.set_defaults(func=cmd_endpoint_delete)
 
     ep_enable = hooks_sub.add_parser(
         "enable-endpoint", help="send to a disabled endpoint again (dead deliveries stay dead)"
     )
     client_flags(ep_enable)
-    ep_enable.add_argument("endpoint_id")
+    ep_enable.add_argument("endpoint_id", help="we_..., as list-endpoints prints it")
     ep_enable.set_defaults(func=cmd_endpoint_enable)
 
     ep_rotate = hooks_sub.add_parser(
@@ -774,7 +785,7 @@ def register(
         help="a new signing secret, shown once; the old one signs beside it for the overlap",
     )
     client_flags(ep_rotate)
-    ep_rotate.add_argument("endpoint_id")
+    ep_rotate.add_argument("endpoint_id", help="we_..., as list-endpoints prints it")
     ep_rotate.add_argument(
         "--overlap-hours",
         type=cli_arguments.overlap_hours,
@@ -784,10 +795,12 @@ def register(
 
     deliveries = hooks_sub.add_parser("deliveries", help="deliveries (--status dead: dead letters)")
     client_flags(deliveries)
-    deliveries.add_argument("--status", choices=["pending", "delivered", "dead"])
-    deliveries.add_argument("--endpoint")
-    deliveries.add_argument("--page-size", type=int, default=20)
-    deliveries.add_argument("--page-token")
+    deliveries.add_argument(
+        "--status", choices=["pending", "delivered", "dead"], help="only deliveries in this status"
+    )
+    deliveries.add_argument("--endpoint", help="only this endpoint's (we_...)")
+    deliveries.add_argument("--page-size", type=int, default=20, help="at most 100 (default 20)")
+    deliveries.add_argument("--page-token", help="the nextPageToken of the page before")
     deliveries.set_defaults(func=cmd_deliveries)
 
     redeliver = hooks_sub.add_parser(
@@ -822,13 +835,13 @@ def register(
 
     dispatch = hooks_sub.add_parser("dispatch", help="deliver webhooks (no scheduler)")
     db_flags(dispatch)
-    dispatch.add_argument("--once", action="store_true")
+    dispatch.add_argument("--once", action="store_true", help="one pass, then exit (for cron)")
     dispatch.add_argument("--now", type=cli_arguments.instant, help="as for scheduler")
     dispatch.set_defaults(func=cmd_dispatch)
 
     listen = hooks_sub.add_parser("listen", help="a local receiver printing verified webhooks")
-    listen.add_argument("--port", type=int, default=8088)
-    listen.add_argument("--host", default="127.0.0.1")
+    listen.add_argument("--port", type=int, default=8088, help="default 8088")
+    listen.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1")
     listen.add_argument(
         "--secret",
         required=True,

@@ -143,12 +143,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], client_fl
     violations = sub.add_parser("violations", help="contract violations, newest first (ops key)")
     client_flags(violations)
     violations.add_argument("--contract", help="e.g. input/currency")
-    violations.add_argument("--severity", choices=["info", "warning", "error", "critical"])
-    violations.add_argument("--merchant")
+    violations.add_argument(
+        "--severity", choices=["info", "warning", "error", "critical"], help="only this severity"
+    )
+    violations.add_argument("--merchant", help="only this merchant's")
     violations.add_argument("--since", type=cli_arguments.timestamp, help="ISO time")
     violations.add_argument("--until", type=cli_arguments.timestamp, help="ISO time")
-    violations.add_argument("--page-size", type=int, default=50)
-    violations.add_argument("--page-token")
+    violations.add_argument("--page-size", type=int, default=50, help="at most 500 (default 50)")
+    violations.add_argument("--page-token", help="the nextPageToken of the page before")
     violations.set_defaults(func=cmd_violations)
 
     retro = sub.add_parser(
