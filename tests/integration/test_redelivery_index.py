@@ -14,7 +14,7 @@ from payorch.adapters.persistence.engine import create_engine, migrate
 from payorch.adapters.persistence.tables import events
 from payorch.adapters.persistence.webhooks import SqlAlchemyWebhookRepository
 from payorch.app.installment_ports import EventPosition
-from tests.conftest import scratch_postgres
+from tests.conftest import cipher_for_tests, scratch_postgres
 
 pytestmark = pytest.mark.postgres
 
@@ -65,7 +65,7 @@ async def test_a_redelivery_page_is_read_by_the_merchant_time_index(after):
 
             event.listen(engine.sync_engine, "before_cursor_execute", seen)
             async with engine.connect() as conn:
-                await SqlAlchemyWebhookRepository(conn).redelivery_candidates(
+                await SqlAlchemyWebhookRepository(conn, cipher_for_tests()).redelivery_candidates(
                     "we_1",
                     "m_007",
                     names=[],
