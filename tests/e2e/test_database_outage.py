@@ -237,9 +237,11 @@ def test_a_running_schedulers_readiness_follows_its_database(postgres_database, 
         assert answers_within(f"{http}/readyz", 200) == '{"status": "ready"}'
         assert "payorch_database_up 1.0" in http_answer(f"{http}/metrics")[1]
     finally:
-        proxy.cut()
+        # Stopped first: a cut mid-pass could leave its claim's transaction open on the
+        # server, holding row locks until the server notices the peer gone.
         worker.terminate()
         worker.communicate(timeout=30)
+        proxy.cut()
     out = log.read_text()
     assert worker.returncode == 0, out
     assert out.count("the database does not answer") == 1, out
