@@ -593,6 +593,7 @@ async def bootstrap(
         configs,
         Settlement(calls, clock, health=health, stalls=stalls),
         observation=observed.payment_observation,
+        storage_unreachable=storage_unreachable,
     )
     keys = SqlAlchemyApiKeyStore(engine)
     container = Container(

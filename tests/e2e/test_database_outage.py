@@ -7,6 +7,12 @@ is charged once."""
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -20,6 +26,7 @@ from payments.orchestrator.v1 import orchestrator_pb2_grpc as orch_grpc
 from payments.result.v1 import result_pb2
 from tests.conftest import _postgres_admin, as_postgres_admin, require_postgres
 from tests.e2e.server import create_key, start_server
+from tests.e2e.test_installments_process import read_lines
 from tests.rich_status import error_reasons
 from tests.tcp_proxy import TcpProxy
 
@@ -177,3 +184,65 @@ def test_a_database_dropped_under_a_running_server_is_not_ready_and_refused_unav
     log = server.log()
     assert "Traceback" not in log and "unhandled error" not in log
     assert log.count("the database does not answer") == 1
+
+
+def http_answer(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            return answer.status, answer.read().decode()
+    except urllib.error.HTTPError as refused:
+        return refused.code, refused.read().decode()
+
+
+def answers_within(url: str, status: int, within_s: float = 30.0) -> str:
+    """Ask `url` until it answers `status` (the probe runs every 0.2 s); its body."""
+    deadline = time.monotonic() + within_s
+    while (answer := http_answer(url))[0] != status:
+        assert time.monotonic() < deadline, (url, answer)
+        time.sleep(0.1)
+    return answer[1]
+
+
+def test_a_running_schedulers_readiness_follows_its_database(postgres_database, tmp_path: Path):
+    """`payorch scheduler --http-port`: /readyz 503 and payorch_database_up 0 while its
+    database is gone, /healthz 200 throughout. Before, the scheduler never probed: ready
+    and `payorch_database_up 1` through any outage, so nothing told it could not work."""
+    database = make_url(postgres_database)
+    proxy = TcpProxy((database.host or "127.0.0.1", database.port or 5432)).start()
+    through_proxy = database.set(port=proxy.port).render_as_string(hide_password=False)
+    env = {**os.environ, "PAYORCH_DATABASE_URL": through_proxy, **PROBE_EVERY}
+    args = ["scheduler", "--http-port", "0", "--interval", "1", "--no-webhooks"]
+    log = tmp_path / "scheduler.log"  # a file: a full pipe would stall the process
+    with log.open("w") as errors:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "payorch.entrypoints.cli", *args],
+            stdout=subprocess.PIPE,
+            stderr=errors,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+        )
+    try:
+        started = read_lines(worker, "payorch scheduler running", timeout=30)[-1]
+        http = "http://" + started.rsplit("HTTP on ", 1)[1].strip()
+        assert http_answer(f"{http}/readyz") == (200, '{"status": "ready"}')
+        assert "payorch_database_up 1.0" in http_answer(f"{http}/metrics")[1]
+
+        proxy.cut()
+        assert answers_within(f"{http}/readyz", 503) == '{"status": "database unreachable"}'
+        assert "payorch_database_up 0.0" in http_answer(f"{http}/metrics")[1]
+        assert http_answer(f"{http}/healthz")[0] == 200
+
+        proxy.restore()
+        assert answers_within(f"{http}/readyz", 200) == '{"status": "ready"}'
+        assert "payorch_database_up 1.0" in http_answer(f"{http}/metrics")[1]
+    finally:
+        # Stopped first: a cut mid-pass could leave its claim's transaction open on the
+        # server, holding row locks until the server notices the peer gone.
+        worker.terminate()
+        worker.communicate(timeout=30)
+        proxy.cut()
+    out = log.read_text()
+    assert worker.returncode == 0, out
+    assert out.count("the database does not answer") == 1, out
+    assert out.count("the database answers again") == 1, out

@@ -8,21 +8,32 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import asyncpg
 import pytest
 from sqlalchemy import func, select
 
 from payorch.adapters.clock import ManualClock
 from payorch.adapters.persistence.engine import create_engine, migrate
 from payorch.adapters.persistence.installment_uow import SqlAlchemyInstallmentUnitOfWorkFactory
-from payorch.adapters.persistence.retention import prune_webhook_deliveries
-from payorch.adapters.persistence.tables import events, payments, webhook_deliveries
+from payorch.adapters.persistence.retention import (
+    prune_webhook_deliveries,
+    record_delivered_pruned,
+)
+from payorch.adapters.persistence.tables import (
+    events,
+    payments,
+    webhook_deliveries,
+    webhook_retention,
+)
 from payorch.adapters.persistence.unit_of_work import SqlAlchemyUnitOfWorkFactory
 from payorch.bootstrap import Container
 from payorch.domain.webhook_delivery import DeliveryStatus, WebhookEndpoint
 from payorch.entrypoints.cli import main
 from payorch.webhooks import generate_secret
-from tests.conftest import cipher_for_tests
+from tests.conftest import _truncate, cipher_for_tests
 from tests.integration.helpers import core_request
+from tests.integration.installment_helpers import installments_container
+from tests.integration.test_claimed_charge_insert import waiting_on_a_lock
 
 DAY = timedelta(days=1)
 
@@ -200,3 +211,67 @@ def test_prune_counts_days_on_the_clock_the_service_stamps_with(
     asyncio.run(seed_file(url, now))
     assert main(["prune", "--database-url", url, "--older-than-days", "30", "--dry-run"]) == 0
     assert capsys.readouterr().out.startswith("would delete 6 webhook deliveries")
+
+
+async def delivered_long_ago(container: Container, now: datetime) -> None:
+    await add_endpoint(container.installments.uow, now)
+    old = now - 40 * DAY
+    async with container.engine.begin() as conn:
+        await conn.execute(
+            webhook_deliveries.insert(), [delivery("whd_old", DeliveryStatus.DELIVERED, old, old)]
+        )
+
+
+async def retention_rows(container: Container) -> list[tuple[int, datetime | None]]:
+    async with container.engine.connect() as conn:
+        rows = await conn.execute(
+            select(webhook_retention.c.id, webhook_retention.c.delivered_pruned_before)
+        )
+        return [tuple(r) for r in rows]
+
+
+async def test_the_horizon_is_kept_in_one_row_whichever_prune_comes_first(
+    container: Container, clock: ManualClock
+):
+    """On an empty table the first prune makes the row and later ones move it on (an
+    upsert: on PostgreSQL two at once cannot both insert it, below)."""
+    now = clock.now()
+    await delivered_long_ago(container, now)
+    for before in (now - 30 * DAY, now - 35 * DAY, now - 20 * DAY):
+        async with container.engine.begin() as conn:
+            await record_delivered_pruned(conn, before)
+    assert await retention_rows(container) == [(1, now - 20 * DAY)]  # only ever moves on
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("second_later", [True, False])
+async def test_two_prunes_at_once_on_an_empty_table_both_keep_the_horizon(
+    postgres_database: str, clock: ManualClock, second_later: bool
+):
+    """Two `payorch prune` runs at once, the table still empty: the second's insert waits
+    for the first's uncommitted row, then moves it on (or leaves it), never refused."""
+    await _truncate(postgres_database)
+    container = await installments_container(postgres_database, clock)
+    watcher = await asyncpg.connect(
+        container.engine.url.set(drivername="postgresql").render_as_string(False)
+    )
+    try:
+        now = clock.now()
+        await delivered_long_ago(container, now)
+        first, second = now - 30 * DAY, now - (20 if second_later else 35) * DAY
+        async with container.engine.connect() as holding:
+            async with holding.begin():
+                await record_delivered_pruned(holding, first)  # the row, not committed
+
+                async def other_prune() -> None:
+                    async with container.engine.begin() as conn:
+                        await record_delivered_pruned(conn, second)
+
+                behind = asyncio.ensure_future(other_prune())
+                await waiting_on_a_lock(watcher)
+                assert not behind.done()
+            await behind  # the first committed: the second goes on, no duplicate key
+        assert await retention_rows(container) == [(1, max(first, second))]
+    finally:
+        await watcher.close()
+        await container.close()

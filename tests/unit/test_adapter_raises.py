@@ -19,6 +19,7 @@ import pytest
 from payorch.app.ports import ChargeRequest
 from payorch.domain.classification import ADAPTER_ERROR
 from payorch.domain.payment import Owed, Payment, PaymentStatus, StepStatus
+from payorch.domain.request import Severity
 from payorch.domain.results import ErrorCode, Outcome, ProcessorResponse
 from tests.unit.test_recovery_scenarios import World
 from tests.unit.test_split_execution import DECLINE, OK
@@ -168,3 +169,19 @@ async def test_a_lookup_that_raises_backs_its_payment_off_and_the_pass_goes_on()
     assert backed_off.status is PaymentStatus.UNKNOWN
     assert backed_off.next_reconcile_at is not None
     assert backed_off.next_reconcile_at > w.clock.now()  # the back-off: not due at once
+
+
+async def test_an_adapter_that_raises_is_a_contract_violation_of_its_integration():
+    """It broke the adapter's contract (answer, never raise): recorded once per call, the
+    integration's to fix, with the exception's type and no card number."""
+    w = World()
+    raises_after_charging(w.sim)
+
+    payment = await w.pay()
+
+    (violation,) = w.violations.violations
+    assert violation.contract_id == "processor/adapter_raised"
+    assert (violation.severity, violation.owner) == (Severity.ERROR, "processor-integrations")
+    assert violation.request_id == payment.request_id and violation.merchant_id == "m_1"
+    assert "authorize on simulated, attempt 1" in violation.message
+    assert "RuntimeError" in violation.message and CARD not in violation.message

@@ -77,8 +77,13 @@ def test_prometheus_scrapes_every_payorch_process_compose_runs():
 
 def test_every_payorch_service_compose_runs_has_a_healthcheck_on_its_http_port():
     for name, port in payorch_processes().items():
-        check = re.search(r"healthcheck:\n(?:.*\n)*?.*http://127\.0\.0\.1:(\d+)/", services()[name])
+        check = re.search(
+            r"healthcheck:\n(?:.*\n)*?.*http://127\.0\.0\.1:(\d+)/(\w+)", services()[name]
+        )
         assert check and check.group(1) == port, name
+        # Readiness, which follows the database in the scheduler too: not liveness,
+        # which stays 200 while the process can do nothing.
+        assert check.group(2) == "readyz", name
 
 
 def seconds(duration: str) -> float:

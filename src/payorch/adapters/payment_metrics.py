@@ -55,6 +55,12 @@ class PaymentMetrics:
             ["status", "via"],
             registry=registry,
         )
+        self.reconciler_errors = Counter(
+            "payorch_reconciler_errors",
+            "Payments a reconciler pass could not work on (the work raised: a bug, data it"
+            " could not read, a write refused), each backed off while the pass went on.",
+            registry=registry,
+        )
         self.retries = Counter(
             "payorch_retries",
             "Authorize calls that repeated an earlier one (same or another processor),"
@@ -147,6 +153,9 @@ class PrometheusObserver(NullObserver):
 
     def payment_recovered(self, payment: Payment) -> None:
         self._m.recoveries.inc()
+
+    def reconcile_failed(self) -> None:
+        self._m.reconciler_errors.inc()
 
     def validation_issue(self, contract_id: str) -> None:
         self._validation_issues(contract_id).inc()

@@ -69,6 +69,10 @@ class Observer(Protocol):
         infrastructure failure (as GetPaymentStats counts them): once per payment."""
         ...
 
+    def reconcile_failed(self) -> None:
+        """A reconciler pass could not work on a payment (its work raised): backed off."""
+        ...
+
     def validation_issue(self, contract_id: str) -> None:
         """A request was accepted with a non-fatal issue against `contract_id`."""
         ...
@@ -101,6 +105,9 @@ class NullObserver:
         pass
 
     def payment_recovered(self, payment: Payment) -> None:
+        pass
+
+    def reconcile_failed(self) -> None:
         pass
 
     def validation_issue(self, contract_id: str) -> None:
@@ -158,6 +165,13 @@ class Observers:
                 o.payment_recovered(payment)
             except Exception:
                 self.failed("payment_recovered")
+
+    def reconcile_failed(self) -> None:
+        for o in self._observers:
+            try:
+                o.reconcile_failed()
+            except Exception:
+                self.failed("reconcile_failed")
 
     def validation_issue(self, contract_id: str) -> None:
         for o in self._observers:

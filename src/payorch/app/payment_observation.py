@@ -10,10 +10,12 @@ import logging
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from datetime import datetime
 
 from payorch.app.analytics import SUCCEEDED, TAKING_MONEY
 from payorch.app.contract_monitor import ContractMonitor
 from payorch.app.observability import AttributeValue, NullTracer, Observers, Span, Tracer, Via
+from payorch.app.processor_errors import described
 from payorch.domain.classification import INFRASTRUCTURE_CODES
 from payorch.domain.contracts import attempt_violation
 from payorch.domain.payment import Attempt, Payment, Step
@@ -134,6 +136,21 @@ class PaymentObservation:
         )
         log.warning("reconciler: %s", message)
         self._record("processor/not_configured", message, "", "")
+
+    def reconcile_failed(
+        self, payment_id: str, exc: BaseException, next_look: datetime | None
+    ) -> None:
+        """A reconciler pass could not work on the payment (its work raised): logged once
+        with the exception's type and where, its message clipped and without card
+        numbers (no traceback, whose text could carry one), and counted."""
+        when = f"next look at {next_look.isoformat()}" if next_look else "its back-off not stored"
+        log.error(
+            "reconciler: payment %s could not be reconciled: %s; the pass goes on, %s",
+            payment_id,
+            described(exc),
+            when,
+        )
+        self._observers.reconcile_failed()
 
     def idempotency_conflict(self, request: CoreRequest, message: str) -> None:
         self._record("idempotency/conflict", message, request.merchant_id, request.request_id)

@@ -81,6 +81,16 @@ MAX_CALL_TIMEOUT_S = RUN_LIMIT_S / 2 - LOOKUP_TIMEOUT_S
 CHANGE_TRIES = 3
 
 
+@dataclass(slots=True)
+class ReconcileStats:
+    """What one reconciler pass did."""
+
+    settled: int = 0
+    # Payments whose work raised (not a processor's answer: a bug, data it could not
+    # read, a write refused): each logged and backed off, the pass going on.
+    errors: int = 0
+
+
 class PaymentNotFound(LookupError):
     pass
 
@@ -245,6 +255,7 @@ class PaymentService:
         *,
         new_id: Callable[[], str] = new_payment_id,
         observation: PaymentObservation | None = None,
+        storage_unreachable: Callable[[BaseException], bool] = lambda _: False,
     ) -> None:
         self._uow = uow
         self._router = router
@@ -253,6 +264,8 @@ class PaymentService:
         self._settlement = settlement
         self._new_id = new_id
         self._observe = observation or PaymentObservation()
+        # Whether a failure means the whole database could not be reached (an outage).
+        self._storage_unreachable = storage_unreachable
         # Changes whose callers went away, still running to their save (_change).
         self._in_flight: set[asyncio.Future[Payment]] = set()
 
@@ -1084,6 +1097,15 @@ class PaymentService:
     async def reconcile_due(
         self, *, processing_stale_after: timedelta = STALE_PROCESSING, limit: int = 100
     ) -> int:
+        """One reconciler pass (reconcile_pass): how many payments it settled."""
+        stats = await self.reconcile_pass(
+            processing_stale_after=processing_stale_after, limit=limit
+        )
+        return stats.settled
+
+    async def reconcile_pass(
+        self, *, processing_stale_after: timedelta = STALE_PROCESSING, limit: int = 100
+    ) -> ReconcileStats:
         """Resolve UNKNOWN payments whose next lookup is due, PROCESSING ones older
         than `processing_stale_after` (interrupted mid-payment), owed captures and
         voids, refunds in doubt (Payment.watch_refund_holds), and payments the customer
@@ -1093,26 +1115,61 @@ class PaymentService:
         again only RECONCILE_LEASE on, and only the first of two reconcilers that listed
         it (every replica runs a pass) takes it. Its work is held to the run's limit
         (Deadline.for_run, RUN_LIMIT_S), well inside the lease: no other reconciler
-        takes it while this one still works on it."""
+        takes it while this one still works on it.
+
+        A payment whose work raises (a bug, data it cannot read, a write refused) is
+        logged, counted and backed off as one whose lookups could not tell
+        (_back_off_failed), and the pass goes on with the others: one such payment
+        never holds the rest back. The database unreachable ends the pass (the error
+        goes up): every payment after it would fail the same way."""
         now = self._clock.now()
         async with self._uow() as uow:
             due = await uow.payments.list_unresolved(
                 now=now, processing_before=now - processing_stale_after, limit=limit
             )
-        settled = 0
+        stats = ReconcileStats()
         waiting: dict[str, list[str]] = {}
         for payment in due:
-            taken, run = await self._take(payment)
-            if not taken:
-                continue  # another reconciler took it (or a call changed it) since
-            for name in self._router.unconfigured(payment):
-                waiting.setdefault(name, []).append(payment.id)
-            # Asked all the same: what other processors hold is settled, and the rest
-            # backs off (no outcome is ever guessed for a processor that cannot answer).
-            settled += await self.reconcile(payment, run=run)
+            try:
+                taken, run = await self._take(payment)
+                if not taken:
+                    continue  # another reconciler took it (or a call changed it) since
+                for name in self._router.unconfigured(payment):
+                    waiting.setdefault(name, []).append(payment.id)
+                # Asked all the same: what other processors hold is settled, and the rest
+                # backs off (no outcome is ever guessed for a processor that cannot answer).
+                stats.settled += await self.reconcile(payment, run=run)
+            except Exception as exc:
+                if self._storage_unreachable(exc):
+                    raise
+                stats.errors += 1
+                await self._back_off_failed(payment.id, exc)
         for name, payment_ids in sorted(waiting.items()):
             self._observe.processor_not_configured(name, payment_ids)
-        return settled
+        return stats
+
+    async def _back_off_failed(self, payment_id: str, exc: Exception) -> None:
+        """Reconciling the payment raised `exc`: it backs off as a payment whose lookups
+        could not tell (Payment.reconcile_inconclusive: 1 min, 5 min, 1 h, then daily),
+        read afresh (what the failed work left in memory is not stored). Should that
+        fail too (its row unreadable, its write refused), it stays claimed: due again
+        RECONCILE_LEASE after the pass took it. Logged once, with its id and the
+        exception's type, never a traceback."""
+        next_look: datetime | None = None
+        try:
+            async with self._uow() as uow:
+                payment = await uow.payments.get(payment_id, None)
+                if payment is not None:
+                    payment.reconcile_inconclusive(self._clock.now())
+                    await uow.payments.save(payment)
+                    await uow.commit()
+                    next_look = payment.next_reconcile_at
+        except ConcurrentUpdate:
+            pass  # another call saved it since: due as that call left it
+        except Exception as again:
+            if self._storage_unreachable(again):
+                raise
+        self._observe.reconcile_failed(payment_id, exc, next_look)
 
     async def _take(self, payment: Payment) -> tuple[bool, Deadline | None]:
         """Take `payment` for this reconciler (PaymentRepository.claim) until

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from payorch.domain.card_data import clip, redact_card_numbers
-from payorch.domain.classification import DECLINE_CODES
+from payorch.domain.classification import ADAPTER_ERROR, DECLINE_CODES
 from payorch.domain.payment import Attempt, RawError
 from payorch.domain.request import Severity
 from payorch.domain.results import ErrorCode
@@ -86,6 +86,12 @@ CATALOG: dict[str, Contract] = {
             _ERR,
             INTEGRATIONS,
             "We never send a processor a request it calls invalid.",
+        ),
+        _c(
+            "processor/adapter_raised",
+            _ERR,
+            INTEGRATIONS,
+            "A processor adapter answers every call with data and never raises.",
         ),
         _c(
             "processor/not_configured",
@@ -230,6 +236,9 @@ def new_violation(
 def attempt_violation(attempt: Attempt) -> tuple[str, str] | None:
     """(contract id, message) when a processor call broke a contract."""
     raw = attempt.raw
+    if raw.type == ADAPTER_ERROR:
+        # Before the rows below: it is classified (unknown outcome, or not charged).
+        return "processor/adapter_raised", f"{_where(attempt)}: {raw.message}"
     if attempt.error_code is ErrorCode.UNMAPPED or (
         raw.type == "card_error" and (raw.decline_code or raw.code) not in DECLINE_CODES
     ):

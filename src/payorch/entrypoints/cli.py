@@ -383,13 +383,13 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     async def main() -> int:
         container = await bootstrap(settings)
         try:
-            settled = await container.payments.reconcile_due(
+            stats = await container.payments.reconcile_pass(
                 processing_stale_after=timedelta(seconds=args.processing_stale_after),
                 limit=args.limit,
             )
         finally:
             await container.close()
-        print(json.dumps({"reconciled": settled}))
+        print(json.dumps({"reconciled": stats.settled, "errors": stats.errors}))
         return 0
 
     return asyncio.run(main())

@@ -25,6 +25,8 @@ from payorch.entrypoints import cli_arguments
 if TYPE_CHECKING:
     from aiohttp import web
 
+    from payorch.app.database_readiness import DatabaseReadiness
+
 Flags = Callable[[argparse.ArgumentParser], None]
 
 
@@ -458,12 +460,20 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
                             app.dispatcher.run_forever(settings.webhook_interval_s, stop)
                         )
                     )
-                runner, http = await _worker_http(args, settings, stop)
+                runner, http = await _worker_http(args, settings, stop, container.database)
+                # Readiness follows the database, probed as `payorch serve` probes it.
+                probe = (
+                    asyncio.create_task(container.database.run()) if runner is not None else None
+                )
                 print(f"payorch scheduler running as {app.worker_id}{http}", flush=True)
                 try:
                     await stop.wait()
                     await asyncio.gather(*jobs)
                 finally:
+                    if probe is not None:
+                        probe.cancel()
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await probe
                     if runner is not None:
                         await runner.cleanup()
                 return 0
@@ -475,17 +485,23 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
 
 
 async def _worker_http(
-    args: argparse.Namespace, settings: Any, stop: asyncio.Event
+    args: argparse.Namespace, settings: Any, stop: asyncio.Event, database: DatabaseReadiness
 ) -> tuple[Any, str]:
     """`--http-port`: the worker's own metrics (the charges, processor calls and
     deliveries it makes are counted in its process, never in a `serve` replica's),
-    liveness, and readiness (503 once told to stop). Its runner, and where it listens
-    said for the start line."""
+    liveness, and readiness: 503 once told to stop, or while `database` (probed by the
+    caller, as `payorch serve` probes its own) judges the database down, since the
+    worker can charge and deliver nothing then. Its runner, and where it listens said
+    for the start line."""
     if args.http_port is None:
         return None, ""
     from payorch.entrypoints.http.app import build_app, start_http, warn_if_metrics_open
 
-    app = build_app(ready=lambda: not stop.is_set(), metrics_token=settings.metrics_token)
+    app = build_app(
+        ready=lambda: not stop.is_set(),
+        database_up=lambda: database.up,
+        metrics_token=settings.metrics_token,
+    )
     runner, port = await start_http(app, settings.http_host, settings.http_port)
     warn_if_metrics_open(settings.http_host, settings.metrics_token)
     return runner, f", HTTP on {settings.http_host}:{port}"

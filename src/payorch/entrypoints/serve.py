@@ -44,9 +44,13 @@ async def reconcile_forever(container: Container, interval_s: float) -> None:
     while True:
         await asyncio.sleep(interval_s)
         try:
-            settled = await container.payments.reconcile_due()
-            if settled:
-                log.info("reconciled %d payments", settled)
+            stats = await container.payments.reconcile_pass()
+            if stats.settled or stats.errors:
+                log.info(
+                    "reconciled %d payments (%d could not be: backed off)",
+                    stats.settled,
+                    stats.errors,
+                )
         except Exception:
             log.exception("reconciliation pass failed; next pass in %.0f s", interval_s)
 

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, and_, delete, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, and_, delete, func, or_, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from payorch.adapters.persistence.tables import webhook_deliveries, webhook_retention
@@ -72,13 +73,18 @@ async def record_delivered_pruned(conn: AsyncConnection, before: datetime) -> No
     over = select(_d.c.id).where(_d.c.status == _DELIVERED, _d.c.delivered_at < before)
     if await conn.scalar(over.limit(1)) is None:
         return
-    moved = await conn.execute(
-        update(r)
-        .where(
-            r.c.id == 1,
-            or_(r.c.delivered_pruned_before.is_(None), r.c.delivered_pruned_before < before),
+    # One statement, an upsert on both databases: two prunes at once on an empty table
+    # cannot both insert the row. On PostgreSQL the second waits for the first's
+    # uncommitted row, then moves it on (or not); SQLite runs one writer at a time.
+    dml = postgresql if conn.dialect.name == "postgresql" else sqlite
+    upsert = dml.insert(r).values(id=1, delivered_pruned_before=before)
+    await conn.execute(
+        upsert.on_conflict_do_update(
+            index_elements=[r.c.id],
+            set_={"delivered_pruned_before": upsert.excluded.delivered_pruned_before},
+            where=or_(
+                r.c.delivered_pruned_before.is_(None),
+                r.c.delivered_pruned_before < upsert.excluded.delivered_pruned_before,
+            ),
         )
-        .values(delivered_pruned_before=before)
     )
-    if moved.rowcount == 0 and await conn.scalar(select(r.c.id).where(r.c.id == 1)) is None:
-        await conn.execute(insert(r).values(id=1, delivered_pruned_before=before))
