@@ -248,6 +248,8 @@ class Ledger:
 
 
 Sleep = Callable[[float], Awaitable[None]]
+# (intent id, client secret, passed) -> the intent's new status; ChallengeRefused.
+AnswerChallenge = Callable[[str, str, bool], str]
 
 
 class SimulatedProcessor:
