@@ -112,9 +112,10 @@ class Container:
         simulated = list(self.simulated.values())
 
         def answer(processor_payment_id: str, client_secret: str, passed: bool) -> str:
-            return answer_challenge(simulated, processor_payment_id, client_secret, passed=passed)[
-                1
-            ]
+            _, status = answer_challenge(
+                simulated, processor_payment_id, client_secret, passed=passed
+            )
+            return status
 
         return answer
 
