@@ -21,9 +21,11 @@ from payorch.adapters.persistence.merchant_configs import SqlAlchemyMerchantConf
 from payorch.adapters.persistence.stored_secrets import census
 from payorch.adapters.persistence.unit_of_work import SqlAlchemyUnitOfWorkFactory
 from payorch.adapters.processors.simulated import (
+    AnswerChallenge,
     InvalidSimulation,
     SimulatedProcessor,
     Simulation,
+    answer_challenge,
 )
 from payorch.adapters.secret_cipher import SecretCipher
 from payorch.adapters.tracing import InvalidTracingConfig, check_exporter
@@ -100,6 +102,22 @@ class Container:
         """Replace a simulated processor's faults at run time (drills and demos).
         KeyError: not a simulated processor; InvalidSimulation (ValueError): bad spec."""
         self.simulated[name].set_simulation(Simulation.parse(spec))
+
+    def simulated_challenges(self) -> AnswerChallenge | None:
+        """The customer's side of the simulated processors' 3-D Secure (test mode only):
+        None when no simulated processor is configured, and whenever Stripe is, so that
+        no server taking real payments answers it."""
+        if not self.simulated or "stripe" in self.processors:
+            return None
+        simulated = list(self.simulated.values())
+
+        def answer(processor_payment_id: str, client_secret: str, passed: bool) -> str:
+            _, status = answer_challenge(
+                simulated, processor_payment_id, client_secret, passed=passed
+            )
+            return status
+
+        return answer
 
     def watch_stalls(self) -> None:
         """Start noticing this process's own stalls, on a real clock only: a manual

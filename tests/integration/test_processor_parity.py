@@ -144,6 +144,10 @@ class Rig:
     # The customer completes 3-D Secure for the processor's payment (Stripe.js's part).
     complete_action: Callable[[str], None]
     charges: Callable[[], int]
+    # The customer fails 3-D Secure for the processor's payment.
+    fail_action: Callable[[str], None]
+    # The processor's own status of its payment object.
+    status_of: Callable[[str], str]
 
 
 @contextlib.asynccontextmanager
@@ -171,12 +175,28 @@ async def rig(request: pytest.FixtureRequest) -> AsyncIterator[Rig]:
     if request.param == "simulated":
         sim = SimulatedProcessor("simulated", sleep=_no_sleep)
         async with _service(sim, clock) as service:
-            yield Rig(service, sim.complete_action, lambda: sim.ledger.charges_total)
+
+            def fail(pi: str) -> None:
+                sim.authenticate(pi, sim.ledger.by_id[pi].client_secret, passed=False)
+
+            yield Rig(
+                service,
+                sim.complete_action,
+                lambda: sim.ledger.charges_total,
+                fail,
+                lambda pi: sim.ledger.by_id[pi].status,
+            )
         return
     async with FakeStripe(clock=clock) as fake:
         stripe = StripeProcessor(fake.api_key, api_base=fake.url, timeout_s=5.0, clock=clock)
         async with _service(stripe, clock) as service:
-            yield Rig(service, fake.complete_action, lambda: fake.charges_total)
+            yield Rig(
+                service,
+                fake.complete_action,
+                lambda: fake.charges_total,
+                fake.fail_action,
+                lambda pi: str(fake.payment_intent(pi)["status"]),
+            )
         await stripe.aclose()
         await fake.wait_idle()
 
@@ -316,3 +336,49 @@ async def _declined(rig: Rig, token: str, declined: Declined, *, off_session: bo
             (402, declined.code, declined.decline_code)
         }
     assert rig.charges() == 0
+
+
+@pytest.mark.parametrize(
+    ("token", "off_session"),
+    [
+        pytest.param(token, off_session, id=f"{token}-{'off' if off_session else 'on'}-session")
+        for token, behaviour in CARDS.items()
+        for off_session in (False, True)
+        if isinstance(behaviour, str) and _asks_for_authentication(behaviour, off_session)
+    ],
+)
+@pytest.mark.parametrize("authorize_only", [False, True], ids=["sale", "authorization"])
+async def test_a_failed_challenge_ends_the_same_on_both_processors(
+    rig: Rig, token, off_session, authorize_only
+):
+    """The customer failed 3-D Secure: nothing charged, the intent canceled so that no
+    later confirm (another card) can charge a payment recorded failed, and the payment
+    failed as docs/classification.md says (Off-session authentication)."""
+    paused = await _pay(
+        rig, "failed", token, off_session=off_session, authorize_only=authorize_only
+    )
+    _assert_paused(paused)
+    intent = paused.steps[0].processor_payment_id
+
+    rig.fail_action(intent)
+    failed = await rig.service.confirm(paused.id, "m_1")
+
+    # No decline of the bank's on the closed intent: what the router makes of any step
+    # found uncharged after its pause (docs/classification.md, `interrupted`).
+    assert _seen(failed) == (
+        PaymentStatus.FAILED,
+        StepStatus.FAILED,
+        Outcome.SOFT,
+        ErrorCode.INTERRUPTED,
+    )
+    assert [a.operation for a in failed.steps[0].attempts] == [
+        "authorize",
+        "lookup",
+        "void",
+        "lookup",
+    ]
+    assert failed.steps[0].attempts[1].raw.code == "payment_intent_authentication_failure"
+    assert rig.status_of(intent) == "canceled"
+    assert rig.charges() == 0
+    again = await rig.service.confirm(paused.id, "m_1")
+    assert _seen(again) == _seen(failed)

@@ -39,6 +39,7 @@ DOCS = "\n".join(p.read_text(encoding="utf-8") for p in PAGES)
 NOT_SETTINGS = {
     "PAYORCH_ADDRESS": ROOT / "src" / "payorch" / "entrypoints",
     "PAYORCH_API_KEY": ROOT / "src" / "payorch" / "entrypoints",
+    "PAYORCH_HTTP_URL": ROOT / "src" / "payorch" / "entrypoints",
     "PAYORCH_TEST_POSTGRES_URL": ROOT / "tests",
     "PAYORCH_BENCH_POSTGRES_URL": ROOT / "bench",
 }

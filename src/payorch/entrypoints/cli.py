@@ -28,6 +28,7 @@ from payorch.entrypoints import (
     installments_cli,
     observability_cli,
     secrets_cli,
+    simulate_cli,
 )
 from payorch.settings import InvalidSettings, Settings
 
@@ -676,6 +677,7 @@ def parser() -> argparse.ArgumentParser:
     installments_cli.register(sub, _client_flags, _db_flags)
     observability_cli.register(sub, _client_flags)
     secrets_cli.register(sub, _db_flags)
+    simulate_cli.register(sub)
     return root
 
 

@@ -154,6 +154,7 @@ async def run(settings: Settings) -> None:
             ready=lambda: not stopping.is_set(),
             database_up=lambda: container.database.up,
             metrics_token=settings.metrics_token,
+            simulated_challenges=(challenges := container.simulated_challenges()),
         )
         runner, http_port = await start_http(app, settings.http_host, settings.http_port)
         warn_if_metrics_open(settings.http_host, settings.metrics_token)
@@ -169,6 +170,11 @@ async def run(settings: Settings) -> None:
         f"payorch serving gRPC on {rpc} and HTTP on {settings.http_host}:{http_port}",
         flush=True,
     )
+    if challenges is not None:
+        log.info(
+            "test mode: simulated 3-D Secure answered at POST %s (payorch simulate-3ds)",
+            "/simulated/3ds/{intent_id}",
+        )
     loop_kind = type(asyncio.get_running_loop()).__module__.split(".")[0]
     log.info("serving on the %s event loop", loop_kind, extra={"rpc": rpc})
 

@@ -12,9 +12,11 @@ from __future__ import annotations
 import asyncio
 import collections
 import hashlib
+import hmac
 import os
 import random
-from collections.abc import Awaitable, Callable
+import secrets
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, fields, replace
 
 from payorch.app.ports import ChargeRequest
@@ -88,6 +90,28 @@ class InvalidSimulation(ValueError):
     pass
 
 
+class ChallengeRefused(LookupError):
+    """The customer's side acted on an intent it may not act on: `reason` is
+    `unknown_intent`, `wrong_secret` or `not_waiting` (no 3-D Secure to answer)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+# Stripe's last_payment_error once the customer failed 3-D Secure.
+AUTHENTICATION_FAILED = ProcessorResponse(
+    ResponseKind.ERROR,
+    error_type="invalid_request_error",
+    code="payment_intent_authentication_failure",
+    message=(
+        "The provided PaymentMethod has failed authentication. You can provide"
+        " payment_method_data or a new PaymentMethod to attempt to fulfill this"
+        " PaymentIntent again."
+    ),
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Simulation:
     """Fault injection: rates are probabilities per authorize call."""
@@ -153,6 +177,13 @@ class SimIntent:
     # The payment and step it charges for (payorch's metadata on Stripe's intents).
     payment_id: str = ""
     step_index: int = -1
+    # What the customer's side needs to act on the intent (3-D Secure), as Stripe's
+    # client_secret: the id and a random part, so the id alone does not let anyone act.
+    client_secret: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.client_secret:
+            self.client_secret = f"{self.id}_secret_{secrets.token_urlsafe(18)}"
 
 
 @dataclass(slots=True)
@@ -217,6 +248,8 @@ class Ledger:
 
 
 Sleep = Callable[[float], Awaitable[None]]
+# (intent id, client secret, passed) -> the intent's new status; ChallengeRefused.
+AnswerChallenge = Callable[[str, str, bool], str]
 
 
 class SimulatedProcessor:
@@ -402,7 +435,7 @@ class SimulatedProcessor:
             processor_payment_id=intent.id,
             request_id=rid,
             next_action_type="use_stripe_sdk" if action else "",
-            client_secret=f"{intent.id}_secret_sim" if action else "",
+            client_secret=intent.client_secret if action else "",
             amount_captured_minor=intent.amount_captured,
             error_type=declined.error_type if declined else "",
             code=declined.code if declined else "",
@@ -424,9 +457,45 @@ class SimulatedProcessor:
         """The customer finished 3-D Secure (what Stripe's frontend would do)."""
         intent = self.ledger.by_id[processor_payment_id]
         if intent.status == "requires_action":
-            intent.status = "succeeded" if intent.capture else "requires_capture"
-            intent.charges += 1
-            intent.amount_captured = intent.amount_minor if intent.capture else 0
+            self._answer_challenge(intent, passed=True)
+
+    def authenticate(self, processor_payment_id: str, client_secret: str, *, passed: bool) -> str:
+        """The customer's side answers the intent's 3-D Secure challenge, as Stripe.js
+        does with the client secret: passed, the intent is charged as a confirm charges
+        it (held, or captured); failed, it waits for another PaymentMethod with
+        Stripe's `payment_intent_authentication_failure` in its last error. Returns the
+        intent's new status; ChallengeRefused for an intent this processor does not
+        have, a secret that is not the intent's (compared in constant time), or an
+        intent not waiting for the customer (answered before, canceled, never paused)."""
+        intent = self.ledger.by_id.get(processor_payment_id)
+        if intent is None:
+            raise ChallengeRefused(
+                "unknown_intent", f"No such PaymentIntent: {processor_payment_id!r}"
+            )
+        if not hmac.compare_digest(
+            client_secret.encode("utf-8", "surrogateescape"), intent.client_secret.encode()
+        ):
+            raise ChallengeRefused(
+                "wrong_secret", f"the client secret is not {processor_payment_id!r}'s"
+            )
+        if intent.status != "requires_action":
+            raise ChallengeRefused(
+                "not_waiting",
+                f"PaymentIntent {processor_payment_id!r} is {intent.status}: no 3-D Secure"
+                " challenge to answer",
+            )
+        self._answer_challenge(intent, passed=passed)
+        return intent.status
+
+    def _answer_challenge(self, intent: SimIntent, *, passed: bool) -> None:
+        if not passed:
+            intent.status = "requires_payment_method"
+            intent.last_error = replace(AUTHENTICATION_FAILED, processor_payment_id=intent.id)
+            return
+        intent.status = "succeeded" if intent.capture else "requires_capture"
+        intent.charges += 1
+        intent.amount_captured = intent.amount_minor if intent.capture else 0
+        intent.last_error = None
 
     async def capture(
         self, processor_payment_id: str, amount_minor: int, idempotency_key: str, *, currency: str
@@ -561,3 +630,22 @@ def _missing_resource(customer_id: str, token: str) -> tuple[str, str, str] | No
         ),
         None,
     )
+
+
+def answer_challenge(
+    processors: Iterable[SimulatedProcessor],
+    processor_payment_id: str,
+    client_secret: str,
+    *,
+    passed: bool,
+) -> tuple[str, str]:
+    """The customer's answer to a 3-D Secure challenge, given to whichever simulated
+    processor holds the intent (each names its intents apart): that processor's name and
+    the intent's new status. ChallengeRefused as `SimulatedProcessor.authenticate`
+    refuses, `unknown_intent` when none holds it."""
+    for processor in processors:
+        if processor_payment_id in processor.ledger.by_id:
+            return processor.name, processor.authenticate(
+                processor_payment_id, client_secret, passed=passed
+            )
+    raise ChallengeRefused("unknown_intent", f"No such PaymentIntent: {processor_payment_id!r}")

@@ -11,8 +11,10 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
 from payorch.adapters.clock import SystemClock
+from payorch.adapters.processors.simulated import AnswerChallenge
 from payorch.app.payments import ProcessorEvents
 from payorch.app.ports import Clock
+from payorch.entrypoints.http import simulated_challenge
 from payorch.entrypoints.http.stripe_webhooks import stripe_webhook_handler
 from payorch.entrypoints.runtime import CannotListen
 
@@ -29,6 +31,7 @@ def build_app(
     ready: Callable[[], bool] = lambda: True,
     database_up: Callable[[], bool] = lambda: True,
     metrics_token: str = "",
+    simulated_challenges: AnswerChallenge | None = None,
 ) -> web.Application:
     """`clock` judges how fresh a Stripe signature is. Stripe signs with the wall clock,
     so it is the system's even when the service's own clock is shifted for a demo.
@@ -40,7 +43,11 @@ def build_app(
 
     `metrics_token`: when set, `/metrics` answers only a request bearing it
     (`Authorization: Bearer <token>`), 401 otherwise; the probes and Stripe's webhooks
-    (signed on their own) stay open."""
+    (signed on their own) stay open.
+
+    `simulated_challenges`: the simulated processors' 3-D Secure page
+    (`POST /simulated/3ds/{intent_id}`), test mode only: given only when no Stripe
+    processor is configured (`Container.simulated_challenges`), absent otherwise."""
     app = web.Application(client_max_size=MAX_BODY_BYTES)
     expected = metrics_token.encode()
 
@@ -78,6 +85,10 @@ def build_app(
         app.router.add_post(
             "/webhooks/stripe",
             stripe_webhook_handler(stripe_events, stripe_webhook_secret, clock or SystemClock()),
+        )
+    if simulated_challenges is not None:
+        app.router.add_post(
+            simulated_challenge.PATH, simulated_challenge.challenge_handler(simulated_challenges)
         )
     return app
 
