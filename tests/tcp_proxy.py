@@ -39,6 +39,12 @@ class TcpProxy:
             with contextlib.suppress(OSError):
                 # RST, not FIN: the peer sees the connection reset, as when a host goes.
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                # close() alone does not end a connection another thread is reading:
+                # Linux releases the socket only when that recv returns, so the
+                # database would keep the session (and any open transaction) alive.
+                # shutdown wakes the reader; the pipe's finally lets it go.
+                s.shutdown(socket.SHUT_RDWR)
+            with contextlib.suppress(OSError):
                 s.close()
 
     def restore(self) -> None:
