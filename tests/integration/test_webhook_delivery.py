@@ -556,6 +556,9 @@ async def test_the_endpoint_limit_holds_for_creates_racing_on_two_replicas(
 
     made = [t for t in tries if isinstance(t, EndpointCreation)]
     refused = [t for t in tries if isinstance(t, InvalidEndpoint)]
+    assert [t for t in tries if t not in made and t not in refused] == [], (
+        "neither made nor refused"
+    )
     assert (len(made), len(refused)) == (MAX_ENDPOINTS_PER_MERCHANT - 1, 6)
     assert len(await endpoints.list("m_1")) == MAX_ENDPOINTS_PER_MERCHANT
     await endpoints.create("m_2", receiver.url, "another merchant's own 20", [])
