@@ -28,9 +28,10 @@ MESSAGE_LIMIT = 200
 def described(exc: BaseException) -> str:
     """`Type at file:line in function: message`, the message clipped and any card number
     in it removed."""
-    frames = traceback.extract_tb(exc.__traceback__)
-    where = f" at {frames[-1].filename.rsplit('/', 1)[-1]}:{frames[-1].lineno}" if frames else ""
-    where += f" in {frames[-1].name}" if frames else ""
+    where = ""
+    if frames := traceback.extract_tb(exc.__traceback__):
+        last = frames[-1]
+        where = f" at {last.filename.rsplit('/', 1)[-1]}:{last.lineno} in {last.name}"
     message = clip(redact_card_numbers(str(exc)), MESSAGE_LIMIT)
     return f"{type(exc).__name__}{where}: {message}"
 
