@@ -363,14 +363,16 @@ async def test_a_failed_challenge_ends_the_same_on_both_processors(
     rig.fail_action(intent)
     failed = await rig.service.confirm(paused.id, "m_1")
 
-    # No decline of the bank's on the closed intent: what the router makes of any step
-    # found uncharged after its pause (docs/classification.md, `interrupted`).
+    # The customer's failed authentication, as Stripe's last_payment_error says: hard,
+    # never retried by payorch (docs/classification.md, `authentication_failed`).
     assert _seen(failed) == (
         PaymentStatus.FAILED,
         StepStatus.FAILED,
-        Outcome.SOFT,
-        ErrorCode.INTERRUPTED,
+        Outcome.HARD,
+        ErrorCode.AUTHENTICATION_FAILED,
     )
+    assert failed.final_error is ErrorCode.AUTHENTICATION_FAILED
+    # No charge tried again: the pause's authorize, then the close of the intent.
     assert [a.operation for a in failed.steps[0].attempts] == [
         "authorize",
         "lookup",

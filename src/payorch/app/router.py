@@ -24,6 +24,7 @@ from payorch.app.ports import ChargeRequest, Clock, Processor
 from payorch.app.processor_errors import raised_answer
 from payorch.app.stalls import StallWatch
 from payorch.domain.classification import (
+    FOUND_FAILURE_CODES,
     classify,
     classify_lookup,
     is_infrastructure_failure,
@@ -151,6 +152,15 @@ def _decline_found(looked: ProcessorResponse) -> ProcessorResponse | None:
     if looked.kind is ResponseKind.NOT_CHARGED and looked.error_type == "card_error":
         return dataclasses.replace(looked, kind=ResponseKind.ERROR)
     return None
+
+
+def _failure_found(looked: ProcessorResponse) -> ProcessorResponse | None:
+    """What a lookup of a step being settled found failed on the processor's object: the
+    bank's decline, or the customer's failed 3-D Secure (Stripe's
+    payment_intent_authentication_failure), as the answer it would have been."""
+    if looked.kind is ResponseKind.NOT_CHARGED and looked.code in FOUND_FAILURE_CODES:
+        return dataclasses.replace(looked, kind=ResponseKind.ERROR)
+    return _decline_found(looked)
 
 
 class Router:
@@ -670,10 +680,11 @@ class Router:
                     continue
                 if (
                     looked.kind is ResponseKind.NOT_CHARGED
-                    and _decline_found(looked) is None
-                    and _decline_found(before) is not None
+                    and _failure_found(looked) is None
+                    and _failure_found(before) is not None
                 ):
-                    # The bank's decline, in case closing the intent cleared it.
+                    # The bank's decline (or the customer's failed authentication), in
+                    # case closing the intent cleared it.
                     looked = dataclasses.replace(
                         looked,
                         error_type=before.error_type,
@@ -702,11 +713,13 @@ class Router:
                 return True
             if looked.kind in (ResponseKind.NOT_CHARGED, ResponseKind.NOT_FOUND):
                 attempt.retry_decision = "reconciled: never charged"
-                declined = _decline_found(looked)
+                declined = _failure_found(looked)
                 if declined is not None:
-                    # As if the decline had been the answer: a hard one stays hard.
+                    # As if the decline had been the answer: a hard one stays hard. So
+                    # does the customer's failed 3-D Secure (authentication_failed).
                     verdict = classify(declined)
-                    attempt.retry_decision += f", declined ({verdict.error_code.value})"
+                    how = "declined" if declined.error_type == "card_error" else "failed"
+                    attempt.retry_decision += f", {how} ({verdict.error_code.value})"
             else:
                 attempt.retry_decision = "still unknown: will look again later"
                 inconclusive = True

@@ -68,6 +68,11 @@ class ErrorCode(enum.Enum):
     # afterwards, proved nothing was charged (the reconciler's lookup, a canceled or
     # never made payment object). Not `unknown_outcome`: the outcome is known.
     INTERRUPTED = "interrupted"
+    # The customer failed (or abandoned) the 3-D Secure the bank asked of them (Stripe's
+    # payment_intent_authentication_failure): nothing charged. Hard and never retried by
+    # us, now or later: without the customer the same card is asked to authenticate
+    # again. The customer may try again (a new confirmation, another method).
+    AUTHENTICATION_FAILED = "authentication_failed"
 
 
 class ResponseKind(enum.Enum):
