@@ -75,6 +75,13 @@ class Deadline:
         ends = now + RUN_LIMIT_S
         return cls(ends if deadline_s is None else min(now + deadline_s, ends), ends)
 
+    @property
+    def run_limit_first(self) -> bool:
+        """Whether the run's own limit ends it, not the caller's deadline: the caller gave
+        none, or one no nearer (a step cut then is `run_limit_reached`, not
+        `deadline_exceeded`: more time from the caller would not have helped)."""
+        return self.run_ends is not None and self.at == self.run_ends
+
     def leaves_run_time(self, clock: Clock, seconds: float) -> bool:
         """Whether `seconds` from now still end inside the run's limit (a capture or a
         void, which the caller's own deadline never cut short)."""
@@ -213,10 +220,16 @@ class Router:
         """Drive `step` to a settled state (success, failure, action or unknown)."""
         if not deadline.leaves_time_for_a_call(self.clock):
             # A call cut off by the deadline may charge with its answer lost: send nothing,
-            # and say so. (Retries and failovers are held to the same MIN_CALL_MS.)
+            # and say so, naming what ran out: the caller's deadline, or the run's own
+            # limit. (Retries and failovers are held to the same MIN_CALL_MS.)
+            code = (
+                ErrorCode.RUN_LIMIT_REACHED
+                if deadline.run_limit_first
+                else ErrorCode.DEADLINE_EXCEEDED
+            )
             payment.step_failed(
                 step,
-                Classification(Outcome.SOFT, ErrorCode.DEADLINE_EXCEEDED, False, True),
+                Classification(Outcome.SOFT, code, False, True),
                 processor="",
                 latency_ms=0,
             )

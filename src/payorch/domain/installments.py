@@ -384,10 +384,12 @@ def judge_charge(payment: Payment) -> ChargeResult:
     failed = [s for s in payment.steps if s.status is StepStatus.FAILED]
     code = payment.final_error
     message = payment.final_error_message
-    # Our failures, not the bank's: a charge interrupted (nothing taken) is tried again.
+    # Our failures, not the bank's: a charge interrupted (nothing taken), or one our own
+    # run limit left no time to send, is tried again.
     retry_later = code in INFRASTRUCTURE_CODES or code in (
         ErrorCode.NO_PROCESSOR_AVAILABLE,
         ErrorCode.INTERRUPTED,
+        ErrorCode.RUN_LIMIT_REACHED,
     )
     if failed:
         answers = [a for a in failed[-1].attempts if a.raw.type or a.raw.http_status]

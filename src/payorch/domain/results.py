@@ -38,6 +38,7 @@ class ErrorCode(enum.Enum):
     PROCESSOR_PERMISSION = "processor_permission"
     UNMAPPED = "unmapped"
     NO_PROCESSOR_AVAILABLE = "no_processor_available"
+    # The caller's deadline left no time to charge the step: nothing sent.
     DEADLINE_EXCEEDED = "deadline_exceeded"
     UNKNOWN_OUTCOME = "unknown_outcome"
     # A refund the processor says failed or was canceled: the money stayed with the merchant.
@@ -73,6 +74,9 @@ class ErrorCode(enum.Enum):
     # us, now or later: without the customer the same card is asked to authenticate
     # again. The customer may try again (a new confirmation, another method).
     AUTHENTICATION_FAILED = "authentication_failed"
+    # payorch's own limit on a run of the plan (RUN_LIMIT_S) left no time to charge the
+    # step: nothing sent. Not DEADLINE_EXCEEDED, which is the caller's deadline.
+    RUN_LIMIT_REACHED = "run_limit_reached"
 
 
 class ResponseKind(enum.Enum):
