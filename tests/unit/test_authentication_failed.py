@@ -95,3 +95,24 @@ async def test_an_installment_charge_whose_customer_failed_is_not_put_back_on_th
 def test_a_failed_authentication_is_no_infrastructure_failure_to_recover_from():
     assert ErrorCode.AUTHENTICATION_FAILED not in INFRASTRUCTURE_CODES
     assert ErrorCode.AUTHENTICATION_FAILED not in RECOVERABLE_CODES
+
+
+async def test_a_paused_payment_canceled_at_the_processor_reads_canceled_not_interrupted():
+    """Waiting for the customer, its intent canceled at the processor by someone else
+    (its dashboard, another system): nothing interrupted its charge, and payorch did not
+    cancel it. It reads `payment_canceled_at_processor`, as a confirm refused on a
+    canceled intent does; it read `interrupted` before."""
+    w = World()
+    payment = await paused(w, off_session=False)
+    w.sim.ledger.by_id[payment.steps[0].processor_payment_id].status = "canceled"
+
+    failed = await w.service.confirm(payment.id, "m_1")
+
+    (step,) = failed.steps
+    assert (failed.status, step.outcome, step.error_code) == (
+        PaymentStatus.FAILED,
+        Outcome.HARD,
+        ErrorCode.PAYMENT_CANCELED_AT_PROCESSOR,
+    )
+    assert [a.operation for a in step.attempts] == ["authorize", "lookup"]
+    assert w.charges == 0

@@ -24,6 +24,8 @@ from payorch.app.ports import ChargeRequest, Clock, Processor
 from payorch.app.processor_errors import raised_answer
 from payorch.app.stalls import StallWatch
 from payorch.domain.classification import (
+    CANCELED_AT_PROCESSOR,
+    ERROR_CODES,
     FOUND_FAILURE_CODES,
     classify,
     classify_lookup,
@@ -652,6 +654,12 @@ class Router:
             False,
             True,
         )
+        # A step paused for the customer was not interrupted: if its intent is found
+        # canceled before payorch closed it, someone else canceled it at the processor.
+        paused = step.status is StepStatus.REQUIRES_ACTION and not any(
+            a.operation == "void" for a in step.attempts
+        )
+        canceled_there = False
         for name in names:
             if run is not None and not run.leaves_time_for_a_call(self.clock):
                 inconclusive = True  # asked on a later pass: nothing recorded
@@ -676,6 +684,7 @@ class Router:
                 operation="lookup",
                 probe=probe,
             )
+            canceled_there = paused and looked.kind is ResponseKind.NOT_CHARGED and looked.closed
             if looked.kind is ResponseKind.NOT_CHARGED and not looked.closed:
                 if run is not None and not run.leaves_time_for_a_call(self.clock, calls=2):
                     attempt.retry_decision = (
@@ -727,12 +736,20 @@ class Router:
             if looked.kind in (ResponseKind.NOT_CHARGED, ResponseKind.NOT_FOUND):
                 attempt.retry_decision = "reconciled: never charged"
                 declined = _failure_found(looked)
-                if declined is not None:
+                found = classify(declined) if declined is not None else None
+                if found is not None and found.outcome is not Outcome.REQUIRES_ACTION:
                     # As if the decline had been the answer: a hard one stays hard. So
-                    # does the customer's failed 3-D Secure (authentication_failed).
-                    verdict = classify(declined)
-                    how = "declined" if declined.error_type == "card_error" else "failed"
+                    # does the customer's failed 3-D Secure (authentication_failed). Not
+                    # the off-session decline that paused the step (authentication_required,
+                    # kept on the intent): that asked for the customer, and is no failure.
+                    verdict = found
+                    how = "declined" if looked.error_type == "card_error" else "failed"
                     attempt.retry_decision += f", {how} ({verdict.error_code.value})"
+                elif canceled_there:
+                    # As a confirm refused on a canceled intent reads (the dashboard's
+                    # cancel, or another system's): not interrupted, and not by us.
+                    verdict = ERROR_CODES[CANCELED_AT_PROCESSOR]
+                    attempt.retry_decision += ", canceled at the processor while paused"
             else:
                 attempt.retry_decision = "still unknown: will look again later"
                 inconclusive = True

@@ -137,6 +137,11 @@ ERROR_CODES: dict[str, Classification] = {
     "payment_intent_authentication_failure": _hard(ErrorCode.AUTHENTICATION_FAILED),
 }
 
+# The code under which a payment canceled at the processor is classified (the Stripe
+# adapter's name for a confirm refused on a canceled PaymentIntent); the router reads a
+# paused step whose intent it finds canceled by someone else the same way.
+CANCELED_AT_PROCESSOR = "payment_intent_canceled"
+
 # Failures a lookup may find on the processor's payment object (Stripe's
 # last_payment_error) that are answers of their own, classified as if they had been the
 # confirm's: the bank's declines (any card_error) and these codes.
