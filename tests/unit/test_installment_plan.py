@@ -575,4 +575,6 @@ def test_a_charge_cancelled_before_it_was_recorded_failed_for_good():
     payment.status = PaymentStatus.CANCELLED
     judged = judge_charge(payment)
     assert (judged.outcome, judged.retry_later) == (ChargeOutcome.FAILED, False)
-    assert judged.error_code and judged.message == "the payment was cancelled"
+    assert judged.message == "the payment was cancelled"
+    # What happened, not "unmapped" (a processor's answer missing from the tables).
+    assert judged.error_code == ErrorCode.PAYMENT_CANCELED_AT_PROCESSOR.value

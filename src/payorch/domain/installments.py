@@ -360,12 +360,16 @@ def judge_charge(payment: Payment) -> ChargeResult:
         return ChargeResult(ChargeOutcome.PAID, payment.id, pid)
     if payment.status is PaymentStatus.CANCELLED:
         # Voided (by the merchant): nothing was taken, and nothing more will happen to it.
+        # With no error of its own it reads what happened: its processor's payment was
+        # canceled before it charged (not `unmapped`, an answer missing from the tables).
         code = payment.final_error
+        if code is ErrorCode.NONE:
+            code = ErrorCode.PAYMENT_CANCELED_AT_PROCESSOR
         return ChargeResult(
             ChargeOutcome.FAILED,
             payment.id,
             pid,
-            (ErrorCode.UNMAPPED if code is ErrorCode.NONE else code).value,
+            code.value,
             "the payment was cancelled",
             retry_later=False,
         )

@@ -54,7 +54,8 @@ class ErrorCode(enum.Enum):
     # saved on another customer): the caller's to correct, never retried as it is.
     PAYMENT_METHOD_UNUSABLE = "payment_method_unusable"
     # The processor's payment object was canceled before this attempt could charge it
-    # (Stripe: a PaymentIntent canceled from the dashboard or by a raced request):
+    # (Stripe: a PaymentIntent canceled from the dashboard or by a raced request, also
+    # while it waited for the customer; an installment's charge the merchant canceled):
     # nothing was charged there, and nothing can be; a new payment may be tried later.
     PAYMENT_CANCELED_AT_PROCESSOR = "payment_canceled_at_processor"
     # The processor will not charge the amount in its currency (Stripe: amount_too_small,
