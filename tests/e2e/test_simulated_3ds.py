@@ -94,8 +94,20 @@ def test_a_customer_who_fails_3ds_leaves_the_payment_failed_and_uncharged(server
     assert answered["status"] == "requires_payment_method"
     failed = result(server, "confirm", payment_id)
     assert failed["status"] == "PAYMENT_STATUS_FAILED"
-    assert failed["stepResults"][0]["status"] == "STEP_STATUS_FAILED"
+    [step] = failed["stepResults"]
+    assert step["status"] == "STEP_STATUS_FAILED"
+    assert (step["outcome"], step["errorCode"], failed["finalError"]) == (
+        "OUTCOME_HARD",
+        "ERROR_CODE_AUTHENTICATION_FAILED",
+        "ERROR_CODE_AUTHENTICATION_FAILED",
+    )
+    # No automatic retry: one authorize (the pause), then the intent looked up and closed.
+    assert [a["operation"] for a in step["attempts"]] == ["authorize", "lookup", "void", "lookup"]
     assert "amountMinor" not in failed["totalProcessed"]
+    # Asked again later, it reads the same: nothing retried meanwhile.
+    later = result(server, "get", payment_id)
+    assert later["finalError"] == "ERROR_CODE_AUTHENTICATION_FAILED"
+    assert len(later["stepResults"][0]["attempts"]) == 4
     closed = cli(server, "simulate-3ds", intent, "--client-secret", secret, check=False)
     assert json.loads(closed.stderr)["error"]["reason"] == "not_waiting"
 

@@ -148,6 +148,8 @@ class Rig:
     fail_action: Callable[[str], None]
     # The processor's own status of its payment object.
     status_of: Callable[[str], str]
+    # Someone else cancels the processor's payment (its dashboard, another system).
+    cancel_there: Callable[[str], None]
 
 
 @contextlib.asynccontextmanager
@@ -185,6 +187,7 @@ async def rig(request: pytest.FixtureRequest) -> AsyncIterator[Rig]:
                 lambda: sim.ledger.charges_total,
                 fail,
                 lambda pi: sim.ledger.by_id[pi].status,
+                lambda pi: setattr(sim.ledger.by_id[pi], "status", "canceled"),
             )
         return
     async with FakeStripe(clock=clock) as fake:
@@ -196,6 +199,7 @@ async def rig(request: pytest.FixtureRequest) -> AsyncIterator[Rig]:
                 lambda: fake.charges_total,
                 fake.fail_action,
                 lambda pi: str(fake.payment_intent(pi)["status"]),
+                lambda pi: fake.set_status(pi, "canceled"),
             )
         await stripe.aclose()
         await fake.wait_idle()
@@ -363,14 +367,16 @@ async def test_a_failed_challenge_ends_the_same_on_both_processors(
     rig.fail_action(intent)
     failed = await rig.service.confirm(paused.id, "m_1")
 
-    # No decline of the bank's on the closed intent: what the router makes of any step
-    # found uncharged after its pause (docs/classification.md, `interrupted`).
+    # The customer's failed authentication, as Stripe's last_payment_error says: hard,
+    # never retried by payorch (docs/classification.md, `authentication_failed`).
     assert _seen(failed) == (
         PaymentStatus.FAILED,
         StepStatus.FAILED,
-        Outcome.SOFT,
-        ErrorCode.INTERRUPTED,
+        Outcome.HARD,
+        ErrorCode.AUTHENTICATION_FAILED,
     )
+    assert failed.final_error is ErrorCode.AUTHENTICATION_FAILED
+    # No charge tried again: the pause's authorize, then the close of the intent.
     assert [a.operation for a in failed.steps[0].attempts] == [
         "authorize",
         "lookup",
@@ -382,3 +388,35 @@ async def test_a_failed_challenge_ends_the_same_on_both_processors(
     assert rig.charges() == 0
     again = await rig.service.confirm(paused.id, "m_1")
     assert _seen(again) == _seen(failed)
+
+
+@pytest.mark.parametrize(
+    ("token", "off_session"),
+    [
+        pytest.param(token, off_session, id=f"{token}-{'off' if off_session else 'on'}-session")
+        for token, behaviour in CARDS.items()
+        for off_session in (False, True)
+        if isinstance(behaviour, str) and _asks_for_authentication(behaviour, off_session)
+    ],
+)
+async def test_a_paused_payment_canceled_at_the_processor_ends_the_same_on_both_processors(
+    rig: Rig, token, off_session
+):
+    """Waiting for the customer, its payment canceled at the processor by someone else:
+    not interrupted, nor canceled by payorch: `payment_canceled_at_processor`, nothing
+    charged, nothing tried again (docs/classification.md)."""
+    paused = await _pay(rig, "canceled", token, off_session=off_session, authorize_only=False)
+    _assert_paused(paused)
+    intent = paused.steps[0].processor_payment_id
+
+    rig.cancel_there(intent)
+    failed = await rig.service.confirm(paused.id, "m_1")
+
+    assert _seen(failed) == (
+        PaymentStatus.FAILED,
+        StepStatus.FAILED,
+        Outcome.HARD,
+        ErrorCode.PAYMENT_CANCELED_AT_PROCESSOR,
+    )
+    assert [a.operation for a in failed.steps[0].attempts] == ["authorize", "lookup"]
+    assert rig.charges() == 0

@@ -15,7 +15,7 @@ from payorch.bootstrap import Container
 from payorch.domain.merchant_config import MerchantConfig, MethodRule
 from payorch.domain.payment import MethodType, Payment, PaymentStatus, StepStatus
 from payorch.domain.request import RawMethodInput, RawPaymentRequest, parse_payment_request
-from payorch.domain.results import ErrorCode
+from payorch.domain.results import ErrorCode, Outcome
 from payorch.entrypoints.http.app import build_app
 from tests.integration.helpers import make_container
 
@@ -101,8 +101,16 @@ async def test_a_failed_challenge_fails_the_payment_uncharged_and_closes_the_int
     assert (failed.status, failed.steps[0].status, failed.final_error) == (
         PaymentStatus.FAILED,
         StepStatus.FAILED,
-        ErrorCode.INTERRUPTED,
+        ErrorCode.AUTHENTICATION_FAILED,
     )
+    assert failed.steps[0].outcome is Outcome.HARD
+    # Not charged again: the pause's authorize, then the intent looked up and closed.
+    assert [a.operation for a in failed.steps[0].attempts] == [
+        "authorize",
+        "lookup",
+        "void",
+        "lookup",
+    ]
     assert container.simulated["simulated"].ledger.by_id[intent].status == "canceled"
     assert container.simulated["simulated"].ledger.charges_total == 0
     # Closed before it was recorded failed: the challenge cannot be answered again.

@@ -21,7 +21,7 @@ from payorch.adapters.clock import ManualClock
 from payorch.adapters.processors.stripe import StripeProcessor
 from payorch.app.ports import ChargeRequest
 from payorch.domain.classification import classify
-from payorch.domain.results import ErrorCode, Outcome, ResponseKind
+from payorch.domain.results import Classification, ErrorCode, Outcome, ResponseKind
 from tests.fakes.fake_stripe import FakeStripe, Fault
 
 SECRET_TAIL = "Zq81TopSecretDoNotLeak"
@@ -416,6 +416,34 @@ async def test_a_customer_who_failed_authentication_is_not_waited_for_again(
 
     assert looked.kind is ResponseKind.NOT_CHARGED
     assert looked.code == "payment_intent_authentication_failure"
+    assert looked.error_type == "invalid_request_error"
+
+
+async def test_a_confirm_refused_for_a_failed_authentication_reads_authentication_failed(
+    fake: FakeStripe, processor: StripeProcessor
+) -> None:
+    """Stripe's 400 payment_intent_authentication_failure on a confirm: the customer's
+    3-D Secure failed. Not our bad request (no contract violation), not the processor's
+    health, and never retried, now or later."""
+    fake.inject(
+        Fault.invalid_request(
+            code="payment_intent_authentication_failure",
+            message="The provided PaymentMethod has failed authentication.",
+        )
+    )
+
+    answer = await processor.authorize(charge("pm_card_threeDSecureRequired"))
+
+    assert (answer.kind, answer.http_status, answer.code) == (
+        ResponseKind.ERROR,
+        400,
+        "payment_intent_authentication_failure",
+    )
+    verdict = classify(answer)
+    assert verdict == Classification(
+        Outcome.HARD, ErrorCode.AUTHENTICATION_FAILED, retry_now=False, retry_later=False
+    )
+    assert fake.charges_total == 0
 
 
 async def test_an_on_session_lookup_of_an_intent_declined_for_authentication_is_not_charged(

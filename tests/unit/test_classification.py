@@ -450,6 +450,24 @@ def test_a_permission_error_is_hard_for_later_and_not_the_processors_health() ->
     assert not c.retry_now and not is_infrastructure_failure(c)
 
 
+@pytest.mark.parametrize("status", [0, 400])
+def test_a_customer_who_failed_authentication_is_a_hard_failure_never_retried(status) -> None:
+    """Stripe's payment_intent_authentication_failure (the customer failed or abandoned
+    3-D Secure; an invalid_request_error on the intent's last_payment_error, or a 400):
+    not our bad request, not the processor's ill health, and not worth a retry without
+    the customer, now or on the dunning ladder."""
+    c = classify(
+        error(
+            http_status=status,
+            error_type="invalid_request_error",
+            code="payment_intent_authentication_failure",
+        )
+    )
+    assert c == hard(ErrorCode.AUTHENTICATION_FAILED)
+    assert not c.contract_violation and not c.unmapped
+    assert not is_infrastructure_failure(c)
+
+
 @pytest.mark.parametrize("status", [400, 404, 418, 422])
 def test_unknown_error_type_with_a_4xx_status_is_hard_and_flagged_unmapped(status: int) -> None:
     c = classify(error(http_status=status, error_type="brand_new_error", code="brand_new_code"))

@@ -545,6 +545,14 @@ def test_a_soft_infrastructure_failure_that_exhausted_inline_retries_goes_on_the
     assert judge_charge(payment).retry_later
 
 
+def test_a_charge_cut_by_payorchs_run_limit_goes_on_the_ladder():
+    # Nothing sent for the step (no attempt): payorch's own limit, not the bank's answer.
+    payment = _failed_payment("", ErrorCode.RUN_LIMIT_REACHED)
+    payment.steps[0].attempts.clear()
+    judged = judge_charge(payment)
+    assert (judged.error_code, judged.retry_later) == ("run_limit_reached", True)
+
+
 def test_only_a_succeeded_payment_pays_and_an_unknown_one_is_left_unresolved():
     payment = _failed_payment("", ErrorCode.NONE)
     payment.status = PaymentStatus.UNKNOWN
@@ -567,4 +575,6 @@ def test_a_charge_cancelled_before_it_was_recorded_failed_for_good():
     payment.status = PaymentStatus.CANCELLED
     judged = judge_charge(payment)
     assert (judged.outcome, judged.retry_later) == (ChargeOutcome.FAILED, False)
-    assert judged.error_code and judged.message == "the payment was cancelled"
+    assert judged.message == "the payment was cancelled"
+    # What happened, not "unmapped" (a processor's answer missing from the tables).
+    assert judged.error_code == ErrorCode.PAYMENT_CANCELED_AT_PROCESSOR.value

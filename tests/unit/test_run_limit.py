@@ -87,8 +87,10 @@ class World:
         call_timeout_s: float,
         clock: ManualClock | None = None,
         uow: UnitOfWorkFactory | None = None,
+        **config,
     ) -> None:
-        """`uow`: storage (in memory unless given), on `clock`."""
+        """`uow`: storage (in memory unless given), on `clock`; `config`: the merchants'
+        default config."""
         self.clock = clock or ManualClock()
         self.started = self.clock.monotonic()
         self.uow = uow or FakeUnitOfWorkFactory()
@@ -100,7 +102,10 @@ class World:
             rng=random.Random(1),
         )
         self.configs = MerchantConfigs(
-            FakeMerchantConfigStore(), self.clock, ["simulated"], defaults=MerchantConfig("")
+            FakeMerchantConfigStore(),
+            self.clock,
+            ["simulated"],
+            defaults=MerchantConfig("", **config),
         )
         self.service = PaymentService(
             self.uow,
@@ -113,14 +118,15 @@ class World:
     def run_time(self) -> float:
         return self.clock.monotonic() - self.started
 
-    async def pay_split(self, steps: int, deadline_s: float | None):
+    async def pay_split(self, steps: int, deadline_s: float | None, *, fallbacks: int = 0):
         core = parse_payment_request(
             RawPaymentRequest(
                 merchant_id="m_1",
                 request_id=f"r-{uuid.uuid4()}",
                 amount_minor=1000 * steps,
                 currency="USD",
-                methods=[RawMethodInput(m, OK, 1000) for m in METHODS[:steps]],
+                methods=[RawMethodInput(m, OK, 1000) for m in METHODS[:steps]]
+                + [RawMethodInput("card", OK, None)] * fallbacks,
             )
         )
         return (await self.service.create(core, deadline_s=deadline_s)).payment
@@ -142,17 +148,21 @@ async def test_a_long_split_is_never_taken_by_the_reconciler_while_its_run_goes_
     assert all(started < RUN_LIMIT_S for _, started in w.processor.calls)
     assert w.run_time() <= RUN_LIMIT_S
     # The limit came before the sixth step: it fails as a step with no time left does
-    # (soft, deadline_exceeded, retry later), nothing sent for it, and the plan ends
-    # as after any failure: all-or-nothing releases what it holds. No void could end
-    # inside the limit either: each is owed, not tried, and the reconciler makes it.
+    # (soft, retry later), nothing sent for it, and the plan ends as after any failure:
+    # all-or-nothing releases what it holds. No void could end inside the limit either:
+    # each is owed, not tried, and the reconciler makes it. The step reads what cut it,
+    # payorch's own limit (run_limit_reached), not a deadline of the caller's, who gave
+    # none or one longer.
     statuses = [s.status for s in payment.steps]
     assert statuses == [StepStatus.AUTHORIZED] * 5 + [StepStatus.FAILED] + [StepStatus.SKIPPED] * 2
     failed = payment.steps[5]
     assert (failed.outcome, failed.error_code, failed.attempts) == (
         Outcome.SOFT,
-        ErrorCode.DEADLINE_EXCEEDED,
+        ErrorCode.RUN_LIMIT_REACHED,
         [],
     )
+    assert payment.final_error is ErrorCode.RUN_LIMIT_REACHED
+    assert payment.final_error_message.startswith("step 5 failed: run_limit_reached")
     assert payment.status is PaymentStatus.FAILED and payment.owed is Owed.VOID
     assert "the void is owed, not yet tried: the reconciler makes it" in (
         payment.final_error_message
@@ -174,6 +184,16 @@ async def test_a_long_split_is_never_taken_by_the_reconciler_while_its_run_goes_
     assert settled.owed is Owed.NOTHING
     intents = w.processor.sim.ledger.intents.values()
     assert len(intents) == 5 and all(i.status == "canceled" for i in intents)
+
+
+async def test_a_step_the_run_limit_cut_is_not_followed_by_a_fallback_with_no_time_either():
+    w = World(latency_s=29.0, call_timeout_s=30.0, fallback_on_failure=True)
+
+    payment = await w.pay_split(7, None, fallbacks=1)
+
+    assert len(payment.steps) == 7 and len(payment.fallbacks) == 1
+    assert payment.steps[5].error_code is ErrorCode.RUN_LIMIT_REACHED
+    assert [op for op, _ in w.processor.calls] == ["authorize"] * 5
 
 
 async def test_captures_that_could_not_end_inside_the_run_limit_are_owed_and_made_by_the_reconciler():

@@ -63,6 +63,9 @@ STALE_PROCESSING = timedelta(minutes=5)
 # work on it is held to RUN_LIMIT_S, and the rest, as for STALE_PROCESSING, covers the
 # database's writes and clocks apart between replicas.
 RECONCILE_LEASE = STALE_PROCESSING
+# A step failed with no time left to charge it (the caller's deadline, or the run's own
+# limit): a fallback method would have none either.
+_OUT_OF_TIME = frozenset({ErrorCode.DEADLINE_EXCEEDED, ErrorCode.RUN_LIMIT_REACHED})
 
 
 def longest_settle_s(call_timeout_s: float) -> float:
@@ -468,7 +471,7 @@ class PaymentService:
                     )
             if step.status in (StepStatus.REQUIRES_ACTION, StepStatus.UNKNOWN):
                 return
-            if step.status is StepStatus.FAILED and step.error_code is ErrorCode.DEADLINE_EXCEEDED:
+            if step.status is StepStatus.FAILED and step.error_code in _OUT_OF_TIME:
                 break  # no time left for a fallback's charge either
             if step.status is StepStatus.FAILED and not _moved(payment):
                 fallback = self._fallback_for(payment, step, config)

@@ -24,6 +24,9 @@ from payorch.app.ports import ChargeRequest, Clock, Processor
 from payorch.app.processor_errors import raised_answer
 from payorch.app.stalls import StallWatch
 from payorch.domain.classification import (
+    CANCELED_AT_PROCESSOR,
+    ERROR_CODES,
+    FOUND_FAILURE_CODES,
     classify,
     classify_lookup,
     is_infrastructure_failure,
@@ -73,6 +76,13 @@ class Deadline:
         now = clock.monotonic()
         ends = now + RUN_LIMIT_S
         return cls(ends if deadline_s is None else min(now + deadline_s, ends), ends)
+
+    @property
+    def run_limit_first(self) -> bool:
+        """Whether the run's own limit ends it, not the caller's deadline: the caller gave
+        none, or one no nearer (a step cut then is `run_limit_reached`, not
+        `deadline_exceeded`: more time from the caller would not have helped)."""
+        return self.run_ends is not None and self.at == self.run_ends
 
     def leaves_run_time(self, clock: Clock, seconds: float) -> bool:
         """Whether `seconds` from now still end inside the run's limit (a capture or a
@@ -153,6 +163,15 @@ def _decline_found(looked: ProcessorResponse) -> ProcessorResponse | None:
     return None
 
 
+def _failure_found(looked: ProcessorResponse) -> ProcessorResponse | None:
+    """What a lookup of a step being settled found failed on the processor's object: the
+    bank's decline, or the customer's failed 3-D Secure (Stripe's
+    payment_intent_authentication_failure), as the answer it would have been."""
+    if looked.kind is ResponseKind.NOT_CHARGED and looked.code in FOUND_FAILURE_CODES:
+        return dataclasses.replace(looked, kind=ResponseKind.ERROR)
+    return _decline_found(looked)
+
+
 class Router:
     """Health-aware: tries a step's processors in configured order, skipping open
     breakers and preferring healthy ones; records every call in the tracker."""
@@ -203,10 +222,16 @@ class Router:
         """Drive `step` to a settled state (success, failure, action or unknown)."""
         if not deadline.leaves_time_for_a_call(self.clock):
             # A call cut off by the deadline may charge with its answer lost: send nothing,
-            # and say so. (Retries and failovers are held to the same MIN_CALL_MS.)
+            # and say so, naming what ran out: the caller's deadline, or the run's own
+            # limit. (Retries and failovers are held to the same MIN_CALL_MS.)
+            code = (
+                ErrorCode.RUN_LIMIT_REACHED
+                if deadline.run_limit_first
+                else ErrorCode.DEADLINE_EXCEEDED
+            )
             payment.step_failed(
                 step,
-                Classification(Outcome.SOFT, ErrorCode.DEADLINE_EXCEEDED, False, True),
+                Classification(Outcome.SOFT, code, False, True),
                 processor="",
                 latency_ms=0,
             )
@@ -629,6 +654,12 @@ class Router:
             False,
             True,
         )
+        # A step paused for the customer was not interrupted: if its intent is found
+        # canceled before payorch closed it, someone else canceled it at the processor.
+        paused = step.status is StepStatus.REQUIRES_ACTION and not any(
+            a.operation == "void" for a in step.attempts
+        )
+        canceled_there = False
         for name in names:
             if run is not None and not run.leaves_time_for_a_call(self.clock):
                 inconclusive = True  # asked on a later pass: nothing recorded
@@ -653,6 +684,7 @@ class Router:
                 operation="lookup",
                 probe=probe,
             )
+            canceled_there = paused and looked.kind is ResponseKind.NOT_CHARGED and looked.closed
             if looked.kind is ResponseKind.NOT_CHARGED and not looked.closed:
                 if run is not None and not run.leaves_time_for_a_call(self.clock, calls=2):
                     attempt.retry_decision = (
@@ -670,10 +702,11 @@ class Router:
                     continue
                 if (
                     looked.kind is ResponseKind.NOT_CHARGED
-                    and _decline_found(looked) is None
-                    and _decline_found(before) is not None
+                    and _failure_found(looked) is None
+                    and _failure_found(before) is not None
                 ):
-                    # The bank's decline, in case closing the intent cleared it.
+                    # The bank's decline (or the customer's failed authentication), in
+                    # case closing the intent cleared it.
                     looked = dataclasses.replace(
                         looked,
                         error_type=before.error_type,
@@ -702,11 +735,21 @@ class Router:
                 return True
             if looked.kind in (ResponseKind.NOT_CHARGED, ResponseKind.NOT_FOUND):
                 attempt.retry_decision = "reconciled: never charged"
-                declined = _decline_found(looked)
-                if declined is not None:
-                    # As if the decline had been the answer: a hard one stays hard.
-                    verdict = classify(declined)
-                    attempt.retry_decision += f", declined ({verdict.error_code.value})"
+                declined = _failure_found(looked)
+                found = classify(declined) if declined is not None else None
+                if found is not None and found.outcome is not Outcome.REQUIRES_ACTION:
+                    # As if the decline had been the answer: a hard one stays hard. So
+                    # does the customer's failed 3-D Secure (authentication_failed). Not
+                    # the off-session decline that paused the step (authentication_required,
+                    # kept on the intent): that asked for the customer, and is no failure.
+                    verdict = found
+                    how = "declined" if looked.error_type == "card_error" else "failed"
+                    attempt.retry_decision += f", {how} ({verdict.error_code.value})"
+                elif canceled_there:
+                    # As a confirm refused on a canceled intent reads (the dashboard's
+                    # cancel, or another system's): not interrupted, and not by us.
+                    verdict = ERROR_CODES[CANCELED_AT_PROCESSOR]
+                    attempt.retry_decision += ", canceled at the processor while paused"
             else:
                 attempt.retry_decision = "still unknown: will look again later"
                 inconclusive = True

@@ -129,7 +129,23 @@ ERROR_CODES: dict[str, Classification] = {
     # dashboard or a raced request): nothing charged or chargeable there; not ours, not
     # the customer's, so a new payment may be tried later.
     "payment_intent_canceled": _hard(ErrorCode.PAYMENT_CANCELED_AT_PROCESSOR, later=True),
+    # The customer failed (or abandoned) the 3-D Secure the bank asked for (Stripe: an
+    # invalid_request_error on the PaymentIntent's last_payment_error, the intent back in
+    # requires_payment_method): nothing charged. Not our bad request, nor the processor's
+    # health. Never retried by us, now or later: without the customer the same card is
+    # asked to authenticate again. The customer may try again themselves (docs/).
+    "payment_intent_authentication_failure": _hard(ErrorCode.AUTHENTICATION_FAILED),
 }
+
+# The code under which a payment canceled at the processor is classified (the Stripe
+# adapter's name for a confirm refused on a canceled PaymentIntent); the router reads a
+# paused step whose intent it finds canceled by someone else the same way.
+CANCELED_AT_PROCESSOR = "payment_intent_canceled"
+
+# Failures a lookup may find on the processor's payment object (Stripe's
+# last_payment_error) that are answers of their own, classified as if they had been the
+# confirm's: the bank's declines (any card_error) and these codes.
+FOUND_FAILURE_CODES = frozenset({"payment_intent_authentication_failure"})
 
 # Invalid requests about a parameter the caller chose, keyed by (code, param): we passed
 # it on as given, so the caller's error to correct, never a contract violation of ours.

@@ -360,12 +360,16 @@ def judge_charge(payment: Payment) -> ChargeResult:
         return ChargeResult(ChargeOutcome.PAID, payment.id, pid)
     if payment.status is PaymentStatus.CANCELLED:
         # Voided (by the merchant): nothing was taken, and nothing more will happen to it.
+        # With no error of its own it reads what happened: its processor's payment was
+        # canceled before it charged (not `unmapped`, an answer missing from the tables).
         code = payment.final_error
+        if code is ErrorCode.NONE:
+            code = ErrorCode.PAYMENT_CANCELED_AT_PROCESSOR
         return ChargeResult(
             ChargeOutcome.FAILED,
             payment.id,
             pid,
-            (ErrorCode.UNMAPPED if code is ErrorCode.NONE else code).value,
+            code.value,
             "the payment was cancelled",
             retry_later=False,
         )
@@ -384,10 +388,12 @@ def judge_charge(payment: Payment) -> ChargeResult:
     failed = [s for s in payment.steps if s.status is StepStatus.FAILED]
     code = payment.final_error
     message = payment.final_error_message
-    # Our failures, not the bank's: a charge interrupted (nothing taken) is tried again.
+    # Our failures, not the bank's: a charge interrupted (nothing taken), or one our own
+    # run limit left no time to send, is tried again.
     retry_later = code in INFRASTRUCTURE_CODES or code in (
         ErrorCode.NO_PROCESSOR_AVAILABLE,
         ErrorCode.INTERRUPTED,
+        ErrorCode.RUN_LIMIT_REACHED,
     )
     if failed:
         answers = [a for a in failed[-1].attempts if a.raw.type or a.raw.http_status]

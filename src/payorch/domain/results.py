@@ -38,6 +38,7 @@ class ErrorCode(enum.Enum):
     PROCESSOR_PERMISSION = "processor_permission"
     UNMAPPED = "unmapped"
     NO_PROCESSOR_AVAILABLE = "no_processor_available"
+    # The caller's deadline left no time to charge the step: nothing sent.
     DEADLINE_EXCEEDED = "deadline_exceeded"
     UNKNOWN_OUTCOME = "unknown_outcome"
     # A refund the processor says failed or was canceled: the money stayed with the merchant.
@@ -53,7 +54,8 @@ class ErrorCode(enum.Enum):
     # saved on another customer): the caller's to correct, never retried as it is.
     PAYMENT_METHOD_UNUSABLE = "payment_method_unusable"
     # The processor's payment object was canceled before this attempt could charge it
-    # (Stripe: a PaymentIntent canceled from the dashboard or by a raced request):
+    # (Stripe: a PaymentIntent canceled from the dashboard or by a raced request, also
+    # while it waited for the customer; an installment's charge the merchant canceled):
     # nothing was charged there, and nothing can be; a new payment may be tried later.
     PAYMENT_CANCELED_AT_PROCESSOR = "payment_canceled_at_processor"
     # The processor will not charge the amount in its currency (Stripe: amount_too_small,
@@ -68,6 +70,14 @@ class ErrorCode(enum.Enum):
     # afterwards, proved nothing was charged (the reconciler's lookup, a canceled or
     # never made payment object). Not `unknown_outcome`: the outcome is known.
     INTERRUPTED = "interrupted"
+    # The customer failed (or abandoned) the 3-D Secure the bank asked of them (Stripe's
+    # payment_intent_authentication_failure): nothing charged. Hard and never retried by
+    # us, now or later: without the customer the same card is asked to authenticate
+    # again. The customer may try again (a new confirmation, another method).
+    AUTHENTICATION_FAILED = "authentication_failed"
+    # payorch's own limit on a run of the plan (RUN_LIMIT_S) left no time to charge the
+    # step: nothing sent. Not DEADLINE_EXCEEDED, which is the caller's deadline.
+    RUN_LIMIT_REACHED = "run_limit_reached"
 
 
 class ResponseKind(enum.Enum):

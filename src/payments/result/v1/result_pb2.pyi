@@ -54,6 +54,8 @@ class ErrorCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_CODE_AMOUNT_OUT_OF_RANGE: _ClassVar[ErrorCode]
     ERROR_CODE_CURRENCY_NOT_SUPPORTED: _ClassVar[ErrorCode]
     ERROR_CODE_INTERRUPTED: _ClassVar[ErrorCode]
+    ERROR_CODE_AUTHENTICATION_FAILED: _ClassVar[ErrorCode]
+    ERROR_CODE_RUN_LIMIT_REACHED: _ClassVar[ErrorCode]
 
 class PaymentStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -119,6 +121,8 @@ ERROR_CODE_PAYMENT_CANCELED_AT_PROCESSOR: ErrorCode
 ERROR_CODE_AMOUNT_OUT_OF_RANGE: ErrorCode
 ERROR_CODE_CURRENCY_NOT_SUPPORTED: ErrorCode
 ERROR_CODE_INTERRUPTED: ErrorCode
+ERROR_CODE_AUTHENTICATION_FAILED: ErrorCode
+ERROR_CODE_RUN_LIMIT_REACHED: ErrorCode
 PAYMENT_STATUS_UNSPECIFIED: PaymentStatus
 PAYMENT_STATUS_PROCESSING: PaymentStatus
 PAYMENT_STATUS_SUCCEEDED: PaymentStatus
