@@ -18,7 +18,7 @@ from payorch.adapters.persistence.api_keys import SqlAlchemyApiKeyStore
 from payorch.adapters.persistence.availability import database_probe, storage_unreachable
 from payorch.adapters.persistence.engine import create_engine, migrate
 from payorch.adapters.persistence.merchant_configs import SqlAlchemyMerchantConfigStore
-from payorch.adapters.persistence.stored_secrets import census
+from payorch.adapters.persistence.stored_secrets import census, seal_plain
 from payorch.adapters.persistence.unit_of_work import SqlAlchemyUnitOfWorkFactory
 from payorch.adapters.processors.simulated import (
     AnswerChallenge,
@@ -540,7 +540,9 @@ def database_readiness(settings: Settings, clock: Clock, engine: AsyncEngine) ->
 
 async def check_stored_secrets(engine: AsyncEngine, cipher: SecretCipher) -> None:
     """Refuse to start with keys that cannot open what is stored (every delivery to
-    those endpoints would fail); log what is still in plain text or under an older key."""
+    those endpoints would fail); seal what is still in plain text (rows stored before
+    encryption: an upgrade leaves no signing key readable in the database); log what is
+    under an older key, which `payorch secrets reencrypt` reseals after a rotation."""
     counted = await census(engine)
     unknown = counted.unknown_to(cipher)
     if unknown:
@@ -550,12 +552,20 @@ async def check_stored_secrets(engine: AsyncEngine, cipher: SecretCipher) -> Non
             f" {', '.join(repr(k) for k in unknown)}, which stored secrets are sealed"
             " under: give it back, after the key that seals now"
         )
-    if counted.to_reseal(cipher):
+    if counted.plain:
+        done = await seal_plain(engine, cipher)
+        if done.sealed:
+            _log.warning(
+                "sealed %d stored secrets that were in plain text under key id %r",
+                done.sealed,
+                cipher.write_key_id,
+            )
+    older = counted.to_reseal(cipher) - counted.plain
+    if older:
         _log.warning(
-            "%d stored secrets are in plain text or under an older key (%d in plain text):"
-            " run `payorch secrets reencrypt`",
-            counted.to_reseal(cipher),
-            counted.plain,
+            "%d stored secrets are under an older key: run `payorch secrets reencrypt`"
+            " before dropping it",
+            older,
         )
 
 

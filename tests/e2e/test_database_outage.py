@@ -203,16 +203,32 @@ def answers_within(url: str, status: int, within_s: float = 30.0) -> str:
     return answer[1]
 
 
-def test_a_running_schedulers_readiness_follows_its_database(postgres_database, tmp_path: Path):
-    """`payorch scheduler --http-port`: /readyz 503 and payorch_database_up 0 while its
-    database is gone, /healthz 200 throughout. Before, the scheduler never probed: ready
-    and `payorch_database_up 1` through any outage, so nothing told it could not work."""
+WORKERS = {
+    "scheduler": ["scheduler", "--http-port", "0", "--interval", "1", "--no-webhooks"],
+    "webhooks dispatch": ["webhooks", "dispatch", "--http-port", "0"],
+}
+
+
+@pytest.mark.parametrize("worker_name", WORKERS)
+def test_a_running_workers_readiness_follows_its_database(
+    worker_name: str, postgres_database, tmp_path: Path
+):
+    """`payorch scheduler --http-port` and `payorch webhooks dispatch --http-port`:
+    /readyz 503 and payorch_database_up 0 while its database is gone, /healthz 200
+    throughout. Before, the scheduler never probed (ready and `payorch_database_up 1`
+    through any outage), and the dispatcher served no port at all: nothing told either
+    could not work."""
     database = make_url(postgres_database)
     proxy = TcpProxy((database.host or "127.0.0.1", database.port or 5432)).start()
     through_proxy = database.set(port=proxy.port).render_as_string(hide_password=False)
-    env = {**os.environ, "PAYORCH_DATABASE_URL": through_proxy, **PROBE_EVERY}
-    args = ["scheduler", "--http-port", "0", "--interval", "1", "--no-webhooks"]
-    log = tmp_path / "scheduler.log"  # a file: a full pipe would stall the process
+    env = {
+        **os.environ,
+        "PAYORCH_DATABASE_URL": through_proxy,
+        "PAYORCH_WEBHOOK_INTERVAL_S": "1",
+        **PROBE_EVERY,
+    }
+    args = WORKERS[worker_name]
+    log = tmp_path / "worker.log"  # a file: a full pipe would stall the process
     with log.open("w") as errors:
         worker = subprocess.Popen(
             [sys.executable, "-m", "payorch.entrypoints.cli", *args],
@@ -223,8 +239,9 @@ def test_a_running_schedulers_readiness_follows_its_database(postgres_database, 
             cwd=tmp_path,
         )
     try:
-        started = read_lines(worker, "payorch scheduler running", timeout=30)[-1]
+        started = read_lines(worker, f"payorch {worker_name} running", timeout=30)[-1]
         http = "http://" + started.rsplit("HTTP on ", 1)[1].strip()
+        assert http_answer(f"{http}/healthz") == (200, '{"status": "ok"}')
         assert http_answer(f"{http}/readyz") == (200, '{"status": "ready"}')
         assert "payorch_database_up 1.0" in http_answer(f"{http}/metrics")[1]
 

@@ -361,15 +361,22 @@ def test_a_running_scheduler_serves_the_metrics_of_the_charges_it_makes(server, 
     assert worker.returncode == 0
 
 
-def test_a_scheduler_pass_with_once_takes_no_http_port():
-    args = ["scheduler", "--once", "--http-port", "0"]
+@pytest.mark.parametrize(
+    ("command", "refused"),
+    [
+        (["scheduler"], "payorch scheduler: --http-port is for a running scheduler, not --once"),
+        (
+            ["webhooks", "dispatch"],
+            "payorch webhooks dispatch: --http-port is for a running dispatcher, not --once",
+        ),
+    ],
+)
+def test_a_workers_pass_with_once_takes_no_http_port(command: list[str], refused: str):
+    args = [*command, "--once", "--http-port", "0"]
     done = subprocess.run(
         [sys.executable, "-m", "payorch.entrypoints.cli", *args],
         capture_output=True,
         text=True,
         timeout=60,
     )
-    assert (done.returncode, done.stderr.splitlines()) == (
-        2,
-        ["payorch scheduler: --http-port is for a running scheduler, not --once"],
-    )
+    assert (done.returncode, done.stderr.splitlines()) == (2, [refused])

@@ -58,9 +58,19 @@ def test_the_embedded_default_seals_webhook_keys_with_a_key_file_made_beside_the
     assert str(key_file) in log, "the key file made is logged, by its path"
     assert key_text not in log and signing_key not in log
 
-    # A restart takes the same file; the CLI finds it the same way.
+    # Stored as a version before encryption left it (an upgrade): the restart, taking
+    # the same file, seals it, logging the count, never the key.
+    with sqlite3.connect(tmp_path / "payorch.db") as db:
+        db.execute("UPDATE webhook_endpoints SET signing_key = ?", (signing_key,))
     second = start_server(tmp_path, url, args=args, env=env)
     second.stop()
+    with sqlite3.connect(tmp_path / "payorch.db") as db:
+        (resealed,) = db.execute("SELECT signing_key FROM webhook_endpoints").fetchone()
+    assert resealed.startswith("enc1:") and resealed != stored
+    log = second.log()
+    assert "sealed 1 stored secrets that were in plain text" in log
+    assert key_text not in log and signing_key not in log
+    # The CLI finds the key file the same way.
     status = json.loads(payorch("secrets", "status", "--database-url", url, env=NO_KEY))
     assert status["plain_text"] == 0 and status["unknown_key_ids"] == []
     assert list(status["by_key_id"].values()) == [1]

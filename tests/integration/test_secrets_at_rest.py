@@ -15,7 +15,8 @@ import pytest
 from sqlalchemy import select, update
 from standardwebhooks.webhooks import Webhook
 
-from payorch.adapters.persistence.stored_secrets import census, reencrypt
+from payorch.adapters.persistence.engine import create_engine
+from payorch.adapters.persistence.stored_secrets import census, reencrypt, seal_plain
 from payorch.adapters.persistence.tables import webhook_endpoints
 from payorch.adapters.secret_cipher import SecretCipher, SecretUnreadable, parse_keys
 from payorch.bootstrap import check_stored_secrets
@@ -128,6 +129,103 @@ async def test_keys_stored_in_plain_text_sign_until_reencrypt_seals_them_once(
     await create_plan(container, "plan-2")
     await real_time_dispatcher(container).run_once()
     assert Webhook(rotated.secret).verify(receiver.requests[-1].body, receiver.requests[-1].headers)
+
+
+async def plain_endpoints(container, receiver, count: int) -> dict[str, tuple[str, str]]:
+    """`count` endpoints stored as a version before encryption left them, the first
+    during a rotation's overlap: their (current, previous) secrets by id."""
+    app = container.installments
+    made: dict[str, tuple[str, str]] = {}
+    for n in range(count):
+        one = await app.endpoints.create("m_1", receiver.url, "", [])
+        previous = ""
+        if n == 0:
+            rotated = await app.endpoints.rotate_secret(one.endpoint.id, "m_1", timedelta(hours=2))
+            previous, current = one.secret, rotated.secret
+        else:
+            current = one.secret
+        await store_in_plain_text(container, one.endpoint.id, current, previous)
+        made[one.endpoint.id] = (current, previous)
+    return made
+
+
+async def assert_sealed_once(engine, made: dict[str, tuple[str, str]]) -> None:
+    """Every value sealed under the test key, and opening to the key it held (a value
+    sealed twice would open to a sealed value)."""
+    cipher = SecretCipher(parse_keys(TEST_SECRETS_KEY))
+    async with engine.connect() as conn:
+        rows = {r.id: r for r in (await conn.execute(select(_t))).all()}
+    for endpoint_id, (current, previous) in made.items():
+        for column, secret in (("signing_key", current), ("previous_signing_key", previous)):
+            stored = getattr(rows[endpoint_id], column)
+            if not secret:
+                assert stored is None
+                continue
+            assert stored.startswith("enc1:test1:")
+            opened = cipher.unseal(stored, f"webhook_endpoints.{column} of {endpoint_id}")
+            assert opened == secret.removeprefix(SECRET_PREFIX)
+
+
+async def test_a_start_seals_the_keys_an_upgrade_left_in_plain_text(
+    database_url, clock, receiver, caplog
+):
+    first = await installments_container(database_url, clock)
+    try:
+        made = await plain_endpoints(first, receiver, 3)
+        assert (await census(first.engine)).plain == 4
+    finally:
+        await first.close()
+
+    # Two processes starting at once on the upgraded database (replicas, serve beside
+    # the scheduler): each migrates, checks and seals, and neither undoes the other.
+    started = await asyncio.gather(
+        installments_container(database_url, clock), installments_container(database_url, clock)
+    )
+    try:
+        assert (await census(started[0].engine)).by_key == {"test1": 4}
+        await assert_sealed_once(started[0].engine, made)
+        assert "sealed" in caplog.text and "in plain text under key id 'test1'" in caplog.text
+        for current, previous in made.values():
+            for secret in (current, previous):
+                if secret:
+                    assert secret.removeprefix(SECRET_PREFIX) not in caplog.text
+        # They sign as before.
+        async with started[1].installments.uow() as uow:
+            for endpoint_id, (current, _) in made.items():
+                assert (await uow.webhooks.get_endpoint(endpoint_id, "m_1")).secret == current
+    finally:
+        for one in started:
+            await one.close()
+
+
+async def test_starts_sealing_at_once_share_the_rows_and_seal_each_value_once(
+    container, database_url, receiver
+):
+    made = await plain_endpoints(container, receiver, 6)
+    cipher = container.installments.uow.cipher
+    engines = [create_engine(database_url) for _ in range(3)]
+    try:
+        done = await asyncio.gather(*(seal_plain(e, cipher, batch=1) for e in engines))
+    finally:
+        for engine in engines:
+            await engine.dispose()
+    assert sum(d.sealed for d in done) == 7
+    assert all(d.resealed == 0 for d in done)
+    await assert_sealed_once(container.engine, made)
+    again = await seal_plain(container.engine, cipher)
+    assert (again.sealed, again.resealed) == (0, 0), "idempotent"
+
+
+async def test_a_start_leaves_values_under_an_older_key_to_reencrypt(
+    container, database_url, clock, receiver
+):
+    made = await container.installments.endpoints.create("m_1", receiver.url, "", [])
+    before = (await raw_row(container, made.endpoint.id))["signing_key"]
+    restarted = await installments_container(
+        database_url, clock, secrets_key=f"{NEW_KEY},{TEST_SECRETS_KEY}"
+    )
+    await restarted.close()
+    assert (await raw_row(container, made.endpoint.id))["signing_key"] == before
 
 
 async def test_after_a_key_rotation_reencrypt_reseals_under_the_new_key_and_the_old_can_go(

@@ -56,7 +56,11 @@ def payorch_processes() -> dict[str, str]:
         if argv[:2] == ["payorch", "serve"]:
             port = re.search(r'PAYORCH_HTTP_PORT: "(\d+)"', block)
             out[name] = port.group(1) if port else image_default_http_port()
-        elif argv[:2] == ["payorch", "scheduler"]:
+        elif argv[:2] == ["payorch", "scheduler"] or argv[:3] == [
+            "payorch",
+            "webhooks",
+            "dispatch",
+        ]:
             out[name] = argv[argv.index("--http-port") + 1] if "--http-port" in argv else ""
     return out
 

@@ -17,7 +17,9 @@ import pytest
 
 from payorch.app.observability import NullObserver, Observers
 from payorch.app.payment_observation import PaymentObservation
+from payorch.app.ports import UnreadablePayment
 from payorch.domain.payment import PaymentStatus
+from tests.fakes.memory import FakePaymentRepository
 from tests.unit.test_recovery_scenarios import World
 
 CARD = "4242424242424242"
@@ -150,3 +152,39 @@ async def test_the_database_unreachable_ends_the_pass_at_once():
     assert counted.failed == 0
     for payment_id in rest:
         assert (await w.service.get(payment_id, None)).status is PaymentStatus.UNKNOWN
+
+
+async def test_a_payment_the_listing_cannot_read_is_skipped_counted_and_the_others_settled(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+):
+    # The repository lists it in place of a payment (PaymentRepository.list_unresolved):
+    # nothing is claimed, reconciled or written for it.
+    counted = Counted()
+    w = world(counted)
+    unreadable, *good = await three_unknown(w)
+    real = FakePaymentRepository.list_unresolved
+
+    async def listed(self, **kwargs):
+        return [
+            UnreadablePayment(p.id, ValueError(f"{CARD!r} is not a valid StepStatus"))
+            if p.id == unreadable
+            else p
+            for p in await real(self, **kwargs)
+        ]
+
+    monkeypatch.setattr(FakePaymentRepository, "list_unresolved", listed)
+    before = await w.service.get(unreadable, None)
+
+    with caplog.at_level(logging.INFO):
+        stats = await w.service.reconcile_pass()
+
+    assert (stats.settled, stats.errors) == (2, 1)
+    for payment_id in good:
+        assert (await w.service.get(payment_id, None)).status is PaymentStatus.SUCCEEDED
+    after = await w.service.get(unreadable, None)
+    assert (after.version, after.next_reconcile_at) == (before.version, before.next_reconcile_at)
+    (logged,) = reconciler_errors(caplog)
+    assert logged.exc_info is None
+    assert unreadable in logged.getMessage() and "cannot be read" in logged.getMessage()
+    assert CARD not in caplog.text
+    assert counted.failed == 1

@@ -137,6 +137,18 @@ class PaymentObservation:
         log.warning("reconciler: %s", message)
         self._record("processor/not_configured", message, "", "")
 
+    def payment_unreadable(self, payment_id: str, exc: BaseException) -> None:
+        """A reconciler pass listed a payment whose stored rows cannot be read: skipped,
+        logged with its id and what could not be read (never the rows), and counted as
+        a reconciler error. Left as it is: every pass names it until it is repaired."""
+        log.error(
+            "reconciler: payment %s cannot be read from the database: %s; skipped, the"
+            " pass goes on (docs/recovery.md, A payment the reconciler cannot read)",
+            payment_id,
+            described(exc),
+        )
+        self._observers.reconcile_failed()
+
     def reconcile_failed(
         self, payment_id: str, exc: BaseException, next_look: datetime | None
     ) -> None:

@@ -25,6 +25,7 @@ from payorch.app.ports import (
     StoredEvent,
     UnitOfWork,
     UnitOfWorkFactory,
+    UnreadablePayment,
 )
 from payorch.app.router import RUN_LIMIT_S, Deadline, Router
 from payorch.app.settlement import LOOKUP_TIMEOUT_S, MAX_REFUND_SENDS, Settlement
@@ -1123,8 +1124,11 @@ class PaymentService:
         A payment whose work raises (a bug, data it cannot read, a write refused) is
         logged, counted and backed off as one whose lookups could not tell
         (_back_off_failed), and the pass goes on with the others: one such payment
-        never holds the rest back. The database unreachable ends the pass (the error
-        goes up): every payment after it would fail the same way."""
+        never holds the rest back. So does a payment whose stored rows cannot be read
+        (UnreadablePayment: a value no version of the code writes): skipped, logged with
+        its id and counted, left as it is for an operator to repair. The database
+        unreachable ends the pass (the error goes up): every payment after it would
+        fail the same way."""
         now = self._clock.now()
         async with self._uow() as uow:
             due = await uow.payments.list_unresolved(
@@ -1133,6 +1137,10 @@ class PaymentService:
         stats = ReconcileStats()
         waiting: dict[str, list[str]] = {}
         for payment in due:
+            if isinstance(payment, UnreadablePayment):
+                stats.errors += 1
+                self._observe.payment_unreadable(payment.payment_id, payment.error)
+                continue
             try:
                 taken, run = await self._take(payment)
                 if not taken:

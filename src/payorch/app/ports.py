@@ -115,6 +115,16 @@ class ChargeClaim:
 
 
 @dataclass(frozen=True, slots=True)
+class UnreadablePayment:
+    """A payment listed for reconciling whose stored rows cannot be read into a Payment
+    (a value no version of the code writes: an unknown status, JSON of the wrong
+    shape): `error` says why, never quoting the rows."""
+
+    payment_id: str
+    error: Exception
+
+
+@dataclass(frozen=True, slots=True)
 class PageCursor:
     created_at: datetime
     payment_id: str
@@ -203,11 +213,13 @@ class PaymentRepository(Protocol):
 
     async def list_unresolved(
         self, *, now: datetime, processing_before: datetime, limit: int
-    ) -> Sequence[Payment]:
+    ) -> Sequence[Payment | UnreadablePayment]:
         """UNKNOWN payments due for a lookup, payments owing a capture or void or
         waiting for the customer whose time is up, and PROCESSING ones untouched since
         `processing_before` (their server died mid-payment) and not backing off after a
-        lookup that could not tell (`next_reconcile_at` still to come), oldest first."""
+        lookup that could not tell (`next_reconcile_at` still to come), oldest first.
+        A listed payment whose rows cannot be read comes as an UnreadablePayment in its
+        place: one corrupt row never hides the others."""
         ...
 
     async def claim(

@@ -11,7 +11,7 @@ import json
 import signal
 import sys
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -460,22 +460,10 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
                             app.dispatcher.run_forever(settings.webhook_interval_s, stop)
                         )
                     )
-                runner, http = await _worker_http(args, settings, stop, container.database)
-                # Readiness follows the database, probed as `payorch serve` probes it.
-                probe = (
-                    asyncio.create_task(container.database.run()) if runner is not None else None
-                )
-                print(f"payorch scheduler running as {app.worker_id}{http}", flush=True)
-                try:
+                async with _worker_http(args, settings, stop, container.database) as http:
+                    print(f"payorch scheduler running as {app.worker_id}{http}", flush=True)
                     await stop.wait()
                     await asyncio.gather(*jobs)
-                finally:
-                    if probe is not None:
-                        probe.cancel()
-                        with contextlib.suppress(asyncio.CancelledError):
-                            await probe
-                    if runner is not None:
-                        await runner.cleanup()
                 return 0
             finally:
                 await container.close()
@@ -484,17 +472,19 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
             return runner.run(main())
 
 
+@contextlib.asynccontextmanager
 async def _worker_http(
     args: argparse.Namespace, settings: Any, stop: asyncio.Event, database: DatabaseReadiness
-) -> tuple[Any, str]:
+) -> AsyncIterator[str]:
     """`--http-port`: the worker's own metrics (the charges, processor calls and
     deliveries it makes are counted in its process, never in a `serve` replica's),
-    liveness, and readiness: 503 once told to stop, or while `database` (probed by the
-    caller, as `payorch serve` probes its own) judges the database down, since the
-    worker can charge and deliver nothing then. Its runner, and where it listens said
-    for the start line."""
+    liveness, and readiness: 503 once told to stop, or while `database` (probed here, as
+    `payorch serve` probes its own) judges the database down, since the worker can
+    charge and deliver nothing then. Serves while the block runs; where it listens is
+    yielded for the start line ("" with no port)."""
     if args.http_port is None:
-        return None, ""
+        yield ""
+        return
     from payorch.entrypoints.http.app import build_app, start_http, warn_if_metrics_open
 
     app = build_app(
@@ -504,7 +494,14 @@ async def _worker_http(
     )
     runner, port = await start_http(app, settings.http_host, settings.http_port)
     warn_if_metrics_open(settings.http_host, settings.metrics_token)
-    return runner, f", HTTP on {settings.http_host}:{port}"
+    probe = asyncio.create_task(database.run())
+    try:
+        yield f", HTTP on {settings.http_host}:{port}"
+    finally:
+        probe.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await probe
+        await runner.cleanup()
 
 
 def cmd_dispatch(args: argparse.Namespace) -> int:
@@ -513,6 +510,12 @@ def cmd_dispatch(args: argparse.Namespace) -> int:
     from payorch.bootstrap import bootstrap
     from payorch.entrypoints.logs import configure
 
+    if args.once and args.http_port is not None:
+        print(
+            "payorch webhooks dispatch: --http-port is for a running dispatcher, not --once",
+            file=sys.stderr,
+        )
+        return 2
     settings = _worker_settings(args)
     clock = _clock(args)
     configure(settings.log_level)
@@ -527,8 +530,11 @@ def cmd_dispatch(args: argparse.Namespace) -> int:
                 print(json.dumps((await dispatcher.run_once(stop)).as_dict()), flush=True)
                 return 0
             job = asyncio.create_task(dispatcher.run_forever(settings.webhook_interval_s, stop))
-            await stop.wait()
-            await job
+            async with _worker_http(args, settings, stop, container.database) as http:
+                worker = container.installments.worker_id
+                print(f"payorch webhooks dispatch running as {worker}{http}", flush=True)
+                await stop.wait()
+                await job
             return 0
         finally:
             await container.close()
@@ -642,6 +648,15 @@ def receiver(secrets: Sequence[str], *, fail_first: int = 0) -> web.Application:
 
 
 # -- wiring into the `payorch` parser ------------------------------------------------------
+def _http_port_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--http-port",
+        type=int,
+        help="serve /metrics, /healthz and /readyz on PAYORCH_HTTP_HOST at this port"
+        " (off by default; not with --once)",
+    )
+
+
 def register(
     sub: argparse._SubParsersAction[argparse.ArgumentParser],
     client_flags: Flags,
@@ -749,12 +764,7 @@ def register(
         help="installments claimed at a time (PAYORCH_SCHEDULER_BATCH_SIZE, default 50)",
     )
     sched.add_argument("--no-webhooks", action="store_true", help="leave webhooks to another")
-    sched.add_argument(
-        "--http-port",
-        type=int,
-        help="serve /metrics, /healthz and /readyz on PAYORCH_HTTP_HOST at this port"
-        " (off by default; not with --once)",
-    )
+    _http_port_flag(sched)
     sched.set_defaults(func=cmd_scheduler)
 
     hooks = sub.add_parser("webhooks", help="webhook endpoints, deliveries, dispatcher, receiver")
@@ -853,6 +863,7 @@ def register(
     db_flags(dispatch)
     dispatch.add_argument("--once", action="store_true", help="one pass, then exit (for cron)")
     dispatch.add_argument("--now", type=cli_arguments.instant, help="as for scheduler")
+    _http_port_flag(dispatch)
     dispatch.set_defaults(func=cmd_dispatch)
 
     listen = hooks_sub.add_parser("listen", help="a local receiver printing verified webhooks")

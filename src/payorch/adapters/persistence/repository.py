@@ -48,6 +48,7 @@ from payorch.app.ports import (
     PageCursor,
     RefundRequest,
     StoredEvent,
+    UnreadablePayment,
 )
 from payorch.domain.events import DomainEvent
 from payorch.domain.installments import InstallmentStatus, PlanStatus
@@ -67,6 +68,11 @@ from payorch.domain.payment import (
     StepStatus,
 )
 from payorch.domain.results import ErrorCode, Outcome
+
+# What reading a stored row into the domain raises when the row holds a value no version
+# of the code writes (an unknown enum value, JSON of the wrong shape or none at all);
+# the database unreachable or a query refused raise SQLAlchemy's errors, none of these.
+UNREADABLE_ROW = (ValueError, TypeError, LookupError)
 
 # A row's values in its table's column order (tables.py), so that the payment writer
 # (payment_writes.py) binds them as they are; the units of work take them by name.
@@ -449,8 +455,8 @@ class SqlAlchemyPaymentRepository:
 
     async def list_unresolved(
         self, *, now: datetime, processing_before: datetime, limit: int
-    ) -> Sequence[Payment]:
-        return await self._load(
+    ) -> Sequence[Payment | UnreadablePayment]:
+        query = (
             select(payments)
             .where(
                 or_(
@@ -489,6 +495,19 @@ class SqlAlchemyPaymentRepository:
             .order_by(payments.c.updated_at)
             .limit(limit)
         )
+        try:
+            return await self._load(query)
+        except UNREADABLE_ROW:
+            pass
+        # A row the batch could not read: each payment read on its own, so that only
+        # the unreadable ones are left out (rare: a row no version of the code writes).
+        listed: builtins.list[Payment | UnreadablePayment] = []
+        for payment_id in (await self._conn.scalars(query.with_only_columns(payments.c.id))).all():
+            try:
+                listed.extend(await self._load(select(payments).where(payments.c.id == payment_id)))
+            except UNREADABLE_ROW as exc:
+                listed.append(UnreadablePayment(payment_id, exc))
+        return listed
 
     async def claim(
         self, payment: Payment, until: datetime, *, touched: datetime | None = None

@@ -1,19 +1,19 @@
 """The secrets stored in the database, by the key sealing them: a census for the start-up
-check and `payorch secrets status`, and `payorch secrets reencrypt`, which seals the
-ones still in plain text and those under an older key with the key that seals now
-(docs/security.md, Secrets at rest)."""
+check and `payorch secrets status`; the sealing of those still in plain text at every
+start; and `payorch secrets reencrypt`, which seals them and those under an older key
+with the key that seals now (docs/security.md, Secrets at rest)."""
 
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
 
-from sqlalchemy import Column, func, select, update
+from sqlalchemy import Column, ColumnElement, and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from payorch.adapters.persistence.tables import webhook_endpoints
 from payorch.adapters.persistence.webhooks import key_context
-from payorch.adapters.secret_cipher import SecretCipher, is_sealed, key_id_of
+from payorch.adapters.secret_cipher import MARKER, SecretCipher, is_sealed, key_id_of
 
 BATCH = 500
 _t = webhook_endpoints
@@ -64,18 +64,36 @@ async def reencrypt(engine: AsyncEngine, cipher: SecretCipher, *, batch: int = B
     transaction. Idempotent: values already under that key are left as they are.
     A value changed meanwhile (a rotation) is left to whoever changed it: the update
     matches the value read. SecretUnreadable for a value no configured key opens."""
+    return await _reseal(engine, cipher, batch=batch, plain_only=False)
+
+
+async def seal_plain(engine: AsyncEngine, cipher: SecretCipher, *, batch: int = BATCH) -> Resealed:
+    """Seal the stored secrets still in plain text (rows stored before encryption) with
+    the key that seals now, as every start does; values sealed under an older key are
+    left to `reencrypt` (a key rotation). Only rows holding a plain value are read.
+    Several processes starting at once share the work: on PostgreSQL each transaction
+    takes its rows with FOR UPDATE SKIP LOCKED, so one seals what another holds, and
+    every update matches the value read, so a value is never sealed twice."""
+    return await _reseal(engine, cipher, batch=batch, plain_only=True)
+
+
+def _plain(column: Column[str]) -> ColumnElement[bool]:
+    return and_(column.is_not(None), column != "", column.not_like(MARKER + ":%"))
+
+
+async def _reseal(
+    engine: AsyncEngine, cipher: SecretCipher, *, batch: int, plain_only: bool
+) -> Resealed:
     sealed = resealed = 0
     after = ""
     while True:
         async with engine.begin() as conn:
-            rows = (
-                await conn.execute(
-                    select(_t.c.id, *SEALED_COLUMNS)
-                    .where(_t.c.id > after)
-                    .order_by(_t.c.id)
-                    .limit(batch)
+            query = select(_t.c.id, *SEALED_COLUMNS).where(_t.c.id > after)
+            if plain_only:
+                query = query.where(or_(*(_plain(c) for c in SEALED_COLUMNS))).with_for_update(
+                    skip_locked=True
                 )
-            ).all()
+            rows = (await conn.execute(query.order_by(_t.c.id).limit(batch))).all()
             if not rows:
                 return Resealed(sealed, resealed)
             after = rows[-1].id
@@ -83,6 +101,8 @@ async def reencrypt(engine: AsyncEngine, cipher: SecretCipher, *, batch: int = B
                 for column in SEALED_COLUMNS:
                     stored = getattr(row, column.name)
                     if not stored or cipher.is_current(stored):
+                        continue
+                    if plain_only and is_sealed(stored):
                         continue
                     context = key_context(row.id, column.name)
                     fresh = cipher.seal(cipher.unseal(stored, context), context)
