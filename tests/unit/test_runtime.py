@@ -63,8 +63,8 @@ class _Cycle:
 def test_tune_gc_frees_start_up_garbage_without_walking_every_object(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # A full collection walks every object start-up made (0.08-0.2 s of each worker's
-    # start); the garbage is young, and the young generations' collection frees it.
+    # A full collection walks every object start-up made (~45 ms of CPU a start);
+    # the garbage is young, and the young generations' collection frees it.
     generations: list[int] = []
     collect = gc.collect
 

@@ -165,7 +165,7 @@ def tune_gc(threshold: int) -> None:
 
     The garbage start-up leaves (~1,200 objects of bootstrap's) is young: collecting
     the two young generations frees it all in under a millisecond, where a full
-    collection walked every object made so far for nothing (0.08-0.2 s of each start)."""
+    collection walked every object made so far for nothing (~45 ms of CPU a start)."""
     gc.collect(1)
     gc.freeze()
     if threshold > 0:
