@@ -18,6 +18,7 @@ from payorch.domain.installments import (
     charge_request_id,
 )
 from payorch.domain.payment import Payment, PaymentStatus
+from tests.fakes.installments import FakeInstallmentUnitOfWork
 from tests.unit.test_installment_charger import LEASE, Setup
 
 DAY = timedelta(days=1)
@@ -132,3 +133,58 @@ async def test_a_pass_counts_a_withdrawal_whose_save_found_the_attempts_charge_a
     recorded = [(c.attempt, c.payment_id) for c in inst.charges]
     assert recorded == ([] if counted_as == "unresolved" else [(attempt, landing.id)])
     assert s.payments.created == [key[1]], "A's charge only: the scheduler made none"
+
+
+def _units_noted(s: Setup, failing_read: bool = False) -> tuple[Any, list[list[str]]]:
+    """A unit-of-work factory that notes the plan repository's claims and reads, per
+    unit of work; with `failing_read`, reading the claimed plans raises."""
+    units: list[list[str]] = []
+
+    def uow() -> FakeInstallmentUnitOfWork:
+        unit = s.uow()
+        calls: list[str] = []
+        units.append(calls)
+        for name in ("claim_due", "get_many"):
+            method = getattr(unit.plans, name)
+
+            async def noted(*args: Any, _name: str = name, _method: Any = method, **kw: Any) -> Any:
+                calls.append(_name)
+                if failing_read and _name == "get_many":
+                    raise RuntimeError("a plan row this build cannot read")
+                return await _method(*args, **kw)
+
+            setattr(unit.plans, name, noted)
+        return unit
+
+    return uow, units
+
+
+async def test_a_pass_reads_the_plans_it_claims_in_the_claims_unit_of_work(s):
+    # One unit of work per claim, not two: each is a transaction, and on PostgreSQL a
+    # pooled connection's checkout (SQLAlchemy's ping: three more round trips).
+    s.clock.advance(30 * DAY.total_seconds())  # installment 2 falls due
+    uow, units = _units_noted(s)
+
+    stats = await InstallmentScheduler(uow, s.charger, s.clock, worker_id="w-2").run_once()
+
+    assert counted(stats) == {"claimed": 1, "paid": 1}
+    assert ["claim_due", "get_many"] in units
+    assert ["get_many"] not in units
+
+
+async def test_a_claim_whose_plans_cannot_be_read_stays_claimed_and_counts_as_errors(s):
+    # As a charge that raised: the claim waits for its lease to run out, then is taken
+    # up again under the same attempt; nothing was sent.
+    s.clock.advance(30 * DAY.total_seconds())
+    uow, _ = _units_noted(s, failing_read=True)
+
+    stats = await InstallmentScheduler(uow, s.charger, s.clock, worker_id="w-2").run_once()
+
+    assert counted(stats) == {"claimed": 1, "errors": 1}
+    inst = s.plans.plan.installments[1]
+    assert (inst.status, inst.attempts, inst.claimed_by) == (
+        InstallmentStatus.PROCESSING,
+        1,
+        "w-2",
+    )
+    assert s.payments.created == []

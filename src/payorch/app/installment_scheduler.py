@@ -254,17 +254,31 @@ class InstallmentScheduler:
                     return stats
                 limit = min(self._batch, self._concurrency - in_flight)
                 now = self._clock.now()
+                plans: dict[str, InstallmentPlan] | None = None
+                # The claimed installments' plans are read in the claim's transaction:
+                # one unit of work (and one pooled connection's checkout) per claim.
                 async with self._uow() as uow:
                     claims = await uow.plans.claim_due(
                         now=now, worker=self.worker_id, lease_until=now + self._lease, limit=limit
                     )
+                    # A claim taken over in this pass (a charge here raised, or outlasted
+                    # its lease) is left to the next pass. A new attempt of one charged
+                    # here is charged: its last attempt is recorded, and it fell due again
+                    # at once (a ladder step missed while the scheduler was down). Dropped,
+                    # it would stay claimed and uncharged until its lease ran out.
+                    fresh = [c for c in claims if not (c.reclaimed and c.installment_id in seen)]
+                    by_plan: dict[str, list[Claim]] = {}
+                    for c in fresh:
+                        by_plan.setdefault(c.plan_id, []).append(c)
+                    chained = {p: last_of_plan[p] for p in by_plan if p in last_of_plan}
+                    unread = [p for p in by_plan if p not in chained]
+                    try:
+                        plans = await uow.plans.get_many(unread) if unread else {}
+                    except Exception:
+                        # Claimed all the same (the commit below decides): they wait for
+                        # their lease to run out, as a charge that raised does.
+                        log.exception("reading %d claimed plans failed", len(by_plan))
                     await uow.commit()
-                # A claim taken over in this pass (a charge here raised, or outlasted its
-                # lease) is left to the next pass. A new attempt of one charged here is
-                # charged: its last attempt is recorded, and it fell due again at once (a
-                # ladder step missed while the scheduler was down). Dropped, it would stay
-                # claimed and uncharged until its lease ran out.
-                fresh = [c for c in claims if not (c.reclaimed and c.installment_id in seen)]
                 if not fresh:
                     if not running:
                         return stats
@@ -279,16 +293,8 @@ class InstallmentScheduler:
                     len(fresh),
                     sum(1 for c in fresh if c.reclaimed),
                 )
-                by_plan: dict[str, list[Claim]] = {}
-                for c in fresh:
-                    by_plan.setdefault(c.plan_id, []).append(c)
-                chained = {p: last_of_plan[p] for p in by_plan if p in last_of_plan}
-                try:
-                    async with self._uow() as uow:
-                        plans = await uow.plans.get_many([p for p in by_plan if p not in chained])
-                except Exception:
+                if plans is None:
                     stats.errors += len(fresh)
-                    log.exception("reading %d claimed plans failed", len(by_plan))
                     continue
                 in_flight += len(fresh)
                 for plan_id, plan_claims in by_plan.items():

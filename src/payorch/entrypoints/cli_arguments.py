@@ -9,9 +9,7 @@ import math
 import re
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import NoReturn
-
-from google.protobuf import timestamp_pb2
+from typing import TYPE_CHECKING, NoReturn
 
 from payorch.adapters import clock
 from payorch.app.auth import KEY_ID, KEY_PREFIX
@@ -19,6 +17,9 @@ from payorch.domain.card_data import contains_card_number
 from payorch.domain.money import MAX_AMOUNT_MINOR, Currency, UnknownCurrency
 from payorch.domain.request import merchant_id_issues
 from payorch.domain.webhook_delivery import MAX_SECRET_OVERLAP
+
+if TYPE_CHECKING:
+    from google.protobuf import timestamp_pb2
 
 
 class Parser(argparse.ArgumentParser):
@@ -202,6 +203,8 @@ def webhook_secret(text: str) -> str:
 
 def timestamp(text: str) -> timestamp_pb2.Timestamp | None:
     """An ISO time as a Timestamp; empty is no bound."""
+    from google.protobuf import timestamp_pb2
+
     if not text.strip():
         return None
     t = timestamp_pb2.Timestamp()

@@ -14,18 +14,18 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-import grpc
-
-from payments.installments.v1 import installments_pb2 as pb
-from payments.installments.v1 import installments_pb2_grpc as pb_grpc
-from payments.plan.v1 import plan_pb2
 from payorch.domain.money import Currency, format_minor, parse_decimal_amount
 from payorch.entrypoints import cli_arguments
 
 if TYPE_CHECKING:
     from aiohttp import web
 
+    from payments.installments.v1 import installments_pb2 as pb
+    from payments.plan.v1 import plan_pb2
     from payorch.app.database_readiness import DatabaseReadiness
+
+# gRPC and the API's messages are imported by the client commands that use them: the
+# scheduler and dispatcher processes never load them.
 
 Flags = Callable[[argparse.ArgumentParser], None]
 
@@ -38,6 +38,10 @@ def _base() -> Any:
 
 # -- client side ----------------------------------------------------------------------
 def _call(args: argparse.Namespace, method: str, request: Any, made_up_request_id: str = "") -> int:
+    import grpc
+
+    from payments.installments.v1 import installments_pb2_grpc as pb_grpc
+
     cli = _base()
     table = getattr(args, "table", False)
     metadata = cli._metadata(args)  # a key it cannot send is refused before any connection
@@ -72,6 +76,8 @@ def _short(name: str, prefix: str) -> str:
 
 def format_plan(plan: pb.InstallmentPlan) -> str:
     """A plan as a small table: the schedule, each installment's attempts and errors."""
+    from payments.installments.v1 import installments_pb2 as pb
+
     lines = [
         f"plan {plan.plan_id}  order {plan.order_id}  total {_amount(plan.total)}  "
         f"status {_short(pb.PlanStatus.Name(plan.status), 'PLAN_STATUS_')}",
@@ -92,6 +98,8 @@ def format_plan(plan: pb.InstallmentPlan) -> str:
 
 def _money(amount: str, currency: Currency) -> plan_pb2.Money:
     """InvalidAmount for more decimals than the currency has (`payorch` says so)."""
+    from payments.plan.v1 import plan_pb2
+
     minor = parse_decimal_amount(amount, currency) if "." in amount else int(amount)
     return plan_pb2.Money(amount_minor=minor, currency=currency.code)
 
@@ -104,6 +112,8 @@ def default_plan_request_id(order_id: str) -> str:
 
 
 def cmd_create(args: argparse.Namespace) -> int:
+    from payments.installments.v1 import installments_pb2 as pb
+
     request_id = args.request_id or default_plan_request_id(args.order_id)
     request = pb.CreateInstallmentPlanRequest(
         merchant_id=args.merchant or "",
@@ -117,10 +127,14 @@ def cmd_create(args: argparse.Namespace) -> int:
 
 
 def cmd_get(args: argparse.Namespace) -> int:
+    from payments.installments.v1 import installments_pb2 as pb
+
     return _call(args, "GetInstallmentPlan", pb.GetInstallmentPlanRequest(plan_id=args.plan_id))
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    from payments.installments.v1 import installments_pb2 as pb
+
     status = f"PLAN_STATUS_{args.status.upper()}" if args.status else None
     return _call(
         args,
@@ -167,6 +181,8 @@ def _iso(ts: Any) -> str:
 
 def export_rows(plan: pb.InstallmentPlan) -> list[list[str]]:
     """One CSV row per installment of `plan` (EXPORT_COLUMNS), amounts in major units."""
+    from payments.installments.v1 import installments_pb2 as pb
+
     currency = Currency.parse(plan.total.currency)
     plan_status = _short(pb.PlanStatus.Name(plan.status), "PLAN_STATUS_")
     return [
@@ -195,6 +211,11 @@ def export_rows(plan: pb.InstallmentPlan) -> list[list[str]]:
 def cmd_export(args: argparse.Namespace) -> int:
     """Every plan the filters select, newest first, as CSV on stdout: one row per
     installment, every page of ListInstallmentPlans in turn."""
+    import grpc
+
+    from payments.installments.v1 import installments_pb2 as pb
+    from payments.installments.v1 import installments_pb2_grpc as pb_grpc
+
     cli = _base()
     metadata = cli._metadata(args)
     status = f"PLAN_STATUS_{args.status.upper()}" if args.status else None
@@ -226,6 +247,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
+    from payments.installments.v1 import installments_pb2 as pb
+
     return _call(
         args,
         "CancelInstallmentPlan",
@@ -236,6 +259,8 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 def cmd_retry(args: argparse.Namespace) -> int:
     # Always under an idempotency key: the command run again with --request-id after its
     # answer was lost gets what that retry came to, never a second charge.
+    from payments.installments.v1 import installments_pb2 as pb
+
     request_id = args.request_id or f"retry-{uuid.uuid4()}"
     return _call(
         args,
@@ -248,6 +273,8 @@ def cmd_retry(args: argparse.Namespace) -> int:
 def cmd_endpoint_create(args: argparse.Namespace) -> int:
     # Always under an idempotency key: the command run again with --request-id after its
     # answer was lost gets the endpoint (and, within a day, its secret), never a second.
+    from payments.installments.v1 import installments_pb2 as pb
+
     request_id = args.request_id or f"endpoint-{uuid.uuid4()}"
     return _call(
         args,
@@ -264,22 +291,30 @@ def cmd_endpoint_create(args: argparse.Namespace) -> int:
 
 
 def cmd_endpoint_list(args: argparse.Namespace) -> int:
+    from payments.installments.v1 import installments_pb2 as pb
+
     return _call(args, "ListWebhookEndpoints", pb.ListWebhookEndpointsRequest())
 
 
 def cmd_endpoint_delete(args: argparse.Namespace) -> int:
+    from payments.installments.v1 import installments_pb2 as pb
+
     return _call(
         args, "DeleteWebhookEndpoint", pb.DeleteWebhookEndpointRequest(endpoint_id=args.endpoint_id)
     )
 
 
 def cmd_endpoint_enable(args: argparse.Namespace) -> int:
+    from payments.installments.v1 import installments_pb2 as pb
+
     return _call(
         args, "EnableWebhookEndpoint", pb.EnableWebhookEndpointRequest(endpoint_id=args.endpoint_id)
     )
 
 
 def cmd_endpoint_rotate(args: argparse.Namespace) -> int:
+    from payments.installments.v1 import installments_pb2 as pb
+
     request = pb.RotateWebhookSecretRequest(endpoint_id=args.endpoint_id)
     if args.overlap_hours is not None:
         request.overlap_hours = args.overlap_hours
@@ -287,6 +322,8 @@ def cmd_endpoint_rotate(args: argparse.Namespace) -> int:
 
 
 def cmd_deliveries(args: argparse.Namespace) -> int:
+    from payments.installments.v1 import installments_pb2 as pb
+
     status = f"DELIVERY_STATUS_{args.status.upper()}" if args.status else None
     return _call(
         args,
@@ -305,6 +342,8 @@ _BULK_FLAGS = ("since", "until", "dead", "type", "dry_run", "database_url")
 
 def cmd_redeliver(args: argparse.Namespace) -> int:
     """One delivery again (RedeliverWebhook), or with --endpoint what an endpoint missed."""
+    from payments.installments.v1 import installments_pb2 as pb
+
     if args.endpoint is None:
         if not args.delivery_id:
             args.refuse("give a delivery id, or --endpoint ID with --since and --until or --dead")

@@ -7,16 +7,15 @@ import argparse
 import sys
 from collections.abc import Callable
 from datetime import UTC
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from google.protobuf import json_format
-
-from payments.contracts.v1 import monitor_pb2
-from payments.contracts.v1 import monitor_pb2_grpc as monitor_grpc
-from payments.orchestrator.v1 import analytics_pb2
-from payments.orchestrator.v1 import analytics_pb2_grpc as analytics_grpc
-from payments.result.v1 import result_pb2
 from payorch.entrypoints import cli_arguments
+
+if TYPE_CHECKING:
+    from payments.orchestrator.v1 import analytics_pb2
+
+# The API's messages are imported by the commands that use them: a worker process,
+# which builds the same parser, never loads them.
 
 Flags = Callable[[argparse.ArgumentParser], None]
 
@@ -37,6 +36,8 @@ def _ms(d: Any) -> str:
 
 def format_stats(s: analytics_pb2.PaymentStats) -> str:
     """GetPaymentStats as a table a person reads."""
+    from payments.result.v1 import result_pb2
+
     since = s.since.ToDatetime(tzinfo=UTC).isoformat()
     until = s.until.ToDatetime(tzinfo=UTC).isoformat()
     recovered = (
@@ -78,6 +79,11 @@ def format_stats(s: analytics_pb2.PaymentStats) -> str:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
+    from google.protobuf import json_format
+
+    from payments.orchestrator.v1 import analytics_pb2
+    from payments.orchestrator.v1 import analytics_pb2_grpc as analytics_grpc
+
     request = analytics_pb2.GetPaymentStatsRequest(
         since=args.since,
         until=args.until,
@@ -96,6 +102,9 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 def cmd_violations(args: argparse.Namespace) -> int:
+    from payments.contracts.v1 import monitor_pb2
+    from payments.contracts.v1 import monitor_pb2_grpc as monitor_grpc
+
     severity = f"SEVERITY_{(args.severity or 'unspecified').upper()}"
     request = monitor_pb2.ListContractViolationsRequest(
         contract_id=args.contract or "",
@@ -116,6 +125,11 @@ def cmd_violations(args: argparse.Namespace) -> int:
 
 
 def cmd_retrospective(args: argparse.Namespace) -> int:
+    from google.protobuf import json_format
+
+    from payments.contracts.v1 import monitor_pb2
+    from payments.contracts.v1 import monitor_pb2_grpc as monitor_grpc
+
     request = monitor_pb2.GenerateRetrospectiveRequest(since=args.since, until=args.until)
     response = _cli()._rpc(args, monitor_grpc.ContractMonitorStub, "GenerateRetrospective", request)
     if response is None:
