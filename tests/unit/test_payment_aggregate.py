@@ -343,6 +343,26 @@ def test_a_held_refund_counts_against_what_is_refundable_until_made_or_refused()
     assert p.status is PaymentStatus.PARTIALLY_REFUNDED
 
 
+@pytest.mark.parametrize("amount", [0, -1])
+def test_a_refund_of_nothing_is_refused_and_holds_nothing(amount: int) -> None:
+    p = refunded_in_full()
+    first = p.steps[0]
+    with pytest.raises(InvalidTransition):
+        p.step_refunded(first, amount)
+    with pytest.raises(InvalidTransition):
+        p.refund_held(first, "a", amount)
+    assert (first.refunded_minor, first.refund_holds, first.refundable_minor) == (0, {}, 600)
+
+
+def test_the_least_refund_one_minor_unit_is_held_and_made() -> None:
+    p = refunded_in_full()
+    first = p.steps[0]
+    p.refund_held(first, "a", 1)
+    p.held_refund_made(first, "a")
+    p.step_refunded(first, 1)
+    assert (first.refunded_minor, first.refund_holds, first.refundable_minor) == (2, {}, 598)
+
+
 def test_a_refund_in_full_of_one_step_leaves_nothing_remaining() -> None:
     p = refunded_in_full(0)
 
