@@ -221,6 +221,15 @@ def test_a_degraded_processor_stays_degraded_while_its_failures_are_in_the_windo
     assert assess(gone, POLICY, HealthState.DEGRADED).state is HealthState.HEALTHY
 
 
+def test_a_degraded_processor_stays_degraded_while_a_slow_call_is_in_the_window():
+    few_slow = stats_of(successes=3, latency_ms=2_500)
+    verdict = assess(few_slow, POLICY, HealthState.DEGRADED)
+    assert verdict.state is HealthState.DEGRADED and "still in the window" in verdict.reason
+    assert assess(few_slow, POLICY, HealthState.HEALTHY).state is HealthState.HEALTHY
+    few_fast = stats_of(successes=3, latency_ms=1_999)
+    assert assess(few_fast, POLICY, HealthState.DEGRADED).state is HealthState.HEALTHY
+
+
 def test_enough_good_calls_clear_a_degraded_processor():
     stats = stats_of(successes=40, failures=1)
     assert assess(stats, POLICY, HealthState.DEGRADED).state is HealthState.HEALTHY
