@@ -69,6 +69,29 @@ def test_methods_left_over_become_fallbacks():
     assert [f.method for f in plan.fallbacks] == [MethodType.APPLE_PAY]
 
 
+def test_a_method_without_an_amount_takes_the_last_minor_unit_left():
+    plan = build_plan(
+        request(10000, (MethodType.CARD, 9999), (MethodType.APPLE_PAY, None)),
+        SEED_CONFIG,
+        PROCESSORS,
+    )
+    assert [(s.method, s.amount_minor) for s in plan.steps] == [
+        (MethodType.CARD, 9999),
+        (MethodType.APPLE_PAY, 1),
+    ]
+    assert plan.fallbacks == ()
+
+
+def test_an_explicit_amount_once_the_total_is_covered_is_rejected_as_such():
+    with pytest.raises(PlanRejected) as err:
+        build_plan(
+            request(5000, (MethodType.CARD, None), (MethodType.APPLE_PAY, 100)),
+            SEED_CONFIG,
+            PROCESSORS,
+        )
+    assert err.value.problems == [("methods[1].amount", "the total is already covered")]
+
+
 def test_a_request_the_config_cannot_cover_is_rejected_with_a_reason():
     with pytest.raises(PlanRejected) as err:
         build_plan(request(10000, (MethodType.APPLE_PAY, None)), SEED_CONFIG, PROCESSORS)
