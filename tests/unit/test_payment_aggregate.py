@@ -363,6 +363,27 @@ def test_the_least_refund_one_minor_unit_is_held_and_made() -> None:
     assert (first.refunded_minor, first.refund_holds, first.refundable_minor) == (2, {}, 598)
 
 
+def test_a_refund_that_failed_at_the_processor_is_refundable_again() -> None:
+    p = refunded_in_full(0)
+    first = p.steps[0]
+    assert first.status is StepStatus.REFUNDED
+    p.pending_events.clear()
+
+    p.step_refund_failed(first, 200, "re_1")
+
+    assert (first.refunded_minor, first.refundable_minor) == (400, 200)
+    assert first.status is StepStatus.CAPTURED
+    (event,) = p.pending_events
+    assert (event.name, event.amount_minor, event.refund_id) == ("PaymentRefundFailed", 200, "re_1")
+    for amount in (0, 401):  # nothing, or more than is counted as refunded
+        with pytest.raises(InvalidTransition):
+            p.step_refund_failed(first, amount, "re_2")
+    assert first.refunded_minor == 400
+    p.step_refund_failed(first, 1, "re_3")  # the least, then all that is left
+    p.step_refund_failed(first, 399, "re_4")
+    assert (first.refunded_minor, first.refundable_minor) == (0, 600)
+
+
 def test_a_refund_in_full_of_one_step_leaves_nothing_remaining() -> None:
     p = refunded_in_full(0)
 
