@@ -384,6 +384,14 @@ def test_a_refund_that_failed_at_the_processor_is_refundable_again() -> None:
     assert (first.refunded_minor, first.refundable_minor) == (0, 600)
 
 
+def test_a_deferred_lookup_moves_the_next_one_later_never_sooner() -> None:
+    p = payment()
+    assert p.reconcile_deferred(T0) is True and p.next_reconcile_at == T0
+    assert p.reconcile_deferred(T1) is True and p.next_reconcile_at == T1
+    assert p.reconcile_deferred(T1) is False and p.next_reconcile_at == T1
+    assert p.reconcile_deferred(T0) is False and p.next_reconcile_at == T1
+
+
 def test_a_refund_in_full_of_one_step_leaves_nothing_remaining() -> None:
     p = refunded_in_full(0)
 
