@@ -110,6 +110,30 @@ async def test_scenario_1_an_api_error_whose_lookup_finds_no_payment_is_retried_
     assert w.charges == 1
 
 
+async def test_scenario_1_an_api_error_whose_lookup_finds_a_decline_keeps_it_and_charges_nothing():
+    """The bank declined under the key before the 500 (Stripe's last_payment_error): a
+    stolen card is its answer, never tried again under the next key."""
+    w = World()
+    w.sim.inject("api_error", None)
+
+    async def declined(request, processor_payment_id):
+        return ProcessorResponse(
+            ResponseKind.NOT_CHARGED,
+            http_status=402,
+            error_type="card_error",
+            code="card_declined",
+            decline_code="stolen_card",
+        )
+
+    w.sim.lookup = declined  # type: ignore[method-assign]
+    payment = await w.pay()
+
+    assert payment.status is PaymentStatus.FAILED
+    assert payment.steps[0].error_code is ErrorCode.STOLEN_CARD
+    assert [a.operation for a in payment.steps[0].attempts] == ["authorize", "lookup"]
+    assert w.charges == 0
+
+
 async def test_scenario_1_an_api_error_that_did_charge_is_found_by_lookup_not_retried():
     w = World()
     w.sim.inject("charged_api_error")
