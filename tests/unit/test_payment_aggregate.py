@@ -26,6 +26,7 @@ from payorch.domain.payment import (
     CaptureMode,
     InvalidTransition,
     MethodType,
+    Owed,
     Payment,
     PaymentStatus,
     RawError,
@@ -390,6 +391,19 @@ def test_a_deferred_lookup_moves_the_next_one_later_never_sooner() -> None:
     assert p.reconcile_deferred(T1) is True and p.next_reconcile_at == T1
     assert p.reconcile_deferred(T1) is False and p.next_reconcile_at == T1
     assert p.reconcile_deferred(T0) is False and p.next_reconcile_at == T1
+
+
+def test_an_owed_capture_tried_more_than_once_reports_the_last_tries_error() -> None:
+    p = payment(1999, capture=CaptureMode.MANUAL)
+    step = p.steps[0]
+    p.step_succeeded(step, processor="stripe", latency_ms=1)
+    assert step.status is StepStatus.AUTHORIZED
+    p.add_attempt(step, _attempt(ResponseKind.CONNECTION_ERROR, operation="capture"))
+    p.add_attempt(step, _attempt(ResponseKind.NO_RESPONSE, operation="capture"))
+    p.owe(Owed.CAPTURE, step)
+    p.settle(T1)
+    assert p.final_error is ErrorCode.TIMEOUT  # the last try's, not the first's
+    assert "the capture failed and is retried" in p.final_error_message
 
 
 def test_a_refund_in_full_of_one_step_leaves_nothing_remaining() -> None:
