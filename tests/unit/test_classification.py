@@ -468,7 +468,8 @@ def test_a_customer_who_failed_authentication_is_a_hard_failure_never_retried(st
     assert not is_infrastructure_failure(c)
 
 
-@pytest.mark.parametrize("status", [400, 404, 418, 422])
+# 499: the last status below the 5xx that are retried.
+@pytest.mark.parametrize("status", [400, 404, 418, 422, 499])
 def test_unknown_error_type_with_a_4xx_status_is_hard_and_flagged_unmapped(status: int) -> None:
     c = classify(error(http_status=status, error_type="brand_new_error", code="brand_new_code"))
     assert c == Classification(

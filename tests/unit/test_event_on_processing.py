@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import pytest
 
+from payorch.app.observability import Via
 from payorch.app.payments import (
     STALE_PROCESSING,
     PaymentInProgress,
@@ -98,3 +99,23 @@ async def test_a_success_event_about_an_interrupted_payment_never_charged_is_not
     assert result == "looked up"
     settled = await w.service.get(payment.id, None)
     assert settled.status is PaymentStatus.FAILED and w.charges == 0
+
+
+async def test_a_payment_changed_since_it_was_read_is_refused_with_nothing_asked():
+    """Another pass claimed it (or changed it) after the event read it: the claim fails,
+    and the event is to be sent again, not applied to what it read."""
+    w = World()
+    stored = await killed_at_the_final_save(w)
+    w.clock.advance(STALE_PROCESSING.total_seconds())
+    read = await w.service.get(stored.id, None)
+    theirs = await w.service.get(stored.id, None)
+    async with w.uow() as uow:  # another reconciler's claim, since
+        assert await uow.payments.claim(theirs, w.clock.now() + STALE_PROCESSING)
+        await uow.commit()
+    calls = w.sim.calls
+
+    with pytest.raises(PaymentInProgress):
+        await w.service.reconcile_claimed(read, Via.RECONCILER)
+
+    assert w.sim.calls == calls
+    assert w.uow.store[read.id].status is PaymentStatus.PROCESSING

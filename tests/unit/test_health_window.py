@@ -110,6 +110,15 @@ def test_an_empty_window_has_no_latency_and_no_rates():
     )
 
 
+def test_a_retry_counts_against_the_budget_until_its_second_leaves_the_window():
+    w = SlidingWindow(60)
+    w.record_retry(T0)
+    w.record_retry(T0 + 1)
+    assert w.stats(T0 + 1).retries == 2
+    assert w.stats(T0 + 60).retries == 1
+    assert w.stats(T0 + 61).retries == 0
+
+
 def test_clearing_forgets_everything():
     w = SlidingWindow(60)
     fill(w, T0, Signal.INFRA_FAILURE, 30)
@@ -212,6 +221,15 @@ def test_a_degraded_processor_stays_degraded_while_its_failures_are_in_the_windo
     assert assess(gone, POLICY, HealthState.DEGRADED).state is HealthState.HEALTHY
 
 
+def test_a_degraded_processor_stays_degraded_while_a_slow_call_is_in_the_window():
+    few_slow = stats_of(successes=3, latency_ms=2_500)
+    verdict = assess(few_slow, POLICY, HealthState.DEGRADED)
+    assert verdict.state is HealthState.DEGRADED and "still in the window" in verdict.reason
+    assert assess(few_slow, POLICY, HealthState.HEALTHY).state is HealthState.HEALTHY
+    few_fast = stats_of(successes=3, latency_ms=1_999)
+    assert assess(few_fast, POLICY, HealthState.DEGRADED).state is HealthState.HEALTHY
+
+
 def test_enough_good_calls_clear_a_degraded_processor():
     stats = stats_of(successes=40, failures=1)
     assert assess(stats, POLICY, HealthState.DEGRADED).state is HealthState.HEALTHY
@@ -233,6 +251,25 @@ def test_enough_good_calls_clear_a_degraded_processor():
 def test_a_nonsensical_policy_is_refused(fields):
     with pytest.raises(InvalidHealthPolicy):
         HealthPolicy(**fields)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"window_s": 1},
+        {"window_s": 3_600},
+        {"min_requests": 1},
+        {"degraded_failure_rate": 0.5, "unhealthy_failure_rate": 0.5},
+        {"unhealthy_failure_rate": 1.0},
+        {"cooldown_s": 0},
+        {"half_open_probes": 1},
+        {"retry_budget_ratio": 0.0, "retry_budget_min": 0},
+        {"retry_budget_ratio": 1.0},
+        {"degraded_trial_every": 0},
+    ],
+)
+def test_a_policy_at_the_edge_of_each_range_is_taken(fields):
+    HealthPolicy(**fields)
 
 
 @pytest.mark.parametrize("cooldown_s", [float("nan"), float("inf"), 3_600.5])

@@ -553,6 +553,29 @@ def test_a_charge_cut_by_payorchs_run_limit_goes_on_the_ladder():
     assert (judged.error_code, judged.retry_later) == ("run_limit_reached", True)
 
 
+@pytest.mark.parametrize(
+    ("error", "retry_later"),
+    [
+        (ErrorCode.NO_PROCESSOR_AVAILABLE, True),
+        (ErrorCode.INTERRUPTED, True),
+        (ErrorCode.PAYMENT_CANCELED_AT_PROCESSOR, False),
+    ],
+)
+def test_a_failure_no_processor_answered_goes_on_the_ladder_only_when_it_was_ours(
+    error, retry_later
+):
+    """No processor's words to judge (every breaker open, an interrupted charge): the
+    error code alone decides."""
+    payment = _failed_payment("", error)
+    payment.steps[0].attempts.clear()
+    judged = judge_charge(payment)
+    assert (judged.outcome, judged.error_code, judged.retry_later) == (
+        ChargeOutcome.FAILED,
+        error.value,
+        retry_later,
+    )
+
+
 def test_only_a_succeeded_payment_pays_and_an_unknown_one_is_left_unresolved():
     payment = _failed_payment("", ErrorCode.NONE)
     payment.status = PaymentStatus.UNKNOWN

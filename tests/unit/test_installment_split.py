@@ -101,6 +101,20 @@ def test_the_remainder_goes_on_the_last_installments_one_minor_unit_each(total, 
     assert split_evenly(total, count) == parts
 
 
+def test_one_installment_is_the_whole_total():
+    assert split_evenly(10_000, 1) == [10_000]
+    assert split_evenly(10_005, 1, 10) == [10_005]
+
+
+@pytest.mark.parametrize(
+    ("total", "count", "step"),
+    [(10_000, 0, 1), (10_000, -1, 1), (-1, 3, 1), (10_000, 3, 0), (10_000, 3, -10)],
+)
+def test_a_split_into_no_parts_of_a_negative_total_or_in_no_steps_is_refused(total, count, step):
+    with pytest.raises(ValueError, match=r"must be positive|cannot be negative"):
+        split_evenly(total, count, step)
+
+
 @pytest.mark.parametrize(
     ("currency", "smallest"),
     [("USD", 10_000), ("EUR", 10_000), ("JPY", 100), ("BHD", 100_000), ("CLF", 1_000_000)],

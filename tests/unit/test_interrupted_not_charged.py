@@ -7,10 +7,14 @@ unknown_outcome", as if the outcome were still unknown; the outcome is known.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 
+from payorch.app.payments import STALE_PROCESSING, run_interrupted
 from payorch.domain.installments import judge_charge
-from payorch.domain.payment import Payment, PaymentStatus, StepStatus
+from payorch.domain.money import Currency
+from payorch.domain.payment import MethodType, Payment, PaymentStatus, Step, StepStatus
 from payorch.domain.results import ErrorCode, Outcome, ProcessorResponse, ResponseKind
 from tests.fakes.dying import ServerDied
 from tests.unit.test_recovery_scenarios import World
@@ -79,3 +83,18 @@ async def test_a_step_whose_outcome_was_unknown_and_proven_uncharged_fails_inter
 
     assert_interrupted(await w.service.get(payment.id, None))
     assert w.charges == 0
+
+
+def test_a_payment_stored_processing_the_stale_time_ago_counts_as_interrupted():
+    """The bound of the reconciler's storage query (updated_at <= now - STALE_PROCESSING):
+    an event about the payment and the pass agree on whether its run is over."""
+    now = datetime(2026, 1, 31, 12, 0, tzinfo=UTC)
+    step = Step(0, MethodType.CARD, "pm_card_visa", 5000, ["simulated"])
+    stored = now - STALE_PROCESSING
+    payment = Payment("pay_1", "m_1", "r1", "f", Currency("EUR"), 5000, [step], stored, stored)
+    assert run_interrupted(payment, now)
+    payment.updated_at = stored + timedelta(microseconds=1)
+    assert not run_interrupted(payment, now)
+    payment.updated_at = stored
+    payment.status = PaymentStatus.FAILED
+    assert not run_interrupted(payment, now)

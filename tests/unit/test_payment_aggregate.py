@@ -26,6 +26,7 @@ from payorch.domain.payment import (
     CaptureMode,
     InvalidTransition,
     MethodType,
+    Owed,
     Payment,
     PaymentStatus,
     RawError,
@@ -341,6 +342,68 @@ def test_a_held_refund_counts_against_what_is_refundable_until_made_or_refused()
     assert (first.refunded_minor, first.refund_holds, first.refundable_minor) == (400, {}, 200)
     p.settle(T1)
     assert p.status is PaymentStatus.PARTIALLY_REFUNDED
+
+
+@pytest.mark.parametrize("amount", [0, -1])
+def test_a_refund_of_nothing_is_refused_and_holds_nothing(amount: int) -> None:
+    p = refunded_in_full()
+    first = p.steps[0]
+    with pytest.raises(InvalidTransition):
+        p.step_refunded(first, amount)
+    with pytest.raises(InvalidTransition):
+        p.refund_held(first, "a", amount)
+    assert (first.refunded_minor, first.refund_holds, first.refundable_minor) == (0, {}, 600)
+
+
+def test_the_least_refund_one_minor_unit_is_held_and_made() -> None:
+    p = refunded_in_full()
+    first = p.steps[0]
+    p.refund_held(first, "a", 1)
+    p.held_refund_made(first, "a")
+    p.step_refunded(first, 1)
+    assert (first.refunded_minor, first.refund_holds, first.refundable_minor) == (2, {}, 598)
+
+
+def test_a_refund_that_failed_at_the_processor_is_refundable_again() -> None:
+    p = refunded_in_full(0)
+    first = p.steps[0]
+    assert first.status is StepStatus.REFUNDED
+    p.pending_events.clear()
+
+    p.step_refund_failed(first, 200, "re_1")
+
+    assert (first.refunded_minor, first.refundable_minor) == (400, 200)
+    assert first.status is StepStatus.CAPTURED
+    (event,) = p.pending_events
+    assert (event.name, event.amount_minor, event.refund_id) == ("PaymentRefundFailed", 200, "re_1")
+    for amount in (0, 401):  # nothing, or more than is counted as refunded
+        with pytest.raises(InvalidTransition):
+            p.step_refund_failed(first, amount, "re_2")
+    assert first.refunded_minor == 400
+    p.step_refund_failed(first, 1, "re_3")  # the least, then all that is left
+    p.step_refund_failed(first, 399, "re_4")
+    assert (first.refunded_minor, first.refundable_minor) == (0, 600)
+
+
+def test_a_deferred_lookup_moves_the_next_one_later_never_sooner() -> None:
+    p = payment()
+    assert p.reconcile_deferred(T0) is True and p.next_reconcile_at == T0
+    assert p.reconcile_deferred(T1) is True and p.next_reconcile_at == T1
+    assert p.reconcile_deferred(T1) is False and p.next_reconcile_at == T1
+    assert p.reconcile_deferred(T0) is False and p.next_reconcile_at == T1
+
+
+def test_an_owed_capture_tried_more_than_once_reports_the_last_tries_error() -> None:
+    p = payment(1999, capture=CaptureMode.MANUAL)
+    step = p.steps[0]
+    p.step_succeeded(step, processor="stripe", latency_ms=1)
+    assert step.status is StepStatus.AUTHORIZED
+    p.add_attempt(step, _attempt(ResponseKind.CONNECTION_ERROR, operation="capture"))
+    p.add_attempt(step, _attempt(ResponseKind.NO_RESPONSE, operation="capture"))
+    p.owe(Owed.CAPTURE, step)
+    p.settle(T1)
+    assert p.final_error is ErrorCode.TIMEOUT  # the last try's, not the first's
+    assert "the capture failed and is retried" in p.final_error_message
 
 
 def test_a_refund_in_full_of_one_step_leaves_nothing_remaining() -> None:

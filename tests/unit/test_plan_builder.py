@@ -69,6 +69,81 @@ def test_methods_left_over_become_fallbacks():
     assert [f.method for f in plan.fallbacks] == [MethodType.APPLE_PAY]
 
 
+def test_a_method_without_an_amount_takes_the_last_minor_unit_left():
+    plan = build_plan(
+        request(10000, (MethodType.CARD, 9999), (MethodType.APPLE_PAY, None)),
+        SEED_CONFIG,
+        PROCESSORS,
+    )
+    assert [(s.method, s.amount_minor) for s in plan.steps] == [
+        (MethodType.CARD, 9999),
+        (MethodType.APPLE_PAY, 1),
+    ]
+    assert plan.fallbacks == ()
+
+
+def test_an_explicit_amount_once_the_total_is_covered_is_rejected_as_such():
+    with pytest.raises(PlanRejected) as err:
+        build_plan(
+            request(5000, (MethodType.CARD, None), (MethodType.APPLE_PAY, 100)),
+            SEED_CONFIG,
+            PROCESSORS,
+        )
+    assert err.value.problems == [("methods[1].amount", "the total is already covered")]
+
+
+def test_a_method_whose_minimum_is_more_than_is_left_becomes_a_fallback():
+    config = MerchantConfig(
+        "m_1",
+        methods=(
+            MethodRule(MethodType.CARD),
+            MethodRule(MethodType.APPLE_PAY, min_amount_minor=500),
+            MethodRule(MethodType.GOOGLE_PAY),
+        ),
+    )
+    plan = build_plan(
+        request(
+            10000,
+            (MethodType.CARD, 9900),
+            (MethodType.APPLE_PAY, None),
+            (MethodType.GOOGLE_PAY, None),
+        ),
+        config,
+        PROCESSORS,
+    )
+    assert [(s.method, s.amount_minor) for s in plan.steps] == [
+        (MethodType.CARD, 9900),
+        (MethodType.GOOGLE_PAY, 100),
+    ]
+    assert [f.method for f in plan.fallbacks] == [MethodType.APPLE_PAY]
+
+
+@pytest.mark.parametrize(
+    ("methods", "problem"),
+    [
+        (
+            ((MethodType.CARD, 6000), (MethodType.APPLE_PAY, 100)),
+            "6000 exceeds the 5000 left to cover",
+        ),
+        (
+            ((MethodType.APPLE_PAY, 4000), (MethodType.CARD, 5000)),
+            "apple_pay takes at least 1 and at most 3000 minor units for this merchant",
+        ),
+    ],
+)
+def test_an_amount_refused_is_the_only_problem_and_takes_nothing_from_the_total(methods, problem):
+    config = MerchantConfig(
+        "m_1",
+        methods=(
+            MethodRule(MethodType.APPLE_PAY, max_amount_minor=3000),
+            MethodRule(MethodType.CARD),
+        ),
+    )
+    with pytest.raises(PlanRejected) as err:
+        build_plan(request(5000, *methods), config, PROCESSORS)
+    assert err.value.problems == [("methods[0].amount", problem)]
+
+
 def test_a_request_the_config_cannot_cover_is_rejected_with_a_reason():
     with pytest.raises(PlanRejected) as err:
         build_plan(request(10000, (MethodType.APPLE_PAY, None)), SEED_CONFIG, PROCESSORS)

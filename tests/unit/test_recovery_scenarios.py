@@ -91,6 +91,49 @@ async def test_scenario_1_api_error_is_looked_up_then_retried_with_a_new_key_and
     assert w.charges == 1
 
 
+async def test_scenario_1_an_api_error_whose_lookup_finds_no_payment_is_retried_with_a_new_key():
+    """The lookup found nothing under the key (Stripe: the 500 came before any
+    PaymentIntent was made): as proof of no charge as one found not charged."""
+    w = World()
+    w.sim.inject("api_error", None)
+
+    async def nothing_found(request, processor_payment_id):
+        return ProcessorResponse(ResponseKind.NOT_FOUND)
+
+    w.sim.lookup = nothing_found  # type: ignore[method-assign]
+    payment = await w.pay()
+
+    assert payment.status is PaymentStatus.SUCCEEDED
+    attempts = payment.steps[0].attempts
+    assert [a.operation for a in attempts] == ["authorize", "lookup", "authorize"]
+    assert attempts[2].idempotency_key.endswith("_g1")
+    assert w.charges == 1
+
+
+async def test_scenario_1_an_api_error_whose_lookup_finds_a_decline_keeps_it_and_charges_nothing():
+    """The bank declined under the key before the 500 (Stripe's last_payment_error): a
+    stolen card is its answer, never tried again under the next key."""
+    w = World()
+    w.sim.inject("api_error", None)
+
+    async def declined(request, processor_payment_id):
+        return ProcessorResponse(
+            ResponseKind.NOT_CHARGED,
+            http_status=402,
+            error_type="card_error",
+            code="card_declined",
+            decline_code="stolen_card",
+        )
+
+    w.sim.lookup = declined  # type: ignore[method-assign]
+    payment = await w.pay()
+
+    assert payment.status is PaymentStatus.FAILED
+    assert payment.steps[0].error_code is ErrorCode.STOLEN_CARD
+    assert [a.operation for a in payment.steps[0].attempts] == ["authorize", "lookup"]
+    assert w.charges == 0
+
+
 async def test_scenario_1_an_api_error_that_did_charge_is_found_by_lookup_not_retried():
     w = World()
     w.sim.inject("charged_api_error")

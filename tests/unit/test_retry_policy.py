@@ -282,6 +282,12 @@ def test_retry_after_over_the_three_second_cap_refuses_the_retry(retry_after_ms:
     assert str(retry_after_ms) in decision.reason
 
 
+def test_retry_after_of_exactly_the_cap_is_honored() -> None:
+    decision = decide(RATE_LIMITED, retry_after_ms=MAX_DELAY_CAP_MS)
+    assert decision.retry
+    assert decision.delay_ms == MAX_DELAY_CAP_MS == 2999
+
+
 def test_retry_after_is_still_bound_by_the_deadline() -> None:
     decision = decide(RATE_LIMITED, retry_after_ms=2000, remaining_ms=2200, expected_call_ms=300)
     assert not decision.retry
