@@ -5,6 +5,7 @@ alone, and SQLite commits concurrent writes together."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 from datetime import UTC, datetime, timedelta
 
@@ -469,22 +470,44 @@ async def pg_uow(pg_url):
     await engine.dispose()
 
 
-def _spy_transactions(writer: AsyncpgPaymentWriter) -> list[int]:
-    """Batches written as a transaction (BEGIN ... COMMIT), by size."""
+def _spy_batches(writer: AsyncpgPaymentWriter) -> list[int]:
+    """Batches written together (not each write alone), by size."""
     sizes: list[int] = []
     inner = writer._apply_batch
 
-    async def spied(conn, batch):
-        sizes.append(len(batch))
-        return await inner(conn, batch)
+    async def spied(conn, groups):
+        sizes.append(sum(len(writes) for _, writes, _ in groups))
+        return await inner(conn, groups)
 
     writer._apply_batch = spied  # type: ignore[method-assign]
     return sizes
 
 
+def _log_queries(writer: AsyncpgPaymentWriter) -> list[str]:
+    """The SQL of every call the writer's connections send (one per round trip: asyncpg
+    logs an executemany or fetchmany once, a BEGIN or COMMIT each)."""
+    sent: list[str] = []
+    inner = writer._pool.connection
+
+    def log(query: object) -> None:
+        sent.append(query.query)  # type: ignore[attr-defined]
+
+    @contextlib.asynccontextmanager
+    async def logged():
+        async with inner() as conn:
+            conn.add_query_logger(log)
+            try:
+                yield conn
+            finally:
+                conn.remove_query_logger(log)
+
+    writer._pool.connection = logged  # type: ignore[method-assign]
+    return sent
+
+
 async def test_a_write_alone_is_one_statement_that_lands_whole_or_not_at_all(pg_uow):
     writer = pg_uow.writer
-    transactions = _spy_transactions(writer)
+    sent = _log_queries(writer)
     p = new_payment(1, steps=2)
     await pg_uow.insert_payment(p)
     settle(p)
@@ -502,7 +525,8 @@ async def test_a_write_alone_is_one_statement_that_lands_whole_or_not_at_all(pg_
     with pytest.raises(asyncpg.ForeignKeyViolationError):
         await writer._submit(write)
 
-    assert transactions == []  # every write went alone, none in a transaction
+    await asyncio.sleep(0)
+    assert len(sent) == 4 and all(q.startswith("WITH g AS (") for q in sent), sent
     assert writer.writes == writer.batches == 4
     assert await count(pg_uow, payments) == 1
     assert await count(pg_uow, payment_steps) == 3
@@ -510,16 +534,70 @@ async def test_a_write_alone_is_one_statement_that_lands_whole_or_not_at_all(pg_
     assert await count(pg_uow, events) == 2
 
 
+async def test_a_batch_is_one_round_trip_per_shape_of_write(pg_uow):
+    writer = pg_uow.writer
+    writer._stall_s = 60.0  # one batch at a time, however slow the machine
+    sent = _log_queries(writer)
+    first = [new_payment(n) for n in range(8)]
+    await asyncio.gather(*(pg_uow.insert_payment(p) for p in first))
+    await asyncio.sleep(0)  # asyncpg calls its query loggers soon after, not at once
+    # Eight new payments, one shape: one statement for all, no BEGIN or COMMIT.
+    assert len(sent) == 1 and sent[0].startswith("WITH g AS (INSERT INTO payments "), sent
+    sent.clear()
+    for p in first:
+        settle(p)
+    # Saves and new payments at once, two shapes: a statement each, in one transaction.
+    later = [new_payment(n) for n in range(8, 16)]
+    writes = [pg_uow.update_payment(p) for p in first] + [pg_uow.insert_payment(p) for p in later]
+    await asyncio.gather(*writes)
+    await asyncio.sleep(0)
+    assert len(sent) == 4, sent
+    assert sent[0].startswith("BEGIN") and sent[-1].startswith("COMMIT"), sent
+    assert {q.removeprefix("WITH g AS (").split(" ", 1)[0] for q in sent[1:3]} == {
+        "UPDATE",
+        "INSERT",
+    }, sent
+    assert writer.writes == 24 and writer.batches == 2
+    assert await count(pg_uow, payments) == 16
+    assert await count(pg_uow, attempts) == 8
+    for p in first:
+        same(await load(pg_uow, p.id), p)
+
+
 async def test_more_writes_at_once_than_go_alone_share_one_transaction(pg_uow):
     writer = pg_uow.writer
     writer._stall_s = 60.0  # one batch at a time, however slow the machine
-    transactions = _spy_transactions(writer)
+    transactions = _spy_batches(writer)
     batch = [new_payment(n) for n in range(writer._alone_up_to + 5)]
     await asyncio.gather(*(pg_uow.insert_payment(p) for p in batch))
     # The first write went alone; the ones queued behind it went together.
     assert transactions and max(transactions) > writer._alone_up_to
     assert writer.writes == len(batch) and writer.batches < len(batch)
     assert await count(pg_uow, payments) == len(batch)
+
+
+async def test_a_write_failing_among_writes_of_its_shape_fails_alone(pg_uow):
+    writer = pg_uow.writer
+    writer._stall_s = 60.0
+    good = [new_payment(n) for n in range(4)]
+    bad = new_payment(4)
+    write = insert_write(writer._statements, bad)
+    # Its rows for a payment that does not exist, of the same shape as its own: a
+    # foreign key broken in the same statement as the good writes.
+    write.rows[:] = _children(writer._statements, new_payment(5))
+    first = asyncio.ensure_future(pg_uow.insert_payment(new_payment(6)))  # alone
+    await asyncio.sleep(0)
+    results = await asyncio.gather(
+        *(pg_uow.insert_payment(p) for p in good[:2]),
+        writer._submit(write),
+        *(pg_uow.insert_payment(p) for p in good[2:]),
+        return_exceptions=True,
+    )
+    await first
+    assert isinstance(results[2], asyncpg.ForeignKeyViolationError), results
+    assert [r for n, r in enumerate(results) if n != 2] == [None] * 4
+    assert await count(pg_uow, payments) == 5
+    assert await count(pg_uow, payment_steps) == 5
 
 
 async def test_an_in_memory_sqlite_database_writes_and_reads_through_units_of_work():

@@ -7,8 +7,9 @@ each statement is compiled once per dialect from the table definitions, its
 values bound to what SQLAlchemy's type processors would make of them (binds.py:
 the same values, made with fewer Python calls), and sent to the driver directly.
 
-- PostgreSQL: an asyncpg pool of its own; concurrent writes share one transaction,
-  and a write with few others waiting is one statement of its own (AloneStatements);
+- PostgreSQL: an asyncpg pool of its own; each write is one statement
+  (AloneStatements), concurrent writes share one transaction and those of one shape
+  one round trip, and a write with few others waiting is a transaction of its own;
   statements prepared once per connection; the request-id gate is
   `ON CONFLICT DO NOTHING` (no savepoint round trips).
 - SQLite: one writer thread owns a connection; concurrent writes are committed
@@ -370,7 +371,8 @@ class CommitTimes:
     A payment's answer waits for the COMMIT that holds its write, so the tail of these
     times is a floor under the tail of CreatePayment: on SQLite the COMMIT is the WAL's
     fsync (and winning the GIL back after it), on PostgreSQL the round trip that waits
-    for the server to flush its WAL (for a write sent alone, its one statement).
+    for the server to flush its WAL (for a write sent alone or a batch of one shape,
+    its one round trip).
     """
 
     BOUNDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -469,7 +471,8 @@ class AloneStatements:
         SELECT id FROM g
 
     One statement is its own transaction, so it needs no BEGIN or COMMIT: one round trip
-    where a transaction of its own takes about six. The SQL depends only on which child
+    where a transaction of its own takes about six. A batch sends each shape's
+    statement once for all its writes (`grouped`). The SQL depends only on which child
     rows the write has (its shape), so it is built once per shape and prepared once per
     connection by asyncpg's statement cache. Foreign keys are checked at the end of the
     statement, after every CTE has run.
@@ -492,6 +495,44 @@ class AloneStatements:
 
     def statement(self, write: Write) -> list[Any]:
         """[sql, *args], for asyncpg's fetchval."""
+        out: list[Any] = [self._sql_of(write)]
+        out += write.guard[1]
+        for _, args in write.rows:
+            out += args
+        return out
+
+    def grouped(self, batch: Sequence[Write]) -> list[tuple[str, list[Write], list[list[Any]]]]:
+        """The batch's writes as their statements, those of one shape together, each
+        group as (sql, its writes, their arguments): asyncpg's fetchmany sends a group in
+        one round trip and runs it as one transaction.
+
+        Groups in first-seen order, except that claimed charges come last, in the order
+        of the plan rows their guards lock (id order, as every save of several plans
+        locks them: two transactions never wait for each other in a circle); a claimed
+        charge joins the group before it only when that is of its shape, so no group
+        locks plans out of order.
+        """
+        out: dict[str, tuple[str, list[Write], list[list[Any]]]] = {}
+        locking: list[tuple[str, list[Write], list[list[Any]]]] = []
+        for write in sorted(batch, key=_LOCKS):
+            args = write.guard[1].copy()
+            for _, child in write.rows:
+                args += child
+            sql = self._sql_of(write)
+            if not write.locks:
+                group = out.get(sql)
+                if group is None:
+                    group = out[sql] = (sql, [], [])
+            elif locking and locking[-1][0] == sql:
+                group = locking[-1]
+            else:
+                group = (sql, [], [])
+                locking.append(group)
+            group[1].append(write)
+            group[2].append(args)
+        return [*out.values(), *locking]
+
+    def _sql_of(self, write: Write) -> str:
         guard, guard_args = write.guard
         shape = (guard.sql, *(stmt.sql for stmt, _ in write.rows))
         sql = self._sql.get(shape)
@@ -499,10 +540,7 @@ class AloneStatements:
             sql = self._build(shape, len(guard_args))
             if len(self._sql) < _SHAPES_KEPT:
                 self._sql[shape] = sql
-        out: list[Any] = [sql, *guard_args]
-        for _, args in write.rows:
-            out.extend(args)
-        return out
+        return sql
 
     def _build(self, shape: tuple[str, ...], offset: int) -> str:
         ctes = [f"g AS ({self.guards[shape[0]]})"]
@@ -518,18 +556,21 @@ class AsyncpgPaymentWriter(PaymentWriter):
 
     Counters: `batches`, `writes`, and `stalls` (batches that ran past `stall_s`).
 
-    A batch is BEGIN; each statement once for the whole batch (asyncpg's executemany
-    sends all rows in one round trip), the guards with `RETURNING id` so the ids that
-    took effect come back with them; the other rows of those payments (steps, attempts,
-    events: a statement each); COMMIT. Five to seven round trips per batch (one guard
-    statement or both), however many payments it holds.
+    Every write is one statement (AloneStatements: the guard as a CTE returning its id,
+    the other rows inserted from it), and the writes of a batch that have one shape go
+    together: asyncpg's fetchmany runs the shape's statement for each of them in one
+    round trip, the ids that took effect coming back with it. A batch of one shape is
+    that one round trip, a transaction of its own; a batch of several (new payments and
+    saves, as under load) is BEGIN, a round trip per shape, COMMIT: four round trips
+    for the usual two shapes, where a statement per table took seven. Small batches,
+    as a slow processor makes them, pay those per batch more often (docs/performance.md,
+    "A batch's writes one statement per shape").
 
     A batch of `alone` writes or fewer (at low rates, most of them) skips the
-    transaction: each write is one statement that commits as it runs
-    (AloneStatements), one round trip each instead of six for the batch. Up to three,
-    that costs this process less CPU than the transaction (docs/performance.md). If a
-    batch fails (a constraint, a lost connection), its writes are retried alone, so
-    only the faulty one fails.
+    transaction: each write is its statement, committing as it runs, one round trip
+    each. Up to three, that costs this process less CPU than the transaction
+    (docs/performance.md). If a batch fails (a constraint, a lost connection), its
+    writes are retried alone, so only the faulty one fails.
 
     One batch at a time: writes that arrive while a batch is being written wait for it
     and go together in the next one. Batches stay large, so a payment costs fewer round
@@ -630,12 +671,19 @@ class AsyncpgPaymentWriter(PaymentWriter):
     async def _write_batch(self, batch: list[Write]) -> list[BaseException | None]:
         async with self._pool.connection() as conn:
             if len(batch) > self._alone_up_to:
+                groups = self._alone.grouped(batch)
                 try:
-                    async with conn.transaction():
-                        applied = await self._apply_batch(conn, batch)
+                    if len(groups) == 1:
+                        # One shape: one statement run for every write, in one round
+                        # trip and one transaction of its own (fetchmany is atomic).
                         committing = time.perf_counter()
+                        applied = await self._apply_batch(conn, groups)
+                    else:
+                        async with conn.transaction():
+                            applied = await self._apply_batch(conn, groups)
+                            committing = time.perf_counter()
                 except (asyncpg.PostgresError, asyncpg.InterfaceError):
-                    if conn.is_closed():
+                    if _lost(conn):
                         raise
                 else:
                     self.commit_times.observe(time.perf_counter() - committing)
@@ -662,15 +710,14 @@ class AsyncpgPaymentWriter(PaymentWriter):
         if await conn.fetchval(*self._alone.statement(write)) is None:
             raise write.conflict
 
-    async def _apply_batch(self, conn: asyncpg.Connection, batch: list[Write]) -> set[str]:
+    async def _apply_batch(
+        self, conn: asyncpg.Connection, groups: list[tuple[str, list[Write], list[list[Any]]]]
+    ) -> set[str]:
+        """Each group's statement for all its writes (one round trip); the ids of the
+        writes whose guard took effect."""
         applied: set[str] = set()
-        # Plan rows locked in id order, as every save of several plans locks them: two
-        # transactions never wait for each other in a circle.
-        for sql, rows in _grouped(w.guard for w in sorted(batch, key=_LOCKS)):
-            applied.update(r[0] for r in await conn.fetchmany(self._alone.guards[sql], rows))
-        children = (row for w in batch if w.payment_id in applied for row in w.rows)
-        for sql, rows in _grouped(children):
-            await conn.executemany(sql, rows)
+        for sql, _, rows in groups:
+            applied.update(r[0] for r in await conn.fetchmany(sql, rows))
         return applied
 
     async def close(self) -> None:
