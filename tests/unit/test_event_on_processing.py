@@ -21,6 +21,8 @@ from payorch.app.payments import (
 )
 from payorch.domain.payment import Payment, PaymentStatus, StepStatus
 from tests.unit.test_recovery_scenarios import World
+from tests.unit.test_split_execution import ACTION, OK
+from tests.unit.test_split_execution import World as SplitWorld
 
 
 async def killed_at_the_final_save(w: World, token: str = "pm_card_visa") -> Payment:
@@ -119,3 +121,36 @@ async def test_a_payment_changed_since_it_was_read_is_refused_with_nothing_asked
 
     assert w.sim.calls == calls
     assert w.uow.store[read.id].status is PaymentStatus.PROCESSING
+
+
+async def test_a_charged_event_for_a_step_a_live_run_settled_leaves_the_rest_to_that_run():
+    """The customer completed 3-D Secure on a split's first step and ConfirmPayment is
+    charging the second (stored PROCESSING, the first settled by the confirm's lookup)
+    when the processor's event about the first comes. That event did not settle the
+    step: the rest of the plan is the confirm's, never charged from the event as well."""
+    w = SplitWorld()
+    p = await w.pay(("card", ACTION, 4000), ("google_pay", OK, None), total=10000)
+    assert p.status is PaymentStatus.REQUIRES_ACTION
+    w.sim.complete_action(p.steps[0].processor_payment_id)
+    events = ProcessorEvents(w.uow, w.service, w.clock)
+    event = ProcessorEvent("evt_3", "webhook", p.id, 0, p.steps[0].processor_payment_id, True)
+    authorize = w.sim.authorize
+    second: list[int] = []
+    applied: list[str] = []
+
+    async def meanwhile(request):
+        if request.step_index == 1:
+            second.append(1)
+            if len(second) == 1:  # the confirm's call: the event comes while it runs
+                stored = w.uow.store[p.id]
+                assert stored.status is PaymentStatus.PROCESSING
+                assert [s.status for s in stored.steps][1] is StepStatus.PENDING
+                applied.append(await events.apply(event))
+        return await authorize(request)
+
+    w.sim.authorize = meanwhile  # type: ignore[method-assign]
+    done = await w.service.confirm(p.id, "m_1")
+
+    assert applied == ["ignored"]
+    assert second == [1]  # charged once, by the confirm
+    assert done.status is PaymentStatus.SUCCEEDED and w.held() == 10000

@@ -689,3 +689,58 @@ async def test_a_failover_is_timed_by_the_next_processors_usual_latency_not_the_
     assert "ms left before the deadline" in step.attempts[0].retry_decision
     assert step.status is StepStatus.FAILED and step.error_code is ErrorCode.RATE_LIMITED
     assert slow.charged == 0
+
+
+async def test_a_processor_refusing_our_key_fails_over_at_once():
+    """A 401 (our API key revoked or rolled) is refused before anything is processed:
+    nothing was charged there, so the step moves to the other processor."""
+    w = TwoProcessors(max_retries=0)
+
+    async def refused(request):
+        return ProcessorResponse(
+            ResponseKind.ERROR, http_status=401, error_type="authentication_error"
+        )
+
+    w.a.authorize = refused  # type: ignore[method-assign]
+    payment = await w.pay()
+
+    assert processors_called(payment) == [A, B]
+    assert "a refused API key (or permission) is refused before any processing" in (
+        payment.steps[0].attempts[0].retry_decision
+    )
+    assert payment.status is PaymentStatus.SUCCEEDED and w.charges(payment) == 1
+
+
+async def test_a_failover_to_a_processor_with_no_calls_yet_is_timed_by_the_failed_call():
+    """sim_b has answered nothing yet: its usual time is unknown, and sim_a's 1.5 s call
+    stands in for it. 0.5 s left cannot hold it: no failover, nothing charged twice."""
+    w = TwoProcessors(max_retries=0)
+    real = w.a.authorize
+
+    async def slow_429(request):
+        await w.clock.sleep(1.5)
+        return await real(request)
+
+    w.a.authorize = slow_429  # type: ignore[method-assign]
+    w.a.inject("rate_limit")
+
+    payment = await w.pay(deadline_s=2.0)
+
+    step = payment.steps[0]
+    assert processors_called(payment) == [A]
+    assert "ms left before the deadline" in step.attempts[0].retry_decision
+    assert step.status is StepStatus.FAILED and step.error_code is ErrorCode.RATE_LIMITED
+
+
+async def test_a_probe_cut_short_in_its_own_half_open_period_frees_its_slot():
+    w = TwoProcessors(HealthPolicy(min_requests=10, cooldown_s=5, half_open_probes=1))
+    _open_breaker_of(w, A)
+    w.clock.advance(5)
+    w.router.processors[A] = CutShort(A, lambda: None)  # type: ignore[index]
+
+    with pytest.raises(asyncio.CancelledError):
+        await w.pay()
+
+    assert w.health.breaker(A) is BreakerState.HALF_OPEN
+    again = w.health.choose([A])
+    assert again is not None and again.probe, "the cut-short probe's slot is free again"

@@ -516,3 +516,22 @@ async def test_no_retry_after_an_instant_429_when_a_charge_takes_longer_than_the
     assert "deadline" in attempt.retry_decision and len(answered) == 1
     assert payment.status is PaymentStatus.FAILED
     assert payment.final_error is ErrorCode.RATE_LIMITED and w.charges == 3
+
+
+async def test_a_500_that_said_do_not_retry_is_retried_under_the_next_key_once_found_uncharged():
+    """Stripe-Should-Retry: false spoke of the key the 500 is stored under; a lookup that
+    finds nothing charged retires it, and the next key is a new request it said nothing
+    about: retried there, not failed."""
+    vetoed = ProcessorResponse(
+        ResponseKind.ERROR,
+        http_status=500,
+        error_type="api_error",
+        should_retry=False,
+        indeterminate=True,
+    )
+    charged = ProcessorResponse(ResponseKind.SUCCEEDED, processor_payment_id="pi_2")
+    p = Scripted("p", [vetoed, charged], looked_up=ProcessorResponse(ResponseKind.NOT_FOUND))
+    step = await authorize_step({"p": p})
+
+    assert p.keys == ["payorch_pay_1_0_g0", "payorch_pay_1_0_g1"]
+    assert step.status is StepStatus.CAPTURED

@@ -10,14 +10,21 @@ caller's repeats send a part at most MAX_REFUND_SENDS times. Nothing is refunded
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
 
+from payorch.app.payments import ProcessorEvents, RefundEvent, RefundsUnknown
 from payorch.app.settlement import MAX_REFUND_SENDS, REFUND_SETTLED_AFTER
 from payorch.domain.payment import Payment, PaymentStatus
-from payorch.domain.results import Outcome
-from tests.unit.test_concurrent_changes import Died, card_payment_refunds_watched, refund_key
+from payorch.domain.results import ChargeRefunds, Outcome
+from tests.unit.test_concurrent_changes import (
+    SERVER_ERROR,
+    Died,
+    card_payment_refunds_watched,
+    refund_key,
+)
 from tests.unit.test_split_execution import World
 
 
@@ -235,3 +242,62 @@ async def test_a_refund_made_after_the_reconciler_found_none_is_counted_from_its
     assert stored.steps[0].refunded_minor == 6000 and stored.refundable_minor == 4000
     assert names(w).count("PaymentRefunded") == 1
     assert await w.service.record_refunds("simulated", pi) == "nothing new"
+
+
+async def test_a_refund_of_ours_that_failed_at_the_processor_is_uncounted_once():
+    """Two refunds made through payorch; the processor then tells the first one failed
+    (the money stayed with the merchant): it is no longer counted, once, however many
+    times its event comes."""
+    w, p, _ = await card_payment_refunds_watched()
+    await w.service.refund(p.id, "m_1", amount_minor=3000, request_id="a")
+    await w.service.refund(p.id, "m_1", amount_minor=3000, request_id="b")
+    pi = p.steps[0].processor_payment_id
+    real = w.sim.refunds
+    failed_key = refund_key(p, "a")
+
+    async def refunds(processor_payment_id: str) -> ChargeRefunds:
+        held = await real(processor_payment_id)
+        return replace(
+            held,
+            refunds=tuple(replace(r, made=r.payorch_key != failed_key) for r in held.refunds),
+        )
+
+    w.sim.refunds = refunds  # type: ignore[method-assign]
+
+    assert await w.service.record_refunds("simulated", pi) == "recorded"
+    stored = await w.service.get(p.id, "m_1")
+    assert stored.steps[0].refunded_minor == 3000 and stored.refundable_minor == 7000
+    assert await w.service.record_refunds("simulated", pi) == "nothing new"
+    again = await w.service.get(p.id, "m_1")
+    assert again.steps[0].refunded_minor == 3000 and again.refundable_minor == 7000
+    assert [
+        a.idempotency_key for a in again.steps[0].attempts if a.raw.code == "refund_failed"
+    ] == [next(r.refund_id for r in (await real(pi)).refunds if r.payorch_key == failed_key)]
+
+
+async def test_a_refund_event_whose_refunds_cannot_be_read_is_forgotten_to_be_sent_again():
+    """The processor failed the read: nothing is known of the refunds, so nothing is
+    recorded and the event is not taken as done (not "not ours"): its redelivery is
+    applied, and a refund of ours that failed there is uncounted then."""
+    w, p, _ = await card_payment_refunds_watched()
+    await w.service.refund(p.id, "m_1", amount_minor=3000, request_id="a")
+    pi = p.steps[0].processor_payment_id
+    real = w.sim.refunds
+
+    async def unreadable(processor_payment_id: str) -> ChargeRefunds:
+        return ChargeRefunds(SERVER_ERROR)
+
+    async def failed(processor_payment_id: str) -> ChargeRefunds:
+        held = await real(processor_payment_id)
+        return replace(held, refunds=tuple(replace(r, made=False) for r in held.refunds))
+
+    events = ProcessorEvents(w.uow, w.service, w.clock)
+    event = RefundEvent("evt_r1", "webhook", "simulated", pi)
+    w.sim.refunds = unreadable  # type: ignore[method-assign]
+    with pytest.raises(RefundsUnknown):
+        await events.apply_refunds(event)
+    assert (await w.service.get(p.id, "m_1")).steps[0].refunded_minor == 3000
+
+    w.sim.refunds = failed  # type: ignore[method-assign]
+    assert await events.apply_refunds(event) == "recorded"  # the redelivery
+    assert (await w.service.get(p.id, "m_1")).steps[0].refunded_minor == 0

@@ -1,0 +1,85 @@
+"""The router's reconcile of one step, answered by a scripted processor: it says True
+only when the step settled, and never fails a step whose intent may still be charged."""
+
+from __future__ import annotations
+
+import random
+
+from payorch.adapters.clock import ManualClock
+from payorch.app.router import Deadline, Router
+from payorch.domain.money import Currency
+from payorch.domain.payment import MethodType, Payment, Step, StepStatus
+from payorch.domain.results import ProcessorResponse, ResponseKind
+from payorch.domain.retry import RetryPolicy
+from tests.unit.test_recovery_scenarios import LOST, NOT_CONFIRMED, Scripted
+
+WAITING = ProcessorResponse(
+    ResponseKind.REQUIRES_ACTION,
+    processor_payment_id="pi_1",
+    next_action_type="use_stripe_sdk",
+    client_secret="pi_1_secret_x",
+)
+
+
+async def authorized(answers: list[ProcessorResponse]) -> tuple[Router, Scripted, Payment]:
+    """A one-step payment authorized at "p" with `answers`; its lookups answer PENDING."""
+    p = Scripted("p", answers)
+    clock = ManualClock()
+    router = Router({"p": p}, clock, rng=random.Random(0))
+    now = clock.now()
+    step = Step(0, MethodType.CARD, "pm_card_visa", 5000, ["p"])
+    payment = Payment("pay_1", "m_1", "r1", "f", Currency("EUR"), 5000, [step], now, now)
+    await router.authorize(
+        payment, step, policy=RetryPolicy(max_retries=1), deadline=Deadline(None)
+    )
+    return router, p, payment
+
+
+async def test_a_step_not_closed_with_time_for_one_call_only_stays_unknown():
+    """The lookup reads "not charged" on an intent still open: a request running under
+    its key may charge it yet. With no time left in the run to close it, the step is
+    left as it was for the next pass, not failed."""
+    router, p, payment = await authorized([LOST, LOST])
+    (step,) = payment.steps
+    assert step.status is StepStatus.UNKNOWN
+    p.looked_up = NOT_CONFIRMED
+    cancels: list[str] = []
+
+    async def cancel(*args, **kwargs):
+        cancels.append("void")
+        return ProcessorResponse(ResponseKind.NOT_CHARGED, processor_payment_id="pi_1")
+
+    p.cancel = cancel  # type: ignore[method-assign]
+    # Time for one call (the lookup), not for two (the close and its lookup).
+    run = Deadline(router.clock.monotonic() + 0.4)
+
+    assert await router.reconcile(payment, step, run=run) is False
+
+    assert step.status is StepStatus.UNKNOWN
+    assert cancels == []
+    (looked,) = [a for a in step.attempts if a.operation == "lookup"][-1:]
+    assert "no time left in this run to close it" in looked.retry_decision
+
+
+async def test_a_step_still_waiting_for_the_customer_has_not_settled():
+    router, p, payment = await authorized([WAITING])
+    (step,) = payment.steps
+    assert step.status is StepStatus.REQUIRES_ACTION
+    p.looked_up = WAITING
+
+    assert await router.reconcile(payment, step) is False
+
+    assert step.status is StepStatus.REQUIRES_ACTION
+    assert step.attempts[-1].retry_decision == "still waiting for the customer"
+
+
+async def test_a_step_whose_processor_is_no_longer_configured_is_left_as_it_is():
+    router, _, payment = await authorized([LOST, LOST])
+    (step,) = payment.steps
+    attempts = len(step.attempts)
+    without = Router({}, router.clock, rng=random.Random(0))
+
+    assert await without.reconcile(payment, step) is False
+    assert await without.reconcile(payment, step, deferred=set()) is False
+
+    assert step.status is StepStatus.UNKNOWN and len(step.attempts) == attempts
