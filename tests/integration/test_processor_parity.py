@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import pytest
 
 from payorch.adapters.clock import ManualClock
+from payorch.adapters.processors import simulated
 from payorch.adapters.processors.simulated import SimulatedProcessor
 from payorch.adapters.processors.stripe import StripeProcessor
 from payorch.app.merchant_configs import MerchantConfigs
@@ -40,7 +41,7 @@ from payorch.domain.payment import Payment, PaymentStatus, StepStatus
 from payorch.domain.request import RawPaymentRequest, parse_payment_request
 from payorch.domain.results import ErrorCode, Outcome
 from payorch.domain.retry import RetryPolicy
-from tests.fakes.fake_stripe import FakeStripe
+from tests.fakes.fake_stripe import FakeStripe, Fault
 from tests.fakes.memory import FakeMerchantConfigStore, FakeUnitOfWorkFactory
 
 AMOUNT = 5000
@@ -150,6 +151,12 @@ class Rig:
     status_of: Callable[[str], str]
     # Someone else cancels the processor's payment (its dashboard, another system).
     cancel_there: Callable[[str], None]
+    # The bank declines the PaymentMethod `authentication_required` whatever the session,
+    # as a live issuer may (Stripe has no test card that does so on-session).
+    declined_for_authentication: Callable[[str], None]
+    # The next charge is processed, then its answer is lost: "500" (a 500 stored under
+    # its key) or "lost" (no answer, to it and to the retries under the same key).
+    lose_answer: Callable[[str], None]
 
 
 @contextlib.asynccontextmanager
@@ -171,8 +178,17 @@ async def _no_sleep(_seconds: float) -> None:
     return None
 
 
+AUTHENTICATION_REQUIRED = (
+    "authentication_required",
+    "authentication_required",
+    "Your card was declined. This transaction requires authentication.",
+)
+
+
 @pytest.fixture(params=["simulated", "stripe"])
-async def rig(request: pytest.FixtureRequest) -> AsyncIterator[Rig]:
+async def rig(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Rig]:
     clock = ManualClock()
     if request.param == "simulated":
         sim = SimulatedProcessor("simulated", sleep=_no_sleep)
@@ -181,6 +197,13 @@ async def rig(request: pytest.FixtureRequest) -> AsyncIterator[Rig]:
             def fail(pi: str) -> None:
                 sim.authenticate(pi, sim.ledger.by_id[pi].client_secret, passed=False)
 
+            def lose_answer(how: str) -> None:
+                # A replay of a stored answer is answered: the retries reach nothing.
+                sim.inject(
+                    *(["charged_api_error"] if how == "500" else ["lost_response"])
+                    + ["timeout"] * MAX_RETRIES * (how == "lost")
+                )
+
             yield Rig(
                 service,
                 sim.complete_action,
@@ -188,11 +211,24 @@ async def rig(request: pytest.FixtureRequest) -> AsyncIterator[Rig]:
                 fail,
                 lambda pi: sim.ledger.by_id[pi].status,
                 lambda pi: setattr(sim.ledger.by_id[pi], "status", "canceled"),
+                lambda pm: monkeypatch.setitem(simulated.DECLINES, pm, AUTHENTICATION_REQUIRED),
+                lose_answer,
             )
         return
     async with FakeStripe(clock=clock) as fake:
         stripe = StripeProcessor(fake.api_key, api_base=fake.url, timeout_s=5.0, clock=clock)
         async with _service(stripe, clock) as service:
+
+            def decline_for_authentication(pm: str) -> None:
+                code, decline_code, _ = AUTHENTICATION_REQUIRED
+                fake.register_declined_payment_method(pm, code=code, decline_code=decline_code)
+
+            def lose_answer_at_stripe(how: str) -> None:
+                if how == "500":
+                    fake.inject(Fault.api_error(charged=True))
+                else:
+                    fake.inject(*[Fault.drop_after_processing()] * (1 + MAX_RETRIES))
+
             yield Rig(
                 service,
                 fake.complete_action,
@@ -200,6 +236,8 @@ async def rig(request: pytest.FixtureRequest) -> AsyncIterator[Rig]:
                 fake.fail_action,
                 lambda pi: str(fake.payment_intent(pi)["status"]),
                 lambda pi: fake.set_status(pi, "canceled"),
+                decline_for_authentication,
+                lose_answer_at_stripe,
             )
         await stripe.aclose()
         await fake.wait_idle()
@@ -419,4 +457,45 @@ async def test_a_paused_payment_canceled_at_the_processor_ends_the_same_on_both_
         ErrorCode.PAYMENT_CANCELED_AT_PROCESSOR,
     )
     assert [a.operation for a in failed.steps[0].attempts] == ["authorize", "lookup"]
+    assert rig.charges() == 0
+
+
+@pytest.mark.parametrize("how", ["500", "lost"])
+async def test_an_on_session_authentication_decline_found_by_a_lookup_reads_as_answered(
+    rig: Rig, how
+):
+    """The bank declined an on-session charge `authentication_required` and the answer was
+    lost (a 500 stored over it, or no answer at all): the lookup that finds the decline on
+    the processor's payment (the router's after the 500, the reconciler's after the
+    timeouts) reads it as the confirm's answer read, not as `interrupted` or the lost
+    answer's own code. The customer was there: the decline is no pause, and no one
+    charges the card again for it (docs/classification.md, Off-session authentication)."""
+    # Two cards: a PaymentMethod not saved on a customer is spent by its decline.
+    for card in ("pm_live_authRequired1", "pm_live_authRequired2"):
+        rig.declined_for_authentication(card)
+    direct = await _pay(
+        rig, "direct", "pm_live_authRequired1", off_session=False, authorize_only=False
+    )
+    rig.lose_answer(how)
+    looked = await _pay(
+        rig, "looked", "pm_live_authRequired2", off_session=False, authorize_only=False
+    )
+    if how == "lost":
+        assert looked.status is PaymentStatus.UNKNOWN
+        assert await rig.service.reconcile(looked)
+        looked = await rig.service.get(looked.id, "m_1")
+
+    expected = (
+        PaymentStatus.FAILED,
+        StepStatus.FAILED,
+        Outcome.REQUIRES_ACTION,
+        ErrorCode.AUTHENTICATION_REQUIRED,
+    )
+    assert _seen(direct) == _seen(looked) == expected
+    for payment in (direct, looked):
+        _assert_no_action(payment)
+        judged = judge_charge(payment)
+        assert (judged.error_code, judged.retry_later) == ("authentication_required", False)
+        authorizes = [a for a in payment.steps[0].attempts if a.operation == "authorize"]
+        assert len({a.idempotency_key for a in authorizes}) == 1  # never under another key
     assert rig.charges() == 0

@@ -561,6 +561,42 @@ async def test_an_intent_canceled_at_stripe_before_the_retry_fails_uncharged_and
         assert fake.charges_total == 1
 
 
+async def test_a_confirm_refused_on_an_intent_whose_customer_failed_authentication_fails_at_once(
+    monkeypatch,
+):
+    """The retry's confirm is refused (the intent moved on without it) and the lookup
+    shows the customer's failed 3-D Secure: the step fails there and then as the
+    reconciler would fail it (`authentication_failed`, the intent canceled so that no
+    confirm with its client secret can charge it), not UNKNOWN for a later pass."""
+    clock = BeforeEachRetry()
+    async with running(max_retries=1, clock=clock) as (fake, service, _):
+        fake.inject(Fault.api_error())  # g0: a 500, nothing charged: looked up, then g1
+        clock.then = lambda: [fake.set_status(pi, "processing") for pi in fake.payment_intents]
+        refuse = fake._do_confirm
+
+        def refuse_then_fail_authentication(pi, params):
+            try:
+                return refuse(pi, params)
+            finally:
+                fake.fail_action(pi)
+
+        monkeypatch.setattr(fake, "_do_confirm", refuse_then_fail_authentication)
+        payment = await pay(service)
+        clock.then = None
+
+        step = payment.steps[0]
+        assert fake.requests_to("confirm")[-1].status == 400  # payment_intent_unexpected_state
+        assert (payment.status, step.status, step.outcome, step.error_code) == (
+            PaymentStatus.FAILED,
+            StepStatus.FAILED,
+            Outcome.HARD,
+            ErrorCode.AUTHENTICATION_FAILED,
+        )
+        assert fake.payment_intent(step.processor_payment_id)["status"] == "canceled"
+        assert "PaymentReconciled" not in events_raised(service)
+        assert fake.charges_total == 0
+
+
 # -- a revoked or rolled API key ------------------------------------------------------
 
 

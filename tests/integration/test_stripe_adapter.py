@@ -1328,6 +1328,41 @@ async def test_a_confirm_refused_on_an_intent_open_again_without_a_decline_is_pe
     assert fake.charges_total == 0
 
 
+async def test_a_confirm_refused_while_the_customer_failed_authentication_answers_that_failure(
+    fake: FakeStripe, processor: StripeProcessor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Refused while `processing`, the intent then came back with the customer's failed
+    3-D Secure (`payment_intent_authentication_failure`): that is the step's final
+    answer, as the reconciler would settle it (`authentication_failed`, never retried),
+    not a pending step for the reconciler to settle later."""
+    pi_id = await refused_confirm_on(fake, processor, "processing")
+    refuse = fake._do_confirm
+
+    def refuse_then_fail_authentication(pi: str, params: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return refuse(pi, params)
+        finally:
+            fake.fail_action(pi)
+
+    monkeypatch.setattr(fake, "_do_confirm", refuse_then_fail_authentication)
+
+    answer = await processor.authorize(charge(generation=1))
+
+    assert fake.requests_to("confirm")[-1].status == 400  # payment_intent_unexpected_state
+    assert (answer.kind, answer.processor_payment_id) == (ResponseKind.ERROR, pi_id)
+    assert (answer.error_type, answer.code) == (
+        "invalid_request_error",
+        "payment_intent_authentication_failure",
+    )
+    verdict = classify(answer)
+    assert verdict == Classification(
+        Outcome.HARD, ErrorCode.AUTHENTICATION_FAILED, retry_now=False, retry_later=False
+    )
+    # Closed first: no confirm with its client secret can charge a step failed.
+    assert fake.payment_intent(pi_id)["status"] == "canceled"
+    assert fake.charges_total == 0
+
+
 async def test_a_confirm_refused_while_an_earlier_one_was_declined_answers_with_that_decline(
     fake: FakeStripe, processor: StripeProcessor, monkeypatch: pytest.MonkeyPatch
 ) -> None:

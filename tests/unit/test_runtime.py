@@ -202,3 +202,39 @@ def test_a_unix_socket_another_process_serves_on_is_refused_a_stale_one_is_not(s
 )
 def test_the_serving_address_is_the_port_bound_or_the_unix_socket_as_given(listen, port, said):
     assert serving_address(listen, port) == said
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["scheduler", "--no-webhooks"], ["webhooks", "dispatch"]],
+    ids=["scheduler", "dispatcher"],
+)
+def test_the_scheduler_and_the_webhook_dispatcher_start_on_the_same_loop_and_collector_settings(
+    command: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both are long-running workers of the same kind: the loop PAYORCH_EVENT_LOOP names,
+    and the collector tuned once start-up is done (PAYORCH_GC_THRESHOLD)."""
+    from payorch.entrypoints import cli, runtime
+
+    monkeypatch.setenv("PAYORCH_EVENT_LOOP", "asyncio")
+    monkeypatch.setenv("PAYORCH_GC_THRESHOLD", "54321")
+    asked: list[str] = []
+    loops: list[asyncio.AbstractEventLoop] = []
+    tuned: list[int] = []
+
+    def recorded_loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop]:
+        asked.append(name)
+
+        def new_loop() -> asyncio.AbstractEventLoop:
+            loops.append(asyncio.new_event_loop())
+            return loops[-1]
+
+        return new_loop
+
+    monkeypatch.setattr(runtime, "loop_factory", recorded_loop_factory)
+    monkeypatch.setattr(runtime, "tune_gc", tuned.append)
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+
+    assert cli.main([*command, "--once", "--database-url", url]) == 0
+
+    assert (asked, len(loops), tuned) == (["asyncio"], 1, [54321])

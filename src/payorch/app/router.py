@@ -737,11 +737,14 @@ class Router:
                 attempt.retry_decision = "reconciled: never charged"
                 declined = _failure_found(looked)
                 found = classify(declined) if declined is not None else None
-                if found is not None and found.outcome is not Outcome.REQUIRES_ACTION:
+                if found is not None and (
+                    found.outcome is not Outcome.REQUIRES_ACTION or not payment.off_session
+                ):
                     # As if the decline had been the answer: a hard one stays hard. So
-                    # does the customer's failed 3-D Secure (authentication_failed). Not
-                    # the off-session decline that paused the step (authentication_required,
-                    # kept on the intent): that asked for the customer, and is no failure.
+                    # does the customer's failed 3-D Secure (authentication_failed), and an
+                    # on-session authentication_required (the customer was there: it fails
+                    # as the confirm's answer fails it). Not the off-session decline that
+                    # paused the step (kept on the intent): that asked for the customer.
                     verdict = found
                     how = "declined" if looked.error_type == "card_error" else "failed"
                     attempt.retry_decision += f", {how} ({verdict.error_code.value})"

@@ -548,6 +548,7 @@ def cmd_dispatch(args: argparse.Namespace) -> int:
     from payorch.adapters.worker_lock import AnotherWorkerRunning, single_worker
     from payorch.bootstrap import bootstrap
     from payorch.entrypoints.logs import configure
+    from payorch.entrypoints.runtime import loop_factory, tune_gc
 
     if args.once and args.http_port is not None:
         print(
@@ -558,10 +559,13 @@ def cmd_dispatch(args: argparse.Namespace) -> int:
     settings = _worker_settings(args)
     clock = _clock(args)
     configure(settings.log_level)
+    new_loop = loop_factory(settings.event_loop)  # refused before any lock file is made
 
     async def main() -> int:
         # Charges nothing: the processors it is given are not checked.
         container = await bootstrap(settings, clock=clock, charging=False)
+        # As the scheduler: a long-running worker, its start-up objects frozen.
+        tune_gc(settings.gc_threshold)
         try:
             dispatcher = container.installments.dispatcher
             stop = _stop_on_signal()
@@ -579,8 +583,11 @@ def cmd_dispatch(args: argparse.Namespace) -> int:
             await container.close()
 
     try:
-        with single_worker(settings.database_url, "webhook-dispatcher"):
-            return asyncio.run(main())
+        with (
+            single_worker(settings.database_url, "webhook-dispatcher"),
+            asyncio.Runner(loop_factory=new_loop) as runner,
+        ):
+            return runner.run(main())
     except AnotherWorkerRunning as exc:
         print(f"payorch webhooks dispatch: {exc}", file=sys.stderr)
         return 2

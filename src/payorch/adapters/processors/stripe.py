@@ -26,6 +26,7 @@ timeout and dropped connection becomes a ProcessorResponse, classified elsewhere
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import logging
@@ -116,6 +117,8 @@ _INTENT_CANCELED = "payment_intent_canceled"
 # customer on-session and confirm that same PaymentIntent with Stripe.js (its client
 # secret and the PaymentMethod): payorch pauses the step for them, as for requires_action.
 _AUTHENTICATION_REQUIRED = "authentication_required"
+# Stripe's code in last_payment_error once the customer failed (or abandoned) 3-D Secure.
+_AUTHENTICATION_FAILURE = "payment_intent_authentication_failure"
 # What the paused step tells the frontend: hand the client secret to Stripe's SDK.
 _USE_STRIPE_SDK = "use_stripe_sdk"
 # What a lookup of a PaymentIntent reads when a confirm under another key (or under
@@ -292,6 +295,8 @@ class StripeProcessor:
             if answer.code == "payment_intent_unexpected_state":
                 # Confirmed before under another key: say what the PaymentIntent holds.
                 found = await self._lookup_by_id(pi_id, deadline, request.off_session)
+                if _authentication_failed(found):
+                    found = await self._close_failed(pi_id, found, deadline, request)
                 return _after_unexpected_state(answer, found)
             if _key_reused(answer):
                 # Confirmed before under this very key, with other parameters (a bug of
@@ -603,6 +608,26 @@ class StripeProcessor:
         # the same pause the confirm's answer was (a lost 402, a webhook's hint).
         return _waiting_for_customer(found, pi, off_session) or found
 
+    async def _close_failed(
+        self, pi_id: str, failed: ProcessorResponse, deadline: float, request: ChargeRequest
+    ) -> ProcessorResponse:
+        """The customer's failed 3-D Secure, found on an intent still open: final, but
+        whoever holds the intent's client secret may confirm it again with another card,
+        which would charge a step failed. Canceled first, as the reconciler closes such an
+        intent (docs/recovery.md): the failure once it is closed; what the intent holds
+        when the cancel did not go through (charged, or open: pending, for the reconciler)."""
+        with contextlib.suppress(_Failed):
+            await self._call(
+                deadline,
+                lambda: self._client.v1.payment_intents.cancel_async(
+                    pi_id, None, {"idempotency_key": f"{request.idempotency_key}_close"}
+                ),
+            )
+        found = await self._lookup_by_id(pi_id, deadline, request.off_session)
+        if found.kind is ResponseKind.NOT_CHARGED and found.closed:
+            return dataclasses.replace(failed, closed=True)
+        return found
+
     async def _call(self, deadline: float, call: Callable[[], Awaitable[_T]]) -> _T:
         """One SDK call within the deadline; anything but an object becomes _Failed."""
         bound = _CALL_DEADLINE.set(deadline)
@@ -785,6 +810,10 @@ def _after_unexpected_state(
     could let a fallback method be charged as well)."""
     if found.kind in _MOVED_ON:
         return found
+    if found.closed and _authentication_failed(found):
+        # The customer's failed 3-D Secure, the intent closed since (_close_failed): the
+        # step's answer, as the reconciler would settle it, not a pending detour.
+        return dataclasses.replace(found, kind=ResponseKind.ERROR)
     if found.kind is ResponseKind.NOT_CHARGED and found.closed:
         # Canceled: nothing was charged, and no confirm can charge it any more.
         return dataclasses.replace(refused, code=_INTENT_CANCELED, closed=True)
@@ -793,6 +822,11 @@ def _after_unexpected_state(
         return dataclasses.replace(found, kind=ResponseKind.ERROR)
     # Open again without a decline, or unreadable: a request may still charge it.
     return dataclasses.replace(refused, kind=ResponseKind.PENDING)
+
+
+def _authentication_failed(found: ProcessorResponse) -> bool:
+    """A lookup found the customer's failed 3-D Secure (last_payment_error)."""
+    return found.kind is ResponseKind.NOT_CHARGED and found.code == _AUTHENTICATION_FAILURE
 
 
 def _waiting_for_customer(
