@@ -28,20 +28,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from writes_bench import _backend_pids, _proc_cpu_s, scratch_database
+from writes_bench import _backend_pids, _proc_cpu_s, emptied_engine, scratch_database
 
-from payorch.adapters.persistence.engine import create_engine, migrate
 from payorch.adapters.persistence.unit_of_work import SqlAlchemyUnitOfWorkFactory
 from tests.integration.test_payment_writes import new_payment, settle
 
 
 async def run(url: str, n: int, batch: int) -> None:
-    engine = create_engine(url)
-    await migrate(engine)
-    if engine.dialect.name == "sqlite":
-        async with engine.begin() as conn:
-            for table in ("events", "attempts", "payment_steps", "payments"):
-                await conn.exec_driver_sql(f"DELETE FROM {table}")
+    engine = await emptied_engine(url)
     uow = SqlAlchemyUnitOfWorkFactory(engine)
     writer = uow.writer
     assert writer is not None

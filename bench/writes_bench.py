@@ -65,13 +65,20 @@ async def _backend_pids(engine) -> list[int]:
         return [r[0] for r in rows]
 
 
-async def run_mode(url: str, mode: str, n: int, concurrency: int, offset: int) -> dict:
+async def emptied_engine(url: str):
+    """The database at `url` migrated, and on SQLite (a file reused between runs) with
+    no payments left from an earlier run."""
     engine = create_engine(url)
     await migrate(engine)
     if engine.dialect.name == "sqlite":
         async with engine.begin() as conn:
             for table in ("events", "attempts", "payment_steps", "payments"):
                 await conn.exec_driver_sql(f"DELETE FROM {table}")
+    return engine
+
+
+async def run_mode(url: str, mode: str, n: int, concurrency: int, offset: int) -> dict:
+    engine = await emptied_engine(url)
     uow = SqlAlchemyUnitOfWorkFactory(engine)
     writer = uow.writer
     if mode == "orm":
