@@ -460,6 +460,19 @@ class _Child:
         return f"{name} AS ({self.head} SELECT {values} FROM g{self.tail})"
 
 
+# One shape's statement with the writes of a batch that have it and their arguments,
+# a row each: AloneStatements.grouped.
+ShapeGroup = tuple[str, list[Write], list[list[Any]]]
+
+
+def _arguments(write: Write) -> list[Any]:
+    """A write's arguments for its one statement: the guard's, then each child row's."""
+    out = list(write.guard[1])
+    for _, args in write.rows:
+        out += args
+    return out
+
+
 class AloneStatements:
     """A PostgreSQL write as one statement: the guard as a data-modifying CTE returning
     the id it wrote, every other row inserted from it, so none lands if the guard
@@ -495,13 +508,9 @@ class AloneStatements:
 
     def statement(self, write: Write) -> list[Any]:
         """[sql, *args], for asyncpg's fetchval."""
-        out: list[Any] = [self._sql_of(write)]
-        out += write.guard[1]
-        for _, args in write.rows:
-            out += args
-        return out
+        return [self._sql_of(write), *_arguments(write)]
 
-    def grouped(self, batch: Sequence[Write]) -> list[tuple[str, list[Write], list[list[Any]]]]:
+    def grouped(self, batch: Sequence[Write]) -> list[ShapeGroup]:
         """The batch's writes as their statements, those of one shape together, each
         group as (sql, its writes, their arguments): asyncpg's fetchmany sends a group in
         one round trip and runs it as one transaction.
@@ -512,12 +521,9 @@ class AloneStatements:
         charge joins the group before it only when that is of its shape, so no group
         locks plans out of order.
         """
-        out: dict[str, tuple[str, list[Write], list[list[Any]]]] = {}
-        locking: list[tuple[str, list[Write], list[list[Any]]]] = []
+        out: dict[str, ShapeGroup] = {}
+        locking: list[ShapeGroup] = []
         for write in sorted(batch, key=_LOCKS):
-            args = write.guard[1].copy()
-            for _, child in write.rows:
-                args += child
             sql = self._sql_of(write)
             if not write.locks:
                 group = out.get(sql)
@@ -529,7 +535,7 @@ class AloneStatements:
                 group = (sql, [], [])
                 locking.append(group)
             group[1].append(write)
-            group[2].append(args)
+            group[2].append(_arguments(write))
         return [*out.values(), *locking]
 
     def _sql_of(self, write: Write) -> str:
@@ -710,9 +716,7 @@ class AsyncpgPaymentWriter(PaymentWriter):
         if await conn.fetchval(*self._alone.statement(write)) is None:
             raise write.conflict
 
-    async def _apply_batch(
-        self, conn: asyncpg.Connection, groups: list[tuple[str, list[Write], list[list[Any]]]]
-    ) -> set[str]:
+    async def _apply_batch(self, conn: asyncpg.Connection, groups: list[ShapeGroup]) -> set[str]:
         """Each group's statement for all its writes (one round trip); the ids of the
         writes whose guard took effect."""
         applied: set[str] = set()
