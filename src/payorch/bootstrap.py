@@ -56,6 +56,7 @@ from payorch.settings import InvalidSettings, Settings
 
 T = TypeVar("T")
 _log = logging.getLogger("payorch.secrets")
+_database_log = logging.getLogger("payorch.database")
 
 
 @dataclass(frozen=True)
@@ -137,8 +138,24 @@ class Container:
             if aclose is not None:
                 await aclose()
         await self.observability.close()
-        await self.uow.close()
-        await self.engine.dispose()
+        await self._close_storage()
+
+    async def _close_storage(self) -> None:
+        """Close the pools, each connection saying goodbye to the database. One that
+        answers nothing hears none of them, and each would wait its bound
+        (PAYORCH_DATABASE_TIMEOUT_S), one after another: so the whole close gets one
+        bound, or none once the probe has judged the database down, and the connections
+        left are dropped (the server ends their sessions when it sees them go)."""
+        bound = self.settings.database_timeout_s if self.database.up else 0.0
+        try:
+            async with asyncio.timeout(bound):
+                await self.uow.close()
+                await self.engine.dispose()
+        except TimeoutError:
+            _database_log.warning(
+                "stopping while the database cannot be reached: its connections dropped, not closed"
+            )
+            await self.engine.dispose(close=False)
 
 
 # A cache time is how stale a replica may be: another replica's config change, or a key

@@ -188,12 +188,15 @@ def test_calls_with_no_deadline_are_refused_while_the_database_is_silent_and_ser
             if retried is not None:
                 assert retried.result.status == result_pb2.PAYMENT_STATUS_SUCCEEDED
                 assert charges_of(charges, retried.payment_id) == 1
+        log = server.log()
+        # Stopped while silent again: it closes its connections without an answer.
+        proxy.blackhole()
+        assert server.stop(timeout=HANGS_S) == 0
     finally:
         proxy.cut()
-        assert server.stop() == 0
+        server.stop()
     assert charges_of(charges, before.payment.payment_id) == 1
     assert charges_of(charges, after.payment.payment_id) == 1
-    log = server.log()
     assert "Traceback" not in log and "unhandled error" not in log
     assert log.count("the database does not answer") == 1
     assert log.count("the database answers again") == 1
@@ -282,6 +285,11 @@ def test_a_workers_passes_end_while_its_database_is_silent_and_go_on_after(
 
         proxy.restore()
         assert answers_within(f"{http}/readyz", 200, within_s=HANGS_S) == '{"status": "ready"}'
+        before_stop = log.read_text()
+        # Stopped while silent again: it closes its connections without an answer.
+        proxy.blackhole()
+        worker.terminate()
+        worker.communicate(timeout=HANGS_S)
     finally:
         worker.terminate()
         try:
@@ -292,5 +300,5 @@ def test_a_workers_passes_end_while_its_database_is_silent_and_go_on_after(
         proxy.cut()
     out = log.read_text()
     assert worker.returncode == 0, out
-    assert out.count("the database does not answer") == 1, out
-    assert out.count("the database answers again") == 1, out
+    assert before_stop.count("the database does not answer") == 1, out
+    assert before_stop.count("the database answers again") == 1, out

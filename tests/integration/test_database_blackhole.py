@@ -97,3 +97,27 @@ async def test_the_payment_writers_reads_fail_while_the_database_is_silent_and_s
     finally:
         proxy.cut()
         await writer.close()
+
+
+async def test_the_pools_close_while_the_database_is_silent(
+    engine: AsyncEngine, proxy: TcpProxy
+) -> None:
+    """A stop while the database is silent: PostgreSQL never answers the pools' goodbye,
+    so each connection is dropped once it has waited its bound. Before, the writer's
+    close raised that wait's TimeoutError (`payorch serve` stopping exited 2,
+    "payorch: "), and with no bound it waited for good."""
+    writer = AsyncpgPaymentWriter(engine, readers=1, timeout_s=TIMEOUT_S)
+    assert await writer.get_by_request("m_1", "none") is None  # a pooled connection
+    assert await select_1(engine) == 1
+    proxy.blackhole()
+
+    async def close() -> None:
+        await writer.close()
+        await engine.dispose()
+
+    task = asyncio.ensure_future(close())
+    done, _ = await asyncio.wait({task}, timeout=HANGS_S)
+    if not done:
+        task.cancel()
+        pytest.fail(f"not closed in {HANGS_S} s: the close waits on the silent database")
+    task.result()

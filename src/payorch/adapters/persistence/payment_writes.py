@@ -47,6 +47,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import ClauseElement
 
+from payorch.adapters.persistence.availability import storage_unreachable
 from payorch.adapters.persistence.binds import bind_processor
 from payorch.adapters.persistence.engine import asyncpg_connect_args, timed_connect_kwargs
 from payorch.adapters.persistence.repository import (
@@ -780,9 +781,17 @@ class _LazyPool:
                     await pool.expire_connections()
 
     async def close(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
+        if self._pool is None:
+            return
+        pool, self._pool = self._pool, None
+        try:
+            await pool.close()
+        except Exception as exc:
+            if not storage_unreachable(exc):
+                raise
+            # PostgreSQL did not answer a connection's goodbye in time (a silent host):
+            # asyncpg dropped every connection of the pool instead, which is all a stop
+            # needs. The session ends on the server's side when it sees the socket go.
 
 
 def _lost(conn: asyncpg.Connection) -> bool:
