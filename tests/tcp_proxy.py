@@ -1,6 +1,11 @@
-"""A TCP forwarder on loopback that a test can cut and restore: the database the
-server talks to through it goes away (connections reset, new ones refused) and
-comes back on the same port, as after a failover or a restart."""
+"""A TCP forwarder on loopback that a test can cut, blackhole and restore.
+
+`cut()`: the database the server talks to through it goes away (connections reset,
+new ones refused) and comes back on `restore()` on the same port, as after a failover
+or a restart. `blackhole()`: nothing is forwarded either way, nothing is refused or
+reset, as when a host or the network to it drops packets: connects are taken and
+then hear nothing, as are statements and closes; `restore()` forwards again what was
+held meanwhile, as TCP retransmits once packets pass again."""
 
 from __future__ import annotations
 
@@ -16,6 +21,9 @@ class TcpProxy:
         self._lock = threading.Lock()
         self._sockets: set[socket.socket] = set()
         self._listener: socket.socket | None = None
+        # Cleared while blackholed: each pipe holds what it read until it is set again.
+        self._flowing = threading.Event()
+        self._flowing.set()
         self.port = 0
 
     def start(self) -> TcpProxy:
@@ -29,7 +37,8 @@ class TcpProxy:
         return self
 
     def cut(self) -> None:
-        """Every open connection reset, and nothing listening: a connect is refused."""
+        """Every open connection reset, and nothing listening: a connect is refused.
+        Ends a blackhole: what it held is dropped with its connection."""
         with self._lock:
             listener, self._listener = self._listener, None
             open_sockets, self._sockets = self._sockets, set()
@@ -46,10 +55,20 @@ class TcpProxy:
                 s.shutdown(socket.SHUT_RDWR)
             with contextlib.suppress(OSError):
                 s.close()
+        # Pipes holding data let go of it: their sockets are closed, the send fails.
+        self._flowing.set()
+
+    def blackhole(self) -> None:
+        """Nothing forwarded either way from now on (data, a close) and nothing refused:
+        connections stay open and new ones are taken, all silent until restore()."""
+        self._flowing.clear()
 
     def restore(self) -> None:
-        """Listening again on the same port."""
-        self.start()
+        """Listening again on the same port after a cut; forwarding again after a
+        blackhole, what it held first."""
+        if self._listener is None:
+            self.start()
+        self._flowing.set()
 
     def _accept(self, listener: socket.socket) -> None:
         while True:
@@ -74,7 +93,9 @@ class TcpProxy:
     def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
         try:
             while data := source.recv(65536):
+                self._flowing.wait()
                 sink.sendall(data)
+            self._flowing.wait()  # a close is held too
         except OSError:
             pass
         finally:

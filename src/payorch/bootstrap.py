@@ -56,6 +56,7 @@ from payorch.settings import InvalidSettings, Settings
 
 T = TypeVar("T")
 _log = logging.getLogger("payorch.secrets")
+_database_log = logging.getLogger("payorch.database")
 
 
 @dataclass(frozen=True)
@@ -137,8 +138,24 @@ class Container:
             if aclose is not None:
                 await aclose()
         await self.observability.close()
-        await self.uow.close()
-        await self.engine.dispose()
+        await self._close_storage()
+
+    async def _close_storage(self) -> None:
+        """Close the pools, each connection saying goodbye to the database. One that
+        answers nothing hears none of them, and each would wait its bound
+        (PAYORCH_DATABASE_TIMEOUT_S), one after another: so the whole close gets one
+        bound, or none once the probe has judged the database down, and the connections
+        left are dropped (the server ends their sessions when it sees them go)."""
+        bound = self.settings.database_timeout_s if self.database.up else 0.0
+        try:
+            async with asyncio.timeout(bound):
+                await self.uow.close()
+                await self.engine.dispose()
+        except TimeoutError:
+            _database_log.warning(
+                "stopping while the database cannot be reached: its connections dropped, not closed"
+            )
+            await self.engine.dispose(close=False)
 
 
 # A cache time is how stale a replica may be: another replica's config change, or a key
@@ -191,6 +208,9 @@ def check_times(settings: Settings) -> None:
             60.0,
             "",
         ),
+        # Under a tenth of a second a busy database's statements fail; over ten minutes
+        # a silent one holds payments, passes and the pools' connections that long.
+        ("PAYORCH_DATABASE_TIMEOUT_S", settings.database_timeout_s, MIN_INTERVAL_S, 600.0, ""),
         # Under a millisecond a processor call times out at once. Past MAX_CALL_TIMEOUT_S
         # no capture or void fits in a run's limit: every one would be left, silently,
         # to the reconciler (docs/recovery.md, How long a live run lasts).
@@ -527,6 +547,21 @@ def check_settings(settings: Settings, *, charging: bool = True) -> HealthPolicy
     return health_policy(settings)
 
 
+async def migrate_untimed(settings: Settings, engine: AsyncEngine) -> None:
+    """Migrate on start, on PostgreSQL through a connection of its own that
+    PAYORCH_DATABASE_TIMEOUT_S does not bound: an index built on a large table, or the
+    wait for another process's migration, may take longer than any call should, and
+    cut short it would stop every start."""
+    if engine.dialect.name != "postgresql":
+        await migrate(engine)  # SQLite's statements have no such bound (and :memory:)
+        return
+    untimed = create_engine(settings.database_url, pool_size=1)
+    try:
+        await migrate(untimed)
+    finally:
+        await untimed.dispose()
+
+
 def database_readiness(settings: Settings, clock: Clock, engine: AsyncEngine) -> DatabaseReadiness:
     readiness = DatabaseReadiness(
         database_probe(engine),
@@ -587,11 +622,11 @@ async def bootstrap(
     tls = check_tls_files(settings) if serving else None
     processors, simulated = build_processors(settings, clock)
     cipher = secret_cipher(settings)
-    engine = create_engine(settings.database_url)
+    engine = create_engine(settings.database_url, timeout_s=settings.database_timeout_s)
     if run_migrations:
-        await migrate(engine)
+        await migrate_untimed(settings, engine)
         await check_stored_secrets(engine, cipher)
-    uow = SqlAlchemyUnitOfWorkFactory(engine)
+    uow = SqlAlchemyUnitOfWorkFactory(engine, timeout_s=settings.database_timeout_s)
     if uow.writer is not None:
         default_metrics().payment_writes.track(uow.writer)
     observed = build_observability(settings, clock, engine, observability)

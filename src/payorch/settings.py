@@ -61,6 +61,10 @@ class Settings:
     # this often, each given this long; two failed in a row make the replica not ready.
     database_probe_interval_s: float = 2.0
     database_probe_timeout_s: float = 2.0
+    # A database that answers nothing (a host or network dropping packets, a server
+    # hung) holds no call longer than this per step: a connect, a pooled connection's
+    # checkout, one statement (docs/recovery.md, When the database goes away).
+    database_timeout_s: float = 30.0
     auth_cache_s: float = 5.0
     # Merchant configs are read from memory this long; other replicas see a change after it.
     config_cache_s: float = 5.0

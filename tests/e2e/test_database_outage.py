@@ -209,6 +209,27 @@ WORKERS = {
 }
 
 
+def start_worker(
+    name: str, args: list[str], database_url: str, env: dict[str, str], log: Path
+) -> subprocess.Popen[str]:
+    """`payorch <args>` on `database_url`, its stderr in the file `log` (a full pipe
+    would stall the process), its stdout a pipe for its start line."""
+    with log.open("w") as errors:
+        return subprocess.Popen(
+            [sys.executable, "-m", "payorch.entrypoints.cli", *args],
+            stdout=subprocess.PIPE,
+            stderr=errors,
+            text=True,
+            env={
+                **os.environ,
+                "PAYORCH_DATABASE_URL": database_url,
+                "PAYORCH_WEBHOOK_INTERVAL_S": "1",
+                **env,
+            },
+            cwd=log.parent,
+        )
+
+
 @pytest.mark.parametrize("worker_name", WORKERS)
 def test_a_running_workers_readiness_follows_its_database(
     worker_name: str, postgres_database, tmp_path: Path
@@ -221,23 +242,8 @@ def test_a_running_workers_readiness_follows_its_database(
     database = make_url(postgres_database)
     proxy = TcpProxy((database.host or "127.0.0.1", database.port or 5432)).start()
     through_proxy = database.set(port=proxy.port).render_as_string(hide_password=False)
-    env = {
-        **os.environ,
-        "PAYORCH_DATABASE_URL": through_proxy,
-        "PAYORCH_WEBHOOK_INTERVAL_S": "1",
-        **PROBE_EVERY,
-    }
-    args = WORKERS[worker_name]
-    log = tmp_path / "worker.log"  # a file: a full pipe would stall the process
-    with log.open("w") as errors:
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "payorch.entrypoints.cli", *args],
-            stdout=subprocess.PIPE,
-            stderr=errors,
-            text=True,
-            env=env,
-            cwd=tmp_path,
-        )
+    log = tmp_path / "worker.log"
+    worker = start_worker(worker_name, WORKERS[worker_name], through_proxy, PROBE_EVERY, log)
     try:
         started = read_lines(worker, f"payorch {worker_name} running", timeout=30)[-1]
         http = "http://" + started.rsplit("HTTP on ", 1)[1].strip()

@@ -8,8 +8,13 @@ from __future__ import annotations
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 
-from payorch.adapters.persistence.engine import asyncpg_connect_args, create_engine
+from payorch.adapters.persistence.engine import (
+    asyncpg_connect_args,
+    create_engine,
+    timed_connect_kwargs,
+)
 from tests.conftest import scratch_postgres
 
 pytestmark = pytest.mark.postgres
@@ -73,3 +78,23 @@ async def test_a_url_naming_several_hosts_tries_each_on_every_connection():
             assert await conn.fetchval("SELECT 1") == 1
         finally:
             await conn.close()
+
+
+async def test_the_database_timeout_bounds_the_engines_connections_unless_the_url_says_otherwise():
+    """PAYORCH_DATABASE_TIMEOUT_S (create_engine's timeout_s) is each connection's
+    statement bound and the pool's checkout wait; a `command_timeout` in the URL is
+    SQLAlchemy's connections' own, as before, and a `connect_timeout` every connect's."""
+    with scratch_postgres() as plain:
+        for url, statements in ((plain, 0.5), (f"{plain}?command_timeout=30", 30)):
+            engine = create_engine(url, timeout_s=0.5)
+            try:
+                assert engine.pool.timeout() == 0.5  # type: ignore[attr-defined]
+                async with engine.connect() as conn:
+                    raw = await conn.get_raw_connection()
+                    config = raw.dbapi_connection._connection._config
+                    assert config.command_timeout == statements
+            finally:
+                await engine.dispose()
+    _, kwargs = asyncpg_connect_args(make_url(f"{plain}?connect_timeout=7"))
+    assert timed_connect_kwargs(kwargs, 0.5) == {"timeout": 7, "command_timeout": 0.5}
+    assert timed_connect_kwargs({}, None) == {}

@@ -51,8 +51,16 @@ async def reconcile_forever(container: Container, interval_s: float) -> None:
                     stats.settled,
                     stats.errors,
                 )
-        except Exception:
-            log.exception("reconciliation pass failed; next pass in %.0f s", interval_s)
+        except Exception as exc:
+            if not container.storage_unreachable(exc):
+                log.exception("reconciliation pass failed; next pass in %.0f s", interval_s)
+                continue
+            # An outage, not a fault: one line, as the calls meanwhile log it.
+            log.warning(
+                "reconciliation pass: the database cannot be reached (%s); next pass in %.0f s",
+                type(exc).__name__,
+                interval_s,
+            )
 
 
 async def refresh_health_forever(container: Container, interval_s: float = 1.0) -> None:

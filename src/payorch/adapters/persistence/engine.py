@@ -124,7 +124,23 @@ def redacted(url: URL | str) -> str:
     return (make_url(url) if isinstance(url, str) else url).render_as_string(hide_password=True)
 
 
-def create_engine(raw_url: str, *, pool_size: int = 10) -> AsyncEngine:
+def timed_connect_kwargs(connect_kwargs: dict[str, Any], timeout_s: float | None) -> dict[str, Any]:
+    """asyncpg.connect's keyword arguments bounded by `timeout_s`: its connect and each
+    statement (a cancel's own connect too), unless the URL gave its own for either
+    (`connect_timeout`, `command_timeout`). Without a bound a database that answers
+    nothing (a host dropping packets, a server hung) holds a call until TCP gives up,
+    a quarter of an hour later (asyncpg's connect alone waits 60 s)."""
+    if timeout_s is None:
+        return connect_kwargs
+    return {"timeout": timeout_s, "command_timeout": timeout_s, **connect_kwargs}
+
+
+def create_engine(
+    raw_url: str, *, pool_size: int = 10, timeout_s: float | None = None
+) -> AsyncEngine:
+    """`timeout_s` (PostgreSQL): no connect, checkout of a pooled connection or statement
+    waits longer (Settings.database_timeout_s); None leaves them as the drivers have
+    them, for migrations and one-shot commands."""
     url = normalize_url(raw_url)
     # A statement's parameters stay out of its errors: the webhook signing keys are
     # among them, stored bare (no whsec_ for log redaction to find), and an error's
@@ -139,12 +155,13 @@ def create_engine(raw_url: str, *, pool_size: int = 10) -> AsyncEngine:
         return engine
     import asyncpg
 
-    dsn, connect_kwargs = asyncpg_connect_args(url)
+    dsn, url_kwargs = asyncpg_connect_args(url)
     adapter_kwargs, sqlalchemy_kwargs = _sqlalchemy_params(url)
+    connect_kwargs = timed_connect_kwargs({**url_kwargs, **sqlalchemy_kwargs}, timeout_s)
 
     async def connect() -> Any:
         try:
-            return await asyncpg.connect(dsn, **connect_kwargs, **sqlalchemy_kwargs)
+            return await asyncpg.connect(dsn, **connect_kwargs)
         except (
             asyncpg.InvalidAuthorizationSpecificationError,  # role, password, pg_hba.conf
             asyncpg.InvalidCatalogNameError,  # no such database
@@ -164,6 +181,8 @@ def create_engine(raw_url: str, *, pool_size: int = 10) -> AsyncEngine:
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=True,
+        # SQLAlchemy's own default, 30 s, when there is no bound.
+        pool_timeout=30.0 if timeout_s is None else timeout_s,
         hide_parameters=True,
     )
     return engine

@@ -47,8 +47,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import ClauseElement
 
+from payorch.adapters.persistence.availability import storage_unreachable
 from payorch.adapters.persistence.binds import bind_processor
-from payorch.adapters.persistence.engine import asyncpg_connect_args
+from payorch.adapters.persistence.engine import asyncpg_connect_args, timed_connect_kwargs
 from payorch.adapters.persistence.repository import (
     ATTEMPT_COLUMNS,
     CLAIM_COLUMNS,
@@ -601,9 +602,14 @@ class AsyncpgPaymentWriter(PaymentWriter):
         stall_s: float = 0.1,
         readers: int = 2,
         alone: int = 3,
+        timeout_s: float | None = None,
     ) -> None:
         # The engine's URL as asyncpg takes it: its libpq query (sslmode, ...) too.
-        self._dsn, self._connect_kwargs = asyncpg_connect_args(engine.url)
+        self._dsn, connect_kwargs = asyncpg_connect_args(engine.url)
+        # Bounded as the engine's connections are (create_engine): no write or read of a
+        # payment waits longer on a database that answers nothing, nor for a connection.
+        self._connect_kwargs = timed_connect_kwargs(connect_kwargs, timeout_s)
+        self._timeout_s = timeout_s
         self._statements = PaymentStatements.for_dialect(engine.dialect)
         self._read = PaymentRead.for_dialect(engine.dialect)
         # Also the guards of a batch, returning the ids they wrote: which writes took
@@ -617,8 +623,8 @@ class AsyncpgPaymentWriter(PaymentWriter):
         # Of the running batches, those past stall_s: they no longer hold the others up.
         self._stalled = 0
         self.stalls = 0
-        self._pool = _LazyPool(self._dsn, self._batches, self._connect_kwargs)
-        self._read_pool = _LazyPool(self._dsn, max(1, readers), self._connect_kwargs)
+        self._pool = _LazyPool(self._dsn, self._batches, self._connect_kwargs, timeout_s)
+        self._read_pool = _LazyPool(self._dsn, max(1, readers), self._connect_kwargs, timeout_s)
         self._tasks: set[asyncio.Task[None]] = set()
         self.batches = 0
         self.writes = 0
@@ -734,10 +740,17 @@ class AsyncpgPaymentWriter(PaymentWriter):
 class _LazyPool:
     """An asyncpg pool opened on first use (by one caller, however many race for it)."""
 
-    def __init__(self, dsn: str, size: int, connect_kwargs: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        size: int,
+        connect_kwargs: dict[str, Any],
+        acquire_timeout_s: float | None = None,
+    ) -> None:
         self._dsn = dsn
         self._size = size
         self._connect_kwargs = connect_kwargs
+        self._acquire_timeout_s = acquire_timeout_s
         self._pool: asyncpg.Pool | None = None
         self._opening = asyncio.Lock()
 
@@ -757,7 +770,7 @@ class _LazyPool:
     @contextlib.asynccontextmanager
     async def connection(self) -> AsyncIterator[asyncpg.Connection]:
         pool = await self.get()
-        async with pool.acquire() as conn:
+        async with pool.acquire(timeout=self._acquire_timeout_s) as conn:
             try:
                 yield conn
             finally:
@@ -768,9 +781,17 @@ class _LazyPool:
                     await pool.expire_connections()
 
     async def close(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
+        if self._pool is None:
+            return
+        pool, self._pool = self._pool, None
+        try:
+            await pool.close()
+        except Exception as exc:
+            if not storage_unreachable(exc):
+                raise
+            # PostgreSQL did not answer a connection's goodbye in time (a silent host):
+            # asyncpg dropped every connection of the pool instead, which is all a stop
+            # needs. The session ends on the server's side when it sees the socket go.
 
 
 def _lost(conn: asyncpg.Connection) -> bool:

@@ -72,10 +72,13 @@ class SqlAlchemyUnitOfWorkFactory:
     directly, group-committed on SQLite. Everything else is a unit of work.
     """
 
-    def __init__(self, engine: AsyncEngine, *, pool_size: int = 10) -> None:
+    def __init__(
+        self, engine: AsyncEngine, *, pool_size: int = 10, timeout_s: float | None = None
+    ) -> None:
+        """`timeout_s`: the payment writer's bound, as the engine's (create_engine)."""
         self.engine = engine
         self._lock = asyncio.Lock() if engine.dialect.name == "sqlite" else None
-        self.writer = _writer_for(engine, self._lock, pool_size)
+        self.writer = _writer_for(engine, self._lock, pool_size, timeout_s)
 
     def __call__(self) -> SqlAlchemyUnitOfWork:
         return SqlAlchemyUnitOfWork(self.engine, self._lock)
@@ -108,10 +111,10 @@ class SqlAlchemyUnitOfWorkFactory:
 
 
 def _writer_for(
-    engine: AsyncEngine, lock: asyncio.Lock | None, pool_size: int
+    engine: AsyncEngine, lock: asyncio.Lock | None, pool_size: int, timeout_s: float | None
 ) -> PaymentWriter | None:
     if engine.dialect.name == "postgresql":
-        return AsyncpgPaymentWriter(engine, batches=min(pool_size, 4))
+        return AsyncpgPaymentWriter(engine, batches=min(pool_size, 4), timeout_s=timeout_s)
     database = engine.url.database
     if lock is not None and database and database != ":memory:":
         return SqliteGroupCommit(database, lock, engine.dialect)
