@@ -399,7 +399,10 @@ class Payment:
     def step_requires_action(
         self, step: Step, *, processor: str, next_action: str, client_secret: str
     ) -> None:
+        # No error: a pause learnt by a lookup after a lost answer reads as the answer
+        # that paused it (not its `timeout`).
         step.status, step.outcome = StepStatus.REQUIRES_ACTION, Outcome.REQUIRES_ACTION
+        step.error_code = ErrorCode.NONE
         step.processor, step.next_action_type = processor, next_action
         step.client_secret = client_secret
         # A step that starts waiting for the customer gets the whole ACTION_TIMEOUT from
@@ -585,6 +588,10 @@ class Payment:
                 self._raise(
                     PaymentFailed(self.final_error, self.request_id, self.final_error_message)
                 )
+        elif self.status is PaymentStatus.REQUIRES_ACTION and changed:
+            # Waiting for the customer is no failure: an unknown outcome a lookup found
+            # paused no longer stands (a pause answered at once never had one).
+            self.final_error, self.final_error_message = ErrorCode.NONE, ""
         elif self.status is PaymentStatus.UNKNOWN:
             # Said again at every settle: a lookup may learn the charge is under way.
             self.final_error_message = self._unknown_message()
