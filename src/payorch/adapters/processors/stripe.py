@@ -618,9 +618,10 @@ class StripeProcessor:
     ) -> ProcessorResponse:
         """The customer's failed 3-D Secure, a confirm's answer or found on an intent
         still open: final, but whoever holds the intent's client secret may confirm it
-        again with another card, which would charge a step failed. Canceled first, as the reconciler closes such an
-        intent (docs/recovery.md): the failure once it is closed; what the intent holds
-        when the cancel did not go through (charged, or open: pending, for the reconciler)."""
+        again with another card, which would charge a step failed. Canceled first, as
+        the reconciler closes such an intent (docs/recovery.md): the failure once it is
+        closed; what the intent holds when the cancel did not go through (charged, or
+        open: pending, for the reconciler)."""
         with contextlib.suppress(_Failed):
             await self._call(
                 deadline,
