@@ -68,6 +68,9 @@ def result(server: RunningServer, command: str, payment_id: str) -> dict:
 def test_a_customer_who_passes_3ds_lets_confirm_capture_the_payment(server):
     payment_id, intent, secret = paused_payment(server)
     assert result(server, "confirm", payment_id)["status"] == ("PAYMENT_STATUS_REQUIRES_ACTION")
+    # GetPayment hands the secret out while the step waits for the customer.
+    waiting = result(server, "get", payment_id)["stepResults"][0]["nextAction"]
+    assert waiting["clientSecret"] == secret
 
     answered = json.loads(cli(server, "simulate-3ds", intent, "--client-secret", secret).stdout)
 
@@ -76,6 +79,8 @@ def test_a_customer_who_passes_3ds_lets_confirm_capture_the_payment(server):
     assert done["status"] == "PAYMENT_STATUS_SUCCEEDED"
     assert done["stepResults"][0]["status"] == "STEP_STATUS_CAPTURED"
     assert done["totalProcessed"] == {"amountMinor": "4200", "currency": "EUR"}
+    # Resolved: the secret is kept no longer (docs/security.md), what was asked stays.
+    assert done["stepResults"][0]["nextAction"] == {"type": "use_stripe_sdk"}
     # Answered once: a second answer is refused, and the payment stays as it is.
     again = cli(server, "simulate-3ds", intent, "--client-secret", secret, "--fail", check=False)
     assert again.returncode == 1
@@ -108,6 +113,7 @@ def test_a_customer_who_fails_3ds_leaves_the_payment_failed_and_uncharged(server
     later = result(server, "get", payment_id)
     assert later["finalError"] == "ERROR_CODE_AUTHENTICATION_FAILED"
     assert len(later["stepResults"][0]["attempts"]) == 4
+    assert later["stepResults"][0]["nextAction"] == {"type": "use_stripe_sdk"}
     closed = cli(server, "simulate-3ds", intent, "--client-secret", secret, check=False)
     assert json.loads(closed.stderr)["error"]["reason"] == "not_waiting"
 

@@ -304,6 +304,7 @@ class _Decline:
 _SUCCEEDS = "succeeds"
 _AUTH_ALWAYS = "authentication_always"
 _AUTH_ON_SESSION = "authentication_on_session"
+_AUTH_FAILS = "authentication_fails"
 
 _DECLINED = "Your card was declined."
 
@@ -637,6 +638,14 @@ class FakeStripe:
         """Make ``pm_id`` declined as a live issuer can decline it, with an advice code
         (Stripe has no test PaymentMethod that gives one)."""
         self._payment_methods[pm_id] = _Decline(code, decline_code, _DECLINED, advice_code)
+
+    def register_failing_authentication(self, pm_id: str) -> None:
+        """Make ``pm_id`` fail 3-D Secure within the confirm itself (the issuer refuses
+        the frictionless check): Stripe answers the confirm with a 400
+        ``payment_intent_authentication_failure`` whose body carries the PaymentIntent,
+        left in ``requires_payment_method`` with the failure in ``last_payment_error``:
+        open, so whoever holds its client secret may confirm it with another card."""
+        self._payment_methods[pm_id] = _AUTH_FAILS
 
     @property
     def charges_total(self) -> int:
@@ -1211,6 +1220,13 @@ class FakeStripe:
                 },
             }
             return pi
+        if behaviour == _AUTH_FAILS:
+            self.fail_action(pi_id)
+            failure = _invalid(
+                _AUTHENTICATION_FAILED, code="payment_intent_authentication_failure", store=True
+            )
+            failure.error["payment_intent"] = json.loads(json.dumps(pi))
+            raise failure
         if isinstance(behaviour, _Decline):
             self._decline(pi, behaviour)
         charge_id = "ch_" + _rand(24)

@@ -24,7 +24,7 @@ from payorch.adapters.persistence.engine import (
 from payorch.adapters.persistence.tables import metadata, payment_steps, processor_customers
 from payorch.adapters.persistence.unit_of_work import SqlAlchemyUnitOfWorkFactory
 from payorch.app.payments import CustomerNotOwned
-from payorch.domain.payment import PaymentStatus
+from payorch.domain.payment import PaymentStatus, StepStatus
 from tests.conftest import cipher_for_tests
 from tests.integration.installment_helpers import installments_container
 from tests.integration.test_payment_stats import payment as stats_payment
@@ -90,9 +90,9 @@ def test_a_migration_header_in_another_form_leaves_the_heads_to_alembic(tmp_path
     for path in (engine_module.MIGRATIONS / "versions").glob("[0-9]*.py"):
         (versions / path.name).write_text(path.read_text())
     monkeypatch.setattr(engine_module, "MIGRATIONS", tmp_path)
-    assert migration_heads() == {"0012", "0112"}
+    assert migration_heads() == {"0013", "0112"}
     (versions / "9999_merge.py").write_text(
-        'revision = "9999"\ndown_revision = ("0012", "0112")\n'
+        'revision = "9999"\ndown_revision = ("0013", "0112")\n'
         "branch_labels = None\ndepends_on = None\n"
     )
     assert migration_heads() is None
@@ -146,14 +146,14 @@ async def test_a_database_a_newer_version_migrated_is_refused_in_one_line(new_da
     database_url = new_database_url
     """Code rolled back after a newer version migrated the database: refused (its
     schema may not be this version's), in one line naming the migration, exit code
-    2. Before: Alembic's "Can't locate revision identified by '0012'" traceback."""
+    2. Before: Alembic's "Can't locate revision identified by '0013'" traceback."""
     engine = create_engine(database_url)
     try:
         await migrate(engine)
         async with engine.begin() as conn:
             await conn.exec_driver_sql(
                 # A number no version has yet (one past the head would be the next one's).
-                "UPDATE alembic_version SET version_num = '0999' WHERE version_num = '0012'"
+                "UPDATE alembic_version SET version_num = '0999' WHERE version_num = '0013'"
             )
     finally:
         await engine.dispose()
@@ -279,6 +279,49 @@ async def test_payments_left_processing_with_0_ms_are_marked_not_measured(databa
         await engine.dispose()
     assert processing is not None and processing.orchestration_ms is None
     assert settled is not None and settled.orchestration_ms == 0
+
+
+async def test_client_secrets_of_steps_no_longer_waiting_for_the_customer_are_cleared(
+    database_url,
+):
+    """Migration 0013: a step stored with a client secret that left REQUIRES_ACTION
+    before the code cleared it (charged, failed, voided, unknown) keeps none; a step
+    still waiting for the customer keeps its own, for GetPayment to hand out."""
+    statuses = [
+        (StepStatus.REQUIRES_ACTION, PaymentStatus.REQUIRES_ACTION),
+        (StepStatus.CAPTURED, PaymentStatus.SUCCEEDED),
+        (StepStatus.AUTHORIZED, PaymentStatus.AUTHORIZED),
+        (StepStatus.FAILED, PaymentStatus.FAILED),
+        (StepStatus.VOIDED, PaymentStatus.CANCELLED),
+        (StepStatus.UNKNOWN, PaymentStatus.UNKNOWN),
+    ]
+    engine = create_engine(database_url)
+    try:
+        await migrate(engine)
+        uow = SqlAlchemyUnitOfWorkFactory(engine)
+        async with uow() as u:
+            for n, (step_status, status) in enumerate(statuses):
+                stored = stats_payment(n, "m_1", "stripe", [], status, 10)
+                [step] = stored.steps
+                step.status, step.next_action_type = step_status, "use_stripe_sdk"
+                step.client_secret = f"pi_{n}_secret_abc"
+                await u.payments.add(stored)
+            await u.commit()
+        async with engine.begin() as conn:
+            await conn.run_sync(_downgrade, "0012")
+        await migrate(engine)
+        async with uow() as u:
+            read = [(await u.payments.get(f"pay_{n:04d}", None)) for n in range(len(statuses))]
+    finally:
+        await engine.dispose()
+    assert [
+        (p.steps[0].status, p.steps[0].client_secret, p.steps[0].next_action_type)
+        for p in read
+        if p is not None
+    ] == [
+        (StepStatus.REQUIRES_ACTION, "pi_0_secret_abc", "use_stripe_sdk"),
+        *[(step_status, "", "use_stripe_sdk") for step_status, _ in statuses[1:]],
+    ]
 
 
 async def test_an_outage_s_pauses_stored_one_row_each_are_folded_into_one(database_url):

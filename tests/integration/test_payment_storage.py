@@ -6,7 +6,7 @@ import asyncio
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from payorch.adapters.clock import SystemClock
 from payorch.adapters.persistence import tables
@@ -517,6 +517,46 @@ async def test_a_refund_whose_answer_was_lost_is_found_from_its_stored_attempts_
         ("lookup", Outcome.SUCCESS),
     ]
     assert sim.ledger.by_id[created.steps[0].processor_payment_id].amount_refunded == 1999
+
+
+@pytest.mark.parametrize("customer", ["passes", "fails"])
+async def test_a_stored_step_keeps_its_client_secret_only_while_it_waits_for_the_customer(
+    container, customer
+):
+    """The stored row holds the client secret while the step is paused (GetPayment and a
+    replayed CreatePayment hand it out); once ConfirmPayment resolves the step, charged
+    or failed, the row holds none (docs/security.md)."""
+    request = _split_request(
+        f"r-secret-{customer}",
+        methods=[RawMethodInput("card", "pm_card_authenticationRequired", None)],
+    )
+    paused = (await container.payments.create(request, deadline_s=None)).payment
+    intent = paused.steps[0].processor_payment_id
+    secret = paused.steps[0].client_secret
+    assert secret.startswith(f"{intent}_secret_")
+
+    async def stored_secret() -> str:
+        async with container.engine.connect() as conn:
+            rows = await conn.execute(
+                select(tables.payment_steps.c.client_secret).where(
+                    tables.payment_steps.c.payment_id == paused.id
+                )
+            )
+            [(value,)] = rows.all()
+        return str(value)
+
+    assert await stored_secret() == secret
+    assert (await container.payments.get(paused.id, "m_1")).steps[0].client_secret == secret
+    sim = container.simulated["simulated"]
+    sim.authenticate(intent, secret, passed=customer == "passes")
+
+    resolved = await container.payments.confirm(paused.id, "m_1")
+
+    assert resolved.status is (
+        PaymentStatus.SUCCEEDED if customer == "passes" else PaymentStatus.FAILED
+    )
+    assert await stored_secret() == ""
+    assert (await container.payments.get(paused.id, "m_1")).steps[0].client_secret == ""
 
 
 async def test_a_cancel_while_a_confirm_charges_is_refused_and_every_step_is_stored(container):

@@ -460,6 +460,29 @@ async def test_a_paused_payment_canceled_at_the_processor_ends_the_same_on_both_
     assert rig.charges() == 0
 
 
+async def _declined_for_authentication_answered_and_lost(
+    rig: Rig, how: str, *, off_session: bool
+) -> tuple[Payment, Payment]:
+    """Two payments the bank declines `authentication_required`: one answered at once,
+    one whose answer is lost `how` ("500", "lost"), settled by its lookup (the router's
+    after the 500, the reconciler's after the timeouts)."""
+    # Two cards: a PaymentMethod not saved on a customer is spent by its decline.
+    for card in ("pm_live_authRequired1", "pm_live_authRequired2"):
+        rig.declined_for_authentication(card)
+    direct = await _pay(
+        rig, "direct", "pm_live_authRequired1", off_session=off_session, authorize_only=False
+    )
+    rig.lose_answer(how)
+    looked = await _pay(
+        rig, "looked", "pm_live_authRequired2", off_session=off_session, authorize_only=False
+    )
+    if how == "lost":
+        assert looked.status is PaymentStatus.UNKNOWN
+        assert await rig.service.reconcile(looked)
+        looked = await rig.service.get(looked.id, "m_1")
+    return direct, looked
+
+
 @pytest.mark.parametrize("how", ["500", "lost"])
 async def test_an_on_session_authentication_decline_found_by_a_lookup_reads_as_answered(
     rig: Rig, how
@@ -470,20 +493,9 @@ async def test_an_on_session_authentication_decline_found_by_a_lookup_reads_as_a
     timeouts) reads it as the confirm's answer read, not as `interrupted` or the lost
     answer's own code. The customer was there: the decline is no pause, and no one
     charges the card again for it (docs/classification.md, Off-session authentication)."""
-    # Two cards: a PaymentMethod not saved on a customer is spent by its decline.
-    for card in ("pm_live_authRequired1", "pm_live_authRequired2"):
-        rig.declined_for_authentication(card)
-    direct = await _pay(
-        rig, "direct", "pm_live_authRequired1", off_session=False, authorize_only=False
+    direct, looked = await _declined_for_authentication_answered_and_lost(
+        rig, how, off_session=False
     )
-    rig.lose_answer(how)
-    looked = await _pay(
-        rig, "looked", "pm_live_authRequired2", off_session=False, authorize_only=False
-    )
-    if how == "lost":
-        assert looked.status is PaymentStatus.UNKNOWN
-        assert await rig.service.reconcile(looked)
-        looked = await rig.service.get(looked.id, "m_1")
 
     expected = (
         PaymentStatus.FAILED,
@@ -496,6 +508,46 @@ async def test_an_on_session_authentication_decline_found_by_a_lookup_reads_as_a
         _assert_no_action(payment)
         judged = judge_charge(payment)
         assert (judged.error_code, judged.retry_later) == ("authentication_required", False)
+        authorizes = [a for a in payment.steps[0].attempts if a.operation == "authorize"]
+        assert len({a.idempotency_key for a in authorizes}) == 1  # never under another key
+    assert rig.charges() == 0
+
+
+def _read(payment: Payment) -> tuple[object, ...]:
+    """What payorch shows of a one-step payment: its verdict, the step's own error code,
+    what it hands the frontend, and what an installment charged so would do next."""
+    [step] = payment.steps
+    judged = judge_charge(payment)
+    return (
+        *_seen(payment),
+        step.error_code,
+        step.next_action_type,
+        bool(step.client_secret),
+        judged.error_code,
+        judged.retry_later,
+    )
+
+
+@pytest.mark.parametrize("how", ["500", "lost"])
+async def test_an_off_session_authentication_decline_found_by_a_lookup_reads_as_answered(
+    rig: Rig, how
+):
+    """Off-session, the bank declined a charge `authentication_required` and the answer
+    was lost (a 500 stored over it, or no answer at all): the lookup that finds the
+    decline (the router's after the 500, the reconciler's after the timeouts) reads as
+    the confirm's own answer read on the same processor. On Stripe that is the pause
+    for the customer (the intent left open, its client secret); on the simulated
+    processor, which keeps no declined intent for the customer, the failure
+    `authentication_required`, never retried. Never soft, to charge again later: only
+    the customer can clear it (docs/classification.md, Off-session authentication)."""
+    direct, looked = await _declined_for_authentication_answered_and_lost(
+        rig, how, off_session=True
+    )
+
+    assert _read(looked) == _read(direct)
+    judged = judge_charge(looked)
+    assert (judged.error_code, judged.retry_later) == ("authentication_required", False)
+    for payment in (direct, looked):
         authorizes = [a for a in payment.steps[0].attempts if a.operation == "authorize"]
         assert len({a.idempotency_key for a in authorizes}) == 1  # never under another key
     assert rig.charges() == 0

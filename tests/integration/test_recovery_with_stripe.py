@@ -597,6 +597,51 @@ async def test_a_confirm_refused_on_an_intent_whose_customer_failed_authenticati
         assert fake.charges_total == 0
 
 
+@pytest.mark.parametrize("cancel_fails", [False, True], ids=["canceled", "cancel-failed"])
+async def test_a_confirm_answered_with_a_failed_authentication_fails_only_once_its_intent_is_closed(
+    cancel_fails,
+):
+    """The customer's 3-D Secure failed within the confirm (Stripe's 400
+    payment_intent_authentication_failure): the intent is canceled, then the step fails
+    `authentication_failed` and the fallback method pays. A cancel that fails leaves the
+    step UNKNOWN (the intent still open to another card: no fallback charged beside it)
+    until the reconciler closes it and fails it the same way, then ends the plan as after
+    any lost answer, the fallback not charged long after the customer left
+    (docs/split-payments.md): never charged twice."""
+    async with running(max_retries=1, fallback_on_failure=True) as (fake, service, _):
+        fake.register_failing_authentication("pm_live_failsAuthentication")
+        if cancel_fails:
+            fake.inject(Fault.api_error(), endpoint="cancel")
+        methods = [
+            RawMethodInput("card", "pm_live_failsAuthentication"),
+            RawMethodInput("google_pay", "pm_card_visa"),
+        ]
+        payment = await pay(service, methods=methods)
+        first = payment.steps[0]
+        intent = first.processor_payment_id
+        if cancel_fails:
+            assert (payment.status, first.status) == (PaymentStatus.UNKNOWN, StepStatus.UNKNOWN)
+            assert fake.payment_intent(intent)["status"] == "requires_payment_method"
+            assert fake.charges_total == 0
+            assert await service.reconcile(payment)
+            payment = await service.get(payment.id, "m_1")
+            first = payment.steps[0]
+
+        assert (first.status, first.outcome, first.error_code) == (
+            StepStatus.FAILED,
+            Outcome.HARD,
+            ErrorCode.AUTHENTICATION_FAILED,
+        )
+        assert fake.payment_intent(intent)["status"] == "canceled"
+        assert [attempt_violation(a) for a in first.attempts] == [None] * len(first.attempts)
+        if cancel_fails:
+            assert payment.status is PaymentStatus.FAILED
+            assert fake.charges_total == 0
+        else:
+            assert payment.status is PaymentStatus.SUCCEEDED  # the fallback method paid
+            assert fake.charges_total == 1
+
+
 # -- a revoked or rolled API key ------------------------------------------------------
 
 

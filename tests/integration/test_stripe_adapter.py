@@ -446,6 +446,84 @@ async def test_a_confirm_refused_for_a_failed_authentication_reads_authenticatio
     assert fake.charges_total == 0
 
 
+FAILS_AUTHENTICATION = "pm_live_failsAuthentication"
+
+
+async def test_a_confirm_answered_with_a_failed_authentication_cancels_the_intent_first(
+    fake: FakeStripe, processor: StripeProcessor
+) -> None:
+    """The customer's 3-D Secure failed within the confirm (Stripe's 400
+    payment_intent_authentication_failure, the intent left requires_payment_method):
+    the intent is canceled before the step fails, as when a lookup finds that failure,
+    so no confirm with its client secret (another card) can charge a step failed. The
+    cancel has its own key, so a replay of the confirm (its 400 stored under its key)
+    cancels under the same one."""
+    fake.register_failing_authentication(FAILS_AUTHENTICATION)
+
+    answers = [
+        await processor.authorize(charge(FAILS_AUTHENTICATION, off_session=False)) for _ in range(2)
+    ]
+
+    for answer in answers:
+        assert (answer.kind, answer.http_status, answer.code, answer.closed) == (
+            ResponseKind.ERROR,
+            400,
+            "payment_intent_authentication_failure",
+            True,
+        )
+        assert classify(answer) == Classification(
+            Outcome.HARD, ErrorCode.AUTHENTICATION_FAILED, retry_now=False, retry_later=False
+        )
+    pi_id = answers[0].processor_payment_id
+    assert fake.payment_intent(pi_id)["status"] == "canceled"
+    assert {r.idempotency_key for r in fake.requests_to("cancel")} == {"pay_1:0:g0_close"}
+    assert fake.charges_total == 0
+
+
+async def test_a_failed_authentication_whose_cancel_fails_is_pending_never_failed(
+    fake: FakeStripe, processor: StripeProcessor
+) -> None:
+    """The cancel after the customer's failed 3-D Secure got a 500: the intent is still
+    open to another card, so the step is not failed (a fallback method could be charged
+    beside it), nor charged: pending, for the reconciler to close it."""
+    fake.register_failing_authentication(FAILS_AUTHENTICATION)
+    fake.inject(Fault.api_error(), endpoint="cancel")
+
+    answer = await processor.authorize(charge(FAILS_AUTHENTICATION, off_session=False))
+
+    assert (answer.kind, answer.code) == (
+        ResponseKind.PENDING,
+        "payment_intent_authentication_failure",
+    )
+    assert classify(answer).outcome is Outcome.UNKNOWN
+    assert fake.payment_intent(answer.processor_payment_id)["status"] == "requires_payment_method"
+    assert fake.charges_total == 0
+
+
+async def test_a_failed_authentication_charged_with_its_client_secret_before_the_cancel_is_charged(
+    fake: FakeStripe, processor: StripeProcessor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between the confirm's failed 3-D Secure and payorch's cancel, the customer's
+    browser confirmed the intent with its client secret and another card: the cancel is
+    refused, and the charge is the step's answer (one charge, recorded), never the
+    failure (which would let a fallback method charge the customer again)."""
+    fake.register_failing_authentication(FAILS_AUTHENTICATION)
+    cancel = fake._do_cancel
+
+    def charged_before_the_cancel(pi: str, params: dict[str, Any]) -> dict[str, Any]:
+        fake.complete_action(pi)
+        return cancel(pi, params)
+
+    monkeypatch.setattr(fake, "_do_cancel", charged_before_the_cancel)
+
+    answer = await processor.authorize(charge(FAILS_AUTHENTICATION, off_session=False))
+
+    assert answer.kind is ResponseKind.SUCCEEDED
+    assert classify(answer).outcome is Outcome.SUCCESS
+    assert fake.requests_to("cancel")[-1].status == 400
+    assert fake.charges_total == 1
+
+
 async def test_an_on_session_lookup_of_an_intent_declined_for_authentication_is_not_charged(
     fake: FakeStripe, processor: StripeProcessor
 ) -> None:

@@ -498,3 +498,55 @@ def test_settle_leaves_the_look_up_due_as_the_refunds_held_say(
         assert (p.next_reconcile_at, p.reconcile_attempts) == (due, 3)
     else:
         assert (p.next_reconcile_at, p.reconcile_attempts) == (T1 + reconcile_delay(0), 0)
+
+
+# -- the client secret -----------------------------------------------------------
+
+
+def _paused(capture: CaptureMode = CaptureMode.AUTOMATIC) -> tuple[Payment, Step]:
+    p = payment(1999, capture=capture)
+    step = p.steps[0]
+    p.step_requires_action(
+        step, processor="stripe", next_action="use_stripe_sdk", client_secret="pi_1_secret_x"
+    )
+    p.settle(T1)
+    assert (p.status, step.client_secret) == (PaymentStatus.REQUIRES_ACTION, "pi_1_secret_x")
+    return p, step
+
+
+@pytest.mark.parametrize(
+    "leaves", ["succeeded", "failed", "voided", "unknown", "held by a lost try"]
+)
+def test_a_step_leaving_requires_action_keeps_no_client_secret(leaves: str) -> None:
+    """The client secret is for the customer's browser while the step waits for them;
+    once the step is charged, failed, canceled (or its outcome lost) it is no use to
+    anyone but whoever would confirm that intent again: not kept (docs/security.md). What
+    the step asked for stays (next_action_type)."""
+    p, step = _paused()
+    if leaves == "succeeded":
+        p.step_succeeded(step, processor="stripe", latency_ms=10)
+    elif leaves == "failed":
+        p.step_failed(step, DECLINED, processor="stripe", latency_ms=10)
+    elif leaves == "voided":
+        p.step_voided(step)
+    elif leaves == "unknown":
+        p.step_unknown(step, processor="stripe", error_code=ErrorCode.TIMEOUT)
+    else:
+        held = Step(0, MethodType.CARD, "pm_0", 1999, ["a"], status=StepStatus.CAPTURED)
+        p.step_held_by_lost_try(step, held)
+    p.settle(T1)
+
+    assert step.status is not StepStatus.REQUIRES_ACTION
+    assert (step.client_secret, step.next_action_type) == ("", "use_stripe_sdk")
+
+
+def test_a_step_paused_again_gets_the_secret_its_processor_gives_again() -> None:
+    """A lookup that finds the step waiting for the customer once more (its outcome had
+    been lost) hands the secret the processor answers with, as the first pause did."""
+    p, step = _paused()
+    p.step_unknown(step, processor="stripe", error_code=ErrorCode.TIMEOUT)
+    p.step_requires_action(
+        step, processor="stripe", next_action="use_stripe_sdk", client_secret="pi_1_secret_x"
+    )
+
+    assert step.client_secret == "pi_1_secret_x"

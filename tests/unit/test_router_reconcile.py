@@ -3,13 +3,18 @@ only when the step settled, and never fails a step whose intent may still be cha
 
 from __future__ import annotations
 
+import dataclasses
 import random
+
+import pytest
 
 from payorch.adapters.clock import ManualClock
 from payorch.app.router import Deadline, Router
+from payorch.domain.classification import classify
+from payorch.domain.events import StepFailed
 from payorch.domain.money import Currency
 from payorch.domain.payment import MethodType, Payment, Step, StepStatus
-from payorch.domain.results import ProcessorResponse, ResponseKind
+from payorch.domain.results import ErrorCode, Outcome, ProcessorResponse, ResponseKind
 from payorch.domain.retry import RetryPolicy
 from tests.unit.test_recovery_scenarios import LOST, NOT_CONFIRMED, Scripted
 
@@ -21,14 +26,29 @@ WAITING = ProcessorResponse(
 )
 
 
-async def authorized(answers: list[ProcessorResponse]) -> tuple[Router, Scripted, Payment]:
+# The bank's decline of a charge it will not take without the customer (3-D Secure).
+AUTHENTICATION_REQUIRED = ProcessorResponse(
+    ResponseKind.ERROR,
+    processor_payment_id="pi_1",
+    http_status=402,
+    error_type="card_error",
+    code="authentication_required",
+    decline_code="authentication_required",
+)
+
+
+async def authorized(
+    answers: list[ProcessorResponse], *, off_session: bool = False
+) -> tuple[Router, Scripted, Payment]:
     """A one-step payment authorized at "p" with `answers`; its lookups answer PENDING."""
     p = Scripted("p", answers)
     clock = ManualClock()
     router = Router({"p": p}, clock, rng=random.Random(0))
     now = clock.now()
     step = Step(0, MethodType.CARD, "pm_card_visa", 5000, ["p"])
-    payment = Payment("pay_1", "m_1", "r1", "f", Currency("EUR"), 5000, [step], now, now)
+    payment = Payment(
+        "pay_1", "m_1", "r1", "f", Currency("EUR"), 5000, [step], now, now, off_session=off_session
+    )
     await router.authorize(
         payment, step, policy=RetryPolicy(max_retries=1), deadline=Deadline(None)
     )
@@ -83,3 +103,54 @@ async def test_a_step_whose_processor_is_no_longer_configured_is_left_as_it_is()
     assert await without.reconcile(payment, step, deferred=set()) is False
 
     assert step.status is StepStatus.UNKNOWN and len(step.attempts) == attempts
+
+
+def _failed(payment: Payment) -> tuple[StepStatus, Outcome | None, ErrorCode, bool]:
+    """The step's verdict, and whether its StepFailed says to charge again later."""
+    (step,) = payment.steps
+    (event,) = [e for e in payment.pending_events if isinstance(e, StepFailed)]
+    return step.status, step.outcome, step.error_code, event.retry_later
+
+
+@pytest.mark.parametrize("closed", [False, True], ids=["closed-by-the-reconciler", "canceled"])
+async def test_an_off_session_authentication_decline_on_an_intent_not_waiting_reads_as_answered(
+    closed,
+):
+    """Off-session, the bank's `authentication_required` decline found by the reconciler on
+    an intent no customer can resume (open but not read as waiting, which the reconciler
+    closes, or found canceled) fails the unknown step as the confirm's own 402 fails it
+    when it leaves nothing to resume: never retried, now or later. Until 2026-12-08 it
+    read soft, its lost answer's `timeout` and retry later, so an installment went on
+    charging a card only its customer can clear."""
+    _, _, direct = await authorized([AUTHENTICATION_REQUIRED], off_session=True)
+    router, p, looked = await authorized([LOST, LOST], off_session=True)
+    (step,) = looked.steps
+    assert step.status is StepStatus.UNKNOWN
+    p.looked_up = dataclasses.replace(AUTHENTICATION_REQUIRED, kind=ResponseKind.NOT_CHARGED)
+    if closed:
+        p.looked_up = dataclasses.replace(p.looked_up, closed=True)
+    else:
+
+        async def cancel(*args, **kwargs):
+            p.looked_up = dataclasses.replace(p.looked_up, closed=True)
+            return ProcessorResponse(ResponseKind.DONE, processor_payment_id="pi_1")
+
+        p.cancel = cancel  # type: ignore[method-assign]
+
+    assert await router.reconcile(looked, step) is True
+
+    expected = classify(AUTHENTICATION_REQUIRED)
+    assert (expected.outcome, expected.error_code) == (
+        Outcome.REQUIRES_ACTION,
+        ErrorCode.AUTHENTICATION_REQUIRED,
+    )
+    assert _failed(direct) == (
+        StepStatus.FAILED,
+        Outcome.REQUIRES_ACTION,
+        ErrorCode.AUTHENTICATION_REQUIRED,
+        False,
+    )
+    assert _failed(looked) == _failed(direct)
+    assert step.attempts[-1].retry_decision == (
+        "reconciled: never charged, declined (authentication_required)"
+    )

@@ -737,14 +737,19 @@ class Router:
                 attempt.retry_decision = "reconciled: never charged"
                 declined = _failure_found(looked)
                 found = classify(declined) if declined is not None else None
-                if found is not None and (
-                    found.outcome is not Outcome.REQUIRES_ACTION or not payment.off_session
+                if found is not None and not (
+                    found.outcome is Outcome.REQUIRES_ACTION
+                    and payment.off_session
+                    and canceled_there
                 ):
                     # As if the decline had been the answer: a hard one stays hard. So
-                    # does the customer's failed 3-D Secure (authentication_failed), and an
-                    # on-session authentication_required (the customer was there: it fails
-                    # as the confirm's answer fails it). Not the off-session decline that
-                    # paused the step (kept on the intent): that asked for the customer.
+                    # does the customer's failed 3-D Secure (authentication_failed), and
+                    # authentication_required: on-session the customer was there, and
+                    # off-session the lookup found no intent open for them (closed, or
+                    # not waiting): both fail as the confirm's answer fails them when it
+                    # leaves nothing to resume. Not the off-session decline that paused
+                    # the step, its intent canceled by someone else since: that asked for
+                    # the customer, and the cancel is what happened (below).
                     verdict = found
                     how = "declined" if looked.error_type == "card_error" else "failed"
                     attempt.retry_decision += f", {how} ({verdict.error_code.value})"

@@ -188,6 +188,9 @@ class Step:
     processor_payment_id: str = ""
     attempts: list[Attempt] = field(default_factory=list)
     next_action_type: str = ""
+    # The processor's secret for the customer's browser (Stripe's PaymentIntent client
+    # secret): kept only while the step waits for the customer, cleared as it leaves
+    # REQUIRES_ACTION, so a resolved payment holds none (docs/security.md).
     client_secret: str = ""
     captured_minor: int = 0
     refunded_minor: int = 0
@@ -383,6 +386,7 @@ class Payment:
         step.status = StepStatus.CAPTURED if captured else StepStatus.AUTHORIZED
         step.captured_minor = step.amount_minor if captured else 0
         step.outcome, step.error_code, step.processor = Outcome.SUCCESS, ErrorCode.NONE, processor
+        step.client_secret = ""
         self._raise(StepSucceeded(step.index, processor, latency_ms, step.amount_minor))
 
     def step_failed(
@@ -391,7 +395,7 @@ class Payment:
         if step.status not in (StepStatus.PENDING, StepStatus.UNKNOWN, StepStatus.REQUIRES_ACTION):
             raise InvalidTransition(f"step {step.index} is {step.status.value}")
         step.status, step.outcome, step.error_code = StepStatus.FAILED, c.outcome, c.error_code
-        step.processor = processor
+        step.processor, step.client_secret = processor, ""
         self._raise(
             StepFailed(step.index, processor, c.error_code, c.retry_later, latency_ms, c.outcome)
         )
@@ -399,7 +403,10 @@ class Payment:
     def step_requires_action(
         self, step: Step, *, processor: str, next_action: str, client_secret: str
     ) -> None:
+        # No error: a pause learnt by a lookup after a lost answer reads as the answer
+        # that paused it (not its `timeout`).
         step.status, step.outcome = StepStatus.REQUIRES_ACTION, Outcome.REQUIRES_ACTION
+        step.error_code = ErrorCode.NONE
         step.processor, step.next_action_type = processor, next_action
         step.client_secret = client_secret
         # A step that starts waiting for the customer gets the whole ACTION_TIMEOUT from
@@ -408,7 +415,7 @@ class Payment:
 
     def step_unknown(self, step: Step, *, processor: str, error_code: ErrorCode) -> None:
         step.status, step.outcome, step.error_code = StepStatus.UNKNOWN, Outcome.UNKNOWN, error_code
-        step.processor = processor
+        step.processor, step.client_secret = processor, ""
 
     def step_held_by_lost_try(self, step: Step, held: Step) -> None:
         """A call whose save lost had `held` charged at the processor (its answers, not a
@@ -419,14 +426,14 @@ class Payment:
         step.status, step.captured_minor = held.status, held.captured_minor
         step.outcome, step.error_code = Outcome.SUCCESS, ErrorCode.NONE
         step.processor, step.processor_payment_id = held.processor, held.processor_payment_id
-        step.generation = held.generation
+        step.generation, step.client_secret = held.generation, ""
         step.attempts.extend(held.attempts[held.stored_attempts :])
         self._raise(StepSucceeded(step.index, held.processor, 0, step.amount_minor))
 
     def step_voided(self, step: Step) -> None:
         if step.status not in (StepStatus.AUTHORIZED, StepStatus.REQUIRES_ACTION):
             raise InvalidTransition(f"only an authorized step can be voided (is {step.status})")
-        step.status = StepStatus.VOIDED
+        step.status, step.client_secret = StepStatus.VOIDED, ""
         self._raise(StepVoided(step.index, step.processor, step.amount_minor))
 
     def step_skipped(self, step: Step) -> None:
@@ -585,6 +592,10 @@ class Payment:
                 self._raise(
                     PaymentFailed(self.final_error, self.request_id, self.final_error_message)
                 )
+        elif self.status is PaymentStatus.REQUIRES_ACTION and changed:
+            # Waiting for the customer is no failure: an unknown outcome a lookup found
+            # paused no longer stands (a pause answered at once never had one).
+            self.final_error, self.final_error_message = ErrorCode.NONE, ""
         elif self.status is PaymentStatus.UNKNOWN:
             # Said again at every settle: a lookup may learn the charge is under way.
             self.final_error_message = self._unknown_message()

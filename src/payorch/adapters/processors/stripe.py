@@ -292,6 +292,11 @@ class StripeProcessor:
             waiting = _waiting_for_customer(answer, failed.intent, request.off_session)
             if waiting is not None:
                 return waiting
+            if answer.code == _AUTHENTICATION_FAILURE:
+                # The customer's 3-D Secure failed within this confirm: the intent stays
+                # open to another card, so it is closed as a failure found on it is.
+                found = await self._close_failed(pi_id, answer, deadline, request)
+                return _after_failed_authentication(answer, found)
             if answer.code == "payment_intent_unexpected_state":
                 # Confirmed before under another key: say what the PaymentIntent holds.
                 found = await self._lookup_by_id(pi_id, deadline, request.off_session)
@@ -611,11 +616,12 @@ class StripeProcessor:
     async def _close_failed(
         self, pi_id: str, failed: ProcessorResponse, deadline: float, request: ChargeRequest
     ) -> ProcessorResponse:
-        """The customer's failed 3-D Secure, found on an intent still open: final, but
-        whoever holds the intent's client secret may confirm it again with another card,
-        which would charge a step failed. Canceled first, as the reconciler closes such an
-        intent (docs/recovery.md): the failure once it is closed; what the intent holds
-        when the cancel did not go through (charged, or open: pending, for the reconciler)."""
+        """The customer's failed 3-D Secure, a confirm's answer or found on an intent
+        still open: final, but whoever holds the intent's client secret may confirm it
+        again with another card, which would charge a step failed. Canceled first, as
+        the reconciler closes such an intent (docs/recovery.md): the failure once it is
+        closed; what the intent holds when the cancel did not go through (charged, or
+        open: pending, for the reconciler)."""
         with contextlib.suppress(_Failed):
             await self._call(
                 deadline,
@@ -822,6 +828,20 @@ def _after_unexpected_state(
         return dataclasses.replace(found, kind=ResponseKind.ERROR)
     # Open again without a decline, or unreadable: a request may still charge it.
     return dataclasses.replace(refused, kind=ResponseKind.PENDING)
+
+
+def _after_failed_authentication(
+    failed: ProcessorResponse, found: ProcessorResponse
+) -> ProcessorResponse:
+    """A confirm answered with the customer's failed 3-D Secure, its intent then
+    canceled (_close_failed): the failure once the intent is closed. When the cancel did
+    not go through, never that failure, which would free a fallback method while the
+    intent can still be charged: what the intent holds if it moved on (charged by a
+    confirm with its client secret, waiting for the customer, under way), else pending,
+    for the reconciler to close it and fail the step then."""
+    if found.closed or found.kind in _MOVED_ON:
+        return found
+    return dataclasses.replace(failed, kind=ResponseKind.PENDING)
 
 
 def _authentication_failed(found: ProcessorResponse) -> bool:
