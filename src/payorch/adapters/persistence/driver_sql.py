@@ -61,6 +61,8 @@ class Prepared:
         compiled = compiled_once(cast(Any, stmt), dialect, keys)
         order = list(compiled.positiontup or [])
         binds = [compiled.binds[name] for name in order]
+        if unknown := set(params) - {b.key for b in binds}:  # fails at start, not per call
+            raise ValueError(f"no parameters {sorted(unknown)} in {compiled}")
         names = tuple(b.key if b.key in params else None for b in binds)
         fixed = tuple(None if b.key in params else b.effective_value for b in binds)
         decoders = []
