@@ -3,7 +3,10 @@ transaction, SQLite's write lock shared in-process) with these repositories on i
 
 from __future__ import annotations
 
-from payorch.adapters.persistence.installments import SqlAlchemyInstallmentPlanRepository
+from payorch.adapters.persistence.installments import (
+    InstallmentStatements,
+    SqlAlchemyInstallmentPlanRepository,
+)
 from payorch.adapters.persistence.repository import SqlAlchemyPaymentRepository
 from payorch.adapters.persistence.unit_of_work import (
     SqlAlchemyUnitOfWork,
@@ -18,14 +21,17 @@ class SqlAlchemyInstallmentUnitOfWork:
     webhooks: SqlAlchemyWebhookRepository
     payments: SqlAlchemyPaymentRepository
 
-    def __init__(self, inner: SqlAlchemyUnitOfWork, cipher: SecretCipher) -> None:
+    def __init__(
+        self, inner: SqlAlchemyUnitOfWork, cipher: SecretCipher, statements: InstallmentStatements
+    ) -> None:
         self._inner = inner
         self._cipher = cipher
+        self._statements = statements
 
     async def __aenter__(self) -> SqlAlchemyInstallmentUnitOfWork:
         await self._inner.__aenter__()
         conn = self._inner.connection
-        self.plans = SqlAlchemyInstallmentPlanRepository(conn)
+        self.plans = SqlAlchemyInstallmentPlanRepository(conn, self._statements)
         self.webhooks = SqlAlchemyWebhookRepository(conn, self._cipher)
         self.payments = self._inner.payments
         return self
@@ -42,6 +48,7 @@ class SqlAlchemyInstallmentUnitOfWorkFactory:
         self._payments_uow = payments_uow
         # Seals the webhook signing keys the repositories store (docs/security.md).
         self.cipher = cipher
+        self._statements = InstallmentStatements.for_dialect(payments_uow.engine.dialect)
 
     def __call__(self) -> SqlAlchemyInstallmentUnitOfWork:
-        return SqlAlchemyInstallmentUnitOfWork(self._payments_uow(), self.cipher)
+        return SqlAlchemyInstallmentUnitOfWork(self._payments_uow(), self.cipher, self._statements)

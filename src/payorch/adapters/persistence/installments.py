@@ -7,14 +7,18 @@ import builtins
 import dataclasses
 import enum
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import asyncpg
 from sqlalchemy import and_, bindparam, case, or_, select, update
+from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from payorch.adapters.persistence.sql import one_of
+from payorch.adapters.persistence.driver_sql import Prepared, Row, Sender
+from payorch.adapters.persistence.sql import one_of_param
 from payorch.adapters.persistence.tables import (
     events,
     installment_charges,
@@ -76,6 +80,11 @@ _INSTALLMENT_CHANGES = (
 )
 _SAVE_PLAN = _optimistic_update(installment_plans, _PLAN_CHANGES)
 _SAVE_INSTALLMENT = _optimistic_update(installments, _INSTALLMENT_CHANGES)
+# Their parameters: the changing columns, the next version, the row's key.
+_SAVE_PARAMS = tuple(
+    (*(f"p_{c}" for c in (*changes, "version")), "w_id", "w_version")
+    for changes in (_PLAN_CHANGES, _INSTALLMENT_CHANGES)
+)
 # A plan's status, copied onto its installments when it changes (the claim's index).
 _SAVE_PLAN_STATUS = (
     update(installments)
@@ -93,6 +102,116 @@ _SAVE_FOLDED_CHARGE = (
     )
     .values({c: bindparam(f"p_{c}", type_=installment_charges.c[c].type) for c in _FOLDED})
 )
+
+
+@dataclass(frozen=True, slots=True)
+class InstallmentStatements:
+    """The statements of the scheduler's claims and group saves, built once per
+    dialect (driver_sql.py): run by SQLAlchemy on SQLite, by the driver on PostgreSQL.
+    Each is the only place its SQL is written; the repository's other statements
+    (one plan's save or read, a cancel's, a retry's) are built per call."""
+
+    # A claim's two SELECTs: Core on both databases (see claim_due).
+    stale: Any
+    due: Any
+    claim: Prepared
+    plans: Prepared
+    installments: Prepared
+    charges: Prepared
+    plan_versions: Prepared
+    installment_versions: Prepared
+    save_plan: Prepared
+    save_installment: Prepared
+    insert_charges: Prepared
+    insert_events: Prepared
+
+    @classmethod
+    def for_dialect(cls, dialect: Dialect) -> InstallmentStatements:
+        i, p = installments, installment_plans
+
+        def build(stmt: Any, *params: str) -> Prepared:
+            return Prepared.build(stmt, dialect, params)
+
+        def claimable(query: Any) -> Any:
+            # PostgreSQL: rows another worker is claiming are skipped, not waited for.
+            # SQLite ignores it; there the transaction holds the only write lock.
+            return query.with_for_update(skip_locked=True, of=installments)
+
+        def versions(table: Any) -> Prepared:
+            query = (
+                select(table.c.id, table.c.version)
+                .where(one_of_param(dialect, table.c.id, "ids"))
+                .order_by(table.c.id)
+                .with_for_update()
+            )
+            return build(query, "ids")
+
+        def insert(table: Any) -> Prepared:
+            return build(table.insert(), *(c.name for c in table.c))
+
+        fresh = i.c.status != _PROCESSING
+        return cls(
+            # Its worker paused or died mid-charge: taken over first, same attempt.
+            stale=claimable(
+                select(i.c.id, i.c.plan_id, i.c.status)
+                .where(i.c.status == _PROCESSING, i.c.lease_until <= bindparam("now"))
+                .order_by(i.c.lease_until)
+                .limit(bindparam("limit"))
+            ),
+            # Read in order from the partial index of claimable installments (tables.py)
+            # and stopped at `limit`: the cost of a claim does not grow with the backlog.
+            due=claimable(
+                select(i.c.id, i.c.plan_id, i.c.status)
+                .join(p, p.c.id == i.c.plan_id)
+                .where(
+                    # The statuses are written into the SQL, not bound, so that a
+                    # prepared statement's generic plan still matches the index's
+                    # predicate.
+                    i.c.status.in_(bindparam("claimable", _CLAIMABLE, literal_execute=True)),
+                    i.c.plan_status == bindparam("charging", _ACTIVE, literal_execute=True),
+                    i.c.next_attempt_at <= bindparam("now"),
+                    # The plan's own row decides (the copy is for the index).
+                    p.c.status == _ACTIVE,
+                )
+                .order_by(i.c.next_attempt_at)
+                .limit(bindparam("limit"))
+            ),
+            claim=build(
+                update(i)
+                .where(one_of_param(dialect, i.c.id, "ids"))
+                .values(
+                    attempts=case((fresh, i.c.attempts + 1), else_=i.c.attempts),
+                    attempt_kind=case((fresh, AttemptKind.SCHEDULED.value), else_=i.c.attempt_kind),
+                    status=_PROCESSING,
+                    claimed_by=bindparam("worker", type_=i.c.claimed_by.type),
+                    lease_until=bindparam("until", type_=i.c.lease_until.type),
+                    version=i.c.version + 1,
+                )
+                .returning(i.c.id, i.c.attempts),
+                "ids",
+                "worker",
+                "until",
+            ),
+            plans=build(select(p).where(one_of_param(dialect, p.c.id, "ids")), "ids"),
+            installments=build(
+                select(i)
+                .where(one_of_param(dialect, i.c.plan_id, "ids"))
+                .order_by(i.c.plan_id, i.c.sequence),
+                "ids",
+            ),
+            charges=build(
+                select(installment_charges)
+                .where(one_of_param(dialect, installment_charges.c.installment_id, "ids"))
+                .order_by(installment_charges.c.installment_id, installment_charges.c.attempt),
+                "ids",
+            ),
+            plan_versions=versions(p),
+            installment_versions=versions(i),
+            save_plan=build(_SAVE_PLAN, *_SAVE_PARAMS[0]),
+            save_installment=build(_SAVE_INSTALLMENT, *_SAVE_PARAMS[1]),
+            insert_charges=insert(installment_charges),
+            insert_events=insert(events),
+        )
 
 
 def _plan_row(p: InstallmentPlan) -> dict[str, Any]:
@@ -171,8 +290,10 @@ def event_payload(e: DomainEvent) -> dict[str, Any]:
 
 
 class SqlAlchemyInstallmentPlanRepository:
-    def __init__(self, conn: AsyncConnection) -> None:
+    def __init__(self, conn: AsyncConnection, statements: InstallmentStatements) -> None:
         self._conn = conn
+        self._sql = statements
+        self._send = Sender(conn)
 
     async def add(self, plan: InstallmentPlan) -> None:
         try:
@@ -214,17 +335,18 @@ class SqlAlchemyInstallmentPlanRepository:
         if not plans:
             return
         changed = [(p, i) for p in plans for i in p.installments if i.changed]
-        await self._check_versions(installment_plans, {p.id: p.version for p in plans})
-        await self._check_versions(installments, {i.id: i.version for _, i in changed})
-        await self._conn.execute(_SAVE_PLAN, [_plan_params(plan) for plan in plans])
-        if changed:
-            await self._conn.execute(
-                _SAVE_INSTALLMENT, [_installment_params(plan, i) for plan, i in changed]
-            )
+        await self._check_versions(self._sql.plan_versions, {p.id: p.version for p in plans})
+        await self._check_versions(
+            self._sql.installment_versions, {i.id: i.version for _, i in changed}
+        )
+        await self._send.many(self._sql.save_plan, [_plan_params(plan) for plan in plans])
+        await self._send.many(
+            self._sql.save_installment, [_installment_params(plan, i) for plan, i in changed]
+        )
         await self._write_plan_status(*plans)
         try:
             await self._write_children(*plans)
-        except IntegrityError as exc:
+        except (IntegrityError, asyncpg.IntegrityConstraintViolationError) as exc:
             # Someone recorded one of these attempts already; the unit of work rolls back.
             raise ConcurrentUpdate(plans[0].id) from exc
         for plan in plans:
@@ -239,18 +361,13 @@ class SqlAlchemyInstallmentPlanRepository:
         if changed:
             await self._conn.execute(_SAVE_PLAN_STATUS, changed)
 
-    async def _check_versions(self, table: Any, expected: dict[str, int]) -> None:
+    async def _check_versions(self, query: Prepared, expected: dict[str, int]) -> None:
         """Lock the rows (FOR UPDATE; SQLite's BEGIN IMMEDIATE holds the write lock
         already) and raise ConcurrentUpdate unless each is at the version read."""
         if not expected:
             return
-        rows = await self._conn.execute(
-            select(table.c.id, table.c.version)
-            .where(one_of(self._conn.dialect, table.c.id, expected))
-            .order_by(table.c.id)
-            .with_for_update()
-        )
-        stored: dict[str, int] = {r.id: r.version for r in rows}
+        rows = await self._send.rows(query, {"ids": list(expected)})
+        stored: dict[str, int] = {r["id"]: r["version"] for r in rows}
         for key, version in expected.items():
             if stored.get(key) != version:
                 raise ConcurrentUpdate(key)
@@ -280,8 +397,7 @@ class SqlAlchemyInstallmentPlanRepository:
             for i in plan.installments
             for c in i.charges[i.stored_charges + (i.folded_attempt is not None) :]
         ]
-        if charges:
-            await self._conn.execute(installment_charges.insert(), charges)
+        await self._send.many(self._sql.insert_charges, charges)
         outbox = [
             {
                 "id": new_id("evt"),
@@ -297,8 +413,7 @@ class SqlAlchemyInstallmentPlanRepository:
             for plan in plans
             for e in plan.pending_events
         ]
-        if outbox:
-            await self._conn.execute(events.insert(), outbox)
+        await self._send.many(self._sql.insert_events, outbox)
         for plan in plans:
             for i in plan.installments:
                 i.stored_charges = len(i.charges)
@@ -315,12 +430,8 @@ class SqlAlchemyInstallmentPlanRepository:
     async def get_many(self, plan_ids: Sequence[str]) -> dict[str, InstallmentPlan]:
         if not plan_ids:
             return {}
-        found = await self._load(
-            select(installment_plans).where(
-                one_of(self._conn.dialect, installment_plans.c.id, plan_ids)
-            )
-        )
-        return {p.id: p for p in found}
+        rows = await self._send.rows(self._sql.plans, {"ids": list(plan_ids)})
+        return {p.id: p for p in await self._plans(rows)}
 
     async def get_by_installment(
         self, installment_id: str, merchant_id: str | None
@@ -366,67 +477,28 @@ class SqlAlchemyInstallmentPlanRepository:
     async def claim_due(
         self, *, now: datetime, worker: str, lease_until: datetime, limit: int
     ) -> Sequence[Claim]:
-        i = installments
         # Its worker paused or died mid-charge: take it over first, same attempt. Whatever
         # the plan's status: on a cancelled or breached plan the charger makes no new
         # charge, it records the one already started or withdraws the claim.
-        stale = await self._lock(
-            select(i.c.id, i.c.plan_id, i.c.status)
-            .where(i.c.status == _PROCESSING, i.c.lease_until <= now)
-            .order_by(i.c.lease_until)
-            .limit(limit)
-        )
-        due = []
-        if len(stale) < limit:
-            # Read in order from the partial index of claimable installments (tables.py)
-            # and stopped at `limit`: the cost of a claim does not grow with the backlog.
-            # The statuses are written into the SQL, not bound, so that a prepared
-            # statement's generic plan still matches the index's predicate.
-            due = await self._lock(
-                select(i.c.id, i.c.plan_id, i.c.status)
-                .join(installment_plans, installment_plans.c.id == i.c.plan_id)
-                .where(
-                    i.c.status.in_(bindparam("claimable", _CLAIMABLE, literal_execute=True)),
-                    i.c.plan_status == bindparam("charging", _ACTIVE, literal_execute=True),
-                    i.c.next_attempt_at <= now,
-                    # The plan's own row decides (the copy is for the index).
-                    installment_plans.c.status == _ACTIVE,
-                )
-                .order_by(i.c.next_attempt_at)
-                .limit(limit - len(stale))
-            )
-        rows = [*stale, *due]
+        # The two SELECTs go through SQLAlchemy on both databases (once per claim, seen
+        # by its events like any other statement); the rest of a claim's and its plans'
+        # statements go to the driver on PostgreSQL.
+        stale = await self._conn.execute(self._sql.stale, {"now": now, "limit": limit})
+        rows = list(stale.mappings().all())
+        if len(rows) < limit:
+            due = await self._conn.execute(self._sql.due, {"now": now, "limit": limit - len(rows)})
+            rows.extend(due.mappings().all())
         if not rows:
             return []
-        fresh = i.c.status != _PROCESSING
-        attempts: dict[str, int] = dict(
-            (
-                await self._conn.execute(
-                    update(i)
-                    .where(one_of(self._conn.dialect, i.c.id, [r.id for r in rows]))
-                    .values(
-                        attempts=case((fresh, i.c.attempts + 1), else_=i.c.attempts),
-                        attempt_kind=case(
-                            (fresh, AttemptKind.SCHEDULED.value), else_=i.c.attempt_kind
-                        ),
-                        status=_PROCESSING,
-                        claimed_by=worker,
-                        lease_until=lease_until,
-                        version=i.c.version + 1,
-                    )
-                    .returning(i.c.id, i.c.attempts)
-                )
-            ).all()
+        claimed = await self._send.rows(
+            self._sql.claim,
+            {"ids": [r["id"] for r in rows], "worker": worker, "until": lease_until},
         )
+        attempts: dict[str, int] = {r["id"]: r["attempts"] for r in claimed}
         return [
-            Claim(r.id, r.plan_id, attempts[r.id], reclaimed=r.status == _PROCESSING) for r in rows
+            Claim(r["id"], r["plan_id"], attempts[r["id"]], reclaimed=r["status"] == _PROCESSING)
+            for r in rows
         ]
-
-    async def _lock(self, query: Any) -> builtins.list[Any]:
-        # PostgreSQL: rows another worker is claiming are skipped, not waited for.
-        # SQLite ignores it; there the transaction holds the only write lock.
-        rows = await self._conn.execute(query.with_for_update(skip_locked=True, of=installments))
-        return list(rows.all())
 
     async def hold(self, installment_id: str, attempt: int, until: datetime) -> None:
         i = installments
@@ -464,34 +536,15 @@ class SqlAlchemyInstallmentPlanRepository:
         return RetryRequest(row.installment_id, row.attempt) if row is not None else None
 
     async def _load(self, query: Any) -> builtins.list[InstallmentPlan]:
-        rows = (await self._conn.execute(query)).mappings().all()
+        return await self._plans((await self._conn.execute(query)).mappings().all())
+
+    async def _plans(self, rows: Sequence[Row]) -> builtins.list[InstallmentPlan]:
+        """The plans of these plan rows, with their installments and charges."""
         if not rows:
             return []
-        ids = [r["id"] for r in rows]
-        inst_rows = (
-            (
-                await self._conn.execute(
-                    select(installments)
-                    .where(one_of(self._conn.dialect, installments.c.plan_id, ids))
-                    .order_by(installments.c.plan_id, installments.c.sequence)
-                )
-            )
-            .mappings()
-            .all()
-        )
-        inst_ids = [r["id"] for r in inst_rows]
-        charge_rows = (
-            (
-                await self._conn.execute(
-                    select(installment_charges)
-                    .where(
-                        one_of(self._conn.dialect, installment_charges.c.installment_id, inst_ids)
-                    )
-                    .order_by(installment_charges.c.installment_id, installment_charges.c.attempt)
-                )
-            )
-            .mappings()
-            .all()
+        inst_rows = await self._send.rows(self._sql.installments, {"ids": [r["id"] for r in rows]})
+        charge_rows = await self._send.rows(
+            self._sql.charges, {"ids": [r["id"] for r in inst_rows]}
         )
         charges: dict[str, builtins.list[InstallmentCharge]] = {}
         for c in charge_rows:

@@ -98,8 +98,14 @@ class Statement:
     processors: tuple[tuple[int, Callable[[Any], Any]], ...] = ()
 
     @classmethod
-    def compile(cls, stmt: ClauseElement, dialect: Dialect, source: Sequence[str]) -> Statement:
-        compiled = cast(SQLCompiler, stmt.compile(dialect=dialect))
+    def compile(
+        cls,
+        stmt: ClauseElement,
+        dialect: Dialect,
+        source: Sequence[str],
+        column_keys: Sequence[str] | None = None,
+    ) -> Statement:
+        compiled = compiled_once(stmt, dialect, column_keys)
         names = compiled.positiontup or []
         # A parameter missing from the source fails here, at start-up.
         positions = tuple(source.index(name.removeprefix("v_")) for name in names)
@@ -119,6 +125,15 @@ class Statement:
         for i, process in self.processors:
             values[i] = process(values[i])
         return values
+
+
+def compiled_once(
+    stmt: ClauseElement, dialect: Dialect, column_keys: Sequence[str] | None = None
+) -> SQLCompiler:
+    """`stmt` compiled for `dialect`; `column_keys`: the columns a bare INSERT is given,
+    as SQLAlchemy compiles it when it runs with rows of those keys."""
+    keys = None if column_keys is None else list(column_keys)
+    return cast(SQLCompiler, stmt.compile(dialect=dialect, column_keys=keys))
 
 
 def _named(table: Table, skip: Sequence[str] = ()) -> dict[Any, Any]:

@@ -19,8 +19,17 @@ def one_of(dialect: Dialect, column: Any, values: Iterable[Any]) -> ColumnElemen
     round trip, parsed and planned again) and pushes a statement out of the driver's
     prepared-statement cache.
     """
+    return _one_of(dialect, column, None, list(values))
+
+
+def one_of_param(dialect: Dialect, column: Any, name: str) -> ColumnElement[bool]:
+    """`one_of` for a statement built once: its values bound at each run, as `name`."""
+    return _one_of(dialect, column, name, None)
+
+
+def _one_of(dialect: Dialect, column: Any, name: str | None, values: Any) -> ColumnElement[bool]:
     if dialect.name == "postgresql":
-        clause = column == any_(bindparam(None, list(values), type_=ARRAY(column.type)))
+        clause = column == any_(bindparam(name, values, type_=ARRAY(column.type)))
     else:
-        clause = column.in_(list(values))
+        clause = column.in_(bindparam(name, values, expanding=True))
     return cast(ColumnElement[bool], clause)
