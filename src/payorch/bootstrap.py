@@ -548,14 +548,17 @@ def check_settings(settings: Settings, *, charging: bool = True) -> HealthPolicy
 
 
 async def migrate_untimed(settings: Settings, engine: AsyncEngine) -> None:
-    """Migrate on start, on PostgreSQL through a connection of its own that
+    """Migrate on start, on PostgreSQL through a connection of its own whose statements
     PAYORCH_DATABASE_TIMEOUT_S does not bound: an index built on a large table, or the
     wait for another process's migration, may take longer than any call should, and
-    cut short it would stop every start."""
+    cut short it would stop every start. Its connect is bounded: a database that
+    answers nothing stops the start then, not after asyncpg's 60 s."""
     if engine.dialect.name != "postgresql":
         await migrate(engine)  # SQLite's statements have no such bound (and :memory:)
         return
-    untimed = create_engine(settings.database_url, pool_size=1)
+    untimed = create_engine(
+        settings.database_url, pool_size=1, connect_timeout_s=settings.database_timeout_s
+    )
     try:
         await migrate(untimed)
     finally:

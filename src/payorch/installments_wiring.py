@@ -11,6 +11,7 @@ from datetime import timedelta
 from payorch.adapters.clock import OffsetClock, SystemClock, parse_offset
 from payorch.adapters.metrics import default_metrics
 from payorch.adapters.pass_metrics import PrometheusPassCounter
+from payorch.adapters.persistence.availability import storage_unreachable
 from payorch.adapters.persistence.installment_uow import SqlAlchemyInstallmentUnitOfWorkFactory
 from payorch.adapters.persistence.unit_of_work import SqlAlchemyUnitOfWorkFactory
 from payorch.adapters.secret_cipher import SecretCipher
@@ -100,6 +101,7 @@ def build_installments(
             lease_s=settings.scheduler_lease_s,
             concurrency=settings.scheduler_concurrency,
             on_pass=passes.scheduler_pass,
+            storage_unreachable=storage_unreachable,
         ),
         endpoints=WebhookEndpoints(uow, sender, clock, new_secret=generate_secret),
         dispatcher=WebhookDispatcher(
@@ -111,6 +113,7 @@ def build_installments(
             timeout_s=settings.webhook_timeout_s,
             failing=FailingEndpoints(after=timedelta(seconds=settings.webhook_disable_after_s)),
             on_pass=passes.webhook_pass,
+            storage_unreachable=storage_unreachable,
         ),
         guard=guard,
         worker_id=worker,

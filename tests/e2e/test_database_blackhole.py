@@ -9,7 +9,9 @@ lasted (a pass too), and a new connection 60 s (asyncpg's connect default)."""
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -254,9 +256,12 @@ def test_a_charge_whose_result_cannot_be_stored_is_charged_once_and_left_for_the
 WORKERS = {
     "scheduler": (
         ["scheduler", "--http-port", "0", "--interval", "1", "--no-webhooks"],
-        "scheduler pass failed",
+        "scheduler pass: the database cannot be reached (",
     ),
-    "webhooks dispatch": (["webhooks", "dispatch", "--http-port", "0"], "webhook pass failed"),
+    "webhooks dispatch": (
+        ["webhooks", "dispatch", "--http-port", "0"],
+        "webhook pass: the database cannot be reached (",
+    ),
 }
 
 
@@ -265,9 +270,10 @@ def test_a_workers_passes_end_while_its_database_is_silent_and_go_on_after(
     worker_name: str, postgres_database: str, tmp_path: Path
 ) -> None:
     """`payorch scheduler` and `payorch webhooks dispatch`: a pass against a silent
-    database fails (logged) instead of waiting on it, /readyz is 503 meanwhile, and once
-    the database answers the worker is ready again and stops cleanly. Before, the pass
-    waited as long as the silence lasted."""
+    database fails (logged in one line, no traceback) instead of waiting on it, /readyz
+    is 503 meanwhile, and once the database answers the worker is ready again and stops
+    cleanly. Before, the pass waited as long as the silence lasted (and, once bounded,
+    logged a traceback a pass)."""
     proxy, through_proxy = proxied(postgres_database)
     args, pass_failed = WORKERS[worker_name]
     log = tmp_path / "worker.log"
@@ -302,3 +308,41 @@ def test_a_workers_passes_end_while_its_database_is_silent_and_go_on_after(
     assert worker.returncode == 0, out
     assert before_stop.count("the database does not answer") == 1, out
     assert before_stop.count("the database answers again") == 1, out
+    assert "Traceback" not in before_stop, out
+
+
+@pytest.mark.parametrize("command", ["serve", "scheduler"])
+def test_a_process_started_against_a_silent_database_stops_within_the_bound(
+    command: str, postgres_database: str, tmp_path: Path
+) -> None:
+    """Migrations on start are not bounded, their connect is: a database that answers
+    nothing at start stops the process after PAYORCH_DATABASE_TIMEOUT_S, in one line
+    naming it (its password hidden), exit code 2. Before, asyncpg's connect waited its
+    own 60 s (and the test's HANGS_S ran out first)."""
+    proxy, through_proxy = proxied(postgres_database)
+    with_password = make_url(through_proxy).set(password="hunter2")
+    proxy.blackhole()
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "payorch.entrypoints.cli", command],
+            capture_output=True,
+            text=True,
+            timeout=HANGS_S,
+            env={
+                **os.environ,
+                "PAYORCH_DATABASE_URL": with_password.render_as_string(hide_password=False),
+                "PAYORCH_LISTEN": "127.0.0.1:0",
+                "PAYORCH_HTTP_PORT": "0",
+                **SHORT,
+            },
+            cwd=tmp_path,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"still starting after {HANGS_S} s: the connect waits on the silence")
+    finally:
+        proxy.cut()
+    shown = with_password.set(drivername="postgresql").render_as_string(hide_password=True)
+    assert (done.returncode, done.stderr.splitlines()) == (
+        2,
+        [f"payorch: cannot reach the database {shown}: no answer (TimeoutError)"],
+    )

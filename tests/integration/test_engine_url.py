@@ -98,3 +98,18 @@ async def test_the_database_timeout_bounds_the_engines_connections_unless_the_ur
     _, kwargs = asyncpg_connect_args(make_url(f"{plain}?connect_timeout=7"))
     assert timed_connect_kwargs(kwargs, 0.5) == {"timeout": 7, "command_timeout": 0.5}
     assert timed_connect_kwargs({}, None) == {}
+
+
+async def test_a_connect_bound_alone_leaves_the_statements_unbounded():
+    """Migrations on start (bootstrap.migrate_untimed): PAYORCH_DATABASE_TIMEOUT_S bounds
+    their connect, not their statements, which may build an index on a large table."""
+    with scratch_postgres() as plain:
+        engine = create_engine(plain, pool_size=1, connect_timeout_s=0.5)
+        try:
+            async with engine.connect() as conn:
+                raw = await conn.get_raw_connection()
+                assert raw.dbapi_connection._connection._config.command_timeout is None
+        finally:
+            await engine.dispose()
+    assert timed_connect_kwargs({}, None, connect_s=0.5) == {"timeout": 0.5}
+    assert timed_connect_kwargs({"timeout": 7}, None, connect_s=0.5) == {"timeout": 7}

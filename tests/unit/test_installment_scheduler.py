@@ -4,7 +4,9 @@ recorded on the plan, not what the charger first thought of the claim."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
+import logging
 from datetime import timedelta
 from typing import Any
 
@@ -19,6 +21,13 @@ from payorch.domain.installments import (
 )
 from payorch.domain.payment import Payment, PaymentStatus
 from tests.fakes.installments import FakeInstallmentUnitOfWork
+from tests.fakes.outage import (
+    FailingUnits,
+    one_line_then_traceback,
+    outage_then_fault,
+    pass_records,
+    unreachable,
+)
 from tests.unit.test_installment_charger import LEASE, Setup
 
 DAY = timedelta(days=1)
@@ -188,3 +197,25 @@ async def test_a_claim_whose_plans_cannot_be_read_stays_claimed_and_counts_as_er
         "w-2",
     )
     assert s.payments.created == []
+
+
+async def test_a_pass_the_database_cannot_be_reached_for_is_one_line_and_a_fault_its_traceback(
+    s, caplog
+):
+    # Every pass fails while the database is away: one warning line each, naming the
+    # error's type (not its text, which may carry the URL), as the reconciler's. Before,
+    # each was a full traceback.
+    stop = asyncio.Event()
+    worker = InstallmentScheduler(
+        FailingUnits(stop, *outage_then_fault()),
+        s.charger,
+        s.clock,
+        worker_id="w-2",
+        storage_unreachable=unreachable,
+    )
+
+    with caplog.at_level(logging.INFO):
+        await worker.run_forever(0, stop)
+
+    assert pass_records(caplog.records, "payorch.scheduler") == one_line_then_traceback("scheduler")
+    assert "hunter2" not in caplog.text

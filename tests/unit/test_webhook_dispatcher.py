@@ -20,6 +20,13 @@ from payorch.domain.webhook_delivery import (
     WebhookEndpoint,
 )
 from tests.fakes.installments import FakeInstallmentUnitOfWork, FakeWebhooks
+from tests.fakes.outage import (
+    FailingUnits,
+    one_line_then_traceback,
+    outage_then_fault,
+    pass_records,
+    unreachable,
+)
 
 DAY = timedelta(days=1)
 
@@ -241,3 +248,26 @@ async def test_a_claim_and_a_failure_never_committed_leave_the_delivery_and_endp
             now=clock.now(), worker="B", lease_until=clock.now() + DAY, limit=10
         )
     assert [j.delivery.id for j in again] == [job.delivery.id]
+
+
+async def test_a_pass_the_database_cannot_be_reached_for_is_one_line_and_a_fault_its_traceback(
+    caplog,
+):
+    # As the scheduler's and the reconciler's: before, every pass of an outage logged a
+    # full traceback.
+    clock = ManualClock()
+    stop = asyncio.Event()
+    dispatcher = WebhookDispatcher(
+        FailingUnits(stop, *outage_then_fault()),
+        SlowSender(clock, FakeWebhooks([])),
+        clock,
+        wall_clock=clock,
+        worker_id="A",
+        storage_unreachable=unreachable,
+    )
+
+    with caplog.at_level(logging.INFO):
+        await dispatcher.run_forever(0, stop)
+
+    assert pass_records(caplog.records, "payorch.webhooks") == one_line_then_traceback("webhook")
+    assert "hunter2" not in caplog.text

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
+from payorch.app.failed_passes import log_failed_pass
 from payorch.app.installment_ports import Claim, InstallmentUnitOfWorkFactory
 from payorch.app.installments import InstallmentCharger, RecordCharge
 from payorch.app.observability import tell
@@ -157,11 +158,14 @@ class InstallmentScheduler:
         lease_s: float = 120.0,
         concurrency: int = 8,
         on_pass: Callable[[SchedulerStats], None] | None = None,
+        storage_unreachable: Callable[[BaseException], bool] = lambda _: False,
     ) -> None:
         self._uow = uow
         self._charger = charger
         # Told what each pass did, once it ends (metrics); never stops a pass.
         self._on_pass = on_pass
+        # Whether a failure means the database could not be reached (an outage).
+        self._storage_unreachable = storage_unreachable
         self._clock = clock
         self.worker_id = worker_id
         self._batch = max(1, batch_size)
@@ -370,7 +374,7 @@ class InstallmentScheduler:
                 stats = await self.run_once(stop)
                 if stats.claimed:
                     log.info("scheduler pass: %s", stats.as_dict())
-            except Exception:
-                log.exception("scheduler pass failed; next pass in %.0f s", interval_s)
+            except Exception as exc:
+                log_failed_pass(log, "scheduler", exc, interval_s, self._storage_unreachable)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=interval_s)

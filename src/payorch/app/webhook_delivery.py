@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from urllib.parse import unquote_plus
 
+from payorch.app.failed_passes import log_failed_pass
 from payorch.app.ids import new_id
 from payorch.app.installment_ports import (
     Cursor,
@@ -566,11 +567,14 @@ class WebhookDispatcher:
         rng: random.Random | None = None,
         failing: FailingEndpoints | None = None,
         on_pass: Callable[[DispatchStats], None] | None = None,
+        storage_unreachable: Callable[[BaseException], bool] = lambda _: False,
     ) -> None:
         self._uow = uow
         self._sender = sender
         # Told what each pass did, once it ends (metrics); never stops a pass.
         self._on_pass = on_pass
+        # Whether a failure means the database could not be reached (an outage).
+        self._storage_unreachable = storage_unreachable
         self._clock = clock
         self._failing = failing or FailingEndpoints()
         # Receivers check webhook-timestamp against their own clock: sign with real time
@@ -725,7 +729,7 @@ class WebhookDispatcher:
                 stats = await self.run_once(stop)
                 if stats.attempted:
                     log.info("webhook pass: %s", stats.as_dict())
-            except Exception:
-                log.exception("webhook pass failed; next pass in %.0f s", interval_s)
+            except Exception as exc:
+                log_failed_pass(log, "webhook", exc, interval_s, self._storage_unreachable)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=interval_s)

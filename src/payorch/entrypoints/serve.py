@@ -10,6 +10,7 @@ import signal
 from pathlib import Path
 
 from payorch.app.auth import Scope, hash_key
+from payorch.app.failed_passes import log_failed_pass
 from payorch.bootstrap import Container, bootstrap
 from payorch.entrypoints.grpc.server import create_server, mark_serving
 from payorch.entrypoints.http.app import build_app, start_http, warn_if_metrics_open
@@ -52,15 +53,7 @@ async def reconcile_forever(container: Container, interval_s: float) -> None:
                     stats.errors,
                 )
         except Exception as exc:
-            if not container.storage_unreachable(exc):
-                log.exception("reconciliation pass failed; next pass in %.0f s", interval_s)
-                continue
-            # An outage, not a fault: one line, as the calls meanwhile log it.
-            log.warning(
-                "reconciliation pass: the database cannot be reached (%s); next pass in %.0f s",
-                type(exc).__name__,
-                interval_s,
-            )
+            log_failed_pass(log, "reconciliation", exc, interval_s, container.storage_unreachable)
 
 
 async def refresh_health_forever(container: Container, interval_s: float = 1.0) -> None:

@@ -124,23 +124,36 @@ def redacted(url: URL | str) -> str:
     return (make_url(url) if isinstance(url, str) else url).render_as_string(hide_password=True)
 
 
-def timed_connect_kwargs(connect_kwargs: dict[str, Any], timeout_s: float | None) -> dict[str, Any]:
+def timed_connect_kwargs(
+    connect_kwargs: dict[str, Any], timeout_s: float | None, *, connect_s: float | None = None
+) -> dict[str, Any]:
     """asyncpg.connect's keyword arguments bounded by `timeout_s`: its connect and each
     statement (a cancel's own connect too), unless the URL gave its own for either
-    (`connect_timeout`, `command_timeout`). Without a bound a database that answers
-    nothing (a host dropping packets, a server hung) holds a call until TCP gives up,
-    a quarter of an hour later (asyncpg's connect alone waits 60 s)."""
-    if timeout_s is None:
-        return connect_kwargs
-    return {"timeout": timeout_s, "command_timeout": timeout_s, **connect_kwargs}
+    (`connect_timeout`, `command_timeout`); `connect_s` bounds the connect alone (then
+    `timeout_s` None leaves the statements unbounded). Without a bound a database that
+    answers nothing (a host dropping packets, a server hung) holds a call until TCP
+    gives up, a quarter of an hour later (asyncpg's connect alone waits 60 s)."""
+    connect_s = timeout_s if connect_s is None else connect_s
+    bounds: dict[str, Any] = {}
+    if connect_s is not None:
+        bounds["timeout"] = connect_s
+    if timeout_s is not None:
+        bounds["command_timeout"] = timeout_s
+    return {**bounds, **connect_kwargs}
 
 
 def create_engine(
-    raw_url: str, *, pool_size: int = 10, timeout_s: float | None = None
+    raw_url: str,
+    *,
+    pool_size: int = 10,
+    timeout_s: float | None = None,
+    connect_timeout_s: float | None = None,
 ) -> AsyncEngine:
     """`timeout_s` (PostgreSQL): no connect, checkout of a pooled connection or statement
     waits longer (Settings.database_timeout_s); None leaves them as the drivers have
-    them, for migrations and one-shot commands."""
+    them, for migrations and one-shot commands. `connect_timeout_s` bounds the connect
+    alone (for migrations on start: a database that answers nothing is given up, a
+    long migration is not cut)."""
     url = normalize_url(raw_url)
     # A statement's parameters stay out of its errors: the webhook signing keys are
     # among them, stored bare (no whsec_ for log redaction to find), and an error's
@@ -157,7 +170,9 @@ def create_engine(
 
     dsn, url_kwargs = asyncpg_connect_args(url)
     adapter_kwargs, sqlalchemy_kwargs = _sqlalchemy_params(url)
-    connect_kwargs = timed_connect_kwargs({**url_kwargs, **sqlalchemy_kwargs}, timeout_s)
+    connect_kwargs = timed_connect_kwargs(
+        {**url_kwargs, **sqlalchemy_kwargs}, timeout_s, connect_s=connect_timeout_s
+    )
 
     async def connect() -> Any:
         try:
@@ -299,8 +314,15 @@ async def migrate(engine: AsyncEngine) -> None:
         if cause is None:
             raise
         url = engine.url.set(drivername=engine.url.get_backend_name())
-        reason = str(cause) or type(cause).__name__
+        reason = str(cause) or _textless(cause)
         raise DatabaseUnreachable(f"cannot reach the database {redacted(url)}: {reason}") from None
+
+
+def _textless(cause: BaseException) -> str:
+    # asyncpg's connect timeout, on a database that answers nothing, has no text.
+    if isinstance(cause, TimeoutError):
+        return "no answer (TimeoutError)"
+    return type(cause).__name__
 
 
 def _at_heads(connection: Connection) -> bool:
