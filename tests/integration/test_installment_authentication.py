@@ -5,9 +5,12 @@ such a charge is in flight leaves no payment open."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 
-from payorch.app.installments import InstallmentCharger
+from payorch.adapters.processors.simulated import SimulatedProcessor
+from payorch.app.installments import InstallmentCharger, RecordCharge
 from payorch.domain.installments import (
     InstallmentStatus,
     InvalidTransition,
@@ -17,6 +20,7 @@ from payorch.domain.installments import (
 from payorch.domain.merchant_config import InstallmentPolicy as ConfigPolicy
 from payorch.domain.merchant_config import MerchantConfig
 from payorch.domain.payment import PaymentStatus
+from payorch.domain.results import ProcessorResponse, ResponseKind
 from tests.integration.helpers import event_payloads
 from tests.integration.installment_helpers import (
     AUTHENTICATE,
@@ -172,6 +176,50 @@ async def test_a_manual_retry_in_flight_at_the_cancel_leaves_no_payment_waiting(
         assert (await intent_of(container, payment_id)).status == "canceled"
         sim.complete_action((await intent_of(container, payment_id)).id)
     assert sim.ledger.charges_total == 1, "the checkout only"
+
+
+async def test_a_charge_held_because_its_cancel_is_undecided_is_handed_back_as_stored(
+    container, clock, monkeypatch
+):
+    """The scheduler records its charges together (record_many). One on a plan cancelled
+    while it was in flight waits for the customer, and the processor does not say whether
+    its cancel went through: the claim is held for a later look, which changes the row,
+    so the plan handed back for the plan's next charge in the pass is the stored one."""
+    app = container.installments
+    plan = await authenticating_plan_due(container, clock)
+    inst_id = plan.installments[1].id
+    async with app.uow() as uow:
+        (claim,) = await uow.plans.claim_due(
+            now=clock.now(), worker="w", lease_until=clock.now() + timedelta(seconds=120), limit=1
+        )
+        await uow.commit()
+    read = await app.plans.get(plan.id, None)
+    result = await app.charger.pay(read, inst_id, claim.attempt)
+    assert result.error_code == "authentication_required"
+    await app.plans.cancel(plan.id, "m_1", "order returned")  # left to its worker
+    cancelled = await app.plans.get(plan.id, None)
+
+    async def undecided(self, processor_payment_id, idempotency_key):
+        # Stripe's 500: whether the cancel went through is unknown.
+        return ProcessorResponse(
+            ResponseKind.ERROR,
+            processor_payment_id=processor_payment_id,
+            http_status=500,
+            error_type="api_error",
+            indeterminate=True,
+        )
+
+    monkeypatch.setattr(SimulatedProcessor, "cancel", undecided)
+    (handed_back,) = await app.charger.record_many(
+        [RecordCharge(cancelled, inst_id, claim.attempt, result)]
+    )
+
+    stored = await app.plans.get(plan.id, None)
+    held, kept = handed_back.installment(inst_id), stored.installment(inst_id)
+    assert (kept.status, kept.attempts) == (InstallmentStatus.PROCESSING, claim.attempt)
+    assert kept.lease_until == clock.now() + timedelta(seconds=300), "held for a later look"
+    assert (held.lease_until, held.version) == (kept.lease_until, kept.version)
+    assert (await intent_of(container, result.payment_id)).status == "requires_action"
 
 
 async def test_on_stripe_an_installment_the_bank_wants_authenticated_waits_for_the_customer(

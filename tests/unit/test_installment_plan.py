@@ -300,6 +300,20 @@ def test_an_outage_that_outlasts_the_first_dunning_step_goes_on_the_ladder():
     assert InstallmentFailed.__name__ in names(plan)
 
 
+def test_with_no_dunning_ladder_an_outage_pauses_for_the_default_first_step_then_fails():
+    """A merchant with no retries on a decline still has its charges wait out our own
+    outage, as long as the default ladder's first step (3 days), then fail for good."""
+    plan = new_plan(InstallmentPolicy(dunning_days=()))
+    due = D + 30 * DAY
+    inst = plan.installments[1]
+    charge(plan, 2, NO_PROCESSOR, due)
+    charge(plan, 2, NO_PROCESSOR, due + 3 * DAY - MINUTE)
+    assert inst.status is InstallmentStatus.PENDING
+    charge(plan, 2, NO_PROCESSOR, due + 3 * DAY)
+    assert inst.status is InstallmentStatus.FAILED_FINAL
+    assert plan.status is PlanStatus.BREACH
+
+
 @pytest.mark.parametrize(
     "result",
     [

@@ -76,3 +76,17 @@ async def test_a_single_method_payment_reused_with_another_customer_names_the_cu
         w, _request(one, customer_id="cus_a"), _request(one, customer_id="cus_b")
     )
     assert mismatch == "customer_id"
+
+
+async def test_the_same_request_made_again_gets_the_first_payment_replayed_and_charges_nothing():
+    w = World()
+    first = await w.service.create(_request(), deadline_s=None)
+    calls = w.sim.calls
+
+    again = await w.service.create(_request(), deadline_s=None)
+
+    assert (first.replayed, again.replayed) == (False, True)
+    assert again.payment.id == first.payment.id
+    assert again.payment.status is PaymentStatus.SUCCEEDED
+    assert w.sim.calls == calls, "no processor call for a replay"
+    assert w.held() == 10000

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from payorch.domain.card_data import contains_card_number, luhn_valid
-from payorch.domain.money import Currency
+from payorch.domain.money import MAX_AMOUNT_MINOR, Currency
 from payorch.domain.payment import MethodType
 from payorch.domain.request import (
     MAX_METADATA_KEYS,
@@ -150,6 +150,44 @@ def test_amount_in_minor_units_is_taken_as_is() -> None:
     assert parse(amount_minor=500, currency="JPY").amount.amount_minor == 500
 
 
+@pytest.mark.parametrize(
+    ("amount_minor", "amount_decimal", "minor"),
+    [
+        (1, None, 1),
+        (MAX_AMOUNT_MINOR, None, MAX_AMOUNT_MINOR),
+        (None, "0.01", 1),
+        (None, "10000000000000.00", MAX_AMOUNT_MINOR),
+    ],
+)
+def test_the_amounts_at_the_bounds_are_accepted(
+    amount_minor: int | None, amount_decimal: str | None, minor: int
+) -> None:
+    request = parse(amount_minor=amount_minor, amount_decimal=amount_decimal, currency="USD")
+    assert request.amount.amount_minor == minor
+
+
+@pytest.mark.parametrize(
+    ("amount_decimal", "message"),
+    [
+        ("10000000000000.01", f"must be at most {MAX_AMOUNT_MINOR} minor units"),
+        ("19.99" + "0" * 60, "is not a decimal amount"),
+        ("0.00", "must be greater than zero"),
+    ],
+)
+def test_a_decimal_amount_out_of_bounds_is_one_violation(amount_decimal: str, message: str) -> None:
+    issues = rejected(amount_minor=None, amount_decimal=amount_decimal)
+    assert [(i.field, i.message) for i in issues] == [("amount", message)]
+
+
+def test_a_decimal_amount_in_an_unknown_currency_is_refused_for_the_currency_alone() -> None:
+    issues = rejected(amount_minor=None, amount_decimal="19.99", currency="XYZ")
+    assert [i.field for i in issues] == ["currency"]
+
+
+def test_a_method_alias_is_found_with_its_separators_dropped() -> None:
+    assert parse(method="G-Pay").methods[0].method is MethodType.GOOGLE_PAY
+
+
 # -- fatal issues -------------------------------------------------------------
 
 
@@ -241,6 +279,12 @@ def test_the_boundary_values_are_accepted() -> None:
         {"method": PAN_SPACED},
         {"request_id": PAN},
         {"customer_id": f"cus_{PAN}"},
+        {"amount_minor": None, "amount_decimal": PAN},
+        {"methods": [RawMethodInput(method="card", token=PAN)]},
+        # Longer than any token only by the blanks around it: scanned as trimmed.
+        {"payment_method": PAN + " " * 300},
+        # Two fields under one name: named once.
+        {"metadata": {"a": PAN, "b": PAN_SPACED}},
     ],
 )
 def test_rejection_for_a_card_number_never_repeats_its_digits(overrides: dict[str, Any]) -> None:
@@ -451,6 +495,19 @@ def test_too_many_methods_is_fatal() -> None:
     methods = [RawMethodInput(token="pm_card_visa") for _ in range(MAX_METHODS + 1)]
     issues = rejected(payment_method="", methods=methods)
     assert ("methods", "input/method") in [(i.field, i.contract_id) for i in issues]
+
+
+def test_as_many_methods_as_allowed_are_parsed() -> None:
+    methods = [RawMethodInput(token="pm_card_visa") for _ in range(MAX_METHODS)]
+    assert len(parse(payment_method="", methods=methods).methods) == MAX_METHODS
+
+
+def test_too_many_methods_or_metadata_keys_is_one_violation_not_one_per_entry() -> None:
+    # Refused for their number: the entries themselves are not judged one by one.
+    methods = [RawMethodInput(token="card data?") for _ in range(MAX_METHODS + 1)]
+    assert [i.field for i in rejected(payment_method="", methods=methods)] == ["methods"]
+    metadata = {f"[k{i}]": "v" for i in range(MAX_METADATA_KEYS + 1)}
+    assert [i.field for i in rejected(metadata=metadata)] == ["metadata"]
 
 
 def test_a_bad_token_in_the_second_method_names_that_method() -> None:

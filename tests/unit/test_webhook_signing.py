@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 
 import pytest
 
@@ -160,12 +160,17 @@ def test_a_missing_header_is_named(missing, named):
         verify(secret, headers, "{}", now=1_700_000_000)
 
 
-@pytest.mark.parametrize("signature", ["sha256=abc", "v1", "g0hM9SsE+OTPJTGt", " "])
+@pytest.mark.parametrize("signature", ["sha256=abc", "v1", "v1,", "g0hM9SsE+OTPJTGt", " "])
 def test_a_signature_header_with_no_v1_signature_says_so(signature):
     secret = generate_secret()
     headers = {**headers_for(secret, "evt_1", 1_700_000_000, "{}"), "webhook-signature": signature}
     with pytest.raises(WebhookVerificationError, match=r"no v1,<base64> signature"):
         verify(secret, headers, "{}", now=1_700_000_000)
+
+
+class NoOffset(tzinfo):
+    def utcoffset(self, dt: datetime | None) -> None:
+        return None
 
 
 def test_a_naive_now_is_refused_as_the_callers_mistake_and_an_aware_one_is_taken():
@@ -178,12 +183,31 @@ def test_a_naive_now_is_refused_as_the_callers_mistake_and_an_aware_one_is_taken
     with pytest.raises(ValueError, match="aware datetime") as refused:
         verify(secret, headers, "{}", now=sent.replace(tzinfo=None))
     assert not isinstance(refused.value, WebhookVerificationError)  # not the sender's fault
+    # A zone that gives no offset leaves it naive all the same (Python reads it as local).
+    with pytest.raises(ValueError, match="aware datetime"):
+        verify(secret, headers, "{}", now=sent.replace(tzinfo=NoOffset()))
     assert verify(secret, headers, "{}", now=sent) == {}
     assert verify(secret, headers, "{}", now=sent.astimezone(timezone(timedelta(hours=-5)))) == {}
 
 
 def test_check_secret_refuses_what_no_signature_can_be_checked_with():
     webhooks.check_secret(generate_secret())
-    for bad in ("", "whsec_", "whsec_!!"):
+    # A character outside base64 in a good key is refused, not skipped: the key the
+    # sender signs with is not the one the receiver was given.
+    for bad in ("", "whsec_", "whsec_!!", VECTOR_SECRET + "!"):
         with pytest.raises(WebhookVerificationError, match="the secret"):
             webhooks.check_secret(bad)
+
+
+def test_a_twelve_digit_timestamp_is_judged_by_its_age_and_a_longer_one_is_invalid():
+    # Twelve digits are read (Unix seconds have 10 until the year 2286); past that the
+    # header is refused before any conversion.
+    secret = generate_secret()
+    far = 10**11
+    headers = headers_for(secret, "evt_1", far, "{}")
+    assert verify(secret, headers, "{}", now=far) == {}
+    with pytest.raises(WebhookVerificationError, match="too new"):
+        verify(secret, headers, "{}", now=1_700_000_000)
+    longer = headers_for(secret, "evt_1", 10 * far, "{}")
+    with pytest.raises(WebhookVerificationError, match="invalid webhook-timestamp"):
+        verify(secret, longer, "{}", now=10 * far)
