@@ -210,7 +210,7 @@ async def rig(
                 lambda: sim.ledger.charges_total,
                 fail,
                 lambda pi: sim.ledger.by_id[pi].status,
-                lambda pi: setattr(sim.ledger.by_id[pi], "status", "canceled"),
+                lambda pi: sim.ledger.by_id[pi].cancel(),
                 lambda pm: monkeypatch.setitem(simulated.DECLINES, pm, AUTHENTICATION_REQUIRED),
                 lose_answer,
             )

@@ -185,6 +185,12 @@ class SimIntent:
         if not self.client_secret:
             self.client_secret = f"{self.id}_secret_{secrets.token_urlsafe(18)}"
 
+    def cancel(self) -> None:
+        """Canceled, by payorch or by anyone else: as Stripe clears last_payment_error
+        when a PaymentIntent is updated for any reason, no decline stays on it."""
+        self.status = "canceled"
+        self.last_error = None
+
 
 @dataclass(slots=True)
 class Ledger:
@@ -528,7 +534,7 @@ class SimulatedProcessor:
         if intent is None or intent.status == "succeeded":
             response = self._invalid_state(intent, "cancel")
         else:
-            intent.status = "canceled"
+            intent.cancel()
             response = ProcessorResponse(
                 ResponseKind.DONE, processor_payment_id=intent.id, request_id=self._request_id()
             )
