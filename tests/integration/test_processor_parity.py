@@ -157,6 +157,8 @@ class Rig:
     # The next charge is processed, then its answer is lost: "500" (a 500 stored under
     # its key) or "lost" (no answer, to it and to the retries under the same key).
     lose_answer: Callable[[str], None]
+    # The processor's payment objects, oldest first.
+    intents: Callable[[], list[str]]
 
 
 @contextlib.asynccontextmanager
@@ -213,6 +215,7 @@ async def rig(
                 lambda pi: sim.ledger.by_id[pi].cancel(),
                 lambda pm: monkeypatch.setitem(simulated.DECLINES, pm, AUTHENTICATION_REQUIRED),
                 lose_answer,
+                lambda: list(sim.ledger.by_id),
             )
         return
     async with FakeStripe(clock=clock) as fake:
@@ -238,6 +241,7 @@ async def rig(
                 lambda pi: fake.set_status(pi, "canceled"),
                 decline_for_authentication,
                 lose_answer_at_stripe,
+                lambda: list(fake.payment_intents),
             )
         await stripe.aclose()
         await fake.wait_idle()
@@ -551,3 +555,36 @@ async def test_an_off_session_authentication_decline_found_by_a_lookup_reads_as_
         authorizes = [a for a in payment.steps[0].attempts if a.operation == "authorize"]
         assert len({a.idempotency_key for a in authorizes}) == 1  # never under another key
     assert rig.charges() == 0
+
+
+@pytest.mark.parametrize("off_session", [False, True], ids=["on-session", "off-session"])
+async def test_a_lost_answer_whose_intent_was_canceled_at_the_processor_ends_as_a_paused_one(
+    rig: Rig, off_session
+):
+    """An authorization whose answer was lost, its payment then canceled at the processor
+    by someone else (the merchant in its dashboard, another system) before the reconciler
+    looked: the hold is gone and the merchant meant it. It ends as a paused payment
+    canceled there does: `hard`, `payment_canceled_at_processor`, never charged again,
+    now or on the dunning ladder (until 2026-12-08: soft, its `timeout`, to retry later)."""
+    rig.lose_answer("lost")
+    lost = await _pay(rig, "lost", "pm_card_visa", off_session=off_session, authorize_only=True)
+    assert lost.status is PaymentStatus.UNKNOWN
+    [intent] = rig.intents()
+    rig.cancel_there(intent)
+
+    assert await rig.service.reconcile(lost)
+    failed = await rig.service.get(lost.id, "m_1")
+
+    assert _seen(failed) == (
+        PaymentStatus.FAILED,
+        StepStatus.FAILED,
+        Outcome.HARD,
+        ErrorCode.PAYMENT_CANCELED_AT_PROCESSOR,
+    )
+    _assert_no_action(failed)
+    judged = judge_charge(failed)
+    assert (judged.error_code, judged.retry_later) == ("payment_canceled_at_processor", False)
+    authorizes = [a for a in failed.steps[0].attempts if a.operation == "authorize"]
+    assert len({a.idempotency_key for a in authorizes}) == 1  # never under another key
+    assert "void" not in [a.operation for a in failed.steps[0].attempts]
+    assert rig.status_of(intent) == "canceled"
