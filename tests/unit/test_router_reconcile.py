@@ -271,3 +271,26 @@ async def test_an_intent_payorch_canceled_itself_never_reads_canceled_by_someone
     assert step.attempts[-1].retry_decision == (
         "reconciled: never charged, failed (authentication_failed)"
     )
+
+
+async def test_a_failed_authentication_only_seen_by_a_lookup_is_no_cancel_of_payorchs():
+    """A lookup saw the customer's failed 3-D Secure on an intent still open, and the run
+    had no time left to close it; the merchant then canceled it in the dashboard. payorch
+    never asked for that cancel (only an authorize answered so makes the adapter cancel):
+    it reads `payment_canceled_at_processor`, as any cancel of someone else's does."""
+    router, p, payment = await authorized([WAITING])
+    (step,) = payment.steps
+    p.looked_up = dataclasses.replace(AUTHENTICATION_FAILED_CLOSING, kind=ResponseKind.NOT_CHARGED)
+    run = Deadline(router.clock.monotonic() + 0.4)  # time for the lookup, not the close
+    assert await router.reconcile(payment, step, run=run) is False
+    p.looked_up = CANCELED
+
+    assert await router.reconcile(payment, step) is True
+
+    assert _failed(payment) == (
+        StepStatus.FAILED,
+        Outcome.HARD,
+        ErrorCode.PAYMENT_CANCELED_AT_PROCESSOR,
+        False,
+    )
+    assert "void" not in [a.operation for a in step.attempts]

@@ -178,7 +178,10 @@ def _closed_by_payorch(step: Step) -> bool:
     processor adapter's, which cancels an intent whose answer was the customer's failed
     3-D Secure before it answers (the Stripe adapter's `_close` key). Any other cancel
     was someone else's (the merchant's dashboard, another system, the processor)."""
-    return any(a.operation == "void" or a.raw.code in FOUND_FAILURE_CODES for a in step.attempts)
+    return any(
+        a.operation == "void" or (a.operation == "authorize" and a.raw.code in FOUND_FAILURE_CODES)
+        for a in step.attempts
+    )
 
 
 def _failure_recorded(step: Step) -> ProcessorResponse | None:
