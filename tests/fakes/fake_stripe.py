@@ -696,8 +696,14 @@ class FakeStripe:
         }
 
     def set_status(self, pi_id: str, status: str) -> None:
-        """Force a PaymentIntent's status (e.g. ``processing``), as Stripe's side might."""
-        self.payment_intents[pi_id]["status"] = status
+        """Force a PaymentIntent's status (e.g. ``processing``), as Stripe's side might.
+        ``canceled`` is a cancel made outside payorch (the dashboard, another system):
+        it changes the intent as the cancel endpoint does, ``last_payment_error`` cleared."""
+        pi = self.payment_intents[pi_id]
+        if status == "canceled":
+            self._canceled(pi, reason=None)
+        else:
+            pi["status"] = status
 
     def requests_to(self, endpoint: Endpoint) -> list[RecordedRequest]:
         return [r for r in self.requests if r.endpoint == endpoint]
@@ -1296,14 +1302,18 @@ class FakeStripe:
                 f"be canceled: {', '.join(_CANCELABLE)}.",
                 pi,
             )
+        self._canceled(pi, reason=params.get("cancellation_reason"))
+        return pi
+
+    def _canceled(self, pi: dict[str, Any], *, reason: str | None) -> None:
         pi["status"] = "canceled"
         pi["amount_capturable"] = 0
+        pi["next_action"] = None
         # Stripe's API reference: last_payment_error is cleared when the PaymentIntent
         # is later updated for any reason.
         pi["last_payment_error"] = None
         pi["canceled_at"] = self._epoch()
-        pi["cancellation_reason"] = params.get("cancellation_reason")
-        return pi
+        pi["cancellation_reason"] = reason
 
     def _do_refund(self, params: dict[str, Any]) -> dict[str, Any]:
         pi_id = params.get("payment_intent")

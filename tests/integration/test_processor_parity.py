@@ -157,6 +157,8 @@ class Rig:
     # The next charge is processed, then its answer is lost: "500" (a 500 stored under
     # its key) or "lost" (no answer, to it and to the retries under the same key).
     lose_answer: Callable[[str], None]
+    # The processor's payment objects, oldest first.
+    intents: Callable[[], list[str]]
 
 
 @contextlib.asynccontextmanager
@@ -178,11 +180,7 @@ async def _no_sleep(_seconds: float) -> None:
     return None
 
 
-AUTHENTICATION_REQUIRED = (
-    "authentication_required",
-    "authentication_required",
-    "Your card was declined. This transaction requires authentication.",
-)
+AUTHENTICATION_REQUIRED = simulated.AUTHENTICATION_REQUIRED
 
 
 @pytest.fixture(params=["simulated", "stripe"])
@@ -210,9 +208,10 @@ async def rig(
                 lambda: sim.ledger.charges_total,
                 fail,
                 lambda pi: sim.ledger.by_id[pi].status,
-                lambda pi: setattr(sim.ledger.by_id[pi], "status", "canceled"),
+                lambda pi: sim.ledger.by_id[pi].cancel(),
                 lambda pm: monkeypatch.setitem(simulated.DECLINES, pm, AUTHENTICATION_REQUIRED),
                 lose_answer,
+                lambda: list(sim.ledger.by_id),
             )
         return
     async with FakeStripe(clock=clock) as fake:
@@ -238,6 +237,7 @@ async def rig(
                 lambda pi: fake.set_status(pi, "canceled"),
                 decline_for_authentication,
                 lose_answer_at_stripe,
+                lambda: list(fake.payment_intents),
             )
         await stripe.aclose()
         await fake.wait_idle()
@@ -275,11 +275,17 @@ def _assert_paused(payment: Payment) -> None:
         ErrorCode.NONE,
     )
     # The attempt's own classification too. Its raw fields are Stripe's: off-session, the
-    # 402 authentication_required Stripe answers (docs/classification.md); on-session,
-    # and on the simulated processor, none.
+    # 402 authentication_required Stripe answers (docs/classification.md), on both
+    # processors (until 2026-12-08 the simulated one gave none); on-session, none.
     assert [(a.outcome, a.error_code) for a in step.attempts] == [
         (Outcome.REQUIRES_ACTION, ErrorCode.NONE)
     ]
+    raw = step.attempts[0].raw
+    assert (raw.http_status, raw.type, raw.code, raw.decline_code) == (
+        (402, "card_error", "authentication_required", "authentication_required")
+        if payment.off_session
+        else (0, "", "", "")
+    )
     assert step.next_action_type == "use_stripe_sdk"
     assert step.client_secret.startswith(step.processor_payment_id + "_secret_")
     # An installment charged so waits for its customer: never retried later.
@@ -290,6 +296,15 @@ def _assert_paused(payment: Payment) -> None:
 def _assert_no_action(payment: Payment) -> None:
     [step] = payment.steps
     assert (step.next_action_type, step.client_secret) == ("", "")
+
+
+def _assert_failed_for_good(payment: Payment, outcome: Outcome, error_code: ErrorCode) -> None:
+    """Failed with nothing for the customer to do, and never charged again: not now, not
+    on the dunning ladder."""
+    assert _seen(payment) == (PaymentStatus.FAILED, StepStatus.FAILED, outcome, error_code)
+    _assert_no_action(payment)
+    judged = judge_charge(payment)
+    assert (judged.error_code, judged.retry_later) == (error_code.value, False)
 
 
 async def _charged(rig: Rig, payment: Payment, behaviour: Behaviour, off_session: bool) -> Payment:
@@ -513,6 +528,42 @@ async def test_an_on_session_authentication_decline_found_by_a_lookup_reads_as_a
     assert rig.charges() == 0
 
 
+@pytest.mark.parametrize("off_session", [False, True], ids=["on-session", "off-session"])
+async def test_a_bank_asking_for_authentication_means_the_same_on_both_processors(
+    rig: Rig, off_session
+):
+    """A live card the bank declines `authentication_required` whatever the session (no
+    Stripe test card does so on-session). Off-session, Stripe answers the confirm with the
+    402 and leaves the PaymentIntent open, its client secret letting the customer confirm
+    it on-session: payorch pauses the step for them, and once they pass 3-D Secure the
+    payment goes on, charged once. On-session the customer was there: the decline stands,
+    `authentication_required`, never retried (docs/classification.md, Off-session
+    authentication). Until 2026-12-08 the simulated processor failed it off-session too,
+    where Stripe pauses it."""
+    rig.declined_for_authentication("pm_live_authRequired")
+    payment = await _pay(
+        rig, "asked", "pm_live_authRequired", off_session=off_session, authorize_only=False
+    )
+
+    if off_session:
+        _assert_paused(payment)
+        rig.complete_action(payment.steps[0].processor_payment_id)
+        charged = await rig.service.confirm(payment.id, "m_1")
+        assert _seen(charged) == (
+            PaymentStatus.SUCCEEDED,
+            StepStatus.CAPTURED,
+            Outcome.SUCCESS,
+            ErrorCode.NONE,
+        )
+        assert charged.steps[0].client_secret == ""  # kept only while it waited
+        assert rig.charges() == 1
+        return
+    _assert_failed_for_good(payment, Outcome.REQUIRES_ACTION, ErrorCode.AUTHENTICATION_REQUIRED)
+    [authorize] = payment.steps[0].attempts
+    assert (authorize.raw.http_status, authorize.raw.code) == (402, "authentication_required")
+    assert rig.charges() == 0
+
+
 def _read(payment: Payment) -> tuple[object, ...]:
     """What payorch shows of a one-step payment: its verdict, the step's own error code,
     what it hands the frontend, and what an installment charged so would do next."""
@@ -535,15 +586,15 @@ async def test_an_off_session_authentication_decline_found_by_a_lookup_reads_as_
     """Off-session, the bank declined a charge `authentication_required` and the answer
     was lost (a 500 stored over it, or no answer at all): the lookup that finds the
     decline (the router's after the 500, the reconciler's after the timeouts) reads as
-    the confirm's own answer read on the same processor. On Stripe that is the pause
-    for the customer (the intent left open, its client secret); on the simulated
-    processor, which keeps no declined intent for the customer, the failure
-    `authentication_required`, never retried. Never soft, to charge again later: only
-    the customer can clear it (docs/classification.md, Off-session authentication)."""
+    the confirm's own answer read: the pause for the customer (the intent left open,
+    its client secret), on both processors (until 2026-12-08 the simulated one failed
+    it). Never soft, to charge again later: only the customer can clear it
+    (docs/classification.md, Off-session authentication)."""
     direct, looked = await _declined_for_authentication_answered_and_lost(
         rig, how, off_session=True
     )
 
+    _assert_paused(direct)
     assert _read(looked) == _read(direct)
     judged = judge_charge(looked)
     assert (judged.error_code, judged.retry_later) == ("authentication_required", False)
@@ -551,3 +602,28 @@ async def test_an_off_session_authentication_decline_found_by_a_lookup_reads_as_
         authorizes = [a for a in payment.steps[0].attempts if a.operation == "authorize"]
         assert len({a.idempotency_key for a in authorizes}) == 1  # never under another key
     assert rig.charges() == 0
+
+
+@pytest.mark.parametrize("off_session", [False, True], ids=["on-session", "off-session"])
+async def test_a_lost_answer_whose_intent_was_canceled_at_the_processor_ends_as_a_paused_one(
+    rig: Rig, off_session
+):
+    """An authorization whose answer was lost, its payment then canceled at the processor
+    by someone else (the merchant in its dashboard, another system) before the reconciler
+    looked: the hold is gone and the merchant meant it. It ends as a paused payment
+    canceled there does: `hard`, `payment_canceled_at_processor`, never charged again,
+    now or on the dunning ladder (until 2026-12-08: soft, its `timeout`, to retry later)."""
+    rig.lose_answer("lost")
+    lost = await _pay(rig, "lost", "pm_card_visa", off_session=off_session, authorize_only=True)
+    assert lost.status is PaymentStatus.UNKNOWN
+    [intent] = rig.intents()
+    rig.cancel_there(intent)
+
+    assert await rig.service.reconcile(lost)
+    failed = await rig.service.get(lost.id, "m_1")
+
+    _assert_failed_for_good(failed, Outcome.HARD, ErrorCode.PAYMENT_CANCELED_AT_PROCESSOR)
+    authorizes = [a for a in failed.steps[0].attempts if a.operation == "authorize"]
+    assert len({a.idempotency_key for a in authorizes}) == 1  # never under another key
+    assert "void" not in [a.operation for a in failed.steps[0].attempts]
+    assert rig.status_of(intent) == "canceled"

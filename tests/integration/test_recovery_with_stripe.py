@@ -642,6 +642,39 @@ async def test_a_confirm_answered_with_a_failed_authentication_fails_only_once_i
             assert fake.charges_total == 1
 
 
+async def test_a_failed_authentication_whose_intent_payorch_closed_unseen_is_not_canceled_elsewhere():
+    """The customer's 3-D Secure failed within the confirm and the adapter canceled the
+    intent, but the lookup after its cancel went unanswered: the step waits for the
+    reconciler. It finds the intent canceled with last_payment_error cleared (Stripe
+    clears it on a cancel): payorch canceled it, so the step fails as the confirm's
+    answer said (`authentication_failed`, never retried), not `payment_canceled_at_processor`
+    and not soft, to retry later (until 2026-12-08)."""
+    async with running(max_retries=1) as (fake, service, _):
+        fake.register_failing_authentication("pm_live_failsAuthentication")
+        fake.inject(Fault.api_error(), endpoint="retrieve")
+        payment = await pay(
+            service, methods=[RawMethodInput("card", "pm_live_failsAuthentication")]
+        )
+        (step,) = payment.steps
+        assert step.status is StepStatus.UNKNOWN
+        assert fake.payment_intent(step.processor_payment_id)["status"] == "canceled"
+        assert fake.payment_intent(step.processor_payment_id)["last_payment_error"] is None
+
+        assert await service.reconcile(payment)
+
+        settled = await service.get(payment.id, "m_1")
+        (step,) = settled.steps
+        assert (settled.status, step.status, step.outcome, step.error_code) == (
+            PaymentStatus.FAILED,
+            StepStatus.FAILED,
+            Outcome.HARD,
+            ErrorCode.AUTHENTICATION_FAILED,
+        )
+        judged = judge_charge(settled)
+        assert (judged.error_code, judged.retry_later) == ("authentication_failed", False)
+        assert fake.charges_total == 0
+
+
 # -- a revoked or rolled API key ------------------------------------------------------
 
 

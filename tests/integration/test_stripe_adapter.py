@@ -1245,6 +1245,30 @@ async def test_only_a_canceled_intent_reads_as_closed(
     assert (after.kind, after.closed) == (ResponseKind.NOT_CHARGED, True)
 
 
+@pytest.mark.parametrize("where", ["cancel endpoint", "dashboard"])
+async def test_a_canceled_intent_keeps_no_decline(
+    fake: FakeStripe, processor: StripeProcessor, where
+) -> None:
+    """Stripe clears last_payment_error when the PaymentIntent is updated for any reason,
+    a cancel included, whoever makes it: payorch's cancel call or the merchant's
+    dashboard (the fake's set_status). A lookup of a canceled intent never finds the
+    decline it had before (payorch keeps what it saw before it closed it itself)."""
+    declined = await processor.authorize(charge("pm_card_chargeDeclinedInsufficientFunds"))
+    pi_id = declined.processor_payment_id
+    before = await processor.lookup(charge(), pi_id)
+    assert (before.kind, before.decline_code) == (ResponseKind.NOT_CHARGED, "insufficient_funds")
+
+    if where == "dashboard":
+        fake.set_status(pi_id, "canceled")
+    else:
+        await processor.cancel(pi_id, "pay_1:0:close")
+    after = await processor.lookup(charge(), pi_id)
+
+    assert (after.kind, after.closed) == (ResponseKind.NOT_CHARGED, True)
+    assert (after.error_type, after.code, after.decline_code) == ("", "", "")
+    assert fake.payment_intent(pi_id)["canceled_at"] is not None
+
+
 async def test_a_refused_connection_is_a_connection_error() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

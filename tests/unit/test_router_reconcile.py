@@ -112,30 +112,44 @@ def _failed(payment: Payment) -> tuple[StepStatus, Outcome | None, ErrorCode, bo
     return step.status, step.outcome, step.error_code, event.retry_later
 
 
-@pytest.mark.parametrize("closed", [False, True], ids=["closed-by-the-reconciler", "canceled"])
+# A canceled intent as a processor shows it: Stripe clears last_payment_error when a
+# PaymentIntent is updated for any reason, a cancel included (so does the simulation).
+CANCELED = ProcessorResponse(ResponseKind.NOT_CHARGED, processor_payment_id="pi_1", closed=True)
+
+
+def cancel_goes_through(p: Scripted, then: ProcessorResponse) -> None:
+    """`p` cancels the intent, and its lookups answer `then` from there on."""
+
+    async def cancel(*args, **kwargs):
+        p.looked_up = then
+        return ProcessorResponse(ResponseKind.DONE, processor_payment_id="pi_1")
+
+    p.cancel = cancel  # type: ignore[method-assign]
+
+
+@pytest.mark.parametrize("passes", [1, 2], ids=["closed-in-this-pass", "closed-a-pass-before"])
 async def test_an_off_session_authentication_decline_on_an_intent_not_waiting_reads_as_answered(
-    closed,
+    passes,
 ):
     """Off-session, the bank's `authentication_required` decline found by the reconciler on
     an intent no customer can resume (open but not read as waiting, which the reconciler
-    closes, or found canceled) fails the unknown step as the confirm's own 402 fails it
-    when it leaves nothing to resume: never retried, now or later. Until 2026-12-08 it
-    read soft, its lost answer's `timeout` and retry later, so an installment went on
-    charging a card only its customer can clear."""
+    closes) fails the unknown step as the confirm's own 402 fails it when it leaves
+    nothing to resume: never retried, now or later. Until 2026-12-08 it read soft, its
+    lost answer's `timeout` and retry later, so an installment went on charging a card
+    only its customer can clear. The cancel clears the decline from the intent, as
+    Stripe's does; so does a pass that finds the intent canceled by an earlier one whose
+    last lookup went unanswered (until 2026-12-08 that pass read it soft again)."""
     _, _, direct = await authorized([AUTHENTICATION_REQUIRED], off_session=True)
     router, p, looked = await authorized([LOST, LOST], off_session=True)
     (step,) = looked.steps
     assert step.status is StepStatus.UNKNOWN
     p.looked_up = dataclasses.replace(AUTHENTICATION_REQUIRED, kind=ResponseKind.NOT_CHARGED)
-    if closed:
-        p.looked_up = dataclasses.replace(p.looked_up, closed=True)
-    else:
 
-        async def cancel(*args, **kwargs):
-            p.looked_up = dataclasses.replace(p.looked_up, closed=True)
-            return ProcessorResponse(ResponseKind.DONE, processor_payment_id="pi_1")
-
-        p.cancel = cancel  # type: ignore[method-assign]
+    cancel_goes_through(p, CANCELED if passes == 1 else LOST)
+    if passes == 2:
+        assert await router.reconcile(looked, step) is False
+        assert step.status is StepStatus.UNKNOWN
+        p.looked_up = CANCELED
 
     assert await router.reconcile(looked, step) is True
 
@@ -154,3 +168,129 @@ async def test_an_off_session_authentication_decline_on_an_intent_not_waiting_re
     assert step.attempts[-1].retry_decision == (
         "reconciled: never charged, declined (authentication_required)"
     )
+
+
+async def test_a_decline_seen_before_payorch_closed_the_intent_stands_on_a_later_pass():
+    """A stolen card's decline found by the reconciler on a lost answer's intent, which it
+    closes; the cancel goes through but its lookup goes unanswered. The next pass finds
+    the intent canceled and, as at Stripe, the decline cleared from it: the step fails
+    as the decline said (hard, never charged again), not soft with its lost answer's
+    `timeout` (until 2026-12-08), nor as canceled by someone else: payorch closed it."""
+    router, p, payment = await authorized([LOST, LOST])
+    (step,) = payment.steps
+    p.looked_up = ProcessorResponse(
+        ResponseKind.NOT_CHARGED,
+        processor_payment_id="pi_1",
+        http_status=402,
+        error_type="card_error",
+        code="card_declined",
+        decline_code="stolen_card",
+    )
+
+    cancel_goes_through(p, LOST)
+    assert await router.reconcile(payment, step) is False
+    p.looked_up = CANCELED
+
+    assert await router.reconcile(payment, step) is True
+
+    assert _failed(payment) == (StepStatus.FAILED, Outcome.HARD, ErrorCode.STOLEN_CARD, False)
+    assert step.attempts[-1].retry_decision == "reconciled: never charged, declined (stolen_card)"
+
+
+# The Stripe adapter's answer when the customer's 3-D Secure failed within the confirm
+# and the cancel it makes of the intent (under its `_close` key) went unanswered.
+AUTHENTICATION_FAILED_CLOSING = ProcessorResponse(
+    ResponseKind.PENDING,
+    processor_payment_id="pi_1",
+    http_status=400,
+    error_type="invalid_request_error",
+    code="payment_intent_authentication_failure",
+)
+
+
+@pytest.mark.parametrize("off_session", [False, True], ids=["on-session", "off-session"])
+@pytest.mark.parametrize("waiting", [False, True], ids=["answer-lost", "paused"])
+async def test_an_intent_canceled_by_someone_else_reads_canceled_at_the_processor(
+    waiting, off_session
+):
+    """An intent found canceled that payorch never asked to cancel (the merchant in
+    Stripe's dashboard, another system), no decline on it: whether the step was paused
+    for the customer or its answer was lost, it fails `hard`,
+    `payment_canceled_at_processor`, and is never to be charged again (StepFailed's
+    retry later: no), nor by the dunning ladder. Until 2026-12-08 a lost answer's step
+    read soft, its `timeout`, to retry later: a retry charged what the merchant canceled."""
+    router, p, payment = await authorized(
+        [WAITING] if waiting else [LOST, LOST], off_session=off_session
+    )
+    (step,) = payment.steps
+    p.looked_up = CANCELED
+
+    assert await router.reconcile(payment, step) is True
+
+    assert _failed(payment) == (
+        StepStatus.FAILED,
+        Outcome.HARD,
+        ErrorCode.PAYMENT_CANCELED_AT_PROCESSOR,
+        False,
+    )
+    assert [a.operation for a in step.attempts][-1:] == ["lookup"]
+    assert step.attempts[-1].retry_decision == (
+        "reconciled: never charged, canceled at the processor"
+    )
+
+
+@pytest.mark.parametrize("how", ["reconciler", "adapter"])
+async def test_an_intent_payorch_canceled_itself_never_reads_canceled_by_someone_else(how):
+    """payorch cancels intents itself: the reconciler's close (a void attempt), and the
+    Stripe adapter's after the customer's 3-D Secure failed within the confirm (its
+    answer says that failure). Found canceled later, with the failure cleared from the
+    intent, such a step reads what payorch saw (the failed 3-D Secure: `hard`,
+    `authentication_failed`), never `payment_canceled_at_processor`."""
+    if how == "adapter":
+        router, p, payment = await authorized([AUTHENTICATION_FAILED_CLOSING])
+    else:
+        router, p, payment = await authorized([LOST, LOST])
+        p.looked_up = dataclasses.replace(
+            AUTHENTICATION_FAILED_CLOSING, kind=ResponseKind.NOT_CHARGED
+        )
+
+        cancel_goes_through(p, LOST)
+        assert await router.reconcile(payment, payment.steps[0]) is False
+    (step,) = payment.steps
+    assert step.status is StepStatus.UNKNOWN
+    p.looked_up = CANCELED
+
+    assert await router.reconcile(payment, step) is True
+
+    assert _failed(payment) == (
+        StepStatus.FAILED,
+        Outcome.HARD,
+        ErrorCode.AUTHENTICATION_FAILED,
+        False,
+    )
+    assert step.attempts[-1].retry_decision == (
+        "reconciled: never charged, failed (authentication_failed)"
+    )
+
+
+async def test_a_failed_authentication_only_seen_by_a_lookup_is_no_cancel_of_payorchs():
+    """A lookup saw the customer's failed 3-D Secure on an intent still open, and the run
+    had no time left to close it; the merchant then canceled it in the dashboard. payorch
+    never asked for that cancel (only an authorize answered so makes the adapter cancel):
+    it reads `payment_canceled_at_processor`, as any cancel of someone else's does."""
+    router, p, payment = await authorized([WAITING])
+    (step,) = payment.steps
+    p.looked_up = dataclasses.replace(AUTHENTICATION_FAILED_CLOSING, kind=ResponseKind.NOT_CHARGED)
+    run = Deadline(router.clock.monotonic() + 0.4)  # time for the lookup, not the close
+    assert await router.reconcile(payment, step, run=run) is False
+    p.looked_up = CANCELED
+
+    assert await router.reconcile(payment, step) is True
+
+    assert _failed(payment) == (
+        StepStatus.FAILED,
+        Outcome.HARD,
+        ErrorCode.PAYMENT_CANCELED_AT_PROCESSOR,
+        False,
+    )
+    assert "void" not in [a.operation for a in step.attempts]

@@ -259,3 +259,20 @@ async def test_a_declining_stripe_test_card_is_declined_the_same_way_by_the_simu
 
     assert answer.kind is ResponseKind.ERROR
     assert classify(answer) == expected
+
+
+async def test_a_canceled_intent_keeps_no_decline_as_at_stripe() -> None:
+    """Stripe clears last_payment_error when the PaymentIntent is updated for any reason,
+    a cancel included: a lookup of a declined intent once canceled finds no decline."""
+    sim = SimulatedProcessor("sim", sleep=_no_sleep)
+    request = dataclasses.replace(_request(1), token="pm_card_chargeDeclinedInsufficientFunds")
+    declined = await sim.authorize(request)
+    before = await sim.lookup(request, declined.processor_payment_id)
+    assert (before.kind, before.decline_code) == (ResponseKind.NOT_CHARGED, "insufficient_funds")
+
+    canceled = await sim.cancel(declined.processor_payment_id, "payorch_pay_1_0_close1")
+    after = await sim.lookup(request, declined.processor_payment_id)
+
+    assert canceled.kind is ResponseKind.DONE
+    assert (after.kind, after.closed) == (ResponseKind.NOT_CHARGED, True)
+    assert (after.error_type, after.code, after.decline_code) == ("", "", "")

@@ -172,6 +172,36 @@ def _failure_found(looked: ProcessorResponse) -> ProcessorResponse | None:
     return _decline_found(looked)
 
 
+def _closed_by_payorch(step: Step) -> bool:
+    """Whether payorch asked the processor to cancel the step's intent: the router's own
+    close (a void attempt: the reconciler's `_close`, a void of the step) or the
+    processor adapter's, which cancels an intent whose answer was the customer's failed
+    3-D Secure before it answers (the Stripe adapter's `_close` key). Any other cancel
+    was someone else's (the merchant's dashboard, another system, the processor)."""
+    return any(
+        a.operation == "void" or (a.operation == "authorize" and a.raw.code in FOUND_FAILURE_CODES)
+        for a in step.attempts
+    )
+
+
+def _failure_recorded(step: Step) -> ProcessorResponse | None:
+    """The failure the step's latest charge was seen with (the bank's decline, the
+    customer's failed 3-D Secure), as the answer it would have been: a lookup's before
+    payorch closed the intent, or the answer that made the adapter close it. A
+    processor clears it from the intent once canceled (Stripe's last_payment_error)."""
+    for attempt in reversed(step.attempts):
+        failure = _failure_found(attempt.raw.answer(ResponseKind.NOT_CHARGED))
+        if failure is not None or attempt.operation == "authorize":
+            return failure
+    return None
+
+
+# An intent canceled at the processor by someone else (the merchant in Stripe's
+# dashboard, another system): hard, and never to be charged again automatically, now
+# or later; the merchant meant it.
+_CANCELED_ELSEWHERE = dataclasses.replace(ERROR_CODES[CANCELED_AT_PROCESSOR], retry_later=False)
+
+
 class Router:
     """Health-aware: tries a step's processors in configured order, skipping open
     breakers and preferring healthy ones; records every call in the tracker."""
@@ -654,11 +684,10 @@ class Router:
             False,
             True,
         )
-        # A step paused for the customer was not interrupted: if its intent is found
-        # canceled before payorch closed it, someone else canceled it at the processor.
-        paused = step.status is StepStatus.REQUIRES_ACTION and not any(
-            a.operation == "void" for a in step.attempts
-        )
+        # An intent found canceled that payorch never asked to cancel was canceled at the
+        # processor by someone else: a step paused for the customer, or one whose answer
+        # was lost, was not interrupted, and is not to be charged again.
+        closed_by_payorch = _closed_by_payorch(step)
         canceled_there = False
         for name in names:
             if run is not None and not run.leaves_time_for_a_call(self.clock):
@@ -684,7 +713,9 @@ class Router:
                 operation="lookup",
                 probe=probe,
             )
-            canceled_there = paused and looked.kind is ResponseKind.NOT_CHARGED and looked.closed
+            canceled_there = (
+                looked.kind is ResponseKind.NOT_CHARGED and looked.closed and not closed_by_payorch
+            )
             if looked.kind is ResponseKind.NOT_CHARGED and not looked.closed:
                 if run is not None and not run.leaves_time_for_a_call(self.clock, calls=2):
                     attempt.retry_decision = (
@@ -692,28 +723,14 @@ class Router:
                     )
                     inconclusive = True
                     continue
-                before = looked
                 looked, attempt = await self._close(payment, step, name, request, run)
+                closed_by_payorch = True
                 if looked.kind is ResponseKind.NOT_CHARGED and not looked.closed:
                     attempt.retry_decision = (
                         "not closed: a request still running may charge it; will look again later"
                     )
                     inconclusive = True
                     continue
-                if (
-                    looked.kind is ResponseKind.NOT_CHARGED
-                    and _failure_found(looked) is None
-                    and _failure_found(before) is not None
-                ):
-                    # The bank's decline (or the customer's failed authentication), in
-                    # case closing the intent cleared it.
-                    looked = dataclasses.replace(
-                        looked,
-                        error_type=before.error_type,
-                        code=before.code,
-                        decline_code=before.decline_code,
-                        advice_code=before.advice_code,
-                    )
             if looked.kind in (ResponseKind.SUCCEEDED, ResponseKind.AUTHORIZED):
                 attempt.retry_decision = "reconciled: charged"
                 payment.step_succeeded(step, processor=name, latency_ms=attempt.latency_ms)
@@ -736,7 +753,13 @@ class Router:
             if looked.kind in (ResponseKind.NOT_CHARGED, ResponseKind.NOT_FOUND):
                 attempt.retry_decision = "reconciled: never charged"
                 declined = _failure_found(looked)
+                if declined is None and looked.closed and closed_by_payorch:
+                    # Closed by payorch, in this pass or an earlier one (or by the adapter
+                    # after a failed 3-D Secure): the processor cleared from the intent
+                    # the failure it was seen with, which is what happened.
+                    declined = _failure_recorded(step)
                 found = classify(declined) if declined is not None else None
+                how = "declined" if declined is not None and _declined(declined) else "failed"
                 if found is not None and not (
                     found.outcome is Outcome.REQUIRES_ACTION
                     and payment.off_session
@@ -751,13 +774,13 @@ class Router:
                     # the step, its intent canceled by someone else since: that asked for
                     # the customer, and the cancel is what happened (below).
                     verdict = found
-                    how = "declined" if looked.error_type == "card_error" else "failed"
                     attempt.retry_decision += f", {how} ({verdict.error_code.value})"
                 elif canceled_there:
                     # As a confirm refused on a canceled intent reads (the dashboard's
-                    # cancel, or another system's): not interrupted, and not by us.
-                    verdict = ERROR_CODES[CANCELED_AT_PROCESSOR]
-                    attempt.retry_decision += ", canceled at the processor while paused"
+                    # cancel, or another system's): not interrupted, and not by us; and
+                    # never charged again, now or on the dunning ladder.
+                    verdict = _CANCELED_ELSEWHERE
+                    attempt.retry_decision += ", canceled at the processor"
             else:
                 attempt.retry_decision = "still unknown: will look again later"
                 inconclusive = True

@@ -16,7 +16,7 @@ from payorch.domain.classification import INFRASTRUCTURE_CODES, classify
 from payorch.domain.events import DomainEvent
 from payorch.domain.money import Currency, Money, format_minor
 from payorch.domain.payment import Payment, PaymentStatus, StepStatus
-from payorch.domain.results import ErrorCode, ProcessorResponse, ResponseKind
+from payorch.domain.results import ErrorCode, ResponseKind
 
 # Documented defaults (docs/installments.md): 100.00 in the currency's major unit,
 # three installments thirty days apart, retries three, seven and fourteen days after
@@ -400,16 +400,7 @@ def judge_charge(payment: Payment) -> ChargeResult:
         if answers:
             raw = answers[-1].raw
             # The processor's own words, judged by the same table the router used.
-            c = classify(
-                ProcessorResponse(
-                    ResponseKind.ERROR,
-                    http_status=raw.http_status,
-                    error_type=raw.type,
-                    code=raw.code,
-                    decline_code=raw.decline_code,
-                    advice_code=raw.advice_code,
-                )
-            )
+            c = classify(raw.answer(ResponseKind.ERROR))
             if c.error_code is failed[-1].error_code:
                 retry_later = c.retry_later
             message = raw.message or message

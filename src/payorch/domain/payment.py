@@ -22,7 +22,13 @@ from payorch.domain.events import (
     StepVoided,
 )
 from payorch.domain.money import Currency
-from payorch.domain.results import Classification, ErrorCode, Outcome, ProcessorResponse
+from payorch.domain.results import (
+    Classification,
+    ErrorCode,
+    Outcome,
+    ProcessorResponse,
+    ResponseKind,
+)
 
 
 class PaymentStatus(enum.Enum):
@@ -151,6 +157,17 @@ class RawError:
             r.request_id,
             r.message,
             r.advice_code,
+        )
+
+    def answer(self, kind: ResponseKind) -> ProcessorResponse:
+        """The processor's answer as these fields say it, to be classified again."""
+        return ProcessorResponse(
+            kind,
+            http_status=self.http_status,
+            error_type=self.type,
+            code=self.code,
+            decline_code=self.decline_code,
+            advice_code=self.advice_code,
         )
 
 

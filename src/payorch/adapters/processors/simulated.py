@@ -61,6 +61,14 @@ REQUIRES_AUTH = {
     "pm_card_threeDSecureRequired",
     "pm_card_threeDSecure2Required",
 }
+# Stripe's decline of an off-session charge the bank will not take without the customer
+# (3-D Secure): a 402 card_error that leaves the intent open for them to confirm it
+# on-session (docs/classification.md, Off-session authentication).
+AUTHENTICATION_REQUIRED = (
+    "authentication_required",
+    "authentication_required",
+    "Your card was declined. This transaction requires authentication.",
+)
 # Card 4000002500003155: asks on-session, succeeds off-session once set up.
 AUTH_ON_SETUP = {"pm_card_authenticationRequiredOnSetup"}
 # Ours, not Stripe's: a saved card that pays at checkout (on-session) and is declined
@@ -184,6 +192,12 @@ class SimIntent:
     def __post_init__(self) -> None:
         if not self.client_secret:
             self.client_secret = f"{self.id}_secret_{secrets.token_urlsafe(18)}"
+
+    def cancel(self) -> None:
+        """Canceled, by payorch or by anyone else: as Stripe clears last_payment_error
+        when a PaymentIntent is updated for any reason, no decline stays on it."""
+        self.status = "canceled"
+        self.last_error = None
 
 
 @dataclass(slots=True)
@@ -378,18 +392,24 @@ class SimulatedProcessor:
             declined_as = "pm_card_chargeDeclined" + token[len(OFF_SESSION_DECLINED) :]
             if request.off_session and declined_as in DECLINES:
                 token = declined_as
-        if token in DECLINES:
-            code, decline, message = DECLINES[token]
-            intent.last_error = ProcessorResponse(
-                ResponseKind.ERROR,
-                processor_payment_id=intent.id,
-                http_status=402,
-                error_type="card_error",
-                code=code,
-                decline_code=decline,
-                message=message,
-                request_id=rid,
+        declined = DECLINES.get(token)
+        if request.off_session and (
+            token in REQUIRES_AUTH or (declined is not None and _asks_for_customer(declined))
+        ):
+            # As Stripe answers it: declined authentication_required, the intent left
+            # open with its client secret for the customer to confirm it on-session (3-D
+            # Secure), which is the pause payorch reads, whoever's card it is.
+            code, decline, message = declined or AUTHENTICATION_REQUIRED
+            intent.status = "requires_action"
+            intent.last_error = _declined(intent, rid, code, decline, message)
+            return replace(
+                intent.last_error,
+                kind=ResponseKind.REQUIRES_ACTION,
+                next_action_type="use_stripe_sdk",
+                client_secret=intent.client_secret,
             )
+        if declined is not None:
+            intent.last_error = _declined(intent, rid, *declined)
             return intent.last_error
         missing = _missing_resource(request.customer_id, token)
         if missing is not None:
@@ -528,7 +548,7 @@ class SimulatedProcessor:
         if intent is None or intent.status == "succeeded":
             response = self._invalid_state(intent, "cancel")
         else:
-            intent.status = "canceled"
+            intent.cancel()
             response = ProcessorResponse(
                 ResponseKind.DONE, processor_payment_id=intent.id, request_id=self._request_id()
             )
@@ -603,6 +623,28 @@ class SimulatedProcessor:
             message=f"cannot {action} a PaymentIntent in state {state}",
             request_id=self._request_id(),
         )
+
+
+def _asks_for_customer(declined: tuple[str, str, str]) -> bool:
+    """A decline the bank gives until the customer authenticates (3-D Secure)."""
+    code, decline, _ = declined
+    return AUTHENTICATION_REQUIRED[0] in (code, decline)
+
+
+def _declined(
+    intent: SimIntent, rid: str, code: str, decline: str, message: str
+) -> ProcessorResponse:
+    """The bank's decline, as Stripe's 402 card_error says it."""
+    return ProcessorResponse(
+        ResponseKind.ERROR,
+        processor_payment_id=intent.id,
+        http_status=402,
+        error_type="card_error",
+        code=code,
+        decline_code=decline,
+        message=message,
+        request_id=rid,
+    )
 
 
 def _unknown_error(processor_payment_id: str, rid: str) -> ProcessorResponse:
