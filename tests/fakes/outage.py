@@ -64,3 +64,15 @@ def one_line_then_traceback(job: str) -> list[tuple[int, str, bool]]:
         ),
         (logging.ERROR, f"{job} pass failed; next pass in 0 s", True),
     ]
+
+
+def logged_as(what: str, error: BaseException) -> tuple[int, str, bool]:
+    """What a failure of `what` in a pass logs when it raised one of outage_then_fault()'s
+    errors: the outage in one warning line naming its type, the fault with its traceback."""
+    if unreachable(error):
+        return (
+            logging.WARNING,
+            f"{what}: the database cannot be reached ({type(error).__name__})",
+            False,
+        )
+    return (logging.ERROR, f"{what} failed", True)

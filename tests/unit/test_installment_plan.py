@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -11,6 +13,7 @@ from payorch.domain.installments import (
     ChargeOutcome,
     ChargeResult,
     Installment,
+    InstallmentCharge,
     InstallmentFailed,
     InstallmentFailedFinal,
     InstallmentPaid,
@@ -53,6 +56,7 @@ NO_PROCESSOR = ChargeResult(
     retry_later=True,
 )
 MINUTE = timedelta(minutes=1)
+HOUR = timedelta(hours=1)
 
 
 def new_plan(policy: InstallmentPolicy | None = None) -> InstallmentPlan:
@@ -312,6 +316,50 @@ def test_with_no_dunning_ladder_an_outage_pauses_for_the_default_first_step_then
     charge(plan, 2, NO_PROCESSOR, due + 3 * DAY)
     assert inst.status is InstallmentStatus.FAILED_FINAL
     assert plan.status is PlanStatus.BREACH
+
+
+def test_an_outage_lasts_from_its_first_charge_a_manual_retry_included():
+    """The ladder's second step falls due in an outage a manual retry met four days
+    before: the outage has outlasted the first step (3 days), so it is a failure."""
+    plan = new_plan()
+    due = D + 30 * DAY
+    inst = plan.installments[1]
+    charge(plan, 2, SHORT, due)
+    charge(plan, 2, SHORT, inst.next_attempt_at)  # the first step, at due + 3 days
+    retried = due + 3 * DAY + HOUR
+    attempt = plan.start_manual_retry(inst.id, worker="w", lease_until=retried, now=retried)
+    assert plan.record(inst.id, attempt, NO_PROCESSOR, retried)
+    inst.attempt_kind = AttemptKind.SCHEDULED  # as the scheduler's claim sets it (in SQL)
+
+    charge(plan, 2, NO_PROCESSOR, inst.next_attempt_at)  # the second step, at due + 7 days
+
+    assert (inst.status, inst.dunning_step) == (InstallmentStatus.FAILED, 3)
+    assert inst.next_attempt_at == due + 14 * DAY
+
+
+def test_an_outage_stored_one_row_per_pause_lasts_from_its_first_row():
+    """Rows stored before an outage's pauses were folded into one: the next pause folds
+    into the last row, and the outage still began at the first."""
+    plan = new_plan()
+    due = D + 30 * DAY
+    inst = plan.installments[1]
+    for attempt, at in ((1, due), (2, due + 2 * DAY)):
+        inst.charges.append(
+            InstallmentCharge(
+                attempt,
+                AttemptKind.SCHEDULED,
+                f"pay_n{attempt}",
+                ChargeOutcome.FAILED,
+                NO_PROCESSOR.error_code,
+                NO_PROCESSOR.message,
+                at,
+            )
+        )
+    inst.attempts = inst.stored_charges = 2
+
+    charge(plan, 2, NO_PROCESSOR, due + 3 * DAY)
+
+    assert (inst.status, inst.dunning_step) == (InstallmentStatus.FAILED, 1)
 
 
 @pytest.mark.parametrize(
@@ -615,3 +663,73 @@ def test_a_charge_cancelled_before_it_was_recorded_failed_for_good():
     assert judged.message == "the payment was cancelled"
     # What happened, not "unmapped" (a processor's answer missing from the tables).
     assert judged.error_code == ErrorCode.PAYMENT_CANCELED_AT_PROCESSOR.value
+
+
+@pytest.mark.parametrize(
+    "result",
+    [
+        pytest.param(NO_PROCESSOR, id="no-processor-could-take-it"),
+        pytest.param(
+            ChargeResult(ChargeOutcome.FAILED, "", "", "invalid_request", "over the limit"),
+            id="refused-before-any-payment",
+        ),
+    ],
+)
+def test_an_installments_processor_payment_id_is_its_latest_payments_even_when_it_has_none(
+    result: ChargeResult,
+):
+    """The installment names its latest payment and the processor's id for it (the
+    answer's `processor_payment_id`): never an earlier attempt's beside a later payment."""
+    plan = new_plan()
+    inst = plan.installments[1]
+    charge(plan, 2, dataclasses.replace(SHORT, processor_payment_id="pi_f"), D + 30 * DAY)
+    assert (inst.payment_id, inst.processor_payment_id) == ("pay_f", "pi_f")
+
+    charge(plan, 2, result, D + 33 * DAY)
+
+    assert (inst.payment_id, inst.processor_payment_id) == (result.payment_id, "")
+
+
+def _completed(plan: InstallmentPlan) -> None:
+    charge(plan, 2, PAID, D + 30 * DAY)
+    charge(plan, 3, PAID, D + 60 * DAY)
+
+
+def _breached(plan: InstallmentPlan) -> None:
+    charge(plan, 2, STOLEN, D + 30 * DAY)
+
+
+def _reinstated(plan: InstallmentPlan) -> None:
+    _breached(plan)
+    inst = plan.installments[1]
+    at = D + 31 * DAY
+    attempt = plan.start_manual_retry(inst.id, worker="w", lease_until=at + DAY, now=at)
+    plan.status_changed = False  # saved in breach
+    assert plan.record(inst.id, attempt, PAID, at)
+
+
+def _cancelled(plan: InstallmentPlan) -> None:
+    plan.cancel("order returned", D + 30 * DAY)
+
+
+@pytest.mark.parametrize(
+    ("change", "status"),
+    [
+        pytest.param(_completed, PlanStatus.COMPLETED, id="completed"),
+        pytest.param(_breached, PlanStatus.BREACH, id="breach"),
+        pytest.param(_reinstated, PlanStatus.ACTIVE, id="reinstated"),
+        pytest.param(_cancelled, PlanStatus.CANCELLED, id="cancelled"),
+    ],
+)
+def test_every_change_of_a_plans_status_is_marked_for_the_repository(
+    change: Callable[[InstallmentPlan], None], status: PlanStatus
+):
+    """The repository copies a plan's status onto its installments' rows (the claim's
+    index reads it there) only when the plan says it changed: a change unmarked leaves
+    those rows naming a status the plan no longer has."""
+    plan = new_plan()
+    plan.status_changed = False  # as the repository leaves a plan it saved
+
+    change(plan)
+
+    assert (plan.status, plan.status_changed) == (status, True)

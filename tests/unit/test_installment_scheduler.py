@@ -23,6 +23,7 @@ from payorch.domain.payment import Payment, PaymentStatus
 from tests.fakes.installments import FakeInstallmentUnitOfWork
 from tests.fakes.outage import (
     FailingUnits,
+    logged_as,
     one_line_then_traceback,
     outage_then_fault,
     pass_records,
@@ -219,3 +220,104 @@ async def test_a_pass_the_database_cannot_be_reached_for_is_one_line_and_a_fault
 
     assert pass_records(caplog.records, "payorch.scheduler") == one_line_then_traceback("scheduler")
     assert "hunter2" not in caplog.text
+
+
+def _reads_failing(s: Setup, error: BaseException, *names: str) -> Any:
+    """A unit-of-work factory for the scheduler whose plan reads `names` raise `error`
+    (the charger keeps its own, which works)."""
+
+    def uow() -> FakeInstallmentUnitOfWork:
+        unit = s.uow()
+        for name in names:
+
+            async def failing(*args: Any, **kw: Any) -> Any:
+                raise error
+
+            setattr(unit.plans, name, failing)
+        return unit
+
+    return uow
+
+
+async def _failures_logged(
+    s: Setup,
+    caplog: pytest.LogCaptureFixture,
+    error: BaseException,
+    *,
+    reads: tuple[str, ...] = (),
+    charges: bool = False,
+    **options: Any,
+) -> tuple[SchedulerStats, list[tuple[int, str, bool]]]:
+    """One pass whose plan `reads` raise `error`, and each charge too with `charges`:
+    its stats and the scheduler's warnings and errors (never the driver's text)."""
+    if charges:
+
+        async def raising(*args: Any) -> Any:
+            raise error
+
+        s.charger.pay = raising  # type: ignore[method-assign]
+    worker = InstallmentScheduler(
+        _reads_failing(s, error, *reads),
+        s.charger,
+        s.clock,
+        worker_id="w-2",
+        storage_unreachable=unreachable,
+        **options,
+    )
+    with caplog.at_level(logging.INFO):
+        stats = await worker.run_once()
+    assert "hunter2" not in caplog.text
+    records = pass_records(caplog.records, "payorch.scheduler")
+    return stats, [r for r in records if r[0] >= logging.WARNING]
+
+
+@pytest.fixture(params=[0, 1], ids=["outage", "fault"])
+def error(request: pytest.FixtureRequest) -> BaseException:
+    """The database not reached, or a fault: raised afresh for each test."""
+    return outage_then_fault()[request.param]
+
+
+async def test_a_charge_that_raises_in_a_database_outage_is_one_line_and_a_fault_its_traceback(
+    s, caplog, error
+):
+    # An outage beginning mid-pass fails every charge of the pass: one warning line
+    # each, as a failed pass's, not a traceback each.
+    s.clock.advance(30 * DAY.total_seconds())
+
+    stats, logged = await _failures_logged(s, caplog, error, charges=True)
+
+    assert counted(stats) == {"claimed": 1, "errors": 1}
+    assert logged == [logged_as(f"charging installment {s.plan.installments[1].id}", error)]
+
+
+async def test_a_plan_read_again_after_a_failed_charge_in_an_outage_is_one_line(s, caplog, error):
+    s.clock.advance(30 * DAY.total_seconds())
+
+    _, logged = await _failures_logged(s, caplog, error, reads=("get",), charges=True)
+
+    assert logged == [
+        logged_as(f"charging installment {s.plan.installments[1].id}", error),
+        logged_as(f"reading plan {s.plan.id} again", error),
+    ]
+
+
+async def test_claimed_plans_unread_in_an_outage_are_one_line(s, caplog, error):
+    s.clock.advance(30 * DAY.total_seconds())
+
+    stats, logged = await _failures_logged(s, caplog, error, reads=("get_many",))
+
+    assert counted(stats) == {"claimed": 1, "errors": 1}
+    assert logged == [logged_as("reading 1 claimed plans", error)]
+
+
+async def test_a_plan_claimed_again_in_a_pass_unread_in_an_outage_is_one_line(s, caplog, error):
+    # Claims of one installment each: the plan's second, claimed while its first is
+    # charged, is read again after it (and that read fails).
+    s.clock.advance(60 * DAY.total_seconds())
+
+    stats, logged = await _failures_logged(
+        s, caplog, error, reads=("get",), batch_size=1, concurrency=2
+    )
+
+    assert counted(stats) == {"claimed": 2, "paid": 1, "errors": 1}
+    assert logged == [logged_as(f"reading claimed plan {s.plan.id}", error)]

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
-from payorch.app.failed_passes import log_failed_pass
+from payorch.app.failed_passes import log_failed_pass, log_failure
 from payorch.app.installment_ports import Claim, InstallmentUnitOfWorkFactory
 from payorch.app.installments import InstallmentCharger, RecordCharge
 from payorch.app.observability import tell
@@ -224,9 +224,9 @@ class InstallmentScheduler:
                     try:
                         async with self._uow() as uow:
                             plan = await uow.plans.get(claims[0].plan_id, None)
-                    except Exception:
+                    except Exception as exc:
                         stats.errors += left
-                        log.exception("reading claimed plan %s failed", claims[0].plan_id)
+                        self._log_failure(f"reading claimed plan {claims[0].plan_id}", exc)
                         return None
                 for claim in claims:
                     if plan is None:
@@ -278,10 +278,10 @@ class InstallmentScheduler:
                     unread = [p for p in by_plan if p not in chained]
                     try:
                         plans = await uow.plans.get_many(unread) if unread else {}
-                    except Exception:
+                    except Exception as exc:
                         # Claimed all the same (the commit below decides): they wait for
                         # their lease to run out, as a charge that raised does.
-                        log.exception("reading %d claimed plans failed", len(by_plan))
+                        self._log_failure(f"reading {len(by_plan)} claimed plans", exc)
                     await uow.commit()
                 if not fresh:
                     if not running:
@@ -331,9 +331,9 @@ class InstallmentScheduler:
                 plan = await recorder.record(
                     RecordCharge(plan, claim.installment_id, claim.attempt, result)
                 )
-        except Exception:
+        except Exception as exc:
             stats.errors += 1
-            log.exception("charging installment %s failed", claim.installment_id)
+            self._log_failure(f"charging installment {claim.installment_id}", exc)
             return await self._read_again(plan)
         if result.outcome is ChargeOutcome.UNRESOLVED:
             stats.unresolved += 1
@@ -362,10 +362,15 @@ class InstallmentScheduler:
         try:
             async with self._uow() as uow:
                 fresh = await uow.plans.get(plan.id, None)
-        except Exception:
-            log.exception("reading plan %s again failed", plan.id)
+        except Exception as exc:
+            self._log_failure(f"reading plan {plan.id} again", exc)
             return plan
         return fresh or plan
+
+    def _log_failure(self, what: str, exc: BaseException) -> None:
+        # An outage beginning mid-pass fails each charge and read that follows: one
+        # line each, as the pass's own failure, not a traceback each.
+        log_failure(log, what, exc, self._storage_unreachable)
 
     async def run_forever(self, interval_s: float, stop: asyncio.Event | None = None) -> None:
         stop = stop or asyncio.Event()

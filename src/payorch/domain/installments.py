@@ -779,7 +779,8 @@ class InstallmentPlan:
             ),
         )
         inst.payment_id = result.payment_id
-        inst.processor_payment_id = result.processor_payment_id or inst.processor_payment_id
+        # The processor's id for that payment: none when it reached no processor.
+        inst.processor_payment_id = result.processor_payment_id
         inst.claimed_by, inst.lease_until = "", None
         if result.outcome is ChargeOutcome.PAID:
             inst._move(InstallmentStatus.PAID)
