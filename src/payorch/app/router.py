@@ -172,24 +172,31 @@ def _failure_found(looked: ProcessorResponse) -> ProcessorResponse | None:
     return _decline_found(looked)
 
 
-def _closed_by_payorch(step: Step) -> bool:
-    """Whether payorch asked the processor to cancel the step's intent: the router's own
-    close (a void attempt: the reconciler's `_close`, a void of the step) or the
-    processor adapter's, which cancels an intent whose answer was the customer's failed
-    3-D Secure before it answers (the Stripe adapter's `_close` key). Any other cancel
-    was someone else's (the merchant's dashboard, another system, the processor)."""
+def _closed_by_payorch(step: Step, name: str) -> bool:
+    """Whether payorch asked processor `name` to cancel the step's intent there: the
+    router's own close (a void attempt: the reconciler's `_close`, a void of the step) or
+    the processor adapter's, which cancels an intent whose answer was the customer's
+    failed 3-D Secure before it answers (the Stripe adapter's `_close` key). Any other
+    cancel was someone else's (the merchant's dashboard, another system, the processor),
+    a cancel at another of the step's processors included: each holds its own intent."""
     return any(
-        a.operation == "void" or (a.operation == "authorize" and a.raw.code in FOUND_FAILURE_CODES)
+        a.processor == name
+        and (
+            a.operation == "void"
+            or (a.operation == "authorize" and a.raw.code in FOUND_FAILURE_CODES)
+        )
         for a in step.attempts
     )
 
 
-def _failure_recorded(step: Step) -> ProcessorResponse | None:
-    """The failure the step's latest charge was seen with (the bank's decline, the
-    customer's failed 3-D Secure), as the answer it would have been: a lookup's before
-    payorch closed the intent, or the answer that made the adapter close it. A
-    processor clears it from the intent once canceled (Stripe's last_payment_error)."""
+def _failure_recorded(step: Step, name: str) -> ProcessorResponse | None:
+    """The failure the step's latest charge at processor `name` was seen with (the bank's
+    decline, the customer's failed 3-D Secure), as the answer it would have been: a
+    lookup's before payorch closed the intent, or the answer that made the adapter close
+    it. A processor clears it from the intent once canceled (Stripe's last_payment_error)."""
     for attempt in reversed(step.attempts):
+        if attempt.processor != name:
+            continue
         failure = _failure_found(attempt.raw.answer(ResponseKind.NOT_CHARGED))
         if failure is not None or attempt.operation == "authorize":
             return failure
@@ -687,9 +694,9 @@ class Router:
         # An intent found canceled that payorch never asked to cancel was canceled at the
         # processor by someone else: a step paused for the customer, or one whose answer
         # was lost, was not interrupted, and is not to be charged again.
-        closed_by_payorch = _closed_by_payorch(step)
         canceled_there = False
         for name in names:
+            closed_by_payorch = _closed_by_payorch(step, name)
             if run is not None and not run.leaves_time_for_a_call(self.clock):
                 inconclusive = True  # asked on a later pass: nothing recorded
                 continue
@@ -757,7 +764,7 @@ class Router:
                     # Closed by payorch, in this pass or an earlier one (or by the adapter
                     # after a failed 3-D Secure): the processor cleared from the intent
                     # the failure it was seen with, which is what happened.
-                    declined = _failure_recorded(step)
+                    declined = _failure_recorded(step, name)
                 found = classify(declined) if declined is not None else None
                 how = "declined" if declined is not None and _declined(declined) else "failed"
                 if found is not None and not (
