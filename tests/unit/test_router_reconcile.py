@@ -10,8 +10,9 @@ import pytest
 
 from payorch.adapters.clock import ManualClock
 from payorch.app.router import Deadline, Router
+from payorch.app.settlement import Settlement
 from payorch.domain.classification import classify
-from payorch.domain.events import StepFailed
+from payorch.domain.events import StepFailed, StepVoided
 from payorch.domain.money import Currency
 from payorch.domain.payment import MethodType, Payment, Step, StepStatus
 from payorch.domain.results import ErrorCode, Outcome, ProcessorResponse, ResponseKind
@@ -330,3 +331,29 @@ async def test_payorchs_close_at_one_processor_is_no_cancel_of_its_at_another(pa
     assert step.attempts[-1].retry_decision == (
         "reconciled: never charged, canceled at the processor"
     )
+
+
+async def test_a_paused_step_payorch_voided_with_the_answer_lost_reads_voided_when_found_canceled():
+    """payorch voided a step paused for the customer (Settlement.void: giving the payment
+    up), and neither the void's answer nor its lookup's came back. Found canceled later,
+    the step reads as the void answered would have left it: voided, no StepFailed (until
+    2026-12-08 it failed soft, `interrupted`). The router's own close is no such void."""
+    router, p, payment = await authorized([WAITING])
+    (step,) = payment.steps
+
+    async def lost_cancel(*args, **kwargs):
+        return LOST
+
+    p.cancel = lost_cancel  # type: ignore[method-assign]
+    p.looked_up = LOST
+    assert await Settlement(router.processors, router.clock).void(payment, step) is False
+    assert step.status is StepStatus.REQUIRES_ACTION
+    p.looked_up = CANCELED
+
+    assert await router.reconcile(payment, step) is True
+
+    assert step.status is StepStatus.VOIDED
+    assert [type(e) for e in payment.pending_events if isinstance(e, (StepFailed, StepVoided))] == [
+        StepVoided
+    ]
+    assert step.attempts[-1].retry_decision == "reconciled: voided by payorch, its answer lost"

@@ -189,6 +189,22 @@ def _closed_by_payorch(step: Step, name: str) -> bool:
     )
 
 
+def _close_key(payment: Payment, step: Step) -> str:
+    """The start of the keys the router closes the step's intent under (`_close`)."""
+    return f"{intent_key(payment, step)}_close"
+
+
+def _voided_by_payorch(payment: Payment, step: Step, name: str) -> bool:
+    """Whether payorch asked processor `name` to void the step, to release it (a cancel,
+    giving up a payment paused too long: Settlement.void), not only to prove it was
+    never charged (the router's close, under its own key)."""
+    closing = _close_key(payment, step)
+    return any(
+        a.processor == name and a.operation == "void" and not a.idempotency_key.startswith(closing)
+        for a in step.attempts
+    )
+
+
 def _failure_recorded(step: Step, name: str) -> ProcessorResponse | None:
     """The failure the step's latest charge at processor `name` was seen with (the bank's
     decline, the customer's failed 3-D Secure), as the answer it would have been: a
@@ -620,7 +636,7 @@ class Router:
         processor = self.processors[name]
         # A key of its own per try: a cancel is idempotent on the intent anyway, and a
         # 500 stored under one key must not be replayed to every later try.
-        key = f"{intent_key(payment, step)}_close{len(step.attempts) + 1}"
+        key = f"{_close_key(payment, step)}{len(step.attempts) + 1}"
         _, void = await self._call(
             payment,
             step,
@@ -756,6 +772,17 @@ class Router:
                     client_secret=looked.client_secret,
                 )
                 payment.step_reconciled(step, source="retrieve")
+                return True
+            if (
+                looked.kind is ResponseKind.NOT_CHARGED
+                and looked.closed
+                and step.status is StepStatus.REQUIRES_ACTION
+                and _voided_by_payorch(payment, step, name)
+            ):
+                # payorch voided the paused step itself and the answer was lost: it reads
+                # as that void answered would have left it, voided; not failed.
+                attempt.retry_decision = "reconciled: voided by payorch, its answer lost"
+                payment.step_voided(step)
                 return True
             if looked.kind in (ResponseKind.NOT_CHARGED, ResponseKind.NOT_FOUND):
                 attempt.retry_decision = "reconciled: never charged"
