@@ -1210,3 +1210,41 @@ async def test_a_capture_or_cancel_whose_caller_went_away_still_records_what_str
     await service.finish_in_flight()
     stored = await service.get(held.id, "m_1")
     assert stored.steps[0].status is recorded
+
+
+# -- a paused payment payorch gave up, its void's answer lost -----------------------------
+
+
+@pytest.mark.parametrize("sent", [True, False], ids=["canceled", "cancel-never-sent"])
+async def test_a_paused_payment_given_up_with_its_void_unanswered_ends_cancelled(sent):
+    """An hour on, the reconciler gives a payment paused for 3-D Secure up: the cancel
+    reaches Stripe (or not) and its answer is lost, and the lookup after it too. The
+    next pass finds the intent canceled: payorch's void, read as answered, the step
+    voided and the payment cancelled (until 2026-12-08 it failed soft, `interrupted`).
+    A cancel that never reached Stripe leaves the intent open: it is made again."""
+    async with running() as (fake, service, clock):
+        payment = await pay(service, token="pm_card_authenticationRequired")
+        (step,) = payment.steps
+        assert step.status is StepStatus.REQUIRES_ACTION
+        dropped = Fault.drop_after_processing() if sent else Fault.drop_before_processing()
+        fake.inject(dropped, endpoint="cancel")
+        # The lookup before the cancel is answered; none after it is.
+        fake.inject(Fault.none(), *[Fault.drop_before_processing()] * 3, endpoint="retrieve")
+        clock.advance(3600)
+        assert await service.reconcile_due() == 0
+        fake.clear_faults()
+        assert (fake.payment_intent(step.processor_payment_id)["status"] == "canceled") is sent
+        assert (await service.get(payment.id, "m_1")).status is PaymentStatus.REQUIRES_ACTION
+
+        clock.advance(300)
+        assert await service.reconcile_due() == 1
+
+        done = await service.get(payment.id, "m_1")
+        assert (done.status, [s.status for s in done.steps]) == (
+            PaymentStatus.CANCELLED,
+            [StepStatus.VOIDED],
+        )
+        assert "StepFailed" not in events_raised(service)
+        assert events_raised(service)[-1] == "PaymentCancelled"
+        assert fake.payment_intent(step.processor_payment_id)["status"] == "canceled"
+        assert fake.charges_total == 0

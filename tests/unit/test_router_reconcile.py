@@ -10,8 +10,9 @@ import pytest
 
 from payorch.adapters.clock import ManualClock
 from payorch.app.router import Deadline, Router
+from payorch.app.settlement import Settlement
 from payorch.domain.classification import classify
-from payorch.domain.events import StepFailed
+from payorch.domain.events import StepFailed, StepVoided
 from payorch.domain.money import Currency
 from payorch.domain.payment import MethodType, Payment, Step, StepStatus
 from payorch.domain.results import ErrorCode, Outcome, ProcessorResponse, ResponseKind
@@ -294,3 +295,65 @@ async def test_a_failed_authentication_only_seen_by_a_lookup_is_no_cancel_of_pay
         False,
     )
     assert "void" not in [a.operation for a in step.attempts]
+
+
+@pytest.mark.parametrize("passes", [1, 2], ids=["closed-in-this-pass", "closed-a-pass-before"])
+async def test_payorchs_close_at_one_processor_is_no_cancel_of_its_at_another(passes):
+    """A server died while a step's processors were tried in turn: the reconciler asks
+    each. It closes the intent at "a" (still open there), and finds the one at "b"
+    canceled by someone else. Each processor holds its own intent: payorch's close at
+    "a" says nothing of "b", whose cancel reads `payment_canceled_at_processor`, never
+    charged again. Until 2026-12-08 any void of the step counted for every processor:
+    the step read soft, `interrupted`, to retry later."""
+    a = Scripted("a", [], looked_up=NOT_CONFIRMED)
+    b = Scripted("b", [], looked_up=CANCELED)
+    clock = ManualClock()
+    router = Router({"a": a, "b": b}, clock, rng=random.Random(0))
+    now = clock.now()
+    step = Step(0, MethodType.CARD, "pm_card_visa", 5000, ["a", "b"])
+    payment = Payment("pay_1", "m_1", "r1", "f", Currency("EUR"), 5000, [step], now, now)
+    cancel_goes_through(a, CANCELED if passes == 1 else LOST)
+    if passes == 2:
+        assert await router.reconcile(payment, step) is False
+        a.looked_up = CANCELED
+
+    assert await router.reconcile(payment, step) is True
+
+    assert [(x.processor, x.operation) for x in step.attempts if x.operation == "void"] == [
+        ("a", "void")
+    ]
+    assert _failed(payment) == (
+        StepStatus.FAILED,
+        Outcome.HARD,
+        ErrorCode.PAYMENT_CANCELED_AT_PROCESSOR,
+        False,
+    )
+    assert step.attempts[-1].retry_decision == (
+        "reconciled: never charged, canceled at the processor"
+    )
+
+
+async def test_a_paused_step_payorch_voided_with_the_answer_lost_reads_voided_when_found_canceled():
+    """payorch voided a step paused for the customer (Settlement.void: giving the payment
+    up), and neither the void's answer nor its lookup's came back. Found canceled later,
+    the step reads as the void answered would have left it: voided, no StepFailed (until
+    2026-12-08 it failed soft, `interrupted`). The router's own close is no such void."""
+    router, p, payment = await authorized([WAITING])
+    (step,) = payment.steps
+
+    async def lost_cancel(*args, **kwargs):
+        return LOST
+
+    p.cancel = lost_cancel  # type: ignore[method-assign]
+    p.looked_up = LOST
+    assert await Settlement(router.processors, router.clock).void(payment, step) is False
+    assert step.status is StepStatus.REQUIRES_ACTION
+    p.looked_up = CANCELED
+
+    assert await router.reconcile(payment, step) is True
+
+    assert step.status is StepStatus.VOIDED
+    assert [type(e) for e in payment.pending_events if isinstance(e, (StepFailed, StepVoided))] == [
+        StepVoided
+    ]
+    assert step.attempts[-1].retry_decision == "reconciled: voided by payorch, its answer lost"

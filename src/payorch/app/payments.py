@@ -725,9 +725,15 @@ class PaymentService:
         """Settle open steps with the processor, then run the rest of the plan under the
         config version the payment recorded, whatever the merchant saved since."""
         config = await self._configs.get_version(payment.merchant_id, payment.config_version)
+        paused = [s for s in payment.steps if s.status is StepStatus.REQUIRES_ACTION]
         for step in payment.steps:
             if step.status in (StepStatus.REQUIRES_ACTION, StepStatus.UNKNOWN):
                 await self._router.reconcile(payment, step)
+        if any(s.status is StepStatus.VOIDED for s in paused):
+            # A paused step found voided by payorch (given up with the void's answer
+            # lost): the plan ends as that void answered would have ended it.
+            await self._finish_abandoned(payment, None, deadline)
+            return
         if any(s.status in (StepStatus.REQUIRES_ACTION, StepStatus.UNKNOWN) for s in payment.steps):
             return
         if any(s.status is StepStatus.PENDING for s in payment.steps):
@@ -1304,17 +1310,7 @@ class PaymentService:
             self._look_again(payment, now, run)  # not closed: try again on the back-off
             changed = False
         else:
-            await self._finish_after_reconcile(payment, deferred, run=run)
-            releasing = payment.owed is Owed.VOID  # a void that failed: owed, not kept
-            if all(
-                s.status in (StepStatus.VOIDED, StepStatus.SKIPPED)
-                or (releasing and s.status is StepStatus.AUTHORIZED)
-                for s in payment.steps
-            ):
-                minutes = ACTION_TIMEOUT // timedelta(minutes=1)
-                payment.cancelled(
-                    f"abandoned: not completed within {minutes} minutes of waiting for the customer"
-                )
+            await self._finish_abandoned(payment, deferred, run)
             payment.settle(now)
             changed = True
         try:
@@ -1322,6 +1318,24 @@ class PaymentService:
         except ConcurrentUpdate:
             return False  # ConfirmPayment or a webhook got there first
         return changed
+
+    async def _finish_abandoned(
+        self, payment: Payment, deferred: set[str] | None, run: Deadline | None
+    ) -> None:
+        """A plan given up waiting for the customer, its paused steps settled: what is
+        held is voided (kept, with allow_partial), the rest skipped, and a plan left
+        with nothing taken is cancelled."""
+        await self._finish_after_reconcile(payment, deferred, run=run)
+        releasing = payment.owed is Owed.VOID  # a void that failed: owed, not kept
+        if all(
+            s.status in (StepStatus.VOIDED, StepStatus.SKIPPED)
+            or (releasing and s.status is StepStatus.AUTHORIZED)
+            for s in payment.steps
+        ):
+            minutes = ACTION_TIMEOUT // timedelta(minutes=1)
+            payment.cancelled(
+                f"abandoned: not completed within {minutes} minutes of waiting for the customer"
+            )
 
     async def _settle_held_refunds(
         self, payment: Payment, via: Via, deferred: set[str] | None, run: Deadline | None = None

@@ -172,24 +172,47 @@ def _failure_found(looked: ProcessorResponse) -> ProcessorResponse | None:
     return _decline_found(looked)
 
 
-def _closed_by_payorch(step: Step) -> bool:
-    """Whether payorch asked the processor to cancel the step's intent: the router's own
-    close (a void attempt: the reconciler's `_close`, a void of the step) or the
-    processor adapter's, which cancels an intent whose answer was the customer's failed
-    3-D Secure before it answers (the Stripe adapter's `_close` key). Any other cancel
-    was someone else's (the merchant's dashboard, another system, the processor)."""
+def _closed_by_payorch(step: Step, name: str) -> bool:
+    """Whether payorch asked processor `name` to cancel the step's intent there: the
+    router's own close (a void attempt: the reconciler's `_close`, a void of the step) or
+    the processor adapter's, which cancels an intent whose answer was the customer's
+    failed 3-D Secure before it answers (the Stripe adapter's `_close` key). Any other
+    cancel was someone else's (the merchant's dashboard, another system, the processor),
+    a cancel at another of the step's processors included: each holds its own intent."""
     return any(
-        a.operation == "void" or (a.operation == "authorize" and a.raw.code in FOUND_FAILURE_CODES)
+        a.processor == name
+        and (
+            a.operation == "void"
+            or (a.operation == "authorize" and a.raw.code in FOUND_FAILURE_CODES)
+        )
         for a in step.attempts
     )
 
 
-def _failure_recorded(step: Step) -> ProcessorResponse | None:
-    """The failure the step's latest charge was seen with (the bank's decline, the
-    customer's failed 3-D Secure), as the answer it would have been: a lookup's before
-    payorch closed the intent, or the answer that made the adapter close it. A
-    processor clears it from the intent once canceled (Stripe's last_payment_error)."""
+def _close_key(payment: Payment, step: Step) -> str:
+    """The start of the keys the router closes the step's intent under (`_close`)."""
+    return f"{intent_key(payment, step)}_close"
+
+
+def _voided_by_payorch(payment: Payment, step: Step, name: str) -> bool:
+    """Whether payorch asked processor `name` to void the step, to release it (a cancel,
+    giving up a payment paused too long: Settlement.void), not only to prove it was
+    never charged (the router's close, under its own key)."""
+    closing = _close_key(payment, step)
+    return any(
+        a.processor == name and a.operation == "void" and not a.idempotency_key.startswith(closing)
+        for a in step.attempts
+    )
+
+
+def _failure_recorded(step: Step, name: str) -> ProcessorResponse | None:
+    """The failure the step's latest charge at processor `name` was seen with (the bank's
+    decline, the customer's failed 3-D Secure), as the answer it would have been: a
+    lookup's before payorch closed the intent, or the answer that made the adapter close
+    it. A processor clears it from the intent once canceled (Stripe's last_payment_error)."""
     for attempt in reversed(step.attempts):
+        if attempt.processor != name:
+            continue
         failure = _failure_found(attempt.raw.answer(ResponseKind.NOT_CHARGED))
         if failure is not None or attempt.operation == "authorize":
             return failure
@@ -613,7 +636,7 @@ class Router:
         processor = self.processors[name]
         # A key of its own per try: a cancel is idempotent on the intent anyway, and a
         # 500 stored under one key must not be replayed to every later try.
-        key = f"{intent_key(payment, step)}_close{len(step.attempts) + 1}"
+        key = f"{_close_key(payment, step)}{len(step.attempts) + 1}"
         _, void = await self._call(
             payment,
             step,
@@ -687,9 +710,9 @@ class Router:
         # An intent found canceled that payorch never asked to cancel was canceled at the
         # processor by someone else: a step paused for the customer, or one whose answer
         # was lost, was not interrupted, and is not to be charged again.
-        closed_by_payorch = _closed_by_payorch(step)
         canceled_there = False
         for name in names:
+            closed_by_payorch = _closed_by_payorch(step, name)
             if run is not None and not run.leaves_time_for_a_call(self.clock):
                 inconclusive = True  # asked on a later pass: nothing recorded
                 continue
@@ -750,6 +773,17 @@ class Router:
                 )
                 payment.step_reconciled(step, source="retrieve")
                 return True
+            if (
+                looked.kind is ResponseKind.NOT_CHARGED
+                and looked.closed
+                and step.status is StepStatus.REQUIRES_ACTION
+                and _voided_by_payorch(payment, step, name)
+            ):
+                # payorch voided the paused step itself and the answer was lost: it reads
+                # as that void answered would have left it, voided; not failed.
+                attempt.retry_decision = "reconciled: voided by payorch, its answer lost"
+                payment.step_voided(step)
+                return True
             if looked.kind in (ResponseKind.NOT_CHARGED, ResponseKind.NOT_FOUND):
                 attempt.retry_decision = "reconciled: never charged"
                 declined = _failure_found(looked)
@@ -757,7 +791,7 @@ class Router:
                     # Closed by payorch, in this pass or an earlier one (or by the adapter
                     # after a failed 3-D Secure): the processor cleared from the intent
                     # the failure it was seen with, which is what happened.
-                    declined = _failure_recorded(step)
+                    declined = _failure_recorded(step, name)
                 found = classify(declined) if declined is not None else None
                 how = "declined" if declined is not None and _declined(declined) else "failed"
                 if found is not None and not (
